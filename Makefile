@@ -1,0 +1,54 @@
+# strata — build database guest images, run the agent inside them, run the
+# controller that manages them. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Everything downloaded or built once and reused lives here: Debian packages,
+# cached root filesystems and phase snapshots, finished images, tools.
+CACHE_DIR ?= $(HOME)/.cache/strata
+# Finished images and their manifests.
+OUT_DIR   ?= $(CURDIR)/out
+# The recipe `make image` builds.
+RECIPE    ?= images/mariadb-10.11.yaml
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+GO      ?= go
+export CGO_ENABLED := 0
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_.-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "  Variables: CACHE_DIR=$(CACHE_DIR) OUT_DIR=$(OUT_DIR) RECIPE=$(RECIPE)"
+
+.PHONY: go-check
+go-check:
+	@command -v $(GO) >/dev/null || { echo "make: Go is not installed (need Go >= 1.26 on PATH)"; exit 1; }
+
+.PHONY: build
+build: go-check ## build bin/strata and bin/strata-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata .
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata-agent ./agent/cmd/strata-agent
+
+.PHONY: deps
+deps: ## install the Debian packages the builder needs (apt, as root)
+	ci/deps.sh build boot
+
+.PHONY: image
+image: deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
+	bin/strata build -f $(RECIPE) --image-cache $(CACHE_DIR) -o $(OUT_DIR)/$(basename $(notdir $(RECIPE)))
+
+.PHONY: test
+test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
+	ci/deps.sh test
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) test -race -count=1 ./agent/... ./controller/...
+	$(GO) test -count=1 ./builder/... .
+
+.PHONY: clean
+clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)
+	rm -rf bin out

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a strata make target needs, and nothing else.
+#
+#   ci/deps.sh GROUP...     GROUP: build boot test openstack
+#
+# Packages already installed are not touched, so a second run costs one
+# dpkg-query. Missing packages are installed non-interactively with
+# --no-install-recommends; maintainer scripts are kept from starting
+# services (policy-rc.d) because the tests start their own private servers.
+set -euo pipefail
+
+declare -A group
+group[build]="mmdebstrap debootstrap qemu-utils grub-common grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs zstd tar util-linux ca-certificates"
+group[boot]="qemu-system-x86 ovmf"
+group[test]="mariadb-server mariadb-client"
+group[openstack]=""
+
+if [ $# -eq 0 ]; then
+	echo "usage: $0 GROUP... (groups: ${!group[*]})" >&2
+	exit 2
+fi
+
+want=()
+for g in "$@"; do
+	if [ -z "${group[$g]+set}" ]; then
+		echo "ci/deps.sh: unknown group '$g' (known: ${!group[*]})" >&2
+		exit 2
+	fi
+	# shellcheck disable=SC2206
+	want+=(${group[$g]})
+done
+
+missing=()
+for p in "${want[@]}"; do
+	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	[ "$st" = installed ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "ci/deps.sh: missing packages (${missing[*]}) and no apt-get: strata needs a Debian or Ubuntu build host" >&2
+	exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "ci/deps.sh: missing packages: ${missing[*]}" >&2
+	echo "ci/deps.sh: run as root (or install them yourself) to continue" >&2
+	exit 1
+fi
+
+echo "ci/deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	made_policy=1
+fi
+cleanup() { [ "$made_policy" = 1 ] && rm -f "$policy"; }
+trap cleanup EXIT
+
+if ! apt-get update -q >/tmp/strata-apt-update.log 2>&1; then
+	cat /tmp/strata-apt-update.log >&2
+	echo "ci/deps.sh: apt-get update failed (see above); check the host's apt sources and network" >&2
+	exit 1
+fi
+if ! apt-get install -y -q --no-install-recommends \
+	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+	"${missing[@]}"; then
+	echo "ci/deps.sh: could not install: ${missing[*]}" >&2
+	exit 1
+fi
