@@ -1,0 +1,316 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The sandbox helper is this same binary re-executed with the spec in this
+// variable; init below turns such a process into the helper before main (or
+// a test) starts.
+const helperEnv = "_STRATA_SANDBOX_SPEC"
+
+func init() {
+	if raw, ok := os.LookupEnv(helperEnv); ok {
+		os.Exit(runHelper(raw))
+	}
+}
+
+// mountKind is what to mount at a target.
+type mountKind string
+
+const (
+	bindMount  mountKind = "bind"  // Source onto Target
+	rbindMount mountKind = "rbind" // Source and its submounts onto Target
+	procMount  mountKind = "proc"  // a procfs for the new PID namespace
+	sysfsMount mountKind = "sysfs"
+	tmpfsMount mountKind = "tmpfs"
+)
+
+// Mount is one mount made inside the sandbox's private namespace.
+type Mount struct {
+	Kind   mountKind `json:"kind"`
+	Source string    `json:"source,omitempty"`
+	// Target is a path inside the root (absolute, e.g. "/proc"); symlinks
+	// in it are resolved inside the root, never on the host.
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"ro,omitempty"`
+	// File marks a bind of a single file; a missing target file is created.
+	File bool `json:"file,omitempty"`
+	// Optional mounts are skipped when the target does not exist.
+	Optional bool `json:"optional,omitempty"`
+}
+
+// Bind returns a bind mount of a host path at target inside the root.
+func Bind(source, target string, readOnly bool) Mount {
+	return Mount{Kind: bindMount, Source: source, Target: target, ReadOnly: readOnly}
+}
+
+type sandboxSpec struct {
+	Root   string   `json:"root,omitempty"`
+	Mounts []Mount  `json:"mounts,omitempty"`
+	Path   string   `json:"path"`
+	Args   []string `json:"args,omitempty"`
+	Env    []string `json:"env"`
+	Dir    string   `json:"dir,omitempty"`
+}
+
+// stopGrace is how long a cancelled command gets after SIGTERM before the
+// whole namespace is killed.
+var stopGrace = 10 * time.Second
+
+// runSandboxed starts the helper in new mount and PID namespaces and waits.
+func runSandboxed(ctx context.Context, sp sandboxSpec, cmd Command) error {
+	raw, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("sandbox: finding own executable: %w", err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer statusR.Close()
+	c := exec.CommandContext(ctx, self)
+	c.Args = []string{"strata-sandbox"}
+	c.Env = []string{helperEnv + "=" + string(raw)}
+	c.Stdin, c.Stdout, c.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
+	c.ExtraFiles = []*os.File{statusW}
+	c.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID,
+		Pdeathsig:  syscall.SIGKILL,
+		Setpgid:    true,
+	}
+	// On cancel: SIGTERM to the helper, which forwards it to the command's
+	// process group; if that is not enough, SIGKILL to the helper ends the
+	// PID namespace and with it every process in it.
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.WaitDelay = stopGrace
+	if err := c.Start(); err != nil {
+		statusW.Close()
+		if errors.Is(err, syscall.EPERM) {
+			return fmt.Errorf("sandbox: creating mount and PID namespaces needs root (CAP_SYS_ADMIN): %w", err)
+		}
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	statusW.Close()
+	waitErr := c.Wait()
+	status, _ := io.ReadAll(statusR)
+	if len(status) > 0 {
+		return fmt.Errorf("sandbox: %s", bytes.TrimSpace(status))
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), waitErr)
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		ws := ee.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			return &ExitError{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+		}
+		return &ExitError{Code: ws.ExitStatus()}
+	}
+	return waitErr
+}
+
+// runHelper is the sandbox's PID 1: it mounts, chroots, starts the command,
+// forwards termination signals to it, reaps orphans, and exits with the
+// command's status. Its exit kills whatever the command left running.
+func runHelper(raw string) int {
+	status := os.NewFile(3, "status")
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(status, format, args...)
+		return 125
+	}
+	var sp sandboxSpec
+	if err := json.Unmarshal([]byte(raw), &sp); err != nil {
+		return fail("bad spec: %v", err)
+	}
+	unix.CloseOnExec(3)
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail("making mounts private: %v", err)
+	}
+	for _, m := range sp.Mounts {
+		if err := doMount(sp.Root, m); err != nil {
+			return fail("mount %s on %s: %v", m.Kind, m.Target, err)
+		}
+	}
+	if sp.Root != "" {
+		if err := unix.Chroot(sp.Root); err != nil {
+			return fail("chroot %s: %v", sp.Root, err)
+		}
+		if err := os.Chdir("/"); err != nil {
+			return fail("chdir /: %v", err)
+		}
+	}
+	path, err := lookPath(sp.Path, sp.Env)
+	if err != nil {
+		return fail("%v", err)
+	}
+	c := &exec.Cmd{
+		Path:        path,
+		Args:        append([]string{sp.Path}, sp.Args...),
+		Env:         sp.Env,
+		Dir:         sp.Dir,
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if c.Dir == "" && sp.Root != "" {
+		c.Dir = "/"
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if err := c.Start(); err != nil {
+		return fail("starting %s: %v", sp.Path, err)
+	}
+	status.Close()
+	pid := c.Process.Pid
+	go func() {
+		for s := range sigs {
+			_ = unix.Kill(-pid, s.(syscall.Signal))
+		}
+	}()
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 125
+		}
+		if got != pid {
+			continue // an orphan reparented to us
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// lookPath resolves a command name with the command's own PATH (inside the
+// root, after chroot).
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH %s", name, path)
+}
+
+func doMount(root string, m Mount) error {
+	target, err := resolveIn(root, m.Target)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+		if m.Optional {
+			return nil
+		}
+		if m.File {
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		} else if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	}
+	const common = unix.MS_NOSUID | unix.MS_NODEV
+	switch m.Kind {
+	case procMount:
+		return unix.Mount("proc", target, "proc", common|unix.MS_NOEXEC, "")
+	case sysfsMount:
+		return unix.Mount("sysfs", target, "sysfs", common|unix.MS_NOEXEC|unix.MS_RDONLY, "")
+	case tmpfsMount:
+		return unix.Mount("tmpfs", target, "tmpfs", common, "mode=0755")
+	case bindMount, rbindMount:
+		flags := uintptr(unix.MS_BIND)
+		if m.Kind == rbindMount {
+			flags |= unix.MS_REC
+		}
+		if err := unix.Mount(m.Source, target, "", flags, ""); err != nil {
+			return err
+		}
+		if m.ReadOnly {
+			return unix.Mount("", target, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown mount kind %q", m.Kind)
+}
+
+// resolveIn returns the host path of p inside root, following symlinks as
+// if root were /, so that a link like /etc/resolv.conf ->
+// /run/systemd/resolve/stub-resolv.conf stays inside the root.
+func resolveIn(root, p string) (string, error) {
+	if root == "" {
+		return p, nil
+	}
+	parts := strings.Split(strings.Trim(filepath.Clean("/"+p), "/"), "/")
+	cur := "/"
+	for hops := 0; len(parts) > 0; {
+		part := parts[0]
+		parts = parts[1:]
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, part)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		link, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(link) {
+			cur = "/"
+		}
+		parts = append(strings.Split(strings.Trim(link, "/"), "/"), parts...)
+	}
+	return filepath.Join(root, cur), nil
+}
