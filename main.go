@@ -5,10 +5,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
+
+	buildcli "strata/builder/cli"
 )
 
 // Stamped by the Makefile (-ldflags -X).
@@ -25,8 +31,17 @@ func main() {
 		SilenceErrors: true,
 		Version:       version + " (" + commit + ")",
 	}
-	if err := root.Execute(); err != nil {
+	root.AddCommand(buildcli.NewBuildCommand(version))
+
+	// SIGINT/SIGTERM cancel the context: a build unwinds (hooks stopped,
+	// nothing left mounted, no partial output) and exits 130.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "strata:", err)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			os.Exit(130)
+		}
 		os.Exit(1)
 	}
 }

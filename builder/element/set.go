@@ -153,11 +153,25 @@ type Set struct {
 // is present, there is no dependency cycle, and no two elements ship a file
 // of the same name in the same hook directory.
 func (l *Library) Expand(requested []string) (*Set, error) {
+	return l.ExpandWith(requested, nil)
+}
+
+// BuiltinProvider is the provider name recorded for names the builder
+// itself provides (see ExpandWith).
+const BuiltinProvider = "(builtin)"
+
+// ExpandWith is Expand where the builder itself provides the names in
+// builtin (DIB's package-installs, for instance): dependencies on them are
+// satisfied without looking for an element.
+func (l *Library) ExpandWith(requested, builtin []string) (*Set, error) {
 	if len(requested) == 0 {
 		return nil, fmt.Errorf("no elements given")
 	}
 	final := map[string]bool{}
 	provided := map[string][]string{}
+	for _, b := range builtin {
+		provided[b] = []string{BuiltinProvider}
+	}
 	requiredBy := map[string]string{}
 	var queue []string
 	for _, r := range requested {

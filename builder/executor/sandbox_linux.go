@@ -30,20 +30,20 @@ func init() {
 	}
 }
 
-// mountKind is what to mount at a target.
-type mountKind string
+// MountKind is what to mount at a target.
+type MountKind string
 
 const (
-	bindMount  mountKind = "bind"  // Source onto Target
-	rbindMount mountKind = "rbind" // Source and its submounts onto Target
-	procMount  mountKind = "proc"  // a procfs for the new PID namespace
-	sysfsMount mountKind = "sysfs"
-	tmpfsMount mountKind = "tmpfs"
+	bindMount  MountKind = "bind"  // Source onto Target
+	rbindMount MountKind = "rbind" // Source and its submounts onto Target
+	procMount  MountKind = "proc"  // a procfs for the new PID namespace
+	sysfsMount MountKind = "sysfs"
+	tmpfsMount MountKind = "tmpfs"
 )
 
 // Mount is one mount made inside the sandbox's private namespace.
 type Mount struct {
-	Kind   mountKind `json:"kind"`
+	Kind   MountKind `json:"kind"`
 	Source string    `json:"source,omitempty"`
 	// Target is a path inside the root (absolute, e.g. "/proc"); symlinks
 	// in it are resolved inside the root, never on the host.
@@ -55,9 +55,15 @@ type Mount struct {
 	Optional bool `json:"optional,omitempty"`
 }
 
-// Bind returns a bind mount of a host path at target inside the root.
+// Bind returns a bind mount of a host directory at target inside the root.
 func Bind(source, target string, readOnly bool) Mount {
 	return Mount{Kind: bindMount, Source: source, Target: target, ReadOnly: readOnly}
+}
+
+// BindFile returns a bind mount of a single host file; a missing target
+// file is created.
+func BindFile(source, target string, readOnly bool) Mount {
+	return Mount{Kind: bindMount, Source: source, Target: target, ReadOnly: readOnly, File: true}
 }
 
 type sandboxSpec struct {

@@ -1,0 +1,171 @@
+// Package build turns a list of elements into finished images: it plans
+// the build (elements, environment, packages, cache keys), runs every
+// phase's hooks through executors, reuses cached trees and outputs, and
+// writes the image files, their checksums, a manifest and an SBOM.
+//
+// Every action that leaves something behind is a step whose cleanup the
+// runner calls on success, failure and interruption alike; output files
+// appear only complete.
+//
+// It must not know how a disk is laid out (builder/disk does) or how a
+// command reaches a chroot (builder/executor does).
+package build
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Config is a validated build request, from the command line or a recipe.
+type Config struct {
+	// Elements are the requested elements, without the default base.
+	Elements []string
+	// SkipBase leaves out the default base element (-n).
+	SkipBase bool
+	// ElementsPath is the element search path, earlier entries winning.
+	ElementsPath []string
+	// Output is the path of the image without extension (-o).
+	Output string
+	// Formats are the outputs to write: qcow2, raw, tar (-t).
+	Formats []string
+	// Arch is the Debian architecture (-a).
+	Arch string
+	// Trace sets DIB_DEBUG_TRACE=1 so hooks trace themselves (-x).
+	Trace bool
+	// Uncompressed writes qcow2 without compression (-u).
+	Uncompressed bool
+	// Compression is the qcow2 compression type: zstd (default) or zlib.
+	Compression string
+	// QemuImgOptions are extra -o options for qemu-img convert.
+	QemuImgOptions []string
+	// Packages are installed after install.d, as DIB's -p does.
+	Packages []string
+	// ImageSize is the disk size in bytes, 0 for automatic.
+	ImageSize int64
+	// CacheDir holds downloads, cached trees and outputs (--image-cache).
+	CacheDir string
+	// Offline uses only what is cached: no root filesystem download, apt
+	// installs from cached packages only (--offline).
+	Offline bool
+	// NoCache ignores cached trees and outputs (packages are still reused).
+	NoCache bool
+	// Env is set for every hook (a recipe's env and files); DIB_* variables
+	// from the caller's environment override it.
+	Env map[string]string
+	// Recipe is the recipe file the request came from, if any.
+	Recipe string
+	// HostEnv is the caller's environment (os.Environ()).
+	HostEnv []string
+	// Out receives progress and hook output.
+	Out io.Writer
+	// Version is the builder's version, for the manifest.
+	Version string
+}
+
+// Formats strata can write.
+var knownFormats = []string{"qcow2", "raw", "tar", "vmdk", "vhdx"}
+
+// DefaultBase is the element every build gets unless SkipBase is set.
+const DefaultBase = "base"
+
+// Validate checks the request and fills defaults.
+func (c *Config) Validate() error {
+	if len(c.Elements) == 0 {
+		return fmt.Errorf("no elements given: name at least a distribution element such as debian-minimal")
+	}
+	if c.Output == "" {
+		c.Output = "image"
+	}
+	for _, ext := range append(knownFormats, "") {
+		if ext != "" && strings.HasSuffix(c.Output, "."+ext) && len(c.Formats) <= 1 {
+			c.Output = strings.TrimSuffix(c.Output, "."+ext)
+		}
+	}
+	abs, err := filepath.Abs(c.Output)
+	if err != nil {
+		return err
+	}
+	c.Output = abs
+	if len(c.Formats) == 0 {
+		c.Formats = []string{"qcow2"}
+	}
+	seen := map[string]bool{}
+	for _, f := range c.Formats {
+		if !slices.Contains(knownFormats, f) {
+			return fmt.Errorf("unknown image format %q (known: %s)", f, strings.Join(knownFormats, ", "))
+		}
+		if seen[f] {
+			return fmt.Errorf("image format %q given twice", f)
+		}
+		seen[f] = true
+	}
+	if c.Arch == "" {
+		c.Arch = "amd64"
+	}
+	if c.Arch != "amd64" {
+		return fmt.Errorf("architecture %q is not supported yet (only amd64: the disk layout and GRUB targets are x86)", c.Arch)
+	}
+	switch c.Compression {
+	case "":
+		c.Compression = "zstd"
+	case "zstd", "zlib":
+	default:
+		return fmt.Errorf("unknown qcow2 compression %q (zstd or zlib)", c.Compression)
+	}
+	if c.ImageSize < 0 {
+		return fmt.Errorf("image size %d is negative", c.ImageSize)
+	}
+	if c.CacheDir == "" {
+		home, _ := os.UserHomeDir()
+		c.CacheDir = filepath.Join(home, ".cache", "strata")
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	if c.HostEnv == nil {
+		c.HostEnv = os.Environ()
+	}
+	for k := range c.Env {
+		if !validEnvName(k) {
+			return fmt.Errorf("environment variable name %q is not valid", k)
+		}
+	}
+	if len(c.ElementsPath) == 0 {
+		return fmt.Errorf("no element search path")
+	}
+	return nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// diskFormats are the formats made from a partitioned (or bare) disk image.
+func (c *Config) diskFormats() []string {
+	var out []string
+	for _, f := range c.Formats {
+		if f != "tar" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// OutputPath is the file the build writes for a format.
+func (c *Config) OutputPath(format string) string { return c.Output + "." + format }
+
+// ManifestPath and SBOMPath are written beside the images.
+func (c *Config) ManifestPath() string { return c.Output + ".manifest.json" }
+func (c *Config) SBOMPath() string     { return c.Output + ".spdx.json" }

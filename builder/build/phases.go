@@ -1,0 +1,238 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"strata/builder/cache"
+	"strata/builder/disk"
+	"strata/builder/element"
+	"strata/builder/executor"
+	"strata/builder/manifest"
+
+	"golang.org/x/sys/unix"
+)
+
+// linkPackages gives the build its own package directory, hard-linked from
+// the shared pool: concurrent builds never fight over apt's lock, and
+// .deb files (immutable, uniquely named) are shared without copying.
+func (b *builder) linkPackages(ctx context.Context) error {
+	if b.reused {
+		return nil
+	}
+	return linkDebs(b.cache.AptArchives(), b.dirs.apt)
+}
+
+// savePackages links whatever the build downloaded back into the shared
+// pool, whether or not the build succeeded: a download is never wasted.
+func (b *builder) savePackages(ctx context.Context) error {
+	if b.dirs.apt == "" {
+		return nil
+	}
+	return linkDebs(b.dirs.apt, b.cache.AptArchives())
+}
+
+func linkDebs(from, to string) error {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".deb") {
+			continue
+		}
+		dst := filepath.Join(to, e.Name())
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.Link(filepath.Join(from, e.Name()), dst); err != nil {
+			return fmt.Errorf("package cache: %w", err)
+		}
+	}
+	return nil
+}
+
+// HookError is a hook that failed.
+type HookError struct {
+	Hook  element.Hook
+	Where string
+	Err   error
+}
+
+func (e *HookError) Error() string {
+	return fmt.Sprintf("hook %s of element %s failed (%s): %v", e.Hook.Path(), e.Hook.Element, e.Where, e.Err)
+}
+
+func (e *HookError) Unwrap() error { return e.Err }
+
+// hookWrapper sources the environment.d files (as dib-run-parts does
+// before a phase's hooks) and then execs the hook. Its own variables have
+// names no environment file will use.
+const hookWrapper = `set -eu
+set -o pipefail
+__strata_hook=$1 __strata_n=$2
+shift 2
+[ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
+while [ "$__strata_n" -gt 0 ]; do
+	source "$1"
+	shift
+	__strata_n=$((__strata_n - 1))
+done
+set +x
+exec "$__strata_hook" "$@"
+`
+
+func (b *builder) runPhase(ctx context.Context, i int) error {
+	pp := b.plan.phases[i]
+	if b.reused || i <= b.restored {
+		for _, h := range pp.hooks {
+			b.hooks = append(b.hooks, manifest.Hook{Phase: string(pp.phase), Name: h.Name, Element: h.Element, Where: where(pp.phase), Status: "cached"})
+		}
+		return nil
+	}
+	if !pp.hasWork() {
+		return nil
+	}
+	b.rep.phase(pp.phase, len(pp.hooks))
+	env := b.phaseEnv(pp.phase)
+	var ex executor.Executor
+	hooksBase, envBase := b.dirs.hooks, b.dirs.hooks
+	if pp.phase.InTarget() {
+		if _, err := os.Stat(filepath.Join(b.dirs.root, "bin/bash")); err != nil {
+			return fmt.Errorf("%s runs inside the image root, but %s has no /bin/bash: did a root.d hook build a root filesystem? (is an operating-system element such as debian-minimal in the set?)", pp.phase, b.dirs.root)
+		}
+		ex = &executor.Chroot{Root: b.dirs.root, HooksDir: b.dirs.hooks, Binds: b.chrootBinds()}
+		env = chrootEnv(env)
+		hooksBase, envBase = executor.HooksMountPoint, executor.HooksMountPoint
+	} else {
+		ex = &executor.Host{Dir: b.dirs.build}
+	}
+	envFiles := b.plan.set.EnvFiles()
+	for _, h := range pp.hooks {
+		args := []string{"-c", hookWrapper, "strata-hook", filepath.Join(hooksBase, h.program), strconv.Itoa(len(envFiles))}
+		for _, f := range envFiles {
+			args = append(args, filepath.Join(envBase, f))
+		}
+		args = append(args, h.args...)
+		b.rep.hookStart(h.Hook, ex.Where())
+		t0 := time.Now()
+		err := ex.Run(ctx, executor.Command{
+			Path: "/bin/bash", Args: args, Env: envList(env),
+			Stdout: b.rep.out, Stderr: b.rep.out,
+		})
+		secs := time.Since(t0).Seconds()
+		rec := manifest.Hook{Phase: string(pp.phase), Name: h.Name, Element: h.Element, Where: where(pp.phase), Seconds: secs, Status: "ok"}
+		if err != nil {
+			rec.Status = "failed"
+			var ee *executor.ExitError
+			if errors.As(err, &ee) {
+				rec.ExitCode = ee.Code
+			}
+			b.hooks = append(b.hooks, rec)
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted in %s (element %s): %w", h.Path(), h.Element, ctx.Err())
+			}
+			return &HookError{Hook: h.Hook, Where: ex.Where(), Err: err}
+		}
+		b.hooks = append(b.hooks, rec)
+		b.rep.hookDone(h.Hook, secs)
+	}
+	if pp.writesFstab {
+		if err := b.writeFstab(); err != nil {
+			return err
+		}
+	}
+	if pp.checkpoint && !b.cfg.NoCache {
+		t0 := time.Now()
+		err := b.cache.SaveSnapshot(ctx, pp.key, b.dirs.root, cache.SnapshotMeta{
+			Phase: string(pp.phase), Image: filepath.Base(b.cfg.Output), SourceDateEpoch: b.epoch,
+		})
+		if err != nil {
+			return fmt.Errorf("caching the tree after %s: %w", pp.phase, err)
+		}
+		b.rep.printf("strata: cached the tree after %s in %.1fs\n", pp.phase, time.Since(t0).Seconds())
+	}
+	return nil
+}
+
+func where(p element.Phase) string {
+	if p.InTarget() {
+		return "chroot"
+	}
+	return "host"
+}
+
+// phaseEnv adds what a phase may see beyond the planned environment: the
+// build's timestamp, and from block-device.d on, the disk's identifiers.
+func (b *builder) phaseEnv(p element.Phase) map[string]string {
+	env := make(map[string]string, len(b.plan.env)+4)
+	for k, v := range b.plan.env {
+		env[k] = v
+	}
+	env["SOURCE_DATE_EPOCH"] = strconv.FormatInt(b.epoch, 10)
+	if p.Index() >= element.BlockDevicePhase.Index() && b.plan.bootable {
+		ids := b.ids()
+		env["STRATA_ROOT_UUID"] = ids.RootFS.String()
+		env["STRATA_ESP_UUID"] = ids.ESPVolumeIDString()
+		env["STRATA_KERNEL_ROOT"] = disk.KernelRoot(ids)
+	}
+	return env
+}
+
+func (b *builder) ids() disk.IDs { return disk.DeriveIDs([]byte(b.plan.idSeed())) }
+
+// chrootBinds are the extra mounts of in-image hooks: the package cache at
+// apt's archive directory and the host's resolver configuration.
+func (b *builder) chrootBinds() []executor.Mount {
+	apt := executor.Bind(b.dirs.apt, "/var/cache/apt/archives", false)
+	apt.Optional = true // not every image root is Debian
+	binds := []executor.Mount{apt}
+	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+		binds = append(binds, executor.BindFile("/etc/resolv.conf", "/etc/resolv.conf", true))
+	}
+	return binds
+}
+
+// writeFstab records the root and EFI filesystems by UUID, before
+// pre-finalise.d and finalise.d run, as DIB has the image's fstab in place
+// by then.
+func (b *builder) writeFstab() error {
+	fstab := disk.Fstab(b.ids(), b.plan.bootable)
+	if err := os.MkdirAll(filepath.Join(b.dirs.root, "etc"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dirs.root, "etc/fstab"), []byte(fstab), 0o644); err != nil {
+		return err
+	}
+	if b.plan.bootable {
+		return os.MkdirAll(filepath.Join(b.dirs.root, "boot/efi"), 0o755)
+	}
+	return nil
+}
+
+// clampTimes sets every file time later than epoch to epoch, so the
+// filesystem images do not carry the build's wall-clock time.
+func clampTimes(root string, epoch int64) error {
+	t := time.Unix(epoch, 0)
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.ModTime().After(t) {
+			ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+			return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		return nil
+	})
+}

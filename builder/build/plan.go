@@ -1,0 +1,436 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"strata/builder/element"
+)
+
+// schema changes whenever the builder changes what a cached tree contains
+// for the same inputs (the builtin tools, the environment it sets...).
+const schema = "strata-build-v1"
+
+// builtinProvides are elements diskimage-builder ships that strata
+// implements itself; elements depending on them resolve without them.
+var builtinProvides = []string{"package-installs", "pkg-map", "dib-run-parts"}
+
+// plan is everything decided before the first hook runs.
+type plan struct {
+	set *element.Set
+	// env is the environment every hook starts from (host paths).
+	env map[string]string
+	// evaluated is env after sourcing every environment.d file, used to
+	// evaluate package-installs conditions and pkg-map.
+	evaluated map[string]string
+	// inputs are the element-inputs files, by variable.
+	inputs map[string]inputFile
+	// elementDigest hashes each element's directory and inputs.
+	elementDigest map[string]string
+	envDigest     string
+	phases        []*phasePlan
+	// bootable: the set contains vm, so the disk gets partitions and GRUB.
+	bootable bool
+	// distro and release from the evaluated environment, for pkg-map.
+	distro, release string
+}
+
+type inputFile struct {
+	Var, Path, SHA256 string
+	Size              int64
+}
+
+// phasePlan is one phase: its hooks in run order and its cache key.
+type phasePlan struct {
+	phase element.Phase
+	hooks []*hookPlan
+	// key hashes this phase's inputs and the previous phase's key, so
+	// equal keys mean equal trees.
+	key string
+	// checkpoint: the tree is saved after this phase, because some element
+	// first takes part in a later phase (changing it can restart here).
+	checkpoint bool
+	// writesFstab marks block-device.d, where strata writes /etc/fstab.
+	writesFstab bool
+}
+
+// hookPlan is one hook to run.
+type hookPlan struct {
+	element.Hook
+	// program is the path below the hooks dir; args follow it.
+	program string
+	args    []string
+	digest  string
+}
+
+func (p *phasePlan) hasWork() bool { return len(p.hooks) > 0 || p.writesFstab }
+
+// makePlan scans and expands the elements, evaluates the environment,
+// squashes package-installs and computes every phase's cache key.
+func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog.Logger) (*plan, error) {
+	lib, err := element.Scan(cfg.ElementsPath, log)
+	if err != nil {
+		return nil, err
+	}
+	requested := append([]string{}, cfg.Elements...)
+	if !cfg.SkipBase && !containsStr(requested, DefaultBase) {
+		requested = append([]string{DefaultBase}, requested...)
+	}
+	set, err := lib.ExpandWith(requested, builtinProvides)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range set.Elements {
+		for _, ig := range e.Ignored {
+			log.Warn("file in a phase directory will not run (as in DIB)", "element", e.Name, "file", ig)
+		}
+	}
+	p := &plan{set: set, env: env, bootable: set.Has("vm")}
+
+	p.env["IMAGE_ELEMENT"] = strings.Join(set.Names(), " ")
+	var yml strings.Builder
+	for _, e := range set.Elements {
+		fmt.Fprintf(&yml, "%s: %s\n", e.Name, e.Dir)
+	}
+	p.env["IMAGE_ELEMENT_YAML"] = yml.String()
+
+	if p.inputs, err = readInputs(set, env); err != nil {
+		return nil, err
+	}
+	if p.elementDigest, err = digestElements(set, p.inputs); err != nil {
+		return nil, err
+	}
+	if p.evaluated, err = evaluateEnv(ctx, set, env); err != nil {
+		return nil, err
+	}
+	p.distro, p.release = p.evaluated["DISTRO_NAME"], p.evaluated["DIB_RELEASE"]
+	p.envDigest = digestEnv(env, set, p.inputs)
+
+	squashed, err := element.SquashPackages(set.Elements, func(k string) (string, bool) {
+		v, ok := p.evaluated[k]
+		return v, ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	byName := set.ByName()
+	prev := schema
+	for _, ph := range element.Phases {
+		pp := &phasePlan{phase: ph}
+		for _, h := range set.Hooks(ph) {
+			d, err := fileDigest(filepath.Join(byName[h.Element].Dir, string(ph), h.Name))
+			if err != nil {
+				return nil, fmt.Errorf("element %s: hook %s: %w", h.Element, h.Path(), err)
+			}
+			pp.hooks = append(pp.hooks, &hookPlan{Hook: h, program: h.Path(), digest: d})
+		}
+		if pk := squashed[ph]; pk != nil {
+			pp.hooks = append(pp.hooks, packageHooks(ph, pk, byName, p.distro, p.release)...)
+		}
+		sortHookPlans(pp.hooks)
+		if ph == element.InstallPhase && len(cfg.Packages) > 0 {
+			// DIB installs -p packages after install.d, before post-install.d.
+			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(cfg.Packages)))
+		}
+		pp.writesFstab = ph == element.BlockDevicePhase && p.bootable
+		pp.key = phaseKey(prev, pp, p, set)
+		prev = pp.key
+		p.phases = append(p.phases, pp)
+	}
+	p.markCheckpoints()
+	return p, nil
+}
+
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string{}, s...)
+	sort.Strings(out)
+	return out
+}
+
+func hookList(hs []*hookPlan) []element.Hook {
+	out := make([]element.Hook, len(hs))
+	for i, h := range hs {
+		out[i] = h.Hook
+	}
+	return out
+}
+
+// sortHookPlans orders hook plans as element.SortHooks orders hooks.
+func sortHookPlans(hs []*hookPlan) {
+	list := hookList(hs)
+	element.SortHooks(list)
+	pos := map[element.Hook]int{}
+	for i, h := range list {
+		pos[h] = i
+	}
+	sort.SliceStable(hs, func(i, j int) bool { return pos[hs[i].Hook] < pos[hs[j].Hook] })
+}
+
+// Where DIB's package-installs element puts its hooks in each phase.
+var packageHookNames = map[element.Phase][2]string{
+	element.PreInstallPhase:  {"10-package-installs", "99-package-uninstalls"},
+	element.InstallPhase:     {"01-package-installs", "99-package-uninstalls"},
+	element.PostInstallPhase: {"00-package-installs", "95-package-uninstalls"},
+}
+
+func packageHooks(ph element.Phase, pk *element.PhasePackages, byName map[string]*element.Element, distro, release string) []*hookPlan {
+	names := packageHookNames[ph]
+	var out []*hookPlan
+	if pkgs := element.ResolvedPackages(pk.Install, byName, distro, release); len(pkgs) > 0 {
+		out = append(out, builtinHook(ph, names[0], installTool, pkgs))
+	}
+	if pkgs := element.ResolvedPackages(pk.Uninstall, byName, distro, release); len(pkgs) > 0 {
+		out = append(out, builtinHook(ph, names[1], installTool, append([]string{"-e"}, pkgs...)))
+	}
+	return out
+}
+
+func builtinHook(ph element.Phase, name, tool string, args []string) *hookPlan {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", tool, toolScripts[tool], strings.Join(args, "\x00"))
+	return &hookPlan{
+		Hook:    element.Hook{Phase: ph, Name: name, Element: "package-installs", Builtin: true},
+		program: toolsDir + "/bin/" + tool, args: args,
+		digest: hex.EncodeToString(h.Sum(nil)),
+	}
+}
+
+// phaseKey hashes what makes the tree after a phase: the tree before it,
+// the environment, the phase's hooks (contents and arguments), and every
+// element that first takes part in this phase (all its files and inputs,
+// since its hooks may read any of them).
+func phaseKey(prev string, pp *phasePlan, p *plan, set *element.Set) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\n", prev, pp.phase, p.envDigest)
+	for _, hk := range pp.hooks {
+		fmt.Fprintf(h, "hook %s %s %s\n", hk.Element, hk.Name, hk.digest)
+	}
+	for _, e := range set.Elements {
+		if e.FirstPhase() == pp.phase {
+			fmt.Fprintf(h, "element %s %s\n", e.Name, p.elementDigest[e.Name])
+		}
+	}
+	if pp.writesFstab {
+		fmt.Fprintf(h, "fstab %s\n", p.idSeed())
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// idSeed derives the disk's UUIDs: the state of the tree before
+// block-device.d, so they change exactly when the image content does.
+func (p *plan) idSeed() string {
+	for _, pp := range p.phases {
+		if pp.phase == element.PostRootPhase {
+			return pp.key
+		}
+	}
+	return p.envDigest
+}
+
+// markCheckpoints picks the phases after which the tree is saved: root.d
+// (the base system is the most expensive thing to remake) and, for every
+// element, the last phase with work before the element first takes part,
+// so that changing that element restarts there.
+func (p *plan) markCheckpoints() {
+	lastWork := func(before int) int {
+		for i := before - 1; i >= 0; i-- {
+			if p.phases[i].hasWork() {
+				return i
+			}
+		}
+		return -1
+	}
+	if p.phases[0].hasWork() {
+		p.phases[0].checkpoint = true
+	}
+	for _, e := range p.set.Elements {
+		if i := lastWork(e.FirstPhase().Index()); i >= 0 {
+			p.phases[i].checkpoint = true
+		}
+	}
+	// The last phase never needs saving: finished outputs are cached.
+	p.phases[len(p.phases)-1].checkpoint = false
+}
+
+// finalKey identifies the finished tree.
+func (p *plan) finalKey() string { return p.phases[len(p.phases)-1].key }
+
+func readInputs(set *element.Set, env map[string]string) (map[string]inputFile, error) {
+	out := map[string]inputFile{}
+	for _, e := range set.Elements {
+		for _, v := range e.Inputs {
+			path, ok := env[v]
+			if !ok || path == "" {
+				return nil, fmt.Errorf("element %s needs %s (listed in its element-inputs) to name a file on the build host; set it in the environment or the recipe", e.Name, v)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				return nil, fmt.Errorf("element %s: %s=%s: %w", e.Name, v, path, err)
+			}
+			if !fi.Mode().IsRegular() {
+				return nil, fmt.Errorf("element %s: %s=%s is not a regular file", e.Name, v, path)
+			}
+			d, err := fileDigest(path)
+			if err != nil {
+				return nil, err
+			}
+			out[v] = inputFile{Var: v, Path: path, SHA256: d, Size: fi.Size()}
+		}
+	}
+	return out, nil
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// digestElements hashes every file of every element (path, mode, content or
+// link target), plus the contents of the host files it declares as inputs.
+func digestElements(set *element.Set, inputs map[string]inputFile) (map[string]string, error) {
+	out := map[string]string{}
+	for _, e := range set.Elements {
+		h := sha256.New()
+		err := filepath.WalkDir(e.Dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(e.Dir, p)
+			info, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			switch {
+			case info.Mode()&os.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				fmt.Fprintf(h, "L %s %s\n", rel, l)
+			case info.IsDir():
+				fmt.Fprintf(h, "D %s %o\n", rel, info.Mode().Perm())
+			default:
+				c, err := fileDigest(p)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(h, "F %s %o %s\n", rel, info.Mode().Perm(), c)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("element %s: %w", e.Name, err)
+		}
+		for _, v := range e.Inputs {
+			fmt.Fprintf(h, "I %s %s\n", v, inputs[v].SHA256)
+		}
+		out[e.Name] = hex.EncodeToString(h.Sum(nil))
+	}
+	return out, nil
+}
+
+// volatileEnv are variables that differ between identical builds (paths of
+// this build, tracing, the image's file name); they are left out of keys.
+var volatileEnv = map[string]bool{
+	"PATH": true, "HOME": true, "TMP_HOOKS_PATH": true, "TARGET_ROOT": true, "TMP_MOUNT_PATH": true,
+	"TMP_BUILD_DIR": true, "IMAGE_NAME": true, "DIB_IMAGE_CACHE": true, "DIB_DEBUG_TRACE": true,
+	"DIB_OFFLINE": true, "STRATA_APT_ARCHIVES": true, "SOURCE_DATE_EPOCH": true, "ELEMENTS_PATH": true,
+	"IMAGE_ELEMENT_YAML": true, "http_proxy": true, "https_proxy": true, "no_proxy": true,
+	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "DIB_ARGS": true,
+}
+
+func digestEnv(env map[string]string, set *element.Set, inputs map[string]inputFile) string {
+	var keys []string
+	for k := range env {
+		if _, isInput := inputs[k]; !volatileEnv[k] && !isInput {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%q\n", k, env[k])
+	}
+	byName := set.ByName()
+	for _, e := range set.Elements {
+		for _, f := range e.EnvFiles {
+			d, _ := fileDigest(filepath.Join(byName[e.Name].Dir, "environment.d", f))
+			fmt.Fprintf(h, "envfile %s %s %s\n", e.Name, f, d)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// evaluateEnv sources every environment.d file in dib-run-parts order (with
+// set -eu, as DIB does) and returns the exported environment that results.
+func evaluateEnv(ctx context.Context, set *element.Set, env map[string]string) (map[string]string, error) {
+	byName := set.ByName()
+	var files []string
+	var names []string
+	for _, e := range set.Elements {
+		for _, f := range e.EnvFiles {
+			names = append(names, f)
+		}
+	}
+	element.SortRunParts(names)
+	owner := map[string]string{}
+	for _, e := range set.Elements {
+		for _, f := range e.EnvFiles {
+			owner[f] = e.Name
+		}
+	}
+	for _, n := range names {
+		files = append(files, filepath.Join(byName[owner[n]].Dir, "environment.d", n))
+	}
+	script := `set -eu; set -o pipefail
+for f in "$@"; do source "$f"; done
+env -0`
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", script, "strata-env"}, files...)...)
+	cmd.Env = envList(env)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("sourcing environment.d files: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(stdout.String(), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func envList(env map[string]string) []string {
+	var out []string
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

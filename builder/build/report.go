@@ -1,0 +1,69 @@
+package build
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"strata/builder/element"
+	"strata/builder/manifest"
+)
+
+// reporter prints progress while the build runs and DIB's timing table at
+// the end. Everything goes to the console and the build log.
+type reporter struct {
+	out  io.Writer
+	log  io.Writer
+	n, i int
+}
+
+func newReporter(out, log io.Writer) *reporter { return &reporter{out: out, log: log} }
+
+func (r *reporter) printf(format string, args ...any) { fmt.Fprintf(r.out, format, args...) }
+
+func (r *reporter) phase(p element.Phase, hooks int) {
+	r.printf("==> %s [phase %d/%d] %d hook(s)\n", p, p.Index()+1, len(element.Phases), hooks)
+}
+
+func (r *reporter) hookStart(h element.Hook, where string) {
+	r.printf("--> %s (%s) in %s\n", h.Path(), h.Element, where)
+}
+
+func (r *reporter) hookDone(h element.Hook, secs float64) {
+	r.printf("<-- %s done in %.1fs\n", h.Path(), secs)
+}
+
+// table prints every hook's seconds and status, phase by phase, like
+// dib-run-parts' PROFILING block.
+func (r *reporter) table(hooks []manifest.Hook, total time.Duration) {
+	if len(hooks) == 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "----------------------- PROFILING -----------------------\n")
+	fmt.Fprintf(&b, "%-42s %-18s %9s  %s\n", "Hook", "Element", "Seconds", "Status")
+	phase := ""
+	var phaseSum float64
+	flush := func() {
+		if phase != "" {
+			fmt.Fprintf(&b, "%-42s %-18s %9.3f\n", "  "+phase+" total", "", phaseSum)
+		}
+	}
+	for _, h := range hooks {
+		if h.Phase != phase {
+			flush()
+			phase, phaseSum = h.Phase, 0
+		}
+		phaseSum += h.Seconds
+		status := h.Status
+		if h.Status == "failed" {
+			status = fmt.Sprintf("failed (exit %d)", h.ExitCode)
+		}
+		fmt.Fprintf(&b, "%-42s %-18s %9.3f  %s\n", h.Phase+"/"+h.Name, h.Element, h.Seconds, status)
+	}
+	flush()
+	fmt.Fprintf(&b, "%-42s %-18s %9.3f\n", "Build total (wall clock)", "", total.Seconds())
+	fmt.Fprintf(&b, "--------------------- END PROFILING ---------------------\n")
+	r.printf("%s", b.String())
+}
