@@ -1,0 +1,215 @@
+package qemu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+)
+
+// Drive is a disk attached to the VM.
+type Drive struct {
+	// Path is the image file.
+	Path string
+	// Format is the image format ("raw", "qcow2", ...). It is required:
+	// letting qemu probe a raw image's format is unsafe.
+	Format string
+	// Snapshot sends writes to a temporary overlay that is dropped when
+	// qemu exits: the file is never modified.
+	Snapshot bool
+	// ReadOnly attaches the drive read-only.
+	ReadOnly bool
+	// Serial is the virtio serial number (at most 20 characters); the
+	// guest sees /dev/disk/by-id/virtio-<Serial>.
+	Serial string
+	// CDROM attaches the drive as a SATA CD-ROM (e.g. an ISO 9660 config
+	// drive) instead of a virtio disk. It is always read-only.
+	CDROM bool
+}
+
+// Forward forwards a TCP port on the host's 127.0.0.1 to a guest port.
+type Forward struct {
+	HostPort  int
+	GuestPort int
+}
+
+// Config describes a VM.
+type Config struct {
+	// Name labels the VM in qemu's process list and in logs.
+	Name string
+	// Disk is the boot disk.
+	Disk Drive
+	// Drives are further disks (config drive, data volume), in order.
+	Drives []Drive
+	// Firmware is BIOS (the default) or UEFI.
+	Firmware Firmware
+	// OVMF overrides the UEFI firmware files; nil means FindOVMF("").
+	OVMF *OVMF
+	// MemoryMiB defaults to 1024; CPUs to 1.
+	MemoryMiB int
+	CPUs      int
+	// Forwards are host-to-guest TCP port forwards, host side on
+	// 127.0.0.1 only.
+	Forwards []Forward
+	// NoNetwork leaves out the user-mode network card.
+	NoNetwork bool
+	// NoReboot makes a guest reboot end qemu (boot tests: a panic that
+	// reboots ends the run instead of looping).
+	NoReboot bool
+	// SerialLog is the file the first serial port (ttyS0) is written to;
+	// required. qemu truncates it at start.
+	SerialLog string
+	// Accel overrides DetectAccel.
+	Accel *Accel
+	// Binary defaults to qemu-system-x86_64.
+	Binary string
+	// ExtraArgs are appended to qemu's command line.
+	ExtraArgs []string
+	// Logger receives lifecycle events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultBinary is the qemu program Start runs.
+const DefaultBinary = "qemu-system-x86_64"
+
+func (c *Config) validate() error {
+	if c.SerialLog == "" {
+		return errors.New("qemu: SerialLog must be set")
+	}
+	if c.Firmware == "" {
+		c.Firmware = BIOS
+	}
+	if c.Firmware != BIOS && c.Firmware != UEFI {
+		return fmt.Errorf("qemu: firmware %q: want %q or %q", c.Firmware, BIOS, UEFI)
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = 1024
+	}
+	if c.CPUs == 0 {
+		c.CPUs = 1
+	}
+	if c.MemoryMiB < 0 || c.CPUs < 0 {
+		return fmt.Errorf("qemu: negative memory %d MiB or CPUs %d", c.MemoryMiB, c.CPUs)
+	}
+	if c.Binary == "" {
+		c.Binary = DefaultBinary
+	}
+	if c.Name == "" {
+		c.Name = "strata"
+	}
+	if strings.ContainsAny(c.Name, ",=") {
+		return fmt.Errorf("qemu: name %q must not contain ',' or '='", c.Name)
+	}
+	for i, d := range append([]Drive{c.Disk}, c.Drives...) {
+		if d.Path == "" || d.Format == "" {
+			return fmt.Errorf("qemu: drive %d needs Path and Format", i)
+		}
+		if len(d.Serial) > 20 {
+			return fmt.Errorf("qemu: drive %d serial %q longer than 20 characters", i, d.Serial)
+		}
+		if strings.ContainsAny(d.Serial, ",= ") {
+			return fmt.Errorf("qemu: drive %d serial %q must not contain ',', '=' or spaces", i, d.Serial)
+		}
+	}
+	if c.Disk.CDROM {
+		return errors.New("qemu: the boot disk cannot be a CD-ROM")
+	}
+	if n := countCDROMs(c.Drives); n > 6 {
+		return fmt.Errorf("qemu: %d CD-ROMs, q35's AHCI controller has 6 ports", n)
+	}
+	seen := map[int]bool{}
+	for _, f := range c.Forwards {
+		if f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+			return fmt.Errorf("qemu: port forward %d->%d out of range", f.HostPort, f.GuestPort)
+		}
+		if seen[f.HostPort] {
+			return fmt.Errorf("qemu: host port %d forwarded twice", f.HostPort)
+		}
+		seen[f.HostPort] = true
+	}
+	if c.NoNetwork && len(c.Forwards) > 0 {
+		return errors.New("qemu: port forwards need the network (NoNetwork is set)")
+	}
+	return nil
+}
+
+func countCDROMs(ds []Drive) int {
+	n := 0
+	for _, d := range ds {
+		if d.CDROM {
+			n++
+		}
+	}
+	return n
+}
+
+// escapeOpt doubles commas, qemu's escape inside option values.
+func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// args builds qemu's command line. varsCopy is the VM's private OVMF
+// variable store (UEFI only), qmpSocket the QMP control socket.
+func (c *Config) args(accel Accel, ovmf OVMF, varsCopy, qmpSocket string) []string {
+	a := []string{
+		"-name", c.Name,
+		"-nodefaults",
+		// -display none, not -nographic: the same "no display" without
+		// qemu ever touching stdin or stdout.
+		"-display", "none",
+		"-machine", "q35,accel=" + accel.Name,
+		"-cpu", accel.CPU,
+		"-smp", strconv.Itoa(c.CPUs),
+		"-m", strconv.Itoa(c.MemoryMiB),
+		"-rtc", "base=utc",
+	}
+	if c.Firmware == UEFI {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+escapeOpt(ovmf.Code),
+			"-drive", "if=pflash,format=raw,unit=1,file="+escapeOpt(varsCopy))
+	}
+	cd := 0
+	for i, d := range append([]Drive{c.Disk}, c.Drives...) {
+		id := "disk" + strconv.Itoa(i)
+		drive := "if=none,id=" + id + ",file=" + escapeOpt(d.Path) + ",format=" + d.Format
+		if d.Snapshot {
+			drive += ",snapshot=on"
+		}
+		if d.ReadOnly || d.CDROM {
+			drive += ",readonly=on"
+		}
+		if d.CDROM {
+			drive += ",media=cdrom"
+		}
+		var dev string
+		if d.CDROM {
+			dev = "ide-cd,drive=" + id + ",bus=ide." + strconv.Itoa(cd)
+			cd++
+		} else {
+			dev = "virtio-blk-pci,drive=" + id
+		}
+		if i == 0 {
+			dev += ",bootindex=0"
+		}
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		a = append(a, "-drive", drive, "-device", dev)
+	}
+	if !c.NoNetwork {
+		nd := "user,id=net0"
+		for _, f := range c.Forwards {
+			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+		}
+		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=net0")
+	}
+	a = append(a,
+		"-device", "virtio-rng-pci",
+		"-chardev", "file,id=serial0,path="+escapeOpt(c.SerialLog),
+		"-serial", "chardev:serial0",
+		"-qmp", "unix:"+escapeOpt(qmpSocket)+",server=on,wait=off",
+	)
+	if c.NoReboot {
+		a = append(a, "-no-reboot")
+	}
+	return append(a, c.ExtraArgs...)
+}
