@@ -131,7 +131,7 @@ test -d "$TMP_HOOKS_PATH/install.d"
 echo "extra-data on host TARGET_ROOT=$([ -f "$TARGET_ROOT/etc/tiny-release" ] && echo ok)" >"$DIB_TEST_OUT/host.log"
 echo "IMAGE_ELEMENT=$IMAGE_ELEMENT" >>"$DIB_TEST_OUT/host.log"
 `,
-		"b/finalise.d/10-fin*": "#!/bin/bash\necho finalise >>/order.log\n",
+		"b/finalise.d/10-fin*":      "#!/bin/bash\necho finalise >>/order.log\n",
 		"b/post-install.d/05-post*": "#!/bin/bash\necho post-install >>/order.log\n",
 	}))
 	cfg := f.config("tiny-os", "a")
@@ -203,8 +203,8 @@ func assertNothingLeft(t *testing.T, f *fixture) {
 
 func TestFailingInstallHookLeavesNothingBehind(t *testing.T) {
 	f := newFixture(t, elems(tinyOS, map[string]string{
-		"bad/install.d/10-ok*":   "#!/bin/bash\ntouch /ok\n",
-		"bad/install.d/50-fail*": "#!/bin/bash\necho about to fail\nsleep 300 &\nexit 3\n",
+		"bad/install.d/10-ok*":    "#!/bin/bash\ntouch /ok\n",
+		"bad/install.d/50-fail*":  "#!/bin/bash\necho about to fail\nsleep 300 &\nexit 3\n",
 		"bad/install.d/90-never*": "#!/bin/bash\ntouch /never\n",
 	}))
 	_, err := Run(context.Background(), f.config("tiny-os", "bad"))
@@ -259,7 +259,7 @@ func TestInterruptedInstallHookLeavesNothingBehind(t *testing.T) {
 
 func TestChangingALateElementRerunsFromItsFirstPhase(t *testing.T) {
 	files := elems(tinyOS, map[string]string{
-		"early/install.d/10-early*": "#!/bin/bash\necho early >>/runs.log\n",
+		"early/install.d/10-early*":    "#!/bin/bash\necho early >>/runs.log\n",
 		"late/post-install.d/10-late*": "#!/bin/bash\necho late-v1 >>/runs.log\n",
 	})
 	f := newFixture(t, files)

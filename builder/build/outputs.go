@@ -217,7 +217,9 @@ func (b *builder) placeOutputs(ctx context.Context) error {
 	for _, o := range b.man.Outputs {
 		files = append(files, o.File, o.File+".sha256")
 	}
-	sort.SliceStable(files, func(i, j int) bool { return !strings.HasSuffix(files[i], ".sha256") && strings.HasSuffix(files[j], ".sha256") })
+	sort.SliceStable(files, func(i, j int) bool {
+		return !strings.HasSuffix(files[i], ".sha256") && strings.HasSuffix(files[j], ".sha256")
+	})
 	rename := map[string]string{"manifest.json": name + ".manifest.json", "spdx.json": name + ".spdx.json"}
 	files = append(files, "spdx.json", "manifest.json")
 	dir := filepath.Dir(b.cfg.Output)

@@ -70,8 +70,10 @@ type SnapshotMeta struct {
 	Bytes           int64     `json:"bytes"`
 }
 
-func (c *Cache) snapshotPath(key string) string { return filepath.Join(c.Dir, "phases", key+".tar.zst") }
-func (c *Cache) metaPath(key string) string     { return filepath.Join(c.Dir, "phases", key+".json") }
+func (c *Cache) snapshotPath(key string) string {
+	return filepath.Join(c.Dir, "phases", key+".tar.zst")
+}
+func (c *Cache) metaPath(key string) string { return filepath.Join(c.Dir, "phases", key+".json") }
 
 // Snapshot returns the metadata of a saved tree, or false.
 func (c *Cache) Snapshot(key string) (SnapshotMeta, bool) {

@@ -110,9 +110,10 @@ type Element struct {
 }
 
 // FirstPhase is the earliest phase the element takes part in: it has hooks
-// there or packages installed or removed there. An element whose
-// environment.d files or bin/ helpers every phase may see, or that has no
-// hooks at all, takes part from RootPhase on.
+// there or packages installed or removed there. An element shipping bin/
+// helpers (which any hook of any phase may call), or with no hooks at all,
+// takes part from RootPhase on. (environment.d files reach every phase
+// through the environment itself, so they do not move the first phase.)
 func (e *Element) FirstPhase() Phase {
 	first := -1
 	mark := func(p Phase) {
@@ -128,7 +129,7 @@ func (e *Element) FirstPhase() Phase {
 	for _, s := range e.Packages.specs() {
 		mark(s.Phase)
 	}
-	if first < 0 || len(e.EnvFiles) > 0 || e.HasBin {
+	if first < 0 || e.HasBin {
 		return RootPhase
 	}
 	return Phases[first]

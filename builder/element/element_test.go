@@ -326,13 +326,15 @@ func TestFirstPhase(t *testing.T) {
 		"pkgs/package-installs.yaml":     "foo:\n  phase: pre-install.d\n",
 		"pkgs/post-install.d/10-z*":      "#!/bin/sh\n",
 		"envonly/environment.d/10-e":     "export E=1\n",
+		"envhook/environment.d/10-f":     "export F=1\n",
+		"envhook/install.d/10-envhook*":  "#!/bin/sh\n",
 		"withbin/bin/tool*":              "#!/bin/sh\n",
 		"withbin/finalise.d/10-withbin*": "#!/bin/sh\n",
 		"nothing/README":                 "",
 	}))
 	cases := map[string]Phase{
 		"late": PostInstallPhase, "pkgs": PreInstallPhase, "envonly": RootPhase,
-		"withbin": RootPhase, "nothing": RootPhase, "os": RootPhase,
+		"withbin": RootPhase, "nothing": RootPhase, "os": RootPhase, "envhook": InstallPhase,
 	}
 	for name, want := range cases {
 		if got := lib.Get(name).FirstPhase(); got != want {
