@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,7 +75,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer b.logFile.Close()
-	b.rep = newReporter(io.MultiWriter(cfg.Out, b.logFile), b.logFile)
+	b.rep = newReporter(cfg.Out, b.logFile)
 	b.log = slog.New(slog.NewTextHandler(b.rep.out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	var all []steps.Step

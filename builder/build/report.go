@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"strata/builder/element"
@@ -18,7 +19,40 @@ type reporter struct {
 	n, i int
 }
 
-func newReporter(out, log io.Writer) *reporter { return &reporter{out: out, log: log} }
+// newReporter writes to the console as is and to the log with each line
+// stamped with the seconds since the build started, as DIB's outfilter does.
+func newReporter(console, log io.Writer) *reporter {
+	stamped := &stampWriter{w: log, start: time.Now(), bol: true}
+	return &reporter{out: io.MultiWriter(console, stamped), log: stamped}
+}
+
+// stampWriter prefixes every line with the elapsed time.
+type stampWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+	bol   bool
+}
+
+func (s *stampWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b []byte
+	for _, c := range p {
+		if s.bol {
+			b = fmt.Appendf(b, "[%8.2f] ", time.Since(s.start).Seconds())
+			s.bol = false
+		}
+		b = append(b, c)
+		if c == '\n' {
+			s.bol = true
+		}
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
 
 func (r *reporter) printf(format string, args ...any) { fmt.Fprintf(r.out, format, args...) }
 

@@ -6,3 +6,8 @@ export DIB_DEBIAN_KERNEL=${DIB_DEBIAN_KERNEL:-linux-image-cloud-amd64}
 # (nova console-log, qemu -serial) shows.
 export DIB_BOOTLOADER_DEFAULT_CMDLINE=${DIB_BOOTLOADER_DEFAULT_CMDLINE:-"console=tty0 console=ttyS0,115200n8 nomodeset"}
 export DIB_BOOTLOADER_TIMEOUT=${DIB_BOOTLOADER_TIMEOUT:-1}
+# Installing the kernel together with udev & co. would build the initramfs
+# twice (the kernel's postinst hook, then the initramfs trigger). INITRD=No
+# skips the kernel hook; the trigger builds it once, and
+# install.d/98-vm-initramfs builds any that is still missing.
+export INITRD=No
