@@ -10,7 +10,7 @@ CACHE_DIR ?= $(HOME)/.cache/strata
 # Finished images and their manifests.
 OUT_DIR   ?= $(CURDIR)/out
 # The recipe `make image` builds.
-RECIPE    ?= images/mariadb-10.11.yaml
+RECIPE    ?= images/debian-minimal.yaml
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -45,9 +45,20 @@ image: deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
 	ci/deps.sh test
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./ci/e2e/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 ./agent/... ./controller/...
 	$(GO) test -count=1 ./builder/... .
+	$(MAKE) e2e
+
+.PHONY: e2e
+e2e: deps build ## end-to-end: build images with bin/strata and boot them under qemu (minutes)
+	@mkdir -p $(OUT_DIR)
+	STRATA_CACHE_DIR=$(CACHE_DIR) $(GO) test -tags e2e -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+.PHONY: bench
+bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
+	ci/bench/build.sh
 
 .PHONY: clean
 clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)
