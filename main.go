@@ -31,7 +31,7 @@ func main() {
 		SilenceErrors: true,
 		Version:       version + " (" + commit + ")",
 	}
-	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand())
+	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand(), buildcli.NewCacheCommand())
 
 	// SIGINT/SIGTERM cancel the context: a build unwinds (hooks stopped,
 	// nothing left mounted, no partial output) and exits 130.
