@@ -109,9 +109,9 @@ func TestBadConfigurationIsRejectedAndChangesNothing(t *testing.T) {
 	}
 	before := snapshot(t, inst)
 	cases := []struct {
-		name  string
-		args  wire.ConfigurationArgs
-		want  string
+		name string
+		args wire.ConfigurationArgs
+		want string
 	}{
 		{"no rule", wire.ConfigurationArgs{Rules: testRules, Values: values("innodb_flush_method", `"O_DIRECT"`)}, "unknown parameter"},
 		{"no rules at all", wire.ConfigurationArgs{Values: values("max_connections", `10`)}, "unknown parameter"},

@@ -326,4 +326,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 
 type driverLog struct{ log *slog.Logger }
 
-func (d driverLog) Print(v ...any) { d.log.Debug("mysql driver: " + strings.TrimSpace(fmt.Sprint(v...))) }
+func (d driverLog) Print(v ...any) {
+	d.log.Debug("mysql driver: " + strings.TrimSpace(fmt.Sprint(v...)))
+}
