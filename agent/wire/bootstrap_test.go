@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -14,7 +16,7 @@ func goodBootstrap(t *testing.T) map[string]any {
 		"format":              1,
 		"instance_id":         "6f1c2d3e-0000-4000-8000-000000000001",
 		"controllers":         []string{"10.0.2.2:2222", "[fd00::1]:2222"},
-		"controller_host_key": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(NewSigner(t).PublicKey()))),
+		"controller_host_key": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(newSigner(t).PublicKey()))),
 		"enrollment_token":    NewEnrollmentToken(),
 		"datastore":           map[string]any{"manager": "mariadb", "version": "10.11"},
 		"heartbeat_seconds":   15,
@@ -33,7 +35,7 @@ func encode(t *testing.T, m map[string]any) []byte {
 
 func TestGoodBootstrapParses(t *testing.T) {
 	m := goodBootstrap(t)
-	m["controller_host_key"] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(NewSigner(t).PublicKey()))) + " controller@example"
+	m["controller_host_key"] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(newSigner(t).PublicKey()))) + " controller@example"
 	b, err := ParseBootstrap(encode(t, m), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +56,7 @@ func TestGoodBootstrapParses(t *testing.T) {
 }
 
 func TestBadBootstrapNamesEachProblem(t *testing.T) {
-	hostKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(NewSigner(t).PublicKey())))
+	hostKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(newSigner(t).PublicKey())))
 	cases := []struct {
 		name string
 		edit func(m map[string]any)
@@ -122,8 +124,21 @@ func TestOversizedAndTrailingBootstrapRejected(t *testing.T) {
 		t.Fatalf("oversized: %v", err)
 	}
 	m := goodBootstrap(t)
-	m["controller_host_key"] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(NewSigner(t).PublicKey())))
+	m["controller_host_key"] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(newSigner(t).PublicKey())))
 	if _, err := ParseBootstrap(append(encode(t, m), []byte(" {}")...), ""); err == nil || !strings.Contains(err.Error(), "trailing") {
 		t.Fatalf("trailing: %v", err)
 	}
+}
+
+func newSigner(t *testing.T) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -10,6 +10,7 @@ import (
 
 	"strata/agent/ops"
 	"strata/agent/wire"
+	"strata/agent/wire/wiretest"
 )
 
 // The agent's real executor and journal behind the real transport: the
@@ -17,7 +18,7 @@ import (
 // controller resends it, the agent answers with the one execution's result,
 // and an operation queued during the outage is delivered too.
 func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
-	rig := wire.NewRig(t)
+	rig := wiretest.NewRig(t)
 	journal, err := ops.OpenJournal(filepath.Join(t.TempDir(), "journal"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -33,14 +34,14 @@ func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
 			<-release
 		}
 		return wire.Result{Payload: json.RawMessage(`"` + op.ID + ` done"`)}
-	}, wire.QuietLogger())
+	}, wiretest.QuietLogger())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go exec.Run(ctx)
 
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	cfg := rig.ClientConfig("inst-1", wire.NewSigner(t), exec)
+	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), exec)
 	cfg.EnrollmentToken = token
 	c, err := wire.NewClient(cfg)
 	if err != nil {

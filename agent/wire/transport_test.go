@@ -1,4 +1,4 @@
-package wire
+package wire_test
 
 import (
 	"context"
@@ -11,16 +11,19 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
+	"strata/agent/wire/wiretest"
 )
 
-func okHandler() FuncHandler {
-	return func(ctx context.Context, op Operation) Result {
-		return Result{Payload: json.RawMessage(`{"echo":"` + string(op.Kind) + `"}`)}
+func okHandler() wiretest.FuncHandler {
+	return func(ctx context.Context, op wire.Operation) wire.Result {
+		return wire.Result{Payload: json.RawMessage(`{"echo":"` + string(op.Kind) + `"}`)}
 	}
 }
 
 // runClient runs c.Run in the background until the test ends.
-func runClient(t *testing.T, c *Client) context.CancelFunc {
+func runClient(t *testing.T, c *wire.Client) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -29,16 +32,16 @@ func runClient(t *testing.T, c *Client) context.CancelFunc {
 }
 
 func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
-	rig := NewRig(t)
-	token := NewEnrollmentToken()
+	rig := wiretest.NewRig(t)
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	key := NewSigner(t)
+	key := wiretest.NewSigner(t)
 
 	var enrolledCalls atomic.Int32
 	cfg := rig.ClientConfig("inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
 	cfg.OnEnrolled = func() error { enrolledCalls.Add(1); return nil }
-	c, err := NewClient(cfg)
+	c, err := wire.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +60,7 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 	// Second start: enrolled, no token at all.
 	cfg2 := rig.ClientConfig("inst-1", key, okHandler())
 	cfg2.Enrolled = true
-	c2, _ := NewClient(cfg2)
+	c2, _ := wire.NewClient(cfg2)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	if n := rig.Store.Redemptions(); n != 1 {
@@ -66,13 +69,13 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 }
 
 func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
-	rig := NewRig(t)
-	token := NewEnrollmentToken()
+	rig := wiretest.NewRig(t)
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	first := NewSigner(t)
+	first := wiretest.NewSigner(t)
 	cfg := rig.ClientConfig("inst-1", first, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := NewClient(cfg)
+	c, _ := wire.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	go c.RunOnce(ctx)
@@ -80,19 +83,19 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 
 	// Another key (a second guest, or this one after losing its state)
 	// presents the same token.
-	intruder := NewSigner(t)
+	intruder := wiretest.NewSigner(t)
 	cfg2 := rig.ClientConfig("inst-1", intruder, okHandler())
 	cfg2.EnrollmentToken = token
-	c2, _ := NewClient(cfg2)
+	c2, _ := wire.NewClient(cfg2)
 	err := c2.RunOnce(context.Background())
-	if !errors.Is(err, ErrEnrollmentRejected) {
-		t.Fatalf("reused token: err = %v, want ErrEnrollmentRejected", err)
+	if !errors.Is(err, wire.ErrEnrollmentRejected) {
+		t.Fatalf("reused token: err = %v, want wire.ErrEnrollmentRejected", err)
 	}
 	keys := rig.Store.Keys("inst-1")
 	if len(keys) != 1 || keys[0].Fingerprint != ssh.FingerprintSHA256(first.PublicKey()) {
 		t.Fatalf("keys after rejected reuse: %v", keys)
 	}
-	if _, err := rig.Store.InstanceForKey(context.Background(), ssh.FingerprintSHA256(intruder.PublicKey())); !errors.Is(err, ErrUnknownKey) {
+	if _, err := rig.Store.InstanceForKey(context.Background(), ssh.FingerprintSHA256(intruder.PublicKey())); !errors.Is(err, wire.ErrUnknownKey) {
 		t.Fatalf("intruder key lookup: %v", err)
 	}
 	if !rig.Server.Connected("inst-1") {
@@ -102,56 +105,58 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 
 // countingStore records whether the server ever tried to redeem a token.
 type countingStore struct {
-	*MemStore
+	*wire.MemStore
 	redeemCalls atomic.Int32
 }
 
-func (s *countingStore) RedeemEnrollment(ctx context.Context, h string, k AgentKey) (string, error) {
+func (s *countingStore) RedeemEnrollment(ctx context.Context, h string, k wire.AgentKey) (string, error) {
 	s.redeemCalls.Add(1)
 	return s.MemStore.RedeemEnrollment(ctx, h, k)
 }
 
 func TestWrongHostKeyIsRefusedBeforeTheTokenIsSent(t *testing.T) {
-	rig := NewRig(t)
-	cs := &countingStore{MemStore: rig.Store}
-	rig.Server.cfg.Store = cs
-	token := NewEnrollmentToken()
+	var cs *countingStore
+	rig := wiretest.NewRigWithStore(t, func(m *wire.MemStore) wire.Store {
+		cs = &countingStore{MemStore: m}
+		return cs
+	})
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 
-	cfg := rig.ClientConfig("inst-1", NewSigner(t), okHandler())
+	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
-	cfg.HostKey = NewSigner(t).PublicKey() // not the controller's
-	c, _ := NewClient(cfg)
+	cfg.HostKey = wiretest.NewSigner(t).PublicKey() // not the controller's
+	c, _ := wire.NewClient(cfg)
 	err := c.RunOnce(context.Background())
-	if !errors.Is(err, ErrHostKeyMismatch) {
-		t.Fatalf("err = %v, want ErrHostKeyMismatch", err)
+	if !errors.Is(err, wire.ErrHostKeyMismatch) {
+		t.Fatalf("err = %v, want wire.ErrHostKeyMismatch", err)
 	}
 	if cs.redeemCalls.Load() != 0 {
 		t.Fatal("the token reached the server despite the host key mismatch")
 	}
 	// The token is still good for the real agent.
 	cfg.HostKey = rig.HostKey.PublicKey()
-	c2, _ := NewClient(cfg)
+	c2, _ := wire.NewClient(cfg)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 }
 
 func TestKeyNotEnrolledIsRejected(t *testing.T) {
-	rig := NewRig(t)
-	rig.Store.AddInstance("inst-1", NewEnrollmentToken())
+	rig := wiretest.NewRig(t)
+	rig.Store.AddInstance("inst-1", wire.NewEnrollmentToken())
 
 	// A fresh key and no token.
-	c, _ := NewClient(rig.ClientConfig("inst-1", NewSigner(t), okHandler()))
-	if err := c.RunOnce(context.Background()); !errors.Is(err, ErrNotEnrolled) {
-		t.Fatalf("fresh key, no token: err = %v, want ErrNotEnrolled", err)
+	c, _ := wire.NewClient(rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler()))
+	if err := c.RunOnce(context.Background()); !errors.Is(err, wire.ErrNotEnrolled) {
+		t.Fatalf("fresh key, no token: err = %v, want wire.ErrNotEnrolled", err)
 	}
 	// A key the agent believes enrolled, but the controller does not know
 	// (revoked, or another controller).
-	cfg := rig.ClientConfig("inst-1", NewSigner(t), okHandler())
+	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.Enrolled = true
-	c2, _ := NewClient(cfg)
-	if err := c2.RunOnce(context.Background()); !errors.Is(err, ErrAuthRejected) {
-		t.Fatalf("unknown key: err = %v, want ErrAuthRejected", err)
+	c2, _ := wire.NewClient(cfg)
+	if err := c2.RunOnce(context.Background()); !errors.Is(err, wire.ErrAuthRejected) {
+		t.Fatalf("unknown key: err = %v, want wire.ErrAuthRejected", err)
 	}
 	if rig.Server.Connected("inst-1") || rig.Store.Redemptions() != 0 {
 		t.Fatal("a rejected agent got a session or redeemed a token")
@@ -159,37 +164,37 @@ func TestKeyNotEnrolledIsRejected(t *testing.T) {
 }
 
 func TestRevokedKeyIsRejected(t *testing.T) {
-	rig := NewRig(t)
-	token := NewEnrollmentToken()
+	rig := wiretest.NewRig(t)
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	key := NewSigner(t)
+	key := wiretest.NewSigner(t)
 	cfg := rig.ClientConfig("inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := NewClient(cfg)
+	c, _ := wire.NewClient(cfg)
 	cancel := runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	cancel()
 	rig.WaitConnected("inst-1", false, 5*time.Second)
 
 	rig.Store.RevokeKeys("inst-1")
-	c2, _ := NewClient(cfg) // token offered again: it is spent
-	if err := c2.RunOnce(context.Background()); !errors.Is(err, ErrEnrollmentRejected) {
+	c2, _ := wire.NewClient(cfg) // token offered again: it is spent
+	if err := c2.RunOnce(context.Background()); !errors.Is(err, wire.ErrEnrollmentRejected) {
 		t.Fatalf("revoked key with spent token: err = %v", err)
 	}
 }
 
 func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
-	rig := NewRig(t)
-	token := NewEnrollmentToken()
+	rig := wiretest.NewRig(t)
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	rig.Store.AddInstance("inst-2", NewEnrollmentToken())
+	rig.Store.AddInstance("inst-2", wire.NewEnrollmentToken())
 	// The agent's bootstrap says inst-2 but it holds inst-1's token.
-	cfg := rig.ClientConfig("inst-2", NewSigner(t), okHandler())
+	cfg := rig.ClientConfig("inst-2", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := NewClient(cfg)
+	c, _ := wire.NewClient(cfg)
 	err := c.RunOnce(context.Background())
-	if !errors.Is(err, ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
-		t.Fatalf("err = %v, want ErrHelloRejected naming inst-1", err)
+	if !errors.Is(err, wire.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
+		t.Fatalf("err = %v, want wire.ErrHelloRejected naming inst-1", err)
 	}
 	if rig.Server.Connected("inst-2") || rig.Server.Connected("inst-1") {
 		t.Fatal("a session was registered for a mismatched agent")
@@ -200,13 +205,13 @@ func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
 	}
 }
 
-func enrolledClient(t *testing.T, rig *Rig, instanceID string, h OperationHandler) (*Client, ClientConfig) {
+func enrolledClient(t *testing.T, rig *wiretest.Rig, instanceID string, h wire.OperationHandler) (*wire.Client, wire.ClientConfig) {
 	t.Helper()
-	token := NewEnrollmentToken()
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance(instanceID, token)
-	cfg := rig.ClientConfig(instanceID, NewSigner(t), h)
+	cfg := rig.ClientConfig(instanceID, wiretest.NewSigner(t), h)
 	cfg.EnrollmentToken = token
-	c, err := NewClient(cfg)
+	c, err := wire.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +219,7 @@ func enrolledClient(t *testing.T, rig *Rig, instanceID string, h OperationHandle
 }
 
 func TestHeartbeatsArriveInOrderAndStaleOnesAreDropped(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
@@ -227,7 +232,7 @@ func TestHeartbeatsArriveInOrderAndStaleOnesAreDropped(t *testing.T) {
 	}
 	hbs := rig.Store.Heartbeats("inst-1")
 	for i, hb := range hbs {
-		if hb.BootID != c.BootID() || hb.AgentVersion != "test" || hb.Status != StatusRunning || hb.Seq != uint64(i+1) {
+		if hb.BootID != c.BootID() || hb.AgentVersion != "test" || hb.Status != wire.StatusRunning || hb.Seq != uint64(i+1) {
 			t.Fatalf("heartbeat %d = %+v", i, hb)
 		}
 	}
@@ -237,21 +242,21 @@ func TestHeartbeatsArriveInOrderAndStaleOnesAreDropped(t *testing.T) {
 		t.Fatalf("stale heartbeat accepted=%v err=%v", ok, err)
 	}
 	// A new boot id starts again at 1.
-	fresh := Heartbeat{BootID: "another-boot", Seq: 1}
+	fresh := wire.Heartbeat{BootID: "another-boot", Seq: 1}
 	if ok, _ := rig.Store.RecordHeartbeat(context.Background(), "inst-1", fresh, time.Now()); !ok {
 		t.Fatal("heartbeat of a new boot dropped")
 	}
 }
 
 func TestSubmittedOperationIsAckedExecutedAndAwaited(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	op := Operation{ID: "op-1", Kind: KindListDatabases}
+	op := wire.Operation{ID: "op-1", Kind: wire.KindListDatabases}
 	if err := rig.Server.Submit(ctx, "inst-1", op); err != nil {
 		t.Fatal(err)
 	}
@@ -263,21 +268,21 @@ func TestSubmittedOperationIsAckedExecutedAndAwaited(t *testing.T) {
 		t.Fatalf("result = %+v", res)
 	}
 	rec, _ := rig.Store.Op("inst-1", "op-1")
-	if rec.AckState != AckAccepted || rec.AckedAt.IsZero() {
+	if rec.AckState != wire.AckAccepted || rec.AckedAt.IsZero() {
 		t.Fatalf("op record = %+v, want acknowledged", rec)
 	}
 	// Same id, other content: refused by the queue.
-	if err := rig.Server.Submit(ctx, "inst-1", Operation{ID: "op-1", Kind: KindStop}); !errors.Is(err, ErrOpConflict) {
+	if err := rig.Server.Submit(ctx, "inst-1", wire.Operation{ID: "op-1", Kind: wire.KindStop}); !errors.Is(err, wire.ErrOpConflict) {
 		t.Fatalf("conflicting resubmit: %v", err)
 	}
 }
 
 func TestOperationQueuedWhileDisconnectedIsDeliveredOnConnect(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := rig.Server.Submit(ctx, "inst-1", Operation{ID: "early", Kind: KindStatus}); err != nil {
+	if err := rig.Server.Submit(ctx, "inst-1", wire.Operation{ID: "early", Kind: wire.KindStatus}); err != nil {
 		t.Fatal(err)
 	}
 	runClient(t, c)
@@ -289,47 +294,38 @@ func TestOperationQueuedWhileDisconnectedIsDeliveredOnConnect(t *testing.T) {
 
 // rawChannel opens an operation channel to instanceID's agent, as a
 // misbehaving controller would.
-func rawChannel(t *testing.T, rig *Rig, instanceID string) ssh.Channel {
+func rawChannel(t *testing.T, rig *wiretest.Rig, instanceID string) ssh.Channel {
 	t.Helper()
-	rig.Server.mu.Lock()
-	sess := rig.Server.sessions[instanceID]
-	rig.Server.mu.Unlock()
-	if sess == nil {
-		t.Fatal("no session")
-	}
-	ch, reqs, err := sess.conn.OpenChannel(ChannelOperation, nil)
+	ch, err := wire.RawOpChannel(rig.Server, instanceID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go ssh.DiscardRequests(reqs)
 	return ch
 }
 
-func readReply(t *testing.T, ch ssh.Channel) OpReply {
+func readReply(t *testing.T, ch ssh.Channel) wire.OpReply {
 	t.Helper()
-	data, err := ReadFrame(ch, MaxMessageSize)
+	data, err := wire.ReadFrame(ch, wire.MaxMessageSize)
 	if err != nil {
 		t.Fatalf("no reply: %v", err)
 	}
-	var r OpReply
-	if err := DecodeStrict(data, &r); err != nil {
+	var r wire.OpReply
+	if err := wire.DecodeStrict(data, &r); err != nil {
 		t.Fatalf("garbled reply %q: %v", data, err)
 	}
 	return r
 }
 
 func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	var executed atomic.Int32
-	c, _ := enrolledClient(t, rig, "inst-1", FuncHandler(func(ctx context.Context, op Operation) Result {
+	c, _ := enrolledClient(t, rig, "inst-1", wiretest.FuncHandler(func(ctx context.Context, op wire.Operation) wire.Result {
 		executed.Add(1)
-		return Result{}
+		return wire.Result{}
 	}))
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
-	rig.Server.mu.Lock()
-	sessBefore := rig.Server.sessions["inst-1"]
-	rig.Server.mu.Unlock()
+	sessBefore := wire.SessionOf(rig.Server, "inst-1")
 
 	frame := func(body string) []byte {
 		b := make([]byte, 4+len(body))
@@ -348,7 +344,7 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 		{"trailing data", frame(`{"id":"x3","kind":"status"} {"id":"x4"}`), "trailing data"},
 		{"quote in id", frame(`{"id":"x'; DROP DATABASE mysql; --","kind":"status"}`), "operation id"},
 		{"NUL in kind", frame(`{"id":"x5","kind":"stat\u0000us"}`), "not a valid kind"},
-		{"oversized", append(binary.BigEndian.AppendUint32(nil, MaxMessageSize+1), make([]byte, 64<<10)...), "too large"},
+		{"oversized", append(binary.BigEndian.AppendUint32(nil, wire.MaxMessageSize+1), make([]byte, 64<<10)...), "too large"},
 		{"length only", binary.BigEndian.AppendUint32(nil, 0xFFFFFFFF), "too large"},
 	}
 	for _, tc := range cases {
@@ -357,7 +353,7 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 			defer ch.Close()
 			go ch.Write(tc.bytes)
 			r := readReply(t, ch)
-			if r.Ack != nil || r.Result == nil || r.Result.Error == nil || r.Result.Error.Code != CodeBadMessage {
+			if r.Ack != nil || r.Result == nil || r.Result.Error == nil || r.Result.Error.Code != wire.CodeBadMessage {
 				t.Fatalf("reply = %+v, want a bad_message result without ack", r)
 			}
 			if !strings.Contains(r.Result.Error.Message, tc.want) {
@@ -369,15 +365,13 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 		t.Fatalf("%d bad messages were executed", executed.Load())
 	}
 	// Same session, still serving.
-	rig.Server.mu.Lock()
-	sessAfter := rig.Server.sessions["inst-1"]
-	rig.Server.mu.Unlock()
+	sessAfter := wire.SessionOf(rig.Server, "inst-1")
 	if sessAfter != sessBefore {
 		t.Fatal("bad messages cost the agent its session")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rig.Server.Submit(ctx, "inst-1", Operation{ID: "good", Kind: KindStatus})
+	rig.Server.Submit(ctx, "inst-1", wire.Operation{ID: "good", Kind: wire.KindStatus})
 	if res, err := rig.Server.Await(ctx, "inst-1", "good"); err != nil || res.Error != nil {
 		t.Fatalf("good op after bad ones: %v %+v", err, res)
 	}
@@ -387,17 +381,17 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 }
 
 func TestBadMessagesToTheServerAreRefused(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 
 	// Talk to the server as the enrolled agent would, with raw requests.
-	key := NewSigner(t)
-	token := NewEnrollmentToken()
+	key := wiretest.NewSigner(t)
+	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-raw", token)
 	conn, err := ssh.Dial("tcp", rig.Addr, &ssh.ClientConfig{
-		User:            SSHUser,
+		User:            wire.SSHUser,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(key), ssh.Password(token)},
 		HostKeyCallback: ssh.FixedHostKey(rig.HostKey.PublicKey()),
 	})
@@ -405,19 +399,19 @@ func TestBadMessagesToTheServerAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if ok, _, _ := conn.SendRequest(RequestHeartbeat, true, []byte(`{"boot_id":"b","seq":1}`)); ok {
+	if ok, _, _ := conn.SendRequest(wire.RequestHeartbeat, true, []byte(`{"boot_id":"b","seq":1}`)); ok {
 		t.Fatal("heartbeat before hello accepted")
 	}
-	hello, _ := json.Marshal(Hello{InstanceID: "inst-raw", BootID: "b"})
-	if ok, _, err := conn.SendRequest(RequestHello, true, hello); !ok || err != nil {
+	hello, _ := json.Marshal(wire.Hello{InstanceID: "inst-raw", BootID: "b"})
+	if ok, _, err := conn.SendRequest(wire.RequestHello, true, hello); !ok || err != nil {
 		t.Fatalf("hello refused: %v", err)
 	}
 	for _, bad := range []string{`garbage`, `{"boot_id":"b","seq":1,"extra":1}`, `{"boot_id":"b'","seq":1}`, `{"boot_id":"b","seq":0}`} {
-		if ok, _, _ := conn.SendRequest(RequestHeartbeat, true, []byte(bad)); ok {
+		if ok, _, _ := conn.SendRequest(wire.RequestHeartbeat, true, []byte(bad)); ok {
 			t.Fatalf("bad heartbeat %s accepted", bad)
 		}
 	}
-	if ok, _, _ := conn.SendRequest(RequestHeartbeat, true, []byte(`{"boot_id":"b","seq":1}`)); !ok {
+	if ok, _, _ := conn.SendRequest(wire.RequestHeartbeat, true, []byte(`{"boot_id":"b","seq":1}`)); !ok {
 		t.Fatal("good heartbeat refused after bad ones")
 	}
 	if n := len(rig.Store.Heartbeats("inst-raw")); n != 1 {
@@ -430,7 +424,7 @@ func TestBadMessagesToTheServerAreRefused(t *testing.T) {
 }
 
 func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	ended := make(chan error, 1)
 	go func() { ended <- c.RunOnce(context.Background()) }()
@@ -453,7 +447,7 @@ func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
 }
 
 func TestReconnectsAfterCut(t *testing.T) {
-	rig := NewRig(t)
+	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	for range 3 {

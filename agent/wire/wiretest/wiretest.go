@@ -1,4 +1,10 @@
-package wire
+// Package wiretest provides a controller endpoint and agent-side helpers
+// for tests on both sides of the wire: a Server on 127.0.0.1 backed by a
+// MemStore, reachable through a Proxy that can cut or freeze connections,
+// fresh keys, and trivial handlers.
+//
+// It is for tests only: nothing in a shipped binary may import it.
+package wiretest
 
 import (
 	"context"
@@ -14,9 +20,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-)
 
-// Exported test helpers (visible to package wire_test too).
+	"strata/agent/wire"
+)
 
 // QuietLogger logs to stderr under -v, else nowhere.
 func QuietLogger() *slog.Logger {
@@ -45,20 +51,28 @@ func NewSigner(t testing.TB) ssh.Signer {
 // behind a Proxy that can cut or freeze connections.
 type Rig struct {
 	T       testing.TB
-	Store   *MemStore
-	Server  *Server
+	Store   *wire.MemStore
+	Server  *wire.Server
 	HostKey ssh.Signer
 	Addr    string // the server's own address
 	Proxy   *Proxy
 }
 
 // NewRig starts a server with short test timings.
-func NewRig(t testing.TB) *Rig {
+func NewRig(t testing.TB) *Rig { return NewRigWithStore(t, nil) }
+
+// NewRigWithStore is NewRig with the server's store wrapped by wrap (to
+// observe or fail store calls); Rig.Store stays the MemStore underneath.
+func NewRigWithStore(t testing.TB, wrap func(*wire.MemStore) wire.Store) *Rig {
 	t.Helper()
-	r := &Rig{T: t, Store: NewMemStore(), HostKey: NewSigner(t)}
-	srv, err := NewServer(ServerConfig{
+	r := &Rig{T: t, Store: wire.NewMemStore(), HostKey: NewSigner(t)}
+	var store wire.Store = r.Store
+	if wrap != nil {
+		store = wrap(r.Store)
+	}
+	srv, err := wire.NewServer(wire.ServerConfig{
 		HostKey:           r.HostKey,
-		Store:             r.Store,
+		Store:             store,
 		Logger:            QuietLogger().With("side", "server"),
 		KeepaliveInterval: 100 * time.Millisecond,
 		KeepaliveTimeout:  time.Second,
@@ -84,15 +98,15 @@ func NewRig(t testing.TB) *Rig {
 
 // ClientConfig returns a config for an agent of instanceID dialling through
 // the proxy, with short test timings.
-func (r *Rig) ClientConfig(instanceID string, key ssh.Signer, h OperationHandler) ClientConfig {
-	return ClientConfig{
+func (r *Rig) ClientConfig(instanceID string, key ssh.Signer, h wire.OperationHandler) wire.ClientConfig {
+	return wire.ClientConfig{
 		Controllers:       []string{r.Proxy.Addr},
 		HostKey:           r.HostKey.PublicKey(),
 		Key:               key,
 		InstanceID:        instanceID,
 		AgentVersion:      "test",
 		Handler:           h,
-		Heartbeats:        StaticHeartbeat{Status: StatusRunning},
+		Heartbeats:        StaticHeartbeat{Status: wire.StatusRunning},
 		HeartbeatInterval: 100 * time.Millisecond,
 		KeepaliveInterval: 100 * time.Millisecond,
 		KeepaliveTimeout:  time.Second,
@@ -116,16 +130,18 @@ func (r *Rig) WaitConnected(instanceID string, want bool, within time.Duration) 
 }
 
 // StaticHeartbeat reports a fixed status.
-type StaticHeartbeat struct{ Status DatastoreStatus }
+type StaticHeartbeat struct{ Status wire.DatastoreStatus }
 
-func (s StaticHeartbeat) Heartbeat(context.Context) Heartbeat { return Heartbeat{Status: s.Status} }
+func (s StaticHeartbeat) Heartbeat(context.Context) wire.Heartbeat {
+	return wire.Heartbeat{Status: s.Status}
+}
 
 // FuncHandler runs fn for each new operation (no journal: tests of the
 // transport alone).
-type FuncHandler func(ctx context.Context, op Operation) Result
+type FuncHandler func(ctx context.Context, op wire.Operation) wire.Result
 
-func (f FuncHandler) HandleOperation(ctx context.Context, op Operation, ack func(AckState) error) Result {
-	ack(AckAccepted)
+func (f FuncHandler) HandleOperation(ctx context.Context, op wire.Operation, ack func(wire.AckState) error) wire.Result {
+	ack(wire.AckAccepted)
 	return f(ctx, op)
 }
 
