@@ -31,6 +31,15 @@ const (
 	KindTailLog            Kind = "tail_log"            // TailLogArgs → LogTail
 )
 
+// Kinds lists every kind this protocol version defines.
+var Kinds = []Kind{
+	KindPrepare, KindStatus, KindRestart, KindStop,
+	KindListDatabases, KindCreateDatabases, KindDeleteDatabase,
+	KindListUsers, KindCreateUsers, KindDeleteUser, KindGrantAccess, KindRevokeAccess, KindListAccess,
+	KindEnableRoot, KindDisableRoot, KindIsRootEnabled,
+	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
+}
+
 // MaxItemsPerOp bounds the databases or users one operation may carry.
 const MaxItemsPerOp = 100
 
