@@ -122,6 +122,11 @@ func (e *Executor) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case t := <-e.queue:
+			if ctx.Err() != nil {
+				// Shutting down: not started, not journaled; the
+				// controller resends it to the next agent process.
+				return
+			}
 			e.execute(context.WithoutCancel(ctx), t)
 		}
 	}
