@@ -49,6 +49,10 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	$(GO) test -race -count=1 ./agent/... ./controller/...
 	$(GO) test -count=1 ./builder/... .
 
+.PHONY: bench-agent
+bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
+	$(GO) run ./agent/bench/footprint -agent bin/strata-agent -duration 60s
+
 .PHONY: clean
 clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)
 	rm -rf bin out
