@@ -60,7 +60,7 @@ type ClientConfig struct {
 
 	HeartbeatInterval time.Duration // 10s
 	KeepaliveInterval time.Duration // 5s
-	KeepaliveTimeout  time.Duration // 15s
+	KeepaliveTimeout  time.Duration // 10s: no answer → reconnect
 	DialTimeout       time.Duration // 10s, also bounds the SSH handshake
 	MinBackoff        time.Duration // 1s
 	MaxBackoff        time.Duration // 60s
@@ -125,7 +125,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	def(&cfg.HeartbeatInterval, DefaultHeartbeatSeconds*time.Second)
 	def(&cfg.KeepaliveInterval, 5*time.Second)
-	def(&cfg.KeepaliveTimeout, 15*time.Second)
+	def(&cfg.KeepaliveTimeout, 10*time.Second)
 	def(&cfg.DialTimeout, 10*time.Second)
 	def(&cfg.MinBackoff, time.Second)
 	def(&cfg.MaxBackoff, 60*time.Second)

@@ -22,11 +22,14 @@ type ServerConfig struct {
 
 	HandshakeTimeout  time.Duration // 20s: TCP accept to authenticated
 	KeepaliveInterval time.Duration // 5s
-	KeepaliveTimeout  time.Duration // 15s: no answer → connection closed
+	KeepaliveTimeout  time.Duration // 10s: no answer → connection closed
 	AckTimeout        time.Duration // 30s: op sent, no ack → channel closed, op resent later
 	PollInterval      time.Duration // 5s: pending ops re-read from the store this often
 	StoreTimeout      time.Duration // 10s: per Store call
 	MaxMessage        int           // MaxMessageSize
+	// MinHeartbeatInterval: heartbeats arriving faster on one session are
+	// refused without touching the store (1s).
+	MinHeartbeatInterval time.Duration
 
 	// OnSession, if set, is called when an agent's session starts
 	// (connected=true, after hello) and ends.
@@ -59,6 +62,7 @@ type session struct {
 	kick        chan struct{}
 	ready       chan struct{}
 	helloDone   bool
+	lastBeat    time.Time
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -86,7 +90,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	def(&cfg.HandshakeTimeout, 20*time.Second)
 	def(&cfg.KeepaliveInterval, 5*time.Second)
-	def(&cfg.KeepaliveTimeout, 15*time.Second)
+	def(&cfg.KeepaliveTimeout, 10*time.Second)
+	def(&cfg.MinHeartbeatInterval, time.Second)
 	def(&cfg.AckTimeout, 30*time.Second)
 	def(&cfg.PollInterval, 5*time.Second)
 	def(&cfg.StoreTimeout, 10*time.Second)
@@ -402,8 +407,14 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			req.Reply(false, []byte(err.Error()))
 			return
 		}
+		now := time.Now()
+		if now.Sub(sess.lastBeat) < s.cfg.MinHeartbeatInterval {
+			req.Reply(false, []byte("heartbeats too frequent"))
+			return
+		}
+		sess.lastBeat = now
 		sctx, cancel := s.storeCtx(ctx)
-		ok, err := s.cfg.Store.RecordHeartbeat(sctx, sess.instanceID, hb, time.Now().UTC())
+		ok, err := s.cfg.Store.RecordHeartbeat(sctx, sess.instanceID, hb, now.UTC())
 		cancel()
 		if err != nil {
 			log.Error("recording heartbeat failed", "err", err)

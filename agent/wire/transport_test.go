@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -456,4 +458,41 @@ func TestReconnectsAfterCut(t *testing.T) {
 		rig.WaitConnected("inst-1", false, 5*time.Second)
 	}
 	rig.WaitConnected("inst-1", true, 5*time.Second)
+}
+
+func TestHeartbeatFloodIsRefusedWithoutReachingTheStore(t *testing.T) {
+	store := wire.NewMemStore()
+	hostKey := wiretest.NewSigner(t)
+	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store, Logger: wiretest.QuietLogger(), MinHeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, ln)
+	token := wire.NewEnrollmentToken()
+	store.AddInstance("inst-f", token)
+	conn, err := ssh.Dial("tcp", ln.Addr().String(), &ssh.ClientConfig{
+		User: wire.SSHUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(wiretest.NewSigner(t)), ssh.Password(token)},
+		HostKeyCallback: ssh.FixedHostKey(hostKey.PublicKey()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hello, _ := json.Marshal(wire.Hello{InstanceID: "inst-f", BootID: "b"})
+	conn.SendRequest(wire.RequestHello, true, hello)
+	if ok, _, _ := conn.SendRequest(wire.RequestHeartbeat, true, []byte(`{"boot_id":"b","seq":1}`)); !ok {
+		t.Fatal("first heartbeat refused")
+	}
+	for seq := 2; seq < 50; seq++ {
+		ok, reply, _ := conn.SendRequest(wire.RequestHeartbeat, true, fmt.Appendf(nil, `{"boot_id":"b","seq":%d}`, seq))
+		if ok || string(reply) != "heartbeats too frequent" {
+			t.Fatalf("heartbeat %d: ok=%v reply=%q", seq, ok, reply)
+		}
+	}
+	if n := len(store.Heartbeats("inst-f")); n != 1 {
+		t.Fatalf("store holds %d heartbeats, want 1", n)
+	}
 }

@@ -78,6 +78,8 @@ func NewRigWithStore(t testing.TB, wrap func(*wire.MemStore) wire.Store) *Rig {
 		KeepaliveTimeout:  time.Second,
 		AckTimeout:        2 * time.Second,
 		PollInterval:      200 * time.Millisecond,
+		// Test agents beat every 100ms.
+		MinHeartbeatInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
