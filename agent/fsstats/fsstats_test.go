@@ -1,29 +1,40 @@
 package fsstats
 
 import (
-	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
-func TestStatSeesSpaceBeingUsed(t *testing.T) {
+// Compared with coreutils' `stat -f`, an independent reader of the same
+// numbers: sizes that do not change must match exactly, free space (which
+// other processes change meanwhile) closely.
+func TestStatMatchesStatF(t *testing.T) {
 	dir := t.TempDir()
-	before, err := Stat(dir)
+	got, err := Stat(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if before.TotalBytes == 0 || before.UsedBytes > before.TotalBytes || before.FreeBytes > before.TotalBytes || before.TotalInodes == 0 {
-		t.Fatalf("implausible stats %+v", before)
+	out, err := exec.Command("stat", "-f", "-c", "%S %b %a %c", dir).Output()
+	if err != nil {
+		t.Fatalf("stat -f: %v", err)
 	}
-	// Write 8 MiB and sync: free space must drop by about that much
-	// (other writers share the filesystem, so allow slack).
-	f, _ := os.Create(filepath.Join(dir, "fill"))
-	f.Write(make([]byte, 8<<20))
-	f.Sync()
-	f.Close()
-	after, _ := Stat(dir)
-	if drop := int64(before.FreeBytes) - int64(after.FreeBytes); drop < 4<<20 {
-		t.Fatalf("free space dropped by %d bytes after writing 8 MiB", drop)
+	f := strings.Fields(string(out))
+	n := make([]uint64, len(f))
+	for i, s := range f {
+		n[i], _ = strconv.ParseUint(s, 10, 64)
+	}
+	bsize, blocks, avail, inodes := n[0], n[1], n[2], n[3]
+	if got.BlockSize != bsize || got.TotalBytes != blocks*bsize || got.TotalInodes != inodes {
+		t.Fatalf("got %+v; stat -f says block %d, blocks %d, inodes %d", got, bsize, blocks, inodes)
+	}
+	if diff := int64(got.FreeBytes) - int64(avail*bsize); diff > 256<<20 || diff < -256<<20 {
+		t.Fatalf("free %d vs stat -f %d", got.FreeBytes, avail*bsize)
+	}
+	if got.UsedBytes > got.TotalBytes || got.FreeBytes > got.TotalBytes || got.Path != dir {
+		t.Fatalf("implausible %+v", got)
 	}
 	if _, err := Stat(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("missing path accepted")

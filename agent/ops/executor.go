@@ -95,12 +95,14 @@ func (e *Executor) HandleOperation(ctx context.Context, op wire.Operation, ack f
 	e.inflight[op.ID] = t
 	e.mu.Unlock()
 
-	// Even if the ack cannot be delivered the operation runs: the
-	// controller resends it and gets the result from the journal.
+	// Queued before the ack goes out: the controller sends the next
+	// operation only after this ack, so queue order is send order. Even if
+	// the ack cannot be delivered the operation runs: the controller
+	// resends it and gets the result from the journal.
+	e.queue <- t
 	if err := ack(wire.AckAccepted); err != nil {
 		e.log.Warn("could not acknowledge operation; running it anyway", "op", op.ID, "err", err)
 	}
-	e.queue <- t
 	return e.wait(ctx, t)
 }
 

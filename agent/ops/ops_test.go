@@ -3,6 +3,8 @@ package ops
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +22,7 @@ func newExec(t *testing.T, path string, run RunFunc) (*Executor, *Journal, conte
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewExecutor(j, run, nil)
+	e := NewExecutor(j, run, quietLogger())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx); close(done) }()
@@ -284,4 +286,12 @@ func TestJournalKeepsTheMostRecentOps(t *testing.T) {
 	if n := strings.Count(string(data), "\n"); n != 10 {
 		t.Fatalf("journal has %d lines after compaction, want 10", n)
 	}
+}
+
+func quietLogger() *slog.Logger {
+	var w io.Writer = io.Discard
+	if testing.Verbose() {
+		w = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
 }

@@ -56,6 +56,10 @@ type Config struct {
 	OverridesFile string
 	ErrorLog      string
 	SlowQueryLog  string
+	// TmpDir, if set, is the server's tmpdir. Servers sharing one clean
+	// each other's temporary tables away at start, so tests give each its
+	// own.
+	TmpDir string
 	// StateFile keeps the manager's own facts (prepared, restart needed).
 	StateFile string
 	// OSUser owns the data directory and runs the server.

@@ -17,11 +17,11 @@ var baseConfigTemplate string
 var baseConfig = template.Must(template.New("strata.cnf").Option("missingkey=error").Parse(baseConfigTemplate))
 
 type baseConfigValues struct {
-	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile string
-	Port                                                            int
-	BindAddress                                                     string
-	SkipNetworking                                                  bool
-	BufferPoolMB, MaxConnections                                    int
+	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir string
+	Port                                                                    int
+	BindAddress                                                             string
+	SkipNetworking                                                          bool
+	BufferPoolMB, MaxConnections                                            int
 }
 
 var cnfPathPattern = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
@@ -31,7 +31,7 @@ var cnfPathPattern = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
 func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 	v := baseConfigValues{
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile,
-		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile,
+		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile, TmpDir: cfg.TmpDir,
 		Port: cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
 		BufferPoolMB: 128, MaxConnections: 151,
 	}
@@ -42,7 +42,10 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		v.MaxConnections = min(max(memoryMB/8, 100), 2000)
 	}
 	for name, p := range map[string]string{"datadir": v.DataDir, "socket": v.Socket, "pid-file": v.PidFile,
-		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog} {
+		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir} {
+		if p == "" && name == "tmpdir" {
+			continue
+		}
 		if !cnfPathPattern.MatchString(p) {
 			return nil, fmt.Errorf("mariadb config: %s %q is not a plain absolute path", name, p)
 		}

@@ -215,7 +215,8 @@ func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return false, fmt.Errorf("mariadb-install-db: %w: %s", err, lastLines(out.String(), 10))
+		tail, _ := datastore.TailFile("error", m.cfg.ErrorLog, 8, 8<<10)
+		return false, fmt.Errorf("mariadb-install-db: %w: %s; error log ends: %s", err, installDBError(out.String()), strings.Join(tail.Lines, " | "))
 	}
 	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
 	return true, nil
@@ -285,6 +286,24 @@ func chownTo(path, osUser string) error {
 		return fmt.Errorf("chown %s: %w", path, err)
 	}
 	return nil
+}
+
+// installDBError keeps the lines of mariadb-install-db's output that say
+// what went wrong, not its closing advertisement.
+func installDBError(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "ERROR") || strings.Contains(l, "rror") || strings.Contains(l, "annot") || strings.Contains(l, "FATAL") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) == 0 {
+		return lastLines(out, 20)
+	}
+	if len(keep) > 10 {
+		keep = keep[:10]
+	}
+	return strings.Join(keep, " | ")
 }
 
 func lastLines(s string, n int) string {

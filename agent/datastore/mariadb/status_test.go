@@ -2,10 +2,12 @@ package mariadb_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
@@ -46,6 +48,7 @@ func TestStatusFollowsTheServer(t *testing.T) {
 	// Frozen process: up but not answering.
 	pid := readPid(t, inst.Config.PidFile)
 	syscall.Kill(pid, syscall.SIGSTOP)
+	waitState(t, pid, 'T') // the stop lands asynchronously
 	st := m.Status(ctx)
 	syscall.Kill(pid, syscall.SIGCONT)
 	if st.Status != wire.StatusBlocked {
@@ -111,4 +114,19 @@ func TestLogsListAndTail(t *testing.T) {
 	wantCode(t, err, wire.CodeInvalidArgument, "lines")
 	_, err = m.TailLog(ctx, mariadb.LogError, wire.MaxTailLines+1)
 	wantCode(t, err, wire.CodeInvalidArgument, "lines")
+}
+
+func waitState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d never reached state %c", pid, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

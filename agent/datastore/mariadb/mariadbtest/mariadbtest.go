@@ -92,6 +92,7 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		OverridesFile:  filepath.Join(dir, "conf.d", "95-strata-overrides.cnf"),
 		ErrorLog:       filepath.Join(dir, "log", "error.log"),
 		SlowQueryLog:   filepath.Join(dir, "log", "slow.log"),
+		TmpDir:         filepath.Join(dir, "tmp"),
 		StateFile:      filepath.Join(dir, "state", "mariadb.json"),
 		OSUser:         me.Username,
 		AdminUser:      me.Username,
@@ -101,8 +102,10 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		StartTimeout:   60 * time.Second,
 		Logger:         log,
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "log"), 0o755); err != nil {
-		return nil, err
+	for _, d := range []string{"log", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
 	}
 	// The server reads exactly the two files the manager writes.
 	root := fmt.Sprintf("!include %s\n!include %s\n", cfg.ConfigFile, cfg.OverridesFile)
