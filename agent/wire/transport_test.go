@@ -18,6 +18,14 @@ import (
 	"strata/agent/wire/wiretest"
 )
 
+// timeout bounds a single connection attempt, so a regression that lets
+// a refused agent in fails the test instead of hanging it.
+func timeout(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func okHandler() wiretest.FuncHandler {
 	return func(ctx context.Context, op wire.Operation) wire.Result {
 		return wire.Result{Payload: json.RawMessage(`{"echo":"` + string(op.Kind) + `"}`)}
@@ -89,7 +97,7 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 	cfg2 := rig.ClientConfig("inst-1", intruder, okHandler())
 	cfg2.EnrollmentToken = token
 	c2, _ := wire.NewClient(cfg2)
-	err := c2.RunOnce(context.Background())
+	err := c2.RunOnce(timeout(t))
 	if !errors.Is(err, wire.ErrEnrollmentRejected) {
 		t.Fatalf("reused token: err = %v, want wire.ErrEnrollmentRejected", err)
 	}
@@ -129,7 +137,7 @@ func TestWrongHostKeyIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 	cfg.EnrollmentToken = token
 	cfg.HostKey = wiretest.NewSigner(t).PublicKey() // not the controller's
 	c, _ := wire.NewClient(cfg)
-	err := c.RunOnce(context.Background())
+	err := c.RunOnce(timeout(t))
 	if !errors.Is(err, wire.ErrHostKeyMismatch) {
 		t.Fatalf("err = %v, want wire.ErrHostKeyMismatch", err)
 	}
@@ -149,7 +157,7 @@ func TestKeyNotEnrolledIsRejected(t *testing.T) {
 
 	// A fresh key and no token.
 	c, _ := wire.NewClient(rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler()))
-	if err := c.RunOnce(context.Background()); !errors.Is(err, wire.ErrNotEnrolled) {
+	if err := c.RunOnce(timeout(t)); !errors.Is(err, wire.ErrNotEnrolled) {
 		t.Fatalf("fresh key, no token: err = %v, want wire.ErrNotEnrolled", err)
 	}
 	// A key the agent believes enrolled, but the controller does not know
@@ -157,7 +165,7 @@ func TestKeyNotEnrolledIsRejected(t *testing.T) {
 	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.Enrolled = true
 	c2, _ := wire.NewClient(cfg)
-	if err := c2.RunOnce(context.Background()); !errors.Is(err, wire.ErrAuthRejected) {
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrAuthRejected) {
 		t.Fatalf("unknown key: err = %v, want wire.ErrAuthRejected", err)
 	}
 	if rig.Server.Connected("inst-1") || rig.Store.Redemptions() != 0 {
@@ -180,7 +188,7 @@ func TestRevokedKeyIsRejected(t *testing.T) {
 
 	rig.Store.RevokeKeys("inst-1")
 	c2, _ := wire.NewClient(cfg) // token offered again: it is spent
-	if err := c2.RunOnce(context.Background()); !errors.Is(err, wire.ErrEnrollmentRejected) {
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrEnrollmentRejected) {
 		t.Fatalf("revoked key with spent token: err = %v", err)
 	}
 }
@@ -194,7 +202,7 @@ func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
 	cfg := rig.ClientConfig("inst-2", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
 	c, _ := wire.NewClient(cfg)
-	err := c.RunOnce(context.Background())
+	err := c.RunOnce(timeout(t))
 	if !errors.Is(err, wire.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
 		t.Fatalf("err = %v, want wire.ErrHelloRejected naming inst-1", err)
 	}
@@ -429,7 +437,7 @@ func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
 	rig := wiretest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	ended := make(chan error, 1)
-	go func() { ended <- c.RunOnce(context.Background()) }()
+	go func() { ended <- c.RunOnce(timeout(t)) }()
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 
 	rig.Proxy.Freeze(true) // packets vanish, sockets stay open
