@@ -60,6 +60,10 @@ e2e: deps build ## end-to-end: build images with bin/strata and boot them under 
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
 
+.PHONY: bench-agent
+bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
+	$(GO) run ./agent/bench/footprint -agent bin/strata-agent -duration 60s
+
 .PHONY: clean
 clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)
 	rm -rf bin out

@@ -1,0 +1,169 @@
+// Package daemon wires the agent together: identity, operation journal,
+// datastore manager, dispatch, heartbeats and the controller connection,
+// plus systemd readiness and watchdog notifications. It owns the order of
+// start-up and shut-down and nothing else: every decision lives in the
+// package that does the work.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/mariadb"
+	"strata/agent/dispatch"
+	"strata/agent/heartbeat"
+	"strata/agent/identity"
+	"strata/agent/ops"
+	"strata/agent/wire"
+)
+
+// Config is what Run needs. Bootstrap must be validated already.
+type Config struct {
+	Bootstrap wire.Bootstrap
+	StateDir  string
+	Version   string
+	Logger    *slog.Logger
+	// Manager replaces the one NewManager would build (tests).
+	Manager  datastore.Manager
+	AgentLog dispatch.AgentLog
+	// Notify sends an sd_notify state (default: to systemd, if any).
+	Notify func(state string)
+	// Tune adjusts the transport before it starts (tests: short timings).
+	Tune func(*wire.ClientConfig)
+	// ShutdownGrace bounds waiting for a running operation at shutdown
+	// (default 60s); an operation cut off then is reported interrupted.
+	ShutdownGrace time.Duration
+}
+
+// JournalFile is the operation journal's name in the state directory.
+const JournalFile = "operations.journal"
+
+// NewManager builds the datastore manager the bootstrap names.
+func NewManager(b wire.Bootstrap, stateDir string, log *slog.Logger) (datastore.Manager, error) {
+	switch b.Datastore.Manager {
+	case "mariadb":
+		return mariadb.New(mariadb.GuestConfig(stateDir, b.DataDevice, b.MountPoint, log))
+	}
+	return nil, fmt.Errorf("this agent build has no datastore manager for %s (it has: mariadb)", b.Datastore.Manager)
+}
+
+// Run runs the agent until ctx ends, then shuts down in order: stop taking
+// operations, let a running one finish (up to ShutdownGrace), close.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	notify := cfg.Notify
+	if notify == nil {
+		notify = func(state string) { sdaemon.SdNotify(false, state) }
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 60 * time.Second
+	}
+	b := cfg.Bootstrap
+	hostKey, err := b.HostKey()
+	if err != nil {
+		return fmt.Errorf("bootstrap: controller_host_key: %w", err)
+	}
+	id, err := identity.Load(cfg.StateDir, b.InstanceID)
+	if err != nil {
+		return err
+	}
+	journal, err := ops.OpenJournal(filepath.Join(cfg.StateDir, JournalFile), 0)
+	if err != nil {
+		return err
+	}
+	defer journal.Close()
+	if cut := journal.Interrupted(); len(cut) > 0 {
+		log.Warn("operations were cut short by the last stop; they will be reported interrupted, not rerun", "ops", cut)
+	}
+	mgr := cfg.Manager
+	if mgr == nil {
+		if mgr, err = NewManager(b, cfg.StateDir, log); err != nil {
+			return err
+		}
+		if c, ok := mgr.(io.Closer); ok {
+			defer c.Close()
+		}
+	}
+
+	disp := &dispatch.Dispatcher{Manager: mgr, AgentLog: cfg.AgentLog}
+	exec := ops.NewExecutor(journal, disp.Run, log)
+	ccfg := wire.ClientConfig{
+		Controllers:     b.Controllers,
+		HostKey:         hostKey,
+		Key:             id.Signer,
+		EnrollmentToken: b.EnrollmentToken,
+		Enrolled:        id.Enrolled,
+		OnEnrolled:      id.MarkEnrolled,
+		OnConnected: func(controller string) {
+			if controller == "" {
+				notify("STATUS=reconnecting to the controller")
+			} else {
+				notify("STATUS=connected to " + controller)
+			}
+		},
+		InstanceID:        b.InstanceID,
+		AgentVersion:      cfg.Version,
+		Handler:           exec,
+		Heartbeats:        heartbeat.Builder{Status: mgr, VolumePath: mgr.DataPath(), LastCompleted: exec.LastCompleted},
+		HeartbeatInterval: b.HeartbeatInterval(),
+		Logger:            log,
+	}
+	if cfg.Tune != nil {
+		cfg.Tune(&ccfg)
+	}
+	client, err := wire.NewClient(ccfg)
+	if err != nil {
+		return err
+	}
+
+	execCtx, stopExec := context.WithCancel(context.Background())
+	defer stopExec()
+	execDone := make(chan struct{})
+	go func() { exec.Run(execCtx); close(execDone) }()
+
+	log.Info("strata-agent running", "version", cfg.Version, "instance", b.InstanceID,
+		"datastore", b.Datastore.Manager+" "+b.Datastore.Version, "key", id.Fingerprint(), "enrolled", id.Enrolled,
+		"controllers", b.Controllers)
+	notify("READY=1\nSTATUS=connecting to the controller")
+	go watchdog(ctx, notify, log)
+
+	err = client.Run(ctx)
+	notify("STOPPING=1")
+	stopExec()
+	select {
+	case <-execDone:
+	case <-time.After(cfg.ShutdownGrace):
+		log.Warn("an operation is still running at shutdown; the next start reports it interrupted", "grace", cfg.ShutdownGrace)
+	}
+	log.Info("strata-agent stopped")
+	return err
+}
+
+// watchdog pings systemd at a third of WatchdogSec while the process runs.
+func watchdog(ctx context.Context, notify func(string), log *slog.Logger) {
+	interval, err := sdaemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	log.Debug("systemd watchdog enabled", "interval", interval)
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			notify("WATCHDOG=1")
+		}
+	}
+}

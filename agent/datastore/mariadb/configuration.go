@@ -1,0 +1,175 @@
+package mariadb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+
+	"strata/agent/datastore"
+	"strata/agent/wire"
+)
+
+// ApplyConfiguration makes the override file hold exactly args.Values.
+// Values whose rule is dynamic are also set live (SET GLOBAL); the others,
+// and any value dropped from the set, wait for a restart and the status
+// says restart_required. Every value is checked against its rule and the
+// server's variable list before anything changes; a live change the server
+// refuses undoes the ones made before it.
+func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
+	settings, err := datastore.CheckConfiguration(args, paramPattern.MatchString)
+	if err != nil {
+		return wire.ConfigurationResult{}, err
+	}
+	if err := m.ready(ctx); err != nil {
+		return wire.ConfigurationResult{}, err
+	}
+	return m.applyConfiguration(ctx, settings)
+}
+
+func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.Setting) (wire.ConfigurationResult, error) {
+	var res wire.ConfigurationResult
+	names := make([]string, len(settings))
+	for i, s := range settings {
+		names[i] = s.Name
+	}
+	current, err := m.globalVariables(ctx, names)
+	if err != nil {
+		return res, err
+	}
+	for _, s := range settings {
+		if _, ok := current[s.Name]; !ok {
+			return res, invalid("parameter %s: MariaDB has no such variable", s.Name)
+		}
+	}
+	prevData, err := os.ReadFile(m.cfg.OverridesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("read overrides: %w", err)
+	}
+	prev := parseOverrides(prevData)
+
+	type change struct{ name, old string }
+	var applied []change
+	undo := func() {
+		for i := len(applied) - 1; i >= 0; i-- {
+			c := applied[i]
+			if err := m.setGlobal(context.WithoutCancel(ctx), c.name, c.old, rawKind(c.old)); err != nil {
+				m.log.Error("could not restore variable after a failed configuration change", "variable", c.name, "err", err)
+			}
+		}
+	}
+	for _, s := range settings {
+		if s.Rule.RestartRequired {
+			if prev[s.Name] != s.Text {
+				res.PendingRestart = append(res.PendingRestart, s.Name)
+			}
+			continue
+		}
+		if err := m.setGlobal(ctx, s.Name, s.Text, s.Type); err != nil {
+			undo()
+			var me *mysql.MySQLError
+			if errors.As(err, &me) && (me.Number == 1231 || me.Number == 1232 || me.Number == 1238 || me.Number == 1621) {
+				return wire.ConfigurationResult{}, invalid("parameter %s: MariaDB refused %s: %s", s.Name, show(s.Text), me.Message)
+			}
+			return wire.ConfigurationResult{}, fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		applied = append(applied, change{s.Name, current[s.Name]})
+		res.AppliedLive = append(res.AppliedLive, s.Name)
+	}
+	set := map[string]bool{}
+	for _, s := range settings {
+		set[s.Name] = true
+	}
+	var removed []string
+	for name := range prev {
+		if !set[name] {
+			removed = append(removed, name)
+		}
+	}
+	sort.Strings(removed)
+	res.PendingRestart = append(res.PendingRestart, removed...)
+
+	if err := writeFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
+		undo()
+		return wire.ConfigurationResult{}, err
+	}
+	if err := m.updateState(func(st *state) {
+		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
+		res.RestartRequired = st.RestartRequired
+	}); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// globalVariables returns the current values of the named variables that
+// exist; missing names are absent from the map.
+func (m *Manager) globalVariables(ctx context.Context, names []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(names))
+	for i, n := range names {
+		args[i] = strings.ToUpper(n)
+	}
+	q := "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME IN (?" +
+		strings.Repeat(",?", len(names)-1) + ")"
+	rows, err := m.conn().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read variables: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var value *string
+		if err := rows.Scan(&name, &value); err != nil {
+			return nil, fmt.Errorf("read variables: %w", err)
+		}
+		v := ""
+		if value != nil {
+			v = *value
+		}
+		out[strings.ToLower(name)] = v
+	}
+	return out, rows.Err()
+}
+
+// setGlobal sets a variable. name passed paramPattern; numbers and ON/OFF
+// are canonical renderings and go inline (the server wants them typed);
+// strings go as a placeholder.
+func (m *Manager) setGlobal(ctx context.Context, name, value, kind string) error {
+	if !paramPattern.MatchString(name) {
+		return invalid("parameter %s: not a valid name", show(name))
+	}
+	var err error
+	switch kind {
+	case "integer", "float", "boolean":
+		_, err = m.conn().ExecContext(ctx, "SET GLOBAL "+name+" = "+value)
+	default:
+		_, err = m.conn().ExecContext(ctx, "SET GLOBAL "+name+" = ?", value)
+	}
+	return err
+}
+
+// rawKind classifies a value read back from the server for restoring it.
+func rawKind(v string) string {
+	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return "integer"
+	}
+	if _, err := strconv.ParseUint(v, 10, 64); err == nil {
+		return "integer"
+	}
+	if _, err := strconv.ParseFloat(v, 64); err == nil && !strings.ContainsAny(v, "eEinfINFxX") {
+		return "float"
+	}
+	if v == "ON" || v == "OFF" {
+		return "boolean"
+	}
+	return "string"
+}

@@ -1,0 +1,87 @@
+package mariadb
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"strata/agent/datastore"
+)
+
+//go:embed strata.cnf.tmpl
+var baseConfigTemplate string
+
+var baseConfig = template.Must(template.New("strata.cnf").Option("missingkey=error").Parse(baseConfigTemplate))
+
+type baseConfigValues struct {
+	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir string
+	Port                                                                    int
+	BindAddress                                                             string
+	SkipNetworking                                                          bool
+	BufferPoolMB, MaxConnections                                            int
+}
+
+var cnfPathPattern = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
+
+// renderBaseConfig renders the server configuration for a flavor with
+// memoryMB of RAM (0: server defaults sized for 256 MiB).
+func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
+	v := baseConfigValues{
+		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile,
+		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile, TmpDir: cfg.TmpDir,
+		Port: cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
+		BufferPoolMB: 128, MaxConnections: 151,
+	}
+	if memoryMB > 0 {
+		// Half the RAM for InnoDB, as Trove's templates do; connections
+		// grow with memory within sane bounds.
+		v.BufferPoolMB = max(memoryMB/2, 128)
+		v.MaxConnections = min(max(memoryMB/8, 100), 2000)
+	}
+	for name, p := range map[string]string{"datadir": v.DataDir, "socket": v.Socket, "pid-file": v.PidFile,
+		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir} {
+		if p == "" && name == "tmpdir" {
+			continue
+		}
+		if !cnfPathPattern.MatchString(p) {
+			return nil, fmt.Errorf("mariadb config: %s %q is not a plain absolute path", name, p)
+		}
+	}
+	if !v.SkipNetworking && !regexp.MustCompile(`^[0-9a-fA-F.:]+$`).MatchString(v.BindAddress) {
+		return nil, fmt.Errorf("mariadb config: bind-address %q is not an IP address", v.BindAddress)
+	}
+	var buf bytes.Buffer
+	if err := baseConfig.Execute(&buf, v); err != nil {
+		return nil, fmt.Errorf("mariadb config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// renderOverrides renders a configuration group. Setting.Text is canonical
+// and safe (digits, ON/OFF, restricted strings), see datastore.Setting.
+func renderOverrides(settings []datastore.Setting) []byte {
+	var b strings.Builder
+	b.WriteString("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n[mysqld]\n")
+	for _, s := range settings {
+		fmt.Fprintf(&b, "%s = %s\n", s.Name, s.Text)
+	}
+	return []byte(b.String())
+}
+
+// parseOverrides reads back a file renderOverrides wrote.
+func parseOverrides(data []byte) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == '[' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}

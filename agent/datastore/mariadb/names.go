@@ -1,0 +1,165 @@
+package mariadb
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"strata/agent/wire"
+)
+
+// Limits from MariaDB 10.11: schema names 64 characters, user names 80
+// (mysql.global_priv.User is char(80)), host names 255.
+const (
+	maxDatabaseName = 64
+	maxUserName     = 80
+	maxHostName     = 255
+	maxPassword     = 256
+)
+
+// Names are restricted to characters that need no thought anywhere (SQL,
+// file names in the data directory, logs), and quoted anyway.
+var (
+	databaseNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_$-]*$`)
+	userNamePattern     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.$-]*$`)
+	// Host patterns: names, IPv4/IPv6 addresses, netmasks, % and _
+	// wildcards.
+	hostPattern    = regexp.MustCompile(`^[A-Za-z0-9%_.:/-]+$`)
+	charsetPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+	paramPattern   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+)
+
+// systemDatabases are never listed, created or dropped.
+var systemDatabases = map[string]bool{
+	"mysql": true, "information_schema": true, "performance_schema": true, "sys": true,
+}
+
+// reservedUsers are the server's and the agent's own accounts; users may
+// not create, drop or list them.
+var reservedUsers = map[string]bool{
+	"root": true, "mariadb.sys": true, "mysql": true, "debian-sys-maint": true, "os_admin": true,
+}
+
+func invalid(format string, args ...any) error {
+	return wire.Errorf(wire.CodeInvalidArgument, format, args...)
+}
+
+// show renders a rejected value for an error message: quoted, escaped,
+// truncated.
+func show(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+func checkDatabaseName(name string) error {
+	switch {
+	case name == "":
+		return invalid("database name is empty")
+	case len(name) > maxDatabaseName:
+		return invalid("database name %s is %d characters long; MariaDB allows %d", show(name), len(name), maxDatabaseName)
+	case !databaseNamePattern.MatchString(name):
+		return invalid("database name %s: use only A-Z a-z 0-9 _ $ - (not starting with $ or -)", show(name))
+	case systemDatabases[strings.ToLower(name)]:
+		return invalid("database %s is a system database", show(name))
+	}
+	return nil
+}
+
+func (m *Manager) checkUserRef(u *wire.UserRef) error {
+	if u.Host == "" {
+		u.Host = "%"
+	}
+	switch {
+	case u.Name == "":
+		return invalid("user name is empty")
+	case len(u.Name) > maxUserName:
+		return invalid("user name %s is %d characters long; MariaDB allows %d", show(u.Name), len(u.Name), maxUserName)
+	case !userNamePattern.MatchString(u.Name):
+		return invalid("user name %s: use only A-Z a-z 0-9 _ . $ - (not starting with . $ or -)", show(u.Name))
+	case reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser):
+		return invalid("user %s is reserved for the system", show(u.Name))
+	case len(u.Host) > maxHostName:
+		return invalid("host %s is %d characters long; MariaDB allows %d", show(u.Host), len(u.Host), maxHostName)
+	case !hostPattern.MatchString(u.Host):
+		return invalid("host %s: use a host name, an IP address or netmask, %% or _ wildcards", show(u.Host))
+	}
+	return nil
+}
+
+func checkPassword(pw string) error {
+	switch {
+	case pw == "":
+		return invalid("password is empty")
+	case len(pw) > maxPassword:
+		return invalid("password is %d bytes long; at most %d allowed", len(pw), maxPassword)
+	case !utf8.ValidString(pw):
+		return invalid("password is not valid UTF-8")
+	case strings.ContainsRune(pw, 0):
+		return invalid("password contains a NUL byte")
+	}
+	return nil
+}
+
+func checkCharset(what, v string) error {
+	if v != "" && !charsetPattern.MatchString(v) {
+		return invalid("%s %s: use only a-z 0-9 _", what, show(v))
+	}
+	return nil
+}
+
+// quoteIdent backtick-quotes an identifier, doubling backticks. Callers
+// validate first; quoting is the second line of defence.
+func quoteIdent(s string) string {
+	return "`" + strings.ReplaceAll(s, "`", "``") + "`"
+}
+
+// grantIdent quotes a database name for GRANT/REVOKE, where _ and % are
+// wildcards: a grant on `a_b` must not also open `aXb`.
+func grantIdent(db string) string {
+	r := strings.NewReplacer(`\`, `\\`, `_`, `\_`, `%`, `\%`)
+	return quoteIdent(r.Replace(db))
+}
+
+// unescapeGrantDB reverses grantIdent's escaping for mysql.db.Db values.
+func unescapeGrantDB(db string) string {
+	return strings.NewReplacer(`\\`, `\`, `\_`, `_`, `\%`, `%`).Replace(db)
+}
+
+// quoteString makes an SQL string literal. The agent's sessions always run
+// with NO_BACKSLASH_ESCAPES (see connector), so doubling quotes is the
+// whole job; backslashes and NUL are refused outright so the literal would
+// be safe even without that mode.
+func quoteString(s string) (string, error) {
+	if strings.ContainsAny(s, "\\\x00") {
+		return "", invalid("value %s contains a backslash or NUL", show(s))
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'", nil
+}
+
+// account renders 'name'@'host' for validated names.
+func account(u wire.UserRef) (string, error) {
+	n, err := quoteString(u.Name)
+	if err != nil {
+		return "", err
+	}
+	h, err := quoteString(u.Host)
+	if err != nil {
+		return "", err
+	}
+	return n + "@" + h, nil
+}
+
+// nativePasswordHash is mysql_native_password's stored form,
+// "*" + hex(SHA1(SHA1(password))). Sending the hash keeps the password out
+// of the statement text (and so out of the processlist and logs), and the
+// literal is hex digits only.
+func nativePasswordHash(pw string) string {
+	a := sha1.Sum([]byte(pw))
+	b := sha1.Sum(a[:])
+	return "*" + strings.ToUpper(hex.EncodeToString(b[:]))
+}

@@ -1,0 +1,315 @@
+package mariadb
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/volume"
+	"strata/agent/wire"
+)
+
+// Prepare turns a fresh guest into a running MariaDB: data volume (format
+// only if blank, then mount), data directory (initialised only if empty, so
+// a rebuilt instance keeps its data), rendered configuration, start, then on
+// a fresh data directory: lock down accounts, create the initial databases
+// and users. Root enable on create and the initial configuration group are
+// applied last. Arguments are validated before anything happens.
+//
+// Prepare runs once. If it fails or is interrupted the status is failed and
+// a second prepare is refused: the controller rebuilds the instance.
+func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	m.mu.Lock()
+	st, busy := m.state, m.preparing
+	m.mu.Unlock()
+	switch {
+	case busy:
+		return res, wire.Errorf(wire.CodeFailedPrecondition, "prepare is running already")
+	case st.Prepared:
+		return res, wire.Errorf(wire.CodeFailedPrecondition, "mariadb is prepared already")
+	case !st.PrepareStarted.IsZero():
+		return res, wire.Errorf(wire.CodeFailedPrecondition, "an earlier prepare (started %s) did not finish; rebuild the instance",
+			st.PrepareStarted.Format(time.RFC3339))
+	}
+	settings, err := m.checkPrepareArgs(&args)
+	if err != nil {
+		return res, err
+	}
+
+	m.mu.Lock()
+	m.preparing = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.preparing = false
+		m.mu.Unlock()
+	}()
+	if err := m.updateState(func(s *state) { s.PrepareStarted = time.Now().UTC() }); err != nil {
+		return res, err
+	}
+	res, err = m.prepare(ctx, args, settings)
+	if err != nil {
+		m.log.Error("prepare failed", "err", err)
+		if serr := m.updateState(func(s *state) { s.PrepareError = err.Error() }); serr != nil {
+			m.log.Error("recording prepare failure", "err", serr)
+		}
+		return res, err
+	}
+	if err := m.updateState(func(s *state) { s.Prepared, s.PrepareError = true, "" }); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
+	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
+		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	}
+	if len(args.Databases) > 0 {
+		if err := checkDatabases(args.Databases); err != nil {
+			return nil, err
+		}
+	}
+	if len(args.Users) > 0 {
+		if err := m.checkUsers(args.Users); err != nil {
+			return nil, err
+		}
+		known := map[string]bool{}
+		for _, d := range args.Databases {
+			known[d.Name] = true
+		}
+		for _, u := range args.Users {
+			for _, db := range u.Databases {
+				if !known[db] {
+					return nil, invalid("user %s: database %s is not among the databases prepare creates", show(u.Name), show(db))
+				}
+			}
+		}
+	}
+	if args.Configuration == nil {
+		return nil, nil
+	}
+	return datastore.CheckConfiguration(*args.Configuration, paramPattern.MatchString)
+}
+
+func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	if m.cfg.DataDevice != "" {
+		vp := m.cfg.Volume
+		if vp == nil {
+			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
+		}
+		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
+		if err != nil {
+			return res, fmt.Errorf("data volume: %w", err)
+		}
+		res.Formatted = formatted
+		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	}
+
+	cnf, err := renderBaseConfig(m.cfg, args.MemoryMB)
+	if err != nil {
+		return res, err
+	}
+	for path, data := range map[string][]byte{m.cfg.ConfigFile: cnf, m.cfg.OverridesFile: renderOverrides(nil)} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return res, fmt.Errorf("config dir: %w", err)
+		}
+		if err := writeFileAtomic(path, data, 0o644); err != nil {
+			return res, err
+		}
+	}
+
+	fresh, err := m.initDataDir(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Initialized = fresh
+
+	if err := m.cfg.Service.Enable(ctx); err != nil {
+		return res, fmt.Errorf("enable mariadb: %w", err)
+	}
+	if err := m.cfg.Service.Start(ctx); err != nil {
+		return res, fmt.Errorf("start mariadb: %w", err)
+	}
+	if err := m.waitReady(ctx); err != nil {
+		return res, err
+	}
+	if fresh {
+		if err := m.secure(ctx); err != nil {
+			return res, err
+		}
+		if len(args.Databases) > 0 {
+			if err := m.CreateDatabases(ctx, args.Databases); err != nil {
+				return res, err
+			}
+		}
+		if len(args.Users) > 0 {
+			if err := m.CreateUsers(ctx, args.Users); err != nil {
+				return res, err
+			}
+		}
+	}
+	if args.EnableRoot {
+		creds, err := m.EnableRoot(ctx, "")
+		if err != nil {
+			return res, err
+		}
+		res.Root = &creds
+	}
+	if len(settings) > 0 {
+		cr, err := m.applyConfiguration(ctx, settings)
+		if err != nil {
+			return res, err
+		}
+		if cr.RestartRequired {
+			if err := m.cfg.Service.Restart(ctx); err != nil {
+				return res, fmt.Errorf("restart for configuration: %w", err)
+			}
+			if err := m.waitReady(ctx); err != nil {
+				return res, err
+			}
+			if err := m.updateState(func(s *state) { s.RestartRequired = false }); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// initDataDir runs mariadb-install-db unless the data directory holds a
+// database already (an instance rebuilt onto its old volume). It reports
+// whether it initialised.
+func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
+	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "mysql")); err == nil {
+		m.log.Info("data directory holds a database already; keeping it", "datadir", m.cfg.DataDir)
+		return false, nil
+	}
+	if err := os.MkdirAll(m.cfg.DataDir, 0o750); err != nil {
+		return false, fmt.Errorf("data directory: %w", err)
+	}
+	if err := chownTo(m.cfg.DataDir, m.cfg.OSUser); err != nil {
+		return false, err
+	}
+	var args []string
+	if m.cfg.DefaultsFile != "" {
+		args = append(args, "--defaults-file="+m.cfg.DefaultsFile) // must come first
+	}
+	args = append(args, "--datadir="+m.cfg.DataDir, "--user="+m.cfg.OSUser,
+		"--auth-root-authentication-method=socket", "--skip-test-db")
+	if m.cfg.AdminUser != "root" {
+		args = append(args, "--auth-root-socket-user="+m.cfg.AdminUser)
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, m.cfg.InstallDB, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		tail, _ := datastore.TailFile("error", m.cfg.ErrorLog, 8, 8<<10)
+		return false, fmt.Errorf("mariadb-install-db: %w: %s; error log ends: %s", err, installDBError(out.String()), strings.Join(tail.Lines, " | "))
+	}
+	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// secure removes anonymous and remote-root accounts and leaves the local
+// root account with unix_socket authentication only: no root password
+// exists at all, so none can leak or be guessed.
+func (m *Manager) secure(ctx context.Context) error {
+	rows, err := m.conn().QueryContext(ctx,
+		"SELECT User, Host FROM mysql.user WHERE User = '' OR (User = 'root' AND Host <> 'localhost')")
+	if err != nil {
+		return fmt.Errorf("secure: %w", err)
+	}
+	var drops []string
+	for rows.Next() {
+		var u wire.UserRef
+		if err := rows.Scan(&u.Name, &u.Host); err != nil {
+			rows.Close()
+			return fmt.Errorf("secure: %w", err)
+		}
+		acct, err := account(u)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("secure: odd account in a fresh server: %w", err)
+		}
+		drops = append(drops, "DROP USER "+acct)
+	}
+	rows.Close()
+	stmts := append(drops, "DROP DATABASE IF EXISTS test")
+	if m.cfg.AdminUser == "root" {
+		stmts = append(stmts, "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket")
+	}
+	return m.exec(ctx, stmts...)
+}
+
+// waitReady waits until the server answers, up to StartTimeout.
+func (m *Manager) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = m.ping(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	tail, _ := datastore.TailFile("error", m.cfg.ErrorLog, 10, 8<<10)
+	return wire.Errorf(wire.CodeUnavailable, "mariadb did not answer within %s (%v); error log ends: %s",
+		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+}
+
+func chownTo(path, osUser string) error {
+	u, err := user.Lookup(osUser)
+	if err != nil {
+		return fmt.Errorf("user %s: %w", osUser, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if os.Getuid() != 0 && uid == os.Getuid() {
+		return nil
+	}
+	if err := os.Chown(path, uid, gid); err != nil && !errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	return nil
+}
+
+// installDBError keeps the lines of mariadb-install-db's output that say
+// what went wrong, not its closing advertisement.
+func installDBError(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "ERROR") || strings.Contains(l, "rror") || strings.Contains(l, "annot") || strings.Contains(l, "FATAL") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) == 0 {
+		return lastLines(out, 20)
+	}
+	if len(keep) > 10 {
+		keep = keep[:10]
+	}
+	return strings.Join(keep, " | ")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

@@ -1,0 +1,188 @@
+package mariadb_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/agent/datastore/mariadb"
+	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/wire"
+)
+
+func num(s string) *json.Number { n := json.Number(s); return &n }
+
+func TestPrepareInitialisesStartsAndCreatesInitialDatabasesAndUsers(t *testing.T) {
+	inst, res := mariadbtest.PreparedT(t, wire.PrepareArgs{
+		MemoryMB:   512,
+		Databases:  []wire.Database{{Name: "shop", CharacterSet: "latin1"}, {Name: "blog"}},
+		Users:      []wire.User{{Name: "app", Password: "s3cret pass'word", Databases: []string{"shop"}}},
+		EnableRoot: true,
+		Configuration: &wire.ConfigurationArgs{
+			Values: map[string]json.RawMessage{"max_connections": json.RawMessage(`123`)},
+			Rules:  []wire.ParameterRule{{Name: "max_connections", Type: "integer", Min: num("1"), Max: num("100000")}},
+		},
+	})
+	ctx := ctxT(t)
+	m := inst.Manager
+	if !res.Initialized || res.Formatted {
+		t.Fatalf("result = %+v, want initialized, not formatted (no device)", res)
+	}
+	if st := m.Status(ctx); st.Status != wire.StatusRunning {
+		t.Fatalf("status = %+v", st)
+	}
+	dbs, err := m.ListDatabases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dbs) != 2 || dbs[0].Name != "blog" || dbs[1].Name != "shop" || dbs[1].CharacterSet != "latin1" {
+		t.Fatalf("databases = %+v", dbs)
+	}
+
+	// The user really logs in with its password and reaches its database
+	// only.
+	app, err := login(t, inst, "app", "s3cret pass'word", "shop")
+	if err != nil {
+		t.Fatalf("app cannot log in: %v", err)
+	}
+	if _, err := app.Exec("CREATE TABLE t (id INT)"); err != nil {
+		t.Fatalf("app cannot use its database: %v", err)
+	}
+	if _, err := app.Exec("CREATE TABLE blog.t (id INT)"); err == nil {
+		t.Fatal("app can write to a database it was not given")
+	}
+	if _, err := login(t, inst, "app", "wrong", "shop"); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+
+	// Root on create: a generated password, stored as its hash.
+	if res.Root == nil || res.Root.Name != "root" || len(res.Root.Password) < 32 {
+		t.Fatalf("root credentials = %+v", res.Root)
+	}
+	adm := admin(t, inst)
+	var plugin, hash string
+	adm.QueryRow("SELECT plugin, authentication_string FROM mysql.user WHERE User='root' AND Host='%'").Scan(&plugin, &hash)
+	if plugin != "mysql_native_password" || hash == "" || strings.Contains(hash, res.Root.Password) {
+		t.Fatalf("root@%% plugin %q hash %q", plugin, hash)
+	}
+	// The local admin account has no password at all (socket only) when the
+	// agent runs as root; no anonymous accounts, no test database.
+	if n := queryStrings(t, adm, "SELECT User FROM mysql.user WHERE User=''"); len(n) != 0 {
+		t.Fatalf("anonymous accounts left: %v", n)
+	}
+	if n := queryStrings(t, adm, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='test'"); len(n) != 0 {
+		t.Fatal("test database left")
+	}
+	var maxConn int
+	adm.QueryRow("SELECT @@GLOBAL.max_connections").Scan(&maxConn)
+	if maxConn != 123 {
+		t.Fatalf("max_connections = %d, want 123 from the initial configuration", maxConn)
+	}
+	var pool int64
+	adm.QueryRow("SELECT @@GLOBAL.innodb_buffer_pool_size").Scan(&pool)
+	if pool != 256<<20 {
+		t.Fatalf("innodb_buffer_pool_size = %d, want half of 512 MiB", pool)
+	}
+	if _, err := m.Prepare(ctx, wire.PrepareArgs{}); err == nil {
+		t.Fatal("second prepare accepted")
+	} else {
+		wantCode(t, err, wire.CodeFailedPrecondition, "prepared already")
+	}
+}
+
+func TestPrepareKeepsAnExistingDataDirectory(t *testing.T) {
+	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "keepme"}}})
+	ctx := ctxT(t)
+	if err := inst.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inst.Manager.Close()
+	// A rebuild: new root disk (no agent state), old data volume.
+	os.Remove(inst.Config.StateFile)
+	m2, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if st := m2.Status(ctx); st.Status != wire.StatusNew {
+		t.Fatalf("status before prepare = %+v", st)
+	}
+	res, err := m2.Prepare(ctx, wire.PrepareArgs{Databases: []wire.Database{{Name: "other"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Initialized {
+		t.Fatal("prepare re-initialised an existing data directory")
+	}
+	dbs, _ := m2.ListDatabases(ctx)
+	if len(dbs) != 1 || dbs[0].Name != "keepme" {
+		t.Fatalf("databases after rebuild = %+v", dbs)
+	}
+}
+
+func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
+	inst := mariadbtest.NewT(t)
+	ctx := ctxT(t)
+	bad := []struct {
+		name string
+		args wire.PrepareArgs
+		want string
+	}{
+		{"injection db", wire.PrepareArgs{Databases: []wire.Database{{Name: "x'; DROP DATABASE mysql; --"}}}, "database name"},
+		{"user db not created", wire.PrepareArgs{Users: []wire.User{{Name: "u", Password: "p", Databases: []string{"nope"}}}}, "not among the databases"},
+		{"memory", wire.PrepareArgs{MemoryMB: -1}, "memory_mb"},
+		{"unknown parameter", wire.PrepareArgs{Configuration: &wire.ConfigurationArgs{Values: map[string]json.RawMessage{"foo": json.RawMessage(`1`)}}}, "unknown parameter"},
+	}
+	for _, tc := range bad {
+		_, err := inst.Manager.Prepare(ctx, tc.args)
+		wantCode(t, err, wire.CodeInvalidArgument, tc.want)
+	}
+	for _, p := range []string{inst.Config.DataDir, inst.Config.ConfigFile, inst.Config.StateFile} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s exists after rejected prepares", p)
+		}
+	}
+	if inst.Process.Running() {
+		t.Fatal("server started by a rejected prepare")
+	}
+	if st := inst.Manager.Status(ctx); st.Status != wire.StatusNew {
+		t.Fatalf("status = %+v", st)
+	}
+	// And a good prepare still works afterwards.
+	if _, err := inst.Manager.Prepare(ctx, wire.PrepareArgs{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
+	inst := mariadbtest.NewT(t)
+	ctx := ctxT(t)
+	// Break the server's configuration so it cannot start.
+	inst.Process.DefaultsFile = filepath.Join(inst.Dir, "missing.cnf")
+	inst.Config.StartTimeout = 2 * time.Second
+	m, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, err = m.Prepare(ctx, wire.PrepareArgs{})
+	if err == nil {
+		t.Fatal("prepare succeeded with a server that cannot start")
+	}
+	st := m.Status(ctx)
+	if st.Status != wire.StatusFailed || !strings.Contains(st.Detail, "prepare failed") {
+		t.Fatalf("status = %+v", st)
+	}
+	_, err = m.Prepare(ctx, wire.PrepareArgs{})
+	wantCode(t, err, wire.CodeFailedPrecondition, "did not finish")
+	// The verdict survives an agent restart.
+	m2, _ := mariadb.New(inst.Config)
+	defer m2.Close()
+	if st := m2.Status(context.Background()); st.Status != wire.StatusFailed {
+		t.Fatalf("status after restart = %+v", st)
+	}
+}

@@ -1,0 +1,264 @@
+package mariadb
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"strata/agent/wire"
+)
+
+// ListUsers lists user accounts with the databases each may use; system
+// and anonymous accounts are left out. Passwords are never returned.
+func (m *Manager) ListUsers(ctx context.Context) ([]wire.User, error) {
+	if err := m.ready(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := m.conn().QueryContext(ctx, "SELECT User, Host FROM mysql.user WHERE User <> '' ORDER BY User, Host")
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	var users []wire.User
+	for rows.Next() {
+		var u wire.User
+		if err := rows.Scan(&u.Name, &u.Host); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		if reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser) {
+			continue
+		}
+		users = append(users, u)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	out := []wire.User{}
+	for _, u := range users {
+		dbs, err := m.grantedDatabases(ctx, wire.UserRef{Name: u.Name, Host: u.Host})
+		if err != nil {
+			return nil, err
+		}
+		if len(dbs) > 0 {
+			u.Databases = dbs
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// CreateUsers creates all of users or none: every name, host, password and
+// database is checked, and none of the accounts may exist, before the first
+// CREATE USER; a failure part-way drops what this call created.
+func (m *Manager) CreateUsers(ctx context.Context, users []wire.User) error {
+	if err := m.checkUsers(users); err != nil {
+		return err
+	}
+	if err := m.ready(ctx); err != nil {
+		return err
+	}
+	for _, u := range users {
+		ref := wire.UserRef{Name: u.Name, Host: u.Host}
+		exists, err := m.userExists(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return wire.Errorf(wire.CodeAlreadyExists, "user %s@%s exists already", show(u.Name), show(u.Host))
+		}
+		for _, db := range u.Databases {
+			ok, err := m.databaseExists(ctx, db)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return wire.Errorf(wire.CodeNotFound, "user %s: database %s does not exist", show(u.Name), show(db))
+			}
+		}
+	}
+	for i, u := range users {
+		if err := m.createUser(ctx, u); err != nil {
+			for _, done := range users[:i+1] {
+				acct, _ := account(wire.UserRef{Name: done.Name, Host: done.Host})
+				m.exec(context.WithoutCancel(ctx), "DROP USER IF EXISTS "+acct)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) createUser(ctx context.Context, u wire.User) error {
+	acct, err := account(wire.UserRef{Name: u.Name, Host: u.Host})
+	if err != nil {
+		return err
+	}
+	stmts := []string{"CREATE USER " + acct + " IDENTIFIED VIA mysql_native_password USING '" + nativePasswordHash(u.Password) + "'"}
+	for _, db := range u.Databases {
+		stmts = append(stmts, "GRANT ALL PRIVILEGES ON "+grantIdent(db)+".* TO "+acct)
+	}
+	if err := m.exec(ctx, stmts...); err != nil {
+		return fmt.Errorf("create user %s: %w", show(u.Name), err)
+	}
+	return nil
+}
+
+// checkUsers validates a user list and defaults hosts to %.
+func (m *Manager) checkUsers(users []wire.User) error {
+	if len(users) == 0 {
+		return invalid("no users given")
+	}
+	if len(users) > wire.MaxItemsPerOp {
+		return invalid("%d users given, at most %d per operation", len(users), wire.MaxItemsPerOp)
+	}
+	seen := map[string]bool{}
+	for i := range users {
+		u := &users[i]
+		ref := wire.UserRef{Name: u.Name, Host: u.Host}
+		if err := m.checkUserRef(&ref); err != nil {
+			return err
+		}
+		u.Host = ref.Host
+		if seen[u.Name+"@"+u.Host] {
+			return invalid("user %s@%s is listed twice", show(u.Name), show(u.Host))
+		}
+		seen[u.Name+"@"+u.Host] = true
+		if err := checkPassword(u.Password); err != nil {
+			return wire.Errorf(wire.CodeInvalidArgument, "user %s: %s", show(u.Name), err.(*wire.OpError).Message)
+		}
+		if len(u.Databases) > wire.MaxItemsPerOp {
+			return invalid("user %s: %d databases, at most %d", show(u.Name), len(u.Databases), wire.MaxItemsPerOp)
+		}
+		for _, db := range u.Databases {
+			if err := checkDatabaseName(db); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Manager) userExists(ctx context.Context, u wire.UserRef) (bool, error) {
+	var n int
+	if err := m.conn().QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?", u.Name, u.Host).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up user: %w", err)
+	}
+	return n > 0, nil
+}
+
+// existingUser validates ref and fails with not_found if the account does
+// not exist.
+func (m *Manager) existingUser(ctx context.Context, ref *wire.UserRef) (string, error) {
+	if err := m.checkUserRef(ref); err != nil {
+		return "", err
+	}
+	if err := m.ready(ctx); err != nil {
+		return "", err
+	}
+	ok, err := m.userExists(ctx, *ref)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", wire.Errorf(wire.CodeNotFound, "user %s@%s does not exist", show(ref.Name), show(ref.Host))
+	}
+	return account(*ref)
+}
+
+// DeleteUser drops an account.
+func (m *Manager) DeleteUser(ctx context.Context, u wire.UserRef) error {
+	acct, err := m.existingUser(ctx, &u)
+	if err != nil {
+		return err
+	}
+	return m.exec(ctx, "DROP USER "+acct)
+}
+
+// GrantAccess gives the user all privileges on each database.
+func (m *Manager) GrantAccess(ctx context.Context, u wire.UserRef, dbs []string) error {
+	if err := m.checkUserRef(&u); err != nil {
+		return err
+	}
+	if len(dbs) == 0 || len(dbs) > wire.MaxItemsPerOp {
+		return invalid("give 1 to %d databases", wire.MaxItemsPerOp)
+	}
+	for _, db := range dbs {
+		if err := checkDatabaseName(db); err != nil {
+			return err
+		}
+	}
+	acct, err := m.existingUser(ctx, &u)
+	if err != nil {
+		return err
+	}
+	stmts := make([]string, 0, len(dbs))
+	for _, db := range dbs {
+		ok, err := m.databaseExists(ctx, db)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return wire.Errorf(wire.CodeNotFound, "database %s does not exist", show(db))
+		}
+		stmts = append(stmts, "GRANT ALL PRIVILEGES ON "+grantIdent(db)+".* TO "+acct)
+	}
+	return m.exec(ctx, stmts...)
+}
+
+// RevokeAccess removes the user's privileges on one database.
+func (m *Manager) RevokeAccess(ctx context.Context, u wire.UserRef, db string) error {
+	if err := m.checkUserRef(&u); err != nil {
+		return err
+	}
+	if err := checkDatabaseName(db); err != nil {
+		return err
+	}
+	acct, err := m.existingUser(ctx, &u)
+	if err != nil {
+		return err
+	}
+	granted, err := m.grantedDatabases(ctx, u)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, g := range granted {
+		found = found || g == db
+	}
+	if !found {
+		return wire.Errorf(wire.CodeNotFound, "user %s@%s has no access to database %s", show(u.Name), show(u.Host), show(db))
+	}
+	return m.exec(ctx, "REVOKE ALL PRIVILEGES ON "+grantIdent(db)+".* FROM "+acct)
+}
+
+// ListAccess lists the databases the user has privileges on.
+func (m *Manager) ListAccess(ctx context.Context, u wire.UserRef) ([]string, error) {
+	if _, err := m.existingUser(ctx, &u); err != nil {
+		return nil, err
+	}
+	dbs, err := m.grantedDatabases(ctx, u)
+	if dbs == nil {
+		dbs = []string{}
+	}
+	return dbs, err
+}
+
+func (m *Manager) grantedDatabases(ctx context.Context, u wire.UserRef) ([]string, error) {
+	rows, err := m.conn().QueryContext(ctx, "SELECT Db FROM mysql.db WHERE User = ? AND Host = ?", u.Name, u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("list access: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var db string
+		if err := rows.Scan(&db); err != nil {
+			return nil, fmt.Errorf("list access: %w", err)
+		}
+		out = append(out, unescapeGrantDB(db))
+	}
+	sort.Strings(out)
+	return out, rows.Err()
+}

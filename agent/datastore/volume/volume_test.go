@@ -1,0 +1,138 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"strata/agent/wire"
+)
+
+// The real mkfs.ext4 and blkid work on a plain file; systemctl is recorded
+// and "mounts" by writing a mountinfo line.
+type rig struct {
+	v        Volume
+	calls    []string
+	dir      string
+	mountinf string
+}
+
+func newRig(t *testing.T) *rig {
+	for _, bin := range []string{"mkfs.ext4", "blkid", "mkswap"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: install e2fsprogs and util-linux (ci/deps.sh build)", bin)
+		}
+	}
+	dir := t.TempDir()
+	r := &rig{dir: dir, mountinf: filepath.Join(dir, "mountinfo")}
+	dev := filepath.Join(dir, "disk.img")
+	f, _ := os.Create(dev)
+	f.Truncate(32 << 20)
+	f.Close()
+	os.WriteFile(r.mountinf, []byte("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), 0o644)
+	r.v = Volume{
+		Device: dev, MountPoint: filepath.Join(dir, "var/lib/mysql"), UnitDir: filepath.Join(dir, "units"),
+		AllowRegularFile: true, MountInfo: r.mountinf,
+		Run: func(ctx context.Context, name string, args ...string) ([]byte, error) {
+			if name == "systemctl" {
+				r.calls = append(r.calls, strings.Join(args, " "))
+				if args[0] == "enable" {
+					f, _ := os.OpenFile(r.mountinf, os.O_APPEND|os.O_WRONLY, 0)
+					f.WriteString("99 22 7:0 / " + r.v.MountPoint + " rw - ext4 /dev/loop0 rw\n")
+					f.Close()
+				}
+				return nil, nil
+			}
+			return execRun(ctx, name, args...)
+		},
+	}
+	return r
+}
+
+func (r *rig) blkid(t *testing.T, tag string) string {
+	out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", tag, r.v.Device).Output()
+	return strings.TrimSpace(string(out))
+}
+
+func TestBlankDeviceIsFormattedAndMountedViaSystemd(t *testing.T) {
+	r := newRig(t)
+	formatted, err := r.v.Prepare(context.Background(), "mariadb.service")
+	if err != nil || !formatted {
+		t.Fatalf("formatted=%v err=%v", formatted, err)
+	}
+	uuid := r.blkid(t, "UUID")
+	if r.blkid(t, "TYPE") != "ext4" || uuid == "" {
+		t.Fatal("device not ext4 after prepare")
+	}
+	unitName := EscapePath(r.v.MountPoint) + ".mount"
+	unit, err := os.ReadFile(filepath.Join(r.v.UnitDir, unitName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"What=/dev/disk/by-uuid/" + uuid, "Where=" + r.v.MountPoint, "Type=ext4", "Before=mariadb.service", "WantedBy=local-fs.target"} {
+		if !strings.Contains(string(unit), want) {
+			t.Fatalf("mount unit lacks %q:\n%s", want, unit)
+		}
+	}
+	dropIn, _ := os.ReadFile(filepath.Join(r.v.UnitDir, "mariadb.service.d", "strata-data-volume.conf"))
+	if !strings.Contains(string(dropIn), "RequiresMountsFor="+r.v.MountPoint) {
+		t.Fatalf("drop-in: %s", dropIn)
+	}
+	if strings.Join(r.calls, ";") != "daemon-reload;enable --now "+unitName {
+		t.Fatalf("systemctl calls: %v", r.calls)
+	}
+
+	// Prepare again (a rebuild onto the same volume): no format.
+	os.WriteFile(r.mountinf, []byte(""), 0o644)
+	formatted, err = r.v.Prepare(context.Background(), "mariadb.service")
+	if err != nil || formatted {
+		t.Fatalf("second prepare: formatted=%v err=%v", formatted, err)
+	}
+	if r.blkid(t, "UUID") != uuid {
+		t.Fatal("the filesystem was recreated")
+	}
+}
+
+func TestForeignFilesystemIsNeverFormatted(t *testing.T) {
+	r := newRig(t)
+	if out, err := exec.Command("mkswap", r.v.Device).CombinedOutput(); err != nil {
+		t.Fatalf("mkswap: %v %s", err, out)
+	}
+	sum := func() [32]byte { b, _ := os.ReadFile(r.v.Device); return sha256.Sum256(b) }
+	before := sum()
+	_, err := r.v.Prepare(context.Background(), "mariadb.service")
+	if wire.ErrorCodeOf(err) != wire.CodeFailedPrecondition || !strings.Contains(err.Error(), "swap") {
+		t.Fatalf("err = %v", err)
+	}
+	if sum() != before || len(r.calls) != 0 {
+		t.Fatal("device or units touched")
+	}
+}
+
+func TestNonBlockDeviceRefused(t *testing.T) {
+	r := newRig(t)
+	r.v.AllowRegularFile = false
+	_, err := r.v.Prepare(context.Background(), "")
+	if wire.ErrorCodeOf(err) != wire.CodeFailedPrecondition || !strings.Contains(err.Error(), "not a block device") {
+		t.Fatalf("err = %v", err)
+	}
+	b, _ := os.ReadFile(r.v.Device)
+	if !bytes.Equal(b, make([]byte, len(b))) {
+		t.Fatal("device written")
+	}
+}
+
+func TestEscapePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/var/lib/mysql": "var-lib-mysql", "/": "-", "/srv/my-data": `srv-my\x2ddata`, "/a/.b": "a-.b", "/.x": `\x2ex`,
+	} {
+		if got := EscapePath(in); got != want {
+			t.Errorf("EscapePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

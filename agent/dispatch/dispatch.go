@@ -1,0 +1,231 @@
+// Package dispatch maps an operation's kind to the datastore manager call
+// that carries it out: it decodes the arguments strictly (an unknown field
+// is an invalid_argument error), calls the manager, and turns the outcome
+// into a wire.Result with a typed error.
+//
+// dispatch holds no state and must not validate names or values itself;
+// that is the manager's job, where the datastore's rules are known.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"strata/agent/datastore"
+	"strata/agent/fsstats"
+	"strata/agent/wire"
+)
+
+// AgentLog is the agent's own log, offered next to the datastore's logs.
+type AgentLog interface {
+	Info(ctx context.Context) wire.LogInfo
+	Tail(ctx context.Context, lines int) (wire.LogTail, error)
+}
+
+// AgentLogName is the name the agent's own log is listed under.
+const AgentLogName = "agent"
+
+// Dispatcher runs operations against a manager.
+type Dispatcher struct {
+	Manager  datastore.Manager
+	AgentLog AgentLog // optional
+}
+
+// Run executes op; it is the ops.RunFunc of the agent.
+func (d *Dispatcher) Run(ctx context.Context, op wire.Operation) wire.Result {
+	payload, err := d.run(ctx, op)
+	if err != nil {
+		var oe *wire.OpError
+		if errors.As(err, &oe) {
+			return wire.Result{Error: oe}
+		}
+		return wire.Result{Error: &wire.OpError{Code: wire.CodeInternal, Message: err.Error()}}
+	}
+	if payload == nil {
+		return wire.Result{}
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return wire.Result{Error: wire.Errorf(wire.CodeInternal, "encode result: %v", err)}
+	}
+	return wire.Result{Payload: data}
+}
+
+func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
+	m := d.Manager
+	switch op.Kind {
+	case wire.KindPrepare:
+		a, err := decode[wire.PrepareArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return m.Prepare(ctx, a)
+	case wire.KindStatus:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		return m.Status(ctx), nil
+	case wire.KindRestart:
+		return nil, noArgsThen(op, func() error { return m.Restart(ctx) })
+	case wire.KindStop:
+		return nil, noArgsThen(op, func() error { return m.Stop(ctx) })
+	case wire.KindListDatabases:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		dbs, err := m.ListDatabases(ctx)
+		return wire.ListDatabasesResult{Databases: dbs}, err
+	case wire.KindCreateDatabases:
+		a, err := decode[wire.CreateDatabasesArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.CreateDatabases(ctx, a.Databases)
+	case wire.KindDeleteDatabase:
+		a, err := decode[wire.DeleteDatabaseArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.DeleteDatabase(ctx, a.Name)
+	case wire.KindListUsers:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		users, err := m.ListUsers(ctx)
+		return wire.ListUsersResult{Users: users}, err
+	case wire.KindCreateUsers:
+		a, err := decode[wire.CreateUsersArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.CreateUsers(ctx, a.Users)
+	case wire.KindDeleteUser:
+		a, err := decode[wire.UserRef](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.DeleteUser(ctx, a)
+	case wire.KindGrantAccess:
+		a, err := decode[wire.GrantAccessArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.GrantAccess(ctx, wire.UserRef{Name: a.Name, Host: a.Host}, a.Databases)
+	case wire.KindRevokeAccess:
+		a, err := decode[wire.RevokeAccessArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, m.RevokeAccess(ctx, wire.UserRef{Name: a.Name, Host: a.Host}, a.Database)
+	case wire.KindListAccess:
+		a, err := decode[wire.UserRef](op)
+		if err != nil {
+			return nil, err
+		}
+		dbs, err := m.ListAccess(ctx, a)
+		return wire.ListAccessResult{Databases: dbs}, err
+	case wire.KindEnableRoot:
+		a, err := decodeOptional[wire.EnableRootArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return m.EnableRoot(ctx, a.Password)
+	case wire.KindDisableRoot:
+		return nil, noArgsThen(op, func() error { return m.DisableRoot(ctx) })
+	case wire.KindIsRootEnabled:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		on, err := m.IsRootEnabled(ctx)
+		return wire.IsRootEnabledResult{Enabled: on}, err
+	case wire.KindApplyConfiguration:
+		a, err := decode[wire.ConfigurationArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return m.ApplyConfiguration(ctx, a)
+	case wire.KindFilesystemStats:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		return fsstats.Stat(m.DataPath())
+	case wire.KindListLogs:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		logs, err := m.Logs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if d.AgentLog != nil {
+			logs = append(logs, d.AgentLog.Info(ctx))
+		}
+		return wire.ListLogsResult{Logs: logs}, nil
+	case wire.KindTailLog:
+		a, err := decode[wire.TailLogArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		if a.Name == AgentLogName && d.AgentLog != nil {
+			if err := datastore.CheckTailLines(a.Lines); err != nil {
+				return nil, err
+			}
+			return d.AgentLog.Tail(ctx, a.Lines)
+		}
+		return m.TailLog(ctx, a.Name, a.Lines)
+	}
+	return nil, wire.Errorf(wire.CodeNotSupported, "this agent does not know the operation %q", op.Kind)
+}
+
+// decode unmarshals the operation's arguments strictly; they are required.
+func decode[T any](op wire.Operation) (T, error) {
+	var v T
+	if isEmpty(op.Args) {
+		return v, wire.Errorf(wire.CodeInvalidArgument, "%s: arguments are required", op.Kind)
+	}
+	if err := wire.DecodeStrict(op.Args, &v); err != nil {
+		return v, wire.Errorf(wire.CodeInvalidArgument, "%s: bad arguments: %s", op.Kind, cleanJSONError(err))
+	}
+	return v, nil
+}
+
+// decodeOptional is decode for kinds whose arguments may be left out.
+func decodeOptional[T any](op wire.Operation) (T, error) {
+	var v T
+	if isEmpty(op.Args) {
+		return v, nil
+	}
+	return decode[T](op)
+}
+
+func noArgs(op wire.Operation) error {
+	if !isEmpty(op.Args) && strings.TrimSpace(string(op.Args)) != "{}" {
+		return wire.Errorf(wire.CodeInvalidArgument, "%s takes no arguments", op.Kind)
+	}
+	return nil
+}
+
+func noArgsThen(op wire.Operation, f func() error) error {
+	if err := noArgs(op); err != nil {
+		return err
+	}
+	return f()
+}
+
+func isEmpty(raw json.RawMessage) bool {
+	s := strings.TrimSpace(string(raw))
+	return s == "" || s == "null"
+}
+
+// cleanJSONError turns encoding/json's messages into ones that name the
+// parameter ("unknown parameter \"x\"").
+func cleanJSONError(err error) string {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return fmt.Sprintf("unknown parameter %s", rest)
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}

@@ -1,0 +1,144 @@
+package dispatch_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/dispatch"
+	"strata/agent/wire"
+)
+
+type fakeAgentLog struct{}
+
+func (fakeAgentLog) Info(context.Context) wire.LogInfo {
+	return wire.LogInfo{Name: dispatch.AgentLogName, Type: "agent", Enabled: true}
+}
+func (fakeAgentLog) Tail(_ context.Context, n int) (wire.LogTail, error) {
+	return wire.LogTail{Name: dispatch.AgentLogName, Lines: []string{"agent line"}}, nil
+}
+
+var server *mariadbtest.Instance
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "strata-dispatch-")
+	if err != nil {
+		panic(err)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		inst, err := mariadbtest.New(dir, mariadbtest.Logger())
+		if err != nil {
+			println(err.Error())
+			return 1
+		}
+		defer inst.Close()
+		server = inst
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func run(t *testing.T, d *dispatch.Dispatcher, kind wire.Kind, args string) wire.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	op := wire.Operation{ID: "t", Kind: kind}
+	if args != "" {
+		op.Args = json.RawMessage(args)
+	}
+	return d.Run(ctx, op)
+}
+
+func wantError(t *testing.T, r wire.Result, code wire.ErrorCode, part string) {
+	t.Helper()
+	if r.Error == nil || r.Error.Code != code || !strings.Contains(r.Error.Message, part) {
+		t.Fatalf("result = %+v, want %s mentioning %q", r.Error, code, part)
+	}
+}
+
+func TestOperationsReachTheManager(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: server.Manager, AgentLog: fakeAgentLog{}}
+	if r := run(t, d, wire.KindPrepare, `{"databases":[{"name":"first"}]}`); r.Error != nil {
+		t.Fatalf("prepare: %+v", r.Error)
+	}
+	var st wire.StatusResult
+	if err := run(t, d, wire.KindStatus, "").Decode(&st); err != nil || st.Status != wire.StatusRunning {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if r := run(t, d, wire.KindCreateDatabases, `{"databases":[{"name":"second","character_set":"utf8mb4"}]}`); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	var dbs wire.ListDatabasesResult
+	run(t, d, wire.KindListDatabases, "").Decode(&dbs)
+	if len(dbs.Databases) != 2 || dbs.Databases[0].Name != "first" || dbs.Databases[1].Name != "second" {
+		t.Fatalf("databases: %+v", dbs)
+	}
+	if r := run(t, d, wire.KindCreateUsers, `{"users":[{"name":"u1","password":"pw","databases":["second"]}]}`); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	var access wire.ListAccessResult
+	run(t, d, wire.KindListAccess, `{"name":"u1"}`).Decode(&access)
+	if len(access.Databases) != 1 || access.Databases[0] != "second" {
+		t.Fatalf("access: %+v", access)
+	}
+	var creds wire.RootCredentials
+	if err := run(t, d, wire.KindEnableRoot, "").Decode(&creds); err != nil || creds.Password == "" {
+		t.Fatalf("enable_root: %+v %v", creds, err)
+	}
+	var root wire.IsRootEnabledResult
+	run(t, d, wire.KindIsRootEnabled, "").Decode(&root)
+	if !root.Enabled {
+		t.Fatal("root not enabled")
+	}
+	var fs wire.FilesystemStats
+	if err := run(t, d, wire.KindFilesystemStats, "").Decode(&fs); err != nil || fs.TotalBytes == 0 || fs.Path != server.Manager.DataPath() {
+		t.Fatalf("filesystem_stats: %+v %v", fs, err)
+	}
+	var logs wire.ListLogsResult
+	run(t, d, wire.KindListLogs, "").Decode(&logs)
+	if len(logs.Logs) != 3 || logs.Logs[2].Name != "agent" {
+		t.Fatalf("logs: %+v", logs)
+	}
+	var tail wire.LogTail
+	run(t, d, wire.KindTailLog, `{"name":"agent","lines":5}`).Decode(&tail)
+	if len(tail.Lines) != 1 {
+		t.Fatalf("agent tail: %+v", tail)
+	}
+	if err := run(t, d, wire.KindTailLog, `{"name":"error","lines":5}`).Decode(&tail); err != nil || len(tail.Lines) == 0 {
+		t.Fatalf("error log tail: %+v %v", tail, err)
+	}
+	// Every kind of the protocol is known to the dispatcher.
+	for _, k := range wire.Kinds {
+		if r := run(t, d, k, `{"no_such_argument":1}`); r.Error != nil && r.Error.Code == wire.CodeNotSupported {
+			t.Errorf("kind %s is not dispatched", k)
+		}
+	}
+}
+
+func TestBadArgumentsAreTypedErrors(t *testing.T) {
+	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "keep"}}})
+	d := &dispatch.Dispatcher{Manager: inst.Manager}
+	before := run(t, d, wire.KindListDatabases, "")
+	if before.Error != nil || !strings.Contains(string(before.Payload), "keep") {
+		t.Fatalf("list: %+v", before)
+	}
+	wantError(t, run(t, d, "drop_everything", ""), wire.CodeNotSupported, "drop_everything")
+	wantError(t, run(t, d, wire.KindCreateDatabases, `{"databases":[{"name":"x"}],"drop":true}`), wire.CodeInvalidArgument, `unknown parameter "drop"`)
+	wantError(t, run(t, d, wire.KindCreateDatabases, `{"databases":[{"name":"x","owner":"me"}]}`), wire.CodeInvalidArgument, `unknown parameter "owner"`)
+	wantError(t, run(t, d, wire.KindCreateDatabases, `{"databases":"x"}`), wire.CodeInvalidArgument, "bad arguments")
+	wantError(t, run(t, d, wire.KindCreateDatabases, ""), wire.CodeInvalidArgument, "arguments are required")
+	wantError(t, run(t, d, wire.KindCreateDatabases, `{"databases":[{"name":"x"}]} {}`), wire.CodeInvalidArgument, "trailing")
+	wantError(t, run(t, d, wire.KindStatus, `{"verbose":true}`), wire.CodeInvalidArgument, "takes no arguments")
+	wantError(t, run(t, d, wire.KindTailLog, `{"name":"agent","lines":5}`), wire.CodeNotFound, "no log named")
+	after := run(t, d, wire.KindListDatabases, "")
+	if string(before.Payload) != string(after.Payload) {
+		t.Fatalf("databases changed: %s → %s", before.Payload, after.Payload)
+	}
+}

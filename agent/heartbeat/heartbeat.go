@@ -1,0 +1,49 @@
+// Package heartbeat builds the facts an agent reports every heartbeat
+// interval: datastore status, data-volume filesystem usage and the last
+// completed operation. The transport (wire.Client) stamps version, boot id,
+// sequence and time and sends it.
+//
+// It only gathers facts; it must not act on them.
+package heartbeat
+
+import (
+	"context"
+
+	"strata/agent/fsstats"
+	"strata/agent/wire"
+)
+
+// StatusSource reports the datastore's status.
+type StatusSource interface {
+	Status(ctx context.Context) wire.StatusResult
+}
+
+// Builder implements wire.HeartbeatSource.
+type Builder struct {
+	Status StatusSource
+	// VolumePath is a path on the data volume.
+	VolumePath string
+	// LastCompleted returns the id of the last finished operation.
+	LastCompleted func() string
+}
+
+// Heartbeat gathers the current facts. A filesystem that cannot be read is
+// left out rather than failing the heartbeat.
+func (b Builder) Heartbeat(ctx context.Context) wire.Heartbeat {
+	st := b.Status.Status(ctx)
+	hb := wire.Heartbeat{Status: st.Status, StatusDetail: st.Detail}
+	if len(hb.StatusDetail) > 1000 {
+		hb.StatusDetail = hb.StatusDetail[:1000]
+	}
+	if b.VolumePath != "" {
+		if fs, err := fsstats.Stat(b.VolumePath); err == nil {
+			hb.Volume = &fs
+		} else if hb.StatusDetail == "" {
+			hb.StatusDetail = "data volume: " + err.Error()
+		}
+	}
+	if b.LastCompleted != nil {
+		hb.LastCompletedOp = b.LastCompleted()
+	}
+	return hb
+}

@@ -1,0 +1,227 @@
+package wire
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MemStore is an in-memory Store for tests (agent and controller) and for
+// the footprint benchmark. It forgets everything when the process ends.
+type MemStore struct {
+	mu         sync.Mutex
+	tokens     map[string]*memToken // by token hash
+	keys       map[string]memKey    // by fingerprint
+	heartbeats map[string][]Heartbeat
+	ops        map[string][]*OpRecord
+	redeemed   int // successful redemptions, for tests
+}
+
+type memToken struct {
+	instanceID string
+	used       bool
+}
+
+type memKey struct {
+	instanceID string
+	key        AgentKey
+}
+
+// OpRecord is MemStore's view of one queued operation.
+type OpRecord struct {
+	Op       Operation
+	AckState AckState
+	AckedAt  time.Time
+	Acks     int
+	Result   *Result
+}
+
+// NewMemStore returns an empty store.
+func NewMemStore() *MemStore {
+	return &MemStore{
+		tokens:     map[string]*memToken{},
+		keys:       map[string]memKey{},
+		heartbeats: map[string][]Heartbeat{},
+		ops:        map[string][]*OpRecord{},
+	}
+}
+
+// AddInstance registers a one-time enrollment token for instanceID.
+func (m *MemStore) AddInstance(instanceID, token string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tokens[HashToken(token)] = &memToken{instanceID: instanceID}
+}
+
+// RevokeKeys forgets every key bound to instanceID.
+func (m *MemStore) RevokeKeys(instanceID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for fp, k := range m.keys {
+		if k.instanceID == instanceID {
+			delete(m.keys, fp)
+		}
+	}
+}
+
+// Keys returns the keys bound to instanceID.
+func (m *MemStore) Keys(instanceID string) []AgentKey {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []AgentKey
+	for _, k := range m.keys {
+		if k.instanceID == instanceID {
+			out = append(out, k.key)
+		}
+	}
+	return out
+}
+
+// Redemptions counts successful token redemptions.
+func (m *MemStore) Redemptions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.redeemed
+}
+
+// Heartbeats returns the accepted heartbeats of instanceID, oldest first.
+func (m *MemStore) Heartbeats(instanceID string) []Heartbeat {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Heartbeat(nil), m.heartbeats[instanceID]...)
+}
+
+// Op returns a copy of the record of one op.
+func (m *MemStore) Op(instanceID, opID string) (OpRecord, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.find(instanceID, opID)
+	if r == nil {
+		return OpRecord{}, false
+	}
+	return *r, true
+}
+
+func (m *MemStore) RedeemEnrollment(_ context.Context, tokenHash string, key AgentKey) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var tok *memToken
+	for h, t := range m.tokens {
+		if subtle.ConstantTimeCompare([]byte(h), []byte(tokenHash)) == 1 {
+			tok = t
+		}
+	}
+	if tok == nil || tok.used {
+		return "", ErrTokenRejected
+	}
+	if _, taken := m.keys[key.Fingerprint]; taken {
+		return "", fmt.Errorf("key %s is enrolled already: %w", key.Fingerprint, ErrTokenRejected)
+	}
+	tok.used = true
+	m.keys[key.Fingerprint] = memKey{instanceID: tok.instanceID, key: key}
+	m.redeemed++
+	return tok.instanceID, nil
+}
+
+func (m *MemStore) InstanceForKey(_ context.Context, fingerprint string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k, ok := m.keys[fingerprint]
+	if !ok {
+		return "", ErrUnknownKey
+	}
+	return k.instanceID, nil
+}
+
+func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb Heartbeat, _ time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	list := m.heartbeats[instanceID]
+	if n := len(list); n > 0 {
+		last := list[n-1]
+		if last.BootID == hb.BootID && hb.Seq <= last.Seq {
+			return false, nil
+		}
+	}
+	if len(list) >= 1000 {
+		list = list[1:]
+	}
+	m.heartbeats[instanceID] = append(list, hb)
+	return true, nil
+}
+
+func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op Operation) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.find(instanceID, op.ID); r != nil {
+		if r.Op.Digest() != op.Digest() {
+			return fmt.Errorf("op %s: %w", op.ID, ErrOpConflict)
+		}
+		return nil
+	}
+	m.ops[instanceID] = append(m.ops[instanceID], &OpRecord{Op: op})
+	return nil
+}
+
+func (m *MemStore) PendingOps(_ context.Context, instanceID string) ([]Operation, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Operation
+	for _, r := range m.ops[instanceID] {
+		if r.Result == nil {
+			out = append(out, r.Op)
+		}
+	}
+	return out, nil
+}
+
+func (m *MemStore) MarkAcked(_ context.Context, instanceID, opID string, state AckState, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.find(instanceID, opID)
+	if r == nil {
+		return fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
+	}
+	r.AckState, r.AckedAt = state, at
+	r.Acks++
+	return nil
+}
+
+func (m *MemStore) StoreResult(_ context.Context, instanceID string, res Result) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.find(instanceID, res.OpID)
+	if r == nil {
+		return fmt.Errorf("op %s: %w", res.OpID, ErrUnknownOp)
+	}
+	if r.Result == nil {
+		r.Result = &res
+	}
+	return nil
+}
+
+func (m *MemStore) OpResult(_ context.Context, instanceID, opID string) (Result, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.find(instanceID, opID)
+	if r == nil {
+		return Result{}, false, fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
+	}
+	if r.Result == nil {
+		return Result{}, false, nil
+	}
+	return *r.Result, true, nil
+}
+
+func (m *MemStore) find(instanceID, opID string) *OpRecord {
+	for _, r := range m.ops[instanceID] {
+		if r.Op.ID == opID {
+			return r
+		}
+	}
+	return nil
+}
+
+var _ Store = (*MemStore)(nil)

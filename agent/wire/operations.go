@@ -1,0 +1,217 @@
+package wire
+
+import "encoding/json"
+
+// Kind names an operation. Each kind lists its argument type (sent in
+// Operation.Args) and its result type (returned in Result.Payload); "—"
+// means none. Arguments are decoded strictly: an unknown field is an
+// invalid_argument error.
+type Kind string
+
+const (
+	KindPrepare            Kind = "prepare"             // PrepareArgs → PrepareResult
+	KindStatus             Kind = "status"              // — → StatusResult
+	KindRestart            Kind = "restart"             // — → —
+	KindStop               Kind = "stop"                // — → —
+	KindListDatabases      Kind = "list_databases"      // — → ListDatabasesResult
+	KindCreateDatabases    Kind = "create_databases"    // CreateDatabasesArgs → —
+	KindDeleteDatabase     Kind = "delete_database"     // DeleteDatabaseArgs → —
+	KindListUsers          Kind = "list_users"          // — → ListUsersResult
+	KindCreateUsers        Kind = "create_users"        // CreateUsersArgs → —
+	KindDeleteUser         Kind = "delete_user"         // UserRef → —
+	KindGrantAccess        Kind = "grant_access"        // GrantAccessArgs → —
+	KindRevokeAccess       Kind = "revoke_access"       // RevokeAccessArgs → —
+	KindListAccess         Kind = "list_access"         // UserRef → ListAccessResult
+	KindEnableRoot         Kind = "enable_root"         // EnableRootArgs → RootCredentials
+	KindDisableRoot        Kind = "disable_root"        // — → —
+	KindIsRootEnabled      Kind = "is_root_enabled"     // — → IsRootEnabledResult
+	KindApplyConfiguration Kind = "apply_configuration" // ConfigurationArgs → ConfigurationResult
+	KindFilesystemStats    Kind = "filesystem_stats"    // — → FilesystemStats
+	KindListLogs           Kind = "list_logs"           // — → ListLogsResult
+	KindTailLog            Kind = "tail_log"            // TailLogArgs → LogTail
+)
+
+// Kinds lists every kind this protocol version defines.
+var Kinds = []Kind{
+	KindPrepare, KindStatus, KindRestart, KindStop,
+	KindListDatabases, KindCreateDatabases, KindDeleteDatabase,
+	KindListUsers, KindCreateUsers, KindDeleteUser, KindGrantAccess, KindRevokeAccess, KindListAccess,
+	KindEnableRoot, KindDisableRoot, KindIsRootEnabled,
+	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
+}
+
+// MaxItemsPerOp bounds the databases or users one operation may carry.
+const MaxItemsPerOp = 100
+
+// Database is a schema. Empty CharacterSet/Collation mean the server's
+// default.
+type Database struct {
+	Name         string `json:"name"`
+	CharacterSet string `json:"character_set,omitempty"`
+	Collation    string `json:"collation,omitempty"`
+}
+
+// User is a database account. Password is only ever sent to the agent
+// (create); listings leave it empty. Host defaults to "%".
+type User struct {
+	Name      string   `json:"name"`
+	Host      string   `json:"host,omitempty"`
+	Password  string   `json:"password,omitempty"`
+	Databases []string `json:"databases,omitempty"`
+}
+
+// UserRef names an account.
+type UserRef struct {
+	Name string `json:"name"`
+	Host string `json:"host,omitempty"`
+}
+
+// PrepareArgs initialise a fresh guest's datastore (Trove's prepare).
+type PrepareArgs struct {
+	// MemoryMB is the flavor's RAM; buffer sizes are derived from it.
+	MemoryMB  int        `json:"memory_mb,omitempty"`
+	Databases []Database `json:"databases,omitempty"`
+	Users     []User     `json:"users,omitempty"`
+	// EnableRoot creates the remote root account now (Trove's
+	// root_enabled_on_create); the generated password is in the result.
+	EnableRoot bool `json:"enable_root,omitempty"`
+	// Configuration, if set, is applied as the initial override set.
+	Configuration *ConfigurationArgs `json:"configuration,omitempty"`
+}
+
+// PrepareResult reports what prepare created.
+type PrepareResult struct {
+	Root *RootCredentials `json:"root,omitempty"`
+	// Formatted is true when prepare made a new filesystem on the data
+	// device; false when it found one (rebuild keeps its data) or there is
+	// no device.
+	Formatted bool `json:"formatted"`
+	// Initialized is false when the data directory held a database already
+	// (rebuild), which prepare then kept.
+	Initialized bool `json:"initialized"`
+}
+
+// StatusResult is the datastore's current status.
+type StatusResult struct {
+	Status DatastoreStatus `json:"status"`
+	Detail string          `json:"detail,omitempty"`
+}
+
+type CreateDatabasesArgs struct {
+	Databases []Database `json:"databases"`
+}
+
+type DeleteDatabaseArgs struct {
+	Name string `json:"name"`
+}
+
+type ListDatabasesResult struct {
+	Databases []Database `json:"databases"`
+}
+
+type CreateUsersArgs struct {
+	Users []User `json:"users"`
+}
+
+type ListUsersResult struct {
+	Users []User `json:"users"`
+}
+
+type GrantAccessArgs struct {
+	Name      string   `json:"name"`
+	Host      string   `json:"host,omitempty"`
+	Databases []string `json:"databases"`
+}
+
+type RevokeAccessArgs struct {
+	Name     string `json:"name"`
+	Host     string `json:"host,omitempty"`
+	Database string `json:"database"`
+}
+
+type ListAccessResult struct {
+	Databases []string `json:"databases"`
+}
+
+// EnableRootArgs: an empty Password means generate one.
+type EnableRootArgs struct {
+	Password string `json:"password,omitempty"`
+}
+
+// RootCredentials are returned once, by enable_root (and prepare with
+// EnableRoot); the agent keeps no copy.
+type RootCredentials struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+type IsRootEnabledResult struct {
+	Enabled bool `json:"enabled"`
+}
+
+// ConfigurationArgs is a complete override set (a configuration group):
+// after the operation the datastore's override file holds exactly Values.
+// Every name in Values must have a rule in Rules; the rules come from the
+// controller's validation-rules file for this datastore version.
+type ConfigurationArgs struct {
+	Values map[string]json.RawMessage `json:"values"`
+	Rules  []ParameterRule            `json:"rules"`
+}
+
+// ParameterRule follows Trove's validation-rules.json entries, extended
+// with allowed values.
+type ParameterRule struct {
+	Name string `json:"name"`
+	// Type is "integer", "float", "string" or "boolean".
+	Type string `json:"type"`
+	// Min and Max bound integer and float values; kept as JSON numbers so
+	// 64-bit limits survive.
+	Min *json.Number `json:"min,omitempty"`
+	Max *json.Number `json:"max,omitempty"`
+	// RestartRequired: the server only reads the value at start.
+	RestartRequired bool `json:"restart_required"`
+	// AllowedValues, if set, lists the accepted values (case-insensitive).
+	AllowedValues []string `json:"allowed_values,omitempty"`
+}
+
+// ConfigurationResult says what took effect now and what waits for a
+// restart.
+type ConfigurationResult struct {
+	AppliedLive     []string `json:"applied_live,omitempty"`
+	PendingRestart  []string `json:"pending_restart,omitempty"`
+	RestartRequired bool     `json:"restart_required"`
+}
+
+// LogInfo describes one log the agent can tail.
+type LogInfo struct {
+	Name string `json:"name"`
+	// Type is "datastore" or "agent".
+	Type      string `json:"type"`
+	Path      string `json:"path,omitempty"`
+	Enabled   bool   `json:"enabled"`
+	SizeBytes int64  `json:"size_bytes"`
+}
+
+type ListLogsResult struct {
+	Logs []LogInfo `json:"logs"`
+}
+
+// MaxTailLines bounds TailLogArgs.Lines; MaxTailBytes bounds the text
+// returned.
+const (
+	MaxTailLines = 5000
+	MaxTailBytes = 512 << 10
+)
+
+type TailLogArgs struct {
+	Name  string `json:"name"`
+	Lines int    `json:"lines"`
+}
+
+// LogTail holds the last lines of a log, oldest first. Truncated is set
+// when MaxTailBytes cut lines off the front.
+type LogTail struct {
+	Name      string   `json:"name"`
+	Lines     []string `json:"lines"`
+	Truncated bool     `json:"truncated,omitempty"`
+}

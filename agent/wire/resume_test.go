@@ -1,0 +1,89 @@
+package wire_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"strata/agent/ops"
+	"strata/agent/wire"
+	"strata/agent/wire/wiretest"
+)
+
+// The agent's real executor and journal behind the real transport: the
+// connection is cut while an operation runs; after the reconnect the
+// controller resends it, the agent answers with the one execution's result,
+// and an operation queued during the outage is delivered too.
+func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
+	rig := wiretest.NewRig(t)
+	journal, err := ops.OpenJournal(filepath.Join(t.TempDir(), "journal"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	runs := map[string]*atomic.Int32{"slow": {}, "queued": {}}
+	exec := ops.NewExecutor(journal, func(ctx context.Context, op wire.Operation) wire.Result {
+		runs[op.ID].Add(1)
+		if op.ID == "slow" {
+			started <- struct{}{}
+			<-release
+		}
+		return wire.Result{Payload: json.RawMessage(`"` + op.ID + ` done"`)}
+	}, wiretest.QuietLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go exec.Run(ctx)
+
+	token := wire.NewEnrollmentToken()
+	rig.Store.AddInstance("inst-1", token)
+	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), exec)
+	cfg.EnrollmentToken = token
+	c, err := wire.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Run(ctx)
+	rig.WaitConnected("inst-1", true, 5*time.Second)
+
+	actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+	defer acancel()
+	if err := rig.Server.Submit(actx, "inst-1", wire.Operation{ID: "slow", Kind: wire.KindRestart}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	// Cut and keep the agent away while a second op is queued.
+	rig.Proxy.Freeze(true)
+	rig.Proxy.Cut()
+	rig.WaitConnected("inst-1", false, 5*time.Second)
+	if err := rig.Server.Submit(actx, "inst-1", wire.Operation{ID: "queued", Kind: wire.KindStatus}); err != nil {
+		t.Fatal(err)
+	}
+	close(release) // "slow" finishes while nobody listens
+	time.Sleep(100 * time.Millisecond)
+	rig.Proxy.Freeze(false)
+
+	for _, id := range []string{"slow", "queued"} {
+		res, err := rig.Server.Await(actx, "inst-1", id)
+		if err != nil {
+			t.Fatalf("await %s: %v", id, err)
+		}
+		if res.Error != nil || string(res.Payload) != `"`+id+` done"` {
+			t.Fatalf("%s result = %+v", id, res)
+		}
+		if n := runs[id].Load(); n != 1 {
+			t.Fatalf("%s executed %d times, want exactly 1", id, n)
+		}
+	}
+	rec, _ := rig.Store.Op("inst-1", "slow")
+	if rec.Acks < 2 || (rec.AckState != wire.AckDone && rec.AckState != wire.AckRunning) {
+		t.Fatalf("slow was not resent and re-acknowledged: %+v", rec)
+	}
+	if exec.LastCompleted() != "queued" {
+		t.Fatalf("last completed = %q", exec.LastCompleted())
+	}
+}

@@ -1,0 +1,637 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ServerConfig configures the controller's agent endpoint. HostKey and
+// Store are required; zero durations take the defaults shown.
+type ServerConfig struct {
+	HostKey ssh.Signer
+	Store   Store
+	Logger  *slog.Logger
+
+	HandshakeTimeout  time.Duration // 20s: TCP accept to authenticated
+	KeepaliveInterval time.Duration // 5s
+	KeepaliveTimeout  time.Duration // 10s: no answer → connection closed
+	AckTimeout        time.Duration // 30s: op sent, no ack → channel closed, op resent later
+	PollInterval      time.Duration // 5s: pending ops re-read from the store this often
+	StoreTimeout      time.Duration // 10s: per Store call
+	MaxMessage        int           // MaxMessageSize
+	// MinHeartbeatInterval: heartbeats arriving faster on one session are
+	// refused without touching the store (1s).
+	MinHeartbeatInterval time.Duration
+
+	// OnSession, if set, is called when an agent's session starts
+	// (connected=true, after hello) and ends.
+	OnSession func(instanceID string, connected bool)
+}
+
+// Server is the controller's agent endpoint: it authenticates agents,
+// records their heartbeats and delivers queued operations, resending each
+// until its result is stored.
+//
+// To push an operation the controller calls Submit (which queues it in the
+// Store and wakes the instance's session) and then Await for its result.
+type Server struct {
+	cfg    ServerConfig
+	log    *slog.Logger
+	sshCfg *ssh.ServerConfig
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	waiters  map[opKey]chan struct{}
+}
+
+type opKey struct{ instance, op string }
+
+type session struct {
+	instanceID  string
+	fingerprint string
+	remote      string
+	conn        *ssh.ServerConn
+	kick        chan struct{}
+	ready       chan struct{}
+	helloDone   bool
+	lastBeat    time.Time
+
+	mu       sync.Mutex
+	inflight map[string]bool
+}
+
+// Permission extensions carrying what authentication established.
+const (
+	extInstance    = "strata-instance"
+	extFingerprint = "strata-key-fingerprint"
+	extEnrolled    = "strata-enrolled-now"
+)
+
+// NewServer checks cfg and returns a server; call Serve to accept agents.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.HostKey == nil {
+		return nil, errors.New("wire server: HostKey is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("wire server: Store is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.HandshakeTimeout, 20*time.Second)
+	def(&cfg.KeepaliveInterval, 5*time.Second)
+	def(&cfg.KeepaliveTimeout, 10*time.Second)
+	def(&cfg.MinHeartbeatInterval, time.Second)
+	def(&cfg.AckTimeout, 30*time.Second)
+	def(&cfg.PollInterval, 5*time.Second)
+	def(&cfg.StoreTimeout, 10*time.Second)
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = MaxMessageSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "agent-endpoint"),
+		sessions: map[string]*session{},
+		waiters:  map[opKey]chan struct{}{},
+	}
+	s.sshCfg = &ssh.ServerConfig{
+		MaxAuthTries:      4,
+		PublicKeyCallback: s.publicKeyAuth,
+		ServerVersion:     "SSH-2.0-strata-controller",
+	}
+	s.sshCfg.AddHostKey(cfg.HostKey)
+	return s, nil
+}
+
+// Serve accepts agent connections on ln until ctx is cancelled, then closes
+// ln and every session and returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("agent endpoint: accept: %w", err)
+		}
+		wg.Go(func() { s.handleConn(ctx, nc) })
+	}
+}
+
+// Submit queues op for instanceID and, if the agent is connected, sends it
+// now; otherwise it is sent when the agent next connects. Submitting the
+// same op again is harmless.
+func (s *Server) Submit(ctx context.Context, instanceID string, op Operation) error {
+	if err := op.Validate(); err != nil {
+		return err
+	}
+	if err := s.cfg.Store.EnqueueOp(ctx, instanceID, op); err != nil {
+		return fmt.Errorf("queue %s for %s: %w", op.ID, instanceID, err)
+	}
+	s.kick(instanceID)
+	return nil
+}
+
+// Await blocks until the result of instanceID's op opID is stored (by this
+// server or, with a shared store, another replica) or ctx ends.
+func (s *Server) Await(ctx context.Context, instanceID, opID string) (Result, error) {
+	key := opKey{instanceID, opID}
+	for {
+		s.mu.Lock()
+		ch, ok := s.waiters[key]
+		if !ok {
+			ch = make(chan struct{})
+			s.waiters[key] = ch
+		}
+		s.mu.Unlock()
+
+		res, done, err := s.cfg.Store.OpResult(ctx, instanceID, opID)
+		if err != nil {
+			return Result{}, err
+		}
+		if done {
+			return res, nil
+		}
+		t := time.NewTimer(s.cfg.PollInterval)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// Connected reports whether instanceID's agent has a live session.
+func (s *Server) Connected(instanceID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.sessions[instanceID]
+	return ok
+}
+
+// Disconnect closes instanceID's session, if any (e.g. after revoking its
+// key in the store).
+func (s *Server) Disconnect(instanceID string) {
+	s.mu.Lock()
+	sess := s.sessions[instanceID]
+	s.mu.Unlock()
+	if sess != nil {
+		sess.conn.Close()
+	}
+}
+
+func (s *Server) kick(instanceID string) {
+	s.mu.Lock()
+	sess := s.sessions[instanceID]
+	s.mu.Unlock()
+	if sess != nil {
+		select {
+		case sess.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Server) notify(instanceID, opID string) {
+	key := opKey{instanceID, opID}
+	s.mu.Lock()
+	if ch, ok := s.waiters[key]; ok {
+		close(ch)
+		delete(s.waiters, key)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.StoreTimeout)
+}
+
+// publicKeyAuth admits enrolled keys and gives unknown ed25519 keys a
+// partial success that only a valid enrollment token completes. It runs
+// before the client proves it holds the key; the x/crypto server applies
+// the result (and the enrollment step it opens) only after the signature
+// checks out.
+func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	remote := meta.RemoteAddr().String()
+	if meta.User() != SSHUser {
+		s.log.Warn("agent auth rejected: wrong user", "remote", remote, "user", truncate(meta.User(), 64))
+		return nil, fmt.Errorf("user %q not accepted", meta.User())
+	}
+	if key.Type() != ssh.KeyAlgoED25519 {
+		s.log.Warn("agent auth rejected: key type", "remote", remote, "type", key.Type())
+		return nil, fmt.Errorf("key type %s not accepted", key.Type())
+	}
+	fp := ssh.FingerprintSHA256(key)
+	ctx, cancel := s.storeCtx(context.Background())
+	defer cancel()
+	inst, err := s.cfg.Store.InstanceForKey(ctx, fp)
+	switch {
+	case err == nil:
+		return &ssh.Permissions{Extensions: map[string]string{extInstance: inst, extFingerprint: fp}}, nil
+	case errors.Is(err, ErrUnknownKey):
+		s.log.Info("agent key not enrolled; an enrollment token is required", "remote", remote, "key", fp)
+		return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+			PasswordCallback: func(meta ssh.ConnMetadata, token []byte) (*ssh.Permissions, error) {
+				return s.enroll(meta, key, string(token))
+			},
+		}}
+	default:
+		s.log.Error("agent auth: store lookup failed", "remote", remote, "key", fp, "err", err)
+		return nil, fmt.Errorf("key lookup failed")
+	}
+}
+
+func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) (*ssh.Permissions, error) {
+	remote := meta.RemoteAddr().String()
+	ak := NewAgentKey(key)
+	if !tokenPattern.MatchString(token) {
+		s.log.Warn("enrollment rejected: malformed token", "remote", remote, "key", ak.Fingerprint)
+		return nil, ErrTokenRejected
+	}
+	ctx, cancel := s.storeCtx(context.Background())
+	defer cancel()
+	inst, err := s.cfg.Store.RedeemEnrollment(ctx, HashToken(token), ak)
+	if err != nil {
+		s.log.Warn("enrollment rejected", "remote", remote, "key", ak.Fingerprint, "reason", err)
+		return nil, ErrTokenRejected
+	}
+	s.log.Info("agent enrolled", "instance", inst, "key", ak.Fingerprint, "remote", remote)
+	return &ssh.Permissions{Extensions: map[string]string{extInstance: inst, extFingerprint: ak.Fingerprint, extEnrolled: "1"}}, nil
+}
+
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	remote := nc.RemoteAddr().String()
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	if err != nil {
+		s.log.Warn("agent connection rejected", "remote", remote, "err", err)
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	sess := &session{
+		instanceID:  sc.Permissions.Extensions[extInstance],
+		fingerprint: sc.Permissions.Extensions[extFingerprint],
+		remote:      remote,
+		conn:        sc,
+		kick:        make(chan struct{}, 1),
+		ready:       make(chan struct{}),
+		inflight:    map[string]bool{},
+	}
+	log := s.log.With("instance", sess.instanceID, "remote", remote)
+	log.Info("agent authenticated", "key", sess.fingerprint, "enrolled_now", sc.Permissions.Extensions[extEnrolled] == "1")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		sc.Close()
+	}()
+	go func() {
+		for nch := range chans {
+			log.Warn("agent tried to open a channel; rejected", "type", truncate(nch.ChannelType(), 64))
+			nch.Reject(ssh.Prohibited, "the controller accepts no channels")
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.keepalive(ctx, sess, log) })
+	wg.Go(func() { s.dispatch(ctx, sess, log) })
+
+	for req := range reqs {
+		s.handleRequest(ctx, sess, req, log)
+	}
+	cancel()
+	wg.Wait()
+	if sess.helloDone {
+		s.mu.Lock()
+		current := s.sessions[sess.instanceID] == sess
+		if current {
+			delete(s.sessions, sess.instanceID)
+		}
+		s.mu.Unlock()
+		if current && s.cfg.OnSession != nil {
+			s.cfg.OnSession(sess.instanceID, false)
+		}
+	}
+	log.Info("agent session ended", "err", sc.Wait())
+}
+
+func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Request, log *slog.Logger) {
+	switch req.Type {
+	case RequestKeepalive:
+		req.Reply(true, nil)
+	case RequestHello:
+		if sess.helloDone {
+			req.Reply(false, []byte("hello already received"))
+			return
+		}
+		var h Hello
+		if len(req.Payload) > 64<<10 {
+			req.Reply(false, []byte("hello too large"))
+			sess.conn.Close()
+			return
+		}
+		if err := decodeStrict(req.Payload, &h); err != nil {
+			log.Warn("garbled hello; closing", "err", err)
+			req.Reply(false, []byte("garbled hello: "+err.Error()))
+			sess.conn.Close()
+			return
+		}
+		if h.InstanceID != sess.instanceID {
+			// The key decides; a different claim means a misconfigured
+			// guest, so neither side carries on.
+			log.Warn("agent claims another instance; closing", "claimed", truncate(h.InstanceID, 70))
+			req.Reply(false, fmt.Appendf(nil, "this key belongs to instance %s, not %s", sess.instanceID, truncate(h.InstanceID, 70)))
+			sess.conn.Close()
+			return
+		}
+		welcome, _ := json.Marshal(Welcome{InstanceID: sess.instanceID, ServerTime: time.Now().UTC()})
+		s.mu.Lock()
+		old := s.sessions[sess.instanceID]
+		s.sessions[sess.instanceID] = sess
+		s.mu.Unlock()
+		if old != nil {
+			log.Info("agent reconnected; closing its previous session", "previous_remote", old.remote)
+			old.conn.Close()
+		}
+		sess.helloDone = true
+		req.Reply(true, welcome)
+		log.Info("agent session started", "agent_version", truncate(h.AgentVersion, 64), "boot_id", truncate(h.BootID, 70))
+		if s.cfg.OnSession != nil {
+			s.cfg.OnSession(sess.instanceID, true)
+		}
+		close(sess.ready)
+	case RequestHeartbeat:
+		if !sess.helloDone {
+			req.Reply(false, []byte("hello first"))
+			return
+		}
+		var hb Heartbeat
+		err := error(nil)
+		if len(req.Payload) > 64<<10 {
+			err = errors.New("heartbeat too large")
+		} else if err = decodeStrict(req.Payload, &hb); err == nil {
+			err = hb.Validate()
+		}
+		if err != nil {
+			log.Warn("bad heartbeat dropped", "err", err)
+			req.Reply(false, []byte(err.Error()))
+			return
+		}
+		now := time.Now()
+		if now.Sub(sess.lastBeat) < s.cfg.MinHeartbeatInterval {
+			req.Reply(false, []byte("heartbeats too frequent"))
+			return
+		}
+		sess.lastBeat = now
+		sctx, cancel := s.storeCtx(ctx)
+		ok, err := s.cfg.Store.RecordHeartbeat(sctx, sess.instanceID, hb, now.UTC())
+		cancel()
+		if err != nil {
+			log.Error("recording heartbeat failed", "err", err)
+			req.Reply(false, []byte("store error"))
+			return
+		}
+		if !ok {
+			log.Debug("stale heartbeat dropped", "boot_id", hb.BootID, "seq", hb.Seq)
+		}
+		req.Reply(ok, nil)
+	default:
+		req.Reply(false, nil)
+	}
+}
+
+func (s *Server) keepalive(ctx context.Context, sess *session, log *slog.Logger) {
+	t := time.NewTicker(s.cfg.KeepaliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := sendWithTimeout(ctx, sess.conn, RequestKeepalive, nil, s.cfg.KeepaliveTimeout); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("agent unresponsive; closing connection", "err", err)
+			}
+			sess.conn.Close()
+			return
+		}
+	}
+}
+
+func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) {
+	select {
+	case <-sess.ready:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		sctx, cancel := s.storeCtx(ctx)
+		ops, err := s.cfg.Store.PendingOps(sctx, sess.instanceID)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Error("listing pending operations failed", "err", err)
+		}
+		for _, op := range ops {
+			if ctx.Err() != nil {
+				return
+			}
+			sess.mu.Lock()
+			busy := sess.inflight[op.ID]
+			sess.mu.Unlock()
+			if busy {
+				continue
+			}
+			if err := s.sendOp(ctx, sess, op, log); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("sending operation failed; will resend", "op", op.ID, "kind", op.Kind, "err", err)
+				}
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// sendOp opens a channel for op, writes it and waits for the agent's
+// acknowledgement; the result is awaited in the background.
+func (s *Server) sendOp(ctx context.Context, sess *session, op Operation, log *slog.Logger) error {
+	ch, reqs, err := sess.conn.OpenChannel(ChannelOperation, nil)
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	go ssh.DiscardRequests(reqs)
+	if err := WriteFrame(ch, op, s.cfg.MaxMessage); err != nil {
+		ch.Close()
+		return err
+	}
+	first := make(chan OpReply, 1)
+	firstErr := make(chan error, 1)
+	go func() {
+		r, err := s.readReply(ch)
+		if err != nil {
+			firstErr <- err
+			return
+		}
+		first <- r
+	}()
+	t := time.NewTimer(s.cfg.AckTimeout)
+	defer t.Stop()
+	var r OpReply
+	select {
+	case r = <-first:
+	case err := <-firstErr:
+		ch.Close()
+		return fmt.Errorf("waiting for ack: %w", err)
+	case <-t.C:
+		ch.Close()
+		return fmt.Errorf("no ack within %s", s.cfg.AckTimeout)
+	case <-ctx.Done():
+		ch.Close()
+		return ctx.Err()
+	}
+	if r.Result != nil {
+		// Refused without an ack (bad message): that is its result.
+		s.finish(ctx, sess, op, *r.Result, log)
+		ch.Close()
+		return nil
+	}
+	if r.Ack == nil || r.Ack.OpID != op.ID {
+		ch.Close()
+		return fmt.Errorf("agent sent no valid ack for %s", op.ID)
+	}
+	sctx, cancel := s.storeCtx(ctx)
+	err = s.cfg.Store.MarkAcked(sctx, sess.instanceID, op.ID, r.Ack.State, time.Now().UTC())
+	cancel()
+	if err != nil {
+		log.Error("recording ack failed", "op", op.ID, "err", err)
+	}
+	sess.mu.Lock()
+	sess.inflight[op.ID] = true
+	sess.mu.Unlock()
+	go func() {
+		defer ch.Close()
+		defer func() {
+			sess.mu.Lock()
+			delete(sess.inflight, op.ID)
+			sess.mu.Unlock()
+		}()
+		r, err := s.readReply(ch)
+		if err != nil || r.Result == nil {
+			if ctx.Err() == nil {
+				log.Warn("operation channel ended without a result; will resend", "op", op.ID, "err", err)
+			}
+			return
+		}
+		s.finish(ctx, sess, op, *r.Result, log)
+	}()
+	return nil
+}
+
+func (s *Server) readReply(ch ssh.Channel) (OpReply, error) {
+	var r OpReply
+	data, err := ReadFrame(ch, s.cfg.MaxMessage)
+	if err != nil {
+		return r, err
+	}
+	if err := decodeStrict(data, &r); err != nil {
+		return r, fmt.Errorf("garbled reply: %w", err)
+	}
+	if (r.Ack == nil) == (r.Result == nil) {
+		return r, errors.New("reply must carry exactly one of ack and result")
+	}
+	return r, nil
+}
+
+func (s *Server) finish(ctx context.Context, sess *session, op Operation, res Result, log *slog.Logger) {
+	if res.OpID == "" {
+		res.OpID = op.ID
+	}
+	if res.OpID != op.ID {
+		log.Error("agent answered with another operation's id; ignored", "op", op.ID, "answered", truncate(res.OpID, 140))
+		return
+	}
+	sctx, cancel := s.storeCtx(ctx)
+	err := s.cfg.Store.StoreResult(sctx, sess.instanceID, res)
+	cancel()
+	if err != nil {
+		log.Error("storing result failed", "op", op.ID, "err", err)
+		return
+	}
+	if res.Error != nil {
+		log.Info("operation failed", "op", op.ID, "kind", op.Kind, "code", res.Error.Code, "message", res.Error.Message)
+	} else {
+		log.Info("operation done", "op", op.ID, "kind", op.Kind)
+	}
+	s.notify(sess.instanceID, op.ID)
+}
+
+// sendWithTimeout sends a global request expecting a reply and gives up
+// after d. Any reply, true or false, proves the peer alive.
+func sendWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) error {
+	_, _, err := requestWithTimeout(ctx, c, name, payload, d)
+	return err
+}
+
+func requestWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) (bool, []byte, error) {
+	type reply struct {
+		ok   bool
+		data []byte
+		err  error
+	}
+	done := make(chan reply, 1)
+	go func() {
+		ok, data, err := c.SendRequest(name, true, payload)
+		done <- reply{ok, data, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.ok, r.data, r.err
+	case <-t.C:
+		return false, nil, fmt.Errorf("%s: %w after %s", name, ErrNoReply, d)
+	case <-ctx.Done():
+		return false, nil, ctx.Err()
+	}
+}
+
+// ErrNoReply: the peer did not answer a request in time.
+var ErrNoReply = errors.New("no reply")
