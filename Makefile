@@ -10,7 +10,7 @@ CACHE_DIR ?= $(HOME)/.cache/strata
 # Finished images and their manifests.
 OUT_DIR   ?= $(CURDIR)/out
 # The recipe `make image` builds.
-RECIPE    ?= images/debian-minimal.yaml
+RECIPE    ?= images/mariadb-10.11.yaml
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -1,15 +1,9 @@
 package datastore
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
-	"math"
-	"math/big"
 	"regexp"
 	"sort"
-	"strconv"
-	"strings"
 
 	"strata/agent/wire"
 )
@@ -34,9 +28,6 @@ const MaxSettings = 256
 
 var (
 	paramNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
-	// Strings may hold what server options plausibly need (lists, paths,
-	// modes), nothing that could end a line, open a comment or a quote.
-	stringValuePattern = regexp.MustCompile(`^[A-Za-z0-9_.,:/+=@%*-]([A-Za-z0-9_.,:/+=@%* -]*[A-Za-z0-9_.,:/+=@%*-])?$`)
 )
 
 // CheckConfiguration validates args against their own rules and returns the
@@ -87,86 +78,11 @@ func CheckConfiguration(args wire.ConfigurationArgs, nameOK func(string) bool) (
 }
 
 func checkValue(rule wire.ParameterRule, raw json.RawMessage) (Setting, error) {
-	s := Setting{Name: rule.Name, Rule: rule, Type: rule.Type}
-	raw = bytes.TrimSpace(raw)
-	switch rule.Type {
-	case "integer":
-		if len(raw) == 0 || raw[0] == '"' {
-			return s, fmt.Errorf("want an integer, got %q", trunc(string(raw)))
-		}
-		n, ok := new(big.Int).SetString(string(raw), 10)
-		if !ok {
-			return s, fmt.Errorf("want an integer, got %q", trunc(string(raw)))
-		}
-		if err := checkRange(new(big.Float).SetInt(n), rule); err != nil {
-			return s, err
-		}
-		s.Text = n.String()
-	case "float":
-		if len(raw) == 0 || raw[0] == '"' {
-			return s, fmt.Errorf("want a number, got %q", trunc(string(raw)))
-		}
-		f, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-			return s, fmt.Errorf("want a number, got %q", trunc(string(raw)))
-		}
-		if err := checkRange(big.NewFloat(f), rule); err != nil {
-			return s, err
-		}
-		s.Text = strconv.FormatFloat(f, 'f', -1, 64)
-	case "boolean":
-		var b bool
-		switch string(raw) {
-		case "true", "1", `"ON"`, `"on"`, `"true"`, `"1"`:
-			b = true
-		case "false", "0", `"OFF"`, `"off"`, `"false"`, `"0"`:
-		default:
-			return s, fmt.Errorf("want true or false, got %q", trunc(string(raw)))
-		}
-		s.Bool = b
-		s.Text = map[bool]string{true: "ON", false: "OFF"}[b]
-	case "string":
-		var v string
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return s, fmt.Errorf("want a string, got %q", trunc(string(raw)))
-		}
-		if len(v) > 1024 || !stringValuePattern.MatchString(v) {
-			return s, fmt.Errorf("value %q: want 1-1024 characters of A-Z a-z 0-9 _ . , : / + = @ %% * - and inner spaces", trunc(v))
-		}
-		s.Text = v
+	v, err := rule.Check(raw)
+	if err != nil {
+		return Setting{}, err
 	}
-	if len(rule.AllowedValues) > 0 {
-		ok := false
-		for _, a := range rule.AllowedValues {
-			ok = ok || strings.EqualFold(a, s.Text)
-		}
-		if !ok {
-			return s, fmt.Errorf("value %q is not one of %s", trunc(s.Text), strings.Join(rule.AllowedValues, ", "))
-		}
-	}
-	return s, nil
-}
-
-func checkRange(v *big.Float, rule wire.ParameterRule) error {
-	if rule.Min != nil {
-		min, ok := new(big.Float).SetPrec(256).SetString(rule.Min.String())
-		if !ok {
-			return fmt.Errorf("rule has a bad min %q", rule.Min.String())
-		}
-		if v.Cmp(min) < 0 {
-			return fmt.Errorf("%s is below the minimum %s", v.Text('f', -1), rule.Min.String())
-		}
-	}
-	if rule.Max != nil {
-		max, ok := new(big.Float).SetPrec(256).SetString(rule.Max.String())
-		if !ok {
-			return fmt.Errorf("rule has a bad max %q", rule.Max.String())
-		}
-		if v.Cmp(max) > 0 {
-			return fmt.Errorf("%s is above the maximum %s", v.Text('f', -1), rule.Max.String())
-		}
-	}
-	return nil
+	return Setting{Name: rule.Name, Rule: rule, Type: rule.Type, Text: v.Text, Bool: v.Bool}, nil
 }
 
 func trunc(s string) string {

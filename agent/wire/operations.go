@@ -172,6 +172,11 @@ type ParameterRule struct {
 	RestartRequired bool `json:"restart_required"`
 	// AllowedValues, if set, lists the accepted values (case-insensitive).
 	AllowedValues []string `json:"allowed_values,omitempty"`
+	// Apply is how a change takes effect: live, reload or restart (see
+	// ApplyMethod for the default).
+	Apply string `json:"apply,omitempty"`
+	// Description is for people (Trove's rules carry none; ours may).
+	Description string `json:"description,omitempty"`
 }
 
 // ConfigurationResult says what took effect now and what waits for a

@@ -189,7 +189,10 @@ func (b *builder) mergeHooks(ctx context.Context) error {
 	if err := b.plan.set.MergeInto(b.dirs.hooks); err != nil {
 		return err
 	}
-	return writeTools(b.dirs.hooks, b.plan.set, b.plan.distro, b.plan.release)
+	if err := writeTools(b.dirs.hooks, b.plan.set, b.plan.distro, b.plan.release); err != nil {
+		return err
+	}
+	return copyInputs(b.dirs.hooks, b.plan.inputs)
 }
 
 // restore finds the latest saved tree this build can start from.

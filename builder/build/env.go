@@ -72,6 +72,7 @@ func hookEnv(cfg *Config, dirs buildDirs, aptArchives string) (map[string]string
 		"TMP_BUILD_DIR":       dirs.build,
 		"DIB_IMAGE_CACHE":     cfg.CacheDir,
 		"STRATA_APT_ARCHIVES": aptArchives,
+		"STRATA_INPUTS":       filepath.Join(dirs.hooks, inputsDir),
 	}
 	for k, v := range set {
 		env[k] = v
@@ -112,6 +113,7 @@ func chrootEnv(env map[string]string) map[string]string {
 	}
 	out["PATH"] = chrootPath
 	out["HOME"] = "/root"
+	out["STRATA_INPUTS"] = "/tmp/in_target.d/" + inputsDir
 	delete(out, "TMPDIR")
 	return out
 }

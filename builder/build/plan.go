@@ -356,11 +356,15 @@ func digestElements(set *element.Set, inputs map[string]inputFile) (map[string]s
 
 // volatileEnv are variables that differ between identical builds (paths of
 // this build, tracing, the image's file name); they are left out of keys.
+// IMAGE_ELEMENT is left out too, so images made of different element sets
+// share cached phases (the base system above all): what the other elements
+// contribute is in the key through their own content and environment.d
+// files, and a hook should not change what it does by peeking at the list.
 var volatileEnv = map[string]bool{
 	"PATH": true, "HOME": true, "TMP_HOOKS_PATH": true, "TARGET_ROOT": true, "TMP_MOUNT_PATH": true,
 	"TMP_BUILD_DIR": true, "IMAGE_NAME": true, "DIB_IMAGE_CACHE": true, "DIB_DEBUG_TRACE": true,
-	"DIB_OFFLINE": true, "STRATA_APT_ARCHIVES": true, "SOURCE_DATE_EPOCH": true, "ELEMENTS_PATH": true,
-	"IMAGE_ELEMENT_YAML": true, "http_proxy": true, "https_proxy": true, "no_proxy": true,
+	"DIB_OFFLINE": true, "STRATA_APT_ARCHIVES": true, "STRATA_INPUTS": true, "SOURCE_DATE_EPOCH": true, "ELEMENTS_PATH": true,
+	"IMAGE_ELEMENT_YAML": true, "IMAGE_ELEMENT": true, "http_proxy": true, "https_proxy": true, "no_proxy": true,
 	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "DIB_ARGS": true,
 }
 

@@ -116,6 +116,33 @@ done
 `,
 }
 
+// inputsDir holds copies of the host files elements declare in
+// element-inputs, named after their variable, so that hooks inside the image
+// root can read them: $STRATA_INPUTS/<VAR>.
+const inputsDir = toolsDir + "/inputs"
+
+// copyInputs puts every element-inputs file into the hooks directory.
+func copyInputs(hooksDir string, inputs map[string]inputFile) error {
+	dir := filepath.Join(hooksDir, inputsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for v, f := range inputs {
+		b, err := os.ReadFile(f.Path)
+		if err != nil {
+			return fmt.Errorf("%s=%s: %w", v, f.Path, err)
+		}
+		fi, err := os.Stat(f.Path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, v), b, fi.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // writeTools installs strata's helpers and each element's resolved pkg-map
 // table into the merged hooks directory.
 func writeTools(hooksDir string, set *element.Set, distro, release string) error {
