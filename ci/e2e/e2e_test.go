@@ -10,12 +10,14 @@ package e2e
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -78,3 +80,10 @@ func nonce(t *testing.T) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
