@@ -362,6 +362,7 @@ func TestAssembleRejects(t *testing.T) {
 		{"no grub dir", Options{Bootable: true, GrubDir: filepath.Join(dir, "nogrub")}, "grub-pc-bin"},
 		{"long label", Options{FSLabel: "a-label-longer-than-16"}, "16 bytes"},
 		{"no ids", Options{IDs: IDs{}}, "DeriveIDs"},
+		{"no grub.cfg", Options{Bootable: true, GrubDir: hostGrubDir}, "no /boot/grub/grub.cfg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts
@@ -372,6 +373,13 @@ func TestAssembleRejects(t *testing.T) {
 			}
 			// A 20 MiB bare filesystem cannot hold 16 MiB of data plus a
 			// journal, inode tables and the root reservation.
+			if tc.name == "no grub.cfg" {
+				cfg := filepath.Join(tree, "boot/grub/grub.cfg")
+				if err := os.Rename(cfg, cfg+".away"); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Rename(cfg+".away", cfg)
+			}
 			if tc.name == "too small" {
 				writeFile(t, tree, "/var/cache/filler", strings.Repeat("z", 13<<20), 0o644)
 				defer os.Remove(filepath.Join(tree, "var/cache/filler"))
