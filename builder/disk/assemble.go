@@ -149,7 +149,7 @@ func Assemble(ctx context.Context, opts Options) (_ *Layout, err error) {
 	}
 
 	t := time.Now()
-	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch); err != nil {
+	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch, tmp); err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
 	log.Debug("root filesystem written", "took", time.Since(t))
