@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -98,6 +100,9 @@ func Assemble(ctx context.Context, opts Options) (_ *Layout, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
+	if err := checkTreeBootFiles(opts, log); err != nil {
+		return nil, fmt.Errorf("assemble: %w", err)
+	}
 	size := opts.Size
 	if size == 0 {
 		size = AutoSize(usage, opts.Bootable)
@@ -144,7 +149,7 @@ func Assemble(ctx context.Context, opts Options) (_ *Layout, err error) {
 	}
 
 	t := time.Now()
-	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch); err != nil {
+	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch, tmp); err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
 	log.Debug("root filesystem written", "took", time.Since(t))
@@ -209,6 +214,28 @@ func writeBoot(ctx context.Context, f *os.File, l *Layout, opts Options, g *grub
 	}
 	if _, err := f.WriteAt(tail, int64(total-gptTailSectors)*SectorSize); err != nil {
 		return fmt.Errorf("write backup GPT: %w", err)
+	}
+	return nil
+}
+
+// checkTreeBootFiles catches a tree that cannot boot from this image: a
+// bootable image needs /boot/grub/grub.cfg (the loaders run it). An fstab
+// or grub.cfg that does not name the root UUID is only warned about, since
+// mounting by label or PARTUUID also works.
+func checkTreeBootFiles(opts Options, log *slog.Logger) error {
+	uuid := opts.IDs.RootFS.String()
+	if fstab, err := os.ReadFile(filepath.Join(opts.Tree, "etc/fstab")); err != nil || !strings.Contains(string(fstab), uuid) {
+		log.Warn("the tree's /etc/fstab does not mount the root filesystem by its UUID; write disk.Fstab(IDs, Bootable) before finalise", "uuid", uuid)
+	}
+	if !opts.Bootable {
+		return nil
+	}
+	cfg, err := os.ReadFile(filepath.Join(opts.Tree, "boot/grub/grub.cfg"))
+	if err != nil {
+		return fmt.Errorf("bootable image: the tree has no /boot/grub/grub.cfg for GRUB to run: %w", err)
+	}
+	if !strings.Contains(string(cfg), uuid) {
+		log.Warn("the tree's /boot/grub/grub.cfg does not mention the root filesystem UUID (root=UUID=...)", "uuid", uuid)
 	}
 	return nil
 }

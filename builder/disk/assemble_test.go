@@ -120,7 +120,8 @@ func TestAssembleBootableRootFS(t *testing.T) {
 		t.Fatalf("no features in dumpe2fs:\n%s", sb)
 	}
 	have := " " + features[1] + " "
-	for _, f := range []string{"has_journal", "extent", "64bit", "flex_bg", "metadata_csum", "ext_attr", "dir_index"} {
+	for _, f := range []string{"has_journal", "extent", "64bit", "flex_bg", "metadata_csum", "ext_attr", "dir_index",
+		"resize_inode", "sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize", "filetype"} {
 		if !strings.Contains(have, " "+f+" ") {
 			t.Errorf("feature %s missing: %s", f, features[1])
 		}
@@ -134,6 +135,7 @@ func TestAssembleBootableRootFS(t *testing.T) {
 		"Directory Hash Seed:      " + ids.RootHashSeed.String(),
 		"Filesystem created:       " + testEpoch.UTC().Format("Mon Jan _2 15:04:05 2006"),
 		"Block size:               4096",
+		"Default mount options:    user_xattr acl",
 		"Inode size:	          256",
 	} {
 		if !strings.Contains(sb, w) {
@@ -362,6 +364,7 @@ func TestAssembleRejects(t *testing.T) {
 		{"no grub dir", Options{Bootable: true, GrubDir: filepath.Join(dir, "nogrub")}, "grub-pc-bin"},
 		{"long label", Options{FSLabel: "a-label-longer-than-16"}, "16 bytes"},
 		{"no ids", Options{IDs: IDs{}}, "DeriveIDs"},
+		{"no grub.cfg", Options{Bootable: true, GrubDir: hostGrubDir}, "no /boot/grub/grub.cfg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts
@@ -372,6 +375,13 @@ func TestAssembleRejects(t *testing.T) {
 			}
 			// A 20 MiB bare filesystem cannot hold 16 MiB of data plus a
 			// journal, inode tables and the root reservation.
+			if tc.name == "no grub.cfg" {
+				cfg := filepath.Join(tree, "boot/grub/grub.cfg")
+				if err := os.Rename(cfg, cfg+".away"); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Rename(cfg+".away", cfg)
+			}
 			if tc.name == "too small" {
 				writeFile(t, tree, "/var/cache/filler", strings.Repeat("z", 13<<20), 0o644)
 				defer os.Remove(filepath.Join(tree, "var/cache/filler"))
@@ -423,5 +433,26 @@ func TestAssembleFailureRemovesOutput(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("failed Assemble left %s behind (stat: %v)", out, err)
+	}
+}
+
+// The host's mke2fs.conf must not leak into the image: a hostile one here
+// asks for 128-byte inodes, no 64bit and orphan_file.
+func TestAssembleIgnoresHostMke2fsConf(t *testing.T) {
+	requireTools(t, assembleTools...)
+	hostile := filepath.Join(t.TempDir(), "mke2fs.conf")
+	if err := os.WriteFile(hostile, []byte("[defaults]\n\tinode_size = 128\n\tblocksize = 1024\n[fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,^64bit,orphan_file\n\t}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MKE2FS_CONFIG", hostile)
+	img, _, _, _ := assembleTree(t, "hostile-conf", false, 64*mib)
+	sb := tool(t, "dumpe2fs", "-h", img)
+	for _, w := range []string{"Inode size:	          256", "Block size:               4096", " 64bit ", " metadata_csum"} {
+		if !strings.Contains(sb, w) {
+			t.Errorf("dumpe2fs lacks %q: the host's mke2fs.conf leaked in", w)
+		}
+	}
+	if strings.Contains(sb, "orphan_file") {
+		t.Error("orphan_file enabled: the host's mke2fs.conf leaked in")
 	}
 }

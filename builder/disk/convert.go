@@ -17,7 +17,7 @@ const (
 	CompressionZlib = "zlib"
 )
 
-// Formats Convert writes.
+// ConvertFormats lists the formats Convert writes.
 var ConvertFormats = []string{"qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi"}
 
 // ConvertOptions tune Convert. The zero value writes zstd-compressed qcow2.

@@ -11,17 +11,38 @@ import (
 	"time"
 )
 
-// ext4Features pins what the root filesystem uses, whatever the host's
-// /etc/mke2fs.conf says: Debian 12's ext4 defaults plus the explicit
-// removal of orphan_file (older kernels mount it read-only; trixie's
+// mke2fsConf replaces the host's /etc/mke2fs.conf (MKE2FS_CONFIG), so the
+// root filesystem does not depend on the build host: Debian 12's ext4
+// settings. 64bit, extents, flex_bg and metadata_csum are read by GRUB >=
+// 2.02 and every kernel Debian ships.
+const mke2fsConf = `[defaults]
+	base_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+	default_mntopts = acl,user_xattr
+	enable_periodic_fsck = 0
+	blocksize = 4096
+	inode_size = 256
+	inode_ratio = 16384
+
+[fs_types]
+	ext4 = {
+		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+	}
+	default = {
+	}
+`
+
+// ext4Disabled are switched off explicitly as well, whatever a future
+// default says: orphan_file (kernels before 5.15 mount it read-only; trixie's
 // mke2fs enables it) and metadata_csum_seed (GRUB 2.06 refuses it).
-// 64bit, extents, flex_bg, metadata_csum are read by GRUB >= 2.02 and
-// every kernel Debian ships.
-const ext4Features = "has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize,^orphan_file,^metadata_csum_seed"
+const ext4Disabled = "^orphan_file,^metadata_csum_seed"
 
 // mkfsExt4 creates the root filesystem at ext in the image file and copies
 // tree into it.
-func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string, ids IDs, epoch time.Time) error {
+func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string, ids IDs, epoch time.Time, tmp string) error {
+	conf := filepath.Join(tmp, "mke2fs.conf")
+	if err := os.WriteFile(conf, []byte(mke2fsConf), 0o644); err != nil {
+		return fmt.Errorf("root filesystem: %w", err)
+	}
 	blocks := ext.Size / ext4BlockSize
 	extended := []string{
 		"offset=" + strconv.FormatInt(ext.Offset, 10),
@@ -40,14 +61,14 @@ func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string,
 		"-T", "default", // not "small" for sub-512 MiB sizes
 		"-b", strconv.Itoa(ext4BlockSize),
 		"-I", "256",
-		"-O", ext4Features,
+		"-O", ext4Disabled,
 		"-L", label,
 		"-U", ids.RootFS.String(),
 		"-E", strings.Join(extended, ","),
 		"-d", tree,
 		image, strconv.FormatInt(blocks, 10),
 	}
-	if _, err := run(ctx, ext4Env(epoch), "mkfs.ext4", args...); err != nil {
+	if _, err := run(ctx, append(ext4Env(epoch), "MKE2FS_CONFIG="+conf), "mkfs.ext4", args...); err != nil {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
 	return nil

@@ -37,8 +37,12 @@ var grubModulesEFI = append([]string{"efi_gop", "efi_uga"}, grubModulesCommon...
 
 // grubEarlyConfig is the configuration embedded in a loader: find the root
 // filesystem by UUID, point the prefix at its /boot/grub and run its
-// grub.cfg. The BIOS loader also turns on the serial console, so a failure
-// here shows on ttyS0 (OVMF already mirrors its console to the serial port).
+// grub.cfg. GRUB runs it with the rescue parser, which knows plain
+// commands only (no if/then), so a failure falls through: search reports
+// the missing UUID, configfile the missing file, and the echo says what
+// went wrong before GRUB's own normal mode takes over. The BIOS loader also
+// turns on the serial console, so all this shows on ttyS0 (OVMF already
+// mirrors its console to the serial port).
 func grubEarlyConfig(rootFS UUID, serial bool) string {
 	var b bytes.Buffer
 	if serial {
@@ -46,12 +50,10 @@ func grubEarlyConfig(rootFS UUID, serial bool) string {
 		b.WriteString("terminal_input serial console\n")
 		b.WriteString("terminal_output serial console\n")
 	}
-	fmt.Fprintf(&b, "if search --no-floppy --fs-uuid --set=root %s; then\n", rootFS)
-	b.WriteString("  set prefix=($root)/boot/grub\n")
-	b.WriteString("  configfile $prefix/grub.cfg\n")
-	b.WriteString("else\n")
-	fmt.Fprintf(&b, "  echo \"strata: no filesystem with UUID %s; cannot load /boot/grub/grub.cfg\"\n", rootFS)
-	b.WriteString("fi\n")
+	fmt.Fprintf(&b, "search --no-floppy --fs-uuid --set=root %s\n", rootFS)
+	b.WriteString("set prefix=($root)/boot/grub\n")
+	b.WriteString("configfile $prefix/grub.cfg\n")
+	fmt.Fprintf(&b, "echo \"strata: could not run /boot/grub/grub.cfg from the filesystem with UUID %s\"\n", rootFS)
 	return b.String()
 }
 

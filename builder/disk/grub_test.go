@@ -148,6 +148,13 @@ func TestGrubEarlyConfig(t *testing.T) {
 			t.Errorf("early config lacks %q:\n%s", want, efi)
 		}
 	}
+	// GRUB runs the embedded config with its rescue parser: plain
+	// commands only.
+	for _, kw := range []string{"if ", "then", "else", "fi\n", "&&", "||"} {
+		if strings.Contains(efi, kw) {
+			t.Errorf("early config uses %q, which GRUB's rescue parser does not know:\n%s", kw, efi)
+		}
+	}
 	if strings.Contains(efi, "serial") {
 		t.Error("UEFI early config sets up serial (OVMF already mirrors its console)")
 	}
