@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *tes
 
 	boot := wire.Bootstrap{
 		Format: 1, InstanceID: instance, Controllers: []string{"10.0.2.2:" + itoa(port)},
-		ControllerHostKey: string(ssh.MarshalAuthorizedKey(hostKey.PublicKey())),
+		ControllerHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey.PublicKey()))),
 		EnrollmentToken:   token,
 		Datastore:         wire.DatastoreRef{Manager: "mariadb", Version: "10.11"},
 		HeartbeatSeconds:  5,

@@ -21,13 +21,14 @@ import (
 	"strata/builder/qemu"
 )
 
-// TestMinimalImageBuildsAndBootsUnderBIOSAndUEFIReadingItsConfigDrive
-// builds images/debian-minimal.yaml plus the boot-marker test element with
-// the strata binary, checks the outputs (checksum, manifest, SBOM), then
-// boots the qcow2 under SeaBIOS and under OVMF with a config drive holding
-// a fresh nonce, and waits for the marker unit to print that nonce and the
-// firmware it booted with on the serial console.
-func TestMinimalImageBuildsAndBootsUnderBIOSAndUEFIReadingItsConfigDrive(t *testing.T) {
+// TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive builds
+// images/debian-minimal.yaml plus the boot-marker test element with the
+// strata binary, checks the outputs (checksum, manifest, SBOM), then boots
+// the qcow2 under SeaBIOS with a config drive holding a fresh nonce, and
+// waits for the marker unit to print that nonce and the firmware it booted
+// with on the serial console. (The UEFI path is booted by the MariaDB agent
+// test; STRATA_E2E_BOTH_FIRMWARES=1 boots this image under both.)
+func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) {
 	out := t.TempDir()
 	img := filepath.Join(out, "minimal")
 	run(t, []string{"ELEMENTS_PATH=" + filepath.Join(repo, "ci/e2e/elements")},
@@ -62,7 +63,11 @@ func TestMinimalImageBuildsAndBootsUnderBIOSAndUEFIReadingItsConfigDrive(t *test
 	if err := disk.WriteConfigDrive(context.Background(), cd, disk.LabelConfigDrive, map[string][]byte{"strata/nonce": []byte(n + "\n")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, fw := range []qemu.Firmware{qemu.BIOS, qemu.UEFI} {
+	firmwares := []qemu.Firmware{qemu.BIOS}
+	if os.Getenv("STRATA_E2E_BOTH_FIRMWARES") == "1" {
+		firmwares = append(firmwares, qemu.UEFI)
+	}
+	for _, fw := range firmwares {
 		t.Run(string(fw), func(t *testing.T) {
 			res, err := cli.BootTest(context.Background(), cli.BootTestConfig{
 				Image: qcow, Format: "qcow2", Firmware: fw,

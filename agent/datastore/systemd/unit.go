@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -41,6 +42,11 @@ func (u Unit) exec(ctx context.Context, args ...string) error {
 	}
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
+	// Debian's database packages also ship SysV init scripts; enabling
+	// the unit would then run update-rc.d, which writes /etc/rc?.d — read
+	// only in the agent's sandbox, and meaningless under systemd. The
+	// native unit's symlink in /etc/systemd/system is all that counts.
+	cmd.Env = append(os.Environ(), "SYSTEMCTL_SKIP_SYSV=1")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))

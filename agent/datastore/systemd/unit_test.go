@@ -14,7 +14,7 @@ func TestUnitRunsSystemctl(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "calls")
 	script := filepath.Join(dir, "systemctl")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$*\" >> "+log+"\n[ \"$1\" = stop ] && { echo 'Unit is busy' >&2; exit 3; }\nexit 0\n"), 0o755)
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$*\" >> "+log+"\n[ \"$SYSTEMCTL_SKIP_SYSV\" = 1 ] || { echo 'would run update-rc.d' >&2; exit 4; }\n[ \"$1\" = stop ] && { echo 'Unit is busy' >&2; exit 3; }\nexit 0\n"), 0o755)
 	u := Unit{Name: "mariadb.service", Systemctl: script}
 	ctx := context.Background()
 	if err := u.Start(ctx); err != nil {
