@@ -39,7 +39,17 @@ deps: ## install the Debian packages the builder needs (apt, as root)
 
 .PHONY: image
 image: deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
-	bin/strata build -f $(RECIPE) --image-cache $(CACHE_DIR) -o $(OUT_DIR)/$(basename $(notdir $(RECIPE)))
+	bin/strata build -f $(RECIPE) --image-cache $(CACHE_DIR) -o $(OUT_DIR)/$(IMAGE_NAME)
+
+IMAGE_NAME = $(basename $(notdir $(RECIPE)))
+
+.PHONY: boot-test
+boot-test: deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the agent must enroll and prepare, or a login prompt for images without one
+	if grep -q '^datastore:' $(RECIPE); then \
+		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --agent; \
+	else \
+		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --expect 'login:'; \
+	fi
 
 .PHONY: test
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"strata/builder/manifest"
 )
 
 // Config is a validated build request, from the command line or a recipe.
@@ -58,6 +60,8 @@ type Config struct {
 	Env map[string]string
 	// Recipe is the recipe file the request came from, if any.
 	Recipe string
+	// Datastore is what the recipe says the image provides.
+	Datastore *manifest.Datastore
 	// HostEnv is the caller's environment (os.Environ()).
 	HostEnv []string
 	// Out receives progress and hook output.

@@ -186,6 +186,7 @@ func (b *builder) manifest(outs []manifest.Output) (*manifest.Manifest, error) {
 	if b.restored >= 0 {
 		m.CachedFrom = string(b.plan.phases[b.restored].phase)
 	}
+	m.Datastore = b.cfg.Datastore
 	if f, ok := b.plan.inputs["DIB_STRATA_AGENT_BINARY"]; ok {
 		m.Agent = &manifest.Agent{SHA256: f.SHA256, Path: "/usr/sbin/strata-agent", Version: agentVersion(f.Path)}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/builder/build"
+	"strata/builder/manifest"
 	"strata/builder/recipe"
 )
 
@@ -66,6 +67,9 @@ an unchanged build reuses the finished files.`,
 				cfg.Formats = r.Formats
 				cfg.Packages = r.Packages
 				cfg.Output = r.Name
+				if d := r.Datastore; d != nil {
+					cfg.Datastore = &manifest.Datastore{Name: d.Name, Version: d.Version, Manager: d.Manager, Port: d.Port}
+				}
 				if r.Size != "" {
 					cfg.ImageSize, _ = recipe.ParseSize(r.Size)
 				}

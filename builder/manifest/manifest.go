@@ -35,7 +35,10 @@ type Manifest struct {
 	Packages        []Package `json:"packages"`
 	Inputs          Inputs    `json:"inputs"`
 	Agent           *Agent    `json:"agent,omitempty"`
-	Outputs         []Output  `json:"outputs"`
+	// Datastore is the datastore version the image provides, from its
+	// recipe; registering the image uses it.
+	Datastore *Datastore `json:"datastore,omitempty"`
+	Outputs   []Output   `json:"outputs"`
 	// Seconds is the wall time of the whole build.
 	Seconds float64 `json:"seconds"`
 	// CachedFrom names the phase whose cached tree the build started from,
@@ -101,6 +104,14 @@ type Agent struct {
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"`
 	Path    string `json:"path"`
+}
+
+// Datastore names what the image runs.
+type Datastore struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Manager string `json:"manager"`
+	Port    int    `json:"port,omitempty"`
 }
 
 // Output is one file the build wrote.

@@ -4,22 +4,17 @@ package e2e
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"strata/agent/wire"
-	"strata/builder/disk"
+	"strata/builder/boottest"
+	"strata/builder/cli"
 	"strata/builder/manifest"
 	"strata/builder/qemu"
 )
@@ -28,10 +23,11 @@ import (
 // builds images/mariadb-10.11.yaml (agent baked in) with the strata binary,
 // boots it under UEFI firmware with a config drive carrying a bootstrap and
 // a blank data disk, and proves from the host side of the wire: the agent
-// started, read the config drive, dialled the test SSH endpoint on the host
+// started, read the config drive, dialled the SSH endpoint on the host
 // (10.0.2.2 from the guest), enrolled with the one-time token, sent
 // heartbeats with its version, and ran prepare: the data disk was
-// formatted and mounted (inside the unit's sandbox) and MariaDB came up.
+// formatted and mounted (inside the unit's sandbox), MariaDB came up on it
+// with the requested database.
 func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *testing.T) {
 	out := t.TempDir()
 	img := filepath.Join(out, "mariadb")
@@ -47,144 +43,59 @@ func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *tes
 	if m.Agent == nil || m.Agent.SHA256 != sha256Hex(agentBin) {
 		t.Fatalf("manifest agent = %+v, want the digest of bin/strata-agent", m.Agent)
 	}
-
-	// The controller side: a wire endpoint with a memory store on the
-	// host's loopback, which qemu's user network shows the guest as 10.0.2.2.
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	hostKey, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := wire.NewMemStore()
-	const instance = "e2e-agent-0001"
-	token := wire.NewEnrollmentToken()
-	store.AddInstance(instance, token)
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	go srv.Serve(ctx, ln)
-	port := ln.Addr().(*net.TCPAddr).Port
-
-	boot := wire.Bootstrap{
-		Format: 1, InstanceID: instance, Controllers: []string{"10.0.2.2:" + itoa(port)},
-		ControllerHostKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey.PublicKey()))),
-		EnrollmentToken:   token,
-		Datastore:         wire.DatastoreRef{Manager: "mariadb", Version: "10.11"},
-		HeartbeatSeconds:  5,
-		DataDevice:        "/dev/disk/by-id/virtio-strata-data",
-	}
-	bj, _ := json.Marshal(boot)
-	cd := filepath.Join(out, "config-drive.img")
-	if err := disk.WriteConfigDrive(ctx, cd, disk.LabelConfigDrive, map[string][]byte{"strata/bootstrap.json": bj}); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(out, "data.raw")
-	if err := os.WriteFile(data, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(data, 1<<30); err != nil {
-		t.Fatal(err)
+	if m.Datastore == nil || m.Datastore.Manager != "mariadb" || m.Datastore.Version != "10.11" {
+		t.Fatalf("manifest datastore = %+v", m.Datastore)
 	}
 
-	start := time.Now()
-	vm, err := qemu.Start(ctx, qemu.Config{
-		Name: "strata-e2e-agent", Disk: qemu.Drive{Path: img + ".qcow2", Format: "qcow2", Snapshot: true},
-		Drives: []qemu.Drive{
-			{Path: cd, Format: "raw", ReadOnly: true, Serial: "config-drive"},
-			{Path: data, Format: "raw", Serial: "strata-data"},
+	prep := cli.DefaultPrepare("mariadb")
+	var listed []string
+	r, err := boottest.Agent(context.Background(), boottest.Options{
+		Image: img + ".qcow2", Firmware: qemu.UEFI, Timeout: 15 * time.Minute, WorkDir: out,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	}, boottest.AgentOptions{
+		Manager: "mariadb", Version: "10.11", Prepare: prep,
+		Check: func(ctx context.Context, srv *wire.Server, id string) error {
+			op := wire.Operation{ID: "list-dbs-1", Kind: wire.KindListDatabases, Args: json.RawMessage(`{}`)}
+			if err := srv.Submit(ctx, id, op); err != nil {
+				return err
+			}
+			res, err := srv.Await(ctx, id, op.ID)
+			if err != nil {
+				return err
+			}
+			var dbs wire.ListDatabasesResult
+			if err := res.Decode(&dbs); err != nil {
+				return fmt.Errorf("list_databases: %v (%+v)", err, res.Error)
+			}
+			for _, d := range dbs.Databases {
+				listed = append(listed, d.Name)
+			}
+			return nil
 		},
-		Firmware: qemu.UEFI, MemoryMiB: 1024, CPUs: 2, NoReboot: true,
-		SerialLog: filepath.Join(out, "serial.log"),
 	})
 	if err != nil {
-		t.Fatal(err)
+		b, _ := os.ReadFile(filepath.Join(out, "uefi.serial.log"))
+		t.Fatalf("%v\nserial console:\n%s", err, tail(string(b), 80))
 	}
-	defer func() {
-		vm.Stop(30 * time.Second)
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(out, "serial.log"))
-			t.Logf("serial console:\n%s", tail(string(b), 80))
-		}
-	}()
-	if _, err := vm.WaitForSerial(ctx, regexp.MustCompile(`strata-config-drive: copied`)); err != nil {
-		t.Fatalf("config drive not read: %v", err)
+	t.Logf("config drive read %.1fs, enrolled %.1fs, prepared %.1fs, running %.1fs (%s)", r.ConfigDrive, r.Enrolled, r.Prepared, r.Running, r.Accel)
+	if r.Redemptions != 1 || r.EnrolledKeys != 1 {
+		t.Errorf("token redeemed %d times, %d keys enrolled: want exactly one of each", r.Redemptions, r.EnrolledKeys)
 	}
-	t.Logf("config drive read after %.1fs", time.Since(start).Seconds())
-
-	// Enrollment: the token is redeemed once and the agent's key bound.
-	waitFor(t, ctx, "the agent to enroll and heartbeat", func() bool {
-		return store.Redemptions() == 1 && len(store.Keys(instance)) == 1 && len(store.Heartbeats(instance)) > 0
-	})
-	hb := store.Heartbeats(instance)[0]
-	t.Logf("enrolled, first heartbeat after %.1fs: version %q status %s", time.Since(start).Seconds(), hb.AgentVersion, hb.Status)
-	if hb.AgentVersion == "" || hb.BootID == "" {
-		t.Errorf("heartbeat lacks version or boot id: %+v", hb)
+	if r.AgentVersion == "" || r.FirstHeartbeat.BootID == "" {
+		t.Errorf("heartbeat lacks version or boot id: %+v", r.FirstHeartbeat)
 	}
-
-	// prepare: format + mount the data disk through systemd, initialise
-	// MariaDB, start it; then a database and a user.
-	prep, _ := json.Marshal(wire.PrepareArgs{
-		MemoryMB:  1024,
-		Databases: []wire.Database{{Name: "e2e"}},
-		Users:     []wire.User{{Name: "app", Host: "%", Password: "e2e-Password-1", Databases: []string{"e2e"}}},
-	})
-	op := wire.Operation{ID: "prepare-1", Kind: wire.KindPrepare, Args: prep}
-	if err := srv.Submit(ctx, instance, op); err != nil {
-		t.Fatal(err)
+	if r.Prepare == nil || !r.Prepare.Formatted || !r.Prepare.Initialized {
+		t.Errorf("prepare result = %+v: want the blank disk formatted and MariaDB initialised", r.Prepare)
 	}
-	res, err := srv.Await(ctx, instance, op.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.OK() {
-		t.Fatalf("prepare failed: %+v", res.Error)
-	}
-	var pr wire.PrepareResult
-	if err := res.Decode(&pr); err != nil || !pr.Formatted || !pr.Initialized {
-		t.Fatalf("prepare result = %+v, %v: want the blank disk formatted and MariaDB initialised", pr, err)
-	}
-	t.Logf("prepared after %.1fs", time.Since(start).Seconds())
-	waitFor(t, ctx, "a heartbeat reporting running with the data volume", func() bool {
-		hbs := store.Heartbeats(instance)
-		last := hbs[len(hbs)-1]
-		return last.Status == wire.StatusRunning && last.Volume != nil && last.Volume.TotalBytes > 900<<20
-	})
-	list := wire.Operation{ID: "list-dbs-1", Kind: wire.KindListDatabases, Args: json.RawMessage(`{}`)}
-	if err := srv.Submit(ctx, instance, list); err != nil {
-		t.Fatal(err)
-	}
-	res, err = srv.Await(ctx, instance, list.ID)
-	if err != nil || !res.OK() {
-		t.Fatalf("list_databases: %v %+v", err, res.Error)
-	}
-	var dbs wire.ListDatabasesResult
-	if err := res.Decode(&dbs); err != nil {
-		t.Fatalf("list_databases result: %v", err)
+	if v := r.LastHeartbeat.Volume; v == nil || v.TotalBytes < 900<<20 {
+		t.Errorf("heartbeat volume = %+v: want the 1 GiB data disk", v)
 	}
 	found := false
-	for _, d := range dbs.Databases {
-		found = found || d.Name == "e2e"
+	for _, n := range listed {
+		found = found || n == "boottest"
 	}
 	if !found {
-		t.Fatalf("database e2e not listed: %+v", dbs)
-	}
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(500 * time.Millisecond):
-		}
+		t.Errorf("database boottest not listed: %v", listed)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"strata/builder/cli"
+	"strata/builder/boottest"
 	"strata/builder/disk"
 	"strata/builder/manifest"
 	"strata/builder/qemu"
@@ -69,13 +69,10 @@ func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) 
 	}
 	for _, fw := range firmwares {
 		t.Run(string(fw), func(t *testing.T) {
-			res, err := cli.BootTest(context.Background(), cli.BootTestConfig{
-				Image: qcow, Format: "qcow2", Firmware: fw,
-				Drives:  []qemu.Drive{{Path: cd, Format: "raw", ReadOnly: true, Serial: "config-drive"}},
-				Expect:  regexp.MustCompile(`STRATA-BOOT-MARKER nonce=` + n + ` firmware=` + string(fw)),
-				Timeout: 12 * time.Minute, MemoryMiB: 1024, CPUs: 2,
-				SerialLog: filepath.Join(out, string(fw)+".serial.log"),
-			})
+			res, err := boottest.Serial(context.Background(), boottest.Options{
+				Image: qcow, Firmware: fw, Timeout: 12 * time.Minute, WorkDir: out,
+				Drives: []qemu.Drive{{Path: cd, Format: "raw", ReadOnly: true, Serial: "config-drive"}},
+			}, regexp.MustCompile(`STRATA-BOOT-MARKER nonce=`+n+` firmware=`+string(fw)))
 			if err != nil {
 				t.Fatal(err)
 			}
