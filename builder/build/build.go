@@ -44,8 +44,9 @@ type builder struct {
 	dirs  buildDirs
 	plan  *plan
 	start time.Time
-	// restored is the index of the phase whose cached tree the build
-	// started from, -1 when it started from nothing.
+	// restored is the index (in the whole build's hook order) of the hook
+	// whose cached tree the build started from, -1 when it started from
+	// nothing.
 	restored int
 	// reused is set when finished outputs came from the cache.
 	reused bool
@@ -200,30 +201,29 @@ func (b *builder) restore(ctx context.Context) error {
 	if b.reused {
 		return nil
 	}
-	if b.cfg.NoCache {
-		b.epoch = b.defaultEpoch(0)
-		return nil
+	all := b.plan.hooks()
+	if !b.cfg.NoCache {
+		for i := len(all) - 1; i >= 0; i-- {
+			hk := all[i]
+			if !hk.checkpoint {
+				continue
+			}
+			meta, ok := b.cache.Snapshot(hk.key)
+			if !ok {
+				continue
+			}
+			t0 := time.Now()
+			b.rep.printf("strata: reusing the cached tree after %s (%s); restarting after it\n", hk.Path(), hk.key[:12])
+			if err := b.cache.RestoreSnapshot(ctx, hk.key, b.dirs.root); err != nil {
+				return err
+			}
+			b.rep.printf("strata: restored in %.1fs\n", time.Since(t0).Seconds())
+			b.restored = i
+			b.epoch = b.defaultEpoch(meta.SourceDateEpoch)
+			return nil
+		}
 	}
-	for i := len(b.plan.phases) - 1; i >= 0; i-- {
-		pp := b.plan.phases[i]
-		if !pp.checkpoint {
-			continue
-		}
-		meta, ok := b.cache.Snapshot(pp.key)
-		if !ok {
-			continue
-		}
-		t0 := time.Now()
-		b.rep.printf("strata: reusing the cached tree after %s (%s); restarting at the next phase\n", pp.phase, pp.key[:12])
-		if err := b.cache.RestoreSnapshot(ctx, pp.key, b.dirs.root); err != nil {
-			return err
-		}
-		b.rep.printf("strata: restored in %.1fs\n", time.Since(t0).Seconds())
-		b.restored = i
-		b.epoch = b.defaultEpoch(meta.SourceDateEpoch)
-		return nil
-	}
-	if b.cfg.Offline && b.plan.phases[0].hasWork() {
+	if b.cfg.Offline && len(b.plan.phases[0].hooks) > 0 {
 		return errors.New("offline build: no cached root filesystem for these elements; run once online first")
 	}
 	b.epoch = b.defaultEpoch(0)

@@ -257,13 +257,17 @@ func TestInterruptedInstallHookLeavesNothingBehind(t *testing.T) {
 	assertNothingLeft(t, f)
 }
 
-func TestChangingALateElementRerunsFromItsFirstPhase(t *testing.T) {
+// TestChangingALateElementRerunsFromWhereItFirstTakesPart: the tree is
+// cached just before each element's first hook, so changing an element
+// restarts the build there, even in the middle of a phase.
+func TestChangingALateElementRerunsFromWhereItFirstTakesPart(t *testing.T) {
 	files := elems(tinyOS, map[string]string{
 		"early/install.d/10-early*":    "#!/bin/bash\necho early >>/runs.log\n",
+		"mid/install.d/50-mid*":        "#!/bin/bash\necho mid-v1 >>/runs.log\n",
 		"late/post-install.d/10-late*": "#!/bin/bash\necho late-v1 >>/runs.log\n",
 	})
 	f := newFixture(t, files)
-	cfg := f.config("tiny-os", "early", "late")
+	cfg := f.config("tiny-os", "early", "mid", "late")
 	statuses := func(res *Result) map[string]string {
 		m := map[string]string{}
 		for _, h := range res.Manifest.Hooks {
@@ -282,24 +286,41 @@ func TestChangingALateElementRerunsFromItsFirstPhase(t *testing.T) {
 
 	// Change only the late element.
 	writeElements(t, f.elements, map[string]string{"late/post-install.d/10-late*": "#!/bin/bash\necho late-v2 >>/runs.log\n"})
-	res, err = Run(context.Background(), f.config("tiny-os", "early", "late"))
+	res, err = Run(context.Background(), f.config("tiny-os", "early", "mid", "late"))
 	if err != nil {
 		t.Fatalf("warm build: %v\n%s", err, f.log.String())
 	}
-	if s := statuses(res); s["10-tiny-os"] != "cached" || s["10-early"] != "cached" || s["10-late"] != "ok" {
+	if s := statuses(res); s["10-tiny-os"] != "cached" || s["10-early"] != "cached" || s["50-mid"] != "cached" || s["10-late"] != "ok" {
 		t.Fatalf("warm build statuses = %v, want root.d and install.d cached and the late hook re-run", s)
 	}
-	if res.Manifest.CachedFrom != "install.d" {
-		t.Errorf("cached_from = %q, want install.d", res.Manifest.CachedFrom)
+	if res.Manifest.CachedFrom != "install.d/50-mid" {
+		t.Errorf("cached_from = %q, want install.d/50-mid", res.Manifest.CachedFrom)
 	}
 	runs, _ := tarFile(t, cfg.OutputPath("tar"), "runs.log")
-	if runs != "early\nlate-v2\n" {
+	if runs != "early\nmid-v1\nlate-v2\n" {
 		t.Fatalf("runs.log = %q: the cached tree must be the one from before the late element ran", runs)
+	}
+
+	// Change the element in the middle of install.d: the hook before it
+	// comes from the cache, it and everything after run again.
+	writeElements(t, f.elements, map[string]string{"mid/install.d/50-mid*": "#!/bin/bash\necho mid-v2 >>/runs.log\n"})
+	res, err = Run(context.Background(), f.config("tiny-os", "early", "mid", "late"))
+	if err != nil {
+		t.Fatalf("warm build: %v\n%s", err, f.log.String())
+	}
+	if s := statuses(res); s["10-early"] != "cached" || s["50-mid"] != "ok" || s["10-late"] != "ok" {
+		t.Fatalf("statuses = %v, want 10-early cached, 50-mid and 10-late re-run", s)
+	}
+	if res.Manifest.CachedFrom != "install.d/10-early" {
+		t.Errorf("cached_from = %q, want install.d/10-early", res.Manifest.CachedFrom)
+	}
+	if runs, _ := tarFile(t, cfg.OutputPath("tar"), "runs.log"); runs != "early\nmid-v2\nlate-v2\n" {
+		t.Fatalf("runs.log = %q", runs)
 	}
 
 	// Nothing changed: the finished outputs are reused as they are.
 	before, _ := os.ReadFile(cfg.OutputPath("tar") + ".sha256")
-	res, err = Run(context.Background(), f.config("tiny-os", "early", "late"))
+	res, err = Run(context.Background(), f.config("tiny-os", "early", "mid", "late"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +330,7 @@ func TestChangingALateElementRerunsFromItsFirstPhase(t *testing.T) {
 	}
 
 	// Offline works from the cache; a change in the first phase cannot.
-	off := f.config("tiny-os", "early", "late")
+	off := f.config("tiny-os", "early", "mid", "late")
 	off.Offline, off.NoCache = true, false
 	writeElements(t, f.elements, map[string]string{"late/post-install.d/10-late*": "#!/bin/bash\necho late-v3 >>/runs.log\n"})
 	if _, err := Run(context.Background(), off); err != nil {

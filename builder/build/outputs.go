@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"strata/builder/disk"
+	"strata/builder/element"
 	"strata/builder/manifest"
 )
 
@@ -36,7 +37,7 @@ func (b *builder) reuseOutputs(ctx context.Context) error {
 	// The epoch is part of the output key; a cached build stored the one
 	// its base tree was made with, found through the root.d snapshot.
 	saved := int64(0)
-	if meta, ok := b.cache.Snapshot(b.plan.phases[0].key); ok {
+	if meta, ok := b.cache.Snapshot(b.plan.phaseKey(element.RootPhase)); ok {
 		saved = meta.SourceDateEpoch
 	}
 	b.epoch = b.defaultEpoch(saved)
@@ -179,12 +180,12 @@ func (b *builder) manifest(outs []manifest.Output) (*manifest.Manifest, error) {
 		in.Files[v] = manifest.File{Path: f.Path, SHA256: f.SHA256, Size: f.Size}
 	}
 	for _, pp := range b.plan.phases {
-		in.PhaseKeys[string(pp.phase)] = pp.key
+		in.PhaseKeys[string(pp.phase)] = b.plan.phaseKey(pp.phase)
 	}
 	in.PhaseKeys["final"] = b.outputKey()
 	m.Inputs = in
 	if b.restored >= 0 {
-		m.CachedFrom = string(b.plan.phases[b.restored].phase)
+		m.CachedFrom = b.plan.hooks()[b.restored].Path()
 	}
 	m.Datastore = b.cfg.Datastore
 	if f, ok := b.plan.inputs["DIB_STRATA_AGENT_BINARY"]; ok {

@@ -91,16 +91,18 @@ exec "$__strata_hook" "$@"
 
 func (b *builder) runPhase(ctx context.Context, i int) error {
 	pp := b.plan.phases[i]
-	if b.reused || i <= b.restored {
-		for _, h := range pp.hooks {
+	var todo []*hookPlan
+	for _, h := range pp.hooks {
+		if b.reused || h.index <= b.restored {
 			b.hooks = append(b.hooks, manifest.Hook{Phase: string(pp.phase), Name: h.Name, Element: h.Element, Where: where(pp.phase), Status: "cached"})
+		} else {
+			todo = append(todo, h)
 		}
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	if !pp.hasWork() {
-		return nil
-	}
-	b.rep.phase(pp.phase, len(pp.hooks))
+	b.rep.phase(pp.phase, len(todo), len(pp.hooks)-len(todo))
 	env := b.phaseEnv(pp.phase)
 	var ex executor.Executor
 	hooksBase, envBase := b.dirs.hooks, b.dirs.hooks
@@ -115,50 +117,58 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 		ex = &executor.Host{Dir: b.dirs.build}
 	}
 	envFiles := b.plan.set.EnvFiles()
-	for _, h := range pp.hooks {
-		args := []string{"-c", hookWrapper, "strata-hook", filepath.Join(hooksBase, h.program), strconv.Itoa(len(envFiles))}
-		for _, f := range envFiles {
-			args = append(args, filepath.Join(envBase, f))
-		}
-		args = append(args, h.args...)
-		b.rep.hookStart(h.Hook, ex.Where())
-		t0 := time.Now()
-		err := ex.Run(ctx, executor.Command{
-			Path: "/bin/bash", Args: args, Env: envList(env),
-			Stdout: b.rep.out, Stderr: b.rep.out,
-		})
-		secs := time.Since(t0).Seconds()
-		rec := manifest.Hook{Phase: string(pp.phase), Name: h.Name, Element: h.Element, Where: where(pp.phase), Seconds: secs, Status: "ok"}
-		if err != nil {
-			rec.Status = "failed"
-			var ee *executor.ExitError
-			if errors.As(err, &ee) {
-				rec.ExitCode = ee.Code
+	for _, h := range todo {
+		if h.fstab {
+			if err := b.writeFstab(); err != nil {
+				return err
 			}
-			b.hooks = append(b.hooks, rec)
-			if ctx.Err() != nil {
-				return fmt.Errorf("interrupted in %s (element %s): %w", h.Path(), h.Element, ctx.Err())
-			}
-			return &HookError{Hook: h.Hook, Where: ex.Where(), Err: err}
-		}
-		b.hooks = append(b.hooks, rec)
-		b.rep.hookDone(h.Hook, secs)
-	}
-	if pp.writesFstab {
-		if err := b.writeFstab(); err != nil {
+		} else if err := b.runHook(ctx, ex, h, env, hooksBase, envBase, envFiles); err != nil {
 			return err
 		}
-	}
-	if pp.checkpoint && !b.cfg.NoCache {
-		t0 := time.Now()
-		err := b.cache.SaveSnapshot(ctx, pp.key, b.dirs.root, cache.SnapshotMeta{
-			Phase: string(pp.phase), Image: filepath.Base(b.cfg.Output), SourceDateEpoch: b.epoch,
-		})
-		if err != nil {
-			return fmt.Errorf("caching the tree after %s: %w", pp.phase, err)
+		if h.checkpoint && !b.cfg.NoCache {
+			t0 := time.Now()
+			err := b.cache.SaveSnapshot(ctx, h.key, b.dirs.root, cache.SnapshotMeta{
+				Phase: h.Path(), Image: filepath.Base(b.cfg.Output), SourceDateEpoch: b.epoch,
+			})
+			if err != nil {
+				return fmt.Errorf("caching the tree after %s: %w", h.Path(), err)
+			}
+			b.rep.printf("strata: cached the tree after %s in %.1fs\n", h.Path(), time.Since(t0).Seconds())
 		}
-		b.rep.printf("strata: cached the tree after %s in %.1fs\n", pp.phase, time.Since(t0).Seconds())
 	}
+	return nil
+}
+
+// runHook runs one hook through the executor, with the environment.d files
+// sourced first, and records its seconds and status.
+func (b *builder) runHook(ctx context.Context, ex executor.Executor, h *hookPlan, env map[string]string, hooksBase, envBase string, envFiles []string) error {
+	args := []string{"-c", hookWrapper, "strata-hook", filepath.Join(hooksBase, h.program), strconv.Itoa(len(envFiles))}
+	for _, f := range envFiles {
+		args = append(args, filepath.Join(envBase, f))
+	}
+	args = append(args, h.args...)
+	b.rep.hookStart(h.Hook, ex.Where())
+	t0 := time.Now()
+	err := ex.Run(ctx, executor.Command{
+		Path: "/bin/bash", Args: args, Env: envList(env),
+		Stdout: b.rep.out, Stderr: b.rep.out,
+	})
+	secs := time.Since(t0).Seconds()
+	rec := manifest.Hook{Phase: string(h.Phase), Name: h.Name, Element: h.Element, Where: where(h.Phase), Seconds: secs, Status: "ok"}
+	if err != nil {
+		rec.Status = "failed"
+		var ee *executor.ExitError
+		if errors.As(err, &ee) {
+			rec.ExitCode = ee.Code
+		}
+		b.hooks = append(b.hooks, rec)
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted in %s (element %s): %w", h.Path(), h.Element, ctx.Err())
+		}
+		return &HookError{Hook: h.Hook, Where: ex.Where(), Err: err}
+	}
+	b.hooks = append(b.hooks, rec)
+	b.rep.hookDone(h.Hook, secs)
 	return nil
 }
 

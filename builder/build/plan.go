@@ -39,7 +39,9 @@ type plan struct {
 	// elementDigest hashes each element's directory and inputs.
 	elementDigest map[string]string
 	envDigest     string
-	phases        []*phasePlan
+	// startKey is the key of the (empty) tree before the first hook.
+	startKey string
+	phases   []*phasePlan
 	// bootable: the set contains vm, so the disk gets partitions and GRUB.
 	bootable bool
 	// distro and release from the evaluated environment, for pkg-map.
@@ -51,18 +53,10 @@ type inputFile struct {
 	Size              int64
 }
 
-// phasePlan is one phase: its hooks in run order and its cache key.
+// phasePlan is one phase: its hooks in run order.
 type phasePlan struct {
 	phase element.Phase
 	hooks []*hookPlan
-	// key hashes this phase's inputs and the previous phase's key, so
-	// equal keys mean equal trees.
-	key string
-	// checkpoint: the tree is saved after this phase, because some element
-	// first takes part in a later phase (changing it can restart here).
-	checkpoint bool
-	// writesFstab marks block-device.d, where strata writes /etc/fstab.
-	writesFstab bool
 }
 
 // hookPlan is one hook to run.
@@ -72,9 +66,20 @@ type hookPlan struct {
 	program string
 	args    []string
 	digest  string
+	// elements are the elements whose content this hook acts on: its own
+	// element, or for package-installs those whose packages it installs.
+	elements []string
+	// fstab marks strata's own step that writes /etc/fstab.
+	fstab bool
+	// index is the hook's position in the whole build, key the cache key
+	// of the tree after it: equal keys mean equal trees.
+	index int
+	key   string
+	// checkpoint: the tree is saved after this hook, because an element
+	// takes part for the first time in the next one (changing that element
+	// restarts the build there).
+	checkpoint bool
 }
-
-func (p *phasePlan) hasWork() bool { return len(p.hooks) > 0 || p.writesFstab }
 
 // makePlan scans and expands the elements, evaluates the environment,
 // squashes package-installs and computes every phase's cache key.
@@ -125,7 +130,6 @@ func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog
 		return nil, err
 	}
 	byName := set.ByName()
-	prev := schema
 	for _, ph := range element.Phases {
 		pp := &phasePlan{phase: ph}
 		for _, h := range set.Hooks(ph) {
@@ -133,7 +137,7 @@ func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog
 			if err != nil {
 				return nil, fmt.Errorf("element %s: hook %s: %w", h.Element, h.Path(), err)
 			}
-			pp.hooks = append(pp.hooks, &hookPlan{Hook: h, program: h.Path(), digest: d})
+			pp.hooks = append(pp.hooks, &hookPlan{Hook: h, program: h.Path(), digest: d, elements: []string{h.Element}})
 		}
 		if pk := squashed[ph]; pk != nil {
 			pp.hooks = append(pp.hooks, packageHooks(ph, pk, byName, p.distro, p.release)...)
@@ -141,13 +145,17 @@ func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog
 		sortHookPlans(pp.hooks)
 		if ph == element.InstallPhase && len(cfg.Packages) > 0 {
 			// DIB installs -p packages after install.d, before post-install.d.
-			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(cfg.Packages)))
+			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(cfg.Packages), nil))
 		}
-		pp.writesFstab = ph == element.BlockDevicePhase && p.bootable
-		pp.key = phaseKey(prev, pp, p, set)
-		prev = pp.key
+		if ph == element.BlockDevicePhase && p.bootable {
+			// strata writes /etc/fstab once the block-device.d hooks ran.
+			pp.hooks = append(pp.hooks, &hookPlan{
+				Hook: element.Hook{Phase: ph, Name: "fstab", Element: "strata", Builtin: true}, fstab: true,
+			})
+		}
 		p.phases = append(p.phases, pp)
 	}
+	p.chainKeys()
 	p.markCheckpoints()
 	return p, nil
 }
@@ -197,83 +205,148 @@ func packageHooks(ph element.Phase, pk *element.PhasePackages, byName map[string
 	names := packageHookNames[ph]
 	var out []*hookPlan
 	if pkgs := element.ResolvedPackages(pk.Install, byName, distro, release); len(pkgs) > 0 {
-		out = append(out, builtinHook(ph, names[0], installTool, pkgs))
+		out = append(out, builtinHook(ph, names[0], installTool, pkgs, refElements(pk.Install)))
 	}
 	if pkgs := element.ResolvedPackages(pk.Uninstall, byName, distro, release); len(pkgs) > 0 {
-		out = append(out, builtinHook(ph, names[1], installTool, append([]string{"-e"}, pkgs...)))
+		out = append(out, builtinHook(ph, names[1], installTool, append([]string{"-e"}, pkgs...), refElements(pk.Uninstall)))
 	}
 	return out
 }
 
-func builtinHook(ph element.Phase, name, tool string, args []string) *hookPlan {
+func builtinHook(ph element.Phase, name, tool string, args []string, elements []string) *hookPlan {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s", tool, toolScripts[tool], strings.Join(args, "\x00"))
 	return &hookPlan{
 		Hook:    element.Hook{Phase: ph, Name: name, Element: "package-installs", Builtin: true},
 		program: toolsDir + "/bin/" + tool, args: args,
-		digest: hex.EncodeToString(h.Sum(nil)),
+		digest: hex.EncodeToString(h.Sum(nil)), elements: elements,
 	}
 }
 
-// phaseKey hashes what makes the tree after a phase: the tree before it,
-// the environment, the phase's hooks (contents and arguments), and every
-// element that first takes part in this phase (all its files and inputs,
-// since its hooks may read any of them).
-func phaseKey(prev string, pp *phasePlan, p *plan, set *element.Set) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\n", prev, pp.phase, p.envDigest)
-	for _, hk := range pp.hooks {
-		fmt.Fprintf(h, "hook %s %s %s\n", hk.Element, hk.Name, hk.digest)
-	}
-	for _, e := range set.Elements {
-		if e.FirstPhase() == pp.phase {
-			fmt.Fprintf(h, "element %s %s\n", e.Name, p.elementDigest[e.Name])
+func refElements(refs []element.PackageRef) []string {
+	var out []string
+	for _, r := range refs {
+		if !containsStr(out, r.Element) {
+			out = append(out, r.Element)
 		}
 	}
-	if pp.writesFstab {
-		fmt.Fprintf(h, "fstab %s\n", p.idSeed())
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	sort.Strings(out)
+	return out
 }
 
-// idSeed derives the disk's UUIDs: the state of the tree before
-// block-device.d, so they change exactly when the image content does.
-func (p *plan) idSeed() string {
+// hooks lists every hook of the build in run order.
+func (p *plan) hooks() []*hookPlan {
+	var out []*hookPlan
 	for _, pp := range p.phases {
-		if pp.phase == element.PostRootPhase {
-			return pp.key
-		}
+		out = append(out, pp.hooks...)
 	}
-	return p.envDigest
+	return out
 }
 
-// markCheckpoints picks the phases after which the tree is saved: root.d
-// (the base system is the most expensive thing to remake) and, for every
-// element, the last phase with work before the element first takes part,
-// so that changing that element restarts there.
-func (p *plan) markCheckpoints() {
-	lastWork := func(before int) int {
-		for i := before - 1; i >= 0; i-- {
-			if p.phases[i].hasWork() {
-				return i
-			}
+// chainKeys gives every hook the key of the tree after it: the previous
+// key, the hook (content and arguments, resolved package lists included)
+// and the full content of every element taking part for the first time
+// (all its files and inputs: its hooks may read any of them). The chain
+// starts from the environment (every environment.d file included) and the
+// elements that can affect any hook: those shipping bin/ helpers, and those
+// with no hooks of their own.
+func (p *plan) chainKeys() {
+	seen := map[string]bool{}
+	h0 := sha256.New()
+	fmt.Fprintf(h0, "%s\x00%s\n", schema, p.envDigest)
+	used := map[string]bool{}
+	for _, hk := range p.hooks() {
+		for _, e := range hk.elements {
+			used[e] = true
 		}
-		return -1
-	}
-	if p.phases[0].hasWork() {
-		p.phases[0].checkpoint = true
 	}
 	for _, e := range p.set.Elements {
-		if i := lastWork(e.FirstPhase().Index()); i >= 0 {
-			p.phases[i].checkpoint = true
+		if e.HasBin || !used[e.Name] {
+			fmt.Fprintf(h0, "element %s %s\n", e.Name, p.elementDigest[e.Name])
+			seen[e.Name] = true
 		}
 	}
-	// The last phase never needs saving: finished outputs are cached.
-	p.phases[len(p.phases)-1].checkpoint = false
+	prev := hex.EncodeToString(h0.Sum(nil))
+	p.startKey = prev
+	for i, hk := range p.hooks() {
+		hk.index = i
+		h := sha256.New()
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%q\n", prev, hk.Phase, hk.Name, hk.Element, hk.digest, hk.args)
+		for _, e := range hk.elements {
+			if !seen[e] {
+				seen[e] = true
+				fmt.Fprintf(h, "element %s %s\n", e, p.elementDigest[e])
+			}
+		}
+		if hk.fstab {
+			fmt.Fprintf(h, "fstab %s\n", prev)
+		}
+		hk.key = hex.EncodeToString(h.Sum(nil))
+		prev = hk.key
+	}
+}
+
+// idSeed derives the disk's UUIDs: the tree as it is when strata writes
+// /etc/fstab, so they change exactly when the image content does.
+func (p *plan) idSeed() string {
+	seed := p.startKey
+	for _, hk := range p.hooks() {
+		if hk.fstab {
+			return seed
+		}
+		seed = hk.key
+	}
+	return seed
+}
+
+// markCheckpoints picks the hooks after which the tree is saved: the end of
+// root.d (the base system is the most expensive thing to remake) and, for
+// every element, the hook just before the one where the element takes part
+// for the first time, so that changing that element restarts there.
+func (p *plan) markCheckpoints() {
+	all := p.hooks()
+	if len(all) == 0 {
+		return
+	}
+	if root := p.phases[0].hooks; len(root) > 0 {
+		root[len(root)-1].checkpoint = true
+	}
+	seen := map[string]bool{}
+	for i, hk := range all {
+		for _, e := range hk.elements {
+			if !seen[e] {
+				seen[e] = true
+				if i > 0 {
+					all[i-1].checkpoint = true
+				}
+			}
+		}
+	}
+	// The last hook never needs saving: finished outputs are cached.
+	all[len(all)-1].checkpoint = false
 }
 
 // finalKey identifies the finished tree.
-func (p *plan) finalKey() string { return p.phases[len(p.phases)-1].key }
+func (p *plan) finalKey() string {
+	all := p.hooks()
+	if len(all) == 0 {
+		return p.startKey
+	}
+	return all[len(all)-1].key
+}
+
+// phaseKey is the key of the tree after a phase (after its last hook, or
+// the previous phase's when it has none).
+func (p *plan) phaseKey(ph element.Phase) string {
+	key := p.startKey
+	for _, hk := range p.hooks() {
+		if hk.Phase.Index() > ph.Index() {
+			break
+		}
+		key = hk.key
+	}
+	return key
+}
 
 func readInputs(set *element.Set, env map[string]string) (map[string]inputFile, error) {
 	out := map[string]inputFile{}

@@ -56,8 +56,12 @@ func (s *stampWriter) Write(p []byte) (int, error) {
 
 func (r *reporter) printf(format string, args ...any) { fmt.Fprintf(r.out, format, args...) }
 
-func (r *reporter) phase(p element.Phase, hooks int) {
-	r.printf("==> %s [phase %d/%d] %d hook(s)\n", p, p.Index()+1, len(element.Phases), hooks)
+func (r *reporter) phase(p element.Phase, hooks, cached int) {
+	extra := ""
+	if cached > 0 {
+		extra = fmt.Sprintf(" (%d more from the cache)", cached)
+	}
+	r.printf("==> %s [phase %d/%d] %d hook(s)%s\n", p, p.Index()+1, len(element.Phases), hooks, extra)
 }
 
 func (r *reporter) hookStart(h element.Hook, where string) {
