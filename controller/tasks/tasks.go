@@ -214,7 +214,7 @@ type Engine struct {
 	// Backoff is the first retry delay after a transient failure; it
 	// doubles with each attempt up to a minute (default 1s).
 	Backoff time.Duration
-	Now         func() time.Time
+	Now     func() time.Time
 
 	once sync.Once
 	kick chan struct{}

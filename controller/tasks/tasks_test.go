@@ -154,7 +154,9 @@ func TestTransientErrorsAreRetriedThenFailWithTheReason(t *testing.T) {
 				return tasks.Result{Done: true}, nil
 			}},
 			"broken": {
-				Run: func(context.Context, *tasks.Task) (tasks.Result, error) { return tasks.Result{}, errors.New("disk full") },
+				Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+					return tasks.Result{}, errors.New("disk full")
+				},
 				OnFail: func(_ context.Context, _ *tasks.Task, f *tasks.Failure) error {
 					failed.Add(1)
 					reason.Store(f.Reason)
