@@ -129,3 +129,21 @@ func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operatio
 	defer cancel()
 	return e.Server.Await(wctx, instanceID, op.ID)
 }
+
+// Submit queues an operation for the instance.
+func (e *Endpoint) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
+	return e.Server.Submit(ctx, instanceID, op)
+}
+
+// Result returns an operation's stored result, if any.
+func (e *Endpoint) Result(ctx context.Context, instanceID, opID string) (wire.Result, bool, error) {
+	return e.Store.OpResult(ctx, instanceID, opID)
+}
+
+// Disconnect closes the instance's session (after its key was revoked).
+func (e *Endpoint) Disconnect(instanceID string) { e.Server.Disconnect(instanceID) }
+
+// ForgetPayload blanks a stored result's payload.
+func (e *Endpoint) ForgetPayload(ctx context.Context, instanceID, opID string) error {
+	return e.Store.ForgetPayload(ctx, instanceID, opID)
+}

@@ -173,8 +173,8 @@ func (s VersionSpec) validate() error {
 	if s.Port < 1 || s.Port > 65535 {
 		errs = append(errs, fmt.Sprintf("port %d: want 1-65535", s.Port))
 	}
-	if s.BootTimeout < 30*time.Second || s.BootTimeout > 24*time.Hour {
-		errs = append(errs, fmt.Sprintf("boot timeout %s: want 30s to 24h", s.BootTimeout))
+	if s.BootTimeout < 5*time.Second || s.BootTimeout > 24*time.Hour {
+		errs = append(errs, fmt.Sprintf("boot timeout %s: want 5s to 24h", s.BootTimeout))
 	}
 	if len(errs) > 0 {
 		return invalid("%s", strings.Join(errs, "; "))

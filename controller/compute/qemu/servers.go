@@ -135,6 +135,9 @@ func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
 	if err != nil {
 		return fmt.Errorf("server %s: %w", srv.ID, err)
 	}
+	if isOurs(st.PID, "strata-"+srv.ID) {
+		return nil // another controller process on this host runs it
+	}
 	return d.start(srv.ID, p, st)
 }
 
@@ -194,8 +197,8 @@ func (d *Driver) running(id string) bool {
 	return vm != nil && !isDone(vm)
 }
 
-// ServerState reports running (this driver runs its VM), stopped (its
-// files exist) or gone.
+// ServerState reports running (its qemu runs, started by this or another
+// controller process on this host), stopped (its files exist) or gone.
 func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.State, error) {
 	if err := checkID(srv.ID); err != nil {
 		return "", err
@@ -203,10 +206,16 @@ func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.S
 	if d.running(srv.ID) {
 		return compute.StateRunning, nil
 	}
-	if _, err := os.Stat(d.paths(srv.ID).state); err == nil {
+	st, err := d.loadState(d.paths(srv.ID))
+	switch {
+	case err == nil && isOurs(st.PID, "strata-"+srv.ID):
+		return compute.StateRunning, nil
+	case err == nil:
 		return compute.StateStopped, nil
+	case errors.Is(err, os.ErrNotExist):
+		return compute.StateGone, nil
 	}
-	return compute.StateGone, nil
+	return "", err
 }
 
 // DeleteServer stops the VM (no grace: its disks go next) and removes the
@@ -236,11 +245,19 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	return nil
 }
 
+// isOurs reports whether pid is still the qemu of the VM called name.
+func isOurs(pid int, name string) bool {
+	if pid <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && bytes.Contains(cmdline, []byte("\x00"+name+"\x00"))
+}
+
 // killIfOurs kills pid if it is still the qemu of that VM (another
 // controller process on this host started it).
 func killIfOurs(pid int, name string) {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !bytes.Contains(cmdline, []byte("\x00"+name+"\x00")) {
+	if !isOurs(pid, name) {
 		return
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
