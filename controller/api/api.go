@@ -103,10 +103,32 @@ func (s *Server) Handler() http.Handler {
 	s.route(mux, "DELETE "+p+"/configurations/{cfg}", s.deleteConfiguration)
 	s.route(mux, "GET "+p+"/configurations/{cfg}/instances", s.configurationInstances)
 
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	return s.logRequests(jsonMisses(mux))
+}
+
+// jsonMisses answers requests no route takes with Trove-style JSON: 405
+// (with Allow) when the path exists for other methods, else 404.
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allow []string
+		for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, errorf(http.StatusMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", r.Method, trunc(r.URL.Path), strings.Join(allow, ", ")))
+			return
+		}
 		writeError(w, errorf(http.StatusNotFound, "%s %s is not a route of this API", r.Method, trunc(r.URL.Path)))
 	})
-	return s.logRequests(mux)
 }
 
 // call is one authenticated project request.
