@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	buildcli "strata/builder/cli"
+	ctlcli "strata/controller/cli"
 )
 
 // Stamped by the Makefile (-ldflags -X).
@@ -32,6 +33,7 @@ func main() {
 		Version:       version + " (" + commit + ")",
 	}
 	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand(), buildcli.NewCacheCommand())
+	root.AddCommand(ctlcli.Commands()...)
 
 	// SIGINT/SIGTERM cancel the context: a build unwinds (hooks stopped,
 	// nothing left mounted, no partial output) and exits 130.

@@ -17,6 +17,7 @@ import (
 
 	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb"
+	"strata/agent/datastore/volume"
 	"strata/agent/dispatch"
 	"strata/agent/heartbeat"
 	"strata/agent/identity"
@@ -96,6 +97,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	disp := &dispatch.Dispatcher{Manager: mgr, AgentLog: cfg.AgentLog}
+	if b.DataDevice != "" {
+		disp.Volume = volume.Volume{Device: b.DataDevice, MountPoint: mgr.DataPath()}
+	}
 	exec := ops.NewExecutor(journal, disp.Run, log)
 	ccfg := wire.ClientConfig{
 		Controllers:     b.Controllers,

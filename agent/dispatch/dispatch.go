@@ -28,10 +28,18 @@ type AgentLog interface {
 // AgentLogName is the name the agent's own log is listed under.
 const AgentLogName = "agent"
 
+// VolumeGrower grows the data volume's filesystem to its device's size.
+type VolumeGrower interface {
+	Grow(ctx context.Context) error
+}
+
 // Dispatcher runs operations against a manager.
 type Dispatcher struct {
 	Manager  datastore.Manager
 	AgentLog AgentLog // optional
+	// Volume is the data volume; nil when the guest has none, and then
+	// resize_filesystem is not_supported.
+	Volume VolumeGrower
 }
 
 // Run executes op; it is the ops.RunFunc of the agent.
@@ -149,6 +157,17 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		return m.ApplyConfiguration(ctx, a)
 	case wire.KindFilesystemStats:
 		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		return fsstats.Stat(m.DataPath())
+	case wire.KindResizeFilesystem:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		if d.Volume == nil {
+			return nil, wire.Errorf(wire.CodeNotSupported, "this guest has no separate data volume to resize")
+		}
+		if err := d.Volume.Grow(ctx); err != nil {
 			return nil, err
 		}
 		return fsstats.Stat(m.DataPath())

@@ -142,3 +142,23 @@ func TestBadArgumentsAreTypedErrors(t *testing.T) {
 		t.Fatalf("databases changed: %s → %s", before.Payload, after.Payload)
 	}
 }
+
+type growFunc func(ctx context.Context) error
+
+func (g growFunc) Grow(ctx context.Context) error { return g(ctx) }
+
+func TestResizeFilesystemGrowsTheVolumeThenReportsItsStats(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: server.Manager}
+	wantError(t, run(t, d, wire.KindResizeFilesystem, ""), wire.CodeNotSupported, "no separate data volume")
+	grown := 0
+	d.Volume = growFunc(func(context.Context) error { grown++; return nil })
+	var fs wire.FilesystemStats
+	if err := run(t, d, wire.KindResizeFilesystem, "").Decode(&fs); err != nil || grown != 1 || fs.Path != server.Manager.DataPath() || fs.TotalBytes == 0 {
+		t.Fatalf("resize_filesystem: %+v %v (grown %d times)", fs, err, grown)
+	}
+	d.Volume = growFunc(func(context.Context) error {
+		return wire.Errorf(wire.CodeFailedPrecondition, "data device has no filesystem yet")
+	})
+	wantError(t, run(t, d, wire.KindResizeFilesystem, ""), wire.CodeFailedPrecondition, "no filesystem")
+	wantError(t, run(t, d, wire.KindResizeFilesystem, `{"size":1}`), wire.CodeInvalidArgument, "takes no arguments")
+}

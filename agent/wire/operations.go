@@ -29,6 +29,9 @@ const (
 	KindFilesystemStats    Kind = "filesystem_stats"    // — → FilesystemStats
 	KindListLogs           Kind = "list_logs"           // — → ListLogsResult
 	KindTailLog            Kind = "tail_log"            // TailLogArgs → LogTail
+	// KindResizeFilesystem grows the data volume's filesystem to fill its
+	// device after the controller extended the volume.
+	KindResizeFilesystem Kind = "resize_filesystem" // — → FilesystemStats
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -38,6 +41,7 @@ var Kinds = []Kind{
 	KindListUsers, KindCreateUsers, KindDeleteUser, KindGrantAccess, KindRevokeAccess, KindListAccess,
 	KindEnableRoot, KindDisableRoot, KindIsRootEnabled,
 	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
+	KindResizeFilesystem,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

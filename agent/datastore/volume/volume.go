@@ -123,6 +123,44 @@ WantedBy=local-fs.target
 	return formatted, nil
 }
 
+// Grow makes the filesystem on the device fill it, after the controller
+// extended the volume: online while mounted (resize2fs on ext4, xfs_growfs
+// on the mount point for xfs), after a forced check when not mounted
+// (ext4 only). A filesystem that fills the device already is left alone.
+func (v Volume) Grow(ctx context.Context) error {
+	if v.Run == nil {
+		v.Run = execRun
+	}
+	if v.MountInfo == "" {
+		v.MountInfo = "/proc/self/mountinfo"
+	}
+	fstype, err := v.probe(ctx, "TYPE")
+	if err != nil {
+		return err
+	}
+	var cmds [][]string
+	switch {
+	case fstype == "ext4" && v.mounted():
+		cmds = [][]string{{"resize2fs", v.Device}}
+	case fstype == "ext4":
+		// -p repairs only what is safe unattended; resize2fs insists on a
+		// checked filesystem when it is not mounted.
+		cmds = [][]string{{"e2fsck", "-f", "-p", v.Device}, {"resize2fs", v.Device}}
+	case fstype == "xfs" && v.mounted():
+		cmds = [][]string{{"xfs_growfs", v.MountPoint}}
+	case fstype == "":
+		return wire.Errorf(wire.CodeFailedPrecondition, "data device %s has no filesystem yet (not prepared)", v.Device)
+	default:
+		return wire.Errorf(wire.CodeFailedPrecondition, "cannot grow the %s filesystem on %s (ext4, or mounted xfs, only)", fstype, v.Device)
+	}
+	for _, c := range cmds {
+		if out, err := v.Run(ctx, c[0], c[1:]...); err != nil {
+			return fmt.Errorf("%s: %w: %s", strings.Join(c, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
 // probe returns one blkid tag of the device; "" when blkid finds no
 // filesystem (exit status 2).
 func (v Volume) probe(ctx context.Context, tag string) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,5 +135,59 @@ func TestEscapePath(t *testing.T) {
 		if got := EscapePath(in); got != want {
 			t.Errorf("EscapePath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func blockCount(t *testing.T, dev string) int {
+	t.Helper()
+	out, err := exec.Command("dumpe2fs", "-h", dev).Output()
+	if err != nil {
+		t.Fatalf("dumpe2fs: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Block count:"); ok {
+			var n int
+			fmt.Sscan(strings.TrimSpace(v), &n)
+			return n
+		}
+	}
+	t.Fatalf("no block count in dumpe2fs output:\n%s", out)
+	return 0
+}
+
+func TestGrowFillsAnExtendedDeviceAndKeepsTheData(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.v.Prepare(context.Background(), "mariadb.service"); err != nil {
+		t.Fatal(err)
+	}
+	// The rig only pretends to mount: grow it the way an unmounted
+	// volume is grown (check, then resize2fs).
+	os.WriteFile(r.mountinf, []byte("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), 0o644)
+	uuid := r.blkid(t, "UUID")
+	before := blockCount(t, r.v.Device)
+	if err := os.Truncate(r.v.Device, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.v.Grow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := blockCount(t, r.v.Device)
+	if after < 2*before-before/10 {
+		t.Fatalf("block count %d -> %d after doubling the device", before, after)
+	}
+	if r.blkid(t, "UUID") != uuid {
+		t.Fatal("growing replaced the filesystem")
+	}
+	// Already full: a second Grow changes nothing and succeeds.
+	if err := r.v.Grow(context.Background()); err != nil || blockCount(t, r.v.Device) != after {
+		t.Fatalf("second grow: %v", err)
+	}
+}
+
+func TestGrowRefusesABlankDevice(t *testing.T) {
+	r := newRig(t)
+	err := r.v.Grow(context.Background())
+	if wire.ErrorCodeOf(err) != wire.CodeFailedPrecondition {
+		t.Fatalf("grow of a blank device: %v", err)
 	}
 }

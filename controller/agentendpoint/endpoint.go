@@ -1,0 +1,149 @@
+// Package agentendpoint is the controller's side of the agent protocol: the
+// SSH server from strata/agent/wire, its host key kept in the state
+// directory, and SQLStore — the durable wire.Store where enrolment tokens
+// (hashed), enrolled keys, the latest heartbeat of every instance and the
+// operation queue live. A heartbeat lands in instance_reports.
+//
+// It moves facts and requests only: it never decides what an instance's
+// status is or what to do about a silent agent (that is instances/ and
+// lifecycle/), and it imports nothing of agent/ except wire.
+package agentendpoint
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
+	"strata/controller/store"
+)
+
+// HostKeyFile is the host key's file name in the state directory.
+const HostKeyFile = "agent_host_key"
+
+// LoadOrCreateHostKey reads the ed25519 host key at path, creating it (0600)
+// on first use. Several replicas must share one key: agents pin it.
+func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "strata controller agent endpoint")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(block), 0o600); err != nil {
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+		// Link, not rename: a concurrent first start keeps the key that won.
+		if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+			os.Remove(tmp)
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+		os.Remove(tmp)
+		data, err = os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("host key %s: %w", path, err)
+	}
+	return signer, nil
+}
+
+// AuthorizedKey renders a host key's public half as the one
+// authorized_keys line a bootstrap carries.
+func AuthorizedKey(s ssh.Signer) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))) + " strata-controller"
+}
+
+// Config configures an Endpoint.
+type Config struct {
+	HostKey ssh.Signer
+	DB      *store.DB
+	Logger  *slog.Logger
+	// OnSession is told when an agent's session starts and ends.
+	OnSession func(instanceID string, connected bool)
+	// Timings holds the wire server's durations (zero values: the wire
+	// package's defaults); its HostKey, Store, Logger and OnSession are
+	// ignored.
+	Timings wire.ServerConfig
+}
+
+// Endpoint is the running agent endpoint.
+type Endpoint struct {
+	Server *wire.Server
+	Store  *SQLStore
+	key    ssh.Signer
+}
+
+// New builds the endpoint over the SQL store.
+func New(cfg Config) (*Endpoint, error) {
+	st := &SQLStore{DB: cfg.DB}
+	wc := cfg.Timings
+	wc.HostKey, wc.Store, wc.Logger, wc.OnSession = cfg.HostKey, st, cfg.Logger, cfg.OnSession
+	srv, err := wire.NewServer(wc)
+	if err != nil {
+		return nil, err
+	}
+	return &Endpoint{Server: srv, Store: st, key: cfg.HostKey}, nil
+}
+
+// HostKeyLine is the host key as a bootstrap's controller_host_key.
+func (e *Endpoint) HostKeyLine() string { return AuthorizedKey(e.key) }
+
+// Serve accepts agents on ln until ctx ends.
+func (e *Endpoint) Serve(ctx context.Context, ln net.Listener) error {
+	return e.Server.Serve(ctx, ln)
+}
+
+// Call queues op for the instance and waits up to timeout for its result.
+// On timeout the op stays queued and is delivered when the agent next
+// connects; the error then wraps context.DeadlineExceeded.
+func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operation, timeout time.Duration) (wire.Result, error) {
+	if err := e.Server.Submit(ctx, instanceID, op); err != nil {
+		return wire.Result{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return e.Server.Await(wctx, instanceID, op.ID)
+}
+
+// Submit queues an operation for the instance.
+func (e *Endpoint) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
+	return e.Server.Submit(ctx, instanceID, op)
+}
+
+// Result returns an operation's stored result, if any.
+func (e *Endpoint) Result(ctx context.Context, instanceID, opID string) (wire.Result, bool, error) {
+	return e.Store.OpResult(ctx, instanceID, opID)
+}
+
+// Disconnect closes the instance's session (after its key was revoked).
+func (e *Endpoint) Disconnect(instanceID string) { e.Server.Disconnect(instanceID) }
+
+// ForgetPayload blanks a stored result's payload.
+func (e *Endpoint) ForgetPayload(ctx context.Context, instanceID, opID string) error {
+	return e.Store.ForgetPayload(ctx, instanceID, opID)
+}

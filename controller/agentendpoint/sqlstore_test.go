@@ -1,0 +1,306 @@
+package agentendpoint_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"strata/agent/wire"
+	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint"
+	"strata/controller/store"
+	"strata/controller/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+
+// subject is a wire.Store under test and how to give it a token.
+type subject struct {
+	store    wire.Store
+	addToken func(instanceID, token string)
+}
+
+// eachStore runs fn against the reference MemStore and against SQLStore on
+// SQLite and PostgreSQL: the SQL store must behave exactly like the
+// reference.
+func eachStore(t *testing.T, fn func(t *testing.T, s subject)) {
+	t.Run("memstore", func(t *testing.T) {
+		m := wire.NewMemStore()
+		fn(t, subject{store: m, addToken: m.AddInstance})
+	})
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		s := &agentendpoint.SQLStore{DB: db}
+		fn(t, subject{store: s, addToken: func(id, tok string) {
+			if err := agentendpoint.AddEnrollment(context.Background(), db, id, tok, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}})
+	})
+}
+
+func key(t *testing.T) wire.AgentKey { return wire.NewAgentKey(wiretest.NewSigner(t).PublicKey()) }
+
+func TestStoreEnrollmentIsOneTimeAndBindsTheKey(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		tok := wire.NewEnrollmentToken()
+		s.addToken("inst-1", tok)
+		k := key(t)
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken("not-the-token-at-all-000"), k); !errors.Is(err, wire.ErrTokenRejected) {
+			t.Fatalf("unknown token: %v", err)
+		}
+		if _, err := s.store.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, wire.ErrUnknownKey) {
+			t.Fatalf("key before enrolment: %v", err)
+		}
+		id, err := s.store.RedeemEnrollment(ctx, wire.HashToken(tok), k)
+		if err != nil || id != "inst-1" {
+			t.Fatalf("redeem = %q, %v", id, err)
+		}
+		if id, err := s.store.InstanceForKey(ctx, k.Fingerprint); err != nil || id != "inst-1" {
+			t.Fatalf("InstanceForKey = %q, %v", id, err)
+		}
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(tok), key(t)); !errors.Is(err, wire.ErrTokenRejected) {
+			t.Fatalf("second use of a token: %v", err)
+		}
+	})
+}
+
+func TestStoreEnrollmentWithAnEnrolledKeyBurnsNothing(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		t1, t2 := wire.NewEnrollmentToken(), wire.NewEnrollmentToken()
+		s.addToken("a", t1)
+		s.addToken("b", t2)
+		k := key(t)
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t1), k); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t2), k); !errors.Is(err, wire.ErrTokenRejected) {
+			t.Fatalf("enrolled key with another token: %v", err)
+		}
+		if id, _ := s.store.InstanceForKey(ctx, k.Fingerprint); id != "a" {
+			t.Fatalf("key moved to %q", id)
+		}
+		// The rejected attempt left b's token usable.
+		if id, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t2), key(t)); err != nil || id != "b" {
+			t.Fatalf("b's token after the rejected attempt: %q, %v", id, err)
+		}
+	})
+}
+
+func TestStoreConcurrentRedemptionsOfOneTokenHaveOneWinner(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		tok := wire.NewEnrollmentToken()
+		s.addToken("race", tok)
+		keys := make([]wire.AgentKey, 8)
+		for i := range keys {
+			keys[i] = key(t)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for _, k := range keys {
+			wg.Go(func() {
+				_, err := s.store.RedeemEnrollment(context.Background(), wire.HashToken(tok), k)
+				if err != nil && !errors.Is(err, wire.ErrTokenRejected) {
+					t.Errorf("unexpected error: %v", err)
+				}
+				mu.Lock()
+				if err == nil {
+					wins++
+				}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d redemptions succeeded, want 1", wins)
+		}
+		bound := 0
+		for _, k := range keys {
+			if _, err := s.store.InstanceForKey(context.Background(), k.Fingerprint); err == nil {
+				bound++
+			}
+		}
+		if bound != 1 {
+			t.Fatalf("%d keys bound, want 1", bound)
+		}
+	})
+}
+
+func TestStoreHeartbeatsDropStaleAndReordered(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		hb := func(boot string, seq uint64) wire.Heartbeat {
+			return wire.Heartbeat{AgentVersion: "v", BootID: boot, Seq: seq, SentAt: time.Now(), Status: wire.StatusRunning}
+		}
+		steps := []struct {
+			hb   wire.Heartbeat
+			want bool
+		}{
+			{hb("boot-a", 1), true},
+			{hb("boot-a", 3), true},
+			{hb("boot-a", 2), false}, // reordered
+			{hb("boot-a", 3), false}, // repeated
+			{hb("boot-a", 4), true},
+			{hb("boot-b", 1), true}, // a new boot starts over
+			{hb("boot-b", 1), false},
+		}
+		for i, st := range steps {
+			got, err := s.store.RecordHeartbeat(ctx, "i", st.hb, time.Now())
+			if err != nil || got != st.want {
+				t.Fatalf("step %d (%s/%d): accepted=%v err=%v, want %v", i, st.hb.BootID, st.hb.Seq, got, err, st.want)
+			}
+		}
+	})
+}
+
+func op(id string, kind wire.Kind, args string) wire.Operation {
+	o := wire.Operation{ID: id, Kind: kind}
+	if args != "" {
+		o.Args = json.RawMessage(args)
+	}
+	return o
+}
+
+func TestStoreOperationQueue(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		st := s.store
+		for i := range 5 {
+			if err := st.EnqueueOp(ctx, "i", op(fmt.Sprintf("op-%d", i), wire.KindCreateDatabases, fmt.Sprintf(`{"databases":[{"name":"d%d"}]}`, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Same id, same content (formatting aside): no-op. Other content: conflict.
+		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases": [{"name": "d1"}]}`)); err != nil {
+			t.Fatalf("re-enqueue same content: %v", err)
+		}
+		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases":[{"name":"other"}]}`)); !errors.Is(err, wire.ErrOpConflict) {
+			t.Fatalf("re-enqueue other content: %v", err)
+		}
+		// Another instance's queue is separate.
+		if err := st.EnqueueOp(ctx, "j", op("op-1", wire.KindStatus, "")); err != nil {
+			t.Fatal(err)
+		}
+		pending, err := st.PendingOps(ctx, "i")
+		if err != nil || len(pending) != 5 {
+			t.Fatalf("pending = %v, %v", pending, err)
+		}
+		for i, p := range pending {
+			if p.ID != fmt.Sprintf("op-%d", i) {
+				t.Fatalf("pending[%d] = %s: queue order lost", i, p.ID)
+			}
+		}
+		if err := st.MarkAcked(ctx, "i", "nope", wire.AckAccepted, time.Now()); !errors.Is(err, wire.ErrUnknownOp) {
+			t.Fatalf("ack of unknown op: %v", err)
+		}
+		if err := st.MarkAcked(ctx, "i", "op-0", wire.AckAccepted, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		// Acked but without a result: still pending.
+		if p, _ := st.PendingOps(ctx, "i"); len(p) != 5 {
+			t.Fatalf("acked op left the pending list: %v", p)
+		}
+		if _, done, err := st.OpResult(ctx, "i", "op-0"); done || err != nil {
+			t.Fatalf("result before one was stored: done=%v err=%v", done, err)
+		}
+		if _, _, err := st.OpResult(ctx, "i", "missing"); !errors.Is(err, wire.ErrUnknownOp) {
+			t.Fatalf("result of unknown op: %v", err)
+		}
+		first := wire.Result{OpID: "op-0", Payload: json.RawMessage(`{"n":1}`)}
+		second := wire.Result{OpID: "op-0", Error: wire.Errorf(wire.CodeInternal, "late")}
+		if err := st.StoreResult(ctx, "i", first); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.StoreResult(ctx, "i", second); err != nil {
+			t.Fatal(err)
+		}
+		got, done, err := st.OpResult(ctx, "i", "op-0")
+		if err != nil || !done || !got.OK() || string(got.Payload) != `{"n":1}` {
+			t.Fatalf("stored result = %+v done=%v err=%v; the first result must win", got, done, err)
+		}
+		if err := st.StoreResult(ctx, "i", wire.Result{OpID: "ghost"}); !errors.Is(err, wire.ErrUnknownOp) {
+			t.Fatalf("result for unknown op: %v", err)
+		}
+		pending, _ = st.PendingOps(ctx, "i")
+		if len(pending) != 4 || pending[0].ID != "op-1" {
+			t.Fatalf("pending after a result = %v", pending)
+		}
+	})
+}
+
+func TestSQLStoreKeepsTheQueueAcrossReopenAndDropsSecretsOnceDone(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &agentendpoint.SQLStore{DB: db}
+	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnqueueOp(ctx, "i", op("s1", wire.KindStatus, "")); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s = &agentendpoint.SQLStore{DB: db}
+	pending, err := s.PendingOps(ctx, "i")
+	if err != nil || len(pending) != 2 || pending[0].ID != "p1" || pending[1].ID != "s1" {
+		t.Fatalf("pending after reopen = %+v, %v", pending, err)
+	}
+	if err := s.StoreResult(ctx, "i", wire.Result{OpID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE op_id = 'p1' AND args LIKE '%hunter2%'`); n != 0 {
+		t.Fatal("a finished prepare op still holds its user passwords")
+	}
+	// The digest survives the scrub: the same op queued again is still
+	// recognised as the same.
+	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`)); err != nil {
+		t.Fatalf("re-enqueue of a finished, scrubbed op: %v", err)
+	}
+}
+
+func TestForgetRemovesEnrollmentKeysOpsAndReports(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &agentendpoint.SQLStore{DB: db}
+		tok := wire.NewEnrollmentToken()
+		agentendpoint.AddEnrollment(ctx, db, "gone", tok, time.Now())
+		agentendpoint.AddEnrollment(ctx, db, "kept", wire.NewEnrollmentToken(), time.Now())
+		k := key(t)
+		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(tok), k); err != nil {
+			t.Fatal(err)
+		}
+		s.EnqueueOp(ctx, "gone", op("x", wire.KindStatus, ""))
+		s.RecordHeartbeat(ctx, "gone", wire.Heartbeat{BootID: "b", Seq: 1, Status: wire.StatusRunning}, time.Now())
+		if err := agentendpoint.Forget(ctx, db, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range []string{"agent_tokens", "agent_keys", "agent_ops", "instance_reports"} {
+			if n := storetest.Count(t, db, "SELECT COUNT(*) FROM "+table+" WHERE instance_id = ?", "gone"); n != 0 {
+				t.Errorf("%s still has %d rows of the forgotten instance", table, n)
+			}
+		}
+		if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_tokens WHERE instance_id = ?", "kept"); n != 1 {
+			t.Error("Forget touched another instance")
+		}
+		if _, err := s.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, wire.ErrUnknownKey) {
+			t.Fatalf("forgotten key still authenticates: %v", err)
+		}
+	})
+}

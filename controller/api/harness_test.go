@@ -1,0 +1,765 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
+	"strata/agent/wire/wiretest"
+	"strata/controller/compute"
+	"strata/controller/imagestore"
+	"strata/controller/imagestore/local"
+	"strata/controller/registry"
+	"strata/controller/server"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// This file is the test rig: a real controller (server.Start: API,
+// keystone subset, agent endpoint, task engine, SQL store) whose compute
+// driver is fakeCompute, which instead of booting a VM starts a fakeGuest:
+// a real wire.Client that enrolls with the token from the config drive,
+// sends heartbeats and answers operations from an in-memory "database".
+// The real VM and the real agent are the end-to-end test's business
+// (ci/e2e); this rig checks the controller's side of every route.
+
+const rulesFile = "../testdata/validation-rules/mariadb-10.11.json"
+
+// fakeGuest is an agent over an in-memory datastore.
+type fakeGuest struct {
+	mu              sync.Mutex
+	key             ssh.Signer
+	enrolled        bool
+	prepared        bool
+	dbs             map[string]bool
+	users           map[string]*wire.User
+	root            bool
+	restartRequired bool
+	restarts        int
+	volumeGB        int
+	results         map[string]wire.Result
+	cancel          context.CancelFunc
+	done            chan struct{}
+}
+
+func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
+	return &fakeGuest{key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
+		results: map[string]wire.Result{}, volumeGB: volumeGB}
+}
+
+// boot starts the guest's agent from a bootstrap document.
+func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
+	hostKey, err := boot.HostKey()
+	if err != nil {
+		t.Errorf("fake guest: bootstrap host key: %v", err)
+		return
+	}
+	g.mu.Lock()
+	enrolled := g.enrolled
+	g.mu.Unlock()
+	c, err := wire.NewClient(wire.ClientConfig{
+		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
+		Enrolled: enrolled, OnEnrolled: func() error { g.mu.Lock(); g.enrolled = true; g.mu.Unlock(); return nil },
+		InstanceID: boot.InstanceID, AgentVersion: "fake-1", Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
+		HeartbeatInterval: 100 * time.Millisecond, KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+		DialTimeout: 2 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Logger: wiretest.QuietLogger(),
+	})
+	if err != nil {
+		t.Errorf("fake guest: %v", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	g.mu.Lock()
+	g.cancel, g.done = cancel, done
+	g.mu.Unlock()
+	go func() { c.Run(ctx); close(done) }()
+}
+
+func (g *fakeGuest) halt() {
+	g.mu.Lock()
+	cancel, done := g.cancel, g.done
+	g.cancel = nil
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// Heartbeat implements wire.HeartbeatSource.
+func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := wire.StatusNew
+	if g.prepared {
+		st = wire.StatusRunning
+		if g.restartRequired {
+			st = wire.StatusRestartRequired
+		}
+	}
+	total := uint64(g.volumeGB) << 30
+	return wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
+}
+
+func opErr(code wire.ErrorCode, format string, args ...any) wire.Result {
+	return wire.Result{Error: wire.Errorf(code, format, args...)}
+}
+
+func okResult(v any) wire.Result {
+	if v == nil {
+		return wire.Result{}
+	}
+	data, _ := json.Marshal(v)
+	return wire.Result{Payload: data}
+}
+
+// handle runs each operation id once, answering resends from memory, as
+// the real agent's journal does.
+func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r, ok := g.results[op.ID]; ok {
+		return r
+	}
+	r := g.run(op)
+	g.results[op.ID] = r
+	return r
+}
+
+func userKey(name, host string) string {
+	if host == "" {
+		host = "%"
+	}
+	return name + "@" + host
+}
+
+func (g *fakeGuest) run(op wire.Operation) wire.Result {
+	decode := func(v any) bool { return len(op.Args) > 0 && wire.DecodeStrict(op.Args, v) == nil }
+	if op.Kind != wire.KindPrepare && !g.prepared {
+		return opErr(wire.CodeFailedPrecondition, "not prepared")
+	}
+	switch op.Kind {
+	case wire.KindPrepare:
+		var a wire.PrepareArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad prepare args")
+		}
+		if g.prepared {
+			return opErr(wire.CodeFailedPrecondition, "prepared already")
+		}
+		for _, d := range a.Databases {
+			g.dbs[d.Name] = true
+		}
+		for _, u := range a.Users {
+			u := u
+			u.Password = ""
+			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		g.prepared = true
+		return okResult(wire.PrepareResult{Formatted: true, Initialized: true})
+	case wire.KindListDatabases:
+		var out []wire.Database
+		for d := range g.dbs {
+			out = append(out, wire.Database{Name: d})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		return okResult(wire.ListDatabasesResult{Databases: out})
+	case wire.KindCreateDatabases:
+		var a wire.CreateDatabasesArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		for _, d := range a.Databases {
+			if g.dbs[d.Name] {
+				return opErr(wire.CodeAlreadyExists, "database %s exists", d.Name)
+			}
+		}
+		for _, d := range a.Databases {
+			g.dbs[d.Name] = true
+		}
+		return okResult(nil)
+	case wire.KindDeleteDatabase:
+		var a wire.DeleteDatabaseArgs
+		decode(&a)
+		if !g.dbs[a.Name] {
+			return opErr(wire.CodeNotFound, "database %s does not exist", a.Name)
+		}
+		delete(g.dbs, a.Name)
+		return okResult(nil)
+	case wire.KindListUsers:
+		var out []wire.User
+		for _, u := range g.users {
+			out = append(out, *u)
+		}
+		return okResult(wire.ListUsersResult{Users: out})
+	case wire.KindCreateUsers:
+		var a wire.CreateUsersArgs
+		decode(&a)
+		for _, u := range a.Users {
+			if g.users[userKey(u.Name, u.Host)] != nil {
+				return opErr(wire.CodeAlreadyExists, "user %s exists", u.Name)
+			}
+		}
+		for _, u := range a.Users {
+			u := u
+			u.Password = ""
+			if u.Host == "" {
+				u.Host = "%"
+			}
+			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		return okResult(nil)
+	case wire.KindDeleteUser, wire.KindListAccess:
+		var a wire.UserRef
+		decode(&a)
+		u := g.users[userKey(a.Name, a.Host)]
+		if u == nil {
+			return opErr(wire.CodeNotFound, "user %s does not exist", a.Name)
+		}
+		if op.Kind == wire.KindListAccess {
+			return okResult(wire.ListAccessResult{Databases: append([]string{}, u.Databases...)})
+		}
+		delete(g.users, userKey(a.Name, a.Host))
+		return okResult(nil)
+	case wire.KindGrantAccess:
+		var a wire.GrantAccessArgs
+		decode(&a)
+		u := g.users[userKey(a.Name, a.Host)]
+		if u == nil {
+			return opErr(wire.CodeNotFound, "user %s does not exist", a.Name)
+		}
+		for _, d := range a.Databases {
+			if !g.dbs[d] {
+				return opErr(wire.CodeNotFound, "database %s does not exist", d)
+			}
+		}
+		u.Databases = append(u.Databases, a.Databases...)
+		return okResult(nil)
+	case wire.KindRevokeAccess:
+		var a wire.RevokeAccessArgs
+		decode(&a)
+		u := g.users[userKey(a.Name, a.Host)]
+		if u == nil {
+			return opErr(wire.CodeNotFound, "user %s does not exist", a.Name)
+		}
+		var keep []string
+		for _, d := range u.Databases {
+			if d != a.Database {
+				keep = append(keep, d)
+			}
+		}
+		u.Databases = keep
+		return okResult(nil)
+	case wire.KindEnableRoot:
+		g.root = true
+		return okResult(wire.RootCredentials{Name: "root", Password: "generated-" + randHex()})
+	case wire.KindDisableRoot:
+		g.root = false
+		return okResult(nil)
+	case wire.KindIsRootEnabled:
+		return okResult(wire.IsRootEnabledResult{Enabled: g.root})
+	case wire.KindApplyConfiguration:
+		var a wire.ConfigurationArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad configuration args")
+		}
+		var res wire.ConfigurationResult
+		for _, r := range a.Rules {
+			if r.RestartRequired {
+				res.PendingRestart = append(res.PendingRestart, r.Name)
+			} else {
+				res.AppliedLive = append(res.AppliedLive, r.Name)
+			}
+		}
+		g.restartRequired = g.restartRequired || len(res.PendingRestart) > 0
+		res.RestartRequired = g.restartRequired
+		return okResult(res)
+	case wire.KindRestart:
+		g.restartRequired = false
+		g.restarts++
+		return okResult(nil)
+	case wire.KindResizeFilesystem, wire.KindFilesystemStats:
+		return okResult(wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: uint64(g.volumeGB) << 30})
+	case wire.KindStatus:
+		return okResult(wire.StatusResult{Status: wire.StatusRunning})
+	}
+	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)
+}
+
+func randHex() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// fakeCompute stands in for the qemu driver.
+type fakeCompute struct {
+	t       *testing.T
+	mu      sync.Mutex
+	silent  bool // servers boot no guest (a guest that never reports)
+	servers map[string]*fakeServer
+	volumes map[string]compute.Volume
+	guests  map[string]*fakeGuest // by instance id, kept across reboots
+	calls   []string
+}
+
+type fakeServer struct {
+	spec    compute.ServerSpec
+	running bool
+	boot    wire.Bootstrap
+}
+
+func newFakeCompute(t *testing.T) *fakeCompute {
+	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{}}
+	t.Cleanup(fc.powerOff)
+	return fc
+}
+
+func (fc *fakeCompute) record(s string) {
+	fc.mu.Lock()
+	fc.calls = append(fc.calls, s)
+	fc.mu.Unlock()
+}
+
+func (fc *fakeCompute) CreateVolume(ctx context.Context, spec compute.VolumeSpec) (compute.Volume, error) {
+	fc.record("CreateVolume " + spec.InstanceID)
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if v, ok := fc.volumes[spec.InstanceID]; ok {
+		return v, nil
+	}
+	v := compute.Volume{ID: spec.InstanceID, SizeGB: spec.SizeGB, GuestDevice: "/dev/disk/by-id/virtio-strata-data"}
+	fc.volumes[spec.InstanceID] = v
+	return v, nil
+}
+
+func (fc *fakeCompute) CreateServer(ctx context.Context, spec compute.ServerSpec) (compute.Server, error) {
+	fc.record("CreateServer " + spec.InstanceID)
+	boot, err := wire.ParseBootstrap(spec.ConfigDrive["strata/bootstrap.json"], "config drive")
+	if err != nil {
+		return compute.Server{}, fmt.Errorf("%w: %v", compute.ErrInvalid, err)
+	}
+	fc.mu.Lock()
+	srv := fc.servers[spec.InstanceID]
+	if srv == nil {
+		srv = &fakeServer{spec: spec}
+		fc.servers[spec.InstanceID] = srv
+	}
+	srv.boot = boot
+	fc.mu.Unlock()
+	if err := fc.StartServer(ctx, fc.server(spec.InstanceID)); err != nil {
+		return compute.Server{}, err
+	}
+	return fc.server(spec.InstanceID), nil
+}
+
+func (fc *fakeCompute) server(id string) compute.Server {
+	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: "127.0.0.1"}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "127.0.0.1", Port: 40000 + int(id[0])}}}
+}
+
+func (fc *fakeCompute) ServerState(ctx context.Context, s compute.Server) (compute.State, error) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	srv := fc.servers[s.ID]
+	switch {
+	case srv == nil:
+		return compute.StateGone, nil
+	case srv.running:
+		return compute.StateRunning, nil
+	}
+	return compute.StateStopped, nil
+}
+
+func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error {
+	fc.mu.Lock()
+	srv := fc.servers[s.ID]
+	if srv == nil {
+		fc.mu.Unlock()
+		return fmt.Errorf("no server %s", s.ID)
+	}
+	if srv.running {
+		fc.mu.Unlock()
+		return nil
+	}
+	srv.running = true
+	g := fc.guests[s.ID]
+	if g == nil {
+		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
+		fc.guests[s.ID] = g
+	}
+	silent, boot := fc.silent, srv.boot
+	fc.mu.Unlock()
+	fc.record("StartServer " + s.ID)
+	if !silent {
+		g.boot(fc.t, boot)
+	}
+	return nil
+}
+
+func (fc *fakeCompute) ExtendVolume(ctx context.Context, s compute.Server, v compute.Volume, sizeGB int) (compute.Volume, error) {
+	fc.record(fmt.Sprintf("ExtendVolume %s %d", v.ID, sizeGB))
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if sizeGB < v.SizeGB {
+		return v, fmt.Errorf("%w: cannot shrink", compute.ErrInvalid)
+	}
+	v.SizeGB = sizeGB
+	fc.volumes[v.ID] = v
+	if g := fc.guests[v.ID]; g != nil {
+		g.mu.Lock()
+		g.volumeGB = sizeGB
+		g.mu.Unlock()
+	}
+	return v, nil
+}
+
+func (fc *fakeCompute) DeleteServer(ctx context.Context, s compute.Server) error {
+	fc.record("DeleteServer " + s.ID)
+	fc.mu.Lock()
+	g := fc.guests[s.ID]
+	delete(fc.servers, s.ID)
+	delete(fc.guests, s.ID)
+	fc.mu.Unlock()
+	if g != nil {
+		g.halt()
+	}
+	return nil
+}
+
+func (fc *fakeCompute) DeleteVolume(ctx context.Context, v compute.Volume) error {
+	fc.record("DeleteVolume " + v.ID)
+	fc.mu.Lock()
+	delete(fc.volumes, v.ID)
+	fc.mu.Unlock()
+	return nil
+}
+
+func (fc *fakeCompute) Console(ctx context.Context, s compute.Server, max int) (string, error) {
+	return "fake console: no guest here\n", nil
+}
+
+// powerOff stops every guest, as a controller's exit stops its VMs.
+func (fc *fakeCompute) powerOff() {
+	fc.mu.Lock()
+	var gs []*fakeGuest
+	for id, srv := range fc.servers {
+		srv.running = false
+		if g := fc.guests[id]; g != nil {
+			gs = append(gs, g)
+		}
+	}
+	fc.mu.Unlock()
+	for _, g := range gs {
+		g.halt()
+	}
+}
+
+func (fc *fakeCompute) guest(id string) *fakeGuest {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.guests[id]
+}
+
+func (fc *fakeCompute) has(id string) (server, volume bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	_, server = fc.servers[id]
+	_, volume = fc.volumes[id]
+	return
+}
+
+// rig is a controller under test.
+type rig struct {
+	t        *testing.T
+	ctl      *server.Controller
+	compute  *fakeCompute
+	stateDir string
+	imageID  string
+	version  registry.Version
+}
+
+type rigOptions struct {
+	stateDir    string
+	dsn         string
+	agentListen string
+	advertise   []string
+	compute     *fakeCompute
+	bootTimeout time.Duration
+	hostKey     string
+	listen      string
+}
+
+// newRig starts a controller with a registered mariadb 10.11 version.
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	if o.stateDir == "" {
+		o.stateDir = t.TempDir()
+	}
+	if o.compute == nil {
+		o.compute = newFakeCompute(t)
+	}
+	if o.bootTimeout == 0 {
+		o.bootTimeout = time.Minute
+	}
+	r := &rig{t: t, compute: o.compute, stateDir: o.stateDir}
+	ctx := context.Background()
+	db, err := server.OpenState(ctx, o.stateDir, o.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.register(db, o.bootTimeout)
+	db.Close()
+	if o.agentListen == "" {
+		o.agentListen = freeAddr(t)
+	}
+	if len(o.advertise) == 0 {
+		// The fake guests run on this host: they dial the endpoint itself.
+		o.advertise = []string{o.agentListen}
+	}
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	ctl, err := server.Start(ctx, server.Config{
+		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
+		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+		AgentTimings: wire.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
+		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ctl = ctl
+	t.Cleanup(func() { ctl.Stop() })
+	return r
+}
+
+// register puts a tiny real qcow2 into the image store and registers
+// mariadb 10.11 with the test rules (idempotent).
+func (r *rig) register(db *store.DB, bootTimeout time.Duration) {
+	t := r.t
+	ctx := context.Background()
+	imgs := &local.Store{DB: db, Dir: filepath.Join(r.stateDir, "images")}
+	list, err := imgs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) == 0 {
+		if _, err := exec.LookPath("qemu-img"); err != nil {
+			t.Fatal("qemu-img not found: install qemu-utils with `ci/deps.sh build`")
+		}
+		p := filepath.Join(t.TempDir(), "tiny.qcow2")
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, "16M").CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		f, _ := os.Open(p)
+		img, err := imgs.Register(ctx, f, imagestore.RegisterOptions{Name: "mariadb-10.11", DiskFormat: "qcow2"})
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, img)
+	}
+	r.imageID = list[0].ID
+	reg := &registry.Registry{DB: db}
+	if _, err := reg.UpdateDatastore(ctx, "mariadb", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.UpdateVersion(ctx, registry.VersionSpec{Datastore: "mariadb", Name: "10.11", Manager: "mariadb", ImageID: r.imageID,
+		Packages: []string{"mariadb-server"}, Active: true, Port: 3306, BootTimeout: bootTimeout}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(rulesFile)
+	v, err := reg.LoadRules(ctx, "mariadb", "10.11", data, rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.version = v
+}
+
+// client is an API client logged in as one user.
+type client struct {
+	t       *testing.T
+	base    string
+	token   string
+	project string
+}
+
+func (r *rig) login(user, password string) *client {
+	r.t.Helper()
+	return login(r.t, r.ctl.APIURL, user, password)
+}
+
+func (r *rig) admin() *client {
+	r.t.Helper()
+	pw := r.ctl.AdminPassword
+	if pw == "" {
+		data, err := os.ReadFile(filepath.Join(r.stateDir, "openrc"))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "export OS_PASSWORD="); ok {
+				pw = strings.Trim(v, "'")
+			}
+		}
+	}
+	return r.login("admin", pw)
+}
+
+func login(t *testing.T, base, user, password string) *client {
+	t.Helper()
+	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":%q,"domain":{"name":"Default"},"password":%q}}}}}`, user, password)
+	resp, err := http.Post(base+"/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Token struct {
+			Project struct{ ID string } `json:"project"`
+		} `json:"token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&doc)
+	if resp.StatusCode != 201 {
+		t.Fatalf("login %s: HTTP %d", user, resp.StatusCode)
+	}
+	return &client{t: t, base: base, token: resp.Header.Get("X-Subject-Token"), project: doc.Token.Project.ID}
+}
+
+// raw sends a request with a raw body to an absolute path.
+func (c *client) raw(method, path, body string) (int, map[string]any) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", c.token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var doc map[string]any
+	if len(bytes.TrimSpace(data)) > 0 {
+		if err := json.Unmarshal(data, &doc); err != nil {
+			c.t.Fatalf("%s %s: HTTP %d with a body that is not JSON: %q", method, path, resp.StatusCode, data)
+		}
+	}
+	return resp.StatusCode, doc
+}
+
+// do sends a request under /v1.0/{project}.
+func (c *client) do(method, path string, body any) (int, map[string]any) {
+	c.t.Helper()
+	var s string
+	switch b := body.(type) {
+	case nil:
+	case string:
+		s = b
+	default:
+		data, _ := json.Marshal(b)
+		s = string(data)
+	}
+	return c.raw(method, "/v1.0/"+c.project+path, s)
+}
+
+// must sends a request and fails the test unless the status is want.
+func (c *client) must(want int, method, path string, body any) map[string]any {
+	c.t.Helper()
+	code, doc := c.do(method, path, body)
+	if code != want {
+		c.t.Fatalf("%s %s: HTTP %d, want %d: %v", method, path, code, want, doc)
+	}
+	return doc
+}
+
+// errorMessage extracts Trove's error message.
+func errorMessage(doc map[string]any) string {
+	for _, v := range doc {
+		if m, ok := v.(map[string]any); ok {
+			if s, ok := m["message"].(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+func (c *client) instance(id string) map[string]any {
+	c.t.Helper()
+	return c.must(200, "GET", "/instances/"+id, nil)["instance"].(map[string]any)
+}
+
+// waitStatus polls an instance until its status is want.
+func (c *client) waitStatus(id, want string, within time.Duration) map[string]any {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	var last map[string]any
+	for time.Now().Before(deadline) {
+		code, doc := c.do("GET", "/instances/"+id, nil)
+		if code == 200 {
+			last = doc["instance"].(map[string]any)
+			if last["status"] == want {
+				return last
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("instance %s did not reach %s within %s; last: %v", id, want, within, last)
+	return nil
+}
+
+func (c *client) waitGone(id string, within time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if code, _ := c.do("GET", "/instances/"+id, nil); code == 404 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("instance %s still there after %s", id, within)
+}
+
+func createBody(name string, extra map[string]any) map[string]any {
+	in := map[string]any{"name": name, "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"datastore": map[string]any{"type": "mariadb", "version": "10.11"}}
+	for k, v := range extra {
+		in[k] = v
+	}
+	return map[string]any{"instance": in}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

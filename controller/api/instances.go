@@ -1,0 +1,451 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"strata/agent/wire"
+	"strata/controller/configurations"
+	"strata/controller/instances"
+	"strata/controller/lifecycle"
+	"strata/controller/registry"
+)
+
+// lookups caches registry rows while one response is built.
+type lookups struct {
+	s        *Server
+	c        *call
+	versions map[string]registry.Version
+	flavors  map[string]registry.Flavor
+}
+
+func (s *Server) lookups(c *call) *lookups {
+	return &lookups{s: s, c: c, versions: map[string]registry.Version{}, flavors: map[string]registry.Flavor{}}
+}
+
+func (l *lookups) version(id string) registry.Version {
+	if v, ok := l.versions[id]; ok {
+		return v
+	}
+	v, _ := l.s.Registry.Version(l.c.ctx(), id)
+	l.versions[id] = v
+	return v
+}
+
+func (s *Server) region() string {
+	if s.Region == "" {
+		return "RegionOne"
+	}
+	return s.Region
+}
+
+// instanceView renders an instance as Trove does; detail adds the volume
+// usage, configuration and fault.
+func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail bool) map[string]any {
+	status, operating := s.Lifecycle.Status(in)
+	v := l.version(in.DatastoreVersionID)
+	vol := map[string]any{"size": in.VolumeSizeGB}
+	out := map[string]any{
+		"id": in.ID, "name": in.Name, "status": status, "operating_status": operating,
+		"links":     c.links("/instances/" + in.ID),
+		"flavor":    map[string]any{"id": in.FlavorID, "links": c.links("/flavors/" + in.FlavorID)},
+		"datastore": map[string]any{"type": v.DatastoreName, "version": v.Name, "version_number": v.Name},
+		"region":    s.region(), "tenant_id": in.ProjectID,
+		"volume":  vol,
+		"access":  map[string]any{"is_public": false, "allowed_cidrs": []string{}},
+		"created": troveTime(in.CreatedAt), "updated": troveTime(in.UpdatedAt),
+	}
+	if in.Host != "" {
+		out["ip"] = []string{in.Host}
+		out["addresses"] = []map[string]any{{"address": in.Host, "type": "private", "port": in.Port}}
+		out["port"] = in.Port
+	}
+	if !detail {
+		return out
+	}
+	if r := in.Reported; r != nil {
+		if r.Volume != nil && r.Volume.TotalBytes > 0 {
+			vol["used"] = float64(r.Volume.UsedBytes) / (1 << 30)
+			vol["total"] = float64(r.Volume.TotalBytes) / (1 << 30)
+		}
+		out["service_status_updated"] = troveTime(r.ReceivedAt)
+		out["agent_version"] = r.AgentVersion
+	}
+	if in.ConfigurationID != "" {
+		cfg := map[string]any{"id": in.ConfigurationID, "links": c.links("/configurations/" + in.ConfigurationID)}
+		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+			cfg["name"] = g.Name
+		}
+		out["configuration"] = cfg
+	}
+	if f := in.Fault; f != nil {
+		out["fault"] = map[string]any{"message": f.Message, "created": troveTime(f.At), "details": f.Details}
+	}
+	return out
+}
+
+func (s *Server) listInstances(w http.ResponseWriter, c *call) error {
+	return s.writeInstanceList(w, c, false)
+}
+
+func (s *Server) listInstancesDetail(w http.ResponseWriter, c *call) error {
+	return s.writeInstanceList(w, c, true)
+}
+
+func (s *Server) writeInstanceList(w http.ResponseWriter, c *call, detail bool) error {
+	limit, marker, err := page(c)
+	if err != nil {
+		return err
+	}
+	list, err := instances.List(c.ctx(), s.DB, instances.ListOptions{Project: c.project})
+	if err != nil {
+		return err
+	}
+	list, links := paginate(c, "/instances", list, func(in instances.Instance) string { return in.ID }, limit, marker)
+	l := s.lookups(c)
+	out := []map[string]any{}
+	for _, in := range list {
+		out = append(out, s.instanceView(c, l, in, detail))
+	}
+	body := map[string]any{"instances": out}
+	if links != nil {
+		body["links"] = links
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+func (s *Server) showInstance(w http.ResponseWriter, c *call) error {
+	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), in, true)})
+	return nil
+}
+
+type nameRef struct {
+	Name string `json:"name"`
+}
+
+type databaseReq struct {
+	Name         string `json:"name"`
+	CharacterSet string `json:"character_set"`
+	Collate      string `json:"collate"`
+}
+
+type userReq struct {
+	Name      string    `json:"name"`
+	Password  string    `json:"password"`
+	Host      string    `json:"host"`
+	Databases []nameRef `json:"databases"`
+}
+
+func (d databaseReq) wire() wire.Database {
+	return wire.Database{Name: d.Name, CharacterSet: d.CharacterSet, Collation: d.Collate}
+}
+
+func (u userReq) wire() wire.User {
+	out := wire.User{Name: u.Name, Host: u.Host, Password: u.Password}
+	for _, d := range u.Databases {
+		out.Databases = append(out.Databases, d.Name)
+	}
+	return out
+}
+
+// createInstanceReq lists every field python-troveclient sends; the ones
+// this controller cannot honour are refused when set.
+type createInstanceReq struct {
+	Instance *struct {
+		Name      *string         `json:"name"`
+		FlavorRef json.RawMessage `json:"flavorRef"`
+		Volume    *struct {
+			Size *int    `json:"size"`
+			Type *string `json:"type"`
+		} `json:"volume"`
+		Databases        []databaseReq   `json:"databases"`
+		Users            []userReq       `json:"users"`
+		RestorePoint     json.RawMessage `json:"restorePoint"`
+		AvailabilityZone *string         `json:"availability_zone"`
+		Datastore        *struct {
+			Type          string `json:"type"`
+			Version       string `json:"version"`
+			VersionNumber string `json:"version_number"`
+		} `json:"datastore"`
+		Nics          []json.RawMessage `json:"nics"`
+		Configuration *string           `json:"configuration"`
+		ReplicaOf     *string           `json:"replica_of"`
+		ReplicaCount  *int              `json:"replica_count"`
+		Modules       []json.RawMessage `json:"modules"`
+		Locality      *string           `json:"locality"`
+		RegionName    *string           `json:"region_name"`
+		Access        *struct {
+			IsPublic     bool     `json:"is_public"`
+			AllowedCIDRs []string `json:"allowed_cidrs"`
+		} `json:"access"`
+	} `json:"instance"`
+}
+
+func isNull(raw json.RawMessage) bool {
+	s := bytes.TrimSpace(raw)
+	return len(s) == 0 || string(s) == "null"
+}
+
+func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
+	var req createInstanceReq
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	in := req.Instance
+	if in == nil {
+		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
+	}
+	switch {
+	case in.Name == nil:
+		return errorf(http.StatusBadRequest, "instance.name is required")
+	case isNull(in.FlavorRef):
+		return errorf(http.StatusBadRequest, "instance.flavorRef is required")
+	case in.Volume == nil || in.Volume.Size == nil:
+		return errorf(http.StatusBadRequest, "instance.volume.size is required (GB)")
+	case !isNull(in.RestorePoint):
+		return errorf(http.StatusBadRequest, "instance.restorePoint: restoring from a backup is not supported by this controller")
+	case in.ReplicaOf != nil && *in.ReplicaOf != "", in.ReplicaCount != nil && *in.ReplicaCount > 0:
+		return errorf(http.StatusBadRequest, "instance.replica_of: replication is not supported by this controller")
+	case len(in.Modules) > 0:
+		return errorf(http.StatusBadRequest, "instance.modules: modules are not supported by this controller")
+	case len(in.Nics) > 0 && !allEmptyObjects(in.Nics):
+		return errorf(http.StatusBadRequest, "instance.nics: networks are chosen by the compute driver")
+	case in.Access != nil && (in.Access.IsPublic || len(in.Access.AllowedCIDRs) > 0):
+		return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only; is_public and allowed_cidrs are not supported")
+	case in.Volume.Type != nil && *in.Volume.Type != "":
+		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
+	}
+	var flavor string
+	if err := json.Unmarshal(in.FlavorRef, &flavor); err != nil {
+		var n json.Number
+		dec := json.NewDecoder(bytes.NewReader(in.FlavorRef))
+		dec.UseNumber()
+		if dec.Decode(&n) != nil {
+			return errorf(http.StatusBadRequest, "instance.flavorRef: expected a flavor id, name or link")
+		}
+		flavor = n.String()
+	}
+	r := lifecycle.CreateRequest{ProjectID: c.project, Name: *in.Name, FlavorRef: flavor, VolumeSizeGB: *in.Volume.Size}
+	if in.Datastore != nil {
+		r.Datastore, r.Version = in.Datastore.Type, in.Datastore.Version
+		if r.Version == "" {
+			r.Version = in.Datastore.VersionNumber
+		}
+	}
+	for _, d := range in.Databases {
+		r.Databases = append(r.Databases, d.wire())
+	}
+	for _, u := range in.Users {
+		r.Users = append(r.Users, u.wire())
+	}
+	if in.Configuration != nil {
+		r.ConfigurationID = *in.Configuration
+	}
+	inst, err := s.Lifecycle.Create(c.ctx(), r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), inst, true)})
+	return nil
+}
+
+func allEmptyObjects(list []json.RawMessage) bool {
+	for _, raw := range list {
+		if s := strings.TrimSpace(string(raw)); s != "{}" && s != "null" {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
+	if err := s.Lifecycle.Delete(c.ctx(), c.project, c.r.PathValue("id")); err != nil {
+		return err
+	}
+	return accepted(w)
+}
+
+// updateInstance answers PUT and PATCH /instances/{id}: attach or detach
+// a configuration ("configuration": id or null) or rename.
+func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
+	var req struct {
+		Instance map[string]json.RawMessage `json:"instance"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if req.Instance == nil {
+		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
+	}
+	id := c.r.PathValue("id")
+	if _, err := instances.Get(c.ctx(), s.DB, c.project, id); err != nil {
+		return err
+	}
+	did := false
+	for key, raw := range req.Instance {
+		switch key {
+		case "configuration":
+			var cfg *string
+			if err := json.Unmarshal(raw, &cfg); err != nil {
+				return errorf(http.StatusBadRequest, "instance.configuration: expected a configuration id or null")
+			}
+			target := ""
+			if cfg != nil {
+				target = *cfg
+			}
+			if err := s.Lifecycle.SetConfiguration(c.ctx(), c.project, id, target); err != nil {
+				return err
+			}
+			did = true
+		case "name":
+			var name string
+			if err := json.Unmarshal(raw, &name); err != nil {
+				return errorf(http.StatusBadRequest, "instance.name: expected a string")
+			}
+			if err := lifecycle.CheckInstanceName(name); err != nil {
+				return err
+			}
+			if err := instances.Update(c.ctx(), s.DB, id, s.Lifecycle.Clock(), `name = ?`, name); err != nil {
+				return err
+			}
+			did = true
+		case "replica_of", "slave_of":
+			if !isNull(raw) {
+				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
+			}
+		case "access":
+			return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only")
+		case "datastore_version":
+			return errorf(http.StatusBadRequest, "instance.datastore_version: upgrades are not supported by this controller")
+		default:
+			return errorf(http.StatusBadRequest, "unknown field %q in instance", trunc(key))
+		}
+	}
+	if !did {
+		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration or instance.name")
+	}
+	return accepted(w)
+}
+
+// instanceAction answers POST /instances/{id}/action: exactly one of
+// restart, resize (volume), reset_status.
+func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
+	var req map[string]json.RawMessage
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if len(req) != 1 {
+		return errorf(http.StatusBadRequest, "give exactly one action (restart, resize, reset_status), not %d", len(req))
+	}
+	id := c.r.PathValue("id")
+	for action, raw := range req {
+		switch action {
+		case "restart":
+			if err := emptyObject(raw, "restart"); err != nil {
+				return err
+			}
+			if err := s.Lifecycle.Restart(c.ctx(), c.project, id); err != nil {
+				return err
+			}
+		case "reset_status":
+			if err := emptyObject(raw, "reset_status"); err != nil {
+				return err
+			}
+			if err := s.Lifecycle.ResetStatus(c.ctx(), c.project, id); err != nil {
+				return err
+			}
+		case "resize":
+			var rz struct {
+				Volume *struct {
+					Size *int `json:"size"`
+				} `json:"volume"`
+				FlavorRef json.RawMessage `json:"flavorRef"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&rz); err != nil {
+				return errorf(http.StatusBadRequest, "resize: %s", jsonError(err))
+			}
+			if !isNull(rz.FlavorRef) {
+				return errorf(http.StatusBadRequest, "resize: changing the flavor is not supported by this controller; resize.volume.size is")
+			}
+			if rz.Volume == nil || rz.Volume.Size == nil {
+				return errorf(http.StatusBadRequest, "resize.volume.size is required (GB)")
+			}
+			if err := s.Lifecycle.ResizeVolume(c.ctx(), c.project, id, *rz.Volume.Size); err != nil {
+				return err
+			}
+		default:
+			return errorf(http.StatusBadRequest, "action %q is not supported (restart, resize, reset_status)", trunc(action))
+		}
+	}
+	return accepted(w)
+}
+
+func emptyObject(raw json.RawMessage, what string) error {
+	var m map[string]json.RawMessage
+	if isNull(raw) {
+		return nil
+	}
+	if err := json.Unmarshal(raw, &m); err != nil || len(m) > 0 {
+		return errorf(http.StatusBadRequest, "%s takes no arguments: send {}", what)
+	}
+	return nil
+}
+
+// instanceConfiguration answers GET /instances/{id}/configuration with the
+// values of the attached group.
+func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
+	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	values := map[string]json.RawMessage{}
+	if in.ConfigurationID != "" {
+		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+			values = g.Values
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": map[string]any{"configuration": values}})
+	return nil
+}
+
+// guest loads an instance that must be reachable for an agent call.
+func (s *Server) guest(c *call) (instances.Instance, error) {
+	return s.Lifecycle.Guest(c.ctx(), c.project, c.r.PathValue("id"))
+}
+
+// guestCall runs an operation and maps a failed result.
+func (s *Server) guestCall(c *call, in instances.Instance, kind wire.Kind, args any) (wire.Result, error) {
+	res, err := s.Lifecycle.Call(c.ctx(), in, kind, args)
+	if err != nil {
+		return res, err
+	}
+	if res.Error != nil {
+		return res, opError(res.Error)
+	}
+	return res, nil
+}
+
+// guestCast is guestCall for requests Trove answers with 202: if the
+// agent is slow the request is accepted anyway (the op stays queued).
+func (s *Server) guestCast(w http.ResponseWriter, c *call, in instances.Instance, kind wire.Kind, args any) error {
+	res, err := s.Lifecycle.Call(c.ctx(), in, kind, args)
+	if err != nil && !isTimeout(err) {
+		return err
+	}
+	if err == nil && res.Error != nil {
+		return opError(res.Error)
+	}
+	return accepted(w)
+}
+
+func isTimeout(err error) bool { return errors.Is(err, lifecycle.ErrGuestTimeout) }

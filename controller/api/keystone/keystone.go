@@ -1,0 +1,290 @@
+// Package keystone serves the small part of the Keystone v3 identity API
+// that OpenStack clients (openstack, python-troveclient, gophercloud) need
+// to talk to the controller in its embedded mode: the version document,
+// password authentication returning a scoped token with a service catalog
+// that lists the controller as the "database" service, and token
+// validation and revocation. Users and projects live in identity.Store.
+//
+// It is not a Keystone: no domains beyond "default", no role management,
+// no other authentication methods. In OpenStack mode it is not mounted at
+// all; the real Keystone answers instead.
+package keystone
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"strata/controller/auth"
+	"strata/controller/identity"
+)
+
+// Handler serves /v3.
+type Handler struct {
+	Identity *identity.Store
+	// PublicURL is the controller's base URL as clients reach it
+	// ("http://127.0.0.1:8779"); empty means derived from each request.
+	PublicURL string
+	Region    string
+	Logger    *slog.Logger
+}
+
+// Register mounts the routes on mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v3", h.version)
+	mux.HandleFunc("GET /v3/", h.versionOrNotFound)
+	mux.HandleFunc("POST /v3/auth/tokens", h.issue)
+	mux.HandleFunc("GET /v3/auth/tokens", h.validate)
+	mux.HandleFunc("HEAD /v3/auth/tokens", h.validate)
+	mux.HandleFunc("DELETE /v3/auth/tokens", h.revoke)
+	mux.HandleFunc("GET /v3/auth/catalog", h.catalogOnly)
+}
+
+func (h *Handler) base(r *http.Request) string {
+	if h.PublicURL != "" {
+		return strings.TrimRight(h.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (h *Handler) region() string {
+	if h.Region == "" {
+		return "RegionOne"
+	}
+	return h.Region
+}
+
+// VersionDocument is Keystone's description of v3.
+func (h *Handler) versionDocument(r *http.Request) map[string]any {
+	return map[string]any{
+		"id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
+		"links":       []map[string]string{{"rel": "self", "href": h.base(r) + "/v3/"}},
+		"media-types": []map[string]string{{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}},
+	}
+}
+
+func (h *Handler) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"version": h.versionDocument(r)})
+}
+
+func (h *Handler) versionOrNotFound(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v3/" {
+		h.version(w, r)
+		return
+	}
+	writeError(w, http.StatusNotFound, "Not Found", fmt.Sprintf("%s is not part of this controller's identity API", r.URL.Path))
+}
+
+// Versions is the document GET / answers with in the embedded mode.
+func (h *Handler) Versions(r *http.Request) map[string]any {
+	return map[string]any{"versions": map[string]any{"values": []any{h.versionDocument(r)}}}
+}
+
+type nameOrID struct {
+	ID     string    `json:"id"`
+	Name   string    `json:"name"`
+	Domain *nameOrID `json:"domain"`
+}
+
+type authRequest struct {
+	Auth *struct {
+		Identity *struct {
+			Methods  []string `json:"methods"`
+			Password *struct {
+				User *struct {
+					ID       string    `json:"id"`
+					Name     string    `json:"name"`
+					Password string    `json:"password"`
+					Domain   *nameOrID `json:"domain"`
+				} `json:"user"`
+			} `json:"password"`
+		} `json:"identity"`
+		Scope json.RawMessage `json:"scope"`
+	} `json:"auth"`
+}
+
+func (h *Handler) issue(w http.ResponseWriter, r *http.Request) {
+	var req authRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "Bad Request", "could not read the request body")
+		return
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "Bad Request", "malformed JSON: "+err.Error())
+		return
+	}
+	a := req.Auth
+	if a == nil || a.Identity == nil {
+		writeError(w, http.StatusBadRequest, "Bad Request", "auth.identity is required")
+		return
+	}
+	if len(a.Identity.Methods) != 1 || a.Identity.Methods[0] != "password" || a.Identity.Password == nil || a.Identity.Password.User == nil {
+		writeError(w, http.StatusBadRequest, "Bad Request", `only the "password" method is supported: auth.identity.methods ["password"] with auth.identity.password.user`)
+		return
+	}
+	u := a.Identity.Password.User
+	c := identity.Credentials{UserID: u.ID, UserName: u.Name, Password: u.Password}
+	if u.Domain != nil {
+		c.UserDomain = first(u.Domain.ID, u.Domain.Name)
+	}
+	if c.UserID == "" && c.UserName == "" {
+		writeError(w, http.StatusBadRequest, "Bad Request", "auth.identity.password.user needs an id or a name")
+		return
+	}
+	if len(a.Scope) > 0 && string(a.Scope) != "null" {
+		var scope struct {
+			Project *nameOrID `json:"project"`
+			Domain  *nameOrID `json:"domain"`
+			System  any       `json:"system"`
+		}
+		if err := json.Unmarshal(a.Scope, &scope); err != nil {
+			writeError(w, http.StatusBadRequest, "Bad Request", "auth.scope: "+err.Error())
+			return
+		}
+		if scope.Project == nil {
+			writeError(w, http.StatusBadRequest, "Bad Request", "only project scope is supported (auth.scope.project)")
+			return
+		}
+		c.ProjectID, c.ProjectName = scope.Project.ID, scope.Project.Name
+		if scope.Project.Domain != nil {
+			c.ProjectDomain = first(scope.Project.Domain.ID, scope.Project.Domain.Name)
+		}
+	}
+	token, p, err := h.Identity.Issue(r.Context(), c)
+	if errors.Is(err, auth.ErrUnauthorized) {
+		writeError(w, http.StatusUnauthorized, "Unauthorized", "The request you have made requires authentication.")
+		return
+	}
+	if err != nil {
+		h.log().Error("issuing a token failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "Internal Server Error", "the token could not be issued")
+		return
+	}
+	w.Header().Set("X-Subject-Token", token)
+	writeJSON(w, http.StatusCreated, map[string]any{"token": h.tokenBody(r, p, true)})
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Logger == nil {
+		return slog.Default()
+	}
+	return h.Logger
+}
+
+func (h *Handler) tokenBody(r *http.Request, p auth.Principal, withCatalog bool) map[string]any {
+	dom := map[string]string{"id": identity.DefaultDomainID, "name": identity.DefaultDomainName}
+	var roles []map[string]string
+	for _, name := range p.Roles {
+		roles = append(roles, map[string]string{"id": name, "name": name})
+	}
+	t := map[string]any{
+		"methods":    []string{"password"},
+		"user":       map[string]any{"id": p.UserID, "name": p.UserName, "domain": dom, "password_expires_at": nil},
+		"project":    map[string]any{"id": p.ProjectID, "name": p.ProjectName, "domain": dom},
+		"roles":      roles,
+		"is_domain":  false,
+		"expires_at": p.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000000Z"),
+		"issued_at":  time.Now().UTC().Format("2006-01-02T15:04:05.000000Z"),
+		"audit_ids":  []string{},
+	}
+	if withCatalog {
+		t["catalog"] = h.catalog(r, p)
+	}
+	return t
+}
+
+func (h *Handler) catalog(r *http.Request, p auth.Principal) []map[string]any {
+	base := h.base(r)
+	endpoints := func(url string) []map[string]string {
+		var out []map[string]string
+		for _, iface := range []string{"public", "internal", "admin"} {
+			out = append(out, map[string]string{"id": iface + "-" + url, "interface": iface, "region": h.region(), "region_id": h.region(), "url": url})
+		}
+		return out
+	}
+	return []map[string]any{
+		{"id": "strata-database", "type": "database", "name": "trove", "endpoints": endpoints(base + "/v1.0/" + p.ProjectID)},
+		{"id": "strata-identity", "type": "identity", "name": "keystone", "endpoints": endpoints(base + "/v3")},
+	}
+}
+
+func (h *Handler) caller(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	p, err := h.Identity.Authenticate(r.Context(), r.Header.Get("X-Auth-Token"))
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "Unauthorized", "The request you have made requires authentication.")
+		return p, false
+	}
+	return p, true
+}
+
+// validate answers GET /v3/auth/tokens: any valid token may check another
+// (Keystone lets services do this with their own token).
+func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.caller(w, r); !ok {
+		return
+	}
+	subject := r.Header.Get("X-Subject-Token")
+	p, err := h.Identity.Authenticate(r.Context(), subject)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+		return
+	}
+	w.Header().Set("X-Subject-Token", subject)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"token": h.tokenBody(r, p, r.URL.Query().Get("nocatalog") == "")})
+}
+
+func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.caller(w, r); !ok {
+		return
+	}
+	subject := r.Header.Get("X-Subject-Token")
+	if _, err := h.Identity.Authenticate(r.Context(), subject); err != nil {
+		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+		return
+	}
+	if err := h.Identity.Revoke(r.Context(), subject); err != nil {
+		writeError(w, http.StatusInternalServerError, "Internal Server Error", "the token could not be revoked")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) catalogOnly(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.caller(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"catalog": h.catalog(r, p)})
+}
+
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError uses Keystone's error shape.
+func writeError(w http.ResponseWriter, code int, title, message string) {
+	writeJSON(w, code, map[string]any{"error": map[string]any{"code": code, "title": title, "message": message}})
+}

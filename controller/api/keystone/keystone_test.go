@@ -1,0 +1,146 @@
+package keystone_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"strata/controller/api/keystone"
+	"strata/controller/auth"
+	"strata/controller/identity"
+	"strata/controller/store/storetest"
+)
+
+type rig struct {
+	srv *httptest.Server
+	ids *identity.Store
+	pw  string
+}
+
+func newRig(t *testing.T) *rig {
+	ids := &identity.Store{DB: storetest.SQLite(t), BcryptCost: 4}
+	pw, err := ids.Bootstrap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	(&keystone.Handler{Identity: ids}).Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &rig{srv: srv, ids: ids, pw: pw}
+}
+
+func (r *rig) do(t *testing.T, method, path, body string, hdr map[string]string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, r.srv.URL+path, strings.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var doc map[string]any
+	json.Unmarshal(data, &doc)
+	return resp, doc
+}
+
+func passwordBody(user, pw, project string) string {
+	return `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"` + user + `","domain":{"name":"Default"},"password":"` + pw +
+		`"}}},"scope":{"project":{"name":"` + project + `","domain":{"name":"Default"}}}}}`
+}
+
+func TestPasswordAuthReturnsATokenAndACatalogWithTheDatabaseService(t *testing.T) {
+	r := newRig(t)
+	resp, doc := r.do(t, "POST", "/v3/auth/tokens", passwordBody("admin", r.pw, "admin"), nil)
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("X-Subject-Token") == "" {
+		t.Fatalf("status %d, token %q: %v", resp.StatusCode, resp.Header.Get("X-Subject-Token"), doc)
+	}
+	tok := doc["token"].(map[string]any)
+	proj := tok["project"].(map[string]any)
+	var dbURL string
+	for _, s := range tok["catalog"].([]any) {
+		svc := s.(map[string]any)
+		if svc["type"] == "database" {
+			for _, e := range svc["endpoints"].([]any) {
+				ep := e.(map[string]any)
+				if ep["interface"] == "public" {
+					dbURL = ep["url"].(string)
+				}
+			}
+		}
+	}
+	if want := r.srv.URL + "/v1.0/" + proj["id"].(string); dbURL != want {
+		t.Fatalf("database endpoint %q, want %q", dbURL, want)
+	}
+	resp, doc = r.do(t, "GET", "/v3", "", nil)
+	if resp.StatusCode != 200 || doc["version"].(map[string]any)["id"] != "v3.14" {
+		t.Fatalf("version document: %d %v", resp.StatusCode, doc)
+	}
+}
+
+func TestBadAuthRequestsGetKeystoneErrors(t *testing.T) {
+	r := newRig(t)
+	cases := map[string]struct {
+		body string
+		code int
+	}{
+		"malformed json":  {`{"auth":`, 400},
+		"wrong type":      {`{"auth":{"identity":"password"}}`, 400},
+		"no identity":     {`{"auth":{}}`, 400},
+		"token method":    {`{"auth":{"identity":{"methods":["token"],"token":{"id":"x"}}}}`, 400},
+		"wrong password":  {passwordBody("admin", "nope-nope", "admin"), 401},
+		"foreign project": {passwordBody("admin", r.pw, "someone-else"), 401},
+		"domain scope":    {`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","password":"x"}}},"scope":{"domain":{"id":"default"}}}}`, 400},
+	}
+	for name, c := range cases {
+		resp, doc := r.do(t, "POST", "/v3/auth/tokens", c.body, nil)
+		e, _ := doc["error"].(map[string]any)
+		if resp.StatusCode != c.code || e == nil || e["message"] == "" {
+			t.Errorf("%s: status %d body %v, want %d with an error message", name, resp.StatusCode, doc, c.code)
+		}
+	}
+}
+
+// TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI runs the OpenStack
+// mode's validator against this package's Keystone API (the same v3 calls
+// a real Keystone answers): a service user's token checks a caller's.
+func TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if _, err := r.ids.CreateProject(ctx, "service"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ids.CreateUser(ctx, "trove", "service-password", "service", false); err != nil {
+		t.Fatal(err)
+	}
+	demo, _ := r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "alice", "alice-password", "demo", false)
+	tok, _, err := r.ids.Issue(ctx, identity.Credentials{UserName: "alice", Password: "alice-password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &auth.Keystone{URL: r.srv.URL + "/v3", Username: "trove", Password: "service-password", Project: "service", CacheTTL: -1}
+	p, err := k.Authenticate(ctx, tok)
+	if err != nil || p.ProjectID != demo.ID || p.UserName != "alice" || p.IsAdmin() {
+		t.Fatalf("principal = %+v, %v", p, err)
+	}
+	if _, err := k.Authenticate(ctx, "not-a-token"); !errors.Is(err, auth.ErrUnauthorized) {
+		t.Fatalf("garbage token: %v", err)
+	}
+	r.ids.Revoke(ctx, tok)
+	if _, err := k.Authenticate(ctx, tok); !errors.Is(err, auth.ErrUnauthorized) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	bad := &auth.Keystone{URL: r.srv.URL + "/v3", Username: "trove", Password: "wrong", Project: "service"}
+	if _, err := bad.Authenticate(ctx, tok); err == nil || errors.Is(err, auth.ErrUnauthorized) || !strings.Contains(err.Error(), "service user") {
+		t.Fatalf("service user with a wrong password: %v (must be a configuration error, not a 401 for the caller)", err)
+	}
+}

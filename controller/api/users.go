@@ -1,0 +1,220 @@
+package api
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+
+	"strata/agent/wire"
+	"strata/controller/lifecycle"
+)
+
+func userView(u wire.User) map[string]any {
+	dbs := []map[string]string{}
+	for _, d := range u.Databases {
+		dbs = append(dbs, map[string]string{"name": d})
+	}
+	host := u.Host
+	if host == "" {
+		host = "%"
+	}
+	return map[string]any{"name": u.Name, "host": host, "databases": dbs}
+}
+
+// userRef parses the {user} path segment: "name" or "name@host" (the
+// client quotes it; the mux has unquoted it).
+func userRef(c *call) (wire.UserRef, error) {
+	raw := c.r.PathValue("user")
+	name, host, _ := strings.Cut(raw, "@")
+	if err := lifecycle.CheckUserName(name, host); err != nil {
+		return wire.UserRef{}, err
+	}
+	return wire.UserRef{Name: name, Host: host}, nil
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, c *call) error {
+	limit, marker, err := page(c)
+	if err != nil {
+		return err
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.guestCall(c, in, wire.KindListUsers, nil)
+	if err != nil {
+		return err
+	}
+	var list wire.ListUsersResult
+	if err := res.Decode(&list); err != nil {
+		return err
+	}
+	key := func(u wire.User) string { return u.Name + "@" + u.Host }
+	sort.Slice(list.Users, func(i, j int) bool { return key(list.Users[i]) < key(list.Users[j]) })
+	users, links := paginate(c, "/instances/"+in.ID+"/users", list.Users, key, limit, marker)
+	out := []map[string]any{}
+	for _, u := range users {
+		out = append(out, userView(u))
+	}
+	body := map[string]any{"users": out}
+	if links != nil {
+		body["links"] = links
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+func (s *Server) createUsers(w http.ResponseWriter, c *call) error {
+	var req struct {
+		Users []userReq `json:"users"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if len(req.Users) == 0 {
+		return errorf(http.StatusBadRequest, "users: give at least one user")
+	}
+	if len(req.Users) > wire.MaxItemsPerOp {
+		return errorf(http.StatusBadRequest, "users: at most %d at once", wire.MaxItemsPerOp)
+	}
+	var users []wire.User
+	for _, u := range req.Users {
+		if err := lifecycle.CheckUserName(u.Name, u.Host); err != nil {
+			return err
+		}
+		if err := lifecycle.CheckPassword(u.Password); err != nil {
+			return err
+		}
+		for _, d := range u.Databases {
+			if err := lifecycle.CheckDatabaseName(d.Name); err != nil {
+				return err
+			}
+		}
+		users = append(users, u.wire())
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	return s.guestCast(w, c, in, wire.KindCreateUsers, wire.CreateUsersArgs{Users: users})
+}
+
+func (s *Server) showUser(w http.ResponseWriter, c *call) error {
+	ref, err := userRef(c)
+	if err != nil {
+		return err
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.guestCall(c, in, wire.KindListUsers, nil)
+	if err != nil {
+		return err
+	}
+	var list wire.ListUsersResult
+	if err := res.Decode(&list); err != nil {
+		return err
+	}
+	for _, u := range list.Users {
+		if u.Name == ref.Name && (ref.Host == "" || ref.Host == u.Host || (ref.Host == "%" && u.Host == "")) {
+			writeJSON(w, http.StatusOK, map[string]any{"user": userView(u)})
+			return nil
+		}
+	}
+	return errorf(http.StatusNotFound, "user %q not found on instance %s", ref.Name, in.ID)
+}
+
+// updateUser and changePasswords are Trove calls the agent protocol has
+// no operation for yet.
+func (s *Server) updateUser(w http.ResponseWriter, c *call) error {
+	if _, err := userRef(c); err != nil {
+		return err
+	}
+	return errorf(http.StatusNotImplemented, "changing a user's name, host or password is not supported by this agent protocol version")
+}
+
+func (s *Server) changePasswords(w http.ResponseWriter, c *call) error {
+	return errorf(http.StatusNotImplemented, "changing passwords is not supported by this agent protocol version")
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, c *call) error {
+	ref, err := userRef(c)
+	if err != nil {
+		return err
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	return s.guestCast(w, c, in, wire.KindDeleteUser, ref)
+}
+
+func (s *Server) listAccess(w http.ResponseWriter, c *call) error {
+	ref, err := userRef(c)
+	if err != nil {
+		return err
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.guestCall(c, in, wire.KindListAccess, ref)
+	if err != nil {
+		return err
+	}
+	var list wire.ListAccessResult
+	if err := res.Decode(&list); err != nil {
+		return err
+	}
+	out := []map[string]string{}
+	for _, d := range list.Databases {
+		out = append(out, map[string]string{"name": d})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"databases": out})
+	return nil
+}
+
+func (s *Server) grantAccess(w http.ResponseWriter, c *call) error {
+	ref, err := userRef(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Databases []nameRef `json:"databases"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if len(req.Databases) == 0 {
+		return errorf(http.StatusBadRequest, "databases: give at least one database to grant")
+	}
+	var dbs []string
+	for _, d := range req.Databases {
+		if err := lifecycle.CheckDatabaseName(d.Name); err != nil {
+			return err
+		}
+		dbs = append(dbs, d.Name)
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	return s.guestCast(w, c, in, wire.KindGrantAccess, wire.GrantAccessArgs{Name: ref.Name, Host: ref.Host, Databases: dbs})
+}
+
+func (s *Server) revokeAccess(w http.ResponseWriter, c *call) error {
+	ref, err := userRef(c)
+	if err != nil {
+		return err
+	}
+	db := c.r.PathValue("db")
+	if err := lifecycle.CheckDatabaseName(db); err != nil {
+		return err
+	}
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
+	return s.guestCast(w, c, in, wire.KindRevokeAccess, wire.RevokeAccessArgs{Name: ref.Name, Host: ref.Host, Database: db})
+}

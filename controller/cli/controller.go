@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"strata/controller/auth"
+	"strata/controller/identity"
+	"strata/controller/registry"
+	"strata/controller/server"
+)
+
+func newControllerCommand() *cobra.Command {
+	var sf stateFlags
+	cmd := &cobra.Command{Use: "controller", Short: "Run the controller and manage its users, projects and flavors"}
+	sf.register(cmd)
+	cmd.AddCommand(newServeCommand(&sf), newProjectCommand(&sf), newUserCommand(&sf), newFlavorCommand(&sf))
+	return cmd
+}
+
+func newServeCommand(sf *stateFlags) *cobra.Command {
+	var cfg server.Config
+	var advertise, logLevel string
+	var ks struct{ url, user, password, project, userDomain, projectDomain string }
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the Trove-compatible API, the agent endpoint and the task engine",
+		Long: `Serve runs the controller until interrupted. On first start it creates the
+admin user and project and writes STATE_DIR/openrc; source it to use
+` + "`openstack database ...`" + `. With --keystone-url it validates tokens against that
+Keystone instead and serves no identity API.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := logger(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.StateDir, cfg.DSN, cfg.Logger = sf.dir, sf.dsn, log
+			if advertise != "" {
+				cfg.AgentAdvertise = strings.Split(advertise, ",")
+			}
+			if ks.url != "" {
+				if ks.user == "" || ks.project == "" {
+					return errors.New("--keystone-url needs --keystone-user, --keystone-project and a password ($STRATA_KEYSTONE_PASSWORD)")
+				}
+				if ks.password == "" {
+					ks.password = os.Getenv("STRATA_KEYSTONE_PASSWORD")
+				}
+				cfg.Keystone = &auth.Keystone{URL: ks.url, Username: ks.user, Password: ks.password, Project: ks.project,
+					UserDomain: ks.userDomain, ProjectDomain: ks.projectDomain}
+			}
+			c, err := server.Start(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "strata controller: API %s, agent endpoint %s\n", c.APIURL, c.AgentAddr)
+			return c.Wait()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8779", "API address")
+	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:2222", "agent endpoint (SSH) address")
+	f.StringVar(&advertise, "agent-advertise", "", "comma-separated endpoint addresses written into bootstraps (default 10.0.2.2:<agent port>, the host as a local VM sees it)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "API base URL given to clients (default http://<listen>)")
+	f.StringVar(&cfg.Region, "region", "RegionOne", "region name in the service catalog")
+	f.StringVar(&cfg.HostKeyFile, "agent-host-key", "", "agent endpoint host key (default STATE_DIR/agent_host_key; replicas share one)")
+	f.IntVar(&cfg.HeartbeatSeconds, "heartbeat", 10, "seconds between agent heartbeats")
+	f.IntVar(&cfg.MaxVolumeGB, "max-volume-gb", 20, "largest volume size accepted")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&ks.url, "keystone-url", "", "OpenStack mode: the Keystone identity endpoint, with /v3")
+	f.StringVar(&ks.user, "keystone-user", "", "OpenStack mode: the controller's service user")
+	f.StringVar(&ks.password, "keystone-password", "", "OpenStack mode: its password (or $STRATA_KEYSTONE_PASSWORD)")
+	f.StringVar(&ks.project, "keystone-project", "service", "OpenStack mode: the service user's project")
+	f.StringVar(&ks.userDomain, "keystone-user-domain", "Default", "OpenStack mode: the service user's domain")
+	f.StringVar(&ks.projectDomain, "keystone-project-domain", "Default", "OpenStack mode: the service project's domain")
+	return cmd
+}
+
+func newProjectCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "project", Short: "Projects of the embedded identity service"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a project",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			p, err := (&identity.Store{DB: db}).CreateProject(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), p.ID)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func newUserCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Users of the embedded identity service"}
+	var project, passwordFile, openrc string
+	var admin bool
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a user in a project (password from --password-file or stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			if passwordFile != "" {
+				data, err = os.ReadFile(passwordFile)
+			} else {
+				data, err = readAll(cmd)
+			}
+			if err != nil {
+				return err
+			}
+			pw := strings.TrimRight(string(data), "\r\n")
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ids := &identity.Store{DB: db}
+			u, err := ids.CreateUser(cmd.Context(), args[0], pw, project, admin)
+			if err != nil {
+				return err
+			}
+			if openrc != "" {
+				p, err := ids.Project(cmd.Context(), u.ProjectID)
+				if err != nil {
+					return err
+				}
+				apiURL, _ := cmd.Flags().GetString("api-url")
+				if err := server.WriteOpenrc(openrc, strings.TrimRight(apiURL, "/"), u.Name, pw, p.Name, ""); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), u.ID)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&project, "project", "", "the user's project (name or id)")
+	create.Flags().StringVar(&passwordFile, "password-file", "", "file holding the password (default: read stdin)")
+	create.Flags().BoolVar(&admin, "admin", false, "give the user the admin role")
+	create.Flags().StringVar(&openrc, "openrc", "", "also write an openrc file for the user here")
+	create.Flags().String("api-url", "http://127.0.0.1:8779", "API base URL for --openrc")
+	create.MarkFlagRequired("project")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func readAll(cmd *cobra.Command) ([]byte, error) {
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := cmd.InOrStdin().Read(buf)
+		b.Write(buf[:n])
+		if err != nil || b.Len() > 4096 {
+			break
+		}
+	}
+	return []byte(b.String()), nil
+}
+
+func newFlavorCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "flavor", Short: "Machine sizes instances are created with"}
+	var f registry.Flavor
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create or update a flavor",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			f.Name = args[0]
+			out, err := sf.registry(db).CreateFlavor(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.ID)
+			return nil
+		},
+	}
+	create.Flags().IntVar(&f.RAMMB, "ram", 1024, "memory in MB")
+	create.Flags().IntVar(&f.VCPUs, "vcpus", 1, "virtual CPUs")
+	create.Flags().IntVar(&f.DiskGB, "disk", 0, "root disk in GB (informational; the image decides)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List flavors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			if err := r.EnsureDefaultFlavors(cmd.Context()); err != nil {
+				return err
+			}
+			fs, err := r.Flavors(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]any
+			for _, f := range fs {
+				rows = append(rows, []any{f.ID, f.Name, f.RAMMB, f.VCPUs, f.DiskGB})
+			}
+			table(cmd.OutOrStdout(), "ID\tNAME\tRAM MB\tVCPUS\tDISK GB", rows)
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list)
+	return cmd
+}

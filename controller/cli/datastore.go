@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"strata/builder/recipe"
+	"strata/controller/imagestore"
+	"strata/controller/registry"
+)
+
+// newDatastoreCommand is trove-manage's datastore part.
+func newDatastoreCommand() *cobra.Command {
+	var sf stateFlags
+	cmd := &cobra.Command{Use: "datastore", Short: "Register datastores, their versions and validation rules (what trove-manage did)"}
+	sf.register(cmd)
+
+	update := &cobra.Command{
+		Use:   "update NAME [DEFAULT_VERSION]",
+		Short: "Create a datastore, or set its default version (trove-manage datastore_update)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			def := ""
+			if len(args) == 2 {
+				def = args[1]
+			}
+			ds, err := sf.registry(db).UpdateDatastore(cmd.Context(), args[0], def)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "datastore %s (%s) default version %s\n", ds.Name, ds.ID, orNone(ds.DefaultVersionID))
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List datastores and their versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			all, err := r.Datastores(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]any
+			for _, d := range all {
+				vs, err := r.Versions(cmd.Context(), d.ID)
+				if err != nil {
+					return err
+				}
+				for _, v := range vs {
+					def := ""
+					if v.ID == d.DefaultVersionID {
+						def = "default"
+					}
+					rows = append(rows, []any{d.Name, v.Name, v.ID, v.Manager, v.ImageID, v.Active, v.Port, len(v.Rules), def})
+				}
+				if len(vs) == 0 {
+					rows = append(rows, []any{d.Name, "-", "-", "-", "-", "-", "-", "-", ""})
+				}
+			}
+			table(cmd.OutOrStdout(), "DATASTORE\tVERSION\tID\tMANAGER\tIMAGE\tACTIVE\tPORT\tRULES\t", rows)
+			return nil
+		},
+	}
+	cmd.AddCommand(update, list, newVersionCommand(&sf))
+	return cmd
+}
+
+func newVersionCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "version", Short: "Datastore versions"}
+	var spec registry.VersionSpec
+	var packages, fromRecipe string
+	var inactive bool
+	var bootTimeout time.Duration
+	update := &cobra.Command{
+		Use:   "update DATASTORE VERSION",
+		Short: "Create or update a datastore version (trove-manage datastore_version_update)",
+		Long: `Create or update a datastore version: the image it boots (an id or name in
+the image store), the agent manager, packages, port and boot timeout.
+--from-recipe reads manager, port, packages and boot timeout from an image
+recipe's datastore section; flags given explicitly win.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.Datastore, spec.Name = args[0], args[1]
+			if fromRecipe != "" {
+				rc, err := recipe.Load(fromRecipe)
+				if err != nil {
+					return err
+				}
+				if rc.Datastore == nil {
+					return fmt.Errorf("recipe %s has no datastore section", fromRecipe)
+				}
+				d := rc.Datastore
+				if !cmd.Flags().Changed("manager") {
+					spec.Manager = d.Manager
+				}
+				if !cmd.Flags().Changed("port") && d.Port != 0 {
+					spec.Port = d.Port
+				}
+				if !cmd.Flags().Changed("packages") {
+					packages = strings.Join(d.Packages, ",")
+				}
+				if !cmd.Flags().Changed("boot-timeout") && d.BootTimeout != 0 {
+					bootTimeout = time.Duration(d.BootTimeout) * time.Second
+				}
+			}
+			if packages != "" {
+				spec.Packages = strings.Split(packages, ",")
+			}
+			spec.Active, spec.BootTimeout = !inactive, bootTimeout
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			img, err := sf.images(db).Get(cmd.Context(), spec.ImageID)
+			if errors.Is(err, imagestore.ErrNotFound) {
+				return fmt.Errorf("image %q is not in the image store; register it with `strata image register`", spec.ImageID)
+			}
+			if err != nil {
+				return err
+			}
+			spec.ImageID = img.ID
+			v, err := sf.registry(db).UpdateVersion(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s (%s): manager %s, image %s, port %d, active %v\n",
+				v.DatastoreName, v.Name, v.ID, v.Manager, v.ImageID, v.Port, v.Active)
+			return nil
+		},
+	}
+	f := update.Flags()
+	f.StringVar(&spec.Manager, "manager", "", "the agent's datastore manager (mariadb, postgresql, redis)")
+	f.StringVar(&spec.ImageID, "image", "", "image id or name in the image store")
+	f.StringVar(&packages, "packages", "", "comma-separated packages (informational)")
+	f.BoolVar(&inactive, "inactive", false, "register the version as inactive (not offered for new instances)")
+	f.IntVar(&spec.Port, "port", 0, "the database's TCP port in the guest")
+	f.DurationVar(&bootTimeout, "boot-timeout", 15*time.Minute, "how long a new instance may take to become ready before it ends in ERROR")
+	f.StringVar(&fromRecipe, "from-recipe", "", "take manager, port, packages and boot timeout from this image recipe")
+	update.MarkFlagRequired("image")
+
+	loadRules := &cobra.Command{
+		Use:   "load-rules DATASTORE VERSION FILE",
+		Short: "Load a version's configuration validation rules (trove-manage db_load_datastore_config_parameters)",
+		Long: `Load the validation rules of a datastore version from FILE, in Trove's
+validation-rules.json format extended with allowed_values and apply
+(live, reload, restart). The file replaces the version's earlier rules.`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[2])
+			if err != nil {
+				return err
+			}
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			abs, _ := filepath.Abs(args[2])
+			v, err := sf.registry(db).LoadRules(cmd.Context(), args[0], args[1], data, abs)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s: %d configuration parameters loaded from %s\n", v.DatastoreName, v.Name, len(v.Rules), abs)
+			return nil
+		},
+	}
+	cmd.AddCommand(update, loadRules)
+	return cmd
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

@@ -1,0 +1,134 @@
+// Package compute is the one interface every compute driver implements —
+// local qemu VMs (qemu/, the embedded default) today, Nova + Cinder via
+// gophercloud beside it — and the values drivers take and return. The
+// calls mirror the OpenStack ones a Trove taskmanager makes: create a
+// volume, boot a server from an image with that volume and a config drive,
+// look at it, start it again, extend the volume, delete both, read the
+// console.
+//
+// A driver owns machines and disks and nothing else: it must not talk to
+// the agent, know about datastores, or decide instance status. Every call
+// is idempotent per instance, because the task engine repeats a step that
+// was interrupted.
+package compute
+
+import (
+	"context"
+	"errors"
+)
+
+// Driver creates and removes the machines and volumes instances run on.
+type Driver interface {
+	// CreateVolume makes an instance's data volume. If the volume exists
+	// already it is returned as it is.
+	CreateVolume(ctx context.Context, spec VolumeSpec) (Volume, error)
+	// CreateServer boots the instance's machine from spec.Image with
+	// spec.Volume attached and a config drive holding spec.ConfigDrive,
+	// exposing spec.Ports. If the server exists it is returned (and
+	// started if it was stopped).
+	CreateServer(ctx context.Context, spec ServerSpec) (Server, error)
+	// ServerState says whether the machine runs.
+	ServerState(ctx context.Context, srv Server) (State, error)
+	// StartServer starts a stopped machine again (after a host or
+	// controller restart); a running one is left alone.
+	StartServer(ctx context.Context, srv Server) error
+	// ExtendVolume grows an attached volume to sizeGB; the guest sees the
+	// new size at once (its filesystem is grown by the agent).
+	ExtendVolume(ctx context.Context, srv Server, vol Volume, sizeGB int) (Volume, error)
+	// DeleteServer stops and removes the machine and its config drive;
+	// a missing server is not an error.
+	DeleteServer(ctx context.Context, srv Server) error
+	// DeleteVolume removes the volume; a missing one is not an error.
+	DeleteVolume(ctx context.Context, vol Volume) error
+	// Console returns the end of the machine's console log (at most
+	// maxBytes), for fault details.
+	Console(ctx context.Context, srv Server, maxBytes int) (string, error)
+}
+
+// VolumeSpec describes a data volume.
+type VolumeSpec struct {
+	InstanceID string
+	Name       string
+	SizeGB     int
+}
+
+// Volume is a created data volume.
+type Volume struct {
+	// ID is the driver's id (a Cinder volume id; the instance id locally).
+	ID     string `json:"id"`
+	SizeGB int    `json:"size_gb"`
+	// GuestDevice is the stable path the guest sees the volume at
+	// (/dev/disk/by-id/virtio-<serial>), for the agent's bootstrap.
+	GuestDevice string `json:"guest_device"`
+}
+
+// ImageRef is the image a server boots.
+type ImageRef struct {
+	ID string
+	// Location is what the driver opens: a file (local image store) or a
+	// Glance image id.
+	Location string
+	// Format is the disk format (qcow2, raw).
+	Format string
+}
+
+// ServerSpec describes a machine.
+type ServerSpec struct {
+	InstanceID string
+	Name       string
+	Image      ImageRef
+	RAMMB      int
+	VCPUs      int
+	Volume     Volume
+	// ConfigDrive files (path inside the drive → content): the agent's
+	// bootstrap. The drive is labelled config-2.
+	ConfigDrive map[string][]byte
+	// Ports are guest TCP ports clients must reach (the database port).
+	Ports []int
+}
+
+// Server is a created machine.
+type Server struct {
+	// ID is the driver's id (a Nova server id; the instance id locally).
+	ID        string     `json:"id"`
+	Addresses []Address  `json:"addresses"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Address is one of a server's IP addresses.
+type Address struct {
+	// Type is "private" or "public", as Trove lists them.
+	Type    string `json:"type"`
+	Address string `json:"address"`
+}
+
+// Endpoint is where clients reach a guest port.
+type Endpoint struct {
+	GuestPort int    `json:"guest_port"`
+	Host      string `json:"host"`
+	Port      int    `json:"port"`
+}
+
+// Endpoint returns where guestPort is reachable.
+func (s Server) Endpoint(guestPort int) (Endpoint, bool) {
+	for _, e := range s.Endpoints {
+		if e.GuestPort == guestPort {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
+}
+
+// State is a machine's power state.
+type State string
+
+const (
+	StateRunning State = "running"
+	StateStopped State = "stopped"
+	// StateGone: the driver has no such server.
+	StateGone State = "gone"
+)
+
+// ErrInvalid is wrapped by drivers for requests they cannot carry out as
+// asked (shrinking a volume, ...).
+var ErrInvalid = errors.New("invalid compute request")

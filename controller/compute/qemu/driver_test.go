@@ -1,0 +1,171 @@
+package qemu_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/agent/wire/wiretest"
+	"strata/controller/compute"
+	"strata/controller/compute/qemu"
+)
+
+// blankImage is a 64 MiB qcow2 with nothing on it: SeaBIOS finds nothing
+// to boot and the VM idles, which is all these tests need from a guest
+// (the end-to-end test boots a real one).
+func blankImage(t *testing.T) compute.ImageRef {
+	t.Helper()
+	for _, tool := range []string{"qemu-img", "qemu-system-x86_64", "mkfs.vfat", "mcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install qemu-utils, qemu-system-x86, dosfstools and mtools with `ci/deps.sh build boot` (or `make test`)", tool)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "blank.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return compute.ImageRef{ID: "img", Location: p, Format: "qcow2"}
+}
+
+func newDriver(t *testing.T) (*qemu.Driver, string) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := qemu.New(ctx, qemu.Config{Dir: dir, Logger: wiretest.QuietLogger(), StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Shutdown(); cancel() })
+	return d, dir
+}
+
+const id = "0b6f3c8e-1f2a-4c3d-9e8f-0123456789ab"
+
+func qemuRunning(t *testing.T, instanceID string) bool {
+	out, _ := exec.Command("pgrep", "-f", "strata-"+instanceID).Output()
+	return strings.TrimSpace(string(out)) != ""
+}
+
+func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
+	ctx := context.Background()
+	d, dir := newDriver(t)
+	img := blankImage(t)
+	imgBefore, _ := os.ReadFile(img.Location)
+
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vol.GuestDevice != "/dev/disk/by-id/virtio-strata-data" {
+		t.Fatalf("guest device %q", vol.GuestDevice)
+	}
+	again, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
+	if err != nil || again != vol {
+		t.Fatalf("second CreateVolume = %+v, %v", again, err)
+	}
+	spec := compute.ServerSpec{InstanceID: id, Name: "db", Image: img, RAMMB: 256, VCPUs: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"format":1}`)}, Ports: []int{3306}}
+	srv, err := d.CreateServer(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, ok := srv.Endpoint(3306)
+	if !ok || ep.Host != "127.0.0.1" || ep.Port == 0 {
+		t.Fatalf("endpoints = %+v", srv.Endpoints)
+	}
+	// qemu listens on the forwarded port, on loopback only.
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)), 2*time.Second)
+	if err != nil {
+		t.Fatalf("forwarded port: %v", err)
+	}
+	conn.Close()
+	if st, _ := d.ServerState(ctx, srv); st != compute.StateRunning || !qemuRunning(t, id) {
+		t.Fatalf("state %s, qemu running %v", st, qemuRunning(t, id))
+	}
+	// A repeated CreateServer (an interrupted step run again) keeps the VM.
+	srv2, err := d.CreateServer(ctx, spec)
+	if err != nil || srv2.Endpoints[0] != ep {
+		t.Fatalf("second CreateServer = %+v, %v", srv2, err)
+	}
+	inst := filepath.Join(dir, id)
+	for _, f := range []string{"root.qcow2", "data.raw", "config-drive.img", "server.json"} {
+		if _, err := os.Stat(filepath.Join(inst, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	out, _ := exec.Command("qemu-img", "info", "-U", filepath.Join(inst, "root.qcow2")).Output()
+	if !strings.Contains(string(out), img.Location) {
+		t.Fatalf("the root disk is not an overlay on the image:\n%s", out)
+	}
+
+	// Live extension through QMP.
+	vol, err = d.ExtendVolume(ctx, srv, vol, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(inst, "data.raw")); st.Size() != 2<<30 || vol.SizeGB != 2 {
+		t.Fatalf("data.raw is %d bytes after extending to 2 GB", st.Size())
+	}
+	if _, err := d.ExtendVolume(ctx, srv, vol, 1); err == nil {
+		t.Fatal("shrinking a volume was accepted")
+	}
+
+	// The controller goes away: its VMs stop; StartServer brings the VM
+	// back on the same port.
+	d.Shutdown()
+	if st, _ := d.ServerState(ctx, srv); st != compute.StateStopped {
+		t.Fatalf("state after shutdown %s", st)
+	}
+	if err := d.StartServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = net.DialTimeout("tcp", net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)), 2*time.Second)
+	if err != nil {
+		t.Fatalf("forwarded port after restart: %v", err)
+	}
+	conn.Close()
+
+	if err := d.DeleteVolume(ctx, vol); err == nil {
+		t.Fatal("deleting the volume of a running VM was accepted")
+	}
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	// And again: deleting what is gone is not an error.
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(inst); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(inst)
+		t.Fatalf("instance dir left behind: %v", entries)
+	}
+	if qemuRunning(t, id) {
+		t.Fatal("qemu still running after DeleteServer")
+	}
+	if st, _ := d.ServerState(ctx, srv); st != compute.StateGone {
+		t.Fatalf("state after delete %s", st)
+	}
+	if imgAfter, _ := os.ReadFile(img.Location); string(imgAfter) != string(imgBefore) {
+		t.Fatal("the image was modified")
+	}
+}
+
+func TestQemuDriverRejectsIDsThatCouldEscapeItsDirectory(t *testing.T) {
+	d, _ := newDriver(t)
+	for _, bad := range []string{"../../etc", "a/b/c/d/e/f", "", "UPPER-CASE-ID"} {
+		if _, err := d.CreateVolume(context.Background(), compute.VolumeSpec{InstanceID: bad, SizeGB: 1}); err == nil {
+			t.Errorf("instance id %q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,271 @@
+// Package local is the embedded image store: image files copied into a
+// directory of the controller's state dir (read-only, named by id), their
+// records and SHA-256 checksums in the controller's database.
+//
+// It checks what it stores (checksum, format, no backing file) and never
+// modifies a stored image: instances boot from qcow2 overlays on top.
+package local
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"strata/controller/imagestore"
+	"strata/controller/store"
+)
+
+// Store keeps images under Dir.
+type Store struct {
+	DB  *store.DB
+	Dir string
+	// QemuImg is the qemu-img binary (default "qemu-img").
+	QemuImg string
+}
+
+var _ imagestore.Store = (*Store)(nil)
+
+var (
+	namePattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$`)
+	sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Register copies src into the store, hashing it on the way, checks the
+// checksum and the format, and records the image.
+func (s *Store) Register(ctx context.Context, src io.Reader, opts imagestore.RegisterOptions) (imagestore.Image, error) {
+	var img imagestore.Image
+	if !namePattern.MatchString(opts.Name) {
+		return img, fmt.Errorf("%w: name %q: use 1-128 characters of A-Z a-z 0-9 . _ - and spaces", imagestore.ErrInvalid, opts.Name)
+	}
+	if opts.DiskFormat != "qcow2" && opts.DiskFormat != "raw" {
+		return img, fmt.Errorf("%w: disk format %q: want qcow2 or raw", imagestore.ErrInvalid, opts.DiskFormat)
+	}
+	want := strings.ToLower(opts.SHA256)
+	if want != "" && !sha256Pattern.MatchString(want) {
+		return img, fmt.Errorf("%w: expected checksum %q is not a SHA-256 in hex", imagestore.ErrInvalid, opts.SHA256)
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return img, err
+	}
+	id := store.NewID()
+	final := filepath.Join(s.Dir, id+"."+opts.DiskFormat)
+	tmp, err := os.CreateTemp(s.Dir, ".register-*")
+	if err != nil {
+		return img, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, src})
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return img, fmt.Errorf("copy image: %w", err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && sum != want {
+		return img, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s", imagestore.ErrChecksumMismatch, sum, want)
+	}
+	if err := s.checkFormat(ctx, tmp.Name(), opts.DiskFormat); err != nil {
+		return img, err
+	}
+	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+		return img, err
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return img, err
+	}
+	props, _ := json.Marshal(orEmpty(opts.Properties))
+	img = imagestore.Image{ID: id, Name: opts.Name, DiskFormat: opts.DiskFormat, ContainerFormat: "bare",
+		SHA256: sum, SizeBytes: n, Location: final, Properties: orEmpty(opts.Properties), CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+	_, err = s.DB.Exec(ctx, `INSERT INTO images (id, name, disk_format, container_format, sha256, size_bytes, location, properties, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, img.ID, img.Name, img.DiskFormat, img.ContainerFormat, img.SHA256, img.SizeBytes,
+		img.Location, string(props), store.Millis(img.CreatedAt))
+	if err != nil {
+		os.Remove(final)
+		return imagestore.Image{}, fmt.Errorf("record image: %w", err)
+	}
+	return img, nil
+}
+
+// checkFormat asks qemu-img what the file is: it must be the declared
+// format and, for qcow2, stand alone (a backing file could point anywhere
+// on this host).
+func (s *Store) checkFormat(ctx context.Context, path, format string) error {
+	bin := s.QemuImg
+	if bin == "" {
+		bin = "qemu-img"
+	}
+	out, err := exec.CommandContext(ctx, bin, "info", "--output=json", "-f", format, path).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("%w: qemu-img cannot read it as %s: %s", imagestore.ErrInvalid, format, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return fmt.Errorf("qemu-img (install qemu-utils with `ci/deps.sh build`): %w", err)
+	}
+	var info struct {
+		Format      string `json:"format"`
+		BackingFile string `json:"backing-filename"`
+		VirtualSize int64  `json:"virtual-size"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		return fmt.Errorf("qemu-img info: %w", err)
+	}
+	if info.BackingFile != "" {
+		return fmt.Errorf("%w: the image has a backing file (%s); register a standalone image", imagestore.ErrInvalid, info.BackingFile)
+	}
+	if format == "qcow2" && info.Format != "qcow2" {
+		return fmt.Errorf("%w: the file is %s, not qcow2", imagestore.ErrInvalid, info.Format)
+	}
+	if format == "raw" {
+		// Every file reads as raw; refuse one that is really something else.
+		probe, err := exec.CommandContext(ctx, bin, "info", "--output=json", path).Output()
+		var p struct {
+			Format string `json:"format"`
+		}
+		if err == nil && json.Unmarshal(probe, &p) == nil && p.Format != "raw" {
+			return fmt.Errorf("%w: the file is %s, not raw", imagestore.ErrInvalid, p.Format)
+		}
+	}
+	return nil
+}
+
+const columns = `id, name, disk_format, container_format, sha256, size_bytes, location, properties, created_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scan(s scanner) (imagestore.Image, error) {
+	var img imagestore.Image
+	var props string
+	var created int64
+	if err := s.Scan(&img.ID, &img.Name, &img.DiskFormat, &img.ContainerFormat, &img.SHA256, &img.SizeBytes,
+		&img.Location, &props, &created); err != nil {
+		return img, err
+	}
+	if err := json.Unmarshal([]byte(props), &img.Properties); err != nil {
+		return img, fmt.Errorf("image %s: properties: %w", img.ID, err)
+	}
+	img.CreatedAt = store.FromMillis(created)
+	return img, nil
+}
+
+// Get finds an image by id, or by name when exactly one image has it.
+func (s *Store) Get(ctx context.Context, id string) (imagestore.Image, error) {
+	img, err := scan(s.DB.QueryRow(ctx, `SELECT `+columns+` FROM images WHERE id = ?`, id))
+	if err == nil {
+		return img, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return img, err
+	}
+	rows, err := s.DB.Query(ctx, `SELECT `+columns+` FROM images WHERE name = ? LIMIT 2`, id)
+	if err != nil {
+		return img, err
+	}
+	defer rows.Close()
+	var found []imagestore.Image
+	for rows.Next() {
+		i, err := scan(rows)
+		if err != nil {
+			return img, err
+		}
+		found = append(found, i)
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return img, fmt.Errorf("image %q: %w", id, imagestore.ErrNotFound)
+	default:
+		return img, fmt.Errorf("%w: several images are named %q; use the id", imagestore.ErrInvalid, id)
+	}
+}
+
+// List returns every image, newest first.
+func (s *Store) List(ctx context.Context) ([]imagestore.Image, error) {
+	rows, err := s.DB.Query(ctx, `SELECT `+columns+` FROM images ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []imagestore.Image
+	for rows.Next() {
+		img, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	return out, rows.Err()
+}
+
+// Verify re-hashes the stored file.
+func (s *Store) Verify(ctx context.Context, id string) error {
+	img, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(img.Location)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", img.ID, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return fmt.Errorf("image %s: %w", img.ID, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != img.SHA256 {
+		return fmt.Errorf("image %s (%s): %w: stored file hashes to %s, recorded %s", img.ID, img.Location, imagestore.ErrChecksumMismatch, sum, img.SHA256)
+	}
+	return nil
+}
+
+// Delete removes the record and the file.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	img, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := s.DB.Exec(ctx, `DELETE FROM images WHERE id = ?`, img.ID); err != nil {
+		return err
+	}
+	if err := os.Remove(img.Location); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// ctxReader stops a long copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,268 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/agentendpoint"
+	"strata/controller/compute"
+	"strata/controller/instances"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// get loads a project's instance for a request.
+func (m *Manager) get(ctx context.Context, q store.Querier, project, id string) (instances.Instance, error) {
+	in, err := instances.Get(ctx, q, project, id)
+	if errors.Is(err, instances.ErrNotFound) {
+		return in, wrap(ErrNotFound, "instance %q not found", show(id))
+	}
+	return in, err
+}
+
+// startTask sets the instance's task and queues the task in one
+// transaction, after check passes on the current state.
+func (m *Manager) startTask(ctx context.Context, project, id string, task instances.Task, n tasks.New,
+	check func(in instances.Instance, status string) error) error {
+	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+		in, err := m.get(ctx, tx, project, id)
+		if err != nil {
+			return err
+		}
+		status, _ := m.Status(in)
+		if err := check(in, status); err != nil {
+			return err
+		}
+		now := m.now()
+		if task != instances.TaskNone {
+			if err := instances.SetTask(ctx, tx, id, task, now); err != nil {
+				return err
+			}
+		}
+		n.InstanceID = id
+		_, err = tasks.Enqueue(ctx, tx, n, now)
+		return err
+	})
+	if err == nil {
+		m.kick()
+	}
+	return err
+}
+
+// Delete starts deleting an instance. A building instance must be reset
+// first (force delete does both), as in Trove.
+func (m *Manager) Delete(ctx context.Context, project, id string) error {
+	return m.startTask(ctx, project, id, instances.TaskDeleting, tasks.New{Kind: KindDelete, Step: "server"},
+		func(in instances.Instance, status string) error {
+			switch {
+			case in.Task == instances.TaskDeleting:
+				return wrap(ErrUnprocessable, "instance %s is being deleted already", in.ID)
+			case in.Task == instances.TaskBuilding && !in.Errored:
+				return wrap(ErrUnprocessable, "instance %s is not ready (status BUILD); reset its status first or use force delete", in.ID)
+			}
+			return nil
+		})
+}
+
+// ResetStatus cancels the instance's pending tasks and clears its task
+// and error (Trove's reset_status): afterwards the status is what the
+// agent reports, ERROR if nothing, and the instance can be deleted.
+func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
+	return m.DB.InTx(ctx, func(tx *store.Tx) error {
+		in, err := m.get(ctx, tx, project, id)
+		if err != nil {
+			return err
+		}
+		now := m.now()
+		n, err := tasks.CancelInstance(ctx, tx, id, now)
+		if err != nil {
+			return err
+		}
+		m.log().Info("instance status reset", "instance", id, "cancelled_tasks", n, "was_task", in.Task, "was_errored", in.Errored)
+		return instances.Update(ctx, tx, id, now, `task = ?, task_started_at = NULL, errored = 0`, string(instances.TaskNone))
+	})
+}
+
+// Restart restarts the instance's database (Trove's restart action).
+func (m *Manager) Restart(ctx context.Context, project, id string) error {
+	timeout := m.RestartTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	return m.startTask(ctx, project, id, instances.TaskRebooting,
+		tasks.New{Kind: KindRestart, Step: "submit", Deadline: m.now().Add(timeout)},
+		func(in instances.Instance, status string) error {
+			return requireStatus(in, status, "restart", instances.StatusActive, instances.StatusRestartRequired, instances.StatusShutdown)
+		})
+}
+
+type resizePayload struct {
+	SizeGB int `json:"size_gb"`
+}
+
+// ResizeVolume grows the instance's data volume to sizeGB.
+func (m *Manager) ResizeVolume(ctx context.Context, project, id string, sizeGB int) error {
+	timeout := m.ResizeTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	return m.startTask(ctx, project, id, instances.TaskResizing,
+		tasks.New{Kind: KindResize, Step: "extend", Payload: resizePayload{SizeGB: sizeGB}, Deadline: m.now().Add(timeout)},
+		func(in instances.Instance, status string) error {
+			if err := requireStatus(in, status, "resize the volume of", instances.StatusActive, instances.StatusRestartRequired); err != nil {
+				return err
+			}
+			if sizeGB <= in.VolumeSizeGB {
+				return wrap(ErrBadRequest, "the new volume size %d GB must be larger than the current %d GB", sizeGB, in.VolumeSizeGB)
+			}
+			if sizeGB > m.MaxVolume() {
+				return wrap(ErrBadRequest, "volume size %d GB is above the maximum of %d GB", sizeGB, m.MaxVolume())
+			}
+			return nil
+		})
+}
+
+func requireStatus(in instances.Instance, status, action string, allowed ...string) error {
+	for _, a := range allowed {
+		if status == a {
+			return nil
+		}
+	}
+	return wrap(ErrUnprocessable, "cannot %s instance %s: it is not available (status %s)", action, in.ID, status)
+}
+
+func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if errors.Is(err, instances.ErrNotFound) {
+		return tasks.Result{Done: true}, nil // deleted by an earlier run
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	switch t.Step {
+	case "server":
+		if srv, ok := serverOf(in); ok {
+			if err := m.Compute.DeleteServer(ctx, srv); err != nil {
+				return tasks.Result{}, fmt.Errorf("delete server: %w", err)
+			}
+		} else {
+			// A create cut short before it recorded the server may still
+			// have made one: the driver's ids are the instance's.
+			if err := m.Compute.DeleteServer(ctx, compute.Server{ID: in.ID}); err != nil {
+				return tasks.Result{}, fmt.Errorf("delete server: %w", err)
+			}
+		}
+		return tasks.Result{Next: "volume"}, nil
+	case "volume":
+		vol, ok := volumeOf(in)
+		if !ok {
+			vol = compute.Volume{ID: in.ID}
+		}
+		if err := m.Compute.DeleteVolume(ctx, vol); err != nil {
+			return tasks.Result{}, fmt.Errorf("delete volume: %w", err)
+		}
+		return tasks.Result{Next: "forget"}, nil
+	case "forget":
+		err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+			if err := agentendpoint.Forget(ctx, tx, in.ID); err != nil {
+				return err
+			}
+			return instances.MarkDeleted(ctx, tx, in.ID, m.now())
+		})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		m.Agents.Disconnect(in.ID)
+		m.log().Info("instance deleted", "instance", in.ID)
+		return tasks.Result{Done: true}, nil
+	}
+	return tasks.Result{}, tasks.Fail("", "delete task at unknown step %q", t.Step)
+}
+
+func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	opID := "restart-" + t.ID
+	switch t.Step {
+	case "submit":
+		if err := m.Agents.Submit(ctx, in.ID, wire.Operation{ID: opID, Kind: wire.KindRestart}); err != nil {
+			return tasks.Result{}, err
+		}
+		return tasks.Result{Next: "wait", After: time.Second}, nil
+	case "wait":
+		_, done, err := m.opDone(ctx, in.ID, opID, "restart")
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if done {
+			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, restart_required = 0`, string(instances.TaskNone)); err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{Done: true}, nil
+		}
+		if m.now().After(t.Deadline) {
+			return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "the database did not restart within %s", t.Deadline.Sub(t.CreatedAt).Round(time.Second))
+		}
+		return tasks.Result{After: time.Second}, nil
+	}
+	return tasks.Result{}, tasks.Fail("", "restart task at unknown step %q", t.Step)
+}
+
+func (m *Manager) runResize(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	var p resizePayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	opID := "resize-fs-" + t.ID
+	switch t.Step {
+	case "extend":
+		srv, okS := serverOf(in)
+		vol, okV := volumeOf(in)
+		if !okS || !okV {
+			return tasks.Result{}, tasks.Fail("", "instance %s has no server or volume to resize", in.ID)
+		}
+		vol, err := m.Compute.ExtendVolume(ctx, srv, vol, p.SizeGB)
+		if errors.Is(err, compute.ErrInvalid) {
+			return tasks.Result{}, tasks.Fail("", "%v", err)
+		}
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		data, _ := json.Marshal(vol)
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `volume = ?`, string(data)); err != nil {
+			return tasks.Result{}, err
+		}
+		return tasks.Result{Next: "grow"}, nil
+	case "grow":
+		if err := m.Agents.Submit(ctx, in.ID, wire.Operation{ID: opID, Kind: wire.KindResizeFilesystem}); err != nil {
+			return tasks.Result{}, err
+		}
+		return tasks.Result{Next: "wait", After: time.Second}, nil
+	case "wait":
+		_, done, err := m.opDone(ctx, in.ID, opID, "growing the filesystem")
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if done {
+			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `volume_size_gb = ?, task = ?, task_started_at = NULL`, p.SizeGB, string(instances.TaskNone)); err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{Done: true}, nil
+		}
+		if m.now().After(t.Deadline) {
+			return tasks.Result{}, tasks.Fail("", "the guest did not grow its filesystem within %s", t.Deadline.Sub(t.CreatedAt).Round(time.Second))
+		}
+		return tasks.Result{After: time.Second}, nil
+	}
+	return tasks.Result{}, tasks.Fail("", "resize task at unknown step %q", t.Step)
+}

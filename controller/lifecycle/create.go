@@ -1,0 +1,360 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/agentendpoint"
+	"strata/controller/compute"
+	"strata/controller/configurations"
+	"strata/controller/imagestore"
+	"strata/controller/instances"
+	"strata/controller/registry"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// CreateRequest is an instance to create.
+type CreateRequest struct {
+	ProjectID string
+	Name      string
+	// FlavorRef is a flavor id, name or link.
+	FlavorRef    string
+	VolumeSizeGB int
+	// Datastore and Version by name or id; empty picks the only
+	// datastore and its default version.
+	Datastore       string
+	Version         string
+	Databases       []wire.Database
+	Users           []wire.User
+	ConfigurationID string
+}
+
+// createPayload is the create task's payload. Users carry passwords until
+// prepare is queued (then the op holds them, until its result).
+type createPayload struct {
+	Databases []wire.Database `json:"databases,omitempty"`
+	Users     []wire.User     `json:"users,omitempty"`
+}
+
+func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, error) {
+	var v registry.Version
+	var f registry.Flavor
+	if err := CheckInstanceName(r.Name); err != nil {
+		return v, f, err
+	}
+	if r.VolumeSizeGB < 1 || r.VolumeSizeGB > m.MaxVolume() {
+		return v, f, wrap(ErrBadRequest, "volume size %d GB: want 1 to %d", r.VolumeSizeGB, m.MaxVolume())
+	}
+	if len(r.Databases) > wire.MaxItemsPerOp || len(r.Users) > wire.MaxItemsPerOp {
+		return v, f, wrap(ErrBadRequest, "at most %d databases and %d users", wire.MaxItemsPerOp, wire.MaxItemsPerOp)
+	}
+	dbs := map[string]bool{}
+	for _, d := range r.Databases {
+		if err := CheckDatabaseName(d.Name); err != nil {
+			return v, f, err
+		}
+		if err := CheckCharset("character set", d.CharacterSet); err != nil {
+			return v, f, err
+		}
+		if err := CheckCharset("collation", d.Collation); err != nil {
+			return v, f, err
+		}
+		if dbs[d.Name] {
+			return v, f, wrap(ErrBadRequest, "database %q is listed twice", d.Name)
+		}
+		dbs[d.Name] = true
+	}
+	users := map[string]bool{}
+	for _, u := range r.Users {
+		if err := CheckUserName(u.Name, u.Host); err != nil {
+			return v, f, err
+		}
+		if err := CheckPassword(u.Password); err != nil {
+			return v, f, fmt.Errorf("user %s: %w", u.Name, err)
+		}
+		key := u.Name + "@" + u.Host
+		if users[key] {
+			return v, f, wrap(ErrBadRequest, "user %q is listed twice", u.Name)
+		}
+		users[key] = true
+		for _, db := range u.Databases {
+			if !dbs[db] {
+				return v, f, wrap(ErrBadRequest, "user %s: database %q is not among the databases created with the instance", u.Name, show(db))
+			}
+		}
+	}
+
+	ds := r.Datastore
+	if ds == "" {
+		all, err := m.Registry.Datastores(ctx)
+		if err != nil {
+			return v, f, err
+		}
+		if len(all) != 1 {
+			return v, f, wrap(ErrBadRequest, "datastore.type is required: %d datastores are registered", len(all))
+		}
+		ds = all[0].ID
+	}
+	v, err := m.Registry.FindVersion(ctx, ds, r.Version)
+	if errors.Is(err, registry.ErrNotFound) {
+		return v, f, wrap(ErrNotFound, "%v", err)
+	}
+	if err != nil {
+		return v, f, err
+	}
+	if !v.Active {
+		return v, f, wrap(ErrBadRequest, "datastore version %s %s is not active", v.DatastoreName, v.Name)
+	}
+	if _, err := m.Images.Get(ctx, v.ImageID); errors.Is(err, imagestore.ErrNotFound) {
+		return v, f, wrap(ErrUnprocessable, "the image of datastore version %s %s (%s) is not in the image store", v.DatastoreName, v.Name, v.ImageID)
+	} else if err != nil {
+		return v, f, err
+	}
+	ref := r.FlavorRef
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		ref = ref[i+1:] // a flavor link
+	}
+	if ref == "" {
+		return v, f, wrap(ErrBadRequest, "flavorRef is required")
+	}
+	f, err = m.Registry.Flavor(ctx, ref)
+	if errors.Is(err, registry.ErrNotFound) {
+		return v, f, wrap(ErrNotFound, "flavor %q not found", show(ref))
+	}
+	if err != nil {
+		return v, f, err
+	}
+	if r.ConfigurationID != "" {
+		g, err := configurations.Get(ctx, m.DB, r.ProjectID, r.ConfigurationID)
+		if errors.Is(err, configurations.ErrNotFound) {
+			return v, f, wrap(ErrNotFound, "configuration %q not found", show(r.ConfigurationID))
+		}
+		if err != nil {
+			return v, f, err
+		}
+		if g.DatastoreVersionID != v.ID {
+			return v, f, wrap(ErrBadRequest, "configuration %s is for another datastore version", g.ID)
+		}
+	}
+	return v, f, nil
+}
+
+// Create records a new instance (BUILD) and queues its create task.
+func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instance, error) {
+	v, f, err := m.checkCreate(ctx, &r)
+	if err != nil {
+		return instances.Instance{}, err
+	}
+	now := m.now()
+	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
+		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now}
+	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if err := instances.Insert(ctx, tx, d); err != nil {
+			return err
+		}
+		_, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: d.ID, Kind: KindCreate, Step: "volume",
+			Payload: createPayload{Databases: r.Databases, Users: r.Users}, Deadline: now.Add(v.BootTimeout)}, now)
+		return err
+	})
+	if err != nil {
+		return instances.Instance{}, err
+	}
+	m.kick()
+	m.log().Info("instance create queued", "instance", d.ID, "project", d.ProjectID, "datastore", v.DatastoreName, "version", v.Name,
+		"flavor", f.Name, "volume_gb", d.VolumeSizeGB)
+	return instances.Get(ctx, m.DB, r.ProjectID, d.ID)
+}
+
+func prepareOpID(instanceID string) string { return "prepare-" + instanceID }
+
+func volumeOf(in instances.Instance) (compute.Volume, bool) {
+	var v compute.Volume
+	if len(in.Volume) == 0 || json.Unmarshal(in.Volume, &v) != nil {
+		return v, false
+	}
+	return v, true
+}
+
+func serverOf(in instances.Instance) (compute.Server, bool) {
+	var s compute.Server
+	if len(in.Server) == 0 || json.Unmarshal(in.Server, &s) != nil {
+		return s, false
+	}
+	return s, true
+}
+
+func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if errors.Is(err, instances.ErrNotFound) {
+		return tasks.Result{}, tasks.Fail("", "instance %s is gone", t.InstanceID)
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	switch t.Step {
+	case "volume":
+		vol, err := m.Compute.CreateVolume(ctx, compute.VolumeSpec{InstanceID: in.ID, Name: in.Name, SizeGB: in.VolumeSizeGB})
+		if errors.Is(err, compute.ErrInvalid) {
+			return tasks.Result{}, tasks.Fail("", "creating the data volume: %v", err)
+		}
+		if err != nil {
+			return tasks.Result{}, fmt.Errorf("create volume: %w", err)
+		}
+		data, _ := json.Marshal(vol)
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `volume = ?`, string(data)); err != nil {
+			return tasks.Result{}, err
+		}
+		return tasks.Result{Next: "server"}, nil
+	case "server":
+		return m.createServer(ctx, t, in)
+	case "prepare":
+		return m.submitPrepare(ctx, t, in)
+	case "wait":
+		return m.waitPrepared(ctx, t, in)
+	}
+	return tasks.Result{}, tasks.Fail("", "create task at unknown step %q", t.Step)
+}
+
+func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	img, err := m.Images.Get(ctx, v.ImageID)
+	if err != nil {
+		return tasks.Result{}, tasks.Fail("", "image %s of %s %s: %v", v.ImageID, v.DatastoreName, v.Name, err)
+	}
+	if err := m.Images.Verify(ctx, img.ID); errors.Is(err, imagestore.ErrChecksumMismatch) {
+		return tasks.Result{}, tasks.Fail("", "refusing to boot a corrupted image: %v", err)
+	} else if err != nil {
+		return tasks.Result{}, err
+	}
+	vol, ok := volumeOf(in)
+	if !ok {
+		return tasks.Result{Next: "volume"}, nil
+	}
+	// A fresh one-time token for this config drive; one from an earlier
+	// run of this step that never reached a guest is revoked.
+	token := wire.NewEnrollmentToken()
+	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
+		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
+		HeartbeatSeconds: m.heartbeatSeconds(), DataDevice: vol.GuestDevice}
+	if err := boot.Validate(); err != nil {
+		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
+	}
+	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
+	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if err := agentendpoint.RevokeUnusedTokens(ctx, tx, in.ID); err != nil {
+			return err
+		}
+		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now())
+	})
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{
+		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
+		RAMMB: f.RAMMB, VCPUs: f.VCPUs, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": bootJSON},
+		Ports:       []int{v.Port},
+	})
+	if errors.Is(err, compute.ErrInvalid) {
+		return tasks.Result{}, tasks.Fail("", "creating the server: %v", err)
+	}
+	if err != nil {
+		return tasks.Result{}, fmt.Errorf("create server: %w", err)
+	}
+	ep, _ := srv.Endpoint(v.Port)
+	data, _ := json.Marshal(srv)
+	if err := instances.Update(ctx, m.DB, in.ID, m.now(), `server = ?, host = ?, port = ?`, string(data), ep.Host, ep.Port); err != nil {
+		return tasks.Result{}, err
+	}
+	return tasks.Result{Next: "prepare"}, nil
+}
+
+func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
+	var p createPayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users}
+	if in.ConfigurationID != "" {
+		cfg, err := m.configurationArgs(ctx, in)
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		args.Configuration = &cfg
+	}
+	data, err := json.Marshal(args)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	op := wire.Operation{ID: prepareOpID(in.ID), Kind: wire.KindPrepare, Args: data}
+	if err := m.Agents.Submit(ctx, in.ID, op); err != nil {
+		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
+	}
+	// The queued op carries the passwords now; the task forgets them.
+	p.Users = nil
+	return tasks.Result{Next: "wait", Payload: p, After: time.Second}, nil
+}
+
+func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
+	_, done, err := m.opDone(ctx, in.ID, prepareOpID(in.ID), "prepare")
+	var fail *tasks.Failure
+	if errors.As(err, &fail) {
+		fail.Details = m.consoleTail(ctx, in)
+		return tasks.Result{}, fail
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if done {
+		if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
+			return tasks.Result{}, err
+		}
+		m.log().Info("instance prepared", "instance", in.ID, "seconds", m.now().Sub(in.CreatedAt).Seconds())
+		return tasks.Result{Done: true}, nil
+	}
+	if r := in.Reported; r != nil && r.Status == wire.StatusFailed {
+		return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "the guest reports that preparing the database failed: %s", r.StatusDetail)
+	}
+	// Keep the VM up while waiting (a controller restart stops it).
+	if srv, ok := serverOf(in); ok {
+		if st, err := m.Compute.ServerState(ctx, srv); err == nil && st == compute.StateStopped {
+			if err := m.Compute.StartServer(ctx, srv); err != nil {
+				return tasks.Result{}, err
+			}
+		}
+	}
+	if !t.Deadline.IsZero() && m.now().After(t.Deadline) {
+		return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "%s", m.silentGuestReason(in, t.Deadline.Sub(t.CreatedAt)))
+	}
+	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+// silentGuestReason says what is known about a guest that did not become
+// ready in time.
+func (m *Manager) silentGuestReason(in instances.Instance, timeout time.Duration) string {
+	r := in.Reported
+	switch {
+	case r == nil:
+		return fmt.Sprintf("the guest agent never reported within the boot timeout of %s (it did not enroll or send a heartbeat)", timeout.Round(time.Second))
+	default:
+		return fmt.Sprintf("the guest did not become ready within the boot timeout of %s (last heartbeat %s ago: %s %s)",
+			timeout.Round(time.Second), m.now().Sub(r.ReceivedAt).Round(time.Second), r.Status, r.StatusDetail)
+	}
+}

@@ -1,0 +1,334 @@
+// Package server wires `strata controller serve`: it opens the state
+// (database, host key, image store), makes the admin user and the openrc
+// on first start, and runs the API (Trove v1.0 plus, in the embedded mode,
+// the Keystone v3 subset), the agent endpoint, the task engine and the
+// recovery loop until its context ends — then stops them in order and
+// powers the local VMs off.
+//
+// It holds no logic of its own beyond that wiring.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/agentendpoint"
+	"strata/controller/api"
+	"strata/controller/api/keystone"
+	"strata/controller/auth"
+	"strata/controller/compute"
+	"strata/controller/compute/qemu"
+	"strata/controller/identity"
+	"strata/controller/imagestore/local"
+	"strata/controller/lifecycle"
+	"strata/controller/registry"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// Config configures a controller.
+type Config struct {
+	// StateDir holds the SQLite database (unless DSN names PostgreSQL),
+	// the agent host key, images, VM disks and openrc.
+	StateDir string
+	// DSN is a postgres:// URL or an SQLite path (default
+	// StateDir/controller.db).
+	DSN string
+	// Listen is the API address; AgentListen the agents' SSH endpoint.
+	Listen      string
+	AgentListen string
+	// AgentAdvertise are the endpoint addresses written into bootstraps
+	// (default: 10.0.2.2:<agent port>, the host as qemu's user network
+	// shows it).
+	AgentAdvertise []string
+	// PublicURL is the API's base URL for clients (default from Listen).
+	PublicURL string
+	Region    string
+	// HostKeyFile defaults to StateDir/agent_host_key.
+	HostKeyFile string
+	// Keystone, if set, switches to OpenStack mode: tokens are validated
+	// by that Keystone and no identity API is served.
+	Keystone *auth.Keystone
+	// HeartbeatSeconds and MaxVolumeGB are passed to lifecycle.
+	HeartbeatSeconds int
+	MaxVolumeGB      int
+	// Compute replaces the local qemu driver (tests).
+	Compute compute.Driver
+	// RecoveryInterval is how often stopped servers are looked for (60s).
+	RecoveryInterval time.Duration
+	// AgentTimings tunes the agent endpoint's wire server (tests).
+	AgentTimings wire.ServerConfig
+	// EngineTuning tunes the task engine (tests).
+	EngineTuning func(*tasks.Engine)
+	Logger       *slog.Logger
+}
+
+// Controller is a running controller.
+type Controller struct {
+	// APIURL is the API's base URL; AgentAddr the endpoint's address.
+	APIURL    string
+	AgentAddr string
+	DB        *store.DB
+	Identity  *identity.Store
+	Lifecycle *lifecycle.Manager
+	Endpoint  *agentendpoint.Endpoint
+	Engine    *tasks.Engine
+	// AdminPassword is set when this start created the admin user.
+	AdminPassword string
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// DefaultDSN is the SQLite database in a state directory.
+func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
+
+// OpenState opens the database named by dsn (default in stateDir).
+func OpenState(ctx context.Context, stateDir, dsn string) (*store.DB, error) {
+	if dsn == "" {
+		if stateDir == "" {
+			return nil, errors.New("a state directory (--state-dir) or a database (--db) is required")
+		}
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			return nil, err
+		}
+		dsn = DefaultDSN(stateDir)
+	}
+	return store.Open(ctx, dsn)
+}
+
+// Start opens the state and starts serving.
+func Start(ctx context.Context, cfg Config) (*Controller, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("controller: --state-dir is required")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	db, err := OpenState(ctx, cfg.StateDir, cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	c, err := start(ctx, cfg, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Controller, error) {
+	reg := &registry.Registry{DB: db}
+	if err := reg.EnsureDefaultFlavors(ctx); err != nil {
+		return nil, fmt.Errorf("default flavors: %w", err)
+	}
+	ids := &identity.Store{DB: db}
+	c := &Controller{DB: db, Identity: ids, done: make(chan struct{})}
+
+	apiLn, err := net.Listen("tcp", orDefault(cfg.Listen, "127.0.0.1:8779"))
+	if err != nil {
+		return nil, fmt.Errorf("API listener: %w", err)
+	}
+	agentLn, err := net.Listen("tcp", orDefault(cfg.AgentListen, "127.0.0.1:2222"))
+	if err != nil {
+		apiLn.Close()
+		return nil, fmt.Errorf("agent listener: %w", err)
+	}
+	closeListeners := func() { apiLn.Close(); agentLn.Close() }
+	c.APIURL = cfg.PublicURL
+	if c.APIURL == "" {
+		c.APIURL = "http://" + reachable(apiLn.Addr().String())
+	}
+	c.APIURL = strings.TrimRight(c.APIURL, "/")
+	c.AgentAddr = agentLn.Addr().String()
+
+	var authn auth.Authenticator = ids
+	var ks *keystone.Handler
+	if cfg.Keystone != nil {
+		authn = cfg.Keystone
+	} else {
+		pw, err := ids.Bootstrap(ctx)
+		if err != nil {
+			closeListeners()
+			return nil, fmt.Errorf("admin user: %w", err)
+		}
+		if pw != "" {
+			c.AdminPassword = pw
+			if err := WriteOpenrc(filepath.Join(cfg.StateDir, "openrc"), c.APIURL, "admin", pw, "admin", cfg.Region); err != nil {
+				closeListeners()
+				return nil, err
+			}
+			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
+		}
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+	}
+
+	hostKeyFile := cfg.HostKeyFile
+	if hostKeyFile == "" {
+		hostKeyFile = filepath.Join(cfg.StateDir, agentendpoint.HostKeyFile)
+	}
+	hostKey, err := agentendpoint.LoadOrCreateHostKey(hostKeyFile)
+	if err != nil {
+		closeListeners()
+		return nil, err
+	}
+	ep, err := agentendpoint.New(agentendpoint.Config{HostKey: hostKey, DB: db, Logger: log, Timings: cfg.AgentTimings})
+	if err != nil {
+		closeListeners()
+		return nil, err
+	}
+	c.Endpoint = ep
+
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	driver := cfg.Compute
+	var qd *qemu.Driver
+	if driver == nil {
+		qd, err = qemu.New(life, qemu.Config{Dir: filepath.Join(cfg.StateDir, "compute", "qemu"), Logger: log})
+		if err != nil {
+			cancel()
+			closeListeners()
+			return nil, err
+		}
+		driver = qd
+	}
+	advertise := cfg.AgentAdvertise
+	if len(advertise) == 0 {
+		_, port, _ := net.SplitHostPort(c.AgentAddr)
+		advertise = []string{"10.0.2.2:" + port}
+	}
+	engine := &tasks.Engine{DB: db, Logger: log}
+	lc := &lifecycle.Manager{
+		DB: db, Registry: reg, Images: &local.Store{DB: db, Dir: filepath.Join(cfg.StateDir, "images")},
+		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
+		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, Logger: log,
+	}
+	engine.Kinds = lc.Kinds()
+	if cfg.EngineTuning != nil {
+		cfg.EngineTuning(engine)
+	}
+	c.Lifecycle, c.Engine = lc, engine
+
+	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks,
+		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	wg.Go(func() {
+		if err := ep.Serve(life, agentLn); err != nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() { engine.Run(life) })
+	interval := cfg.RecoveryInterval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	wg.Go(func() { lc.RunRecovery(life, interval) })
+	wg.Go(func() {
+		if err := httpSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("API: %w", err)
+		}
+	})
+	log.Info("controller serving", "api", c.APIURL, "agent_endpoint", c.AgentAddr, "agents_dial", advertise,
+		"database", db.String(), "mode", map[bool]string{true: "openstack", false: "embedded"}[cfg.Keystone != nil])
+
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-life.Done():
+		case err := <-errs:
+			c.err = err
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		httpSrv.Shutdown(sctx)
+		scancel()
+		cancel()
+		wg.Wait()
+		if qd != nil {
+			qd.Shutdown()
+		}
+		db.Close()
+		log.Info("controller stopped")
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// Stop stops the controller and waits for it.
+func (c *Controller) Stop() error {
+	c.cancel()
+	<-c.done
+	return c.err
+}
+
+// Wait waits until the controller stops (its context ended or a server
+// failed).
+func (c *Controller) Wait() error {
+	<-c.done
+	return c.err
+}
+
+// WriteOpenrc writes the OS_* variables that let `openstack` use the
+// controller (0600: it holds a password).
+func WriteOpenrc(path, apiURL, user, password, project, region string) error {
+	if region == "" {
+		region = "RegionOne"
+	}
+	content := fmt.Sprintf(`# strata controller at %[1]s: source this file, then use `+"`openstack database ...`"+`.
+export OS_AUTH_URL=%[1]s/v3
+export OS_IDENTITY_API_VERSION=3
+export OS_AUTH_TYPE=password
+export OS_USERNAME=%[2]s
+export OS_PASSWORD=%[3]s
+export OS_PROJECT_NAME=%[4]s
+export OS_USER_DOMAIN_NAME=Default
+export OS_PROJECT_DOMAIN_NAME=Default
+export OS_REGION_NAME=%[5]s
+export OS_INTERFACE=public
+`, apiURL, user, shellQuote(password), project, region)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("openrc: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// reachable turns a listen address into one a local client can dial.
+func reachable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

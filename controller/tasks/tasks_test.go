@@ -1,0 +1,319 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"strata/agent/wire/wiretest"
+	"strata/controller/store"
+	"strata/controller/store/storetest"
+	"strata/controller/tasks"
+)
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+
+func engine(db *store.DB, kinds map[string]tasks.Kind) *tasks.Engine {
+	return &tasks.Engine{DB: db, Kinds: kinds, Poll: 20 * time.Millisecond, Lease: 600 * time.Millisecond,
+		Backoff: 10 * time.Millisecond, MaxAttempts: 3, Logger: wiretest.QuietLogger()}
+}
+
+func start(t *testing.T, e *tasks.Engine) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func enqueue(t *testing.T, db *store.DB, n tasks.New) string {
+	id, err := tasks.Enqueue(context.Background(), db, n, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func waitState(t *testing.T, db *store.DB, id, state string, within time.Duration) tasks.Info {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		in, err := tasks.Get(context.Background(), db, id)
+		if err == nil && in.State == state {
+			return in
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s: state %q (err %v, step %s, error %q), want %q", id, in.State, err, in.Step, in.Error, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type counter struct{ N int }
+
+func TestStepsAdvanceCarryTheirPayloadAndFinish(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var seen []string
+		var mu sync.Mutex
+		kinds := map[string]tasks.Kind{"three": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			var c counter
+			task.Decode(&c)
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%s:%d", task.Step, c.N))
+			mu.Unlock()
+			c.N++
+			switch task.Step {
+			case "a":
+				return tasks.Result{Next: "b", Payload: c}, nil
+			case "b":
+				if c.N < 3 { // wait in b until the counter reaches 3
+					return tasks.Result{Payload: c, After: 5 * time.Millisecond}, nil
+				}
+				return tasks.Result{Next: "c", Payload: c}, nil
+			default:
+				return tasks.Result{Done: true, Payload: c}, nil
+			}
+		}}}
+		start(t, engine(db, kinds))
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "three", Step: "a", Payload: counter{}})
+		in := waitState(t, db, id, tasks.StateDone, 10*time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"a:0", "b:1", "b:2", "c:3"}
+		if fmt.Sprint(seen) != fmt.Sprint(want) || string(in.Payload) != `{"N":4}` {
+			t.Fatalf("steps %v payload %s; want %v and N=4", seen, in.Payload, want)
+		}
+	})
+}
+
+func TestTaskContinuesAfterTheControllerStopsMidStep(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var runsOfB atomic.Int32
+		block := make(chan struct{})
+		kinds := map[string]tasks.Kind{"k": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			if task.Step == "a" {
+				return tasks.Result{Next: "b"}, nil
+			}
+			if runsOfB.Add(1) == 1 {
+				close(block)
+				<-ctx.Done() // the first controller stops while b runs
+				return tasks.Result{}, ctx.Err()
+			}
+			return tasks.Result{Done: true}, nil
+		}}}
+		stop := start(t, engine(db, kinds))
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "k", Step: "a"})
+		<-block
+		stop()
+		in, _ := tasks.Get(context.Background(), db, id)
+		if in.State != tasks.StateQueued || in.Step != "b" {
+			t.Fatalf("after the stop: state %s step %s, want queued at b", in.State, in.Step)
+		}
+		start(t, engine(db, kinds)) // the restarted controller
+		waitState(t, db, id, tasks.StateDone, 10*time.Second)
+		if runsOfB.Load() != 2 {
+			t.Fatalf("step b ran %d times, want 2 (interrupted, then rerun)", runsOfB.Load())
+		}
+	})
+}
+
+func TestALeaseOfADeadControllerExpiresAndTheTaskRuns(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		kinds := map[string]tasks.Kind{"k": {Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+			return tasks.Result{Done: true}, nil
+		}}}
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "k", Step: "a"})
+		until := time.Now().Add(400 * time.Millisecond)
+		db.Exec(ctx, `UPDATE tasks SET lease_owner = 'crashed-replica', lease_until = ? WHERE id = ?`, store.Millis(until), id)
+		start(t, engine(db, kinds))
+		time.Sleep(200 * time.Millisecond)
+		if in, _ := tasks.Get(ctx, db, id); in.State != tasks.StateQueued {
+			t.Fatalf("task ran while another controller held its lease: %s", in.State)
+		}
+		waitState(t, db, id, tasks.StateDone, 5*time.Second)
+	})
+}
+
+func TestTransientErrorsAreRetriedThenFailWithTheReason(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var calls, failed atomic.Int32
+		var reason atomic.Value
+		kinds := map[string]tasks.Kind{
+			"flaky": {Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+				if calls.Add(1) < 3 {
+					return tasks.Result{}, errors.New("compute busy")
+				}
+				return tasks.Result{Done: true}, nil
+			}},
+			"broken": {
+				Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+					return tasks.Result{}, errors.New("disk full")
+				},
+				OnFail: func(_ context.Context, _ *tasks.Task, f *tasks.Failure) error {
+					failed.Add(1)
+					reason.Store(f.Reason)
+					return nil
+				},
+			},
+			"refused": {
+				Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+					return tasks.Result{}, tasks.Fail("console tail", "guest never reported")
+				},
+				OnFail: func(context.Context, *tasks.Task, *tasks.Failure) error { failed.Add(1); return nil },
+			},
+		}
+		start(t, engine(db, kinds))
+		ok := enqueue(t, db, tasks.New{InstanceID: "a", Kind: "flaky", Step: "s"})
+		bad := enqueue(t, db, tasks.New{InstanceID: "b", Kind: "broken", Step: "s"})
+		ref := enqueue(t, db, tasks.New{InstanceID: "c", Kind: "refused", Step: "s"})
+		waitState(t, db, ok, tasks.StateDone, 10*time.Second)
+		in := waitState(t, db, bad, tasks.StateFailed, 10*time.Second)
+		if r, _ := reason.Load().(string); r == "" || in.Error != r {
+			t.Fatalf("failure reason %q, stored error %q", r, in.Error)
+		}
+		in = waitState(t, db, ref, tasks.StateFailed, 10*time.Second)
+		if in.Error != "guest never reported" {
+			t.Fatalf("stored error %q", in.Error)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if failed.Load() != 2 {
+			t.Fatalf("OnFail ran %d times, want once per failed task", failed.Load())
+		}
+	})
+}
+
+func TestTasksOfOneInstanceRunInOrderOthersInParallel(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var mu sync.Mutex
+		running := map[string]int{}
+		var order []string
+		overlap := false
+		kinds := map[string]tasks.Kind{"k": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			mu.Lock()
+			running[task.InstanceID]++
+			if running[task.InstanceID] > 1 {
+				overlap = true
+			}
+			var name string
+			task.Decode(&name)
+			order = append(order, name)
+			mu.Unlock()
+			time.Sleep(30 * time.Millisecond)
+			mu.Lock()
+			running[task.InstanceID]--
+			mu.Unlock()
+			return tasks.Result{Done: true}, nil
+		}}}
+		var ids []string
+		for i := range 4 {
+			ids = append(ids, enqueue(t, db, tasks.New{InstanceID: "same", Kind: "k", Step: "s", Payload: fmt.Sprintf("same-%d", i)}))
+			ids = append(ids, enqueue(t, db, tasks.New{InstanceID: fmt.Sprintf("other-%d", i), Kind: "k", Step: "s", Payload: fmt.Sprintf("other-%d", i)}))
+		}
+		start(t, engine(db, kinds))
+		for _, id := range ids {
+			waitState(t, db, id, tasks.StateDone, 10*time.Second)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if overlap {
+			t.Fatal("two tasks of one instance ran at once")
+		}
+		var same []string
+		for _, o := range order {
+			if o[:4] == "same" {
+				same = append(same, o)
+			}
+		}
+		if fmt.Sprint(same) != "[same-0 same-1 same-2 same-3]" {
+			t.Fatalf("tasks of one instance ran as %v", same)
+		}
+	})
+}
+
+func TestCancelDropsTheRunningStepsResultAndTheNextTaskWaitsForIt(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		release := make(chan struct{})
+		inStep := make(chan struct{})
+		var deleteStartedWhileBusy atomic.Bool
+		var busy atomic.Bool
+		kinds := map[string]tasks.Kind{
+			"create": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+				busy.Store(true)
+				close(inStep)
+				<-release
+				busy.Store(false)
+				return tasks.Result{Next: "more"}, nil
+			}},
+			"delete": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+				if busy.Load() {
+					deleteStartedWhileBusy.Store(true)
+				}
+				return tasks.Result{Done: true}, nil
+			}},
+		}
+		start(t, engine(db, kinds))
+		create := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "create", Step: "boot"})
+		<-inStep
+		if n, err := tasks.CancelInstance(ctx, db, "i", time.Now()); err != nil || n != 1 {
+			t.Fatalf("cancel: %d, %v", n, err)
+		}
+		del := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "delete", Step: "s"})
+		time.Sleep(150 * time.Millisecond)
+		close(release)
+		waitState(t, db, del, tasks.StateDone, 10*time.Second)
+		if deleteStartedWhileBusy.Load() {
+			t.Fatal("delete ran while the cancelled task's step was still running")
+		}
+		if in, _ := tasks.Get(ctx, db, create); in.State != tasks.StateCancelled || in.Step != "boot" {
+			t.Fatalf("cancelled task: state %s step %s (its late result must be dropped)", in.State, in.Step)
+		}
+	})
+}
+
+func TestTwoEnginesOnOnePostgresRunEachStepOnce(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	ctx := context.Background()
+	var runs sync.Map
+	var dup atomic.Bool
+	kinds := map[string]tasks.Kind{"k": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+		if _, loaded := runs.LoadOrStore(task.ID+task.Step, true); loaded {
+			dup.Store(true)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if task.Step == "a" {
+			return tasks.Result{Next: "b"}, nil
+		}
+		return tasks.Result{Done: true}, nil
+	}}}
+	var ids []string
+	for r := range 2 {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if r == 0 {
+			for i := range 30 {
+				ids = append(ids, enqueue(t, db, tasks.New{InstanceID: fmt.Sprint(i), Kind: "k", Step: "a"}))
+			}
+		}
+		start(t, engine(db, kinds))
+	}
+	check, _ := store.Open(ctx, dsn)
+	defer check.Close()
+	for _, id := range ids {
+		waitState(t, check, id, tasks.StateDone, 20*time.Second)
+	}
+	if dup.Load() {
+		t.Fatal("a step ran twice across the two engines")
+	}
+}
