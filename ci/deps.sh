@@ -12,7 +12,7 @@ set -euo pipefail
 declare -A group
 group[build]="mmdebstrap debootstrap qemu-utils grub-common grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs zstd tar util-linux ca-certificates"
 group[boot]="qemu-system-x86 ovmf"
-group[test]="mariadb-server mariadb-client e2fsprogs util-linux systemd"
+group[test]="mariadb-server mariadb-client postgresql redis-server redis-tools e2fsprogs util-linux systemd"
 group[openstack]=""
 
 if [ $# -eq 0 ]; then

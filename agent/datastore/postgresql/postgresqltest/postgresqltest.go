@@ -33,7 +33,9 @@ import (
 // installed PostgreSQL, or an error that says how to install them.
 func Binaries() (postgres, initdb string, err error) {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) || (len(dirs[i]) == len(dirs[j]) && dirs[i] > dirs[j]) })
+	sort.Slice(dirs, func(i, j int) bool {
+		return len(dirs[i]) > len(dirs[j]) || (len(dirs[i]) == len(dirs[j]) && dirs[i] > dirs[j])
+	})
 	for _, d := range dirs {
 		p, i := filepath.Join(d, "postgres"), filepath.Join(d, "initdb")
 		if isFile(p) && isFile(i) {
