@@ -139,14 +139,15 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 			return res, fmt.Errorf("chown %s: %w", path, err)
 		}
 	}
-	for _, dir := range []string{filepath.Dir(m.cfg.LogFile), filepath.Dir(m.cfg.Socket), filepath.Dir(m.cfg.PidFile)} {
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return res, fmt.Errorf("directory %s: %w", dir, err)
-			}
-			if err := osUser.Chown(dir); err != nil {
-				return res, err
-			}
+	// The socket and pid file's directory is the service's own (systemd's
+	// RuntimeDirectory in the guest); the log directory comes with the
+	// package and is made here only if it is missing.
+	if dir := filepath.Dir(m.cfg.LogFile); !exists(dir) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return res, fmt.Errorf("log directory: %w", err)
+		}
+		if err := osUser.Chown(dir); err != nil {
+			return res, err
 		}
 	}
 	m.Close() // a connection from before knows the old password
@@ -209,4 +210,9 @@ func (m *Manager) waitReady(ctx context.Context) error {
 	tail, _ := datastore.TailFile(LogServer, m.cfg.LogFile, 10, 8<<10)
 	return wire.Errorf(wire.CodeUnavailable, "redis did not answer within %s (%v); log ends: %s",
 		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

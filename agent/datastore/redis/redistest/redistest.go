@@ -72,6 +72,10 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		sockDir = short
 		inst.cleanup = append(inst.cleanup, func() { os.RemoveAll(short) })
 	}
+	// The unit's RuntimeDirectory in the guest.
+	if err := os.MkdirAll(sockDir, 0o755); err != nil {
+		return nil, err
+	}
 	me, err := user.Current()
 	if err != nil {
 		return nil, err
@@ -185,6 +189,7 @@ func (p *Process) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	raiseFileLimit()
 	cmd := exec.Command(p.Binary, p.ConfigFile, "--daemonize", "no")
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = "/"
@@ -197,6 +202,30 @@ func (p *Process) Start(ctx context.Context) error {
 	go func() { cmd.Wait(); out.Close(); close(done) }()
 	p.cmd, p.done = cmd, done
 	return nil
+}
+
+// guestFileLimit is the open-files limit Debian's redis-server.service
+// gives the server (LimitNOFILE=65535); maxclients depends on it.
+const guestFileLimit = 65535
+
+var raiseOnce sync.Once
+
+// raiseFileLimit gives this process, and so the servers it starts, the
+// guest's open-files limit where the test may (as root); elsewhere the
+// limit stays as it is.
+func raiseFileLimit() {
+	raiseOnce.Do(func() {
+		var lim syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil || lim.Cur >= guestFileLimit {
+			return
+		}
+		want := syscall.Rlimit{Cur: guestFileLimit, Max: max(lim.Max, guestFileLimit)}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
+			want.Max = lim.Max
+			want.Cur = lim.Max
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+		}
+	})
 }
 
 // Stop sends SIGTERM (Redis saves a snapshot if save points are set, then
