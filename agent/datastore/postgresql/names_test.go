@@ -1,6 +1,7 @@
 package postgresql
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -82,5 +83,23 @@ func TestRenderConfigRefusesOddPaths(t *testing.T) {
 	bad.AgentOSUser = "root postgres\nstrata x"
 	if _, _, _, err := renderConfig(bad, 0); err == nil {
 		t.Fatal("odd OS user rendered")
+	}
+}
+
+// No rule may name a parameter the agent manages: the configuration group
+// would be refused whatever its value.
+func TestRulesLeaveManagedParametersAlone(t *testing.T) {
+	data, err := os.ReadFile("../../../validation-rules/postgresql-15.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if !paramNameOK(r.Name) {
+			t.Errorf("rule %s names a parameter the agent manages (or an invalid name)", r.Name)
+		}
 	}
 }

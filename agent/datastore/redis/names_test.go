@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"strata/agent/datastore"
+	"strata/agent/wire"
 )
 
 func TestRenderACLKeepsUsersAndRenewsTheAgent(t *testing.T) {
@@ -100,5 +102,23 @@ func TestRESPReplies(t *testing.T) {
 	}
 	if s := <-got; s != "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$9\r\na b\r\n*1\r\n\r\n" {
 		t.Fatalf("sent %q", s)
+	}
+}
+
+// No rule may name a parameter the agent manages: the configuration group
+// would be refused whatever its value.
+func TestRulesLeaveManagedParametersAlone(t *testing.T) {
+	data, err := os.ReadFile("../../../validation-rules/redis-7.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if !paramNameOK(r.Name) {
+			t.Errorf("rule %s names a parameter the agent manages (or an invalid name)", r.Name)
+		}
 	}
 }
