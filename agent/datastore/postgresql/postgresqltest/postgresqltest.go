@@ -19,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -137,8 +138,24 @@ func NewT(t testing.TB) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(inst.Close)
+	t.Cleanup(func() {
+		inst.Close()
+		if t.Failed() {
+			inst.LogTail(t)
+		}
+	})
 	return inst
+}
+
+// LogTail writes the end of the server's log to the test log: what a
+// failed test needs to say why.
+func (i *Instance) LogTail(t testing.TB) {
+	data, _ := os.ReadFile(i.Config.LogFile)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	t.Logf("%s ends:\n%s", i.Config.LogFile, strings.Join(lines, "\n"))
 }
 
 // PreparedT is NewT followed by a successful Prepare(args).
