@@ -263,11 +263,16 @@ func (m *Manager) Status(ctx context.Context) wire.StatusResult {
 		return st
 	}
 	st, _ := m.lc.State()
-	if err := m.ping(ctx); err == nil {
+	err := m.ping(ctx)
+	if err == nil {
 		if st.RestartRequired {
 			return wire.StatusResult{Status: wire.StatusRestartRequired, Detail: "configuration changes wait for a restart"}
 		}
 		return wire.StatusResult{Status: wire.StatusRunning}
 	}
-	return datastore.ProcessStatus("postgres", m.cfg.PidFile, st.Stopped)
+	res := datastore.ProcessStatus("postgres", m.cfg.PidFile, st.Stopped)
+	if res.Status == wire.StatusBlocked {
+		res.Detail += ": " + err.Error()
+	}
+	return res
 }

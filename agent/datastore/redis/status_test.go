@@ -106,3 +106,20 @@ func waitState(t *testing.T, pid int, state byte) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// If someone with root changes the agent's password, the server still runs
+// but does not answer the agent: blocked, and the detail says why.
+func TestStatusSaysWhyTheAgentIsLockedOut(t *testing.T) {
+	inst, res := redistest.PreparedT(t, wire.PrepareArgs{EnableRoot: true})
+	ctx := ctxT(t)
+	root, err := dial(t, inst, "", res.Root.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, root, "ACL", "SETUSER", redis.AdminUser, "resetpass", ">someone-else")
+	do(t, root, "CLIENT", "KILL", "USER", redis.AdminUser)
+	st := inst.Manager.Status(ctx)
+	if st.Status != wire.StatusBlocked || !strings.Contains(st.Detail, "WRONGPASS") {
+		t.Fatalf("status = %+v", st)
+	}
+}
