@@ -248,11 +248,20 @@ func (m *Manager) ready(ctx context.Context) error {
 	return nil
 }
 
+// ping asks the server for SELECT 1. A pooled session the server ended
+// (a restart under the agent) fails once and is dropped, so a failure
+// that is not a timeout is tried once more, on a new session.
 func (m *Manager) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var one int
-	return m.conn().QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	var err error
+	for range 2 {
+		var one int
+		if err = m.conn().QueryRowContext(ctx, "SELECT 1").Scan(&one); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
 }
 
 // Status follows Trove's reading: answering → running (or

@@ -45,6 +45,21 @@ func TestStatusFollowsTheServer(t *testing.T) {
 	if st := m.Status(ctx); st.Status != wire.StatusRunning {
 		t.Fatalf("after restart: %+v", st)
 	}
+	// A server restarted behind the agent's back: pooled sessions are
+	// gone, the next operation still works.
+	if _, err := m.ListDatabases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inst.Process.Restart(ctx)
+	for range 50 {
+		if _, err := connect(t, inst, "postgres", "", "postgres"); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := m.ListDatabases(ctx); err != nil {
+		t.Fatalf("after an outside restart: %v", err)
+	}
 
 	// Frozen postmaster: up but not answering new connections.
 	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
