@@ -12,7 +12,7 @@ set -euo pipefail
 declare -A group
 group[build]="mmdebstrap debootstrap qemu-utils grub-common grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs zstd tar util-linux ca-certificates libcap2-bin"
 group[boot]="qemu-system-x86 seabios ovmf"
-group[test]="mariadb-server mariadb-client e2fsprogs util-linux systemd postgresql python3-openstackclient python3-troveclient"
+group[test]="mariadb-server mariadb-client postgresql redis-server redis-tools e2fsprogs util-linux systemd python3-openstackclient python3-troveclient"
 group[openstack]=""
 
 if [ $# -eq 0 ]; then

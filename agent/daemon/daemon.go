@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -18,6 +19,8 @@ import (
 	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/volume"
+	"strata/agent/datastore/postgresql"
+	"strata/agent/datastore/redis"
 	"strata/agent/dispatch"
 	"strata/agent/heartbeat"
 	"strata/agent/identity"
@@ -51,8 +54,19 @@ func NewManager(b wire.Bootstrap, stateDir string, log *slog.Logger) (datastore.
 	switch b.Datastore.Manager {
 	case "mariadb":
 		return mariadb.New(mariadb.GuestConfig(stateDir, b.DataDevice, b.MountPoint, log))
+	case "postgresql":
+		// The bootstrap's version is the datastore version ("15"); the
+		// cluster is Debian's <major>/main.
+		major, _, _ := strings.Cut(b.Datastore.Version, ".")
+		cfg, err := postgresql.GuestConfig(major, stateDir, b.DataDevice, b.MountPoint, log)
+		if err != nil {
+			return nil, err
+		}
+		return postgresql.New(cfg)
+	case "redis":
+		return redis.New(redis.GuestConfig(stateDir, b.DataDevice, b.MountPoint, log))
 	}
-	return nil, fmt.Errorf("this agent build has no datastore manager for %s (it has: mariadb)", b.Datastore.Manager)
+	return nil, fmt.Errorf("this agent build has no datastore manager for %s (it has: mariadb, postgresql, redis)", b.Datastore.Manager)
 }
 
 // Run runs the agent until ctx ends, then shuts down in order: stop taking

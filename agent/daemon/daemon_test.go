@@ -191,14 +191,29 @@ func TestAgentRefusesAStateDirectoryOfAnotherInstance(t *testing.T) {
 	}
 }
 
-func TestNewManagerKnowsOnlyBuiltInDatastores(t *testing.T) {
-	_, err := daemon.NewManager(wire.Bootstrap{Datastore: wire.DatastoreRef{Manager: "redis", Version: "7"}}, t.TempDir(), nil)
-	if err == nil || !strings.Contains(err.Error(), "no datastore manager for redis") {
+func TestNewManagerKnowsTheBuiltInDatastores(t *testing.T) {
+	_, err := daemon.NewManager(wire.Bootstrap{Datastore: wire.DatastoreRef{Manager: "mongodb", Version: "7"}}, t.TempDir(), nil)
+	if err == nil || !strings.Contains(err.Error(), "no datastore manager for mongodb") {
 		t.Fatalf("err = %v", err)
 	}
-	m, err := daemon.NewManager(wire.Bootstrap{Datastore: wire.DatastoreRef{Manager: "mariadb", Version: "10.11"}, MountPoint: "/srv/db"}, t.TempDir(), nil)
-	if err != nil || m.DataPath() != "/srv/db" {
-		t.Fatalf("mariadb manager: %v", err)
+	for _, tc := range []struct{ manager, version, mount, wantPath string }{
+		{"mariadb", "10.11", "/srv/db", "/srv/db"},
+		{"postgresql", "15", "", "/var/lib/postgresql"},
+		{"postgresql", "15.4", "/srv/pg", "/srv/pg"},
+		{"redis", "7", "", "/var/lib/redis"},
+		{"redis", "7.0", "/srv/redis", "/srv/redis"},
+	} {
+		m, err := daemon.NewManager(wire.Bootstrap{Datastore: wire.DatastoreRef{Manager: tc.manager, Version: tc.version}, MountPoint: tc.mount}, t.TempDir(), nil)
+		if err != nil || m.DataPath() != tc.wantPath {
+			t.Fatalf("%s %s manager: %v", tc.manager, tc.version, err)
+		}
+		if st := m.Status(context.Background()); st.Status != wire.StatusNew {
+			t.Fatalf("%s status before prepare = %+v", tc.manager, st)
+		}
+	}
+	_, err = daemon.NewManager(wire.Bootstrap{Datastore: wire.DatastoreRef{Manager: "postgresql", Version: "latest"}}, t.TempDir(), nil)
+	if err == nil || !strings.Contains(err.Error(), "not a major version") {
+		t.Fatalf("postgresql with a non-numeric version: %v", err)
 	}
 }
 

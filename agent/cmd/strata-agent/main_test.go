@@ -65,8 +65,8 @@ func TestCheckAcceptsAGoodBootstrap(t *testing.T) {
 func TestRefusesToStartAndSaysWhy(t *testing.T) {
 	noToken := goodBootstrap(t)
 	noToken.EnrollmentToken = ""
-	redis := goodBootstrap(t)
-	redis.Datastore.Manager = "redis"
+	unknown := goodBootstrap(t)
+	unknown.Datastore.Manager = "mongodb"
 	cases := []struct {
 		name string
 		args []string
@@ -76,7 +76,7 @@ func TestRefusesToStartAndSaysWhy(t *testing.T) {
 		{"garbled file", []string{"--bootstrap", writeJSON(t, "not an object")}, "not a valid bootstrap JSON document"},
 		{"missing file", []string{"--bootstrap", "/nonexistent/b.json"}, "no such file"},
 		{"no config drive", []string{"--config-drive", "/nonexistent"}, "config drive directory /nonexistent does not exist"},
-		{"datastore not built in", []string{"--bootstrap", writeJSON(t, redis)}, "no datastore manager for redis"},
+		{"unknown datastore", []string{"--bootstrap", writeJSON(t, unknown)}, "is not one of mariadb, postgresql, redis"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

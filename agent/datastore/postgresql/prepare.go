@@ -1,0 +1,286 @@
+package postgresql
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/volume"
+	"strata/agent/wire"
+)
+
+// Prepare turns a fresh guest into a running PostgreSQL: data volume
+// (format only if blank, then mount), data directory (initdb only if it
+// holds no cluster, so a rebuilt instance keeps its data), rendered
+// postgresql.conf / pg_hba.conf / pg_ident.conf, start, then on a fresh
+// cluster the initial databases and users. Root enable on create and the
+// initial configuration group come last. Arguments are validated before
+// anything happens.
+//
+// Prepare runs once. If it fails or is interrupted the status is failed and
+// a second prepare is refused: the controller rebuilds the instance.
+func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	if err := m.lc.CheckCanPrepare(); err != nil {
+		return res, err
+	}
+	settings, err := m.checkPrepareArgs(&args)
+	if err != nil {
+		return res, err
+	}
+	if err := m.lc.BeginPrepare(); err != nil {
+		return res, err
+	}
+	res, err = m.prepare(ctx, args, settings)
+	if err != nil {
+		m.log.Error("prepare failed", "err", err)
+	}
+	if serr := m.lc.EndPrepare(err); serr != nil {
+		if err != nil {
+			m.log.Error("recording prepare failure", "err", serr)
+			return res, err
+		}
+		return res, serr
+	}
+	return res, err
+}
+
+func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
+	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
+		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	}
+	if len(args.Databases) > 0 {
+		if err := checkDatabases(args.Databases); err != nil {
+			return nil, err
+		}
+	}
+	if len(args.Users) > 0 {
+		if err := checkUsers(args.Users); err != nil {
+			return nil, err
+		}
+		known := map[string]bool{}
+		for _, d := range args.Databases {
+			known[d.Name] = true
+		}
+		for _, u := range args.Users {
+			for _, db := range u.Databases {
+				if !known[db] {
+					return nil, invalid("user %s: database %s is not among the databases prepare creates", show(u.Name), show(db))
+				}
+			}
+		}
+	}
+	if args.Configuration == nil {
+		return nil, nil
+	}
+	if err := checkManaged(*args.Configuration); err != nil {
+		return nil, err
+	}
+	return datastore.CheckConfiguration(*args.Configuration, paramNameOK)
+}
+
+func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	if m.cfg.DataDevice != "" {
+		vp := m.cfg.Volume
+		if vp == nil {
+			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
+		}
+		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
+		if err != nil {
+			return res, fmt.Errorf("data volume: %w", err)
+		}
+		res.Formatted = formatted
+		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	}
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return res, err
+	}
+
+	fresh, err := m.initDataDir(ctx, osUser)
+	if err != nil {
+		return res, err
+	}
+	res.Initialized = fresh
+
+	conf, hba, ident, err := renderConfig(m.cfg, args.MemoryMB)
+	if err != nil {
+		return res, err
+	}
+	files := []struct {
+		path string
+		data []byte
+	}{
+		{m.cfg.ConfigFile, conf}, {m.cfg.HBAFile, hba}, {m.cfg.IdentFile, ident},
+		{m.cfg.OverridesFile, renderOverrides(nil)},
+	}
+	if m.cfg.StartConf != "" {
+		files = append(files, struct {
+			path string
+			data []byte
+		}{m.cfg.StartConf, []byte("# Written by strata-agent: pg_ctlcluster and systemd start this cluster.\nauto\n")})
+	}
+	for _, f := range files {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return res, fmt.Errorf("config dir: %w", err)
+		}
+		if err := datastore.WriteFileAtomic(f.path, f.data, 0o644); err != nil {
+			return res, err
+		}
+	}
+	for _, dir := range []string{m.cfg.SocketDir, filepath.Dir(m.cfg.PidFile), filepath.Dir(m.cfg.LogFile)} {
+		if err := ensureDir(dir, osUser, false); err != nil {
+			return res, err
+		}
+	}
+
+	if err := m.cfg.Service.Enable(ctx); err != nil {
+		return res, fmt.Errorf("enable postgresql: %w", err)
+	}
+	if err := m.cfg.Service.Start(ctx); err != nil {
+		return res, fmt.Errorf("start postgresql: %w", err)
+	}
+	if err := m.waitReady(ctx); err != nil {
+		return res, err
+	}
+	if fresh {
+		if len(args.Databases) > 0 {
+			if err := m.CreateDatabases(ctx, args.Databases); err != nil {
+				return res, err
+			}
+		}
+		if len(args.Users) > 0 {
+			if err := m.CreateUsers(ctx, args.Users); err != nil {
+				return res, err
+			}
+		}
+	}
+	if args.EnableRoot {
+		creds, err := m.EnableRoot(ctx, "")
+		if err != nil {
+			return res, err
+		}
+		res.Root = &creds
+	}
+	if len(settings) > 0 {
+		cr, err := m.applyConfiguration(ctx, settings)
+		if err != nil {
+			return res, err
+		}
+		if cr.RestartRequired {
+			if err := m.cfg.Service.Restart(ctx); err != nil {
+				return res, fmt.Errorf("restart for configuration: %w", err)
+			}
+			if err := m.waitReady(ctx); err != nil {
+				return res, err
+			}
+			if err := m.lc.Update(func(s *datastore.State) { s.RestartRequired = false }); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// initDataDir runs initdb unless the data directory holds a cluster
+// already (an instance rebuilt onto its old volume). It reports whether it
+// initialised.
+func (m *Manager) initDataDir(ctx context.Context, osUser datastore.OSUser) (bool, error) {
+	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "PG_VERSION")); err == nil {
+		m.log.Info("data directory holds a cluster already; keeping it", "datadir", m.cfg.DataDir)
+		return false, nil
+	}
+	// The directories above the data directory stay root's; the server
+	// only needs to pass through them.
+	if err := os.MkdirAll(filepath.Dir(m.cfg.DataDir), 0o755); err != nil {
+		return false, fmt.Errorf("data directory: %w", err)
+	}
+	if err := ensureDir(m.cfg.DataDir, osUser, true); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(m.cfg.DataDir, 0o700); err != nil {
+		return false, fmt.Errorf("data directory: %w", err)
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, m.cfg.InitDB,
+		"--pgdata="+m.cfg.DataDir, "--username="+AdminRole,
+		"--auth-local=peer", "--auth-host=scram-sha-256",
+		"--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "HOME=" + m.cfg.DataDir}
+	cmd.SysProcAttr = sysProcAttr(osUser)
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return false, fmt.Errorf("initdb: %w: %s", err, lastLines(out.String(), 12))
+	}
+	// initdb leaves its own configuration files in the data directory;
+	// the server reads the rendered ones, so these would only mislead.
+	for _, f := range []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf"} {
+		if err := os.Remove(filepath.Join(m.cfg.DataDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("initdb: %w", err)
+		}
+	}
+	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// ensureDir creates dir (and parents) for the server's account: a new
+// directory is given to it, an existing one only when claim is set (the
+// guest's /run/postgresql and /var/log/postgresql come from the package
+// with the right owner already).
+func ensureDir(dir string, osUser datastore.OSUser, claim bool) error {
+	_, err := os.Stat(dir)
+	existed := err == nil
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("directory %s: %w", dir, err)
+	}
+	if existed && !claim {
+		return nil
+	}
+	return osUser.Chown(dir)
+}
+
+// waitReady waits until the server answers, up to StartTimeout.
+func (m *Manager) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = m.ping(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	tail, _ := datastore.TailFile(LogGeneral, m.cfg.LogFile, 10, 8<<10)
+	return wire.Errorf(wire.CodeUnavailable, "postgresql did not answer within %s (%v); log ends: %s",
+		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+}
+
+func currentUser() (string, error) {
+	u, err := user.Current()
+	if err != nil {
+		return "", fmt.Errorf("postgresql: current user: %w", err)
+	}
+	return u.Username, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

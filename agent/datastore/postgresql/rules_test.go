@@ -1,0 +1,217 @@
+package postgresql_test
+
+import (
+	"database/sql"
+	"encoding/json"
+	"math/big"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/wire"
+	"strata/builder/recipe"
+)
+
+const rulesFile = "../../../validation-rules/postgresql-15.json"
+
+func loadRules(t *testing.T) []wire.ParameterRule {
+	t.Helper()
+	data, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatalf("%s: %v", rulesFile, err)
+	}
+	return rules
+}
+
+// freeStrings are values the server must accept for the string rules that
+// list no allowed values.
+var freeStrings = map[string]string{
+	"timezone":                   "Europe/Berlin",
+	"datestyle":                  "ISO, DMY",
+	"log_line_prefix":            "%m %p %q%u@%d",
+	"default_text_search_config": "pg_catalog.simple",
+}
+
+// TestRulesAgreeWithTheServer checks every rule of
+// validation-rules/postgresql-15.json against a real PostgreSQL: the
+// parameter exists in pg_settings and is settable, its vartype matches
+// the rule (enums are strings with allowed values within enumvals),
+// restart_required is exactly "context is postmaster" and the apply method
+// says restart or reload accordingly, the bounds lie within min_val and
+// max_val, min and max pass our validation and min-1 / max+1 do not, and
+// the server's own checks (ALTER SYSTEM, which validates any context
+// without applying) accept min, max and every allowed value.
+func TestRulesAgreeWithTheServer(t *testing.T) {
+	rules := loadRules(t)
+	inst := sharedServer(t)
+	db := admin(t, inst, "postgres")
+	defer func() {
+		if _, err := db.Exec("ALTER SYSTEM RESET ALL"); err != nil {
+			t.Error(err)
+		}
+	}()
+	areas := map[string]bool{}
+	for _, r := range rules {
+		t.Run(r.Name, func(t *testing.T) {
+			var vartype, context string
+			var min, max, enums sql.NullString
+			err := db.QueryRow(`SELECT vartype, context, min_val, max_val, array_to_string(enumvals, ',')
+				FROM pg_settings WHERE lower(name) = $1`, r.Name).Scan(&vartype, &context, &min, &max, &enums)
+			if err == sql.ErrNoRows {
+				t.Fatalf("PostgreSQL has no parameter %s", r.Name)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{"integer": "integer", "real": "float", "bool": "boolean", "string": "string", "enum": "string"}[vartype]
+			if want != r.Type {
+				t.Fatalf("rule type %s, server vartype %s", r.Type, vartype)
+			}
+			if context == "internal" {
+				t.Fatal("an internal parameter cannot be set")
+			}
+			if (context == "postmaster") != r.RestartRequired {
+				t.Fatalf("restart_required %v, but the server's context is %s", r.RestartRequired, context)
+			}
+			if wantApply := map[bool]string{true: wire.ApplyRestart, false: wire.ApplyReload}[r.RestartRequired]; r.ApplyMethod() != wantApply {
+				t.Fatalf("apply %s, want %s", r.ApplyMethod(), wantApply)
+			}
+			var tries []string
+			switch r.Type {
+			case "integer", "float":
+				checkBounds(t, r, min.String, max.String)
+				tries = []string{r.Min.String(), r.Max.String()}
+			case "boolean":
+				tries = []string{"on", "off"}
+			case "string":
+				if vartype == "enum" {
+					if len(r.AllowedValues) == 0 {
+						t.Fatal("an enum parameter's rule lists its allowed values")
+					}
+					for _, a := range r.AllowedValues {
+						if !slices.Contains(strings.Split(enums.String, ","), a) {
+							t.Fatalf("allowed value %q is not among the server's %s", a, enums.String)
+						}
+					}
+					tries = r.AllowedValues
+				} else {
+					v, ok := freeStrings[r.Name]
+					if !ok {
+						t.Fatal("a free-form string rule needs a sample value in freeStrings")
+					}
+					if _, err := r.Check(json.RawMessage(`"` + v + `"`)); err != nil {
+						t.Fatalf("our validation refuses the sample %q: %v", v, err)
+					}
+					tries = []string{v}
+				}
+			}
+			for _, v := range tries {
+				if _, err := db.Exec("ALTER SYSTEM SET " + r.Name + " = '" + v + "'"); err != nil {
+					t.Fatalf("the server refuses %s = %s: %v", r.Name, v, err)
+				}
+			}
+			if _, err := db.Exec("ALTER SYSTEM RESET " + r.Name); err != nil {
+				t.Fatal(err)
+			}
+		})
+		for _, area := range []string{"mem", "connections", "wal", "log_", "autovacuum"} {
+			if strings.Contains(r.Name, area) {
+				areas[area] = true
+			}
+		}
+	}
+	if len(areas) != 5 {
+		t.Fatalf("the rules cover %v; want memory, connections, WAL, logging and autovacuum", areas)
+	}
+}
+
+// checkBounds checks a numeric rule's bounds against the server's and
+// against our own validation: min and max pass, min-1 and max+1 do not.
+func checkBounds(t *testing.T, r wire.ParameterRule, serverMin, serverMax string) {
+	t.Helper()
+	if r.Min == nil || r.Max == nil {
+		t.Fatal("a numeric rule needs min and max")
+	}
+	lo, hi := bigf(t, r.Min.String()), bigf(t, r.Max.String())
+	if lo.Cmp(bigf(t, serverMin)) < 0 {
+		t.Fatalf("rule min %s is below the server's %s", r.Min, serverMin)
+	}
+	if hi.Cmp(bigf(t, serverMax)) > 0 {
+		t.Fatalf("rule max %s is above the server's %s", r.Max, serverMax)
+	}
+	for _, v := range []string{r.Min.String(), r.Max.String()} {
+		if _, err := r.Check(json.RawMessage(v)); err != nil {
+			t.Fatalf("our validation refuses the rule's own bound %s: %v", v, err)
+		}
+	}
+	one := big.NewFloat(1)
+	for _, v := range []*big.Float{new(big.Float).Sub(lo, one), new(big.Float).Add(hi, one)} {
+		if _, err := r.Check(json.RawMessage(v.Text('f', -1))); err == nil {
+			t.Fatalf("our validation accepts %s, outside %s..%s", v.Text('f', -1), r.Min, r.Max)
+		}
+	}
+}
+
+func bigf(t *testing.T, s string) *big.Float {
+	t.Helper()
+	f, ok := new(big.Float).SetPrec(256).SetString(s)
+	if !ok {
+		t.Fatalf("not a number: %q", s)
+	}
+	return f
+}
+
+// TestRecipeTemplateAppliesCleanly reads what images/postgresql-15.yaml
+// registers (its rules and default configuration template), renders the
+// template for flavors from none to 256 GiB, checks every value against
+// the rules, and has a real server prepared with it: the default group
+// applies without a restart.
+func TestRecipeTemplateAppliesCleanly(t *testing.T) {
+	rec, err := recipe.Load("../../../images/postgresql-15.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rec.Datastore
+	if d == nil || d.Manager != "postgresql" || d.Rules == "" || d.ConfigTemplate == "" {
+		t.Fatalf("recipe datastore = %+v", d)
+	}
+	data, err := os.ReadFile(d.Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile(d.ConfigTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flavor512 map[string]json.RawMessage
+	for _, mem := range []int{0, 512, 2048, 16384, 262144} {
+		values, err := wire.RenderConfigTemplate(tmpl, wire.ConfigTemplateData{MemoryMB: mem})
+		if err != nil {
+			t.Fatalf("%d MiB: %v", mem, err)
+		}
+		if _, err := datastore.CheckConfiguration(wire.ConfigurationArgs{Values: values, Rules: rules}, nil); err != nil {
+			t.Fatalf("%d MiB: the template's values break the rules: %v", mem, err)
+		}
+		if mem == 512 {
+			flavor512 = values
+		}
+	}
+	inst, _ := postgresqltest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
+	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
+		t.Fatalf("status = %+v", st)
+	}
+	if got := setting(t, inst, "random_page_cost"); got != "1.1" {
+		t.Fatalf("random_page_cost = %s, want 1.1 from the template", got)
+	}
+}

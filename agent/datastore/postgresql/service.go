@@ -1,0 +1,94 @@
+package postgresql
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"syscall"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/systemd"
+	"strata/agent/datastore/volume"
+)
+
+var versionPattern = regexp.MustCompile(`^[0-9]{1,2}$`)
+
+// GuestConfig is the configuration for a Debian guest running PostgreSQL
+// major version (e.g. "15") as Debian's cluster "<version>/main": the
+// postgresql@<version>-main unit (pg_ctlcluster) reads
+// /etc/postgresql/<version>/main, the data directory is
+// <mountPoint>/<version>/main on the data volume (default mount point
+// /var/lib/postgresql), the server logs to /var/log/postgresql.
+func GuestConfig(version, stateDir, dataDevice, mountPoint string, log *slog.Logger) (Config, error) {
+	if !versionPattern.MatchString(version) {
+		return Config{}, fmt.Errorf("postgresql: version %q is not a major version number (e.g. 15)", version)
+	}
+	if mountPoint == "" {
+		mountPoint = "/var/lib/postgresql"
+	}
+	etc := filepath.Join("/etc/postgresql", version, "main")
+	unit := "postgresql@" + version + "-main.service"
+	cfg := Config{
+		MountPoint:      mountPoint,
+		DataDir:         filepath.Join(mountPoint, version, "main"),
+		DataDevice:      dataDevice,
+		SocketDir:       "/run/postgresql",
+		Port:            5432,
+		ListenAddresses: "*",
+		ConfigFile:      filepath.Join(etc, "postgresql.conf"),
+		HBAFile:         filepath.Join(etc, "pg_hba.conf"),
+		IdentFile:       filepath.Join(etc, "pg_ident.conf"),
+		OverridesFile:   filepath.Join(etc, "strata-overrides.conf"),
+		StartConf:       filepath.Join(etc, "start.conf"),
+		PidFile:         "/run/postgresql/" + version + "-main.pid",
+		ClusterName:     version + "/main",
+		LogFile:         "/var/log/postgresql/postgresql-" + version + "-main.log",
+		StateFile:       filepath.Join(stateDir, "postgresql.json"),
+		OSUser:          "postgres",
+		InitDB:          filepath.Join("/usr/lib/postgresql", version, "bin", "initdb"),
+		ServiceUnit:     unit,
+		Service:         systemd.Unit{Name: unit},
+		Logger:          log,
+	}
+	if dataDevice != "" {
+		cfg.Volume = volume.Volume{Device: dataDevice, MountPoint: mountPoint}
+	}
+	return cfg, nil
+}
+
+// sysProcAttr runs a command as the server's account (initdb refuses
+// root).
+func sysProcAttr(u datastore.OSUser) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: u.Credential()}
+}
+
+// Restart restarts (or starts) the server and waits until it answers; the
+// restart-required flag is cleared.
+func (m *Manager) Restart(ctx context.Context) error {
+	if err := m.lc.RequirePrepared(); err != nil {
+		return err
+	}
+	if err := m.cfg.Service.Restart(ctx); err != nil {
+		return fmt.Errorf("restart postgresql: %w", err)
+	}
+	if err := m.waitReady(ctx); err != nil {
+		return err
+	}
+	return m.lc.Update(func(s *datastore.State) { s.RestartRequired, s.Stopped = false, false })
+}
+
+// Stop stops the server; status then reports shutdown.
+func (m *Manager) Stop(ctx context.Context) error {
+	if err := m.lc.RequirePrepared(); err != nil {
+		return err
+	}
+	if err := m.lc.Update(func(s *datastore.State) { s.Stopped = true }); err != nil {
+		return err
+	}
+	if err := m.cfg.Service.Stop(ctx); err != nil {
+		return fmt.Errorf("stop postgresql: %w", err)
+	}
+	return nil
+}

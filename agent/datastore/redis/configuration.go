@@ -1,0 +1,181 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"strata/agent/datastore"
+	"strata/agent/wire"
+)
+
+// ApplyConfiguration makes the override file hold exactly args.Values.
+// Values whose rule applies live are set with one CONFIG SET, which Redis
+// applies all or nothing; the others (Redis's immutable parameters), and
+// any value dropped from the set, wait for a restart and the status says
+// restart_required. Every value is checked against its rule and against
+// CONFIG GET (the parameter exists, its current value has the rule's
+// type) before anything changes.
+func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
+	if err := checkManaged(args); err != nil {
+		return wire.ConfigurationResult{}, err
+	}
+	settings, err := datastore.CheckConfiguration(args, paramNameOK)
+	if err != nil {
+		return wire.ConfigurationResult{}, err
+	}
+	if err := m.ready(ctx); err != nil {
+		return wire.ConfigurationResult{}, err
+	}
+	return m.applyConfiguration(ctx, settings)
+}
+
+func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.Setting) (wire.ConfigurationResult, error) {
+	var res wire.ConfigurationResult
+	current := map[string]string{}
+	for _, s := range settings {
+		v, ok, err := m.configGet(ctx, s.Name)
+		if err != nil {
+			return res, err
+		}
+		if !ok {
+			return res, invalid("parameter %s: Redis has no such parameter", s.Name)
+		}
+		if err := checkKind(s, v); err != nil {
+			return res, err
+		}
+		current[s.Name] = v
+	}
+	prevData, err := os.ReadFile(m.cfg.OverridesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("read overrides: %w", err)
+	}
+	prev := parseOverrides(prevData)
+
+	live := []string{"CONFIG", "SET"}
+	undo := []string{"CONFIG", "SET"}
+	for _, s := range settings {
+		if s.Rule.RestartRequired {
+			if prev[s.Name] != configValue(s) {
+				res.PendingRestart = append(res.PendingRestart, s.Name)
+			}
+			continue
+		}
+		live = append(live, s.Name, configValue(s))
+		undo = append(undo, s.Name, current[s.Name])
+		res.AppliedLive = append(res.AppliedLive, s.Name)
+	}
+	if len(live) > 2 {
+		if _, err := m.do(ctx, live...); err != nil {
+			var se *ServerError
+			if errors.As(err, &se) {
+				return wire.ConfigurationResult{}, invalid("Redis refused the configuration (nothing was changed): %s", strings.TrimPrefix(se.Message, "ERR "))
+			}
+			return wire.ConfigurationResult{}, fmt.Errorf("config set: %w", err)
+		}
+		// Switching appendonly on starts writing the first AOF in the
+		// background, and until it is written Redis refuses to shut
+		// down; the change is done when the file is.
+		if err := m.waitPersistence(ctx); err != nil {
+			return res, err
+		}
+	}
+	set := map[string]bool{}
+	for _, s := range settings {
+		set[s.Name] = true
+	}
+	var removed []string
+	for name := range prev {
+		if !set[name] {
+			removed = append(removed, name)
+		}
+	}
+	sort.Strings(removed)
+	res.PendingRestart = append(res.PendingRestart, removed...)
+
+	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o640); err != nil {
+		if len(undo) > 2 {
+			if _, uerr := m.do(context.WithoutCancel(ctx), undo...); uerr != nil {
+				m.log.Error("could not restore parameters after a failed configuration change", "err", uerr)
+			}
+		}
+		return wire.ConfigurationResult{}, err
+	}
+	if err := m.lc.Update(func(st *datastore.State) {
+		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
+		res.RestartRequired = st.RestartRequired
+	}); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// waitPersistence waits until no AOF rewrite runs or is scheduled: Redis
+// refuses to shut down ("Writing initial AOF, can't exit") while the
+// first AOF after switching appendonly on is being written, and systemd
+// would wait on it.
+func (m *Manager) waitPersistence(ctx context.Context) error {
+	for {
+		r, err := m.do(ctx, "INFO", "persistence")
+		if err != nil {
+			return fmt.Errorf("info persistence: %w", err)
+		}
+		busy := false
+		for _, line := range strings.Split(r.Str, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+			if (k == "aof_rewrite_in_progress" || k == "aof_rewrite_scheduled") && v != "0" {
+				busy = true
+			}
+		}
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the append-only file to be written: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// configGet reads one parameter; ok is false when Redis has none by that
+// name. Names passed paramPattern, so they hold no glob characters.
+func (m *Manager) configGet(ctx context.Context, name string) (value string, ok bool, err error) {
+	r, err := m.do(ctx, "CONFIG", "GET", name)
+	if err != nil {
+		return "", false, fmt.Errorf("config get %s: %w", name, err)
+	}
+	for i := 0; i+1 < len(r.Array); i += 2 {
+		if r.Array[i].Str == name {
+			return r.Array[i+1].Str, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// checkKind compares the rule's type with the parameter's current value:
+// Redis booleans read yes/no, integers read as digits.
+func checkKind(s datastore.Setting, current string) error {
+	switch s.Type {
+	case "boolean":
+		if current != "yes" && current != "no" {
+			return invalid("parameter %s: the rule says boolean but Redis's value %s is not yes or no", s.Name, show(current))
+		}
+	case "integer":
+		if _, err := strconv.ParseInt(current, 10, 64); err != nil {
+			if _, uerr := strconv.ParseUint(current, 10, 64); uerr != nil {
+				return invalid("parameter %s: the rule says integer but Redis's value %s is not one", s.Name, show(current))
+			}
+		}
+	case "float":
+		if _, err := strconv.ParseFloat(current, 64); err != nil {
+			return invalid("parameter %s: the rule says float but Redis's value %s is not a number", s.Name, show(current))
+		}
+	}
+	return nil
+}

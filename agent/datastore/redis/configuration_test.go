@@ -1,0 +1,122 @@
+package redis_test
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"strata/agent/datastore/redis"
+	"strata/agent/datastore/redis/redistest"
+	"strata/agent/wire"
+)
+
+// rules as a validation-rules file would give them.
+var testRules = []wire.ParameterRule{
+	{Name: "maxmemory", Type: "integer", Min: num("0"), Max: num("1099511627776")},
+	{Name: "maxmemory-policy", Type: "string", AllowedValues: []string{"noeviction", "allkeys-lru", "volatile-lru"}},
+	{Name: "timeout", Type: "integer", Min: num("0"), Max: num("100000")},
+	{Name: "appendonly", Type: "boolean"},
+	{Name: "save", Type: "string"},
+	{Name: "hz", Type: "integer", Min: num("1"), Max: num("500")},
+	{Name: "databases", Type: "integer", Min: num("1"), Max: num("1000"), RestartRequired: true, Apply: "restart"},
+	{Name: "no-such-parameter", Type: "integer"},
+	{Name: "loglevel", Type: "integer"},
+	{Name: "notify-keyspace-events", Type: "string"},
+}
+
+func TestConfigurationAppliesLiveValuesAndOthersOnRestart(t *testing.T) {
+	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{})
+	m, ctx := inst.Manager, ctxT(t)
+	res, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values(
+		"maxmemory", `104857600`,
+		"maxmemory-policy", `"allkeys-lru"`,
+		"timeout", `300`,
+		"appendonly", `true`,
+		"save", `"900 1 300 10"`,
+		"databases", `8`,
+	)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.AppliedLive, []string{"appendonly", "maxmemory", "maxmemory-policy", "save", "timeout"}) ||
+		!slices.Equal(res.PendingRestart, []string{"databases"}) || !res.RestartRequired {
+		t.Fatalf("result = %+v", res)
+	}
+	for name, want := range map[string]string{"maxmemory": "104857600", "maxmemory-policy": "allkeys-lru", "timeout": "300",
+		"appendonly": "yes", "save": "900 1 300 10", "databases": "16"} {
+		if got := configValue(t, inst, name); got != want {
+			t.Errorf("%s = %s, want %s", name, got, want)
+		}
+	}
+	if st := m.Status(ctx); st.Status != wire.StatusRestartRequired {
+		t.Fatalf("status = %+v", st)
+	}
+	m2, _ := redis.New(inst.Config)
+	if st := m2.Status(ctx); st.Status != wire.StatusRestartRequired {
+		t.Fatalf("status from a new manager = %+v", st)
+	}
+	m2.Close()
+	if err := m.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"databases": "8", "save": "900 1 300 10", "appendonly": "yes", "maxmemory-policy": "allkeys-lru"} {
+		if got := configValue(t, inst, name); got != want {
+			t.Errorf("after restart %s = %s, want %s", name, got, want)
+		}
+	}
+	if st := m.Status(ctx); st.Status != wire.StatusRunning {
+		t.Fatalf("status after restart = %+v", st)
+	}
+	// Dropping values from the group needs a restart to take effect.
+	res, err = m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("timeout", `300`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.RestartRequired || !slices.Contains(res.PendingRestart, "databases") || !slices.Contains(res.PendingRestart, "save") {
+		t.Fatalf("result after removal = %+v", res)
+	}
+	data, _ := os.ReadFile(inst.Config.OverridesFile)
+	if strings.Contains(string(data), "databases") || !strings.Contains(string(data), "timeout 300") {
+		t.Fatalf("override file:\n%s", data)
+	}
+}
+
+func TestBadConfigurationIsRejectedAndChangesNothing(t *testing.T) {
+	inst := sharedServer(t)
+	m, ctx := inst.Manager, ctxT(t)
+	if _, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("timeout", `10`)}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, inst)
+	cases := []struct {
+		name string
+		args wire.ConfigurationArgs
+		want string
+	}{
+		{"no rule", wire.ConfigurationArgs{Rules: testRules, Values: values("tcp-keepalive", `60`)}, "unknown parameter"},
+		{"no rules at all", wire.ConfigurationArgs{Values: values("timeout", `1`)}, "unknown parameter"},
+		{"server has no such parameter", wire.ConfigurationArgs{Rules: testRules, Values: values("no-such-parameter", `1`)}, "no such parameter"},
+		{"managed", wire.ConfigurationArgs{Rules: append(testRules, wire.ParameterRule{Name: "requirepass", Type: "string"}), Values: values("requirepass", `"x"`)}, "managed by the agent"},
+		{"managed dir", wire.ConfigurationArgs{Rules: append(testRules, wire.ParameterRule{Name: "dir", Type: "string"}), Values: values("dir", `"/etc"`)}, "managed by the agent"},
+		{"glob name", wire.ConfigurationArgs{Rules: append(testRules, wire.ParameterRule{Name: "max*", Type: "integer"}), Values: values("max*", `1`)}, "not a valid parameter name"},
+		{"below min", wire.ConfigurationArgs{Rules: testRules, Values: values("hz", `0`)}, "below the minimum 1"},
+		{"above max", wire.ConfigurationArgs{Rules: testRules, Values: values("hz", `501`)}, "above the maximum 500"},
+		{"string for integer", wire.ConfigurationArgs{Rules: testRules, Values: values("maxmemory", `"100mb"`)}, "want an integer"},
+		{"garbage boolean", wire.ConfigurationArgs{Rules: testRules, Values: values("appendonly", `"maybe"`)}, "want true or false"},
+		{"not allowed", wire.ConfigurationArgs{Rules: testRules, Values: values("maxmemory-policy", `"random"`)}, "not one of"},
+		{"rule type differs from server", wire.ConfigurationArgs{Rules: testRules, Values: values("loglevel", `1`)}, "the rule says integer"},
+		{"server refuses", wire.ConfigurationArgs{Rules: testRules, Values: values("save", `"often"`)}, "Redis refused"},
+		{"server refuses one of several", wire.ConfigurationArgs{Rules: testRules, Values: values("timeout", `99`, "notify-keyspace-events", `"Z"`)}, "Redis refused"},
+		{"newline in string", wire.ConfigurationArgs{Rules: testRules, Values: values("save", `"900 1\ninclude /etc/shadow"`)}, "want 1-1024"},
+		{"quote in string", wire.ConfigurationArgs{Rules: testRules, Values: values("save", `"900 1\" dir \"/tmp"`)}, "want 1-1024"},
+		{"good and bad", wire.ConfigurationArgs{Rules: testRules, Values: values("timeout", `5`, "hz", `-1`)}, "hz"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := m.ApplyConfiguration(ctx, tc.args)
+			wantCode(t, err, wire.CodeInvalidArgument, tc.want)
+			assertUnchanged(t, inst, before)
+		})
+	}
+}

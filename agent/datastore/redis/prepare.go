@@ -1,0 +1,218 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/volume"
+	"strata/agent/wire"
+)
+
+// Prepare turns a fresh guest into a running Redis: data volume (format
+// only if blank, then mount), data directory, a new admin password (the
+// ACL file keeps every other user, so a rebuilt instance keeps its users
+// and data), rendered redis.conf, start, then the initial users, root and
+// configuration group. Redis has no named databases: prepare with
+// databases is not_supported. Arguments are validated before anything
+// happens.
+//
+// Prepare runs once. If it fails or is interrupted the status is failed and
+// a second prepare is refused: the controller rebuilds the instance.
+func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	if err := m.lc.CheckCanPrepare(); err != nil {
+		return res, err
+	}
+	settings, err := m.checkPrepareArgs(&args)
+	if err != nil {
+		return res, err
+	}
+	if err := m.lc.BeginPrepare(); err != nil {
+		return res, err
+	}
+	res, err = m.prepare(ctx, args, settings)
+	if err != nil {
+		m.log.Error("prepare failed", "err", err)
+	}
+	if serr := m.lc.EndPrepare(err); serr != nil {
+		if err != nil {
+			m.log.Error("recording prepare failure", "err", serr)
+			return res, err
+		}
+		return res, serr
+	}
+	return res, err
+}
+
+func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
+	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
+		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	}
+	if len(args.Databases) > 0 {
+		return nil, errNoNamedDatabases
+	}
+	if len(args.Users) > 0 {
+		if err := checkUsers(args.Users); err != nil {
+			return nil, err
+		}
+	}
+	if args.Configuration == nil {
+		return nil, nil
+	}
+	if err := checkManaged(*args.Configuration); err != nil {
+		return nil, err
+	}
+	return datastore.CheckConfiguration(*args.Configuration, paramNameOK)
+}
+
+func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
+	var res wire.PrepareResult
+	if m.cfg.DataDevice != "" {
+		vp := m.cfg.Volume
+		if vp == nil {
+			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
+		}
+		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
+		if err != nil {
+			return res, fmt.Errorf("data volume: %w", err)
+		}
+		res.Formatted = formatted
+		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	}
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return res, err
+	}
+	if err := os.MkdirAll(m.cfg.DataDir, 0o750); err != nil {
+		return res, fmt.Errorf("data directory: %w", err)
+	}
+	if err := osUser.Chown(m.cfg.DataDir); err != nil {
+		return res, err
+	}
+
+	// The agent's password: new at every prepare, kept root-only outside
+	// the data volume; the ACL file gets its hash.
+	existingACL, err := os.ReadFile(m.cfg.ACLFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		res.Initialized = true
+	case err != nil:
+		return res, fmt.Errorf("acl file: %w", err)
+	default:
+		m.log.Info("data directory holds users already; keeping them", "aclfile", m.cfg.ACLFile)
+	}
+	secret := datastore.GeneratePassword()
+	if err := os.MkdirAll(filepath.Dir(m.cfg.SecretFile), 0o700); err != nil {
+		return res, fmt.Errorf("secret: %w", err)
+	}
+	if err := datastore.WriteFileAtomic(m.cfg.SecretFile, []byte(secret+"\n"), 0o600); err != nil {
+		return res, err
+	}
+	// Redis rewrites the ACL file itself (ACL SAVE), so it must own it.
+	if err := datastore.WriteFileAtomic(m.cfg.ACLFile, renderACL(existingACL, secret), 0o640); err != nil {
+		return res, err
+	}
+	if err := osUser.Chown(m.cfg.ACLFile); err != nil {
+		return res, err
+	}
+
+	conf, err := renderConfig(m.cfg, args.MemoryMB)
+	if err != nil {
+		return res, err
+	}
+	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, m.cfg.OverridesFile: renderOverrides(nil)} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return res, fmt.Errorf("config dir: %w", err)
+		}
+		// The server reads these as its own account: group-readable,
+		// owned by root, which only the agent writes.
+		if err := datastore.WriteFileAtomic(path, data, 0o640); err != nil {
+			return res, err
+		}
+		if err := os.Lchown(path, os.Getuid(), osUser.GID); err != nil {
+			return res, fmt.Errorf("chown %s: %w", path, err)
+		}
+	}
+	// The socket and pid file's directory is the service's own (systemd's
+	// RuntimeDirectory in the guest); the log directory comes with the
+	// package and is made here only if it is missing.
+	if dir := filepath.Dir(m.cfg.LogFile); !exists(dir) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return res, fmt.Errorf("log directory: %w", err)
+		}
+		if err := osUser.Chown(dir); err != nil {
+			return res, err
+		}
+	}
+	m.Close() // a connection from before knows the old password
+
+	if err := m.cfg.Service.Enable(ctx); err != nil {
+		return res, fmt.Errorf("enable redis: %w", err)
+	}
+	if err := m.cfg.Service.Restart(ctx); err != nil {
+		return res, fmt.Errorf("start redis: %w", err)
+	}
+	if err := m.waitReady(ctx); err != nil {
+		return res, err
+	}
+	if len(args.Users) > 0 {
+		if err := m.CreateUsers(ctx, args.Users); err != nil {
+			return res, err
+		}
+	}
+	if args.EnableRoot {
+		creds, err := m.EnableRoot(ctx, "")
+		if err != nil {
+			return res, err
+		}
+		res.Root = &creds
+	}
+	if len(settings) > 0 {
+		cr, err := m.applyConfiguration(ctx, settings)
+		if err != nil {
+			return res, err
+		}
+		if cr.RestartRequired {
+			if err := m.cfg.Service.Restart(ctx); err != nil {
+				return res, fmt.Errorf("restart for configuration: %w", err)
+			}
+			if err := m.waitReady(ctx); err != nil {
+				return res, err
+			}
+			if err := m.lc.Update(func(s *datastore.State) { s.RestartRequired = false }); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// waitReady waits until the server answers, up to StartTimeout.
+func (m *Manager) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(m.cfg.StartTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = m.ping(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	tail, _ := datastore.TailFile(LogServer, m.cfg.LogFile, 10, 8<<10)
+	return wire.Errorf(wire.CodeUnavailable, "redis did not answer within %s (%v); log ends: %s",
+		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

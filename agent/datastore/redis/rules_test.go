@@ -1,0 +1,197 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/big"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"strata/agent/datastore"
+	"strata/agent/datastore/redis/redistest"
+	"strata/agent/wire"
+	"strata/builder/recipe"
+)
+
+const rulesFile = "../../../validation-rules/redis-7.json"
+
+func loadRules(t *testing.T) []wire.ParameterRule {
+	t.Helper()
+	data, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatalf("%s: %v", rulesFile, err)
+	}
+	return rules
+}
+
+// freeStrings are values the server must accept for the string rules that
+// list no allowed values.
+var freeStrings = map[string]string{
+	"save":                       "900 1 300 10 60 10000",
+	"notify-keyspace-events":     "KEA",
+	"client-output-buffer-limit": "normal 0 0 0 replica 268435456 67108864 60 pubsub 33554432 8388608 60",
+}
+
+// TestRulesAgreeWithTheServer checks every rule of
+// validation-rules/redis-7.json against a real Redis: CONFIG GET knows
+// the parameter, its current value has the rule's type, restart_required
+// is exactly "CONFIG SET answers can't set immutable config", min and max
+// pass our validation and min-1 / max+1 do not, and a live parameter takes
+// min, max and every allowed value through CONFIG SET and reads them back
+// unchanged.
+func TestRulesAgreeWithTheServer(t *testing.T) {
+	rules := loadRules(t)
+	inst := sharedServer(t)
+	c := admin(t, inst)
+	ctx := context.Background()
+	names := map[string]bool{}
+	for _, r := range rules {
+		names[r.Name] = true
+		t.Run(r.Name, func(t *testing.T) {
+			got := do(t, c, "CONFIG", "GET", r.Name).Strings()
+			if len(got) != 2 || got[0] != r.Name {
+				t.Fatalf("CONFIG GET %s = %q", r.Name, got)
+			}
+			current := got[1]
+			switch r.Type {
+			case "boolean":
+				if current != "yes" && current != "no" {
+					t.Fatalf("boolean rule, but the value is %q", current)
+				}
+			case "integer":
+				if _, err := strconv.ParseInt(current, 10, 64); err != nil {
+					t.Fatalf("integer rule, but the value is %q", current)
+				}
+				checkBounds(t, r)
+			case "string":
+				if current == "yes" || current == "no" {
+					t.Fatalf("string rule, but the value %q is a boolean", current)
+				}
+			default:
+				t.Fatalf("type %s is not used for Redis", r.Type)
+			}
+			_, err := c.Do(ctx, "CONFIG", "SET", r.Name, current)
+			immutable := err != nil && strings.Contains(err.Error(), "can't set immutable config")
+			if err != nil && !immutable {
+				t.Fatalf("CONFIG SET %s to its own value: %v", r.Name, err)
+			}
+			if immutable != r.RestartRequired {
+				t.Fatalf("restart_required %v, but CONFIG SET says %v", r.RestartRequired, err)
+			}
+			if want := map[bool]string{true: wire.ApplyRestart, false: wire.ApplyLive}[r.RestartRequired]; r.ApplyMethod() != want {
+				t.Fatalf("apply %s, want %s", r.ApplyMethod(), want)
+			}
+			if immutable {
+				return
+			}
+			defer do(t, c, "CONFIG", "SET", r.Name, current)
+			var tries []string
+			switch {
+			case r.Type == "boolean":
+				tries = []string{"yes", "no"}
+			case r.Type == "integer":
+				tries = []string{r.Min.String(), r.Max.String()}
+			case len(r.AllowedValues) > 0:
+				tries = r.AllowedValues
+			default:
+				v, ok := freeStrings[r.Name]
+				if !ok {
+					t.Fatal("a free-form string rule needs a sample value in freeStrings")
+				}
+				if _, err := r.Check(json.RawMessage(`"` + v + `"`)); err != nil {
+					t.Fatalf("our validation refuses the sample %q: %v", v, err)
+				}
+				tries = []string{v}
+			}
+			for _, v := range tries {
+				if _, err := c.Do(ctx, "CONFIG", "SET", r.Name, v); err != nil {
+					t.Fatalf("CONFIG SET %s %s: %v", r.Name, v, err)
+				}
+				back := do(t, c, "CONFIG", "GET", r.Name).Strings()[1]
+				if r.Type != "string" || len(r.AllowedValues) > 0 {
+					if back != v {
+						t.Fatalf("CONFIG SET %s %s reads back %q (clamped or rounded)", r.Name, v, back)
+					}
+				}
+			}
+		})
+	}
+	for _, must := range []string{"maxmemory", "maxmemory-policy", "timeout", "appendonly", "save"} {
+		if !names[must] {
+			t.Errorf("no rule for %s", must)
+		}
+	}
+}
+
+func checkBounds(t *testing.T, r wire.ParameterRule) {
+	t.Helper()
+	if r.Min == nil || r.Max == nil {
+		t.Fatal("a numeric rule needs min and max")
+	}
+	for _, v := range []string{r.Min.String(), r.Max.String()} {
+		if _, err := r.Check(json.RawMessage(v)); err != nil {
+			t.Fatalf("our validation refuses the rule's own bound %s: %v", v, err)
+		}
+	}
+	lo, _ := new(big.Int).SetString(r.Min.String(), 10)
+	hi, _ := new(big.Int).SetString(r.Max.String(), 10)
+	for _, v := range []*big.Int{new(big.Int).Sub(lo, big.NewInt(1)), new(big.Int).Add(hi, big.NewInt(1))} {
+		if _, err := r.Check(json.RawMessage(v.String())); err == nil {
+			t.Fatalf("our validation accepts %s, outside %s..%s", v, r.Min, r.Max)
+		}
+	}
+}
+
+// TestRecipeTemplateAppliesCleanly reads what images/redis-7.yaml
+// registers (its rules and default configuration template), renders the
+// template for flavors from none to 256 GiB, checks every value against
+// the rules, and has a real server prepared with it: the default group
+// applies without a restart.
+func TestRecipeTemplateAppliesCleanly(t *testing.T) {
+	rec, err := recipe.Load("../../../images/redis-7.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rec.Datastore
+	if d == nil || d.Manager != "redis" || d.Rules == "" || d.ConfigTemplate == "" {
+		t.Fatalf("recipe datastore = %+v", d)
+	}
+	data, err := os.ReadFile(d.Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := wire.ParseRules(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile(d.ConfigTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flavor512 map[string]json.RawMessage
+	for _, mem := range []int{0, 512, 2048, 16384, 262144} {
+		values, err := wire.RenderConfigTemplate(tmpl, wire.ConfigTemplateData{MemoryMB: mem})
+		if err != nil {
+			t.Fatalf("%d MiB: %v", mem, err)
+		}
+		if _, err := datastore.CheckConfiguration(wire.ConfigurationArgs{Values: values, Rules: rules}, nil); err != nil {
+			t.Fatalf("%d MiB: the template's values break the rules: %v", mem, err)
+		}
+		if mem == 512 {
+			flavor512 = values
+		}
+	}
+	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
+	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
+		t.Fatalf("status = %+v", st)
+	}
+	if got := configValue(t, inst, "appendonly"); got != "yes" {
+		t.Fatalf("appendonly = %s, want yes from the template", got)
+	}
+}
