@@ -10,10 +10,43 @@
 set -euo pipefail
 
 declare -A group
-group[build]="mmdebstrap debootstrap qemu-utils grub-common grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs zstd tar util-linux ca-certificates libcap2-bin"
-group[boot]="qemu-system-x86 seabios ovmf"
-group[test]="mariadb-server mariadb-client postgresql redis-server redis-tools e2fsprogs util-linux systemd python3-openstackclient python3-troveclient"
-group[openstack]=""
+# One package per line, so that changes from different work merge cleanly.
+group[build]="
+	mmdebstrap
+	debootstrap
+	qemu-utils
+	grub-common
+	grub-pc-bin
+	grub-efi-amd64-bin
+	dosfstools
+	mtools
+	fdisk
+	e2fsprogs
+	zstd
+	tar
+	util-linux
+	ca-certificates
+	libcap2-bin
+"
+group[boot]="
+	qemu-system-x86
+	seabios
+	ovmf
+"
+group[test]="
+	mariadb-server
+	mariadb-client
+	postgresql
+	redis-server
+	redis-tools
+	e2fsprogs
+	util-linux
+	systemd
+	python3-openstackclient
+	python3-troveclient
+"
+group[openstack]="
+"
 
 if [ $# -eq 0 ]; then
 	echo "usage: $0 GROUP... (groups: ${!group[*]})" >&2
