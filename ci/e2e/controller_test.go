@@ -78,9 +78,9 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	created := time.Now()
 	in := api.must(t, 200, "POST", "/instances", map[string]any{"instance": map[string]any{
 		"name": "e2e-db", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
-		"datastore": map[string]any{"type": "mariadb", "version": "10.11"},
-		"databases": []any{map[string]any{"name": "shop"}},
-		"users":     []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}},
+		"datastore":     map[string]any{"type": "mariadb", "version": "10.11"},
+		"databases":     []any{map[string]any{"name": "shop"}},
+		"users":         []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}},
 		"configuration": cfgID,
 	}})["instance"].(map[string]any)
 	id := in["id"].(string)
