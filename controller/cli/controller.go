@@ -184,7 +184,12 @@ func newFlavorCommand(sf *stateFlags) *cobra.Command {
 			}
 			defer db.Close()
 			f.Name = args[0]
-			out, err := sf.registry(db).CreateFlavor(cmd.Context(), f)
+			r := sf.registry(db)
+			// The defaults come first, as a controller's first start makes them.
+			if err := r.EnsureDefaultFlavors(cmd.Context()); err != nil {
+				return err
+			}
+			out, err := r.CreateFlavor(cmd.Context(), f)
 			if err != nil {
 				return err
 			}

@@ -260,24 +260,13 @@ type ListOptions struct {
 	Project string
 	// ConfigurationID limits to instances with that configuration.
 	ConfigurationID string
-	// Marker starts after this id (pagination); Limit caps the count.
-	Marker string
-	Limit  int
 }
 
 // List returns live instances, oldest first.
 func List(ctx context.Context, q store.Querier, o ListOptions) ([]Instance, error) {
 	query := selectInstance + ` WHERE i.deleted_at IS NULL AND (? = '' OR i.project_id = ?) AND (? = '' OR i.configuration_id = ?)`
-	args := []any{o.Project, o.Project, o.ConfigurationID, o.ConfigurationID}
-	if o.Marker != "" {
-		query += ` AND (i.created_at, i.id) > (SELECT created_at, id FROM instances WHERE id = ?)`
-		args = append(args, o.Marker)
-	}
 	query += ` ORDER BY i.created_at, i.id`
-	if o.Limit > 0 {
-		query += fmt.Sprintf(` LIMIT %d`, o.Limit)
-	}
-	rows, err := q.Query(ctx, query, args...)
+	rows, err := q.Query(ctx, query, o.Project, o.Project, o.ConfigurationID, o.ConfigurationID)
 	if err != nil {
 		return nil, err
 	}

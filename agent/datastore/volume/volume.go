@@ -17,6 +17,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"strata/agent/wire"
 )
@@ -175,14 +178,25 @@ func (v Volume) probe(ctx context.Context, tag string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// mounted reports whether the device itself is mounted at MountPoint. A
+// mount of something else there does not count: the agent's own sandbox
+// bind-mounts its ReadWritePaths (the mount point among them) from the
+// root filesystem, and that must not pass for the data volume.
 func (v Volume) mounted() bool {
 	data, err := os.ReadFile(v.MountInfo)
 	if err != nil {
 		return false
 	}
+	want := ""
+	if st, err := os.Stat(v.Device); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && st.Mode()&os.ModeDevice != 0 {
+			want = fmt.Sprintf("%d:%d", unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev)))
+		}
+	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == v.MountPoint {
+		// A plain file (tests) has no device number to compare.
+		if len(f) > 4 && f[4] == v.MountPoint && (want == "" || f[2] == want) {
 			return true
 		}
 	}

@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"strata/agent/wire"
 )
@@ -189,5 +192,35 @@ func TestGrowRefusesABlankDevice(t *testing.T) {
 	err := r.v.Grow(context.Background())
 	if wire.ErrorCodeOf(err) != wire.CodeFailedPrecondition {
 		t.Fatalf("grow of a blank device: %v", err)
+	}
+}
+
+// TestAnotherMountAtTheMountPointIsNotTheVolume: the agent's sandbox
+// bind-mounts the mount point from the root filesystem; only a mount of
+// the data device itself counts as mounted.
+func TestAnotherMountAtTheMountPointIsNotTheVolume(t *testing.T) {
+	var dev string
+	var st os.FileInfo
+	entries, _ := os.ReadDir("/sys/block")
+	for _, e := range entries {
+		if s, err := os.Stat("/dev/" + e.Name()); err == nil && s.Mode()&os.ModeDevice != 0 && s.Mode()&os.ModeCharDevice == 0 {
+			dev, st = "/dev/"+e.Name(), s
+			break
+		}
+	}
+	if dev == "" {
+		t.Fatal("no block device under /dev to test with")
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	majmin := fmt.Sprintf("%d:%d", unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev)))
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	v := Volume{Device: dev, MountPoint: "/var/lib/mysql", MountInfo: mi}
+	os.WriteFile(mi, []byte("22 1 254:3 / / ro - ext4 /dev/vda3 rw\n77 22 254:3 /var/lib/mysql /var/lib/mysql rw - ext4 /dev/vda3 rw\n"), 0o644)
+	if majmin != "254:3" && v.mounted() {
+		t.Fatal("the sandbox's bind mount of the root filesystem passed for the data volume")
+	}
+	os.WriteFile(mi, []byte("22 1 254:3 / / ro - ext4 /dev/vda3 rw\n78 22 "+majmin+" / /var/lib/mysql rw - ext4 "+dev+" rw\n"), 0o644)
+	if !v.mounted() {
+		t.Fatalf("%s (%s) mounted at the mount point not recognised", dev, majmin)
 	}
 }

@@ -1,0 +1,562 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"strata/controller/store"
+)
+
+// TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu is issue 4's
+// end-to-end proof, with one VM boot: the MariaDB image built by the
+// strata binary is registered (`strata image register`, `strata datastore
+// ...`), `strata controller serve` runs as a real process, an instance is
+// created through the Trove API with a database, a user and a
+// configuration group; the VM boots under qemu (TCG here), its agent
+// enrolls over SSH and heartbeats, the instance becomes ACTIVE, and the
+// host's real `mariadb` client writes and reads a table through the
+// forwarded port. A database and a user are then added through the API
+// and the real `openstack database ...` CLI, the volume is resized and the
+// filesystem grows, a restart-only parameter puts the instance in
+// RESTART_REQUIRED and a restart applies it. The API is timed under a
+// small load, the controller's RSS read. Delete leaves no qemu process,
+// disk or enrolment behind.
+func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
+	for _, tool := range []string{"mariadb", "openstack", "qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", tool)
+		}
+	}
+	start := time.Now()
+	out := t.TempDir()
+	agentBin := filepath.Join(repo, "bin", "strata-agent")
+	if _, err := os.Stat(agentBin); err != nil {
+		// make build stamps the agent; a plain build is enough here.
+		build := exec.Command("go", "build", "-o", agentBin, "./agent/cmd/strata-agent")
+		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+		if o, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building strata-agent: %v\n%s", err, o)
+		}
+	}
+	img := filepath.Join(out, "mariadb-10.11")
+	run(t, nil, "build", "-f", "images/mariadb-10.11.yaml", "-o", img, "--image-cache", cache)
+	t.Logf("image ready after %.0fs", time.Since(start).Seconds())
+
+	// Register the image and the datastore version, as an operator would.
+	state := filepath.Join(out, "state")
+	imageID := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, img+".qcow2"))
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb")
+	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", imageID,
+		"--from-recipe", "images/mariadb-10.11.yaml")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "controller/testdata/validation-rules/mariadb-10.11.json")
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb", "10.11")
+
+	ctl := startController(t, state)
+	api := ctl.login(t)
+
+	cfg := api.must(t, 200, "POST", "/configurations", map[string]any{"configuration": map[string]any{
+		"name": "e2e", "values": map[string]any{"max_connections": 123}, "datastore": map[string]any{"type": "mariadb", "version": "10.11"}}})
+	cfgID := cfg["configuration"].(map[string]any)["id"].(string)
+	created := time.Now()
+	in := api.must(t, 200, "POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "e2e-db", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"datastore":     map[string]any{"type": "mariadb", "version": "10.11"},
+		"databases":     []any{map[string]any{"name": "shop"}},
+		"users":         []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}},
+		"configuration": cfgID,
+	}})["instance"].(map[string]any)
+	id := in["id"].(string)
+	t.Cleanup(func() {
+		if t.Failed() {
+			console, _ := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "console.log"))
+			t.Logf("console of %s (tail):\n%s", id, tail(string(console), 80))
+		}
+	})
+	in = api.waitStatus(t, id, "ACTIVE", 20*time.Minute)
+	toActive := time.Since(created)
+	t.Logf("FIGURE create→ACTIVE: %.1fs (%s)", toActive.Seconds(), accelOf(ctl.log()))
+	port := int(in["port"].(float64))
+	if in["ip"].([]any)[0] != "127.0.0.1" || port == 0 {
+		t.Fatalf("instance address: %v", in)
+	}
+	if n := countRows(t, state, "SELECT COUNT(*) FROM agent_keys WHERE instance_id = ?", id); n != 1 {
+		t.Fatalf("%d enrolled agent keys, want 1", n)
+	}
+	if n := countRows(t, state, "SELECT heartbeats FROM instance_reports WHERE instance_id = ?", id); n < 1 {
+		t.Fatal("no heartbeat stored")
+	}
+	// The datastore lives on the 1 GB data volume, not the 2 GiB root disk.
+	waitTrue(t, "a heartbeat reporting the data volume", time.Minute, func() bool {
+		in = api.instance(t, id)
+		return volumeTotal(in) > 0.8 && volumeTotal(in) < 1.01
+	})
+
+	// The real client through the forwarded port.
+	db := mariadbClient{port: port}
+	db.must(t, "shopper", "shopper-pw-1", "shop", "CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(40)); INSERT INTO orders VALUES (1, 'tea'), (2, 'cake')")
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders"); got != "tea,cake" {
+		t.Fatalf("read back %q", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections"); got != "123" {
+		t.Fatalf("max_connections from the configuration group = %q", got)
+	}
+	if _, err := db.query("shopper", "wrong-password", "shop", "SELECT 1"); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+
+	// A database and a user through the API; the user connects.
+	api.must(t, 202, "POST", "/instances/"+id+"/databases", map[string]any{"databases": []any{map[string]any{"name": "ledger"}}})
+	api.must(t, 202, "POST", "/instances/"+id+"/users", map[string]any{"users": []any{map[string]any{
+		"name": "clerk", "password": "clerk-pw-2", "databases": []any{map[string]any{"name": "ledger"}}}}})
+	waitTrue(t, "the new user to log in", 2*time.Minute, func() bool {
+		_, err := db.query("clerk", "clerk-pw-2", "ledger", "SELECT 1")
+		return err == nil
+	})
+	db.must(t, "clerk", "clerk-pw-2", "ledger", "CREATE TABLE entries (n INT); INSERT INTO entries VALUES (42)")
+	if code, doc := api.do(t, "POST", "/instances/"+id+"/databases", `{"databases":[{"name":"x'; DROP DATABASE shop; --"}]}`); code != 400 {
+		t.Fatalf("injection attempt: HTTP %d %v", code, doc)
+	}
+
+	// The real openstack CLI.
+	osc := ctl.openstack(t)
+	var list []map[string]any
+	osc.json(t, &list, "database", "instance", "list")
+	if len(list) != 1 || list[0]["Status"] != "ACTIVE" {
+		t.Fatalf("openstack database instance list: %v", list)
+	}
+	var dbs []map[string]any
+	osc.json(t, &dbs, "database", "db", "list", id)
+	if len(dbs) != 2 {
+		t.Fatalf("openstack database db list: %v", dbs)
+	}
+	osc.run(t, "database", "user", "create", id, "auditor", "auditor-pw-3", "--databases", "ledger")
+	waitTrue(t, "the CLI's user to log in", 2*time.Minute, func() bool {
+		_, err := db.query("auditor", "auditor-pw-3", "ledger", "SELECT n FROM entries")
+		return err == nil
+	})
+	var users []map[string]any
+	osc.json(t, &users, "database", "user", "list", id)
+	if len(users) != 3 {
+		t.Fatalf("openstack database user list: %v", users)
+	}
+
+	// Resize the volume: the agent grows the filesystem online.
+	before := volumeTotal(in)
+	if before > 1.01 {
+		t.Fatalf("before the resize the heartbeat reports a %.2f GiB filesystem: not the 1 GB data volume", before)
+	}
+	osc.run(t, "database", "instance", "resize", "volume", id, "2")
+	api.waitStatus(t, id, "RESIZE", time.Minute)
+	api.waitStatus(t, id, "ACTIVE", 10*time.Minute)
+	waitTrue(t, "the grown filesystem in a heartbeat", 2*time.Minute, func() bool {
+		in = api.instance(t, id)
+		return in["volume"].(map[string]any)["size"] == 2.0 && volumeTotal(in) > 1.8
+	})
+	t.Logf("volume: %.2f GiB filesystem before, %.2f GiB after resizing to 2 GB", before, volumeTotal(in))
+
+	// A restart-only parameter: RESTART_REQUIRED, then restart applies it.
+	api.must(t, 200, "PATCH", "/configurations/"+cfgID, map[string]any{"configuration": map[string]any{"values": map[string]any{"performance_schema": true}}})
+	api.waitStatus(t, id, "RESTART_REQUIRED", 5*time.Minute)
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@performance_schema"); got != "0" {
+		t.Fatalf("performance_schema before the restart = %q", got)
+	}
+	api.must(t, 202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
+	api.waitStatus(t, id, "ACTIVE", 10*time.Minute)
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@performance_schema"); got != "1" {
+		t.Fatalf("performance_schema after the restart = %q", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT COUNT(*) FROM orders"); got != "2" {
+		t.Fatalf("rows after restart: %q", got)
+	}
+
+	// API latency under a small load, and the controller's memory.
+	for _, path := range []string{"/instances", "/instances/" + id} {
+		p50, p99, n := api.load(t, path, 4, 250)
+		t.Logf("FIGURE API GET %s: p50 %.2f ms, p99 %.2f ms (%d requests, 4 clients)", strings.Replace(path, id, "{id}", 1), p50, p99, n)
+	}
+	t.Logf("FIGURE controller RSS: %.1f MiB", rssMiB(t, ctl.cmd.Process.Pid))
+
+	// Delete: nothing is left.
+	api.must(t, 202, "DELETE", "/instances/"+id, nil)
+	api.waitGone(t, id, 5*time.Minute)
+	if out, _ := exec.Command("pgrep", "-f", "strata-"+id).Output(); len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("qemu still running after delete: pid %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(state, "compute", "qemu", id)); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(filepath.Join(state, "compute", "qemu", id))
+		t.Fatalf("the instance's disks are still there: %v", entries)
+	}
+	for _, table := range []string{"agent_tokens", "agent_keys", "agent_ops", "instance_reports"} {
+		if n := countRows(t, state, "SELECT COUNT(*) FROM "+table+" WHERE instance_id = ?", id); n != 0 {
+			t.Errorf("%s still holds %d rows of the deleted instance", table, n)
+		}
+	}
+	ctl.stop(t)
+	t.Logf("FIGURE e2e wall time: %.0fs", time.Since(start).Seconds())
+}
+
+// stdout runs strata and returns its standard output.
+func stdout(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(strata, args...)
+	cmd.Dir = repo
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("strata %v: %v\n%s%s", args, err, o.String(), e.String())
+	}
+	t.Logf("strata %s: %s%s", strings.Join(args[:2], " "), e.String(), tail(o.String(), 5))
+	return o.String()
+}
+
+type controllerProc struct {
+	cmd     *exec.Cmd
+	state   string
+	url     string
+	logPath string
+	done    chan struct{}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startController(t *testing.T, state string) *controllerProc {
+	t.Helper()
+	listen, agent := freePort(t), freePort(t)
+	c := &controllerProc{state: state, url: "http://" + listen, logPath: filepath.Join(state, "controller.log"), done: make(chan struct{})}
+	logf, err := os.Create(c.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(strata, "controller", "serve", "--state-dir", state, "--listen", listen, "--agent-listen", agent)
+	c.cmd.Dir = repo
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.cmd.Wait(); logf.Close(); close(c.done) }()
+	t.Cleanup(func() {
+		c.stop(t)
+		if t.Failed() {
+			t.Logf("controller log (tail):\n%s", tail(c.log(), 60))
+		}
+	})
+	waitTrue(t, "the controller's API", 30*time.Second, func() bool {
+		resp, err := http.Get(c.url + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	return c
+}
+
+func (c *controllerProc) log() string {
+	data, _ := os.ReadFile(c.logPath)
+	return string(data)
+}
+
+// stop sends SIGTERM and waits: the controller powers its VMs off.
+func (c *controllerProc) stop(t *testing.T) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(90 * time.Second):
+		t.Errorf("controller did not stop within 90s of SIGTERM; killing it")
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+func (c *controllerProc) openrc(t *testing.T) map[string]string {
+	data, err := os.ReadFile(filepath.Join(c.state, "openrc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = strings.Trim(v, "'")
+		}
+	}
+	return env
+}
+
+type apiClient struct {
+	base, token, project string
+	http                 *http.Client
+}
+
+func (c *controllerProc) login(t *testing.T) *apiClient {
+	t.Helper()
+	rc := c.openrc(t)
+	if rc["OS_AUTH_URL"] != c.url+"/v3" {
+		t.Fatalf("openrc OS_AUTH_URL = %q, want %s/v3", rc["OS_AUTH_URL"], c.url)
+	}
+	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":%q,"domain":{"name":"Default"},"password":%q}}},"scope":{"project":{"name":%q,"domain":{"name":"Default"}}}}}`,
+		rc["OS_USERNAME"], rc["OS_PASSWORD"], rc["OS_PROJECT_NAME"])
+	resp, err := http.Post(c.url+"/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Token struct {
+			Project struct{ ID string } `json:"project"`
+		} `json:"token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&doc)
+	if resp.StatusCode != 201 {
+		t.Fatalf("login: HTTP %d", resp.StatusCode)
+	}
+	return &apiClient{base: c.url, token: resp.Header.Get("X-Subject-Token"), project: doc.Token.Project.ID,
+		http: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+}
+
+func (a *apiClient) do(t *testing.T, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		r = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, a.base+"/v1.0/"+a.project+path, r)
+	req.Header.Set("X-Auth-Token", a.token)
+	if r != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var doc map[string]any
+	json.Unmarshal(data, &doc)
+	return resp.StatusCode, doc
+}
+
+func (a *apiClient) must(t *testing.T, want int, method, path string, body any) map[string]any {
+	t.Helper()
+	code, doc := a.do(t, method, path, body)
+	if code != want {
+		t.Fatalf("%s %s: HTTP %d, want %d: %v", method, path, code, want, doc)
+	}
+	return doc
+}
+
+func (a *apiClient) instance(t *testing.T, id string) map[string]any {
+	t.Helper()
+	return a.must(t, 200, "GET", "/instances/"+id, nil)["instance"].(map[string]any)
+}
+
+func (a *apiClient) waitStatus(t *testing.T, id, want string, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last := ""
+	for {
+		in := a.instance(t, id)
+		st := in["status"].(string)
+		if st != last {
+			t.Logf("instance %s: %s (operating %v)", id, st, in["operating_status"])
+			last = st
+		}
+		if st == want {
+			return in
+		}
+		if st == "ERROR" && want != "ERROR" {
+			t.Fatalf("instance %s is in ERROR: %v", id, in["fault"])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %s did not reach %s within %s: %v", id, want, within, in)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func (a *apiClient) waitGone(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	waitTrue(t, "the instance to be deleted", within, func() bool {
+		code, _ := a.do(t, "GET", "/instances/"+id, nil)
+		return code == 404
+	})
+}
+
+// load sends GETs to path from clients goroutines, perClient each, and
+// returns the median and 99th percentile latency in milliseconds.
+func (a *apiClient) load(t *testing.T, path string, clients, perClient int) (p50, p99 float64, n int) {
+	var mu sync.Mutex
+	var lat []float64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range perClient {
+				req, _ := http.NewRequest("GET", a.base+"/v1.0/"+a.project+path, nil)
+				req.Header.Set("X-Auth-Token", a.token)
+				s := time.Now()
+				resp, err := a.http.Do(req)
+				if err != nil {
+					t.Errorf("load: %v", err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				d := float64(time.Since(s).Microseconds()) / 1000
+				if resp.StatusCode != 200 {
+					t.Errorf("load: HTTP %d", resp.StatusCode)
+				}
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Float64s(lat)
+	if len(lat) == 0 {
+		t.Fatal("no requests completed")
+	}
+	return lat[len(lat)/2], lat[len(lat)*99/100], len(lat)
+}
+
+type oscRunner struct{ env []string }
+
+func (c *controllerProc) openstack(t *testing.T) *oscRunner {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	for k, v := range c.openrc(t) {
+		env = append(env, k+"="+v)
+	}
+	return &oscRunner{env: env}
+}
+
+func (o *oscRunner) run(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("openstack", args...)
+	cmd.Env = o.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (o *oscRunner) json(t *testing.T, v any, args ...string) {
+	t.Helper()
+	out := o.run(t, append(args, "-f", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// mariadbClient runs Debian's mariadb client against the forwarded port.
+type mariadbClient struct{ port int }
+
+func (m mariadbClient) query(user, password, database, sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "mariadb", "--protocol=TCP", "-h", "127.0.0.1", "-P", strconv.Itoa(m.port),
+		"-u", user, "--connect-timeout=20", "--batch", "--skip-column-names", "--ssl=0", database, "-e", sql)
+	cmd.Env = append(os.Environ(), "MYSQL_PWD="+password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func (m mariadbClient) must(t *testing.T, user, password, database, sql string) string {
+	t.Helper()
+	out, err := m.query(user, password, database, sql)
+	if err != nil {
+		t.Fatalf("mariadb as %s: %s: %v", user, sql, err)
+	}
+	return out
+}
+
+func waitTrue(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func volumeTotal(in map[string]any) float64 {
+	v, _ := in["volume"].(map[string]any)["total"].(float64)
+	return v
+}
+
+func countRows(t *testing.T, state, query string, args ...any) int {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(state, "controller.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func rssMiB(t *testing.T, pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+func accelOf(log string) string {
+	if i := strings.Index(log, "accel="); i >= 0 {
+		f := strings.Fields(log[i:])
+		return f[0]
+	}
+	return "accel unknown"
+}

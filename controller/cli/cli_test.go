@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"strata/controller/registry"
+	"strata/controller/server"
+)
+
+// strata runs the controller's commands as `strata` would.
+func strata(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := &cobra.Command{Use: "strata", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(Commands()...)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func qcow2(t *testing.T) string {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not found: install qemu-utils with `ci/deps.sh build`")
+	}
+	p := filepath.Join(t.TempDir(), "mariadb-10.11.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return p
+}
+
+// TestTroveManageEquivalents registers an image (checked against its
+// .sha256), a datastore and a version from a recipe, loads rules, and
+// sets the default — then checks bad input changes nothing.
+func TestTroveManageEquivalents(t *testing.T) {
+	state := t.TempDir()
+	img := qcow2(t)
+	data, _ := os.ReadFile(img)
+	sum := sha256.Sum256(data)
+	os.WriteFile(img+".sha256", []byte(hex.EncodeToString(sum[:])+"  mariadb-10.11.qcow2\n"), 0o644)
+
+	out, err := strata(t, "image", "register", "--state-dir", state, img)
+	if err != nil || !strings.Contains(out, "matches mariadb-10.11.qcow2.sha256") {
+		t.Fatalf("image register: %v\n%s", err, out)
+	}
+	imageID := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+
+	// A version of a datastore that does not exist yet is refused.
+	if _, err := strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", imageID,
+		"--from-recipe", "../../images/mariadb-10.11.yaml"); err == nil {
+		t.Fatal("version of a missing datastore accepted")
+	}
+	if out, err := strata(t, "datastore", "update", "--state-dir", state, "mariadb"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", "no-such-image"); err == nil ||
+		!strings.Contains(err.Error(), "strata image register") {
+		t.Fatalf("unknown image: %v %s", err, out)
+	}
+	out, err = strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", "mariadb-10.11",
+		"--from-recipe", "../../images/mariadb-10.11.yaml")
+	if err != nil || !strings.Contains(out, "manager mariadb") || !strings.Contains(out, "port 3306") {
+		t.Fatalf("version update: %v\n%s", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"configuration-parameters":[{"name":"x","type":"integer","min":10,"max":1}]}`), 0o644)
+	if _, err := strata(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", bad); err == nil ||
+		!strings.Contains(err.Error(), "min 10 is above max 1") {
+		t.Fatalf("bad rules: %v", err)
+	}
+	out, err = strata(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "../testdata/validation-rules/mariadb-10.11.json")
+	if err != nil || !strings.Contains(out, "7 configuration parameters") {
+		t.Fatalf("load-rules: %v\n%s", err, out)
+	}
+	if _, err := strata(t, "datastore", "update", "--state-dir", state, "mariadb", "10.11"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strata(t, "image", "delete", "--state-dir", state, imageID); err == nil {
+		t.Fatal("deleting an image a version uses was accepted")
+	}
+	out, _ = strata(t, "datastore", "list", "--state-dir", state)
+	if !strings.Contains(out, "mariadb    10.11") || !strings.Contains(out, "default") {
+		t.Fatalf("datastore list:\n%s", out)
+	}
+
+	db, err := server.OpenState(context.Background(), state, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	v, err := (&registry.Registry{DB: db}).FindVersion(context.Background(), "mariadb", "")
+	if err != nil || v.ImageID != imageID || len(v.Rules) != 7 || v.BootTimeout != 900*time.Second || !v.Active {
+		t.Fatalf("registered version = %+v, %v", v, err)
+	}
+}
+
+func TestImageRegisterRefusesAChecksumMismatch(t *testing.T) {
+	state := t.TempDir()
+	img := qcow2(t)
+	os.WriteFile(img+".sha256", []byte(strings.Repeat("0", 64)+"  mariadb-10.11.qcow2\n"), 0o644)
+	if _, err := strata(t, "image", "register", "--state-dir", state, img); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("mismatch: %v", err)
+	}
+	out, _ := strata(t, "image", "list", "--state-dir", state)
+	if strings.Count(out, "\n") != 1 {
+		t.Fatalf("a refused image was listed:\n%s", out)
+	}
+}
+
+func TestProjectsUsersAndFlavors(t *testing.T) {
+	state := t.TempDir()
+	if _, err := strata(t, "controller", "project", "create", "--state-dir", state, "team"); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("a-long-password\n"), 0o600)
+	rc := filepath.Join(t.TempDir(), "openrc")
+	if _, err := strata(t, "controller", "user", "create", "--state-dir", state, "alice", "--project", "team", "--password-file", pw, "--openrc", rc); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(rc)
+	if !strings.Contains(string(data), "OS_USERNAME=alice") || !strings.Contains(string(data), "OS_PROJECT_NAME=team") {
+		t.Fatalf("openrc:\n%s", data)
+	}
+	if _, err := strata(t, "controller", "flavor", "create", "--state-dir", state, "tiny2", "--ram", "512", "--vcpus", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strata(t, "controller", "flavor", "create", "--state-dir", state, "broken", "--ram", "1"); err == nil {
+		t.Fatal("a 1 MB flavor was accepted")
+	}
+	out, _ := strata(t, "controller", "flavor", "list", "--state-dir", state)
+	if !strings.Contains(out, "tiny2") || !strings.Contains(out, "strata.small") || strings.Contains(out, "broken") {
+		t.Fatalf("flavor list:\n%s", out)
+	}
+}
