@@ -61,10 +61,19 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	$(GO) test -count=1 ./builder/... .
 	$(MAKE) e2e
 
+# The datastore `make e2e` runs through the API besides MariaDB (which the
+# controller's own end-to-end test covers): redis, postgresql, mariadb or all.
+DATASTORE ?= redis
+
 .PHONY: e2e
-e2e: deps build ## end-to-end: build images with bin/strata and boot them under qemu (minutes)
+e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
+	ci/deps.sh test
 	@mkdir -p $(OUT_DIR)
-	STRATA_CACHE_DIR=$(CACHE_DIR) $(GO) test -tags e2e -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+.PHONY: e2e-all
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API
+	$(MAKE) e2e DATASTORE=all
 
 .PHONY: bench
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
