@@ -13,7 +13,7 @@ declare -A group
 group[build]="mmdebstrap debootstrap qemu-utils grub-common grub-pc-bin grub-efi-amd64-bin dosfstools mtools fdisk e2fsprogs zstd tar util-linux ca-certificates libcap2-bin"
 group[boot]="qemu-system-x86 seabios ovmf"
 group[test]="mariadb-server mariadb-client e2fsprogs util-linux systemd postgresql python3-openstackclient python3-troveclient"
-group[openstack]=""
+group[openstack]="keystone glance-api trove-api python3-openstackclient uwsgi-core uwsgi-plugin-python3 sqlite3 qemu-utils curl"
 
 if [ $# -eq 0 ]; then
 	echo "usage: $0 GROUP... (groups: ${!group[*]})" >&2
