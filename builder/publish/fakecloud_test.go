@@ -32,8 +32,8 @@ type fakeCloud struct {
 	images      map[string]map[string]any
 	// stored, if set, is how GET shows an uploaded image (a real Glance's
 	// answer: status, checksums).
-	stored func(id string) map[string]any
-	versions    map[string][]map[string]any // by side: strata, trove
+	stored   func(id string) map[string]any
+	versions map[string][]map[string]any // by side: strata, trove
 }
 
 const fakeProject = "0123456789abcdef0123456789abcdef"
