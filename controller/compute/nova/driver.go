@@ -79,6 +79,9 @@ func New(computeClient, volumeClient, networkClient *gophercloud.ServiceClient, 
 	}
 	c := *computeClient
 	c.Microversion = computeMicroversion
+	if c.Type == "" {
+		c.Type = "compute" // the microversion header depends on it
+	}
 	return &Driver{compute: &c, volume: volumeClient, network: networkClient, cfg: cfg, log: log.With("component", "compute-nova")}, nil
 }
 

@@ -104,6 +104,9 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 	if sizeGB > cur.Size {
 		c := *d.volume
 		c.Microversion = "3.42"
+		if c.Type == "" {
+			c.Type = "block-storage"
+		}
 		if err := volumes.ExtendSize(ctx, &c, vol.ID, volumes.ExtendSizeOpts{NewSize: sizeGB}).ExtractErr(); err != nil {
 			return compute.Volume{}, serviceErr("cinder", fmt.Sprintf("extending volume %s to %d GB", vol.ID, sizeGB), err)
 		}
