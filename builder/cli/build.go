@@ -56,6 +56,9 @@ an unchanged build reuses the finished files.`,
   strata build -f images/mariadb-10.11.yaml -o out/mariadb
   DIB_RELEASE=trixie strata build -t qcow2,tar -o out/trixie vm debian-minimal`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if publishIt && recipePath == "" {
+				return errors.New("--publish needs a recipe (-f): its datastore section says what to register")
+			}
 			cfg := build.Config{Version: version, Out: cmd.OutOrStdout()}
 			if recipePath != "" {
 				r, err := recipe.Load(recipePath)
@@ -106,9 +109,6 @@ an unchanged build reuses the finished files.`,
 				return err
 			}
 			cfg.ElementsPath = path
-			if publishIt && recipePath == "" {
-				return errors.New("--publish needs a recipe (-f): its datastore section says what to register")
-			}
 			res, err := build.Run(cmd.Context(), cfg)
 			if err != nil || !publishIt {
 				return err

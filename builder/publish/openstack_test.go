@@ -113,3 +113,22 @@ func TestRealPublishMariaDBImage(t *testing.T) {
 	}
 	t.Logf("published again (nothing to upload) in %.1f s", again.Seconds)
 }
+
+// TestRealCatalogDatabaseIsTroveNotStrata: without --controller-url the
+// catalog's database service is used; on this cloud that is Trove, which
+// publish recognises and refuses to treat as the strata controller —
+// before uploading anything.
+func TestRealCatalogDatabaseIsTroveNotStrata(t *testing.T) {
+	s := ostest.Shared(t)
+	useStack(t, s)
+	f := makeImage(t, t.TempDir(), "9.9", 16, "")
+	_, err := publish.Publish(ctx(t), publish.Options{Recipe: f.Recipe, Image: f.Image, Cloud: ostest.Cloud})
+	if err == nil || !strings.Contains(err.Error(), "is not a strata controller") || !strings.Contains(err.Error(), s.TroveURL) {
+		t.Fatalf("error: %v", err)
+	}
+	tok := token(t, s.KeystoneURL, "admin", s.Password, "admin")
+	imgs := list(getJSON(t, s.GlanceURL+"/v2/images?strata_sha256="+f.SHA256, tok), "images")
+	if len(imgs) != 0 {
+		t.Fatalf("an image was uploaded: %v", imgs)
+	}
+}

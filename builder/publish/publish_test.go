@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -222,4 +223,27 @@ func TestPublishBadInputEmbedded(t *testing.T) {
 		expect(t, err, "validation rules", "min 5 is above max 1")
 		noImages(t)
 	})
+}
+
+// TestStrataImagePublishCommand runs what a user types, `strata image
+// publish RECIPE --image FILE` with the controller's openrc sourced, twice.
+func TestStrataImagePublishCommand(t *testing.T) {
+	embedded(t)
+	f := makeImage(t, t.TempDir(), "10.11", 16, "testdata/rules.json")
+	for i, want := range []string{"(uploaded)\nversion ", "(already there)\nversion "} {
+		cmd := exec.Command(strataBin, "image", "publish", f.Recipe, "--image", f.Image)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("run %d: %v\n%s", i+1, err, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), want) || !strings.Contains(stderr.String(), "publish: mariadb 10.11 → image") {
+			t.Fatalf("run %d: stdout %q, stderr:\n%s", i+1, stdout.String(), stderr.String())
+		}
+	}
+	// build --publish needs a recipe to know what to register.
+	out, err := exec.Command(strataBin, "build", "--publish", "vm", "debian-minimal").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--publish needs a recipe (-f)") {
+		t.Fatalf("build --publish without -f: %v: %s", err, out)
+	}
 }
