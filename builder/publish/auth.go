@@ -25,10 +25,11 @@ type session struct {
 // authenticate logs in with a clouds.yaml entry (cloud != "") or the
 // OS_* environment, as the openstack CLI does.
 func authenticate(ctx context.Context, cloud string) (*session, error) {
-	// No overall timeout (an upload may take long); a server that accepts
-	// a request and never answers is cut off after two minutes.
+	// No overall timeout (an upload may take long); a server that has
+	// the whole request and does not answer is cut off after ten minutes
+	// (Glance may still be writing a large image to a slow store).
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.ResponseHeaderTimeout = 2 * time.Minute
+	transport.ResponseHeaderTimeout = 10 * time.Minute
 	client := http.Client{Transport: transport}
 	if cloud != "" {
 		source := fmt.Sprintf("cloud %q of clouds.yaml", cloud)

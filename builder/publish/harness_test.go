@@ -71,6 +71,8 @@ func startController(t *testing.T, extra ...string) *controller {
 	}
 	args := append([]string{"controller", "serve", "--state-dir", state, "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(strataBin, args...)
+	// If this test binary dies, the controller dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
