@@ -33,7 +33,14 @@ func main() {
 		Version:       version + " (" + commit + ")",
 	}
 	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand(), buildcli.NewCacheCommand())
-	root.AddCommand(ctlcli.Commands()...)
+	for _, c := range ctlcli.Commands() {
+		if c.Name() == "image" {
+			// One `strata image` group: the controller's store commands
+			// plus publishing, which is the image pipeline's.
+			c.AddCommand(buildcli.NewPublishCommand())
+		}
+		root.AddCommand(c)
+	}
 
 	// SIGINT/SIGTERM cancel the context: a build unwinds (hooks stopped,
 	// nothing left mounted, no partial output) and exits 130.

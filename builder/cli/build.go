@@ -34,6 +34,8 @@ func NewBuildCommand(version string) *cobra.Command {
 		noCache     bool
 		qemuImgOpts string
 		compression string
+		publishIt   bool
+		pub         publishFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "build [flags] ELEMENT... | build -f RECIPE [flags] [ELEMENT...]",
@@ -54,6 +56,9 @@ an unchanged build reuses the finished files.`,
   strata build -f images/mariadb-10.11.yaml -o out/mariadb
   DIB_RELEASE=trixie strata build -t qcow2,tar -o out/trixie vm debian-minimal`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if publishIt && recipePath == "" {
+				return errors.New("--publish needs a recipe (-f): its datastore section says what to register")
+			}
 			cfg := build.Config{Version: version, Out: cmd.OutOrStdout()}
 			if recipePath != "" {
 				r, err := recipe.Load(recipePath)
@@ -104,10 +109,20 @@ an unchanged build reuses the finished files.`,
 				return err
 			}
 			cfg.ElementsPath = path
-			_, err = build.Run(cmd.Context(), cfg)
-			return err
+			res, err := build.Run(cmd.Context(), cfg)
+			if err != nil || !publishIt {
+				return err
+			}
+			for _, f := range res.Files {
+				if strings.HasSuffix(f, ".qcow2") || strings.HasSuffix(f, ".raw") {
+					return pub.run(cmd, recipePath, f)
+				}
+			}
+			return errors.New("--publish: the build wrote no qcow2 or raw image")
 		},
 	}
+	cmd.Flags().BoolVar(&publishIt, "publish", false, "after the build, publish the image as `strata image publish` does (needs -f)")
+	pub.register(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&recipePath, "file", "f", "", "image recipe (images/*.yaml)")
 	f.StringVarP(&output, "output", "o", "image", "output path without extension (the recipe's name by default)")

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"strata/agent/wire"
+	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
 	"strata/controller/configurations"
@@ -44,6 +45,8 @@ type Server struct {
 	Auth      auth.Authenticator
 	// Keystone, if set, is mounted at /v3 (the embedded mode).
 	Keystone *keystone.Handler
+	// Glance, if set, is mounted at /v2 (the embedded mode).
+	Glance *glance.Handler
 	// PublicURL is the base URL clients use; empty: from each request.
 	PublicURL string
 	Region    string
@@ -57,6 +60,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if s.Keystone != nil {
 		s.Keystone.Register(mux)
+	}
+	if s.Glance != nil {
+		s.Glance.Register(mux)
 	}
 	mux.HandleFunc("GET /{$}", s.plain(s.versions))
 	mux.HandleFunc("GET /v1.0", s.plain(s.version))
@@ -102,6 +108,8 @@ func (s *Server) Handler() http.Handler {
 	s.route(mux, "PATCH "+p+"/configurations/{cfg}", s.patchConfiguration)
 	s.route(mux, "DELETE "+p+"/configurations/{cfg}", s.deleteConfiguration)
 	s.route(mux, "GET "+p+"/configurations/{cfg}/instances", s.configurationInstances)
+	// Management: datastore versions and their parameters (admin).
+	s.mgmtRoutes(mux, p)
 
 	return s.logRequests(jsonMisses(mux))
 }

@@ -1,8 +1,9 @@
 // Package cli holds the controller's commands: `strata controller ...`
-// (serve, projects, users, flavors), `strata datastore ...` (what
-// trove-manage did) and `strata image ...` (the local image store). Each
-// command parses flags and calls the controller's packages; none holds
-// logic of its own.
+// (serve, projects, users, flavors; OpenStack mode's Glance image store and
+// Nova driver), `strata datastore ...` (what trove-manage did) and `strata
+// image ...` (the local image store; main adds `publish` from builder/cli).
+// Each command parses flags and calls the controller's packages; none
+// holds logic of its own.
 package cli
 
 import (

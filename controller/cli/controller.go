@@ -24,7 +24,8 @@ func newControllerCommand() *cobra.Command {
 
 func newServeCommand(sf *stateFlags) *cobra.Command {
 	var cfg server.Config
-	var advertise, logLevel string
+	var advertise, logLevel, imageStore, computeDriver string
+	var nova novaFlags
 	var ks struct{ url, user, password, project, userDomain, projectDomain string }
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -53,6 +54,9 @@ Keystone instead and serves no identity API.`,
 				cfg.Keystone = &auth.Keystone{URL: ks.url, Username: ks.user, Password: ks.password, Project: ks.project,
 					UserDomain: ks.userDomain, ProjectDomain: ks.projectDomain}
 			}
+			if err := openStackParts(cmd.Context(), &cfg, imageStore, computeDriver, nova); err != nil {
+				return err
+			}
 			c, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -77,6 +81,9 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&ks.project, "keystone-project", "service", "OpenStack mode: the service user's project")
 	f.StringVar(&ks.userDomain, "keystone-user-domain", "Default", "OpenStack mode: the service user's domain")
 	f.StringVar(&ks.projectDomain, "keystone-project-domain", "Default", "OpenStack mode: the service project's domain")
+	f.StringVar(&imageStore, "image-store", "local", "local (files in STATE_DIR), or glance (OpenStack mode: the catalog's image service)")
+	f.StringVar(&computeDriver, "compute", "qemu", "qemu (local VMs), or nova (OpenStack mode: Nova, Cinder and Neutron from the catalog)")
+	nova.register(f)
 	return cmd
 }
 

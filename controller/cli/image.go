@@ -14,7 +14,7 @@ import (
 
 func newImageCommand() *cobra.Command {
 	var sf stateFlags
-	cmd := &cobra.Command{Use: "image", Short: "The controller's local image store"}
+	cmd := &cobra.Command{Use: "image", Short: "Images: the controller's local store, and publishing to Glance and as datastore versions"}
 	sf.register(cmd)
 
 	var name, format string

@@ -93,6 +93,10 @@ type Server struct {
 	ID        string     `json:"id"`
 	Addresses []Address  `json:"addresses"`
 	Endpoints []Endpoint `json:"endpoints"`
+	// Refs are the driver's own references to what belongs to the server
+	// (Nova: its security group), stored with the instance so that
+	// deleting finds them even after the server is gone.
+	Refs map[string]string `json:"refs,omitempty"`
 }
 
 // Address is one of a server's IP addresses.

@@ -33,6 +33,9 @@ type Store interface {
 
 // RegisterOptions describe an image being registered.
 type RegisterOptions struct {
+	// ID, if set, is the new image's id (the Glance API hands an id out
+	// before the bytes arrive); otherwise the store makes one.
+	ID   string
 	Name string
 	// DiskFormat is qcow2 or raw.
 	DiskFormat string
@@ -56,6 +59,14 @@ type Image struct {
 	Properties map[string]string
 	CreatedAt  time.Time
 }
+
+// Properties a store records beside SHA256, with Glance's names: the
+// MD5 "checksum" and the "os_hash_value" computed with "os_hash_algo".
+const (
+	PropertyChecksum = "checksum"
+	PropertyHashAlgo = "os_hash_algo"
+	PropertyHash     = "os_hash_value"
+)
 
 // Errors an image store wraps.
 var (

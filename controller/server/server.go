@@ -24,11 +24,13 @@ import (
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
 	"strata/controller/api"
+	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
 	"strata/controller/identity"
+	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
 	"strata/controller/lifecycle"
 	"strata/controller/registry"
@@ -62,8 +64,12 @@ type Config struct {
 	// HeartbeatSeconds and MaxVolumeGB are passed to lifecycle.
 	HeartbeatSeconds int
 	MaxVolumeGB      int
-	// Compute replaces the local qemu driver (tests).
+	// Compute replaces the local qemu driver (OpenStack mode: Nova).
 	Compute compute.Driver
+	// Images replaces the local image store (OpenStack mode: Glance).
+	// In the embedded mode the local store is also served as a Glance v2
+	// subset (controller/api/glance) and listed as the image service.
+	Images imagestore.Store
 	// RecoveryInterval is how often stopped servers are looked for (60s).
 	RecoveryInterval time.Duration
 	// AgentTimings tunes the agent endpoint's wire server (tests).
@@ -175,7 +181,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			}
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
-		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, Logger: log}
 	}
 
 	hostKeyFile := cfg.HostKeyFile
@@ -213,8 +219,12 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		advertise = []string{"10.0.2.2:" + port}
 	}
 	engine := &tasks.Engine{DB: db, Logger: log}
+	images := cfg.Images
+	if images == nil {
+		images = &local.Store{DB: db, Dir: filepath.Join(cfg.StateDir, "images")}
+	}
 	lc := &lifecycle.Manager{
-		DB: db, Registry: reg, Images: &local.Store{DB: db, Dir: filepath.Join(cfg.StateDir, "images")},
+		DB: db, Registry: reg, Images: images,
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
 		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, Logger: log,
 	}
@@ -224,7 +234,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	}
 	c.Lifecycle, c.Engine = lc, engine
 
-	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks,
+	var gl *glance.Handler
+	if ks != nil {
+		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
+	}
+	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 

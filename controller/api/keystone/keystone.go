@@ -31,7 +31,10 @@ type Handler struct {
 	// ("http://127.0.0.1:8779"); empty means derived from each request.
 	PublicURL string
 	Region    string
-	Logger    *slog.Logger
+	// ImageService lists the controller as the "image" service too, at
+	// BASE/image (the Glance v2 subset of controller/api/glance).
+	ImageService bool
+	Logger       *slog.Logger
 }
 
 // Register mounts the routes on mux.
@@ -212,10 +215,14 @@ func (h *Handler) catalog(r *http.Request, p auth.Principal) []map[string]any {
 		}
 		return out
 	}
-	return []map[string]any{
+	out := []map[string]any{
 		{"id": "strata-database", "type": "database", "name": "trove", "endpoints": endpoints(base + "/v1.0/" + p.ProjectID)},
 		{"id": "strata-identity", "type": "identity", "name": "keystone", "endpoints": endpoints(base + "/v3")},
 	}
+	if h.ImageService {
+		out = append(out, map[string]any{"id": "strata-image", "type": "image", "name": "glance", "endpoints": endpoints(base + "/image")})
+	}
+	return out
 }
 
 func (h *Handler) caller(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {

@@ -8,7 +8,9 @@ package local
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
+	"crypto/sha512"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -39,6 +41,7 @@ var _ imagestore.Store = (*Store)(nil)
 var (
 	namePattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$`)
 	sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	idPattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{7,63}$`)
 )
 
 // Register copies src into the store, hashing it on the way, checks the
@@ -58,15 +61,24 @@ func (s *Store) Register(ctx context.Context, src io.Reader, opts imagestore.Reg
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return img, err
 	}
-	id := store.NewID()
+	id := opts.ID
+	if id == "" {
+		id = store.NewID()
+	} else if !idPattern.MatchString(id) {
+		return img, fmt.Errorf("%w: id %q: use 8-64 characters of a-z 0-9 -", imagestore.ErrInvalid, id)
+	} else if _, err := s.Get(ctx, id); err == nil {
+		return img, fmt.Errorf("%w: an image with id %s exists already", imagestore.ErrInvalid, id)
+	}
 	final := filepath.Join(s.Dir, id+"."+opts.DiskFormat)
 	tmp, err := os.CreateTemp(s.Dir, ".register-*")
 	if err != nil {
 		return img, err
 	}
 	defer os.Remove(tmp.Name())
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, src})
+	// SHA-256 is ours; MD5 and SHA-512 are what Glance reports (checksum,
+	// os_hash_value), so the Glance API can answer with them.
+	h, m5, s512 := sha256.New(), md5.New(), sha512.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h, m5, s512), ctxReader{ctx, src})
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -89,9 +101,16 @@ func (s *Store) Register(ctx context.Context, src io.Reader, opts imagestore.Reg
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return img, err
 	}
-	props, _ := json.Marshal(orEmpty(opts.Properties))
+	properties := map[string]string{}
+	for k, v := range opts.Properties {
+		properties[k] = v
+	}
+	properties[imagestore.PropertyChecksum] = hex.EncodeToString(m5.Sum(nil))
+	properties[imagestore.PropertyHashAlgo] = "sha512"
+	properties[imagestore.PropertyHash] = hex.EncodeToString(s512.Sum(nil))
+	props, _ := json.Marshal(properties)
 	img = imagestore.Image{ID: id, Name: opts.Name, DiskFormat: opts.DiskFormat, ContainerFormat: "bare",
-		SHA256: sum, SizeBytes: n, Location: final, Properties: orEmpty(opts.Properties), CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+		SHA256: sum, SizeBytes: n, Location: final, Properties: properties, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
 	_, err = s.DB.Exec(ctx, `INSERT INTO images (id, name, disk_format, container_format, sha256, size_bytes, location, properties, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, img.ID, img.Name, img.DiskFormat, img.ContainerFormat, img.SHA256, img.SizeBytes,
 		img.Location, string(props), store.Millis(img.CreatedAt))
@@ -248,13 +267,6 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	return nil
-}
-
-func orEmpty(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
 }
 
 // ctxReader stops a long copy when ctx ends.

@@ -1,0 +1,176 @@
+// Package ostest starts the private OpenStack of ci/openstack/start.sh —
+// Debian's keystone, glance-api and trove-api on 127.0.0.1 with SQLite —
+// for Go tests, and stops it by PID (ci/openstack/stop.sh) afterwards.
+// One stack serves a whole test binary: Shared starts it on first use and
+// Main stops it when the tests are done.
+//
+// A missing package is a test failure that names the ci/deps.sh group
+// installing it; nothing is installed from here.
+package ostest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Stack is a running private OpenStack.
+type Stack struct {
+	Dir         string // state: configs, databases, logs
+	KeystoneURL string // with /v3
+	GlanceURL   string
+	TroveURL    string
+	Password    string // of admin, in project admin
+	ProjectID   string // of project admin
+	// CloudsYAML holds cloud "strata-test" (admin): OS_CLIENT_CONFIG_FILE.
+	CloudsYAML string
+	// Seconds it took to start.
+	Seconds float64
+}
+
+// Cloud is the clouds.yaml entry of the stack.
+const Cloud = "strata-test"
+
+var (
+	once    sync.Mutex
+	shared  *Stack
+	failure error
+)
+
+// Root is the repository's root (where go.mod is).
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Missing lists the programs the stack needs that are not installed.
+func Missing() []string {
+	var out []string
+	for _, bin := range []string{"uwsgi", "keystone-manage", "glance-api", "glance-manage", "trove-api", "sqlite3", "curl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			out = append(out, bin)
+		}
+	}
+	return out
+}
+
+// Shared returns the package's stack, starting it on first use.
+func Shared(t testing.TB) *Stack {
+	t.Helper()
+	once.Lock()
+	defer once.Unlock()
+	if shared == nil && failure == nil {
+		shared, failure = start()
+	}
+	if failure != nil {
+		t.Fatalf("private OpenStack: %v", failure)
+	}
+	return shared
+}
+
+// Main runs the tests and stops the shared stack, if one was started.
+func Main(m *testing.M) int {
+	code := m.Run()
+	once.Lock()
+	defer once.Unlock()
+	if shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "ostest:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+func start() (*Stack, error) {
+	if miss := Missing(); len(miss) > 0 {
+		return nil, fmt.Errorf("%s not installed: run `ci/deps.sh openstack` (as root) to install Debian's keystone, glance-api and trove-api", strings.Join(miss, ", "))
+	}
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "strata-openstack-")
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "ci/openstack/start.sh"), dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		exec.Command(filepath.Join(root, "ci/openstack/stop.sh"), dir).Run()
+		return nil, fmt.Errorf("ci/openstack/start.sh: %v\n%s", err, out.String())
+	}
+	s := &Stack{Dir: dir, CloudsYAML: filepath.Join(dir, "clouds.yaml"), Seconds: time.Since(t0).Seconds()}
+	f, err := os.Open(filepath.Join(dir, "stack.env"))
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		switch k {
+		case "KEYSTONE_URL":
+			s.KeystoneURL = v
+		case "GLANCE_URL":
+			s.GlanceURL = v
+		case "TROVE_URL":
+			s.TroveURL = v
+		case "ADMIN_PASSWORD":
+			s.Password = v
+		case "PROJECT_ID":
+			s.ProjectID = v
+		}
+	}
+	return s, nil
+}
+
+// Stop kills the stack's processes by PID and removes its state.
+func (s *Stack) Stop() error {
+	root, err := Root()
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(filepath.Join(root, "ci/openstack/stop.sh"), s.Dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ci/openstack/stop.sh: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Log returns the end of a service's log (keystone, glance, trove), for
+// failure messages.
+func (s *Stack) Log(service string) string {
+	data, _ := os.ReadFile(filepath.Join(s.Dir, "logs", service+".log"))
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
+}

@@ -1,0 +1,130 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha512"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"strata/controller/identity"
+)
+
+// TestGlanceSubsetInEmbeddedMode drives the controller's Glance v2 subset
+// as publishing does: the catalog lists it, create + upload + show with
+// Glance's checksums, list by property and tag, the rules on deleting.
+func TestGlanceSubsetInEmbeddedMode(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+
+	// The catalog lists the image service at BASE/image, whose version
+	// document offers v2.
+	code, doc := c.raw("GET", "/v3/auth/catalog", "")
+	found := ""
+	for _, e := range doc["catalog"].([]any) {
+		m := e.(map[string]any)
+		if m["type"] == "image" {
+			found = m["endpoints"].([]any)[0].(map[string]any)["url"].(string)
+		}
+	}
+	if code != 200 || found != c.base+"/image" {
+		t.Fatalf("catalog image endpoint %q (HTTP %d)", found, code)
+	}
+	if code, doc := c.raw("GET", "/image/", ""); code != 200 || !strings.HasPrefix(doc["versions"].([]any)[0].(map[string]any)["id"].(string), "v2.") {
+		t.Fatalf("version document: HTTP %d %v", code, doc)
+	}
+
+	code, doc = c.raw("POST", "/image/v2/images", `{"name": "mariadb-10.11", "disk_format": "qcow2", "container_format": "bare",
+		"tags": ["strata", "mariadb-10.11"], "strata_sha256": "abc", "hw_rng_model": "virtio", "min_disk": 2, "visibility": "public"}`)
+	if code != 201 || doc["status"] != "queued" {
+		t.Fatalf("create: HTTP %d %v", code, doc)
+	}
+	id := doc["id"].(string)
+	if code, doc := c.raw("GET", "/image/v2/images?strata_sha256=abc", ""); code != 200 || len(doc["images"].([]any)) != 1 {
+		t.Fatalf("a queued image is listed: HTTP %d %v", code, doc)
+	}
+
+	p := filepath.Join(t.TempDir(), "img.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	data, _ := os.ReadFile(p)
+	if code := c.upload(id, []byte("this is not a qcow2 image at all")); code != 400 {
+		t.Fatalf("upload of garbage: HTTP %d, want 400", code)
+	}
+	if code := c.upload(id, data); code != 204 {
+		t.Fatalf("upload: HTTP %d", code)
+	}
+	if code := c.upload(id, data); code != 409 {
+		t.Fatalf("second upload: HTTP %d, want 409", code)
+	}
+	_, img := c.raw("GET", "/image/v2/images/"+id, "")
+	m5, s512 := md5.Sum(data), sha512.Sum512(data)
+	if img["status"] != "active" || img["size"] != float64(len(data)) || img["checksum"] != hex.EncodeToString(m5[:]) ||
+		img["os_hash_algo"] != "sha512" || img["os_hash_value"] != hex.EncodeToString(s512[:]) || img["min_disk"] != float64(2) ||
+		img["strata_sha256"] != "abc" || img["hw_rng_model"] != "virtio" || len(img["tags"].([]any)) != 2 {
+		t.Fatalf("stored image: %v", img)
+	}
+	for query, want := range map[string]int{"?tag=strata&strata_sha256=abc": 1, "?tag=strata&tag=other": 0, "?strata_sha256=nope": 0,
+		"?name=mariadb-10.11&status=active": 2 /* the rig's image too */} {
+		if _, doc := c.raw("GET", "/image/v2/images"+query, ""); len(doc["images"].([]any)) != want {
+			t.Errorf("list %s: %d images, want %d", query, len(doc["images"].([]any)), want)
+		}
+	}
+
+	// Bad requests and rights.
+	for _, bc := range []badCase{
+		{"POST", "/image/v2/images", `{"name": "x", "disk_format": "vmdk"}`, 400, "disk_format"},
+		{"POST", "/image/v2/images", `{"name": "x", "disk_format": "qcow2", "checksum": "1"}`, 403, "read-only"},
+		{"POST", "/image/v2/images", `{"name": "x", "disk_format": "qcow2", "tags": ["a,b"]}`, 400, "tag"},
+		{"GET", "/image/v2/images/6f1c2d3e-0000-4000-8000-00000000dead", "", 404, "No image found"},
+		{"DELETE", "/image/v2/images/" + r.imageID, "", 409, "used by datastore version mariadb 10.11"},
+	} {
+		code, doc := c.raw(bc.method, bc.path, bc.body)
+		if code != bc.code || !strings.Contains(doc["message"].(string), bc.msg) {
+			t.Errorf("%s %s: HTTP %d %v, want %d with %q", bc.method, bc.path, code, doc, bc.code, bc.msg)
+		}
+	}
+	ids := &identity.Store{DB: r.ctl.DB}
+	ids.CreateProject(context.Background(), "shop")
+	if _, err := ids.CreateUser(context.Background(), "clerk", "clerk-password", "shop", false); err != nil {
+		t.Fatal(err)
+	}
+	u := r.login("clerk", "clerk-password")
+	if code, _ := u.raw("GET", "/image/v2/images", ""); code != 200 {
+		t.Errorf("a member cannot list images: HTTP %d", code)
+	}
+	if code, _ := u.raw("DELETE", "/image/v2/images/"+id, ""); code != 403 {
+		t.Errorf("a member deleted an image: HTTP %d", code)
+	}
+	anon := &client{t: t, base: c.base}
+	if code, _ := anon.raw("GET", "/image/v2/images", ""); code != 401 {
+		t.Errorf("no token: HTTP %d", code)
+	}
+
+	if code, _ := c.raw("DELETE", "/image/v2/images/"+id, ""); code != 204 {
+		t.Fatalf("delete: HTTP %d", code)
+	}
+	if code, _ := c.raw("GET", "/image/v2/images/"+id, ""); code != 404 {
+		t.Fatalf("deleted image still shown: HTTP %d", code)
+	}
+}
+
+func (c *client) upload(id string, data []byte) int {
+	c.t.Helper()
+	req, _ := http.NewRequest("PUT", c.base+"/image/v2/images/"+id+"/file", bytes.NewReader(data))
+	req.Header.Set("X-Auth-Token", c.token)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

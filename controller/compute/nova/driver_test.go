@@ -1,0 +1,364 @@
+package nova
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	th "github.com/gophercloud/gophercloud/v2/testhelper"
+	fake "github.com/gophercloud/gophercloud/v2/testhelper/client"
+
+	"strata/controller/compute"
+)
+
+// The driver against recorded Nova, Cinder and Neutron answers
+// (testdata/), served by gophercloud's testhelper fake server: the three
+// services under /compute/, /volume/ and /network/, with just enough state
+// (volume and server status sequences) to walk a create, its polling, a
+// failure and its rollback.
+
+const (
+	instanceID = "6f1c2d3e-0000-4000-8000-000000000001"
+	volumeID   = "b6e5d4c3-1a2b-4c5d-8e9f-0a1b2c3d4e5f"
+	serverID   = "f5dc173b-6804-445a-a6d8-c705dad5b5eb"
+	sgID       = "2f1e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b"
+	imageID    = "70a599e0-31e7-49b7-b260-868f441e862b"
+	networkID  = "3c1f2d0e-4b5a-4c6d-9e8f-7a6b5c4d3e2f"
+)
+
+type cloud struct {
+	t  *testing.T
+	fs th.FakeServer
+	mu sync.Mutex
+	// calls are "METHOD path" in order.
+	calls []string
+	// volumeStates and serverStates are the fixtures GET answers with, in
+	// turn (the last one repeats); after a DELETE the thing is gone (404).
+	volumeStates, serverStates []string
+	volumeGone, serverGone     bool
+	serverCreate               map[string]any
+	headers                    map[string]string
+}
+
+func fixture(t *testing.T, name string) []byte {
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func newCloud(t *testing.T) (*cloud, *Driver) {
+	c := &cloud{t: t, fs: th.SetupHTTP(), headers: map[string]string{}}
+	t.Cleanup(c.fs.Teardown)
+	mux := c.fs.Mux
+	send := func(w http.ResponseWriter, code int, name string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		w.Write(fixture(t, name))
+	}
+	next := func(states *[]string) string {
+		s := (*states)[0]
+		if len(*states) > 1 {
+			*states = (*states)[1:]
+		}
+		return s
+	}
+	record := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			th.TestHeader(t, r, "X-Auth-Token", fake.TokenID)
+			c.mu.Lock()
+			c.calls = append(c.calls, r.Method+" "+r.URL.Path)
+			if v := r.Header.Get("X-OpenStack-Nova-API-Version"); v != "" {
+				c.headers["nova"] = v
+			}
+			if v := r.Header.Get("X-OpenStack-Volume-API-Version"); v != "" {
+				c.headers["cinder"] = v
+			}
+			c.mu.Unlock()
+			h(w, r)
+		}
+	}
+	// Cinder.
+	mux.HandleFunc("GET /volume/volumes/detail", record(func(w http.ResponseWriter, r *http.Request) {
+		th.TestFormValues(t, r, map[string]string{"name": "strata-" + instanceID})
+		send(w, 200, "volumes_none.json")
+	}))
+	mux.HandleFunc("POST /volume/volumes", record(func(w http.ResponseWriter, r *http.Request) {
+		th.TestJSONRequest(t, r, `{"volume": {"name": "strata-`+instanceID+`", "size": 2, "description": "strata data volume of instance `+instanceID+`",
+			"metadata": {"strata_instance": "`+instanceID+`"}}}`)
+		send(w, 202, "volume_creating.json")
+	}))
+	mux.HandleFunc("GET /volume/volumes/"+volumeID, record(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		gone, state := c.volumeGone, next(&c.volumeStates)
+		c.mu.Unlock()
+		if gone {
+			w.WriteHeader(404)
+			return
+		}
+		send(w, 200, state)
+	}))
+	mux.HandleFunc("DELETE /volume/volumes/"+volumeID, record(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.volumeGone = true
+		c.mu.Unlock()
+		w.WriteHeader(202)
+	}))
+	mux.HandleFunc("POST /volume/volumes/"+volumeID+"/action", record(func(w http.ResponseWriter, r *http.Request) {
+		th.TestJSONRequest(t, r, `{"os-extend": {"new_size": 5}}`)
+		w.WriteHeader(202)
+	}))
+	// Neutron.
+	mux.HandleFunc("GET /network/v2.0/security-groups", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "secgroups_none.json")
+	}))
+	mux.HandleFunc("POST /network/v2.0/security-groups", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 201, "secgroup_created.json")
+	}))
+	mux.HandleFunc("POST /network/v2.0/security-group-rules", record(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Rule map[string]any `json:"security_group_rule"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		if body.Rule["direction"] != "ingress" || body.Rule["protocol"] != "tcp" || body.Rule["port_range_min"] != float64(3306) ||
+			body.Rule["port_range_max"] != float64(3306) || body.Rule["security_group_id"] != sgID {
+			t.Errorf("security group rule: %v", body.Rule)
+		}
+		send(w, 201, "secgroup_rule_created.json")
+	}))
+	mux.HandleFunc("DELETE /network/v2.0/security-groups/"+sgID, record(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(204)
+	}))
+	// Nova.
+	mux.HandleFunc("GET /compute/flavors/detail", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "flavors.json")
+	}))
+	mux.HandleFunc("GET /compute/servers/detail", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "servers_none.json")
+	}))
+	mux.HandleFunc("POST /compute/servers", record(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		c.mu.Lock()
+		c.serverCreate = body["server"]
+		c.mu.Unlock()
+		send(w, 202, "server_created.json")
+	}))
+	mux.HandleFunc("GET /compute/servers/"+serverID, record(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		gone, state := c.serverGone, next(&c.serverStates)
+		c.mu.Unlock()
+		if gone {
+			w.WriteHeader(404)
+			return
+		}
+		send(w, 200, state)
+	}))
+	mux.HandleFunc("DELETE /compute/servers/"+serverID, record(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.serverGone = true
+		c.mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	mux.HandleFunc("POST /compute/servers/"+serverID+"/action", record(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		_, console := body["os-getConsoleOutput"]
+		_, start := body["os-start"]
+		switch {
+		case console:
+			send(w, 200, "console.json")
+		case start:
+			w.WriteHeader(202)
+		default:
+			t.Errorf("unexpected server action %v", body)
+			w.WriteHeader(400)
+		}
+	}))
+
+	provider := &gophercloud.ProviderClient{TokenID: fake.TokenID}
+	// Types as openstack.NewComputeV2 and friends set them: they choose
+	// the microversion headers.
+	client := func(path, typ string) *gophercloud.ServiceClient {
+		return &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.fs.Endpoint() + path, Type: typ}
+	}
+	network := client("network/", "network")
+	network.ResourceBase = network.Endpoint + "v2.0/"
+	d, err := New(client("compute/", "compute"), client("volume/", "block-storage"), network, Config{Network: networkID, Poll: time.Millisecond, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d
+}
+
+func (c *cloud) saw(call string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range c.calls {
+		if x == call {
+			return true
+		}
+	}
+	return false
+}
+
+var bootstrap = []byte(`{"format": 1, "instance_id": "` + instanceID + `", "enrollment_token": "secret"}`)
+
+func serverSpec(vol compute.Volume) compute.ServerSpec {
+	return compute.ServerSpec{InstanceID: instanceID, Name: "db1", Image: compute.ImageRef{ID: imageID, Location: imageID, Format: "qcow2"},
+		RAMMB: 768, VCPUs: 1, Volume: vol, ConfigDrive: map[string][]byte{"strata/bootstrap.json": bootstrap}, Ports: []int{3306}}
+}
+
+// TestCreateThenDelete walks a whole instance: volume (creating →
+// available), security group, server (BUILD → ACTIVE) with the bootstrap
+// on the config drive, state, console, and deletion of all of it.
+func TestCreateThenDelete(t *testing.T) {
+	c, d := newCloud(t)
+	ctx := context.Background()
+	c.volumeStates = []string{"volume_creating.json", "volume_creating.json", "volume_available.json"}
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: instanceID, Name: "db1", SizeGB: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vol.ID != volumeID || vol.SizeGB != 2 || vol.GuestDevice != "/dev/disk/by-id/virtio-b6e5d4c3-1a2b-4c5d-8" {
+		t.Fatalf("volume: %+v", vol)
+	}
+
+	c.serverStates = []string{"server_build.json", "server_build.json", "server_active.json"}
+	srv, err := d.CreateServer(ctx, serverSpec(vol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := compute.Server{ID: serverID,
+		Addresses: []compute.Address{{Type: "private", Address: "10.0.0.12"}, {Type: "public", Address: "172.24.4.30"}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "10.0.0.12", Port: 3306}},
+		Refs:      map[string]string{"security_group": sgID}}
+	th.AssertDeepEquals(t, want, srv)
+
+	// What Nova was asked for: the smallest fitting flavor, the image, the
+	// network, the group, the volume, and the bootstrap on the config
+	// drive as an injected file — never as user_data.
+	s := c.serverCreate
+	if s["flavorRef"] != "c1" || s["imageRef"] != imageID || s["config_drive"] != true || s["user_data"] != nil {
+		t.Errorf("server create: flavor %v image %v config_drive %v user_data %v", s["flavorRef"], s["imageRef"], s["config_drive"], s["user_data"])
+	}
+	th.CheckJSONEquals(t, `[{"uuid": "`+networkID+`"}]`, s["networks"])
+	th.CheckJSONEquals(t, `[{"name": "`+sgID+`"}]`, s["security_groups"])
+	th.CheckJSONEquals(t, `[{"path": "/etc/strata/bootstrap.json", "contents": "`+base64.StdEncoding.EncodeToString(bootstrap)+`"}]`, s["personality"])
+	th.CheckJSONEquals(t, `[
+		{"source_type": "image", "destination_type": "local", "uuid": "`+imageID+`", "boot_index": 0, "delete_on_termination": true},
+		{"source_type": "volume", "destination_type": "volume", "uuid": "`+volumeID+`", "boot_index": -1, "delete_on_termination": false}]`,
+		s["block_device_mapping_v2"])
+	if c.headers["nova"] != "2.56" {
+		t.Errorf("compute microversion %q, want 2.56 (the last with personality files)", c.headers["nova"])
+	}
+
+	if st, err := d.ServerState(ctx, srv); err != nil || st != compute.StateRunning {
+		t.Fatalf("state = %v, %v", st, err)
+	}
+	if out, err := d.Console(ctx, srv, 29); err != nil || out != "enrolled with the controller\n" {
+		t.Fatalf("console = %q, %v", out, err)
+	}
+	c.serverStates = []string{"server_shutoff.json"}
+	if st, err := d.ServerState(ctx, srv); err != nil || st != compute.StateStopped {
+		t.Fatalf("state of a SHUTOFF server = %v, %v", st, err)
+	}
+	if err := d.StartServer(ctx, srv); err != nil || !c.saw("POST /compute/servers/"+serverID+"/action") {
+		t.Fatalf("start: %v (calls %v)", err, c.calls)
+	}
+
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if !c.saw("DELETE /compute/servers/"+serverID) || !c.saw("DELETE /network/v2.0/security-groups/"+sgID) {
+		t.Fatalf("delete server: calls %v", c.calls)
+	}
+	if st, err := d.ServerState(ctx, srv); err != nil || st != compute.StateGone {
+		t.Fatalf("state after delete = %v, %v", st, err)
+	}
+	c.volumeStates = []string{"volume_available.json"}
+	if err := d.DeleteVolume(ctx, vol); err != nil || !c.saw("DELETE /volume/volumes/"+volumeID) {
+		t.Fatalf("delete volume: %v (calls %v)", err, c.calls)
+	}
+	// Deleting again is not an error.
+	if err := d.DeleteVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVolumeErrorIsRolledBack: Cinder puts the volume in error mid-way;
+// the driver deletes it and says what happened. No server is made.
+func TestVolumeErrorIsRolledBack(t *testing.T) {
+	c, d := newCloud(t)
+	c.volumeStates = []string{"volume_creating.json", "volume_error.json"}
+	_, err := d.CreateVolume(context.Background(), compute.VolumeSpec{InstanceID: instanceID, Name: "db1", SizeGB: 2})
+	if err == nil {
+		t.Fatal("a volume in error was returned")
+	}
+	for _, want := range []string{"cinder: volume " + volumeID + ` went to status "error"`, "the volume was deleted"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if !c.saw("DELETE /volume/volumes/" + volumeID) {
+		t.Errorf("the failed volume was not deleted: %v", c.calls)
+	}
+	if c.saw("POST /compute/servers") {
+		t.Errorf("a server was created: %v", c.calls)
+	}
+}
+
+// TestServerErrorIsRolledBack: Nova puts the server in ERROR; the driver
+// deletes the server and its security group, keeps the volume (the
+// instance's, deleted with it), and passes Nova's fault on.
+func TestServerErrorIsRolledBack(t *testing.T) {
+	c, d := newCloud(t)
+	c.serverStates = []string{"server_build.json", "server_error.json"}
+	vol := compute.Volume{ID: volumeID, SizeGB: 2, GuestDevice: guestDevice(volumeID)}
+	_, err := d.CreateServer(context.Background(), serverSpec(vol))
+	if err == nil {
+		t.Fatal("a server in ERROR was returned")
+	}
+	for _, want := range []string{"nova: server " + serverID + " went to ERROR", "No valid host was found", "the server and its security group were deleted"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if !c.saw("DELETE /compute/servers/"+serverID) || !c.saw("DELETE /network/v2.0/security-groups/"+sgID) {
+		t.Errorf("rollback incomplete: %v", c.calls)
+	}
+	if c.saw("DELETE /volume/volumes/" + volumeID) {
+		t.Errorf("the instance's volume was deleted by a server rollback: %v", c.calls)
+	}
+}
+
+// TestExtendVolume grows an attached volume with Cinder's online extend
+// (microversion 3.42) and refuses to shrink.
+func TestExtendVolume(t *testing.T) {
+	c, d := newCloud(t)
+	vol := compute.Volume{ID: volumeID, SizeGB: 2}
+	c.volumeStates = []string{"volume_available.json", "volume_extended.json"}
+	got, err := d.ExtendVolume(context.Background(), compute.Server{ID: serverID}, vol, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SizeGB != 5 || c.headers["cinder"] != "3.42" {
+		t.Fatalf("extended: %+v, microversion header %q", got, c.headers["cinder"])
+	}
+	c.volumeStates = []string{"volume_extended.json"}
+	if _, err := d.ExtendVolume(context.Background(), compute.Server{ID: serverID}, vol, 3); err == nil || !strings.Contains(err.Error(), "cannot shrink") {
+		t.Fatalf("shrink: %v", err)
+	}
+}

@@ -1,0 +1,368 @@
+package nova
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
+
+	"strata/controller/compute"
+)
+
+// findServer returns the instance's server, if there is one.
+func (d *Driver) findServer(ctx context.Context, instanceID string) (*servers.Server, error) {
+	pages, err := servers.List(d.compute, servers.ListOpts{Name: "^" + name(instanceID) + "$"}).AllPages(ctx)
+	if err != nil {
+		return nil, serviceErr("nova", "listing servers", err)
+	}
+	all, err := servers.ExtractServers(pages)
+	if err != nil {
+		return nil, serviceErr("nova", "listing servers", err)
+	}
+	for i := range all {
+		if all[i].Name == name(instanceID) && all[i].Status != "DELETED" {
+			return &all[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// securityGroup finds or makes the instance's group, opening only ports
+// (TCP, IPv4 and IPv6). Neutron's default egress rules stay.
+func (d *Driver) securityGroup(ctx context.Context, instanceID string, ports []int) (string, bool, error) {
+	pages, err := groups.List(d.network, groups.ListOpts{Name: name(instanceID)}).AllPages(ctx)
+	if err != nil {
+		return "", false, serviceErr("neutron", "listing security groups", err)
+	}
+	existing, err := groups.ExtractGroups(pages)
+	if err != nil {
+		return "", false, serviceErr("neutron", "listing security groups", err)
+	}
+	var sg *groups.SecGroup
+	created := false
+	for i := range existing {
+		if existing[i].Name == name(instanceID) {
+			sg = &existing[i]
+		}
+	}
+	if sg == nil {
+		sg, err = groups.Create(ctx, d.network, groups.CreateOpts{Name: name(instanceID),
+			Description: "strata instance " + instanceID + ": the datastore's ports only"}).Extract()
+		if err != nil {
+			return "", false, serviceErr("neutron", "creating security group "+name(instanceID), err)
+		}
+		created = true
+	}
+	have := map[string]bool{}
+	for _, r := range sg.Rules {
+		if r.Direction == "ingress" && r.Protocol == "tcp" {
+			have[fmt.Sprintf("%s/%d", r.EtherType, r.PortRangeMin)] = true
+		}
+	}
+	for _, p := range ports {
+		for _, et := range []rules.RuleEtherType{rules.EtherType4, rules.EtherType6} {
+			if have[fmt.Sprintf("%s/%d", et, p)] {
+				continue
+			}
+			_, err := rules.Create(ctx, d.network, rules.CreateOpts{SecGroupID: sg.ID, Direction: rules.DirIngress, EtherType: et,
+				Protocol: rules.ProtocolTCP, PortRangeMin: p, PortRangeMax: p}).Extract()
+			if err != nil {
+				return sg.ID, created, serviceErr("neutron", fmt.Sprintf("opening port %d in security group %s", p, sg.ID), err)
+			}
+		}
+	}
+	return sg.ID, created, nil
+}
+
+// flavor picks the smallest Nova flavor with at least the RAM and vCPUs.
+func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, error) {
+	pages, err := flavors.ListDetail(d.compute, flavors.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return flavors.Flavor{}, serviceErr("nova", "listing flavors", err)
+	}
+	all, err := flavors.ExtractFlavors(pages)
+	if err != nil {
+		return flavors.Flavor{}, serviceErr("nova", "listing flavors", err)
+	}
+	var fit []flavors.Flavor
+	for _, f := range all {
+		if f.RAM >= ramMB && f.VCPUs >= vcpus {
+			fit = append(fit, f)
+		}
+	}
+	if len(fit) == 0 {
+		return flavors.Flavor{}, fmt.Errorf("%w: nova has no flavor with %d MB RAM and %d vCPUs or more", compute.ErrInvalid, ramMB, vcpus)
+	}
+	sort.Slice(fit, func(i, j int) bool {
+		a, b := fit[i], fit[j]
+		if a.RAM != b.RAM {
+			return a.RAM < b.RAM
+		}
+		if a.VCPUs != b.VCPUs {
+			return a.VCPUs < b.VCPUs
+		}
+		return a.Disk < b.Disk
+	})
+	return fit[0], nil
+}
+
+// personality turns config drive files into Nova's injected files:
+// "strata/bootstrap.json" → /etc/strata/bootstrap.json.
+func personality(files map[string][]byte) servers.Personality {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out servers.Personality
+	for _, n := range names {
+		out = append(out, &servers.File{Path: path.Join("/etc", strings.TrimPrefix(n, "/")), Contents: files[n]})
+	}
+	return out
+}
+
+// CreateServer boots the instance's server (or returns the existing one,
+// started if it was stopped) and waits until it is ACTIVE. If the server
+// fails, it and a security group made by this call are deleted again.
+func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (compute.Server, error) {
+	if err := checkID(spec.InstanceID); err != nil {
+		return compute.Server{}, err
+	}
+	if spec.Image.Location == "" || spec.Volume.ID == "" {
+		return compute.Server{}, fmt.Errorf("%w: a server needs a Glance image id and a volume", compute.ErrInvalid)
+	}
+	if srv, err := d.findServer(ctx, spec.InstanceID); err != nil {
+		return compute.Server{}, err
+	} else if srv != nil {
+		if srv.Status == "SHUTOFF" {
+			if err := d.start(ctx, srv.ID); err != nil {
+				return compute.Server{}, err
+			}
+		}
+		sgID, _, err := d.securityGroup(ctx, spec.InstanceID, spec.Ports)
+		if err != nil {
+			return compute.Server{}, err
+		}
+		return d.awaitActive(ctx, srv.ID, spec.Ports, sgID)
+	}
+	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs)
+	if err != nil {
+		return compute.Server{}, err
+	}
+	sgID, sgCreated, err := d.securityGroup(ctx, spec.InstanceID, spec.Ports)
+	if err != nil {
+		if sgCreated {
+			d.rollback(ctx, spec.InstanceID, "", sgID)
+		}
+		return compute.Server{}, err
+	}
+	configDrive := true
+	opts := servers.CreateOpts{
+		Name: name(spec.InstanceID), ImageRef: spec.Image.Location, FlavorRef: flavor.ID,
+		Networks: []servers.Network{{UUID: d.cfg.Network}}, SecurityGroups: []string{sgID},
+		AvailabilityZone: d.cfg.AvailabilityZone, ConfigDrive: &configDrive, Personality: personality(spec.ConfigDrive),
+		Metadata: map[string]string{"strata_instance": spec.InstanceID},
+		BlockDevice: []servers.BlockDevice{
+			{SourceType: servers.SourceImage, DestinationType: servers.DestinationLocal, UUID: spec.Image.Location, BootIndex: 0, DeleteOnTermination: true},
+			{SourceType: servers.SourceVolume, DestinationType: servers.DestinationVolume, UUID: spec.Volume.ID, BootIndex: -1, DeleteOnTermination: false},
+		},
+	}
+	created, err := servers.Create(ctx, d.compute, opts, nil).Extract()
+	if err != nil {
+		d.rollback(ctx, spec.InstanceID, "", sgID)
+		return compute.Server{}, serviceErr("nova", "creating server "+opts.Name, err)
+	}
+	d.log.Info("server created", "instance", spec.InstanceID, "server", created.ID, "flavor", flavor.Name, "image", spec.Image.Location)
+	srv, err := d.awaitActive(ctx, created.ID, spec.Ports, sgID)
+	if err != nil {
+		d.rollback(ctx, spec.InstanceID, created.ID, sgID)
+		return compute.Server{}, fmt.Errorf("%w (the server and its security group were deleted; the volume stays for the instance)", err)
+	}
+	return srv, nil
+}
+
+// rollback removes what a failed CreateServer made.
+func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID string) {
+	cctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if serverID != "" {
+		if err := d.deleteServer(cctx, serverID); err != nil {
+			d.log.Error("rollback: server not deleted", "instance", instanceID, "server", serverID, "err", err)
+		}
+	}
+	if sgID != "" {
+		if err := groups.Delete(cctx, d.network, sgID).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, 404) {
+			d.log.Error("rollback: security group not deleted", "instance", instanceID, "security_group", sgID, "err", err)
+		}
+	}
+}
+
+// awaitActive waits for ACTIVE; ERROR ends the wait with Nova's fault.
+func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID string) (compute.Server, error) {
+	var srv *servers.Server
+	err := d.wait(ctx, "nova server "+id, func() (bool, error) {
+		cur, err := servers.Get(ctx, d.compute, id).Extract()
+		if err != nil {
+			return false, serviceErr("nova", "reading server "+id, err)
+		}
+		srv = cur
+		switch cur.Status {
+		case "ACTIVE":
+			return true, nil
+		case "ERROR":
+			return false, fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(cur.Fault))
+		}
+		return false, nil
+	})
+	if err != nil {
+		return compute.Server{}, err
+	}
+	out := toServer(*srv, ports)
+	out.Refs = map[string]string{refSecurityGroup: sgID}
+	return out, nil
+}
+
+func faultText(f servers.Fault) string {
+	if f.Message == "" {
+		return "(no fault recorded)"
+	}
+	return fmt.Sprintf("%s (code %d)", f.Message, f.Code)
+}
+
+// toServer lists the addresses: fixed ones are private, floating public.
+// Clients reach each port at the first fixed address.
+func toServer(s servers.Server, ports []int) compute.Server {
+	out := compute.Server{ID: s.ID}
+	nets := make([]string, 0, len(s.Addresses))
+	for n := range s.Addresses {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		list, _ := s.Addresses[n].([]any)
+		for _, a := range list {
+			m, _ := a.(map[string]any)
+			addr, _ := m["addr"].(string)
+			kind, _ := m["OS-EXT-IPS:type"].(string)
+			if addr == "" {
+				continue
+			}
+			t := "private"
+			if kind == "floating" {
+				t = "public"
+			}
+			out.Addresses = append(out.Addresses, compute.Address{Type: t, Address: addr})
+		}
+	}
+	host := ""
+	for _, a := range out.Addresses {
+		if a.Type == "private" {
+			host = a.Address
+			break
+		}
+	}
+	for _, p := range ports {
+		out.Endpoints = append(out.Endpoints, compute.Endpoint{GuestPort: p, Host: host, Port: p})
+	}
+	return out
+}
+
+// ServerState maps Nova's status.
+func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.State, error) {
+	cur, err := servers.Get(ctx, d.compute, srv.ID).Extract()
+	if gophercloud.ResponseCodeIs(err, 404) {
+		return compute.StateGone, nil
+	}
+	if err != nil {
+		return "", serviceErr("nova", "reading server "+srv.ID, err)
+	}
+	switch cur.Status {
+	case "SHUTOFF", "STOPPED", "SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED":
+		return compute.StateStopped, nil
+	case "DELETED", "SOFT_DELETED":
+		return compute.StateGone, nil
+	case "ERROR":
+		return "", fmt.Errorf("nova: server %s is in ERROR: %s", srv.ID, faultText(cur.Fault))
+	}
+	return compute.StateRunning, nil
+}
+
+// StartServer starts a SHUTOFF server; others are left alone.
+func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
+	cur, err := servers.Get(ctx, d.compute, srv.ID).Extract()
+	if err != nil {
+		return serviceErr("nova", "reading server "+srv.ID, err)
+	}
+	if cur.Status != "SHUTOFF" {
+		return nil
+	}
+	return d.start(ctx, srv.ID)
+}
+
+func (d *Driver) start(ctx context.Context, id string) error {
+	err := servers.Start(ctx, d.compute, id).ExtractErr()
+	if err != nil && !gophercloud.ResponseCodeIs(err, 409) { // 409: already starting
+		return serviceErr("nova", "starting server "+id, err)
+	}
+	return nil
+}
+
+// refSecurityGroup is the Refs key of the instance's security group.
+const refSecurityGroup = "security_group"
+
+// DeleteServer deletes the server, waits until Nova has, then deletes the
+// instance's security group (Neutron refuses while a port uses it). A
+// missing server or group is not an error.
+func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
+	if srv.ID != "" {
+		if err := d.deleteServer(ctx, srv.ID); err != nil {
+			return err
+		}
+	}
+	if sg := srv.Refs[refSecurityGroup]; sg != "" {
+		err := groups.Delete(ctx, d.network, sg).ExtractErr()
+		if err != nil && !gophercloud.ResponseCodeIs(err, 404) {
+			return serviceErr("neutron", "deleting security group "+sg, err)
+		}
+	}
+	return nil
+}
+
+func (d *Driver) deleteServer(ctx context.Context, id string) error {
+	err := servers.Delete(ctx, d.compute, id).ExtractErr()
+	if gophercloud.ResponseCodeIs(err, 404) {
+		return nil
+	}
+	if err != nil {
+		return serviceErr("nova", "deleting server "+id, err)
+	}
+	return d.wait(ctx, "deleting nova server "+id, func() (bool, error) {
+		cur, err := servers.Get(ctx, d.compute, id).Extract()
+		if gophercloud.ResponseCodeIs(err, 404) {
+			return true, nil
+		}
+		if err != nil {
+			return false, serviceErr("nova", "reading server "+id, err)
+		}
+		return cur.Status == "DELETED", nil
+	})
+}
+
+// Console returns the end of the server's console log.
+func (d *Driver) Console(ctx context.Context, srv compute.Server, maxBytes int) (string, error) {
+	out, err := servers.ShowConsoleOutput(ctx, d.compute, srv.ID, servers.ShowConsoleOutputOpts{Length: 200}).Extract()
+	if err != nil {
+		return "", serviceErr("nova", "reading the console of server "+srv.ID, err)
+	}
+	if maxBytes > 0 && len(out) > maxBytes {
+		out = out[len(out)-maxBytes:]
+	}
+	return out, nil
+}
