@@ -94,11 +94,11 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 	sort.Strings(removed)
 	res.PendingRestart = append(res.PendingRestart, removed...)
 
-	if err := writeFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
+	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
 		undo()
 		return wire.ConfigurationResult{}, err
 	}
-	if err := m.updateState(func(st *state) {
+	if err := m.lc.Update(func(st *datastore.State) {
 		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
 		res.RestartRequired = st.RestartRequired
 	}); err != nil {

@@ -39,10 +39,7 @@ func (p serverParam) needsRestart() bool { return p.Context == "postmaster" }
 // restart_required. If the server still refuses a value on reload, the
 // previous file is put back and reloaded.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
-	if err := checkManaged(args); err != nil {
-		return wire.ConfigurationResult{}, err
-	}
-	settings, err := datastore.CheckConfiguration(args, paramNameOK)
+	settings, err := checkConfiguration(args)
 	if err != nil {
 		return wire.ConfigurationResult{}, err
 	}

@@ -22,10 +22,7 @@ import (
 // CONFIG GET (the parameter exists, its current value has the rule's
 // type) before anything changes.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
-	if err := checkManaged(args); err != nil {
-		return wire.ConfigurationResult{}, err
-	}
-	settings, err := datastore.CheckConfiguration(args, paramNameOK)
+	settings, err := checkConfiguration(args)
 	if err != nil {
 		return wire.ConfigurationResult{}, err
 	}
