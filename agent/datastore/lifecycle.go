@@ -184,6 +184,17 @@ func (l *Lifecycle) ApplyInitialConfiguration(ctx context.Context, settings []Se
 	return l.Update(func(s *State) { s.RestartRequired = false })
 }
 
+// RecordPendingRestart records that a configuration change left
+// parameters waiting for a restart (pending) and reports whether any wait,
+// from this change or an earlier one.
+func (l *Lifecycle) RecordPendingRestart(pending bool) (restartRequired bool, err error) {
+	err = l.Update(func(s *State) {
+		s.RestartRequired = s.RestartRequired || pending
+		restartRequired = s.RestartRequired
+	})
+	return restartRequired, err
+}
+
 // RequirePrepared fails with failed_precondition before prepare finished.
 func (l *Lifecycle) RequirePrepared() error {
 	l.mu.Lock()
