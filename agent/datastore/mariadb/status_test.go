@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
 	"strata/agent/datastore/servertest"
@@ -18,24 +17,7 @@ func TestStatusFollowsTheServer(t *testing.T) {
 		_, err := m.ListDatabases(ctx)
 		return err
 	})
-
-	// Frozen process: up but not answering.
-	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	thaw := servertest.Freeze(t, pid)
-	st := m.Status(ctx)
-	thaw()
-	if st.Status != wire.StatusBlocked {
-		t.Fatalf("stopped process: %+v", st)
-	}
-
-	// Killed: the pid file stays behind.
-	inst.Process.Kill()
-	if st := m.Status(ctx); st.Status != wire.StatusCrashed {
-		t.Fatalf("after SIGKILL: %+v", st)
-	}
+	servertest.CheckBlockedThenCrashed(t, ctx, m, inst.Config.PidFile, inst.Process)
 }
 
 func TestLogsListAndTail(t *testing.T) {

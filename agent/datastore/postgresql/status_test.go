@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
 	"strata/agent/datastore/servertest"
@@ -35,26 +34,12 @@ func TestStatusFollowsTheServer(t *testing.T) {
 		t.Fatalf("after an outside restart: %v", err)
 	}
 
-	// Frozen postmaster: up but not answering new connections.
-	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Close() // no pooled session may answer for a frozen server
+	// A frozen postmaster answers no new connection, but a pooled session
+	// might: a new manager asks.
+	m.Close()
 	m2, _ := postgresql.New(inst.Config)
 	defer m2.Close()
-	thaw := servertest.Freeze(t, pid)
-	st := m2.Status(ctx)
-	thaw()
-	if st.Status != wire.StatusBlocked {
-		t.Fatalf("stopped process: %+v", st)
-	}
-
-	// Killed: the pid file stays behind.
-	inst.Process.Kill()
-	if st := m2.Status(ctx); st.Status != wire.StatusCrashed {
-		t.Fatalf("after SIGKILL: %+v", st)
-	}
+	servertest.CheckBlockedThenCrashed(t, ctx, m2, inst.Config.PidFile, inst.Process)
 }
 
 func TestLogsListAndTail(t *testing.T) {

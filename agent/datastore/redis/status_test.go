@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
 	"strata/agent/datastore/servertest"
@@ -27,20 +26,7 @@ func TestStatusFollowsTheServer(t *testing.T) {
 		t.Fatalf("after an outside restart: %v", err)
 	}
 
-	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	thaw := servertest.Freeze(t, pid)
-	st := m.Status(ctx)
-	thaw()
-	if st.Status != wire.StatusBlocked {
-		t.Fatalf("stopped process: %+v", st)
-	}
-	inst.Process.Kill()
-	if st := m.Status(ctx); st.Status != wire.StatusCrashed {
-		t.Fatalf("after SIGKILL: %+v", st)
-	}
+	servertest.CheckBlockedThenCrashed(t, ctx, m, inst.Config.PidFile, inst.Process)
 }
 
 func TestLogsListAndTail(t *testing.T) {

@@ -130,13 +130,26 @@ func diff(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// Freeze stops process pid (SIGSTOP: up, but answering nothing) and waits
-// until the stop has landed; thaw lets it run again.
-func Freeze(t testing.TB, pid int) (thaw func()) {
+// CheckBlockedThenCrashed checks the status of a running server that
+// stops answering: blocked while its process (named in pidFile) is frozen
+// by SIGSTOP, crashed once server kills it (the pid file stays behind).
+func CheckBlockedThenCrashed(t testing.TB, ctx context.Context, m datastore.Manager, pidFile string, server interface{ Kill() error }) {
 	t.Helper()
+	pid, err := datastore.ReadPidFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	syscall.Kill(pid, syscall.SIGSTOP)
 	waitState(t, pid, 'T') // the stop lands asynchronously
-	return func() { syscall.Kill(pid, syscall.SIGCONT) }
+	st := m.Status(ctx)
+	syscall.Kill(pid, syscall.SIGCONT)
+	if st.Status != wire.StatusBlocked {
+		t.Fatalf("stopped process: %+v", st)
+	}
+	server.Kill()
+	if st := m.Status(ctx); st.Status != wire.StatusCrashed {
+		t.Fatalf("after SIGKILL: %+v", st)
+	}
 }
 
 func waitState(t testing.TB, pid int, state byte) {
