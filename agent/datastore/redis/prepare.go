@@ -45,12 +45,11 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 }
 
 func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	var err error
-	res.Formatted, err = datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
+	formatted, err := datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
 	if err != nil {
-		return res, err
+		return wire.PrepareResult{}, err
 	}
+	res := wire.PrepareResult{Formatted: formatted}
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
 		return res, err
