@@ -18,9 +18,9 @@ import (
 
 	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb"
-	"strata/agent/datastore/volume"
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/redis"
+	"strata/agent/datastore/volume"
 	"strata/agent/dispatch"
 	"strata/agent/heartbeat"
 	"strata/agent/identity"

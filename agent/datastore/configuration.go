@@ -77,6 +77,24 @@ func CheckConfiguration(args wire.ConfigurationArgs, nameOK func(string) bool) (
 	return out, nil
 }
 
+// Dropped lists, sorted, the parameters of the previous group (prev, as
+// read back from the override file) that settings no longer set: they go
+// back to their defaults, at the latest on the next restart.
+func Dropped(prev map[string]string, settings []Setting) []string {
+	set := map[string]bool{}
+	for _, s := range settings {
+		set[s.Name] = true
+	}
+	var out []string
+	for name := range prev {
+		if !set[name] {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func checkValue(rule wire.ParameterRule, raw json.RawMessage) (Setting, error) {
 	v, err := rule.Check(raw)
 	if err != nil {

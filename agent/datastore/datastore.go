@@ -1,8 +1,11 @@
 // Package datastore is the one interface every datastore manager implements
 // (MariaDB in datastore/mariadb; PostgreSQL and Redis next to it, laid out
 // the same way), plus what managers share: the service controller
-// interface, configuration rule checks, password generation and log
-// tailing.
+// interface, the lifecycle (state file, prepare at most once, status,
+// restart and stop), prepare's common steps (data volume, configuration
+// files, waiting for the server), argument and configuration rule checks,
+// SQL helpers, files, passwords and log tailing. What differs between
+// datastores stays in their managers: nothing here names one.
 //
 // A manager turns validated operations into changes on its database. It
 // must validate every name and value before changing anything, return a

@@ -1,9 +1,11 @@
 package datastore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,10 +25,10 @@ type State struct {
 	RestartRequired bool      `json:"restart_required"`
 }
 
-// Lifecycle keeps a manager's State in a root-only JSON file and answers
-// the questions every manager asks the same way: may prepare run, is the
-// datastore prepared, what is the status before the server is even
-// asked. It is safe for concurrent use.
+// Lifecycle keeps a manager's State in a root-only JSON file and takes the
+// steps every manager takes the same way: prepare at most once, refuse
+// operations before prepare, read the status, restart and stop. It is safe
+// for concurrent use.
 type Lifecycle struct {
 	datastore string
 	path      string
@@ -72,9 +74,41 @@ func (l *Lifecycle) Update(f func(*State)) error {
 	return WriteFileAtomic(l.path, data, 0o600)
 }
 
-// CheckCanPrepare fails with failed_precondition when prepare runs, ran,
-// or was cut short: prepare runs once; a failed one means rebuild.
-func (l *Lifecycle) CheckCanPrepare() error {
+// Prepare runs a manager's prepare at most once, the same way in every
+// manager. It fails with failed_precondition when prepare runs, ran, or
+// was cut short (a failed prepare means rebuild). check validates (and
+// may normalise) the arguments and must change nothing; then the start is
+// recorded, prepare runs, and its outcome is recorded (the status then
+// says failed, or the datastore is prepared). A failure is logged.
+func (l *Lifecycle) Prepare(ctx context.Context, log *slog.Logger, args wire.PrepareArgs,
+	check func(*wire.PrepareArgs) ([]Setting, error),
+	prepare func(context.Context, wire.PrepareArgs, []Setting) (wire.PrepareResult, error),
+) (wire.PrepareResult, error) {
+	if err := l.checkCanPrepare(); err != nil {
+		return wire.PrepareResult{}, err
+	}
+	settings, err := check(&args)
+	if err != nil {
+		return wire.PrepareResult{}, err
+	}
+	if err := l.beginPrepare(); err != nil {
+		return wire.PrepareResult{}, err
+	}
+	res, err := prepare(ctx, args, settings)
+	if err != nil {
+		log.Error("prepare failed", "err", err)
+	}
+	if serr := l.endPrepare(err); serr != nil {
+		if err != nil {
+			log.Error("recording prepare failure", "err", serr)
+			return res, err
+		}
+		return res, serr
+	}
+	return res, err
+}
+
+func (l *Lifecycle) checkCanPrepare() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.checkCanPrepareLocked()
@@ -93,9 +127,9 @@ func (l *Lifecycle) checkCanPrepareLocked() error {
 	return nil
 }
 
-// BeginPrepare marks prepare as running (in memory) and started (on
-// disk). The caller must call EndPrepare.
-func (l *Lifecycle) BeginPrepare() error {
+// beginPrepare marks prepare as running (in memory) and started (on
+// disk). The caller must call endPrepare.
+func (l *Lifecycle) beginPrepare() error {
 	l.mu.Lock()
 	if err := l.checkCanPrepareLocked(); err != nil {
 		l.mu.Unlock()
@@ -112,9 +146,9 @@ func (l *Lifecycle) BeginPrepare() error {
 	return nil
 }
 
-// EndPrepare records prepare's outcome: prepared, or the error that
+// endPrepare records prepare's outcome: prepared, or the error that
 // stopped it (the status then says failed, and prepare is not retried).
-func (l *Lifecycle) EndPrepare(prepareErr error) error {
+func (l *Lifecycle) endPrepare(prepareErr error) error {
 	defer func() {
 		l.mu.Lock()
 		l.preparing = false
@@ -124,6 +158,41 @@ func (l *Lifecycle) EndPrepare(prepareErr error) error {
 		return l.Update(func(s *State) { s.PrepareError = prepareErr.Error() })
 	}
 	return l.Update(func(s *State) { s.Prepared, s.PrepareError = true, "" })
+}
+
+// ApplyInitialConfiguration applies prepare's configuration group with
+// apply (nothing to do without settings) and, when part of it waits for a
+// restart, restarts the server through svc at once and waits for it
+// (waitReady): a new instance starts with its whole group.
+func (l *Lifecycle) ApplyInitialConfiguration(ctx context.Context, settings []Setting,
+	apply func(context.Context, []Setting) (wire.ConfigurationResult, error),
+	svc Service, waitReady func(context.Context) error,
+) error {
+	if len(settings) == 0 {
+		return nil
+	}
+	res, err := apply(ctx, settings)
+	if err != nil || !res.RestartRequired {
+		return err
+	}
+	if err := svc.Restart(ctx); err != nil {
+		return fmt.Errorf("restart for configuration: %w", err)
+	}
+	if err := waitReady(ctx); err != nil {
+		return err
+	}
+	return l.Update(func(s *State) { s.RestartRequired = false })
+}
+
+// RecordPendingRestart records that a configuration change left
+// parameters waiting for a restart (pending) and reports whether any wait,
+// from this change or an earlier one.
+func (l *Lifecycle) RecordPendingRestart(pending bool) (restartRequired bool, err error) {
+	err = l.Update(func(s *State) {
+		s.RestartRequired = s.RestartRequired || pending
+		restartRequired = s.RestartRequired
+	})
+	return restartRequired, err
 }
 
 // RequirePrepared fails with failed_precondition before prepare finished.
@@ -136,13 +205,49 @@ func (l *Lifecycle) RequirePrepared() error {
 	return nil
 }
 
-// RequirePreparedOrPreparing is RequirePrepared that also lets prepare's
-// own steps through.
-func (l *Lifecycle) RequirePreparedOrPreparing() error {
+// Ready fails with failed_precondition before prepare (prepare's own
+// steps pass) and with unavailable when the server does not answer ping.
+func (l *Lifecycle) Ready(ctx context.Context, ping func(context.Context) error) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.state.Prepared && !l.preparing {
+	waiting := !l.state.Prepared && !l.preparing
+	l.mu.Unlock()
+	if waiting {
 		return wire.Errorf(wire.CodeFailedPrecondition, "%s is not prepared yet", l.datastore)
+	}
+	if err := ping(ctx); err != nil {
+		return wire.Errorf(wire.CodeUnavailable, "%s does not answer: %v", l.datastore, err)
+	}
+	return nil
+}
+
+// Restart restarts the server through svc, waits until it answers
+// (waitReady) and clears the restart-required and stopped flags. Before
+// prepare it fails with failed_precondition.
+func (l *Lifecycle) Restart(ctx context.Context, svc Service, waitReady func(context.Context) error) error {
+	if err := l.RequirePrepared(); err != nil {
+		return err
+	}
+	if err := svc.Restart(ctx); err != nil {
+		return fmt.Errorf("restart %s: %w", l.datastore, err)
+	}
+	if err := waitReady(ctx); err != nil {
+		return err
+	}
+	return l.Update(func(s *State) { s.RestartRequired, s.Stopped = false, false })
+}
+
+// Stop records that the server is stopped on request (its status is then
+// shutdown, not crashed) and stops it through svc. Before prepare it fails
+// with failed_precondition.
+func (l *Lifecycle) Stop(ctx context.Context, svc Service) error {
+	if err := l.RequirePrepared(); err != nil {
+		return err
+	}
+	if err := l.Update(func(s *State) { s.Stopped = true }); err != nil {
+		return err
+	}
+	if err := svc.Stop(ctx); err != nil {
+		return fmt.Errorf("stop %s: %w", l.datastore, err)
 	}
 	return nil
 }
@@ -162,6 +267,29 @@ func (l *Lifecycle) EarlyStatus() (st wire.StatusResult, ok bool) {
 		return wire.StatusResult{Status: wire.StatusNew}, true
 	}
 	return wire.StatusResult{}, false
+}
+
+// Status follows Trove's reading: EarlyStatus until prepared; then a
+// server that answers ping is running (or restart_required); one that
+// does not has the status of its pid file (ProcessStatus), and a blocked
+// one says why ping failed.
+func (l *Lifecycle) Status(ctx context.Context, server, pidFile string, ping func(context.Context) error) wire.StatusResult {
+	if st, ok := l.EarlyStatus(); ok {
+		return st
+	}
+	st, _ := l.State()
+	err := ping(ctx)
+	if err == nil {
+		if st.RestartRequired {
+			return wire.StatusResult{Status: wire.StatusRestartRequired, Detail: "configuration changes wait for a restart"}
+		}
+		return wire.StatusResult{Status: wire.StatusRunning}
+	}
+	res := ProcessStatus(server, pidFile, st.Stopped)
+	if res.Status == wire.StatusBlocked {
+		res.Detail += ": " + err.Error()
+	}
+	return res
 }
 
 // ProcessStatus reads a server's status from its pid file once it does

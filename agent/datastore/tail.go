@@ -62,3 +62,13 @@ func CheckTailLines(n int) error {
 	}
 	return nil
 }
+
+// LastLines is the last n lines of a command's output, joined into one
+// line for an error message.
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

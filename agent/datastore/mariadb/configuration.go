@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -81,30 +80,14 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 		applied = append(applied, change{s.Name, current[s.Name]})
 		res.AppliedLive = append(res.AppliedLive, s.Name)
 	}
-	set := map[string]bool{}
-	for _, s := range settings {
-		set[s.Name] = true
-	}
-	var removed []string
-	for name := range prev {
-		if !set[name] {
-			removed = append(removed, name)
-		}
-	}
-	sort.Strings(removed)
-	res.PendingRestart = append(res.PendingRestart, removed...)
+	res.PendingRestart = append(res.PendingRestart, datastore.Dropped(prev, settings)...)
 
-	if err := writeFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
+	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
 		undo()
 		return wire.ConfigurationResult{}, err
 	}
-	if err := m.updateState(func(st *state) {
-		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
-		res.RestartRequired = st.RestartRequired
-	}); err != nil {
-		return res, err
-	}
-	return res, nil
+	res.RestartRequired, err = m.lc.RecordPendingRestart(len(res.PendingRestart) > 0)
+	return res, err
 }
 
 // globalVariables returns the current values of the named variables that

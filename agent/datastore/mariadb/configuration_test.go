@@ -1,7 +1,6 @@
 package mariadb_test
 
 import (
-	"encoding/json"
 	"os"
 	"slices"
 	"strings"
@@ -9,6 +8,7 @@ import (
 
 	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -24,17 +24,9 @@ var testRules = []wire.ParameterRule{
 	{Name: "no_such_variable", Type: "integer"},
 }
 
-func values(kv ...string) map[string]json.RawMessage {
-	out := map[string]json.RawMessage{}
-	for i := 0; i < len(kv); i += 2 {
-		out[kv[i]] = json.RawMessage(kv[i+1])
-	}
-	return out
-}
-
 func globalVar(t *testing.T, inst *mariadbtest.Instance, name string) string {
 	t.Helper()
-	v := queryStrings(t, admin(t, inst), "SELECT @@GLOBAL."+name)
+	v := servertest.QueryStrings(t, admin(t, inst), "SELECT @@GLOBAL."+name)
 	return v[0]
 }
 
@@ -64,19 +56,7 @@ func TestConfigurationAppliesDynamicValuesLiveAndOthersOnRestart(t *testing.T) {
 			t.Errorf("@@%s = %s, want %s", name, got, want)
 		}
 	}
-	if st := m.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status = %+v", st)
-	}
-	// The flag survives an agent restart.
-	m2, _ := mariadb.New(inst.Config)
-	if st := m2.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status from a new manager = %+v", st)
-	}
-	m2.Close()
-
-	if err := m.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
+	servertest.CheckRestartRequired(t, ctx, m, func() (servertest.Manager, error) { return mariadb.New(inst.Config) })
 	if got := globalVar(t, inst, "back_log"); got != "77" {
 		t.Fatalf("back_log after restart = %s", got)
 	}

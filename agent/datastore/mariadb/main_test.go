@@ -3,66 +3,41 @@ package mariadb_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
 // One prepared server serves the tests that only need a running MariaDB;
 // tests that stop, kill or re-prepare a server start their own.
-var (
-	sharedOnce sync.Once
-	shared     *mariadbtest.Instance
-	sharedErr  error
-	sharedDir  string
-)
+var shared servertest.Shared[*mariadbtest.Instance]
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		shared.Close()
-	}
-	if sharedDir != "" {
-		os.RemoveAll(sharedDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
 
 func sharedServer(t *testing.T) *mariadbtest.Instance {
 	t.Helper()
-	sharedOnce.Do(func() {
-		sharedDir, sharedErr = os.MkdirTemp("", "strata-mariadb-")
-		if sharedErr != nil {
-			return
-		}
-		shared, sharedErr = mariadbtest.New(sharedDir, mariadbtest.Logger())
-		if sharedErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		_, sharedErr = shared.Manager.Prepare(ctx, wire.PrepareArgs{})
+	return shared.Get(t, "MariaDB", "strata-mariadb-", func(dir string) (*mariadbtest.Instance, error) {
+		inst, _, err := mariadbtest.Prepared(dir, wire.PrepareArgs{})
+		return inst, err
 	})
-	if sharedErr != nil {
-		t.Fatalf("shared MariaDB: %v", sharedErr)
-	}
-	return shared
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return servertest.Context(t, 2*time.Minute) }
+
+// Shorthands used throughout the tests.
+var (
+	wantCode = servertest.WantCode
+	num      = servertest.Num
+	values   = servertest.Values
+)
 
 // admin opens the test's own connection to the server (as the admin
 // account, over the socket), independent of the manager under test.
@@ -96,33 +71,6 @@ func login(t *testing.T, inst *mariadbtest.Instance, user, password, dbName stri
 	return db, nil
 }
 
-func queryStrings(t *testing.T, db *sql.DB, q string, args ...any) []string {
-	t.Helper()
-	rows, err := db.Query(q, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	var out []string
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var parts []string
-		for _, v := range vals {
-			parts = append(parts, v.String)
-		}
-		out = append(out, strings.Join(parts, "|"))
-	}
-	return out
-}
-
 // snapshot captures everything a bad operation could have changed:
 // schemas, accounts and their credentials, grants, global variables, and
 // the manager's files.
@@ -136,60 +84,13 @@ func snapshot(t *testing.T, inst *mariadbtest.Instance) string {
 		"SELECT Host, Db, User FROM mysql.db ORDER BY 1, 2, 3",
 		"SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES ORDER BY 1",
 	} {
-		fmt.Fprintf(&b, "%s\n%s\n", q, strings.Join(queryStrings(t, db, q), "\n"))
+		fmt.Fprintf(&b, "%s\n%s\n", q, strings.Join(servertest.QueryStrings(t, db, q), "\n"))
 	}
-	for _, f := range []string{inst.Config.OverridesFile, inst.Config.ConfigFile, inst.Config.StateFile} {
-		data, _ := os.ReadFile(f)
-		fmt.Fprintf(&b, "%s\n%s\n", f, data)
-	}
+	b.WriteString(servertest.Files(inst.Config.OverridesFile, inst.Config.ConfigFile, inst.Config.StateFile))
 	return b.String()
 }
 
 func assertUnchanged(t *testing.T, inst *mariadbtest.Instance, before string) {
 	t.Helper()
-	if after := snapshot(t, inst); after != before {
-		t.Fatalf("server changed by a rejected operation:\n%s", diff(before, after))
-	}
-}
-
-func diff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	inA := map[string]bool{}
-	for _, l := range al {
-		inA[l] = true
-	}
-	inB := map[string]bool{}
-	for _, l := range bl {
-		inB[l] = true
-	}
-	var out []string
-	for _, l := range al {
-		if !inB[l] {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range bl {
-		if !inA[l] {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// wantCode asserts err is a *wire.OpError with code and a message
-// containing each of parts.
-func wantCode(t *testing.T, err error, code wire.ErrorCode, parts ...string) {
-	t.Helper()
-	var oe *wire.OpError
-	if !errors.As(err, &oe) {
-		t.Fatalf("err = %v (%T), want a %s error", err, err, code)
-	}
-	if oe.Code != code {
-		t.Fatalf("code = %s (%s), want %s", oe.Code, oe.Message, code)
-	}
-	for _, p := range parts {
-		if !strings.Contains(oe.Message, p) {
-			t.Fatalf("message %q does not contain %q", oe.Message, p)
-		}
-	}
+	servertest.AssertUnchanged(t, before, snapshot(t, inst))
 }

@@ -18,16 +18,11 @@ package mariadb
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -81,37 +76,20 @@ type Config struct {
 	ServiceUnit string
 	Service     datastore.Service
 	// Volume prepares DataDevice; nil uses volume.Volume defaults.
-	Volume VolumePreparer
+	Volume datastore.VolumePreparer
 	// StartTimeout bounds waiting for the server to answer after a start.
 	StartTimeout time.Duration
 	Logger       *slog.Logger
-}
-
-// VolumePreparer formats and mounts the data device (package volume).
-type VolumePreparer interface {
-	Prepare(ctx context.Context, dependentUnit string) (formatted bool, err error)
 }
 
 // Manager is the MariaDB datastore manager.
 type Manager struct {
 	cfg Config
 	log *slog.Logger
+	lc  *datastore.Lifecycle
 
 	dbOnce sync.Once
 	db     *sql.DB
-
-	mu        sync.Mutex
-	state     state
-	preparing bool
-}
-
-// state is what the manager must remember across agent restarts.
-type state struct {
-	PrepareStarted  time.Time `json:"prepare_started,omitzero"`
-	Prepared        bool      `json:"prepared"`
-	PrepareError    string    `json:"prepare_error,omitempty"`
-	Stopped         bool      `json:"stopped"`
-	RestartRequired bool      `json:"restart_required"`
 }
 
 var _ datastore.Manager = (*Manager)(nil)
@@ -133,20 +111,14 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.InstallDB == "" {
 		cfg.InstallDB = "mariadb-install-db"
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "mariadb")}
+	lc, err := datastore.LoadLifecycle("mariadb", cfg.StateFile)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "mariadb"), lc: lc}
 	// The driver's own chatter (broken idle connections after a restart,
 	// which it retries) goes to debug level instead of stderr.
 	mysql.SetLogger(driverLog{m.log})
-	data, err := os.ReadFile(cfg.StateFile)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("mariadb: state: %w", err)
-	default:
-		if err := json.Unmarshal(data, &m.state); err != nil {
-			return nil, fmt.Errorf("mariadb: state file %s is corrupt: %w", cfg.StateFile, err)
-		}
-	}
 	return m, nil
 }
 
@@ -190,38 +162,13 @@ func (m *Manager) conn() *sql.DB {
 	return m.db
 }
 
-// exec runs statements that take no arguments one by one.
-func (m *Manager) exec(ctx context.Context, stmts ...string) error {
-	for _, s := range stmts {
-		if _, err := m.conn().ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", firstWords(s), err)
-		}
-	}
-	return nil
-}
-
-// firstWords names a statement in errors without its literals.
-func firstWords(s string) string {
-	f := strings.Fields(s)
-	if len(f) > 2 {
-		f = f[:2]
-	}
-	return strings.Join(f, " ")
-}
-
 // ready fails with failed_precondition before prepare and unavailable when
 // the server does not answer.
-func (m *Manager) ready(ctx context.Context) error {
-	m.mu.Lock()
-	prepared, preparing := m.state.Prepared, m.preparing
-	m.mu.Unlock()
-	if !prepared && !preparing {
-		return wire.Errorf(wire.CodeFailedPrecondition, "mariadb is not prepared yet")
-	}
-	if err := m.ping(ctx); err != nil {
-		return wire.Errorf(wire.CodeUnavailable, "mariadb does not answer: %v", err)
-	}
-	return nil
+func (m *Manager) ready(ctx context.Context) error { return m.lc.Ready(ctx, m.ping) }
+
+// exec runs statements that take no arguments one by one.
+func (m *Manager) exec(ctx context.Context, stmts ...string) error {
+	return datastore.Exec(ctx, m.conn(), stmts...)
 }
 
 func (m *Manager) ping(ctx context.Context) error {
@@ -231,101 +178,23 @@ func (m *Manager) ping(ctx context.Context) error {
 	return m.conn().QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
-func (m *Manager) updateState(f func(*state)) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	f(&m.state)
-	data, _ := json.Marshal(m.state)
-	if err := os.MkdirAll(filepath.Dir(m.cfg.StateFile), 0o700); err != nil {
-		return fmt.Errorf("mariadb: state: %w", err)
-	}
-	return writeFileAtomic(m.cfg.StateFile, data, 0o600)
-}
-
 // Status follows Trove's reading: answering → running (or
 // restart_required); a live process that does not answer → blocked; a pid
-// file without a process → crashed; nothing → shutdown.
+// file without a process → crashed; nothing → shutdown. Unlike the other
+// managers' (m.lc.Status), a blocked status does not say why the server
+// does not answer.
 func (m *Manager) Status(ctx context.Context) wire.StatusResult {
-	m.mu.Lock()
-	st, preparing := m.state, m.preparing
-	m.mu.Unlock()
-	switch {
-	case preparing:
-		return wire.StatusResult{Status: wire.StatusBuilding}
-	case !st.Prepared && st.PrepareError != "":
-		return wire.StatusResult{Status: wire.StatusFailed, Detail: "prepare failed: " + st.PrepareError}
-	case !st.Prepared && !st.PrepareStarted.IsZero():
-		return wire.StatusResult{Status: wire.StatusFailed, Detail: "prepare was interrupted at " + st.PrepareStarted.Format(time.RFC3339)}
-	case !st.Prepared:
-		return wire.StatusResult{Status: wire.StatusNew}
+	if st, ok := m.lc.EarlyStatus(); ok {
+		return st
 	}
-	if err := m.ping(ctx); err == nil {
+	st, _ := m.lc.State()
+	if m.ping(ctx) == nil {
 		if st.RestartRequired {
 			return wire.StatusResult{Status: wire.StatusRestartRequired, Detail: "configuration changes wait for a restart"}
 		}
 		return wire.StatusResult{Status: wire.StatusRunning}
 	}
-	pid, err := readPid(m.cfg.PidFile)
-	switch {
-	case err == nil && processAlive(pid):
-		return wire.StatusResult{Status: wire.StatusBlocked, Detail: fmt.Sprintf("mariadbd (pid %d) runs but does not answer", pid)}
-	case err == nil:
-		return wire.StatusResult{Status: wire.StatusCrashed, Detail: fmt.Sprintf("pid file names %d, which is gone", pid)}
-	case st.Stopped:
-		return wire.StatusResult{Status: wire.StatusShutdown, Detail: "stopped by request"}
-	default:
-		return wire.StatusResult{Status: wire.StatusShutdown, Detail: "mariadbd is not running"}
-	}
-}
-
-func readPid(path string) (int, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(data)))
-}
-
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	if err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	// Zombies (a test's unreaped child) are not alive.
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) {
-		return stat[i+2] != 'Z' && stat[i+2] != 'X'
-	}
-	return true
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return datastore.ProcessStatus("mariadbd", m.cfg.PidFile, st.Stopped)
 }
 
 type driverLog struct{ log *slog.Logger }

@@ -3,11 +3,10 @@ package mariadb
 import (
 	"crypto/sha1"
 	"encoding/hex"
-	"fmt"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
@@ -17,7 +16,6 @@ const (
 	maxDatabaseName = 64
 	maxUserName     = 80
 	maxHostName     = 255
-	maxPassword     = 256
 )
 
 // Names are restricted to characters that need no thought anywhere (SQL,
@@ -43,18 +41,11 @@ var reservedUsers = map[string]bool{
 	"root": true, "mariadb.sys": true, "mysql": true, "debian-sys-maint": true, "os_admin": true,
 }
 
-func invalid(format string, args ...any) error {
-	return wire.Errorf(wire.CodeInvalidArgument, format, args...)
-}
-
-// show renders a rejected value for an error message: quoted, escaped,
-// truncated.
-func show(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return fmt.Sprintf("%q", s)
-}
+// Shorthands for the shared helpers every check uses.
+var (
+	invalid = datastore.Invalid
+	show    = datastore.Show
+)
 
 func checkDatabaseName(name string) error {
 	switch {
@@ -87,20 +78,6 @@ func (m *Manager) checkUserRef(u *wire.UserRef) error {
 		return invalid("host %s is %d characters long; MariaDB allows %d", show(u.Host), len(u.Host), maxHostName)
 	case !hostPattern.MatchString(u.Host):
 		return invalid("host %s: use a host name, an IP address or netmask, %% or _ wildcards", show(u.Host))
-	}
-	return nil
-}
-
-func checkPassword(pw string) error {
-	switch {
-	case pw == "":
-		return invalid("password is empty")
-	case len(pw) > maxPassword:
-		return invalid("password is %d bytes long; at most %d allowed", len(pw), maxPassword)
-	case !utf8.ValidString(pw):
-		return invalid("password is not valid UTF-8")
-	case strings.ContainsRune(pw, 0):
-		return invalid("password contains a NUL byte")
 	}
 	return nil
 }

@@ -3,18 +3,14 @@ package mariadb
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"strata/agent/datastore"
-	"strata/agent/datastore/volume"
 	"strata/agent/wire"
 )
 
@@ -28,52 +24,12 @@ import (
 // Prepare runs once. If it fails or is interrupted the status is failed and
 // a second prepare is refused: the controller rebuilds the instance.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	m.mu.Lock()
-	st, busy := m.state, m.preparing
-	m.mu.Unlock()
-	switch {
-	case busy:
-		return res, wire.Errorf(wire.CodeFailedPrecondition, "prepare is running already")
-	case st.Prepared:
-		return res, wire.Errorf(wire.CodeFailedPrecondition, "mariadb is prepared already")
-	case !st.PrepareStarted.IsZero():
-		return res, wire.Errorf(wire.CodeFailedPrecondition, "an earlier prepare (started %s) did not finish; rebuild the instance",
-			st.PrepareStarted.Format(time.RFC3339))
-	}
-	settings, err := m.checkPrepareArgs(&args)
-	if err != nil {
-		return res, err
-	}
-
-	m.mu.Lock()
-	m.preparing = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		m.preparing = false
-		m.mu.Unlock()
-	}()
-	if err := m.updateState(func(s *state) { s.PrepareStarted = time.Now().UTC() }); err != nil {
-		return res, err
-	}
-	res, err = m.prepare(ctx, args, settings)
-	if err != nil {
-		m.log.Error("prepare failed", "err", err)
-		if serr := m.updateState(func(s *state) { s.PrepareError = err.Error() }); serr != nil {
-			m.log.Error("recording prepare failure", "err", serr)
-		}
-		return res, err
-	}
-	if err := m.updateState(func(s *state) { s.Prepared, s.PrepareError = true, "" }); err != nil {
-		return res, err
-	}
-	return res, nil
+	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
 
 func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
-	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
-		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
+		return nil, err
 	}
 	if len(args.Databases) > 0 {
 		if err := checkDatabases(args.Databases); err != nil {
@@ -84,16 +40,8 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 		if err := m.checkUsers(args.Users); err != nil {
 			return nil, err
 		}
-		known := map[string]bool{}
-		for _, d := range args.Databases {
-			known[d.Name] = true
-		}
-		for _, u := range args.Users {
-			for _, db := range u.Databases {
-				if !known[db] {
-					return nil, invalid("user %s: database %s is not among the databases prepare creates", show(u.Name), show(db))
-				}
-			}
+		if err := datastore.CheckUsersDatabases(args.Users, args.Databases); err != nil {
+			return nil, err
 		}
 	}
 	if args.Configuration == nil {
@@ -103,29 +51,18 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 }
 
 func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	if m.cfg.DataDevice != "" {
-		vp := m.cfg.Volume
-		if vp == nil {
-			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
-		}
-		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
-		if err != nil {
-			return res, fmt.Errorf("data volume: %w", err)
-		}
-		res.Formatted = formatted
-		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	formatted, err := datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
+	if err != nil {
+		return wire.PrepareResult{}, err
 	}
+	res := wire.PrepareResult{Formatted: formatted}
 
 	cnf, err := renderBaseConfig(m.cfg, args.MemoryMB)
 	if err != nil {
 		return res, err
 	}
 	for path, data := range map[string][]byte{m.cfg.ConfigFile: cnf, m.cfg.OverridesFile: renderOverrides(nil)} {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return res, fmt.Errorf("config dir: %w", err)
-		}
-		if err := writeFileAtomic(path, data, 0o644); err != nil {
+		if err := datastore.WriteConfigFile(path, data, 0o644); err != nil {
 			return res, err
 		}
 	}
@@ -167,22 +104,8 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}
 		res.Root = &creds
 	}
-	if len(settings) > 0 {
-		cr, err := m.applyConfiguration(ctx, settings)
-		if err != nil {
-			return res, err
-		}
-		if cr.RestartRequired {
-			if err := m.cfg.Service.Restart(ctx); err != nil {
-				return res, fmt.Errorf("restart for configuration: %w", err)
-			}
-			if err := m.waitReady(ctx); err != nil {
-				return res, err
-			}
-			if err := m.updateState(func(s *state) { s.RestartRequired = false }); err != nil {
-				return res, err
-			}
-		}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+		return res, err
 	}
 	return res, nil
 }
@@ -198,7 +121,11 @@ func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
 	if err := os.MkdirAll(m.cfg.DataDir, 0o750); err != nil {
 		return false, fmt.Errorf("data directory: %w", err)
 	}
-	if err := chownTo(m.cfg.DataDir, m.cfg.OSUser); err != nil {
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return false, err
+	}
+	if err := osUser.Chown(m.cfg.DataDir); err != nil {
 		return false, err
 	}
 	var args []string
@@ -215,7 +142,7 @@ func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		tail, _ := datastore.TailFile("error", m.cfg.ErrorLog, 8, 8<<10)
+		tail, _ := datastore.TailFile(LogError, m.cfg.ErrorLog, 8, 8<<10)
 		return false, fmt.Errorf("mariadb-install-db: %w: %s; error log ends: %s", err, installDBError(out.String()), strings.Join(tail.Lines, " | "))
 	}
 	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
@@ -255,37 +182,11 @@ func (m *Manager) secure(ctx context.Context) error {
 
 // waitReady waits until the server answers, up to StartTimeout.
 func (m *Manager) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(m.cfg.StartTimeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = m.ping(ctx); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	tail, _ := datastore.TailFile("error", m.cfg.ErrorLog, 10, 8<<10)
-	return wire.Errorf(wire.CodeUnavailable, "mariadb did not answer within %s (%v); error log ends: %s",
-		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
-}
-
-func chownTo(path, osUser string) error {
-	u, err := user.Lookup(osUser)
-	if err != nil {
-		return fmt.Errorf("user %s: %w", osUser, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if os.Getuid() != 0 && uid == os.Getuid() {
-		return nil
-	}
-	if err := os.Chown(path, uid, gid); err != nil && !errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("chown %s: %w", path, err)
-	}
-	return nil
+	return datastore.WaitReady(ctx, m.cfg.StartTimeout, m.ping, func(last error) error {
+		tail, _ := datastore.TailFile(LogError, m.cfg.ErrorLog, 10, 8<<10)
+		return wire.Errorf(wire.CodeUnavailable, "mariadb did not answer within %s (%v); error log ends: %s",
+			m.cfg.StartTimeout, last, strings.Join(tail.Lines, " | "))
+	})
 }
 
 // installDBError keeps the lines of mariadb-install-db's output that say
@@ -298,18 +199,10 @@ func installDBError(out string) string {
 		}
 	}
 	if len(keep) == 0 {
-		return lastLines(out, 20)
+		return datastore.LastLines(out, 20)
 	}
 	if len(keep) > 10 {
 		keep = keep[:10]
 	}
 	return strings.Join(keep, " | ")
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }

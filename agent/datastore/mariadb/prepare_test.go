@@ -1,7 +1,6 @@
 package mariadb_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,10 +10,9 @@ import (
 
 	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
-
-func num(s string) *json.Number { n := json.Number(s); return &n }
 
 func TestPrepareInitialisesStartsAndCreatesInitialDatabasesAndUsers(t *testing.T) {
 	inst, res := mariadbtest.PreparedT(t, wire.PrepareArgs{
@@ -71,10 +69,10 @@ func TestPrepareInitialisesStartsAndCreatesInitialDatabasesAndUsers(t *testing.T
 	}
 	// The local admin account has no password at all (socket only) when the
 	// agent runs as root; no anonymous accounts, no test database.
-	if n := queryStrings(t, adm, "SELECT User FROM mysql.user WHERE User=''"); len(n) != 0 {
+	if n := servertest.QueryStrings(t, adm, "SELECT User FROM mysql.user WHERE User=''"); len(n) != 0 {
 		t.Fatalf("anonymous accounts left: %v", n)
 	}
-	if n := queryStrings(t, adm, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='test'"); len(n) != 0 {
+	if n := servertest.QueryStrings(t, adm, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='test'"); len(n) != 0 {
 		t.Fatal("test database left")
 	}
 	var maxConn int
@@ -141,21 +139,7 @@ func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
 		_, err := inst.Manager.Prepare(ctx, tc.args)
 		wantCode(t, err, wire.CodeInvalidArgument, tc.want)
 	}
-	for _, p := range []string{inst.Config.DataDir, inst.Config.ConfigFile, inst.Config.StateFile} {
-		if _, err := os.Stat(p); err == nil {
-			t.Fatalf("%s exists after rejected prepares", p)
-		}
-	}
-	if inst.Process.Running() {
-		t.Fatal("server started by a rejected prepare")
-	}
-	if st := inst.Manager.Status(ctx); st.Status != wire.StatusNew {
-		t.Fatalf("status = %+v", st)
-	}
-	// And a good prepare still works afterwards.
-	if _, err := inst.Manager.Prepare(ctx, wire.PrepareArgs{}); err != nil {
-		t.Fatal(err)
-	}
+	servertest.CheckNothingPrepared(t, ctx, inst.Manager, inst.Process, inst.Config.DataDir, inst.Config.ConfigFile, inst.Config.StateFile)
 }
 
 func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
@@ -164,25 +148,5 @@ func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
 	// Break the server's configuration so it cannot start.
 	inst.Process.DefaultsFile = filepath.Join(inst.Dir, "missing.cnf")
 	inst.Config.StartTimeout = 2 * time.Second
-	m, err := mariadb.New(inst.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	_, err = m.Prepare(ctx, wire.PrepareArgs{})
-	if err == nil {
-		t.Fatal("prepare succeeded with a server that cannot start")
-	}
-	st := m.Status(ctx)
-	if st.Status != wire.StatusFailed || !strings.Contains(st.Detail, "prepare failed") {
-		t.Fatalf("status = %+v", st)
-	}
-	_, err = m.Prepare(ctx, wire.PrepareArgs{})
-	wantCode(t, err, wire.CodeFailedPrecondition, "did not finish")
-	// The verdict survives an agent restart.
-	m2, _ := mariadb.New(inst.Config)
-	defer m2.Close()
-	if st := m2.Status(context.Background()); st.Status != wire.StatusFailed {
-		t.Fatalf("status after restart = %+v", st)
-	}
+	servertest.CheckFailedPrepareSticks(t, ctx, func() (servertest.Manager, error) { return mariadb.New(inst.Config) })
 }

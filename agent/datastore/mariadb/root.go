@@ -18,7 +18,7 @@ const rootAccount = "'root'@'%'"
 func (m *Manager) EnableRoot(ctx context.Context, password string) (wire.RootCredentials, error) {
 	if password == "" {
 		password = datastore.GeneratePassword()
-	} else if err := checkPassword(password); err != nil {
+	} else if err := datastore.CheckPassword(password); err != nil {
 		return wire.RootCredentials{}, err
 	}
 	if err := m.ready(ctx); err != nil {

@@ -2,33 +2,17 @@ package mariadb_test
 
 import (
 	"database/sql"
-	"encoding/json"
 	"math/big"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
-	"strata/builder/recipe"
 )
 
 const rulesFile = "../../../validation-rules/mariadb-10.11.json"
-
-func loadRules(t *testing.T) []wire.ParameterRule {
-	t.Helper()
-	data, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
-	}
-	return rules
-}
 
 // allocating parameters size memory or files the moment they are set
 // (the buffer pool, the redo log, the key cache): their bounds are checked
@@ -58,7 +42,7 @@ func serverType(varType string) string {
 // max and every allowed value exactly (the server neither clamps nor
 // refuses them).
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := loadRules(t)
+	rules := servertest.LoadRules(t, rulesFile)
 	if len(rules) < 35 {
 		t.Fatalf("%d rules; the MariaDB file covers at least Trove's list", len(rules))
 	}
@@ -86,7 +70,11 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 			if want := map[bool]string{true: wire.ApplyRestart, false: wire.ApplyLive}[r.RestartRequired]; r.ApplyMethod() != want {
 				t.Fatalf("apply %s, want %s", r.ApplyMethod(), want)
 			}
-			checkRuleBounds(t, r, min.String, max.String)
+			if r.Type == "integer" || r.Type == "float" {
+				servertest.CheckRuleBounds(t, r, min.String, max.String)
+			} else if r.Min != nil || r.Max != nil {
+				t.Fatal("bounds on a non-numeric rule")
+			}
 			if r.Type == "string" {
 				if len(r.AllowedValues) == 0 {
 					t.Fatal("a MariaDB string rule lists its allowed values")
@@ -141,57 +129,6 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 	}
 }
 
-// checkRuleBounds checks a numeric rule's bounds against the server's and
-// against our own validation: min and max pass, min-1 and max+1 do not.
-func checkRuleBounds(t *testing.T, r wire.ParameterRule, serverMin, serverMax string) {
-	t.Helper()
-	if r.Type != "integer" && r.Type != "float" {
-		if r.Min != nil || r.Max != nil {
-			t.Fatal("bounds on a non-numeric rule")
-		}
-		return
-	}
-	if r.Min == nil || r.Max == nil {
-		t.Fatal("a numeric rule needs min and max")
-	}
-	lo, hi := bigf(t, r.Min.String()), bigf(t, r.Max.String())
-	if serverMin != "" && lo.Cmp(bigf(t, serverMin)) < 0 {
-		t.Fatalf("rule min %s is below the server's %s", r.Min, serverMin)
-	}
-	if serverMax != "" && hi.Cmp(bigf(t, serverMax)) > 0 {
-		t.Fatalf("rule max %s is above the server's %s", r.Max, serverMax)
-	}
-	checkOurValidation(t, r)
-}
-
-// checkOurValidation: the rule's min and max pass wire's checks, one
-// below and one above do not.
-func checkOurValidation(t *testing.T, r wire.ParameterRule) {
-	t.Helper()
-	one := big.NewFloat(1)
-	lo, hi := bigf(t, r.Min.String()), bigf(t, r.Max.String())
-	for _, v := range []string{r.Min.String(), r.Max.String()} {
-		if _, err := r.Check(json.RawMessage(v)); err != nil {
-			t.Fatalf("our validation refuses the rule's own bound %s: %v", v, err)
-		}
-	}
-	for _, v := range []*big.Float{new(big.Float).Sub(lo, one), new(big.Float).Add(hi, one)} {
-		text := v.Text('f', -1)
-		if _, err := r.Check(json.RawMessage(text)); err == nil {
-			t.Fatalf("our validation accepts %s, outside %s..%s", text, r.Min, r.Max)
-		}
-	}
-}
-
-func bigf(t *testing.T, s string) *big.Float {
-	t.Helper()
-	f, ok := new(big.Float).SetPrec(256).SetString(s)
-	if !ok {
-		t.Fatalf("not a number: %q", s)
-	}
-	return f
-}
-
 // sameValue compares a value set with what the server reports.
 func sameValue(typ, set, got string) bool {
 	switch typ {
@@ -209,39 +146,7 @@ func sameValue(typ, set, got string) bool {
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rec, err := recipe.Load("../../../images/mariadb-10.11.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := rec.Datastore
-	if d == nil || d.Manager != "mariadb" || d.Rules == "" || d.ConfigTemplate == "" {
-		t.Fatalf("recipe datastore = %+v", d)
-	}
-	data, err := os.ReadFile(d.Rules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(d.ConfigTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var flavor512 map[string]json.RawMessage
-	for _, mem := range []int{0, 512, 2048, 16384, 262144} {
-		values, err := wire.RenderConfigTemplate(tmpl, wire.ConfigTemplateData{MemoryMB: mem})
-		if err != nil {
-			t.Fatalf("%d MiB: %v", mem, err)
-		}
-		if _, err := datastore.CheckConfiguration(wire.ConfigurationArgs{Values: values, Rules: rules}, nil); err != nil {
-			t.Fatalf("%d MiB: the template's values break the rules: %v", mem, err)
-		}
-		if mem == 512 {
-			flavor512 = values
-		}
-	}
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/mariadb-10.11.yaml", "mariadb")
 	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

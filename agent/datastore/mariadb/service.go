@@ -2,13 +2,11 @@ package mariadb
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 
 	"strata/agent/datastore/systemd"
 	"strata/agent/datastore/volume"
-	"strata/agent/wire"
 )
 
 // GuestConfig is the configuration for a Debian guest: the server runs as
@@ -44,40 +42,11 @@ func GuestConfig(stateDir, dataDevice, mountPoint string, log *slog.Logger) Conf
 	return cfg
 }
 
-func (m *Manager) requirePrepared() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.state.Prepared {
-		return wire.Errorf(wire.CodeFailedPrecondition, "mariadb is not prepared yet")
-	}
-	return nil
-}
-
 // Restart restarts (or starts) the server and waits until it answers; the
 // restart-required flag is cleared.
 func (m *Manager) Restart(ctx context.Context) error {
-	if err := m.requirePrepared(); err != nil {
-		return err
-	}
-	if err := m.cfg.Service.Restart(ctx); err != nil {
-		return fmt.Errorf("restart mariadb: %w", err)
-	}
-	if err := m.waitReady(ctx); err != nil {
-		return err
-	}
-	return m.updateState(func(s *state) { s.RestartRequired, s.Stopped = false, false })
+	return m.lc.Restart(ctx, m.cfg.Service, m.waitReady)
 }
 
 // Stop stops the server; status then reports shutdown.
-func (m *Manager) Stop(ctx context.Context) error {
-	if err := m.requirePrepared(); err != nil {
-		return err
-	}
-	if err := m.updateState(func(s *state) { s.Stopped = true }); err != nil {
-		return err
-	}
-	if err := m.cfg.Service.Stop(ctx); err != nil {
-		return fmt.Errorf("stop mariadb: %w", err)
-	}
-	return nil
-}
+func (m *Manager) Stop(ctx context.Context) error { return m.lc.Stop(ctx, m.cfg.Service) }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
@@ -107,11 +108,8 @@ func (m *Manager) createUser(ctx context.Context, u wire.User) error {
 
 // checkUsers validates a user list and defaults hosts to %.
 func (m *Manager) checkUsers(users []wire.User) error {
-	if len(users) == 0 {
-		return invalid("no users given")
-	}
-	if len(users) > wire.MaxItemsPerOp {
-		return invalid("%d users given, at most %d per operation", len(users), wire.MaxItemsPerOp)
+	if err := datastore.CheckListLength("users", len(users)); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := range users {
@@ -125,7 +123,7 @@ func (m *Manager) checkUsers(users []wire.User) error {
 			return invalid("user %s@%s is listed twice", show(u.Name), show(u.Host))
 		}
 		seen[u.Name+"@"+u.Host] = true
-		if err := checkPassword(u.Password); err != nil {
+		if err := datastore.CheckPassword(u.Password); err != nil {
 			return wire.Errorf(wire.CodeInvalidArgument, "user %s: %s", show(u.Name), err.(*wire.OpError).Message)
 		}
 		if len(u.Databases) > wire.MaxItemsPerOp {

@@ -39,10 +39,7 @@ func (p serverParam) needsRestart() bool { return p.Context == "postmaster" }
 // restart_required. If the server still refuses a value on reload, the
 // previous file is put back and reloaded.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
-	if err := checkManaged(args); err != nil {
-		return wire.ConfigurationResult{}, err
-	}
-	settings, err := datastore.CheckConfiguration(args, paramNameOK)
+	settings, err := checkConfiguration(args)
 	if err != nil {
 		return wire.ConfigurationResult{}, err
 	}
@@ -58,21 +55,12 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return res, fmt.Errorf("read overrides: %w", err)
 	}
-	prev := parseOverrides(prevData)
-	names := make([]string, 0, len(settings)+len(prev))
-	set := map[string]bool{}
+	removed := datastore.Dropped(parseOverrides(prevData), settings)
+	names := make([]string, 0, len(settings)+len(removed))
 	for _, s := range settings {
 		names = append(names, s.Name)
-		set[s.Name] = true
 	}
-	var removed []string
-	for name := range prev {
-		if !set[name] {
-			removed = append(removed, name)
-			names = append(names, name)
-		}
-	}
-	sort.Strings(removed)
+	names = append(names, removed...)
 
 	c, err := m.conn().Conn(ctx)
 	if err != nil {
@@ -133,13 +121,8 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 		}
 	}
 	sort.Strings(res.PendingRestart)
-	if err := m.lc.Update(func(st *datastore.State) {
-		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
-		res.RestartRequired = st.RestartRequired
-	}); err != nil {
-		return res, err
-	}
-	return res, nil
+	res.RestartRequired, err = m.lc.RecordPendingRestart(len(res.PendingRestart) > 0)
+	return res, err
 }
 
 // serverParams reads pg_settings for the named parameters that exist,

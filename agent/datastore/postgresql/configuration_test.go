@@ -8,6 +8,7 @@ import (
 
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -32,7 +33,7 @@ var testRules = []wire.ParameterRule{
 
 func setting(t *testing.T, inst *postgresqltest.Instance, name string) string {
 	t.Helper()
-	return queryStrings(t, admin(t, inst, "postgres"), "SELECT setting FROM pg_settings WHERE name = $1", name)[0]
+	return servertest.QueryStrings(t, admin(t, inst, "postgres"), "SELECT setting FROM pg_settings WHERE name = $1", name)[0]
 }
 
 func TestConfigurationAppliesReloadableValuesAtOnceAndOthersOnRestart(t *testing.T) {
@@ -63,18 +64,7 @@ func TestConfigurationAppliesReloadableValuesAtOnceAndOthersOnRestart(t *testing
 			t.Errorf("%s = %s, want %s", name, got, want)
 		}
 	}
-	if st := m.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status = %+v", st)
-	}
-	m2, _ := postgresql.New(inst.Config)
-	if st := m2.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status from a new manager = %+v", st)
-	}
-	m2.Close()
-
-	if err := m.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
+	servertest.CheckRestartRequired(t, ctx, m, func() (servertest.Manager, error) { return postgresql.New(inst.Config) })
 	if got := setting(t, inst, "max_connections"); got != "77" {
 		t.Fatalf("max_connections after restart = %s", got)
 	}

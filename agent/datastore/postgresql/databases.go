@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
@@ -14,23 +15,9 @@ func (m *Manager) ListDatabases(ctx context.Context) ([]wire.Database, error) {
 	if err := m.ready(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := m.conn().QueryContext(ctx,
-		"SELECT datname, pg_encoding_to_char(encoding), datcollate FROM pg_database WHERE NOT datistemplate ORDER BY datname")
-	if err != nil {
-		return nil, fmt.Errorf("list databases: %w", err)
-	}
-	defer rows.Close()
-	out := []wire.Database{}
-	for rows.Next() {
-		var d wire.Database
-		if err := rows.Scan(&d.Name, &d.CharacterSet, &d.Collation); err != nil {
-			return nil, fmt.Errorf("list databases: %w", err)
-		}
-		if !systemDatabases[strings.ToLower(d.Name)] {
-			out = append(out, d)
-		}
-	}
-	return out, rows.Err()
+	return datastore.QueryDatabases(ctx, m.conn(),
+		"SELECT datname, pg_encoding_to_char(encoding), datcollate FROM pg_database WHERE NOT datistemplate ORDER BY datname",
+		systemDatabases)
 }
 
 // CreateDatabases creates all of dbs or none: every name, encoding and
@@ -85,11 +72,8 @@ func (m *Manager) CreateDatabases(ctx context.Context, dbs []wire.Database) erro
 }
 
 func checkDatabases(dbs []wire.Database) error {
-	if len(dbs) == 0 {
-		return invalid("no databases given")
-	}
-	if len(dbs) > wire.MaxItemsPerOp {
-		return invalid("%d databases given, at most %d per operation", len(dbs), wire.MaxItemsPerOp)
+	if err := datastore.CheckListLength("databases", len(dbs)); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, d := range dbs {

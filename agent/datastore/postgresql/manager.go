@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -85,15 +84,10 @@ type Config struct {
 	ServiceUnit string
 	Service     datastore.Service
 	// Volume prepares DataDevice; nil uses volume.Volume defaults.
-	Volume VolumePreparer
+	Volume datastore.VolumePreparer
 	// StartTimeout bounds waiting for the server to answer after a start.
 	StartTimeout time.Duration
 	Logger       *slog.Logger
-}
-
-// VolumePreparer formats and mounts the data device (package volume).
-type VolumePreparer interface {
-	Prepare(ctx context.Context, dependentUnit string) (formatted bool, err error)
 }
 
 // Manager is the PostgreSQL datastore manager.
@@ -193,7 +187,7 @@ func (m *Manager) inDatabase(ctx context.Context, dbName string, stmts ...string
 	defer c.Close(context.WithoutCancel(ctx))
 	for _, s := range stmts {
 		if _, err := c.Exec(ctx, s); err != nil {
-			return fmt.Errorf("database %s: %s: %w", show(dbName), firstWords(s), err)
+			return fmt.Errorf("database %s: %s: %w", show(dbName), datastore.FirstWords(s), err)
 		}
 	}
 	return nil
@@ -201,21 +195,7 @@ func (m *Manager) inDatabase(ctx context.Context, dbName string, stmts ...string
 
 // exec runs statements that take no arguments one by one.
 func (m *Manager) exec(ctx context.Context, stmts ...string) error {
-	for _, s := range stmts {
-		if _, err := m.conn().ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", firstWords(s), err)
-		}
-	}
-	return nil
-}
-
-// firstWords names a statement in errors without its literals.
-func firstWords(s string) string {
-	f := strings.Fields(s)
-	if len(f) > 2 {
-		f = f[:2]
-	}
-	return strings.Join(f, " ")
+	return datastore.Exec(ctx, m.conn(), stmts...)
 }
 
 // sqlState is the SQLSTATE of a server error, or "".
@@ -238,15 +218,7 @@ func pgMessage(err error) string {
 
 // ready fails with failed_precondition before prepare and unavailable when
 // the server does not answer.
-func (m *Manager) ready(ctx context.Context) error {
-	if err := m.lc.RequirePreparedOrPreparing(); err != nil {
-		return err
-	}
-	if err := m.ping(ctx); err != nil {
-		return wire.Errorf(wire.CodeUnavailable, "postgresql does not answer: %v", err)
-	}
-	return nil
-}
+func (m *Manager) ready(ctx context.Context) error { return m.lc.Ready(ctx, m.ping) }
 
 // ping asks the server for SELECT 1. A pooled session the server ended
 // (a restart under the agent) fails once and is dropped, so a failure
@@ -268,20 +240,5 @@ func (m *Manager) ping(ctx context.Context) error {
 // restart_required); a live process that does not answer → blocked; a pid
 // file without a process → crashed; nothing → shutdown.
 func (m *Manager) Status(ctx context.Context) wire.StatusResult {
-	if st, ok := m.lc.EarlyStatus(); ok {
-		return st
-	}
-	st, _ := m.lc.State()
-	err := m.ping(ctx)
-	if err == nil {
-		if st.RestartRequired {
-			return wire.StatusResult{Status: wire.StatusRestartRequired, Detail: "configuration changes wait for a restart"}
-		}
-		return wire.StatusResult{Status: wire.StatusRunning}
-	}
-	res := datastore.ProcessStatus("postgres", m.cfg.PidFile, st.Stopped)
-	if res.Status == wire.StatusBlocked {
-		res.Detail += ": " + err.Error()
-	}
-	return res
+	return m.lc.Status(ctx, "postgres", m.cfg.PidFile, m.ping)
 }

@@ -10,15 +10,13 @@ import (
 	"regexp"
 	"strings"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
 // PostgreSQL truncates identifiers longer than NAMEDATALEN-1 bytes (63)
 // with only a notice; longer names are refused instead.
-const (
-	maxIdentifier = 63
-	maxPassword   = 256
-)
+const maxIdentifier = 63
 
 var (
 	databaseNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_$-]*$`)
@@ -70,30 +68,20 @@ func paramNameOK(name string) bool {
 	return paramPattern.MatchString(name) && !managedParameters[name]
 }
 
-// checkManaged refuses a configuration group that touches a parameter the
-// agent manages, naming it, before the generic checks would call it
-// merely invalid.
-func checkManaged(args wire.ConfigurationArgs) error {
-	for name := range args.Values {
-		if managedParameters[name] {
-			return invalid("parameter %s is managed by the agent and cannot be part of a configuration group", name)
-		}
+// checkConfiguration validates a configuration group: no parameter the
+// agent manages, then names, rules and values.
+func checkConfiguration(args wire.ConfigurationArgs) ([]datastore.Setting, error) {
+	if err := datastore.CheckManaged(args, managedParameters); err != nil {
+		return nil, err
 	}
-	return nil
+	return datastore.CheckConfiguration(args, paramNameOK)
 }
 
-func invalid(format string, args ...any) error {
-	return wire.Errorf(wire.CodeInvalidArgument, format, args...)
-}
-
-// show renders a rejected value for an error message: quoted, escaped,
-// truncated.
-func show(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return fmt.Sprintf("%q", s)
-}
+// Shorthands for the shared helpers every check uses.
+var (
+	invalid = datastore.Invalid
+	show    = datastore.Show
+)
 
 func checkDatabaseName(name string) error {
 	switch {
@@ -136,8 +124,8 @@ func checkPassword(pw string) error {
 	switch {
 	case pw == "":
 		return invalid("password is empty")
-	case len(pw) > maxPassword:
-		return invalid("password is %d bytes long; at most %d allowed", len(pw), maxPassword)
+	case len(pw) > datastore.MaxPassword:
+		return invalid("password is %d bytes long; at most %d allowed", len(pw), datastore.MaxPassword)
 	}
 	for i := 0; i < len(pw); i++ {
 		if pw[i] < 0x20 || pw[i] > 0x7e {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"strata/agent/datastore"
-	"strata/agent/datastore/volume"
 	"strata/agent/wire"
 )
 
@@ -28,34 +27,12 @@ import (
 // Prepare runs once. If it fails or is interrupted the status is failed and
 // a second prepare is refused: the controller rebuilds the instance.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	if err := m.lc.CheckCanPrepare(); err != nil {
-		return res, err
-	}
-	settings, err := m.checkPrepareArgs(&args)
-	if err != nil {
-		return res, err
-	}
-	if err := m.lc.BeginPrepare(); err != nil {
-		return res, err
-	}
-	res, err = m.prepare(ctx, args, settings)
-	if err != nil {
-		m.log.Error("prepare failed", "err", err)
-	}
-	if serr := m.lc.EndPrepare(err); serr != nil {
-		if err != nil {
-			m.log.Error("recording prepare failure", "err", serr)
-			return res, err
-		}
-		return res, serr
-	}
-	return res, err
+	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
 
 func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
-	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
-		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
+		return nil, err
 	}
 	if len(args.Databases) > 0 {
 		if err := checkDatabases(args.Databases); err != nil {
@@ -66,41 +43,22 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 		if err := checkUsers(args.Users); err != nil {
 			return nil, err
 		}
-		known := map[string]bool{}
-		for _, d := range args.Databases {
-			known[d.Name] = true
-		}
-		for _, u := range args.Users {
-			for _, db := range u.Databases {
-				if !known[db] {
-					return nil, invalid("user %s: database %s is not among the databases prepare creates", show(u.Name), show(db))
-				}
-			}
+		if err := datastore.CheckUsersDatabases(args.Users, args.Databases); err != nil {
+			return nil, err
 		}
 	}
 	if args.Configuration == nil {
 		return nil, nil
 	}
-	if err := checkManaged(*args.Configuration); err != nil {
-		return nil, err
-	}
-	return datastore.CheckConfiguration(*args.Configuration, paramNameOK)
+	return checkConfiguration(*args.Configuration)
 }
 
 func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	if m.cfg.DataDevice != "" {
-		vp := m.cfg.Volume
-		if vp == nil {
-			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
-		}
-		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
-		if err != nil {
-			return res, fmt.Errorf("data volume: %w", err)
-		}
-		res.Formatted = formatted
-		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	formatted, err := datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
+	if err != nil {
+		return wire.PrepareResult{}, err
 	}
+	res := wire.PrepareResult{Formatted: formatted}
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
 		return res, err
@@ -130,10 +88,7 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}{m.cfg.StartConf, []byte("# Written by strata-agent: pg_ctlcluster and systemd start this cluster.\nauto\n")})
 	}
 	for _, f := range files {
-		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
-			return res, fmt.Errorf("config dir: %w", err)
-		}
-		if err := datastore.WriteFileAtomic(f.path, f.data, 0o644); err != nil {
+		if err := datastore.WriteConfigFile(f.path, f.data, 0o644); err != nil {
 			return res, err
 		}
 	}
@@ -171,22 +126,8 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}
 		res.Root = &creds
 	}
-	if len(settings) > 0 {
-		cr, err := m.applyConfiguration(ctx, settings)
-		if err != nil {
-			return res, err
-		}
-		if cr.RestartRequired {
-			if err := m.cfg.Service.Restart(ctx); err != nil {
-				return res, fmt.Errorf("restart for configuration: %w", err)
-			}
-			if err := m.waitReady(ctx); err != nil {
-				return res, err
-			}
-			if err := m.lc.Update(func(s *datastore.State) { s.RestartRequired = false }); err != nil {
-				return res, err
-			}
-		}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+		return res, err
 	}
 	return res, nil
 }
@@ -221,7 +162,7 @@ func (m *Manager) initDataDir(ctx context.Context, osUser datastore.OSUser) (boo
 	cmd.SysProcAttr = sysProcAttr(osUser)
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return false, fmt.Errorf("initdb: %w: %s", err, lastLines(out.String(), 12))
+		return false, fmt.Errorf("initdb: %w: %s", err, datastore.LastLines(out.String(), 12))
 	}
 	// initdb leaves its own configuration files in the data directory;
 	// the server reads the rendered ones, so these would only mislead.
@@ -252,21 +193,11 @@ func ensureDir(dir string, osUser datastore.OSUser, claim bool) error {
 
 // waitReady waits until the server answers, up to StartTimeout.
 func (m *Manager) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(m.cfg.StartTimeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = m.ping(ctx); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	tail, _ := datastore.TailFile(LogGeneral, m.cfg.LogFile, 10, 8<<10)
-	return wire.Errorf(wire.CodeUnavailable, "postgresql did not answer within %s (%v); log ends: %s",
-		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+	return datastore.WaitReady(ctx, m.cfg.StartTimeout, m.ping, func(last error) error {
+		tail, _ := datastore.TailFile(LogGeneral, m.cfg.LogFile, 10, 8<<10)
+		return wire.Errorf(wire.CodeUnavailable, "postgresql did not answer within %s (%v); log ends: %s",
+			m.cfg.StartTimeout, last, strings.Join(tail.Lines, " | "))
+	})
 }
 
 func currentUser() (string, error) {
@@ -275,12 +206,4 @@ func currentUser() (string, error) {
 		return "", fmt.Errorf("postgresql: current user: %w", err)
 	}
 	return u.Username, nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }

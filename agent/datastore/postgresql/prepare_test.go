@@ -1,7 +1,6 @@
 package postgresql_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -164,20 +164,7 @@ func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
 		_, err := inst.Manager.Prepare(ctx, tc.args)
 		wantCode(t, err, wire.CodeInvalidArgument, tc.want)
 	}
-	for _, p := range []string{inst.Config.DataDir, inst.Config.ConfigFile, inst.Config.StateFile} {
-		if _, err := os.Stat(p); err == nil {
-			t.Fatalf("%s exists after rejected prepares", p)
-		}
-	}
-	if inst.Process.Running() {
-		t.Fatal("server started by a rejected prepare")
-	}
-	if st := inst.Manager.Status(ctx); st.Status != wire.StatusNew {
-		t.Fatalf("status = %+v", st)
-	}
-	if _, err := inst.Manager.Prepare(ctx, wire.PrepareArgs{}); err != nil {
-		t.Fatal(err)
-	}
+	servertest.CheckNothingPrepared(t, ctx, inst.Manager, inst.Process, inst.Config.DataDir, inst.Config.ConfigFile, inst.Config.StateFile)
 }
 
 func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
@@ -186,24 +173,5 @@ func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
 	// Point the server at a configuration file that does not exist.
 	inst.Process.ConfigFile = filepath.Join(inst.Dir, "missing.conf")
 	inst.Config.StartTimeout = 2 * time.Second
-	m, err := postgresql.New(inst.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	_, err = m.Prepare(ctx, wire.PrepareArgs{})
-	if err == nil {
-		t.Fatal("prepare succeeded with a server that cannot start")
-	}
-	st := m.Status(ctx)
-	if st.Status != wire.StatusFailed || !strings.Contains(st.Detail, "prepare failed") {
-		t.Fatalf("status = %+v", st)
-	}
-	_, err = m.Prepare(ctx, wire.PrepareArgs{})
-	wantCode(t, err, wire.CodeFailedPrecondition, "did not finish")
-	m2, _ := postgresql.New(inst.Config)
-	defer m2.Close()
-	if st := m2.Status(context.Background()); st.Status != wire.StatusFailed {
-		t.Fatalf("status after restart = %+v", st)
-	}
+	servertest.CheckFailedPrepareSticks(t, ctx, func() (servertest.Manager, error) { return postgresql.New(inst.Config) })
 }

@@ -3,32 +3,16 @@ package postgresql_test
 import (
 	"database/sql"
 	"encoding/json"
-	"math/big"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
-	"strata/builder/recipe"
 )
 
 const rulesFile = "../../../validation-rules/postgresql-15.json"
-
-func loadRules(t *testing.T) []wire.ParameterRule {
-	t.Helper()
-	data, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
-	}
-	return rules
-}
 
 // freeStrings are values the server must accept for the string rules that
 // list no allowed values.
@@ -49,7 +33,7 @@ var freeStrings = map[string]string{
 // the server's own checks (ALTER SYSTEM, which validates any context
 // without applying) accept min, max and every allowed value.
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := loadRules(t)
+	rules := servertest.LoadRules(t, rulesFile)
 	inst := sharedServer(t)
 	db := admin(t, inst, "postgres")
 	defer func() {
@@ -86,7 +70,10 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 			var tries []string
 			switch r.Type {
 			case "integer", "float":
-				checkBounds(t, r, min.String, max.String)
+				if !min.Valid || !max.Valid {
+					t.Fatal("the server declares no bounds for a numeric parameter")
+				}
+				servertest.CheckRuleBounds(t, r, min.String, max.String)
 				tries = []string{r.Min.String(), r.Max.String()}
 			case "boolean":
 				tries = []string{"on", "off"}
@@ -132,81 +119,13 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 	}
 }
 
-// checkBounds checks a numeric rule's bounds against the server's and
-// against our own validation: min and max pass, min-1 and max+1 do not.
-func checkBounds(t *testing.T, r wire.ParameterRule, serverMin, serverMax string) {
-	t.Helper()
-	if r.Min == nil || r.Max == nil {
-		t.Fatal("a numeric rule needs min and max")
-	}
-	lo, hi := bigf(t, r.Min.String()), bigf(t, r.Max.String())
-	if lo.Cmp(bigf(t, serverMin)) < 0 {
-		t.Fatalf("rule min %s is below the server's %s", r.Min, serverMin)
-	}
-	if hi.Cmp(bigf(t, serverMax)) > 0 {
-		t.Fatalf("rule max %s is above the server's %s", r.Max, serverMax)
-	}
-	for _, v := range []string{r.Min.String(), r.Max.String()} {
-		if _, err := r.Check(json.RawMessage(v)); err != nil {
-			t.Fatalf("our validation refuses the rule's own bound %s: %v", v, err)
-		}
-	}
-	one := big.NewFloat(1)
-	for _, v := range []*big.Float{new(big.Float).Sub(lo, one), new(big.Float).Add(hi, one)} {
-		if _, err := r.Check(json.RawMessage(v.Text('f', -1))); err == nil {
-			t.Fatalf("our validation accepts %s, outside %s..%s", v.Text('f', -1), r.Min, r.Max)
-		}
-	}
-}
-
-func bigf(t *testing.T, s string) *big.Float {
-	t.Helper()
-	f, ok := new(big.Float).SetPrec(256).SetString(s)
-	if !ok {
-		t.Fatalf("not a number: %q", s)
-	}
-	return f
-}
-
 // TestRecipeTemplateAppliesCleanly reads what images/postgresql-15.yaml
 // registers (its rules and default configuration template), renders the
 // template for flavors from none to 256 GiB, checks every value against
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rec, err := recipe.Load("../../../images/postgresql-15.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := rec.Datastore
-	if d == nil || d.Manager != "postgresql" || d.Rules == "" || d.ConfigTemplate == "" {
-		t.Fatalf("recipe datastore = %+v", d)
-	}
-	data, err := os.ReadFile(d.Rules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(d.ConfigTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var flavor512 map[string]json.RawMessage
-	for _, mem := range []int{0, 512, 2048, 16384, 262144} {
-		values, err := wire.RenderConfigTemplate(tmpl, wire.ConfigTemplateData{MemoryMB: mem})
-		if err != nil {
-			t.Fatalf("%d MiB: %v", mem, err)
-		}
-		if _, err := datastore.CheckConfiguration(wire.ConfigurationArgs{Values: values, Rules: rules}, nil); err != nil {
-			t.Fatalf("%d MiB: the template's values break the rules: %v", mem, err)
-		}
-		if mem == 512 {
-			flavor512 = values
-		}
-	}
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/postgresql-15.yaml", "postgresql")
 	inst, _ := postgresqltest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

@@ -67,28 +67,8 @@ func sysProcAttr(u datastore.OSUser) *syscall.SysProcAttr {
 // Restart restarts (or starts) the server and waits until it answers; the
 // restart-required flag is cleared.
 func (m *Manager) Restart(ctx context.Context) error {
-	if err := m.lc.RequirePrepared(); err != nil {
-		return err
-	}
-	if err := m.cfg.Service.Restart(ctx); err != nil {
-		return fmt.Errorf("restart postgresql: %w", err)
-	}
-	if err := m.waitReady(ctx); err != nil {
-		return err
-	}
-	return m.lc.Update(func(s *datastore.State) { s.RestartRequired, s.Stopped = false, false })
+	return m.lc.Restart(ctx, m.cfg.Service, m.waitReady)
 }
 
 // Stop stops the server; status then reports shutdown.
-func (m *Manager) Stop(ctx context.Context) error {
-	if err := m.lc.RequirePrepared(); err != nil {
-		return err
-	}
-	if err := m.lc.Update(func(s *datastore.State) { s.Stopped = true }); err != nil {
-		return err
-	}
-	if err := m.cfg.Service.Stop(ctx); err != nil {
-		return fmt.Errorf("stop postgresql: %w", err)
-	}
-	return nil
-}
+func (m *Manager) Stop(ctx context.Context) error { return m.lc.Stop(ctx, m.cfg.Service) }

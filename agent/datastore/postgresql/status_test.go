@@ -1,50 +1,23 @@
 package postgresql_test
 
 import (
-	"fmt"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
 func TestStatusFollowsTheServer(t *testing.T) {
 	inst := postgresqltest.NewT(t)
 	m, ctx := inst.Manager, ctxT(t)
-	if st := m.Status(ctx); st.Status != wire.StatusNew {
-		t.Fatalf("before prepare: %+v", st)
-	}
-	_, err := m.ListDatabases(ctx)
-	wantCode(t, err, wire.CodeFailedPrecondition, "not prepared")
-	wantCode(t, m.Restart(ctx), wire.CodeFailedPrecondition, "not prepared")
-	wantCode(t, m.Stop(ctx), wire.CodeFailedPrecondition, "not prepared")
-
-	if _, err := m.Prepare(ctx, wire.PrepareArgs{}); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusRunning {
-		t.Fatalf("after prepare: %+v", st)
-	}
-	if err := m.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusShutdown || st.Detail != "stopped by request" {
-		t.Fatalf("after stop: %+v", st)
-	}
-	_, err = m.ListDatabases(ctx)
-	wantCode(t, err, wire.CodeUnavailable, "does not answer")
-	if err := m.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusRunning {
-		t.Fatalf("after restart: %+v", st)
-	}
+	servertest.CheckLifecycle(t, ctx, m, func() error {
+		_, err := m.ListDatabases(ctx)
+		return err
+	})
 	// A server restarted behind the agent's back: pooled sessions are
 	// gone, the next operation still works.
 	if _, err := m.ListDatabases(ctx); err != nil {
@@ -61,27 +34,12 @@ func TestStatusFollowsTheServer(t *testing.T) {
 		t.Fatalf("after an outside restart: %v", err)
 	}
 
-	// Frozen postmaster: up but not answering new connections.
-	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Close() // no pooled session may answer for a frozen server
+	// A frozen postmaster answers no new connection, but a pooled session
+	// might: a new manager asks.
+	m.Close()
 	m2, _ := postgresql.New(inst.Config)
 	defer m2.Close()
-	syscall.Kill(pid, syscall.SIGSTOP)
-	waitState(t, pid, 'T')
-	st := m2.Status(ctx)
-	syscall.Kill(pid, syscall.SIGCONT)
-	if st.Status != wire.StatusBlocked {
-		t.Fatalf("stopped process: %+v", st)
-	}
-
-	// Killed: the pid file stays behind.
-	inst.Process.Kill()
-	if st := m2.Status(ctx); st.Status != wire.StatusCrashed {
-		t.Fatalf("after SIGKILL: %+v", st)
-	}
+	servertest.CheckBlockedThenCrashed(t, ctx, m2, inst.Config.PidFile, inst.Process)
 }
 
 func TestLogsListAndTail(t *testing.T) {
@@ -113,25 +71,5 @@ func TestLogsListAndTail(t *testing.T) {
 	if err != nil || len(tail.Lines) != 3 {
 		t.Fatalf("tail = %q, %v", tail.Lines, err)
 	}
-	_, err = m.TailLog(ctx, "../../etc/shadow", 10)
-	wantCode(t, err, wire.CodeNotFound, "no log named")
-	_, err = m.TailLog(ctx, postgresql.LogGeneral, 0)
-	wantCode(t, err, wire.CodeInvalidArgument, "lines")
-	_, err = m.TailLog(ctx, postgresql.LogGeneral, wire.MaxTailLines+1)
-	wantCode(t, err, wire.CodeInvalidArgument, "lines")
-}
-
-func waitState(t *testing.T, pid int, state byte) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == state {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d never reached state %c", pid, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	servertest.CheckTailRefusals(t, ctx, m, postgresql.LogGeneral)
 }

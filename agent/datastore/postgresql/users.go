@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
@@ -97,11 +98,8 @@ func (m *Manager) CreateUsers(ctx context.Context, users []wire.User) error {
 
 // checkUsers validates a user list; hosts become "%".
 func checkUsers(users []wire.User) error {
-	if len(users) == 0 {
-		return invalid("no users given")
-	}
-	if len(users) > wire.MaxItemsPerOp {
-		return invalid("%d users given, at most %d per operation", len(users), wire.MaxItemsPerOp)
+	if err := datastore.CheckListLength("users", len(users)); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := range users {

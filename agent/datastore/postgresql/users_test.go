@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -92,7 +93,7 @@ func TestUsersAndAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	adm := admin(t, inst, "other")
-	if owner := queryStrings(t, adm, "SELECT tableowner FROM pg_tables WHERE tablename = 'bobs'"); !slices.Equal(owner, []string{"postgres"}) {
+	if owner := servertest.QueryStrings(t, adm, "SELECT tableowner FROM pg_tables WHERE tablename = 'bobs'"); !slices.Equal(owner, []string{"postgres"}) {
 		t.Fatalf("owner of bob's table after delete = %v", owner)
 	}
 	wantCode(t, m.DeleteUser(ctx, bob), wire.CodeNotFound, "does not exist")

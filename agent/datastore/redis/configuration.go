@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -22,10 +21,7 @@ import (
 // CONFIG GET (the parameter exists, its current value has the rule's
 // type) before anything changes.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
-	if err := checkManaged(args); err != nil {
-		return wire.ConfigurationResult{}, err
-	}
-	settings, err := datastore.CheckConfiguration(args, paramNameOK)
+	settings, err := checkConfiguration(args)
 	if err != nil {
 		return wire.ConfigurationResult{}, err
 	}
@@ -85,18 +81,7 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 			return res, err
 		}
 	}
-	set := map[string]bool{}
-	for _, s := range settings {
-		set[s.Name] = true
-	}
-	var removed []string
-	for name := range prev {
-		if !set[name] {
-			removed = append(removed, name)
-		}
-	}
-	sort.Strings(removed)
-	res.PendingRestart = append(res.PendingRestart, removed...)
+	res.PendingRestart = append(res.PendingRestart, datastore.Dropped(prev, settings)...)
 
 	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o640); err != nil {
 		if len(undo) > 2 {
@@ -106,13 +91,8 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 		}
 		return wire.ConfigurationResult{}, err
 	}
-	if err := m.lc.Update(func(st *datastore.State) {
-		st.RestartRequired = st.RestartRequired || len(res.PendingRestart) > 0
-		res.RestartRequired = st.RestartRequired
-	}); err != nil {
-		return res, err
-	}
-	return res, nil
+	res.RestartRequired, err = m.lc.RecordPendingRestart(len(res.PendingRestart) > 0)
+	return res, err
 }
 
 // waitPersistence waits until no AOF rewrite runs or is scheduled: Redis

@@ -8,6 +8,7 @@ import (
 
 	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -49,17 +50,7 @@ func TestConfigurationAppliesLiveValuesAndOthersOnRestart(t *testing.T) {
 			t.Errorf("%s = %s, want %s", name, got, want)
 		}
 	}
-	if st := m.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status = %+v", st)
-	}
-	m2, _ := redis.New(inst.Config)
-	if st := m2.Status(ctx); st.Status != wire.StatusRestartRequired {
-		t.Fatalf("status from a new manager = %+v", st)
-	}
-	m2.Close()
-	if err := m.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
+	servertest.CheckRestartRequired(t, ctx, m, func() (servertest.Manager, error) { return redis.New(inst.Config) })
 	for name, want := range map[string]string{"databases": "8", "save": "900 1 300 10", "appendonly": "yes", "maxmemory-policy": "allkeys-lru"} {
 		if got := configValue(t, inst, name); got != want {
 			t.Errorf("after restart %s = %s, want %s", name, got, want)

@@ -2,77 +2,41 @@ package redis_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
 // One prepared server serves the tests that only need a running Redis;
 // tests that stop, kill or re-prepare a server start their own.
-var (
-	sharedOnce sync.Once
-	shared     *redistest.Instance
-	sharedErr  error
-	sharedDir  string
-)
+var shared servertest.Shared[*redistest.Instance]
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared != nil {
-		shared.Close()
-	}
-	if sharedDir != "" {
-		os.RemoveAll(sharedDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
 
 func sharedServer(t *testing.T) *redistest.Instance {
 	t.Helper()
-	sharedOnce.Do(func() {
-		sharedDir, sharedErr = os.MkdirTemp("", "strata-redis-")
-		if sharedErr != nil {
-			return
-		}
-		shared, sharedErr = redistest.New(sharedDir, redistest.Logger())
-		if sharedErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, sharedErr = shared.Manager.Prepare(ctx, wire.PrepareArgs{})
+	return shared.Get(t, "Redis", "strata-redis-", func(dir string) (*redistest.Instance, error) {
+		inst, _, err := redistest.Prepared(dir, wire.PrepareArgs{})
+		return inst, err
 	})
-	if sharedErr != nil {
-		t.Fatalf("shared Redis: %v", sharedErr)
-	}
-	return shared
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return servertest.Context(t, time.Minute) }
 
-func num(s string) *json.Number { n := json.Number(s); return &n }
-
-func values(kv ...string) map[string]json.RawMessage {
-	out := map[string]json.RawMessage{}
-	for i := 0; i < len(kv); i += 2 {
-		out[kv[i]] = json.RawMessage(kv[i+1])
-	}
-	return out
-}
+// Shorthands used throughout the tests.
+var (
+	wantCode = servertest.WantCode
+	num      = servertest.Num
+	values   = servertest.Values
+)
 
 // dial opens a connection on the instance's socket; with a user it
 // authenticates (AUTH user password), with an empty user it sends AUTH
@@ -146,58 +110,11 @@ func snapshot(t *testing.T, inst *redistest.Instance) string {
 	}
 	sort.Strings(pairs)
 	fmt.Fprintf(&b, "CONFIG\n%s\n", strings.Join(pairs, "\n"))
-	for _, f := range []string{inst.Config.OverridesFile, inst.Config.ConfigFile, inst.Config.ACLFile, inst.Config.StateFile} {
-		data, _ := os.ReadFile(f)
-		fmt.Fprintf(&b, "%s\n%s\n", f, data)
-	}
+	b.WriteString(servertest.Files(inst.Config.OverridesFile, inst.Config.ConfigFile, inst.Config.ACLFile, inst.Config.StateFile))
 	return b.String()
 }
 
 func assertUnchanged(t *testing.T, inst *redistest.Instance, before string) {
 	t.Helper()
-	if after := snapshot(t, inst); after != before {
-		t.Fatalf("server changed by a rejected operation:\n%s", diff(before, after))
-	}
-}
-
-func diff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	inA := map[string]bool{}
-	for _, l := range al {
-		inA[l] = true
-	}
-	inB := map[string]bool{}
-	for _, l := range bl {
-		inB[l] = true
-	}
-	var out []string
-	for _, l := range al {
-		if !inB[l] {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range bl {
-		if !inA[l] {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// wantCode asserts err is a *wire.OpError with code and a message
-// containing each of parts.
-func wantCode(t *testing.T, err error, code wire.ErrorCode, parts ...string) {
-	t.Helper()
-	var oe *wire.OpError
-	if !errors.As(err, &oe) {
-		t.Fatalf("err = %v (%T), want a %s error", err, err, code)
-	}
-	if oe.Code != code {
-		t.Fatalf("code = %s (%s), want %s", oe.Code, oe.Message, code)
-	}
-	for _, p := range parts {
-		if !strings.Contains(oe.Message, p) {
-			t.Fatalf("message %q does not contain %q", oe.Message, p)
-		}
-	}
+	servertest.AssertUnchanged(t, before, snapshot(t, inst))
 }

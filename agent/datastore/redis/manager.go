@@ -70,15 +70,10 @@ type Config struct {
 	ServiceUnit string
 	Service     datastore.Service
 	// Volume prepares DataDevice; nil uses volume.Volume defaults.
-	Volume VolumePreparer
+	Volume datastore.VolumePreparer
 	// StartTimeout bounds waiting for the server to answer after a start.
 	StartTimeout time.Duration
 	Logger       *slog.Logger
-}
-
-// VolumePreparer formats and mounts the data device (package volume).
-type VolumePreparer interface {
-	Prepare(ctx context.Context, dependentUnit string) (formatted bool, err error)
 }
 
 // Manager is the Redis datastore manager.
@@ -182,15 +177,7 @@ func closedByPeer(err error) bool {
 
 // ready fails with failed_precondition before prepare and unavailable when
 // the server does not answer.
-func (m *Manager) ready(ctx context.Context) error {
-	if err := m.lc.RequirePreparedOrPreparing(); err != nil {
-		return err
-	}
-	if err := m.ping(ctx); err != nil {
-		return wire.Errorf(wire.CodeUnavailable, "redis does not answer: %v", err)
-	}
-	return nil
-}
+func (m *Manager) ready(ctx context.Context) error { return m.lc.Ready(ctx, m.ping) }
 
 func (m *Manager) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -206,20 +193,5 @@ func (m *Manager) ping(ctx context.Context) error {
 // restart_required); a live process that does not answer → blocked; a pid
 // file without a process → crashed; nothing → shutdown.
 func (m *Manager) Status(ctx context.Context) wire.StatusResult {
-	if st, ok := m.lc.EarlyStatus(); ok {
-		return st
-	}
-	st, _ := m.lc.State()
-	err := m.ping(ctx)
-	if err == nil {
-		if st.RestartRequired {
-			return wire.StatusResult{Status: wire.StatusRestartRequired, Detail: "configuration changes wait for a restart"}
-		}
-		return wire.StatusResult{Status: wire.StatusRunning}
-	}
-	res := datastore.ProcessStatus("redis-server", m.cfg.PidFile, st.Stopped)
-	if res.Status == wire.StatusBlocked {
-		res.Detail += ": " + err.Error()
-	}
-	return res
+	return m.lc.Status(ctx, "redis-server", m.cfg.PidFile, m.ping)
 }

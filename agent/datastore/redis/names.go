@@ -3,18 +3,14 @@ package redis
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
-const (
-	maxUserName = 64
-	maxPassword = 256
-)
+const maxUserName = 64
 
 // AdminUser is the agent's own ACL user; RootUser is Redis's default user,
 // which root enable opens (Trove's Redis root is "authentication for the
@@ -48,32 +44,23 @@ func paramNameOK(name string) bool {
 	return paramPattern.MatchString(name) && !managedParameters[name]
 }
 
-// checkManaged refuses a configuration group that touches a parameter the
-// agent manages, naming it.
-func checkManaged(args wire.ConfigurationArgs) error {
-	for name := range args.Values {
-		if managedParameters[name] {
-			return invalid("parameter %s is managed by the agent and cannot be part of a configuration group", name)
-		}
+// checkConfiguration validates a configuration group: no parameter the
+// agent manages, then names, rules and values.
+func checkConfiguration(args wire.ConfigurationArgs) ([]datastore.Setting, error) {
+	if err := datastore.CheckManaged(args, managedParameters); err != nil {
+		return nil, err
 	}
-	return nil
+	return datastore.CheckConfiguration(args, paramNameOK)
 }
 
-func invalid(format string, args ...any) error {
-	return wire.Errorf(wire.CodeInvalidArgument, format, args...)
-}
+// Shorthands for the shared helpers every check uses.
+var (
+	invalid = datastore.Invalid
+	show    = datastore.Show
+)
 
 func notSupported(format string, args ...any) error {
 	return wire.Errorf(wire.CodeNotSupported, format, args...)
-}
-
-// show renders a rejected value for an error message: quoted, escaped,
-// truncated.
-func show(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // checkUserRef validates an ACL user name. Redis users have no host part:
@@ -92,20 +79,6 @@ func checkUserRef(u *wire.UserRef) error {
 		return invalid("host %s: Redis users have no host part (leave it empty or %%)", show(u.Host))
 	}
 	u.Host = "%"
-	return nil
-}
-
-func checkPassword(pw string) error {
-	switch {
-	case pw == "":
-		return invalid("password is empty")
-	case len(pw) > maxPassword:
-		return invalid("password is %d bytes long; at most %d allowed", len(pw), maxPassword)
-	case !utf8.ValidString(pw):
-		return invalid("password is not valid UTF-8")
-	case strings.ContainsRune(pw, 0):
-		return invalid("password contains a NUL byte")
-	}
 	return nil
 }
 

@@ -7,10 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"strata/agent/datastore"
-	"strata/agent/datastore/volume"
 	"strata/agent/wire"
 )
 
@@ -25,34 +23,12 @@ import (
 // Prepare runs once. If it fails or is interrupted the status is failed and
 // a second prepare is refused: the controller rebuilds the instance.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	if err := m.lc.CheckCanPrepare(); err != nil {
-		return res, err
-	}
-	settings, err := m.checkPrepareArgs(&args)
-	if err != nil {
-		return res, err
-	}
-	if err := m.lc.BeginPrepare(); err != nil {
-		return res, err
-	}
-	res, err = m.prepare(ctx, args, settings)
-	if err != nil {
-		m.log.Error("prepare failed", "err", err)
-	}
-	if serr := m.lc.EndPrepare(err); serr != nil {
-		if err != nil {
-			m.log.Error("recording prepare failure", "err", serr)
-			return res, err
-		}
-		return res, serr
-	}
-	return res, err
+	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
 
 func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting, error) {
-	if args.MemoryMB < 0 || args.MemoryMB > 16<<20 {
-		return nil, invalid("memory_mb: %d is outside 0..%d", args.MemoryMB, 16<<20)
+	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
+		return nil, err
 	}
 	if len(args.Databases) > 0 {
 		return nil, errNoNamedDatabases
@@ -65,26 +41,15 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 	if args.Configuration == nil {
 		return nil, nil
 	}
-	if err := checkManaged(*args.Configuration); err != nil {
-		return nil, err
-	}
-	return datastore.CheckConfiguration(*args.Configuration, paramNameOK)
+	return checkConfiguration(*args.Configuration)
 }
 
 func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
-	var res wire.PrepareResult
-	if m.cfg.DataDevice != "" {
-		vp := m.cfg.Volume
-		if vp == nil {
-			vp = volume.Volume{Device: m.cfg.DataDevice, MountPoint: m.cfg.MountPoint}
-		}
-		formatted, err := vp.Prepare(ctx, m.cfg.ServiceUnit)
-		if err != nil {
-			return res, fmt.Errorf("data volume: %w", err)
-		}
-		res.Formatted = formatted
-		m.log.Info("data volume ready", "device", m.cfg.DataDevice, "mount_point", m.cfg.MountPoint, "formatted", formatted)
+	formatted, err := datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
+	if err != nil {
+		return wire.PrepareResult{}, err
 	}
+	res := wire.PrepareResult{Formatted: formatted}
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
 		return res, err
@@ -127,12 +92,9 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, err
 	}
 	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, m.cfg.OverridesFile: renderOverrides(nil)} {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return res, fmt.Errorf("config dir: %w", err)
-		}
 		// The server reads these as its own account: group-readable,
 		// owned by root, which only the agent writes.
-		if err := datastore.WriteFileAtomic(path, data, 0o640); err != nil {
+		if err := datastore.WriteConfigFile(path, data, 0o640); err != nil {
 			return res, err
 		}
 		if err := os.Lchown(path, os.Getuid(), osUser.GID); err != nil {
@@ -173,43 +135,19 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}
 		res.Root = &creds
 	}
-	if len(settings) > 0 {
-		cr, err := m.applyConfiguration(ctx, settings)
-		if err != nil {
-			return res, err
-		}
-		if cr.RestartRequired {
-			if err := m.cfg.Service.Restart(ctx); err != nil {
-				return res, fmt.Errorf("restart for configuration: %w", err)
-			}
-			if err := m.waitReady(ctx); err != nil {
-				return res, err
-			}
-			if err := m.lc.Update(func(s *datastore.State) { s.RestartRequired = false }); err != nil {
-				return res, err
-			}
-		}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+		return res, err
 	}
 	return res, nil
 }
 
 // waitReady waits until the server answers, up to StartTimeout.
 func (m *Manager) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(m.cfg.StartTimeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = m.ping(ctx); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	tail, _ := datastore.TailFile(LogServer, m.cfg.LogFile, 10, 8<<10)
-	return wire.Errorf(wire.CodeUnavailable, "redis did not answer within %s (%v); log ends: %s",
-		m.cfg.StartTimeout, err, strings.Join(tail.Lines, " | "))
+	return datastore.WaitReady(ctx, m.cfg.StartTimeout, m.ping, func(last error) error {
+		tail, _ := datastore.TailFile(LogServer, m.cfg.LogFile, 10, 8<<10)
+		return wire.Errorf(wire.CodeUnavailable, "redis did not answer within %s (%v); log ends: %s",
+			m.cfg.StartTimeout, last, strings.Join(tail.Lines, " | "))
+	})
 }
 
 func exists(path string) bool {

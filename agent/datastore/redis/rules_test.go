@@ -3,32 +3,16 @@ package redis_test
 import (
 	"context"
 	"encoding/json"
-	"math/big"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/redis/redistest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
-	"strata/builder/recipe"
 )
 
 const rulesFile = "../../../validation-rules/redis-7.json"
-
-func loadRules(t *testing.T) []wire.ParameterRule {
-	t.Helper()
-	data, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
-	}
-	return rules
-}
 
 // freeStrings are values the server must accept for the string rules that
 // list no allowed values.
@@ -46,7 +30,7 @@ var freeStrings = map[string]string{
 // min, max and every allowed value through CONFIG SET and reads them back
 // unchanged.
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := loadRules(t)
+	rules := servertest.LoadRules(t, rulesFile)
 	inst := sharedServer(t)
 	c := admin(t, inst)
 	ctx := context.Background()
@@ -68,7 +52,7 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 				if _, err := strconv.ParseInt(current, 10, 64); err != nil {
 					t.Fatalf("integer rule, but the value is %q", current)
 				}
-				checkBounds(t, r)
+				servertest.CheckRuleBounds(t, r, "", "") // Redis declares no bounds
 			case "string":
 				if current == "yes" || current == "no" {
 					t.Fatalf("string rule, but the value %q is a boolean", current)
@@ -129,64 +113,13 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 	}
 }
 
-func checkBounds(t *testing.T, r wire.ParameterRule) {
-	t.Helper()
-	if r.Min == nil || r.Max == nil {
-		t.Fatal("a numeric rule needs min and max")
-	}
-	for _, v := range []string{r.Min.String(), r.Max.String()} {
-		if _, err := r.Check(json.RawMessage(v)); err != nil {
-			t.Fatalf("our validation refuses the rule's own bound %s: %v", v, err)
-		}
-	}
-	lo, _ := new(big.Int).SetString(r.Min.String(), 10)
-	hi, _ := new(big.Int).SetString(r.Max.String(), 10)
-	for _, v := range []*big.Int{new(big.Int).Sub(lo, big.NewInt(1)), new(big.Int).Add(hi, big.NewInt(1))} {
-		if _, err := r.Check(json.RawMessage(v.String())); err == nil {
-			t.Fatalf("our validation accepts %s, outside %s..%s", v, r.Min, r.Max)
-		}
-	}
-}
-
 // TestRecipeTemplateAppliesCleanly reads what images/redis-7.yaml
 // registers (its rules and default configuration template), renders the
 // template for flavors from none to 256 GiB, checks every value against
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rec, err := recipe.Load("../../../images/redis-7.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := rec.Datastore
-	if d == nil || d.Manager != "redis" || d.Rules == "" || d.ConfigTemplate == "" {
-		t.Fatalf("recipe datastore = %+v", d)
-	}
-	data, err := os.ReadFile(d.Rules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(d.ConfigTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var flavor512 map[string]json.RawMessage
-	for _, mem := range []int{0, 512, 2048, 16384, 262144} {
-		values, err := wire.RenderConfigTemplate(tmpl, wire.ConfigTemplateData{MemoryMB: mem})
-		if err != nil {
-			t.Fatalf("%d MiB: %v", mem, err)
-		}
-		if _, err := datastore.CheckConfiguration(wire.ConfigurationArgs{Values: values, Rules: rules}, nil); err != nil {
-			t.Fatalf("%d MiB: the template's values break the rules: %v", mem, err)
-		}
-		if mem == 512 {
-			flavor512 = values
-		}
-	}
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/redis-7.yaml", "redis")
 	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

@@ -2,11 +2,9 @@ package redis
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/systemd"
 	"strata/agent/datastore/volume"
 )
@@ -52,13 +50,7 @@ func (m *Manager) Restart(ctx context.Context) error {
 		return err
 	}
 	m.settle(ctx)
-	if err := m.cfg.Service.Restart(ctx); err != nil {
-		return fmt.Errorf("restart redis: %w", err)
-	}
-	if err := m.waitReady(ctx); err != nil {
-		return err
-	}
-	return m.lc.Update(func(s *datastore.State) { s.RestartRequired, s.Stopped = false, false })
+	return m.lc.Restart(ctx, m.cfg.Service, m.waitReady)
 }
 
 // Stop stops the server (which saves a snapshot first when save points
@@ -67,14 +59,8 @@ func (m *Manager) Stop(ctx context.Context) error {
 	if err := m.lc.RequirePrepared(); err != nil {
 		return err
 	}
-	if err := m.lc.Update(func(s *datastore.State) { s.Stopped = true }); err != nil {
-		return err
-	}
 	m.settle(ctx)
-	if err := m.cfg.Service.Stop(ctx); err != nil {
-		return fmt.Errorf("stop redis: %w", err)
-	}
-	return nil
+	return m.lc.Stop(ctx, m.cfg.Service)
 }
 
 // settle lets a running AOF rewrite finish before a stop, which Redis

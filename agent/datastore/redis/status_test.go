@@ -1,49 +1,23 @@
 package redis_test
 
 import (
-	"fmt"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"strata/agent/datastore"
 	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
 func TestStatusFollowsTheServer(t *testing.T) {
 	inst := redistest.NewT(t)
 	m, ctx := inst.Manager, ctxT(t)
-	if st := m.Status(ctx); st.Status != wire.StatusNew {
-		t.Fatalf("before prepare: %+v", st)
-	}
-	_, err := m.ListUsers(ctx)
-	wantCode(t, err, wire.CodeFailedPrecondition, "not prepared")
-	wantCode(t, m.Restart(ctx), wire.CodeFailedPrecondition, "not prepared")
-
-	if _, err := m.Prepare(ctx, wire.PrepareArgs{}); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusRunning {
-		t.Fatalf("after prepare: %+v", st)
-	}
-	if err := m.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusShutdown || st.Detail != "stopped by request" {
-		t.Fatalf("after stop: %+v", st)
-	}
-	_, err = m.ListUsers(ctx)
-	wantCode(t, err, wire.CodeUnavailable, "does not answer")
-	if err := m.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st := m.Status(ctx); st.Status != wire.StatusRunning {
-		t.Fatalf("after restart: %+v", st)
-	}
+	servertest.CheckLifecycle(t, ctx, m, func() error {
+		_, err := m.ListUsers(ctx)
+		return err
+	})
 	// A server restarted behind the agent's back: the next command
 	// reconnects by itself.
 	inst.Process.Restart(ctx)
@@ -52,21 +26,7 @@ func TestStatusFollowsTheServer(t *testing.T) {
 		t.Fatalf("after an outside restart: %v", err)
 	}
 
-	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syscall.Kill(pid, syscall.SIGSTOP)
-	waitState(t, pid, 'T')
-	st := m.Status(ctx)
-	syscall.Kill(pid, syscall.SIGCONT)
-	if st.Status != wire.StatusBlocked {
-		t.Fatalf("stopped process: %+v", st)
-	}
-	inst.Process.Kill()
-	if st := m.Status(ctx); st.Status != wire.StatusCrashed {
-		t.Fatalf("after SIGKILL: %+v", st)
-	}
+	servertest.CheckBlockedThenCrashed(t, ctx, m, inst.Config.PidFile, inst.Process)
 }
 
 func TestLogsListAndTail(t *testing.T) {
@@ -86,25 +46,7 @@ func TestLogsListAndTail(t *testing.T) {
 	if !strings.Contains(strings.Join(tail.Lines, "\n"), "ready to accept connections") {
 		t.Fatalf("log tail lacks the start-up:\n%s", strings.Join(tail.Lines, "\n"))
 	}
-	_, err = m.TailLog(ctx, "../../etc/shadow", 10)
-	wantCode(t, err, wire.CodeNotFound, "no log named")
-	_, err = m.TailLog(ctx, redis.LogServer, 0)
-	wantCode(t, err, wire.CodeInvalidArgument, "lines")
-}
-
-func waitState(t *testing.T, pid int, state byte) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == state {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d never reached state %c", pid, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	servertest.CheckTailRefusals(t, ctx, m, redis.LogServer)
 }
 
 // If someone with root changes the agent's password, the server still runs

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"strata/agent/datastore"
 	"strata/agent/wire"
 )
 
@@ -87,11 +88,8 @@ func (m *Manager) CreateUsers(ctx context.Context, users []wire.User) error {
 
 // checkUsers validates a user list; hosts become "%".
 func checkUsers(users []wire.User) error {
-	if len(users) == 0 {
-		return invalid("no users given")
-	}
-	if len(users) > wire.MaxItemsPerOp {
-		return invalid("%d users given, at most %d per operation", len(users), wire.MaxItemsPerOp)
+	if err := datastore.CheckListLength("users", len(users)); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i := range users {
@@ -105,7 +103,7 @@ func checkUsers(users []wire.User) error {
 			return invalid("user %s is listed twice", show(u.Name))
 		}
 		seen[u.Name] = true
-		if err := checkPassword(u.Password); err != nil {
+		if err := datastore.CheckPassword(u.Password); err != nil {
 			return wire.Errorf(wire.CodeInvalidArgument, "user %s: %s", show(u.Name), err.(*wire.OpError).Message)
 		}
 		if len(u.Databases) > 0 {

@@ -10,19 +10,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"strata/agent/datastore/mariadb"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -68,16 +66,11 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	inst := &Instance{Dir: dir}
-	sockDir := dir
-	if len(dir) > 80 {
-		short, err := os.MkdirTemp("", "mdb")
-		if err != nil {
-			return nil, err
-		}
-		sockDir = short
-		inst.cleanup = append(inst.cleanup, func() { os.RemoveAll(short) })
+	sockDir, removeSockDir, err := servertest.ShortDir(dir, "mdb")
+	if err != nil {
+		return nil, err
 	}
+	inst := &Instance{Dir: dir, cleanup: []func(){removeSockDir}}
 	me, err := user.Current()
 	if err != nil {
 		return nil, err
@@ -112,7 +105,8 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 	if err := os.WriteFile(defaults, []byte(root), 0o644); err != nil {
 		return nil, err
 	}
-	inst.Process = &Process{Binary: mariadbd, DefaultsFile: defaults, Output: filepath.Join(dir, "log", "mariadbd.out")}
+	inst.Process = &Process{Binary: mariadbd, DefaultsFile: defaults}
+	inst.Process.Process = &servertest.Process{Command: inst.Process.command, Output: filepath.Join(dir, "log", "mariadbd.out")}
 	cfg.Service = inst.Process
 	inst.Config = cfg
 	inst.Manager, err = mariadb.New(cfg)
@@ -143,108 +137,45 @@ func NewT(t testing.TB) *Instance {
 	return inst
 }
 
+// Prepared is New in dir followed by a successful Prepare(args); when
+// prepare fails, the server is closed.
+func Prepared(dir string, args wire.PrepareArgs) (*Instance, wire.PrepareResult, error) {
+	inst, err := New(dir, Logger())
+	if err != nil {
+		return nil, wire.PrepareResult{}, err
+	}
+	res, err := servertest.Prepare(inst.Manager, args, 2*time.Minute)
+	if err != nil {
+		inst.Close()
+		return nil, res, err
+	}
+	return inst, res, nil
+}
+
 // PreparedT is NewT followed by a successful Prepare(args).
 func PreparedT(t testing.TB, args wire.PrepareArgs) (*Instance, wire.PrepareResult) {
 	t.Helper()
 	inst := NewT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res, err := inst.Manager.Prepare(ctx, args)
-	if err != nil {
-		t.Fatalf("prepare: %v", err)
-	}
-	return inst, res
+	return inst, servertest.MustPrepare(t, inst.Manager, args, 2*time.Minute)
 }
 
 // Logger logs to stderr under go test -v, else nowhere.
-func Logger() *slog.Logger {
-	var w io.Writer = io.Discard
-	if testing.Verbose() {
-		w = os.Stderr
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func Logger() *slog.Logger { return servertest.Logger() }
 
 // Process runs mariadbd directly: the tests' stand-in for the systemd unit.
 type Process struct {
-	Binary       string
+	*servertest.Process
+	Binary string
+	// DefaultsFile is the one option file mariadbd reads.
 	DefaultsFile string
-	Output       string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
-// Start launches mariadbd unless it runs already.
-func (p *Process) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return nil
-	}
-	out, err := os.OpenFile(p.Output, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
+func (p *Process) command() *exec.Cmd {
 	args := []string{"--defaults-file=" + p.DefaultsFile}
 	if os.Getuid() == 0 {
 		args = append(args, "--user=root")
 	}
-	cmd := exec.Command(p.Binary, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("start mariadbd: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(done) }()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-// Stop sends SIGTERM and waits for a clean shutdown (SIGKILL after 60 s).
-func (p *Process) Stop(ctx context.Context) error {
-	return p.signal(syscall.SIGTERM, 60*time.Second)
-}
-
-// Kill ends the server with SIGKILL: a crash, for status tests.
-func (p *Process) Kill() error { return p.signal(syscall.SIGKILL, 10*time.Second) }
-
-func (p *Process) signal(sig syscall.Signal, wait time.Duration) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return nil
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(wait):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd, p.done = nil, nil
-	return nil
-}
-
-// Restart stops and starts.
-func (p *Process) Restart(ctx context.Context) error {
-	if err := p.Stop(ctx); err != nil {
-		return err
-	}
-	return p.Start(ctx)
-}
-
-// Enable is a no-op: there is no boot to start at.
-func (p *Process) Enable(context.Context) error { return nil }
-
-// Running reports whether the process is up.
-func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil
+	return exec.Command(p.Binary, args...)
 }
 
 func fileExists(p string) bool {

@@ -12,21 +12,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"strata/agent/datastore"
 	"strata/agent/datastore/postgresql"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -99,7 +97,10 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		return nil, err
 	}
 	inst := &Instance{Dir: dir}
-	inst.Process = &Process{Binary: postgres, ConfigFile: cfg.ConfigFile, Output: cfg.LogFile, User: runAs}
+	inst.Process = &Process{Binary: postgres, ConfigFile: cfg.ConfigFile, User: runAs}
+	// SIGINT is a fast shutdown: sessions are ended, as pg_ctlcluster -m
+	// fast does.
+	inst.Process.Process = &servertest.Process{Command: inst.Process.command, Output: cfg.LogFile, StopSignal: syscall.SIGINT}
 	cfg.Service = inst.Process
 	inst.Config = cfg
 	inst.Manager, err = postgresql.New(cfg)
@@ -149,120 +150,49 @@ func NewT(t testing.TB) *Instance {
 
 // LogTail writes the end of the server's log to the test log: what a
 // failed test needs to say why.
-func (i *Instance) LogTail(t testing.TB) {
-	data, _ := os.ReadFile(i.Config.LogFile)
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
+func (i *Instance) LogTail(t testing.TB) { servertest.LogTail(t, i.Config.LogFile) }
+
+// Prepared is New in dir followed by a successful Prepare(args); when
+// prepare fails, the server is closed.
+func Prepared(dir string, args wire.PrepareArgs) (*Instance, wire.PrepareResult, error) {
+	inst, err := New(dir, Logger())
+	if err != nil {
+		return nil, wire.PrepareResult{}, err
 	}
-	t.Logf("%s ends:\n%s", i.Config.LogFile, strings.Join(lines, "\n"))
+	res, err := servertest.Prepare(inst.Manager, args, 2*time.Minute)
+	if err != nil {
+		inst.Close()
+		return nil, res, err
+	}
+	return inst, res, nil
 }
 
 // PreparedT is NewT followed by a successful Prepare(args).
 func PreparedT(t testing.TB, args wire.PrepareArgs) (*Instance, wire.PrepareResult) {
 	t.Helper()
 	inst := NewT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res, err := inst.Manager.Prepare(ctx, args)
-	if err != nil {
-		t.Fatalf("prepare: %v", err)
-	}
-	return inst, res
+	return inst, servertest.MustPrepare(t, inst.Manager, args, 2*time.Minute)
 }
 
 // Logger logs to stderr under go test -v, else nowhere.
-func Logger() *slog.Logger {
-	var w io.Writer = io.Discard
-	if testing.Verbose() {
-		w = os.Stderr
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func Logger() *slog.Logger { return servertest.Logger() }
 
-// Process runs postgres directly: the tests' stand-in for the systemd unit.
+// Process runs postgres directly as User: the tests' stand-in for the
+// systemd unit.
 type Process struct {
-	Binary     string
+	*servertest.Process
+	Binary string
+	// ConfigFile is the postgresql.conf the server reads.
 	ConfigFile string
-	Output     string
 	User       datastore.OSUser
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
-// Start launches postgres unless it runs already.
-func (p *Process) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p.Output), 0o755); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(p.Output, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
+func (p *Process) command() *exec.Cmd {
 	cmd := exec.Command(p.Binary, "-c", "config_file="+p.ConfigFile)
-	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: p.User.Credential()}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("start postgres: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(done) }()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-// Stop asks for a fast shutdown (SIGINT: sessions are ended, as
-// pg_ctlcluster -m fast does) and waits for it (SIGKILL after 60 s).
-func (p *Process) Stop(ctx context.Context) error {
-	return p.signal(syscall.SIGINT, 60*time.Second)
-}
-
-// Kill ends the postmaster with SIGKILL: a crash, for status tests.
-func (p *Process) Kill() error { return p.signal(syscall.SIGKILL, 10*time.Second) }
-
-func (p *Process) signal(sig syscall.Signal, wait time.Duration) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return nil
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(wait):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd, p.done = nil, nil
-	return nil
-}
-
-// Restart stops and starts.
-func (p *Process) Restart(ctx context.Context) error {
-	if err := p.Stop(ctx); err != nil {
-		return err
-	}
-	return p.Start(ctx)
-}
-
-// Enable is a no-op: there is no boot to start at.
-func (p *Process) Enable(context.Context) error { return nil }
-
-// Running reports whether the process is up.
-func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.User.Credential()}
+	return cmd
 }
 
 func isFile(p string) bool {

@@ -10,20 +10,18 @@ package redistest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"strata/agent/datastore/redis"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -62,16 +60,11 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	inst := &Instance{Dir: dir}
-	sockDir := filepath.Join(dir, "run")
-	if len(sockDir) > 80 {
-		short, err := os.MkdirTemp("", "rds")
-		if err != nil {
-			return nil, err
-		}
-		sockDir = short
-		inst.cleanup = append(inst.cleanup, func() { os.RemoveAll(short) })
+	sockDir, removeSockDir, err := servertest.ShortDir(filepath.Join(dir, "run"), "rds")
+	if err != nil {
+		return nil, err
 	}
+	inst := &Instance{Dir: dir, cleanup: []func(){removeSockDir}}
 	// The unit's RuntimeDirectory in the guest.
 	if err := os.MkdirAll(sockDir, 0o755); err != nil {
 		return nil, err
@@ -95,7 +88,8 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		StartTimeout:  30 * time.Second,
 		Logger:        log,
 	}
-	inst.Process = &Process{Binary: bin, ConfigFile: cfg.ConfigFile, Output: filepath.Join(dir, "redis-server.out")}
+	inst.Process = &Process{Binary: bin, ConfigFile: cfg.ConfigFile}
+	inst.Process.Process = &servertest.Process{Command: inst.Process.command, Output: filepath.Join(dir, "redis-server.out")}
 	cfg.Service = inst.Process
 	inst.Config = cfg
 	inst.Manager, err = redis.New(cfg)
@@ -133,75 +127,48 @@ func NewT(t testing.TB) *Instance {
 
 // LogTail writes the end of the server's log and output to the test log:
 // what a failed test needs to say why.
-func (i *Instance) LogTail(t testing.TB) {
-	for _, f := range []string{i.Config.LogFile, i.Process.Output} {
-		data, _ := os.ReadFile(f)
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
-		}
-		t.Logf("%s ends:\n%s", f, strings.Join(lines, "\n"))
+func (i *Instance) LogTail(t testing.TB) { servertest.LogTail(t, i.Config.LogFile, i.Process.Output) }
+
+// Prepared is New in dir followed by a successful Prepare(args); when
+// prepare fails, the server is closed.
+func Prepared(dir string, args wire.PrepareArgs) (*Instance, wire.PrepareResult, error) {
+	inst, err := New(dir, Logger())
+	if err != nil {
+		return nil, wire.PrepareResult{}, err
 	}
+	res, err := servertest.Prepare(inst.Manager, args, time.Minute)
+	if err != nil {
+		inst.Close()
+		return nil, res, err
+	}
+	return inst, res, nil
 }
 
 // PreparedT is NewT followed by a successful Prepare(args).
 func PreparedT(t testing.TB, args wire.PrepareArgs) (*Instance, wire.PrepareResult) {
 	t.Helper()
 	inst := NewT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := inst.Manager.Prepare(ctx, args)
-	if err != nil {
-		t.Fatalf("prepare: %v", err)
-	}
-	return inst, res
+	return inst, servertest.MustPrepare(t, inst.Manager, args, time.Minute)
 }
 
 // Logger logs to stderr under go test -v, else nowhere.
-func Logger() *slog.Logger {
-	var w io.Writer = io.Discard
-	if testing.Verbose() {
-		w = os.Stderr
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func Logger() *slog.Logger { return servertest.Logger() }
 
 // Process runs redis-server directly: the tests' stand-in for the systemd
-// unit.
+// unit. Redis saves a snapshot on SIGTERM if save points are set, then
+// exits.
 type Process struct {
-	Binary     string
+	*servertest.Process
+	Binary string
+	// ConfigFile is the redis.conf the server reads.
 	ConfigFile string
-	Output     string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
-// Start launches redis-server unless it runs already.
-func (p *Process) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return nil
-	}
-	out, err := os.OpenFile(p.Output, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
+func (p *Process) command() *exec.Cmd {
 	raiseFileLimit()
 	cmd := exec.Command(p.Binary, p.ConfigFile, "--daemonize", "no")
-	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(done) }()
-	p.cmd, p.done = cmd, done
-	return nil
+	return cmd
 }
 
 // guestFileLimit is the open-files limit Debian's redis-server.service
@@ -226,48 +193,4 @@ func raiseFileLimit() {
 			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
 		}
 	})
-}
-
-// Stop sends SIGTERM (Redis saves a snapshot if save points are set, then
-// exits) and waits (SIGKILL after 60 s).
-func (p *Process) Stop(ctx context.Context) error {
-	return p.signal(syscall.SIGTERM, 60*time.Second)
-}
-
-// Kill ends the server with SIGKILL: a crash, for status tests.
-func (p *Process) Kill() error { return p.signal(syscall.SIGKILL, 10*time.Second) }
-
-func (p *Process) signal(sig syscall.Signal, wait time.Duration) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return nil
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(wait):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd, p.done = nil, nil
-	return nil
-}
-
-// Restart stops and starts.
-func (p *Process) Restart(ctx context.Context) error {
-	if err := p.Stop(ctx); err != nil {
-		return err
-	}
-	return p.Start(ctx)
-}
-
-// Enable is a no-op: there is no boot to start at.
-func (p *Process) Enable(context.Context) error { return nil }
-
-// Running reports whether the process is up.
-func (p *Process) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil
 }
