@@ -51,6 +51,10 @@ boot-test: deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the 
 		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --expect 'login:'; \
 	fi
 
+.PHONY: publish
+publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its datastore version (credentials: OS_* or OS_CLOUD; TROVE_URL also registers in a Trove)
+	bin/strata image publish $(RECIPE) --image $(OUT_DIR)/$(IMAGE_NAME).qcow2 $(if $(TROVE_URL),--trove-url $(TROVE_URL))
+
 .PHONY: test
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
 	ci/deps.sh test openstack

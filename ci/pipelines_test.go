@@ -107,7 +107,7 @@ func TestGitLabPipelineFollowsGitLabKeywords(t *testing.T) {
 
 var (
 	recipeRE = regexp.MustCompile(`images/[a-z0-9.-]+\.yaml`)
-	makeRE   = regexp.MustCompile(`(?m)^\s*(?:-\s*|run:\s*)make ([a-z-]+)`)
+	makeRE   = regexp.MustCompile(`(?m)^\s*(?:-\s*|run:\s*)?make ([a-z-]+)`)
 )
 
 // checkUses: every recipe named exists, and every make target the

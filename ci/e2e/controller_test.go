@@ -66,7 +66,7 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	stdout(t, "datastore", "update", "--state-dir", state, "mariadb")
 	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", imageID,
 		"--from-recipe", "images/mariadb-10.11.yaml")
-	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "controller/testdata/validation-rules/mariadb-10.11.json")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "validation-rules/mariadb-10.11.json")
 	stdout(t, "datastore", "update", "--state-dir", state, "mariadb", "10.11")
 
 	ctl := startController(t, state)
