@@ -63,7 +63,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
-	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) .
+	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) . ./ci/
 	$(MAKE) e2e
 
 .PHONY: test-openstack
