@@ -371,3 +371,32 @@ func TestBadElementSetFailsBeforeAnythingRuns(t *testing.T) {
 	}
 	assertNothingLeft(t, f)
 }
+
+func TestAnIdenticalBuildUnderAnotherNameGetsItsOwnFileNames(t *testing.T) {
+	f := newFixture(t, elems(tinyOS, map[string]string{"a/install.d/10-a*": "#!/bin/bash\necho a >/a\n"}))
+	first := f.config("tiny-os", "a")
+	if _, err := Run(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	second := f.config("tiny-os", "a")
+	second.Output = filepath.Join(f.out, "other")
+	res, err := Run(context.Background(), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Manifest.Reused || res.Manifest.Image != "other" || res.Manifest.Outputs[0].File != "other.tar" {
+		t.Fatalf("manifest = reused %v, image %q, outputs %+v", res.Manifest.Reused, res.Manifest.Image, res.Manifest.Outputs)
+	}
+	sum, err := os.ReadFile(second.OutputPath("tar") + ".sha256")
+	if err != nil || !strings.HasSuffix(string(sum), "  other.tar\n") {
+		t.Fatalf("checksum file = %q, %v", sum, err)
+	}
+	if a, _ := tarFile(t, second.OutputPath("tar"), "a"); a != "a\n" {
+		t.Fatalf("the reused image lacks the element's file: %q", a)
+	}
+	for _, p := range []string{second.ManifestPath(), second.SBOMPath()} {
+		if _, err := os.Stat(p); err != nil {
+			t.Error(err)
+		}
+	}
+}

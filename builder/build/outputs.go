@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -22,7 +21,7 @@ import (
 // that shapes the files made from it.
 func (b *builder) outputKey() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\nformats=%s\ncompression=%s\nuncompressed=%v\nsize=%d\nqemu-img=%s\nbootable=%v\nepoch=%d\n",
+	fmt.Fprintf(h, "outputs-v2\n%s\nformats=%s\ncompression=%s\nuncompressed=%v\nsize=%d\nqemu-img=%s\nbootable=%v\nepoch=%d\n",
 		b.plan.finalKey(), strings.Join(sortedCopy(b.cfg.Formats), ","), b.cfg.Compression, b.cfg.Uncompressed,
 		b.cfg.ImageSize, strings.Join(b.cfg.QemuImgOptions, ","), b.plan.bootable, b.epoch)
 	return hex.EncodeToString(h.Sum(nil))
@@ -48,6 +47,11 @@ func (b *builder) reuseOutputs(ctx context.Context) error {
 	m, err := manifest.Read(filepath.Join(dir, "manifest.json"))
 	if err != nil {
 		return nil // a damaged entry is rebuilt, not trusted
+	}
+	for _, o := range m.Outputs {
+		if fi, err := os.Stat(filepath.Join(dir, cachedFile(o.Format))); err != nil || fi.Size() != o.Size {
+			return nil
+		}
 	}
 	b.rep.printf("strata: nothing changed since a cached build (%s): reusing its outputs\n", b.outputKey()[:12])
 	now := time.Now()
@@ -85,7 +89,7 @@ func (b *builder) writeOutputs(ctx context.Context) error {
 		}
 		b.rep.printf("strata: disk assembled (%d MiB virtual) in %.1fs\n", layout.Size>>20, time.Since(t0).Seconds())
 		for _, f := range df {
-			dst := filepath.Join(b.dirs.out, name+"."+f)
+			dst := filepath.Join(b.dirs.out, cachedFile(f))
 			t0 := time.Now()
 			if f == "raw" {
 				if err := os.Rename(raw, dst); err != nil {
@@ -105,33 +109,25 @@ func (b *builder) writeOutputs(ctx context.Context) error {
 		if f != "tar" {
 			continue
 		}
-		dst := filepath.Join(b.dirs.out, name+".tar")
+		dst := filepath.Join(b.dirs.out, cachedFile("tar"))
 		if err := disk.WriteTar(ctx, b.dirs.root, dst, time.Unix(b.epoch, 0)); err != nil {
 			return fmt.Errorf("writing tar: %w", err)
 		}
 		outs = append(outs, manifest.Output{File: name + ".tar", Format: "tar"})
 	}
 	for i := range outs {
-		p := filepath.Join(b.dirs.out, outs[i].File)
-		sum, size, err := sha256File(p)
+		sum, size, err := sha256File(filepath.Join(b.dirs.out, cachedFile(outs[i].Format)))
 		if err != nil {
 			return err
 		}
 		outs[i].SHA256, outs[i].Size = sum, size
-		line := fmt.Sprintf("%s  %s\n", sum, outs[i].File)
-		if err := os.WriteFile(p+".sha256", []byte(line), 0o644); err != nil {
-			return err
-		}
 	}
 	m, err := b.manifest(outs)
 	if err != nil {
 		return err
 	}
 	b.man = m
-	if err := m.Write(filepath.Join(b.dirs.out, "manifest.json")); err != nil {
-		return err
-	}
-	return m.WriteSPDX(filepath.Join(b.dirs.out, "spdx.json"), b.plan.distro)
+	return m.Write(filepath.Join(b.dirs.out, "manifest.json"))
 }
 
 func sha256File(p string) (string, int64, error) {
@@ -205,42 +201,33 @@ func agentVersion(path string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// placeOutputs copies the finished files next to each other at the
-// requested path: each file is written under a temporary name and renamed,
-// so a reader never sees a partial image. The files then go into the cache
-// for the next identical build.
+// cachedFile is an output's name in the build's out/ directory and in the
+// cache: neutral, because the same outputs may be placed under another
+// name by a later, identical build.
+func cachedFile(format string) string { return "disk." + format }
+
+// placeOutputs puts the finished files next to each other at the
+// requested path: every file is written under a temporary name and renamed,
+// so a reader never sees a partial image; checksum files, manifest and SBOM
+// are written for the requested name (a reused build may have been made
+// under another). The files then go into the cache for the next identical
+// build.
 func (b *builder) placeOutputs(ctx context.Context) error {
 	src := b.dirs.out
 	if b.reused {
 		src, _ = b.cache.OutputDir(b.outputKey())
 	}
 	name := filepath.Base(b.cfg.Output)
-	var files []string
-	for _, o := range b.man.Outputs {
-		files = append(files, o.File, o.File+".sha256")
-	}
-	sort.SliceStable(files, func(i, j int) bool {
-		return !strings.HasSuffix(files[i], ".sha256") && strings.HasSuffix(files[j], ".sha256")
-	})
-	rename := map[string]string{"manifest.json": name + ".manifest.json", "spdx.json": name + ".spdx.json"}
-	files = append(files, "spdx.json", "manifest.json")
 	dir := filepath.Dir(b.cfg.Output)
+	b.man.Image = name
 	b.man.Reused = b.reused
-	b.man.Seconds = time.Since(b.start).Seconds()
-	for _, f := range files {
-		dstName := f
-		if r, ok := rename[f]; ok {
-			dstName = r
-		}
+	for i := range b.man.Outputs {
+		b.man.Outputs[i].File = name + "." + b.man.Outputs[i].Format
+	}
+	place := func(dstName string, write func(tmp string) error) error {
 		dst := filepath.Join(dir, dstName)
 		tmp := filepath.Join(dir, "."+dstName+".partial")
-		var err error
-		if f == "manifest.json" {
-			err = b.man.Write(tmp) // this build's account, even when reused
-		} else {
-			err = copySparse(ctx, filepath.Join(src, f), tmp)
-		}
-		if err != nil {
+		if err := write(tmp); err != nil {
 			os.Remove(tmp)
 			return fmt.Errorf("placing %s: %w", dst, err)
 		}
@@ -249,6 +236,27 @@ func (b *builder) placeOutputs(ctx context.Context) error {
 			return err
 		}
 		b.placed = append(b.placed, dst)
+		return nil
+	}
+	for _, o := range b.man.Outputs {
+		err := place(o.File, func(tmp string) error { return copySparse(ctx, filepath.Join(src, cachedFile(o.Format)), tmp) })
+		if err != nil {
+			return err
+		}
+	}
+	for _, o := range b.man.Outputs {
+		line := fmt.Sprintf("%s  %s\n", o.SHA256, o.File)
+		if err := place(o.File+".sha256", func(tmp string) error { return os.WriteFile(tmp, []byte(line), 0o644) }); err != nil {
+			return err
+		}
+	}
+	if err := place(name+".spdx.json", func(tmp string) error { return b.man.WriteSPDX(tmp, b.plan.distro) }); err != nil {
+		return err
+	}
+	b.man.Seconds = time.Since(b.start).Seconds()
+	// The manifest goes last: its presence says the set is complete.
+	if err := place(name+".manifest.json", b.man.Write); err != nil {
+		return err
 	}
 	b.files = b.placed
 	if !b.reused && !b.cfg.NoCache {
