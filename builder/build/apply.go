@@ -126,7 +126,8 @@ func (c *ApplyConfig) validate() error {
 
 // ElementSet expands the elements the way Apply will, without running
 // anything, and returns the names of the elements it would apply. A
-// missing element or a bad set is reported here, naming the elements.
+// missing element, a bad set or an element-inputs variable in Env that
+// names no file is reported here, naming the elements.
 func (c *ApplyConfig) ElementSet() ([]string, error) {
 	if len(c.Elements) == 0 {
 		return nil, errors.New("no elements to apply")
@@ -136,6 +137,9 @@ func (c *ApplyConfig) ElementSet() ([]string, error) {
 	}
 	set, err := c.planRequest().expand(slog.New(slog.DiscardHandler))
 	if err != nil {
+		return nil, err
+	}
+	if _, err := readInputs(set, c.Env); err != nil {
 		return nil, err
 	}
 	return set.Names(), nil

@@ -1,0 +1,254 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"strata/builder/executor"
+)
+
+// shellComm is a communicator to this host: it runs RemoteCmd.Command with
+// /bin/sh -c as sshd runs a session's command, and uploads by writing the
+// file. Like the SDK's SSH communicator, it ignores Start's context. The
+// Packer tests (ci/e2e) run the same executor over real SSH.
+type shellComm struct{ t *testing.T }
+
+func (c shellComm) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
+	cmd := exec.Command("/bin/sh", "-c", rc.Command)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = rc.Stdin, rc.Stdout, rc.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			rc.SetExited(0)
+		case errors.As(err, &ee):
+			rc.SetExited(ee.ExitCode())
+		default:
+			rc.SetExited(packersdk.CmdDisconnect)
+		}
+	}()
+	return nil
+}
+
+func (c shellComm) Upload(path string, r io.Reader, fi *os.FileInfo) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, r)
+	return err
+}
+
+func (c shellComm) UploadDir(string, string, []string) error {
+	c.t.Fatal("UploadDir must not be used: it does not keep modes and symlinks")
+	return nil
+}
+func (c shellComm) Download(string, io.Writer) error { panic("unused") }
+func (c shellComm) DownloadDir(string, string, []string) error {
+	panic("unused")
+}
+
+func newExecutor(t *testing.T) *Executor {
+	if os.Geteuid() != 0 {
+		t.Fatal("the remote executor tests run commands as root on this host: run them as root (make test does)")
+	}
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Fatal("setsid missing: apt-get install util-linux")
+	}
+	return &Executor{Comm: shellComm{t}, Name: "test machine", TempDir: t.TempDir(), StopTimeout: 20 * time.Second}
+}
+
+func TestRunPassesTheExactEnvironmentArgumentsAndDirectory(t *testing.T) {
+	e := newExecutor(t)
+	dir := t.TempDir()
+	var out bytes.Buffer
+	nasty := "it's \"quoted\" $HOME `id` \\ ; & | * \n second line"
+	err := e.Run(context.Background(), executor.Command{
+		Path: "/bin/bash",
+		Args: []string{"-c", `printf '%s|' "$1" "$VAR" "$PWD" "${HOME:-unset}" "$(env | wc -l)"; echo err >&2`, "argv0", nasty},
+		Env:  []string{"VAR=" + nasty, "PATH=/usr/bin:/bin"},
+		Dir:  dir, Stdout: &out, Stderr: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := nasty + "|" + nasty + "|" + dir + "|unset|"
+	// env counts VAR (two lines), PATH and bash's own PWD, SHLVL, _.
+	if got := out.String(); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "err\n") {
+		t.Fatalf("output %q\nwant prefix %q and stderr", got, want)
+	}
+}
+
+func TestRunReportsExitStatusAndKillsWhatTheCommandLeftBehind(t *testing.T) {
+	e := newExecutor(t)
+	sleep, marker := markedSleep(t)
+	start := time.Now()
+	err := e.Run(context.Background(), executor.Command{
+		Path: "/bin/sh", Args: []string{"-c", sleep + " 300 & exit 7"},
+		Env: []string{"PATH=/usr/bin:/bin"},
+	})
+	var ee *executor.ExitError
+	if !errors.As(err, &ee) || ee.Code != 7 {
+		t.Fatalf("err = %v, want exit status 7", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Run waited %s for the background process", d)
+	}
+	assertGone(t, marker)
+	if left, _ := filepath.Glob(filepath.Join(e.TempDir, "*")); len(left) > 0 {
+		t.Errorf("left on the machine: %v", left)
+	}
+}
+
+func TestCancelKillsTheRemoteProcessGroup(t *testing.T) {
+	e := newExecutor(t)
+	sleep, marker := markedSleep(t)
+	started := filepath.Join(t.TempDir(), "started")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, executor.Command{
+			Path: "/bin/sh",
+			Args: []string{"-c", fmt.Sprintf("%[1]s 300 & touch %[2]s; %[1]s 301", sleep, started)},
+			Env:  []string{"PATH=/usr/bin:/bin"},
+		})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("command never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	assertGone(t, marker)
+}
+
+// markedSleep copies sleep to a file whose name holds a unique marker, so
+// the processes a test starts can be found in /proc.
+func markedSleep(t *testing.T) (path, marker string) {
+	marker = "strata-remote-test-" + randomID()
+	path = filepath.Join(t.TempDir(), marker)
+	b, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, marker
+}
+
+// assertGone fails if a process whose command line holds marker runs.
+func assertGone(t *testing.T, marker string) {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond)
+	entries, _ := os.ReadDir("/proc")
+	for _, en := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(marker)) && !bytes.Contains(b, []byte("go test")) {
+			var pid int
+			fmt.Sscan(en.Name(), &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("process left running: %q", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+}
+
+func TestUploadDirKeepsModesAndSymlinksAndReplacesTheTarget(t *testing.T) {
+	e := newExecutor(t)
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "install.d"), 0o755)
+	os.WriteFile(filepath.Join(src, "install.d", "10-hook"), []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(src, "secret"), []byte("s"), 0o600)
+	os.Symlink("install.d/10-hook", filepath.Join(src, "link"))
+	dst := filepath.Join(t.TempDir(), "in_target.d")
+	os.MkdirAll(filepath.Join(dst, "stale"), 0o755)
+	if err := e.UploadDir(context.Background(), src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "install.d", "10-hook")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("hook: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "secret")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("secret: %v %v", fi, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "install.d/10-hook" {
+		t.Errorf("link: %q %v", l, err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "stale")); err == nil {
+		t.Error("the old content was not replaced")
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.TempDir, "*")); len(left) > 0 {
+		t.Errorf("upload archive left on the machine: %v", left)
+	}
+	if err := e.RemoveDir(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Error("RemoveDir left the directory")
+	}
+	for _, bad := range []string{"/", "relative", ""} {
+		if err := e.RemoveDir(context.Background(), bad); err == nil {
+			t.Errorf("RemoveDir(%q) was accepted", bad)
+		}
+	}
+}
+
+func TestSudoPrefixesEveryCommand(t *testing.T) {
+	e := newExecutor(t)
+	// A "sudo" that records it was used and runs its arguments.
+	bin := t.TempDir()
+	log := filepath.Join(bin, "log")
+	os.WriteFile(filepath.Join(bin, "fakesudo"), []byte("#!/bin/sh\nprintf '%s\\n' \"$1\" >>"+log+"\nshift\nexec \"$@\"\n"), 0o755)
+	e.Sudo = filepath.Join(bin, "fakesudo") + " -n"
+	if err := e.Run(context.Background(), executor.Command{Path: "/bin/true"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RemoveDir(context.Background(), filepath.Join(bin, "nothing")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(log)
+	if string(b) != "-n\n-n\n" {
+		t.Fatalf("sudo saw %q", b)
+	}
+}
+
+func TestQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain/path-1.2": "plain/path-1.2", "": "''", "a b": "'a b'", "it's": `'it'\''s'`, "K=V": "'K=V'", "~": "'~'",
+	} {
+		if got := Quote(in); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
