@@ -73,16 +73,14 @@ func (c *ApplyConfig) planRequest() planRequest {
 	return planRequest{elements: c.Elements, skipBase: c.SkipBase, elementsPath: c.ElementsPath, live: true}
 }
 
-// validate checks the request and fills defaults.
+// validate checks the request and fills defaults; the executor is only
+// needed to run.
 func (c *ApplyConfig) validate() error {
 	if len(c.Elements) == 0 {
 		return errors.New("no elements to apply")
 	}
 	if len(c.ElementsPath) == 0 {
 		return errors.New("no element search path")
-	}
-	if c.Executor == nil {
-		return errors.New("no executor to run hooks with")
 	}
 	if c.Arch == "" {
 		c.Arch = "amd64"
@@ -124,16 +122,14 @@ func (c *ApplyConfig) validate() error {
 	return nil
 }
 
-// ElementSet expands the elements the way Apply will, without running
-// anything, and returns the names of the elements it would apply. A
-// missing element, a bad set or an element-inputs variable in Env that
-// names no file is reported here, naming the elements.
+// ElementSet checks the request (filling defaults) and expands the
+// elements the way Apply will, without running anything, and returns the
+// names of the elements it would apply. A bad phase, a missing element, a
+// bad set or an element-inputs variable in Env that names no file is
+// reported here, naming what is wrong.
 func (c *ApplyConfig) ElementSet() ([]string, error) {
-	if len(c.Elements) == 0 {
-		return nil, errors.New("no elements to apply")
-	}
-	if len(c.ElementsPath) == 0 {
-		return nil, errors.New("no element search path")
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
 	set, err := c.planRequest().expand(slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -159,6 +155,9 @@ func (c *ApplyConfig) ElementSet() ([]string, error) {
 func Apply(ctx context.Context, cfg ApplyConfig) (*ApplyResult, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Executor == nil {
+		return nil, errors.New("no executor to run hooks with")
 	}
 	rep := newReporter(cfg.Out, io.Discard)
 	log := slog.New(slog.NewTextHandler(rep.out, &slog.HandlerOptions{Level: slog.LevelWarn}))

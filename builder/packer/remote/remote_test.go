@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,56 +13,9 @@ import (
 	"testing"
 	"time"
 
-	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-
 	"strata/builder/executor"
+	"strata/builder/packer/internal/localcomm"
 )
-
-// shellComm is a communicator to this host: it runs RemoteCmd.Command with
-// /bin/sh -c as sshd runs a session's command, and uploads by writing the
-// file. Like the SDK's SSH communicator, it ignores Start's context. The
-// Packer tests (ci/e2e) run the same executor over real SSH.
-type shellComm struct{ t *testing.T }
-
-func (c shellComm) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
-	cmd := exec.Command("/bin/sh", "-c", rc.Command)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = rc.Stdin, rc.Stdout, rc.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	go func() {
-		err := cmd.Wait()
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			rc.SetExited(0)
-		case errors.As(err, &ee):
-			rc.SetExited(ee.ExitCode())
-		default:
-			rc.SetExited(packersdk.CmdDisconnect)
-		}
-	}()
-	return nil
-}
-
-func (c shellComm) Upload(path string, r io.Reader, fi *os.FileInfo) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = io.Copy(f, r)
-	return err
-}
-
-func (c shellComm) UploadDir(string, string, []string) error {
-	c.t.Fatal("UploadDir must not be used: it does not keep modes and symlinks")
-	return nil
-}
-func (c shellComm) Download(string, io.Writer) error { panic("unused") }
-func (c shellComm) DownloadDir(string, string, []string) error {
-	panic("unused")
-}
 
 func newExecutor(t *testing.T) *Executor {
 	if os.Geteuid() != 0 {
@@ -72,7 +24,7 @@ func newExecutor(t *testing.T) *Executor {
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Fatal("setsid missing: apt-get install util-linux")
 	}
-	return &Executor{Comm: shellComm{t}, Name: "test machine", TempDir: t.TempDir(), StopTimeout: 20 * time.Second}
+	return &Executor{Comm: localcomm.Comm{}, Name: "test machine", TempDir: t.TempDir(), StopTimeout: 20 * time.Second}
 }
 
 func TestRunPassesTheExactEnvironmentArgumentsAndDirectory(t *testing.T) {

@@ -1,0 +1,580 @@
+//go:build e2e && packer
+
+// The Packer plugin's end-to-end tests: a real packer binary (built from
+// the Go module proxy by `make packer-bin`, named by $STRATA_PACKER) loads
+// bin/packer-plugin-strata, installed with `packer plugins install --path`,
+// and runs the example template ci/packer/strata.pkr.hcl. Run them with
+// `make test-packer`:
+//
+//	go test -tags 'e2e packer' -run Packer -timeout 60m ./ci/e2e/
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"strata/builder/qemu"
+)
+
+// pluginSource is the plugin's source address in the example template.
+const pluginSource = "strata.local/strata/strata"
+
+var buildPluginOnce sync.Once
+var buildPluginErr error
+
+// packerRig runs the packer binary under test with a private plugin
+// directory holding this tree's plugin.
+type packerRig struct {
+	t      *testing.T
+	packer string
+	env    []string
+	log    string // PACKER_LOG_PATH
+}
+
+func newPackerRig(t *testing.T) *packerRig {
+	t.Helper()
+	bin := os.Getenv("STRATA_PACKER")
+	if bin == "" {
+		t.Fatal("STRATA_PACKER is not set: run `make test-packer` (it builds packer with `make packer-bin` and sets it)")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("STRATA_PACKER=%s: %v (make packer-bin builds it)", bin, err)
+	}
+	buildPluginOnce.Do(func() {
+		for _, b := range [][2]string{{"bin/packer-plugin-strata", "./builder/packer/cmd/packer-plugin-strata"}, {"bin/strata-agent", "./agent/cmd/strata-agent"}} {
+			cmd := exec.Command("go", "build", "-o", b[0], b[1])
+			cmd.Dir = repo
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildPluginErr = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
+				return
+			}
+		}
+	})
+	if buildPluginErr != nil {
+		t.Fatal(buildPluginErr)
+	}
+	dir := t.TempDir()
+	r := &packerRig{t: t, packer: bin, log: filepath.Join(dir, "packer.log")}
+	r.env = append(os.Environ(),
+		"PACKER_PLUGIN_PATH="+filepath.Join(dir, "plugins"),
+		"PACKER_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"PACKER_CACHE_DIR="+filepath.Join(dir, "cache"),
+		"CHECKPOINT_DISABLE=1",
+		"PACKER_LOG=1", "PACKER_LOG_PATH="+r.log,
+		"DIB_IMAGE_CACHE="+cache,
+	)
+	out, err := r.run("plugins", "install", "--path", filepath.Join(repo, "bin", "packer-plugin-strata"), pluginSource)
+	if err != nil || !strings.Contains(out, "Successfully installed plugin "+pluginSource) {
+		t.Fatalf("packer plugins install: %v\n%s", err, out)
+	}
+	return r
+}
+
+// run runs packer in the repository root (the example's relative paths
+// are the repository's) and returns its combined output.
+func (r *packerRig) run(args ...string) (string, error) {
+	cmd := exec.Command(r.packer, args...)
+	cmd.Dir = repo
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// build runs `packer build` on the example with vars and fails the test
+// unless it succeeds; it returns the output and the wall time.
+func (r *packerRig) build(only string, vars ...string) (string, time.Duration) {
+	r.t.Helper()
+	start := time.Now()
+	out, err := r.run(r.args("build", only, vars...)...)
+	d := time.Since(start)
+	r.t.Logf("packer build -only %s (%.1fs):\n%s", only, d.Seconds(), tail(out, 60))
+	if err != nil {
+		logTail, _ := os.ReadFile(r.log)
+		r.t.Fatalf("packer build -only %s: %v\nPACKER_LOG tail:\n%s", only, err, tail(string(logTail), 40))
+	}
+	return out, d
+}
+
+// fail runs packer (build or validate) expecting an error whose output
+// contains every one of want.
+func (r *packerRig) fail(verb, only string, want []string, vars ...string) string {
+	r.t.Helper()
+	out, err := r.run(r.args(verb, only, vars...)...)
+	if err == nil {
+		r.t.Fatalf("packer %s -only %s %v succeeded, want an error naming %q:\n%s", verb, only, vars, want, tail(out, 40))
+	}
+	r.t.Logf("packer %s -only %s failed as it should:\n%s", verb, only, tail(out, 25))
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			r.t.Errorf("packer %s -only %s %v: output does not name %q:\n%s", verb, only, vars, w, tail(out, 40))
+		}
+	}
+	return out
+}
+
+func (r *packerRig) args(verb, only string, vars ...string) []string {
+	args := []string{verb}
+	if verb == "build" {
+		args = append(args, "-color=false", "-on-error=cleanup", "-timestamp-ui")
+	}
+	if only != "" {
+		args = append(args, "-only", only)
+	}
+	for _, v := range vars {
+		args = append(args, "-var", v)
+	}
+	return append(args, "ci/packer/strata.pkr.hcl")
+}
+
+// sshKey returns a test key pair, kept in the image cache so the image
+// built with its public half stays cached between runs.
+func sshKey(t *testing.T) (private, public string, signer ssh.Signer) {
+	t.Helper()
+	dir := filepath.Join(cache, "e2e", "packer-ssh")
+	private, public = filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "id_ed25519.pub")
+	if _, err := os.Stat(public); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "strata packer e2e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, _ := ssh.NewPublicKey(pub)
+		if err := os.WriteFile(private, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(public, ssh.MarshalAuthorizedKey(sp), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signer, err = ssh.ParsePrivateKey(b); err != nil {
+		t.Fatal(err)
+	}
+	return private, public, signer
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestPackerStrataBuilderBuildsARecipeAndStrataRegisterRegistersItIntoALocalController
+// is (a): `packer build` of the example's image build — the strata builder
+// on a small recipe (debian-minimal with a datastore section), then
+// strata-register into a strata controller serving from a state directory
+// — and the version is then visible through that controller's Trove API
+// with the registered image.
+func TestPackerStrataBuilderBuildsARecipeAndStrataRegisterRegistersItIntoALocalController(t *testing.T) {
+	r := newPackerRig(t)
+	work := t.TempDir()
+	rcp := filepath.Join(work, "packer-minimal.yaml")
+	if err := os.WriteFile(rcp, []byte(`# The debian-minimal image, registered as a (never launched) datastore version.
+name: packer-minimal
+elements: [vm, debian-minimal, config-drive]
+env:
+  DIB_RELEASE: bookworm
+formats: [qcow2]
+datastore:
+  name: mariadb
+  version: packer-e2e
+  manager: mariadb
+  port: 3306
+  packages: [mariadb-server]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(work, "state")
+	api := startController(t, state)
+
+	out := filepath.Join(work, "out")
+	res, d := r.build("image.*", "recipe="+rcp, "output_dir="+out, "controller_state_dir="+state)
+	t.Logf("(a) wall time: %.1fs", d.Seconds())
+
+	img := filepath.Join(out, "packer-minimal.qcow2")
+	for _, f := range []string{img, img + ".sha256", filepath.Join(out, "packer-minimal.manifest.json"), filepath.Join(out, "packer-minimal.spdx.json")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("artifact file missing: %v", err)
+		}
+	}
+	digest := "sha256:" + fileSHA256(t, img)
+	if !strings.Contains(res, digest) {
+		t.Errorf("packer's artifact summary does not carry the image digest %s", digest)
+	}
+	m := regexp.MustCompile(`strata-register: image (\S+) \(uploaded: true\), datastore version (\S+) \(created: true\)`).FindStringSubmatch(res)
+	if m == nil {
+		t.Fatalf("strata-register did not report a new version with an uploaded image")
+	}
+	imageID, versionID := m[1], m[2]
+
+	var version struct {
+		Version struct{ ID, Name, Image string }
+	}
+	api.get(t, "/datastores/mariadb/versions/packer-e2e", &version)
+	if version.Version.ID != versionID || version.Version.Image != imageID || version.Version.Name != "packer-e2e" {
+		t.Errorf("the controller's API shows %+v, want version %s with image %s", version.Version, versionID, imageID)
+	}
+	stored, err := filepath.Glob(filepath.Join(state, "images", imageID+"*"))
+	if err != nil || len(stored) != 1 || fileSHA256(t, stored[0]) != strings.TrimPrefix(digest, "sha256:") {
+		t.Errorf("image store holds %v, want one copy of the image", stored)
+	}
+}
+
+// controllerAPI is a strata controller's Trove API, logged in as its admin.
+type controllerAPI struct {
+	url, project, token string
+}
+
+// startController runs `strata controller serve` on free loopback ports
+// until the test ends, and logs in as the admin it creates.
+func startController(t *testing.T, state string) *controllerAPI {
+	t.Helper()
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, strata, "controller", "serve", "--state-dir", state, "--listen", listen,
+		"--agent-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--log-level", "warn")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("controller log:\n%s", tail(logs.String(), 40))
+		}
+	})
+	base := "http://" + listen
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the controller did not answer at %s: %v\n%s", base, err, logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	rc, err := os.ReadFile(filepath.Join(state, "openrc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(rc), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			vars[k] = strings.Trim(v, "'")
+		}
+	}
+	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":%q,"domain":{"name":"Default"},"password":%q}}},"scope":{"project":{"name":%q,"domain":{"name":"Default"}}}}}`,
+		vars["OS_USERNAME"], vars["OS_PASSWORD"], vars["OS_PROJECT_NAME"])
+	resp, err := http.Post(base+"/v3/auth/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Token struct{ Project struct{ ID string } }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("login: %d %v", resp.StatusCode, err)
+	}
+	return &controllerAPI{url: base, project: doc.Token.Project.ID, token: resp.Header.Get("X-Subject-Token")}
+}
+
+func (a *controllerAPI) get(t *testing.T, path string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", a.url+"/v1.0/"+a.project+path, nil)
+	req.Header.Set("X-Auth-Token", a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, b)
+	}
+}
+
+// TestPackerElementsProvisionerAppliesElementsAndTheAgentOverSSHToAVM is
+// (b): an image built by strata with sshd and a key baked in by a test
+// element is booted under qemu; `packer build` of the example's machine
+// build — the null builder, SSH to that VM as a sudo user — applies a test
+// element and strata-agent (with its config-drive dependency) through
+// strata-elements. Over SSH the test then sees every hook's effect, in
+// DIB's order, as root and with DIB's environment, the agent installed
+// read-only with its unit enabled, and the hooks directory gone. A second
+// build applying an element whose hook fails must fail naming the hook
+// and the element, again leaving no hooks directory behind.
+func TestPackerElementsProvisionerAppliesElementsAndTheAgentOverSSHToAVM(t *testing.T) {
+	r := newPackerRig(t)
+	key, pub, signer := sshKey(t)
+	work := t.TempDir()
+	img := filepath.Join(work, "packer-sshd")
+	t0 := time.Now()
+	run(t, []string{"ELEMENTS_PATH=" + filepath.Join(repo, "ci/e2e/elements"), "DIB_PACKER_SSH_PUBKEY=" + pub},
+		"build", "-f", "images/debian-minimal.yaml", "-o", img, "--image-cache", cache, "packer-sshd")
+	t.Logf("image with sshd built in %.1fs", time.Since(t0).Seconds())
+
+	port := freePort(t)
+	// Cleanups run last-in first-out: the VM is asked to stop before its
+	// context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	t.Cleanup(cancel)
+	t1 := time.Now()
+	vm, err := qemu.Start(ctx, qemu.Config{
+		Name: "strata-packer-e2e", Disk: qemu.Drive{Path: img + ".qcow2", Format: "qcow2", Snapshot: true},
+		Forwards: []qemu.Forward{{HostPort: port, GuestPort: 22}}, SerialLog: filepath.Join(work, "serial.log"),
+		MemoryMiB: 1024, CPUs: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := vm.Stop(30 * time.Second); err != nil {
+			t.Logf("VM stop: %v", err)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(work, "serial.log"))
+			t.Logf("serial console:\n%s", tail(string(b), 40))
+		}
+	})
+	t.Logf("VM booting (%s), SSH forwarded from 127.0.0.1:%d", vm.Accel(), port)
+
+	machine := []string{"ssh_port=" + itoa(port), "ssh_private_key_file=" + key, `elements_path=["ci/e2e/elements"]`}
+	out, d := r.build("machine.*", append(machine, `elements=["packer-test","strata-agent"]`,
+		`element_env={DIB_PACKER_TEST_VALUE="from-packer"}`)...)
+	t.Logf("(b) wall time: %.1fs (from VM start: %.1fs)", d.Seconds(), time.Since(t1).Seconds())
+	for _, want := range []string{"install.d/01-package-installs", "install.d/50-packer-test", "post-install.d/80-strata-agent",
+		"strata-agent: installing agent sha256", "PROFILING"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("packer's output lacks %q (hook progress and output must reach Packer's UI)", want)
+		}
+	}
+
+	c := dialSSH(t, port, signer)
+	defer c.Close()
+	order := sshRun(t, c, "cat /etc/strata-packer-test/order")
+	wantOrder := regexp.MustCompile(`^pre-install\.d uid=0
+install\.d greeting=hello-from-environment-d value=from-packer image=\S+ hooks=/tmp/in_target\.d static=static-content uid=0
+post-install\.d helper-ran
+$`)
+	if !wantOrder.MatchString(order) {
+		t.Errorf("the test element's hooks left:\n%s", order)
+	}
+	agent := fileSHA256(t, filepath.Join(repo, "bin", "strata-agent"))
+	checks := map[string]string{
+		"sha256sum /usr/sbin/strata-agent | cut -d' ' -f1":         agent,
+		"stat -c %a:%U /usr/sbin/strata-agent":                     "555:root",
+		"systemctl is-enabled strata-agent.service":                "enabled",
+		"systemctl is-enabled strata-config-drive.service":         "enabled",
+		"jq --version >/dev/null && echo jq-installed":             "jq-installed",
+		"ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l": "0",
+	}
+	for cmd, want := range checks {
+		if got := strings.TrimSpace(sshRun(t, c, cmd)); got != want {
+			t.Errorf("%s: got %q, want %q", cmd, got, want)
+		}
+	}
+
+	// A failing hook fails the build, naming the hook and its element;
+	// nothing of the upload stays on the machine.
+	r.fail("build", "machine.*", []string{"hook install.d/50-packer-fail of element packer-fail failed", "exit status 3", "packer-fail: failing on purpose"},
+		append(machine, `elements=["packer-fail"]`)...)
+	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l")); got != "0" {
+		t.Errorf("after the failed build, %s hooks directories or uploads are left on the machine", got)
+	}
+	// An unknown element is refused before any machine is touched.
+	r.fail("validate", "machine.*", []string{"element no-such-element not found"}, append(machine, `elements=["no-such-element"]`)...)
+
+	// Ctrl-C while a hook runs: packer stops, and on the machine neither
+	// the hook nor what it started in the background keeps running, and
+	// the upload is gone.
+	r.interrupt("machine.*", "--> install.d/50-packer-slow", append(machine, `elements=["packer-slow"]`)...)
+	if got := strings.TrimSpace(sshRun(t, c, "pgrep -c -f 'sleep 60[01]' || true")); got != "0" {
+		t.Errorf("%s processes of the interrupted hook still run on the machine", got)
+	}
+	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l")); got != "0" {
+		t.Errorf("after the interrupted build, %s hooks directories or uploads are left on the machine", got)
+	}
+}
+
+// interrupt runs packer build, sends it SIGINT (Ctrl-C) once a line of
+// its output contains marker, and checks it stops, unsuccessfully, soon.
+func (r *packerRig) interrupt(only, marker string, vars ...string) {
+	r.t.Helper()
+	cmd := exec.Command(r.packer, r.args("build", only, vars...)...)
+	cmd.Dir, cmd.Env = repo, r.env
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for !strings.Contains(out.String(), marker) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-done
+			r.t.Fatalf("packer never reached %q:\n%s", marker, tail(out.String(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t0 := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		r.t.Logf("packer stopped %.1fs after Ctrl-C (%v):\n%s", time.Since(t0).Seconds(), err, tail(out.String(), 15))
+		if err == nil {
+			r.t.Error("an interrupted packer build succeeded")
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		r.t.Fatalf("packer did not stop within 2 minutes of Ctrl-C:\n%s", tail(out.String(), 40))
+	}
+}
+
+// lockedBuffer is an io.Writer the test can read while a command writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func dialSSH(t *testing.T, port int, signer ssh.Signer) *ssh.Client {
+	t.Helper()
+	c, err := ssh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &ssh.ClientConfig{
+		User: "packer", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		// The VM made its host key at first boot; nothing to pin it to.
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// sshRun runs a command as root (sudo) on the VM and returns its stdout.
+func sshRun(t *testing.T, c *ssh.Client, cmd string) string {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var stdout, stderr bytes.Buffer
+	s.Stdout, s.Stderr = &stdout, &stderr
+	if err := s.Run("sudo -n sh -c " + shellQuote(cmd)); err != nil {
+		t.Errorf("ssh %s: %v: %s", cmd, err, stderr.String())
+	}
+	return stdout.String()
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// TestPackerRefusesBadInputNamingIt: an unknown recipe and an unknown
+// element in a recipe are Packer errors naming them at `packer validate`;
+// a hook failing in the strata builder fails `packer build` naming the hook
+// and its element, and leaves no image file and no build directory.
+func TestPackerRefusesBadInputNamingIt(t *testing.T) {
+	r := newPackerRig(t)
+	key, _, _ := sshKey(t)
+	work := t.TempDir()
+	state := filepath.Join(work, "state")
+	os.MkdirAll(state, 0o755)
+	common := []string{"controller_state_dir=" + state, "ssh_private_key_file=" + key}
+
+	r.fail("validate", "image.*", []string{"images/no-such-recipe.yaml"}, append(common, "recipe=images/no-such-recipe.yaml")...)
+
+	bad := filepath.Join(work, "bad-element.yaml")
+	os.WriteFile(bad, []byte("name: bad-element\nelements: [vm, debian-minimal, no-such-element]\ndatastore: {name: mariadb, version: bad, manager: mariadb}\n"), 0o644)
+	r.fail("validate", "image.*", []string{"no-such-element"}, append(common, "recipe="+bad)...)
+
+	failing := filepath.Join(work, "failing.yaml")
+	os.WriteFile(failing, []byte("name: failing\nelements: [vm, debian-minimal, config-drive, packer-fail]\nenv: {DIB_RELEASE: bookworm}\ndatastore: {name: mariadb, version: failing, manager: mariadb}\n"), 0o644)
+	out := filepath.Join(work, "out")
+	before, _ := filepath.Glob(filepath.Join(cache, "tmp", "build-*"))
+	r.fail("build", "image.*", []string{"hook install.d/50-packer-fail of element packer-fail failed", "exit status 3"},
+		append(common, "recipe="+failing, "output_dir="+out, `elements_path=["ci/e2e/elements"]`)...)
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the failed build left files in the output directory: %v", names)
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(mi), " "+cache) {
+		t.Errorf("something is mounted below the cache %s after the failed build", cache)
+	}
+	after, _ := filepath.Glob(filepath.Join(cache, "tmp", "build-*"))
+	for _, d := range after {
+		if !containsString(before, d) {
+			t.Errorf("the failed build left its build directory %s", d)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(state, "images")); len(entries) > 0 {
+		t.Errorf("something was registered after a failed build")
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
