@@ -27,6 +27,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,12 +405,12 @@ $`)
 	}
 	agent := fileSHA256(t, filepath.Join(repo, "bin", "strata-agent"))
 	checks := map[string]string{
-		"sha256sum /usr/sbin/strata-agent | cut -d' ' -f1":         agent,
-		"stat -c %a:%U /usr/sbin/strata-agent":                     "555:root",
-		"systemctl is-enabled strata-agent.service":                "enabled",
-		"systemctl is-enabled strata-config-drive.service":         "enabled",
-		"jq --version >/dev/null && echo jq-installed":             "jq-installed",
-		"ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l": "0",
+		"sha256sum /usr/sbin/strata-agent | cut -d' ' -f1":                       agent,
+		"stat -c %a:%U /usr/sbin/strata-agent":                                   "555:root",
+		"systemctl is-enabled strata-agent.service":                              "enabled",
+		"systemctl is-enabled strata-config-drive.service":                       "enabled",
+		"jq --version >/dev/null && echo jq-installed":                           "jq-installed",
+		"ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l": "0",
 	}
 	for cmd, want := range checks {
 		if got := strings.TrimSpace(sshRun(t, c, cmd)); got != want {
@@ -421,7 +422,7 @@ $`)
 	// nothing of the upload stays on the machine.
 	r.fail("build", "machine.*", []string{"hook install.d/50-packer-fail of element packer-fail failed", "exit status 3", "packer-fail: failing on purpose"},
 		append(machine, `elements=["packer-fail"]`)...)
-	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l")); got != "0" {
+	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l")); got != "0" {
 		t.Errorf("after the failed build, %s hooks directories or uploads are left on the machine", got)
 	}
 	// An unknown element is refused before any machine is touched.
@@ -431,20 +432,35 @@ $`)
 	// the hook nor what it started in the background keeps running, and
 	// the upload is gone.
 	r.interrupt("machine.*", "--> install.d/50-packer-slow", append(machine, `elements=["packer-slow"]`)...)
-	if got := strings.TrimSpace(sshRun(t, c, "pgrep -c -f 'sleep 60[01]' || true")); got != "0" {
-		t.Errorf("%s processes of the interrupted hook still run on the machine", got)
-	}
-	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/strata-* 2>/dev/null | wc -l")); got != "0" {
-		t.Errorf("after the interrupted build, %s hooks directories or uploads are left on the machine", got)
+	// Packer kills the plugin right after cancelling: the machine cleans up
+	// by itself once the plugin's SSH sessions end.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		procs := strings.TrimSpace(sshRun(t, c, "pgrep -c -f 'sleep 60[01]' || true"))
+		left := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l"))
+		if procs == "0" && left == "0" {
+			t.Logf("the machine was clean %.1fs after packer stopped", 30-time.Until(deadline).Seconds())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("30s after Ctrl-C, %s processes of the interrupted hook still run and %s hooks directories or uploads are left", procs, left)
+			break
+		}
+		time.Sleep(time.Second)
 	}
 }
 
-// interrupt runs packer build, sends it SIGINT (Ctrl-C) once a line of
-// its output contains marker, and checks it stops, unsuccessfully, soon.
+// interrupt runs packer build, sends it SIGINT once its output contains
+// marker, and checks it stops, unsuccessfully, soon. The signal goes to
+// packer's process group, as a terminal's Ctrl-C does: packer's outer
+// process (panicwrap) leaves interrupts to the inner one, which gets them
+// from the terminal too.
 func (r *packerRig) interrupt(only, marker string, vars ...string) {
 	r.t.Helper()
 	cmd := exec.Command(r.packer, r.args("build", only, vars...)...)
 	cmd.Dir, cmd.Env = repo, r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	kill := func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -455,14 +471,14 @@ func (r *packerRig) interrupt(only, marker string, vars ...string) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for !strings.Contains(out.String(), marker) {
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			kill()
 			<-done
 			r.t.Fatalf("packer never reached %q:\n%s", marker, tail(out.String(), 40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t0 := time.Now()
-	cmd.Process.Signal(os.Interrupt)
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 	select {
 	case err := <-done:
 		r.t.Logf("packer stopped %.1fs after Ctrl-C (%v):\n%s", time.Since(t0).Seconds(), err, tail(out.String(), 15))
@@ -470,7 +486,7 @@ func (r *packerRig) interrupt(only, marker string, vars ...string) {
 			r.t.Error("an interrupted packer build succeeded")
 		}
 	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
+		kill()
 		<-done
 		r.t.Fatalf("packer did not stop within 2 minutes of Ctrl-C:\n%s", tail(out.String(), 40))
 	}
@@ -577,4 +593,37 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPackerInterruptedStrataBuildLeavesNothingBehind: Ctrl-C while a hook
+// of the strata builder runs stops `packer build`; the build's hook
+// processes, mounts, build directory and outputs are all gone.
+func TestPackerInterruptedStrataBuildLeavesNothingBehind(t *testing.T) {
+	r := newPackerRig(t)
+	key, _, _ := sshKey(t)
+	work := t.TempDir()
+	slow := filepath.Join(work, "slow.yaml")
+	os.WriteFile(slow, []byte("name: slow\nelements: [vm, debian-minimal, config-drive, packer-slow]\nenv: {DIB_RELEASE: bookworm}\ndatastore: {name: mariadb, version: slow, manager: mariadb}\n"), 0o644)
+	out := filepath.Join(work, "out")
+	before, _ := filepath.Glob(filepath.Join(cache, "tmp", "build-*"))
+	r.interrupt("image.*", "packer-slow: started", "controller_state_dir="+work, "ssh_private_key_file="+key,
+		"recipe="+slow, "output_dir="+out, `elements_path=["ci/e2e/elements"]`)
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		t.Errorf("the interrupted build left files in the output directory: %v", left)
+	}
+	after, _ := filepath.Glob(filepath.Join(cache, "tmp", "build-*"))
+	for _, d := range after {
+		if !containsString(before, d) {
+			t.Errorf("the interrupted build left its build directory %s", d)
+		}
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(mi), " "+cache) {
+		t.Errorf("something is mounted below the cache %s after the interrupted build", cache)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.HasPrefix(b, []byte("sleep\x0060")) {
+			t.Errorf("process %s of the interrupted hook still runs: %q", e.Name(), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
 }

@@ -211,10 +211,14 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	cfg.Executor, cfg.Upload, cfg.Out = ex, ex.UploadDir, out
 	ui.Say(fmt.Sprintf("Applying strata elements %s to %s", strings.Join(p.config.Elements, ", "), ex.Where()))
 	start := time.Now()
-	_, err := build.Apply(ctx, cfg)
 	// The hooks, the agent and any secret input leave the machine whether
-	// the elements applied or not.
-	if rmErr := ex.RemoveDir(ctx, cfg.RemoteHooksDir); rmErr != nil {
+	// the elements applied or not, even if Packer kills this plugin.
+	release, err := ex.Guard(ctx, cfg.RemoteHooksDir, remote.UploadArchive(cfg.RemoteHooksDir))
+	if err != nil {
+		return fmt.Errorf("strata-elements: %w", err)
+	}
+	_, err = build.Apply(ctx, cfg)
+	if rmErr := release(); rmErr != nil {
 		ui.Error(rmErr.Error())
 		if err == nil {
 			err = rmErr

@@ -1,13 +1,20 @@
 // Package remote runs element hooks on a live machine through a Packer
 // communicator (SSH, usually): an executor.Executor over
-// packersdk.Communicator, and the upload of a merged hooks directory.
+// packersdk.Communicator, the upload of a merged hooks directory, and a
+// guard that removes it.
 //
 // Every command runs as root — directly when the communicator logs in as
 // root, else through a configurable prefix such as "sudo -n" — with exactly
 // the environment it is given (env -i, every variable shell-quoted in the
-// command line, so no sudoers SETENV rule is needed), in a process group of
-// its own: when the command ends, or the context is cancelled, whatever it
-// left running in that group is killed, as strata's chroot namespaces do.
+// command line, so no sudoers SETENV rule is needed), in a session and
+// process group of its own. The SDK's communicators do not stop a remote
+// command when its context ends, and Packer kills a plugin right after
+// cancelling a build, so the machine cleans up by itself: each command has
+// a watchdog that reads the SSH session's stdin, which this side holds open,
+// and kills the command's group when it ends (a cancel closes it; so does
+// a dropped connection). What a command leaves running in its group when
+// it ends is killed too, as strata's chroot namespaces do. Guard removes
+// the uploaded hooks the same way.
 //
 // It knows nothing of elements or phases; builder/build.Apply decides what
 // to run.
@@ -16,8 +23,6 @@ package remote
 import (
 	"archive/tar"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,9 +49,6 @@ type Executor struct {
 	Name string
 	// Dir is the working directory of commands that name none; default "/".
 	Dir string
-	// TempDir is where uploads and process-group files are put on the
-	// machine; default /tmp.
-	TempDir string
 	// StopTimeout bounds how long a cancelled command may take to go away
 	// and the clean-up commands may run; default 30s.
 	StopTimeout time.Duration
@@ -69,13 +71,6 @@ func (e *Executor) stopTimeout() time.Duration {
 	return 30 * time.Second
 }
 
-func (e *Executor) tempDir() string {
-	if e.TempDir != "" {
-		return e.TempDir
-	}
-	return "/tmp"
-}
-
 // Run runs cmd as root on the machine, its output streamed to cmd.Stdout
 // and cmd.Stderr. A non-zero exit is an *executor.ExitError; a lost
 // connection is an error saying so. Cancelling ctx kills the command's
@@ -83,6 +78,10 @@ func (e *Executor) tempDir() string {
 func (e *Executor) Run(ctx context.Context, cmd executor.Command) error {
 	if cmd.Path == "" {
 		return errors.New("remote: no program to run")
+	}
+	if cmd.Stdin != nil {
+		// The session's stdin is the cancellation channel (see below).
+		return errors.New("remote: commands get no stdin")
 	}
 	for _, kv := range cmd.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -96,20 +95,32 @@ func (e *Executor) Run(ctx context.Context, cmd executor.Command) error {
 	if dir == "" {
 		dir = "/"
 	}
-	pidFile := path.Join(e.tempDir(), "strata-exec-"+randomID()+".pgid")
 	argv := append([]string{"env", "-i"}, cmd.Env...)
 	argv = append(append(argv, cmd.Path), cmd.Args...)
-	// The shell is the leader of a new process group (setsid); it records
-	// the group so a cancel can kill it, runs the command, then kills what
-	// the command left behind in the group (a background process would
-	// otherwise hold the session's output open) while ignoring that signal
-	// itself, and exits with the command's status.
-	script := "echo $$ >" + Quote(pidFile) + " && cd " + Quote(dir) + " || exit 125\n" +
-		QuoteArgs(argv) + "\n" +
-		"rc=$?\nrm -f " + Quote(pidFile) + "\ntrap '' TERM\nkill -TERM -$$ 2>/dev/null\nexit $rc\n"
+	// The command runs in a session and process group of its own (setsid),
+	// its stdin /dev/null. A watchdog reads the SSH session's stdin, which
+	// this side holds open: when it ends — Run closing it on cancel, or the
+	// connection dropping because Packer killed this plugin — it kills the
+	// command's group (TERM, then KILL). When the command ends by itself,
+	// what it left running in its group is killed too (a background process
+	// would otherwise hold the session's output open).
+	script := "exec 3<&0 </dev/null\n" +
+		"cd " + Quote(dir) + " || exit 125\n" +
+		"setsid " + QuoteArgs(argv) + " 3<&- &\n" +
+		"cmd=$!\n" +
+		"(trap '' TERM; cat <&3; kill -TERM -$cmd; sleep 5; kill -KILL -$cmd) >/dev/null 2>&1 &\n" +
+		"watchdog=$!\n" +
+		"exec 3<&-\n" +
+		"wait $cmd\n" +
+		"rc=$?\n" +
+		"kill -TERM -$cmd 2>/dev/null\n" +
+		"kill -KILL $watchdog 2>/dev/null\n" +
+		"exit $rc\n"
+	stdin, hold := io.Pipe()
+	defer hold.Close()
 	rc := &packersdk.RemoteCmd{
-		Command: e.rootPrefix() + "setsid -w /bin/sh -c " + Quote(script),
-		Stdin:   cmd.Stdin,
+		Command: e.rootPrefix() + "/bin/sh -c " + Quote(script),
+		Stdin:   stdin,
 		Stdout:  orDiscard(cmd.Stdout),
 		Stderr:  orDiscard(cmd.Stderr),
 	}
@@ -124,16 +135,12 @@ func (e *Executor) Run(ctx context.Context, cmd executor.Command) error {
 	case <-ctx.Done():
 	}
 	// The communicator does not stop a remote command when its context
-	// ends: kill the process group, then wait for the session to close.
-	stopCtx, cancel := context.WithTimeout(context.Background(), e.stopTimeout())
-	defer cancel()
-	kill := "p=$(cat " + Quote(pidFile) + " 2>/dev/null) || exit 0\n" +
-		"kill -TERM -$p 2>/dev/null\nsleep 2\nkill -KILL -$p 2>/dev/null\nrm -f " + Quote(pidFile) + "\nexit 0\n"
-	killErr := e.run(stopCtx, e.rootPrefix()+"/bin/sh -c "+Quote(kill), nil)
+	// ends: ending the session's stdin makes the watchdog stop it.
+	hold.Close()
 	select {
 	case <-done:
-	case <-stopCtx.Done():
-		return fmt.Errorf("%w (the command on %s did not stop within %s: %v)", ctx.Err(), e.Where(), e.stopTimeout(), killErr)
+	case <-time.After(e.stopTimeout()):
+		return fmt.Errorf("%w (the command on %s did not stop within %s)", ctx.Err(), e.Where(), e.stopTimeout())
 	}
 	return ctx.Err()
 }
@@ -201,7 +208,7 @@ func (e *Executor) UploadDir(ctx context.Context, local, dir string) error {
 	if err != nil {
 		return err
 	}
-	archive := path.Join(e.tempDir(), "strata-upload-"+randomID()+".tar")
+	archive := UploadArchive(dir)
 	if err := e.Comm.Upload(archive, f, &fi); err != nil {
 		return fmt.Errorf("uploading to %s on %s: %w", archive, e.Where(), err)
 	}
@@ -213,18 +220,44 @@ func (e *Executor) UploadDir(ctx context.Context, local, dir string) error {
 	return nil
 }
 
-// RemoveDir removes dir on the machine (as root). It runs even when ctx
-// is already cancelled, bounded by StopTimeout: it is a clean-up.
-func (e *Executor) RemoveDir(ctx context.Context, dir string) error {
-	if err := checkRemoteDir(dir); err != nil {
-		return err
+// UploadArchive is where UploadDir puts the archive of dir on the machine
+// while it unpacks it: beside dir, so that a guard over dir covers both.
+func UploadArchive(dir string) string { return path.Clean(dir) + ".upload.tar" }
+
+// Guard makes sure paths are removed from the machine (as root) whatever
+// happens to this process: it starts a command on the machine that waits
+// for its session's stdin to end and then removes them. Calling the
+// returned release ends that stdin and waits for the removal. If Packer
+// kills this plugin instead (it does right after cancelling a build), the
+// connection drops, the stdin ends all the same, and the machine cleans up
+// by itself.
+func (e *Executor) Guard(ctx context.Context, paths ...string) (release func() error, err error) {
+	for _, p := range paths {
+		if err := checkRemoteDir(p); err != nil {
+			return nil, err
+		}
 	}
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.stopTimeout())
-	defer cancel()
-	if err := e.run(stopCtx, e.rootPrefix()+"rm -rf "+Quote(dir), nil); err != nil {
-		return fmt.Errorf("removing %s on %s: %w", dir, e.Where(), err)
+	script := "trap '' HUP\ncat >/dev/null 2>&1\nrm -rf -- " + QuoteArgs(paths) + "\n"
+	stdin, hold := io.Pipe()
+	var out strings.Builder
+	rc := &packersdk.RemoteCmd{Command: e.rootPrefix() + "/bin/sh -c " + Quote(script), Stdin: stdin, Stdout: &out, Stderr: &out}
+	if err := e.Comm.Start(ctx, rc); err != nil {
+		return nil, fmt.Errorf("starting the clean-up guard on %s: %w", e.Where(), err)
 	}
-	return nil
+	done := make(chan int, 1)
+	go func() { done <- rc.Wait() }()
+	return func() error {
+		hold.Close()
+		select {
+		case status := <-done:
+			if err := e.exitError(status); err != nil {
+				return fmt.Errorf("removing %s on %s: %w: %s", strings.Join(paths, ", "), e.Where(), err, strings.TrimSpace(out.String()))
+			}
+			return nil
+		case <-time.After(e.stopTimeout()):
+			return fmt.Errorf("removing %s on %s: no answer within %s", strings.Join(paths, ", "), e.Where(), e.stopTimeout())
+		}
+	}, nil
 }
 
 // checkRemoteDir refuses directories that rm -rf must never be given.
@@ -310,10 +343,4 @@ func orDiscard(w io.Writer) io.Writer {
 		return io.Discard
 	}
 	return w
-}
-
-func randomID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -3,8 +3,11 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"strata/builder/executor"
 	"strata/builder/packer/internal/localcomm"
@@ -24,7 +29,7 @@ func newExecutor(t *testing.T) *Executor {
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Fatal("setsid missing: apt-get install util-linux")
 	}
-	return &Executor{Comm: localcomm.Comm{}, Name: "test machine", TempDir: t.TempDir(), StopTimeout: 20 * time.Second}
+	return &Executor{Comm: localcomm.Comm{}, Name: "test machine", StopTimeout: 20 * time.Second}
 }
 
 func TestRunPassesTheExactEnvironmentArgumentsAndDirectory(t *testing.T) {
@@ -64,12 +69,9 @@ func TestRunReportsExitStatusAndKillsWhatTheCommandLeftBehind(t *testing.T) {
 		t.Errorf("Run waited %s for the background process", d)
 	}
 	assertGone(t, marker)
-	if left, _ := filepath.Glob(filepath.Join(e.TempDir, "*")); len(left) > 0 {
-		t.Errorf("left on the machine: %v", left)
-	}
 }
 
-func TestCancelKillsTheRemoteProcessGroup(t *testing.T) {
+func TestCancelStopsTheCommandAndWhatItStarted(t *testing.T) {
 	e := newExecutor(t)
 	sleep, marker := markedSleep(t)
 	started := filepath.Join(t.TempDir(), "started")
@@ -108,7 +110,9 @@ func TestCancelKillsTheRemoteProcessGroup(t *testing.T) {
 // markedSleep copies sleep to a file whose name holds a unique marker, so
 // the processes a test starts can be found in /proc.
 func markedSleep(t *testing.T) (path, marker string) {
-	marker = "strata-remote-test-" + randomID()
+	b := make([]byte, 8)
+	rand.Read(b)
+	marker = "strata-remote-test-" + hex.EncodeToString(b)
 	path = filepath.Join(t.TempDir(), marker)
 	b, err := os.ReadFile("/bin/sleep")
 	if err != nil {
@@ -160,19 +164,122 @@ func TestUploadDirKeepsModesAndSymlinksAndReplacesTheTarget(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dst, "stale")); err == nil {
 		t.Error("the old content was not replaced")
 	}
-	if left, _ := filepath.Glob(filepath.Join(e.TempDir, "*")); len(left) > 0 {
-		t.Errorf("upload archive left on the machine: %v", left)
-	}
-	if err := e.RemoveDir(context.Background(), dst); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dst); err == nil {
-		t.Error("RemoveDir left the directory")
+	if _, err := os.Stat(UploadArchive(dst)); err == nil {
+		t.Error("the upload archive was left on the machine")
 	}
 	for _, bad := range []string{"/", "relative", ""} {
-		if err := e.RemoveDir(context.Background(), bad); err == nil {
-			t.Errorf("RemoveDir(%q) was accepted", bad)
+		if err := e.UploadDir(context.Background(), src, bad); err == nil {
+			t.Errorf("UploadDir to %q was accepted", bad)
 		}
+		if _, err := e.Guard(context.Background(), bad); err == nil {
+			t.Errorf("Guard(%q) was accepted", bad)
+		}
+	}
+}
+
+// droppingComm is localcomm whose sessions' stdin can be cut, as when the
+// connection drops because Packer killed the plugin.
+type droppingComm struct {
+	localcomm.Comm
+	drop chan struct{}
+}
+
+func (c droppingComm) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
+	if rc.Stdin != nil {
+		pr, pw := io.Pipe()
+		orig := rc.Stdin
+		go func() {
+			go io.Copy(pw, orig)
+			<-c.drop
+			pw.Close()
+		}()
+		rc.Stdin = pr
+	}
+	return c.Comm.Start(ctx, rc)
+}
+
+func TestADroppedConnectionStopsTheCommandAndRunsTheGuard(t *testing.T) {
+	e := newExecutor(t)
+	comm := droppingComm{drop: make(chan struct{})}
+	e.Comm = comm
+	sleep, marker := markedSleep(t)
+	started := filepath.Join(t.TempDir(), "started")
+	guarded := filepath.Join(t.TempDir(), "in_target.d")
+	os.MkdirAll(filepath.Join(guarded, "install.d"), 0o755)
+	if _, err := e.Guard(context.Background(), guarded, UploadArchive(guarded)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(context.Background(), executor.Command{
+			Path: "/bin/sh", Args: []string{"-c", fmt.Sprintf("%[1]s 300 & touch %[2]s; %[1]s 301", sleep, started)},
+		})
+	}()
+	waitFor(t, started)
+	close(comm.drop)
+	select {
+	case err := <-done:
+		var ee *executor.ExitError
+		if !errors.As(err, &ee) {
+			t.Errorf("err = %v, want the command to have been killed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command did not stop when the connection dropped")
+	}
+	assertGone(t, marker)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(guarded); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the guard did not remove the hooks directory when the connection dropped")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestGuardRemovesOnRelease(t *testing.T) {
+	e := newExecutor(t)
+	dir := filepath.Join(t.TempDir(), "in_target.d")
+	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
+	os.WriteFile(UploadArchive(dir), []byte("tar"), 0o600)
+	release, err := e.Guard(context.Background(), dir, UploadArchive(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal("the guard removed the directory before it was released")
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, UploadArchive(dir)} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left: %v", p, err)
+		}
+	}
+}
+
+func TestRunRefusesStdin(t *testing.T) {
+	e := newExecutor(t)
+	if err := e.Run(context.Background(), executor.Command{Path: "/bin/cat", Stdin: strings.NewReader("x")}); err == nil {
+		t.Fatal("a command with stdin was run")
+	}
+}
+
+func waitFor(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -186,7 +293,11 @@ func TestSudoPrefixesEveryCommand(t *testing.T) {
 	if err := e.Run(context.Background(), executor.Command{Path: "/bin/true"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.RemoveDir(context.Background(), filepath.Join(bin, "nothing")); err != nil {
+	release, err := e.Guard(context.Background(), filepath.Join(bin, "nothing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(log)

@@ -22,11 +22,25 @@ type Comm struct{}
 var _ packersdk.Communicator = Comm{}
 
 // Start runs the command in the background; rc.Wait gives its status.
+// As over SSH, the command's exit does not wait for its stdin to end.
 func (Comm) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
 	cmd := exec.Command("/bin/sh", "-c", rc.Command)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = rc.Stdin, rc.Stdout, rc.Stderr
+	cmd.Stdout, cmd.Stderr = rc.Stdout, rc.Stderr
+	var stdin io.WriteCloser
+	if rc.Stdin != nil {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		return err
+	}
+	if stdin != nil {
+		go func() {
+			io.Copy(stdin, rc.Stdin)
+			stdin.Close()
+		}()
 	}
 	go func() {
 		err := cmd.Wait()
