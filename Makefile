@@ -57,6 +57,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	ci/deps.sh test
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
+	$(GO) vet -tags 'e2e packer' ./ci/e2e/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 ./agent/... ./controller/...
 	$(GO) test -count=1 ./builder/... .
