@@ -49,8 +49,8 @@ type Executor struct {
 	Name string
 	// Dir is the working directory of commands that name none; default "/".
 	Dir string
-	// StopTimeout bounds how long a cancelled command may take to go away
-	// and the clean-up commands may run; default 30s.
+	// StopTimeout bounds how long a cancelled command, or a guard that was
+	// released, may take to go away; default 30s.
 	StopTimeout time.Duration
 }
 
@@ -165,9 +165,9 @@ func (e *Executor) rootPrefix() string {
 
 // run runs a shell command line (already quoted) and waits for it,
 // returning its output in errors.
-func (e *Executor) run(ctx context.Context, command string, stdin io.Reader) error {
+func (e *Executor) run(ctx context.Context, command string) error {
 	var out strings.Builder
-	rc := &packersdk.RemoteCmd{Command: command, Stdin: stdin, Stdout: &out, Stderr: &out}
+	rc := &packersdk.RemoteCmd{Command: command, Stdout: &out, Stderr: &out}
 	if err := e.Comm.Start(ctx, rc); err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (e *Executor) UploadDir(ctx context.Context, local, dir string) error {
 	}
 	script := "rc=0\nrm -rf " + Quote(dir) + " && mkdir -p -m 0755 " + Quote(dir) + " && tar -xf " + Quote(archive) + " -C " + Quote(dir) + " || rc=$?\n" +
 		"rm -f " + Quote(archive) + "\nexit $rc\n"
-	if err := e.run(ctx, e.rootPrefix()+"/bin/sh -c "+Quote(script), nil); err != nil {
+	if err := e.run(ctx, e.rootPrefix()+"/bin/sh -c "+Quote(script)); err != nil {
 		return fmt.Errorf("unpacking into %s on %s: %w", dir, e.Where(), err)
 	}
 	return nil

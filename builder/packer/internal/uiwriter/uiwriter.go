@@ -57,5 +57,8 @@ func (w *Writer) say(line string) {
 	if i := strings.LastIndexByte(line, '\r'); i >= 0 {
 		line = line[i+1:]
 	}
+	// Message shows the line indented under the build's name, as Packer
+	// shows command output. The SDK marks it deprecated for Say, which
+	// would make every line of a hook a "==>" headline.
 	w.ui.Message(line)
 }
