@@ -29,9 +29,10 @@ go-check:
 	@command -v $(GO) >/dev/null || { echo "make: Go is not installed (need Go >= 1.26 on PATH)"; exit 1; }
 
 .PHONY: build
-build: go-check ## build bin/strata and bin/strata-agent
+build: go-check ## build bin/strata, bin/strata-agent and bin/packer-plugin-strata
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata .
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata-agent ./agent/cmd/strata-agent
+	$(GO) build -trimpath -ldflags '-s -w -X main.commit=$(COMMIT)' -o bin/packer-plugin-strata ./builder/packer/cmd/packer-plugin-strata
 
 .PHONY: deps
 deps: ## install the Debian packages the builder needs (apt, as root)
@@ -61,6 +62,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
+	$(GO) vet -tags 'e2e packer' ./ci/e2e/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
 	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) . ./ci/
@@ -95,6 +97,28 @@ bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, bo
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
 	$(GO) run ./agent/bench/footprint -agent bin/strata-agent -duration 60s
+
+# Packer, built once from the Go module proxy into $(PACKER_TOOLS) (never
+# committed), for the plugin's tests; packer-sdc, from the SDK version in
+# go.mod, generates the plugin's HCL2 specs.
+PACKER_VERSION ?= 1.12.0
+PACKER_TOOLS   ?= $(CACHE_DIR)/tools
+PACKER_SDK      = $(shell $(GO) list -m -f '{{.Version}}' github.com/hashicorp/packer-plugin-sdk)
+
+.PHONY: packer-bin
+packer-bin: go-check ## build the packer binary (PACKER_VERSION, from the Go module proxy) into CACHE_DIR/tools once; reused after
+	ci/packer/tools.sh packer $(PACKER_VERSION) $(PACKER_TOOLS)
+
+.PHONY: packer-generate
+packer-generate: go-check ## regenerate the Packer plugin's HCL2 specs (*.hcl2spec.go) with the SDK's packer-sdc
+	sdc=$$(ci/packer/tools.sh packer-sdc $(PACKER_SDK) $(PACKER_TOOLS)) && \
+		PATH=$$(dirname $$sdc):$$PATH $(GO) generate ./builder/packer/...
+
+.PHONY: test-packer
+test-packer: deps build packer-bin ## the Packer plugin with a real packer: strata builder + strata-register, null builder + strata-elements over SSH to a VM, bad input (minutes)
+	@mkdir -p $(OUT_DIR)
+	STRATA_PACKER=$$(ci/packer/tools.sh packer $(PACKER_VERSION) $(PACKER_TOOLS)) STRATA_CACHE_DIR=$(CACHE_DIR) \
+		$(GO) test -tags 'e2e packer' -run 'Packer' -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/test-packer.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: clean
 clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)

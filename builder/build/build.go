@@ -177,7 +177,7 @@ func (b *builder) makePlan(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, b.cfg, env, b.log)
+	p, err := makePlan(ctx, b.cfg.planRequest(), env, b.log)
 	if err != nil {
 		return err
 	}
@@ -187,13 +187,7 @@ func (b *builder) makePlan(ctx context.Context) error {
 }
 
 func (b *builder) mergeHooks(ctx context.Context) error {
-	if err := b.plan.set.MergeInto(b.dirs.hooks); err != nil {
-		return err
-	}
-	if err := writeTools(b.dirs.hooks, b.plan.set, b.plan.distro, b.plan.release); err != nil {
-		return err
-	}
-	return copyInputs(b.dirs.hooks, b.plan.inputs)
+	return b.plan.writeHooksDir(b.dirs.hooks)
 }
 
 // restore finds the latest saved tree this build can start from.

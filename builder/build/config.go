@@ -3,6 +3,13 @@
 // phase's hooks through executors, reuses cached trees and outputs, and
 // writes the image files, their checksums, a manifest and an SBOM.
 //
+// Apply runs the same engine against a machine that is already running
+// (the Packer provisioner's target): the same plan, the same merged hooks
+// directory and the same hook runner, through whatever executor the caller
+// hands it, with the hooks directory uploaded by the caller. Run's chroot
+// and host phases go through that hook runner too; there is one place
+// where a planned hook becomes a command.
+//
 // Every action that leaves something behind is a step whose cleanup the
 // runner calls on success, failure and interruption alike; output files
 // appear only complete.
@@ -14,12 +21,14 @@ package build
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"strata/builder/manifest"
+	"strata/builder/recipe"
 )
 
 // Config is a validated build request, from the command line or a recipe.
@@ -68,6 +77,30 @@ type Config struct {
 	Out io.Writer
 	// Version is the builder's version, for the manifest.
 	Version string
+}
+
+// RecipeConfig is the build a recipe describes: its elements, variables,
+// formats, packages, size and datastore, with the recipe's name as the
+// output. The caller fills the rest (output directory, cache, search path)
+// and may override any of it. Both `strata build -f` and the Packer builder
+// start from here.
+func RecipeConfig(r *recipe.Recipe) (Config, error) {
+	cfg := Config{
+		Recipe: r.Path, Elements: append([]string{}, r.Elements...), SkipBase: r.SkipBase,
+		Env: r.Vars(), Formats: append([]string{}, r.Formats...), Packages: append([]string{}, r.Packages...),
+		Output: r.Name,
+	}
+	if d := r.Datastore; d != nil {
+		cfg.Datastore = &manifest.Datastore{Name: d.Name, Version: d.Version, Manager: d.Manager, Port: d.Port}
+	}
+	if r.Size != "" {
+		n, err := recipe.ParseSize(r.Size)
+		if err != nil {
+			return Config{}, fmt.Errorf("%s: size: %w", r.Path, err)
+		}
+		cfg.ImageSize = n
+	}
+	return cfg, nil
 }
 
 // Formats strata can write.
@@ -154,6 +187,26 @@ func validEnvName(s string) bool {
 		}
 	}
 	return true
+}
+
+func (c *Config) planRequest() planRequest {
+	return planRequest{elements: c.Elements, skipBase: c.SkipBase, elementsPath: c.ElementsPath, packages: c.Packages}
+}
+
+// ElementSet expands the requested elements (and the default base) the way
+// Run will, without running anything, and returns the names of the
+// elements the build would use. A missing element, two providers of one
+// name, no operating-system element... is reported here, naming the
+// elements involved.
+func (c *Config) ElementSet() ([]string, error) {
+	if len(c.ElementsPath) == 0 {
+		return nil, fmt.Errorf("no element search path")
+	}
+	set, err := c.planRequest().expand(slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return set.Names(), nil
 }
 
 // diskFormats are the formats made from a partitioned (or bare) disk image.

@@ -31,8 +31,11 @@ func hostPath(hooksDir, callerPath string) string {
 	return filepath.Join(hooksDir, "bin") + ":" + filepath.Join(hooksDir, toolsDir, "bin") + ":" + callerPath
 }
 
-// chrootPath is the PATH hooks get inside the image root.
-const chrootPath = "/tmp/in_target.d/bin:/tmp/in_target.d/" + toolsDir + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+// targetPath is the PATH hooks get inside the image root (or on a machine
+// elements are applied to): the elements' bin/, strata's tools, the system.
+func targetPath(hooksDir string) string {
+	return hooksDir + "/bin:" + hooksDir + "/" + toolsDir + "/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
 
 // hookEnv builds the environment every hook starts from, with DIB's
 // variables. Paths are the host's; chrootEnv adjusts them for the chroot.
@@ -103,17 +106,18 @@ func hookEnv(cfg *Config, dirs buildDirs, aptArchives string) (map[string]string
 	return env, nil
 }
 
-// chrootEnv is the environment of a hook inside the image root: the same
-// variables (as DIB passes its environment through sudo -E) with the
-// chroot's PATH and HOME, and no TMPDIR.
-func chrootEnv(env map[string]string) map[string]string {
+// inTargetEnv is the environment of a hook inside the image root, or on a
+// machine elements are applied to, where the merged hooks are at hooksDir:
+// the same variables (as DIB passes its environment through sudo -E) with
+// the target's PATH and HOME, and no TMPDIR.
+func inTargetEnv(env map[string]string, hooksDir string) map[string]string {
 	out := make(map[string]string, len(env))
 	for k, v := range env {
 		out[k] = v
 	}
-	out["PATH"] = chrootPath
+	out["PATH"] = targetPath(hooksDir)
 	out["HOME"] = "/root"
-	out["STRATA_INPUTS"] = "/tmp/in_target.d/" + inputsDir
+	out["STRATA_INPUTS"] = hooksDir + "/" + inputsDir
 	delete(out, "TMPDIR")
 	return out
 }

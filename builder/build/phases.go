@@ -2,7 +2,6 @@ package build
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -59,36 +58,6 @@ func linkDebs(from, to string) error {
 	return nil
 }
 
-// HookError is a hook that failed.
-type HookError struct {
-	Hook  element.Hook
-	Where string
-	Err   error
-}
-
-func (e *HookError) Error() string {
-	return fmt.Sprintf("hook %s of element %s failed (%s): %v", e.Hook.Path(), e.Hook.Element, e.Where, e.Err)
-}
-
-func (e *HookError) Unwrap() error { return e.Err }
-
-// hookWrapper sources the environment.d files (as dib-run-parts does
-// before a phase's hooks) and then execs the hook. Its own variables have
-// names no environment file will use.
-const hookWrapper = `set -eu
-set -o pipefail
-__strata_hook=$1 __strata_n=$2
-shift 2
-[ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
-while [ "$__strata_n" -gt 0 ]; do
-	source "$1"
-	shift
-	__strata_n=$((__strata_n - 1))
-done
-set +x
-exec "$__strata_hook" "$@"
-`
-
 func (b *builder) runPhase(ctx context.Context, i int) error {
 	pp := b.plan.phases[i]
 	var todo []*hookPlan
@@ -104,26 +73,29 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 	}
 	b.rep.phase(pp.phase, len(todo), len(pp.hooks)-len(todo))
 	env := b.phaseEnv(pp.phase)
-	var ex executor.Executor
-	hooksBase, envBase := b.dirs.hooks, b.dirs.hooks
+	r := &hookRunner{hooksDir: b.dirs.hooks, envFiles: b.plan.set.EnvFiles(), where: where(pp.phase), rep: b.rep}
 	if pp.phase.InTarget() {
 		if _, err := os.Stat(filepath.Join(b.dirs.root, "bin/bash")); err != nil {
 			return fmt.Errorf("%s runs inside the image root, but %s has no /bin/bash: did a root.d hook build a root filesystem? (is an operating-system element such as debian-minimal in the set?)", pp.phase, b.dirs.root)
 		}
-		ex = &executor.Chroot{Root: b.dirs.root, HooksDir: b.dirs.hooks, Binds: b.chrootBinds()}
-		env = chrootEnv(env)
-		hooksBase, envBase = executor.HooksMountPoint, executor.HooksMountPoint
+		r.ex = &executor.Chroot{Root: b.dirs.root, HooksDir: b.dirs.hooks, Binds: b.chrootBinds()}
+		env = inTargetEnv(env, executor.HooksMountPoint)
+		r.hooksDir = executor.HooksMountPoint
 	} else {
-		ex = &executor.Host{Dir: b.dirs.build}
+		r.ex = &executor.Host{Dir: b.dirs.build}
 	}
-	envFiles := b.plan.set.EnvFiles()
+	r.env = envList(env)
 	for _, h := range todo {
 		if h.fstab {
 			if err := b.writeFstab(); err != nil {
 				return err
 			}
-		} else if err := b.runHook(ctx, ex, h, env, hooksBase, envBase, envFiles); err != nil {
-			return err
+		} else {
+			rec, err := r.run(ctx, h)
+			b.hooks = append(b.hooks, rec)
+			if err != nil {
+				return err
+			}
 		}
 		if h.checkpoint && !b.cfg.NoCache {
 			t0 := time.Now()
@@ -136,39 +108,6 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 			b.rep.printf("strata: cached the tree after %s in %.1fs\n", h.Path(), time.Since(t0).Seconds())
 		}
 	}
-	return nil
-}
-
-// runHook runs one hook through the executor, with the environment.d files
-// sourced first, and records its seconds and status.
-func (b *builder) runHook(ctx context.Context, ex executor.Executor, h *hookPlan, env map[string]string, hooksBase, envBase string, envFiles []string) error {
-	args := []string{"-c", hookWrapper, "strata-hook", filepath.Join(hooksBase, h.program), strconv.Itoa(len(envFiles))}
-	for _, f := range envFiles {
-		args = append(args, filepath.Join(envBase, f))
-	}
-	args = append(args, h.args...)
-	b.rep.hookStart(h.Hook, ex.Where())
-	t0 := time.Now()
-	err := ex.Run(ctx, executor.Command{
-		Path: "/bin/bash", Args: args, Env: envList(env),
-		Stdout: b.rep.out, Stderr: b.rep.out,
-	})
-	secs := time.Since(t0).Seconds()
-	rec := manifest.Hook{Phase: string(h.Phase), Name: h.Name, Element: h.Element, Where: where(h.Phase), Seconds: secs, Status: "ok"}
-	if err != nil {
-		rec.Status = "failed"
-		var ee *executor.ExitError
-		if errors.As(err, &ee) {
-			rec.ExitCode = ee.Code
-		}
-		b.hooks = append(b.hooks, rec)
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted in %s (element %s): %w", h.Path(), h.Element, ctx.Err())
-		}
-		return &HookError{Hook: h.Hook, Where: ex.Where(), Err: err}
-	}
-	b.hooks = append(b.hooks, rec)
-	b.rep.hookDone(h.Hook, secs)
 	return nil
 }
 

@@ -81,18 +81,41 @@ type hookPlan struct {
 	checkpoint bool
 }
 
-// makePlan scans and expands the elements, evaluates the environment,
-// squashes package-installs and computes every phase's cache key.
-func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog.Logger) (*plan, error) {
-	lib, err := element.Scan(cfg.ElementsPath, log)
+// planRequest is what a plan is made from: by Run from a Config, by Apply
+// from an ApplyConfig.
+type planRequest struct {
+	elements     []string
+	skipBase     bool
+	elementsPath []string
+	// packages are installed after install.d (DIB's -p).
+	packages []string
+	// live: the elements are applied to a running machine, which is its own
+	// operating system.
+	live bool
+}
+
+// expand scans the search path and expands the requested elements (plus
+// the default base unless skipped), checking the set before anything runs.
+func (r planRequest) expand(log *slog.Logger) (*element.Set, error) {
+	lib, err := element.Scan(r.elementsPath, log)
 	if err != nil {
 		return nil, err
 	}
-	requested := append([]string{}, cfg.Elements...)
-	if !cfg.SkipBase && !containsStr(requested, DefaultBase) {
+	requested := append([]string{}, r.elements...)
+	if !r.skipBase && !containsStr(requested, DefaultBase) {
 		requested = append([]string{DefaultBase}, requested...)
 	}
-	set, err := lib.ExpandWith(requested, builtinProvides)
+	builtin := builtinProvides
+	if r.live {
+		builtin = append(append([]string{}, builtinProvides...), element.OperatingSystem)
+	}
+	return lib.ExpandWith(requested, builtin)
+}
+
+// makePlan scans and expands the elements, evaluates the environment,
+// squashes package-installs and computes every phase's cache key.
+func makePlan(ctx context.Context, req planRequest, env map[string]string, log *slog.Logger) (*plan, error) {
+	set, err := req.expand(log)
 	if err != nil {
 		return nil, err
 	}
@@ -143,9 +166,9 @@ func makePlan(ctx context.Context, cfg *Config, env map[string]string, log *slog
 			pp.hooks = append(pp.hooks, packageHooks(ph, pk, byName, p.distro, p.release)...)
 		}
 		sortHookPlans(pp.hooks)
-		if ph == element.InstallPhase && len(cfg.Packages) > 0 {
+		if ph == element.InstallPhase && len(req.packages) > 0 {
 			// DIB installs -p packages after install.d, before post-install.d.
-			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(cfg.Packages), nil))
+			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(req.packages), nil))
 		}
 		if ph == element.BlockDevicePhase && p.bootable {
 			// strata writes /etc/fstab once the block-device.d hooks ran.

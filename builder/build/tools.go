@@ -178,3 +178,16 @@ func writeTools(hooksDir string, set *element.Set, distro, release string) error
 	}
 	return nil
 }
+
+// writeHooksDir fills dir the way DIB fills TMP_HOOKS_PATH: every element's
+// files merged into one tree, plus strata's helpers (.strata/bin), the
+// resolved pkg-map tables and the element-inputs files (.strata/inputs).
+func (p *plan) writeHooksDir(dir string) error {
+	if err := p.set.MergeInto(dir); err != nil {
+		return err
+	}
+	if err := writeTools(dir, p.set, p.distro, p.release); err != nil {
+		return err
+	}
+	return copyInputs(dir, p.inputs)
+}

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/builder/build"
-	"strata/builder/manifest"
 	"strata/builder/recipe"
 )
 
@@ -59,26 +58,17 @@ an unchanged build reuses the finished files.`,
 			if publishIt && recipePath == "" {
 				return errors.New("--publish needs a recipe (-f): its datastore section says what to register")
 			}
-			cfg := build.Config{Version: version, Out: cmd.OutOrStdout()}
+			cfg := build.Config{}
 			if recipePath != "" {
 				r, err := recipe.Load(recipePath)
 				if err != nil {
 					return err
 				}
-				cfg.Recipe = r.Path
-				cfg.Elements = append(cfg.Elements, r.Elements...)
-				cfg.SkipBase = r.SkipBase
-				cfg.Env = r.Vars()
-				cfg.Formats = r.Formats
-				cfg.Packages = r.Packages
-				cfg.Output = r.Name
-				if d := r.Datastore; d != nil {
-					cfg.Datastore = &manifest.Datastore{Name: d.Name, Version: d.Version, Manager: d.Manager, Port: d.Port}
-				}
-				if r.Size != "" {
-					cfg.ImageSize, _ = recipe.ParseSize(r.Size)
+				if cfg, err = build.RecipeConfig(r); err != nil {
+					return err
 				}
 			}
+			cfg.Version, cfg.Out = version, cmd.OutOrStdout()
 			cfg.Elements = append(cfg.Elements, args...)
 			if len(cfg.Elements) == 0 {
 				return errors.New("no elements: name elements on the command line or give a recipe with -f")

@@ -1,0 +1,1 @@
+export PACKER_TEST_GREETING=hello-from-environment-d
