@@ -67,6 +67,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
 	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) . ./ci/
 	$(MAKE) e2e
+	$(MAKE) test-packer
 
 .PHONY: test-openstack
 test-openstack: build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)

@@ -219,6 +219,9 @@ datastore:
 		t.Fatal(err)
 	}
 	state := filepath.Join(work, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	ctl := startController(t, state)
 	api := ctl.login(t)
 	env := r.env
