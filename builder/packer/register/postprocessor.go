@@ -27,8 +27,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
 	"strata/builder/packer/internal/uiwriter"
-	"strata/builder/publish"
 	"strata/builder/packer/strata"
+	"strata/builder/publish"
 	"strata/builder/recipe"
 )
 

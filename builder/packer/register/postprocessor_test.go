@@ -179,4 +179,3 @@ func TestPostProcessFailsNamingWhatIsWrong(t *testing.T) {
 		})
 	}
 }
-
