@@ -55,7 +55,7 @@ deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://apt.example.net/debi
 deb http://apt.example.net/debian-security bullseye/updates main
 deb https://vendor.example.net/apt cloud-sdk main
 `)
-	write(t, root, "etc/apt/sources.list.d/ubuntu.list", "deb http://ubuntu.example.net/ubuntu jammy main\n")
+	write(t, root, "etc/apt/sources.list.d/ubuntu.list", "deb http://other-vendor.example.net/ubuntu jammy main\n")
 	m, err := Find(root)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ deb https://vendor.example.net/apt cloud-sdk main
 
 func TestNoDebianSources(t *testing.T) {
 	root := t.TempDir()
-	write(t, root, "etc/apt/sources.list", "deb http://ubuntu.example.net/ubuntu noble main\n")
+	write(t, root, "etc/apt/sources.list", "deb http://other-vendor.example.net/ubuntu noble main\n")
 	m, err := Find(root)
 	if err != nil {
 		t.Fatal(err)

@@ -171,9 +171,7 @@ func Delete(ctx context.Context, q store.Querier, project, id string) error {
 
 const columns = `id, project_id, name, description, datastore_version_id, values_json, created_at, updated_at`
 
-type scanner interface{ Scan(...any) error }
-
-func scan(s scanner) (Group, error) {
+func scan(s store.Scanner) (Group, error) {
 	var g Group
 	var vals string
 	var created, updated int64
@@ -198,20 +196,7 @@ func Get(ctx context.Context, q store.Querier, project, id string) (Group, error
 
 // List returns a project's groups, oldest first.
 func List(ctx context.Context, q store.Querier, project string) ([]Group, error) {
-	rows, err := q.Query(ctx, `SELECT `+columns+` FROM configurations WHERE project_id = ? ORDER BY created_at, id`, project)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Group
-	for rows.Next() {
-		g, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+	return store.All(ctx, q, scan, `SELECT `+columns+` FROM configurations WHERE project_id = ? ORDER BY created_at, id`, project)
 }
 
 // InstanceCount counts the live instances a group is attached to.

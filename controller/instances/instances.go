@@ -193,9 +193,7 @@ const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_i
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
-type scanner interface{ Scan(...any) error }
-
-func scan(s scanner) (Instance, error) {
+func scan(s store.Scanner) (Instance, error) {
 	var in Instance
 	d := &in.Desired
 	var cfg, faultMsg, faultDet, vol, srv, host sql.NullString
@@ -266,20 +264,7 @@ type ListOptions struct {
 func List(ctx context.Context, q store.Querier, o ListOptions) ([]Instance, error) {
 	query := selectInstance + ` WHERE i.deleted_at IS NULL AND (? = '' OR i.project_id = ?) AND (? = '' OR i.configuration_id = ?)`
 	query += ` ORDER BY i.created_at, i.id`
-	rows, err := q.Query(ctx, query, o.Project, o.Project, o.ConfigurationID, o.ConfigurationID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Instance
-	for rows.Next() {
-		in, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, in)
-	}
-	return out, rows.Err()
+	return store.All(ctx, q, scan, query, o.Project, o.Project, o.ConfigurationID, o.ConfigurationID)
 }
 
 // Update applies set (column = ? assignments) to a live instance and

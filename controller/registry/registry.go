@@ -248,20 +248,7 @@ func (r *Registry) LoadRules(ctx context.Context, datastore, version string, dat
 
 // Datastores lists every datastore by name.
 func (r *Registry) Datastores(ctx context.Context) ([]Datastore, error) {
-	rows, err := r.DB.Query(ctx, `SELECT id, name, default_version_id, created_at, updated_at FROM datastores ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Datastore
-	for rows.Next() {
-		d, err := scanDatastore(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return store.All(ctx, r.DB, scanDatastore, `SELECT id, name, default_version_id, created_at, updated_at FROM datastores ORDER BY name`)
 }
 
 // Datastore finds a datastore by id or name.
@@ -278,9 +265,7 @@ func getDatastore(ctx context.Context, q store.Querier, idOrName string) (Datast
 	return d, err
 }
 
-type scanner interface{ Scan(...any) error }
-
-func scanDatastore(s scanner) (Datastore, error) {
+func scanDatastore(s store.Scanner) (Datastore, error) {
 	var d Datastore
 	var def sql.NullString
 	var created, updated int64
@@ -295,7 +280,7 @@ func scanDatastore(s scanner) (Datastore, error) {
 const versionColumns = `v.id, v.datastore_id, d.name, v.name, v.manager, v.image_id, v.packages, v.active, v.port,
 	v.boot_timeout_s, v.rules, v.rules_source, v.rules_loaded_at, v.created_at, v.updated_at`
 
-func scanVersion(s scanner) (Version, error) {
+func scanVersion(s store.Scanner) (Version, error) {
 	var v Version
 	var packages string
 	var active, timeout int
@@ -324,21 +309,8 @@ func scanVersion(s scanner) (Version, error) {
 
 // Versions lists a datastore's versions by name.
 func (r *Registry) Versions(ctx context.Context, datastoreID string) ([]Version, error) {
-	rows, err := r.DB.Query(ctx, `SELECT `+versionColumns+` FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
+	return store.All(ctx, r.DB, scanVersion, `SELECT `+versionColumns+` FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
 		WHERE v.datastore_id = ? ORDER BY v.name`, datastoreID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Version
-	for rows.Next() {
-		v, err := scanVersion(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }
 
 // Version finds a version by id.
@@ -379,21 +351,8 @@ func findVersion(ctx context.Context, q store.Querier, datastoreID, idOrName str
 
 // VersionsUsingImage lists the versions that boot imageID.
 func (r *Registry) VersionsUsingImage(ctx context.Context, imageID string) ([]Version, error) {
-	rows, err := r.DB.Query(ctx, `SELECT `+versionColumns+` FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
+	return store.All(ctx, r.DB, scanVersion, `SELECT `+versionColumns+` FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
 		WHERE v.image_id = ? ORDER BY d.name, v.name`, imageID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Version
-	for rows.Next() {
-		v, err := scanVersion(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }
 
 // CreateFlavor adds a flavor; an existing name is updated.
@@ -440,20 +399,7 @@ func (r *Registry) EnsureDefaultFlavors(ctx context.Context) error {
 
 // Flavors lists the flavors by RAM, then name.
 func (r *Registry) Flavors(ctx context.Context) ([]Flavor, error) {
-	rows, err := r.DB.Query(ctx, `SELECT id, name, ram_mb, vcpus, disk_gb, created_at FROM flavors ORDER BY ram_mb, name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Flavor
-	for rows.Next() {
-		f, err := scanFlavor(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return store.All(ctx, r.DB, scanFlavor, `SELECT id, name, ram_mb, vcpus, disk_gb, created_at FROM flavors ORDER BY ram_mb, name`)
 }
 
 // Flavor finds a flavor by id or name.
@@ -466,7 +412,7 @@ func (r *Registry) Flavor(ctx context.Context, idOrName string) (Flavor, error) 
 	return f, err
 }
 
-func scanFlavor(s scanner) (Flavor, error) {
+func scanFlavor(s store.Scanner) (Flavor, error) {
 	var f Flavor
 	var created int64
 	err := s.Scan(&f.ID, &f.Name, &f.RAMMB, &f.VCPUs, &f.DiskGB, &created)

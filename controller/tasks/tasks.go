@@ -173,17 +173,10 @@ func Get(ctx context.Context, q store.Querier, id string) (Info, error) {
 
 // Active lists an instance's queued tasks, oldest first.
 func Active(ctx context.Context, q store.Querier, instanceID string) ([]Info, error) {
-	rows, err := q.Query(ctx, `SELECT id FROM tasks WHERE instance_id = ? AND state = ? ORDER BY seq`, instanceID, StateQueued)
+	ids, err := store.All(ctx, q, store.ScanString, `SELECT id FROM tasks WHERE instance_id = ? AND state = ? ORDER BY seq`, instanceID, StateQueued)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		rows.Scan(&id)
-		ids = append(ids, id)
-	}
-	rows.Close()
 	var out []Info
 	for _, id := range ids {
 		in, err := Get(ctx, q, id)
@@ -302,7 +295,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // claim leases up to n due tasks.
 func (e *Engine) claim(ctx context.Context, n int) ([]Task, error) {
 	now := store.Millis(e.now())
-	rows, err := e.DB.Query(ctx, `SELECT t.id FROM tasks t
+	// The ids are read completely (rows closed) before the updates: SQLite
+	// holds its read while rows are open.
+	ids, err := store.All(ctx, e.DB, store.ScanString, `SELECT t.id FROM tasks t
 		WHERE t.state = ? AND t.run_after <= ? AND (t.lease_until IS NULL OR t.lease_until < ?)
 		AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.instance_id = t.instance_id AND o.id <> t.id
 			AND ((o.state = ? AND o.seq < t.seq) OR (o.lease_until IS NOT NULL AND o.lease_until >= ?)))
@@ -310,16 +305,6 @@ func (e *Engine) claim(ctx context.Context, n int) ([]Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	var out []Task
 	for _, id := range ids {
 		res, err := e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ? AND state = ?

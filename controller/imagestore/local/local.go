@@ -166,9 +166,7 @@ func (s *Store) checkFormat(ctx context.Context, path, format string) error {
 
 const columns = `id, name, disk_format, container_format, sha256, size_bytes, location, properties, created_at`
 
-type scanner interface{ Scan(...any) error }
-
-func scan(s scanner) (imagestore.Image, error) {
+func scan(s store.Scanner) (imagestore.Image, error) {
 	var img imagestore.Image
 	var props string
 	var created int64
@@ -192,18 +190,9 @@ func (s *Store) Get(ctx context.Context, id string) (imagestore.Image, error) {
 	if !errors.Is(err, sql.ErrNoRows) {
 		return img, err
 	}
-	rows, err := s.DB.Query(ctx, `SELECT `+columns+` FROM images WHERE name = ? LIMIT 2`, id)
+	found, err := store.All(ctx, s.DB, scan, `SELECT `+columns+` FROM images WHERE name = ? LIMIT 2`, id)
 	if err != nil {
 		return img, err
-	}
-	defer rows.Close()
-	var found []imagestore.Image
-	for rows.Next() {
-		i, err := scan(rows)
-		if err != nil {
-			return img, err
-		}
-		found = append(found, i)
 	}
 	switch len(found) {
 	case 1:
@@ -217,20 +206,7 @@ func (s *Store) Get(ctx context.Context, id string) (imagestore.Image, error) {
 
 // List returns every image, newest first.
 func (s *Store) List(ctx context.Context) ([]imagestore.Image, error) {
-	rows, err := s.DB.Query(ctx, `SELECT `+columns+` FROM images ORDER BY created_at DESC, id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []imagestore.Image
-	for rows.Next() {
-		img, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, img)
-	}
-	return out, rows.Err()
+	return store.All(ctx, s.DB, scan, `SELECT `+columns+` FROM images ORDER BY created_at DESC, id`)
 }
 
 // Verify re-hashes the stored file.
