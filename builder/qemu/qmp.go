@@ -9,9 +9,11 @@ import (
 	"time"
 )
 
-// qmp is a minimal client of qemu's machine protocol: one command at a
-// time, events skipped.
-type qmp struct {
+// QMP is a minimal client of qemu's machine protocol: one command at a
+// time, events skipped. The VM launcher holds one on the VM's own socket; a
+// caller that gives the VM a second -qmp socket (the controller's qemu
+// driver, for block_resize) dials it with DialQMP.
+type QMP struct {
 	mu   sync.Mutex
 	conn net.Conn
 	r    *bufio.Reader
@@ -19,13 +21,13 @@ type qmp struct {
 
 const qmpTimeout = 10 * time.Second
 
-// dialQMP connects to the socket and leaves capabilities negotiation mode.
-func dialQMP(path string) (*qmp, error) {
+// DialQMP connects to the socket and leaves capabilities negotiation mode.
+func DialQMP(path string) (*QMP, error) {
 	conn, err := net.DialTimeout("unix", path, qmpTimeout)
 	if err != nil {
 		return nil, err
 	}
-	q := &qmp{conn: conn, r: bufio.NewReader(conn)}
+	q := &QMP{conn: conn, r: bufio.NewReader(conn)}
 	conn.SetDeadline(time.Now().Add(qmpTimeout))
 	var greeting struct {
 		QMP json.RawMessage `json:"QMP"`
@@ -41,19 +43,24 @@ func dialQMP(path string) (*qmp, error) {
 		conn.Close()
 		return nil, fmt.Errorf("qmp greeting: %w", err)
 	}
-	if _, err := q.execute("qmp_capabilities"); err != nil {
+	if _, err := q.Execute("qmp_capabilities", nil); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return q, nil
 }
 
-// execute runs one command and returns its "return" value.
-func (q *qmp) execute(command string) (json.RawMessage, error) {
+// Execute runs one command with its arguments (nil for none) and returns
+// its "return" value.
+func (q *QMP) Execute(command string, args map[string]any) (json.RawMessage, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.conn.SetDeadline(time.Now().Add(qmpTimeout))
-	req, _ := json.Marshal(map[string]string{"execute": command})
+	msg := map[string]any{"execute": command}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	req, _ := json.Marshal(msg)
 	if _, err := q.conn.Write(append(req, '\n')); err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", command, err)
 	}
@@ -84,4 +91,5 @@ func (q *qmp) execute(command string) (json.RawMessage, error) {
 	}
 }
 
-func (q *qmp) close() { q.conn.Close() }
+// Close closes the connection; the VM keeps running.
+func (q *QMP) Close() { q.conn.Close() }

@@ -35,7 +35,7 @@ type VM struct {
 	cmd    *exec.Cmd
 	log    *slog.Logger
 	output *tailBuffer
-	qmp    *qmp
+	qmp    *QMP
 
 	done    chan struct{} // closed once qemu has exited and its temp dir is gone
 	waitErr error         // qemu's exit, set before done is closed
@@ -137,15 +137,15 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 
 // connect waits for the QMP socket and asks for the machine status: qemu
 // answers only after it has opened every drive and built the machine.
-func (v *VM) connect(ctx context.Context, sock string) (*qmp, error) {
+func (v *VM) connect(ctx context.Context, sock string) (*QMP, error) {
 	deadline := time.NewTimer(startTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if q, err := dialQMP(sock); err == nil {
-			if _, err := q.execute("query-status"); err != nil {
-				q.close()
+		if q, err := DialQMP(sock); err == nil {
+			if _, err := q.Execute("query-status", nil); err != nil {
+				q.Close()
 				return nil, err
 			}
 			return q, nil
@@ -197,7 +197,7 @@ func (v *VM) Done() <-chan struct{} { return v.done }
 func (v *VM) Wait() error {
 	<-v.done
 	if v.qmp != nil {
-		v.qmp.close()
+		v.qmp.Close()
 	}
 	if v.waitErr == nil {
 		return nil
@@ -219,14 +219,14 @@ func (v *VM) Stop(timeout time.Duration) error {
 	default:
 	}
 	start := time.Now()
-	_, perr := v.qmp.execute("system_powerdown")
+	_, perr := v.qmp.Execute("system_powerdown", nil)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-v.done:
 		v.log.Info("guest powered off", "took", time.Since(start).Round(time.Millisecond))
 		if v.qmp != nil {
-			v.qmp.close()
+			v.qmp.Close()
 		}
 		return nil
 	case <-t.C:
@@ -234,7 +234,7 @@ func (v *VM) Stop(timeout time.Duration) error {
 	v.kill()
 	<-v.done
 	if v.qmp != nil {
-		v.qmp.close()
+		v.qmp.Close()
 	}
 	if perr != nil {
 		return fmt.Errorf("%w: power-down request failed (%v)", ErrKilled, perr)
@@ -245,7 +245,7 @@ func (v *VM) Stop(timeout time.Duration) error {
 // Status returns the machine status QMP reports ("running", "paused",
 // "shutdown", ...).
 func (v *VM) Status() (string, error) {
-	raw, err := v.qmp.execute("query-status")
+	raw, err := v.qmp.Execute("query-status", nil)
 	if err != nil {
 		return "", err
 	}

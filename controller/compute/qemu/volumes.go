@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	bq "strata/builder/qemu"
 	"strata/controller/compute"
 )
 
@@ -82,12 +83,12 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 		return vol, fmt.Errorf("%w: volume of %s is %d GB; it can only grow", compute.ErrInvalid, vol.ID, st.Size()/gib)
 	}
 	if d.running(vol.ID) {
-		q, err := dialQMP(p.qmp)
+		q, err := bq.DialQMP(p.qmp)
 		if err != nil {
 			return vol, fmt.Errorf("resize volume of %s: %w", vol.ID, err)
 		}
-		defer q.close()
-		if _, err := q.execute("block_resize", map[string]any{"device": dataDriveID, "size": want}); err != nil {
+		defer q.Close()
+		if _, err := q.Execute("block_resize", map[string]any{"device": dataDriveID, "size": want}); err != nil {
 			return vol, fmt.Errorf("resize volume of %s: %w", vol.ID, err)
 		}
 	} else if err := os.Truncate(p.data, want); err != nil {
