@@ -21,6 +21,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -442,8 +444,24 @@ func paginate[T any](c *call, path string, items []T, key func(T) string, limit 
 		return items, nil
 	}
 	items = items[:limit]
-	next := c.base + "/v1.0/" + c.project + path + "?limit=" + strconv.Itoa(limit) + "&marker=" + key(items[len(items)-1])
+	next := c.base + "/v1.0/" + c.project + path + "?limit=" + strconv.Itoa(limit) + "&marker=" + url.QueryEscape(key(items[len(items)-1]))
 	return items, []map[string]string{{"href": next, "rel": "next"}}
+}
+
+// writePage answers a list the guest returned: sorted by key, one page of
+// it (limit, marker) as views under name, with Trove's next link.
+func writePage[T any](w http.ResponseWriter, c *call, name, path string, items []T, key func(T) string, view func(T) map[string]any, limit int, marker string) {
+	sort.Slice(items, func(i, j int) bool { return key(items[i]) < key(items[j]) })
+	items, links := paginate(c, path, items, key, limit, marker)
+	out := []map[string]any{}
+	for _, it := range items {
+		out = append(out, view(it))
+	}
+	body := map[string]any{name: out}
+	if links != nil {
+		body["links"] = links
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func trunc(s string) string {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"sort"
 
 	"strata/agent/wire"
 	"strata/controller/lifecycle"
@@ -24,29 +23,13 @@ func (s *Server) listDatabases(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindListDatabases, nil)
-	if err != nil {
-		return err
-	}
 	var list wire.ListDatabasesResult
-	if err := res.Decode(&list); err != nil {
+	in, err := s.guestQuery(c, wire.KindListDatabases, nil, &list)
+	if err != nil {
 		return err
 	}
-	sort.Slice(list.Databases, func(i, j int) bool { return list.Databases[i].Name < list.Databases[j].Name })
-	dbs, links := paginate(c, "/instances/"+in.ID+"/databases", list.Databases, func(d wire.Database) string { return d.Name }, limit, marker)
-	out := []map[string]any{}
-	for _, d := range dbs {
-		out = append(out, databaseView(d))
-	}
-	body := map[string]any{"databases": out}
-	if links != nil {
-		body["links"] = links
-	}
-	writeJSON(w, http.StatusOK, body)
+	writePage(w, c, "databases", "/instances/"+in.ID+"/databases", list.Databases,
+		func(d wire.Database) string { return d.Name }, databaseView, limit, marker)
 	return nil
 }
 
@@ -84,11 +67,7 @@ func (s *Server) createDatabases(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindCreateDatabases, wire.CreateDatabasesArgs{Databases: dbs})
+	return s.guestCast(w, c, wire.KindCreateDatabases, wire.CreateDatabasesArgs{Databases: dbs})
 }
 
 func (s *Server) deleteDatabase(w http.ResponseWriter, c *call) error {
@@ -96,9 +75,5 @@ func (s *Server) deleteDatabase(w http.ResponseWriter, c *call) error {
 	if err := lifecycle.CheckDatabaseName(name); err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindDeleteDatabase, wire.DeleteDatabaseArgs{Name: name})
+	return s.guestCast(w, c, wire.KindDeleteDatabase, wire.DeleteDatabaseArgs{Name: name})
 }

@@ -423,21 +423,34 @@ func (s *Server) guest(c *call) (instances.Instance, error) {
 	return s.Lifecycle.Guest(c.ctx(), c.project, c.r.PathValue("id"))
 }
 
-// guestCall runs an operation and maps a failed result.
-func (s *Server) guestCall(c *call, in instances.Instance, kind wire.Kind, args any) (wire.Result, error) {
+// guestQuery runs an operation on the request's instance, maps a failed
+// result and decodes a successful one into out (nil: no result wanted). It
+// returns the instance, for the links and messages of the answer.
+func (s *Server) guestQuery(c *call, kind wire.Kind, args, out any) (instances.Instance, error) {
+	in, err := s.guest(c)
+	if err != nil {
+		return in, err
+	}
 	res, err := s.Lifecycle.Call(c.ctx(), in, kind, args)
 	if err != nil {
-		return res, err
+		return in, err
 	}
 	if res.Error != nil {
-		return res, opError(res.Error)
+		return in, opError(res.Error)
 	}
-	return res, nil
+	if out != nil {
+		return in, res.Decode(out)
+	}
+	return in, nil
 }
 
-// guestCast is guestCall for requests Trove answers with 202: if the
-// agent is slow the request is accepted anyway (the op stays queued).
-func (s *Server) guestCast(w http.ResponseWriter, c *call, in instances.Instance, kind wire.Kind, args any) error {
+// guestCast runs an operation Trove answers with 202: if the agent is slow
+// the request is accepted anyway (the op stays queued).
+func (s *Server) guestCast(w http.ResponseWriter, c *call, kind wire.Kind, args any) error {
+	in, err := s.guest(c)
+	if err != nil {
+		return err
+	}
 	res, err := s.Lifecycle.Call(c.ctx(), in, kind, args)
 	if err != nil && !isTimeout(err) {
 		return err

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -103,8 +104,16 @@ func TestInstanceLifecycleThroughTheTroveAPI(t *testing.T) {
 	c.must(404, "DELETE", "/instances/"+id+"/databases/reports", nil)
 	c.must(202, "POST", "/instances/"+id+"/databases", map[string]any{"databases": []any{map[string]any{"name": "reports"}}})
 	page := c.must(200, "GET", "/instances/"+id+"/databases?limit=1", nil)
-	if len(page["databases"].([]any)) != 1 || page["links"] == nil {
+	if !slices.Equal(names(page["databases"].([]any), "name"), []string{"orders"}) || page["links"] == nil {
 		t.Fatalf("paginated databases = %v", page)
+	}
+	next := page["links"].([]any)[0].(map[string]any)["href"].(string)
+	if !strings.HasSuffix(next, "/instances/"+id+"/databases?limit=1&marker=orders") {
+		t.Fatalf("next link %q", next)
+	}
+	page = c.must(200, "GET", "/instances/"+id+"/databases?limit=1&marker=orders", nil)
+	if !slices.Equal(names(page["databases"].([]any), "name"), []string{"reports"}) || page["links"] != nil {
+		t.Fatalf("second page of databases = %v", page)
 	}
 
 	// Users, access, root.
@@ -113,6 +122,30 @@ func TestInstanceLifecycleThroughTheTroveAPI(t *testing.T) {
 		t.Fatalf("users = %v", users)
 	}
 	c.must(202, "POST", "/instances/"+id+"/users", map[string]any{"users": []any{map[string]any{"name": "bi", "password": "bi-secret", "host": "%"}}})
+	// Pages of users follow their next links; a marker (name@host) with a
+	// '%' in it must survive the round trip.
+	c.must(202, "POST", "/instances/"+id+"/users", map[string]any{"users": []any{map[string]any{"name": "cy", "password": "cy-secret", "host": "%"}}})
+	var paged []string
+	next = "/instances/" + id + "/users?limit=1"
+	for i := 0; next != ""; i++ {
+		if i > 3 {
+			t.Fatalf("users pagination does not end: %v", paged)
+		}
+		page = c.must(200, "GET", next, nil)
+		paged = append(paged, names(page["users"].([]any), "name")...)
+		next = ""
+		if links, ok := page["links"].([]any); ok {
+			href, err := url.Parse(links[0].(map[string]any)["href"].(string))
+			if err != nil {
+				t.Fatalf("next link of users: %v", err)
+			}
+			next = "/instances/" + id + "/users?" + href.RawQuery
+		}
+	}
+	if !slices.Equal(paged, []string{"app", "bi", "cy"}) {
+		t.Fatalf("users page by page = %v", paged)
+	}
+	c.must(202, "DELETE", "/instances/"+id+"/users/cy", nil)
 	u := c.must(200, "GET", "/instances/"+id+"/users/bi%40%25", nil)["user"].(map[string]any)
 	if u["name"] != "bi" || u["host"] != "%" {
 		t.Fatalf("user = %v", u)

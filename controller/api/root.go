@@ -10,16 +10,8 @@ import (
 )
 
 func (s *Server) rootStatus(w http.ResponseWriter, c *call) error {
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindIsRootEnabled, nil)
-	if err != nil {
-		return err
-	}
 	var st wire.IsRootEnabledResult
-	if err := res.Decode(&st); err != nil {
+	if _, err := s.guestQuery(c, wire.KindIsRootEnabled, nil, &st); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rootEnabled": st.Enabled})
@@ -49,16 +41,8 @@ func (s *Server) enableRoot(w http.ResponseWriter, c *call) error {
 			args.Password = *req.Password
 		}
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindEnableRoot, args)
-	if err != nil {
-		return err
-	}
 	var creds wire.RootCredentials
-	if err := res.Decode(&creds); err != nil {
+	if _, err := s.guestQuery(c, wire.KindEnableRoot, args, &creds); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": map[string]string{"name": creds.Name, "password": creds.Password}})
@@ -66,11 +50,7 @@ func (s *Server) enableRoot(w http.ResponseWriter, c *call) error {
 }
 
 func (s *Server) disableRoot(w http.ResponseWriter, c *call) error {
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	if _, err := s.guestCall(c, in, wire.KindDisableRoot, nil); err != nil {
+	if _, err := s.guestQuery(c, wire.KindDisableRoot, nil, nil); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

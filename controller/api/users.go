@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"sort"
 	"strings"
 
 	"strata/agent/wire"
@@ -37,30 +36,13 @@ func (s *Server) listUsers(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindListUsers, nil)
-	if err != nil {
-		return err
-	}
 	var list wire.ListUsersResult
-	if err := res.Decode(&list); err != nil {
+	in, err := s.guestQuery(c, wire.KindListUsers, nil, &list)
+	if err != nil {
 		return err
 	}
-	key := func(u wire.User) string { return u.Name + "@" + u.Host }
-	sort.Slice(list.Users, func(i, j int) bool { return key(list.Users[i]) < key(list.Users[j]) })
-	users, links := paginate(c, "/instances/"+in.ID+"/users", list.Users, key, limit, marker)
-	out := []map[string]any{}
-	for _, u := range users {
-		out = append(out, userView(u))
-	}
-	body := map[string]any{"users": out}
-	if links != nil {
-		body["links"] = links
-	}
-	writeJSON(w, http.StatusOK, body)
+	writePage(w, c, "users", "/instances/"+in.ID+"/users", list.Users,
+		func(u wire.User) string { return u.Name + "@" + u.Host }, userView, limit, marker)
 	return nil
 }
 
@@ -92,11 +74,7 @@ func (s *Server) createUsers(w http.ResponseWriter, c *call) error {
 		}
 		users = append(users, u.wire())
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindCreateUsers, wire.CreateUsersArgs{Users: users})
+	return s.guestCast(w, c, wire.KindCreateUsers, wire.CreateUsersArgs{Users: users})
 }
 
 func (s *Server) showUser(w http.ResponseWriter, c *call) error {
@@ -104,16 +82,9 @@ func (s *Server) showUser(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindListUsers, nil)
-	if err != nil {
-		return err
-	}
 	var list wire.ListUsersResult
-	if err := res.Decode(&list); err != nil {
+	in, err := s.guestQuery(c, wire.KindListUsers, nil, &list)
+	if err != nil {
 		return err
 	}
 	for _, u := range list.Users {
@@ -143,11 +114,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindDeleteUser, ref)
+	return s.guestCast(w, c, wire.KindDeleteUser, ref)
 }
 
 func (s *Server) listAccess(w http.ResponseWriter, c *call) error {
@@ -155,16 +122,8 @@ func (s *Server) listAccess(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	res, err := s.guestCall(c, in, wire.KindListAccess, ref)
-	if err != nil {
-		return err
-	}
 	var list wire.ListAccessResult
-	if err := res.Decode(&list); err != nil {
+	if _, err := s.guestQuery(c, wire.KindListAccess, ref, &list); err != nil {
 		return err
 	}
 	out := []map[string]string{}
@@ -196,11 +155,7 @@ func (s *Server) grantAccess(w http.ResponseWriter, c *call) error {
 		}
 		dbs = append(dbs, d.Name)
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindGrantAccess, wire.GrantAccessArgs{Name: ref.Name, Host: ref.Host, Databases: dbs})
+	return s.guestCast(w, c, wire.KindGrantAccess, wire.GrantAccessArgs{Name: ref.Name, Host: ref.Host, Databases: dbs})
 }
 
 func (s *Server) revokeAccess(w http.ResponseWriter, c *call) error {
@@ -212,9 +167,5 @@ func (s *Server) revokeAccess(w http.ResponseWriter, c *call) error {
 	if err := lifecycle.CheckDatabaseName(db); err != nil {
 		return err
 	}
-	in, err := s.guest(c)
-	if err != nil {
-		return err
-	}
-	return s.guestCast(w, c, in, wire.KindRevokeAccess, wire.RevokeAccessArgs{Name: ref.Name, Host: ref.Host, Database: db})
+	return s.guestCast(w, c, wire.KindRevokeAccess, wire.RevokeAccessArgs{Name: ref.Name, Host: ref.Host, Database: db})
 }
