@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -63,4 +64,49 @@ func CheckManaged(args wire.ConfigurationArgs, managed map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// DatabaseNames is a datastore's rule for database names.
+type DatabaseNames struct {
+	Engine  string         // named in messages: "MariaDB"
+	Max     int            // the longest name the server takes
+	Pattern *regexp.Regexp // the characters admitted (ASCII only)
+	System  map[string]bool
+}
+
+// Check admits a name that matches the pattern, fits the server and is not
+// one of the system databases (compared in lower case).
+func (n DatabaseNames) Check(name string) error {
+	switch {
+	case name == "":
+		return Invalid("database name is empty")
+	case !n.Pattern.MatchString(name):
+		return Invalid("database name %s: use only A-Z a-z 0-9 _ $ - (not starting with $ or -)", Show(name))
+	case len(name) > n.Max: // ASCII by now: bytes are characters
+		return Invalid("database name %s is %d characters long; %s allows %d", Show(name), len(name), n.Engine, n.Max)
+	case n.System[strings.ToLower(name)]:
+		return Invalid("database %s is a system database", Show(name))
+	}
+	return nil
+}
+
+// Parameters is a datastore's rule for the names in a configuration group:
+// the pattern a name must match, and the parameters the agent manages.
+type Parameters struct {
+	Pattern *regexp.Regexp
+	Managed map[string]bool
+}
+
+// Check validates a configuration group: a managed parameter is refused by
+// name, then names, rules and values go through CheckConfiguration.
+func (p Parameters) Check(args wire.ConfigurationArgs) ([]Setting, error) {
+	if err := CheckManaged(args, p.Managed); err != nil {
+		return nil, err
+	}
+	return CheckConfiguration(args, p.NameOK)
+}
+
+// NameOK says whether a configuration group may name the parameter.
+func (p Parameters) NameOK(name string) bool {
+	return p.Pattern.MatchString(name) && !p.Managed[name]
 }

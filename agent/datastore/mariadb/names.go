@@ -47,19 +47,9 @@ var (
 	show    = datastore.Show
 )
 
-func checkDatabaseName(name string) error {
-	switch {
-	case name == "":
-		return invalid("database name is empty")
-	case len(name) > maxDatabaseName:
-		return invalid("database name %s is %d characters long; MariaDB allows %d", show(name), len(name), maxDatabaseName)
-	case !databaseNamePattern.MatchString(name):
-		return invalid("database name %s: use only A-Z a-z 0-9 _ $ - (not starting with $ or -)", show(name))
-	case systemDatabases[strings.ToLower(name)]:
-		return invalid("database %s is a system database", show(name))
-	}
-	return nil
-}
+var checkDatabaseName = datastore.DatabaseNames{
+	Engine: "MariaDB", Max: maxDatabaseName, Pattern: databaseNamePattern, System: systemDatabases,
+}.Check
 
 func (m *Manager) checkUserRef(u *wire.UserRef) error {
 	if u.Host == "" {

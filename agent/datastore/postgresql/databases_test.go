@@ -84,7 +84,7 @@ func TestBadDatabaseInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"double quote", []wire.Database{{Name: `a"b`}}, wire.CodeInvalidArgument, "database name"},
 		{"quote escape", []wire.Database{{Name: `x"; DROP DATABASE existing; --`}}, wire.CodeInvalidArgument, "database name"},
 		{"NUL", []wire.Database{{Name: "a\x00b"}}, wire.CodeInvalidArgument, `a\x00b`},
-		{"too long", []wire.Database{{Name: strings.Repeat("d", 64)}}, wire.CodeInvalidArgument, "64 bytes"},
+		{"too long", []wire.Database{{Name: strings.Repeat("d", 64)}}, wire.CodeInvalidArgument, "64 characters"},
 		{"empty", []wire.Database{{Name: ""}}, wire.CodeInvalidArgument, "empty"},
 		{"slash", []wire.Database{{Name: "../etc"}}, wire.CodeInvalidArgument, "database name"},
 		{"unicode", []wire.Database{{Name: "dаta"}}, wire.CodeInvalidArgument, "database name"}, // Cyrillic а

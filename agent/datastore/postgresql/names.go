@@ -64,38 +64,21 @@ var managedParameters = map[string]bool{
 	"krb_server_keyfile": true, "include": true, "include_dir": true, "include_if_exists": true,
 }
 
-func paramNameOK(name string) bool {
-	return paramPattern.MatchString(name) && !managedParameters[name]
-}
+// parameters is what a configuration group may name.
+var parameters = datastore.Parameters{Pattern: paramPattern, Managed: managedParameters}
 
-// checkConfiguration validates a configuration group: no parameter the
-// agent manages, then names, rules and values.
-func checkConfiguration(args wire.ConfigurationArgs) ([]datastore.Setting, error) {
-	if err := datastore.CheckManaged(args, managedParameters); err != nil {
-		return nil, err
-	}
-	return datastore.CheckConfiguration(args, paramNameOK)
-}
+// checkConfiguration validates a configuration group.
+var checkConfiguration = parameters.Check
+
+var checkDatabaseName = datastore.DatabaseNames{
+	Engine: "PostgreSQL", Max: maxIdentifier, Pattern: databaseNamePattern, System: systemDatabases,
+}.Check
 
 // Shorthands for the shared helpers every check uses.
 var (
 	invalid = datastore.Invalid
 	show    = datastore.Show
 )
-
-func checkDatabaseName(name string) error {
-	switch {
-	case name == "":
-		return invalid("database name is empty")
-	case len(name) > maxIdentifier:
-		return invalid("database name %s is %d bytes long; PostgreSQL allows %d", show(name), len(name), maxIdentifier)
-	case !databaseNamePattern.MatchString(name):
-		return invalid("database name %s: use only A-Z a-z 0-9 _ $ - (not starting with $ or -)", show(name))
-	case systemDatabases[strings.ToLower(name)]:
-		return invalid("database %s is a system database", show(name))
-	}
-	return nil
-}
 
 // checkUserRef validates a role name. PostgreSQL roles have no host part:
 // only "" and "%" (anywhere, pg_hba.conf decides) are accepted, and the

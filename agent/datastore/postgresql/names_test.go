@@ -98,7 +98,7 @@ func TestRulesLeaveManagedParametersAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range rules {
-		if !paramNameOK(r.Name) {
+		if !parameters.NameOK(r.Name) {
 			t.Errorf("rule %s names a parameter the agent manages (or an invalid name)", r.Name)
 		}
 	}

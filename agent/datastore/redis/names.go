@@ -40,18 +40,11 @@ var managedParameters = map[string]bool{
 	"cluster-config-file": true, "cluster-enabled": true, "replicaof": true, "slaveof": true,
 }
 
-func paramNameOK(name string) bool {
-	return paramPattern.MatchString(name) && !managedParameters[name]
-}
+// parameters is what a configuration group may name.
+var parameters = datastore.Parameters{Pattern: paramPattern, Managed: managedParameters}
 
-// checkConfiguration validates a configuration group: no parameter the
-// agent manages, then names, rules and values.
-func checkConfiguration(args wire.ConfigurationArgs) ([]datastore.Setting, error) {
-	if err := datastore.CheckManaged(args, managedParameters); err != nil {
-		return nil, err
-	}
-	return datastore.CheckConfiguration(args, paramNameOK)
-}
+// checkConfiguration validates a configuration group.
+var checkConfiguration = parameters.Check
 
 // Shorthands for the shared helpers every check uses.
 var (
