@@ -176,6 +176,9 @@ type ParameterRule struct {
 	RestartRequired bool `json:"restart_required"`
 	// AllowedValues, if set, lists the accepted values (case-insensitive).
 	AllowedValues []string `json:"allowed_values,omitempty"`
+	// AllowEmpty admits the empty string for a string parameter whose
+	// empty value means something (Redis's save "" turns snapshots off).
+	AllowEmpty bool `json:"allow_empty,omitempty"`
 	// Apply is how a change takes effect: live, reload or restart (see
 	// ApplyMethod for the default).
 	Apply string `json:"apply,omitempty"`

@@ -81,6 +81,10 @@ func (r ParameterRule) Check(raw json.RawMessage) (Value, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return v, fmt.Errorf("want a string, got %q", truncRule(string(raw)))
 		}
+		if s == "" && r.AllowEmpty {
+			v.Text = s
+			return v, nil // an allowed_values list need not name it
+		}
 		if len(s) > 1024 || !stringValuePattern.MatchString(s) {
 			return v, fmt.Errorf("value %q: want 1-1024 characters of A-Z a-z 0-9 _ . , : / + = @ %% * - and inner spaces", truncRule(s))
 		}
@@ -190,6 +194,9 @@ func ParseRules(data []byte) ([]ParameterRule, error) {
 					errs = append(errs, fmt.Errorf("%s: %s %q is not an %s", where, b.key, b.n.String(), r.Type))
 				}
 			}
+			if r.AllowEmpty {
+				errs = append(errs, fmt.Errorf("%s: allow_empty applies to string only", where))
+			}
 			if r.Min != nil && r.Max != nil {
 				lo, _ := new(big.Float).SetString(r.Min.String())
 				hi, _ := new(big.Float).SetString(r.Max.String())
@@ -200,6 +207,9 @@ func ParseRules(data []byte) ([]ParameterRule, error) {
 		case "string", "boolean":
 			if r.Min != nil || r.Max != nil {
 				errs = append(errs, fmt.Errorf("%s: min and max apply to integer and float only", where))
+			}
+			if r.AllowEmpty && r.Type != "string" {
+				errs = append(errs, fmt.Errorf("%s: allow_empty applies to string only", where))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s: type %q is not integer, float, string or boolean", where, truncRule(r.Type)))

@@ -14,6 +14,7 @@ const troveStyle = `{
     {"name": "autocommit", "restart_required": false, "type": "boolean"},
     {"name": "character_set_server", "restart_required": false, "type": "string", "allowed_values": ["utf8mb4", "latin1"]},
     {"name": "maxmemory-policy", "restart_required": false, "type": "string", "apply": "live"},
+    {"name": "save", "restart_required": false, "type": "string", "allow_empty": true},
     {"name": "shared_buffers", "restart_required": true, "type": "string", "apply": "restart"},
     {"name": "work_mem", "restart_required": false, "type": "integer", "apply": "reload", "min": 64}
   ]
@@ -28,8 +29,11 @@ func TestParseRulesTroveFormatWithExtensions(t *testing.T) {
 	for _, r := range rules {
 		by[r.Name] = r
 	}
-	if len(by) != 8 {
+	if len(by) != 9 {
 		t.Fatalf("parsed %d rules", len(by))
+	}
+	if !by["save"].AllowEmpty || by["maxmemory-policy"].AllowEmpty {
+		t.Errorf("allow_empty: save %v, maxmemory-policy %v", by["save"].AllowEmpty, by["maxmemory-policy"].AllowEmpty)
 	}
 	if by["innodb_buffer_pool_size"].Max.String() != "18446744073709551615" {
 		t.Errorf("64-bit max lost: %s", by["innodb_buffer_pool_size"].Max)
@@ -52,6 +56,8 @@ func TestParseRulesNamesEntryAndKey(t *testing.T) {
 		`{"configuration-parameters":[{"name":"x","type":"string","apply":"now"}]}`:                `apply "now"`,
 		`{"configuration-parameters":[{"name":"x","type":"string","apply":"restart"}]}`:            "needs restart_required",
 		`{"configuration-parameters":[{"name":"x","type":"string","colour":"red"}]}`:               "unknown field",
+		`{"configuration-parameters":[{"name":"x","type":"boolean","allow_empty":true}]}`:          "allow_empty applies to string only",
+		`{"configuration-parameters":[{"name":"x","type":"integer","allow_empty":true}]}`:          "allow_empty applies to string only",
 		`{"configuration-parameters":[]}`:                                                          "empty",
 		`{"configuration-parameters":[{"name":"x","type":"string"}]} {}`:                           "after the JSON",
 		`not json`: "malformed",
@@ -78,6 +84,7 @@ func TestRuleCheck(t *testing.T) {
 		"innodb_buffer_pool_size=18446744073709551615": "18446744073709551615",
 		"long_query_time=0.5":                          "0.5", "autocommit=true": "ON", `autocommit="OFF"`: "OFF",
 		`character_set_server="UTF8MB4"`: "UTF8MB4",
+		`save=""`:                        "", `save="3600 1 300 100"`: "3600 1 300 100",
 	}
 	for in, want := range ok {
 		name, val, _ := strings.Cut(in, "=")
@@ -90,7 +97,7 @@ func TestRuleCheck(t *testing.T) {
 		"max_connections=0", "max_connections=100001", `max_connections="5"`, "max_connections=1.5",
 		"innodb_buffer_pool_size=18446744073709551616", "long_query_time=-1", "autocommit=2",
 		`character_set_server="koi8r"`, `character_set_server="x'; DROP DATABASE mysql; --"`,
-		"work_mem=63",
+		"work_mem=63", `maxmemory-policy=""`, `character_set_server=""`, `save=" "`, `save="\"\""`,
 	}
 	for _, in := range bad {
 		name, val, _ := strings.Cut(in, "=")

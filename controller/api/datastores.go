@@ -162,6 +162,9 @@ func parameterView(v registry.Version, r wire.ParameterRule) map[string]any {
 	if len(r.AllowedValues) > 0 {
 		out["allowed_values"] = r.AllowedValues
 	}
+	if r.AllowEmpty {
+		out["allow_empty"] = true
+	}
 	if r.Description != "" {
 		out["description"] = r.Description
 	}

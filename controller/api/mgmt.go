@@ -264,6 +264,9 @@ func mgmtParameterView(v registry.Version, r wire.ParameterRule) map[string]any 
 	if len(r.AllowedValues) > 0 {
 		out["allowed_values"] = r.AllowedValues
 	}
+	if r.AllowEmpty {
+		out["allow_empty"] = true
+	}
 	if r.Description != "" {
 		out["description"] = r.Description
 	}
@@ -306,6 +309,7 @@ type parameterRequest struct {
 		MinSize         json.RawMessage `json:"min_size"`
 		MaxSize         json.RawMessage `json:"max_size"`
 		AllowedValues   []string        `json:"allowed_values"`
+		AllowEmpty      bool            `json:"allow_empty"`
 		Apply           string          `json:"apply"`
 		Description     string          `json:"description"`
 	} `json:"configuration-parameter"`
@@ -319,7 +323,7 @@ func (req parameterRequest) rule() (wire.ParameterRule, error) {
 	if p.Name == "" || p.DataType == "" || len(p.RestartRequired) == 0 {
 		return wire.ParameterRule{}, errorf(http.StatusBadRequest, "configuration-parameter: name, data_type and restart_required are required")
 	}
-	r := wire.ParameterRule{Name: p.Name, Type: p.DataType, AllowedValues: p.AllowedValues, Apply: p.Apply, Description: p.Description}
+	r := wire.ParameterRule{Name: p.Name, Type: p.DataType, AllowedValues: p.AllowedValues, AllowEmpty: p.AllowEmpty, Apply: p.Apply, Description: p.Description}
 	switch strings.TrimSpace(string(p.RestartRequired)) {
 	case "1", "true":
 		r.RestartRequired = true

@@ -78,6 +78,14 @@ func TestMgmtDatastoreVersionsAsTrove(t *testing.T) {
 		"name": "autocommit", "data_type": "boolean", "restart_required": false}})
 	c.must(200, "POST", p, map[string]any{"configuration-parameter": map[string]any{
 		"name": "character_set_server", "data_type": "string", "restart_required": 0, "allowed_values": []string{"utf8mb4", "latin1"}, "apply": "live"}})
+	c.must(200, "POST", p, map[string]any{"configuration-parameter": map[string]any{
+		"name": "init_connect", "data_type": "string", "restart_required": 0, "allow_empty": true}})
+	if ic := c.must(200, "GET", p+"/init_connect", nil); ic["allow_empty"] != true {
+		t.Fatalf("init_connect: %v", ic)
+	}
+	c.must(200, "POST", "/configurations", map[string]any{"configuration": map[string]any{"name": "empty-init",
+		"values": map[string]any{"init_connect": ""}, "datastore": map[string]any{"type": "mariadb", "version": "11.4"}}})
+	c.must(204, "DELETE", p+"/init_connect", nil)
 	c.must(200, "PUT", p+"/max_connections", map[string]any{"configuration-parameter": map[string]any{
 		"name": "max_connections", "data_type": "integer", "restart_required": 1, "min_size": 10, "max_size": 5000}})
 	params := c.must(200, "GET", p, nil)["configuration-parameters"].([]any)
@@ -115,6 +123,7 @@ func TestMgmtDatastoreVersionsAsTrove(t *testing.T) {
 		{"POST", p, `{"configuration-parameter": {"name": "max_connections", "data_type": "integer", "restart_required": 0, "min_size": "1", "max_size": "2"}}`, 400, "already exists"},
 		{"POST", p, `{"configuration-parameter": {"name": "x", "data_type": "integer", "restart_required": 0, "min_size": "9", "max_size": "2"}}`, 400, "min 9 is above max 2"},
 		{"POST", p, `{"configuration-parameter": {"name": "x", "data_type": "enum", "restart_required": 0}}`, 400, "not integer, float, string or boolean"},
+		{"POST", p, `{"configuration-parameter": {"name": "x", "data_type": "integer", "restart_required": 0, "allow_empty": true}}`, 400, "allow_empty applies to string only"},
 		{"POST", p, `{"configuration-parameter": {"name": "x", "data_type": "integer", "restart_required": 2}}`, 400, "restart_required"},
 		{"POST", p, `{"configuration-parameter": {"name": "x", "data_type": "integer", "restart_required": 0, "min_size": "ten"}}`, 400, "not a number"},
 		{"PUT", p + "/nope", `{"configuration-parameter": {"name": "nope", "data_type": "string", "restart_required": 0}}`, 404, "nope"},

@@ -18,7 +18,7 @@ var testRules = []wire.ParameterRule{
 	{Name: "maxmemory-policy", Type: "string", AllowedValues: []string{"noeviction", "allkeys-lru", "volatile-lru"}},
 	{Name: "timeout", Type: "integer", Min: num("0"), Max: num("100000")},
 	{Name: "appendonly", Type: "boolean"},
-	{Name: "save", Type: "string"},
+	{Name: "save", Type: "string", AllowEmpty: true},
 	{Name: "hz", Type: "integer", Min: num("1"), Max: num("500")},
 	{Name: "databases", Type: "integer", Min: num("1"), Max: num("1000"), RestartRequired: true, Apply: "restart"},
 	{Name: "no-such-parameter", Type: "integer"},
@@ -70,6 +70,48 @@ func TestConfigurationAppliesLiveValuesAndOthersOnRestart(t *testing.T) {
 	data, _ := os.ReadFile(inst.Config.OverridesFile)
 	if strings.Contains(string(data), "databases") || !strings.Contains(string(data), "timeout 300") {
 		t.Fatalf("override file:\n%s", data)
+	}
+}
+
+// TestEmptySaveTurnsSnapshotsOffAndSurvivesARestart: save "" is the one
+// empty value a rule admits (allow_empty); it is set live, written to the
+// overrides file quoted, and read back by the server after a restart.
+func TestEmptySaveTurnsSnapshotsOffAndSurvivesARestart(t *testing.T) {
+	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{})
+	m, ctx := inst.Manager, ctxT(t)
+	if got := configValue(t, inst, "save"); got == "" {
+		t.Fatal("snapshots are off before the configuration: the test proves nothing")
+	}
+	res, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("save", `""`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.AppliedLive, []string{"save"}) || res.RestartRequired {
+		t.Fatalf("result = %+v", res)
+	}
+	if got := configValue(t, inst, "save"); got != "" {
+		t.Fatalf("save = %q after applying \"\"", got)
+	}
+	data, _ := os.ReadFile(inst.Config.OverridesFile)
+	if !strings.Contains(string(data), "\nsave \"\"\n") {
+		t.Fatalf("override file:\n%s", data)
+	}
+	if err := m.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := configValue(t, inst, "save"); got != "" {
+		t.Fatalf("save = %q after a restart", got)
+	}
+	// Without allow_empty the rule refuses it, and nothing changes.
+	strict := slices.Clone(testRules)
+	for i := range strict {
+		strict[i].AllowEmpty = false
+	}
+	if _, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: strict, Values: values("save", `""`, "timeout", `7`)}); wire.ErrorCodeOf(err) != wire.CodeInvalidArgument {
+		t.Fatalf("empty save without allow_empty: %v", err)
+	}
+	if got := configValue(t, inst, "timeout"); got == "7" {
+		t.Fatal("a refused group changed timeout")
 	}
 }
 

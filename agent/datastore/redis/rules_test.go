@@ -93,6 +93,19 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 				}
 				tries = []string{v}
 			}
+			if r.AllowEmpty {
+				// The server must take the empty value (save "" turns
+				// snapshots off) and keep it.
+				if r.Type != "string" {
+					t.Fatalf("allow_empty on a %s rule", r.Type)
+				}
+				if _, err := c.Do(ctx, "CONFIG", "SET", r.Name, ""); err != nil {
+					t.Fatalf("allow_empty, but CONFIG SET %s \"\": %v", r.Name, err)
+				}
+				if back := do(t, c, "CONFIG", "GET", r.Name).Strings()[1]; back != "" {
+					t.Fatalf("CONFIG SET %s \"\" reads back %q", r.Name, back)
+				}
+			}
 			for _, v := range tries {
 				if _, err := c.Do(ctx, "CONFIG", "SET", r.Name, v); err != nil {
 					t.Fatalf("CONFIG SET %s %s: %v", r.Name, v, err)
