@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +28,9 @@ import (
 // strata binary, checks the outputs (checksum, manifest, SBOM), then boots
 // the qcow2 under SeaBIOS with a config drive holding a fresh nonce, and
 // waits for the marker unit to print that nonce and the firmware it booted
-// with on the serial console. (The UEFI path is booted by the MariaDB agent
+// with on the serial console. The boot disk is an overlay 1 GiB larger than
+// the image, as a Nova flavor's root disk would be: the growroot element
+// must have grown / beyond the whole image's size by then. (The UEFI path is booted by the MariaDB agent
 // test; STRATA_E2E_BOTH_FIRMWARES=1 boots this image under both.)
 func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) {
 	out := t.TempDir()
@@ -63,6 +67,22 @@ func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) 
 	if err := disk.WriteConfigDrive(context.Background(), cd, disk.LabelConfigDrive, map[string][]byte{"strata/nonce": []byte(n + "\n")}); err != nil {
 		t.Fatal(err)
 	}
+	grown := filepath.Join(out, "grown.qcow2")
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	b, err = exec.Command("qemu-img", "info", "--output=json", qcow).Output()
+	if err == nil {
+		err = json.Unmarshal(b, &info)
+	}
+	if err != nil {
+		t.Fatalf("qemu-img info: %v", err)
+	}
+	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", qcow, "-F", "qcow2", grown, strconv.FormatInt(info.VirtualSize+1<<30, 10)).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, b)
+	}
+	imageMiB := info.VirtualSize >> 20
+
 	firmwares := []qemu.Firmware{qemu.BIOS}
 	if os.Getenv("STRATA_E2E_BOTH_FIRMWARES") == "1" {
 		firmwares = append(firmwares, qemu.UEFI)
@@ -70,13 +90,17 @@ func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) 
 	for _, fw := range firmwares {
 		t.Run(string(fw), func(t *testing.T) {
 			res, err := boottest.Serial(context.Background(), boottest.Options{
-				Image: qcow, Firmware: fw, Timeout: 12 * time.Minute, WorkDir: out,
+				Image: grown, Firmware: fw, Timeout: 12 * time.Minute, WorkDir: out,
 				Drives: []qemu.Drive{{Path: cd, Format: "raw", ReadOnly: true, Serial: "config-drive"}},
-			}, regexp.MustCompile(`STRATA-BOOT-MARKER nonce=`+n+` firmware=`+string(fw)))
+			}, regexp.MustCompile(`STRATA-BOOT-MARKER nonce=`+n+` firmware=`+string(fw)+` root_mib=[0-9]+`))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: marker after %.1fs (%s)", fw, res.Seconds, res.Accel)
+			rootMiB, _ := strconv.ParseInt(res.Line[strings.LastIndex(res.Line, "=")+1:], 10, 64)
+			if rootMiB <= imageMiB {
+				t.Fatalf("/ is %d MiB on a disk of %d MiB grown from %d MiB: growroot did not grow it (%q)", rootMiB, imageMiB+1024, imageMiB, res.Line)
+			}
+			t.Logf("%s: marker after %.1fs (%s), / grown to %d MiB on a %d MiB disk", fw, res.Seconds, res.Accel, rootMiB, imageMiB+1024)
 		})
 	}
 }
@@ -87,7 +111,7 @@ func checkManifest(t *testing.T, m *manifest.Manifest) {
 	for _, e := range m.Elements {
 		names[e.Name] = e.Digest != ""
 	}
-	for _, want := range []string{"base", "vm", "debian-minimal", "config-drive", "boot-marker"} {
+	for _, want := range []string{"base", "vm", "debian-minimal", "config-drive", "growroot", "boot-marker"} {
 		if !names[want] {
 			t.Errorf("manifest lacks element %s (or its digest)", want)
 		}
