@@ -79,6 +79,9 @@ type ServerSpec struct {
 	Image      ImageRef
 	RAMMB      int
 	VCPUs      int
+	// RootDiskGB is the flavor's root disk (GiB); 0 keeps the image's
+	// size. A disk smaller than the image is refused, as Nova does.
+	RootDiskGB int
 	Volume     Volume
 	// ConfigDrive files (path inside the drive → content): the agent's
 	// bootstrap. The drive is labelled config-2.

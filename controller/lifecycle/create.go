@@ -264,7 +264,7 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	}
 	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
-		RAMMB: f.RAMMB, VCPUs: f.VCPUs, Volume: vol,
+		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol,
 		ConfigDrive: map[string][]byte{"strata/bootstrap.json": bootJSON},
 		Ports:       []int{v.Port},
 	})

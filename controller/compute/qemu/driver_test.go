@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -68,7 +69,7 @@ func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
 	if err != nil || again != vol {
 		t.Fatalf("second CreateVolume = %+v, %v", again, err)
 	}
-	spec := compute.ServerSpec{InstanceID: id, Name: "db", Image: img, RAMMB: 256, VCPUs: 1, Volume: vol,
+	spec := compute.ServerSpec{InstanceID: id, Name: "db", Image: img, RAMMB: 256, VCPUs: 1, RootDiskGB: 1, Volume: vol,
 		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"format":1}`)}, Ports: []int{3306}}
 	srv, err := d.CreateServer(ctx, spec)
 	if err != nil {
@@ -87,6 +88,24 @@ func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
 	if st, _ := d.ServerState(ctx, srv); st != compute.StateRunning || !qemuRunning(t, id) {
 		t.Fatalf("state %s, qemu running %v", st, qemuRunning(t, id))
 	}
+	// The flavor's root disk sizes the overlay when it is larger than the
+	// image; a smaller one is refused, as Nova refuses it.
+	if out, err := exec.Command("qemu-img", "info", "-U", filepath.Join(dir, id, "root.qcow2")).Output(); err != nil || !strings.Contains(string(out), "virtual size: 1 GiB") {
+		t.Fatalf("root disk of a 1 GB flavor on a 64 MiB image: %v\n%s", err, out)
+	}
+	tooSmall := compute.ImageRef{ID: "big", Location: filepath.Join(t.TempDir(), "big.qcow2"), Format: "qcow2"}
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", tooSmall.Location, "2G").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	small := spec
+	small.InstanceID, small.Image = "2f2e3d4c-0000-4000-8000-000000000000", tooSmall
+	if _, err := d.CreateServer(ctx, small); !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), "smaller than the image") {
+		t.Fatalf("a 1 GB root disk for a 2 GiB image: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, small.InstanceID, "root.qcow2")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused server left its root disk: %v", err)
+	}
+
 	// A repeated CreateServer (an interrupted step run again) keeps the VM.
 	srv2, err := d.CreateServer(ctx, spec)
 	if err != nil || srv2.Endpoints[0] != ep {

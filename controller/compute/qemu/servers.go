@@ -86,7 +86,21 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 			return compute.Server{}, err
 		}
 		tmp := p.root + ".tmp"
-		out, err := exec.CommandContext(ctx, d.cfg.QemuImg, "create", "-q", "-f", "qcow2", "-F", spec.Image.Format, "-b", image, tmp).CombinedOutput()
+		args := []string{"create", "-q", "-f", "qcow2", "-F", spec.Image.Format, "-b", image, tmp}
+		if spec.RootDiskGB > 0 {
+			size, err := d.virtualSize(ctx, image, spec.Image.Format)
+			if err != nil {
+				return compute.Server{}, err
+			}
+			want := int64(spec.RootDiskGB) * gib
+			if want < size {
+				return compute.Server{}, fmt.Errorf("%w: the flavor's root disk (%d GB) is smaller than the image (%.1f GB)", compute.ErrInvalid, spec.RootDiskGB, float64(size)/float64(gib))
+			}
+			// Larger than the image: the growroot element grows / into it
+			// at boot.
+			args = append(args, strconv.FormatInt(want, 10))
+		}
+		out, err := exec.CommandContext(ctx, d.cfg.QemuImg, args...).CombinedOutput()
 		if err != nil {
 			os.Remove(tmp)
 			return compute.Server{}, fmt.Errorf("overlay on %s: %v: %s", image, err, bytes.TrimSpace(out))
@@ -304,4 +318,19 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// virtualSize is the disk size an image presents to a guest.
+func (d *Driver) virtualSize(ctx context.Context, image, format string) (int64, error) {
+	out, err := exec.CommandContext(ctx, d.cfg.QemuImg, "info", "-U", "--output=json", "-f", format, image).Output()
+	if err != nil {
+		return 0, fmt.Errorf("qemu-img info %s: %w", image, err)
+	}
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil || info.VirtualSize <= 0 {
+		return 0, fmt.Errorf("qemu-img info %s: no virtual size in %q", image, bytes.TrimSpace(out))
+	}
+	return info.VirtualSize, nil
 }
