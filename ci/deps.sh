@@ -114,7 +114,13 @@ if [ ! -e "$policy" ]; then
 	chmod 755 "$policy"
 	made_policy=1
 fi
-cleanup() { [ "$made_policy" = 1 ] && rm -f "$policy"; }
+# An if, not an &&-list: as the trap's last command a false test would
+# become the script's exit status after a successful install.
+cleanup() {
+	if [ "$made_policy" = 1 ]; then
+		rm -f "$policy"
+	fi
+}
 trap cleanup EXIT
 
 if ! apt-get update -q >/tmp/strata-apt-update.log 2>&1; then
