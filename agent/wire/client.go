@@ -329,7 +329,7 @@ func (c *Client) RunOnce(ctx context.Context) error {
 
 func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
 	payload, _ := json.Marshal(Hello{InstanceID: c.cfg.InstanceID, AgentVersion: c.cfg.AgentVersion, BootID: c.bootID})
-	ok, reply, err := requestWithTimeout(ctx, conn, RequestHello, payload, c.cfg.KeepaliveTimeout)
+	ok, reply, err := Request(ctx, conn, RequestHello, payload, c.cfg.KeepaliveTimeout)
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
@@ -355,7 +355,7 @@ func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {
 			return nil
 		case <-t.C:
 		}
-		if err := sendWithTimeout(ctx, conn, RequestKeepalive, nil, c.cfg.KeepaliveTimeout); err != nil {
+		if _, _, err := Request(ctx, conn, RequestKeepalive, nil, c.cfg.KeepaliveTimeout); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -379,7 +379,7 @@ func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger
 		if err == nil {
 			var ok bool
 			var reply []byte
-			ok, reply, err = requestWithTimeout(ctx, conn, RequestHeartbeat, payload, c.cfg.KeepaliveTimeout)
+			ok, reply, err = Request(ctx, conn, RequestHeartbeat, payload, c.cfg.KeepaliveTimeout)
 			if err == nil && !ok {
 				log.Warn("controller did not take the heartbeat", "seq", hb.Seq, "reason", truncate(string(reply), 200))
 			}

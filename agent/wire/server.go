@@ -273,7 +273,7 @@ func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.P
 func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) (*ssh.Permissions, error) {
 	remote := meta.RemoteAddr().String()
 	ak := NewAgentKey(key)
-	if !tokenPattern.MatchString(token) {
+	if !ValidEnrollmentToken(token) {
 		s.log.Warn("enrollment rejected: malformed token", "remote", remote, "key", ak.Fingerprint)
 		return nil, ErrTokenRejected
 	}
@@ -439,7 +439,7 @@ func (s *Server) keepalive(ctx context.Context, sess *session, log *slog.Logger)
 			return
 		case <-t.C:
 		}
-		if err := sendWithTimeout(ctx, sess.conn, RequestKeepalive, nil, s.cfg.KeepaliveTimeout); err != nil {
+		if _, _, err := Request(ctx, sess.conn, RequestKeepalive, nil, s.cfg.KeepaliveTimeout); err != nil {
 			if ctx.Err() == nil {
 				log.Warn("agent unresponsive; closing connection", "err", err)
 			}
@@ -602,36 +602,3 @@ func (s *Server) finish(ctx context.Context, sess *session, op Operation, res Re
 	}
 	s.notify(sess.instanceID, op.ID)
 }
-
-// sendWithTimeout sends a global request expecting a reply and gives up
-// after d. Any reply, true or false, proves the peer alive.
-func sendWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) error {
-	_, _, err := requestWithTimeout(ctx, c, name, payload, d)
-	return err
-}
-
-func requestWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) (bool, []byte, error) {
-	type reply struct {
-		ok   bool
-		data []byte
-		err  error
-	}
-	done := make(chan reply, 1)
-	go func() {
-		ok, data, err := c.SendRequest(name, true, payload)
-		done <- reply{ok, data, err}
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case r := <-done:
-		return r.ok, r.data, r.err
-	case <-t.C:
-		return false, nil, fmt.Errorf("%s: %w after %s", name, ErrNoReply, d)
-	case <-ctx.Done():
-		return false, nil, ctx.Err()
-	}
-}
-
-// ErrNoReply: the peer did not answer a request in time.
-var ErrNoReply = errors.New("no reply")
