@@ -15,6 +15,7 @@ import (
 
 	"strata/agent/daemon"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 )
@@ -56,7 +57,7 @@ func (a *agent) stop(t *testing.T) {
 	})
 }
 
-func tune(c *wire.ClientConfig) {
+func tune(c *transport.ClientConfig) {
 	c.HeartbeatInterval = 100 * time.Millisecond
 	c.KeepaliveInterval = 100 * time.Millisecond
 	c.KeepaliveTimeout = time.Second

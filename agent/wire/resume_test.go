@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"strata/agent/ops"
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 )
@@ -43,7 +44,7 @@ func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
 	rig.Store.AddInstance("inst-1", token)
 	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), exec)
 	cfg.EnrollmentToken = token
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

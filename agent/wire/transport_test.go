@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 )
@@ -33,7 +34,7 @@ func okHandler() wiretest.FuncHandler {
 }
 
 // runClient runs c.Run in the background until the test ends.
-func runClient(t *testing.T, c *wire.Client) context.CancelFunc {
+func runClient(t *testing.T, c *transport.Client) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -51,7 +52,7 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 	cfg := rig.ClientConfig("inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
 	cfg.OnEnrolled = func() error { enrolledCalls.Add(1); return nil }
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 	// Second start: enrolled, no token at all.
 	cfg2 := rig.ClientConfig("inst-1", key, okHandler())
 	cfg2.Enrolled = true
-	c2, _ := wire.NewClient(cfg2)
+	c2, _ := transport.NewClient(cfg2)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	if n := rig.Store.Redemptions(); n != 1 {
@@ -85,7 +86,7 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 	first := wiretest.NewSigner(t)
 	cfg := rig.ClientConfig("inst-1", first, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	go c.RunOnce(ctx)
@@ -96,10 +97,10 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 	intruder := wiretest.NewSigner(t)
 	cfg2 := rig.ClientConfig("inst-1", intruder, okHandler())
 	cfg2.EnrollmentToken = token
-	c2, _ := wire.NewClient(cfg2)
+	c2, _ := transport.NewClient(cfg2)
 	err := c2.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrEnrollmentRejected) {
-		t.Fatalf("reused token: err = %v, want wire.ErrEnrollmentRejected", err)
+	if !errors.Is(err, transport.ErrEnrollmentRejected) {
+		t.Fatalf("reused token: err = %v, want transport.ErrEnrollmentRejected", err)
 	}
 	keys := rig.Store.Keys("inst-1")
 	if len(keys) != 1 || keys[0].Fingerprint != ssh.FingerprintSHA256(first.PublicKey()) {
@@ -136,17 +137,17 @@ func TestWrongHostKeyIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
 	cfg.HostKey = wiretest.NewSigner(t).PublicKey() // not the controller's
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	err := c.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrHostKeyMismatch) {
-		t.Fatalf("err = %v, want wire.ErrHostKeyMismatch", err)
+	if !errors.Is(err, transport.ErrHostKeyMismatch) {
+		t.Fatalf("err = %v, want transport.ErrHostKeyMismatch", err)
 	}
 	if cs.redeemCalls.Load() != 0 {
 		t.Fatal("the token reached the server despite the host key mismatch")
 	}
 	// The token is still good for the real agent.
 	cfg.HostKey = rig.HostKey.PublicKey()
-	c2, _ := wire.NewClient(cfg)
+	c2, _ := transport.NewClient(cfg)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 }
@@ -156,17 +157,17 @@ func TestKeyNotEnrolledIsRejected(t *testing.T) {
 	rig.Store.AddInstance("inst-1", wire.NewEnrollmentToken())
 
 	// A fresh key and no token.
-	c, _ := wire.NewClient(rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler()))
-	if err := c.RunOnce(timeout(t)); !errors.Is(err, wire.ErrNotEnrolled) {
-		t.Fatalf("fresh key, no token: err = %v, want wire.ErrNotEnrolled", err)
+	c, _ := transport.NewClient(rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler()))
+	if err := c.RunOnce(timeout(t)); !errors.Is(err, transport.ErrNotEnrolled) {
+		t.Fatalf("fresh key, no token: err = %v, want transport.ErrNotEnrolled", err)
 	}
 	// A key the agent believes enrolled, but the controller does not know
 	// (revoked, or another controller).
 	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.Enrolled = true
-	c2, _ := wire.NewClient(cfg)
-	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrAuthRejected) {
-		t.Fatalf("unknown key: err = %v, want wire.ErrAuthRejected", err)
+	c2, _ := transport.NewClient(cfg)
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, transport.ErrAuthRejected) {
+		t.Fatalf("unknown key: err = %v, want transport.ErrAuthRejected", err)
 	}
 	if rig.Server.Connected("inst-1") || rig.Store.Redemptions() != 0 {
 		t.Fatal("a rejected agent got a session or redeemed a token")
@@ -180,15 +181,15 @@ func TestRevokedKeyIsRejected(t *testing.T) {
 	key := wiretest.NewSigner(t)
 	cfg := rig.ClientConfig("inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	cancel := runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	cancel()
 	rig.WaitConnected("inst-1", false, 5*time.Second)
 
 	rig.Store.RevokeKeys("inst-1")
-	c2, _ := wire.NewClient(cfg) // token offered again: it is spent
-	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrEnrollmentRejected) {
+	c2, _ := transport.NewClient(cfg) // token offered again: it is spent
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, transport.ErrEnrollmentRejected) {
 		t.Fatalf("revoked key with spent token: err = %v", err)
 	}
 }
@@ -201,10 +202,10 @@ func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
 	// The agent's bootstrap says inst-2 but it holds inst-1's token.
 	cfg := rig.ClientConfig("inst-2", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	err := c.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
-		t.Fatalf("err = %v, want wire.ErrHelloRejected naming inst-1", err)
+	if !errors.Is(err, transport.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
+		t.Fatalf("err = %v, want transport.ErrHelloRejected naming inst-1", err)
 	}
 	if rig.Server.Connected("inst-2") || rig.Server.Connected("inst-1") {
 		t.Fatal("a session was registered for a mismatched agent")
@@ -215,13 +216,13 @@ func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
 	}
 }
 
-func enrolledClient(t *testing.T, rig *wiretest.Rig, instanceID string, h wire.OperationHandler) (*wire.Client, wire.ClientConfig) {
+func enrolledClient(t *testing.T, rig *wiretest.Rig, instanceID string, h transport.OperationHandler) (*transport.Client, transport.ClientConfig) {
 	t.Helper()
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance(instanceID, token)
 	cfg := rig.ClientConfig(instanceID, wiretest.NewSigner(t), h)
 	cfg.EnrollmentToken = token
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

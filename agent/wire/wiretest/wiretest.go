@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"strata/agent/transport"
 	"strata/agent/wire"
 )
 
@@ -100,8 +101,8 @@ func NewRigWithStore(t testing.TB, wrap func(*wire.MemStore) wire.Store) *Rig {
 
 // ClientConfig returns a config for an agent of instanceID dialling through
 // the proxy, with short test timings.
-func (r *Rig) ClientConfig(instanceID string, key ssh.Signer, h wire.OperationHandler) wire.ClientConfig {
-	return wire.ClientConfig{
+func (r *Rig) ClientConfig(instanceID string, key ssh.Signer, h transport.OperationHandler) transport.ClientConfig {
+	return transport.ClientConfig{
 		Controllers:       []string{r.Proxy.Addr},
 		HostKey:           r.HostKey.PublicKey(),
 		Key:               key,
