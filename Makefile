@@ -97,7 +97,7 @@ bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, bo
 
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
-	$(GO) run ./agent/bench/footprint -agent bin/strata-agent -duration 60s
+	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s
 
 # Packer, built once from the Go module proxy into $(PACKER_TOOLS) (never
 # committed), for the plugin's tests; packer-sdc, from the SDK version in

@@ -1,9 +1,12 @@
 // Command footprint measures the agent's footprint the way it runs in a
 // guest: the stripped static binary's size, and its resident memory and
-// CPU time while idle, connected to a controller endpoint (the in-memory
-// wire test server) and sending heartbeats. `make bench-agent` runs it.
+// CPU time while idle, connected to a controller endpoint (the controller's
+// SSH endpoint over an in-memory store) and sending heartbeats.
+// `make bench-agent` runs it.
 //
-// It is a measuring tool, not part of the agent: it must not be imported.
+// It is a measuring rig that plays the controller to a real agent binary,
+// so it lives in ci/ (which may use every room), not under agent/ (which
+// must not import the controller). It must not be imported.
 package main
 
 import (
