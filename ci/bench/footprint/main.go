@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"strata/agent/wire"
+	"strata/controller/agentendpoint"
 )
 
 func main() {
@@ -56,14 +57,13 @@ func run(agent string, duration time.Duration, heartbeat int) error {
 	// Controller endpoint.
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	hostKey, _ := ssh.NewSignerFromKey(priv)
-	store := wire.NewMemStore()
-	token := wire.NewEnrollmentToken()
-	store.AddInstance("footprint", token)
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	srv, err := agentendpoint.NewMemEndpoint(hostKey,
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
+	token := wire.NewEnrollmentToken()
+	srv.AddInstance("footprint", token)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -118,7 +118,7 @@ func run(agent string, duration time.Duration, heartbeat int) error {
 	}
 	rss, _ := status(pid, "VmRSS")
 	hwm, _ := status(pid, "VmHWM")
-	beats := len(store.Heartbeats("footprint"))
+	beats := len(srv.Heartbeats("footprint"))
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	exitErr := cmd.Wait()
