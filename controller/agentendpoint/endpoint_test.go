@@ -21,7 +21,7 @@ import (
 )
 
 // testTimings are short wire timings for tests.
-var testTimings = wire.ServerConfig{
+var testTimings = agentendpoint.ServerConfig{
 	KeepaliveInterval:    100 * time.Millisecond,
 	KeepaliveTimeout:     time.Second,
 	AckTimeout:           2 * time.Second,

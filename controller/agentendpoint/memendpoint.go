@@ -4,8 +4,6 @@ import (
 	"log/slog"
 
 	"golang.org/x/crypto/ssh"
-
-	"strata/agent/wire"
 )
 
 // MemEndpoint is the agent endpoint over a MemStore: the SSH server and the
@@ -14,15 +12,15 @@ import (
 // end-to-end tests and the agent footprint bench. The running controller
 // uses Endpoint (SQLStore) instead.
 type MemEndpoint struct {
-	*wire.Server
-	*wire.MemStore
+	*Server
+	*MemStore
 }
 
 // NewMemEndpoint returns an endpoint with hostKey and an empty MemStore;
 // call Serve to accept agents and AddInstance to let one enroll.
 func NewMemEndpoint(hostKey ssh.Signer, log *slog.Logger) (*MemEndpoint, error) {
-	st := wire.NewMemStore()
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: st, Logger: log})
+	st := NewMemStore()
+	srv, err := NewServer(ServerConfig{HostKey: hostKey, Store: st, Logger: log})
 	if err != nil {
 		return nil, err
 	}

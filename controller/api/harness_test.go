@@ -24,6 +24,7 @@ import (
 	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint"
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
@@ -543,7 +544,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	ctl, err := server.Start(ctx, server.Config{
 		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
-		AgentTimings: wire.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
 	})
