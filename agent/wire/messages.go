@@ -42,9 +42,14 @@ const (
 	// CodeUnavailable: the database does not answer.
 	CodeUnavailable ErrorCode = "unavailable"
 	// CodeInterrupted: the agent started the operation and stopped (crash,
-	// reboot) before finishing it. It is not run again: the controller must
-	// look at the guest and decide.
+	// reboot) before finishing it. The agent never runs it again on its
+	// own: the controller re-runs an idempotent kind (Classes) with a
+	// higher Operation.Attempt, and records a fault for any other.
 	CodeInterrupted ErrorCode = "interrupted"
+	// CodeExpired: the controller gave up on the operation before the
+	// agent ran it to the end: not delivered, or not re-run, within the
+	// operation's timeout. The controller sets it; an agent never does.
+	CodeExpired ErrorCode = "expired"
 	// CodeBadMessage: the message could not be read (garbled, oversized,
 	// unknown fields); nothing was executed.
 	CodeBadMessage ErrorCode = "bad_message"
@@ -77,12 +82,20 @@ func ErrorCodeOf(err error) ErrorCode {
 }
 
 // Operation is a request from the controller. The controller assigns ID; the
-// agent executes an ID at most once and answers every resend of it with the
-// same Result.
+// agent executes an (ID, Attempt) at most once and answers every resend of
+// it with the same Result.
 type Operation struct {
 	ID   string          `json:"id"`
 	Kind Kind            `json:"kind"`
 	Args json.RawMessage `json:"args,omitempty"`
+	// Attempt is 0 for an operation's first run. The controller raises it
+	// to run the same operation again after an interrupted (or, for a kind
+	// that needs the datastore, unavailable) result of an idempotent kind;
+	// the agent then runs it once more, and treats what the cut-short run
+	// left behind as done (Class.ExistsIsDone). A higher Attempt never
+	// re-runs an operation that succeeded or failed for another reason:
+	// the agent answers with the stored result.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 var (
@@ -106,11 +119,15 @@ func (o Operation) Validate() error {
 	if len(o.Args) > 0 && !json.Valid(o.Args) {
 		return fmt.Errorf("operation %s: args are not valid JSON", o.ID)
 	}
+	if o.Attempt < 0 || o.Attempt >= MaxAttempts {
+		return fmt.Errorf("operation %s: attempt %d outside 0..%d", o.ID, o.Attempt, MaxAttempts-1)
+	}
 	return nil
 }
 
 // Digest identifies the content of an operation (kind and arguments, not the
-// id), so a resend with the same id but different content is recognised.
+// id or attempt), so a resend with the same id but different content is
+// recognised.
 func (o Operation) Digest() string {
 	h := sha256.New()
 	io.WriteString(h, string(o.Kind))
@@ -155,6 +172,12 @@ type Result struct {
 	Error      *OpError        `json:"error,omitempty"`
 	StartedAt  time.Time       `json:"started_at,omitzero"`
 	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	// Attempt is the Operation.Attempt this result is of.
+	Attempt int `json:"attempt,omitempty"`
+	// Datastore is the datastore's status right after an operation that
+	// changes the guest (Class.Mutates), so the controller shows the state
+	// the operation left rather than a heartbeat sent before it ended.
+	Datastore *StatusResult `json:"datastore,omitempty"`
 }
 
 // OK reports whether the operation succeeded.

@@ -1,0 +1,59 @@
+package wire
+
+import "testing"
+
+func TestEveryKindIsClassified(t *testing.T) {
+	if err := CheckClasses(); err != nil {
+		t.Fatal(err)
+	}
+	// The check itself fails on a kind without a class.
+	Kinds = append(Kinds, "backup_not_classified")
+	defer func() { Kinds = Kinds[:len(Kinds)-1] }()
+	if err := CheckClasses(); err == nil {
+		t.Fatal("a kind without a class passed the check")
+	}
+}
+
+func TestRerunnableOnlyForIdempotentKindsCutShort(t *testing.T) {
+	interrupted := Result{Error: Errorf(CodeInterrupted, "cut")}
+	unavailable := Result{Error: Errorf(CodeUnavailable, "down")}
+	exists := Result{Error: Errorf(CodeAlreadyExists, "there")}
+	cases := []struct {
+		kind Kind
+		res  Result
+		want bool
+	}{
+		{KindCreateDatabases, interrupted, true},
+		{KindCreateDatabases, unavailable, true},
+		{KindCreateDatabases, exists, false},
+		{KindCreateDatabases, Result{}, false},
+		{KindPrepare, interrupted, true},
+		{KindPrepare, unavailable, false}, // prepare starts the server itself
+		{KindResizeFilesystem, interrupted, true},
+		{"restore_from_somewhere", interrupted, false}, // unknown: never re-run
+	}
+	for _, c := range cases {
+		if got := Rerunnable(c.kind, c.res); got != c.want {
+			t.Errorf("Rerunnable(%s, %v) = %v, want %v", c.kind, c.res.Error, got, c.want)
+		}
+	}
+	Classes["not_idempotent_test_kind"] = Class{Mutates: true}
+	defer delete(Classes, "not_idempotent_test_kind")
+	if Rerunnable("not_idempotent_test_kind", interrupted) {
+		t.Error("a kind that is not idempotent would be re-run")
+	}
+}
+
+func TestOperationAttemptIsBounded(t *testing.T) {
+	op := Operation{ID: "op-1", Kind: KindRestart, Attempt: MaxAttempts}
+	if op.Validate() == nil {
+		t.Fatalf("attempt %d accepted", op.Attempt)
+	}
+	op.Attempt = MaxAttempts - 1
+	if err := op.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if (Operation{ID: "a", Kind: KindRestart, Attempt: 2}).Digest() != (Operation{ID: "b", Kind: KindRestart}).Digest() {
+		t.Fatal("the attempt changed the digest: a re-run would look like different content")
+	}
+}
