@@ -6,7 +6,11 @@
 // step returned: the next step, a wait, success, or a failure with its
 // reason. A controller that dies mid-step loses its lease; another run (or
 // the same controller after a restart) runs that step again, so steps must
-// be idempotent.
+// be idempotent. A lease names its owner's host, boot, process and start
+// time: an engine on the same host takes the leases of a dead owner at
+// once, and never those of a live one, even past their expiry (its step
+// may still run); an owner it cannot check (another host) loses its leases
+// when they expire.
 //
 // Tasks of one instance run one at a time, in the order they were queued.
 // The engine knows nothing about instances beyond that id: what a step does
@@ -20,8 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,7 +196,9 @@ type Engine struct {
 	DB     *store.DB
 	Kinds  map[string]Kind
 	Logger *slog.Logger
-	// Owner names this engine in leases (default host-pid-random).
+	// Owner names this engine in leases (default: host, boot id, pid
+	// namespace, pid, process start time and a random engine id, which
+	// lets engines on this host tell a dead owner from a live one).
 	Owner string
 	// Poll is how often due tasks are looked for (default 1s).
 	Poll time.Duration
@@ -211,14 +216,17 @@ type Engine struct {
 
 	once sync.Once
 	kick chan struct{}
+
+	mu      sync.Mutex
+	running map[string]bool // task ids whose step runs here
 }
 
 func (e *Engine) init() {
 	e.once.Do(func() {
 		e.kick = make(chan struct{}, 1)
+		e.running = map[string]bool{}
 		if e.Owner == "" {
-			host, _ := os.Hostname()
-			e.Owner = host + "-" + strconv.Itoa(os.Getpid()) + "-" + store.NewID()[:8]
+			e.Owner = newOwner()
 		}
 		if e.Poll <= 0 {
 			e.Poll = time.Second
@@ -262,6 +270,8 @@ func (e *Engine) Kick() {
 // (their context is cancelled; their tasks stay queued for the next run).
 func (e *Engine) Run(ctx context.Context) error {
 	e.init()
+	engines.Store(e.Owner, e)
+	defer engines.Delete(e.Owner)
 	sem := make(chan struct{}, e.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -292,31 +302,109 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
+// leaseHolders frees the leases of dead owners on this host and of this
+// engine's own tasks whose step no longer runs (a result it could not
+// store), and returns the owners whose leases hold even past expiry: the
+// live ones on this host, this engine included.
+func (e *Engine) leaseHolders(ctx context.Context) ([]string, error) {
+	owners, err := store.All(ctx, e.DB, store.ScanString, `SELECT DISTINCT lease_owner FROM tasks WHERE lease_owner IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	held := []string{e.Owner}
+	for _, o := range owners {
+		if o == e.Owner {
+			ids, err := store.All(ctx, e.DB, store.ScanString, `SELECT id FROM tasks WHERE lease_owner = ?`, o)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range ids {
+				e.mu.Lock()
+				busy := e.running[id]
+				e.mu.Unlock()
+				if !busy {
+					e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?`, id, o)
+				}
+			}
+			continue
+		}
+		switch ownerLiveness(o) {
+		case alive:
+			held = append(held, o)
+		case dead:
+			res, err := e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?`, o)
+			if err != nil {
+				return nil, err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				e.Logger.Info("took back the leases of a controller that is gone", "owner", o, "tasks", n)
+			}
+		}
+	}
+	return held, nil
+}
+
 // claim leases up to n due tasks.
 func (e *Engine) claim(ctx context.Context, n int) ([]Task, error) {
+	held, err := e.leaseHolders(ctx)
+	if err != nil {
+		return nil, err
+	}
 	now := store.Millis(e.now())
-	// The ids are read completely (rows closed) before the updates: SQLite
-	// holds its read while rows are open.
-	ids, err := store.All(ctx, e.DB, store.ScanString, `SELECT t.id FROM tasks t
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(held)), ", ")
+	args := []any{StateQueued, now, now, StateQueued, now}
+	args = append(args, anys(held)...)
+	args = append(args, n)
+	// The rows are read completely (closed) before the updates: SQLite
+	// holds its read while rows are open. A lease past its expiry still
+	// holds when its owner is known to live (held).
+	type candidate struct {
+		id    string
+		owner sql.NullString
+	}
+	cands, err := store.All(ctx, e.DB, func(s store.Scanner) (candidate, error) {
+		var c candidate
+		return c, s.Scan(&c.id, &c.owner)
+	}, `SELECT t.id, t.lease_owner FROM tasks t
 		WHERE t.state = ? AND t.run_after <= ? AND (t.lease_until IS NULL OR t.lease_until < ?)
 		AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.instance_id = t.instance_id AND o.id <> t.id
-			AND ((o.state = ? AND o.seq < t.seq) OR (o.lease_until IS NOT NULL AND o.lease_until >= ?)))
-		ORDER BY t.seq LIMIT ?`, StateQueued, now, now, StateQueued, now, n)
+			AND ((o.state = ? AND o.seq < t.seq) OR (o.lease_until IS NOT NULL AND (o.lease_until >= ? OR o.lease_owner IN (`+marks+`)))))
+		ORDER BY t.seq LIMIT ?`, args...)
 	if err != nil {
 		return nil, err
 	}
 	var out []Task
-	for _, id := range ids {
-		res, err := e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ? AND state = ?
-			AND (lease_until IS NULL OR lease_until < ?)`, e.Owner, store.Millis(e.now().Add(e.Lease)), id, StateQueued, now)
+	for _, c := range cands {
+		// The lease changes hands only from the owner seen here (compare
+		// and set), and only if that owner is not known to live: between
+		// the read and the update another engine may have claimed the
+		// task, and its lease must hold.
+		var res sql.Result
+		lease := store.Millis(e.now().Add(e.Lease))
+		if !c.owner.Valid {
+			res, err = e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ? AND state = ? AND lease_owner IS NULL`,
+				e.Owner, lease, c.id, StateQueued)
+		} else {
+			if c.owner.String == e.Owner || ownerLiveness(c.owner.String) == alive {
+				continue
+			}
+			res, err = e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ? AND state = ? AND lease_owner = ? AND lease_until < ?`,
+				e.Owner, lease, c.id, StateQueued, c.owner.String, now)
+		}
 		if err != nil {
 			return out, err
 		}
 		if k, _ := res.RowsAffected(); k != 1 {
 			continue // another replica was faster
 		}
-		in, err := Get(ctx, e.DB, id)
+		e.mu.Lock()
+		e.running[c.id] = true
+		e.mu.Unlock()
+		in, err := Get(ctx, e.DB, c.id)
 		if err != nil {
+			e.mu.Lock()
+			delete(e.running, c.id)
+			e.mu.Unlock()
 			return out, err
 		}
 		out = append(out, in.Task)
@@ -324,7 +412,20 @@ func (e *Engine) claim(ctx context.Context, n int) ([]Task, error) {
 	return out, nil
 }
 
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 func (e *Engine) execute(ctx context.Context, t Task) {
+	defer func() {
+		e.mu.Lock()
+		delete(e.running, t.ID)
+		e.mu.Unlock()
+	}()
 	log := e.Logger.With("task", t.ID, "kind", t.Kind, "step", t.Step, "instance", t.InstanceID)
 	kind, ok := e.Kinds[t.Kind]
 	if !ok {
@@ -337,7 +438,9 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// Keep the lease while the step runs.
+	// Keep the lease while the step runs. Should it be lost all the same
+	// (an engine on another host took it after it expired), the step is
+	// cancelled: two runs of one step must not go on side by side.
 	renewDone := make(chan struct{})
 	go func() {
 		defer close(renewDone)
@@ -348,8 +451,13 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 			case <-sctx.Done():
 				return
 			case <-tick.C:
-				e.DB.Exec(context.WithoutCancel(sctx), `UPDATE tasks SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
+				res, err := e.DB.Exec(context.WithoutCancel(sctx), `UPDATE tasks SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
 					store.Millis(e.now().Add(e.Lease)), t.ID, e.Owner)
+				if n, _ := rowsAffected(res, err); err == nil && n == 0 {
+					log.Warn("the task's lease was taken by another controller; cancelling the step")
+					cancel()
+					return
+				}
 			}
 		}
 	}()
@@ -454,6 +562,13 @@ func (e *Engine) afterWrite(ctx context.Context, t Task, res sql.Result, err err
 
 func (e *Engine) release(ctx context.Context, t Task) {
 	e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?`, t.ID, e.Owner)
+}
+
+func rowsAffected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 func nullText(s string) any {

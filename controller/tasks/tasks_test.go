@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -316,4 +317,84 @@ func TestTwoEnginesOnOnePostgresRunEachStepOnce(t *testing.T) {
 	if dup.Load() {
 		t.Fatal("a step ran twice across the two engines")
 	}
+}
+
+// TestALeaseOfADeadControllerOnThisHostIsTakenAtOnce: a controller killed
+// mid-step leaves its lease; an engine on the same host sees that its
+// process is gone and runs the task at once, not after the lease expires.
+func TestALeaseOfADeadControllerOnThisHostIsTakenAtOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		kinds := map[string]tasks.Kind{"k": {Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+			return tasks.Result{Done: true}, nil
+		}}}
+		gone := exec.Command("sleep", "30")
+		if err := gone.Start(); err != nil {
+			t.Fatal(err)
+		}
+		owner := tasks.OwnerOf(gone.Process.Pid)
+		gone.Process.Kill()
+		gone.Wait()
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "k", Step: "a"})
+		db.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, store.Millis(time.Now().Add(time.Hour)), id)
+		start(t, engine(db, kinds))
+		waitState(t, db, id, tasks.StateDone, 5*time.Second)
+	})
+}
+
+// TestALiveControllersLeaseHoldsPastItsExpiry: a lease whose owner on this
+// host still runs is not taken when it expires (its renewal may just be
+// late under load, and its step may still run); once the owner is gone
+// the task runs.
+func TestALiveControllersLeaseHoldsPastItsExpiry(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		kinds := map[string]tasks.Kind{"k": {Run: func(context.Context, *tasks.Task) (tasks.Result, error) {
+			return tasks.Result{Done: true}, nil
+		}}}
+		owner := exec.Command("sleep", "30")
+		if err := owner.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { owner.Process.Kill(); owner.Wait() }()
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "k", Step: "a"})
+		db.Exec(ctx, `UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id = ?`,
+			tasks.OwnerOf(owner.Process.Pid), store.Millis(time.Now().Add(-time.Minute)), id)
+		start(t, engine(db, kinds))
+		time.Sleep(500 * time.Millisecond)
+		if in, _ := tasks.Get(ctx, db, id); in.State != tasks.StateQueued {
+			t.Fatalf("the expired lease of a live controller was taken: task %s", in.State)
+		}
+		owner.Process.Kill()
+		owner.Wait()
+		waitState(t, db, id, tasks.StateDone, 5*time.Second)
+	})
+}
+
+// TestAStepWhoseLeaseRenewalIsLateRunsOnce is the double run seen under
+// heavy load: a step outlived its lease because the renewal came late,
+// and a second engine ran the same step. Here the step's lease is made to
+// expire while it runs; the other engine, on the same host, sees that the
+// owner lives and leaves the task alone.
+func TestAStepWhoseLeaseRenewalIsLateRunsOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var runs atomic.Int32
+		kinds := map[string]tasks.Kind{"k": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			if runs.Add(1) == 1 {
+				// The renewal is late: the lease has run out.
+				db.Exec(ctx, `UPDATE tasks SET lease_until = ? WHERE id = ?`, store.Millis(time.Now().Add(-time.Second)), task.ID)
+				time.Sleep(400 * time.Millisecond)
+			}
+			return tasks.Result{Done: true}, nil
+		}}}
+		a, b := engine(db, kinds), engine(db, kinds)
+		a.Lease, b.Lease = time.Hour, time.Hour // no renewal comes to the rescue
+		start(t, a)
+		start(t, b)
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "k", Step: "s"})
+		waitState(t, db, id, tasks.StateDone, 5*time.Second)
+		if n := runs.Load(); n != 1 {
+			t.Fatalf("the step ran %d times", n)
+		}
+	})
 }
