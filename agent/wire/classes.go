@@ -40,7 +40,7 @@ type Class struct {
 	// the interrupted run: that counts as done (a first run still answers
 	// already_exists). NotFoundIsDone is the same for a kind that
 	// removes: not_found on a re-run counts as done.
-	ExistsIsDone bool
+	ExistsIsDone   bool
 	NotFoundIsDone bool
 }
 
