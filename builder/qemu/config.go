@@ -68,6 +68,29 @@ type Config struct {
 	ExtraArgs []string
 	// Logger receives lifecycle events; nil means slog.Default().
 	Logger *slog.Logger
+
+	// Detached starts a VM that lives on its own (the controller's
+	// instances): qemu gets its own session, no parent-death signal, and
+	// the context given to Start bounds only its start-up. Its output goes
+	// to OutputLog (a pipe into this process would kill it with SIGPIPE
+	// once this process is gone) and its temporary files (UEFI variable
+	// store, snapshot overlays, QMP socket) to a directory of its own
+	// under RunDir, qemu's working directory, removed when qemu exits
+	// while this process watches it. Whoever adopts the VM later finds
+	// its QMP socket through its pid (SocketPath). Without Detached (the
+	// builder's boot tests) qemu dies with this process or the context,
+	// and its temporary files live in TMPDIR.
+	Detached bool
+	// RunDir (required with Detached) is where the VM's own directory of
+	// temporary files is made; the caller removes what a VM that exited
+	// unwatched left there.
+	RunDir string
+	// OutputLog (required with Detached) receives qemu's own messages,
+	// appended.
+	OutputLog string
+	// DieWithParent keeps the parent-death signal on a detached VM: it
+	// lives apart from Start's context but dies with this process (tests).
+	DieWithParent bool
 }
 
 // DefaultBinary is the qemu program Start runs.
@@ -76,6 +99,9 @@ const DefaultBinary = "qemu-system-x86_64"
 func (c *Config) validate() error {
 	if c.SerialLog == "" {
 		return errors.New("qemu: SerialLog must be set")
+	}
+	if c.Detached && (c.RunDir == "" || c.OutputLog == "") {
+		return errors.New("qemu: a detached VM needs RunDir and OutputLog")
 	}
 	if c.Firmware == "" {
 		c.Firmware = BIOS
@@ -148,7 +174,8 @@ func countCDROMs(ds []Drive) int {
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // args builds qemu's command line. varsCopy is the VM's private OVMF
-// variable store (UEFI only), qmpSocket the QMP control socket.
+// variable store (UEFI only), qmpSocket the QMP control socket (both
+// relative to the VM's run directory for a detached VM).
 func (c *Config) args(accel Accel, ovmf OVMF, varsCopy, qmpSocket string) []string {
 	a := []string{
 		"-name", c.Name,

@@ -11,8 +11,12 @@
 // TCG; STRATA_QEMU_ACCEL overrides.
 //
 // The package owns the qemu process and its temporary files and nothing
-// else: it never modifies a disk marked Snapshot, never listens on a
-// non-loopback address, and never leaves a qemu process behind when the
-// context given to Start ends, Stop is called or this process dies
-// (process group kill, parent-death signal).
+// else: it never modifies a disk marked Snapshot and never listens on a
+// non-loopback address. A VM is either bound to its starter — it never
+// outlives the context given to Start, Stop or this process (process
+// group kill, parent-death signal): the builder's boot tests — or
+// Detached — its own session, output to a file, temporary files in its
+// own run directory, QMP socket reachable through its pid, not touched
+// when this process dies: the controller's instances, which must outlive
+// a controller crash.
 package qemu

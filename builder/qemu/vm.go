@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,37 +43,87 @@ type VM struct {
 	killed  atomic.Bool
 }
 
-// Start launches qemu and returns once its monitor answers, i.e. the
-// machine is built and running. If qemu exits before that, the error
-// carries its output. ctx bounds the VM's whole life: when it ends, qemu
-// is killed. For a long-lived VM pass a context that lives as long.
-func Start(ctx context.Context, cfg Config) (*VM, error) {
+// QMPSocket is the name of a detached VM's QMP socket in its run
+// directory (SocketPath finds it from the pid).
+const QMPSocket = "qmp.sock"
+
+// SocketPath is the path through which a unix socket that qemu process pid
+// made relative to its working directory (a detached VM's run directory)
+// can be dialled: short whatever the directory's length, and found again
+// by a process that adopts the VM knowing only its pid.
+func SocketPath(pid int, name string) string {
+	return "/proc/" + strconv.Itoa(pid) + "/cwd/" + name
+}
+
+// resolved is what Start derives from a Config before it runs qemu.
+type resolved struct {
+	accel  Accel
+	ovmf   OVMF
+	binary string
+}
+
+func resolve(cfg *Config) (resolved, error) {
+	var r resolved
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return r, err
 	}
-	accel := cfg.Accel
-	if accel == nil {
+	if cfg.Accel != nil {
+		r.accel = *cfg.Accel
+	} else {
 		a, err := DetectAccel()
 		if err != nil {
-			return nil, err
+			return r, err
 		}
-		accel = &a
+		r.accel = a
 	}
 	binary, err := exec.LookPath(cfg.Binary)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: %s not found (install qemu-system-x86 with `ci/deps.sh build boot`)", cfg.Binary)
+		return r, fmt.Errorf("qemu: %s not found (install qemu-system-x86 with `ci/deps.sh build boot`)", cfg.Binary)
+	}
+	r.binary = binary
+	if cfg.Firmware == UEFI {
+		if cfg.OVMF != nil {
+			r.ovmf = *cfg.OVMF
+		} else if r.ovmf, err = FindOVMF(""); err != nil {
+			return r, fmt.Errorf("qemu: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// varsName is the UEFI variable store's name in a detached VM's run
+// directory.
+const varsName = "OVMF_VARS.fd"
+
+// CommandLine returns the program and arguments Start runs for a detached
+// cfg. They name files in the VM's run directory relatively, so the same
+// settings give the same command line: a caller compares it with what a
+// running VM was started with to tell whether the VM runs with current
+// settings.
+func CommandLine(cfg Config) (string, []string, error) {
+	if !cfg.Detached {
+		return "", nil, errors.New("qemu: CommandLine is for detached VMs")
+	}
+	r, err := resolve(&cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	return r.binary, cfg.args(r.accel, r.ovmf, varsName, QMPSocket), nil
+}
+
+// Start launches qemu and returns once its monitor answers, i.e. the
+// machine is built and running. If qemu exits before that, the error
+// carries its output. For a VM that is not Detached, ctx bounds the VM's
+// whole life: when it ends, qemu is killed; pass a context that lives as
+// long as the VM should. For a detached one it bounds the start-up only.
+func Start(ctx context.Context, cfg Config) (*VM, error) {
+	r, err := resolve(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range append([]Drive{cfg.Disk}, cfg.Drives...) {
 		if _, err := os.Stat(d.Path); err != nil {
 			return nil, fmt.Errorf("qemu: drive: %w", err)
-		}
-	}
-	var ovmf OVMF
-	if cfg.Firmware == UEFI {
-		if cfg.OVMF != nil {
-			ovmf = *cfg.OVMF
-		} else if ovmf, err = FindOVMF(""); err != nil {
-			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
 	log := cfg.Logger
@@ -81,51 +132,81 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	}
 	log = log.With("vm", cfg.Name)
 
-	dir, err := os.MkdirTemp("", "strata-qemu-")
+	var dir string
+	if cfg.Detached {
+		if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+		dir, err = os.MkdirTemp(cfg.RunDir, "vm-")
+	} else {
+		dir, err = os.MkdirTemp("", "strata-qemu-")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	varsCopy := ""
+	varsCopy, sock := filepath.Join(dir, varsName), filepath.Join(dir, QMPSocket)
 	if cfg.Firmware == UEFI {
-		varsCopy = filepath.Join(dir, "OVMF_VARS.fd")
-		if err := copyFile(ovmf.Vars, varsCopy); err != nil {
+		if err := copyFile(r.ovmf.Vars, varsCopy); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("qemu: copy UEFI variable store: %w", err)
 		}
 	}
-	sock := filepath.Join(dir, "qmp.sock")
 
-	v := &VM{cfg: cfg, accel: *accel, log: log, output: newTailBuffer(64 << 10), done: make(chan struct{})}
-	v.args = cfg.args(*accel, ovmf, varsCopy, sock)
-	v.cmd = exec.Command(binary, v.args...)
+	v := &VM{cfg: cfg, accel: r.accel, log: log, output: newTailBuffer(64 << 10), done: make(chan struct{})}
+	var out *os.File
+	if cfg.Detached {
+		// Relative to the run directory, qemu's working directory.
+		v.args = cfg.args(r.accel, r.ovmf, varsName, QMPSocket)
+		if out, err = os.OpenFile(cfg.OutputLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("qemu: output log: %w", err)
+		}
+		defer out.Close() // qemu holds its own copy
+	} else {
+		v.args = cfg.args(r.accel, r.ovmf, varsCopy, sock)
+	}
+	v.cmd = exec.Command(r.binary, v.args...)
 	// Snapshot overlays go to TMPDIR: keep them in the VM's dir, which is
 	// removed when qemu exits, however it exits.
 	v.cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	v.cmd.Stdout, v.cmd.Stderr = v.output, v.output
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,            // killable as a group
-		Pdeathsig: syscall.SIGKILL, // and dies with us
+	if cfg.Detached {
+		v.cmd.Dir = dir
+		v.cmd.Stdout, v.cmd.Stderr = out, out
+		v.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // its own session, killable as a group
+		if cfg.DieWithParent {
+			v.cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}
+	} else {
+		v.cmd.Stdout, v.cmd.Stderr = v.output, v.output
+		v.cmd.SysProcAttr = &syscall.SysProcAttr{
+			Setpgid:   true,            // killable as a group
+			Pdeathsig: syscall.SIGKILL, // and dies with us
+		}
 	}
 	if err := v.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	log.Info("qemu started", "pid", v.cmd.Process.Pid, "accel", accel.Name, "accel_reason", accel.Reason,
-		"firmware", cfg.Firmware, "disk", cfg.Disk.Path, "serial_log", cfg.SerialLog)
+	log.Info("qemu started", "pid", v.cmd.Process.Pid, "accel", r.accel.Name, "accel_reason", r.accel.Reason,
+		"firmware", cfg.Firmware, "disk", cfg.Disk.Path, "serial_log", cfg.SerialLog, "detached", cfg.Detached)
 	go func() {
 		err := v.cmd.Wait()
 		os.RemoveAll(dir)
 		v.waitErr = err
 		close(v.done)
 	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			log.Info("context ended, killing qemu", "cause", context.Cause(ctx))
-			v.kill()
-		case <-v.done:
-		}
-	}()
+	if !cfg.Detached {
+		go func() {
+			select {
+			case <-ctx.Done():
+				log.Info("context ended, killing qemu", "cause", context.Cause(ctx))
+				v.kill()
+			case <-v.done:
+			}
+		}()
+	} else {
+		sock = SocketPath(v.cmd.Process.Pid, QMPSocket)
+	}
 
 	if v.qmp, err = v.connect(ctx, sock); err != nil {
 		v.kill()
@@ -322,11 +403,35 @@ func (v *VM) serialNote() string {
 }
 
 func (v *VM) outputNote() string {
-	s := strings.TrimSpace(v.output.String())
+	s := v.output.String()
+	if v.cfg.Detached {
+		s = fileTail(v.cfg.OutputLog, 64<<10)
+	}
+	s = strings.TrimSpace(s)
 	if s == "" {
 		return ""
 	}
 	return "; qemu said: " + lastLines(s, 10)
+}
+
+// fileTail returns the last max bytes of the file at path ("" if it
+// cannot be read).
+func fileTail(path string, max int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b, _ := io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
+	return string(b)
 }
 
 func lastLines(s string, n int) string {
