@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"strata/controller/compute"
+	"strata/controller/compute/qemu"
 	"strata/controller/registry"
 	"strata/controller/server"
 )
@@ -144,5 +147,63 @@ func TestProjectsUsersAndFlavors(t *testing.T) {
 	out, _ := strata(t, "controller", "flavor", "list", "--state-dir", state)
 	if !strings.Contains(out, "tiny2") || !strings.Contains(out, "strata.small") || strings.Contains(out, "broken") {
 		t.Fatalf("flavor list:\n%s", out)
+	}
+}
+
+// TestVMsStopPowersTheLocalVMsOff: the VMs outlive the controller, so
+// stopping them is an explicit command.
+func TestVMsStopPowersTheLocalVMsOff(t *testing.T) {
+	state := t.TempDir()
+	dir := filepath.Join(state, "compute", "qemu")
+	t.Cleanup(func() { qemu.KillUnder(dir) })
+	d, err := qemu.New(context.Background(), qemu.Config{Dir: dir, DieWithController: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "0b6f3c8e-1f2a-4c3d-9e8f-00000000cc11"
+	vol, err := d.CreateVolume(context.Background(), compute.VolumeSpec{InstanceID: id, SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateServer(context.Background(), compute.ServerSpec{InstanceID: id, Image: compute.ImageRef{Location: qcow2(t), Format: "qcow2"},
+		RAMMB: 128, VCPUs: 1, Volume: vol, ConfigDrive: map[string][]byte{"x": []byte("y")}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := strata(t, "controller", "vms", "list", "--state-dir", state)
+	if err != nil || !strings.Contains(out, id+"  current") {
+		t.Fatalf("vms list: %v\n%s", err, out)
+	}
+	out, err = strata(t, "controller", "vms", "stop", "--state-dir", state, "--timeout", "0")
+	if err != nil || !strings.Contains(out, "stopped 1 VM") {
+		t.Fatalf("vms stop: %v\n%s", err, out)
+	}
+	if running := d.Running(); len(running) != 0 {
+		t.Fatalf("still running after vms stop: %v", running)
+	}
+}
+
+// TestTheSystemdUnitLeavesTheVMsAlone: stopping the controller's unit must
+// signal the controller only, not the VMs in its cgroup.
+func TestTheSystemdUnitLeavesTheVMsAlone(t *testing.T) {
+	out, err := strata(t, "controller", "systemd-unit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killMode string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "KillMode="); ok {
+			killMode = v
+		}
+	}
+	if killMode != "process" {
+		t.Fatalf("KillMode=%q, want process", killMode)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		return // the unit's syntax is checked where systemd is installed
+	}
+	unit := filepath.Join(t.TempDir(), "strata-controller.service")
+	os.WriteFile(unit, []byte(strings.Replace(out, "/usr/local/bin/strata", "/bin/true", 1)), 0o644)
+	if o, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, o)
 	}
 }

@@ -1,14 +1,20 @@
 package cli
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"strata/controller/auth"
+	"strata/controller/compute"
+	"strata/controller/compute/qemu"
 	"strata/controller/identity"
 	"strata/controller/registry"
 	"strata/controller/server"
@@ -18,7 +24,77 @@ func newControllerCommand() *cobra.Command {
 	var sf stateFlags
 	cmd := &cobra.Command{Use: "controller", Short: "Run the controller and manage its users, projects and flavors"}
 	sf.register(cmd)
-	cmd.AddCommand(newServeCommand(&sf), newProjectCommand(&sf), newUserCommand(&sf), newFlavorCommand(&sf))
+	cmd.AddCommand(newServeCommand(&sf), newProjectCommand(&sf), newUserCommand(&sf), newFlavorCommand(&sf), newVMsCommand(&sf),
+		&cobra.Command{
+			Use:   "systemd-unit",
+			Short: "Print a systemd unit for the controller (KillMode=process: its VMs outlive it)",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				_, err := cmd.OutOrStdout().Write(systemdUnit)
+				return err
+			},
+		})
+	return cmd
+}
+
+// systemdUnit is the controller's unit, shipped in the binary.
+//
+//go:embed strata-controller.service
+var systemdUnit []byte
+
+// newVMsCommand looks at and stops the local VMs (the qemu driver's)
+// without a controller: they outlive it, so stopping them is explicit.
+func newVMsCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "vms", Short: "The local VMs of the qemu compute driver, which outlive the controller"}
+	driver := func(cmd *cobra.Command) (*qemu.Driver, error) {
+		return qemu.New(cmd.Context(), qemu.Config{Dir: filepath.Join(sf.dir, "compute", "qemu"), Logger: slog.New(slog.DiscardHandler)})
+	}
+	var timeout time.Duration
+	stop := &cobra.Command{
+		Use:   "stop",
+		Short: "Power every local VM off (ACPI power button, then kill after --timeout)",
+		Long: `Stop powers off every VM under STATE_DIR/compute/qemu: for host maintenance,
+after stopping the controller (a running controller's recovery boots them
+again within its recovery interval). A controller that stops, or is
+killed, leaves its VMs running; the next start adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := driver(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := d.StopAll(cmd.Context(), timeout)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stopped %d VM(s)\n", n)
+			return nil
+		},
+	}
+	stop.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long a guest may take to power off before it is killed (0: kill at once)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the local VMs that run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := driver(cmd)
+			if err != nil {
+				return err
+			}
+			var rows [][]any
+			for _, id := range d.Running() {
+				reason, _ := d.LaunchOutdated(cmd.Context(), compute.Server{ID: id})
+				launch := "current"
+				if reason != "" {
+					launch = "needs a restart"
+				}
+				rows = append(rows, []any{id, launch})
+			}
+			table(cmd.OutOrStdout(), "INSTANCE\tLAUNCH SETTINGS", rows)
+			return nil
+		},
+	}
+	cmd.AddCommand(stop, list)
 	return cmd
 }
 
@@ -83,6 +159,8 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&ks.projectDomain, "keystone-project-domain", "Default", "OpenStack mode: the service project's domain")
 	f.StringVar(&imageStore, "image-store", "local", "local (files in STATE_DIR), or glance (OpenStack mode: the catalog's image service)")
 	f.StringVar(&computeDriver, "compute", "qemu", "qemu (local VMs), or nova (OpenStack mode: Nova, Cinder and Neutron from the catalog)")
+	f.BoolVar(&cfg.VMsDieWithController, "vms-die-with-controller", false, "tests: the local VMs die with this process instead of outliving it")
+	f.MarkHidden("vms-die-with-controller")
 	nova.register(f)
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"strata/agent/wire"
@@ -85,6 +86,9 @@ type Manager struct {
 	GuestCallTimeout time.Duration
 	Logger           *slog.Logger
 	Now              func() time.Time
+
+	kickOnce sync.Once
+	kickCh   chan struct{}
 }
 
 func (m *Manager) now() time.Time {

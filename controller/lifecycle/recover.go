@@ -68,20 +68,35 @@ func (m *Manager) Recover(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// RunRecovery calls Recover now and then every interval until ctx ends.
+// RunRecovery calls Recover every interval, and soon after RecoverSoon,
+// until ctx ends.
 func (m *Manager) RunRecovery(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := m.Recover(ctx); err != nil && ctx.Err() == nil {
-			m.log().Error("recovering stopped servers", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-m.recoverKick():
+		}
+		if err := m.Recover(ctx); err != nil && ctx.Err() == nil {
+			m.log().Error("recovering stopped servers", "err", err)
 		}
 	}
+}
+
+// RecoverSoon makes the recovery loop run now (a VM exited).
+func (m *Manager) RecoverSoon() {
+	select {
+	case m.recoverKick() <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) recoverKick() chan struct{} {
+	m.kickOnce.Do(func() { m.kickCh = make(chan struct{}, 1) })
+	return m.kickCh
 }
 
 type recoverPayload struct {

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"strata/controller/agentendpoint"
@@ -69,8 +70,13 @@ type Config struct {
 	// In the embedded mode the local store is also served as a Glance v2
 	// subset (controller/api/glance) and listed as the image service.
 	Images imagestore.Store
-	// RecoveryInterval is how often stopped servers are looked for (60s).
+	// RecoveryInterval is how often stopped servers are looked for (60s;
+	// a local VM that exits is noticed at once).
 	RecoveryInterval time.Duration
+	// VMsDieWithController ties the local VMs to this process (tests that
+	// must leave no qemu behind): they die when it exits, and Stop kills
+	// them. Without it the VMs outlive the controller, killed or stopped.
+	VMsDieWithController bool
 	// AgentTimings tunes the agent endpoint's SSH server (tests).
 	AgentTimings agentendpoint.ServerConfig
 	// EngineTuning tunes the task engine (tests).
@@ -203,8 +209,16 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	c.cancel = cancel
 	driver := cfg.Compute
 	var qd *qemu.Driver
+	var lcRef atomic.Pointer[lifecycle.Manager]
 	if driver == nil {
-		qd, err = qemu.New(life, qemu.Config{Dir: filepath.Join(cfg.StateDir, "compute", "qemu"), Logger: log})
+		qd, err = qemu.New(life, qemu.Config{Dir: filepath.Join(cfg.StateDir, "compute", "qemu"), Logger: log,
+			DieWithController: cfg.VMsDieWithController,
+			// A VM that exits is looked at at once, not at the next round.
+			OnExit: func(string) {
+				if lc := lcRef.Load(); lc != nil {
+					lc.RecoverSoon()
+				}
+			}})
 		if err != nil {
 			cancel()
 			closeListeners()
@@ -227,6 +241,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
 		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, Logger: log,
 	}
+	lcRef.Store(lc)
 	engine.Kinds = lc.Kinds()
 	if cfg.EngineTuning != nil {
 		cfg.EngineTuning(engine)
@@ -240,6 +255,13 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	// Recovery runs before the API answers: it adopts the VMs that still
+	// run and marks those to boot again (REBOOT), so no client sees an
+	// instance ACTIVE whose server is down.
+	if err := lc.Recover(ctx); err != nil {
+		log.Error("recovering stopped servers", "err", err)
+	}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -274,8 +296,10 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		scancel()
 		cancel()
 		wg.Wait()
-		if qd != nil {
-			qd.Shutdown()
+		// The VMs live on (the data plane does not depend on the
+		// controller), unless tests asked for them to die with it.
+		if qd != nil && cfg.VMsDieWithController {
+			qd.StopAll(context.Background(), 0)
 		}
 		db.Close()
 		log.Info("controller stopped")

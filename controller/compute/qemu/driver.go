@@ -10,26 +10,39 @@
 //	data.raw          the data volume (guest: /dev/disk/by-id/virtio-strata-data)
 //	config-drive.img  the config drive (label config-2)
 //	console.log       the serial console of the current boot (.1: previous)
-//	server.json       ports, size and pid: enough to start the VM again
+//	qemu.log          qemu's own messages
+//	run/vm-*/         the running VM's temporary files (UEFI variables,
+//	                  snapshot overlays, QMP sockets); qemu's working dir
+//	server.json       ports, size, pid and launch digest: enough to find
+//	                  the running VM again, or to start it again
 //
-// VMs are children of the controller process (they die with it; the
-// builder's launcher guarantees no stray qemu). A controller that starts
-// again finds them stopped and starts them again (StartServer, driven by
-// lifecycle's recovery) — on the same ports, disks and enrolled agent key.
+// VMs outlive the controller (builder/qemu's Detached mode): a controller
+// that is killed, or stopped with SIGTERM, leaves them running, and one
+// that starts again adopts them — a VM is ours when the pid in server.json
+// is a qemu whose command line names this instance's root disk — and
+// starts only those that are really down (StartServer, driven by
+// lifecycle's recovery), on the same ports, disks and enrolled agent key.
+// server.json records a digest of the command line a VM was started with;
+// a running VM whose digest differs from what the driver would start now
+// is reported by LaunchOutdated, and RestartServer restarts it with the
+// current settings. StopAll powers every VM off (`strata controller vms
+// stop`); Config.DieWithController ties the VMs to the controller's
+// process (tests).
 //
 // The driver owns these files and processes only.
 package qemu
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	bq "strata/builder/qemu"
@@ -47,9 +60,17 @@ type Config struct {
 	// QemuImg defaults to "qemu-img"; Binary to qemu-system-x86_64.
 	QemuImg string
 	Binary  string
-	// StopTimeout bounds a guest's ACPI power-off at Shutdown (30s).
+	// StopTimeout bounds a guest's ACPI power-off before RestartServer
+	// (30s).
 	StopTimeout time.Duration
-	Logger      *slog.Logger
+	// DieWithController gives each VM a parent-death signal: it dies with
+	// the controller process (tests, which must leave no qemu behind).
+	DieWithController bool
+	// OnExit, if set, is called when a VM of an instance exits (watched
+	// for VMs this process started or adopted), so recovery can look at
+	// once rather than at its next round.
+	OnExit func(instanceID string)
+	Logger *slog.Logger
 }
 
 // Driver runs instances as local VMs.
@@ -58,13 +79,17 @@ type Driver struct {
 	log  *slog.Logger
 	life context.Context
 
-	mu  sync.Mutex
-	vms map[string]*bq.VM
+	mu sync.Mutex
+	// vms are the VMs this process started (it waits for them); watched
+	// the pids of adopted VMs being watched for their exit.
+	vms     map[string]*bq.VM
+	watched map[string]int
 }
 
 var _ compute.Driver = (*Driver)(nil)
 
-// New returns a driver whose VMs live until life ends (or Shutdown).
+// New returns a driver. life bounds the goroutines that watch VMs, never
+// the VMs themselves.
 func New(life context.Context, cfg Config) (*Driver, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("qemu driver: Dir is required")
@@ -85,18 +110,17 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Driver{cfg: cfg, log: log.With("component", "compute-qemu"), life: life, vms: map[string]*bq.VM{}}, nil
+	return &Driver{cfg: cfg, log: log.With("component", "compute-qemu"), life: life,
+		vms: map[string]*bq.VM{}, watched: map[string]int{}}, nil
 }
 
 // Paths of an instance's files.
 type paths struct {
-	dir, root, data, configDrive, console, state, qmp string
+	dir, root, data, configDrive, console, state, output, run string
 }
 
 func (d *Driver) paths(instanceID string) paths {
 	dir := filepath.Join(d.cfg.Dir, instanceID)
-	// A unix socket path must stay under 108 bytes; state dirs can be deep.
-	h := sha256.Sum256([]byte(dir))
 	return paths{
 		dir:         dir,
 		root:        filepath.Join(dir, "root.qcow2"),
@@ -104,9 +128,15 @@ func (d *Driver) paths(instanceID string) paths {
 		configDrive: filepath.Join(dir, "config-drive.img"),
 		console:     filepath.Join(dir, "console.log"),
 		state:       filepath.Join(dir, "server.json"),
-		qmp:         filepath.Join(os.TempDir(), "strata-qmp-"+hex.EncodeToString(h[:8])+".sock"),
+		output:      filepath.Join(dir, "qemu.log"),
+		run:         filepath.Join(dir, "run"),
 	}
 }
+
+// ctlSocket is the driver's own QMP socket in a VM's run directory (the
+// launcher holds the VM's first one while it watches the VM): block_resize
+// and power-off go through it, for adopted VMs too.
+const ctlSocket = "qmp-ctl.sock"
 
 // checkID keeps instance ids (they name directories) to what the
 // controller makes.
@@ -122,37 +152,83 @@ func checkID(id string) error {
 	return nil
 }
 
-// Shutdown powers every running VM off (ACPI, then kill after
-// StopTimeout), in parallel. The controller calls it when it exits.
-func (d *Driver) Shutdown() {
-	d.mu.Lock()
-	vms := make(map[string]*bq.VM, len(d.vms))
-	for id, vm := range d.vms {
-		vms[id] = vm
+// StopAll powers off every running VM under Dir, in parallel: ACPI power
+// button, then kill after timeout (0: kill at once). It is the explicit
+// way to stop the VMs (`strata controller vms stop`): a controller that
+// stops leaves them running. It returns how many VMs it stopped.
+func (d *Driver) StopAll(ctx context.Context, timeout time.Duration) (int, error) {
+	entries, err := os.ReadDir(d.cfg.Dir)
+	if err != nil {
+		return 0, err
 	}
-	d.mu.Unlock()
 	var wg sync.WaitGroup
-	for id, vm := range vms {
+	var mu sync.Mutex
+	n := 0
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || checkID(id) != nil {
+			continue
+		}
+		if _, ok := d.pidOf(id); !ok {
+			continue
+		}
 		wg.Go(func() {
-			if err := vm.Stop(d.cfg.StopTimeout); err != nil {
+			if err := d.stop(id, timeout); err != nil {
 				d.log.Warn("VM did not power off cleanly", "instance", id, "err", err)
 			}
+			mu.Lock()
+			n++
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	return n, nil
 }
 
-// Running lists the instances whose VM this driver runs (tests, metrics).
+// Running lists the instances whose VM runs (tests, metrics).
 func (d *Driver) Running() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	entries, _ := os.ReadDir(d.cfg.Dir)
 	var out []string
-	for id, vm := range d.vms {
-		select {
-		case <-vm.Done():
-		default:
-			out = append(out, id)
+	for _, e := range entries {
+		if _, ok := d.pidOf(e.Name()); ok && checkID(e.Name()) == nil {
+			out = append(out, e.Name())
 		}
 	}
 	return out
+}
+
+// KillUnder SIGKILLs every qemu process whose command line names a path
+// under dir, with its process group, and returns their pids: the cleanup
+// tests run so that no VM of theirs outlives them, whatever happened to
+// the controller that started it.
+func KillUnder(dir string) []int {
+	dir = filepath.Clean(dir) + "/"
+	procs, _ := os.ReadDir("/proc")
+	var killed []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if !strings.HasPrefix(filepath.Base(args[0]), "qemu-system") || !strings.Contains(string(cmdline), dir) {
+			continue
+		}
+		syscall.Kill(-pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
+		killed = append(killed, pid)
+	}
+	for _, pid := range killed {
+		for range 100 {
+			if procGone(pid) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return killed
 }

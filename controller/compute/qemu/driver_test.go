@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -9,8 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"strata/agent/wire/wiretest"
 	"strata/controller/compute"
@@ -34,15 +38,29 @@ func blankImage(t *testing.T) compute.ImageRef {
 	return compute.ImageRef{ID: "img", Location: p, Format: "qcow2"}
 }
 
+// newDriver makes a driver whose VMs die with the test process, and a
+// cleanup that kills any qemu left under its directory.
 func newDriver(t *testing.T) (*qemu.Driver, string) {
 	dir := t.TempDir()
+	t.Cleanup(func() {
+		if pids := qemu.KillUnder(dir); len(pids) > 0 {
+			t.Logf("killed qemu %v left under %s", pids, dir)
+		}
+	})
+	return driverOn(t, dir, qemu.Config{}), dir
+}
+
+// driverOn makes another driver on dir: a controller process that starts
+// again on the same state.
+func driverOn(t *testing.T, dir string, cfg qemu.Config) *qemu.Driver {
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := qemu.New(ctx, qemu.Config{Dir: dir, Logger: wiretest.QuietLogger(), StopTimeout: time.Second})
+	t.Cleanup(cancel)
+	cfg.Dir, cfg.Logger, cfg.StopTimeout, cfg.DieWithController = dir, wiretest.QuietLogger(), time.Second, true
+	d, err := qemu.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Shutdown(); cancel() })
-	return d, dir
+	return d
 }
 
 const id = "0b6f3c8e-1f2a-4c3d-9e8f-0123456789ab"
@@ -134,11 +152,13 @@ func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
 		t.Fatal("shrinking a volume was accepted")
 	}
 
-	// The controller goes away: its VMs stop; StartServer brings the VM
-	// back on the same port.
-	d.Shutdown()
-	if st, _ := d.ServerState(ctx, srv); st != compute.StateStopped {
-		t.Fatalf("state after shutdown %s", st)
+	// The VMs are stopped explicitly (not by the controller going away):
+	// StartServer brings the VM back on the same port.
+	if n, err := d.StopAll(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("StopAll = %d, %v", n, err)
+	}
+	if st, _ := d.ServerState(ctx, srv); st != compute.StateStopped || qemuRunning(t, id) {
+		t.Fatalf("state after StopAll %s, qemu running %v", st, qemuRunning(t, id))
 	}
 	if err := d.StartServer(ctx, srv); err != nil {
 		t.Fatal(err)
@@ -177,6 +197,108 @@ func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
 	}
 	if imgAfter, _ := os.ReadFile(img.Location); string(imgAfter) != string(imgBefore) {
 		t.Fatal("the image was modified")
+	}
+}
+
+func pidOf(t *testing.T, dir, instanceID string) int {
+	t.Helper()
+	var st struct {
+		PID int `json:"pid"`
+	}
+	data, err := os.ReadFile(filepath.Join(dir, instanceID, "server.json"))
+	if err != nil || json.Unmarshal(data, &st) != nil || st.PID == 0 {
+		t.Fatalf("server.json: %v %s", err, data)
+	}
+	return st.PID
+}
+
+// TestAVMOutlivesItsControllerAndIsAdopted: a controller process that
+// starts again on the same state finds the VM its predecessor started
+// still running (same pid, nothing booted), drives it (live volume
+// extension through its QMP socket), reports it current, and, once the
+// driver's launch settings change, reports it as needing a restart until
+// RestartServer starts it with the current ones. A VM that exits unwatched
+// is found stopped and started again.
+func TestAVMOutlivesItsControllerAndIsAdopted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Cleanup(func() { qemu.KillUnder(dir) })
+	img := blankImage(t)
+	first := driverOn(t, dir, qemu.Config{})
+	vol, err := first.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := first.CreateServer(ctx, compute.ServerSpec{InstanceID: id, Name: "db", Image: img, RAMMB: 256, VCPUs: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{}`)}, Ports: []int{3306}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := pidOf(t, dir, id)
+	if sid, _ := unix.Getsid(pid); sid != pid {
+		t.Fatalf("qemu runs in session %d, not its own", sid)
+	}
+
+	// The next controller process: same state, new driver.
+	second := driverOn(t, dir, qemu.Config{})
+	if st, err := second.ServerState(ctx, srv); err != nil || st != compute.StateRunning {
+		t.Fatalf("adopted VM: state %s, %v", st, err)
+	}
+	if err := second.StartServer(ctx, srv); err != nil || pidOf(t, dir, id) != pid {
+		t.Fatalf("StartServer on a running VM: %v, pid %d → %d", err, pid, pidOf(t, dir, id))
+	}
+	if reason, err := second.LaunchOutdated(ctx, srv); err != nil || reason != "" {
+		t.Fatalf("a VM started with the current settings is reported outdated: %q %v", reason, err)
+	}
+	if vol, err = second.ExtendVolume(ctx, srv, vol, 2); err != nil || vol.SizeGB != 2 {
+		t.Fatalf("live extension of an adopted VM: %v", err)
+	}
+
+	// A controller with other launch settings reports the VM, and
+	// restarting it applies them.
+	third := driverOn(t, dir, qemu.Config{Firmware: "uefi"})
+	reason, err := third.LaunchOutdated(ctx, srv)
+	if err != nil || !strings.Contains(reason, "restart the instance") {
+		t.Fatalf("launch settings changed: %q %v", reason, err)
+	}
+	if err := third.RestartServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if newPID := pidOf(t, dir, id); newPID == pid || !qemuRunning(t, id) {
+		t.Fatalf("after RestartServer: pid %d (was %d), running %v", newPID, pid, qemuRunning(t, id))
+	}
+	if reason, _ := third.LaunchOutdated(ctx, srv); reason != "" {
+		t.Fatalf("still outdated after the restart: %s", reason)
+	}
+
+	// The VM dies while no controller watches it (the kill of a qemu, a
+	// crash): found stopped, started again.
+	exited := make(chan string, 1)
+	fourth := driverOn(t, dir, qemu.Config{Firmware: "uefi", OnExit: func(id string) { exited <- id }})
+	if st, _ := fourth.ServerState(ctx, srv); st != compute.StateRunning {
+		t.Fatalf("state %s", st)
+	}
+	syscall.Kill(pidOf(t, dir, id), syscall.SIGKILL)
+	select {
+	case got := <-exited:
+		if got != id {
+			t.Fatalf("OnExit(%s)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the adopted VM's exit was not noticed")
+	}
+	if st, _ := fourth.ServerState(ctx, srv); st != compute.StateStopped {
+		t.Fatalf("state after the kill %s", st)
+	}
+	if err := fourth.StartServer(ctx, srv); err != nil || !qemuRunning(t, id) {
+		t.Fatalf("start after the kill: %v", err)
+	}
+	// Delete kills an adopted VM too and leaves nothing.
+	if err := driverOn(t, dir, qemu.Config{}).DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if qemuRunning(t, id) {
+		t.Fatal("qemu survived DeleteServer")
 	}
 }
 

@@ -3,6 +3,8 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,16 +23,23 @@ import (
 	"strata/controller/compute"
 )
 
-// serverState is server.json: what StartServer needs to boot the VM again.
+// serverState is server.json: what StartServer needs to boot the VM again,
+// and what finds the running VM again after a controller restart.
 type serverState struct {
 	Name      string             `json:"name"`
 	Image     string             `json:"image"`
 	RAMMB     int                `json:"ram_mb"`
 	VCPUs     int                `json:"vcpus"`
 	Endpoints []compute.Endpoint `json:"endpoints"`
-	// PID is the qemu process of the last start, for a replica that did
-	// not start it to stop it.
+	// PID is the qemu process of the last start: whoever runs next
+	// (another controller process, the same after a restart) adopts or
+	// stops the VM through it.
 	PID int `json:"pid"`
+	// LaunchDigest identifies the command line the VM was last started
+	// with (launchDigest): a VM whose digest is not what the driver would
+	// start now runs with older settings.
+	LaunchDigest string    `json:"launch_digest,omitempty"`
+	StartedAt    time.Time `json:"started_at,omitzero"`
 }
 
 func (d *Driver) loadState(p paths) (serverState, error) {
@@ -76,7 +85,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return compute.Server{}, err
 	}
-	if d.running(id) {
+	if _, ok := d.pidOf(id); ok {
 		st, err := d.loadState(p)
 		return server(id, st), err
 	}
@@ -136,94 +145,171 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	return server(id, st), nil
 }
 
-// StartServer boots a stopped VM again from its server.json.
+// StartServer boots a stopped VM again from its server.json; a running one
+// (started by this process or adopted) is left alone.
 func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
 	if err := checkID(srv.ID); err != nil {
 		return err
-	}
-	if d.running(srv.ID) {
-		return nil
 	}
 	p := d.paths(srv.ID)
 	st, err := d.loadState(p)
 	if err != nil {
 		return fmt.Errorf("server %s: %w", srv.ID, err)
 	}
-	if isOurs(st.PID, "strata-"+srv.ID) {
-		return nil // another controller process on this host runs it
-	}
 	return d.start(srv.ID, p, st)
 }
 
-func (d *Driver) start(id string, p paths, st serverState) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if vm := d.vms[id]; vm != nil && !isDone(vm) {
-		return nil
-	}
-	if _, err := os.Stat(p.console); err == nil {
-		os.Rename(p.console, p.console+".1") // keep the previous boot's console
-	}
-	os.Remove(p.qmp)
+// launchConfig is how the VM of an instance is started with the driver's
+// current settings.
+func (d *Driver) launchConfig(id string, p paths, st serverState) bq.Config {
 	var fwd []bq.Forward
 	for _, e := range st.Endpoints {
 		fwd = append(fwd, bq.Forward{HostPort: e.Port, GuestPort: e.GuestPort})
 	}
-	vm, err := bq.Start(d.life, bq.Config{
+	return bq.Config{
 		Name:     "strata-" + id,
 		Disk:     bq.Drive{Path: p.root, Format: "qcow2"},
 		Drives:   []bq.Drive{{Path: p.data, Format: "raw", Serial: dataSerial}, {Path: p.configDrive, Format: "raw", ReadOnly: true, Serial: "config-drive"}},
 		Firmware: d.cfg.Firmware, MemoryMiB: st.RAMMB, CPUs: st.VCPUs, Forwards: fwd,
 		SerialLog: p.console, Accel: d.cfg.Accel, Binary: d.cfg.Binary,
-		ExtraArgs: []string{"-qmp", "unix:" + p.qmp + ",server=on,wait=off"},
+		ExtraArgs: []string{"-qmp", "unix:" + ctlSocket + ",server=on,wait=off"},
 		Logger:    d.log,
-	})
+		Detached:  true, RunDir: p.run, OutputLog: p.output, DieWithParent: d.cfg.DieWithController,
+	}
+}
+
+// launchDigest identifies a launch configuration's command line.
+func launchDigest(cfg bq.Config) (string, error) {
+	bin, args, err := bq.CommandLine(cfg)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	io.WriteString(h, filepath.Base(bin))
+	for _, a := range args {
+		h.Write([]byte{0})
+		io.WriteString(h, a)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+func (d *Driver) start(id string, p paths, st serverState) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pid, ok := d.pidOf(id); ok {
+		d.watchLocked(id, pid)
+		return nil // running: started by this process or adopted
+	}
+	// Left by a VM that exited while no controller watched it.
+	os.RemoveAll(p.run)
+	if _, err := os.Stat(p.console); err == nil {
+		os.Rename(p.console, p.console+".1") // keep the previous boot's console
+	}
+	cfg := d.launchConfig(id, p, st)
+	digest, err := launchDigest(cfg)
+	if err != nil {
+		return fmt.Errorf("start VM of %s: %w", id, err)
+	}
+	// The start-up is bounded by its own context: neither a task's step
+	// nor the controller's life may end the VM.
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vm, err := bq.Start(sctx, cfg)
 	if err != nil {
 		return fmt.Errorf("start VM of %s: %w", id, err)
 	}
 	d.vms[id] = vm
-	st.PID = vm.PID()
+	delete(d.watched, id)
+	st.PID, st.LaunchDigest, st.StartedAt = vm.PID(), digest, time.Now().UTC()
 	if err := d.saveState(p, st); err != nil {
-		d.log.Warn("recording the VM's pid failed", "instance", id, "err", err)
+		// Without its pid recorded the VM could not be found again: do not
+		// leave it running.
+		vm.Stop(0)
+		delete(d.vms, id)
+		return fmt.Errorf("recording the VM's pid: %w", err)
 	}
-	d.log.Info("VM started", "instance", id, "pid", vm.PID(), "accel", vm.Accel().Name, "endpoints", st.Endpoints)
+	d.log.Info("VM started", "instance", id, "pid", vm.PID(), "accel", vm.Accel().Name, "endpoints", st.Endpoints, "launch", digest)
 	go func() {
 		err := vm.Wait()
-		d.log.Info("VM exited", "instance", id, "err", err)
-		os.Remove(p.qmp)
+		d.log.Info("VM exited", "instance", id, "pid", vm.PID(), "err", err)
+		d.mu.Lock()
+		if d.vms[id] == vm {
+			delete(d.vms, id)
+		}
+		d.mu.Unlock()
+		if d.cfg.OnExit != nil {
+			d.cfg.OnExit(id)
+		}
 	}()
 	return nil
 }
 
-func isDone(vm *bq.VM) bool {
-	select {
-	case <-vm.Done():
-		return true
-	default:
-		return false
+// watchLocked watches an adopted VM (one this process did not start) for
+// its exit, once. d.mu is held.
+func (d *Driver) watchLocked(id string, pid int) {
+	if _, own := d.vms[id]; own {
+		return
 	}
+	if d.watched[id] == pid {
+		return
+	}
+	d.watched[id] = pid
+	d.log.Info("adopted a running VM", "instance", id, "pid", pid)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-d.life.Done():
+				return
+			case <-t.C:
+			}
+			if _, ok := d.pidOf(id); ok {
+				continue
+			}
+			d.mu.Lock()
+			mine := d.watched[id] == pid
+			if mine {
+				delete(d.watched, id)
+			}
+			d.mu.Unlock()
+			if mine {
+				d.log.Info("adopted VM exited", "instance", id, "pid", pid)
+				if d.cfg.OnExit != nil {
+					d.cfg.OnExit(id)
+				}
+			}
+			return
+		}
+	}()
 }
 
-func (d *Driver) running(id string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	vm := d.vms[id]
-	return vm != nil && !isDone(vm)
+// pidOf returns the pid of the instance's running VM: the pid recorded in
+// server.json, if that process is a qemu whose command line names this
+// instance's root disk (a reused pid, or an exited VM, is not).
+func (d *Driver) pidOf(id string) (int, bool) {
+	p := d.paths(id)
+	st, err := d.loadState(p)
+	if err != nil || !isOurs(st.PID, p.root) {
+		return 0, false
+	}
+	return st.PID, true
 }
 
-// ServerState reports running (its qemu runs, started by this or another
-// controller process on this host), stopped (its files exist) or gone.
+// ServerState reports running (its qemu runs, started by this controller
+// process or an earlier one), stopped (its files exist) or gone.
 func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.State, error) {
 	if err := checkID(srv.ID); err != nil {
 		return "", err
 	}
-	if d.running(srv.ID) {
+	if pid, ok := d.pidOf(srv.ID); ok {
+		d.mu.Lock()
+		d.watchLocked(srv.ID, pid)
+		d.mu.Unlock()
 		return compute.StateRunning, nil
 	}
-	st, err := d.loadState(d.paths(srv.ID))
+	_, err := d.loadState(d.paths(srv.ID))
 	switch {
-	case err == nil && isOurs(st.PID, "strata-"+srv.ID):
-		return compute.StateRunning, nil
 	case err == nil:
 		return compute.StateStopped, nil
 	case errors.Is(err, os.ErrNotExist):
@@ -232,23 +318,110 @@ func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.S
 	return "", err
 }
 
+// LaunchOutdated says why the instance's running VM needs a restart to run
+// with the driver's current settings ("" when it does not, or does not
+// run): it was started with another command line (another accelerator,
+// firmware, port forwards, a newer controller's devices...).
+func (d *Driver) LaunchOutdated(ctx context.Context, srv compute.Server) (string, error) {
+	if err := checkID(srv.ID); err != nil {
+		return "", err
+	}
+	if _, ok := d.pidOf(srv.ID); !ok {
+		return "", nil
+	}
+	p := d.paths(srv.ID)
+	st, err := d.loadState(p)
+	if err != nil {
+		return "", err
+	}
+	want, err := launchDigest(d.launchConfig(srv.ID, p, st))
+	if err != nil {
+		return "", err
+	}
+	switch st.LaunchDigest {
+	case want:
+		return "", nil
+	case "":
+		return "the VM was started by a controller that did not record its launch settings; restart the instance to run it with the current ones", nil
+	}
+	return fmt.Sprintf("the VM runs with launch settings %s from %s; the current ones are %s: restart the instance to apply them",
+		st.LaunchDigest, st.StartedAt.Format(time.RFC3339), want), nil
+}
+
+// RestartServer powers the VM off (ACPI, then kill after StopTimeout) and
+// starts it again with the current launch settings.
+func (d *Driver) RestartServer(ctx context.Context, srv compute.Server) error {
+	if err := checkID(srv.ID); err != nil {
+		return err
+	}
+	p := d.paths(srv.ID)
+	st, err := d.loadState(p)
+	if err != nil {
+		return fmt.Errorf("server %s: %w", srv.ID, err)
+	}
+	if err := d.stop(srv.ID, d.cfg.StopTimeout); err != nil {
+		d.log.Warn("VM did not power off cleanly before its restart", "instance", srv.ID, "err", err)
+	}
+	return d.start(srv.ID, p, st)
+}
+
+// stop powers the instance's VM off: ACPI power button through QMP, then,
+// after timeout (0: at once), SIGKILL to its process group. It returns
+// once the VM is gone; an error says it had to be killed.
+func (d *Driver) stop(id string, timeout time.Duration) error {
+	d.mu.Lock()
+	vm := d.vms[id]
+	d.mu.Unlock()
+	if vm != nil {
+		return vm.Stop(timeout) // this process started it: wait reaps it
+	}
+	pid, ok := d.pidOf(id)
+	if !ok {
+		return nil
+	}
+	root := d.paths(id).root
+	var perr error
+	if timeout > 0 {
+		q, err := bq.DialQMP(bq.SocketPath(pid, ctlSocket))
+		if err == nil {
+			_, err = q.Execute("system_powerdown", nil)
+			q.Close()
+		}
+		perr = err
+		deadline := time.Now().Add(timeout)
+		for perr == nil && time.Now().Before(deadline) && isOurs(pid, root) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !isOurs(pid, root) {
+			return nil
+		}
+	}
+	killIfOurs(pid, root)
+	if perr != nil {
+		return fmt.Errorf("%w: power-down request failed (%v)", bq.ErrKilled, perr)
+	}
+	if timeout > 0 {
+		return fmt.Errorf("%w: guest did not power off within %s", bq.ErrKilled, timeout)
+	}
+	return nil
+}
+
 // DeleteServer stops the VM (no grace: its disks go next) and removes the
-// overlay, config drive, console logs and state.
+// overlay, config drive, console logs, run directory and state.
 func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if err := checkID(srv.ID); err != nil {
 		return err
 	}
 	p := d.paths(srv.ID)
+	d.stop(srv.ID, 0)
 	d.mu.Lock()
-	vm := d.vms[srv.ID]
 	delete(d.vms, srv.ID)
+	delete(d.watched, srv.ID)
 	d.mu.Unlock()
-	if vm != nil {
-		vm.Stop(0)
-	} else if st, err := d.loadState(p); err == nil && st.PID > 0 {
-		killIfOurs(st.PID, "strata-"+srv.ID)
+	if err := os.RemoveAll(p.run); err != nil {
+		return err
 	}
-	for _, f := range []string{p.root, p.root + ".tmp", p.configDrive, p.console, p.console + ".1", p.state, p.state + ".tmp", p.qmp} {
+	for _, f := range []string{p.root, p.root + ".tmp", p.configDrive, p.console, p.console + ".1", p.output, p.state, p.state + ".tmp"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -259,28 +432,39 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	return nil
 }
 
-// isOurs reports whether pid is still the qemu of the VM called name.
-func isOurs(pid int, name string) bool {
+// isOurs reports whether pid is a running qemu whose command line names
+// root (an instance's root disk): the VM of that instance, in this state
+// directory. An exited VM not yet reaped has no command line.
+func isOurs(pid int, root string) bool {
 	if pid <= 0 {
 		return false
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && bytes.Contains(cmdline, []byte("\x00"+name+"\x00"))
+	return err == nil && bytes.Contains(cmdline, []byte("file="+strings.ReplaceAll(root, ",", ",,")+","))
 }
 
-// killIfOurs kills pid if it is still the qemu of that VM (another
-// controller process on this host started it).
-func killIfOurs(pid int, name string) {
-	if !isOurs(pid, name) {
+// killIfOurs kills pid's process group if pid is still the VM of root, and
+// waits (up to a second) for it to go.
+func killIfOurs(pid int, root string) {
+	if !isOurs(pid, root) {
 		return
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
 	for range 50 {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+		if !isOurs(pid, root) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func procGone(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err != nil || len(b) == 0 // a zombie has no command line
 }
 
 // Console returns the end of the current boot's serial console.

@@ -82,8 +82,9 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 	case st.Size() > want:
 		return vol, fmt.Errorf("%w: volume of %s is %d GB; it can only grow", compute.ErrInvalid, vol.ID, st.Size()/gib)
 	}
-	if d.running(vol.ID) {
-		q, err := bq.DialQMP(p.qmp)
+	pid, running := d.pidOf(vol.ID)
+	if running {
+		q, err := bq.DialQMP(bq.SocketPath(pid, ctlSocket))
 		if err != nil {
 			return vol, fmt.Errorf("resize volume of %s: %w", vol.ID, err)
 		}
@@ -94,7 +95,7 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 	} else if err := os.Truncate(p.data, want); err != nil {
 		return vol, fmt.Errorf("resize volume of %s: %w", vol.ID, err)
 	}
-	d.log.Info("data volume extended", "instance", vol.ID, "size_gb", sizeGB, "live", d.running(vol.ID))
+	d.log.Info("data volume extended", "instance", vol.ID, "size_gb", sizeGB, "live", running)
 	vol.SizeGB = sizeGB
 	return vol, nil
 }
@@ -104,7 +105,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, vol compute.Volume) error {
 	if err := checkID(vol.ID); err != nil {
 		return err
 	}
-	if d.running(vol.ID) {
+	if _, running := d.pidOf(vol.ID); running {
 		return fmt.Errorf("volume of %s is attached to a running VM; delete the server first", vol.ID)
 	}
 	p := d.paths(vol.ID)
