@@ -136,9 +136,10 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener) error {
 
 // Call queues op for the instance and waits up to timeout for its result.
 // On timeout the op stays queued and is delivered when the agent next
-// connects; the error then wraps context.DeadlineExceeded.
-func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operation, timeout time.Duration) (wire.Result, error) {
-	if err := e.Server.Submit(ctx, instanceID, op); err != nil {
+// connects (until opts.Expires); the error then wraps
+// context.DeadlineExceeded.
+func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions, timeout time.Duration) (wire.Result, error) {
+	if err := e.Server.Queue(ctx, instanceID, op, opts); err != nil {
 		return wire.Result{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -146,9 +147,9 @@ func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operatio
 	return e.Server.Await(wctx, instanceID, op.ID)
 }
 
-// Submit queues an operation for the instance.
-func (e *Endpoint) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
-	return e.Server.Submit(ctx, instanceID, op)
+// Queue queues an operation for the instance.
+func (e *Endpoint) Queue(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {
+	return e.Server.Queue(ctx, instanceID, op, opts)
 }
 
 // Result returns an operation's stored result, if any.

@@ -147,7 +147,7 @@ func TestAgentEnrollsHeartbeatsAndGetsOperationsQueuedWhileAwayOrAcrossARestart(
 			t.Fatal("the enrolment token was not burned")
 		}
 
-		res, err := r1.ep.Call(ctx, "inst-1", wire.Operation{ID: "op-1", Kind: wire.KindStatus}, 10*time.Second)
+		res, err := r1.ep.Call(ctx, "inst-1", wire.Operation{ID: "op-1", Kind: wire.KindStatus}, agentendpoint.QueueOptions{}, 10*time.Second)
 		if err != nil || !res.OK() || string(res.Payload) != `{"echo":"status"}` {
 			t.Fatalf("op while connected: %+v, %v", res, err)
 		}
@@ -220,7 +220,7 @@ func TestTwoReplicasOnOnePostgresDeliverEachOthersOperations(t *testing.T) {
 	}
 	// B queues; A's session picks it up from the shared queue; B sees the
 	// result in the shared store.
-	res, err := b.ep.Call(ctx, "inst-r", wire.Operation{ID: "via-b", Kind: wire.KindIsRootEnabled}, 15*time.Second)
+	res, err := b.ep.Call(ctx, "inst-r", wire.Operation{ID: "via-b", Kind: wire.KindIsRootEnabled}, agentendpoint.QueueOptions{}, 15*time.Second)
 	if err != nil || !res.OK() || string(res.Payload) != `{"echo":"is_root_enabled"}` {
 		t.Fatalf("op submitted on B: %+v, %v", res, err)
 	}

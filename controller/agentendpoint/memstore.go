@@ -19,7 +19,8 @@ type MemStore struct {
 	keys       map[string]memKey    // by fingerprint
 	heartbeats map[string][]wire.Heartbeat
 	ops        map[string][]*OpRecord
-	redeemed   int // successful redemptions, for tests
+	statuses   map[string]wire.StatusResult // from op results
+	redeemed   int                          // successful redemptions, for tests
 }
 
 type memToken struct {
@@ -35,6 +36,7 @@ type memKey struct {
 // OpRecord is MemStore's view of one queued operation.
 type OpRecord struct {
 	Op       wire.Operation
+	Options  QueueOptions
 	AckState wire.AckState
 	AckedAt  time.Time
 	Acks     int
@@ -48,7 +50,17 @@ func NewMemStore() *MemStore {
 		keys:       map[string]memKey{},
 		heartbeats: map[string][]wire.Heartbeat{},
 		ops:        map[string][]*OpRecord{},
+		statuses:   map[string]wire.StatusResult{},
 	}
+}
+
+// OpStatus returns the datastore status the last op result of instanceID
+// carried.
+func (m *MemStore) OpStatus(instanceID string) (wire.StatusResult, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.statuses[instanceID]
+	return st, ok
 }
 
 // AddInstance registers a one-time enrollment token for instanceID.
@@ -123,6 +135,11 @@ func (m *MemStore) RedeemEnrollment(_ context.Context, tokenHash string, key wir
 		return "", fmt.Errorf("key %s is enrolled already: %w", key.Fingerprint, ErrTokenRejected)
 	}
 	tok.used = true
+	for h, t := range m.tokens {
+		if t.instanceID == tok.instanceID && !t.used {
+			delete(m.tokens, h) // void once the instance is enrolled
+		}
+	}
 	m.keys[key.Fingerprint] = memKey{instanceID: tok.instanceID, key: key}
 	m.redeemed++
 	return tok.instanceID, nil
@@ -155,7 +172,7 @@ func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb wire
 	return true, nil
 }
 
-func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op wire.Operation) error {
+func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.find(instanceID, op.ID); r != nil {
@@ -164,7 +181,50 @@ func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op wire.Opera
 		}
 		return nil
 	}
-	m.ops[instanceID] = append(m.ops[instanceID], &OpRecord{Op: op})
+	op.Attempt = 0
+	m.ops[instanceID] = append(m.ops[instanceID], &OpRecord{Op: op, Options: opts})
+	return nil
+}
+
+func (m *MemStore) RetryOp(_ context.Context, instanceID, opID string, attempt int, now time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.find(instanceID, opID)
+	if r == nil || r.Result != nil || r.Op.Attempt != attempt || attempt+1 >= wire.MaxAttempts ||
+		(!r.Options.Expires.IsZero() && !r.Options.Expires.After(now)) {
+		return false, nil
+	}
+	r.Op.Attempt++
+	r.AckState = ""
+	return true, nil
+}
+
+func (m *MemStore) ExpireOps(_ context.Context, now time.Time) ([]OpRef, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []OpRef
+	for inst, list := range m.ops {
+		for _, r := range list {
+			if r.Options.Expires.IsZero() || r.Options.Expires.After(now) {
+				continue
+			}
+			if r.Result == nil && r.AckState == "" {
+				r.Result = &wire.Result{OpID: r.Op.ID, Attempt: r.Op.Attempt, FinishedAt: now.UTC(),
+					Error: wire.Errorf(wire.CodeExpired, "the controller gave up on %s: not delivered to the guest agent before its timeout", r.Op.Kind)}
+				out = append(out, OpRef{InstanceID: inst, OpID: r.Op.ID})
+			}
+			if wire.ClassOf(r.Op.Kind).SecretArgs {
+				r.Op.Args = nil
+			}
+		}
+	}
+	return out, nil
+}
+
+func (m *MemStore) RecordOpStatus(_ context.Context, instanceID, _ string, st wire.StatusResult, _, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.statuses[instanceID] = st
 	return nil
 }
 
@@ -199,8 +259,11 @@ func (m *MemStore) StoreResult(_ context.Context, instanceID string, res wire.Re
 	if r == nil {
 		return fmt.Errorf("op %s: %w", res.OpID, ErrUnknownOp)
 	}
-	if r.Result == nil {
+	if r.Result == nil && res.Attempt >= r.Op.Attempt {
 		r.Result = &res
+		if wire.ClassOf(r.Op.Kind).SecretArgs {
+			r.Op.Args = nil
+		}
 	}
 	return nil
 }

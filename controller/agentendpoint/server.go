@@ -64,10 +64,37 @@ type session struct {
 	kick        chan struct{}
 	ready       chan struct{}
 	helloDone   bool
+	bootID      string
 	lastBeat    time.Time
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// finished: ops whose result (of that attempt) this session stored; a
+	// pending list read before that must not send them again.
+	finished map[string]int
+	// datastoreUp: the latest heartbeat of this session said the
+	// datastore runs (and no operation since found it unavailable). Ops
+	// that need the datastore wait for it.
+	datastoreUp bool
+}
+
+func (sess *session) setDatastoreUp(up bool) (changed bool) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	changed = sess.datastoreUp != up
+	sess.datastoreUp = up
+	return changed
+}
+
+func (sess *session) isDatastoreUp() bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.datastoreUp
+}
+
+// running reports whether a status says the datastore answers.
+func running(st wire.DatastoreStatus) bool {
+	return st == wire.StatusRunning || st == wire.StatusRestartRequired
 }
 
 // Permission extensions carrying what authentication established.
@@ -119,7 +146,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 }
 
 // Serve accepts agent connections on ln until ctx is cancelled, then closes
-// ln and every session and returns nil.
+// ln and every session and returns nil. Meanwhile it gives up on ops whose
+// expiry passes (Store.ExpireOps).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -129,6 +157,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Go(func() { s.expireOps(ctx) })
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -148,16 +177,46 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Submit queues op for instanceID and, if the agent is connected, sends it
 // now; otherwise it is sent when the agent next connects. Submitting the
-// same op again is harmless.
+// same op again is harmless. It never expires: Queue sets options.
 func (s *Server) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
+	return s.Queue(ctx, instanceID, op, QueueOptions{})
+}
+
+// Queue is Submit with options: an expiry, a watch on the result.
+func (s *Server) Queue(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {
+	op.Attempt = 0
 	if err := op.Validate(); err != nil {
 		return err
 	}
-	if err := s.cfg.Store.EnqueueOp(ctx, instanceID, op); err != nil {
+	if err := s.cfg.Store.EnqueueOp(ctx, instanceID, op, opts); err != nil {
 		return fmt.Errorf("queue %s for %s: %w", op.ID, instanceID, err)
 	}
 	s.kick(instanceID)
 	return nil
+}
+
+// expireOps gives up on expired ops every poll interval and wakes whoever
+// waits for them.
+func (s *Server) expireOps(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := s.storeCtx(ctx)
+		refs, err := s.cfg.Store.ExpireOps(sctx, time.Now())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("expiring operations failed", "err", err)
+		}
+		for _, r := range refs {
+			s.log.Warn("operation expired before the agent ran it", "instance", r.InstanceID, "op", r.OpID)
+			s.notify(r.InstanceID, r.OpID)
+		}
+	}
 }
 
 // Await blocks until the result of instanceID's op opID is stored (by this
@@ -308,6 +367,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		kick:        make(chan struct{}, 1),
 		ready:       make(chan struct{}),
 		inflight:    map[string]bool{},
+		finished:    map[string]int{},
 	}
 	log := s.log.With("instance", sess.instanceID, "remote", remote)
 	log.Info("agent authenticated", "key", sess.fingerprint, "enrolled_now", sc.Permissions.Extensions[extEnrolled] == "1")
@@ -386,6 +446,7 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			old.conn.Close()
 		}
 		sess.helloDone = true
+		sess.bootID = h.BootID
 		req.Reply(true, welcome)
 		log.Info("agent session started", "agent_version", truncate(h.AgentVersion, 64), "boot_id", truncate(h.BootID, 70))
 		if s.cfg.OnSession != nil {
@@ -425,6 +486,8 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 		}
 		if !ok {
 			log.Debug("stale heartbeat dropped", "boot_id", hb.BootID, "seq", hb.Seq)
+		} else if sess.setDatastoreUp(running(hb.Status)) && running(hb.Status) {
+			s.kick(sess.instanceID) // held ops may go now
 		}
 		req.Reply(ok, nil)
 	default:
@@ -466,14 +529,32 @@ func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) 
 		if err != nil && ctx.Err() == nil {
 			log.Error("listing pending operations failed", "err", err)
 		}
+		sess.mu.Lock()
+		listed := map[string]bool{}
+		for _, op := range ops {
+			listed[op.ID] = true
+		}
+		for id := range sess.finished {
+			if !listed[id] {
+				delete(sess.finished, id)
+			}
+		}
+		sess.mu.Unlock()
 		for _, op := range ops {
 			if ctx.Err() != nil {
 				return
 			}
 			sess.mu.Lock()
-			busy := sess.inflight[op.ID]
+			a, fin := sess.finished[op.ID]
+			busy := sess.inflight[op.ID] || (fin && a >= op.Attempt)
 			sess.mu.Unlock()
 			if busy {
+				continue
+			}
+			// An op that needs the datastore waits until the agent
+			// reports it running: sent earlier (a guest still starting
+			// after a reboot) it would fail for nothing. Others go.
+			if wire.ClassOf(op.Kind).NeedsDatastore && !sess.isDatastoreUp() {
 				continue
 			}
 			if err := s.sendOp(ctx, sess, op, log); err != nil {
@@ -531,7 +612,9 @@ func (s *Server) sendOp(ctx context.Context, sess *session, op wire.Operation, l
 	}
 	if r.Result != nil {
 		// Refused without an ack (bad message): that is its result.
-		s.finish(ctx, sess, op, *r.Result, log)
+		if s.finish(ctx, sess, op, *r.Result, log) == rerun {
+			s.kick(sess.instanceID)
+		}
 		ch.Close()
 		return nil
 	}
@@ -550,19 +633,24 @@ func (s *Server) sendOp(ctx context.Context, sess *session, op wire.Operation, l
 	sess.mu.Unlock()
 	go func() {
 		defer ch.Close()
-		defer func() {
-			sess.mu.Lock()
-			delete(sess.inflight, op.ID)
-			sess.mu.Unlock()
-		}()
 		r, err := s.readReply(ch)
-		if err != nil || r.Result == nil {
-			if ctx.Err() == nil {
-				log.Warn("operation channel ended without a result; will resend", "op", op.ID, "err", err)
-			}
-			return
+		out := notStored
+		if err == nil && r.Result != nil {
+			out = s.finish(ctx, sess, op, *r.Result, log)
+		} else if ctx.Err() == nil {
+			log.Warn("operation channel ended without a result; will resend", "op", op.ID, "err", err)
 		}
-		s.finish(ctx, sess, op, *r.Result, log)
+		// Out of flight only once its result is stored: a resend in
+		// between would only fetch the same result again.
+		sess.mu.Lock()
+		delete(sess.inflight, op.ID)
+		if out == stored {
+			sess.finished[op.ID] = op.Attempt
+		}
+		sess.mu.Unlock()
+		if out == rerun {
+			s.kick(sess.instanceID)
+		}
 	}()
 	return nil
 }
@@ -582,20 +670,58 @@ func (s *Server) readReply(ch ssh.Channel) (wire.OpReply, error) {
 	return r, nil
 }
 
-func (s *Server) finish(ctx context.Context, sess *session, op wire.Operation, res wire.Result, log *slog.Logger) {
+// outcome is what finish did with a result.
+type outcome int
+
+const (
+	notStored outcome = iota // ignored or failed: the op is resent as it is
+	stored                   // the op's result is stored
+	rerun                    // the op is queued to run again
+)
+
+// finish stores an op's result, or queues its re-run.
+func (s *Server) finish(ctx context.Context, sess *session, op wire.Operation, res wire.Result, log *slog.Logger) outcome {
 	if res.OpID == "" {
 		res.OpID = op.ID
 	}
 	if res.OpID != op.ID {
 		log.Error("agent answered with another operation's id; ignored", "op", op.ID, "answered", truncate(res.OpID, 140))
-		return
+		return notStored
 	}
+	if res.Datastore != nil {
+		// The status the op left, not the last heartbeat's.
+		sctx, cancel := s.storeCtx(ctx)
+		err := s.cfg.Store.RecordOpStatus(sctx, sess.instanceID, sess.bootID, *res.Datastore, res.FinishedAt, time.Now().UTC())
+		cancel()
+		if err != nil {
+			log.Error("recording the status an operation reported failed", "op", op.ID, "err", err)
+		}
+		sess.setDatastoreUp(running(res.Datastore.Status))
+	}
+	if res.Error != nil && res.Error.Code == wire.CodeUnavailable {
+		sess.setDatastoreUp(false) // wait for a heartbeat that says otherwise
+	}
+	if wire.Rerunnable(op.Kind, res) {
+		sctx, cancel := s.storeCtx(ctx)
+		again, err := s.cfg.Store.RetryOp(sctx, sess.instanceID, op.ID, op.Attempt, time.Now())
+		cancel()
+		if err != nil {
+			log.Error("queuing an operation's re-run failed", "op", op.ID, "err", err)
+			return notStored // resent as it is; the agent answers with the same result
+		}
+		if again {
+			log.Info("operation cut short; running it again", "op", op.ID, "kind", op.Kind, "attempt", op.Attempt+1,
+				"code", res.Error.Code, "message", res.Error.Message)
+			return rerun
+		}
+	}
+	res.Attempt = op.Attempt
 	sctx, cancel := s.storeCtx(ctx)
 	err := s.cfg.Store.StoreResult(sctx, sess.instanceID, res)
 	cancel()
 	if err != nil {
 		log.Error("storing result failed", "op", op.ID, "err", err)
-		return
+		return notStored
 	}
 	if res.Error != nil {
 		log.Info("operation failed", "op", op.ID, "kind", op.Kind, "code", res.Error.Code, "message", res.Error.Message)
@@ -603,6 +729,7 @@ func (s *Server) finish(ctx context.Context, sess *session, op wire.Operation, r
 		log.Info("operation done", "op", op.ID, "kind", op.Kind)
 	}
 	s.notify(sess.instanceID, op.ID)
+	return stored
 }
 
 func truncate(s string, n int) string {

@@ -30,12 +30,10 @@ func (s *SQLStore) now() time.Time {
 	return time.Now()
 }
 
-// secretArgs are the kinds whose arguments carry passwords: once their
-// result is stored nothing will send them again, so the arguments are
-// dropped (the digest stays for conflict checks).
-var secretArgs = map[wire.Kind]bool{
-	wire.KindPrepare: true, wire.KindCreateUsers: true, wire.KindEnableRoot: true,
-}
+// The arguments of kinds that carry passwords (wire.Class.SecretArgs) are
+// dropped once nothing will send them again — a final result, or the
+// op's expiry — and the digest stays for conflict checks.
+func secretArgs(kind string) bool { return wire.ClassOf(wire.Kind(kind)).SecretArgs }
 
 // AddEnrollment records a one-time token for instanceID, storing only its
 // hash.
@@ -83,7 +81,12 @@ func (s *SQLStore) RedeemEnrollment(ctx context.Context, tokenHash string, key w
 		if store.IsUniqueViolation(err) {
 			return fmt.Errorf("key %s is enrolled already: %w", key.Fingerprint, ErrTokenRejected)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		// The instance is enrolled: tokens written for config drives that
+		// never reached a guest are void.
+		return RevokeUnusedTokens(ctx, tx, instanceID)
 	})
 	if err != nil {
 		return "", err
@@ -106,7 +109,9 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 		vol, _ = json.Marshal(hb.Volume)
 	}
 	// The conflict clause keeps the stored row unless hb is newer: a
-	// different boot, or a higher sequence number within the same boot.
+	// different boot, or a higher sequence number within the same boot
+	// sent no earlier than what is stored (an op's result may have set the
+	// status after the last heartbeat: RecordOpStatus).
 	res, err := s.DB.Exec(ctx, `INSERT INTO instance_reports
 		(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
@@ -115,7 +120,7 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 			status = excluded.status, status_detail = excluded.status_detail, volume = excluded.volume,
 			last_completed_op = excluded.last_completed_op, sent_at = excluded.sent_at,
 			received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1
-		WHERE NOT (instance_reports.boot_id = excluded.boot_id AND excluded.seq <= instance_reports.seq)`,
+		WHERE NOT (instance_reports.boot_id = excluded.boot_id AND (excluded.seq <= instance_reports.seq OR excluded.sent_at < instance_reports.sent_at))`,
 		instanceID, hb.AgentVersion, hb.BootID, int64(hb.Seq), string(hb.Status), hb.StatusDetail, nullBytes(vol),
 		hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received))
 	if err != nil {
@@ -125,11 +130,15 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 	return n == 1, err
 }
 
-func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation) error {
+func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {
 	digest := op.Digest()
-	res, err := s.DB.Exec(ctx, `INSERT INTO agent_ops (instance_id, op_id, kind, args, digest, queued_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, op_id) DO NOTHING`,
-		instanceID, op.ID, string(op.Kind), nullBytes(op.Args), digest, store.Millis(s.now()))
+	var expires any
+	if !opts.Expires.IsZero() {
+		expires = store.Millis(opts.Expires)
+	}
+	res, err := s.DB.Exec(ctx, `INSERT INTO agent_ops (instance_id, op_id, kind, args, digest, queued_at, expires_at, watched)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, op_id) DO NOTHING`,
+		instanceID, op.ID, string(op.Kind), nullBytes(op.Args), digest, store.Millis(s.now()), expires, store.Bool(opts.Watch))
 	if err != nil {
 		return fmt.Errorf("queue op %s: %w", op.ID, err)
 	}
@@ -147,7 +156,7 @@ func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Ope
 }
 
 func (s *SQLStore) PendingOps(ctx context.Context, instanceID string) ([]wire.Operation, error) {
-	rows, err := s.DB.Query(ctx, `SELECT op_id, kind, args FROM agent_ops
+	rows, err := s.DB.Query(ctx, `SELECT op_id, kind, args, attempt FROM agent_ops
 		WHERE instance_id = ? AND done_at IS NULL ORDER BY seq`, instanceID)
 	if err != nil {
 		return nil, err
@@ -158,7 +167,7 @@ func (s *SQLStore) PendingOps(ctx context.Context, instanceID string) ([]wire.Op
 		var op wire.Operation
 		var kind string
 		var args sql.NullString
-		if err := rows.Scan(&op.ID, &kind, &args); err != nil {
+		if err := rows.Scan(&op.ID, &kind, &args, &op.Attempt); err != nil {
 			return nil, err
 		}
 		op.Kind = wire.Kind(kind)
@@ -168,6 +177,78 @@ func (s *SQLStore) PendingOps(ctx context.Context, instanceID string) ([]wire.Op
 		out = append(out, op)
 	}
 	return out, rows.Err()
+}
+
+func (s *SQLStore) RetryOp(ctx context.Context, instanceID, opID string, attempt int, now time.Time) (bool, error) {
+	if attempt+1 >= wire.MaxAttempts {
+		return false, nil
+	}
+	res, err := s.DB.Exec(ctx, `UPDATE agent_ops SET attempt = ?, ack_state = NULL
+		WHERE instance_id = ? AND op_id = ? AND attempt = ? AND done_at IS NULL AND (expires_at IS NULL OR expires_at > ?)`,
+		attempt+1, instanceID, opID, attempt, store.Millis(now))
+	if err != nil {
+		return false, fmt.Errorf("retry op %s: %w", opID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (s *SQLStore) ExpireOps(ctx context.Context, now time.Time) ([]OpRef, error) {
+	type row struct {
+		OpRef
+		kind    string
+		attempt int
+	}
+	rows, err := store.All(ctx, s.DB, func(sc store.Scanner) (row, error) {
+		var r row
+		return r, sc.Scan(&r.InstanceID, &r.OpID, &r.kind, &r.attempt)
+	}, `SELECT instance_id, op_id, kind, attempt FROM agent_ops
+		WHERE done_at IS NULL AND ack_state IS NULL AND expires_at IS NOT NULL AND expires_at <= ?`, store.Millis(now))
+	if err != nil {
+		return nil, err
+	}
+	var out []OpRef
+	for _, r := range rows {
+		res := wire.Result{OpID: r.OpID, Attempt: r.attempt, FinishedAt: now.UTC(), Error: wire.Errorf(wire.CodeExpired,
+			"the controller gave up on %s: not delivered to the guest agent before its timeout", r.kind)}
+		if r.attempt > 0 {
+			res.Error.Message = fmt.Sprintf("the controller gave up on %s: run %d times, each cut short, and not run again before its timeout", r.kind, r.attempt)
+		}
+		data, _ := json.Marshal(res)
+		n, err := s.DB.Exec(ctx, `UPDATE agent_ops SET result = ?, done_at = ? WHERE instance_id = ? AND op_id = ? AND done_at IS NULL AND ack_state IS NULL`,
+			string(data), store.Millis(now), r.InstanceID, r.OpID)
+		if err != nil {
+			return out, err
+		}
+		if k, _ := n.RowsAffected(); k == 1 {
+			out = append(out, r.OpRef)
+		}
+	}
+	// Secrets go at the expiry whatever else happens to the op.
+	for kind, c := range wire.Classes {
+		if !c.SecretArgs {
+			continue
+		}
+		if _, err := s.DB.Exec(ctx, `UPDATE agent_ops SET args = NULL WHERE kind = ? AND args IS NOT NULL AND expires_at IS NOT NULL AND expires_at <= ?`,
+			string(kind), store.Millis(now)); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func (s *SQLStore) RecordOpStatus(ctx context.Context, instanceID, bootID string, st wire.StatusResult, at, received time.Time) error {
+	detail := st.Detail
+	if len(detail) > 1000 {
+		detail = detail[:1000]
+	}
+	_, err := s.DB.Exec(ctx, `UPDATE instance_reports SET status = ?, status_detail = ?, sent_at = ?, received_at = ?
+		WHERE instance_id = ? AND boot_id = ? AND sent_at <= ?`,
+		string(st.Status), detail, store.Millis(at), store.Millis(received), instanceID, bootID, store.Millis(at))
+	if err != nil {
+		return fmt.Errorf("record the status %s's result reported for %s: %w", st.Status, instanceID, err)
+	}
+	return nil
 }
 
 func (s *SQLStore) MarkAcked(ctx context.Context, instanceID, opID string, state wire.AckState, at time.Time) error {
@@ -190,15 +271,16 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 	return s.DB.InTx(ctx, func(tx *store.Tx) error {
 		var kind string
 		var done sql.NullInt64
-		err := tx.QueryRow(ctx, `SELECT kind, done_at FROM agent_ops WHERE instance_id = ? AND op_id = ?`, instanceID, r.OpID).Scan(&kind, &done)
+		var attempt int
+		err := tx.QueryRow(ctx, `SELECT kind, done_at, attempt FROM agent_ops WHERE instance_id = ? AND op_id = ?`, instanceID, r.OpID).Scan(&kind, &done, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("op %s: %w", r.OpID, ErrUnknownOp)
 		}
-		if err != nil || done.Valid {
-			return err // the first result wins
+		if err != nil || done.Valid || r.Attempt < attempt {
+			return err // the first result wins; an earlier run's is stale
 		}
 		q := `UPDATE agent_ops SET result = ?, done_at = ? WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
-		if secretArgs[wire.Kind(kind)] {
+		if secretArgs(kind) {
 			q = `UPDATE agent_ops SET result = ?, done_at = ?, args = NULL WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
 		}
 		_, err = tx.Exec(ctx, q, string(data), store.Millis(s.now()), instanceID, r.OpID)
@@ -232,6 +314,38 @@ func (s *SQLStore) ForgetPayload(ctx context.Context, instanceID, opID string) e
 	r.Payload = nil
 	data, _ := json.Marshal(r)
 	_, err = s.DB.Exec(ctx, `UPDATE agent_ops SET result = ? WHERE instance_id = ? AND op_id = ?`, string(data), instanceID, opID)
+	return err
+}
+
+// WatchedResult is the final result of a watched op (QueueOptions.Watch)
+// not yet recorded on its instance.
+type WatchedResult struct {
+	InstanceID, OpID string
+	Kind             wire.Kind
+	Result           wire.Result
+}
+
+// WatchedResults lists the final results of watched ops not yet reported.
+func WatchedResults(ctx context.Context, q store.Querier) ([]WatchedResult, error) {
+	return store.All(ctx, q, func(sc store.Scanner) (WatchedResult, error) {
+		var w WatchedResult
+		var kind, res string
+		if err := sc.Scan(&w.InstanceID, &w.OpID, &kind, &res); err != nil {
+			return w, err
+		}
+		w.Kind = wire.Kind(kind)
+		if err := json.Unmarshal([]byte(res), &w.Result); err != nil {
+			return w, fmt.Errorf("op %s: stored result: %w", w.OpID, err)
+		}
+		return w, nil
+	}, `SELECT instance_id, op_id, kind, result FROM agent_ops WHERE watched = 1 AND reported_at IS NULL AND done_at IS NOT NULL ORDER BY seq`)
+}
+
+// Unwatch marks an op as needing no report: its result reached whoever
+// asked (now, or a report was recorded).
+func Unwatch(ctx context.Context, q store.Querier, instanceID, opID string, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE agent_ops SET watched = 0, reported_at = ? WHERE instance_id = ? AND op_id = ?`,
+		store.Millis(now), instanceID, opID)
 	return err
 }
 

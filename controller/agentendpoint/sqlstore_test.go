@@ -174,19 +174,19 @@ func TestStoreOperationQueue(t *testing.T) {
 		ctx := context.Background()
 		st := s.store
 		for i := range 5 {
-			if err := st.EnqueueOp(ctx, "i", op(fmt.Sprintf("op-%d", i), wire.KindCreateDatabases, fmt.Sprintf(`{"databases":[{"name":"d%d"}]}`, i))); err != nil {
+			if err := st.EnqueueOp(ctx, "i", op(fmt.Sprintf("op-%d", i), wire.KindCreateDatabases, fmt.Sprintf(`{"databases":[{"name":"d%d"}]}`, i)), agentendpoint.QueueOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// Same id, same content (formatting aside): no-op. Other content: conflict.
-		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases": [{"name": "d1"}]}`)); err != nil {
+		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases": [{"name": "d1"}]}`), agentendpoint.QueueOptions{}); err != nil {
 			t.Fatalf("re-enqueue same content: %v", err)
 		}
-		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases":[{"name":"other"}]}`)); !errors.Is(err, agentendpoint.ErrOpConflict) {
+		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases":[{"name":"other"}]}`), agentendpoint.QueueOptions{}); !errors.Is(err, agentendpoint.ErrOpConflict) {
 			t.Fatalf("re-enqueue other content: %v", err)
 		}
 		// Another instance's queue is separate.
-		if err := st.EnqueueOp(ctx, "j", op("op-1", wire.KindStatus, "")); err != nil {
+		if err := st.EnqueueOp(ctx, "j", op("op-1", wire.KindStatus, ""), agentendpoint.QueueOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		pending, err := st.PendingOps(ctx, "i")
@@ -244,10 +244,10 @@ func TestSQLStoreKeepsTheQueueAcrossReopenAndDropsSecretsOnceDone(t *testing.T) 
 		t.Fatal(err)
 	}
 	s := &agentendpoint.SQLStore{DB: db}
-	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`)); err != nil {
+	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`), agentendpoint.QueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnqueueOp(ctx, "i", op("s1", wire.KindStatus, "")); err != nil {
+	if err := s.EnqueueOp(ctx, "i", op("s1", wire.KindStatus, ""), agentendpoint.QueueOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -270,7 +270,7 @@ func TestSQLStoreKeepsTheQueueAcrossReopenAndDropsSecretsOnceDone(t *testing.T) 
 	}
 	// The digest survives the scrub: the same op queued again is still
 	// recognised as the same.
-	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`)); err != nil {
+	if err := s.EnqueueOp(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`), agentendpoint.QueueOptions{}); err != nil {
 		t.Fatalf("re-enqueue of a finished, scrubbed op: %v", err)
 	}
 }
@@ -286,7 +286,7 @@ func TestForgetRemovesEnrollmentKeysOpsAndReports(t *testing.T) {
 		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(tok), k); err != nil {
 			t.Fatal(err)
 		}
-		s.EnqueueOp(ctx, "gone", op("x", wire.KindStatus, ""))
+		s.EnqueueOp(ctx, "gone", op("x", wire.KindStatus, ""), agentendpoint.QueueOptions{})
 		s.RecordHeartbeat(ctx, "gone", wire.Heartbeat{BootID: "b", Seq: 1, Status: wire.StatusRunning}, time.Now())
 		if err := agentendpoint.Forget(ctx, db, "gone"); err != nil {
 			t.Fatal(err)
@@ -301,6 +301,146 @@ func TestForgetRemovesEnrollmentKeysOpsAndReports(t *testing.T) {
 		}
 		if _, err := s.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, agentendpoint.ErrUnknownKey) {
 			t.Fatalf("forgotten key still authenticates: %v", err)
+		}
+	})
+}
+
+// TestStoreReRunsExpiryAndStaleResults: the queue's re-run and timeout
+// rules, the same in memory and in SQL.
+func TestStoreReRunsExpiryAndStaleResults(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		now := time.Now()
+		st := s.store
+		if err := st.EnqueueOp(ctx, "i", op("u", wire.KindCreateUsers, `{"users":[{"name":"u","password":"pw-secret-1"}]}`),
+			agentendpoint.QueueOptions{Expires: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		// A re-run moves the op to attempt 1, once.
+		if ok, err := st.RetryOp(ctx, "i", "u", 0, now); !ok || err != nil {
+			t.Fatalf("retry: %v %v", ok, err)
+		}
+		if ok, _ := st.RetryOp(ctx, "i", "u", 0, now); ok {
+			t.Fatal("a second retry from the same attempt moved the op again")
+		}
+		pending, _ := st.PendingOps(ctx, "i")
+		if len(pending) != 1 || pending[0].Attempt != 1 || len(pending[0].Args) == 0 {
+			t.Fatalf("pending %+v, want the op at attempt 1 with its arguments", pending)
+		}
+		// A late result of attempt 0 is not the op's result.
+		st.StoreResult(ctx, "i", wire.Result{OpID: "u", Attempt: 0, Error: wire.Errorf(wire.CodeInterrupted, "old")})
+		if _, done, _ := st.OpResult(ctx, "i", "u"); done {
+			t.Fatal("a stale attempt's result was stored")
+		}
+		// The bound: no re-run at wire.MaxAttempts, none after the expiry.
+		if ok, _ := st.RetryOp(ctx, "i", "u", 1, now.Add(2*time.Minute)); ok {
+			t.Fatal("re-run after the op's expiry")
+		}
+		for a := 1; a < wire.MaxAttempts-1; a++ {
+			if ok, _ := st.RetryOp(ctx, "i", "u", a, now); !ok {
+				t.Fatalf("retry from attempt %d refused", a)
+			}
+		}
+		if ok, _ := st.RetryOp(ctx, "i", "u", wire.MaxAttempts-1, now); ok {
+			t.Fatalf("a run beyond wire.MaxAttempts (%d)", wire.MaxAttempts)
+		}
+		// Expiry: the undelivered op gets an expired result, its secrets
+		// go; an op without an expiry stays.
+		st.EnqueueOp(ctx, "i", op("forever", wire.KindStatus, ""), agentendpoint.QueueOptions{})
+		refs, err := st.ExpireOps(ctx, now.Add(2*time.Minute))
+		if err != nil || len(refs) != 1 || refs[0].OpID != "u" {
+			t.Fatalf("expired %v, %v", refs, err)
+		}
+		res, done, _ := st.OpResult(ctx, "i", "u")
+		if !done || res.Error == nil || res.Error.Code != wire.CodeExpired {
+			t.Fatalf("expired op's result %+v", res)
+		}
+		if pending, _ := st.PendingOps(ctx, "i"); len(pending) != 1 || pending[0].ID != "forever" {
+			t.Fatalf("pending after expiry %+v", pending)
+		}
+	})
+}
+
+func TestSQLStoreKeepsSecretsNoLongerThanTheTimeoutAndReportsWatchedFailures(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &agentendpoint.SQLStore{DB: db}
+		now := time.Now()
+		// Delivered (acked) but never finished: the op keeps running in
+		// the guest, but its password goes at the timeout.
+		s.EnqueueOp(ctx, "i", op("u", wire.KindCreateUsers, `{"users":[{"name":"u","password":"pw-secret-1"}]}`),
+			agentendpoint.QueueOptions{Expires: now.Add(time.Second), Watch: true})
+		s.MarkAcked(ctx, "i", "u", wire.AckAccepted, now)
+		if refs, _ := s.ExpireOps(ctx, now.Add(2*time.Second)); len(refs) != 0 {
+			t.Fatalf("an op the agent runs was given up: %v", refs)
+		}
+		if n := storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE args LIKE '%pw-secret-1%'`); n != 0 {
+			t.Fatal("a password outlived its op's timeout")
+		}
+		// Its failure, when it comes, is to be reported, once.
+		if err := s.StoreResult(ctx, "i", wire.Result{OpID: "u", Error: wire.Errorf(wire.CodeAlreadyExists, "there")}); err != nil {
+			t.Fatal(err)
+		}
+		w, err := agentendpoint.WatchedResults(ctx, db)
+		if err != nil || len(w) != 1 || w[0].OpID != "u" || w[0].Result.Error.Code != wire.CodeAlreadyExists {
+			t.Fatalf("watched %+v, %v", w, err)
+		}
+		agentendpoint.Unwatch(ctx, db, "i", "u", now)
+		if w, _ := agentendpoint.WatchedResults(ctx, db); len(w) != 0 {
+			t.Fatalf("reported twice: %+v", w)
+		}
+	})
+}
+
+// TestTheStatusAnOperationLeftBeatsAnOlderHeartbeat: after a restart op,
+// the status its result carried is shown, and a heartbeat sent before the
+// op ended does not bring back the old status.
+func TestTheStatusAnOperationLeftBeatsAnOlderHeartbeat(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &agentendpoint.SQLStore{DB: db}
+		t0 := time.Now().Truncate(time.Millisecond)
+		s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: 1, SentAt: t0, Status: wire.StatusShutdown}, t0)
+		if err := s.RecordOpStatus(ctx, "i", "b", wire.StatusResult{Status: wire.StatusRunning}, t0.Add(2*time.Second), t0.Add(2*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		status := func() string {
+			var st string
+			db.QueryRow(ctx, `SELECT status FROM instance_reports WHERE instance_id = 'i'`).Scan(&st)
+			return st
+		}
+		if got := status(); got != "running" {
+			t.Fatalf("status after the op %q", got)
+		}
+		// Built during the restart, arriving after its result.
+		if ok, _ := s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: 2, SentAt: t0.Add(time.Second), Status: wire.StatusShutdown}, t0.Add(3*time.Second)); ok || status() != "running" {
+			t.Fatalf("an older heartbeat overwrote the op's status: %q", status())
+		}
+		// Another agent process's report is not touched by this one's op.
+		s.RecordOpStatus(ctx, "i", "other-boot", wire.StatusResult{Status: wire.StatusFailed}, t0.Add(4*time.Second), t0.Add(4*time.Second))
+		if status() != "running" {
+			t.Fatal("an op of another boot changed the status")
+		}
+		if ok, _ := s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: 3, SentAt: t0.Add(5 * time.Second), Status: wire.StatusCrashed}, t0.Add(5*time.Second)); !ok || status() != "crashed" {
+			t.Fatal("a newer heartbeat was not taken")
+		}
+	})
+}
+
+// TestEnrolmentVoidsTheInstancesOtherTokens: a create step run twice
+// writes two tokens (the first VM may still run with the first); the
+// first enrolment voids the other.
+func TestEnrolmentVoidsTheInstancesOtherTokens(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		first, second := wire.NewEnrollmentToken(), wire.NewEnrollmentToken()
+		s.addToken("i", first)
+		s.addToken("i", second)
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(first), key(t)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(second), key(t)); !errors.Is(err, agentendpoint.ErrTokenRejected) {
+			t.Fatalf("the instance's second token still enrols: %v", err)
 		}
 	})
 }

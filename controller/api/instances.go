@@ -84,6 +84,12 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	if f := in.Fault; f != nil {
 		out["fault"] = map[string]any{"message": f.Message, "created": troveTime(f.At), "details": f.Details}
 	}
+	if in.ServerRestartReason != "" {
+		// strata's own field: the server runs with outdated launch
+		// settings (status RESTART_REQUIRED; the restart action restarts
+		// the server).
+		out["server_restart_reason"] = in.ServerRestartReason
+	}
 	return out
 }
 

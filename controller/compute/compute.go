@@ -45,6 +45,32 @@ type Driver interface {
 	Console(ctx context.Context, srv Server, maxBytes int) (string, error)
 }
 
+// Capabilities only some drivers have, each its own small interface that
+// callers check for with a type assertion.
+
+// LaunchChecker is a driver whose machines outlive the controller and may
+// run with settings older than the driver's (the local qemu driver).
+type LaunchChecker interface {
+	// LaunchOutdated says why srv's running machine needs a restart to
+	// run with the driver's current launch settings; "" when it does not
+	// (or does not run).
+	LaunchOutdated(ctx context.Context, srv Server) (string, error)
+}
+
+// Restarter restarts a machine with the driver's current settings.
+type Restarter interface {
+	// RestartServer stops the machine (gracefully, then forcibly) and
+	// starts it again.
+	RestartServer(ctx context.Context, srv Server) error
+}
+
+// VolumeSizer reports a volume's actual size, for recovery to reconcile
+// the record with the disk after a crash.
+type VolumeSizer interface {
+	// VolumeSize is the volume's size in whole GB.
+	VolumeSize(ctx context.Context, vol Volume) (int, error)
+}
+
 // VolumeSpec describes a data volume.
 type VolumeSpec struct {
 	InstanceID string

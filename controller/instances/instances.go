@@ -61,6 +61,15 @@ type Desired struct {
 	// RestartRequired: a configuration change waits for a restart (the
 	// agent said so in the change's result).
 	RestartRequired bool
+	// ServerRestartReason, when set, says why the server must be
+	// restarted: it runs with launch settings older than the compute
+	// driver's (found when a controller adopted it). The restart action
+	// restarts the server then, not just the database.
+	ServerRestartReason string
+	// ConfigurationApplied is the digest of the configuration set the
+	// guest last applied ("" unknown): recovery re-applies the attached
+	// group when it differs.
+	ConfigurationApplied string
 	// Volume and Server are the compute driver's handles (JSON it owns).
 	Volume json.RawMessage
 	Server json.RawMessage
@@ -137,7 +146,7 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 	}
 	switch r.Status {
 	case wire.StatusRunning, wire.StatusRestartRequired:
-		if d.RestartRequired || r.Status == wire.StatusRestartRequired {
+		if d.RestartRequired || d.ServerRestartReason != "" || r.Status == wire.StatusRestartRequired {
 			return StatusRestartRequired, operating
 		}
 		return StatusActive, operating
@@ -189,14 +198,14 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.volume, i.server, i.host, i.port, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.volume, i.server, i.host, i.port, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
 func scan(s store.Scanner) (Instance, error) {
 	var in Instance
 	d := &in.Desired
-	var cfg, faultMsg, faultDet, vol, srv, host sql.NullString
+	var cfg, faultMsg, faultDet, vol, srv, host, srvRestart, cfgApplied sql.NullString
 	var taskStarted, faultAt, deleted sql.NullInt64
 	var port sql.NullInt64
 	var errored, restart int
@@ -206,7 +215,7 @@ func scan(s store.Scanner) (Instance, error) {
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &vol, &srv, &host, &port, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &vol, &srv, &host, &port, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err
@@ -215,6 +224,7 @@ func scan(s store.Scanner) (Instance, error) {
 	d.Task = Task(task)
 	d.TaskStartedAt = store.NullMillis(taskStarted)
 	d.Errored, d.RestartRequired = errored != 0, restart != 0
+	d.ServerRestartReason, d.ConfigurationApplied = srvRestart.String, cfgApplied.String
 	if faultMsg.Valid {
 		d.Fault = &Fault{Message: faultMsg.String, Details: faultDet.String, At: store.NullMillis(faultAt)}
 	}

@@ -27,7 +27,7 @@ func (m *Manager) get(ctx context.Context, q store.Querier, project, id string) 
 // startTask sets the instance's task and queues the task in one
 // transaction, after check passes on the current state.
 func (m *Manager) startTask(ctx context.Context, project, id string, task instances.Task, n tasks.New,
-	check func(in instances.Instance, status string) error) error {
+	check func(in instances.Instance, status string) error, before ...func(*store.Tx, instances.Instance) error) error {
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		in, err := m.get(ctx, tx, project, id)
 		if err != nil {
@@ -36,6 +36,11 @@ func (m *Manager) startTask(ctx context.Context, project, id string, task instan
 		status, _ := m.Status(in)
 		if err := check(in, status); err != nil {
 			return err
+		}
+		for _, b := range before {
+			if err := b(tx, in); err != nil {
+				return err
+			}
 		}
 		now := m.now()
 		if task != instances.TaskNone {
@@ -54,7 +59,9 @@ func (m *Manager) startTask(ctx context.Context, project, id string, task instan
 }
 
 // Delete starts deleting an instance. A building instance must be reset
-// first (force delete does both), as in Trove.
+// first (force delete does both), as in Trove. A queued recover of the
+// instance is cancelled rather than waited for: there is nothing to bring
+// back.
 func (m *Manager) Delete(ctx context.Context, project, id string) error {
 	return m.startTask(ctx, project, id, instances.TaskDeleting, tasks.New{Kind: KindDelete, Step: "server"},
 		func(in instances.Instance, status string) error {
@@ -65,12 +72,19 @@ func (m *Manager) Delete(ctx context.Context, project, id string) error {
 				return wrap(ErrUnprocessable, "instance %s is not ready (status BUILD); reset its status first or use force delete", in.ID)
 			}
 			return nil
+		},
+		func(tx *store.Tx, in instances.Instance) error {
+			n, err := tasks.CancelKinds(ctx, tx, in.ID, []string{KindRecover}, "cancelled by delete", m.now())
+			if n > 0 {
+				m.log().Info("delete cancelled a queued recover", "instance", in.ID)
+			}
+			return err
 		})
 }
 
-// ResetStatus cancels the instance's pending tasks and clears its task
-// and error (Trove's reset_status): afterwards the status is what the
-// agent reports, ERROR if nothing, and the instance can be deleted.
+// ResetStatus cancels the instance's pending tasks and clears its task,
+// error and fault (Trove's reset_status): afterwards the status is what
+// the agent reports, ERROR if nothing, and the instance can be deleted.
 func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
 	return m.DB.InTx(ctx, func(tx *store.Tx) error {
 		in, err := m.get(ctx, tx, project, id)
@@ -83,7 +97,8 @@ func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
 			return err
 		}
 		m.log().Info("instance status reset", "instance", id, "cancelled_tasks", n, "was_task", in.Task, "was_errored", in.Errored)
-		return instances.Update(ctx, tx, id, now, `task = ?, task_started_at = NULL, errored = 0`, string(instances.TaskNone))
+		return instances.Update(ctx, tx, id, now, `task = ?, task_started_at = NULL, errored = 0,
+			fault_message = NULL, fault_details = NULL, fault_at = NULL`, string(instances.TaskNone))
 	})
 }
 
@@ -183,25 +198,52 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 	return tasks.Result{}, tasks.Fail("", "delete task at unknown step %q", t.Step)
 }
 
+// restartPayload: the restart restarts the server (its launch settings
+// are outdated), not only the database; Since is when that began.
+type restartPayload struct {
+	Server bool      `json:"server,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
 func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
 	in, err := m.load(ctx, t.InstanceID)
 	if err != nil {
 		return tasks.Result{}, tasks.Fail("", "%v", err)
 	}
+	var p restartPayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
 	opID := "restart-" + t.ID
 	switch t.Step {
 	case "submit":
-		if err := m.Agents.Submit(ctx, in.ID, wire.Operation{ID: opID, Kind: wire.KindRestart}); err != nil {
+		if r, ok := m.Compute.(compute.Restarter); ok && in.ServerRestartReason != "" {
+			srv, _ := serverOf(in)
+			m.log().Info("restarting the server: it runs with outdated launch settings", "instance", in.ID, "reason", in.ServerRestartReason)
+			p = restartPayload{Server: true, Since: m.now()}
+			if err := r.RestartServer(ctx, srv); err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{Next: "wait", Payload: p, After: 2 * time.Second}, nil
+		}
+		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindRestart}); err != nil {
 			return tasks.Result{}, err
 		}
 		return tasks.Result{Next: "wait", After: time.Second}, nil
 	case "wait":
-		_, done, err := m.opDone(ctx, in.ID, opID, "restart")
-		if err != nil {
-			return tasks.Result{}, err
+		done := false
+		if p.Server {
+			// Back once the agent of the new boot reports it running.
+			r := in.Reported
+			done = r != nil && r.ReceivedAt.After(p.Since) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired)
+		} else {
+			_, done, err = m.opDone(ctx, in.ID, opID, "restart")
+			if err != nil {
+				return tasks.Result{}, err
+			}
 		}
 		if done {
-			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, restart_required = 0`, string(instances.TaskNone)); err != nil {
+			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, restart_required = 0, server_restart_reason = NULL`, string(instances.TaskNone)); err != nil {
 				return tasks.Result{}, err
 			}
 			return tasks.Result{Done: true}, nil
@@ -244,7 +286,7 @@ func (m *Manager) runResize(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		}
 		return tasks.Result{Next: "grow"}, nil
 	case "grow":
-		if err := m.Agents.Submit(ctx, in.ID, wire.Operation{ID: opID, Kind: wire.KindResizeFilesystem}); err != nil {
+		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindResizeFilesystem}); err != nil {
 			return tasks.Result{}, err
 		}
 		return tasks.Result{Next: "wait", After: time.Second}, nil

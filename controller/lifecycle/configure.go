@@ -2,6 +2,8 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -31,6 +33,19 @@ func (m *Manager) configurationArgs(ctx context.Context, in instances.Instance) 
 	args.Values = g.Values
 	args.Rules = configurations.RulesFor(v.Rules, g.Values)
 	return args, nil
+}
+
+// configDigest identifies a configuration set as the guest gets it
+// (encoding/json writes map keys sorted, so equal sets give equal
+// digests).
+func configDigest(args wire.ConfigurationArgs) string {
+	data, _ := json.Marshal(args)
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:16])
+}
+
+type configurePayload struct {
+	Digest string `json:"digest,omitempty"`
 }
 
 // SetConfiguration attaches a configuration group to an instance ("" to
@@ -115,10 +130,10 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 			return tasks.Result{}, err
 		}
 		data, _ := json.Marshal(args)
-		if err := m.Agents.Submit(ctx, in.ID, wire.Operation{ID: opID, Kind: wire.KindApplyConfiguration, Args: data}); err != nil {
+		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindApplyConfiguration, Args: data}); err != nil {
 			return tasks.Result{}, err
 		}
-		return tasks.Result{Next: "wait", After: 500 * time.Millisecond}, nil
+		return tasks.Result{Next: "wait", Payload: configurePayload{Digest: configDigest(args)}, After: 500 * time.Millisecond}, nil
 	case "wait":
 		res, done, err := m.opDone(ctx, in.ID, opID, "applying the configuration")
 		if err != nil {
@@ -134,10 +149,14 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 		if err := res.Decode(&cr); err != nil {
 			return tasks.Result{}, tasks.Fail("", "configuration result: %v", err)
 		}
+		var p configurePayload
+		t.Decode(&p)
 		if cr.RestartRequired {
-			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `restart_required = 1`); err != nil {
+			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `restart_required = 1, configuration_applied = ?`, p.Digest); err != nil {
 				return tasks.Result{}, err
 			}
+		} else if err := instances.Update(ctx, m.DB, in.ID, m.now(), `configuration_applied = ?`, p.Digest); err != nil {
+			return tasks.Result{}, err
 		}
 		m.log().Info("configuration applied", "instance", in.ID, "live", cr.AppliedLive, "pending_restart", cr.PendingRestart)
 		return tasks.Result{Done: true}, nil

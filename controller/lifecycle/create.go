@@ -40,6 +40,8 @@ type CreateRequest struct {
 type createPayload struct {
 	Databases []wire.Database `json:"databases,omitempty"`
 	Users     []wire.User     `json:"users,omitempty"`
+	// ConfigDigest is the configuration set prepare applies.
+	ConfigDigest string `json:"config_digest,omitempty"`
 }
 
 func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, error) {
@@ -173,6 +175,13 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 
 func prepareOpID(instanceID string) string { return "prepare-" + instanceID }
 
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
 func volumeOf(in instances.Instance) (compute.Volume, bool) {
 	var v compute.Volume
 	if len(in.Volume) == 0 || json.Unmarshal(in.Volume, &v) != nil {
@@ -243,8 +252,11 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	if !ok {
 		return tasks.Result{Next: "volume"}, nil
 	}
-	// A fresh one-time token for this config drive; one from an earlier
-	// run of this step that never reached a guest is revoked.
+	// A fresh one-time token for this config drive. A token from an
+	// earlier run of this step stays valid: its VM may be running still
+	// (the controller died after booting it, and a running VM keeps the
+	// config drive it booted with). The first enrolment revokes the
+	// instance's other tokens.
 	token := wire.NewEnrollmentToken()
 	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
 		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
@@ -253,13 +265,7 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
 	}
 	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
-	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
-		if err := agentendpoint.RevokeUnusedTokens(ctx, tx, in.ID); err != nil {
-			return err
-		}
-		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now())
-	})
-	if err != nil {
+	if err := agentendpoint.AddEnrollment(ctx, m.DB, in.ID, token, m.now()); err != nil {
 		return tasks.Result{}, err
 	}
 	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{
@@ -292,19 +298,20 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 		return tasks.Result{}, err
 	}
 	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users}
+	cfg, err := m.configurationArgs(ctx, in)
+	if err != nil {
+		return tasks.Result{}, err
+	}
 	if in.ConfigurationID != "" {
-		cfg, err := m.configurationArgs(ctx, in)
-		if err != nil {
-			return tasks.Result{}, err
-		}
 		args.Configuration = &cfg
 	}
+	p.ConfigDigest = configDigest(cfg)
 	data, err := json.Marshal(args)
 	if err != nil {
 		return tasks.Result{}, err
 	}
 	op := wire.Operation{ID: prepareOpID(in.ID), Kind: wire.KindPrepare, Args: data}
-	if err := m.Agents.Submit(ctx, in.ID, op); err != nil {
+	if err := m.queue(ctx, t, in.ID, op); err != nil {
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
 	}
 	// The queued op carries the passwords now; the task forgets them.
@@ -323,7 +330,10 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, err
 	}
 	if done {
-		if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
+		var p createPayload
+		t.Decode(&p)
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?`,
+			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
 			return tasks.Result{}, err
 		}
 		m.log().Info("instance prepared", "instance", in.ID, "seconds", m.now().Sub(in.CreatedAt).Seconds())

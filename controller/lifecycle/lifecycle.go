@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"strata/agent/wire"
+	"strata/controller/agentendpoint"
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/instances"
@@ -49,12 +50,14 @@ func wrap(kind error, format string, args ...any) error {
 
 // Agents is what lifecycle needs of the agent endpoint.
 type Agents interface {
-	// Submit queues an operation (delivered whenever the agent connects).
-	Submit(ctx context.Context, instanceID string, op wire.Operation) error
+	// Queue queues an operation (delivered whenever the agent connects,
+	// re-run after an interruption if its kind is idempotent, given up at
+	// opts.Expires).
+	Queue(ctx context.Context, instanceID string, op wire.Operation, opts agentendpoint.QueueOptions) error
 	// Result returns an operation's result once there is one.
 	Result(ctx context.Context, instanceID, opID string) (wire.Result, bool, error)
-	// Call submits and waits up to timeout for the result.
-	Call(ctx context.Context, instanceID string, op wire.Operation, timeout time.Duration) (wire.Result, error)
+	// Call queues and waits up to timeout for the result.
+	Call(ctx context.Context, instanceID string, op wire.Operation, opts agentendpoint.QueueOptions, timeout time.Duration) (wire.Result, error)
 	// Disconnect closes the instance's session.
 	Disconnect(instanceID string)
 	// ForgetPayload blanks a stored result's payload (secrets handed out
@@ -84,6 +87,9 @@ type Manager struct {
 	ResizeTimeout  time.Duration
 	// GuestCallTimeout bounds synchronous guest calls (60s).
 	GuestCallTimeout time.Duration
+	// GuestOpTimeout is how long a guest call the API accepted (202) may
+	// wait in the queue, or be re-run, before it fails visibly (10 min).
+	GuestOpTimeout time.Duration
 	Logger           *slog.Logger
 	Now              func() time.Time
 
@@ -162,24 +168,40 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 }
 
 // failErrored records the failure as the instance's fault, puts it in
-// ERROR and clears its task.
+// ERROR and clears its task — unless the failure is harmless (an
+// operation cut short that could not run again) and the instance is
+// healthy: then the fault is recorded and the instance stays as it is.
 func (m *Manager) failErrored(ctx context.Context, t *tasks.Task, f *tasks.Failure) error {
-	return m.recordFailure(ctx, t, f, true)
+	if f.Harmless {
+		if in, err := m.load(ctx, t.InstanceID); err == nil && m.healthy(in) {
+			return m.recordFailure(ctx, t, f, false, true)
+		}
+	}
+	return m.recordFailure(ctx, t, f, true, true)
+}
+
+// healthy: the agent reports the datastore running, recently.
+func (m *Manager) healthy(in instances.Instance) bool {
+	r := in.Reported
+	return r != nil && m.now().Sub(r.ReceivedAt) <= m.Stale() &&
+		(r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired)
 }
 
 // failFaultOnly records the fault but leaves the status alone (a
 // configuration the database refused does not break the instance).
 func (m *Manager) failFaultOnly(ctx context.Context, t *tasks.Task, f *tasks.Failure) error {
-	return m.recordFailure(ctx, t, f, false)
+	return m.recordFailure(ctx, t, f, false, false)
 }
 
-func (m *Manager) recordFailure(ctx context.Context, t *tasks.Task, f *tasks.Failure, errored bool) error {
+// recordFailure records f as the instance's fault; errored puts it in
+// ERROR; clearTask ends its task in progress.
+func (m *Manager) recordFailure(ctx context.Context, t *tasks.Task, f *tasks.Failure, errored, clearTask bool) error {
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		now := m.now()
 		if err := instances.SetFault(ctx, tx, t.InstanceID, instances.Fault{Message: f.Reason, Details: f.Details}, errored, now); err != nil {
 			return err
 		}
-		if errored {
+		if clearTask {
 			return instances.SetTask(ctx, tx, t.InstanceID, instances.TaskNone, now)
 		}
 		return nil
@@ -191,16 +213,31 @@ func (m *Manager) recordFailure(ctx context.Context, t *tasks.Task, f *tasks.Fai
 }
 
 // opDone reads an operation's result; a failed operation becomes a
-// *tasks.Failure with the agent's code and message.
+// *tasks.Failure with the agent's code and message. One cut short and not
+// run again (a kind that is not idempotent, or past its re-run bound or
+// timeout) is a harmless failure: it says so, and does not by itself
+// break a healthy instance.
 func (m *Manager) opDone(ctx context.Context, instanceID, opID, what string) (wire.Result, bool, error) {
 	res, done, err := m.Agents.Result(ctx, instanceID, opID)
 	if err != nil || !done {
 		return res, done, err
 	}
 	if res.Error != nil {
-		return res, true, tasks.Fail("", "%s failed in the guest: %s: %s", what, res.Error.Code, res.Error.Message)
+		f := &tasks.Failure{Reason: fmt.Sprintf("%s failed in the guest: %s: %s", what, res.Error.Code, res.Error.Message)}
+		switch res.Error.Code {
+		case wire.CodeInterrupted, wire.CodeExpired:
+			f.Reason = fmt.Sprintf("%s was cut short and not run again (%d runs): %s: %s", what, res.Attempt+1, res.Error.Code, res.Error.Message)
+			f.Harmless = true
+		}
+		return res, true, f
 	}
 	return res, true, nil
+}
+
+// queue queues a task's operation, given up at the task's deadline: its
+// arguments (passwords) are not kept longer than that.
+func (m *Manager) queue(ctx context.Context, t *tasks.Task, instanceID string, op wire.Operation) error {
+	return m.Agents.Queue(ctx, instanceID, op, agentendpoint.QueueOptions{Expires: t.Deadline})
 }
 
 // consoleTail is the end of the server's console for fault details.

@@ -8,15 +8,29 @@ import (
 
 	"strata/agent/wire"
 	"strata/controller/compute"
+	"strata/controller/configurations"
 	"strata/controller/instances"
 	"strata/controller/store"
 	"strata/controller/tasks"
 )
 
-// Recover starts again the servers that should run but do not (after a
-// controller or host restart, or a VM that died). An idle instance gets a
-// recover task (status REBOOT until its agent reports again); one with a
-// task in progress just gets its server started, and the task carries on.
+// Recover makes actual state agree with desired state after a controller
+// start, a crash, or a VM that died:
+//
+//   - a server that runs is adopted; if it runs with launch settings older
+//     than the driver's, the instance says so (ServerRestartReason: status
+//     RESTART_REQUIRED) — it is neither kept silently nor killed;
+//   - a server that should run and does not is started again: an idle
+//     instance gets a recover task (status REBOOT until its agent reports
+//     again); one with a task in progress just gets its server started,
+//     and the task carries on;
+//   - an idle, healthy instance whose volume is larger on disk or in the
+//     driver's record than in its desired state rolls forward: a resize
+//     task to the larger size grows the filesystem and records it; one
+//     whose guest last applied another configuration than the attached
+//     group gets a configure task;
+//   - failures of guest calls answered 202 are recorded (ReportWatched).
+//
 // Errored and deleting instances are left alone.
 func (m *Manager) Recover(ctx context.Context) error {
 	list, err := instances.List(ctx, m.DB, instances.ListOptions{})
@@ -25,47 +39,143 @@ func (m *Manager) Recover(ctx context.Context) error {
 	}
 	var errs []error
 	for _, in := range list {
-		srv, ok := serverOf(in)
-		if !ok || in.Errored || in.Task == instances.TaskDeleting {
-			continue
-		}
-		st, err := m.Compute.ServerState(ctx, srv)
-		if err != nil || st != compute.StateStopped {
-			continue
-		}
-		if in.Task != instances.TaskNone {
-			m.log().Info("starting the server of an instance whose task is in progress", "instance", in.ID, "task", in.Task)
-			if err := m.Compute.StartServer(ctx, srv); err != nil {
-				errs = append(errs, fmt.Errorf("instance %s: %w", in.ID, err))
-			}
-			continue
-		}
-		v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		err = m.DB.InTx(ctx, func(tx *store.Tx) error {
-			active, err := tasks.Active(ctx, tx, in.ID)
-			if err != nil || len(active) > 0 {
-				return err
-			}
-			now := m.now()
-			if err := instances.SetTask(ctx, tx, in.ID, instances.TaskRebooting, now); err != nil {
-				return err
-			}
-			_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: in.ID, Kind: KindRecover, Step: "start",
-				Payload: recoverPayload{Since: now}, Deadline: now.Add(v.BootTimeout)}, now)
-			return err
-		})
-		if err != nil {
+		if err := m.recoverOne(ctx, in); err != nil {
 			errs = append(errs, fmt.Errorf("instance %s: %w", in.ID, err))
-			continue
 		}
-		m.log().Info("server found stopped; starting it again", "instance", in.ID)
+	}
+	if err := m.ReportWatched(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	m.kick()
 	return errors.Join(errs...)
+}
+
+func (m *Manager) recoverOne(ctx context.Context, in instances.Instance) error {
+	srv, ok := serverOf(in)
+	if !ok || in.Task == instances.TaskDeleting {
+		return nil
+	}
+	st, err := m.Compute.ServerState(ctx, srv)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case compute.StateRunning:
+		if lc, ok := m.Compute.(compute.LaunchChecker); ok {
+			reason, err := lc.LaunchOutdated(ctx, srv)
+			if err != nil {
+				return err
+			}
+			if reason != in.ServerRestartReason {
+				if err := instances.Update(ctx, m.DB, in.ID, m.now(), `server_restart_reason = ?`, nullIfEmpty(reason)); err != nil {
+					return err
+				}
+				if reason != "" {
+					m.log().Warn("instance's server runs with outdated launch settings; it needs a restart", "instance", in.ID, "reason", reason)
+				}
+			}
+		}
+		if in.Errored || in.Task != instances.TaskNone {
+			return nil
+		}
+		return m.reconcile(ctx, in)
+	case compute.StateStopped:
+	default:
+		return nil
+	}
+	if in.Errored {
+		return nil
+	}
+	if in.Task != instances.TaskNone {
+		m.log().Info("starting the server of an instance whose task is in progress", "instance", in.ID, "task", in.Task)
+		return m.Compute.StartServer(ctx, srv)
+	}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return err
+	}
+	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
+		active, err := tasks.Active(ctx, tx, in.ID)
+		if err != nil || len(active) > 0 {
+			return err
+		}
+		now := m.now()
+		if err := instances.SetTask(ctx, tx, in.ID, instances.TaskRebooting, now); err != nil {
+			return err
+		}
+		_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: in.ID, Kind: KindRecover, Step: "start",
+			Payload: recoverPayload{Since: now}, Deadline: now.Add(v.BootTimeout)}, now)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	m.log().Info("server found stopped; starting it again", "instance", in.ID)
+	return nil
+}
+
+// reconcile rolls an idle, healthy instance forward to what a crash cut
+// short: the larger volume size, the attached configuration.
+func (m *Manager) reconcile(ctx context.Context, in instances.Instance) error {
+	if !m.healthy(in) {
+		return nil
+	}
+	size := in.VolumeSizeGB
+	vol, hasVol := volumeOf(in)
+	if hasVol {
+		size = max(size, vol.SizeGB)
+		if vs, ok := m.Compute.(compute.VolumeSizer); ok {
+			actual, err := vs.VolumeSize(ctx, vol)
+			if err != nil {
+				return err
+			}
+			size = max(size, actual)
+		}
+	}
+	var wantCfg string
+	if in.ConfigurationApplied != "" {
+		args, err := m.configurationArgs(ctx, in)
+		if err != nil && !errors.Is(err, configurations.ErrNotFound) {
+			return err
+		}
+		if err == nil {
+			wantCfg = configDigest(args)
+		}
+	}
+	resize := size > in.VolumeSizeGB
+	configure := wantCfg != "" && wantCfg != in.ConfigurationApplied
+	if !resize && !configure {
+		return nil
+	}
+	timeout := m.ResizeTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	return m.DB.InTx(ctx, func(tx *store.Tx) error {
+		active, err := tasks.Active(ctx, tx, in.ID)
+		if err != nil || len(active) > 0 {
+			return err
+		}
+		now := m.now()
+		if resize {
+			m.log().Warn("volume larger than recorded after a crash; rolling the resize forward", "instance", in.ID,
+				"recorded_gb", in.VolumeSizeGB, "actual_gb", size)
+			if err := instances.SetTask(ctx, tx, in.ID, instances.TaskResizing, now); err != nil {
+				return err
+			}
+			if _, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: in.ID, Kind: KindResize, Step: "extend",
+				Payload: resizePayload{SizeGB: size}, Deadline: now.Add(timeout)}, now); err != nil {
+				return err
+			}
+		}
+		if configure {
+			m.log().Warn("the guest applied another configuration than the attached one; applying it again", "instance", in.ID)
+			if _, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: in.ID, Kind: KindConfigure, Step: "submit", Deadline: now.Add(10 * time.Minute)}, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // RunRecovery calls Recover every interval, and soon after RecoverSoon,
@@ -73,10 +183,18 @@ func (m *Manager) Recover(ctx context.Context) error {
 func (m *Manager) RunRecovery(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// Failures of accepted guest calls are looked for more often.
+	report := time.NewTicker(min(interval, 5*time.Second))
+	defer report.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-report.C:
+			if err := m.ReportWatched(ctx); err != nil && ctx.Err() == nil {
+				m.log().Error("recording failed guest operations", "err", err)
+			}
+			continue
 		case <-t.C:
 		case <-m.recoverKick():
 		}

@@ -79,6 +79,10 @@ type Result struct {
 type Failure struct {
 	Reason  string
 	Details string
+	// Harmless: the failure leaves what the task worked on as it was (an
+	// operation cut short that could not run again): the kind's OnFail
+	// may record it without calling it broken.
+	Harmless bool
 }
 
 func (f *Failure) Error() string { return f.Reason }
@@ -151,6 +155,23 @@ func CancelInstance(ctx context.Context, q store.Querier, instanceID string, now
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
+}
+
+// CancelKinds cancels the queued tasks of an instance that are of one of
+// kinds (a delete cancels a queued recover instead of waiting behind it).
+// A step of one that runs finishes, its result dropped.
+func CancelKinds(ctx context.Context, q store.Querier, instanceID string, kinds []string, reason string, now time.Time) (int, error) {
+	total := 0
+	for _, k := range kinds {
+		res, err := q.Exec(ctx, `UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE instance_id = ? AND state = ? AND kind = ?`,
+			StateCancelled, reason, store.Millis(now), instanceID, StateQueued, k)
+		if err != nil {
+			return total, err
+		}
+		n, _ := res.RowsAffected()
+		total += int(n)
+	}
+	return total, nil
 }
 
 // Info is a task's stored state, for tests and diagnostics.

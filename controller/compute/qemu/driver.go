@@ -86,7 +86,12 @@ type Driver struct {
 	watched map[string]int
 }
 
-var _ compute.Driver = (*Driver)(nil)
+var (
+	_ compute.Driver        = (*Driver)(nil)
+	_ compute.LaunchChecker = (*Driver)(nil)
+	_ compute.Restarter     = (*Driver)(nil)
+	_ compute.VolumeSizer   = (*Driver)(nil)
+)
 
 // New returns a driver. life bounds the goroutines that watch VMs, never
 // the VMs themselves.

@@ -122,3 +122,15 @@ func (d *Driver) DeleteVolume(ctx context.Context, vol compute.Volume) error {
 	}
 	return nil
 }
+
+// VolumeSize is data.raw's size in whole GB.
+func (d *Driver) VolumeSize(ctx context.Context, vol compute.Volume) (int, error) {
+	if err := checkID(vol.ID); err != nil {
+		return 0, err
+	}
+	st, err := os.Stat(d.paths(vol.ID).data)
+	if err != nil {
+		return 0, fmt.Errorf("data volume of %s: %w", vol.ID, err)
+	}
+	return int(st.Size() / gib), nil
+}
