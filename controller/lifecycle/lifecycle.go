@@ -90,8 +90,8 @@ type Manager struct {
 	// GuestOpTimeout is how long a guest call the API accepted (202) may
 	// wait in the queue, or be re-run, before it fails visibly (10 min).
 	GuestOpTimeout time.Duration
-	Logger           *slog.Logger
-	Now              func() time.Time
+	Logger         *slog.Logger
+	Now            func() time.Time
 
 	kickOnce sync.Once
 	kickCh   chan struct{}
