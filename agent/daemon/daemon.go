@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer journal.Close()
 	if cut := journal.Interrupted(); len(cut) > 0 {
-		log.Warn("operations were cut short by the last stop; they will be reported interrupted, not rerun", "ops", cut)
+		log.Warn("operations were cut short by the last stop; they are reported interrupted, and the controller runs the idempotent ones again", "ops", cut)
 	}
 	mgr := cfg.Manager
 	if mgr == nil {

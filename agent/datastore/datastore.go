@@ -57,6 +57,16 @@ type Manager interface {
 	TailLog(ctx context.Context, name string, lines int) (wire.LogTail, error)
 }
 
+// Flusher is a manager whose datastore can be made to write out what it
+// has acknowledged, whatever its own durability settings say
+// (innodb_flush_log_at_trx_commit, synchronous_commit, appendfsync...).
+// The agent calls Flush after every operation that changes the guest and
+// then syncs the data and configuration filesystems (SyncFS), so that an
+// operation reported done survives the VM being killed right after.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
 // Service starts and stops the database server process. In the guest it
 // is a systemd unit (package datastore/systemd); tests run the real server
 // binary directly.

@@ -15,14 +15,21 @@ import (
 )
 
 // State is what a manager must remember across agent restarts: whether
-// prepare ran (and how it ended), whether the server was stopped on
-// request, and whether configuration waits for a restart.
+// prepare ran (and how it ended, or how far an interrupted one got),
+// whether the server was stopped on request, and whether configuration
+// waits for a restart.
 type State struct {
-	PrepareStarted  time.Time `json:"prepare_started,omitzero"`
-	Prepared        bool      `json:"prepared"`
-	PrepareError    string    `json:"prepare_error,omitempty"`
-	Stopped         bool      `json:"stopped"`
-	RestartRequired bool      `json:"restart_required"`
+	PrepareStarted time.Time `json:"prepare_started,omitzero"`
+	Prepared       bool      `json:"prepared"`
+	PrepareError   string    `json:"prepare_error,omitempty"`
+	// DataDirInitStarted: this prepare began initialising the data
+	// directory; DataDirInitialized: it finished (and the files are on
+	// disk). A resumed prepare redoes a half-done initialisation and skips
+	// a finished one.
+	DataDirInitStarted bool `json:"datadir_init_started,omitempty"`
+	DataDirInitialized bool `json:"datadir_initialized,omitempty"`
+	Stopped            bool `json:"stopped"`
+	RestartRequired    bool `json:"restart_required"`
 }
 
 // Lifecycle keeps a manager's State in a root-only JSON file and takes the
@@ -74,9 +81,13 @@ func (l *Lifecycle) Update(f func(*State)) error {
 	return WriteFileAtomic(l.path, data, 0o600)
 }
 
-// Prepare runs a manager's prepare at most once, the same way in every
-// manager. It fails with failed_precondition when prepare runs, ran, or
-// was cut short (a failed prepare means rebuild). check validates (and
+// Prepare runs a manager's prepare, the same way in every manager, until
+// it succeeds once. It fails with failed_precondition when prepare runs,
+// ran, or failed (a failed prepare means rebuild). One that was cut short
+// (the agent or the VM stopped) runs again when asked: each of its steps
+// converges on what the data volume holds (format only if blank,
+// initialise only what is not initialised — redoing a half-done
+// initialisation — create only what is missing). check validates (and
 // may normalise) the arguments and must change nothing; then the start is
 // recorded, prepare runs, and its outcome is recorded (the status then
 // says failed, or the datastore is prepared). A failure is logged.
@@ -120,9 +131,67 @@ func (l *Lifecycle) checkCanPrepareLocked() error {
 		return wire.Errorf(wire.CodeFailedPrecondition, "prepare is running already")
 	case l.state.Prepared:
 		return wire.Errorf(wire.CodeFailedPrecondition, "%s is prepared already", l.datastore)
-	case !l.state.PrepareStarted.IsZero():
-		return wire.Errorf(wire.CodeFailedPrecondition, "an earlier prepare (started %s) did not finish; rebuild the instance",
-			l.state.PrepareStarted.Format(time.RFC3339))
+	case l.state.PrepareError != "":
+		return wire.Errorf(wire.CodeFailedPrecondition, "an earlier prepare (started %s) failed: %s; rebuild the instance",
+			l.state.PrepareStarted.Format(time.RFC3339), l.state.PrepareError)
+	}
+	return nil
+}
+
+// Resuming reports whether prepare was cut short before and has not
+// finished since: its next run resumes it.
+func (l *Lifecycle) Resuming() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.state.Prepared && l.state.PrepareError == "" && !l.state.PrepareStarted.IsZero()
+}
+
+// InitDataDir initialises the data directory dir through init, within
+// prepare: not when it holds a database already (exists; an instance
+// rebuilt onto its old volume keeps it) unless this prepare itself began
+// that initialisation and was cut short, and not again when this prepare
+// finished it before it was cut short. It reports whether the directory
+// is fresh (initialised by this prepare, now or before), in which case
+// prepare creates the initial databases and users. The initialised files
+// are synced to disk before that is recorded.
+func (l *Lifecycle) InitDataDir(log *slog.Logger, dir string, exists func() bool, init func() error) (fresh bool, err error) {
+	st, _ := l.State()
+	if st.DataDirInitialized {
+		log.Info("data directory initialised by this prepare before it was cut short; keeping it", "datadir", dir)
+		return true, nil
+	}
+	if exists() {
+		if !st.DataDirInitStarted {
+			log.Info("data directory holds a database already; keeping it", "datadir", dir)
+			return false, nil
+		}
+		log.Warn("data directory half initialised by a prepare that was cut short; initialising it again", "datadir", dir)
+		if err := emptyDir(dir); err != nil {
+			return false, fmt.Errorf("data directory: %w", err)
+		}
+	}
+	if err := l.Update(func(s *State) { s.DataDirInitStarted = true }); err != nil {
+		return false, err
+	}
+	if err := init(); err != nil {
+		return false, err
+	}
+	if err := SyncFS(dir); err != nil {
+		return false, err
+	}
+	return true, l.Update(func(s *State) { s.DataDirInitialized = true })
+}
+
+// emptyDir removes what dir holds, keeping dir (its owner and mode).
+func emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -262,7 +331,8 @@ func (l *Lifecycle) EarlyStatus() (st wire.StatusResult, ok bool) {
 	case !s.Prepared && s.PrepareError != "":
 		return wire.StatusResult{Status: wire.StatusFailed, Detail: "prepare failed: " + s.PrepareError}, true
 	case !s.Prepared && !s.PrepareStarted.IsZero():
-		return wire.StatusResult{Status: wire.StatusFailed, Detail: "prepare was interrupted at " + s.PrepareStarted.Format(time.RFC3339)}, true
+		// Cut short: it resumes when the controller sends it again.
+		return wire.StatusResult{Status: wire.StatusBuilding, Detail: "prepare (started " + s.PrepareStarted.Format(time.RFC3339) + ") was cut short; it resumes when the controller runs it again"}, true
 	case !s.Prepared:
 		return wire.StatusResult{Status: wire.StatusNew}, true
 	}
@@ -307,4 +377,70 @@ func ProcessStatus(server, pidFile string, stoppedOnRequest bool) wire.StatusRes
 	default:
 		return wire.StatusResult{Status: wire.StatusShutdown, Detail: server + " is not running"}
 	}
+}
+
+// CreateMissingDatabases creates those of dbs that do not exist: what an
+// interrupted creation, run again, converges on (the interrupted run may
+// have made some of them).
+func CreateMissingDatabases(ctx context.Context, m Manager, dbs []wire.Database) error {
+	if len(dbs) == 0 {
+		return nil
+	}
+	have, err := m.ListDatabases(ctx)
+	if err != nil {
+		return err
+	}
+	exists := map[string]bool{}
+	for _, d := range have {
+		exists[d.Name] = true
+	}
+	var missing []wire.Database
+	for _, d := range dbs {
+		if !exists[d.Name] {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return m.CreateDatabases(ctx, missing)
+}
+
+// CreateMissingUsers creates those of users that do not exist; one that
+// does (made by the interrupted run, which may have stopped between the
+// account and its grants) is given access to its databases again.
+func CreateMissingUsers(ctx context.Context, m Manager, users []wire.User) error {
+	if len(users) == 0 {
+		return nil
+	}
+	have, err := m.ListUsers(ctx)
+	if err != nil {
+		return err
+	}
+	host := func(h string) string {
+		if h == "" {
+			return "%"
+		}
+		return h
+	}
+	exists := map[string]bool{}
+	for _, u := range have {
+		exists[u.Name+"@"+host(u.Host)] = true
+	}
+	var missing []wire.User
+	for _, u := range users {
+		if !exists[u.Name+"@"+host(u.Host)] {
+			missing = append(missing, u)
+			continue
+		}
+		if len(u.Databases) > 0 {
+			if err := m.GrantAccess(ctx, wire.UserRef{Name: u.Name, Host: u.Host}, u.Databases); err != nil {
+				return err
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return m.CreateUsers(ctx, missing)
 }

@@ -1,7 +1,13 @@
 // Package dispatch maps an operation's kind to the datastore manager call
 // that carries it out: it decodes the arguments strictly (an unknown field
 // is an invalid_argument error), calls the manager, and turns the outcome
-// into a wire.Result with a typed error.
+// into a wire.Result with a typed error. For an operation that changes the
+// guest (wire.Class.Mutates) it then makes the change durable — the
+// datastore's own flush (datastore.Flusher), then syncfs of the data and
+// root filesystems — before the result goes out, and puts the datastore's
+// status in the result. A re-run (Operation.Attempt > 0) of an
+// interrupted operation converges: it creates only what is missing, and
+// what it would remove being gone already counts as done.
 //
 // dispatch holds no state and must not validate names or values itself;
 // that is the manager's job, where the datastore's rules are known.
@@ -45,6 +51,45 @@ type Dispatcher struct {
 // Run executes op; it is the ops.RunFunc of the agent.
 func (d *Dispatcher) Run(ctx context.Context, op wire.Operation) wire.Result {
 	payload, err := d.run(ctx, op)
+	class := wire.ClassOf(op.Kind)
+	if err != nil && op.Attempt > 0 && class.NotFoundIsDone && wire.ErrorCodeOf(err) == wire.CodeNotFound {
+		err = nil // removed by the run that was cut short
+	}
+	if class.Mutates {
+		// Even a failed operation may have changed something (and undone
+		// it): what it reports must hold after a crash too.
+		if ferr := d.flush(ctx); ferr != nil && err == nil {
+			err = wire.Errorf(wire.CodeInternal, "%s was carried out but could not be made durable: %v", op.Kind, ferr)
+		}
+		res := d.result(payload, err)
+		st := d.Manager.Status(ctx)
+		res.Datastore = &st
+		return res
+	}
+	return d.result(payload, err)
+}
+
+// Paths whose filesystems hold what operations change besides the data
+// volume: configuration, the agent's state, systemd units.
+var rootFS = "/"
+
+// flush makes what the datastore acknowledged durable: its own flush, if
+// it has one and runs, then the data volume's and the root filesystem's.
+func (d *Dispatcher) flush(ctx context.Context) error {
+	if f, ok := d.Manager.(datastore.Flusher); ok {
+		if err := f.Flush(ctx); err != nil {
+			return err
+		}
+	}
+	for _, p := range []string{d.Manager.DataPath(), rootFS} {
+		if err := datastore.SyncFS(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) result(payload any, err error) wire.Result {
 	if err != nil {
 		var oe *wire.OpError
 		if errors.As(err, &oe) {
@@ -91,6 +136,9 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		if op.Attempt > 0 {
+			return nil, datastore.CreateMissingDatabases(ctx, m, a.Databases)
+		}
 		return nil, m.CreateDatabases(ctx, a.Databases)
 	case wire.KindDeleteDatabase:
 		a, err := decode[wire.DeleteDatabaseArgs](op)
@@ -108,6 +156,9 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		a, err := decode[wire.CreateUsersArgs](op)
 		if err != nil {
 			return nil, err
+		}
+		if op.Attempt > 0 {
+			return nil, datastore.CreateMissingUsers(ctx, m, a.Users)
 		}
 		return nil, m.CreateUsers(ctx, a.Users)
 	case wire.KindDeleteUser:

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb/mariadbtest"
 	"strata/agent/dispatch"
 	"strata/agent/wire"
@@ -161,4 +163,87 @@ func TestResizeFilesystemGrowsTheVolumeThenReportsItsStats(t *testing.T) {
 	})
 	wantError(t, run(t, d, wire.KindResizeFilesystem, ""), wire.CodeFailedPrecondition, "no filesystem")
 	wantError(t, run(t, d, wire.KindResizeFilesystem, `{"size":1}`), wire.CodeInvalidArgument, "takes no arguments")
+}
+
+// flushCounter is the real manager, counting the flushes dispatch asks for.
+type flushCounter struct {
+	datastore.Manager
+	flushes atomic.Int32
+}
+
+func (f *flushCounter) Flush(ctx context.Context) error {
+	f.flushes.Add(1)
+	return f.Manager.(datastore.Flusher).Flush(ctx)
+}
+
+func runAttempt(t *testing.T, d *dispatch.Dispatcher, kind wire.Kind, attempt int, args string) wire.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return d.Run(ctx, wire.Operation{ID: "t", Kind: kind, Attempt: attempt, Args: json.RawMessage(args)})
+}
+
+// TestAReRunConvergesAndAChangeIsFlushedBeforeItIsReported, against the
+// real MariaDB: a re-run of an interrupted creation creates what is
+// missing and counts what exists as done, while a first run still says
+// already_exists; a re-run of a removal finds it done; every change is
+// flushed (the datastore's flush, then the filesystems) and its result
+// carries the datastore's status, reads are neither.
+func TestAReRunConvergesAndAChangeIsFlushedBeforeItIsReported(t *testing.T) {
+	fc := &flushCounter{Manager: server.Manager}
+	d := &dispatch.Dispatcher{Manager: fc}
+	run(t, d, wire.KindPrepare, `{}`) // prepared already by an earlier test, or now
+	fc.flushes.Store(0)
+
+	// The interrupted run created rr_a (and, for the user, the account but
+	// not its grant).
+	if r := runAttempt(t, d, wire.KindCreateDatabases, 0, `{"databases":[{"name":"rr_a"}]}`); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindCreateDatabases, 1, `{"databases":[{"name":"rr_a"},{"name":"rr_b"}]}`); r.Error != nil {
+		t.Fatalf("re-run: %v", r.Error)
+	}
+	var dbs wire.ListDatabasesResult
+	run(t, d, wire.KindListDatabases, "").Decode(&dbs)
+	names := map[string]bool{}
+	for _, db := range dbs.Databases {
+		names[db.Name] = true
+	}
+	if !names["rr_a"] || !names["rr_b"] {
+		t.Fatalf("after the re-run: %+v", dbs)
+	}
+	if r := runAttempt(t, d, wire.KindCreateDatabases, 0, `{"databases":[{"name":"rr_a"}]}`); r.Error == nil || r.Error.Code != wire.CodeAlreadyExists {
+		t.Fatalf("a genuine duplicate: %+v", r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindCreateUsers, 0, `{"users":[{"name":"rr_u","password":"pw-rr-1"}]}`); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindCreateUsers, 1, `{"users":[{"name":"rr_u","password":"pw-rr-1","databases":["rr_b"]}]}`); r.Error != nil {
+		t.Fatalf("re-run of create_users: %v", r.Error)
+	}
+	var access wire.ListAccessResult
+	run(t, d, wire.KindListAccess, `{"name":"rr_u"}`).Decode(&access)
+	if len(access.Databases) != 1 || access.Databases[0] != "rr_b" {
+		t.Fatalf("the re-run did not grant what the cut-short run had not: %+v", access)
+	}
+	if r := runAttempt(t, d, wire.KindDeleteDatabase, 0, `{"name":"rr_a"}`); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindDeleteDatabase, 1, `{"name":"rr_a"}`); r.Error != nil {
+		t.Fatalf("re-run of a delete that was done: %v", r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindDeleteDatabase, 0, `{"name":"rr_a"}`); r.Error == nil || r.Error.Code != wire.CodeNotFound {
+		t.Fatalf("a first delete of what does not exist: %+v", r.Error)
+	}
+	// 8 changes (2 of them failed), 2 reads.
+	if n := fc.flushes.Load(); n != 8 {
+		t.Fatalf("%d flushes for 8 changing operations", n)
+	}
+	r := runAttempt(t, d, wire.KindCreateDatabases, 0, `{"databases":[{"name":"rr_c"}]}`)
+	if r.Datastore == nil || r.Datastore.Status != wire.StatusRunning {
+		t.Fatalf("a change's result carries no status: %+v", r)
+	}
+	if r := run(t, d, wire.KindListDatabases, ""); r.Datastore != nil {
+		t.Fatal("a read carries a status")
+	}
 }

@@ -67,6 +67,11 @@ func (e *Executor) HandleOperation(ctx context.Context, op wire.Operation, ack f
 	if !running {
 		entry, known = e.journal.Lookup(op.ID)
 	}
+	// A higher attempt of an op whose last run was cut short is the
+	// controller asking for another run (wire.Rerunnable); anything else
+	// known is answered from the journal.
+	rerun := known && op.Attempt > entry.Attempt &&
+		(entry.State != stateDone || entry.Result == nil || wire.Rerunnable(op.Kind, *entry.Result))
 	switch {
 	case running && t.digest != digest, known && entry.Digest != digest:
 		e.mu.Unlock()
@@ -79,16 +84,20 @@ func (e *Executor) HandleOperation(ctx context.Context, op wire.Operation, ack f
 		ack(wire.AckRunning)
 		e.log.Info("resent operation is still running; waiting for it", "op", op.ID, "kind", op.Kind)
 		return e.wait(ctx, t)
+	case rerun:
+		e.log.Info("running an operation again after it was cut short", "op", op.ID, "kind", op.Kind,
+			"attempt", op.Attempt, "previous", entry.Attempt)
 	case known && entry.State == stateDone:
 		e.mu.Unlock()
 		ack(wire.AckDone)
 		e.log.Info("resent operation already finished; returning its stored result", "op", op.ID, "kind", op.Kind)
 		return *entry.Result
 	case known:
-		// Started but neither running nor finished: never run it again.
+		// Started but neither running nor finished: never run it again
+		// unless the controller asks (a higher attempt).
 		e.mu.Unlock()
 		ack(wire.AckDone)
-		return wire.Result{OpID: op.ID, StartedAt: entry.StartedAt, Error: wire.Errorf(wire.CodeInterrupted,
+		return wire.Result{OpID: op.ID, Attempt: entry.Attempt, StartedAt: entry.StartedAt, Error: wire.Errorf(wire.CodeInterrupted,
 			"%s started at %s and did not finish; it was not run again", op.Kind, entry.StartedAt.Format(time.RFC3339))}
 	}
 	t = &task{op: op, digest: digest, done: make(chan struct{})}
@@ -167,6 +176,7 @@ func (e *Executor) execute(ctx context.Context, t *task) {
 // stamp fills in the id and times and bounds the result's size.
 func stamp(op wire.Operation, res wire.Result, start time.Time) wire.Result {
 	res.OpID = op.ID
+	res.Attempt = op.Attempt
 	res.StartedAt = start
 	res.FinishedAt = time.Now().UTC()
 	if b, err := json.Marshal(res); err != nil || len(b) > resultLimit {

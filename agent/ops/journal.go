@@ -1,7 +1,10 @@
 // Package ops gives the agent's operations their at-most-once guarantee: a
-// journal on disk records each operation as started before it runs and its
-// result after, each record fsync'd, and the executor consults it so a
-// resent operation is answered, never run twice.
+// journal on disk records each run of an operation as started before it
+// runs and its result after, each record fsync'd, and the executor
+// consults it so a resent operation is answered, never run twice. A run
+// cut short by a crash is reported interrupted; only the controller may
+// ask for another run (a higher Operation.Attempt), and only of an
+// operation that ended interrupted or unavailable (wire.Rerunnable).
 //
 // ops knows nothing about datastores or transport: it runs a function it is
 // given and stores what comes back. It must not decide what an operation
@@ -41,6 +44,7 @@ type Entry struct {
 	OpID      string       `json:"op"`
 	Kind      wire.Kind    `json:"kind"`
 	Digest    string       `json:"digest"`
+	Attempt   int          `json:"attempt,omitempty"`
 	State     string       `json:"state"` // "started" or "done"
 	StartedAt time.Time    `json:"started_at"`
 	Result    *wire.Result `json:"result,omitempty"`
@@ -89,7 +93,7 @@ func OpenJournal(path string, keep int) (*Journal, error) {
 		e := j.entries[id]
 		if e.State == stateStarted {
 			e.State = stateDone
-			e.Result = &wire.Result{OpID: id, StartedAt: e.StartedAt, FinishedAt: now, Error: wire.Errorf(wire.CodeInterrupted,
+			e.Result = &wire.Result{OpID: id, Attempt: e.Attempt, StartedAt: e.StartedAt, FinishedAt: now, Error: wire.Errorf(wire.CodeInterrupted,
 				"the agent stopped while %s was running (started %s); it was not run again", e.Kind, e.StartedAt.Format(time.RFC3339))}
 			j.interrupted = append(j.interrupted, id)
 		}
@@ -180,14 +184,14 @@ func (j *Journal) LastCompleted() string {
 	return j.lastCompleted
 }
 
-// Begin durably records that op is about to run.
+// Begin durably records that op (this run of it) is about to run.
 func (j *Journal) Begin(op wire.Operation, at time.Time) error {
-	return j.append(&Entry{OpID: op.ID, Kind: op.Kind, Digest: op.Digest(), State: stateStarted, StartedAt: at})
+	return j.append(&Entry{OpID: op.ID, Kind: op.Kind, Digest: op.Digest(), Attempt: op.Attempt, State: stateStarted, StartedAt: at})
 }
 
 // Finish durably records op's result.
 func (j *Journal) Finish(op wire.Operation, startedAt time.Time, res wire.Result) error {
-	return j.append(&Entry{OpID: op.ID, Kind: op.Kind, Digest: op.Digest(), State: stateDone, StartedAt: startedAt, Result: &res})
+	return j.append(&Entry{OpID: op.ID, Kind: op.Kind, Digest: op.Digest(), Attempt: op.Attempt, State: stateDone, StartedAt: startedAt, Result: &res})
 }
 
 func (j *Journal) append(e *Entry) error {

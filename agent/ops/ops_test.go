@@ -295,3 +295,47 @@ func quietLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, nil))
 }
+
+// TestTheControllerMayRunAnInterruptedOpAgain: a higher attempt of an op
+// that was cut short runs it once more; that run's result then answers
+// every resend, and a higher attempt never re-runs an op that succeeded
+// or failed for another reason.
+func TestTheControllerMayRunAnInterruptedOpAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := OpenJournal(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := op("op-r", `{"databases":[{"name":"a"}]}`)
+	j.Begin(o, time.Now())
+	j.Close() // the crash
+
+	var runs atomic.Int32
+	e, _, _ := newExec(t, path, func(ctx context.Context, o wire.Operation) wire.Result {
+		runs.Add(1)
+		if o.ID == "op-exists" {
+			return wire.Result{Error: wire.Errorf(wire.CodeAlreadyExists, "there")}
+		}
+		return wire.Result{}
+	})
+	if _, res := handle(e, o); res.Error == nil || res.Error.Code != wire.CodeInterrupted || runs.Load() != 0 {
+		t.Fatalf("attempt 0 after the crash: %+v, runs %d", res, runs.Load())
+	}
+	o.Attempt = 1
+	acks, res := handle(e, o)
+	if res.Error != nil || res.Attempt != 1 || runs.Load() != 1 || len(acks) != 1 || acks[0] != wire.AckAccepted {
+		t.Fatalf("attempt 1: acks %v result %+v runs %d", acks, res, runs.Load())
+	}
+	for _, a := range []int{1, 2, 0} {
+		o.Attempt = a
+		if _, res := handle(e, o); res.Error != nil || runs.Load() != 1 {
+			t.Fatalf("attempt %d of a finished op: %+v, runs %d", a, res, runs.Load())
+		}
+	}
+	dup := op("op-exists", `{"databases":[{"name":"b"}]}`)
+	handle(e, dup)
+	dup.Attempt = 1
+	if _, res := handle(e, dup); res.Error == nil || res.Error.Code != wire.CodeAlreadyExists || runs.Load() != 2 {
+		t.Fatalf("a failure that is not an interruption was run again: %+v, runs %d", res, runs.Load())
+	}
+}

@@ -320,9 +320,13 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 }
 
 func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
-	_, done, err := m.opDone(ctx, in.ID, prepareOpID(in.ID), "prepare")
+	res, done, err := m.opDone(ctx, in.ID, prepareOpID(in.ID), "prepare")
 	var fail *tasks.Failure
 	if errors.As(err, &fail) {
+		if res.Error.Code == wire.CodeExpired {
+			// Never delivered: the guest did not come up in time.
+			fail.Reason = m.silentGuestReason(in, t.Deadline.Sub(t.CreatedAt))
+		}
 		fail.Details = m.consoleTail(ctx, in)
 		return tasks.Result{}, fail
 	}

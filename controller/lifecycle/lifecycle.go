@@ -225,8 +225,11 @@ func (m *Manager) opDone(ctx context.Context, instanceID, opID, what string) (wi
 	if res.Error != nil {
 		f := &tasks.Failure{Reason: fmt.Sprintf("%s failed in the guest: %s: %s", what, res.Error.Code, res.Error.Message)}
 		switch res.Error.Code {
-		case wire.CodeInterrupted, wire.CodeExpired:
-			f.Reason = fmt.Sprintf("%s was cut short and not run again (%d runs): %s: %s", what, res.Attempt+1, res.Error.Code, res.Error.Message)
+		case wire.CodeInterrupted:
+			f.Reason = fmt.Sprintf("%s was cut short and not run again (%d runs): %s", what, res.Attempt+1, res.Error.Message)
+			f.Harmless = true
+		case wire.CodeExpired:
+			f.Reason = fmt.Sprintf("%s was not carried out: %s", what, res.Error.Message)
 			f.Harmless = true
 		}
 		return res, true, f

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"strata/agent/bootstrap"
 	"strata/agent/daemon"
@@ -63,11 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	boot, where, err := bootstrap.Load(bootstrap.Source{File: *bootFile, ConfigDrive: *drive})
 	if err != nil {
 		log.Error("refusing to start: " + err.Error())
-		return exitConfig
+		return configError(*check)
 	}
 	if _, err := daemon.NewManager(boot, *stateDir, log); err != nil {
 		log.Error("refusing to start: "+err.Error(), "bootstrap", where)
-		return exitConfig
+		return configError(*check)
 	}
 	if *check {
 		fmt.Fprintf(stdout, "bootstrap %s is valid: instance %s, %s %s, controllers %s\n", where, boot.InstanceID,
@@ -91,6 +92,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// configError returns exitConfig; under systemd (which restarts the agent
+// 2 s after any exit) it first waits, so a config drive that is missing or
+// wrong is looked at again every 15 s rather than every 2.
+func configError(check bool) int {
+	if !check && os.Getenv("INVOCATION_ID") != "" {
+		time.Sleep(configRetryWait)
+	}
+	return exitConfig
+}
+
+const configRetryWait = 13 * time.Second
 
 // defaultStateDir follows systemd's StateDirectory= (STATE_DIRECTORY).
 func defaultStateDir() string {

@@ -21,8 +21,10 @@ import (
 // and users. Root enable on create and the initial configuration group are
 // applied last. Arguments are validated before anything happens.
 //
-// Prepare runs once. If it fails or is interrupted the status is failed and
-// a second prepare is refused: the controller rebuilds the instance.
+// Prepare runs until it succeeds once. If it fails the status is failed
+// and a second prepare is refused: the controller rebuilds the instance.
+// If it is cut short (agent or VM stopped), running it again resumes it:
+// each step converges on what the data volume holds.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
 	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
@@ -86,15 +88,12 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		if err := m.secure(ctx); err != nil {
 			return res, err
 		}
-		if len(args.Databases) > 0 {
-			if err := m.CreateDatabases(ctx, args.Databases); err != nil {
-				return res, err
-			}
+		// A resumed prepare may have made some of them already.
+		if err := datastore.CreateMissingDatabases(ctx, m, args.Databases); err != nil {
+			return res, err
 		}
-		if len(args.Users) > 0 {
-			if err := m.CreateUsers(ctx, args.Users); err != nil {
-				return res, err
-			}
+		if err := datastore.CreateMissingUsers(ctx, m, args.Users); err != nil {
+			return res, err
 		}
 	}
 	if args.EnableRoot {
@@ -111,22 +110,27 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 }
 
 // initDataDir runs mariadb-install-db unless the data directory holds a
-// database already (an instance rebuilt onto its old volume). It reports
-// whether it initialised.
+// database already (an instance rebuilt onto its old volume), or redoes a
+// run of it that was cut short (Lifecycle.InitDataDir). It reports whether
+// the directory is this prepare's.
 func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
-	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "mysql")); err == nil {
-		m.log.Info("data directory holds a database already; keeping it", "datadir", m.cfg.DataDir)
-		return false, nil
+	exists := func() bool {
+		_, err := os.Stat(filepath.Join(m.cfg.DataDir, "mysql"))
+		return err == nil
 	}
 	if err := os.MkdirAll(m.cfg.DataDir, 0o750); err != nil {
 		return false, fmt.Errorf("data directory: %w", err)
 	}
+	return m.lc.InitDataDir(m.log, m.cfg.DataDir, exists, func() error { return m.installDB(ctx) })
+}
+
+func (m *Manager) installDB(ctx context.Context) error {
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if err := osUser.Chown(m.cfg.DataDir); err != nil {
-		return false, err
+		return err
 	}
 	var args []string
 	if m.cfg.DefaultsFile != "" {
@@ -143,10 +147,10 @@ func (m *Manager) initDataDir(ctx context.Context) (bool, error) {
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		tail, _ := datastore.TailFile(LogError, m.cfg.ErrorLog, 8, 8<<10)
-		return false, fmt.Errorf("mariadb-install-db: %w: %s; error log ends: %s", err, installDBError(out.String()), strings.Join(tail.Lines, " | "))
+		return fmt.Errorf("mariadb-install-db: %w: %s; error log ends: %s", err, installDBError(out.String()), strings.Join(tail.Lines, " | "))
 	}
 	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
-	return true, nil
+	return nil
 }
 
 // secure removes anonymous and remote-root accounts and leaves the local

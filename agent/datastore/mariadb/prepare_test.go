@@ -150,3 +150,76 @@ func TestFailedPrepareReportsFailedAndIsNotRetried(t *testing.T) {
 	inst.Config.StartTimeout = 2 * time.Second
 	servertest.CheckFailedPrepareSticks(t, ctx, func() (servertest.Manager, error) { return mariadb.New(inst.Config) })
 }
+
+// TestAPrepareCutShortResumes: prepare is cut short (the agent or the VM
+// stopped) — once half-way through mariadb-install-db, once after the
+// first of its databases — and run again: it redoes the half-done
+// initialisation, creates only what is missing, and ends prepared with
+// everything it was asked for. Meanwhile the status says building, not
+// failed: the controller runs it again.
+func TestAPrepareCutShortResumes(t *testing.T) {
+	inst := mariadbtest.NewT(t)
+	ctx := ctxT(t)
+	inst.Manager.Close()
+	args := wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}, {Name: "blog"}},
+		Users: []wire.User{{Name: "app", Password: "app-pw-1", Databases: []string{"shop"}}}}
+
+	// Cut short inside mariadb-install-db: a data directory with some of
+	// its files.
+	writeFile := func(path, content string) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(path), 0o750)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(filepath.Join(inst.Config.DataDir, "mysql", "half-written.frm"), "junk")
+	writeFile(inst.Config.StateFile, `{"prepare_started":"2026-01-01T00:00:00Z","datadir_init_started":true}`)
+	m, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status(ctx); st.Status != wire.StatusBuilding {
+		t.Fatalf("status of a prepare cut short: %+v, want building", st)
+	}
+	res, err := m.Prepare(ctx, args)
+	if err != nil {
+		t.Fatalf("resumed prepare: %v", err)
+	}
+	if !res.Initialized {
+		t.Fatal("the half-done initialisation was kept")
+	}
+	if _, err := os.Stat(filepath.Join(inst.Config.DataDir, "mysql", "half-written.frm")); !os.IsNotExist(err) {
+		t.Fatal("the half-written data directory was not started over")
+	}
+	if _, err := login(t, inst, "app", "app-pw-1", "shop"); err != nil {
+		t.Fatalf("user of the resumed prepare: %v", err)
+	}
+
+	// Cut short after "shop" and the user were made (the data directory
+	// was initialised by this prepare): run again, it converges.
+	if err := m.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	writeFile(inst.Config.StateFile, `{"prepare_started":"2026-01-01T00:00:00Z","datadir_init_started":true,"datadir_initialized":true}`)
+	m2, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	args.Databases = append(args.Databases, wire.Database{Name: "extra"})
+	if _, err := m2.Prepare(ctx, args); err != nil {
+		t.Fatalf("prepare resumed after its databases: %v", err)
+	}
+	dbs, _ := m2.ListDatabases(ctx)
+	if len(dbs) != 3 {
+		t.Fatalf("databases after the resumed prepare: %+v", dbs)
+	}
+	if st := m2.Status(ctx); st.Status != wire.StatusRunning {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := m2.Prepare(ctx, args); err == nil {
+		t.Fatal("a finished prepare ran again")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"strata/agent/datastore"
 	"strata/agent/datastore/systemd"
 	"strata/agent/datastore/volume"
 )
@@ -50,3 +51,20 @@ func (m *Manager) Restart(ctx context.Context) error {
 
 // Stop stops the server; status then reports shutdown.
 func (m *Manager) Stop(ctx context.Context) error { return m.lc.Stop(ctx, m.cfg.Service) }
+
+// Flush makes what the server acknowledged durable whatever its settings
+// say (innodb_flush_log_at_trx_commit=0 or 2, sync_binlog=0): InnoDB's
+// redo log and the binary log are written and synced, and the grant tables
+// (Aria, where accounts live) are written out; the agent then syncs the
+// filesystems, which covers what MariaDB leaves to the page cache
+// (database directories). A server that does not answer has nothing to
+// flush: it wrote everything when it stopped, or lost it when it crashed.
+func (m *Manager) Flush(ctx context.Context) error {
+	if m.ping(ctx) != nil {
+		return nil
+	}
+	return m.exec(ctx, "FLUSH ENGINE LOGS",
+		"FLUSH LOCAL TABLES mysql.global_priv, mysql.db, mysql.tables_priv, mysql.columns_priv, mysql.procs_priv, mysql.proxies_priv, mysql.roles_mapping")
+}
+
+var _ datastore.Flusher = (*Manager)(nil)

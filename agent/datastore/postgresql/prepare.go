@@ -24,8 +24,10 @@ import (
 // initial configuration group come last. Arguments are validated before
 // anything happens.
 //
-// Prepare runs once. If it fails or is interrupted the status is failed and
-// a second prepare is refused: the controller rebuilds the instance.
+// Prepare runs until it succeeds once. If it fails the status is failed
+// and a second prepare is refused: the controller rebuilds the instance.
+// If it is cut short (agent or VM stopped), running it again resumes it:
+// each step converges on what the data volume holds.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
 	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
@@ -108,15 +110,12 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, err
 	}
 	if fresh {
-		if len(args.Databases) > 0 {
-			if err := m.CreateDatabases(ctx, args.Databases); err != nil {
-				return res, err
-			}
+		// A resumed prepare may have made some of them already.
+		if err := datastore.CreateMissingDatabases(ctx, m, args.Databases); err != nil {
+			return res, err
 		}
-		if len(args.Users) > 0 {
-			if err := m.CreateUsers(ctx, args.Users); err != nil {
-				return res, err
-			}
+		if err := datastore.CreateMissingUsers(ctx, m, args.Users); err != nil {
+			return res, err
 		}
 	}
 	if args.EnableRoot {
@@ -133,12 +132,13 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 }
 
 // initDataDir runs initdb unless the data directory holds a cluster
-// already (an instance rebuilt onto its old volume). It reports whether it
-// initialised.
+// already (an instance rebuilt onto its old volume), or redoes a run of it
+// that was cut short (Lifecycle.InitDataDir). It reports whether the
+// cluster is this prepare's.
 func (m *Manager) initDataDir(ctx context.Context, osUser datastore.OSUser) (bool, error) {
-	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "PG_VERSION")); err == nil {
-		m.log.Info("data directory holds a cluster already; keeping it", "datadir", m.cfg.DataDir)
-		return false, nil
+	exists := func() bool {
+		_, err := os.Stat(filepath.Join(m.cfg.DataDir, "PG_VERSION"))
+		return err == nil
 	}
 	// The directories above the data directory stay root's; the server
 	// only needs to pass through them.
@@ -148,8 +148,12 @@ func (m *Manager) initDataDir(ctx context.Context, osUser datastore.OSUser) (boo
 	if err := ensureDir(m.cfg.DataDir, osUser, true); err != nil {
 		return false, err
 	}
+	return m.lc.InitDataDir(m.log, m.cfg.DataDir, exists, func() error { return m.initDB(ctx, osUser) })
+}
+
+func (m *Manager) initDB(ctx context.Context, osUser datastore.OSUser) error {
 	if err := os.Chmod(m.cfg.DataDir, 0o700); err != nil {
-		return false, fmt.Errorf("data directory: %w", err)
+		return fmt.Errorf("data directory: %w", err)
 	}
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, m.cfg.InitDB,
@@ -162,17 +166,17 @@ func (m *Manager) initDataDir(ctx context.Context, osUser datastore.OSUser) (boo
 	cmd.SysProcAttr = sysProcAttr(osUser)
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return false, fmt.Errorf("initdb: %w: %s", err, datastore.LastLines(out.String(), 12))
+		return fmt.Errorf("initdb: %w: %s", err, datastore.LastLines(out.String(), 12))
 	}
 	// initdb leaves its own configuration files in the data directory;
 	// the server reads the rendered ones, so these would only mislead.
 	for _, f := range []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf"} {
 		if err := os.Remove(filepath.Join(m.cfg.DataDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, fmt.Errorf("initdb: %w", err)
+			return fmt.Errorf("initdb: %w", err)
 		}
 	}
 	m.log.Info("data directory initialised", "datadir", m.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
-	return true, nil
+	return nil
 }
 
 // ensureDir creates dir (and parents) for the server's account: a new

@@ -20,8 +20,11 @@ import (
 // databases is not_supported. Arguments are validated before anything
 // happens.
 //
-// Prepare runs once. If it fails or is interrupted the status is failed and
-// a second prepare is refused: the controller rebuilds the instance.
+// Prepare runs until it succeeds once. If it fails the status is failed
+// and a second prepare is refused: the controller rebuilds the instance.
+// If it is cut short (agent or VM stopped), running it again resumes it:
+// the ACL file keeps the users made so far, and only missing ones are
+// created.
 func (m *Manager) Prepare(ctx context.Context, args wire.PrepareArgs) (wire.PrepareResult, error) {
 	return m.lc.Prepare(ctx, m.log, args, m.checkPrepareArgs, m.prepare)
 }
@@ -123,10 +126,8 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	if err := m.waitReady(ctx); err != nil {
 		return res, err
 	}
-	if len(args.Users) > 0 {
-		if err := m.CreateUsers(ctx, args.Users); err != nil {
-			return res, err
-		}
+	if err := datastore.CreateMissingUsers(ctx, m, args.Users); err != nil {
+		return res, err
 	}
 	if args.EnableRoot {
 		creds, err := m.EnableRoot(ctx, "")

@@ -192,7 +192,7 @@ func CheckFailedPrepareSticks(t testing.TB, ctx context.Context, open func() (Ma
 		t.Fatalf("status = %+v", st)
 	}
 	_, err = m.Prepare(ctx, wire.PrepareArgs{})
-	WantCode(t, err, wire.CodeFailedPrecondition, "did not finish")
+	WantCode(t, err, wire.CodeFailedPrecondition, "rebuild the instance")
 	m2, _ := open()
 	defer m2.Close()
 	if st := m2.Status(context.Background()); st.Status != wire.StatusFailed {
