@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"strata/agent/chaos"
 	"strata/agent/wire"
 )
 
@@ -176,6 +177,7 @@ func (l *Lifecycle) InitDataDir(log *slog.Logger, dir string, exists func() bool
 	if err := init(); err != nil {
 		return false, err
 	}
+	chaos.Point(wire.GuestPointPrefix + "prepare.datadir")
 	if err := SyncFS(dir); err != nil {
 		return false, err
 	}

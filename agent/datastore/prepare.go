@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"strata/agent/chaos"
 	"strata/agent/datastore/volume"
 	"strata/agent/wire"
 )
@@ -32,6 +33,7 @@ func PrepareVolume(ctx context.Context, log *slog.Logger, vp VolumePreparer, dev
 		return false, fmt.Errorf("data volume: %w", err)
 	}
 	log.Info("data volume ready", "device", device, "mount_point", mountPoint, "formatted", formatted)
+	chaos.Point(wire.GuestPointPrefix + "prepare.volume")
 	return formatted, nil
 }
 

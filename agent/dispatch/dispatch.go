@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strings"
 
+	"strata/agent/chaos"
 	"strata/agent/datastore"
 	"strata/agent/fsstats"
 	"strata/agent/wire"
@@ -50,6 +51,7 @@ type Dispatcher struct {
 
 // Run executes op; it is the ops.RunFunc of the agent.
 func (d *Dispatcher) Run(ctx context.Context, op wire.Operation) wire.Result {
+	chaos.Point(wire.GuestPointPrefix + "op." + string(op.Kind))
 	payload, err := d.run(ctx, op)
 	class := wire.ClassOf(op.Kind)
 	if err != nil && op.Attempt > 0 && class.NotFoundIsDone && wire.ErrorCodeOf(err) == wire.CodeNotFound {
@@ -64,6 +66,7 @@ func (d *Dispatcher) Run(ctx context.Context, op wire.Operation) wire.Result {
 		res := d.result(payload, err)
 		st := d.Manager.Status(ctx)
 		res.Datastore = &st
+		chaos.Point(wire.GuestPointPrefix + "op." + string(op.Kind) + ".done")
 		return res
 	}
 	return d.result(payload, err)

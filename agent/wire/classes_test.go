@@ -57,3 +57,19 @@ func TestOperationAttemptIsBounded(t *testing.T) {
 		t.Fatal("the attempt changed the digest: a re-run would look like different content")
 	}
 }
+
+func TestChaosPlansParse(t *testing.T) {
+	plan := "controller@create.booted, qemu@guest.prepare.users#2,agent@guest.op.restart"
+	e, err := ParseChaos(plan)
+	if err != nil || len(e) != 3 || e[1].Nth != 2 || !e[1].Guest() || e[0].Guest() {
+		t.Fatalf("%+v %v", e, err)
+	}
+	if got := FormatChaos(e); got != "controller@create.booted,qemu@guest.prepare.users#2,agent@guest.op.restart" {
+		t.Fatalf("formatted %q", got)
+	}
+	for _, bad := range []string{"controller", "nobody@create.booted", "controller@guest.op.x", "agent@create.booted", "qemu@x#0", "qemu@X Y"} {
+		if _, err := ParseChaos(bad); err == nil {
+			t.Errorf("plan %q accepted", bad)
+		}
+	}
+}

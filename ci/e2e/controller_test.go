@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"strata/controller/compute/qemu"
 	"strata/controller/store"
 )
 
@@ -252,7 +253,9 @@ func startController(t *testing.T, state string) *controllerProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command(strata, "controller", "serve", "--state-dir", state, "--listen", listen, "--agent-listen", agent)
+	// These tests do not prove that VMs outlive the controller (the chaos
+	// tests do): their VMs die with it, and any left are killed.
+	c.cmd = exec.Command(strata, "controller", "serve", "--state-dir", state, "--listen", listen, "--agent-listen", agent, "--vms-die-with-controller")
 	c.cmd.Dir = repo
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
@@ -263,6 +266,9 @@ func startController(t *testing.T, state string) *controllerProc {
 		c.stop(t)
 		if t.Failed() {
 			t.Logf("controller log (tail):\n%s", tail(c.log(), 60))
+		}
+		if pids := qemu.KillUnder(state); len(pids) > 0 {
+			t.Errorf("qemu %v outlived the controller under %s", pids, state)
 		}
 	})
 	waitTrue(t, "the controller's API", 30*time.Second, func() bool {
@@ -280,7 +286,8 @@ func (c *controllerProc) log() string {
 	return string(data)
 }
 
-// stop sends SIGTERM and waits: the controller powers its VMs off.
+// stop sends SIGTERM and waits (with --vms-die-with-controller its VMs
+// die with it).
 func (c *controllerProc) stop(t *testing.T) {
 	select {
 	case <-c.done:

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"strata/agent/wire"
+	"strata/controller/chaos"
 	"strata/controller/configurations"
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
@@ -464,7 +465,15 @@ func (s *Server) guestCast(w http.ResponseWriter, c *call, kind wire.Kind, args 
 	if err == nil && res.Error != nil {
 		return opError(res.Error)
 	}
-	return accepted(w)
+	accepted(w)
+	if err != nil {
+		// Answered 202 while the guest has not carried it out yet.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		chaos.Reach("api.accepted", in.ID)
+	}
+	return nil
 }
 
 func isTimeout(err error) bool { return errors.Is(err, lifecycle.ErrGuestTimeout) }

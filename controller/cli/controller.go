@@ -161,6 +161,7 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&computeDriver, "compute", "qemu", "qemu (local VMs), or nova (OpenStack mode: Nova, Cinder and Neutron from the catalog)")
 	f.BoolVar(&cfg.VMsDieWithController, "vms-die-with-controller", false, "tests: the local VMs die with this process instead of outliving it")
 	f.MarkHidden("vms-die-with-controller")
+	f.DurationVar(&cfg.GuestCallTimeout, "guest-call-timeout", time.Minute, "how long a guest call (create database, user...) waits for the agent before it is answered 202 and left queued")
 	nova.register(f)
 	return cmd
 }

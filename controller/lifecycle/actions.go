@@ -9,6 +9,7 @@ import (
 
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
+	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/instances"
 	"strata/controller/store"
@@ -160,6 +161,7 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 	}
 	switch t.Step {
 	case "server":
+		chaos.Reach("delete.start", in.ID)
 		if srv, ok := serverOf(in); ok {
 			if err := m.Compute.DeleteServer(ctx, srv); err != nil {
 				return tasks.Result{}, fmt.Errorf("delete server: %w", err)
@@ -171,6 +173,7 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 				return tasks.Result{}, fmt.Errorf("delete server: %w", err)
 			}
 		}
+		chaos.Reach("delete.server-gone", in.ID) // the volume still there
 		return tasks.Result{Next: "volume"}, nil
 	case "volume":
 		vol, ok := volumeOf(in)
@@ -229,6 +232,7 @@ func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindRestart}); err != nil {
 			return tasks.Result{}, err
 		}
+		chaos.Reach("restart.queued", in.ID)
 		return tasks.Result{Next: "wait", After: time.Second}, nil
 	case "wait":
 		done := false
@@ -284,6 +288,7 @@ func (m *Manager) runResize(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `volume = ?`, string(data)); err != nil {
 			return tasks.Result{}, err
 		}
+		chaos.Reach("resize.extended", in.ID) // the disk grew, the filesystem not yet
 		return tasks.Result{Next: "grow"}, nil
 	case "grow":
 		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindResizeFilesystem}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
+	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/configurations"
 	"strata/controller/imagestore"
@@ -265,13 +266,17 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
 	}
 	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
+	drive := map[string][]byte{"strata/bootstrap.json": bootJSON}
+	if plan := chaos.GuestPlan(); plan != "" {
+		drive[wire.ChaosFile] = []byte(plan)
+	}
 	if err := agentendpoint.AddEnrollment(ctx, m.DB, in.ID, token, m.now()); err != nil {
 		return tasks.Result{}, err
 	}
 	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
 		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol,
-		ConfigDrive: map[string][]byte{"strata/bootstrap.json": bootJSON},
+		ConfigDrive: drive,
 		Ports:       []int{v.Port},
 	})
 	if errors.Is(err, compute.ErrInvalid) {
@@ -285,6 +290,7 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	if err := instances.Update(ctx, m.DB, in.ID, m.now(), `server = ?, host = ?, port = ?`, string(data), ep.Host, ep.Port); err != nil {
 		return tasks.Result{}, err
 	}
+	chaos.Reach("create.booted", in.ID) // before the agent enrols
 	return tasks.Result{Next: "prepare"}, nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
+	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
 	"strata/controller/identity"
@@ -61,9 +62,11 @@ type Config struct {
 	// Keystone, if set, switches to OpenStack mode: tokens are validated
 	// by that Keystone and no identity API is served.
 	Keystone *auth.Keystone
-	// HeartbeatSeconds and MaxVolumeGB are passed to lifecycle.
+	// HeartbeatSeconds, MaxVolumeGB and GuestCallTimeout are passed to
+	// lifecycle.
 	HeartbeatSeconds int
 	MaxVolumeGB      int
+	GuestCallTimeout time.Duration
 	// Compute replaces the local qemu driver (OpenStack mode: Nova).
 	Compute compute.Driver
 	// Images replaces the local image store (OpenStack mode: Glance).
@@ -226,6 +229,15 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		}
 		driver = qd
 	}
+	var killVM func(string) error
+	if qd != nil {
+		killVM = qd.Kill
+	}
+	if err := chaos.Init(cfg.StateDir, killVM, log); err != nil {
+		cancel()
+		closeListeners()
+		return nil, err
+	}
 	advertise := cfg.AgentAdvertise
 	if len(advertise) == 0 {
 		_, port, _ := net.SplitHostPort(c.AgentAddr)
@@ -239,7 +251,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	lc := &lifecycle.Manager{
 		DB: db, Registry: reg, Images: images,
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
-		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, Logger: log,
+		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout, Logger: log,
 	}
 	lcRef.Store(lc)
 	engine.Kinds = lc.Kinds()

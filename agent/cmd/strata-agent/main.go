@@ -14,14 +14,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"strata/agent/bootstrap"
+	"strata/agent/chaos"
 	"strata/agent/daemon"
 	"strata/agent/logging"
+	"strata/agent/wire"
 )
 
 // Stamped by the Makefile (-ldflags -X).
@@ -76,6 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log.Info("bootstrap read", "from", where, "commit", commit)
+	if err := chaos.Load(filepath.Join(*drive, wire.ChaosFile), *stateDir, log); err != nil {
+		log.Error("refusing to start: " + err.Error())
+		return configError(false)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"strata/agent/chaos"
 	"strata/agent/datastore"
 	"strata/agent/wire"
 )
@@ -92,6 +93,7 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		if err := datastore.CreateMissingDatabases(ctx, m, args.Databases); err != nil {
 			return res, err
 		}
+		chaos.Point(wire.GuestPointPrefix + "prepare.users")
 		if err := datastore.CreateMissingUsers(ctx, m, args.Users); err != nil {
 			return res, err
 		}

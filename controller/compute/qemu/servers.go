@@ -406,6 +406,20 @@ func (d *Driver) stop(id string, timeout time.Duration) error {
 	return nil
 }
 
+// Kill kills the instance's VM at once (SIGKILL to its process group), as
+// a crash would: for the chaos tests' kill points.
+func (d *Driver) Kill(instanceID string) error {
+	if err := checkID(instanceID); err != nil {
+		return err
+	}
+	pid, ok := d.pidOf(instanceID)
+	if !ok {
+		return fmt.Errorf("instance %s has no running VM", instanceID)
+	}
+	killIfOurs(pid, d.paths(instanceID).root)
+	return nil
+}
+
 // DeleteServer stops the VM (no grace: its disks go next) and removes the
 // overlay, config drive, console logs, run directory and state.
 func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
