@@ -56,9 +56,21 @@ boot-test: deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the 
 publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its datastore version (credentials: OS_* or OS_CLOUD; TROVE_URL also registers in a Trove)
 	bin/strata image publish $(RECIPE) --image $(OUT_DIR)/$(IMAGE_NAME).qcow2 $(if $(TROVE_URL),--trove-url $(TROVE_URL))
 
+# Every test's temporary files (and so every VM's disks) go here, one
+# directory per checkout: a qemu whose command line names it after the
+# tests is one a test left behind, and fails `make test`
+# (ci/no-qemu-left.sh). Under /tmp: servers the tests run as their own
+# accounts (postgres) must reach it, and unix socket paths stay short.
+TEST_TMPDIR ?= /tmp/strata-test-$(shell printf %s '$(CURDIR)' | sha256sum | cut -c1-8)
+
 .PHONY: test
-test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
+test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted, the chaos test)
 	ci/deps.sh test openstack
+	@mkdir -p $(TEST_TMPDIR)
+	TMPDIR=$(TEST_TMPDIR) $(MAKE) test-all; status=$$?; ci/no-qemu-left.sh $(TEST_TMPDIR) && exit $$status
+
+.PHONY: test-all
+test-all:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
@@ -67,6 +79,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
 	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) . ./ci/
 	$(MAKE) e2e
+	$(MAKE) test-chaos
 	$(MAKE) test-packer
 
 .PHONY: test-openstack
@@ -85,11 +98,28 @@ DATASTORE ?= redis
 e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
 	ci/deps.sh test
 	@mkdir -p $(OUT_DIR)
-	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, and the long chaos test
 	$(MAKE) e2e DATASTORE=all
+	$(MAKE) test-chaos-long
+
+# The chaos tests kill the controller, an instance's qemu and its agent at
+# named points (STRATA_CHAOS) through MariaDB instance lifecycles, on the
+# image `make image` builds; they print their counts as CHAOS lines.
+.PHONY: test-chaos
+test-chaos: deps image ## chaos, short form: one instance, SQLite, each of controller/qemu/agent killed before enrolment, in prepare, an operation, a resize, delete; write probe (capped at 10 minutes)
+	ci/deps.sh test
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_MARIADB_IMAGE=$(OUT_DIR)/mariadb-10.11.qcow2 $(GO) test -tags e2e -count=1 -v -timeout 10m -run 'TestChaosShort' ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/test-chaos.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
+
+# CHAOS_LIFECYCLES per store; STRATA_CHAOS_SEED=<seed> replays a run.
+CHAOS_LIFECYCLES ?= 20
+
+.PHONY: test-chaos-long
+test-chaos-long: deps image ## chaos, long form: CHAOS_LIFECYCLES (20) lifecycles at random named points, on SQLite and PostgreSQL (hours; STRATA_CHAOS_SEED replays)
+	ci/deps.sh test
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_MARIADB_IMAGE=$(OUT_DIR)/mariadb-10.11.qcow2 STRATA_CHAOS_LIFECYCLES=$(CHAOS_LIFECYCLES) $(GO) test -tags e2e -count=1 -v -timeout 600m -run 'TestChaosLong' ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/test-chaos-long.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds

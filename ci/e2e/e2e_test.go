@@ -19,6 +19,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"strata/controller/store/storetest"
 )
 
 var (
@@ -43,7 +45,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building strata: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	// storetest.Main stops the private PostgreSQL server the chaos test's
+	// long form may start.
+	os.Exit(storetest.Main(m))
 }
 
 // run runs strata with args and extra environment, streaming its output
