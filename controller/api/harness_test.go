@@ -322,6 +322,45 @@ type fakeCompute struct {
 	volumes map[string]compute.Volume
 	guests  map[string]*fakeGuest // by instance id, kept across reboots
 	calls   []string
+	// outdated: servers that run with older launch settings (reason).
+	outdated map[string]string
+}
+
+var (
+	_ compute.LaunchChecker = (*fakeCompute)(nil)
+	_ compute.Restarter     = (*fakeCompute)(nil)
+	_ compute.VolumeSizer   = (*fakeCompute)(nil)
+)
+
+func (fc *fakeCompute) LaunchOutdated(ctx context.Context, s compute.Server) (string, error) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if srv := fc.servers[s.ID]; srv == nil || !srv.running {
+		return "", nil
+	}
+	return fc.outdated[s.ID], nil
+}
+
+// RestartServer reboots the guest with "current" settings.
+func (fc *fakeCompute) RestartServer(ctx context.Context, s compute.Server) error {
+	fc.record("RestartServer " + s.ID)
+	fc.mu.Lock()
+	srv, g := fc.servers[s.ID], fc.guests[s.ID]
+	delete(fc.outdated, s.ID)
+	if srv != nil {
+		srv.running = false
+	}
+	fc.mu.Unlock()
+	if g != nil {
+		g.halt()
+	}
+	return fc.StartServer(ctx, s)
+}
+
+func (fc *fakeCompute) VolumeSize(ctx context.Context, v compute.Volume) (int, error) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.volumes[v.ID].SizeGB, nil
 }
 
 type fakeServer struct {
@@ -331,7 +370,8 @@ type fakeServer struct {
 }
 
 func newFakeCompute(t *testing.T) *fakeCompute {
-	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{}}
+	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{},
+		outdated: map[string]string{}}
 	t.Cleanup(fc.powerOff)
 	return fc
 }
@@ -509,6 +549,8 @@ type rigOptions struct {
 	bootTimeout time.Duration
 	hostKey     string
 	listen      string
+	// guestCallTimeout is how long guest calls wait before 202 (60s).
+	guestCallTimeout time.Duration
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -544,6 +586,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	ctl, err := server.Start(ctx, server.Config{
 		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+		GuestCallTimeout: o.guestCallTimeout,
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
