@@ -144,4 +144,3 @@ func TestAVolumeLargerThanRecordedRollsForward(t *testing.T) {
 		t.Fatal("the filesystem was not grown")
 	}
 }
-
