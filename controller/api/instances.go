@@ -468,9 +468,7 @@ func (s *Server) guestCast(w http.ResponseWriter, c *call, kind wire.Kind, args 
 	accepted(w)
 	if err != nil {
 		// Answered 202 while the guest has not carried it out yet.
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
+		http.NewResponseController(w).Flush()
 		chaos.Reach("api.accepted", in.ID)
 	}
 	return nil
