@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"strata/agent/wire"
 	"strata/controller/store/storetest"
 	"strata/controller/tasks"
 )
@@ -64,83 +66,127 @@ func TestAnAcceptedOperationHappensOnceOrFailsVisiblyAcrossACrash(t *testing.T) 
 	}
 }
 
-// TestADeleteCancelsAQueuedRecover: an instance whose server is down and
-// whose guest does not come back waits in REBOOT; a delete does not wait
-// behind that recovery (up to the boot timeout) but cancels it.
-func TestADeleteCancelsAQueuedRecover(t *testing.T) {
+// TestRecoveryConvergesAfterWhatACrashLeaves runs, on one controller, each
+// on an ACTIVE instance of its own, what a crash can leave behind:
+//
+//   - a server down whose guest does not come back: the instance waits in
+//     REBOOT, and a delete cancels that recovery instead of waiting behind
+//     it (up to the boot timeout);
+//   - a server found running with launch settings older than the
+//     driver's: neither kept silently nor killed — RESTART_REQUIRED with
+//     the reason shown, and the restart action restarts the server;
+//   - a volume grown on disk and in the driver's record but not in the
+//     instance (a resize cut short, then reset): recovery rolls it forward
+//     until record, disk, filesystem and API agree;
+//   - an operation cut short on every run (a guest that keeps crashing in
+//     it): run again up to the bound, then the task fails with a clear
+//     reason, and the instance, whose database answers, stays ACTIVE with
+//     the fault recorded instead of going to ERROR;
+//   - a configuration the guest did not apply (a configure task lost to a
+//     reset): recovery applies the attached one again.
+func TestRecoveryConvergesAfterWhatACrashLeaves(t *testing.T) {
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc, bootTimeout: 10 * time.Minute})
 	c := r.admin()
-	id := activeInstance(t, r, c, "doomed")
-	fc.mu.Lock()
-	fc.silent = true
-	fc.mu.Unlock()
-	fc.powerOff()
-	c.waitStatus(id, "REBOOT", 10*time.Second)
-	start := time.Now()
-	c.must(202, "DELETE", "/instances/"+id, nil)
-	c.waitGone(id, 10*time.Second)
-	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'recover' AND state = ?", id, tasks.StateCancelled); n != 1 {
-		t.Fatalf("%d cancelled recover tasks, want 1", n)
+	ids := map[string]string{}
+	for _, n := range []string{"doomed", "old-launch", "half-resized", "crashy", "drifted"} {
+		ids[n] = c.must(200, "POST", "/instances", createBody(n, nil))["instance"].(map[string]any)["id"].(string)
 	}
-	t.Logf("deleted %.1fs after the request while its recovery waited", time.Since(start).Seconds())
-}
-
-// TestAServerWithOutdatedLaunchSettingsAsksForARestart: a server found
-// running with launch settings older than the driver's is neither kept
-// silently nor killed: the instance shows RESTART_REQUIRED with the
-// reason, and the restart action restarts the server.
-func TestAServerWithOutdatedLaunchSettingsAsksForARestart(t *testing.T) {
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc})
-	c := r.admin()
-	id := activeInstance(t, r, c, "old-launch")
-	fc.mu.Lock()
-	fc.outdated[id] = "started with the port layout of an older controller"
-	fc.mu.Unlock()
-	in := c.waitStatus(id, "RESTART_REQUIRED", 10*time.Second)
-	if !strings.Contains(in["server_restart_reason"].(string), "older controller") {
-		t.Fatalf("server_restart_reason = %v", in["server_restart_reason"])
+	for _, id := range ids {
+		c.waitStatus(id, "ACTIVE", 30*time.Second)
 	}
-	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
-	in = c.waitStatus(id, "ACTIVE", 20*time.Second)
-	if in["server_restart_reason"] != nil {
-		t.Fatalf("reason still shown after the restart: %v", in["server_restart_reason"])
-	}
-	fc.mu.Lock()
-	restarted := strings.Contains(strings.Join(fc.calls, ","), "RestartServer "+id)
-	fc.mu.Unlock()
-	if !restarted {
-		t.Fatal("the restart action did not restart the server")
-	}
-}
-
-// TestAVolumeLargerThanRecordedRollsForward: a crash after the disk grew
-// (and the driver recorded it) but before the filesystem and the instance
-// did, then reset_status: recovery rolls the resize forward, and record,
-// disk, filesystem and API agree on the larger size.
-func TestAVolumeLargerThanRecordedRollsForward(t *testing.T) {
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc})
-	c := r.admin()
-	id := activeInstance(t, r, c, "half-resized")
 	ctx := context.Background()
-	vol := fc.volumes[id]
-	if _, err := fc.ExtendVolume(ctx, fc.server(id), vol, 2); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.ctl.DB.Exec(ctx, `UPDATE instances SET volume = ? WHERE id = ?`, `{"id":"`+id+`","size_gb":2,"guest_device":"/dev/disk/by-id/virtio-strata-data"}`, id); err != nil {
-		t.Fatal(err)
-	}
-	c.waitStatus(id, "RESIZE", 10*time.Second)
-	in := c.waitStatus(id, "ACTIVE", 20*time.Second)
-	if in["volume"].(map[string]any)["size"] != 2.0 {
-		t.Fatalf("API volume size %v after the roll-forward", in["volume"])
-	}
-	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM instances WHERE id = ? AND volume_size_gb = 2", id); n != 1 {
-		t.Fatal("the record still says 1 GB")
-	}
-	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'resize_filesystem' AND done_at IS NOT NULL", id); n != 1 {
-		t.Fatal("the filesystem was not grown")
-	}
+
+	t.Run("a delete cancels a queued recover", func(t *testing.T) {
+		id := ids["doomed"]
+		fc.mu.Lock()
+		fc.silentIDs[id] = true
+		fc.mu.Unlock()
+		fc.powerOffOne(id)
+		c.waitStatus(id, "REBOOT", 10*time.Second)
+		c.must(202, "DELETE", "/instances/"+id, nil)
+		c.waitGone(id, 10*time.Second)
+		if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'recover' AND state = ?", id, tasks.StateCancelled); n != 1 {
+			t.Fatalf("%d cancelled recover tasks, want 1", n)
+		}
+	})
+
+	t.Run("outdated launch settings ask for a restart that restarts the server", func(t *testing.T) {
+		id := ids["old-launch"]
+		fc.mu.Lock()
+		fc.outdated[id] = "started with the port layout of an older controller"
+		fc.mu.Unlock()
+		in := c.waitStatus(id, "RESTART_REQUIRED", 10*time.Second)
+		if !strings.Contains(in["server_restart_reason"].(string), "older controller") {
+			t.Fatalf("server_restart_reason = %v", in["server_restart_reason"])
+		}
+		c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
+		in = c.waitStatus(id, "ACTIVE", 20*time.Second)
+		if in["server_restart_reason"] != nil {
+			t.Fatalf("reason still shown after the restart: %v", in["server_restart_reason"])
+		}
+		fc.mu.Lock()
+		restarted := strings.Contains(strings.Join(fc.calls, ","), "RestartServer "+id)
+		fc.mu.Unlock()
+		if !restarted {
+			t.Fatal("the restart action did not restart the server")
+		}
+	})
+
+	t.Run("a volume larger than recorded rolls forward", func(t *testing.T) {
+		id := ids["half-resized"]
+		fc.mu.Lock()
+		vol := fc.volumes[id]
+		fc.mu.Unlock()
+		if _, err := fc.ExtendVolume(ctx, fc.server(id), vol, 2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ctl.DB.Exec(ctx, `UPDATE instances SET volume = ? WHERE id = ?`, `{"id":"`+id+`","size_gb":2,"guest_device":"/dev/disk/by-id/virtio-strata-data"}`, id); err != nil {
+			t.Fatal(err)
+		}
+		c.waitStatus(id, "RESIZE", 10*time.Second)
+		in := c.waitStatus(id, "ACTIVE", 20*time.Second)
+		if in["volume"].(map[string]any)["size"] != 2.0 {
+			t.Fatalf("API volume size %v after the roll-forward", in["volume"])
+		}
+		if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM instances WHERE id = ? AND volume_size_gb = 2", id); n != 1 {
+			t.Fatal("the record still says 1 GB")
+		}
+		if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'resize_filesystem' AND done_at IS NOT NULL", id); n != 1 {
+			t.Fatal("the filesystem was not grown")
+		}
+	})
+
+	t.Run("an operation cut short on every run leaves a healthy instance ACTIVE", func(t *testing.T) {
+		id := ids["crashy"]
+		g := fc.guest(id)
+		g.mu.Lock()
+		g.interrupt[wire.KindRestart] = true
+		g.mu.Unlock()
+		c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
+		var in map[string]any
+		waitFor(t, "the restart to fail", 20*time.Second, func() bool {
+			in = c.instance(id)
+			return in["fault"] != nil && in["status"] != "REBOOT"
+		})
+		msg := in["fault"].(map[string]any)["message"].(string)
+		if in["status"] != "ACTIVE" || !strings.Contains(msg, "cut short and not run again") || !strings.Contains(msg, fmt.Sprintf("%d runs", wire.MaxAttempts)) {
+			t.Fatalf("status %v, fault %q", in["status"], msg)
+		}
+	})
+
+	t.Run("a configuration the guest did not apply is applied again", func(t *testing.T) {
+		id := ids["drifted"]
+		before := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'configure' AND state = 'done'", id)
+		if _, err := r.ctl.DB.Exec(ctx, `UPDATE instances SET configuration_applied = 'something-else' WHERE id = ?`, id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the configuration applied again", 20*time.Second, func() bool {
+			return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'configure' AND state = 'done'", id) == before+1 &&
+				storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM instances WHERE id = ? AND configuration_applied <> 'something-else'", id) == 1
+		})
+		if st := c.instance(id)["status"]; st != "ACTIVE" {
+			t.Fatalf("status %v", st)
+		}
+	})
 }

@@ -56,14 +56,18 @@ type fakeGuest struct {
 	restartRequired bool
 	restarts        int
 	volumeGB        int
-	results         map[string]wire.Result
-	cancel          context.CancelFunc
-	done            chan struct{}
+	// interrupt: kinds whose every run is cut short (a guest that keeps
+	// crashing in them).
+	interrupt map[wire.Kind]bool
+	configs   int
+	results   map[string]wire.Result
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
 	return &fakeGuest{key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
-		results: map[string]wire.Result{}, volumeGB: volumeGB}
+		results: map[string]wire.Result{}, volumeGB: volumeGB, interrupt: map[wire.Kind]bool{}}
 }
 
 // boot starts the guest's agent from a bootstrap document.
@@ -134,16 +138,23 @@ func okResult(v any) wire.Result {
 	return wire.Result{Payload: data}
 }
 
-// handle runs each operation id once, answering resends from memory, as
-// the real agent's journal does.
+// handle runs each operation id once per attempt, answering resends from
+// memory, as the real agent's journal does.
 func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if r, ok := g.results[op.ID]; ok {
+	key := fmt.Sprintf("%s#%d", op.ID, op.Attempt)
+	if r, ok := g.results[key]; ok {
 		return r
 	}
-	r := g.run(op)
-	g.results[op.ID] = r
+	var r wire.Result
+	if g.interrupt[op.Kind] {
+		r = opErr(wire.CodeInterrupted, "the fake agent stopped in %s", op.Kind)
+	} else {
+		r = g.run(op)
+	}
+	r.Attempt = op.Attempt
+	g.results[key] = r
 	return r
 }
 
@@ -284,6 +295,7 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		if !decode(&a) {
 			return opErr(wire.CodeInvalidArgument, "bad configuration args")
 		}
+		g.configs++
 		var res wire.ConfigurationResult
 		for _, r := range a.Rules {
 			if r.RestartRequired {
@@ -324,6 +336,8 @@ type fakeCompute struct {
 	calls   []string
 	// outdated: servers that run with older launch settings (reason).
 	outdated map[string]string
+	// silentIDs: servers of these instances boot no guest.
+	silentIDs map[string]bool
 }
 
 var (
@@ -371,7 +385,7 @@ type fakeServer struct {
 
 func newFakeCompute(t *testing.T) *fakeCompute {
 	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{},
-		outdated: map[string]string{}}
+		outdated: map[string]string{}, silentIDs: map[string]bool{}}
 	t.Cleanup(fc.powerOff)
 	return fc
 }
@@ -449,7 +463,7 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
 		fc.guests[s.ID] = g
 	}
-	silent, boot := fc.silent, srv.boot
+	silent, boot := fc.silent || fc.silentIDs[s.ID], srv.boot
 	fc.mu.Unlock()
 	fc.record("StartServer " + s.ID)
 	if !silent {
@@ -500,7 +514,20 @@ func (fc *fakeCompute) Console(ctx context.Context, s compute.Server, max int) (
 	return "fake console: no guest here\n", nil
 }
 
-// powerOff stops every guest, as a controller's exit stops its VMs.
+// powerOffOne stops one server and its guest (a VM that died).
+func (fc *fakeCompute) powerOffOne(id string) {
+	fc.mu.Lock()
+	g := fc.guests[id]
+	if srv := fc.servers[id]; srv != nil {
+		srv.running = false
+	}
+	fc.mu.Unlock()
+	if g != nil {
+		g.halt()
+	}
+}
+
+// powerOff stops every guest, as a host that stops.
 func (fc *fakeCompute) powerOff() {
 	fc.mu.Lock()
 	var gs []*fakeGuest
