@@ -24,9 +24,11 @@ help: ## list the targets
 	@echo
 	@echo "  Variables: CACHE_DIR=$(CACHE_DIR) OUT_DIR=$(OUT_DIR) RECIPE=$(RECIPE)"
 
+# Every target that compiles checks Go first, before it installs anything:
+# missing or older than go.mod asks, it stops with what to install.
 .PHONY: go-check
-go-check:
-	@command -v $(GO) >/dev/null || { echo "make: Go is not installed (need Go >= 1.26 on PATH)"; exit 1; }
+go-check: ## check that Go (GO) is at least the version go.mod asks for, and say what to install when not
+	@ci/go-check.sh '$(GO)'
 
 .PHONY: build
 build: go-check ## build bin/strata, bin/strata-agent and bin/packer-plugin-strata
@@ -39,13 +41,13 @@ deps: ## install the Debian packages the builder needs (apt, as root)
 	ci/deps.sh build boot
 
 .PHONY: image
-image: deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
+image: go-check deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
 	bin/strata build -f $(RECIPE) --image-cache $(CACHE_DIR) -o $(OUT_DIR)/$(IMAGE_NAME)
 
 IMAGE_NAME = $(basename $(notdir $(RECIPE)))
 
 .PHONY: boot-test
-boot-test: deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the agent must enroll and prepare, or a login prompt for images without one
+boot-test: go-check deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the agent must enroll and prepare, or a login prompt for images without one
 	if grep -q '^datastore:' $(RECIPE); then \
 		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --agent; \
 	else \
@@ -57,7 +59,7 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 	bin/strata image publish $(RECIPE) --image $(OUT_DIR)/$(IMAGE_NAME).qcow2 $(if $(TROVE_URL),--trove-url $(TROVE_URL))
 
 .PHONY: test
-test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
+test: go-check deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
 	ci/deps.sh test openstack
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
@@ -70,7 +72,7 @@ test: deps build ## install what the tests need, then run every test (unit, real
 	$(MAKE) test-packer
 
 .PHONY: test-openstack
-test-openstack: build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)
+test-openstack: go-check build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)
 	ci/deps.sh build boot openstack
 	$(MAKE) image
 	STRATA_MARIADB_IMAGE=$(OUT_DIR)/mariadb-10.11.qcow2 CGO_ENABLED=1 $(GO) test -tags openstack -race -count=1 -p 1 -v -timeout 20m \
@@ -82,7 +84,7 @@ test-openstack: build ## publishing against Debian's keystone, glance-api and tr
 DATASTORE ?= redis
 
 .PHONY: e2e
-e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
 	ci/deps.sh test
 	@mkdir -p $(OUT_DIR)
 	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
@@ -92,7 +94,7 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 	$(MAKE) e2e DATASTORE=all
 
 .PHONY: bench
-bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
+bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
 
 .PHONY: bench-agent
@@ -116,7 +118,7 @@ packer-generate: go-check ## regenerate the Packer plugin's HCL2 specs (*.hcl2sp
 		PATH=$$(dirname $$sdc):$$PATH $(GO) generate ./builder/packer/...
 
 .PHONY: test-packer
-test-packer: deps build packer-bin ## the Packer plugin with a real packer: strata builder + strata-register, null builder + strata-elements over SSH to a VM, bad input (minutes)
+test-packer: go-check deps build packer-bin ## the Packer plugin with a real packer: strata builder + strata-register, null builder + strata-elements over SSH to a VM, bad input (minutes)
 	@mkdir -p $(OUT_DIR)
 	STRATA_PACKER=$$(ci/packer/tools.sh packer $(PACKER_VERSION) $(PACKER_TOOLS)) STRATA_CACHE_DIR=$(CACHE_DIR) \
 		$(GO) test -tags 'e2e packer' -run 'Packer' -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/test-packer.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
