@@ -59,23 +59,34 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 	bin/strata image publish '$(RECIPE)' --image '$(OUT_DIR)/$(IMAGE_NAME).qcow2' $(if $(TROVE_URL),--trove-url '$(TROVE_URL)')
 
 .PHONY: test
-test: go-check deps build ## install what the tests need, then run every test (shellcheck, unit, real servers, one image built and booted)
+test: go-check deps build ## install what the tests need, then run every test (shellcheck, unit, real servers, the set-up on a fresh Debian root, one image built and booted)
 	ci/deps.sh test openstack
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
 	$(GO) vet -tags 'e2e packer' ./ci/e2e/
+	$(GO) vet -tags freshhost ./ci/freshhost/
 	@files=$$(git ls-files '*.go') && [ -n "$$files" ] || { echo "make: cannot list the Go files to check with gofmt (git ls-files)"; exit 1; }; \
 		bad=$$(gofmt -l $$files) || exit 1; \
 		test -z "$$bad" || { echo "gofmt needed:"; echo "$$bad"; exit 1; }
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
 	pkgs=$$($(GO) list ./builder/...) && $(GO) test -count=1 $$(echo "$$pkgs" | grep -v /builder/publish) . ./ci/
+	$(MAKE) test-fresh-host
 	$(MAKE) e2e
 	$(MAKE) test-packer
 
 .PHONY: shellcheck
 shellcheck: go-check ## shellcheck every shell script of the repository (found by shebang; elements' hooks too) and ci/shlint's checks (part of make test)
 	$(GO) test -count=1 -run 'Script' ./ci/ ./builder/build/
+
+# The targets whose ci/deps.sh lines make test-fresh-host runs on the fresh
+# root (all the groups the README's two commands install).
+FRESH_HOST_TARGETS ?= image test
+
+.PHONY: test-fresh-host
+test-fresh-host: go-check deps ## the README's set-up ($(FRESH_HOST_TARGETS)) on a fresh Debian 12 root made by mmdebstrap: first run installs every group and builds, a second installs nothing, apt failures are named (minutes; part of make test)
+	@mkdir -p '$(OUT_DIR)'
+	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_FRESH_HOST_LOGS='$(OUT_DIR)/fresh-host' STRATA_FRESH_HOST_TARGETS='$(FRESH_HOST_TARGETS)' $(GO) test -tags freshhost -count=1 -v -timeout 40m ./ci/freshhost/ 2>&1 | tee '$(OUT_DIR)/test-fresh-host.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: test-openstack
 test-openstack: go-check build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)

@@ -115,7 +115,7 @@ func TestGoCheckAcceptsTheGoGoModAsksAndNewer(t *testing.T) {
 // Every target that installs packages checks Go first: in the order make
 // runs the recipes, ci/go-check.sh comes before the first ci/deps.sh.
 func TestGoIsCheckedBeforeAnyPackageIsInstalled(t *testing.T) {
-	for _, target := range []string{"image", "test", "boot-test", "e2e", "bench", "test-packer", "test-openstack"} {
+	for _, target := range []string{"image", "test", "boot-test", "e2e", "bench", "test-packer", "test-fresh-host", "test-openstack"} {
 		out, err := runMake(t, "-n", target)
 		if err != nil {
 			t.Fatalf("make -n %s: %v\n%s", target, err, out)
