@@ -232,7 +232,7 @@ func (h *freshHost) makeRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	copyCheckout(t, h.repo, filepath.Join(h.root, "src"))
+	copyCheckout(t, h.repo, filepath.Join(h.root, "src"), h.cacheDir)
 	h.record("copy the checkout to /src", time.Since(t0))
 
 	goEnv := func(k string) string {
@@ -558,14 +558,22 @@ func listPackages(t *testing.T, repo string, groups []string) []string {
 }
 
 // copyCheckout copies the checkout's files as git sees them (tracked and
-// new, not ignored: no bin/ or out/) to dst.
-func copyCheckout(t *testing.T, repo, dst string) {
+// new, not ignored: no bin/ or out/) to dst, less a CACHE_DIR inside the
+// checkout (GitLab's pipeline keeps one there).
+func copyCheckout(t *testing.T, repo, dst, cacheDir string) {
 	t.Helper()
 	out, err := exec.Command("git", "-C", repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
 	if err != nil {
 		t.Fatalf("listing the checkout with git ls-files: %v", err)
 	}
+	skip, err := filepath.Rel(repo, cacheDir)
+	if err != nil || skip == "." || strings.HasPrefix(skip, "..") {
+		skip = ""
+	}
 	for _, f := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		if skip != "" && (f == skip || strings.HasPrefix(f, skip+"/")) {
+			continue
+		}
 		src := filepath.Join(repo, f)
 		fi, err := os.Lstat(src)
 		if errors.Is(err, fs.ErrNotExist) {
