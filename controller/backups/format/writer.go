@@ -36,18 +36,18 @@ type Writer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	aead     cipher.AEAD
-	buf      []byte // one chunk: plaintext, sealed in place
-	n        int    // plaintext bytes in buf
-	chunk    uint64 // index of the next chunk to seal
-	perSeg   uint64 // chunks per segment
-	m        Manifest
-	cur      *segUpload // segment being uploaded
-	prev     *segUpload // closed segment whose Put has not returned yet
-	started  []string   // names of segments whose Put began
-	err      error
-	closed   bool
+	mu      sync.Mutex
+	aead    cipher.AEAD
+	buf     []byte // one chunk: plaintext, sealed in place
+	n       int    // plaintext bytes in buf
+	chunk   uint64 // index of the next chunk to seal
+	perSeg  uint64 // chunks per segment
+	m       Manifest
+	cur     *segUpload // segment being uploaded
+	prev    *segUpload // closed segment whose Put has not returned yet
+	started []string   // names of segments whose Put began
+	err     error
+	closed  bool
 }
 
 // segUpload is one segment streaming into store.Put through a pipe.
