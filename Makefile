@@ -58,7 +58,7 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 
 .PHONY: test
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
-	ci/deps.sh test openstack
+	ci/deps.sh test openstack swift
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
