@@ -95,6 +95,11 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
 
+.PHONY: bench-objectstore
+bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in memory; 2 GiB through the format into a private Swift and back (MB/s, peak RSS)
+	ci/deps.sh swift
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./controller/backups/format/
+
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
 	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s
