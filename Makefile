@@ -60,7 +60,7 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 
 .PHONY: test
 test: go-check deps build ## install what the tests need, then run every test (shellcheck, unit, real servers, the set-up on a fresh Debian root, one image built and booted)
-	ci/deps.sh test openstack
+	ci/deps.sh test openstack swift
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
@@ -114,9 +114,14 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
 
+.PHONY: bench-objectstore
+bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in memory; 2 GiB through the format into a private Swift and back (MB/s, peak RSS)
+	ci/deps.sh swift
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./controller/backups/format/
+
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
-	$(GO) run ./agent/bench/footprint -agent bin/strata-agent -duration 60s
+	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s
 
 # Packer, built once from the Go module proxy into $(PACKER_TOOLS) (never
 # committed), for the plugin's tests; packer-sdc, from the SDK version in

@@ -2,19 +2,25 @@
 // and runs the controller that manages the instances launched from them.
 //
 // main only wires the command tree; the work lives in builder/ and controller/.
+// It is also where those rooms meet besides agent/wire: it hands the
+// builder's boot test the controller's agent endpoint.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
+	"strata/builder/boottest"
 	buildcli "strata/builder/cli"
+	"strata/controller/agentendpoint"
 	ctlcli "strata/controller/cli"
 )
 
@@ -32,7 +38,7 @@ func main() {
 		SilenceErrors: true,
 		Version:       version + " (" + commit + ")",
 	}
-	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand(), buildcli.NewCacheCommand())
+	root.AddCommand(buildcli.NewBuildCommand(version), buildcli.NewBootTestCommand(bootTestEndpoint), buildcli.NewCacheCommand())
 	for _, c := range ctlcli.Commands() {
 		if c.Name() == "image" {
 			// One `strata image` group: the controller's store commands
@@ -53,4 +59,14 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// bootTestEndpoint gives `strata boot-test --agent` the controller's agent
+// endpoint over an in-memory store.
+func bootTestEndpoint(hostKey ssh.Signer, log *slog.Logger) (boottest.Endpoint, error) {
+	ep, err := agentendpoint.NewMemEndpoint(hostKey, log)
+	if err != nil {
+		return nil, err
+	}
+	return ep, nil
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...          GROUP: build boot test openstack
+#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift
 #   ci/deps.sh --list GROUP...   print the groups' packages, one a line
 #
 # Packages already installed are not touched, so a second run costs one
@@ -69,6 +69,17 @@ group[openstack]="
 	qemu-utils
 	curl
 "
+# The private Swift of ci/swift/start.sh (object-store tests: Swift and,
+# through s3api, S3); memcached holds tempauth's tokens.
+group[swift]="
+	swift-proxy
+	swift-object
+	swift-container
+	swift-account
+	memcached
+	python3-swiftclient
+	curl
+"
 
 list=0
 if [ "${1:-}" = --list ]; then
@@ -96,13 +107,13 @@ if [ "$list" = 1 ]; then
 	exit 0
 fi
 
-# The openstack group's services are started by the tests, privately, on
-# free ports: never at boot (their default ports clash with strata's, and
-# Debian's keystone.service orders itself after itself, which
+# The openstack and swift groups' services are started by the tests,
+# privately, on free ports: never at boot (their default ports clash with
+# strata's, and Debian's keystone.service orders itself after itself, which
 # `systemd-analyze verify` of any other unit then reports).
-disable_openstack_units() {
+disable_service_units() {
 	local u
-	for u in keystone glance-api trove-api; do
+	for u in keystone glance-api trove-api memcached 'swift-*'; do
 		find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
 	done
 }
@@ -120,14 +131,12 @@ for p in "${want[@]}"; do
 		missing+=("$p")
 	fi
 done
-openstack_wanted=0
+services_wanted=0
 for g in "$@"; do
-	case $g in openstack) openstack_wanted=1 ;; esac
+	if [ "$g" = openstack ] || [ "$g" = swift ]; then services_wanted=1; fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
-	if [ "$openstack_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then
-		disable_openstack_units
-	fi
+	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units; fi
 	exit 0
 fi
 
@@ -193,7 +202,5 @@ if ! apt-get install -y -q --no-install-recommends \
 	echo "ci/deps.sh: could not install: ${missing[*]}" >&2
 	exit 1
 fi
-if [ "$openstack_wanted" = 1 ]; then
-	disable_openstack_units
-fi
+if [ "$services_wanted" = 1 ]; then disable_service_units; fi
 exit 0

@@ -8,7 +8,8 @@
 //	imagestore/     the image Store interface; local/ keeps images on disk
 //	identity/       projects, users, tokens (the embedded Keystone's data)
 //	auth/           who a request is: local tokens or a real Keystone
-//	agentendpoint/  the agents' SSH endpoint and its durable wire.Store
+//	agentendpoint/  the controller's end of agent/wire: the agents' SSH
+//	                server, its Store (SQLStore durable, MemStore in memory)
 //	instances/      desired and reported instance state, shown status
 //	configurations/ configuration groups and their validation
 //	tasks/          the durable task engine

@@ -25,6 +25,7 @@ import (
 	"strata/agent/heartbeat"
 	"strata/agent/identity"
 	"strata/agent/ops"
+	"strata/agent/transport"
 	"strata/agent/wire"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 	// Notify sends an sd_notify state (default: to systemd, if any).
 	Notify func(state string)
 	// Tune adjusts the transport before it starts (tests: short timings).
-	Tune func(*wire.ClientConfig)
+	Tune func(*transport.ClientConfig)
 	// ShutdownGrace bounds waiting for a running operation at shutdown
 	// (default 60s); an operation cut off then is reported interrupted.
 	ShutdownGrace time.Duration
@@ -115,7 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 		disp.Volume = volume.Volume{Device: b.DataDevice, MountPoint: mgr.DataPath()}
 	}
 	exec := ops.NewExecutor(journal, disp.Run, log)
-	ccfg := wire.ClientConfig{
+	ccfg := transport.ClientConfig{
 		Controllers:     b.Controllers,
 		HostKey:         hostKey,
 		Key:             id.Signer,
@@ -139,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Tune != nil {
 		cfg.Tune(&ccfg)
 	}
-	client, err := wire.NewClient(ccfg)
+	client, err := transport.NewClient(ccfg)
 	if err != nil {
 		return err
 	}

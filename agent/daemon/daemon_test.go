@@ -15,8 +15,10 @@ import (
 
 	"strata/agent/daemon"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint/endpointtest"
 )
 
 type notes struct {
@@ -56,7 +58,7 @@ func (a *agent) stop(t *testing.T) {
 	})
 }
 
-func tune(c *wire.ClientConfig) {
+func tune(c *transport.ClientConfig) {
 	c.HeartbeatInterval = 100 * time.Millisecond
 	c.KeepaliveInterval = 100 * time.Millisecond
 	c.KeepaliveTimeout = time.Second
@@ -64,7 +66,7 @@ func tune(c *wire.ClientConfig) {
 	c.MaxBackoff = 200 * time.Millisecond
 }
 
-func submit(t *testing.T, rig *wiretest.Rig, instance, id string, kind wire.Kind, args string) wire.Result {
+func submit(t *testing.T, rig *endpointtest.Rig, instance, id string, kind wire.Kind, args string) wire.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -86,7 +88,7 @@ func submit(t *testing.T, rig *wiretest.Rig, instance, id string, kind wire.Kind
 // MariaDB: enrollment, prepare, heartbeats reflecting the real server, an
 // operation queued during an outage, restart with the enrolled key.
 func TestAgentEnrollsPreparesAndReportsOverTheWire(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	inst := mariadbtest.NewT(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-7", token)
@@ -170,7 +172,7 @@ func TestAgentEnrollsPreparesAndReportsOverTheWire(t *testing.T) {
 }
 
 func TestAgentRefusesAStateDirectoryOfAnotherInstance(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	inst := mariadbtest.NewT(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-a", token)

@@ -1,7 +1,7 @@
 // Package heartbeat builds the facts an agent reports every heartbeat
 // interval: datastore status, data-volume filesystem usage and the last
-// completed operation. The transport (wire.Client) stamps version, boot id,
-// sequence and time and sends it.
+// completed operation. The agent's transport (transport.Client) stamps
+// version, boot id, sequence and time and sends it.
 //
 // It only gathers facts; it must not act on them.
 package heartbeat
@@ -18,7 +18,7 @@ type StatusSource interface {
 	Status(ctx context.Context) wire.StatusResult
 }
 
-// Builder implements wire.HeartbeatSource.
+// Builder implements transport.HeartbeatSource.
 type Builder struct {
 	Status StatusSource
 	// VolumePath is a path on the data volume.

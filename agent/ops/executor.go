@@ -17,7 +17,7 @@ import (
 type RunFunc func(ctx context.Context, op wire.Operation) wire.Result
 
 // Executor runs operations one at a time, in the order they arrive, each at
-// most once. It implements wire.OperationHandler.
+// most once. It implements transport.OperationHandler.
 type Executor struct {
 	journal *Journal
 	run     RunFunc
@@ -55,7 +55,7 @@ func NewExecutor(j *Journal, run RunFunc, log *slog.Logger) *Executor {
 // LastCompleted is the id of the operation that finished last.
 func (e *Executor) LastCompleted() string { return e.journal.LastCompleted() }
 
-// HandleOperation implements wire.OperationHandler: a new operation is
+// HandleOperation implements transport.OperationHandler: a new operation is
 // acknowledged and queued; a resend of a running one waits for it; a
 // resend of a finished one returns its stored result without running.
 func (e *Executor) HandleOperation(ctx context.Context, op wire.Operation, ack func(wire.AckState) error) wire.Result {

@@ -1,14 +1,18 @@
 // Package wire is the one contract between the strata guest agent and the
-// controller: the bootstrap document the agent boots from, the messages both
-// sides exchange, their framing, and both ends of the SSH transport — the
-// agent's outbound client and the controller's agent endpoint with the small
-// Store interface it persists through.
+// controller: the bootstrap document the agent boots from, the messages and
+// operation kinds both sides exchange, their framing, the version and
+// validation rules, and the key, token and request helpers both ends need.
+// It holds the contract only. Each end lives with its owner: the agent's
+// outbound SSH client in strata/agent/transport, the controller's SSH
+// endpoint (Server, its Store, MemStore) in strata/controller/agentendpoint.
 //
-// The controller imports this package and nothing else of agent/; the agent
-// imports nothing of controller/. Keep it that way: wire must not import
-// other strata packages, must not know about any datastore's internals, and
-// must not grow controller policy (timeouts that end in ERROR, task state):
-// it moves facts and requests, the two sides decide.
+// The builder, the agent and the controller meet only here: the controller
+// imports this package and nothing else of agent/; the agent and the
+// builder import nothing of controller/ (ci/imports_test.go checks it).
+// Keep it that way: wire must not import other strata packages, must not
+// know about any datastore's internals, and must not grow either end's
+// code or controller policy (timeouts that end in ERROR, task state): it
+// says what moves, the two sides decide.
 //
 // Protocol (version 1), all over one SSH connection the agent dials:
 //

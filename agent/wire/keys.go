@@ -32,3 +32,8 @@ func NewAgentKey(key ssh.PublicKey) AgentKey {
 	line := ssh.MarshalAuthorizedKey(key)
 	return AgentKey{Fingerprint: ssh.FingerprintSHA256(key), AuthorizedKey: string(line[:len(line)-1])}
 }
+
+// ValidEnrollmentToken reports whether token has the form of an enrollment
+// token (what a bootstrap may carry); the server refuses anything else
+// before it touches its store.
+func ValidEnrollmentToken(token string) bool { return tokenPattern.MatchString(token) }

@@ -6,8 +6,13 @@
 // token, heartbeats, and — if asked — prepares its datastore on a blank
 // data disk.
 //
-// It uses only the shared wire package to speak to the agent, as the
-// controller does; it never modifies the image (writes go to an overlay).
+// The endpoint is the controller's own (controller/agentendpoint over an
+// in-memory store), but the builder must not import the controller: rooms
+// meet only in strata/agent/wire. So this package says what it needs as a
+// small interface, Endpoint, and the caller hands in a constructor
+// (AgentOptions.NewEndpoint): the strata main wires the controller's, as do
+// the end-to-end tests. Everything else speaks wire, as the controller
+// does. It never modifies the image (writes go to an overlay).
 package boottest
 
 import (
@@ -113,8 +118,34 @@ func start1(ctx context.Context, o Options, drives []qemu.Drive) (*qemu.VM, erro
 	})
 }
 
+// Endpoint is what an agent boot test needs of the controller's agent
+// endpoint: an SSH server an agent enrolls with, over a store that keeps
+// everything in memory and can be asked what it received.
+type Endpoint interface {
+	// AddInstance registers a one-time enrollment token for instanceID.
+	AddInstance(instanceID, token string)
+	// Serve accepts agents on ln until ctx ends.
+	Serve(ctx context.Context, ln net.Listener) error
+	// Submit queues an operation for the instance; Await waits for its
+	// result.
+	Submit(ctx context.Context, instanceID string, op wire.Operation) error
+	Await(ctx context.Context, instanceID, opID string) (wire.Result, error)
+	// Heartbeats lists the heartbeats stored for instanceID, oldest first.
+	Heartbeats(instanceID string) []wire.Heartbeat
+	// Redemptions counts successful token redemptions.
+	Redemptions() int
+	// Keys lists the agent keys enrolled for instanceID.
+	Keys(instanceID string) []wire.AgentKey
+}
+
+// NewEndpoint makes an Endpoint presenting hostKey and logging to log.
+type NewEndpoint func(hostKey ssh.Signer, log *slog.Logger) (Endpoint, error)
+
 // AgentOptions say what the agent boot must show.
 type AgentOptions struct {
+	// NewEndpoint makes the controller endpoint the agent dials (required;
+	// the strata main hands in controller/agentendpoint's).
+	NewEndpoint NewEndpoint
 	// Manager and Version identify the datastore (from the image's
 	// manifest or recipe).
 	Manager, Version string
@@ -125,8 +156,8 @@ type AgentOptions struct {
 	// DataDiskBytes is the blank data disk's size (default 1 GiB).
 	DataDiskBytes int64
 	// Check, if set, runs once the agent is up (and prepared), with the VM
-	// still running: further operations through srv.
-	Check func(ctx context.Context, srv *wire.Server, instanceID string) error
+	// still running: further operations through ep.
+	Check func(ctx context.Context, ep Endpoint, instanceID string) error
 }
 
 // AgentResult is what the agent boot showed, with seconds since qemu
@@ -157,6 +188,9 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 	if a.Manager == "" {
 		return AgentResult{}, errors.New("agent boot test: the datastore manager is not known (give it, or boot an image whose manifest names it)")
 	}
+	if a.NewEndpoint == nil {
+		return AgentResult{}, errors.New("agent boot test: no controller endpoint to talk to (AgentOptions.NewEndpoint is not set)")
+	}
 	if a.DataDiskBytes == 0 {
 		a.DataDiskBytes = 1 << 30
 	}
@@ -171,14 +205,13 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 	if err != nil {
 		return AgentResult{}, err
 	}
-	store := wire.NewMemStore()
 	res := AgentResult{InstanceID: "boot-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	token := wire.NewEnrollmentToken()
-	store.AddInstance(res.InstanceID, token)
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store, Logger: o.Logger})
+	ep, err := a.NewEndpoint(hostKey, o.Logger)
 	if err != nil {
 		return res, err
 	}
+	token := wire.NewEnrollmentToken()
+	ep.AddInstance(res.InstanceID, token)
 	// qemu's user network connects the guest's 10.0.2.2 to this loopback.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -186,7 +219,7 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 	}
 	sctx, stopServer := context.WithCancel(ctx)
 	defer stopServer()
-	go srv.Serve(sctx, ln)
+	go ep.Serve(sctx, ln)
 
 	boot := wire.Bootstrap{
 		Format: 1, InstanceID: res.InstanceID,
@@ -230,16 +263,16 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 	res.ConfigDrive = since()
 
 	err = wait(ctx, func() bool {
-		return len(store.Heartbeats(res.InstanceID)) > 0
+		return len(ep.Heartbeats(res.InstanceID)) > 0
 	})
 	if err != nil {
 		return res, fmt.Errorf("the agent did not enroll and heartbeat (is strata-agent in the image? see the serial log %s): %w", o.SerialLog(), err)
 	}
 	res.Enrolled = since()
-	res.FirstHeartbeat = store.Heartbeats(res.InstanceID)[0]
+	res.FirstHeartbeat = ep.Heartbeats(res.InstanceID)[0]
 	res.AgentVersion = res.FirstHeartbeat.AgentVersion
-	res.Redemptions = store.Redemptions()
-	res.EnrolledKeys = len(store.Keys(res.InstanceID))
+	res.Redemptions = ep.Redemptions()
+	res.EnrolledKeys = len(ep.Keys(res.InstanceID))
 
 	if a.Prepare != nil {
 		args, err := json.Marshal(a.Prepare)
@@ -247,10 +280,10 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 			return res, err
 		}
 		op := wire.Operation{ID: "boot-test-prepare", Kind: wire.KindPrepare, Args: args}
-		if err := srv.Submit(ctx, res.InstanceID, op); err != nil {
+		if err := ep.Submit(ctx, res.InstanceID, op); err != nil {
 			return res, err
 		}
-		r, err := srv.Await(ctx, res.InstanceID, op.ID)
+		r, err := ep.Await(ctx, res.InstanceID, op.ID)
 		if err != nil {
 			return res, fmt.Errorf("prepare: %w", err)
 		}
@@ -264,22 +297,22 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 		res.Prepare = &pr
 		res.Prepared = since()
 		err = wait(ctx, func() bool {
-			hbs := store.Heartbeats(res.InstanceID)
+			hbs := ep.Heartbeats(res.InstanceID)
 			last := hbs[len(hbs)-1]
 			return last.Status == wire.StatusRunning && last.Volume != nil
 		})
 		if err != nil {
-			hbs := store.Heartbeats(res.InstanceID)
+			hbs := ep.Heartbeats(res.InstanceID)
 			return res, fmt.Errorf("no heartbeat reported the datastore running on its volume (last: %+v): %w", hbs[len(hbs)-1], err)
 		}
 		res.Running = since()
 	}
 	if a.Check != nil {
-		if err := a.Check(ctx, srv, res.InstanceID); err != nil {
+		if err := a.Check(ctx, ep, res.InstanceID); err != nil {
 			return res, err
 		}
 	}
-	hbs := store.Heartbeats(res.InstanceID)
+	hbs := ep.Heartbeats(res.InstanceID)
 	res.LastHeartbeat = hbs[len(hbs)-1]
 	return res, nil
 }

@@ -19,8 +19,10 @@ import (
 )
 
 // NewBootTestCommand returns `strata boot-test`: boot an image under qemu
-// without modifying it and prove it works.
-func NewBootTestCommand() *cobra.Command {
+// without modifying it and prove it works. newEndpoint makes the controller
+// endpoint `--agent` boots talk to; the builder does not import the
+// controller, so main hands it in.
+func NewBootTestCommand(newEndpoint boottest.NewEndpoint) *cobra.Command {
 	var (
 		firmwares []string
 		files     []string
@@ -85,7 +87,7 @@ extension + .manifest.json) unless --manager is given.`,
 					MemoryMiB: memory, CPUs: cpus, WorkDir: tmp,
 				}
 				if agent {
-					a := boottest.AgentOptions{Manager: manager, Version: dsVersion}
+					a := boottest.AgentOptions{NewEndpoint: newEndpoint, Manager: manager, Version: dsVersion}
 					if prepare {
 						a.Prepare = DefaultPrepare(manager)
 					}

@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"strata/agent/wire"
 	"strata/builder/boottest"
 	"strata/builder/cli"
 	"strata/builder/manifest"
 	"strata/builder/qemu"
+	"strata/controller/agentendpoint"
 )
 
 // TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI
@@ -54,12 +57,19 @@ func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *tes
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}, boottest.AgentOptions{
 		Manager: "mariadb", Version: "10.11", Prepare: prep,
-		Check: func(ctx context.Context, srv *wire.Server, id string) error {
+		NewEndpoint: func(hostKey ssh.Signer, log *slog.Logger) (boottest.Endpoint, error) {
+			ep, err := agentendpoint.NewMemEndpoint(hostKey, log)
+			if err != nil {
+				return nil, err
+			}
+			return ep, nil
+		},
+		Check: func(ctx context.Context, ep boottest.Endpoint, id string) error {
 			op := wire.Operation{ID: "list-dbs-1", Kind: wire.KindListDatabases, Args: json.RawMessage(`{}`)}
-			if err := srv.Submit(ctx, id, op); err != nil {
+			if err := ep.Submit(ctx, id, op); err != nil {
 				return err
 			}
-			res, err := srv.Await(ctx, id, op.ID)
+			res, err := ep.Await(ctx, id, op.ID)
 			if err != nil {
 				return err
 			}

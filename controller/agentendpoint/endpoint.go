@@ -1,8 +1,25 @@
-// Package agentendpoint is the controller's side of the agent protocol: the
-// SSH server from strata/agent/wire, its host key kept in the state
-// directory, and SQLStore — the durable wire.Store where enrolment tokens
-// (hashed), enrolled keys, the latest heartbeat of every instance and the
-// operation queue live. A heartbeat lands in instance_reports.
+// Package agentendpoint is the controller's end of the agent protocol
+// (whose contract is strata/agent/wire; the agent's end is
+// strata/agent/transport):
+//
+//   - server.go: Server, the SSH endpoint agents dial. It authenticates
+//     agents (enrolled key, or one-time token), records their heartbeats
+//     and delivers queued operations, resending each until its result is
+//     stored.
+//   - store.go: Store, the small interface Server persists through.
+//   - sqlstore.go: SQLStore, the durable Store in the controller's
+//     database, where enrolment tokens (hashed), enrolled keys, the latest
+//     heartbeat of every instance and the operation queue live. A
+//     heartbeat lands in instance_reports.
+//   - memstore.go: MemStore, the same semantics in memory.
+//   - endpoint.go: Endpoint, what the running controller serves (Server
+//     over SQLStore, its host key kept in the state directory).
+//   - memendpoint.go: MemEndpoint (Server over MemStore) for programs that
+//     talk to one short-lived guest: `strata boot-test --agent`, whose
+//     builder code takes it through its own small interface so the builder
+//     need not import the controller; the end-to-end tests; the agent
+//     footprint bench.
+//   - endpointtest/: the endpoint as a test rig, for tests of both sides.
 //
 // It moves facts and requests only: it never decides what an instance's
 // status is or what to do about a silent agent (that is instances/ and
@@ -85,15 +102,14 @@ type Config struct {
 	Logger  *slog.Logger
 	// OnSession is told when an agent's session starts and ends.
 	OnSession func(instanceID string, connected bool)
-	// Timings holds the wire server's durations (zero values: the wire
-	// package's defaults); its HostKey, Store, Logger and OnSession are
-	// ignored.
-	Timings wire.ServerConfig
+	// Timings holds the Server's durations (zero values: NewServer's
+	// defaults); its HostKey, Store, Logger and OnSession are ignored.
+	Timings ServerConfig
 }
 
 // Endpoint is the running agent endpoint.
 type Endpoint struct {
-	Server *wire.Server
+	Server *Server
 	Store  *SQLStore
 	key    ssh.Signer
 }
@@ -103,7 +119,7 @@ func New(cfg Config) (*Endpoint, error) {
 	st := &SQLStore{DB: cfg.DB}
 	wc := cfg.Timings
 	wc.HostKey, wc.Store, wc.Logger, wc.OnSession = cfg.HostKey, st, cfg.Logger, cfg.OnSession
-	srv, err := wire.NewServer(wc)
+	srv, err := NewServer(wc)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
@@ -20,7 +21,7 @@ import (
 )
 
 // testTimings are short wire timings for tests.
-var testTimings = wire.ServerConfig{
+var testTimings = agentendpoint.ServerConfig{
 	KeepaliveInterval:    100 * time.Millisecond,
 	KeepaliveTimeout:     time.Second,
 	AckTimeout:           2 * time.Second,
@@ -65,10 +66,10 @@ func (r *replica) stop() {
 	<-r.done
 }
 
-// agent runs a real wire client for instanceID that counts the operations
+// agent runs a real agent transport client for instanceID that counts the operations
 // it executes.
 type agent struct {
-	client   *wire.Client
+	client   *transport.Client
 	executed atomic.Int32
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -92,7 +93,7 @@ func (a *agent) stop() {
 func startAgent(t *testing.T, hostKey ssh.PublicKey, controller, instanceID, token string) *agent {
 	t.Helper()
 	a := &agent{}
-	c, err := wire.NewClient(wire.ClientConfig{
+	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: []string{controller}, HostKey: hostKey, Key: wiretest.NewSigner(t),
 		EnrollmentToken: token, InstanceID: instanceID, AgentVersion: "test",
 		Handler: wiretest.FuncHandler(func(ctx context.Context, op wire.Operation) wire.Result {

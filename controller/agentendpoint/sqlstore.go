@@ -12,16 +12,16 @@ import (
 	"strata/controller/store"
 )
 
-// SQLStore is the durable wire.Store: enrolment tokens and keys, the latest
+// SQLStore is the durable Store: enrolment tokens and keys, the latest
 // heartbeat of each instance (its reported state) and the operation queue,
-// in the controller's database. It mirrors wire.MemStore's semantics.
+// in the controller's database. It mirrors MemStore's semantics.
 type SQLStore struct {
 	DB *store.DB
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
 
-var _ wire.Store = (*SQLStore)(nil)
+var _ Store = (*SQLStore)(nil)
 
 func (s *SQLStore) now() time.Time {
 	if s.Now != nil {
@@ -73,7 +73,7 @@ func (s *SQLStore) RedeemEnrollment(ctx context.Context, tokenHash string, key w
 		err := tx.QueryRow(ctx, `UPDATE agent_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL RETURNING instance_id`,
 			store.Millis(s.now()), tokenHash).Scan(&instanceID)
 		if errors.Is(err, sql.ErrNoRows) {
-			return wire.ErrTokenRejected
+			return ErrTokenRejected
 		}
 		if err != nil {
 			return err
@@ -81,7 +81,7 @@ func (s *SQLStore) RedeemEnrollment(ctx context.Context, tokenHash string, key w
 		_, err = tx.Exec(ctx, `INSERT INTO agent_keys (fingerprint, instance_id, authorized_key, enrolled_at) VALUES (?, ?, ?, ?)`,
 			key.Fingerprint, instanceID, key.AuthorizedKey, store.Millis(s.now()))
 		if store.IsUniqueViolation(err) {
-			return fmt.Errorf("key %s is enrolled already: %w", key.Fingerprint, wire.ErrTokenRejected)
+			return fmt.Errorf("key %s is enrolled already: %w", key.Fingerprint, ErrTokenRejected)
 		}
 		return err
 	})
@@ -95,7 +95,7 @@ func (s *SQLStore) InstanceForKey(ctx context.Context, fingerprint string) (stri
 	var id string
 	err := s.DB.QueryRow(ctx, `SELECT instance_id FROM agent_keys WHERE fingerprint = ?`, fingerprint).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", wire.ErrUnknownKey
+		return "", ErrUnknownKey
 	}
 	return id, err
 }
@@ -141,7 +141,7 @@ func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Ope
 		return fmt.Errorf("queue op %s: %w", op.ID, err)
 	}
 	if have != digest {
-		return fmt.Errorf("op %s: %w", op.ID, wire.ErrOpConflict)
+		return fmt.Errorf("op %s: %w", op.ID, ErrOpConflict)
 	}
 	return nil
 }
@@ -177,7 +177,7 @@ func (s *SQLStore) MarkAcked(ctx context.Context, instanceID, opID string, state
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("op %s: %w", opID, wire.ErrUnknownOp)
+		return fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 		var done sql.NullInt64
 		err := tx.QueryRow(ctx, `SELECT kind, done_at FROM agent_ops WHERE instance_id = ? AND op_id = ?`, instanceID, r.OpID).Scan(&kind, &done)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("op %s: %w", r.OpID, wire.ErrUnknownOp)
+			return fmt.Errorf("op %s: %w", r.OpID, ErrUnknownOp)
 		}
 		if err != nil || done.Valid {
 			return err // the first result wins
@@ -210,7 +210,7 @@ func (s *SQLStore) OpResult(ctx context.Context, instanceID, opID string) (wire.
 	var res sql.NullString
 	err := s.DB.QueryRow(ctx, `SELECT result FROM agent_ops WHERE instance_id = ? AND op_id = ?`, instanceID, opID).Scan(&res)
 	if errors.Is(err, sql.ErrNoRows) {
-		return wire.Result{}, false, fmt.Errorf("op %s: %w", opID, wire.ErrUnknownOp)
+		return wire.Result{}, false, fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
 	}
 	if err != nil || !res.Valid {
 		return wire.Result{}, false, err

@@ -20,9 +20,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
-// subject is a wire.Store under test and how to give it a token.
+// subject is a agentendpoint.Store under test and how to give it a token.
 type subject struct {
-	store    wire.Store
+	store    agentendpoint.Store
 	addToken func(instanceID, token string)
 }
 
@@ -31,7 +31,7 @@ type subject struct {
 // reference.
 func eachStore(t *testing.T, fn func(t *testing.T, s subject)) {
 	t.Run("memstore", func(t *testing.T) {
-		m := wire.NewMemStore()
+		m := agentendpoint.NewMemStore()
 		fn(t, subject{store: m, addToken: m.AddInstance})
 	})
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
@@ -52,10 +52,10 @@ func TestStoreEnrollmentIsOneTimeAndBindsTheKey(t *testing.T) {
 		tok := wire.NewEnrollmentToken()
 		s.addToken("inst-1", tok)
 		k := key(t)
-		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken("not-the-token-at-all-000"), k); !errors.Is(err, wire.ErrTokenRejected) {
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken("not-the-token-at-all-000"), k); !errors.Is(err, agentendpoint.ErrTokenRejected) {
 			t.Fatalf("unknown token: %v", err)
 		}
-		if _, err := s.store.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, wire.ErrUnknownKey) {
+		if _, err := s.store.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, agentendpoint.ErrUnknownKey) {
 			t.Fatalf("key before enrolment: %v", err)
 		}
 		id, err := s.store.RedeemEnrollment(ctx, wire.HashToken(tok), k)
@@ -65,7 +65,7 @@ func TestStoreEnrollmentIsOneTimeAndBindsTheKey(t *testing.T) {
 		if id, err := s.store.InstanceForKey(ctx, k.Fingerprint); err != nil || id != "inst-1" {
 			t.Fatalf("InstanceForKey = %q, %v", id, err)
 		}
-		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(tok), key(t)); !errors.Is(err, wire.ErrTokenRejected) {
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(tok), key(t)); !errors.Is(err, agentendpoint.ErrTokenRejected) {
 			t.Fatalf("second use of a token: %v", err)
 		}
 	})
@@ -81,7 +81,7 @@ func TestStoreEnrollmentWithAnEnrolledKeyBurnsNothing(t *testing.T) {
 		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t1), k); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t2), k); !errors.Is(err, wire.ErrTokenRejected) {
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(t2), k); !errors.Is(err, agentendpoint.ErrTokenRejected) {
 			t.Fatalf("enrolled key with another token: %v", err)
 		}
 		if id, _ := s.store.InstanceForKey(ctx, k.Fingerprint); id != "a" {
@@ -108,7 +108,7 @@ func TestStoreConcurrentRedemptionsOfOneTokenHaveOneWinner(t *testing.T) {
 		for _, k := range keys {
 			wg.Go(func() {
 				_, err := s.store.RedeemEnrollment(context.Background(), wire.HashToken(tok), k)
-				if err != nil && !errors.Is(err, wire.ErrTokenRejected) {
+				if err != nil && !errors.Is(err, agentendpoint.ErrTokenRejected) {
 					t.Errorf("unexpected error: %v", err)
 				}
 				mu.Lock()
@@ -182,7 +182,7 @@ func TestStoreOperationQueue(t *testing.T) {
 		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases": [{"name": "d1"}]}`)); err != nil {
 			t.Fatalf("re-enqueue same content: %v", err)
 		}
-		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases":[{"name":"other"}]}`)); !errors.Is(err, wire.ErrOpConflict) {
+		if err := st.EnqueueOp(ctx, "i", op("op-1", wire.KindCreateDatabases, `{"databases":[{"name":"other"}]}`)); !errors.Is(err, agentendpoint.ErrOpConflict) {
 			t.Fatalf("re-enqueue other content: %v", err)
 		}
 		// Another instance's queue is separate.
@@ -198,7 +198,7 @@ func TestStoreOperationQueue(t *testing.T) {
 				t.Fatalf("pending[%d] = %s: queue order lost", i, p.ID)
 			}
 		}
-		if err := st.MarkAcked(ctx, "i", "nope", wire.AckAccepted, time.Now()); !errors.Is(err, wire.ErrUnknownOp) {
+		if err := st.MarkAcked(ctx, "i", "nope", wire.AckAccepted, time.Now()); !errors.Is(err, agentendpoint.ErrUnknownOp) {
 			t.Fatalf("ack of unknown op: %v", err)
 		}
 		if err := st.MarkAcked(ctx, "i", "op-0", wire.AckAccepted, time.Now()); err != nil {
@@ -211,7 +211,7 @@ func TestStoreOperationQueue(t *testing.T) {
 		if _, done, err := st.OpResult(ctx, "i", "op-0"); done || err != nil {
 			t.Fatalf("result before one was stored: done=%v err=%v", done, err)
 		}
-		if _, _, err := st.OpResult(ctx, "i", "missing"); !errors.Is(err, wire.ErrUnknownOp) {
+		if _, _, err := st.OpResult(ctx, "i", "missing"); !errors.Is(err, agentendpoint.ErrUnknownOp) {
 			t.Fatalf("result of unknown op: %v", err)
 		}
 		first := wire.Result{OpID: "op-0", Payload: json.RawMessage(`{"n":1}`)}
@@ -226,7 +226,7 @@ func TestStoreOperationQueue(t *testing.T) {
 		if err != nil || !done || !got.OK() || string(got.Payload) != `{"n":1}` {
 			t.Fatalf("stored result = %+v done=%v err=%v; the first result must win", got, done, err)
 		}
-		if err := st.StoreResult(ctx, "i", wire.Result{OpID: "ghost"}); !errors.Is(err, wire.ErrUnknownOp) {
+		if err := st.StoreResult(ctx, "i", wire.Result{OpID: "ghost"}); !errors.Is(err, agentendpoint.ErrUnknownOp) {
 			t.Fatalf("result for unknown op: %v", err)
 		}
 		pending, _ = st.PendingOps(ctx, "i")
@@ -299,7 +299,7 @@ func TestForgetRemovesEnrollmentKeysOpsAndReports(t *testing.T) {
 		if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_tokens WHERE instance_id = ?", "kept"); n != 1 {
 			t.Error("Forget touched another instance")
 		}
-		if _, err := s.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, wire.ErrUnknownKey) {
+		if _, err := s.InstanceForKey(ctx, k.Fingerprint); !errors.Is(err, agentendpoint.ErrUnknownKey) {
 			t.Fatalf("forgotten key still authenticates: %v", err)
 		}
 	})

@@ -21,8 +21,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint"
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
@@ -35,7 +37,7 @@ import (
 // This file is the test rig: a real controller (server.Start: API,
 // keystone subset, agent endpoint, task engine, SQL store) whose compute
 // driver is fakeCompute, which instead of booting a VM starts a fakeGuest:
-// a real wire.Client that enrolls with the token from the config drive,
+// a real transport.Client that enrolls with the token from the config drive,
 // sends heartbeats and answers operations from an in-memory "database".
 // The real VM and the real agent are the end-to-end test's business
 // (ci/e2e); this rig checks the controller's side of every route.
@@ -74,7 +76,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	g.mu.Lock()
 	enrolled := g.enrolled
 	g.mu.Unlock()
-	c, err := wire.NewClient(wire.ClientConfig{
+	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
 		Enrolled: enrolled, OnEnrolled: func() error { g.mu.Lock(); g.enrolled = true; g.mu.Unlock(); return nil },
 		InstanceID: boot.InstanceID, AgentVersion: "fake-1", Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
@@ -105,7 +107,7 @@ func (g *fakeGuest) halt() {
 	}
 }
 
-// Heartbeat implements wire.HeartbeatSource.
+// Heartbeat implements transport.HeartbeatSource.
 func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -542,7 +544,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	ctl, err := server.Start(ctx, server.Config{
 		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
-		AgentTimings: wire.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
 	})

@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"strata/agent/wire"
 	"strata/controller/agentendpoint"
 	"strata/controller/api"
 	"strata/controller/api/glance"
@@ -72,8 +71,8 @@ type Config struct {
 	Images imagestore.Store
 	// RecoveryInterval is how often stopped servers are looked for (60s).
 	RecoveryInterval time.Duration
-	// AgentTimings tunes the agent endpoint's wire server (tests).
-	AgentTimings wire.ServerConfig
+	// AgentTimings tunes the agent endpoint's SSH server (tests).
+	AgentTimings agentendpoint.ServerConfig
 	// EngineTuning tunes the task engine (tests).
 	EngineTuning func(*tasks.Engine)
 	Logger       *slog.Logger

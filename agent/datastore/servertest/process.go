@@ -7,7 +7,9 @@
 // It is for tests only and must never be imported by the agent binary. It
 // knows no datastore: each manager's <name>test package lays out its own
 // server and says how to run it, and each manager's tests say what to
-// check.
+// check. It is the agent room's one crossing into builder/ (recipe, to
+// read what an image recipe registers and check it against a real
+// server), allowed because it is test-only; ci/imports_test.go names it.
 package servertest
 
 import (

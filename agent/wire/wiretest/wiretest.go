@@ -1,9 +1,11 @@
-// Package wiretest provides a controller endpoint and agent-side helpers
-// for tests on both sides of the wire: a Server on 127.0.0.1 backed by a
-// MemStore, reachable through a Proxy that can cut or freeze connections,
-// fresh keys, and trivial handlers.
+// Package wiretest holds test helpers that need only the wire contract, for
+// tests on both sides of it: fresh keys, a quiet logger, a TCP Proxy that
+// can cut or freeze connections, a fixed heartbeat and a trivial operation
+// handler. The controller's end as a test rig (an endpoint on 127.0.0.1
+// behind such a Proxy) is controller/agentendpoint/endpointtest.
 //
-// It is for tests only: nothing in a shipped binary may import it.
+// Like wire, it imports nothing of strata but wire. It is for tests only:
+// nothing in a shipped binary may import it.
 package wiretest
 
 import (
@@ -17,7 +19,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -45,90 +46,6 @@ func NewSigner(t testing.TB) ssh.Signer {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// Rig is a controller endpoint on 127.0.0.1 with a memory store, optionally
-// behind a Proxy that can cut or freeze connections.
-type Rig struct {
-	T       testing.TB
-	Store   *wire.MemStore
-	Server  *wire.Server
-	HostKey ssh.Signer
-	Addr    string // the server's own address
-	Proxy   *Proxy
-}
-
-// NewRig starts a server with short test timings.
-func NewRig(t testing.TB) *Rig { return NewRigWithStore(t, nil) }
-
-// NewRigWithStore is NewRig with the server's store wrapped by wrap (to
-// observe or fail store calls); Rig.Store stays the MemStore underneath.
-func NewRigWithStore(t testing.TB, wrap func(*wire.MemStore) wire.Store) *Rig {
-	t.Helper()
-	r := &Rig{T: t, Store: wire.NewMemStore(), HostKey: NewSigner(t)}
-	var store wire.Store = r.Store
-	if wrap != nil {
-		store = wrap(r.Store)
-	}
-	srv, err := wire.NewServer(wire.ServerConfig{
-		HostKey:           r.HostKey,
-		Store:             store,
-		Logger:            QuietLogger().With("side", "server"),
-		KeepaliveInterval: 100 * time.Millisecond,
-		KeepaliveTimeout:  time.Second,
-		AckTimeout:        2 * time.Second,
-		PollInterval:      200 * time.Millisecond,
-		// Test agents beat every 100ms.
-		MinHeartbeatInterval: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Server = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	r.Proxy = NewProxy(t, r.Addr)
-	return r
-}
-
-// ClientConfig returns a config for an agent of instanceID dialling through
-// the proxy, with short test timings.
-func (r *Rig) ClientConfig(instanceID string, key ssh.Signer, h wire.OperationHandler) wire.ClientConfig {
-	return wire.ClientConfig{
-		Controllers:       []string{r.Proxy.Addr},
-		HostKey:           r.HostKey.PublicKey(),
-		Key:               key,
-		InstanceID:        instanceID,
-		AgentVersion:      "test",
-		Handler:           h,
-		Heartbeats:        StaticHeartbeat{Status: wire.StatusRunning},
-		HeartbeatInterval: 100 * time.Millisecond,
-		KeepaliveInterval: 100 * time.Millisecond,
-		KeepaliveTimeout:  time.Second,
-		DialTimeout:       2 * time.Second,
-		MinBackoff:        20 * time.Millisecond,
-		MaxBackoff:        100 * time.Millisecond,
-		Logger:            QuietLogger().With("side", "agent"),
-	}
-}
-
-// WaitConnected waits until instanceID has a session.
-func (r *Rig) WaitConnected(instanceID string, want bool, within time.Duration) {
-	r.T.Helper()
-	deadline := time.Now().Add(within)
-	for r.Server.Connected(instanceID) != want {
-		if time.Now().After(deadline) {
-			r.T.Fatalf("instance %s connected=%v not reached within %s", instanceID, want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // StaticHeartbeat reports a fixed status.

@@ -129,7 +129,7 @@ CREATE TABLE instance_reports (
 	heartbeats        BIGINT NOT NULL DEFAULT 1
 );
 
--- Agent enrolment and the durable operation queue (wire.Store).
+-- Agent enrolment and the durable operation queue (agentendpoint.Store).
 CREATE TABLE agent_tokens (
 	token_hash  TEXT PRIMARY KEY,
 	instance_id TEXT NOT NULL,

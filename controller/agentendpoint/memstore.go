@@ -1,4 +1,4 @@
-package wire
+package agentendpoint
 
 import (
 	"context"
@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"strata/agent/wire"
 )
 
-// MemStore is an in-memory Store for tests (agent and controller) and for
-// the footprint benchmark. It forgets everything when the process ends.
+// MemStore is an in-memory Store for tests (agent and controller, through
+// endpointtest), and behind MemEndpoint for boot tests and the footprint
+// benchmark. It forgets everything when the process ends.
 type MemStore struct {
 	mu         sync.Mutex
 	tokens     map[string]*memToken // by token hash
 	keys       map[string]memKey    // by fingerprint
-	heartbeats map[string][]Heartbeat
+	heartbeats map[string][]wire.Heartbeat
 	ops        map[string][]*OpRecord
 	redeemed   int // successful redemptions, for tests
 }
@@ -26,16 +29,16 @@ type memToken struct {
 
 type memKey struct {
 	instanceID string
-	key        AgentKey
+	key        wire.AgentKey
 }
 
 // OpRecord is MemStore's view of one queued operation.
 type OpRecord struct {
-	Op       Operation
-	AckState AckState
+	Op       wire.Operation
+	AckState wire.AckState
 	AckedAt  time.Time
 	Acks     int
-	Result   *Result
+	Result   *wire.Result
 }
 
 // NewMemStore returns an empty store.
@@ -43,7 +46,7 @@ func NewMemStore() *MemStore {
 	return &MemStore{
 		tokens:     map[string]*memToken{},
 		keys:       map[string]memKey{},
-		heartbeats: map[string][]Heartbeat{},
+		heartbeats: map[string][]wire.Heartbeat{},
 		ops:        map[string][]*OpRecord{},
 	}
 }
@@ -52,7 +55,7 @@ func NewMemStore() *MemStore {
 func (m *MemStore) AddInstance(instanceID, token string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.tokens[HashToken(token)] = &memToken{instanceID: instanceID}
+	m.tokens[wire.HashToken(token)] = &memToken{instanceID: instanceID}
 }
 
 // RevokeKeys forgets every key bound to instanceID.
@@ -67,10 +70,10 @@ func (m *MemStore) RevokeKeys(instanceID string) {
 }
 
 // Keys returns the keys bound to instanceID.
-func (m *MemStore) Keys(instanceID string) []AgentKey {
+func (m *MemStore) Keys(instanceID string) []wire.AgentKey {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []AgentKey
+	var out []wire.AgentKey
 	for _, k := range m.keys {
 		if k.instanceID == instanceID {
 			out = append(out, k.key)
@@ -87,10 +90,10 @@ func (m *MemStore) Redemptions() int {
 }
 
 // Heartbeats returns the accepted heartbeats of instanceID, oldest first.
-func (m *MemStore) Heartbeats(instanceID string) []Heartbeat {
+func (m *MemStore) Heartbeats(instanceID string) []wire.Heartbeat {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]Heartbeat(nil), m.heartbeats[instanceID]...)
+	return append([]wire.Heartbeat(nil), m.heartbeats[instanceID]...)
 }
 
 // Op returns a copy of the record of one op.
@@ -104,7 +107,7 @@ func (m *MemStore) Op(instanceID, opID string) (OpRecord, bool) {
 	return *r, true
 }
 
-func (m *MemStore) RedeemEnrollment(_ context.Context, tokenHash string, key AgentKey) (string, error) {
+func (m *MemStore) RedeemEnrollment(_ context.Context, tokenHash string, key wire.AgentKey) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var tok *memToken
@@ -135,7 +138,7 @@ func (m *MemStore) InstanceForKey(_ context.Context, fingerprint string) (string
 	return k.instanceID, nil
 }
 
-func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb Heartbeat, _ time.Time) (bool, error) {
+func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb wire.Heartbeat, _ time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	list := m.heartbeats[instanceID]
@@ -152,7 +155,7 @@ func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb Hear
 	return true, nil
 }
 
-func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op Operation) error {
+func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op wire.Operation) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.find(instanceID, op.ID); r != nil {
@@ -165,10 +168,10 @@ func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op Operation)
 	return nil
 }
 
-func (m *MemStore) PendingOps(_ context.Context, instanceID string) ([]Operation, error) {
+func (m *MemStore) PendingOps(_ context.Context, instanceID string) ([]wire.Operation, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []Operation
+	var out []wire.Operation
 	for _, r := range m.ops[instanceID] {
 		if r.Result == nil {
 			out = append(out, r.Op)
@@ -177,7 +180,7 @@ func (m *MemStore) PendingOps(_ context.Context, instanceID string) ([]Operation
 	return out, nil
 }
 
-func (m *MemStore) MarkAcked(_ context.Context, instanceID, opID string, state AckState, at time.Time) error {
+func (m *MemStore) MarkAcked(_ context.Context, instanceID, opID string, state wire.AckState, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.find(instanceID, opID)
@@ -189,7 +192,7 @@ func (m *MemStore) MarkAcked(_ context.Context, instanceID, opID string, state A
 	return nil
 }
 
-func (m *MemStore) StoreResult(_ context.Context, instanceID string, res Result) error {
+func (m *MemStore) StoreResult(_ context.Context, instanceID string, res wire.Result) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.find(instanceID, res.OpID)
@@ -202,15 +205,15 @@ func (m *MemStore) StoreResult(_ context.Context, instanceID string, res Result)
 	return nil
 }
 
-func (m *MemStore) OpResult(_ context.Context, instanceID, opID string) (Result, bool, error) {
+func (m *MemStore) OpResult(_ context.Context, instanceID, opID string) (wire.Result, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.find(instanceID, opID)
 	if r == nil {
-		return Result{}, false, fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
+		return wire.Result{}, false, fmt.Errorf("op %s: %w", opID, ErrUnknownOp)
 	}
 	if r.Result == nil {
-		return Result{}, false, nil
+		return wire.Result{}, false, nil
 	}
 	return *r.Result, true, nil
 }

@@ -1,4 +1,4 @@
-package wire
+package agentendpoint
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
 )
 
 // ServerConfig configures the controller's agent endpoint. HostKey and
@@ -96,7 +98,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	def(&cfg.PollInterval, 5*time.Second)
 	def(&cfg.StoreTimeout, 10*time.Second)
 	if cfg.MaxMessage <= 0 {
-		cfg.MaxMessage = MaxMessageSize
+		cfg.MaxMessage = wire.MaxMessageSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -147,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Submit queues op for instanceID and, if the agent is connected, sends it
 // now; otherwise it is sent when the agent next connects. Submitting the
 // same op again is harmless.
-func (s *Server) Submit(ctx context.Context, instanceID string, op Operation) error {
+func (s *Server) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
 	if err := op.Validate(); err != nil {
 		return err
 	}
@@ -160,7 +162,7 @@ func (s *Server) Submit(ctx context.Context, instanceID string, op Operation) er
 
 // Await blocks until the result of instanceID's op opID is stored (by this
 // server or, with a shared store, another replica) or ctx ends.
-func (s *Server) Await(ctx context.Context, instanceID, opID string) (Result, error) {
+func (s *Server) Await(ctx context.Context, instanceID, opID string) (wire.Result, error) {
 	key := opKey{instanceID, opID}
 	for {
 		s.mu.Lock()
@@ -173,7 +175,7 @@ func (s *Server) Await(ctx context.Context, instanceID, opID string) (Result, er
 
 		res, done, err := s.cfg.Store.OpResult(ctx, instanceID, opID)
 		if err != nil {
-			return Result{}, err
+			return wire.Result{}, err
 		}
 		if done {
 			return res, nil
@@ -184,7 +186,7 @@ func (s *Server) Await(ctx context.Context, instanceID, opID string) (Result, er
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return Result{}, ctx.Err()
+			return wire.Result{}, ctx.Err()
 		}
 		t.Stop()
 	}
@@ -242,7 +244,7 @@ func (s *Server) storeCtx(ctx context.Context) (context.Context, context.CancelF
 // checks out.
 func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	remote := meta.RemoteAddr().String()
-	if meta.User() != SSHUser {
+	if meta.User() != wire.SSHUser {
 		s.log.Warn("agent auth rejected: wrong user", "remote", remote, "user", truncate(meta.User(), 64))
 		return nil, fmt.Errorf("user %q not accepted", meta.User())
 	}
@@ -272,14 +274,14 @@ func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.P
 
 func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) (*ssh.Permissions, error) {
 	remote := meta.RemoteAddr().String()
-	ak := NewAgentKey(key)
-	if !tokenPattern.MatchString(token) {
+	ak := wire.NewAgentKey(key)
+	if !wire.ValidEnrollmentToken(token) {
 		s.log.Warn("enrollment rejected: malformed token", "remote", remote, "key", ak.Fingerprint)
 		return nil, ErrTokenRejected
 	}
 	ctx, cancel := s.storeCtx(context.Background())
 	defer cancel()
-	inst, err := s.cfg.Store.RedeemEnrollment(ctx, HashToken(token), ak)
+	inst, err := s.cfg.Store.RedeemEnrollment(ctx, wire.HashToken(token), ak)
 	if err != nil {
 		s.log.Warn("enrollment rejected", "remote", remote, "key", ak.Fingerprint, "reason", err)
 		return nil, ErrTokenRejected
@@ -347,20 +349,20 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 
 func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Request, log *slog.Logger) {
 	switch req.Type {
-	case RequestKeepalive:
+	case wire.RequestKeepalive:
 		req.Reply(true, nil)
-	case RequestHello:
+	case wire.RequestHello:
 		if sess.helloDone {
 			req.Reply(false, []byte("hello already received"))
 			return
 		}
-		var h Hello
+		var h wire.Hello
 		if len(req.Payload) > 64<<10 {
 			req.Reply(false, []byte("hello too large"))
 			sess.conn.Close()
 			return
 		}
-		if err := decodeStrict(req.Payload, &h); err != nil {
+		if err := wire.DecodeStrict(req.Payload, &h); err != nil {
 			log.Warn("garbled hello; closing", "err", err)
 			req.Reply(false, []byte("garbled hello: "+err.Error()))
 			sess.conn.Close()
@@ -374,7 +376,7 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			sess.conn.Close()
 			return
 		}
-		welcome, _ := json.Marshal(Welcome{InstanceID: sess.instanceID, ServerTime: time.Now().UTC()})
+		welcome, _ := json.Marshal(wire.Welcome{InstanceID: sess.instanceID, ServerTime: time.Now().UTC()})
 		s.mu.Lock()
 		old := s.sessions[sess.instanceID]
 		s.sessions[sess.instanceID] = sess
@@ -390,16 +392,16 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			s.cfg.OnSession(sess.instanceID, true)
 		}
 		close(sess.ready)
-	case RequestHeartbeat:
+	case wire.RequestHeartbeat:
 		if !sess.helloDone {
 			req.Reply(false, []byte("hello first"))
 			return
 		}
-		var hb Heartbeat
+		var hb wire.Heartbeat
 		err := error(nil)
 		if len(req.Payload) > 64<<10 {
 			err = errors.New("heartbeat too large")
-		} else if err = decodeStrict(req.Payload, &hb); err == nil {
+		} else if err = wire.DecodeStrict(req.Payload, &hb); err == nil {
 			err = hb.Validate()
 		}
 		if err != nil {
@@ -439,7 +441,7 @@ func (s *Server) keepalive(ctx context.Context, sess *session, log *slog.Logger)
 			return
 		case <-t.C:
 		}
-		if err := sendWithTimeout(ctx, sess.conn, RequestKeepalive, nil, s.cfg.KeepaliveTimeout); err != nil {
+		if _, _, err := wire.Request(ctx, sess.conn, wire.RequestKeepalive, nil, s.cfg.KeepaliveTimeout); err != nil {
 			if ctx.Err() == nil {
 				log.Warn("agent unresponsive; closing connection", "err", err)
 			}
@@ -492,17 +494,17 @@ func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) 
 
 // sendOp opens a channel for op, writes it and waits for the agent's
 // acknowledgement; the result is awaited in the background.
-func (s *Server) sendOp(ctx context.Context, sess *session, op Operation, log *slog.Logger) error {
-	ch, reqs, err := sess.conn.OpenChannel(ChannelOperation, nil)
+func (s *Server) sendOp(ctx context.Context, sess *session, op wire.Operation, log *slog.Logger) error {
+	ch, reqs, err := sess.conn.OpenChannel(wire.ChannelOperation, nil)
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
 	}
 	go ssh.DiscardRequests(reqs)
-	if err := WriteFrame(ch, op, s.cfg.MaxMessage); err != nil {
+	if err := wire.WriteFrame(ch, op, s.cfg.MaxMessage); err != nil {
 		ch.Close()
 		return err
 	}
-	first := make(chan OpReply, 1)
+	first := make(chan wire.OpReply, 1)
 	firstErr := make(chan error, 1)
 	go func() {
 		r, err := s.readReply(ch)
@@ -514,7 +516,7 @@ func (s *Server) sendOp(ctx context.Context, sess *session, op Operation, log *s
 	}()
 	t := time.NewTimer(s.cfg.AckTimeout)
 	defer t.Stop()
-	var r OpReply
+	var r wire.OpReply
 	select {
 	case r = <-first:
 	case err := <-firstErr:
@@ -565,13 +567,13 @@ func (s *Server) sendOp(ctx context.Context, sess *session, op Operation, log *s
 	return nil
 }
 
-func (s *Server) readReply(ch ssh.Channel) (OpReply, error) {
-	var r OpReply
-	data, err := ReadFrame(ch, s.cfg.MaxMessage)
+func (s *Server) readReply(ch ssh.Channel) (wire.OpReply, error) {
+	var r wire.OpReply
+	data, err := wire.ReadFrame(ch, s.cfg.MaxMessage)
 	if err != nil {
 		return r, err
 	}
-	if err := decodeStrict(data, &r); err != nil {
+	if err := wire.DecodeStrict(data, &r); err != nil {
 		return r, fmt.Errorf("garbled reply: %w", err)
 	}
 	if (r.Ack == nil) == (r.Result == nil) {
@@ -580,7 +582,7 @@ func (s *Server) readReply(ch ssh.Channel) (OpReply, error) {
 	return r, nil
 }
 
-func (s *Server) finish(ctx context.Context, sess *session, op Operation, res Result, log *slog.Logger) {
+func (s *Server) finish(ctx context.Context, sess *session, op wire.Operation, res wire.Result, log *slog.Logger) {
 	if res.OpID == "" {
 		res.OpID = op.ID
 	}
@@ -603,35 +605,9 @@ func (s *Server) finish(ctx context.Context, sess *session, op Operation, res Re
 	s.notify(sess.instanceID, op.ID)
 }
 
-// sendWithTimeout sends a global request expecting a reply and gives up
-// after d. Any reply, true or false, proves the peer alive.
-func sendWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) error {
-	_, _, err := requestWithTimeout(ctx, c, name, payload, d)
-	return err
-}
-
-func requestWithTimeout(ctx context.Context, c ssh.Conn, name string, payload []byte, d time.Duration) (bool, []byte, error) {
-	type reply struct {
-		ok   bool
-		data []byte
-		err  error
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	done := make(chan reply, 1)
-	go func() {
-		ok, data, err := c.SendRequest(name, true, payload)
-		done <- reply{ok, data, err}
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case r := <-done:
-		return r.ok, r.data, r.err
-	case <-t.C:
-		return false, nil, fmt.Errorf("%s: %w after %s", name, ErrNoReply, d)
-	case <-ctx.Done():
-		return false, nil, ctx.Err()
-	}
+	return s[:n] + "..."
 }
-
-// ErrNoReply: the peer did not answer a request in time.
-var ErrNoReply = errors.New("no reply")

@@ -1,4 +1,4 @@
-package wire_test
+package agentendpoint_test
 
 import (
 	"context"
@@ -14,9 +14,33 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint"
+	"strata/controller/agentendpoint/endpointtest"
 )
+
+// clientConfig is an agent of instanceID dialling rig through its proxy,
+// with short test timings.
+func clientConfig(rig *endpointtest.Rig, instanceID string, key ssh.Signer, h transport.OperationHandler) transport.ClientConfig {
+	return transport.ClientConfig{
+		Controllers:       []string{rig.Proxy.Addr},
+		HostKey:           rig.HostKey.PublicKey(),
+		Key:               key,
+		InstanceID:        instanceID,
+		AgentVersion:      "test",
+		Handler:           h,
+		Heartbeats:        wiretest.StaticHeartbeat{Status: wire.StatusRunning},
+		HeartbeatInterval: 100 * time.Millisecond,
+		KeepaliveInterval: 100 * time.Millisecond,
+		KeepaliveTimeout:  time.Second,
+		DialTimeout:       2 * time.Second,
+		MinBackoff:        20 * time.Millisecond,
+		MaxBackoff:        100 * time.Millisecond,
+		Logger:            wiretest.QuietLogger().With("side", "agent"),
+	}
+}
 
 // timeout bounds a single connection attempt, so a regression that lets
 // a refused agent in fails the test instead of hanging it.
@@ -33,7 +57,7 @@ func okHandler() wiretest.FuncHandler {
 }
 
 // runClient runs c.Run in the background until the test ends.
-func runClient(t *testing.T, c *wire.Client) context.CancelFunc {
+func runClient(t *testing.T, c *transport.Client) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -42,16 +66,16 @@ func runClient(t *testing.T, c *wire.Client) context.CancelFunc {
 }
 
 func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 	key := wiretest.NewSigner(t)
 
 	var enrolledCalls atomic.Int32
-	cfg := rig.ClientConfig("inst-1", key, okHandler())
+	cfg := clientConfig(rig, "inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
 	cfg.OnEnrolled = func() error { enrolledCalls.Add(1); return nil }
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +92,9 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 	rig.WaitConnected("inst-1", false, 5*time.Second)
 
 	// Second start: enrolled, no token at all.
-	cfg2 := rig.ClientConfig("inst-1", key, okHandler())
+	cfg2 := clientConfig(rig, "inst-1", key, okHandler())
 	cfg2.Enrolled = true
-	c2, _ := wire.NewClient(cfg2)
+	c2, _ := transport.NewClient(cfg2)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	if n := rig.Store.Redemptions(); n != 1 {
@@ -79,13 +103,13 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 }
 
 func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 	first := wiretest.NewSigner(t)
-	cfg := rig.ClientConfig("inst-1", first, okHandler())
+	cfg := clientConfig(rig, "inst-1", first, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	go c.RunOnce(ctx)
@@ -94,18 +118,18 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 	// Another key (a second guest, or this one after losing its state)
 	// presents the same token.
 	intruder := wiretest.NewSigner(t)
-	cfg2 := rig.ClientConfig("inst-1", intruder, okHandler())
+	cfg2 := clientConfig(rig, "inst-1", intruder, okHandler())
 	cfg2.EnrollmentToken = token
-	c2, _ := wire.NewClient(cfg2)
+	c2, _ := transport.NewClient(cfg2)
 	err := c2.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrEnrollmentRejected) {
-		t.Fatalf("reused token: err = %v, want wire.ErrEnrollmentRejected", err)
+	if !errors.Is(err, transport.ErrEnrollmentRejected) {
+		t.Fatalf("reused token: err = %v, want transport.ErrEnrollmentRejected", err)
 	}
 	keys := rig.Store.Keys("inst-1")
 	if len(keys) != 1 || keys[0].Fingerprint != ssh.FingerprintSHA256(first.PublicKey()) {
 		t.Fatalf("keys after rejected reuse: %v", keys)
 	}
-	if _, err := rig.Store.InstanceForKey(context.Background(), ssh.FingerprintSHA256(intruder.PublicKey())); !errors.Is(err, wire.ErrUnknownKey) {
+	if _, err := rig.Store.InstanceForKey(context.Background(), ssh.FingerprintSHA256(intruder.PublicKey())); !errors.Is(err, agentendpoint.ErrUnknownKey) {
 		t.Fatalf("intruder key lookup: %v", err)
 	}
 	if !rig.Server.Connected("inst-1") {
@@ -115,7 +139,7 @@ func TestTokenReuseIsRejectedAndChangesNothing(t *testing.T) {
 
 // countingStore records whether the server ever tried to redeem a token.
 type countingStore struct {
-	*wire.MemStore
+	*agentendpoint.MemStore
 	redeemCalls atomic.Int32
 }
 
@@ -126,47 +150,47 @@ func (s *countingStore) RedeemEnrollment(ctx context.Context, h string, k wire.A
 
 func TestWrongHostKeyIsRefusedBeforeTheTokenIsSent(t *testing.T) {
 	var cs *countingStore
-	rig := wiretest.NewRigWithStore(t, func(m *wire.MemStore) wire.Store {
+	rig := endpointtest.NewRigWithStore(t, func(m *agentendpoint.MemStore) agentendpoint.Store {
 		cs = &countingStore{MemStore: m}
 		return cs
 	})
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 
-	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
 	cfg.HostKey = wiretest.NewSigner(t).PublicKey() // not the controller's
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	err := c.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrHostKeyMismatch) {
-		t.Fatalf("err = %v, want wire.ErrHostKeyMismatch", err)
+	if !errors.Is(err, transport.ErrHostKeyMismatch) {
+		t.Fatalf("err = %v, want transport.ErrHostKeyMismatch", err)
 	}
 	if cs.redeemCalls.Load() != 0 {
 		t.Fatal("the token reached the server despite the host key mismatch")
 	}
 	// The token is still good for the real agent.
 	cfg.HostKey = rig.HostKey.PublicKey()
-	c2, _ := wire.NewClient(cfg)
+	c2, _ := transport.NewClient(cfg)
 	runClient(t, c2)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 }
 
 func TestKeyNotEnrolledIsRejected(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	rig.Store.AddInstance("inst-1", wire.NewEnrollmentToken())
 
 	// A fresh key and no token.
-	c, _ := wire.NewClient(rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler()))
-	if err := c.RunOnce(timeout(t)); !errors.Is(err, wire.ErrNotEnrolled) {
-		t.Fatalf("fresh key, no token: err = %v, want wire.ErrNotEnrolled", err)
+	c, _ := transport.NewClient(clientConfig(rig, "inst-1", wiretest.NewSigner(t), okHandler()))
+	if err := c.RunOnce(timeout(t)); !errors.Is(err, transport.ErrNotEnrolled) {
+		t.Fatalf("fresh key, no token: err = %v, want transport.ErrNotEnrolled", err)
 	}
 	// A key the agent believes enrolled, but the controller does not know
 	// (revoked, or another controller).
-	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), okHandler())
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), okHandler())
 	cfg.Enrolled = true
-	c2, _ := wire.NewClient(cfg)
-	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrAuthRejected) {
-		t.Fatalf("unknown key: err = %v, want wire.ErrAuthRejected", err)
+	c2, _ := transport.NewClient(cfg)
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, transport.ErrAuthRejected) {
+		t.Fatalf("unknown key: err = %v, want transport.ErrAuthRejected", err)
 	}
 	if rig.Server.Connected("inst-1") || rig.Store.Redemptions() != 0 {
 		t.Fatal("a rejected agent got a session or redeemed a token")
@@ -174,37 +198,37 @@ func TestKeyNotEnrolledIsRejected(t *testing.T) {
 }
 
 func TestRevokedKeyIsRejected(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 	key := wiretest.NewSigner(t)
-	cfg := rig.ClientConfig("inst-1", key, okHandler())
+	cfg := clientConfig(rig, "inst-1", key, okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	cancel := runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
 	cancel()
 	rig.WaitConnected("inst-1", false, 5*time.Second)
 
 	rig.Store.RevokeKeys("inst-1")
-	c2, _ := wire.NewClient(cfg) // token offered again: it is spent
-	if err := c2.RunOnce(timeout(t)); !errors.Is(err, wire.ErrEnrollmentRejected) {
+	c2, _ := transport.NewClient(cfg) // token offered again: it is spent
+	if err := c2.RunOnce(timeout(t)); !errors.Is(err, transport.ErrEnrollmentRejected) {
 		t.Fatalf("revoked key with spent token: err = %v", err)
 	}
 }
 
 func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
 	rig.Store.AddInstance("inst-2", wire.NewEnrollmentToken())
 	// The agent's bootstrap says inst-2 but it holds inst-1's token.
-	cfg := rig.ClientConfig("inst-2", wiretest.NewSigner(t), okHandler())
+	cfg := clientConfig(rig, "inst-2", wiretest.NewSigner(t), okHandler())
 	cfg.EnrollmentToken = token
-	c, _ := wire.NewClient(cfg)
+	c, _ := transport.NewClient(cfg)
 	err := c.RunOnce(timeout(t))
-	if !errors.Is(err, wire.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
-		t.Fatalf("err = %v, want wire.ErrHelloRejected naming inst-1", err)
+	if !errors.Is(err, transport.ErrHelloRejected) || !strings.Contains(err.Error(), "inst-1") {
+		t.Fatalf("err = %v, want transport.ErrHelloRejected naming inst-1", err)
 	}
 	if rig.Server.Connected("inst-2") || rig.Server.Connected("inst-1") {
 		t.Fatal("a session was registered for a mismatched agent")
@@ -215,13 +239,13 @@ func TestInstanceComesFromTheKeyNotFromTheClaim(t *testing.T) {
 	}
 }
 
-func enrolledClient(t *testing.T, rig *wiretest.Rig, instanceID string, h wire.OperationHandler) (*wire.Client, wire.ClientConfig) {
+func enrolledClient(t *testing.T, rig *endpointtest.Rig, instanceID string, h transport.OperationHandler) (*transport.Client, transport.ClientConfig) {
 	t.Helper()
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance(instanceID, token)
-	cfg := rig.ClientConfig(instanceID, wiretest.NewSigner(t), h)
+	cfg := clientConfig(rig, instanceID, wiretest.NewSigner(t), h)
 	cfg.EnrollmentToken = token
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +253,7 @@ func enrolledClient(t *testing.T, rig *wiretest.Rig, instanceID string, h wire.O
 }
 
 func TestHeartbeatsArriveInOrderAndStaleOnesAreDropped(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
@@ -259,7 +283,7 @@ func TestHeartbeatsArriveInOrderAndStaleOnesAreDropped(t *testing.T) {
 }
 
 func TestSubmittedOperationIsAckedExecutedAndAwaited(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
@@ -282,13 +306,13 @@ func TestSubmittedOperationIsAckedExecutedAndAwaited(t *testing.T) {
 		t.Fatalf("op record = %+v, want acknowledged", rec)
 	}
 	// Same id, other content: refused by the queue.
-	if err := rig.Server.Submit(ctx, "inst-1", wire.Operation{ID: "op-1", Kind: wire.KindStop}); !errors.Is(err, wire.ErrOpConflict) {
+	if err := rig.Server.Submit(ctx, "inst-1", wire.Operation{ID: "op-1", Kind: wire.KindStop}); !errors.Is(err, agentendpoint.ErrOpConflict) {
 		t.Fatalf("conflicting resubmit: %v", err)
 	}
 }
 
 func TestOperationQueuedWhileDisconnectedIsDeliveredOnConnect(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -304,9 +328,9 @@ func TestOperationQueuedWhileDisconnectedIsDeliveredOnConnect(t *testing.T) {
 
 // rawChannel opens an operation channel to instanceID's agent, as a
 // misbehaving controller would.
-func rawChannel(t *testing.T, rig *wiretest.Rig, instanceID string) ssh.Channel {
+func rawChannel(t *testing.T, rig *endpointtest.Rig, instanceID string) ssh.Channel {
 	t.Helper()
-	ch, err := wire.RawOpChannel(rig.Server, instanceID)
+	ch, err := agentendpoint.RawOpChannel(rig.Server, instanceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +351,7 @@ func readReply(t *testing.T, ch ssh.Channel) wire.OpReply {
 }
 
 func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	var executed atomic.Int32
 	c, _ := enrolledClient(t, rig, "inst-1", wiretest.FuncHandler(func(ctx context.Context, op wire.Operation) wire.Result {
 		executed.Add(1)
@@ -335,7 +359,7 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 	}))
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
-	sessBefore := wire.SessionOf(rig.Server, "inst-1")
+	sessBefore := agentendpoint.SessionOf(rig.Server, "inst-1")
 
 	frame := func(body string) []byte {
 		b := make([]byte, 4+len(body))
@@ -375,7 +399,7 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 		t.Fatalf("%d bad messages were executed", executed.Load())
 	}
 	// Same session, still serving.
-	sessAfter := wire.SessionOf(rig.Server, "inst-1")
+	sessAfter := agentendpoint.SessionOf(rig.Server, "inst-1")
 	if sessAfter != sessBefore {
 		t.Fatal("bad messages cost the agent its session")
 	}
@@ -391,7 +415,7 @@ func TestGarbledAndOversizedMessagesFailThatOperationOnly(t *testing.T) {
 }
 
 func TestBadMessagesToTheServerAreRefused(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	rig.WaitConnected("inst-1", true, 5*time.Second)
@@ -434,7 +458,7 @@ func TestBadMessagesToTheServerAreRefused(t *testing.T) {
 }
 
 func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	ended := make(chan error, 1)
 	go func() { ended <- c.RunOnce(timeout(t)) }()
@@ -457,7 +481,7 @@ func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
 }
 
 func TestReconnectsAfterCut(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
 	runClient(t, c)
 	for range 3 {
@@ -469,9 +493,9 @@ func TestReconnectsAfterCut(t *testing.T) {
 }
 
 func TestHeartbeatFloodIsRefusedWithoutReachingTheStore(t *testing.T) {
-	store := wire.NewMemStore()
+	store := agentendpoint.NewMemStore()
 	hostKey := wiretest.NewSigner(t)
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store, Logger: wiretest.QuietLogger(), MinHeartbeatInterval: time.Hour})
+	srv, err := agentendpoint.NewServer(agentendpoint.ServerConfig{HostKey: hostKey, Store: store, Logger: wiretest.QuietLogger(), MinHeartbeatInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

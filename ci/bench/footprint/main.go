@@ -1,9 +1,12 @@
 // Command footprint measures the agent's footprint the way it runs in a
 // guest: the stripped static binary's size, and its resident memory and
-// CPU time while idle, connected to a controller endpoint (the in-memory
-// wire test server) and sending heartbeats. `make bench-agent` runs it.
+// CPU time while idle, connected to a controller endpoint (the controller's
+// SSH endpoint over an in-memory store) and sending heartbeats.
+// `make bench-agent` runs it.
 //
-// It is a measuring tool, not part of the agent: it must not be imported.
+// It is a measuring rig that plays the controller to a real agent binary,
+// so it lives in ci/ (which may use every room), not under agent/ (which
+// must not import the controller). It must not be imported.
 package main
 
 import (
@@ -26,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"strata/agent/wire"
+	"strata/controller/agentendpoint"
 )
 
 func main() {
@@ -53,14 +57,13 @@ func run(agent string, duration time.Duration, heartbeat int) error {
 	// Controller endpoint.
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	hostKey, _ := ssh.NewSignerFromKey(priv)
-	store := wire.NewMemStore()
-	token := wire.NewEnrollmentToken()
-	store.AddInstance("footprint", token)
-	srv, err := wire.NewServer(wire.ServerConfig{HostKey: hostKey, Store: store,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	srv, err := agentendpoint.NewMemEndpoint(hostKey,
+		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
+	token := wire.NewEnrollmentToken()
+	srv.AddInstance("footprint", token)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -115,7 +118,7 @@ func run(agent string, duration time.Duration, heartbeat int) error {
 	}
 	rss, _ := status(pid, "VmRSS")
 	hwm, _ := status(pid, "VmHWM")
-	beats := len(store.Heartbeats("footprint"))
+	beats := len(srv.Heartbeats("footprint"))
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	exitErr := cmd.Wait()

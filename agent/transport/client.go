@@ -1,4 +1,4 @@
-package wire
+package transport
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
 )
 
 // OperationHandler executes operations received from the controller. It
@@ -24,13 +26,13 @@ import (
 // return the result; if ctx ends first (connection lost) it may return
 // early while the operation carries on, and answer the resend later.
 type OperationHandler interface {
-	HandleOperation(ctx context.Context, op Operation, ack func(AckState) error) Result
+	HandleOperation(ctx context.Context, op wire.Operation, ack func(wire.AckState) error) wire.Result
 }
 
 // HeartbeatSource supplies the datastore facts of a heartbeat; the client
 // fills in AgentVersion, BootID, Seq and SentAt.
 type HeartbeatSource interface {
-	Heartbeat(ctx context.Context) Heartbeat
+	Heartbeat(ctx context.Context) wire.Heartbeat
 }
 
 // ClientConfig configures the agent's side of the transport. Controllers,
@@ -64,7 +66,7 @@ type ClientConfig struct {
 	DialTimeout       time.Duration // 10s, also bounds the SSH handshake
 	MinBackoff        time.Duration // 1s
 	MaxBackoff        time.Duration // 60s
-	MaxMessage        int           // MaxMessageSize
+	MaxMessage        int           // wire.MaxMessageSize
 	// MaxConcurrentOps bounds open operation channels (64).
 	MaxConcurrentOps int
 	Logger           *slog.Logger
@@ -123,14 +125,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			*d = v
 		}
 	}
-	def(&cfg.HeartbeatInterval, DefaultHeartbeatSeconds*time.Second)
+	def(&cfg.HeartbeatInterval, wire.DefaultHeartbeatSeconds*time.Second)
 	def(&cfg.KeepaliveInterval, 5*time.Second)
 	def(&cfg.KeepaliveTimeout, 10*time.Second)
 	def(&cfg.DialTimeout, 10*time.Second)
 	def(&cfg.MinBackoff, time.Second)
 	def(&cfg.MaxBackoff, 60*time.Second)
 	if cfg.MaxMessage <= 0 {
-		cfg.MaxMessage = MaxMessageSize
+		cfg.MaxMessage = wire.MaxMessageSize
 	}
 	if cfg.MaxConcurrentOps <= 0 {
 		cfg.MaxConcurrentOps = 64
@@ -219,7 +221,7 @@ func (c *Client) RunOnce(ctx context.Context) error {
 		}))
 	}
 	sshCfg := &ssh.ClientConfig{
-		User: SSHUser,
+		User: wire.SSHUser,
 		Auth: methods,
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			if !bytes.Equal(key.Marshal(), c.cfg.HostKey.Marshal()) {
@@ -260,7 +262,7 @@ func (c *Client) RunOnce(ctx context.Context) error {
 	}()
 	go func() {
 		for req := range reqs {
-			req.Reply(req.Type == RequestKeepalive, nil)
+			req.Reply(req.Type == wire.RequestKeepalive, nil)
 		}
 	}()
 
@@ -298,7 +300,7 @@ func (c *Client) RunOnce(ctx context.Context) error {
 	})
 	wg.Go(func() { c.heartbeats(sctx, conn, log) })
 	for nch := range chans {
-		if nch.ChannelType() != ChannelOperation {
+		if nch.ChannelType() != wire.ChannelOperation {
 			nch.Reject(ssh.UnknownChannelType, "unknown channel type")
 			continue
 		}
@@ -328,16 +330,16 @@ func (c *Client) RunOnce(ctx context.Context) error {
 }
 
 func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
-	payload, _ := json.Marshal(Hello{InstanceID: c.cfg.InstanceID, AgentVersion: c.cfg.AgentVersion, BootID: c.bootID})
-	ok, reply, err := requestWithTimeout(ctx, conn, RequestHello, payload, c.cfg.KeepaliveTimeout)
+	payload, _ := json.Marshal(wire.Hello{InstanceID: c.cfg.InstanceID, AgentVersion: c.cfg.AgentVersion, BootID: c.bootID})
+	ok, reply, err := wire.Request(ctx, conn, wire.RequestHello, payload, c.cfg.KeepaliveTimeout)
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrHelloRejected, truncate(string(reply), 200))
 	}
-	var w Welcome
-	if err := decodeStrict(reply, &w); err != nil {
+	var w wire.Welcome
+	if err := wire.DecodeStrict(reply, &w); err != nil {
 		return fmt.Errorf("hello: garbled welcome: %w", err)
 	}
 	if w.InstanceID != c.cfg.InstanceID {
@@ -355,7 +357,7 @@ func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {
 			return nil
 		case <-t.C:
 		}
-		if err := sendWithTimeout(ctx, conn, RequestKeepalive, nil, c.cfg.KeepaliveTimeout); err != nil {
+		if _, _, err := wire.Request(ctx, conn, wire.RequestKeepalive, nil, c.cfg.KeepaliveTimeout); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -379,7 +381,7 @@ func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger
 		if err == nil {
 			var ok bool
 			var reply []byte
-			ok, reply, err = requestWithTimeout(ctx, conn, RequestHeartbeat, payload, c.cfg.KeepaliveTimeout)
+			ok, reply, err = wire.Request(ctx, conn, wire.RequestHeartbeat, payload, c.cfg.KeepaliveTimeout)
 			if err == nil && !ok {
 				log.Warn("controller did not take the heartbeat", "seq", hb.Seq, "reason", truncate(string(reply), 200))
 			}
@@ -409,58 +411,58 @@ func (c *Client) serveOp(ctx context.Context, nch ssh.NewChannel, log *slog.Logg
 	// A controller that opens a channel and sends nothing must not pin a
 	// goroutine for the life of the connection.
 	readTimer := time.AfterFunc(c.cfg.KeepaliveTimeout*2, func() { ch.Close() })
-	data, err := ReadFrame(ch, c.cfg.MaxMessage)
+	data, err := wire.ReadFrame(ch, c.cfg.MaxMessage)
 	readTimer.Stop()
 	if err != nil {
-		if errors.Is(err, ErrMessageTooLarge) {
+		if errors.Is(err, wire.ErrMessageTooLarge) {
 			log.Warn("oversized operation message refused", "err", err)
-			c.reply(ch, OpReply{Result: badMessage("", err.Error())})
+			c.reply(ch, wire.OpReply{Result: badMessage("", err.Error())})
 		} else if !errors.Is(err, io.EOF) {
 			log.Warn("unreadable operation message", "err", err)
 		}
 		return
 	}
-	var op Operation
-	if err := decodeStrict(data, &op); err != nil {
+	var op wire.Operation
+	if err := wire.DecodeStrict(data, &op); err != nil {
 		log.Warn("garbled operation message refused", "err", err)
-		c.reply(ch, OpReply{Result: badMessage("", "garbled operation: "+err.Error())})
+		c.reply(ch, wire.OpReply{Result: badMessage("", "garbled operation: "+err.Error())})
 		return
 	}
 	if err := op.Validate(); err != nil {
 		id := ""
-		if ValidOpID(op.ID) {
+		if wire.ValidOpID(op.ID) {
 			id = op.ID
 		}
 		log.Warn("invalid operation refused", "err", err)
-		c.reply(ch, OpReply{Result: badMessage(id, err.Error())})
+		c.reply(ch, wire.OpReply{Result: badMessage(id, err.Error())})
 		return
 	}
 	var acked atomic.Bool
-	res := c.cfg.Handler.HandleOperation(ctx, op, func(st AckState) error {
+	res := c.cfg.Handler.HandleOperation(ctx, op, func(st wire.AckState) error {
 		acked.Store(true)
-		return c.reply(ch, OpReply{Ack: &Ack{OpID: op.ID, State: st}})
+		return c.reply(ch, wire.OpReply{Ack: &wire.Ack{OpID: op.ID, State: st}})
 	})
 	if ctx.Err() != nil {
 		return
 	}
 	if !acked.Load() {
-		res.Error = &OpError{Code: CodeInternal, Message: "handler returned without acknowledging"}
+		res.Error = &wire.OpError{Code: wire.CodeInternal, Message: "handler returned without acknowledging"}
 	}
 	res.OpID = op.ID
-	if err := c.reply(ch, OpReply{Result: &res}); errors.Is(err, ErrMessageTooLarge) {
-		c.reply(ch, OpReply{Result: &Result{OpID: op.ID, StartedAt: res.StartedAt, FinishedAt: res.FinishedAt,
-			Error: Errorf(CodeInternal, "result exceeds %d bytes", c.cfg.MaxMessage)}})
+	if err := c.reply(ch, wire.OpReply{Result: &res}); errors.Is(err, wire.ErrMessageTooLarge) {
+		c.reply(ch, wire.OpReply{Result: &wire.Result{OpID: op.ID, StartedAt: res.StartedAt, FinishedAt: res.FinishedAt,
+			Error: wire.Errorf(wire.CodeInternal, "result exceeds %d bytes", c.cfg.MaxMessage)}})
 	}
 	ch.CloseWrite()
 }
 
-func (c *Client) reply(ch ssh.Channel, r OpReply) error {
-	return WriteFrame(ch, r, c.cfg.MaxMessage)
+func (c *Client) reply(ch ssh.Channel, r wire.OpReply) error {
+	return wire.WriteFrame(ch, r, c.cfg.MaxMessage)
 }
 
-func badMessage(opID, msg string) *Result {
+func badMessage(opID, msg string) *wire.Result {
 	now := time.Now().UTC()
-	return &Result{OpID: opID, Error: &OpError{Code: CodeBadMessage, Message: msg}, FinishedAt: now}
+	return &wire.Result{OpID: opID, Error: &wire.OpError{Code: wire.CodeBadMessage, Message: msg}, FinishedAt: now}
 }
 
 func hostKeyAlgorithms(k ssh.PublicKey) []string {
@@ -474,4 +476,11 @@ func newBootID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -1,4 +1,4 @@
-package wire_test
+package transport_test
 
 import (
 	"context"
@@ -8,17 +8,42 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"strata/agent/ops"
+	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
+	"strata/controller/agentendpoint/endpointtest"
 )
+
+// clientConfig is an agent of instanceID dialling rig through its proxy,
+// with short test timings.
+func clientConfig(rig *endpointtest.Rig, instanceID string, key ssh.Signer, h transport.OperationHandler) transport.ClientConfig {
+	return transport.ClientConfig{
+		Controllers:       []string{rig.Proxy.Addr},
+		HostKey:           rig.HostKey.PublicKey(),
+		Key:               key,
+		InstanceID:        instanceID,
+		AgentVersion:      "test",
+		Handler:           h,
+		Heartbeats:        wiretest.StaticHeartbeat{Status: wire.StatusRunning},
+		HeartbeatInterval: 100 * time.Millisecond,
+		KeepaliveInterval: 100 * time.Millisecond,
+		KeepaliveTimeout:  time.Second,
+		DialTimeout:       2 * time.Second,
+		MinBackoff:        20 * time.Millisecond,
+		MaxBackoff:        100 * time.Millisecond,
+		Logger:            wiretest.QuietLogger().With("side", "agent"),
+	}
+}
 
 // The agent's real executor and journal behind the real transport: the
 // connection is cut while an operation runs; after the reconnect the
 // controller resends it, the agent answers with the one execution's result,
 // and an operation queued during the outage is delivered too.
 func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
-	rig := wiretest.NewRig(t)
+	rig := endpointtest.NewRig(t)
 	journal, err := ops.OpenJournal(filepath.Join(t.TempDir(), "journal"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +66,9 @@ func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
 
 	token := wire.NewEnrollmentToken()
 	rig.Store.AddInstance("inst-1", token)
-	cfg := rig.ClientConfig("inst-1", wiretest.NewSigner(t), exec)
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), exec)
 	cfg.EnrollmentToken = token
-	c, err := wire.NewClient(cfg)
+	c, err := transport.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
-package wire
+package agentendpoint
 
-import "golang.org/x/crypto/ssh"
+import (
+	"golang.org/x/crypto/ssh"
+
+	"strata/agent/wire"
+)
 
 // RawOpChannel opens an operation channel to instanceID's agent without
 // writing anything, as a misbehaving controller would (tests only).
@@ -11,7 +15,7 @@ func RawOpChannel(s *Server, instanceID string) (ssh.Channel, error) {
 	if sess == nil {
 		return nil, errNoSession
 	}
-	ch, reqs, err := sess.conn.OpenChannel(ChannelOperation, nil)
+	ch, reqs, err := sess.conn.OpenChannel(wire.ChannelOperation, nil)
 	if err != nil {
 		return nil, err
 	}
