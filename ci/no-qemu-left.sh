@@ -4,7 +4,11 @@
 # outlives `make test`. Usage: ci/no-qemu-left.sh DIR
 set -u
 dir=${1:?usage: ci/no-qemu-left.sh DIR}
-dir=$(cd "$dir" 2>/dev/null && pwd) || { echo "no-qemu-left: no directory $1" >&2; exit 1; }
+if [ ! -d "$dir" ]; then
+	echo "no-qemu-left: no $dir: no test ran there"
+	exit 0
+fi
+dir=$(cd "$dir" && pwd) || exit 1
 left=0
 for p in /proc/[0-9]*; do
 	cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
