@@ -118,6 +118,11 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		if op.Attempt > 0 && prepared(m.Status(ctx)) {
+			// The cut-short run finished prepare before its result was
+			// recorded: done.
+			return wire.PrepareResult{}, nil
+		}
 		return m.Prepare(ctx, a)
 	case wire.KindStatus:
 		if err := noArgs(op); err != nil {
@@ -251,6 +256,16 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		return m.TailLog(ctx, a.Name, a.Lines)
 	}
 	return nil, wire.Errorf(wire.CodeNotSupported, "this agent does not know the operation %q", op.Kind)
+}
+
+// prepared reports whether a status is one of a prepared datastore's (not
+// new, preparing, or failed to prepare).
+func prepared(st wire.StatusResult) bool {
+	switch st.Status {
+	case wire.StatusNew, wire.StatusBuilding, wire.StatusFailed:
+		return false
+	}
+	return true
 }
 
 // decode unmarshals the operation's arguments strictly; they are required.

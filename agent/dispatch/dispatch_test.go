@@ -239,6 +239,15 @@ func TestAReRunConvergesAndAChangeIsFlushedBeforeItIsReported(t *testing.T) {
 	if n := fc.flushes.Load(); n != 8 {
 		t.Fatalf("%d flushes for 8 changing operations", n)
 	}
+	fc.flushes.Store(0)
+	// A re-run of a prepare that finished before its result was recorded
+	// is done; a first run still says prepared already.
+	if r := runAttempt(t, d, wire.KindPrepare, 1, `{}`); r.Error != nil {
+		t.Fatalf("re-run of a finished prepare: %v", r.Error)
+	}
+	if r := runAttempt(t, d, wire.KindPrepare, 0, `{}`); r.Error == nil || r.Error.Code != wire.CodeFailedPrecondition {
+		t.Fatalf("a second prepare: %+v", r.Error)
+	}
 	r := runAttempt(t, d, wire.KindCreateDatabases, 0, `{"databases":[{"name":"rr_c"}]}`)
 	if r.Datastore == nil || r.Datastore.Status != wire.StatusRunning {
 		t.Fatalf("a change's result carries no status: %+v", r)
