@@ -6,6 +6,9 @@
 //     agents (enrolled key, or one-time token), records their heartbeats
 //     and delivers queued operations, resending each until its result is
 //     stored.
+//   - streams.go: the data channels of backup and restore operations
+//     (ExpectStream/StreamWait): accepted only when the controller waits
+//     for exactly that instance's operation and stream, once.
 //   - store.go: Store, the small interface Server persists through.
 //   - sqlstore.go: SQLStore, the durable Store in the controller's
 //     database, where enrolment tokens (hashed), enrolled keys, the latest
