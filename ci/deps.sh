@@ -36,6 +36,7 @@ group[boot]="
 group[test]="
 	mariadb-server
 	mariadb-client
+	mariadb-backup
 	postgresql
 	redis-server
 	redis-tools
