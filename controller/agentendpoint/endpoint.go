@@ -159,6 +159,12 @@ func (e *Endpoint) Result(ctx context.Context, instanceID, opID string) (wire.Re
 	return e.Store.OpResult(ctx, instanceID, opID)
 }
 
+// ExpectStream registers a data channel the instance's agent will open
+// for an operation (Server.ExpectStream).
+func (e *Endpoint) ExpectStream(instanceID, opID string, index int) (*StreamWait, error) {
+	return e.Server.ExpectStream(instanceID, opID, index)
+}
+
 // Disconnect closes the instance's session (after its key was revoked).
 func (e *Endpoint) Disconnect(instanceID string) { e.Server.Disconnect(instanceID) }
 

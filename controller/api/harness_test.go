@@ -25,9 +25,12 @@ import (
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
+	"strata/controller/backups"
+	"strata/controller/backups/format"
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
+	"strata/controller/objectstore"
 	"strata/controller/registry"
 	"strata/controller/server"
 	"strata/controller/store"
@@ -57,13 +60,16 @@ type fakeGuest struct {
 	restarts        int
 	volumeGB        int
 	results         map[string]wire.Result
+	client          *transport.Client
+	streams         streamKnobs
+	inflight        map[string]chan struct{}
 	cancel          context.CancelFunc
 	done            chan struct{}
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
 	return &fakeGuest{key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
-		results: map[string]wire.Result{}, volumeGB: volumeGB}
+		results: map[string]wire.Result{}, volumeGB: volumeGB, inflight: map[string]chan struct{}{}}
 }
 
 // boot starts the guest's agent from a bootstrap document.
@@ -91,7 +97,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	g.mu.Lock()
-	g.cancel, g.done = cancel, done
+	g.cancel, g.done, g.client = cancel, done, c
 	g.mu.Unlock()
 	go func() { c.Run(ctx); close(done) }()
 }
@@ -137,6 +143,9 @@ func okResult(v any) wire.Result {
 // handle runs each operation id once, answering resends from memory, as
 // the real agent's journal does.
 func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
+	if op.Kind == wire.KindBackup || op.Kind == wire.KindRestore {
+		return g.handleStream(op)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if r, ok := g.results[op.ID]; ok {
@@ -318,6 +327,8 @@ type fakeCompute struct {
 	t       *testing.T
 	mu      sync.Mutex
 	silent  bool // servers boot no guest (a guest that never reports)
+	// streams tunes the backup and restore streams of guests made later.
+	streams streamKnobs
 	servers map[string]*fakeServer
 	volumes map[string]compute.Volume
 	guests  map[string]*fakeGuest // by instance id, kept across reboots
@@ -407,6 +418,7 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	g := fc.guests[s.ID]
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
+		g.streams = fc.streams
 		fc.guests[s.ID] = g
 	}
 	silent, boot := fc.silent, srv.boot
@@ -509,6 +521,10 @@ type rigOptions struct {
 	bootTimeout time.Duration
 	hostKey     string
 	listen      string
+	// backupStore replaces the local backup store; backups tunes the
+	// backup manager after the rig's own tuning.
+	backupStore objectstore.Store
+	backups     func(*backups.Manager)
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -547,6 +563,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
+		BackupStore:  o.backupStore, BackupStoreName: map[bool]string{true: "test"}[o.backupStore != nil],
+		BackupTuning: func(m *backups.Manager) {
+			// Small segments, so the tests' streams cross many.
+			m.WriterOptions = &format.WriterOptions{ChunkSize: 64 << 10, SegmentSize: 1 << 20}
+			m.StreamTimeout, m.ResultTimeout = 10*time.Second, 10*time.Second
+			if o.backups != nil {
+				o.backups(m)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
