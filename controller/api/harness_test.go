@@ -324,9 +324,9 @@ func randHex() string {
 
 // fakeCompute stands in for the qemu driver.
 type fakeCompute struct {
-	t       *testing.T
-	mu      sync.Mutex
-	silent  bool // servers boot no guest (a guest that never reports)
+	t      *testing.T
+	mu     sync.Mutex
+	silent bool // servers boot no guest (a guest that never reports)
 	// streams tunes the backup and restore streams of guests made later.
 	streams streamKnobs
 	servers map[string]*fakeServer

@@ -2,9 +2,9 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"context"
 	"encoding/json"
 	"hash"
 	"io"

@@ -99,8 +99,8 @@ type Manager struct {
 	// Restores restores new instances from backups (backups.Manager);
 	// nil: create with a backup is refused.
 	Restores Restores
-	Logger           *slog.Logger
-	Now              func() time.Time
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 func (m *Manager) now() time.Time {
