@@ -49,6 +49,7 @@ const rulesFile = "../testdata/validation-rules/mariadb-10.11.json"
 
 // fakeGuest is an agent over an in-memory datastore.
 type fakeGuest struct {
+	t               *testing.T
 	mu              sync.Mutex
 	key             ssh.Signer
 	enrolled        bool
@@ -61,6 +62,7 @@ type fakeGuest struct {
 	volumeGB        int
 	results         map[string]wire.Result
 	client          *transport.Client
+	lastBoot        wire.Bootstrap
 	streams         streamKnobs
 	inflight        map[string]chan struct{}
 	cancel          context.CancelFunc
@@ -68,7 +70,7 @@ type fakeGuest struct {
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
-	return &fakeGuest{key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
+	return &fakeGuest{t: t, key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
 		results: map[string]wire.Result{}, volumeGB: volumeGB, inflight: map[string]chan struct{}{}}
 }
 
@@ -81,6 +83,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	}
 	g.mu.Lock()
 	enrolled := g.enrolled
+	g.lastBoot = boot
 	g.mu.Unlock()
 	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,

@@ -28,9 +28,12 @@ type streamKnobs struct {
 	Pad int
 	// ChunkDelay slows a backup down per 64 KiB written.
 	ChunkDelay time.Duration
-	// HaltAfter, if set, cuts the guest's connection after this many
-	// bytes of a backup (the agent's connection dropping mid-stream).
-	HaltAfter int
+	// CutAfter, if set, cuts the guest's connection after this many
+	// bytes of a backup (the agent's connection dropping mid-stream); the
+	// agent then reconnects.
+	CutAfter int
+	// RawBytes, if set, is the native size the guest reports.
+	RawBytes int64
 	// NoIncremental refuses incrementals the way Redis's agent does.
 	NoIncremental bool
 }
@@ -100,9 +103,15 @@ func (g *fakeGuest) backup(op wire.Operation) wire.Result {
 	header, _ := json.Marshal(fakeHeader{DBs: dbs})
 	n := 0
 	write := func(p []byte) error {
-		if knobs.HaltAfter > 0 && n+len(p) > knobs.HaltAfter {
-			go g.halt()
-			time.Sleep(200 * time.Millisecond)
+		if knobs.CutAfter > 0 && n < knobs.CutAfter && n+len(p) >= knobs.CutAfter {
+			// The connection drops; the agent reconnects once its
+			// session has wound down (which waits for this operation).
+			g.mu.Lock()
+			cancel, done, boot := g.cancel, g.done, g.lastBoot
+			g.cancel = nil
+			g.mu.Unlock()
+			cancel()
+			go func() { <-done; g.boot(g.t, boot) }()
 		}
 		_, err := out.Write(p)
 		n += len(p)
@@ -130,8 +139,12 @@ func (g *fakeGuest) backup(op wire.Operation) wire.Result {
 	if a.Parent != nil {
 		pos.StartLSN = a.Parent.EndLSN
 	}
+	raw := int64(n) * 2
+	if knobs.RawBytes > 0 {
+		raw = knobs.RawBytes
+	}
 	return okResult(wire.BackupResult{Stream: wire.StreamDigest{Bytes: int64(n), SHA256: wire.SHA256Hex(h.Sum(nil))},
-		RawBytes: int64(n) * 2, Compression: wire.CompressionZstd, Position: pos, ServerVersion: "fake"})
+		RawBytes: raw, Compression: wire.CompressionZstd, Position: pos, ServerVersion: "fake"})
 }
 
 // filler yields size deterministic pseudo-random bytes in 64 KiB chunks.
