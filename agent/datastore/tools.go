@@ -58,8 +58,17 @@ func prepareTool(cmd *exec.Cmd, stderr *tailBuffer) {
 // keeps running for a backup nobody receives. cmd must come from
 // exec.CommandContext.
 func StreamFrom(cmd *exec.Cmd, w io.Writer) error {
+	return StreamFromLogging(cmd, w, nil)
+}
+
+// StreamFromLogging is StreamFrom that also copies the tool's stderr to
+// log (a tool that reports positions there).
+func StreamFromLogging(cmd *exec.Cmd, w io.Writer, log io.Writer) error {
 	stderr := &tailBuffer{max: 8 << 10}
 	prepareTool(cmd, stderr)
+	if log != nil {
+		cmd.Stderr = io.MultiWriter(stderr, log)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
