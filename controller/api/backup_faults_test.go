@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"strata/controller/backups"
-	"strata/controller/server"
 	"strata/controller/objectstore"
 	objlocal "strata/controller/objectstore/local"
+	"strata/controller/server"
 )
 
 // flakyStore is a real local store whose Puts fail once failAfter bytes

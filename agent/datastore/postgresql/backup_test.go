@@ -30,7 +30,7 @@ func pgChecksums(t *testing.T, db *sql.DB) string {
 	for _, table := range tables {
 		var n int64
 		var sum sql.NullString
-		if err := db.QueryRow(`SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM ` + table + ` t`).Scan(&n, &sum); err != nil {
+		if err := db.QueryRow(`SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM `+table+` t`).Scan(&n, &sum); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "%s rows=%d md5=%s\n", table, n, sum.String)
