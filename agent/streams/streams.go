@@ -138,7 +138,10 @@ type Receiver struct {
 // the bytes want describes.
 func NewReceiver(src io.ReadCloser, want wire.StreamDigest) (*Receiver, error) {
 	v := &verifier{r: src, h: sha256.New(), want: want}
-	dec, err := zstd.NewReader(v, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxWindow(64<<20))
+	// One goroutine: a concurrent decoder reads ahead of what it hands
+	// out, and whether the stream ended at its digest must be known when
+	// the decoder says EOF.
+	dec, err := zstd.NewReader(v, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
