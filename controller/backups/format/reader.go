@@ -35,7 +35,8 @@ type Reader struct {
 	h     hash.Hash
 	read  int64 // stored bytes read of the current segment
 	chunk uint64
-	buf   []byte
+	buf   []byte // one stored chunk
+	plain []byte // its plaintext (not opened in place: a failed Open clears its output)
 	out   []byte // plaintext not yet returned
 	done  bool
 	err   error
@@ -60,7 +61,8 @@ func NewReader(ctx context.Context, store objectstore.Store, m *Manifest, kek *K
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{ctx: ctx, store: store, m: m, aead: aead, seg: -1, buf: make([]byte, m.ChunkSize+overhead)}, nil
+	return &Reader{ctx: ctx, store: store, m: m, aead: aead, seg: -1,
+		buf: make([]byte, m.ChunkSize+overhead), plain: make([]byte, 0, m.ChunkSize)}, nil
 }
 
 // segErr names segment i in an error about it.
@@ -122,11 +124,11 @@ func (r *Reader) next() error {
 		return r.segErr(i, fmt.Errorf("%w: truncated: it ends in a chunk of %d bytes, after %d bytes (the manifest says %d)", ErrCorrupt, n, r.read, r.m.Segments[i].Size))
 	}
 	var nb [12]byte
-	plain, oerr := r.aead.Open(r.buf[:0], nonce(&nb, r.chunk, last), r.buf[:n], []byte(streamAAD))
+	plain, oerr := r.aead.Open(r.plain[:0], nonce(&nb, r.chunk, last), r.buf[:n], []byte(streamAAD))
 	if oerr != nil {
 		if last {
 			// Sealed as not last: the stream was cut after this chunk.
-			if _, e := r.aead.Open(nil, nonce(&nb, r.chunk, false), r.buf[:n], []byte(streamAAD)); e == nil {
+			if _, e := r.aead.Open(r.plain[:0], nonce(&nb, r.chunk, false), r.buf[:n], []byte(streamAAD)); e == nil {
 				return r.segErr(i, fmt.Errorf("%w: the stream ends early: chunk %d is not the last one written (segments missing at the end?)", ErrCorrupt, r.chunk))
 			}
 		}

@@ -188,9 +188,6 @@ func (w *Writer) seal(last bool) error {
 }
 
 func (w *Writer) startSegment() error {
-	if w.prev != nil && w.prev.err != nil {
-		return w.prev.err
-	}
 	pr, pw := io.Pipe()
 	s := &segUpload{name: SegmentName(w.prefix, len(w.started)+1), pw: pw, h: sha256.New(), done: make(chan struct{})}
 	w.started = append(w.started, s.name)

@@ -70,18 +70,22 @@ func Data(seed uint64, n int64) io.Reader {
 	return io.LimitReader(&prng{r: mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}, n)
 }
 
-type prng struct{ r *mrand.Rand }
+// prng yields the same byte stream however it is read (a word's unused
+// bytes are kept for the next Read).
+type prng struct {
+	r    *mrand.Rand
+	word uint64
+	left int
+}
 
 func (p *prng) Read(b []byte) (int, error) {
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		v := p.r.Uint64()
-		for k := 0; k < 8; k++ {
-			b[i+k] = byte(v >> (8 * k))
+	for i := range b {
+		if p.left == 0 {
+			p.word, p.left = p.r.Uint64(), 8
 		}
-	}
-	for ; i < len(b); i++ {
-		b[i] = byte(p.r.Uint64())
+		b[i] = byte(p.word)
+		p.word >>= 8
+		p.left--
 	}
 	return len(b), nil
 }
@@ -413,7 +417,7 @@ func testCancelledPut(t *testing.T, h Harness) {
 	c, cancel := context.WithCancel(ctx(t))
 	defer cancel()
 	// Cancel, then keep yielding data: the Put must notice the context.
-	r := &failingReader{r: Data(4, n), n: n, err: nil, onEnd: cancel}
+	r := &failingReader{r: Data(4, n), n: n, err: io.EOF, onEnd: cancel}
 	src := io.MultiReader(r, blockUntil(c))
 	_, err := s.Put(c, "cancelled", src)
 	if err == nil {
