@@ -25,6 +25,7 @@ func newControllerCommand() *cobra.Command {
 func newServeCommand(sf *stateFlags) *cobra.Command {
 	var cfg server.Config
 	var advertise, logLevel, imageStore, computeDriver string
+	var backupStore server.BackupStoreOptions
 	var nova novaFlags
 	var ks struct{ url, user, password, project, userDomain, projectDomain string }
 	cmd := &cobra.Command{
@@ -57,6 +58,9 @@ Keystone instead and serves no identity API.`,
 			if err := openStackParts(cmd.Context(), &cfg, imageStore, computeDriver, nova); err != nil {
 				return err
 			}
+			if cfg.BackupStore, cfg.BackupStoreName, err = server.OpenBackupStore(cmd.Context(), cfg.StateDir, backupStore); err != nil {
+				return err
+			}
 			c, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -83,6 +87,12 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&ks.projectDomain, "keystone-project-domain", "Default", "OpenStack mode: the service project's domain")
 	f.StringVar(&imageStore, "image-store", "local", "local (files in STATE_DIR), or glance (OpenStack mode: the catalog's image service)")
 	f.StringVar(&computeDriver, "compute", "qemu", "qemu (local VMs), or nova (OpenStack mode: Nova, Cinder and Neutron from the catalog)")
+	f.StringVar(&backupStore.Driver, "backup-store", "local", "where backups go: local (a directory), swift (credentials: clouds.yaml/OS_CLOUD, OS_*, or ST_AUTH/ST_USER/ST_KEY), or s3 (keys: STRATA_S3_ACCESS_KEY/STRATA_S3_SECRET_KEY)")
+	f.StringVar(&backupStore.Dir, "backup-dir", "", "local backup store directory (default STATE_DIR/backups)")
+	f.StringVar(&backupStore.Container, "backup-container", "strata-backups", "Swift container or S3 bucket for backups")
+	f.StringVar(&backupStore.Region, "backup-region", "", "Swift: the catalog region of the object store; S3: the SigV4 region (default us-east-1)")
+	f.StringVar(&backupStore.S3Endpoint, "s3-endpoint", "", "S3: the server's URL, http(s)://host:port")
+	f.StringVar(&cfg.BackupKEKFile, "backup-key", "", "key-encryption key wrapping every backup's data key: 64 hex digits, mode 0600 (default STATE_DIR/backup.kek, created on first use)")
 	nova.register(f)
 	return cmd
 }
