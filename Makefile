@@ -88,8 +88,8 @@ e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; th
 	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API
-	$(MAKE) e2e DATASTORE=all
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included
+	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 
 .PHONY: bench
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
