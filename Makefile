@@ -100,6 +100,14 @@ bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in
 	ci/deps.sh swift
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./controller/backups/format/
 
+# The dataset size of make bench-backup, in MiB.
+BENCH_BACKUP_MB ?= 1024
+
+.PHONY: bench-backup
+bench-backup: go-check ## backup and restore of a BENCH_BACKUP_MB MariaDB dataset: strata vs Trove's pipeline (mariadb-backup | gzip | openssl) on one server and store: MB/s, bytes stored, peak RSS
+	ci/deps.sh test
+	BENCH_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m -v ./ci/bench/backup/ 2>&1 | grep -E 'FIGURE|dataset|Benchmark|ok|FAIL|\s+\S+_test.go'; exit $${PIPESTATUS[0]}
+
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
 	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s

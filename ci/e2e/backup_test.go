@@ -168,9 +168,9 @@ func runBackupCase(t *testing.T, c backupCase) {
 	c.write(t, port, user, password, 9) // after the last backup: in no restore
 
 	var listed []map[string]any
-	osc.json(t, &listed, "database", "backup", "list-instance", src)
+	osc.json(t, &listed, "database", "backup", "list", "instance", src)
 	if len(listed) != len(chain) {
-		t.Fatalf("backup list-instance: %v", listed)
+		t.Fatalf("backup list instance: %v", listed)
 	}
 
 	// Restore every backup into a new instance, all at once.
