@@ -108,6 +108,13 @@ bench-backup: go-check ## backup and restore of a BENCH_BACKUP_MB MariaDB datase
 	ci/deps.sh test
 	BENCH_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m -v ./ci/bench/backup/ 2>&1 | grep -E 'FIGURE|dataset|Benchmark|ok|FAIL|\s+\S+_test.go'; exit $${PIPESTATUS[0]}
 
+.PHONY: bench-backup-vm
+bench-backup-vm: deps build ## the MariaDB backup end to end under qemu with a BENCH_BACKUP_MB dataset: backup MB/s through the API, restore to ACTIVE (minutes)
+	ci/deps.sh test
+	@mkdir -p $(OUT_DIR)
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -tags e2e -count=1 -v -timeout 120m \
+		-run TestBackupsRestoreIntoNewInstancesWithExactlyTheirData ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/bench-backup-vm.log | grep -E 'FIGURE|--- |ok|FAIL'; exit $${PIPESTATUS[0]}
+
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
 	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s

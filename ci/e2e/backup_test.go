@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,8 +123,17 @@ func TestBackupsRestoreIntoNewInstancesWithExactlyTheirData(t *testing.T) {
 	}
 }
 
+// bulkMB is STRATA_E2E_BACKUP_MB: a MariaDB dataset of that many MiB
+// (half random, half compressible) added to the first write, for
+// `make bench-backup-vm` (restore of 1 GiB to ACTIVE under TCG).
+func bulkMB() int {
+	n, _ := strconv.Atoi(os.Getenv("STRATA_E2E_BACKUP_MB"))
+	return n
+}
+
 func runBackupCase(t *testing.T, c backupCase) {
 	start := time.Now()
+	volumeGB := 1 + bulkMB()*3/1024
 	out := t.TempDir()
 	recipe := "images/" + c.name + "-" + c.version + ".yaml"
 	img := filepath.Join(out, c.name)
@@ -139,7 +149,7 @@ func runBackupCase(t *testing.T, c backupCase) {
 	api := ctl.login(t)
 	osc := ctl.openstack(t)
 	inst := map[string]any{
-		"name": "src-" + c.name, "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"name": "src-" + c.name, "flavorRef": "strata.small", "volume": map[string]any{"size": volumeGB},
 		"datastore": map[string]any{"type": c.name, "version": c.version},
 	}
 	c.create(inst)
@@ -149,6 +159,16 @@ func runBackupCase(t *testing.T, c backupCase) {
 	user, password := c.login(t, api, src)
 
 	c.write(t, port, user, password, 0)
+	if mb := bulkMB(); mb > 0 && c.name == "mariadb" {
+		began := time.Now()
+		db := mariadbClient{port: port}
+		db.must(t, user, password, "shop", "CREATE TABLE bulk (id INT AUTO_INCREMENT PRIMARY KEY, r VARBINARY(1024), c VARCHAR(1024))")
+		for done := 0; done < mb*512; done += 20000 {
+			db.must(t, user, password, "shop", fmt.Sprintf("INSERT INTO bulk (r, c) SELECT RANDOM_BYTES(1024), "+
+				"REPEAT(CONCAT('order ', seq, ' shipped to warehouse ', seq %% 17, '; '), 20) FROM seq_1_to_%d", min(20000, mb*512-done)))
+		}
+		t.Logf("FIGURE %s bulk dataset: %d MiB written through the client in %.0fs", c.name, mb, time.Since(began).Seconds())
+	}
 	full := backupThroughCLI(t, osc, api, "full", src)
 	wantFull := c.digest(t, port, user, password)
 	t.Logf("FIGURE %s full backup: %s", c.name, full.figure)
@@ -178,7 +198,7 @@ func runBackupCase(t *testing.T, c backupCase) {
 	for i, b := range chain {
 		var created map[string]any
 		osc.json(t, &created, "database", "instance", "create", fmt.Sprintf("restored-%s-%d", c.name, i), "--flavor", "strata.small",
-			"--size", "1", "--datastore", c.name, "--datastore-version", c.version, "--backup", b.id)
+			"--size", strconv.Itoa(volumeGB), "--datastore", c.name, "--datastore-version", c.version, "--backup", b.id)
 		restored[i] = created["id"].(string)
 		consoleOnFailure(t, state, restored[i])
 	}
