@@ -3,6 +3,9 @@ package mariadb_test
 import (
 	"database/sql"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -176,4 +179,73 @@ func TestABackupWhoseStreamIsRefusedFailsAndLeavesTheSourceAlone(t *testing.T) {
 	_, err = streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: src.Manager, Streams: streamstest.NewMemory()}, "b-bad-parent", &wire.BackupPosition{EndLSN: "1; DROP"})
 	wantCode(t, err, wire.CodeInvalidArgument, "not an InnoDB LSN")
 	assertUnchanged(t, src, before)
+}
+
+func TestABackupCutMidStreamStopsTheToolAndLeavesNothing(t *testing.T) {
+	ctx := ctxT(t)
+	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
+	db := admin(t, src)
+	db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`)
+	fill(t, db, 2000)
+	before := checksums(t, db)
+	mem := streamstest.NewMemory()
+	mem.CutAfter = 256 << 10
+	d := &dispatch.Dispatcher{Manager: src.Manager, Streams: mem, Datastore: "mariadb"}
+	_, err := streamstest.Backup(ctx, d, "b-cut", nil)
+	if err == nil || !strings.Contains(err.Error(), streamstest.ErrCut.Error()) {
+		t.Fatalf("a cut stream: %v", err)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "mariadb-backup --defaults-file="+src.Config.DefaultsFile).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("mariadb-backup still runs after the stream was cut: %s", out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(src.Manager.DataPath(), ".strata-backup-*")); len(left) > 0 {
+		t.Fatalf("scratch left behind: %v", left)
+	}
+	if st := src.Manager.Status(ctx); st.Status != wire.StatusRunning || checksums(t, db) != before {
+		t.Fatalf("source after a cut backup: %+v", st)
+	}
+	// The next backup works.
+	mem.CutAfter = 0
+	if _, err := streamstest.Backup(ctx, d, "b-next", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestARestoreThatRunsOutOfSpaceFailsAndNeverServes(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs as the data volume: run it as root (make test does)")
+	}
+	ctx := ctxT(t)
+	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
+	db := admin(t, src)
+	db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`)
+	fill(t, db, 2000)
+	mem := streamstest.NewMemory()
+	d := &dispatch.Dispatcher{Manager: src.Manager, Streams: mem, Datastore: "mariadb"}
+	full, err := streamstest.Backup(ctx, d, "b-full", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	dst, err := mariadbtest.New(dir, mariadbtest.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	dd := &dispatch.Dispatcher{Manager: dst.Manager, Streams: mem, Datastore: "mariadb"}
+	_, err = streamstest.Restore(ctx, dd, mem, "r-full", wire.RestoreArgs{}, mem.Stored("b-full", full))
+	if err == nil || !strings.Contains(err.Error(), "backup b-full") {
+		t.Fatalf("a restore onto a full volume: %v", err)
+	}
+	t.Logf("restore onto a 12 MB volume: %v", err)
+	if dst.Process.Running() {
+		t.Fatal("the server runs on a half-restored data directory")
+	}
+	if st := dst.Manager.Status(ctx); st.Status != wire.StatusFailed {
+		t.Fatalf("status: %+v", st)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -29,6 +30,10 @@ type Memory struct {
 	// Refuse, if set, makes OpenStream fail as if the controller
 	// refused the stream.
 	Refuse bool
+	// CutAfter, if set, makes a backup stream's writes fail after this
+	// many bytes, as when the controller closes it or the connection
+	// drops.
+	CutAfter int
 }
 
 // NewMemory returns empty streams.
@@ -64,18 +69,27 @@ func (m *Memory) OpenStream(_ context.Context, opID string, index int) (dispatch
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return &stream{m: m, key: key(opID, index), r: bytes.NewReader(m.feed[key(opID, index)])}, nil
+	return &stream{m: m, key: key(opID, index), r: bytes.NewReader(m.feed[key(opID, index)]), cutAfter: m.CutAfter}, nil
 }
 
+// ErrCut is what a write to a cut stream returns.
+var ErrCut = errors.New("stream closed by the controller")
+
 type stream struct {
-	m   *Memory
-	key string
-	r   io.Reader
-	buf bytes.Buffer
+	m        *Memory
+	key      string
+	r        io.Reader
+	buf      bytes.Buffer
+	cutAfter int
 }
 
 func (s *stream) Read(p []byte) (int, error)  { return s.r.Read(p) }
-func (s *stream) Write(p []byte) (int, error) { return s.buf.Write(p) }
+func (s *stream) Write(p []byte) (int, error) {
+	if s.cutAfter > 0 && s.buf.Len()+len(p) > s.cutAfter {
+		return 0, ErrCut
+	}
+	return s.buf.Write(p)
+}
 func (s *stream) Close() error                { return nil }
 func (s *stream) CloseWrite() error {
 	s.m.mu.Lock()
