@@ -83,14 +83,14 @@ type stream struct {
 	cutAfter int
 }
 
-func (s *stream) Read(p []byte) (int, error)  { return s.r.Read(p) }
+func (s *stream) Read(p []byte) (int, error) { return s.r.Read(p) }
 func (s *stream) Write(p []byte) (int, error) {
 	if s.cutAfter > 0 && s.buf.Len()+len(p) > s.cutAfter {
 		return 0, ErrCut
 	}
 	return s.buf.Write(p)
 }
-func (s *stream) Close() error                { return nil }
+func (s *stream) Close() error { return nil }
 func (s *stream) CloseWrite() error {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
