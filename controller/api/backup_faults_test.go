@@ -329,3 +329,42 @@ func TestTheCollectorRemovesTheObjectsOfDeadBackups(t *testing.T) {
 		}
 	}
 }
+
+func TestAResetStatusMidBackupNeverLeavesItBuilding(t *testing.T) {
+	fc := newFakeCompute(t)
+	fc.streams.ChunkDelay = 20 * time.Millisecond
+	fc.streams.Pad = 8 << 20
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "src", "shop")
+	id := c.createBackup(map[string]any{"name": "reset", "instance": src})["id"].(string)
+	waitFor(t, "the backup to stream", 10*time.Second, func() bool { return len(r.objectsOf(id)) > 0 })
+	c.must(202, "POST", "/instances/"+src+"/action", map[string]any{"reset_status": map[string]any{}})
+	// The step still running finishes the backup itself either way.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := c.backup(id)["status"]
+		if st == backups.StatusCompleted || st == backups.StatusFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backup still %v after a reset-status", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A row left BUILDING with no task (its controller gone as well) is
+	// failed by the collector.
+	ctx := context.Background()
+	now := time.Now().Add(-2 * time.Minute).UnixMilli()
+	orphan := "0f0f0f0f-0000-4000-8000-00000000000b"
+	if _, err := r.ctl.DB.Exec(ctx, `INSERT INTO backups (id, project_id, instance_id, name, chain_position, datastore_version_id, status, store, location, created_at, updated_at)
+		SELECT ?, project_id, id, 'orphan', 0, datastore_version_id, 'BUILDING', 'local', ?, ?, ? FROM instances WHERE id = ?`,
+		orphan, "backups/"+orphan, now, now, src); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ctl.Backups.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.failedWith(orphan, "task was cancelled")
+}

@@ -101,7 +101,7 @@ type CreateRequest struct {
 	Incremental bool
 }
 
-// CheckName validates a backup's name or description.
+// checkText validates a backup's name or description.
 func checkText(what, s string, max int) error {
 	if len(s) > max {
 		return wrap(lifecycle.ErrBadRequest, "%s: at most %d bytes", what, max)
@@ -263,9 +263,14 @@ func (m *Manager) cancel(id string, cause error) {
 	}
 }
 
-// Collect removes the objects of every backup that is no longer live
-// (failed, deleted, or unknown to the database) and reports what it did.
+// Collect first fails the backups left NEW or BUILDING without a task to
+// finish them (the instance's tasks were cancelled by reset-status), then
+// removes the objects of every backup that is no longer live (failed,
+// deleted, or unknown to the database) and reports what it did.
 func (m *Manager) Collect(ctx context.Context) (format.Collected, error) {
+	if err := m.failOrphans(ctx); err != nil {
+		return format.Collected{}, err
+	}
 	live, err := liveIDs(ctx, m.DB)
 	if err != nil {
 		return format.Collected{}, err
@@ -278,6 +283,29 @@ func (m *Manager) Collect(ctx context.Context) (format.Collected, error) {
 		m.log().Info("removed the objects of a dead backup", "backup", id, "objects", len(names))
 	}
 	return got, nil
+}
+
+// failOrphans fails running backups that no queued task will finish.
+func (m *Manager) failOrphans(ctx context.Context) error {
+	running, err := store.All(ctx, m.DB, scan, `SELECT `+columns+` FROM backups b WHERE b.status IN (?, ?) AND b.updated_at < ?
+		AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind = ? AND t.state = ? AND t.payload LIKE '%' || b.id || '%')`,
+		StatusNew, StatusBuilding, store.Millis(m.now().Add(-time.Minute)), KindBackup, tasks.StateQueued)
+	if err != nil {
+		return err
+	}
+	for _, b := range running {
+		m.mu.Lock()
+		_, here := m.running[b.ID]
+		m.mu.Unlock()
+		if here {
+			continue
+		}
+		m.log().Warn("failing a backup no task will finish", "backup", b.ID, "instance", b.InstanceID)
+		if err := m.finishFailed(ctx, b, "the backup's task was cancelled (reset-status) before it finished"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RunCollector collects at start and then every interval until ctx ends.
