@@ -129,6 +129,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 // backup's digest, and a mismatch or a cut stream is an error, never EOF.
 type Receiver struct {
 	src io.ReadCloser
+	ra  *readahead
 	v   *verifier
 	dec *zstd.Decoder
 	raw int64
@@ -137,7 +138,10 @@ type Receiver struct {
 // NewReceiver reads a restore stream from src, which must carry exactly
 // the bytes want describes.
 func NewReceiver(src io.ReadCloser, want wire.StreamDigest) (*Receiver, error) {
-	v := &verifier{r: src, h: sha256.New(), want: want}
+	// The network is read ahead (8 MiB at most) while the decoder and
+	// the restore tool work.
+	ra := newReadahead(src, 8, 1<<20)
+	v := &verifier{r: ra, h: sha256.New(), want: want}
 	// One goroutine: a concurrent decoder reads ahead of what it hands
 	// out, and whether the stream ended at its digest must be known when
 	// the decoder says EOF.
@@ -145,7 +149,7 @@ func NewReceiver(src io.ReadCloser, want wire.StreamDigest) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &Receiver{src: src, v: v, dec: dec}, nil
+	return &Receiver{src: src, ra: ra, v: v, dec: dec}, nil
 }
 
 func (r *Receiver) Read(p []byte) (int, error) {
@@ -174,6 +178,7 @@ func (r *Receiver) Read(p []byte) (int, error) {
 // matched the digest (nil only then), and closes the source.
 func (r *Receiver) Close() error {
 	defer r.dec.Close()
+	defer r.ra.stop()
 	var err error
 	if !r.v.done {
 		_, err = io.Copy(io.Discard, r)

@@ -278,8 +278,20 @@ func (m *Manager) serve(ctx context.Context, st agentendpoint.Stream, l Backup) 
 		return fmt.Errorf("backup %s: %w", l.ID, err)
 	}
 	defer r.Close()
-	if _, err := io.CopyBuffer(st, r, make([]byte, 1<<20)); err != nil {
+	if err := SendStream(st, r); err != nil {
 		return fmt.Errorf("backup %s: %w", l.ID, err)
+	}
+	return nil
+}
+
+// SendStream copies a backup's stream (the container's verifying reader)
+// to the agent, reading and decrypting ahead of sending, and ends it with
+// EOF; a read error (damage) returns before EOF is sent.
+func SendStream(st agentendpoint.Stream, r io.Reader) error {
+	ra := newReadahead(r, 8, 1<<20)
+	defer ra.stop()
+	if _, err := io.CopyBuffer(st, ra, make([]byte, 1<<20)); err != nil {
+		return err
 	}
 	return st.CloseWrite()
 }

@@ -149,8 +149,7 @@ func (m *Manager) stream(ctx context.Context, b Backup) (Backup, error) {
 	// waits on the network.
 	stop := context.AfterFunc(ctx, abort)
 	defer stop()
-	got := &digester{h: sha256.New()}
-	_, copyErr := io.CopyBuffer(io.MultiWriter(w, got), st, make([]byte, 1<<20))
+	received, copyErr := ReceiveStream(w, st)
 	if copyErr == nil {
 		copyErr = ctx.Err()
 	}
@@ -172,7 +171,7 @@ func (m *Manager) stream(ctx context.Context, b Backup) (Backup, error) {
 		}
 		return b, fmt.Errorf("the guest's backup result: %w", err)
 	}
-	if received := got.digest(); !received.Equal(br.Stream) {
+	if !received.Equal(br.Stream) {
 		abort()
 		return b, fmt.Errorf("the stream arrived damaged or incomplete: received %d bytes (sha256 %s), the guest sent %d bytes (sha256 %s)",
 			received.Bytes, received.SHA256, br.Stream.Bytes, br.Stream.SHA256)
@@ -426,6 +425,17 @@ func (m *Manager) deleteFailed(ctx context.Context, t *tasks.Task, f *tasks.Fail
 		}
 		return nil
 	})
+}
+
+// ReceiveStream copies an agent's backup stream into w (the encrypted
+// container's writer), reading the network ahead of encrypting and
+// storing, and returns the digest of what arrived.
+func ReceiveStream(w io.Writer, st io.Reader) (wire.StreamDigest, error) {
+	got := &digester{h: sha256.New()}
+	ra := newReadahead(st, 8, 1<<20)
+	defer ra.stop()
+	_, err := io.CopyBuffer(io.MultiWriter(w, got), ra, make([]byte, 1<<20))
+	return got.digest(), err
 }
 
 type digester struct {

@@ -26,7 +26,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"encoding/pem"
@@ -53,6 +52,7 @@ import (
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
+	"strata/controller/backups"
 	"strata/controller/backups/format"
 	objlocal "strata/controller/objectstore/local"
 )
@@ -393,8 +393,7 @@ func strataBackup(b *testing.B, ctx context.Context, srv *agentendpoint.Server, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(fw, h), stream, make([]byte, 1<<20))
+	got, err := backups.ReceiveStream(fw, stream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -406,7 +405,7 @@ func strataBackup(b *testing.B, ctx context.Context, srv *agentendpoint.Server, 
 	if err := r.Decode(&res); err != nil {
 		b.Fatal(err)
 	}
-	if got := (wire.StreamDigest{Bytes: n, SHA256: wire.SHA256Hex(h.Sum(nil))}); !got.Equal(res.Stream) {
+	if !got.Equal(res.Stream) {
 		b.Fatalf("stream %+v, agent sent %+v", got, res.Stream)
 	}
 	if err := fw.Close(); err != nil {
@@ -434,10 +433,9 @@ func strataRestore(b *testing.B, ctx context.Context, srv *agentendpoint.Server,
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := io.CopyBuffer(stream, r, make([]byte, 1<<20)); err != nil {
+	if err := backups.SendStream(stream, r); err != nil {
 		b.Fatal(err)
 	}
-	stream.CloseWrite()
 	r.Close()
 	result, err := srv.Await(ctx, "dst", op.ID)
 	if err != nil {
