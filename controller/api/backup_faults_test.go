@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -367,4 +369,28 @@ func TestAResetStatusMidBackupNeverLeavesItBuilding(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.failedWith(orphan, "task was cancelled")
+}
+
+func TestARestoreWithAnotherKeyIsRefusedNamingTheKey(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir := t.TempDir()
+	agentAddr := freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
+	c := r1.admin()
+	src := newActive(c, "src", "shop")
+	id := c.createBackup(map[string]any{"name": "b", "instance": src})["id"].(string)
+	c.waitBackup(id, backups.StatusCompleted, 30*time.Second)
+	r1.ctl.Stop()
+	fc.powerOff()
+	// The operator lost the key-encryption key and made a new one.
+	if err := os.WriteFile(filepath.Join(dir, "backup.kek"), []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
+	c = r2.admin()
+	code, doc := c.do("POST", "/instances", createBody("restored", map[string]any{"restorePoint": map[string]any{"backupRef": id}}))
+	if code != 422 || !strings.Contains(errorMessage(doc), "key") {
+		t.Fatalf("restore with another KEK: HTTP %d %q", code, errorMessage(doc))
+	}
+	t.Logf("refused: %s", errorMessage(doc))
 }

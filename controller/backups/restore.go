@@ -93,17 +93,26 @@ func (m *Manager) CheckRestore(ctx context.Context, project, backupID string, v 
 			return nil, wrap(lifecycle.ErrUnprocessable, "backup %s is in the %s object store; this controller uses %s", l.ID, l.Store, m.StoreName)
 		}
 		if err := format.CheckPresent(ctx, m.Store, l.Manifest); err != nil {
-			return nil, wrap(lifecycle.ErrUnprocessable, "backup %s: %v", l.ID, err)
+			return nil, wrap(lifecycle.ErrUnprocessable, "%s", naming(l.ID, err))
 		}
 		if err := format.Verify(ctx, m.Store, l.Manifest, m.KEK); err != nil {
 			if errors.Is(err, format.ErrCorrupt) || errors.Is(err, format.ErrWrongKey) {
-				return nil, wrap(lifecycle.ErrUnprocessable, "backup %s: %v", l.ID, err)
+				return nil, wrap(lifecycle.ErrUnprocessable, "%s", naming(l.ID, err))
 			}
 			return nil, fmt.Errorf("backup %s: verifying its objects: %w", l.ID, err)
 		}
 		ids[i] = l.ID
 	}
 	return ids, nil
+}
+
+// naming makes sure a refusal names the backup (the format's errors
+// usually do already).
+func naming(id string, err error) string {
+	if strings.Contains(err.Error(), id) {
+		return err.Error()
+	}
+	return "backup " + id + ": " + err.Error()
 }
 
 // compatible: a backup restores into the same datastore, at the same
