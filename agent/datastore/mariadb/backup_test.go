@@ -1,6 +1,7 @@
 package mariadb_test
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"os"
@@ -8,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/dispatch"
 	"strata/agent/streams/streamstest"
 	"strata/agent/wire"
@@ -58,8 +61,12 @@ func userTables(t *testing.T, db *sql.DB) []string {
 	return out
 }
 
+// backupCtx bounds a backup test: several backups and restores, each a
+// server start, on a machine that may be loaded.
+func backupCtx(t *testing.T) context.Context { return servertest.Context(t, 10*time.Minute) }
+
 func TestFullAndIncrementalBackupsRestoreExactly(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := backupCtx(t)
 	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
 	db := admin(t, src)
 	if _, err := db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`); err != nil {
@@ -128,7 +135,7 @@ func TestFullAndIncrementalBackupsRestoreExactly(t *testing.T) {
 }
 
 func TestARestoreOfDamagedDataNeverServes(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := backupCtx(t)
 	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
 	db := admin(t, src)
 	db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`)
@@ -168,7 +175,7 @@ func TestARestoreOfDamagedDataNeverServes(t *testing.T) {
 }
 
 func TestABackupWhoseStreamIsRefusedFailsAndLeavesTheSourceAlone(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := backupCtx(t)
 	src := sharedServer(t)
 	before := snapshot(t, src)
 	mem := streamstest.NewMemory()
@@ -182,7 +189,7 @@ func TestABackupWhoseStreamIsRefusedFailsAndLeavesTheSourceAlone(t *testing.T) {
 }
 
 func TestABackupCutMidStreamStopsTheToolAndLeavesNothing(t *testing.T) {
-	ctx := ctxT(t)
+	ctx := backupCtx(t)
 	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
 	db := admin(t, src)
 	db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`)
@@ -215,7 +222,7 @@ func TestARestoreThatRunsOutOfSpaceFailsAndNeverServes(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("this test mounts a small tmpfs as the data volume: run it as root (make test does)")
 	}
-	ctx := ctxT(t)
+	ctx := backupCtx(t)
 	src, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
 	db := admin(t, src)
 	db.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/dispatch"
 	"strata/agent/streams/streamstest"
 	"strata/agent/wire"
@@ -47,7 +49,9 @@ func fillPG(t *testing.T, db *sql.DB, n int) {
 }
 
 func TestFullBackupAndWALIncrementalsRestoreExactly(t *testing.T) {
-	ctx := ctxT(t)
+	// Several backups and restores, each a server start, maybe on a
+	// loaded machine.
+	ctx := servertest.Context(t, 10*time.Minute)
 	src, _ := postgresqltest.PreparedT(t, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
 	db := admin(t, src, "shop")
 	if _, err := db.Exec(`CREATE TABLE items (id serial PRIMARY KEY, v text, b bytea)`); err != nil {

@@ -6,9 +6,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/dispatch"
 	"strata/agent/streams/streamstest"
 	"strata/agent/wire"
@@ -27,7 +29,9 @@ func keyDigest(t *testing.T, c *redis.Conn) string {
 }
 
 func TestASnapshotBackupRestoresEveryKeyAndUser(t *testing.T) {
-	ctx := ctxT(t)
+	// Several backups and restores, each a server start, maybe on a
+	// loaded machine.
+	ctx := servertest.Context(t, 10*time.Minute)
 	src, _ := redistest.PreparedT(t, wire.PrepareArgs{Users: []wire.User{{Name: "app", Password: "app-secret-1"}}})
 	c := admin(t, src)
 	for i := range 2000 {
