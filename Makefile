@@ -123,7 +123,7 @@ bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in
 BENCH_BACKUP_MB ?= 1024
 
 .PHONY: bench-backup
-bench-backup: go-check ## backup and restore of a BENCH_BACKUP_MB MariaDB dataset: strata vs Trove's pipeline (mariadb-backup | gzip | openssl) on one server and store: MB/s, bytes stored, peak RSS
+bench-backup: go-check ## backup and restore of a BENCH_BACKUP_MB MariaDB dataset: strata vs Trove's pipeline (mariadb-backup | gzip | openssl) on one server and store: MB/s, bytes stored, peak RSS; then the same figures for PostgreSQL and Redis (strata only)
 	ci/deps.sh test
 	BENCH_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m -v ./ci/bench/backup/ 2>&1 | grep -E 'FIGURE|dataset|Benchmark|ok|FAIL|\s+\S+_test.go'; exit $${PIPESTATUS[0]}
 
