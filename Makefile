@@ -121,8 +121,8 @@ e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, and the long chaos test
-	$(MAKE) e2e DATASTORE=all
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, and the long chaos test
+	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 
 # The chaos tests kill the controller, an instance's qemu and its agent at
@@ -151,6 +151,21 @@ bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qco
 bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in memory; 2 GiB through the format into a private Swift and back (MB/s, peak RSS)
 	ci/deps.sh swift
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./controller/backups/format/
+
+# The dataset size of make bench-backup, in MiB.
+BENCH_BACKUP_MB ?= 1024
+
+.PHONY: bench-backup
+bench-backup: go-check ## backup and restore of a BENCH_BACKUP_MB MariaDB dataset: strata vs Trove's pipeline (mariadb-backup | gzip | openssl) on one server and store: MB/s, bytes stored, peak RSS; then the same figures for PostgreSQL and Redis (strata only)
+	ci/deps.sh test
+	BENCH_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m -v ./ci/bench/backup/ 2>&1 | grep -E 'FIGURE|dataset|Benchmark|ok|FAIL|\s+\S+_test.go'; exit $${PIPESTATUS[0]}
+
+.PHONY: bench-backup-vm
+bench-backup-vm: deps build ## the MariaDB backup end to end under qemu with a BENCH_BACKUP_MB dataset: backup MB/s through the API, restore to ACTIVE (minutes)
+	ci/deps.sh test
+	@mkdir -p $(OUT_DIR)
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -tags e2e -count=1 -v -timeout 120m \
+		-run TestBackupsRestoreIntoNewInstancesWithExactlyTheirData ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/bench-backup-vm.log | grep -E 'FIGURE|--- |ok|FAIL'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected

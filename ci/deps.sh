@@ -45,6 +45,7 @@ group[boot]="
 group[test]="
 	mariadb-server
 	mariadb-client
+	mariadb-backup
 	postgresql
 	redis-server
 	redis-tools

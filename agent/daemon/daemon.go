@@ -111,7 +111,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	disp := &dispatch.Dispatcher{Manager: mgr, AgentLog: cfg.AgentLog}
+	streams := &lateStreams{}
+	disp := &dispatch.Dispatcher{Manager: mgr, AgentLog: cfg.AgentLog, Streams: streams, Datastore: b.Datastore.Manager}
 	if b.DataDevice != "" {
 		disp.Volume = volume.Volume{Device: b.DataDevice, MountPoint: mgr.DataPath()}
 	}
@@ -144,6 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	streams.client = client
 
 	execCtx, stopExec := context.WithCancel(context.Background())
 	defer stopExec()
@@ -166,6 +168,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("strata-agent stopped")
 	return err
+}
+
+// lateStreams hands the dispatcher the transport's data channels; the
+// client is made after the dispatcher (it needs the executor), so it is
+// filled in before the first operation can arrive.
+type lateStreams struct{ client *transport.Client }
+
+func (l *lateStreams) OpenStream(ctx context.Context, opID string, index int) (dispatch.Stream, error) {
+	return l.client.OpenStream(ctx, opID, index)
 }
 
 // watchdog pings systemd at a third of WatchdogSec while the process runs.

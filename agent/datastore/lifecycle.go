@@ -103,21 +103,55 @@ func (l *Lifecycle) Prepare(ctx context.Context, log *slog.Logger, args wire.Pre
 	if err != nil {
 		return wire.PrepareResult{}, err
 	}
-	if err := l.beginPrepare(); err != nil {
-		return wire.PrepareResult{}, err
+	var res wire.PrepareResult
+	err = l.once(log, "prepare", func() (err error) {
+		res, err = prepare(ctx, args, settings)
+		return err
+	})
+	return res, err
+}
+
+// Restore is Prepare for a guest made from backups: the same at-most-once
+// record (a failed or interrupted restore leaves the status failed and a
+// second prepare or restore refused), with check validating the
+// arguments before anything happens.
+func (l *Lifecycle) Restore(ctx context.Context, log *slog.Logger, args wire.RestoreArgs,
+	check func(*wire.RestoreArgs) ([]Setting, error),
+	restore func(context.Context, wire.RestoreArgs, []Setting) (wire.RestoreResult, error),
+) (wire.RestoreResult, error) {
+	if err := l.checkCanPrepare(); err != nil {
+		return wire.RestoreResult{}, err
 	}
-	res, err := prepare(ctx, args, settings)
+	settings, err := check(&args)
 	if err != nil {
-		log.Error("prepare failed", "err", err)
+		return wire.RestoreResult{}, err
+	}
+	var res wire.RestoreResult
+	err = l.once(log, "restore", func() (err error) {
+		res, err = restore(ctx, args, settings)
+		return err
+	})
+	return res, err
+}
+
+// once records the start of prepare (or restore), runs it, and records
+// how it ended.
+func (l *Lifecycle) once(log *slog.Logger, what string, run func() error) error {
+	if err := l.beginPrepare(); err != nil {
+		return err
+	}
+	err := run()
+	if err != nil {
+		log.Error(what+" failed", "err", err)
 	}
 	if serr := l.endPrepare(err); serr != nil {
 		if err != nil {
-			log.Error("recording prepare failure", "err", serr)
-			return res, err
+			log.Error("recording "+what+" failure", "err", serr)
+			return err
 		}
-		return res, serr
+		return serr
 	}
-	return res, err
+	return err
 }
 
 func (l *Lifecycle) checkCanPrepare() error {

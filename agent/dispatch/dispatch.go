@@ -47,6 +47,11 @@ type Dispatcher struct {
 	// Volume is the data volume; nil when the guest has none, and then
 	// resize_filesystem is not_supported.
 	Volume VolumeGrower
+	// Streams opens backup and restore data channels; nil: backup and
+	// restore fail with failed_precondition.
+	Streams Streams
+	// Datastore names the datastore in not_supported answers.
+	Datastore string
 }
 
 // Run executes op; it is the ops.RunFunc of the agent.
@@ -242,6 +247,18 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			logs = append(logs, d.AgentLog.Info(ctx))
 		}
 		return wire.ListLogsResult{Logs: logs}, nil
+	case wire.KindBackup:
+		a, err := decode[wire.BackupArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.backup(ctx, op.ID, a)
+	case wire.KindRestore:
+		a, err := decode[wire.RestoreArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.restore(ctx, op.ID, a)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

@@ -94,6 +94,13 @@ type Client struct {
 	enrolled atomic.Bool
 	attempt  atomic.Uint64
 	opSlots  chan struct{}
+
+	// conn is the live session's connection (nil between sessions);
+	// connected is closed and replaced whenever a session starts, so
+	// OpenStream can wait for one.
+	connMu    sync.Mutex
+	conn      ssh.Conn
+	connected chan struct{}
 }
 
 // NewClient checks cfg and returns a client.
@@ -145,10 +152,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Dial = d.DialContext
 	}
 	c := &Client{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "transport"),
-		bootID:  newBootID(),
-		opSlots: make(chan struct{}, cfg.MaxConcurrentOps),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "transport"),
+		bootID:    newBootID(),
+		opSlots:   make(chan struct{}, cfg.MaxConcurrentOps),
+		connected: make(chan struct{}),
 	}
 	c.enrolled.Store(cfg.Enrolled)
 	return c, nil
@@ -285,6 +293,8 @@ func (c *Client) RunOnce(ctx context.Context) error {
 		}
 	}
 	log.Info("connected to controller", "boot_id", c.bootID)
+	c.setConn(conn)
+	defer c.setConn(nil)
 	if c.cfg.OnConnected != nil {
 		c.cfg.OnConnected(addr)
 		defer c.cfg.OnConnected("")

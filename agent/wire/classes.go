@@ -85,6 +85,14 @@ var Classes = map[Kind]Class{
 	KindTailLog:            {Idempotent: true},
 	// Growing ext4 to its device's size again is a no-op.
 	KindResizeFilesystem: {Idempotent: true, Mutates: true},
+	// A backup reads the running server and changes nothing the guest
+	// keeps; a run cut short leaves a stream the controller refuses, so it
+	// is not re-run: the backup fails visibly and another can be taken.
+	KindBackup: {NeedsDatastore: true},
+	// A restore writes the data volume from the stream: half a restore is
+	// not a state a second run converges from, so it is never re-run; the
+	// datastore stays stopped unless the whole chain arrived intact.
+	KindRestore: {Mutates: true},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -30,6 +30,10 @@
 //   - Channel "op@strata-v1" (controller → agent), one per operation:
 //     the controller writes one framed Operation; the agent answers with a
 //     framed OpReply carrying an Ack, then one carrying the Result.
+//   - Channel "stream@strata-v1" (agent → controller), opened by a running
+//     backup or restore operation for its data, and accepted only for an
+//     operation the controller sent this agent and waits on (the rules are
+//     in backups.go).
 //
 // Frames are a 4-byte big-endian length followed by that many bytes of JSON,
 // at most MaxMessageSize bytes.

@@ -19,6 +19,7 @@ const (
 	RequestHeartbeat = "heartbeat@strata-v1"
 	RequestKeepalive = "keepalive@openssh.com"
 	ChannelOperation = "op@strata-v1"
+	ChannelStream    = "stream@strata-v1"
 )
 
 // ErrorCode classifies a failed operation. The controller maps codes to API

@@ -32,6 +32,12 @@ const (
 	// KindResizeFilesystem grows the data volume's filesystem to fill its
 	// device after the controller extended the volume.
 	KindResizeFilesystem Kind = "resize_filesystem" // — → FilesystemStats
+	// KindBackup streams a backup of the datastore to the controller over
+	// one data channel (see ChannelStream and backups.go).
+	KindBackup Kind = "backup" // BackupArgs → BackupResult
+	// KindRestore makes a fresh guest's datastore from a chain of backups
+	// the controller streams in, instead of prepare.
+	KindRestore Kind = "restore" // RestoreArgs → RestoreResult
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -41,7 +47,7 @@ var Kinds = []Kind{
 	KindListUsers, KindCreateUsers, KindDeleteUser, KindGrantAccess, KindRevokeAccess, KindListAccess,
 	KindEnableRoot, KindDisableRoot, KindIsRootEnabled,
 	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
-	KindResizeFilesystem,
+	KindResizeFilesystem, KindBackup, KindRestore,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

@@ -6,6 +6,9 @@
 //     agents (enrolled key, or one-time token), records their heartbeats
 //     and delivers queued operations, resending each until its result is
 //     stored.
+//   - streams.go: the data channels of backup and restore operations
+//     (ExpectStream/StreamWait): accepted only when the controller waits
+//     for exactly that instance's operation and stream, once.
 //   - store.go: Store, the small interface Server persists through.
 //   - sqlstore.go: SQLStore, the durable Store in the controller's
 //     database, where enrolment tokens (hashed), enrolled keys, the latest
@@ -155,6 +158,12 @@ func (e *Endpoint) Queue(ctx context.Context, instanceID string, op wire.Operati
 // Result returns an operation's stored result, if any.
 func (e *Endpoint) Result(ctx context.Context, instanceID, opID string) (wire.Result, bool, error) {
 	return e.Store.OpResult(ctx, instanceID, opID)
+}
+
+// ExpectStream registers a data channel the instance's agent will open
+// for an operation (Server.ExpectStream).
+func (e *Endpoint) ExpectStream(instanceID, opID string, index int) (*StreamWait, error) {
+	return e.Server.ExpectStream(instanceID, opID, index)
 }
 
 // Disconnect closes the instance's session (after its key was revoked).

@@ -61,7 +61,7 @@ func (f heartbeatFunc) Heartbeat(context.Context) wire.Heartbeat { return wire.H
 
 func await(t *testing.T, rig *endpointtest.Rig, id, op string) wire.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := rig.Server.Await(ctx, id, op)
 	if err != nil {

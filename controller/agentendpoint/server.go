@@ -52,6 +52,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	waiters  map[opKey]chan struct{}
+	streams  map[streamKey]*StreamWait
 }
 
 type opKey struct{ instance, op string }
@@ -135,6 +136,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:      cfg.Logger.With("component", "agent-endpoint"),
 		sessions: map[string]*session{},
 		waiters:  map[opKey]chan struct{}{},
+		streams:  map[streamKey]*StreamWait{},
 	}
 	s.sshCfg = &ssh.ServerConfig{
 		MaxAuthTries:      4,
@@ -380,8 +382,12 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	}()
 	go func() {
 		for nch := range chans {
+			if nch.ChannelType() == wire.ChannelStream {
+				s.acceptStream(sess, nch, log)
+				continue
+			}
 			log.Warn("agent tried to open a channel; rejected", "type", truncate(nch.ChannelType(), 64))
-			nch.Reject(ssh.Prohibited, "the controller accepts no channels")
+			nch.Reject(ssh.Prohibited, "the controller accepts no channels of this type")
 		}
 	}()
 	var wg sync.WaitGroup

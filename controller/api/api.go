@@ -31,6 +31,7 @@ import (
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
+	"strata/controller/backups"
 	"strata/controller/configurations"
 	"strata/controller/imagestore"
 	"strata/controller/instances"
@@ -44,7 +45,9 @@ type Server struct {
 	DB        *store.DB
 	Registry  *registry.Registry
 	Lifecycle *lifecycle.Manager
-	Auth      auth.Authenticator
+	// Backups, if set, serves the backup routes (else they answer 501).
+	Backups *backups.Manager
+	Auth    auth.Authenticator
 	// Keystone, if set, is mounted at /v3 (the embedded mode).
 	Keystone *keystone.Handler
 	// Glance, if set, is mounted at /v2 (the embedded mode).
@@ -110,6 +113,8 @@ func (s *Server) Handler() http.Handler {
 	s.route(mux, "PATCH "+p+"/configurations/{cfg}", s.patchConfiguration)
 	s.route(mux, "DELETE "+p+"/configurations/{cfg}", s.deleteConfiguration)
 	s.route(mux, "GET "+p+"/configurations/{cfg}/instances", s.configurationInstances)
+	// Backups.
+	s.backupRoutes(mux, p)
 	// Management: datastore versions and their parameters (admin).
 	s.mgmtRoutes(mux, p)
 

@@ -25,9 +25,12 @@ import (
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
+	"strata/controller/backups"
+	"strata/controller/backups/format"
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
+	"strata/controller/objectstore"
 	"strata/controller/registry"
 	"strata/controller/server"
 	"strata/controller/store"
@@ -46,6 +49,7 @@ const rulesFile = "../testdata/validation-rules/mariadb-10.11.json"
 
 // fakeGuest is an agent over an in-memory datastore.
 type fakeGuest struct {
+	t               *testing.T
 	mu              sync.Mutex
 	key             ssh.Signer
 	enrolled        bool
@@ -61,13 +65,18 @@ type fakeGuest struct {
 	interrupt map[wire.Kind]bool
 	configs   int
 	results   map[string]wire.Result
+	client    *transport.Client
+	lastBoot  wire.Bootstrap
+	streams   streamKnobs
+	inflight  map[string]chan struct{}
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
-	return &fakeGuest{key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
-		results: map[string]wire.Result{}, volumeGB: volumeGB, interrupt: map[wire.Kind]bool{}}
+	return &fakeGuest{t: t, key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
+		results: map[string]wire.Result{}, volumeGB: volumeGB, interrupt: map[wire.Kind]bool{},
+		inflight: map[string]chan struct{}{}}
 }
 
 // boot starts the guest's agent from a bootstrap document.
@@ -79,6 +88,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	}
 	g.mu.Lock()
 	enrolled := g.enrolled
+	g.lastBoot = boot
 	g.mu.Unlock()
 	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
@@ -95,7 +105,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	g.mu.Lock()
-	g.cancel, g.done = cancel, done
+	g.cancel, g.done, g.client = cancel, done, c
 	g.mu.Unlock()
 	go func() { c.Run(ctx); close(done) }()
 }
@@ -141,6 +151,9 @@ func okResult(v any) wire.Result {
 // handle runs each operation id once per attempt, answering resends from
 // memory, as the real agent's journal does.
 func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
+	if op.Kind == wire.KindBackup || op.Kind == wire.KindRestore {
+		return g.handleStream(op)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := fmt.Sprintf("%s#%d", op.ID, op.Attempt)
@@ -327,9 +340,11 @@ func randHex() string {
 
 // fakeCompute stands in for the qemu driver.
 type fakeCompute struct {
-	t       *testing.T
-	mu      sync.Mutex
-	silent  bool // servers boot no guest (a guest that never reports)
+	t      *testing.T
+	mu     sync.Mutex
+	silent bool // servers boot no guest (a guest that never reports)
+	// streams tunes the backup and restore streams of guests made later.
+	streams streamKnobs
 	servers map[string]*fakeServer
 	volumes map[string]compute.Volume
 	guests  map[string]*fakeGuest // by instance id, kept across reboots
@@ -461,6 +476,7 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	g := fc.guests[s.ID]
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
+		g.streams = fc.streams
 		fc.guests[s.ID] = g
 	}
 	silent, boot := fc.silent || fc.silentIDs[s.ID], srv.boot
@@ -578,6 +594,10 @@ type rigOptions struct {
 	listen      string
 	// guestCallTimeout is how long guest calls wait before 202 (60s).
 	guestCallTimeout time.Duration
+	// backupStore replaces the local backup store; backups tunes the
+	// backup manager after the rig's own tuning.
+	backupStore objectstore.Store
+	backups     func(*backups.Manager)
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -617,6 +637,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
+		BackupStore:  o.backupStore, BackupStoreName: map[bool]string{true: "test"}[o.backupStore != nil],
+		BackupTuning: func(m *backups.Manager) {
+			// Small segments, so the tests' streams cross many.
+			m.WriterOptions = &format.WriterOptions{ChunkSize: 64 << 10, SegmentSize: 1 << 20}
+			m.StreamTimeout, m.ResultTimeout = 10*time.Second, 10*time.Second
+			if o.backups != nil {
+				o.backups(m)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

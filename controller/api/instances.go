@@ -217,8 +217,6 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.flavorRef is required")
 	case in.Volume == nil || in.Volume.Size == nil:
 		return errorf(http.StatusBadRequest, "instance.volume.size is required (GB)")
-	case !isNull(in.RestorePoint):
-		return errorf(http.StatusBadRequest, "instance.restorePoint: restoring from a backup is not supported by this controller")
 	case in.ReplicaOf != nil && *in.ReplicaOf != "", in.ReplicaCount != nil && *in.ReplicaCount > 0:
 		return errorf(http.StatusBadRequest, "instance.replica_of: replication is not supported by this controller")
 	case len(in.Modules) > 0:
@@ -255,6 +253,18 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	}
 	if in.Configuration != nil {
 		r.ConfigurationID = *in.Configuration
+	}
+	if !isNull(in.RestorePoint) {
+		var rp struct {
+			BackupRef string `json:"backupRef"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(in.RestorePoint))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rp); err != nil || rp.BackupRef == "" {
+			return errorf(http.StatusBadRequest, `instance.restorePoint: expected {"backupRef": "<backup id>"}`)
+		}
+		r.BackupID = rp.BackupRef
+		r.AnyProjectBackup = c.principal.IsAdmin()
 	}
 	inst, err := s.Lifecycle.Create(c.ctx(), r)
 	if err != nil {

@@ -101,6 +101,7 @@ killed, leaves its VMs running; the next start adopts them.`,
 func newServeCommand(sf *stateFlags) *cobra.Command {
 	var cfg server.Config
 	var advertise, logLevel, imageStore, computeDriver string
+	var backupStore server.BackupStoreOptions
 	var nova novaFlags
 	var ks struct{ url, user, password, project, userDomain, projectDomain string }
 	cmd := &cobra.Command{
@@ -133,6 +134,9 @@ Keystone instead and serves no identity API.`,
 			if err := openStackParts(cmd.Context(), &cfg, imageStore, computeDriver, nova); err != nil {
 				return err
 			}
+			if cfg.BackupStore, cfg.BackupStoreName, err = server.OpenBackupStore(cmd.Context(), cfg.StateDir, backupStore); err != nil {
+				return err
+			}
 			c, err := server.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -162,6 +166,12 @@ Keystone instead and serves no identity API.`,
 	f.BoolVar(&cfg.VMsDieWithController, "vms-die-with-controller", false, "tests: the local VMs die with this process instead of outliving it")
 	f.MarkHidden("vms-die-with-controller")
 	f.DurationVar(&cfg.GuestCallTimeout, "guest-call-timeout", time.Minute, "how long a guest call (create database, user...) waits for the agent before it is answered 202 and left queued")
+	f.StringVar(&backupStore.Driver, "backup-store", "local", "where backups go: local (a directory), swift (credentials: clouds.yaml/OS_CLOUD, OS_*, or ST_AUTH/ST_USER/ST_KEY), or s3 (keys: STRATA_S3_ACCESS_KEY/STRATA_S3_SECRET_KEY)")
+	f.StringVar(&backupStore.Dir, "backup-dir", "", "local backup store directory (default STATE_DIR/backups)")
+	f.StringVar(&backupStore.Container, "backup-container", "strata-backups", "Swift container or S3 bucket for backups")
+	f.StringVar(&backupStore.Region, "backup-region", "", "Swift: the catalog region of the object store; S3: the SigV4 region (default us-east-1)")
+	f.StringVar(&backupStore.S3Endpoint, "s3-endpoint", "", "S3: the server's URL, http(s)://host:port")
+	f.StringVar(&cfg.BackupKEKFile, "backup-key", "", "key-encryption key wrapping every backup's data key: 64 hex digits, mode 0600 (default STATE_DIR/backup.kek, created on first use)")
 	nova.register(f)
 	return cmd
 }

@@ -35,6 +35,9 @@ const (
 	TaskRebooting Task = "REBOOTING"
 	TaskResizing  Task = "RESIZING"
 	TaskDeleting  Task = "DELETING"
+	// TaskBackingUp: a backup streams from the instance (Trove shows it
+	// as BACKUP); other tasks and a second backup wait or are refused.
+	TaskBackingUp Task = "BACKING_UP"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -112,6 +115,7 @@ const (
 	StatusRestartRequired = "RESTART_REQUIRED"
 	StatusBlocked         = "BLOCKED"
 	StatusError           = "ERROR"
+	StatusBackup          = "BACKUP"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -139,6 +143,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusResize, operating
 	case TaskDeleting:
 		return StatusShutdown, operating
+	case TaskBackingUp:
+		return StatusBackup, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

@@ -34,6 +34,12 @@ type CreateRequest struct {
 	Databases       []wire.Database
 	Users           []wire.User
 	ConfigurationID string
+	// BackupID restores the new instance from that backup (and its
+	// chain) instead of preparing an empty datastore.
+	BackupID string
+	// AnyProjectBackup lets BackupID name another project's backup (the
+	// admin role).
+	AnyProjectBackup bool
 }
 
 // createPayload is the create task's payload. Users carry passwords until
@@ -43,9 +49,31 @@ type createPayload struct {
 	Users     []wire.User     `json:"users,omitempty"`
 	// ConfigDigest is the configuration set prepare applies.
 	ConfigDigest string `json:"config_digest,omitempty"`
+	// RestoreChain, when set, restores the backups (full first) instead
+	// of prepare.
+	RestoreChain []string `json:"restore_chain,omitempty"`
 }
 
-func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, error) {
+func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, []string, error) {
+	v, f, err := m.checkCreateInstance(ctx, r)
+	if err != nil || r.BackupID == "" {
+		return v, f, nil, err
+	}
+	if len(r.Databases) > 0 || len(r.Users) > 0 {
+		return v, f, nil, wrap(ErrBadRequest, "databases and users come from the backup; a restore takes none")
+	}
+	if m.Restores == nil {
+		return v, f, nil, wrap(ErrBadRequest, "this controller has no backup store; it cannot restore")
+	}
+	project := r.ProjectID
+	if r.AnyProjectBackup {
+		project = ""
+	}
+	chain, err := m.Restores.CheckRestore(ctx, project, r.BackupID, v, r.VolumeSizeGB)
+	return v, f, chain, err
+}
+
+func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, error) {
 	var v registry.Version
 	var f registry.Flavor
 	if err := CheckInstanceName(r.Name); err != nil {
@@ -150,7 +178,7 @@ func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.V
 
 // Create records a new instance (BUILD) and queues its create task.
 func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instance, error) {
-	v, f, err := m.checkCreate(ctx, &r)
+	v, f, chain, err := m.checkCreate(ctx, &r)
 	if err != nil {
 		return instances.Instance{}, err
 	}
@@ -162,7 +190,7 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 			return err
 		}
 		_, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: d.ID, Kind: KindCreate, Step: "volume",
-			Payload: createPayload{Databases: r.Databases, Users: r.Users}, Deadline: now.Add(v.BootTimeout)}, now)
+			Payload: createPayload{Databases: r.Databases, Users: r.Users, RestoreChain: chain}, Deadline: now.Add(v.BootTimeout)}, now)
 		return err
 	})
 	if err != nil {
@@ -170,11 +198,12 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 	}
 	m.kick()
 	m.log().Info("instance create queued", "instance", d.ID, "project", d.ProjectID, "datastore", v.DatastoreName, "version", v.Name,
-		"flavor", f.Name, "volume_gb", d.VolumeSizeGB)
+		"flavor", f.Name, "volume_gb", d.VolumeSizeGB, "restore_from", r.BackupID)
 	return instances.Get(ctx, m.DB, r.ProjectID, d.ID)
 }
 
 func prepareOpID(instanceID string) string { return "prepare-" + instanceID }
+func restoreOpID(instanceID string) string { return "restore-" + instanceID }
 
 func nullIfEmpty(s string) any {
 	if s == "" {
@@ -225,6 +254,8 @@ func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		return m.createServer(ctx, t, in)
 	case "prepare":
 		return m.submitPrepare(ctx, t, in)
+	case "restore":
+		return m.restore(ctx, t, in)
 	case "wait":
 		return m.waitPrepared(ctx, t, in)
 	}
@@ -299,6 +330,9 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	if err := t.Decode(&p); err != nil {
 		return tasks.Result{}, tasks.Fail("", "%v", err)
 	}
+	if len(p.RestoreChain) > 0 {
+		return tasks.Result{Next: "restore"}, nil
+	}
 	f, err := m.Registry.Flavor(ctx, in.FlavorID)
 	if err != nil {
 		return tasks.Result{}, err
@@ -325,8 +359,49 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	return tasks.Result{Next: "wait", Payload: p, After: time.Second}, nil
 }
 
+// restore makes the new instance's datastore from its backup chain: the
+// step serves the chain's streams until the guest reports. The guest
+// keeps its datastore stopped unless the whole chain arrived intact.
+func (m *Manager) restore(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
+	var p createPayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	if m.Restores == nil {
+		return tasks.Result{}, tasks.Fail("", "this controller has no backup store; it cannot restore")
+	}
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	base := wire.RestoreArgs{MemoryMB: f.RAMMB}
+	if in.ConfigurationID != "" {
+		cfg, err := m.configurationArgs(ctx, in)
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		base.Configuration = &cfg
+	}
+	if err := m.Restores.Restore(ctx, in.ID, restoreOpID(in.ID), p.RestoreChain, base, t.Deadline); err != nil {
+		var fail *tasks.Failure
+		if errors.As(err, &fail) {
+			fail.Details = m.consoleTail(ctx, in)
+		}
+		return tasks.Result{}, err
+	}
+	return tasks.Result{Next: "wait"}, nil
+}
+
 func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
-	res, done, err := m.opDone(ctx, in.ID, prepareOpID(in.ID), "prepare")
+	var p createPayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	opID, what := prepareOpID(in.ID), "prepare"
+	if len(p.RestoreChain) > 0 {
+		opID, what = restoreOpID(in.ID), "restore"
+	}
+	res, done, err := m.opDone(ctx, in.ID, opID, what)
 	var fail *tasks.Failure
 	if errors.As(err, &fail) {
 		if res.Error.Code == wire.CodeExpired {

@@ -65,6 +65,19 @@ type Agents interface {
 	ForgetPayload(ctx context.Context, instanceID, opID string) error
 }
 
+// Restores is what create needs to make an instance from a backup.
+type Restores interface {
+	// CheckRestore refuses, with an error of this package's kinds saying
+	// which check failed, a backup that cannot be restored into a new
+	// instance of version v with a volume of volumeGB; else it returns
+	// the backup's chain, full backup first.
+	CheckRestore(ctx context.Context, project, backupID string, v registry.Version, volumeGB int) ([]string, error)
+	// Restore runs the restore operation opID on the instance and serves
+	// its data until the guest reports; a failed restore is a
+	// *tasks.Failure with the reason.
+	Restore(ctx context.Context, instanceID, opID string, chain []string, base wire.RestoreArgs, deadline time.Time) error
+}
+
 // Manager carries out instance requests and runs the instance tasks.
 type Manager struct {
 	DB       *store.DB
@@ -90,8 +103,11 @@ type Manager struct {
 	// GuestOpTimeout is how long a guest call the API accepted (202) may
 	// wait in the queue, or be re-run, before it fails visibly (10 min).
 	GuestOpTimeout time.Duration
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// Restores restores new instances from backups (backups.Manager);
+	// nil: create with a backup is refused.
+	Restores Restores
+	Logger   *slog.Logger
+	Now      func() time.Time
 
 	kickOnce sync.Once
 	kickCh   chan struct{}
@@ -158,7 +174,8 @@ const (
 // Kinds returns the task kinds for the engine.
 func (m *Manager) Kinds() map[string]tasks.Kind {
 	return map[string]tasks.Kind{
-		KindCreate:    {Run: m.runCreate, OnFail: m.failErrored},
+		// A restore streams the whole chain in its "restore" step.
+		KindCreate:    {Run: m.runCreate, OnFail: m.failErrored, StepTimeout: 12 * time.Hour},
 		KindDelete:    {Run: m.runDelete, OnFail: m.failErrored},
 		KindRestart:   {Run: m.runRestart, OnFail: m.failErrored},
 		KindResize:    {Run: m.runResize, OnFail: m.failErrored},

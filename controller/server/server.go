@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +28,8 @@ import (
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
+	"strata/controller/backups"
+	"strata/controller/backups/format"
 	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
@@ -34,6 +37,8 @@ import (
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
 	"strata/controller/lifecycle"
+	"strata/controller/objectstore"
+	objlocal "strata/controller/objectstore/local"
 	"strata/controller/registry"
 	"strata/controller/store"
 	"strata/controller/tasks"
@@ -84,6 +89,19 @@ type Config struct {
 	AgentTimings agentendpoint.ServerConfig
 	// EngineTuning tunes the task engine (tests).
 	EngineTuning func(*tasks.Engine)
+	// BackupStore holds backups (default: the local driver in
+	// StateDir/backups); BackupStoreName names its driver in backup
+	// records ("local", "swift", "s3").
+	BackupStore     objectstore.Store
+	BackupStoreName string
+	// BackupKEKFile is the key-encryption key that wraps every backup's
+	// data key (default StateDir/backup.kek, created 0600 on first use).
+	BackupKEKFile string
+	// BackupGCInterval is how often the objects of dead backups are
+	// collected (default 1h; also once at start).
+	BackupGCInterval time.Duration
+	// BackupTuning adjusts the backup manager (tests).
+	BackupTuning func(*backups.Manager)
 	Logger       *slog.Logger
 }
 
@@ -97,6 +115,7 @@ type Controller struct {
 	Lifecycle *lifecycle.Manager
 	Endpoint  *agentendpoint.Endpoint
 	Engine    *tasks.Engine
+	Backups   *backups.Manager
 	// AdminPassword is set when this start created the admin user.
 	AdminPassword string
 
@@ -253,18 +272,26 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
 		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout, Logger: log,
 	}
+	bm, err := openBackups(cfg, db, reg, lc, ep, engine, log)
+	if err != nil {
+		cancel()
+		closeListeners()
+		return nil, err
+	}
+	lc.Restores = bm
 	lcRef.Store(lc)
 	engine.Kinds = lc.Kinds()
+	maps.Copy(engine.Kinds, bm.Kinds())
 	if cfg.EngineTuning != nil {
 		cfg.EngineTuning(engine)
 	}
-	c.Lifecycle, c.Engine = lc, engine
+	c.Lifecycle, c.Engine, c.Backups = lc, engine, bm
 
 	var gl *glance.Handler
 	if ks != nil {
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
 	}
-	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
+	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
@@ -288,6 +315,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		interval = time.Minute
 	}
 	wg.Go(func() { lc.RunRecovery(life, interval) })
+	gcInterval := cfg.BackupGCInterval
+	if gcInterval <= 0 {
+		gcInterval = time.Hour
+	}
+	wg.Go(func() { bm.RunCollector(life, gcInterval) })
 	wg.Go(func() {
 		if err := httpSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("API: %w", err)
@@ -318,6 +350,40 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// openBackups makes the backup manager over the configured object store
+// and key-encryption key.
+func openBackups(cfg Config, db *store.DB, reg *registry.Registry, lc *lifecycle.Manager, ep *agentendpoint.Endpoint,
+	engine *tasks.Engine, log *slog.Logger) (*backups.Manager, error) {
+	st, name := cfg.BackupStore, cfg.BackupStoreName
+	if st == nil {
+		local, err := objlocal.New(filepath.Join(cfg.StateDir, "backups"))
+		if err != nil {
+			return nil, fmt.Errorf("backup store: %w", err)
+		}
+		st, name = local, "local"
+	}
+	if name == "" {
+		return nil, errors.New("backup store: BackupStoreName is required with BackupStore")
+	}
+	kekFile := cfg.BackupKEKFile
+	if kekFile == "" {
+		kekFile = filepath.Join(cfg.StateDir, "backup.kek")
+	}
+	kek, created, err := format.LoadOrCreateKEK(kekFile)
+	if err != nil {
+		return nil, fmt.Errorf("backup key: %w", err)
+	}
+	if created {
+		log.Warn("created the backup key-encryption key; keep a copy safe: without it no backup can be restored", "file", kekFile)
+	}
+	bm := &backups.Manager{DB: db, Registry: reg, Lifecycle: lc, Agents: ep, Store: st, StoreName: name, KEK: kek,
+		Engine: engine, Logger: log}
+	if cfg.BackupTuning != nil {
+		cfg.BackupTuning(bm)
+	}
+	return bm, nil
 }
 
 // Stop stops the controller and waits for it.

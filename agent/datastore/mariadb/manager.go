@@ -71,6 +71,10 @@ type Config struct {
 	// /etc/mysql/my.cnf).
 	InstallDB    string
 	DefaultsFile string
+	// BackupTool is mariadb-backup; StreamTool is mbstream, which unpacks
+	// its xbstream output.
+	BackupTool string
+	StreamTool string
 	// ServiceUnit is the server's systemd unit, for the data-volume mount
 	// dependency.
 	ServiceUnit string
@@ -110,6 +114,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.InstallDB == "" {
 		cfg.InstallDB = "mariadb-install-db"
+	}
+	if cfg.BackupTool == "" {
+		cfg.BackupTool = "mariadb-backup"
+	}
+	if cfg.StreamTool == "" {
+		cfg.StreamTool = "mbstream"
 	}
 	lc, err := datastore.LoadLifecycle("mariadb", cfg.StateFile)
 	if err != nil {

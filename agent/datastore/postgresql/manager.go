@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -77,8 +78,10 @@ type Config struct {
 	// AgentOSUser is the OS account the agent runs as; pg_ident.conf maps
 	// it to the admin role (default: the current user).
 	AgentOSUser string
-	// InitDB is the initdb binary.
-	InitDB string
+	// InitDB is the initdb binary; BaseBackup is pg_basebackup (default:
+	// beside initdb).
+	InitDB     string
+	BaseBackup string
 	// ServiceUnit is the server's systemd unit, for the data-volume mount
 	// dependency.
 	ServiceUnit string
@@ -118,6 +121,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.InitDB == "" {
 		cfg.InitDB = "initdb"
+	}
+	if cfg.BaseBackup == "" {
+		cfg.BaseBackup = "pg_basebackup"
+		if dir := filepath.Dir(cfg.InitDB); dir != "." {
+			cfg.BaseBackup = filepath.Join(dir, "pg_basebackup")
+		}
 	}
 	if cfg.AgentOSUser == "" {
 		me, err := currentUser()

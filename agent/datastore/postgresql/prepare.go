@@ -73,32 +73,8 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	}
 	res.Initialized = fresh
 
-	conf, hba, ident, err := renderConfig(m.cfg, args.MemoryMB)
-	if err != nil {
+	if err := m.writeConfigFiles(osUser, args.MemoryMB); err != nil {
 		return res, err
-	}
-	files := []struct {
-		path string
-		data []byte
-	}{
-		{m.cfg.ConfigFile, conf}, {m.cfg.HBAFile, hba}, {m.cfg.IdentFile, ident},
-		{m.cfg.OverridesFile, renderOverrides(nil)},
-	}
-	if m.cfg.StartConf != "" {
-		files = append(files, struct {
-			path string
-			data []byte
-		}{m.cfg.StartConf, []byte("# Written by strata-agent: pg_ctlcluster and systemd start this cluster.\nauto\n")})
-	}
-	for _, f := range files {
-		if err := datastore.WriteConfigFile(f.path, f.data, 0o644); err != nil {
-			return res, err
-		}
-	}
-	for _, dir := range []string{m.cfg.SocketDir, filepath.Dir(m.cfg.PidFile), filepath.Dir(m.cfg.LogFile)} {
-		if err := ensureDir(dir, osUser, false); err != nil {
-			return res, err
-		}
 	}
 
 	if err := m.cfg.Service.Enable(ctx); err != nil {
@@ -131,6 +107,40 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, err
 	}
 	return res, nil
+}
+
+// writeConfigFiles renders postgresql.conf, pg_hba.conf, pg_ident.conf,
+// an empty override set and Debian's start.conf, and makes the server's
+// run and log directories.
+func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) error {
+	conf, hba, ident, err := renderConfig(m.cfg, memoryMB)
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		path string
+		data []byte
+	}{
+		{m.cfg.ConfigFile, conf}, {m.cfg.HBAFile, hba}, {m.cfg.IdentFile, ident},
+		{m.cfg.OverridesFile, renderOverrides(nil)},
+	}
+	if m.cfg.StartConf != "" {
+		files = append(files, struct {
+			path string
+			data []byte
+		}{m.cfg.StartConf, []byte("# Written by strata-agent: pg_ctlcluster and systemd start this cluster.\nauto\n")})
+	}
+	for _, f := range files {
+		if err := datastore.WriteConfigFile(f.path, f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	for _, dir := range []string{m.cfg.SocketDir, filepath.Dir(m.cfg.PidFile), filepath.Dir(m.cfg.LogFile)} {
+		if err := ensureDir(dir, osUser, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // initDataDir runs initdb unless the data directory holds a cluster

@@ -48,6 +48,12 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 }
 
 func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting) (wire.PrepareResult, error) {
+	return m.setUp(ctx, args, settings, nil)
+}
+
+// setUp is prepare's body; seed, if set, fills the empty data directory
+// (and the ACL file) before the server first starts: a restore.
+func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []datastore.Setting, seed func(datastore.OSUser) error) (wire.PrepareResult, error) {
 	formatted, err := datastore.PrepareVolume(ctx, m.log, m.cfg.Volume, m.cfg.DataDevice, m.cfg.MountPoint, m.cfg.ServiceUnit)
 	if err != nil {
 		return wire.PrepareResult{}, err
@@ -62,6 +68,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	}
 	if err := osUser.Chown(m.cfg.DataDir); err != nil {
 		return res, err
+	}
+	if seed != nil {
+		if err := seed(osUser); err != nil {
+			return res, err
+		}
 	}
 
 	// The agent's password: new at every prepare, kept root-only outside
