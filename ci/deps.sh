@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...     GROUP: build boot test openstack
+#   ci/deps.sh GROUP...     GROUP: build boot test openstack tempest
 #
 # Packages already installed are not touched, so a second run costs one
 # dpkg-query. Missing packages are installed non-interactively with
@@ -55,6 +55,16 @@ group[openstack]="
 	sqlite3
 	qemu-utils
 	curl
+"
+# Trove's own test suite (make test-tempest): tempest and Debian's
+# trove-tempest-plugin, run unmodified; the drivers the plugin's SQLAlchemy
+# clients connect with.
+group[tempest]="
+	tempest
+	trove-tempest-plugin
+	python3-pymysql
+	python3-psycopg2
+	python3-sqlalchemy
 "
 
 if [ $# -eq 0 ]; then
@@ -116,6 +126,7 @@ if [ ! -e "$policy" ]; then
 fi
 # An if, not an &&-list: as the trap's last command a false test would
 # become the script's exit status after a successful install.
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	if [ "$made_policy" = 1 ]; then
 		rm -f "$policy"
