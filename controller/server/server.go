@@ -28,9 +28,11 @@ import (
 	"strata/controller/auth"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
+	"strata/controller/configurations"
 	"strata/controller/identity"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
+	"strata/controller/instances"
 	"strata/controller/lifecycle"
 	"strata/controller/registry"
 	"strata/controller/store"
@@ -180,7 +182,8 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			}
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
-		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, Logger: log}
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true,
+			ProjectInUse: projectInUse(db), Logger: log}
 	}
 
 	hostKeyFile := cfg.HostKeyFile
@@ -282,6 +285,29 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// projectInUse names what a project still owns: instances (also those
+// being deleted) and configuration groups.
+func projectInUse(db *store.DB) keystone.ProjectInUseFunc {
+	return func(ctx context.Context, project string) (string, error) {
+		ins, err := instances.List(ctx, db, instances.ListOptions{Project: project})
+		if err != nil {
+			return "", err
+		}
+		cfgs, err := configurations.List(ctx, db, project)
+		if err != nil {
+			return "", err
+		}
+		var what []string
+		if len(ins) > 0 {
+			what = append(what, fmt.Sprintf("%d instance(s)", len(ins)))
+		}
+		if len(cfgs) > 0 {
+			what = append(what, fmt.Sprintf("%d configuration group(s)", len(cfgs)))
+		}
+		return strings.Join(what, " and "), nil
+	}
 }
 
 // Stop stops the controller and waits for it.
