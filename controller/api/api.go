@@ -4,7 +4,9 @@
 // codes, so python-troveclient and `openstack database ...` drive the
 // controller. One file per resource. Every project route checks that the
 // caller's token belongs to the project in the URL, and every lookup is
-// scoped to that project: another project's resource is simply not found.
+// scoped to that project: another project's resource is simply not found —
+// except an instance named by id to a token with the admin role, as Trove
+// allows.
 //
 // Bad input is answered with a 4xx and a message saying what was wrong —
 // never a 5xx — and changes nothing. The api decodes, validates the shape
@@ -150,6 +152,17 @@ type call struct {
 }
 
 func (c *call) ctx() context.Context { return c.r.Context() }
+
+// instanceScope is the project instance lookups by id are limited to: the
+// URL's, or none for a token with the admin role, which — as in Trove —
+// shows, acts on and deletes any project's instance by id. Lists stay the
+// URL project's.
+func (c *call) instanceScope() string {
+	if c.principal.IsAdmin() {
+		return ""
+	}
+	return c.project
+}
 
 // link makes a Trove links list for a resource path under the project.
 func (c *call) links(path string) []map[string]string {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"strata/controller/identity"
 	"strata/controller/instances"
 	"strata/controller/store/storetest"
 )
@@ -179,6 +180,28 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		}
 		if code >= 500 {
 			t.Errorf("%s %s: a 5xx for bad input", bc.method, bc.path)
+		}
+	}
+	// A member of another project: the admin's instance does not exist
+	// for it (only the admin role reaches across projects).
+	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}
+	if _, err := ids.CreateProject(context.Background(), "outsiders"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.CreateUser(context.Background(), "outsider", "outsider-pw", "outsiders", false); err != nil {
+		t.Fatal(err)
+	}
+	outsider := r.login("outsider", "outsider-pw")
+	for _, bc := range []badCase{
+		{"GET", inst, "", 404, "not found"},
+		{"DELETE", inst, "", 404, "not found"},
+		{"PUT", inst, `{"instance":{"name":"mine"}}`, 404, "not found"},
+		{"POST", inst + "/action", `{"reset_status":{}}`, 404, "not found"},
+		{"POST", inst + "/databases", `{"databases":[{"name":"x"}]}`, 404, "not found"},
+		{"GET", "/configurations/" + cfgID, "", 404, "not found"},
+	} {
+		if code, doc := outsider.do(bc.method, bc.path, bc.body); code != bc.code || !strings.Contains(errorMessage(doc), bc.msg) {
+			t.Errorf("member of another project: %s %s: HTTP %d %v, want %d", bc.method, bc.path, code, doc, bc.code)
 		}
 	}
 	// Wrong content type.

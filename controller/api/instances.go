@@ -76,7 +76,7 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	}
 	if in.ConfigurationID != "" {
 		cfg := map[string]any{"id": in.ConfigurationID, "links": c.links("/configurations/" + in.ConfigurationID)}
-		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
 			cfg["name"] = g.Name
 		}
 		out["configuration"] = cfg
@@ -119,7 +119,7 @@ func (s *Server) writeInstanceList(w http.ResponseWriter, c *call, detail bool) 
 }
 
 func (s *Server) showInstance(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func allEmptyObjects(list []json.RawMessage) bool {
 }
 
 func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
-	if err := s.Lifecycle.Delete(c.ctx(), c.project, c.r.PathValue("id")); err != nil {
+	if err := s.Lifecycle.Delete(c.ctx(), c.instanceScope(), c.r.PathValue("id")); err != nil {
 		return err
 	}
 	return accepted(w)
@@ -286,7 +286,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
 	id := c.r.PathValue("id")
-	if _, err := instances.Get(c.ctx(), s.DB, c.project, id); err != nil {
+	if _, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id); err != nil {
 		return err
 	}
 	did := false
@@ -301,7 +301,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			if cfg != nil {
 				target = *cfg
 			}
-			if err := s.Lifecycle.SetConfiguration(c.ctx(), c.project, id, target); err != nil {
+			if err := s.Lifecycle.SetConfiguration(c.ctx(), c.instanceScope(), id, target); err != nil {
 				return err
 			}
 			did = true
@@ -352,14 +352,14 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 			if err := emptyObject(raw, "restart"); err != nil {
 				return err
 			}
-			if err := s.Lifecycle.Restart(c.ctx(), c.project, id); err != nil {
+			if err := s.Lifecycle.Restart(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "reset_status":
 			if err := emptyObject(raw, "reset_status"); err != nil {
 				return err
 			}
-			if err := s.Lifecycle.ResetStatus(c.ctx(), c.project, id); err != nil {
+			if err := s.Lifecycle.ResetStatus(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "resize":
@@ -380,7 +380,7 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 			if rz.Volume == nil || rz.Volume.Size == nil {
 				return errorf(http.StatusBadRequest, "resize.volume.size is required (GB)")
 			}
-			if err := s.Lifecycle.ResizeVolume(c.ctx(), c.project, id, *rz.Volume.Size); err != nil {
+			if err := s.Lifecycle.ResizeVolume(c.ctx(), c.instanceScope(), id, *rz.Volume.Size); err != nil {
 				return err
 			}
 		default:
@@ -404,13 +404,13 @@ func emptyObject(raw json.RawMessage, what string) error {
 // instanceConfiguration answers GET /instances/{id}/configuration with the
 // values of the attached group.
 func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	values := map[string]json.RawMessage{}
 	if in.ConfigurationID != "" {
-		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
 			values = g.Values
 		}
 	}
@@ -420,7 +420,7 @@ func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
 
 // guest loads an instance that must be reachable for an agent call.
 func (s *Server) guest(c *call) (instances.Instance, error) {
-	return s.Lifecycle.Guest(c.ctx(), c.project, c.r.PathValue("id"))
+	return s.Lifecycle.Guest(c.ctx(), c.instanceScope(), c.r.PathValue("id"))
 }
 
 // guestQuery runs an operation on the request's instance, maps a failed

@@ -49,7 +49,9 @@ func (m *Manager) SetConfiguration(ctx context.Context, project, id, configurati
 			if in.ConfigurationID != "" && in.ConfigurationID != configurationID {
 				return wrap(ErrBadRequest, "instance %s has configuration %s attached; detach it first", in.ID, in.ConfigurationID)
 			}
-			g, err := configurations.Get(ctx, tx, project, configurationID)
+			// The group must be the instance's project's (an admin may act
+			// on any project's instance, not mix projects).
+			g, err := configurations.Get(ctx, tx, in.ProjectID, configurationID)
 			if errors.Is(err, configurations.ErrNotFound) {
 				return wrap(ErrNotFound, "configuration %q not found", show(configurationID))
 			}
