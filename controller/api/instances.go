@@ -203,17 +203,22 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	if in == nil {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
-	switch {
-	case in.Name == nil:
+	if in.Name == nil {
 		return errorf(http.StatusBadRequest, "instance.name is required")
+	}
+	if in.ReplicaOf != nil && *in.ReplicaOf != "" {
+		return s.createReplica(c, in.ReplicaOf, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
+			len(in.Databases)+len(in.Users) > 0)
+	}
+	switch {
+	case in.ReplicaCount != nil && *in.ReplicaCount > 1:
+		return errorf(http.StatusBadRequest, "Replica count only valid when creating replicas. Cannot create %d instances.", *in.ReplicaCount)
 	case isNull(in.FlavorRef):
 		return errorf(http.StatusBadRequest, "instance.flavorRef is required")
 	case in.Volume == nil || in.Volume.Size == nil:
 		return errorf(http.StatusBadRequest, "instance.volume.size is required (GB)")
 	case !isNull(in.RestorePoint):
 		return errorf(http.StatusBadRequest, "instance.restorePoint: restoring from a backup is not supported by this controller")
-	case in.ReplicaOf != nil && *in.ReplicaOf != "", in.ReplicaCount != nil && *in.ReplicaCount > 0:
-		return errorf(http.StatusBadRequest, "instance.replica_of: replication is not supported by this controller")
 	case len(in.Modules) > 0:
 		return errorf(http.StatusBadRequest, "instance.modules: modules are not supported by this controller")
 	case len(in.Nics) > 0 && !allEmptyObjects(in.Nics):
@@ -255,6 +260,32 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), inst, true)})
 	return nil
+}
+
+// createReplica checks a replica request in Trove's order — a replica
+// takes flavor, volume and datastore from its source, so naming them is
+// refused with Trove's messages; the source must exist — and then refuses
+// it: replication is not there yet, and that is the answer (501), not a
+// field the request lacks.
+func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessage, datastore, volume, locality, usersOrDatabases bool) error {
+	switch {
+	case !isNull(flavorRef):
+		return errorf(http.StatusBadRequest, "Cannot specify flavor when creating replicas.")
+	case datastore:
+		return errorf(http.StatusBadRequest, "Cannot specify datastore when creating replicas.")
+	case volume:
+		return errorf(http.StatusBadRequest, "Cannot specify volume when creating replicas.")
+	case locality:
+		return errorf(http.StatusBadRequest, "Cannot specify locality when creating replicas.")
+	}
+	src, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), *source)
+	if err != nil {
+		return err
+	}
+	if usersOrDatabases {
+		return errorf(http.StatusBadRequest, "Cannot create a replica with users or databases.")
+	}
+	return errorf(http.StatusNotImplemented, "instance.replica_of: replication is not supported by this controller yet; no replica of instance %s (%s) was made", src.ID, src.Name)
 }
 
 func allEmptyObjects(list []json.RawMessage) bool {
