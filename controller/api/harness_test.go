@@ -374,9 +374,46 @@ func (fc *fakeCompute) CreateServer(ctx context.Context, spec compute.ServerSpec
 	return fc.server(spec.InstanceID), nil
 }
 
+// fakeNetwork is the fake's one network, as the local driver has one.
+var fakeNetwork = compute.Network{ID: "0f1e2d3c-4b5a-4678-9abc-def012345678", Name: "private", CIDRs: []string{"127.10.0.0/16"}, Default: true}
+
+// server is where the fake's instance is: an address of its own (from its
+// id), the guest's ports as they are.
 func (fc *fakeCompute) server(id string) compute.Server {
-	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: "127.0.0.1"}},
-		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "127.0.0.1", Port: 40000 + int(id[0])}}}
+	addr := fmt.Sprintf("127.10.%d.%d", id[0], id[1])
+	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}}}
+}
+
+func (fc *fakeCompute) Networks(ctx context.Context) ([]compute.Network, error) {
+	return []compute.Network{fakeNetwork}, nil
+}
+
+func (fc *fakeCompute) ResolveNICs(ctx context.Context, nics []compute.NIC) ([]compute.NIC, error) {
+	valid := "; the networks are: " + compute.NetworkList([]compute.Network{fakeNetwork})
+	if len(nics) == 0 {
+		return []compute.NIC{{NetworkID: fakeNetwork.ID}}, nil
+	}
+	n := nics[0]
+	switch {
+	case n.PortID != "" || n.SubnetID != "":
+		return nil, fmt.Errorf("%w: no ports or subnets here%s", compute.ErrInvalid, valid)
+	case n.NetworkID == "":
+		n.NetworkID = fakeNetwork.ID
+	case n.NetworkID != fakeNetwork.ID:
+		return nil, fmt.Errorf("%w: network %q is not one of this controller's%s", compute.ErrInvalid, n.NetworkID, valid)
+	}
+	return []compute.NIC{n}, nil
+}
+
+// spec returns what CreateServer was asked for.
+func (fc *fakeCompute) spec(id string) compute.ServerSpec {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if srv := fc.servers[id]; srv != nil {
+		return srv.spec
+	}
+	return compute.ServerSpec{}
 }
 
 func (fc *fakeCompute) ServerState(ctx context.Context, s compute.Server) (compute.State, error) {

@@ -2,7 +2,9 @@
 // qemu VM (KVM when usable, else TCG, via strata/builder/qemu) booted from
 // a qcow2 overlay on the registered image, with a sparse raw data disk, a
 // vfat config drive carrying the agent's bootstrap, and user-mode
-// networking whose forwards expose the database port on 127.0.0.1 only.
+// networking whose forwards expose the database's standard port on a
+// loopback address of the instance's own (networks.go), reachable from
+// this host only.
 //
 // Where things are, per instance, under Dir/<instance-id>/:
 //
@@ -10,7 +12,10 @@
 //	data.raw          the data volume (guest: /dev/disk/by-id/virtio-strata-data)
 //	config-drive.img  the config drive (label config-2)
 //	console.log       the serial console of the current boot (.1: previous)
-//	server.json       ports, size and pid: enough to start the VM again
+//	server.json       address, ports, size and pid: enough to start the VM again
+//
+// and, per network, networks/<network id>/<address>: the claim on an
+// instance's address (networks.go).
 //
 // VMs are children of the controller process (they die with it; the
 // builder's launcher guarantees no stray qemu). A controller that starts
@@ -49,7 +54,11 @@ type Config struct {
 	Binary  string
 	// StopTimeout bounds a guest's ACPI power-off at Shutdown (30s).
 	StopTimeout time.Duration
-	Logger      *slog.Logger
+	// Networks are the blocks of loopback addresses instances get their
+	// address from (networks.go), the first the default; nil means
+	// DefaultNetwork alone.
+	Networks []Network
+	Logger   *slog.Logger
 }
 
 // Driver runs instances as local VMs.
@@ -80,6 +89,12 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 	}
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 30 * time.Second
+	}
+	if len(cfg.Networks) == 0 {
+		cfg.Networks = []Network{DefaultNetwork}
+	}
+	if err := checkNetworks(cfg.Networks); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
