@@ -102,7 +102,16 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		{"POST", "/instances", `{"instance":{"name":"a","replica_of":"` + ghost + `"}}`, 404, "not found"},
 		{"POST", "/instances", `{"instance":{"name":"a","replica_of":"` + id + `","databases":[{"name":"x"}]}}`, 400, "Cannot create a replica with users or databases."},
 		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"replica_count":2}}`, 400, "Replica count only valid when creating replicas"},
-		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"access":{"is_public":true}}}`, 400, "is_public"},
+		// Access and networks: accepted as Trove takes them, checked.
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"access":{"is_public":"yes"}}}`, 400, "expected true or false"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"access":{"allowed_cidrs":["10.0.0.0/33"]}}}`, 400, "allowed_cidrs"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"access":{"allowed_cidrs":["10.0.0.0/8","10.0.0.0/8"]}}}`, 400, "twice"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"net-id":"` + ghost + `"}]}}`, 400, "is not one of this controller's; the networks are: " + fakeNetwork.ID + " (private"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"net-id":"a"},{"net-id":"b"}]}}`, 400, "one network interface"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"netid":"a"}]}}`, 400, `unknown key "netid"`},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"net-id":"a","network_id":"b"}]}}`, 400, "two different networks"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"net-id":5}]}}`, 400, "object of strings"},
+		{"POST", "/instances", `{"instance":{"name":"a","flavorRef":"strata.small","volume":{"size":1},"nics":[{"port-id":"p"}]}}`, 400, "no ports"},
 		{"POST", "/instances", `{"instance":{"name":"a\nb","flavorRef":"strata.small","volume":{"size":1}}}`, 400, "instance name"},
 		{"POST", "/instances", huge, 413, "larger than"},
 		// Instance update and actions.

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"strata/agent/wire"
+	"strata/controller/compute"
 	"strata/controller/configurations"
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
@@ -55,12 +55,20 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		"datastore": map[string]any{"type": v.DatastoreName, "version": v.Name, "version_number": v.Name},
 		"region":    s.region(), "tenant_id": in.ProjectID,
 		"volume":  vol,
-		"access":  map[string]any{"is_public": false, "allowed_cidrs": []string{}},
+		"access":  accessView(in.Access),
 		"created": troveTime(in.CreatedAt), "updated": troveTime(in.UpdatedAt),
 	}
 	if in.Host != "" {
+		addr := map[string]any{"address": in.Host, "type": "private", "port": in.Port}
+		if srv, ok := serverOf(in); ok {
+			for _, a := range srv.Addresses {
+				if a.Address == in.Host && a.Network != "" {
+					addr["network"] = a.Network
+				}
+			}
+		}
 		out["ip"] = []string{in.Host}
-		out["addresses"] = []map[string]any{{"address": in.Host, "type": "private", "port": in.Port}}
+		out["addresses"] = []map[string]any{addr}
 		out["port"] = in.Port
 	}
 	if !detail {
@@ -85,6 +93,23 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		out["fault"] = map[string]any{"message": f.Message, "created": troveTime(f.At), "details": f.Details}
 	}
 	return out
+}
+
+// accessView is Trove's access as asked for at create; not given, the
+// instance is not public.
+func accessView(a *instances.Access) map[string]any {
+	if a == nil {
+		return map[string]any{"is_public": false, "allowed_cidrs": []string{}}
+	}
+	return map[string]any{"is_public": a.IsPublic, "allowed_cidrs": a.AllowedCIDRs}
+}
+
+func serverOf(in instances.Instance) (compute.Server, bool) {
+	var s compute.Server
+	if len(in.Server) == 0 || json.Unmarshal(in.Server, &s) != nil {
+		return s, false
+	}
+	return s, true
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, c *call) error {
@@ -221,14 +246,11 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.restorePoint: restoring from a backup is not supported by this controller")
 	case len(in.Modules) > 0:
 		return errorf(http.StatusBadRequest, "instance.modules: modules are not supported by this controller")
-	case len(in.Nics) > 0 && !allEmptyObjects(in.Nics):
-		return errorf(http.StatusBadRequest, "instance.nics: networks are chosen by the compute driver")
-	case in.Access != nil && (in.Access.IsPublic || len(in.Access.AllowedCIDRs) > 0):
-		return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only; is_public and allowed_cidrs are not supported")
 	case in.Volume.Type != nil && *in.Volume.Type != "":
 		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
 	}
 	var flavor string
+	var err error
 	if err := json.Unmarshal(in.FlavorRef, &flavor); err != nil {
 		var n json.Number
 		dec := json.NewDecoder(bytes.NewReader(in.FlavorRef))
@@ -253,6 +275,12 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	}
 	if in.Configuration != nil {
 		r.ConfigurationID = *in.Configuration
+	}
+	if r.NICs, err = parseNICs(in.Nics); err != nil {
+		return err
+	}
+	if in.Access != nil {
+		r.Access = &instances.Access{IsPublic: in.Access.IsPublic, AllowedCIDRs: in.Access.AllowedCIDRs}
 	}
 	inst, err := s.Lifecycle.Create(c.ctx(), r)
 	if err != nil {
@@ -288,13 +316,45 @@ func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessag
 	return errorf(http.StatusNotImplemented, "instance.replica_of: replication is not supported by this controller yet; no replica of instance %s (%s) was made", src.ID, src.Name)
 }
 
-func allEmptyObjects(list []json.RawMessage) bool {
-	for _, raw := range list {
-		if s := strings.TrimSpace(string(raw)); s != "{}" && s != "null" {
-			return false
-		}
+// nicKeys are the keys a nics entry may have: Trove 18's (network_id or
+// net-id, subnet_id, ip_address) and the older ones python-troveclient
+// and Nova users know (v4-fixed-ip, port-id).
+var nicKeys = map[string]string{"net-id": "network", "network_id": "network", "subnet_id": "subnet",
+	"ip_address": "address", "v4-fixed-ip": "address", "port-id": "port"}
+
+// parseNICs reads Trove's nics: at most one entry, as Trove's schema says;
+// an empty entry asks for the default network. What the entries name is
+// checked by the compute driver.
+func parseNICs(list []json.RawMessage) ([]compute.NIC, error) {
+	if len(list) > 1 {
+		return nil, errorf(http.StatusBadRequest, "instance.nics: %d entries; an instance has one network interface (Trove takes at most one)", len(list))
 	}
-	return true
+	var out []compute.NIC
+	for _, raw := range list {
+		if isNull(raw) {
+			continue
+		}
+		var entry map[string]string
+		if err := json.Unmarshal(raw, &entry); err != nil {
+			return nil, errorf(http.StatusBadRequest, "instance.nics: each entry is an object of strings (net-id, subnet_id, ip_address, port-id)")
+		}
+		set := map[string]string{}
+		for k, v := range entry {
+			what, ok := nicKeys[k]
+			if !ok {
+				return nil, errorf(http.StatusBadRequest, "instance.nics: unknown key %q (known: net-id or network_id, subnet_id, ip_address or v4-fixed-ip, port-id)", trunc(k))
+			}
+			if v == "" {
+				continue
+			}
+			if prev, dup := set[what]; dup && prev != v {
+				return nil, errorf(http.StatusBadRequest, "instance.nics: two different %ss given (%q and %q)", what, trunc(prev), trunc(v))
+			}
+			set[what] = v
+		}
+		out = append(out, compute.NIC{NetworkID: set["network"], SubnetID: set["subnet"], FixedIP: set["address"], PortID: set["port"]})
+	}
+	return out, nil
 }
 
 func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
@@ -353,7 +413,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
 			}
 		case "access":
-			return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only")
+			return errorf(http.StatusBadRequest, "instance.access: changing an instance's access is not supported by this controller yet (it is set at create)")
 		case "datastore_version":
 			return errorf(http.StatusBadRequest, "instance.datastore_version: upgrades are not supported by this controller")
 		default:
