@@ -32,6 +32,7 @@ import (
 	"strata/agent/wire"
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
+	"strata/controller/api/neutron"
 	"strata/controller/auth"
 	"strata/controller/configurations"
 	"strata/controller/imagestore"
@@ -49,8 +50,10 @@ type Server struct {
 	Auth      auth.Authenticator
 	// Keystone, if set, is mounted at /v3 (the embedded mode).
 	Keystone *keystone.Handler
-	// Glance, if set, is mounted at /v2 (the embedded mode).
+	// Glance, if set, is mounted at /image (the embedded mode).
 	Glance *glance.Handler
+	// Neutron, if set, is mounted at /network (the embedded mode).
+	Neutron *neutron.Handler
 	// PublicURL is the base URL clients use; empty: from each request.
 	PublicURL string
 	Region    string
@@ -67,6 +70,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Glance != nil {
 		s.Glance.Register(mux)
+	}
+	if s.Neutron != nil {
+		s.Neutron.Register(mux)
 	}
 	mux.HandleFunc("GET /{$}", s.plain(s.versions))
 	mux.HandleFunc("GET /v1.0", s.plain(s.version))

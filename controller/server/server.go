@@ -25,6 +25,7 @@ import (
 	"strata/controller/api"
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
+	"strata/controller/api/neutron"
 	"strata/controller/auth"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
@@ -97,6 +98,10 @@ type Controller struct {
 	done   chan struct{}
 	err    error
 }
+
+// LocalComputeDir is where the local qemu driver keeps its VMs and
+// address claims in a state directory.
+func LocalComputeDir(stateDir string) string { return filepath.Join(stateDir, "compute", "qemu") }
 
 // DefaultDSN is the SQLite database in a state directory.
 func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
@@ -182,7 +187,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			}
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
-		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true,
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, NetworkService: true,
 			ProjectInUse: projectInUse(db), Logger: log}
 	}
 
@@ -207,7 +212,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	driver := cfg.Compute
 	var qd *qemu.Driver
 	if driver == nil {
-		qd, err = qemu.New(life, qemu.Config{Dir: filepath.Join(cfg.StateDir, "compute", "qemu"), Logger: log})
+		qd, err = qemu.New(life, qemu.Config{Dir: LocalComputeDir(cfg.StateDir), Logger: log})
 		if err != nil {
 			cancel()
 			closeListeners()
@@ -237,10 +242,12 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	c.Lifecycle, c.Engine = lc, engine
 
 	var gl *glance.Handler
+	var nt *neutron.Handler
 	if ks != nil {
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
+		nt = &neutron.Handler{Networks: driver.Networks, Auth: authn, Logger: log}
 	}
-	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
+	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl, Neutron: nt,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 

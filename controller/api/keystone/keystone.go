@@ -38,6 +38,10 @@ type Handler struct {
 	// ImageService lists the controller as the "image" service too, at
 	// BASE/image (the Glance v2 subset of controller/api/glance).
 	ImageService bool
+	// NetworkService lists the controller as the "network" service too, at
+	// BASE/network (the compute driver's networks, as Neutron lists them:
+	// controller/api/neutron).
+	NetworkService bool
 	// ProjectInUse, if set, keeps a project that still owns resources of
 	// the controller from being deleted.
 	ProjectInUse ProjectInUseFunc
@@ -229,6 +233,9 @@ func (h *Handler) catalog(r *http.Request, p auth.Principal) []map[string]any {
 	}
 	if h.ImageService {
 		out = append(out, map[string]any{"id": "strata-image", "type": "image", "name": "glance", "endpoints": endpoints(base + "/image")})
+	}
+	if h.NetworkService {
+		out = append(out, map[string]any{"id": "strata-network", "type": "network", "name": "neutron", "endpoints": endpoints(base + "/network")})
 	}
 	return out
 }
