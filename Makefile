@@ -58,7 +58,7 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 
 .PHONY: test
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
-	ci/deps.sh test openstack
+	ci/deps.sh test openstack swift
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
@@ -94,6 +94,11 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 .PHONY: bench
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
+
+.PHONY: bench-objectstore
+bench-objectstore: go-check ## backup format: encrypt+segment and verify MB/s in memory; 2 GiB through the format into a private Swift and back (MB/s, peak RSS)
+	ci/deps.sh swift
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./controller/backups/format/
 
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...     GROUP: build boot test openstack tempest
+#   ci/deps.sh GROUP...     GROUP: build boot test openstack swift tempest
 #
 # Packages already installed are not touched, so a second run costs one
 # dpkg-query. Missing packages are installed non-interactively with
@@ -66,6 +66,17 @@ group[tempest]="
 	python3-psycopg2
 	python3-sqlalchemy
 "
+# The private Swift of ci/swift/start.sh (object-store tests: Swift and,
+# through s3api, S3); memcached holds tempauth's tokens.
+group[swift]="
+	swift-proxy
+	swift-object
+	swift-container
+	swift-account
+	memcached
+	python3-swiftclient
+	curl
+"
 
 if [ $# -eq 0 ]; then
 	echo "usage: $0 GROUP... (groups: ${!group[*]})" >&2
@@ -82,13 +93,13 @@ for g in "$@"; do
 	want+=(${group[$g]})
 done
 
-# The openstack group's services are started by the tests, privately, on
-# free ports: never at boot (their default ports clash with strata's, and
-# Debian's keystone.service orders itself after itself, which
+# The openstack and swift groups' services are started by the tests,
+# privately, on free ports: never at boot (their default ports clash with
+# strata's, and Debian's keystone.service orders itself after itself, which
 # `systemd-analyze verify` of any other unit then reports).
-disable_openstack_units() {
+disable_service_units() {
 	local u
-	for u in keystone glance-api trove-api; do
+	for u in keystone glance-api trove-api memcached 'swift-*'; do
 		find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
 	done
 }
@@ -98,10 +109,12 @@ for p in "${want[@]}"; do
 	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
 	[ "$st" = installed ] || missing+=("$p")
 done
-openstack_wanted=0
-for g in "$@"; do [ "$g" = openstack ] && openstack_wanted=1; done
+services_wanted=0
+for g in "$@"; do
+	if [ "$g" = openstack ] || [ "$g" = swift ]; then services_wanted=1; fi
+done
 if [ ${#missing[@]} -eq 0 ]; then
-	[ "$openstack_wanted" = 1 ] && [ "$(id -u)" -eq 0 ] && disable_openstack_units
+	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units; fi
 	exit 0
 fi
 
@@ -145,5 +158,5 @@ if ! apt-get install -y -q --no-install-recommends \
 	echo "ci/deps.sh: could not install: ${missing[*]}" >&2
 	exit 1
 fi
-[ "$openstack_wanted" = 1 ] && disable_openstack_units
+if [ "$services_wanted" = 1 ]; then disable_service_units; fi
 exit 0
