@@ -56,7 +56,16 @@ type fakeGuest struct {
 	restartRequired bool
 	restarts        int
 	volumeGB        int
-	results         map[string]wire.Result
+	// config is the override set the guest last applied (prepare or
+	// apply_configuration).
+	config map[string]json.RawMessage
+	// applyGate, if set, holds every apply_configuration until it is
+	// closed; applying counts the ones waiting there.
+	applyGate chan struct{}
+	applying  int
+	// refuse, if set, makes apply_configuration fail with it.
+	refuse  string
+	results map[string]wire.Result
 	cancel          context.CancelFunc
 	done            chan struct{}
 }
@@ -138,6 +147,29 @@ func okResult(v any) wire.Result {
 // the real agent's journal does.
 func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	g.mu.Lock()
+	if r, ok := g.results[op.ID]; ok {
+		g.mu.Unlock()
+		return r
+	}
+	gate := g.applyGate
+	g.mu.Unlock()
+	if gate != nil && op.Kind == wire.KindApplyConfiguration {
+		g.mu.Lock()
+		g.applying++
+		g.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done(): // the session ended: nothing is answered or kept
+			g.mu.Lock()
+			g.applying--
+			g.mu.Unlock()
+			return opErr(wire.CodeInterrupted, "session ended")
+		}
+		g.mu.Lock()
+		g.applying--
+		g.mu.Unlock()
+	}
+	g.mu.Lock()
 	defer g.mu.Unlock()
 	if r, ok := g.results[op.ID]; ok {
 		return r
@@ -145,6 +177,13 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	r := g.run(op)
 	g.results[op.ID] = r
 	return r
+}
+
+// applied returns one value of the configuration the guest runs with.
+func (g *fakeGuest) applied(name string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return string(g.config[name])
 }
 
 func userKey(name, host string) string {
@@ -175,6 +214,9 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 			u := u
 			u.Password = ""
 			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		if a.Configuration != nil {
+			g.config = a.Configuration.Values
 		}
 		g.prepared = true
 		return okResult(wire.PrepareResult{Formatted: true, Initialized: true})
@@ -284,6 +326,10 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		if !decode(&a) {
 			return opErr(wire.CodeInvalidArgument, "bad configuration args")
 		}
+		if g.refuse != "" {
+			return opErr(wire.CodeInvalidArgument, "%s", g.refuse)
+		}
+		g.config = a.Values
 		var res wire.ConfigurationResult
 		for _, r := range a.Rules {
 			if r.RestartRequired {
@@ -546,6 +592,8 @@ type rigOptions struct {
 	bootTimeout time.Duration
 	hostKey     string
 	listen      string
+	// configureWait bounds a configuration change's wait (default 30s).
+	configureWait time.Duration
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -581,6 +629,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	ctl, err := server.Start(ctx, server.Config{
 		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+		ConfigureWait: o.configureWait,
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },

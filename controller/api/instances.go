@@ -381,6 +381,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		return err
 	}
 	did := false
+	var applies []lifecycle.Apply
 	for key, raw := range req.Instance {
 		switch key {
 		case "configuration":
@@ -392,9 +393,11 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			if cfg != nil {
 				target = *cfg
 			}
-			if err := s.Lifecycle.SetConfiguration(c.ctx(), c.instanceScope(), id, target); err != nil {
+			a, err := s.Lifecycle.SetConfiguration(c.ctx(), c.instanceScope(), id, target)
+			if err != nil {
 				return err
 			}
+			applies = append(applies, a)
 			did = true
 		case "name":
 			var name string
@@ -423,7 +426,9 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 	if !did {
 		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration or instance.name")
 	}
-	return accepted(w)
+	// Attaching or detaching answers once the guest applied it.
+	s.answerApplied(w, c, http.StatusAccepted, applies)
+	return nil
 }
 
 // instanceAction answers POST /instances/{id}/action: exactly one of

@@ -83,6 +83,9 @@ type Manager struct {
 	ResizeTimeout  time.Duration
 	// GuestCallTimeout bounds synchronous guest calls (60s).
 	GuestCallTimeout time.Duration
+	// ConfigureWait bounds how long a configuration change waits for the
+	// instances it touches to apply it before answering (30s).
+	ConfigureWait time.Duration
 	Logger           *slog.Logger
 	Now              func() time.Time
 }

@@ -74,6 +74,9 @@ type Config struct {
 	Images imagestore.Store
 	// RecoveryInterval is how often stopped servers are looked for (60s).
 	RecoveryInterval time.Duration
+	// ConfigureWait bounds how long a configuration change waits for the
+	// instances it touches to apply it before answering (30s).
+	ConfigureWait time.Duration
 	// AgentTimings tunes the agent endpoint's SSH server (tests).
 	AgentTimings agentendpoint.ServerConfig
 	// EngineTuning tunes the task engine (tests).
@@ -233,7 +236,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	lc := &lifecycle.Manager{
 		DB: db, Registry: reg, Images: images,
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
-		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, Logger: log,
+		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, ConfigureWait: cfg.ConfigureWait, Logger: log,
 	}
 	engine.Kinds = lc.Kinds()
 	if cfg.EngineTuning != nil {
@@ -280,7 +283,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			c.err = err
 		}
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		httpSrv.Shutdown(sctx)
+		if httpSrv.Shutdown(sctx) != nil {
+			// Requests still waiting (a configuration change waiting to be
+			// applied): their contexts end, they answer what they know.
+			httpSrv.Close()
+		}
 		scancel()
 		cancel()
 		wg.Wait()
