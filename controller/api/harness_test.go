@@ -66,8 +66,8 @@ type fakeGuest struct {
 	// refuse, if set, makes apply_configuration fail with it.
 	refuse  string
 	results map[string]wire.Result
-	cancel          context.CancelFunc
-	done            chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {

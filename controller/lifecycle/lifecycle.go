@@ -86,8 +86,8 @@ type Manager struct {
 	// ConfigureWait bounds how long a configuration change waits for the
 	// instances it touches to apply it before answering (30s).
 	ConfigureWait time.Duration
-	Logger           *slog.Logger
-	Now              func() time.Time
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 func (m *Manager) now() time.Time {
