@@ -88,8 +88,21 @@ e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; th
 	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, then Trove's own test suite (test-tempest)
 	$(MAKE) e2e DATASTORE=all
+	$(MAKE) test-tempest
+
+# Test classes trove-tempest-plugin runs at once (each boots VMs).
+TEMPEST_CONCURRENCY ?= 2
+
+.PHONY: test-tempest
+test-tempest: deps build ## Trove's own test suite, Debian's trove-tempest-plugin unmodified, against a controller with the MariaDB and PostgreSQL images; prints its table, fails on a failure not in ci/tempest/expected-failures.txt (tens of minutes)
+	ci/deps.sh tempest
+	$(MAKE) image RECIPE=images/mariadb-10.11.yaml
+	$(MAKE) image RECIPE=images/postgresql-15.yaml
+	@mkdir -p $(OUT_DIR)
+	STRATA=$(CURDIR)/bin/strata OUT_DIR=$(OUT_DIR) TEMPEST_CONCURRENCY=$(TEMPEST_CONCURRENCY) \
+		ci/tempest/run.sh $(OUT_DIR)/tempest 2>&1 | tee $(OUT_DIR)/test-tempest.log ; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
 bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds

@@ -65,6 +65,8 @@ group[tempest]="
 	python3-pymysql
 	python3-psycopg2
 	python3-sqlalchemy
+	sqlite3
+	curl
 "
 # The private Swift of ci/swift/start.sh (object-store tests: Swift and,
 # through s3api, S3); memcached holds tempauth's tokens.

@@ -331,7 +331,10 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		}
 		g.config = a.Values
 		var res wire.ConfigurationResult
-		for _, r := range a.Rules {
+		for _, r := range a.Rules { // the rules of every parameter of the version
+			if _, set := a.Values[r.Name]; !set {
+				continue
+			}
 			if r.RestartRequired {
 				res.PendingRestart = append(res.PendingRestart, r.Name)
 			} else {

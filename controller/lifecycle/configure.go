@@ -15,9 +15,19 @@ import (
 )
 
 // configurationArgs is the complete override set for an instance: its
-// group's values (none when detached) with the version's rules for them.
+// group's values (none when detached), with the rules of every parameter
+// of the version — not only of the values: a parameter dropped from the
+// set is put back live by the agent when its rule says it is dynamic, as
+// Trove resets a detached group.
 func (m *Manager) configurationArgs(ctx context.Context, in instances.Instance) (wire.ConfigurationArgs, error) {
 	args := wire.ConfigurationArgs{Values: map[string]json.RawMessage{}, Rules: []wire.ParameterRule{}}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return args, err
+	}
+	if v.Rules != nil {
+		args.Rules = v.Rules
+	}
 	if in.ConfigurationID == "" {
 		return args, nil
 	}
@@ -25,12 +35,7 @@ func (m *Manager) configurationArgs(ctx context.Context, in instances.Instance) 
 	if err != nil {
 		return args, err
 	}
-	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
-	if err != nil {
-		return args, err
-	}
 	args.Values = g.Values
-	args.Rules = configurations.RulesFor(v.Rules, g.Values)
 	return args, nil
 }
 
@@ -211,7 +216,9 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 	case "submit":
 		args, err := m.configurationArgs(ctx, in)
 		if errors.Is(err, configurations.ErrNotFound) {
-			args, err = wire.ConfigurationArgs{Values: map[string]json.RawMessage{}, Rules: []wire.ParameterRule{}}, nil
+			// The group is gone: the instance runs without one.
+			in.ConfigurationID = ""
+			args, err = m.configurationArgs(ctx, in)
 		}
 		if err != nil {
 			return tasks.Result{}, err
