@@ -72,6 +72,10 @@ stop_all() {
 	local pid
 	# shellcheck disable=SC2013 # one pid per line
 	for pid in $(grep -l -s -F "$state/" /proc/[0-9]*/cmdline | cut -d/ -f3); do
+		case $(cat "/proc/$pid/comm" 2>/dev/null) in
+		qemu*) ;;
+		*) continue ;; # grep itself, or no longer there
+		esac
 		echo "ci/tempest/run.sh: stopping VM process $pid of this run" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 	done

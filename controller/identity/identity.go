@@ -94,7 +94,12 @@ type User struct {
 	ID, Name, DomainID, ProjectID string
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+// Names are plain characters; as long as Keystone allows: 64 for a
+// project, 255 for a user (tempest's dynamic users run to 70 and more).
+var (
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+	userNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$`)
+)
 
 // CreateProject makes a project.
 func (s *Store) CreateProject(ctx context.Context, name string) (Project, error) {
@@ -161,8 +166,8 @@ func (s *Store) AddUser(ctx context.Context, name, password, defaultProject stri
 }
 
 func (s *Store) addUser(ctx context.Context, q store.Querier, name, password, project string) (User, error) {
-	if !namePattern.MatchString(name) {
-		return User{}, fmt.Errorf("%w: user name %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
+	if !userNamePattern.MatchString(name) {
+		return User{}, fmt.Errorf("%w: user name %q: use 1-255 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
 	}
 	if len(password) < 8 || len(password) > 72 {
 		return User{}, fmt.Errorf("%w: password must be 8 to 72 bytes", ErrInvalid)

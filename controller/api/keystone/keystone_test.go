@@ -191,7 +191,8 @@ func TestDynamicCredentialsLifecycle(t *testing.T) {
 	proj := call("POST", "/v3/projects", `{"project":{"name":"tempest-TestX-1","description":"tempest-TestX-1-desc","domain_id":"default"}}`, 201)["project"].(map[string]any)
 	pid := proj["id"].(string)
 	call("POST", "/v3/projects", `{"project":{"name":"tempest-TestX-1","domain_id":"default"}}`, 409)
-	user := call("POST", "/v3/users", `{"user":{"name":"tempest-TestX-1-project","password":"rand-pass-word","domain_id":"default"}}`, 201)["user"].(map[string]any)
+	// tempest's user names: the project's and a suffix, over 64 characters.
+	user := call("POST", "/v3/users", `{"user":{"name":"tempest-TestInstanceUpdateAccessPostgreSQL-262298042-project-admin","password":"rand-pass-word","domain_id":"default"}}`, 201)["user"].(map[string]any)
 	uid := user["id"].(string)
 	var member string
 	for _, x := range call("GET", "/v3/roles", "", 200)["roles"].([]any) {
@@ -256,6 +257,8 @@ func TestIdentityAdministrationRefusesBadInput(t *testing.T) {
 		{"unknown field", admin, "POST", "/v3/projects", `{"project":{"name":"x","colour":"red"}}`, 400},
 		{"no name", admin, "POST", "/v3/projects", `{"project":{"description":"d"}}`, 400},
 		{"bad name", admin, "POST", "/v3/projects", `{"project":{"name":"x'; drop table projects;--"}}`, 400},
+		{"long project name", admin, "POST", "/v3/projects", `{"project":{"name":"` + strings.Repeat("p", 65) + `"}}`, 400},
+		{"long user name", admin, "POST", "/v3/users", `{"user":{"name":"` + strings.Repeat("u", 256) + `","password":"pass-word-1"}}`, 400},
 		{"other domain", admin, "POST", "/v3/projects", `{"project":{"name":"x","domain_id":"corp"}}`, 400},
 		{"disabled", admin, "POST", "/v3/projects", `{"project":{"name":"x","enabled":false}}`, 400},
 		{"user without password", admin, "POST", "/v3/users", `{"user":{"name":"x"}}`, 400},
