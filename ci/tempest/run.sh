@@ -27,6 +27,9 @@
 # state directory are stopped by PID on the way out, whatever happened.
 set -euo pipefail
 
+# The whole script is one block, read before it runs: editing this file
+# during a run (which takes tens of minutes) cannot change the run.
+{
 work=${1:?usage: $0 WORK_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -219,3 +222,4 @@ if [ "$live" != 0 ]; then
 fi
 phase "done: tempest run ${run_seconds}s, whole run $(($(date +%s) - started))s"
 exit $rc
+}
