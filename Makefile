@@ -115,13 +115,13 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 TEMPEST_CONCURRENCY ?= 2
 
 .PHONY: test-tempest
-test-tempest: deps build ## Trove's own test suite, Debian's trove-tempest-plugin unmodified, against a controller with the MariaDB and PostgreSQL images; prints its table, fails on a failure not in ci/tempest/expected-failures.txt (tens of minutes)
+test-tempest: go-check deps build ## Trove's own test suite, Debian's trove-tempest-plugin unmodified, against a controller with the MariaDB and PostgreSQL images; prints its table, fails on a failure not in ci/tempest/expected-failures.txt (tens of minutes)
 	ci/deps.sh tempest
 	$(MAKE) image RECIPE=images/mariadb-10.11.yaml
 	$(MAKE) image RECIPE=images/postgresql-15.yaml
-	@mkdir -p $(OUT_DIR)
-	STRATA=$(CURDIR)/bin/strata OUT_DIR=$(OUT_DIR) TEMPEST_CONCURRENCY=$(TEMPEST_CONCURRENCY) \
-		ci/tempest/run.sh $(OUT_DIR)/tempest 2>&1 | tee $(OUT_DIR)/test-tempest.log ; exit $${PIPESTATUS[0]}
+	@mkdir -p '$(OUT_DIR)'
+	STRATA='$(CURDIR)/bin/strata' OUT_DIR='$(OUT_DIR)' TEMPEST_CONCURRENCY='$(TEMPEST_CONCURRENCY)' \
+		ci/tempest/run.sh '$(OUT_DIR)/tempest' 2>&1 | tee '$(OUT_DIR)/test-tempest.log' ; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
 bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
