@@ -138,7 +138,9 @@ fi
 
 phase "writing tempest.conf"
 export HOME=$work/home # tempest init records its workspace under HOME
-tempest init "$work/tempest" >/dev/null
+# tempest init logs to tempest.log in the current directory: run it in the
+# work directory, never in the checkout.
+(cd "$work" && tempest init "$work/tempest" >/dev/null)
 cat >"$work/tempest/etc/tempest.conf" <<EOF
 [DEFAULT]
 log_dir = $work/logs
