@@ -52,6 +52,15 @@ for img in mariadb-10.11 postgresql-15; do
 	}
 done
 
+# The judge first: a broken results.py would pass or fail the run for
+# nothing, after tens of minutes.
+"$py" "$here/results_test.py" 2>"$work.judge.log" || {
+	cat "$work.judge.log" >&2
+	echo "ci/tempest/run.sh: ci/tempest/results_test.py failed" >&2
+	exit 1
+}
+rm -f "$work.judge.log"
+
 rm -rf "$work"
 mkdir -p "$work"/{state,logs,home}
 work=$(cd "$work" && pwd)
@@ -198,7 +207,12 @@ count_identity() { q "SELECT (SELECT COUNT(*) FROM projects) || ' projects, ' ||
 before=$(count_identity)
 
 cd "$work/tempest"
+tempest run --list-tests --regex trove_tempest_plugin 2>/dev/null | grep -E '^trove_tempest_plugin\.' >"$work/all.txt" || true
 tempest run --list-tests --regex "$regex" 2>/dev/null | grep -E '^trove_tempest_plugin\.' >"$work/listed.txt" || true
+if [ ! -s "$work/all.txt" ] || [ ! -s "$work/listed.txt" ]; then
+	echo "ci/tempest/run.sh: tempest lists no test of trove_tempest_plugin for --regex '$regex'" >&2
+	exit 1
+fi
 phase "running $(wc -l <"$work/listed.txt") tests of trove-tempest-plugin ($(dpkg-query -W -f='${Version}' trove-tempest-plugin), tempest $(dpkg-query -W -f='${Version}' tempest)), $concurrency classes at once"
 run_start=$(date +%s)
 tempest run --regex "$regex" --concurrency "$concurrency" >"$work/logs/tempest-run.log" 2>&1 || true
@@ -207,7 +221,7 @@ stestr last --subunit >"$work/results.subunit" 2>/dev/null || true
 phase "tempest run finished in ${run_seconds}s"
 
 rc=0
-"$py" "$here/results.py" --listed "$work/listed.txt" --expected "$here/expected-failures.txt" <"$work/results.subunit" || rc=1
+"$py" "$here/results.py" --listed "$work/listed.txt" --all "$work/all.txt" --expected "$here/expected-failures.txt" <"$work/results.subunit" || rc=1
 
 after=$(count_identity)
 live=$(q "SELECT COUNT(*) FROM instances WHERE deleted_at IS NULL")
