@@ -121,9 +121,10 @@ e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, and the long chaos test
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, the long chaos test, then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
+	$(MAKE) test-tempest
 
 # The chaos tests kill the controller, an instance's qemu and its agent at
 # named points (STRATA_CHAOS) through MariaDB instance lifecycles, on the
@@ -142,6 +143,20 @@ test-chaos-long: deps image ## chaos, long form: CHAOS_LIFECYCLES (20) lifecycle
 	ci/deps.sh test
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' STRATA_CHAOS_LIFECYCLES='$(CHAOS_LIFECYCLES)' $(GO) test -tags e2e -count=1 -v -timeout 600m -run 'TestChaosLong' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-long.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
+
+# Test classes trove-tempest-plugin runs at once (each boots VMs), and which
+# of its tests run (e.g. TestInstanceBasicMariaDB: one class, one VM).
+TEMPEST_CONCURRENCY ?= 2
+TEMPEST_REGEX ?= trove_tempest_plugin
+
+.PHONY: test-tempest
+test-tempest: go-check deps build ## Trove's own test suite, Debian's trove-tempest-plugin unmodified, against a controller with the MariaDB and PostgreSQL images; prints its table, fails on a failure not in ci/tempest/expected-failures.txt (tens of minutes)
+	ci/deps.sh tempest
+	$(MAKE) image RECIPE=images/mariadb-10.11.yaml
+	$(MAKE) image RECIPE=images/postgresql-15.yaml
+	@mkdir -p '$(OUT_DIR)'
+	STRATA='$(CURDIR)/bin/strata' OUT_DIR='$(OUT_DIR)' TEMPEST_CONCURRENCY='$(TEMPEST_CONCURRENCY)' TEMPEST_REGEX='$(TEMPEST_REGEX)' \
+		ci/tempest/run.sh '$(OUT_DIR)/tempest' 2>&1 | tee '$(OUT_DIR)/test-tempest.log' ; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
 bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds

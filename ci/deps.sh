@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift
+#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift tempest
 #   ci/deps.sh --list GROUP...   print the groups' packages, one a line
 #
 # Packages already installed are not touched, so a second run costs one
@@ -68,6 +68,18 @@ group[openstack]="
 	uwsgi-plugin-python3
 	sqlite3
 	qemu-utils
+	curl
+"
+# Trove's own test suite (make test-tempest): tempest and Debian's
+# trove-tempest-plugin, run unmodified; the drivers the plugin's SQLAlchemy
+# clients connect with.
+group[tempest]="
+	tempest
+	trove-tempest-plugin
+	python3-pymysql
+	python3-psycopg2
+	python3-sqlalchemy
+	sqlite3
 	curl
 "
 # The private Swift of ci/swift/start.sh (object-store tests: Swift and,

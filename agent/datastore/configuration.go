@@ -81,6 +81,29 @@ func CheckConfiguration(args wire.ConfigurationArgs, nameOK func(string) bool) (
 // read back from the override file) that settings no longer set: they go
 // back to their defaults, at the latest on the next restart.
 func Dropped(prev map[string]string, settings []Setting) []string {
+	return dropped(prev, settings)
+}
+
+// Resets splits the parameters dropped from the set (Dropped) into those
+// a datastore can put back live — the arguments carry their rule and it
+// is dynamic (the controller sends the rules of every parameter of the
+// version, not only of the values) — and those that wait for a restart.
+func Resets(args wire.ConfigurationArgs, prev map[string]string, settings []Setting) (live, restart []string) {
+	dynamic := map[string]bool{}
+	for _, r := range args.Rules {
+		dynamic[r.Name] = !r.RestartRequired
+	}
+	for _, name := range dropped(prev, settings) {
+		if dynamic[name] {
+			live = append(live, name)
+		} else {
+			restart = append(restart, name)
+		}
+	}
+	return live, restart
+}
+
+func dropped(prev map[string]string, settings []Setting) []string {
 	set := map[string]bool{}
 	for _, s := range settings {
 		set[s.Name] = true

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -28,10 +30,22 @@ type Drive struct {
 	CDROM bool
 }
 
-// Forward forwards a TCP port on the host's 127.0.0.1 to a guest port.
+// Forward forwards a TCP port on a host loopback address to a guest port.
 type Forward struct {
 	HostPort  int
 	GuestPort int
+	// HostAddr is the IPv4 loopback address (127.0.0.0/8) the host side
+	// binds; empty means 127.0.0.1. Every address of 127.0.0.0/8 is the
+	// host's own, so guests can each have one with their standard ports.
+	HostAddr string
+}
+
+// hostAddr is the address the forward binds.
+func (f Forward) hostAddr() string {
+	if f.HostAddr == "" {
+		return "127.0.0.1"
+	}
+	return f.HostAddr
 }
 
 // Config describes a VM.
@@ -49,8 +63,8 @@ type Config struct {
 	// MemoryMiB defaults to 1024; CPUs to 1.
 	MemoryMiB int
 	CPUs      int
-	// Forwards are host-to-guest TCP port forwards, host side on
-	// 127.0.0.1 only.
+	// Forwards are host-to-guest TCP port forwards, host side on loopback
+	// addresses only.
 	Forwards []Forward
 	// NoNetwork leaves out the user-mode network card.
 	NoNetwork bool
@@ -144,15 +158,19 @@ func (c *Config) validate() error {
 	if n := countCDROMs(c.Drives); n > 6 {
 		return fmt.Errorf("qemu: %d CD-ROMs, q35's AHCI controller has 6 ports", n)
 	}
-	seen := map[int]bool{}
+	seen := map[string]bool{}
 	for _, f := range c.Forwards {
 		if f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
 			return fmt.Errorf("qemu: port forward %d->%d out of range", f.HostPort, f.GuestPort)
 		}
-		if seen[f.HostPort] {
-			return fmt.Errorf("qemu: host port %d forwarded twice", f.HostPort)
+		if a, err := netip.ParseAddr(f.hostAddr()); err != nil || !a.Is4() || !a.IsLoopback() {
+			return fmt.Errorf("qemu: port forward host address %q: want an IPv4 loopback address (127.0.0.0/8)", f.HostAddr)
 		}
-		seen[f.HostPort] = true
+		key := net.JoinHostPort(f.hostAddr(), strconv.Itoa(f.HostPort))
+		if seen[key] {
+			return fmt.Errorf("qemu: host port %s forwarded twice", key)
+		}
+		seen[key] = true
 	}
 	if c.NoNetwork && len(c.Forwards) > 0 {
 		return errors.New("qemu: port forwards need the network (NoNetwork is set)")
@@ -225,7 +243,7 @@ func (c *Config) args(accel Accel, ovmf OVMF, varsCopy, qmpSocket string) []stri
 	if !c.NoNetwork {
 		nd := "user,id=net0"
 		for _, f := range c.Forwards {
-			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+			nd += fmt.Sprintf(",hostfwd=tcp:%s:%d-:%d", f.hostAddr(), f.HostPort, f.GuestPort)
 		}
 		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=net0")
 	}

@@ -13,7 +13,7 @@ func TestArgs(t *testing.T) {
 		Firmware:  UEFI,
 		MemoryMiB: 2048,
 		CPUs:      2,
-		Forwards:  []Forward{{HostPort: 13306, GuestPort: 3306}, {HostPort: 2222, GuestPort: 22}},
+		Forwards:  []Forward{{HostPort: 13306, GuestPort: 3306}, {HostPort: 2222, GuestPort: 22}, {HostAddr: "127.10.0.7", HostPort: 3306, GuestPort: 3306}},
 		NoReboot:  true,
 		SerialLog: "/logs/db-1.serial",
 		ExtraArgs: []string{"-S"},
@@ -29,7 +29,7 @@ func TestArgs(t *testing.T) {
 		"-drive if=none,id=disk0,file=/img/root,,1.qcow2,format=qcow2,snapshot=on -device virtio-blk-pci,drive=disk0,bootindex=0",
 		"-drive if=none,id=disk1,file=/img/config.iso,format=raw,readonly=on,media=cdrom -device ide-cd,drive=disk1,bus=ide.0",
 		"-drive if=none,id=disk2,file=/img/data.raw,format=raw -device virtio-blk-pci,drive=disk2,serial=data",
-		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:13306-:3306,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0",
+		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:13306-:3306,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.10.0.7:3306-:3306 -device virtio-net-pci,netdev=net0",
 		"-device virtio-rng-pci -chardev file,id=serial0,path=/logs/db-1.serial -serial chardev:serial0",
 		"-qmp unix:/run/vm/qmp.sock,server=on,wait=off -no-reboot -S",
 	}, " ")
@@ -67,8 +67,13 @@ func TestConfigRejects(t *testing.T) {
 		{"no format", func(c *Config) { c.Disk.Format = "" }, "Format"},
 		{"firmware", func(c *Config) { c.Firmware = "coreboot" }, "firmware"},
 		{"port range", func(c *Config) { c.Forwards = []Forward{{HostPort: 70000, GuestPort: 22}} }, "out of range"},
-		{"port twice", func(c *Config) { c.Forwards = []Forward{{2222, 22}, {2222, 23}} }, "twice"},
-		{"forward without net", func(c *Config) { c.NoNetwork = true; c.Forwards = []Forward{{2222, 22}} }, "NoNetwork"},
+		{"port twice", func(c *Config) {
+			c.Forwards = []Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 2222, GuestPort: 23, HostAddr: "127.0.0.1"}}
+		}, "twice"},
+		{"not loopback", func(c *Config) { c.Forwards = []Forward{{HostPort: 2222, GuestPort: 22, HostAddr: "0.0.0.0"}} }, "loopback"},
+		{"ipv6 loopback", func(c *Config) { c.Forwards = []Forward{{HostPort: 2222, GuestPort: 22, HostAddr: "::1"}} }, "IPv4 loopback"},
+		{"not an address", func(c *Config) { c.Forwards = []Forward{{HostPort: 2222, GuestPort: 22, HostAddr: "localhost"}} }, "loopback"},
+		{"forward without net", func(c *Config) { c.NoNetwork = true; c.Forwards = []Forward{{HostPort: 2222, GuestPort: 22}} }, "NoNetwork"},
 		{"long serial", func(c *Config) { c.Drives = []Drive{{Path: "/x", Format: "raw", Serial: strings.Repeat("s", 21)}} }, "20 characters"},
 		{"comma serial", func(c *Config) { c.Drives = []Drive{{Path: "/x", Format: "raw", Serial: "a,b"}} }, "must not contain"},
 		{"cdrom boot", func(c *Config) { c.Disk.CDROM = true }, "CD-ROM"},

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -220,9 +224,12 @@ func TestPortForwardListensOnLoopbackOnly(t *testing.T) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	// A second forward on an address of its own, on the guest's port: how
+	// instances get their standard ports on 127.0.0.0/8.
+	own := fmt.Sprintf("127.%d.%d.%d", 200+rand.IntN(50), rand.IntN(256), 1+rand.IntN(254))
 	cfg := testConfig(t, bootDisk(t))
 	cfg.NoNetwork = false
-	cfg.Forwards = []Forward{{HostPort: port, GuestPort: 22}}
+	cfg.Forwards = []Forward{{HostPort: port, GuestPort: 22}, {HostAddr: own, HostPort: port, GuestPort: 23}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	vm, err := Start(ctx, cfg)
@@ -234,7 +241,8 @@ func TestPortForwardListensOnLoopbackOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// /proc/net/tcp: local address as hex IP:port, state 0A = LISTEN.
+	// /proc/net/tcp: local address as hex IP (little-endian) : port, state
+	// 0A = LISTEN.
 	var listening []string
 	for _, line := range strings.Split(string(tcp), "\n")[1:] {
 		f := strings.Fields(line)
@@ -242,7 +250,14 @@ func TestPortForwardListensOnLoopbackOnly(t *testing.T) {
 			listening = append(listening, f[1])
 		}
 	}
-	if want := fmt.Sprintf("0100007F:%04X", port); len(listening) != 1 || listening[0] != want {
-		t.Errorf("listeners on port %d: %v, want only %s (127.0.0.1)", port, listening, want)
+	hex := func(addr string) string {
+		b := netip.MustParseAddr(addr).As4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", b[3], b[2], b[1], b[0], port)
+	}
+	want := []string{hex("127.0.0.1"), hex(own)}
+	sort.Strings(listening)
+	sort.Strings(want)
+	if !slices.Equal(listening, want) {
+		t.Errorf("listeners on port %d: %v, want only %v (127.0.0.1 and %s)", port, listening, want, own)
 	}
 }

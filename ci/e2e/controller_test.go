@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,10 +95,7 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	in = api.waitStatus(t, id, "ACTIVE", 20*time.Minute)
 	toActive := time.Since(created)
 	t.Logf("FIGURE create→ACTIVE: %.1fs (%s)", toActive.Seconds(), accelOf(ctl.log()))
-	port := int(in["port"].(float64))
-	if in["ip"].([]any)[0] != "127.0.0.1" || port == 0 {
-		t.Fatalf("instance address: %v", in)
-	}
+	ep := endpointOf(t, in, 3306)
 	if n := countRows(t, state, "SELECT COUNT(*) FROM agent_keys WHERE instance_id = ?", id); n != 1 {
 		t.Fatalf("%d enrolled agent keys, want 1", n)
 	}
@@ -111,7 +109,7 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	})
 
 	// The real client through the forwarded port.
-	db := mariadbClient{port: port}
+	db := mariadbClient{ep}
 	db.must(t, "shopper", "shopper-pw-1", "shop", "CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(40)); INSERT INTO orders VALUES (1, 'tea'), (2, 'cake')")
 	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders"); got != "tea,cake" {
 		t.Fatalf("read back %q", got)
@@ -489,13 +487,35 @@ func (o *oscRunner) json(t *testing.T, v any, args ...string) {
 	}
 }
 
-// mariadbClient runs Debian's mariadb client against the forwarded port.
-type mariadbClient struct{ port int }
+// endpoint is where a client reaches an instance's database.
+type endpoint struct {
+	host string
+	port int
+}
+
+// endpointOf reads the instance's reported address: its own loopback
+// address (of the default network, 127.10.0.0/16) on the datastore's
+// standard port, as a client of Trove on Nova connects.
+func endpointOf(t *testing.T, in map[string]any, standard int) endpoint {
+	t.Helper()
+	ep := endpoint{port: int(in["port"].(float64))}
+	if ips, _ := in["ip"].([]any); len(ips) == 1 {
+		ep.host, _ = ips[0].(string)
+	}
+	a, err := netip.ParseAddr(ep.host)
+	if err != nil || !netip.MustParsePrefix("127.10.0.0/16").Contains(a) || ep.port != standard {
+		t.Fatalf("instance address %s:%d, want the standard port %d on an address of 127.10.0.0/16: %v", ep.host, ep.port, standard, in)
+	}
+	return ep
+}
+
+// mariadbClient runs Debian's mariadb client against the instance.
+type mariadbClient struct{ ep endpoint }
 
 func (m mariadbClient) query(user, password, database, sql string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "mariadb", "--protocol=TCP", "-h", "127.0.0.1", "-P", strconv.Itoa(m.port),
+	cmd := exec.CommandContext(ctx, "mariadb", "--protocol=TCP", "-h", m.ep.host, "-P", strconv.Itoa(m.ep.port),
 		"-u", user, "--connect-timeout=20", "--batch", "--skip-column-names", "--ssl=0", database, "-e", sql)
 	cmd.Env = append(os.Environ(), "MYSQL_PWD="+password)
 	out, err := cmd.CombinedOutput()

@@ -16,75 +16,77 @@ import (
 // datastoreCase is what one datastore's end-to-end run needs to know.
 type datastoreCase struct {
 	name, version string
+	// port is the datastore's standard port, where clients connect.
+	port int
 	// create adds databases and users to the create request.
 	create func(inst map[string]any)
 	// prepareClient returns credentials once the instance is ACTIVE (Redis:
 	// enables root through the API to get the default user's password).
 	prepareClient func(t *testing.T, api *apiClient, id string) (user, password string)
-	// write, read: the real client through the forwarded port.
-	write func(t *testing.T, port int, user, password string)
-	read  func(t *testing.T, port int, user, password string) string
+	// write, read: the real client at the instance's address.
+	write func(t *testing.T, ep endpoint, user, password string)
+	read  func(t *testing.T, ep endpoint, user, password string) string
 	want  string
 	// live and restart are one parameter each of the configuration group:
 	// applied at once, and only after a restart.
 	live, restart       [2]any
-	show                func(t *testing.T, port int, user, password, param string) string
+	show                func(t *testing.T, ep endpoint, user, password, param string) string
 	liveWant, startWant string
 }
 
 var datastoreCases = map[string]datastoreCase{
 	"mariadb": {
-		name: "mariadb", version: "10.11",
+		name: "mariadb", version: "10.11", port: 3306,
 		create: func(inst map[string]any) {
 			inst["databases"] = []any{map[string]any{"name": "shop"}}
 			inst["users"] = []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}}
 		},
 		prepareClient: func(*testing.T, *apiClient, string) (string, string) { return "shopper", "shopper-pw-1" },
-		write: func(t *testing.T, port int, u, p string) {
-			mariadbClient{port: port}.must(t, u, p, "shop", "CREATE TABLE t (v VARCHAR(20)); INSERT INTO t VALUES ('written')")
+		write: func(t *testing.T, ep endpoint, u, p string) {
+			mariadbClient{ep}.must(t, u, p, "shop", "CREATE TABLE t (v VARCHAR(20)); INSERT INTO t VALUES ('written')")
 		},
-		read: func(t *testing.T, port int, u, p string) string {
-			return mariadbClient{port: port}.must(t, u, p, "shop", "SELECT v FROM t")
+		read: func(t *testing.T, ep endpoint, u, p string) string {
+			return mariadbClient{ep}.must(t, u, p, "shop", "SELECT v FROM t")
 		},
 		want: "written",
 		live: [2]any{"max_connections", 141}, restart: [2]any{"performance_schema", true},
-		show: func(t *testing.T, port int, u, p, param string) string {
-			return mariadbClient{port: port}.must(t, u, p, "shop", "SELECT @@"+param)
+		show: func(t *testing.T, ep endpoint, u, p, param string) string {
+			return mariadbClient{ep}.must(t, u, p, "shop", "SELECT @@"+param)
 		},
 		liveWant: "141", startWant: "1",
 	},
 	"postgresql": {
-		name: "postgresql", version: "15",
+		name: "postgresql", version: "15", port: 5432,
 		create: func(inst map[string]any) {
 			inst["databases"] = []any{map[string]any{"name": "shop"}}
 			inst["users"] = []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}}
 		},
 		prepareClient: func(*testing.T, *apiClient, string) (string, string) { return "shopper", "shopper-pw-1" },
-		write: func(t *testing.T, port int, u, p string) {
-			psql(t, port, u, p, "CREATE TABLE t (v text); INSERT INTO t VALUES ('written')")
+		write: func(t *testing.T, ep endpoint, u, p string) {
+			psql(t, ep, u, p, "CREATE TABLE t (v text); INSERT INTO t VALUES ('written')")
 		},
-		read: func(t *testing.T, port int, u, p string) string { return psql(t, port, u, p, "SELECT v FROM t") },
+		read: func(t *testing.T, ep endpoint, u, p string) string { return psql(t, ep, u, p, "SELECT v FROM t") },
 		want: "written",
 		live: [2]any{"work_mem", 8192}, restart: [2]any{"max_connections", 120},
-		show: func(t *testing.T, port int, u, p, param string) string {
-			return psql(t, port, u, p, "SELECT setting FROM pg_settings WHERE name = '"+param+"'")
+		show: func(t *testing.T, ep endpoint, u, p, param string) string {
+			return psql(t, ep, u, p, "SELECT setting FROM pg_settings WHERE name = '"+param+"'")
 		},
 		liveWant: "8192", startWant: "120",
 	},
 	"redis": {
-		name: "redis", version: "7",
+		name: "redis", version: "7", port: 6379,
 		create: func(map[string]any) {},
 		prepareClient: func(t *testing.T, api *apiClient, id string) (string, string) {
 			// Redis's root is the default user; enabling it returns its password.
 			root := api.must(t, 200, "POST", "/instances/"+id+"/root", nil)["user"].(map[string]any)
 			return "default", root["password"].(string)
 		},
-		write: func(t *testing.T, port int, u, p string) { redisCLI(t, port, u, p, "SET", "written", "yes") },
-		read:  func(t *testing.T, port int, u, p string) string { return redisCLI(t, port, u, p, "GET", "written") },
+		write: func(t *testing.T, ep endpoint, u, p string) { redisCLI(t, ep, u, p, "SET", "written", "yes") },
+		read:  func(t *testing.T, ep endpoint, u, p string) string { return redisCLI(t, ep, u, p, "GET", "written") },
 		want:  "yes",
 		live:  [2]any{"maxmemory-policy", "allkeys-lru"}, restart: [2]any{"databases", 32},
-		show: func(t *testing.T, port int, u, p, param string) string {
-			out := strings.Fields(redisCLI(t, port, u, p, "CONFIG", "GET", param))
+		show: func(t *testing.T, ep endpoint, u, p, param string) string {
+			out := strings.Fields(redisCLI(t, ep, u, p, "CONFIG", "GET", param))
 			if len(out) != 2 {
 				t.Fatalf("CONFIG GET %s = %v", param, out)
 			}
@@ -162,11 +164,11 @@ func runDatastoreCase(t *testing.T, c datastoreCase) {
 	})
 	in := api.waitStatus(t, id, "ACTIVE", 20*time.Minute)
 	t.Logf("FIGURE %s create→ACTIVE: %.1fs (%s)", c.name, time.Since(created).Seconds(), accelOf(ctl.log()))
-	port := int(in["port"].(float64))
+	ep := endpointOf(t, in, c.port)
 
 	user, password := c.prepareClient(t, api, id)
-	c.write(t, port, user, password)
-	if got := c.read(t, port, user, password); got != c.want {
+	c.write(t, ep, user, password)
+	if got := c.read(t, ep, user, password); got != c.want {
 		t.Fatalf("read back %q, want %q", got, c.want)
 	}
 
@@ -176,18 +178,18 @@ func runDatastoreCase(t *testing.T, c datastoreCase) {
 	}})["configuration"].(map[string]any)["id"].(string)
 	api.must(t, 202, "PUT", "/instances/"+id, map[string]any{"instance": map[string]any{"configuration": cfg}})
 	api.waitStatus(t, id, "RESTART_REQUIRED", 5*time.Minute)
-	if got := c.show(t, port, user, password, c.live[0].(string)); got != c.liveWant {
+	if got := c.show(t, ep, user, password, c.live[0].(string)); got != c.liveWant {
 		t.Fatalf("%s = %q right after attaching the group, want %q (applied live)", c.live[0], got, c.liveWant)
 	}
-	if got := c.show(t, port, user, password, c.restart[0].(string)); got == c.startWant {
+	if got := c.show(t, ep, user, password, c.restart[0].(string)); got == c.startWant {
 		t.Fatalf("%s is %q before the restart: it cannot have been applied live", c.restart[0], got)
 	}
 	api.must(t, 202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
 	api.waitStatus(t, id, "ACTIVE", 10*time.Minute)
-	if got := c.show(t, port, user, password, c.restart[0].(string)); got != c.startWant {
+	if got := c.show(t, ep, user, password, c.restart[0].(string)); got != c.startWant {
 		t.Fatalf("%s = %q after the restart, want %q", c.restart[0], got, c.startWant)
 	}
-	if got := c.read(t, port, user, password); got != c.want {
+	if got := c.read(t, ep, user, password); got != c.want {
 		t.Fatalf("after the restart read %q, want %q", got, c.want)
 	}
 
@@ -199,10 +201,10 @@ func runDatastoreCase(t *testing.T, c datastoreCase) {
 	t.Logf("FIGURE %s e2e wall time: %.0fs", c.name, time.Since(start).Seconds())
 }
 
-func psql(t *testing.T, port int, user, password, sql string) string {
+func psql(t *testing.T, ep endpoint, user, password, sql string) string {
 	t.Helper()
 	cmd := exec.Command("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-		"host=127.0.0.1 port="+strconv.Itoa(port)+" user="+user+" dbname=shop sslmode=disable", "-c", sql)
+		"host="+ep.host+" port="+strconv.Itoa(ep.port)+" user="+user+" dbname=shop sslmode=disable", "-c", sql)
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -214,9 +216,9 @@ func psql(t *testing.T, port int, user, password, sql string) string {
 	return strings.Join(lines, "\n")
 }
 
-func redisCLI(t *testing.T, port int, user, password string, args ...string) string {
+func redisCLI(t *testing.T, ep endpoint, user, password string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "--user", user, "--no-auth-warning"}, args...)...)
+	cmd := exec.Command("redis-cli", append([]string{"-h", ep.host, "-p", strconv.Itoa(ep.port), "--user", user, "--no-auth-warning"}, args...)...)
 	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+password)
 	out, err := cmd.CombinedOutput()
 	s := strings.TrimSpace(string(out))

@@ -4,7 +4,9 @@
 // codes, so python-troveclient and `openstack database ...` drive the
 // controller. One file per resource. Every project route checks that the
 // caller's token belongs to the project in the URL, and every lookup is
-// scoped to that project: another project's resource is simply not found.
+// scoped to that project: another project's resource is simply not found —
+// except an instance named by id to a token with the admin role, as Trove
+// allows.
 //
 // Bad input is answered with a 4xx and a message saying what was wrong —
 // never a 5xx — and changes nothing. The api decodes, validates the shape
@@ -30,6 +32,7 @@ import (
 	"strata/agent/wire"
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
+	"strata/controller/api/neutron"
 	"strata/controller/auth"
 	"strata/controller/backups"
 	"strata/controller/configurations"
@@ -50,8 +53,10 @@ type Server struct {
 	Auth    auth.Authenticator
 	// Keystone, if set, is mounted at /v3 (the embedded mode).
 	Keystone *keystone.Handler
-	// Glance, if set, is mounted at /v2 (the embedded mode).
+	// Glance, if set, is mounted at /image (the embedded mode).
 	Glance *glance.Handler
+	// Neutron, if set, is mounted at /network (the embedded mode).
+	Neutron *neutron.Handler
 	// PublicURL is the base URL clients use; empty: from each request.
 	PublicURL string
 	Region    string
@@ -68,6 +73,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Glance != nil {
 		s.Glance.Register(mux)
+	}
+	if s.Neutron != nil {
+		s.Neutron.Register(mux)
 	}
 	mux.HandleFunc("GET /{$}", s.plain(s.versions))
 	mux.HandleFunc("GET /v1.0", s.plain(s.version))
@@ -155,6 +163,17 @@ type call struct {
 }
 
 func (c *call) ctx() context.Context { return c.r.Context() }
+
+// instanceScope is the project instance lookups by id are limited to: the
+// URL's, or none for a token with the admin role, which — as in Trove —
+// shows, acts on and deletes any project's instance by id. Lists stay the
+// URL project's.
+func (c *call) instanceScope() string {
+	if c.principal.IsAdmin() {
+		return ""
+	}
+	return c.project
+}
 
 // link makes a Trove links list for a resource path under the project.
 func (c *call) links(path string) []map[string]string {

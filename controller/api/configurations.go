@@ -7,6 +7,7 @@ import (
 
 	"strata/controller/configurations"
 	"strata/controller/instances"
+	"strata/controller/lifecycle"
 	"strata/controller/registry"
 	"strata/controller/store"
 )
@@ -156,37 +157,84 @@ func (s *Server) createConfiguration(w http.ResponseWriter, c *call) error {
 
 // replaceConfiguration (PUT) replaces the values; patchConfiguration
 // (PATCH) merges them. Either is pushed to the attached instances.
+// Both answer once every ACTIVE instance the group is attached to has
+// applied it (read-after-write, as Trove 18 answers), or the wait ended.
 func (s *Server) replaceConfiguration(w http.ResponseWriter, c *call) error {
-	if err := s.changeConfiguration(c, false); err != nil {
+	applies, err := s.changeConfiguration(c, false)
+	if err != nil {
 		return err
 	}
-	return accepted(w)
-}
-
-func (s *Server) patchConfiguration(w http.ResponseWriter, c *call) error {
-	if err := s.changeConfiguration(c, true); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusOK)
+	s.answerApplied(w, c, http.StatusAccepted, applies)
 	return nil
 }
 
-func (s *Server) changeConfiguration(c *call, merge bool) error {
+func (s *Server) patchConfiguration(w http.ResponseWriter, c *call) error {
+	applies, err := s.changeConfiguration(c, true)
+	if err != nil {
+		return err
+	}
+	s.answerApplied(w, c, http.StatusOK, applies)
+	return nil
+}
+
+// answerApplied waits for the configuration changes to be applied and
+// answers with code: without a body when every instance applied it (as
+// Trove), else with the instances that did not — still applying when the
+// wait ended (their tasks go on), or refused (their fault says why).
+func (s *Server) answerApplied(w http.ResponseWriter, c *call, code int, applies []lifecycle.Apply) {
+	results := s.Lifecycle.WaitConfigured(c.ctx(), applies)
+	var pending, failed []map[string]any
+	restart := []string{}
+	for _, r := range results {
+		item := map[string]any{"id": r.InstanceID, "name": r.Name, "reason": r.Reason}
+		switch r.State {
+		case lifecycle.AppliedPending:
+			pending = append(pending, item)
+		case lifecycle.AppliedFailed:
+			failed = append(failed, item)
+		case lifecycle.AppliedDone:
+			if r.RestartRequired {
+				restart = append(restart, r.InstanceID)
+			}
+		}
+	}
+	if len(pending) == 0 && len(failed) == 0 {
+		w.WriteHeader(code)
+		return
+	}
+	for _, r := range results {
+		if r.State != lifecycle.AppliedDone {
+			s.log().Warn("configuration change not applied when the request answered", "instance", r.InstanceID, "state", r.State, "reason", r.Reason)
+		}
+	}
+	if pending == nil {
+		pending = []map[string]any{}
+	}
+	if failed == nil {
+		failed = []map[string]any{}
+	}
+	writeJSON(w, code, map[string]any{"configuration_apply": map[string]any{
+		"pending": pending, "failed": failed, "restart_required": restart,
+		"message": "the change is stored; not every instance it touches has applied it (see pending and failed)"}})
+}
+
+func (s *Server) changeConfiguration(c *call, merge bool) ([]lifecycle.Apply, error) {
 	var req configurationBody
 	if err := decode(c, &req); err != nil {
-		return err
+		return nil, err
 	}
 	b := req.Configuration
 	if b == nil {
-		return errorf(http.StatusBadRequest, `the body must be {"configuration": {...}}`)
+		return nil, errorf(http.StatusBadRequest, `the body must be {"configuration": {...}}`)
 	}
 	if b.Values == nil {
-		return errorf(http.StatusBadRequest, "configuration.values is required (an object of parameter values)")
+		return nil, errorf(http.StatusBadRequest, "configuration.values is required (an object of parameter values)")
 	}
 	if b.Datastore != nil {
-		return errorf(http.StatusBadRequest, "configuration.datastore cannot be changed")
+		return nil, errorf(http.StatusBadRequest, "configuration.datastore cannot be changed")
 	}
-	return s.DB.InTx(c.ctx(), func(tx *store.Tx) error {
+	var applies []lifecycle.Apply
+	err := s.DB.InTx(c.ctx(), func(tx *store.Tx) error {
 		g, err := configurations.Get(c.ctx(), tx, c.project, c.r.PathValue("cfg"))
 		if err != nil {
 			return err
@@ -221,8 +269,10 @@ func (s *Server) changeConfiguration(c *call, merge bool) error {
 		if err := configurations.Save(c.ctx(), tx, g, time.Now()); err != nil {
 			return err
 		}
-		return s.Lifecycle.ConfigurationChanged(c.ctx(), tx, g.ID)
+		applies, err = s.Lifecycle.ConfigurationChanged(c.ctx(), tx, g.ID)
+		return err
 	})
+	return applies, err
 }
 
 func (s *Server) deleteConfiguration(w http.ResponseWriter, c *call) error {

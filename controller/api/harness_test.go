@@ -71,6 +71,15 @@ type fakeGuest struct {
 	inflight  map[string]chan struct{}
 	cancel    context.CancelFunc
 	done      chan struct{}
+	// config is the override set the guest last applied (prepare or
+	// apply_configuration).
+	config map[string]json.RawMessage
+	// applyGate, if set, holds every apply_configuration until it is
+	// closed; applying counts the ones waiting there.
+	applyGate chan struct{}
+	applying  int
+	// refuse, if set, makes apply_configuration fail with it.
+	refuse string
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -155,6 +164,29 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 		return g.handleStream(op)
 	}
 	g.mu.Lock()
+	if r, ok := g.results[op.ID]; ok {
+		g.mu.Unlock()
+		return r
+	}
+	gate := g.applyGate
+	g.mu.Unlock()
+	if gate != nil && op.Kind == wire.KindApplyConfiguration {
+		g.mu.Lock()
+		g.applying++
+		g.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done(): // the session ended: nothing is answered or kept
+			g.mu.Lock()
+			g.applying--
+			g.mu.Unlock()
+			return opErr(wire.CodeInterrupted, "session ended")
+		}
+		g.mu.Lock()
+		g.applying--
+		g.mu.Unlock()
+	}
+	g.mu.Lock()
 	defer g.mu.Unlock()
 	key := fmt.Sprintf("%s#%d", op.ID, op.Attempt)
 	if r, ok := g.results[key]; ok {
@@ -169,6 +201,13 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	r.Attempt = op.Attempt
 	g.results[key] = r
 	return r
+}
+
+// applied returns one value of the configuration the guest runs with.
+func (g *fakeGuest) applied(name string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return string(g.config[name])
 }
 
 func userKey(name, host string) string {
@@ -199,6 +238,9 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 			u := u
 			u.Password = ""
 			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		if a.Configuration != nil {
+			g.config = a.Configuration.Values
 		}
 		g.prepared = true
 		return okResult(wire.PrepareResult{Formatted: true, Initialized: true})
@@ -309,8 +351,15 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "bad configuration args")
 		}
 		g.configs++
+		if g.refuse != "" {
+			return opErr(wire.CodeInvalidArgument, "%s", g.refuse)
+		}
+		g.config = a.Values
 		var res wire.ConfigurationResult
-		for _, r := range a.Rules {
+		for _, r := range a.Rules { // the rules of every parameter of the version
+			if _, set := a.Values[r.Name]; !set {
+				continue
+			}
 			if r.RestartRequired {
 				res.PendingRestart = append(res.PendingRestart, r.Name)
 			} else {
@@ -443,9 +492,46 @@ func (fc *fakeCompute) CreateServer(ctx context.Context, spec compute.ServerSpec
 	return fc.server(spec.InstanceID), nil
 }
 
+// fakeNetwork is the fake's one network, as the local driver has one.
+var fakeNetwork = compute.Network{ID: "0f1e2d3c-4b5a-4678-9abc-def012345678", Name: "private", CIDRs: []string{"127.10.0.0/16"}, Default: true}
+
+// server is where the fake's instance is: an address of its own (from its
+// id), the guest's ports as they are.
 func (fc *fakeCompute) server(id string) compute.Server {
-	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: "127.0.0.1"}},
-		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "127.0.0.1", Port: 40000 + int(id[0])}}}
+	addr := fmt.Sprintf("127.10.%d.%d", id[0], id[1])
+	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}}}
+}
+
+func (fc *fakeCompute) Networks(ctx context.Context) ([]compute.Network, error) {
+	return []compute.Network{fakeNetwork}, nil
+}
+
+func (fc *fakeCompute) ResolveNICs(ctx context.Context, nics []compute.NIC) ([]compute.NIC, error) {
+	valid := "; the networks are: " + compute.NetworkList([]compute.Network{fakeNetwork})
+	if len(nics) == 0 {
+		return []compute.NIC{{NetworkID: fakeNetwork.ID}}, nil
+	}
+	n := nics[0]
+	switch {
+	case n.PortID != "" || n.SubnetID != "":
+		return nil, fmt.Errorf("%w: no ports or subnets here%s", compute.ErrInvalid, valid)
+	case n.NetworkID == "":
+		n.NetworkID = fakeNetwork.ID
+	case n.NetworkID != fakeNetwork.ID:
+		return nil, fmt.Errorf("%w: network %q is not one of this controller's%s", compute.ErrInvalid, n.NetworkID, valid)
+	}
+	return []compute.NIC{n}, nil
+}
+
+// spec returns what CreateServer was asked for.
+func (fc *fakeCompute) spec(id string) compute.ServerSpec {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if srv := fc.servers[id]; srv != nil {
+		return srv.spec
+	}
+	return compute.ServerSpec{}
 }
 
 func (fc *fakeCompute) ServerState(ctx context.Context, s compute.Server) (compute.State, error) {
@@ -598,6 +684,8 @@ type rigOptions struct {
 	// backup manager after the rig's own tuning.
 	backupStore objectstore.Store
 	backups     func(*backups.Manager)
+	// configureWait bounds a configuration change's wait (default 30s).
+	configureWait time.Duration
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -634,6 +722,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 		GuestCallTimeout: o.guestCallTimeout,
+		ConfigureWait:    o.configureWait,
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"strata/agent/wire"
 	"strata/controller/chaos"
+	"strata/controller/compute"
 	"strata/controller/configurations"
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
@@ -56,12 +56,20 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		"datastore": map[string]any{"type": v.DatastoreName, "version": v.Name, "version_number": v.Name},
 		"region":    s.region(), "tenant_id": in.ProjectID,
 		"volume":  vol,
-		"access":  map[string]any{"is_public": false, "allowed_cidrs": []string{}},
+		"access":  accessView(in.Access),
 		"created": troveTime(in.CreatedAt), "updated": troveTime(in.UpdatedAt),
 	}
 	if in.Host != "" {
+		addr := map[string]any{"address": in.Host, "type": "private", "port": in.Port}
+		if srv, ok := serverOf(in); ok {
+			for _, a := range srv.Addresses {
+				if a.Address == in.Host && a.Network != "" {
+					addr["network"] = a.Network
+				}
+			}
+		}
 		out["ip"] = []string{in.Host}
-		out["addresses"] = []map[string]any{{"address": in.Host, "type": "private", "port": in.Port}}
+		out["addresses"] = []map[string]any{addr}
 		out["port"] = in.Port
 	}
 	if !detail {
@@ -77,7 +85,7 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	}
 	if in.ConfigurationID != "" {
 		cfg := map[string]any{"id": in.ConfigurationID, "links": c.links("/configurations/" + in.ConfigurationID)}
-		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
 			cfg["name"] = g.Name
 		}
 		out["configuration"] = cfg
@@ -92,6 +100,23 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		out["server_restart_reason"] = in.ServerRestartReason
 	}
 	return out
+}
+
+// accessView is Trove's access as asked for at create; not given, the
+// instance is not public.
+func accessView(a *instances.Access) map[string]any {
+	if a == nil {
+		return map[string]any{"is_public": false, "allowed_cidrs": []string{}}
+	}
+	return map[string]any{"is_public": a.IsPublic, "allowed_cidrs": a.AllowedCIDRs}
+}
+
+func serverOf(in instances.Instance) (compute.Server, bool) {
+	var s compute.Server
+	if len(in.Server) == 0 || json.Unmarshal(in.Server, &s) != nil {
+		return s, false
+	}
+	return s, true
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, c *call) error {
@@ -126,7 +151,7 @@ func (s *Server) writeInstanceList(w http.ResponseWriter, c *call, detail bool) 
 }
 
 func (s *Server) showInstance(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -210,25 +235,27 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	if in == nil {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
-	switch {
-	case in.Name == nil:
+	if in.Name == nil {
 		return errorf(http.StatusBadRequest, "instance.name is required")
+	}
+	if in.ReplicaOf != nil && *in.ReplicaOf != "" {
+		return s.createReplica(c, in.ReplicaOf, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
+			len(in.Databases)+len(in.Users) > 0)
+	}
+	switch {
+	case in.ReplicaCount != nil && *in.ReplicaCount > 1:
+		return errorf(http.StatusBadRequest, "Replica count only valid when creating replicas. Cannot create %d instances.", *in.ReplicaCount)
 	case isNull(in.FlavorRef):
 		return errorf(http.StatusBadRequest, "instance.flavorRef is required")
 	case in.Volume == nil || in.Volume.Size == nil:
 		return errorf(http.StatusBadRequest, "instance.volume.size is required (GB)")
-	case in.ReplicaOf != nil && *in.ReplicaOf != "", in.ReplicaCount != nil && *in.ReplicaCount > 0:
-		return errorf(http.StatusBadRequest, "instance.replica_of: replication is not supported by this controller")
 	case len(in.Modules) > 0:
 		return errorf(http.StatusBadRequest, "instance.modules: modules are not supported by this controller")
-	case len(in.Nics) > 0 && !allEmptyObjects(in.Nics):
-		return errorf(http.StatusBadRequest, "instance.nics: networks are chosen by the compute driver")
-	case in.Access != nil && (in.Access.IsPublic || len(in.Access.AllowedCIDRs) > 0):
-		return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only; is_public and allowed_cidrs are not supported")
 	case in.Volume.Type != nil && *in.Volume.Type != "":
 		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
 	}
 	var flavor string
+	var err error
 	if err := json.Unmarshal(in.FlavorRef, &flavor); err != nil {
 		var n json.Number
 		dec := json.NewDecoder(bytes.NewReader(in.FlavorRef))
@@ -266,6 +293,12 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		r.BackupID = rp.BackupRef
 		r.AnyProjectBackup = c.principal.IsAdmin()
 	}
+	if r.NICs, err = parseNICs(in.Nics); err != nil {
+		return err
+	}
+	if in.Access != nil {
+		r.Access = &instances.Access{IsPublic: in.Access.IsPublic, AllowedCIDRs: in.Access.AllowedCIDRs}
+	}
 	inst, err := s.Lifecycle.Create(c.ctx(), r)
 	if err != nil {
 		return err
@@ -274,17 +307,75 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	return nil
 }
 
-func allEmptyObjects(list []json.RawMessage) bool {
-	for _, raw := range list {
-		if s := strings.TrimSpace(string(raw)); s != "{}" && s != "null" {
-			return false
-		}
+// createReplica checks a replica request in Trove's order — a replica
+// takes flavor, volume and datastore from its source, so naming them is
+// refused with Trove's messages; the source must exist — and then refuses
+// it: replication is not there yet, and that is the answer (501), not a
+// field the request lacks.
+func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessage, datastore, volume, locality, usersOrDatabases bool) error {
+	switch {
+	case !isNull(flavorRef):
+		return errorf(http.StatusBadRequest, "Cannot specify flavor when creating replicas.")
+	case datastore:
+		return errorf(http.StatusBadRequest, "Cannot specify datastore when creating replicas.")
+	case volume:
+		return errorf(http.StatusBadRequest, "Cannot specify volume when creating replicas.")
+	case locality:
+		return errorf(http.StatusBadRequest, "Cannot specify locality when creating replicas.")
 	}
-	return true
+	src, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), *source)
+	if err != nil {
+		return err
+	}
+	if usersOrDatabases {
+		return errorf(http.StatusBadRequest, "Cannot create a replica with users or databases.")
+	}
+	return errorf(http.StatusNotImplemented, "instance.replica_of: replication is not supported by this controller yet; no replica of instance %s (%s) was made", src.ID, src.Name)
+}
+
+// nicKeys are the keys a nics entry may have: Trove 18's (network_id or
+// net-id, subnet_id, ip_address) and the older ones python-troveclient
+// and Nova users know (v4-fixed-ip, port-id).
+var nicKeys = map[string]string{"net-id": "network", "network_id": "network", "subnet_id": "subnet",
+	"ip_address": "address", "v4-fixed-ip": "address", "port-id": "port"}
+
+// parseNICs reads Trove's nics: at most one entry, as Trove's schema says;
+// an empty entry asks for the default network. What the entries name is
+// checked by the compute driver.
+func parseNICs(list []json.RawMessage) ([]compute.NIC, error) {
+	if len(list) > 1 {
+		return nil, errorf(http.StatusBadRequest, "instance.nics: %d entries; an instance has one network interface (Trove takes at most one)", len(list))
+	}
+	var out []compute.NIC
+	for _, raw := range list {
+		if isNull(raw) {
+			continue
+		}
+		var entry map[string]string
+		if err := json.Unmarshal(raw, &entry); err != nil {
+			return nil, errorf(http.StatusBadRequest, "instance.nics: each entry is an object of strings (net-id, subnet_id, ip_address, port-id)")
+		}
+		set := map[string]string{}
+		for k, v := range entry {
+			what, ok := nicKeys[k]
+			if !ok {
+				return nil, errorf(http.StatusBadRequest, "instance.nics: unknown key %q (known: net-id or network_id, subnet_id, ip_address or v4-fixed-ip, port-id)", trunc(k))
+			}
+			if v == "" {
+				continue
+			}
+			if prev, dup := set[what]; dup && prev != v {
+				return nil, errorf(http.StatusBadRequest, "instance.nics: two different %ss given (%q and %q)", what, trunc(prev), trunc(v))
+			}
+			set[what] = v
+		}
+		out = append(out, compute.NIC{NetworkID: set["network"], SubnetID: set["subnet"], FixedIP: set["address"], PortID: set["port"]})
+	}
+	return out, nil
 }
 
 func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
-	if err := s.Lifecycle.Delete(c.ctx(), c.project, c.r.PathValue("id")); err != nil {
+	if err := s.Lifecycle.Delete(c.ctx(), c.instanceScope(), c.r.PathValue("id")); err != nil {
 		return err
 	}
 	return accepted(w)
@@ -303,10 +394,11 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
 	id := c.r.PathValue("id")
-	if _, err := instances.Get(c.ctx(), s.DB, c.project, id); err != nil {
+	if _, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id); err != nil {
 		return err
 	}
 	did := false
+	var applies []lifecycle.Apply
 	for key, raw := range req.Instance {
 		switch key {
 		case "configuration":
@@ -318,9 +410,11 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			if cfg != nil {
 				target = *cfg
 			}
-			if err := s.Lifecycle.SetConfiguration(c.ctx(), c.project, id, target); err != nil {
+			a, err := s.Lifecycle.SetConfiguration(c.ctx(), c.instanceScope(), id, target)
+			if err != nil {
 				return err
 			}
+			applies = append(applies, a)
 			did = true
 		case "name":
 			var name string
@@ -339,7 +433,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
 			}
 		case "access":
-			return errorf(http.StatusBadRequest, "instance.access: instances are reachable from this host only")
+			return errorf(http.StatusBadRequest, "instance.access: changing an instance's access is not supported by this controller yet (it is set at create)")
 		case "datastore_version":
 			return errorf(http.StatusBadRequest, "instance.datastore_version: upgrades are not supported by this controller")
 		default:
@@ -349,7 +443,9 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 	if !did {
 		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration or instance.name")
 	}
-	return accepted(w)
+	// Attaching or detaching answers once the guest applied it.
+	s.answerApplied(w, c, http.StatusAccepted, applies)
+	return nil
 }
 
 // instanceAction answers POST /instances/{id}/action: exactly one of
@@ -369,14 +465,14 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 			if err := emptyObject(raw, "restart"); err != nil {
 				return err
 			}
-			if err := s.Lifecycle.Restart(c.ctx(), c.project, id); err != nil {
+			if err := s.Lifecycle.Restart(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "reset_status":
 			if err := emptyObject(raw, "reset_status"); err != nil {
 				return err
 			}
-			if err := s.Lifecycle.ResetStatus(c.ctx(), c.project, id); err != nil {
+			if err := s.Lifecycle.ResetStatus(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "resize":
@@ -397,7 +493,7 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 			if rz.Volume == nil || rz.Volume.Size == nil {
 				return errorf(http.StatusBadRequest, "resize.volume.size is required (GB)")
 			}
-			if err := s.Lifecycle.ResizeVolume(c.ctx(), c.project, id, *rz.Volume.Size); err != nil {
+			if err := s.Lifecycle.ResizeVolume(c.ctx(), c.instanceScope(), id, *rz.Volume.Size); err != nil {
 				return err
 			}
 		default:
@@ -421,13 +517,13 @@ func emptyObject(raw json.RawMessage, what string) error {
 // instanceConfiguration answers GET /instances/{id}/configuration with the
 // values of the attached group.
 func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.project, c.r.PathValue("id"))
+	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	values := map[string]json.RawMessage{}
 	if in.ConfigurationID != "" {
-		if g, err := configurations.Get(c.ctx(), s.DB, c.project, in.ConfigurationID); err == nil {
+		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
 			values = g.Values
 		}
 	}
@@ -437,7 +533,7 @@ func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
 
 // guest loads an instance that must be reachable for an agent call.
 func (s *Server) guest(c *call) (instances.Instance, error) {
-	return s.Lifecycle.Guest(c.ctx(), c.project, c.r.PathValue("id"))
+	return s.Lifecycle.Guest(c.ctx(), c.instanceScope(), c.r.PathValue("id"))
 }
 
 // guestQuery runs an operation on the request's instance, maps a failed

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,8 +95,14 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 		t.Fatalf("invalid configuration value: %s", out)
 	}
 
+	// The compute driver's networks, as Neutron lists them: what a user
+	// looks up to pass --nic net-id=...
+	if nets := o.list("network", "list"); len(nets) != 1 || nets[0]["ID"] != fakeNetwork.ID || nets[0]["Name"] != "private" {
+		t.Fatalf("network list = %v", nets)
+	}
 	in := o.json("database", "instance", "create", "cli-db", "--flavor", "strata.small", "--size", "1",
-		"--datastore", "mariadb", "--datastore-version", "10.11", "--databases", "app", "--users", "appuser:app-password")
+		"--datastore", "mariadb", "--datastore-version", "10.11", "--databases", "app", "--users", "appuser:app-password",
+		"--nic", "net-id="+fakeNetwork.ID, "--is-public", "--allowed-cidr", "10.1.0.0/16")
 	id := in["id"].(string)
 	if in["status"] != "BUILD" {
 		t.Fatalf("instance create = %v", in)
@@ -103,7 +110,8 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 	c := r.admin()
 	c.waitStatus(id, "ACTIVE", 20*time.Second)
 	show := o.json("database", "instance", "show", "cli-db")
-	if show["status"] != "ACTIVE" || show["ip"] != "127.0.0.1" || show["operating_status"] != "HEALTHY" {
+	if show["status"] != "ACTIVE" || show["ip"] != r.compute.server(id).Addresses[0].Address || show["operating_status"] != "HEALTHY" ||
+		show["public"] != true || fmt.Sprint(show["allowed_cidrs"]) != "[10.1.0.0/16]" {
 		t.Fatalf("instance show = %v", show)
 	}
 	if l := o.list("database", "instance", "list"); len(l) != 1 || l[0]["Status"] != "ACTIVE" || l[0]["Name"] != "cli-db" {

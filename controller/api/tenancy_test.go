@@ -143,3 +143,66 @@ func TestTwoControllersShareOnePostgres(t *testing.T) {
 	cb.must(202, "DELETE", "/instances/"+id, nil)
 	ca.waitGone(id, 20*time.Second)
 }
+
+// TestAnAdminActsOnAnyProjectsInstanceByID: as in Trove, a token with the
+// admin role (in its own project's URL) shows, acts on and deletes another
+// project's instance named by id — what the tempest plugin's class cleanup
+// does — while lists stay its own project's and another project's
+// configuration group stays out of reach. A member of a third project
+// still gets 404 for the same calls.
+func TestAnAdminActsOnAnyProjectsInstanceByID(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	ctx := context.Background()
+	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}
+	for _, p := range []string{"team-a", "team-b"} {
+		if _, err := ids.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ids.CreateUser(ctx, p+"-user", p+"-password", p, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := r.login("team-a-user", "team-a-password")
+	b := r.login("team-b-user", "team-b-password")
+	admin := r.admin()
+	cfgA := a.must(200, "POST", "/configurations", map[string]any{"configuration": map[string]any{
+		"name": "a-cfg", "values": map[string]any{"max_connections": 50}, "datastore": map[string]any{"type": "mariadb", "version": "10.11"}}})["configuration"].(map[string]any)["id"].(string)
+	instA := a.must(200, "POST", "/instances", createBody("a-db", nil))["instance"].(map[string]any)["id"].(string)
+	a.waitStatus(instA, "ACTIVE", 20*time.Second)
+	ia := "/instances/" + instA
+
+	// A member of another project: 404 for the calls the admin makes below.
+	for _, rq := range [][3]string{
+		{"GET", ia, ""}, {"POST", ia + "/action", `{"reset_status":{}}`}, {"GET", ia + "/databases", ""}, {"DELETE", ia, ""},
+	} {
+		if code, doc := b.do(rq[0], rq[1], rq[2]); code != 404 {
+			t.Errorf("member of team-b: %s %s: HTTP %d %v, want 404", rq[0], rq[1], code, doc)
+		}
+	}
+
+	if in := admin.instance(instA); in["tenant_id"] != a.project || in["name"] != "a-db" {
+		t.Fatalf("the admin's view of A's instance: %v", in)
+	}
+	if list := admin.must(200, "GET", "/instances", nil)["instances"].([]any); len(list) != 0 {
+		t.Fatalf("the admin's list shows other projects' instances: %v", names(list, "id"))
+	}
+	admin.must(202, "POST", "/instances/"+instA+"/databases", map[string]any{"databases": []any{map[string]any{"name": "audit"}}})
+	if dbs := names(admin.must(200, "GET", ia+"/databases", nil)["databases"].([]any), "name"); len(dbs) != 1 || dbs[0] != "audit" {
+		t.Fatalf("databases through the admin: %v", dbs)
+	}
+	if code, doc := admin.do("GET", "/configurations/"+cfgA, nil); code != 404 {
+		t.Fatalf("another project's configuration group, to the admin: HTTP %d %v (only instances are reachable across projects)", code, doc)
+	}
+	// Attaching: the group is looked up in the instance's project.
+	admin.must(202, "PUT", ia, map[string]any{"instance": map[string]any{"configuration": cfgA}})
+	if in := a.instance(instA); in["configuration"].(map[string]any)["id"] != cfgA {
+		t.Fatalf("A's instance after the admin attached A's group: %v", in["configuration"])
+	}
+	admin.must(202, "PUT", ia, map[string]any{"instance": map[string]any{"configuration": nil}})
+	admin.must(202, "POST", ia+"/action", map[string]any{"restart": map[string]any{}})
+	a.waitStatus(instA, "ACTIVE", 20*time.Second)
+	// The plugin's cleanup: reset_status, then delete, with the admin's token.
+	admin.must(202, "POST", ia+"/action", map[string]any{"reset_status": map[string]any{}})
+	admin.must(202, "DELETE", ia, nil)
+	a.waitGone(instA, 20*time.Second)
+}

@@ -207,3 +207,19 @@ func TestTheSystemdUnitLeavesTheVMsAlone(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, o)
 	}
 }
+
+// TestNetworkListShowsTheDefaultNetworkAndItsClaims: the id a user passes
+// as --nic net-id=, and how many addresses instances hold.
+func TestNetworkListShowsTheDefaultNetworkAndItsClaims(t *testing.T) {
+	state := t.TempDir()
+	out, err := strata(t, "controller", "network", "list", "--state-dir", state)
+	if err != nil || !strings.Contains(out, "5c1e8f2a-7b3d-4e6f-9a0b-1c2d3e4f5a6b  private  127.10.0.0/16  yes      0") {
+		t.Fatalf("network list: %v\n%s", err, out)
+	}
+	claims := filepath.Join(server.LocalComputeDir(state), "networks", "5c1e8f2a-7b3d-4e6f-9a0b-1c2d3e4f5a6b")
+	os.MkdirAll(claims, 0o700)
+	os.WriteFile(filepath.Join(claims, "127.10.3.4"), []byte("0b6f3c8e-1f2a-4c3d-9e8f-0123456789ab\n"), 0o600)
+	if out, err := strata(t, "controller", "network", "list", "--state-dir", state); err != nil || !strings.Contains(out, "yes      1") {
+		t.Fatalf("network list with one claim: %v\n%s", err, out)
+	}
+}

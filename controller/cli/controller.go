@@ -24,7 +24,7 @@ func newControllerCommand() *cobra.Command {
 	var sf stateFlags
 	cmd := &cobra.Command{Use: "controller", Short: "Run the controller and manage its users, projects and flavors"}
 	sf.register(cmd)
-	cmd.AddCommand(newServeCommand(&sf), newProjectCommand(&sf), newUserCommand(&sf), newFlavorCommand(&sf), newVMsCommand(&sf),
+	cmd.AddCommand(newServeCommand(&sf), newProjectCommand(&sf), newUserCommand(&sf), newFlavorCommand(&sf), newNetworkCommand(&sf), newVMsCommand(&sf),
 		&cobra.Command{
 			Use:   "systemd-unit",
 			Short: "Print a systemd unit for the controller (KillMode=process: its VMs outlive it)",
@@ -323,5 +323,44 @@ func newFlavorCommand(sf *stateFlags) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, list)
+	return cmd
+}
+
+func newNetworkCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Networks of the local compute driver (instances' nics name them)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the local driver's networks and how many of their addresses instances hold",
+		Long: `List shows the networks of the local (qemu) compute driver: blocks of loopback
+addresses, one address per instance, the datastore's standard port forwarded
+there. The first is the default. Pass an id as an instance's nics entry:
+openstack database instance create ... --nic net-id=ID. With the Nova driver,
+the networks are Neutron's: openstack network list.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := qemu.New(cmd.Context(), qemu.Config{Dir: server.LocalComputeDir(sf.dir)})
+			if err != nil {
+				return err
+			}
+			nets, err := d.Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var rows [][]any
+			for _, n := range nets {
+				claims, err := d.Claims(n.ID)
+				if err != nil {
+					return err
+				}
+				def := ""
+				if n.Default {
+					def = "yes"
+				}
+				rows = append(rows, []any{n.ID, n.Name, strings.Join(n.CIDRs, ","), def, len(claims)})
+			}
+			table(cmd.OutOrStdout(), "ID\tNAME\tADDRESSES\tDEFAULT\tIN USE", rows)
+			return nil
+		},
+	})
 	return cmd
 }

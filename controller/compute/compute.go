@@ -2,19 +2,20 @@
 // local qemu VMs (qemu/, the embedded default) today, Nova + Cinder via
 // gophercloud beside it — and the values drivers take and return. The
 // calls mirror the OpenStack ones a Trove taskmanager makes: create a
-// volume, boot a server from an image with that volume and a config drive,
-// look at it, start it again, extend the volume, delete both, read the
-// console.
+// volume, boot a server from an image with that volume and a config drive
+// on the networks asked for, look at it, start it again, extend the
+// volume, delete both, read the console.
 //
-// A driver owns machines and disks and nothing else: it must not talk to
-// the agent, know about datastores, or decide instance status. Every call
-// is idempotent per instance, because the task engine repeats a step that
-// was interrupted.
+// A driver owns machines, disks and networks and nothing else: it must not
+// talk to the agent, know about datastores, or decide instance status.
+// Every call is idempotent per instance, because the task engine repeats a
+// step that was interrupted.
 package compute
 
 import (
 	"context"
 	"errors"
+	"strings"
 )
 
 // Driver creates and removes the machines and volumes instances run on.
@@ -43,6 +44,59 @@ type Driver interface {
 	// Console returns the end of the machine's console log (at most
 	// maxBytes), for fault details.
 	Console(ctx context.Context, srv Server, maxBytes int) (string, error)
+	// Networks lists the networks servers can be attached to.
+	Networks(ctx context.Context) ([]Network, error)
+	// ResolveNICs checks a request's network interfaces (Trove's nics)
+	// before anything is created and returns them completed: none names
+	// the default network. What the driver cannot honour — an unknown
+	// network, subnet or port, an address outside its network or taken —
+	// is an error wrapping ErrInvalid that names the valid networks.
+	ResolveNICs(ctx context.Context, nics []NIC) ([]NIC, error)
+}
+
+// NIC is one network interface a server is asked to have: Trove's nics
+// entry (net-id or network_id, subnet_id, ip_address or v4-fixed-ip,
+// port-id).
+type NIC struct {
+	NetworkID string `json:"network_id,omitempty"`
+	SubnetID  string `json:"subnet_id,omitempty"`
+	PortID    string `json:"port_id,omitempty"`
+	// FixedIP is the IPv4 address asked for.
+	FixedIP string `json:"fixed_ip,omitempty"`
+}
+
+// Network is one a server can be attached to.
+type Network struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// CIDRs are its subnets' ranges, when the driver knows them.
+	CIDRs []string `json:"cidrs,omitempty"`
+	// Default: the network a request naming none gets.
+	Default bool `json:"default,omitempty"`
+}
+
+// NetworkList says which networks there are, for error messages:
+// "ID (name)" each, the default marked.
+func NetworkList(nets []Network) string {
+	if len(nets) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, n := range nets {
+		s := n.ID
+		if n.Name != "" {
+			s += " (" + n.Name
+			if len(n.CIDRs) > 0 {
+				s += ", " + strings.Join(n.CIDRs, ", ")
+			}
+			if n.Default {
+				s += ", the default"
+			}
+			s += ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Capabilities only some drivers have, each its own small interface that
@@ -114,6 +168,9 @@ type ServerSpec struct {
 	ConfigDrive map[string][]byte
 	// Ports are guest TCP ports clients must reach (the database port).
 	Ports []int
+	// NICs are the network interfaces, as ResolveNICs returned them
+	// (none: the default network).
+	NICs []NIC
 }
 
 // Server is a created machine.
@@ -133,6 +190,8 @@ type Address struct {
 	// Type is "private" or "public", as Trove lists them.
 	Type    string `json:"type"`
 	Address string `json:"address"`
+	// Network is the id of the network the address is on.
+	Network string `json:"network,omitempty"`
 }
 
 // Endpoint is where clients reach a guest port.

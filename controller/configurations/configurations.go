@@ -78,18 +78,6 @@ func RestartRequired(rules []wire.ParameterRule, values map[string]json.RawMessa
 	return false
 }
 
-// RulesFor returns the rules of the named parameters, for an
-// apply_configuration operation.
-func RulesFor(rules []wire.ParameterRule, values map[string]json.RawMessage) []wire.ParameterRule {
-	out := []wire.ParameterRule{}
-	for _, r := range rules {
-		if _, ok := values[r.Name]; ok {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // Group is a configuration group.
 type Group struct {
 	ID                 string

@@ -1,11 +1,14 @@
-// Package identity keeps the embedded mode's users, projects and tokens:
-// what the controller's small Keystone v3 (api/keystone) authenticates
-// against, and the auth.Authenticator the Trove API uses in that mode.
-// Passwords are stored as bcrypt hashes and tokens as SHA-256 hashes with
-// an expiry, so a copy of the database yields no usable credential.
+// Package identity keeps the embedded mode's projects, users, role
+// assignments and tokens: what the controller's small Keystone v3
+// (api/keystone) authenticates against and manages, and the
+// auth.Authenticator the Trove API uses in that mode. Passwords are stored
+// as bcrypt hashes and tokens as SHA-256 hashes with an expiry, so a copy
+// of the database yields no usable credential.
 //
-// There is one domain, "default" (Keystone's). identity does not know
-// about any other resource.
+// As in Keystone, a user belongs to a domain, not a project: what it may
+// do in a project is the roles assigned to it there (admin, member,
+// reader — fixed, each implying the next). There is one domain, "default"
+// (Keystone's). identity does not know about any other resource.
 package identity
 
 import (
@@ -58,44 +61,116 @@ func (s *Store) now() time.Time {
 	return time.Now()
 }
 
+// Roles are Keystone's three default roles, the only ones there are. A
+// role implies the ones after it (admin ⇒ member ⇒ reader), as Keystone's
+// default implied roles do; tokens list the implied ones too.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+	RoleReader = "reader"
+)
+
+// Roles returns the roles, strongest first.
+func Roles() []string { return []string{RoleAdmin, RoleMember, RoleReader} }
+
+func isRole(r string) bool {
+	for _, x := range Roles() {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
 // Project is a tenant.
 type Project struct {
-	ID, Name, DomainID string
+	ID, Name, DomainID, Description string
 }
 
-// User is an account; it belongs to one project.
+// User is an account of the default domain. ProjectID is its default
+// project ("" when it has none): the scope of a token that names none.
+// What a user may do in a project is its role assignments there.
 type User struct {
 	ID, Name, DomainID, ProjectID string
-	Admin                         bool
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+// Names are plain characters; as long as Keystone allows: 64 for a
+// project, 255 for a user (tempest's dynamic users run to 70 and more).
+var (
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+	userNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$`)
+)
 
 // CreateProject makes a project.
 func (s *Store) CreateProject(ctx context.Context, name string) (Project, error) {
-	if !namePattern.MatchString(name) {
-		return Project{}, fmt.Errorf("%w: project name %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
+	return s.CreateProjectWith(ctx, Project{Name: name})
+}
+
+// CreateProjectWith makes a project from p's name and description.
+func (s *Store) CreateProjectWith(ctx context.Context, p Project) (Project, error) {
+	if !namePattern.MatchString(p.Name) {
+		return Project{}, fmt.Errorf("%w: project name %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, p.Name)
 	}
-	p := Project{ID: newHexID(), Name: name, DomainID: DefaultDomainID}
-	_, err := s.DB.Exec(ctx, `INSERT INTO projects (id, name, domain_id, created_at) VALUES (?, ?, ?, ?)`,
-		p.ID, p.Name, p.DomainID, store.Millis(s.now()))
+	if len(p.Description) > 255 {
+		return Project{}, fmt.Errorf("%w: a project description is at most 255 bytes", ErrInvalid)
+	}
+	p.ID, p.DomainID = newHexID(), DefaultDomainID
+	_, err := s.DB.Exec(ctx, `INSERT INTO projects (id, name, domain_id, description, created_at) VALUES (?, ?, ?, ?, ?)`,
+		p.ID, p.Name, p.DomainID, p.Description, store.Millis(s.now()))
 	if store.IsUniqueViolation(err) {
-		return Project{}, fmt.Errorf("project %s: %w", name, ErrExists)
+		return Project{}, fmt.Errorf("project %s: %w", p.Name, ErrExists)
 	}
 	return p, err
 }
 
-// CreateUser makes a user in project (id or name).
+// CreateUser makes a user whose default project is project (id or name),
+// with the member role there, and the admin role too if admin is set:
+// what `strata controller user create` makes.
 func (s *Store) CreateUser(ctx context.Context, name, password, project string, admin bool) (User, error) {
-	if !namePattern.MatchString(name) {
-		return User{}, fmt.Errorf("%w: user name %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
-	}
-	if len(password) < 8 || len(password) > 72 {
-		return User{}, fmt.Errorf("%w: password must be 8 to 72 bytes", ErrInvalid)
-	}
 	p, err := s.Project(ctx, project)
 	if err != nil {
 		return User{}, err
+	}
+	var u User
+	err = s.DB.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if u, err = s.addUser(ctx, tx, name, password, p.ID); err != nil {
+			return err
+		}
+		roles := []string{RoleMember}
+		if admin {
+			roles = append(roles, RoleAdmin)
+		}
+		for _, r := range roles {
+			if err := s.assign(ctx, tx, p.ID, u.ID, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return u, err
+}
+
+// AddUser makes a user with no role anywhere (Keystone's POST /v3/users);
+// defaultProject (id, optional) becomes the scope of its unscoped tokens
+// once it has a role there.
+func (s *Store) AddUser(ctx context.Context, name, password, defaultProject string) (User, error) {
+	if defaultProject != "" {
+		p, err := s.ProjectByID(ctx, defaultProject)
+		if err != nil {
+			return User{}, err
+		}
+		defaultProject = p.ID
+	}
+	return s.addUser(ctx, s.DB, name, password, defaultProject)
+}
+
+func (s *Store) addUser(ctx context.Context, q store.Querier, name, password, project string) (User, error) {
+	if !userNamePattern.MatchString(name) {
+		return User{}, fmt.Errorf("%w: user name %q: use 1-255 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
+	}
+	if len(password) < 8 || len(password) > 72 {
+		return User{}, fmt.Errorf("%w: password must be 8 to 72 bytes", ErrInvalid)
 	}
 	cost := s.BcryptCost
 	if cost == 0 {
@@ -105,24 +180,192 @@ func (s *Store) CreateUser(ctx context.Context, name, password, project string, 
 	if err != nil {
 		return User{}, err
 	}
-	u := User{ID: newHexID(), Name: name, DomainID: DefaultDomainID, ProjectID: p.ID, Admin: admin}
-	_, err = s.DB.Exec(ctx, `INSERT INTO users (id, name, domain_id, password_hash, project_id, admin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		u.ID, u.Name, u.DomainID, string(hash), u.ProjectID, store.Bool(admin), store.Millis(s.now()))
+	u := User{ID: newHexID(), Name: name, DomainID: DefaultDomainID, ProjectID: project}
+	_, err = q.Exec(ctx, `INSERT INTO users (id, name, domain_id, password_hash, default_project_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Name, u.DomainID, string(hash), nullable(project), store.Millis(s.now()))
 	if store.IsUniqueViolation(err) {
 		return User{}, fmt.Errorf("user %s: %w", name, ErrExists)
 	}
 	return u, err
 }
 
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
 // Project finds a project by id or name.
 func (s *Store) Project(ctx context.Context, idOrName string) (Project, error) {
 	var p Project
-	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id FROM projects WHERE id = ? OR name = ?
-		ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1`, idOrName, idOrName, idOrName).Scan(&p.ID, &p.Name, &p.DomainID)
+	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id, description FROM projects WHERE id = ? OR name = ?
+		ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1`, idOrName, idOrName, idOrName).Scan(&p.ID, &p.Name, &p.DomainID, &p.Description)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("project %q: %w", idOrName, ErrNotFound)
 	}
 	return p, err
+}
+
+// ProjectByID finds a project by id only (Keystone's API names projects
+// by id).
+func (s *Store) ProjectByID(ctx context.Context, id string) (Project, error) {
+	var p Project
+	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id, description FROM projects WHERE id = ?`, id).
+		Scan(&p.ID, &p.Name, &p.DomainID, &p.Description)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("project %q: %w", id, ErrNotFound)
+	}
+	return p, err
+}
+
+// Projects lists projects by name; name filters ("" for all).
+func (s *Store) Projects(ctx context.Context, name string) ([]Project, error) {
+	q := `SELECT id, name, domain_id, description FROM projects`
+	var args []any
+	if name != "" {
+		q += ` WHERE name = ?`
+		args = append(args, name)
+	}
+	return store.All(ctx, s.DB, func(sc store.Scanner) (Project, error) {
+		var p Project
+		return p, sc.Scan(&p.ID, &p.Name, &p.DomainID, &p.Description)
+	}, q+` ORDER BY name`, args...)
+}
+
+// DeleteProject removes a project with its role assignments and tokens;
+// users whose default project it was keep no default.
+func (s *Store) DeleteProject(ctx context.Context, id string) error {
+	res, err := s.DB.Exec(ctx, `DELETE FROM projects WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("project %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// User finds a user by id.
+func (s *Store) User(ctx context.Context, id string) (User, error) {
+	var u User
+	var project sql.NullString
+	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id FROM users WHERE id = ?`, id).
+		Scan(&u.ID, &u.Name, &u.DomainID, &project)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, fmt.Errorf("user %q: %w", id, ErrNotFound)
+	}
+	u.ProjectID = project.String
+	return u, err
+}
+
+// Users lists users by name; name filters ("" for all).
+func (s *Store) Users(ctx context.Context, name string) ([]User, error) {
+	q := `SELECT id, name, domain_id, default_project_id FROM users`
+	var args []any
+	if name != "" {
+		q += ` WHERE name = ?`
+		args = append(args, name)
+	}
+	return store.All(ctx, s.DB, func(sc store.Scanner) (User, error) {
+		var u User
+		var project sql.NullString
+		err := sc.Scan(&u.ID, &u.Name, &u.DomainID, &project)
+		u.ProjectID = project.String
+		return u, err
+	}, q+` ORDER BY name`, args...)
+}
+
+// DeleteUser removes a user with its role assignments and tokens.
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	res, err := s.DB.Exec(ctx, `DELETE FROM users WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("user %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// AssignRole gives a user a role on a project (assigning it twice is not
+// an error).
+func (s *Store) AssignRole(ctx context.Context, projectID, userID, role string) error {
+	if err := s.checkAssignment(ctx, projectID, userID, role); err != nil {
+		return err
+	}
+	return s.assign(ctx, s.DB, projectID, userID, role)
+}
+
+func (s *Store) assign(ctx context.Context, q store.Querier, projectID, userID, role string) error {
+	_, err := q.Exec(ctx, `INSERT INTO role_assignments (user_id, project_id, role, created_at) VALUES (?, ?, ?, ?)`,
+		userID, projectID, role, store.Millis(s.now()))
+	if store.IsUniqueViolation(err) {
+		return nil
+	}
+	return err
+}
+
+// UnassignRole takes a role away; a role the user does not have is
+// ErrNotFound. Tokens scoped to the project lose it at once.
+func (s *Store) UnassignRole(ctx context.Context, projectID, userID, role string) error {
+	if err := s.checkAssignment(ctx, projectID, userID, role); err != nil {
+		return err
+	}
+	res, err := s.DB.Exec(ctx, `DELETE FROM role_assignments WHERE user_id = ? AND project_id = ? AND role = ?`, userID, projectID, role)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("role %s of user %s on project %s: %w", role, userID, projectID, ErrNotFound)
+	}
+	return nil
+}
+
+func (s *Store) checkAssignment(ctx context.Context, projectID, userID, role string) error {
+	if !isRole(role) {
+		return fmt.Errorf("role %q: %w", role, ErrNotFound)
+	}
+	if _, err := s.ProjectByID(ctx, projectID); err != nil {
+		return err
+	}
+	_, err := s.User(ctx, userID)
+	return err
+}
+
+// AssignedRoles lists the roles given to a user on a project (not the
+// implied ones), strongest first.
+func (s *Store) AssignedRoles(ctx context.Context, projectID, userID string) ([]string, error) {
+	got, err := store.All(ctx, s.DB, store.ScanString, `SELECT role FROM role_assignments WHERE user_id = ? AND project_id = ?`,
+		userID, projectID)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range Roles() {
+		for _, g := range got {
+			if g == r {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// effectiveRoles is what a token scoped to the project carries: the
+// assigned roles with the ones they imply; none means no access.
+func (s *Store) effectiveRoles(ctx context.Context, projectID, userID string) ([]string, error) {
+	assigned, err := s.AssignedRoles(ctx, projectID, userID)
+	if err != nil || len(assigned) == 0 {
+		return nil, err
+	}
+	all := Roles()
+	for i, r := range all {
+		if r == assigned[0] {
+			return all[i:], nil
+		}
+	}
+	return nil, nil
 }
 
 // Bootstrap creates the admin project and an admin user with a random
@@ -157,21 +400,23 @@ type Credentials struct {
 	ProjectID, ProjectName, ProjectDomain string
 }
 
-// Issue checks a password and returns a new token and what it stands for.
+// Issue checks a password and returns a new token and what it stands
+// for: the project named (by id, or by name in the default domain), or
+// the user's default project; the user needs a role there.
 func (s *Store) Issue(ctx context.Context, c Credentials) (string, auth.Principal, error) {
 	var u User
 	var hash string
-	var admin int
+	var project sql.NullString
 	var err error
 	if c.UserID != "" {
-		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, project_id, admin, password_hash FROM users WHERE id = ?`, c.UserID).
-			Scan(&u.ID, &u.Name, &u.DomainID, &u.ProjectID, &admin, &hash)
+		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE id = ?`, c.UserID).
+			Scan(&u.ID, &u.Name, &u.DomainID, &project, &hash)
 	} else {
 		if !isDefaultDomain(c.UserDomain) {
 			return "", auth.Principal{}, auth.ErrUnauthorized
 		}
-		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, project_id, admin, password_hash FROM users WHERE name = ? AND domain_id = ?`,
-			c.UserName, DefaultDomainID).Scan(&u.ID, &u.Name, &u.DomainID, &u.ProjectID, &admin, &hash)
+		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE name = ? AND domain_id = ?`,
+			c.UserName, DefaultDomainID).Scan(&u.ID, &u.Name, &u.DomainID, &project, &hash)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		// Spend the same time as a wrong password would.
@@ -184,16 +429,39 @@ func (s *Store) Issue(ctx context.Context, c Credentials) (string, auth.Principa
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(c.Password)) != nil {
 		return "", auth.Principal{}, auth.ErrUnauthorized
 	}
-	u.Admin = admin != 0
-	// Each user belongs to one project; a scope naming another is refused
-	// (admins included: cross-project access is not part of this API).
-	proj, err := s.Project(ctx, u.ProjectID)
+	var proj Project
+	switch {
+	case c.ProjectID != "":
+		proj, err = s.ProjectByID(ctx, c.ProjectID)
+	case c.ProjectName != "":
+		if !isDefaultDomain(c.ProjectDomain) {
+			return "", auth.Principal{}, auth.ErrUnauthorized
+		}
+		var all []Project
+		if all, err = s.Projects(ctx, c.ProjectName); err == nil && len(all) == 0 {
+			err = ErrNotFound
+		} else if err == nil {
+			proj = all[0]
+		}
+	case project.Valid:
+		proj, err = s.ProjectByID(ctx, project.String)
+	default:
+		// Keystone would give an unscoped token; every route here needs a
+		// project.
+		return "", auth.Principal{}, auth.ErrUnauthorized
+	}
+	if errors.Is(err, ErrNotFound) {
+		return "", auth.Principal{}, auth.ErrUnauthorized
+	}
 	if err != nil {
 		return "", auth.Principal{}, err
 	}
-	if (c.ProjectID != "" && c.ProjectID != proj.ID) || (c.ProjectID == "" && c.ProjectName != "" &&
-		(c.ProjectName != proj.Name || !isDefaultDomain(c.ProjectDomain))) {
-		return "", auth.Principal{}, auth.ErrUnauthorized
+	roles, err := s.effectiveRoles(ctx, proj.ID, u.ID)
+	if err != nil {
+		return "", auth.Principal{}, err
+	}
+	if len(roles) == 0 {
+		return "", auth.Principal{}, auth.ErrUnauthorized // no role on that project
 	}
 	token := randomString(32)
 	now := s.now()
@@ -202,7 +470,7 @@ func (s *Store) Issue(ctx context.Context, c Credentials) (string, auth.Principa
 		ttl = 8 * time.Hour
 	}
 	p := auth.Principal{UserID: u.ID, UserName: u.Name, DomainID: u.DomainID, ProjectID: proj.ID, ProjectName: proj.Name,
-		Roles: roles(u.Admin), ExpiresAt: now.Add(ttl).UTC().Truncate(time.Second)}
+		Roles: roles, ExpiresAt: now.Add(ttl).UTC().Truncate(time.Second)}
 	if _, err := s.DB.Exec(ctx, `INSERT INTO tokens (hash, user_id, project_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 		hashToken(token), u.ID, proj.ID, store.Millis(now), store.Millis(p.ExpiresAt)); err != nil {
 		return "", auth.Principal{}, err
@@ -214,17 +482,18 @@ func (s *Store) Issue(ctx context.Context, c Credentials) (string, auth.Principa
 	return token, p, nil
 }
 
-// Authenticate implements auth.Authenticator.
+// Authenticate implements auth.Authenticator. The roles are the user's
+// assignments on the token's project now: one taken away counts at once,
+// and a token whose user lost every role there is no longer valid.
 func (s *Store) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
 	if token == "" || len(token) > 512 {
 		return auth.Principal{}, auth.ErrUnauthorized
 	}
 	var p auth.Principal
-	var admin int
 	var expires int64
-	err := s.DB.QueryRow(ctx, `SELECT u.id, u.name, u.domain_id, p.id, p.name, u.admin, t.expires_at
+	err := s.DB.QueryRow(ctx, `SELECT u.id, u.name, u.domain_id, p.id, p.name, t.expires_at
 		FROM tokens t JOIN users u ON u.id = t.user_id JOIN projects p ON p.id = t.project_id
-		WHERE t.hash = ?`, hashToken(token)).Scan(&p.UserID, &p.UserName, &p.DomainID, &p.ProjectID, &p.ProjectName, &admin, &expires)
+		WHERE t.hash = ?`, hashToken(token)).Scan(&p.UserID, &p.UserName, &p.DomainID, &p.ProjectID, &p.ProjectName, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, auth.ErrUnauthorized
 	}
@@ -235,7 +504,12 @@ func (s *Store) Authenticate(ctx context.Context, token string) (auth.Principal,
 	if !s.now().Before(p.ExpiresAt) {
 		return auth.Principal{}, auth.ErrUnauthorized
 	}
-	p.Roles = roles(admin != 0)
+	if p.Roles, err = s.effectiveRoles(ctx, p.ProjectID, p.UserID); err != nil {
+		return auth.Principal{}, err
+	}
+	if len(p.Roles) == 0 {
+		return auth.Principal{}, auth.ErrUnauthorized
+	}
 	return p, nil
 }
 
@@ -243,13 +517,6 @@ func (s *Store) Authenticate(ctx context.Context, token string) (auth.Principal,
 func (s *Store) Revoke(ctx context.Context, token string) error {
 	_, err := s.DB.Exec(ctx, `DELETE FROM tokens WHERE hash = ?`, hashToken(token))
 	return err
-}
-
-func roles(admin bool) []string {
-	if admin {
-		return []string{"admin", "member", "reader"}
-	}
-	return []string{"member", "reader"}
 }
 
 func isDefaultDomain(d string) bool {

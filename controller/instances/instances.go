@@ -77,11 +77,24 @@ type Desired struct {
 	Volume json.RawMessage
 	Server json.RawMessage
 	// Host and Port are where clients reach the database.
-	Host      string
-	Port      int
+	Host string
+	Port int
+	// Access is Trove's access as asked for at create (nil: not given).
+	Access *Access
+	// NICs are the network interfaces asked for, as the compute driver
+	// resolved them (JSON it owns; empty for instances made before).
+	NICs      json.RawMessage
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	DeletedAt time.Time
+}
+
+// Access is Trove's access: whether the instance should be reachable from
+// outside its network, and from where. Stored and shown; what it means is
+// the compute driver's business.
+type Access struct {
+	IsPublic     bool     `json:"is_public"`
+	AllowedCIDRs []string `json:"allowed_cidrs"`
 }
 
 // Reported is the latest heartbeat an instance's agent sent.
@@ -192,10 +205,18 @@ func operatingStatus(s wire.DatastoreStatus) string {
 
 // Insert stores a new instance.
 func Insert(ctx context.Context, q store.Querier, d Desired) error {
+	var access any
+	if d.Access != nil {
+		data, err := json.Marshal(d.Access)
+		if err != nil {
+			return err
+		}
+		access = string(data)
+	}
 	_, err := q.Exec(ctx, `INSERT INTO instances (id, project_id, name, datastore_version_id, flavor_id, volume_size_gb,
-		configuration_id, task, task_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		configuration_id, task, task_started_at, access, nics, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, d.ProjectID, d.Name, d.DatastoreVersionID, d.FlavorID, d.VolumeSizeGB, nullString(d.ConfigurationID),
-		string(d.Task), nullTime(d.TaskStartedAt), store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
+		string(d.Task), nullTime(d.TaskStartedAt), access, nullString(string(d.NICs)), store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("insert instance %s: %w", d.ID, err)
 	}
@@ -204,14 +225,14 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.server_restart_reason, i.configuration_applied, i.volume, i.server, i.host, i.port, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.volume, i.server, i.host, i.port, i.access, i.nics, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
 func scan(s store.Scanner) (Instance, error) {
 	var in Instance
 	d := &in.Desired
-	var cfg, faultMsg, faultDet, vol, srv, host, srvRestart, cfgApplied sql.NullString
+	var cfg, faultMsg, faultDet, vol, srv, host, srvRestart, cfgApplied, access, nics sql.NullString
 	var taskStarted, faultAt, deleted sql.NullInt64
 	var port sql.NullInt64
 	var errored, restart int
@@ -221,7 +242,7 @@ func scan(s store.Scanner) (Instance, error) {
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &srvRestart, &cfgApplied, &vol, &srv, &host, &port, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &vol, &srv, &host, &port, &access, &nics, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err
@@ -241,6 +262,16 @@ func scan(s store.Scanner) (Instance, error) {
 		d.Server = json.RawMessage(srv.String)
 	}
 	d.Host, d.Port = host.String, int(port.Int64)
+	if access.Valid {
+		var a Access
+		if err := json.Unmarshal([]byte(access.String), &a); err != nil {
+			return in, fmt.Errorf("instance %s: access: %w", d.ID, err)
+		}
+		d.Access = &a
+	}
+	if nics.Valid {
+		d.NICs = json.RawMessage(nics.String)
+	}
 	d.CreatedAt, d.UpdatedAt, d.DeletedAt = store.FromMillis(created), store.FromMillis(updated), store.NullMillis(deleted)
 	if rBoot.Valid {
 		r := &Reported{AgentVersion: rAgent.String, BootID: rBoot.String, Seq: uint64(rSeq.Int64),

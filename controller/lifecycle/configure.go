@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"strata/agent/wire"
@@ -16,9 +17,19 @@ import (
 )
 
 // configurationArgs is the complete override set for an instance: its
-// group's values (none when detached) with the version's rules for them.
+// group's values (none when detached), with the rules of every parameter
+// of the version — not only of the values: a parameter dropped from the
+// set is put back live by the agent when its rule says it is dynamic, as
+// Trove resets a detached group.
 func (m *Manager) configurationArgs(ctx context.Context, in instances.Instance) (wire.ConfigurationArgs, error) {
 	args := wire.ConfigurationArgs{Values: map[string]json.RawMessage{}, Rules: []wire.ParameterRule{}}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return args, err
+	}
+	if v.Rules != nil {
+		args.Rules = v.Rules
+	}
 	if in.ConfigurationID == "" {
 		return args, nil
 	}
@@ -26,12 +37,7 @@ func (m *Manager) configurationArgs(ctx context.Context, in instances.Instance) 
 	if err != nil {
 		return args, err
 	}
-	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
-	if err != nil {
-		return args, err
-	}
 	args.Values = g.Values
-	args.Rules = configurations.RulesFor(v.Rules, g.Values)
 	return args, nil
 }
 
@@ -48,9 +54,18 @@ type configurePayload struct {
 	Digest string `json:"digest,omitempty"`
 }
 
+// Apply is a configuration change queued for one instance: what a request
+// waits on (WaitConfigured) to answer only once the change is applied.
+type Apply struct {
+	InstanceID, Name string
+	// TaskID is the configure task carrying it out.
+	TaskID string
+}
+
 // SetConfiguration attaches a configuration group to an instance ("" to
 // detach) and queues pushing the resulting override set to the guest.
-func (m *Manager) SetConfiguration(ctx context.Context, project, id, configurationID string) error {
+func (m *Manager) SetConfiguration(ctx context.Context, project, id, configurationID string) (Apply, error) {
+	var a Apply
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		in, err := m.get(ctx, tx, project, id)
 		if err != nil {
@@ -64,7 +79,9 @@ func (m *Manager) SetConfiguration(ctx context.Context, project, id, configurati
 			if in.ConfigurationID != "" && in.ConfigurationID != configurationID {
 				return wrap(ErrBadRequest, "instance %s has configuration %s attached; detach it first", in.ID, in.ConfigurationID)
 			}
-			g, err := configurations.Get(ctx, tx, project, configurationID)
+			// The group must be the instance's project's (an admin may act
+			// on any project's instance, not mix projects).
+			g, err := configurations.Get(ctx, tx, in.ProjectID, configurationID)
 			if errors.Is(err, configurations.ErrNotFound) {
 				return wrap(ErrNotFound, "configuration %q not found", show(configurationID))
 			}
@@ -85,30 +102,120 @@ func (m *Manager) SetConfiguration(ctx context.Context, project, id, configurati
 		if err := instances.Update(ctx, tx, id, now, `configuration_id = ?`, cfg); err != nil {
 			return err
 		}
-		_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: id, Kind: KindConfigure, Step: "submit", Deadline: now.Add(10 * time.Minute)}, now)
+		taskID, err := m.enqueueConfigure(ctx, tx, in.ID, now)
+		a = Apply{InstanceID: in.ID, Name: in.Name, TaskID: taskID}
 		return err
 	})
 	if err == nil {
 		m.kick()
 	}
-	return err
+	return a, err
+}
+
+func (m *Manager) enqueueConfigure(ctx context.Context, q store.Querier, instanceID string, now time.Time) (string, error) {
+	return tasks.Enqueue(ctx, q, tasks.New{InstanceID: instanceID, Kind: KindConfigure, Step: "submit", Deadline: now.Add(10 * time.Minute)}, now)
 }
 
 // ConfigurationChanged queues pushing a changed group to every instance it
-// is attached to.
-func (m *Manager) ConfigurationChanged(ctx context.Context, q store.Querier, configurationID string) error {
+// is attached to, in q (the transaction that changed the group). It
+// returns the changes to wait for: those of ACTIVE (or RESTART_REQUIRED)
+// instances. The others apply it when their tasks let them (a building
+// instance's prepare takes the group as it is then).
+func (m *Manager) ConfigurationChanged(ctx context.Context, q store.Querier, configurationID string) ([]Apply, error) {
 	list, err := instances.List(ctx, q, instances.ListOptions{ConfigurationID: configurationID})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := m.now()
+	var out []Apply
 	for _, in := range list {
-		if _, err := tasks.Enqueue(ctx, q, tasks.New{InstanceID: in.ID, Kind: KindConfigure, Step: "submit", Deadline: now.Add(10 * time.Minute)}, now); err != nil {
-			return err
+		taskID, err := m.enqueueConfigure(ctx, q, in.ID, now)
+		if err != nil {
+			return nil, err
+		}
+		if status, _ := m.Status(in); status == instances.StatusActive || status == instances.StatusRestartRequired {
+			out = append(out, Apply{InstanceID: in.ID, Name: in.Name, TaskID: taskID})
 		}
 	}
-	m.kick()
-	return nil
+	return out, nil
+}
+
+// Applied says how a configuration change ended on one instance when the
+// request answered.
+type Applied struct {
+	Apply
+	// State is AppliedDone, AppliedPending (still queued or running when
+	// the wait ended: the durable task goes on) or AppliedFailed (the task
+	// failed; the instance's fault has the reason).
+	State string
+	// RestartRequired: some values wait for a restart of the database.
+	RestartRequired bool
+	Reason          string
+}
+
+// Applied states.
+const (
+	AppliedDone    = "applied"
+	AppliedPending = "pending"
+	AppliedFailed  = "failed"
+)
+
+// configureWait is how long WaitConfigured waits by default.
+const configureWait = 30 * time.Second
+
+// WaitConfigured waits, up to ConfigureWait in all (or until ctx ends),
+// for the configure tasks of applies to finish, and says how each ended.
+// The tasks are durable: one not finished in time goes on, and a
+// controller stopped meanwhile finishes or fails it when it runs again.
+func (m *Manager) WaitConfigured(ctx context.Context, applies []Apply) []Applied {
+	wait := m.ConfigureWait
+	if wait <= 0 {
+		wait = configureWait
+	}
+	deadline := time.Now().Add(wait)
+	m.kick() // the tasks were queued in a transaction committed just now
+	out := make([]Applied, len(applies))
+	for i, a := range applies {
+		out[i] = Applied{Apply: a, State: AppliedPending}
+	}
+	for {
+		open := 0
+		for i := range out {
+			if out[i].State != AppliedPending {
+				continue
+			}
+			t, err := tasks.Get(ctx, m.DB, out[i].TaskID)
+			switch {
+			case err != nil:
+				out[i].Reason = fmt.Sprintf("its task could not be read: %v", err)
+				open++
+			case t.State == tasks.StateDone:
+				out[i].State = AppliedDone
+				if in, err := m.load(ctx, out[i].InstanceID); err == nil {
+					out[i].RestartRequired = in.RestartRequired
+				}
+			case t.State == tasks.StateFailed, t.State == tasks.StateCancelled:
+				out[i].State, out[i].Reason = AppliedFailed, t.Error
+			default:
+				open++
+			}
+		}
+		if open == 0 {
+			return out
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			for i := range out {
+				if out[i].State == AppliedPending && out[i].Reason == "" {
+					out[i].Reason = fmt.Sprintf("not applied within %s; the change stays queued and is applied when the guest answers (or the instance gets a fault)", wait)
+				}
+			}
+			return out
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
@@ -124,7 +231,9 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 	case "submit":
 		args, err := m.configurationArgs(ctx, in)
 		if errors.Is(err, configurations.ErrNotFound) {
-			args, err = wire.ConfigurationArgs{Values: map[string]json.RawMessage{}, Rules: []wire.ParameterRule{}}, nil
+			// The group is gone: the instance runs without one.
+			in.ConfigurationID = ""
+			args, err = m.configurationArgs(ctx, in)
 		}
 		if err != nil {
 			return tasks.Result{}, err
@@ -133,7 +242,8 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindApplyConfiguration, Args: data}); err != nil {
 			return tasks.Result{}, err
 		}
-		return tasks.Result{Next: "wait", Payload: configurePayload{Digest: configDigest(args)}, After: 500 * time.Millisecond}, nil
+		// A request waits for this (read-after-write): look soon.
+		return tasks.Result{Next: "wait", Payload: configurePayload{Digest: configDigest(args)}, After: 200 * time.Millisecond}, nil
 	case "wait":
 		res, done, err := m.opDone(ctx, in.ID, opID, "applying the configuration")
 		if err != nil {
@@ -143,7 +253,7 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 			if m.now().After(t.Deadline) {
 				return tasks.Result{}, tasks.Fail("", "the guest did not apply the configuration within %s", t.Deadline.Sub(t.CreatedAt).Round(time.Second))
 			}
-			return tasks.Result{After: 500 * time.Millisecond}, nil
+			return tasks.Result{After: 200 * time.Millisecond}, nil
 		}
 		var cr wire.ConfigurationResult
 		if err := res.Decode(&cr); err != nil {

@@ -40,6 +40,11 @@ type CreateRequest struct {
 	// AnyProjectBackup lets BackupID name another project's backup (the
 	// admin role).
 	AnyProjectBackup bool
+	// NICs are the network interfaces asked for (Trove's nics); none
+	// means the compute driver's default network.
+	NICs []compute.NIC
+	// Access is Trove's access, stored and shown (nil: not given).
+	Access *instances.Access
 }
 
 // createPayload is the create task's payload. Users carry passwords until
@@ -78,6 +83,13 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 	var f registry.Flavor
 	if err := CheckInstanceName(r.Name); err != nil {
 		return v, f, err
+	}
+	if r.Access != nil {
+		cidrs, err := CheckAllowedCIDRs(r.Access.AllowedCIDRs)
+		if err != nil {
+			return v, f, err
+		}
+		r.Access = &instances.Access{IsPublic: r.Access.IsPublic, AllowedCIDRs: cidrs}
 	}
 	if r.VolumeSizeGB < 1 || r.VolumeSizeGB > m.MaxVolume() {
 		return v, f, wrap(ErrBadRequest, "volume size %d GB: want 1 to %d", r.VolumeSizeGB, m.MaxVolume())
@@ -161,6 +173,15 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 	if err != nil {
 		return v, f, err
 	}
+	// Networks last: the driver may ask its cloud.
+	nics, err := m.Compute.ResolveNICs(ctx, r.NICs)
+	if errors.Is(err, compute.ErrInvalid) {
+		return v, f, wrap(ErrBadRequest, "instance.nics: %s", strings.TrimPrefix(err.Error(), compute.ErrInvalid.Error()+": "))
+	}
+	if err != nil {
+		return v, f, fmt.Errorf("checking the instance's networks: %w", err)
+	}
+	r.NICs = nics
 	if r.ConfigurationID != "" {
 		g, err := configurations.Get(ctx, m.DB, r.ProjectID, r.ConfigurationID)
 		if errors.Is(err, configurations.ErrNotFound) {
@@ -183,8 +204,13 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 		return instances.Instance{}, err
 	}
 	now := m.now()
+	nics, err := json.Marshal(r.NICs)
+	if err != nil {
+		return instances.Instance{}, err
+	}
 	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
-		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now}
+		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
+		Access: r.Access, NICs: nics}
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if err := instances.Insert(ctx, tx, d); err != nil {
 			return err
@@ -218,6 +244,16 @@ func volumeOf(in instances.Instance) (compute.Volume, bool) {
 		return v, false
 	}
 	return v, true
+}
+
+// nicsOf are the instance's resolved network interfaces (none for
+// instances made before they were stored: the driver's default).
+func nicsOf(in instances.Instance) []compute.NIC {
+	var nics []compute.NIC
+	if len(in.NICs) > 0 {
+		json.Unmarshal(in.NICs, &nics)
+	}
+	return nics
 }
 
 func serverOf(in instances.Instance) (compute.Server, bool) {
@@ -308,7 +344,7 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
 		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol,
 		ConfigDrive: drive,
-		Ports:       []int{v.Port},
+		Ports:       []int{v.Port}, NICs: nicsOf(in),
 	})
 	if errors.Is(err, compute.ErrInvalid) {
 		return tasks.Result{}, tasks.Fail("", "creating the server: %v", err)

@@ -109,6 +109,10 @@ type Manager struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 
+	// ConfigureWait bounds how long a configuration change waits for the
+	// instances it touches to apply it before answering (30s).
+	ConfigureWait time.Duration
+
 	kickOnce sync.Once
 	kickCh   chan struct{}
 }

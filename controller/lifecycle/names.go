@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"net/netip"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -96,4 +97,32 @@ func CheckInstanceName(name string) error {
 		return wrap(ErrBadRequest, "instance name %q: use 1-255 characters of A-Z a-z 0-9 . _ - and spaces, starting with a letter or digit", show(name))
 	}
 	return nil
+}
+
+// CheckAllowedCIDRs checks Trove's access.allowed_cidrs (IPv4 addresses or
+// blocks, as Trove's schema takes them) and returns them in canonical
+// form, duplicates refused.
+func CheckAllowedCIDRs(cidrs []string) ([]string, error) {
+	out := []string{}
+	seen := map[string]bool{}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return nil, wrap(ErrBadRequest, "access.allowed_cidrs: %q is not an IPv4 address or CIDR block", show(c))
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.Addr().Is4() {
+			return nil, wrap(ErrBadRequest, "access.allowed_cidrs: %q is not IPv4", show(c))
+		}
+		s := p.String()
+		if seen[s] {
+			return nil, wrap(ErrBadRequest, "access.allowed_cidrs: %s is listed twice", s)
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out, nil
 }

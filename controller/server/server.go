@@ -27,15 +27,18 @@ import (
 	"strata/controller/api"
 	"strata/controller/api/glance"
 	"strata/controller/api/keystone"
+	"strata/controller/api/neutron"
 	"strata/controller/auth"
 	"strata/controller/backups"
 	"strata/controller/backups/format"
 	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
+	"strata/controller/configurations"
 	"strata/controller/identity"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
+	"strata/controller/instances"
 	"strata/controller/lifecycle"
 	"strata/controller/objectstore"
 	objlocal "strata/controller/objectstore/local"
@@ -85,6 +88,9 @@ type Config struct {
 	// must leave no qemu behind): they die when it exits, and Stop kills
 	// them. Without it the VMs outlive the controller, killed or stopped.
 	VMsDieWithController bool
+	// ConfigureWait bounds how long a configuration change waits for the
+	// instances it touches to apply it before answering (30s).
+	ConfigureWait time.Duration
 	// AgentTimings tunes the agent endpoint's SSH server (tests).
 	AgentTimings agentendpoint.ServerConfig
 	// EngineTuning tunes the task engine (tests).
@@ -123,6 +129,10 @@ type Controller struct {
 	done   chan struct{}
 	err    error
 }
+
+// LocalComputeDir is where the local qemu driver keeps its VMs and
+// address claims in a state directory.
+func LocalComputeDir(stateDir string) string { return filepath.Join(stateDir, "compute", "qemu") }
 
 // DefaultDSN is the SQLite database in a state directory.
 func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
@@ -208,7 +218,8 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			}
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
-		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, Logger: log}
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, NetworkService: true,
+			ProjectInUse: projectInUse(db), Logger: log}
 	}
 
 	hostKeyFile := cfg.HostKeyFile
@@ -233,7 +244,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	var qd *qemu.Driver
 	var lcRef atomic.Pointer[lifecycle.Manager]
 	if driver == nil {
-		qd, err = qemu.New(life, qemu.Config{Dir: filepath.Join(cfg.StateDir, "compute", "qemu"), Logger: log,
+		qd, err = qemu.New(life, qemu.Config{Dir: LocalComputeDir(cfg.StateDir), Logger: log,
 			DieWithController: cfg.VMsDieWithController,
 			// A VM that exits is looked at at once, not at the next round.
 			OnExit: func(string) {
@@ -270,7 +281,8 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	lc := &lifecycle.Manager{
 		DB: db, Registry: reg, Images: images,
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
-		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout, Logger: log,
+		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout,
+		ConfigureWait: cfg.ConfigureWait, Logger: log,
 	}
 	bm, err := openBackups(cfg, db, reg, lc, ep, engine, log)
 	if err != nil {
@@ -288,10 +300,12 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	c.Lifecycle, c.Engine, c.Backups = lc, engine, bm
 
 	var gl *glance.Handler
+	var nt *neutron.Handler
 	if ks != nil {
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
+		nt = &neutron.Handler{Networks: driver.Networks, Auth: authn, Logger: log}
 	}
-	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl,
+	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl, Neutron: nt,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 
@@ -336,7 +350,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			c.err = err
 		}
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		httpSrv.Shutdown(sctx)
+		if httpSrv.Shutdown(sctx) != nil {
+			// Requests still waiting (a configuration change waiting to be
+			// applied): their contexts end, they answer what they know.
+			httpSrv.Close()
+		}
 		scancel()
 		cancel()
 		wg.Wait()
@@ -384,6 +402,29 @@ func openBackups(cfg Config, db *store.DB, reg *registry.Registry, lc *lifecycle
 		cfg.BackupTuning(bm)
 	}
 	return bm, nil
+}
+
+// projectInUse names what a project still owns: instances (also those
+// being deleted) and configuration groups.
+func projectInUse(db *store.DB) keystone.ProjectInUseFunc {
+	return func(ctx context.Context, project string) (string, error) {
+		ins, err := instances.List(ctx, db, instances.ListOptions{Project: project})
+		if err != nil {
+			return "", err
+		}
+		cfgs, err := configurations.List(ctx, db, project)
+		if err != nil {
+			return "", err
+		}
+		var what []string
+		if len(ins) > 0 {
+			what = append(what, fmt.Sprintf("%d instance(s)", len(ins)))
+		}
+		if len(cfgs) > 0 {
+			what = append(what, fmt.Sprintf("%d configuration group(s)", len(cfgs)))
+		}
+		return strings.Join(what, " and "), nil
+	}
 }
 
 // Stop stops the controller and waits for it.

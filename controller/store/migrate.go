@@ -57,10 +57,17 @@ const migrationLock = 0x5354524154 // "STRAT"
 
 // Migrate applies every migration the database lacks, each in its own
 // transaction. Several processes may call it at once.
-func (db *DB) Migrate(ctx context.Context) error {
+func (db *DB) Migrate(ctx context.Context) error { return db.MigrateTo(ctx, 0) }
+
+// MigrateTo applies the migrations the database lacks up to version (0:
+// all of them); tests of a migration's data stop before it.
+func (db *DB) MigrateTo(ctx context.Context, version int) error {
 	ms, err := Migrations()
 	if err != nil {
 		return err
+	}
+	if version > 0 && version < len(ms) {
+		ms = ms[:version]
 	}
 	if _, err := db.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,

@@ -67,7 +67,11 @@ func IsPostgresDSN(dsn string) bool {
 
 // Open connects to dsn — a postgres:// or postgresql:// URL, or the path of
 // an SQLite file (created if missing) — and migrates the schema.
-func Open(ctx context.Context, dsn string) (*DB, error) {
+func Open(ctx context.Context, dsn string) (*DB, error) { return OpenAt(ctx, dsn, 0) }
+
+// OpenAt is Open with the schema migrated up to version only (0: all), for
+// tests that put data into an older schema and migrate it.
+func OpenAt(ctx context.Context, dsn string, version int) (*DB, error) {
 	db, err := open(dsn)
 	if err != nil {
 		return nil, err
@@ -76,7 +80,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.sql.Close()
 		return nil, fmt.Errorf("database %s: %w", db.where, err)
 	}
-	if err := db.Migrate(ctx); err != nil {
+	if err := db.MigrateTo(ctx, version); err != nil {
 		db.sql.Close()
 		return nil, err
 	}

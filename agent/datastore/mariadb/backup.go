@@ -190,7 +190,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := m.waitReady(ctx); err != nil {
 		return res, err
 	}
-	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+	// As at prepare: a restored server has no earlier group to drop.
+	apply := func(ctx context.Context, s []datastore.Setting) (wire.ConfigurationResult, error) {
+		return m.applyConfiguration(ctx, wire.ConfigurationArgs{}, s)
+	}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, apply, m.cfg.Service, m.waitReady); err != nil {
 		return res, err
 	}
 	m.log.Info("restored", "backups", res.Backups, "to_lsn", args.Chain[len(args.Chain)-1].Position.EndLSN)

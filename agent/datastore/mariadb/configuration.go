@@ -15,11 +15,14 @@ import (
 )
 
 // ApplyConfiguration makes the override file hold exactly args.Values.
-// Values whose rule is dynamic are also set live (SET GLOBAL); the others,
-// and any value dropped from the set, wait for a restart and the status
-// says restart_required. Every value is checked against its rule and the
-// server's variable list before anything changes; a live change the server
-// refuses undoes the ones made before it.
+// Values whose rule is dynamic are also set live (SET GLOBAL); the others
+// wait for a restart and the status says restart_required. A dynamic
+// value dropped from the set goes back live to what the server runs with
+// without it — the base configuration's value, or the server's default —
+// as Trove resets a detached group; a restart-only one waits for a
+// restart. Every value is checked against its rule and the server's
+// variable list before anything changes; a live change the server refuses
+// undoes the ones made before it.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
 	settings, err := datastore.CheckConfiguration(args, paramPattern.MatchString)
 	if err != nil {
@@ -28,15 +31,22 @@ func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.Configuratio
 	if err := m.ready(ctx); err != nil {
 		return wire.ConfigurationResult{}, err
 	}
-	return m.applyConfiguration(ctx, settings)
+	return m.applyConfiguration(ctx, args, settings)
 }
 
-func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.Setting) (wire.ConfigurationResult, error) {
+func (m *Manager) applyConfiguration(ctx context.Context, args wire.ConfigurationArgs, settings []datastore.Setting) (wire.ConfigurationResult, error) {
 	var res wire.ConfigurationResult
-	names := make([]string, len(settings))
-	for i, s := range settings {
-		names[i] = s.Name
+	prevData, err := os.ReadFile(m.cfg.OverridesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("read overrides: %w", err)
 	}
+	prev := parseOverrides(prevData)
+	resets, restart := datastore.Resets(args, prev, settings)
+	names := make([]string, 0, len(settings)+len(resets))
+	for _, s := range settings {
+		names = append(names, s.Name)
+	}
+	names = append(names, resets...)
 	current, err := m.globalVariables(ctx, names)
 	if err != nil {
 		return res, err
@@ -46,11 +56,6 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 			return res, invalid("parameter %s: MariaDB has no such variable", s.Name)
 		}
 	}
-	prevData, err := os.ReadFile(m.cfg.OverridesFile)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return res, fmt.Errorf("read overrides: %w", err)
-	}
-	prev := parseOverrides(prevData)
 
 	type change struct{ name, old string }
 	var applied []change
@@ -80,7 +85,27 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 		applied = append(applied, change{s.Name, current[s.Name]})
 		res.AppliedLive = append(res.AppliedLive, s.Name)
 	}
-	res.PendingRestart = append(res.PendingRestart, datastore.Dropped(prev, settings)...)
+	base := m.baseValues()
+	for _, name := range resets {
+		old, ok := current[name]
+		if !ok {
+			restart = append(restart, name) // not a variable of this server: leave it to a restart
+			continue
+		}
+		var err error
+		if v, ok := base[name]; ok {
+			err = m.setGlobal(ctx, name, v, rawKind(v))
+		} else {
+			err = m.setDefault(ctx, name)
+		}
+		if err != nil {
+			undo()
+			return wire.ConfigurationResult{}, fmt.Errorf("put %s back to its value without the group: %w", name, err)
+		}
+		applied = append(applied, change{name, old})
+		res.AppliedLive = append(res.AppliedLive, name)
+	}
+	res.PendingRestart = append(res.PendingRestart, restart...)
 
 	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o644); err != nil {
 		undo()
@@ -138,6 +163,26 @@ func (m *Manager) setGlobal(ctx context.Context, name, value, kind string) error
 		_, err = m.conn().ExecContext(ctx, "SET GLOBAL "+name+" = ?", value)
 	}
 	return err
+}
+
+// setDefault puts a variable back to the server's compiled-in default.
+func (m *Manager) setDefault(ctx context.Context, name string) error {
+	if !paramPattern.MatchString(name) {
+		return invalid("parameter %s: not a valid name", show(name))
+	}
+	_, err := m.conn().ExecContext(ctx, "SET GLOBAL "+name+" = DEFAULT")
+	return err
+}
+
+// baseValues are the [mysqld] settings of the base configuration (the
+// rendered ConfigFile), with size suffixes turned into bytes: what the
+// server runs with when no group overrides them. Unreadable: none.
+func (m *Manager) baseValues() map[string]string {
+	data, err := os.ReadFile(m.cfg.ConfigFile)
+	if err != nil {
+		return map[string]string{}
+	}
+	return parseBaseConfig(data)
 }
 
 // rawKind classifies a value read back from the server for restoring it.

@@ -34,6 +34,10 @@ func TestConfigurationAppliesDynamicValuesLiveAndOthersOnRestart(t *testing.T) {
 	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{})
 	m, ctx := inst.Manager, ctxT(t)
 	backLog := globalVar(t, inst, "back_log")
+	initial := map[string]string{}
+	for _, name := range []string{"max_connections", "long_query_time", "slow_query_log", "sql_mode", "max_binlog_cache_size"} {
+		initial[name] = globalVar(t, inst, name)
+	}
 
 	res, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values(
 		"max_connections", `250`,
@@ -67,17 +71,45 @@ func TestConfigurationAppliesDynamicValuesLiveAndOthersOnRestart(t *testing.T) {
 		t.Fatalf("status after restart = %+v", st)
 	}
 
-	// Dropping a value from the group needs a restart to take effect.
+	// Dropping values from the group: a dynamic one goes back live to what
+	// the server runs with without it (the server's default here: the base
+	// configuration does not set these); a restart-only one needs a
+	// restart.
 	res, err = m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("max_connections", `250`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.RestartRequired || !slices.Contains(res.PendingRestart, "back_log") || !slices.Contains(res.PendingRestart, "sql_mode") {
+	if !res.RestartRequired || !slices.Equal(res.PendingRestart, []string{"back_log"}) ||
+		!slices.Equal(res.AppliedLive, []string{"max_connections", "long_query_time", "max_binlog_cache_size", "slow_query_log", "sql_mode"}) {
 		t.Fatalf("result after removal = %+v", res)
+	}
+	for _, name := range []string{"long_query_time", "slow_query_log", "sql_mode", "max_binlog_cache_size"} {
+		if got := globalVar(t, inst, name); got != initial[name] {
+			t.Errorf("@@%s = %s after it left the group, want %s (the server's own)", name, got, initial[name])
+		}
 	}
 	data, _ := os.ReadFile(inst.Config.OverridesFile)
 	if strings.Contains(string(data), "back_log") || !strings.Contains(string(data), "max_connections = 250") {
 		t.Fatalf("override file:\n%s", data)
+	}
+
+	// Detaching (an empty set): max_connections goes back to the base
+	// configuration's value, which prepare rendered, live.
+	if _, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := globalVar(t, inst, "max_connections"); got != initial["max_connections"] {
+		t.Fatalf("@@max_connections = %s after detaching, want the base configuration's %s", got, initial["max_connections"])
+	}
+
+	// Without the rule of a dropped value (an older controller sent only
+	// the values' rules), it waits for a restart, as before.
+	if _, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("long_query_time", `1.5`)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules[:1], Values: values()})
+	if err != nil || !slices.Equal(res.PendingRestart, []string{"long_query_time"}) || globalVar(t, inst, "long_query_time") != "1.5" {
+		t.Fatalf("a value dropped without its rule: %+v, %v; @@long_query_time = %s", res, err, globalVar(t, inst, "long_query_time"))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -85,3 +86,34 @@ func parseOverrides(data []byte) map[string]string {
 	}
 	return out
 }
+
+// parseBaseConfig reads the [mysqld] section of a rendered base
+// configuration: option names with dashes as underscores (the server
+// takes both), sizes with a K, M or G suffix in bytes.
+func parseBaseConfig(data []byte) map[string]string {
+	out := map[string]string{}
+	section := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if line[0] == '[' {
+			section = strings.Trim(line, "[]")
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || section != "mysqld" {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if m := sizePattern.FindStringSubmatch(v); m != nil {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			v = strconv.FormatInt(n<<map[string]uint{"K": 10, "M": 20, "G": 30}[strings.ToUpper(m[2])], 10)
+		}
+		out[strings.ReplaceAll(strings.TrimSpace(k), "-", "_")] = v
+	}
+	return out
+}
+
+var sizePattern = regexp.MustCompile(`^([0-9]{1,12})([KMGkmg])$`)

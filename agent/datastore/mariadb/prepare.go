@@ -105,7 +105,12 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}
 		res.Root = &creds
 	}
-	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+	// At prepare there is no earlier group: nothing is dropped, no rules
+	// beyond the values' are needed.
+	apply := func(ctx context.Context, s []datastore.Setting) (wire.ConfigurationResult, error) {
+		return m.applyConfiguration(ctx, wire.ConfigurationArgs{}, s)
+	}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, apply, m.cfg.Service, m.waitReady); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -15,11 +15,13 @@ import (
 
 // ApplyConfiguration makes the override file hold exactly args.Values.
 // Values whose rule applies live are set with one CONFIG SET, which Redis
-// applies all or nothing; the others (Redis's immutable parameters), and
-// any value dropped from the set, wait for a restart and the status says
-// restart_required. Every value is checked against its rule and against
-// CONFIG GET (the parameter exists, its current value has the rule's
-// type) before anything changes.
+// applies all or nothing; the others (Redis's immutable parameters) wait
+// for a restart and the status says restart_required. A value dropped from
+// the set whose rule is dynamic goes back live, in the same CONFIG SET, to
+// the base redis.conf's value when that sets it; otherwise (Redis cannot
+// tell its own default) it waits for a restart too. Every value is checked
+// against its rule and against CONFIG GET (the parameter exists, its
+// current value has the rule's type) before anything changes.
 func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.ConfigurationArgs) (wire.ConfigurationResult, error) {
 	settings, err := checkConfiguration(args)
 	if err != nil {
@@ -28,10 +30,10 @@ func (m *Manager) ApplyConfiguration(ctx context.Context, args wire.Configuratio
 	if err := m.ready(ctx); err != nil {
 		return wire.ConfigurationResult{}, err
 	}
-	return m.applyConfiguration(ctx, settings)
+	return m.applyConfiguration(ctx, args, settings)
 }
 
-func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.Setting) (wire.ConfigurationResult, error) {
+func (m *Manager) applyConfiguration(ctx context.Context, args wire.ConfigurationArgs, settings []datastore.Setting) (wire.ConfigurationResult, error) {
 	var res wire.ConfigurationResult
 	current := map[string]string{}
 	for _, s := range settings {
@@ -66,6 +68,22 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 		undo = append(undo, s.Name, current[s.Name])
 		res.AppliedLive = append(res.AppliedLive, s.Name)
 	}
+	resets, restart := datastore.Resets(args, prev, settings)
+	base := m.baseValues()
+	for _, name := range resets {
+		v, inBase := base[name]
+		old, ok, err := m.configGet(ctx, name)
+		if err != nil {
+			return res, err
+		}
+		if !inBase || !ok {
+			restart = append(restart, name)
+			continue
+		}
+		live = append(live, name, v)
+		undo = append(undo, name, old)
+		res.AppliedLive = append(res.AppliedLive, name)
+	}
 	if len(live) > 2 {
 		if _, err := m.do(ctx, live...); err != nil {
 			var se *ServerError
@@ -81,7 +99,7 @@ func (m *Manager) applyConfiguration(ctx context.Context, settings []datastore.S
 			return res, err
 		}
 	}
-	res.PendingRestart = append(res.PendingRestart, datastore.Dropped(prev, settings)...)
+	res.PendingRestart = append(res.PendingRestart, restart...)
 
 	if err := datastore.WriteFileAtomic(m.cfg.OverridesFile, renderOverrides(settings), 0o640); err != nil {
 		if len(undo) > 2 {
@@ -158,4 +176,14 @@ func checkKind(s datastore.Setting, current string) error {
 		}
 	}
 	return nil
+}
+
+// baseValues are the settings of the base redis.conf (ConfigFile): what
+// the server runs with when no group overrides them. Unreadable: none.
+func (m *Manager) baseValues() map[string]string {
+	data, err := os.ReadFile(m.cfg.ConfigFile)
+	if err != nil {
+		return map[string]string{}
+	}
+	return parseOverrides(data)
 }

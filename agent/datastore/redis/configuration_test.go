@@ -59,13 +59,21 @@ func TestConfigurationAppliesLiveValuesAndOthersOnRestart(t *testing.T) {
 	if st := m.Status(ctx); st.Status != wire.StatusRunning {
 		t.Fatalf("status after restart = %+v", st)
 	}
-	// Dropping values from the group needs a restart to take effect.
+	// Dropping values from the group: a dynamic one the base redis.conf
+	// sets goes back to that live; a restart-only one, or one the base
+	// does not set (Redis cannot tell its default: save), needs a restart.
 	res, err = m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: testRules, Values: values("timeout", `300`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.RestartRequired || !slices.Contains(res.PendingRestart, "databases") || !slices.Contains(res.PendingRestart, "save") {
+	if !res.RestartRequired || !slices.Equal(res.PendingRestart, []string{"databases", "save"}) ||
+		!slices.Equal(res.AppliedLive, []string{"timeout", "appendonly", "maxmemory", "maxmemory-policy"}) {
 		t.Fatalf("result after removal = %+v", res)
+	}
+	for name, want := range map[string]string{"maxmemory-policy": "noeviction", "appendonly": "no", "timeout": "300"} {
+		if got := configValue(t, inst, name); got != want {
+			t.Errorf("%s = %s after it left the group, want %s (the base redis.conf's)", name, got, want)
+		}
 	}
 	data, _ := os.ReadFile(inst.Config.OverridesFile)
 	if strings.Contains(string(data), "databases") || !strings.Contains(string(data), "timeout 300") {

@@ -147,7 +147,11 @@ func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []d
 		}
 		res.Root = &creds
 	}
-	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
+	// At prepare there is no earlier group: nothing is dropped.
+	apply := func(ctx context.Context, s []datastore.Setting) (wire.ConfigurationResult, error) {
+		return m.applyConfiguration(ctx, wire.ConfigurationArgs{}, s)
+	}
+	if err := m.lc.ApplyInitialConfiguration(ctx, settings, apply, m.cfg.Service, m.waitReady); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -2,12 +2,16 @@
 // that OpenStack clients (openstack, python-troveclient, gophercloud) need
 // to talk to the controller in its embedded mode: the version document,
 // password authentication returning a scoped token with a service catalog
-// that lists the controller as the "database" service, and token
-// validation and revocation. Users and projects live in identity.Store.
+// that lists the controller as the "database" service, token validation
+// and revocation — and, for admins, the project, user and role-assignment
+// calls tempest's dynamic credentials make (admin.go). Users, projects and
+// role assignments live in identity.Store, the store `strata controller
+// project|user create` writes.
 //
-// It is not a Keystone: no domains beyond "default", no role management,
-// no other authentication methods. In OpenStack mode it is not mounted at
-// all; the real Keystone answers instead.
+// It is not a Keystone: no domains beyond "default", fixed roles (admin,
+// member, reader), no groups, no other authentication methods. In
+// OpenStack mode it is not mounted at all; the real Keystone answers
+// instead.
 package keystone
 
 import (
@@ -34,6 +38,13 @@ type Handler struct {
 	// ImageService lists the controller as the "image" service too, at
 	// BASE/image (the Glance v2 subset of controller/api/glance).
 	ImageService bool
+	// NetworkService lists the controller as the "network" service too, at
+	// BASE/network (the compute driver's networks, as Neutron lists them:
+	// controller/api/neutron).
+	NetworkService bool
+	// ProjectInUse, if set, keeps a project that still owns resources of
+	// the controller from being deleted.
+	ProjectInUse ProjectInUseFunc
 	Logger       *slog.Logger
 }
 
@@ -46,6 +57,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("HEAD /v3/auth/tokens", h.validate)
 	mux.HandleFunc("DELETE /v3/auth/tokens", h.revoke)
 	mux.HandleFunc("GET /v3/auth/catalog", h.catalogOnly)
+	h.registerAdmin(mux)
 }
 
 func (h *Handler) base(r *http.Request) string {
@@ -221,6 +233,9 @@ func (h *Handler) catalog(r *http.Request, p auth.Principal) []map[string]any {
 	}
 	if h.ImageService {
 		out = append(out, map[string]any{"id": "strata-image", "type": "image", "name": "glance", "endpoints": endpoints(base + "/image")})
+	}
+	if h.NetworkService {
+		out = append(out, map[string]any{"id": "strata-network", "type": "network", "name": "neutron", "endpoints": endpoints(base + "/network")})
 	}
 	return out
 }

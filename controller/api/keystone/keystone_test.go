@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 type rig struct {
 	srv *httptest.Server
+	h   *keystone.Handler
 	ids *identity.Store
 	pw  string
 }
@@ -29,10 +31,29 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	(&keystone.Handler{Identity: ids}).Register(mux)
+	h := &keystone.Handler{Identity: ids}
+	h.Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &rig{srv: srv, ids: ids, pw: pw}
+	return &rig{srv: srv, h: h, ids: ids, pw: pw}
+}
+
+func (r *rig) token(t *testing.T, user, pw, project string) string {
+	t.Helper()
+	resp, doc := r.do(t, "POST", "/v3/auth/tokens", passwordBody(user, pw, project), nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("login %s: %d %v", user, resp.StatusCode, doc)
+	}
+	return resp.Header.Get("X-Subject-Token")
+}
+
+// count is the number of rows of each identity table.
+func (r *rig) count(t *testing.T) map[string]int {
+	out := map[string]int{}
+	for _, table := range []string{"projects", "users", "role_assignments"} {
+		out[table] = storetest.Count(t, r.ids.DB, "SELECT COUNT(*) FROM "+table)
+	}
+	return out
 }
 
 func (r *rig) do(t *testing.T, method, path, body string, hdr map[string]string) (*http.Response, map[string]any) {
@@ -142,5 +163,127 @@ func TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI(t *testing.T) {
 	bad := &auth.Keystone{URL: r.srv.URL + "/v3", Username: "trove", Password: "wrong", Project: "service"}
 	if _, err := bad.Authenticate(ctx, tok); err == nil || errors.Is(err, auth.ErrUnauthorized) || !strings.Contains(err.Error(), "service user") {
 		t.Fatalf("service user with a wrong password: %v (must be a configuration error, not a 401 for the caller)", err)
+	}
+}
+
+// TestDynamicCredentialsLifecycle makes the calls tempest's
+// DynamicCredentialProvider makes for one test class (domain lookup,
+// project, user, role list, assignment; then a token for the new user;
+// then user and project deletion) and checks nothing is left behind.
+func TestDynamicCredentialsLifecycle(t *testing.T) {
+	r := newRig(t)
+	inUse := map[string]string{}
+	r.h.ProjectInUse = func(ctx context.Context, id string) (string, error) { return inUse[id], nil }
+	admin := r.token(t, "admin", r.pw, "admin")
+	call := func(method, path, body string, want int) map[string]any {
+		t.Helper()
+		resp, doc := r.do(t, method, path, body, map[string]string{"X-Auth-Token": admin, "Content-Type": "application/json"})
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: HTTP %d, want %d: %v", method, path, resp.StatusCode, want, doc)
+		}
+		return doc
+	}
+	before := r.count(t)
+	doms := call("GET", "/v3/domains?name=Default", "", 200)["domains"].([]any)
+	if len(doms) != 1 || doms[0].(map[string]any)["id"] != "default" {
+		t.Fatalf("domains = %v", doms)
+	}
+	proj := call("POST", "/v3/projects", `{"project":{"name":"tempest-TestX-1","description":"tempest-TestX-1-desc","domain_id":"default"}}`, 201)["project"].(map[string]any)
+	pid := proj["id"].(string)
+	call("POST", "/v3/projects", `{"project":{"name":"tempest-TestX-1","domain_id":"default"}}`, 409)
+	// tempest's user names: the project's and a suffix, over 64 characters.
+	user := call("POST", "/v3/users", `{"user":{"name":"tempest-TestInstanceUpdateAccessPostgreSQL-262298042-project-admin","password":"rand-pass-word","domain_id":"default"}}`, 201)["user"].(map[string]any)
+	uid := user["id"].(string)
+	var member string
+	for _, x := range call("GET", "/v3/roles", "", 200)["roles"].([]any) {
+		if x.(map[string]any)["name"] == "member" {
+			member = x.(map[string]any)["id"].(string)
+		}
+	}
+	call("POST", "/v3/roles", `{"role":{"name":"member"}}`, 409) // tempest ignores the conflict
+	call("PUT", "/v3/projects/"+pid+"/users/"+uid+"/roles/"+member, "", 204)
+	call("HEAD", "/v3/projects/"+pid+"/users/"+uid+"/roles/"+member, "", 204)
+	call("HEAD", "/v3/projects/"+pid+"/users/"+uid+"/roles/admin", "", 404)
+	if roles := call("GET", "/v3/projects/"+pid+"/users/"+uid+"/roles", "", 200)["roles"].([]any); len(roles) != 1 {
+		t.Fatalf("assigned roles = %v", roles)
+	}
+
+	// The new user logs in (by id, scoped by project id, as tempest does)
+	// and is no admin.
+	body := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"id":"` + uid + `","password":"rand-pass-word"}}},"scope":{"project":{"id":"` + pid + `"}}}}`
+	resp, doc := r.do(t, "POST", "/v3/auth/tokens", body, nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("the dynamic user's login: %d %v", resp.StatusCode, doc)
+	}
+	userTok := resp.Header.Get("X-Subject-Token")
+	if resp, _ := r.do(t, "GET", "/v3/projects", "", map[string]string{"X-Auth-Token": userTok}); resp.StatusCode != 403 {
+		t.Fatalf("a member lists projects: HTTP %d, want 403", resp.StatusCode)
+	}
+
+	inUse[pid] = "1 instance(s)"
+	doc = call("DELETE", "/v3/projects/"+pid, "", 409)
+	if msg := doc["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "1 instance(s)") {
+		t.Fatalf("refusal does not say what is left: %q", msg)
+	}
+	delete(inUse, pid)
+	call("DELETE", "/v3/users/"+uid, "", 204)
+	call("DELETE", "/v3/users/"+uid, "", 404)
+	call("DELETE", "/v3/projects/"+pid, "", 204)
+	call("GET", "/v3/projects/"+pid, "", 404)
+	if resp, _ := r.do(t, "GET", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": admin, "X-Subject-Token": userTok}); resp.StatusCode != 404 {
+		t.Fatalf("the deleted user's token: HTTP %d, want 404", resp.StatusCode)
+	}
+	if after := r.count(t); !maps.Equal(after, before) {
+		t.Fatalf("rows before %v, after %v: the class left something behind", before, after)
+	}
+}
+
+func TestIdentityAdministrationRefusesBadInput(t *testing.T) {
+	r := newRig(t)
+	admin := r.token(t, "admin", r.pw, "admin")
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "alice", "alice-password", "demo", false)
+	alice := r.token(t, "alice", "alice-password", "demo")
+	cases := []struct {
+		name, tok, method, path, body string
+		code                          int
+	}{
+		{"no token", "", "GET", "/v3/projects", "", 401},
+		{"member creates a project", alice, "POST", "/v3/projects", `{"project":{"name":"x"}}`, 403},
+		{"member creates a user", alice, "POST", "/v3/users", `{"user":{"name":"x","password":"pass-word-1"}}`, 403},
+		{"member assigns admin to itself", alice, "PUT", "/v3/projects/x/users/y/roles/admin", "", 403},
+		{"malformed", admin, "POST", "/v3/projects", `{"project":`, 400},
+		{"unknown field", admin, "POST", "/v3/projects", `{"project":{"name":"x","colour":"red"}}`, 400},
+		{"no name", admin, "POST", "/v3/projects", `{"project":{"description":"d"}}`, 400},
+		{"bad name", admin, "POST", "/v3/projects", `{"project":{"name":"x'; drop table projects;--"}}`, 400},
+		{"long project name", admin, "POST", "/v3/projects", `{"project":{"name":"` + strings.Repeat("p", 65) + `"}}`, 400},
+		{"long user name", admin, "POST", "/v3/users", `{"user":{"name":"` + strings.Repeat("u", 256) + `","password":"pass-word-1"}}`, 400},
+		{"other domain", admin, "POST", "/v3/projects", `{"project":{"name":"x","domain_id":"corp"}}`, 400},
+		{"disabled", admin, "POST", "/v3/projects", `{"project":{"name":"x","enabled":false}}`, 400},
+		{"user without password", admin, "POST", "/v3/users", `{"user":{"name":"x"}}`, 400},
+		{"short password", admin, "POST", "/v3/users", `{"user":{"name":"x","password":"short"}}`, 400},
+		{"duplicate user", admin, "POST", "/v3/users", `{"user":{"name":"alice","password":"pass-word-1"}}`, 409},
+		{"unknown default project", admin, "POST", "/v3/users", `{"user":{"name":"x","password":"pass-word-1","default_project_id":"nope"}}`, 400},
+		{"new role", admin, "POST", "/v3/roles", `{"role":{"name":"superuser"}}`, 403},
+		{"new domain", admin, "POST", "/v3/domains", `{"domain":{"name":"corp"}}`, 403},
+		{"unknown role", admin, "PUT", "/v3/projects/x/users/y/roles/superuser", "", 404},
+		{"unknown project", admin, "DELETE", "/v3/projects/nope", "", 404},
+		{"unknown user", admin, "GET", "/v3/users/nope", "", 404},
+		{"unknown domain", admin, "GET", "/v3/domains/corp", "", 404},
+	}
+	for _, c := range cases {
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if c.tok != "" {
+			hdr["X-Auth-Token"] = c.tok
+		}
+		resp, doc := r.do(t, c.method, c.path, c.body, hdr)
+		e, _ := doc["error"].(map[string]any)
+		if resp.StatusCode != c.code || e == nil || e["message"] == "" {
+			t.Errorf("%s: HTTP %d %v, want %d with a Keystone error", c.name, resp.StatusCode, doc, c.code)
+		}
+	}
+	if n, _ := r.ids.Projects(ctx, ""); len(n) != 2 {
+		t.Fatalf("bad input changed the projects: %v", n)
 	}
 }

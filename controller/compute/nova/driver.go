@@ -19,8 +19,10 @@
 // server ends in ERROR or does not become ACTIVE in time.
 //
 // Files: driver.go (configuration, names, waiting), servers.go (Nova,
-// Neutron), volumes.go (Cinder) — the layout of compute/qemu. The driver
-// owns servers, volumes and security groups and nothing else.
+// Neutron security groups), networks.go (the Neutron networks and ports a
+// request's nics name), volumes.go (Cinder) — the layout of compute/qemu.
+// The driver owns servers, volumes and security groups and nothing else;
+// networks and ports are the operator's, only looked up.
 package nova
 
 import (
@@ -38,7 +40,8 @@ import (
 
 // Config configures the driver.
 type Config struct {
-	// Network is the Neutron network id servers are attached to.
+	// Network is the Neutron network id servers are attached to when a
+	// request names none.
 	Network string
 	// AvailabilityZone and VolumeType are optional.
 	AvailabilityZone string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,6 +33,9 @@ const (
 	sgID       = "2f1e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b"
 	imageID    = "70a599e0-31e7-49b7-b260-868f441e862b"
 	networkID  = "3c1f2d0e-4b5a-4c6d-9e8f-7a6b5c4d3e2f"
+	dbNetID    = "7d6c5b4a-3e2f-4d1c-8b0a-9f8e7d6c5b4a"
+	portID     = "e4d3c2b1-a0f9-4e8d-b7c6-5a4b3c2d1e0f"
+	busyPortID = "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b"
 )
 
 type cloud struct {
@@ -137,6 +141,29 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 	}))
 	mux.HandleFunc("DELETE /network/v2.0/security-groups/"+sgID, record(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(204)
+	}))
+	mux.HandleFunc("GET /network/v2.0/networks", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "networks.json")
+	}))
+	mux.HandleFunc("GET /network/v2.0/networks/{id}", record(func(w http.ResponseWriter, r *http.Request) {
+		switch r.PathValue("id") {
+		case dbNetID:
+			send(w, 200, "network_show.json")
+		case networkID:
+			send(w, 200, "network_show.json") // the fixture's body is not read beyond its presence
+		default:
+			send(w, 404, "not_found.json")
+		}
+	}))
+	mux.HandleFunc("GET /network/v2.0/ports/{id}", record(func(w http.ResponseWriter, r *http.Request) {
+		switch r.PathValue("id") {
+		case portID:
+			send(w, 200, "port_show.json")
+		case busyPortID:
+			send(w, 200, "port_in_use.json")
+		default:
+			send(w, 404, "not_found.json")
+		}
 	}))
 	// Nova.
 	mux.HandleFunc("GET /compute/flavors/detail", record(func(w http.ResponseWriter, r *http.Request) {
@@ -360,5 +387,70 @@ func TestExtendVolume(t *testing.T) {
 	c.volumeStates = []string{"volume_extended.json"}
 	if _, err := d.ExtendVolume(context.Background(), compute.Server{ID: serverID}, vol, 3); err == nil || !strings.Contains(err.Error(), "cannot shrink") {
 		t.Fatalf("shrink: %v", err)
+	}
+}
+
+// TestNICsArePassedToNova: a request's network (with a fixed address) or
+// port reaches Nova's networks entry as the request named it, after
+// Neutron confirmed it exists.
+func TestNICsArePassedToNova(t *testing.T) {
+	for name, tc := range map[string]struct {
+		nics []compute.NIC
+		want string
+	}{
+		"default":            {nil, `[{"uuid": "` + networkID + `"}]`},
+		"net-id":             {[]compute.NIC{{NetworkID: dbNetID}}, `[{"uuid": "` + dbNetID + `"}]`},
+		"net-id v4-fixed-ip": {[]compute.NIC{{NetworkID: dbNetID, FixedIP: "10.20.0.40"}}, `[{"uuid": "` + dbNetID + `", "fixed_ip": "10.20.0.40"}]`},
+		"port-id":            {[]compute.NIC{{PortID: portID}}, `[{"port": "` + portID + `"}]`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, d := newCloud(t)
+			ctx := context.Background()
+			nics, err := d.ResolveNICs(ctx, tc.nics)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.nics) > 0 && tc.nics[0].PortID != "" && nics[0].NetworkID != dbNetID {
+				t.Fatalf("a port's network is not taken from Neutron: %+v", nics)
+			}
+			c.serverStates = []string{"server_active.json"}
+			spec := serverSpec(compute.Volume{ID: volumeID, SizeGB: 2})
+			spec.NICs = nics
+			if _, err := d.CreateServer(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			th.CheckJSONEquals(t, tc.want, c.serverCreate["networks"])
+		})
+	}
+}
+
+// TestUnknownNetworksArePlainRefusals: nothing Neutron does not have
+// reaches Nova, and each refusal names the networks there are.
+func TestUnknownNetworksArePlainRefusals(t *testing.T) {
+	c, d := newCloud(t)
+	ctx := context.Background()
+	nets, err := d.Networks(ctx)
+	if err != nil || len(nets) != 2 || nets[0].ID != networkID || !nets[0].Default || nets[1].Name != "db-net" {
+		t.Fatalf("networks = %+v, %v (the configured one first, as the default)", nets, err)
+	}
+	for name, tc := range map[string]struct {
+		nic  compute.NIC
+		want string
+	}{
+		"unknown network": {compute.NIC{NetworkID: "0b0b0b0b-0000-4000-8000-000000000000"}, "not found in Neutron; the networks are: " + networkID + " (private, the default); " + dbNetID + " (db-net)"},
+		"unknown port":    {compute.NIC{PortID: "0c0c0c0c-0000-4000-8000-000000000000"}, "not found in Neutron; the networks are:"},
+		"port in use":     {compute.NIC{PortID: busyPortID}, "in use by 0a1b2c3d"},
+		"port elsewhere":  {compute.NIC{PortID: portID, NetworkID: networkID}, "is on network " + dbNetID},
+		"port and ip":     {compute.NIC{PortID: portID, FixedIP: "10.20.0.9"}, "either port-id or v4-fixed-ip"},
+		"subnet":          {compute.NIC{SubnetID: "c9d8e7f6-a5b4-4c3d-9e2f-1a0b9c8d7e6f"}, "make a port on the subnet"},
+		"bad address":     {compute.NIC{NetworkID: dbNetID, FixedIP: "10.20.0"}, "not an IPv4 address"},
+	} {
+		_, err := d.ResolveNICs(ctx, []compute.NIC{tc.nic})
+		if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrInvalid saying %q", name, err, tc.want)
+		}
+	}
+	if c.saw("POST /compute/servers") {
+		t.Fatal("a server was created")
 	}
 }

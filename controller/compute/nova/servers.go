@@ -166,7 +166,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	configDrive := true
 	opts := servers.CreateOpts{
 		Name: name(spec.InstanceID), ImageRef: spec.Image.Location, FlavorRef: flavor.ID,
-		Networks: []servers.Network{{UUID: d.cfg.Network}}, SecurityGroups: []string{sgID},
+		Networks: d.serverNetworks(spec.NICs), SecurityGroups: []string{sgID},
 		AvailabilityZone: d.cfg.AvailabilityZone, ConfigDrive: &configDrive, Personality: personality(spec.ConfigDrive),
 		Metadata: map[string]string{"strata_instance": spec.InstanceID},
 		BlockDevice: []servers.BlockDevice{
@@ -186,6 +186,24 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		return compute.Server{}, fmt.Errorf("%w (the server and its security group were deleted; the volume stays for the instance)", err)
 	}
 	return srv, nil
+}
+
+// serverNetworks are Nova's networks entries for the resolved NICs: a
+// port alone, or a network with an optional fixed address; none is the
+// configured network.
+func (d *Driver) serverNetworks(nics []compute.NIC) []servers.Network {
+	if len(nics) == 0 {
+		return []servers.Network{{UUID: d.cfg.Network}}
+	}
+	out := make([]servers.Network, 0, len(nics))
+	for _, n := range nics {
+		if n.PortID != "" {
+			out = append(out, servers.Network{Port: n.PortID})
+			continue
+		}
+		out = append(out, servers.Network{UUID: n.NetworkID, FixedIP: n.FixedIP})
+	}
+	return out
 }
 
 // rollback removes what a failed CreateServer made.

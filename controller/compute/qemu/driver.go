@@ -2,7 +2,9 @@
 // qemu VM (KVM when usable, else TCG, via strata/builder/qemu) booted from
 // a qcow2 overlay on the registered image, with a sparse raw data disk, a
 // vfat config drive carrying the agent's bootstrap, and user-mode
-// networking whose forwards expose the database port on 127.0.0.1 only.
+// networking whose forwards expose the database's standard port on a
+// loopback address of the instance's own (networks.go), reachable from
+// this host only.
 //
 // Where things are, per instance, under Dir/<instance-id>/:
 //
@@ -13,8 +15,11 @@
 //	qemu.log          qemu's own messages
 //	run/vm-*/         the running VM's temporary files (UEFI variables,
 //	                  snapshot overlays, QMP sockets); qemu's working dir
-//	server.json       ports, size, pid and launch digest: enough to find
-//	                  the running VM again, or to start it again
+//	server.json       address, ports, size, pid and launch digest: enough
+//	                  to find the running VM again, or to start it again
+//
+// and, per network, networks/<network id>/<address>: the claim on an
+// instance's address (networks.go).
 //
 // VMs outlive the controller (builder/qemu's Detached mode): a controller
 // that is killed, or stopped with SIGTERM, leaves them running, and one
@@ -70,7 +75,11 @@ type Config struct {
 	// for VMs this process started or adopted), so recovery can look at
 	// once rather than at its next round.
 	OnExit func(instanceID string)
-	Logger *slog.Logger
+	// Networks are the blocks of loopback addresses instances get their
+	// address from (networks.go), the first the default; nil means
+	// DefaultNetwork alone.
+	Networks []Network
+	Logger   *slog.Logger
 }
 
 // Driver runs instances as local VMs.
@@ -110,6 +119,12 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 	}
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 30 * time.Second
+	}
+	if len(cfg.Networks) == 0 {
+		cfg.Networks = []Network{DefaultNetwork}
+	}
+	if err := checkNetworks(cfg.Networks); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {

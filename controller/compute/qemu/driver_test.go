@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,8 +95,8 @@ func TestQemuDriverCreatesRunsExtendsAndDeletesAVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep, ok := srv.Endpoint(3306)
-	if !ok || ep.Host != "127.0.0.1" || ep.Port == 0 {
-		t.Fatalf("endpoints = %+v", srv.Endpoints)
+	if !ok || !qemu.DefaultNetwork.CIDR.Contains(netip.MustParseAddr(ep.Host)) || ep.Port != 3306 {
+		t.Fatalf("endpoints = %+v, want the standard port on an address of the default network", srv.Endpoints)
 	}
 	// qemu listens on the forwarded port, on loopback only.
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)), 2*time.Second)

@@ -26,10 +26,17 @@ import (
 // serverState is server.json: what StartServer needs to boot the VM again,
 // and what finds the running VM again after a controller restart.
 type serverState struct {
+	// Format 2 added the instance's own address. A server.json without it
+	// (format 1) is read as 127.0.0.1 on the default network with the
+	// forwarded ports it recorded: those instances keep working as they
+	// were, on the address and port their clients know.
+	Format    int                `json:"format,omitempty"`
 	Name      string             `json:"name"`
 	Image     string             `json:"image"`
 	RAMMB     int                `json:"ram_mb"`
 	VCPUs     int                `json:"vcpus"`
+	Network   string             `json:"network,omitempty"`
+	Address   string             `json:"address,omitempty"`
 	Endpoints []compute.Endpoint `json:"endpoints"`
 	// PID is the qemu process of the last start: whoever runs next
 	// (another controller process, the same after a restart) adopts or
@@ -51,8 +58,14 @@ func (d *Driver) loadState(p paths) (serverState, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return st, fmt.Errorf("%s: %w", p.state, err)
 	}
+	if st.Format < stateFormat && st.Address == "" && len(st.Endpoints) > 0 {
+		st.Format, st.Network, st.Address = 1, d.cfg.Networks[0].ID, "127.0.0.1"
+	}
 	return st, nil
 }
+
+// stateFormat is the format server.json is written in.
+const stateFormat = 2
 
 func (d *Driver) saveState(p paths, st serverState) error {
 	data, _ := json.MarshalIndent(st, "", "  ")
@@ -64,15 +77,16 @@ func (d *Driver) saveState(p paths, st serverState) error {
 }
 
 func server(id string, st serverState) compute.Server {
-	return compute.Server{
-		ID:        id,
-		Addresses: []compute.Address{{Type: "private", Address: "127.0.0.1"}},
-		Endpoints: st.Endpoints,
+	srv := compute.Server{ID: id, Endpoints: st.Endpoints}
+	if st.Address != "" {
+		srv.Addresses = []compute.Address{{Type: "private", Address: st.Address, Network: st.Network}}
 	}
+	return srv
 }
 
-// CreateServer makes the overlay and config drive, picks host ports for
-// the guest ports, and starts the VM.
+// CreateServer makes the overlay and config drive, claims the instance's
+// address on its network (its standard ports forwarded there), and starts
+// the VM.
 func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (compute.Server, error) {
 	id := spec.InstanceID
 	if err := checkID(id); err != nil {
@@ -126,15 +140,32 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		return compute.Server{}, err
 	}
 	st.Name, st.Image, st.RAMMB, st.VCPUs = spec.Name, spec.Image.Location, spec.RAMMB, spec.VCPUs
-	for _, gp := range spec.Ports {
-		if _, ok := server(id, st).Endpoint(gp); ok {
-			continue // keep the port an earlier run picked
-		}
-		hp, err := freePort()
+	if st.Address == "" {
+		nics, err := d.ResolveNICs(ctx, spec.NICs)
 		if err != nil {
 			return compute.Server{}, err
 		}
-		st.Endpoints = append(st.Endpoints, compute.Endpoint{GuestPort: gp, Host: "127.0.0.1", Port: hp})
+		n, _ := d.network(nics[0].NetworkID)
+		addr, err := d.claim(id, n, nics[0].FixedIP, spec.Ports)
+		if err != nil {
+			return compute.Server{}, fmt.Errorf("address of %s: %w", id, err)
+		}
+		st.Format, st.Network, st.Address = stateFormat, n.ID, addr.String()
+	}
+	for _, gp := range spec.Ports {
+		if _, ok := server(id, st).Endpoint(gp); ok {
+			continue // kept from an earlier run
+		}
+		e := compute.Endpoint{GuestPort: gp, Host: st.Address, Port: gp}
+		if st.Format < stateFormat {
+			// A server of format 1 forwards from 127.0.0.1, one port each.
+			hp, err := freePort()
+			if err != nil {
+				return compute.Server{}, err
+			}
+			e.Port = hp
+		}
+		st.Endpoints = append(st.Endpoints, e)
 	}
 	if err := d.saveState(p, st); err != nil {
 		return compute.Server{}, err
@@ -164,7 +195,7 @@ func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
 func (d *Driver) launchConfig(id string, p paths, st serverState) bq.Config {
 	var fwd []bq.Forward
 	for _, e := range st.Endpoints {
-		fwd = append(fwd, bq.Forward{HostPort: e.Port, GuestPort: e.GuestPort})
+		fwd = append(fwd, bq.Forward{HostAddr: e.Host, HostPort: e.Port, GuestPort: e.GuestPort})
 	}
 	return bq.Config{
 		Name:     "strata-" + id,
@@ -443,7 +474,8 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if entries, err := os.ReadDir(p.dir); err == nil && len(entries) == 0 {
 		os.Remove(p.dir)
 	}
-	return nil
+	// Last: while anything of the server is left, its address stays its.
+	return d.release(srv.ID)
 }
 
 // isOurs reports whether pid is a running qemu whose command line names

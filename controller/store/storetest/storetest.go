@@ -72,6 +72,22 @@ func PostgresDSN(t testing.TB) string {
 	return srv.dsn(name)
 }
 
+// EachAt runs fn as a subtest against SQLite and against PostgreSQL, each
+// migrated up to version only; fn migrates the rest (db.Migrate) after
+// putting data into the older schema.
+func EachAt(t *testing.T, version int, fn func(t *testing.T, db *store.DB)) {
+	open := func(t *testing.T, dsn string) *store.DB {
+		db, err := store.OpenAt(context.Background(), dsn, version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	t.Run("sqlite", func(t *testing.T) { fn(t, open(t, filepath.Join(t.TempDir(), "controller.db"))) })
+	t.Run("postgres", func(t *testing.T) { fn(t, open(t, PostgresDSN(t))) })
+}
+
 // Each runs fn as a subtest against SQLite and against PostgreSQL.
 func Each(t *testing.T, fn func(t *testing.T, db *store.DB)) {
 	t.Run("sqlite", func(t *testing.T) { fn(t, SQLite(t)) })
