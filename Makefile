@@ -82,7 +82,7 @@ test-all:
 	@files=$$(git ls-files '*.go') && [ -n "$$files" ] || { echo "make: cannot list the Go files to check with gofmt (git ls-files)"; exit 1; }; \
 		bad=$$(gofmt -l $$files) || exit 1; \
 		test -z "$$bad" || { echo "gofmt needed:"; echo "$$bad"; exit 1; }
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./agent/... ./controller/... ./builder/publish/...
 	pkgs=$$($(GO) list ./builder/...) && $(GO) test -count=1 $$(echo "$$pkgs" | grep -v /builder/publish) . ./ci/
 	$(MAKE) test-fresh-host
 	$(MAKE) e2e
