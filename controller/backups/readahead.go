@@ -12,9 +12,9 @@ type readahead struct {
 	// exited is closed when the reading goroutine has returned: after
 	// that nothing touches r any more.
 	exited chan struct{}
-	cur  []byte
-	buf  []byte
-	err  error
+	cur    []byte
+	buf    []byte
+	err    error
 }
 
 type chunk struct {
