@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +111,100 @@ func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
 	}
 	if exec.LastCompleted() != "queued" {
 		t.Fatalf("last completed = %q", exec.LastCompleted())
+	}
+}
+
+// A backup's data channel dies with its connection: the operation fails
+// once, with the stream's error as its result, and the controller's resend
+// after the reconnect gets that result back — the datastore's backup tool
+// is never run a second time, and no second stream is opened.
+func TestABackupCutWithItsConnectionRunsOnceAndReportsTheCut(t *testing.T) {
+	rig := endpointtest.NewRig(t)
+	journal, err := ops.OpenJournal(filepath.Join(t.TempDir(), "journal"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close()
+	var runs, opens atomic.Int32
+	var client atomic.Pointer[transport.Client]
+	exec := ops.NewExecutor(journal, func(ctx context.Context, op wire.Operation) wire.Result {
+		runs.Add(1)
+		st, err := client.Load().OpenStream(ctx, op.ID, 0)
+		if err != nil {
+			return wire.Result{Error: wire.Errorf(wire.CodeInternal, "open stream: %v", err)}
+		}
+		opens.Add(1)
+		defer st.Close()
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := st.Write(chunk); err != nil {
+				return wire.Result{Error: wire.Errorf(wire.CodeInternal, "backup stream: %v", err)}
+			}
+		}
+	}, wiretest.QuietLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go exec.Run(ctx)
+
+	token := wire.NewEnrollmentToken()
+	rig.Store.AddInstance("inst-1", token)
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), exec)
+	cfg.EnrollmentToken = token
+	c, err := transport.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Store(c)
+	go c.Run(ctx)
+	rig.WaitConnected("inst-1", true, 5*time.Second)
+
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	defer acancel()
+	op := wire.Operation{ID: "backup-1", Kind: wire.KindBackup, Args: json.RawMessage(`{"backup_id":"b1"}`)}
+	w, err := rig.Server.ExpectStream("inst-1", op.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := rig.Server.Submit(actx, "inst-1", op); err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.Wait(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	var got int
+	for got < 1<<20 {
+		n, err := st.Read(buf)
+		if err != nil {
+			t.Fatalf("stream after %d bytes: %v", got, err)
+		}
+		got += n
+	}
+	rig.Proxy.Cut()
+	// The controller's end of the stream ends too (never a silent EOF
+	// that could pass for a finished backup: the agent's digest is what
+	// proves the end, and it never comes).
+	for {
+		if _, err := st.Read(buf); err != nil {
+			break
+		}
+	}
+	res, err := rig.Server.Await(actx, "inst-1", op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error == nil || !strings.Contains(res.Error.Message, "backup stream") {
+		t.Fatalf("result of the cut backup: %+v, want its stream's error", res)
+	}
+	if n, m := runs.Load(), opens.Load(); n != 1 || m != 1 {
+		t.Fatalf("the backup ran %d times and opened %d streams, want 1 and 1", n, m)
+	}
+	if rec, _ := rig.Store.Op("inst-1", op.ID); rec.Acks < 2 {
+		t.Fatalf("the backup was not resent after the reconnect: %+v", rec)
+	}
+	if _, err := rig.Server.ExpectStream("inst-1", op.ID, 0); err != nil {
+		t.Fatalf("the operation's stream slot is still held: %v", err)
 	}
 }

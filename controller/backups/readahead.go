@@ -9,9 +9,12 @@ type readahead struct {
 	full chan chunk
 	free chan []byte
 	done chan struct{}
-	cur  []byte
-	buf  []byte
-	err  error
+	// exited is closed when the reading goroutine has returned: after
+	// that nothing touches r any more.
+	exited chan struct{}
+	cur    []byte
+	buf    []byte
+	err    error
 }
 
 type chunk struct {
@@ -21,11 +24,12 @@ type chunk struct {
 }
 
 func newReadahead(r io.Reader, n, size int) *readahead {
-	ra := &readahead{full: make(chan chunk, n), free: make(chan []byte, n), done: make(chan struct{})}
+	ra := &readahead{full: make(chan chunk, n), free: make(chan []byte, n), done: make(chan struct{}), exited: make(chan struct{})}
 	for range n {
 		ra.free <- make([]byte, size)
 	}
 	go func() {
+		defer close(ra.exited)
 		for {
 			var buf []byte
 			select {
@@ -72,4 +76,13 @@ func (ra *readahead) stop() {
 	default:
 		close(ra.done)
 	}
+}
+
+// stopWait is stop, then waits until the reading goroutine has returned,
+// so that the caller may close or reuse r (a source that is not safe for
+// concurrent use, such as the container's reader). The wait is one Read
+// of r at most.
+func (ra *readahead) stopWait() {
+	ra.stop()
+	<-ra.exited
 }

@@ -295,10 +295,12 @@ func (m *Manager) serve(ctx context.Context, st agentendpoint.Stream, l Backup) 
 
 // SendStream copies a backup's stream (the container's verifying reader)
 // to the agent, reading and decrypting ahead of sending, and ends it with
-// EOF; a read error (damage) returns before EOF is sent.
+// EOF; a read error (damage) returns before EOF is sent. When it returns,
+// r is no longer being read.
 func SendStream(st agentendpoint.Stream, r io.Reader) error {
 	ra := newReadahead(r, 8, 1<<20)
-	defer ra.stop()
+	// The caller closes r once this returns: no Read of r may still run.
+	defer ra.stopWait()
 	if _, err := io.CopyBuffer(st, ra, make([]byte, 1<<20)); err != nil {
 		return err
 	}
