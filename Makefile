@@ -29,8 +29,9 @@ go-check:
 	@command -v $(GO) >/dev/null || { echo "make: Go is not installed (need Go >= 1.26 on PATH)"; exit 1; }
 
 .PHONY: build
-build: go-check ## build bin/strata, bin/strata-agent and bin/packer-plugin-strata
+build: go-check ## build bin/strata (and bin/disk-image-create, a link to it), bin/strata-agent and bin/packer-plugin-strata
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata .
+	ln -sfn strata bin/disk-image-create
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata-agent ./agent/cmd/strata-agent
 	$(GO) build -trimpath -ldflags '-s -w -X main.commit=$(COMMIT)' -o bin/packer-plugin-strata ./builder/packer/cmd/packer-plugin-strata
 
@@ -58,7 +59,7 @@ publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its d
 
 .PHONY: test
 test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
-	ci/deps.sh test openstack
+	ci/deps.sh test openstack dib
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/

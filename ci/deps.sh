@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...     GROUP: build boot test openstack
+#   ci/deps.sh GROUP...     GROUP: build boot test openstack dib
 #
 # Packages already installed are not touched, so a second run costs one
 # dpkg-query. Missing packages are installed non-interactively with
@@ -27,6 +27,7 @@ group[build]="
 	util-linux
 	ca-certificates
 	libcap2-bin
+	squashfs-tools
 "
 group[boot]="
 	qemu-system-x86
@@ -44,6 +45,12 @@ group[test]="
 	systemd
 	python3-openstackclient
 	python3-troveclient
+"
+# Debian's diskimage-builder: its element tree and shell library, which
+# strata offers to DIB elements, and the compatibility suite builds from.
+group[dib]="
+	python3-diskimage-builder
+	sudo
 "
 group[openstack]="
 	keystone
@@ -116,6 +123,7 @@ if [ ! -e "$policy" ]; then
 fi
 # An if, not an &&-list: as the trap's last command a false test would
 # become the script's exit status after a successful install.
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	if [ "$made_policy" = 1 ]; then
 		rm -f "$policy"
