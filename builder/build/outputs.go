@@ -79,7 +79,13 @@ func (b *builder) writeOutputs(ctx context.Context) error {
 	}
 	name := filepath.Base(b.cfg.Output)
 	var outs []manifest.Output
-	if df := b.cfg.diskFormats(); len(df) > 0 {
+	df := b.cfg.diskFormats()
+	if len(df) > 0 && b.plan.set.Has("no-final-image") {
+		// DIB's no-final-image element: the tree formats (tar...) only.
+		b.rep.printf("strata: element no-final-image: not writing %s (tree formats and the manifest only, as disk-image-create)\n", strings.Join(df, ", "))
+		df = nil
+	}
+	if len(df) > 0 {
 		raw := filepath.Join(b.dirs.build, "disk.raw")
 		grubDir := "/usr/lib/grub"
 		if _, err := os.Stat(filepath.Join(b.dirs.root, "usr/lib/grub/i386-pc")); err == nil {

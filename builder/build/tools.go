@@ -282,6 +282,16 @@ func (p *plan) writeHooksDir(dir string) error {
 		return err
 	}
 	p.owners = owners
+	// Every phase directory exists, as under disk-image-create, whose base
+	// element always brings some: elements (DIB's install-types) cd there.
+	for _, ph := range element.Phases {
+		if err := os.MkdirAll(filepath.Join(dir, string(ph)), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "environment.d"), 0o755); err != nil {
+		return err
+	}
 	if err := writeTools(dir, p.set, p.distro, p.release); err != nil {
 		return err
 	}

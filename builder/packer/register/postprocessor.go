@@ -199,11 +199,17 @@ func (a *Artifact) BuilderId() string { return BuilderID }
 // Files are the registered image's files, which stay where they are.
 func (a *Artifact) Files() []string { return a.in.Files() }
 
-// Id is the datastore version's id.
-func (a *Artifact) Id() string { return a.VersionID }
+// Id is the datastore version's id: the strata controller's, or the
+// Trove's when the version went to a Trove only.
+func (a *Artifact) Id() string {
+	if a.VersionID == "" {
+		return a.TroveVersionID
+	}
+	return a.VersionID
+}
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("datastore version %s (image %s) from %s", a.VersionID, a.ImageID, a.Image)
+	return fmt.Sprintf("datastore version %s (image %s) from %s", a.Id(), a.ImageID, a.Image)
 }
 
 // State answers image_id, datastore_version_id and trove_version_id, and
