@@ -45,9 +45,9 @@ import (
 type compatStatus string
 
 const (
-	works       compatStatus = "works"         // built and its effect checked
-	ownElement  compatStatus = "strata's own"  // strata's element or builder stands in; effect checked
-	refused     compatStatus = "refused"       // refused before anything runs, with the reason
+	works       compatStatus = "works"        // built and its effect checked
+	ownElement  compatStatus = "strata's own" // strata's element or builder stands in; effect checked
+	refused     compatStatus = "refused"      // refused before anything runs, with the reason
 	notOffline  compatStatus = "not testable offline"
 	notHere     compatStatus = "not testable here"
 	notDebian   compatStatus = "not for Debian"
