@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,7 +247,13 @@ echo written-in-chroot >/tmp/cache/back
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		if c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.HasPrefix(string(c), "strata-mount-namespace") {
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(c), "strata-mount-namespace") {
+			continue
+		}
+		// Only this process's: other builds may run on the machine.
+		st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if strings.Contains(string(st), fmt.Sprintf("\nPPid:\t%d\n", os.Getpid())) {
 			t.Errorf("the build's mount namespace holder (pid %s) still runs", e.Name())
 		}
 	}
@@ -424,5 +431,57 @@ func TestDIBsOtherFormatsAreWrittenOrRefusedUpFront(t *testing.T) {
 		if _, err := Run(context.Background(), c); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("-t %s: err = %v, want a refusal saying %q", format, err, want)
 		}
+	}
+}
+
+// TestBuildWritingToAClosedStdoutIsNotKilledBySIGPIPE runs a build in a
+// child process whose stdout is a pipe the test closes after three lines,
+// as `strata build ... | head -3` does: the build must finish (exit 0)
+// and leave no build directory.
+func TestBuildWritingToAClosedStdoutIsNotKilledBySIGPIPE(t *testing.T) {
+	if dir := os.Getenv("STRATA_TEST_SIGPIPE_DIR"); dir != "" {
+		// The child: build, writing progress to fd 1.
+		f := &fixture{elements: filepath.Join(dir, "elements"), cache: filepath.Join(dir, "cache"), out: filepath.Join(dir, "out")}
+		cfg := f.config("tiny-os")
+		cfg.Out = os.Stdout
+		if _, err := Run(context.Background(), cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "child build:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	requireRoot(t)
+	dir := t.TempDir()
+	writeElements(t, filepath.Join(dir, "elements"), toolsOS)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBuildWritingToAClosedStdoutIsNotKilledBySIGPIPE$")
+	cmd.Env = append(os.Environ(), "STRATA_TEST_SIGPIPE_DIR="+dir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	for lines := 0; lines < 3; {
+		if _, err := stdout.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if buf[0] == '\n' {
+			lines++
+		}
+	}
+	stdout.Close() // head exits
+	err = cmd.Wait()
+	if err != nil {
+		t.Fatalf("the build died after its stdout closed: %v\n%s", err, stderr.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "cache", "tmp", "*build*")); len(left) > 0 {
+		t.Errorf("build directories left: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "img.tar")); err != nil {
+		t.Errorf("the build did not finish: %v", err)
 	}
 }
