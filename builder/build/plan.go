@@ -141,6 +141,11 @@ func (r planRequest) expand(log *slog.Logger) (*element.Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, o := range lib.Overrides {
+		if set.Get(o.Name) != nil {
+			log.Info("element override", "element", o.Name, "using", o.Winner, "hiding", o.Hidden)
+		}
+	}
 	if err := checkContracts(set); err != nil {
 		return nil, err
 	}

@@ -208,7 +208,7 @@ func TestElementsPathEarlierWinsAndOverrideIsLogged(t *testing.T) {
 	tree(t, first, map[string]string{"a/install.d/10-first*": "#!/bin/sh\n"})
 	tree(t, second, merge(osElement, map[string]string{"a/install.d/10-second*": "#!/bin/sh\n"}))
 	var logs bytes.Buffer
-	lib, err := Scan([]string{first, second}, slog.New(slog.NewTextHandler(&logs, nil)))
+	lib, err := Scan([]string{first, second}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ type Override struct {
 
 // Scan reads every element directory in paths. As with DIB's ELEMENTS_PATH,
 // an element found in an earlier path hides one of the same name in a later
-// path; each such override is logged and recorded. diskimage-builder's own
+// path; each such override is recorded (and logged at debug level: the
+// builder reports those of the elements a build uses). diskimage-builder's own
 // element tree is searched after every other entry (see SearchOrder).
 func Scan(paths []string, log *slog.Logger) (*Library, error) {
 	if log == nil {
@@ -55,7 +56,7 @@ func Scan(paths []string, log *slog.Logger) (*Library, error) {
 			}
 			if prev, ok := lib.byName[el.Name]; ok {
 				lib.Overrides = append(lib.Overrides, Override{Name: el.Name, Winner: prev.Dir, Hidden: el.Dir})
-				log.Info("element override", "element", el.Name, "using", prev.Dir, "hiding", el.Dir)
+				log.Debug("element override", "element", el.Name, "using", prev.Dir, "hiding", el.Dir)
 				continue
 			}
 			lib.byName[el.Name] = el

@@ -96,7 +96,7 @@ func compatTable() map[string]compatRow {
 		"element-manifest":            built("A", file("etc/dib-manifests/dib-element-manifest", "dib-contracts", "devuser")),
 		"enable-serial-console":       built("A", exists("etc/udev/rules.d/99-serial-console.rules")),
 		"ensure-venv":                 built("A", pkg("python3-venv")),
-		"growvols":                    built("A", all(exists("usr/local/sbin/growvols"), file("etc/sysconfig/growvols", "GROWVOLS_ARGS"))),
+		"growvols":                    built("A", exists("usr/local/sbin/growvols")),
 		"ibft-interfaces":             built("A", exists("etc/systemd/system/multi-user.target.wants/init-ibft-interfaces.service")),
 		"install-static":              built("A", file("etc/dib-contracts/static-file", "installed by install-static")),
 		"install-types":               built("A", file("etc/dib-contracts/installed-from", "source")),
@@ -412,7 +412,6 @@ func newCompatFixture(t *testing.T, in *dib.Install) *compatFixture {
 		"DIB_INSTALLTYPE_pip_and_virtualenv=package",
 		// DIB's dib-python picks Python 2 for Debian unless told.
 		"DIB_PYTHON_VERSION=3",
-		"DIB_GROWVOLS_TRIGGER=systemd",
 	}
 	return f
 }
