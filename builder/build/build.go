@@ -337,6 +337,7 @@ func (b *builder) restore(ctx context.Context) error {
 	}
 	all := b.plan.hooks()
 	if !b.cfg.NoCache {
+		limit, told := b.firstMountingHook(), false
 		for i := len(all) - 1; i >= 0; i-- {
 			hk := all[i]
 			if !hk.checkpoint {
@@ -344,6 +345,13 @@ func (b *builder) restore(ctx context.Context) error {
 			}
 			meta, ok := b.cache.Snapshot(hk.key)
 			if !ok {
+				continue
+			}
+			if limit >= 0 && i >= limit {
+				if !told {
+					b.rep.printf("strata: not restarting after %s or later: %s left a mount a cached tree cannot bring back\n", all[limit].Path(), all[limit].Path())
+					told = true
+				}
 				continue
 			}
 			t0 := time.Now()

@@ -226,10 +226,24 @@ set -eu
 cat /tmp/cache/file >/seen
 echo written-in-chroot >/tmp/cache/back
 `,
+		"later/post-install.d/10-later*": "#!/bin/bash\nset -eu\n{ echo v1; cat /tmp/cache/file; } >/later\n",
 	}))
-	cfg := f.config("tiny-os", "cachey")
+	cfg := f.config("tiny-os", "cachey", "later")
 	if _, err := Run(context.Background(), cfg); err != nil {
 		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	// A change after the mounting hook: the build restarts before that
+	// hook (a restored tree would lack its mount), so the mount is there.
+	writeElements(t, f.elements, map[string]string{"later/post-install.d/10-later*": "#!/bin/bash\nset -eu\n{ echo v2; cat /tmp/cache/file; } >/later\n"})
+	res, err := Run(context.Background(), f.config("tiny-os", "cachey", "later"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if b, _ := tarFile(t, cfg.OutputPath("tar"), "later"); b != "v2\ncached-content\n" {
+		t.Errorf("after a restart /later = %q: the mount was missing\n%s", b, f.log.String())
+	}
+	if res.Manifest.CachedFrom != "root.d/20-tools" || !strings.Contains(f.log.String(), "left a mount a cached tree cannot bring back") {
+		t.Errorf("cached_from = %q, want root.d/20-tools, the checkpoint before the mounting hook\n%s", res.Manifest.CachedFrom, f.log.String())
 	}
 	if b, _ := tarFile(t, cfg.OutputPath("tar"), "seen"); b != "cached-content\n" {
 		t.Errorf("the chroot did not see the host hook's mount: /seen = %q", b)

@@ -40,6 +40,11 @@ const deltaIndex = ".strata-hooks-delta.json"
 type hooksDelta struct {
 	Removed []string `json:"removed,omitempty"`
 	Added   []string `json:"added,omitempty"`
+	// Mounts are mount points the hook left in the build's mount
+	// namespace (DIB's pip-cache bind-mounts its cache in root.d). A tree
+	// restored after such a hook would lack them, so the build restarts
+	// before it instead (see usableCheckpoint).
+	Mounts []string `json:"mounts,omitempty"`
 }
 
 // fileState is what a snapshot of the hooks directory compares.
@@ -83,13 +88,14 @@ func snapshotHooks(dir string) (map[string]fileState, error) {
 }
 
 // writeHooksDelta writes what changed between before and the directory
-// now as a tar at dst; it returns the paths added or changed.
-func writeHooksDelta(dir string, before map[string]fileState, dst string) ([]string, error) {
+// now as a tar at dst, with the mount points the hook left; it returns the
+// paths added or changed.
+func writeHooksDelta(dir string, before map[string]fileState, mounts []string, dst string) ([]string, error) {
 	after, err := snapshotHooks(dir)
 	if err != nil {
 		return nil, err
 	}
-	var d hooksDelta
+	d := hooksDelta{Mounts: mounts}
 	for p := range before {
 		if _, ok := after[p]; !ok {
 			d.Removed = append(d.Removed, p)
@@ -150,6 +156,23 @@ func writeHooksDelta(dir string, before map[string]fileState, dst string) ([]str
 		return nil, err
 	}
 	return d.Added, f.Close()
+}
+
+// readHooksDeltaIndex reads what a delta tar says (without applying it).
+func readHooksDeltaIndex(path string) (hooksDelta, error) {
+	var d hooksDelta
+	f, err := os.Open(path)
+	if err != nil {
+		return d, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	h, err := tr.Next()
+	if err != nil || h.Name != deltaIndex {
+		return d, fmt.Errorf("hooks delta %s: no index", path)
+	}
+	err = json.NewDecoder(tr).Decode(&d)
+	return d, err
 }
 
 // applyHooksDelta replays a delta tar onto dir and returns the paths it
@@ -323,11 +346,50 @@ func (b *builder) replayHooksDeltas(last int) error {
 	return nil
 }
 
-// recordHooksDelta saves what hook hk changed in the hooks directory.
-func (b *builder) recordHooksDelta(hk *hookPlan, before map[string]fileState) error {
+// firstMountingHook is the index of the first root.d or extra-data.d hook
+// that left a mount in the build's namespace when it last ran (its
+// recorded delta says so), or -1: a tree restored at or after it would
+// lack that mount, so the build restarts before it.
+func (b *builder) firstMountingHook() int {
+	for _, hk := range b.plan.hooks() {
+		if !deltaPhase(hk.Phase) {
+			continue
+		}
+		path, ok := b.cache.HooksDelta(hk.key)
+		if !ok {
+			continue
+		}
+		if d, err := readHooksDeltaIndex(path); err == nil && len(d.Mounts) > 0 {
+			return hk.index
+		}
+	}
+	return -1
+}
+
+// recordHooksDelta saves what hook hk changed in the hooks directory, and
+// the mounts it left (the mount points not in mountsBefore).
+func (b *builder) recordHooksDelta(hk *hookPlan, before map[string]fileState, mountsBefore []string) error {
 	tmp := filepath.Join(b.dirs.build, "hooks-delta.tar")
 	defer os.Remove(tmp)
-	added, err := writeHooksDelta(b.dirs.hooks, before, tmp)
+	var mounts []string
+	if b.ns != nil {
+		now, err := b.ns.MountPoints()
+		if err != nil {
+			return err
+		}
+		old := map[string]int{}
+		for _, m := range mountsBefore {
+			old[m]++
+		}
+		for _, m := range now {
+			if old[m] > 0 {
+				old[m]--
+				continue
+			}
+			mounts = append(mounts, m)
+		}
+	}
+	added, err := writeHooksDelta(b.dirs.hooks, before, mounts, tmp)
 	if err != nil {
 		return fmt.Errorf("recording what %s changed in the hooks directory: %w", hk.Path(), err)
 	}

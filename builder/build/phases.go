@@ -92,11 +92,17 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 	r.env = envList(env)
 	for _, h := range todo {
 		var before map[string]fileState
+		var mountsBefore []string
 		record := deltaPhase(pp.phase) && !b.cfg.NoCache
 		if record {
 			var err error
 			if before, err = snapshotHooks(b.dirs.hooks); err != nil {
 				return err
+			}
+			if b.ns != nil {
+				if mountsBefore, err = b.ns.MountPoints(); err != nil {
+					return err
+				}
 			}
 		}
 		if h.fstab {
@@ -111,7 +117,7 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 			}
 		}
 		if record {
-			if err := b.recordHooksDelta(h, before); err != nil {
+			if err := b.recordHooksDelta(h, before, mountsBefore); err != nil {
 				return err
 			}
 		}

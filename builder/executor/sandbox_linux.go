@@ -324,6 +324,21 @@ func NewMountNamespace(ctx context.Context) (*MountNamespace, error) {
 	return m, nil
 }
 
+// MountPoints lists the namespace's mount points.
+func (m *MountNamespace) MountPoints() ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", m.cmd.Process.Pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			out = append(out, f[4])
+		}
+	}
+	return out, nil
+}
+
 // Close ends the namespace and every mount in it.
 func (m *MountNamespace) Close() error {
 	if m.fd != nil {

@@ -88,7 +88,7 @@ func compatTable() map[string]compatRow {
 		"devuser":                     built("A", all(user("devuser"), file("etc/sudoers.d/devuser", "NOPASSWD"), file("home/devuser/.ssh/authorized_keys", "dib-compat-devuser-key"))),
 		"dhcp-all-interfaces":         built("A", exists("usr/local/sbin/dhcp-all-interfaces.sh", "etc/udev/rules.d/99-dhcp-all-interfaces.rules")),
 		"dib-init-system":             built("A", file("usr/local/bin/dib-init-system", "systemd")),
-		"dib-python":                  built("A", exists("usr/bin/dib-python")),
+		"dib-python":                  built("A", file("etc/dib-contracts/dib-python", "Python 3")), // its link exists while the build runs
 		"disable-nouveau":             built("A", file("etc/modprobe.d/disable-nouveau.conf", "blacklist nouveau")),
 		"dkms":                        built("A", pkg("dkms")),
 		"dracut-network":              built("A", nothing),
@@ -127,8 +127,8 @@ func compatTable() map[string]compatRow {
 
 		// strata's own elements and builder stand in (DIB's tree is
 		// searched after strata's); their effects are checked too.
-		"base":             own("A", file("usr/sbin/policy-rc.d", "")), // strata's base: the policy is gone again
-		"debian-minimal":   own("A", file("etc/os-release", "bookworm")),
+		"base":             own("A", absent("usr/sbin/policy-rc.d")), // strata's base: its build-time policy is gone again
+		"debian-minimal":   own("A", file("usr/lib/os-release", "bookworm")),
 		"vm":               own("B", exists("boot/grub/grub.cfg")),
 		"growroot":         own("B", exists("etc/systemd/system/strata-growroot.service")),
 		"install-bin":      own("A", file("usr/local/bin/dib-contracts-hello", "hello from dib-contracts")),
@@ -279,6 +279,15 @@ func exists(paths ...string) func(*imageTree) error {
 			if !it.names[p] {
 				return fmt.Errorf("/%s is not in the image", p)
 			}
+		}
+		return nil
+	}
+}
+
+func absent(path string) func(*imageTree) error {
+	return func(it *imageTree) error {
+		if it.names[path] {
+			return fmt.Errorf("/%s is in the image", path)
 		}
 		return nil
 	}
