@@ -495,7 +495,7 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 		checkContracts(t, it)
 	})
 
-	t.Run("B", func(t *testing.T) {
+	bPassed := t.Run("B", func(t *testing.T) {
 		start := time.Now()
 		img := filepath.Join(out, "B")
 		agent := agentBinary(t)
@@ -555,6 +555,14 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 		}
 		if m.Inputs.Env["DIB_RELEASE"] != "trixie" {
 			t.Errorf("manifest release = %q", m.Inputs.Env["DIB_RELEASE"])
+		}
+		// B built the same Debian 13 base with a dozen more elements, several
+		// with environment.d files of their own: none of them is something
+		// root.d can see, so C starts from B's cached root filesystem.
+		for _, h := range m.Hooks {
+			if h.Phase == "root.d" && bPassed && h.Status != "cached" {
+				t.Errorf("root.d/%s ran again (%s) although B cached the same base system", h.Name, h.Status)
+			}
 		}
 		t.Logf("vm debian-minimal on Debian 13: %.0f s", time.Since(start).Seconds())
 	})
