@@ -50,7 +50,6 @@ group[test]="
 # strata offers to DIB elements, and the compatibility suite builds from.
 group[dib]="
 	python3-diskimage-builder
-	sudo
 "
 group[openstack]="
 	keystone

@@ -499,3 +499,25 @@ func TestBuildWritingToAClosedStdoutIsNotKilledBySIGPIPE(t *testing.T) {
 		t.Errorf("the build did not finish: %v", err)
 	}
 }
+
+func TestSudoInHooksRunsTheCommandAsRootWithoutTheHostsSudo(t *testing.T) {
+	f := newFixture(t, elems(toolsOS, map[string]string{
+		"sudoer/extra-data.d/10-sudo*": `#!/bin/bash
+set -eu
+sudo mkdir -p "$TMP_MOUNT_PATH/etc/sudo-made"
+sudo -E sh -c 'echo "$DIB_PASSED" >"$TMP_MOUNT_PATH/etc/sudo-made/env"'
+echo "$(sudo -Hiu root id -un) $(sudo -u nobody id -un) $(command -v sudo)" >"$DIB_TEST_OUT/sudo.out"
+`,
+	}))
+	cfg := f.config("tiny-os", "sudoer")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if b, _ := tarFile(t, cfg.OutputPath("tar"), "etc/sudo-made/env"); b != "yes\n" {
+		t.Errorf("sudo -E sh -c: %q", b)
+	}
+	got := readOut(t, f, "sudo.out")
+	if !strings.HasPrefix(got, "root nobody ") || !strings.Contains(got, "/.strata/bin/sudo") {
+		t.Errorf("sudo.out = %q", got)
+	}
+}

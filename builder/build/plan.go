@@ -21,7 +21,7 @@ import (
 // schema changes whenever the builder changes what a cached tree contains
 // for the same inputs (the builtin tools, the environment it sets, how
 // keys are chained...).
-const schema = "strata-build-v2"
+const schema = "strata-build-v3"
 
 // builtinProvides are elements diskimage-builder ships that strata
 // implements itself; elements depending on them (or users naming them)

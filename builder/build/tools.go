@@ -118,10 +118,56 @@ done
 }
 
 func init() {
+	toolScripts["sudo"] = sudoShim
 	toolScripts["dib-run-parts"] = dibRunParts
 	toolScripts["install-bin"] = installBin
 	toolScripts["copy-pkg-maps"] = copyPkgMaps
 }
+
+// sudoShim stands in for sudo in hooks: DIB's host hooks call sudo because
+// disk-image-create runs as a user; strata runs every hook as root, so the
+// command runs directly (as another user with -u, through runuser). Hooks
+// then need neither sudo on the build host nor a sudoers entry, and do not
+// depend on the host's PAM configuration.
+const sudoShim = `#!/bin/bash
+# strata's sudo for hooks (they run as root): sudo [-EHnSkis] [-u USER] [--] COMMAND...
+user=root login=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--) shift; break ;;
+	-u) user=$2; shift 2 ;;
+	-u*) user=${1#-u}; shift ;;
+	--user=*) user=${1#--user=}; shift ;;
+	-i | --login) login=1; shift ;;
+	-E | -H | -n | -S | -k | -s | --preserve-env | --preserve-env=* | --set-home | --non-interactive) shift ;;
+	-[EHnSkis]*)
+		flags=${1#-}
+		shift
+		while [ -n "$flags" ]; do
+			f=${flags:0:1} flags=${flags:1}
+			case $f in
+			i) login=1 ;;
+			u)
+				if [ -n "$flags" ]; then user=$flags; flags=; else user=$1; shift; fi
+				;;
+			esac
+		done
+		;;
+	-*) echo "sudo (strata): option $1 is not supported" >&2; exit 1 ;;
+	*) break ;;
+	esac
+done
+if [ "$user" = root ] || [ "$user" = "#0" ]; then
+	if [ "$login" = 1 ]; then
+		exec bash -l ${1:+-c "$*"}
+	fi
+	exec "$@"
+fi
+if [ "$login" = 1 ]; then
+	exec runuser -l "$user" ${1:+-c "$*"}
+fi
+exec runuser -u "$user" -- "$@"
+`
 
 // dibRunParts is strata's dib-run-parts, on every hook's PATH (and, with
 // DIB's dib-run-parts element, in the image): run a directory's

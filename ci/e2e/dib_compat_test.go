@@ -499,10 +499,10 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 		start := time.Now()
 		img := filepath.Join(out, "B")
 		agent := agentBinary(t)
-		env := append([]string{"DIB_RELEASE=trixie", "DIB_STRATA_AGENT_BINARY=" + agent, "DIB_MODPROBE_BLACKLIST=pcspkr",
+		env := append(append([]string{}, fx.env...), "DIB_RELEASE=trixie", "DIB_STRATA_AGENT_BINARY="+agent, "DIB_MODPROBE_BLACKLIST=pcspkr",
 			// iscsi-boot's environment.d file reads DISTRO_NAME before any
 			// element sets it (as under disk-image-create): give it.
-			"DISTRO_NAME=debian"}, fx.env...)
+			"DISTRO_NAME=debian")
 		args := append([]string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "qcow2,tar", "--checksum", "--root-label", "dib-root",
 			"--image-extra-size", "0.5", "--mkfs-options", "-m 1", "--mkfs-journal-size", "32", "--no-tmpfs", "--min-tmpfs", "3",
 			"--install-type", "source", "--logfile", img + ".dib.log", "-x",
@@ -532,8 +532,8 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 				t.Errorf("the Debian 13 datastore image lacks %s", want)
 			}
 		}
-		if !strings.Contains(it.files["etc/os-release"], "trixie") {
-			t.Errorf("B is not Debian 13: %s", it.files["etc/os-release"])
+		if !strings.Contains(it.files["usr/lib/os-release"], "trixie") {
+			t.Errorf("B is not Debian 13: %s", it.files["usr/lib/os-release"])
 		}
 		checkDisk(t, img+".qcow2", "dib-root")
 		res, err := boottest.Serial(context.Background(), boottest.Options{
