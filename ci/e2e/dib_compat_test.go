@@ -34,6 +34,9 @@ import (
 // test makes. Three builds cover every element that supports Debian:
 //
 //	A  Debian 12, tar: everything that needs no kernel (and no-final-image)
+//	A2 Debian 12, tar: the elements that only install many packages (a
+//	   compiler, the POSIX utilities, InfiniBand); minutes of dpkg, so
+//	   `make e2e-all` builds it, not `make test`
 //	B  Debian 13, qcow2+tar, booted under UEFI: DIB's block-device-efi
 //	   layout, the kernel elements, and a datastore (Redis + the agent)
 //	C  Debian 13, images/debian-minimal.yaml: strata's vm debian-minimal
@@ -90,7 +93,7 @@ func compatTable() map[string]compatRow {
 		"dib-init-system":             built("A", file("usr/local/bin/dib-init-system", "systemd")),
 		"dib-python":                  built("A", file("etc/dib-contracts/dib-python", "Python 3")), // its link exists while the build runs
 		"disable-nouveau":             built("A", file("etc/modprobe.d/disable-nouveau.conf", "blacklist nouveau")),
-		"dkms":                        built("A", pkg("dkms")),
+		"dkms":                        built("A2", pkg("dkms")),
 		"dracut-network":              built("A", nothing),
 		"dynamic-login":               built("A", exists("usr/local/bin/dynamic-login", "etc/systemd/system/multi-user.target.wants/dynamic-login.service")),
 		"element-manifest":            built("A", file("etc/dib-manifests/dib-element-manifest", "dib-contracts", "devuser")),
@@ -103,13 +106,13 @@ func compatTable() map[string]compatRow {
 		"journal-to-console":          built("A", file("etc/systemd/journald.conf.d/log-to-console.conf", "ForwardToConsole=true")),
 		"local-config":                built("A", file("root/.ssh/authorized_keys", "dib-compat-local-key")),
 		"manifests":                   built("A", all(file("etc/dib-manifests/dib_environment", "DIB_CONTRACTS_USER"), file("etc/dib-manifests/dib_arguments", "dib-contracts"), beside("A.d/dib-manifests/dib_arguments"))),
-		"mellanox":                    built("A", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), pkg("ibverbs-utils"))),
+		"mellanox":                    built("A2", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), pkg("ibverbs-utils"))),
 		"modprobe":                    built("A", file("etc/modprobe.d/blacklist.conf", "blacklist floppy")),
 		"no-final-image":              built("A", notBeside("A.qcow2")),
 		"openssh-server":              built("A", all(pkg("openssh-server"), exists("etc/systemd/system/multi-user.target.wants/ssh.service"))),
 		"pip-and-virtualenv":          built("A", all(pkg("python3-pip"), pkg("python3-virtualenv"))),
 		"pip-cache":                   built("A", hostCache("pip/dib-compat-pip-cache")),
-		"posix":                       built("A", all(pkg("bc"), pkg("ed"), pkg("pax"), pkg("m4"))),
+		"posix":                       built("A2", all(pkg("bc"), pkg("ed"), pkg("pax"), pkg("m4"))),
 		"runtime-ssh-host-keys":       built("A", exists("etc/systemd/system/multi-user.target.wants/ssh-keygen.service")),
 		"source-repositories":         built("A", all(file("opt/dib-contracts-repo/README", "dib-compat repository"), file("opt/dib-contracts-file", "dib-compat file"), file("etc/dib-manifests/dib-manifest-git-A", "dib-contracts-repo git /opt/dib-contracts-repo"))),
 		"svc-map":                     built("A", all(file("usr/share/svc-map/services", "dib-contracts: dib-contracts"), exists("etc/systemd/system/multi-user.target.wants/dib-contracts.service"))),
@@ -494,6 +497,23 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 		checkRows(t, table, "A", it)
 		checkContracts(t, it)
 	})
+
+	// A2 only installs packages; make e2e-all (every datastore) builds it.
+	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
+		t.Run("A2", func(t *testing.T) {
+			start := time.Now()
+			img := filepath.Join(out, "A2")
+			args := append([]string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "tar", "debian-minimal"}, elementsOf("A2")...)
+			log, err := dibCreate(t, fx.env, args...)
+			t.Logf("disk-image-create %s: %.0f s\n%s", strings.Join(args, " "), time.Since(start).Seconds(), tail(log, 20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRows(t, table, "A2", readImageTree(t, img+".tar"))
+		})
+	} else {
+		t.Logf("A2 (%s: package-only elements) is built by make e2e-all", strings.Join(elementsOf("A2"), " "))
+	}
 
 	bPassed := t.Run("B", func(t *testing.T) {
 		start := time.Now()
