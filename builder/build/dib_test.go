@@ -24,11 +24,12 @@ import (
 var toolsOS = elems(tinyOS, map[string]string{
 	"tiny-os/root.d/20-tools*": `#!/bin/bash
 set -eu
-for f in /usr/bin/install /usr/bin/dirname /bin/ln /bin/ls /bin/grep /usr/bin/sort /usr/bin/find /bin/date /usr/bin/mawk /bin/rm /bin/cp /usr/bin/basename; do
+for f in /usr/bin/install /usr/bin/dirname /bin/ln /bin/ls /bin/grep /usr/bin/sort /usr/bin/find /bin/date /usr/bin/mawk /bin/rm /bin/cp /usr/bin/basename /usr/bin/truncate /bin/mountpoint /bin/chmod; do
 	cp --parents -L "$f" "$TARGET_ROOT"
 	for lib in $(ldd "$f" | grep -o '/[^ ]*'); do cp --parents -L "$lib" "$TARGET_ROOT"; done
 done
 ln -sf mawk "$TARGET_ROOT/usr/bin/awk"
+mkdir -p "$TARGET_ROOT/usr/sbin" "$TARGET_ROOT/var/tmp" "$TARGET_ROOT/var/log"
 `,
 })
 
@@ -270,6 +271,32 @@ echo written-in-chroot >/tmp/cache/back
 		if strings.Contains(string(st), fmt.Sprintf("\nPPid:\t%d\n", os.Getpid())) {
 			t.Errorf("the build's mount namespace holder (pid %s) still runs", e.Name())
 		}
+	}
+}
+
+// strata's base empties /tmp at finalise.d, but never through a mount a
+// host hook left there: the build host's files behind it stay.
+func TestBaseHygieneDoesNotDeleteThroughAHostHooksMount(t *testing.T) {
+	f := newFixture(t, elems(toolsOS, map[string]string{
+		"cachey/root.d/50-mount-cache*": `#!/bin/bash
+set -eu
+mkdir -p "$DIB_TEST_OUT/cache" "$TMP_MOUNT_PATH/tmp/cache"
+echo keep-me >"$DIB_TEST_OUT/cache/file"
+mount --bind "$DIB_TEST_OUT/cache" "$TMP_MOUNT_PATH/tmp/cache"
+`,
+		"cachey/install.d/10-litter*": "#!/bin/bash\necho litter >/tmp/litter\n",
+	}))
+	f.elements2 = strataElements(t)
+	cfg := f.config("tiny-os", "base", "cachey")
+	cfg.SkipBase = false
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if b := readOut(t, f, "cache/file"); b != "keep-me\n" {
+		t.Fatalf("the host's file behind the mount: %q", b)
+	}
+	if _, ok := tarFile(t, cfg.OutputPath("tar"), "tmp/litter"); ok {
+		t.Error("base left /tmp/litter in the image")
 	}
 }
 
