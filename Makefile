@@ -89,7 +89,7 @@ e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; th
 	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, and DIB's package-only elements
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, and the whole DIB compatibility suite (Debian 13, UEFI boot)
 	$(MAKE) e2e DATASTORE=all
 
 .PHONY: bench

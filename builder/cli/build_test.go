@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+
+	"strata/builder/dib"
 )
 
 func TestShellSplitReadsMkfsOptionsAsAShellWould(t *testing.T) {
@@ -27,9 +32,34 @@ func TestShellSplitReadsMkfsOptionsAsAShellWould(t *testing.T) {
 // line and --help) is a flag of strata build.
 func TestEveryDiskImageCreateFlagIsAccepted(t *testing.T) {
 	cmd := NewBuildCommand("test")
+	// disk-image-create 3.13's getopt line, and the options only its help
+	// lists.
 	short := "a:ho:t:xucnp:"
 	long := "checksum,no-tmpfs,offline,help,version,min-tmpfs:,image-size:,image-cache:,max-online-resize:,mkfs-options:,qemu-img-options:,ramdisk-element:,root-label:,install-type:,docker-target:,logfile:"
 	helpOnly := "image-extra-size:,mkfs-journal-size:"
+	// The installed diskimage-builder's own script is the checklist when
+	// there is one (make test installs it): its getopt line and every
+	// option its --help names.
+	if in, ok := dib.Find(); ok {
+		b, err := os.ReadFile(filepath.Join(in.Lib, "disk-image-create"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`getopt -o (\S+) -l (\S+)`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no getopt line", filepath.Join(in.Lib, "disk-image-create"))
+		}
+		short, long = string(m[1]), string(m[2])
+		var help []string
+		for _, h := range regexp.MustCompile(`(?m)^\s*echo "\s+(?:-\w\|)?--([a-z-]+)`).FindAllSubmatch(b, -1) {
+			help = append(help, string(h[1]))
+		}
+		if len(help) < 10 {
+			t.Fatalf("read only %d options from disk-image-create's help: %v", len(help), help)
+		}
+		helpOnly = strings.Join(help, ",")
+		t.Logf("checked against diskimage-builder %s: -%s, --%s, --%s", in.Version, short, long, helpOnly)
+	}
 	for _, c := range strings.ReplaceAll(short, ":", "") {
 		if c == 'h' {
 			continue // cobra's own help flag
