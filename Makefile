@@ -31,8 +31,9 @@ go-check: ## check that Go (GO) is at least the version go.mod asks for, and say
 	@ci/go-check.sh '$(GO)'
 
 .PHONY: build
-build: go-check ## build bin/strata, bin/strata-agent and bin/packer-plugin-strata
+build: go-check ## build bin/strata (and bin/disk-image-create, a link to it), bin/strata-agent and bin/packer-plugin-strata
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata .
+	ln -sfn strata bin/disk-image-create
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/strata-agent ./agent/cmd/strata-agent
 	$(GO) build -trimpath -ldflags '-s -w -X main.commit=$(COMMIT)' -o bin/packer-plugin-strata ./builder/packer/cmd/packer-plugin-strata
 
@@ -67,7 +68,7 @@ TEST_TMPDIR ?= /tmp/strata-test-$(shell printf %s '$(CURDIR)' | sha256sum | cut 
 
 .PHONY: test
 test: go-check deps build ## install what the tests need, then run every test (shellcheck, unit, real servers, the set-up on a fresh Debian root, one image built and booted, the chaos test)
-	ci/deps.sh test openstack swift
+	ci/deps.sh test openstack swift dib
 	@mkdir -p '$(TEST_TMPDIR)'
 	TMPDIR='$(TEST_TMPDIR)' $(MAKE) test-all || { ci/no-qemu-left.sh '$(TEST_TMPDIR)'; exit 1; }
 	ci/no-qemu-left.sh '$(TEST_TMPDIR)'
@@ -83,7 +84,7 @@ test-all:
 		bad=$$(gofmt -l $$files) || exit 1; \
 		test -z "$$bad" || { echo "gofmt needed:"; echo "$$bad"; exit 1; }
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./agent/... ./controller/... ./builder/publish/...
-	pkgs=$$($(GO) list ./builder/...) && $(GO) test -count=1 $$(echo "$$pkgs" | grep -v /builder/publish) . ./ci/
+	pkgs=$$($(GO) list ./builder/...) && $(GO) test -count=1 -timeout 30m $$(echo "$$pkgs" | grep -v /builder/publish) . ./ci/
 	$(MAKE) test-fresh-host
 	$(MAKE) e2e
 	$(MAKE) test-chaos
@@ -115,13 +116,13 @@ test-openstack: go-check build ## publishing against Debian's keystone, glance-a
 DATASTORE ?= redis
 
 .PHONY: e2e
-e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
-	ci/deps.sh test
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE); DIB's elements through disk-image-create (minutes)
+	ci/deps.sh test dib
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, the long chaos test, then Trove's own test suite (test-tempest)
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 	$(MAKE) test-tempest

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,11 @@ func main() {
 	// nothing left mounted, no partial output) and exits 130.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Called as disk-image-create (a symlink to strata), run `strata build`
+	// with the same arguments, so DIB command lines run unchanged.
+	if filepath.Base(os.Args[0]) == "disk-image-create" {
+		root.SetArgs(append([]string{"build"}, os.Args[1:]...))
+	}
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "strata:", err)
 		if errors.Is(ctx.Err(), context.Canceled) {

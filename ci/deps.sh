@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift tempest
+#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift tempest dib
 #   ci/deps.sh --list GROUP...   print the groups' packages, one a line
 #
 # Packages already installed are not touched, so a second run costs one
@@ -36,6 +36,7 @@ group[build]="
 	util-linux
 	ca-certificates
 	libcap2-bin
+	squashfs-tools
 "
 group[boot]="
 	qemu-system-x86
@@ -58,6 +59,11 @@ group[test]="
 	libc6-dev
 	git
 	shellcheck
+"
+# Debian's diskimage-builder: its element tree and shell library, which
+# strata offers to DIB elements, and the compatibility suite builds from.
+group[dib]="
+	python3-diskimage-builder
 "
 group[openstack]="
 	keystone

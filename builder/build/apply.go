@@ -159,7 +159,7 @@ func Apply(ctx context.Context, cfg ApplyConfig) (*ApplyResult, error) {
 	if cfg.Executor == nil {
 		return nil, errors.New("no executor to run hooks with")
 	}
-	rep := newReporter(cfg.Out, io.Discard)
+	rep := newReporter(cfg.Out, io.Discard, nil)
 	log := slog.New(slog.NewTextHandler(rep.out, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
 
@@ -172,15 +172,15 @@ func Apply(ctx context.Context, cfg ApplyConfig) (*ApplyResult, error) {
 	if cfg.Upload == nil {
 		hooksDir = local
 	}
-	p, err := makePlan(ctx, cfg.planRequest(), applyEnv(&cfg, hooksDir), log)
+	p, err := makePlan(ctx, cfg.planRequest(), applyEnv(&cfg, hooksDir), local, log)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.planFrom(ctx, 0, local); err != nil {
 		return nil, err
 	}
 	res := &ApplyResult{Elements: p.set.Names()}
 	rep.printf("strata: applying elements %s (%s) on %s\n", strings.Join(res.Elements, " "), phaseNames(cfg.Phases), cfg.Executor.Where())
-	if err := p.writeHooksDir(local); err != nil {
-		return nil, fmt.Errorf("merging hooks: %w", err)
-	}
 	if cfg.Upload != nil {
 		if err := cfg.Upload(ctx, local, cfg.RemoteHooksDir); err != nil {
 			return nil, fmt.Errorf("uploading the hooks to %s: %w", cfg.RemoteHooksDir, err)
@@ -188,7 +188,7 @@ func Apply(ctx context.Context, cfg ApplyConfig) (*ApplyResult, error) {
 	}
 	r := &hookRunner{
 		ex: cfg.Executor, env: envList(inTargetEnv(p.env, hooksDir)),
-		hooksDir: hooksDir, envFiles: p.set.EnvFiles(), where: "machine", rep: rep,
+		hooksDir: hooksDir, where: "machine", rep: rep,
 	}
 	err = func() error {
 		for _, ph := range cfg.Phases {
@@ -196,6 +196,7 @@ func Apply(ctx context.Context, cfg ApplyConfig) (*ApplyResult, error) {
 			if len(pp.hooks) == 0 {
 				continue
 			}
+			r.envFiles = pp.envFiles
 			rep.phase(ph, len(pp.hooks), 0)
 			for _, h := range pp.hooks {
 				rec, err := r.run(ctx, h)

@@ -4,17 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"strata/builder/blockdevice"
 	"strata/builder/cache"
 	"strata/builder/element"
+	"strata/builder/executor"
 	"strata/builder/manifest"
 	"strata/builder/steps"
+
+	"golang.org/x/sys/unix"
 )
 
 // Result is what a finished build produced.
@@ -26,11 +33,15 @@ type Result struct {
 	Log string
 }
 
-// buildDirs are the working directories of one build, all below build.
+// buildDirs are the working directories of one build, all below build,
+// laid out as disk-image-create lays out its dib_build.XXXXXXXX directory
+// (elements derive names from that path: source-repositories takes the
+// part after the last dot).
 type buildDirs struct {
-	build string // the build's private directory
-	root  string // the image tree (TARGET_ROOT)
-	hooks string // merged hooks (TMP_HOOKS_PATH)
+	build string // the build's private directory (TMP_BUILD_DIR)
+	root  string // the image tree: TMP_BUILD_DIR/mnt (TARGET_ROOT, TMP_MOUNT_PATH)
+	hooks string // merged hooks: TMP_BUILD_DIR/hooks (TMP_HOOKS_PATH)
+	image string // TMP_IMAGE_DIR
 	out   string // outputs before they are moved into place
 	apt   string // this build's view of the package cache
 }
@@ -58,6 +69,17 @@ type builder struct {
 	// again if a later step fails.
 	placed  []string
 	logFile *os.File
+	// lock is held (flock) on the build directory's .lock while the build
+	// runs, so a later build can tell a dead build's directory.
+	lock *os.File
+	// ns is the build's mount namespace: mounts host hooks make last
+	// until the build ends, and chroot hooks see them, as in DIB.
+	ns *executor.MountNamespace
+	// extras are files host hooks wrote beside the image (IMAGE_NAME.*:
+	// DIB's manifests and baremetal elements do), kept with the outputs.
+	extras []string
+	before map[string]bool
+	layout *blockdevice.Layout
 }
 
 // Run builds the image cfg describes. Cancelling ctx (SIGINT, SIGTERM)
@@ -76,14 +98,33 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer b.logFile.Close()
-	b.rep = newReporter(cfg.Out, b.logFile)
+	// A reader that goes away (strata build | head) must not kill the
+	// build half-way: with SIGPIPE caught, writes to a closed stdout fail
+	// with EPIPE, which the reporter ignores (the log file keeps it all).
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+	console := cfg.Out
+	if cfg.Quiet {
+		console = io.Discard
+	}
+	var extraLog io.Writer
+	if cfg.LogFile != "" {
+		lf, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--logfile: %w", err)
+		}
+		defer lf.Close()
+		extraLog = lf
+	}
+	b.rep = newReporter(console, b.logFile, extraLog)
 	b.log = slog.New(slog.NewTextHandler(b.rep.out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	var all []steps.Step
 	all = append(all,
 		steps.Func{StepName: "prepare build directory", RunFunc: b.prepare, CleanFunc: b.removeBuildDir},
+		steps.Func{StepName: "mount namespace", RunFunc: b.enterNamespace, CleanFunc: b.leaveNamespace},
 		steps.Func{StepName: "plan", RunFunc: b.makePlan},
-		steps.Func{StepName: "merge hooks", RunFunc: b.mergeHooks},
 		steps.Func{StepName: "reuse finished outputs", RunFunc: b.reuseOutputs},
 		steps.Func{StepName: "restore cached tree", RunFunc: b.restore},
 		steps.Func{StepName: "package cache", RunFunc: b.linkPackages, CleanFunc: b.savePackages},
@@ -96,7 +137,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		})
 	}
 	all = append(all,
-		steps.Func{StepName: "write images", RunFunc: b.writeOutputs},
+		steps.Func{StepName: "write images", RunFunc: b.writeOutputs, CleanFunc: b.removeExtrasOnFailure},
 		steps.Func{StepName: "place outputs", RunFunc: b.placeOutputs, CleanFunc: b.unplaceOnFailure},
 	)
 	runErr := (&steps.Runner{Log: b.log}).Run(ctx, all)
@@ -121,18 +162,28 @@ func (b *builder) openLog() error {
 }
 
 func (b *builder) prepare(ctx context.Context) error {
-	dir, err := b.cache.TempDir("build-")
+	b.removeStaleBuildDirs()
+	dir, err := b.cache.TempDir(buildDirPrefix)
 	if err != nil {
 		return err
 	}
 	b.dirs = buildDirs{
 		build: dir,
-		root:  filepath.Join(dir, "root"),
+		root:  filepath.Join(dir, "mnt"),
 		hooks: filepath.Join(dir, "hooks"),
+		image: filepath.Join(dir, "image"),
 		out:   filepath.Join(dir, "out"),
 		apt:   filepath.Join(dir, "apt-archives"),
 	}
-	for _, d := range []string{b.dirs.root, b.dirs.hooks, b.dirs.out, b.dirs.apt} {
+	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	b.lock = lock
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("locking %s: %w", dir, err)
+	}
+	for _, d := range []string{b.dirs.root, b.dirs.hooks, b.dirs.image, b.dirs.out, b.dirs.apt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -140,7 +191,59 @@ func (b *builder) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(b.cfg.Output), 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
+	b.before = b.outputSiblings()
 	return nil
+}
+
+// The build directory is named as DIB names its own; a build holds an
+// exclusive flock on lockName inside it while it runs.
+const (
+	buildDirPrefix = "dib_build."
+	lockName       = ".strata-build.lock"
+	// legacyPrefix is how builds named their directory before they were
+	// locked; such a directory untouched for legacyAge is a dead build's.
+	legacyPrefix = "build-"
+	legacyAge    = 24 * time.Hour
+)
+
+// removeStaleBuildDirs deletes build directories that no running build
+// owns: a build killed outright (SIGKILL, or a kernel OOM kill) cannot
+// clean up, so the next build does. A directory is stale when its lock is
+// free; one with a mount below it is left alone (and reported).
+func (b *builder) removeStaleBuildDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(b.cache.Dir, "tmp", buildDirPrefix+"*"))
+	legacy, _ := filepath.Glob(filepath.Join(b.cache.Dir, "tmp", legacyPrefix+"*"))
+	for _, d := range append(dirs, legacy...) {
+		if !staleBuildDir(d) {
+			continue
+		}
+		if m := mountsBelow(d); len(m) > 0 {
+			b.rep.printf("strata: not removing the stale build directory %s: still mounted below it: %s\n", d, strings.Join(m, ", "))
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			b.rep.printf("strata: could not remove the stale build directory %s: %v\n", d, err)
+			continue
+		}
+		b.rep.printf("strata: removed the stale build directory %s (its build is gone)\n", d)
+	}
+}
+
+func staleBuildDir(d string) bool {
+	f, err := os.Open(filepath.Join(d, lockName))
+	if err != nil {
+		if !strings.HasPrefix(filepath.Base(d), legacyPrefix) {
+			return false // being created, or not ours
+		}
+		fi, err := os.Stat(d)
+		return err == nil && time.Since(fi.ModTime()) > legacyAge
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return false // its build holds it
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return true
 }
 
 // removeBuildDir deletes the build directory, but never through a mount:
@@ -150,10 +253,33 @@ func (b *builder) removeBuildDir(ctx context.Context) error {
 	if b.dirs.build == "" {
 		return nil
 	}
+	defer func() {
+		if b.lock != nil {
+			b.lock.Close()
+		}
+	}()
 	if m := mountsBelow(b.dirs.build); len(m) > 0 {
 		return fmt.Errorf("not removing %s: still mounted below it: %s", b.dirs.build, strings.Join(m, ", "))
 	}
 	return os.RemoveAll(b.dirs.build)
+}
+
+// enterNamespace starts the build's mount namespace.
+func (b *builder) enterNamespace(ctx context.Context) error {
+	ns, err := executor.NewMountNamespace(ctx)
+	if err != nil {
+		return err
+	}
+	b.ns = ns
+	return nil
+}
+
+// leaveNamespace ends it: the kernel unmounts whatever hooks mounted.
+func (b *builder) leaveNamespace(ctx context.Context) error {
+	if b.ns == nil {
+		return nil
+	}
+	return b.ns.Close()
 }
 
 // mountsBelow lists mount points at or below dir in this mount namespace.
@@ -172,22 +298,36 @@ func mountsBelow(dir string) []string {
 	return out
 }
 
+// makePlan expands the elements, merges the hooks directory and plans
+// every phase, replaying the changes earlier builds' root.d and
+// extra-data.d hooks made to the hooks directory (cached by key) so that
+// hooks they add are known before the build decides where to restart.
 func (b *builder) makePlan(ctx context.Context) error {
 	env, err := hookEnv(b.cfg, b.dirs, b.dirs.apt)
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(ctx, b.cfg.planRequest(), env, b.log)
+	p, err := makePlan(ctx, b.cfg.planRequest(), env, b.dirs.hooks, b.log)
 	if err != nil {
 		return err
 	}
 	b.plan = p
+	if b.layout, err = blockDeviceLayout(p, b.cfg); err != nil {
+		return err
+	}
+	for _, n := range b.layout.Notes {
+		b.rep.printf("strata: block-device configuration: %s\n", n)
+	}
+	if b.cfg.NoCache {
+		err = p.planFrom(ctx, 0, b.dirs.hooks)
+	} else {
+		err = p.simulate(ctx, b.dirs.hooks, filepath.Join(b.dirs.build, "plan-hooks"), b.cache.HooksDelta)
+	}
+	if err != nil {
+		return err
+	}
 	b.rep.printf("strata: building %s (%s) from elements: %s\n", b.cfg.Output, strings.Join(b.cfg.Formats, ","), strings.Join(p.set.Names(), " "))
 	return nil
-}
-
-func (b *builder) mergeHooks(ctx context.Context) error {
-	return b.plan.writeHooksDir(b.dirs.hooks)
 }
 
 // restore finds the latest saved tree this build can start from.
@@ -197,6 +337,7 @@ func (b *builder) restore(ctx context.Context) error {
 	}
 	all := b.plan.hooks()
 	if !b.cfg.NoCache {
+		limit, told := b.firstMountingHook(), false
 		for i := len(all) - 1; i >= 0; i-- {
 			hk := all[i]
 			if !hk.checkpoint {
@@ -206,9 +347,19 @@ func (b *builder) restore(ctx context.Context) error {
 			if !ok {
 				continue
 			}
+			if limit >= 0 && i >= limit {
+				if !told {
+					b.rep.printf("strata: not restarting after %s or later: %s left a mount a cached tree cannot bring back\n", all[limit].Path(), all[limit].Path())
+					told = true
+				}
+				continue
+			}
 			t0 := time.Now()
 			b.rep.printf("strata: reusing the cached tree after %s (%s); restarting after it\n", hk.Path(), hk.key[:12])
 			if err := b.cache.RestoreSnapshot(ctx, hk.key, b.dirs.root); err != nil {
+				return err
+			}
+			if err := b.replayHooksDeltas(i); err != nil {
 				return err
 			}
 			b.rep.printf("strata: restored in %.1fs\n", time.Since(t0).Seconds())

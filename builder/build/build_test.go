@@ -72,7 +72,9 @@ func elems(ms ...map[string]string) map[string]string {
 
 type fixture struct {
 	elements, cache, out string
-	log                  bytes.Buffer
+	// elements2 is searched after elements when set.
+	elements2 string
+	log       bytes.Buffer
 }
 
 func newFixture(t *testing.T, files map[string]string) *fixture {
@@ -84,8 +86,12 @@ func newFixture(t *testing.T, files map[string]string) *fixture {
 
 func (f *fixture) config(elements ...string) Config {
 	f.log.Reset()
+	path := []string{f.elements}
+	if f.elements2 != "" {
+		path = append(path, f.elements2)
+	}
 	return Config{
-		Elements: elements, SkipBase: true, ElementsPath: []string{f.elements},
+		Elements: elements, SkipBase: true, ElementsPath: path,
 		Output: filepath.Join(f.out, "img"), Formats: []string{"tar"}, CacheDir: f.cache,
 		HostEnv: []string{"PATH=" + os.Getenv("PATH"), "HOME=/root", "DIB_TEST_OUT=" + f.out, "DIB_PASSED=yes", "UNRELATED=no"},
 		Out:     &f.log, Version: "test",
@@ -144,7 +150,7 @@ echo "IMAGE_ELEMENT=$IMAGE_ELEMENT" >>"$DIB_TEST_OUT/host.log"
 		t.Fatal("order.log missing from the image")
 	}
 	want := "install 10-a root=root-made\n" +
-		"install 20-b A_VAR=from-a-envd ARCH=amd64 IMAGE_NAME=img DIB_PASSED=yes UNRELATED=unset HOOKS=b-static\n" +
+		"install 20-b A_VAR=from-a-envd ARCH=amd64 IMAGE_NAME=" + cfg.Output + " DIB_PASSED=yes UNRELATED=no HOOKS=b-static\n" +
 		"post-install\nfinalise\n"
 	if order != want {
 		t.Fatalf("order.log =\n%s\nwant\n%s", order, want)
@@ -183,7 +189,7 @@ func assertNothingLeft(t *testing.T, f *fixture) {
 	if m := mountsBelow(f.cache); len(m) > 0 {
 		t.Errorf("mounts left: %v", m)
 	}
-	builds, _ := filepath.Glob(filepath.Join(f.cache, "tmp", "build-*"))
+	builds, _ := filepath.Glob(filepath.Join(f.cache, "tmp", "*build*"))
 	if len(builds) > 0 {
 		t.Errorf("build directories left: %v", builds)
 	}
@@ -235,7 +241,7 @@ func TestInterruptedInstallHookLeavesNothingBehind(t *testing.T) {
 	// Wait until the hook is running inside a build root.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		started, _ := filepath.Glob(filepath.Join(f.cache, "tmp", "build-*", "root", "started"))
+		started, _ := filepath.Glob(filepath.Join(f.cache, "tmp", "dib_build.*", "mnt", "started"))
 		if len(started) > 0 {
 			break
 		}

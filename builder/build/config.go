@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,8 +46,9 @@ type Config struct {
 	Formats []string
 	// Arch is the Debian architecture (-a).
 	Arch string
-	// Trace sets DIB_DEBUG_TRACE=1 so hooks trace themselves (-x).
-	Trace bool
+	// Trace sets DIB_DEBUG_TRACE so hooks trace themselves (-x, given
+	// twice for 2).
+	Trace int
 	// Uncompressed writes qcow2 without compression (-u).
 	Uncompressed bool
 	// Compression is the qcow2 compression type: zstd (default) or zlib.
@@ -71,8 +73,45 @@ type Config struct {
 	Recipe string
 	// Datastore is what the recipe says the image provides.
 	Datastore *manifest.Datastore
-	// HostEnv is the caller's environment (os.Environ()).
+	// HostEnv is the caller's environment (os.Environ()); hooks get all
+	// of it, as DIB's hooks do.
 	HostEnv []string
+	// ClearEnv gives hooks none of the caller's environment (DIB's -c).
+	ClearEnv bool
+	// WorkDir is where host hooks run (DIB runs them in the caller's
+	// working directory); default the current directory.
+	WorkDir string
+	// Args is the command line, for DIB_ARGS.
+	Args []string
+	// InstallType is DIB_DEFAULT_INSTALLTYPE (--install-type); "" leaves
+	// the caller's value or DIB's default, source.
+	InstallType string
+	// Checksum also writes NAME.FORMAT.md5 (DIB's --checksum; the .sha256
+	// is always written).
+	Checksum bool
+	// NoTmpfs and MinTmpfs are DIB's --no-tmpfs and --min-tmpfs: strata
+	// never builds in a tmpfs, so they only set DIB_NO_TMPFS and
+	// DIB_MIN_TMPFS for hooks that read them.
+	NoTmpfs  bool
+	MinTmpfs string
+	// RootLabel is the root filesystem's label (--root-label); a DIB
+	// block-device configuration may set it too. Default cloudimg-rootfs.
+	RootLabel string
+	// MkfsOptions are extra mkfs.ext4 options (--mkfs-options), split like
+	// a shell would; JournalSizeMB is --mkfs-journal-size;
+	// MaxOnlineResize is --max-online-resize (mkfs -E resize=N, blocks).
+	MkfsOptions     []string
+	JournalSizeMB   int
+	MaxOnlineResize int64
+	// ExtraSize is added to the automatic disk size (--image-extra-size).
+	ExtraSize int64
+	// LogFile also receives the build's output (--logfile); Quiet keeps
+	// it off Out (DIB_QUIET, implied by --logfile).
+	LogFile string
+	Quiet   bool
+	// DockerTarget is the repository:tag the docker format imports the
+	// tree as (--docker-target; default the output name).
+	DockerTarget string
 	// Out receives progress and hook output.
 	Out io.Writer
 	// Version is the builder's version, for the manifest.
@@ -103,8 +142,16 @@ func RecipeConfig(r *recipe.Recipe) (Config, error) {
 	return cfg, nil
 }
 
-// Formats strata can write.
-var knownFormats = []string{"qcow2", "raw", "tar", "vmdk", "vhdx"}
+// Formats strata can write: disk images (qemu-img), a tar of the tree, or
+// its gzip (tgz), a squashfs of the tree, and a docker image imported
+// from it. vhd is qemu-img's "vpc" format.
+var knownFormats = []string{"qcow2", "raw", "tar", "tgz", "squashfs", "vhd", "vmdk", "vhdx", "docker"}
+
+// refusedFormats are disk-image-create formats strata does not write, and
+// why.
+var refusedFormats = map[string]string{
+	"aci": "the App Container Image format (appc) was retired; build -t tar or -t docker instead",
+}
 
 // DefaultBase is the element every build gets unless SkipBase is set.
 const DefaultBase = "base"
@@ -132,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, f := range c.Formats {
+		if why, ok := refusedFormats[f]; ok {
+			return fmt.Errorf("image format %q is not supported: %s", f, why)
+		}
 		if !slices.Contains(knownFormats, f) {
 			return fmt.Errorf("unknown image format %q (known: %s)", f, strings.Join(knownFormats, ", "))
 		}
@@ -165,6 +215,20 @@ func (c *Config) Validate() error {
 	}
 	if c.HostEnv == nil {
 		c.HostEnv = os.Environ()
+	}
+	if c.WorkDir == "" {
+		if c.WorkDir, err = os.Getwd(); err != nil {
+			return err
+		}
+	}
+	if c.RootLabel != "" && len(c.RootLabel) > 16 {
+		return fmt.Errorf("root label %q is longer than ext4's 16 bytes", c.RootLabel)
+	}
+	if c.ExtraSize < 0 || c.JournalSizeMB < 0 || c.MaxOnlineResize < 0 {
+		return fmt.Errorf("--image-extra-size, --mkfs-journal-size and --max-online-resize cannot be negative")
+	}
+	if err := c.checkFormatTools(); err != nil {
+		return err
 	}
 	for k := range c.Env {
 		if !validEnvName(k) {
@@ -209,19 +273,58 @@ func (c *Config) ElementSet() ([]string, error) {
 	return set.Names(), nil
 }
 
+// treeFormats are made from the finished tree, not from a disk image.
+var treeFormats = map[string]bool{"tar": true, "tgz": true, "squashfs": true, "docker": true}
+
 // diskFormats are the formats made from a partitioned (or bare) disk image.
 func (c *Config) diskFormats() []string {
 	var out []string
 	for _, f := range c.Formats {
-		if f != "tar" {
+		if !treeFormats[f] {
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-// OutputPath is the file the build writes for a format.
-func (c *Config) OutputPath(format string) string { return c.Output + "." + format }
+// checkFormatTools refuses, before anything runs, a format whose tool the
+// host lacks.
+func (c *Config) checkFormatTools() error {
+	for _, f := range c.Formats {
+		switch f {
+		case "squashfs":
+			if _, err := exec.LookPath("mksquashfs"); err != nil {
+				return fmt.Errorf("image format squashfs needs mksquashfs (Debian package squashfs-tools; ci/deps.sh build installs it)")
+			}
+		case "docker":
+			if _, err := exec.LookPath("docker"); err != nil {
+				return fmt.Errorf("image format docker imports the tree with `docker import`, and there is no docker command here")
+			}
+			if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+				return fmt.Errorf("image format docker imports the tree with `docker import`, but the docker daemon does not answer (`docker info`: %s)", strings.TrimSpace(string(out)))
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) rootLabel() string {
+	if c.RootLabel != "" {
+		return c.RootLabel
+	}
+	return "cloudimg-rootfs"
+}
+
+// OutputPath is the file the build writes for a format (DIB names a
+// squashfs NAME.squash).
+func (c *Config) OutputPath(format string) string { return c.Output + "." + outputExt(format) }
+
+func outputExt(format string) string {
+	if format == "squashfs" {
+		return "squash"
+	}
+	return format
+}
 
 // ManifestPath and SBOMPath are written beside the images.
 func (c *Config) ManifestPath() string { return c.Output + ".manifest.json" }

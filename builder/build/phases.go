@@ -59,6 +59,11 @@ func linkDebs(from, to string) error {
 }
 
 func (b *builder) runPhase(ctx context.Context, i int) error {
+	if !b.reused && b.phaseStartsFresh(i) {
+		if err := b.rescan(ctx, i); err != nil {
+			return err
+		}
+	}
 	pp := b.plan.phases[i]
 	var todo []*hookPlan
 	for _, h := range pp.hooks {
@@ -73,19 +78,33 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 	}
 	b.rep.phase(pp.phase, len(todo), len(pp.hooks)-len(todo))
 	env := b.phaseEnv(pp.phase)
-	r := &hookRunner{hooksDir: b.dirs.hooks, envFiles: b.plan.set.EnvFiles(), where: where(pp.phase), rep: b.rep}
+	r := &hookRunner{hooksDir: b.dirs.hooks, envFiles: pp.envFiles, where: where(pp.phase), rep: b.rep}
 	if pp.phase.InTarget() {
 		if _, err := os.Stat(filepath.Join(b.dirs.root, "bin/bash")); err != nil {
 			return fmt.Errorf("%s runs inside the image root, but %s has no /bin/bash: did a root.d hook build a root filesystem? (is an operating-system element such as debian-minimal in the set?)", pp.phase, b.dirs.root)
 		}
-		r.ex = &executor.Chroot{Root: b.dirs.root, HooksDir: b.dirs.hooks, Binds: b.chrootBinds()}
+		r.ex = &executor.Chroot{Root: b.dirs.root, HooksDir: b.dirs.hooks, Binds: b.chrootBinds(), Namespace: b.ns}
 		env = inTargetEnv(env, executor.HooksMountPoint)
 		r.hooksDir = executor.HooksMountPoint
 	} else {
-		r.ex = &executor.Host{Dir: b.dirs.build}
+		r.ex = &executor.Host{Dir: b.cfg.WorkDir, Namespace: b.ns}
 	}
 	r.env = envList(env)
 	for _, h := range todo {
+		var before map[string]fileState
+		var mountsBefore []string
+		record := deltaPhase(pp.phase) && !b.cfg.NoCache
+		if record {
+			var err error
+			if before, err = snapshotHooks(b.dirs.hooks); err != nil {
+				return err
+			}
+			if b.ns != nil {
+				if mountsBefore, err = b.ns.MountPoints(); err != nil {
+					return err
+				}
+			}
+		}
 		if h.fstab {
 			if err := b.writeFstab(); err != nil {
 				return err
@@ -94,6 +113,11 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 			rec, err := r.run(ctx, h)
 			b.hooks = append(b.hooks, rec)
 			if err != nil {
+				return err
+			}
+		}
+		if record {
+			if err := b.recordHooksDelta(h, before, mountsBefore); err != nil {
 				return err
 			}
 		}
@@ -109,6 +133,72 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 		}
 	}
 	return nil
+}
+
+// phaseStartsFresh reports whether phase i starts in this build, rather
+// than inside or before the cached tree it restarted from (whose hooks
+// directory is as the hooks before the restart point left it).
+func (b *builder) phaseStartsFresh(i int) bool {
+	for _, h := range b.plan.phases[i].hooks {
+		if h.index <= b.restored {
+			return false
+		}
+	}
+	return true
+}
+
+// rescan plans phase i again from the hooks directory as it is now, as
+// dib-run-parts lists a phase's hooks when the phase starts: hooks (and
+// environment.d files) that earlier hooks added run, and those they
+// removed do not. If that changes the plan, every later key changes with
+// it.
+func (b *builder) rescan(ctx context.Context, i int) error {
+	old := b.plan.phases[i]
+	fresh, err := b.plan.planPhase(ctx, old.phase, b.dirs.hooks)
+	if err != nil {
+		return err
+	}
+	if samePhase(old, fresh) {
+		return nil
+	}
+	known := map[string]bool{}
+	for _, pp := range b.plan.phases[i:] {
+		for _, h := range pp.hooks {
+			known[h.Path()+" "+h.digest] = true
+		}
+	}
+	if err := b.plan.planFrom(ctx, i, b.dirs.hooks); err != nil {
+		return err
+	}
+	for _, pp := range b.plan.phases[i:] {
+		var added []string
+		for _, h := range pp.hooks {
+			if h.dynamic && !known[h.Path()+" "+h.digest] {
+				added = append(added, h.Name+" ("+h.Element+")")
+			}
+		}
+		if len(added) > 0 {
+			b.rep.printf("strata: %s: hooks added while the build ran: %s\n", pp.phase, strings.Join(added, ", "))
+		}
+	}
+	for _, e := range fresh.dynamicEnv {
+		b.rep.printf("strata: %s: environment file added while the build ran: environment.d/%s\n", old.phase, strings.Fields(e)[0])
+	}
+	return nil
+}
+
+func samePhase(a, b *phasePlan) bool {
+	if len(a.hooks) != len(b.hooks) || strings.Join(a.envFiles, "\n") != strings.Join(b.envFiles, "\n") ||
+		strings.Join(a.dynamicEnv, "\n") != strings.Join(b.dynamicEnv, "\n") {
+		return false
+	}
+	for i := range a.hooks {
+		x, y := a.hooks[i], b.hooks[i]
+		if x.Hook != y.Hook || x.digest != y.digest || strings.Join(x.args, "\x00") != strings.Join(y.args, "\x00") {
+			return false
+		}
+	}
+	return true
 }
 
 func where(p element.Phase) string {

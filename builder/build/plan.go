@@ -19,33 +19,50 @@ import (
 )
 
 // schema changes whenever the builder changes what a cached tree contains
-// for the same inputs (the builtin tools, the environment it sets...).
-const schema = "strata-build-v1"
+// for the same inputs (the builtin tools, the environment it sets, how
+// keys are chained...).
+const schema = "strata-build-v3"
 
 // builtinProvides are elements diskimage-builder ships that strata
-// implements itself; elements depending on them resolve without them.
-var builtinProvides = []string{"package-installs", "pkg-map", "dib-run-parts"}
+// implements itself; elements depending on them (or users naming them)
+// resolve without them.
+var builtinProvides = []string{"package-installs", "pkg-map", "dib-run-parts", "install-bin"}
 
-// plan is everything decided before the first hook runs.
+// plan is everything decided before a hook runs. Phases are planned from
+// the merged hooks directory, as dib-run-parts scans a phase's directory
+// when the phase starts; a phase whose directory changed while the build
+// ran (install-types links hooks into install.d during extra-data.d) is
+// planned again when it starts (see planFrom).
 type plan struct {
+	req planRequest
 	set *element.Set
 	// env is the environment every hook starts from (host paths).
 	env map[string]string
-	// evaluated is env after sourcing every environment.d file, used to
-	// evaluate package-installs conditions and pkg-map.
+	// evaluated is env after sourcing the elements' environment.d files,
+	// for pkg-map's distro and release and the manifest.
 	evaluated map[string]string
 	// inputs are the element-inputs files, by variable.
 	inputs map[string]inputFile
 	// elementDigest hashes each element's directory and inputs.
 	elementDigest map[string]string
-	envDigest     string
-	// startKey is the key of the (empty) tree before the first hook.
-	startKey string
-	phases   []*phasePlan
+	// owners maps each file of the merged hooks directory (relative path)
+	// to the element it came from; created, to the element whose hook made
+	// it during the build.
+	owners, created map[string]string
+	// startKey is the key of the (empty) tree before the first hook,
+	// endKey the key of the finished tree.
+	startKey, endKey string
+	phases           []*phasePlan
+	// participation is the index of the hook where each element first
+	// takes part: its content and the variables it mentions enter the
+	// cache key there.
+	participation map[string]int
 	// bootable: the set contains vm, so the disk gets partitions and GRUB.
 	bootable bool
 	// distro and release from the evaluated environment, for pkg-map.
 	distro, release string
+	// evalCache avoids sourcing the same environment.d files twice.
+	evalCache map[string]map[string]string
 }
 
 type inputFile struct {
@@ -53,10 +70,18 @@ type inputFile struct {
 	Size              int64
 }
 
-// phasePlan is one phase: its hooks in run order.
+// phasePlan is one phase: its hooks in run order and the environment.d
+// files sourced before each of them.
 type phasePlan struct {
 	phase element.Phase
 	hooks []*hookPlan
+	// envFiles are relative to the hooks directory ("environment.d/x").
+	envFiles []string
+	// evaluated is the environment after sourcing envFiles.
+	evaluated map[string]string
+	// dynamicEnv describes environment.d files that no element shipped
+	// (made by a hook while the build ran): "name sha256" lines.
+	dynamicEnv []string
 }
 
 // hookPlan is one hook to run.
@@ -71,6 +96,9 @@ type hookPlan struct {
 	elements []string
 	// fstab marks strata's own step that writes /etc/fstab.
 	fstab bool
+	// dynamic: the hook was not shipped by an element; a hook added it to
+	// the hooks directory while the build ran.
+	dynamic bool
 	// index is the hook's position in the whole build, key the cache key
 	// of the tree after it: equal keys mean equal trees.
 	index int
@@ -109,12 +137,25 @@ func (r planRequest) expand(log *slog.Logger) (*element.Set, error) {
 	if r.live {
 		builtin = append(append([]string{}, builtinProvides...), element.OperatingSystem)
 	}
-	return lib.ExpandWith(requested, builtin)
+	set, err := lib.ExpandWith(requested, builtin)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range lib.Overrides {
+		if set.Get(o.Name) != nil {
+			log.Info("element override", "element", o.Name, "using", o.Winner, "hiding", o.Hidden)
+		}
+	}
+	if err := checkContracts(set); err != nil {
+		return nil, err
+	}
+	return set, nil
 }
 
-// makePlan scans and expands the elements, evaluates the environment,
-// squashes package-installs and computes every phase's cache key.
-func makePlan(ctx context.Context, req planRequest, env map[string]string, log *slog.Logger) (*plan, error) {
+// makePlan scans and expands the elements, evaluates the environment and
+// merges the hooks directory into hooksDir. Phases are planned afterwards
+// (planFrom, or simulate when cached hooks-directory changes are known).
+func makePlan(ctx context.Context, req planRequest, env map[string]string, hooksDir string, log *slog.Logger) (*plan, error) {
 	set, err := req.expand(log)
 	if err != nil {
 		return nil, err
@@ -124,64 +165,58 @@ func makePlan(ctx context.Context, req planRequest, env map[string]string, log *
 			log.Warn("file in a phase directory will not run (as in DIB)", "element", e.Name, "file", ig)
 		}
 	}
-	p := &plan{set: set, env: env, bootable: set.Has("vm")}
-
-	p.env["IMAGE_ELEMENT"] = strings.Join(set.Names(), " ")
-	var yml strings.Builder
-	for _, e := range set.Elements {
-		fmt.Fprintf(&yml, "%s: %s\n", e.Name, e.Dir)
-	}
-	p.env["IMAGE_ELEMENT_YAML"] = yml.String()
-
+	p := &plan{req: req, set: set, env: env, bootable: set.Has("vm"), created: map[string]string{},
+		evalCache: map[string]map[string]string{}}
+	setElementEnv(p.env, set)
 	if p.inputs, err = readInputs(set, env); err != nil {
 		return nil, err
 	}
 	if p.elementDigest, err = digestElements(set, p.inputs); err != nil {
 		return nil, err
 	}
-	if p.evaluated, err = evaluateEnv(ctx, set, env); err != nil {
+	var envFiles []string
+	byName := set.ByName()
+	for _, rel := range set.EnvFiles() {
+		name := strings.TrimPrefix(rel, "environment.d/")
+		for _, e := range set.Elements {
+			if containsStr(e.EnvFiles, name) {
+				envFiles = append(envFiles, filepath.Join(byName[e.Name].Dir, "environment.d", name))
+			}
+		}
+	}
+	if p.evaluated, err = evaluateEnv(ctx, envFiles, env); err != nil {
 		return nil, err
 	}
 	p.distro, p.release = p.evaluated["DISTRO_NAME"], p.evaluated["DIB_RELEASE"]
-	p.envDigest = digestEnv(env, set, p.inputs)
-
-	squashed, err := element.SquashPackages(set.Elements, func(k string) (string, bool) {
-		v, ok := p.evaluated[k]
-		return v, ok
-	})
-	if err != nil {
-		return nil, err
+	if err := p.writeHooksDir(hooksDir); err != nil {
+		return nil, fmt.Errorf("merging hooks: %w", err)
 	}
-	byName := set.ByName()
-	for _, ph := range element.Phases {
-		pp := &phasePlan{phase: ph}
-		for _, h := range set.Hooks(ph) {
-			d, err := fileDigest(filepath.Join(byName[h.Element].Dir, string(ph), h.Name))
-			if err != nil {
-				return nil, fmt.Errorf("element %s: hook %s: %w", h.Element, h.Path(), err)
-			}
-			pp.hooks = append(pp.hooks, &hookPlan{Hook: h, program: h.Path(), digest: d, elements: []string{h.Element}})
-		}
-		if pk := squashed[ph]; pk != nil {
-			pp.hooks = append(pp.hooks, packageHooks(ph, pk, byName, p.distro, p.release)...)
-		}
-		sortHookPlans(pp.hooks)
-		if ph == element.InstallPhase && len(req.packages) > 0 {
-			// DIB installs -p packages after install.d, before post-install.d.
-			pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", installTool, sortedCopy(req.packages), nil))
-		}
-		if ph == element.BlockDevicePhase && p.bootable {
-			// strata writes /etc/fstab once the block-device.d hooks ran.
-			pp.hooks = append(pp.hooks, &hookPlan{
-				Hook: element.Hook{Phase: ph, Name: "fstab", Element: "strata", Builtin: true}, fstab: true,
-			})
-		}
-		p.phases = append(p.phases, pp)
-	}
-	p.chainKeys()
-	p.markCheckpoints()
 	return p, nil
 }
+
+// setElementEnv gives hooks DIB's view of the element set: IMAGE_ELEMENT,
+// IMAGE_ELEMENT_YAML and the exported bash function
+// get_image_element_array (bash exports functions through the
+// environment as BASH_FUNC_<name>%%).
+func setElementEnv(env map[string]string, set *element.Set) {
+	env["IMAGE_ELEMENT"] = strings.Join(set.Names(), " ")
+	var yml, arr strings.Builder
+	for _, e := range set.Elements {
+		fmt.Fprintf(&yml, "%s: %s\n", e.Name, e.Dir)
+		fmt.Fprintf(&arr, "[%s]=%s ", e.Name, e.Dir)
+	}
+	env["IMAGE_ELEMENT_YAML"] = yml.String()
+	env["BASH_FUNC_get_image_element_array%%"] = "() {  echo \"" + arr.String() + "\"\n}"
+	env["BASH_FUNC_die%%"] = dieFunction
+}
+
+// dieFunction is DIB's die, which disk-image-create exports to every hook.
+const dieFunction = `() {  local status=$?;
+ [ "$status" -ne 0 ] || status=1;
+ set +o xtrace;
+ echo "$@" 1>&2;
+ exit "$status"
+}`
 
 func containsStr(list []string, s string) bool {
 	for _, x := range list {
@@ -217,6 +252,141 @@ func sortHookPlans(hs []*hookPlan) {
 	sort.SliceStable(hs, func(i, j int) bool { return pos[hs[i].Hook] < pos[hs[j].Hook] })
 }
 
+// planFrom plans phases from..end from the hooks directory dir as it is
+// now, then chains every hook's cache key and picks the checkpoints.
+// Phases before from are kept.
+func (p *plan) planFrom(ctx context.Context, from int, dir string) error {
+	p.phases = p.phases[:min(from, len(p.phases))]
+	for i := from; i < len(element.Phases); i++ {
+		pp, err := p.planPhase(ctx, element.Phases[i], dir)
+		if err != nil {
+			return err
+		}
+		p.phases = append(p.phases, pp)
+	}
+	p.chainKeys()
+	p.markCheckpoints()
+	return nil
+}
+
+// planPhase lists one phase's hooks from dir: the runnable files of the
+// phase directory (whoever put them there), the package-installs steps
+// and strata's own steps, in dib-run-parts order.
+func (p *plan) planPhase(ctx context.Context, ph element.Phase, dir string) (*phasePlan, error) {
+	pp := &phasePlan{phase: ph}
+	names, err := element.ScanEnvFiles(filepath.Join(dir, "environment.d"))
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, n := range names {
+		rel := "environment.d/" + n
+		pp.envFiles = append(pp.envFiles, rel)
+		paths = append(paths, filepath.Join(dir, rel))
+		if _, ok := p.owners[rel]; !ok {
+			d, err := fileDigest(filepath.Join(dir, rel))
+			if err != nil {
+				return nil, err
+			}
+			pp.dynamicEnv = append(pp.dynamicEnv, n+" "+d)
+		}
+	}
+	if len(pp.dynamicEnv) == 0 {
+		pp.evaluated = p.evaluated
+	} else if pp.evaluated, err = p.evaluate(ctx, paths); err != nil {
+		return nil, err
+	}
+
+	hooks, _, err := element.ScanHooks(filepath.Join(dir, string(ph)))
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range hooks {
+		rel := string(ph) + "/" + name
+		d, err := fileDigest(filepath.Join(dir, rel))
+		if err != nil {
+			return nil, fmt.Errorf("hook %s: %w", rel, err)
+		}
+		owner, dynamic := p.ownerOf(dir, rel)
+		hp := &hookPlan{Hook: element.Hook{Phase: ph, Name: name, Element: owner}, program: rel, digest: d, dynamic: dynamic}
+		if p.set.Get(owner) != nil {
+			hp.elements = []string{owner}
+		}
+		pp.hooks = append(pp.hooks, hp)
+	}
+	squashed, err := element.SquashPackages(p.set.Elements, func(k string) (string, bool) {
+		v, ok := pp.evaluated[k]
+		return v, ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	byName := p.set.ByName()
+	if pk := squashed[ph]; pk != nil {
+		pp.hooks = append(pp.hooks, packageHooks(ph, pk, byName, p.distro, p.release)...)
+	}
+	pp.hooks = append(pp.hooks, p.builtinHooks(ph)...)
+	sortHookPlans(pp.hooks)
+	if ph == element.InstallPhase && len(p.req.packages) > 0 {
+		// DIB installs -p packages after install.d, before post-install.d.
+		pp.hooks = append(pp.hooks, builtinHook(ph, "extra-packages", "package-installs", installTool, sortedCopy(p.req.packages), nil, ""))
+	}
+	if ph == element.BlockDevicePhase && p.bootable {
+		// strata writes /etc/fstab once the block-device.d hooks ran.
+		pp.hooks = append(pp.hooks, &hookPlan{
+			Hook: element.Hook{Phase: ph, Name: "fstab", Element: "strata", Builtin: true}, fstab: true,
+		})
+	}
+	return pp, nil
+}
+
+// ownerOf names the element a file of the hooks directory belongs to:
+// the one it was merged from, or, for a link (install-types links hooks
+// out of install.d/<x>-source-install/), the one its target came from, or
+// the one whose hook created it. dynamic is set when no element shipped
+// the file at that path.
+func (p *plan) ownerOf(dir, rel string) (owner string, dynamic bool) {
+	if o, ok := p.owners[rel]; ok {
+		return o, false
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(dir, rel)); err == nil {
+		if root, err := filepath.EvalSymlinks(dir); err == nil {
+			if r, err := filepath.Rel(root, real); err == nil && !strings.HasPrefix(r, "..") {
+				if o, ok := p.owners[filepath.ToSlash(r)]; ok {
+					return o, true
+				}
+			}
+		}
+	}
+	if o, ok := p.created[rel]; ok {
+		return o, true
+	}
+	return "(added during the build)", true
+}
+
+// evaluate sources environment.d files (memoised by their paths and
+// contents).
+func (p *plan) evaluate(ctx context.Context, files []string) (map[string]string, error) {
+	h := sha256.New()
+	for _, f := range files {
+		d, err := fileDigest(f)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(h, "%s %s\n", filepath.Base(f), d)
+	}
+	k := hex.EncodeToString(h.Sum(nil))
+	if v, ok := p.evalCache[k]; ok {
+		return v, nil
+	}
+	v, err := evaluateEnv(ctx, files, p.env)
+	if err != nil {
+		return nil, err
+	}
+	p.evalCache[k] = v
+	return v, nil
+}
+
 // Where DIB's package-installs element puts its hooks in each phase.
 var packageHookNames = map[element.Phase][2]string{
 	element.PreInstallPhase:  {"10-package-installs", "99-package-uninstalls"},
@@ -228,22 +398,70 @@ func packageHooks(ph element.Phase, pk *element.PhasePackages, byName map[string
 	names := packageHookNames[ph]
 	var out []*hookPlan
 	if pkgs := element.ResolvedPackages(pk.Install, byName, distro, release); len(pkgs) > 0 {
-		out = append(out, builtinHook(ph, names[0], installTool, pkgs, refElements(pk.Install)))
+		out = append(out, builtinHook(ph, names[0], "package-installs", installTool, pkgs, refElements(pk.Install), ""))
 	}
 	if pkgs := element.ResolvedPackages(pk.Uninstall, byName, distro, release); len(pkgs) > 0 {
-		out = append(out, builtinHook(ph, names[1], installTool, append([]string{"-e"}, pkgs...), refElements(pk.Uninstall)))
+		out = append(out, builtinHook(ph, names[1], "package-installs", installTool, append([]string{"-e"}, pkgs...), refElements(pk.Uninstall), ""))
 	}
 	return out
 }
 
-func builtinHook(ph element.Phase, name, tool string, args []string, elements []string) *hookPlan {
+// builtinHook is a step strata runs through one of its tools; content is
+// whatever else the step reads (files it copies), for its digest.
+func builtinHook(ph element.Phase, name, owner, tool string, args []string, elements []string, content string) *hookPlan {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s", tool, toolScripts[tool], strings.Join(args, "\x00"))
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", tool, toolScripts[tool], strings.Join(args, "\x00"), content)
 	return &hookPlan{
-		Hook:    element.Hook{Phase: ph, Name: name, Element: "package-installs", Builtin: true},
+		Hook:    element.Hook{Phase: ph, Name: name, Element: owner, Builtin: true},
 		program: toolsDir + "/bin/" + tool, args: args,
 		digest: hex.EncodeToString(h.Sum(nil)), elements: elements,
 	}
+}
+
+// builtinHooks are the steps strata runs in place of DIB's pkg-map,
+// install-bin and dib-run-parts elements, at the names DIB gives them.
+// They prepare an image; a live machine (Apply) gets none of them.
+func (p *plan) builtinHooks(ph element.Phase) []*hookPlan {
+	var out []*hookPlan
+	if p.req.live {
+		return nil
+	}
+	switch ph {
+	case element.ExtraDataPhase:
+		// DIB's pkg-map element copies every element's pkg-map into the
+		// image, for pkg-map calls at run time.
+		var content strings.Builder
+		for _, e := range p.set.Elements {
+			if e.PkgMap != nil {
+				d, _ := fileDigest(filepath.Join(e.Dir, "pkg-map"))
+				fmt.Fprintf(&content, "%s %s\n", e.Name, d)
+			}
+		}
+		if content.Len() > 0 {
+			out = append(out, builtinHook(ph, "10-create-pkg-map-dir", "pkg-map", "copy-pkg-maps", nil, nil, content.String()))
+		}
+	case element.PreInstallPhase:
+		// DIB's install-bin element installs every element's bin/ into
+		// the image's /usr/local/bin.
+		var content strings.Builder
+		for _, e := range p.set.Elements {
+			for _, b := range e.BinNames {
+				d, _ := fileDigest(filepath.Join(e.Dir, "bin", b))
+				fmt.Fprintf(&content, "%s/%s %s\n", e.Name, b, d)
+			}
+		}
+		if p.set.Builtins["dib-run-parts"] {
+			fmt.Fprintf(&content, "dib-run-parts\n")
+		}
+		if content.Len() > 0 {
+			var args []string
+			if p.set.Builtins["dib-run-parts"] {
+				args = []string{"--with-dib-run-parts"}
+			}
+			out = append(out, builtinHook(ph, "01-install-bin", "install-bin", "install-bin", args, nil, content.String()))
+		}
+	}
+	return out
 }
 
 func refElements(refs []element.PackageRef) []string {
@@ -266,46 +484,156 @@ func (p *plan) hooks() []*hookPlan {
 	return out
 }
 
-// chainKeys gives every hook the key of the tree after it: the previous
-// key, the hook (content and arguments, resolved package lists included)
-// and the full content of every element taking part for the first time
-// (all its files and inputs: its hooks may read any of them). The chain
-// starts from the environment (every environment.d file included) and the
-// elements that can affect any hook: those shipping bin/ helpers, and those
-// with no hooks of their own.
-func (p *plan) chainKeys() {
-	seen := map[string]bool{}
-	h0 := sha256.New()
-	fmt.Fprintf(h0, "%s\x00%s\n", schema, p.envDigest)
-	used := map[string]bool{}
-	for _, hk := range p.hooks() {
-		for _, e := range hk.elements {
-			used[e] = true
+// phaseOf returns the plan of the phase a hook belongs to.
+func (p *plan) phaseOf(ph element.Phase) *phasePlan {
+	for _, pp := range p.phases {
+		if pp.phase == ph {
+			return pp
 		}
 	}
-	for _, e := range p.set.Elements {
-		if e.HasBin || !used[e.Name] {
-			fmt.Fprintf(h0, "element %s %s\n", e.Name, p.elementDigest[e.Name])
-			seen[e.Name] = true
+	return nil
+}
+
+// computeParticipation finds where each element first takes part:
+//   - at its first hook, or the package-installs step installing its
+//     packages;
+//   - an element with bin/ helpers, at the first hook of an element that
+//     names one of them, and at the latest after root.d (install-bin
+//     copies them into the image);
+//   - an element with neither hooks nor packages (static files, an
+//     environment.d file), at the first hook after root.d: what root.d
+//     builds depends on root.d's hooks and the variables they mention,
+//     not on every element of the image.
+func (p *plan) computeParticipation() {
+	all := p.hooks()
+	afterRoot := len(all)
+	for i, hk := range all {
+		if hk.Phase != element.RootPhase {
+			afterRoot = i
+			break
 		}
 	}
-	prev := hex.EncodeToString(h0.Sum(nil))
-	p.startKey = prev
-	for i, hk := range p.hooks() {
-		hk.index = i
-		h := sha256.New()
-		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%q\n", prev, hk.Phase, hk.Name, hk.Element, hk.digest, hk.args)
+	part := map[string]int{}
+	for i, hk := range all {
 		for _, e := range hk.elements {
-			if !seen[e] {
-				seen[e] = true
-				fmt.Fprintf(h, "element %s %s\n", e, p.elementDigest[e])
+			if _, ok := part[e]; !ok {
+				part[e] = i
 			}
 		}
-		if hk.fstab {
-			fmt.Fprintf(h, "fstab %s\n", prev)
+	}
+	byName := p.set.ByName()
+	for _, e := range p.set.Elements {
+		first, ok := part[e.Name]
+		if !ok {
+			first = afterRoot
 		}
-		hk.key = hex.EncodeToString(h.Sum(nil))
-		prev = hk.key
+		if e.HasBin {
+			first = min(first, afterRoot)
+			for i := 0; i < first; i++ {
+				if p.hookNames(all[i], byName, e.BinNames) {
+					first = i
+					break
+				}
+			}
+		}
+		part[e.Name] = first
+	}
+	p.participation = part
+}
+
+// hookNames reports whether a hook (or an element it acts for) mentions
+// any of names.
+func (p *plan) hookNames(hk *hookPlan, byName map[string]*element.Element, names []string) bool {
+	for _, e := range hk.elements {
+		el := byName[e]
+		if el == nil {
+			continue
+		}
+		for _, n := range names {
+			if el.Mentions(n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// chainKeys gives every hook the key of the tree after it: the previous
+// key, the hook (content and arguments, resolved package lists included),
+// for every element taking part for the first time its full content and
+// the values of the variables it mentions (after environment.d files are
+// sourced), and environment.d files hooks added while the build ran.
+// A variable no element taking part so far mentions does not change the
+// key: adding an element with an environment.d file does not re-run
+// root.d unless a root.d hook's element names one of its variables.
+func (p *plan) chainKeys() {
+	p.computeParticipation()
+	all := p.hooks()
+	at := map[int][]string{}
+	for e, i := range p.participation {
+		at[i] = append(at[i], e)
+	}
+	h0 := sha256.New()
+	fmt.Fprintf(h0, "%s\n", schema)
+	prev := hex.EncodeToString(h0.Sum(nil))
+	p.startKey = prev
+	byName := p.set.ByName()
+	i := 0
+	for _, pp := range p.phases {
+		for j, hk := range pp.hooks {
+			hk.index = i
+			h := sha256.New()
+			fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%q\n", prev, hk.Phase, hk.Name, hk.Element, hk.digest, hk.args)
+			if j == 0 {
+				for _, d := range pp.dynamicEnv {
+					fmt.Fprintf(h, "envfile %s\n", d)
+				}
+			}
+			names := at[i]
+			sort.Strings(names)
+			for _, e := range names {
+				fmt.Fprintf(h, "element %s %s\n", e, p.elementDigest[e])
+				p.keyEnv(h, byName[e], pp.evaluated)
+			}
+			if hk.fstab {
+				fmt.Fprintf(h, "fstab %s\n", prev)
+			}
+			hk.key = hex.EncodeToString(h.Sum(nil))
+			prev = hk.key
+			i++
+		}
+	}
+	// Elements taking part after the last hook still make an image.
+	if names := at[len(all)]; len(names) > 0 {
+		h := sha256.New()
+		fmt.Fprintf(h, "%s\x00end\n", prev)
+		sort.Strings(names)
+		for _, e := range names {
+			fmt.Fprintf(h, "element %s %s\n", e, p.elementDigest[e])
+		}
+		p.endKey = hex.EncodeToString(h.Sum(nil))
+	} else {
+		p.endKey = prev
+	}
+}
+
+// keyEnv writes the values of the variables el mentions.
+func (p *plan) keyEnv(w io.Writer, el *element.Element, env map[string]string) {
+	if el == nil {
+		return
+	}
+	var keys []string
+	for k := range env {
+		if !volatileEnv[k] && el.Mentions(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "env %s=%q\n", k, env[k])
+	}
+	if el.Mentions("IMAGE_ELEMENT") || el.Mentions("IMAGE_ELEMENT_YAML") || el.Mentions("get_image_element_array") {
+		fmt.Fprintf(w, "elements %s\n", strings.Join(p.set.Names(), " "))
 	}
 }
 
@@ -322,27 +650,35 @@ func (p *plan) idSeed() string {
 	return seed
 }
 
+// lastCheckpointPhase is the last phase whose trees are saved. The later
+// phases are cheap, and their host hooks may leave results outside the
+// tree (DIB's manifests and baremetal elements write beside the image),
+// which a restored tree would not bring back.
+const lastCheckpointPhase = element.PostInstallPhase
+
 // markCheckpoints picks the hooks after which the tree is saved: the end of
 // root.d (the base system is the most expensive thing to remake) and, for
 // every element, the hook just before the one where the element takes part
 // for the first time, so that changing that element restarts there.
 func (p *plan) markCheckpoints() {
 	all := p.hooks()
+	for _, hk := range all {
+		hk.checkpoint = false
+	}
 	if len(all) == 0 {
 		return
 	}
 	if root := p.phases[0].hooks; len(root) > 0 {
 		root[len(root)-1].checkpoint = true
 	}
-	seen := map[string]bool{}
-	for i, hk := range all {
-		for _, e := range hk.elements {
-			if !seen[e] {
-				seen[e] = true
-				if i > 0 {
-					all[i-1].checkpoint = true
-				}
-			}
+	for _, i := range p.participation {
+		if i > 0 && i <= len(all) {
+			all[i-1].checkpoint = true
+		}
+	}
+	for _, hk := range all {
+		if hk.Phase.Index() > lastCheckpointPhase.Index() {
+			hk.checkpoint = false
 		}
 	}
 	// The last hook never needs saving: finished outputs are cached.
@@ -350,13 +686,7 @@ func (p *plan) markCheckpoints() {
 }
 
 // finalKey identifies the finished tree.
-func (p *plan) finalKey() string {
-	all := p.hooks()
-	if len(all) == 0 {
-		return p.startKey
-	}
-	return all[len(all)-1].key
-}
+func (p *plan) finalKey() string { return p.endKey }
 
 // phaseKey is the key of the tree after a phase (after its last hook, or
 // the previous phase's when it has none).
@@ -419,6 +749,9 @@ func digestElements(set *element.Set, inputs map[string]inputFile) (map[string]s
 			if err != nil {
 				return err
 			}
+			if d.IsDir() && d.Name() == "__pycache__" {
+				return filepath.SkipDir
+			}
 			rel, _ := filepath.Rel(e.Dir, p)
 			info, err := os.Lstat(p)
 			if err != nil {
@@ -451,39 +784,18 @@ func digestElements(set *element.Set, inputs map[string]inputFile) (map[string]s
 }
 
 // volatileEnv are variables that differ between identical builds (paths of
-// this build, tracing, the image's file name); they are left out of keys.
-// IMAGE_ELEMENT is left out too, so images made of different element sets
-// share cached phases (the base system above all): what the other elements
-// contribute is in the key through their own content and environment.d
-// files, and a hook should not change what it does by peeking at the list.
+// this build and of the host, tracing, the image's file name, the command
+// line) or that only say how to reach the network; they never enter a
+// cache key, even when an element mentions them.
 var volatileEnv = map[string]bool{
-	"PATH": true, "HOME": true, "TMP_HOOKS_PATH": true, "TARGET_ROOT": true, "TMP_MOUNT_PATH": true,
-	"TMP_BUILD_DIR": true, "IMAGE_NAME": true, "DIB_IMAGE_CACHE": true, "DIB_DEBUG_TRACE": true,
-	"DIB_OFFLINE": true, "STRATA_APT_ARCHIVES": true, "STRATA_INPUTS": true, "SOURCE_DATE_EPOCH": true, "ELEMENTS_PATH": true,
-	"IMAGE_ELEMENT_YAML": true, "IMAGE_ELEMENT": true, "http_proxy": true, "https_proxy": true, "no_proxy": true,
-	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "DIB_ARGS": true,
-}
-
-func digestEnv(env map[string]string, set *element.Set, inputs map[string]inputFile) string {
-	var keys []string
-	for k := range env {
-		if _, isInput := inputs[k]; !volatileEnv[k] && !isInput {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%s=%q\n", k, env[k])
-	}
-	byName := set.ByName()
-	for _, e := range set.Elements {
-		for _, f := range e.EnvFiles {
-			d, _ := fileDigest(filepath.Join(byName[e.Name].Dir, "environment.d", f))
-			fmt.Fprintf(h, "envfile %s %s %s\n", e.Name, f, d)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	"PATH": true, "HOME": true, "PWD": true, "OLDPWD": true, "SHLVL": true, "_": true, "TERM": true,
+	"TMP_HOOKS_PATH": true, "TARGET_ROOT": true, "TMP_MOUNT_PATH": true, "TMP_BUILD_DIR": true, "TMP_IMAGE_DIR": true,
+	"IMAGE_NAME": true, "DIB_IMAGE_CACHE": true, "DIB_DEBUG_TRACE": true, "DIB_OFFLINE": true, "DIB_LOCKFILES": true,
+	"_LIB": true, "DIB_PYTHON_EXEC": true, "DIB_ARGS": true, "ELEMENTS_PATH": true,
+	"STRATA_APT_ARCHIVES": true, "STRATA_INPUTS": true, "SOURCE_DATE_EPOCH": true,
+	"IMAGE_ELEMENT_YAML": true, "IMAGE_ELEMENT": true, // keyed by element names instead (keyEnv)
+	"BASH_FUNC_get_image_element_array%%": true, "BASH_FUNC_die%%": true,
+	"http_proxy": true, "https_proxy": true, "no_proxy": true, "HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true,
 }
 
 // envScript sources the environment.d files given as arguments and prints
@@ -493,27 +805,9 @@ const envScript = `set -eu; set -o pipefail
 for f in "$@"; do source "$f"; done
 env -0`
 
-// evaluateEnv sources every environment.d file in dib-run-parts order (with
-// set -eu, as DIB does) and returns the exported environment that results.
-func evaluateEnv(ctx context.Context, set *element.Set, env map[string]string) (map[string]string, error) {
-	byName := set.ByName()
-	var files []string
-	var names []string
-	for _, e := range set.Elements {
-		for _, f := range e.EnvFiles {
-			names = append(names, f)
-		}
-	}
-	element.SortRunParts(names)
-	owner := map[string]string{}
-	for _, e := range set.Elements {
-		for _, f := range e.EnvFiles {
-			owner[f] = e.Name
-		}
-	}
-	for _, n := range names {
-		files = append(files, filepath.Join(byName[owner[n]].Dir, "environment.d", n))
-	}
+// evaluateEnv sources environment.d files in order (with set -eu, as DIB
+// does) and returns the exported environment that results.
+func evaluateEnv(ctx context.Context, files []string, env map[string]string) (map[string]string, error) {
 	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", envScript, "strata-env"}, files...)...)
 	cmd.Env = envList(env)
 	var stdout, stderr bytes.Buffer

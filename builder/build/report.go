@@ -19,11 +19,34 @@ type reporter struct {
 	n, i int
 }
 
-// newReporter writes to the console as is and to the log with each line
-// stamped with the seconds since the build started, as DIB's outfilter does.
-func newReporter(console, log io.Writer) *reporter {
+// newReporter writes to the console as is and to the log (and extra, the
+// --logfile, when not nil) with each line stamped with the seconds since
+// the build started, as DIB's outfilter does. A console that stops
+// reading (a closed pipe) is dropped; the build and its log go on.
+func newReporter(console, log, extra io.Writer) *reporter {
+	if extra != nil {
+		log = io.MultiWriter(log, &dropOnError{w: extra})
+	}
 	stamped := &stampWriter{w: log, start: time.Now(), bol: true}
-	return &reporter{out: io.MultiWriter(console, stamped), log: stamped}
+	return &reporter{out: io.MultiWriter(&dropOnError{w: console}, stamped), log: stamped}
+}
+
+// dropOnError passes writes on until one fails, then discards the rest.
+type dropOnError struct {
+	mu   sync.Mutex
+	w    io.Writer
+	dead bool
+}
+
+func (d *dropOnError) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.dead {
+		if _, err := d.w.Write(p); err != nil {
+			d.dead = true
+		}
+	}
+	return len(p), nil
 }
 
 // stampWriter prefixes every line with the elapsed time.

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"strata/builder/dib"
 	"strata/builder/element"
 )
 
@@ -116,6 +117,140 @@ done
 `,
 }
 
+func init() {
+	toolScripts["sudo"] = sudoShim
+	toolScripts["dib-run-parts"] = dibRunParts
+	toolScripts["install-bin"] = installBin
+	toolScripts["copy-pkg-maps"] = copyPkgMaps
+}
+
+// sudoShim stands in for sudo in hooks: DIB's host hooks call sudo because
+// disk-image-create runs as a user; strata runs every hook as root, so the
+// command runs directly (as another user with -u, through runuser). Hooks
+// then need neither sudo on the build host nor a sudoers entry, and do not
+// depend on the host's PAM configuration.
+const sudoShim = `#!/bin/bash
+# strata's sudo for hooks (they run as root): sudo [-EHnSkis] [-u USER] [--] COMMAND...
+user=root login=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--) shift; break ;;
+	-u) user=$2; shift 2 ;;
+	-u*) user=${1#-u}; shift ;;
+	--user=*) user=${1#--user=}; shift ;;
+	-i | --login) login=1; shift ;;
+	-E | -H | -n | -S | -k | -s | --preserve-env | --preserve-env=* | --set-home | --non-interactive) shift ;;
+	-[EHnSkis]*)
+		flags=${1#-}
+		shift
+		while [ -n "$flags" ]; do
+			f=${flags:0:1} flags=${flags:1}
+			case $f in
+			i) login=1 ;;
+			u)
+				if [ -n "$flags" ]; then user=$flags; flags=; else user=$1; shift; fi
+				;;
+			esac
+		done
+		;;
+	-*) echo "sudo (strata): option $1 is not supported" >&2; exit 1 ;;
+	*) break ;;
+	esac
+done
+if [ "$user" = root ] || [ "$user" = "#0" ]; then
+	if [ "$login" = 1 ]; then
+		exec bash -l ${1:+-c "$*"}
+	fi
+	exec "$@"
+fi
+if [ "$login" = 1 ]; then
+	exec runuser -l "$user" ${1:+-c "$*"}
+fi
+exec runuser -u "$user" -- "$@"
+`
+
+// dibRunParts is strata's dib-run-parts, on every hook's PATH (and, with
+// DIB's dib-run-parts element, in the image): run a directory's
+// executables in dib-run-parts order after sourcing ../environment.d.
+const dibRunParts = `#!/bin/bash
+# dib-run-parts [--list] DIRECTORY
+# Runs the executable files of DIRECTORY whose names match ^[0-9A-Za-z_-]+$,
+# sorted by their leading number (LC_ALL=C sort -n), after sourcing the
+# files of DIRECTORY/../environment.d. --list prints them instead.
+set -eu
+set -o pipefail
+list=0
+if [ "${1:-}" = --list ]; then
+	list=1
+	shift
+fi
+dir=${1:-}
+if [ ! -d "$dir" ]; then
+	echo "usage: dib-run-parts [--list] DIRECTORY ("$dir" is not a directory)" >&2
+	exit 1
+fi
+mapfile -t targets < <(find "$dir" -maxdepth 1 -xtype f -executable -printf '%f
+' |
+	grep -E "${RUN_PARTS_REGEX:-^[0-9A-Za-z_-]+\$}" | LC_ALL=C sort -n || true)
+if [ "$list" = 1 ]; then
+	for t in "${targets[@]}"; do echo "$dir/$t"; done
+	exit 0
+fi
+(
+	envdir=$dir/../environment.d
+	if [ -d "$envdir" ]; then
+		mapfile -t envs < <(find "$envdir" -maxdepth 1 -xtype f -printf '%f
+' | grep -E '^[0-9A-Za-z_.-]+$' | LC_ALL=C sort -n || true)
+		for e in "${envs[@]}"; do
+			echo "dib-run-parts: sourcing $envdir/$e" >&2
+			# shellcheck disable=SC1090
+			source "$envdir/$e"
+		done
+	fi
+	for t in "${targets[@]}"; do
+		echo "dib-run-parts: running $dir/$t" >&2
+		start=$(date +%s.%N)
+		"$dir/$t"
+		echo "dib-run-parts: $t completed in $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')s" >&2
+	done
+)
+`
+
+// installBin copies every element's bin/ helpers into the image's
+// /usr/local/bin, as DIB's install-bin element does (pre-install.d, in the
+// image root).
+const installBin = `#!/bin/bash
+set -eu
+set -o pipefail
+[ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
+hooks=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p /usr/local/bin
+shopt -s nullglob
+bins=("$hooks"/bin/*)
+if [ ${#bins[@]} -gt 0 ]; then
+	install -m 0755 "${bins[@]}" /usr/local/bin/
+fi
+if [ "${1:-}" = --with-dib-run-parts ]; then
+	install -m 0755 "$(dirname "$0")/dib-run-parts" /usr/local/bin/dib-run-parts
+fi
+`
+
+// copyPkgMaps copies every element's pkg-map file into the image's
+// /usr/share/pkg-map/<element>, as DIB's pkg-map element does
+// (extra-data.d, on the host).
+const copyPkgMaps = `#!/bin/bash
+set -eu
+set -o pipefail
+[ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
+mkdir -p "$TMP_MOUNT_PATH/usr/share/pkg-map"
+eval "declare -A elements=($(get_image_element_array))"
+for e in "${!elements[@]}"; do
+	if [ -f "${elements[$e]}/pkg-map" ]; then
+		install -m 0644 "${elements[$e]}/pkg-map" "$TMP_MOUNT_PATH/usr/share/pkg-map/$e"
+	fi
+done
+`
+
 // inputsDir holds copies of the host files elements declare in
 // element-inputs, named after their variable, so that hooks inside the image
 // root can read them: $STRATA_INPUTS/<VAR>.
@@ -179,14 +314,34 @@ func writeTools(hooksDir string, set *element.Set, distro, release string) error
 	return nil
 }
 
+// libDir holds strata's own implementation of DIB's shell library, which
+// $_LIB names when diskimage-builder is not installed.
+const libDir = toolsDir + "/lib"
+
 // writeHooksDir fills dir the way DIB fills TMP_HOOKS_PATH: every element's
 // files merged into one tree, plus strata's helpers (.strata/bin), the
-// resolved pkg-map tables and the element-inputs files (.strata/inputs).
+// resolved pkg-map tables, the element-inputs files (.strata/inputs) and
+// strata's DIB shell library (.strata/lib).
 func (p *plan) writeHooksDir(dir string) error {
-	if err := p.set.MergeInto(dir); err != nil {
+	owners, err := p.set.MergeInto(dir)
+	if err != nil {
+		return err
+	}
+	p.owners = owners
+	// Every phase directory exists, as under disk-image-create, whose base
+	// element always brings some: elements (DIB's install-types) cd there.
+	for _, ph := range element.Phases {
+		if err := os.MkdirAll(filepath.Join(dir, string(ph)), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "environment.d"), 0o755); err != nil {
 		return err
 	}
 	if err := writeTools(dir, p.set, p.distro, p.release); err != nil {
+		return err
+	}
+	if err := dib.WriteLibrary(filepath.Join(dir, libDir)); err != nil {
 		return err
 	}
 	return copyInputs(dir, p.inputs)

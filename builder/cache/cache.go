@@ -3,6 +3,8 @@
 //
 //	phases/<key>.tar.zst   an image tree as it was after a phase, with
 //	phases/<key>.json      the metadata of the build that saved it
+//	hooks/<key>.tar        what the hook with that key changed in the
+//	                       hooks directory (replayed with later trees)
 //	outputs/<key>/         finished images, manifest, checksums
 //	apt/archives/          downloaded Debian packages, shared by all builds
 //	logs/                  build logs
@@ -40,7 +42,7 @@ func Open(dir string) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"phases", "outputs", "apt/archives", "logs", "tmp"} {
+	for _, sub := range []string{"phases", "hooks", "outputs", "apt/archives", "logs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("image cache %s: %w", abs, err)
 		}
@@ -128,6 +130,32 @@ func (c *Cache) RestoreSnapshot(ctx context.Context, key, tree string) error {
 	return nil
 }
 
+func (c *Cache) hooksDeltaPath(key string) string {
+	return filepath.Join(c.Dir, "hooks", key+".tar")
+}
+
+// HooksDelta returns the saved change to the hooks directory made by the
+// hook with this key, if there is one.
+func (c *Cache) HooksDelta(key string) (string, bool) {
+	p := c.hooksDeltaPath(key)
+	if _, err := os.Stat(p); err != nil {
+		return "", false
+	}
+	now := time.Now()
+	_ = os.Chtimes(p, now, now)
+	return p, true
+}
+
+// SaveHooksDelta stores the file at src (a tar the builder wrote) as the
+// change made by the hook with this key.
+func (c *Cache) SaveHooksDelta(key, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(c.hooksDeltaPath(key), b)
+}
+
 // OutputDir is where finished outputs for key live, and whether they are
 // complete (a manifest is written last).
 func (c *Cache) OutputDir(key string) (string, bool) {
@@ -173,6 +201,13 @@ func (c *Cache) Prune(maxAge time.Duration) (int64, error) {
 		}
 		os.Remove(m)
 		os.Remove(c.snapshotPath(key))
+	}
+	deltas, _ := filepath.Glob(filepath.Join(c.Dir, "hooks", "*.tar"))
+	for _, d := range deltas {
+		if fi, err := os.Stat(d); err == nil && fi.ModTime().Before(cutoff) {
+			freed += fi.Size()
+			os.Remove(d)
+		}
 	}
 	outs, _ := os.ReadDir(filepath.Join(c.Dir, "outputs"))
 	for _, o := range outs {

@@ -37,7 +37,10 @@ func (f *publishFlags) run(cmd *cobra.Command, recipePath, image string) error {
 	if !res.VersionCreated {
 		created = "updated or unchanged"
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "image %s (%s)\nversion %s (%s)\n", res.ImageID, uploaded, res.VersionID, created)
+	fmt.Fprintf(cmd.OutOrStdout(), "image %s (%s)\n", res.ImageID, uploaded)
+	if res.VersionID != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "version %s (%s)\n", res.VersionID, created)
+	}
 	if res.TroveVersionID != "" {
 		fmt.Fprintf(cmd.OutOrStdout(), "trove version %s\n", res.TroveVersionID)
 	}

@@ -45,8 +45,26 @@ type Options struct {
 	// every tool's "now", all atimes and ctimes, and the upper bound of
 	// mtimes. Zero means the current time and the tree's timestamps.
 	SourceDateEpoch time.Time
+	// ExtraSize is added to the automatic size (DIB's
+	// --image-extra-size); ignored when Size is set.
+	ExtraSize int64
+	// Mkfs tunes the root filesystem beyond strata's defaults (DIB's
+	// --mkfs-options, --mkfs-journal-size, --max-online-resize).
+	Mkfs MkfsOptions
 	// Logger receives progress; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// MkfsOptions are a caller's additions to mkfs.ext4's command line.
+type MkfsOptions struct {
+	// Extra are options placed after strata's own (so they win), before
+	// the device; they must not name a device or -d.
+	Extra []string
+	// JournalMB sets the journal size (-J size=N); 0 leaves mke2fs's.
+	JournalMB int
+	// ResizeBlocks reserves room to grow online to that many blocks
+	// (-E resize=N); 0 leaves mke2fs's.
+	ResizeBlocks int64
 }
 
 func (o *Options) validate() error {
@@ -105,7 +123,7 @@ func Assemble(ctx context.Context, opts Options) (_ *Layout, err error) {
 	}
 	size := opts.Size
 	if size == 0 {
-		size = AutoSize(usage, opts.Bootable)
+		size = AutoSize(usage, opts.Bootable) + roundUp(max(opts.ExtraSize, 0), mib)
 	}
 	layout, err := PlanLayout(size, opts.Bootable, opts.IDs)
 	if err != nil {
@@ -149,7 +167,7 @@ func Assemble(ctx context.Context, opts Options) (_ *Layout, err error) {
 	}
 
 	t := time.Now()
-	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch, tmp); err != nil {
+	if err := mkfsExt4(ctx, opts.Output, opts.Tree, layout.Root, opts.FSLabel, opts.IDs, opts.SourceDateEpoch, tmp, opts.Mkfs); err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
 	}
 	log.Debug("root filesystem written", "took", time.Since(t))

@@ -38,7 +38,7 @@ const ext4Disabled = "^orphan_file,^metadata_csum_seed"
 
 // mkfsExt4 creates the root filesystem at ext in the image file and copies
 // tree into it.
-func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string, ids IDs, epoch time.Time, tmp string) error {
+func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string, ids IDs, epoch time.Time, tmp string, mo MkfsOptions) error {
 	conf := filepath.Join(tmp, "mke2fs.conf")
 	if err := os.WriteFile(conf, []byte(mke2fsConf), 0o644); err != nil {
 		return fmt.Errorf("root filesystem: %w", err)
@@ -55,6 +55,14 @@ func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string,
 		"hash_seed=" + ids.RootHashSeed.String(),
 		"root_owner=0:0",
 	}
+	if mo.ResizeBlocks > 0 {
+		extended = append(extended, "resize="+strconv.FormatInt(mo.ResizeBlocks, 10))
+	}
+	for _, o := range mo.Extra {
+		if o == "-d" || strings.HasPrefix(o, "/") {
+			return fmt.Errorf("root filesystem: mkfs option %q: options may not name a device or a source directory", o)
+		}
+	}
 	args := []string{
 		"-q", "-F",
 		"-t", "ext4",
@@ -65,9 +73,12 @@ func mkfsExt4(ctx context.Context, image, tree string, ext Extent, label string,
 		"-L", label,
 		"-U", ids.RootFS.String(),
 		"-E", strings.Join(extended, ","),
-		"-d", tree,
-		image, strconv.FormatInt(blocks, 10),
 	}
+	if mo.JournalMB > 0 {
+		args = append(args, "-J", "size="+strconv.Itoa(mo.JournalMB))
+	}
+	args = append(args, mo.Extra...)
+	args = append(args, "-d", tree, image, strconv.FormatInt(blocks, 10))
 	if _, err := run(ctx, append(ext4Env(epoch), "MKE2FS_CONFIG="+conf), "mkfs.ext4", args...); err != nil {
 		return fmt.Errorf("root filesystem: %w", err)
 	}

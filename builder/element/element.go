@@ -2,8 +2,10 @@ package element
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,6 +109,33 @@ type Element struct {
 	Packages PackageInstalls
 	// PkgMap is the parsed pkg-map file, nil if there is none.
 	PkgMap *PkgMap
+	// Words are the shell-identifier-like words of the element's text
+	// files: a variable (or a command) an element never names cannot
+	// change what its hooks do, which is how the builder decides what
+	// enters a cache key (see Mentions).
+	Words map[string]bool
+	// BinNames are the helpers in bin/, which DIB puts on every hook's PATH.
+	BinNames []string
+}
+
+// Mentions reports whether any of the element's text files names word,
+// or a prefix of it ending in "_" (DIB_INSTALLTYPE_ stands for every
+// DIB_INSTALLTYPE_<name>: elements read such families by prefix).
+func (e *Element) Mentions(word string) bool {
+	if e.Words[word] {
+		return true
+	}
+	for i := strings.IndexByte(word, '_'); i >= 0; {
+		if i >= 3 && e.Words[word[:i+1]] {
+			return true
+		}
+		j := strings.IndexByte(word[i+1:], '_')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return false
 }
 
 // FirstPhase is the earliest phase the element takes part in: it has hooks
@@ -166,6 +195,16 @@ func Load(name, dir string) (*Element, error) {
 	}
 	if fi, err := os.Stat(filepath.Join(real, "bin")); err == nil && fi.IsDir() {
 		e.HasBin = true
+		entries, err := os.ReadDir(filepath.Join(real, "bin"))
+		if err != nil {
+			return nil, fmt.Errorf("element %s: %w", name, err)
+		}
+		for _, de := range entries {
+			e.BinNames = append(e.BinNames, de.Name())
+		}
+	}
+	if e.Words, err = scanWords(real); err != nil {
+		return nil, fmt.Errorf("element %s: %w", name, err)
 	}
 	if e.EnvFiles, err = scanEnvFiles(filepath.Join(real, "environment.d")); err != nil {
 		return nil, fmt.Errorf("element %s: %w", name, err)
@@ -177,6 +216,59 @@ func Load(name, dir string) (*Element, error) {
 		return nil, fmt.Errorf("element %s: %w", name, err)
 	}
 	return e, nil
+}
+
+// wordRE matches what could be a shell variable or command name.
+var wordRE = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_-]*`)
+
+// maxWordFile bounds how much of one file is scanned for words: element
+// files are scripts and small data; anything larger is a payload.
+const maxWordFile = 1 << 20
+
+// scanWords collects the words of every text file below dir (binary files,
+// those with a NUL byte, are skipped). A name with a dash yields the whole
+// name and its dash-separated parts, so both "svc-map" and "DIB_X" match.
+func scanWords(dir string) (map[string]bool, error) {
+	words := map[string]bool{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != dir && skipDirs[d.Name()] {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil // dangling links name nothing
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxWordFile))
+		if err != nil {
+			return err
+		}
+		if bytes.IndexByte(b[:min(len(b), 8000)], 0) >= 0 {
+			return nil
+		}
+		for _, w := range wordRE.FindAll(b, -1) {
+			words[string(w)] = true
+			if bytes.IndexByte(w, '-') >= 0 {
+				for _, part := range bytes.Split(w, []byte("-")) {
+					if len(part) > 0 {
+						words[string(part)] = true
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return words, err
 }
 
 // readList reads a one-name-per-line file; a missing file is an empty list.
@@ -213,9 +305,12 @@ func readList(path string) ([]string, error) {
 	return out, nil
 }
 
-// scanHooks lists the runnable hooks of one phase directory the way
+// ScanHooks lists the runnable hooks of one phase directory the way
 // dib-run-parts selects them: regular files (symlinks followed) that are
-// executable and whose names match ^[0-9A-Za-z_-]+$.
+// executable and whose names match ^[0-9A-Za-z_-]+$, sorted as it runs
+// them. A missing directory has none.
+func ScanHooks(dir string) (hooks, ignored []string, err error) { return scanHooks(dir) }
+
 func scanHooks(dir string) (hooks, ignored []string, err error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -226,6 +321,9 @@ func scanHooks(dir string) (hooks, ignored []string, err error) {
 	}
 	for _, de := range entries {
 		fi, err := os.Stat(filepath.Join(dir, de.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // a dangling link: find -xtype f skips it too
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, de.Name()), err)
 		}
@@ -244,6 +342,10 @@ func scanHooks(dir string) (hooks, ignored []string, err error) {
 	SortRunParts(hooks)
 	return hooks, ignored, nil
 }
+
+// ScanEnvFiles lists the files of an environment.d directory that
+// dib-run-parts sources, in the order it sources them.
+func ScanEnvFiles(dir string) ([]string, error) { return scanEnvFiles(dir) }
 
 func scanEnvFiles(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)

@@ -208,7 +208,7 @@ func TestElementsPathEarlierWinsAndOverrideIsLogged(t *testing.T) {
 	tree(t, first, map[string]string{"a/install.d/10-first*": "#!/bin/sh\n"})
 	tree(t, second, merge(osElement, map[string]string{"a/install.d/10-second*": "#!/bin/sh\n"}))
 	var logs bytes.Buffer
-	lib, err := Scan([]string{first, second}, slog.New(slog.NewTextHandler(&logs, nil)))
+	lib, err := Scan([]string{first, second}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestMergeIntoBuildsOneHooksTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := t.TempDir()
-	if err := set.MergeInto(dst); err != nil {
+	if _, err := set.MergeInto(dst); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"install.d/10-a", "install.d/10-b", "static/etc/a.conf", "static/etc/b.conf", "root.d/10-root", "bin/helper"} {
@@ -374,5 +374,94 @@ func TestMergeIntoBuildsOneHooksTree(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dst, "tests")); err == nil {
 		t.Error("tests/ was copied")
+	}
+}
+
+func TestDIBsOwnTreeIsSearchedAfterEveryOtherEntry(t *testing.T) {
+	root := t.TempDir()
+	// A tree laid out as diskimage-builder installs it: elements/ beside
+	// lib/ with disk-image-create's shell library.
+	tree(t, root, map[string]string{
+		"dib/lib/disk-image-create":        "",
+		"dib/lib/img-functions":            "",
+		"dib/lib/die":                      "",
+		"dib/elements/vm/finalise.d/50-x*": "#!/bin/sh\n",
+		"dib/elements/only-dib/README.rst": "",
+		"mine/vm/finalise.d/50-y*":         "#!/bin/sh\n",
+		"user/custom/README.md":            "",
+	})
+	dibTree := filepath.Join(root, "dib/elements")
+	if !IsDIBTree(dibTree) || IsDIBTree(filepath.Join(root, "mine")) {
+		t.Fatal("IsDIBTree does not tell DIB's tree from another")
+	}
+	order := SearchOrder([]string{dibTree, filepath.Join(root, "user"), filepath.Join(root, "mine"), dibTree})
+	want := []string{filepath.Join(root, "user"), filepath.Join(root, "mine"), dibTree}
+	if !reflect.DeepEqual(order, want) {
+		t.Fatalf("order = %v, want %v (DIB's tree last, once)", order, want)
+	}
+	lib, err := Scan([]string{dibTree, filepath.Join(root, "user"), filepath.Join(root, "mine")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lib.Get("vm").Dir; !strings.HasSuffix(got, "mine/vm") {
+		t.Errorf("vm = %s, want the one outside DIB's tree", got)
+	}
+	if lib.Get("only-dib") == nil {
+		t.Error("DIB's tree no longer offers its own elements")
+	}
+}
+
+func TestBuiltinNamesMayBeRequestedAndDependedOn(t *testing.T) {
+	lib := scan(t, merge(osElement, map[string]string{
+		"a/element-deps": "package-installs\n",
+	}))
+	set, err := lib.ExpandWith([]string{"os", "a", "pkg-map", "dib-run-parts"}, []string{"package-installs", "pkg-map", "dib-run-parts"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(set.Names(), []string{"a", "os"}) {
+		t.Errorf("names = %v", set.Names())
+	}
+	for _, b := range []string{"package-installs", "pkg-map", "dib-run-parts"} {
+		if !set.Builtins[b] {
+			t.Errorf("builtin %s not recorded as wanted: %v", b, set.Builtins)
+		}
+	}
+}
+
+func TestMentionsFindsWordsAndVariableFamilies(t *testing.T) {
+	lib := scan(t, merge(osElement, map[string]string{
+		"a/install.d/10-a*": "#!/bin/bash\necho ${DIB_RELEASE:-x}-updates $(svc-map foo)\nenv | grep ^DIB_INSTALLTYPE_\n",
+	}))
+	a := lib.Get("a")
+	for _, w := range []string{"DIB_RELEASE", "svc-map", "updates", "DIB_INSTALLTYPE_guest_agent"} {
+		if !a.Mentions(w) {
+			t.Errorf("Mentions(%q) = false", w)
+		}
+	}
+	for _, w := range []string{"DIB_DEV_USER_USERNAME", "DIB_RELEASE_X"} {
+		if a.Mentions(w) {
+			t.Errorf("Mentions(%q) = true", w)
+		}
+	}
+}
+
+func TestMergeIntoRecordsWhichElementEachFileCameFrom(t *testing.T) {
+	lib := scan(t, merge(osElement, map[string]string{
+		"a/install.d/a-source-install/31-a*": "#!/bin/sh\n",
+		"b/static/etc/b.conf":                "b",
+	}))
+	set, err := lib.Expand([]string{"os", "a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners, err := set.MergeInto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"install.d/a-source-install/31-a": "a", "static/etc/b.conf": "b", "root.d/10-root": "os"} {
+		if owners[p] != want {
+			t.Errorf("owner of %s = %q, want %q", p, owners[p], want)
+		}
 	}
 }

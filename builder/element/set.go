@@ -25,7 +25,9 @@ type Override struct {
 
 // Scan reads every element directory in paths. As with DIB's ELEMENTS_PATH,
 // an element found in an earlier path hides one of the same name in a later
-// path; each such override is logged and recorded.
+// path; each such override is recorded (and logged at debug level: the
+// builder reports those of the elements a build uses). diskimage-builder's own
+// element tree is searched after every other entry (see SearchOrder).
 func Scan(paths []string, log *slog.Logger) (*Library, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -34,7 +36,7 @@ func Scan(paths []string, log *slog.Logger) (*Library, error) {
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no element search path: set ELEMENTS_PATH or pass element directories")
 	}
-	for _, dir := range paths {
+	for _, dir := range SearchOrder(paths) {
 		fi, err := os.Stat(dir)
 		if err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("ELEMENTS_PATH entry %q is not a directory", dir)
@@ -54,13 +56,58 @@ func Scan(paths []string, log *slog.Logger) (*Library, error) {
 			}
 			if prev, ok := lib.byName[el.Name]; ok {
 				lib.Overrides = append(lib.Overrides, Override{Name: el.Name, Winner: prev.Dir, Hidden: el.Dir})
-				log.Info("element override", "element", el.Name, "using", prev.Dir, "hiding", el.Dir)
+				log.Debug("element override", "element", el.Name, "using", prev.Dir, "hiding", el.Dir)
 				continue
 			}
 			lib.byName[el.Name] = el
 		}
 	}
 	return lib, nil
+}
+
+// SearchOrder is the order Scan searches paths in: every entry in the
+// order given, except that diskimage-builder's own element tree (see
+// IsDIBTree) goes last. disk-image-create always searches its own tree
+// after ELEMENTS_PATH; strata's elements stand in for that tree's base,
+// vm and debian-minimal (they build on strata's loopless disk assembly),
+// so naming DIB's tree in ELEMENTS_PATH adds its elements without hiding
+// strata's, as it adds them without hiding the user's under DIB.
+func SearchOrder(paths []string) []string {
+	var first, last []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		key := p
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			key = real
+		}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if IsDIBTree(p) {
+			last = append(last, p)
+		} else {
+			first = append(first, p)
+		}
+	}
+	return append(first, last...)
+}
+
+// IsDIBTree reports whether dir is the element tree of an installed
+// diskimage-builder: it sits beside DIB's lib/ directory with
+// disk-image-create's shell library in it.
+func IsDIBTree(dir string) bool {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	lib := filepath.Join(filepath.Dir(real), "lib")
+	for _, f := range []string{"disk-image-create", "img-functions", "die"} {
+		if fi, err := os.Stat(filepath.Join(lib, f)); err != nil || !fi.Mode().IsRegular() {
+			return false
+		}
+	}
+	return filepath.Base(real) == "elements"
 }
 
 // Get returns the named element, or nil.
@@ -145,6 +192,9 @@ type Set struct {
 	Requested []string
 	// ProvidedBy maps each provided (virtual) name to the element providing it.
 	ProvidedBy map[string]string
+	// Builtins are the builder-provided names (see ExpandWith) that were
+	// requested or depended upon.
+	Builtins map[string]bool
 }
 
 // Expand resolves the requested elements and their element-deps
@@ -173,8 +223,13 @@ func (l *Library) ExpandWith(requested, builtin []string) (*Set, error) {
 		provided[b] = []string{BuiltinProvider}
 	}
 	requiredBy := map[string]string{}
+	wanted := map[string]bool{}
 	var queue []string
 	for _, r := range requested {
+		if containsName(builtin, r) {
+			wanted[r] = true // asked for by name, as DIB users do: the builder has it
+			continue
+		}
 		if !final[r] {
 			final[r] = true
 			queue = append(queue, r)
@@ -197,6 +252,9 @@ func (l *Library) ExpandWith(requested, builtin []string) (*Set, error) {
 			provided[p] = append(provided[p], name)
 		}
 		for _, d := range el.Deps {
+			if containsName(builtin, d) {
+				wanted[d] = true
+			}
 			if final[d] || len(provided[d]) > 0 {
 				continue
 			}
@@ -206,11 +264,14 @@ func (l *Library) ExpandWith(requested, builtin []string) (*Set, error) {
 		}
 	}
 	for _, r := range requested {
+		if containsName(builtin, r) {
+			continue
+		}
 		if ps := provided[r]; len(ps) > 0 {
 			return nil, &AlreadyProvidedError{Name: r, Providers: ps, Requested: true}
 		}
 	}
-	set := &Set{Requested: append([]string{}, requested...), ProvidedBy: map[string]string{}}
+	set := &Set{Requested: append([]string{}, requested...), ProvidedBy: map[string]string{}, Builtins: wanted}
 	for p, ps := range provided {
 		set.ProvidedBy[p] = ps[0]
 	}
@@ -234,6 +295,15 @@ func (l *Library) ExpandWith(requested, builtin []string) (*Set, error) {
 		return nil, err
 	}
 	return set, nil
+}
+
+func containsName(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Get returns the element of that name in the set, or nil.
@@ -426,34 +496,39 @@ func (s *Set) EnvFiles() []string {
 // builds TMP_HOOKS_PATH: one tree in which each phase directory holds the
 // hooks of all elements. Top-level files are copied too (later elements in
 // name order win, as nothing reads them by name). File modes and symlinks are
-// preserved.
-func (s *Set) MergeInto(dst string) error {
+// preserved. It returns which element each file (path relative to dst)
+// came from.
+func (s *Set) MergeInto(dst string) (map[string]string, error) {
+	owners := map[string]string{}
 	for _, e := range s.Elements {
 		entries, err := os.ReadDir(e.Dir)
 		if err != nil {
-			return fmt.Errorf("element %s: %w", e.Name, err)
+			return nil, fmt.Errorf("element %s: %w", e.Name, err)
 		}
 		for _, de := range entries {
 			src := filepath.Join(e.Dir, de.Name())
 			fi, err := os.Stat(src)
 			if err != nil {
-				return fmt.Errorf("element %s: %w", e.Name, err)
+				return nil, fmt.Errorf("element %s: %w", e.Name, err)
 			}
 			if fi.IsDir() && skipDirs[de.Name()] {
 				continue
 			}
-			if err := copyTree(src, filepath.Join(dst, de.Name())); err != nil {
-				return fmt.Errorf("element %s: copying %s: %w", e.Name, de.Name(), err)
+			err = copyTree(src, filepath.Join(dst, de.Name()), func(rel string) {
+				owners[filepath.ToSlash(filepath.Join(de.Name(), rel))] = e.Name
+			})
+			if err != nil {
+				return nil, fmt.Errorf("element %s: copying %s: %w", e.Name, de.Name(), err)
 			}
 		}
 	}
-	return nil
+	return owners, nil
 }
 
 // copyTree copies src (file, dir or symlink) to dst, merging directories.
 // A src that is a symlink to a directory is followed; symlinks below it are
 // copied as symlinks, as cp -a does.
-func copyTree(src, dst string) error {
+func copyTree(src, dst string, copied func(rel string)) error {
 	if fi, err := os.Stat(src); err == nil && fi.IsDir() {
 		if real, err := filepath.EvalSymlinks(src); err == nil {
 			src = real
@@ -463,8 +538,12 @@ func copyTree(src, dst string) error {
 		if err != nil {
 			return err
 		}
+		if p != src && d.IsDir() && d.Name() == "__pycache__" {
+			return filepath.SkipDir
+		}
 		rel, _ := filepath.Rel(src, p)
 		target := filepath.Join(dst, rel)
+		copied(rel)
 		info, err := os.Lstat(p)
 		if err != nil {
 			return err

@@ -15,6 +15,9 @@ import (
 type Host struct {
 	// Dir is the default working directory.
 	Dir string
+	// Namespace, when set, is the mount namespace commands run in (and
+	// leave their mounts in) instead of a private one each.
+	Namespace *MountNamespace
 }
 
 func (h *Host) Where() string { return "host" }
@@ -24,7 +27,7 @@ func (h *Host) Run(ctx context.Context, cmd Command) error {
 	if dir == "" {
 		dir = h.Dir
 	}
-	return runSandboxed(ctx, sandboxSpec{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: dir}, cmd)
+	return runSandboxed(ctx, sandboxSpec{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: dir}, cmd, h.Namespace)
 }
 
 // HooksMountPoint is where the merged hooks directory appears inside the
@@ -41,6 +44,10 @@ type Chroot struct {
 	HooksDir string
 	// Binds are further mounts, made after the standard ones.
 	Binds []Mount
+	// Namespace, when set, is the mount namespace each command gets a
+	// private copy of (with whatever host commands mounted in it),
+	// instead of a copy of the caller's.
+	Namespace *MountNamespace
 }
 
 func (c *Chroot) Where() string { return "chroot " + c.Root }
@@ -66,7 +73,7 @@ func (c *Chroot) Run(ctx context.Context, cmd Command) error {
 	return runSandboxed(ctx, sandboxSpec{
 		Root: c.Root, Mounts: mounts,
 		Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
-	}, cmd)
+	}, cmd, c.Namespace)
 }
 
 // ensureDir makes dir if it is missing and says whether it did.

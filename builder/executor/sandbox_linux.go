@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,13 @@ func BindFile(source, target string, readOnly bool) Mount {
 }
 
 type sandboxSpec struct {
+	// Hold makes the helper a mount-namespace holder (see
+	// MountNamespace): it makes its mounts private and waits for stdin to
+	// close.
+	Hold bool `json:"hold,omitempty"`
+	// JoinNS: fd 4 is a mount namespace to run in. A host command runs in
+	// it (its mounts stay there); a chroot gets a private copy of it.
+	JoinNS bool     `json:"join_ns,omitempty"`
 	Root   string   `json:"root,omitempty"`
 	Mounts []Mount  `json:"mounts,omitempty"`
 	Path   string   `json:"path"`
@@ -80,7 +88,11 @@ type sandboxSpec struct {
 var stopGrace = 10 * time.Second
 
 // runSandboxed starts the helper in new mount and PID namespaces and waits.
-func runSandboxed(ctx context.Context, sp sandboxSpec, cmd Command) error {
+// With ns, the helper joins that mount namespace first.
+func runSandboxed(ctx context.Context, sp sandboxSpec, cmd Command, ns *MountNamespace) error {
+	if ns != nil {
+		sp.JoinNS = true
+	}
 	raw, err := json.Marshal(sp)
 	if err != nil {
 		return err
@@ -99,6 +111,9 @@ func runSandboxed(ctx context.Context, sp sandboxSpec, cmd Command) error {
 	c.Env = []string{helperEnv + "=" + string(raw)}
 	c.Stdin, c.Stdout, c.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
 	c.ExtraFiles = []*os.File{statusW}
+	if ns != nil {
+		c.ExtraFiles = append(c.ExtraFiles, ns.fd)
+	}
 	c.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
@@ -150,8 +165,36 @@ func runHelper(raw string) int {
 		return fail("bad spec: %v", err)
 	}
 	unix.CloseOnExec(3)
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fail("making mounts private: %v", err)
+	if sp.Hold {
+		return hold(status)
+	}
+	private := true
+	if sp.JoinNS {
+		// Namespaces belong to threads: this goroutine keeps its thread,
+		// which leaves the process's shared filesystem context, enters the
+		// build's mount namespace, and starts the command (a child
+		// inherits the namespaces of the thread that forks it).
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fail("unshare CLONE_FS: %v", err)
+		}
+		if err := unix.Setns(4, unix.CLONE_NEWNS); err != nil {
+			return fail("joining the build's mount namespace: %v", err)
+		}
+		unix.Close(4)
+		if sp.Root != "" {
+			// A chroot's mounts are its own: a copy of the build's.
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fail("unshare CLONE_NEWNS: %v", err)
+			}
+		} else {
+			private = false // mounts made on the host last for the build
+		}
+	}
+	if private {
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fail("making mounts private: %v", err)
+		}
 	}
 	for _, m := range sp.Mounts {
 		if err := doMount(sp.Root, m); err != nil {
@@ -211,6 +254,105 @@ func runHelper(raw string) int {
 			return 128 + int(ws.Signal())
 		}
 		return ws.ExitStatus()
+	}
+}
+
+// hold is the mount-namespace holder's life: private mounts, then wait
+// until the builder closes stdin (or dies: Pdeathsig).
+func hold(status *os.File) int {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		fmt.Fprintf(status, "making mounts private: %v", err)
+		return 125
+	}
+	status.Close()
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// MountNamespace is a mount namespace that lives as long as a build:
+// commands run on the host through an executor given it share it, so a
+// mount one hook makes (DIB's pip-cache bind-mounts its cache into the
+// tree in root.d) is there for the next, and chroots see it; when it is
+// closed, or the builder dies, the kernel drops every mount in it.
+type MountNamespace struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	fd    *os.File
+}
+
+// NewMountNamespace starts a holder process in a new mount namespace.
+func NewMountNamespace(ctx context.Context) (*MountNamespace, error) {
+	raw, _ := json.Marshal(sandboxSpec{Hold: true})
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("mount namespace: finding own executable: %w", err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer statusR.Close()
+	c := exec.Command(self)
+	c.Args = []string{"strata-mount-namespace"}
+	c.Env = []string{helperEnv + "=" + string(raw)}
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		statusW.Close()
+		return nil, err
+	}
+	c.ExtraFiles = []*os.File{statusW}
+	c.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := c.Start(); err != nil {
+		statusW.Close()
+		if errors.Is(err, syscall.EPERM) {
+			return nil, fmt.Errorf("mount namespace: needs root (CAP_SYS_ADMIN): %w", err)
+		}
+		return nil, fmt.Errorf("mount namespace: %w", err)
+	}
+	statusW.Close()
+	msg, _ := io.ReadAll(statusR)
+	m := &MountNamespace{cmd: c, stdin: stdin}
+	if len(msg) > 0 {
+		m.Close()
+		return nil, fmt.Errorf("mount namespace: %s", bytes.TrimSpace(msg))
+	}
+	if m.fd, err = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", c.Process.Pid)); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mount namespace: %w", err)
+	}
+	return m, nil
+}
+
+// MountPoints lists the namespace's mount points.
+func (m *MountNamespace) MountPoints() ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", m.cmd.Process.Pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			out = append(out, f[4])
+		}
+	}
+	return out, nil
+}
+
+// Close ends the namespace and every mount in it.
+func (m *MountNamespace) Close() error {
+	if m.fd != nil {
+		m.fd.Close()
+	}
+	m.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		_ = m.cmd.Process.Kill()
+		return <-done
 	}
 }
 

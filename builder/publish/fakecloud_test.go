@@ -34,6 +34,9 @@ type fakeCloud struct {
 	// answer: status, checksums).
 	stored   func(id string) map[string]any
 	versions map[string][]map[string]any // by side: strata, trove
+	// catalogTrove lists the Trove side, not the strata one, as the
+	// catalog's database service: a cloud without a strata controller.
+	catalogTrove bool
 }
 
 const fakeProject = "0123456789abcdef0123456789abcdef"
@@ -58,6 +61,10 @@ func newFakeCloud(t *testing.T) *fakeCloud {
 		ep := func(url string) []map[string]string {
 			return []map[string]string{{"id": "e-" + url, "interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": url}}
 		}
+		db := "/strata/v1.0/"
+		if fc.catalogTrove {
+			db = "/trove/v1.0/"
+		}
 		w.Header().Set("X-Subject-Token", "fake-token")
 		writeJSON(w, 201, map[string]any{"token": map[string]any{
 			"expires_at": "2099-01-01T00:00:00.000000Z", "methods": []string{"password"},
@@ -66,7 +73,7 @@ func newFakeCloud(t *testing.T) *fakeCloud {
 			"catalog": []map[string]any{
 				{"type": "identity", "name": "keystone", "id": "k", "endpoints": ep(base + "/v3")},
 				{"type": "image", "name": "glance", "id": "g", "endpoints": ep(base + "/glance")},
-				{"type": "database", "name": "trove", "id": "d", "endpoints": ep(base + "/strata/v1.0/" + fakeProject)},
+				{"type": "database", "name": "trove", "id": "d", "endpoints": ep(base + db + fakeProject)},
 			}}})
 	})
 	mux.HandleFunc("GET /glance/", func(w http.ResponseWriter, r *http.Request) {
@@ -192,6 +199,42 @@ func TestPublishGlanceRejectsUpload(t *testing.T) {
 	}
 	if fc.saw("POST /strata/") || fc.saw("POST /trove/") {
 		t.Errorf("a version was registered for a rejected image: %v", fc.calls)
+	}
+}
+
+// TestPublishToAPlainTroveCloudNeedsNoStrataController: the catalog's
+// database service is a Trove; publishing uploads to Glance and registers
+// the version there, and nowhere else.
+func TestPublishToAPlainTroveCloudNeedsNoStrataController(t *testing.T) {
+	for _, viaURL := range []bool{false, true} {
+		fc := newFakeCloud(t)
+		fc.catalogTrove = true
+		fc.env(t)
+		f := makeImage(t, t.TempDir(), "10.11", 16, "")
+		d := digestsOf(t, f.Image)
+		fc.stored = func(id string) map[string]any {
+			return map[string]any{"id": id, "name": "mariadb-10.11", "status": "active", "checksum": d.md5,
+				"os_hash_algo": "sha512", "os_hash_value": d.sha512, "size": d.size, "tags": []string{"strata"}, "strata_sha256": f.SHA256}
+		}
+		o := publish.Options{Recipe: f.Recipe, Image: f.Image}
+		if viaURL {
+			o.TroveURL = fc.srv.URL + "/trove"
+		}
+		var out strings.Builder
+		o.Out = &out
+		res, err := publish.Publish(ctx(t), o)
+		if err != nil {
+			t.Fatalf("trove url %v: %v\n%s", viaURL, err, out.String())
+		}
+		if res.VersionID != "" || res.TroveVersionID != "trove-version-1" || !res.VersionCreated {
+			t.Errorf("trove url %v: result %+v", viaURL, res)
+		}
+		if fc.saw("GET /strata/") || fc.saw("POST /strata/") {
+			t.Errorf("trove url %v: the strata side was called: %v", viaURL, fc.calls)
+		}
+		if !strings.Contains(out.String(), "is a Trove, not a strata controller") {
+			t.Errorf("trove url %v: output does not say the catalog's database service is a Trove:\n%s", viaURL, out.String())
+		}
 	}
 }
 

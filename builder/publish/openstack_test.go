@@ -5,9 +5,14 @@ package publish_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"strata/builder/cli"
+	"strata/builder/packer/register"
 	"strata/builder/publish"
 	"strata/ci/openstack/ostest"
 )
@@ -114,23 +119,152 @@ func TestRealPublishMariaDBImage(t *testing.T) {
 	t.Logf("published again (nothing to upload) in %.1f s", again.Seconds)
 }
 
-// TestRealCatalogDatabaseIsTroveNotStrata: without --controller-url the
-// catalog's database service is used; on this cloud that is Trove, which
-// publish recognises and refuses to treat as the strata controller —
-// before uploading anything.
-func TestRealCatalogDatabaseIsTroveNotStrata(t *testing.T) {
+// TestRealPlainTroveCloudNeedsNoStrataController: a Trove cloud without
+// a strata controller (the catalog's database service is this stack's
+// Trove), as the seeds' own workflow has it — build, upload to Glance,
+// register the datastore version and its parameters in Trove. Publishing
+// with nothing but the cloud's credentials registers the version in that
+// Trove; so does the Packer post-processor, and `strata build --publish`
+// (a tiny image really built, then published).
+func TestRealPlainTroveCloudNeedsNoStrataController(t *testing.T) {
 	s := ostest.Shared(t)
 	useStack(t, s)
-	// 20 MiB: no other test publishes these bytes (blank qcow2s of one
-	// size are identical).
-	f := makeImage(t, t.TempDir(), "9.9", 20, "")
-	_, err := publish.Publish(ctx(t), publish.Options{Recipe: f.Recipe, Image: f.Image, Cloud: ostest.Cloud})
-	if err == nil || !strings.Contains(err.Error(), "is not a strata controller") || !strings.Contains(err.Error(), s.TroveURL) {
-		t.Fatalf("error: %v", err)
-	}
 	tok := token(t, s.KeystoneURL, "admin", s.Password, "admin")
-	imgs := list(getJSON(t, s.GlanceURL+"/v2/images?strata_sha256="+f.SHA256, tok), "images")
-	if len(imgs) != 0 {
-		t.Fatalf("an image was uploaded: %v", imgs)
+	troveVersion := func(id string) map[string]any {
+		return getJSON(t, s.TroveURL+"/v1.0/"+s.ProjectID+"/mgmt/datastore-versions/"+id, tok)["version"].(map[string]any)
 	}
+
+	t.Run("publish", func(t *testing.T) {
+		// 20 MiB: no other test publishes these bytes (blank qcow2s of one
+		// size are identical).
+		f := makeImage(t, t.TempDir(), "9.9", 20, "testdata/rules.json")
+		var out strings.Builder
+		res, err := publish.Publish(ctx(t), publish.Options{Recipe: f.Recipe, Image: f.Image, Cloud: ostest.Cloud, Out: &out})
+		if err != nil {
+			t.Fatalf("%v\n%s\n--- trove\n%s", err, out.String(), s.Log("trove"))
+		}
+		if res.VersionID != "" || res.TroveVersionID == "" || !res.Uploaded {
+			t.Fatalf("result %+v", res)
+		}
+		if v := troveVersion(res.TroveVersionID); v["image"] != res.ImageID || v["name"] != "9.9" || v["active"] != true {
+			t.Fatalf("version in Trove: %v", v)
+		}
+		params := list(getJSON(t, s.TroveURL+"/v1.0/"+s.ProjectID+"/mgmt/datastores/versions/"+res.TroveVersionID+"/parameters", tok), "configuration-parameters")
+		if len(params) == 0 {
+			t.Error("the validation rules were not loaded into Trove")
+		}
+		if !strings.Contains(out.String(), "is a Trove, not a strata controller: registering the version there") {
+			t.Errorf("progress does not say where the version went:\n%s", out.String())
+		}
+		img := getJSON(t, s.GlanceURL+"/v2/images/"+res.ImageID, tok)
+		if img["status"] != "active" || img["strata_sha256"] != f.SHA256 {
+			t.Fatalf("image in Glance: %v", img)
+		}
+	})
+
+	t.Run("packer post-processor", func(t *testing.T) {
+		f := makeImage(t, t.TempDir(), "9.8", 21, "")
+		p := &register.PostProcessor{Publish: publish.Publish}
+		if err := p.Configure(map[string]interface{}{"recipe": f.Recipe, "cloud": ostest.Cloud}); err != nil {
+			t.Fatal(err)
+		}
+		u := &sayUI{}
+		art, _, _, err := p.PostProcess(ctx(t), u, &fileArtifact{files: []string{f.Image}})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, strings.Join(u.lines, "\n"))
+		}
+		v := troveVersion(art.Id())
+		if v["name"] != "9.8" || v["image"] != art.State("image_id") {
+			t.Fatalf("artifact %s: version in Trove %v", art.Id(), v)
+		}
+	})
+
+	t.Run("build --publish", func(t *testing.T) {
+		dir := t.TempDir()
+		writeTinyElements(t, filepath.Join(dir, "elements"))
+		recipePath := filepath.Join(dir, "tiny-9.7.yaml")
+		os.WriteFile(recipePath, []byte(`name: tiny-9.7
+elements: [tiny-os]
+skip_base: true
+formats: [qcow2]
+datastore:
+  name: mariadb
+  version: "9.7"
+  manager: mariadb
+  port: 3306
+`), 0o644)
+		t.Setenv("ELEMENTS_PATH", filepath.Join(dir, "elements"))
+		root, err := ostest.Root()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("STRATA_ELEMENTS_DIR", filepath.Join(root, "elements"))
+		cmd := cli.NewBuildCommand("test")
+		var out strings.Builder
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"-f", recipePath, "-o", filepath.Join(dir, "out", "tiny-9.7"), "--image-cache", filepath.Join(dir, "cache"),
+			"--publish", "--os-cloud", ostest.Cloud})
+		if err := cmd.ExecuteContext(ctx(t)); err != nil {
+			t.Fatalf("%v\n%s", err, tail(out.String(), 40))
+		}
+		m := regexp.MustCompile(`trove version (\S+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no trove version in the output:\n%s", tail(out.String(), 20))
+		}
+		if v := troveVersion(m[1]); v["name"] != "9.7" || v["datastore_name"] != "mariadb" {
+			t.Fatalf("version in Trove: %v", v)
+		}
+	})
+}
+
+// fileArtifact is another builder's artifact: files only.
+type fileArtifact struct{ files []string }
+
+func (a *fileArtifact) BuilderId() string        { return "other.builder" }
+func (a *fileArtifact) Files() []string          { return a.files }
+func (a *fileArtifact) Id() string               { return "a" }
+func (a *fileArtifact) String() string           { return "a" }
+func (a *fileArtifact) State(string) interface{} { return nil }
+func (a *fileArtifact) Destroy() error           { return nil }
+
+type sayUI struct {
+	packersdk.Ui
+	lines []string
+}
+
+func (u *sayUI) Say(m string)     { u.lines = append(u.lines, m) }
+func (u *sayUI) Message(m string) { u.lines = append(u.lines, m) }
+
+// writeTinyElements writes an operating-system element whose root.d
+// copies a shell from the host: enough for a real, small build.
+func writeTinyElements(t *testing.T, dir string) {
+	t.Helper()
+	files := map[string]string{
+		"tiny-os/element-provides": "operating-system\n",
+		"tiny-os/root.d/10-tiny-os": `#!/bin/bash
+set -eu
+mkdir -p "$TARGET_ROOT"/{tmp,proc,sys,dev,run,etc,root}
+for f in /bin/bash /bin/sh; do
+	cp --parents -L "$f" "$TARGET_ROOT"
+	for lib in $(ldd "$f" | grep -o '/[^ ]*'); do cp --parents -L "$lib" "$TARGET_ROOT"; done
+done
+echo tiny >"$TARGET_ROOT/etc/tiny-release"
+`,
+	}
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(c), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -52,8 +52,10 @@ type Options struct {
 
 // Result says what publishing did.
 type Result struct {
-	ImageID        string
-	Uploaded       bool // false: an identical image was already there
+	ImageID  string
+	Uploaded bool // false: an identical image was already there
+	// VersionID is the strata controller's version; "" when there is no
+	// strata controller (the version went to a Trove only).
 	VersionID      string
 	VersionCreated bool   // false: the version existed and was updated (or unchanged)
 	TroveVersionID string // when TroveURL was given
@@ -137,7 +139,9 @@ func readInputs(o Options) (*inputs, error) {
 // is there), waits for it to be active, checks Glance's checksum and
 // os_hash_value against the file, and registers the recipe's datastore
 // version booting it, with the recipe's validation rules as the version's
-// configuration parameters: in the strata controller, then in o.TroveURL.
+// configuration parameters: in the strata controller, then in a Trove
+// (see registries: a cloud whose database service is a plain Trove needs
+// no strata controller at all).
 //
 // Nothing is uploaded before every service has answered once. A failed
 // upload, a Glance that does not reach active, or a checksum mismatch
@@ -177,23 +181,9 @@ func Publish(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("keystone at %s: the service catalog has no image (Glance) endpoint: %w", sess.authURL, err)
 	}
 	g := &glance{client: imgClient, out: out}
-	ctl, err := sess.mgmt("strata controller", o.ControllerURL, true)
+	ctl, trove, err := registries(ctx, sess, o, out)
 	if err != nil {
 		return nil, err
-	}
-	if _, isStrata, err := ctl.probe(ctx); err != nil {
-		return nil, err
-	} else if !isStrata {
-		return nil, fmt.Errorf("the database endpoint %s is not a strata controller (a Trove?): give the controller's URL (--controller-url), and a Trove's with --trove-url", ctl.client.Endpoint)
-	}
-	var trove *mgmt
-	if o.TroveURL != "" {
-		if trove, err = sess.mgmt("trove", o.TroveURL, false); err != nil {
-			return nil, err
-		}
-		if _, err := trove.versions(ctx); err != nil {
-			return nil, err
-		}
 	}
 
 	res := &Result{}
@@ -213,24 +203,86 @@ func Publish(ctx context.Context, o Options) (*Result, error) {
 	if spec.BootTimeout == 0 {
 		spec.BootTimeout = 900
 	}
-	res.VersionID, res.VersionCreated, err = ctl.register(ctx, spec, out)
-	if err != nil {
-		return res, kept(err)
-	}
-	if err := syncRules(ctx, ctl, res.VersionID, in, out); err != nil {
-		return res, kept(err)
+	if ctl != nil {
+		res.VersionID, res.VersionCreated, err = ctl.register(ctx, spec, out)
+		if err != nil {
+			return res, kept(err)
+		}
+		if err := syncRules(ctx, ctl, res.VersionID, in, out); err != nil {
+			return res, kept(err)
+		}
 	}
 	if trove != nil {
-		if res.TroveVersionID, _, err = trove.register(ctx, spec, out); err != nil {
+		var created bool
+		if res.TroveVersionID, created, err = trove.register(ctx, spec, out); err != nil {
 			return res, kept(err)
+		}
+		if ctl == nil {
+			res.VersionCreated = created
 		}
 		if err := syncRules(ctx, trove, res.TroveVersionID, in, out); err != nil {
 			return res, kept(err)
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
-	fmt.Fprintf(out, "publish: %s %s → image %s, version %s in %.1f s\n", ds.Name, ds.Version, res.ImageID, res.VersionID, res.Seconds)
+	id := res.VersionID
+	if id == "" {
+		id = res.TroveVersionID + " (Trove)"
+	}
+	fmt.Fprintf(out, "publish: %s %s → image %s, version %s in %.1f s\n", ds.Name, ds.Version, res.ImageID, id, res.Seconds)
 	return res, nil
+}
+
+// registries decides where the version is registered, before anything is
+// uploaded: the strata controller (ControllerURL, else the catalog's
+// database service when that is one), and a Trove (TroveURL, else the
+// catalog's database service when that is a Trove rather than strata:
+// the cloud of an operator who uses strata only to build images). At
+// least one must answer.
+func registries(ctx context.Context, sess *session, o Options, out io.Writer) (ctl, trove *mgmt, err error) {
+	if o.ControllerURL != "" {
+		if ctl, err = sess.mgmt("strata controller", o.ControllerURL, true); err != nil {
+			return nil, nil, err
+		}
+		if _, isStrata, err := ctl.probe(ctx); err != nil {
+			return nil, nil, err
+		} else if !isStrata {
+			return nil, nil, fmt.Errorf("%s (--controller-url) is not a strata controller (a Trove?): give a Trove's URL with --trove-url instead", ctl.client.Endpoint)
+		}
+	} else {
+		db, err := sess.mgmt("database service", "", false)
+		switch {
+		case err != nil && o.TroveURL == "":
+			return nil, nil, fmt.Errorf("%w (or give a strata controller's URL with --controller-url, a Trove's with --trove-url)", err)
+		case err != nil:
+			fmt.Fprintf(out, "publish: the service catalog lists no database service: registering in the Trove at %s only\n", o.TroveURL)
+		default:
+			_, isStrata, err := db.probe(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			switch {
+			case isStrata:
+				db.service, db.strata = "strata controller", true
+				ctl = db
+			case o.TroveURL == "":
+				db.service = "trove"
+				trove = db
+				fmt.Fprintf(out, "publish: the catalog's database service %s is a Trove, not a strata controller: registering the version there\n", db.client.Endpoint)
+			default:
+				fmt.Fprintf(out, "publish: the catalog's database service %s is a Trove, not a strata controller: registering in the Trove at %s\n", db.client.Endpoint, o.TroveURL)
+			}
+		}
+	}
+	if o.TroveURL != "" {
+		if trove, err = sess.mgmt("trove", o.TroveURL, false); err != nil {
+			return nil, nil, err
+		}
+		if _, err := trove.versions(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	return ctl, trove, nil
 }
 
 func syncRules(ctx context.Context, m *mgmt, versionID string, in *inputs, out io.Writer) error {

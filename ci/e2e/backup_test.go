@@ -21,8 +21,8 @@ type backupCase struct {
 	login func(t *testing.T, api *apiClient, id string) (user, password string)
 	// write adds the dataset's part n (0: the initial dataset) through
 	// the real client; digest is every table's (key's) count and checksum.
-	write       func(t *testing.T, port int, user, password string, n int)
-	digest      func(t *testing.T, port int, user, password string) string
+	write       func(t *testing.T, ep endpoint, user, password string, n int)
+	digest      func(t *testing.T, ep endpoint, user, password string) string
 	incremental bool
 }
 
@@ -31,8 +31,8 @@ var backupCases = map[string]backupCase{
 		name: "mariadb", version: "10.11", incremental: true,
 		create: datastoreCases["mariadb"].create,
 		login:  datastoreCases["mariadb"].prepareClient,
-		write: func(t *testing.T, port int, u, p string, n int) {
-			db := mariadbClient{port: port}
+		write: func(t *testing.T, ep endpoint, u, p string, n int) {
+			db := mariadbClient{ep}
 			if n == 0 {
 				db.must(t, u, p, "shop", "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b VARBINARY(256))")
 			}
@@ -41,8 +41,8 @@ var backupCases = map[string]backupCase{
 				"INSERT INTO items (v, b) SELECT CONCAT('row-%d-', seq), RANDOM_BYTES(200) FROM seq_1_to_5000; "+
 				"UPDATE items SET v = CONCAT(v, '-touched') WHERE id %% 11 = %d", n, n, 1000*(n+1), n, n))
 		},
-		digest: func(t *testing.T, port int, u, p string) string {
-			db := mariadbClient{port: port}
+		digest: func(t *testing.T, ep endpoint, u, p string) string {
+			db := mariadbClient{ep}
 			tables := strings.Fields(db.must(t, u, p, "shop", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'shop' ORDER BY 1"))
 			var b strings.Builder
 			for _, tb := range tables {
@@ -56,19 +56,19 @@ var backupCases = map[string]backupCase{
 		name: "postgresql", version: "15", incremental: true,
 		create: datastoreCases["postgresql"].create,
 		login:  datastoreCases["postgresql"].prepareClient,
-		write: func(t *testing.T, port int, u, p string, n int) {
+		write: func(t *testing.T, ep endpoint, u, p string, n int) {
 			if n == 0 {
-				psql(t, port, u, p, "CREATE TABLE items (id serial PRIMARY KEY, v text, b bytea)")
+				psql(t, ep, u, p, "CREATE TABLE items (id serial PRIMARY KEY, v text, b bytea)")
 			}
-			psql(t, port, u, p, fmt.Sprintf("CREATE TABLE part%d AS SELECT g AS k, repeat(md5(g::text), 4) AS v FROM generate_series(1, %d) g; "+
+			psql(t, ep, u, p, fmt.Sprintf("CREATE TABLE part%d AS SELECT g AS k, repeat(md5(g::text), 4) AS v FROM generate_series(1, %d) g; "+
 				"INSERT INTO items (v, b) SELECT 'row-%d-' || g, decode(md5(random()::text) || md5(random()::text), 'hex') FROM generate_series(1, 5000) g; "+
 				"UPDATE items SET v = v || '-touched' WHERE id %% 11 = %d", n, 1000*(n+1), n, n))
 		},
-		digest: func(t *testing.T, port int, u, p string) string {
-			tables := strings.Fields(psql(t, port, u, p, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))
+		digest: func(t *testing.T, ep endpoint, u, p string) string {
+			tables := strings.Fields(psql(t, ep, u, p, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))
 			var b strings.Builder
 			for _, tb := range tables {
-				fmt.Fprintf(&b, "%s: %s\n", tb, psql(t, port, u, p, "SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM "+tb+" x"))
+				fmt.Fprintf(&b, "%s: %s\n", tb, psql(t, ep, u, p, "SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM "+tb+" x"))
 			}
 			return b.String()
 		},
@@ -77,15 +77,15 @@ var backupCases = map[string]backupCase{
 		name: "redis", version: "7",
 		create: datastoreCases["redis"].create,
 		login:  datastoreCases["redis"].prepareClient,
-		write: func(t *testing.T, port int, u, p string, n int) {
+		write: func(t *testing.T, ep endpoint, u, p string, n int) {
 			args := []string{"MSET"}
 			for i := range 500 {
 				args = append(args, fmt.Sprintf("k:%d:%d", n, i), strings.Repeat(fmt.Sprint(i), 30))
 			}
-			redisCLI(t, port, u, p, args...)
+			redisCLI(t, ep, u, p, args...)
 		},
-		digest: func(t *testing.T, port int, u, p string) string {
-			return redisCLI(t, port, u, p, "DBSIZE") + " " + redisCLI(t, port, u, p, "EVAL",
+		digest: func(t *testing.T, ep endpoint, u, p string) string {
+			return redisCLI(t, ep, u, p, "DBSIZE") + " " + redisCLI(t, ep, u, p, "EVAL",
 				"local ks = redis.call('KEYS', '*'); table.sort(ks); local s = ''; for _, k in ipairs(ks) do s = redis.sha1hex(s .. k .. '=' .. redis.call('GET', k)) end; return s", "0")
 		},
 	},
@@ -161,13 +161,13 @@ func runBackupCase(t *testing.T, c backupCase) {
 	c.create(inst)
 	src := api.must(t, 200, "POST", "/instances", map[string]any{"instance": inst})["instance"].(map[string]any)["id"].(string)
 	consoleOnFailure(t, state, src)
-	port := int(api.waitStatus(t, src, "ACTIVE", 20*time.Minute)["port"].(float64))
+	ep := endpointOf(t, api.waitStatus(t, src, "ACTIVE", 20*time.Minute), datastoreCases[c.name].port)
 	user, password := c.login(t, api, src)
 
-	c.write(t, port, user, password, 0)
+	c.write(t, ep, user, password, 0)
 	if mb := bulkMB(); mb > 0 && c.name == "mariadb" {
 		began := time.Now()
-		db := mariadbClient{port: port}
+		db := mariadbClient{ep}
 		db.must(t, user, password, "shop", "CREATE TABLE bulk (id INT AUTO_INCREMENT PRIMARY KEY, r VARBINARY(1024), c VARCHAR(1024))")
 		for done := 0; done < mb*512; done += 20000 {
 			db.must(t, user, password, "shop", fmt.Sprintf("INSERT INTO bulk (r, c) SELECT RANDOM_BYTES(1024), "+
@@ -176,22 +176,22 @@ func runBackupCase(t *testing.T, c backupCase) {
 		t.Logf("FIGURE %s bulk dataset: %d MiB written through the client in %.0fs", c.name, mb, time.Since(began).Seconds())
 	}
 	full := backupThroughCLI(t, osc, api, "full", src)
-	wantFull := c.digest(t, port, user, password)
+	wantFull := c.digest(t, ep, user, password)
 	t.Logf("FIGURE %s full backup: %s", c.name, full.figure)
 
 	chain := []backupRun{full}
 	want := []string{wantFull}
 	if c.incremental {
-		c.write(t, port, user, password, 1)
+		c.write(t, ep, user, password, 1)
 		inc := backupThroughCLI(t, osc, api, "inc", src, "--incremental")
 		if inc.parent != full.id {
 			t.Fatalf("the incremental's parent is %q, want the full backup %s", inc.parent, full.id)
 		}
 		t.Logf("FIGURE %s incremental backup: %s", c.name, inc.figure)
 		chain = append(chain, inc)
-		want = append(want, c.digest(t, port, user, password))
+		want = append(want, c.digest(t, ep, user, password))
 	}
-	c.write(t, port, user, password, 9) // after the last backup: in no restore
+	c.write(t, ep, user, password, 9) // after the last backup: in no restore
 
 	var listed []map[string]any
 	osc.json(t, &listed, "database", "backup", "list", "instance", src)
@@ -212,8 +212,7 @@ func runBackupCase(t *testing.T, c backupCase) {
 	for i := range chain {
 		in := api.waitStatus(t, restored[i], "ACTIVE", 30*time.Minute)
 		t.Logf("FIGURE %s restore of %s to ACTIVE: %.0fs (%s)", c.name, chain[i].name, time.Since(began).Seconds(), accelOf(ctl.log()))
-		p := int(in["port"].(float64))
-		if got := c.digest(t, p, user, password); got != want[i] {
+		if got := c.digest(t, endpointOf(t, in, datastoreCases[c.name].port), user, password); got != want[i] {
 			t.Fatalf("restore of %s: data differs\n got %s\nwant %s", chain[i].name, got, want[i])
 		}
 	}

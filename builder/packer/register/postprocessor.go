@@ -125,7 +125,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	out := uiwriter.New(ui)
 	defer out.Close()
-	ui.Say(fmt.Sprintf("Publishing %s to Glance and the controller", image))
+	ui.Say(fmt.Sprintf("Publishing %s to Glance and the datastore registry (strata controller, Trove)", image))
 	res, err := p.Publish(ctx, publish.Options{
 		Recipe: recipePath, Image: image, Cloud: p.config.Cloud,
 		ControllerURL: p.config.ControllerURL, TroveURL: p.config.TroveURL, Out: out,
@@ -133,9 +133,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if err != nil {
 		return nil, false, false, fmt.Errorf("strata-register: %s: %w", image, err)
 	}
+	art := &Artifact{Result: *res, Image: image, Recipe: recipePath, in: in}
 	ui.Say(fmt.Sprintf("strata-register: image %s (uploaded: %v), datastore version %s (created: %v)%s",
-		res.ImageID, res.Uploaded, res.VersionID, res.VersionCreated, trove(res)))
-	return &Artifact{Result: *res, Image: image, Recipe: recipePath, in: in}, true, false, nil
+		res.ImageID, res.Uploaded, art.Id(), res.VersionCreated, trove(res)))
+	return art, true, false, nil
 }
 
 func trove(r *publish.Result) string {
@@ -199,11 +200,17 @@ func (a *Artifact) BuilderId() string { return BuilderID }
 // Files are the registered image's files, which stay where they are.
 func (a *Artifact) Files() []string { return a.in.Files() }
 
-// Id is the datastore version's id.
-func (a *Artifact) Id() string { return a.VersionID }
+// Id is the datastore version's id: the strata controller's, or the
+// Trove's when the version went to a Trove only.
+func (a *Artifact) Id() string {
+	if a.VersionID == "" {
+		return a.TroveVersionID
+	}
+	return a.VersionID
+}
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("datastore version %s (image %s) from %s", a.VersionID, a.ImageID, a.Image)
+	return fmt.Sprintf("datastore version %s (image %s) from %s", a.Id(), a.ImageID, a.Image)
 }
 
 // State answers image_id, datastore_version_id and trove_version_id, and

@@ -147,6 +147,25 @@ func TestPostProcessPublishesTheStrataArtifactWithItsRecipe(t *testing.T) {
 	}
 }
 
+// A cloud whose database service is a plain Trove: the version is the
+// Trove's, and the artifact is named by it.
+func TestPostProcessNamesTheTroveVersionWithoutAStrataController(t *testing.T) {
+	image, recipe := built(t)
+	p := &PostProcessor{Publish: func(ctx context.Context, o publish.Options) (*publish.Result, error) {
+		return &publish.Result{ImageID: "img-1", Uploaded: true, TroveVersionID: "trove-ver-1", VersionCreated: true}, nil
+	}}
+	if err := p.Configure(map[string]interface{}{"cloud": "trove-cloud"}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _, err := p.PostProcess(context.Background(), &ui{}, strataArtifact(image, recipe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Id() != "trove-ver-1" || out.State("trove_version_id") != "trove-ver-1" || !strings.Contains(out.String(), "trove-ver-1") {
+		t.Errorf("artifact %q %v %q", out.Id(), out.State("trove_version_id"), out.String())
+	}
+}
+
 func TestPostProcessFailsNamingWhatIsWrong(t *testing.T) {
 	image, recipe := built(t)
 	other := filepath.Join(filepath.Dir(image), "other.qcow2")

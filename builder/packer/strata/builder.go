@@ -151,7 +151,10 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 		cfg.Env[k] = v
 	}
 	cfg.Packages = append(cfg.Packages, c.Packages...)
-	cfg.Compression, cfg.Offline, cfg.NoCache, cfg.Trace = c.Compression, c.Offline, c.NoCache, c.Trace
+	cfg.Compression, cfg.Offline, cfg.NoCache = c.Compression, c.Offline, c.NoCache
+	if c.Trace {
+		cfg.Trace = 1
+	}
 	for _, d := range c.ElementsPath {
 		abs, err := filepath.Abs(d)
 		if err != nil {

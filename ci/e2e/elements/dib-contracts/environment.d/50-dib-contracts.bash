@@ -1,0 +1,1 @@
+export DIB_CONTRACTS_MODE=${DIB_CONTRACTS_MODE:-strict}
