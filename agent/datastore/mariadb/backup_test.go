@@ -166,7 +166,7 @@ func TestARestoreOfDamagedDataNeverServes(t *testing.T) {
 	}
 	// The failure sticks: a second try is refused, not run on top.
 	_, err = streamstest.Restore(ctx, dd, mem, "r-again", wire.RestoreArgs{}, link)
-	wantCode(t, err, wire.CodeFailedPrecondition, "did not finish")
+	wantCode(t, err, wire.CodeFailedPrecondition, "rebuild the instance")
 
 	// The source kept serving throughout.
 	if st := src.Manager.Status(ctx); st.Status != wire.StatusRunning {
