@@ -82,6 +82,16 @@ func TestConnectionCutMidOperationLosesNothingAndDoublesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-started
+	// The op runs as soon as it is queued, before its ack is out: wait for
+	// the controller to have the ack, so the resend below is a second one.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if rec, ok := rig.Store.Op("inst-1", "slow"); ok && rec.Acks >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the controller never got slow's ack")
+		}
+	}
 	// Cut and keep the agent away while a second op is queued.
 	rig.Proxy.Freeze(true)
 	rig.Proxy.Cut()
