@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"crypto/sha512"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -127,4 +128,71 @@ func (c *client) upload(id string, data []byte) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// An image is refused when it is not a standalone image of its declared
+// format — a backing file or an external data file (CVE-2024-32498 class)
+// could name any file of the controller's host — before it is stored: the
+// upload answers 400 saying why, and the image stays queued.
+func TestGlanceSubsetRefusesHostileImages(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	dir := t.TempDir()
+	qemuImg := func(args ...string) []byte {
+		t.Helper()
+		p := filepath.Join(dir, "img")
+		os.Remove(p)
+		if out, err := exec.Command("qemu-img", append(append([]string{"create", "-q"}, args...), p, "8M")...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img: %v: %s", err, out)
+		}
+		data, _ := os.ReadFile(p)
+		return data
+	}
+	good := filepath.Join(dir, "good.qcow2")
+	exec.Command("qemu-img", "create", "-q", "-f", "qcow2", good, "8M").Run()
+	for name, tc := range map[string]struct {
+		format string
+		data   []byte
+		says   string
+	}{
+		"external data file": {"qcow2", qemuImg("-f", "qcow2", "-o", "data_file=/etc/passwd,data_file_raw=on"), "external data file"},
+		"backing file":       {"qcow2", qemuImg("-f", "qcow2", "-F", "qcow2", "-b", good), "backing file"},
+		"qcow2 declared raw": {"raw", qemuImg("-f", "qcow2"), "declared raw"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, doc := c.raw("POST", "/image/v2/images", `{"name": "hostile", "disk_format": "`+tc.format+`", "container_format": "bare"}`)
+			if code != 201 {
+				t.Fatalf("create: HTTP %d %v", code, doc)
+			}
+			id := doc["id"].(string)
+			code, msg := c.uploadMessage(id, tc.data)
+			if code != 400 || !strings.Contains(msg, tc.says) {
+				t.Fatalf("upload: HTTP %d %q, want 400 saying %q", code, msg, tc.says)
+			}
+			if _, img := c.raw("GET", "/image/v2/images/"+id, ""); img["status"] != "queued" {
+				t.Fatalf("after the refusal the image is %v, want queued", img["status"])
+			}
+		})
+	}
+	entries, _ := os.ReadDir(filepath.Join(r.stateDir, "images"))
+	if len(entries) != 1 { // the rig's own image
+		t.Errorf("the image store holds %d files, want only the rig's image", len(entries))
+	}
+}
+
+func (c *client) uploadMessage(id string, data []byte) (int, string) {
+	c.t.Helper()
+	req, _ := http.NewRequest("PUT", c.base+"/image/v2/images/"+id+"/file", bytes.NewReader(data))
+	req.Header.Set("X-Auth-Token", c.token)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Message string `json:"message"`
+	}
+	json.NewDecoder(resp.Body).Decode(&doc)
+	return resp.StatusCode, doc.Message
 }
