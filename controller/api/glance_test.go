@@ -7,14 +7,20 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"strata/builder/imagecheck"
 	"strata/controller/identity"
+	"strata/controller/imagestore"
+	"strata/controller/imagestore/local"
+	"strata/controller/store"
 )
 
 // TestGlanceSubsetInEmbeddedMode drives the controller's Glance v2 subset
@@ -195,4 +201,33 @@ func (c *client) uploadMessage(id string, data []byte) (int, string) {
 	}
 	json.NewDecoder(resp.Body).Decode(&doc)
 	return resp.StatusCode, doc.Message
+}
+
+// refusingStore is the local store with Glance's Verify answer for an
+// image someone uploaded to Glance directly with a hostile header (the
+// real answer is tested against Debian's glance-api in
+// controller/imagestore/glance).
+type refusingStore struct{ *local.Store }
+
+func (s refusingStore) Verify(ctx context.Context, id string) error {
+	return fmt.Errorf("%w: glance image %s: %w: it keeps its data in an external data file", imagestore.ErrInvalid, id, imagecheck.ErrRefused)
+}
+
+// An image the store refuses before boot ends the create at once in
+// ERROR saying why, instead of being retried until the boot timeout.
+func TestCreateEndsInErrorAtOnceWhenTheImageIsRefusedBeforeBoot(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc, bootTimeout: time.Minute, images: func(db *store.DB, dir string) imagestore.Store {
+		return refusingStore{&local.Store{DB: db, Dir: dir}}
+	}})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("refused", nil))["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(id, "ERROR", 15*time.Second)
+	fault, _ := in["fault"].(map[string]any)
+	if fault == nil || !strings.Contains(fault["message"].(string), "refusing to boot image") || !strings.Contains(fault["message"].(string), "external data file") {
+		t.Fatalf("fault = %v", in["fault"])
+	}
+	if s, _ := fc.has(id); s {
+		t.Fatal("a server was created from the refused image")
+	}
 }

@@ -509,6 +509,8 @@ type rigOptions struct {
 	bootTimeout time.Duration
 	hostKey     string
 	listen      string
+	// images, if set, replaces the local image store.
+	images func(db *store.DB, dir string) imagestore.Store
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -541,8 +543,17 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
+	var images imagestore.Store
+	if o.images != nil {
+		db, err := server.OpenState(ctx, o.stateDir, o.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		images = o.images(db, filepath.Join(o.stateDir, "images"))
+	}
 	ctl, err := server.Start(ctx, server.Config{
-		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
+		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},

@@ -236,6 +236,8 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	}
 	if err := m.Images.Verify(ctx, img.ID); errors.Is(err, imagestore.ErrChecksumMismatch) {
 		return tasks.Result{}, tasks.Fail("", "refusing to boot a corrupted image: %v", err)
+	} else if errors.Is(err, imagestore.ErrInvalid) {
+		return tasks.Result{}, tasks.Fail("", "refusing to boot image %s: %v", img.ID, err)
 	} else if err != nil {
 		return tasks.Result{}, err
 	}
