@@ -24,9 +24,11 @@ help: ## list the targets
 	@echo
 	@echo "  Variables: CACHE_DIR=$(CACHE_DIR) OUT_DIR=$(OUT_DIR) RECIPE=$(RECIPE)"
 
+# Every target that compiles checks Go first, before it installs anything:
+# missing or older than go.mod asks, it stops with what to install.
 .PHONY: go-check
-go-check:
-	@command -v $(GO) >/dev/null || { echo "make: Go is not installed (need Go >= 1.26 on PATH)"; exit 1; }
+go-check: ## check that Go (GO) is at least the version go.mod asks for, and say what to install when not
+	@ci/go-check.sh '$(GO)'
 
 .PHONY: build
 build: go-check ## build bin/strata, bin/strata-agent and bin/packer-plugin-strata
@@ -39,42 +41,59 @@ deps: ## install the Debian packages the builder needs (apt, as root)
 	ci/deps.sh build boot
 
 .PHONY: image
-image: deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
-	bin/strata build -f $(RECIPE) --image-cache $(CACHE_DIR) -o $(OUT_DIR)/$(IMAGE_NAME)
+image: go-check deps build ## build the default guest image ($(RECIPE)) into $(OUT_DIR)
+	bin/strata build -f '$(RECIPE)' --image-cache '$(CACHE_DIR)' -o '$(OUT_DIR)/$(IMAGE_NAME)'
 
 IMAGE_NAME = $(basename $(notdir $(RECIPE)))
 
 .PHONY: boot-test
-boot-test: deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the agent must enroll and prepare, or a login prompt for images without one
-	if grep -q '^datastore:' $(RECIPE); then \
-		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --agent; \
+boot-test: go-check deps build ## boot $(OUT_DIR)/<recipe>.qcow2 (make image first): the agent must enroll and prepare, or a login prompt for images without one
+	if grep -q '^datastore:' '$(RECIPE)'; then \
+		bin/strata boot-test '$(OUT_DIR)/$(IMAGE_NAME).qcow2' --agent; \
 	else \
-		bin/strata boot-test $(OUT_DIR)/$(IMAGE_NAME).qcow2 --expect 'login:'; \
+		bin/strata boot-test '$(OUT_DIR)/$(IMAGE_NAME).qcow2' --expect 'login:'; \
 	fi
 
 .PHONY: publish
 publish: build ## publish $(OUT_DIR)/<recipe>.qcow2 to Glance and register its datastore version (credentials: OS_* or OS_CLOUD; TROVE_URL also registers in a Trove)
-	bin/strata image publish $(RECIPE) --image $(OUT_DIR)/$(IMAGE_NAME).qcow2 $(if $(TROVE_URL),--trove-url $(TROVE_URL))
+	bin/strata image publish '$(RECIPE)' --image '$(OUT_DIR)/$(IMAGE_NAME).qcow2' $(if $(TROVE_URL),--trove-url '$(TROVE_URL)')
 
 .PHONY: test
-test: deps build ## install what the tests need, then run every test (unit, real servers, one image built and booted)
+test: go-check deps build ## install what the tests need, then run every test (shellcheck, unit, real servers, the set-up on a fresh Debian root, one image built and booted)
 	ci/deps.sh test openstack swift
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./ci/e2e/
 	$(GO) vet -tags openstack ./builder/publish/ ./controller/imagestore/glance/
 	$(GO) vet -tags 'e2e packer' ./ci/e2e/
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet -tags freshhost ./ci/freshhost/
+	@files=$$(git ls-files '*.go') && [ -n "$$files" ] || { echo "make: cannot list the Go files to check with gofmt (git ls-files)"; exit 1; }; \
+		bad=$$(gofmt -l $$files) || exit 1; \
+		test -z "$$bad" || { echo "gofmt needed:"; echo "$$bad"; exit 1; }
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/... ./controller/... ./builder/publish/...
-	$(GO) test -count=1 $$($(GO) list ./builder/... | grep -v /builder/publish) . ./ci/
+	pkgs=$$($(GO) list ./builder/...) && $(GO) test -count=1 $$(echo "$$pkgs" | grep -v /builder/publish) . ./ci/
+	$(MAKE) test-fresh-host
 	$(MAKE) e2e
 	$(MAKE) test-packer
 
+.PHONY: shellcheck
+shellcheck: go-check ## shellcheck every shell script of the repository (found by shebang; elements' hooks too) and ci/shlint's checks (part of make test)
+	$(GO) test -count=1 -run 'Script' ./ci/ ./builder/build/
+
+# The targets whose ci/deps.sh lines make test-fresh-host runs on the fresh
+# root (all the groups the README's two commands install).
+FRESH_HOST_TARGETS ?= image test
+
+.PHONY: test-fresh-host
+test-fresh-host: go-check deps ## the README's set-up ($(FRESH_HOST_TARGETS)) on a fresh Debian 12 root made by mmdebstrap: first run installs every group and builds, a second installs nothing, apt failures are named (minutes; part of make test)
+	@mkdir -p '$(OUT_DIR)'
+	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_FRESH_HOST_LOGS='$(OUT_DIR)/fresh-host' STRATA_FRESH_HOST_TARGETS='$(FRESH_HOST_TARGETS)' $(GO) test -tags freshhost -count=1 -v -timeout 40m ./ci/freshhost/ 2>&1 | tee '$(OUT_DIR)/test-fresh-host.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
 .PHONY: test-openstack
-test-openstack: build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)
+test-openstack: go-check build ## publishing against Debian's keystone, glance-api and trove-api on 127.0.0.1 (installs them), incl. the MariaDB image (make image)
 	ci/deps.sh build boot openstack
 	$(MAKE) image
-	STRATA_MARIADB_IMAGE=$(OUT_DIR)/mariadb-10.11.qcow2 CGO_ENABLED=1 $(GO) test -tags openstack -race -count=1 -p 1 -v -timeout 20m \
-		./builder/publish/ ./controller/imagestore/glance/ ./controller/compute/nova/ 2>&1 | tee $(OUT_DIR)/test-openstack.log \
+	STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' CGO_ENABLED=1 $(GO) test -tags openstack -race -count=1 -p 1 -v -timeout 20m \
+		./builder/publish/ ./controller/imagestore/glance/ ./controller/compute/nova/ 2>&1 | tee '$(OUT_DIR)/test-openstack.log' \
 		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 # The datastore `make e2e` runs through the API besides MariaDB (which the
@@ -82,17 +101,17 @@ test-openstack: build ## publishing against Debian's keystone, glance-api and tr
 DATASTORE ?= redis
 
 .PHONY: e2e
-e2e: deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (minutes)
 	ci/deps.sh test
-	@mkdir -p $(OUT_DIR)
-	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_DATASTORES=$(DATASTORE) $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	@mkdir -p '$(OUT_DIR)'
+	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
 e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API
 	$(MAKE) e2e DATASTORE=all
 
 .PHONY: bench
-bench: deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
+bench: go-check deps build ## benchmarks: cold/warm/unchanged build seconds, qcow2 MB, boot-to-marker seconds
 	ci/bench/build.sh
 
 .PHONY: bench-objectstore
@@ -113,18 +132,19 @@ PACKER_SDK      = $(shell $(GO) list -m -f '{{.Version}}' github.com/hashicorp/p
 
 .PHONY: packer-bin
 packer-bin: go-check ## build the packer binary (PACKER_VERSION, from the Go module proxy) into CACHE_DIR/tools once; reused after
-	ci/packer/tools.sh packer $(PACKER_VERSION) $(PACKER_TOOLS)
+	ci/packer/tools.sh packer '$(PACKER_VERSION)' '$(PACKER_TOOLS)'
 
 .PHONY: packer-generate
 packer-generate: go-check ## regenerate the Packer plugin's HCL2 specs (*.hcl2spec.go) with the SDK's packer-sdc
-	sdc=$$(ci/packer/tools.sh packer-sdc $(PACKER_SDK) $(PACKER_TOOLS)) && \
-		PATH=$$(dirname $$sdc):$$PATH $(GO) generate ./builder/packer/...
+	sdk='$(PACKER_SDK)' && [ -n "$$sdk" ] && sdc=$$(ci/packer/tools.sh packer-sdc "$$sdk" '$(PACKER_TOOLS)') && \
+		PATH="$$(dirname "$$sdc"):$$PATH" $(GO) generate ./builder/packer/...
 
 .PHONY: test-packer
-test-packer: deps build packer-bin ## the Packer plugin with a real packer: strata builder + strata-register, null builder + strata-elements over SSH to a VM, bad input (minutes)
-	@mkdir -p $(OUT_DIR)
-	STRATA_PACKER=$$(ci/packer/tools.sh packer $(PACKER_VERSION) $(PACKER_TOOLS)) STRATA_CACHE_DIR=$(CACHE_DIR) \
-		$(GO) test -tags 'e2e packer' -run 'Packer' -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/test-packer.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+test-packer: go-check deps build packer-bin ## the Packer plugin with a real packer: strata builder + strata-register, null builder + strata-elements over SSH to a VM, bad input (minutes)
+	@mkdir -p '$(OUT_DIR)'
+	packer=$$(ci/packer/tools.sh packer '$(PACKER_VERSION)' '$(PACKER_TOOLS)') || exit 1; \
+	STRATA_PACKER=$$packer STRATA_CACHE_DIR='$(CACHE_DIR)' \
+		$(GO) test -tags 'e2e packer' -run 'Packer' -count=1 -v -timeout 60m ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-packer.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: clean
 clean: ## remove bin/ and out/ (the download cache in CACHE_DIR stays)

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...     GROUP: build boot test openstack swift
+#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift
+#   ci/deps.sh --list GROUP...   print the groups' packages, one a line
 #
 # Packages already installed are not touched, so a second run costs one
-# dpkg-query. Missing packages are installed non-interactively with
-# --no-install-recommends; maintainer scripts are kept from starting
-# services (policy-rc.d) because the tests start their own private servers.
+# dpkg-query per package and runs no apt. Missing packages are installed
+# non-interactively with --no-install-recommends; maintainer scripts are kept
+# from starting services (a policy-rc.d, made for the install and removed
+# after it, unless the host has its own, which is left exactly as it is)
+# because the tests start their own private servers. A package name the
+# host's apt sources do not have stops the run before anything is installed,
+# with a message naming it.
+#
+# For tests only: STRATA_DEPS_EXTRA="NAME..." adds package names to those
+# the groups want (ci/freshhost uses a name that does not exist to see
+# apt fail, and a small real one to see an install without a policy-rc.d).
 set -euo pipefail
 
 declare -A group
@@ -44,6 +53,10 @@ group[test]="
 	systemd
 	python3-openstackclient
 	python3-troveclient
+	gcc
+	libc6-dev
+	git
+	shellcheck
 "
 group[openstack]="
 	keystone
@@ -68,8 +81,13 @@ group[swift]="
 	curl
 "
 
+list=0
+if [ "${1:-}" = --list ]; then
+	list=1
+	shift
+fi
 if [ $# -eq 0 ]; then
-	echo "usage: $0 GROUP... (groups: ${!group[*]})" >&2
+	echo "usage: $0 [--list] GROUP... (groups: ${!group[*]})" >&2
 	exit 2
 fi
 
@@ -79,9 +97,15 @@ for g in "$@"; do
 		echo "ci/deps.sh: unknown group '$g' (known: ${!group[*]})" >&2
 		exit 2
 	fi
-	# shellcheck disable=SC2206
+	# shellcheck disable=SC2206 # one package name a word
 	want+=(${group[$g]})
 done
+# shellcheck disable=SC2206 # one package name a word
+want+=(${STRATA_DEPS_EXTRA:-})
+if [ "$list" = 1 ]; then
+	printf '%s\n' "${want[@]}" | awk '!seen[$0]++'
+	exit 0
+fi
 
 # The openstack and swift groups' services are started by the tests,
 # privately, on free ports: never at boot (their default ports clash with
@@ -94,10 +118,18 @@ disable_service_units() {
 	done
 }
 
+# One dpkg-query for all names (it exits 1 when some are unknown to dpkg).
+declare -A installed
+while read -r p st; do
+	if [ "$st" = installed ]; then
+		installed[$p]=1
+	fi
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${want[@]}" 2>/dev/null || true)
 missing=()
 for p in "${want[@]}"; do
-	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-	[ "$st" = installed ] || missing+=("$p")
+	if [ -z "${installed[$p]+set}" ]; then
+		missing+=("$p")
+	fi
 done
 services_wanted=0
 for g in "$@"; do
@@ -122,23 +154,46 @@ echo "ci/deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 policy=/usr/sbin/policy-rc.d
 made_policy=0
-if [ ! -e "$policy" ]; then
-	printf '#!/bin/sh\nexit 101\n' >"$policy"
-	chmod 755 "$policy"
-	made_policy=1
-fi
+update_log=
 # An if, not an &&-list: as the trap's last command a false test would
 # become the script's exit status after a successful install.
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
+	if [ -n "$update_log" ]; then
+		rm -f "$update_log"
+	fi
 	if [ "$made_policy" = 1 ]; then
 		rm -f "$policy"
 	fi
 }
 trap cleanup EXIT
+if [ ! -e "$policy" ]; then
+	made_policy=1
+	printf '#!/bin/sh\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+fi
+update_log=$(mktemp /tmp/strata-apt-update.XXXXXX)
 
-if ! apt-get update -q >/tmp/strata-apt-update.log 2>&1; then
-	cat /tmp/strata-apt-update.log >&2
+if ! apt-get update -q >"$update_log" 2>&1; then
+	cat "$update_log" >&2
 	echo "ci/deps.sh: apt-get update failed (see above); check the host's apt sources and network" >&2
+	exit 1
+fi
+# Names the sources do not offer (a typo, a package of another release)
+# stop the run here, named, before apt installs anything.
+declare -A offered
+while read -r p; do
+	offered[$p]=1
+done < <(apt-cache policy "${missing[@]}" 2>/dev/null |
+	awk '/^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) } /^  Candidate:/ && $2 != "(none)" { print p }')
+unavailable=()
+for p in "${missing[@]}"; do
+	if [ -z "${offered[$p]+set}" ]; then
+		unavailable+=("$p")
+	fi
+done
+if [ ${#unavailable[@]} -gt 0 ]; then
+	echo "ci/deps.sh: the host's apt sources offer no package named: ${unavailable[*]} (nothing was installed)" >&2
 	exit 1
 fi
 if ! apt-get install -y -q --no-install-recommends \

@@ -35,6 +35,7 @@ __strata_hook=$1 __strata_n=$2
 shift 2
 [ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
 while [ "$__strata_n" -gt 0 ]; do
+	# shellcheck source=/dev/null # the elements' files, named by the arguments
 	source "$1"
 	shift
 	__strata_n=$((__strata_n - 1))

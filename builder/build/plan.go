@@ -486,6 +486,13 @@ func digestEnv(env map[string]string, set *element.Set, inputs map[string]inputF
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// envScript sources the environment.d files given as arguments and prints
+// the environment that results, NUL-separated.
+const envScript = `set -eu; set -o pipefail
+# shellcheck source=/dev/null # the elements' files, named by the arguments
+for f in "$@"; do source "$f"; done
+env -0`
+
 // evaluateEnv sources every environment.d file in dib-run-parts order (with
 // set -eu, as DIB does) and returns the exported environment that results.
 func evaluateEnv(ctx context.Context, set *element.Set, env map[string]string) (map[string]string, error) {
@@ -507,10 +514,7 @@ func evaluateEnv(ctx context.Context, set *element.Set, env map[string]string) (
 	for _, n := range names {
 		files = append(files, filepath.Join(byName[owner[n]].Dir, "environment.d", n))
 	}
-	script := `set -eu; set -o pipefail
-for f in "$@"; do source "$f"; done
-env -0`
-	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", script, "strata-env"}, files...)...)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", envScript, "strata-env"}, files...)...)
 	cmd.Env = envList(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

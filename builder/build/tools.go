@@ -87,7 +87,7 @@ esac
 # Translates package names with the element's pkg-map, resolved by strata
 # for this image's distro and release.
 set -eu
-element= missing_ok=0 prefix=
+element='' missing_ok=0 prefix=''
 names=()
 while [ $# -gt 0 ]; do
 	case $1 in

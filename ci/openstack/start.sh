@@ -28,18 +28,30 @@ state=$(cd "$state" && pwd)
 mkdir -p "$state"/{logs,keystone,glance/images,glance/staging,glance/tasks,trove}
 : >"$state/pids"
 
-# On any failure: stop what was started, say where the logs are.
+# On any failure, wherever it happens (a failing command inside a function
+# exits under set -e without running a plain ERR trap): show the logs and
+# stop what was started. -E gives the ERR trap to functions for the line.
+set -E
+started=0
+# shellcheck disable=SC2317 # called by the trap
+on_exit() {
+	local rc=$?
+	if [ "$rc" -ne 0 ] && [ "$started" = 0 ]; then
+		for f in "$state"/logs/*.log; do
+			if [ -s "$f" ]; then
+				echo "--- last lines of $f" >&2
+				tail -n 15 "$f" >&2
+			fi
+		done
+		"$(dirname "$0")/stop.sh" --keep "$state" || true
+	fi
+}
+trap on_exit EXIT
+trap 'echo "ci/openstack/start.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 fail() {
 	echo "ci/openstack/start.sh: $*" >&2
-	for f in "$state"/logs/*.log; do
-		[ -s "$f" ] || continue
-		echo "--- last lines of $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	"$(dirname "$0")/stop.sh" --keep "$state" || true
 	exit 1
 }
-trap 'fail "failed at line $LINENO"' ERR
 
 free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -83,14 +95,15 @@ key_repository = $state/keystone/fernet-keys
 key_repository = $state/keystone/credential-keys
 EOF
 ksm() { keystone-manage --config-file "$state/keystone/keystone.conf" "$@"; }
-ksm db_sync >>"$state/logs/keystone-manage.log" 2>&1
-sqlite3 "$state/keystone/keystone.db" 'PRAGMA journal_mode=WAL;' >/dev/null
-ksm fernet_setup --keystone-user root --keystone-group root >>"$state/logs/keystone-manage.log" 2>&1
-ksm credential_setup --keystone-user root --keystone-group root >>"$state/logs/keystone-manage.log" 2>&1
-ksm bootstrap --bootstrap-password "$password" --bootstrap-username admin --bootstrap-project-name admin \
-	--bootstrap-role-name admin --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
-	--bootstrap-admin-url "$keystone" --bootstrap-internal-url "$keystone" --bootstrap-public-url "$keystone" \
-	>>"$state/logs/keystone-manage.log" 2>&1
+{
+	ksm db_sync
+	sqlite3 "$state/keystone/keystone.db" 'PRAGMA journal_mode=WAL;' >/dev/null
+	ksm fernet_setup --keystone-user root --keystone-group root
+	ksm credential_setup --keystone-user root --keystone-group root
+	ksm bootstrap --bootstrap-password "$password" --bootstrap-username admin --bootstrap-project-name admin \
+		--bootstrap-role-name admin --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
+		--bootstrap-admin-url "$keystone" --bootstrap-internal-url "$keystone" --bootstrap-public-url "$keystone"
+} >>"$state/logs/keystone-manage.log" 2>&1
 
 OS_KEYSTONE_CONFIG_DIR=$state/keystone OS_KEYSTONE_CONFIG_FILES=keystone.conf \
 	uwsgi --plugin python3 --http-socket "127.0.0.1:$ks_port" --wsgi-file /usr/bin/keystone-wsgi-public \
@@ -239,5 +252,6 @@ chmod 600 "$state/stack.env"
 
 wait_http "$glance/versions" 60 glance-api "$glance_pid"
 wait_http "$trove/" 60 trove-api "$trove_pid"
+started=1
 trap - ERR
 echo "ci/openstack/start.sh: keystone $keystone, glance $glance, trove $trove (state in $state)"

@@ -29,7 +29,8 @@ if [ -f "$state/pids" ]; then
 	while read -r pid; do
 		[ -n "$pid" ] || continue
 		kill -0 "$pid" 2>/dev/null || continue
-		all+=("$pid" $(descendants "$pid"))
+		mapfile -t kids < <(descendants "$pid")
+		all+=("$pid" "${kids[@]}")
 	done <"$state/pids"
 fi
 if [ ${#all[@]} -gt 0 ]; then

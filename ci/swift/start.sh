@@ -34,17 +34,30 @@ etc=$state/etc
 mkdir -p "$etc" "$state/logs" "$state/srv/d1" "$state/run"
 : >"$state/pids"
 
+# On any failure, wherever it happens (a failing command inside a function
+# exits under set -e without running a plain ERR trap): show the logs and
+# stop what was started. -E gives the ERR trap to functions for the line.
+set -E
+started=0
+# shellcheck disable=SC2317 # called by the trap
+on_exit() {
+	local rc=$?
+	if [ "$rc" -ne 0 ] && [ "$started" = 0 ]; then
+		for f in "$state"/logs/*.log; do
+			if [ -s "$f" ]; then
+				echo "--- last lines of $f" >&2
+				tail -n 15 "$f" >&2
+			fi
+		done
+		"$here/stop.sh" --keep "$state" || true
+	fi
+}
+trap on_exit EXIT
+trap 'echo "ci/swift/start.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 fail() {
 	echo "ci/swift/start.sh: $*" >&2
-	for f in "$state"/logs/*.log; do
-		[ -s "$f" ] || continue
-		echo "--- last lines of $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	"$here/stop.sh" --keep "$state" || true
 	exit 1
 }
-trap 'fail "failed at line $LINENO"' ERR
 
 # Free ports, picked in one Python start-up; the sockets are closed before
 # the servers bind them.
@@ -199,4 +212,5 @@ if [ -n "${STRATA_SWIFT_WATCH_PID:-}" ]; then
 	) </dev/null >/dev/null 2>&1 &
 	echo "$!" >>"$state/pids"
 fi
+started=1
 trap - ERR
