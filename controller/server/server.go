@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"strata/controller/agentendpoint"
@@ -99,13 +100,41 @@ type Controller struct {
 // DefaultDSN is the SQLite database in a state directory.
 func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
 
+// PrepareStateDir makes the state directory, or checks an existing one:
+// it holds the database, the agent host key, openrc and the VMs' disks, so
+// it must be this user's and no one else's. A directory that others may
+// read or enter is tightened to 0700 (tightened reports it); one that
+// belongs to another user, or is not a directory, is refused.
+func PrepareStateDir(dir string) (tightened bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return false, fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return false, fmt.Errorf("state directory %s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return false, fmt.Errorf("state directory %s belongs to uid %d, not to this user (uid %d): refusing to keep the controller's secrets there; use a directory of your own (--state-dir)", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return false, nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, fmt.Errorf("state directory %s has mode %o and could not be tightened to 0700: %w", dir, fi.Mode().Perm(), err)
+	}
+	return true, nil
+}
+
 // OpenState opens the database named by dsn (default in stateDir).
 func OpenState(ctx context.Context, stateDir, dsn string) (*store.DB, error) {
 	if dsn == "" {
 		if stateDir == "" {
 			return nil, errors.New("a state directory (--state-dir) or a database (--db) is required")
 		}
-		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		if _, err := PrepareStateDir(stateDir); err != nil {
 			return nil, err
 		}
 		dsn = DefaultDSN(stateDir)
@@ -122,8 +151,12 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("controller: --state-dir is required")
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	tightened, err := PrepareStateDir(cfg.StateDir)
+	if err != nil {
 		return nil, err
+	}
+	if tightened {
+		log.Warn("the state directory was readable by others; its mode is now 0700", "dir", cfg.StateDir)
 	}
 	db, err := OpenState(ctx, cfg.StateDir, cfg.DSN)
 	if err != nil {
