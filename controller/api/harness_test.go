@@ -511,6 +511,8 @@ type rigOptions struct {
 	listen      string
 	// images, if set, replaces the local image store.
 	images func(db *store.DB, dir string) imagestore.Store
+	// http bounds the API's clients (server defaults if zero).
+	http server.HTTPLimits
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -553,7 +555,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		images = o.images(db, filepath.Join(o.stateDir, "images"))
 	}
 	ctl, err := server.Start(ctx, server.Config{
-		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images,
+		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},

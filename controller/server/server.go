@@ -70,6 +70,9 @@ type Config struct {
 	// In the embedded mode the local store is also served as a Glance v2
 	// subset (controller/api/glance) and listed as the image service.
 	Images imagestore.Store
+	// HTTP bounds what one API client can hold: zero fields take the
+	// defaults shown on HTTPLimits.
+	HTTP HTTPLimits
 	// RecoveryInterval is how often stopped servers are looked for (60s).
 	RecoveryInterval time.Duration
 	// AgentTimings tunes the agent endpoint's SSH server (tests).
@@ -77,6 +80,52 @@ type Config struct {
 	// EngineTuning tunes the task engine (tests).
 	EngineTuning func(*tasks.Engine)
 	Logger       *slog.Logger
+}
+
+// HTTPLimits bound the API's connections, so that slow or abusive clients
+// cannot hold the controller's connections, goroutines or memory.
+type HTTPLimits struct {
+	// ReadTimeout bounds reading a request, headers and body (30s): a body
+	// announced and never sent does not hold its connection. An image
+	// upload is exempt as long as its data keeps coming (UploadIdle).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the answer (2m: requests Trove answers with 202 wait up to a
+	// minute for the agent).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request (60s).
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (512); more wait in
+	// the listen backlog until one ends.
+	MaxConns int
+	// UploadIdle cuts an image upload that sends nothing for this long
+	// (60s); MaxImageBytes is the largest image accepted (64 GiB);
+	// MaxPendingImages the images created but not uploaded yet (32).
+	UploadIdle       time.Duration
+	MaxImageBytes    int64
+	MaxPendingImages int
+}
+
+func (l HTTPLimits) withDefaults() HTTPLimits {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadTimeout, 30*time.Second)
+	def(&l.WriteTimeout, 2*time.Minute)
+	def(&l.IdleTimeout, time.Minute)
+	def(&l.UploadIdle, time.Minute)
+	if l.MaxConns <= 0 {
+		l.MaxConns = 512
+	}
+	if l.MaxImageBytes <= 0 {
+		l.MaxImageBytes = 64 << 30
+	}
+	if l.MaxPendingImages <= 0 {
+		l.MaxPendingImages = 32
+	}
+	return l
 }
 
 // Controller is a running controller.
@@ -270,9 +319,14 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	if ks != nil {
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
 	}
+	limits := cfg.HTTP.withDefaults()
+	if gl != nil {
+		gl.UploadIdle, gl.MaxImageBytes, gl.MaxPending = limits.UploadIdle, limits.MaxImageBytes, limits.MaxPendingImages
+	}
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
-	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
+		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -288,7 +342,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	}
 	wg.Go(func() { lc.RunRecovery(life, interval) })
 	wg.Go(func() {
-		if err := httpSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(limitListener(apiLn, limits.MaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("API: %w", err)
 		}
 	})

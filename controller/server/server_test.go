@@ -2,11 +2,18 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"strata/controller/compute"
 	"strata/controller/server"
 )
 
@@ -49,3 +56,71 @@ func TestStateDirIsTightenedOrRefused(t *testing.T) {
 		t.Fatalf("a symlink to another user's directory: %v", err)
 	}
 }
+
+func startController(t *testing.T, limits server.HTTPLimits) *server.Controller {
+	t.Helper()
+	c, err := server.Start(context.Background(), server.Config{
+		StateDir: t.TempDir(), Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", HTTP: limits, Compute: noCompute{},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	return c
+}
+
+// A client that announces a body and never sends it is cut off at the
+// read timeout instead of holding its connection (and a handler) forever.
+func TestAnAnnouncedBodyThatNeverComesDoesNotHoldTheConnection(t *testing.T) {
+	c := startController(t, server.HTTPLimits{ReadTimeout: time.Second})
+	addr := strings.TrimPrefix(c.APIURL, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v3/auth/tokens HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"auth\":", addr)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("the connection was still open %s after the body stopped: %v", time.Since(start).Round(time.Second), err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the connection was closed only after %s", d)
+	}
+}
+
+// At most MaxConns connections are served at once; others wait for one
+// to end.
+func TestConnectionsAreCapped(t *testing.T) {
+	c := startController(t, server.HTTPLimits{MaxConns: 2})
+	addr := strings.TrimPrefix(c.APIURL, "http://")
+	var held []net.Conn
+	for range 2 {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /v3 HTTP/1.1\r\nHost: x\r\n") // headers never finished
+		held = append(held, conn)
+	}
+	time.Sleep(200 * time.Millisecond)
+	client := &http.Client{Timeout: time.Second}
+	if resp, err := client.Get(c.APIURL + "/v3"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a third connection was served while two were held")
+	}
+	held[0].Close()
+	client.Timeout = 5 * time.Second
+	resp, err := client.Get(c.APIURL + "/v3")
+	if err != nil {
+		t.Fatalf("after one connection ended: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// noCompute is a compute driver the HTTP tests never call.
+type noCompute struct{ compute.Driver }
