@@ -234,16 +234,33 @@ func (h *Handler) caller(w http.ResponseWriter, r *http.Request) (auth.Principal
 	return p, true
 }
 
-// validate answers GET /v3/auth/tokens: any valid token may check another
-// (Keystone lets services do this with their own token).
-func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.caller(w, r); !ok {
-		return
+// subject finds the token a validate or revoke request is about. Only its
+// owner or an admin may see or revoke it (Keystone's
+// identity:validate_token and identity:revoke_token policies: a service
+// validates callers' tokens with an admin token of its own).
+func (h *Handler) subject(w http.ResponseWriter, r *http.Request, action string) (string, auth.Principal, bool) {
+	caller, ok := h.caller(w, r)
+	if !ok {
+		return "", auth.Principal{}, false
 	}
 	subject := r.Header.Get("X-Subject-Token")
 	p, err := h.Identity.Authenticate(r.Context(), subject)
 	if err != nil {
 		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+		return "", auth.Principal{}, false
+	}
+	if !caller.IsAdmin() && caller.UserID != p.UserID {
+		h.log().Warn("token request refused: the token belongs to another user", "action", action, "caller", caller.UserName, "remote", r.RemoteAddr)
+		writeError(w, http.StatusForbidden, "Forbidden", "You are not authorized to perform the requested action: identity:"+action+".")
+		return "", auth.Principal{}, false
+	}
+	return subject, p, true
+}
+
+// validate answers GET and HEAD /v3/auth/tokens.
+func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
+	subject, p, ok := h.subject(w, r, "validate_token")
+	if !ok {
 		return
 	}
 	w.Header().Set("X-Subject-Token", subject)
@@ -255,12 +272,8 @@ func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.caller(w, r); !ok {
-		return
-	}
-	subject := r.Header.Get("X-Subject-Token")
-	if _, err := h.Identity.Authenticate(r.Context(), subject); err != nil {
-		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+	subject, _, ok := h.subject(w, r, "revoke_token")
+	if !ok {
 		return
 	}
 	if err := h.Identity.Revoke(r.Context(), subject); err != nil {

@@ -118,7 +118,9 @@ func TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI(t *testing.T) {
 	if _, err := r.ids.CreateProject(ctx, "service"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ids.CreateUser(ctx, "trove", "service-password", "service", false); err != nil {
+	// A service validates callers' tokens with the admin role, as in a
+	// real deployment (openstack role add --user trove --project service admin).
+	if _, err := r.ids.CreateUser(ctx, "trove", "service-password", "service", true); err != nil {
 		t.Fatal(err)
 	}
 	demo, _ := r.ids.CreateProject(ctx, "demo")
@@ -142,5 +144,49 @@ func TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI(t *testing.T) {
 	bad := &auth.Keystone{URL: r.srv.URL + "/v3", Username: "trove", Password: "wrong", Project: "service"}
 	if _, err := bad.Authenticate(ctx, tok); err == nil || errors.Is(err, auth.ErrUnauthorized) || !strings.Contains(err.Error(), "service user") {
 		t.Fatalf("service user with a wrong password: %v (must be a configuration error, not a 401 for the caller)", err)
+	}
+}
+
+// Only a token's owner or an admin may inspect or revoke it, as Keystone's
+// identity:validate_token and revoke_token policies say.
+func TestOnlyTheOwnerOrAnAdminInspectsOrRevokesAToken(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "alice", "alice-password", "demo", false)
+	r.ids.CreateUser(ctx, "bob", "bob-password", "demo", false)
+	issue := func(user, pw string) string {
+		tok, _, err := r.ids.Issue(ctx, identity.Credentials{UserName: user, Password: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob := issue("alice", "alice-password"), issue("bob", "bob-password")
+	admin := issue("admin", r.pw)
+	for _, method := range []string{"GET", "HEAD", "DELETE"} {
+		resp, _ := r.do(t, method, "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": bob, "X-Subject-Token": alice})
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s of another user's token: HTTP %d, want 403", method, resp.StatusCode)
+		}
+	}
+	if _, err := r.ids.Authenticate(ctx, alice); err != nil {
+		t.Fatalf("alice's token no longer works after bob tried to revoke it: %v", err)
+	}
+	if resp, doc := r.do(t, "GET", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": alice, "X-Subject-Token": alice}); resp.StatusCode != 200 ||
+		doc["token"].(map[string]any)["user"].(map[string]any)["name"] != "alice" {
+		t.Errorf("the owner validating her own token: HTTP %d %v", resp.StatusCode, doc)
+	}
+	if resp, _ := r.do(t, "GET", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": admin, "X-Subject-Token": alice}); resp.StatusCode != 200 {
+		t.Errorf("an admin validating a token: HTTP %d", resp.StatusCode)
+	}
+	if resp, _ := r.do(t, "DELETE", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": bob, "X-Subject-Token": bob}); resp.StatusCode != 204 {
+		t.Errorf("the owner revoking her own token: HTTP %d", resp.StatusCode)
+	}
+	if resp, _ := r.do(t, "DELETE", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": admin, "X-Subject-Token": alice}); resp.StatusCode != 204 {
+		t.Errorf("an admin revoking a token: HTTP %d", resp.StatusCode)
+	}
+	if _, err := r.ids.Authenticate(ctx, alice); !errors.Is(err, auth.ErrUnauthorized) {
+		t.Errorf("alice's token after an admin revoked it: %v", err)
 	}
 }
