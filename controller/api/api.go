@@ -49,7 +49,8 @@ type Server struct {
 	Keystone *keystone.Handler
 	// Glance, if set, is mounted at /v2 (the embedded mode).
 	Glance *glance.Handler
-	// PublicURL is the base URL clients use; empty: from each request.
+	// PublicURL is the base URL clients use (links are built from it,
+	// never from a request's Host header).
 	PublicURL string
 	Region    string
 	Logger    *slog.Logger
@@ -161,15 +162,10 @@ func (c *call) links(path string) []map[string]string {
 
 type handler func(w http.ResponseWriter, c *call) error
 
-func (s *Server) base(r *http.Request) string {
-	if s.PublicURL != "" {
-		return strings.TrimRight(s.PublicURL, "/")
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+// base is the public URL links are built from, never the request's Host
+// header.
+func (s *Server) base(*http.Request) string {
+	return strings.TrimRight(s.PublicURL, "/")
 }
 
 func (s *Server) log() *slog.Logger {

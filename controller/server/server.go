@@ -319,12 +319,19 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	if ks != nil {
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
 	}
+	// Every URL handed out is built from the public URL, never from a
+	// request's Host header.
+	if ks != nil {
+		ks.PublicURL = c.APIURL
+	}
 	limits := cfg.HTTP.withDefaults()
 	if gl != nil {
+		gl.PublicURL = c.APIURL
 		gl.UploadIdle, gl.MaxImageBytes, gl.MaxPending = limits.UploadIdle, limits.MaxImageBytes, limits.MaxPendingImages
 	}
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Auth: authn, Keystone: ks, Glance: gl,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+	apiSrv.PublicURL = c.APIURL
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
 		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10}
 

@@ -124,3 +124,44 @@ func TestConnectionsAreCapped(t *testing.T) {
 
 // noCompute is a compute driver the HTTP tests never call.
 type noCompute struct{ compute.Driver }
+
+// Every URL the controller hands out — the Keystone catalog, Trove's links,
+// the image API's version document — is built from the configured public
+// URL, never from the request's Host header (a client could be sent
+// elsewhere with its token).
+func TestURLsComeFromThePublicURLNeverTheHostHeader(t *testing.T) {
+	c := startController(t, server.HTTPLimits{})
+	get := func(method, path, token, body string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, c.APIURL+path, strings.NewReader(body))
+		req.Host = "evil.example:666"
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("X-Auth-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp, string(data)
+	}
+	login := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":%q}}},
+		"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}`, c.AdminPassword)
+	resp, body := get("POST", "/v3/auth/tokens", "", login)
+	if resp.StatusCode != 201 || !strings.Contains(body, c.APIURL+"/v3") {
+		t.Fatalf("login: HTTP %d %s", resp.StatusCode, body)
+	}
+	token := resp.Header.Get("X-Subject-Token")
+	for _, path := range []string{"/v3/auth/catalog", "/v3", "/", "/image/", "/v1.0/"} {
+		_, body := get("GET", path, token, "")
+		if strings.Contains(body, "evil.example") {
+			t.Errorf("GET %s hands out the request's Host: %s", path, body)
+		}
+	}
+	_, body = get("POST", "/v3/auth/tokens", "", login)
+	if strings.Contains(body, "evil.example") {
+		t.Errorf("the token's catalog hands out the request's Host: %s", body)
+	}
+}

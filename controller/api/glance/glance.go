@@ -42,6 +42,10 @@ type Handler struct {
 	Registry *registry.Registry
 	Auth     auth.Authenticator
 	Logger   *slog.Logger
+	// PublicURL is the controller's base URL as clients reach it: the
+	// version document's links are built from it, never from a request's
+	// Host header.
+	PublicURL string
 	// UploadIdle cuts an upload that sends nothing for this long (60s):
 	// an upload may take as long as its data keeps coming, beyond the
 	// server's read and write timeouts.
@@ -97,11 +101,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 // versions is Glance's version document: clients (gophercloud,
 // glanceclient) discover the v2 API from it.
 func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	self := scheme + "://" + r.Host + Prefix + "/v2/"
+	self := strings.TrimRight(h.PublicURL, "/") + Prefix + "/v2/"
 	writeJSON(w, http.StatusOK, map[string]any{"versions": []any{map[string]any{
 		"id": "v2.9", "status": "CURRENT", "links": []map[string]string{{"rel": "self", "href": self}}}}})
 }

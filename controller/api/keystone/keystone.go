@@ -28,7 +28,9 @@ import (
 type Handler struct {
 	Identity *identity.Store
 	// PublicURL is the controller's base URL as clients reach it
-	// ("http://127.0.0.1:8779"); empty means derived from each request.
+	// ("http://127.0.0.1:8779"): the catalog's URLs are built from it,
+	// never from a request's Host header, which a client could set to send
+	// others (and their tokens) elsewhere.
 	PublicURL string
 	Region    string
 	// ImageService lists the controller as the "image" service too, at
@@ -48,15 +50,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v3/auth/catalog", h.catalogOnly)
 }
 
-func (h *Handler) base(r *http.Request) string {
-	if h.PublicURL != "" {
-		return strings.TrimRight(h.PublicURL, "/")
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+func (h *Handler) base(*http.Request) string {
+	return strings.TrimRight(h.PublicURL, "/")
 }
 
 func (h *Handler) region() string {

@@ -29,8 +29,10 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	(&keystone.Handler{Identity: ids}).Register(mux)
+	h := &keystone.Handler{Identity: ids}
+	h.Register(mux)
 	srv := httptest.NewServer(mux)
+	h.PublicURL = srv.URL
 	t.Cleanup(srv.Close)
 	return &rig{srv: srv, ids: ids, pw: pw}
 }
