@@ -338,3 +338,19 @@ func TestTasksContinueAcrossAControllerRestart(t *testing.T) {
 		t.Fatalf("%d enrolled keys, want 1: reconnects use the enrolled key", n)
 	}
 }
+
+// The enrolment token written on a config drive is good for the version's
+// boot timeout only.
+func TestEnrolmentTokenExpiresAtTheBootTimeout(t *testing.T) {
+	r := newRig(t, rigOptions{bootTimeout: 7 * time.Minute})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("expiring", nil))["instance"].(map[string]any)["id"].(string)
+	var created, expires int64
+	waitFor(t, "the enrolment token", 10*time.Second, func() bool {
+		err := r.ctl.DB.QueryRow(context.Background(), `SELECT created_at, expires_at FROM agent_tokens WHERE instance_id = ?`, id).Scan(&created, &expires)
+		return err == nil
+	})
+	if d := time.Duration(expires-created) * time.Millisecond; d != 7*time.Minute {
+		t.Fatalf("the token is good for %s, want the boot timeout (7m)", d)
+	}
+}

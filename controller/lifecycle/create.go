@@ -259,7 +259,9 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 		if err := agentendpoint.RevokeUnusedTokens(ctx, tx, in.ID); err != nil {
 			return err
 		}
-		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now())
+		// Good for the version's boot timeout: an instance that has not
+		// enrolled by then is in ERROR anyway.
+		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now(), m.now().Add(v.BootTimeout))
 	})
 	if err != nil {
 		return tasks.Result{}, err
