@@ -234,8 +234,8 @@ func (c *Client) RunOnce(ctx context.Context) error {
 		},
 		HostKeyAlgorithms: hostKeyAlgorithms(c.cfg.HostKey),
 		// No SHA-1 key exchange or MAC, whatever the controller offers.
-		Config: wire.SSHConfig(),
-		ClientVersion:     "SSH-2.0-strata-agent",
+		Config:        wire.SSHConfig(),
+		ClientVersion: "SSH-2.0-strata-agent",
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(nc, addr, sshCfg)
 	if err != nil {
