@@ -225,8 +225,25 @@ func TestCreateEndsInErrorAtOnceWhenTheImageIsRefusedBeforeBoot(t *testing.T) {
 		return refusingStore{&local.Store{DB: db, Dir: dir}}
 	}})
 	c := r.admin()
-	id := c.must(200, "POST", "/instances", createBody("refused", nil))["instance"].(map[string]any)["id"].(string)
+	id := c.must(200, "POST", "/instances", createBody("refused", map[string]any{
+		"users": []map[string]any{{"name": "app", "password": "pw-never-kept-1"}}}))["instance"].(map[string]any)["id"].(string)
 	in := c.waitStatus(id, "ERROR", 15*time.Second)
+	// The task ended before prepare was queued: its payload, which held
+	// the users' passwords, is emptied.
+	var payloads []string
+	rows, err := r.ctl.DB.Query(context.Background(), `SELECT payload FROM tasks WHERE instance_id = ?`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p string
+		rows.Scan(&p)
+		payloads = append(payloads, p)
+	}
+	rows.Close()
+	if len(payloads) == 0 || strings.Contains(strings.Join(payloads, " "), "pw-never-kept-1") {
+		t.Errorf("the failed create task's payloads: %q", payloads)
+	}
 	fault, _ := in["fault"].(map[string]any)
 	if fault == nil || !strings.Contains(fault["message"].(string), "refusing to boot image") || !strings.Contains(fault["message"].(string), "external data file") {
 		t.Fatalf("fault = %v", in["fault"])
