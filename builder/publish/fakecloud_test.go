@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"strings"
 	"sync"
@@ -238,9 +239,16 @@ func TestPublishTroveRejectsVersion(t *testing.T) {
 func TestPublishRefusesAHostileImageBeforeUploading(t *testing.T) {
 	fc := newFakeCloud(t)
 	fc.env(t)
+	// qemu-img creates (and truncates to the image size) an external data
+	// file: point it at a file of the test's own, never at a host file
+	// (data_file=/etc/passwd zeroed this machine's /etc/passwd).
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, opts := range map[string][]string{
-		"external data file": {"-o", "data_file=/etc/passwd,data_file_raw=on"},
-		"backing file":       {"-F", "raw", "-b", "/etc/passwd"},
+		"external data file": {"-o", "data_file=" + outside + ".data,data_file_raw=on"},
+		"backing file":       {"-F", "raw", "-b", outside},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := makeImage(t, t.TempDir(), "10.11", 16, "")
