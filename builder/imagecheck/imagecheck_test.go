@@ -80,7 +80,8 @@ func TestFileAcceptsStandaloneImagesAndRefusesHostileOnes(t *testing.T) {
 	vmdk := filepath.Join(dir, "disk.vmdk")
 	qemuImg(t, "create", "-q", "-f", "vmdk", vmdk, "1M")
 	descriptor := filepath.Join(dir, "descriptor.raw")
-	os.WriteFile(descriptor, []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"/etc/shadow\" 0\n"), 0o644)
+	// The extent it names is a file of the test's own: never a host file.
+	os.WriteFile(descriptor, []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \""+filepath.Join(dir, "extent")+"\" 0\n"), 0o644)
 	// Encrypted (crypt method 1, qemu's old AES; LUKS is 2): made by hand,
 	// as qemu-img takes seconds to derive a LUKS key.
 	encrypted := filepath.Join(dir, "aes.qcow2")

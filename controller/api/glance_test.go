@@ -160,12 +160,15 @@ func TestGlanceSubsetRefusesHostileImages(t *testing.T) {
 	}
 	good := filepath.Join(dir, "good.qcow2")
 	exec.Command("qemu-img", "create", "-q", "-f", "qcow2", good, "8M").Run()
+	// qemu-img creates (and truncates) the external data file it is given:
+	// a file of the test's own, never a host file.
+	outside := filepath.Join(t.TempDir(), "outside.data")
 	for name, tc := range map[string]struct {
 		format string
 		data   []byte
 		says   string
 	}{
-		"external data file": {"qcow2", qemuImg("-f", "qcow2", "-o", "data_file=/etc/passwd,data_file_raw=on"), "external data file"},
+		"external data file": {"qcow2", qemuImg("-f", "qcow2", "-o", "data_file="+outside+",data_file_raw=on"), "external data file"},
 		"backing file":       {"qcow2", qemuImg("-f", "qcow2", "-F", "qcow2", "-b", good), "backing file"},
 		"qcow2 declared raw": {"raw", qemuImg("-f", "qcow2"), "declared raw"},
 	} {

@@ -122,8 +122,11 @@ func TestGlanceStoreRefusesHostileImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &glance.Store{Client: ic, Poll: 200 * time.Millisecond}
-	p := filepath.Join(t.TempDir(), "evil.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=/etc/passwd,data_file_raw=on", p, "8M").CombinedOutput(); err != nil {
+	// qemu-img creates (and truncates) the external data file it is given:
+	// a file of the test's own, never a host file.
+	tmp := t.TempDir()
+	p := filepath.Join(tmp, "evil.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(tmp, "outside.data")+",data_file_raw=on", p, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img (ci/deps.sh build): %v: %s", err, out)
 	}
 	data, _ := os.ReadFile(p)
