@@ -19,10 +19,10 @@ var baseConfig = template.Must(template.New("strata.cnf").Option("missingkey=err
 
 type baseConfigValues struct {
 	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir, SecureFileDir string
-	Port                                                                    int
-	BindAddress                                                             string
-	SkipNetworking                                                          bool
-	BufferPoolMB, MaxConnections                                            int
+	Port                                                                                   int
+	BindAddress                                                                            string
+	SkipNetworking                                                                         bool
+	BufferPoolMB, MaxConnections                                                           int
 }
 
 var cnfPathPattern = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
@@ -34,7 +34,7 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile,
 		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile, TmpDir: cfg.TmpDir,
 		SecureFileDir: secureFileDir(cfg),
-		Port: cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
+		Port:          cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
 		BufferPoolMB: 128, MaxConnections: 151,
 	}
 	if memoryMB > 0 {
