@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,9 +54,15 @@ type Config struct {
 	// (default: 10.0.2.2:<agent port>, the host as qemu's user network
 	// shows it).
 	AgentAdvertise []string
-	// PublicURL is the API's base URL for clients (default from Listen).
+	// PublicURL is the API's base URL for clients (default from Listen:
+	// https:// when TLSCert is set, else http://).
 	PublicURL string
-	Region    string
+	// TLSCert and TLSKey, both or neither, are PEM files: the API is then
+	// served over TLS (1.2 or later) only. Without them the API speaks
+	// plain HTTP, for loopback or behind a TLS-terminating reverse proxy
+	// (docs/controller.md).
+	TLSCert, TLSKey string
+	Region          string
 	// HostKeyFile defaults to StateDir/agent_host_key.
 	HostKeyFile string
 	// Keystone, if set, switches to OpenStack mode: tokens are validated
@@ -146,6 +153,21 @@ type Controller struct {
 	err    error
 }
 
+// apiTLS loads the API's certificate and key (nil, nil: plain HTTP).
+func apiTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("API TLS: --tls-cert and --tls-key go together (a certificate and its private key, PEM)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS: certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
+}
+
 // DefaultDSN is the SQLite database in a state directory.
 func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
 
@@ -227,6 +249,10 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	ids := &identity.Store{DB: db}
 	c := &Controller{DB: db, Identity: ids, done: make(chan struct{})}
 
+	tlsConfig, err := apiTLS(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, err
+	}
 	apiLn, err := net.Listen("tcp", orDefault(cfg.Listen, "127.0.0.1:8779"))
 	if err != nil {
 		return nil, fmt.Errorf("API listener: %w", err)
@@ -239,7 +265,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	closeListeners := func() { apiLn.Close(); agentLn.Close() }
 	c.APIURL = cfg.PublicURL
 	if c.APIURL == "" {
-		c.APIURL = "http://" + reachable(apiLn.Addr().String())
+		scheme := "http://"
+		if tlsConfig != nil {
+			scheme = "https://"
+		}
+		c.APIURL = scheme + reachable(apiLn.Addr().String())
 	}
 	c.APIURL = strings.TrimRight(c.APIURL, "/")
 	c.AgentAddr = agentLn.Addr().String()
@@ -333,7 +363,9 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
 	apiSrv.PublicURL = c.APIURL
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
-		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10}
+		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10,
+		// Failed TLS handshakes (scanners, plain HTTP) are noise: debug.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -349,7 +381,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	}
 	wg.Go(func() { lc.RunRecovery(life, interval) })
 	wg.Go(func() {
-		if err := httpSrv.Serve(limitListener(apiLn, limits.MaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		ln := limitListener(apiLn, limits.MaxConns)
+		if tlsConfig != nil {
+			ln = tls.NewListener(ln, tlsConfig)
+		}
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("API: %w", err)
 		}
 	})

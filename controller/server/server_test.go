@@ -2,9 +2,17 @@ package server_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -163,5 +171,90 @@ func TestURLsComeFromThePublicURLNeverTheHostHeader(t *testing.T) {
 	_, body = get("POST", "/v3/auth/tokens", "", login)
 	if strings.Contains(body, "evil.example") {
 		t.Errorf("the token's catalog hands out the request's Host: %s", body)
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key (PEM) into dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "strata test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// --tls-cert/--tls-key: the API speaks TLS only, hands out https URLs
+// (catalog, openrc), and a plain-HTTP request gets no answer from it; a
+// certificate without its key, or one that does not load, is refused at
+// start with the file named.
+func TestTheAPIServesTLSWithACertificateAndKey(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	state := t.TempDir()
+	c, err := server.Start(context.Background(), server.Config{
+		StateDir: state, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", Compute: noCompute{},
+		TLSCert: certFile, TLSKey: keyFile, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	if !strings.HasPrefix(c.APIURL, "https://127.0.0.1:") {
+		t.Fatalf("APIURL = %s, want https", c.APIURL)
+	}
+	if rc, _ := os.ReadFile(filepath.Join(state, "openrc")); !strings.Contains(string(rc), c.APIURL) {
+		t.Fatalf("openrc does not name %s:\n%s", c.APIURL, rc)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get(c.APIURL + "/v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), c.APIURL+"/v3") || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+		t.Fatalf("GET /v3 over TLS: HTTP %d %s", resp.StatusCode, body)
+	}
+	plain := "http://" + strings.TrimPrefix(c.APIURL, "https://") + "/v3"
+	if resp, err := http.Get(plain); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || strings.Contains(string(body), "/v3") {
+			t.Fatalf("plain HTTP to the TLS API: HTTP %d %s", resp.StatusCode, body)
+		}
+	}
+	old := &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS11}
+	if _, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: old}}).Get(c.APIURL + "/v3"); err == nil {
+		t.Fatal("a TLS 1.1 client was served")
+	}
+
+	for name, tc := range map[string]struct{ cert, key, says string }{
+		"certificate without key": {certFile, "", "go together"},
+		"key without certificate": {"", keyFile, "go together"},
+		"missing key file":        {certFile, filepath.Join(dir, "nope.key"), "nope.key"},
+		"key of the wrong kind":   {keyFile, certFile, "api.key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := server.Start(context.Background(), server.Config{StateDir: t.TempDir(), Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0",
+				Compute: noCompute{}, TLSCert: tc.cert, TLSKey: tc.key, Logger: slog.New(slog.DiscardHandler)})
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Start: %v, want an error saying %q", err, tc.says)
+			}
+		})
 	}
 }
