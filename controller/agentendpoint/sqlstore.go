@@ -222,18 +222,7 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 // expired op is never sent; the endpoint also runs it periodically, so the
 // passwords go even while no agent connects.
 func (s *SQLStore) DropExpiredArgs(ctx context.Context) (int64, error) {
-	now := store.Millis(s.now())
-	// Looked for first: the sweep runs every second, and an UPDATE would
-	// take SQLite's write lock even when it matches nothing.
-	var one int
-	err := s.DB.QueryRow(ctx, `SELECT 1 FROM agent_ops WHERE args_until <= ? AND args IS NOT NULL AND done_at IS NULL LIMIT 1`, now).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("drop expired operation arguments: %w", err)
-	}
-	res, err := s.DB.Exec(ctx, `UPDATE agent_ops SET args = NULL WHERE args IS NOT NULL AND done_at IS NULL AND args_until <= ?`, now)
+	res, err := s.DB.Exec(ctx, `UPDATE agent_ops SET args = NULL WHERE args IS NOT NULL AND done_at IS NULL AND args_until <= ?`, store.Millis(s.now()))
 	if err != nil {
 		return 0, fmt.Errorf("drop expired operation arguments: %w", err)
 	}
