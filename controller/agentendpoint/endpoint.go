@@ -129,59 +129,26 @@ func New(cfg Config) (*Endpoint, error) {
 // HostKeyLine is the host key as a bootstrap's controller_host_key.
 func (e *Endpoint) HostKeyLine() string { return AuthorizedKey(e.key) }
 
-// ArgsSweepInterval is how often Serve drops the passwords of operations
-// past their bound (EnqueueOpUntil) while no agent asks for its queue.
-const ArgsSweepInterval = time.Second
-
 // Serve accepts agents on ln until ctx ends.
 func (e *Endpoint) Serve(ctx context.Context, ln net.Listener) error {
-	go func() {
-		t := time.NewTicker(ArgsSweepInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if _, err := e.Store.DropExpiredArgs(ctx); err != nil && ctx.Err() == nil {
-					e.Server.log.Error("could not drop expired operation arguments", "err", err)
-				}
-			}
-		}
-	}()
 	return e.Server.Serve(ctx, ln)
 }
 
 // Call queues op for the instance and waits up to timeout for its result.
-// On timeout an op whose arguments carry passwords (HoldsSecretArgs) is
-// dropped with them and never sent; any other stays queued and is
-// delivered when the agent next connects. The error then wraps
-// context.DeadlineExceeded.
+// On timeout the op stays queued and is delivered when the agent next
+// connects; the error then wraps context.DeadlineExceeded.
 func (e *Endpoint) Call(ctx context.Context, instanceID string, op wire.Operation, timeout time.Duration) (wire.Result, error) {
-	if err := e.Server.SubmitUntil(ctx, instanceID, op, e.Store.now().Add(timeout)); err != nil {
+	if err := e.Server.Submit(ctx, instanceID, op); err != nil {
 		return wire.Result{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := e.Server.Await(wctx, instanceID, op.ID)
-	if errors.Is(err, context.DeadlineExceeded) && HoldsSecretArgs(op.Kind) {
-		// Not left to the sweep: the passwords go as the caller gives up.
-		if _, derr := e.Store.DropExpiredArgs(context.WithoutCancel(ctx)); derr != nil {
-			e.Server.log.Error("could not drop expired operation arguments", "err", derr)
-		}
-	}
-	return res, err
+	return e.Server.Await(wctx, instanceID, op.ID)
 }
 
 // Submit queues an operation for the instance.
 func (e *Endpoint) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
 	return e.Server.Submit(ctx, instanceID, op)
-}
-
-// SubmitUntil queues an operation whose passwords must not outlive
-// argsUntil (Server.SubmitUntil).
-func (e *Endpoint) SubmitUntil(ctx context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error {
-	return e.Server.SubmitUntil(ctx, instanceID, op, argsUntil)
 }
 
 // Result returns an operation's stored result, if any.

@@ -3,7 +3,6 @@ package agentendpoint_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -253,39 +252,3 @@ func TestHostKeyIsCreatedOnceAndPrivate(t *testing.T) {
 }
 
 var osStat = os.Stat
-
-// A guest that never answers holds no password past its operation's
-// bound: Call drops a create_users' arguments as it times out, and the
-// running endpoint's sweep drops a prepare's at the bound its submitter
-// gave, with no agent ever connecting.
-func TestPasswordsOfUnansweredOpsGoAtTheirTimeout(t *testing.T) {
-	db := storetest.SQLite(t)
-	r := startReplica(t, db, wiretest.NewSigner(t), "127.0.0.1:0")
-	ctx := context.Background()
-	users := wire.Operation{ID: "users-1", Kind: wire.KindCreateUsers, Args: json.RawMessage(`{"users":[{"name":"u","password":"hunter2hunter2"}]}`)}
-	if _, err := r.ep.Call(ctx, "silent", users, 300*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Call to a guest that never answers: %v", err)
-	}
-	if n := storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE args LIKE '%hunter2%'`); n != 0 {
-		t.Fatal("create_users kept its password after its caller timed out")
-	}
-	status := wire.Operation{ID: "status-1", Kind: wire.KindStatus}
-	if _, err := r.ep.Call(ctx, "silent", status, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Call: %v", err)
-	}
-	if pending, _ := r.ep.Store.PendingOps(ctx, "silent"); len(pending) != 1 || pending[0].ID != "status-1" {
-		t.Fatalf("pending = %+v, want only the status op (an op without secrets stays queued)", pending)
-	}
-
-	prep := wire.Operation{ID: "prepare-1", Kind: wire.KindPrepare, Args: json.RawMessage(`{"users":[{"name":"u","password":"hunter3hunter3"}]}`)}
-	if err := r.ep.SubmitUntil(ctx, "silent", prep, time.Now().Add(500*time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE args LIKE '%hunter3%'`) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the endpoint never dropped the expired prepare's passwords")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}

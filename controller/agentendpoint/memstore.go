@@ -40,10 +40,6 @@ type OpRecord struct {
 	AckedAt  time.Time
 	Acks     int
 	Result   *wire.Result
-	// ArgsUntil: see Store.EnqueueOpUntil. Digest is the op's as queued,
-	// kept when its arguments are dropped.
-	ArgsUntil time.Time
-	Digest    string
 }
 
 // NewMemStore returns an empty store.
@@ -167,41 +163,27 @@ func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb wire
 	return true, nil
 }
 
-func (m *MemStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation) error {
-	return m.EnqueueOpUntil(ctx, instanceID, op, time.Time{})
-}
-
-func (m *MemStore) EnqueueOpUntil(_ context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error {
+func (m *MemStore) EnqueueOp(_ context.Context, instanceID string, op wire.Operation) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.find(instanceID, op.ID); r != nil {
-		if r.Digest != op.Digest() {
+		if r.Op.Digest() != op.Digest() {
 			return fmt.Errorf("op %s: %w", op.ID, ErrOpConflict)
 		}
 		return nil
 	}
-	r := &OpRecord{Op: op, Digest: op.Digest()}
-	if HoldsSecretArgs(op.Kind) {
-		r.ArgsUntil = argsUntil
-	}
-	m.ops[instanceID] = append(m.ops[instanceID], r)
+	m.ops[instanceID] = append(m.ops[instanceID], &OpRecord{Op: op})
 	return nil
 }
 
 func (m *MemStore) PendingOps(_ context.Context, instanceID string) ([]wire.Operation, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
 	var out []wire.Operation
 	for _, r := range m.ops[instanceID] {
-		if r.Result != nil {
-			continue
+		if r.Result == nil {
+			out = append(out, r.Op)
 		}
-		if !r.ArgsUntil.IsZero() && !now.Before(r.ArgsUntil) {
-			r.Op.Args = nil // expired: its passwords go, and it is not sent
-			continue
-		}
-		out = append(out, r.Op)
 	}
 	return out, nil
 }
@@ -227,9 +209,6 @@ func (m *MemStore) StoreResult(_ context.Context, instanceID string, res wire.Re
 	}
 	if r.Result == nil {
 		r.Result = &res
-		if HoldsSecretArgs(r.Op.Kind) {
-			r.Op.Args = nil
-		}
 	}
 	return nil
 }

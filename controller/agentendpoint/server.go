@@ -182,17 +182,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // now; otherwise it is sent when the agent next connects. Submitting the
 // same op again is harmless.
 func (s *Server) Submit(ctx context.Context, instanceID string, op wire.Operation) error {
-	return s.SubmitUntil(ctx, instanceID, op, time.Time{})
-}
-
-// SubmitUntil is Submit for an op that must not outlive argsUntil: if it
-// carries passwords (HoldsSecretArgs) and has no result by then, they are
-// dropped and it is no longer sent.
-func (s *Server) SubmitUntil(ctx context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error {
 	if err := op.Validate(); err != nil {
 		return err
 	}
-	if err := s.cfg.Store.EnqueueOpUntil(ctx, instanceID, op, argsUntil); err != nil {
+	if err := s.cfg.Store.EnqueueOp(ctx, instanceID, op); err != nil {
 		return fmt.Errorf("queue %s for %s: %w", op.ID, instanceID, err)
 	}
 	s.kick(instanceID)

@@ -30,6 +30,13 @@ func (s *SQLStore) now() time.Time {
 	return time.Now()
 }
 
+// secretArgs are the kinds whose arguments carry passwords: once their
+// result is stored nothing will send them again, so the arguments are
+// dropped (the digest stays for conflict checks).
+var secretArgs = map[wire.Kind]bool{
+	wire.KindPrepare: true, wire.KindCreateUsers: true, wire.KindEnableRoot: true,
+}
+
 // AddEnrollment records a one-time token for instanceID, storing only its
 // hash, good until expires (zero: DefaultTokenLifetime from now).
 func AddEnrollment(ctx context.Context, q store.Querier, instanceID, token string, now, expires time.Time) error {
@@ -126,18 +133,10 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 }
 
 func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation) error {
-	return s.EnqueueOpUntil(ctx, instanceID, op, time.Time{})
-}
-
-func (s *SQLStore) EnqueueOpUntil(ctx context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error {
 	digest := op.Digest()
-	var until any
-	if HoldsSecretArgs(op.Kind) && !argsUntil.IsZero() {
-		until = store.Millis(argsUntil)
-	}
-	res, err := s.DB.Exec(ctx, `INSERT INTO agent_ops (instance_id, op_id, kind, args, digest, queued_at, args_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, op_id) DO NOTHING`,
-		instanceID, op.ID, string(op.Kind), nullBytes(op.Args), digest, store.Millis(s.now()), until)
+	res, err := s.DB.Exec(ctx, `INSERT INTO agent_ops (instance_id, op_id, kind, args, digest, queued_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, op_id) DO NOTHING`,
+		instanceID, op.ID, string(op.Kind), nullBytes(op.Args), digest, store.Millis(s.now()))
 	if err != nil {
 		return fmt.Errorf("queue op %s: %w", op.ID, err)
 	}
@@ -155,11 +154,8 @@ func (s *SQLStore) EnqueueOpUntil(ctx context.Context, instanceID string, op wir
 }
 
 func (s *SQLStore) PendingOps(ctx context.Context, instanceID string) ([]wire.Operation, error) {
-	if _, err := s.DropExpiredArgs(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.DB.Query(ctx, `SELECT op_id, kind, args FROM agent_ops
-		WHERE instance_id = ? AND done_at IS NULL AND (args_until IS NULL OR args_until > ?) ORDER BY seq`, instanceID, store.Millis(s.now()))
+		WHERE instance_id = ? AND done_at IS NULL ORDER BY seq`, instanceID)
 	if err != nil {
 		return nil, err
 	}
@@ -209,25 +205,12 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 			return err // the first result wins
 		}
 		q := `UPDATE agent_ops SET result = ?, done_at = ? WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
-		if HoldsSecretArgs(wire.Kind(kind)) {
+		if secretArgs[wire.Kind(kind)] {
 			q = `UPDATE agent_ops SET result = ?, done_at = ?, args = NULL WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
 		}
 		_, err = tx.Exec(ctx, q, string(data), store.Millis(s.now()), instanceID, r.OpID)
 		return err
 	})
-}
-
-// DropExpiredArgs drops the passwords of every op past its args_until
-// that has no result, and returns how many. PendingOps calls it, so an
-// expired op is never sent; the endpoint also runs it periodically, so the
-// passwords go even while no agent connects.
-func (s *SQLStore) DropExpiredArgs(ctx context.Context) (int64, error) {
-	res, err := s.DB.Exec(ctx, `UPDATE agent_ops SET args = NULL WHERE args IS NOT NULL AND done_at IS NULL AND args_until <= ?`, store.Millis(s.now()))
-	if err != nil {
-		return 0, fmt.Errorf("drop expired operation arguments: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n, nil
 }
 
 func (s *SQLStore) OpResult(ctx context.Context, instanceID, opID string) (wire.Result, bool, error) {

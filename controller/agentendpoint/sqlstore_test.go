@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -344,95 +343,6 @@ func TestStoreTokensWithoutExpiryLastAnHour(t *testing.T) {
 		}
 		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(recent), key(t)); err != nil {
 			t.Fatalf("a minute-old token without expiry: %v", err)
-		}
-	})
-}
-
-// An op whose arguments carry passwords is no longer pending once its
-// bound passes without a result: it is never sent again, a late result is
-// still stored, and queueing it again is no conflict. Ops without secrets,
-// or without a bound, stay pending.
-func TestStoreSecretArgsExpireAtTheirBound(t *testing.T) {
-	eachStore(t, func(t *testing.T, s subject) {
-		ctx := context.Background()
-		bound := time.Now().Add(300 * time.Millisecond)
-		p1 := op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`)
-		for _, o := range []wire.Operation{p1, op("c1", wire.KindCreateDatabases, `{"databases":[{"name":"d"}]}`)} {
-			if err := s.store.EnqueueOpUntil(ctx, "i", o, bound); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := s.store.EnqueueOp(ctx, "i", op("u1", wire.KindCreateUsers, `{"users":[{"name":"v","password":"hunter3hunter3"}]}`)); err != nil {
-			t.Fatal(err)
-		}
-		ids := func() []string {
-			pending, err := s.store.PendingOps(ctx, "i")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out []string
-			for _, o := range pending {
-				out = append(out, o.ID)
-			}
-			return out
-		}
-		if got := ids(); !slices.Equal(got, []string{"p1", "c1", "u1"}) {
-			t.Fatalf("pending before the bound = %v", got)
-		}
-		time.Sleep(time.Until(bound) + 50*time.Millisecond)
-		if got := ids(); !slices.Equal(got, []string{"c1", "u1"}) {
-			t.Fatalf("pending after the bound = %v, want the prepare gone", got)
-		}
-		if m, ok := s.store.(*agentendpoint.MemStore); ok {
-			if r, _ := m.Op("i", "p1"); len(r.Op.Args) != 0 {
-				t.Fatalf("the expired op still holds its arguments: %s", r.Op.Args)
-			}
-		}
-		if err := s.store.StoreResult(ctx, "i", wire.Result{OpID: "p1"}); err != nil {
-			t.Fatalf("a late result: %v", err)
-		}
-		if _, done, err := s.store.OpResult(ctx, "i", "p1"); !done || err != nil {
-			t.Fatalf("the late result was not kept: %v %v", done, err)
-		}
-		if err := s.store.EnqueueOpUntil(ctx, "i", p1, bound); err != nil {
-			t.Fatalf("queueing the expired op again: %v", err)
-		}
-		if err := s.store.StoreResult(ctx, "i", wire.Result{OpID: "u1"}); err != nil {
-			t.Fatal(err)
-		}
-		if m, ok := s.store.(*agentendpoint.MemStore); ok {
-			if r, _ := m.Op("i", "u1"); len(r.Op.Args) != 0 {
-				t.Fatalf("a finished create_users still holds its passwords: %s", r.Op.Args)
-			}
-		}
-	})
-}
-
-// The sweep drops the passwords of an op past its bound that nobody asked
-// for (no agent connected): the database holds them no longer than that.
-func TestSQLStoreDropsExpiredSecretArgsWithoutAnAgent(t *testing.T) {
-	storetest.Each(t, func(t *testing.T, db *store.DB) {
-		ctx := context.Background()
-		now := time.Now()
-		s := &agentendpoint.SQLStore{DB: db, Now: func() time.Time { return now }}
-		if err := s.EnqueueOpUntil(ctx, "i", op("p1", wire.KindPrepare, `{"users":[{"name":"u","password":"hunter2hunter2"}]}`), now.Add(time.Minute)); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.EnqueueOpUntil(ctx, "i", op("r1", wire.KindEnableRoot, `{"password":"rootrootroot1"}`), now.Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.DropExpiredArgs(ctx); n != 0 || err != nil {
-			t.Fatalf("before any bound: dropped %d, %v", n, err)
-		}
-		now = now.Add(time.Minute)
-		if n, err := s.DropExpiredArgs(ctx); n != 1 || err != nil {
-			t.Fatalf("at the prepare's bound: dropped %d, %v; want 1", n, err)
-		}
-		if n := storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE args LIKE '%hunter2%'`); n != 0 {
-			t.Fatal("the prepare's passwords outlived its bound")
-		}
-		if n := storetest.Count(t, db, `SELECT COUNT(*) FROM agent_ops WHERE op_id = 'r1' AND args LIKE '%rootrootroot1%'`); n != 1 {
-			t.Fatal("an op within its bound lost its arguments")
 		}
 	})
 }

@@ -34,14 +34,8 @@ type Store interface {
 	// content (Operation.Digest) is a no-op; with other content it is
 	// ErrOpConflict.
 	EnqueueOp(ctx context.Context, instanceID string, op wire.Operation) error
-	// EnqueueOpUntil is EnqueueOp for an op that must not outlive
-	// argsUntil (zero: no bound). For a kind whose arguments carry
-	// passwords (HoldsSecretArgs), the arguments are dropped at argsUntil
-	// if no result came by then, and the op is no longer pending: it is
-	// never sent again, and a result the agent still sends is stored.
-	EnqueueOpUntil(ctx context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error
-	// PendingOps lists the instance's ops that have no result yet (and
-	// still have their arguments, see EnqueueOpUntil), in queue order. The server sends these after every (re)connect until each has
+	// PendingOps lists the instance's ops that have no result yet, in queue
+	// order. The server sends these after every (re)connect until each has
 	// a result: an op acknowledged but without a result is still pending,
 	// because the agent answers a resend with the stored result.
 	PendingOps(ctx context.Context, instanceID string) ([]wire.Operation, error)
@@ -53,18 +47,6 @@ type Store interface {
 	// OpResult returns the stored result; done is false while there is
 	// none. Unknown op: ErrUnknownOp.
 	OpResult(ctx context.Context, instanceID, opID string) (res wire.Result, done bool, err error)
-}
-
-// HoldsSecretArgs reports whether kind's arguments carry passwords. Such
-// arguments are kept only as long as the operation needs them: they are
-// dropped once its result is stored, and at the bound its caller gave
-// (EnqueueOpUntil: the guest call's timeout, the create task's deadline)
-// even if the agent never answers. This is the one place that rule lives;
-// both stores follow it.
-func HoldsSecretArgs(kind wire.Kind) bool { return secretArgs[kind] }
-
-var secretArgs = map[wire.Kind]bool{
-	wire.KindPrepare: true, wire.KindCreateUsers: true, wire.KindEnableRoot: true,
 }
 
 // DefaultTokenLifetime is how long an enrolment token is good for when

@@ -308,9 +308,7 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 		return tasks.Result{}, err
 	}
 	op := wire.Operation{ID: prepareOpID(in.ID), Kind: wire.KindPrepare, Args: data}
-	// Its passwords go at the create's deadline, when the task fails,
-	// whether or not the agent ever asked for them.
-	if err := m.Agents.SubmitUntil(ctx, in.ID, op, t.Deadline); err != nil {
+	if err := m.Agents.Submit(ctx, in.ID, op); err != nil {
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
 	}
 	// The queued op carries the passwords now; the task forgets them.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"strata/agent/wire"
-	"strata/controller/agentendpoint"
 	"strata/controller/instances"
 )
 
@@ -51,9 +50,6 @@ func (m *Manager) Call(ctx context.Context, in instances.Instance, kind wire.Kin
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		if agentendpoint.HoldsSecretArgs(kind) {
-			return res, wrap(ErrGuestTimeout, "instance %s did not answer %s within %s; the operation was dropped with its passwords and will not be sent again", in.ID, kind, timeout)
-		}
 		return res, wrap(ErrGuestTimeout, "instance %s did not answer %s within %s; the operation stays queued", in.ID, kind, timeout)
 	}
 	return res, err

@@ -50,13 +50,9 @@ func wrap(kind error, format string, args ...any) error {
 type Agents interface {
 	// Submit queues an operation (delivered whenever the agent connects).
 	Submit(ctx context.Context, instanceID string, op wire.Operation) error
-	// SubmitUntil is Submit for an op whose passwords must not outlive
-	// argsUntil: unanswered by then, they are dropped and it is not sent.
-	SubmitUntil(ctx context.Context, instanceID string, op wire.Operation, argsUntil time.Time) error
 	// Result returns an operation's result once there is one.
 	Result(ctx context.Context, instanceID, opID string) (wire.Result, bool, error)
-	// Call submits and waits up to timeout for the result (an op with
-	// passwords is dropped at the timeout, as SubmitUntil).
+	// Call submits and waits up to timeout for the result.
 	Call(ctx context.Context, instanceID string, op wire.Operation, timeout time.Duration) (wire.Result, error)
 	// Disconnect closes the instance's session.
 	Disconnect(instanceID string)
