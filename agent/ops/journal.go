@@ -131,7 +131,7 @@ func (j *Journal) rewrite() error {
 	}
 	w := bufio.NewWriter(f)
 	for _, id := range j.order {
-		line, _ := json.Marshal(j.entries[id])
+		line, _ := json.Marshal(onDisk(j.entries[id]))
 		w.Write(line)
 		w.WriteByte('\n')
 	}
@@ -194,8 +194,24 @@ func (j *Journal) Finish(op wire.Operation, startedAt time.Time, res wire.Result
 	return j.append(&Entry{OpID: op.ID, Kind: op.Kind, Digest: op.Digest(), Attempt: op.Attempt, State: stateDone, StartedAt: startedAt, Result: &res})
 }
 
+// onDisk is what the file records of e. A result holding credentials (a
+// root password) stays in memory only, where a resend to this process
+// still finds it; the file records that it was not kept, so after a
+// restart a resend is told to ask again rather than handed the password
+// that sat on the disk.
+func onDisk(e *Entry) *Entry {
+	if e.Result == nil || e.Result.Error != nil || !wire.ResultHoldsCredentials(e.Kind, e.Result.Payload) {
+		return e
+	}
+	d := *e
+	d.Result = &wire.Result{OpID: e.Result.OpID, StartedAt: e.Result.StartedAt, FinishedAt: e.Result.FinishedAt,
+		Error: wire.Errorf(wire.CodeInterrupted, "%s finished at %s, but its result held credentials, which the agent does not keep on disk, and the agent restarted before the controller collected it: run it again",
+			e.Kind, e.Result.FinishedAt.Format(time.RFC3339))}
+	return &d
+}
+
 func (j *Journal) append(e *Entry) error {
-	line, err := json.Marshal(e)
+	line, err := json.Marshal(onDisk(e))
 	if err != nil {
 		return fmt.Errorf("journal: encode %s: %w", e.OpID, err)
 	}

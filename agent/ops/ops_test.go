@@ -7,13 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strata/agent/wire"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"strata/agent/wire"
 )
 
 func newExec(t *testing.T, path string, run RunFunc) (*Executor, *Journal, context.CancelFunc) {
@@ -338,4 +337,58 @@ func TestTheControllerMayRunAnInterruptedOpAgain(t *testing.T) {
 	if _, res := handle(e, dup); res.Error == nil || res.Error.Code != wire.CodeAlreadyExists || runs.Load() != 2 {
 		t.Fatalf("a failure that is not an interruption was run again: %+v, runs %d", res, runs.Load())
 	}
+}
+
+// A root password handed back by enable_root (or prepare) never reaches the
+// journal file: a resend to the same process still gets it, a resend after
+// a restart is told it was not kept, and the file — appended or rewritten —
+// never holds it. A prepare without root is journaled as it is.
+func TestCredentialsInAResultAreNeverWrittenToTheJournal(t *testing.T) {
+	const password = "s3cr3t-root-pw-4f9a"
+	path := filepath.Join(t.TempDir(), "journal")
+	run := func(ctx context.Context, o wire.Operation) wire.Result {
+		switch o.Kind {
+		case wire.KindEnableRoot:
+			return wire.Result{Payload: json.RawMessage(`{"name":"root","password":"` + password + `"}`)}
+		case wire.KindPrepare:
+			if strings.Contains(string(o.Args), "root") {
+				return wire.Result{Payload: json.RawMessage(`{"root":{"name":"root","password":"` + password + `"},"formatted":true,"initialized":true}`)}
+			}
+			return wire.Result{Payload: json.RawMessage(`{"formatted":true,"initialized":true}`)}
+		}
+		return wire.Result{}
+	}
+	rootOp := wire.Operation{ID: "root-1", Kind: wire.KindEnableRoot}
+	prepRoot := wire.Operation{ID: "prep-1", Kind: wire.KindPrepare, Args: json.RawMessage(`{"root":true}`)}
+	prepPlain := wire.Operation{ID: "prep-2", Kind: wire.KindPrepare, Args: json.RawMessage(`{}`)}
+	e, j, cancel := newExec(t, path, run)
+	for _, o := range []wire.Operation{rootOp, prepRoot, prepPlain} {
+		if _, res := handle(e, o); res.Error != nil {
+			t.Fatalf("%s: %v", o.ID, res.Error)
+		}
+		if _, again := handle(e, o); o.ID != prepPlain.ID && !strings.Contains(string(again.Payload), password) {
+			t.Fatalf("a resend of %s to the same process: %+v, want the stored password", o.ID, again)
+		}
+	}
+	if b, _ := os.ReadFile(path); strings.Contains(string(b), password) {
+		t.Fatalf("the journal file holds the root password:\n%s", b)
+	}
+	cancel()
+	j.Close()
+
+	e2, j2, _ := newExec(t, path, run) // a restart: the file is read and rewritten
+	if b, _ := os.ReadFile(path); strings.Contains(string(b), password) {
+		t.Fatalf("the rewritten journal holds the root password:\n%s", b)
+	}
+	for _, o := range []wire.Operation{rootOp, prepRoot} {
+		acks, res := handle(e2, o)
+		if len(acks) != 1 || acks[0] != wire.AckDone || res.Error == nil || res.Error.Code != wire.CodeInterrupted ||
+			!strings.Contains(res.Error.Message, "credentials") || strings.Contains(string(res.Payload), password) {
+			t.Fatalf("a resend of %s after a restart: acks %v, %+v; want done and an interrupted error saying the credentials were not kept", o.ID, acks, res)
+		}
+	}
+	if _, res := handle(e2, prepPlain); res.Error != nil || string(res.Payload) != `{"formatted":true,"initialized":true}` {
+		t.Fatalf("a prepare without root after a restart: %+v, want its stored result", res)
+	}
+	_ = j2
 }

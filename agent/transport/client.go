@@ -241,7 +241,9 @@ func (c *Client) RunOnce(ctx context.Context) error {
 			return nil
 		},
 		HostKeyAlgorithms: hostKeyAlgorithms(c.cfg.HostKey),
-		ClientVersion:     "SSH-2.0-strata-agent",
+		// No SHA-1 key exchange or MAC, whatever the controller offers.
+		Config:        wire.SSHConfig(),
+		ClientVersion: "SSH-2.0-strata-agent",
 	}
 	conn, chans, reqs, err := ssh.NewClientConn(nc, addr, sshCfg)
 	if err != nil {

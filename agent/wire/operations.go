@@ -149,7 +149,7 @@ type EnableRootArgs struct {
 }
 
 // RootCredentials are returned once, by enable_root (and prepare with
-// EnableRoot); the agent keeps no copy.
+// EnableRoot); the agent writes no copy to disk (ResultHoldsCredentials).
 type RootCredentials struct {
 	Name     string `json:"name"`
 	Password string `json:"password"`
@@ -232,4 +232,21 @@ type LogTail struct {
 	Name      string   `json:"name"`
 	Lines     []string `json:"lines"`
 	Truncated bool     `json:"truncated,omitempty"`
+}
+
+// ResultHoldsCredentials reports whether a successful result of kind
+// carries credentials (a root password): the agent answers a resend with
+// such a result from memory only and never writes it to disk.
+func ResultHoldsCredentials(kind Kind, payload json.RawMessage) bool {
+	if len(payload) == 0 {
+		return false
+	}
+	switch kind {
+	case KindEnableRoot:
+		return true
+	case KindPrepare:
+		var p PrepareResult
+		return json.Unmarshal(payload, &p) != nil || p.Root != nil
+	}
+	return false
 }

@@ -1,11 +1,16 @@
 package publish_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -267,5 +272,44 @@ func TestPublishTroveRejectsVersion(t *testing.T) {
 	}
 	if fc.saw("DELETE /glance/") {
 		t.Errorf("the verified image was deleted: %v", fc.calls)
+	}
+}
+
+// TestPublishRefusesAHostileImageBeforeUploading: an image with an
+// external data file (CVE-2024-32498 class) or a backing file is refused
+// before any service is asked anything — whatever the Glance behind the
+// catalog would accept.
+func TestPublishRefusesAHostileImageBeforeUploading(t *testing.T) {
+	fc := newFakeCloud(t)
+	fc.env(t)
+	// qemu-img creates (and truncates to the image size) an external data
+	// file: point it at a file of the test's own, never at a host file
+	// (data_file=/etc/passwd zeroed this machine's /etc/passwd).
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string][]string{
+		"external data file": {"-o", "data_file=" + outside + ".data,data_file_raw=on"},
+		"backing file":       {"-F", "raw", "-b", outside},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := makeImage(t, t.TempDir(), "10.11", 16, "")
+			os.Remove(f.Image)
+			args := append(append([]string{"create", "-q", "-f", "qcow2"}, opts...), f.Image, "16M")
+			if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img: %v: %s", err, out)
+			}
+			data, _ := os.ReadFile(f.Image)
+			sum := sha256.Sum256(data)
+			os.WriteFile(f.Image+".sha256", []byte(hex.EncodeToString(sum[:])+"  mariadb-10.11.qcow2\n"), 0o644)
+			res, err := publish.Publish(ctx(t), publish.Options{Recipe: f.Recipe, Image: f.Image})
+			if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "nothing was uploaded") {
+				t.Fatalf("publish: %+v, %v; want a refusal naming the %s", res, err, name)
+			}
+			if fc.saw("POST /glance/") || fc.saw("PUT /glance/") {
+				t.Errorf("the image went to Glance: %v", fc.calls)
+			}
+		})
 	}
 }

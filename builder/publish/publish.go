@@ -36,6 +36,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	"strata/agent/wire"
+	"strata/builder/imagecheck"
 	"strata/builder/manifest"
 	"strata/builder/recipe"
 )
@@ -143,7 +144,9 @@ func readInputs(o Options) (*inputs, error) {
 // (see registries: a cloud whose database service is a plain Trove needs
 // no strata controller at all).
 //
-// Nothing is uploaded before every service has answered once. A failed
+// The image is checked first (builder/imagecheck: a standalone image of
+// its format, no backing or external data file). Nothing is uploaded
+// before every service has answered once. A failed
 // upload, a Glance that does not reach active, or a checksum mismatch
 // deletes the image it created. A registration that fails afterwards keeps
 // the image: it is complete and verified, found again by its SHA-256 the
@@ -169,6 +172,11 @@ func Publish(ctx context.Context, o Options) (*Result, error) {
 	}
 	if d.SHA256 != in.sha256 {
 		return nil, fmt.Errorf("%s hashes to %s but %s.sha256 says %s: the file changed after the build", o.Image, d.SHA256, filepath.Base(o.Image), in.sha256)
+	}
+	// A backing or external data file would name a file of whichever host
+	// opens the image: refused before any service is asked anything.
+	if _, err := imagecheck.File(ctx, o.Image, in.format, imagecheck.Options{}); err != nil {
+		return nil, fmt.Errorf("%s: %w; nothing was uploaded", o.Image, err)
 	}
 
 	sess, err := authenticate(ctx, o.Cloud)

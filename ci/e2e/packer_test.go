@@ -320,20 +320,24 @@ func TestPackerElementsProvisionerAppliesElementsAndTheAgentOverSSHToAVM(t *test
 	defer c.Close()
 	order := sshRun(t, c, "cat /etc/strata-packer-test/order")
 	wantOrder := regexp.MustCompile(`^pre-install\.d uid=0
-install\.d greeting=hello-from-environment-d value=from-packer image=\S+ hooks=/tmp/in_target\.d static=static-content uid=0
+install\.d greeting=hello-from-environment-d value=from-packer image=\S+ hooks=/tmp/strata-hooks\.\w{10} static=static-content uid=0
 post-install\.d helper-ran
 $`)
 	if !wantOrder.MatchString(order) {
 		t.Errorf("the test element's hooks left:\n%s", order)
 	}
+	// The hooks ran from a private directory made for the build (root's,
+	// unpredictable name) and the upload was staged in one of the SSH
+	// user's; neither stays.
+	const leftovers = "ls -d /tmp/strata-hooks.* /tmp/strata-upload.* /tmp/in_target.d 2>/dev/null | wc -l"
 	agent := fileSHA256(t, filepath.Join(repo, "bin", "strata-agent"))
 	checks := map[string]string{
-		"sha256sum /usr/sbin/strata-agent | cut -d' ' -f1":                       agent,
-		"stat -c %a:%U /usr/sbin/strata-agent":                                   "555:root",
-		"systemctl is-enabled strata-agent.service":                              "enabled",
-		"systemctl is-enabled strata-config-drive.service":                       "enabled",
-		"jq --version >/dev/null && echo jq-installed":                           "jq-installed",
-		"ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l": "0",
+		"sha256sum /usr/sbin/strata-agent | cut -d' ' -f1": agent,
+		"stat -c %a:%U /usr/sbin/strata-agent":             "555:root",
+		"systemctl is-enabled strata-agent.service":        "enabled",
+		"systemctl is-enabled strata-config-drive.service": "enabled",
+		"jq --version >/dev/null && echo jq-installed":     "jq-installed",
+		leftovers: "0",
 	}
 	for cmd, want := range checks {
 		if got := strings.TrimSpace(sshRun(t, c, cmd)); got != want {
@@ -345,7 +349,7 @@ $`)
 	// nothing of the upload stays on the machine.
 	r.fail("build", "machine.*", []string{"hook install.d/50-packer-fail of element packer-fail failed", "exit status 3", "packer-fail: failing on purpose"},
 		append(machine, `elements=["packer-fail"]`)...)
-	if got := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l")); got != "0" {
+	if got := strings.TrimSpace(sshRun(t, c, leftovers)); got != "0" {
 		t.Errorf("after the failed build, %s hooks directories or uploads are left on the machine", got)
 	}
 	// An unknown element is refused before any machine is touched.
@@ -360,7 +364,7 @@ $`)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		procs := strings.TrimSpace(sshRun(t, c, "pgrep -c -f 'sleep 60[01]' || true"))
-		left := strings.TrimSpace(sshRun(t, c, "ls -d /tmp/in_target.d /tmp/in_target.d.upload.tar 2>/dev/null | wc -l"))
+		left := strings.TrimSpace(sshRun(t, c, leftovers))
 		if procs == "0" && left == "0" {
 			t.Logf("the machine was clean %.1fs after packer stopped", 30-time.Until(deadline).Seconds())
 			break

@@ -135,7 +135,7 @@ func TestAgentEnrollsHeartbeatsAndGetsOperationsQueuedWhileAwayOrAcrossARestart(
 		r1 := startReplica(t, db, hostKey, "127.0.0.1:0")
 		proxy := wiretest.NewProxy(t, r1.addr)
 		tok := wire.NewEnrollmentToken()
-		if err := agentendpoint.AddEnrollment(ctx, db, "inst-1", tok, time.Now()); err != nil {
+		if err := agentendpoint.AddEnrollment(ctx, db, "inst-1", tok, time.Now(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		ag := startAgent(t, hostKey.PublicKey(), proxy.Addr, "inst-1", tok)
@@ -210,7 +210,7 @@ func TestTwoReplicasOnOnePostgresDeliverEachOthersOperations(t *testing.T) {
 	a := startReplica(t, dbA, hostKey, "127.0.0.1:0")
 	b := startReplica(t, dbB, hostKey, "127.0.0.1:0")
 	tok := wire.NewEnrollmentToken()
-	if err := agentendpoint.AddEnrollment(ctx, dbB, "inst-r", tok, time.Now()); err != nil {
+	if err := agentendpoint.AddEnrollment(ctx, dbB, "inst-r", tok, time.Now(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	ag := startAgent(t, hostKey.PublicKey(), a.addr, "inst-r", tok) // enrolls at A with B's token

@@ -26,6 +26,7 @@ type MemStore struct {
 type memToken struct {
 	instanceID string
 	used       bool
+	expires    time.Time
 }
 
 type memKey struct {
@@ -63,11 +64,18 @@ func (m *MemStore) OpStatus(instanceID string) (wire.StatusResult, bool) {
 	return st, ok
 }
 
-// AddInstance registers a one-time enrollment token for instanceID.
+// AddInstance registers a one-time enrollment token for instanceID, good
+// for DefaultTokenLifetime.
 func (m *MemStore) AddInstance(instanceID, token string) {
+	m.AddInstanceUntil(instanceID, token, time.Now().Add(DefaultTokenLifetime))
+}
+
+// AddInstanceUntil registers a one-time enrollment token for instanceID
+// that expires at expires.
+func (m *MemStore) AddInstanceUntil(instanceID, token string, expires time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.tokens[wire.HashToken(token)] = &memToken{instanceID: instanceID}
+	m.tokens[wire.HashToken(token)] = &memToken{instanceID: instanceID, expires: expires}
 }
 
 // RevokeKeys forgets every key bound to instanceID.
@@ -128,7 +136,7 @@ func (m *MemStore) RedeemEnrollment(_ context.Context, tokenHash string, key wir
 			tok = t
 		}
 	}
-	if tok == nil || tok.used {
+	if tok == nil || tok.used || !time.Now().Before(tok.expires) {
 		return "", ErrTokenRejected
 	}
 	if _, taken := m.keys[key.Fingerprint]; taken {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"strata/agent/wire"
+	"strata/controller/ratelimit"
 )
 
 // ServerConfig configures the controller's agent endpoint. HostKey and
@@ -32,6 +33,15 @@ type ServerConfig struct {
 	// MinHeartbeatInterval: heartbeats arriving faster on one session are
 	// refused without touching the store (1s).
 	MinHeartbeatInterval time.Duration
+	// MaxUnauthenticated caps the connections not authenticated yet
+	// (64): more are closed at once. Each is closed at HandshakeTimeout.
+	MaxUnauthenticated int
+	// EnrollBurst and EnrollInterval limit enrolment attempts per source
+	// address (10 at once, then one every 6s): beyond them an attempt is
+	// refused before the store is asked. A successful one gives its
+	// attempt back, so only failures count.
+	EnrollBurst    int
+	EnrollInterval time.Duration
 
 	// OnSession, if set, is called when an agent's session starts
 	// (connected=true, after hello) and ends.
@@ -53,6 +63,14 @@ type Server struct {
 	sessions map[string]*session
 	waiters  map[opKey]chan struct{}
 	streams  map[streamKey]*StreamWait
+	// byKey is the one connection each enrolled key may hold.
+	byKey map[string]*ssh.ServerConn
+
+	unauthenticated chan struct{}
+	enrollLimit     *ratelimit.Limiter
+	// logLimited keeps a flood from growing the log: one line per kind
+	// and source address a minute.
+	logLimited *ratelimit.Limiter
 }
 
 type opKey struct{ instance, op string }
@@ -125,6 +143,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	def(&cfg.AckTimeout, 30*time.Second)
 	def(&cfg.PollInterval, 5*time.Second)
 	def(&cfg.StoreTimeout, 10*time.Second)
+	def(&cfg.EnrollInterval, 6*time.Second)
+	if cfg.EnrollBurst <= 0 {
+		cfg.EnrollBurst = 10
+	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = 64
+	}
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = wire.MaxMessageSize
 	}
@@ -137,11 +162,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions: map[string]*session{},
 		waiters:  map[opKey]chan struct{}{},
 		streams:  map[streamKey]*StreamWait{},
+		byKey:    map[string]*ssh.ServerConn{},
+
+		unauthenticated: make(chan struct{}, cfg.MaxUnauthenticated),
+		enrollLimit:     ratelimit.New(cfg.EnrollBurst, cfg.EnrollInterval, 100_000),
+		logLimited:      ratelimit.New(1, time.Minute, 10_000),
 	}
 	s.sshCfg = &ssh.ServerConfig{
-		MaxAuthTries:      4,
-		PublicKeyCallback: s.publicKeyAuth,
-		ServerVersion:     "SSH-2.0-strata-controller",
+		Config:                  wire.SSHConfig(),
+		PublicKeyAuthAlgorithms: wire.SSHPublicKeyAlgorithms,
+		MaxAuthTries:            4,
+		PublicKeyCallback:       s.publicKeyAuth,
+		ServerVersion:           "SSH-2.0-strata-controller",
 	}
 	s.sshCfg.AddHostKey(cfg.HostKey)
 	return s, nil
@@ -306,8 +338,10 @@ func (s *Server) storeCtx(ctx context.Context) (context.Context, context.CancelF
 func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	remote := meta.RemoteAddr().String()
 	if meta.User() != wire.SSHUser {
+		// The name is the client's: it is cut short wherever it goes,
+		// this error included (the handshake's failure is logged).
 		s.log.Warn("agent auth rejected: wrong user", "remote", remote, "user", truncate(meta.User(), 64))
-		return nil, fmt.Errorf("user %q not accepted", meta.User())
+		return nil, fmt.Errorf("user %q not accepted", truncate(meta.User(), 64))
 	}
 	if key.Type() != ssh.KeyAlgoED25519 {
 		s.log.Warn("agent auth rejected: key type", "remote", remote, "type", key.Type())
@@ -335,7 +369,14 @@ func (s *Server) publicKeyAuth(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.P
 
 func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) (*ssh.Permissions, error) {
 	remote := meta.RemoteAddr().String()
+	source := hostOf(meta.RemoteAddr())
 	ak := wire.NewAgentKey(key)
+	if ok, wait := s.enrollLimit.Take(source); !ok {
+		if first, _ := s.logLimited.Take("enroll " + source); first {
+			s.log.Warn("enrolment attempts limited: too many failed ones from this address", "remote", remote, "retry_after", wait.Round(time.Second))
+		}
+		return nil, ErrTokenRejected
+	}
 	if !wire.ValidEnrollmentToken(token) {
 		s.log.Warn("enrollment rejected: malformed token", "remote", remote, "key", ak.Fingerprint)
 		return nil, ErrTokenRejected
@@ -347,6 +388,7 @@ func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) 
 		s.log.Warn("enrollment rejected", "remote", remote, "key", ak.Fingerprint, "reason", err)
 		return nil, ErrTokenRejected
 	}
+	s.enrollLimit.Give(source)
 	s.log.Info("agent enrolled", "instance", inst, "key", ak.Fingerprint, "remote", remote)
 	return &ssh.Permissions{Extensions: map[string]string{extInstance: inst, extFingerprint: ak.Fingerprint, extEnrolled: "1"}}, nil
 }
@@ -354,13 +396,44 @@ func (s *Server) enroll(meta ssh.ConnMetadata, key ssh.PublicKey, token string) 
 func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	remote := nc.RemoteAddr().String()
+	// Until it authenticates, a connection holds one of a few slots, for
+	// HandshakeTimeout at most.
+	select {
+	case s.unauthenticated <- struct{}{}:
+	default:
+		if first, _ := s.logLimited.Take("unauthenticated " + hostOf(nc.RemoteAddr())); first {
+			s.log.Warn("too many connections not authenticated yet; closing new ones", "remote", remote, "max", s.cfg.MaxUnauthenticated)
+		}
+		return
+	}
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	<-s.unauthenticated
 	if err != nil {
-		s.log.Warn("agent connection rejected", "remote", remote, "err", err)
+		if first, _ := s.logLimited.Take("rejected " + hostOf(nc.RemoteAddr())); first {
+			s.log.Warn("agent connection rejected", "remote", remote, "err", truncate(err.Error(), 512))
+		}
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
+	// One enrolled key holds one connection: a new one ends the previous
+	// one (a restarted agent, or a copied key).
+	fp := sc.Permissions.Extensions[extFingerprint]
+	s.mu.Lock()
+	previous := s.byKey[fp]
+	s.byKey[fp] = sc
+	s.mu.Unlock()
+	if previous != nil {
+		s.log.Info("agent key connected again; closing its previous connection", "remote", remote, "previous_remote", previous.RemoteAddr().String(), "key", fp)
+		previous.Close()
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.byKey[fp] == sc {
+			delete(s.byKey, fp)
+		}
+		s.mu.Unlock()
+	}()
 	sess := &session{
 		instanceID:  sc.Permissions.Extensions[extInstance],
 		fingerprint: sc.Permissions.Extensions[extFingerprint],
@@ -736,6 +809,15 @@ func (s *Server) finish(ctx context.Context, sess *session, op wire.Operation, r
 	}
 	s.notify(sess.instanceID, op.ID)
 	return stored
+}
+
+// hostOf is an address without its port: the source limits count by it.
+func hostOf(a net.Addr) string {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 func truncate(s string, n int) string {

@@ -36,10 +36,13 @@ func (s *SQLStore) now() time.Time {
 func secretArgs(kind string) bool { return wire.ClassOf(wire.Kind(kind)).SecretArgs }
 
 // AddEnrollment records a one-time token for instanceID, storing only its
-// hash.
-func AddEnrollment(ctx context.Context, q store.Querier, instanceID, token string, now time.Time) error {
-	_, err := q.Exec(ctx, `INSERT INTO agent_tokens (token_hash, instance_id, created_at) VALUES (?, ?, ?)`,
-		wire.HashToken(token), instanceID, store.Millis(now))
+// hash, good until expires (zero: DefaultTokenLifetime from now).
+func AddEnrollment(ctx context.Context, q store.Querier, instanceID, token string, now, expires time.Time) error {
+	if expires.IsZero() {
+		expires = now.Add(DefaultTokenLifetime)
+	}
+	_, err := q.Exec(ctx, `INSERT INTO agent_tokens (token_hash, instance_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
+		wire.HashToken(token), instanceID, store.Millis(now), store.Millis(expires))
 	if err != nil {
 		return fmt.Errorf("record enrollment token for %s: %w", instanceID, err)
 	}
@@ -68,8 +71,12 @@ func Forget(ctx context.Context, q store.Querier, instanceID string) error {
 func (s *SQLStore) RedeemEnrollment(ctx context.Context, tokenHash string, key wire.AgentKey) (string, error) {
 	var instanceID string
 	err := s.DB.InTx(ctx, func(tx *store.Tx) error {
-		err := tx.QueryRow(ctx, `UPDATE agent_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL RETURNING instance_id`,
-			store.Millis(s.now()), tokenHash).Scan(&instanceID)
+		// A token written before tokens had an expiry is good for the
+		// default lifetime from its creation.
+		now := store.Millis(s.now())
+		err := tx.QueryRow(ctx, `UPDATE agent_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL
+			AND COALESCE(expires_at, created_at + ?) > ? RETURNING instance_id`,
+			now, tokenHash, DefaultTokenLifetime.Milliseconds(), now).Scan(&instanceID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrTokenRejected
 		}

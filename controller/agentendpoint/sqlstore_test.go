@@ -7,23 +7,23 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"testing"
-	"time"
-
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
 	"strata/controller/store"
 	"strata/controller/store/storetest"
+	"sync"
+	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
 // subject is a agentendpoint.Store under test and how to give it a token.
 type subject struct {
-	store    agentendpoint.Store
-	addToken func(instanceID, token string)
+	store         agentendpoint.Store
+	addToken      func(instanceID, token string)
+	addTokenUntil func(instanceID, token string, expires time.Time)
 }
 
 // eachStore runs fn against the reference MemStore and against SQLStore on
@@ -32,15 +32,16 @@ type subject struct {
 func eachStore(t *testing.T, fn func(t *testing.T, s subject)) {
 	t.Run("memstore", func(t *testing.T) {
 		m := agentendpoint.NewMemStore()
-		fn(t, subject{store: m, addToken: m.AddInstance})
+		fn(t, subject{store: m, addToken: m.AddInstance, addTokenUntil: m.AddInstanceUntil})
 	})
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		s := &agentendpoint.SQLStore{DB: db}
-		fn(t, subject{store: s, addToken: func(id, tok string) {
-			if err := agentendpoint.AddEnrollment(context.Background(), db, id, tok, time.Now()); err != nil {
+		until := func(id, tok string, expires time.Time) {
+			if err := agentendpoint.AddEnrollment(context.Background(), db, id, tok, time.Now(), expires); err != nil {
 				t.Fatal(err)
 			}
-		}})
+		}
+		fn(t, subject{store: s, addToken: func(id, tok string) { until(id, tok, time.Time{}) }, addTokenUntil: until})
 	})
 }
 
@@ -280,8 +281,8 @@ func TestForgetRemovesEnrollmentKeysOpsAndReports(t *testing.T) {
 		ctx := context.Background()
 		s := &agentendpoint.SQLStore{DB: db}
 		tok := wire.NewEnrollmentToken()
-		agentendpoint.AddEnrollment(ctx, db, "gone", tok, time.Now())
-		agentendpoint.AddEnrollment(ctx, db, "kept", wire.NewEnrollmentToken(), time.Now())
+		agentendpoint.AddEnrollment(ctx, db, "gone", tok, time.Now(), time.Time{})
+		agentendpoint.AddEnrollment(ctx, db, "kept", wire.NewEnrollmentToken(), time.Now(), time.Time{})
 		k := key(t)
 		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(tok), k); err != nil {
 			t.Fatal(err)
@@ -441,6 +442,46 @@ func TestEnrolmentVoidsTheInstancesOtherTokens(t *testing.T) {
 		}
 		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(second), key(t)); !errors.Is(err, agentendpoint.ErrTokenRejected) {
 			t.Fatalf("the instance's second token still enrols: %v", err)
+		}
+	})
+}
+
+// An enrolment token expires (the version's boot timeout, or an hour): a
+// token that leaks from a config drive later is of no use.
+func TestStoreEnrollmentTokensExpire(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		old := wire.NewEnrollmentToken()
+		s.addTokenUntil("inst-1", old, time.Now().Add(-time.Second))
+		if _, err := s.store.RedeemEnrollment(ctx, wire.HashToken(old), key(t)); !errors.Is(err, agentendpoint.ErrTokenRejected) {
+			t.Fatalf("an expired token: %v", err)
+		}
+		fresh := wire.NewEnrollmentToken()
+		s.addTokenUntil("inst-2", fresh, time.Now().Add(time.Minute))
+		if id, err := s.store.RedeemEnrollment(ctx, wire.HashToken(fresh), key(t)); err != nil || id != "inst-2" {
+			t.Fatalf("a token within its lifetime: %q, %v", id, err)
+		}
+	})
+}
+
+// A token written before tokens had an expiry is good for an hour from
+// its creation.
+func TestStoreTokensWithoutExpiryLastAnHour(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &agentendpoint.SQLStore{DB: db}
+		old, recent := wire.NewEnrollmentToken(), wire.NewEnrollmentToken()
+		for tok, age := range map[string]time.Duration{old: 2 * time.Hour, recent: time.Minute} {
+			if _, err := db.Exec(ctx, `INSERT INTO agent_tokens (token_hash, instance_id, created_at) VALUES (?, ?, ?)`,
+				wire.HashToken(tok), "inst-"+tok[:4], store.Millis(time.Now().Add(-age))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(old), key(t)); !errors.Is(err, agentendpoint.ErrTokenRejected) {
+			t.Fatalf("a two-hour-old token without expiry: %v", err)
+		}
+		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(recent), key(t)); err != nil {
+			t.Fatalf("a minute-old token without expiry: %v", err)
 		}
 	})
 }

@@ -18,9 +18,9 @@ import (
 // the order EnqueueOp saw them, and make StoreResult keep the first result
 // it is given for an op.
 type Store interface {
-	// RedeemEnrollment burns the unused token whose HashToken is tokenHash
-	// and binds key to that token's instance. Unknown or used token:
-	// ErrTokenRejected, and nothing changes.
+	// RedeemEnrollment burns the unused, unexpired token whose HashToken
+	// is tokenHash and binds key to that token's instance. Unknown, used
+	// or expired token: ErrTokenRejected, and nothing changes.
 	RedeemEnrollment(ctx context.Context, tokenHash string, key wire.AgentKey) (instanceID string, err error)
 	// InstanceForKey maps an enrolled key's fingerprint to its instance.
 	// Unknown or revoked key: ErrUnknownKey.
@@ -80,9 +80,13 @@ type QueueOptions struct {
 // OpRef names one op of one instance.
 type OpRef struct{ InstanceID, OpID string }
 
+// DefaultTokenLifetime is how long an enrolment token is good for when
+// its instance gives no boot timeout.
+const DefaultTokenLifetime = time.Hour
+
 // Store errors.
 var (
-	ErrTokenRejected = errors.New("enrollment token unknown or already used")
+	ErrTokenRejected = errors.New("enrollment token unknown, expired or already used")
 	ErrUnknownKey    = errors.New("agent key not enrolled")
 	ErrOpConflict    = errors.New("operation id already queued with different content")
 	ErrUnknownOp     = errors.New("unknown operation")

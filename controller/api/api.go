@@ -57,7 +57,8 @@ type Server struct {
 	Glance *glance.Handler
 	// Neutron, if set, is mounted at /network (the embedded mode).
 	Neutron *neutron.Handler
-	// PublicURL is the base URL clients use; empty: from each request.
+	// PublicURL is the base URL clients use (links are built from it,
+	// never from a request's Host header).
 	PublicURL string
 	Region    string
 	Logger    *slog.Logger
@@ -185,15 +186,10 @@ func (c *call) links(path string) []map[string]string {
 
 type handler func(w http.ResponseWriter, c *call) error
 
-func (s *Server) base(r *http.Request) string {
-	if s.PublicURL != "" {
-		return strings.TrimRight(s.PublicURL, "/")
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+// base is the public URL links are built from, never the request's Host
+// header.
+func (s *Server) base(*http.Request) string {
+	return strings.TrimRight(s.PublicURL, "/")
 }
 
 func (s *Server) log() *slog.Logger {
@@ -257,7 +253,8 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// Unwrap lets http.ResponseController reach the connection (Flush).
+// Unwrap lets http.ResponseController reach the connection (Flush; an
+// image upload moves its deadlines while data comes).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *Server) logRequests(next http.Handler) http.Handler {

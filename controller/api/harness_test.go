@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"io"
 	"net"
 	"net/http"
@@ -14,13 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
-	"testing"
-	"time"
-
-	"golang.org/x/crypto/ssh"
-
 	"strata/agent/transport"
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
@@ -35,15 +29,11 @@ import (
 	"strata/controller/server"
 	"strata/controller/store"
 	"strata/controller/tasks"
+	"strings"
+	"sync"
+	"testing"
+	"time"
 )
-
-// This file is the test rig: a real controller (server.Start: API,
-// keystone subset, agent endpoint, task engine, SQL store) whose compute
-// driver is fakeCompute, which instead of booting a VM starts a fakeGuest:
-// a real transport.Client that enrolls with the token from the config drive,
-// sends heartbeats and answers operations from an in-memory "database".
-// The real VM and the real agent are the end-to-end test's business
-// (ci/e2e); this rig checks the controller's side of every route.
 
 const rulesFile = "../testdata/validation-rules/mariadb-10.11.json"
 
@@ -686,6 +676,10 @@ type rigOptions struct {
 	backups     func(*backups.Manager)
 	// configureWait bounds a configuration change's wait (default 30s).
 	configureWait time.Duration
+	// images, if set, replaces the local image store.
+	images func(db *store.DB, dir string) imagestore.Store
+	// http bounds the API's clients (server defaults if zero).
+	http server.HTTPLimits
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -718,8 +712,17 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
+	var images imagestore.Store
+	if o.images != nil {
+		db, err := server.OpenState(ctx, o.stateDir, o.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		images = o.images(db, filepath.Join(o.stateDir, "images"))
+	}
 	ctl, err := server.Start(ctx, server.Config{
-		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise,
+		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
 		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 		GuestCallTimeout: o.guestCallTimeout,
 		ConfigureWait:    o.configureWait,

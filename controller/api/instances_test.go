@@ -6,12 +6,11 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strata/controller/store/storetest"
+	"strata/controller/tasks"
 	"strings"
 	"testing"
 	"time"
-
-	"strata/controller/store/storetest"
-	"strata/controller/tasks"
 )
 
 func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
@@ -385,5 +384,21 @@ func TestNICsAndAccessAreAcceptedAsTroveTakesThem(t *testing.T) {
 	}
 	if a := c.instance(id)["access"].(map[string]any); a["is_public"] != true {
 		t.Fatalf("access after a refused update = %v", a)
+	}
+}
+
+// The enrolment token written on a config drive is good for the version's
+// boot timeout only.
+func TestEnrolmentTokenExpiresAtTheBootTimeout(t *testing.T) {
+	r := newRig(t, rigOptions{bootTimeout: 7 * time.Minute})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("expiring", nil))["instance"].(map[string]any)["id"].(string)
+	var created, expires int64
+	waitFor(t, "the enrolment token", 10*time.Second, func() bool {
+		err := r.ctl.DB.QueryRow(context.Background(), `SELECT created_at, expires_at FROM agent_tokens WHERE instance_id = ?`, id).Scan(&created, &expires)
+		return err == nil
+	})
+	if d := time.Duration(expires-created) * time.Millisecond; d != 7*time.Minute {
+		t.Fatalf("the token is good for %s, want the boot timeout (7m)", d)
 	}
 }

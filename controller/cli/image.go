@@ -22,8 +22,11 @@ func newImageCommand() *cobra.Command {
 		Use:   "register FILE",
 		Short: "Copy an image into the store, recording and checking its SHA-256",
 		Long: `Copy FILE into the image store. Its SHA-256 is recorded; if FILE.sha256
-exists (as strata build writes it) the copy must match it. The format is
-checked with qemu-img, and a qcow2 with a backing file is refused.`,
+exists (as strata build writes it) the copy must match it. An image that is
+not a standalone image of its format is refused before it is stored: a
+backing file, an external data file (either could name any file of this
+host), encryption, or a format other than the declared one (checked in the
+header and with qemu-img info).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]

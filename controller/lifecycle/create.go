@@ -313,6 +313,8 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	}
 	if err := m.Images.Verify(ctx, img.ID); errors.Is(err, imagestore.ErrChecksumMismatch) {
 		return tasks.Result{}, tasks.Fail("", "refusing to boot a corrupted image: %v", err)
+	} else if errors.Is(err, imagestore.ErrInvalid) {
+		return tasks.Result{}, tasks.Fail("", "refusing to boot image %s: %v", img.ID, err)
 	} else if err != nil {
 		return tasks.Result{}, err
 	}
@@ -337,7 +339,11 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	if plan := chaos.GuestPlan(); plan != "" {
 		drive[wire.ChaosFile] = []byte(plan)
 	}
-	if err := agentendpoint.AddEnrollment(ctx, m.DB, in.ID, token, m.now()); err != nil {
+	// Good for the version's boot timeout: an instance that has not
+	// enrolled by then is in ERROR anyway. A token an earlier run of this
+	// step wrote stays (its VM may still be booting with it); the first
+	// enrolment voids the other.
+	if err := agentendpoint.AddEnrollment(ctx, m.DB, in.ID, token, m.now(), m.now().Add(v.BootTimeout)); err != nil {
 		return tasks.Result{}, err
 	}
 	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{

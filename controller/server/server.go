@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"strata/controller/agentendpoint"
@@ -62,9 +64,15 @@ type Config struct {
 	// (default: 10.0.2.2:<agent port>, the host as qemu's user network
 	// shows it).
 	AgentAdvertise []string
-	// PublicURL is the API's base URL for clients (default from Listen).
+	// PublicURL is the API's base URL for clients (default from Listen:
+	// https:// when TLSCert is set, else http://).
 	PublicURL string
-	Region    string
+	// TLSCert and TLSKey, both or neither, are PEM files: the API is then
+	// served over TLS (1.2 or later) only. Without them the API speaks
+	// plain HTTP, for loopback or behind a TLS-terminating reverse proxy
+	// (docs/controller.md).
+	TLSCert, TLSKey string
+	Region          string
 	// HostKeyFile defaults to StateDir/agent_host_key.
 	HostKeyFile string
 	// Keystone, if set, switches to OpenStack mode: tokens are validated
@@ -81,6 +89,9 @@ type Config struct {
 	// In the embedded mode the local store is also served as a Glance v2
 	// subset (controller/api/glance) and listed as the image service.
 	Images imagestore.Store
+	// HTTP bounds what one API client can hold: zero fields take the
+	// defaults shown on HTTPLimits.
+	HTTP HTTPLimits
 	// RecoveryInterval is how often stopped servers are looked for (60s;
 	// a local VM that exits is noticed at once).
 	RecoveryInterval time.Duration
@@ -111,6 +122,52 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
+// HTTPLimits bound the API's connections, so that slow or abusive clients
+// cannot hold the controller's connections, goroutines or memory.
+type HTTPLimits struct {
+	// ReadTimeout bounds reading a request, headers and body (30s): a body
+	// announced and never sent does not hold its connection. An image
+	// upload is exempt as long as its data keeps coming (UploadIdle).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the answer (2m: requests Trove answers with 202 wait up to a
+	// minute for the agent).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request (60s).
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (512); more wait in
+	// the listen backlog until one ends.
+	MaxConns int
+	// UploadIdle cuts an image upload that sends nothing for this long
+	// (60s); MaxImageBytes is the largest image accepted (64 GiB);
+	// MaxPendingImages the images created but not uploaded yet (32).
+	UploadIdle       time.Duration
+	MaxImageBytes    int64
+	MaxPendingImages int
+}
+
+func (l HTTPLimits) withDefaults() HTTPLimits {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadTimeout, 30*time.Second)
+	def(&l.WriteTimeout, 2*time.Minute)
+	def(&l.IdleTimeout, time.Minute)
+	def(&l.UploadIdle, time.Minute)
+	if l.MaxConns <= 0 {
+		l.MaxConns = 512
+	}
+	if l.MaxImageBytes <= 0 {
+		l.MaxImageBytes = 64 << 30
+	}
+	if l.MaxPendingImages <= 0 {
+		l.MaxPendingImages = 32
+	}
+	return l
+}
+
 // Controller is a running controller.
 type Controller struct {
 	// APIURL is the API's base URL; AgentAddr the endpoint's address.
@@ -134,8 +191,51 @@ type Controller struct {
 // address claims in a state directory.
 func LocalComputeDir(stateDir string) string { return filepath.Join(stateDir, "compute", "qemu") }
 
+// apiTLS loads the API's certificate and key (nil, nil: plain HTTP).
+func apiTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("API TLS: --tls-cert and --tls-key go together (a certificate and its private key, PEM)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS: certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
+}
+
 // DefaultDSN is the SQLite database in a state directory.
 func DefaultDSN(stateDir string) string { return filepath.Join(stateDir, "controller.db") }
+
+// PrepareStateDir makes the state directory, or checks an existing one:
+// it holds the database, the agent host key, openrc and the VMs' disks, so
+// it must be this user's and no one else's. A directory that others may
+// read or enter is tightened to 0700 (tightened reports it); one that
+// belongs to another user, or is not a directory, is refused.
+func PrepareStateDir(dir string) (tightened bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return false, fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return false, fmt.Errorf("state directory %s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return false, fmt.Errorf("state directory %s belongs to uid %d, not to this user (uid %d): refusing to keep the controller's secrets there; use a directory of your own (--state-dir)", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return false, nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, fmt.Errorf("state directory %s has mode %o and could not be tightened to 0700: %w", dir, fi.Mode().Perm(), err)
+	}
+	return true, nil
+}
 
 // OpenState opens the database named by dsn (default in stateDir).
 func OpenState(ctx context.Context, stateDir, dsn string) (*store.DB, error) {
@@ -143,7 +243,7 @@ func OpenState(ctx context.Context, stateDir, dsn string) (*store.DB, error) {
 		if stateDir == "" {
 			return nil, errors.New("a state directory (--state-dir) or a database (--db) is required")
 		}
-		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		if _, err := PrepareStateDir(stateDir); err != nil {
 			return nil, err
 		}
 		dsn = DefaultDSN(stateDir)
@@ -160,8 +260,12 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("controller: --state-dir is required")
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	tightened, err := PrepareStateDir(cfg.StateDir)
+	if err != nil {
 		return nil, err
+	}
+	if tightened {
+		log.Warn("the state directory was readable by others; its mode is now 0700", "dir", cfg.StateDir)
 	}
 	db, err := OpenState(ctx, cfg.StateDir, cfg.DSN)
 	if err != nil {
@@ -183,6 +287,10 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	ids := &identity.Store{DB: db}
 	c := &Controller{DB: db, Identity: ids, done: make(chan struct{})}
 
+	tlsConfig, err := apiTLS(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, err
+	}
 	apiLn, err := net.Listen("tcp", orDefault(cfg.Listen, "127.0.0.1:8779"))
 	if err != nil {
 		return nil, fmt.Errorf("API listener: %w", err)
@@ -195,7 +303,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	closeListeners := func() { apiLn.Close(); agentLn.Close() }
 	c.APIURL = cfg.PublicURL
 	if c.APIURL == "" {
-		c.APIURL = "http://" + reachable(apiLn.Addr().String())
+		scheme := "http://"
+		if tlsConfig != nil {
+			scheme = "https://"
+		}
+		c.APIURL = scheme + reachable(apiLn.Addr().String())
 	}
 	c.APIURL = strings.TrimRight(c.APIURL, "/")
 	c.AgentAddr = agentLn.Addr().String()
@@ -305,9 +417,23 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		gl = &glance.Handler{Images: images, Registry: reg, Auth: authn, Logger: log}
 		nt = &neutron.Handler{Networks: driver.Networks, Auth: authn, Logger: log}
 	}
+	// Every URL handed out is built from the public URL, never from a
+	// request's Host header.
+	if ks != nil {
+		ks.PublicURL = c.APIURL
+	}
+	limits := cfg.HTTP.withDefaults()
+	if gl != nil {
+		gl.PublicURL = c.APIURL
+		gl.UploadIdle, gl.MaxImageBytes, gl.MaxPending = limits.UploadIdle, limits.MaxImageBytes, limits.MaxPendingImages
+	}
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl, Neutron: nt,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
-	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	apiSrv.PublicURL = c.APIURL
+	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
+		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10,
+		// Failed TLS handshakes (scanners, plain HTTP) are noise: debug.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 
 	// Recovery runs before the API answers: it adopts the VMs that still
 	// run and marks those to boot again (REBOOT), so no client sees an
@@ -335,7 +461,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	}
 	wg.Go(func() { bm.RunCollector(life, gcInterval) })
 	wg.Go(func() {
-		if err := httpSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		ln := limitListener(apiLn, limits.MaxConns)
+		if tlsConfig != nil {
+			ln = tls.NewListener(ln, tlsConfig)
+		}
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("API: %w", err)
 		}
 	})

@@ -104,6 +104,9 @@ func open(dsn string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
 	// WAL lets the CLI read and write while serve runs; immediate
 	// transactions take the write lock up front so two writers queue on
 	// busy_timeout instead of failing on a lock upgrade.
@@ -114,6 +117,35 @@ func open(dsn string) (*DB, error) {
 	}
 	s.SetMaxOpenConns(8)
 	return &DB{sql: s, dialect: SQLite, where: path}, nil
+}
+
+// privateFiles makes the SQLite database at path, and its -wal and -shm
+// files if they exist, readable by their owner only: they hold password
+// and token hashes and, for a while, operations' arguments. SQLite gives
+// the -wal and -shm files it creates the database file's mode, so the
+// database file is created 0600 before SQLite opens it, whatever the
+// umask; an existing one with looser modes is tightened.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return fmt.Errorf("%s is readable by others (mode %o) and could not be tightened: %w", p, fi.Mode().Perm(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // redactDSN drops the password from a URL DSN.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 
 	"strata/controller/store"
@@ -100,4 +101,48 @@ func TestConcurrentOpenersMigrateOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// The database holds password hashes, token hashes and, for a while,
+// operations' arguments: its files are the controller's alone, whatever
+// the umask, and an existing database with looser modes is tightened.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "controller.db")
+	check := func(when string) {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %s has mode %o, want 600", when, filepath.Base(p), fi.Mode().Perm())
+			}
+		}
+	}
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO flavors (id, name, ram_mb, vcpus, disk_gb, created_at) VALUES ('f', 'f', 1, 1, 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	check("a new database")
+	db.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		os.Chmod(p, 0o644)
+	}
+	db, err = store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(ctx, `UPDATE flavors SET ram_mb = 2`); err != nil {
+		t.Fatal(err)
+	}
+	check("an existing database that was readable by all")
 }

@@ -148,7 +148,7 @@ func Enqueue(ctx context.Context, q store.Querier, n New, now time.Time) (string
 // force delete). A step already running finishes, but its result is
 // dropped; tasks queued later for the instance wait for it.
 func CancelInstance(ctx context.Context, q store.Querier, instanceID string, now time.Time) (int, error) {
-	res, err := q.Exec(ctx, `UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE instance_id = ? AND state = ?`,
+	res, err := q.Exec(ctx, `UPDATE tasks SET state = ?, error = ?, payload = '{}', updated_at = ? WHERE instance_id = ? AND state = ?`,
 		StateCancelled, "cancelled by reset-status", store.Millis(now), instanceID, StateQueued)
 	if err != nil {
 		return 0, err
@@ -561,9 +561,12 @@ func (e *Engine) finish(ctx context.Context, t Task, state, errText string, log 
 	e.finishWith(ctx, t, state, errText, t.Payload, log)
 }
 
-func (e *Engine) finishWith(ctx context.Context, t Task, state, errText string, payload json.RawMessage, log *slog.Logger) {
-	res, err := e.DB.Exec(ctx, `UPDATE tasks SET state = ?, error = ?, payload = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-		WHERE id = ? AND lease_owner = ? AND state = ?`, state, nullText(errText), string(payload), store.Millis(e.now()), t.ID, e.Owner, StateQueued)
+// finishWith ends a task. Its payload is emptied: nothing reads an ended
+// task's payload, and it may carry secrets (the create task's passwords
+// until prepare is queued), which must not outlive the task.
+func (e *Engine) finishWith(ctx context.Context, t Task, state, errText string, _ json.RawMessage, log *slog.Logger) {
+	res, err := e.DB.Exec(ctx, `UPDATE tasks SET state = ?, error = ?, payload = '{}', lease_owner = NULL, lease_until = NULL, updated_at = ?
+		WHERE id = ? AND lease_owner = ? AND state = ?`, state, nullText(errText), store.Millis(e.now()), t.ID, e.Owner, StateQueued)
 	e.afterWrite(ctx, t, res, err, log)
 }
 

@@ -55,6 +55,12 @@ type Config struct {
 	// each other's temporary tables away at start, so tests give each its
 	// own.
 	TmpDir string
+	// SecureFileDir is secure_file_priv: the one directory LOAD DATA,
+	// LOAD_FILE() and SELECT ... INTO OUTFILE may touch, so an account with
+	// the FILE privilege (root, once enabled) cannot read or write the
+	// guest's other files. Empty: "files" beside DataDir. Prepare makes it,
+	// private to OSUser.
+	SecureFileDir string
 	// StateFile keeps the manager's own facts (prepared, restart needed).
 	StateFile string
 	// OSUser owns the data directory and runs the server.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,11 +19,11 @@ var baseConfigTemplate string
 var baseConfig = template.Must(template.New("strata.cnf").Option("missingkey=error").Parse(baseConfigTemplate))
 
 type baseConfigValues struct {
-	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir string
-	Port                                                                    int
-	BindAddress                                                             string
-	SkipNetworking                                                          bool
-	BufferPoolMB, MaxConnections                                            int
+	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir, SecureFileDir string
+	Port                                                                                   int
+	BindAddress                                                                            string
+	SkipNetworking                                                                         bool
+	BufferPoolMB, MaxConnections                                                           int
 }
 
 var cnfPathPattern = regexp.MustCompile(`^/[A-Za-z0-9_./+-]*$`)
@@ -33,7 +34,8 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 	v := baseConfigValues{
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile,
 		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile, TmpDir: cfg.TmpDir,
-		Port: cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
+		SecureFileDir: secureFileDir(cfg),
+		Port:          cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
 		BufferPoolMB: 128, MaxConnections: 151,
 	}
 	if memoryMB > 0 {
@@ -43,7 +45,7 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		v.MaxConnections = min(max(memoryMB/8, 100), 2000)
 	}
 	for name, p := range map[string]string{"datadir": v.DataDir, "socket": v.Socket, "pid-file": v.PidFile,
-		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir} {
+		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir, "secure_file_priv": v.SecureFileDir} {
 		if p == "" && name == "tmpdir" {
 			continue
 		}
@@ -59,6 +61,16 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		return nil, fmt.Errorf("mariadb config: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// secureFileDir is cfg.SecureFileDir or its default, "files" beside the
+// data directory (on the data volume, outside the data directory: a
+// directory inside it would be a database).
+func secureFileDir(cfg Config) string {
+	if cfg.SecureFileDir != "" {
+		return cfg.SecureFileDir
+	}
+	return filepath.Join(filepath.Dir(cfg.DataDir), "files")
 }
 
 // renderOverrides renders a configuration group. Setting.Text is canonical

@@ -70,6 +70,10 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		}
 	}
 
+	// Before mariadb-install-db: it reads the configuration too.
+	if err := m.makeSecureFileDir(); err != nil {
+		return res, err
+	}
 	fresh, err := m.initDataDir(ctx)
 	if err != nil {
 		return res, err
@@ -114,6 +118,23 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, err
 	}
 	return res, nil
+}
+
+// makeSecureFileDir makes secure_file_priv's directory, private to the
+// server's OS user (the server refuses to start without it).
+func (m *Manager) makeSecureFileDir() error {
+	dir := secureFileDir(m.cfg)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("secure_file_priv directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("secure_file_priv directory: %w", err)
+	}
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return err
+	}
+	return osUser.Chown(dir)
 }
 
 // initDataDir runs mariadb-install-db unless the data directory holds a

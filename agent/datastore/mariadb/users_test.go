@@ -1,7 +1,11 @@
 package mariadb_test
 
 import (
+	"database/sql"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -212,4 +216,52 @@ func TestRootEnableDisable(t *testing.T) {
 	if on, _ := m.IsRootEnabled(ctx); on {
 		t.Fatal("root still enabled")
 	}
+}
+
+// secure_file_priv fences the FILE privilege: root (once enabled) reads
+// and writes files only in the server's own secure_file_priv directory,
+// never another file the server's OS user could reach.
+func TestRootCannotReadOrWriteFilesOutsideSecureFileDir(t *testing.T) {
+	inst := sharedServer(t)
+	m, ctx := inst.Manager, ctxT(t)
+	creds, err := m.EnableRoot(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.DisableRoot(ctx) })
+	root, err := login(t, inst, creds.Name, creds.Password, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	if err := root.QueryRow("SELECT @@secure_file_priv").Scan(&dir); err != nil || dir == "" {
+		t.Fatalf("secure_file_priv = %q, %v: want a directory", dir, err)
+	}
+	if want := filepath.Join(inst.Dir, "files"); strings.TrimSuffix(dir, "/") != want {
+		t.Fatalf("secure_file_priv = %q, want %q", dir, want)
+	}
+	// A file of the test's own that the server's OS user can read.
+	outside := t.TempDir()
+	os.Chmod(outside, 0o755)
+	secret := filepath.Join(outside, "secret")
+	if err := os.WriteFile(secret, []byte("not for the database\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got sql.NullString
+	if err := root.QueryRow("SELECT LOAD_FILE(?)", secret).Scan(&got); err != nil || got.Valid {
+		t.Fatalf("LOAD_FILE of a file outside secure_file_priv = %q (%v), %v: want NULL", got.String, got.Valid, err)
+	}
+	out := filepath.Join(outside, "written")
+	if _, err := root.Exec("SELECT 'x' INTO OUTFILE '" + out + "'"); err == nil || !strings.Contains(err.Error(), "secure-file-priv") {
+		t.Fatalf("SELECT INTO OUTFILE outside secure_file_priv: %v, want refused", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("root wrote a file outside secure_file_priv")
+	}
+	// Inside it, root still can (dumps, imports).
+	inside := filepath.Join(strings.TrimSuffix(dir, "/"), "dump-"+strconv.Itoa(os.Getpid()))
+	if _, err := root.Exec("SELECT 'x' INTO OUTFILE '" + inside + "'"); err != nil {
+		t.Fatalf("SELECT INTO OUTFILE inside secure_file_priv: %v", err)
+	}
+	os.Remove(inside)
 }

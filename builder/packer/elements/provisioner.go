@@ -32,7 +32,6 @@ import (
 	"strata/builder/build"
 	"strata/builder/cli"
 	"strata/builder/element"
-	"strata/builder/executor"
 	"strata/builder/packer/internal/uiwriter"
 	"strata/builder/packer/remote"
 )
@@ -65,7 +64,9 @@ type Config struct {
 	// policy-rc.d keeps services from starting until finalise.d).
 	IncludeBase bool `mapstructure:"include_base"`
 	// RemoteDir is where the merged hooks go on the machine
-	// (TMP_HOOKS_PATH); default /tmp/in_target.d. It is removed afterwards.
+	// (TMP_HOOKS_PATH). By default a new directory under /tmp with an
+	// unpredictable name (mktemp -d); if set, it must not exist yet. Only
+	// root may enter it, and it is removed afterwards.
 	RemoteDir string `mapstructure:"remote_dir"`
 	// UseSudo runs hooks through SudoCommand, for a communicator user that
 	// is not root.
@@ -114,10 +115,7 @@ func (p *Provisioner) Prepare(raws ...interface{}) error {
 	if c.SudoCommand == "" {
 		c.SudoCommand = "sudo -n"
 	}
-	if c.RemoteDir == "" {
-		c.RemoteDir = executor.HooksMountPoint
-	}
-	if !strings.HasPrefix(c.RemoteDir, "/") || filepath.Clean(c.RemoteDir) == "/" {
+	if c.RemoteDir != "" && (!strings.HasPrefix(c.RemoteDir, "/") || filepath.Clean(c.RemoteDir) == "/") {
 		errs = append(errs, fmt.Errorf("remote_dir %q: must be an absolute path below /", c.RemoteDir))
 	}
 	var phases []element.Phase
@@ -211,12 +209,16 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	cfg.Executor, cfg.Upload, cfg.Out = ex, ex.UploadDir, out
 	ui.Say(fmt.Sprintf("Applying strata elements %s to %s", strings.Join(p.config.Elements, ", "), ex.Where()))
 	start := time.Now()
-	// The hooks, the agent and any secret input leave the machine whether
-	// the elements applied or not, even if Packer kills this plugin.
-	release, err := ex.Guard(ctx, cfg.RemoteHooksDir, remote.UploadArchive(cfg.RemoteHooksDir))
+	// The hooks run as root from a directory only root may enter, made
+	// fresh for this build: on a shared /tmp, a fixed name could be
+	// prepared by another user to slip hooks in. It leaves the machine with
+	// the agent and any secret input whether the elements applied or not,
+	// even if Packer kills this plugin.
+	hooks, release, err := ex.PrivateDir(ctx, p.config.RemoteDir)
 	if err != nil {
-		return fmt.Errorf("strata-elements: %w", err)
+		return fmt.Errorf("strata-elements: the hooks directory: %w", err)
 	}
+	cfg.RemoteHooksDir = hooks
 	_, err = build.Apply(ctx, cfg)
 	if rmErr := release(); rmErr != nil {
 		ui.Error(rmErr.Error())

@@ -85,7 +85,7 @@ func TestPrepareTakesTheAgentAsTheStrataAgentElementsInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.apply.Env[AgentVar] != agent || !p.apply.SkipBase || p.apply.RemoteHooksDir != "/tmp/in_target.d" || p.apply.ImageName != "machine" {
+	if p.apply.Env[AgentVar] != agent || !p.apply.SkipBase || p.config.RemoteDir != "" || p.apply.ImageName != "machine" {
 		t.Errorf("apply config = %+v", p.apply)
 	}
 	names, err := p.apply.ElementSet()
@@ -177,5 +177,94 @@ func TestMachineName(t *testing.T) {
 		if got := machineName(data); got != want {
 			t.Errorf("machineName(%v) = %q, want %q", data, got, want)
 		}
+	}
+}
+
+// The machine's /tmp is shared with its other users: the hooks, which run
+// as root, must come from a directory none of them could have prepared.
+func TestProvisionRunsHooksFromAFreshPrivateDirectory(t *testing.T) {
+	requireRoot(t)
+	dir := setup(t)
+	out := filepath.Join(t.TempDir(), "where")
+	os.MkdirAll(filepath.Join(dir, "where/install.d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "where/install.d/10-where"),
+		[]byte("#!/bin/bash\nstat -c '%n %a %u' \"$TMP_HOOKS_PATH\" >>\"$DIB_WHERE_OUT\"\n"), 0o755)
+	p, err := prepare(t, map[string]interface{}{"elements": []string{"where"}, "elements_path": []string{dir},
+		"env": map[string]string{"DIB_WHERE_OUT": out}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := p.Provision(context.Background(), &ui{}, localcomm.Comm{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || lines[0] == lines[1] {
+		t.Fatalf("the hooks ran from %q: want two different directories", lines)
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 3 || !strings.HasPrefix(f[0], "/tmp/strata-hooks.") || len(f[0]) < len("/tmp/strata-hooks.")+10 || f[1] != "700" || f[2] != "0" {
+			t.Errorf("hooks directory %q: want /tmp/strata-hooks.<10 random characters>, mode 700, owned by root", l)
+		}
+		if _, err := os.Stat(f[0]); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s was not removed: %v", f[0], err)
+		}
+	}
+}
+
+// A remote_dir that exists already (made by another user, or left by
+// someone) is neither used nor removed: the build stops, naming it.
+func TestProvisionRefusesARemoteDirItDidNotMake(t *testing.T) {
+	requireRoot(t)
+	dir := setup(t)
+	remote := filepath.Join(t.TempDir(), "in_target.d")
+	os.MkdirAll(filepath.Join(remote, "install.d"), 0o777)
+	planted := filepath.Join(remote, "install.d", "50-probe")
+	os.WriteFile(planted, []byte("#!/bin/sh\ntouch /tmp/owned\n"), 0o777)
+	os.Chown(remote, 65534, 65534)
+	out := filepath.Join(t.TempDir(), "probe.out")
+	p, err := prepare(t, map[string]interface{}{"elements": []string{"probe"}, "elements_path": []string{dir}, "remote_dir": remote,
+		"env": map[string]string{"DIB_PROBE": "x", "DIB_PROBE_OUT": out}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Provision(context.Background(), &ui{}, localcomm.Comm{}, nil)
+	if err == nil || !strings.Contains(err.Error(), remote) || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("err = %v, want a refusal naming %s", err, remote)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a hook ran")
+	}
+	if b, err := os.ReadFile(planted); err != nil || !strings.Contains(string(b), "owned") {
+		t.Errorf("the existing directory was changed: %q %v", b, err)
+	}
+}
+
+// The upload goes to a private staging directory: a symlink planted where
+// an archive beside the hooks directory would go is not followed.
+func TestProvisionUploadFollowsNoPlantedSymlink(t *testing.T) {
+	requireRoot(t)
+	dir := setup(t)
+	base := t.TempDir()
+	remote := filepath.Join(base, "in_target.d")
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious"), 0o644)
+	for _, name := range []string{remote + ".upload.tar", filepath.Join(base, "hooks.tar")} {
+		os.Symlink(victim, name)
+	}
+	out := filepath.Join(t.TempDir(), "probe.out")
+	p, err := prepare(t, map[string]interface{}{"elements": []string{"probe"}, "elements_path": []string{dir}, "remote_dir": remote,
+		"env": map[string]string{"DIB_PROBE": "x", "DIB_PROBE_OUT": out}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Provision(context.Background(), &ui{}, localcomm.Comm{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Errorf("the upload wrote through a planted symlink: the victim file now holds %d bytes", len(b))
 	}
 }

@@ -1,7 +1,7 @@
 // Package remote runs element hooks on a live machine through a Packer
 // communicator (SSH, usually): an executor.Executor over
-// packersdk.Communicator, the upload of a merged hooks directory, and a
-// guard that removes it.
+// packersdk.Communicator, a private hooks directory that removes itself,
+// and the upload of a merged hooks directory into it.
 //
 // Every command runs as root — directly when the communicator logs in as
 // root, else through a configurable prefix such as "sudo -n" — with exactly
@@ -13,8 +13,10 @@
 // a watchdog that reads the SSH session's stdin, which this side holds open,
 // and kills the command's group when it ends (a cancel closes it; so does
 // a dropped connection). What a command leaves running in its group when
-// it ends is killed too, as strata's chroot namespaces do. Guard removes
-// the uploaded hooks the same way.
+// it ends is killed too, as strata's chroot namespaces do. PrivateDir's
+// directory is removed the same way. The machine's /tmp is shared with its
+// other users: nothing is written to, followed or removed at a name they
+// could predict (see PrivateDir and UploadDir).
 //
 // It knows nothing of elements or phases; builder/build.Apply decides what
 // to run.
@@ -22,6 +24,7 @@ package remote
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +34,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -184,10 +188,14 @@ func (e *Executor) run(ctx context.Context, command string) error {
 	}
 }
 
-// UploadDir copies the local directory to dir on the machine, replacing
-// whatever is there: as one tar archive (modes and symlinks kept, every
-// file owned by root) uploaded as the communicator's user, then unpacked
-// as root. It has the signature build.ApplyConfig.Upload wants.
+// UploadDir copies the local directory into dir on the machine, a
+// directory PrivateDir made (so empty, and root's alone): as one tar
+// archive (modes and symlinks kept, every file owned by root) uploaded as
+// the communicator's user into a private staging directory of that user's
+// (mktemp -d), then unpacked as root. Nothing goes through a path another
+// user of the machine could have prepared: no fixed name in /tmp is
+// written, followed or removed. It has the signature
+// build.ApplyConfig.Upload wants.
 func (e *Executor) UploadDir(ctx context.Context, local, dir string) error {
 	if err := checkRemoteDir(dir); err != nil {
 		return err
@@ -208,56 +216,136 @@ func (e *Executor) UploadDir(ctx context.Context, local, dir string) error {
 	if err != nil {
 		return err
 	}
-	archive := UploadArchive(dir)
-	if err := e.Comm.Upload(archive, f, &fi); err != nil {
-		return fmt.Errorf("uploading to %s on %s: %w", archive, e.Where(), err)
+	// The staging directory is the communicator user's (the upload runs as
+	// that user); a guard session removes it whatever happens here.
+	stage, release, err := e.privateDir(ctx, false, "", "strata-upload")
+	if err != nil {
+		return err
 	}
-	script := "rc=0\nrm -rf " + Quote(dir) + " && mkdir -p -m 0755 " + Quote(dir) + " && tar -xf " + Quote(archive) + " -C " + Quote(dir) + " || rc=$?\n" +
-		"rm -f " + Quote(archive) + "\nexit $rc\n"
-	if err := e.run(ctx, e.rootPrefix()+"/bin/sh -c "+Quote(script)); err != nil {
-		return fmt.Errorf("unpacking into %s on %s: %w", dir, e.Where(), err)
-	}
-	return nil
-}
-
-// UploadArchive is where UploadDir puts the archive of dir on the machine
-// while it unpacks it: beside dir, so that a guard over dir covers both.
-func UploadArchive(dir string) string { return path.Clean(dir) + ".upload.tar" }
-
-// Guard makes sure paths are removed from the machine (as root) whatever
-// happens to this process: it starts a command on the machine that waits
-// for its session's stdin to end and then removes them. Calling the
-// returned release ends that stdin and waits for the removal. If Packer
-// kills this plugin instead (it does right after cancelling a build), the
-// connection drops, the stdin ends all the same, and the machine cleans up
-// by itself.
-func (e *Executor) Guard(ctx context.Context, paths ...string) (release func() error, err error) {
-	for _, p := range paths {
-		if err := checkRemoteDir(p); err != nil {
-			return nil, err
+	archive := path.Join(stage, "hooks.tar")
+	err = e.Comm.Upload(archive, f, &fi)
+	if err != nil {
+		err = fmt.Errorf("uploading to %s on %s: %w", archive, e.Where(), err)
+	} else {
+		script := "test -d " + Quote(dir) + " && ! test -L " + Quote(dir) + " && tar -xf " + Quote(archive) + " -C " + Quote(dir) + "\n"
+		if err = e.run(ctx, e.rootPrefix()+"/bin/sh -c "+Quote(script)); err != nil {
+			err = fmt.Errorf("unpacking into %s on %s: %w", dir, e.Where(), err)
 		}
 	}
-	script := "trap '' HUP\ncat >/dev/null 2>&1\nrm -rf -- " + QuoteArgs(paths) + "\n"
+	if rerr := release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// PrivateDir makes a directory on the machine that only root may enter and
+// keeps a session open that removes it again, as root: when release is
+// called, or when the connection drops because Packer killed this plugin
+// (it does right after cancelling a build), so the machine cleans up by
+// itself. With dir empty the directory is a new one under /tmp with an
+// unpredictable name (mktemp -d); otherwise it is exactly dir, which must
+// not exist yet (mkdir, not mkdir -p: a directory someone else made, or
+// left, is never used or removed). The directory is made and removed by
+// the same remote command, so nothing is left between the two.
+func (e *Executor) PrivateDir(ctx context.Context, dir string) (made string, release func() error, err error) {
+	if dir != "" {
+		if err := checkRemoteDir(dir); err != nil {
+			return "", nil, err
+		}
+	}
+	return e.privateDir(ctx, true, path.Clean(dir), "strata-hooks")
+}
+
+// privateDir runs the command PrivateDir describes, as root or as the
+// communicator's user; prefix names the mktemp directory.
+func (e *Executor) privateDir(ctx context.Context, asRoot bool, dir, prefix string) (string, func() error, error) {
+	if dir == "." {
+		dir = ""
+	}
+	script := "trap '' HUP\numask 077\n" +
+		"if [ -z \"$1\" ]; then d=$(mktemp -d /tmp/" + prefix + ".XXXXXXXXXX) || exit 1\n" +
+		"else mkdir -m 0700 -- \"$1\" || exit 1; d=$1; fi\n" +
+		"printf '%s\\n' \"$d\"\n" +
+		"cat >/dev/null 2>&1\n" +
+		"rm -rf -- \"$d\"\n"
+	command := "/bin/sh -c " + Quote(script) + " sh " + Quote(dir)
+	if asRoot {
+		command = e.rootPrefix() + command
+	}
 	stdin, hold := io.Pipe()
-	var out strings.Builder
-	rc := &packersdk.RemoteCmd{Command: e.rootPrefix() + "/bin/sh -c " + Quote(script), Stdin: stdin, Stdout: &out, Stderr: &out}
+	var errOut strings.Builder
+	made := &firstLine{ready: make(chan struct{})}
+	rc := &packersdk.RemoteCmd{Command: command, Stdin: stdin, Stdout: made, Stderr: &errOut}
+	what := "a private directory"
+	if dir != "" {
+		what = dir
+	}
 	if err := e.Comm.Start(ctx, rc); err != nil {
-		return nil, fmt.Errorf("starting the clean-up guard on %s: %w", e.Where(), err)
+		return "", nil, fmt.Errorf("making %s on %s: %w", what, e.Where(), err)
 	}
 	done := make(chan int, 1)
 	go func() { done <- rc.Wait() }()
-	return func() error {
+	fail := func(err error) (string, func() error, error) {
+		hold.Close()
+		return "", nil, fmt.Errorf("making %s on %s: %w", what, e.Where(), err)
+	}
+	select {
+	case <-made.ready:
+	case status := <-done:
+		if err := e.exitError(status); err != nil {
+			return fail(fmt.Errorf("%w: %s", err, strings.TrimSpace(errOut.String())))
+		}
+		return fail(errors.New("the command ended without making it"))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	p := made.line()
+	if !path.IsAbs(p) || path.Clean(p) == "/" {
+		return fail(fmt.Errorf("the machine answered %q", p))
+	}
+	return p, func() error {
 		hold.Close()
 		select {
 		case status := <-done:
 			if err := e.exitError(status); err != nil {
-				return fmt.Errorf("removing %s on %s: %w: %s", strings.Join(paths, ", "), e.Where(), err, strings.TrimSpace(out.String()))
+				return fmt.Errorf("removing %s on %s: %w: %s", p, e.Where(), err, strings.TrimSpace(errOut.String()))
 			}
 			return nil
 		case <-time.After(e.stopTimeout()):
-			return fmt.Errorf("removing %s on %s: no answer within %s", strings.Join(paths, ", "), e.Where(), e.stopTimeout())
+			return fmt.Errorf("removing %s on %s: no answer within %s", p, e.Where(), e.stopTimeout())
 		}
 	}, nil
+}
+
+// firstLine keeps what a command writes until its first newline.
+type firstLine struct {
+	mu    sync.Mutex
+	buf   []byte
+	ready chan struct{}
+	done  bool
+}
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return len(p), nil
+	}
+	f.buf = append(f.buf, p...)
+	if i := bytes.IndexByte(f.buf, '\n'); i >= 0 {
+		f.buf = f.buf[:i]
+		f.done = true
+		close(f.ready)
+	} else if len(f.buf) > 4096 {
+		f.buf = f.buf[:4096]
+	}
+	return len(p), nil
+}
+
+func (f *firstLine) line() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return string(f.buf)
 }
 
 // checkRemoteDir refuses directories that rm -rf must never be given.

@@ -140,15 +140,20 @@ func assertGone(t *testing.T, marker string) {
 	}
 }
 
-func TestUploadDirKeepsModesAndSymlinksAndReplacesTheTarget(t *testing.T) {
+func TestUploadDirKeepsModesAndSymlinksAndLeavesNoStaging(t *testing.T) {
 	e := newExecutor(t)
 	src := t.TempDir()
 	os.MkdirAll(filepath.Join(src, "install.d"), 0o755)
 	os.WriteFile(filepath.Join(src, "install.d", "10-hook"), []byte("#!/bin/sh\n"), 0o755)
 	os.WriteFile(filepath.Join(src, "secret"), []byte("s"), 0o600)
 	os.Symlink("install.d/10-hook", filepath.Join(src, "link"))
-	dst := filepath.Join(t.TempDir(), "in_target.d")
-	os.MkdirAll(filepath.Join(dst, "stale"), 0o755)
+	dst, release, err := e.PrivateDir(context.Background(), filepath.Join(t.TempDir(), "in_target.d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	staged := func() []string { m, _ := filepath.Glob("/tmp/strata-upload.*"); return m }
+	before := staged()
 	if err := e.UploadDir(context.Background(), src, dst); err != nil {
 		t.Fatal(err)
 	}
@@ -161,19 +166,54 @@ func TestUploadDirKeepsModesAndSymlinksAndReplacesTheTarget(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "install.d/10-hook" {
 		t.Errorf("link: %q %v", l, err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "stale")); err == nil {
-		t.Error("the old content was not replaced")
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the hooks directory: %v %v, want mode 0700", fi, err)
 	}
-	if _, err := os.Stat(UploadArchive(dst)); err == nil {
-		t.Error("the upload archive was left on the machine")
+	if after := staged(); len(after) > len(before) {
+		t.Errorf("staging directories left on the machine: %v (before: %v)", after, before)
 	}
-	for _, bad := range []string{"/", "relative", ""} {
+	for _, bad := range []string{"/", "relative"} {
 		if err := e.UploadDir(context.Background(), src, bad); err == nil {
 			t.Errorf("UploadDir to %q was accepted", bad)
 		}
-		if _, err := e.Guard(context.Background(), bad); err == nil {
-			t.Errorf("Guard(%q) was accepted", bad)
+		if _, _, err := e.PrivateDir(context.Background(), bad); err == nil {
+			t.Errorf("PrivateDir(%q) was accepted", bad)
 		}
+	}
+	if err := e.UploadDir(context.Background(), src, filepath.Join(t.TempDir(), "not-made")); err == nil {
+		t.Error("UploadDir into a directory PrivateDir did not make was accepted")
+	}
+}
+
+func TestPrivateDirIsNewAndRefusesAnExistingOne(t *testing.T) {
+	e := newExecutor(t)
+	a, ra, err := e.PrivateDir(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, rb, err := e.PrivateDir(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b || !strings.HasPrefix(a, "/tmp/strata-hooks.") {
+		t.Errorf("PrivateDir made %s and %s", a, b)
+	}
+	for _, d := range []string{a, b} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 || !fi.IsDir() {
+			t.Errorf("%s: %v %v, want a directory with mode 0700", d, fi, err)
+		}
+	}
+	for _, r := range []func() error{ra, rb} {
+		if err := r(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := t.TempDir()
+	if _, _, err := e.PrivateDir(context.Background(), exists); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("PrivateDir(%s), which exists: err = %v", exists, err)
+	}
+	if _, err := os.Stat(exists); err != nil {
+		t.Errorf("the existing directory was removed: %v", err)
 	}
 }
 
@@ -204,11 +244,11 @@ func TestADroppedConnectionStopsTheCommandAndRunsTheGuard(t *testing.T) {
 	e.Comm = comm
 	sleep, marker := markedSleep(t)
 	started := filepath.Join(t.TempDir(), "started")
-	guarded := filepath.Join(t.TempDir(), "in_target.d")
-	os.MkdirAll(filepath.Join(guarded, "install.d"), 0o755)
-	if _, err := e.Guard(context.Background(), guarded, UploadArchive(guarded)); err != nil {
+	guarded, _, err := e.PrivateDir(context.Background(), "")
+	if err != nil {
 		t.Fatal(err)
 	}
+	os.MkdirAll(filepath.Join(guarded, "install.d"), 0o755)
 	done := make(chan error, 1)
 	go func() {
 		done <- e.Run(context.Background(), executor.Command{
@@ -239,26 +279,22 @@ func TestADroppedConnectionStopsTheCommandAndRunsTheGuard(t *testing.T) {
 	}
 }
 
-func TestGuardRemovesOnRelease(t *testing.T) {
+func TestPrivateDirIsRemovedOnRelease(t *testing.T) {
 	e := newExecutor(t)
-	dir := filepath.Join(t.TempDir(), "in_target.d")
-	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
-	os.WriteFile(UploadArchive(dir), []byte("tar"), 0o600)
-	release, err := e.Guard(context.Background(), dir, UploadArchive(dir))
+	dir, release, err := e.PrivateDir(context.Background(), filepath.Join(t.TempDir(), "in_target.d"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
 	time.Sleep(200 * time.Millisecond)
 	if _, err := os.Stat(dir); err != nil {
-		t.Fatal("the guard removed the directory before it was released")
+		t.Fatal("the directory was removed before it was released")
 	}
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{dir, UploadArchive(dir)} {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s left: %v", p, err)
-		}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left: %v", dir, err)
 	}
 }
 
@@ -293,7 +329,7 @@ func TestSudoPrefixesEveryCommand(t *testing.T) {
 	if err := e.Run(context.Background(), executor.Command{Path: "/bin/true"}); err != nil {
 		t.Fatal(err)
 	}
-	release, err := e.Guard(context.Background(), filepath.Join(bin, "nothing"))
+	_, release, err := e.PrivateDir(context.Background(), filepath.Join(bin, "nothing"))
 	if err != nil {
 		t.Fatal(err)
 	}

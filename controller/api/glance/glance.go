@@ -10,7 +10,9 @@
 // It is not a Glance: no image import, members, locations, tasks or
 // schemas; images are public and belong to no project; an image created
 // but not yet uploaded (status queued) is kept in memory only, so a
-// controller restart forgets it. Changing images is for the admin role.
+// controller restart forgets it, and only MaxPending of them are kept
+// (with at most MaxProperties properties of 255 characters each).
+// Changing images is for the admin role.
 // In OpenStack mode it is not mounted; the real Glance answers.
 package glance
 
@@ -40,10 +42,28 @@ type Handler struct {
 	Registry *registry.Registry
 	Auth     auth.Authenticator
 	Logger   *slog.Logger
+	// PublicURL is the controller's base URL as clients reach it: the
+	// version document's links are built from it, never from a request's
+	// Host header.
+	PublicURL string
+	// UploadIdle cuts an upload that sends nothing for this long (60s):
+	// an upload may take as long as its data keeps coming, beyond the
+	// server's read and write timeouts.
+	UploadIdle time.Duration
+	// MaxImageBytes is the largest image accepted (64 GiB); MaxPending the
+	// images created and not uploaded yet that are kept (32). Each queued
+	// image holds at most MaxProperties properties of at most 255
+	// characters each, as Glance's own limits.
+	MaxImageBytes int64
+	MaxPending    int
 
 	mu     sync.Mutex
 	queued map[string]queuedImage
 }
+
+// MaxProperties is how many properties and tags an image may have
+// (Glance's image_property_quota default).
+const MaxProperties = 128
 
 // queuedImage is a record created by POST whose data has not arrived.
 type queuedImage struct {
@@ -81,11 +101,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 // versions is Glance's version document: clients (gophercloud,
 // glanceclient) discover the v2 API from it.
 func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	self := scheme + "://" + r.Host + Prefix + "/v2/"
+	self := strings.TrimRight(h.PublicURL, "/") + Prefix + "/v2/"
 	writeJSON(w, http.StatusOK, map[string]any{"versions": []any{map[string]any{
 		"id": "v2.9", "status": "CURRENT", "links": []map[string]string{{"rel": "self", "href": self}}}}})
 }
@@ -157,7 +173,7 @@ var (
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
 	var body map[string]json.RawMessage
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 256<<10)).Decode(&body); err != nil {
 		return fail(http.StatusBadRequest, "malformed JSON: %v", err)
 	}
 	q := queuedImage{properties: map[string]string{}, created: time.Now().UTC().Truncate(time.Second)}
@@ -215,7 +231,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, _ auth.Principa
 		if err := json.Unmarshal(raw, &v); err != nil {
 			return fail(http.StatusBadRequest, "property %s: want a string value", key)
 		}
+		if len(v) > 255 {
+			return fail(http.StatusBadRequest, "property %s: the value has %d characters, at most 255 are allowed", key, len(v))
+		}
 		q.properties[key] = v
+	}
+	if len(q.properties)+len(q.tags) > MaxProperties {
+		return fail(http.StatusRequestEntityTooLarge, "%d properties and tags: at most %d are allowed", len(q.properties)+len(q.tags), MaxProperties)
 	}
 	for _, t := range q.tags {
 		if t == "" || len(t) > 255 || strings.Contains(t, ",") {
@@ -226,6 +248,11 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, _ auth.Principa
 	h.mu.Lock()
 	if h.queued == nil {
 		h.queued = map[string]queuedImage{}
+	}
+	if len(h.queued) >= h.maxPending() {
+		n := len(h.queued)
+		h.mu.Unlock()
+		return fail(http.StatusRequestEntityTooLarge, "%d images wait for their data already: upload or delete one of them first", n)
 	}
 	h.queued[q.id] = q
 	h.mu.Unlock()
@@ -262,15 +289,19 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if q.minDisk > 0 {
 		props[propMinDisk] = strconv.Itoa(q.minDisk)
 	}
-	img, err := h.Images.Register(r.Context(), r.Body, imagestore.RegisterOptions{ID: id, Name: q.name, DiskFormat: q.diskFormat, Properties: props})
-	h.mu.Lock()
-	if err == nil {
-		delete(h.queued, id)
-	} else if cur, ok := h.queued[id]; ok {
-		cur.uploading = false // back to queued, as Glance does
-		h.queued[id] = cur
+	if r.ContentLength > h.maxImageBytes() {
+		h.requeue(id)
+		return fail(http.StatusRequestEntityTooLarge, "the image is larger than %d bytes", h.maxImageBytes())
 	}
-	h.mu.Unlock()
+	body := &idleReader{r: http.MaxBytesReader(w, r.Body, h.maxImageBytes()), rc: http.NewResponseController(w), idle: h.uploadIdle()}
+	img, err := h.Images.Register(r.Context(), body, imagestore.RegisterOptions{ID: id, Name: q.name, DiskFormat: q.diskFormat, Properties: props})
+	if err == nil {
+		h.mu.Lock()
+		delete(h.queued, id)
+		h.mu.Unlock()
+	} else {
+		h.requeue(id)
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, imagestore.ErrInvalid), errors.Is(err, imagestore.ErrChecksumMismatch):
@@ -283,6 +314,53 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, p auth.Principa
 	h.log().Info("image uploaded through the image API", "image", img.ID, "name", img.Name, "bytes", img.SizeBytes, "sha256", img.SHA256, "by", p.UserName)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// requeue puts an image whose upload failed back to queued, as Glance does.
+func (h *Handler) requeue(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur, ok := h.queued[id]; ok {
+		cur.uploading = false
+		h.queued[id] = cur
+	}
+}
+
+func (h *Handler) maxPending() int {
+	if h.MaxPending > 0 {
+		return h.MaxPending
+	}
+	return 32
+}
+
+func (h *Handler) maxImageBytes() int64 {
+	if h.MaxImageBytes > 0 {
+		return h.MaxImageBytes
+	}
+	return 64 << 30
+}
+
+func (h *Handler) uploadIdle() time.Duration {
+	if h.UploadIdle > 0 {
+		return h.UploadIdle
+	}
+	return time.Minute
+}
+
+// idleReader lets an upload run past the server's read and write timeouts
+// as long as its data keeps coming: every read first moves the
+// connection's deadlines idle into the future.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	t := time.Now().Add(i.idle)
+	i.rc.SetReadDeadline(t)
+	i.rc.SetWriteDeadline(t)
+	return i.r.Read(p)
 }
 
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {

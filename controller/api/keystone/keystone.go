@@ -20,19 +20,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"strata/controller/auth"
 	"strata/controller/identity"
+	"strata/controller/ratelimit"
 )
 
 // Handler serves /v3.
 type Handler struct {
 	Identity *identity.Store
 	// PublicURL is the controller's base URL as clients reach it
-	// ("http://127.0.0.1:8779"); empty means derived from each request.
+	// ("http://127.0.0.1:8779"): the catalog's URLs are built from it,
+	// never from a request's Host header, which a client could set to send
+	// others (and their tokens) elsewhere.
 	PublicURL string
 	Region    string
 	// ImageService lists the controller as the "image" service too, at
@@ -46,6 +53,132 @@ type Handler struct {
 	// the controller from being deleted.
 	ProjectInUse ProjectInUseFunc
 	Logger       *slog.Logger
+	// PerSource and PerUser limit password logins per source address and
+	// per user name (nil: LoginBurst at once, one more every
+	// LoginInterval). An attempt takes one from both before the password
+	// is checked; a successful one gives them back, so only failures
+	// count.
+	PerSource, PerUser *ratelimit.Limiter
+	// Suspects limits the password checks of all attempts from addresses
+	// or for users with recent failures together, one at a time (nil:
+	// SuspectRate a second), so that a flood of them, even from many
+	// addresses, leaves the CPU to everyone else.
+	Suspects *ratelimit.Limiter
+
+	limitsOnce sync.Once
+	logLimited *ratelimit.Limiter
+	suspects   chan struct{}
+}
+
+// SuspectRate is how many password checks a second all attempts from
+// addresses or for users with recent failures may have together.
+const SuspectRate = 1
+
+// Login limits' defaults: 10 failed logins at once per user and per source
+// address, then one every 6 s (10 a minute).
+const (
+	LoginBurst    = 10
+	LoginInterval = 6 * time.Second
+)
+
+func (h *Handler) limits() {
+	h.limitsOnce.Do(func() {
+		if h.PerSource == nil {
+			h.PerSource = ratelimit.New(LoginBurst, LoginInterval, 100_000)
+		}
+		if h.PerUser == nil {
+			h.PerUser = ratelimit.New(LoginBurst, LoginInterval, 100_000)
+		}
+		// One "limited" line per user and source a minute: a flood
+		// does not grow the log.
+		h.logLimited = ratelimit.New(1, time.Minute, 10_000)
+		if h.Suspects == nil {
+			h.Suspects = ratelimit.New(SuspectRate, time.Second/SuspectRate, 1)
+		}
+		h.suspects = make(chan struct{}, 1)
+	})
+}
+
+// admitLogin takes an attempt for the source address and the user, or
+// answers 429 with Retry-After. An attempt from an address or for a user
+// with recent failures (a suspect) must also get the one password check
+// suspects may run at once, within SuspectRate a second; otherwise it is
+// answered 429 at once, rather than queued (a queue would hold a
+// connection each). release ends the check.
+func (h *Handler) admitLogin(w http.ResponseWriter, source, user, userName string) (release func(), ok bool) {
+	h.limits()
+	release = func() {}
+	suspect := !h.PerSource.Clean(source) || !h.PerUser.Clean(user)
+	if suspect {
+		select {
+		case h.suspects <- struct{}{}:
+			release = func() { <-h.suspects }
+		default:
+			h.suspectsLimited(w, source, user, userName, time.Second)
+			return nil, false
+		}
+	}
+	if !h.takeLogin(w, source, user, userName) {
+		release()
+		return nil, false
+	}
+	if suspect {
+		if ok, wait := h.Suspects.Take(""); !ok {
+			h.PerSource.Give(source)
+			h.PerUser.Give(user)
+			release()
+			h.suspectsLimited(w, source, user, userName, wait)
+			return nil, false
+		}
+	}
+	return release, true
+}
+
+func (h *Handler) suspectsLimited(w http.ResponseWriter, source, user, userName string, wait time.Duration) {
+	if first, _ := h.logLimited.Take("suspect " + source + " " + user); first {
+		h.log().Warn("logins limited: password checks after recent failures are at their rate", "user", trunc(userName), "source", source)
+	}
+	h.tooMany(w, wait, "too many logins being checked after recent failures")
+}
+
+func (h *Handler) tooMany(w http.ResponseWriter, wait time.Duration, why string) {
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeError(w, http.StatusTooManyRequests, "Too Many Requests", fmt.Sprintf("%s; retry in %d s", why, secs))
+}
+
+func (h *Handler) takeLogin(w http.ResponseWriter, source, user, userName string) bool {
+	ok, wait := h.PerSource.Take(source)
+	if ok {
+		if ok, wait = h.PerUser.Take(user); !ok {
+			h.PerSource.Give(source)
+		}
+	}
+	if ok {
+		return true
+	}
+	if first, _ := h.logLimited.Take(source + " " + user); first {
+		h.log().Warn("logins limited: too many failed attempts", "user", trunc(userName), "source", source, "retry_after_s", int(math.Ceil(wait.Seconds())))
+	}
+	h.tooMany(w, wait, "too many failed logins for this user or from this address")
+	return false
+}
+
+// sourceAddr is the client's address without its port. Behind a reverse
+// proxy it is the proxy's.
+func sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // Register mounts the routes on mux.
@@ -60,15 +193,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	h.registerAdmin(mux)
 }
 
-func (h *Handler) base(r *http.Request) string {
-	if h.PublicURL != "" {
-		return strings.TrimRight(h.PublicURL, "/")
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+func (h *Handler) base(*http.Request) string {
+	return strings.TrimRight(h.PublicURL, "/")
 }
 
 func (h *Handler) region() string {
@@ -175,10 +301,24 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) {
 			c.ProjectDomain = first(scope.Project.Domain.ID, scope.Project.Domain.Name)
 		}
 	}
+	source, user := sourceAddr(r), "name:"+strings.ToLower(c.UserName)
+	if c.UserID != "" {
+		user = "id:" + c.UserID
+	}
+	release, ok := h.admitLogin(w, source, user, c.UserID+c.UserName)
+	if !ok {
+		return
+	}
 	token, p, err := h.Identity.Issue(r.Context(), c)
+	release()
 	if errors.Is(err, auth.ErrUnauthorized) {
+		h.log().Warn("login failed", "user", trunc(c.UserID+c.UserName), "source", source)
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "The request you have made requires authentication.")
 		return
+	}
+	if err == nil {
+		h.PerSource.Give(source)
+		h.PerUser.Give(user)
 	}
 	if err != nil {
 		h.log().Error("issuing a token failed", "err", err)
@@ -249,16 +389,33 @@ func (h *Handler) caller(w http.ResponseWriter, r *http.Request) (auth.Principal
 	return p, true
 }
 
-// validate answers GET /v3/auth/tokens: any valid token may check another
-// (Keystone lets services do this with their own token).
-func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.caller(w, r); !ok {
-		return
+// subject finds the token a validate or revoke request is about. Only its
+// owner or an admin may see or revoke it (Keystone's
+// identity:validate_token and identity:revoke_token policies: a service
+// validates callers' tokens with an admin token of its own).
+func (h *Handler) subject(w http.ResponseWriter, r *http.Request, action string) (string, auth.Principal, bool) {
+	caller, ok := h.caller(w, r)
+	if !ok {
+		return "", auth.Principal{}, false
 	}
 	subject := r.Header.Get("X-Subject-Token")
 	p, err := h.Identity.Authenticate(r.Context(), subject)
 	if err != nil {
 		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+		return "", auth.Principal{}, false
+	}
+	if !caller.IsAdmin() && caller.UserID != p.UserID {
+		h.log().Warn("token request refused: the token belongs to another user", "action", action, "caller", caller.UserName, "remote", r.RemoteAddr)
+		writeError(w, http.StatusForbidden, "Forbidden", "You are not authorized to perform the requested action: identity:"+action+".")
+		return "", auth.Principal{}, false
+	}
+	return subject, p, true
+}
+
+// validate answers GET and HEAD /v3/auth/tokens.
+func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
+	subject, p, ok := h.subject(w, r, "validate_token")
+	if !ok {
 		return
 	}
 	w.Header().Set("X-Subject-Token", subject)
@@ -270,12 +427,8 @@ func (h *Handler) validate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.caller(w, r); !ok {
-		return
-	}
-	subject := r.Header.Get("X-Subject-Token")
-	if _, err := h.Identity.Authenticate(r.Context(), subject); err != nil {
-		writeError(w, http.StatusNotFound, "Not Found", "Could not find token.")
+	subject, _, ok := h.subject(w, r, "revoke_token")
+	if !ok {
 		return
 	}
 	if err := h.Identity.Revoke(r.Context(), subject); err != nil {

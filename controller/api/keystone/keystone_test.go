@@ -1,20 +1,26 @@
 package keystone_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"testing"
-
 	"strata/controller/api/keystone"
 	"strata/controller/auth"
 	"strata/controller/identity"
+	"strata/controller/ratelimit"
 	"strata/controller/store/storetest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
 )
 
 type rig struct {
@@ -24,19 +30,7 @@ type rig struct {
 	pw  string
 }
 
-func newRig(t *testing.T) *rig {
-	ids := &identity.Store{DB: storetest.SQLite(t), BcryptCost: 4}
-	pw, err := ids.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	h := &keystone.Handler{Identity: ids}
-	h.Register(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return &rig{srv: srv, h: h, ids: ids, pw: pw}
-}
+func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
 
 func (r *rig) token(t *testing.T, user, pw, project string) string {
 	t.Helper()
@@ -139,7 +133,9 @@ func TestKeystoneAuthenticatorValidatesAgainstAKeystoneAPI(t *testing.T) {
 	if _, err := r.ids.CreateProject(ctx, "service"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ids.CreateUser(ctx, "trove", "service-password", "service", false); err != nil {
+	// A service validates callers' tokens with the admin role, as in a
+	// real deployment (openstack role add --user trove --project service admin).
+	if _, err := r.ids.CreateUser(ctx, "trove", "service-password", "service", true); err != nil {
 		t.Fatal(err)
 	}
 	demo, _ := r.ids.CreateProject(ctx, "demo")
@@ -285,5 +281,199 @@ func TestIdentityAdministrationRefusesBadInput(t *testing.T) {
 	}
 	if n, _ := r.ids.Projects(ctx, ""); len(n) != 2 {
 		t.Fatalf("bad input changed the projects: %v", n)
+	}
+}
+
+func newRigWith(t *testing.T, configure func(*keystone.Handler)) *rig {
+	ids := &identity.Store{DB: storetest.SQLite(t), BcryptCost: 4}
+	pw, err := ids.Bootstrap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	h := &keystone.Handler{Identity: ids}
+	if configure != nil {
+		configure(h)
+	}
+	h.Register(mux)
+	srv := httptest.NewServer(mux)
+	h.PublicURL = srv.URL
+	t.Cleanup(srv.Close)
+	return &rig{srv: srv, h: h, ids: ids, pw: pw}
+}
+
+// Only a token's owner or an admin may inspect or revoke it, as Keystone's
+// identity:validate_token and revoke_token policies say.
+func TestOnlyTheOwnerOrAnAdminInspectsOrRevokesAToken(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "alice", "alice-password", "demo", false)
+	r.ids.CreateUser(ctx, "bob", "bob-password", "demo", false)
+	issue := func(user, pw string) string {
+		tok, _, err := r.ids.Issue(ctx, identity.Credentials{UserName: user, Password: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob := issue("alice", "alice-password"), issue("bob", "bob-password")
+	admin := issue("admin", r.pw)
+	for _, method := range []string{"GET", "HEAD", "DELETE"} {
+		resp, _ := r.do(t, method, "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": bob, "X-Subject-Token": alice})
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s of another user's token: HTTP %d, want 403", method, resp.StatusCode)
+		}
+	}
+	if _, err := r.ids.Authenticate(ctx, alice); err != nil {
+		t.Fatalf("alice's token no longer works after bob tried to revoke it: %v", err)
+	}
+	if resp, doc := r.do(t, "GET", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": alice, "X-Subject-Token": alice}); resp.StatusCode != 200 ||
+		doc["token"].(map[string]any)["user"].(map[string]any)["name"] != "alice" {
+		t.Errorf("the owner validating her own token: HTTP %d %v", resp.StatusCode, doc)
+	}
+	if resp, _ := r.do(t, "GET", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": admin, "X-Subject-Token": alice}); resp.StatusCode != 200 {
+		t.Errorf("an admin validating a token: HTTP %d", resp.StatusCode)
+	}
+	if resp, _ := r.do(t, "DELETE", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": bob, "X-Subject-Token": bob}); resp.StatusCode != 204 {
+		t.Errorf("the owner revoking her own token: HTTP %d", resp.StatusCode)
+	}
+	if resp, _ := r.do(t, "DELETE", "/v3/auth/tokens", "", map[string]string{"X-Auth-Token": admin, "X-Subject-Token": alice}); resp.StatusCode != 204 {
+		t.Errorf("an admin revoking a token: HTTP %d", resp.StatusCode)
+	}
+	if _, err := r.ids.Authenticate(ctx, alice); !errors.Is(err, auth.ErrUnauthorized) {
+		t.Errorf("alice's token after an admin revoked it: %v", err)
+	}
+}
+
+// clientFrom is an HTTP client whose connections come from a given
+// loopback address (a source other than 127.0.0.1).
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+func (r *rig) login(t *testing.T, from, user, pw string) *http.Response {
+	t.Helper()
+	resp, err := clientFrom(from).Post(r.srv.URL+"/v3/auth/tokens", "application/json", strings.NewReader(passwordBody(user, pw, "demo")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// Failed logins are logged and limited per user and per source address
+// (429 with Retry-After) before any password is checked; successful ones
+// cost nothing, and other users and addresses are not affected.
+func TestFailedLoginsAreLoggedAndLimitedPerUserAndPerSource(t *testing.T) {
+	var logs bytes.Buffer
+	r := newRigWith(t, func(h *keystone.Handler) {
+		h.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		// The defaults' burst, refilled slowly enough that this machine's
+		// speed does not matter.
+		h.PerSource = ratelimit.New(keystone.LoginBurst, time.Hour, 1000)
+		h.PerUser = ratelimit.New(keystone.LoginBurst, time.Hour, 1000)
+		h.Suspects = ratelimit.New(1000, time.Millisecond, 1) // tested below
+	})
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		r.ids.CreateUser(ctx, u, u+"-password", "demo", false)
+	}
+	// Real users (an unknown name costs a bcrypt of the default cost, slow
+	// under the race detector).
+	for i := range 30 {
+		r.ids.CreateUser(ctx, fmt.Sprintf("user-%d", i), "secret-password", "demo", false)
+	}
+	for i := range 25 {
+		if resp := r.login(t, "127.0.0.1", "alice", "alice-password"); resp.StatusCode != 201 {
+			t.Fatalf("valid login %d: HTTP %d", i+1, resp.StatusCode)
+		}
+	}
+	// A guesser at bob's password, from one address.
+	var limited *http.Response
+	for i := range 30 {
+		resp := r.login(t, "127.0.0.3", "bob", fmt.Sprintf("guess-%d", i))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited = resp
+			break
+		}
+		if resp.StatusCode != 401 {
+			t.Fatalf("guess %d: HTTP %d", i+1, resp.StatusCode)
+		}
+	}
+	if limited == nil {
+		t.Fatal("30 wrong passwords in a row were all checked")
+	}
+	if ra, err := strconv.Atoi(limited.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Errorf("Retry-After %q", limited.Header.Get("Retry-After"))
+	}
+	// bob is limited from everywhere, the guesser's address for everyone;
+	// others log in as before.
+	if resp := r.login(t, "127.0.0.4", "bob", "bob-password"); resp.StatusCode != 429 {
+		t.Errorf("bob from another address: HTTP %d, want 429", resp.StatusCode)
+	}
+	if resp := r.login(t, "127.0.0.4", "carol", "carol-password"); resp.StatusCode != 201 {
+		t.Errorf("carol from another address: HTTP %d, want 201", resp.StatusCode)
+	}
+	// The guesser moves on to other names: its address runs out too.
+	refused := false
+	for i := range 30 {
+		if resp := r.login(t, "127.0.0.5", fmt.Sprintf("user-%d", i), "x"); resp.StatusCode == 429 {
+			refused = true
+			break
+		}
+	}
+	if !refused {
+		t.Error("30 failed logins for 30 names from one address were all checked")
+	}
+	if resp := r.login(t, "127.0.0.5", "carol", "carol-password"); resp.StatusCode != 429 {
+		t.Errorf("a valid login from a limited address: HTTP %d, want 429", resp.StatusCode)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "login failed") || !strings.Contains(out, "user=bob") || !strings.Contains(out, "source=127.0.0.3") {
+		t.Errorf("failed logins are not logged with user and source:\n%s", out)
+	}
+	if !strings.Contains(out, "logins limited") {
+		t.Errorf("the limit is not logged:\n%s", out)
+	}
+	if n := strings.Count(out, "logins limited"); n > 4 {
+		t.Errorf("every refused attempt is logged (%d lines): the log would grow with the flood", n)
+	}
+}
+
+// Attempts from addresses or for users with recent failures, from however
+// many addresses, get SuspectRate password checks a second between them;
+// a user without failures, from an address without failures, is not held
+// up by them.
+func TestPasswordChecksAfterFailuresAreRateLimitedTogether(t *testing.T) {
+	var logs bytes.Buffer
+	r := newRigWith(t, func(h *keystone.Handler) {
+		h.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		h.PerSource = ratelimit.New(1000, time.Hour, 1000)
+		h.PerUser = ratelimit.New(1000, time.Hour, 1000)
+		h.Suspects = ratelimit.New(3, time.Hour, 1)
+	})
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "carol", "carol-password", "demo", false)
+	for i := range 3 {
+		r.ids.CreateUser(ctx, fmt.Sprintf("guess-%d", i), "secret-password", "demo", false)
+	}
+	codes := map[int]int{}
+	for i := range 10 {
+		codes[r.login(t, fmt.Sprintf("127.0.1.%d", i%5+1), fmt.Sprintf("guess-%d", i%3), "wrong").StatusCode]++
+	}
+	// The first three attempts are clean (new address, new user); of the
+	// other seven, three are checked and four refused.
+	if codes[401] != 3+3 || codes[429] != 4 {
+		t.Errorf("answers to 10 wrong passwords: %v, want 6×401 and 4×429", codes)
+	}
+	if resp := r.login(t, "127.0.0.9", "carol", "carol-password"); resp.StatusCode != 201 {
+		t.Errorf("a clean login during the flood: HTTP %d", resp.StatusCode)
+	}
+	if !strings.Contains(logs.String(), "logins limited: password checks after recent failures") {
+		t.Errorf("the limit is not logged:\n%s", logs.String())
 	}
 }

@@ -311,3 +311,45 @@ func TestQemuDriverRejectsIDsThatCouldEscapeItsDirectory(t *testing.T) {
 		}
 	}
 }
+
+// The cached image is checked again when the driver opens it for an
+// overlay: one whose data is a file of this host (CVE-2024-32498 class)
+// or that has a backing file is refused, and nothing is made or started.
+func TestQemuDriverRefusesAHostileCachedImage(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A qemu that must never run.
+	marker := filepath.Join(dir, "qemu-ran")
+	fake := filepath.Join(dir, "qemu-system")
+	os.WriteFile(fake, []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755)
+	d, err := qemu.New(ctx, qemu.Config{Dir: filepath.Join(dir, "vms"), Binary: fake, Logger: wiretest.QuietLogger(), StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown()
+	victim := filepath.Join(dir, "victim")
+	for name, opts := range map[string][]string{
+		"external data file": {"-o", "data_file=" + victim + ",data_file_raw=on"},
+		"backing file":       {"-F", "raw", "-b", victim},
+	} {
+		t.Run(name, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "cached.qcow2")
+			args := append(append([]string{"create", "-q", "-f", "qcow2"}, opts...), img, "64M")
+			if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img: %v: %s", err, out)
+			}
+			_, err := d.CreateServer(ctx, compute.ServerSpec{InstanceID: id, Name: "x", Image: compute.ImageRef{ID: "img", Location: img, Format: "qcow2"},
+				RAMMB: 256, VCPUs: 1, RootDiskGB: 1})
+			if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), name) {
+				t.Fatalf("CreateServer: %v, want compute.ErrInvalid naming the %s", err, name)
+			}
+			if m, _ := filepath.Glob(filepath.Join(dir, "vms", id, "root*")); len(m) != 0 {
+				t.Errorf("an overlay was made on the hostile image: %v", m)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Error("qemu was started")
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"strata/builder/disk"
+	"strata/builder/imagecheck"
 	bq "strata/builder/qemu"
 	"strata/controller/compute"
 )
@@ -108,13 +109,19 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		if err != nil {
 			return compute.Server{}, err
 		}
+		// The image was checked when it was stored; the file in the cache
+		// is checked again before an overlay opens it: a backing or
+		// external data file would give the guest a file of this host.
+		info, err := imagecheck.File(ctx, image, spec.Image.Format, imagecheck.Options{QemuImg: d.cfg.QemuImg, Shared: true})
+		if errors.Is(err, imagecheck.ErrRefused) {
+			return compute.Server{}, fmt.Errorf("%w: image %s: %w", compute.ErrInvalid, image, err)
+		} else if err != nil {
+			return compute.Server{}, err
+		}
 		tmp := p.root + ".tmp"
 		args := []string{"create", "-q", "-f", "qcow2", "-F", spec.Image.Format, "-b", image, tmp}
 		if spec.RootDiskGB > 0 {
-			size, err := d.virtualSize(ctx, image, spec.Image.Format)
-			if err != nil {
-				return compute.Server{}, err
-			}
+			size := info.VirtualSize
 			want := int64(spec.RootDiskGB) * gib
 			if want < size {
 				return compute.Server{}, fmt.Errorf("%w: the flavor's root disk (%d GB) is smaller than the image (%.1f GB)", compute.ErrInvalid, spec.RootDiskGB, float64(size)/float64(gib))
@@ -548,19 +555,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// virtualSize is the disk size an image presents to a guest.
-func (d *Driver) virtualSize(ctx context.Context, image, format string) (int64, error) {
-	out, err := exec.CommandContext(ctx, d.cfg.QemuImg, "info", "-U", "--output=json", "-f", format, image).Output()
-	if err != nil {
-		return 0, fmt.Errorf("qemu-img info %s: %w", image, err)
-	}
-	var info struct {
-		VirtualSize int64 `json:"virtual-size"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil || info.VirtualSize <= 0 {
-		return 0, fmt.Errorf("qemu-img info %s: no virtual size in %q", image, bytes.TrimSpace(out))
-	}
-	return info.VirtualSize, nil
 }

@@ -6,9 +6,13 @@
 // Register streams the bytes to Glance while computing SHA-256 (kept as
 // the strata_sha256 property), MD5 and SHA-512, then checks them against
 // Glance's checksum and os_hash_value; a mismatch or a failed upload
-// deletes the new image. Verify does not download an image: it checks
-// that Glance still offers it (status active) with the checksums
-// recorded at registration.
+// deletes the new image; a header that is not a standalone image of the
+// declared format (builder/imagecheck) is refused before anything is
+// sent. Verify, which runs before every boot, does not download an image:
+// it checks that Glance still offers it (status active) with the
+// checksums recorded at registration, and reads its first 64 KiB to check
+// the header again (anyone who can upload to Glance could have put it
+// there).
 //
 // Like every image store it keeps bytes and checksums only.
 package glance
@@ -29,6 +33,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
+	"strata/builder/imagecheck"
 	"strata/controller/imagestore"
 )
 
@@ -61,6 +66,13 @@ func (s *Store) fail(action string, err error) error {
 func (s *Store) Register(ctx context.Context, src io.Reader, opts imagestore.RegisterOptions) (imagestore.Image, error) {
 	if opts.DiskFormat != "qcow2" && opts.DiskFormat != "raw" {
 		return imagestore.Image{}, fmt.Errorf("%w: disk format %q: want qcow2 or raw", imagestore.ErrInvalid, opts.DiskFormat)
+	}
+	// Nothing goes to Glance before the header passed.
+	src, err := imagecheck.Stream(src, opts.DiskFormat)
+	if errors.Is(err, imagecheck.ErrRefused) {
+		return imagestore.Image{}, fmt.Errorf("%w: %w", imagestore.ErrInvalid, err)
+	} else if err != nil {
+		return imagestore.Image{}, fmt.Errorf("reading the image: %w", err)
 	}
 	props := map[string]string{}
 	for k, v := range opts.Properties {
@@ -207,6 +219,29 @@ func (s *Store) Verify(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: glance image %s is %s, not active", imagestore.ErrInvalid, id, img.Status)
 	case prop(*img, PropertySHA256) == "" || img.Checksum == "" || prop(*img, "os_hash_value") == "":
 		return fmt.Errorf("%w: glance image %s has no recorded checksums (%s, checksum, os_hash_value)", imagestore.ErrChecksumMismatch, id, PropertySHA256)
+	}
+	return s.checkHeader(ctx, img.ID, img.DiskFormat)
+}
+
+// checkHeader reads the first bytes of a Glance image (a range request;
+// a Glance that ignores the range is read no further) and refuses a
+// header that is not a standalone image of the declared format: whoever
+// can upload to Glance could otherwise have Nova's host open a file of
+// its own through a backing or external data file.
+func (s *Store) checkHeader(ctx context.Context, id, format string) error {
+	resp, err := s.Client.Get(ctx, s.Client.ServiceURL("images", id, "file"), nil, &gophercloud.RequestOpts{
+		MoreHeaders: map[string]string{"Range": fmt.Sprintf("bytes=0-%d", imagecheck.HeaderSize-1)}, KeepResponseBody: true,
+		OkCodes: []int{200, 206}})
+	if err != nil {
+		return s.fail("reading the header of image "+id, err)
+	}
+	defer resp.Body.Close()
+	head, err := imagecheck.ReadHeader(resp.Body)
+	if err != nil {
+		return s.fail("reading the header of image "+id, err)
+	}
+	if err := imagecheck.Header(head, format); err != nil {
+		return fmt.Errorf("%w: glance image %s: %w", imagestore.ErrInvalid, id, err)
 	}
 	return nil
 }

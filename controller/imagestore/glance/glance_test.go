@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	"strata/ci/openstack/ostest"
 	"strata/controller/imagestore"
@@ -95,5 +98,71 @@ func TestGlanceStoreAgainstRealGlance(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, img.ID); !errors.Is(err, imagestore.ErrNotFound) {
 		t.Fatalf("deleted image: %v", err)
+	}
+}
+
+// TestGlanceStoreRefusesHostileImages: Register refuses an image with an
+// external data file (CVE-2024-32498 class) or a backing file before
+// anything reaches Glance, and Verify — which runs before every boot on
+// Nova — refuses one that someone else uploaded to Glance directly.
+func TestGlanceStoreRefusesHostileImages(t *testing.T) {
+	s := ostest.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ao, eo, _, err := clouds.Parse(clouds.WithLocations(s.CloudsYAML), clouds.WithCloudName(ostest.Cloud))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := config.NewProviderClient(ctx, ao)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := openstack.NewImageV2(pc, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &glance.Store{Client: ic, Poll: 200 * time.Millisecond}
+	// qemu-img creates (and truncates) the external data file it is given:
+	// a file of the test's own, never a host file.
+	tmp := t.TempDir()
+	p := filepath.Join(tmp, "evil.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(tmp, "outside.data")+",data_file_raw=on", p, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img (ci/deps.sh build): %v: %s", err, out)
+	}
+	data, _ := os.ReadFile(p)
+	before, _ := st.List(ctx)
+	if _, err := st.Register(ctx, bytes.NewReader(data), imagestore.RegisterOptions{Name: "store-test-evil", DiskFormat: "qcow2"}); !errors.Is(err, imagestore.ErrInvalid) ||
+		!strings.Contains(err.Error(), "external data file") {
+		t.Fatalf("Register of a hostile image: %v", err)
+	}
+	if after, _ := st.List(ctx); len(after) != len(before) {
+		t.Fatalf("the refused image reached Glance (%d images, were %d)", len(after), len(before))
+	}
+
+	// Uploaded by someone else, straight to Glance, with the properties
+	// strata records: Verify refuses to let it boot.
+	sum := sha256.Sum256(data)
+	created, err := images.Create(ctx, ic, images.CreateOpts{Name: "store-test-evil-direct", DiskFormat: "qcow2", ContainerFormat: "bare",
+		Properties: map[string]string{glance.PropertySHA256: hex.EncodeToString(sum[:])}}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer images.Delete(context.WithoutCancel(ctx), ic, created.ID)
+	if err := imagedata.Upload(ctx, ic, created.ID, bytes.NewReader(data)).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		img, err := images.Get(ctx, ic, created.ID).Extract()
+		if err == nil && img.Status == images.ImageStatusActive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the directly uploaded image never became active: %+v %v", img, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := st.Verify(ctx, created.ID); !errors.Is(err, imagestore.ErrInvalid) || !strings.Contains(err.Error(), "external data file") {
+		t.Fatalf("Verify of a hostile image in Glance: %v", err)
 	}
 }

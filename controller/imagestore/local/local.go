@@ -2,7 +2,8 @@
 // directory of the controller's state dir (read-only, named by id), their
 // records and SHA-256 checksums in the controller's database.
 //
-// It checks what it stores (checksum, format, no backing file) and never
+// It checks what it stores (checksum; a standalone image of the declared
+// format, builder/imagecheck: no backing or external data file) and never
 // modifies a stored image: instances boot from qcow2 overlays on top.
 package local
 
@@ -18,12 +19,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
+	"strata/builder/imagecheck"
 	"strata/controller/imagestore"
 	"strata/controller/store"
 )
@@ -121,47 +122,15 @@ func (s *Store) Register(ctx context.Context, src io.Reader, opts imagestore.Reg
 	return img, nil
 }
 
-// checkFormat asks qemu-img what the file is: it must be the declared
-// format and, for qcow2, stand alone (a backing file could point anywhere
-// on this host).
+// checkFormat refuses an image that is not a standalone image of the
+// declared format (builder/imagecheck): a backing file or an external
+// data file could name any file on this host.
 func (s *Store) checkFormat(ctx context.Context, path, format string) error {
-	bin := s.QemuImg
-	if bin == "" {
-		bin = "qemu-img"
+	_, err := imagecheck.File(ctx, path, format, imagecheck.Options{QemuImg: s.QemuImg})
+	if errors.Is(err, imagecheck.ErrRefused) {
+		return fmt.Errorf("%w: %w", imagestore.ErrInvalid, err)
 	}
-	out, err := exec.CommandContext(ctx, bin, "info", "--output=json", "-f", format, path).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("%w: qemu-img cannot read it as %s: %s", imagestore.ErrInvalid, format, strings.TrimSpace(string(ee.Stderr)))
-		}
-		return fmt.Errorf("qemu-img (install qemu-utils with `ci/deps.sh build`): %w", err)
-	}
-	var info struct {
-		Format      string `json:"format"`
-		BackingFile string `json:"backing-filename"`
-		VirtualSize int64  `json:"virtual-size"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil {
-		return fmt.Errorf("qemu-img info: %w", err)
-	}
-	if info.BackingFile != "" {
-		return fmt.Errorf("%w: the image has a backing file (%s); register a standalone image", imagestore.ErrInvalid, info.BackingFile)
-	}
-	if format == "qcow2" && info.Format != "qcow2" {
-		return fmt.Errorf("%w: the file is %s, not qcow2", imagestore.ErrInvalid, info.Format)
-	}
-	if format == "raw" {
-		// Every file reads as raw; refuse one that is really something else.
-		probe, err := exec.CommandContext(ctx, bin, "info", "--output=json", path).Output()
-		var p struct {
-			Format string `json:"format"`
-		}
-		if err == nil && json.Unmarshal(probe, &p) == nil && p.Format != "raw" {
-			return fmt.Errorf("%w: the file is %s, not raw", imagestore.ErrInvalid, p.Format)
-		}
-	}
-	return nil
+	return err
 }
 
 const columns = `id, name, disk_format, container_format, sha256, size_bytes, location, properties, created_at`

@@ -91,6 +91,9 @@ func TestRegisterRefusesBadImagesAndKeepsNothing(t *testing.T) {
 	s, dir := newStore(t)
 	good := qcow2(t, dir, "good.qcow2")
 	backed := qcow2(t, dir, "backed.qcow2", "-b", good, "-F", "qcow2")
+	// The CVE-2024-32498 class: the image's data is a file of this host.
+	victim := filepath.Join(dir, "victim")
+	dataFile := qcow2(t, dir, "data-file.qcow2", "-o", "data_file="+victim+",data_file_raw=on")
 	cases := map[string]struct {
 		file string
 		opts imagestore.RegisterOptions
@@ -98,6 +101,8 @@ func TestRegisterRefusesBadImagesAndKeepsNothing(t *testing.T) {
 	}{
 		"wrong checksum":   {good, imagestore.RegisterOptions{Name: "a", DiskFormat: "qcow2", SHA256: sumOf("other")}, imagestore.ErrChecksumMismatch},
 		"backing file":     {backed, imagestore.RegisterOptions{Name: "b", DiskFormat: "qcow2"}, imagestore.ErrInvalid},
+		"data file":        {dataFile, imagestore.RegisterOptions{Name: "g", DiskFormat: "qcow2"}, imagestore.ErrInvalid},
+		"data file as raw": {dataFile, imagestore.RegisterOptions{Name: "h", DiskFormat: "raw"}, imagestore.ErrInvalid},
 		"qcow2 as raw":     {good, imagestore.RegisterOptions{Name: "c", DiskFormat: "raw"}, imagestore.ErrInvalid},
 		"unknown format":   {good, imagestore.RegisterOptions{Name: "d", DiskFormat: "vhd"}, imagestore.ErrInvalid},
 		"bad name":         {good, imagestore.RegisterOptions{Name: "../x", DiskFormat: "qcow2"}, imagestore.ErrInvalid},
