@@ -136,7 +136,7 @@ func (h *Handler) admitLogin(w http.ResponseWriter, source, user, userName strin
 
 func (h *Handler) suspectsLimited(w http.ResponseWriter, source, user, userName string, wait time.Duration) {
 	if first, _ := h.logLimited.Take("suspect " + source + " " + user); first {
-		h.log().Warn("logins limited: password checks after recent failures are at their rate", "user", trunc(userName), "source", source)
+		h.log().Warn("logins limited: password checks after recent failures are at their rate", "user", truncLog(userName), "source", source)
 	}
 	h.tooMany(w, wait, "too many logins being checked after recent failures")
 }
@@ -158,7 +158,7 @@ func (h *Handler) takeLogin(w http.ResponseWriter, source, user, userName string
 		return true
 	}
 	if first, _ := h.logLimited.Take(source + " " + user); first {
-		h.log().Warn("logins limited: too many failed attempts", "user", trunc(userName), "source", source, "retry_after_s", int(math.Ceil(wait.Seconds())))
+		h.log().Warn("logins limited: too many failed attempts", "user", truncLog(userName), "source", source, "retry_after_s", int(math.Ceil(wait.Seconds())))
 	}
 	h.tooMany(w, wait, "too many failed logins for this user or from this address")
 	return false
@@ -174,7 +174,8 @@ func sourceAddr(r *http.Request) string {
 	return host
 }
 
-func trunc(s string) string {
+// truncLog keeps a name a client chose short in the log.
+func truncLog(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
 	}
@@ -312,7 +313,7 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) {
 	token, p, err := h.Identity.Issue(r.Context(), c)
 	release()
 	if errors.Is(err, auth.ErrUnauthorized) {
-		h.log().Warn("login failed", "user", trunc(c.UserID+c.UserName), "source", source)
+		h.log().Warn("login failed", "user", truncLog(c.UserID+c.UserName), "source", source)
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "The request you have made requires authentication.")
 		return
 	}

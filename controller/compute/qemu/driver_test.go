@@ -327,7 +327,6 @@ func TestQemuDriverRefusesAHostileCachedImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Shutdown()
 	victim := filepath.Join(dir, "victim")
 	for name, opts := range map[string][]string{
 		"external data file": {"-o", "data_file=" + victim + ",data_file_raw=on"},
