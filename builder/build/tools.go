@@ -186,7 +186,7 @@ if [ "${1:-}" = --list ]; then
 fi
 dir=${1:-}
 if [ ! -d "$dir" ]; then
-	echo "usage: dib-run-parts [--list] DIRECTORY ("$dir" is not a directory)" >&2
+	echo "usage: dib-run-parts [--list] DIRECTORY (${dir:-none given} is not a directory)" >&2
 	exit 1
 fi
 mapfile -t targets < <(find "$dir" -maxdepth 1 -xtype f -executable -printf '%f
@@ -244,6 +244,7 @@ set -o pipefail
 [ "${DIB_DEBUG_TRACE:-0}" -gt 0 ] && set -x
 mkdir -p "$TMP_MOUNT_PATH/usr/share/pkg-map"
 eval "declare -A elements=($(get_image_element_array))"
+# shellcheck disable=SC2154 # declared by the eval above
 for e in "${!elements[@]}"; do
 	if [ -f "${elements[$e]}/pkg-map" ]; then
 		install -m 0644 "${elements[$e]}/pkg-map" "$TMP_MOUNT_PATH/usr/share/pkg-map/$e"
