@@ -167,9 +167,12 @@ func (r *Receiver) Read(p []byte) (int, error) {
 	}
 	if err != nil && err != io.EOF {
 		if r.v.err != nil && r.v.err != io.EOF {
-			err = r.v.err // the digest error says more than zstd's
+			// The digest's or the connection's error says more than zstd's.
+			return n, fmt.Errorf("restore stream: %w", r.v.err)
 		}
-		return n, fmt.Errorf("restore stream: %w", err)
+		// What arrived does not decode: damaged before the digest at the
+		// end could say so.
+		return n, fmt.Errorf("restore stream: corrupt compressed data: %w", err)
 	}
 	return n, err
 }

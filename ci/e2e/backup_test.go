@@ -199,9 +199,19 @@ func runBackupCase(t *testing.T, c backupCase) {
 		t.Fatalf("backup list instance: %v", listed)
 	}
 
-	// Restore every backup into a new instance, all at once.
+	// Restore every backup into a new instance, all at once; make test
+	// (STRATA_E2E_BACKUP_DATASTORES unset) restores the whole chain only —
+	// one VM fewer under TCG; the full backup alone is restored by the
+	// agent's real-server tests and by make e2e-all.
+	first := 0
+	if os.Getenv("STRATA_E2E_BACKUP_DATASTORES") == "" {
+		first = len(chain) - 1
+	}
 	restored := make([]string, len(chain))
 	for i, b := range chain {
+		if i < first {
+			continue
+		}
 		var created map[string]any
 		osc.json(t, &created, "database", "instance", "create", fmt.Sprintf("restored-%s-%d", c.name, i), "--flavor", "strata.small",
 			"--size", strconv.Itoa(volumeGB), "--datastore", c.name, "--datastore-version", c.version, "--backup", b.id)
@@ -209,7 +219,7 @@ func runBackupCase(t *testing.T, c backupCase) {
 		consoleOnFailure(t, state, restored[i])
 	}
 	began := time.Now()
-	for i := range chain {
+	for i := first; i < len(chain); i++ {
 		in := api.waitStatus(t, restored[i], "ACTIVE", 30*time.Minute)
 		t.Logf("FIGURE %s restore of %s to ACTIVE: %.0fs (%s)", c.name, chain[i].name, time.Since(began).Seconds(), accelOf(ctl.log()))
 		if got := c.digest(t, endpointOf(t, in, datastoreCases[c.name].port), user, password); got != want[i] {
@@ -226,10 +236,11 @@ func runBackupCase(t *testing.T, c backupCase) {
 		})
 	}
 	waitTrue(t, "the backup store to empty", time.Minute, func() bool { return len(storeFiles(t, state)) == 0 })
-	for _, id := range append(restored, src) {
+	instances := append(restored[first:], src)
+	for _, id := range instances {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
 	}
-	for _, id := range append(restored, src) {
+	for _, id := range instances {
 		api.waitGone(t, id, 5*time.Minute)
 	}
 	ctl.stop(t)

@@ -702,13 +702,20 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	r.register(db, o.bootTimeout)
 	db.Close()
-	if o.agentListen == "" {
-		o.agentListen = freeAddr(t)
+	// A port freeAddr picked may be taken by another test process before
+	// the controller binds it: then the rig picks another.
+	pickedAgent := o.agentListen == ""
+	pickedAdvertise := len(o.advertise) == 0
+	pick := func() {
+		if pickedAgent {
+			o.agentListen = freeAddr(t)
+		}
+		if pickedAdvertise {
+			// The fake guests run on this host: they dial the endpoint itself.
+			o.advertise = []string{o.agentListen}
+		}
 	}
-	if len(o.advertise) == 0 {
-		// The fake guests run on this host: they dial the endpoint itself.
-		o.advertise = []string{o.agentListen}
-	}
+	pick()
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
@@ -721,24 +728,32 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Cleanup(func() { db.Close() })
 		images = o.images(db, filepath.Join(o.stateDir, "images"))
 	}
-	ctl, err := server.Start(ctx, server.Config{
-		StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
-		HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
-		GuestCallTimeout: o.guestCallTimeout,
-		ConfigureWait:    o.configureWait,
-		AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
-			AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
-		EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
-		BackupStore:  o.backupStore, BackupStoreName: map[bool]string{true: "test"}[o.backupStore != nil],
-		BackupTuning: func(m *backups.Manager) {
-			// Small segments, so the tests' streams cross many.
-			m.WriterOptions = &format.WriterOptions{ChunkSize: 64 << 10, SegmentSize: 1 << 20}
-			m.StreamTimeout, m.ResultTimeout = 10*time.Second, 10*time.Second
-			if o.backups != nil {
-				o.backups(m)
-			}
-		},
-	})
+	var ctl *server.Controller
+	for try := 0; ; try++ {
+		ctl, err = server.Start(ctx, server.Config{
+			StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
+			HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+			GuestCallTimeout: o.guestCallTimeout,
+			ConfigureWait:    o.configureWait,
+			AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+				AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
+			EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
+			BackupStore:  o.backupStore, BackupStoreName: map[bool]string{true: "test"}[o.backupStore != nil],
+			BackupTuning: func(m *backups.Manager) {
+				// Small segments, so the tests' streams cross many.
+				m.WriterOptions = &format.WriterOptions{ChunkSize: 64 << 10, SegmentSize: 1 << 20}
+				m.StreamTimeout, m.ResultTimeout = 10*time.Second, 10*time.Second
+				if o.backups != nil {
+					o.backups(m)
+				}
+			},
+		})
+		if err != nil && pickedAgent && try < 3 && strings.Contains(err.Error(), "address already in use") {
+			pick()
+			continue
+		}
+		break
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,6 +181,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := osUser.ChownTree(m.cfg.DataDir); err != nil {
 		return res, err
 	}
+	// The server refuses to start without its secure_file_priv directory,
+	// which prepare makes and a restore must make too.
+	if err := m.makeSecureFileDir(); err != nil {
+		return res, err
+	}
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable mariadb: %w", err)
 	}
