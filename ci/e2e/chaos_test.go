@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -479,7 +480,7 @@ func (r *chaosRun) waitAgent(id string) {
 
 // enableRoot opens the harness's root connection to the instance's
 // MariaDB (root enabled through the API).
-func (r *chaosRun) enableRoot(id string, port int) {
+func (r *chaosRun) enableRoot(id string, ep endpoint) {
 	r.waitAgent(id)
 	code, doc, ok := r.api.do("POST", "/instances/"+id+"/root", nil)
 	if !ok || code != 200 {
@@ -487,7 +488,7 @@ func (r *chaosRun) enableRoot(id string, port int) {
 	}
 	pw := doc["user"].(map[string]any)["password"].(string)
 	cfg := mysql.NewConfig()
-	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd = "tcp", "127.0.0.1:"+strconv.Itoa(port), "root", pw
+	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd = "tcp", net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), "root", pw
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 5*time.Second, 10*time.Second, 10*time.Second
 	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
@@ -651,15 +652,17 @@ func (r *chaosRun) lifecycle(plan []wire.ChaosEntry, o lifecycleOptions) {
 	defer cancel()
 	go r.consoleWatch(ctx, id)
 	in := r.waitStatus(id, "ACTIVE", 15*time.Minute)
-	port := int(in["port"].(float64))
-	r.enableRoot(id, port)
+	// The instance's own address on MariaDB's standard port, as a client
+	// of Trove on Nova connects.
+	ep := endpointOf(t, in, 3306)
+	r.enableRoot(id, ep)
 	defer r.root.Close()
 	dbs, users := []string{"shop"}, []string{"shopper"}
 	r.expectSet("databases", dbs)
 	r.expectSet("users", users)
 
 	if o.probe {
-		r.writeProbe(id, port)
+		r.writeProbe(id, ep)
 	}
 
 	// A guest call accepted (202) and the controller killed before the
@@ -818,10 +821,10 @@ func (r *chaosRun) checkFired(plan []wire.ChaosEntry) {
 // writeProbe writes a row every 250 ms through the forwarded port while
 // the controller is killed (-9) and started again: none may fail, none
 // may take over 2 s.
-func (r *chaosRun) writeProbe(id string, port int) {
+func (r *chaosRun) writeProbe(id string, ep endpoint) {
 	t := r.t
 	cfg := mysql.NewConfig()
-	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd, cfg.DBName = "tcp", "127.0.0.1:"+strconv.Itoa(port), "shopper", "shopper-pw-1", "shop"
+	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd, cfg.DBName = "tcp", net.JoinHostPort(ep.host, strconv.Itoa(ep.port)), "shopper", "shopper-pw-1", "shop"
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 10*time.Second, 10*time.Second, 10*time.Second
 	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
