@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,10 +37,7 @@ var waitForKill = 3 * time.Minute
 
 var state struct {
 	mu      sync.Mutex
-	entries []wire.ChaosEntry
-	counts  map[string]int
-	fired   map[string]bool
-	path    string
+	tracker *wire.ChaosTracker
 	log     *slog.Logger
 }
 
@@ -61,13 +57,7 @@ func Load(planFile, stateDir string, log *slog.Logger) error {
 	}
 	state.mu.Lock()
 	defer state.mu.Unlock()
-	state.entries, state.counts, state.fired = entries, map[string]int{}, map[string]bool{}
-	state.path, state.log = filepath.Join(stateDir, FiredFile), log
-	if old, err := os.ReadFile(state.path); err == nil {
-		for _, l := range strings.Split(string(old), "\n") {
-			state.fired[strings.TrimSpace(l)] = true
-		}
-	}
+	state.tracker, state.log = wire.NewChaosTracker(entries, filepath.Join(stateDir, FiredFile)), log
 	log.Warn("chaos plan loaded: this agent kills itself or asks for its VM to be killed at named points (tests only)", "plan", wire.FormatChaos(entries))
 	return nil
 }
@@ -75,31 +65,13 @@ func Load(planFile, stateDir string, log *slog.Logger) error {
 // Point is reached: an entry of the plan for it may fire.
 func Point(name string) {
 	state.mu.Lock()
-	if len(state.entries) == 0 {
-		state.mu.Unlock()
-		return
-	}
-	state.counts[name]++
-	var fire *wire.ChaosEntry
-	for i, e := range state.entries {
-		if e.Point == name && e.Nth == state.counts[name] && !state.fired[e.String()] {
-			fire = &state.entries[i]
-			break
-		}
-	}
-	if fire == nil {
-		state.mu.Unlock()
-		return
-	}
-	state.fired[fire.String()] = true
-	f, err := os.OpenFile(state.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err == nil {
-		fmt.Fprintln(f, fire.String())
-		f.Sync()
-		f.Close()
-	}
-	log := state.log
+	tracker, log := state.tracker, state.log
 	state.mu.Unlock()
+	e, ok := tracker.Reach(name)
+	if !ok {
+		return
+	}
+	fire := &e
 	log.Warn("chaos: kill point reached", "entry", fire.String())
 	switch fire.Target {
 	case wire.ChaosAgent:

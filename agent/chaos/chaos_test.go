@@ -36,7 +36,7 @@ func TestAQemuKillIsAskedForOnTheConsoleOnce(t *testing.T) {
 	}
 	// No plan file: nothing at all.
 	os.Remove(plan)
-	state.entries = nil
+	state.tracker = nil
 	if err := Load(plan, dir, wiretest.QuietLogger()); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,11 @@ package wire
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Chaos testing: named kill points, reached by the product's own code, at
@@ -112,4 +114,54 @@ func FormatChaos(entries []ChaosEntry) string {
 		parts = append(parts, e.String())
 	}
 	return strings.Join(parts, ",")
+}
+
+// ChaosTracker applies a plan's firing rule in one process: it counts the
+// reaches of each point and fires an entry at its n-th reach, once,
+// recording it in FiredFile (appended and synced before the entry is
+// returned) so that the process started after the kill skips it.
+type ChaosTracker struct {
+	mu        sync.Mutex
+	entries   []ChaosEntry
+	counts    map[string]int
+	fired     map[string]bool
+	FiredFile string
+}
+
+// NewChaosTracker tracks entries; firedFile holds the entries that fired
+// before (one a line; missing: none).
+func NewChaosTracker(entries []ChaosEntry, firedFile string) *ChaosTracker {
+	t := &ChaosTracker{entries: entries, counts: map[string]int{}, fired: map[string]bool{}, FiredFile: firedFile}
+	if old, err := os.ReadFile(firedFile); err == nil {
+		for _, l := range strings.Split(string(old), "\n") {
+			t.fired[strings.TrimSpace(l)] = true
+		}
+	}
+	return t
+}
+
+// Reach counts a reach of point and returns the entry that fires there,
+// if any (a nil tracker has no plan).
+func (t *ChaosTracker) Reach(point string) (ChaosEntry, bool) {
+	if t == nil {
+		return ChaosEntry{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.entries) == 0 {
+		return ChaosEntry{}, false
+	}
+	t.counts[point]++
+	for _, e := range t.entries {
+		if e.Point == point && e.Nth == t.counts[point] && !t.fired[e.String()] {
+			t.fired[e.String()] = true
+			if f, err := os.OpenFile(t.FiredFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
+				fmt.Fprintln(f, e.String())
+				f.Sync()
+				f.Close()
+			}
+			return e, true
+		}
+	}
+	return ChaosEntry{}, false
 }

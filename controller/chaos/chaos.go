@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -32,9 +31,7 @@ const FiredFile = "chaos-fired"
 var state struct {
 	mu      sync.Mutex
 	entries []wire.ChaosEntry
-	counts  map[string]int
-	fired   map[string]bool
-	path    string
+	tracker *wire.ChaosTracker
 	killVM  func(instanceID string) error
 	log     *slog.Logger
 }
@@ -45,7 +42,7 @@ func Init(stateDir string, killVM func(instanceID string) error, log *slog.Logge
 	plan := os.Getenv(Env)
 	state.mu.Lock()
 	defer state.mu.Unlock()
-	state.entries = nil
+	state.entries, state.tracker = nil, nil
 	if plan == "" {
 		return nil
 	}
@@ -53,13 +50,8 @@ func Init(stateDir string, killVM func(instanceID string) error, log *slog.Logge
 	if err != nil {
 		return fmt.Errorf("%s: %w", Env, err)
 	}
-	state.entries, state.counts, state.fired = entries, map[string]int{}, map[string]bool{}
-	state.path, state.killVM, state.log = filepath.Join(stateDir, FiredFile), killVM, log
-	if old, err := os.ReadFile(state.path); err == nil {
-		for _, l := range strings.Split(string(old), "\n") {
-			state.fired[strings.TrimSpace(l)] = true
-		}
-	}
+	state.entries, state.killVM, state.log = entries, killVM, log
+	state.tracker = wire.NewChaosTracker(entries, filepath.Join(stateDir, FiredFile))
 	log.Warn("chaos plan loaded: the controller kills itself or VMs at named points (tests only)", "plan", plan)
 	return nil
 }
@@ -80,30 +72,13 @@ func GuestPlan() string {
 // Reach is called at point, about instanceID: an entry for it may fire.
 func Reach(point, instanceID string) {
 	state.mu.Lock()
-	if len(state.entries) == 0 {
-		state.mu.Unlock()
-		return
-	}
-	state.counts[point]++
-	var fire *wire.ChaosEntry
-	for i, e := range state.entries {
-		if e.Point == point && e.Nth == state.counts[point] && !state.fired[e.String()] {
-			fire = &state.entries[i]
-			break
-		}
-	}
-	if fire == nil {
-		state.mu.Unlock()
-		return
-	}
-	state.fired[fire.String()] = true
-	if f, err := os.OpenFile(state.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
-		fmt.Fprintln(f, fire.String())
-		f.Sync()
-		f.Close()
-	}
-	log, killVM := state.log, state.killVM
+	tracker, log, killVM := state.tracker, state.log, state.killVM
 	state.mu.Unlock()
+	e, ok := tracker.Reach(point)
+	if !ok {
+		return
+	}
+	fire := &e
 	log.Warn("chaos: kill point reached", "entry", fire.String(), "instance", instanceID)
 	switch fire.Target {
 	case wire.ChaosController:
