@@ -459,10 +459,34 @@ func TestBadMessagesToTheServerAreRefused(t *testing.T) {
 
 func TestDeadConnectionIsNoticedWithinSeconds(t *testing.T) {
 	rig := endpointtest.NewRig(t)
-	c, _ := enrolledClient(t, rig, "inst-1", okHandler())
+	token := wire.NewEnrollmentToken()
+	rig.Store.AddInstance("inst-1", token)
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), okHandler())
+	cfg.EnrollmentToken = token
+	// Freeze only once the agent's side of the session is up: the server
+	// counts the connection before its welcome reaches the agent, and a
+	// freeze in between is a hello with no reply, not a dead session.
+	up := make(chan struct{}, 1)
+	cfg.OnConnected = func(addr string) {
+		if addr != "" {
+			select {
+			case up <- struct{}{}:
+			default:
+			}
+		}
+	}
+	c, err := transport.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ended := make(chan error, 1)
 	go func() { ended <- c.RunOnce(timeout(t)) }()
 	rig.WaitConnected("inst-1", true, 5*time.Second)
+	select {
+	case <-up:
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent did not report the session up")
+	}
 
 	rig.Proxy.Freeze(true) // packets vanish, sockets stay open
 	start := time.Now()
