@@ -10,7 +10,7 @@ func TestFstab(t *testing.T) {
 	if got := Fstab(ids, false); got != head {
 		t.Errorf("Fstab(not bootable) =\n%s\nwant\n%s", got, head)
 	}
-	want := head + "UUID=DEAD-BEEF /boot/efi vfat umask=0077 0 1\n"
+	want := head + "UUID=DEAD-BEEF /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=20s 0 2\n"
 	if got := Fstab(ids, true); got != want {
 		t.Errorf("Fstab(bootable) =\n%s\nwant\n%s", got, want)
 	}
