@@ -7,9 +7,14 @@
 // and sent with its MD5 as ETag; a larger one streams into segments of at
 // most SegmentSize with chunked transfer (gophercloud is told NoETag, or it
 // would read the body into memory to hash it), each segment's MD5 computed
-// on the way and compared with the ETag Swift answers. The manifest is put
-// last, so the object is visible only when complete; a failed Put deletes
-// its segments (and Delete finds any it could not).
+// on the way and compared with the ETag Swift answers. A source that
+// pauses for StallTimeout ends the segment being sent there, and the next
+// segment's request opens only when data flows again: Swift's proxy cuts an
+// upload whose body sends nothing for its client_timeout (60 s by default,
+// answering 499 or, to a client still writing, a broken pipe), and a
+// backup's stream can pause that long behind a busy guest. The manifest is
+// put last, so the object is visible only when complete; a failed Put
+// deletes its segments (and Delete finds any it could not).
 //
 // Like every object store it keeps bytes only and must not interpret them.
 package swift
@@ -28,6 +33,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -45,7 +51,14 @@ const (
 	DefaultSegmentSize = 1 << 30
 	// DefaultSmallSize is the largest object sent as one plain object.
 	DefaultSmallSize = 8 << 20
-	maxSegmentSize   = 5 << 30
+	// DefaultStallTimeout is how long a segment's request waits for more
+	// of the source before it ends the segment: well under the 60 s of
+	// Swift's default client_timeout.
+	DefaultStallTimeout = 20 * time.Second
+	// chunkSize is what the source is read in; at most three chunks are
+	// held at once.
+	chunkSize      = 256 << 10
+	maxSegmentSize = 5 << 30
 )
 
 // Store keeps objects in a Swift container.
@@ -55,6 +68,7 @@ type Store struct {
 	segmentContainer string
 	segmentSize      int64
 	smallSize        int64
+	stallTimeout     time.Duration
 }
 
 var _ objectstore.Store = (*Store)(nil)
@@ -68,6 +82,9 @@ type Options struct {
 	SegmentContainer string
 	SegmentSize      int64 // DefaultSegmentSize
 	SmallSize        int64 // DefaultSmallSize, at most SegmentSize
+	// StallTimeout ends a segment when the source sends nothing for this
+	// long (DefaultStallTimeout); keep it below the proxy's client_timeout.
+	StallTimeout time.Duration
 }
 
 // New returns a store on client (an object-storage service client:
@@ -75,7 +92,7 @@ type Options struct {
 // containers if they are missing.
 func New(ctx context.Context, client *gophercloud.ServiceClient, opts Options) (*Store, error) {
 	s := &Store{client: client, container: opts.Container, segmentContainer: opts.SegmentContainer,
-		segmentSize: opts.SegmentSize, smallSize: opts.SmallSize}
+		segmentSize: opts.SegmentSize, smallSize: opts.SmallSize, stallTimeout: opts.StallTimeout}
 	if s.container == "" {
 		return nil, errors.New("swift object store: no container")
 	}
@@ -84,6 +101,9 @@ func New(ctx context.Context, client *gophercloud.ServiceClient, opts Options) (
 	}
 	if s.segmentSize == 0 {
 		s.segmentSize = DefaultSegmentSize
+	}
+	if s.stallTimeout <= 0 {
+		s.stallTimeout = DefaultStallTimeout
 	}
 	if s.smallSize == 0 {
 		s.smallSize = min(DefaultSmallSize, s.segmentSize)
@@ -180,17 +200,29 @@ func segmentPrefix(name string) string { return name + "@" }
 // sourceReader remembers the first error the caller's reader returned, so
 // a Put that failed because its source did reports that error, not what
 // the HTTP client made of it.
+// (A large object's source is read by another goroutine, hence the lock.)
 type sourceReader struct {
 	r   io.Reader
+	mu  sync.Mutex
 	err error
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
+	if err != nil && err != io.EOF {
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
 	}
 	return n, err
+}
+
+func (s *sourceReader) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // Put stores r as one plain object if it ends within SmallSize bytes,
@@ -248,8 +280,8 @@ func (s *Store) putLarge(ctx context.Context, name string, r io.Reader, src *sou
 		if err == nil {
 			return
 		}
-		if src.err != nil {
-			err = fmt.Errorf("swift object store: put %s: reading the data: %w (%v)", name, src.err, err)
+		if serr := src.failure(); serr != nil {
+			err = fmt.Errorf("swift object store: put %s: reading the data: %w (%v)", name, serr, err)
 		}
 		// A fresh context: the Put's own may be what was cancelled.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -258,32 +290,36 @@ func (s *Store) putLarge(ctx context.Context, name string, r io.Reader, src *sou
 			objects.Delete(cctx, s.client, s.segmentContainer, seg, nil)
 		}
 	}()
+	f := newFeeder(r)
+	defer f.stop()
 	for i := 1; ; i++ {
+		// Open a segment's request only once there is data for it: a
+		// paused source then holds no request open for Swift to cut.
+		if more, err := f.wait(ctx); err != nil {
+			return obj, fmt.Errorf("swift object store: put %s: %w", name, err)
+		} else if !more {
+			break
+		}
 		seg := fmt.Sprintf("%s%s/%08d", segmentPrefix(name), id, i)
 		names = append(names, seg)
-		cr := &countingReader{r: io.LimitReader(r, s.segmentSize), h: md5.New()}
+		sr := &segmentReader{ctx: ctx, f: f, left: s.segmentSize, stall: s.stallTimeout}
+		cr := &countingReader{r: sr, h: md5.New()}
 		res := objects.Create(ctx, s.client, s.segmentContainer, seg, objects.CreateOpts{
 			Content: cr, NoETag: true, ContentType: "application/octet-stream",
 		})
+		srcErr := sr.close()
 		if res.Err != nil {
-			return obj, s.fail(fmt.Sprintf("put %s: segment %d", name, i), res.Err)
+			return obj, s.fail(fmt.Sprintf("put %s: segment %d (%d bytes sent)", name, i, cr.n), res.Err)
 		}
 		hdr, herr := res.Extract()
 		sum := hex.EncodeToString(cr.h.Sum(nil))
 		if herr != nil || strings.Trim(hdr.ETag, `"`) != sum {
 			return obj, fmt.Errorf("swift at %s: put %s: segment %d: Swift stored ETag %q, the data sent has MD5 %s", s.client.Endpoint, name, i, hdr.ETag, sum)
 		}
-		if cr.n == 0 && i > 1 {
-			// The previous segment ended exactly at the end: drop the
-			// empty one (SLO refuses empty segments but the last).
-			objects.Delete(ctx, s.client, s.segmentContainer, seg, nil)
-			names = names[:len(names)-1]
-			break
+		if srcErr != nil {
+			return obj, fmt.Errorf("swift object store: put %s: segment %d: %w", name, i, srcErr)
 		}
 		segs = append(segs, sloSegment{Path: "/" + s.segmentContainer + "/" + seg, ETag: sum, SizeBytes: cr.n})
-		if cr.n < s.segmentSize {
-			break
-		}
 	}
 	manifest, _ := json.Marshal(segs)
 	res := objects.Create(ctx, s.client, s.container, name, objects.CreateOpts{
@@ -299,6 +335,133 @@ func (s *Store) putLarge(ctx context.Context, name string, r io.Reader, src *sou
 		return obj, err
 	}
 	return s.Stat(ctx, name)
+}
+
+// feeder reads the source in its own goroutine, so that a segment's
+// request can stop waiting for it.
+type feeder struct {
+	ch   chan []byte // closed at the source's end, after err is set
+	done chan struct{}
+	err  error
+	// mu guards pending and ended, and is held through a segment's Read:
+	// the HTTP client may still read a request's body after the request
+	// returned (an early answer, a cancelled Put).
+	mu      sync.Mutex
+	pending []byte
+	ended   bool
+}
+
+func newFeeder(r io.Reader) *feeder {
+	f := &feeder{ch: make(chan []byte, 1), done: make(chan struct{})}
+	go func() {
+		defer close(f.ch)
+		for {
+			b := make([]byte, chunkSize)
+			n, err := io.ReadFull(r, b)
+			if n > 0 {
+				select {
+				case f.ch <- b[:n]:
+				case <-f.done:
+					return
+				}
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return
+			}
+			if err != nil {
+				f.err = err
+				return
+			}
+		}
+	}()
+	return f
+}
+
+// stop lets the reading goroutine end once its current Read returns.
+func (f *feeder) stop() { close(f.done) }
+
+// next takes the next chunk into pending, waiting at most stall (0: no
+// bound). It reports false when the source has ended or stall passed.
+func (f *feeder) next(ctx context.Context, stall time.Duration) (bool, error) {
+	var timeout <-chan time.Time
+	if stall > 0 {
+		t := time.NewTimer(stall)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case b, ok := <-f.ch:
+		if !ok {
+			f.ended = true
+			return false, f.err
+		}
+		f.pending = b
+		return true, nil
+	case <-timeout:
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// wait blocks until there is data to send (true) or the source ended.
+func (f *feeder) wait(ctx context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pending) > 0 {
+		return true, nil
+	}
+	if f.ended {
+		return false, f.err
+	}
+	return f.next(ctx, 0)
+}
+
+// segmentReader is one segment's body: at most left bytes, ending early
+// when the source pauses for stall.
+type segmentReader struct {
+	ctx   context.Context
+	f     *feeder
+	left  int64
+	stall time.Duration
+	// Under f.mu: err is the source's error or the Put's cancellation;
+	// a closed reader reads nothing more.
+	err    error
+	closed bool
+}
+
+// close detaches the reader from the feeder, waiting for a Read the HTTP
+// client may still be in; it returns that reader's error.
+func (s *segmentReader) close() error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	s.closed = true
+	return s.err
+}
+
+func (s *segmentReader) Read(p []byte) (int, error) {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	if s.closed || s.left == 0 {
+		return 0, io.EOF
+	}
+	if len(s.f.pending) == 0 {
+		if s.f.ended {
+			return 0, io.EOF
+		}
+		ok, err := s.f.next(s.ctx, s.stall)
+		if err != nil {
+			s.err = err
+			return 0, err
+		}
+		if !ok {
+			return 0, io.EOF
+		}
+	}
+	n := copy(p[:min(int64(len(p)), s.left)], s.f.pending)
+	s.f.pending = s.f.pending[n:]
+	s.left -= int64(n)
+	return n, nil
 }
 
 // countingReader counts and hashes what passes.

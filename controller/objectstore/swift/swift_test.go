@@ -1,11 +1,13 @@
 package swift
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-
+	"io"
 	"os"
 	"testing"
+	"time"
 
 	"strata/ci/swift/swifttest"
 	"strata/controller/objectstore"
@@ -88,4 +90,77 @@ func TestLargeObjectIsSLO(t *testing.T) {
 		t.Fatalf("after replacing with a small object: segments %v, want none", segs)
 	}
 
+}
+
+// pausingReader yields n bytes of storetest.Data, pausing once for pause
+// after the first at bytes.
+type pausingReader struct {
+	r      io.Reader
+	at     int64
+	pause  time.Duration
+	read   int64
+	paused bool
+}
+
+func (p *pausingReader) Read(b []byte) (int, error) {
+	if !p.paused && p.read >= p.at {
+		p.paused = true
+		time.Sleep(p.pause)
+	}
+	if !p.paused {
+		b = b[:min(int64(len(b)), p.at-p.read)]
+	}
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	return n, err
+}
+
+func checkContent(t *testing.T, s *Store, name string, seed uint64, n int64) {
+	t.Helper()
+	rc, err := s.Get(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := io.ReadAll(storetest.Data(seed, n))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: read back %d bytes that differ from the %d put", name, len(got), n)
+	}
+}
+
+// A source that pauses ends the segment being sent: the object is whole,
+// in one more segment than its size needs (two without the pause).
+func TestPausingSourceEndsTheSegment(t *testing.T) {
+	t.Parallel()
+	srv := swifttest.Shared(t)
+	relay := storetest.NewProxy(t, srv.Proxy)
+	s := newStore(t, relay, Options{SegmentSize: testSegment, SmallSize: 64 << 10, StallTimeout: 300 * time.Millisecond})
+	const size = 2 * testSegment
+	if _, err := s.Put(t.Context(), "p", &pausingReader{r: storetest.Data(7, size), at: testSegment / 2, pause: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := s.SegmentNames(t.Context(), "p")
+	if len(segs) != 3 {
+		t.Fatalf("a %d-byte object paused once at %d has segments %v, want 3 (the pause ends the first)", size, testSegment/2, segs)
+	}
+	checkContent(t, s, "p", 7, size)
+}
+
+// The private Swift's proxy cuts a request body that sends nothing for its
+// client_timeout (60 s, Swift's default): a backup stream that pauses that
+// long behind a busy guest is still stored whole.
+func TestSourcePausingPastSwiftsClientTimeoutIsStored(t *testing.T) {
+	t.Parallel()
+	srv := swifttest.Shared(t)
+	relay := storetest.NewProxy(t, srv.Proxy)
+	s := newStore(t, relay, Options{SegmentSize: 8 * testSegment, SmallSize: 64 << 10})
+	const size = 3 * testSegment
+	if _, err := s.Put(t.Context(), "slow", &pausingReader{r: storetest.Data(8, size), at: testSegment, pause: 65 * time.Second}); err != nil {
+		t.Fatalf("a source pausing 65 s: %v", err)
+	}
+	checkContent(t, s, "slow", 8, size)
 }
