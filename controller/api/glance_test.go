@@ -232,7 +232,19 @@ func TestCreateEndsInErrorAtOnceWhenTheImageIsRefusedBeforeBoot(t *testing.T) {
 		"users": []map[string]any{{"name": "app", "password": "pw-never-kept-1"}}}))["instance"].(map[string]any)["id"].(string)
 	in := c.waitStatus(id, "ERROR", 15*time.Second)
 	// The task ended before prepare was queued: its payload, which held
-	// the users' passwords, is emptied.
+	// the users' passwords, is emptied. (The instance's ERROR is written by
+	// the task's failure handler just before the task is ended: wait for
+	// the end.)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var queued int
+		r.ctl.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND state = 'queued'`, id).Scan(&queued)
+		if queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failed create task was not ended")
+		}
+	}
 	var payloads []string
 	rows, err := r.ctl.DB.Query(context.Background(), `SELECT payload FROM tasks WHERE instance_id = ?`, id)
 	if err != nil {

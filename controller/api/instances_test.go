@@ -328,6 +328,10 @@ func TestTasksContinueAcrossAControllerRestart(t *testing.T) {
 	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
 	c = r2.admin()
 	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	// The step that writes ACTIVE ends the task just after: wait for it.
+	waitFor(t, "the create task to end", 10*time.Second, func() bool {
+		return storetest.Count(t, r2.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'create' AND state <> 'queued'", id) == 1
+	})
 	if n := storetest.Count(t, r2.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'create' AND state = 'done'", id); n != 1 {
 		t.Fatalf("%d finished create tasks, want 1", n)
 	}
