@@ -42,6 +42,7 @@ group[boot]="
 	qemu-system-x86
 	seabios
 	ovmf
+	socat
 "
 group[test]="
 	mariadb-server

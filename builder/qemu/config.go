@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -48,6 +49,23 @@ func (f Forward) hostAddr() string {
 	return f.HostAddr
 }
 
+// GuestForward gives a guest one way out: TCP connections the guest opens
+// to GuestAddr:GuestPort (an address of qemu's user network, 10.0.2.0/24,
+// other than its gateway 10.0.2.2 and DNS 10.0.2.3) are each handed to a
+// fresh run of Command, whose stdin and stdout are the connection (qemu's
+// guestfwd=...-cmd:). A process per connection, so the forward keeps
+// working when whatever Command connects to restarts.
+type GuestForward struct {
+	GuestAddr string
+	GuestPort int
+	// Command is the program and its arguments, each made of letters,
+	// digits and "/._:=+@-" only (qemu's option syntax and the shell-like
+	// parsing slirp applies leave no safe way to quote others).
+	Command []string
+}
+
+var commandWord = regexp.MustCompile(`^[A-Za-z0-9/._:=+@-]+$`)
+
 // Config describes a VM.
 type Config struct {
 	// Name labels the VM in qemu's process list and in logs.
@@ -68,6 +86,13 @@ type Config struct {
 	Forwards []Forward
 	// NoNetwork leaves out the user-mode network card.
 	NoNetwork bool
+	// Restrict fences the guest in: it reaches nothing outside the VM but
+	// its GuestForwards (without it, the guest's 10.0.2.2 is the host's
+	// 127.0.0.1 and every other address qemu's user network can reach).
+	// Forwards into the guest keep working.
+	Restrict bool
+	// GuestForwards are the guest's ways out (with Restrict, the only ones).
+	GuestForwards []GuestForward
 	// NoReboot makes a guest reboot end qemu (boot tests: a panic that
 	// reboots ends the run instead of looping).
 	NoReboot bool
@@ -172,8 +197,31 @@ func (c *Config) validate() error {
 		}
 		seen[key] = true
 	}
-	if c.NoNetwork && len(c.Forwards) > 0 {
-		return errors.New("qemu: port forwards need the network (NoNetwork is set)")
+	if c.NoNetwork && (len(c.Forwards) > 0 || len(c.GuestForwards) > 0 || c.Restrict) {
+		return errors.New("qemu: port forwards and Restrict need the network (NoNetwork is set)")
+	}
+	userNet := netip.MustParsePrefix("10.0.2.0/24")
+	for _, g := range c.GuestForwards {
+		a, err := netip.ParseAddr(g.GuestAddr)
+		if err != nil || !userNet.Contains(a) || a == netip.MustParseAddr("10.0.2.2") || a == netip.MustParseAddr("10.0.2.3") || a.As4()[3] == 0 || a.As4()[3] == 255 {
+			return fmt.Errorf("qemu: guest forward address %q: want an address of 10.0.2.0/24 other than the gateway (.2) and DNS (.3)", g.GuestAddr)
+		}
+		if g.GuestPort < 1 || g.GuestPort > 65535 {
+			return fmt.Errorf("qemu: guest forward port %d out of range", g.GuestPort)
+		}
+		if len(g.Command) == 0 {
+			return fmt.Errorf("qemu: guest forward %s:%d has no command", g.GuestAddr, g.GuestPort)
+		}
+		for _, w := range g.Command {
+			if !commandWord.MatchString(w) {
+				return fmt.Errorf("qemu: guest forward %s:%d: command word %q: only letters, digits and /._:=+@- are allowed", g.GuestAddr, g.GuestPort, w)
+			}
+		}
+		key := net.JoinHostPort(g.GuestAddr, strconv.Itoa(g.GuestPort))
+		if seen["guest "+key] {
+			return fmt.Errorf("qemu: guest address %s forwarded twice", key)
+		}
+		seen["guest "+key] = true
 	}
 	return nil
 }
@@ -242,8 +290,14 @@ func (c *Config) args(accel Accel, ovmf OVMF, varsCopy, qmpSocket string) []stri
 	}
 	if !c.NoNetwork {
 		nd := "user,id=net0"
+		if c.Restrict {
+			nd += ",restrict=on"
+		}
 		for _, f := range c.Forwards {
 			nd += fmt.Sprintf(",hostfwd=tcp:%s:%d-:%d", f.hostAddr(), f.HostPort, f.GuestPort)
+		}
+		for _, g := range c.GuestForwards {
+			nd += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", g.GuestAddr, g.GuestPort, strings.Join(g.Command, " "))
 		}
 		a = append(a, "-netdev", nd, "-device", "virtio-net-pci,netdev=net0")
 	}

@@ -36,6 +36,17 @@ func TestArgs(t *testing.T) {
 	if got != want {
 		t.Errorf("args:\n%s\nwant\n%s", got, want)
 	}
+
+	c.Restrict = true
+	c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.100", GuestPort: 2222, Command: []string{"/usr/bin/socat", "-", "TCP:127.0.0.1:41000"}}}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Join(c.args(Accel{Name: "tcg", CPU: "max"}, OVMF{Code: "/fw/CODE.fd", Vars: "/fw/VARS.fd"}, "/run/vm/VARS.fd", "/run/vm/qmp.sock"), " ")
+	fenced := "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:13306-:3306,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.10.0.7:3306-:3306,guestfwd=tcp:10.0.2.100:2222-cmd:/usr/bin/socat - TCP:127.0.0.1:41000 -device"
+	if !strings.Contains(got, fenced) {
+		t.Errorf("fenced args:\n%s\nwant them to contain\n%s", got, fenced)
+	}
 }
 
 func TestArgsBIOSDefaults(t *testing.T) {
@@ -77,6 +88,27 @@ func TestConfigRejects(t *testing.T) {
 		{"long serial", func(c *Config) { c.Drives = []Drive{{Path: "/x", Format: "raw", Serial: strings.Repeat("s", 21)}} }, "20 characters"},
 		{"comma serial", func(c *Config) { c.Drives = []Drive{{Path: "/x", Format: "raw", Serial: "a,b"}} }, "must not contain"},
 		{"cdrom boot", func(c *Config) { c.Disk.CDROM = true }, "CD-ROM"},
+		{"guest forward to the gateway", func(c *Config) {
+			c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.2", GuestPort: 22, Command: []string{"cat"}}}
+		}, "gateway"},
+		{"guest forward off the network", func(c *Config) {
+			c.GuestForwards = []GuestForward{{GuestAddr: "192.168.0.1", GuestPort: 22, Command: []string{"cat"}}}
+		}, "10.0.2.0/24"},
+		{"guest forward port", func(c *Config) {
+			c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.100", GuestPort: 0, Command: []string{"cat"}}}
+		}, "out of range"},
+		{"guest forward without command", func(c *Config) { c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.100", GuestPort: 22}} }, "no command"},
+		{"guest forward command with a comma", func(c *Config) {
+			c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.100", GuestPort: 22, Command: []string{"socat", "-", "TCP:127.0.0.1:22,fork"}}}
+		}, "only letters"},
+		{"guest forward command with a space", func(c *Config) {
+			c.GuestForwards = []GuestForward{{GuestAddr: "10.0.2.100", GuestPort: 22, Command: []string{"sh", "-c", "rm -rf /"}}}
+		}, "only letters"},
+		{"guest forward twice", func(c *Config) {
+			g := GuestForward{GuestAddr: "10.0.2.100", GuestPort: 22, Command: []string{"cat"}}
+			c.GuestForwards = []GuestForward{g, g}
+		}, "twice"},
+		{"restrict without net", func(c *Config) { c.NoNetwork = true; c.Restrict = true }, "NoNetwork"},
 		{"name", func(c *Config) { c.Name = "a,b" }, "name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

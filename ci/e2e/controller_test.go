@@ -186,6 +186,56 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 		t.Fatalf("rows after restart: %q", got)
 	}
 
+	// The fence, tried from inside the guest with root's own tools: root
+	// can point the server's replication client anywhere, and its error
+	// tells a connection refused (2003) or never answered (2013 "waiting
+	// for initial communication packet") from one made. (The
+	// agent endpoint, the guest's one way out, is proven by the agent
+	// itself: it enrolled and reconnected after the restart.)
+	rootPW := api.must(t, 200, "POST", "/instances/"+id+"/root", nil)["user"].(map[string]any)["password"].(string)
+	_, apiPort, _ := net.SplitHostPort(strings.TrimPrefix(ctl.url, "http://"))
+	_, agentPort, _ := net.SplitHostPort(ctl.agent)
+	reach := func(host, port string) (int, string) {
+		probeStart := time.Now()
+		db.must(t, "root", rootPW, "", fmt.Sprintf("SET GLOBAL slave_net_timeout = 5; "+
+			"CHANGE MASTER 'fence' TO MASTER_HOST = '%s', MASTER_PORT = %s, MASTER_USER = 'probe', MASTER_PASSWORD = 'probe', MASTER_CONNECT_RETRY = 1; "+
+			"START SLAVE 'fence'", host, port))
+		defer db.must(t, "root", rootPW, "", "STOP SLAVE 'fence'; RESET SLAVE 'fence' ALL")
+		var errno int
+		var msg string
+		waitTrue(t, "the replication client's verdict on "+host+":"+port, 4*time.Minute, func() bool {
+			out := db.vertical(t, "root", rootPW, "SHOW SLAVE 'fence' STATUS")
+			for _, line := range strings.Split(out, "\n") {
+				k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+				switch k {
+				case "Last_IO_Errno":
+					errno, _ = strconv.Atoi(v)
+				case "Last_IO_Error":
+					msg = v
+				}
+			}
+			return errno != 0
+		})
+		t.Logf("guest → %s:%s: %d %s (%.0fs)", host, port, errno, msg, time.Since(probeStart).Seconds())
+		return errno, msg
+	}
+	fenced := func(errno int, msg string) bool {
+		return errno == 2003 || errno == 2013 && strings.Contains(msg, "waiting for initial communication packet")
+	}
+	// The probe sees a connection made: the guest's own server refuses
+	// the unknown user (1045), after connecting.
+	if errno, msg := reach("127.0.0.1", "3306"); fenced(errno, msg) {
+		t.Fatalf("the probe cannot reach the guest's own server: %d %s", errno, msg)
+	}
+	// The API on the host's loopback, through qemu's gateway: fenced; so
+	// is the endpoint's own port there (its only way is 10.0.2.100).
+	for _, port := range []string{apiPort, agentPort} {
+		if errno, msg := reach("10.0.2.2", port); !fenced(errno, msg) {
+			t.Fatalf("from inside the guest the host's 127.0.0.1:%s answered: %d %s", port, errno, msg)
+		}
+	}
+	api.must(t, 204, "DELETE", "/instances/"+id+"/root", nil)
+
 	// API latency under a small load, and the controller's memory.
 	for _, path := range []string{"/instances", "/instances/" + id} {
 		p50, p99, n := api.load(t, path, 4, 250)
@@ -230,6 +280,7 @@ type controllerProc struct {
 	cmd     *exec.Cmd
 	state   string
 	url     string
+	agent   string // the agent endpoint's listening address
 	logPath string
 	done    chan struct{}
 }
@@ -246,7 +297,7 @@ func freePort(t *testing.T) string {
 func startController(t *testing.T, state string) *controllerProc {
 	t.Helper()
 	listen, agent := freePort(t), freePort(t)
-	c := &controllerProc{state: state, url: "http://" + listen, logPath: filepath.Join(state, "controller.log"), done: make(chan struct{})}
+	c := &controllerProc{state: state, url: "http://" + listen, agent: agent, logPath: filepath.Join(state, "controller.log"), done: make(chan struct{})}
 	logf, err := os.Create(c.logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -523,6 +574,21 @@ func (m mariadbClient) query(user, password, database, sql string) (string, erro
 		return "", fmt.Errorf("%v: %s", err, out)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// vertical runs one statement and returns its first row by column name.
+func (m mariadbClient) vertical(t *testing.T, user, password, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "mariadb", "--protocol=TCP", "-h", m.ep.host, "-P", strconv.Itoa(m.ep.port),
+		"-u", user, "--connect-timeout=20", "--batch", "--ssl=0", "-e", sql+"\\G")
+	cmd.Env = append(os.Environ(), "MYSQL_PWD="+password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mariadb as %s: %s: %v: %s", user, sql, err, out)
+	}
+	return string(out)
 }
 
 func (m mariadbClient) must(t *testing.T, user, password, database, sql string) string {

@@ -148,7 +148,7 @@ Keystone instead and serves no identity API.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8779", "API address")
 	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:2222", "agent endpoint (SSH) address")
-	f.StringVar(&advertise, "agent-advertise", "", "comma-separated endpoint addresses written into bootstraps (default 10.0.2.2:<agent port>, the host as a local VM sees it)")
+	f.StringVar(&advertise, "agent-advertise", "", "comma-separated endpoint addresses written into bootstraps, for the Nova driver (local VMs reach the endpoint at 10.0.2.100:<agent port>, their one way out)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "API base URL given to clients (default http://<listen>, https:// with --tls-cert)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the API over TLS with this PEM certificate (chain); with --tls-key")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert")

@@ -61,8 +61,10 @@ type Config struct {
 	Listen      string
 	AgentListen string
 	// AgentAdvertise are the endpoint addresses written into bootstraps
-	// (default: 10.0.2.2:<agent port>, the host as qemu's user network
-	// shows it).
+	// by a compute driver other than the local one (default: 10.0.2.2:
+	// <agent port>). The local driver's guests are fenced in and reach the
+	// endpoint at the driver's own address (qemu.GuestEndpointAddr); the
+	// flag is refused with it.
 	AgentAdvertise []string
 	// PublicURL is the API's base URL for clients (default from Listen:
 	// https:// when TLSCert is set, else http://).
@@ -357,7 +359,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	var lcRef atomic.Pointer[lifecycle.Manager]
 	if driver == nil {
 		qd, err = qemu.New(life, qemu.Config{Dir: LocalComputeDir(cfg.StateDir), Logger: log,
-			DieWithController: cfg.VMsDieWithController,
+			DieWithController: cfg.VMsDieWithController, AgentEndpoint: c.AgentAddr,
 			// A VM that exits is looked at at once, not at the next round.
 			OnExit: func(string) {
 				if lc := lcRef.Load(); lc != nil {
@@ -381,7 +383,15 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		return nil, err
 	}
 	advertise := cfg.AgentAdvertise
-	if len(advertise) == 0 {
+	switch {
+	case qd != nil && len(advertise) > 0:
+		// Local guests are fenced in: their one way out is the driver's.
+		cancel()
+		closeListeners()
+		return nil, fmt.Errorf("--agent-advertise %s: the local qemu driver's guests reach the agent endpoint only at %s (their one way out); the flag is for the Nova driver", strings.Join(advertise, ","), qd.GuestEndpoint())
+	case qd != nil:
+		advertise = []string{qd.GuestEndpoint()}
+	case len(advertise) == 0:
 		_, port, _ := net.SplitHostPort(c.AgentAddr)
 		advertise = []string{"10.0.2.2:" + port}
 	}

@@ -4,7 +4,8 @@
 // vfat config drive carrying the agent's bootstrap, and user-mode
 // networking whose forwards expose the database's standard port on a
 // loopback address of the instance's own (networks.go), reachable from
-// this host only.
+// this host only. The guest itself reaches nothing but the agent endpoint
+// (fence.go).
 //
 // Where things are, per instance, under Dir/<instance-id>/:
 //
@@ -79,7 +80,14 @@ type Config struct {
 	// address from (networks.go), the first the default; nil means
 	// DefaultNetwork alone.
 	Networks []Network
-	Logger   *slog.Logger
+	// AgentEndpoint is the agent endpoint's listening address on this
+	// host (host:port, IPv4). Every VM is fenced in (fence.go): its one
+	// way out leads there, at GuestEndpoint. Empty: no way out at all.
+	AgentEndpoint string
+	// Relay is the program a guest's connection to the endpoint is
+	// handed to (default: socat, found on PATH).
+	Relay  string
+	Logger *slog.Logger
 }
 
 // Driver runs instances as local VMs.
@@ -124,6 +132,9 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 		cfg.Networks = []Network{DefaultNetwork}
 	}
 	if err := checkNetworks(cfg.Networks); err != nil {
+		return nil, err
+	}
+	if err := checkFence(&cfg); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger

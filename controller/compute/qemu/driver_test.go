@@ -352,3 +352,59 @@ func TestQemuDriverRefusesAHostileCachedImage(t *testing.T) {
 		})
 	}
 }
+
+// Every VM is started fenced in, with its one way out to the agent
+// endpoint: qemu accepts the command line (the VM runs) and it says so.
+// (What a guest can and cannot reach from inside is the end-to-end test's:
+// ci/e2e, TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu.)
+func TestVMsAreFencedWithOneWayOutToTheEndpoint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Cleanup(func() { qemu.KillUnder(dir) })
+	d := driverOn(t, dir, qemu.Config{AgentEndpoint: "0.0.0.0:42222"})
+	if got := d.GuestEndpoint(); got != "10.0.2.100:42222" {
+		t.Fatalf("GuestEndpoint = %q", got)
+	}
+	const fid = "5c1d0e2f-7a8b-4c9d-8e0f-123456789abc"
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: fid, Name: "db", SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateServer(ctx, compute.ServerSpec{InstanceID: fid, Name: "db", Image: blankImage(t), RAMMB: 256, VCPUs: 1, RootDiskGB: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"format":1}`)}, Ports: []int{3306}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("pgrep", "-f", "strata-"+fid).Output()
+	if err != nil {
+		t.Fatalf("no qemu for the fenced VM: %v", err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strings.Fields(string(out))[0] + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	var netdev string
+	for i, a := range args {
+		if a == "-netdev" && i+1 < len(args) {
+			netdev = args[i+1]
+		}
+	}
+	socat, _ := exec.LookPath("socat")
+	want := ",restrict=on,"
+	way := ",guestfwd=tcp:10.0.2.100:42222-cmd:" + socat + " - TCP:127.0.0.1:42222"
+	if !strings.Contains(netdev, want) || !strings.HasSuffix(netdev, way) || strings.Count(netdev, "guestfwd=") != 1 {
+		t.Fatalf("-netdev %q: want restrict=on and the one way out %q", netdev, way)
+	}
+}
+
+func TestAFenceWithoutItsRelayIsRefused(t *testing.T) {
+	_, err := qemu.New(context.Background(), qemu.Config{Dir: t.TempDir(), AgentEndpoint: "127.0.0.1:2222", Relay: "no-such-relay-program"})
+	if err == nil || !strings.Contains(err.Error(), "no-such-relay-program") || !strings.Contains(err.Error(), "ci/deps.sh boot") {
+		t.Fatalf("New with a missing relay: %v", err)
+	}
+	for _, bad := range []string{"localhost:2222", "[::1]:2222", "127.0.0.1"} {
+		if _, err := qemu.New(context.Background(), qemu.Config{Dir: t.TempDir(), AgentEndpoint: bad}); err == nil {
+			t.Errorf("agent endpoint %q accepted", bad)
+		}
+	}
+}
