@@ -17,8 +17,10 @@ import (
 
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
+	"strata/controller/identity"
 	"strata/controller/registry"
 	"strata/controller/server"
+	"strata/controller/store"
 )
 
 // strata runs the controller's commands as `strata` would.
@@ -221,5 +223,75 @@ func TestNetworkListShowsTheDefaultNetworkAndItsClaims(t *testing.T) {
 	os.WriteFile(filepath.Join(claims, "127.10.3.4"), []byte("0b6f3c8e-1f2a-4c3d-9e8f-0123456789ab\n"), 0o600)
 	if out, err := strata(t, "controller", "network", "list", "--state-dir", state); err != nil || !strings.Contains(out, "yes      1") {
 		t.Fatalf("network list with one claim: %v\n%s", err, out)
+	}
+}
+
+// A user's lifecycle on the controller host: disable ends its sessions and
+// its logins, set-password ends the sessions of the old one, delete
+// removes it; a project is deleted once it owns nothing.
+func TestUserLifecycleCommands(t *testing.T) {
+	state := t.TempDir()
+	if _, err := strata(t, "controller", "project", "create", "--state-dir", state, "team"); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("first-password\n"), 0o600)
+	if _, err := strata(t, "controller", "user", "create", "--state-dir", state, "alice", "--project", "team", "--password-file", pw); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(context.Background(), server.DefaultDSN(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ids := &identity.Store{DB: db}
+	login := func(password string) (string, error) {
+		tok, _, err := ids.Issue(context.Background(), identity.Credentials{UserName: "alice", Password: password})
+		return tok, err
+	}
+	tok, err := login("first-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := strata(t, "controller", "user", "disable", "--state-dir", state, "alice"); err != nil || !strings.Contains(out, "disabled user") {
+		t.Fatalf("user disable: %s %v", out, err)
+	}
+	if _, err := ids.Authenticate(context.Background(), tok); err == nil {
+		t.Fatal("a disabled user's token still authenticates")
+	}
+	if _, err := login("first-password"); err == nil {
+		t.Fatal("a disabled user logged in")
+	}
+	if _, err := strata(t, "controller", "user", "enable", "--state-dir", state, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = login("first-password"); err != nil {
+		t.Fatalf("re-enabled: %v", err)
+	}
+	os.WriteFile(pw, []byte("second-password\n"), 0o600)
+	if _, err := strata(t, "controller", "user", "set-password", "--state-dir", state, "alice", "--password-file", pw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.Authenticate(context.Background(), tok); err == nil {
+		t.Fatal("a token from before set-password still authenticates")
+	}
+	if _, err := login("second-password"); err != nil {
+		t.Fatalf("the new password: %v", err)
+	}
+	os.WriteFile(pw, []byte("short\n"), 0o600)
+	if out, err := strata(t, "controller", "user", "set-password", "--state-dir", state, "alice", "--password-file", pw); err == nil || !strings.Contains(out+err.Error(), "8 to 72") {
+		t.Fatalf("a short password: %s %v", out, err)
+	}
+	if out, err := strata(t, "controller", "user", "disable", "--state-dir", state, "nobody"); err == nil || !strings.Contains(out+err.Error(), "not found") {
+		t.Fatalf("disable an unknown user: %s %v", out, err)
+	}
+	if _, err := strata(t, "controller", "user", "delete", "--state-dir", state, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := login("second-password"); err == nil {
+		t.Fatal("a deleted user logged in")
+	}
+	if out, err := strata(t, "controller", "project", "delete", "--state-dir", state, "team"); err != nil || !strings.Contains(out, "deleted project team") {
+		t.Fatalf("project delete: %s %v", out, err)
 	}
 }

@@ -198,6 +198,35 @@ func newProjectCommand(sf *stateFlags) *cobra.Command {
 			return nil
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a project that owns nothing (no instance, backup or configuration group)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ids := &identity.Store{DB: db}
+			p, err := ids.Project(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			what, err := server.ProjectInUse(db)(cmd.Context(), p.ID)
+			if err != nil {
+				return err
+			}
+			if what != "" {
+				return fmt.Errorf("project %s (%s) still has %s; delete those first", p.Name, p.ID, what)
+			}
+			if err := ids.DeleteProject(cmd.Context(), p.ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted project %s (%s), its role assignments and tokens\n", p.Name, p.ID)
+			return nil
+		},
+	})
 	return cmd
 }
 
@@ -252,6 +281,55 @@ func newUserCommand(sf *stateFlags) *cobra.Command {
 	create.Flags().String("api-url", "http://127.0.0.1:8779", "API base URL for --openrc")
 	create.MarkFlagRequired("project")
 	cmd.AddCommand(create)
+	// The rest act on one user, by name or id, each ending its sessions.
+	onUser := func(use, short string, act func(cmd *cobra.Command, ids *identity.Store, u identity.User) (string, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				db, err := sf.open(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				ids := &identity.Store{DB: db}
+				u, err := ids.UserByName(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				msg, err := act(cmd, ids, u)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", msg, u.Name, u.ID)
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(onUser("delete NAME", "Delete a user, its role assignments and tokens", func(cmd *cobra.Command, ids *identity.Store, u identity.User) (string, error) {
+		return "deleted user", ids.DeleteUser(cmd.Context(), u.ID)
+	}))
+	cmd.AddCommand(onUser("disable NAME", "Disable a user: it cannot log in, and its tokens are revoked", func(cmd *cobra.Command, ids *identity.Store, u identity.User) (string, error) {
+		return "disabled user (its tokens are revoked)", ids.SetEnabled(cmd.Context(), u.ID, false)
+	}))
+	cmd.AddCommand(onUser("enable NAME", "Enable a disabled user", func(cmd *cobra.Command, ids *identity.Store, u identity.User) (string, error) {
+		return "enabled user", ids.SetEnabled(cmd.Context(), u.ID, true)
+	}))
+	var setPasswordFile string
+	setPassword := onUser("set-password NAME", "Set a user's password (from --password-file or stdin); its tokens are revoked", func(cmd *cobra.Command, ids *identity.Store, u identity.User) (string, error) {
+		var data []byte
+		var err error
+		if setPasswordFile != "" {
+			data, err = os.ReadFile(setPasswordFile)
+		} else {
+			data, err = readAll(cmd)
+		}
+		if err != nil {
+			return "", err
+		}
+		return "set the password of user (its tokens are revoked)", ids.SetPassword(cmd.Context(), u.ID, strings.TrimRight(string(data), "\r\n"))
+	})
+	setPassword.Flags().StringVar(&setPasswordFile, "password-file", "", "file holding the password (default: read stdin)")
+	cmd.AddCommand(setPassword)
 	return cmd
 }
 

@@ -92,6 +92,8 @@ type Project struct {
 // What a user may do in a project is its role assignments there.
 type User struct {
 	ID, Name, DomainID, ProjectID string
+	// Disabled users cannot log in and hold no token.
+	Disabled bool
 }
 
 // Names are plain characters; as long as Keystone allows: 64 for a
@@ -169,24 +171,31 @@ func (s *Store) addUser(ctx context.Context, q store.Querier, name, password, pr
 	if !userNamePattern.MatchString(name) {
 		return User{}, fmt.Errorf("%w: user name %q: use 1-255 characters of A-Z a-z 0-9 . _ @ -", ErrInvalid, name)
 	}
+	hash, err := s.hashPassword(password)
+	if err != nil {
+		return User{}, err
+	}
+	u := User{ID: newHexID(), Name: name, DomainID: DefaultDomainID, ProjectID: project}
+	_, err = q.Exec(ctx, `INSERT INTO users (id, name, domain_id, password_hash, default_project_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Name, u.DomainID, hash, nullable(project), store.Millis(s.now()))
+	if store.IsUniqueViolation(err) {
+		return User{}, fmt.Errorf("user %s: %w", name, ErrExists)
+	}
+	return u, err
+}
+
+// hashPassword checks a password's length (bcrypt reads 72 bytes) and
+// hashes it.
+func (s *Store) hashPassword(password string) (string, error) {
 	if len(password) < 8 || len(password) > 72 {
-		return User{}, fmt.Errorf("%w: password must be 8 to 72 bytes", ErrInvalid)
+		return "", fmt.Errorf("%w: password must be 8 to 72 bytes", ErrInvalid)
 	}
 	cost := s.BcryptCost
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
-	if err != nil {
-		return User{}, err
-	}
-	u := User{ID: newHexID(), Name: name, DomainID: DefaultDomainID, ProjectID: project}
-	_, err = q.Exec(ctx, `INSERT INTO users (id, name, domain_id, password_hash, default_project_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		u.ID, u.Name, u.DomainID, string(hash), nullable(project), store.Millis(s.now()))
-	if store.IsUniqueViolation(err) {
-		return User{}, fmt.Errorf("user %s: %w", name, ErrExists)
-	}
-	return u, err
+	return string(hash), err
 }
 
 func nullable(s string) any {
@@ -250,18 +259,19 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 func (s *Store) User(ctx context.Context, id string) (User, error) {
 	var u User
 	var project sql.NullString
-	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id FROM users WHERE id = ?`, id).
-		Scan(&u.ID, &u.Name, &u.DomainID, &project)
+	var enabled int
+	err := s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, enabled FROM users WHERE id = ?`, id).
+		Scan(&u.ID, &u.Name, &u.DomainID, &project, &enabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, fmt.Errorf("user %q: %w", id, ErrNotFound)
 	}
-	u.ProjectID = project.String
+	u.ProjectID, u.Disabled = project.String, enabled == 0
 	return u, err
 }
 
 // Users lists users by name; name filters ("" for all).
 func (s *Store) Users(ctx context.Context, name string) ([]User, error) {
-	q := `SELECT id, name, domain_id, default_project_id FROM users`
+	q := `SELECT id, name, domain_id, default_project_id, enabled FROM users`
 	var args []any
 	if name != "" {
 		q += ` WHERE name = ?`
@@ -270,8 +280,9 @@ func (s *Store) Users(ctx context.Context, name string) ([]User, error) {
 	return store.All(ctx, s.DB, func(sc store.Scanner) (User, error) {
 		var u User
 		var project sql.NullString
-		err := sc.Scan(&u.ID, &u.Name, &u.DomainID, &project)
-		u.ProjectID = project.String
+		var enabled int
+		err := sc.Scan(&u.ID, &u.Name, &u.DomainID, &project, &enabled)
+		u.ProjectID, u.Disabled = project.String, enabled == 0
 		return u, err
 	}, q+` ORDER BY name`, args...)
 }
@@ -286,6 +297,67 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		return fmt.Errorf("user %q: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// UserByName finds a user of the default domain by id or name.
+func (s *Store) UserByName(ctx context.Context, idOrName string) (User, error) {
+	if u, err := s.User(ctx, idOrName); err == nil || !errors.Is(err, ErrNotFound) {
+		return u, err
+	}
+	list, err := s.Users(ctx, idOrName)
+	if err != nil {
+		return User{}, err
+	}
+	if len(list) == 0 {
+		return User{}, fmt.Errorf("user %q: %w", idOrName, ErrNotFound)
+	}
+	return list[0], nil
+}
+
+// SetEnabled enables or disables a user. Disabling revokes every token
+// the user holds, in the same transaction: no request authenticates as a
+// disabled user after this returns.
+func (s *Store) SetEnabled(ctx context.Context, id string, enabled bool) error {
+	return s.DB.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE users SET enabled = ? WHERE id = ?`, boolInt(enabled), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("user %q: %w", id, ErrNotFound)
+		}
+		if !enabled {
+			_, err = tx.Exec(ctx, `DELETE FROM tokens WHERE user_id = ?`, id)
+		}
+		return err
+	})
+}
+
+// SetPassword changes a user's password and revokes every token it holds
+// (whoever had the old password may hold one), in one transaction.
+func (s *Store) SetPassword(ctx context.Context, id, password string) error {
+	hash, err := s.hashPassword(password)
+	if err != nil {
+		return err
+	}
+	return s.DB.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE users SET password_hash = ? WHERE id = ?`, hash, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("user %q: %w", id, ErrNotFound)
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM tokens WHERE user_id = ?`, id)
+		return err
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // AssignRole gives a user a role on a project (assigning it twice is not
@@ -409,13 +481,13 @@ func (s *Store) Issue(ctx context.Context, c Credentials) (string, auth.Principa
 	var project sql.NullString
 	var err error
 	if c.UserID != "" {
-		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE id = ?`, c.UserID).
+		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE id = ? AND enabled = 1`, c.UserID).
 			Scan(&u.ID, &u.Name, &u.DomainID, &project, &hash)
 	} else {
 		if !isDefaultDomain(c.UserDomain) {
 			return "", auth.Principal{}, auth.ErrUnauthorized
 		}
-		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE name = ? AND domain_id = ?`,
+		err = s.DB.QueryRow(ctx, `SELECT id, name, domain_id, default_project_id, password_hash FROM users WHERE name = ? AND domain_id = ? AND enabled = 1`,
 			c.UserName, DefaultDomainID).Scan(&u.ID, &u.Name, &u.DomainID, &project, &hash)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
@@ -493,7 +565,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (auth.Principal,
 	var expires int64
 	err := s.DB.QueryRow(ctx, `SELECT u.id, u.name, u.domain_id, p.id, p.name, t.expires_at
 		FROM tokens t JOIN users u ON u.id = t.user_id JOIN projects p ON p.id = t.project_id
-		WHERE t.hash = ?`, hashToken(token)).Scan(&p.UserID, &p.UserName, &p.DomainID, &p.ProjectID, &p.ProjectName, &expires)
+		WHERE t.hash = ? AND u.enabled = 1`, hashToken(token)).Scan(&p.UserID, &p.UserName, &p.DomainID, &p.ProjectID, &p.ProjectName, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, auth.ErrUnauthorized
 	}

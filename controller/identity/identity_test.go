@@ -247,3 +247,85 @@ func TestMigrationKeepsUsersTheirProjectAndTokens(t *testing.T) {
 		}
 	})
 }
+
+// Disabling a user and changing its password each revoke the tokens it
+// holds at once; a disabled user cannot log in, re-enabled it can.
+func TestDisableAndSetPasswordRevokeTheUsersTokens(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &identity.Store{DB: db, BcryptCost: 4}
+		if _, err := s.CreateProject(ctx, "shop"); err != nil {
+			t.Fatal(err)
+		}
+		u, err := s.CreateUser(ctx, "alice", "alice-pw-1", "shop", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := s.CreateUser(ctx, "bob", "bob-pw-123", "shop", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		login := func(name, pw string) (string, error) {
+			tok, _, err := s.Issue(ctx, identity.Credentials{UserName: name, Password: pw})
+			return tok, err
+		}
+		tok1, err := login("alice", "alice-pw-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bobTok, _ := login("bob", "bob-pw-123")
+
+		if err := s.SetEnabled(ctx, u.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Authenticate(ctx, tok1); !errors.Is(err, auth.ErrUnauthorized) {
+			t.Fatalf("a disabled user's token still authenticates: %v", err)
+		}
+		if _, err := login("alice", "alice-pw-1"); !errors.Is(err, auth.ErrUnauthorized) {
+			t.Fatalf("a disabled user logged in: %v", err)
+		}
+		if got, _ := s.User(ctx, u.ID); !got.Disabled {
+			t.Fatal("User does not say disabled")
+		}
+		if _, err := s.Authenticate(ctx, bobTok); err != nil {
+			t.Fatalf("another user's token was revoked too: %v", err)
+		}
+		if err := s.SetEnabled(ctx, u.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Authenticate(ctx, tok1); !errors.Is(err, auth.ErrUnauthorized) {
+			t.Fatal("re-enabling brought a revoked token back")
+		}
+		tok2, err := login("alice", "alice-pw-1")
+		if err != nil {
+			t.Fatalf("re-enabled user cannot log in: %v", err)
+		}
+
+		if err := s.SetPassword(ctx, u.ID, "short"); !errors.Is(err, identity.ErrInvalid) {
+			t.Fatalf("a 5-byte password: %v", err)
+		}
+		if err := s.SetPassword(ctx, u.ID, "alice-pw-2"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Authenticate(ctx, tok2); !errors.Is(err, auth.ErrUnauthorized) {
+			t.Fatal("a token from before the password change still authenticates")
+		}
+		if _, err := login("alice", "alice-pw-1"); !errors.Is(err, auth.ErrUnauthorized) {
+			t.Fatal("the old password still logs in")
+		}
+		if _, err := login("alice", "alice-pw-2"); err != nil {
+			t.Fatalf("the new password: %v", err)
+		}
+		for _, f := range []func() error{
+			func() error { return s.SetEnabled(ctx, "no-such-user", false) },
+			func() error { return s.SetPassword(ctx, "no-such-user", "long-enough-pw") },
+		} {
+			if err := f(); !errors.Is(err, identity.ErrNotFound) {
+				t.Errorf("unknown user: %v", err)
+			}
+		}
+		if got, err := s.UserByName(ctx, "bob"); err != nil || got.ID != other.ID {
+			t.Fatalf("UserByName(bob) = %+v, %v", got, err)
+		}
+	})
+}

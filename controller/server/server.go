@@ -333,7 +333,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
 		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, NetworkService: true,
-			ProjectInUse: projectInUse(db), Logger: log}
+			ProjectInUse: ProjectInUse(db), Logger: log}
 	}
 
 	hostKeyFile := cfg.HostKeyFile
@@ -546,7 +546,10 @@ func openBackups(cfg Config, db *store.DB, reg *registry.Registry, lc *lifecycle
 
 // projectInUse names what a project still owns: instances (also those
 // being deleted) and configuration groups.
-func projectInUse(db *store.DB) keystone.ProjectInUseFunc {
+// ProjectInUse names what a project still owns (instances, backups and
+// configuration groups not deleted), "" when nothing: a project is deleted
+// only when it owns nothing, through the identity API and the CLI alike.
+func ProjectInUse(db *store.DB) keystone.ProjectInUseFunc {
 	return func(ctx context.Context, project string) (string, error) {
 		ins, err := instances.List(ctx, db, instances.ListOptions{Project: project})
 		if err != nil {
@@ -556,14 +559,21 @@ func projectInUse(db *store.DB) keystone.ProjectInUseFunc {
 		if err != nil {
 			return "", err
 		}
+		bks, err := backups.List(ctx, db, backups.ListOptions{Project: project})
+		if err != nil {
+			return "", err
+		}
 		var what []string
 		if len(ins) > 0 {
 			what = append(what, fmt.Sprintf("%d instance(s)", len(ins)))
 		}
+		if len(bks) > 0 {
+			what = append(what, fmt.Sprintf("%d backup(s)", len(bks)))
+		}
 		if len(cfgs) > 0 {
 			what = append(what, fmt.Sprintf("%d configuration group(s)", len(cfgs)))
 		}
-		return strings.Join(what, " and "), nil
+		return strings.Join(what, ", "), nil
 	}
 }
 

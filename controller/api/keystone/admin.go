@@ -32,6 +32,7 @@ func (h *Handler) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v3/users", h.admin(h.listUsers))
 	mux.HandleFunc("POST /v3/users", h.admin(h.createUser))
 	mux.HandleFunc("GET /v3/users/{id}", h.admin(h.showUser))
+	mux.HandleFunc("PATCH /v3/users/{id}", h.admin(h.updateUser))
 	mux.HandleFunc("DELETE /v3/users/{id}", h.admin(h.deleteUser))
 	mux.HandleFunc("GET /v3/roles", h.admin(h.listRoles))
 	mux.HandleFunc("GET /v3/roles/{id}", h.admin(h.showRole))
@@ -185,6 +186,8 @@ func (h *Handler) createProject(w http.ResponseWriter, r *http.Request) error {
 		Enabled     *bool    `json:"enabled"`
 		IsDomain    bool     `json:"is_domain"`
 		Tags        []string `json:"tags"`
+		// `openstack project create` sends an empty options object.
+		Options map[string]any `json:"options"`
 	}
 	if err := decodeBody(r, "project", &req); err != nil {
 		return err
@@ -192,6 +195,8 @@ func (h *Handler) createProject(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case req.Name == "":
 		return kerr(http.StatusBadRequest, "project.name is required")
+	case len(req.Options) > 0:
+		return kerr(http.StatusBadRequest, "project.options: no project options are supported")
 	case req.Enabled != nil && !*req.Enabled:
 		return kerr(http.StatusBadRequest, "project.enabled: disabled projects are not supported")
 	case req.IsDomain:
@@ -251,7 +256,7 @@ func (h *Handler) deleteProject(w http.ResponseWriter, r *http.Request) error {
 // Users.
 
 func (h *Handler) userView(r *http.Request, u identity.User) map[string]any {
-	v := map[string]any{"id": u.ID, "name": u.Name, "domain_id": u.DomainID, "enabled": true,
+	v := map[string]any{"id": u.ID, "name": u.Name, "domain_id": u.DomainID, "enabled": !u.Disabled,
 		"password_expires_at": nil, "options": map[string]any{}, "links": h.self(r, "users/"+u.ID)}
 	if u.ProjectID != "" {
 		v["default_project_id"] = u.ProjectID
@@ -283,6 +288,8 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) error {
 		DefaultProjectID string `json:"default_project_id"`
 		Description      string `json:"description"`
 		Enabled          *bool  `json:"enabled"`
+		// `openstack user create` sends an empty options object.
+		Options map[string]any `json:"options"`
 	}
 	if err := decodeBody(r, "user", &req); err != nil {
 		return err
@@ -290,6 +297,8 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case req.Name == "":
 		return kerr(http.StatusBadRequest, "user.name is required")
+	case len(req.Options) > 0:
+		return kerr(http.StatusBadRequest, "user.options: no user options are supported")
 	case req.Password == "":
 		return kerr(http.StatusBadRequest, "user.password is required: users of this identity service log in with a password")
 	case req.Enabled != nil && !*req.Enabled:
@@ -331,6 +340,58 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.log().Info("user deleted through the identity API", "user", id, "by", callerName(r))
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// updateUser is Keystone's PATCH /v3/users/{id} as `openstack user set`
+// sends it: --enable/--disable and --password. Disabling and a new
+// password each revoke the user's tokens.
+func (h *Handler) updateUser(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Enabled  *bool   `json:"enabled"`
+		Password *string `json:"password"`
+		Name     *string `json:"name"`
+		// Sent by `openstack user set` alongside the others; the domain
+		// cannot change and there is one.
+		DomainID *string `json:"domain_id"`
+	}
+	if err := decodeBody(r, "user", &req); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	u, err := h.Identity.User(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if req.Name != nil && *req.Name != u.Name {
+		return kerr(http.StatusBadRequest, "user.name: renaming a user is not supported by this identity service")
+	}
+	if req.DomainID != nil {
+		if err := checkDomain("user.domain_id", *req.DomainID); err != nil {
+			return err
+		}
+	}
+	if req.Enabled != nil && !*req.Enabled {
+		if p, _ := auth.FromContext(r.Context()); p.UserID == id {
+			return kerr(http.StatusForbidden, "a user cannot disable itself")
+		}
+	}
+	if req.Password != nil {
+		if err := h.Identity.SetPassword(r.Context(), id, *req.Password); err != nil {
+			return err
+		}
+		h.log().Info("user's password changed through the identity API; its tokens are revoked", "user", id, "by", callerName(r))
+	}
+	if req.Enabled != nil && *req.Enabled == u.Disabled {
+		if err := h.Identity.SetEnabled(r.Context(), id, *req.Enabled); err != nil {
+			return err
+		}
+		h.log().Info("user enabled or disabled through the identity API", "user", id, "enabled", *req.Enabled, "by", callerName(r))
+	}
+	if u, err = h.Identity.User(r.Context(), id); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": h.userView(r, u)})
 	return nil
 }
 
