@@ -9,7 +9,6 @@ import (
 	"strata/agent/wire"
 )
 
-
 func TestUpdateUserRenamesMovesGrantsAndSetsPassword(t *testing.T) {
 	inst := sharedServer(t)
 	m, ctx := inst.Manager, ctxT(t)
