@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"strata/agent/datastore/postgresql"
+	"strata/agent/datastore/postgresql/postgresqltest"
 	"strata/agent/wire"
 )
 
@@ -154,5 +155,25 @@ func TestChangePasswordsAllOrNothing(t *testing.T) {
 		if _, err := connect(t, inst, c[0], c[2], "postgres"); err != nil {
 			t.Fatalf("%s's new password does not work: %v", c[0], err)
 		}
+	}
+}
+
+// root_on_create: prepare sets the password the controller chose (and
+// handed out in the create response) and does not echo it back.
+func TestPrepareEnablesRootWithTheGivenPassword(t *testing.T) {
+	const pw = "given-by-the-controller-0123456789"
+	inst, res := postgresqltest.PreparedT(t, wire.PrepareArgs{EnableRoot: true, RootPassword: pw})
+	if res.Root != nil {
+		t.Fatalf("prepare echoed the given root password: %+v", res.Root)
+	}
+	if _, err := connect(t, inst, "root", pw, "postgres"); err != nil {
+		t.Fatalf("root cannot log in with the given password: %v", err)
+	}
+	if _, err := connect(t, inst, "root", pw+"x", "postgres"); err == nil {
+		t.Fatal("root logs in with a wrong password")
+	}
+	on, err := inst.Manager.IsRootEnabled(ctxT(t))
+	if err != nil || !on {
+		t.Fatalf("root enabled = %v %v", on, err)
 	}
 }
