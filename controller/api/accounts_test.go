@@ -3,6 +3,7 @@ package api_test
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +141,55 @@ func TestUserUpdateAndChangePasswordsThroughTheAPI(t *testing.T) {
 		if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE args LIKE ?", "%"+pw+"%"); n != 0 {
 			t.Fatalf("password %s is kept in agent_ops", pw)
 		}
+	}
+}
+
+// TestOpenstackClientUserUpdateAndRootOnCreate drives root_on_create and
+// user update with the real `openstack database` client (it has no
+// command for PUT /users: troveclient offers change_passwords in its
+// Python API only).
+func TestOpenstackClientUserUpdateAndRootOnCreate(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	o := newOSC(t, r)
+	c := r.admin()
+	c.must(202, "PATCH", "/mgmt/datastore-versions/"+r.version.ID, map[string]any{"root_on_create": true})
+	in := o.json("database", "instance", "create", "cli-acct", "--flavor", "strata.small", "--size", "1",
+		"--datastore", "mariadb", "--datastore-version", "10.11", "--users", "appuser:app-password")
+	id := in["id"].(string)
+	pw, _ := in["password"].(string)
+	if len(pw) < 32 {
+		t.Fatalf("instance create shows no root password: %v", in)
+	}
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	if root := o.json("database", "root", "show", id); root["is_root_enabled"] != true {
+		t.Fatalf("root show after root_on_create = %v", root)
+	}
+	g := r.compute.guest(id)
+	g.mu.Lock()
+	got := g.rootPassword
+	g.mu.Unlock()
+	if got != pw {
+		t.Fatal("the guest's root password is not the one `instance create` showed")
+	}
+
+	o.run(false, "database", "user", "update", "attributes", id, "appuser",
+		"--new_name", "appuser2", "--new_password", "app-password-2", "--new_host", "10.0.0.%")
+	users := o.list("database", "user", "list", id)
+	if len(users) != 1 || users[0]["Name"] != "appuser2" || users[0]["Host"] != "10.0.0.%" {
+		t.Fatalf("user list after update = %v", users)
+	}
+	g.mu.Lock()
+	got = g.passwords["appuser2@10.0.0.%"]
+	g.mu.Unlock()
+	if got != "app-password-2" {
+		t.Fatalf("the guest's password for appuser2 = %q", got)
+	}
+	out := o.run(true, "database", "user", "update", "attributes", id, "appuser2", "--host", "10.0.0.%", "--new_name", "x'; DROP USER root; --")
+	if !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "user name") {
+		t.Fatalf("injection in the new name: %s", out)
+	}
+	out = o.run(true, "database", "user", "update", "attributes", id, "nobody", "--new_password", "x")
+	if !strings.Contains(out, "HTTP 404") {
+		t.Fatalf("update of an unknown user: %s", out)
 	}
 }
