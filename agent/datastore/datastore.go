@@ -132,3 +132,15 @@ func (u Unsupported) TailLog(_ context.Context, name string, _ int) (wire.LogTai
 }
 
 var _ Manager = Unsupported{}
+
+// UserUpdater is a Manager whose accounts can be renamed and given new
+// passwords (Trove's user update and change passwords). The dispatcher
+// type-asserts it and answers not_supported, naming the datastore, for a
+// manager without it. Both calls are all or nothing: whatever fails, every
+// account keeps its old name, host and password, and a renamed account
+// keeps its privileges. Passwords go to the server as hashes only, as at
+// create.
+type UserUpdater interface {
+	UpdateUser(ctx context.Context, args wire.UpdateUserArgs) error
+	ChangePasswords(ctx context.Context, users []wire.User) error
+}

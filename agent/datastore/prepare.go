@@ -92,3 +92,18 @@ func CheckUsersDatabases(users []wire.User, dbs []wire.Database) error {
 	}
 	return nil
 }
+
+// EnableRootAtPrepare runs enable (the manager's EnableRoot) when prepare
+// asks for root: with the controller's password if it gave one
+// (root_on_create, handed out in the create response already, so not
+// echoed back), else with a generated one, which is returned once.
+func EnableRootAtPrepare(ctx context.Context, args wire.PrepareArgs, enable func(context.Context, string) (wire.RootCredentials, error)) (*wire.RootCredentials, error) {
+	if !args.EnableRoot {
+		return nil, nil
+	}
+	creds, err := enable(ctx, args.RootPassword)
+	if err != nil || args.RootPassword != "" {
+		return nil, err
+	}
+	return &creds, nil
+}

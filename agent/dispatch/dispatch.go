@@ -259,6 +259,26 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, err
 		}
 		return d.restore(ctx, op.ID, a)
+	case wire.KindUpdateUser:
+		a, err := decode[wire.UpdateUserArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		u, ok := m.(datastore.UserUpdater)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support changing a user's name, host or password", d.datastoreName())
+		}
+		return nil, u.UpdateUser(ctx, a)
+	case wire.KindChangePasswords:
+		a, err := decode[wire.ChangePasswordsArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		u, ok := m.(datastore.UserUpdater)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support changing passwords", d.datastoreName())
+		}
+		return nil, u.ChangePasswords(ctx, a.Users)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

@@ -90,6 +90,16 @@ func TestOperationsReachTheManager(t *testing.T) {
 	if len(access.Databases) != 1 || access.Databases[0] != "second" {
 		t.Fatalf("access: %+v", access)
 	}
+	if r := run(t, d, wire.KindUpdateUser, `{"user":{"name":"u1"},"new_name":"u2","new_password":"pw2"}`); r.Error != nil {
+		t.Fatalf("update_user: %+v", r.Error)
+	}
+	if r := run(t, d, wire.KindChangePasswords, `{"users":[{"name":"u2","password":"pw3"}]}`); r.Error != nil {
+		t.Fatalf("change_passwords: %+v", r.Error)
+	}
+	run(t, d, wire.KindListAccess, `{"name":"u2"}`).Decode(&access)
+	if len(access.Databases) != 1 || access.Databases[0] != "second" {
+		t.Fatalf("access after the rename: %+v", access)
+	}
 	var creds wire.RootCredentials
 	if err := run(t, d, wire.KindEnableRoot, "").Decode(&creds); err != nil || creds.Password == "" {
 		t.Fatalf("enable_root: %+v %v", creds, err)
@@ -143,6 +153,15 @@ func TestBadArgumentsAreTypedErrors(t *testing.T) {
 	if string(before.Payload) != string(after.Payload) {
 		t.Fatalf("databases changed: %s → %s", before.Payload, after.Payload)
 	}
+}
+
+// A manager without datastore.UserUpdater answers not_supported, naming
+// its datastore.
+func TestAccountUpdatesNeedTheCapability(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	wantError(t, run(t, d, wire.KindUpdateUser, `{"user":{"name":"a"},"new_password":"x"}`), wire.CodeNotSupported, "exotic does not support changing a user")
+	wantError(t, run(t, d, wire.KindChangePasswords, `{"users":[{"name":"a","password":"x"}]}`), wire.CodeNotSupported, "exotic does not support changing passwords")
+	wantError(t, run(t, d, wire.KindUpdateUser, `{"user":{"name":"a"},"rename_to":"b"}`), wire.CodeInvalidArgument, `unknown parameter "rename_to"`)
 }
 
 type growFunc func(ctx context.Context) error

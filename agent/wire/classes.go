@@ -93,6 +93,14 @@ var Classes = map[Kind]Class{
 	// not a state a second run converges from, so it is never re-run; the
 	// datastore stays stopped unless the whole chain arrived intact.
 	KindRestore: {Mutates: true},
+	// A rename is not re-run: after a cut-short run the old name may be
+	// gone and the new one there, or not, and a second run cannot tell
+	// its own rename from an account that existed already. It ends
+	// interrupted, a recorded fault; the manager's compensation covers
+	// failures it sees, not a crash.
+	KindUpdateUser: {NeedsDatastore: true, Mutates: true, SecretArgs: true},
+	// Setting the same passwords again converges.
+	KindChangePasswords: {Idempotent: true, NeedsDatastore: true, Mutates: true, SecretArgs: true},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -38,6 +38,12 @@ const (
 	// KindRestore makes a fresh guest's datastore from a chain of backups
 	// the controller streams in, instead of prepare.
 	KindRestore Kind = "restore" // RestoreArgs → RestoreResult
+	// KindUpdateUser renames an account (name, host) and/or sets its
+	// password, all or nothing; a datastore.UserUpdater capability.
+	KindUpdateUser Kind = "update_user" // UpdateUserArgs → —
+	// KindChangePasswords sets the passwords of several existing
+	// accounts, all or nothing where the engine allows it.
+	KindChangePasswords Kind = "change_passwords" // ChangePasswordsArgs → —
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -48,6 +54,7 @@ var Kinds = []Kind{
 	KindEnableRoot, KindDisableRoot, KindIsRootEnabled,
 	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
 	KindResizeFilesystem, KindBackup, KindRestore,
+	KindUpdateUser, KindChangePasswords,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.
@@ -85,6 +92,11 @@ type PrepareArgs struct {
 	// EnableRoot creates the remote root account now (Trove's
 	// root_enabled_on_create); the generated password is in the result.
 	EnableRoot bool `json:"enable_root,omitempty"`
+	// RootPassword, with EnableRoot, is the root password the controller
+	// chose (root_on_create: it was handed out in the create response);
+	// empty means generate one. A given password is not echoed in
+	// PrepareResult.Root.
+	RootPassword string `json:"root_password,omitempty"`
 	// Configuration, if set, is applied as the initial override set.
 	Configuration *ConfigurationArgs `json:"configuration,omitempty"`
 }
@@ -120,6 +132,21 @@ type ListDatabasesResult struct {
 }
 
 type CreateUsersArgs struct {
+	Users []User `json:"users"`
+}
+
+// UpdateUserArgs changes one account: a new name, host and/or password
+// (an empty field keeps the current value; at least one must change).
+type UpdateUserArgs struct {
+	User        UserRef `json:"user"`
+	NewName     string  `json:"new_name,omitempty"`
+	NewHost     string  `json:"new_host,omitempty"`
+	NewPassword string  `json:"new_password,omitempty"`
+}
+
+// ChangePasswordsArgs sets each user's Password (Databases must be
+// empty).
+type ChangePasswordsArgs struct {
 	Users []User `json:"users"`
 }
 

@@ -161,6 +161,35 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		{"PUT", inst + "/users/ghost/databases", `{"databases":[{"name":"orders"}]}`, 404, "does not exist"},
 		{"DELETE", inst + "/users/app/databases/x%60y", "", 400, "database name"},
 		{"GET", inst + "/users/ghost/databases", "", 404, "does not exist"},
+		// User update and change passwords.
+		{"PUT", inst + "/users/app", `{"user":`, 400, "malformed JSON"},
+		{"PUT", inst + "/users/app", `{"user":"x"}`, 400, `"user": expected an object`},
+		{"PUT", inst + "/users/app", `{"user":{"name":5}}`, 400, `"user.name": expected a string`},
+		{"PUT", inst + "/users/app", `{"user":{}}`, 400, "at least one"},
+		{"PUT", inst + "/users/app", `{}`, 400, "at least one"},
+		{"PUT", inst + "/users/app", `{"user":{"name":"x'; DROP USER root; --"}}`, 400, "user name"},
+		{"PUT", inst + "/users/app", `{"user":{"host":"x' OR '1'='1"}}`, 400, "host"},
+		{"PUT", inst + "/users/app", `{"user":{"host":""}}`, 400, "host is empty"},
+		{"PUT", inst + "/users/app", `{"user":{"name":"root"}}`, 400, "reserved"},
+		{"PUT", inst + "/users/app", `{"user":{"password":""}}`, 400, "password is empty"},
+		{"PUT", inst + "/users/app", `{"user":{"password":"a\\b"}}`, 400, "password"},
+		{"PUT", inst + "/users/app", `{"user":{"databases":[]}}`, 400, "databases"},
+		{"PUT", inst + "/users/app", `{"user":{"password":"` + strings.Repeat("p", 2<<20) + `"}}`, 413, "larger than"},
+		{"PUT", inst + "/users/nobody", `{"user":{"password":"x"}}`, 404, "does not exist"},
+		{"PUT", inst + "/users/bad%27name", `{"user":{"password":"x"}}`, 400, "user name"},
+		{"PUT", "/instances/" + ghost + "/users/app", `{"user":{"password":"x"}}`, 404, "not found"},
+		{"PUT", "/instances/" + broken + "/users/app", `{"user":{"password":"x"}}`, 422, "status ERROR"},
+		{"PUT", inst + "/users", `{"users":`, 400, "malformed JSON"},
+		{"PUT", inst + "/users", `{"users":[]}`, 400, "at least one"},
+		{"PUT", inst + "/users", `{"users":"x"}`, 400, "expected a list"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app"}]}`, 400, "password is empty"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","password":5}]}`, 400, "expected a string"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","password":"a"},{"name":"app","password":"b"}]}`, 400, "listed twice"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","password":"a","databases":[]}]}`, 400, "databases"},
+		{"PUT", inst + "/users", `{"users":[{"name":"a\"b","password":"a"}]}`, 400, "user name"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","host":"%' OR 1=1 --","password":"a"}]}`, 400, "host"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","password":"a"},{"name":"ghost","password":"b"}]}`, 404, "does not exist"},
+		{"PUT", "/instances/" + ghost + "/users", `{"users":[{"name":"app","password":"a"}]}`, 404, "not found"},
 		{"POST", inst + "/root", `{"password":5}`, 400, "expected a string"},
 		{"POST", inst + "/root", `{"password":""}`, 400, "password is empty"},
 		{"GET", "/instances/" + ghost + "/root", "", 404, "not found"},
@@ -223,6 +252,8 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		{"PUT", inst, `{"instance":{"name":"mine"}}`, 404, "not found"},
 		{"POST", inst + "/action", `{"reset_status":{}}`, 404, "not found"},
 		{"POST", inst + "/databases", `{"databases":[{"name":"x"}]}`, 404, "not found"},
+		{"PUT", inst + "/users/app", `{"user":{"password":"mine"}}`, 404, "not found"},
+		{"PUT", inst + "/users", `{"users":[{"name":"app","password":"mine"}]}`, 404, "not found"},
 		{"GET", "/configurations/" + cfgID, "", 404, "not found"},
 	} {
 		if code, doc := outsider.do(bc.method, bc.path, bc.body); code != bc.code || !strings.Contains(errorMessage(doc), bc.msg) {
@@ -245,7 +276,7 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 func snapshot(t *testing.T, r *rig, id string) string {
 	g := r.compute.guest(id)
 	g.mu.Lock()
-	guest := fmt.Sprintf("dbs=%d users=%d root=%v", len(g.dbs), len(g.users), g.root)
+	guest := fmt.Sprintf("dbs=%d users=%d root=%v passwords=%v", len(g.dbs), len(g.users), g.root, g.passwords)
 	g.mu.Unlock()
 	return fmt.Sprintf("instances=%d configurations=%d tasks=%d volume=%d %s",
 		storetest.Count(t, r.ctl.DB, "instances"), storetest.Count(t, r.ctl.DB, "configurations"),

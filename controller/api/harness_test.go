@@ -39,14 +39,18 @@ const rulesFile = "../testdata/validation-rules/mariadb-10.11.json"
 
 // fakeGuest is an agent over an in-memory datastore.
 type fakeGuest struct {
-	t               *testing.T
-	mu              sync.Mutex
-	key             ssh.Signer
-	enrolled        bool
-	prepared        bool
-	dbs             map[string]bool
-	users           map[string]*wire.User
-	root            bool
+	t        *testing.T
+	mu       sync.Mutex
+	key      ssh.Signer
+	enrolled bool
+	prepared bool
+	dbs      map[string]bool
+	users    map[string]*wire.User
+	root     bool
+	// rootPassword is the one prepare set (root_on_create); passwords
+	// holds each user's current password, as the fake's login check.
+	rootPassword    string
+	passwords       map[string]string
 	restartRequired bool
 	restarts        int
 	volumeGB        int
@@ -73,7 +77,7 @@ type fakeGuest struct {
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
-	return &fakeGuest{t: t, key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{},
+	return &fakeGuest{t: t, key: wiretest.NewSigner(t), dbs: map[string]bool{}, users: map[string]*wire.User{}, passwords: map[string]string{},
 		results: map[string]wire.Result{}, volumeGB: volumeGB, interrupt: map[wire.Kind]bool{},
 		inflight: map[string]chan struct{}{}}
 }
@@ -226,8 +230,12 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		}
 		for _, u := range a.Users {
 			u := u
+			g.passwords[userKey(u.Name, u.Host)] = u.Password
 			u.Password = ""
 			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		if a.EnableRoot {
+			g.root, g.rootPassword = true, a.RootPassword
 		}
 		if a.Configuration != nil {
 			g.config = a.Configuration.Values
@@ -279,11 +287,56 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		}
 		for _, u := range a.Users {
 			u := u
+			g.passwords[userKey(u.Name, u.Host)] = u.Password
 			u.Password = ""
 			if u.Host == "" {
 				u.Host = "%"
 			}
 			g.users[userKey(u.Name, u.Host)] = &u
+		}
+		return okResult(nil)
+	case wire.KindUpdateUser:
+		var a wire.UpdateUserArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		old := userKey(a.User.Name, a.User.Host)
+		u := g.users[old]
+		if u == nil {
+			return opErr(wire.CodeNotFound, "user %s does not exist", a.User.Name)
+		}
+		name, host := u.Name, u.Host
+		if a.NewName != "" {
+			name = a.NewName
+		}
+		if a.NewHost != "" {
+			host = a.NewHost
+		}
+		key := userKey(name, host)
+		if key != old && g.users[key] != nil {
+			return opErr(wire.CodeAlreadyExists, "user %s exists already", key)
+		}
+		pw := g.passwords[old]
+		if a.NewPassword != "" {
+			pw = a.NewPassword
+		}
+		delete(g.users, old)
+		delete(g.passwords, old)
+		u.Name, u.Host = name, host
+		g.users[key], g.passwords[key] = u, pw
+		return okResult(nil)
+	case wire.KindChangePasswords:
+		var a wire.ChangePasswordsArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		for _, u := range a.Users {
+			if g.users[userKey(u.Name, u.Host)] == nil {
+				return opErr(wire.CodeNotFound, "user %s does not exist", u.Name)
+			}
+		}
+		for _, u := range a.Users {
+			g.passwords[userKey(u.Name, u.Host)] = u.Password
 		}
 		return okResult(nil)
 	case wire.KindDeleteUser, wire.KindListAccess:

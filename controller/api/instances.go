@@ -299,11 +299,16 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	if in.Access != nil {
 		r.Access = &instances.Access{IsPublic: in.Access.IsPublic, AllowedCIDRs: in.Access.AllowedCIDRs}
 	}
-	inst, err := s.Lifecycle.Create(c.ctx(), r)
+	inst, rootPassword, err := s.Lifecycle.Create(c.ctx(), r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), inst, true)})
+	view := s.instanceView(c, s.lookups(c), inst, true)
+	if rootPassword != "" {
+		// root_on_create: handed out here, once, as Trove does.
+		view["password"] = rootPassword
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": view})
 	return nil
 }
 

@@ -169,7 +169,6 @@ func TestInstanceLifecycleThroughTheTroveAPI(t *testing.T) {
 	}
 	c.must(202, "DELETE", "/instances/"+id+"/users/bi", nil)
 	c.must(404, "GET", "/instances/"+id+"/users/bi", nil)
-	c.must(501, "PUT", "/instances/"+id+"/users/app", map[string]any{"user": map[string]any{"password": "x"}})
 	if root := c.must(200, "GET", "/instances/"+id+"/root", nil); root["rootEnabled"] != false {
 		t.Fatalf("root = %v", root)
 	}

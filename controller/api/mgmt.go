@@ -65,7 +65,7 @@ func (s *Server) mgmtVersionView(v registry.Version, defaultID string) map[strin
 		"id": v.ID, "name": v.Name, "version": v.Name, "datastore_id": v.DatastoreID, "datastore_name": v.DatastoreName,
 		"datastore_manager": v.Manager, "image": v.ImageID, "image_tags": []string{}, "packages": packages,
 		"active": v.Active, "default": v.ID == defaultID,
-		"port": v.Port, "boot_timeout": int(v.BootTimeout / time.Second),
+		"port": v.Port, "boot_timeout": int(v.BootTimeout / time.Second), "root_on_create": v.RootOnCreate,
 	}
 }
 
@@ -114,6 +114,9 @@ type versionFields struct {
 	Version          string   `json:"version"`
 	Port             *int     `json:"port"`
 	BootTimeout      *int     `json:"boot_timeout"`
+	// RootOnCreate is Trove's root_on_create (a strata extension of the
+	// mgmt API: Trove reads it from its configuration file).
+	RootOnCreate *bool `json:"root_on_create"`
 }
 
 // checkImage answers as Trove does when the image is not in the image
@@ -163,6 +166,9 @@ func (s *Server) mgmtCreateVersion(w http.ResponseWriter, c *call) error {
 	if f.BootTimeout != nil {
 		spec.BootTimeout = time.Duration(*f.BootTimeout) * time.Second
 	}
+	if f.RootOnCreate != nil {
+		spec.RootOnCreate = *f.RootOnCreate
+	}
 	if spec.Port == 0 {
 		return errorf(http.StatusBadRequest, "version.port is required for manager %q (strata knows the ports of %s)", trunc(f.DatastoreManager), knownManagers())
 	}
@@ -200,7 +206,7 @@ func (s *Server) mgmtEditVersion(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "image_tags: strata registers a version by image id; give image")
 	}
 	spec := registry.VersionSpec{Datastore: v.DatastoreID, Name: v.Name, Manager: v.Manager, ImageID: v.ImageID,
-		Packages: v.Packages, Active: v.Active, Port: v.Port, BootTimeout: v.BootTimeout}
+		Packages: v.Packages, Active: v.Active, Port: v.Port, BootTimeout: v.BootTimeout, RootOnCreate: v.RootOnCreate}
 	if f.DatastoreManager != "" {
 		spec.Manager = f.DatastoreManager
 	}
@@ -221,6 +227,9 @@ func (s *Server) mgmtEditVersion(w http.ResponseWriter, c *call) error {
 	}
 	if f.BootTimeout != nil {
 		spec.BootTimeout = time.Duration(*f.BootTimeout) * time.Second
+	}
+	if f.RootOnCreate != nil {
+		spec.RootOnCreate = *f.RootOnCreate
 	}
 	d, err := s.Registry.Datastore(c.ctx(), v.DatastoreID)
 	if err != nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -96,17 +97,95 @@ func (s *Server) showUser(w http.ResponseWriter, c *call) error {
 	return errorf(http.StatusNotFound, "user %q not found on instance %s", ref.Name, in.ID)
 }
 
-// updateUser and changePasswords are Trove calls the agent protocol has
-// no operation for yet.
+// updateUser answers PUT /instances/{id}/users/{user} with {"user":
+// {"name"?, "host"?, "password"?}}: a new name, host and/or password, all
+// or nothing (the agent's update_user; a datastore without it answers
+// 400 naming itself).
 func (s *Server) updateUser(w http.ResponseWriter, c *call) error {
-	if _, err := userRef(c); err != nil {
+	ref, err := userRef(c)
+	if err != nil {
 		return err
 	}
-	return errorf(http.StatusNotImplemented, "changing a user's name, host or password is not supported by this agent protocol version")
+	var req struct {
+		User *struct {
+			Name     *string `json:"name"`
+			Host     *string `json:"host"`
+			Password *string `json:"password"`
+		} `json:"user"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	u := req.User
+	if u == nil || (u.Name == nil && u.Host == nil && u.Password == nil) {
+		return errorf(http.StatusBadRequest, "user: give at least one of name, host and password to change")
+	}
+	args := wire.UpdateUserArgs{User: ref}
+	if u.Name != nil {
+		args.NewName = *u.Name
+	}
+	if u.Host != nil {
+		args.NewHost = *u.Host
+		if args.NewHost == "" {
+			return errorf(http.StatusBadRequest, "user.host is empty; leave it out to keep the host")
+		}
+	}
+	newName := ref.Name
+	if u.Name != nil {
+		newName = *u.Name
+	}
+	if err := lifecycle.CheckUserName(newName, args.NewHost); err != nil {
+		return err
+	}
+	if u.Password != nil {
+		if err := lifecycle.CheckPassword(*u.Password); err != nil {
+			return err
+		}
+		args.NewPassword = *u.Password
+	}
+	return s.guestCast(w, c, wire.KindUpdateUser, args)
 }
 
+// changePasswords answers PUT /instances/{id}/users with {"users":
+// [{"name", "host"?, "password"}, ...]}: every password changes or none
+// (the agent's change_passwords).
 func (s *Server) changePasswords(w http.ResponseWriter, c *call) error {
-	return errorf(http.StatusNotImplemented, "changing passwords is not supported by this agent protocol version")
+	var req struct {
+		Users []struct {
+			Name     string `json:"name"`
+			Host     string `json:"host"`
+			Password string `json:"password"`
+		} `json:"users"`
+	}
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if len(req.Users) == 0 {
+		return errorf(http.StatusBadRequest, "users: give at least one user and its new password")
+	}
+	if len(req.Users) > wire.MaxItemsPerOp {
+		return errorf(http.StatusBadRequest, "users: at most %d at once", wire.MaxItemsPerOp)
+	}
+	seen := map[string]bool{}
+	var users []wire.User
+	for _, u := range req.Users {
+		if err := lifecycle.CheckUserName(u.Name, u.Host); err != nil {
+			return err
+		}
+		if err := lifecycle.CheckPassword(u.Password); err != nil {
+			return fmt.Errorf("user %s: %w", u.Name, err)
+		}
+		host := u.Host
+		if host == "" {
+			host = "%"
+		}
+		if seen[u.Name+"@"+host] {
+			return errorf(http.StatusBadRequest, "user %s@%s is listed twice", u.Name, host)
+		}
+		seen[u.Name+"@"+host] = true
+		users = append(users, wire.User{Name: u.Name, Host: u.Host, Password: u.Password})
+	}
+	return s.guestCast(w, c, wire.KindChangePasswords, wire.ChangePasswordsArgs{Users: users})
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, c *call) error {

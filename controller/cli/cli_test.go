@@ -76,8 +76,8 @@ func TestTroveManageEquivalents(t *testing.T) {
 		t.Fatalf("unknown image: %v %s", err, out)
 	}
 	out, err = strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", "mariadb-10.11",
-		"--from-recipe", "../../images/mariadb-10.11.yaml")
-	if err != nil || !strings.Contains(out, "manager mariadb") || !strings.Contains(out, "port 3306") {
+		"--from-recipe", "../../images/mariadb-10.11.yaml", "--root-on-create")
+	if err != nil || !strings.Contains(out, "manager mariadb") || !strings.Contains(out, "port 3306") || !strings.Contains(out, "root on create true") {
 		t.Fatalf("version update: %v\n%s", err, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.json")
@@ -107,7 +107,7 @@ func TestTroveManageEquivalents(t *testing.T) {
 	}
 	defer db.Close()
 	v, err := (&registry.Registry{DB: db}).FindVersion(context.Background(), "mariadb", "")
-	if err != nil || v.ImageID != imageID || len(v.Rules) != 7 || v.BootTimeout != 900*time.Second || !v.Active {
+	if err != nil || v.ImageID != imageID || len(v.Rules) != 7 || v.BootTimeout != 900*time.Second || !v.Active || !v.RootOnCreate {
 		t.Fatalf("registered version = %+v, %v", v, err)
 	}
 }

@@ -142,8 +142,8 @@ recipe's datastore section; flags given explicitly win.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s (%s): manager %s, image %s, port %d, active %v\n",
-				v.DatastoreName, v.Name, v.ID, v.Manager, v.ImageID, v.Port, v.Active)
+			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s (%s): manager %s, image %s, port %d, active %v, root on create %v\n",
+				v.DatastoreName, v.Name, v.ID, v.Manager, v.ImageID, v.Port, v.Active, v.RootOnCreate)
 			return nil
 		},
 	}
@@ -154,6 +154,7 @@ recipe's datastore section; flags given explicitly win.`,
 	f.BoolVar(&inactive, "inactive", false, "register the version as inactive (not offered for new instances)")
 	f.IntVar(&spec.Port, "port", 0, "the database's TCP port in the guest")
 	f.DurationVar(&bootTimeout, "boot-timeout", 15*time.Minute, "how long a new instance may take to become ready before it ends in ERROR")
+	f.BoolVar(&spec.RootOnCreate, "root-on-create", false, "give new instances their remote root account at create, the password in the create response (Trove's root_on_create)")
 	f.StringVar(&fromRecipe, "from-recipe", "", "take manager, port, packages and boot timeout from this image recipe")
 	update.MarkFlagRequired("image")
 

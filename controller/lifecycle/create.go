@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,10 @@ type createPayload struct {
 	// RestoreChain, when set, restores the backups (full first) instead
 	// of prepare.
 	RestoreChain []string `json:"restore_chain,omitempty"`
+	// RootPassword is the root password handed out in the create
+	// response (root_on_create); like Users' passwords it moves to the
+	// prepare operation's arguments and is dropped from the task then.
+	RootPassword string `json:"root_password,omitempty"`
 }
 
 func (m *Manager) checkCreate(ctx context.Context, r *CreateRequest) (registry.Version, registry.Flavor, []string, error) {
@@ -197,16 +202,24 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 	return v, f, nil
 }
 
-// Create records a new instance (BUILD) and queues its create task.
-func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instance, error) {
+// Create records a new instance (BUILD) and queues its create task. When
+// the version has root_on_create (and the instance is not restored from a
+// backup, whose accounts it takes), it also returns the root password
+// prepare will set: the caller hands it out once, as Trove's create
+// response does; the controller keeps it only until prepare ends.
+func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instance, string, error) {
 	v, f, chain, err := m.checkCreate(ctx, &r)
 	if err != nil {
-		return instances.Instance{}, err
+		return instances.Instance{}, "", err
+	}
+	var rootPassword string
+	if v.RootOnCreate && len(chain) == 0 {
+		rootPassword = rand.Text() + rand.Text()
 	}
 	now := m.now()
 	nics, err := json.Marshal(r.NICs)
 	if err != nil {
-		return instances.Instance{}, err
+		return instances.Instance{}, "", err
 	}
 	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
 		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
@@ -216,16 +229,18 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 			return err
 		}
 		_, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: d.ID, Kind: KindCreate, Step: "volume",
-			Payload: createPayload{Databases: r.Databases, Users: r.Users, RestoreChain: chain}, Deadline: now.Add(v.BootTimeout)}, now)
+			Payload:  createPayload{Databases: r.Databases, Users: r.Users, RestoreChain: chain, RootPassword: rootPassword},
+			Deadline: now.Add(v.BootTimeout)}, now)
 		return err
 	})
 	if err != nil {
-		return instances.Instance{}, err
+		return instances.Instance{}, "", err
 	}
 	m.kick()
 	m.log().Info("instance create queued", "instance", d.ID, "project", d.ProjectID, "datastore", v.DatastoreName, "version", v.Name,
-		"flavor", f.Name, "volume_gb", d.VolumeSizeGB, "restore_from", r.BackupID)
-	return instances.Get(ctx, m.DB, r.ProjectID, d.ID)
+		"flavor", f.Name, "volume_gb", d.VolumeSizeGB, "restore_from", r.BackupID, "root_on_create", rootPassword != "")
+	in, err := instances.Get(ctx, m.DB, r.ProjectID, d.ID)
+	return in, rootPassword, err
 }
 
 func prepareOpID(instanceID string) string { return "prepare-" + instanceID }
@@ -379,7 +394,8 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	if err != nil {
 		return tasks.Result{}, err
 	}
-	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users}
+	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users,
+		EnableRoot: p.RootPassword != "", RootPassword: p.RootPassword}
 	cfg, err := m.configurationArgs(ctx, in)
 	if err != nil {
 		return tasks.Result{}, err
@@ -397,7 +413,7 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
 	}
 	// The queued op carries the passwords now; the task forgets them.
-	p.Users = nil
+	p.Users, p.RootPassword = nil, ""
 	return tasks.Result{Next: "wait", Payload: p, After: time.Second}, nil
 }
 

@@ -67,6 +67,10 @@ type Version struct {
 	// BootTimeout is how long a new instance may take to be ready before
 	// it ends in ERROR.
 	BootTimeout time.Duration
+	// RootOnCreate: a new instance gets its remote root account at create
+	// and the create response carries the password (Trove's
+	// root_on_create).
+	RootOnCreate bool
 	// Rules are the validation rules (nil until loaded).
 	Rules         []wire.ParameterRule
 	RulesSource   string
@@ -152,6 +156,8 @@ type VersionSpec struct {
 	Active      bool
 	Port        int
 	BootTimeout time.Duration
+	// RootOnCreate is Trove's root_on_create for this version.
+	RootOnCreate bool
 }
 
 func (s VersionSpec) validate() error {
@@ -198,13 +204,13 @@ func (r *Registry) UpdateVersion(ctx context.Context, spec VersionSpec) (Version
 		now := store.Millis(r.now())
 		id = store.NewID()
 		_, err = tx.Exec(ctx, `INSERT INTO datastore_versions
-			(id, datastore_id, name, manager, image_id, packages, active, port, boot_timeout_s, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			(id, datastore_id, name, manager, image_id, packages, active, port, boot_timeout_s, root_on_create, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (datastore_id, name) DO UPDATE SET manager = excluded.manager, image_id = excluded.image_id,
 				packages = excluded.packages, active = excluded.active, port = excluded.port,
-				boot_timeout_s = excluded.boot_timeout_s, updated_at = excluded.updated_at`,
+				boot_timeout_s = excluded.boot_timeout_s, root_on_create = excluded.root_on_create, updated_at = excluded.updated_at`,
 			id, ds.ID, spec.Name, spec.Manager, spec.ImageID, strings.Join(spec.Packages, ","), store.Bool(spec.Active),
-			spec.Port, int(spec.BootTimeout/time.Second), now, now)
+			spec.Port, int(spec.BootTimeout/time.Second), store.Bool(spec.RootOnCreate), now, now)
 		if err != nil {
 			return err
 		}
@@ -278,23 +284,24 @@ func scanDatastore(s store.Scanner) (Datastore, error) {
 }
 
 const versionColumns = `v.id, v.datastore_id, d.name, v.name, v.manager, v.image_id, v.packages, v.active, v.port,
-	v.boot_timeout_s, v.rules, v.rules_source, v.rules_loaded_at, v.created_at, v.updated_at`
+	v.boot_timeout_s, v.root_on_create, v.rules, v.rules_source, v.rules_loaded_at, v.created_at, v.updated_at`
 
 func scanVersion(s store.Scanner) (Version, error) {
 	var v Version
 	var packages string
-	var active, timeout int
+	var active, timeout, rootOnCreate int
 	var rules, source sql.NullString
 	var loaded sql.NullInt64
 	var created, updated int64
 	if err := s.Scan(&v.ID, &v.DatastoreID, &v.DatastoreName, &v.Name, &v.Manager, &v.ImageID, &packages, &active,
-		&v.Port, &timeout, &rules, &source, &loaded, &created, &updated); err != nil {
+		&v.Port, &timeout, &rootOnCreate, &rules, &source, &loaded, &created, &updated); err != nil {
 		return v, err
 	}
 	if packages != "" {
 		v.Packages = strings.Split(packages, ",")
 	}
 	v.Active = active != 0
+	v.RootOnCreate = rootOnCreate != 0
 	v.BootTimeout = time.Duration(timeout) * time.Second
 	if rules.Valid {
 		if err := json.Unmarshal([]byte(rules.String), &v.Rules); err != nil {

@@ -28,6 +28,9 @@ var (
 	hostPattern    = regexp.MustCompile(`^[A-Za-z0-9%_.:/-]+$`)
 	charsetPattern = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 	paramPattern   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	// pluginPattern: authentication plugins whose stored string the agent
+	// may put back (change_passwords' compensation).
+	pluginPattern = regexp.MustCompile(`^(mysql_native_password|ed25519)$`)
 )
 
 // systemDatabases are never listed, created or dropped.

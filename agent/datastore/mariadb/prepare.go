@@ -102,13 +102,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 			return res, err
 		}
 	}
-	if args.EnableRoot {
-		creds, err := m.EnableRoot(ctx, "")
-		if err != nil {
-			return res, err
-		}
-		res.Root = &creds
+	root, err := datastore.EnableRootAtPrepare(ctx, args, m.EnableRoot)
+	if err != nil {
+		return res, err
 	}
+	res.Root = root
 	// At prepare there is no earlier group: nothing is dropped, no rules
 	// beyond the values' are needed.
 	apply := func(ctx context.Context, s []datastore.Setting) (wire.ConfigurationResult, error) {

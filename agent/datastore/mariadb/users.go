@@ -260,3 +260,136 @@ func (m *Manager) grantedDatabases(ctx context.Context, u wire.UserRef) ([]strin
 	sort.Strings(out)
 	return out, rows.Err()
 }
+
+// fault, when a test sets it, is called between the steps of an account
+// update and its error ends the update there, as a server error at that
+// point would: the tests reach the compensation against the real server.
+var fault = func(step string) error { return nil }
+
+// UpdateUser renames an account (RENAME USER keeps its grants) and/or sets
+// its password. MariaDB has no transactions for account statements, so
+// the steps run in an order that one compensation undoes: every check
+// first (the account exists, the new name and host are valid and free,
+// the password is acceptable), then the rename, then the password, which
+// if it fails renames the account back. The old account thus keeps
+// working with its old password whatever fails.
+func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
+	old := a.User
+	if err := m.checkUserRef(&old); err != nil {
+		return err
+	}
+	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
+	if target.Name == "" {
+		target.Name = old.Name
+	}
+	if target.Host == "" {
+		target.Host = old.Host
+	}
+	if err := m.checkUserRef(&target); err != nil {
+		return fmt.Errorf("new name or host: %w", err)
+	}
+	if a.NewPassword != "" {
+		if err := datastore.CheckPassword(a.NewPassword); err != nil {
+			return err
+		}
+	}
+	rename := target != old
+	if !rename && a.NewPassword == "" {
+		return invalid("user %s@%s: give a new name, host or password", show(old.Name), show(old.Host))
+	}
+	oldAcct, err := m.existingUser(ctx, &old)
+	if err != nil {
+		return err
+	}
+	newAcct, err := account(target)
+	if err != nil {
+		return err
+	}
+	if rename {
+		exists, err := m.userExists(ctx, target)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return wire.Errorf(wire.CodeAlreadyExists, "user %s@%s exists already", show(target.Name), show(target.Host))
+		}
+		if err := m.exec(ctx, "RENAME USER "+oldAcct+" TO "+newAcct); err != nil {
+			return fmt.Errorf("rename user %s@%s: %w", show(old.Name), show(old.Host), err)
+		}
+	}
+	if a.NewPassword == "" {
+		return nil
+	}
+	err = fault("update_user.renamed")
+	if err == nil {
+		err = m.exec(ctx, "ALTER USER "+newAcct+" IDENTIFIED VIA mysql_native_password USING '"+nativePasswordHash(a.NewPassword)+"'")
+	}
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("set the password of user %s@%s: %w", show(target.Name), show(target.Host), err)
+	if rename {
+		if uerr := m.exec(context.WithoutCancel(ctx), "RENAME USER "+newAcct+" TO "+oldAcct); uerr != nil {
+			m.log.Error("could not rename a user back after a failed update", "user", old.Name, "host", old.Host, "err", uerr)
+			return fmt.Errorf("%w; renaming it back to %s@%s failed too: %v", err, show(old.Name), show(old.Host), uerr)
+		}
+	}
+	return err
+}
+
+// ChangePasswords sets the passwords of existing accounts, all or none:
+// every account is checked and its current credentials read first; a
+// failure part-way puts back the credentials of those already changed.
+func (m *Manager) ChangePasswords(ctx context.Context, users []wire.User) error {
+	if err := m.checkUsers(users); err != nil {
+		return err
+	}
+	for _, u := range users {
+		if len(u.Databases) > 0 {
+			return invalid("user %s: changing passwords takes no databases", show(u.Name))
+		}
+	}
+	if err := m.ready(ctx); err != nil {
+		return err
+	}
+	type saved struct{ acct, plugin, auth string }
+	var before []saved
+	for _, u := range users {
+		ref := wire.UserRef{Name: u.Name, Host: u.Host}
+		acct, err := m.existingUser(ctx, &ref)
+		if err != nil {
+			return err
+		}
+		s := saved{acct: acct}
+		if err := m.conn().QueryRowContext(ctx, "SELECT plugin, authentication_string FROM mysql.user WHERE User = ? AND Host = ?",
+			ref.Name, ref.Host).Scan(&s.plugin, &s.auth); err != nil {
+			return fmt.Errorf("read the credentials of user %s: %w", show(u.Name), err)
+		}
+		if !pluginPattern.MatchString(s.plugin) {
+			return wire.Errorf(wire.CodeFailedPrecondition, "user %s@%s authenticates with %s, which the agent does not restore; change it alone", show(u.Name), show(u.Host), show(s.plugin))
+		}
+		before = append(before, s)
+	}
+	for i, u := range users {
+		err := fault("change_passwords." + u.Name)
+		if err == nil {
+			err = m.exec(ctx, "ALTER USER "+before[i].acct+" IDENTIFIED VIA mysql_native_password USING '"+nativePasswordHash(u.Password)+"'")
+		}
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("change the password of user %s: %w", show(u.Name), err)
+		for _, s := range before[:i] {
+			auth, qerr := quoteString(s.auth)
+			if qerr == nil {
+				qerr = m.exec(context.WithoutCancel(ctx), "ALTER USER "+s.acct+" IDENTIFIED VIA "+s.plugin+" USING "+auth)
+			}
+			if qerr != nil {
+				m.log.Error("could not restore a password after a failed change", "account", s.acct, "err", qerr)
+				err = fmt.Errorf("%w; restoring the old password of %s failed too: %v", err, s.acct, qerr)
+			}
+		}
+		return err
+	}
+	return nil
+}

@@ -96,13 +96,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 			return res, err
 		}
 	}
-	if args.EnableRoot {
-		creds, err := m.EnableRoot(ctx, "")
-		if err != nil {
-			return res, err
-		}
-		res.Root = &creds
+	root, err := datastore.EnableRootAtPrepare(ctx, args, m.EnableRoot)
+	if err != nil {
+		return res, err
 	}
+	res.Root = root
 	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
 		return res, err
 	}

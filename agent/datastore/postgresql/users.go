@@ -309,3 +309,104 @@ func (m *Manager) grantedDatabases(ctx context.Context, role string) ([]string, 
 	}
 	return out, rows.Err()
 }
+
+// fault, when a test sets it, is called between the statements of an
+// account update and its error ends the update there, as a server error
+// at that point would.
+var fault = func(step string) error { return nil }
+
+// UpdateUser renames a role and/or sets its password in one transaction:
+// PostgreSQL's role statements are transactional, so a failure anywhere
+// rolls both back and the old role keeps working with its old password.
+// Grants, ownership and the SCRAM verifier follow the role's oid, not its
+// name. Roles have no host: only "" or "%" is accepted as the new host.
+func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
+	old := a.User
+	if err := checkUserRef(&old); err != nil {
+		return err
+	}
+	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
+	if target.Name == "" {
+		target.Name = old.Name
+	}
+	if err := checkUserRef(&target); err != nil {
+		return fmt.Errorf("new name or host: %w", err)
+	}
+	if a.NewPassword != "" {
+		if err := checkPassword(a.NewPassword); err != nil {
+			return err
+		}
+	}
+	rename := target.Name != old.Name
+	if !rename && a.NewPassword == "" {
+		return invalid("user %s: give a new name or password (PostgreSQL users have no host)", show(old.Name))
+	}
+	if err := m.existingUser(ctx, &old); err != nil {
+		return err
+	}
+	if rename {
+		exists, err := m.roleExists(ctx, target.Name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return wire.Errorf(wire.CodeAlreadyExists, "a role named %s exists already", show(target.Name))
+		}
+	}
+	var stmts []string
+	if rename {
+		stmts = append(stmts, "ALTER ROLE "+quoteIdent(old.Name)+" RENAME TO "+quoteIdent(target.Name))
+	}
+	if a.NewPassword != "" {
+		stmts = append(stmts, "ALTER ROLE "+quoteIdent(target.Name)+" PASSWORD '"+scramVerifier(a.NewPassword)+"'")
+	}
+	if err := m.inTx(ctx, "update_user", stmts); err != nil {
+		return fmt.Errorf("update user %s: %w", show(old.Name), err)
+	}
+	return nil
+}
+
+// ChangePasswords sets the passwords of existing roles in one transaction:
+// all change or none.
+func (m *Manager) ChangePasswords(ctx context.Context, users []wire.User) error {
+	if err := checkUsers(users); err != nil {
+		return err
+	}
+	var stmts []string
+	for _, u := range users {
+		if len(u.Databases) > 0 {
+			return invalid("user %s: changing passwords takes no databases", show(u.Name))
+		}
+		ref := wire.UserRef{Name: u.Name, Host: u.Host}
+		if err := m.existingUser(ctx, &ref); err != nil {
+			return err
+		}
+		stmts = append(stmts, "ALTER ROLE "+quoteIdent(u.Name)+" PASSWORD '"+scramVerifier(u.Password)+"'")
+	}
+	if err := m.inTx(ctx, "change_passwords", stmts); err != nil {
+		return fmt.Errorf("change passwords: %w", err)
+	}
+	return nil
+}
+
+// inTx runs statements in one transaction, calling fault before each
+// after the first.
+func (m *Manager) inTx(ctx context.Context, what string, stmts []string) error {
+	tx, err := m.conn().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for i, s := range stmts {
+		if i > 0 {
+			if err := fault(fmt.Sprintf("%s.%d", what, i)); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("%s: %w", datastore.FirstWords(s), err)
+		}
+	}
+	return tx.Commit()
+}

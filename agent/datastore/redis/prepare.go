@@ -140,13 +140,11 @@ func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []d
 	if err := datastore.CreateMissingUsers(ctx, m, args.Users); err != nil {
 		return res, err
 	}
-	if args.EnableRoot {
-		creds, err := m.EnableRoot(ctx, "")
-		if err != nil {
-			return res, err
-		}
-		res.Root = &creds
+	root, err := datastore.EnableRootAtPrepare(ctx, args, m.EnableRoot)
+	if err != nil {
+		return res, err
 	}
+	res.Root = root
 	// At prepare there is no earlier group: nothing is dropped.
 	apply := func(ctx context.Context, s []datastore.Setting) (wire.ConfigurationResult, error) {
 		return m.applyConfiguration(ctx, wire.ConfigurationArgs{}, s)

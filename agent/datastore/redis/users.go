@@ -162,3 +162,169 @@ func (m *Manager) RevokeAccess(context.Context, wire.UserRef, string) error {
 func (m *Manager) ListAccess(context.Context, wire.UserRef) ([]string, error) {
 	return nil, errNoDatabaseAccess
 }
+
+// fault, when a test sets it, is called after an account update reached
+// the server and before it is saved; its error ends the update there, as
+// a failed ACL SAVE would, so the tests reach the compensation.
+var fault = func(step string) error { return nil }
+
+// UpdateUser renames an ACL user and/or sets its password. Redis has no
+// ACL rename: the new user is made with the API's user rules and the old
+// user's password hashes (or the new password's), and the old user is
+// deleted, both in one MULTI/EXEC so no client sees half of it. Anything
+// that fails after (a refused command in the EXEC, ACL SAVE) puts the old
+// user back as it was. Redis users have no host: only "" or "%".
+func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
+	old := a.User
+	if err := checkUserRef(&old); err != nil {
+		return err
+	}
+	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
+	if target.Name == "" {
+		target.Name = old.Name
+	}
+	if err := checkUserRef(&target); err != nil {
+		return fmt.Errorf("new name or host: %w", err)
+	}
+	if a.NewPassword != "" {
+		if err := datastore.CheckPassword(a.NewPassword); err != nil {
+			return err
+		}
+	}
+	rename := target.Name != old.Name
+	if !rename && a.NewPassword == "" {
+		return invalid("user %s: give a new name or password (Redis users have no host)", show(old.Name))
+	}
+	if err := m.ready(ctx); err != nil {
+		return err
+	}
+	hashes, err := m.passwordHashes(ctx, old.Name)
+	if err != nil {
+		return err
+	}
+	if rename {
+		exists, err := m.userExists(ctx, target.Name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return wire.Errorf(wire.CodeAlreadyExists, "user %s exists already", show(target.Name))
+		}
+	}
+	newHashes := hashes
+	if a.NewPassword != "" {
+		newHashes = []string{passwordHash(a.NewPassword)}
+	}
+	apply := [][]string{setUser(target.Name, newHashes)}
+	undo := [][]string{setUser(old.Name, hashes)}
+	if rename {
+		apply = append(apply, []string{"ACL", "DELUSER", old.Name})
+		undo = append(undo, []string{"ACL", "DELUSER", target.Name})
+	}
+	return m.applyACL(ctx, "update_user", apply, undo)
+}
+
+// ChangePasswords sets the passwords of existing ACL users in one
+// MULTI/EXEC; a failure after it puts every old password back.
+func (m *Manager) ChangePasswords(ctx context.Context, users []wire.User) error {
+	if err := checkUsers(users); err != nil {
+		return err
+	}
+	if err := m.ready(ctx); err != nil {
+		return err
+	}
+	var apply, undo [][]string
+	for _, u := range users {
+		hashes, err := m.passwordHashes(ctx, u.Name)
+		if err != nil {
+			return err
+		}
+		apply = append(apply, []string{"ACL", "SETUSER", u.Name, "resetpass", passwordHash(u.Password)})
+		undo = append(undo, append([]string{"ACL", "SETUSER", u.Name, "resetpass"}, hashes...))
+	}
+	return m.applyACL(ctx, "change_passwords", apply, undo)
+}
+
+// setUser is the ACL SETUSER of a user the API manages, with its password
+// hashes ("#hex").
+func setUser(name string, hashes []string) []string {
+	args := append([]string{"ACL", "SETUSER", name, "reset"}, userRules...)
+	return append(args, hashes...)
+}
+
+// passwordHashes returns an existing user's password hashes as ACL rules
+// ("#hex"), or not_found.
+func (m *Manager) passwordHashes(ctx context.Context, name string) ([]string, error) {
+	r, err := m.do(ctx, "ACL", "GETUSER", name)
+	if err != nil {
+		return nil, fmt.Errorf("look up user: %w", err)
+	}
+	if r.Kind == 0 {
+		return nil, wire.Errorf(wire.CodeNotFound, "user %s does not exist", show(name))
+	}
+	var out []string
+	for i := 0; i+1 < len(r.Array); i += 2 {
+		if r.Array[i].Str == "passwords" {
+			for _, h := range r.Array[i+1].Strings() {
+				out = append(out, "#"+h)
+			}
+		}
+	}
+	return out, nil
+}
+
+// applyACL runs apply in one MULTI/EXEC and saves the ACL file; if a
+// command is refused or the save fails, undo (also one MULTI/EXEC) puts
+// the users back and the file is saved again.
+func (m *Manager) applyACL(ctx context.Context, what string, apply, undo [][]string) error {
+	err := m.multi(ctx, apply)
+	if err == nil {
+		err = fault(what + ".applied")
+	}
+	if err == nil {
+		err = m.saveACL(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%s: %w", strings.ReplaceAll(what, "_", " "), err)
+	uctx := context.WithoutCancel(ctx)
+	uerr := m.multi(uctx, undo)
+	if uerr == nil {
+		uerr = m.saveACL(uctx)
+	}
+	if uerr != nil {
+		m.log.Error("could not put users back after a failed change", "what", what, "err", uerr)
+		return fmt.Errorf("%w; putting the users back failed too: %v", err, uerr)
+	}
+	return err
+}
+
+// multi runs commands in one MULTI/EXEC on the admin connection, which it
+// holds throughout so no other command of the agent's lands inside. A
+// command the server refuses, at queueing or in EXEC, is an error.
+func (m *Manager) multi(ctx context.Context, cmds [][]string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.doLocked(ctx, "MULTI"); err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		if _, err := m.doLocked(ctx, c...); err != nil {
+			if m.conn != nil {
+				m.doLocked(ctx, "DISCARD")
+			}
+			return err
+		}
+	}
+	r, err := m.doLocked(ctx, "EXEC")
+	if err != nil {
+		return err
+	}
+	for i, e := range r.Array {
+		if e.Kind == '-' {
+			return fmt.Errorf("%s: redis: %s", strings.Join(cmds[i][:2], " "), e.Str)
+		}
+	}
+	return nil
+}
