@@ -156,6 +156,16 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	if len(users) != 3 {
 		t.Fatalf("openstack database user list: %v", users)
 	}
+	// Rename a user and change its password on the real server: the grants
+	// follow, the old name and password no longer log in.
+	osc.run(t, "database", "user", "update", "attributes", id, "auditor", "--new_name", "inspector", "--new_password", "inspector-pw-4")
+	waitTrue(t, "the renamed user to log in", 2*time.Minute, func() bool {
+		_, err := db.query("inspector", "inspector-pw-4", "ledger", "SELECT n FROM entries")
+		return err == nil
+	})
+	if _, err := db.query("auditor", "auditor-pw-3", "ledger", "SELECT 1"); err == nil {
+		t.Fatal("the old user name still logs in after the rename")
+	}
 
 	// Resize the volume: the agent grows the filesystem online.
 	before := volumeTotal(in)
