@@ -253,6 +253,15 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.modules: modules are not supported by this controller")
 	case in.Volume.Type != nil && *in.Volume.Type != "":
 		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
+	// Fields it cannot honour are refused, never dropped: a caller that
+	// asked for a zone, a server group or a region must not get an
+	// instance that silently has none of them.
+	case in.AvailabilityZone != nil && *in.AvailabilityZone != "":
+		return errorf(http.StatusBadRequest, "instance.availability_zone: availability zones are not supported by this controller (its compute driver places every instance itself)")
+	case in.Locality != nil && *in.Locality != "":
+		return errorf(http.StatusBadRequest, "instance.locality: server groups (affinity, anti-affinity) are not supported by this controller")
+	case in.RegionName != nil && *in.RegionName != "" && *in.RegionName != s.region():
+		return errorf(http.StatusBadRequest, "instance.region_name %q: this controller serves region %q only", *in.RegionName, s.region())
 	}
 	var flavor string
 	var err error
