@@ -259,6 +259,18 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, err
 		}
 		return d.restore(ctx, op.ID, a)
+	case wire.KindSetLog:
+		a, err := decode[wire.SetLogArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.setLog(ctx, a)
+	case wire.KindPublishLog:
+		a, err := decode[wire.PublishLogArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.publishLog(ctx, op.ID, a)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

@@ -93,6 +93,11 @@ var Classes = map[Kind]Class{
 	// not a state a second run converges from, so it is never re-run; the
 	// datastore stays stopped unless the whole chain arrived intact.
 	KindRestore: {Mutates: true},
+	// Writing the same switch again gives the same file and setting.
+	KindSetLog: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	// Like a backup: a stream cut short is refused by the controller and
+	// the publish fails visibly; it is not re-run.
+	KindPublishLog: {},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -1,0 +1,72 @@
+package dispatch_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"testing"
+
+	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/dispatch"
+	"strata/agent/wire"
+)
+
+// bufStream is a data channel into memory.
+type bufStream struct {
+	bytes.Buffer
+	closedWrite bool
+}
+
+func (b *bufStream) CloseWrite() error { b.closedWrite = true; return nil }
+func (b *bufStream) Close() error      { return nil }
+
+type bufStreams struct{ opened map[int]*bufStream }
+
+func (s *bufStreams) OpenStream(_ context.Context, _ string, index int) (dispatch.Stream, error) {
+	st := &bufStream{}
+	s.opened[index] = st
+	return st, nil
+}
+
+func TestPublishLogStreamsTheWholeFileAndSetLogSwitches(t *testing.T) {
+	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{})
+	streams := &bufStreams{opened: map[int]*bufStream{}}
+	d := &dispatch.Dispatcher{Manager: inst.Manager, AgentLog: fakeAgentLog{}, Streams: streams}
+
+	var res wire.PublishLogResult
+	if err := run(t, d, wire.KindPublishLog, `{"name":"error"}`).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(inst.Config.ErrorLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := streams.opened[0]
+	if got == nil || !got.closedWrite {
+		t.Fatalf("stream 0 not opened and ended: %+v", got)
+	}
+	// The server may append after the publish read the file: what was
+	// sent is a prefix of the file now, and the digest matches it.
+	sent := got.Bytes()
+	sum := sha256.Sum256(sent)
+	if len(sent) == 0 || !bytes.HasPrefix(want, sent) || res.Stream.Bytes != int64(len(sent)) || res.Stream.SHA256 != wire.SHA256Hex(sum[:]) {
+		t.Fatalf("published %d bytes (digest %+v) of a %d-byte log", len(sent), res.Stream, len(want))
+	}
+	if res.Lines != int64(bytes.Count(sent, []byte("\n"))) || res.Lines == 0 {
+		t.Fatalf("lines = %d, the stream holds %d newlines", res.Lines, bytes.Count(sent, []byte("\n")))
+	}
+	wantError(t, run(t, d, wire.KindPublishLog, `{"name":"../../etc/shadow"}`), wire.CodeNotFound, "no log named")
+	wantError(t, run(t, d, wire.KindPublishLog, `{"name":"error","offset":3}`), wire.CodeInvalidArgument, "offset")
+
+	var info wire.LogInfo
+	if err := run(t, d, wire.KindSetLog, `{"name":"slow_query","enable":true}`).Decode(&info); err != nil || !info.Enabled {
+		t.Fatalf("set_log on: %+v %v", info, err)
+	}
+	if err := run(t, d, wire.KindSetLog, `{"name":"slow_query","enable":false}`).Decode(&info); err != nil || info.Enabled {
+		t.Fatalf("set_log off: %+v %v", info, err)
+	}
+	wantError(t, run(t, d, wire.KindSetLog, `{"name":"agent","enable":true}`), wire.CodeFailedPrecondition, "always on")
+	wantError(t, run(t, d, wire.KindSetLog, `{"name":"error","enable":true}`), wire.CodeFailedPrecondition, "always on")
+	wantError(t, run(t, d, wire.KindSetLog, `{"name":"nope","enable":true}`), wire.CodeNotFound, "no log named")
+}
