@@ -185,6 +185,9 @@ func (s *Server) logAction(w http.ResponseWriter, c *call) error {
 			if errors.As(err, &oe) {
 				return opError(oe)
 			}
+			if errors.Is(err, guestlogs.ErrDamaged) {
+				return errorf(http.StatusInternalServerError, "publishing log %s of instance %s: %v", name, in.ID, err)
+			}
 			if errors.Is(err, guestlogs.ErrGuestTimeout) {
 				return errorf(http.StatusGatewayTimeout, "%s", strings.TrimPrefix(err.Error(), guestlogs.ErrGuestTimeout.Error()+": "))
 			}

@@ -23,6 +23,9 @@ type fakeLogs struct {
 	// groupOwnsSlow makes set_log refuse the way the agent does when a
 	// configuration group sets slow_query_log.
 	groupOwnsSlow bool
+	// damage makes publish_log send one byte less than its digest says
+	// (a stream cut short that still ended cleanly).
+	damage bool
 }
 
 func (g *fakeGuest) logText(name string) string {
@@ -74,7 +77,7 @@ func (g *fakeGuest) publishLog(op wire.Operation) wire.Result {
 		return opErr(wire.CodeInvalidArgument, "bad publish_log args: %v", err)
 	}
 	g.mu.Lock()
-	text, c := g.logText(a.Name), g.client
+	text, c, damage := g.logText(a.Name), g.client, g.logs.damage
 	g.mu.Unlock()
 	if a.Name != "error" && a.Name != "slow_query" {
 		return opErr(wire.CodeNotFound, "no log named %q", a.Name)
@@ -84,7 +87,11 @@ func (g *fakeGuest) publishLog(op wire.Operation) wire.Result {
 		return opErr(wire.CodeUnavailable, "publish log: %v", err)
 	}
 	defer st.Close()
-	if _, err := st.Write([]byte(text)); err != nil {
+	sent := text
+	if damage {
+		sent = text[:len(text)-1]
+	}
+	if _, err := st.Write([]byte(sent)); err != nil {
 		return opErr(wire.CodeUnavailable, "publish log: %v", err)
 	}
 	if err := st.CloseWrite(); err != nil {

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"strata/ci/swift/swifttest"
 	"strata/controller/guestlogs"
+	objswift "strata/controller/objectstore/swift"
 )
 
 func (r *rig) logObjects(instanceID string) []string {
@@ -192,5 +194,74 @@ func TestGuestLogBadInput(t *testing.T) {
 	}
 	if code, doc := c.raw("GET", "/logstore/v1/"+c.project+"/backups?prefix="+id+"/", ""); code != 404 || !strings.Contains(errorMessage(doc), "no container") {
 		t.Errorf("listing another container: HTTP %d %v", code, doc)
+	}
+}
+
+// TestAPublishThatArrivesDamagedFailsAndKeepsTheLastGoodOne: a stream that
+// does not match the agent's digest is refused with a message, its part
+// removed, and the earlier publish stays readable.
+func TestAPublishThatArrivesDamagedFailsAndKeepsTheLastGoodOne(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("logs-damaged", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	g := r.compute.guest(id)
+	path := "/instances/" + id + "/log"
+	c.must(200, "POST", path, map[string]any{"name": "error", "publish": 1})
+	before := r.logObjects(id)
+	g.mu.Lock()
+	g.logs.damage = true
+	g.logs.extra = append(g.logs.extra, "more")
+	g.mu.Unlock()
+	code, doc := c.do("POST", path, map[string]any{"name": "error", "publish": 1})
+	if code != 500 || !strings.Contains(errorMessage(doc), "damaged or incomplete") {
+		t.Fatalf("damaged publish: HTTP %d %v", code, doc)
+	}
+	if after := r.logObjects(id); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("store after a damaged publish = %v, before %v", after, before)
+	}
+	if v := c.must(200, "POST", path, map[string]any{"name": "error"})["log"].(map[string]any); v["status"] != "Partial" {
+		t.Fatalf("log after a damaged publish = %v", v)
+	}
+}
+
+// TestGuestLogsPublishToARealSwift publishes into Debian's Swift (the
+// backups' store there) and reads it back with the client's `log save`.
+func TestGuestLogsPublishToARealSwift(t *testing.T) {
+	srv, err := swifttest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	ctx := context.Background()
+	client, err := objswift.TempAuth(ctx, srv.AuthURL, srv.User, srv.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := objswift.New(ctx, client, objswift.Options{Container: "api-logs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{backupStore: st})
+	o := newOSC(t, r)
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("logs-swift", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	g := r.compute.guest(id)
+	c.must(200, "POST", "/instances/"+id+"/log", map[string]any{"name": "error", "publish": 1})
+	if objs := r.logObjects(id); len(objs) != 2 {
+		t.Fatalf("Swift holds %v", objs)
+	}
+	file := filepath.Join(t.TempDir(), "error.log")
+	o.run(false, "database", "log", "save", id, "error", "--file", file)
+	g.mu.Lock()
+	text := g.logText("error")
+	g.mu.Unlock()
+	if saved, err := os.ReadFile(file); err != nil || string(saved) != text {
+		t.Fatalf("log save from Swift wrote %q (%v), want %q", saved, err, text)
+	}
+	c.must(200, "POST", "/instances/"+id+"/log", map[string]any{"name": "error", "discard": 1})
+	if objs := r.logObjects(id); len(objs) != 0 {
+		t.Fatalf("Swift after discard holds %v", objs)
 	}
 }

@@ -172,8 +172,8 @@ func (m *Manager) Publish(ctx context.Context, instanceID, log string) (Meta, er
 	}
 	got := wire.StreamDigest{Bytes: obj.Size, SHA256: wire.SHA256Hex(h.Sum(nil))}
 	if !got.Equal(pr.Stream) {
-		return fail(fmt.Errorf("the log arrived damaged or incomplete: stored %d bytes (sha256 %s), the guest sent %d bytes (sha256 %s)",
-			got.Bytes, got.SHA256, pr.Stream.Bytes, pr.Stream.SHA256))
+		return fail(fmt.Errorf("%w: stored %d bytes (sha256 %s), the guest sent %d bytes (sha256 %s); nothing was published",
+			ErrDamaged, got.Bytes, got.SHA256, pr.Stream.Bytes, pr.Stream.SHA256))
 	}
 	meta := Meta{Object: object, Bytes: got.Bytes, Lines: pr.Lines, SHA256: got.SHA256, PublishedAt: now}
 	data, _ := json.Marshal(meta)
@@ -276,6 +276,9 @@ func (m *Manager) awaitStream(ctx context.Context, instanceID, opID string, wait
 		}
 	}
 }
+
+// ErrDamaged: the log's bytes did not match the guest's digest.
+var ErrDamaged = errors.New("the log arrived damaged or incomplete")
 
 // ErrGuestTimeout: the guest did not answer in time.
 var ErrGuestTimeout = errors.New("guest timeout")
