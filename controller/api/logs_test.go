@@ -264,4 +264,10 @@ func TestGuestLogsPublishToARealSwift(t *testing.T) {
 	if objs := r.logObjects(id); len(objs) != 0 {
 		t.Fatalf("Swift after discard holds %v", objs)
 	}
+	// Deleting the instance takes what it published with it.
+	c.must(200, "POST", "/instances/"+id+"/log", map[string]any{"name": "error", "publish": 1})
+	c.must(202, "DELETE", "/instances/"+id, nil)
+	if objs := r.logObjects(id); len(objs) != 0 {
+		t.Fatalf("Swift after the instance's delete holds %v", objs)
+	}
 }
