@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"strata/agent/datastore"
 	"strata/agent/datastore/mariadb/mariadbtest"
 	"strata/agent/dispatch"
 	"strata/agent/wire"
@@ -69,4 +70,18 @@ func TestPublishLogStreamsTheWholeFileAndSetLogSwitches(t *testing.T) {
 	wantError(t, run(t, d, wire.KindSetLog, `{"name":"agent","enable":true}`), wire.CodeFailedPrecondition, "always on")
 	wantError(t, run(t, d, wire.KindSetLog, `{"name":"error","enable":true}`), wire.CodeFailedPrecondition, "always on")
 	wantError(t, run(t, d, wire.KindSetLog, `{"name":"nope","enable":true}`), wire.CodeNotFound, "no log named")
+}
+
+// sysOnly is a manager whose one log cannot be switched (Redis's shape).
+type sysOnly struct{ datastore.Unsupported }
+
+func (sysOnly) Logs(context.Context) ([]wire.LogInfo, error) {
+	return []wire.LogInfo{{Name: "redis", Type: "datastore", Enabled: true}}, nil
+}
+
+func TestSetLogOnADatastoreWithoutSwitchesSaysSo(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: sysOnly{datastore.Unsupported{Datastore: "redis"}}, Datastore: "redis"}
+	wantError(t, run(t, d, wire.KindSetLog, `{"name":"redis","enable":true}`), wire.CodeFailedPrecondition, "redis has no log that can be enabled or disabled")
+	wantError(t, run(t, d, wire.KindSetLog, `{"name":"other","enable":true}`), wire.CodeNotFound, "no log named")
+	wantError(t, run(t, d, wire.KindPublishLog, `{"name":"redis"}`), wire.CodeNotSupported, "cannot publish")
 }
