@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"strata/agent/datastore"
 	"strata/agent/wire"
@@ -39,22 +40,16 @@ func (d *Dispatcher) setLog(ctx context.Context, a wire.SetLogArgs) (any, error)
 // file is read up to the size it had when publishing started: what the
 // server appends meanwhile goes with the next publish.
 func (d *Dispatcher) publishLog(ctx context.Context, opID string, a wire.PublishLogArgs) (any, error) {
-	var path string
 	if a.Name == AgentLogName && d.AgentLog != nil {
-		path = d.AgentLog.Info(ctx).Path
-		if path == "" {
-			return nil, wire.Errorf(wire.CodeNotSupported, "log %s has no file to publish", AgentLogName)
-		}
-	} else {
-		lp, ok := d.Manager.(datastore.LogPath)
-		if !ok {
-			return nil, wire.Errorf(wire.CodeNotSupported, "%s cannot publish its logs", d.datastoreName())
-		}
-		p, err := lp.LogPath(a.Name)
-		if err != nil {
-			return nil, err
-		}
-		path = p
+		return d.publishAgentLog(ctx, opID)
+	}
+	lp, ok := d.Manager.(datastore.LogPath)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeNotSupported, "%s cannot publish its logs", d.datastoreName())
+	}
+	path, err := lp.LogPath(a.Name)
+	if err != nil {
+		return nil, err
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -76,19 +71,47 @@ func (d *Dispatcher) publishLog(ctx context.Context, opID string, a wire.Publish
 		return nil, wire.Errorf(wire.CodeUnavailable, "publish log %s: %v", a.Name, err)
 	}
 	defer stream.Close()
+	return sendLog(a.Name, stream, io.LimitReader(f, st.Size()), st.Size())
+}
+
+// publishAgentLog publishes the agent's own log as its last
+// wire.MaxTailLines lines: it lives in the journal, not in a file.
+func (d *Dispatcher) publishAgentLog(ctx context.Context, opID string) (any, error) {
+	tail, err := d.AgentLog.Tail(ctx, wire.MaxTailLines)
+	if err != nil {
+		return nil, fmt.Errorf("log %s: %w", AgentLogName, err)
+	}
+	text := ""
+	if len(tail.Lines) > 0 {
+		text = strings.Join(tail.Lines, "\n") + "\n"
+	}
+	if d.Streams == nil {
+		return nil, wire.Errorf(wire.CodeFailedPrecondition, "publish log: this agent has no data channel to the controller")
+	}
+	stream, err := d.Streams.OpenStream(ctx, opID, 0)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeUnavailable, "publish log %s: %v", AgentLogName, err)
+	}
+	defer stream.Close()
+	return sendLog(AgentLogName, stream, strings.NewReader(text), int64(len(text)))
+}
+
+// sendLog copies size bytes of r to the stream, ends it, and reports
+// what was sent.
+func sendLog(name string, stream Stream, r io.Reader, size int64) (any, error) {
 	h := sha256.New()
 	lines := &lineCounter{}
-	n, err := io.Copy(io.MultiWriter(stream, h, lines), io.LimitReader(f, st.Size()))
-	if err == nil && n != st.Size() {
-		err = fmt.Errorf("the file shrank from %d to %d bytes while it was read (rotated?)", st.Size(), n)
+	n, err := io.Copy(io.MultiWriter(stream, h, lines), r)
+	if err == nil && n != size {
+		err = fmt.Errorf("the file shrank from %d to %d bytes while it was read (rotated?)", size, n)
 	}
 	if err == nil {
 		err = stream.CloseWrite()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("publish log %s: %w", a.Name, err)
+		return nil, fmt.Errorf("publish log %s: %w", name, err)
 	}
-	return wire.PublishLogResult{Name: a.Name, Stream: wire.StreamDigest{Bytes: n, SHA256: wire.SHA256Hex(h.Sum(nil))}, Lines: lines.count()}, nil
+	return wire.PublishLogResult{Name: name, Stream: wire.StreamDigest{Bytes: n, SHA256: wire.SHA256Hex(h.Sum(nil))}, Lines: lines.count()}, nil
 }
 
 // lineCounter counts lines: newlines, plus an unterminated last line.

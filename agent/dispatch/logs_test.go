@@ -57,6 +57,13 @@ func TestPublishLogStreamsTheWholeFileAndSetLogSwitches(t *testing.T) {
 	if res.Lines != int64(bytes.Count(sent, []byte("\n"))) || res.Lines == 0 {
 		t.Fatalf("lines = %d, the stream holds %d newlines", res.Lines, bytes.Count(sent, []byte("\n")))
 	}
+	// The agent's own log (the journal) is published as its last lines.
+	if err := run(t, d, wire.KindPublishLog, `{"name":"agent"}`).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	if got := streams.opened[0].String(); got != "agent line\n" || res.Lines != 1 || res.Stream.Bytes != int64(len(got)) {
+		t.Fatalf("agent log published %q as %+v", got, res)
+	}
 	wantError(t, run(t, d, wire.KindPublishLog, `{"name":"../../etc/shadow"}`), wire.CodeNotFound, "no log named")
 	wantError(t, run(t, d, wire.KindPublishLog, `{"name":"error","offset":3}`), wire.CodeInvalidArgument, "offset")
 

@@ -54,6 +54,13 @@ func logView(c *call, in instances.Instance, l wire.LogInfo, meta guestlogs.Meta
 	}
 	status := "Ready"
 	switch {
+	case l.Type == "agent":
+		// The agent's log is the journal: no size to compare with; a
+		// publish takes its last lines.
+		pending = 0
+		if published {
+			status = "Published"
+		}
 	case l.Switchable && !l.Enabled:
 		status = "Disabled"
 	case published && pending == 0:
