@@ -144,3 +144,19 @@ type UserUpdater interface {
 	UpdateUser(ctx context.Context, args wire.UpdateUserArgs) error
 	ChangePasswords(ctx context.Context, users []wire.User) error
 }
+
+// LogSwitcher is a manager with logs the user may turn on and off
+// (wire.LogInfo.Switchable: MariaDB's slow query log, PostgreSQL's slow
+// statements). SetLog applies the switch to the running server and keeps
+// it in a file the server reads before the configuration group's, so it
+// survives a restart; a group that sets the same parameter wins, and
+// SetLog then refuses with failed_precondition naming it.
+type LogSwitcher interface {
+	SetLog(ctx context.Context, name string, enable bool) (wire.LogInfo, error)
+}
+
+// LogPath is a manager that can name the file behind a log, for
+// publishing its whole content.
+type LogPath interface {
+	LogPath(name string) (string, error)
+}

@@ -279,6 +279,18 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support changing passwords", d.datastoreName())
 		}
 		return nil, u.ChangePasswords(ctx, a.Users)
+	case wire.KindSetLog:
+		a, err := decode[wire.SetLogArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.setLog(ctx, a)
+	case wire.KindPublishLog:
+		a, err := decode[wire.PublishLogArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return d.publishLog(ctx, op.ID, a)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

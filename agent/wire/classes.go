@@ -101,6 +101,11 @@ var Classes = map[Kind]Class{
 	KindUpdateUser: {NeedsDatastore: true, Mutates: true, SecretArgs: true},
 	// Setting the same passwords again converges.
 	KindChangePasswords: {Idempotent: true, NeedsDatastore: true, Mutates: true, SecretArgs: true},
+	// Writing the same switch again gives the same file and setting.
+	KindSetLog: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	// Like a backup: a stream cut short is refused by the controller and
+	// the publish fails visibly; it is not re-run.
+	KindPublishLog: {},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

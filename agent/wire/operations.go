@@ -44,6 +44,12 @@ const (
 	// KindChangePasswords sets the passwords of several existing
 	// accounts, all or nothing where the engine allows it.
 	KindChangePasswords Kind = "change_passwords" // ChangePasswordsArgs → —
+	// KindSetLog turns a log the user may switch (LogInfo.Switchable) on
+	// or off, at once and across restarts.
+	KindSetLog Kind = "set_log" // SetLogArgs → LogInfo
+	// KindPublishLog streams a log's whole current content to the
+	// controller over one data channel (stream 0), as a backup does.
+	KindPublishLog Kind = "publish_log" // PublishLogArgs → PublishLogResult
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -55,6 +61,7 @@ var Kinds = []Kind{
 	KindApplyConfiguration, KindFilesystemStats, KindListLogs, KindTailLog,
 	KindResizeFilesystem, KindBackup, KindRestore,
 	KindUpdateUser, KindChangePasswords,
+	KindSetLog, KindPublishLog,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.
@@ -235,6 +242,29 @@ type LogInfo struct {
 	Path      string `json:"path,omitempty"`
 	Enabled   bool   `json:"enabled"`
 	SizeBytes int64  `json:"size_bytes"`
+	// Switchable: set_log turns it on and off (Trove's USER logs); the
+	// others are always written (Trove's SYS logs).
+	Switchable bool `json:"switchable,omitempty"`
+}
+
+// SetLogArgs switch one log on or off.
+type SetLogArgs struct {
+	Name   string `json:"name"`
+	Enable bool   `json:"enable"`
+}
+
+// PublishLogArgs name the log to stream.
+type PublishLogArgs struct {
+	Name string `json:"name"`
+}
+
+// PublishLogResult reports a published log: the digest of the bytes sent
+// on the stream (the log's content, uncompressed) and how many lines they
+// hold.
+type PublishLogResult struct {
+	Name   string       `json:"name"`
+	Stream StreamDigest `json:"stream"`
+	Lines  int64        `json:"lines"`
 }
 
 type ListLogsResult struct {

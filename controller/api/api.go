@@ -36,6 +36,7 @@ import (
 	"strata/controller/auth"
 	"strata/controller/backups"
 	"strata/controller/configurations"
+	"strata/controller/guestlogs"
 	"strata/controller/imagestore"
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
@@ -50,7 +51,10 @@ type Server struct {
 	Lifecycle *lifecycle.Manager
 	// Backups, if set, serves the backup routes (else they answer 501).
 	Backups *backups.Manager
-	Auth    auth.Authenticator
+	// GuestLogs, if set, publishes guest logs (else publish and discard
+	// answer 501).
+	GuestLogs *guestlogs.Manager
+	Auth      auth.Authenticator
 	// Keystone, if set, is mounted at /v3 (the embedded mode).
 	Keystone *keystone.Handler
 	// Glance, if set, is mounted at /image (the embedded mode).
@@ -124,6 +128,8 @@ func (s *Server) Handler() http.Handler {
 	s.route(mux, "GET "+p+"/configurations/{cfg}/instances", s.configurationInstances)
 	// Backups.
 	s.backupRoutes(mux, p)
+	// Guest logs, and the read-only Swift view of their published parts.
+	s.logRoutes(mux, p)
 	// Management: datastore versions and their parameters (admin).
 	s.mgmtRoutes(mux, p)
 

@@ -198,6 +198,15 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		{"POST", inst + "/root", `{"password":""}`, 400, "password is empty"},
 		{"GET", "/instances/" + ghost + "/root", "", 404, "not found"},
 		{"GET", "/instances/" + broken + "/root", "", 422, "status ERROR"},
+		// Guest logs (logs_test.go has the rest).
+		{"GET", "/instances/" + ghost + "/log", "", 404, "not found"},
+		{"POST", "/instances/" + ghost + "/log", `{"name":"error"}`, 404, "not found"},
+		{"GET", "/instances/" + broken + "/log", "", 422, "status ERROR"},
+		{"POST", inst + "/log", `{"name":`, 400, "malformed JSON"},
+		{"POST", inst + "/log", `{"name":5}`, 400, "expected a string"},
+		{"POST", inst + "/log", `{"name":"error","publish":2}`, 400, "want 1 or 0"},
+		{"POST", inst + "/log", `{"name":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "larger than"},
+		{"DELETE", inst + "/log", "", 405, "not allowed"},
 		// Configuration groups.
 		{"POST", "/configurations", `{"configuration":`, 400, "malformed JSON"},
 		{"POST", "/configurations", `{"configuration":{"name":"c","values":[1]}}`, 400, `"configuration.values": expected an object`},

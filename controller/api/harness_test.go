@@ -74,6 +74,8 @@ type fakeGuest struct {
 	applying  int
 	// refuse, if set, makes apply_configuration fail with it.
 	refuse string
+	// logs are the guest's logs (logs_harness_test.go).
+	logs fakeLogs
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -154,7 +156,7 @@ func okResult(v any) wire.Result {
 // handle runs each operation id once per attempt, answering resends from
 // memory, as the real agent's journal does.
 func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
-	if op.Kind == wire.KindBackup || op.Kind == wire.KindRestore {
+	if op.Kind == wire.KindBackup || op.Kind == wire.KindRestore || op.Kind == wire.KindPublishLog {
 		return g.handleStream(op)
 	}
 	g.mu.Lock()
@@ -420,6 +422,8 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: uint64(g.volumeGB) << 30})
 	case wire.KindStatus:
 		return okResult(wire.StatusResult{Status: wire.StatusRunning})
+	case wire.KindListLogs, wire.KindSetLog:
+		return g.logOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)
 }

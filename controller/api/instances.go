@@ -392,6 +392,13 @@ func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
 	if err := s.Lifecycle.Delete(c.ctx(), c.instanceScope(), c.r.PathValue("id")); err != nil {
 		return err
 	}
+	// The instance is going: its published logs go with it (nobody can
+	// reach them once it is gone).
+	if s.GuestLogs != nil {
+		if err := s.GuestLogs.DiscardInstance(c.ctx(), c.r.PathValue("id")); err != nil {
+			s.log().Warn("removing a deleted instance's published logs failed; discard them by hand", "instance", c.r.PathValue("id"), "err", err)
+		}
+	}
 	return accepted(w)
 }
 

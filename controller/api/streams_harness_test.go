@@ -63,6 +63,8 @@ func (g *fakeGuest) handleStream(op wire.Operation) wire.Result {
 	var r wire.Result
 	if op.Kind == wire.KindBackup {
 		r = g.backup(op)
+	} else if op.Kind == wire.KindPublishLog {
+		r = g.publishLog(op)
 	} else {
 		r = g.restore(op)
 	}

@@ -37,6 +37,7 @@ import (
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
 	"strata/controller/configurations"
+	"strata/controller/guestlogs"
 	"strata/controller/identity"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
@@ -121,7 +122,9 @@ type Config struct {
 	BackupGCInterval time.Duration
 	// BackupTuning adjusts the backup manager (tests).
 	BackupTuning func(*backups.Manager)
-	Logger       *slog.Logger
+	// GuestLogTuning adjusts the guest log publisher (tests).
+	GuestLogTuning func(*guestlogs.Manager)
+	Logger         *slog.Logger
 }
 
 // HTTPLimits bound the API's connections, so that slow or abusive clients
@@ -332,7 +335,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 			}
 			log.Info("created the admin user and project; credentials are in openrc", "openrc", filepath.Join(cfg.StateDir, "openrc"))
 		}
-		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, NetworkService: true,
+		ks = &keystone.Handler{Identity: ids, PublicURL: cfg.PublicURL, Region: cfg.Region, ImageService: true, NetworkService: true, ObjectService: true,
 			ProjectInUse: ProjectInUse(db), Logger: log}
 	}
 
@@ -439,6 +442,11 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	}
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl, Neutron: nt,
 		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+	// Guest logs are published to the backups' object store, beside them.
+	apiSrv.GuestLogs = &guestlogs.Manager{Agents: ep, Store: bm.Store}
+	if cfg.GuestLogTuning != nil {
+		cfg.GuestLogTuning(apiSrv.GuestLogs)
+	}
 	apiSrv.PublicURL = c.APIURL
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: min(10*time.Second, limits.ReadTimeout),
 		ReadTimeout: limits.ReadTimeout, WriteTimeout: limits.WriteTimeout, IdleTimeout: limits.IdleTimeout, MaxHeaderBytes: 64 << 10,

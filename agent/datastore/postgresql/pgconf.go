@@ -26,6 +26,7 @@ var (
 
 type confValues struct {
 	DataDir, HBAFile, IdentFile, PidFile, OverridesFile, SocketDir string
+	LogSettingsFile                                                string
 	ClusterName, ListenAddresses                                   string
 	Port, MaxConnections                                           int
 	SharedBuffersMB, EffectiveCacheMB, MaintenanceWorkMemMB        int
@@ -48,7 +49,7 @@ func renderConfig(cfg Config, memoryMB int) (conf, hba, ident []byte, err error)
 	}
 	v := confValues{
 		DataDir: cfg.DataDir, HBAFile: cfg.HBAFile, IdentFile: cfg.IdentFile, PidFile: cfg.PidFile,
-		OverridesFile: cfg.OverridesFile, SocketDir: cfg.SocketDir, ClusterName: cfg.ClusterName,
+		OverridesFile: cfg.OverridesFile, LogSettingsFile: logSettingsFile(cfg), SocketDir: cfg.SocketDir, ClusterName: cfg.ClusterName,
 		ListenAddresses: cfg.ListenAddresses, Port: cfg.Port, MaxConnections: 100,
 		// A quarter of the RAM for shared buffers and three quarters as
 		// the planner's cache estimate, as PostgreSQL's tuning guide
@@ -63,7 +64,7 @@ func renderConfig(cfg Config, memoryMB int) (conf, hba, ident []byte, err error)
 		v.AdminOSUsers = append(v.AdminOSUsers, cfg.OSUser)
 	}
 	for name, p := range map[string]string{"data directory": v.DataDir, "hba file": v.HBAFile, "ident file": v.IdentFile,
-		"pid file": v.PidFile, "overrides file": v.OverridesFile, "socket directory": v.SocketDir} {
+		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "socket directory": v.SocketDir} {
 		if !confPathPattern.MatchString(p) {
 			return nil, nil, nil, fmt.Errorf("postgresql config: %s %q is not a plain absolute path", name, p)
 		}

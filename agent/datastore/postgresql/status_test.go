@@ -57,7 +57,7 @@ func TestLogsListAndTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(logs) != 1 || logs[0].Name != postgresql.LogGeneral || !logs[0].Enabled || logs[0].SizeBytes == 0 || logs[0].Path != inst.Config.LogFile {
+	if len(logs) != 1 || logs[0].Name != postgresql.LogGeneral || logs[0].Enabled || !logs[0].Switchable || logs[0].SizeBytes == 0 || logs[0].Path != inst.Config.LogFile {
 		t.Fatalf("logs = %+v", logs)
 	}
 	tail, err := m.TailLog(ctx, postgresql.LogGeneral, 200)

@@ -30,3 +30,11 @@ func (m *Manager) TailLog(ctx context.Context, name string, lines int) (wire.Log
 	}
 	return datastore.TailFile(name, m.cfg.LogFile, lines, wire.MaxTailBytes)
 }
+
+// LogPath names the file behind a log, for publishing.
+func (m *Manager) LogPath(name string) (string, error) {
+	if name != LogServer {
+		return "", wire.Errorf(wire.CodeNotFound, "no log named %s (redis has %s)", show(name), LogServer)
+	}
+	return m.cfg.LogFile, nil
+}

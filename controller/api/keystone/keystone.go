@@ -49,6 +49,11 @@ type Handler struct {
 	// BASE/network (the compute driver's networks, as Neutron lists them:
 	// controller/api/neutron).
 	NetworkService bool
+	// ObjectService lists the controller as the "object-store" service
+	// too, at BASE/logstore/v1/PROJECT: the read-only Swift view of
+	// published guest logs that the database client's `log save` and
+	// `log tail` read.
+	ObjectService bool
 	// ProjectInUse, if set, keeps a project that still owns resources of
 	// the controller from being deleted.
 	ProjectInUse ProjectInUseFunc
@@ -377,6 +382,9 @@ func (h *Handler) catalog(r *http.Request, p auth.Principal) []map[string]any {
 	}
 	if h.NetworkService {
 		out = append(out, map[string]any{"id": "strata-network", "type": "network", "name": "neutron", "endpoints": endpoints(base + "/network")})
+	}
+	if h.ObjectService {
+		out = append(out, map[string]any{"id": "strata-object-store", "type": "object-store", "name": "swift", "endpoints": endpoints(base + "/logstore/v1/" + p.ProjectID)})
 	}
 	return out
 }

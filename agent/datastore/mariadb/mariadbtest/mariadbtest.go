@@ -100,8 +100,9 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 			return nil, err
 		}
 	}
-	// The server reads exactly the two files the manager writes.
-	root := fmt.Sprintf("!include %s\n!include %s\n", cfg.ConfigFile, cfg.OverridesFile)
+	// The server reads exactly the files the manager writes, in the
+	// guest's order (its conf.d): base, log switches, group.
+	root := fmt.Sprintf("!includedir %s\n", filepath.Dir(cfg.OverridesFile))
 	if err := os.WriteFile(defaults, []byte(root), 0o644); err != nil {
 		return nil, err
 	}
