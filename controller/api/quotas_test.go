@@ -267,3 +267,46 @@ func TestQuotaCommandsOfTheOpenstackClient(t *testing.T) {
 		}
 	}
 }
+
+// quotaAndMgmtBadCases are the bad-input suite's cases for the quota,
+// limits and management instance routes (TestEveryRouteRejectsBadInput...):
+// id is a live ACTIVE instance, broken one in ERROR, ghost no instance.
+func quotaAndMgmtBadCases(project, id, broken, ghost, huge string) []badCase {
+	q := "/mgmt/quotas/" + project
+	act := "/mgmt/instances/" + id + "/action"
+	return []badCase{
+		{"PUT", q, "", 400, "empty"},
+		{"PUT", q, `{"quotas":`, 400, "malformed JSON"},
+		{"PUT", q, `[]`, 400, "JSON object"},
+		{"PUT", q, `{}`, 400, "quotas is required"},
+		{"PUT", q, `{"quotas":[]}`, 400, `"quotas": expected an object`},
+		{"PUT", q, `{"quotas":{"instances":"5"}}`, 400, "expected an integer"},
+		{"PUT", q, `{"quotas":{"instances":1.5}}`, 400, "expected an integer"},
+		{"PUT", q, `{"quotas":{"cpus":5}}`, 400, `"cpus" are not known`},
+		{"PUT", q, `{"quotas":{"instances":-2}}`, 400, "greater than or equal to -1"},
+		{"PUT", q, `{"quotas":{}}`, 400, "no resource"},
+		{"PUT", q, `{"quotas":{"instances":null}}`, 400, "no resource"},
+		{"PUT", q, `{"quotas":{"instances":5},"extra":1}`, 400, "extra"},
+		{"PUT", q, huge, 413, "larger than"},
+		{"PUT", "/mgmt/quotas/bad$id", `{"quotas":{"instances":5}}`, 400, "project id"},
+		{"GET", "/mgmt/quotas/" + strings.Repeat("p", 65), "", 400, "project id"},
+		{"DELETE", q, "", 405, "not allowed"},
+		{"POST", "/limits", `{}`, 405, "not allowed"},
+		{"GET", "/mgmt/instances?deleted=maybe", "", 400, "deleted"},
+		{"GET", "/mgmt/instances?limit=abc", "", 400, "limit"},
+		{"GET", "/mgmt/instances?project_id=a%20b", "", 400, "project_id"},
+		{"GET", "/mgmt/instances/" + ghost, "", 404, "not found"},
+		{"GET", "/mgmt/instances/not-a-uuid", "", 404, "not found"},
+		{"POST", "/mgmt/instances/" + ghost + "/action", `{"reboot":{}}`, 404, "not found"},
+		{"POST", "/mgmt/instances/" + ghost + "/action", `{"reset-task-status":{}}`, 404, "not found"},
+		{"POST", act, "", 400, "empty"},
+		{"POST", act, `{"reboot":`, 400, "malformed JSON"},
+		{"POST", act, `{"reboot":{},"stop":{}}`, 400, "exactly one action"},
+		{"POST", act, `{}`, 400, "exactly one action"},
+		{"POST", act, `{"migrate":{}}`, 400, `"migrate" is not supported`},
+		{"POST", act, `{"reboot":{"hard":true}}`, 400, "takes no arguments"},
+		{"POST", act, `{"stop":[1]}`, 400, "takes no arguments"},
+		{"POST", act, huge, 413, "larger than"},
+		{"POST", "/mgmt/instances/" + broken + "/action", `{"stop":{}}`, 422, "status ERROR"},
+	}
+}
