@@ -2,10 +2,12 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"strata/agent/wire"
 	"strata/controller/instances"
 )
 
@@ -123,7 +125,12 @@ func (s *Server) mgmtInstanceAction(w http.ResponseWriter, c *call) error {
 				return err
 			}
 		case "stop":
-			if err := s.Lifecycle.Stop(c.ctx(), id); err != nil && !isTimeout(err) {
+			err := s.Lifecycle.Stop(c.ctx(), id)
+			var oe *wire.OpError
+			if errors.As(err, &oe) {
+				return opError(oe)
+			}
+			if err != nil && !isTimeout(err) {
 				return err
 			}
 		case "reset-task-status":

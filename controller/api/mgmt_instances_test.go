@@ -1,11 +1,15 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"strata/controller/cli"
 	"strata/controller/identity"
 )
 
@@ -119,4 +123,63 @@ func (fc *fakeCompute) callsSnapshot() []string {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	return append([]string(nil), fc.calls...)
+}
+
+// strataCLI runs `strata ARGS...` (the controller's commands) in this
+// process, against the rig's state directory.
+func strataCLI(t *testing.T, r *rig, args ...string) (string, error) {
+	t.Helper()
+	root := &cobra.Command{Use: "strata", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(cli.Commands()...)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append(args, "--state-dir", r.stateDir))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// TestStrataInstanceCommandsOnTheControllerHost: `strata instance list,
+// show, stop, reboot, reset-task-status` read the controller's database
+// and queue into it; the running controller carries the actions out.
+func TestStrataInstanceCommandsOnTheControllerHost(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("cli-db", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	srv := r.compute.server(id)
+
+	out, err := strataCLI(t, r, "instance", "list")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, c.project) || !strings.Contains(out, "ACTIVE") || !strings.Contains(out, srv.Addresses[0].Address) {
+		t.Fatalf("instance list: %v\n%s", err, out)
+	}
+	out, err = strataCLI(t, r, "instance", "show", id)
+	if err != nil || !strings.Contains(out, "cli-db") || !strings.Contains(out, "running") {
+		t.Fatalf("instance show: %v\n%s", err, out)
+	}
+	if out, err := strataCLI(t, r, "instance", "show", "6f1c2d3e-0000-4000-8000-00000000dead"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("show of no instance: %v\n%s", err, out)
+	}
+
+	// stop: delivered by the controller's endpoint, answered here.
+	if out, err := strataCLI(t, r, "instance", "stop", id, "--wait", "20s"); err != nil || !strings.Contains(out, "stopped") {
+		t.Fatalf("instance stop: %v\n%s", err, out)
+	}
+	c.waitStatus(id, "SHUTDOWN", 20*time.Second)
+	// reboot: queued here, run by the controller's task engine.
+	if out, err := strataCLI(t, r, "instance", "reboot", id); err != nil || !strings.Contains(out, "queued") {
+		t.Fatalf("instance reboot: %v\n%s", err, out)
+	}
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	if !strings.Contains(strings.Join(r.compute.callsSnapshot(), ","), "RestartServer "+id) {
+		t.Fatalf("reboot did not restart the server: %v", r.compute.callsSnapshot())
+	}
+	// reset-task-status clears a stuck task.
+	if _, err := r.ctl.DB.Exec(context.Background(), `UPDATE instances SET task = 'RESIZING' WHERE id = ?`, id); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := strataCLI(t, r, "instance", "reset-task-status", id); err != nil {
+		t.Fatalf("reset-task-status: %v\n%s", err, out)
+	}
+	c.waitStatus(id, "ACTIVE", 5*time.Second)
 }

@@ -224,8 +224,11 @@ type restartPayload struct {
 // database (Trove's management reboot) — and waits for the agent of the
 // new boot to report the database running. An instance in ERROR or
 // SHUTDOWN may be rebooted, one with a task in progress may not.
+//
+// Without a compute driver (the controller host's CLI queues the task for
+// the running controller) the task itself refuses a driver that cannot.
 func (m *Manager) Reboot(ctx context.Context, id string) error {
-	if _, ok := m.Compute.(compute.Restarter); !ok {
+	if _, ok := m.Compute.(compute.Restarter); !ok && m.Compute != nil {
 		return wrap(ErrUnprocessable, "the compute driver cannot reboot servers")
 	}
 	timeout := m.RestartTimeout
@@ -275,7 +278,10 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err := requireStatus(in, status, "stop the database of", instances.StatusActive, instances.StatusRestartRequired, instances.StatusBlocked); err != nil {
 		return err
 	}
-	_, err = m.Call(ctx, in, wire.KindStop, nil)
+	res, err := m.Call(ctx, in, wire.KindStop, nil)
+	if err == nil && res.Error != nil {
+		return res.Error
+	}
 	return err
 }
 
@@ -291,6 +297,12 @@ func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	opID := "restart-" + t.ID
 	switch t.Step {
 	case "submit":
+		if _, ok := m.Compute.(compute.Restarter); !ok && p.Reboot {
+			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{}, tasks.Fail("", "the compute driver cannot reboot servers")
+		}
 		if r, ok := m.Compute.(compute.Restarter); ok && (in.ServerRestartReason != "" || p.Reboot) {
 			srv, _ := serverOf(in)
 			m.log().Info("restarting the server: it runs with outdated launch settings", "instance", in.ID, "reason", in.ServerRestartReason)
