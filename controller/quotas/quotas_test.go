@@ -141,3 +141,23 @@ func TestLimitsSetAndUsage(t *testing.T) {
 		t.Fatalf("over two: %v", err)
 	}
 }
+
+// BenchmarkCheckInTx is the cost a create pays for its quota: a write
+// transaction that checks a project with 1000 backups (SQLite).
+func BenchmarkCheckInTx(b *testing.B) {
+	db := storetest.SQLite(b)
+	ctx := context.Background()
+	q := &quotas.Quotas{DB: db, Defaults: quotas.Limits{quotas.Backups: quotas.Unlimited}}
+	for i := range 1000 {
+		if err := insertBackup(ctx, db, "p", fmt.Sprintf("b%d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if err := db.InTx(ctx, func(tx *store.Tx) error {
+			return q.Check(ctx, tx, "p", quotas.Limits{quotas.Instances: 1, quotas.Volumes: 1, quotas.Backups: 1})
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
