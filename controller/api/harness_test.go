@@ -694,6 +694,9 @@ type rigOptions struct {
 	// rate limit per user and verb (server default if zero).
 	quotas  quotas.Limits
 	apiRate int
+	// driver, if set, is the compute driver the controller sees, made
+	// from the fake (e.g. one without its optional interfaces).
+	driver func(*fakeCompute) compute.Driver
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -742,11 +745,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Cleanup(func() { db.Close() })
 		images = o.images(db, filepath.Join(o.stateDir, "images"))
 	}
+	var driver compute.Driver = o.compute
+	if o.driver != nil {
+		driver = o.driver(o.compute)
+	}
 	var ctl *server.Controller
 	for try := 0; ; try++ {
 		ctl, err = server.Start(ctx, server.Config{
 			StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
-			HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+			HostKeyFile: o.hostKey, Compute: driver, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 			GuestCallTimeout: o.guestCallTimeout,
 			ConfigureWait:    o.configureWait,
 			Quotas:           o.quotas, APIRate: o.apiRate,

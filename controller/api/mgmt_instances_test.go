@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/controller/cli"
+	"strata/controller/compute"
 	"strata/controller/identity"
 )
 
@@ -182,4 +183,32 @@ func TestStrataInstanceCommandsOnTheControllerHost(t *testing.T) {
 		t.Fatalf("reset-task-status: %v\n%s", err, out)
 	}
 	c.waitStatus(id, "ACTIVE", 5*time.Second)
+}
+
+// plainDriver is a compute driver with none of the optional interfaces
+// (as the Nova driver has no RestartServer).
+type plainDriver struct{ compute.Driver }
+
+// TestRebootNeedsADriverThatCanRestartServers: the API refuses the
+// reboot at once (422); the CLI's queued reboot ends without touching
+// the instance, which keeps its status and shows why as its fault.
+func TestRebootNeedsADriverThatCanRestartServers(t *testing.T) {
+	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("plain", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	if code, doc := c.do("POST", "/mgmt/instances/"+id+"/action", `{"reboot":{}}`); code != 422 || !strings.Contains(errorMessage(doc), "cannot reboot") {
+		t.Fatalf("reboot through the API: HTTP %d %v", code, doc)
+	}
+	if out, err := strataCLI(t, r, "instance", "reboot", id); err != nil {
+		t.Fatalf("instance reboot: %v\n%s", err, out)
+	}
+	waitFor(t, "the refused reboot to show", 10*time.Second, func() bool {
+		in := c.instance(id)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil && strings.Contains(f["message"].(string), "cannot reboot")
+	})
+	if strings.Contains(strings.Join(r.compute.callsSnapshot(), ","), "RestartServer") {
+		t.Fatal("the server was restarted")
+	}
 }

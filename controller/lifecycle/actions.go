@@ -298,10 +298,18 @@ func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	switch t.Step {
 	case "submit":
 		if _, ok := m.Compute.(compute.Restarter); !ok && p.Reboot {
-			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
+			// Queued by the CLI for a driver that cannot: nothing was
+			// done, so the instance keeps its status and shows why.
+			err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+				if err := instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: "reboot refused: the compute driver cannot reboot servers"}, in.Errored, m.now()); err != nil {
+					return err
+				}
+				return instances.SetTask(ctx, tx, in.ID, instances.TaskNone, m.now())
+			})
+			if err != nil {
 				return tasks.Result{}, err
 			}
-			return tasks.Result{}, tasks.Fail("", "the compute driver cannot reboot servers")
+			return tasks.Result{Done: true}, nil
 		}
 		if r, ok := m.Compute.(compute.Restarter); ok && (in.ServerRestartReason != "" || p.Reboot) {
 			srv, _ := serverOf(in)
