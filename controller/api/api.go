@@ -40,6 +40,8 @@ import (
 	"strata/controller/imagestore"
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
+	"strata/controller/quotas"
+	"strata/controller/ratelimit"
 	"strata/controller/registry"
 	"strata/controller/store"
 )
@@ -68,6 +70,11 @@ type Server struct {
 	Logger    *slog.Logger
 	// MaxBody bounds request bodies (default 1 MiB).
 	MaxBody int64
+	// APIRate is how many requests of one HTTP verb each user may make per
+	// minute before answers are 429 with Retry-After (0: no limit).
+	APIRate int
+
+	limiter *ratelimit.Limiter
 }
 
 // Handler returns the routes.
@@ -81,6 +88,11 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Neutron != nil {
 		s.Neutron.Register(mux)
+	}
+	if s.APIRate > 0 {
+		// Bucket per user and verb, refilled evenly over the minute;
+		// memory is bounded by forgetting idle users first.
+		s.limiter = ratelimit.New(s.APIRate, time.Minute/time.Duration(s.APIRate), 100000)
 	}
 	mux.HandleFunc("GET /{$}", s.plain(s.versions))
 	mux.HandleFunc("GET /v1.0", s.plain(s.version))
@@ -126,6 +138,8 @@ func (s *Server) Handler() http.Handler {
 	s.route(mux, "PATCH "+p+"/configurations/{cfg}", s.patchConfiguration)
 	s.route(mux, "DELETE "+p+"/configurations/{cfg}", s.deleteConfiguration)
 	s.route(mux, "GET "+p+"/configurations/{cfg}/instances", s.configurationInstances)
+	// Limits (absolute: the project's quotas; rate: the API's).
+	s.route(mux, "GET "+p+"/limits", s.listLimits)
 	// Backups.
 	s.backupRoutes(mux, p)
 	// Guest logs, and the read-only Swift view of their published parts.
@@ -228,6 +242,14 @@ func (s *Server) route(mux *http.ServeMux, pattern string, h handler) {
 			writeError(w, errorf(http.StatusForbidden, "the token is scoped to another project than %s", trunc(project)))
 			return
 		}
+		if ok, wait := s.takeRate(p, r.Method); !ok {
+			secs := int((wait + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"overLimit": map[string]any{"code": http.StatusTooManyRequests,
+				"message":    fmt.Sprintf("This request was rate-limited: at most %d %s requests a minute; retry after %d s.", s.APIRate, rateVerb(r.Method), secs),
+				"retryAfter": strconv.Itoa(secs)}})
+			return
+		}
 		limit := s.MaxBody
 		if limit <= 0 {
 			limit = 1 << 20
@@ -298,7 +320,7 @@ func errorf(code int, format string, args ...any) *apiError {
 // faultNames are Trove's error body keys.
 var faultNames = map[int]string{
 	400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
-	409: "conflict", 413: "overLimit", 415: "badMediaType", 422: "unprocessableEntity",
+	409: "conflict", 413: "overLimit", 415: "badMediaType", 422: "unprocessableEntity", 429: "overLimit",
 	500: "instanceFault", 501: "notImplemented", 503: "serviceUnavailable", 504: "gatewayTimeout",
 }
 
@@ -328,6 +350,8 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		ae = errorf(http.StatusBadRequest, "%s", cleanMessage(err))
 	case errors.Is(err, lifecycle.ErrUnprocessable):
 		ae = errorf(http.StatusUnprocessableEntity, "%s", cleanMessage(err))
+	case errors.Is(err, quotas.ErrExceeded):
+		ae = errorf(http.StatusRequestEntityTooLarge, "%s", err.Error())
 	case errors.Is(err, lifecycle.ErrGuestTimeout):
 		ae = errorf(http.StatusGatewayTimeout, "%s", cleanMessage(err))
 	case errors.Is(err, context.Canceled):

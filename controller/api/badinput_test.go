@@ -227,6 +227,7 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 		{"DELETE", "/configurations/" + ghost, "", 404, "not found"},
 		{"GET", "/configurations/" + ghost + "/instances", "", 404, "not found"},
 	}
+	cases = append(cases, quotaAndMgmtBadCases(c.project, id, broken, ghost, huge)...)
 	before := snapshot(t, r, id)
 	for _, bc := range cases {
 		code, doc := c.do(bc.method, bc.path, bc.body)
@@ -282,6 +283,9 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 	}
 	if after := snapshot(t, r, id); after != before {
 		t.Fatalf("bad requests changed state:\nbefore %s\nafter  %s", before, after)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "quotas"); n != 0 {
+		t.Fatalf("bad quota updates stored %d quotas", n)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
 	"strata/controller/objectstore"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/server"
 	"strata/controller/store"
@@ -53,6 +54,7 @@ type fakeGuest struct {
 	passwords       map[string]string
 	restartRequired bool
 	restarts        int
+	stopped         bool // the database was stopped (wire.KindStop)
 	volumeGB        int
 	// interrupt: kinds whose every run is cut short (a guest that keeps
 	// crashing in them).
@@ -119,6 +121,7 @@ func (g *fakeGuest) halt() {
 	g.mu.Lock()
 	cancel, done := g.cancel, g.done
 	g.cancel = nil
+	g.stopped = false // the database starts with the next boot
 	g.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -135,6 +138,9 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 		st = wire.StatusRunning
 		if g.restartRequired {
 			st = wire.StatusRestartRequired
+		}
+		if g.stopped {
+			st = wire.StatusShutdown
 		}
 	}
 	total := uint64(g.volumeGB) << 30
@@ -416,7 +422,11 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(res)
 	case wire.KindRestart:
 		g.restartRequired = false
+		g.stopped = false
 		g.restarts++
+		return okResult(nil)
+	case wire.KindStop:
+		g.stopped = true
 		return okResult(nil)
 	case wire.KindResizeFilesystem, wire.KindFilesystemStats:
 		return okResult(wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: uint64(g.volumeGB) << 30})
@@ -737,6 +747,13 @@ type rigOptions struct {
 	images func(db *store.DB, dir string) imagestore.Store
 	// http bounds the API's clients (server defaults if zero).
 	http server.HTTPLimits
+	// quotas are the default quotas (Trove's if nil); apiRate the API
+	// rate limit per user and verb (server default if zero).
+	quotas  quotas.Limits
+	apiRate int
+	// driver, if set, is the compute driver the controller sees, made
+	// from the fake (e.g. one without its optional interfaces).
+	driver func(*fakeCompute) compute.Driver
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -785,13 +802,18 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Cleanup(func() { db.Close() })
 		images = o.images(db, filepath.Join(o.stateDir, "images"))
 	}
+	var driver compute.Driver = o.compute
+	if o.driver != nil {
+		driver = o.driver(o.compute)
+	}
 	var ctl *server.Controller
 	for try := 0; ; try++ {
 		ctl, err = server.Start(ctx, server.Config{
 			StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
-			HostKeyFile: o.hostKey, Compute: o.compute, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
+			HostKeyFile: o.hostKey, Compute: driver, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
 			GuestCallTimeout: o.guestCallTimeout,
 			ConfigureWait:    o.configureWait,
+			Quotas:           o.quotas, APIRate: o.apiRate,
 			AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 				AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 			EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },

@@ -43,6 +43,13 @@ func (s *Server) mgmtRoutes(mux *http.ServeMux, p string) {
 	s.route(mux, "GET "+p+"/mgmt/datastores/versions/{id}/parameters/{name}", s.admin(s.mgmtShowParameter))
 	s.route(mux, "PUT "+p+"/mgmt/datastores/versions/{id}/parameters/{name}", s.admin(s.mgmtUpdateParameter))
 	s.route(mux, "DELETE "+p+"/mgmt/datastores/versions/{id}/parameters/{name}", s.admin(s.mgmtDeleteParameter))
+	// Quotas (limits.go): a project may read its own.
+	s.route(mux, "GET "+p+"/mgmt/quotas/{id}", s.mgmtShowQuotas)
+	s.route(mux, "PUT "+p+"/mgmt/quotas/{id}", s.admin(s.mgmtUpdateQuotas))
+	// Instances of every project (mgmt_instances.go).
+	s.route(mux, "GET "+p+"/mgmt/instances", s.admin(s.mgmtListInstances))
+	s.route(mux, "GET "+p+"/mgmt/instances/{id}", s.admin(s.mgmtShowInstance))
+	s.route(mux, "POST "+p+"/mgmt/instances/{id}/action", s.admin(s.mgmtInstanceAction))
 }
 
 // admin wraps a management route: admin role only, answers marked.

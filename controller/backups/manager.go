@@ -16,6 +16,7 @@ import (
 	"strata/controller/instances"
 	"strata/controller/lifecycle"
 	"strata/controller/objectstore"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/store"
 	"strata/controller/tasks"
@@ -62,6 +63,14 @@ type Manager struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+}
+
+// quotas are the lifecycle's (one set of limits per controller).
+func (m *Manager) quotas() *quotas.Quotas {
+	if m.Lifecycle == nil {
+		return nil
+	}
+	return m.Lifecycle.Quotas
 }
 
 func (m *Manager) now() time.Time {
@@ -184,6 +193,11 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (Backup, error) {
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return wrap(ErrConflict, "instance %s is busy (a backup or another task is running)", in.ID)
+		}
+		if q := m.quotas(); q != nil {
+			if err := q.Check(ctx, tx, r.ProjectID, quotas.Limits{quotas.Backups: 1}); err != nil {
+				return err
+			}
 		}
 		if err := insert(ctx, tx, b); err != nil {
 			return err

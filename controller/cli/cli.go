@@ -1,7 +1,9 @@
 // Package cli holds the controller's commands: `strata controller ...`
 // (serve, projects, users, flavors; OpenStack mode's Glance image store and
-// Nova driver), `strata datastore ...` (what trove-manage did) and `strata
-// image ...` (the local image store; main adds `publish` from builder/cli).
+// Nova driver), `strata datastore ...` (what trove-manage did), `strata
+// image ...` (the local image store; main adds `publish` from builder/cli)
+// and `strata instance ...` (the management view of every project's
+// instances).
 // Each command parses flags and calls the controller's packages; none
 // holds logic of its own.
 package cli
@@ -25,7 +27,7 @@ import (
 
 // Commands returns the controller, datastore and image commands.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{newControllerCommand(), newDatastoreCommand(), newImageCommand()}
+	return []*cobra.Command{newControllerCommand(), newDatastoreCommand(), newImageCommand(), newInstanceCommand()}
 }
 
 // stateFlags are the flags every command that opens the state shares.

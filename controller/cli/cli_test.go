@@ -295,3 +295,14 @@ func TestUserLifecycleCommands(t *testing.T) {
 		t.Fatalf("project delete: %s %v", out, err)
 	}
 }
+
+// TestServeRefusesBadQuotaFlags: a default quota is an integer of -1
+// (unlimited) or more; anything else stops serve before it starts.
+func TestServeRefusesBadQuotaFlags(t *testing.T) {
+	for _, tc := range [][2]string{{"--quota-instances=-2", "below -1"}, {"--quota-volumes=lots", "want an integer"}} {
+		out, err := strata(t, "controller", "serve", "--state-dir", t.TempDir(), tc[0])
+		if err == nil || !strings.Contains(err.Error(), tc[1]) {
+			t.Errorf("serve %s: %v\n%s", tc[0], err, out)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"strata/controller/compute"
 	"strata/controller/compute/qemu"
 	"strata/controller/identity"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/server"
 )
@@ -156,6 +158,14 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&cfg.HostKeyFile, "agent-host-key", "", "agent endpoint host key (default STATE_DIR/agent_host_key; replicas share one)")
 	f.IntVar(&cfg.HeartbeatSeconds, "heartbeat", 10, "seconds between agent heartbeats")
 	f.IntVar(&cfg.MaxVolumeGB, "max-volume-gb", 20, "largest volume size accepted")
+	cfg.Quotas = quotas.Limits{}
+	for _, r := range quotas.Resources {
+		v := quotas.TroveDefaults[r]
+		cfg.Quotas[r] = v
+		f.Var(int64Flag{&v, func(n int64) { cfg.Quotas[r] = n }}, "quota-"+string(r),
+			fmt.Sprintf("default %s quota of a project (%s; -1: unlimited; per project: openstack database quota update)", r, quotaUnit[r]))
+	}
+	f.IntVar(&cfg.APIRate, "api-rate", server.DefaultAPIRate, "API requests of one HTTP verb a user may make per minute before 429 (-1: no limit)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&ks.url, "keystone-url", "", "OpenStack mode: the Keystone identity endpoint, with /v3")
 	f.StringVar(&ks.user, "keystone-user", "", "OpenStack mode: the controller's service user")
@@ -444,3 +454,33 @@ the networks are Neutron's: openstack network list.`,
 	})
 	return cmd
 }
+
+var quotaUnit = map[quotas.Resource]string{quotas.Instances: "instances", quotas.Volumes: "GB of volumes", quotas.Backups: "backups"}
+
+// int64Flag is an integer flag that also tells set when it is given.
+type int64Flag struct {
+	v   *int64
+	set func(int64)
+}
+
+func (f int64Flag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*f.v, 10)
+}
+
+func (f int64Flag) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("want an integer: %w", err)
+	}
+	if n < quotas.Unlimited {
+		return fmt.Errorf("%d is below -1 (unlimited)", n)
+	}
+	*f.v = n
+	f.set(n)
+	return nil
+}
+
+func (f int64Flag) Type() string { return "int" }

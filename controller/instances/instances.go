@@ -305,11 +305,17 @@ type ListOptions struct {
 	Project string
 	// ConfigurationID limits to instances with that configuration.
 	ConfigurationID string
+	// Deleted lists the deleted instances instead of the live ones.
+	Deleted bool
 }
 
-// List returns live instances, oldest first.
+// List returns live (or, with Deleted, deleted) instances, oldest first.
 func List(ctx context.Context, q store.Querier, o ListOptions) ([]Instance, error) {
-	query := selectInstance + ` WHERE i.deleted_at IS NULL AND (? = '' OR i.project_id = ?) AND (? = '' OR i.configuration_id = ?)`
+	live := `i.deleted_at IS NULL`
+	if o.Deleted {
+		live = `i.deleted_at IS NOT NULL`
+	}
+	query := selectInstance + ` WHERE ` + live + ` AND (? = '' OR i.project_id = ?) AND (? = '' OR i.configuration_id = ?)`
 	query += ` ORDER BY i.created_at, i.id`
 	return store.All(ctx, q, scan, query, o.Project, o.Project, o.ConfigurationID, o.ConfigurationID)
 }

@@ -12,6 +12,7 @@ import (
 	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/instances"
+	"strata/controller/quotas"
 	"strata/controller/store"
 	"strata/controller/tasks"
 )
@@ -139,6 +140,14 @@ func (m *Manager) ResizeVolume(ctx context.Context, project, id string, sizeGB i
 				return wrap(ErrBadRequest, "volume size %d GB is above the maximum of %d GB", sizeGB, m.MaxVolume())
 			}
 			return nil
+		},
+		func(tx *store.Tx, in instances.Instance) error {
+			// The growth counts against the project's volume quota from
+			// now: the queued task holds the new size until it is done.
+			if m.Quotas == nil {
+				return nil
+			}
+			return m.Quotas.Check(ctx, tx, in.ProjectID, quotas.Limits{quotas.Volumes: int64(sizeGB - in.VolumeSizeGB)})
 		})
 }
 
@@ -206,6 +215,74 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 type restartPayload struct {
 	Server bool      `json:"server,omitempty"`
 	Since  time.Time `json:"since,omitzero"`
+	// Reboot restarts the server whatever its launch settings (the
+	// management API's reboot).
+	Reboot bool `json:"reboot,omitempty"`
+}
+
+// Reboot restarts the instance's server — the machine, not just the
+// database (Trove's management reboot) — and waits for the agent of the
+// new boot to report the database running. An instance in ERROR or
+// SHUTDOWN may be rebooted, one with a task in progress may not.
+//
+// Without a compute driver (the controller host's CLI queues the task for
+// the running controller) the task itself refuses a driver that cannot.
+func (m *Manager) Reboot(ctx context.Context, id string) error {
+	if _, ok := m.Compute.(compute.Restarter); !ok && m.Compute != nil {
+		return wrap(ErrUnprocessable, "the compute driver cannot reboot servers")
+	}
+	timeout := m.RestartTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	return m.startTask(ctx, "", id, instances.TaskRebooting,
+		tasks.New{Kind: KindRestart, Step: "submit", Payload: restartPayload{Reboot: true}, Deadline: m.now().Add(timeout)},
+		func(in instances.Instance, status string) error {
+			if in.Task != instances.TaskNone {
+				return wrap(ErrUnprocessable, "cannot reboot instance %s: task %s is in progress (reset its task status first)", in.ID, in.Task)
+			}
+			if _, ok := serverOf(in); !ok {
+				return wrap(ErrUnprocessable, "cannot reboot instance %s: it has no server", in.ID)
+			}
+			return nil
+		})
+}
+
+// ResetTask cancels the instance's pending tasks and sets its task to
+// none (Trove's management reset-task-status), keeping its fault and
+// error: unlike ResetStatus it does not claim the instance is healthy.
+func (m *Manager) ResetTask(ctx context.Context, id string) error {
+	return m.DB.InTx(ctx, func(tx *store.Tx) error {
+		in, err := m.get(ctx, tx, "", id)
+		if err != nil {
+			return err
+		}
+		now := m.now()
+		n, err := tasks.CancelInstance(ctx, tx, id, now)
+		if err != nil {
+			return err
+		}
+		m.log().Info("instance task reset", "instance", id, "cancelled_tasks", n, "was_task", in.Task)
+		return instances.SetTask(ctx, tx, id, instances.TaskNone, now)
+	})
+}
+
+// Stop stops the instance's database and leaves the server running
+// (Trove's management stop); the restart action starts it again.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	in, err := m.get(ctx, m.DB, "", id)
+	if err != nil {
+		return err
+	}
+	status, _ := m.Status(in)
+	if err := requireStatus(in, status, "stop the database of", instances.StatusActive, instances.StatusRestartRequired, instances.StatusBlocked); err != nil {
+		return err
+	}
+	res, err := m.Call(ctx, in, wire.KindStop, nil)
+	if err == nil && res.Error != nil {
+		return res.Error
+	}
+	return err
 }
 
 func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
@@ -220,7 +297,21 @@ func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	opID := "restart-" + t.ID
 	switch t.Step {
 	case "submit":
-		if r, ok := m.Compute.(compute.Restarter); ok && in.ServerRestartReason != "" {
+		if _, ok := m.Compute.(compute.Restarter); !ok && p.Reboot {
+			// Queued by the CLI for a driver that cannot: nothing was
+			// done, so the instance keeps its status and shows why.
+			err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+				if err := instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: "reboot refused: the compute driver cannot reboot servers"}, in.Errored, m.now()); err != nil {
+					return err
+				}
+				return instances.SetTask(ctx, tx, in.ID, instances.TaskNone, m.now())
+			})
+			if err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{Done: true}, nil
+		}
+		if r, ok := m.Compute.(compute.Restarter); ok && (in.ServerRestartReason != "" || p.Reboot) {
 			srv, _ := serverOf(in)
 			m.log().Info("restarting the server: it runs with outdated launch settings", "instance", in.ID, "reason", in.ServerRestartReason)
 			p = restartPayload{Server: true, Since: m.now()}

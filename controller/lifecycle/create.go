@@ -16,6 +16,7 @@ import (
 	"strata/controller/configurations"
 	"strata/controller/imagestore"
 	"strata/controller/instances"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/store"
 	"strata/controller/tasks"
@@ -225,6 +226,11 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
 		Access: r.Access, NICs: nics}
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if m.Quotas != nil {
+			if err := m.Quotas.Check(ctx, tx, r.ProjectID, quotas.Limits{quotas.Instances: 1, quotas.Volumes: int64(d.VolumeSizeGB)}); err != nil {
+				return err
+			}
+		}
 		if err := instances.Insert(ctx, tx, d); err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ import (
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/instances"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/store"
 	"strata/controller/tasks"
@@ -106,8 +107,12 @@ type Manager struct {
 	// Restores restores new instances from backups (backups.Manager);
 	// nil: create with a backup is refused.
 	Restores Restores
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Quotas, if set, limits each project's instances and volume
+	// gigabytes, checked in the transaction that records a create or a
+	// resize; nil: no limits.
+	Quotas *quotas.Quotas
+	Logger *slog.Logger
+	Now    func() time.Time
 
 	// ConfigureWait bounds how long a configuration change waits for the
 	// instances it touches to apply it before answering (30s).

@@ -1,6 +1,7 @@
 // Package ratelimit is a keyed token bucket with bounded memory: how the
 // controller limits attempts per source address and per user (Keystone
-// logins, agent enrolments) before doing anything costly for them.
+// logins, agent enrolments) before doing anything costly for them, and
+// each user's API requests per HTTP verb.
 //
 // It must not block or sleep: a caller asks and is answered at once, with
 // how long to wait when the answer is no.
@@ -121,6 +122,26 @@ func (l *Limiter) Give(k string) {
 		b.tokens = min(l.burst, b.tokens+1)
 	}
 }
+
+// Remaining is how many attempts key has left now (whole ones), and when
+// its bucket is full again (zero time: it is full).
+func (l *Limiter) Remaining(k string) (int, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b, ok := l.buckets[key(k)]
+	if !ok {
+		return int(l.burst), time.Time{}
+	}
+	l.refill(b, now)
+	if b.tokens >= l.burst {
+		return int(l.burst), time.Time{}
+	}
+	return int(b.tokens), now.Add(time.Duration((l.burst - b.tokens) * float64(l.every)))
+}
+
+// Burst is how many attempts a key has when its bucket is full.
+func (l *Limiter) Burst() int { return int(l.burst) }
 
 // Len is the number of keys remembered.
 func (l *Limiter) Len() int {

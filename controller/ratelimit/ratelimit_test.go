@@ -73,3 +73,29 @@ func TestMemoryIsBounded(t *testing.T) {
 		t.Fatal("keys longer than MaxKeyLength do not share a bucket")
 	}
 }
+
+// TestRemaining reports what a key has left and when it is full again,
+// without taking anything (the API's GET /limits shows it).
+func TestRemaining(t *testing.T) {
+	c := &clock{time.Unix(1000, 0)}
+	l := ratelimit.New(3, 10*time.Second, 100)
+	l.SetClock(c.now)
+	if n, full := l.Remaining("a"); n != 3 || !full.IsZero() {
+		t.Fatalf("unknown key: %d, %v; want 3, zero", n, full)
+	}
+	l.Take("a")
+	l.Take("a")
+	if n, full := l.Remaining("a"); n != 1 || !full.Equal(c.t.Add(20*time.Second)) {
+		t.Fatalf("after two: %d, %v; want 1, +20s", n, full)
+	}
+	if n, _ := l.Remaining("a"); n != 1 {
+		t.Fatalf("Remaining took an attempt: %d left", n)
+	}
+	c.t = c.t.Add(25 * time.Second)
+	if n, full := l.Remaining("a"); n != 3 || !full.IsZero() {
+		t.Fatalf("after 25s: %d, %v; want 3, zero", n, full)
+	}
+	if l.Burst() != 3 {
+		t.Fatalf("Burst %d", l.Burst())
+	}
+}

@@ -45,6 +45,7 @@ import (
 	"strata/controller/lifecycle"
 	"strata/controller/objectstore"
 	objlocal "strata/controller/objectstore/local"
+	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/store"
 	"strata/controller/tasks"
@@ -86,6 +87,12 @@ type Config struct {
 	HeartbeatSeconds int
 	MaxVolumeGB      int
 	GuestCallTimeout time.Duration
+	// Quotas are the limits of a project the operator set none for
+	// (missing resources: Trove's defaults, quotas.TroveDefaults).
+	Quotas quotas.Limits
+	// APIRate is how many requests of one HTTP verb a user may make per
+	// minute (0: DefaultAPIRate; negative: no limit).
+	APIRate int
 	// Compute replaces the local qemu driver (OpenStack mode: Nova).
 	Compute compute.Driver
 	// Images replaces the local image store (OpenStack mode: Glance).
@@ -408,6 +415,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
 		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout,
 		ConfigureWait: cfg.ConfigureWait, Logger: log,
+		Quotas: &quotas.Quotas{DB: db, Defaults: cfg.Quotas},
 	}
 	bm, err := openBackups(cfg, db, reg, lc, ep, engine, log)
 	if err != nil {
@@ -441,7 +449,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		gl.UploadIdle, gl.MaxImageBytes, gl.MaxPending = limits.UploadIdle, limits.MaxImageBytes, limits.MaxPendingImages
 	}
 	apiSrv := &api.Server{DB: db, Registry: reg, Lifecycle: lc, Backups: bm, Auth: authn, Keystone: ks, Glance: gl, Neutron: nt,
-		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log}
+		PublicURL: cfg.PublicURL, Region: cfg.Region, Logger: log, APIRate: apiRate(cfg.APIRate)}
 	// Guest logs are published to the backups' object store, beside them.
 	apiSrv.GuestLogs = &guestlogs.Manager{Agents: ep, Store: bm.Store}
 	if cfg.GuestLogTuning != nil {
@@ -645,4 +653,19 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// DefaultAPIRate is the default of Config.APIRate: generous (Trove's
+// default is 200 per verb and project), so that no client polling an
+// instance's status trips it; it stops a runaway client, not a busy one.
+const DefaultAPIRate = 6000
+
+func apiRate(n int) int {
+	switch {
+	case n == 0:
+		return DefaultAPIRate
+	case n < 0:
+		return 0
+	}
+	return n
 }

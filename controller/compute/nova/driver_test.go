@@ -201,10 +201,16 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		json.NewDecoder(r.Body).Decode(&body)
 		_, console := body["os-getConsoleOutput"]
 		_, start := body["os-start"]
+		reboot, _ := body["reboot"].(map[string]any)
 		switch {
 		case console:
 			send(w, 200, "console.json")
 		case start:
+			w.WriteHeader(202)
+		case reboot != nil && reboot["type"] == "HARD":
+			c.mu.Lock()
+			c.calls = append(c.calls, "reboot HARD")
+			c.mu.Unlock()
 			w.WriteHeader(202)
 		default:
 			t.Errorf("unexpected server action %v", body)
@@ -301,6 +307,12 @@ func TestCreateThenDelete(t *testing.T) {
 	}
 	if err := d.StartServer(ctx, srv); err != nil || !c.saw("POST /compute/servers/"+serverID+"/action") {
 		t.Fatalf("start: %v (calls %v)", err, c.calls)
+	}
+	// The management API's reboot: a hard reboot (Nova stops and starts
+	// the server, whatever state the guest is in).
+	var _ compute.Restarter = d
+	if err := d.RestartServer(ctx, srv); err != nil || !c.saw("reboot HARD") {
+		t.Fatalf("restart: %v (calls %v)", err, c.calls)
 	}
 
 	if err := d.DeleteServer(ctx, srv); err != nil {

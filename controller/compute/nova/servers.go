@@ -324,6 +324,16 @@ func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
 	return d.start(ctx, srv.ID)
 }
 
+// RestartServer hard-reboots the server: Nova stops and starts it,
+// whatever the guest does (the management API's reboot).
+func (d *Driver) RestartServer(ctx context.Context, srv compute.Server) error {
+	err := servers.Reboot(ctx, d.compute, srv.ID, servers.RebootOpts{Type: servers.HardReboot}).ExtractErr()
+	if err != nil {
+		return serviceErr("nova", "rebooting server "+srv.ID, err)
+	}
+	return nil
+}
+
 func (d *Driver) start(ctx context.Context, id string) error {
 	err := servers.Start(ctx, d.compute, id).ExtractErr()
 	if err != nil && !gophercloud.ResponseCodeIs(err, 409) { // 409: already starting
