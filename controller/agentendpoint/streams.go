@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -74,6 +75,54 @@ func (w *StreamWait) Wait(ctx context.Context) (Stream, error) {
 		return nil, ErrStreamClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// ErrNoStream: the agent did not open the stream in time.
+var ErrNoStream = errors.New("the guest did not open its stream in time")
+
+// AwaitOrFail waits up to timeout for the stream, asking every poll for
+// the operation's result: an operation that fails before it streams
+// (unknown name, not supported, refused) ends the wait with its
+// *wire.OpError. The other errors are ErrNoStream after timeout and ctx's
+// own when ctx ends.
+func (w *StreamWait) AwaitOrFail(ctx context.Context, timeout, poll time.Duration, result func(context.Context) (wire.Result, bool, error)) (Stream, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type arrival struct {
+		st  Stream
+		err error
+	}
+	got := make(chan arrival, 1)
+	go func() {
+		st, err := w.Wait(wctx)
+		got <- arrival{st, err}
+	}()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		select {
+		case a := <-got:
+			switch {
+			case a.err == nil:
+				return a.st, nil
+			case ctx.Err() != nil:
+				return nil, ctx.Err()
+			case errors.Is(a.err, context.DeadlineExceeded):
+				return nil, ErrNoStream
+			default:
+				return nil, a.err
+			}
+		case <-tick.C:
+			res, done, err := result(wctx)
+			if err == nil && done && res.Error != nil {
+				cancel()
+				if a := <-got; a.err == nil {
+					a.st.Close()
+				}
+				return nil, res.Error
+			}
+		}
 	}
 }
 

@@ -267,39 +267,19 @@ func (m *Manager) awaitStream(ctx context.Context, instanceID, opID string, wait
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	type arrival struct {
-		st  agentendpoint.Stream
-		err error
-	}
-	got := make(chan arrival, 1)
-	go func() {
-		st, err := wait.Wait(wctx)
-		got <- arrival{st, err}
-	}()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case a := <-got:
-			if a.err == nil {
-				return a.st, nil
-			}
-			if ctx.Err() != nil {
-				return nil, m.cause(ctx, "waiting for the guest's stream", a.err)
-			}
-			return nil, fmt.Errorf("the guest did not start streaming within %s (is its agent connected?)", timeout)
-		case <-tick.C:
-			res, done, err := m.Agents.Result(wctx, instanceID, opID)
-			if err == nil && done && res.Error != nil {
-				cancel()
-				if a := <-got; a.err == nil {
-					a.st.Close()
-				}
-				return nil, fmt.Errorf("the guest's backup failed: %s", res.Error.Message)
-			}
-		}
+	st, err := wait.AwaitOrFail(ctx, timeout, 500*time.Millisecond, func(c context.Context) (wire.Result, bool, error) {
+		return m.Agents.Result(c, instanceID, opID)
+	})
+	var opErr *wire.OpError
+	switch {
+	case err == nil:
+		return st, nil
+	case errors.As(err, &opErr):
+		return nil, fmt.Errorf("the guest's backup failed: %s", opErr.Message)
+	case errors.Is(err, agentendpoint.ErrNoStream):
+		return nil, fmt.Errorf("the guest did not start streaming within %s (is its agent connected?)", timeout)
+	default:
+		return nil, m.cause(ctx, "waiting for the guest's stream", err)
 	}
 }
 

@@ -241,40 +241,13 @@ func (m *Manager) streamTimeout() time.Duration {
 // agent's error.
 func (m *Manager) awaitStream(ctx context.Context, instanceID, opID string, wait *agentendpoint.StreamWait) (agentendpoint.Stream, error) {
 	timeout := m.streamTimeout()
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	type arrival struct {
-		st  agentendpoint.Stream
-		err error
+	st, err := wait.AwaitOrFail(ctx, timeout, 100*time.Millisecond, func(c context.Context) (wire.Result, bool, error) {
+		return m.Agents.Result(c, instanceID, opID)
+	})
+	if errors.Is(err, agentendpoint.ErrNoStream) {
+		return nil, fmt.Errorf("%w: the guest did not start sending the log within %s (is its agent connected?)", ErrGuestTimeout, timeout)
 	}
-	got := make(chan arrival, 1)
-	go func() {
-		st, err := wait.Wait(wctx)
-		got <- arrival{st, err}
-	}()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case a := <-got:
-			if a.err == nil {
-				return a.st, nil
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: the guest did not start sending the log within %s (is its agent connected?)", ErrGuestTimeout, timeout)
-		case <-tick.C:
-			res, done, err := m.Agents.Result(wctx, instanceID, opID)
-			if err == nil && done && res.Error != nil {
-				cancel()
-				if a := <-got; a.err == nil {
-					a.st.Close()
-				}
-				return nil, res.Error
-			}
-		}
-	}
+	return st, err
 }
 
 // ErrDamaged: the log's bytes did not match the guest's digest.
