@@ -149,6 +149,9 @@ func TestUserUpdateAndChangePasswordsThroughTheAPI(t *testing.T) {
 // command for PUT /users: troveclient offers change_passwords in its
 // Python API only).
 func TestOpenstackClientUserUpdateAndRootOnCreate(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	o := newOSC(t, r)
 	c := r.admin()

@@ -25,6 +25,9 @@ func (o *osc) withUser(name, password, project string) *osc {
 // refused at once), a disabled user cannot log in, and a project that owns
 // an instance cannot be deleted.
 func TestIdentityLifecycleThroughTheOpenstackClient(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	admin := newOSC(t, r)
 	admin.run(false, "project", "create", "shop")

@@ -42,6 +42,9 @@ func rowOf(rows []map[string]any, name string) map[string]any {
 // controller's read-only Swift view), publish again after the server
 // wrote more, and discard.
 func TestGuestLogsThroughTheOpenstackClient(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	o := newOSC(t, r)
 	c := r.admin()
@@ -220,6 +223,9 @@ func TestAPublishThatArrivesDamagedFailsAndKeepsTheLastGoodOne(t *testing.T) {
 // TestGuestLogsPublishToARealSwift publishes into Debian's Swift (the
 // backups' store there) and reads it back with the client's `log save`.
 func TestGuestLogsPublishToARealSwift(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	srv, err := swifttest.Start()
 	if err != nil {
 		t.Fatal(err)

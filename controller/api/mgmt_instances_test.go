@@ -20,6 +20,9 @@ import (
 // stuck task; a member gets 403 for all of it. The real client's
 // `instance list --all-projects` and `instance reboot` use these routes.
 func TestMgmtInstancesSeeAndActOnEveryProject(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	admin := r.admin()
 	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}

@@ -75,6 +75,9 @@ func (o *osc) list(args ...string) []map[string]any {
 // controller whose guests are wire-level fakes (the end-to-end test runs
 // a few of them against a real VM).
 func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	o := newOSC(t, r)
 

@@ -239,6 +239,9 @@ func TestAPIRateLimitAnswers429WithRetryAfter(t *testing.T) {
 // TestQuotaCommandsOfTheOpenstackClient drives `openstack database quota
 // show/update` and `openstack database limit list` (the real client).
 func TestQuotaCommandsOfTheOpenstackClient(t *testing.T) {
+	// The real client spends seconds of CPU starting up: these tests
+	// overlap, each on a controller of its own.
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	o := newOSC(t, r)
 	c := r.admin()
