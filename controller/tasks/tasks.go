@@ -238,14 +238,20 @@ type Engine struct {
 	once sync.Once
 	kick chan struct{}
 
-	mu      sync.Mutex
-	running map[string]bool // task ids whose step runs here
+	mu sync.Mutex
+	// running counts, per task id, the steps of it this engine has
+	// claimed and not yet ended. A count, not a flag: a step's result
+	// frees the lease before its goroutine ends, so the next step of the
+	// same task can be claimed here first, and the first goroutine's end
+	// must not mark the second step as not running (leaseHolders would
+	// then free its lease under it, and another engine run it again).
+	running map[string]int
 }
 
 func (e *Engine) init() {
 	e.once.Do(func() {
 		e.kick = make(chan struct{}, 1)
-		e.running = map[string]bool{}
+		e.running = map[string]int{}
 		if e.Owner == "" {
 			e.Owner = newOwner()
 		}
@@ -341,7 +347,7 @@ func (e *Engine) leaseHolders(ctx context.Context) ([]string, error) {
 			}
 			for _, id := range ids {
 				e.mu.Lock()
-				busy := e.running[id]
+				busy := e.running[id] > 0
 				e.mu.Unlock()
 				if !busy {
 					e.DB.Exec(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?`, id, o)
@@ -419,18 +425,25 @@ func (e *Engine) claim(ctx context.Context, n int) ([]Task, error) {
 			continue // another replica was faster
 		}
 		e.mu.Lock()
-		e.running[c.id] = true
+		e.running[c.id]++
 		e.mu.Unlock()
 		in, err := Get(ctx, e.DB, c.id)
 		if err != nil {
 			e.mu.Lock()
-			delete(e.running, c.id)
+			e.unrun(c.id)
 			e.mu.Unlock()
 			return out, err
 		}
 		out = append(out, in.Task)
 	}
 	return out, nil
+}
+
+// unrun counts a claimed step as ended; the caller holds e.mu.
+func (e *Engine) unrun(id string) {
+	if e.running[id]--; e.running[id] <= 0 {
+		delete(e.running, id)
+	}
 }
 
 func anys(ss []string) []any {
@@ -444,7 +457,7 @@ func anys(ss []string) []any {
 func (e *Engine) execute(ctx context.Context, t Task) {
 	defer func() {
 		e.mu.Lock()
-		delete(e.running, t.ID)
+		e.unrun(t.ID)
 		e.mu.Unlock()
 	}()
 	log := e.Logger.With("task", t.ID, "kind", t.Kind, "step", t.Step, "instance", t.InstanceID)
