@@ -110,3 +110,30 @@ func (p Parameters) Check(args wire.ConfigurationArgs) ([]Setting, error) {
 func (p Parameters) NameOK(name string) bool {
 	return p.Pattern.MatchString(name) && !p.Managed[name]
 }
+
+// UpdateTarget checks an account update's arguments with the engine's own
+// checks and returns the account as it is and as it will be: an empty new
+// name keeps the old one, and so does an empty new host when keepHost is
+// set (engines whose accounts have hosts).
+func UpdateTarget(a wire.UpdateUserArgs, keepHost bool, checkRef func(*wire.UserRef) error, checkPassword func(string) error) (old, target wire.UserRef, err error) {
+	old = a.User
+	if err := checkRef(&old); err != nil {
+		return old, target, err
+	}
+	target = wire.UserRef{Name: a.NewName, Host: a.NewHost}
+	if target.Name == "" {
+		target.Name = old.Name
+	}
+	if keepHost && target.Host == "" {
+		target.Host = old.Host
+	}
+	if err := checkRef(&target); err != nil {
+		return old, target, fmt.Errorf("new name or host: %w", err)
+	}
+	if a.NewPassword != "" {
+		if err := checkPassword(a.NewPassword); err != nil {
+			return old, target, err
+		}
+	}
+	return old, target, nil
+}

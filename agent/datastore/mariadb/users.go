@@ -274,24 +274,9 @@ var fault = func(step string) error { return nil }
 // if it fails renames the account back. The old account thus keeps
 // working with its old password whatever fails.
 func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
-	old := a.User
-	if err := m.checkUserRef(&old); err != nil {
+	old, target, err := datastore.UpdateTarget(a, true, m.checkUserRef, datastore.CheckPassword)
+	if err != nil {
 		return err
-	}
-	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
-	if target.Name == "" {
-		target.Name = old.Name
-	}
-	if target.Host == "" {
-		target.Host = old.Host
-	}
-	if err := m.checkUserRef(&target); err != nil {
-		return fmt.Errorf("new name or host: %w", err)
-	}
-	if a.NewPassword != "" {
-		if err := datastore.CheckPassword(a.NewPassword); err != nil {
-			return err
-		}
 	}
 	rename := target != old
 	if !rename && a.NewPassword == "" {

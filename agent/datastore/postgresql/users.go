@@ -321,21 +321,9 @@ var fault = func(step string) error { return nil }
 // Grants, ownership and the SCRAM verifier follow the role's oid, not its
 // name. Roles have no host: only "" or "%" is accepted as the new host.
 func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
-	old := a.User
-	if err := checkUserRef(&old); err != nil {
+	old, target, err := datastore.UpdateTarget(a, false, checkUserRef, checkPassword)
+	if err != nil {
 		return err
-	}
-	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
-	if target.Name == "" {
-		target.Name = old.Name
-	}
-	if err := checkUserRef(&target); err != nil {
-		return fmt.Errorf("new name or host: %w", err)
-	}
-	if a.NewPassword != "" {
-		if err := checkPassword(a.NewPassword); err != nil {
-			return err
-		}
 	}
 	rename := target.Name != old.Name
 	if !rename && a.NewPassword == "" {

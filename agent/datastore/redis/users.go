@@ -175,21 +175,9 @@ var fault = func(step string) error { return nil }
 // that fails after (a refused command in the EXEC, ACL SAVE) puts the old
 // user back as it was. Redis users have no host: only "" or "%".
 func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
-	old := a.User
-	if err := checkUserRef(&old); err != nil {
+	old, target, err := datastore.UpdateTarget(a, false, checkUserRef, datastore.CheckPassword)
+	if err != nil {
 		return err
-	}
-	target := wire.UserRef{Name: a.NewName, Host: a.NewHost}
-	if target.Name == "" {
-		target.Name = old.Name
-	}
-	if err := checkUserRef(&target); err != nil {
-		return fmt.Errorf("new name or host: %w", err)
-	}
-	if a.NewPassword != "" {
-		if err := datastore.CheckPassword(a.NewPassword); err != nil {
-			return err
-		}
 	}
 	rename := target.Name != old.Name
 	if !rename && a.NewPassword == "" {
