@@ -52,6 +52,16 @@ func (f *stateFlags) open(ctx context.Context) (*store.DB, error) {
 	return server.OpenState(ctx, f.dir, f.dsn)
 }
 
+// withDB runs fn on the controller's database, closed after.
+func (f *stateFlags) withDB(ctx context.Context, fn func(*store.DB) error) error {
+	db, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(db)
+}
+
 func (f *stateFlags) images(db *store.DB) *local.Store {
 	return &local.Store{DB: db, Dir: filepath.Join(f.dir, "images")}
 }

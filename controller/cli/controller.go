@@ -20,6 +20,7 @@ import (
 	"strata/controller/quotas"
 	"strata/controller/registry"
 	"strata/controller/server"
+	"strata/controller/store"
 )
 
 func newControllerCommand() *cobra.Command {
@@ -213,28 +214,25 @@ func newProjectCommand(sf *stateFlags) *cobra.Command {
 		Short: "Delete a project that owns nothing (no instance, backup or configuration group)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			ids := &identity.Store{DB: db}
-			p, err := ids.Project(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			what, err := server.ProjectInUse(db)(cmd.Context(), p.ID)
-			if err != nil {
-				return err
-			}
-			if what != "" {
-				return fmt.Errorf("project %s (%s) still has %s; delete those first", p.Name, p.ID, what)
-			}
-			if err := ids.DeleteProject(cmd.Context(), p.ID); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted project %s (%s), its role assignments and tokens\n", p.Name, p.ID)
-			return nil
+			return sf.withDB(cmd.Context(), func(db *store.DB) error {
+				ids := &identity.Store{DB: db}
+				p, err := ids.Project(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				what, err := server.ProjectInUse(db)(cmd.Context(), p.ID)
+				if err != nil {
+					return err
+				}
+				if what != "" {
+					return fmt.Errorf("project %s (%s) still has %s; delete those first", p.Name, p.ID, what)
+				}
+				if err := ids.DeleteProject(cmd.Context(), p.ID); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted project %s (%s), its role assignments and tokens\n", p.Name, p.ID)
+				return nil
+			})
 		},
 	})
 	return cmd
@@ -296,22 +294,19 @@ func newUserCommand(sf *stateFlags) *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				db, err := sf.open(cmd.Context())
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				ids := &identity.Store{DB: db}
-				u, err := ids.UserByName(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				msg, err := act(cmd, ids, u)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", msg, u.Name, u.ID)
-				return nil
+				return sf.withDB(cmd.Context(), func(db *store.DB) error {
+					ids := &identity.Store{DB: db}
+					u, err := ids.UserByName(cmd.Context(), args[0])
+					if err != nil {
+						return err
+					}
+					msg, err := act(cmd, ids, u)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", msg, u.Name, u.ID)
+					return nil
+				})
 			},
 		}
 	}
