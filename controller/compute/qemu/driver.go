@@ -101,6 +101,9 @@ type Driver struct {
 	// the pids of adopted VMs being watched for their exit.
 	vms     map[string]*bq.VM
 	watched map[string]int
+	// swapping are the instances whose root disk a rebuild or revert is
+	// swapping: StartServer (recovery) leaves them to it.
+	swapping map[string]bool
 }
 
 var (
@@ -142,7 +145,7 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 		log = slog.Default()
 	}
 	return &Driver{cfg: cfg, log: log.With("component", "compute-qemu"), life: life,
-		vms: map[string]*bq.VM{}, watched: map[string]int{}}, nil
+		vms: map[string]*bq.VM{}, watched: map[string]int{}, swapping: map[string]bool{}}, nil
 }
 
 // Paths of an instance's files.
