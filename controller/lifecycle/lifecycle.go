@@ -178,6 +178,7 @@ const (
 	KindResize    = "resize_volume"
 	KindConfigure = "configure"
 	KindRecover   = "recover"
+	KindRebuild   = "rebuild"
 )
 
 // Kinds returns the task kinds for the engine.
@@ -190,6 +191,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindResize:    {Run: m.runResize, OnFail: m.failErrored},
 		KindConfigure: {Run: m.runConfigure, OnFail: m.failFaultOnly},
 		KindRecover:   {Run: m.runRecover, OnFail: m.failErrored},
+		KindRebuild:   {Run: m.runRebuild, OnFail: m.failRebuild},
 	}
 }
 
