@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"strata/agent/wire"
@@ -263,7 +264,6 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	if plan := chaos.GuestPlan(); plan != "" {
 		drive[wire.ChaosFile] = []byte(plan)
 	}
-	p.Since = m.now()
 	// The old agent's key goes (kept in the payload for a rollback) and
 	// the new guest's token comes, together: from here only the new guest
 	// can enrol. A repeated step revokes what an earlier run wrote.
@@ -271,7 +271,7 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, nil); err != nil {
 			return err
 		}
-		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, p.Since, p.Since.Add(v.BootTimeout))
+		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now(), m.now().Add(v.BootTimeout))
 	})
 	if err != nil {
 		return tasks.Result{}, err
@@ -289,6 +289,10 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	if err != nil {
 		return tasks.Result{}, fmt.Errorf("rebuild server: %w", err)
 	}
+	// From here on the old guest is off: the reports after this are the
+	// new guest's (heartbeats are periodic: an early one is followed by
+	// another).
+	p.Since = m.now()
 	data, _ := json.Marshal(srv2)
 	if err := instances.Update(ctx, m.DB, in.ID, m.now(), `server = ?`, string(data)); err != nil {
 		return tasks.Result{}, err
@@ -331,7 +335,7 @@ func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.I
 	if errors.As(err, &fail) {
 		reason := fail.Reason
 		if res.Error != nil && res.Error.Code == wire.CodeExpired {
-			reason = m.silentGuestReason(in, v.BootTimeout)
+			reason = m.silentRebuiltReason(in, p.Since, v.BootTimeout)
 		}
 		return rollback(p, reason, m.consoleTail(ctx, in))
 	}
@@ -358,13 +362,21 @@ func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.I
 		}
 	}
 	if m.now().After(p.Since.Add(v.BootTimeout)) {
-		return rollback(p, m.silentGuestReason(in, v.BootTimeout), m.consoleTail(ctx, in))
+		return rollback(p, m.silentRebuiltReason(in, p.Since, v.BootTimeout), m.consoleTail(ctx, in))
 	}
 	return tasks.Result{After: time.Second}, nil
 }
 
+// silentRebuiltReason says what is known about a rebuilt guest that did
+// not prepare in time: the reports from before since are the old guest's.
+func (m *Manager) silentRebuiltReason(in instances.Instance, since time.Time, timeout time.Duration) string {
+	if r := in.Reported; r == nil || !r.ReceivedAt.After(since) {
+		return fmt.Sprintf("the rebuilt guest's agent never reported within the boot timeout of %s (it did not enroll or send a heartbeat)", timeout.Round(time.Second))
+	}
+	return "the rebuilt guest " + strings.TrimPrefix(m.silentGuestReason(in, timeout), "the guest ")
+}
+
 func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instances.Instance, srv compute.Server, rb compute.Rebuilder, p rebuildPayload) (tasks.Result, error) {
-	p.RollbackSince = m.now()
 	// The old agent may connect as soon as its disk boots: its key back,
 	// the new guest's key and tokens revoked, the new guest's prepare
 	// never delivered to it.
@@ -373,10 +385,10 @@ func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instanc
 		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, p.OldKeys); err != nil {
 			return err
 		}
-		if err := agentendpoint.CancelOp(ctx, tx, in.ID, rebuildPrepareOpID(t.ID), "the rebuild was rolled back", p.RollbackSince); err != nil {
+		if err := agentendpoint.CancelOp(ctx, tx, in.ID, rebuildPrepareOpID(t.ID), "the rebuild was rolled back", m.now()); err != nil {
 			return err
 		}
-		return instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: msg, Details: p.Details}, false, p.RollbackSince)
+		return instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: msg, Details: p.Details}, false, m.now())
 	})
 	if err != nil {
 		return tasks.Result{}, err
@@ -385,6 +397,8 @@ func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instanc
 	if err := rb.RevertServer(ctx, srv); err != nil {
 		return tasks.Result{}, fmt.Errorf("revert server: %w", err)
 	}
+	// The new guest is off: reports after this are the old guest's.
+	p.RollbackSince = m.now()
 	m.log().Warn("instance rebuild failed; rolling back to the old root disk", "instance", in.ID, "image", p.ImageID, "reason", p.Reason)
 	return tasks.Result{Next: "rollback-wait", Payload: p, After: time.Second}, nil
 }
