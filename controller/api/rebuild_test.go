@@ -307,7 +307,8 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	}
 }
 
-// TestARebuildResumesAfterAControllerRestart: the controller stops while
+// TestARebuildResumesAfterAControllerRestart: `strata instance rebuild`
+// queues a rebuild; the controller stops while
 // the new guest boots (its key revoked, the old disk aside); the next
 // controller finds the rebuild task where it was and finishes it when
 // the new guest reports.
@@ -319,7 +320,13 @@ func TestARebuildResumesAfterAControllerRestart(t *testing.T) {
 	id := activeInstance(t, r1, c, "resumed")
 	newImg := registerImage(t, r1, "mariadb-10.11-agent-2", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
 	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.silent = true })
-	c.must(202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": newImg.ID}})
+	// Queued by the CLI on the controller host, run by the controller.
+	if out, err := strataCLI(t, r1, "instance", "rebuild", id); err == nil || !strings.Contains(err.Error(), "image") {
+		t.Fatalf("instance rebuild without --image: %v\n%s", err, out)
+	}
+	if out, err := strataCLI(t, r1, "instance", "rebuild", id, "--image", newImg.ID); err != nil || !strings.Contains(out, "queued") {
+		t.Fatalf("instance rebuild: %v\n%s", err, out)
+	}
 	waitFor(t, "the new server", 10*time.Second, func() bool { return rebuildCalls(fc, id) == 1 && fc.setAside(id) })
 	c.waitStatus(id, "REBUILD", 5*time.Second)
 	r1.ctl.Stop()
