@@ -1,6 +1,6 @@
 // Package lifecycle is what Trove's taskmanager did: it turns requests on
 // instances (create, delete, reset-status, restart, resize volume, attach
-// or change a configuration) into desired-state changes plus durable tasks
+// or change a configuration, rebuild onto a new image) into desired-state changes plus durable tasks
 // whose steps drive the compute driver and the guest agent, and records
 // how they ended — including an instance that never reports, which ends in
 // ERROR with the reason stored.

@@ -10,6 +10,9 @@
 // Where things are, per instance, under Dir/<instance-id>/:
 //
 //	root.qcow2        overlay; the image itself is never written
+//	root.qcow2.old    during a rebuild: the old overlay, kept for a rollback
+//	                  until the new guest is ready (rebuild.go); with
+//	                  config-drive.img.old
 //	data.raw          the data volume (guest: /dev/disk/by-id/virtio-strata-data)
 //	config-drive.img  the config drive (label config-2)
 //	console.log       the serial console of the current boot (.1: previous)
