@@ -201,7 +201,7 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := rb.DropOldServer(ctx, srv); err != nil {
 			return tasks.Result{}, err
 		}
-		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, server_restart_reason = NULL`,
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, server_restart_reason = NULL, restart_required = 0`,
 			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
 			return tasks.Result{}, err
 		}

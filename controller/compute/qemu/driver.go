@@ -72,6 +72,10 @@ type Config struct {
 	// StopTimeout bounds a guest's ACPI power-off before RestartServer
 	// (30s).
 	StopTimeout time.Duration
+	// RebuildStopTimeout bounds the guest's ACPI power-off before a
+	// rebuild swaps its root disk (2 min): its database stops cleanly
+	// rather than being killed; acknowledged commits survive a kill anyway.
+	RebuildStopTimeout time.Duration
 	// DieWithController gives each VM a parent-death signal: it dies with
 	// the controller process (tests, which must leave no qemu behind).
 	DieWithController bool
@@ -133,6 +137,9 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 	}
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.RebuildStopTimeout == 0 {
+		cfg.RebuildStopTimeout = 2 * time.Minute
 	}
 	if len(cfg.Networks) == 0 {
 		cfg.Networks = []Network{DefaultNetwork}

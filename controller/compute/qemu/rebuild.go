@@ -33,7 +33,8 @@ func (d *Driver) swap(id string) (func(), error) {
 func (p paths) oldRoot() string        { return p.root + ".old" }
 func (p paths) oldConfigDrive() string { return p.configDrive + ".old" }
 
-// RebuildServer powers the VM off (ACPI, then kill after StopTimeout),
+// RebuildServer powers the VM off (ACPI, then kill after
+// RebuildStopTimeout),
 // sets root.qcow2 and config-drive.img aside as *.old — unless a rebuild
 // set them aside already, whose new disk it then makes again — makes a
 // new overlay on spec.Image and a new config drive, and boots. The data
@@ -56,7 +57,7 @@ func (d *Driver) RebuildServer(ctx context.Context, srv compute.Server, spec com
 	if err != nil {
 		return compute.Server{}, fmt.Errorf("rebuild server %s: %w", id, err)
 	}
-	if err := d.stop(id, d.cfg.StopTimeout); err != nil {
+	if err := d.stop(id, d.cfg.RebuildStopTimeout); err != nil {
 		d.log.Warn("VM did not power off cleanly before its rebuild", "instance", id, "err", err)
 	}
 	if _, err := os.Stat(p.oldRoot()); errors.Is(err, os.ErrNotExist) {
