@@ -354,3 +354,29 @@ func TestARebuildResumesAfterAControllerRestart(t *testing.T) {
 func slicesEqual(a, b []string) bool {
 	return strings.Join(a, ",") == strings.Join(b, ",")
 }
+
+// TestRebuildNeedsADriverThatCanRebuildServers: the API refuses the
+// rebuild at once (422); the CLI's queued rebuild ends without touching
+// the instance — same key, no driver call — which keeps its status and
+// shows why as its fault.
+func TestRebuildNeedsADriverThatCanRebuildServers(t *testing.T) {
+	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("plain", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	keys := agentKeys(t, r, id)
+	if code, doc := c.do("POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": r.imageID}}); code != 422 || !strings.Contains(errorMessage(doc), "cannot rebuild") {
+		t.Fatalf("rebuild through the API: HTTP %d %v", code, doc)
+	}
+	if out, err := strataCLI(t, r, "instance", "rebuild", id, "--image", r.imageID); err != nil {
+		t.Fatalf("instance rebuild: %v\n%s", err, out)
+	}
+	waitFor(t, "the refused rebuild to show", 10*time.Second, func() bool {
+		in := c.instance(id)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil && strings.Contains(f["message"].(string), "cannot rebuild")
+	})
+	if n := rebuildCalls(r.compute, id); n != 0 || !slicesEqual(agentKeys(t, r, id), keys) {
+		t.Fatalf("a refused rebuild touched the instance: %d driver calls, keys %v (were %v)", n, agentKeys(t, r, id), keys)
+	}
+}
