@@ -175,3 +175,59 @@ func TestRebuildReplacesTheRootDiskKeepsTheDataAndRevertsOrDropsTheOld(t *testin
 		t.Fatalf("the data volume changed: %q", got)
 	}
 }
+
+// TestRebuildAndRevertResumeWhereAControllerDied: the file moves are
+// ordered so that a call repeated after a crash between two of them
+// converges — root.qcow2.old is the marker: the root disk is set aside
+// after the config drive, and put back after it.
+func TestRebuildAndRevertResumeWhereAControllerDied(t *testing.T) {
+	ctx := context.Background()
+	d, dir := newDriver(t)
+	oldImg, newImg := blankImage(t), blankImage(t)
+	inst := filepath.Join(dir, id)
+	root, oldRoot := filepath.Join(inst, "root.qcow2"), filepath.Join(inst, "root.qcow2.old")
+	drive, oldDrive := filepath.Join(inst, "config-drive.img"), filepath.Join(inst, "config-drive.img.old")
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := compute.ServerSpec{InstanceID: id, Name: "db", Image: oldImg, RAMMB: 256, VCPUs: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"token":"old"}`)}, Ports: []int{3306}}
+	srv, err := d.CreateServer(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuild := spec
+	rebuild.Image = newImg
+	rebuild.ConfigDrive = map[string][]byte{"strata/bootstrap.json": []byte(`{"token":"new"}`)}
+
+	// Died after the config drive was set aside, before the root disk.
+	if n, err := d.StopAll(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("StopAll = %d, %v", n, err)
+	}
+	if err := os.Rename(drive, oldDrive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RebuildServer(ctx, srv, rebuild); err != nil {
+		t.Fatal(err)
+	}
+	if backingOf(t, oldRoot) != oldImg.Location || backingOf(t, root) != newImg.Location ||
+		bootstrapOf(t, oldDrive) != `{"token":"old"}` || bootstrapOf(t, drive) != `{"token":"new"}` {
+		t.Fatal("a rebuild resumed after the config drive was set aside did not keep the old disks aside")
+	}
+
+	// Died in a revert after the config drive was put back, before the
+	// root disk.
+	if err := os.Rename(oldDrive, drive); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RevertServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if backingOf(t, root) != oldImg.Location || bootstrapOf(t, drive) != `{"token":"old"}` || !qemuRunning(t, id) {
+		t.Fatal("a revert resumed after the config drive was put back did not restore the old root disk")
+	}
+	if _, err := os.Stat(oldRoot); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("root.qcow2.old after the resumed revert: %v", err)
+	}
+}
