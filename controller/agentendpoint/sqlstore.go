@@ -362,3 +362,55 @@ func nullBytes(b []byte) any {
 	}
 	return string(b)
 }
+
+// EnrolledKey is one agent key an instance enrolled (a public key).
+type EnrolledKey struct {
+	Fingerprint   string    `json:"fingerprint"`
+	AuthorizedKey string    `json:"authorized_key"`
+	EnrolledAt    time.Time `json:"enrolled_at"`
+}
+
+// Keys lists the agent keys an instance enrolled.
+func Keys(ctx context.Context, q store.Querier, instanceID string) ([]EnrolledKey, error) {
+	return store.All(ctx, q, func(s store.Scanner) (EnrolledKey, error) {
+		var k EnrolledKey
+		var at int64
+		err := s.Scan(&k.Fingerprint, &k.AuthorizedKey, &at)
+		k.EnrolledAt = store.FromMillis(at)
+		return k, err
+	}, `SELECT fingerprint, authorized_key, enrolled_at FROM agent_keys WHERE instance_id = ? ORDER BY enrolled_at, fingerprint`, instanceID)
+}
+
+// ReplaceKeys revokes every agent key of the instance and its unused
+// tokens, and enrols keys instead (none: the instance's agent can only
+// enrol again, with a token written after this). A rebuild revokes the old
+// agent's key this way; its rollback puts it back.
+func ReplaceKeys(ctx context.Context, q store.Querier, instanceID string, keys []EnrolledKey) error {
+	if _, err := q.Exec(ctx, `DELETE FROM agent_keys WHERE instance_id = ?`, instanceID); err != nil {
+		return fmt.Errorf("revoke the agent keys of %s: %w", instanceID, err)
+	}
+	if err := RevokeUnusedTokens(ctx, q, instanceID); err != nil {
+		return fmt.Errorf("revoke the enrolment tokens of %s: %w", instanceID, err)
+	}
+	for _, k := range keys {
+		if _, err := q.Exec(ctx, `INSERT INTO agent_keys (fingerprint, instance_id, authorized_key, enrolled_at) VALUES (?, ?, ?, ?)`,
+			k.Fingerprint, instanceID, k.AuthorizedKey, store.Millis(k.EnrolledAt)); err != nil {
+			return fmt.Errorf("restore agent key %s of %s: %w", k.Fingerprint, instanceID, err)
+		}
+	}
+	return nil
+}
+
+// CancelOp ends an op not yet finished with an expired result saying
+// reason, and drops its arguments: it is not delivered any more (an op
+// meant for an agent that is gone, such as a rebuilt guest's prepare after
+// a rollback). A delivered op's own result, should it come, is dropped.
+func CancelOp(ctx context.Context, q store.Querier, instanceID, opID, reason string, now time.Time) error {
+	data, _ := json.Marshal(wire.Result{OpID: opID, FinishedAt: now.UTC(), Error: wire.Errorf(wire.CodeExpired, "%s", reason)})
+	_, err := q.Exec(ctx, `UPDATE agent_ops SET result = ?, done_at = ?, args = NULL WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`,
+		string(data), store.Millis(now), instanceID, opID)
+	if err != nil {
+		return fmt.Errorf("cancel op %s of %s: %w", opID, instanceID, err)
+	}
+	return nil
+}

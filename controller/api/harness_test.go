@@ -78,6 +78,12 @@ type fakeGuest struct {
 	refuse string
 	// logs are the guest's logs (logs_harness_test.go).
 	logs fakeLogs
+	// agentVersion is what its agent reports ("fake-1" if empty): a
+	// rebuilt guest's is its image's.
+	agentVersion string
+	// failPrepare, if set, makes prepare fail with it (a new image whose
+	// database does not start).
+	failPrepare string
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -97,10 +103,14 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	enrolled := g.enrolled
 	g.lastBoot = boot
 	g.mu.Unlock()
+	version := g.agentVersion
+	if version == "" {
+		version = "fake-1"
+	}
 	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
 		Enrolled: enrolled, OnEnrolled: func() error { g.mu.Lock(); g.enrolled = true; g.mu.Unlock(); return nil },
-		InstanceID: boot.InstanceID, AgentVersion: "fake-1", Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
+		InstanceID: boot.InstanceID, AgentVersion: version, Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
 		HeartbeatInterval: 100 * time.Millisecond, KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 		DialTimeout: 2 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Logger: wiretest.QuietLogger(),
@@ -233,6 +243,12 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		if g.prepared {
 			return opErr(wire.CodeFailedPrecondition, "prepared already")
 		}
+		if g.failPrepare != "" {
+			return opErr(wire.CodeInternal, "%s", g.failPrepare)
+		}
+		// A data volume that holds a database is adopted, not initialised
+		// (a rebuilt guest).
+		adopted := len(g.dbs) > 0 || len(g.users) > 0 || g.root
 		for _, d := range a.Databases {
 			g.dbs[d.Name] = true
 		}
@@ -249,7 +265,7 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 			g.config = a.Configuration.Values
 		}
 		g.prepared = true
-		return okResult(wire.PrepareResult{Formatted: true, Initialized: true})
+		return okResult(wire.PrepareResult{Formatted: !adopted, Initialized: !adopted})
 	case wire.KindListDatabases:
 		var out []wire.Database
 		for d := range g.dbs {
@@ -459,6 +475,9 @@ type fakeCompute struct {
 	outdated map[string]string
 	// silentIDs: servers of these instances boot no guest.
 	silentIDs map[string]bool
+	// rebuilds are the old guests and boots a rebuild set aside, and its
+	// knobs (rebuild_test.go).
+	rebuilds map[string]*fakeRebuild
 }
 
 var (
@@ -506,7 +525,7 @@ type fakeServer struct {
 
 func newFakeCompute(t *testing.T) *fakeCompute {
 	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{},
-		outdated: map[string]string{}, silentIDs: map[string]bool{}}
+		outdated: map[string]string{}, silentIDs: map[string]bool{}, rebuilds: map[string]*fakeRebuild{}}
 	t.Cleanup(fc.powerOff)
 	return fc
 }

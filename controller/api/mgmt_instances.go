@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -99,7 +100,7 @@ func (s *Server) mgmtShowInstance(w http.ResponseWriter, c *call) error {
 }
 
 // mgmtActions are the management actions strata does.
-const mgmtActions = "reboot, stop, reset-task-status"
+const mgmtActions = "reboot, stop, reset-task-status, rebuild"
 
 func (s *Server) mgmtInstanceAction(w http.ResponseWriter, c *call) error {
 	var req map[string]json.RawMessage
@@ -116,6 +117,7 @@ func (s *Server) mgmtInstanceAction(w http.ResponseWriter, c *call) error {
 			if err := emptyObject(raw, action); err != nil {
 				return err
 			}
+		case "rebuild":
 		default:
 			return errorf(http.StatusBadRequest, "management action %q is not supported (%s)", trunc(action), mgmtActions)
 		}
@@ -135,6 +137,22 @@ func (s *Server) mgmtInstanceAction(w http.ResponseWriter, c *call) error {
 			}
 		case "reset-task-status":
 			if err := s.Lifecycle.ResetTask(c.ctx(), id); err != nil {
+				return err
+			}
+		case "rebuild":
+			// Trove's shape: {"rebuild": {"image_id": ...}}.
+			var rb struct {
+				ImageID *string `json:"image_id"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&rb); err != nil {
+				return errorf(http.StatusBadRequest, "rebuild: %s", jsonError(err))
+			}
+			if rb.ImageID == nil || *rb.ImageID == "" {
+				return errorf(http.StatusBadRequest, "rebuild.image_id is required")
+			}
+			if err := s.Lifecycle.Rebuild(c.ctx(), id, *rb.ImageID); err != nil {
 				return err
 			}
 		}

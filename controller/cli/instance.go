@@ -23,7 +23,7 @@ import (
 // endpoint delivers the stop).
 func newInstanceCommand() *cobra.Command {
 	var sf stateFlags
-	cmd := &cobra.Command{Use: "instance", Short: "Every project's instances: list, show, reboot, stop, reset-task-status (the management API, on the controller host)"}
+	cmd := &cobra.Command{Use: "instance", Short: "Every project's instances: list, show, reboot, stop, reset-task-status, rebuild (the management API, on the controller host)"}
 	sf.register(cmd)
 	withManager := func(cmd *cobra.Command, fn func(ctx context.Context, m *lifecycle.Manager) error) error {
 		db, err := sf.open(cmd.Context())
@@ -32,7 +32,8 @@ func newInstanceCommand() *cobra.Command {
 		}
 		defer db.Close()
 		log, _ := logger("warn")
-		return fn(cmd.Context(), &lifecycle.Manager{DB: db, Agents: storeAgents{&agentendpoint.SQLStore{DB: db}}, Logger: log})
+		return fn(cmd.Context(), &lifecycle.Manager{DB: db, Registry: sf.registry(db), Images: sf.images(db),
+			Agents: storeAgents{&agentendpoint.SQLStore{DB: db}}, Logger: log})
 	}
 
 	var deleted bool
@@ -93,6 +94,23 @@ func newInstanceCommand() *cobra.Command {
 			})
 		},
 	}
+	var image string
+	rebuild := &cobra.Command{
+		Use:   "rebuild ID --image IMAGE",
+		Short: "Move the instance onto another image of its datastore version, keeping its data volume; rolled back if the new guest fails",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withManager(cmd, func(ctx context.Context, m *lifecycle.Manager) error {
+				if err := m.Rebuild(ctx, args[0], image); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "rebuild of %s onto image %s queued (status REBUILD until the new agent has adopted the data volume; on failure it rolls back to the old image and shows the fault)\n", args[0], image)
+				return nil
+			})
+		},
+	}
+	rebuild.Flags().StringVar(&image, "image", "", "the image to rebuild onto (id in the controller's image store)")
+	rebuild.MarkFlagRequired("image")
 	var wait time.Duration
 	stop := &cobra.Command{
 		Use:   "stop ID",
@@ -124,7 +142,7 @@ func newInstanceCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(list, show, reboot, stop, reset)
+	cmd.AddCommand(list, show, reboot, stop, reset, rebuild)
 	return cmd
 }
 

@@ -125,6 +125,25 @@ type VolumeSizer interface {
 	VolumeSize(ctx context.Context, vol Volume) (int, error)
 }
 
+// Rebuilder replaces a server's root disk by a fresh one from another
+// image, keeping its data volume, addresses and id, and can undo that until
+// told to drop the old disk: the rebuild task's compute side.
+type Rebuilder interface {
+	// RebuildServer powers the machine off cleanly (the guest's services
+	// stop and flush), sets its root disk and config drive aside — on the
+	// first call only: a repeated call keeps what the first set aside and
+	// remakes the new disk — makes a root disk from spec.Image and a config
+	// drive from spec.ConfigDrive, and boots with spec.Volume attached.
+	RebuildServer(ctx context.Context, srv Server, spec ServerSpec) (Server, error)
+	// RevertServer stops the rebuilt machine, puts the disks set aside
+	// back and boots them. With nothing set aside (reverted already) it
+	// only makes sure the machine runs.
+	RevertServer(ctx context.Context, srv Server) error
+	// DropOldServer removes what RebuildServer set aside; nothing there is
+	// not an error.
+	DropOldServer(ctx context.Context, srv Server) error
+}
+
 // VolumeSpec describes a data volume.
 type VolumeSpec struct {
 	InstanceID string

@@ -38,6 +38,9 @@ const (
 	// TaskBackingUp: a backup streams from the instance (Trove shows it
 	// as BACKUP); other tasks and a second backup wait or are refused.
 	TaskBackingUp Task = "BACKING_UP"
+	// TaskRebuilding: the instance moves to a new image, keeping its data
+	// volume (Trove's REBUILD).
+	TaskRebuilding Task = "REBUILDING"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -129,6 +132,7 @@ const (
 	StatusBlocked         = "BLOCKED"
 	StatusError           = "ERROR"
 	StatusBackup          = "BACKUP"
+	StatusRebuild         = "REBUILD"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -158,6 +162,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusShutdown, operating
 	case TaskBackingUp:
 		return StatusBackup, operating
+	case TaskRebuilding:
+		return StatusRebuild, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

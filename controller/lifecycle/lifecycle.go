@@ -1,6 +1,6 @@
 // Package lifecycle is what Trove's taskmanager did: it turns requests on
 // instances (create, delete, reset-status, restart, resize volume, attach
-// or change a configuration) into desired-state changes plus durable tasks
+// or change a configuration, rebuild onto a new image) into desired-state changes plus durable tasks
 // whose steps drive the compute driver and the guest agent, and records
 // how they ended — including an instance that never reports, which ends in
 // ERROR with the reason stored.
@@ -178,6 +178,7 @@ const (
 	KindResize    = "resize_volume"
 	KindConfigure = "configure"
 	KindRecover   = "recover"
+	KindRebuild   = "rebuild"
 )
 
 // Kinds returns the task kinds for the engine.
@@ -190,6 +191,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindResize:    {Run: m.runResize, OnFail: m.failErrored},
 		KindConfigure: {Run: m.runConfigure, OnFail: m.failFaultOnly},
 		KindRecover:   {Run: m.runRecover, OnFail: m.failErrored},
+		KindRebuild:   {Run: m.runRebuild, OnFail: m.failRebuild},
 	}
 }
 

@@ -122,6 +122,78 @@ func TestPrepareKeepsAnExistingDataDirectory(t *testing.T) {
 	}
 }
 
+// TestARebuiltGuestAdoptsTheDataVolume: what the controller's rebuild
+// asks of a new agent on a new root disk — a prepare with the flavor's
+// memory and the attached group, no databases, users or root — adopts the
+// initialised data directory: rows, users with their passwords and root
+// survive, nothing is re-initialised, and the group (whose file was on
+// the old root disk) is applied again.
+func TestARebuiltGuestAdoptsTheDataVolume(t *testing.T) {
+	rules := []wire.ParameterRule{{Name: "max_connections", Type: "integer", Min: num("1"), Max: num("100000")}}
+	inst, res := mariadbtest.PreparedT(t, wire.PrepareArgs{
+		MemoryMB:   512,
+		Databases:  []wire.Database{{Name: "shop"}},
+		Users:      []wire.User{{Name: "app", Password: "app pass 1", Databases: []string{"shop"}}},
+		EnableRoot: true,
+		Configuration: &wire.ConfigurationArgs{
+			Values: map[string]json.RawMessage{"max_connections": json.RawMessage(`321`)}, Rules: rules},
+	})
+	ctx := ctxT(t)
+	app, err := login(t, inst, "app", "app pass 1", "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"CREATE TABLE orders (id INT PRIMARY KEY, what TEXT)", "INSERT INTO orders VALUES (1, 'kept across the rebuild')"} {
+		if _, err := app.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app.Close()
+	if err := inst.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inst.Manager.Close()
+	// The new root disk: no agent state, no rendered configuration.
+	for _, f := range []string{inst.Config.StateFile, inst.Config.ConfigFile, inst.Config.OverridesFile} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	res2, err := m2.Prepare(ctx, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{
+		Values: map[string]json.RawMessage{"max_connections": json.RawMessage(`321`)}, Rules: rules}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Initialized || res2.Formatted || res2.Root != nil {
+		t.Fatalf("prepare of a rebuilt guest = %+v (first prepare %+v): it must adopt, not initialise", res2, res)
+	}
+	app, err = login(t, inst, "app", "app pass 1", "shop")
+	if err != nil {
+		t.Fatalf("the user's password did not survive the rebuild: %v", err)
+	}
+	defer app.Close()
+	var what string
+	if err := app.QueryRow("SELECT what FROM orders WHERE id = 1").Scan(&what); err != nil || what != "kept across the rebuild" {
+		t.Fatalf("row after the rebuild: %q, %v", what, err)
+	}
+	if on, err := m2.IsRootEnabled(ctx); err != nil || !on {
+		t.Fatalf("root after the rebuild: %v, %v", on, err)
+	}
+	var maxConn int
+	admin(t, inst).QueryRow("SELECT @@GLOBAL.max_connections").Scan(&maxConn)
+	if maxConn != 321 {
+		t.Fatalf("max_connections after the rebuild = %d, want the group's 321 applied again", maxConn)
+	}
+	if st := m2.Status(ctx); st.Status != wire.StatusRunning {
+		t.Fatalf("status after the rebuild's prepare = %+v", st)
+	}
+}
+
 func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
 	inst := mariadbtest.NewT(t)
 	ctx := ctxT(t)

@@ -10,6 +10,9 @@
 // Where things are, per instance, under Dir/<instance-id>/:
 //
 //	root.qcow2        overlay; the image itself is never written
+//	root.qcow2.old    during a rebuild: the old overlay, kept for a rollback
+//	                  until the new guest is ready (rebuild.go); with
+//	                  config-drive.img.old
 //	data.raw          the data volume (guest: /dev/disk/by-id/virtio-strata-data)
 //	config-drive.img  the config drive (label config-2)
 //	console.log       the serial console of the current boot (.1: previous)
@@ -69,6 +72,10 @@ type Config struct {
 	// StopTimeout bounds a guest's ACPI power-off before RestartServer
 	// (30s).
 	StopTimeout time.Duration
+	// RebuildStopTimeout bounds the guest's ACPI power-off before a
+	// rebuild swaps its root disk (2 min): its database stops cleanly
+	// rather than being killed; acknowledged commits survive a kill anyway.
+	RebuildStopTimeout time.Duration
 	// DieWithController gives each VM a parent-death signal: it dies with
 	// the controller process (tests, which must leave no qemu behind).
 	DieWithController bool
@@ -101,6 +108,9 @@ type Driver struct {
 	// the pids of adopted VMs being watched for their exit.
 	vms     map[string]*bq.VM
 	watched map[string]int
+	// swapping are the instances whose root disk a rebuild or revert is
+	// swapping: StartServer (recovery) leaves them to it.
+	swapping map[string]bool
 }
 
 var (
@@ -128,6 +138,9 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 30 * time.Second
 	}
+	if cfg.RebuildStopTimeout == 0 {
+		cfg.RebuildStopTimeout = 2 * time.Minute
+	}
 	if len(cfg.Networks) == 0 {
 		cfg.Networks = []Network{DefaultNetwork}
 	}
@@ -142,7 +155,7 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 		log = slog.Default()
 	}
 	return &Driver{cfg: cfg, log: log.With("component", "compute-qemu"), life: life,
-		vms: map[string]*bq.VM{}, watched: map[string]int{}}, nil
+		vms: map[string]*bq.VM{}, watched: map[string]int{}, swapping: map[string]bool{}}, nil
 }
 
 // Paths of an instance's files.

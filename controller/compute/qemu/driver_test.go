@@ -57,6 +57,8 @@ func driverOn(t *testing.T, dir string, cfg qemu.Config) *qemu.Driver {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cfg.Dir, cfg.Logger, cfg.StopTimeout, cfg.DieWithController = dir, wiretest.QuietLogger(), time.Second, true
+	// The blank image's VM ignores the power button.
+	cfg.RebuildStopTimeout = time.Second
 	d, err := qemu.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

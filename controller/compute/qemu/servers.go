@@ -48,6 +48,9 @@ type serverState struct {
 	// start now runs with older settings.
 	LaunchDigest string    `json:"launch_digest,omitempty"`
 	StartedAt    time.Time `json:"started_at,omitzero"`
+	// OldImage is the image of the root disk a rebuild set aside
+	// (root.qcow2.old), while it is kept for a rollback.
+	OldImage string `json:"old_image,omitempty"`
 }
 
 func (d *Driver) loadState(p paths) (serverState, error) {
@@ -105,37 +108,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		return server(id, st), err
 	}
 	if _, err := os.Stat(p.root); errors.Is(err, os.ErrNotExist) {
-		image, err := filepath.Abs(spec.Image.Location)
-		if err != nil {
-			return compute.Server{}, err
-		}
-		// The image was checked when it was stored; the file in the cache
-		// is checked again before an overlay opens it: a backing or
-		// external data file would give the guest a file of this host.
-		info, err := imagecheck.File(ctx, image, spec.Image.Format, imagecheck.Options{QemuImg: d.cfg.QemuImg, Shared: true})
-		if errors.Is(err, imagecheck.ErrRefused) {
-			return compute.Server{}, fmt.Errorf("%w: image %s: %w", compute.ErrInvalid, image, err)
-		} else if err != nil {
-			return compute.Server{}, err
-		}
-		tmp := p.root + ".tmp"
-		args := []string{"create", "-q", "-f", "qcow2", "-F", spec.Image.Format, "-b", image, tmp}
-		if spec.RootDiskGB > 0 {
-			size := info.VirtualSize
-			want := int64(spec.RootDiskGB) * gib
-			if want < size {
-				return compute.Server{}, fmt.Errorf("%w: the flavor's root disk (%d GB) is smaller than the image (%.1f GB)", compute.ErrInvalid, spec.RootDiskGB, float64(size)/float64(gib))
-			}
-			// Larger than the image: the growroot element grows / into it
-			// at boot.
-			args = append(args, strconv.FormatInt(want, 10))
-		}
-		out, err := exec.CommandContext(ctx, d.cfg.QemuImg, args...).CombinedOutput()
-		if err != nil {
-			os.Remove(tmp)
-			return compute.Server{}, fmt.Errorf("overlay on %s: %v: %s", image, err, bytes.TrimSpace(out))
-		}
-		if err := os.Rename(tmp, p.root); err != nil {
+		if err := d.makeRoot(ctx, p, spec); err != nil {
 			return compute.Server{}, err
 		}
 	}
@@ -183,11 +156,56 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	return server(id, st), nil
 }
 
+// makeRoot makes the instance's root disk: a qcow2 overlay on the image,
+// written under a temporary name and renamed into place.
+func (d *Driver) makeRoot(ctx context.Context, p paths, spec compute.ServerSpec) error {
+	image, err := filepath.Abs(spec.Image.Location)
+	if err != nil {
+		return err
+	}
+	// The image was checked when it was stored; the file in the cache
+	// is checked again before an overlay opens it: a backing or
+	// external data file would give the guest a file of this host.
+	info, err := imagecheck.File(ctx, image, spec.Image.Format, imagecheck.Options{QemuImg: d.cfg.QemuImg, Shared: true})
+	if errors.Is(err, imagecheck.ErrRefused) {
+		return fmt.Errorf("%w: image %s: %w", compute.ErrInvalid, image, err)
+	} else if err != nil {
+		return err
+	}
+	tmp := p.root + ".tmp"
+	args := []string{"create", "-q", "-f", "qcow2", "-F", spec.Image.Format, "-b", image, tmp}
+	if spec.RootDiskGB > 0 {
+		size := info.VirtualSize
+		want := int64(spec.RootDiskGB) * gib
+		if want < size {
+			return fmt.Errorf("%w: the flavor's root disk (%d GB) is smaller than the image (%.1f GB)", compute.ErrInvalid, spec.RootDiskGB, float64(size)/float64(gib))
+		}
+		// Larger than the image: the growroot element grows / into it
+		// at boot.
+		args = append(args, strconv.FormatInt(want, 10))
+	}
+	out, err := exec.CommandContext(ctx, d.cfg.QemuImg, args...).CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("overlay on %s: %v: %s", image, err, bytes.TrimSpace(out))
+	}
+	if err := os.Rename(tmp, p.root); err != nil {
+		return err
+	}
+	return nil
+}
+
 // StartServer boots a stopped VM again from its server.json; a running one
 // (started by this process or adopted) is left alone.
 func (d *Driver) StartServer(ctx context.Context, srv compute.Server) error {
 	if err := checkID(srv.ID); err != nil {
 		return err
+	}
+	d.mu.Lock()
+	swapping := d.swapping[srv.ID]
+	d.mu.Unlock()
+	if swapping {
+		return nil // a rebuild or revert starts it when its disks are in place
 	}
 	p := d.paths(srv.ID)
 	st, err := d.loadState(p)
@@ -474,7 +492,7 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if err := os.RemoveAll(p.run); err != nil {
 		return err
 	}
-	for _, f := range []string{p.root, p.root + ".tmp", p.configDrive, p.console, p.console + ".1", p.output, p.state, p.state + ".tmp"} {
+	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

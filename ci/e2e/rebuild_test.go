@@ -1,0 +1,152 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// recipeWithAgent writes images/mariadb-10.11.yaml into dir with its
+// relative paths made absolute and the agent binary replaced by agent.
+func recipeWithAgent(t *testing.T, dir, agent string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repo, "images", "mariadb-10.11.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	for old, abs := range map[string]string{
+		"../bin/strata-agent":  agent,
+		"../validation-rules/": filepath.Join(repo, "validation-rules") + "/",
+		"config-templates/":    filepath.Join(repo, "images", "config-templates") + "/",
+	} {
+		if !strings.Contains(s, old) {
+			t.Fatalf("images/mariadb-10.11.yaml no longer names %s: update this test", old)
+		}
+		s = strings.Replace(s, old, abs, 1)
+	}
+	p := filepath.Join(dir, filepath.Base(agent)+".yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData is issue 18's
+// rebuild end to end, one VM at a time: two images are built from the
+// MariaDB recipe with agents stamped e2e-rebuild-1 and e2e-rebuild-2; an
+// instance on the first gets a table, a user and a configuration group;
+// the operator points the version at the second image and rebuilds the
+// instance onto it (the management API). The instance comes back ACTIVE
+// with the new agent reporting, its old root disk gone, one enrolled key
+// (a new one), and its rows, user and group's value intact. The downtime
+// (no write accepted) is measured.
+func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
+	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", tool)
+		}
+	}
+	start := time.Now()
+	out := t.TempDir()
+	var images [2]string
+	for i, version := range []string{"e2e-rebuild-1", "e2e-rebuild-2"} {
+		agent := filepath.Join(out, "strata-agent-"+version)
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", agent, "./agent/cmd/strata-agent")
+		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+		if o, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building strata-agent %s: %v\n%s", version, err, o)
+		}
+		img := filepath.Join(out, "mariadb-10.11-"+version)
+		run(t, nil, "build", "-f", recipeWithAgent(t, out, agent), "-o", img, "--image-cache", cache)
+		images[i] = img + ".qcow2"
+		t.Logf("FIGURE image %s built after %.0fs", version, time.Since(start).Seconds())
+	}
+
+	state := filepath.Join(out, "state")
+	oldImage := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, images[0]))
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb")
+	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", oldImage,
+		"--from-recipe", "images/mariadb-10.11.yaml")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "validation-rules/mariadb-10.11.json")
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb", "10.11")
+	ctl := startController(t, state)
+	api := ctl.login(t)
+
+	cfg := api.must(t, 200, "POST", "/configurations", map[string]any{"configuration": map[string]any{
+		"name": "rebuilt", "values": map[string]any{"max_connections": 123}, "datastore": map[string]any{"type": "mariadb", "version": "10.11"}}})
+	id := api.must(t, 200, "POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "e2e-rebuild", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"datastore":     map[string]any{"type": "mariadb", "version": "10.11"},
+		"databases":     []any{map[string]any{"name": "shop"}},
+		"users":         []any{map[string]any{"name": "shopper", "password": "shopper-pw-1", "databases": []any{map[string]any{"name": "shop"}}}},
+		"configuration": cfg["configuration"].(map[string]any)["id"],
+	}})["instance"].(map[string]any)["id"].(string)
+	t.Cleanup(func() {
+		if t.Failed() {
+			console, _ := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "console.log"))
+			t.Logf("console of %s (tail):\n%s", id, tail(string(console), 80))
+			t.Logf("controller log (tail):\n%s", tail(ctl.log(), 60))
+		}
+	})
+	in := api.waitStatus(t, id, "ACTIVE", 20*time.Minute)
+	if v, _ := in["agent_version"].(string); !strings.Contains(v, "e2e-rebuild-1") {
+		t.Fatalf("agent version before the rebuild: %q", v)
+	}
+	ep := endpointOf(t, in, 3306)
+	db := mariadbClient{ep}
+	db.must(t, "shopper", "shopper-pw-1", "shop", "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(40)); INSERT INTO orders (item) VALUES ('tea'), ('cake')")
+	keyBefore := countRows(t, state, "SELECT COUNT(*) FROM agent_keys WHERE instance_id = ?", id)
+
+	// The operator's rollout: the new image becomes the version's, then
+	// the instance is rebuilt onto it.
+	newImage := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, images[1]))
+	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", newImage,
+		"--from-recipe", "images/mariadb-10.11.yaml")
+	requested := time.Now()
+	api.must(t, 202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": newImage}})
+	// Downtime: from the first write refused to the first accepted again.
+	var down, up time.Time
+	waitTrue(t, "the rebuilt instance to take writes and report the new agent", 20*time.Minute, func() bool {
+		_, err := db.query("shopper", "shopper-pw-1", "shop", "INSERT INTO orders (item) VALUES ('probe')")
+		switch {
+		case err != nil && down.IsZero():
+			down = time.Now()
+		case err == nil && !down.IsZero() && up.IsZero():
+			up = time.Now()
+		}
+		in = api.instance(t, id)
+		v, _ := in["agent_version"].(string)
+		return !up.IsZero() && in["status"] == "ACTIVE" && strings.Contains(v, "e2e-rebuild-2")
+	})
+	t.Logf("FIGURE rebuild request→ACTIVE on the new agent: %.1fs; writes unavailable for %.1fs (%s)",
+		time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
+
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders WHERE item <> 'probe'"); got != "tea,cake" {
+		t.Fatalf("rows after the rebuild: %q", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections"); got != "123" {
+		t.Fatalf("max_connections after the rebuild = %q, want the group's 123", got)
+	}
+	if n := countRows(t, state, "SELECT COUNT(*) FROM agent_keys WHERE instance_id = ?", id); n != 1 || keyBefore != 1 {
+		t.Fatalf("enrolled agent keys: %d before, %d after; want one each (the old one revoked)", keyBefore, n)
+	}
+	if in["fault"] != nil {
+		t.Fatalf("fault after a rebuild that worked: %v", in["fault"])
+	}
+	for _, f := range []string{"root.qcow2.old", "config-drive.img.old"} {
+		if _, err := os.Stat(filepath.Join(state, "compute", "qemu", id, f)); !os.IsNotExist(err) {
+			t.Fatalf("%s is still there after the rebuild: %v", f, err)
+		}
+	}
+
+	api.must(t, 202, "DELETE", "/instances/"+id, nil)
+	api.waitGone(t, id, 5*time.Minute)
+	ctl.stop(t)
+	t.Logf("FIGURE rebuild e2e wall time: %.0fs", time.Since(start).Seconds())
+}

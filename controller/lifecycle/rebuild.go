@@ -1,0 +1,431 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/agentendpoint"
+	"strata/controller/chaos"
+	"strata/controller/compute"
+	"strata/controller/imagestore"
+	"strata/controller/instances"
+	"strata/controller/registry"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// The rebuild task moves an instance to a new image keeping its data
+// volume; docs/controller.md ("Tasks", rebuild) has its steps and what
+// each persists. In short: keys → server → prepare → wait → finish, or
+// from wait (and from server, when the image went bad meanwhile) to
+// rollback → rollback-wait.
+
+// rebuildPayload is the rebuild task's state between steps.
+type rebuildPayload struct {
+	ImageID string `json:"image_id"`
+	// OldKeys are the agent keys enrolled before the rebuild (public
+	// keys), revoked in step server and restored by a rollback.
+	OldKeys   []agentendpoint.EnrolledKey `json:"old_keys,omitempty"`
+	KeysSaved bool                        `json:"keys_saved,omitempty"`
+	// Since is when the new server was booted: its agent's reports and
+	// the boot timeout count from then.
+	Since        time.Time `json:"since,omitzero"`
+	ConfigDigest string    `json:"config_digest,omitempty"`
+	// Reason and Details say why the rebuild rolls back; RollbackSince is
+	// when the old disk was booted again.
+	Reason        string    `json:"reason,omitempty"`
+	Details       string    `json:"details,omitempty"`
+	RollbackSince time.Time `json:"rollback_since,omitzero"`
+}
+
+func rebuildPrepareOpID(taskID string) string { return "rebuild-prepare-" + taskID }
+
+// Rebuild moves the instance onto imageID, keeping its data volume
+// (Trove's management rebuild): a new root disk from the image, a new
+// agent enrolled with a new one-time token that adopts the data volume,
+// the old root disk kept until the new agent has prepared, and rolled
+// back to if it does not. Everything that can be checked is checked
+// before anything is touched: no task in progress, ACTIVE or
+// RESTART_REQUIRED, a driver that can rebuild, the image stored, intact
+// (its checksum verified) and one of the instance's datastore.
+//
+// Without a compute driver (the controller host's CLI queues the task for
+// the running controller) the driver's capability is checked by the task.
+func (m *Manager) Rebuild(ctx context.Context, id, imageID string) error {
+	if _, ok := m.Compute.(compute.Rebuilder); !ok && m.Compute != nil {
+		return wrap(ErrUnprocessable, "the compute driver cannot rebuild servers")
+	}
+	if imageID == "" {
+		return wrap(ErrBadRequest, "rebuild.image_id is required")
+	}
+	in, err := m.get(ctx, m.DB, "", id)
+	if err != nil {
+		return err
+	}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return err
+	}
+	img, err := m.checkRebuildImage(ctx, v, imageID)
+	if err != nil {
+		return err
+	}
+	// The task's own deadline bounds its queued operation's arguments;
+	// the steps count their timeouts from their own start.
+	deadline := m.now().Add(3*v.BootTimeout + 10*time.Minute)
+	err = m.startTask(ctx, "", id, instances.TaskRebuilding,
+		tasks.New{Kind: KindRebuild, Step: "keys", Payload: rebuildPayload{ImageID: img.ID}, Deadline: deadline},
+		func(in instances.Instance, status string) error {
+			if in.Task != instances.TaskNone {
+				return wrap(ErrUnprocessable, "cannot rebuild instance %s: task %s is in progress", in.ID, in.Task)
+			}
+			if err := requireStatus(in, status, "rebuild", instances.StatusActive, instances.StatusRestartRequired); err != nil {
+				return err
+			}
+			_, okS := serverOf(in)
+			_, okV := volumeOf(in)
+			if !okS || !okV {
+				return wrap(ErrUnprocessable, "cannot rebuild instance %s: it has no server or data volume", in.ID)
+			}
+			return nil
+		})
+	if err == nil {
+		m.log().Info("instance rebuild queued", "instance", id, "image", img.ID, "datastore", v.DatastoreName, "version", v.Name)
+	}
+	return err
+}
+
+// checkRebuildImage refuses an image the instance cannot be rebuilt on:
+// unknown, corrupt (checksum) or of another format, or not one of the
+// instance's datastore and version — the image of a version of that
+// datastore, or an image whose build properties name the version's
+// manager and version.
+func (m *Manager) checkRebuildImage(ctx context.Context, v registry.Version, imageID string) (imagestore.Image, error) {
+	img, err := m.Images.Get(ctx, imageID)
+	if errors.Is(err, imagestore.ErrNotFound) {
+		return img, wrap(ErrNotFound, "image %q not found", show(imageID))
+	}
+	if err != nil {
+		return img, err
+	}
+	if img.DiskFormat != "qcow2" && img.DiskFormat != "raw" {
+		return img, wrap(ErrUnprocessable, "image %s has disk format %q; an instance boots qcow2 or raw", img.ID, img.DiskFormat)
+	}
+	users, err := m.Registry.VersionsUsingImage(ctx, img.ID)
+	if err != nil {
+		return img, err
+	}
+	ok := false
+	for _, u := range users {
+		if u.DatastoreID != v.DatastoreID {
+			return img, wrap(ErrBadRequest, "image %s is the image of datastore %s %s, not of the instance's %s", img.ID, u.DatastoreName, u.Name, v.DatastoreName)
+		}
+		ok = ok || u.ID == v.ID
+	}
+	if mgr := img.Properties["strata_manager"]; mgr != "" {
+		if mgr != v.Manager {
+			return img, wrap(ErrBadRequest, "image %s was built for the %s manager, not the instance's %s", img.ID, mgr, v.Manager)
+		}
+		if ver := img.Properties["strata_datastore_version"]; ver != "" && ver != v.Name {
+			return img, wrap(ErrBadRequest, "image %s was built for %s %s, the instance runs %s: a rebuild keeps the version (upgrades are not supported yet)", img.ID, v.DatastoreName, ver, v.Name)
+		}
+		ok = true
+	}
+	if !ok {
+		return img, wrap(ErrBadRequest, "image %s is not known to be of %s %s: register it as that version's image, or publish it from a strata build (its properties name the datastore)", img.ID, v.DatastoreName, v.Name)
+	}
+	if err := m.Images.Verify(ctx, img.ID); errors.Is(err, imagestore.ErrChecksumMismatch) || errors.Is(err, imagestore.ErrInvalid) {
+		return img, wrap(ErrUnprocessable, "refusing to rebuild onto image %s: %v", img.ID, err)
+	} else if err != nil {
+		return img, fmt.Errorf("verifying image %s: %w", img.ID, err)
+	}
+	return img, nil
+}
+
+func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if errors.Is(err, instances.ErrNotFound) {
+		return tasks.Result{}, tasks.Fail("", "instance %s is gone", t.InstanceID)
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	var p rebuildPayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	rb, ok := m.Compute.(compute.Rebuilder)
+	if !ok {
+		// Queued by the CLI for a driver that cannot: nothing was done.
+		err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+			if err := instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: "rebuild refused: the compute driver cannot rebuild servers"}, in.Errored, m.now()); err != nil {
+				return err
+			}
+			return instances.SetTask(ctx, tx, in.ID, instances.TaskNone, m.now())
+		})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		return tasks.Result{Done: true}, nil
+	}
+	srv, ok := serverOf(in)
+	if !ok {
+		return tasks.Result{}, tasks.Fail("", "instance %s has no server to rebuild", in.ID)
+	}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	switch t.Step {
+	case "keys":
+		if !p.KeysSaved {
+			keys, err := agentendpoint.Keys(ctx, m.DB, in.ID)
+			if err != nil {
+				return tasks.Result{}, err
+			}
+			p.OldKeys, p.KeysSaved = keys, true
+		}
+		return tasks.Result{Next: "server", Payload: p}, nil
+	case "server":
+		return m.rebuildServer(ctx, t, in, v, srv, rb, p)
+	case "prepare":
+		return m.rebuildPrepare(ctx, t, in, v, p)
+	case "wait":
+		return m.rebuildWait(ctx, t, in, v, srv, p)
+	case "finish":
+		if err := rb.DropOldServer(ctx, srv); err != nil {
+			return tasks.Result{}, err
+		}
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, server_restart_reason = NULL, restart_required = 0`,
+			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
+			return tasks.Result{}, err
+		}
+		m.log().Info("instance rebuilt", "instance", in.ID, "image", p.ImageID, "seconds", m.now().Sub(t.CreatedAt).Seconds())
+		return tasks.Result{Done: true}, nil
+	case "rollback":
+		return m.rebuildRollback(ctx, t, in, srv, rb, p)
+	case "rollback-wait":
+		r := in.Reported
+		if r != nil && r.ReceivedAt.After(p.RollbackSince) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired) {
+			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
+				return tasks.Result{}, err
+			}
+			m.log().Warn("instance rebuild rolled back; it runs on its old root disk", "instance", in.ID, "reason", p.Reason)
+			return tasks.Result{Done: true}, nil
+		}
+		if m.now().After(p.RollbackSince.Add(v.BootTimeout)) {
+			return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "the rebuild failed (%s) and the old root disk did not come back within %s: %s",
+				p.Reason, v.BootTimeout, m.silentGuestReason(in, v.BootTimeout))
+		}
+		return tasks.Result{After: time.Second}, nil
+	}
+	return tasks.Result{}, tasks.Fail("", "rebuild task at unknown step %q", t.Step)
+}
+
+// rollback moves the task to its rollback with reason.
+func rollback(p rebuildPayload, reason, details string) (tasks.Result, error) {
+	p.Reason, p.Details = reason, details
+	return tasks.Result{Next: "rollback", Payload: p}, nil
+}
+
+func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, srv compute.Server, rb compute.Rebuilder, p rebuildPayload) (tasks.Result, error) {
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	vol, ok := volumeOf(in)
+	if !ok {
+		return rollback(p, fmt.Sprintf("instance %s has no data volume", in.ID), "")
+	}
+	// Checked again: the image may have changed since the request.
+	img, err := m.Images.Get(ctx, p.ImageID)
+	if err == nil {
+		err = m.Images.Verify(ctx, img.ID)
+	}
+	if errors.Is(err, imagestore.ErrNotFound) || errors.Is(err, imagestore.ErrChecksumMismatch) || errors.Is(err, imagestore.ErrInvalid) {
+		return rollback(p, fmt.Sprintf("image %s: %v", p.ImageID, err), "")
+	} else if err != nil {
+		return tasks.Result{}, err
+	}
+	token := wire.NewEnrollmentToken()
+	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
+		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
+		HeartbeatSeconds: m.heartbeatSeconds(), DataDevice: vol.GuestDevice}
+	if err := boot.Validate(); err != nil {
+		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
+	}
+	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
+	drive := map[string][]byte{"strata/bootstrap.json": bootJSON}
+	if plan := chaos.GuestPlan(); plan != "" {
+		drive[wire.ChaosFile] = []byte(plan)
+	}
+	// The old agent's key goes (kept in the payload for a rollback) and
+	// the new guest's token comes, together: from here only the new guest
+	// can enrol. A repeated step revokes what an earlier run wrote.
+	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, nil); err != nil {
+			return err
+		}
+		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now(), m.now().Add(v.BootTimeout))
+	})
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	m.Agents.Disconnect(in.ID)
+	chaos.Reach("rebuild.keys-revoked", in.ID)
+	srv2, err := rb.RebuildServer(ctx, srv, compute.ServerSpec{
+		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
+		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
+		Ports: []int{v.Port}, NICs: nicsOf(in),
+	})
+	if errors.Is(err, compute.ErrInvalid) {
+		return rollback(p, fmt.Sprintf("rebuilding the server: %v", err), "")
+	}
+	if err != nil {
+		return tasks.Result{}, fmt.Errorf("rebuild server: %w", err)
+	}
+	// From here on the old guest is off: the reports after this are the
+	// new guest's (heartbeats are periodic: an early one is followed by
+	// another).
+	p.Since = m.now()
+	data, _ := json.Marshal(srv2)
+	if err := instances.Update(ctx, m.DB, in.ID, m.now(), `server = ?`, string(data)); err != nil {
+		return tasks.Result{}, err
+	}
+	chaos.Reach("rebuild.booted", in.ID) // the old disk aside, the new agent not yet enrolled
+	return tasks.Result{Next: "prepare", Payload: p}, nil
+}
+
+func (m *Manager) rebuildPrepare(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, p rebuildPayload) (tasks.Result, error) {
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	// No databases, users or root: the new agent adopts what the data
+	// volume holds. The configuration group's file lived on the old root
+	// disk: it is applied again.
+	args := wire.PrepareArgs{MemoryMB: f.RAMMB}
+	cfg, err := m.configurationArgs(ctx, in)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if in.ConfigurationID != "" {
+		args.Configuration = &cfg
+	}
+	p.ConfigDigest = configDigest(cfg)
+	data, err := json.Marshal(args)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	op := wire.Operation{ID: rebuildPrepareOpID(t.ID), Kind: wire.KindPrepare, Args: data}
+	if err := m.Agents.Queue(ctx, in.ID, op, agentendpoint.QueueOptions{Expires: p.Since.Add(v.BootTimeout)}); err != nil {
+		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
+	}
+	return tasks.Result{Next: "wait", Payload: p, After: time.Second}, nil
+}
+
+func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, srv compute.Server, p rebuildPayload) (tasks.Result, error) {
+	res, done, err := m.opDone(ctx, in.ID, rebuildPrepareOpID(t.ID), "prepare on the new image")
+	var fail *tasks.Failure
+	if errors.As(err, &fail) {
+		reason := fail.Reason
+		if res.Error != nil && res.Error.Code == wire.CodeExpired {
+			reason = m.silentRebuiltReason(in, p.Since, v.BootTimeout)
+		}
+		return rollback(p, reason, m.consoleTail(ctx, in))
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if done {
+		var pr wire.PrepareResult
+		if len(res.Payload) > 0 && json.Unmarshal(res.Payload, &pr) == nil && (pr.Formatted || pr.Initialized) {
+			// The data volume was blank or held no database: nothing was
+			// lost by the rebuild, but say so.
+			m.log().Warn("the rebuilt guest found no database on the data volume and initialised one", "instance", in.ID,
+				"formatted", pr.Formatted, "initialized", pr.Initialized)
+		}
+		return tasks.Result{Next: "finish", Payload: p}, nil
+	}
+	if r := in.Reported; r != nil && r.ReceivedAt.After(p.Since) && r.Status == wire.StatusFailed {
+		return rollback(p, "the rebuilt guest reports that its database failed: "+r.StatusDetail, m.consoleTail(ctx, in))
+	}
+	// Keep the VM up while waiting (a host restart stops it).
+	if st, err := m.Compute.ServerState(ctx, srv); err == nil && st == compute.StateStopped {
+		if err := m.Compute.StartServer(ctx, srv); err != nil {
+			return tasks.Result{}, err
+		}
+	}
+	if m.now().After(p.Since.Add(v.BootTimeout)) {
+		return rollback(p, m.silentRebuiltReason(in, p.Since, v.BootTimeout), m.consoleTail(ctx, in))
+	}
+	return tasks.Result{After: time.Second}, nil
+}
+
+// silentRebuiltReason says what is known about a rebuilt guest that did
+// not prepare in time: the reports from before since are the old guest's.
+func (m *Manager) silentRebuiltReason(in instances.Instance, since time.Time, timeout time.Duration) string {
+	if r := in.Reported; r == nil || !r.ReceivedAt.After(since) {
+		return fmt.Sprintf("the rebuilt guest's agent never reported within the boot timeout of %s (it did not enroll or send a heartbeat)", timeout.Round(time.Second))
+	}
+	return "the rebuilt guest " + strings.TrimPrefix(m.silentGuestReason(in, timeout), "the guest ")
+}
+
+func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instances.Instance, srv compute.Server, rb compute.Rebuilder, p rebuildPayload) (tasks.Result, error) {
+	// The old agent may connect as soon as its disk boots: its key back,
+	// the new guest's key and tokens revoked, the new guest's prepare
+	// never delivered to it.
+	msg := fmt.Sprintf("rebuild onto image %s failed and was rolled back to the old root disk: %s", p.ImageID, p.Reason)
+	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, p.OldKeys); err != nil {
+			return err
+		}
+		if err := agentendpoint.CancelOp(ctx, tx, in.ID, rebuildPrepareOpID(t.ID), "the rebuild was rolled back", m.now()); err != nil {
+			return err
+		}
+		return instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: msg, Details: p.Details}, false, m.now())
+	})
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	m.Agents.Disconnect(in.ID)
+	if err := rb.RevertServer(ctx, srv); err != nil {
+		return tasks.Result{}, fmt.Errorf("revert server: %w", err)
+	}
+	// The new guest is off: reports after this are the old guest's.
+	p.RollbackSince = m.now()
+	m.log().Warn("instance rebuild failed; rolling back to the old root disk", "instance", in.ID, "image", p.ImageID, "reason", p.Reason)
+	return tasks.Result{Next: "rollback-wait", Payload: p, After: time.Second}, nil
+}
+
+// failRebuild: a rebuild step that failed for good (not a rollback: one
+// that could not be carried out). The old root disk and key are put back
+// if they can be, so that the instance is never left without the disk it
+// ran on, and the instance ends in ERROR with the reason.
+func (m *Manager) failRebuild(ctx context.Context, t *tasks.Task, f *tasks.Failure) error {
+	var p rebuildPayload
+	t.Decode(&p)
+	if p.KeysSaved && t.Step != "finish" {
+		in, err := m.load(ctx, t.InstanceID)
+		if err == nil {
+			if srv, ok := serverOf(in); ok {
+				if rb, ok := m.Compute.(compute.Rebuilder); ok {
+					if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+						return agentendpoint.ReplaceKeys(ctx, tx, in.ID, p.OldKeys)
+					}); err != nil {
+						return err
+					}
+					if err := rb.RevertServer(ctx, srv); err != nil {
+						f.Reason += fmt.Sprintf("; putting the old root disk back failed too: %v", err)
+					}
+				}
+			}
+		}
+	}
+	return m.recordFailure(ctx, t, f, true, true)
+}
