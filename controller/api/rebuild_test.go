@@ -297,6 +297,11 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.fail, rb.silent = "", true })
 	admin.must(202, "POST", path, map[string]any{"rebuild": map[string]any{"image_id": r.imageID}})
 	waitFor(t, "the rebuild to start", 10*time.Second, func() bool { return rebuildCalls(fc, id) == 3 })
+	// An operator's reset-task-status cannot cancel it: the old disk and
+	// key are set aside, and only the rebuild's own rollback puts them back.
+	if st, doc := admin.do("POST", path, map[string]any{"reset-task-status": map[string]any{}}); st != 422 || !strings.Contains(errorMessage(doc), "puts them back itself") {
+		t.Fatalf("reset-task-status during a rebuild = %d %v, want 422", st, doc)
+	}
 	waitFor(t, "the rollback of a silent guest", 40*time.Second, func() bool {
 		in = admin.instance(id)
 		f, _ := in["fault"].(map[string]any)

@@ -93,6 +93,9 @@ func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
 		if err != nil {
 			return err
 		}
+		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
+			return err
+		}
 		now := m.now()
 		n, err := tasks.CancelInstance(ctx, tx, id, now)
 		if err != nil {
@@ -257,6 +260,9 @@ func (m *Manager) ResetTask(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
+		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
+			return err
+		}
 		now := m.now()
 		n, err := tasks.CancelInstance(ctx, tx, id, now)
 		if err != nil {
@@ -265,6 +271,28 @@ func (m *Manager) ResetTask(ctx context.Context, id string) error {
 		m.log().Info("instance task reset", "instance", id, "cancelled_tasks", n, "was_task", in.Task)
 		return instances.SetTask(ctx, tx, id, instances.TaskNone, now)
 	})
+}
+
+// refuseResetOfRollback refuses to cancel a rebuild that has set the old
+// root disk or agent key aside: cancelling drops its payload, which holds
+// the only record of the old keys, and leaves the old disk set aside with
+// the old agent revoked. Such a rebuild ends by itself, ACTIVE on the new
+// image or rolled back to the old one, within its boot timeout.
+func refuseResetOfRollback(ctx context.Context, q store.Querier, id string) error {
+	active, err := tasks.Active(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	for _, t := range active {
+		if t.Kind != KindRebuild {
+			continue
+		}
+		var p rebuildPayload
+		if err := t.Decode(&p); err != nil || p.KeysSaved {
+			return wrap(ErrUnprocessable, "cannot reset the task of instance %s: its rebuild (step %s) has set the old root disk and agent key aside and puts them back itself if it fails; it ends, on the new image or rolled back, within the version's boot timeout", id, t.Step)
+		}
+	}
+	return nil
 }
 
 // Stop stops the instance's database and leaves the server running
