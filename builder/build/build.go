@@ -142,6 +142,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	)
 	runErr := (&steps.Runner{Log: b.log}).Run(ctx, all)
 	b.rep.table(b.hooks, time.Since(b.start))
+	b.trimCache()
 	if runErr != nil {
 		b.rep.printf("strata: build failed after %.1fs: %v\n", time.Since(b.start).Seconds(), runErr)
 		b.rep.printf("strata: full log: %s\n", b.logFile.Name())
@@ -149,6 +150,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	b.rep.printf("strata: built %s in %.1fs\n", strings.Join(b.files, ", "), time.Since(b.start).Seconds())
 	return &Result{Manifest: b.man, Files: b.files, Log: b.logFile.Name()}, nil
+}
+
+// trimCache keeps the cache within --cache-max-size, sparing what this
+// build and builds beside it used in the last hour.
+func (b *builder) trimCache() {
+	if b.cfg.CacheMaxSize <= 0 {
+		return
+	}
+	keep := time.Now().Add(-time.Hour)
+	if b.start.Before(keep) {
+		keep = b.start
+	}
+	if freed := b.cache.Trim(b.cfg.CacheMaxSize, keep); freed > 0 {
+		b.rep.printf("strata: cache over --cache-max-size %.1f GiB: removed %.1f MiB of least recently used trees and images from %s\n",
+			float64(b.cfg.CacheMaxSize)/(1<<30), float64(freed)/(1<<20), b.cache.Dir)
+	}
 }
 
 func (b *builder) openLog() error {

@@ -66,6 +66,9 @@ type Config struct {
 	Offline bool
 	// NoCache ignores cached trees and outputs (packages are still reused).
 	NoCache bool
+	// CacheMaxSize bounds the cached trees and outputs: after each build
+	// the least recently used go until the rest fit (0: no bound).
+	CacheMaxSize int64
 	// Env is set for every hook (a recipe's env and files); DIB_* variables
 	// from the caller's environment override it.
 	Env map[string]string

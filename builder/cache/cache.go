@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -189,42 +190,116 @@ func writeAtomic(path string, b []byte) error {
 func (c *Cache) Prune(maxAge time.Duration) (int64, error) {
 	cutoff := time.Now().Add(-maxAge)
 	var freed int64
+	for _, e := range c.entries() {
+		if e.used.Before(cutoff) {
+			freed += e.remove()
+		}
+	}
+	return freed, nil
+}
+
+// Trim deletes the least recently used snapshots and outputs until the
+// ones left take at most maxBytes, never one used at or after keepAfter
+// (the running build's, and those of builds running beside it), and
+// returns how many bytes it freed. Downloaded packages are kept. A cache
+// that every build fills and none empties fills its disk: the builder
+// trims after each build (--cache-max-size).
+func (c *Cache) Trim(maxBytes int64, keepAfter time.Time) int64 {
+	es := c.entries()
+	var total int64
+	for _, e := range es {
+		total += e.size
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].used.Before(es[j].used) })
+	var freed int64
+	for _, e := range es {
+		if total <= maxBytes || !e.used.Before(keepAfter) {
+			break
+		}
+		n := e.remove()
+		total -= n
+		freed += n
+	}
+	return freed
+}
+
+// Size is how many bytes the cache's snapshots and outputs take.
+func (c *Cache) Size() int64 {
+	var total int64
+	for _, e := range c.entries() {
+		total += e.size
+	}
+	return total
+}
+
+// entry is one removable cache entry: a snapshot (tree and metadata), a
+// hooks delta, or a directory of outputs; used is when a build last used
+// it (entries are touched on use).
+type entry struct {
+	used   time.Time
+	size   int64
+	remove func() int64
+}
+
+func (c *Cache) entries() []entry {
+	var out []entry
 	phases, _ := filepath.Glob(filepath.Join(c.Dir, "phases", "*.json"))
 	for _, m := range phases {
 		fi, err := os.Stat(m)
-		if err != nil || fi.ModTime().After(cutoff) {
+		if err != nil {
 			continue
 		}
-		key := strings.TrimSuffix(filepath.Base(m), ".json")
-		if st, err := os.Stat(c.snapshotPath(key)); err == nil {
-			freed += st.Size()
+		snap := c.snapshotPath(strings.TrimSuffix(filepath.Base(m), ".json"))
+		size := fi.Size()
+		if st, err := os.Stat(snap); err == nil {
+			size += st.Size()
 		}
-		os.Remove(m)
-		os.Remove(c.snapshotPath(key))
+		m := m
+		out = append(out, entry{used: fi.ModTime(), size: size, remove: func() int64 {
+			os.Remove(m)
+			os.Remove(snap)
+			return size
+		}})
 	}
+	// A tree whose metadata was never written (its build died between
+	// the two renames) is no snapshot a build would use.
+	trees, _ := filepath.Glob(filepath.Join(c.Dir, "phases", "*.tar.zst"))
 	deltas, _ := filepath.Glob(filepath.Join(c.Dir, "hooks", "*.tar"))
+	for _, d := range trees {
+		if _, err := os.Stat(strings.TrimSuffix(d, ".tar.zst") + ".json"); err == nil {
+			continue
+		}
+		deltas = append(deltas, d)
+	}
 	for _, d := range deltas {
-		if fi, err := os.Stat(d); err == nil && fi.ModTime().Before(cutoff) {
-			freed += fi.Size()
-			os.Remove(d)
+		if fi, err := os.Stat(d); err == nil {
+			d, size := d, fi.Size()
+			out = append(out, entry{used: fi.ModTime(), size: size, remove: func() int64 {
+				os.Remove(d)
+				return size
+			}})
 		}
 	}
 	outs, _ := os.ReadDir(filepath.Join(c.Dir, "outputs"))
 	for _, o := range outs {
 		dir := filepath.Join(c.Dir, "outputs", o.Name())
 		fi, err := os.Stat(dir)
-		if err != nil || fi.ModTime().After(cutoff) {
+		if err != nil {
 			continue
 		}
+		var size int64
 		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
 				if i, err := d.Info(); err == nil {
-					freed += i.Size()
+					size += i.Size()
 				}
 			}
 			return nil
 		})
-		os.RemoveAll(dir)
+		out = append(out, entry{used: fi.ModTime(), size: size, remove: func() int64 {
+			os.RemoveAll(dir)
+			return size
+		}})
 	}
-	return freed, nil
+	return out
 }

@@ -120,3 +120,52 @@ func TestOutputsAndPrune(t *testing.T) {
 		t.Error("prune deleted downloaded packages")
 	}
 }
+
+// TestTrimDeletesTheLeastRecentlyUsedUntilUnderTheBudget: entries go
+// oldest first until what is left fits; one used since keepAfter stays
+// even over the budget; packages and logs are never counted or touched.
+func TestTrimDeletesTheLeastRecentlyUsedUntilUnderTheBudget(t *testing.T) {
+	c, _ := Open(t.TempDir())
+	now := time.Now()
+	mkOut := func(key string, size int, age time.Duration) {
+		dir := filepath.Join(t.TempDir(), key)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "img.qcow2"), make([]byte, size), 0o644)
+		if err := c.SaveOutputs(key, dir); err != nil {
+			t.Fatal(err)
+		}
+		at := now.Add(-age)
+		os.Chtimes(filepath.Join(c.Dir, "outputs", key), at, at)
+	}
+	mkOut("oldest", 4000, 3*time.Hour)
+	mkOut("middle", 3000, 2*time.Hour)
+	mkOut("newest", 2000, time.Hour)
+	mkOut("running", 5000, 0)
+	orphan := filepath.Join(c.Dir, "phases", "dead.tar.zst")
+	os.WriteFile(orphan, make([]byte, 1000), 0o644)
+	old := now.Add(-4 * time.Hour)
+	os.Chtimes(orphan, old, old)
+	os.WriteFile(filepath.Join(c.AptArchives(), "x_1_all.deb"), make([]byte, 100000), 0o644)
+	if got := c.Size(); got != 15000 {
+		t.Fatalf("Size = %d, want 15000 (packages are not counted)", got)
+	}
+	// Budget 8000: the orphan, then oldest and middle go (15000 → 7000).
+	if freed := c.Trim(8000, now.Add(-time.Minute)); freed != 8000 {
+		t.Fatalf("Trim freed %d, want 8000", freed)
+	}
+	for key, want := range map[string]bool{"oldest": false, "middle": false, "newest": true, "running": true} {
+		if _, ok := c.OutputDir(key); ok != want {
+			t.Errorf("output %s kept = %v, want %v", key, ok, want)
+		}
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Error("a tree without metadata survived the trim")
+	}
+	// Over budget, but the rest is in use since keepAfter: kept.
+	if freed := c.Trim(1000, now.Add(-90*time.Minute)); freed != 0 {
+		t.Fatalf("Trim freed %d of entries used since keepAfter", freed)
+	}
+	if _, err := os.Stat(filepath.Join(c.AptArchives(), "x_1_all.deb")); err != nil {
+		t.Error("trim deleted downloaded packages")
+	}
+}

@@ -36,6 +36,7 @@ func NewBuildCommand(version string) *cobra.Command {
 		cacheDir     string
 		offline      bool
 		noCache      bool
+		cacheMax     string
 		qemuImgOpts  string
 		compression  string
 		checksum     bool
@@ -150,6 +151,11 @@ rebuilds only from there; an unchanged build reuses the finished files.`,
 			}
 			cfg.Arch, cfg.Trace, cfg.Uncompressed = arch, trace, uncomp
 			cfg.CacheDir, cfg.Offline, cfg.NoCache = cacheDir, offline, noCache
+			cacheMaxSize, err := parseCacheMax(cacheMax)
+			if err != nil {
+				return err
+			}
+			cfg.CacheMaxSize = cacheMaxSize
 			cfg.Compression = compression
 			cfg.QemuImgOptions = splitList(qemuImgOpts)
 			cfg.ClearEnv = clearEnv
@@ -196,6 +202,7 @@ rebuilds only from there; an unchanged build reuses the finished files.`,
 	f.StringVar(&cacheDir, "image-cache", defaultCache(), "cache for downloads, trees and finished images ($DIB_IMAGE_CACHE)")
 	f.BoolVar(&offline, "offline", false, "use only cached trees and packages; download nothing (DIB_OFFLINE=1)")
 	f.BoolVar(&noCache, "no-cache", false, "ignore cached trees and outputs (downloaded packages are still reused)")
+	f.StringVar(&cacheMax, "cache-max-size", defaultCacheMax, "after the build, remove the least recently used cached trees and images until the rest fit in this (30GiB, 500M; 0: no bound; downloaded packages are not counted)")
 	f.StringVar(&qemuImgOpts, "qemu-img-options", "", "extra qemu-img -o options, comma-separated (e.g. cluster_size=2M)")
 	f.StringVar(&compression, "compression", "zstd", "qcow2 compression: zstd (fast; needs qemu >= 5.1 to read) or zlib (readable everywhere)")
 	f.BoolVar(&checksum, "checksum", false, "also write NAME.FORMAT.md5 (the .sha256 is always written; DIB_CHECKSUM=1)")
