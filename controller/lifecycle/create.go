@@ -348,17 +348,9 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	// (the controller died after booting it, and a running VM keeps the
 	// config drive it booted with). The first enrolment revokes the
 	// instance's other tokens.
-	token := wire.NewEnrollmentToken()
-	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
-		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
-		HeartbeatSeconds: m.heartbeatSeconds(), DataDevice: vol.GuestDevice}
-	if err := boot.Validate(); err != nil {
-		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
-	}
-	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
-	drive := map[string][]byte{"strata/bootstrap.json": bootJSON}
-	if plan := chaos.GuestPlan(); plan != "" {
-		drive[wire.ChaosFile] = []byte(plan)
+	drive, token, err := m.configDrive(in, v, vol)
+	if err != nil {
+		return tasks.Result{}, err
 	}
 	// Good for the version's boot timeout: an instance that has not
 	// enrolled by then is in ERROR anyway. A token an earlier run of this
@@ -367,12 +359,7 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	if err := agentendpoint.AddEnrollment(ctx, m.DB, in.ID, token, m.now(), m.now().Add(v.BootTimeout)); err != nil {
 		return tasks.Result{}, err
 	}
-	srv, err := m.Compute.CreateServer(ctx, compute.ServerSpec{
-		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
-		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol,
-		ConfigDrive: drive,
-		Ports:       []int{v.Port}, NICs: nicsOf(in),
-	})
+	srv, err := m.Compute.CreateServer(ctx, serverSpec(in, v, f, img, vol, drive))
 	if errors.Is(err, compute.ErrInvalid) {
 		return tasks.Result{}, tasks.Fail("", "creating the server: %v", err)
 	}
@@ -396,24 +383,12 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	if len(p.RestoreChain) > 0 {
 		return tasks.Result{Next: "restore"}, nil
 	}
-	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	data, digest, err := m.prepareArgs(ctx, in, wire.PrepareArgs{Databases: p.Databases, Users: p.Users,
+		EnableRoot: p.RootPassword != "", RootPassword: p.RootPassword})
 	if err != nil {
 		return tasks.Result{}, err
 	}
-	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users,
-		EnableRoot: p.RootPassword != "", RootPassword: p.RootPassword}
-	cfg, err := m.configurationArgs(ctx, in)
-	if err != nil {
-		return tasks.Result{}, err
-	}
-	if in.ConfigurationID != "" {
-		args.Configuration = &cfg
-	}
-	p.ConfigDigest = configDigest(cfg)
-	data, err := json.Marshal(args)
-	if err != nil {
-		return tasks.Result{}, err
-	}
+	p.ConfigDigest = digest
 	op := wire.Operation{ID: prepareOpID(in.ID), Kind: wire.KindPrepare, Args: data}
 	if err := m.queue(ctx, t, in.ID, op); err != nil {
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
@@ -421,6 +396,55 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	// The queued op carries the passwords now; the task forgets them.
 	p.Users, p.RootPassword = nil, ""
 	return tasks.Result{Next: "wait", Payload: p, After: time.Second}, nil
+}
+
+// configDrive is what a new guest of the instance boots with: its
+// bootstrap, naming a fresh one-time enrolment token (returned, for the
+// caller to record), and the chaos plan under test.
+func (m *Manager) configDrive(in instances.Instance, v registry.Version, vol compute.Volume) (map[string][]byte, string, error) {
+	token := wire.NewEnrollmentToken()
+	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
+		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
+		HeartbeatSeconds: m.heartbeatSeconds(), DataDevice: vol.GuestDevice}
+	if err := boot.Validate(); err != nil {
+		return nil, "", tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
+	}
+	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
+	drive := map[string][]byte{"strata/bootstrap.json": bootJSON}
+	if plan := chaos.GuestPlan(); plan != "" {
+		drive[wire.ChaosFile] = []byte(plan)
+	}
+	return drive, token, nil
+}
+
+// serverSpec is the server the instance runs on: the image, the flavor's
+// size, the data volume and the config drive.
+func serverSpec(in instances.Instance, v registry.Version, f registry.Flavor, img imagestore.Image, vol compute.Volume, drive map[string][]byte) compute.ServerSpec {
+	return compute.ServerSpec{
+		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
+		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
+		Ports: []int{v.Port}, NICs: nicsOf(in),
+	}
+}
+
+// prepareArgs completes a prepare's arguments with what the instance's
+// flavor and configuration group say (the group's digest is returned, to
+// be recorded as applied once the guest reports) and encodes them.
+func (m *Manager) prepareArgs(ctx context.Context, in instances.Instance, args wire.PrepareArgs) (data []byte, digest string, err error) {
+	f, err := m.Registry.Flavor(ctx, in.FlavorID)
+	if err != nil {
+		return nil, "", err
+	}
+	args.MemoryMB = f.RAMMB
+	cfg, err := m.configurationArgs(ctx, in)
+	if err != nil {
+		return nil, "", err
+	}
+	if in.ConfigurationID != "" {
+		args.Configuration = &cfg
+	}
+	data, err = json.Marshal(args)
+	return data, configDigest(cfg), err
 }
 
 // restore makes the new instance's datastore from its backup chain: the

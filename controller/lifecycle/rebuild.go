@@ -252,17 +252,9 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	} else if err != nil {
 		return tasks.Result{}, err
 	}
-	token := wire.NewEnrollmentToken()
-	boot := wire.Bootstrap{Format: wire.BootstrapFormat, InstanceID: in.ID, Controllers: m.Controllers, ControllerHostKey: m.HostKey,
-		EnrollmentToken: token, Datastore: wire.DatastoreRef{Manager: v.Manager, Version: v.Name},
-		HeartbeatSeconds: m.heartbeatSeconds(), DataDevice: vol.GuestDevice}
-	if err := boot.Validate(); err != nil {
-		return tasks.Result{}, tasks.Fail("", "the controller cannot write a valid bootstrap: %v", err)
-	}
-	bootJSON, _ := json.MarshalIndent(boot, "", "  ")
-	drive := map[string][]byte{"strata/bootstrap.json": bootJSON}
-	if plan := chaos.GuestPlan(); plan != "" {
-		drive[wire.ChaosFile] = []byte(plan)
+	drive, token, err := m.configDrive(in, v, vol)
+	if err != nil {
+		return tasks.Result{}, err
 	}
 	// The old agent's key goes (kept in the payload for a rollback) and
 	// the new guest's token comes, together: from here only the new guest
@@ -278,11 +270,7 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	}
 	m.Agents.Disconnect(in.ID)
 	chaos.Reach("rebuild.keys-revoked", in.ID)
-	srv2, err := rb.RebuildServer(ctx, srv, compute.ServerSpec{
-		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
-		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
-		Ports: []int{v.Port}, NICs: nicsOf(in),
-	})
+	srv2, err := rb.RebuildServer(ctx, srv, serverSpec(in, v, f, img, vol, drive))
 	if errors.Is(err, compute.ErrInvalid) {
 		return rollback(p, fmt.Sprintf("rebuilding the server: %v", err), "")
 	}
@@ -302,26 +290,14 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 }
 
 func (m *Manager) rebuildPrepare(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, p rebuildPayload) (tasks.Result, error) {
-	f, err := m.Registry.Flavor(ctx, in.FlavorID)
-	if err != nil {
-		return tasks.Result{}, err
-	}
 	// No databases, users or root: the new agent adopts what the data
 	// volume holds. The configuration group's file lived on the old root
 	// disk: it is applied again.
-	args := wire.PrepareArgs{MemoryMB: f.RAMMB}
-	cfg, err := m.configurationArgs(ctx, in)
+	data, digest, err := m.prepareArgs(ctx, in, wire.PrepareArgs{})
 	if err != nil {
 		return tasks.Result{}, err
 	}
-	if in.ConfigurationID != "" {
-		args.Configuration = &cfg
-	}
-	p.ConfigDigest = configDigest(cfg)
-	data, err := json.Marshal(args)
-	if err != nil {
-		return tasks.Result{}, err
-	}
+	p.ConfigDigest = digest
 	op := wire.Operation{ID: rebuildPrepareOpID(t.ID), Kind: wire.KindPrepare, Args: data}
 	if err := m.Agents.Queue(ctx, in.ID, op, agentendpoint.QueueOptions{Expires: p.Since.Add(v.BootTimeout)}); err != nil {
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
