@@ -140,8 +140,9 @@ q() { sqlite3 -batch -noheader "$db" "$1"; }
 flavor=$(q "SELECT id FROM flavors WHERE name = 'strata.small'")
 resize_flavor=$(q "SELECT id FROM flavors WHERE name = 'strata.medium'")
 rebuild_image=$(q "SELECT image_id FROM datastore_versions WHERE name = '10.11'")
-if [ -z "$flavor" ] || [ -z "$resize_flavor" ] || [ -z "$rebuild_image" ]; then
-	echo "ci/tempest/run.sh: flavors or the mariadb version are missing from the controller" >&2
+rebuild_image_pg=$(q "SELECT image_id FROM datastore_versions WHERE name = '15'")
+if [ -z "$flavor" ] || [ -z "$resize_flavor" ] || [ -z "$rebuild_image" ] || [ -z "$rebuild_image_pg" ]; then
+	echo "ci/tempest/run.sh: flavors or the mariadb and postgresql versions are missing from the controller" >&2
 	exit 1
 fi
 
@@ -215,9 +216,19 @@ if [ ! -s "$work/all.txt" ] || [ ! -s "$work/listed.txt" ]; then
 fi
 phase "running $(wc -l <"$work/listed.txt") tests of trove-tempest-plugin ($(dpkg-query -W -f='${Version}' trove-tempest-plugin), tempest $(dpkg-query -W -f='${Version}' tempest)), $concurrency classes at once"
 run_start=$(date +%s)
-tempest run --regex "$regex" --concurrency "$concurrency" >"$work/logs/tempest-run.log" 2>&1 || true
-run_seconds=$(($(date +%s) - run_start))
+# tempest.conf has one rebuild_image_id for every datastore, and a rebuild
+# refuses another datastore's image: the PostgreSQL rebuild test runs on its
+# own, after the others, with a copy of tempest.conf naming the PostgreSQL
+# image. Both runs' results are judged together.
+pg_rebuild='TestInstanceActionsPostgreSQL\.test_rebuild'
+tempest run --regex "$regex" --exclude-regex "$pg_rebuild" --concurrency "$concurrency" >"$work/logs/tempest-run.log" 2>&1 || true
 stestr last --subunit >"$work/results.subunit" 2>/dev/null || true
+if grep -qE "$pg_rebuild" "$work/listed.txt"; then
+	sed "s/^rebuild_image_id = .*/rebuild_image_id = $rebuild_image_pg/" "$work/tempest/etc/tempest.conf" >"$work/tempest/etc/tempest-postgresql.conf"
+	tempest run --config-file "$work/tempest/etc/tempest-postgresql.conf" --regex "$pg_rebuild" >"$work/logs/tempest-run-postgresql-rebuild.log" 2>&1 || true
+	stestr last --subunit >>"$work/results.subunit" 2>/dev/null || true
+fi
+run_seconds=$(($(date +%s) - run_start))
 phase "tempest run finished in ${run_seconds}s"
 
 rc=0
