@@ -158,6 +158,9 @@ type RestoreArgs struct {
 	MemoryMB      int                `json:"memory_mb,omitempty"`
 	Configuration *ConfigurationArgs `json:"configuration,omitempty"`
 	Chain         []RestoreBackup    `json:"chain"`
+	// AuthPlugin is PrepareArgs.AuthPlugin: the plugin accounts created
+	// later get.
+	AuthPlugin string `json:"auth_plugin,omitempty"`
 }
 
 // Validate checks the chain's shape: a full backup first, incrementals

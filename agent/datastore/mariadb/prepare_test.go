@@ -205,6 +205,7 @@ func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
 		{"injection db", wire.PrepareArgs{Databases: []wire.Database{{Name: "x'; DROP DATABASE mysql; --"}}}, "database name"},
 		{"user db not created", wire.PrepareArgs{Users: []wire.User{{Name: "u", Password: "p", Databases: []string{"nope"}}}}, "not among the databases"},
 		{"memory", wire.PrepareArgs{MemoryMB: -1}, "memory_mb"},
+		{"auth plugin", wire.PrepareArgs{AuthPlugin: "sha256_password"}, "auth_plugin"},
 		{"unknown parameter", wire.PrepareArgs{Configuration: &wire.ConfigurationArgs{Values: map[string]json.RawMessage{"foo": json.RawMessage(`1`)}}}, "unknown parameter"},
 	}
 	for _, tc := range bad {
