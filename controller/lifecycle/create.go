@@ -400,8 +400,12 @@ func (m *Manager) submitPrepare(ctx context.Context, t *tasks.Task, in instances
 	if err != nil {
 		return tasks.Result{}, err
 	}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
 	args := wire.PrepareArgs{MemoryMB: f.RAMMB, Databases: p.Databases, Users: p.Users,
-		EnableRoot: p.RootPassword != "", RootPassword: p.RootPassword}
+		EnableRoot: p.RootPassword != "", RootPassword: p.RootPassword, AuthPlugin: v.AuthPlugin}
 	cfg, err := m.configurationArgs(ctx, in)
 	if err != nil {
 		return tasks.Result{}, err
@@ -438,7 +442,11 @@ func (m *Manager) restore(ctx context.Context, t *tasks.Task, in instances.Insta
 	if err != nil {
 		return tasks.Result{}, err
 	}
-	base := wire.RestoreArgs{MemoryMB: f.RAMMB}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	base := wire.RestoreArgs{MemoryMB: f.RAMMB, AuthPlugin: v.AuthPlugin}
 	if in.ConfigurationID != "" {
 		cfg, err := m.configurationArgs(ctx, in)
 		if err != nil {

@@ -309,7 +309,7 @@ func (m *Manager) rebuildPrepare(ctx context.Context, t *tasks.Task, in instance
 	// No databases, users or root: the new agent adopts what the data
 	// volume holds. The configuration group's file lived on the old root
 	// disk: it is applied again.
-	args := wire.PrepareArgs{MemoryMB: f.RAMMB}
+	args := wire.PrepareArgs{MemoryMB: f.RAMMB, AuthPlugin: v.AuthPlugin}
 	cfg, err := m.configurationArgs(ctx, in)
 	if err != nil {
 		return tasks.Result{}, err
