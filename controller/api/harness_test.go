@@ -50,8 +50,8 @@ type fakeGuest struct {
 	root     bool
 	// rootPassword is the one prepare set (root_on_create); passwords
 	// holds each user's current password, as the fake's login check.
-	rootPassword    string
-	passwords       map[string]string
+	rootPassword string
+	passwords    map[string]string
 	// authPlugin is the one prepare was given; tlsFingerprint is the one
 	// this guest's prepare reported.
 	authPlugin      string
