@@ -200,6 +200,8 @@ type RestoreResult struct {
 	// native data they held.
 	Backups  int   `json:"backups"`
 	RawBytes int64 `json:"raw_bytes"`
+	// TLSFingerprint is PrepareResult.TLSFingerprint.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
 }
 
 // MarshalArgs encodes an operation's arguments (a helper for the

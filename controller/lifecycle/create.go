@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -489,8 +490,8 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 	if done {
 		var p createPayload
 		t.Decode(&p)
-		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?`,
-			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, tls_fingerprint = ?`,
+			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest), m.reportedFingerprint(in.ID, res.Payload)); err != nil {
 			return tasks.Result{}, err
 		}
 		m.log().Info("instance prepared", "instance", in.ID, "seconds", m.now().Sub(in.CreatedAt).Seconds())
@@ -511,6 +512,26 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "%s", m.silentGuestReason(in, t.Deadline.Sub(t.CreatedAt)))
 	}
 	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+// fingerprintPattern is wire.PrepareResult.TLSFingerprint's form.
+var fingerprintPattern = regexp.MustCompile(`^([0-9a-f]{2}:){31}[0-9a-f]{2}$`)
+
+// reportedFingerprint is the TLS fingerprint in a prepare's or restore's
+// result ("" when there is none). The guest is not trusted: anything but
+// a well-formed fingerprint is dropped with a warning, never shown.
+func (m *Manager) reportedFingerprint(instanceID string, payload json.RawMessage) string {
+	var r struct {
+		TLSFingerprint string `json:"tls_fingerprint"`
+	}
+	if len(payload) == 0 || json.Unmarshal(payload, &r) != nil || r.TLSFingerprint == "" {
+		return ""
+	}
+	if !fingerprintPattern.MatchString(r.TLSFingerprint) {
+		m.log().Warn("the guest reported a malformed TLS fingerprint; not shown", "instance", instanceID, "length", len(r.TLSFingerprint))
+		return ""
+	}
+	return r.TLSFingerprint
 }
 
 // silentGuestReason says what is known about a guest that did not become

@@ -189,6 +189,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	cert, err := m.ensureCertificate()
+	if err != nil {
+		return res, err
+	}
+	res.TLSFingerprint = cert.Fingerprint
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable mariadb: %w", err)
 	}

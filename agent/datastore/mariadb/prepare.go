@@ -77,6 +77,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	cert, err := m.ensureCertificate()
+	if err != nil {
+		return res, err
+	}
+	res.TLSFingerprint = cert.Fingerprint
 	fresh, err := m.initDataDir(ctx)
 	if err != nil {
 		return res, err

@@ -172,6 +172,9 @@ func TestARebuiltGuestAdoptsTheDataVolume(t *testing.T) {
 	if res2.Initialized || res2.Formatted || res2.Root != nil {
 		t.Fatalf("prepare of a rebuilt guest = %+v (first prepare %+v): it must adopt, not initialise", res2, res)
 	}
+	if res.TLSFingerprint == "" || res2.TLSFingerprint != res.TLSFingerprint {
+		t.Fatalf("TLS fingerprint before the rebuild %q, after %q: the certificate on the data volume must be kept", res.TLSFingerprint, res2.TLSFingerprint)
+	}
 	app, err = login(t, inst, "app", "app pass 1", "shop")
 	if err != nil {
 		t.Fatalf("the user's password did not survive the rebuild: %v", err)
