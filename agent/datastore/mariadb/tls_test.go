@@ -5,15 +5,20 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"strata/agent/datastore"
+	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/datastore/servertest"
 	"strata/agent/wire"
 )
 
@@ -35,13 +40,27 @@ func pinnedTLS(fingerprint string, seen *string) *tls.Config {
 }
 
 // Prepare makes a per-instance certificate (ECDSA P-256, key 0600 on the
-// data volume) and reports its fingerprint; a real client connecting with
-// TLS sees that certificate, the session is encrypted, and a client that
-// pinned another fingerprint is refused.
+// data volume) and reports its fingerprint; a real client connecting over
+// TCP with TLS sees that certificate, the session is encrypted, and a
+// client that pinned another fingerprint is refused. Plain TCP works
+// until a configuration group sets require_secure_transport, then only
+// TLS does (the agent's socket still counts as secure).
 func TestClientsConnectOverTLSAndSeeTheReportedCertificate(t *testing.T) {
-	inst, res := mariadbtest.PreparedT(t, wire.PrepareArgs{
+	inst := mariadbtest.NewT(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	inst.Manager.Close()
+	inst.Config.SkipNetworking, inst.Config.BindAddress, inst.Config.Port = false, "127.0.0.1", port
+	if inst.Manager, err = mariadb.New(inst.Config); err != nil {
+		t.Fatal(err)
+	}
+	res := servertest.MustPrepare(t, inst.Manager, wire.PrepareArgs{
 		Users: []wire.User{{Name: "tlsuser", Password: "tls pw"}},
-	})
+	}, 2*time.Minute)
 	if !fingerprintPattern.MatchString(res.TLSFingerprint) {
 		t.Fatalf("prepare reported TLS fingerprint %q", res.TLSFingerprint)
 	}
@@ -59,48 +78,76 @@ func TestClientsConnectOverTLSAndSeeTheReportedCertificate(t *testing.T) {
 		t.Fatalf("certificate key is %v, want ECDSA", cert.PublicKeyAlgorithm)
 	}
 
-	connect := func(name, pin string, seen *string) error {
-		if err := mysql.RegisterTLSConfig(name, pinnedTLS(pin, seen)); err != nil {
-			t.Fatal(err)
-		}
+	// open connects over TCP, with TLS pinning pin unless pin is "".
+	open := func(pin string, seen *string) (*sql.DB, error) {
 		c := mysql.NewConfig()
-		c.Net, c.Addr, c.User, c.Passwd, c.TLSConfig = "unix", inst.Config.Socket, "tlsuser", "tls pw", name
-		db, err := mysql.NewConnector(c)
+		c.Net, c.Addr, c.User, c.Passwd = "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "tlsuser", "tls pw"
+		if pin != "" {
+			c.TLSConfig = "pin-" + pin
+			if err := mysql.RegisterTLSConfig(c.TLSConfig, pinnedTLS(pin, seen)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db, err := sql.Open("mysql", c.FormatDSN())
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := db.Connect(ctxT(t))
-		if err != nil {
-			return err
+		db.SetMaxOpenConns(1)
+		if err := db.Ping(); err != nil {
+			db.Close()
+			return nil, err
 		}
-		defer conn.Close()
-		return nil
+		t.Cleanup(func() { db.Close() })
+		return db, nil
+	}
+	cipherOf := func(db *sql.DB) string {
+		var name, cipher string
+		if err := db.QueryRow("SHOW SESSION STATUS LIKE 'Ssl_cipher'").Scan(&name, &cipher); err != nil {
+			t.Fatal(err)
+		}
+		return cipher
 	}
 	var seen string
-	if err := connect("pinned-good", res.TLSFingerprint, &seen); err != nil {
+	db, err := open(res.TLSFingerprint, &seen)
+	if err != nil {
 		t.Fatalf("a client pinning the reported fingerprint cannot connect: %v", err)
 	}
 	if seen != res.TLSFingerprint {
 		t.Fatalf("the server presented %q, prepare reported %q", seen, res.TLSFingerprint)
 	}
-	// The session really is TLS, as the server sees it.
-	c := mysql.NewConfig()
-	c.Net, c.Addr, c.User, c.Passwd, c.TLSConfig = "unix", inst.Config.Socket, "tlsuser", "tls pw", "pinned-good"
-	db, err := sql.Open("mysql", c.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var name, cipher string
-	if err := db.QueryRow("SHOW SESSION STATUS LIKE 'Ssl_cipher'").Scan(&name, &cipher); err != nil || cipher == "" {
-		t.Fatalf("Ssl_cipher = %q, %v; want a TLS session", cipher, err)
+	if c := cipherOf(db); c == "" {
+		t.Fatal("the pinned connection is not encrypted (Ssl_cipher empty)")
 	}
 	wrong := "00" + res.TLSFingerprint[2:]
 	if res.TLSFingerprint[:2] == "00" {
 		wrong = "11" + res.TLSFingerprint[2:]
 	}
 	var seen2 string
-	if err := connect("pinned-bad", wrong, &seen2); err == nil {
+	if _, err := open(wrong, &seen2); err == nil {
 		t.Fatal("a client pinning another fingerprint connected")
+	}
+
+	// TLS is offered, not required, by default.
+	plain, err := open("", nil)
+	if err != nil {
+		t.Fatalf("a plain TCP client is refused by default: %v", err)
+	}
+	if c := cipherOf(plain); c != "" {
+		t.Fatalf("the plain connection reports cipher %q", c)
+	}
+	if _, err := inst.Manager.ApplyConfiguration(ctxT(t), wire.ConfigurationArgs{
+		Rules:  []wire.ParameterRule{{Name: "require_secure_transport", Type: "boolean"}},
+		Values: values("require_secure_transport", `true`),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open("", nil); err == nil {
+		t.Fatal("require_secure_transport on: a plain TCP client still connects")
+	}
+	if _, err := open(res.TLSFingerprint, &seen); err != nil {
+		t.Fatalf("require_secure_transport on: the pinned TLS client cannot connect: %v", err)
+	}
+	if _, err := inst.Manager.ListDatabases(ctxT(t)); err != nil {
+		t.Fatalf("require_secure_transport on: the agent's socket session fails: %v", err)
 	}
 }
