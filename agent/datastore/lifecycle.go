@@ -31,6 +31,10 @@ type State struct {
 	DataDirInitialized bool `json:"datadir_initialized,omitempty"`
 	Stopped            bool `json:"stopped"`
 	RestartRequired    bool `json:"restart_required"`
+	// AuthPlugin is the authentication plugin prepare (or restore) was
+	// given for the accounts the manager creates (wire.PrepareArgs); empty
+	// is the manager's default.
+	AuthPlugin string `json:"auth_plugin,omitempty"`
 }
 
 // Lifecycle keeps a manager's State in a root-only JSON file and takes the

@@ -158,6 +158,9 @@ type RestoreArgs struct {
 	MemoryMB      int                `json:"memory_mb,omitempty"`
 	Configuration *ConfigurationArgs `json:"configuration,omitempty"`
 	Chain         []RestoreBackup    `json:"chain"`
+	// AuthPlugin is PrepareArgs.AuthPlugin: the plugin accounts created
+	// later get.
+	AuthPlugin string `json:"auth_plugin,omitempty"`
 }
 
 // Validate checks the chain's shape: a full backup first, incrementals
@@ -197,6 +200,8 @@ type RestoreResult struct {
 	// native data they held.
 	Backups  int   `json:"backups"`
 	RawBytes int64 `json:"raw_bytes"`
+	// TLSFingerprint is PrepareResult.TLSFingerprint.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
 }
 
 // MarshalArgs encodes an operation's arguments (a helper for the

@@ -106,6 +106,26 @@ type PrepareArgs struct {
 	RootPassword string `json:"root_password,omitempty"`
 	// Configuration, if set, is applied as the initial override set.
 	Configuration *ConfigurationArgs `json:"configuration,omitempty"`
+	// AuthPlugin is the authentication plugin the datastore gives the
+	// accounts it creates (MariaDB: AuthPluginNative or AuthPluginEd25519;
+	// empty: the manager's default). Other managers refuse a value.
+	AuthPlugin string `json:"auth_plugin,omitempty"`
+}
+
+// MariaDB authentication plugins a datastore version may choose
+// (PrepareArgs.AuthPlugin, RestoreArgs.AuthPlugin).
+const (
+	// AuthPluginNative stores unsalted SHA-1(SHA-1(password)); every
+	// MySQL-protocol client speaks it. The default.
+	AuthPluginNative = "mysql_native_password"
+	// AuthPluginEd25519 stores an ed25519 public key derived from the
+	// password; clients need MariaDB's ed25519 support.
+	AuthPluginEd25519 = "ed25519"
+)
+
+// ValidAuthPlugin reports whether p is empty or one of the plugins above.
+func ValidAuthPlugin(p string) bool {
+	return p == "" || p == AuthPluginNative || p == AuthPluginEd25519
 }
 
 // PrepareResult reports what prepare created.
@@ -118,6 +138,10 @@ type PrepareResult struct {
 	// Initialized is false when the data directory held a database already
 	// (rebuild), which prepare then kept.
 	Initialized bool `json:"initialized"`
+	// TLSFingerprint is the SHA-256 of the DER certificate the datastore
+	// presents to TLS clients, as lowercase hex pairs joined by colons;
+	// empty when the datastore serves no TLS.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
 }
 
 // StatusResult is the datastore's current status.

@@ -196,3 +196,54 @@ func TestOpenstackClientUserUpdateAndRootOnCreate(t *testing.T) {
 		t.Fatalf("update of an unknown user: %s", out)
 	}
 }
+
+// TestAuthPluginPerVersionThroughTheAPI: a MariaDB version shows its
+// authentication plugin (mysql_native_password by default), the mgmt API
+// sets it to ed25519 and back, refuses other plugins and a plugin on a
+// non-MariaDB version, and a new instance's prepare carries the version's
+// plugin to the agent.
+func TestAuthPluginPerVersionThroughTheAPI(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	vpath := "/mgmt/datastore-versions/" + r.version.ID
+	plugin := func() any { return c.must(200, "GET", vpath, nil)["version"].(map[string]any)["auth_plugin"] }
+	if p := plugin(); p != "mysql_native_password" {
+		t.Fatalf("auth_plugin by default = %v", p)
+	}
+	c.must(400, "PATCH", vpath, map[string]any{"auth_plugin": "sha256_password"})
+	c.must(400, "PATCH", vpath, map[string]any{"auth_plugin": 1})
+	if p := plugin(); p != "mysql_native_password" {
+		t.Fatalf("auth_plugin after refused PATCHes = %v", p)
+	}
+	c.must(202, "PATCH", vpath, map[string]any{"auth_plugin": "ed25519"})
+	if p := plugin(); p != "ed25519" {
+		t.Fatalf("auth_plugin after PATCH = %v", p)
+	}
+	c.must(400, "POST", "/mgmt/datastore-versions", map[string]any{"version": map[string]any{
+		"name": "16", "datastore_name": "postgresql", "datastore_manager": "postgresql", "image": r.imageID, "active": true,
+		"auth_plugin": "ed25519"}})
+
+	id := c.must(200, "POST", "/instances", createBody("ed", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	g := r.compute.guest(id)
+	g.mu.Lock()
+	got := g.authPlugin
+	g.mu.Unlock()
+	if got != "ed25519" {
+		t.Fatalf("prepare carried auth_plugin %q, want ed25519", got)
+	}
+
+	c.must(202, "PATCH", vpath, map[string]any{"auth_plugin": ""})
+	if p := plugin(); p != "mysql_native_password" {
+		t.Fatalf("auth_plugin after resetting = %v", p)
+	}
+	id = c.must(200, "POST", "/instances", createBody("nat", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	g = r.compute.guest(id)
+	g.mu.Lock()
+	got = g.authPlugin
+	g.mu.Unlock()
+	if got != "" {
+		t.Fatalf("prepare carried auth_plugin %q, want none (the agent's default)", got)
+	}
+}

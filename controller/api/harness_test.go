@@ -50,8 +50,12 @@ type fakeGuest struct {
 	root     bool
 	// rootPassword is the one prepare set (root_on_create); passwords
 	// holds each user's current password, as the fake's login check.
-	rootPassword    string
-	passwords       map[string]string
+	rootPassword string
+	passwords    map[string]string
+	// authPlugin is the one prepare was given; tlsFingerprint is the one
+	// this guest's prepare reported.
+	authPlugin      string
+	tlsFingerprint  string
 	restartRequired bool
 	restarts        int
 	stopped         bool // the database was stopped (wire.KindStop)
@@ -264,8 +268,10 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		if a.Configuration != nil {
 			g.config = a.Configuration.Values
 		}
+		g.authPlugin = a.AuthPlugin
+		g.tlsFingerprint = fakeFingerprint()
 		g.prepared = true
-		return okResult(wire.PrepareResult{Formatted: !adopted, Initialized: !adopted})
+		return okResult(wire.PrepareResult{Formatted: !adopted, Initialized: !adopted, TLSFingerprint: g.tlsFingerprint})
 	case wire.KindListDatabases:
 		var out []wire.Database
 		for d := range g.dbs {
@@ -1068,4 +1074,16 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// fakeFingerprint is a fresh certificate fingerprint in the agent's form
+// (SHA-256, colon-separated lowercase hex pairs).
+func fakeFingerprint() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	parts := make([]string, len(b))
+	for i, c := range b {
+		parts[i] = fmt.Sprintf("%02x", c)
+	}
+	return strings.Join(parts, ":")
 }

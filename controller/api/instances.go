@@ -93,6 +93,12 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	if f := in.Fault; f != nil {
 		out["fault"] = map[string]any{"message": f.Message, "created": troveTime(f.At), "details": f.Details}
 	}
+	if in.TLSFingerprint != "" {
+		// strata's own field: the SHA-256 fingerprint of the certificate
+		// the datastore presents to TLS clients, which they pin
+		// (docs/datastores.md).
+		out["tls_fingerprint"] = in.TLSFingerprint
+	}
 	if in.ServerRestartReason != "" {
 		// strata's own field: the server runs with outdated launch
 		// settings (status RESTART_REQUIRED; the restart action restarts

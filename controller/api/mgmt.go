@@ -73,6 +73,7 @@ func (s *Server) mgmtVersionView(v registry.Version, defaultID string) map[strin
 		"datastore_manager": v.Manager, "image": v.ImageID, "image_tags": []string{}, "packages": packages,
 		"active": v.Active, "default": v.ID == defaultID,
 		"port": v.Port, "boot_timeout": int(v.BootTimeout / time.Second), "root_on_create": v.RootOnCreate,
+		"auth_plugin": authPluginOf(v),
 	}
 }
 
@@ -124,6 +125,23 @@ type versionFields struct {
 	// RootOnCreate is Trove's root_on_create (a strata extension of the
 	// mgmt API: Trove reads it from its configuration file).
 	RootOnCreate *bool `json:"root_on_create"`
+	// AuthPlugin is the MariaDB authentication plugin of the version's
+	// accounts (a strata extension): mysql_native_password or ed25519;
+	// "" puts back the default.
+	AuthPlugin *string `json:"auth_plugin"`
+}
+
+// authPluginOf is the plugin a version's accounts get, as the view shows
+// it: the agent's default spelled out for MariaDB, null for engines
+// without a choice.
+func authPluginOf(v registry.Version) any {
+	switch {
+	case v.AuthPlugin != "":
+		return v.AuthPlugin
+	case v.Manager == "mariadb" || v.Manager == "mysql":
+		return wire.AuthPluginNative
+	}
+	return nil
 }
 
 // checkImage answers as Trove does when the image is not in the image
@@ -176,6 +194,9 @@ func (s *Server) mgmtCreateVersion(w http.ResponseWriter, c *call) error {
 	if f.RootOnCreate != nil {
 		spec.RootOnCreate = *f.RootOnCreate
 	}
+	if f.AuthPlugin != nil {
+		spec.AuthPlugin = *f.AuthPlugin
+	}
 	if spec.Port == 0 {
 		return errorf(http.StatusBadRequest, "version.port is required for manager %q (strata knows the ports of %s)", trunc(f.DatastoreManager), knownManagers())
 	}
@@ -213,7 +234,8 @@ func (s *Server) mgmtEditVersion(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "image_tags: strata registers a version by image id; give image")
 	}
 	spec := registry.VersionSpec{Datastore: v.DatastoreID, Name: v.Name, Manager: v.Manager, ImageID: v.ImageID,
-		Packages: v.Packages, Active: v.Active, Port: v.Port, BootTimeout: v.BootTimeout, RootOnCreate: v.RootOnCreate}
+		Packages: v.Packages, Active: v.Active, Port: v.Port, BootTimeout: v.BootTimeout, RootOnCreate: v.RootOnCreate,
+		AuthPlugin: v.AuthPlugin}
 	if f.DatastoreManager != "" {
 		spec.Manager = f.DatastoreManager
 	}
@@ -237,6 +259,9 @@ func (s *Server) mgmtEditVersion(w http.ResponseWriter, c *call) error {
 	}
 	if f.RootOnCreate != nil {
 		spec.RootOnCreate = *f.RootOnCreate
+	}
+	if f.AuthPlugin != nil {
+		spec.AuthPlugin = *f.AuthPlugin
 	}
 	d, err := s.Registry.Datastore(c.ctx(), v.DatastoreID)
 	if err != nil {

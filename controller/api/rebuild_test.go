@@ -238,6 +238,7 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	}
 
 	// A good image: a new guest on the same data.
+	fpBefore := admin.instance(id)["tls_fingerprint"]
 	newImg := registerImage(t, r, "mariadb-10.11-agent-2", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
 	admin.must(202, "POST", path, map[string]any{"rebuild": map[string]any{"image_id": newImg.ID}})
 	if st, _ := admin.do("POST", path, map[string]any{"rebuild": map[string]any{"image_id": newImg.ID}}); st != 422 {
@@ -249,6 +250,15 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	})
 	if n := rebuildCalls(fc, id); n != 1 {
 		t.Fatalf("RebuildServer called %d times", n)
+	}
+	// The view shows what the rebuilt guest's prepare reported (a real
+	// one reports the certificate kept on the data volume).
+	g := r.compute.guest(id)
+	g.mu.Lock()
+	fp := g.tlsFingerprint
+	g.mu.Unlock()
+	if got := admin.instance(id)["tls_fingerprint"]; fp == "" || got != fp || got == fpBefore {
+		t.Fatalf("tls_fingerprint after the rebuild = %v (before %v), the rebuilt (fake) guest reported %q", got, fpBefore, fp)
 	}
 	if fc.setAside(id) {
 		t.Fatal("the old root disk was kept after the new guest prepared")

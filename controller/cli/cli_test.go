@@ -75,9 +75,14 @@ func TestTroveManageEquivalents(t *testing.T) {
 		!strings.Contains(err.Error(), "strata image register") {
 		t.Fatalf("unknown image: %v %s", err, out)
 	}
+	if out, err := strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", "mariadb-10.11",
+		"--from-recipe", "../../images/mariadb-10.11.yaml", "--auth-plugin", "sha256_password"); err == nil || !strings.Contains(err.Error(), "auth plugin") {
+		t.Fatalf("unknown auth plugin: %v %s", err, out)
+	}
 	out, err = strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", "mariadb-10.11",
-		"--from-recipe", "../../images/mariadb-10.11.yaml", "--root-on-create")
-	if err != nil || !strings.Contains(out, "manager mariadb") || !strings.Contains(out, "port 3306") || !strings.Contains(out, "root on create true") {
+		"--from-recipe", "../../images/mariadb-10.11.yaml", "--root-on-create", "--auth-plugin", "ed25519")
+	if err != nil || !strings.Contains(out, "manager mariadb") || !strings.Contains(out, "port 3306") || !strings.Contains(out, "root on create true") ||
+		!strings.Contains(out, "auth plugin ed25519") {
 		t.Fatalf("version update: %v\n%s", err, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.json")
@@ -107,7 +112,8 @@ func TestTroveManageEquivalents(t *testing.T) {
 	}
 	defer db.Close()
 	v, err := (&registry.Registry{DB: db}).FindVersion(context.Background(), "mariadb", "")
-	if err != nil || v.ImageID != imageID || len(v.Rules) != 7 || v.BootTimeout != 900*time.Second || !v.Active || !v.RootOnCreate {
+	if err != nil || v.ImageID != imageID || len(v.Rules) != 7 || v.BootTimeout != 900*time.Second || !v.Active || !v.RootOnCreate ||
+		v.AuthPlugin != "ed25519" {
 		t.Fatalf("registered version = %+v, %v", v, err)
 	}
 }

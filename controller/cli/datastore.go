@@ -142,8 +142,8 @@ recipe's datastore section; flags given explicitly win.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s (%s): manager %s, image %s, port %d, active %v, root on create %v\n",
-				v.DatastoreName, v.Name, v.ID, v.Manager, v.ImageID, v.Port, v.Active, v.RootOnCreate)
+			fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s (%s): manager %s, image %s, port %d, active %v, root on create %v, auth plugin %s\n",
+				v.DatastoreName, v.Name, v.ID, v.Manager, v.ImageID, v.Port, v.Active, v.RootOnCreate, orDefault(v.AuthPlugin))
 			return nil
 		},
 	}
@@ -155,6 +155,7 @@ recipe's datastore section; flags given explicitly win.`,
 	f.IntVar(&spec.Port, "port", 0, "the database's TCP port in the guest")
 	f.DurationVar(&bootTimeout, "boot-timeout", 15*time.Minute, "how long a new instance may take to become ready before it ends in ERROR")
 	f.BoolVar(&spec.RootOnCreate, "root-on-create", false, "give new instances their remote root account at create, the password in the create response (Trove's root_on_create)")
+	f.StringVar(&spec.AuthPlugin, "auth-plugin", "", "MariaDB only: the authentication plugin of the instances' accounts, mysql_native_password (the default: every client speaks it, unsalted SHA-1) or ed25519 (salted; clients need ed25519 support); see docs/datastores.md")
 	f.StringVar(&fromRecipe, "from-recipe", "", "take manager, port, packages and boot timeout from this image recipe")
 	update.MarkFlagRequired("image")
 
@@ -191,6 +192,13 @@ validation-rules.json format extended with allowed_values and apply
 func orNone(s string) string {
 	if s == "" {
 		return "(none)"
+	}
+	return s
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "(default)"
 	}
 	return s
 }

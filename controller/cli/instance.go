@@ -159,6 +159,9 @@ func writeInstance(w io.Writer, m *lifecycle.Manager, in instances.Instance) {
 	rows := [][]any{{"id", in.ID}, {"project", in.ProjectID}, {"name", in.Name}, {"status", status}, {"operating_status", orNone(operating)},
 		{"task", in.Task}, {"server", orNone(serverID(in))}, {"host", orNone(in.Host)}, {"volume_gb", in.VolumeSizeGB},
 		{"created", in.CreatedAt.Format(time.RFC3339)}}
+	if in.TLSFingerprint != "" {
+		rows = append(rows, []any{"tls_fingerprint", in.TLSFingerprint})
+	}
 	if r := in.Reported; r != nil {
 		rows = append(rows, []any{"agent", fmt.Sprintf("%s %s, last heartbeat %s", r.AgentVersion, r.Status, r.ReceivedAt.Format(time.RFC3339))})
 	}

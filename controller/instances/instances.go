@@ -76,6 +76,11 @@ type Desired struct {
 	// guest last applied ("" unknown): recovery re-applies the attached
 	// group when it differs.
 	ConfigurationApplied string
+	// TLSFingerprint is what the agent reported at prepare, restore or
+	// rebuild: the SHA-256 fingerprint of its datastore's certificate
+	// ("" unknown). Kept here, not with the heartbeat: it changes only
+	// when the certificate does.
+	TLSFingerprint string
 	// Volume and Server are the compute driver's handles (JSON it owns).
 	Volume json.RawMessage
 	Server json.RawMessage
@@ -231,7 +236,7 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.server_restart_reason, i.configuration_applied, i.volume, i.server, i.host, i.port, i.access, i.nics, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
@@ -248,7 +253,7 @@ func scan(s store.Scanner) (Instance, error) {
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &srvRestart, &cfgApplied, &vol, &srv, &host, &port, &access, &nics, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -428,14 +429,19 @@ func serverSpec(in instances.Instance, v registry.Version, f registry.Flavor, im
 }
 
 // prepareArgs completes a prepare's arguments with what the instance's
-// flavor and configuration group say (the group's digest is returned, to
+// flavor, datastore version (its authentication plugin) and configuration
+// group say (the group's digest is returned, to
 // be recorded as applied once the guest reports) and encodes them.
 func (m *Manager) prepareArgs(ctx context.Context, in instances.Instance, args wire.PrepareArgs) (data []byte, digest string, err error) {
 	f, err := m.Registry.Flavor(ctx, in.FlavorID)
 	if err != nil {
 		return nil, "", err
 	}
-	args.MemoryMB = f.RAMMB
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return nil, "", err
+	}
+	args.MemoryMB, args.AuthPlugin = f.RAMMB, v.AuthPlugin
 	cfg, err := m.configurationArgs(ctx, in)
 	if err != nil {
 		return nil, "", err
@@ -462,7 +468,11 @@ func (m *Manager) restore(ctx context.Context, t *tasks.Task, in instances.Insta
 	if err != nil {
 		return tasks.Result{}, err
 	}
-	base := wire.RestoreArgs{MemoryMB: f.RAMMB}
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	base := wire.RestoreArgs{MemoryMB: f.RAMMB, AuthPlugin: v.AuthPlugin}
 	if in.ConfigurationID != "" {
 		cfg, err := m.configurationArgs(ctx, in)
 		if err != nil {
@@ -505,8 +515,8 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 	if done {
 		var p createPayload
 		t.Decode(&p)
-		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?`,
-			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, tls_fingerprint = ?`,
+			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest), m.reportedFingerprint(in.ID, res.Payload)); err != nil {
 			return tasks.Result{}, err
 		}
 		m.log().Info("instance prepared", "instance", in.ID, "seconds", m.now().Sub(in.CreatedAt).Seconds())
@@ -527,6 +537,26 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, tasks.Fail(m.consoleTail(ctx, in), "%s", m.silentGuestReason(in, t.Deadline.Sub(t.CreatedAt)))
 	}
 	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+// fingerprintPattern is wire.PrepareResult.TLSFingerprint's form.
+var fingerprintPattern = regexp.MustCompile(`^([0-9a-f]{2}:){31}[0-9a-f]{2}$`)
+
+// reportedFingerprint is the TLS fingerprint in a prepare's or restore's
+// result ("" when there is none). The guest is not trusted: anything but
+// a well-formed fingerprint is dropped with a warning, never shown.
+func (m *Manager) reportedFingerprint(instanceID string, payload json.RawMessage) string {
+	var r struct {
+		TLSFingerprint string `json:"tls_fingerprint"`
+	}
+	if len(payload) == 0 || json.Unmarshal(payload, &r) != nil || r.TLSFingerprint == "" {
+		return ""
+	}
+	if !fingerprintPattern.MatchString(r.TLSFingerprint) {
+		m.log().Warn("the guest reported a malformed TLS fingerprint; not shown", "instance", instanceID, "length", len(r.TLSFingerprint))
+		return ""
+	}
+	return r.TLSFingerprint
 }
 
 // silentGuestReason says what is known about a guest that did not become

@@ -326,6 +326,11 @@ func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.I
 			m.log().Warn("the rebuilt guest found no database on the data volume and initialised one", "instance", in.ID,
 				"formatted", pr.Formatted, "initialized", pr.Initialized)
 		}
+		// The certificate lives on the data volume: the same fingerprint
+		// unless the volume was blank (or the new image serves no TLS).
+		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `tls_fingerprint = ?`, m.reportedFingerprint(in.ID, res.Payload)); err != nil {
+			return tasks.Result{}, err
+		}
 		return tasks.Result{Next: "finish", Payload: p}, nil
 	}
 	if r := in.Reported; r != nil && r.ReceivedAt.After(p.Since) && r.Status == wire.StatusFailed {

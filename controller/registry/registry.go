@@ -71,6 +71,10 @@ type Version struct {
 	// and the create response carries the password (Trove's
 	// root_on_create).
 	RootOnCreate bool
+	// AuthPlugin is the MariaDB authentication plugin the version's
+	// accounts get (wire.AuthPluginNative or wire.AuthPluginEd25519);
+	// empty is the agent's default, mysql_native_password.
+	AuthPlugin string
 	// Rules are the validation rules (nil until loaded).
 	Rules         []wire.ParameterRule
 	RulesSource   string
@@ -158,7 +162,12 @@ type VersionSpec struct {
 	BootTimeout time.Duration
 	// RootOnCreate is Trove's root_on_create for this version.
 	RootOnCreate bool
+	// AuthPlugin is Version.AuthPlugin; only the MariaDB managers take one.
+	AuthPlugin string
 }
+
+// authPluginManagers are the managers whose agent takes an auth_plugin.
+var authPluginManagers = map[string]bool{"mariadb": true, "mysql": true}
 
 func (s VersionSpec) validate() error {
 	var errs []string
@@ -182,6 +191,12 @@ func (s VersionSpec) validate() error {
 	if s.BootTimeout < 5*time.Second || s.BootTimeout > 24*time.Hour {
 		errs = append(errs, fmt.Sprintf("boot timeout %s: want 5s to 24h", s.BootTimeout))
 	}
+	switch {
+	case !wire.ValidAuthPlugin(s.AuthPlugin):
+		errs = append(errs, fmt.Sprintf("auth plugin %q: use %s or %s", trunc(s.AuthPlugin), wire.AuthPluginNative, wire.AuthPluginEd25519))
+	case s.AuthPlugin != "" && !authPluginManagers[s.Manager]:
+		errs = append(errs, fmt.Sprintf("auth plugin %s: only MariaDB versions choose one, not manager %q", s.AuthPlugin, trunc(s.Manager)))
+	}
 	if len(errs) > 0 {
 		return invalid("%s", strings.Join(errs, "; "))
 	}
@@ -204,13 +219,14 @@ func (r *Registry) UpdateVersion(ctx context.Context, spec VersionSpec) (Version
 		now := store.Millis(r.now())
 		id = store.NewID()
 		_, err = tx.Exec(ctx, `INSERT INTO datastore_versions
-			(id, datastore_id, name, manager, image_id, packages, active, port, boot_timeout_s, root_on_create, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			(id, datastore_id, name, manager, image_id, packages, active, port, boot_timeout_s, root_on_create, auth_plugin, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (datastore_id, name) DO UPDATE SET manager = excluded.manager, image_id = excluded.image_id,
 				packages = excluded.packages, active = excluded.active, port = excluded.port,
-				boot_timeout_s = excluded.boot_timeout_s, root_on_create = excluded.root_on_create, updated_at = excluded.updated_at`,
+				boot_timeout_s = excluded.boot_timeout_s, root_on_create = excluded.root_on_create,
+				auth_plugin = excluded.auth_plugin, updated_at = excluded.updated_at`,
 			id, ds.ID, spec.Name, spec.Manager, spec.ImageID, strings.Join(spec.Packages, ","), store.Bool(spec.Active),
-			spec.Port, int(spec.BootTimeout/time.Second), store.Bool(spec.RootOnCreate), now, now)
+			spec.Port, int(spec.BootTimeout/time.Second), store.Bool(spec.RootOnCreate), spec.AuthPlugin, now, now)
 		if err != nil {
 			return err
 		}
@@ -284,7 +300,7 @@ func scanDatastore(s store.Scanner) (Datastore, error) {
 }
 
 const versionColumns = `v.id, v.datastore_id, d.name, v.name, v.manager, v.image_id, v.packages, v.active, v.port,
-	v.boot_timeout_s, v.root_on_create, v.rules, v.rules_source, v.rules_loaded_at, v.created_at, v.updated_at`
+	v.boot_timeout_s, v.root_on_create, v.auth_plugin, v.rules, v.rules_source, v.rules_loaded_at, v.created_at, v.updated_at`
 
 func scanVersion(s store.Scanner) (Version, error) {
 	var v Version
@@ -294,7 +310,7 @@ func scanVersion(s store.Scanner) (Version, error) {
 	var loaded sql.NullInt64
 	var created, updated int64
 	if err := s.Scan(&v.ID, &v.DatastoreID, &v.DatastoreName, &v.Name, &v.Manager, &v.ImageID, &packages, &active,
-		&v.Port, &timeout, &rootOnCreate, &rules, &source, &loaded, &created, &updated); err != nil {
+		&v.Port, &timeout, &rootOnCreate, &v.AuthPlugin, &rules, &source, &loaded, &created, &updated); err != nil {
 		return v, err
 	}
 	if packages != "" {

@@ -120,6 +120,9 @@ func (m *Manager) checkRestoreArgs(args *wire.RestoreArgs) ([]datastore.Setting,
 	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
 		return nil, err
 	}
+	if err := checkAuthPlugin(args.AuthPlugin); err != nil {
+		return nil, err
+	}
 	for i, b := range args.Chain {
 		if !lsnPattern.MatchString(b.Position.EndLSN) {
 			return nil, datastore.Invalid("restore: backup %s (link %d) has no InnoDB end LSN", b.BackupID, i)
@@ -186,6 +189,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	cert, err := m.ensureCertificate()
+	if err != nil {
+		return res, err
+	}
+	res.TLSFingerprint = cert.Fingerprint
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable mariadb: %w", err)
 	}
@@ -193,6 +201,10 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 		return res, fmt.Errorf("start mariadb: %w", err)
 	}
 	if err := m.waitReady(ctx); err != nil {
+		return res, err
+	}
+	// The backup's accounts keep their plugins; later ones get this.
+	if err := m.ensureAuthPlugin(ctx, args.AuthPlugin); err != nil {
 		return res, err
 	}
 	// As at prepare: a restored server has no earlier group to drop.

@@ -20,6 +20,7 @@ var baseConfig = template.Must(template.New("strata.cnf").Option("missingkey=err
 
 type baseConfigValues struct {
 	DataDir, Socket, PidFile, ErrorLog, SlowQueryLog, OverridesFile, TmpDir, SecureFileDir string
+	SSLCert, SSLKey                                                                        string
 	Port                                                                                   int
 	BindAddress                                                                            string
 	SkipNetworking                                                                         bool
@@ -35,7 +36,8 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile,
 		ErrorLog: cfg.ErrorLog, SlowQueryLog: cfg.SlowQueryLog, OverridesFile: cfg.OverridesFile, TmpDir: cfg.TmpDir,
 		SecureFileDir: secureFileDir(cfg),
-		Port:          cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
+		SSLCert:       filepath.Join(tlsDir(cfg), "cert.pem"), SSLKey: filepath.Join(tlsDir(cfg), "key.pem"),
+		Port: cfg.Port, BindAddress: cfg.BindAddress, SkipNetworking: cfg.SkipNetworking,
 		BufferPoolMB: 128, MaxConnections: 151,
 	}
 	if memoryMB > 0 {
@@ -45,7 +47,8 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 		v.MaxConnections = min(max(memoryMB/8, 100), 2000)
 	}
 	for name, p := range map[string]string{"datadir": v.DataDir, "socket": v.Socket, "pid-file": v.PidFile,
-		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir, "secure_file_priv": v.SecureFileDir} {
+		"log_error": v.ErrorLog, "slow_query_log_file": v.SlowQueryLog, "tmpdir": v.TmpDir, "secure_file_priv": v.SecureFileDir,
+		"ssl_cert": v.SSLCert, "ssl_key": v.SSLKey} {
 		if p == "" && name == "tmpdir" {
 			continue
 		}
@@ -71,6 +74,23 @@ func secureFileDir(cfg Config) string {
 		return cfg.SecureFileDir
 	}
 	return filepath.Join(filepath.Dir(cfg.DataDir), "files")
+}
+
+// tlsDir holds the instance's TLS certificate and key: "tls" beside the
+// data directory, on the data volume, so a rebuilt instance keeps the
+// certificate its clients pinned.
+func tlsDir(cfg Config) string {
+	return filepath.Join(filepath.Dir(cfg.DataDir), "tls")
+}
+
+// ensureCertificate makes (or finds) the instance's certificate, owned by
+// the server's OS user.
+func (m *Manager) ensureCertificate() (datastore.Certificate, error) {
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return datastore.Certificate{}, err
+	}
+	return datastore.EnsureCertificate(m.log, tlsDir(m.cfg), osUser)
 }
 
 // renderOverrides renders a configuration group. Setting.Text is canonical

@@ -2,9 +2,13 @@ package mariadb
 
 import (
 	"crypto/sha1"
+	"crypto/sha512"
+	"encoding/base64"
 	"encoding/hex"
 	"regexp"
 	"strings"
+
+	"filippo.io/edwards25519"
 
 	"strata/agent/datastore"
 	"strata/agent/wire"
@@ -132,4 +136,29 @@ func nativePasswordHash(pw string) string {
 	a := sha1.Sum([]byte(pw))
 	b := sha1.Sum(a[:])
 	return "*" + strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+// ed25519PasswordKey is the ed25519 plugin's stored form: the unpadded
+// base64 of the public key whose secret scalar is the clamped first half
+// of SHA-512(password) (MariaDB's auth_ed25519, as the server's own
+// ed25519_password() computes it; a test compares the two). Sending the
+// key, like the native hash, keeps the password out of the statement text;
+// the literal is base64 characters only.
+func ed25519PasswordKey(pw string) string {
+	h := sha512.Sum512([]byte(pw))
+	s, err := edwards25519.NewScalar().SetBytesWithClamping(h[:32])
+	if err != nil {
+		panic("ed25519: a 32-byte slice was refused: " + err.Error()) // cannot happen: h[:32] is 32 bytes
+	}
+	return base64.RawStdEncoding.EncodeToString(new(edwards25519.Point).ScalarBaseMult(s).Bytes())
+}
+
+// identifiedVia renders an account's credentials clause for plugin
+// (empty: mysql_native_password) from the stored form of password, never
+// the password itself.
+func identifiedVia(plugin, password string) string {
+	if plugin == wire.AuthPluginEd25519 {
+		return " IDENTIFIED VIA ed25519 USING '" + ed25519PasswordKey(password) + "'"
+	}
+	return " IDENTIFIED VIA mysql_native_password USING '" + nativePasswordHash(password) + "'"
 }

@@ -34,6 +34,9 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
 		return nil, err
 	}
+	if err := checkAuthPlugin(args.AuthPlugin); err != nil {
+		return nil, err
+	}
 	if len(args.Databases) > 0 {
 		if err := checkDatabases(args.Databases); err != nil {
 			return nil, err
@@ -74,6 +77,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	cert, err := m.ensureCertificate()
+	if err != nil {
+		return res, err
+	}
+	res.TLSFingerprint = cert.Fingerprint
 	fresh, err := m.initDataDir(ctx)
 	if err != nil {
 		return res, err
@@ -87,6 +95,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, fmt.Errorf("start mariadb: %w", err)
 	}
 	if err := m.waitReady(ctx); err != nil {
+		return res, err
+	}
+	// Before any account is made, on a kept data directory too: a rebuild
+	// onto a version with another plugin gives later accounts that one.
+	if err := m.ensureAuthPlugin(ctx, args.AuthPlugin); err != nil {
 		return res, err
 	}
 	if fresh {
@@ -235,4 +248,12 @@ func installDBError(out string) string {
 		keep = keep[:10]
 	}
 	return strings.Join(keep, " | ")
+}
+
+// checkAuthPlugin validates prepare's and restore's auth_plugin.
+func checkAuthPlugin(p string) error {
+	if !wire.ValidAuthPlugin(p) {
+		return invalid("auth_plugin %s: use %s or %s", show(p), wire.AuthPluginNative, wire.AuthPluginEd25519)
+	}
+	return nil
 }

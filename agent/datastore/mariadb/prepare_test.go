@@ -172,6 +172,9 @@ func TestARebuiltGuestAdoptsTheDataVolume(t *testing.T) {
 	if res2.Initialized || res2.Formatted || res2.Root != nil {
 		t.Fatalf("prepare of a rebuilt guest = %+v (first prepare %+v): it must adopt, not initialise", res2, res)
 	}
+	if res.TLSFingerprint == "" || res2.TLSFingerprint != res.TLSFingerprint {
+		t.Fatalf("TLS fingerprint before the rebuild %q, after %q: the certificate on the data volume must be kept", res.TLSFingerprint, res2.TLSFingerprint)
+	}
 	app, err = login(t, inst, "app", "app pass 1", "shop")
 	if err != nil {
 		t.Fatalf("the user's password did not survive the rebuild: %v", err)
@@ -205,6 +208,7 @@ func TestPrepareRejectsBadArgumentsBeforeTouchingAnything(t *testing.T) {
 		{"injection db", wire.PrepareArgs{Databases: []wire.Database{{Name: "x'; DROP DATABASE mysql; --"}}}, "database name"},
 		{"user db not created", wire.PrepareArgs{Users: []wire.User{{Name: "u", Password: "p", Databases: []string{"nope"}}}}, "not among the databases"},
 		{"memory", wire.PrepareArgs{MemoryMB: -1}, "memory_mb"},
+		{"auth plugin", wire.PrepareArgs{AuthPlugin: "sha256_password"}, "auth_plugin"},
 		{"unknown parameter", wire.PrepareArgs{Configuration: &wire.ConfigurationArgs{Values: map[string]json.RawMessage{"foo": json.RawMessage(`1`)}}}, "unknown parameter"},
 	}
 	for _, tc := range bad {

@@ -24,7 +24,7 @@ func (m *Manager) EnableRoot(ctx context.Context, password string) (wire.RootCre
 	if err := m.ready(ctx); err != nil {
 		return wire.RootCredentials{}, err
 	}
-	auth := " IDENTIFIED VIA mysql_native_password USING '" + nativePasswordHash(password) + "'"
+	auth := identifiedVia(m.authPlugin(), password)
 	exists, err := m.userExists(ctx, wire.UserRef{Name: "root", Host: "%"})
 	if err != nil {
 		return wire.RootCredentials{}, err

@@ -96,7 +96,7 @@ func (m *Manager) createUser(ctx context.Context, u wire.User) error {
 	if err != nil {
 		return err
 	}
-	stmts := []string{"CREATE USER " + acct + " IDENTIFIED VIA mysql_native_password USING '" + nativePasswordHash(u.Password) + "'"}
+	stmts := []string{"CREATE USER " + acct + identifiedVia(m.authPlugin(), u.Password)}
 	for _, db := range u.Databases {
 		stmts = append(stmts, "GRANT ALL PRIVILEGES ON "+grantIdent(db)+".* TO "+acct)
 	}
@@ -290,6 +290,14 @@ func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
 	if err != nil {
 		return err
 	}
+	// A new password keeps the account's plugin: an account made before
+	// the version changed its plugin keeps working with its clients.
+	var plugin string
+	if a.NewPassword != "" {
+		if plugin, err = m.accountPlugin(ctx, old); err != nil {
+			return err
+		}
+	}
 	if rename {
 		exists, err := m.userExists(ctx, target)
 		if err != nil {
@@ -307,7 +315,7 @@ func (m *Manager) UpdateUser(ctx context.Context, a wire.UpdateUserArgs) error {
 	}
 	err = fault("update_user.renamed")
 	if err == nil {
-		err = m.exec(ctx, "ALTER USER "+newAcct+" IDENTIFIED VIA mysql_native_password USING '"+nativePasswordHash(a.NewPassword)+"'")
+		err = m.exec(ctx, "ALTER USER "+newAcct+identifiedVia(plugin, a.NewPassword))
 	}
 	if err == nil {
 		return nil
@@ -358,7 +366,7 @@ func (m *Manager) ChangePasswords(ctx context.Context, users []wire.User) error 
 	for i, u := range users {
 		err := fault("change_passwords." + u.Name)
 		if err == nil {
-			err = m.exec(ctx, "ALTER USER "+before[i].acct+" IDENTIFIED VIA mysql_native_password USING '"+nativePasswordHash(u.Password)+"'")
+			err = m.exec(ctx, "ALTER USER "+before[i].acct+identifiedVia(before[i].plugin, u.Password))
 		}
 		if err == nil {
 			continue
@@ -375,6 +383,51 @@ func (m *Manager) ChangePasswords(ctx context.Context, users []wire.User) error 
 			}
 		}
 		return err
+	}
+	return nil
+}
+
+// authPlugin is the plugin new accounts get: the one prepare (or restore)
+// was given, mysql_native_password by default.
+func (m *Manager) authPlugin() string {
+	if st, _ := m.lc.State(); st.AuthPlugin != "" {
+		return st.AuthPlugin
+	}
+	return wire.AuthPluginNative
+}
+
+// accountPlugin reads the plugin an existing account authenticates with;
+// one the agent cannot set a password for is a failed_precondition.
+func (m *Manager) accountPlugin(ctx context.Context, u wire.UserRef) (string, error) {
+	var plugin string
+	if err := m.conn().QueryRowContext(ctx, "SELECT plugin FROM mysql.user WHERE User = ? AND Host = ?", u.Name, u.Host).Scan(&plugin); err != nil {
+		return "", fmt.Errorf("read the plugin of user %s@%s: %w", show(u.Name), show(u.Host), err)
+	}
+	if !pluginPattern.MatchString(plugin) {
+		return "", wire.Errorf(wire.CodeFailedPrecondition, "user %s@%s authenticates with %s, for which the agent sets no password", show(u.Name), show(u.Host), show(plugin))
+	}
+	return plugin, nil
+}
+
+// ensureAuthPlugin records plugin as the one new accounts get and, for
+// ed25519, installs the server plugin (shipped with mariadb-server, not
+// loaded by default). INSTALL SONAME is recorded in the mysql.plugin
+// table, so it lasts across restarts and a rebuild that keeps the volume.
+func (m *Manager) ensureAuthPlugin(ctx context.Context, plugin string) error {
+	if plugin == wire.AuthPluginEd25519 {
+		var n int
+		if err := m.conn().QueryRowContext(ctx,
+			"SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'ed25519' AND PLUGIN_STATUS = 'ACTIVE'").Scan(&n); err != nil {
+			return fmt.Errorf("look up the ed25519 plugin: %w", err)
+		}
+		if n == 0 {
+			if err := m.exec(ctx, "INSTALL SONAME 'auth_ed25519'"); err != nil {
+				return fmt.Errorf("install the ed25519 authentication plugin: %w", err)
+			}
+		}
+	}
+	if err := m.lc.Update(func(s *datastore.State) { s.AuthPlugin = plugin }); err != nil {
+		return fmt.Errorf("record the authentication plugin: %w", err)
 	}
 	return nil
 }

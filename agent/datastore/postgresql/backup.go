@@ -377,9 +377,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := osUser.ChownTree(m.cfg.DataDir); err != nil {
 		return res, err
 	}
-	if err := m.writeConfigFiles(osUser, args.MemoryMB); err != nil {
+	cert, err := m.writeConfigFiles(osUser, args.MemoryMB)
+	if err != nil {
 		return res, err
 	}
+	res.TLSFingerprint = cert.Fingerprint
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable postgresql: %w", err)
 	}

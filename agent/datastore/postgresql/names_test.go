@@ -71,17 +71,21 @@ func TestUserRefHasNoHost(t *testing.T) {
 func TestRenderConfigRefusesOddPaths(t *testing.T) {
 	cfg := Config{DataDir: "/d", HBAFile: "/h", IdentFile: "/i", PidFile: "/p", OverridesFile: "/o", SocketDir: "/s",
 		OSUser: "postgres", AgentOSUser: "root", Port: 5432, ListenAddresses: "*"}
-	if _, _, _, err := renderConfig(cfg, 0); err != nil {
+	cert := datastore.Certificate{CertFile: "/t/cert.pem", KeyFile: "/t/key.pem"}
+	if _, _, _, err := renderConfig(cfg, 0, cert); err != nil {
 		t.Fatal(err)
 	}
 	bad := cfg
 	bad.DataDir = "/d'\ninclude '/etc/x"
-	if _, _, _, err := renderConfig(bad, 0); err == nil {
+	if _, _, _, err := renderConfig(bad, 0, cert); err == nil {
 		t.Fatal("path with a quote rendered")
+	}
+	if _, _, _, err := renderConfig(cfg, 0, datastore.Certificate{CertFile: "/t/c'\nssl = off", KeyFile: "/k"}); err == nil {
+		t.Fatal("certificate path with a quote rendered")
 	}
 	bad = cfg
 	bad.AgentOSUser = "root postgres\nstrata x"
-	if _, _, _, err := renderConfig(bad, 0); err == nil {
+	if _, _, _, err := renderConfig(bad, 0, cert); err == nil {
 		t.Fatal("odd OS user rendered")
 	}
 }

@@ -27,6 +27,7 @@ var (
 type confValues struct {
 	DataDir, HBAFile, IdentFile, PidFile, OverridesFile, SocketDir string
 	LogSettingsFile                                                string
+	SSLCertFile, SSLKeyFile                                        string
 	ClusterName, ListenAddresses                                   string
 	Port, MaxConnections                                           int
 	SharedBuffersMB, EffectiveCacheMB, MaintenanceWorkMemMB        int
@@ -43,7 +44,7 @@ var (
 
 // renderConfig renders postgresql.conf, pg_hba.conf and pg_ident.conf for
 // a flavor with memoryMB of RAM (0: sized for 512 MiB).
-func renderConfig(cfg Config, memoryMB int) (conf, hba, ident []byte, err error) {
+func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, hba, ident []byte, err error) {
 	if memoryMB <= 0 {
 		memoryMB = 512
 	}
@@ -58,13 +59,15 @@ func renderConfig(cfg Config, memoryMB int) (conf, hba, ident []byte, err error)
 		EffectiveCacheMB:     max(memoryMB*3/4, 128),
 		MaintenanceWorkMemMB: min(max(memoryMB/16, 16), 2048),
 		AdminRole:            AdminRole,
-		AdminOSUsers:         []string{cfg.AgentOSUser},
+		SSLCertFile:          cert.CertFile, SSLKeyFile: cert.KeyFile,
+		AdminOSUsers: []string{cfg.AgentOSUser},
 	}
 	if cfg.OSUser != cfg.AgentOSUser {
 		v.AdminOSUsers = append(v.AdminOSUsers, cfg.OSUser)
 	}
 	for name, p := range map[string]string{"data directory": v.DataDir, "hba file": v.HBAFile, "ident file": v.IdentFile,
-		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "socket directory": v.SocketDir} {
+		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "socket directory": v.SocketDir,
+		"ssl_cert_file": v.SSLCertFile, "ssl_key_file": v.SSLKeyFile} {
 		if !confPathPattern.MatchString(p) {
 			return nil, nil, nil, fmt.Errorf("postgresql config: %s %q is not a plain absolute path", name, p)
 		}

@@ -37,6 +37,9 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
 		return nil, err
 	}
+	if args.AuthPlugin != "" {
+		return nil, datastore.Invalid("auth_plugin %s: PostgreSQL has no choice of authentication plugin", datastore.Show(args.AuthPlugin))
+	}
 	if len(args.Databases) > 0 {
 		if err := checkDatabases(args.Databases); err != nil {
 			return nil, err
@@ -73,9 +76,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	}
 	res.Initialized = fresh
 
-	if err := m.writeConfigFiles(osUser, args.MemoryMB); err != nil {
+	cert, err := m.writeConfigFiles(osUser, args.MemoryMB)
+	if err != nil {
 		return res, err
 	}
+	res.TLSFingerprint = cert.Fingerprint
 
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable postgresql: %w", err)
@@ -107,13 +112,19 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	return res, nil
 }
 
-// writeConfigFiles renders postgresql.conf, pg_hba.conf, pg_ident.conf,
-// an empty override set and Debian's start.conf, and makes the server's
-// run and log directories.
-func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) error {
-	conf, hba, ident, err := renderConfig(m.cfg, memoryMB)
+// writeConfigFiles makes (or finds) the instance's TLS certificate, in
+// "tls" at the top of the data volume (a rebuilt instance keeps it and
+// the fingerprint its clients pinned), renders postgresql.conf,
+// pg_hba.conf, pg_ident.conf, an empty override set and Debian's
+// start.conf, and makes the server's run and log directories.
+func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) (datastore.Certificate, error) {
+	cert, err := datastore.EnsureCertificate(m.log, filepath.Join(m.DataPath(), "tls"), osUser)
 	if err != nil {
-		return err
+		return cert, err
+	}
+	conf, hba, ident, err := renderConfig(m.cfg, memoryMB, cert)
+	if err != nil {
+		return cert, err
 	}
 	files := []struct {
 		path string
@@ -130,15 +141,15 @@ func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) error 
 	}
 	for _, f := range files {
 		if err := datastore.WriteConfigFile(f.path, f.data, 0o644); err != nil {
-			return err
+			return cert, err
 		}
 	}
 	for _, dir := range []string{m.cfg.SocketDir, filepath.Dir(m.cfg.PidFile), filepath.Dir(m.cfg.LogFile)} {
 		if err := ensureDir(dir, osUser, false); err != nil {
-			return err
+			return cert, err
 		}
 	}
-	return nil
+	return cert, nil
 }
 
 // initDataDir runs initdb unless the data directory holds a cluster

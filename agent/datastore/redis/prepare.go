@@ -33,6 +33,9 @@ func (m *Manager) checkPrepareArgs(args *wire.PrepareArgs) ([]datastore.Setting,
 	if err := datastore.CheckMemoryMB(args.MemoryMB); err != nil {
 		return nil, err
 	}
+	if args.AuthPlugin != "" {
+		return nil, datastore.Invalid("auth_plugin %s: Redis has no choice of authentication plugin", datastore.Show(args.AuthPlugin))
+	}
 	if len(args.Databases) > 0 {
 		return nil, errNoNamedDatabases
 	}
