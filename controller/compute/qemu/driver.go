@@ -209,7 +209,8 @@ func checkID(id string) error {
 }
 
 // StopAll powers off every running VM under Dir, in parallel: ACPI power
-// button, then kill after timeout (0: kill at once). It is the explicit
+// button, then kill after timeout (0: kill at once), and stops the publish
+// relays. It is the explicit
 // way to stop the VMs (`strata controller vms stop`): a controller that
 // stops leaves them running. It returns how many VMs it stopped.
 func (d *Driver) StopAll(ctx context.Context, timeout time.Duration) (int, error) {
@@ -224,6 +225,10 @@ func (d *Driver) StopAll(ctx context.Context, timeout time.Duration) (int, error
 		id := e.Name()
 		if !e.IsDir() || checkID(id) != nil {
 			continue
+		}
+		// Its publication goes with it (recovery starts both again).
+		if err := d.stopRelay(d.paths(id)); err != nil {
+			d.log.Warn("publish relay did not stop", "instance", id, "err", err)
 		}
 		if _, ok := d.pidOf(id); !ok {
 			continue
