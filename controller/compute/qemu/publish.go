@@ -191,11 +191,24 @@ func (d *Driver) Publish(ctx context.Context, srv compute.Server, ports []int, a
 	if err := writeAllow(p.allow(), a.AllowedCIDRs); err != nil {
 		return compute.Server{}, err
 	}
+	old := st.Public
+	undo := func() {
+		// The old publication stays in force, with its own CIDRs.
+		if old != nil {
+			writeAllow(p.allow(), old.AllowedCIDRs)
+		} else {
+			d.stopRelay(p)
+			os.Remove(p.allow())
+			d.releasePublic(id)
+		}
+	}
 	st.Public = &publication{Address: addr.String(), AllowedCIDRs: a.AllowedCIDRs}
 	if err := d.ensureRelay(id, p, st); err != nil {
+		undo()
 		return compute.Server{}, err
 	}
 	if err := d.saveState(p, st); err != nil {
+		undo()
 		return compute.Server{}, err
 	}
 	d.log.Info("instance published", "instance", id, "address", addr, "ports", guestPorts, "allowed_cidrs", a.AllowedCIDRs)
@@ -396,6 +409,17 @@ func (d *Driver) ensureRelay(id string, p paths, st serverState) error {
 	return nil
 }
 
+// exited: pid is no process, or a zombie (its files closed).
+func exited(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X'
+}
+
 // relayStartCheck is how long a new relay is watched for an early exit.
 const relayStartCheck = 150 * time.Millisecond
 
@@ -405,13 +429,15 @@ func (d *Driver) stopRelay(p paths) error {
 	pid, ok := d.relayPID(p)
 	if ok {
 		syscall.Kill(pid, syscall.SIGKILL)
-		for range 100 {
-			if _, ok := d.relayPID(p); !ok {
+		// Gone or a zombie: its sockets are closed then (its command
+		// line is empty earlier, while it still holds them).
+		for range 200 {
+			if exited(pid) {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if _, ok := d.relayPID(p); ok {
+		if !exited(pid) {
 			return fmt.Errorf("the publish relay (pid %d) of %s did not exit", pid, filepath.Base(p.dir))
 		}
 	}

@@ -236,3 +236,33 @@ func TestPublicIsRefusedWithoutPublicAddresses(t *testing.T) {
 		t.Fatalf("a bad pool entry: %v", err)
 	}
 }
+
+// TestAPublicationThatCannotStartLeavesNothing: a relay that exits at once
+// fails the change, naming its log, and leaves the instance as it was:
+// private, no address claimed, no allow file.
+func TestAPublicationThatCannotStartLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := driverOn(t, dir, qemu.Config{PublicAddresses: []netip.Prefix{publicPool()}, RelayCommand: []string{"/bin/false"}})
+	guest := echoServer(t)
+	if err := d.WriteServer(id, "127.0.0.1", []compute.Endpoint{{GuestPort: freeTCPPort(t), Host: "127.0.0.1", Port: guest.Port}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.Publish(ctx, compute.Server{ID: id}, nil, compute.Access{Public: true})
+	if err == nil || !strings.Contains(err.Error(), "exited at once") || !strings.Contains(err.Error(), "publish.log") {
+		t.Fatalf("publishing with a relay that cannot run: %v", err)
+	}
+	if claims, _ := d.PublicClaims(); len(claims) != 0 {
+		t.Fatalf("claims left: %v", claims)
+	}
+	if _, err := os.Stat(filepath.Join(dir, id, "public.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("public.json left: %v", err)
+	}
+	if st, err := d.ServerState(ctx, compute.Server{ID: id}); err != nil || st != compute.StateStopped {
+		t.Fatalf("server state %v, %v", st, err)
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, id, "server.json"))
+	if strings.Contains(string(data), `"public"`) {
+		t.Fatalf("server.json records a publication:\n%s", data)
+	}
+}
