@@ -409,15 +409,22 @@ func (d *Driver) ensureRelay(id string, p paths, st serverState) error {
 	return nil
 }
 
-// exited: pid is no process, or a zombie (its files closed).
+// exited: pid is no process, or a zombie whose other threads are gone
+// too (a multi-threaded process's leader is a zombie while the others
+// still exit, holding its files).
 func exited(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	dir := "/proc/" + strconv.Itoa(pid)
+	stat, err := os.ReadFile(dir + "/stat")
 	if err != nil {
 		return true
 	}
 	// pid (comm) state ...: comm may hold spaces and parentheses.
 	i := strings.LastIndexByte(string(stat), ')')
-	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X'
+	if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X') {
+		return false
+	}
+	tasks, err := os.ReadDir(dir + "/task")
+	return err != nil || len(tasks) <= 1
 }
 
 // relayStartCheck is how long a new relay is watched for an early exit.
