@@ -135,6 +135,9 @@ Keystone instead and serves no identity API.`,
 			}
 			cfg.StateDir, cfg.DSN, cfg.Logger = sf.dir, sf.dsn, log
 			if publicAddresses != "" {
+				if computeDriver != "qemu" {
+					return fmt.Errorf("--public-addresses is for the local compute driver (--compute qemu), not %s", computeDriver)
+				}
 				pool, err := qemu.ParsePublicAddresses(publicAddresses)
 				if err != nil {
 					return fmt.Errorf("--public-addresses: %w", err)
