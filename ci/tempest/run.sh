@@ -70,8 +70,9 @@ phase() { echo "== $(($(date +%s) - started))s: $*"; }
 
 controller_pid=
 # shellcheck disable=SC2317 # stop_all and finish run from the EXIT trap
-# stop_all stops the controller and every qemu whose command line names the
-# state directory (VMs may outlive their controller), by PID.
+# stop_all stops the controller and every qemu and publish relay whose
+# command line names the state directory (both outlive their controller),
+# by PID.
 stop_all() {
 	if [ -n "$controller_pid" ] && kill -0 "$controller_pid" 2>/dev/null; then
 		kill -TERM "$controller_pid" 2>/dev/null || true
@@ -86,9 +87,10 @@ stop_all() {
 	for pid in $(grep -l -s -F "$state/" /proc/[0-9]*/cmdline | cut -d/ -f3); do
 		case $(cat "/proc/$pid/comm" 2>/dev/null) in
 		qemu*) ;;
+		strata) grep -q -a -F publish-relay "/proc/$pid/cmdline" 2>/dev/null || continue ;;
 		*) continue ;; # grep itself, or no longer there
 		esac
-		echo "ci/tempest/run.sh: stopping VM process $pid of this run" >&2
+		echo "ci/tempest/run.sh: stopping VM or relay process $pid of this run" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 	done
 }
@@ -113,8 +115,12 @@ agent_port=$(free_port)
 api=http://127.0.0.1:$api_port
 
 phase "starting the controller (API $api, state $state)"
+# Every class of the plugin creates its instance public and connects to
+# the public address at the standard port: 127.200.0.0/16 (loopback, apart
+# from the instances' own 127.10.0.0/16) stands in for a cloud's floating
+# addresses on this one-address host.
 "$strata" controller serve --state-dir "$state" --listen "127.0.0.1:$api_port" \
-	--agent-listen "127.0.0.1:$agent_port" >"$work/logs/controller.log" 2>&1 &
+	--agent-listen "127.0.0.1:$agent_port" --public-addresses 127.200.0.0/16 >"$work/logs/controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 1 120); do
 	curl -s -o /dev/null --max-time 2 "$api/" && break

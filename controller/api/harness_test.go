@@ -484,13 +484,73 @@ type fakeCompute struct {
 	// rebuilds are the old guests and boots a rebuild set aside, and its
 	// knobs (rebuild_test.go).
 	rebuilds map[string]*fakeRebuild
+	// published: the access of public servers (Publish); its own lock,
+	// as server() reads it under fc.mu and without. noPublic: the fake
+	// has no public addresses (CheckAccess refuses public).
+	pubMu     sync.Mutex
+	published map[string]compute.Access
+	noPublic  bool
+	// pubGate, if set, holds Publish until closed (or its step's context
+	// ends); publishing counts the calls waiting there.
+	pubGate    chan struct{}
+	publishing int
 }
 
 var (
 	_ compute.LaunchChecker = (*fakeCompute)(nil)
 	_ compute.Restarter     = (*fakeCompute)(nil)
 	_ compute.VolumeSizer   = (*fakeCompute)(nil)
+	_ compute.Publisher     = (*fakeCompute)(nil)
 )
+
+func (fc *fakeCompute) CheckAccess(ctx context.Context, a compute.Access) error {
+	if a.Public && fc.noPublic {
+		return fmt.Errorf("%w: the fake has no public addresses (start it with --public-addresses)", compute.ErrInvalid)
+	}
+	return nil
+}
+
+// Publish records the server's publication: a public one has a public
+// address (from its id) in server().
+func (fc *fakeCompute) Publish(ctx context.Context, s compute.Server, ports []int, a compute.Access) (compute.Server, error) {
+	fc.record(fmt.Sprintf("Publish %s %v %v", s.ID, a.Public, a.AllowedCIDRs))
+	if err := fc.CheckAccess(ctx, a); err != nil {
+		return compute.Server{}, err
+	}
+	fc.pubMu.Lock()
+	gate := fc.pubGate
+	fc.publishing++
+	fc.pubMu.Unlock()
+	var err error
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	fc.pubMu.Lock()
+	fc.publishing--
+	if err != nil {
+		fc.pubMu.Unlock()
+		return compute.Server{}, err
+	}
+	if a.Public {
+		fc.published[s.ID] = a
+	} else {
+		delete(fc.published, s.ID)
+	}
+	fc.pubMu.Unlock()
+	return fc.server(s.ID), nil
+}
+
+// publication is the server's access as last published (ok: public).
+func (fc *fakeCompute) publication(id string) (compute.Access, bool) {
+	fc.pubMu.Lock()
+	defer fc.pubMu.Unlock()
+	a, ok := fc.published[id]
+	return a, ok
+}
 
 func (fc *fakeCompute) LaunchOutdated(ctx context.Context, s compute.Server) (string, error) {
 	fc.mu.Lock()
@@ -531,7 +591,7 @@ type fakeServer struct {
 
 func newFakeCompute(t *testing.T) *fakeCompute {
 	fc := &fakeCompute{t: t, servers: map[string]*fakeServer{}, volumes: map[string]compute.Volume{}, guests: map[string]*fakeGuest{},
-		outdated: map[string]string{}, silentIDs: map[string]bool{}, rebuilds: map[string]*fakeRebuild{}}
+		outdated: map[string]string{}, silentIDs: map[string]bool{}, rebuilds: map[string]*fakeRebuild{}, published: map[string]compute.Access{}}
 	t.Cleanup(fc.powerOff)
 	return fc
 }
@@ -581,8 +641,12 @@ var fakeNetwork = compute.Network{ID: "0f1e2d3c-4b5a-4678-9abc-def012345678", Na
 // id), the guest's ports as they are.
 func (fc *fakeCompute) server(id string) compute.Server {
 	addr := fmt.Sprintf("127.10.%d.%d", id[0], id[1])
-	return compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
+	srv := compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
 		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}}}
+	if _, ok := fc.publication(id); ok {
+		srv.Addresses = append(srv.Addresses, compute.Address{Type: "public", Address: fmt.Sprintf("127.200.%d.%d", id[0], id[1])})
+	}
+	return srv
 }
 
 func (fc *fakeCompute) Networks(ctx context.Context) ([]compute.Network, error) {
@@ -680,6 +744,9 @@ func (fc *fakeCompute) DeleteServer(ctx context.Context, s compute.Server) error
 	delete(fc.servers, s.ID)
 	delete(fc.guests, s.ID)
 	fc.mu.Unlock()
+	fc.pubMu.Lock()
+	delete(fc.published, s.ID)
+	fc.pubMu.Unlock()
 	if g != nil {
 		g.halt()
 	}

@@ -69,7 +69,16 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 			}
 		}
 		out["ip"] = []string{in.Host}
-		out["addresses"] = []map[string]any{addr}
+		addrs := []map[string]any{addr}
+		if srv, ok := serverOf(in); ok {
+			for _, a := range srv.Addresses {
+				if a.Type == "public" {
+					// Published at the datastore's standard port.
+					addrs = append(addrs, map[string]any{"address": a.Address, "type": "public", "port": v.Port})
+				}
+			}
+		}
+		out["addresses"] = addrs
 		out["port"] = in.Port
 	}
 	if !detail {
@@ -108,8 +117,9 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	return out
 }
 
-// accessView is Trove's access as asked for at create; not given, the
-// instance is not public.
+// accessView is Trove's access in force (as asked for at create, or as
+// the last access change applied it); not given, the instance is not
+// public.
 func accessView(a *instances.Access) map[string]any {
 	if a == nil {
 		return map[string]any{"is_public": false, "allowed_cidrs": []string{}}
@@ -409,7 +419,9 @@ func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
 }
 
 // updateInstance answers PUT and PATCH /instances/{id}: attach or detach
-// a configuration ("configuration": id or null) or rename.
+// a configuration ("configuration": id or null), rename, or change the
+// access (Trove's is_public and allowed_cidrs). Configuration and access
+// changes answer once applied, within the configure wait.
 func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 	var req struct {
 		Instance map[string]json.RawMessage `json:"instance"`
@@ -460,7 +472,23 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
 			}
 		case "access":
-			return errorf(http.StatusBadRequest, "instance.access: changing an instance's access is not supported by this controller yet (it is set at create)")
+			var acc *struct {
+				IsPublic     *bool     `json:"is_public"`
+				AllowedCIDRs *[]string `json:"allowed_cidrs"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&acc); err != nil || acc == nil {
+				return errorf(http.StatusBadRequest, "instance.access: expected {\"is_public\": true or false, \"allowed_cidrs\": [IPv4 CIDR blocks]}")
+			}
+			// What is not given stays as it is.
+			a := lifecycle.AccessChange{IsPublic: acc.IsPublic, AllowedCIDRs: acc.AllowedCIDRs}
+			ap, err := s.Lifecycle.SetAccess(c.ctx(), c.instanceScope(), id, a)
+			if err != nil {
+				return err
+			}
+			applies = append(applies, ap)
+			did = true
 		case "datastore_version":
 			return errorf(http.StatusBadRequest, "instance.datastore_version: upgrades are not supported by this controller")
 		default:
@@ -468,7 +496,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		}
 	}
 	if !did {
-		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration or instance.name")
+		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name or instance.access")
 	}
 	// Attaching or detaching answers once the guest applied it.
 	s.answerApplied(w, c, http.StatusAccepted, applies)

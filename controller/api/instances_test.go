@@ -380,13 +380,9 @@ func TestNICsAndAccessAreAcceptedAsTroveTakesThem(t *testing.T) {
 	if nics := r.compute.spec(id2).NICs; len(nics) != 1 || nics[0].NetworkID != fakeNetwork.ID {
 		t.Fatalf("an empty nic: %+v, want the default network", nics)
 	}
-	// Changing access later is not there yet; it says so and changes nothing.
-	code, doc := c.do("PUT", "/instances/"+id, map[string]any{"instance": map[string]any{"access": map[string]any{"is_public": false}}})
-	if code != 400 || !strings.Contains(errorMessage(doc), "access is not supported by this controller yet") {
-		t.Fatalf("access update: HTTP %d %v", code, doc)
-	}
-	if a := c.instance(id)["access"].(map[string]any); a["is_public"] != true {
-		t.Fatalf("access after a refused update = %v", a)
+	// Public: published, with a public address at the standard port.
+	if a, ok := r.compute.publication(id); !ok || fmt.Sprint(a.AllowedCIDRs) != "[10.1.0.0/16 192.0.2.7/32]" {
+		t.Fatalf("published as %+v, %v; want public with the CIDRs asked for", a, ok)
 	}
 }
 

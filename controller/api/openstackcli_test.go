@@ -117,6 +117,24 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 		show["public"] != true || fmt.Sprint(show["allowed_cidrs"]) != "[10.1.0.0/16]" {
 		t.Fatalf("instance show = %v", show)
 	}
+	if _, ok := r.compute.publication(id); !ok {
+		t.Fatalf("a public instance's server is not published")
+	}
+	// Access, changed the way troveclient sends it.
+	o.run(false, "database", "instance", "update", "cli-db", "--is-private")
+	if show := o.json("database", "instance", "show", "cli-db"); show["public"] != false || fmt.Sprint(show["allowed_cidrs"]) != "[10.1.0.0/16]" {
+		t.Fatalf("after --is-private: %v", show)
+	}
+	if _, ok := r.compute.publication(id); ok {
+		t.Fatalf("a private instance's server is still published")
+	}
+	o.run(false, "database", "instance", "update", "cli-db", "--is-public", "--allowed-cidr", "10.2.0.0/16", "--allowed-cidr", "192.0.2.9")
+	if show := o.json("database", "instance", "show", "cli-db"); show["public"] != true || fmt.Sprint(show["allowed_cidrs"]) != "[10.2.0.0/16 192.0.2.9/32]" {
+		t.Fatalf("after --is-public --allowed-cidr: %v", show)
+	}
+	if a, ok := r.compute.publication(id); !ok || fmt.Sprint(a.AllowedCIDRs) != "[10.2.0.0/16 192.0.2.9/32]" {
+		t.Fatalf("published as %+v, %v", a, ok)
+	}
 	if l := o.list("database", "instance", "list"); len(l) != 1 || l[0]["Status"] != "ACTIVE" || l[0]["Name"] != "cli-db" {
 		t.Fatalf("instance list = %v", l)
 	}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,6 +37,17 @@ func newControllerCommand() *cobra.Command {
 			RunE: func(cmd *cobra.Command, args []string) error {
 				_, err := cmd.OutOrStdout().Write(systemdUnit)
 				return err
+			},
+		},
+		&cobra.Command{
+			// Started by the qemu driver, one per public instance, with its
+			// listening sockets; it outlives the controller.
+			Use: "publish-relay", Hidden: true, DisableFlagParsing: true,
+			Short: "Relay a public instance's published ports to it (started by the local compute driver)",
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+				defer stop()
+				return qemu.RunRelay(ctx, args, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 			},
 		})
 	return cmd
@@ -103,7 +116,7 @@ killed, leaves its VMs running; the next start adopts them.`,
 
 func newServeCommand(sf *stateFlags) *cobra.Command {
 	var cfg server.Config
-	var advertise, logLevel, imageStore, computeDriver string
+	var advertise, logLevel, imageStore, computeDriver, publicAddresses string
 	var backupStore server.BackupStoreOptions
 	var nova novaFlags
 	var ks struct{ url, user, password, project, userDomain, projectDomain string }
@@ -121,6 +134,16 @@ Keystone instead and serves no identity API.`,
 				return err
 			}
 			cfg.StateDir, cfg.DSN, cfg.Logger = sf.dir, sf.dsn, log
+			if publicAddresses != "" {
+				if computeDriver != "qemu" {
+					return fmt.Errorf("--public-addresses is for the local compute driver (--compute qemu), not %s", computeDriver)
+				}
+				pool, err := qemu.ParsePublicAddresses(publicAddresses)
+				if err != nil {
+					return fmt.Errorf("--public-addresses: %w", err)
+				}
+				cfg.PublicAddresses = pool
+			}
 			if advertise != "" {
 				cfg.AgentAdvertise = strings.Split(advertise, ",")
 			}
@@ -176,6 +199,7 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&ks.projectDomain, "keystone-project-domain", "Default", "OpenStack mode: the service project's domain")
 	f.StringVar(&imageStore, "image-store", "local", "local (files in STATE_DIR), or glance (OpenStack mode: the catalog's image service)")
 	f.StringVar(&computeDriver, "compute", "qemu", "qemu (local VMs), or nova (OpenStack mode: Nova, Cinder and Neutron from the catalog)")
+	f.StringVar(&publicAddresses, "public-addresses", "", "local compute: comma-separated addresses or CIDR blocks of this host that public instances (access.is_public) are published on, at the datastore's standard port; empty: instances cannot be made public")
 	f.BoolVar(&cfg.VMsDieWithController, "vms-die-with-controller", false, "tests: the local VMs die with this process instead of outliving it")
 	f.MarkHidden("vms-die-with-controller")
 	f.DurationVar(&cfg.GuestCallTimeout, "guest-call-timeout", time.Minute, "how long a guest call (create database, user...) waits for the agent before it is answered 202 and left queued")

@@ -144,6 +144,32 @@ type Rebuilder interface {
 	DropOldServer(ctx context.Context, srv Server) error
 }
 
+// Publisher publishes a server's ports for clients beyond the addresses
+// it has anyway (Trove's access.is_public), letting in only the client
+// addresses access allows: on the local driver, an address of the
+// operator's pool of public addresses with the standard ports relayed to
+// the instance; a driver without this interface has no public addresses.
+type Publisher interface {
+	// CheckAccess says, before anything is made or changed, whether the
+	// driver can honour a; what it cannot is an error wrapping ErrInvalid
+	// that says why and what to configure.
+	CheckAccess(ctx context.Context, a Access) error
+	// Publish brings srv's publication to what a asks for: public, its
+	// ports are published (an address of type "public" in the returned
+	// server) and connections from outside a.AllowedCIDRs refused; not
+	// public, any publication is removed. Idempotent, and each call leaves
+	// either the old or the new publication in force.
+	Publish(ctx context.Context, srv Server, ports []int, a Access) (Server, error)
+}
+
+// Access is Trove's access: whether an instance is published, and the
+// client addresses (IPv4 CIDR blocks, checked) let in; none means every
+// client.
+type Access struct {
+	Public       bool     `json:"is_public"`
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+}
+
 // VolumeSpec describes a data volume.
 type VolumeSpec struct {
 	InstanceID string

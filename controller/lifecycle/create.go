@@ -92,11 +92,11 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		return v, f, err
 	}
 	if r.Access != nil {
-		cidrs, err := CheckAllowedCIDRs(r.Access.AllowedCIDRs)
+		a, err := m.checkAccess(ctx, *r.Access)
 		if err != nil {
 			return v, f, err
 		}
-		r.Access = &instances.Access{IsPublic: r.Access.IsPublic, AllowedCIDRs: cidrs}
+		r.Access = &a
 	}
 	if r.VolumeSizeGB < 1 || r.VolumeSizeGB > m.MaxVolume() {
 		return v, f, wrap(ErrBadRequest, "volume size %d GB: want 1 to %d", r.VolumeSizeGB, m.MaxVolume())
@@ -366,6 +366,11 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	}
 	if err != nil {
 		return tasks.Result{}, fmt.Errorf("create server: %w", err)
+	}
+	if in.Access != nil && in.Access.IsPublic {
+		if srv, err = m.publish(ctx, srv, v.Port, in.Access); err != nil {
+			return tasks.Result{}, err
+		}
 	}
 	ep, _ := srv.Endpoint(v.Port)
 	data, _ := json.Marshal(srv)

@@ -192,6 +192,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindConfigure: {Run: m.runConfigure, OnFail: m.failFaultOnly},
 		KindRecover:   {Run: m.runRecover, OnFail: m.failErrored},
 		KindRebuild:   {Run: m.runRebuild, OnFail: m.failRebuild},
+		KindAccess:    {Run: m.runAccess, OnFail: m.failFaultOnly},
 	}
 }
 

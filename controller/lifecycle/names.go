@@ -99,10 +99,17 @@ func CheckInstanceName(name string) error {
 	return nil
 }
 
+// MaxAllowedCIDRs bounds access.allowed_cidrs: the publisher checks
+// every connection against the list.
+const MaxAllowedCIDRs = 100
+
 // CheckAllowedCIDRs checks Trove's access.allowed_cidrs (IPv4 addresses or
 // blocks, as Trove's schema takes them) and returns them in canonical
 // form, duplicates refused.
 func CheckAllowedCIDRs(cidrs []string) ([]string, error) {
+	if len(cidrs) > MaxAllowedCIDRs {
+		return nil, wrap(ErrBadRequest, "access.allowed_cidrs: %d entries; at most %d", len(cidrs), MaxAllowedCIDRs)
+	}
 	out := []string{}
 	seen := map[string]bool{}
 	for _, c := range cidrs {

@@ -17,6 +17,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +110,9 @@ type Config struct {
 	// must leave no qemu behind): they die when it exits, and Stop kills
 	// them. Without it the VMs outlive the controller, killed or stopped.
 	VMsDieWithController bool
+	// PublicAddresses is the local driver's pool of public addresses
+	// (--public-addresses); empty: instances cannot be made public.
+	PublicAddresses []netip.Prefix
 	// ConfigureWait bounds how long a configuration change waits for the
 	// instances it touches to apply it before answering (30s).
 	ConfigureWait time.Duration
@@ -370,6 +374,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 	if driver == nil {
 		qd, err = qemu.New(life, qemu.Config{Dir: LocalComputeDir(cfg.StateDir), Logger: log,
 			DieWithController: cfg.VMsDieWithController, AgentEndpoint: c.AgentAddr,
+			PublicAddresses: cfg.PublicAddresses, RelayCommand: relayCommand(),
 			// A VM that exits is looked at at once, not at the next round.
 			OnExit: func(string) {
 				if lc := lcRef.Load(); lc != nil {
@@ -668,4 +673,13 @@ func apiRate(n int) int {
 		return 0
 	}
 	return n
+}
+
+// relayCommand runs the local driver's publish relay: this program.
+func relayCommand() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	return []string{exe, "controller", "publish-relay"}
 }

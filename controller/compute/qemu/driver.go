@@ -46,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -93,8 +94,14 @@ type Config struct {
 	AgentEndpoint string
 	// Relay is the program a guest's connection to the endpoint is
 	// handed to (default: socat, found on PATH).
-	Relay  string
-	Logger *slog.Logger
+	Relay string
+	// PublicAddresses are the pool public instances are published on
+	// (publish.go): addresses of this host, apart from Networks.
+	PublicAddresses []netip.Prefix
+	// RelayCommand runs RunRelay (`strata controller publish-relay`); it
+	// is required with PublicAddresses.
+	RelayCommand []string
+	Logger       *slog.Logger
 }
 
 // Driver runs instances as local VMs.
@@ -111,6 +118,8 @@ type Driver struct {
 	// swapping are the instances whose root disk a rebuild or revert is
 	// swapping: StartServer (recovery) leaves them to it.
 	swapping map[string]bool
+	// pubMu serialises changes to publications.
+	pubMu sync.Mutex
 }
 
 var (
@@ -148,6 +157,9 @@ func New(life context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	if err := checkFence(&cfg); err != nil {
+		return nil, err
+	}
+	if err := checkPublic(&cfg); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
@@ -197,7 +209,8 @@ func checkID(id string) error {
 }
 
 // StopAll powers off every running VM under Dir, in parallel: ACPI power
-// button, then kill after timeout (0: kill at once). It is the explicit
+// button, then kill after timeout (0: kill at once), and stops the publish
+// relays. It is the explicit
 // way to stop the VMs (`strata controller vms stop`): a controller that
 // stops leaves them running. It returns how many VMs it stopped.
 func (d *Driver) StopAll(ctx context.Context, timeout time.Duration) (int, error) {
@@ -212,6 +225,10 @@ func (d *Driver) StopAll(ctx context.Context, timeout time.Duration) (int, error
 		id := e.Name()
 		if !e.IsDir() || checkID(id) != nil {
 			continue
+		}
+		// Its publication goes with it (recovery starts both again).
+		if err := d.stopRelay(d.paths(id)); err != nil {
+			d.log.Warn("publish relay did not stop", "instance", id, "err", err)
 		}
 		if _, ok := d.pidOf(id); !ok {
 			continue

@@ -330,6 +330,10 @@ func TestQemuDriverRefusesAHostileCachedImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := filepath.Join(dir, "victim")
+	// Both cases name it; either may run first (map order).
+	if err := os.WriteFile(victim, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, opts := range map[string][]string{
 		"external data file": {"-o", "data_file=" + victim + ",data_file_raw=on"},
 		"backing file":       {"-F", "raw", "-b", victim},

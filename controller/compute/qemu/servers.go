@@ -51,6 +51,9 @@ type serverState struct {
 	// OldImage is the image of the root disk a rebuild set aside
 	// (root.qcow2.old), while it is kept for a rollback.
 	OldImage string `json:"old_image,omitempty"`
+	// Public is the instance's publication while it is public
+	// (publish.go).
+	Public *publication `json:"public,omitempty"`
 }
 
 func (d *Driver) loadState(p paths) (serverState, error) {
@@ -84,6 +87,9 @@ func server(id string, st serverState) compute.Server {
 	srv := compute.Server{ID: id, Endpoints: st.Endpoints}
 	if st.Address != "" {
 		srv.Addresses = []compute.Address{{Type: "private", Address: st.Address, Network: st.Network}}
+	}
+	if st.Public != nil {
+		srv.Addresses = append(srv.Addresses, compute.Address{Type: "public", Address: st.Public.Address})
 	}
 	return srv
 }
@@ -255,7 +261,7 @@ func (d *Driver) start(id string, p paths, st serverState) error {
 	defer d.mu.Unlock()
 	if pid, ok := d.pidOf(id); ok {
 		d.watchLocked(id, pid)
-		return nil // running: started by this process or adopted
+		return d.keepPublished(id, p, st) // running: started by this process or adopted
 	}
 	// Left by a VM that exited while no controller watched it.
 	os.RemoveAll(p.run)
@@ -286,6 +292,9 @@ func (d *Driver) start(id string, p paths, st serverState) error {
 		return fmt.Errorf("recording the VM's pid: %w", err)
 	}
 	d.log.Info("VM started", "instance", id, "pid", vm.PID(), "accel", vm.Accel().Name, "endpoints", st.Endpoints, "launch", digest)
+	if err := d.keepPublished(id, p, st); err != nil {
+		d.log.Warn("the instance runs but is not published", "instance", id, "err", err)
+	}
 	go func() {
 		err := vm.Wait()
 		d.log.Info("VM exited", "instance", id, "pid", vm.PID(), "err", err)
@@ -363,6 +372,12 @@ func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.S
 		d.mu.Lock()
 		d.watchLocked(srv.ID, pid)
 		d.mu.Unlock()
+		p := d.paths(srv.ID)
+		if st, err := d.loadState(p); err == nil {
+			if err := d.keepPublished(srv.ID, p, st); err != nil {
+				d.log.Warn("the instance runs but is not published", "instance", srv.ID, "err", err)
+			}
+		}
 		return compute.StateRunning, nil
 	}
 	_, err := d.loadState(d.paths(srv.ID))
@@ -485,6 +500,9 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	}
 	p := d.paths(srv.ID)
 	d.stop(srv.ID, 0)
+	if err := d.stopRelay(p); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	delete(d.vms, srv.ID)
 	delete(d.watched, srv.ID)
@@ -492,7 +510,7 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if err := os.RemoveAll(p.run); err != nil {
 		return err
 	}
-	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp"} {
+	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp", p.allow(), p.allow() + ".tmp", p.relayLog()} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -500,7 +518,10 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if entries, err := os.ReadDir(p.dir); err == nil && len(entries) == 0 {
 		os.Remove(p.dir)
 	}
-	// Last: while anything of the server is left, its address stays its.
+	// Last: while anything of the server is left, its addresses stay its.
+	if err := d.releasePublic(srv.ID); err != nil {
+		return err
+	}
 	return d.release(srv.ID)
 }
 
