@@ -84,6 +84,8 @@ type fakeGuest struct {
 	// failPrepare, if set, makes prepare fail with it (a new image whose
 	// database does not start).
 	failPrepare string
+	// repl is the guest's replication (replication_test.go).
+	repl fakeReplication
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -450,6 +452,9 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(wire.StatusResult{Status: wire.StatusRunning})
 	case wire.KindListLogs, wire.KindSetLog:
 		return g.logOp(op)
+	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		return g.replicationOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)
 }

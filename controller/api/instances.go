@@ -93,6 +93,7 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 	if f := in.Fault; f != nil {
 		out["fault"] = map[string]any{"message": f.Message, "created": troveTime(f.At), "details": f.Details}
 	}
+	s.replicationView(c, in, out)
 	if in.ServerRestartReason != "" {
 		// strata's own field: the server runs with outdated launch
 		// settings (status RESTART_REQUIRED; the restart action restarts
@@ -239,7 +240,7 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.name is required")
 	}
 	if in.ReplicaOf != nil && *in.ReplicaOf != "" {
-		return s.createReplica(c, in.ReplicaOf, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
+		return s.createReplica(w, c, *in.Name, in.ReplicaOf, in.ReplicaCount, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
 			len(in.Databases)+len(in.Users) > 0)
 	}
 	switch {
@@ -323,10 +324,11 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 
 // createReplica checks a replica request in Trove's order — a replica
 // takes flavor, volume and datastore from its source, so naming them is
-// refused with Trove's messages; the source must exist — and then refuses
-// it: replication is not there yet, and that is the answer (501), not a
-// field the request lacks.
-func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessage, datastore, volume, locality, usersOrDatabases bool) error {
+// refused with Trove's messages; the source must exist — and queues the
+// replicas (lifecycle.CreateReplicas, docs/replication.md). The answer is
+// the first replica, as Trove's.
+func (s *Server) createReplica(w http.ResponseWriter, c *call, name string, source *string, count *int, flavorRef json.RawMessage,
+	datastore, volume, locality, usersOrDatabases bool) error {
 	switch {
 	case !isNull(flavorRef):
 		return errorf(http.StatusBadRequest, "Cannot specify flavor when creating replicas.")
@@ -344,7 +346,16 @@ func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessag
 	if usersOrDatabases {
 		return errorf(http.StatusBadRequest, "Cannot create a replica with users or databases.")
 	}
-	return errorf(http.StatusNotImplemented, "instance.replica_of: replication is not supported by this controller yet; no replica of instance %s (%s) was made", src.ID, src.Name)
+	r := lifecycle.ReplicaRequest{ProjectID: c.instanceScope(), Name: name, SourceID: src.ID, Count: 1}
+	if count != nil {
+		r.Count = *count
+	}
+	made, err := s.Lifecycle.CreateReplicas(c.ctx(), r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), made[0], true)})
+	return nil
 }
 
 // nicKeys are the keys a nics entry may have: Trove 18's (network_id or

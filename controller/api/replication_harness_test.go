@@ -1,0 +1,79 @@
+package api_test
+
+import (
+	"strata/agent/wire"
+)
+
+// fakeReplication is a fake guest's replication state: the accounts it
+// holds as a source (name → password) and the link it follows as a
+// replica. Callers hold the guest's mutex.
+type fakeReplication struct {
+	accounts map[string]string
+	link     *wire.StartReplicationArgs
+	starts   int
+}
+
+func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
+	decode := func(v any) bool { return len(op.Args) > 0 && wire.DecodeStrict(op.Args, v) == nil }
+	r := &g.repl
+	switch op.Kind {
+	case wire.KindCreateReplicationAccount:
+		var a wire.ReplicationAccountArgs
+		if !decode(&a) || wire.CheckReplicationAccount(a.Name) != nil || a.Password == "" {
+			return opErr(wire.CodeInvalidArgument, "bad replication account args")
+		}
+		if r.accounts == nil {
+			r.accounts = map[string]string{}
+		}
+		r.accounts[a.Name] = a.Password
+		return okResult(wire.ReplicationSourceResult{GTIDBinlogPos: "0-1-99"})
+	case wire.KindDropReplicationAccount:
+		var a wire.ReplicationAccountRef
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		if _, ok := r.accounts[a.Name]; !ok {
+			return opErr(wire.CodeNotFound, "replication account %s does not exist", a.Name)
+		}
+		delete(r.accounts, a.Name)
+		return okResult(nil)
+	case wire.KindStartReplication:
+		var a wire.StartReplicationArgs
+		if !decode(&a) || a.Validate() != nil {
+			return opErr(wire.CodeInvalidArgument, "bad start args")
+		}
+		if r.link != nil && (r.link.Host != a.Host || r.link.Port != a.Port) {
+			return opErr(wire.CodeFailedPrecondition, "follows another source")
+		}
+		r.link = &a
+		r.starts++
+	case wire.KindDetachReplica:
+		r.link = nil
+	}
+	return okResult(g.replicationStatus())
+}
+
+func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
+	l := g.repl.link
+	if l == nil {
+		return wire.ReplicationStatus{Role: wire.RoleStandalone}
+	}
+	zero := int64(0)
+	return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true,
+		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true}
+}
+
+// replication returns a copy of the guest's replication state.
+func (g *fakeGuest) replication() (accounts map[string]string, link *wire.StartReplicationArgs, starts int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	accounts = map[string]string{}
+	for k, v := range g.repl.accounts {
+		accounts[k] = v
+	}
+	if g.repl.link != nil {
+		l := *g.repl.link
+		link = &l
+	}
+	return accounts, link, g.repl.starts
+}

@@ -1,0 +1,136 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"strata/controller/backups"
+	"strata/controller/store/storetest"
+)
+
+// A replica is seeded from a fresh backup of its source, gets its own
+// replication account on the source, follows the source from the backup's
+// GTID position, and is ACTIVE only then — even when the controller goes
+// down with the account operation queued and undelivered. The password is
+// the same at both ends, and neither the task nor the operations keep it.
+func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c := r1.admin()
+	src := newActive(c, "primary", "shop")
+
+	doc := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)
+	replica := doc["id"].(string)
+	if doc["status"] != "BUILD" || doc["replica_of"].(map[string]any)["id"] != src {
+		t.Fatalf("create answer: %v", doc)
+	}
+	// The seed backup is the source's, and completes; then the source's
+	// agent goes away, so the replica's account waits, queued.
+	var seed string
+	waitFor(t, "the seed backup to complete", 30*time.Second, func() bool {
+		for _, b := range c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any) {
+			b := b.(map[string]any)
+			if strings.HasPrefix(b["name"].(string), "replica seed for ") && b["status"] == backups.StatusCompleted {
+				seed = b["id"].(string)
+				return true
+			}
+		}
+		return false
+	})
+	fc.guest(src).halt()
+	waitFor(t, "the account operation to be queued", 30*time.Second, func() bool {
+		return storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account'", src) == 1
+	})
+	if n := storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account' AND done_at IS NOT NULL", src); n != 0 {
+		t.Fatal("the account was created before the source's agent went away: the restart below would test nothing")
+	}
+	if st := c.instance(replica)["status"]; st != "BUILD" {
+		t.Fatalf("replica is %v before its link exists", st)
+	}
+	r1.ctl.Stop()
+	fc.powerOff()
+
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c = r2.admin()
+	in := c.waitStatus(replica, "ACTIVE", 40*time.Second)
+	if in["replica_of"].(map[string]any)["id"] != src {
+		t.Fatalf("replica view: %v", in["replica_of"])
+	}
+	list, _ := c.instance(src)["replicas"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["id"] != replica {
+		t.Fatalf("source's replicas: %v", c.instance(src)["replicas"])
+	}
+
+	accounts, _, _ := fc.guest(src).replication()
+	_, link, starts := fc.guest(replica).replication()
+	if len(accounts) != 1 || link == nil || starts != 1 {
+		t.Fatalf("source accounts %d, replica link %+v, starts %d", len(accounts), link, starts)
+	}
+	pw, ok := accounts[link.Account]
+	if !ok || pw != link.Password || len(pw) < 32 {
+		t.Fatalf("the replica follows as %s, which the source does not hold with that password (accounts %v)", link.Account, keys(accounts))
+	}
+	srcView := c.instance(src)
+	if link.Host != srcView["ip"].([]any)[0] || float64(link.Port) != srcView["port"] || link.GTIDSlavePos != "0-1-42" {
+		t.Fatalf("link %s:%d from %q; source at %v:%v, seed GTID 0-1-42", link.Host, link.Port, link.GTIDSlavePos, srcView["ip"], srcView["port"])
+	}
+	db := r2.ctl.DB
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE kind IN ('create_replication_account', 'start_replication') AND args IS NOT NULL"); n != 0 {
+		t.Fatalf("%d replication operations still hold their arguments (the password)", n)
+	}
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND payload LIKE '%replication_password%'", replica); n != 0 {
+		t.Fatal("the replica's task still holds the replication password")
+	}
+	if seed == "" {
+		t.Fatal("no seed backup")
+	}
+}
+
+// Guard rails: Trove's limits on count and on replicas of replicas, and
+// another project's source does not exist for the caller.
+func TestReplicaRequestsAreChecked(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	src := newActive(c, "primary")
+	body := func(extra map[string]any) map[string]any {
+		in := map[string]any{"name": "r", "replica_of": src}
+		for k, v := range extra {
+			in[k] = v
+		}
+		return map[string]any{"instance": in}
+	}
+	code, doc := c.do("POST", "/instances", body(map[string]any{"replica_count": 4}))
+	if code != 400 || !strings.Contains(errorMessage(doc), "between 1 and 3") {
+		t.Fatalf("replica_count 4: HTTP %d %v", code, doc)
+	}
+	replica := c.must(200, "POST", "/instances", body(nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(replica, "ACTIVE", 30*time.Second)
+	code, doc = c.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "rr", "replica_of": replica}})
+	if code != 400 || !strings.Contains(errorMessage(doc), "replica of a replica") {
+		t.Fatalf("replica of a replica: HTTP %d %v", code, doc)
+	}
+	other := r.otherProjectClient()
+	if code, doc := other.do("POST", "/instances", body(nil)); code != 404 {
+		t.Fatalf("replica of another project's instance: HTTP %d %v", code, doc)
+	}
+	// Two more in one request: named -1 and -2, both following the
+	// source.
+	first := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "many", "replica_of": src, "replica_count": 2}})["instance"].(map[string]any)
+	if first["name"] != "many-1" {
+		t.Fatalf("first of two replicas is named %v", first["name"])
+	}
+	waitFor(t, "three replicas on the source", 40*time.Second, func() bool {
+		list, _ := c.instance(src)["replicas"].([]any)
+		return len(list) == 3
+	})
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
