@@ -426,14 +426,18 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
 	id := c.r.PathValue("id")
-	if _, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id); err != nil {
+	current, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id)
+	if err != nil {
 		return err
 	}
-	did := false
+	did, detach := false, false
 	var applies []lifecycle.Apply
 	for key, raw := range req.Instance {
 		switch key {
 		case "configuration":
+			if err := refuseOnReplica(c, s, current, "configuration groups"); err != nil {
+				return err
+			}
 			var cfg *string
 			if err := json.Unmarshal(raw, &cfg); err != nil {
 				return errorf(http.StatusBadRequest, "instance.configuration: expected a configuration id or null")
@@ -461,8 +465,14 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			}
 			did = true
 		case "replica_of", "slave_of":
-			if !isNull(raw) {
-				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
+			// Detach: null or "" (Trove's client sends both keys).
+			if !isNull(raw) && string(bytes.TrimSpace(raw)) != `""` {
+				return errorf(http.StatusBadRequest, "instance.%s: only null or \"\" (detach from the source) may be given here", key)
+			}
+			if _, ok, err := instances.LinkOf(c.ctx(), s.DB, id); err != nil {
+				return err
+			} else if ok {
+				detach = true
 			}
 		case "access":
 			return errorf(http.StatusBadRequest, "instance.access: changing an instance's access is not supported by this controller yet (it is set at create)")
@@ -471,6 +481,12 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		default:
 			return errorf(http.StatusBadRequest, "unknown field %q in instance", trunc(key))
 		}
+	}
+	if detach {
+		if err := s.Lifecycle.Detach(c.ctx(), c.instanceScope(), id); err != nil {
+			return err
+		}
+		did = true
 	}
 	if !did {
 		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration or instance.name")

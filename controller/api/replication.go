@@ -1,8 +1,35 @@
 package api
 
 import (
+	"net/http"
+
 	"strata/controller/instances"
 )
+
+// notOnReplica refuses a write that would make a replica diverge from its
+// source (databases, users, root): those are made on the source and
+// arrive by replication.
+func (s *Server) notOnReplica(h handler) handler {
+	return func(w http.ResponseWriter, c *call) error {
+		in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		if err := refuseOnReplica(c, s, in, "databases, users and root"); err != nil {
+			return err
+		}
+		return h(w, c)
+	}
+}
+
+func refuseOnReplica(c *call, s *Server, in instances.Instance, what string) error {
+	l, ok, err := instances.LinkOf(c.ctx(), s.DB, in.ID)
+	if err != nil || !ok {
+		return err
+	}
+	return errorf(http.StatusBadRequest, "instance %s is a replica of %s: %s are changed on its source and arrive by replication (detach the replica to change it on its own)",
+		in.ID, l.SourceID, what)
+}
 
 // replicationView adds Trove's replica_of (on a replica) and replicas (on
 // a source) to an instance's detailed view.

@@ -134,3 +134,67 @@ func keys(m map[string]string) []string {
 	}
 	return out
 }
+
+// A replica refuses writes that would diverge it; its source cannot be
+// deleted while it has replicas; detach (PUT replica_of null, as Trove's
+// client sends it with slave_of) makes the replica writable and drops its
+// account on the source; deleting a replica drops its account too.
+func TestReplicaGuardsDetachAndDelete(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	mk := func(name string) string {
+		id := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": name, "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+		c.waitStatus(id, "ACTIVE", 30*time.Second)
+		return id
+	}
+	r1, r2 := mk("r1"), mk("r2")
+	if accounts, _, _ := r.compute.guest(src).replication(); len(accounts) != 2 {
+		t.Fatalf("source holds %d replication accounts, want one per replica", len(accounts))
+	}
+	for _, w := range []struct{ method, path string }{
+		{"POST", "/instances/" + r1 + "/databases"},
+		{"POST", "/instances/" + r1 + "/users"},
+		{"DELETE", "/instances/" + r1 + "/users/app"},
+		{"POST", "/instances/" + r1 + "/root"},
+		{"PUT", "/instances/" + r1},
+	} {
+		var body any = map[string]any{"databases": []any{map[string]any{"name": "x"}}, "users": []any{map[string]any{"name": "u", "password": "password-1"}}}
+		if w.path == "/instances/"+r1 {
+			body = map[string]any{"instance": map[string]any{"configuration": "any"}}
+		}
+		code, doc := c.do(w.method, w.path, body)
+		if code != 400 || !strings.Contains(errorMessage(doc), "is a replica of "+src) {
+			t.Errorf("%s %s on a replica: HTTP %d %v", w.method, w.path, code, doc)
+		}
+	}
+	code, doc := c.do("DELETE", "/instances/"+src, nil)
+	if code != 400 || !strings.Contains(errorMessage(doc), "without detaching the replicas") {
+		t.Fatalf("delete of a source with replicas: HTTP %d %v", code, doc)
+	}
+
+	c.must(202, "PUT", "/instances/"+r1, map[string]any{"instance": map[string]any{"replica_of": nil, "slave_of": nil}})
+	if in := c.instance(r1); in["replica_of"] != nil {
+		t.Fatalf("detached replica still shows replica_of %v", in["replica_of"])
+	}
+	if _, link, _ := r.compute.guest(r1).replication(); link != nil {
+		t.Fatalf("the detached guest still follows %+v", link)
+	}
+	waitFor(t, "r1's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := r.compute.guest(src).replication()
+		_, still := accounts["strata_repl_"+strings.ReplaceAll(r1, "-", "")[:20]]
+		return len(accounts) == 1 && !still
+	})
+	c.must(202, "POST", "/instances/"+r1+"/databases", map[string]any{"databases": []any{map[string]any{"name": "mine"}}})
+
+	c.must(202, "DELETE", "/instances/"+r2, nil)
+	c.waitGone(r2, 20*time.Second)
+	waitFor(t, "r2's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := r.compute.guest(src).replication()
+		return len(accounts) == 0
+	})
+	if list := c.instance(src)["replicas"]; list != nil {
+		t.Fatalf("source still lists replicas %v", list)
+	}
+	c.must(202, "DELETE", "/instances/"+src, nil)
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"strata/agent/wire"
+	"strata/controller/agentendpoint"
 	"strata/controller/instances"
 	"strata/controller/quotas"
 	"strata/controller/store"
@@ -323,4 +324,70 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 		return tasks.Result{}, tasks.Fail("", "replication from %s did not start within %s: %s", p.ReplicaOf, linkTimeout, reason)
 	}
 	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+func dropOpID(replicaID string) string { return "repl-drop-" + replicaID }
+
+// unlinkDeleted, for a replica being deleted (or detached), queues the drop of its
+// account on the source, then forgets the link. The operation is queued
+// (durably, by a stable id) before the link goes, so a crash in between
+// queues the same operation again; a source that never takes it lets it
+// expire after GuestOpTimeout, and the account is left (its password was
+// never shown to anyone).
+func (m *Manager) unlinkDeleted(ctx context.Context, in instances.Instance) error {
+	l, ok, err := instances.LinkOf(ctx, m.DB, in.ID)
+	if err != nil || !ok {
+		return err
+	}
+	args, err := json.Marshal(wire.ReplicationAccountRef{Name: l.Account})
+	if err != nil {
+		return err
+	}
+	if _, err := m.load(ctx, l.SourceID); err == nil {
+		timeout := m.GuestOpTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Minute
+		}
+		op := wire.Operation{ID: dropOpID(in.ID), Kind: wire.KindDropReplicationAccount, Args: args}
+		if err := m.Agents.Queue(ctx, l.SourceID, op, agentendpoint.QueueOptions{Expires: m.now().Add(timeout)}); err != nil {
+			return fmt.Errorf("queue the drop of replication account %s on %s: %w", l.Account, l.SourceID, err)
+		}
+	}
+	if err := instances.DeleteLink(ctx, m.DB, in.ID); err != nil {
+		return err
+	}
+	m.log().Info("replica unlinked for delete", "instance", in.ID, "source", l.SourceID, "account", l.Account)
+	return nil
+}
+
+// Detach makes an ACTIVE replica a standalone writable instance (Trove's
+// detach-replica): the replica's server forgets the link and leaves
+// read-only, then its account on the source is dropped and the link
+// forgotten. Run again after a failure, each part converges.
+func (m *Manager) Detach(ctx context.Context, project, id string) error {
+	in, err := m.Guest(ctx, project, id)
+	if err != nil {
+		return err
+	}
+	if _, ok, err := instances.LinkOf(ctx, m.DB, in.ID); err != nil {
+		return err
+	} else if !ok {
+		return wrap(ErrBadRequest, "instance %s is not a replica", in.ID)
+	}
+	res, err := m.Call(ctx, in, wire.KindDetachReplica, nil)
+	if err != nil {
+		return err
+	}
+	if res.Error != nil {
+		return wrap(ErrUnprocessable, "detaching instance %s failed in the guest: %s: %s", in.ID, res.Error.Code, res.Error.Message)
+	}
+	var st wire.ReplicationStatus
+	if err := res.Decode(&st); err != nil || st.Role != wire.RoleStandalone || st.ReadOnly {
+		return wrap(ErrUnprocessable, "instance %s still reports a link after detach (%+v, %v)", in.ID, st, err)
+	}
+	if err := m.unlinkDeleted(ctx, in); err != nil {
+		return err
+	}
+	m.log().Info("replica detached", "instance", in.ID)
+	return nil
 }
