@@ -156,7 +156,12 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 		}
 	}
 	total := uint64(g.volumeGB) << 30
-	return wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
+	hb := wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
+	if g.repl.link != nil {
+		r := g.replicationStatus()
+		hb.Replication = &r
+	}
+	return hb
 }
 
 func opErr(code wire.ErrorCode, format string, args ...any) wire.Result {

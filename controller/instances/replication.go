@@ -3,8 +3,11 @@ package instances
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"time"
+
+	"strata/agent/wire"
 
 	"strata/controller/store"
 )
@@ -55,4 +58,22 @@ func ReplicasOf(ctx context.Context, q store.Querier, sourceID string) ([]Link, 
 	}, `SELECT l.instance_id, l.source_id, l.account, l.created_at FROM replication_links l
 		JOIN instances i ON i.id = l.instance_id AND i.deleted_at IS NULL
 		WHERE l.source_id = ? ORDER BY l.created_at, l.instance_id`, sourceID)
+}
+
+// ReplicationReport is a replica's link as its agent last reported it;
+// ok is false when there is no report.
+func ReplicationReport(ctx context.Context, q store.Querier, instanceID string) (st wire.ReplicationStatus, received time.Time, ok bool, err error) {
+	var data string
+	var at int64
+	err = q.QueryRow(ctx, `SELECT status, received_at FROM replication_reports WHERE instance_id = ?`, instanceID).Scan(&data, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, received, false, nil
+	}
+	if err != nil {
+		return st, received, false, err
+	}
+	if err := json.Unmarshal([]byte(data), &st); err != nil {
+		return st, received, false, err
+	}
+	return st, store.FromMillis(at), true, nil
 }

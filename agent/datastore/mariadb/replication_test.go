@@ -13,6 +13,7 @@ import (
 
 	"strata/agent/datastore/mariadb/mariadbtest"
 	"strata/agent/dispatch"
+	"strata/agent/heartbeat"
 	"strata/agent/streams/streamstest"
 	"strata/agent/wire"
 )
@@ -143,6 +144,14 @@ func TestReplicaSeededFromABackupFollowsThePrimaryAndDetaches(t *testing.T) {
 	}
 	if !st.IORunning || !st.SQLRunning || st.SecondsBehind == nil || *st.SecondsBehind != 0 || st.GTIDIOPos == "" {
 		t.Fatalf("caught-up status: %+v", st)
+	}
+	// The heartbeat carries a replica's link, and none for the primary.
+	if hb := (heartbeat.Builder{Status: replica.Manager, Replication: replica.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication == nil ||
+		hb.Replication.SecondsBehind == nil || hb.Replication.GTIDSlavePos != st.GTIDSlavePos {
+		t.Fatalf("replica heartbeat: %+v", hb.Replication)
+	}
+	if hb := (heartbeat.Builder{Status: primary.Manager, Replication: primary.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication != nil {
+		t.Fatalf("primary heartbeat reports a link: %+v", hb.Replication)
 	}
 	if got := checksums(t, rdb); got != checksums(t, pdb) {
 		t.Fatalf("replica differs from primary:\n%s\n%s", got, checksums(t, pdb))

@@ -9,3 +9,11 @@ CREATE TABLE replication_links (
 	created_at  BIGINT NOT NULL
 );
 CREATE INDEX replication_links_source ON replication_links (source_id);
+
+-- A replica's link as its agent last reported it in a heartbeat (lag,
+-- positions, last error), for the view. No row: no report of a link.
+CREATE TABLE replication_reports (
+	instance_id TEXT PRIMARY KEY,
+	status      TEXT NOT NULL,
+	received_at BIGINT NOT NULL
+);
