@@ -1,8 +1,18 @@
 package api_test
 
 import (
+	"context"
+
 	"strata/agent/wire"
+	"strata/controller/compute"
 )
+
+// ReplicationRoute: the fake's guests reach each other's databases where
+// clients do.
+func (fc *fakeCompute) ReplicationRoute(_ context.Context, replica, source compute.Server, host string, port int) (string, int, error) {
+	fc.record("route " + replica.ID + " -> " + source.ID)
+	return host, port, nil
+}
 
 // fakeReplication is a fake guest's replication state: the accounts it
 // holds as a source (name → password) and the link it follows as a

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"strata/controller/backups"
+	"strata/controller/compute"
 	"strata/controller/store/storetest"
 )
 
@@ -201,4 +202,23 @@ func TestReplicaGuardsDetachAndDelete(t *testing.T) {
 		t.Fatalf("source still lists replicas %v", list)
 	}
 	c.must(202, "DELETE", "/instances/"+src, nil)
+}
+
+// A compute driver that cannot route a replica to its source (the local
+// qemu driver, until its fence opens a way) refuses a replica before any
+// backup is taken or instance recorded.
+func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
+	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
+	c := r.admin()
+	src := newActive(c, "primary")
+	code, doc := c.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "r", "replica_of": src}})
+	if code != 400 || !strings.Contains(errorMessage(doc), "cannot connect a replica to its source") {
+		t.Fatalf("replica on a driver without routes: HTTP %d %v", code, doc)
+	}
+	if n := len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)); n != 0 {
+		t.Fatalf("a refused replica left %d backups", n)
+	}
+	if n := len(c.must(200, "GET", "/instances", nil)["instances"].([]any)); n != 1 {
+		t.Fatalf("a refused replica left %d instances", n)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
+	"strata/controller/compute"
 	"strata/controller/instances"
 	"strata/controller/quotas"
 	"strata/controller/store"
@@ -110,6 +111,9 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 	}
 	if !replicatingManagers[v.Manager] {
 		return nil, wrap(ErrBadRequest, "datastore %s (manager %s) does not support replication; replicas exist for mariadb", v.DatastoreName, v.Manager)
+	}
+	if _, ok := m.Compute.(compute.ReplicationRouter); !ok {
+		return nil, wrap(ErrBadRequest, "this controller's compute driver cannot connect a replica to its source yet (docs/replication.md); no replica was made")
 	}
 	status, _ := m.Status(src)
 	if err := requireStatus(src, status, "replicate", instances.StatusActive); err != nil {
@@ -274,7 +278,17 @@ func (m *Manager) attachStep(ctx context.Context, t *tasks.Task, in instances.In
 	if src.Host == "" || src.Port == 0 {
 		return tasks.Result{}, tasks.Fail("", "the replication source %s has no address", src.ID)
 	}
-	args, err := json.Marshal(wire.StartReplicationArgs{Host: src.Host, Port: src.Port, Account: replicationAccount(in.ID),
+	router, ok := m.Compute.(compute.ReplicationRouter)
+	replicaSrv, ok1 := serverOf(in)
+	sourceSrv, ok2 := serverOf(src)
+	if !ok || !ok1 || !ok2 {
+		return tasks.Result{}, tasks.Fail("", "the compute driver cannot connect replica %s to its source %s", in.ID, src.ID)
+	}
+	host, port, err := router.ReplicationRoute(ctx, replicaSrv, sourceSrv, src.Host, src.Port)
+	if err != nil {
+		return tasks.Result{}, fmt.Errorf("route from replica %s to its source: %w", in.ID, err)
+	}
+	args, err := json.Marshal(wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(in.ID),
 		Password: p.ReplicationPassword, GTIDSlavePos: p.SeedGTID})
 	if err != nil {
 		return tasks.Result{}, err
