@@ -91,6 +91,8 @@ func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
 	if seed == "" {
 		t.Fatal("no seed backup")
 	}
+	// Its one replica restored it: the seed backup is deleted.
+	c.waitBackupGone(seed, 20*time.Second)
 }
 
 // Guard rails: Trove's limits on count and on replicas of replicas, and
@@ -129,6 +131,11 @@ func TestReplicaRequestsAreChecked(t *testing.T) {
 	waitFor(t, "three replicas on the source", 40*time.Second, func() bool {
 		list, _ := c.instance(src)["replicas"].([]any)
 		return len(list) == 3
+	})
+	c.waitStatus(first["id"].(string), "ACTIVE", 30*time.Second)
+	// Each request's seed backup goes once all its replicas restored it.
+	waitFor(t, "the seed backups to be deleted", 30*time.Second, func() bool {
+		return len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)) == 0
 	})
 }
 

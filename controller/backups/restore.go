@@ -337,3 +337,13 @@ func (m *Manager) SeedState(ctx context.Context, backupID string) (bool, string,
 	}
 	return false, "", tasks.Fail("", "the seed backup %s of the source is %s: %s", backupID, b.Status, b.FailReason)
 }
+
+// DeleteSeed deletes a seed backup the replicas restored; a gone one is
+// fine.
+func (m *Manager) DeleteSeed(ctx context.Context, backupID string) error {
+	err := m.Delete(ctx, "", backupID)
+	if errors.Is(err, lifecycle.ErrNotFound) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}

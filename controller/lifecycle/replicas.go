@@ -42,6 +42,9 @@ type Seeds interface {
 	// SeedState reports whether the backup completed and its GTID
 	// position; a failed backup is a *tasks.Failure with its reason.
 	SeedState(ctx context.Context, backupID string) (done bool, gtid string, err error)
+	// DeleteSeed deletes a seed backup every replica restored (a gone
+	// one is not an error).
+	DeleteSeed(ctx context.Context, backupID string) error
 }
 
 // ReplicaRequest asks for Count replicas of SourceID.
@@ -242,6 +245,9 @@ func (m *Manager) accountStep(ctx context.Context, t *tasks.Task, in instances.I
 	if err != nil {
 		return tasks.Result{}, err
 	}
+	if t.Step == "account" {
+		m.releaseSeed(ctx, t, p.SeedBackup)
+	}
 	if p.ReplicationPassword == "" {
 		p.ReplicationPassword = rand.Text() + rand.Text()
 	}
@@ -404,4 +410,29 @@ func (m *Manager) Detach(ctx context.Context, project, id string) error {
 	}
 	m.log().Info("replica detached", "instance", in.ID)
 	return nil
+}
+
+// releaseSeed deletes the seed backup once no other replica of its
+// request still needs it (their create tasks are past the restore, or
+// ended). Best effort: a backup left behind is an ordinary backup of the
+// source, visible and deletable, so a failure is logged, not fatal.
+func (m *Manager) releaseSeed(ctx context.Context, t *tasks.Task, backupID string) {
+	if backupID == "" || m.Seeds == nil {
+		return
+	}
+	var waiting int
+	err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM tasks WHERE kind = ? AND state = ? AND id <> ?
+		AND step IN ('seed', 'volume', 'server', 'prepare', 'restore', 'wait') AND payload LIKE ?`,
+		KindCreate, tasks.StateQueued, t.ID, `%"seed_backup":"`+backupID+`"%`).Scan(&waiting)
+	if err == nil && waiting > 0 {
+		return
+	}
+	if err == nil {
+		err = m.Seeds.DeleteSeed(ctx, backupID)
+	}
+	if err != nil {
+		m.log().Warn("the seed backup of a replica could not be deleted; delete it by hand", "backup", backupID, "err", err)
+		return
+	}
+	m.log().Info("seed backup deleted: every replica restored it", "backup", backupID)
 }
