@@ -21,6 +21,8 @@ type fakeReplication struct {
 	accounts map[string]string
 	link     *wire.StartReplicationArgs
 	starts   int
+	// broken, if set, is the link's I/O error (the source unreachable).
+	broken string
 }
 
 func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
@@ -69,6 +71,10 @@ func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 		return wire.ReplicationStatus{Role: wire.RoleStandalone}
 	}
 	zero := int64(0)
+	if g.repl.broken != "" {
+		return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, SQLRunning: true,
+			GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true, LastError: "I/O: " + g.repl.broken}
+	}
 	return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true,
 		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true}
 }

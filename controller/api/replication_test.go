@@ -180,6 +180,17 @@ func TestReplicaGuardsDetachAndDelete(t *testing.T) {
 			t.Errorf("%s %s on a replica: HTTP %d %v", w.method, w.path, code, doc)
 		}
 	}
+	// A link that breaks shows as ERROR with the reason, from the
+	// replica's heartbeat.
+	g2 := r.compute.guest(r2)
+	g2.mu.Lock()
+	g2.repl.broken = "error connecting to master: Connection refused"
+	g2.mu.Unlock()
+	waitFor(t, "the broken link in the view", 20*time.Second, func() bool {
+		rep, _ := c.instance(r2)["replication"].(map[string]any)
+		reason, _ := rep["reason"].(string)
+		return rep["state"] == "ERROR" && strings.Contains(reason, "Connection refused") && rep["seconds_behind"] == nil
+	})
 	code, doc := c.do("DELETE", "/instances/"+src, nil)
 	if code != 400 || !strings.Contains(errorMessage(doc), "without detaching the replicas") {
 		t.Fatalf("delete of a source with replicas: HTTP %d %v", code, doc)
