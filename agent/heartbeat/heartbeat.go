@@ -49,7 +49,7 @@ func (b Builder) Heartbeat(ctx context.Context) wire.Heartbeat {
 	if b.LastCompleted != nil {
 		hb.LastCompletedOp = b.LastCompleted()
 	}
-	if b.Replication != nil && st.Status == wire.StatusRunning {
+	if b.Replication != nil && (st.Status == wire.StatusRunning || st.Status == wire.StatusRestartRequired) {
 		if r, err := b.Replication(ctx); err == nil && r.Role == wire.RoleReplica {
 			hb.Replication = &r
 		}

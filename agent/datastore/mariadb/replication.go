@@ -231,6 +231,9 @@ func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus
 	case row["Last_SQL_Error"] != "":
 		st.LastError = "SQL: " + row["Last_SQL_Error"]
 	}
+	if len(st.LastError) > 1000 { // it travels in every heartbeat
+		st.LastError = st.LastError[:1000]
+	}
 	return st, nil
 }
 
