@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 		InstanceID:        b.InstanceID,
 		AgentVersion:      cfg.Version,
 		Handler:           exec,
-		Heartbeats:        heartbeat.Builder{Status: mgr, VolumePath: mgr.DataPath(), LastCompleted: exec.LastCompleted},
+		Heartbeats:        heartbeatBuilder(mgr, exec.LastCompleted),
 		HeartbeatInterval: b.HeartbeatInterval(),
 		Logger:            log,
 	}
@@ -196,4 +196,14 @@ func watchdog(ctx context.Context, notify func(string), log *slog.Logger) {
 			notify("WATCHDOG=1")
 		}
 	}
+}
+
+// heartbeatBuilder reports a replica's link too when the datastore can
+// replicate (datastore.Replicator).
+func heartbeatBuilder(mgr datastore.Manager, lastCompleted func() string) heartbeat.Builder {
+	b := heartbeat.Builder{Status: mgr, VolumePath: mgr.DataPath(), LastCompleted: lastCompleted}
+	if r, ok := mgr.(datastore.Replicator); ok {
+		b.Replication = r.ReplicationStatus
+	}
+	return b
 }

@@ -291,6 +291,9 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, err
 		}
 		return d.publishLog(ctx, op.ID, a)
+	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		return d.replication(ctx, op)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

@@ -275,3 +275,18 @@ func TestAReRunConvergesAndAChangeIsFlushedBeforeItIsReported(t *testing.T) {
 		t.Fatal("a read carries a status")
 	}
 }
+
+// A manager without datastore.Replicator answers every replication kind
+// with not_supported naming its datastore.
+func TestReplicationNeedsTheCapability(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	for kind, args := range map[wire.Kind]string{
+		wire.KindCreateReplicationAccount: `{"name":"strata_repl_a","password":"p"}`,
+		wire.KindDropReplicationAccount:   `{"name":"strata_repl_a"}`,
+		wire.KindStartReplication:         `{"host":"10.0.2.101","port":3306,"account":"strata_repl_a","password":"p"}`,
+		wire.KindReplicationStatus:        ``,
+		wire.KindDetachReplica:            ``,
+	} {
+		wantError(t, run(t, d, kind, args), wire.CodeNotSupported, "exotic does not support replication")
+	}
+}

@@ -25,6 +25,10 @@ type Builder struct {
 	VolumePath string
 	// LastCompleted returns the id of the last finished operation.
 	LastCompleted func() string
+	// Replication, if set, reports the server's replication link; a
+	// replica's goes into the heartbeat (its lag, for the controller's
+	// view).
+	Replication func(ctx context.Context) (wire.ReplicationStatus, error)
 }
 
 // Heartbeat gathers the current facts. A filesystem that cannot be read is
@@ -44,6 +48,11 @@ func (b Builder) Heartbeat(ctx context.Context) wire.Heartbeat {
 	}
 	if b.LastCompleted != nil {
 		hb.LastCompletedOp = b.LastCompleted()
+	}
+	if b.Replication != nil && (st.Status == wire.StatusRunning || st.Status == wire.StatusRestartRequired) {
+		if r, err := b.Replication(ctx); err == nil && r.Role == wire.RoleReplica {
+			hb.Replication = &r
+		}
 	}
 	return hb
 }

@@ -101,7 +101,9 @@ type BackupPosition struct {
 	// SystemID is the PostgreSQL cluster's system identifier: WAL
 	// applies only to the cluster it came from.
 	SystemID string `json:"system_id,omitempty"`
-	// GTID is MariaDB's binary log position at the backup, for people.
+	// GTID is MariaDB's GTID position the backup is consistent with
+	// ("0-1-42"; empty without a binary log): a replica seeded from the
+	// backup starts replicating after it.
 	GTID string `json:"gtid,omitempty"`
 	// WALSegmentBytes is the PostgreSQL cluster's WAL segment size.
 	WALSegmentBytes int64 `json:"wal_segment_bytes,omitempty"`

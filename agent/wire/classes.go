@@ -106,6 +106,17 @@ var Classes = map[Kind]Class{
 	// Like a backup: a stream cut short is refused by the controller and
 	// the publish fails visibly; it is not re-run.
 	KindPublishLog: {},
+	// The account is created if missing and given this password and
+	// grant: a re-run converges on the same account.
+	KindCreateReplicationAccount: {Idempotent: true, NeedsDatastore: true, Mutates: true, SecretArgs: true, ExistsIsDone: true},
+	KindDropReplicationAccount:   {Idempotent: true, NeedsDatastore: true, Mutates: true, NotFoundIsDone: true},
+	// A re-run finds the link configured and only makes sure it runs: the
+	// starting position is set only while no link exists, so a re-run
+	// never rewinds a replica that applied events already.
+	KindStartReplication:  {Idempotent: true, NeedsDatastore: true, Mutates: true, SecretArgs: true},
+	KindReplicationStatus: {Idempotent: true, NeedsDatastore: true},
+	// Detaching a detached server changes nothing.
+	KindDetachReplica: {Idempotent: true, NeedsDatastore: true, Mutates: true},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -256,6 +256,8 @@ type Heartbeat struct {
 	StatusDetail    string           `json:"status_detail,omitempty"`
 	Volume          *FilesystemStats `json:"volume,omitempty"`
 	LastCompletedOp string           `json:"last_completed_op,omitempty"`
+	// Replication is a replica's link (absent on other servers).
+	Replication *ReplicationStatus `json:"replication,omitempty"`
 }
 
 // Validate checks the fields a store relies on.

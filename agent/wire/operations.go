@@ -50,6 +50,14 @@ const (
 	// KindPublishLog streams a log's whole current content to the
 	// controller over one data channel (stream 0), as a backup does.
 	KindPublishLog Kind = "publish_log" // PublishLogArgs → PublishLogResult
+	// Replication (a datastore.Replicator capability, see replication.go).
+	// On the primary: create and drop one replica's replication account.
+	KindCreateReplicationAccount Kind = "create_replication_account" // ReplicationAccountArgs → ReplicationSourceResult
+	KindDropReplicationAccount   Kind = "drop_replication_account"   // ReplicationAccountRef → —
+	// On a replica: follow a primary, report the link, and detach.
+	KindStartReplication  Kind = "start_replication"  // StartReplicationArgs → ReplicationStatus
+	KindReplicationStatus Kind = "replication_status" // — → ReplicationStatus
+	KindDetachReplica     Kind = "detach_replica"     // — → ReplicationStatus
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -62,6 +70,8 @@ var Kinds = []Kind{
 	KindResizeFilesystem, KindBackup, KindRestore,
 	KindUpdateUser, KindChangePasswords,
 	KindSetLog, KindPublishLog,
+	KindCreateReplicationAccount, KindDropReplicationAccount,
+	KindStartReplication, KindReplicationStatus, KindDetachReplica,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

@@ -134,7 +134,27 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 		return false, fmt.Errorf("record heartbeat of %s: %w", instanceID, err)
 	}
 	n, err := res.RowsAffected()
+	if err == nil && n == 1 {
+		err = s.recordReplication(ctx, instanceID, hb, received)
+	}
 	return n == 1, err
+}
+
+// recordReplication keeps a replica's reported link beside its report
+// (docs/replication.md); a heartbeat without one clears it.
+func (s *SQLStore) recordReplication(ctx context.Context, instanceID string, hb wire.Heartbeat, received time.Time) error {
+	if hb.Replication == nil {
+		_, err := s.DB.Exec(ctx, `DELETE FROM replication_reports WHERE instance_id = ?`, instanceID)
+		return err
+	}
+	data, err := json.Marshal(hb.Replication)
+	if err != nil {
+		return err
+	}
+	_, err = s.DB.Exec(ctx, `INSERT INTO replication_reports (instance_id, status, received_at) VALUES (?, ?, ?)
+		ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at`,
+		instanceID, string(data), store.Millis(received))
+	return err
 }
 
 func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {

@@ -254,12 +254,11 @@ func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
 			t.Errorf("%s %s: a 5xx for bad input", bc.method, bc.path)
 		}
 	}
-	// A complete replica request is not bad input: until replication lands
-	// it gets replication's own refusal (501, as Trove answers an operation
-	// a datastore does not support), and changes nothing either.
-	if code, doc := c.do("POST", "/instances", `{"instance":{"name":"a","replica_of":"`+id+`"}}`); code != 501 ||
-		!strings.Contains(errorMessage(doc), "replication is not supported by this controller yet") {
-		t.Errorf("name + replica_of: HTTP %d %v, want 501 naming replication", code, doc)
+	// More replicas than Trove allows in one request is bad input too,
+	// and changes nothing.
+	if code, doc := c.do("POST", "/instances", `{"instance":{"name":"a","replica_of":"`+id+`","replica_count":4}}`); code != 400 ||
+		!strings.Contains(errorMessage(doc), "between 1 and 3") {
+		t.Errorf("replica_count 4: HTTP %d %v, want 400", code, doc)
 	}
 	// A member of another project: the admin's instance does not exist
 	// for it (only the admin role reaches across projects).

@@ -88,6 +88,8 @@ type fakeGuest struct {
 	// failPrepare, if set, makes prepare fail with it (a new image whose
 	// database does not start).
 	failPrepare string
+	// repl is the guest's replication (replication_test.go).
+	repl fakeReplication
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -158,7 +160,12 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 		}
 	}
 	total := uint64(g.volumeGB) << 30
-	return wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
+	hb := wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
+	if g.repl.link != nil {
+		r := g.replicationStatus()
+		hb.Replication = &r
+	}
+	return hb
 }
 
 func opErr(code wire.ErrorCode, format string, args ...any) wire.Result {
@@ -456,6 +463,9 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(wire.StatusResult{Status: wire.StatusRunning})
 	case wire.KindListLogs, wire.KindSetLog:
 		return g.logOp(op)
+	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		return g.replicationOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)
 }

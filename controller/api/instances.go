@@ -108,6 +108,7 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		// (docs/datastores.md).
 		out["tls_fingerprint"] = in.TLSFingerprint
 	}
+	s.replicationView(c, in, out)
 	if in.ServerRestartReason != "" {
 		// strata's own field: the server runs with outdated launch
 		// settings (status RESTART_REQUIRED; the restart action restarts
@@ -255,7 +256,7 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.name is required")
 	}
 	if in.ReplicaOf != nil && *in.ReplicaOf != "" {
-		return s.createReplica(c, in.ReplicaOf, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
+		return s.createReplica(w, c, *in.Name, in.ReplicaOf, in.ReplicaCount, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
 			len(in.Databases)+len(in.Users) > 0)
 	}
 	switch {
@@ -339,10 +340,11 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 
 // createReplica checks a replica request in Trove's order — a replica
 // takes flavor, volume and datastore from its source, so naming them is
-// refused with Trove's messages; the source must exist — and then refuses
-// it: replication is not there yet, and that is the answer (501), not a
-// field the request lacks.
-func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessage, datastore, volume, locality, usersOrDatabases bool) error {
+// refused with Trove's messages; the source must exist — and queues the
+// replicas (lifecycle.CreateReplicas, docs/replication.md). The answer is
+// the first replica, as Trove's.
+func (s *Server) createReplica(w http.ResponseWriter, c *call, name string, source *string, count *int, flavorRef json.RawMessage,
+	datastore, volume, locality, usersOrDatabases bool) error {
 	switch {
 	case !isNull(flavorRef):
 		return errorf(http.StatusBadRequest, "Cannot specify flavor when creating replicas.")
@@ -360,7 +362,16 @@ func (s *Server) createReplica(c *call, source *string, flavorRef json.RawMessag
 	if usersOrDatabases {
 		return errorf(http.StatusBadRequest, "Cannot create a replica with users or databases.")
 	}
-	return errorf(http.StatusNotImplemented, "instance.replica_of: replication is not supported by this controller yet; no replica of instance %s (%s) was made", src.ID, src.Name)
+	r := lifecycle.ReplicaRequest{ProjectID: c.instanceScope(), Name: name, SourceID: src.ID, Count: 1}
+	if count != nil {
+		r.Count = *count
+	}
+	made, err := s.Lifecycle.CreateReplicas(c.ctx(), r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instance": s.instanceView(c, s.lookups(c), made[0], true)})
+	return nil
 }
 
 // nicKeys are the keys a nics entry may have: Trove 18's (network_id or
@@ -433,14 +444,18 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, `the body must be {"instance": {...}}`)
 	}
 	id := c.r.PathValue("id")
-	if _, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id); err != nil {
+	current, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), id)
+	if err != nil {
 		return err
 	}
-	did := false
+	did, detach := false, false
 	var applies []lifecycle.Apply
 	for key, raw := range req.Instance {
 		switch key {
 		case "configuration":
+			if err := refuseOnReplica(c, s, current, "configuration groups"); err != nil {
+				return err
+			}
 			var cfg *string
 			if err := json.Unmarshal(raw, &cfg); err != nil {
 				return errorf(http.StatusBadRequest, "instance.configuration: expected a configuration id or null")
@@ -468,8 +483,14 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			}
 			did = true
 		case "replica_of", "slave_of":
-			if !isNull(raw) {
-				return errorf(http.StatusBadRequest, "instance.%s: replication is not supported by this controller", key)
+			// Detach: null or "" (Trove's client sends both keys).
+			if !isNull(raw) && string(bytes.TrimSpace(raw)) != `""` {
+				return errorf(http.StatusBadRequest, "instance.%s: only null or \"\" (detach from the source) may be given here", key)
+			}
+			if _, ok, err := instances.LinkOf(c.ctx(), s.DB, id); err != nil {
+				return err
+			} else if ok {
+				detach = true
 			}
 		case "access":
 			var acc *struct {
@@ -494,6 +515,12 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		default:
 			return errorf(http.StatusBadRequest, "unknown field %q in instance", trunc(key))
 		}
+	}
+	if detach {
+		if err := s.Lifecycle.Detach(c.ctx(), c.instanceScope(), id); err != nil {
+			return err
+		}
+		did = true
 	}
 	if !did {
 		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name or instance.access")

@@ -137,7 +137,7 @@ func (g *fakeGuest) backup(op wire.Operation) wire.Result {
 	if err := st.CloseWrite(); err != nil {
 		return opErr(wire.CodeUnavailable, "backup stream: %v", err)
 	}
-	pos := wire.BackupPosition{StartLSN: "0", EndLSN: strconv.Itoa(len(dbs))}
+	pos := wire.BackupPosition{StartLSN: "0", EndLSN: strconv.Itoa(len(dbs)), GTID: "0-1-42"}
 	if a.Parent != nil {
 		pos.StartLSN = a.Parent.EndLSN
 	}

@@ -306,3 +306,44 @@ func SendStream(st agentendpoint.Stream, r io.Reader) error {
 	}
 	return st.CloseWrite()
 }
+
+// SeedBackup takes a full backup of an instance to seed replicas from
+// (lifecycle.Seeds): an ordinary backup of the source's project.
+func (m *Manager) SeedBackup(ctx context.Context, project, instanceID, name string) (string, error) {
+	b, err := m.Create(ctx, CreateRequest{ProjectID: project, InstanceID: instanceID, Name: name,
+		Description: "taken to seed replicas (docs/replication.md)"})
+	return b.ID, err
+}
+
+// SeedState reports whether a seed backup completed, and its GTID
+// position; a failed or deleted one fails the replica with the reason.
+func (m *Manager) SeedState(ctx context.Context, backupID string) (bool, string, error) {
+	b, err := getAny(ctx, m.DB, backupID)
+	if errors.Is(err, ErrNotFound) {
+		return false, "", tasks.Fail("", "the seed backup %s is gone", backupID)
+	}
+	if err != nil {
+		return false, "", err
+	}
+	switch b.Status {
+	case StatusCompleted:
+		var gtid string
+		if b.Result != nil {
+			gtid = b.Result.Position.GTID
+		}
+		return true, gtid, nil
+	case StatusNew, StatusBuilding:
+		return false, "", nil
+	}
+	return false, "", tasks.Fail("", "the seed backup %s of the source is %s: %s", backupID, b.Status, b.FailReason)
+}
+
+// DeleteSeed deletes a seed backup the replicas restored; a gone one is
+// fine.
+func (m *Manager) DeleteSeed(ctx context.Context, backupID string) error {
+	err := m.Delete(ctx, "", backupID)
+	if errors.Is(err, lifecycle.ErrNotFound) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}

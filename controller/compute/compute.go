@@ -111,6 +111,18 @@ type LaunchChecker interface {
 	LaunchOutdated(ctx context.Context, srv Server) (string, error)
 }
 
+// ReplicationRouter is a driver whose machines can reach another
+// instance's database, for replication (docs/replication.md): it says
+// where the replica's server finds its source. A driver without it
+// cannot host replicas (the local qemu driver's fence lets a guest reach
+// only the agent endpoint until it opens a way for replicas).
+type ReplicationRouter interface {
+	// ReplicationRoute returns the address the replica's guest connects
+	// to for its source, whose clients reach it at source (host:port);
+	// it sets up whatever the route needs and may be called again.
+	ReplicationRoute(ctx context.Context, replica, source Server, sourceHost string, sourcePort int) (host string, port int, err error)
+}
+
 // Restarter restarts a machine with the driver's current settings.
 type Restarter interface {
 	// RestartServer stops the machine (gracefully, then forcibly) and

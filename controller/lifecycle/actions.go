@@ -76,6 +76,13 @@ func (m *Manager) Delete(ctx context.Context, project, id string) error {
 			return nil
 		},
 		func(tx *store.Tx, in instances.Instance) error {
+			// Trove's rule: replicas go (or are detached) first.
+			if list, err := instances.ReplicasOf(ctx, tx, in.ID); err != nil {
+				return err
+			} else if len(list) > 0 {
+				return wrap(ErrBadRequest, "The replica source cannot be deleted without detaching the replicas: instance %s has %d (first %s).",
+					in.ID, len(list), list[0].InstanceID)
+			}
 			n, err := tasks.CancelKinds(ctx, tx, in.ID, []string{KindRecover}, "cancelled by delete", m.now())
 			if n > 0 {
 				m.log().Info("delete cancelled a queued recover", "instance", in.ID)
@@ -173,6 +180,9 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 	}
 	switch t.Step {
 	case "server":
+		if err := m.unlinkDeleted(ctx, in); err != nil {
+			return tasks.Result{}, err
+		}
 		chaos.Reach("delete.start", in.ID)
 		if srv, ok := serverOf(in); ok {
 			if err := m.Compute.DeleteServer(ctx, srv); err != nil {

@@ -316,6 +316,15 @@ func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		return m.restore(ctx, t, in)
 	case "wait":
 		return m.waitPrepared(ctx, t, in)
+	// A replica's steps (replicas.go).
+	case "seed":
+		return m.seedStep(ctx, t)
+	case "account", "account-queue":
+		return m.accountStep(ctx, t, in)
+	case "attach":
+		return m.attachStep(ctx, t, in)
+	case "linked":
+		return m.linkedStep(ctx, t, in)
 	}
 	return tasks.Result{}, tasks.Fail("", "create task at unknown step %q", t.Step)
 }
@@ -518,10 +527,18 @@ func (m *Manager) waitPrepared(ctx context.Context, t *tasks.Task, in instances.
 		return tasks.Result{}, err
 	}
 	if done {
-		var p createPayload
+		var p replicaTaskPayload
 		t.Decode(&p)
+		fingerprint := m.reportedFingerprint(in.ID, res.Payload)
+		if p.ReplicaOf != "" {
+			// Restored: now the link (replicas.go); ACTIVE only once it runs.
+			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `tls_fingerprint = ?`, fingerprint); err != nil {
+				return tasks.Result{}, err
+			}
+			return tasks.Result{Next: "account"}, nil
+		}
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, tls_fingerprint = ?`,
-			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest), m.reportedFingerprint(in.ID, res.Payload)); err != nil {
+			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest), fingerprint); err != nil {
 			return tasks.Result{}, err
 		}
 		m.log().Info("instance prepared", "instance", in.ID, "seconds", m.now().Sub(in.CreatedAt).Seconds())

@@ -107,6 +107,9 @@ type Manager struct {
 	// Restores restores new instances from backups (backups.Manager);
 	// nil: create with a backup is refused.
 	Restores Restores
+	// Seeds takes the backups replicas are seeded from (backups.Manager);
+	// nil: replica create is refused.
+	Seeds Seeds
 	// Quotas, if set, limits each project's instances and volume
 	// gigabytes, checked in the transaction that records a create or a
 	// resize; nil: no limits.

@@ -429,6 +429,7 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		return nil, err
 	}
 	lc.Restores = bm
+	lc.Seeds = bm
 	lcRef.Store(lc)
 	engine.Kinds = lc.Kinds()
 	maps.Copy(engine.Kinds, bm.Kinds())

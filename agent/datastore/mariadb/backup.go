@@ -62,8 +62,10 @@ func (m *Manager) Backup(ctx context.Context, args wire.BackupArgs, w io.Writer)
 	if !lsnPattern.MatchString(info.Position.EndLSN) {
 		return info, fmt.Errorf("mariadb backup: xtrabackup_checkpoints has no to_lsn")
 	}
-	if gtid, err := os.ReadFile(filepath.Join(scratch, "lsn", "xtrabackup_binlog_info")); err == nil {
-		info.Position.GTID = strings.TrimSpace(string(gtid))
+	// The binary log position the backup is consistent with: where a
+	// replica seeded from it starts (docs/replication.md).
+	if b, err := os.ReadFile(filepath.Join(scratch, "lsn", "xtrabackup_info")); err == nil {
+		info.Position.GTID = gtidOfLastChange(string(b))
 	}
 	m.log.Info("backup streamed", "backup", args.BackupID, "incremental", args.Parent != nil,
 		"from_lsn", info.Position.StartLSN, "to_lsn", info.Position.EndLSN)
@@ -76,6 +78,18 @@ func (m *Manager) backupToolArgs(args ...string) []string {
 		return append([]string{"--defaults-file=" + m.cfg.DefaultsFile}, args...)
 	}
 	return args
+}
+
+var lastChangePattern = regexp.MustCompile(`GTID of the last change '([0-9,-]*)'`)
+
+// gtidOfLastChange takes the GTID list out of xtrabackup_info's binlog_pos
+// line; "" when the server wrote no binary log or the list is malformed.
+func gtidOfLastChange(info string) string {
+	m := lastChangePattern.FindStringSubmatch(info)
+	if m == nil || wire.CheckGTIDList(m[1]) != nil {
+		return ""
+	}
+	return m[1]
 }
 
 // readCheckpoints parses mariadb-backup's "key = value" checkpoint file.

@@ -82,7 +82,9 @@ func snapshot(t *testing.T, inst *mariadbtest.Instance) string {
 		"SELECT SCHEMA_NAME, DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA ORDER BY 1",
 		"SELECT User, Host, plugin, authentication_string FROM mysql.user ORDER BY 1, 2",
 		"SELECT Host, Db, User FROM mysql.db ORDER BY 1, 2, 3",
-		"SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES ORDER BY 1",
+		// The GTID positions count binary log events, which an operation
+		// that undoes its own change still writes: history, not state.
+		"SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME NOT LIKE 'GTID\\_%' ORDER BY 1",
 	} {
 		fmt.Fprintf(&b, "%s\n%s\n", q, strings.Join(servertest.QueryStrings(t, db, q), "\n"))
 	}

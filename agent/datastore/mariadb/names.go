@@ -69,7 +69,7 @@ func (m *Manager) checkUserRef(u *wire.UserRef) error {
 		return invalid("user name %s is %d characters long; MariaDB allows %d", show(u.Name), len(u.Name), maxUserName)
 	case !userNamePattern.MatchString(u.Name):
 		return invalid("user name %s: use only A-Z a-z 0-9 _ . $ - (not starting with . $ or -)", show(u.Name))
-	case reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser):
+	case reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser) || isReplicationAccount(u.Name):
 		return invalid("user %s is reserved for the system", show(u.Name))
 	case len(u.Host) > maxHostName:
 		return invalid("host %s is %d characters long; MariaDB allows %d", show(u.Host), len(u.Host), maxHostName)

@@ -27,7 +27,7 @@ func (m *Manager) ListUsers(ctx context.Context) ([]wire.User, error) {
 			rows.Close()
 			return nil, fmt.Errorf("list users: %w", err)
 		}
-		if reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser) {
+		if reservedUsers[strings.ToLower(u.Name)] || strings.EqualFold(u.Name, m.cfg.AdminUser) || isReplicationAccount(u.Name) {
 			continue
 		}
 		users = append(users, u)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -58,7 +59,28 @@ type Instance struct {
 // New lays out a private server under dir (the socket goes to a short
 // directory of its own if dir's path is too long for a unix socket) and
 // returns an unprepared manager for it.
-func New(dir string, log *slog.Logger) (*Instance, error) {
+func New(dir string, log *slog.Logger) (*Instance, error) { return newInstance(dir, log, 0) }
+
+// NewTCPT is NewT for a server that also listens on 127.0.0.1 at a free
+// port (Config.Port), for tests where servers talk to each other
+// (replication).
+func NewTCPT(t testing.TB) *Instance {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	inst, err := newInstance(t.TempDir(), Logger(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Close)
+	return inst
+}
+
+func newInstance(dir string, log *slog.Logger, port int) (*Instance, error) {
 	mariadbd, installDB, err := Binaries()
 	if err != nil {
 		return nil, err
@@ -89,7 +111,9 @@ func New(dir string, log *slog.Logger) (*Instance, error) {
 		StateFile:      filepath.Join(dir, "state", "mariadb.json"),
 		OSUser:         me.Username,
 		AdminUser:      me.Username,
-		SkipNetworking: true,
+		SkipNetworking: port == 0,
+		Port:           port,
+		BindAddress:    "127.0.0.1",
 		InstallDB:      installDB,
 		DefaultsFile:   defaults,
 		StartTimeout:   60 * time.Second,

@@ -1,0 +1,294 @@
+package mariadb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"strata/agent/datastore"
+	"strata/agent/wire"
+)
+
+// Replication is MariaDB GTID replication (docs/replication.md). Every
+// server writes a binary log (strata.cnf.tmpl: log_bin, ROW format,
+// log_slave_updates) so any instance can be a source; a replica keeps its
+// own server_id and read_only in replicationFile, which
+// sorts after the configuration group's file so a group cannot make a
+// replica writable.
+
+var _ datastore.Replicator = (*Manager)(nil)
+
+// replicationFile holds a replica's settings; absent on a standalone
+// server.
+func (m *Manager) replicationFile() string {
+	return filepath.Join(filepath.Dir(m.cfg.OverridesFile), "97-strata-replication.cnf")
+}
+
+// CreateReplicationAccount makes args.Name@'%' with REPLICATION SLAVE
+// (and REPLICATION CLIENT, for SHOW MASTER STATUS) and nothing else, or
+// resets an existing one's password and grant: a re-run converges.
+func (m *Manager) CreateReplicationAccount(ctx context.Context, args wire.ReplicationAccountArgs) (wire.ReplicationSourceResult, error) {
+	var res wire.ReplicationSourceResult
+	if err := wire.CheckReplicationAccount(args.Name); err != nil {
+		return res, invalid("%v", err)
+	}
+	if err := datastore.CheckPassword(args.Password); err != nil {
+		return res, err
+	}
+	if err := m.ready(ctx); err != nil {
+		return res, err
+	}
+	var logBin int
+	if err := m.conn().QueryRowContext(ctx, "SELECT @@log_bin").Scan(&logBin); err != nil {
+		return res, wire.Errorf(wire.CodeUnavailable, "mariadb: %v", err)
+	}
+	if logBin != 1 {
+		return res, wire.Errorf(wire.CodeFailedPrecondition,
+			"this server writes no binary log, so no replica can follow it (it was prepared before strata turned log_bin on); rebuild the instance to get the current configuration")
+	}
+	acct, _ := account(wire.UserRef{Name: args.Name, Host: "%"})
+	hash := nativePasswordHash(args.Password)
+	if err := m.exec(ctx,
+		"CREATE USER IF NOT EXISTS "+acct+" IDENTIFIED VIA mysql_native_password USING '"+hash+"'",
+		"ALTER USER "+acct+" IDENTIFIED VIA mysql_native_password USING '"+hash+"'",
+		"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO "+acct,
+	); err != nil {
+		return res, fmt.Errorf("create replication account %s: %w", args.Name, err)
+	}
+	if err := m.conn().QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&res.GTIDBinlogPos); err != nil {
+		return res, wire.Errorf(wire.CodeUnavailable, "mariadb: %v", err)
+	}
+	m.log.Info("replication account ready", "account", args.Name, "gtid_binlog_pos", res.GTIDBinlogPos)
+	return res, nil
+}
+
+// DropReplicationAccount removes a replica's account; a missing one is
+// not_found.
+func (m *Manager) DropReplicationAccount(ctx context.Context, name string) error {
+	if err := wire.CheckReplicationAccount(name); err != nil {
+		return invalid("%v", err)
+	}
+	if err := m.ready(ctx); err != nil {
+		return err
+	}
+	ref := wire.UserRef{Name: name, Host: "%"}
+	exists, err := m.userExists(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return wire.Errorf(wire.CodeNotFound, "replication account %s does not exist", name)
+	}
+	acct, _ := account(ref)
+	// Kill the replica's dump threads too: a dropped account must not
+	// keep receiving events on a connection it opened before.
+	if err := m.exec(ctx, "DROP USER "+acct); err != nil {
+		return fmt.Errorf("drop replication account %s: %w", name, err)
+	}
+	m.killSessionsOf(ctx, name)
+	m.log.Info("replication account dropped", "account", name)
+	return nil
+}
+
+// killSessionsOf ends the connections of an account (best effort: a
+// session that ended meanwhile is fine).
+func (m *Manager) killSessionsOf(ctx context.Context, user string) {
+	rows, err := m.conn().QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+	if err != nil {
+		return
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	for _, id := range ids {
+		m.exec(ctx, "KILL CONNECTION "+strconv.FormatInt(id, 10))
+	}
+}
+
+// StartReplication makes this server a read-only replica of args.Host.
+// Order: the settings file first (server_id must differ from the
+// primary's before the link starts, and read_only must survive a
+// restart), then read_only and server_id live, then — only while no link
+// exists — gtid_slave_pos and CHANGE MASTER, then START SLAVE.
+func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
+	if err := args.Validate(); err != nil {
+		return wire.ReplicationStatus{}, invalid("start replication: %v", err)
+	}
+	if err := datastore.CheckPassword(args.Password); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	host, err := quoteString(args.Host)
+	if err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	user, _ := quoteString(args.Account)
+	pw, err := quoteString(args.Password)
+	if err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if err := m.ready(ctx); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	serverID, err := m.replicaServerID()
+	if err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	cnf := fmt.Sprintf("# Written by strata-agent: this server is a replica (docs/replication.md). Removed on detach.\n"+
+		"[mysqld]\nserver_id = %d\nread_only = ON\n", serverID)
+	if err := datastore.WriteConfigFile(m.replicationFile(), []byte(cnf), 0o644); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if err := m.exec(ctx, "SET GLOBAL read_only = ON", "SET GLOBAL server_id = "+strconv.FormatUint(uint64(serverID), 10)); err != nil {
+		return wire.ReplicationStatus{}, fmt.Errorf("start replication: %w", err)
+	}
+	st, err := m.ReplicationStatus(ctx)
+	if err != nil {
+		return st, err
+	}
+	if st.Role == wire.RoleStandalone {
+		stmts := []string{}
+		if args.GTIDSlavePos != "" {
+			stmts = append(stmts, "SET GLOBAL gtid_slave_pos = '"+args.GTIDSlavePos+"'")
+		}
+		stmts = append(stmts, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %d, MASTER_USER = %s, MASTER_PASSWORD = %s, "+
+			"MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 5", host, args.Port, user, pw))
+		if err := m.exec(ctx, stmts...); err != nil {
+			return st, wire.Errorf(wire.CodeFailedPrecondition, "start replication: %s", datastore.FirstWords(err.Error()))
+		}
+	} else if st.SourceHost != args.Host || st.SourcePort != args.Port {
+		return st, wire.Errorf(wire.CodeFailedPrecondition,
+			"start replication: this server follows %s:%d already; detach it first", st.SourceHost, st.SourcePort)
+	}
+	if err := m.exec(ctx, "START SLAVE"); err != nil {
+		return st, fmt.Errorf("start replication: %w", err)
+	}
+	m.log.Info("replication started", "source", fmt.Sprintf("%s:%d", args.Host, args.Port), "account", args.Account,
+		"gtid_slave_pos", args.GTIDSlavePos, "server_id", serverID)
+	return m.ReplicationStatus(ctx)
+}
+
+// replicaServerID keeps the server_id a replica was given (a re-run must
+// not change it) or draws a new one: random, never 1 (a primary's
+// default), so replicas of one group differ with near certainty.
+func (m *Manager) replicaServerID() (uint32, error) {
+	if data, err := os.ReadFile(m.replicationFile()); err == nil {
+		if id, ok := parseOverrides(data)["server_id"]; ok {
+			if n, err := strconv.ParseUint(id, 10, 32); err == nil && n > 1 {
+				return uint32(n), nil
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("replication settings: %w", err)
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint32(b[:])%(1<<31-2) + 2, nil
+}
+
+// ReplicationStatus reads SHOW ALL SLAVES STATUS' default connection and
+// the GTID variables.
+func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus, error) {
+	st := wire.ReplicationStatus{Role: wire.RoleStandalone}
+	if err := m.ready(ctx); err != nil {
+		return st, err
+	}
+	if err := m.conn().QueryRowContext(ctx, "SELECT @@gtid_slave_pos, @@gtid_binlog_pos, @@read_only").
+		Scan(&st.GTIDSlavePos, &st.GTIDBinlogPos, &st.ReadOnly); err != nil {
+		return st, wire.Errorf(wire.CodeUnavailable, "mariadb: %v", err)
+	}
+	row, err := m.slaveStatus(ctx)
+	if err != nil || row == nil {
+		return st, err
+	}
+	st.Role = wire.RoleReplica
+	st.SourceHost = row["Master_Host"]
+	st.SourcePort, _ = strconv.Atoi(row["Master_Port"])
+	st.IORunning = row["Slave_IO_Running"] == "Yes"
+	st.SQLRunning = row["Slave_SQL_Running"] == "Yes"
+	if s, ok := row["Seconds_Behind_Master"]; ok && s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			st.SecondsBehind = &n
+		}
+	}
+	st.GTIDIOPos = row["Gtid_IO_Pos"]
+	switch {
+	case row["Last_IO_Error"] != "":
+		st.LastError = "I/O: " + row["Last_IO_Error"]
+	case row["Last_SQL_Error"] != "":
+		st.LastError = "SQL: " + row["Last_SQL_Error"]
+	}
+	if len(st.LastError) > 1000 { // it travels in every heartbeat
+		st.LastError = st.LastError[:1000]
+	}
+	return st, nil
+}
+
+// slaveStatus is SHOW SLAVE STATUS' one row by column name, nil when no
+// link is configured. NULL columns read as "".
+func (m *Manager) slaveStatus(ctx context.Context) (map[string]string, error) {
+	rows, err := m.conn().QueryContext(ctx, "SHOW SLAVE STATUS")
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeUnavailable, "mariadb: show slave status: %v", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, fmt.Errorf("show slave status: %w", err)
+	}
+	out := make(map[string]string, len(cols))
+	for i, c := range cols {
+		out[c] = vals[i].String
+	}
+	return out, nil
+}
+
+// DetachReplica stops and forgets the link (RESET SLAVE ALL: the relay
+// logs and the stored credentials go too), removes the replica settings
+// file and turns read_only off: a standalone writable server that keeps
+// its data and its server_id until restart.
+func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, error) {
+	if err := m.ready(ctx); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if err := m.exec(ctx, "STOP SLAVE", "RESET SLAVE ALL"); err != nil {
+		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
+	}
+	if err := os.Remove(m.replicationFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
+	}
+	if err := m.exec(ctx, "SET GLOBAL read_only = OFF"); err != nil {
+		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
+	}
+	m.log.Info("replica detached")
+	return m.ReplicationStatus(ctx)
+}
+
+// isReplicationAccount reports names the replication kinds own.
+func isReplicationAccount(name string) bool {
+	return strings.HasPrefix(strings.ToLower(name), wire.ReplicationAccountPrefix)
+}

@@ -1,0 +1,257 @@
+package mariadb_test
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"strata/agent/datastore/mariadb/mariadbtest"
+	"strata/agent/dispatch"
+	"strata/agent/heartbeat"
+	"strata/agent/streams/streamstest"
+	"strata/agent/wire"
+)
+
+// tcpLogin connects to a test server over TCP as a database user.
+func tcpLogin(t *testing.T, inst *mariadbtest.Instance, user, password string) *sql.DB {
+	t.Helper()
+	c := mysql.NewConfig()
+	c.Net, c.Addr, c.User, c.Passwd = "tcp", "127.0.0.1:"+strconv.Itoa(inst.Config.Port), user, password
+	db, err := sql.Open("mysql", c.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// waitApplied waits until the replica applied everything the primary
+// wrote to its binary log, and returns the replica's last status.
+func waitApplied(t *testing.T, ctx context.Context, primary, replica *mariadbtest.Instance) wire.ReplicationStatus {
+	t.Helper()
+	var want string
+	if err := admin(t, primary).QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := replica.Manager.ReplicationStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GTIDSlavePos == want {
+			return st
+		}
+		if st.LastError != "" {
+			t.Fatalf("replication broke: %+v", st)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("replica never reached the primary's position %s: %+v", want, st)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func count(t *testing.T, db *sql.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Two real servers: the replica is seeded from a backup of the primary,
+// follows it by GTID from the backup's position with its own account,
+// refuses users' writes, survives a restart, and once detached is
+// writable and forgets the link; the primary's account is dropped after.
+func TestReplicaSeededFromABackupFollowsThePrimaryAndDetaches(t *testing.T) {
+	ctx := backupCtx(t)
+	primary := mariadbtest.NewTCPT(t)
+	mustPrepare(t, primary, wire.PrepareArgs{
+		Databases: []wire.Database{{Name: "shop"}},
+		Users:     []wire.User{{Name: "app", Password: "app-secret-1", Databases: []string{"shop"}}},
+	})
+	pdb := admin(t, primary)
+	if _, err := pdb.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 500)
+
+	// Seed: a full backup of the primary restored onto a fresh server.
+	mem := streamstest.NewMemory()
+	full, err := streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: primary.Manager, Streams: mem, Datastore: "mariadb"}, "seed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gtid := full.Position.GTID
+	if gtid == "" {
+		t.Fatalf("the seed backup carries no GTID position: %+v", full.Position)
+	}
+	fill(t, pdb, 200) // written after the seed: must arrive by replication
+	replica := mariadbtest.NewTCPT(t)
+	rd := &dispatch.Dispatcher{Manager: replica.Manager, Streams: mem, Datastore: "mariadb"}
+	if _, err := streamstest.Restore(ctx, rd, mem, "restore", wire.RestoreArgs{}, mem.Stored("seed", full)); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, replica)
+	if n := count(t, rdb, "shop.items"); n != 500 {
+		t.Fatalf("seeded replica has %d rows, want the backup's 500", n)
+	}
+
+	// The account on the primary: hidden from users, refused as a user.
+	const acct, pw = "strata_repl_r1", "repl-Secret-0123456789"
+	src, err := primary.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.GTIDBinlogPos == "" {
+		t.Fatalf("source result %+v: no binlog position", src)
+	}
+	users, err := primary.Manager.ListUsers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if u.Name == acct {
+			t.Fatalf("list users shows the replication account: %+v", users)
+		}
+	}
+	wantCode(t, primary.Manager.CreateUsers(ctx, []wire.User{{Name: "strata_repl_x", Password: "whatever-123"}}), wire.CodeInvalidArgument, "reserved")
+	// Creating it again (a re-run) converges.
+	if _, err := primary.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: pw}); err != nil {
+		t.Fatalf("re-run of create_replication_account: %v", err)
+	}
+
+	start := wire.StartReplicationArgs{Host: "127.0.0.1", Port: primary.Config.Port, Account: acct, Password: pw, GTIDSlavePos: gtid}
+	st, err := replica.Manager.StartReplication(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleReplica || !st.ReadOnly || st.SourcePort != primary.Config.Port {
+		t.Fatalf("status after start: %+v", st)
+	}
+	st = waitApplied(t, ctx, primary, replica)
+	if n := count(t, rdb, "shop.items"); n != 700 {
+		t.Fatalf("replica has %d rows, want 700", n)
+	}
+	if !st.IORunning || !st.SQLRunning || st.SecondsBehind == nil || *st.SecondsBehind != 0 || st.GTIDIOPos == "" {
+		t.Fatalf("caught-up status: %+v", st)
+	}
+	// The heartbeat carries a replica's link, and none for the primary.
+	if hb := (heartbeat.Builder{Status: replica.Manager, Replication: replica.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication == nil ||
+		hb.Replication.SecondsBehind == nil || hb.Replication.GTIDSlavePos != st.GTIDSlavePos {
+		t.Fatalf("replica heartbeat: %+v", hb.Replication)
+	}
+	if hb := (heartbeat.Builder{Status: primary.Manager, Replication: primary.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication != nil {
+		t.Fatalf("primary heartbeat reports a link: %+v", hb.Replication)
+	}
+	if got := checksums(t, rdb); got != checksums(t, pdb) {
+		t.Fatalf("replica differs from primary:\n%s\n%s", got, checksums(t, pdb))
+	}
+
+	// Users cannot write on the replica (read_only); the app account came
+	// with the seed.
+	app := tcpLogin(t, replica, "app", "app-secret-1")
+	if _, err := app.Exec("INSERT INTO shop.items (v) VALUES ('diverge')"); err == nil {
+		t.Fatal("a user's write on the replica succeeded")
+	} else if me, ok := err.(*mysql.MySQLError); !ok || me.Number != 1290 {
+		t.Fatalf("write on the replica: %v, want error 1290 (read-only)", err)
+	}
+
+	// A re-run of start (an interrupted operation) must not rewind the
+	// replica to the seed's position, which would apply rows twice.
+	if _, err := replica.Manager.StartReplication(ctx, start); err != nil {
+		t.Fatalf("re-run of start_replication: %v", err)
+	}
+	fill(t, pdb, 100)
+	waitApplied(t, ctx, primary, replica)
+	if n := count(t, rdb, "shop.items"); n != 800 {
+		t.Fatalf("after a re-run of start the replica has %d rows, want 800", n)
+	}
+	// A different source while linked is refused.
+	other := start
+	other.Port++
+	_, err = replica.Manager.StartReplication(ctx, other)
+	wantCode(t, err, wire.CodeFailedPrecondition, "detach it first")
+
+	// A restarted replica stays read-only and catches up by itself.
+	if err := replica.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 100)
+	st = waitApplied(t, ctx, primary, replica)
+	if !st.ReadOnly || !st.IORunning {
+		t.Fatalf("after restart: %+v", st)
+	}
+
+	// Detach: standalone, writable, link and settings file gone.
+	st, err = replica.Manager.DetachReplica(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleStandalone || st.ReadOnly {
+		t.Fatalf("status after detach: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")); !os.IsNotExist(err) {
+		t.Fatalf("replication settings file after detach: %v", err)
+	}
+	if _, err := app.Exec("INSERT INTO shop.items (v) VALUES ('mine now')"); err != nil {
+		t.Fatalf("write on the detached replica: %v", err)
+	}
+	fill(t, pdb, 100) // no longer arrives
+	time.Sleep(500 * time.Millisecond)
+	if n := count(t, rdb, "shop.items"); n != 901 {
+		t.Fatalf("detached replica has %d rows, want 901", n)
+	}
+	if _, err := replica.Manager.DetachReplica(ctx); err != nil {
+		t.Fatalf("detach again: %v", err)
+	}
+
+	// The primary drops the account; a second drop is not_found.
+	if err := primary.Manager.DropReplicationAccount(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	pdb.QueryRow("SELECT COUNT(*) FROM mysql.user WHERE User = ?", acct).Scan(&n)
+	if n != 0 {
+		t.Fatal("replication account still exists after drop")
+	}
+	wantCode(t, primary.Manager.DropReplicationAccount(ctx, acct), wire.CodeNotFound, "does not exist")
+}
+
+// Bad arguments change nothing and say what is wrong.
+func TestReplicationRefusesBadArguments(t *testing.T) {
+	ctx := ctxT(t)
+	inst := sharedServer(t)
+	before := snapshot(t, inst)
+	_, err := inst.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "app", Password: "long-enough-1"})
+	wantCode(t, err, wire.CodeInvalidArgument, "strata_repl_")
+	_, err = inst.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_a", Password: ""})
+	wantCode(t, err, wire.CodeInvalidArgument, "password")
+	for _, a := range []wire.StartReplicationArgs{
+		{Host: "127.0.0.1'; DROP", Port: 3306, Account: "strata_repl_a", Password: "x"},
+		{Host: "127.0.0.1", Port: 0, Account: "strata_repl_a", Password: "x"},
+		{Host: "127.0.0.1", Port: 3306, Account: "root", Password: "x"},
+		{Host: "127.0.0.1", Port: 3306, Account: "strata_repl_a", Password: "x", GTIDSlavePos: "0-1-2'"},
+	} {
+		_, err := inst.Manager.StartReplication(ctx, a)
+		wantCode(t, err, wire.CodeInvalidArgument, "start replication")
+	}
+	wantCode(t, inst.Manager.DropReplicationAccount(ctx, "strata_repl_none"), wire.CodeNotFound, "does not exist")
+	assertUnchanged(t, inst, before)
+}
+
+func mustPrepare(t *testing.T, inst *mariadbtest.Instance, args wire.PrepareArgs) {
+	t.Helper()
+	if _, err := inst.Manager.Prepare(ctxT(t), args); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,26 @@
+package datastore
+
+import (
+	"context"
+
+	"strata/agent/wire"
+)
+
+// Replicator is a Manager whose datastore can be a replication primary
+// and replica (docs/replication.md). The dispatcher type-asserts it and
+// answers not_supported, naming the datastore, for a manager without it.
+//
+// On the primary, CreateReplicationAccount makes (or resets) one
+// replica's account, allowed to replicate and nothing else, and
+// DropReplicationAccount removes it. On a replica, StartReplication
+// follows a primary from a position (only while no link exists: a re-run
+// must not rewind a replica), makes the server read-only across restarts
+// and returns the link's status; DetachReplica removes the link and the
+// read-only setting, leaving a standalone writable server.
+type Replicator interface {
+	CreateReplicationAccount(ctx context.Context, args wire.ReplicationAccountArgs) (wire.ReplicationSourceResult, error)
+	DropReplicationAccount(ctx context.Context, name string) error
+	StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error)
+	ReplicationStatus(ctx context.Context) (wire.ReplicationStatus, error)
+	DetachReplica(ctx context.Context) (wire.ReplicationStatus, error)
+}

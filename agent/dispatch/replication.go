@@ -1,0 +1,46 @@
+package dispatch
+
+import (
+	"context"
+
+	"strata/agent/datastore"
+	"strata/agent/wire"
+)
+
+// replication runs the datastore.Replicator kinds.
+func (d *Dispatcher) replication(ctx context.Context, op wire.Operation) (any, error) {
+	r, ok := d.Manager.(datastore.Replicator)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support replication", d.datastoreName())
+	}
+	switch op.Kind {
+	case wire.KindCreateReplicationAccount:
+		a, err := decode[wire.ReplicationAccountArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return r.CreateReplicationAccount(ctx, a)
+	case wire.KindDropReplicationAccount:
+		a, err := decode[wire.ReplicationAccountRef](op)
+		if err != nil {
+			return nil, err
+		}
+		return nil, r.DropReplicationAccount(ctx, a.Name)
+	case wire.KindStartReplication:
+		a, err := decode[wire.StartReplicationArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return r.StartReplication(ctx, a)
+	case wire.KindReplicationStatus:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		return r.ReplicationStatus(ctx)
+	default: // wire.KindDetachReplica
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		return r.DetachReplica(ctx)
+	}
+}

@@ -1,0 +1,116 @@
+package wire
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Replication: a primary keeps one replication account per replica; a
+// replica follows its primary from the position its seed backup ended at
+// (docs/replication.md). The controller chooses the account's name and
+// password (crypto/rand) and sends the password to both ends in SecretArgs
+// kinds only; no result carries it back.
+
+// ReplicationAccountPrefix starts every replication account's name: the
+// agent hides such accounts from user listings and refuses them as user
+// names, so users can neither see nor drop a replica's link.
+const ReplicationAccountPrefix = "strata_repl_"
+
+var replicationAccountPattern = regexp.MustCompile(`^` + ReplicationAccountPrefix + `[a-z0-9]{1,20}$`)
+
+// CheckReplicationAccount checks a replication account name's shape.
+func CheckReplicationAccount(name string) error {
+	if !replicationAccountPattern.MatchString(name) {
+		return fmt.Errorf("replication account %q: want %s followed by 1 to 20 lowercase letters or digits", name, ReplicationAccountPrefix)
+	}
+	return nil
+}
+
+// ReplicationAccountArgs create (or reset) one replica's account on the
+// primary, allowed to replicate and nothing else.
+type ReplicationAccountArgs struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+// ReplicationAccountRef names an account to drop.
+type ReplicationAccountRef struct {
+	Name string `json:"name"`
+}
+
+// ReplicationSourceResult is what the primary reports when it hands out
+// an account: its current position, for people and for checks.
+type ReplicationSourceResult struct {
+	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
+}
+
+// StartReplicationArgs make a restored server a replica of the primary at
+// Host:Port (the replica's own way to the primary; in a guest a fixed
+// address the host relays) with Account, starting after GTIDSlavePos (the
+// seed backup's position; empty: the primary's first event). Applied only
+// while the server has no replication link; a re-run with a link in place
+// only makes sure it runs.
+type StartReplicationArgs struct {
+	Host         string `json:"host"`
+	Port         int    `json:"port"`
+	Account      string `json:"account"`
+	Password     string `json:"password"`
+	GTIDSlavePos string `json:"gtid_slave_pos,omitempty"`
+}
+
+var (
+	gtidListPattern  = regexp.MustCompile(`^([0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20})(,[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20})*$`)
+	replicaHostRegex = regexp.MustCompile(`^[A-Za-z0-9.:-]{1,253}$`)
+)
+
+// CheckGTIDList checks a MariaDB GTID list ("0-1-42,1-2-7"); empty is
+// allowed.
+func CheckGTIDList(s string) error {
+	if s != "" && !gtidListPattern.MatchString(s) {
+		return fmt.Errorf("GTID position %q: want domain-server-sequence triples separated by commas", s)
+	}
+	return nil
+}
+
+// Validate checks the arguments' shape; the password's content is the
+// manager's to check.
+func (a StartReplicationArgs) Validate() error {
+	switch {
+	case !replicaHostRegex.MatchString(a.Host):
+		return fmt.Errorf("host %q: want an IP address or host name", a.Host)
+	case a.Port < 1 || a.Port > 65535:
+		return fmt.Errorf("port %d: want 1 to 65535", a.Port)
+	case a.Password == "":
+		return fmt.Errorf("password: required")
+	}
+	if err := CheckReplicationAccount(a.Account); err != nil {
+		return err
+	}
+	return CheckGTIDList(a.GTIDSlavePos)
+}
+
+// Replication roles a server reports.
+const (
+	RoleStandalone = "standalone" // no link configured
+	RoleReplica    = "replica"
+)
+
+// ReplicationStatus is a replica's link as its server reports it.
+// SecondsBehind is nil when the server cannot tell (the link is down).
+type ReplicationStatus struct {
+	Role          string `json:"role"`
+	SourceHost    string `json:"source_host,omitempty"`
+	SourcePort    int    `json:"source_port,omitempty"`
+	IORunning     bool   `json:"io_running"`
+	SQLRunning    bool   `json:"sql_running"`
+	SecondsBehind *int64 `json:"seconds_behind,omitempty"`
+	// GTIDSlavePos is what the replica applied; GTIDIOPos what it
+	// received; GTIDBinlogPos what this server wrote to its own binary
+	// log (on a replica, with log_slave_updates, what it applied).
+	GTIDSlavePos  string `json:"gtid_slave_pos,omitempty"`
+	GTIDIOPos     string `json:"gtid_io_pos,omitempty"`
+	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
+	ReadOnly      bool   `json:"read_only"`
+	// LastError is the link's last I/O or SQL error, empty when none.
+	LastError string `json:"last_error,omitempty"`
+}

@@ -1,0 +1,95 @@
+package api_test
+
+import (
+	"context"
+
+	"strata/agent/wire"
+	"strata/controller/compute"
+)
+
+// ReplicationRoute: the fake's guests reach each other's databases where
+// clients do.
+func (fc *fakeCompute) ReplicationRoute(_ context.Context, replica, source compute.Server, host string, port int) (string, int, error) {
+	fc.record("route " + replica.ID + " -> " + source.ID)
+	return host, port, nil
+}
+
+// fakeReplication is a fake guest's replication state: the accounts it
+// holds as a source (name → password) and the link it follows as a
+// replica. Callers hold the guest's mutex.
+type fakeReplication struct {
+	accounts map[string]string
+	link     *wire.StartReplicationArgs
+	starts   int
+	// broken, if set, is the link's I/O error (the source unreachable).
+	broken string
+}
+
+func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
+	decode := func(v any) bool { return len(op.Args) > 0 && wire.DecodeStrict(op.Args, v) == nil }
+	r := &g.repl
+	switch op.Kind {
+	case wire.KindCreateReplicationAccount:
+		var a wire.ReplicationAccountArgs
+		if !decode(&a) || wire.CheckReplicationAccount(a.Name) != nil || a.Password == "" {
+			return opErr(wire.CodeInvalidArgument, "bad replication account args")
+		}
+		if r.accounts == nil {
+			r.accounts = map[string]string{}
+		}
+		r.accounts[a.Name] = a.Password
+		return okResult(wire.ReplicationSourceResult{GTIDBinlogPos: "0-1-99"})
+	case wire.KindDropReplicationAccount:
+		var a wire.ReplicationAccountRef
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		if _, ok := r.accounts[a.Name]; !ok {
+			return opErr(wire.CodeNotFound, "replication account %s does not exist", a.Name)
+		}
+		delete(r.accounts, a.Name)
+		return okResult(nil)
+	case wire.KindStartReplication:
+		var a wire.StartReplicationArgs
+		if !decode(&a) || a.Validate() != nil {
+			return opErr(wire.CodeInvalidArgument, "bad start args")
+		}
+		if r.link != nil && (r.link.Host != a.Host || r.link.Port != a.Port) {
+			return opErr(wire.CodeFailedPrecondition, "follows another source")
+		}
+		r.link = &a
+		r.starts++
+	case wire.KindDetachReplica:
+		r.link = nil
+	}
+	return okResult(g.replicationStatus())
+}
+
+func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
+	l := g.repl.link
+	if l == nil {
+		return wire.ReplicationStatus{Role: wire.RoleStandalone}
+	}
+	zero := int64(0)
+	if g.repl.broken != "" {
+		return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, SQLRunning: true,
+			GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true, LastError: "I/O: " + g.repl.broken}
+	}
+	return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true,
+		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true}
+}
+
+// replication returns a copy of the guest's replication state.
+func (g *fakeGuest) replication() (accounts map[string]string, link *wire.StartReplicationArgs, starts int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	accounts = map[string]string{}
+	for k, v := range g.repl.accounts {
+		accounts[k] = v
+	}
+	if g.repl.link != nil {
+		l := *g.repl.link
+		link = &l
+	}
+	return accounts, link, g.repl.starts
+}

@@ -1,0 +1,242 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"strata/controller/backups"
+	"strata/controller/compute"
+	"strata/controller/store/storetest"
+)
+
+// A replica is seeded from a fresh backup of its source, gets its own
+// replication account on the source, follows the source from the backup's
+// GTID position, and is ACTIVE only then — even when the controller goes
+// down with the account operation queued and undelivered. The password is
+// the same at both ends, and neither the task nor the operations keep it.
+func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c := r1.admin()
+	src := newActive(c, "primary", "shop")
+
+	doc := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)
+	replica := doc["id"].(string)
+	if doc["status"] != "BUILD" || doc["replica_of"].(map[string]any)["id"] != src {
+		t.Fatalf("create answer: %v", doc)
+	}
+	// The seed backup is the source's, and completes; then the source's
+	// agent goes away, so the replica's account waits, queued.
+	var seed string
+	waitFor(t, "the seed backup to complete", 30*time.Second, func() bool {
+		for _, b := range c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any) {
+			b := b.(map[string]any)
+			if strings.HasPrefix(b["name"].(string), "replica seed for ") && b["status"] == backups.StatusCompleted {
+				seed = b["id"].(string)
+				return true
+			}
+		}
+		return false
+	})
+	fc.guest(src).halt()
+	waitFor(t, "the account operation to be queued", 30*time.Second, func() bool {
+		return storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account'", src) == 1
+	})
+	if n := storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account' AND done_at IS NOT NULL", src); n != 0 {
+		t.Fatal("the account was created before the source's agent went away: the restart below would test nothing")
+	}
+	if st := c.instance(replica)["status"]; st != "BUILD" {
+		t.Fatalf("replica is %v before its link exists", st)
+	}
+	r1.ctl.Stop()
+	fc.powerOff()
+
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c = r2.admin()
+	in := c.waitStatus(replica, "ACTIVE", 40*time.Second)
+	if in["replica_of"].(map[string]any)["id"] != src {
+		t.Fatalf("replica view: %v", in["replica_of"])
+	}
+	waitFor(t, "the replica's lag from its heartbeat", 20*time.Second, func() bool {
+		r, _ := c.instance(replica)["replication"].(map[string]any)
+		return r["state"] == "RUNNING" && r["seconds_behind"] == float64(0) && r["gtid_slave_pos"] == "0-1-42"
+	})
+	list, _ := c.instance(src)["replicas"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["id"] != replica {
+		t.Fatalf("source's replicas: %v", c.instance(src)["replicas"])
+	}
+
+	accounts, _, _ := fc.guest(src).replication()
+	_, link, starts := fc.guest(replica).replication()
+	if len(accounts) != 1 || link == nil || starts != 1 {
+		t.Fatalf("source accounts %d, replica link %+v, starts %d", len(accounts), link, starts)
+	}
+	pw, ok := accounts[link.Account]
+	if !ok || pw != link.Password || len(pw) < 32 {
+		t.Fatalf("the replica follows as %s, which the source does not hold with that password (accounts %v)", link.Account, keys(accounts))
+	}
+	srcView := c.instance(src)
+	if link.Host != srcView["ip"].([]any)[0] || float64(link.Port) != srcView["port"] || link.GTIDSlavePos != "0-1-42" {
+		t.Fatalf("link %s:%d from %q; source at %v:%v, seed GTID 0-1-42", link.Host, link.Port, link.GTIDSlavePos, srcView["ip"], srcView["port"])
+	}
+	db := r2.ctl.DB
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE kind IN ('create_replication_account', 'start_replication') AND args IS NOT NULL"); n != 0 {
+		t.Fatalf("%d replication operations still hold their arguments (the password)", n)
+	}
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND payload LIKE '%replication_password%'", replica); n != 0 {
+		t.Fatal("the replica's task still holds the replication password")
+	}
+	if seed == "" {
+		t.Fatal("no seed backup")
+	}
+	// Its one replica restored it: the seed backup is deleted.
+	c.waitBackupGone(seed, 20*time.Second)
+}
+
+// Guard rails: Trove's limits on count and on replicas of replicas, and
+// another project's source does not exist for the caller.
+func TestReplicaRequestsAreChecked(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	src := newActive(c, "primary")
+	body := func(extra map[string]any) map[string]any {
+		in := map[string]any{"name": "r", "replica_of": src}
+		for k, v := range extra {
+			in[k] = v
+		}
+		return map[string]any{"instance": in}
+	}
+	code, doc := c.do("POST", "/instances", body(map[string]any{"replica_count": 4}))
+	if code != 400 || !strings.Contains(errorMessage(doc), "between 1 and 3") {
+		t.Fatalf("replica_count 4: HTTP %d %v", code, doc)
+	}
+	replica := c.must(200, "POST", "/instances", body(nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(replica, "ACTIVE", 30*time.Second)
+	code, doc = c.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "rr", "replica_of": replica}})
+	if code != 400 || !strings.Contains(errorMessage(doc), "replica of a replica") {
+		t.Fatalf("replica of a replica: HTTP %d %v", code, doc)
+	}
+	other := r.otherProjectClient()
+	if code, doc := other.do("POST", "/instances", body(nil)); code != 404 {
+		t.Fatalf("replica of another project's instance: HTTP %d %v", code, doc)
+	}
+	// Two more in one request: named -1 and -2, both following the
+	// source.
+	first := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "many", "replica_of": src, "replica_count": 2}})["instance"].(map[string]any)
+	if first["name"] != "many-1" {
+		t.Fatalf("first of two replicas is named %v", first["name"])
+	}
+	waitFor(t, "three replicas on the source", 40*time.Second, func() bool {
+		list, _ := c.instance(src)["replicas"].([]any)
+		return len(list) == 3
+	})
+	c.waitStatus(first["id"].(string), "ACTIVE", 30*time.Second)
+	// Each request's seed backup goes once all its replicas restored it.
+	waitFor(t, "the seed backups to be deleted", 30*time.Second, func() bool {
+		return len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)) == 0
+	})
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// A replica refuses writes that would diverge it; its source cannot be
+// deleted while it has replicas; detach (PUT replica_of null, as Trove's
+// client sends it with slave_of) makes the replica writable and drops its
+// account on the source; deleting a replica drops its account too.
+func TestReplicaGuardsDetachAndDelete(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	mk := func(name string) string {
+		id := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": name, "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+		c.waitStatus(id, "ACTIVE", 30*time.Second)
+		return id
+	}
+	r1, r2 := mk("r1"), mk("r2")
+	if accounts, _, _ := r.compute.guest(src).replication(); len(accounts) != 2 {
+		t.Fatalf("source holds %d replication accounts, want one per replica", len(accounts))
+	}
+	for _, w := range []struct{ method, path string }{
+		{"POST", "/instances/" + r1 + "/databases"},
+		{"POST", "/instances/" + r1 + "/users"},
+		{"DELETE", "/instances/" + r1 + "/users/app"},
+		{"POST", "/instances/" + r1 + "/root"},
+		{"PUT", "/instances/" + r1},
+	} {
+		var body any = map[string]any{"databases": []any{map[string]any{"name": "x"}}, "users": []any{map[string]any{"name": "u", "password": "password-1"}}}
+		if w.path == "/instances/"+r1 {
+			body = map[string]any{"instance": map[string]any{"configuration": "any"}}
+		}
+		code, doc := c.do(w.method, w.path, body)
+		if code != 400 || !strings.Contains(errorMessage(doc), "is a replica of "+src) {
+			t.Errorf("%s %s on a replica: HTTP %d %v", w.method, w.path, code, doc)
+		}
+	}
+	// A link that breaks shows as ERROR with the reason, from the
+	// replica's heartbeat.
+	g2 := r.compute.guest(r2)
+	g2.mu.Lock()
+	g2.repl.broken = "error connecting to master: Connection refused"
+	g2.mu.Unlock()
+	waitFor(t, "the broken link in the view", 20*time.Second, func() bool {
+		rep, _ := c.instance(r2)["replication"].(map[string]any)
+		reason, _ := rep["reason"].(string)
+		return rep["state"] == "ERROR" && strings.Contains(reason, "Connection refused") && rep["seconds_behind"] == nil
+	})
+	code, doc := c.do("DELETE", "/instances/"+src, nil)
+	if code != 400 || !strings.Contains(errorMessage(doc), "without detaching the replicas") {
+		t.Fatalf("delete of a source with replicas: HTTP %d %v", code, doc)
+	}
+
+	c.must(202, "PUT", "/instances/"+r1, map[string]any{"instance": map[string]any{"replica_of": nil, "slave_of": nil}})
+	if in := c.instance(r1); in["replica_of"] != nil || in["replication"] != nil {
+		t.Fatalf("detached replica still shows replica_of %v, replication %v", in["replica_of"], in["replication"])
+	}
+	if _, link, _ := r.compute.guest(r1).replication(); link != nil {
+		t.Fatalf("the detached guest still follows %+v", link)
+	}
+	waitFor(t, "r1's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := r.compute.guest(src).replication()
+		_, still := accounts["strata_repl_"+strings.ReplaceAll(r1, "-", "")[:20]]
+		return len(accounts) == 1 && !still
+	})
+	c.must(202, "POST", "/instances/"+r1+"/databases", map[string]any{"databases": []any{map[string]any{"name": "mine"}}})
+
+	c.must(202, "DELETE", "/instances/"+r2, nil)
+	c.waitGone(r2, 20*time.Second)
+	waitFor(t, "r2's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := r.compute.guest(src).replication()
+		return len(accounts) == 0
+	})
+	if list := c.instance(src)["replicas"]; list != nil {
+		t.Fatalf("source still lists replicas %v", list)
+	}
+	c.must(202, "DELETE", "/instances/"+src, nil)
+}
+
+// A compute driver that cannot route a replica to its source (the local
+// qemu driver, until its fence opens a way) refuses a replica before any
+// backup is taken or instance recorded.
+func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
+	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
+	c := r.admin()
+	src := newActive(c, "primary")
+	code, doc := c.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "r", "replica_of": src}})
+	if code != 400 || !strings.Contains(errorMessage(doc), "cannot connect a replica to its source") {
+		t.Fatalf("replica on a driver without routes: HTTP %d %v", code, doc)
+	}
+	if n := len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)); n != 0 {
+		t.Fatalf("a refused replica left %d backups", n)
+	}
+	if n := len(c.must(200, "GET", "/instances", nil)["instances"].([]any)); n != 1 {
+		t.Fatalf("a refused replica left %d instances", n)
+	}
+}

@@ -1,0 +1,79 @@
+package instances
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"strata/agent/wire"
+
+	"strata/controller/store"
+)
+
+// Link is a replica's link to its replication source (docs/replication.md).
+type Link struct {
+	InstanceID string
+	SourceID   string
+	// Account is the replication account's name on the source.
+	Account   string
+	CreatedAt time.Time
+}
+
+// InsertLink records that instance follows source.
+func InsertLink(ctx context.Context, q store.Querier, l Link) error {
+	_, err := q.Exec(ctx, `INSERT INTO replication_links (instance_id, source_id, account, created_at) VALUES (?, ?, ?, ?)`,
+		l.InstanceID, l.SourceID, l.Account, store.Millis(l.CreatedAt))
+	return err
+}
+
+// DeleteLink forgets instance's link (detach, delete).
+func DeleteLink(ctx context.Context, q store.Querier, instanceID string) error {
+	_, err := q.Exec(ctx, `DELETE FROM replication_links WHERE instance_id = ?`, instanceID)
+	return err
+}
+
+// LinkOf returns instance's link; ok is false for an instance that is no
+// replica.
+func LinkOf(ctx context.Context, q store.Querier, instanceID string) (l Link, ok bool, err error) {
+	var created int64
+	err = q.QueryRow(ctx, `SELECT instance_id, source_id, account, created_at FROM replication_links WHERE instance_id = ?`, instanceID).
+		Scan(&l.InstanceID, &l.SourceID, &l.Account, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, false, nil
+	}
+	l.CreatedAt = store.FromMillis(created)
+	return l, err == nil, err
+}
+
+// ReplicasOf lists the live replicas following source, oldest first.
+func ReplicasOf(ctx context.Context, q store.Querier, sourceID string) ([]Link, error) {
+	return store.All(ctx, q, func(s store.Scanner) (Link, error) {
+		var l Link
+		var created int64
+		err := s.Scan(&l.InstanceID, &l.SourceID, &l.Account, &created)
+		l.CreatedAt = store.FromMillis(created)
+		return l, err
+	}, `SELECT l.instance_id, l.source_id, l.account, l.created_at FROM replication_links l
+		JOIN instances i ON i.id = l.instance_id AND i.deleted_at IS NULL
+		WHERE l.source_id = ? ORDER BY l.created_at, l.instance_id`, sourceID)
+}
+
+// ReplicationReport is a replica's link as its agent last reported it;
+// ok is false when there is no report.
+func ReplicationReport(ctx context.Context, q store.Querier, instanceID string) (st wire.ReplicationStatus, received time.Time, ok bool, err error) {
+	var data string
+	var at int64
+	err = q.QueryRow(ctx, `SELECT status, received_at FROM replication_reports WHERE instance_id = ?`, instanceID).Scan(&data, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, received, false, nil
+	}
+	if err != nil {
+		return st, received, false, err
+	}
+	if err := json.Unmarshal([]byte(data), &st); err != nil {
+		return st, received, false, err
+	}
+	return st, store.FromMillis(at), true, nil
+}
