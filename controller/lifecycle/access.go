@@ -134,10 +134,7 @@ func (m *Manager) SetAccess(ctx context.Context, project, id string, ch AccessCh
 }
 
 func (m *Manager) runAccess(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
-	in, err := m.load(ctx, t.InstanceID)
-	if errors.Is(err, instances.ErrNotFound) {
-		return tasks.Result{}, tasks.Fail("", "instance %s is gone", t.InstanceID)
-	}
+	in, err := m.taskInstance(ctx, t)
 	if err != nil {
 		return tasks.Result{}, err
 	}

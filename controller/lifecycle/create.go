@@ -287,10 +287,7 @@ func serverOf(in instances.Instance) (compute.Server, bool) {
 }
 
 func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
-	in, err := m.load(ctx, t.InstanceID)
-	if errors.Is(err, instances.ErrNotFound) {
-		return tasks.Result{}, tasks.Fail("", "instance %s is gone", t.InstanceID)
-	}
+	in, err := m.taskInstance(ctx, t)
 	if err != nil {
 		return tasks.Result{}, err
 	}

@@ -292,3 +292,13 @@ func (m *Manager) consoleTail(ctx context.Context, in instances.Instance) string
 func (m *Manager) load(ctx context.Context, id string) (instances.Instance, error) {
 	return instances.Get(ctx, m.DB, "", id)
 }
+
+// taskInstance loads the instance a task works on; one that is gone
+// fails the task for good.
+func (m *Manager) taskInstance(ctx context.Context, t *tasks.Task) (instances.Instance, error) {
+	in, err := m.load(ctx, t.InstanceID)
+	if errors.Is(err, instances.ErrNotFound) {
+		return in, tasks.Fail("", "instance %s is gone", t.InstanceID)
+	}
+	return in, err
+}

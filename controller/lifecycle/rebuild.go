@@ -148,10 +148,7 @@ func (m *Manager) checkRebuildImage(ctx context.Context, v registry.Version, ima
 }
 
 func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
-	in, err := m.load(ctx, t.InstanceID)
-	if errors.Is(err, instances.ErrNotFound) {
-		return tasks.Result{}, tasks.Fail("", "instance %s is gone", t.InstanceID)
-	}
+	in, err := m.taskInstance(ctx, t)
 	if err != nil {
 		return tasks.Result{}, err
 	}

@@ -224,24 +224,25 @@ func (m *Manager) seedStep(ctx context.Context, t *tasks.Task) (tasks.Result, er
 	return tasks.Result{Next: "volume", Payload: p}, nil
 }
 
-// source loads a replica's source for the link steps.
-func (m *Manager) source(ctx context.Context, p replicaTaskPayload) (instances.Instance, error) {
+// source decodes a replica's task and loads its source, for the link
+// steps.
+func (m *Manager) source(ctx context.Context, t *tasks.Task) (replicaTaskPayload, instances.Instance, error) {
+	p, err := decodeReplica(t)
+	if err != nil {
+		return p, instances.Instance{}, err
+	}
 	src, err := m.load(ctx, p.ReplicaOf)
 	if err != nil {
-		return src, tasks.Fail("", "the replication source %s: %v", p.ReplicaOf, err)
+		return p, src, tasks.Fail("", "the replication source %s: %v", p.ReplicaOf, err)
 	}
-	return src, nil
+	return p, src, nil
 }
 
 // accountStep queues the replica's account on the source, with a
 // password drawn once (a re-run of the step after a restart finds it in
 // the payload, and the queued operation by its id).
 func (m *Manager) accountStep(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
-	p, err := decodeReplica(t)
-	if err != nil {
-		return tasks.Result{}, err
-	}
-	src, err := m.source(ctx, p)
+	p, src, err := m.source(ctx, t)
 	if err != nil {
 		return tasks.Result{}, err
 	}
@@ -269,11 +270,7 @@ func (m *Manager) accountStep(ctx context.Context, t *tasks.Task, in instances.I
 // attachStep waits for the account, then queues start_replication on the
 // replica and drops the password from the task.
 func (m *Manager) attachStep(ctx context.Context, t *tasks.Task, in instances.Instance) (tasks.Result, error) {
-	p, err := decodeReplica(t)
-	if err != nil {
-		return tasks.Result{}, err
-	}
-	src, err := m.source(ctx, p)
+	p, src, err := m.source(ctx, t)
 	if err != nil {
 		return tasks.Result{}, err
 	}
