@@ -162,22 +162,7 @@ func (d *Driver) Claims(networkID string) (map[string]string, error) {
 	if !ok {
 		return nil, fmt.Errorf("qemu driver: no network %q", networkID)
 	}
-	entries, err := os.ReadDir(d.claimDir(n))
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]string{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, e := range entries {
-		if a, err := netip.ParseAddr(e.Name()); err == nil {
-			if h, ok := d.holder(n, a); ok {
-				out[a.String()] = h
-			}
-		}
-	}
-	return out, nil
+	return readClaims(d.claimDir(n))
 }
 
 // maxBusy bounds how many addresses whose ports are taken by something

@@ -282,6 +282,8 @@ func (d *Driver) claimPublic(id string, ports []int) (netip.Addr, error) {
 	return netip.Addr{}, errors.New("every public address is in use: give the controller more with --public-addresses")
 }
 
+// readClaims lists the addresses claimed in dir (address → instance id):
+// a network's claims and the public pool's are kept alike.
 func readClaims(dir string) (map[string]string, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
