@@ -66,6 +66,10 @@ type GuestForward struct {
 
 var commandWord = regexp.MustCompile(`^[A-Za-z0-9/._:=+@-]+$`)
 
+// CommandWordOK reports whether w may be a word of a GuestForward's
+// Command.
+func CommandWordOK(w string) bool { return commandWord.MatchString(w) }
+
 // Config describes a VM.
 type Config struct {
 	// Name labels the VM in qemu's process list and in logs.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"strata/agent/wire"
+	"strata/controller/instances"
 	"strata/controller/store"
 )
 
@@ -147,14 +148,7 @@ func (s *SQLStore) recordReplication(ctx context.Context, instanceID string, hb 
 		_, err := s.DB.Exec(ctx, `DELETE FROM replication_reports WHERE instance_id = ?`, instanceID)
 		return err
 	}
-	data, err := json.Marshal(hb.Replication)
-	if err != nil {
-		return err
-	}
-	_, err = s.DB.Exec(ctx, `INSERT INTO replication_reports (instance_id, status, received_at) VALUES (?, ?, ?)
-		ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at`,
-		instanceID, string(data), store.Millis(received))
-	return err
+	return instances.SetReplicationReport(ctx, s.DB, instanceID, *hb.Replication, received)
 }
 
 func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {

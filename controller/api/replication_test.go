@@ -222,9 +222,8 @@ func TestReplicaGuardsDetachAndDelete(t *testing.T) {
 	c.must(202, "DELETE", "/instances/"+src, nil)
 }
 
-// A compute driver that cannot route a replica to its source (the local
-// qemu driver, until its fence opens a way) refuses a replica before any
-// backup is taken or instance recorded.
+// A compute driver that cannot route a replica to its source refuses a
+// replica before any backup is taken or instance recorded.
 func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
 	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
 	c := r.admin()

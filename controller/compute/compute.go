@@ -114,8 +114,8 @@ type LaunchChecker interface {
 // ReplicationRouter is a driver whose machines can reach another
 // instance's database, for replication (docs/replication.md): it says
 // where the replica's server finds its source. A driver without it
-// cannot host replicas (the local qemu driver's fence lets a guest reach
-// only the agent endpoint until it opens a way for replicas).
+// cannot host replicas (the local qemu driver opens a way through its
+// fence: controller/compute/qemu/peers.go).
 type ReplicationRouter interface {
 	// ReplicationRoute returns the address the replica's guest connects
 	// to for its source, whose clients reach it at source (host:port);

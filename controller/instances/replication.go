@@ -60,6 +60,20 @@ func ReplicasOf(ctx context.Context, q store.Querier, sourceID string) ([]Link, 
 		WHERE l.source_id = ? ORDER BY l.created_at, l.instance_id`, sourceID)
 }
 
+// SetReplicationReport records a replica's link as its agent reported it
+// at received (a heartbeat, or the status the replica's create read when
+// it attached it).
+func SetReplicationReport(ctx context.Context, q store.Querier, instanceID string, st wire.ReplicationStatus, received time.Time) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = q.Exec(ctx, `INSERT INTO replication_reports (instance_id, status, received_at) VALUES (?, ?, ?)
+		ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at`,
+		instanceID, string(data), store.Millis(received))
+	return err
+}
+
 // ReplicationReport is a replica's link as its agent last reported it;
 // ok is false when there is no report.
 func ReplicationReport(ctx context.Context, q store.Querier, instanceID string) (st wire.ReplicationStatus, received time.Time, ok bool, err error) {

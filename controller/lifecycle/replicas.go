@@ -326,6 +326,11 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 		}
 	}
 	if st.IORunning && st.SQLRunning {
+		// The link as read now is its first report: the view shows it
+		// RUNNING from ACTIVE on, not UNKNOWN until the next heartbeat.
+		if err := instances.SetReplicationReport(ctx, m.DB, in.ID, st, m.now()); err != nil {
+			return tasks.Result{}, err
+		}
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?`,
 			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
 			return tasks.Result{}, err

@@ -380,27 +380,34 @@ func TestVMsAreFencedWithOneWayOutToTheEndpoint(t *testing.T) {
 		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"format":1}`)}, Ports: []int{3306}}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("pgrep", "-f", "strata-"+fid).Output()
-	if err != nil {
-		t.Fatalf("no qemu for the fenced VM: %v", err)
-	}
-	cmdline, err := os.ReadFile("/proc/" + strings.Fields(string(out))[0] + "/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := strings.Split(string(cmdline), "\x00")
-	var netdev string
-	for i, a := range args {
-		if a == "-netdev" && i+1 < len(args) {
-			netdev = args[i+1]
-		}
-	}
+	netdev := netdevOf(t, fid)
 	socat, _ := exec.LookPath("socat")
 	want := ",restrict=on,"
 	way := ",guestfwd=tcp:10.0.2.100:42222-cmd:" + socat + " - TCP:127.0.0.1:42222"
 	if !strings.Contains(netdev, want) || !strings.HasSuffix(netdev, way) || strings.Count(netdev, "guestfwd=") != 1 {
 		t.Fatalf("-netdev %q: want restrict=on and the one way out %q", netdev, way)
 	}
+}
+
+// netdevOf is the -netdev option of the running VM of an instance.
+func netdevOf(t *testing.T, instanceID string) string {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-f", "strata-"+instanceID).Output()
+	if err != nil {
+		t.Fatalf("no qemu for %s: %v", instanceID, err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strings.Fields(string(out))[0] + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	for i, a := range args {
+		if a == "-netdev" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	t.Fatalf("qemu of %s has no -netdev", instanceID)
+	return ""
 }
 
 func TestAFenceWithoutItsRelayIsRefused(t *testing.T) {

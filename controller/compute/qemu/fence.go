@@ -13,10 +13,10 @@ package qemu
 // need nothing from the controller but its listening socket.
 //
 // Backups, restores and log publishing travel over the agent's SSH
-// session, so they need no other opening. A capability that does (the
-// instances of a replication group reaching each other) adds its way out
-// here, in wayOut, from what the instance's server.json records, so that
-// a VM started again after a controller restart gets it too.
+// session, so they need no other opening. Replication does: a replica's
+// way to its source is the second opening (peers.go), given to every VM
+// in wayOut, leading nowhere until the instance's replication-source file
+// names a source.
 
 import (
 	"fmt"
@@ -68,14 +68,15 @@ func (d *Driver) GuestEndpoint() string {
 	return net.JoinHostPort(GuestEndpointAddr, port)
 }
 
-// wayOut is every VM's one way out: to the agent endpoint.
-func (d *Driver) wayOut() []bq.GuestForward {
+// wayOut is a VM's ways out: to the agent endpoint, and to a replication
+// source where one is set (peers.go).
+func (d *Driver) wayOut(p paths, st serverState) []bq.GuestForward {
 	if d.cfg.AgentEndpoint == "" {
 		return nil
 	}
 	ap := netip.MustParseAddrPort(d.cfg.AgentEndpoint)
-	return []bq.GuestForward{{
+	return append([]bq.GuestForward{{
 		GuestAddr: GuestEndpointAddr, GuestPort: int(ap.Port()),
 		Command: []string{d.cfg.Relay, "-", "TCP:" + ap.Addr().String() + ":" + strconv.Itoa(int(ap.Port()))},
-	}}
+	}}, d.peerWays(p, st)...)
 }

@@ -460,7 +460,17 @@ func (d *Driver) stopRelay(p paths) error {
 // args are --allow FILE and, per inherited listening socket (fd 3, 4...),
 // --forward PUBLIC:PORT=TARGET:PORT. It serves until ctx ends or a
 // listener fails.
+//
+// With --peer FILE --port N it is instead the relay of one replica's
+// connection to its source (peers.go), on stdin and stdout.
 func RunRelay(ctx context.Context, args []string, log *slog.Logger) error {
+	if len(args) == 4 && args[0] == "--peer" && args[2] == "--port" {
+		port, err := strconv.Atoi(args[3])
+		if err != nil || port < 1 || port > 65535 {
+			return fmt.Errorf("peer relay: --port %q", args[3])
+		}
+		return runPeer(args[1], port, os.Stdin, os.Stdout)
+	}
 	var allow string
 	var targets []string
 	for i := 0; i < len(args); i++ {

@@ -233,7 +233,7 @@ func (d *Driver) launchConfig(id string, p paths, st serverState) bq.Config {
 		Disk:     bq.Drive{Path: p.root, Format: "qcow2"},
 		Drives:   []bq.Drive{{Path: p.data, Format: "raw", Serial: dataSerial}, {Path: p.configDrive, Format: "raw", ReadOnly: true, Serial: "config-drive"}},
 		Firmware: d.cfg.Firmware, MemoryMiB: st.RAMMB, CPUs: st.VCPUs, Forwards: fwd,
-		Restrict: true, GuestForwards: d.wayOut(),
+		Restrict: true, GuestForwards: d.wayOut(p, st),
 		SerialLog: p.console, Accel: d.cfg.Accel, Binary: d.cfg.Binary,
 		ExtraArgs: []string{"-qmp", "unix:" + ctlSocket + ",server=on,wait=off"},
 		Logger:    d.log,

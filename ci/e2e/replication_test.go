@@ -1,0 +1,237 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach is issue 17's
+// end to end on the local driver (docs/replication.md): a primary with
+// data; two replicas in one request (`openstack database instance create
+// --replica-of --replica-count 2`), seeded from one backup, each reaching
+// its source through the fence's second opening; both hold the primary's
+// data, refuse writes and follow new ones, with their lag shown; one is
+// detached and becomes writable and independent; the primary cannot be
+// deleted while a replica remains; everything is deleted, the seed backup
+// first. With make e2e-all, a replica's VM is also killed and comes back
+// to catch up.
+func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
+	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img", "openstack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", tool)
+		}
+	}
+	start := time.Now()
+	out := t.TempDir()
+	const recipe = "images/mariadb-10.11.yaml"
+	img := filepath.Join(out, "mariadb")
+	run(t, nil, "build", "-f", recipe, "-o", img, "--image-cache", cache)
+	state := filepath.Join(out, "state")
+	imageID := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, img+".qcow2"))
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb")
+	// Three guests boot at once under TCG here (the primary, then two
+	// replicas): the boot timeout is the test's own wait.
+	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", imageID, "--from-recipe", recipe,
+		"--boot-timeout", "30m")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "10.11", "validation-rules/mariadb-10.11.json")
+	stdout(t, "datastore", "update", "--state-dir", state, "mariadb", "10.11")
+
+	ctl := startController(t, state)
+	api := ctl.login(t)
+	osc := ctl.openstack(t)
+	inst := map[string]any{"name": "primary", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"datastore": map[string]any{"type": "mariadb", "version": "10.11"}}
+	datastoreCases["mariadb"].create(inst)
+	src := api.must(t, 200, "POST", "/instances", map[string]any{"instance": inst})["instance"].(map[string]any)["id"].(string)
+	consoleOnFailure(t, state, src)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log (tail):\n%s", tail(ctl.log(), 80))
+		}
+	})
+	primary := mariadbClient{endpointOf(t, api.waitStatus(t, src, "ACTIVE", 20*time.Minute), 3306)}
+	const u, pw = "shopper", "shopper-pw-1"
+	write := func(db mariadbClient, n int) error {
+		_, err := db.query(u, pw, "shop", fmt.Sprintf("INSERT INTO items (v, b) SELECT CONCAT('part-%d-', seq), RANDOM_BYTES(100) FROM seq_1_to_2000; "+
+			"UPDATE items SET v = CONCAT(v, '+') WHERE id %% 7 = %d", n, n%7))
+		return err
+	}
+	digest := func(db mariadbClient) string {
+		return db.must(t, u, pw, "shop", "SELECT COUNT(*) FROM items") + " " + db.must(t, u, pw, "shop", "CHECKSUM TABLE items")
+	}
+	primary.must(t, u, pw, "shop", "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b VARBINARY(128))")
+	if err := write(primary, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two replicas, one request, through Trove's client.
+	requested := time.Now()
+	var created map[string]any
+	osc.json(t, &created, "database", "instance", "create", "replica", "--replica-of", src, "--replica-count", "2")
+	var replicas []string
+	waitTrue(t, "the primary to list two replicas", time.Minute, func() bool {
+		replicas = replicas[:0]
+		rs, _ := api.instance(t, src)["replicas"].([]any)
+		for _, r := range rs {
+			replicas = append(replicas, r.(map[string]any)["id"].(string))
+		}
+		return len(replicas) == 2
+	})
+	if !slices.Contains(replicas, created["id"].(string)) {
+		t.Fatalf("the create answered %v, not one of the primary's replicas %v", created["id"], replicas)
+	}
+	dbs := make([]mariadbClient, 2)
+	for i, id := range replicas {
+		consoleOnFailure(t, state, id)
+		in := api.waitStatus(t, id, "ACTIVE", 30*time.Minute)
+		if i == 0 {
+			t.Logf("FIGURE replica create (2 replicas, one seed backup) request→first ACTIVE: %.0fs (%s)", time.Since(requested).Seconds(), accelOf(ctl.log()))
+		}
+		dbs[i] = mariadbClient{endpointOf(t, in, 3306)}
+		if ro, _ := in["replica_of"].(map[string]any); ro == nil || ro["id"] != src {
+			t.Fatalf("replica %s: replica_of %v, want %s", id, in["replica_of"], src)
+		}
+	}
+	t.Logf("FIGURE replica create request→both ACTIVE: %.0fs", time.Since(requested).Seconds())
+	// The seed backup is deleted once both restored it.
+	waitTrue(t, "the seed backup to be deleted", 2*time.Minute, func() bool {
+		bs, _ := api.must(t, 200, "GET", "/backups", nil)["backups"].([]any)
+		return len(bs) == 0
+	})
+
+	want := digest(primary)
+	for i, db := range dbs {
+		if got := digest(db); got != want {
+			t.Fatalf("replica %s after its create: %s, primary %s", replicas[i], got, want)
+		}
+		if _, err := db.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on a replica')"); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("a write on replica %s: %v, want it refused as read-only", replicas[i], err)
+		}
+	}
+
+	// Writes on the primary reach both; lag is shown while they run.
+	var maxLag float64
+	sawState := map[string]string{}
+	writeStart := time.Now()
+	for n := 1; time.Since(writeStart) < 20*time.Second; n++ {
+		if err := write(primary, n); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range replicas {
+			rep, _ := api.instance(t, id)["replication"].(map[string]any)
+			if rep == nil {
+				t.Fatalf("replica %s shows no replication", id)
+			}
+			if st := fmt.Sprint(rep["state"]); sawState[st] == "" {
+				sawState[st] = fmt.Sprintf("%s after %.0fs (%v)", id, time.Since(writeStart).Seconds(), rep)
+			}
+			if s, ok := rep["seconds_behind"].(float64); ok {
+				maxLag = max(maxLag, s)
+			}
+		}
+	}
+	wrote := time.Now()
+	want = digest(primary)
+	for i, db := range dbs {
+		waitTrue(t, "replica "+replicas[i]+" to catch up", 3*time.Minute, func() bool { return digest(db) == want })
+	}
+	t.Logf("FIGURE replication under a write load (2000-row inserts and updates for 20s): max seconds_behind shown %.0f; both replicas equal %.1fs after the last write; states seen %v",
+		maxLag, time.Since(wrote).Seconds(), sawState)
+	if sawState["RUNNING"] == "" || len(sawState) != 1 {
+		t.Fatalf("replication states shown during the writes: %v, want RUNNING only", sawState)
+	}
+	// A replica whose VM dies comes back (recovery starts it again) and
+	// catches up with what the primary took meanwhile (make e2e-all: a
+	// reboot under TCG, about 90 s).
+	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
+		killed := time.Now()
+		killVM(t, state, replicas[0])
+		if err := write(primary, 50); err != nil {
+			t.Fatal(err)
+		}
+		want = digest(primary)
+		waitTrue(t, "the killed replica to come back and catch up", 10*time.Minute, func() bool {
+			in := api.instance(t, replicas[0])
+			rep, _ := in["replication"].(map[string]any)
+			if in["status"] != "ACTIVE" || rep == nil || rep["state"] != "RUNNING" {
+				return false
+			}
+			got, err := dbs[0].query(u, pw, "shop", "SELECT COUNT(*) FROM items")
+			return err == nil && got+" "+dbs[0].must(t, u, pw, "shop", "CHECKSUM TABLE items") == want
+		})
+		t.Logf("FIGURE replica VM killed → back, RUNNING and caught up: %.0fs", time.Since(killed).Seconds())
+	}
+
+	var shown map[string]any
+	osc.json(t, &shown, "database", "instance", "show", src)
+	if r := fmt.Sprint(shown["replicas"]); !strings.Contains(r, replicas[0]) || !strings.Contains(r, replicas[1]) {
+		t.Fatalf("openstack database instance show %s: replicas %q", src, r)
+	}
+
+	// The primary goes nowhere while it has replicas.
+	if code, body := api.do(t, "DELETE", "/instances/"+src, nil); code != 400 || !strings.Contains(fmt.Sprint(body), "replica") {
+		t.Fatalf("DELETE of a primary with replicas: %d %v", code, body)
+	}
+
+	// Detach the second: writable, and no longer following.
+	osc.run(t, "database", "instance", "update", replicas[1], "--detach-replica-source")
+	waitTrue(t, "the detached replica to be standalone", 2*time.Minute, func() bool {
+		in := api.instance(t, replicas[1])
+		rs, _ := api.instance(t, src)["replicas"].([]any)
+		return in["replica_of"] == nil && in["status"] == "ACTIVE" && len(rs) == 1
+	})
+	if err := write(dbs[1], 100); err != nil {
+		t.Fatalf("a write on the detached replica: %v", err)
+	}
+	detached := digest(dbs[1])
+	if err := write(primary, 101); err != nil {
+		t.Fatal(err)
+	}
+	want = digest(primary)
+	waitTrue(t, "the remaining replica to follow", 2*time.Minute, func() bool { return digest(dbs[0]) == want })
+	time.Sleep(2 * time.Second)
+	if got := digest(dbs[1]); got != detached {
+		t.Fatalf("the detached replica changed with the primary: %s, was %s", got, detached)
+	}
+
+	for _, id := range []string{replicas[0], src, replicas[1]} {
+		api.must(t, 202, "DELETE", "/instances/"+id, nil)
+		if id == replicas[0] {
+			api.waitGone(t, id, 5*time.Minute)
+		}
+	}
+	for _, id := range []string{src, replicas[1]} {
+		api.waitGone(t, id, 5*time.Minute)
+	}
+	ctl.stop(t)
+	t.Logf("FIGURE replication e2e wall time: %.0fs", time.Since(start).Seconds())
+}
+
+// killVM kills an instance's qemu with SIGKILL (its pid from the local
+// driver's server.json), as a host's OOM killer or a crash would.
+func killVM(t *testing.T, state, id string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "server.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
+		t.Fatalf("server.json of %s: pid %d, %v", id, st.PID, err)
+	}
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the VM of %s (pid %d): %v", id, st.PID, err)
+	}
+}
