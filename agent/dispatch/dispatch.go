@@ -291,6 +291,8 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, err
 		}
 		return d.publishLog(ctx, op.ID, a)
+	case wire.KindApplyFlavor:
+		return d.applyFlavor(ctx, op)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
 		return d.replication(ctx, op)

@@ -290,3 +290,18 @@ func TestReplicationNeedsTheCapability(t *testing.T) {
 		wantError(t, run(t, d, kind, args), wire.CodeNotSupported, "exotic does not support replication")
 	}
 }
+
+func TestApplyFlavorNeedsTheCapabilityAndAMemorySize(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	wantError(t, run(t, d, wire.KindApplyFlavor, `{"memory_mb":1024}`), wire.CodeNotSupported, "exotic cannot re-derive")
+	d = &dispatch.Dispatcher{Manager: server.Manager}
+	for args, want := range map[string]string{
+		``:                            "arguments are required",
+		`{"memory_mb":0}`:             "memory_mb is required",
+		`{"memory_mb":-5}`:            "memory_mb",
+		`{"memory_mb":1024,"cpus":2}`: "bad arguments",
+		`{"memory_mb":"1024"}`:        "bad arguments",
+	} {
+		wantError(t, run(t, d, wire.KindApplyFlavor, args), wire.CodeInvalidArgument, want)
+	}
+}

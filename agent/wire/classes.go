@@ -85,6 +85,9 @@ var Classes = map[Kind]Class{
 	KindTailLog:            {Idempotent: true},
 	// Growing ext4 to its device's size again is a no-op.
 	KindResizeFilesystem: {Idempotent: true, Mutates: true},
+	// Writing the base configuration for a memory size again gives the
+	// same file; the server need not run (it reads it at its next start).
+	KindApplyFlavor: {Idempotent: true, Mutates: true},
 	// A backup reads the running server and changes nothing the guest
 	// keeps; a run cut short leaves a stream the controller refuses, so it
 	// is not re-run: the backup fails visibly and another can be taken.

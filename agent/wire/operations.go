@@ -72,6 +72,7 @@ var Kinds = []Kind{
 	KindSetLog, KindPublishLog,
 	KindCreateReplicationAccount, KindDropReplicationAccount,
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
+	KindApplyFlavor,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.
