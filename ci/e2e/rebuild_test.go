@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,8 +148,74 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 		}
 	}
 
+	// Then a flavor resize, through Trove's client: the VM restarts with
+	// the new memory and CPUs, the buffer pool is derived from the new
+	// memory, the data and the group's value are intact.
+	osc := ctl.openstack(t)
+	requested = time.Now()
+	osc.run(t, "database", "instance", "resize", "flavor", id, "strata.medium")
+	down, up = time.Time{}, time.Time{}
+	waitTrue(t, "the resized instance to take writes and be ACTIVE", 20*time.Minute, func() bool {
+		_, err := db.query("shopper", "shopper-pw-1", "shop", "INSERT INTO orders (item) VALUES ('probe')")
+		switch {
+		case err != nil && down.IsZero():
+			down = time.Now()
+		case err == nil && !down.IsZero() && up.IsZero():
+			up = time.Now()
+		}
+		in = api.instance(t, id)
+		return !up.IsZero() && in["status"] == "ACTIVE"
+	})
+	t.Logf("FIGURE flavor resize strata.small→strata.medium request→ACTIVE: %.1fs; writes unavailable for %.1fs (%s)",
+		time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
+	var shown map[string]any
+	osc.json(t, &shown, "database", "instance", "show", id)
+	if fl := fmt.Sprint(shown["flavor"]); fl != fmt.Sprint(in["flavor"].(map[string]any)["id"]) || in["fault"] != nil {
+		t.Fatalf("after the resize: openstack shows flavor %v, the API %v, fault %v", shown["flavor"], in["flavor"], in["fault"])
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@innodb_buffer_pool_size DIV 1048576"); got != "1024" {
+		t.Fatalf("innodb_buffer_pool_size after the resize = %s MiB, want half of strata.medium's 2048", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections"); got != "123" {
+		t.Fatalf("max_connections after the resize = %q, want the group's 123", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders WHERE item <> 'probe'"); got != "tea,cake" {
+		t.Fatalf("rows after the resize: %q", got)
+	}
+	if args := vmArgs(t, state, id); argAfter(args, "-m") != "2048" || argAfter(args, "-smp") != "2" {
+		t.Fatalf("the VM runs with -m %s -smp %s, want strata.medium's 2048 MB and 2 CPUs", argAfter(args, "-m"), argAfter(args, "-smp"))
+	}
+
 	api.must(t, 202, "DELETE", "/instances/"+id, nil)
 	api.waitGone(t, id, 5*time.Minute)
 	ctl.stop(t)
 	t.Logf("FIGURE rebuild e2e wall time: %.0fs", time.Since(start).Seconds())
+}
+
+// vmArgs is the command line of the instance's running qemu (its pid from
+// the local driver's server.json).
+func vmArgs(t *testing.T, state, id string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "server.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
+		t.Fatalf("server.json of %s: %v", id, err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(cmdline), "\x00")
+}
+
+func argAfter(args []string, flag string) string {
+	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
 }

@@ -58,8 +58,11 @@ type fakeGuest struct {
 	tlsFingerprint  string
 	restartRequired bool
 	restarts        int
-	stopped         bool // the database was stopped (wire.KindStop)
-	volumeGB        int
+	// memoryMB is the memory the base configuration is written for
+	// (prepare, apply_flavor).
+	memoryMB int
+	stopped  bool // the database was stopped (wire.KindStop)
+	volumeGB int
 	// interrupt: kinds whose every run is cut short (a guest that keeps
 	// crashing in them).
 	interrupt map[wire.Kind]bool
@@ -257,6 +260,7 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		if g.failPrepare != "" {
 			return opErr(wire.CodeInternal, "%s", g.failPrepare)
 		}
+		g.memoryMB = a.MemoryMB
 		// A data volume that holds a database is adopted, not initialised
 		// (a rebuilt guest).
 		adopted := len(g.dbs) > 0 || len(g.users) > 0 || g.root
@@ -457,6 +461,14 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 	case wire.KindStop:
 		g.stopped = true
 		return okResult(nil)
+	case wire.KindApplyFlavor:
+		var a wire.FlavorArgs
+		if !decode(&a) || a.MemoryMB <= 0 {
+			return opErr(wire.CodeInvalidArgument, "bad apply_flavor args")
+		}
+		changed := g.memoryMB != a.MemoryMB
+		g.memoryMB = a.MemoryMB
+		return okResult(wire.FlavorResult{Changed: changed})
 	case wire.KindResizeFilesystem, wire.KindFilesystemStats:
 		return okResult(wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: uint64(g.volumeGB) << 30})
 	case wire.KindStatus:
@@ -491,6 +503,9 @@ type fakeCompute struct {
 	outdated map[string]string
 	// silentIDs: servers of these instances boot no guest.
 	silentIDs map[string]bool
+	// silentRAM: a server resized to this memory boots no guest (a
+	// flavor the guest cannot come back on).
+	silentRAM int
 	// rebuilds are the old guests and boots a rebuild set aside, and its
 	// knobs (rebuild_test.go).
 	rebuilds map[string]*fakeRebuild
@@ -509,6 +524,7 @@ type fakeCompute struct {
 var (
 	_ compute.LaunchChecker = (*fakeCompute)(nil)
 	_ compute.Restarter     = (*fakeCompute)(nil)
+	_ compute.FlavorResizer = (*fakeCompute)(nil)
 	_ compute.VolumeSizer   = (*fakeCompute)(nil)
 	_ compute.Publisher     = (*fakeCompute)(nil)
 )
@@ -579,6 +595,32 @@ func (fc *fakeCompute) RestartServer(ctx context.Context, s compute.Server) erro
 	delete(fc.outdated, s.ID)
 	if srv != nil {
 		srv.running = false
+	}
+	fc.mu.Unlock()
+	if g != nil {
+		g.halt()
+	}
+	return fc.StartServer(ctx, s)
+}
+
+// ResizeServer restarts the server with the flavor's memory and CPUs
+// (the guest reboots, as the local driver's VM does).
+func (fc *fakeCompute) ResizeServer(ctx context.Context, s compute.Server, f compute.Flavor) error {
+	fc.record(fmt.Sprintf("ResizeServer %s %d %d", s.ID, f.RAMMB, f.VCPUs))
+	fc.mu.Lock()
+	srv, g := fc.servers[s.ID], fc.guests[s.ID]
+	if srv == nil {
+		fc.mu.Unlock()
+		return fmt.Errorf("no server %s", s.ID)
+	}
+	if srv.running && srv.spec.RAMMB == f.RAMMB && srv.spec.VCPUs == f.VCPUs {
+		fc.mu.Unlock()
+		return nil
+	}
+	srv.spec.RAMMB, srv.spec.VCPUs = f.RAMMB, f.VCPUs
+	srv.running = false
+	if fc.silentRAM != 0 {
+		fc.silentIDs[s.ID] = f.RAMMB == fc.silentRAM
 	}
 	fc.mu.Unlock()
 	if g != nil {

@@ -280,16 +280,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	case in.RegionName != nil && *in.RegionName != "" && *in.RegionName != s.region():
 		return errorf(http.StatusBadRequest, "instance.region_name %q: this controller serves region %q only", *in.RegionName, s.region())
 	}
-	var flavor string
-	var err error
-	if err := json.Unmarshal(in.FlavorRef, &flavor); err != nil {
-		var n json.Number
-		dec := json.NewDecoder(bytes.NewReader(in.FlavorRef))
-		dec.UseNumber()
-		if dec.Decode(&n) != nil {
-			return errorf(http.StatusBadRequest, "instance.flavorRef: expected a flavor id, name or link")
-		}
-		flavor = n.String()
+	flavor, err := flavorRefString(in.FlavorRef, "instance.flavorRef")
+	if err != nil {
+		return err
 	}
 	r := lifecycle.CreateRequest{ProjectID: c.project, Name: *in.Name, FlavorRef: flavor, VolumeSizeGB: *in.Volume.Size}
 	if in.Datastore != nil {
@@ -570,7 +563,17 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 				return errorf(http.StatusBadRequest, "resize: %s", jsonError(err))
 			}
 			if !isNull(rz.FlavorRef) {
-				return errorf(http.StatusBadRequest, "resize: changing the flavor is not supported by this controller; resize.volume.size is")
+				if rz.Volume != nil {
+					return errorf(http.StatusBadRequest, "resize: give either flavorRef or volume, one resize at a time")
+				}
+				ref, err := flavorRefString(rz.FlavorRef, "resize.flavorRef")
+				if err != nil {
+					return err
+				}
+				if err := s.Lifecycle.ResizeFlavor(c.ctx(), c.instanceScope(), id, ref); err != nil {
+					return err
+				}
+				continue
 			}
 			if rz.Volume == nil || rz.Volume.Size == nil {
 				return errorf(http.StatusBadRequest, "resize.volume.size is required (GB)")
@@ -583,6 +586,22 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 		}
 	}
 	return accepted(w)
+}
+
+// flavorRefString reads a flavorRef: a flavor id, name or link, as a
+// string or (Trove's clients send both) a number.
+func flavorRefString(raw json.RawMessage, field string) (string, error) {
+	var flavor string
+	if err := json.Unmarshal(raw, &flavor); err == nil {
+		return flavor, nil
+	}
+	var n json.Number
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&n) != nil {
+		return "", errorf(http.StatusBadRequest, "%s: expected a flavor id, name or link", field)
+	}
+	return n.String(), nil
 }
 
 func emptyObject(raw json.RawMessage, what string) error {

@@ -123,6 +123,22 @@ type ReplicationRouter interface {
 	ReplicationRoute(ctx context.Context, replica, source Server, sourceHost string, sourcePort int) (host string, port int, err error)
 }
 
+// Flavor is the size of a machine: what a flavor resize changes.
+type Flavor struct {
+	RAMMB int
+	VCPUs int
+	// RootDiskGB is the flavor's root disk (GiB); 0 keeps the disk.
+	RootDiskGB int
+}
+
+// FlavorResizer is a driver that can give a machine another flavor (a
+// flavor resize): the machine is stopped, resized and started again,
+// with its disks. Called again with the same flavor while the machine
+// runs with it, it does nothing; while it is stopped, it starts it.
+type FlavorResizer interface {
+	ResizeServer(ctx context.Context, srv Server, f Flavor) error
+}
+
 // Restarter restarts a machine with the driver's current settings.
 type Restarter interface {
 	// RestartServer stops the machine (gracefully, then forcibly) and

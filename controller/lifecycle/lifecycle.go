@@ -196,6 +196,8 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindRecover:   {Run: m.runRecover, OnFail: m.failErrored},
 		KindRebuild:   {Run: m.runRebuild, OnFail: m.failRebuild},
 		KindAccess:    {Run: m.runAccess, OnFail: m.failFaultOnly},
+		// A resize that cannot roll back leaves the instance in ERROR.
+		KindResizeFlavor: {Run: m.runResizeFlavor, OnFail: m.failErrored},
 	}
 }
 
