@@ -597,19 +597,19 @@ func emptyObject(raw json.RawMessage, what string) error {
 }
 
 // instanceConfiguration answers GET /instances/{id}/configuration with the
-// values of the attached group.
+// instance's effective configuration as its agent reports it from the
+// server's files: the defaults rendered for its flavor with the attached
+// group over them. An agent that cannot answer is an error with its
+// message, never an empty configuration.
 func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
-	if err != nil {
+	var conf wire.EffectiveConfiguration
+	if _, err := s.guestQuery(c, wire.KindGetConfiguration, nil, &conf); err != nil {
 		return err
 	}
-	values := map[string]json.RawMessage{}
-	if in.ConfigurationID != "" {
-		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
-			values = g.Values
-		}
+	if conf.Values == nil {
+		return errorf(http.StatusBadGateway, "the instance's agent reported no configuration")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"instance": map[string]any{"configuration": values}})
+	writeJSON(w, http.StatusOK, map[string]any{"instance": map[string]any{"configuration": conf.Values}})
 	return nil
 }
 

@@ -170,9 +170,14 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 		t.Fatalf("injection attempt: %s", out)
 	}
 
+	// configuration default: the agent's rendered defaults, then with the
+	// group over them.
+	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 151.0 || def["character_set_server"] != "utf8mb4" {
+		t.Fatalf("configuration default without a group = %v", def)
+	}
 	o.run(false, "database", "configuration", "attach", id, cfgID)
 	waitFor(t, "the configuration to be attached", 10*time.Second, func() bool { return c.instance(id)["configuration"] != nil })
-	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 250.0 {
+	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 250.0 || def["character_set_server"] != "utf8mb4" {
 		t.Fatalf("configuration default = %v", def)
 	}
 	if insts := o.list("database", "configuration", "instances", cfgID); len(insts) != 1 {
