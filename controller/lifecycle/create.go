@@ -30,8 +30,9 @@ type CreateRequest struct {
 	// FlavorRef is a flavor id, name or link.
 	FlavorRef    string
 	VolumeSizeGB int
-	// Datastore and Version by name or id; empty picks the only
-	// datastore and its default version.
+	// Datastore and Version by name or id; an empty Datastore picks the
+	// Manager's DefaultDatastore, else the only datastore; an empty
+	// Version the default version.
 	Datastore       string
 	Version         string
 	Databases       []wire.Database
@@ -140,7 +141,16 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		}
 	}
 
-	ds := r.Datastore
+	ds, version, byDefault := r.Datastore, r.Version, false
+	if ds == "" && m.DefaultDatastore != "" {
+		// Trove's default_datastore: a create without a datastore takes
+		// it, with the operator's default version or else the
+		// datastore's own.
+		ds, byDefault = m.DefaultDatastore, true
+		if version == "" {
+			version = m.DefaultVersion
+		}
+	}
 	if ds == "" {
 		all, err := m.Registry.Datastores(ctx)
 		if err != nil {
@@ -151,7 +161,10 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		}
 		ds = all[0].ID
 	}
-	v, err := m.Registry.FindVersion(ctx, ds, r.Version)
+	v, err := m.Registry.FindVersion(ctx, ds, version)
+	if errors.Is(err, registry.ErrNotFound) && byDefault {
+		return v, f, wrap(ErrNotFound, "the default datastore %s %s (--default-datastore, --default-datastore-version): %v", show(ds), show(version), err)
+	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return v, f, wrap(ErrNotFound, "%v", err)
 	}
@@ -179,6 +192,12 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 	}
 	if err != nil {
 		return v, f, err
+	}
+	if ok, err := m.Registry.FlavorAllowed(ctx, v.ID, f); err != nil {
+		return v, f, err
+	} else if !ok {
+		return v, f, wrap(ErrBadRequest, "flavor %s is not in the flavor list of datastore %s version %s (GET /datastores/%s/versions/%s/flavors lists them)",
+			f.Name, v.DatastoreName, v.Name, v.DatastoreName, v.Name)
 	}
 	// Networks last: the driver may ask its cloud.
 	nics, err := m.Compute.ResolveNICs(ctx, r.NICs)
