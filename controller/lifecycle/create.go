@@ -49,6 +49,9 @@ type CreateRequest struct {
 	NICs []compute.NIC
 	// Access is Trove's access, stored and shown (nil: not given).
 	Access *instances.Access
+	// AvailabilityZone is Trove's availability_zone: honoured by a
+	// compute.ZonePlacer, refused by other drivers.
+	AvailabilityZone string
 }
 
 // createPayload is the create task's payload. Users carry passwords until
@@ -208,6 +211,17 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		return v, f, fmt.Errorf("checking the instance's networks: %w", err)
 	}
 	r.NICs = nics
+	if r.AvailabilityZone != "" {
+		zp, ok := m.Compute.(compute.ZonePlacer)
+		if !ok {
+			return v, f, wrap(ErrBadRequest, "instance.availability_zone: this controller's compute driver places every instance itself; it has no availability zones")
+		}
+		if err := zp.CheckAvailabilityZone(ctx, r.AvailabilityZone); errors.Is(err, compute.ErrInvalid) {
+			return v, f, wrap(ErrBadRequest, "instance.availability_zone: %s", strings.TrimPrefix(err.Error(), compute.ErrInvalid.Error()+": "))
+		} else if err != nil {
+			return v, f, fmt.Errorf("checking the availability zone: %w", err)
+		}
+	}
 	if r.ConfigurationID != "" {
 		g, err := configurations.Get(ctx, m.DB, r.ProjectID, r.ConfigurationID)
 		if errors.Is(err, configurations.ErrNotFound) {
@@ -244,7 +258,7 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 	}
 	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
 		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
-		Access: r.Access, NICs: nics}
+		Access: r.Access, NICs: nics, AvailabilityZone: r.AvailabilityZone}
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if m.Quotas != nil {
 			if err := m.Quotas.Check(ctx, tx, r.ProjectID, quotas.Limits{quotas.Instances: 1, quotas.Volumes: int64(d.VolumeSizeGB)}); err != nil {
@@ -312,7 +326,8 @@ func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, e
 	}
 	switch t.Step {
 	case "volume":
-		vol, err := m.Compute.CreateVolume(ctx, compute.VolumeSpec{InstanceID: in.ID, Name: in.Name, SizeGB: in.VolumeSizeGB})
+		vol, err := m.Compute.CreateVolume(ctx, compute.VolumeSpec{InstanceID: in.ID, Name: in.Name, SizeGB: in.VolumeSizeGB,
+			AvailabilityZone: in.AvailabilityZone})
 		if errors.Is(err, compute.ErrInvalid) {
 			return tasks.Result{}, tasks.Fail("", "creating the data volume: %v", err)
 		}
@@ -454,7 +469,7 @@ func serverSpec(in instances.Instance, v registry.Version, f registry.Flavor, im
 	return compute.ServerSpec{
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
 		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
-		Ports: []int{v.Port}, NICs: nicsOf(in),
+		Ports: []int{v.Port}, NICs: nicsOf(in), AvailabilityZone: in.AvailabilityZone,
 	}
 }
 

@@ -8,3 +8,8 @@ CREATE TABLE datastore_version_flavors (
 	created_at BIGINT NOT NULL,
 	PRIMARY KEY (version_id, flavor_id)
 );
+
+-- The availability zone a create asked for (Trove's availability_zone),
+-- honoured by a compute driver that places servers in zones (Nova);
+-- empty: the driver's default. Kept so a rebuilt server stays there.
+ALTER TABLE instances ADD COLUMN availability_zone TEXT NOT NULL DEFAULT '';
