@@ -155,10 +155,11 @@ func EffectiveValues(layers ...map[string]string) map[string]json.RawMessage {
 	return out
 }
 
-var numberPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?$`)
+var numberPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,17})?$`)
 
 // TypedValue is one file value as JSON: a number where the value is a
-// plain decimal number (no unit, no leading zeros, no exponent), else a
+// plain decimal number (no unit, no leading zeros, no exponent, at most
+// 20 integer digits: any 64-bit server value), else a
 // string with one pair of surrounding single or double quotes removed.
 func TypedValue(v string) json.RawMessage {
 	v = strings.TrimSpace(v)
