@@ -2,8 +2,12 @@ package datastore
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
 	"regexp"
 	"sort"
+	"strings"
 
 	"strata/agent/wire"
 )
@@ -131,4 +135,62 @@ func trunc(s string) string {
 		return s[:70] + "..."
 	}
 	return s
+}
+
+// EffectiveValues merges configuration layers read from a datastore's
+// files (name → value as written), later layers winning, and types each
+// value for the API: a plain integer or decimal number becomes a JSON
+// number, anything else a JSON string without its surrounding quotes.
+func EffectiveValues(layers ...map[string]string) map[string]json.RawMessage {
+	merged := map[string]string{}
+	for _, l := range layers {
+		for k, v := range l {
+			merged[k] = v
+		}
+	}
+	out := make(map[string]json.RawMessage, len(merged))
+	for k, v := range merged {
+		out[k] = TypedValue(v)
+	}
+	return out
+}
+
+var numberPattern = regexp.MustCompile(`^-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,17})?$`)
+
+// TypedValue is one file value as JSON: a number where the value is a
+// plain decimal number (no unit, no leading zeros, no exponent, at most
+// 20 integer digits: any 64-bit server value), else a
+// string with one pair of surrounding single or double quotes removed.
+func TypedValue(v string) json.RawMessage {
+	v = strings.TrimSpace(v)
+	if numberPattern.MatchString(v) {
+		return json.RawMessage(v)
+	}
+	if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+		v = v[1 : len(v)-1]
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// ReadLayers reads a datastore's configuration files in the order the
+// server reads them, each through parse. The first is the base
+// configuration prepare renders: the answer is failed_precondition before
+// prepare. The others (log switches, the group) may be missing.
+func ReadLayers(lc *Lifecycle, parse func([]byte) map[string]string, base string, others ...string) ([]map[string]string, error) {
+	if err := lc.RequirePrepared(); err != nil {
+		return nil, err
+	}
+	var layers []map[string]string
+	for i, p := range append([]string{base}, others...) {
+		data, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) && i > 0 {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read configuration: %w", err)
+		}
+		layers = append(layers, parse(data))
+	}
+	return layers, nil
 }

@@ -155,6 +155,14 @@ type LogSwitcher interface {
 	SetLog(ctx context.Context, name string, enable bool) (wire.LogInfo, error)
 }
 
+// ConfigurationReader is a manager that reports the configuration its
+// server runs with as its files hold it (EffectiveValues of the base
+// configuration rendered at prepare, the log switches and the group), not
+// recomputed from a second copy of the defaults.
+type ConfigurationReader interface {
+	Configuration(ctx context.Context) (wire.EffectiveConfiguration, error)
+}
+
 // LogPath is a manager that can name the file behind a log, for
 // publishing its whole content.
 type LogPath interface {

@@ -285,6 +285,15 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 			return nil, err
 		}
 		return d.setLog(ctx, a)
+	case wire.KindGetConfiguration:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		r, ok := m.(datastore.ConfigurationReader)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support reporting its configuration", d.datastoreName())
+		}
+		return r.Configuration(ctx)
 	case wire.KindPublishLog:
 		a, err := decode[wire.PublishLogArgs](op)
 		if err != nil {

@@ -126,6 +126,10 @@ func TestOperationsReachTheManager(t *testing.T) {
 	if err := run(t, d, wire.KindTailLog, `{"name":"error","lines":5}`).Decode(&tail); err != nil || len(tail.Lines) == 0 {
 		t.Fatalf("error log tail: %+v %v", tail, err)
 	}
+	var conf wire.EffectiveConfiguration
+	if err := run(t, d, wire.KindGetConfiguration, "").Decode(&conf); err != nil || string(conf.Values["character_set_server"]) != `"utf8mb4"` {
+		t.Fatalf("get_configuration: %v %v", conf.Values, err)
+	}
 	// Every kind of the protocol is known to the dispatcher.
 	for _, k := range wire.Kinds {
 		if r := run(t, d, k, `{"no_such_argument":1}`); r.Error != nil && r.Error.Code == wire.CodeNotSupported {
@@ -149,6 +153,7 @@ func TestBadArgumentsAreTypedErrors(t *testing.T) {
 	wantError(t, run(t, d, wire.KindCreateDatabases, `{"databases":[{"name":"x"}]} {}`), wire.CodeInvalidArgument, "trailing")
 	wantError(t, run(t, d, wire.KindStatus, `{"verbose":true}`), wire.CodeInvalidArgument, "takes no arguments")
 	wantError(t, run(t, d, wire.KindTailLog, `{"name":"agent","lines":5}`), wire.CodeNotFound, "no log named")
+	wantError(t, run(t, d, wire.KindGetConfiguration, `{"all":true}`), wire.CodeInvalidArgument, "takes no arguments")
 	after := run(t, d, wire.KindListDatabases, "")
 	if string(before.Payload) != string(after.Payload) {
 		t.Fatalf("databases changed: %s → %s", before.Payload, after.Payload)
@@ -162,6 +167,13 @@ func TestAccountUpdatesNeedTheCapability(t *testing.T) {
 	wantError(t, run(t, d, wire.KindUpdateUser, `{"user":{"name":"a"},"new_password":"x"}`), wire.CodeNotSupported, "exotic does not support changing a user")
 	wantError(t, run(t, d, wire.KindChangePasswords, `{"users":[{"name":"a","password":"x"}]}`), wire.CodeNotSupported, "exotic does not support changing passwords")
 	wantError(t, run(t, d, wire.KindUpdateUser, `{"user":{"name":"a"},"rename_to":"b"}`), wire.CodeInvalidArgument, `unknown parameter "rename_to"`)
+}
+
+// A manager without datastore.ConfigurationReader answers get_configuration
+// with not_supported naming its datastore, never an empty configuration.
+func TestGetConfigurationNeedsTheCapability(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	wantError(t, run(t, d, wire.KindGetConfiguration, ""), wire.CodeNotSupported, "exotic does not support reporting its configuration")
 }
 
 type growFunc func(ctx context.Context) error

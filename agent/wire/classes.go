@@ -120,6 +120,8 @@ var Classes = map[Kind]Class{
 	KindReplicationStatus: {Idempotent: true, NeedsDatastore: true},
 	// Detaching a detached server changes nothing.
 	KindDetachReplica: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	// Reads files only: answers while the server is stopped too.
+	KindGetConfiguration: {Idempotent: true},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

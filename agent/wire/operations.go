@@ -58,6 +58,11 @@ const (
 	KindStartReplication  Kind = "start_replication"  // StartReplicationArgs → ReplicationStatus
 	KindReplicationStatus Kind = "replication_status" // — → ReplicationStatus
 	KindDetachReplica     Kind = "detach_replica"     // — → ReplicationStatus
+	// KindGetConfiguration reports the configuration the datastore's
+	// files give it: the base configuration the agent rendered for the
+	// flavor, the log switches, then the configuration group, later
+	// files winning (a datastore.ConfigurationReader capability).
+	KindGetConfiguration Kind = "get_configuration" // — → EffectiveConfiguration
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -72,7 +77,7 @@ var Kinds = []Kind{
 	KindSetLog, KindPublishLog,
 	KindCreateReplicationAccount, KindDropReplicationAccount,
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
-	KindApplyFlavor,
+	KindApplyFlavor, KindGetConfiguration,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.
@@ -267,6 +272,14 @@ type ConfigurationResult struct {
 	AppliedLive     []string `json:"applied_live,omitempty"`
 	PendingRestart  []string `json:"pending_restart,omitempty"`
 	RestartRequired bool     `json:"restart_required"`
+}
+
+// EffectiveConfiguration is the configuration a datastore's files give
+// it, parameter → value: a JSON number where the file's value is a plain
+// number (sizes with a K/M/G suffix in MariaDB's files as bytes), else the
+// value as written, unquoted, as a JSON string.
+type EffectiveConfiguration struct {
+	Values map[string]json.RawMessage `json:"values"`
 }
 
 // LogInfo describes one log the agent can tail.

@@ -475,6 +475,13 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(wire.StatusResult{Status: wire.StatusRunning})
 	case wire.KindListLogs, wire.KindSetLog:
 		return g.logOp(op)
+	case wire.KindGetConfiguration:
+		// The fake's rendered defaults, with the group over them.
+		values := map[string]json.RawMessage{"character_set_server": json.RawMessage(`"utf8mb4"`), "max_connections": json.RawMessage(`151`)}
+		for k, v := range g.config {
+			values[k] = v
+		}
+		return okResult(wire.EffectiveConfiguration{Values: values})
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
 		return g.replicationOp(op)
@@ -898,6 +905,9 @@ type rigOptions struct {
 	// driver, if set, is the compute driver the controller sees, made
 	// from the fake (e.g. one without its optional interfaces).
 	driver func(*fakeCompute) compute.Driver
+	// defaultDatastore and defaultVersion: --default-datastore and
+	// --default-datastore-version.
+	defaultDatastore, defaultVersion string
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -958,6 +968,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			GuestCallTimeout: o.guestCallTimeout,
 			ConfigureWait:    o.configureWait,
 			Quotas:           o.quotas, APIRate: o.apiRate,
+			DefaultDatastore: o.defaultDatastore, DefaultDatastoreVersion: o.defaultVersion,
 			AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 				AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 			EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },

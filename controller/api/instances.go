@@ -256,6 +256,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 		return errorf(http.StatusBadRequest, "instance.name is required")
 	}
 	if in.ReplicaOf != nil && *in.ReplicaOf != "" {
+		if in.AvailabilityZone != nil && *in.AvailabilityZone != "" {
+			return errorf(http.StatusBadRequest, "instance.availability_zone: not supported for replicas by this controller")
+		}
 		return s.createReplica(w, c, *in.Name, in.ReplicaOf, in.ReplicaCount, in.FlavorRef, in.Datastore != nil, in.Volume != nil, in.Locality != nil,
 			len(in.Databases)+len(in.Users) > 0)
 	}
@@ -271,10 +274,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	case in.Volume.Type != nil && *in.Volume.Type != "":
 		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
 	// Fields it cannot honour are refused, never dropped: a caller that
-	// asked for a zone, a server group or a region must not get an
-	// instance that silently has none of them.
-	case in.AvailabilityZone != nil && *in.AvailabilityZone != "":
-		return errorf(http.StatusBadRequest, "instance.availability_zone: availability zones are not supported by this controller (its compute driver places every instance itself)")
+	// asked for a server group or a region must not get an instance that
+	// silently has none of them (a zone: refused by lifecycle unless the
+	// compute driver places in zones).
 	case in.Locality != nil && *in.Locality != "":
 		return errorf(http.StatusBadRequest, "instance.locality: server groups (affinity, anti-affinity) are not supported by this controller")
 	case in.RegionName != nil && *in.RegionName != "" && *in.RegionName != s.region():
@@ -317,6 +319,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	}
 	if in.Access != nil {
 		r.Access = &instances.Access{IsPublic: in.Access.IsPublic, AllowedCIDRs: in.Access.AllowedCIDRs}
+	}
+	if in.AvailabilityZone != nil {
+		r.AvailabilityZone = *in.AvailabilityZone
 	}
 	inst, rootPassword, err := s.Lifecycle.Create(c.ctx(), r)
 	if err != nil {
@@ -616,19 +621,19 @@ func emptyObject(raw json.RawMessage, what string) error {
 }
 
 // instanceConfiguration answers GET /instances/{id}/configuration with the
-// values of the attached group.
+// instance's effective configuration as its agent reports it from the
+// server's files: the defaults rendered for its flavor with the attached
+// group over them. An agent that cannot answer is an error with its
+// message, never an empty configuration.
 func (s *Server) instanceConfiguration(w http.ResponseWriter, c *call) error {
-	in, err := instances.Get(c.ctx(), s.DB, c.instanceScope(), c.r.PathValue("id"))
-	if err != nil {
+	var conf wire.EffectiveConfiguration
+	if _, err := s.guestQuery(c, wire.KindGetConfiguration, nil, &conf); err != nil {
 		return err
 	}
-	values := map[string]json.RawMessage{}
-	if in.ConfigurationID != "" {
-		if g, err := configurations.Get(c.ctx(), s.DB, in.ProjectID, in.ConfigurationID); err == nil {
-			values = g.Values
-		}
+	if conf.Values == nil {
+		return errorf(http.StatusBadGateway, "the instance's agent reported no configuration")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"instance": map[string]any{"configuration": values}})
+	writeJSON(w, http.StatusOK, map[string]any{"instance": map[string]any{"configuration": conf.Values}})
 	return nil
 }
 

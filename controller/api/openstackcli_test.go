@@ -84,6 +84,18 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 	if fl := o.list("database", "flavor", "list"); len(fl) != 4 || fl[1]["Name"] != "strata.small" {
 		t.Fatalf("flavor list = %v", fl)
 	}
+	// A version's flavors: every flavor until the version has a list,
+	// then the list (strata's mgmt route; trove-manage in Trove).
+	versionFlavors := func() []map[string]any {
+		return o.list("database", "flavor", "list", "--datastore-type", "mariadb", "--datastore-version-id", r.version.ID)
+	}
+	if fl := versionFlavors(); len(fl) != 4 {
+		t.Fatalf("flavor list of the version without a list = %v", fl)
+	}
+	r.admin().must(200, "POST", "/mgmt/datastore-versions/"+r.version.ID+"/flavors", map[string]any{"flavors": []string{"strata.small", "strata.large"}})
+	if fl := versionFlavors(); len(fl) != 2 || fl[0]["Name"] != "strata.small" || fl[1]["Name"] != "strata.large" {
+		t.Fatalf("flavor list of the version with a list = %v", fl)
+	}
 	if ds := o.list("datastore", "version", "list", "mariadb"); len(ds) != 1 || ds[0]["Name"] != "10.11" {
 		t.Fatalf("datastore version list = %v", ds)
 	}
@@ -102,6 +114,10 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 	// looks up to pass --nic net-id=...
 	if nets := o.list("network", "list"); len(nets) != 1 || nets[0]["ID"] != fakeNetwork.ID || nets[0]["Name"] != "private" {
 		t.Fatalf("network list = %v", nets)
+	}
+	if out := o.run(true, "database", "instance", "create", "cli-medium", "--flavor", "strata.medium", "--size", "1",
+		"--datastore", "mariadb", "--datastore-version", "10.11"); !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "strata.medium") {
+		t.Fatalf("create with a flavor outside the version's list: %s", out)
 	}
 	in := o.json("database", "instance", "create", "cli-db", "--flavor", "strata.small", "--size", "1",
 		"--datastore", "mariadb", "--datastore-version", "10.11", "--databases", "app", "--users", "appuser:app-password",
@@ -170,9 +186,14 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 		t.Fatalf("injection attempt: %s", out)
 	}
 
+	// configuration default: the agent's rendered defaults, then with the
+	// group over them.
+	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 151.0 || def["character_set_server"] != "utf8mb4" {
+		t.Fatalf("configuration default without a group = %v", def)
+	}
 	o.run(false, "database", "configuration", "attach", id, cfgID)
 	waitFor(t, "the configuration to be attached", 10*time.Second, func() bool { return c.instance(id)["configuration"] != nil })
-	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 250.0 {
+	if def := o.json("database", "configuration", "default", id); def["max_connections"] != 250.0 || def["character_set_server"] != "utf8mb4" {
 		t.Fatalf("configuration default = %v", def)
 	}
 	if insts := o.list("database", "configuration", "instances", cfgID); len(insts) != 1 {

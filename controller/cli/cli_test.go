@@ -106,6 +106,30 @@ func TestTroveManageEquivalents(t *testing.T) {
 		t.Fatalf("datastore list:\n%s", out)
 	}
 
+	// The version's flavor list (trove-manage datastore_version_flavor_add
+	// and _delete): none at first, then what is added; a missing flavor
+	// adds nothing; removing one that is not listed is an error.
+	if out, err := strata(t, "datastore", "version", "flavor", "list", "--state-dir", state, "mariadb", "10.11"); err != nil ||
+		!strings.Contains(out, "every flavor is allowed") {
+		t.Fatalf("flavor list at first: %v\n%s", err, out)
+	}
+	if out, err := strata(t, "datastore", "version", "flavor", "add", "--state-dir", state, "mariadb", "10.11", "strata.small", "strata.medium"); err != nil ||
+		!strings.Contains(out, "strata.small") || !strings.Contains(out, "strata.medium") {
+		t.Fatalf("flavor add: %v\n%s", err, out)
+	}
+	if _, err := strata(t, "datastore", "version", "flavor", "add", "--state-dir", state, "mariadb", "10.11", "strata.large", "strata.huge"); err == nil ||
+		!strings.Contains(err.Error(), "strata.huge") {
+		t.Fatalf("adding a missing flavor: %v", err)
+	}
+	if out, err := strata(t, "datastore", "version", "flavor", "delete", "--state-dir", state, "mariadb", "10.11", "strata.medium"); err != nil ||
+		!strings.Contains(out, "strata.small") || strings.Contains(out, "strata.medium") || strings.Contains(out, "strata.large") {
+		t.Fatalf("flavor delete: %v\n%s", err, out)
+	}
+	if _, err := strata(t, "datastore", "version", "flavor", "delete", "--state-dir", state, "mariadb", "10.11", "strata.medium"); err == nil ||
+		!strings.Contains(err.Error(), "not in the flavor list") {
+		t.Fatalf("deleting a flavor that is not listed: %v", err)
+	}
+
 	db, err := server.OpenState(context.Background(), state, "")
 	if err != nil {
 		t.Fatal(err)

@@ -182,6 +182,8 @@ Keystone instead and serves no identity API.`,
 	f.StringVar(&cfg.HostKeyFile, "agent-host-key", "", "agent endpoint host key (default STATE_DIR/agent_host_key; replicas share one)")
 	f.IntVar(&cfg.HeartbeatSeconds, "heartbeat", 10, "seconds between agent heartbeats")
 	f.IntVar(&cfg.MaxVolumeGB, "max-volume-gb", 20, "largest volume size accepted")
+	f.StringVar(&cfg.DefaultDatastore, "default-datastore", "", "datastore (name or id) of a create that names none, as Trove's default_datastore (default: the only one registered, else such a create is refused)")
+	f.StringVar(&cfg.DefaultDatastoreVersion, "default-datastore-version", "", "version of --default-datastore (default: that datastore's default version)")
 	cfg.Quotas = quotas.Limits{}
 	for _, r := range quotas.Resources {
 		v := quotas.TroveDefaults[r]

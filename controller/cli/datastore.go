@@ -185,8 +185,94 @@ validation-rules.json format extended with allowed_values and apply
 			return nil
 		},
 	}
-	cmd.AddCommand(update, loadRules)
+	cmd.AddCommand(update, loadRules, newVersionFlavorCommand(sf))
 	return cmd
+}
+
+// newVersionFlavorCommand is trove-manage's datastore_version_flavor_add
+// and _delete, with a list: a version with a flavor list is created only
+// with those flavors.
+func newVersionFlavorCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "flavor", Short: "A version's flavor list (empty: every flavor)"}
+	add := &cobra.Command{
+		Use:   "add DATASTORE VERSION FLAVOR...",
+		Short: "Allow flavors (ids or names) for a version; its instances then take only listed flavors (trove-manage datastore_version_flavor_add)",
+		Args:  cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			if err := r.EnsureDefaultFlavors(cmd.Context()); err != nil {
+				return err
+			}
+			v, err := r.AddVersionFlavors(cmd.Context(), args[0], args[1], args[2:])
+			if err != nil {
+				return err
+			}
+			return printVersionFlavors(cmd, r, v)
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete DATASTORE VERSION FLAVOR",
+		Short: "Remove a flavor from a version's list; an empty list allows every flavor (trove-manage datastore_version_flavor_delete)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			if err := r.DeleteVersionFlavor(cmd.Context(), args[0], args[1], args[2]); err != nil {
+				return err
+			}
+			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return printVersionFlavors(cmd, r, v)
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list DATASTORE VERSION",
+		Short: "List a version's flavor list",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return printVersionFlavors(cmd, r, v)
+		},
+	}
+	cmd.AddCommand(add, del, list)
+	return cmd
+}
+
+func printVersionFlavors(cmd *cobra.Command, r *registry.Registry, v registry.Version) error {
+	fs, err := r.VersionFlavors(cmd.Context(), v.ID)
+	if err != nil {
+		return err
+	}
+	if len(fs) == 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s has no flavor list: every flavor is allowed\n", v.DatastoreName, v.Name)
+		return nil
+	}
+	var rows [][]any
+	for _, f := range fs {
+		rows = append(rows, []any{f.ID, f.Name, f.RAMMB, f.VCPUs})
+	}
+	table(cmd.OutOrStdout(), "ID\tNAME\tRAM\tVCPUS\t", rows)
+	return nil
 }
 
 func orNone(s string) string {

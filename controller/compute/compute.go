@@ -203,6 +203,18 @@ type VolumeSpec struct {
 	InstanceID string
 	Name       string
 	SizeGB     int
+	// AvailabilityZone, if set, is where a ZonePlacer makes the volume.
+	AvailabilityZone string
+}
+
+// ZonePlacer is a driver that places a server and its volume in the
+// availability zone a create names (Trove's availability_zone: Nova's
+// zones). A driver without it places every server itself, and a create
+// that names a zone is refused.
+type ZonePlacer interface {
+	// CheckAvailabilityZone fails with ErrInvalid, naming the zones
+	// there are, unless zone is an available one.
+	CheckAvailabilityZone(ctx context.Context, zone string) error
 }
 
 // Volume is a created data volume.
@@ -244,6 +256,8 @@ type ServerSpec struct {
 	// NICs are the network interfaces, as ResolveNICs returned them
 	// (none: the default network).
 	NICs []NIC
+	// AvailabilityZone, if set, is where a ZonePlacer boots the server.
+	AvailabilityZone string
 }
 
 // Server is a created machine.

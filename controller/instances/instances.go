@@ -91,10 +91,13 @@ type Desired struct {
 	Access *Access
 	// NICs are the network interfaces asked for, as the compute driver
 	// resolved them (JSON it owns; empty for instances made before).
-	NICs      json.RawMessage
-	CreatedAt time.Time
-	UpdatedAt time.Time
-	DeletedAt time.Time
+	NICs json.RawMessage
+	// AvailabilityZone is the zone the create asked for (empty: the
+	// compute driver's default).
+	AvailabilityZone string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	DeletedAt        time.Time
 }
 
 // Access is Trove's access: whether the instance should be reachable from
@@ -225,9 +228,9 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 		access = string(data)
 	}
 	_, err := q.Exec(ctx, `INSERT INTO instances (id, project_id, name, datastore_version_id, flavor_id, volume_size_gb,
-		configuration_id, task, task_started_at, access, nics, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		configuration_id, task, task_started_at, access, nics, availability_zone, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, d.ProjectID, d.Name, d.DatastoreVersionID, d.FlavorID, d.VolumeSizeGB, nullString(d.ConfigurationID),
-		string(d.Task), nullTime(d.TaskStartedAt), access, nullString(string(d.NICs)), store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
+		string(d.Task), nullTime(d.TaskStartedAt), access, nullString(string(d.NICs)), d.AvailabilityZone, store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("insert instance %s: %w", d.ID, err)
 	}
@@ -236,7 +239,7 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.availability_zone, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
@@ -253,7 +256,7 @@ func scan(s store.Scanner) (Instance, error) {
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &d.AvailabilityZone, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err

@@ -30,8 +30,9 @@ type CreateRequest struct {
 	// FlavorRef is a flavor id, name or link.
 	FlavorRef    string
 	VolumeSizeGB int
-	// Datastore and Version by name or id; empty picks the only
-	// datastore and its default version.
+	// Datastore and Version by name or id; an empty Datastore picks the
+	// Manager's DefaultDatastore, else the only datastore; an empty
+	// Version the default version.
 	Datastore       string
 	Version         string
 	Databases       []wire.Database
@@ -48,6 +49,9 @@ type CreateRequest struct {
 	NICs []compute.NIC
 	// Access is Trove's access, stored and shown (nil: not given).
 	Access *instances.Access
+	// AvailabilityZone is Trove's availability_zone: honoured by a
+	// compute.ZonePlacer, refused by other drivers.
+	AvailabilityZone string
 }
 
 // createPayload is the create task's payload. Users carry passwords until
@@ -140,7 +144,16 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		}
 	}
 
-	ds := r.Datastore
+	ds, version, byDefault := r.Datastore, r.Version, false
+	if ds == "" && m.DefaultDatastore != "" {
+		// Trove's default_datastore: a create without a datastore takes
+		// it, with the operator's default version or else the
+		// datastore's own.
+		ds, byDefault = m.DefaultDatastore, true
+		if version == "" {
+			version = m.DefaultVersion
+		}
+	}
 	if ds == "" {
 		all, err := m.Registry.Datastores(ctx)
 		if err != nil {
@@ -151,7 +164,10 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		}
 		ds = all[0].ID
 	}
-	v, err := m.Registry.FindVersion(ctx, ds, r.Version)
+	v, err := m.Registry.FindVersion(ctx, ds, version)
+	if errors.Is(err, registry.ErrNotFound) && byDefault {
+		return v, f, wrap(ErrNotFound, "the default datastore %s %s (--default-datastore, --default-datastore-version): %v", show(ds), show(version), err)
+	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return v, f, wrap(ErrNotFound, "%v", err)
 	}
@@ -180,6 +196,12 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 	if err != nil {
 		return v, f, err
 	}
+	if ok, err := m.Registry.FlavorAllowed(ctx, v.ID, f); err != nil {
+		return v, f, err
+	} else if !ok {
+		return v, f, wrap(ErrBadRequest, "flavor %s is not in the flavor list of datastore %s version %s (GET /datastores/%s/versions/%s/flavors lists them)",
+			f.Name, v.DatastoreName, v.Name, v.DatastoreName, v.Name)
+	}
 	// Networks last: the driver may ask its cloud.
 	nics, err := m.Compute.ResolveNICs(ctx, r.NICs)
 	if errors.Is(err, compute.ErrInvalid) {
@@ -189,6 +211,17 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 		return v, f, fmt.Errorf("checking the instance's networks: %w", err)
 	}
 	r.NICs = nics
+	if r.AvailabilityZone != "" {
+		zp, ok := m.Compute.(compute.ZonePlacer)
+		if !ok {
+			return v, f, wrap(ErrBadRequest, "instance.availability_zone: this controller's compute driver places every instance itself; it has no availability zones")
+		}
+		if err := zp.CheckAvailabilityZone(ctx, r.AvailabilityZone); errors.Is(err, compute.ErrInvalid) {
+			return v, f, wrap(ErrBadRequest, "instance.availability_zone: %s", strings.TrimPrefix(err.Error(), compute.ErrInvalid.Error()+": "))
+		} else if err != nil {
+			return v, f, fmt.Errorf("checking the availability zone: %w", err)
+		}
+	}
 	if r.ConfigurationID != "" {
 		g, err := configurations.Get(ctx, m.DB, r.ProjectID, r.ConfigurationID)
 		if errors.Is(err, configurations.ErrNotFound) {
@@ -225,7 +258,7 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 	}
 	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
 		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
-		Access: r.Access, NICs: nics}
+		Access: r.Access, NICs: nics, AvailabilityZone: r.AvailabilityZone}
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if m.Quotas != nil {
 			if err := m.Quotas.Check(ctx, tx, r.ProjectID, quotas.Limits{quotas.Instances: 1, quotas.Volumes: int64(d.VolumeSizeGB)}); err != nil {
@@ -293,7 +326,8 @@ func (m *Manager) runCreate(ctx context.Context, t *tasks.Task) (tasks.Result, e
 	}
 	switch t.Step {
 	case "volume":
-		vol, err := m.Compute.CreateVolume(ctx, compute.VolumeSpec{InstanceID: in.ID, Name: in.Name, SizeGB: in.VolumeSizeGB})
+		vol, err := m.Compute.CreateVolume(ctx, compute.VolumeSpec{InstanceID: in.ID, Name: in.Name, SizeGB: in.VolumeSizeGB,
+			AvailabilityZone: in.AvailabilityZone})
 		if errors.Is(err, compute.ErrInvalid) {
 			return tasks.Result{}, tasks.Fail("", "creating the data volume: %v", err)
 		}
@@ -435,7 +469,7 @@ func serverSpec(in instances.Instance, v registry.Version, f registry.Flavor, im
 	return compute.ServerSpec{
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
 		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
-		Ports: []int{v.Port}, NICs: nicsOf(in),
+		Ports: []int{v.Port}, NICs: nicsOf(in), AvailabilityZone: in.AvailabilityZone,
 	}
 }
 

@@ -86,6 +86,11 @@ type Manager struct {
 	Images   imagestore.Store
 	Compute  compute.Driver
 	Agents   Agents
+	// DefaultDatastore (name or id) is what a create that names no
+	// datastore gets (Trove's default_datastore), with DefaultVersion or,
+	// when that is empty, the datastore's default version. Empty: such a
+	// create works only while a single datastore is registered.
+	DefaultDatastore, DefaultVersion string
 	// Engine is kicked when a task is queued (optional).
 	Engine *tasks.Engine
 	// Controllers are the agent endpoint addresses as guests reach them,

@@ -78,6 +78,9 @@ type Config struct {
 	// (docs/controller.md).
 	TLSCert, TLSKey string
 	Region          string
+	// DefaultDatastore and DefaultDatastoreVersion: lifecycle.Manager's
+	// DefaultDatastore and DefaultVersion.
+	DefaultDatastore, DefaultDatastoreVersion string
 	// HostKeyFile defaults to StateDir/agent_host_key.
 	HostKeyFile string
 	// Keystone, if set, switches to OpenStack mode: tokens are validated
@@ -276,6 +279,9 @@ func Start(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("controller: --state-dir is required")
 	}
+	if cfg.DefaultDatastoreVersion != "" && cfg.DefaultDatastore == "" {
+		return nil, errors.New("controller: --default-datastore-version needs --default-datastore")
+	}
 	tightened, err := PrepareStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -420,7 +426,8 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		Compute: driver, Agents: ep, Engine: engine, Controllers: advertise, HostKey: ep.HostKeyLine(),
 		HeartbeatSeconds: cfg.HeartbeatSeconds, MaxVolumeGB: cfg.MaxVolumeGB, GuestCallTimeout: cfg.GuestCallTimeout,
 		ConfigureWait: cfg.ConfigureWait, Logger: log,
-		Quotas: &quotas.Quotas{DB: db, Defaults: cfg.Quotas},
+		Quotas:           &quotas.Quotas{DB: db, Defaults: cfg.Quotas},
+		DefaultDatastore: cfg.DefaultDatastore, DefaultVersion: cfg.DefaultDatastoreVersion,
 	}
 	bm, err := openBackups(cfg, db, reg, lc, ep, engine, log)
 	if err != nil {

@@ -258,3 +258,15 @@ func TestTheAPIServesTLSWithACertificateAndKey(t *testing.T) {
 		})
 	}
 }
+
+// A default version without a default datastore is a configuration
+// mistake: refused at start, naming the flags.
+func TestADefaultVersionNeedsADefaultDatastore(t *testing.T) {
+	_, err := server.Start(context.Background(), server.Config{
+		StateDir: t.TempDir(), Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", Compute: noCompute{},
+		DefaultDatastoreVersion: "10.11", Logger: slog.New(slog.DiscardHandler),
+	})
+	if err == nil || !strings.Contains(err.Error(), "--default-datastore-version needs --default-datastore") {
+		t.Fatalf("start = %v", err)
+	}
+}

@@ -201,3 +201,14 @@ func rawKind(v string) string {
 	}
 	return "string"
 }
+
+// Configuration reports the [mysqld] settings of the base configuration
+// rendered at prepare for the flavor, the log switches and the group, as
+// the server reads them (later files win). Sizes are in bytes.
+func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
+	layers, err := datastore.ReadLayers(m.lc, parseBaseConfig, m.cfg.ConfigFile, m.logSettingsFile(), m.cfg.OverridesFile)
+	if err != nil {
+		return wire.EffectiveConfiguration{}, err
+	}
+	return wire.EffectiveConfiguration{Values: datastore.EffectiveValues(layers...)}, nil
+}

@@ -246,3 +246,28 @@ func reload(ctx context.Context, c *sql.Conn) error {
 		}
 	}
 }
+
+// Configuration reports the settings of postgresql.conf as rendered at
+// prepare for the flavor, the log switches and the group, as the server
+// reads them (later files win). Values are as written: memory sizes in
+// the base file carry their unit ("128MB"), a group's are in the server's
+// unit.
+func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
+	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, logSettingsFile(m.cfg), m.cfg.OverridesFile)
+	if err != nil {
+		return wire.EffectiveConfiguration{}, err
+	}
+	return wire.EffectiveConfiguration{Values: datastore.EffectiveValues(layers...)}, nil
+}
+
+// parseConf reads name = value lines of a postgresql.conf the agent
+// wrote; include directives are not settings.
+func parseConf(data []byte) map[string]string {
+	out := parseOverrides(data)
+	for k := range out {
+		if strings.HasPrefix(k, "include") {
+			delete(out, k)
+		}
+	}
+	return out
+}

@@ -187,3 +187,22 @@ func (m *Manager) baseValues() map[string]string {
 	}
 	return parseOverrides(data)
 }
+
+// Configuration reports the directives of redis.conf as rendered at
+// prepare for the flavor and the group, as the server reads them (the
+// group, included last, wins).
+func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
+	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, m.cfg.OverridesFile)
+	if err != nil {
+		return wire.EffectiveConfiguration{}, err
+	}
+	return wire.EffectiveConfiguration{Values: datastore.EffectiveValues(layers...)}, nil
+}
+
+// parseConf reads a redis.conf the agent wrote; include is a directive,
+// not a setting.
+func parseConf(data []byte) map[string]string {
+	out := parseOverrides(data)
+	delete(out, "include")
+	return out
+}

@@ -50,6 +50,9 @@ type cloud struct {
 	volumeGone, serverGone     bool
 	serverCreate               map[string]any
 	headers                    map[string]string
+	// zone is the availability zone Cinder's volume create must carry
+	// (empty: none).
+	zone string
 }
 
 func fixture(t *testing.T, name string) []byte {
@@ -97,7 +100,13 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		send(w, 200, "volumes_none.json")
 	}))
 	mux.HandleFunc("POST /volume/volumes", record(func(w http.ResponseWriter, r *http.Request) {
-		th.TestJSONRequest(t, r, `{"volume": {"name": "strata-`+instanceID+`", "size": 2, "description": "strata data volume of instance `+instanceID+`",
+		c.mu.Lock()
+		zone := ""
+		if c.zone != "" {
+			zone = `"availability_zone": "` + c.zone + `", `
+		}
+		c.mu.Unlock()
+		th.TestJSONRequest(t, r, `{"volume": {"name": "strata-`+instanceID+`", "size": 2, `+zone+`"description": "strata data volume of instance `+instanceID+`",
 			"metadata": {"strata_instance": "`+instanceID+`"}}}`)
 		send(w, 202, "volume_creating.json")
 	}))
@@ -166,6 +175,9 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		}
 	}))
 	// Nova.
+	mux.HandleFunc("GET /compute/os-availability-zone", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "availability_zones.json")
+	}))
 	mux.HandleFunc("GET /compute/flavors/detail", record(func(w http.ResponseWriter, r *http.Request) {
 		send(w, 200, "flavors.json")
 	}))
@@ -464,5 +476,37 @@ func TestUnknownNetworksArePlainRefusals(t *testing.T) {
 	}
 	if c.saw("POST /compute/servers") {
 		t.Fatal("a server was created")
+	}
+}
+
+// TestAvailabilityZoneReachesNovaAndCinder: a create may name only a zone
+// Nova lists as available (the refusal names the available ones); the
+// named zone reaches Cinder's volume create and Nova's server create.
+func TestAvailabilityZoneReachesNovaAndCinder(t *testing.T) {
+	c, d := newCloud(t)
+	ctx := context.Background()
+	if err := d.CheckAvailabilityZone(ctx, "az-db"); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"az-down", "nowhere"} {
+		err := d.CheckAvailabilityZone(ctx, bad)
+		if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), `"`+bad+`"`) || !strings.Contains(err.Error(), "available: az-db, nova") {
+			t.Fatalf("zone %s: %v", bad, err)
+		}
+	}
+	c.zone = "az-db"
+	c.volumeStates = []string{"volume_available.json"}
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: instanceID, Name: "db1", SizeGB: 2, AvailabilityZone: "az-db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.serverStates = []string{"server_active.json"}
+	spec := serverSpec(vol)
+	spec.AvailabilityZone = "az-db"
+	if _, err := d.CreateServer(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.serverCreate["availability_zone"]; got != "az-db" {
+		t.Fatalf("server create availability_zone = %v", got)
 	}
 }

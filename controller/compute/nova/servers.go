@@ -167,7 +167,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	opts := servers.CreateOpts{
 		Name: name(spec.InstanceID), ImageRef: spec.Image.Location, FlavorRef: flavor.ID,
 		Networks: d.serverNetworks(spec.NICs), SecurityGroups: []string{sgID},
-		AvailabilityZone: d.cfg.AvailabilityZone, ConfigDrive: &configDrive, Personality: personality(spec.ConfigDrive),
+		AvailabilityZone: zoneOr(spec.AvailabilityZone, d.cfg.AvailabilityZone), ConfigDrive: &configDrive, Personality: personality(spec.ConfigDrive),
 		Metadata: map[string]string{"strata_instance": spec.InstanceID},
 		BlockDevice: []servers.BlockDevice{
 			{SourceType: servers.SourceImage, DestinationType: servers.DestinationLocal, UUID: spec.Image.Location, BootIndex: 0, DeleteOnTermination: true},

@@ -57,7 +57,7 @@ func (d *Driver) CreateVolume(ctx context.Context, spec compute.VolumeSpec) (com
 	}
 	if v == nil {
 		v, err = volumes.Create(ctx, d.volume, volumes.CreateOpts{Name: name(spec.InstanceID), Size: spec.SizeGB,
-			VolumeType: d.cfg.VolumeType, AvailabilityZone: d.cfg.AvailabilityZone,
+			VolumeType: d.cfg.VolumeType, AvailabilityZone: zoneOr(spec.AvailabilityZone, d.cfg.AvailabilityZone),
 			Description: "strata data volume of instance " + spec.InstanceID,
 			Metadata:    map[string]string{"strata_instance": spec.InstanceID}}, nil).Extract()
 		if err != nil {
