@@ -23,4 +23,12 @@ type Replicator interface {
 	StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error)
 	ReplicationStatus(ctx context.Context) (wire.ReplicationStatus, error)
 	DetachReplica(ctx context.Context) (wire.ReplicationStatus, error)
+	// SetReadOnly fences a primary for a switchover (its users' writes
+	// refused, across restarts; the result's GTIDBinlogPos is read after
+	// the fence) or lifts the fence; lifting it on a replica is refused.
+	SetReadOnly(ctx context.Context, readOnly bool) (wire.ReplicationStatus, error)
+	// PromoteReplica waits until the replica applied args.GTIDPos, then
+	// detaches it keeping its binary log and GTID state; on timeout it
+	// changes nothing.
+	PromoteReplica(ctx context.Context, args wire.PromoteReplicaArgs) (wire.ReplicationStatus, error)
 }

@@ -292,7 +292,8 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		}
 		return d.publishLog(ctx, op.ID, a)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
-		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
+		wire.KindSetReadOnly, wire.KindPromoteReplica:
 		return d.replication(ctx, op)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)

@@ -58,6 +58,11 @@ const (
 	KindStartReplication  Kind = "start_replication"  // StartReplicationArgs → ReplicationStatus
 	KindReplicationStatus Kind = "replication_status" // — → ReplicationStatus
 	KindDetachReplica     Kind = "detach_replica"     // — → ReplicationStatus
+	// Switchover: the old primary stops taking writes (and takes them
+	// again on a rollback); the chosen replica waits until it applied the
+	// old primary's last position, then becomes a writable primary.
+	KindSetReadOnly    Kind = "set_read_only"   // SetReadOnlyArgs → ReplicationStatus
+	KindPromoteReplica Kind = "promote_replica" // PromoteReplicaArgs → ReplicationStatus
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -72,6 +77,7 @@ var Kinds = []Kind{
 	KindSetLog, KindPublishLog,
 	KindCreateReplicationAccount, KindDropReplicationAccount,
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
+	KindSetReadOnly, KindPromoteReplica,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.
