@@ -464,7 +464,8 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 	case wire.KindListLogs, wire.KindSetLog:
 		return g.logOp(op)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
-		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
+		wire.KindSetReadOnly, wire.KindPromoteReplica:
 		return g.replicationOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 
 	"strata/agent/wire"
 	"strata/controller/compute"
@@ -23,6 +24,14 @@ type fakeReplication struct {
 	starts   int
 	// broken, if set, is the link's I/O error (the source unreachable).
 	broken string
+	// fenced: set_read_only made this source read-only; binlog is its
+	// position (each fence moves it on).
+	fenced bool
+	binlog int
+	// lagging: promote_replica times out (the replica cannot reach the
+	// source's position).
+	lagging bool
+	promotes int
 }
 
 func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
@@ -54,13 +63,40 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		if !decode(&a) || a.Validate() != nil {
 			return opErr(wire.CodeInvalidArgument, "bad start args")
 		}
-		if r.link != nil && (r.link.Host != a.Host || r.link.Port != a.Port) {
+		switch {
+		case a.Repoint && r.link == nil:
+			return opErr(wire.CodeFailedPrecondition, "repoint replication: this server follows no source")
+		case a.Repoint:
+			a.GTIDSlavePos = r.link.GTIDSlavePos
+		case r.link != nil && (r.link.Host != a.Host || r.link.Port != a.Port):
 			return opErr(wire.CodeFailedPrecondition, "follows another source")
 		}
 		r.link = &a
 		r.starts++
 	case wire.KindDetachReplica:
 		r.link = nil
+	case wire.KindSetReadOnly:
+		var a wire.SetReadOnlyArgs
+		if !decode(&a) {
+			return opErr(wire.CodeInvalidArgument, "bad args")
+		}
+		if !a.ReadOnly && r.link != nil {
+			return opErr(wire.CodeFailedPrecondition, "lift the fence: this server follows a source")
+		}
+		if a.ReadOnly && !r.fenced {
+			r.binlog++
+		}
+		r.fenced = a.ReadOnly
+	case wire.KindPromoteReplica:
+		var a wire.PromoteReplicaArgs
+		if !decode(&a) || a.Validate() != nil {
+			return opErr(wire.CodeInvalidArgument, "bad promote args")
+		}
+		r.promotes++
+		if r.lagging {
+			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", a.GTIDPos, a.TimeoutSeconds)
+		}
+		r.link, r.fenced = nil, false
 	}
 	return okResult(g.replicationStatus())
 }
@@ -68,7 +104,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 	l := g.repl.link
 	if l == nil {
-		return wire.ReplicationStatus{Role: wire.RoleStandalone}
+		return wire.ReplicationStatus{Role: wire.RoleStandalone, ReadOnly: g.repl.fenced, GTIDBinlogPos: fmt.Sprintf("0-1-%d", 100+g.repl.binlog)}
 	}
 	zero := int64(0)
 	if g.repl.broken != "" {
@@ -92,4 +128,18 @@ func (g *fakeGuest) replication() (accounts map[string]string, link *wire.StartR
 		link = &l
 	}
 	return accounts, link, g.repl.starts
+}
+
+// fence reports whether the guest is fenced (read-only as a source).
+func (g *fakeGuest) fence() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.repl.fenced
+}
+
+// setLagging makes promote_replica time out on this guest.
+func (g *fakeGuest) setLagging(v bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.lagging = v
 }

@@ -41,6 +41,9 @@ const (
 	// TaskRebuilding: the instance moves to a new image, keeping its data
 	// volume (Trove's REBUILD).
 	TaskRebuilding Task = "REBUILDING"
+	// TaskPromoting: a switchover runs in the instance's replication
+	// group (every member has it; Trove's PROMOTE).
+	TaskPromoting Task = "PROMOTING"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -138,6 +141,7 @@ const (
 	StatusError           = "ERROR"
 	StatusBackup          = "BACKUP"
 	StatusRebuild         = "REBUILD"
+	StatusPromote         = "PROMOTE"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -169,6 +173,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusBackup, operating
 	case TaskRebuilding:
 		return StatusRebuild, operating
+	case TaskPromoting:
+		return StatusPromote, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

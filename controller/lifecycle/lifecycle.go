@@ -196,6 +196,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindRecover:   {Run: m.runRecover, OnFail: m.failErrored},
 		KindRebuild:   {Run: m.runRebuild, OnFail: m.failRebuild},
 		KindAccess:    {Run: m.runAccess, OnFail: m.failFaultOnly},
+		KindPromote:   {Run: m.runPromote, OnFail: m.failPromote},
 	}
 }
 
