@@ -30,7 +30,7 @@ type fakeReplication struct {
 	binlog int
 	// lagging: promote_replica times out (the replica cannot reach the
 	// source's position).
-	lagging bool
+	lagging  bool
 	promotes int
 }
 
