@@ -231,3 +231,76 @@ func TestSwitchoverLosesNoCommittedWriteAndRepointsTheGroup(t *testing.T) {
 		t.Fatalf("old primary after restart: %+v", st)
 	}
 }
+
+// Failover on real servers: P stops (killed with its primary role), B's
+// SQL thread is behind, R received everything. The most current replica
+// (by what it received, gtid_io_pos) is R; promote_replica with R's own
+// received position applies all of it first; B repoints to R from its own
+// position and catches up. Every row P committed and a replica received
+// is on both.
+func TestFailoverPromotesTheMostCurrentReplicaAndRepointsTheOther(t *testing.T) {
+	ctx := backupCtx(t)
+	p := mariadbtest.NewTCPT(t)
+	mustPrepare(t, p, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
+	pdb := admin(t, p)
+	if _, err := pdb.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 200)
+	mem := streamstest.NewMemory()
+	full, err := streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: p.Manager, Streams: mem, Datastore: "mariadb"}, "seed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := linkReplica(t, ctx, p, mem, "seed", full, "strata_repl_r", "repl-Secret-R-0123456789")
+	b := linkReplica(t, ctx, p, mem, "seed", full, "strata_repl_b", "repl-Secret-B-0123456789")
+	waitApplied(t, ctx, p, r)
+	waitApplied(t, ctx, p, b)
+	rdb, bdb := admin(t, r), admin(t, b)
+	if _, err := bdb.Exec("STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 300)
+	want := count(t, pdb, "shop.items")
+	waitApplied(t, ctx, p, r)
+	if err := p.Manager.Stop(ctx); err != nil { // the primary is gone
+		t.Fatal(err)
+	}
+
+	// Elect by what each replica received.
+	rs, err := r.Manager.ReplicationStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := b.Manager.ReplicationStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.GTIDIOPos == "" || bs.GTIDSlavePos == rs.GTIDSlavePos {
+		t.Fatalf("the test needs B behind R: R %+v, B %+v", rs, bs)
+	}
+	t0 := time.Now()
+	st, err := r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{GTIDPos: rs.GTIDIOPos, TimeoutSeconds: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleStandalone || st.ReadOnly {
+		t.Fatalf("elected replica after promote: %+v", st)
+	}
+	if _, err := r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_b", Password: "repl-Secret-B2-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: r.Config.Port,
+		Account: "strata_repl_b", Password: "repl-Secret-B2-0123456789", Repoint: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("failover (agent operations, primary already gone): %v", time.Since(t0))
+	if n := count(t, rdb, "shop.items"); n != want {
+		t.Fatalf("the new primary has %d rows, the old one committed %d", n, want)
+	}
+	fill(t, rdb, 100)
+	waitApplied(t, ctx, r, b)
+	if got, want := checksums(t, bdb), checksums(t, rdb); got != want {
+		t.Fatalf("the other replica differs from the new primary:\n%s\n%s", got, want)
+	}
+}
