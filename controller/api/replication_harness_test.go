@@ -30,8 +30,11 @@ type fakeReplication struct {
 	binlog int
 	// lagging: promote_replica times out (the replica cannot reach the
 	// source's position).
-	lagging  bool
-	promotes int
+	lagging    bool
+	promotes   int
+	promotedAt string
+	// ioPos is what this replica received (gtid_io_pos), for elections.
+	ioPos string
 }
 
 func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
@@ -93,6 +96,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "bad promote args")
 		}
 		r.promotes++
+		r.promotedAt = a.GTIDPos
 		if r.lagging {
 			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", a.GTIDPos, a.TimeoutSeconds)
 		}
@@ -112,7 +116,7 @@ func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 			GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true, LastError: "I/O: " + g.repl.broken}
 	}
 	return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true,
-		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true}
+		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, GTIDIOPos: g.repl.ioPos, ReadOnly: true}
 }
 
 // replication returns a copy of the guest's replication state.
@@ -135,6 +139,13 @@ func (g *fakeGuest) fence() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.repl.fenced
+}
+
+// setIOPos sets what this replica reports it received.
+func (g *fakeGuest) setIOPos(pos string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.ioPos = pos
 }
 
 // setLagging makes promote_replica time out on this guest.

@@ -44,6 +44,9 @@ const (
 	// TaskPromoting: a switchover runs in the instance's replication
 	// group (every member has it; Trove's PROMOTE).
 	TaskPromoting Task = "PROMOTING"
+	// TaskEjecting: a failover runs in the instance's replication group
+	// (Trove's EJECT).
+	TaskEjecting Task = "EJECTING"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -142,6 +145,7 @@ const (
 	StatusBackup          = "BACKUP"
 	StatusRebuild         = "REBUILD"
 	StatusPromote         = "PROMOTE"
+	StatusEject           = "EJECT"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -175,6 +179,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusRebuild, operating
 	case TaskPromoting:
 		return StatusPromote, operating
+	case TaskEjecting:
+		return StatusEject, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

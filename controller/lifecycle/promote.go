@@ -53,6 +53,19 @@ type promotePayload struct {
 	LinkDeadline time.Time         `json:"link_deadline,omitzero"`
 	// Reason is why the switchover is being rolled back.
 	Reason string `json:"reason,omitempty"`
+	// Eject: a failover (eject.go). The task is the old source's;
+	// Replica is the replica it elected (empty before "elect" ran).
+	Eject   bool   `json:"eject,omitempty"`
+	Replica string `json:"replica,omitempty"`
+}
+
+// followers are the members that follow the new source once it is
+// promoted: the old source too, unless it was ejected.
+func (p promotePayload) followers() []string {
+	if p.Eject {
+		return p.Others
+	}
+	return append([]string{p.Source}, p.Others...)
 }
 
 func promoteOpID(t *tasks.Task, what string) string { return "promote-" + what + "-" + t.ID }
@@ -129,7 +142,19 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	if err := t.Decode(&p); err != nil {
 		return tasks.Result{}, tasks.Fail("", "%v", err)
 	}
-	r, err := m.taskInstance(ctx, t)
+	var r instances.Instance
+	var err error
+	switch {
+	case p.Eject && t.Step == "elect":
+		return m.electStep(ctx, t, p)
+	case p.Eject:
+		r, err = m.load(ctx, p.Replica)
+		if err != nil {
+			return tasks.Result{}, tasks.Fail("", "the elected replica %s: %v", p.Replica, err)
+		}
+	default:
+		r, err = m.taskInstance(ctx, t)
+	}
 	if err != nil {
 		return tasks.Result{}, err
 	}
@@ -138,6 +163,12 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		return tasks.Result{}, tasks.Fail("", "the replication source %s: %v", p.Source, err)
 	}
 	switch t.Step {
+	case "elected":
+		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
+		}
+		return tasks.Result{Next: "promoted", After: 200 * time.Millisecond}, nil
 	case "fence":
 		args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
 		if err := m.queue(ctx, t, src.ID, wire.Operation{ID: promoteOpID(t, "fence"), Kind: wire.KindSetReadOnly, Args: args}); err != nil {
@@ -185,8 +216,10 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if err := instances.DeleteLink(ctx, tx, src.ID); err != nil {
 				return err
 			}
-			if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: src.ID, SourceID: r.ID, Account: replicationAccount(src.ID), CreatedAt: now}); err != nil {
-				return err
+			if !p.Eject {
+				if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: src.ID, SourceID: r.ID, Account: replicationAccount(src.ID), CreatedAt: now}); err != nil {
+					return err
+				}
 			}
 			for _, id := range p.Others {
 				if _, err := tx.Exec(ctx, `UPDATE replication_links SET source_id = ? WHERE instance_id = ?`, r.ID, id); err != nil {
@@ -198,8 +231,17 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			return tasks.Result{}, err
 		}
 		p.Passwords = map[string]string{}
-		for _, id := range append([]string{src.ID}, p.Others...) {
+		for _, id := range p.followers() {
 			p.Passwords[id] = rand.Text() + rand.Text()
+		}
+		if p.Eject {
+			// The old source, when it comes back, must not take writes:
+			// its fence waits queued for its agent.
+			args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+			if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "fence"), Kind: wire.KindSetReadOnly, Args: args},
+				agentendpoint.QueueOptions{Expires: m.now().Add(EjectedFenceWait)}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the fence of the ejected source: %w", err)
+			}
 		}
 		m.log().Info("replica promoted: it is the source now", "replica", r.ID, "old_source", src.ID, "others", p.Others)
 		return tasks.Result{Next: "accounts", Payload: p}, nil
@@ -263,7 +305,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		p.LinkDeadline = m.now().Add(linkTimeout)
 		return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
 	case "linked":
-		for _, id := range append([]string{src.ID}, p.Others...) {
+		for _, id := range p.followers() {
 			res, done, err := m.opDone(ctx, id, promoteOpID(t, "start-"+id), "following the new source "+r.ID+" from "+id)
 			if err != nil || !done {
 				return tasks.Result{After: 200 * time.Millisecond}, err
@@ -293,10 +335,15 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		} else if !done {
 			return tasks.Result{After: 200 * time.Millisecond}, nil
 		}
-		if err := m.clearGroup(ctx, t, p, nil); err != nil {
+		var note *tasks.Failure
+		if p.Eject {
+			note = &tasks.Failure{Reason: fmt.Sprintf("ejected from its replication group: %s is the source now; this instance is out of the group, "+
+				"and read-only once its agent takes the queued fence; delete it, or detach it to use it alone", r.ID)}
+		}
+		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err
 		}
-		m.log().Info("switchover done", "source", r.ID, "replicas", append([]string{src.ID}, p.Others...))
+		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject)
 		return tasks.Result{Done: true}, nil
 	case "unfence":
 		// Never two writable primaries: lift P's fence only while R
@@ -352,6 +399,10 @@ func (m *Manager) rollback(p promotePayload, err error) (tasks.Result, error) {
 	if !errors.As(err, &f) {
 		return tasks.Result{}, err
 	}
+	if p.Eject {
+		// Nothing was changed yet: the old source is gone anyway.
+		return tasks.Result{}, tasks.Fail("", "failover from %s: %s; nothing was changed", p.Source, f.Reason)
+	}
 	p.Reason = f.Reason
 	m.log().Warn("switchover rolling back", "source", p.Source, "reason", p.Reason)
 	return tasks.Result{Next: "unfence", Payload: p}, nil
@@ -373,7 +424,10 @@ func (m *Manager) failPromote(ctx context.Context, t *tasks.Task, f *tasks.Failu
 func (m *Manager) clearGroup(ctx context.Context, t *tasks.Task, p promotePayload, f *tasks.Failure) error {
 	return m.DB.InTx(ctx, func(tx *store.Tx) error {
 		now := m.now()
-		for _, id := range append([]string{t.InstanceID, p.Source}, p.Others...) {
+		for _, id := range append([]string{t.InstanceID, p.Source, p.Replica}, p.Others...) {
+			if id == "" {
+				continue
+			}
 			err := instances.SetTask(ctx, tx, id, instances.TaskNone, now)
 			if err != nil && !errors.Is(err, instances.ErrNotFound) {
 				return err
