@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -200,7 +201,7 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 
 // `openstack database instance promote` (Trove's promote-to-replica-source) switches a
 // replication group over; on an instance that is not a replica it fails
-// with Trove's 400.
+// with Trove's 400; `eject` fails over once the source is silent.
 func TestOpenstackPromoteToReplicaSource(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{})
@@ -223,4 +224,19 @@ func TestOpenstackPromoteToReplicaSource(t *testing.T) {
 	if !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "is not a replica") {
 		t.Fatalf("promote of a source: %s", out)
 	}
+	// `openstack database instance eject` (eject-replica-source): refused
+	// while the source is alive, a failover once it is silent.
+	out = o.run(true, "database", "instance", "eject", replica)
+	if !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "current heartbeat") {
+		t.Fatalf("eject of a live source: %s", out)
+	}
+	r.compute.guest(replica).halt()
+	if _, err := r.ctl.DB.Exec(context.Background(), "UPDATE instance_reports SET received_at = received_at - 600000 WHERE instance_id = ?", replica); err != nil {
+		t.Fatal(err)
+	}
+	o.run(false, "database", "instance", "eject", replica)
+	waitFor(t, "the failover", 30*time.Second, func() bool {
+		show := o.json("database", "instance", "show", src)
+		return show["status"] == "ACTIVE" && show["replica_of"] == nil
+	})
 }
