@@ -59,9 +59,13 @@ func TestPromoteSwitchesTheGroupAcrossAControllerRestart(t *testing.T) {
 			t.Fatalf("member %s is %v during the switchover, want PROMOTE", id, st)
 		}
 	}
-	// A second switchover in the same group is refused while one runs.
+	// A second switchover in the same group is refused while one runs,
+	// and so is deleting a member.
 	if code, doc := promote(c, b); code != 422 || !strings.Contains(errorMessage(doc), "in progress") {
 		t.Fatalf("promote during a promote: HTTP %d %v", code, doc)
+	}
+	if code, doc := c.do("DELETE", "/instances/"+b, nil); code != 422 || !strings.Contains(errorMessage(doc), "switchover") {
+		t.Fatalf("delete of a member during a promote: HTTP %d %v", code, doc)
 	}
 	waitFor(t, "the old source fenced and promote_replica queued", 30*time.Second, func() bool {
 		return fc.guest(src).fence() &&
