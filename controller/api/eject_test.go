@@ -9,6 +9,20 @@ import (
 	"strata/controller/store/storetest"
 )
 
+// silence ages a halted guest's last heartbeat by ten minutes, again if
+// a heartbeat still in flight lands after.
+func silence(t *testing.T, r *rig, id string) {
+	t.Helper()
+	waitFor(t, "the halted guest's heartbeat to be old", 20*time.Second, func() bool {
+		if _, err := r.ctl.DB.Exec(context.Background(), "UPDATE instance_reports SET received_at = received_at - 600000 WHERE instance_id = ?", id); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		old := time.Now().Add(-5 * time.Minute).UnixMilli()
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM instance_reports WHERE instance_id = ? AND received_at < ?", id, old) == 1
+	})
+}
+
 func eject(c *client, id string) (int, map[string]any) {
 	return c.do("POST", "/instances/"+id+"/action", map[string]any{"eject_replica_source": map[string]any{}})
 }
@@ -44,9 +58,7 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 
 	// The source goes silent; its last heartbeat ages past the limit.
 	fc.guest(src).halt()
-	if _, err := r.ctl.DB.Exec(context.Background(), "UPDATE instance_reports SET received_at = received_at - 600000 WHERE instance_id = ?", src); err != nil {
-		t.Fatal(err)
-	}
+	silence(t, r, src)
 	if code, doc := eject(c, src); code != 202 {
 		t.Fatalf("eject: HTTP %d %v", code, doc)
 	}
@@ -89,4 +101,70 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the ejected source to take its fence", 30*time.Second, func() bool { return fc.guest(src).fence() })
+}
+
+// A controller restart while the elected replica's promotion is in
+// flight: the election stored before the restart stands (the other
+// replica is never promoted), and the failover finishes.
+func TestEjectAcrossAControllerRestart(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})
+	c := r1.admin()
+	src := newActive(c, "primary")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	fc.guest(a).setIOPos("0-1-80")
+	fc.guest(b).setIOPos("0-1-70")
+	ga := fc.guest(a)
+	gate := make(chan struct{})
+	ga.mu.Lock()
+	ga.repl.promoteGate = gate
+	ga.mu.Unlock()
+
+	fc.guest(src).halt()
+	silence(t, r1, src)
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	for _, id := range []string{src, a, b} {
+		if st := c.instance(id)["status"]; st != "EJECT" && id != src {
+			t.Fatalf("member %s is %v during the failover, want EJECT", id, st)
+		}
+	}
+	waitFor(t, "the elected replica's promotion in flight", 30*time.Second, func() bool {
+		ga.mu.Lock()
+		defer ga.mu.Unlock()
+		return ga.applying == 1
+	})
+	// What each replica received changes while the controller is down:
+	// a new election would pick b.
+	fc.guest(b).setIOPos("0-1-90")
+	r1.ctl.Stop()
+	fc.powerOff()
+	ga.mu.Lock()
+	ga.repl.promoteGate = nil
+	ga.mu.Unlock()
+	close(gate)
+
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})
+	c = r2.admin()
+	waitFor(t, "the failover to finish", 60*time.Second, func() bool {
+		of, _ := c.instance(b)["replica_of"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && of != nil && of["id"] == a &&
+			c.instance(b)["status"] == "ACTIVE"
+	})
+	gb := fc.guest(b)
+	gb.mu.Lock()
+	bPromotes, bLink := gb.repl.promotes, gb.repl.link
+	gb.mu.Unlock()
+	if bPromotes != 0 || bLink == nil {
+		t.Fatalf("the replica not elected was promoted %d times (link %+v)", bPromotes, bLink)
+	}
+	ga.mu.Lock()
+	at := ga.repl.promotedAt
+	ga.mu.Unlock()
+	if at != "0-1-80" {
+		t.Fatalf("the elected replica promoted at %q, want its received 0-1-80", at)
+	}
 }

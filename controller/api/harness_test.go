@@ -192,8 +192,11 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 		return r
 	}
 	gate := g.applyGate
+	if op.Kind == wire.KindPromoteReplica {
+		gate = g.repl.promoteGate
+	}
 	g.mu.Unlock()
-	if gate != nil && op.Kind == wire.KindApplyConfiguration {
+	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica) {
 		g.mu.Lock()
 		g.applying++
 		g.mu.Unlock()

@@ -33,6 +33,8 @@ type fakeReplication struct {
 	lagging    bool
 	promotes   int
 	promotedAt string
+	// promoteGate, if set, holds promote_replica until it is closed.
+	promoteGate chan struct{}
 	// ioPos is what this replica received (gtid_io_pos), for elections.
 	ioPos string
 }
