@@ -202,6 +202,17 @@ func TestPromoteRollsBackWhenTheReplicaCannotCatchUp(t *testing.T) {
 		of, _ := c.instance(src)["replica_of"].(map[string]any)
 		return of != nil && of["id"] == a && c.instance(src)["status"] == "ACTIVE"
 	})
+	gs, ga := fc.guest(src), fc.guest(a)
+	gs.mu.Lock()
+	fenced := gs.repl.fencedAt
+	gs.mu.Unlock()
+	ga.mu.Lock()
+	writable := ga.repl.writableAt
+	ga.mu.Unlock()
+	if fenced.IsZero() || writable.Before(fenced) {
+		t.Fatalf("the source was fenced at %v, the replica writable at %v: never two writable primaries", fenced, writable)
+	}
+	t.Logf("controller path: writes refused from the source's fence to the replica writable: %v (fake agents, the database steps take no time)", writable.Sub(fenced))
 }
 
 // Guard rails and bad input: 4xx with a message, nothing changed.

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"strata/agent/wire"
 	"strata/controller/compute"
@@ -33,6 +34,9 @@ type fakeReplication struct {
 	lagging    bool
 	promotes   int
 	promotedAt string
+	// fencedAt and writableAt: when the fake took its fence and became a
+	// writable source, to measure a switchover's write unavailability.
+	fencedAt, writableAt time.Time
 	// promoteGate, if set, holds promote_replica until it is closed.
 	promoteGate chan struct{}
 	// ioPos is what this replica received (gtid_io_pos), for elections.
@@ -90,6 +94,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		}
 		if a.ReadOnly && !r.fenced {
 			r.binlog++
+			r.fencedAt = time.Now()
 		}
 		r.fenced = a.ReadOnly
 	case wire.KindPromoteReplica:
@@ -103,6 +108,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", a.GTIDPos, a.TimeoutSeconds)
 		}
 		r.link, r.fenced = nil, false
+		r.writableAt = time.Now()
 	}
 	return okResult(g.replicationStatus())
 }
