@@ -338,7 +338,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		var note *tasks.Failure
 		if p.Eject {
 			note = &tasks.Failure{Reason: fmt.Sprintf("ejected from its replication group: %s is the source now; this instance is out of the group, "+
-				"and read-only once its agent takes the queued fence; delete it, or detach it to use it alone", r.ID)}
+				"and read-only once its agent takes the queued fence; delete it (rejoining the group is not built yet)", r.ID)}
 		}
 		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err
