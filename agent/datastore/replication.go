@@ -15,8 +15,9 @@ import (
 // DropReplicationAccount removes it. On a replica, StartReplication
 // follows a primary from a position (only while no link exists: a re-run
 // must not rewind a replica), makes the server read-only across restarts
-// and returns the link's status; DetachReplica removes the link and the
-// read-only setting, leaving a standalone writable server.
+// and returns the link's status (or, with Repoint, moves an existing link
+// to another source at its own position); DetachReplica removes the link
+// and the read-only setting, leaving a standalone writable server.
 type Replicator interface {
 	CreateReplicationAccount(ctx context.Context, args wire.ReplicationAccountArgs) (wire.ReplicationSourceResult, error)
 	DropReplicationAccount(ctx context.Context, name string) error

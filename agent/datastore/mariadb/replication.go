@@ -25,8 +25,8 @@ import (
 
 var _ datastore.Replicator = (*Manager)(nil)
 
-// replicationFile holds a replica's settings; absent on a standalone
-// server.
+// replicationFile holds a replica's settings, or a fenced primary's
+// read_only (SetReadOnly); absent on a standalone writable server.
 func (m *Manager) replicationFile() string {
 	return filepath.Join(filepath.Dir(m.cfg.OverridesFile), "97-strata-replication.cnf")
 }
@@ -121,7 +121,11 @@ func (m *Manager) killSessionsOf(ctx context.Context, user string) {
 // Order: the settings file first (server_id must differ from the
 // primary's before the link starts, and read_only must survive a
 // restart), then read_only and server_id live, then — only while no link
-// exists — gtid_slave_pos and CHANGE MASTER, then START SLAVE.
+// exists — gtid_slave_pos and CHANGE MASTER, then START SLAVE. With
+// args.Repoint (a switchover) an existing link is moved instead: STOP
+// SLAVE, CHANGE MASTER to the new source keeping the link's own GTID
+// position, START SLAVE; a server without a link is refused before
+// anything is written.
 func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
 	if err := args.Validate(); err != nil {
 		return wire.ReplicationStatus{}, invalid("start replication: %v", err)
