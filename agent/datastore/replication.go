@@ -15,12 +15,21 @@ import (
 // DropReplicationAccount removes it. On a replica, StartReplication
 // follows a primary from a position (only while no link exists: a re-run
 // must not rewind a replica), makes the server read-only across restarts
-// and returns the link's status; DetachReplica removes the link and the
-// read-only setting, leaving a standalone writable server.
+// and returns the link's status (or, with Repoint, moves an existing link
+// to another source at its own position); DetachReplica removes the link
+// and the read-only setting, leaving a standalone writable server.
 type Replicator interface {
 	CreateReplicationAccount(ctx context.Context, args wire.ReplicationAccountArgs) (wire.ReplicationSourceResult, error)
 	DropReplicationAccount(ctx context.Context, name string) error
 	StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error)
 	ReplicationStatus(ctx context.Context) (wire.ReplicationStatus, error)
 	DetachReplica(ctx context.Context) (wire.ReplicationStatus, error)
+	// SetReadOnly fences a primary for a switchover (its users' writes
+	// refused, across restarts; the result's GTIDBinlogPos is read after
+	// the fence) or lifts the fence; lifting it on a replica is refused.
+	SetReadOnly(ctx context.Context, readOnly bool) (wire.ReplicationStatus, error)
+	// PromoteReplica waits until the replica applied args.GTIDPos, then
+	// detaches it keeping its binary log and GTID state; on timeout it
+	// changes nothing.
+	PromoteReplica(ctx context.Context, args wire.PromoteReplicaArgs) (wire.ReplicationStatus, error)
 }

@@ -303,7 +303,8 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 	case wire.KindApplyFlavor:
 		return d.applyFlavor(ctx, op)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
-		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
+		wire.KindSetReadOnly, wire.KindPromoteReplica:
 		return d.replication(ctx, op)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)

@@ -298,6 +298,8 @@ func TestReplicationNeedsTheCapability(t *testing.T) {
 		wire.KindStartReplication:         `{"host":"10.0.2.101","port":3306,"account":"strata_repl_a","password":"p"}`,
 		wire.KindReplicationStatus:        ``,
 		wire.KindDetachReplica:            ``,
+		wire.KindSetReadOnly:              `{"read_only":true}`,
+		wire.KindPromoteReplica:           `{"gtid_pos":"0-1-2","timeout_seconds":5}`,
 	} {
 		wantError(t, run(t, d, kind, args), wire.CodeNotSupported, "exotic does not support replication")
 	}

@@ -37,6 +37,18 @@ func (d *Dispatcher) replication(ctx context.Context, op wire.Operation) (any, e
 			return nil, err
 		}
 		return r.ReplicationStatus(ctx)
+	case wire.KindSetReadOnly:
+		a, err := decode[wire.SetReadOnlyArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return r.SetReadOnly(ctx, a.ReadOnly)
+	case wire.KindPromoteReplica:
+		a, err := decode[wire.PromoteReplicaArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		return r.PromoteReplica(ctx, a)
 	default: // wire.KindDetachReplica
 		if err := noArgs(op); err != nil {
 			return nil, err

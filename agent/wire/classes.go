@@ -122,6 +122,11 @@ var Classes = map[Kind]Class{
 	KindDetachReplica: {Idempotent: true, NeedsDatastore: true, Mutates: true},
 	// Reads files only: answers while the server is stopped too.
 	KindGetConfiguration: {Idempotent: true},
+	// Setting the same switch again gives the same setting and file.
+	KindSetReadOnly: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	// A re-run waits for a position reached already (gtid_slave_pos
+	// outlives the link) and detaches a detached server: it converges.
+	KindPromoteReplica: {Idempotent: true, NeedsDatastore: true, Mutates: true},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -63,6 +63,11 @@ const (
 	// flavor, the log switches, then the configuration group, later
 	// files winning (a datastore.ConfigurationReader capability).
 	KindGetConfiguration Kind = "get_configuration" // — → EffectiveConfiguration
+	// Switchover: the old primary stops taking writes (and takes them
+	// again on a rollback); the chosen replica waits until it applied the
+	// old primary's last position, then becomes a writable primary.
+	KindSetReadOnly    Kind = "set_read_only"   // SetReadOnlyArgs → ReplicationStatus
+	KindPromoteReplica Kind = "promote_replica" // PromoteReplicaArgs → ReplicationStatus
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -78,6 +83,7 @@ var Kinds = []Kind{
 	KindCreateReplicationAccount, KindDropReplicationAccount,
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
 	KindApplyFlavor, KindGetConfiguration,
+	KindSetReadOnly, KindPromoteReplica,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

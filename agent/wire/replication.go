@@ -56,6 +56,38 @@ type StartReplicationArgs struct {
 	Account      string `json:"account"`
 	Password     string `json:"password"`
 	GTIDSlavePos string `json:"gtid_slave_pos,omitempty"`
+	// Repoint moves a replica's existing link to another source (a
+	// switchover): the link keeps its own GTID position, GTIDSlavePos is
+	// ignored, and a server without a link is refused.
+	Repoint bool `json:"repoint,omitempty"`
+}
+
+// SetReadOnlyArgs fence a primary (ReadOnly: its users' writes are
+// refused, across restarts) or lift the fence (a switchover rolled back).
+type SetReadOnlyArgs struct {
+	ReadOnly bool `json:"read_only"`
+}
+
+// MaxPromoteWait bounds PromoteReplicaArgs.TimeoutSeconds.
+const MaxPromoteWait = 3600
+
+// PromoteReplicaArgs make a replica a writable primary once it applied
+// GTIDPos (the fenced primary's gtid_binlog_pos), waiting at most
+// TimeoutSeconds; on timeout nothing changes.
+type PromoteReplicaArgs struct {
+	GTIDPos        string `json:"gtid_pos"`
+	TimeoutSeconds int    `json:"timeout_seconds"`
+}
+
+// Validate checks the arguments' shape.
+func (a PromoteReplicaArgs) Validate() error {
+	if a.GTIDPos == "" {
+		return fmt.Errorf("gtid_pos: required")
+	}
+	if a.TimeoutSeconds < 1 || a.TimeoutSeconds > MaxPromoteWait {
+		return fmt.Errorf("timeout_seconds %d: want 1 to %d", a.TimeoutSeconds, MaxPromoteWait)
+	}
+	return CheckGTIDList(a.GTIDPos)
 }
 
 var (

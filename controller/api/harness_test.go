@@ -195,8 +195,11 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 		return r
 	}
 	gate := g.applyGate
+	if op.Kind == wire.KindPromoteReplica {
+		gate = g.repl.promoteGate
+	}
 	g.mu.Unlock()
-	if gate != nil && op.Kind == wire.KindApplyConfiguration {
+	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica) {
 		g.mu.Lock()
 		g.applying++
 		g.mu.Unlock()
@@ -483,7 +486,8 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		}
 		return okResult(wire.EffectiveConfiguration{Values: values})
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
-		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica:
+		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
+		wire.KindSetReadOnly, wire.KindPromoteReplica:
 		return g.replicationOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)

@@ -529,14 +529,15 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 }
 
 // instanceAction answers POST /instances/{id}/action: exactly one of
-// restart, resize (volume), reset_status.
+// restart, resize (volume), reset_status, promote_to_replica_source,
+// eject_replica_source.
 func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 	var req map[string]json.RawMessage
 	if err := decode(c, &req); err != nil {
 		return err
 	}
 	if len(req) != 1 {
-		return errorf(http.StatusBadRequest, "give exactly one action (restart, resize, reset_status), not %d", len(req))
+		return errorf(http.StatusBadRequest, "give exactly one action (restart, resize, reset_status, promote_to_replica_source, eject_replica_source), not %d", len(req))
 	}
 	id := c.r.PathValue("id")
 	for action, raw := range req {
@@ -553,6 +554,20 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 				return err
 			}
 			if err := s.Lifecycle.ResetStatus(c.ctx(), c.instanceScope(), id); err != nil {
+				return err
+			}
+		case "promote_to_replica_source":
+			if err := emptyObject(raw, "promote_to_replica_source"); err != nil {
+				return err
+			}
+			if err := s.Lifecycle.Promote(c.ctx(), c.instanceScope(), id); err != nil {
+				return err
+			}
+		case "eject_replica_source":
+			if err := emptyObject(raw, "eject_replica_source"); err != nil {
+				return err
+			}
+			if err := s.Lifecycle.Eject(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "resize":
@@ -587,7 +602,7 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 				return err
 			}
 		default:
-			return errorf(http.StatusBadRequest, "action %q is not supported (restart, resize, reset_status)", trunc(action))
+			return errorf(http.StatusBadRequest, "action %q is not supported (restart, resize, reset_status, promote_to_replica_source, eject_replica_source)", trunc(action))
 		}
 	}
 	return accepted(w)

@@ -218,3 +218,43 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 		t.Fatalf("instance list after delete = %v", l)
 	}
 }
+
+// `openstack database instance promote` (Trove's promote-to-replica-source) switches a
+// replication group over; on an instance that is not a replica it fails
+// with Trove's 400; `eject` fails over once the source is silent.
+func TestOpenstackPromoteToReplicaSource(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	o := newOSC(t, r)
+	c := r.admin()
+	src := newActive(c, "primary")
+	replica := replicaIDs(t, c, src, 1)[0]
+	if show := o.json("database", "instance", "show", replica); show["replica_of"] != src {
+		t.Fatalf("replica show = %v", show)
+	}
+	o.run(false, "database", "instance", "promote", replica)
+	waitFor(t, "the switchover", 30*time.Second, func() bool {
+		show := o.json("database", "instance", "show", src)
+		return show["status"] == "ACTIVE" && show["replica_of"] == replica
+	})
+	if show := o.json("database", "instance", "show", replica); show["replicas"] != src || show["replica_of"] != nil {
+		t.Fatalf("new source show = %v", show)
+	}
+	out := o.run(true, "database", "instance", "promote", replica)
+	if !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "is not a replica") {
+		t.Fatalf("promote of a source: %s", out)
+	}
+	// `openstack database instance eject` (eject-replica-source): refused
+	// while the source is alive, a failover once it is silent.
+	out = o.run(true, "database", "instance", "eject", replica)
+	if !strings.Contains(out, "HTTP 400") || !strings.Contains(out, "current heartbeat") {
+		t.Fatalf("eject of a live source: %s", out)
+	}
+	r.compute.guest(replica).halt()
+	silence(t, r, replica)
+	o.run(false, "database", "instance", "eject", replica)
+	waitFor(t, "the failover", 30*time.Second, func() bool {
+		show := o.json("database", "instance", "show", src)
+		return show["status"] == "ACTIVE" && show["replica_of"] == nil
+	})
+}

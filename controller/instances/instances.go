@@ -41,6 +41,12 @@ const (
 	// TaskRebuilding: the instance moves to a new image, keeping its data
 	// volume (Trove's REBUILD).
 	TaskRebuilding Task = "REBUILDING"
+	// TaskPromoting: a switchover runs in the instance's replication
+	// group (every member has it; Trove's PROMOTE).
+	TaskPromoting Task = "PROMOTING"
+	// TaskEjecting: a failover runs in the instance's replication group
+	// (Trove's EJECT).
+	TaskEjecting Task = "EJECTING"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -141,6 +147,8 @@ const (
 	StatusError           = "ERROR"
 	StatusBackup          = "BACKUP"
 	StatusRebuild         = "REBUILD"
+	StatusPromote         = "PROMOTE"
+	StatusEject           = "EJECT"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -172,6 +180,10 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusBackup, operating
 	case TaskRebuilding:
 		return StatusRebuild, operating
+	case TaskPromoting:
+		return StatusPromote, operating
+	case TaskEjecting:
+		return StatusEject, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

@@ -72,6 +72,10 @@ func (m *Manager) Delete(ctx context.Context, project, id string) error {
 				return wrap(ErrUnprocessable, "instance %s is being deleted already", in.ID)
 			case in.Task == instances.TaskBuilding && !in.Errored:
 				return wrap(ErrUnprocessable, "instance %s is not ready (status BUILD); reset its status first or use force delete", in.ID)
+			case in.Task == instances.TaskPromoting || in.Task == instances.TaskEjecting:
+				// The switchover's task repoints every member: one that
+				// vanished midway would leave the group half-moved.
+				return wrap(ErrUnprocessable, "instance %s is in a switchover of its replication group (task %s); delete it when that ends", in.ID, in.Task)
 			}
 			return nil
 		},

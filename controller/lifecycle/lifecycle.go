@@ -203,6 +203,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		KindAccess:    {Run: m.runAccess, OnFail: m.failFaultOnly},
 		// A resize that cannot roll back leaves the instance in ERROR.
 		KindResizeFlavor: {Run: m.runResizeFlavor, OnFail: m.failErrored},
+		KindPromote:      {Run: m.runPromote, OnFail: m.failPromote},
 	}
 }
 

@@ -25,8 +25,8 @@ import (
 
 var _ datastore.Replicator = (*Manager)(nil)
 
-// replicationFile holds a replica's settings; absent on a standalone
-// server.
+// replicationFile holds a replica's settings, or a fenced primary's
+// read_only (SetReadOnly); absent on a standalone writable server.
 func (m *Manager) replicationFile() string {
 	return filepath.Join(filepath.Dir(m.cfg.OverridesFile), "97-strata-replication.cnf")
 }
@@ -121,7 +121,11 @@ func (m *Manager) killSessionsOf(ctx context.Context, user string) {
 // Order: the settings file first (server_id must differ from the
 // primary's before the link starts, and read_only must survive a
 // restart), then read_only and server_id live, then — only while no link
-// exists — gtid_slave_pos and CHANGE MASTER, then START SLAVE.
+// exists — gtid_slave_pos and CHANGE MASTER, then START SLAVE. With
+// args.Repoint (a switchover) an existing link is moved instead: STOP
+// SLAVE, CHANGE MASTER to the new source keeping the link's own GTID
+// position, START SLAVE; a server without a link is refused before
+// anything is written.
 func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
 	if err := args.Validate(); err != nil {
 		return wire.ReplicationStatus{}, invalid("start replication: %v", err)
@@ -141,6 +145,15 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	if err := m.ready(ctx); err != nil {
 		return wire.ReplicationStatus{}, err
 	}
+	if args.Repoint {
+		// Checked before anything is written: a refused repoint
+		// leaves the server as it was.
+		if st, err := m.ReplicationStatus(ctx); err != nil {
+			return st, err
+		} else if st.Role != wire.RoleReplica {
+			return st, wire.Errorf(wire.CodeFailedPrecondition, "repoint replication: this server follows no source")
+		}
+	}
 	serverID, err := m.replicaServerID()
 	if err != nil {
 		return wire.ReplicationStatus{}, err
@@ -157,7 +170,15 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	if err != nil {
 		return st, err
 	}
-	if st.Role == wire.RoleStandalone {
+	if args.Repoint {
+		// A switchover moves the link: same GTID position, new source
+		// and account. CHANGE MASTER needs the threads stopped; a re-run
+		// does the same again.
+		if err := m.exec(ctx, "STOP SLAVE", fmt.Sprintf("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %d, MASTER_USER = %s, MASTER_PASSWORD = %s, "+
+			"MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 5", host, args.Port, user, pw)); err != nil {
+			return st, wire.Errorf(wire.CodeFailedPrecondition, "repoint replication: %s", datastore.FirstWords(err.Error()))
+		}
+	} else if st.Role == wire.RoleStandalone {
 		stmts := []string{}
 		if args.GTIDSlavePos != "" {
 			stmts = append(stmts, "SET GLOBAL gtid_slave_pos = '"+args.GTIDSlavePos+"'")
@@ -286,6 +307,84 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 	}
 	m.log.Info("replica detached")
 	return m.ReplicationStatus(ctx)
+}
+
+// fenceConfig keeps a fenced primary read-only across a restart; a
+// replica's settings (StartReplication) replace it, and DetachReplica
+// and SetReadOnly(false) remove it.
+const fenceConfig = "# Written by strata-agent: this primary is fenced for a switchover (docs/replication.md).\n[mysqld]\nread_only = ON\n"
+
+// SetReadOnly fences (or unfences) a primary. Fencing writes the
+// settings file first (a restart stays fenced), then sets read_only,
+// which waits for the commits in flight, so the binary log position read
+// after it is the last one users wrote. Lifting the fence on a server
+// that follows a source is refused: a replica stays read-only.
+func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.ReplicationStatus, error) {
+	if err := m.ready(ctx); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	st, err := m.ReplicationStatus(ctx)
+	if err != nil {
+		return st, err
+	}
+	if readOnly {
+		if _, err := os.Stat(m.replicationFile()); errors.Is(err, os.ErrNotExist) {
+			if err := datastore.WriteConfigFile(m.replicationFile(), []byte(fenceConfig), 0o644); err != nil {
+				return st, err
+			}
+		}
+		if err := m.exec(ctx, "SET GLOBAL read_only = ON"); err != nil {
+			return st, fmt.Errorf("fence: %w", err)
+		}
+		m.log.Info("primary fenced: read-only")
+		return m.ReplicationStatus(ctx)
+	}
+	if st.Role != wire.RoleStandalone {
+		return st, wire.Errorf(wire.CodeFailedPrecondition, "lift the fence: this server follows %s:%d; detach it first", st.SourceHost, st.SourcePort)
+	}
+	if err := os.Remove(m.replicationFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("lift the fence: %w", err)
+	}
+	if err := m.exec(ctx, "SET GLOBAL read_only = OFF"); err != nil {
+		return st, fmt.Errorf("lift the fence: %w", err)
+	}
+	m.log.Info("primary fence lifted: writable")
+	return m.ReplicationStatus(ctx)
+}
+
+// PromoteReplica waits (MASTER_GTID_WAIT) until this replica applied
+// args.GTIDPos, then detaches it: STOP SLAVE and RESET SLAVE ALL keep
+// the binary log and gtid_slave_pos, so the other servers of the group
+// can follow it from their own positions. A timeout changes nothing. A
+// re-run after a detach finds the position reached (gtid_slave_pos
+// outlives the link) and detaching again changes nothing.
+func (m *Manager) PromoteReplica(ctx context.Context, args wire.PromoteReplicaArgs) (wire.ReplicationStatus, error) {
+	if err := args.Validate(); err != nil {
+		return wire.ReplicationStatus{}, invalid("promote: %v", err)
+	}
+	if err := m.ready(ctx); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	var res sql.NullInt64
+	if err := m.conn().QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, ?)", args.GTIDPos, args.TimeoutSeconds).Scan(&res); err != nil {
+		return wire.ReplicationStatus{}, wire.Errorf(wire.CodeUnavailable, "promote: waiting for %s: %v", args.GTIDPos, err)
+	}
+	if !res.Valid || res.Int64 != 0 {
+		st, _ := m.ReplicationStatus(ctx)
+		reason := st.LastError
+		if reason == "" {
+			reason = fmt.Sprintf("I/O thread running %v, SQL thread running %v", st.IORunning, st.SQLRunning)
+		}
+		return st, wire.Errorf(wire.CodeFailedPrecondition,
+			"promote: the replica did not apply the primary's position %s within %d s (it applied %s; %s); nothing was changed",
+			args.GTIDPos, args.TimeoutSeconds, st.GTIDSlavePos, reason)
+	}
+	st, err := m.DetachReplica(ctx)
+	if err != nil {
+		return st, err
+	}
+	m.log.Info("replica promoted: writable", "gtid_pos", args.GTIDPos, "gtid_binlog_pos", st.GTIDBinlogPos)
+	return st, nil
 }
 
 // isReplicationAccount reports names the replication kinds own.

@@ -246,6 +246,19 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 		wantCode(t, err, wire.CodeInvalidArgument, "start replication")
 	}
 	wantCode(t, inst.Manager.DropReplicationAccount(ctx, "strata_repl_none"), wire.CodeNotFound, "does not exist")
+	for _, a := range []wire.PromoteReplicaArgs{
+		{GTIDPos: "", TimeoutSeconds: 5},
+		{GTIDPos: "0-1-2'; SELECT", TimeoutSeconds: 5},
+		{GTIDPos: "0-1-2", TimeoutSeconds: 0},
+		{GTIDPos: "0-1-2", TimeoutSeconds: wire.MaxPromoteWait + 1},
+	} {
+		_, err := inst.Manager.PromoteReplica(ctx, a)
+		wantCode(t, err, wire.CodeInvalidArgument, "promote")
+	}
+	// A repoint needs a link to move.
+	_, err = inst.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: 3306, Account: "strata_repl_a",
+		Password: "long-enough-1", Repoint: true})
+	wantCode(t, err, wire.CodeFailedPrecondition, "follows no source")
 	assertUnchanged(t, inst, before)
 }
 

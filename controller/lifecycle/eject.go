@@ -1,0 +1,173 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/compute"
+	"strata/controller/instances"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// Failover (Trove's eject-replica-source, docs/replication.md): the
+// source P is gone (its heartbeats stale); a task on P elects the replica
+// that received the most (gtid_io_pos), promotes it once it applied all
+// it received, and repoints the others — the switchover's steps from
+// "promoted" on (promote.go), without P: P leaves the group, and a fence
+// (set_read_only) waits queued for its agent.
+
+// EjectedFenceWait is how long the ejected source's fence waits for its
+// agent to come back.
+const EjectedFenceWait = 7 * 24 * time.Hour
+
+// Eject starts a failover away from the source id (Trove's rules: it has
+// replicas, and its heartbeat is stale; every replica is ACTIVE with no
+// task in progress).
+func (m *Manager) Eject(ctx context.Context, project, id string) error {
+	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+		src, err := m.get(ctx, tx, project, id)
+		if err != nil {
+			return err
+		}
+		links, err := instances.ReplicasOf(ctx, tx, src.ID)
+		if err != nil {
+			return err
+		}
+		if len(links) == 0 {
+			return wrap(ErrBadRequest, "Instance %s is not a replica source.", src.ID)
+		}
+		if _, ok := m.Compute.(compute.ReplicationRouter); !ok {
+			return wrap(ErrBadRequest, "this controller's compute driver cannot connect replicas to a new source; nothing was changed")
+		}
+		if m.healthy(src) || (src.Reported != nil && m.now().Sub(src.Reported.ReceivedAt) <= m.Stale()) {
+			return wrap(ErrBadRequest, "Replica Source %s cannot be ejected as it has a current heartbeat (stale after %s).", src.ID, m.Stale())
+		}
+		if src.Task != instances.TaskNone {
+			return wrap(ErrUnprocessable, "cannot eject instance %s: task %s is in progress", src.ID, src.Task)
+		}
+		p := promotePayload{Source: src.ID, Eject: true}
+		members := []instances.Instance{src}
+		for _, l := range links {
+			in, err := instances.Get(ctx, tx, "", l.InstanceID)
+			if err != nil {
+				return fmt.Errorf("replica %s of %s: %w", l.InstanceID, src.ID, err)
+			}
+			if in.Task != instances.TaskNone {
+				return wrap(ErrUnprocessable, "cannot eject instance %s: its replica %s has task %s in progress", src.ID, in.ID, in.Task)
+			}
+			status, _ := m.Status(in)
+			if err := requireStatus(in, status, "fail over to a group with", instances.StatusActive); err != nil {
+				return err
+			}
+			members = append(members, in)
+			p.Others = append(p.Others, in.ID)
+		}
+		now := m.now()
+		for _, in := range members {
+			if err := instances.SetTask(ctx, tx, in.ID, instances.TaskEjecting, now); err != nil {
+				return err
+			}
+		}
+		_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: src.ID, Kind: KindPromote, Step: "elect", Payload: p,
+			Deadline: now.Add(m.opTimeout())}, now)
+		return err
+	})
+	if err == nil {
+		m.kick()
+		m.log().Info("failover queued", "source", id)
+	}
+	return err
+}
+
+// electStep asks every replica what it received and elects the most
+// current; the choice is stored before anything is queued, so a restart
+// never promotes two.
+func (m *Manager) electStep(ctx context.Context, t *tasks.Task, p promotePayload) (tasks.Result, error) {
+	var best string
+	var bestPos string
+	var asked []string
+	for _, id := range p.Others {
+		in, err := m.load(ctx, id)
+		if err != nil {
+			asked = append(asked, id+": "+err.Error())
+			continue
+		}
+		res, err := m.Call(ctx, in, wire.KindReplicationStatus, nil)
+		var st wire.ReplicationStatus
+		if err == nil && res.Error == nil {
+			err = res.Decode(&st)
+		} else if err == nil {
+			err = fmt.Errorf("%s: %s", res.Error.Code, res.Error.Message)
+		}
+		if err != nil {
+			asked = append(asked, id+": "+err.Error())
+			continue
+		}
+		pos := st.GTIDIOPos
+		if pos == "" {
+			pos = st.GTIDSlavePos
+		}
+		if wire.CheckGTIDList(pos) != nil || pos == "" {
+			asked = append(asked, fmt.Sprintf("%s: no usable position (%q)", id, pos))
+			continue
+		}
+		asked = append(asked, id+": "+pos)
+		if best == "" || gtidAhead(pos, bestPos) {
+			best, bestPos = id, pos
+		}
+	}
+	if best == "" {
+		return tasks.Result{}, tasks.Fail("", "failover from %s: no replica could be elected (%s); nothing was changed", p.Source, strings.Join(asked, "; "))
+	}
+	p.Replica, p.FencePos = best, bestPos
+	var others []string
+	for _, id := range p.Others {
+		if id != best {
+			others = append(others, id)
+		}
+	}
+	p.Others = others
+	m.log().Info("failover: replica elected", "source", p.Source, "elected", best, "gtid_io_pos", bestPos, "asked", asked)
+	return tasks.Result{Next: "elected", Payload: p}, nil
+}
+
+// gtidAhead reports whether GTID list a is ahead of b: at least as far
+// in every domain of b, and further in one (a list that is behind in any
+// domain is not ahead).
+func gtidAhead(a, b string) bool {
+	pa, pb := gtidSeqs(a), gtidSeqs(b)
+	further := false
+	for d, n := range pb {
+		if pa[d] < n {
+			return false
+		}
+		if pa[d] > n {
+			further = true
+		}
+	}
+	for d := range pa {
+		if _, ok := pb[d]; !ok {
+			further = true
+		}
+	}
+	return further
+}
+
+// gtidSeqs maps a GTID list's domains to their sequence numbers.
+func gtidSeqs(list string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, g := range strings.Split(list, ",") {
+		parts := strings.Split(g, "-")
+		if len(parts) != 3 {
+			continue
+		}
+		n, _ := strconv.ParseUint(parts[2], 10, 64)
+		out[parts[0]] = n
+	}
+	return out
+}

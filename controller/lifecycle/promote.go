@@ -1,0 +1,445 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/agentendpoint"
+	"strata/controller/compute"
+	"strata/controller/instances"
+	"strata/controller/store"
+	"strata/controller/tasks"
+)
+
+// Switchover (Trove's promote-to-replica-source, docs/replication.md): a
+// durable task on the promoted replica R, every member of the group in
+// PROMOTING meanwhile. Steps:
+//
+//	fence    queue set_read_only on the primary P (its users' writes
+//	         refused from now on)
+//	fenced   P's position after the fence → queue promote_replica on R
+//	         (it waits until R applied that position, then detaches)
+//	promoted R is writable: the links now say R is the source, P and
+//	         the others its replicas (one transaction); passwords drawn
+//	accounts queue an account on R for P and each other replica, and
+//	         the drop of R's own account
+//	repoint  queue start_replication on P (from its fenced position)
+//	         and a repoint on every other replica; passwords dropped
+//	linked   wait until every link runs
+//
+// Until R is writable a failure rolls back: "unfence" lifts P's fence
+// (only after R reports it is still a replica: never two writable
+// primaries) and the task fails with the reason. After it, the task only
+// goes forward; a failure leaves R the writable source and P read-only.
+
+// KindPromote is the switchover task's kind.
+const KindPromote = "promote"
+
+// PromoteWait bounds how long R may take to apply P's last position.
+const PromoteWait = 60 * time.Second
+
+type promotePayload struct {
+	Source   string   `json:"source"`
+	Others   []string `json:"others,omitempty"`
+	FencePos string   `json:"fence_pos,omitempty"`
+	// Passwords (member → password) live here from "promoted" until
+	// "repoint" queued the operations that carry them.
+	Passwords    map[string]string `json:"passwords,omitempty"`
+	LinkDeadline time.Time         `json:"link_deadline,omitzero"`
+	// Reason is why the switchover is being rolled back.
+	Reason string `json:"reason,omitempty"`
+	// Eject: a failover (eject.go). The task is the old source's;
+	// Replica is the replica it elected (empty before "elect" ran).
+	Eject   bool   `json:"eject,omitempty"`
+	Replica string `json:"replica,omitempty"`
+}
+
+// followers are the members that follow the new source once it is
+// promoted: the old source too, unless it was ejected.
+func (p promotePayload) followers() []string {
+	if p.Eject {
+		return p.Others
+	}
+	return append([]string{p.Source}, p.Others...)
+}
+
+func promoteOpID(t *tasks.Task, what string) string { return "promote-" + what + "-" + t.ID }
+
+// Promote starts a switchover to the replica id (Trove's rules: it must
+// be a replica, ACTIVE like its source, and no member of the group may
+// have a task in progress).
+func (m *Manager) Promote(ctx context.Context, project, id string) error {
+	timeout := m.opTimeout()
+	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+		r, err := m.get(ctx, tx, project, id)
+		if err != nil {
+			return err
+		}
+		link, ok, err := instances.LinkOf(ctx, tx, r.ID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return wrap(ErrBadRequest, "Instance %s is not a replica.", r.ID)
+		}
+		if _, ok := m.Compute.(compute.ReplicationRouter); !ok {
+			return wrap(ErrBadRequest, "this controller's compute driver cannot connect replicas to a new source; nothing was changed")
+		}
+		src, err := instances.Get(ctx, tx, "", link.SourceID)
+		if err != nil {
+			return fmt.Errorf("the source %s of replica %s: %w", link.SourceID, r.ID, err)
+		}
+		links, err := instances.ReplicasOf(ctx, tx, src.ID)
+		if err != nil {
+			return err
+		}
+		p := promotePayload{Source: src.ID}
+		members := []instances.Instance{src, r}
+		for _, l := range links {
+			if l.InstanceID == r.ID {
+				continue
+			}
+			in, err := instances.Get(ctx, tx, "", l.InstanceID)
+			if err != nil {
+				return fmt.Errorf("replica %s of %s: %w", l.InstanceID, src.ID, err)
+			}
+			members = append(members, in)
+			p.Others = append(p.Others, in.ID)
+		}
+		for _, in := range members {
+			if in.Task != instances.TaskNone {
+				return wrap(ErrUnprocessable, "cannot promote instance %s: instance %s of its replication group has task %s in progress", r.ID, in.ID, in.Task)
+			}
+			status, _ := m.Status(in)
+			if err := requireStatus(in, status, "promote a replication group with", instances.StatusActive); err != nil {
+				return err
+			}
+		}
+		now := m.now()
+		for _, in := range members {
+			if err := instances.SetTask(ctx, tx, in.ID, instances.TaskPromoting, now); err != nil {
+				return err
+			}
+		}
+		_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: r.ID, Kind: KindPromote, Step: "fence", Payload: p,
+			Deadline: now.Add(timeout)}, now)
+		return err
+	})
+	if err == nil {
+		m.kick()
+		m.log().Info("switchover queued", "replica", id)
+	}
+	return err
+}
+
+func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
+	var p promotePayload
+	if err := t.Decode(&p); err != nil {
+		return tasks.Result{}, tasks.Fail("", "%v", err)
+	}
+	var r instances.Instance
+	var err error
+	switch {
+	case p.Eject && t.Step == "elect":
+		return m.electStep(ctx, t, p)
+	case p.Eject:
+		r, err = m.load(ctx, p.Replica)
+		if err != nil {
+			return tasks.Result{}, tasks.Fail("", "the elected replica %s: %v", p.Replica, err)
+		}
+	default:
+		r, err = m.taskInstance(ctx, t)
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	src, err := m.load(ctx, p.Source)
+	if err != nil {
+		return tasks.Result{}, tasks.Fail("", "the replication source %s: %v", p.Source, err)
+	}
+	switch t.Step {
+	case "elected":
+		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
+		}
+		return tasks.Result{Next: "promoted", After: 200 * time.Millisecond}, nil
+	case "fence":
+		args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+		if err := m.queue(ctx, t, src.ID, wire.Operation{ID: promoteOpID(t, "fence"), Kind: wire.KindSetReadOnly, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the fence of %s: %w", src.ID, err)
+		}
+		return tasks.Result{Next: "fenced", After: 200 * time.Millisecond}, nil
+	case "fenced":
+		res, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "fence"), "fencing the primary")
+		if err != nil {
+			return m.rollback(p, err)
+		}
+		if !done {
+			return tasks.Result{After: 200 * time.Millisecond}, nil
+		}
+		var st wire.ReplicationStatus
+		if err := res.Decode(&st); err != nil || !st.ReadOnly || wire.CheckGTIDList(st.GTIDBinlogPos) != nil || st.GTIDBinlogPos == "" {
+			return m.rollback(p, tasks.Fail("", "the fenced primary %s reported %+v (%v)", src.ID, st, err))
+		}
+		p.FencePos = st.GTIDBinlogPos
+		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
+		}
+		m.log().Info("primary fenced", "source", src.ID, "replica", r.ID, "gtid_binlog_pos", p.FencePos)
+		return tasks.Result{Next: "promoted", Payload: p, After: 200 * time.Millisecond}, nil
+	case "promoted":
+		res, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "replica"), "promoting the replica")
+		if err != nil {
+			return m.rollback(p, err)
+		}
+		if !done {
+			return tasks.Result{After: 200 * time.Millisecond}, nil
+		}
+		var st wire.ReplicationStatus
+		if err := res.Decode(&st); err != nil || st.Role != wire.RoleStandalone || st.ReadOnly {
+			return m.rollback(p, tasks.Fail("", "the promoted replica %s reported %+v (%v)", r.ID, st, err))
+		}
+		// R is the source from now on: the links say so first, so a
+		// restart anywhere after this goes forward.
+		if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+			now := m.now()
+			if err := instances.DeleteLink(ctx, tx, r.ID); err != nil {
+				return err
+			}
+			if err := instances.DeleteLink(ctx, tx, src.ID); err != nil {
+				return err
+			}
+			if !p.Eject {
+				if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: src.ID, SourceID: r.ID, Account: replicationAccount(src.ID), CreatedAt: now}); err != nil {
+					return err
+				}
+			}
+			for _, id := range p.Others {
+				if _, err := tx.Exec(ctx, `UPDATE replication_links SET source_id = ? WHERE instance_id = ?`, r.ID, id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return tasks.Result{}, err
+		}
+		p.Passwords = map[string]string{}
+		for _, id := range p.followers() {
+			p.Passwords[id] = rand.Text() + rand.Text()
+		}
+		if p.Eject {
+			// The old source, when it comes back, must not take writes:
+			// its fence waits queued for its agent.
+			args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+			if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "fence"), Kind: wire.KindSetReadOnly, Args: args},
+				agentendpoint.QueueOptions{Expires: m.now().Add(EjectedFenceWait)}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the fence of the ejected source: %w", err)
+			}
+		}
+		m.log().Info("replica promoted: it is the source now", "replica", r.ID, "old_source", src.ID, "others", p.Others)
+		return tasks.Result{Next: "accounts", Payload: p}, nil
+	case "accounts":
+		for id, pw := range p.Passwords {
+			args, err := json.Marshal(wire.ReplicationAccountArgs{Name: replicationAccount(id), Password: pw})
+			if err != nil {
+				return tasks.Result{}, err
+			}
+			if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "account-"+id), Kind: wire.KindCreateReplicationAccount, Args: args}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the replication account of %s: %w", id, err)
+			}
+		}
+		// R's own account (made on the old source, present everywhere
+		// by replication) goes: dropped on R, by replication everywhere.
+		args, _ := json.Marshal(wire.ReplicationAccountRef{Name: replicationAccount(r.ID)})
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "drop"), Kind: wire.KindDropReplicationAccount, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the drop of %s's account: %w", r.ID, err)
+		}
+		return tasks.Result{Next: "repoint", After: 200 * time.Millisecond}, nil
+	case "repoint":
+		for id := range p.Passwords {
+			_, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "account-"+id), "creating the replication account of "+id+" on the new source")
+			if err != nil || !done {
+				return tasks.Result{After: 200 * time.Millisecond}, err
+			}
+		}
+		router, ok := m.Compute.(compute.ReplicationRouter)
+		rSrv, ok1 := serverOf(r)
+		if !ok || !ok1 || r.Host == "" || r.Port == 0 {
+			return tasks.Result{}, tasks.Fail("", "the compute driver cannot connect the group to the new source %s", r.ID)
+		}
+		for id, pw := range p.Passwords {
+			in, err := m.load(ctx, id)
+			if err != nil {
+				return tasks.Result{}, tasks.Fail("", "member %s of the replication group: %v", id, err)
+			}
+			srv, ok := serverOf(in)
+			if !ok {
+				return tasks.Result{}, tasks.Fail("", "member %s of the replication group has no server", id)
+			}
+			host, port, err := router.ReplicationRoute(ctx, srv, rSrv, r.Host, r.Port)
+			if err != nil {
+				return tasks.Result{}, fmt.Errorf("route from %s to the new source %s: %w", id, r.ID, err)
+			}
+			a := wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(id), Password: pw}
+			if id == src.ID {
+				a.GTIDSlavePos = p.FencePos // the old source starts where it stopped
+			} else {
+				a.Repoint = true // the others keep their own positions
+			}
+			args, err := json.Marshal(a)
+			if err != nil {
+				return tasks.Result{}, err
+			}
+			if err := m.queue(ctx, t, id, wire.Operation{ID: promoteOpID(t, "start-"+id), Kind: wire.KindStartReplication, Args: args}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue start_replication on %s: %w", id, err)
+			}
+		}
+		p.Passwords = nil
+		p.LinkDeadline = m.now().Add(linkTimeout)
+		return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
+	case "linked":
+		for _, id := range p.followers() {
+			res, done, err := m.opDone(ctx, id, promoteOpID(t, "start-"+id), "following the new source "+r.ID+" from "+id)
+			if err != nil || !done {
+				return tasks.Result{After: 200 * time.Millisecond}, err
+			}
+			var st wire.ReplicationStatus
+			if err := res.Decode(&st); err != nil {
+				return tasks.Result{}, tasks.Fail("", "start_replication result of %s: %v", id, err)
+			}
+			if !st.IORunning || !st.SQLRunning {
+				if in, err := m.load(ctx, id); err == nil {
+					if cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil); err == nil && cr.Error == nil {
+						cr.Decode(&st)
+					}
+				}
+			}
+			if !st.IORunning || !st.SQLRunning {
+				if m.now().After(p.LinkDeadline) {
+					return tasks.Result{}, tasks.Fail("", "%s does not follow the new source %s after %s: %s", id, r.ID, linkTimeout, linkReason(st))
+				}
+				return tasks.Result{After: time.Second}, nil
+			}
+		}
+		// The drop of R's old account is best effort: a failure leaves
+		// an account whose password nobody knows.
+		if _, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "drop"), "dropping the promoted replica's account"); err != nil {
+			m.log().Warn("the promoted replica's old replication account was not dropped", "replica", r.ID, "err", err)
+		} else if !done {
+			return tasks.Result{After: 200 * time.Millisecond}, nil
+		}
+		var note *tasks.Failure
+		if p.Eject {
+			note = &tasks.Failure{Reason: fmt.Sprintf("ejected from its replication group: %s is the source now; this instance is out of the group, "+
+				"and read-only once its agent takes the queued fence; delete it (rejoining the group is not built yet)", r.ID)}
+		}
+		if err := m.clearGroup(ctx, t, p, note); err != nil {
+			return tasks.Result{}, err
+		}
+		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject)
+		return tasks.Result{Done: true}, nil
+	case "unfence":
+		// Never two writable primaries: lift P's fence only while R
+		// reports it still follows a source.
+		cr, err := m.Call(ctx, r, wire.KindReplicationStatus, nil)
+		if err != nil {
+			return tasks.Result{}, fmt.Errorf("before lifting the fence, the replica's state: %w", err)
+		}
+		var st wire.ReplicationStatus
+		if cr.Error != nil || cr.Decode(&st) != nil || st.Role != wire.RoleReplica || !st.ReadOnly {
+			return tasks.Result{}, tasks.Fail("", "switchover to %s failed (%s), and the replica does not report itself a read-only replica (%+v, %v): the source %s stays read-only; detach or promote again",
+				r.ID, p.Reason, st, cr.Error, src.ID)
+		}
+		args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: false})
+		// A fresh expiry: the task's deadline may be what failed it.
+		if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "unfence"), Kind: wire.KindSetReadOnly, Args: args},
+			agentendpoint.QueueOptions{Expires: m.now().Add(m.opTimeout())}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the lifting of the fence: %w", err)
+		}
+		return tasks.Result{Next: "unfenced", After: 200 * time.Millisecond}, nil
+	case "unfenced":
+		_, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "unfence"), "lifting the fence of the source")
+		if err != nil {
+			return tasks.Result{}, tasks.Fail("", "switchover to %s failed (%s), and %v: the source %s stays read-only", r.ID, p.Reason, err, src.ID)
+		}
+		if !done {
+			return tasks.Result{After: 200 * time.Millisecond}, nil
+		}
+		return tasks.Result{}, tasks.Fail("", "switchover to %s rolled back: %s; %s is the writable source again", r.ID, p.Reason, src.ID)
+	}
+	return tasks.Result{}, tasks.Fail("", "unknown promote step %q", t.Step)
+}
+
+// opTimeout is how long a queued operation waits for its agent.
+func (m *Manager) opTimeout() time.Duration {
+	if m.GuestOpTimeout <= 0 {
+		return 10 * time.Minute
+	}
+	return m.GuestOpTimeout
+}
+
+func linkReason(st wire.ReplicationStatus) string {
+	if st.LastError != "" {
+		return st.LastError
+	}
+	return fmt.Sprintf("I/O thread running %v, SQL thread running %v", st.IORunning, st.SQLRunning)
+}
+
+// rollback turns a failure before R is writable into the "unfence"
+// step. Any other error (reading a result) is transient: retried.
+func (m *Manager) rollback(p promotePayload, err error) (tasks.Result, error) {
+	var f *tasks.Failure
+	if !errors.As(err, &f) {
+		return tasks.Result{}, err
+	}
+	if p.Eject {
+		// Nothing was changed yet: the old source is gone anyway.
+		return tasks.Result{}, tasks.Fail("", "failover from %s: %s; nothing was changed", p.Source, f.Reason)
+	}
+	p.Reason = f.Reason
+	m.log().Warn("switchover rolling back", "source", p.Source, "reason", p.Reason)
+	return tasks.Result{Next: "unfence", Payload: p}, nil
+}
+
+// failPromote ends a switchover that failed: every member leaves
+// PROMOTING and the promoted replica records the fault with the reason
+// (its status stays what its agent reports).
+func (m *Manager) failPromote(ctx context.Context, t *tasks.Task, f *tasks.Failure) error {
+	var p promotePayload
+	if err := t.Decode(&p); err != nil {
+		return m.recordFailure(ctx, t, f, false, true)
+	}
+	return m.clearGroup(ctx, t, p, f)
+}
+
+// clearGroup clears every member's task, and records f on the replica
+// the task promoted, in one transaction.
+func (m *Manager) clearGroup(ctx context.Context, t *tasks.Task, p promotePayload, f *tasks.Failure) error {
+	return m.DB.InTx(ctx, func(tx *store.Tx) error {
+		now := m.now()
+		for _, id := range append([]string{t.InstanceID, p.Source, p.Replica}, p.Others...) {
+			if id == "" {
+				continue
+			}
+			err := instances.SetTask(ctx, tx, id, instances.TaskNone, now)
+			if err != nil && !errors.Is(err, instances.ErrNotFound) {
+				return err
+			}
+		}
+		if f == nil {
+			return nil
+		}
+		err := instances.SetFault(ctx, tx, t.InstanceID, instances.Fault{Message: f.Reason, Details: f.Details}, false, now)
+		if errors.Is(err, instances.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+}
