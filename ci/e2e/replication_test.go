@@ -21,10 +21,12 @@ import (
 // --replica-of --replica-count 2`), seeded from one backup, each reaching
 // its source through the fence's second opening; both hold the primary's
 // data, refuse writes and follow new ones, with their lag shown; one is
+// promoted (switchover) while a client writes, losing no committed write,
+// and the old primary and the other replica follow it; the other is
 // detached and becomes writable and independent; the primary cannot be
 // deleted while a replica remains; everything is deleted, the seed backup
 // first. With make e2e-all, a replica's VM is also killed and comes back
-// to catch up.
+// to catch up, and the new primary's VM is killed and ejected (failover).
 func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -183,34 +185,95 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 		t.Fatalf("DELETE of a primary with replicas: %d %v", code, body)
 	}
 
-	// Detach the second: writable, and no longer following.
+	// Switchover to the first replica (Trove's promote-to-replica-source):
+	// a client writing to the primary all along loses no committed write;
+	// the old primary and the other replica follow the new one.
+	newP, newDB := replicas[0], dbs[0]
+	osc.run(t, "database", "instance", "promote", newP)
+	requested = time.Now()
+	var lastOld, firstNew time.Time
+	acceptedOld := 0
+	for firstNew.IsZero() {
+		if time.Since(requested) > 5*time.Minute {
+			t.Fatal("the promoted replica took no write within 5 minutes of the promote")
+		}
+		if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('before-switch')"); err == nil {
+			lastOld, acceptedOld = time.Now(), acceptedOld+1
+			continue
+		}
+		if _, err := newDB.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('after-switch')"); err == nil {
+			firstNew = time.Now()
+		}
+	}
+	if lastOld.IsZero() {
+		lastOld = requested
+	}
+	if got := newDB.must(t, u, pw, "shop", "SELECT COUNT(*) FROM items WHERE v = 'before-switch'"); got != fmt.Sprint(acceptedOld) {
+		t.Fatalf("the old primary accepted %d writes during the switchover; the new primary has %s of them", acceptedOld, got)
+	}
+	waitTrue(t, "the group to show the new primary", 3*time.Minute, func() bool {
+		in := api.instance(t, newP)
+		rs, _ := in["replicas"].([]any)
+		ro, _ := api.instance(t, src)["replica_of"].(map[string]any)
+		return in["status"] == "ACTIVE" && in["replica_of"] == nil && len(rs) == 2 && ro != nil && ro["id"] == newP
+	})
+	t.Logf("FIGURE switchover (promote) under a client writing back to back: writes unavailable %.2fs (last write on the old primary → first on the new); request→group shown %.0fs; %d writes accepted by the old primary during it, all on the new one",
+		firstNew.Sub(lastOld).Seconds(), time.Since(requested).Seconds(), acceptedOld)
+	if err := write(newDB, 60); err != nil {
+		t.Fatal(err)
+	}
+	want = digest(newDB)
+	for _, db := range []mariadbClient{primary, dbs[1]} {
+		waitTrue(t, "the old primary and the other replica to follow the new primary", 3*time.Minute, func() bool { return digest(db) == want })
+	}
+	if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on the old primary')"); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("a write on the old primary after the switchover: %v, want it refused as read-only", err)
+	}
+
+	// Detach the second replica: writable, and no longer following.
 	osc.run(t, "database", "instance", "update", replicas[1], "--detach-replica-source")
 	waitTrue(t, "the detached replica to be standalone", 2*time.Minute, func() bool {
 		in := api.instance(t, replicas[1])
-		rs, _ := api.instance(t, src)["replicas"].([]any)
+		rs, _ := api.instance(t, newP)["replicas"].([]any)
 		return in["replica_of"] == nil && in["status"] == "ACTIVE" && len(rs) == 1
 	})
 	if err := write(dbs[1], 100); err != nil {
 		t.Fatalf("a write on the detached replica: %v", err)
 	}
 	detached := digest(dbs[1])
-	if err := write(primary, 101); err != nil {
+	if err := write(newDB, 101); err != nil {
 		t.Fatal(err)
 	}
-	want = digest(primary)
-	waitTrue(t, "the remaining replica to follow", 2*time.Minute, func() bool { return digest(dbs[0]) == want })
+	want = digest(newDB)
+	waitTrue(t, "the old primary to follow", 2*time.Minute, func() bool { return digest(primary) == want })
 	time.Sleep(2 * time.Second)
 	if got := digest(dbs[1]); got != detached {
 		t.Fatalf("the detached replica changed with the primary: %s, was %s", got, detached)
 	}
 
-	for _, id := range []string{replicas[0], src, replicas[1]} {
+	order := []string{src, newP, replicas[1]}
+	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
+		// Failover (make e2e-all): the new primary's VM dies; once its
+		// heartbeat is stale, eject elects its replica, which takes writes.
+		killed := time.Now()
+		killVM(t, state, newP)
+		waitTrue(t, "eject to be accepted once the dead primary's heartbeat is stale", 5*time.Minute, func() bool {
+			code, _ := api.do(t, "POST", "/instances/"+newP+"/action", map[string]any{"eject_replica_source": map[string]any{}})
+			return code == 202
+		})
+		ejected := time.Now()
+		waitTrue(t, "the elected replica to take writes", 5*time.Minute, func() bool { return write(primary, 200) == nil })
+		t.Logf("FIGURE failover (manual eject) after the primary's VM was killed: eject accepted after %.0fs (heartbeat stale), writes accepted on the elected replica %.0fs after the eject, %.0fs after the kill",
+			ejected.Sub(killed).Seconds(), time.Since(ejected).Seconds(), time.Since(killed).Seconds())
+		order = []string{newP, src, replicas[1]}
+	}
+	for i, id := range order {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
-		if id == replicas[0] {
+		if i == 0 {
 			api.waitGone(t, id, 5*time.Minute)
 		}
 	}
-	for _, id := range []string{src, replicas[1]} {
+	for _, id := range order[1:] {
 		api.waitGone(t, id, 5*time.Minute)
 	}
 	ctl.stop(t)
