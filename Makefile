@@ -116,7 +116,7 @@ test-openstack: go-check build ## publishing against Debian's keystone, glance-a
 DATASTORE ?= redis
 
 .PHONY: e2e
-e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE); DIB's elements through disk-image-create (minutes)
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE); backups, replicas (switchover, detach), rebuild and flavor resize of MariaDB instances; DIB's elements through disk-image-create (minutes)
 	ci/deps.sh test dib
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}

@@ -117,3 +117,46 @@ func TestAFlavorResizeThatDoesNotComeBackIsRolledBack(t *testing.T) {
 		t.Fatalf("after the rollback the guest's configuration is for %d MB (want 1024), restarted %v", mem, restarted)
 	}
 }
+
+// A controller that stops while the resized server boots: the next one
+// finds the resize task where it was, the server is started again with
+// the new flavor (not the old), and the resize ends ACTIVE on it.
+func TestAFlavorResizeResumesAfterAControllerRestart(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c := r1.admin()
+	id := newActive(c, "db", "shop")
+	fc.mu.Lock()
+	fc.silentRAM = 2048 // the resized server boots no guest while this controller runs
+	fc.mu.Unlock()
+	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"resize": map[string]any{"flavorRef": "strata.medium"}})
+	waitFor(t, "the server to be resized", 20*time.Second, func() bool {
+		return slices.Contains(fc.callsSnapshot(), "ResizeServer "+id+" 2048 2")
+	})
+	if st := c.instance(id)["status"]; st != "RESIZE" {
+		t.Fatalf("status while the resized server boots: %v", st)
+	}
+	r1.ctl.Stop()
+	fc.mu.Lock()
+	fc.silentRAM, fc.silentIDs[id] = 0, false
+	fc.mu.Unlock()
+	fc.powerOff()
+
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
+	c = r2.admin()
+	in := c.waitStatus(id, "ACTIVE", 40*time.Second)
+	if f := in["flavor"].(map[string]any); c.must(200, "GET", "/flavors/"+f["id"].(string), nil)["flavor"].(map[string]any)["name"] != "strata.medium" || in["fault"] != nil {
+		t.Fatalf("after the restart: flavor %v, fault %v", f, in["fault"])
+	}
+	fc.mu.Lock()
+	ram := fc.servers[id].spec.RAMMB
+	fc.mu.Unlock()
+	g := fc.guest(id)
+	g.mu.Lock()
+	mem := g.memoryMB
+	g.mu.Unlock()
+	if ram != 2048 || mem != 2048 {
+		t.Fatalf("server RAM %d MB, guest configuration for %d MB; want 2048 for both", ram, mem)
+	}
+}
