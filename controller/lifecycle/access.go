@@ -134,17 +134,9 @@ func (m *Manager) SetAccess(ctx context.Context, project, id string, ch AccessCh
 }
 
 func (m *Manager) runAccess(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
-	in, err := m.taskInstance(ctx, t)
+	in, srv, p, err := serverTask[accessPayload](ctx, m, t)
 	if err != nil {
 		return tasks.Result{}, err
-	}
-	var p accessPayload
-	if err := t.Decode(&p); err != nil {
-		return tasks.Result{}, tasks.Fail("", "%v", err)
-	}
-	srv, ok := serverOf(in)
-	if !ok {
-		return tasks.Result{}, tasks.Fail("", "instance %s has no server", in.ID)
 	}
 	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
 	if err != nil {

@@ -109,17 +109,9 @@ func (m *Manager) ResizeFlavor(ctx context.Context, project, id, flavorRef strin
 }
 
 func (m *Manager) runResizeFlavor(ctx context.Context, t *tasks.Task) (tasks.Result, error) {
-	in, err := m.taskInstance(ctx, t)
+	in, srv, p, err := serverTask[flavorPayload](ctx, m, t)
 	if err != nil {
 		return tasks.Result{}, err
-	}
-	var p flavorPayload
-	if err := t.Decode(&p); err != nil {
-		return tasks.Result{}, tasks.Fail("", "%v", err)
-	}
-	srv, ok := serverOf(in)
-	if !ok {
-		return tasks.Result{}, tasks.Fail("", "instance %s has no server", in.ID)
 	}
 	rz, ok := m.Compute.(compute.FlavorResizer)
 	if !ok {

@@ -310,3 +310,22 @@ func (m *Manager) taskInstance(ctx context.Context, t *tasks.Task) (instances.In
 	}
 	return in, err
 }
+
+// serverTask is the start of every step of a task on an instance's
+// server: the instance (gone fails the task), the task's payload and the
+// server (none fails the task).
+func serverTask[P any](ctx context.Context, m *Manager, t *tasks.Task) (instances.Instance, compute.Server, P, error) {
+	var p P
+	in, err := m.taskInstance(ctx, t)
+	if err != nil {
+		return in, compute.Server{}, p, err
+	}
+	if err := t.Decode(&p); err != nil {
+		return in, compute.Server{}, p, tasks.Fail("", "%v", err)
+	}
+	srv, ok := serverOf(in)
+	if !ok {
+		return in, srv, p, tasks.Fail("", "instance %s has no server", in.ID)
+	}
+	return in, srv, p, nil
+}
