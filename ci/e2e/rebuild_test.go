@@ -114,18 +114,10 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	requested := time.Now()
 	api.must(t, 202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": newImage}})
 	// Downtime: from the first write refused to the first accepted again.
-	var down, up time.Time
-	waitTrue(t, "the rebuilt instance to take writes and report the new agent", 20*time.Minute, func() bool {
-		_, err := db.query("shopper", "shopper-pw-1", "shop", "INSERT INTO orders (item) VALUES ('probe')")
-		switch {
-		case err != nil && down.IsZero():
-			down = time.Now()
-		case err == nil && !down.IsZero() && up.IsZero():
-			up = time.Now()
-		}
+	down, up := writeOutage(t, "the rebuilt instance to take writes and report the new agent", db, func() bool {
 		in = api.instance(t, id)
 		v, _ := in["agent_version"].(string)
-		return !up.IsZero() && in["status"] == "ACTIVE" && strings.Contains(v, "e2e-rebuild-2")
+		return in["status"] == "ACTIVE" && strings.Contains(v, "e2e-rebuild-2")
 	})
 	t.Logf("FIGURE rebuild request→ACTIVE on the new agent: %.1fs; writes unavailable for %.1fs (%s)",
 		time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
@@ -154,17 +146,9 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	osc := ctl.openstack(t)
 	requested = time.Now()
 	osc.run(t, "database", "instance", "resize", "flavor", id, "strata.medium")
-	down, up = time.Time{}, time.Time{}
-	waitTrue(t, "the resized instance to take writes and be ACTIVE", 20*time.Minute, func() bool {
-		_, err := db.query("shopper", "shopper-pw-1", "shop", "INSERT INTO orders (item) VALUES ('probe')")
-		switch {
-		case err != nil && down.IsZero():
-			down = time.Now()
-		case err == nil && !down.IsZero() && up.IsZero():
-			up = time.Now()
-		}
+	down, up = writeOutage(t, "the resized instance to take writes and be ACTIVE", db, func() bool {
 		in = api.instance(t, id)
-		return !up.IsZero() && in["status"] == "ACTIVE"
+		return in["status"] == "ACTIVE"
 	})
 	t.Logf("FIGURE flavor resize strata.small→strata.medium request→ACTIVE: %.1fs; writes unavailable for %.1fs (%s)",
 		time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
@@ -192,9 +176,27 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	t.Logf("FIGURE rebuild e2e wall time: %.0fs", time.Since(start).Seconds())
 }
 
-// vmArgs is the command line of the instance's running qemu (its pid from
-// the local driver's server.json).
-func vmArgs(t *testing.T, state, id string) []string {
+// writeOutage inserts a probe row into shop.orders until writes, once
+// refused, are accepted again and done holds: it returns when the first
+// write was refused and when the first was accepted again.
+func writeOutage(t *testing.T, what string, db mariadbClient, done func() bool) (down, up time.Time) {
+	t.Helper()
+	waitTrue(t, what, 20*time.Minute, func() bool {
+		_, err := db.query("shopper", "shopper-pw-1", "shop", "INSERT INTO orders (item) VALUES ('probe')")
+		switch {
+		case err != nil && down.IsZero():
+			down = time.Now()
+		case err == nil && !down.IsZero() && up.IsZero():
+			up = time.Now()
+		}
+		return done() && !up.IsZero()
+	})
+	return down, up
+}
+
+// vmPID is the pid of the instance's qemu, from the local driver's
+// server.json.
+func vmPID(t *testing.T, state, id string) int {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "server.json"))
 	if err != nil {
@@ -204,9 +206,15 @@ func vmArgs(t *testing.T, state, id string) []string {
 		PID int `json:"pid"`
 	}
 	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
-		t.Fatalf("server.json of %s: %v", id, err)
+		t.Fatalf("server.json of %s: pid %d, %v", id, st.PID, err)
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.PID))
+	return st.PID
+}
+
+// vmArgs is the command line of the instance's running qemu.
+func vmArgs(t *testing.T, state, id string) []string {
+	t.Helper()
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vmPID(t, state, id)))
 	if err != nil {
 		t.Fatal(err)
 	}

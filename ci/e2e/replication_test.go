@@ -3,13 +3,13 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -189,27 +189,36 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	// a client writing to the primary all along loses no committed write;
 	// the old primary and the other replica follow the new one.
 	newP, newDB := replicas[0], dbs[0]
-	osc.run(t, "database", "instance", "promote", newP)
-	requested = time.Now()
+	// The client writes to the primary until it refuses, then to the
+	// promoted replica until it accepts, from before the request on.
 	var lastOld, firstNew time.Time
-	acceptedOld := 0
-	for firstNew.IsZero() {
-		if time.Since(requested) > 5*time.Minute {
-			t.Fatal("the promoted replica took no write within 5 minutes of the promote")
+	var acceptedOld atomic.Int64
+	switched := make(chan struct{})
+	go func() {
+		defer close(switched)
+		for began := time.Now(); time.Since(began) < 5*time.Minute; {
+			if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('before-switch')"); err == nil {
+				lastOld = time.Now()
+				acceptedOld.Add(1)
+				continue
+			}
+			if _, err := newDB.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('after-switch')"); err == nil {
+				firstNew = time.Now()
+				return
+			}
 		}
-		if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('before-switch')"); err == nil {
-			lastOld, acceptedOld = time.Now(), acceptedOld+1
-			continue
-		}
-		if _, err := newDB.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('after-switch')"); err == nil {
-			firstNew = time.Now()
-		}
+	}()
+	for acceptedOld.Load() == 0 { // the request starts with writes flowing
+		time.Sleep(100 * time.Millisecond)
 	}
-	if lastOld.IsZero() {
-		lastOld = requested
+	requested = time.Now()
+	osc.run(t, "database", "instance", "promote", newP)
+	<-switched
+	if firstNew.IsZero() {
+		t.Fatal("the promoted replica took no write within 5 minutes")
 	}
-	if got := newDB.must(t, u, pw, "shop", "SELECT COUNT(*) FROM items WHERE v = 'before-switch'"); got != fmt.Sprint(acceptedOld) {
-		t.Fatalf("the old primary accepted %d writes during the switchover; the new primary has %s of them", acceptedOld, got)
+	if got := newDB.must(t, u, pw, "shop", "SELECT COUNT(*) FROM items WHERE v = 'before-switch'"); got != fmt.Sprint(acceptedOld.Load()) {
+		t.Fatalf("the old primary accepted %d writes during the switchover; the new primary has %s of them", acceptedOld.Load(), got)
 	}
 	waitTrue(t, "the group to show the new primary", 3*time.Minute, func() bool {
 		in := api.instance(t, newP)
@@ -217,8 +226,8 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 		ro, _ := api.instance(t, src)["replica_of"].(map[string]any)
 		return in["status"] == "ACTIVE" && in["replica_of"] == nil && len(rs) == 2 && ro != nil && ro["id"] == newP
 	})
-	t.Logf("FIGURE switchover (promote) under a client writing back to back: writes unavailable %.2fs (last write on the old primary → first on the new); request→group shown %.0fs; %d writes accepted by the old primary during it, all on the new one",
-		firstNew.Sub(lastOld).Seconds(), time.Since(requested).Seconds(), acceptedOld)
+	t.Logf("FIGURE switchover (promote) under a client writing back to back: writes unavailable %.2fs (last write on the old primary → first on the new); request→group shown %.0fs; %d writes accepted by the old primary before and during it, all on the new one",
+		firstNew.Sub(lastOld).Seconds(), time.Since(requested).Seconds(), acceptedOld.Load())
 	if err := write(newDB, 60); err != nil {
 		t.Fatal(err)
 	}
@@ -280,21 +289,11 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	t.Logf("FIGURE replication e2e wall time: %.0fs", time.Since(start).Seconds())
 }
 
-// killVM kills an instance's qemu with SIGKILL (its pid from the local
-// driver's server.json), as a host's OOM killer or a crash would.
+// killVM kills an instance's qemu with SIGKILL, as a host's OOM killer or
+// a crash would.
 func killVM(t *testing.T, state, id string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(state, "compute", "qemu", id, "server.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		PID int `json:"pid"`
-	}
-	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
-		t.Fatalf("server.json of %s: pid %d, %v", id, st.PID, err)
-	}
-	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("killing the VM of %s (pid %d): %v", id, st.PID, err)
+	if pid := vmPID(t, state, id); syscall.Kill(pid, syscall.SIGKILL) != nil {
+		t.Fatalf("killing the VM of %s (pid %d)", id, pid)
 	}
 }
