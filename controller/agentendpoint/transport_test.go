@@ -85,6 +85,12 @@ func TestEnrollmentBindsTheAgentKeyThenTheKeyAloneAuthenticates(t *testing.T) {
 	if len(keys) != 1 || keys[0].Fingerprint != ssh.FingerprintSHA256(key.PublicKey()) {
 		t.Fatalf("store binds %v to inst-1, want the agent's key", keys)
 	}
+	// The endpoint counts the agent connected as soon as the handshake is
+	// done on its side; the client calls OnEnrolled when it is done on
+	// its own, a moment later (under load, after this line).
+	for deadline := time.Now().Add(5 * time.Second); enrolledCalls.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if enrolledCalls.Load() != 1 || !c.Enrolled() {
 		t.Fatalf("OnEnrolled called %d times, Enrolled()=%v", enrolledCalls.Load(), c.Enrolled())
 	}
