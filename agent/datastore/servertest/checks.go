@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -379,4 +380,36 @@ func CheckRecipeTemplate(t testing.TB, path, manager string) ([]wire.ParameterRu
 		}
 	}
 	return rules, flavor512
+}
+
+// RecipeTemplate copies the default configuration template the image
+// recipe at path names into a temporary file — what the strata-agent
+// element installs in the image — and returns the copy's path and a
+// function rendering the template for a flavor's memory (what the
+// server must then run with).
+func RecipeTemplate(t testing.TB, path string) (string, func(memoryMB int) map[string]json.RawMessage) {
+	t.Helper()
+	rec, err := recipe.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Datastore == nil || rec.Datastore.ConfigTemplate == "" {
+		t.Fatalf("recipe %s names no config_template", path)
+	}
+	text, err := os.ReadFile(rec.Datastore.ConfigTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "config-template.json.tmpl")
+	if err := os.WriteFile(copyPath, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copyPath, func(memoryMB int) map[string]json.RawMessage {
+		t.Helper()
+		v, err := wire.RenderConfigTemplate(text, wire.ConfigTemplateData{MemoryMB: memoryMB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 }
