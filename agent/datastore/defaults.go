@@ -68,3 +68,21 @@ func jsonKind(raw json.RawMessage) string {
 	}
 	return "integer"
 }
+
+// WriteLayer makes the file at path hold data (WriteConfigFile), or
+// removes it for nil data (no template: no defaults layer). changed says
+// whether the file changed.
+func WriteLayer(path string, data []byte, mode os.FileMode) (changed bool, err error) {
+	if data == nil {
+		if err := os.Remove(path); err == nil {
+			return true, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("remove %s: %w", path, err)
+		}
+		return false, nil
+	}
+	if SameFileContent(path, data) {
+		return false, nil
+	}
+	return true, WriteConfigFile(path, data, mode)
+}

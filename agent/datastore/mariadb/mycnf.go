@@ -3,9 +3,7 @@ package mariadb
 import (
 	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -88,30 +86,16 @@ func (m *Manager) writeBaseConfig(memoryMB int) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	files := []struct {
-		path string
-		data []byte
-	}{{m.cfg.ConfigFile, cnf}}
+	var layer []byte
 	if defaults != nil {
-		files = append(files, struct {
-			path string
-			data []byte
-		}{m.defaultsFile(), renderDefaults(defaults)})
-	} else if err := os.Remove(m.defaultsFile()); err == nil {
-		changed = true
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("remove the defaults layer: %w", err)
+		layer = renderDefaults(defaults)
 	}
-	for _, f := range files {
-		if datastore.SameFileContent(f.path, f.data) {
-			continue
-		}
-		if err := datastore.WriteConfigFile(f.path, f.data, 0o644); err != nil {
-			return changed, err
-		}
-		changed = true
+	changed, err = datastore.WriteLayer(m.cfg.ConfigFile, cnf, 0o644)
+	if err != nil {
+		return changed, err
 	}
-	return changed, nil
+	layerChanged, err := datastore.WriteLayer(m.defaultsFile(), layer, 0o644)
+	return changed || layerChanged, err
 }
 
 // secureFileDir is cfg.SecureFileDir or its default, "files" beside the
