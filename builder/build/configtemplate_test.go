@@ -59,3 +59,21 @@ func TestRecipeConfigTemplateIsTheAgentElementsInput(t *testing.T) {
 		t.Fatalf("missing template: %v; want an error naming %s and %s", err, recipe.ConfigTemplateVar, missing)
 	}
 }
+
+// A template that does not render fails RecipeConfig, naming the recipe
+// key and the file, instead of every instance's prepare in the image.
+func TestRecipeConfigRefusesATemplateThatDoesNotRender(t *testing.T) {
+	rec, err := recipe.Load("../../images/mariadb-10.11.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RecipeConfig(rec); err != nil {
+		t.Fatalf("the repository's recipe: %v", err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json.tmpl")
+	os.WriteFile(bad, []byte(`{"max_connections": {{.NoSuchField}}}`), 0o644)
+	rec.Datastore.ConfigTemplate = bad
+	if _, err := RecipeConfig(rec); err == nil || !strings.Contains(err.Error(), "datastore.config_template") || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("broken template: %v", err)
+	}
+}
