@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"strata/agent/wire"
 )
@@ -85,4 +86,29 @@ func WriteLayer(path string, data []byte, mode os.FileMode) (changed bool, err e
 		return false, nil
 	}
 	return true, WriteConfigFile(path, data, mode)
+}
+
+// OmitDefaults drops from a rendered base configuration the lines that
+// set a parameter the defaults layer sets (key returns a line's parameter
+// name, "" for none), leaving a comment in their place, so the files hold
+// one value per parameter: the image's template's.
+func OmitDefaults(conf []byte, defaults []Setting, key func(line string) string) []byte {
+	if len(defaults) == 0 {
+		return conf
+	}
+	set := map[string]bool{}
+	for _, s := range defaults {
+		set[s.Name] = true
+	}
+	lines := strings.Split(string(conf), "\n")
+	for i, line := range lines {
+		t := strings.TrimSpace(line)
+		if t == "" || t[0] == '#' || t[0] == '[' {
+			continue
+		}
+		if name := key(t); name != "" && set[name] {
+			lines[i] = "# " + name + ": set by the image's default configuration (the defaults layer)"
+		}
+	}
+	return []byte(strings.Join(lines, "\n"))
 }

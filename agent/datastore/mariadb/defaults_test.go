@@ -62,6 +62,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 		t.Fatal("the template's max_connections for 1024 MiB equals the agent's built-in one: the test could not tell them apart")
 	}
 	checkServer(at1024, "")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at1024)
 
 	// A group overrides a template value; dropping it puts the template's
 	// value back live, not the base file's.
@@ -94,6 +95,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 		t.Fatal("the template gives the same buffer pool for 1024 and 2048 MiB")
 	}
 	checkServer(at2048, "max_connections")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at2048)
 	if got := globalVar(t, inst, "max_connections"); got != "123" {
 		t.Fatalf("max_connections after the resize = %s, want the group's 123", got)
 	}

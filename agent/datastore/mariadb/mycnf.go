@@ -89,6 +89,7 @@ func (m *Manager) writeBaseConfig(memoryMB int) (changed bool, err error) {
 	var layer []byte
 	if defaults != nil {
 		layer = renderDefaults(defaults)
+		cnf = datastore.OmitDefaults(cnf, defaults, cnfKey)
 	}
 	changed, err = datastore.WriteLayer(m.cfg.ConfigFile, cnf, 0o644)
 	if err != nil {
@@ -96,6 +97,13 @@ func (m *Manager) writeBaseConfig(memoryMB int) (changed bool, err error) {
 	}
 	layerChanged, err := datastore.WriteLayer(m.defaultsFile(), layer, 0o644)
 	return changed || layerChanged, err
+}
+
+// cnfKey is the option a line of the base file sets, dashes as
+// underscores.
+func cnfKey(line string) string {
+	k, _, _ := strings.Cut(line, "=")
+	return strings.ReplaceAll(strings.TrimSpace(k), "-", "_")
 }
 
 // secureFileDir is cfg.SecureFileDir or its default, "files" beside the

@@ -53,6 +53,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 	}
 	at1024 := render(1024)
 	checkServer(at1024, "")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at1024)
 	if setting(t, inst, "random_page_cost") == "4" {
 		t.Fatal("random_page_cost is the server's default: the test could not tell the layer from no layer")
 	}
@@ -88,6 +89,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 		t.Fatal("the template gives the same effective_cache_size for 1024 and 4096 MiB")
 	}
 	checkServer(at4096, "random_page_cost")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at4096)
 	if got := setting(t, inst, "random_page_cost"); got != "2.5" {
 		t.Fatalf("random_page_cost after the resize = %s, want the group's 2.5", got)
 	}

@@ -27,7 +27,7 @@ func (m *Manager) ApplyFlavor(ctx context.Context, args wire.FlavorArgs) (wire.F
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}
-	layer, err := renderDefaultsLayer(m.cfg, args.MemoryMB)
+	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}

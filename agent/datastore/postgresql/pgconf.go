@@ -101,14 +101,19 @@ func defaultsFile(cfg Config) string {
 }
 
 // renderDefaultsLayer renders the image's template for memoryMB into the
-// defaults layer's file; nil without a template.
-func renderDefaultsLayer(cfg Config, memoryMB int) ([]byte, error) {
+// defaults layer's file (nil without a template) and drops the lines of
+// postgresql.conf (conf) that the layer sets.
+func renderDefaultsLayer(cfg Config, memoryMB int, conf []byte) (layer, base []byte, err error) {
 	settings, err := datastore.RenderDefaults(cfg.ConfigTemplate, memoryMB, nil)
 	if err != nil || settings == nil {
-		return nil, err
+		return nil, conf, err
 	}
+	base = datastore.OmitDefaults(conf, settings, func(line string) string {
+		k, _, _ := strings.Cut(line, "=")
+		return strings.TrimSpace(k)
+	})
 	return renderLayer("# Written by strata-agent: the image's default configuration template rendered for the flavor\n"+
-		"# (prepare, apply_flavor). Included after the base configuration, before the log switches and the group.\n", settings), nil
+		"# (prepare, apply_flavor). Included after the base configuration, before the log switches and the group.\n", settings), base, nil
 }
 
 // renderOverrides renders a configuration group. Setting.Text is canonical

@@ -126,7 +126,7 @@ func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) (datas
 	if err != nil {
 		return cert, err
 	}
-	layer, err := renderDefaultsLayer(m.cfg, memoryMB)
+	layer, conf, err := renderDefaultsLayer(m.cfg, memoryMB, conf)
 	if err != nil {
 		return cert, err
 	}

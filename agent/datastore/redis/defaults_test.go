@@ -60,6 +60,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 		t.Fatalf("the template's appendonly = %s; the test needs it to differ from the base file's no", at256["appendonly"])
 	}
 	checkServer(at256, "")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at256)
 
 	// A group overrides a template value; dropping it puts the template's
 	// value back live, not the base file's.
@@ -93,6 +94,7 @@ func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
 		t.Fatal("the template gives the same maxmemory for 256 and 1024 MiB")
 	}
 	checkServer(at1024, "save")
+	servertest.CheckOneValuePerParameter(t, inst.Config.ConfigFile, at1024)
 	if got := configValue(t, inst, "save"); got != "900 1" {
 		t.Fatalf("save after the restart = %q, want the group's 900 1 alone", got)
 	}

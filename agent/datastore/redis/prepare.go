@@ -108,7 +108,7 @@ func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []d
 	if err != nil {
 		return res, err
 	}
-	layer, err := renderDefaultsLayer(m.cfg, args.MemoryMB)
+	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
 	if err != nil {
 		return res, err
 	}

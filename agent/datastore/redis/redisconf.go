@@ -94,14 +94,19 @@ func defaultsFile(cfg Config) string {
 }
 
 // renderDefaultsLayer renders the image's template for memoryMB into the
-// defaults layer's file (no template: no settings).
-func renderDefaultsLayer(cfg Config, memoryMB int) ([]byte, error) {
+// defaults layer's file (no template: no settings) and drops the lines of
+// redis.conf (conf) that the layer sets.
+func renderDefaultsLayer(cfg Config, memoryMB int, conf []byte) (layer, base []byte, err error) {
 	settings, err := datastore.RenderDefaults(cfg.ConfigTemplate, memoryMB, nil)
 	if err != nil {
-		return nil, err
+		return nil, conf, err
 	}
+	base = datastore.OmitDefaults(conf, settings, func(line string) string {
+		k, _, _ := strings.Cut(line, " ")
+		return k
+	})
 	return renderLayer("# Written by strata-agent: the image's default configuration template rendered for the flavor\n"+
-		"# (prepare, apply_flavor). Included after the base configuration, before the group.\n", settings, false), nil
+		"# (prepare, apply_flavor). Included after the base configuration, before the group.\n", settings, false), base, nil
 }
 
 // renderOverrides renders a configuration group. Setting.Text is canonical

@@ -413,3 +413,26 @@ func RecipeTemplate(t testing.TB, path string) (string, func(memoryMB int) map[s
 		return v
 	}
 }
+
+// CheckOneValuePerParameter fails the test if the base configuration file
+// at path still sets a parameter of the defaults layer (defaults): the
+// template's value must be the only one in the files.
+func CheckOneValuePerParameter(t testing.TB, path string, defaults map[string]json.RawMessage) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '=' || r == '\t' })[0]
+		if _, ok := defaults[strings.ReplaceAll(name, "-", "_")]; ok {
+			t.Errorf("%s still sets %s (%q), which the defaults layer sets", path, name, line)
+		} else if _, ok := defaults[name]; ok {
+			t.Errorf("%s still sets %s (%q), which the defaults layer sets", path, name, line)
+		}
+	}
+}
