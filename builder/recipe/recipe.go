@@ -144,9 +144,8 @@ func (r *Recipe) validate() error {
 			errs = append(errs, fmt.Errorf("key files: %s is also set under env", k))
 		}
 	}
-	if _, set := r.Vars()[ConfigTemplateVar]; set && r.Datastore != nil && r.Datastore.ConfigTemplate != "" &&
-		(r.Env[ConfigTemplateVar] != "" || r.Files[ConfigTemplateVar] != "") {
-		errs = append(errs, fmt.Errorf("key files: %s is set by datastore.config_template; do not set it under env or files", ConfigTemplateVar))
+	if _, inEnv := r.Env[ConfigTemplateVar]; inEnv || r.Files[ConfigTemplateVar] != "" {
+		errs = append(errs, fmt.Errorf("key files: %s is set from datastore.config_template; name the template there, not under env or files", ConfigTemplateVar))
 	}
 	if r.Size != "" {
 		if _, err := ParseSize(r.Size); err != nil {
