@@ -19,6 +19,7 @@
 package build
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"slices"
 	"strings"
 
+	"strata/agent/wire"
 	"strata/builder/manifest"
 	"strata/builder/recipe"
 )
@@ -134,6 +136,9 @@ func RecipeConfig(r *recipe.Recipe) (Config, error) {
 	}
 	if d := r.Datastore; d != nil {
 		cfg.Datastore = &manifest.Datastore{Name: d.Name, Version: d.Version, Manager: d.Manager, Port: d.Port}
+		if err := checkConfigTemplate(d.ConfigTemplate); err != nil {
+			return Config{}, fmt.Errorf("%s: datastore.config_template: %w", r.Path, err)
+		}
 	}
 	if r.Size != "" {
 		n, err := recipe.ParseSize(r.Size)
@@ -143,6 +148,29 @@ func RecipeConfig(r *recipe.Recipe) (Config, error) {
 		cfg.ImageSize = n
 	}
 	return cfg, nil
+}
+
+// checkConfigTemplate renders the recipe's default configuration template
+// for a few flavors, as the agent will in the image, so that a broken one
+// fails the build rather than every instance's prepare. A missing file is
+// left to the element-inputs check, which names the variable too.
+func checkConfigTemplate(path string) error {
+	if path == "" {
+		return nil
+	}
+	text, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, mem := range []int{0, 512, 4096} {
+		if _, err := wire.RenderConfigTemplate(text, wire.ConfigTemplateData{MemoryMB: mem}); err != nil {
+			return fmt.Errorf("%s for %d MiB: %w", path, mem, err)
+		}
+	}
+	return nil
 }
 
 // Formats strata can write: disk images (qemu-img), a tar of the tree, or

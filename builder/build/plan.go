@@ -706,6 +706,9 @@ func readInputs(set *element.Set, env map[string]string) (map[string]inputFile, 
 	for _, e := range set.Elements {
 		for _, v := range e.Inputs {
 			path, ok := env[v]
+			if (!ok || path == "") && e.OptionalInputs[v] {
+				continue
+			}
 			if !ok || path == "" {
 				return nil, fmt.Errorf("element %s needs %s (listed in its element-inputs) to name a file on the build host; set it in the environment or the recipe", e.Name, v)
 			}

@@ -102,6 +102,10 @@ type Element struct {
 	// element-inputs) whose values name host files the element consumes;
 	// their contents are part of the element's identity for caching.
 	Inputs []string
+	// OptionalInputs are the Inputs listed with a trailing "?": a build
+	// without the variable goes on without the file (a variable that
+	// names a missing file still fails it).
+	OptionalInputs map[string]bool
 	// HasBin is set when the element ships a bin/ directory of helpers that
 	// hooks of any element and phase may call.
 	HasBin bool
@@ -180,6 +184,14 @@ func Load(name, dir string) (*Element, error) {
 	}
 	if e.Inputs, err = readList(filepath.Join(real, "element-inputs")); err != nil {
 		return nil, fmt.Errorf("element %s: %w", name, err)
+	}
+	for i, v := range e.Inputs {
+		if name, ok := strings.CutSuffix(v, "?"); ok {
+			if e.OptionalInputs == nil {
+				e.OptionalInputs = map[string]bool{}
+			}
+			e.Inputs[i], e.OptionalInputs[name] = name, true
+		}
 	}
 	for _, p := range Phases {
 		hooks, ignored, err := scanHooks(filepath.Join(real, string(p)))

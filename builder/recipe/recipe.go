@@ -144,6 +144,9 @@ func (r *Recipe) validate() error {
 			errs = append(errs, fmt.Errorf("key files: %s is also set under env", k))
 		}
 	}
+	if _, inEnv := r.Env[ConfigTemplateVar]; inEnv || r.Files[ConfigTemplateVar] != "" {
+		errs = append(errs, fmt.Errorf("key files: %s is set from datastore.config_template; name the template there, not under env or files", ConfigTemplateVar))
+	}
 	if r.Size != "" {
 		if _, err := ParseSize(r.Size); err != nil {
 			errs = append(errs, fmt.Errorf("key size: %w", err))
@@ -167,7 +170,13 @@ func envName(s string) bool {
 	return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(s)
 }
 
-// Vars returns the recipe's variables: Env plus the absolute Files.
+// ConfigTemplateVar names the recipe's datastore.config_template for the
+// strata-agent element, which installs it in the image for the agent to
+// render (the defaults every instance starts with).
+const ConfigTemplateVar = "DIB_STRATA_CONFIG_TEMPLATE"
+
+// Vars returns the recipe's variables: Env plus the absolute Files, plus
+// ConfigTemplateVar naming datastore.config_template when there is one.
 func (r *Recipe) Vars() map[string]string {
 	out := map[string]string{}
 	for k, v := range r.Env {
@@ -175,6 +184,9 @@ func (r *Recipe) Vars() map[string]string {
 	}
 	for k, v := range r.Files {
 		out[k] = v
+	}
+	if r.Datastore != nil && r.Datastore.ConfigTemplate != "" {
+		out[ConfigTemplateVar] = r.Datastore.ConfigTemplate
 	}
 	return out
 }

@@ -34,7 +34,7 @@ elements: [vm, debian-minimal]
 env: {DIB_RELEASE: bookworm}
 files: {DIB_STRATA_AGENT_BINARY: ../bin/strata-agent}
 size: 3GiB
-datastore: {name: mariadb, version: "10.11", manager: mariadb, rules: ../validation-rules/x.json, port: 3306}
+datastore: {name: mariadb, version: "10.11", manager: mariadb, rules: ../validation-rules/x.json, config_template: t/x.json.tmpl, port: 3306}
 `), 0o644)
 	r, err := Load(p)
 	if err != nil {
@@ -45,6 +45,10 @@ datastore: {name: mariadb, version: "10.11", manager: mariadb, rules: ../validat
 	}
 	if r.Datastore.Rules != filepath.Join(dir, "validation-rules/x.json") {
 		t.Errorf("rules path = %s", r.Datastore.Rules)
+	}
+	// The template reaches the strata-agent element as its input.
+	if got := r.Vars()[ConfigTemplateVar]; got != filepath.Join(dir, "images/t/x.json.tmpl") {
+		t.Errorf("%s = %q", ConfigTemplateVar, got)
 	}
 }
 
@@ -58,6 +62,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		"name: x\nelements: [a]\nenv: {'1X': y}\n":       "key env",
 		"name: x\nelements: [a]\ndatastore: {name: m, version: '1', manager: m, port: 70000}\n": "datastore.port",
 		"name: x\nelements: [a\n": "malformed",
+		"name: x\nelements: [a]\nfiles: {DIB_STRATA_CONFIG_TEMPLATE: t.tmpl}\n": "datastore.config_template",
 	}
 	for in, want := range cases {
 		_, err := Parse([]byte(in))

@@ -12,7 +12,33 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"strata/agent/wire"
+	"strata/builder/recipe"
 )
+
+// recipeDefault renders images/mariadb-10.11.yaml's config_template for
+// a flavor with memoryMB of RAM and returns the value it gives name.
+func recipeDefault(t *testing.T, memoryMB int, name string) string {
+	t.Helper()
+	rec, err := recipe.Load(filepath.Join(repo, "images", "mariadb-10.11.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(rec.Datastore.ConfigTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, err := wire.RenderConfigTemplate(text, wire.ConfigTemplateData{MemoryMB: memoryMB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := values[name]
+	if !ok {
+		t.Fatalf("the recipe's template sets no %s", name)
+	}
+	return string(v)
+}
 
 // recipeWithAgent writes images/mariadb-10.11.yaml into dir with its
 // relative paths made absolute and the agent binary replaced by agent.
@@ -157,8 +183,11 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	if fl := fmt.Sprint(shown["flavor"]); fl != fmt.Sprint(in["flavor"].(map[string]any)["id"]) || in["fault"] != nil {
 		t.Fatalf("after the resize: openstack shows flavor %v, the API %v, fault %v", shown["flavor"], in["flavor"], in["fault"])
 	}
-	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@innodb_buffer_pool_size DIV 1048576"); got != "1024" {
-		t.Fatalf("innodb_buffer_pool_size after the resize = %s MiB, want half of strata.medium's 2048", got)
+	// The image's default configuration template (the recipe's
+	// config_template, baked in by the strata-agent element) rendered for
+	// strata.medium's 2048 MiB, as the agent renders it.
+	if got, want := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@innodb_buffer_pool_size"), recipeDefault(t, 2048, "innodb_buffer_pool_size"); got != want {
+		t.Fatalf("innodb_buffer_pool_size after the resize = %s, want the recipe template's %s for strata.medium's 2048 MiB", got, want)
 	}
 	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections"); got != "123" {
 		t.Fatalf("max_connections after the resize = %q, want the group's 123", got)

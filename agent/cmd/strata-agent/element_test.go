@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"strata/agent/datastore"
 )
 
 // The image side of the agent: the strata-agent element's unit file and
@@ -124,5 +126,46 @@ func TestInstallHookRefusesAMissingOrNonELFAgent(t *testing.T) {
 	os.WriteFile(filepath.Join(inputs, "DIB_STRATA_AGENT_BINARY"), []byte("#!/bin/sh\n"), 0o755)
 	if out, err := runHook(); err == nil || !strings.Contains(out, "not an ELF") {
 		t.Fatalf("non-ELF: %v %s", err, out)
+	}
+}
+
+// The template hook installs the recipe's default configuration template
+// where the agent reads it (datastore.GuestConfigTemplate, below a test
+// image root here), refuses a template that did not reach the hooks tree
+// naming it, and leaves an image without one alone.
+func TestConfigTemplateHookInstallsTheRecipesTemplate(t *testing.T) {
+	hook, _ := filepath.Abs(filepath.Join(elementDir, "post-install.d/81-strata-config-template"))
+	inputs, root := t.TempDir(), t.TempDir()
+	runHook := func(env ...string) (string, error) {
+		cmd := exec.Command(hook)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "STRATA_INPUTS=" + inputs, "STRATA_IMAGE_ROOT=" + root}, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	installed := filepath.Join(root, datastore.GuestConfigTemplate)
+	if out, err := runHook(); err != nil {
+		t.Fatalf("no template: %v %s", err, out)
+	}
+	if _, err := os.Stat(installed); !os.IsNotExist(err) {
+		t.Fatalf("without a template the hook installed %s: %v", installed, err)
+	}
+	named := "DIB_STRATA_CONFIG_TEMPLATE=/src/images/config-templates/x.json.tmpl"
+	if out, err := runHook(named); err == nil || !strings.Contains(out, "x.json.tmpl") || !strings.Contains(out, "did not reach the image") {
+		t.Fatalf("missing template: %v %s", err, out)
+	}
+	want, err := os.ReadFile("../../../images/config-templates/mariadb-10.11.json.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(inputs, "DIB_STRATA_CONFIG_TEMPLATE"), want, 0o600)
+	if out, err := runHook(named); err != nil {
+		t.Fatalf("template: %v %s", err, out)
+	}
+	got, err := os.ReadFile(installed)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("installed template: %v, %q", err, got)
+	}
+	if fi, _ := os.Stat(installed); fi.Mode().Perm() != 0o644 {
+		t.Errorf("installed template mode %v", fi.Mode())
 	}
 }

@@ -163,14 +163,11 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	} else if !empty {
 		return res, wire.Errorf(wire.CodeFailedPrecondition, "restore: the data directory %s is not empty; a restore needs a fresh volume", m.cfg.DataDir)
 	}
-	cnf, err := renderBaseConfig(m.cfg, args.MemoryMB)
-	if err != nil {
+	if _, err := m.writeBaseConfig(args.MemoryMB); err != nil {
 		return res, err
 	}
-	for path, data := range map[string][]byte{m.cfg.ConfigFile: cnf, m.cfg.OverridesFile: renderOverrides(nil)} {
-		if err := datastore.WriteConfigFile(path, data, 0o644); err != nil {
-			return res, err
-		}
+	if err := datastore.WriteConfigFile(m.cfg.OverridesFile, renderOverrides(nil), 0o644); err != nil {
+		return res, err
 	}
 	if err := os.MkdirAll(m.cfg.DataDir, 0o750); err != nil {
 		return res, fmt.Errorf("data directory: %w", err)

@@ -18,7 +18,8 @@ import (
 // Values whose rule is dynamic are also set live (SET GLOBAL); the others
 // wait for a restart and the status says restart_required. A dynamic
 // value dropped from the set goes back live to what the server runs with
-// without it — the base configuration's value, or the server's default —
+// without it — the defaults layer's value (the image's template), the base
+// configuration's, or the server's default —
 // as Trove resets a detached group; a restart-only one waits for a
 // restart. Every value is checked against its rule and the server's
 // variable list before anything changes; a live change the server refuses
@@ -175,14 +176,21 @@ func (m *Manager) setDefault(ctx context.Context, name string) error {
 }
 
 // baseValues are the [mysqld] settings of the base configuration (the
-// rendered ConfigFile), with size suffixes turned into bytes: what the
-// server runs with when no group overrides them. Unreadable: none.
+// rendered ConfigFile) and the defaults layer over it, with size suffixes
+// turned into bytes: what the server runs with when no group overrides
+// them. Unreadable: none.
 func (m *Manager) baseValues() map[string]string {
-	data, err := os.ReadFile(m.cfg.ConfigFile)
-	if err != nil {
-		return map[string]string{}
+	out := map[string]string{}
+	for _, p := range []string{m.cfg.ConfigFile, m.defaultsFile()} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for k, v := range parseBaseConfig(data) {
+			out[k] = v
+		}
 	}
-	return parseBaseConfig(data)
+	return out
 }
 
 // rawKind classifies a value read back from the server for restoring it.
@@ -203,10 +211,11 @@ func rawKind(v string) string {
 }
 
 // Configuration reports the [mysqld] settings of the base configuration
-// rendered at prepare for the flavor, the log switches and the group, as
+// rendered at prepare for the flavor, the defaults layer (the image's
+// template for the flavor), the log switches and the group, as
 // the server reads them (later files win). Sizes are in bytes.
 func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
-	layers, err := datastore.ReadLayers(m.lc, parseBaseConfig, m.cfg.ConfigFile, m.logSettingsFile(), m.cfg.OverridesFile)
+	layers, err := datastore.ReadLayers(m.lc, parseBaseConfig, m.cfg.ConfigFile, m.defaultsFile(), m.logSettingsFile(), m.cfg.OverridesFile)
 	if err != nil {
 		return wire.EffectiveConfiguration{}, err
 	}

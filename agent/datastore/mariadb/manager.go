@@ -49,8 +49,13 @@ type Config struct {
 	// the distribution's own files.
 	ConfigFile    string
 	OverridesFile string
-	ErrorLog      string
-	SlowQueryLog  string
+	// ConfigTemplate is the image's default configuration template
+	// (wire.RenderConfigTemplate): rendered for the flavor into the
+	// defaults layer between ConfigFile and OverridesFile. Empty or
+	// absent: ConfigFile's built-in sizing only.
+	ConfigTemplate string
+	ErrorLog       string
+	SlowQueryLog   string
 	// TmpDir, if set, is the server's tmpdir. Servers sharing one clean
 	// each other's temporary tables away at start, so tests give each its
 	// own.

@@ -66,6 +66,46 @@ func renderBaseConfig(cfg Config, memoryMB int) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// defaultsFile holds the defaults layer, beside the group's file and
+// before it in the server's reading order (90 base, 91 defaults, 92 log
+// switches, 95 group).
+func (m *Manager) defaultsFile() string {
+	return filepath.Join(filepath.Dir(m.cfg.OverridesFile), "91-strata-defaults.cnf")
+}
+
+// writeBaseConfig writes the configuration derived from the flavor: the
+// structural base file and the defaults layer rendered from the image's
+// template (no template: no layer, the base file's built-in sizing
+// stays). changed says whether either file's content changed.
+func (m *Manager) writeBaseConfig(memoryMB int) (changed bool, err error) {
+	cnf, err := renderBaseConfig(m.cfg, memoryMB)
+	if err != nil {
+		return false, err
+	}
+	defaults, err := datastore.RenderDefaults(m.cfg.ConfigTemplate, memoryMB, paramPattern.MatchString)
+	if err != nil {
+		return false, err
+	}
+	var layer []byte
+	if defaults != nil {
+		layer = renderDefaults(defaults)
+		cnf = datastore.OmitDefaults(cnf, defaults, cnfKey)
+	}
+	changed, err = datastore.WriteLayer(m.cfg.ConfigFile, cnf, 0o644)
+	if err != nil {
+		return changed, err
+	}
+	layerChanged, err := datastore.WriteLayer(m.defaultsFile(), layer, 0o644)
+	return changed || layerChanged, err
+}
+
+// cnfKey is the option a line of the base file sets, dashes as
+// underscores.
+func cnfKey(line string) string {
+	k, _, _ := strings.Cut(line, "=")
+	return strings.ReplaceAll(strings.TrimSpace(k), "-", "_")
+}
+
 // secureFileDir is cfg.SecureFileDir or its default, "files" beside the
 // data directory (on the data volume, outside the data directory: a
 // directory inside it would be a database).
@@ -96,8 +136,19 @@ func (m *Manager) ensureCertificate() (datastore.Certificate, error) {
 // renderOverrides renders a configuration group. Setting.Text is canonical
 // and safe (digits, ON/OFF, restricted strings), see datastore.Setting.
 func renderOverrides(settings []datastore.Setting) []byte {
+	return renderLayer("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n", settings)
+}
+
+// renderDefaults renders the defaults layer: the image's default
+// configuration template rendered for the flavor.
+func renderDefaults(settings []datastore.Setting) []byte {
+	return renderLayer("# Written by strata-agent: the image's default configuration template rendered for the flavor\n"+
+		"# (prepare, apply_flavor). Read after the base configuration, before the log switches and the group.\n", settings)
+}
+
+func renderLayer(header string, settings []datastore.Setting) []byte {
 	var b strings.Builder
-	b.WriteString("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n[mysqld]\n")
+	b.WriteString(header + "[mysqld]\n")
 	for _, s := range settings {
 		fmt.Fprintf(&b, "%s = %s\n", s.Name, s.Text)
 	}

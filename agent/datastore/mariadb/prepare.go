@@ -63,14 +63,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	}
 	res := wire.PrepareResult{Formatted: formatted}
 
-	cnf, err := renderBaseConfig(m.cfg, args.MemoryMB)
-	if err != nil {
+	if _, err := m.writeBaseConfig(args.MemoryMB); err != nil {
 		return res, err
 	}
-	for path, data := range map[string][]byte{m.cfg.ConfigFile: cnf, m.cfg.OverridesFile: renderOverrides(nil)} {
-		if err := datastore.WriteConfigFile(path, data, 0o644); err != nil {
-			return res, err
-		}
+	if err := datastore.WriteConfigFile(m.cfg.OverridesFile, renderOverrides(nil), 0o644); err != nil {
+		return res, err
 	}
 
 	// Before mariadb-install-db: it reads the configuration too.

@@ -248,12 +248,13 @@ func reload(ctx context.Context, c *sql.Conn) error {
 }
 
 // Configuration reports the settings of postgresql.conf as rendered at
-// prepare for the flavor, the log switches and the group, as the server
+// prepare for the flavor, the defaults layer (the image's template for
+// the flavor), the log switches and the group, as the server
 // reads them (later files win). Values are as written: memory sizes in
 // the base file carry their unit ("128MB"), a group's are in the server's
 // unit.
 func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
-	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, logSettingsFile(m.cfg), m.cfg.OverridesFile)
+	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, defaultsFile(m.cfg), logSettingsFile(m.cfg), m.cfg.OverridesFile)
 	if err != nil {
 		return wire.EffectiveConfiguration{}, err
 	}

@@ -10,9 +10,9 @@ import (
 
 var _ datastore.FlavorApplier = (*Manager)(nil)
 
-// ApplyFlavor writes postgresql.conf for the flavor's memory (the
-// memory-sized settings prepare derives); the server reads it at its next
-// start. The configuration group's file and the access files are left
+// ApplyFlavor writes postgresql.conf and the defaults layer (the image's
+// template) for the flavor's memory, as prepare derives them; the server
+// reads them at its next start. The configuration group's file and the access files are left
 // alone.
 func (m *Manager) ApplyFlavor(ctx context.Context, args wire.FlavorArgs) (wire.FlavorResult, error) {
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
@@ -27,10 +27,16 @@ func (m *Manager) ApplyFlavor(ctx context.Context, args wire.FlavorArgs) (wire.F
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}
-	if datastore.SameFileContent(m.cfg.ConfigFile, conf) {
-		return wire.FlavorResult{}, nil
+	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
+	if err != nil {
+		return wire.FlavorResult{}, err
 	}
-	if err := datastore.WriteConfigFile(m.cfg.ConfigFile, conf, 0o644); err != nil {
+	changed, err := datastore.WriteLayer(m.cfg.ConfigFile, conf, 0o644)
+	if err != nil {
+		return wire.FlavorResult{}, err
+	}
+	layerChanged, err := datastore.WriteLayer(defaultsFile(m.cfg), layer, 0o644)
+	if err != nil || !changed && !layerChanged {
 		return wire.FlavorResult{}, err
 	}
 	m.log.Info("base configuration written for a new flavor", "memory_mb", args.MemoryMB)

@@ -60,6 +60,11 @@ type Config struct {
 	HBAFile       string
 	IdentFile     string
 	OverridesFile string
+	// ConfigTemplate is the image's default configuration template
+	// (wire.RenderConfigTemplate): rendered for the flavor into the
+	// defaults layer, included after ConfigFile and before the group.
+	// Empty or absent: ConfigFile's built-in sizing only.
+	ConfigTemplate string
 	// StartConf, if set, is Debian's start.conf for the cluster (written
 	// "auto" so pg_ctlcluster and its systemd unit manage it).
 	StartConf string

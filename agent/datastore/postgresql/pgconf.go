@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/template"
@@ -26,7 +27,7 @@ var (
 
 type confValues struct {
 	DataDir, HBAFile, IdentFile, PidFile, OverridesFile, SocketDir string
-	LogSettingsFile                                                string
+	LogSettingsFile, DefaultsFile                                  string
 	SSLCertFile, SSLKeyFile                                        string
 	ClusterName, ListenAddresses                                   string
 	Port, MaxConnections                                           int
@@ -50,7 +51,7 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 	}
 	v := confValues{
 		DataDir: cfg.DataDir, HBAFile: cfg.HBAFile, IdentFile: cfg.IdentFile, PidFile: cfg.PidFile,
-		OverridesFile: cfg.OverridesFile, LogSettingsFile: logSettingsFile(cfg), SocketDir: cfg.SocketDir, ClusterName: cfg.ClusterName,
+		OverridesFile: cfg.OverridesFile, LogSettingsFile: logSettingsFile(cfg), DefaultsFile: defaultsFile(cfg), SocketDir: cfg.SocketDir, ClusterName: cfg.ClusterName,
 		ListenAddresses: cfg.ListenAddresses, Port: cfg.Port, MaxConnections: 100,
 		// A quarter of the RAM for shared buffers and three quarters as
 		// the planner's cache estimate, as PostgreSQL's tuning guide
@@ -66,7 +67,7 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 		v.AdminOSUsers = append(v.AdminOSUsers, cfg.OSUser)
 	}
 	for name, p := range map[string]string{"data directory": v.DataDir, "hba file": v.HBAFile, "ident file": v.IdentFile,
-		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "socket directory": v.SocketDir,
+		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "defaults file": v.DefaultsFile, "socket directory": v.SocketDir,
 		"ssl_cert_file": v.SSLCertFile, "ssl_key_file": v.SSLKeyFile} {
 		if !confPathPattern.MatchString(p) {
 			return nil, nil, nil, fmt.Errorf("postgresql config: %s %q is not a plain absolute path", name, p)
@@ -92,12 +93,39 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 	return out[0].Bytes(), out[1].Bytes(), out[2].Bytes(), nil
 }
 
+// defaultsFile holds the defaults layer (the image's default
+// configuration template rendered for the flavor), included by
+// postgresql.conf before the log switches and the group.
+func defaultsFile(cfg Config) string {
+	return filepath.Join(filepath.Dir(cfg.OverridesFile), "strata-defaults.conf")
+}
+
+// renderDefaultsLayer renders the image's template for memoryMB into the
+// defaults layer's file (nil without a template) and drops the lines of
+// postgresql.conf (conf) that the layer sets.
+func renderDefaultsLayer(cfg Config, memoryMB int, conf []byte) (layer, base []byte, err error) {
+	settings, err := datastore.RenderDefaults(cfg.ConfigTemplate, memoryMB, nil)
+	if err != nil || settings == nil {
+		return nil, conf, err
+	}
+	base = datastore.OmitDefaults(conf, settings, func(line string) string {
+		k, _, _ := strings.Cut(line, "=")
+		return strings.TrimSpace(k)
+	})
+	return renderLayer("# Written by strata-agent: the image's default configuration template rendered for the flavor\n"+
+		"# (prepare, apply_flavor). Included after the base configuration, before the log switches and the group.\n", settings), base, nil
+}
+
 // renderOverrides renders a configuration group. Setting.Text is canonical
 // and safe (digits, ON/OFF, strings without quotes or backslashes), see
 // datastore.Setting; strings are single-quoted as postgresql.conf wants.
 func renderOverrides(settings []datastore.Setting) []byte {
+	return renderLayer("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n", settings)
+}
+
+func renderLayer(header string, settings []datastore.Setting) []byte {
 	var b strings.Builder
-	b.WriteString("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n")
+	b.WriteString(header)
 	for _, s := range settings {
 		fmt.Fprintf(&b, "%s = %s\n", s.Name, confValue(s))
 	}

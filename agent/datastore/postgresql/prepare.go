@@ -114,8 +114,8 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 
 // writeConfigFiles makes (or finds) the instance's TLS certificate, in
 // "tls" at the top of the data volume (a rebuilt instance keeps it and
-// the fingerprint its clients pinned), renders postgresql.conf,
-// pg_hba.conf, pg_ident.conf, an empty override set and Debian's
+// the fingerprint its clients pinned), renders postgresql.conf, the
+// defaults layer, pg_hba.conf, pg_ident.conf, an empty override set and Debian's
 // start.conf, and makes the server's run and log directories.
 func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) (datastore.Certificate, error) {
 	cert, err := datastore.EnsureCertificate(m.log, filepath.Join(m.DataPath(), "tls"), osUser)
@@ -124,6 +124,13 @@ func (m *Manager) writeConfigFiles(osUser datastore.OSUser, memoryMB int) (datas
 	}
 	conf, hba, ident, err := renderConfig(m.cfg, memoryMB, cert)
 	if err != nil {
+		return cert, err
+	}
+	layer, conf, err := renderDefaultsLayer(m.cfg, memoryMB, conf)
+	if err != nil {
+		return cert, err
+	}
+	if _, err := datastore.WriteLayer(defaultsFile(m.cfg), layer, 0o644); err != nil {
 		return cert, err
 	}
 	files := []struct {

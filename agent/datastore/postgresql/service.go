@@ -41,6 +41,7 @@ func GuestConfig(version, stateDir, dataDevice, mountPoint string, log *slog.Log
 		HBAFile:         filepath.Join(etc, "pg_hba.conf"),
 		IdentFile:       filepath.Join(etc, "pg_ident.conf"),
 		OverridesFile:   filepath.Join(etc, "strata-overrides.conf"),
+		ConfigTemplate:  datastore.GuestConfigTemplate,
 		StartConf:       filepath.Join(etc, "start.conf"),
 		PidFile:         "/run/postgresql/" + version + "-main.pid",
 		ClusterName:     version + "/main",

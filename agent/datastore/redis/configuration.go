@@ -178,21 +178,29 @@ func checkKind(s datastore.Setting, current string) error {
 	return nil
 }
 
-// baseValues are the settings of the base redis.conf (ConfigFile): what
-// the server runs with when no group overrides them. Unreadable: none.
+// baseValues are the settings of the base redis.conf (ConfigFile) and
+// the defaults layer over it: what the server runs with when no group
+// overrides them. Unreadable: none.
 func (m *Manager) baseValues() map[string]string {
-	data, err := os.ReadFile(m.cfg.ConfigFile)
-	if err != nil {
-		return map[string]string{}
+	out := map[string]string{}
+	for _, p := range []string{m.cfg.ConfigFile, defaultsFile(m.cfg)} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for k, v := range parseOverrides(data) {
+			out[k] = v
+		}
 	}
-	return parseOverrides(data)
+	return out
 }
 
 // Configuration reports the directives of redis.conf as rendered at
-// prepare for the flavor and the group, as the server reads them (the
-// group, included last, wins).
+// prepare for the flavor, the defaults layer (the image's template for
+// the flavor) and the group, as the server reads them (the group,
+// included last, wins).
 func (m *Manager) Configuration(ctx context.Context) (wire.EffectiveConfiguration, error) {
-	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, m.cfg.OverridesFile)
+	layers, err := datastore.ReadLayers(m.lc, parseConf, m.cfg.ConfigFile, defaultsFile(m.cfg), m.cfg.OverridesFile)
 	if err != nil {
 		return wire.EffectiveConfiguration{}, err
 	}

@@ -11,27 +11,42 @@ import (
 
 var _ datastore.FlavorApplier = (*Manager)(nil)
 
-// ApplyFlavor writes redis.conf for the flavor's memory (maxmemory, as
-// prepare derives it); the server reads it at its next start. The
+// ApplyFlavor writes redis.conf and the defaults layer (the image's
+// template) for the flavor's memory, as prepare derives them; the server
+// reads them at its next start. The
 // configuration group's file and the ACL file are left alone.
 func (m *Manager) ApplyFlavor(ctx context.Context, args wire.FlavorArgs) (wire.FlavorResult, error) {
 	conf, err := renderConfig(m.cfg, args.MemoryMB)
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}
-	if datastore.SameFileContent(m.cfg.ConfigFile, conf) {
-		return wire.FlavorResult{}, nil
+	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
+	if err != nil {
+		return wire.FlavorResult{}, err
 	}
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}
-	// As prepare writes it: group-readable by the server's account.
-	if err := datastore.WriteConfigFile(m.cfg.ConfigFile, conf, 0o640); err != nil {
-		return wire.FlavorResult{}, err
+	changed := false
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{m.cfg.ConfigFile, conf}, {defaultsFile(m.cfg), layer}} {
+		// As prepare writes them: group-readable by the server's account.
+		c, err := datastore.WriteLayer(f.path, f.data, 0o640)
+		if err != nil {
+			return wire.FlavorResult{}, err
+		}
+		if c {
+			if err := os.Lchown(f.path, os.Getuid(), osUser.GID); err != nil {
+				return wire.FlavorResult{}, fmt.Errorf("chown %s: %w", f.path, err)
+			}
+		}
+		changed = changed || c
 	}
-	if err := os.Lchown(m.cfg.ConfigFile, os.Getuid(), osUser.GID); err != nil {
-		return wire.FlavorResult{}, fmt.Errorf("chown %s: %w", m.cfg.ConfigFile, err)
+	if !changed {
+		return wire.FlavorResult{}, nil
 	}
 	m.log.Info("base configuration written for a new flavor", "memory_mb", args.MemoryMB)
 	return wire.FlavorResult{Changed: true}, nil

@@ -56,9 +56,14 @@ type Config struct {
 	// its end, holds the configuration group; ACLFile the users.
 	ConfigFile    string
 	OverridesFile string
-	ACLFile       string
-	PidFile       string
-	LogFile       string
+	// ConfigTemplate is the image's default configuration template
+	// (wire.RenderConfigTemplate): rendered for the flavor into the
+	// defaults layer, included after ConfigFile and before the group.
+	// Empty or absent: ConfigFile's built-in sizing only.
+	ConfigTemplate string
+	ACLFile        string
+	PidFile        string
+	LogFile        string
 	// StateFile keeps the manager's own facts; SecretFile the agent's
 	// password (root-only, never on the data volume).
 	StateFile  string

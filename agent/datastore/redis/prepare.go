@@ -108,7 +108,11 @@ func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []d
 	if err != nil {
 		return res, err
 	}
-	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, m.cfg.OverridesFile: renderOverrides(nil)} {
+	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
+	if err != nil {
+		return res, err
+	}
+	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, defaultsFile(m.cfg): layer, m.cfg.OverridesFile: renderOverrides(nil)} {
 		// The server reads these as its own account: group-readable,
 		// owned by root, which only the agent writes.
 		if err := datastore.WriteConfigFile(path, data, 0o640); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/template"
@@ -18,6 +19,7 @@ var redisConf = template.Must(template.New("redis.conf").Option("missingkey=erro
 
 type confValues struct {
 	DataDir, Socket, PidFile, LogFile, ACLFile, OverridesFile, BindAddress string
+	DefaultsFile                                                           string
 	Port                                                                   int
 	MaxMemoryBytes                                                         int64
 }
@@ -35,12 +37,13 @@ func renderConfig(cfg Config, memoryMB int) ([]byte, error) {
 	v := confValues{
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile, LogFile: cfg.LogFile,
 		ACLFile: cfg.ACLFile, OverridesFile: cfg.OverridesFile, BindAddress: cfg.BindAddress, Port: cfg.Port,
+		DefaultsFile: defaultsFile(cfg),
 	}
 	if memoryMB > 0 {
 		v.MaxMemoryBytes = int64(memoryMB) << 20 / 2
 	}
 	for name, p := range map[string]string{"dir": v.DataDir, "unixsocket": v.Socket, "pidfile": v.PidFile,
-		"logfile": v.LogFile, "aclfile": v.ACLFile, "include": v.OverridesFile} {
+		"logfile": v.LogFile, "aclfile": v.ACLFile, "include": v.OverridesFile, "include (defaults)": v.DefaultsFile} {
 		if !confPathPattern.MatchString(p) {
 			return nil, fmt.Errorf("redis config: %s %q is not a plain absolute path", name, p)
 		}
@@ -82,17 +85,52 @@ func renderACL(existing []byte, adminPassword string) []byte {
 	return []byte(b.String())
 }
 
+// defaultsFile holds the defaults layer (the image's default
+// configuration template rendered for the flavor), included by redis.conf
+// before the group. Redis refuses to start on a missing include: without
+// a template the file is there and empty.
+func defaultsFile(cfg Config) string {
+	return filepath.Join(filepath.Dir(cfg.OverridesFile), "strata-defaults.conf")
+}
+
+// renderDefaultsLayer renders the image's template for memoryMB into the
+// defaults layer's file (no template: no settings) and drops the lines of
+// redis.conf (conf) that the layer sets.
+func renderDefaultsLayer(cfg Config, memoryMB int, conf []byte) (layer, base []byte, err error) {
+	settings, err := datastore.RenderDefaults(cfg.ConfigTemplate, memoryMB, nil)
+	if err != nil {
+		return nil, conf, err
+	}
+	base = datastore.OmitDefaults(conf, settings, func(line string) string {
+		k, _, _ := strings.Cut(line, " ")
+		return k
+	})
+	return renderLayer("# Written by strata-agent: the image's default configuration template rendered for the flavor\n"+
+		"# (prepare, apply_flavor). Included after the base configuration, before the group.\n", settings, false), base, nil
+}
+
 // renderOverrides renders a configuration group. Setting.Text is canonical
 // and safe (digits, yes/no, strings without quotes, backslashes or #),
 // see datastore.Setting; strings are double-quoted so one with spaces
 // stays one argument.
 func renderOverrides(settings []datastore.Setting) []byte {
+	return renderLayer("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n", settings, true)
+}
+
+// renderLayer writes settings as redis.conf directives. save lines read
+// from files add up (only the first one read replaces Redis's default),
+// so the group's save starts with save "": it replaces the defaults
+// layer's instead of adding to it.
+func renderLayer(header string, settings []datastore.Setting, resetSave bool) []byte {
 	var b strings.Builder
-	b.WriteString("# Written by strata-agent: the instance's configuration group. Replaced as a whole on every change.\n")
+	b.WriteString(header)
 	for _, s := range settings {
 		v := configValue(s)
 		if s.Type == "string" {
 			v = `"` + v + `"`
+		}
+		if s.Name == "save" && resetSave {
+			b.WriteString("save \"\"\n")
 		}
 		fmt.Fprintf(&b, "%s %s\n", s.Name, v)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"strata/agent/datastore"
 	"strata/agent/datastore/systemd"
 	"strata/agent/datastore/volume"
 )
@@ -19,23 +20,24 @@ func GuestConfig(stateDir, dataDevice, mountPoint string, log *slog.Logger) Conf
 	}
 	dataDir := filepath.Join(mountPoint, "data")
 	cfg := Config{
-		MountPoint:    mountPoint,
-		DataDir:       dataDir,
-		DataDevice:    dataDevice,
-		Socket:        "/run/redis/redis-server.sock",
-		BindAddress:   "* -::*",
-		Port:          6379,
-		ConfigFile:    "/etc/redis/redis.conf",
-		OverridesFile: "/etc/redis/strata-overrides.conf",
-		ACLFile:       filepath.Join(dataDir, "users.acl"),
-		PidFile:       "/run/redis/redis-server.pid",
-		LogFile:       "/var/log/redis/redis-server.log",
-		StateFile:     filepath.Join(stateDir, "redis.json"),
-		SecretFile:    filepath.Join(stateDir, "redis-admin.secret"),
-		OSUser:        "redis",
-		ServiceUnit:   "redis-server.service",
-		Service:       systemd.Unit{Name: "redis-server.service"},
-		Logger:        log,
+		MountPoint:     mountPoint,
+		DataDir:        dataDir,
+		DataDevice:     dataDevice,
+		Socket:         "/run/redis/redis-server.sock",
+		BindAddress:    "* -::*",
+		Port:           6379,
+		ConfigFile:     "/etc/redis/redis.conf",
+		OverridesFile:  "/etc/redis/strata-overrides.conf",
+		ConfigTemplate: datastore.GuestConfigTemplate,
+		ACLFile:        filepath.Join(dataDir, "users.acl"),
+		PidFile:        "/run/redis/redis-server.pid",
+		LogFile:        "/var/log/redis/redis-server.log",
+		StateFile:      filepath.Join(stateDir, "redis.json"),
+		SecretFile:     filepath.Join(stateDir, "redis-admin.secret"),
+		OSUser:         "redis",
+		ServiceUnit:    "redis-server.service",
+		Service:        systemd.Unit{Name: "redis-server.service"},
+		Logger:         log,
 	}
 	if dataDevice != "" {
 		cfg.Volume = volume.Volume{Device: dataDevice, MountPoint: mountPoint}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -379,4 +380,59 @@ func CheckRecipeTemplate(t testing.TB, path, manager string) ([]wire.ParameterRu
 		}
 	}
 	return rules, flavor512
+}
+
+// RecipeTemplate copies the default configuration template the image
+// recipe at path names into a temporary file — what the strata-agent
+// element installs in the image — and returns the copy's path and a
+// function rendering the template for a flavor's memory (what the
+// server must then run with).
+func RecipeTemplate(t testing.TB, path string) (string, func(memoryMB int) map[string]json.RawMessage) {
+	t.Helper()
+	rec, err := recipe.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Datastore == nil || rec.Datastore.ConfigTemplate == "" {
+		t.Fatalf("recipe %s names no config_template", path)
+	}
+	text, err := os.ReadFile(rec.Datastore.ConfigTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "config-template.json.tmpl")
+	if err := os.WriteFile(copyPath, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copyPath, func(memoryMB int) map[string]json.RawMessage {
+		t.Helper()
+		v, err := wire.RenderConfigTemplate(text, wire.ConfigTemplateData{MemoryMB: memoryMB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+// CheckOneValuePerParameter fails the test if the base configuration file
+// at path still sets a parameter of the defaults layer (defaults): the
+// template's value must be the only one in the files.
+func CheckOneValuePerParameter(t testing.TB, path string, defaults map[string]json.RawMessage) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '=' || r == '\t' })[0]
+		if _, ok := defaults[strings.ReplaceAll(name, "-", "_")]; ok {
+			t.Errorf("%s still sets %s (%q), which the defaults layer sets", path, name, line)
+		} else if _, ok := defaults[name]; ok {
+			t.Errorf("%s still sets %s (%q), which the defaults layer sets", path, name, line)
+		}
+	}
 }

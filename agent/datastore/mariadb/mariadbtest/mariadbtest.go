@@ -207,3 +207,16 @@ func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir() && !strings.HasSuffix(p, "/")
 }
+
+// UseConfigTemplate gives the (unprepared) instance's manager the image's
+// default configuration template at path, as the guest's agent has it.
+func (i *Instance) UseConfigTemplate(path string) error {
+	i.Manager.Close()
+	i.Config.ConfigTemplate = path
+	m, err := mariadb.New(i.Config)
+	if err != nil {
+		return err
+	}
+	i.Manager = m
+	return nil
+}

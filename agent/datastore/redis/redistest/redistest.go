@@ -194,3 +194,16 @@ func raiseFileLimit() {
 		}
 	})
 }
+
+// UseConfigTemplate gives the (unprepared) instance's manager the image's
+// default configuration template at path, as the guest's agent has it.
+func (i *Instance) UseConfigTemplate(path string) error {
+	i.Manager.Close()
+	i.Config.ConfigTemplate = path
+	m, err := redis.New(i.Config)
+	if err != nil {
+		return err
+	}
+	i.Manager = m
+	return nil
+}
