@@ -371,8 +371,7 @@ func (m *Manager) runRestart(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		done := false
 		if p.Server {
 			// Back once the agent of the new boot reports it running.
-			r := in.Reported
-			done = r != nil && r.ReceivedAt.After(p.Since) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired)
+			done = runningSince(in, p.Since)
 		} else {
 			_, done, err = m.opDone(ctx, in.ID, opID, "restart")
 			if err != nil {

@@ -165,7 +165,7 @@ func (m *Manager) runResizeFlavor(ctx context.Context, t *tasks.Task) (tasks.Res
 		}
 		return tasks.Result{Next: "revert-config", Payload: p, After: 2 * time.Second}, nil
 	case "wait":
-		if m.reportedSince(in, p.Since) {
+		if runningSince(in, p.Since) {
 			if err := instances.Update(ctx, m.DB, in.ID, m.now(), `flavor_id = ?, task = ?, task_started_at = NULL`, f.ID, string(instances.TaskNone)); err != nil {
 				return tasks.Result{}, err
 			}
@@ -225,12 +225,6 @@ func (m *Manager) runResizeFlavor(ctx context.Context, t *tasks.Task) (tasks.Res
 func applyFlavorOp(id string, f registry.Flavor) wire.Operation {
 	args, _ := json.Marshal(wire.FlavorArgs{MemoryMB: f.RAMMB})
 	return wire.Operation{ID: id, Kind: wire.KindApplyFlavor, Args: args}
-}
-
-// reportedSince: the agent reported the datastore running after since.
-func (m *Manager) reportedSince(in instances.Instance, since time.Time) bool {
-	r := in.Reported
-	return r != nil && r.ReceivedAt.After(since) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired)
 }
 
 // flavorWaitOrRevert waits for the guest's answer until the boot timeout

@@ -220,6 +220,13 @@ func (m *Manager) failErrored(ctx context.Context, t *tasks.Task, f *tasks.Failu
 	return m.recordFailure(ctx, t, f, true, true)
 }
 
+// runningSince: the agent reported the datastore running after since (a
+// report of the machine's new boot, when since is when it started).
+func runningSince(in instances.Instance, since time.Time) bool {
+	r := in.Reported
+	return r != nil && r.ReceivedAt.After(since) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired)
+}
+
 // healthy: the agent reports the datastore running, recently.
 func (m *Manager) healthy(in instances.Instance) bool {
 	r := in.Reported

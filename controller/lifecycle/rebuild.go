@@ -207,8 +207,7 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	case "rollback":
 		return m.rebuildRollback(ctx, t, in, srv, rb, p)
 	case "rollback-wait":
-		r := in.Reported
-		if r != nil && r.ReceivedAt.After(p.RollbackSince) && (r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired) {
+		if runningSince(in, p.RollbackSince) {
 			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
 				return tasks.Result{}, err
 			}

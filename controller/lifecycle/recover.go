@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"strata/agent/wire"
 	"strata/controller/compute"
 	"strata/controller/configurations"
 	"strata/controller/instances"
@@ -244,8 +243,7 @@ func (m *Manager) runRecover(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		}
 		return tasks.Result{Next: "wait", After: 2 * time.Second}, nil
 	case "wait":
-		if r := in.Reported; r != nil && r.ReceivedAt.After(p.Since) &&
-			(r.Status == wire.StatusRunning || r.Status == wire.StatusRestartRequired) {
+		if runningSince(in, p.Since) {
 			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
 				return tasks.Result{}, err
 			}

@@ -16,38 +16,50 @@ var _ datastore.FlavorApplier = (*Manager)(nil)
 // reads them at its next start. The
 // configuration group's file and the ACL file are left alone.
 func (m *Manager) ApplyFlavor(ctx context.Context, args wire.FlavorArgs) (wire.FlavorResult, error) {
-	conf, err := renderConfig(m.cfg, args.MemoryMB)
-	if err != nil {
-		return wire.FlavorResult{}, err
-	}
-	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
-	if err != nil {
-		return wire.FlavorResult{}, err
-	}
 	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
 	if err != nil {
 		return wire.FlavorResult{}, err
 	}
-	changed := false
-	for _, f := range []struct {
-		path string
-		data []byte
-	}{{m.cfg.ConfigFile, conf}, {defaultsFile(m.cfg), layer}} {
-		// As prepare writes them: group-readable by the server's account.
-		c, err := datastore.WriteLayer(f.path, f.data, 0o640)
-		if err != nil {
-			return wire.FlavorResult{}, err
-		}
-		if c {
-			if err := os.Lchown(f.path, os.Getuid(), osUser.GID); err != nil {
-				return wire.FlavorResult{}, fmt.Errorf("chown %s: %w", f.path, err)
-			}
-		}
-		changed = changed || c
-	}
-	if !changed {
-		return wire.FlavorResult{}, nil
+	changed, err := m.writeServerConfig(args.MemoryMB, osUser)
+	if err != nil || !changed {
+		return wire.FlavorResult{}, err
 	}
 	m.log.Info("base configuration written for a new flavor", "memory_mb", args.MemoryMB)
 	return wire.FlavorResult{Changed: true}, nil
+}
+
+// writeServerConfig writes redis.conf and the defaults layer for the
+// flavor's memory (prepare, apply_flavor); changed says whether either
+// file changed.
+func (m *Manager) writeServerConfig(memoryMB int, osUser datastore.OSUser) (changed bool, err error) {
+	conf, err := renderConfig(m.cfg, memoryMB)
+	if err != nil {
+		return false, err
+	}
+	layer, conf, err := renderDefaultsLayer(m.cfg, memoryMB, conf)
+	if err != nil {
+		return false, err
+	}
+	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, defaultsFile(m.cfg): layer} {
+		if !datastore.SameFileContent(path, data) {
+			changed = true
+		}
+		if err := writeServerFile(path, data, osUser); err != nil {
+			return false, err
+		}
+	}
+	return changed, nil
+}
+
+// writeServerFile writes one of the server's configuration files: the
+// server reads it as its own account (group-readable), it is owned by
+// root, which only the agent writes.
+func writeServerFile(path string, data []byte, osUser datastore.OSUser) error {
+	if err := datastore.WriteConfigFile(path, data, 0o640); err != nil {
+		return err
+	}
+	if err := os.Lchown(path, os.Getuid(), osUser.GID); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	return nil
 }

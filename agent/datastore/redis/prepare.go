@@ -104,23 +104,11 @@ func (m *Manager) setUp(ctx context.Context, args wire.PrepareArgs, settings []d
 		return res, err
 	}
 
-	conf, err := renderConfig(m.cfg, args.MemoryMB)
-	if err != nil {
+	if _, err := m.writeServerConfig(args.MemoryMB, osUser); err != nil {
 		return res, err
 	}
-	layer, conf, err := renderDefaultsLayer(m.cfg, args.MemoryMB, conf)
-	if err != nil {
+	if err := writeServerFile(m.cfg.OverridesFile, renderOverrides(nil), osUser); err != nil {
 		return res, err
-	}
-	for path, data := range map[string][]byte{m.cfg.ConfigFile: conf, defaultsFile(m.cfg): layer, m.cfg.OverridesFile: renderOverrides(nil)} {
-		// The server reads these as its own account: group-readable,
-		// owned by root, which only the agent writes.
-		if err := datastore.WriteConfigFile(path, data, 0o640); err != nil {
-			return res, err
-		}
-		if err := os.Lchown(path, os.Getuid(), osUser.GID); err != nil {
-			return res, fmt.Errorf("chown %s: %w", path, err)
-		}
 	}
 	// The socket and pid file's directory is the service's own (systemd's
 	// RuntimeDirectory in the guest); the log directory comes with the
