@@ -147,7 +147,11 @@ func (m *Manager) runResizeFlavor(ctx context.Context, t *tasks.Task) (tasks.Res
 			return tasks.Result{}, err
 		}
 		if !done {
-			return m.flavorWaitOrRevert(ctx, t, in, p, v.BootTimeout, "the guest did not write its configuration for the new flavor")
+			if m.now().After(t.CreatedAt.Add(v.BootTimeout)) {
+				// Nothing restarted yet: the resize ends with the instance as it was.
+				return m.flavorRolledBack(ctx, t, in, p, "the guest did not write its configuration for the new flavor within "+v.BootTimeout.String())
+			}
+			return tasks.Result{After: time.Second}, nil
 		}
 		return tasks.Result{Next: "server"}, nil
 	case "server", "revert-server":
@@ -225,16 +229,6 @@ func (m *Manager) runResizeFlavor(ctx context.Context, t *tasks.Task) (tasks.Res
 func applyFlavorOp(id string, f registry.Flavor) wire.Operation {
 	args, _ := json.Marshal(wire.FlavorArgs{MemoryMB: f.RAMMB})
 	return wire.Operation{ID: id, Kind: wire.KindApplyFlavor, Args: args}
-}
-
-// flavorWaitOrRevert waits for the guest's answer until the boot timeout
-// from the task's start; then nothing restarted yet: the resize ends with
-// the instance as it was.
-func (m *Manager) flavorWaitOrRevert(ctx context.Context, t *tasks.Task, in instances.Instance, p flavorPayload, timeout time.Duration, what string) (tasks.Result, error) {
-	if m.now().After(t.CreatedAt.Add(timeout)) {
-		return m.flavorRolledBack(ctx, t, in, p, what+" within "+timeout.String())
-	}
-	return tasks.Result{After: time.Second}, nil
 }
 
 // flavorRolledBack ends a resize that did not happen: the instance keeps
