@@ -149,4 +149,15 @@ func TestAReplicaReachesItsSourceThroughTheFencesSecondOpening(t *testing.T) {
 	if _, _, err := bare.ReplicationRoute(ctx, compute.Server{ID: replica}, compute.Server{ID: srcA}, "127.0.0.1", a.Port); err == nil || !strings.Contains(err.Error(), "relay program") {
 		t.Fatalf("route without a relay program: %v", err)
 	}
+
+	// Deleting the replica leaves nothing of it, its route included.
+	if err := d.DeleteServer(ctx, compute.Server{ID: replica}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := os.ReadDir(filepath.Join(dir, replica)); !os.IsNotExist(err) {
+		t.Fatalf("the deleted replica's directory is still there: %v %v", entries, err)
+	}
 }

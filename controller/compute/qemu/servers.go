@@ -510,7 +510,7 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if err := os.RemoveAll(p.run); err != nil {
 		return err
 	}
-	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp", p.allow(), p.allow() + ".tmp", p.relayLog()} {
+	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp", p.allow(), p.allow() + ".tmp", p.relayLog(), p.peerFile(), p.peerFile() + ".tmp"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
