@@ -121,12 +121,7 @@ func (d *Driver) ReplicationRoute(ctx context.Context, replica, source compute.S
 		return "", 0, fmt.Errorf("replica %s: its VM may lack the opening to its source (%s)", replica.ID, reason)
 	}
 	line := fmt.Sprintf("%d %s\n", target.GuestPort, net.JoinHostPort(target.Host, strconv.Itoa(target.Port)))
-	tmp := p.peerFile() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(line), 0o600); err != nil {
-		return "", 0, err
-	}
-	if err := os.Rename(tmp, p.peerFile()); err != nil {
-		os.Remove(tmp)
+	if err := writeFileAtomic(p.peerFile(), []byte(line)); err != nil {
 		return "", 0, err
 	}
 	d.log.Info("replication route set", "replica", replica.ID, "source", source.ID, "port", target.GuestPort, "target", strings.TrimSpace(line))

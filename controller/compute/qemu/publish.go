@@ -220,11 +220,7 @@ func writeAllow(path string, cidrs []string) error {
 		cidrs = []string{}
 	}
 	data, _ := json.Marshal(allowFile{AllowedCIDRs: cidrs})
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeFileAtomic(path, data)
 }
 
 // claimPublic gives the instance an address of the pool whose ports are

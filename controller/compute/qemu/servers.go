@@ -76,11 +76,22 @@ const stateFormat = 2
 
 func (d *Driver) saveState(p paths, st serverState) error {
 	data, _ := json.MarshalIndent(st, "", "  ")
-	tmp := p.state + ".tmp"
+	return writeFileAtomic(p.state, data)
+}
+
+// writeFileAtomic replaces the file at path with data (0600) by a rename,
+// so a reader (a relay, the next controller) sees the old or the new
+// content, never part of it.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p.state)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 func server(id string, st serverState) compute.Server {
