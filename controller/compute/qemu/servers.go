@@ -504,7 +504,8 @@ func (d *Driver) Kill(instanceID string) error {
 }
 
 // DeleteServer stops the VM (no grace: its disks go next) and removes the
-// overlay, config drive, console logs, run directory and state.
+// instance's files but its data volume: overlay, config drive, console
+// logs, run directory, publication, replication route and state.
 func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if err := checkID(srv.ID); err != nil {
 		return err
@@ -518,13 +519,24 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	delete(d.vms, srv.ID)
 	delete(d.watched, srv.ID)
 	d.mu.Unlock()
-	if err := os.RemoveAll(p.run); err != nil {
+	// Everything in the instance's directory but the data volume's files
+	// (DeleteVolume's) goes, server.json last: a delete cut short is
+	// found and run again. No list of names to keep up to date.
+	entries, err := os.ReadDir(p.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	for _, f := range []string{p.root, p.root + ".tmp", p.oldRoot(), p.configDrive, p.oldConfigDrive(), p.console, p.console + ".1", p.output, p.state, p.state + ".tmp", p.allow(), p.allow() + ".tmp", p.relayLog(), p.peerFile(), p.peerFile() + ".tmp"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, e := range entries {
+		f := filepath.Join(p.dir, e.Name())
+		if f == p.data || f == p.data+".tmp" || f == p.state {
+			continue
+		}
+		if err := os.RemoveAll(f); err != nil {
 			return err
 		}
+	}
+	if err := os.Remove(p.state); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	if entries, err := os.ReadDir(p.dir); err == nil && len(entries) == 0 {
 		os.Remove(p.dir)
