@@ -71,6 +71,8 @@ type Handler struct {
 	Suspects *ratelimit.Limiter
 
 	limitsOnce sync.Once
+	checkingMu sync.Mutex
+	inCheck    map[string]int
 	logLimited *ratelimit.Limiter
 	suspects   chan struct{}
 }
@@ -113,7 +115,7 @@ func (h *Handler) limits() {
 func (h *Handler) admitLogin(w http.ResponseWriter, source, user, userName string) (release func(), ok bool) {
 	h.limits()
 	release = func() {}
-	suspect := !h.PerSource.Clean(source) || !h.PerUser.Clean(user)
+	suspect := !h.clean(h.PerSource, "s "+source) || !h.clean(h.PerUser, "u "+user)
 	if suspect {
 		select {
 		case h.suspects <- struct{}{}:
@@ -136,7 +138,37 @@ func (h *Handler) admitLogin(w http.ResponseWriter, source, user, userName strin
 			return nil, false
 		}
 	}
-	return release, true
+	h.checking(source, user, +1)
+	done := release
+	return func() { h.checking(source, user, -1); done() }, true
+}
+
+// checking counts the logins whose attempts are taken and whose password
+// is being checked now, per source and user: they have not failed, so
+// they do not make their source or user a suspect.
+func (h *Handler) checking(source, user string, n int) {
+	h.checkingMu.Lock()
+	defer h.checkingMu.Unlock()
+	if h.inCheck == nil {
+		h.inCheck = map[string]int{}
+	}
+	for _, k := range []string{"s " + source, "u " + user} {
+		if h.inCheck[k] += n; h.inCheck[k] <= 0 {
+			delete(h.inCheck, k)
+		}
+	}
+}
+
+// clean: key (l's, under its "s "/"u " name in inCheck) has no recent
+// failure — its attempts are all there, or out only for logins still
+// being checked (concurrent logins of one user or address are no
+// suspects).
+func (h *Handler) clean(l *ratelimit.Limiter, key string) bool {
+	h.checkingMu.Lock()
+	n := h.inCheck[key]
+	h.checkingMu.Unlock()
+	left, _ := l.Remaining(key[2:])
+	return left+n >= l.Burst()
 }
 
 func (h *Handler) suspectsLimited(w http.ResponseWriter, source, user, userName string, wait time.Duration) {
@@ -316,15 +348,17 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token, p, err := h.Identity.Issue(r.Context(), c)
+	if err == nil {
+		// Given back before the check ends: a concurrent login never sees
+		// this one's attempt as a failure.
+		h.PerSource.Give(source)
+		h.PerUser.Give(user)
+	}
 	release()
 	if errors.Is(err, auth.ErrUnauthorized) {
 		h.log().Warn("login failed", "user", truncLog(c.UserID+c.UserName), "source", source)
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "The request you have made requires authentication.")
 		return
-	}
-	if err == nil {
-		h.PerSource.Give(source)
-		h.PerUser.Give(user)
 	}
 	if err != nil {
 		h.log().Error("issuing a token failed", "err", err)

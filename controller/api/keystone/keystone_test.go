@@ -19,6 +19,7 @@ import (
 	"strata/controller/store/storetest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -475,5 +476,36 @@ func TestPasswordChecksAfterFailuresAreRateLimitedTogether(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "logins limited: password checks after recent failures") {
 		t.Errorf("the limit is not logged:\n%s", logs.String())
+	}
+}
+
+// Concurrent logins of one user from one address, all with the right
+// password, are not suspects of each other: each attempt is out only
+// while it is checked, which is no failure (Trove's test suite logs in
+// as its admin from two workers at once).
+func TestConcurrentGoodLoginsAreNotLimited(t *testing.T) {
+	r := newRigWith(t, func(h *keystone.Handler) {
+		h.PerSource = ratelimit.New(keystone.LoginBurst, time.Hour, 1000)
+		h.PerUser = ratelimit.New(keystone.LoginBurst, time.Hour, 1000)
+		h.Suspects = ratelimit.New(1, time.Hour, 1)
+	})
+	ctx := context.Background()
+	r.ids.CreateProject(ctx, "demo")
+	r.ids.CreateUser(ctx, "admin2", "admin2-password", "demo", false)
+	codes := make(chan int, 24)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for range 8 {
+				codes <- r.login(t, "127.0.0.1", "admin2", "admin2-password").StatusCode
+			}
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 201 {
+			t.Fatalf("a good login among concurrent ones: HTTP %d, want 201", c)
+		}
 	}
 }
