@@ -302,6 +302,15 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		return d.publishLog(ctx, op.ID, a)
 	case wire.KindApplyFlavor:
 		return d.applyFlavor(ctx, op)
+	case wire.KindUpgradeDatastore:
+		if err := noArgs(op); err != nil {
+			return nil, err
+		}
+		u, ok := m.(datastore.Upgrader)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeNotSupported, "%s has no upgrade step for data of an older version", d.datastoreName())
+		}
+		return u.UpgradeDatastore(ctx)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
 		wire.KindSetReadOnly, wire.KindPromoteReplica:

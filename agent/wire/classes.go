@@ -88,6 +88,9 @@ var Classes = map[Kind]Class{
 	// Writing the base configuration for a memory size again gives the
 	// same file; the server need not run (it reads it at its next start).
 	KindApplyFlavor: {Idempotent: true, Mutates: true},
+	// The upgrade step brings data to the running server's version; run
+	// on upgraded data it does nothing.
+	KindUpgradeDatastore: {Idempotent: true, NeedsDatastore: true, Mutates: true},
 	// A backup reads the running server and changes nothing the guest
 	// keeps; a run cut short leaves a stream the controller refuses, so it
 	// is not re-run: the backup fails visibly and another can be taken.

@@ -84,6 +84,7 @@ var Kinds = []Kind{
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
 	KindApplyFlavor, KindGetConfiguration,
 	KindSetReadOnly, KindPromoteReplica,
+	KindUpgradeDatastore,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

@@ -460,7 +460,7 @@ func (b *builder) placeOutputs(ctx context.Context) error {
 		}
 	}
 	for _, o := range files {
-		err := place(o.File, func(tmp string) error { return copySparse(ctx, filepath.Join(src, cachedFile(o.Format)), tmp) })
+		err := place(o.File, func(tmp string) error { return disk.CopySparse(ctx, filepath.Join(src, cachedFile(o.Format)), tmp) })
 		if err != nil {
 			return err
 		}
@@ -520,14 +520,6 @@ func (b *builder) unplaceOnFailure(ctx context.Context) error {
 	}
 	for _, p := range b.placed {
 		os.Remove(p)
-	}
-	return nil
-}
-
-func copySparse(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "--sparse=always", "--reflink=auto", src, dst).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("cp: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

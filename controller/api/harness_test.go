@@ -88,6 +88,11 @@ type fakeGuest struct {
 	// agentVersion is what its agent reports ("fake-1" if empty): a
 	// rebuilt guest's is its image's.
 	agentVersion string
+	// dataVersion is the datastore version the data volume's data is at
+	// (set by a prepare that initialised it, by upgrade_datastore to the
+	// guest's version); failUpgrade makes upgrade_datastore fail with it.
+	dataVersion string
+	failUpgrade string
 	// failPrepare, if set, makes prepare fail with it (a new image whose
 	// database does not start).
 	failPrepare string
@@ -283,6 +288,9 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 			g.config = a.Configuration.Values
 		}
 		g.authPlugin = a.AuthPlugin
+		if !adopted {
+			g.dataVersion = g.lastBoot.Datastore.Version
+		}
 		g.tlsFingerprint = fakeFingerprint()
 		g.prepared = true
 		return okResult(wire.PrepareResult{Formatted: !adopted, Initialized: !adopted, TLSFingerprint: g.tlsFingerprint})
@@ -472,6 +480,14 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		changed := g.memoryMB != a.MemoryMB
 		g.memoryMB = a.MemoryMB
 		return okResult(wire.FlavorResult{Changed: changed})
+	case wire.KindUpgradeDatastore:
+		if g.failUpgrade != "" {
+			return opErr(wire.CodeInternal, "%s", g.failUpgrade)
+		}
+		res := wire.UpgradeResult{ServerVersion: g.lastBoot.Datastore.Version + "-fake", DataVersion: g.dataVersion}
+		res.Upgraded = g.dataVersion != g.lastBoot.Datastore.Version
+		g.dataVersion = g.lastBoot.Datastore.Version
+		return okResult(res)
 	case wire.KindResizeFilesystem, wire.KindFilesystemStats:
 		return okResult(wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: uint64(g.volumeGB) << 30})
 	case wire.KindStatus:

@@ -428,8 +428,10 @@ func (s *Server) deleteInstance(w http.ResponseWriter, c *call) error {
 }
 
 // updateInstance answers PUT and PATCH /instances/{id}: attach or detach
-// a configuration ("configuration": id or null), rename, or change the
-// access (Trove's is_public and allowed_cidrs). Configuration and access
+// a configuration ("configuration": id or null), rename, change the
+// access (Trove's is_public and allowed_cidrs), detach from a replication
+// source, or upgrade to another datastore version ("datastore_version",
+// alone: 202 once the upgrade task is queued). Configuration and access
 // changes answer once applied, within the configure wait.
 func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 	var req struct {
@@ -509,7 +511,18 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			applies = append(applies, ap)
 			did = true
 		case "datastore_version":
-			return errorf(http.StatusBadRequest, "instance.datastore_version: upgrades are not supported by this controller")
+			// An upgrade is a task of its own: alone in the request.
+			if len(req.Instance) != 1 {
+				return errorf(http.StatusBadRequest, "instance.datastore_version: an upgrade is requested alone, not with other changes")
+			}
+			var version string
+			if err := json.Unmarshal(raw, &version); err != nil || version == "" {
+				return errorf(http.StatusBadRequest, "instance.datastore_version: expected the id or name of the version to upgrade to")
+			}
+			if err := s.Lifecycle.Upgrade(c.ctx(), c.instanceScope(), id, version); err != nil {
+				return err
+			}
+			return accepted(w)
 		default:
 			return errorf(http.StatusBadRequest, "unknown field %q in instance", trunc(key))
 		}
@@ -521,7 +534,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		did = true
 	}
 	if !did {
-		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name or instance.access")
+		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name, instance.access, instance.replica_of or instance.datastore_version")
 	}
 	// Attaching or detaching answers once the guest applied it.
 	s.answerApplied(w, c, http.StatusAccepted, applies)

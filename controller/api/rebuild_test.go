@@ -24,9 +24,11 @@ type fakeRebuild struct {
 	old      *fakeGuest
 	oldBoot  wire.Bootstrap
 	oldImage compute.ImageRef
-	// silent: the new guest never boots; fail: its prepare fails so.
-	silent bool
-	fail   string
+	// silent: the new guest never boots; fail: its prepare fails so;
+	// failUpgrade: its upgrade step fails so.
+	silent      bool
+	fail        string
+	failUpgrade string
 }
 
 var _ compute.Rebuilder = (*fakeCompute)(nil)
@@ -47,7 +49,11 @@ func (fc *fakeCompute) rebuildKnobs(id string, set func(*fakeRebuild)) {
 // its own key, not enrolled and not prepared — on the same data (the
 // volume's databases, users, root and passwords).
 func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec compute.ServerSpec) (compute.Server, error) {
-	fc.record("RebuildServer " + s.ID + " " + spec.Image.ID)
+	call := "RebuildServer " + s.ID + " " + spec.Image.ID
+	if spec.KeepVolume {
+		call += " keep-volume"
+	}
+	fc.record(call)
 	boot, err := wire.ParseBootstrap(spec.ConfigDrive["strata/bootstrap.json"], "config drive")
 	if err != nil {
 		return compute.Server{}, fmt.Errorf("%w: %v", compute.ErrInvalid, err)
@@ -67,7 +73,7 @@ func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec
 		rb.old, rb.oldBoot, rb.oldImage = cur, srv.boot, srv.spec.Image
 	}
 	ng := newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
-	ng.streams, ng.agentVersion, ng.failPrepare = fc.streams, "fake-"+spec.Image.ID, rb.fail
+	ng.streams, ng.agentVersion, ng.failPrepare, ng.failUpgrade = fc.streams, "fake-"+spec.Image.ID, rb.fail, rb.failUpgrade
 	data := rb.old
 	data.mu.Lock()
 	for k, v := range data.dbs {
@@ -80,7 +86,7 @@ func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec
 	for k, v := range data.passwords {
 		ng.passwords[k] = v
 	}
-	ng.root, ng.rootPassword = data.root, data.rootPassword
+	ng.root, ng.rootPassword, ng.dataVersion = data.root, data.rootPassword, data.dataVersion
 	data.mu.Unlock()
 	fc.guests[s.ID] = ng
 	srv.boot, srv.spec.Image, srv.running = boot, spec.Image, false

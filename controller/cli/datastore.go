@@ -185,7 +185,7 @@ validation-rules.json format extended with allowed_values and apply
 			return nil
 		},
 	}
-	cmd.AddCommand(update, loadRules, newVersionFlavorCommand(sf))
+	cmd.AddCommand(update, loadRules, newVersionFlavorCommand(sf), newVersionUpgradeCommand(sf))
 	return cmd
 }
 
@@ -256,6 +256,89 @@ func newVersionFlavorCommand(sf *stateFlags) *cobra.Command {
 	}
 	cmd.AddCommand(add, del, list)
 	return cmd
+}
+
+// newVersionUpgradeCommand declares the upgrade paths between a
+// datastore's versions: an instance is upgraded (`openstack database
+// instance upgrade`) only along a declared path.
+func newVersionUpgradeCommand(sf *stateFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "upgrade", Short: "The versions a version's instances may be upgraded to"}
+	add := &cobra.Command{
+		Use:   "add DATASTORE FROM_VERSION TO_VERSION",
+		Short: "Let instances of FROM_VERSION be upgraded to TO_VERSION (a rebuild onto TO_VERSION's image plus the datastore's upgrade step)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			f, _, err := r.AddUpgradePath(cmd.Context(), args[0], args[1], args[2])
+			if err != nil {
+				return err
+			}
+			return printUpgradeTargets(cmd, r, f)
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete DATASTORE FROM_VERSION TO_VERSION",
+		Short: "Remove an upgrade path",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			if err := r.DeleteUpgradePath(cmd.Context(), args[0], args[1], args[2]); err != nil {
+				return err
+			}
+			f, err := r.FindVersion(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return printUpgradeTargets(cmd, r, f)
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list DATASTORE VERSION",
+		Short: "List the versions VERSION's instances may be upgraded to",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := sf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r := sf.registry(db)
+			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return printUpgradeTargets(cmd, r, v)
+		},
+	}
+	cmd.AddCommand(add, del, list)
+	return cmd
+}
+
+func printUpgradeTargets(cmd *cobra.Command, r *registry.Registry, v registry.Version) error {
+	vs, err := r.UpgradeTargets(cmd.Context(), v.ID)
+	if err != nil {
+		return err
+	}
+	if len(vs) == 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "datastore version %s %s has no upgrade path\n", v.DatastoreName, v.Name)
+		return nil
+	}
+	var rows [][]any
+	for _, t := range vs {
+		rows = append(rows, []any{v.Name, t.Name, t.ID, t.ImageID})
+	}
+	table(cmd.OutOrStdout(), "FROM\tTO\tTO_ID\tTO_IMAGE\t", rows)
+	return nil
 }
 
 func printVersionFlavors(cmd *cobra.Command, r *registry.Registry, v registry.Version) error {

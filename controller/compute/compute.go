@@ -163,8 +163,8 @@ type Rebuilder interface {
 	// remakes the new disk — makes a root disk from spec.Image and a config
 	// drive from spec.ConfigDrive, and boots with spec.Volume attached.
 	RebuildServer(ctx context.Context, srv Server, spec ServerSpec) (Server, error)
-	// RevertServer stops the rebuilt machine, puts the disks set aside
-	// back and boots them. With nothing set aside (reverted already) it
+	// RevertServer stops the rebuilt machine, puts the disks (and the
+	// data volume's copy, with KeepVolume) set aside back and boots them. With nothing set aside (reverted already) it
 	// only makes sure the machine runs.
 	RevertServer(ctx context.Context, srv Server) error
 	// DropOldServer removes what RebuildServer set aside; nothing there is
@@ -258,6 +258,12 @@ type ServerSpec struct {
 	NICs []NIC
 	// AvailabilityZone, if set, is where a ZonePlacer boots the server.
 	AvailabilityZone string
+	// KeepVolume (RebuildServer only) also sets the data volume's content
+	// aside, copied while the machine is off, for RevertServer to put back
+	// and DropOldServer to remove: a rebuild whose new guest changes the
+	// data (a datastore version upgrade) can then roll back to the data as
+	// the old guest left it. A driver that cannot refuses it (ErrInvalid).
+	KeepVolume bool
 }
 
 // Server is a created machine.

@@ -47,6 +47,10 @@ const (
 	// TaskEjecting: a failover runs in the instance's replication group
 	// (Trove's EJECT).
 	TaskEjecting Task = "EJECTING"
+	// TaskUpgrading: the instance moves to another datastore version, a
+	// rebuild onto its image plus the datastore's upgrade step (Trove's
+	// UPGRADE).
+	TaskUpgrading Task = "UPGRADING"
 )
 
 // Fault is why an instance ended in ERROR (or what last went wrong).
@@ -149,6 +153,7 @@ const (
 	StatusRebuild         = "REBUILD"
 	StatusPromote         = "PROMOTE"
 	StatusEject           = "EJECT"
+	StatusUpgrade         = "UPGRADE"
 )
 
 // Status derives the status the API shows and the operating status (the
@@ -184,6 +189,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusPromote, operating
 	case TaskEjecting:
 		return StatusEject, operating
+	case TaskUpgrading:
+		return StatusUpgrade, operating
 	}
 	if !fresh {
 		// Trove's UNKNOWN service status shows as ERROR.

@@ -23,7 +23,11 @@ import (
 // volume; docs/controller.md ("Tasks", rebuild) has its steps and what
 // each persists. In short: keys → server → prepare → wait → finish, or
 // from wait (and from server, when the image went bad meanwhile) to
-// rollback → rollback-wait.
+// rollback → rollback-wait. A datastore version upgrade is this task with
+// a target version: server also switches the instance to the target
+// version and keeps a copy of the data volume, and wait is followed by
+// upgrade → upgrade-wait (the datastore's upgrade step in the new guest);
+// a rollback puts the old version, root disk and data back.
 
 // rebuildPayload is the rebuild task's state between steps.
 type rebuildPayload struct {
@@ -41,9 +45,15 @@ type rebuildPayload struct {
 	Reason        string    `json:"reason,omitempty"`
 	Details       string    `json:"details,omitempty"`
 	RollbackSince time.Time `json:"rollback_since,omitzero"`
+	// TargetVersionID, for an upgrade, is the version the instance moves
+	// to from OldVersionID; Upgraded is what the upgrade step reported.
+	TargetVersionID string              `json:"target_version_id,omitempty"`
+	OldVersionID    string              `json:"old_version_id,omitempty"`
+	Upgraded        *wire.UpgradeResult `json:"upgraded,omitempty"`
 }
 
 func rebuildPrepareOpID(taskID string) string { return "rebuild-prepare-" + taskID }
+func upgradeOpID(taskID string) string        { return "upgrade-datastore-" + taskID }
 
 // Rebuild moves the instance onto imageID, keeping its data volume
 // (Trove's management rebuild): a new root disk from the image, a new
@@ -100,6 +110,91 @@ func (m *Manager) Rebuild(ctx context.Context, id, imageID string) error {
 	return err
 }
 
+// Upgrade moves the instance to another version of its datastore
+// (Trove's instance upgrade, PATCH datastore_version): a rebuild onto the
+// target version's image, keeping a copy of the data volume, then the
+// datastore's upgrade step run by the new agent (MariaDB:
+// mariadb-upgrade). A failure at any step rolls the instance back to its
+// old version, root disk and data. Only along an upgrade path the version
+// registry declares; refused, before anything is touched, for an instance
+// with a configuration group (its values were checked against the old
+// version's rules), in a replication group, not ACTIVE, or busy.
+func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error {
+	if _, ok := m.Compute.(compute.Rebuilder); !ok && m.Compute != nil {
+		return wrap(ErrUnprocessable, "the compute driver cannot rebuild servers, which an upgrade needs")
+	}
+	if target == "" {
+		return wrap(ErrBadRequest, "instance.datastore_version: name the version to upgrade to")
+	}
+	in, err := m.get(ctx, m.DB, project, id)
+	if err != nil {
+		return err
+	}
+	from, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return err
+	}
+	if target == from.ID || target == from.Name {
+		return wrap(ErrBadRequest, "instance %s runs %s %s already", in.ID, from.DatastoreName, from.Name)
+	}
+	to, err := m.Registry.UpgradeTarget(ctx, from.ID, target)
+	if err != nil {
+		return err
+	}
+	if !to.Active {
+		return wrap(ErrBadRequest, "%s %s is not active: it takes no instances", to.DatastoreName, to.Name)
+	}
+	if to.ImageID == "" {
+		return wrap(ErrUnprocessable, "%s %s has no image to upgrade onto", to.DatastoreName, to.Name)
+	}
+	img, err := m.checkRebuildImage(ctx, to, to.ImageID)
+	if err != nil {
+		return err
+	}
+	deadline := m.now().Add(3*to.BootTimeout + 10*time.Minute)
+	err = m.startTask(ctx, project, id, instances.TaskUpgrading,
+		tasks.New{Kind: KindRebuild, Step: "keys", Deadline: deadline,
+			Payload: rebuildPayload{ImageID: img.ID, TargetVersionID: to.ID, OldVersionID: from.ID}},
+		func(in instances.Instance, status string) error {
+			if in.Task != instances.TaskNone {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: task %s is in progress", in.ID, in.Task)
+			}
+			if in.DatastoreVersionID != from.ID {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: its version changed meanwhile", in.ID)
+			}
+			if err := requireStatus(in, status, "upgrade", instances.StatusActive, instances.StatusRestartRequired); err != nil {
+				return err
+			}
+			if in.ConfigurationID != "" {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: configuration group %s (of %s %s) is attached; detach it, upgrade, then attach a group of %s %s",
+					in.ID, in.ConfigurationID, from.DatastoreName, from.Name, to.DatastoreName, to.Name)
+			}
+			_, okS := serverOf(in)
+			_, okV := volumeOf(in)
+			if !okS || !okV {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: it has no server or data volume", in.ID)
+			}
+			return nil
+		},
+		func(tx *store.Tx, in instances.Instance) error {
+			if l, ok, err := instances.LinkOf(ctx, tx, in.ID); err != nil {
+				return err
+			} else if ok {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: it is a replica of %s; detach it first", in.ID, l.SourceID)
+			}
+			if rs, err := instances.ReplicasOf(ctx, tx, in.ID); err != nil {
+				return err
+			} else if len(rs) > 0 {
+				return wrap(ErrUnprocessable, "cannot upgrade instance %s: it has %d replica(s); detach them first", in.ID, len(rs))
+			}
+			return nil
+		})
+	if err == nil {
+		m.log().Info("instance upgrade queued", "instance", id, "datastore", from.DatastoreName, "from", from.Name, "to", to.Name, "image", img.ID)
+	}
+	return err
+}
+
 // checkRebuildImage refuses an image the instance cannot be rebuilt on:
 // unknown, corrupt (checksum) or of another format, or not one of the
 // instance's datastore and version — the image of a version of that
@@ -132,7 +227,7 @@ func (m *Manager) checkRebuildImage(ctx context.Context, v registry.Version, ima
 			return img, wrap(ErrBadRequest, "image %s was built for the %s manager, not the instance's %s", img.ID, mgr, v.Manager)
 		}
 		if ver := img.Properties["strata_datastore_version"]; ver != "" && ver != v.Name {
-			return img, wrap(ErrBadRequest, "image %s was built for %s %s, the instance runs %s: a rebuild keeps the version (upgrades are not supported yet)", img.ID, v.DatastoreName, ver, v.Name)
+			return img, wrap(ErrBadRequest, "image %s was built for %s %s, the instance runs %s: a rebuild keeps the version; an upgrade (PATCH the instance's datastore_version) moves it along a declared upgrade path", img.ID, v.DatastoreName, ver, v.Name)
 		}
 		ok = true
 	}
@@ -189,11 +284,24 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		}
 		return tasks.Result{Next: "server", Payload: p}, nil
 	case "server":
+		if p.TargetVersionID != "" {
+			if v, err = m.Registry.Version(ctx, p.TargetVersionID); err != nil {
+				return rollback(p, fmt.Sprintf("the target version: %v", err), "")
+			}
+		}
 		return m.rebuildServer(ctx, t, in, v, srv, rb, p)
 	case "prepare":
 		return m.rebuildPrepare(ctx, t, in, v, p)
 	case "wait":
 		return m.rebuildWait(ctx, t, in, v, srv, p)
+	case "upgrade":
+		op := wire.Operation{ID: upgradeOpID(t.ID), Kind: wire.KindUpgradeDatastore}
+		if err := m.Agents.Queue(ctx, in.ID, op, agentendpoint.QueueOptions{Expires: m.now().Add(v.BootTimeout)}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the upgrade step: %w", err)
+		}
+		return tasks.Result{Next: "upgrade-wait", Payload: p, After: time.Second}, nil
+	case "upgrade-wait":
+		return m.upgradeWait(ctx, t, in, v, p)
 	case "finish":
 		if err := rb.DropOldServer(ctx, srv); err != nil {
 			return tasks.Result{}, err
@@ -201,6 +309,11 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?, server_restart_reason = NULL, restart_required = 0`,
 			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
 			return tasks.Result{}, err
+		}
+		if p.TargetVersionID != "" {
+			m.log().Info("instance upgraded", "instance", in.ID, "datastore", v.DatastoreName, "version", v.Name, "image", p.ImageID,
+				"server_version", p.Upgraded.ServerVersion, "data_version_before", p.Upgraded.DataVersion, "seconds", m.now().Sub(t.CreatedAt).Seconds())
+			return tasks.Result{Done: true}, nil
 		}
 		m.log().Info("instance rebuilt", "instance", in.ID, "image", p.ImageID, "seconds", m.now().Sub(t.CreatedAt).Seconds())
 		return tasks.Result{Done: true}, nil
@@ -211,7 +324,7 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if err := instances.SetTask(ctx, m.DB, in.ID, instances.TaskNone, m.now()); err != nil {
 				return tasks.Result{}, err
 			}
-			m.log().Warn("instance rebuild rolled back; it runs on its old root disk", "instance", in.ID, "reason", p.Reason)
+			m.log().Warn("instance rebuild rolled back; it runs on its old root disk", "instance", in.ID, "reason", p.Reason, "upgrade", p.TargetVersionID != "")
 			return tasks.Result{Done: true}, nil
 		}
 		if m.now().After(p.RollbackSince.Add(v.BootTimeout)) {
@@ -255,9 +368,16 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	// The old agent's key goes (kept in the payload for a rollback) and
 	// the new guest's token comes, together: from here only the new guest
 	// can enrol. A repeated step revokes what an earlier run wrote.
+	// An upgrade's instance is of the target version from here: its new
+	// guest prepares as one (a rollback puts the old version back).
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, nil); err != nil {
 			return err
+		}
+		if p.TargetVersionID != "" {
+			if err := instances.Update(ctx, tx, in.ID, m.now(), `datastore_version_id = ?`, p.TargetVersionID); err != nil {
+				return err
+			}
 		}
 		return agentendpoint.AddEnrollment(ctx, tx, in.ID, token, m.now(), m.now().Add(v.BootTimeout))
 	})
@@ -266,7 +386,9 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 	}
 	m.Agents.Disconnect(in.ID)
 	chaos.Reach("rebuild.keys-revoked", in.ID)
-	srv2, err := rb.RebuildServer(ctx, srv, serverSpec(in, v, f, img, vol, drive))
+	spec := serverSpec(in, v, f, img, vol, drive)
+	spec.KeepVolume = p.TargetVersionID != ""
+	srv2, err := rb.RebuildServer(ctx, srv, spec)
 	if errors.Is(err, compute.ErrInvalid) {
 		return rollback(p, fmt.Sprintf("rebuilding the server: %v", err), "")
 	}
@@ -327,6 +449,9 @@ func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.I
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `tls_fingerprint = ?`, m.reportedFingerprint(in.ID, res.Payload)); err != nil {
 			return tasks.Result{}, err
 		}
+		if p.TargetVersionID != "" {
+			return tasks.Result{Next: "upgrade", Payload: p}, nil
+		}
 		return tasks.Result{Next: "finish", Payload: p}, nil
 	}
 	if r := in.Reported; r != nil && r.ReceivedAt.After(p.Since) && r.Status == wire.StatusFailed {
@@ -358,12 +483,20 @@ func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instanc
 	// the new guest's key and tokens revoked, the new guest's prepare
 	// never delivered to it.
 	msg := fmt.Sprintf("rebuild onto image %s failed and was rolled back to the old root disk: %s", p.ImageID, p.Reason)
+	if p.TargetVersionID != "" {
+		msg = fmt.Sprintf("upgrade to datastore version %s failed and was rolled back to the old version, root disk and data: %s", m.versionName(ctx, p.TargetVersionID), p.Reason)
+	}
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if err := agentendpoint.ReplaceKeys(ctx, tx, in.ID, p.OldKeys); err != nil {
 			return err
 		}
-		if err := agentendpoint.CancelOp(ctx, tx, in.ID, rebuildPrepareOpID(t.ID), "the rebuild was rolled back", m.now()); err != nil {
+		if err := restoreOldVersion(ctx, tx, in.ID, p, m.now()); err != nil {
 			return err
+		}
+		for _, op := range []string{rebuildPrepareOpID(t.ID), upgradeOpID(t.ID)} {
+			if err := agentendpoint.CancelOp(ctx, tx, in.ID, op, "the rebuild was rolled back", m.now()); err != nil {
+				return err
+			}
 		}
 		return instances.SetFault(ctx, tx, in.ID, instances.Fault{Message: msg, Details: p.Details}, false, m.now())
 	})
@@ -393,6 +526,9 @@ func (m *Manager) failRebuild(ctx context.Context, t *tasks.Task, f *tasks.Failu
 			if srv, ok := serverOf(in); ok {
 				if rb, ok := m.Compute.(compute.Rebuilder); ok {
 					if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+						if err := restoreOldVersion(ctx, tx, in.ID, p, m.now()); err != nil {
+							return err
+						}
 						return agentendpoint.ReplaceKeys(ctx, tx, in.ID, p.OldKeys)
 					}); err != nil {
 						return err
@@ -405,4 +541,45 @@ func (m *Manager) failRebuild(ctx context.Context, t *tasks.Task, f *tasks.Failu
 		}
 	}
 	return m.recordFailure(ctx, t, f, true, true)
+}
+
+// upgradeWait waits for the datastore's upgrade step in the new guest;
+// its failure rolls the upgrade back.
+func (m *Manager) upgradeWait(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, p rebuildPayload) (tasks.Result, error) {
+	res, done, err := m.opDone(ctx, in.ID, upgradeOpID(t.ID), "the "+v.DatastoreName+" upgrade step")
+	var fail *tasks.Failure
+	if errors.As(err, &fail) {
+		return rollback(p, fail.Reason, m.consoleTail(ctx, in))
+	}
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if !done {
+		return tasks.Result{After: time.Second}, nil
+	}
+	var up wire.UpgradeResult
+	if err := json.Unmarshal(res.Payload, &up); err != nil {
+		return rollback(p, fmt.Sprintf("the upgrade step's result: %v", err), "")
+	}
+	p.Upgraded = &up
+	return tasks.Result{Next: "finish", Payload: p}, nil
+}
+
+// restoreOldVersion puts an upgrade's instance back on its old version
+// (nothing for a plain rebuild).
+func restoreOldVersion(ctx context.Context, tx *store.Tx, id string, p rebuildPayload, now time.Time) error {
+	if p.OldVersionID == "" {
+		return nil
+	}
+	return instances.Update(ctx, tx, id, now, `datastore_version_id = ?`, p.OldVersionID)
+}
+
+// versionName is "datastore version" for a version id, the id when it is
+// not found.
+func (m *Manager) versionName(ctx context.Context, id string) string {
+	v, err := m.Registry.Version(ctx, id)
+	if err != nil {
+		return id
+	}
+	return v.DatastoreName + " " + v.Name
 }

@@ -86,6 +86,8 @@ type Config struct {
 	// its xbstream output.
 	BackupTool string
 	StreamTool string
+	// UpgradeTool is mariadb-upgrade, the datastore's upgrade step.
+	UpgradeTool string
 	// ServiceUnit is the server's systemd unit, for the data-volume mount
 	// dependency.
 	ServiceUnit string
@@ -131,6 +133,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.StreamTool == "" {
 		cfg.StreamTool = "mbstream"
+	}
+	if cfg.UpgradeTool == "" {
+		cfg.UpgradeTool = "mariadb-upgrade"
 	}
 	lc, err := datastore.LoadLifecycle("mariadb", cfg.StateFile)
 	if err != nil {

@@ -32,9 +32,10 @@ func (d *Driver) swap(id string) (func(), error) {
 // root.qcow2.old is the marker: while it exists the instance can roll back.
 func (p paths) oldRoot() string        { return p.root + ".old" }
 func (p paths) oldConfigDrive() string { return p.configDrive + ".old" }
+func (p paths) oldData() string        { return p.data + ".old" }
 
 // RebuildServer powers the VM off (ACPI, then kill after
-// RebuildStopTimeout),
+// RebuildStopTimeout), copies data.raw to data.raw.old when spec.KeepVolume,
 // sets root.qcow2 and config-drive.img aside as *.old — unless a rebuild
 // set them aside already, whose new disk it then makes again — makes a
 // new overlay on spec.Image and a new config drive, and boots. The data
@@ -61,6 +62,19 @@ func (d *Driver) RebuildServer(ctx context.Context, srv compute.Server, spec com
 		d.log.Warn("VM did not power off cleanly before its rebuild", "instance", id, "err", err)
 	}
 	if _, err := os.Stat(p.oldRoot()); errors.Is(err, os.ErrNotExist) {
+		if spec.KeepVolume {
+			// The data volume's copy first, complete before it has its
+			// name: root.qcow2.old says everything is aside.
+			tmp := p.oldData() + ".tmp"
+			os.Remove(tmp)
+			if err := disk.CopySparse(ctx, p.data, tmp); err != nil {
+				os.Remove(tmp)
+				return compute.Server{}, fmt.Errorf("rebuild server %s: keeping a copy of the data volume: %w", id, err)
+			}
+			if err := os.Rename(tmp, p.oldData()); err != nil {
+				return compute.Server{}, fmt.Errorf("rebuild server %s: keeping a copy of the data volume: %w", id, err)
+			}
+		}
 		// Config drive first: root.qcow2.old says both are aside.
 		if err := os.Rename(p.configDrive, p.oldConfigDrive()); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return compute.Server{}, fmt.Errorf("rebuild server %s: keeping the old config drive: %w", id, err)
@@ -98,8 +112,8 @@ func (d *Driver) RebuildServer(ctx context.Context, srv compute.Server, spec com
 	return server(id, st), nil
 }
 
-// RevertServer stops the rebuilt VM, puts root.qcow2.old and
-// config-drive.img.old back and boots them.
+// RevertServer stops the rebuilt VM, puts data.raw.old (if kept),
+// config-drive.img.old and root.qcow2.old back and boots them.
 func (d *Driver) RevertServer(ctx context.Context, srv compute.Server) error {
 	id := srv.ID
 	if err := checkID(id); err != nil {
@@ -118,7 +132,13 @@ func (d *Driver) RevertServer(ctx context.Context, srv compute.Server) error {
 	if _, err := os.Stat(p.oldRoot()); err == nil {
 		// The new guest failed: no grace needed, its root disk goes.
 		d.stop(id, 0)
-		// Config drive first: root.qcow2.old stays the marker until last.
+		// Data and config drive first: root.qcow2.old stays the marker
+		// until last.
+		if err := os.Rename(p.oldData(), p.data); err == nil {
+			d.log.Info("data volume put back as it was before the rebuild", "instance", id)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("revert server %s: restoring the data volume's copy: %w", id, err)
+		}
 		if err := os.Rename(p.oldConfigDrive(), p.configDrive); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("revert server %s: restoring the old config drive: %w", id, err)
 		}
@@ -133,7 +153,13 @@ func (d *Driver) RevertServer(ctx context.Context, srv compute.Server) error {
 			return err
 		}
 		d.log.Info("rebuild reverted to the old root disk", "instance", id, "image", st.Image)
-	} else if !errors.Is(err, os.ErrNotExist) {
+	} else if errors.Is(err, os.ErrNotExist) {
+		// Nothing was set aside but, perhaps, the data volume's copy: the
+		// new guest never ran, the data is as it was.
+		if err := os.Remove(p.oldData()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	} else {
 		return err
 	}
 	return d.start(id, p, st)
@@ -147,7 +173,7 @@ func (d *Driver) DropOldServer(ctx context.Context, srv compute.Server) error {
 	}
 	p := d.paths(id)
 	// Root last: while it exists a rollback is possible.
-	for _, f := range []string{p.oldConfigDrive(), p.oldRoot()} {
+	for _, f := range []string{p.oldData(), p.oldData() + ".tmp", p.oldConfigDrive(), p.oldRoot()} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("drop old disks of %s: %w", id, err)
 		}

@@ -231,3 +231,94 @@ func TestRebuildAndRevertResumeWhereAControllerDied(t *testing.T) {
 		t.Fatalf("root.qcow2.old after the resumed revert: %v", err)
 	}
 }
+
+// A rebuild with KeepVolume (a datastore version upgrade): the data
+// volume is copied while the VM is off; what the new guest writes is
+// undone by a revert, and kept (the copy removed) once the old server is
+// dropped.
+func TestRebuildKeepingTheVolumeRevertsTheNewGuestsWrites(t *testing.T) {
+	ctx := context.Background()
+	d, dir := newDriver(t)
+	oldImg, newImg := blankImage(t), blankImage(t)
+	newImg.ID = "img-new"
+	inst := filepath.Join(dir, id)
+	data, oldData := filepath.Join(inst, "data.raw"), filepath.Join(inst, "data.raw.old")
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(s string) {
+		t.Helper()
+		f, err := os.OpenFile(data, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte(s), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() string {
+		t.Helper()
+		f, err := os.Open(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 8)
+		f.ReadAt(b, 1<<20)
+		return string(b)
+	}
+	write("10.11-ok")
+	spec := compute.ServerSpec{InstanceID: id, Name: "db", Image: oldImg, RAMMB: 256, VCPUs: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{"token":"old"}`)}, Ports: []int{3306}}
+	srv, err := d.CreateServer(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgrade := spec
+	upgrade.Image, upgrade.KeepVolume = newImg, true
+	if _, err := d.RebuildServer(ctx, srv, upgrade); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(oldData)
+	if err != nil || st.Size() != 1<<30 {
+		t.Fatalf("the data volume's copy: %v, %v", st, err)
+	}
+	write("11.8-bad") // the new guest's upgrade step, half done
+	// The step repeated (a controller killed after it booted) keeps the
+	// first copy, the data as the old guest left it.
+	if _, err := d.RebuildServer(ctx, srv, upgrade); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RevertServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "10.11-ok" {
+		t.Fatalf("the data volume after the revert holds %q, want the old guest's", got)
+	}
+	if _, err := os.Stat(oldData); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the copy after the revert: %v", err)
+	}
+	if got := backingOf(t, filepath.Join(inst, "root.qcow2")); got != oldImg.Location || !qemuRunning(t, id) {
+		t.Fatalf("after the revert: root on %s, running %v", got, qemuRunning(t, id))
+	}
+
+	// An upgrade that works: the new data stays, the copy goes.
+	if _, err := d.RebuildServer(ctx, srv, upgrade); err != nil {
+		t.Fatal(err)
+	}
+	write("11.8-ok!")
+	if err := d.DropOldServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(oldData); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the copy after dropping the old server: %v", err)
+	}
+	if got := read(); got != "11.8-ok!" {
+		t.Fatalf("the data volume after dropping the old server holds %q", got)
+	}
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+}

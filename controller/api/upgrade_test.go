@@ -1,0 +1,131 @@
+package api_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/controller/registry"
+)
+
+// TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack: Trove's
+// `instance upgrade` (PATCH datastore_version). Refused, before anything
+// is touched, without a declared upgrade path (the allowed targets named),
+// with a configuration group attached, or with other changes in the
+// request. An upgrade whose upgrade step fails in the new guest is rolled
+// back: the old guest, key, version and data. One that works rebuilds
+// onto the target version's image keeping a copy of the data volume,
+// runs the upgrade step on the adopted data and leaves the instance
+// ACTIVE on the new version with its databases.
+func TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack(t *testing.T) {
+	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
+	admin := r.admin()
+	fc := r.compute
+	ctx := context.Background()
+	id := admin.must(200, "POST", "/instances", createBody("upgraded", map[string]any{
+		"databases": []any{map[string]any{"name": "shop"}},
+	}))["instance"].(map[string]any)["id"].(string)
+	admin.waitStatus(id, "ACTIVE", 20*time.Second)
+	keysBefore := agentKeys(t, r, id)
+	version := func() string { return admin.instance(id)["datastore"].(map[string]any)["version"].(string) }
+
+	reg := &registry.Registry{DB: r.ctl.DB}
+	img := registerImage(t, r, "mariadb-11.8", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "11.8"})
+	for _, v := range []registry.VersionSpec{
+		{Datastore: "mariadb", Name: "11.8", Manager: "mariadb", ImageID: img.ID, Active: true, Port: 3306, BootTimeout: 8 * time.Second},
+		{Datastore: "mariadb", Name: "11.4", Manager: "mariadb", ImageID: img.ID, Active: true, Port: 3306, BootTimeout: 8 * time.Second},
+	} {
+		if _, err := reg.UpdateVersion(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upgrade := func(v string) map[string]any {
+		return map[string]any{"instance": map[string]any{"datastore_version": v}}
+	}
+	if st, doc := admin.do("PATCH", "/instances/"+id, upgrade("11.8")); st != 400 || !strings.Contains(errorMessage(doc), "has no upgrade path declared") {
+		t.Fatalf("an upgrade without a declared path = %d %v", st, doc)
+	}
+	if _, _, err := reg.AddUpgradePath(ctx, "mariadb", "10.11", "11.8"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := admin.must(200, "POST", "/configurations", groupBody("tuned", map[string]any{"max_connections": 120}))["configuration"].(map[string]any)["id"].(string)
+	admin.must(202, "PUT", "/instances/"+id, attach(id, cfg))
+	for _, tc := range []struct {
+		body   any
+		status int
+		text   string
+	}{
+		{upgrade("11.4"), 400, "can be upgraded only to 11.8"},
+		{upgrade("10.11"), 400, "runs mariadb 10.11 already"},
+		{upgrade(""), 400, "expected the id or name"},
+		{map[string]any{"instance": map[string]any{"datastore_version": 11.8}}, 400, "expected the id or name"},
+		{map[string]any{"instance": map[string]any{"datastore_version": "11.8", "name": "x"}}, 400, "requested alone"},
+		{upgrade("11.8"), 422, "configuration group " + cfg + " (of mariadb 10.11) is attached"},
+	} {
+		if st, doc := admin.do("PATCH", "/instances/"+id, tc.body); st != tc.status || !strings.Contains(errorMessage(doc), tc.text) {
+			t.Errorf("PATCH %v = %d %v, want %d with %q", tc.body, st, doc, tc.status, tc.text)
+		}
+	}
+	if n := rebuildCalls(fc, id); n != 0 || version() != "10.11" {
+		t.Fatalf("a refused upgrade touched the instance: %d rebuilds, version %s", n, version())
+	}
+	admin.must(202, "PUT", "/instances/"+id, attach(id, nil))
+	waitFor(t, "the group detached", 20*time.Second, func() bool { return admin.instance(id)["configuration"] == nil })
+
+	// The upgrade step fails in the new guest: everything is put back.
+	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.failUpgrade = "mariadb-upgrade: Phase 2/8: disk full" })
+	admin.must(202, "PATCH", "/instances/"+id, upgrade("11.8"))
+	var in map[string]any
+	waitFor(t, "the rollback of the upgrade", 30*time.Second, func() bool {
+		in = admin.instance(id)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil
+	})
+	if msg := in["fault"].(map[string]any)["message"].(string); !strings.Contains(msg, "upgrade to datastore version mariadb 11.8 failed and was rolled back") || !strings.Contains(msg, "disk full") {
+		t.Fatalf("fault after the failed upgrade: %q", msg)
+	}
+	if version() != "10.11" || !slicesEqual(agentKeys(t, r, id), keysBefore) || fc.setAside(id) {
+		t.Fatalf("after the rollback: version %s, keys %v (want %v), disks set aside %v", version(), agentKeys(t, r, id), keysBefore, fc.setAside(id))
+	}
+	if c := lastRebuildCall(fc, id); !strings.HasSuffix(c, " "+img.ID+" keep-volume") {
+		t.Fatalf("the upgrade's rebuild was %q: not onto 11.8's image keeping a copy of the data volume", c)
+	}
+
+	// The upgrade step works.
+	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.failUpgrade = "" })
+	admin.must(202, "PATCH", "/instances/"+id, upgrade("11.8"))
+	if st := admin.instance(id)["status"]; st != "UPGRADE" {
+		t.Errorf("status while upgrading = %v, want UPGRADE", st)
+	}
+	waitFor(t, "the upgraded guest", 30*time.Second, func() bool {
+		in = admin.instance(id)
+		return in["status"] == "ACTIVE" && in["agent_version"] == "fake-"+img.ID
+	})
+	if version() != "11.8" || fc.setAside(id) {
+		t.Fatalf("after the upgrade: version %s, disks set aside %v", version(), fc.setAside(id))
+	}
+	if g := fc.guest(id); g.dataVersion != "11.8" {
+		t.Fatalf("the new guest's data is at %q: the upgrade step did not run", g.dataVersion)
+	}
+	if dbs := admin.must(200, "GET", "/instances/"+id+"/databases", nil)["databases"].([]any); len(dbs) != 1 {
+		t.Fatalf("databases after the upgrade: %v", dbs)
+	}
+	if k := agentKeys(t, r, id); len(k) != 1 || k[0] == keysBefore[0] {
+		t.Fatalf("agent keys after the upgrade: %v", k)
+	}
+	if st, doc := admin.do("PATCH", "/instances/"+id, upgrade("11.8")); st != 400 || !strings.Contains(errorMessage(doc), "runs mariadb 11.8 already") {
+		t.Fatalf("upgrading again = %d %v", st, doc)
+	}
+}
+
+// lastRebuildCall is the last RebuildServer call recorded for id.
+func lastRebuildCall(fc *fakeCompute, id string) string {
+	calls := fc.callsSnapshot()
+	for i := len(calls) - 1; i >= 0; i-- {
+		if strings.HasPrefix(calls[i], "RebuildServer "+id) {
+			return calls[i]
+		}
+	}
+	return ""
+}
