@@ -40,11 +40,11 @@ func recipeDefault(t *testing.T, memoryMB int, name string) string {
 	return string(v)
 }
 
-// recipeWithAgent writes images/mariadb-10.11.yaml into dir with its
-// relative paths made absolute and the agent binary replaced by agent.
-func recipeWithAgent(t *testing.T, dir, agent string) string {
+// recipeWithAgent writes images/<name>.yaml into dir with its relative
+// paths made absolute and the agent binary replaced by agent.
+func recipeWithAgent(t *testing.T, dir, name, agent string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repo, "images", "mariadb-10.11.yaml"))
+	data, err := os.ReadFile(filepath.Join(repo, "images", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +55,11 @@ func recipeWithAgent(t *testing.T, dir, agent string) string {
 		"config-templates/":    filepath.Join(repo, "images", "config-templates") + "/",
 	} {
 		if !strings.Contains(s, old) {
-			t.Fatalf("images/mariadb-10.11.yaml no longer names %s: update this test", old)
+			t.Fatalf("images/%s.yaml no longer names %s: update this test", name, old)
 		}
 		s = strings.Replace(s, old, abs, 1)
 	}
-	p := filepath.Join(dir, filepath.Base(agent)+".yaml")
+	p := filepath.Join(dir, name+"-"+filepath.Base(agent)+".yaml")
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +73,12 @@ func recipeWithAgent(t *testing.T, dir, agent string) string {
 // the operator points the version at the second image and rebuilds the
 // instance onto it (the management API). The instance comes back ACTIVE
 // with the new agent reporting, its old root disk gone, one enrolled key
-// (a new one), and its rows, user and group's value intact. The downtime
-// (no write accepted) is measured.
+// (a new one), and its rows, user and group's value intact. Then a flavor
+// resize, and an upgrade to trixie's MariaDB 11.8 through Trove's client
+// (`openstack database instance upgrade`): the instance comes back on
+// 11.8's image, its server says 11.8, mariadb-upgrade ran on the 10.11
+// data, and the rows are there. The downtime (no write accepted) of each
+// move is measured.
 func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -83,18 +87,22 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	}
 	start := time.Now()
 	out := t.TempDir()
-	var images [2]string
-	for i, version := range []string{"e2e-rebuild-1", "e2e-rebuild-2"} {
-		agent := filepath.Join(out, "strata-agent-"+version)
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", agent, "./agent/cmd/strata-agent")
-		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
-		if o, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building strata-agent %s: %v\n%s", version, err, o)
+	var images [3]string
+	for i, b := range []struct{ recipe, version string }{
+		{"mariadb-10.11", "e2e-rebuild-1"}, {"mariadb-10.11", "e2e-rebuild-2"}, {"mariadb-11.8", "e2e-rebuild-2"},
+	} {
+		agent := filepath.Join(out, "strata-agent-"+b.version)
+		if _, err := os.Stat(agent); err != nil {
+			build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+b.version, "-o", agent, "./agent/cmd/strata-agent")
+			build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+			if o, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("building strata-agent %s: %v\n%s", b.version, err, o)
+			}
 		}
-		img := filepath.Join(out, "mariadb-10.11-"+version)
-		run(t, nil, "build", "-f", recipeWithAgent(t, out, agent), "-o", img, "--image-cache", cache)
+		img := filepath.Join(out, b.recipe+"-"+b.version)
+		run(t, nil, "build", "-f", recipeWithAgent(t, out, b.recipe, agent), "-o", img, "--image-cache", cache)
 		images[i] = img + ".qcow2"
-		t.Logf("FIGURE image %s built after %.0fs", version, time.Since(start).Seconds())
+		t.Logf("FIGURE image %s %s built after %.0fs", b.recipe, b.version, time.Since(start).Seconds())
 	}
 
 	state := filepath.Join(out, "state")
@@ -197,6 +205,43 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	}
 	if args := vmArgs(t, state, id); argAfter(args, "-m") != "2048" || argAfter(args, "-smp") != "2" {
 		t.Fatalf("the VM runs with -m %s -smp %s, want strata.medium's 2048 MB and 2 CPUs", argAfter(args, "-m"), argAfter(args, "-smp"))
+	}
+
+	// Then the upgrade to trixie's MariaDB, along the path the operator
+	// declares, through Trove's client. The group of 10.11 is detached
+	// first (an upgrade refuses it).
+	upImage := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, images[2]))
+	stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "11.8", "--image", upImage,
+		"--from-recipe", "images/mariadb-11.8.yaml")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, "mariadb", "11.8", "validation-rules/mariadb-11.8.json")
+	stdout(t, "datastore", "version", "upgrade", "add", "--state-dir", state, "mariadb", "10.11", "11.8")
+	api.must(t, 202, "PUT", "/instances/"+id, map[string]any{"instance": map[string]any{"configuration": nil}})
+	waitTrue(t, "the group detached", 5*time.Minute, func() bool {
+		in = api.instance(t, id)
+		return in["configuration"] == nil && (in["status"] == "ACTIVE" || in["status"] == "RESTART_REQUIRED")
+	})
+	requested = time.Now()
+	osc.run(t, "database", "instance", "upgrade", id, "11.8")
+	down, up = writeOutage(t, "the upgraded instance to take writes and be ACTIVE on 11.8", db, func() bool {
+		in = api.instance(t, id)
+		return in["status"] == "ACTIVE" && in["datastore"].(map[string]any)["version"] == "11.8"
+	})
+	t.Logf("FIGURE upgrade MariaDB 10.11→11.8 request→ACTIVE: %.1fs; writes unavailable for %.1fs (%s)",
+		time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT VERSION()"); !strings.HasPrefix(got, "11.8.") {
+		t.Fatalf("SELECT VERSION() after the upgrade = %q, want trixie's 11.8", got)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders WHERE item <> 'probe'"); got != "tea,cake" {
+		t.Fatalf("rows after the upgrade: %q", got)
+	}
+	if log := ctl.log(); !strings.Contains(log, "instance upgraded") || !strings.Contains(log, "data_version_before=10.11.") {
+		t.Fatalf("the controller did not log mariadb-upgrade bringing 10.11 data to 11.8:\n%s", tail(log, 40))
+	}
+	if in["fault"] != nil {
+		t.Fatalf("fault after an upgrade that worked: %v", in["fault"])
+	}
+	if _, err := os.Stat(filepath.Join(state, "compute", "qemu", id, "data.raw.old")); !os.IsNotExist(err) {
+		t.Fatalf("the data volume's copy is still there after the upgrade: %v", err)
 	}
 
 	api.must(t, 202, "DELETE", "/instances/"+id, nil)
