@@ -319,3 +319,10 @@ func TestApplyFlavorNeedsTheCapabilityAndAMemorySize(t *testing.T) {
 		wantError(t, run(t, d, wire.KindApplyFlavor, args), wire.CodeInvalidArgument, want)
 	}
 }
+
+func TestUpgradeDatastoreNeedsTheCapabilityAndTakesNoArguments(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	wantError(t, run(t, d, wire.KindUpgradeDatastore, ``), wire.CodeNotSupported, "exotic has no upgrade step")
+	d = &dispatch.Dispatcher{Manager: server.Manager}
+	wantError(t, run(t, d, wire.KindUpgradeDatastore, `{"to":"11.8"}`), wire.CodeInvalidArgument, "takes no arguments")
+}
