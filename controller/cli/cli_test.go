@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,33 @@ func TestTroveManageEquivalents(t *testing.T) {
 	if _, err := strata(t, "datastore", "version", "flavor", "delete", "--state-dir", state, "mariadb", "10.11", "strata.medium"); err == nil ||
 		!strings.Contains(err.Error(), "not in the flavor list") {
 		t.Fatalf("deleting a flavor that is not listed: %v", err)
+	}
+
+	// Upgrade paths: none at first; one declared to a second version is
+	// listed; one to the version itself is refused; deleting twice fails.
+	if _, err := strata(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "11.8", "--image", imageID,
+		"--manager", "mariadb", "--port", "3306"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := strata(t, "datastore", "version", "upgrade", "list", "--state-dir", state, "mariadb", "10.11"); err != nil ||
+		!strings.Contains(out, "has no upgrade path") {
+		t.Fatalf("upgrade list at first: %v\n%s", err, out)
+	}
+	if _, err := strata(t, "datastore", "version", "upgrade", "add", "--state-dir", state, "mariadb", "10.11", "10.11"); err == nil ||
+		!strings.Contains(err.Error(), "to itself") {
+		t.Fatalf("an upgrade path to the version itself: %v", err)
+	}
+	if out, err := strata(t, "datastore", "version", "upgrade", "add", "--state-dir", state, "mariadb", "10.11", "11.8"); err != nil ||
+		!regexp.MustCompile(`10\.11\s+11\.8`).MatchString(out) {
+		t.Fatalf("upgrade add: %v\n%s", err, out)
+	}
+	if out, err := strata(t, "datastore", "version", "upgrade", "delete", "--state-dir", state, "mariadb", "10.11", "11.8"); err != nil ||
+		!strings.Contains(out, "has no upgrade path") {
+		t.Fatalf("upgrade delete: %v\n%s", err, out)
+	}
+	if _, err := strata(t, "datastore", "version", "upgrade", "delete", "--state-dir", state, "mariadb", "10.11", "11.8"); err == nil ||
+		!strings.Contains(err.Error(), "no upgrade path to 11.8") {
+		t.Fatalf("deleting a path twice: %v", err)
 	}
 
 	db, err := server.OpenState(context.Background(), state, "")
