@@ -116,7 +116,8 @@ func (m *Manager) Rebuild(ctx context.Context, id, imageID string) error {
 // datastore's upgrade step run by the new agent (MariaDB:
 // mariadb-upgrade). A failure at any step rolls the instance back to its
 // old version, root disk and data. Only along an upgrade path the version
-// registry declares; refused, before anything is touched, for an instance
+// registry declares, or to the instance's own version (onto its current
+// image); refused, before anything is touched, for an instance
 // with a configuration group (its values were checked against the old
 // version's rules), in a replication group, not ACTIVE, or busy.
 func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error {
@@ -134,12 +135,13 @@ func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error
 	if err != nil {
 		return err
 	}
-	if target == from.ID || target == from.Name {
-		return wrap(ErrBadRequest, "instance %s runs %s %s already", in.ID, from.DatastoreName, from.Name)
-	}
-	to, err := m.Registry.UpgradeTarget(ctx, from.ID, target)
-	if err != nil {
-		return err
+	// The instance's own version: a move onto the version's current image
+	// (as Trove does; how a user takes a new guest image), no path needed.
+	to := from
+	if target != from.ID && target != from.Name {
+		if to, err = m.Registry.UpgradeTarget(ctx, from.ID, target); err != nil {
+			return err
+		}
 	}
 	if !to.Active {
 		return wrap(ErrBadRequest, "%s %s is not active: it takes no instances", to.DatastoreName, to.Name)
