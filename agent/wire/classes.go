@@ -42,6 +42,11 @@ type Class struct {
 	// removes: not_found on a re-run counts as done.
 	ExistsIsDone   bool
 	NotFoundIsDone bool
+	// Since is the protocol version that introduced the kind (0: 1).
+	// The controller sends the kind only to an agent of that protocol
+	// or newer; an older agent's operation ends not_supported without
+	// being sent. A kind added after protocol 1 must set it.
+	Since int
 }
 
 // MaxAttempts bounds the runs of one operation: the first plus re-runs
