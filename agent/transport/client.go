@@ -388,16 +388,7 @@ func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
 		return fmt.Errorf("hello: %w", err)
 	}
 	if !ok {
-		switch {
-		case wire.IsProtocolRefusal(string(reply)):
-			return fmt.Errorf("%w: %s", ErrProtocolRefused, truncate(string(reply), 400))
-		case strings.Contains(string(reply), `unknown field "protocol_version"`):
-			// A controller of protocol 1 knows no versions and calls
-			// the hello garbled.
-			return fmt.Errorf("%w: the controller predates protocol versions (serves protocol 1 only), this agent speaks protocol %d: upgrade the controller (%s)",
-				ErrProtocolRefused, c.cfg.ProtocolVersion, truncate(string(reply), 200))
-		}
-		return fmt.Errorf("%w: %s", ErrHelloRejected, truncate(string(reply), 200))
+		return helloRefusal(string(reply), c.cfg.ProtocolVersion)
 	}
 	var w wire.Welcome
 	if err := wire.DecodeStrict(reply, &w); err != nil {
@@ -410,6 +401,22 @@ func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
 		return fmt.Errorf("%w: controller chose protocol %d, this agent speaks protocol %d", ErrProtocolRefused, w.ProtocolVersion, want)
 	}
 	return nil
+}
+
+// helloRefusal is the error a refused hello ends the attempt with: a
+// refused protocol version (ErrProtocolRefused, retried slowly) or any
+// other refusal (ErrHelloRejected).
+func helloRefusal(reply string, protocol int) error {
+	switch {
+	case wire.IsProtocolRefusal(reply):
+		return fmt.Errorf("%w: %s", ErrProtocolRefused, truncate(reply, 400))
+	case strings.Contains(reply, `unknown field "protocol_version"`):
+		// A controller of protocol 1 knows no versions and calls the
+		// hello garbled.
+		return fmt.Errorf("%w: the controller predates protocol versions (serves protocol 1 only), this agent speaks protocol %d: upgrade the controller (%s)",
+			ErrProtocolRefused, protocol, truncate(reply, 200))
+	}
+	return fmt.Errorf("%w: %s", ErrHelloRejected, truncate(reply, 200))
 }
 
 func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {
