@@ -21,6 +21,7 @@ import (
 	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 	"strata/controller/agentendpoint"
+	"strata/controller/agentendpoint/endpointtest"
 )
 
 // ownProtocol builds an agent speaking its wire package's protocol.
@@ -301,4 +302,53 @@ func (r *skewRig) call(ctx context.Context, inst string, op wire.Operation) (wir
 		return wire.Result{}, err
 	}
 	return r.server.Await(ctx, inst, op.ID)
+}
+
+// The Welcome a protocol 1 agent gets is one its strict decoder reads:
+// no field it does not know. A protocol 2 agent's names the protocol.
+func TestWelcomeFitsTheAgentsProtocol(t *testing.T) {
+	rig := endpointtest.NewRig(t)
+	for _, tc := range []struct {
+		name, hello string
+		want        int
+	}{
+		{"protocol 1, as today's images send it", `{"instance_id":"inst-v1","agent_version":"old","boot_id":"b"}`, 0},
+		{"current protocol", fmt.Sprintf(`{"instance_id":"inst-v2","agent_version":"new","boot_id":"b","protocol_version":%d}`, wire.ProtocolVersion), wire.ProtocolVersion},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h wire.Hello
+			if err := wire.DecodeStrict([]byte(tc.hello), &h); err != nil {
+				t.Fatal(err)
+			}
+			token := wire.NewEnrollmentToken()
+			rig.Store.AddInstance(h.InstanceID, token)
+			conn, err := ssh.Dial("tcp", rig.Addr, &ssh.ClientConfig{
+				User:            wire.SSHUser,
+				Auth:            []ssh.AuthMethod{ssh.PublicKeys(wiretest.NewSigner(t)), ssh.Password(token)},
+				HostKeyCallback: ssh.FixedHostKey(rig.HostKey.PublicKey()),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ok, reply, err := conn.SendRequest(wire.RequestHello, true, []byte(tc.hello))
+			if !ok || err != nil {
+				t.Fatalf("hello refused: %v %s", err, reply)
+			}
+			if tc.want == 0 {
+				var w struct {
+					InstanceID string    `json:"instance_id"`
+					ServerTime time.Time `json:"server_time"`
+				}
+				if err := wire.DecodeStrict(reply, &w); err != nil || w.InstanceID != h.InstanceID {
+					t.Fatalf("a protocol 1 agent cannot read the welcome %s: %v", reply, err)
+				}
+				return
+			}
+			var w wire.Welcome
+			if err := wire.DecodeStrict(reply, &w); err != nil || w.ProtocolVersion != tc.want {
+				t.Fatalf("welcome %s: %v, want protocol %d", reply, err, tc.want)
+			}
+		})
+	}
 }
