@@ -178,9 +178,6 @@ func (p *agentProc) stop(t *testing.T) {
 // off rather than spin; their keys stay enrolled, and an agent of the
 // right protocol (a rebuild) gets in.
 func TestAgentsOfOtherProtocolVersions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the agent four times")
-	}
 	// A kind of the current protocol that the older agent does not know:
 	// no real kind is newer than protocol 1 yet, so the test adds one
 	// (before any server runs; removed after they stop).
