@@ -40,7 +40,9 @@ func buildAgent(t *testing.T, dir string, protocol int, version string) string {
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", bin}
+	// No -trimpath: the build then reuses what `go test -race ./agent/...`
+	// compiled (the flag changes every package's cache key).
+	args := []string{"build", "-ldflags", ldflags, "-o", bin}
 	env := append(os.Environ(), "CGO_ENABLED=0")
 	if raceEnabled {
 		args = append(args, "-race")
