@@ -655,14 +655,9 @@ func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) 
 			if busy {
 				continue
 			}
-			// An op that needs the datastore waits until the agent
-			// reports it running: sent earlier (a guest still starting
-			// after a reboot) it would fail for nothing. Others go.
-			if wire.ClassOf(op.Kind).NeedsDatastore && !sess.isDatastoreUp() {
-				continue
-			}
 			// A kind newer than the agent's protocol is not sent: the
-			// agent would not know it. It ends not_supported here.
+			// agent would not know it. It ends not_supported here, at
+			// once, not held until the datastore runs.
 			if need := wire.KindProtocol(op.Kind); need > sess.protocol {
 				res := wire.Result{OpID: op.ID, FinishedAt: time.Now().UTC(), Error: wire.Errorf(wire.CodeNotSupported,
 					"operation %s needs agent protocol %d; the agent of instance %s speaks protocol %d: rebuild the instance onto a newer image",
@@ -670,6 +665,12 @@ func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) 
 				log.Warn("operation not sent: the agent's protocol predates its kind", "op", op.ID, "kind", op.Kind,
 					"kind_protocol", need, "agent_protocol", sess.protocol)
 				s.finish(ctx, sess, op, res, log)
+				continue
+			}
+			// An op that needs the datastore waits until the agent
+			// reports it running: sent earlier (a guest still starting
+			// after a reboot) it would fail for nothing. Others go.
+			if wire.ClassOf(op.Kind).NeedsDatastore && !sess.isDatastoreUp() {
 				continue
 			}
 			if err := s.sendOp(ctx, sess, op, log); err != nil {

@@ -182,9 +182,11 @@ func (p *agentProc) stop(t *testing.T) {
 func TestAgentsOfOtherProtocolVersions(t *testing.T) {
 	// A kind of the current protocol that the older agent does not know:
 	// no real kind is newer than protocol 1 yet, so the test adds one
-	// (before any server runs; removed after they stop).
+	// (before any server runs; removed after they stop). It needs the
+	// datastore, which these agents never run: it must fail at once, not
+	// wait for it.
 	const newKind wire.Kind = "skew_probe"
-	wire.Classes[newKind] = wire.Class{Idempotent: true, Since: wire.ProtocolVersion}
+	wire.Classes[newKind] = wire.Class{Idempotent: true, NeedsDatastore: true, Since: wire.ProtocolVersion}
 	t.Cleanup(func() { delete(wire.Classes, newKind) })
 
 	bins := t.TempDir()
@@ -221,9 +223,11 @@ func TestAgentsOfOtherProtocolVersions(t *testing.T) {
 			t.Fatalf("status operation on the older agent: %+v %v", st, err)
 		}
 
-		res, err = r.call(ctx, inst, wire.Operation{ID: "probe-1", Kind: newKind})
+		pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = r.call(pctx, inst, wire.Operation{ID: "probe-1", Kind: newKind})
+		pcancel()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("a kind newer than the agent, needing the datastore the agent does not run: %v", err)
 		}
 		want := fmt.Sprintf("operation %s needs agent protocol %d; the agent of instance %s speaks protocol %d", newKind, wire.ProtocolVersion, inst, wire.MinProtocolVersion)
 		if res.Error == nil || res.Error.Code != wire.CodeNotSupported || !strings.Contains(res.Error.Message, want) {
