@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,8 +58,13 @@ type ClientConfig struct {
 
 	InstanceID   string
 	AgentVersion string
-	Handler      OperationHandler
-	Heartbeats   HeartbeatSource
+	// ProtocolVersion is the protocol the agent states in its hello (0:
+	// wire.ProtocolVersion, or the build's protocolStamp). 1 sends no
+	// version, as agents before protocol 2 did. Only tests of version
+	// skew set it.
+	ProtocolVersion int
+	Handler         OperationHandler
+	Heartbeats      HeartbeatSource
 
 	HeartbeatInterval time.Duration // 10s
 	KeepaliveInterval time.Duration // 5s
@@ -74,6 +80,13 @@ type ClientConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+// protocolStamp, stamped by the linker (-X
+// strata/agent/transport.protocolStamp=N), makes a build speak protocol N
+// whatever its wire package says: only the version-skew test builds such
+// agents (controller/agentendpoint/skew_test.go). Empty in every shipped
+// build.
+var protocolStamp = ""
+
 // Client errors: why a connection attempt ended.
 var (
 	ErrHostKeyMismatch    = errors.New("controller host key does not match the pinned key")
@@ -82,6 +95,10 @@ var (
 	ErrAuthRejected       = errors.New("controller rejected the agent key")
 	ErrInstanceMismatch   = errors.New("controller names a different instance than the bootstrap")
 	ErrHelloRejected      = errors.New("controller rejected the session")
+	// ErrProtocolRefused: the controller does not serve this agent's
+	// protocol version. Retrying soon cannot help; a rebuild onto an
+	// image of the controller's release (or a controller upgrade) does.
+	ErrProtocolRefused = errors.New("controller refused the agent's protocol version")
 )
 
 // Client is the agent's outbound connection to the controller. Run keeps
@@ -141,11 +158,24 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = wire.MaxMessageSize
 	}
+	if cfg.ProtocolVersion == 0 {
+		cfg.ProtocolVersion = wire.ProtocolVersion
+		if protocolStamp != "" {
+			v, err := strconv.Atoi(protocolStamp)
+			if err != nil {
+				return nil, fmt.Errorf("wire client: this build's protocol stamp %q is not a number", protocolStamp)
+			}
+			cfg.ProtocolVersion = v
+		}
+	}
 	if cfg.MaxConcurrentOps <= 0 {
 		cfg.MaxConcurrentOps = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ProtocolVersion != wire.ProtocolVersion {
+		cfg.Logger.Warn("this agent speaks a protocol version other than its build's, for version-skew tests", "protocol", cfg.ProtocolVersion, "built_for", wire.ProtocolVersion)
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{KeepAlive: 15 * time.Second}
@@ -185,10 +215,16 @@ func (c *Client) Run(ctx context.Context) error {
 		if time.Since(start) > 2*c.cfg.KeepaliveTimeout {
 			backoff = c.cfg.MinBackoff
 		}
+		// A refused protocol stays refused until someone rebuilds the
+		// instance or upgrades the controller: ask at the slowest pace.
+		if errors.Is(err, ErrProtocolRefused) {
+			backoff = c.cfg.MaxBackoff
+		}
 		wait := backoff/2 + mrand.N(backoff/2+1)
 		level := slog.LevelWarn
 		if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrEnrollmentRejected) ||
-			errors.Is(err, ErrNotEnrolled) || errors.Is(err, ErrInstanceMismatch) || errors.Is(err, ErrAuthRejected) {
+			errors.Is(err, ErrNotEnrolled) || errors.Is(err, ErrInstanceMismatch) || errors.Is(err, ErrAuthRejected) ||
+			errors.Is(err, ErrProtocolRefused) {
 			level = slog.LevelError
 		}
 		c.log.Log(ctx, level, "controller connection ended; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -342,13 +378,17 @@ func (c *Client) RunOnce(ctx context.Context) error {
 }
 
 func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
-	payload, _ := json.Marshal(wire.Hello{InstanceID: c.cfg.InstanceID, AgentVersion: c.cfg.AgentVersion, BootID: c.bootID})
+	h := wire.Hello{InstanceID: c.cfg.InstanceID, AgentVersion: c.cfg.AgentVersion, BootID: c.bootID}
+	if v := c.cfg.ProtocolVersion; v != 1 {
+		h.ProtocolVersion = &v
+	}
+	payload, _ := json.Marshal(h)
 	ok, reply, err := wire.Request(ctx, conn, wire.RequestHello, payload, c.cfg.KeepaliveTimeout)
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrHelloRejected, truncate(string(reply), 200))
+		return helloRefusal(string(reply), c.cfg.ProtocolVersion)
 	}
 	var w wire.Welcome
 	if err := wire.DecodeStrict(reply, &w); err != nil {
@@ -357,7 +397,26 @@ func (c *Client) hello(ctx context.Context, conn ssh.Conn) error {
 	if w.InstanceID != c.cfg.InstanceID {
 		return fmt.Errorf("%w: controller says %q, bootstrap says %q", ErrInstanceMismatch, truncate(w.InstanceID, 70), c.cfg.InstanceID)
 	}
+	if want := c.cfg.ProtocolVersion; want > 1 && w.ProtocolVersion != want {
+		return fmt.Errorf("%w: controller chose protocol %d, this agent speaks protocol %d", ErrProtocolRefused, w.ProtocolVersion, want)
+	}
 	return nil
+}
+
+// helloRefusal is the error a refused hello ends the attempt with: a
+// refused protocol version (ErrProtocolRefused, retried slowly) or any
+// other refusal (ErrHelloRejected).
+func helloRefusal(reply string, protocol int) error {
+	switch {
+	case wire.IsProtocolRefusal(reply):
+		return fmt.Errorf("%w: %s", ErrProtocolRefused, truncate(reply, 400))
+	case strings.Contains(reply, `unknown field "protocol_version"`):
+		// A controller of protocol 1 knows no versions and calls the
+		// hello garbled.
+		return fmt.Errorf("%w: the controller predates protocol versions (serves protocol 1 only), this agent speaks protocol %d: upgrade the controller (%s)",
+			ErrProtocolRefused, protocol, truncate(reply, 200))
+	}
+	return fmt.Errorf("%w: %s", ErrHelloRejected, truncate(reply, 200))
 }
 
 func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {

@@ -42,6 +42,11 @@ type Class struct {
 	// removes: not_found on a re-run counts as done.
 	ExistsIsDone   bool
 	NotFoundIsDone bool
+	// Since is the protocol version that introduced the kind (0: 1).
+	// The controller sends the kind only to an agent of that protocol
+	// or newer; an older agent's operation ends not_supported without
+	// being sent. A kind added after protocol 1 must set it.
+	Since int
 }
 
 // MaxAttempts bounds the runs of one operation: the first plus re-runs
@@ -90,7 +95,7 @@ var Classes = map[Kind]Class{
 	KindApplyFlavor: {Idempotent: true, Mutates: true},
 	// The upgrade step brings data to the running server's version; run
 	// on upgraded data it does nothing.
-	KindUpgradeDatastore: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	KindUpgradeDatastore: {Idempotent: true, NeedsDatastore: true, Mutates: true, Since: 2},
 	// A backup reads the running server and changes nothing the guest
 	// keeps; a run cut short leaves a stream the controller refuses, so it
 	// is not re-run: the backup fails visibly and another can be taken.

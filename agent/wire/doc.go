@@ -14,7 +14,7 @@
 // code or controller policy (timeouts that end in ERROR, task state): it
 // says what moves, the two sides decide.
 //
-// Protocol (version 1), all over one SSH connection the agent dials:
+// Protocol (version 2), all over one SSH connection the agent dials:
 //
 //   - SSH user "strata-agent". The agent offers its own ed25519 key. An
 //     enrolled key authenticates alone. An unknown key gets a partial success
@@ -22,8 +22,10 @@
 //     server redeems the token and binds the key to the token's instance in
 //     one atomic store call. The instance is always derived from the key (or
 //     the token), never from anything the agent claims.
-//   - Global request "hello@strata-v1" (agent → controller, JSON Hello):
-//     answered with JSON Welcome naming the instance the key belongs to.
+//   - Global request "hello@strata-v1" (agent → controller, JSON Hello,
+//     stating the protocol version the agent speaks): answered with JSON
+//     Welcome naming the instance the key belongs to and the protocol
+//     chosen, or refused (see Versions below).
 //   - Global request "heartbeat@strata-v1" (agent → controller, JSON
 //     Heartbeat): answered true if stored, false if dropped as stale.
 //   - Global request "keepalive@openssh.com", both directions.
@@ -37,4 +39,23 @@
 //
 // Frames are a 4-byte big-endian length followed by that many bytes of JSON,
 // at most MaxMessageSize bytes.
+//
+// Versions (protocol.go). An agent speaks one protocol, ProtocolVersion
+// of its build; a controller serves MinProtocolVersion (one back) to
+// ProtocolVersion, so an instance on last release's image keeps working
+// after the controller is upgraded. Upgrade controllers first, then
+// rebuild instances onto new images. The controller refuses a Hello of
+// any other protocol with a reply starting ProtocolRefused (logged and
+// recorded as the instance's fault; the key stays enrolled, so a rebuild
+// onto a right image fixes it), and an agent so refused retries only at
+// its longest backoff. The controller never sends an agent a kind newer
+// than the agent's protocol (Class.Since): such an operation ends
+// not_supported, unsent.
+//
+//   - Protocol 1: everything above, without versions: Hello and Welcome
+//     carry no protocol_version (both sides decode strictly, so a
+//     controller must not send a protocol 1 agent the field).
+//   - Protocol 2: Hello carries protocol_version, Welcome the one chosen.
+//     Every kind of protocol 1 is unchanged; upgrade_datastore (the
+//     datastore version upgrade's step) is new in protocol 2.
 package wire

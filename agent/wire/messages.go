@@ -210,12 +210,19 @@ type Hello struct {
 	InstanceID   string `json:"instance_id"`
 	AgentVersion string `json:"agent_version"`
 	BootID       string `json:"boot_id"`
+	// ProtocolVersion is the protocol the agent speaks (ProtocolVersion
+	// of its build). Absent: protocol 1 (Protocol).
+	ProtocolVersion *int `json:"protocol_version,omitempty"`
 }
 
 // Welcome answers Hello.
 type Welcome struct {
 	InstanceID string    `json:"instance_id"`
 	ServerTime time.Time `json:"server_time"`
+	// ProtocolVersion is the protocol the controller chose for the
+	// session: the agent's. It is absent for a protocol 1 agent, whose
+	// strict decoder would refuse the field.
+	ProtocolVersion int `json:"protocol_version,omitempty"`
 }
 
 // DatastoreStatus uses Trove's service status names.

@@ -105,8 +105,12 @@ type Config struct {
 	Logger  *slog.Logger
 	// OnSession is told when an agent's session starts and ends.
 	OnSession func(instanceID string, connected bool)
+	// OnRefused is told when an agent is refused for its protocol
+	// version (ServerConfig.OnRefused).
+	OnRefused func(instanceID, message string)
 	// Timings holds the Server's durations (zero values: NewServer's
-	// defaults); its HostKey, Store, Logger and OnSession are ignored.
+	// defaults); its HostKey, Store, Logger, OnSession and OnRefused are
+	// ignored.
 	Timings ServerConfig
 }
 
@@ -121,7 +125,7 @@ type Endpoint struct {
 func New(cfg Config) (*Endpoint, error) {
 	st := &SQLStore{DB: cfg.DB}
 	wc := cfg.Timings
-	wc.HostKey, wc.Store, wc.Logger, wc.OnSession = cfg.HostKey, st, cfg.Logger, cfg.OnSession
+	wc.HostKey, wc.Store, wc.Logger, wc.OnSession, wc.OnRefused = cfg.HostKey, st, cfg.Logger, cfg.OnSession, cfg.OnRefused
 	srv, err := NewServer(wc)
 	if err != nil {
 		return nil, err

@@ -46,6 +46,11 @@ type ServerConfig struct {
 	// OnSession, if set, is called when an agent's session starts
 	// (connected=true, after hello) and ends.
 	OnSession func(instanceID string, connected bool)
+	// OnRefused, if set, is told when an authenticated agent is refused
+	// at hello for its protocol version (wire.CheckProtocol's message),
+	// so the controller can record it as the instance's fault. The key
+	// stays enrolled: a rebuild onto a right image fixes it.
+	OnRefused func(instanceID, message string)
 }
 
 // Server is the controller's agent endpoint: it authenticates agents,
@@ -85,6 +90,8 @@ type session struct {
 	helloDone   bool
 	bootID      string
 	lastBeat    time.Time
+	// protocol is the protocol version the agent's hello stated.
+	protocol int
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -515,7 +522,24 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			sess.conn.Close()
 			return
 		}
-		welcome, _ := json.Marshal(wire.Welcome{InstanceID: sess.instanceID, ServerTime: time.Now().UTC()})
+		proto := h.Protocol()
+		if msg := wire.CheckProtocol(proto); msg != "" {
+			// Refused, not revoked: the agent retries slowly and a
+			// rebuild onto a right image (a new agent) gets in.
+			log.Error("agent refused: protocol version not served", "agent_version", truncate(h.AgentVersion, 64),
+				"agent_protocol", proto, "min_protocol", wire.MinProtocolVersion, "max_protocol", wire.ProtocolVersion)
+			if s.cfg.OnRefused != nil {
+				s.cfg.OnRefused(sess.instanceID, fmt.Sprintf("agent %s refused: %s", truncate(h.AgentVersion, 64), msg))
+			}
+			req.Reply(false, []byte(msg))
+			sess.conn.Close()
+			return
+		}
+		w := wire.Welcome{InstanceID: sess.instanceID, ServerTime: time.Now().UTC()}
+		if proto > 1 {
+			w.ProtocolVersion = proto // a protocol 1 agent refuses fields it does not know
+		}
+		welcome, _ := json.Marshal(w)
 		s.mu.Lock()
 		old := s.sessions[sess.instanceID]
 		s.sessions[sess.instanceID] = sess
@@ -526,8 +550,9 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 		}
 		sess.helloDone = true
 		sess.bootID = h.BootID
+		sess.protocol = proto
 		req.Reply(true, welcome)
-		log.Info("agent session started", "agent_version", truncate(h.AgentVersion, 64), "boot_id", truncate(h.BootID, 70))
+		log.Info("agent session started", "agent_version", truncate(h.AgentVersion, 64), "protocol", proto, "boot_id", truncate(h.BootID, 70))
 		if s.cfg.OnSession != nil {
 			s.cfg.OnSession(sess.instanceID, true)
 		}
@@ -628,6 +653,18 @@ func (s *Server) dispatch(ctx context.Context, sess *session, log *slog.Logger) 
 			busy := sess.inflight[op.ID] || (fin && a >= op.Attempt)
 			sess.mu.Unlock()
 			if busy {
+				continue
+			}
+			// A kind newer than the agent's protocol is not sent: the
+			// agent would not know it. It ends not_supported here, at
+			// once, not held until the datastore runs.
+			if need := wire.KindProtocol(op.Kind); need > sess.protocol {
+				res := wire.Result{OpID: op.ID, FinishedAt: time.Now().UTC(), Error: wire.Errorf(wire.CodeNotSupported,
+					"operation %s needs agent protocol %d; the agent of instance %s speaks protocol %d: rebuild the instance onto a newer image",
+					op.Kind, need, sess.instanceID, sess.protocol)}
+				log.Warn("operation not sent: the agent's protocol predates its kind", "op", op.ID, "kind", op.Kind,
+					"kind_protocol", need, "agent_protocol", sess.protocol)
+				s.finish(ctx, sess, op, res, log)
 				continue
 			}
 			// An op that needs the datastore waits until the agent

@@ -98,6 +98,9 @@ type fakeGuest struct {
 	failPrepare string
 	// repl is the guest's replication (replication_test.go).
 	repl fakeReplication
+	// protocol is the protocol its agent speaks (0: wire's own;
+	// skew_test.go).
+	protocol int
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -124,7 +127,7 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 	c, err := transport.NewClient(transport.ClientConfig{
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
 		Enrolled: enrolled, OnEnrolled: func() error { g.mu.Lock(); g.enrolled = true; g.mu.Unlock(); return nil },
-		InstanceID: boot.InstanceID, AgentVersion: version, Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
+		InstanceID: boot.InstanceID, AgentVersion: version, ProtocolVersion: g.protocol, Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
 		HeartbeatInterval: 100 * time.Millisecond, KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
 		DialTimeout: 2 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Logger: wiretest.QuietLogger(),
@@ -546,6 +549,10 @@ type fakeCompute struct {
 	// ends); publishing counts the calls waiting there.
 	pubGate    chan struct{}
 	publishing int
+
+	// protocol is the protocol the agents of guests made later speak
+	// (0: wire's own; skew_test.go).
+	protocol int
 }
 
 var (
@@ -787,7 +794,7 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	g := fc.guests[s.ID]
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
-		g.streams = fc.streams
+		g.streams, g.protocol = fc.streams, fc.protocol
 		fc.guests[s.ID] = g
 	}
 	silent, boot := fc.silent || fc.silentIDs[s.ID], srv.boot

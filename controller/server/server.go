@@ -365,7 +365,8 @@ func start(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) (*Co
 		closeListeners()
 		return nil, err
 	}
-	ep, err := agentendpoint.New(agentendpoint.Config{HostKey: hostKey, DB: db, Logger: log, Timings: cfg.AgentTimings})
+	ep, err := agentendpoint.New(agentendpoint.Config{HostKey: hostKey, DB: db, Logger: log, Timings: cfg.AgentTimings,
+		OnRefused: func(instanceID, message string) { recordAgentRefusal(db, log, instanceID, message) }})
 	if err != nil {
 		closeListeners()
 		return nil, err
@@ -690,4 +691,17 @@ func relayCommand() []string {
 		exe = os.Args[0]
 	}
 	return []string{exe, "controller", "publish-relay"}
+}
+
+// recordAgentRefusal shows an agent refused for its protocol version as
+// the instance's fault (`instance show`), keeping its status: the
+// instance is not lost, a rebuild onto a right image fixes it.
+func recordAgentRefusal(db *store.DB, log *slog.Logger, instanceID, message string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now()
+	if err := instances.Update(ctx, db, instanceID, now, `fault_message = ?, fault_details = ?, fault_at = ?`,
+		message, "", store.Millis(now)); err != nil && !errors.Is(err, instances.ErrNotFound) {
+		log.Error("recording an agent's refusal as the instance's fault failed", "instance", instanceID, "err", err)
+	}
 }

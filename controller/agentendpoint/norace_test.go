@@ -1,0 +1,5 @@
+//go:build !race
+
+package agentendpoint_test
+
+const raceEnabled = false
