@@ -2,10 +2,13 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"strata/controller/compute"
 	"strata/controller/store/storetest"
 )
 
@@ -88,19 +91,21 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 	if la == nil || la.Host != bv["ip"].([]any)[0] || la.GTIDSlavePos != "0-1-42" || accounts[la.Account] != la.Password || len(la.Password) < 32 {
 		t.Fatalf("the other replica follows %+v; the new source holds %v", la, keys(accounts))
 	}
-	// The old source's fence waits for its agent; when it comes back it
-	// takes it and is read-only.
-	if fc.guest(src).fence() {
-		t.Fatal("the halted source took its fence")
+	// The old source is fenced by the compute driver: off, and kept off.
+	// Its agent's fence waits queued besides.
+	calls := fc.callsSnapshot()
+	if i := slices.Index(calls, "FenceServer "+src); i < 0 {
+		t.Fatalf("the ejected source's server was not fenced: %v", calls)
+	}
+	if !strings.Contains(f["message"].(string), "its server is fenced") {
+		t.Fatalf("the ejected source's fault does not say it is fenced: %v", f["message"])
+	}
+	if err := fc.StartServer(context.Background(), fc.server(src)); !errors.Is(err, compute.ErrFenced) {
+		t.Fatalf("starting the fenced source: %v", err)
 	}
 	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'set_read_only' AND done_at IS NULL", src); n != 1 {
 		t.Fatalf("%d fences queued for the ejected source, want 1", n)
 	}
-	fc.powerOffOne(src)
-	if err := fc.StartServer(context.Background(), fc.server(src)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the ejected source to take its fence", 30*time.Second, func() bool { return fc.guest(src).fence() })
 }
 
 // A controller restart while the elected replica's promotion is in

@@ -672,6 +672,7 @@ func (fc *fakeCompute) VolumeSize(ctx context.Context, v compute.Volume) (int, e
 type fakeServer struct {
 	spec    compute.ServerSpec
 	running bool
+	fenced  bool
 	boot    wire.Bootstrap
 }
 
@@ -775,8 +776,27 @@ func (fc *fakeCompute) ServerState(ctx context.Context, s compute.Server) (compu
 		return compute.StateGone, nil
 	case srv.running:
 		return compute.StateRunning, nil
+	case srv.fenced:
+		return compute.StateFenced, nil
 	}
 	return compute.StateStopped, nil
+}
+
+var _ compute.Fencer = (*fakeCompute)(nil)
+
+// FenceServer halts the guest and keeps its server off.
+func (fc *fakeCompute) FenceServer(ctx context.Context, s compute.Server) error {
+	fc.record("FenceServer " + s.ID)
+	fc.mu.Lock()
+	g := fc.guests[s.ID]
+	if srv := fc.servers[s.ID]; srv != nil {
+		srv.running, srv.fenced = false, true
+	}
+	fc.mu.Unlock()
+	if g != nil {
+		g.halt()
+	}
+	return nil
 }
 
 func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error {
@@ -789,6 +809,10 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	if srv.running {
 		fc.mu.Unlock()
 		return nil
+	}
+	if srv.fenced {
+		fc.mu.Unlock()
+		return fmt.Errorf("server %s: %w", s.ID, compute.ErrFenced)
 	}
 	srv.running = true
 	g := fc.guests[s.ID]
@@ -935,6 +959,9 @@ type rigOptions struct {
 	// defaultDatastore and defaultVersion: --default-datastore and
 	// --default-datastore-version.
 	defaultDatastore, defaultVersion string
+	// heartbeatSeconds is the controller's heartbeat interval (bootstrap,
+	// stale limit, automatic failover's shortest grace); 0: the default.
+	heartbeatSeconds int
 }
 
 // newRig starts a controller with a registered mariadb 10.11 version.
@@ -992,7 +1019,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		ctl, err = server.Start(ctx, server.Config{
 			StateDir: o.stateDir, DSN: o.dsn, Listen: o.listen, AgentListen: o.agentListen, AgentAdvertise: o.advertise, Images: images, HTTP: o.http,
 			HostKeyFile: o.hostKey, Compute: driver, Logger: wiretest.QuietLogger(), RecoveryInterval: 500 * time.Millisecond,
-			GuestCallTimeout: o.guestCallTimeout,
+			GuestCallTimeout: o.guestCallTimeout, HeartbeatSeconds: o.heartbeatSeconds,
 			ConfigureWait:    o.configureWait,
 			Quotas:           o.quotas, APIRate: o.apiRate,
 			DefaultDatastore: o.defaultDatastore, DefaultDatastoreVersion: o.defaultVersion,

@@ -510,6 +510,21 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 			}
 			applies = append(applies, ap)
 			did = true
+		case "auto_failover":
+			// strata's own: {"grace_seconds": N} on a replication source
+			// (0: off).
+			var af *struct {
+				GraceSeconds *int `json:"grace_seconds"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&af); err != nil || af == nil || af.GraceSeconds == nil {
+				return errorf(http.StatusBadRequest, "instance.auto_failover: expected {\"grace_seconds\": seconds after the source's last heartbeat, 0 to turn it off}")
+			}
+			if err := s.Lifecycle.SetAutoFailover(c.ctx(), c.instanceScope(), id, *af.GraceSeconds); err != nil {
+				return err
+			}
+			did = true
 		case "datastore_version":
 			// An upgrade is a task of its own: alone in the request.
 			if len(req.Instance) != 1 {
@@ -534,7 +549,7 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 		did = true
 	}
 	if !did {
-		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name, instance.access, instance.replica_of or instance.datastore_version")
+		return errorf(http.StatusBadRequest, "nothing to update: give instance.configuration, instance.name, instance.access, instance.replica_of, instance.auto_failover or instance.datastore_version")
 	}
 	// Attaching or detaching answers once the guest applied it.
 	s.answerApplied(w, c, http.StatusAccepted, applies)

@@ -45,6 +45,10 @@ func (s *Server) replicationView(c *call, in instances.Instance, out map[string]
 		}
 		out["replicas"] = replicas
 	}
+	// strata's own: the group's automatic failover, on its source.
+	if in.AutoFailoverGrace > 0 {
+		out["auto_failover"] = map[string]any{"grace_seconds": int(in.AutoFailoverGrace.Seconds())}
+	}
 }
 
 // replicationState is strata's own view of a replica's link, beyond

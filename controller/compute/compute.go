@@ -123,6 +123,16 @@ type ReplicationRouter interface {
 	ReplicationRoute(ctx context.Context, replica, source Server, sourceHost string, sourcePort int) (host string, port int, err error)
 }
 
+// Fencer is a driver that can fence a machine: power it off at once
+// (no grace: a fenced guest must not take another write) and keep it off
+// — its ServerState is StateFenced and StartServer, CreateServer and a
+// rebuild refuse it (ErrFenced) — until it is deleted. A replication
+// source ejected from its group (failover) is fenced, so that it can
+// never be a second writable primary, whatever its agent does.
+type Fencer interface {
+	FenceServer(ctx context.Context, srv Server) error
+}
+
 // Flavor is the size of a machine: what a flavor resize changes.
 type Flavor struct {
 	RAMMB int
@@ -312,7 +322,12 @@ const (
 	StateStopped State = "stopped"
 	// StateGone: the driver has no such server.
 	StateGone State = "gone"
+	// StateFenced: the machine was fenced (Fencer): off, and kept off.
+	StateFenced State = "fenced"
 )
+
+// ErrFenced is wrapped by a driver asked to start a fenced machine.
+var ErrFenced = errors.New("the server is fenced")
 
 // ErrInvalid is wrapped by drivers for requests they cannot carry out as
 // asked (shrinking a volume, ...).

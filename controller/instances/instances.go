@@ -105,9 +105,13 @@ type Desired struct {
 	// AvailabilityZone is the zone the create asked for (empty: the
 	// compute driver's default).
 	AvailabilityZone string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-	DeletedAt        time.Time
+	// AutoFailoverGrace, on a replication source, is how long after its
+	// last heartbeat the controller fails over to a replica by itself;
+	// 0: never.
+	AutoFailoverGrace time.Duration
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	DeletedAt         time.Time
 }
 
 // Access is Trove's access: whether the instance should be reachable from
@@ -258,7 +262,7 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.availability_zone, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.availability_zone, i.auto_failover_grace_s, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
@@ -268,19 +272,20 @@ func scan(s store.Scanner) (Instance, error) {
 	var cfg, faultMsg, faultDet, vol, srv, host, srvRestart, cfgApplied, access, nics sql.NullString
 	var taskStarted, faultAt, deleted sql.NullInt64
 	var port sql.NullInt64
-	var errored, restart int
+	var errored, restart, graceS int
 	var task string
 	var created, updated int64
 	var rAgent, rBoot, rStatus, rDetail, rVol, rLast sql.NullString
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &d.AvailabilityZone, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &d.AvailabilityZone, &graceS, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err
 	}
 	d.ConfigurationID = cfg.String
+	d.AutoFailoverGrace = time.Duration(graceS) * time.Second
 	d.Task = Task(task)
 	d.TaskStartedAt = store.NullMillis(taskStarted)
 	d.Errored, d.RestartRequired = errored != 0, restart != 0

@@ -29,6 +29,14 @@ const EjectedFenceWait = 7 * 24 * time.Hour
 // replicas, and its heartbeat is stale; every replica is ACTIVE with no
 // task in progress).
 func (m *Manager) Eject(ctx context.Context, project, id string) error {
+	return m.eject(ctx, project, id, 0)
+}
+
+// eject is Eject; an automatic failover (autoGrace > 0) counts the
+// source's heartbeat as stale after its group's grace period instead of
+// the controller's limit, and cancels a recover task the source may have
+// (its server is fenced, not restarted).
+func (m *Manager) eject(ctx context.Context, project, id string, autoGrace time.Duration) error {
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		src, err := m.get(ctx, tx, project, id)
 		if err != nil {
@@ -44,13 +52,29 @@ func (m *Manager) Eject(ctx context.Context, project, id string) error {
 		if _, ok := m.Compute.(compute.ReplicationRouter); !ok {
 			return wrap(ErrBadRequest, "this controller's compute driver cannot connect replicas to a new source; nothing was changed")
 		}
-		if m.healthy(src) || (src.Reported != nil && m.now().Sub(src.Reported.ReceivedAt) <= m.Stale()) {
-			return wrap(ErrBadRequest, "Replica Source %s cannot be ejected as it has a current heartbeat (stale after %s).", src.ID, m.Stale())
+		stale := m.Stale()
+		if autoGrace > 0 {
+			stale = autoGrace
+		}
+		if src.Reported != nil && m.now().Sub(src.Reported.ReceivedAt) <= stale || autoGrace == 0 && m.healthy(src) {
+			return wrap(ErrBadRequest, "Replica Source %s cannot be ejected as it has a current heartbeat (stale after %s).", src.ID, stale)
+		}
+		if autoGrace > 0 && src.Task == instances.TaskRebooting {
+			// Recovery is restarting the source: the failover wins.
+			if _, err := tasks.CancelKinds(ctx, tx, src.ID, []string{KindRecover}, "the instance is failed over from", m.now()); err != nil {
+				return err
+			}
+			src.Task = instances.TaskNone
+			if active, err := tasks.Active(ctx, tx, src.ID); err != nil {
+				return err
+			} else if len(active) > 0 {
+				src.Task = instances.TaskRebooting
+			}
 		}
 		if src.Task != instances.TaskNone {
 			return wrap(ErrUnprocessable, "cannot eject instance %s: task %s is in progress", src.ID, src.Task)
 		}
-		p := promotePayload{Source: src.ID, Eject: true}
+		p := promotePayload{Source: src.ID, Eject: true, Auto: autoGrace > 0}
 		members := []instances.Instance{src}
 		for _, l := range links {
 			in, err := instances.Get(ctx, tx, "", l.InstanceID)
@@ -79,7 +103,7 @@ func (m *Manager) Eject(ctx context.Context, project, id string) error {
 	})
 	if err == nil {
 		m.kick()
-		m.log().Info("failover queued", "source", id)
+		m.log().Info("failover queued", "source", id, "automatic", autoGrace > 0)
 	}
 	return err
 }

@@ -128,6 +128,10 @@ type Manager struct {
 
 	kickOnce sync.Once
 	kickCh   chan struct{}
+	// autoWarned: when an automatic failover that could not start was
+	// last logged, per source.
+	autoMu     sync.Mutex
+	autoWarned map[string]time.Time
 }
 
 func (m *Manager) now() time.Time {

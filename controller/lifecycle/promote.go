@@ -57,6 +57,10 @@ type promotePayload struct {
 	// Replica is the replica it elected (empty before "elect" ran).
 	Eject   bool   `json:"eject,omitempty"`
 	Replica string `json:"replica,omitempty"`
+	// Auto: the failover was the controller's own (automatic failover);
+	// Fenced: the old source's server was fenced (compute.Fencer).
+	Auto   bool `json:"auto,omitempty"`
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // followers are the members that follow the new source once it is
@@ -164,6 +168,18 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	}
 	switch t.Step {
 	case "elected":
+		// The old source must never take another write: fenced by the
+		// compute driver before the elected replica becomes writable.
+		if f, ok := m.Compute.(compute.Fencer); ok && !p.Fenced {
+			if srv, ok := serverOf(src); ok {
+				if err := f.FenceServer(ctx, srv); err != nil {
+					return tasks.Result{}, fmt.Errorf("fencing the old source %s: %w", src.ID, err)
+				}
+				p.Fenced = true
+				m.log().Warn("failover: the old source's server is fenced (powered off, kept off)", "source", src.ID)
+				return tasks.Result{Next: "elected", Payload: p}, nil
+			}
+		}
 		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
@@ -223,6 +239,15 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			}
 			for _, id := range p.Others {
 				if _, err := tx.Exec(ctx, `UPDATE replication_links SET source_id = ? WHERE instance_id = ?`, r.ID, id); err != nil {
+					return err
+				}
+			}
+			// The group's automatic failover moves with the source role.
+			if src.AutoFailoverGrace > 0 {
+				if err := instances.Update(ctx, tx, r.ID, now, `auto_failover_grace_s = ?`, int(src.AutoFailoverGrace/time.Second)); err != nil {
+					return err
+				}
+				if err := instances.Update(ctx, tx, src.ID, now, `auto_failover_grace_s = 0`); err != nil {
 					return err
 				}
 			}
@@ -337,8 +362,16 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		}
 		var note *tasks.Failure
 		if p.Eject {
-			note = &tasks.Failure{Reason: fmt.Sprintf("ejected from its replication group: %s is the source now; this instance is out of the group, "+
-				"and read-only once its agent takes the queued fence; delete it (rejoining the group is not built yet)", r.ID)}
+			how := "read-only once its agent takes the queued fence"
+			if p.Fenced {
+				how = "its server is fenced (powered off and kept off)"
+			}
+			what := "ejected"
+			if p.Auto {
+				what = "failed over automatically: ejected"
+			}
+			note = &tasks.Failure{Reason: fmt.Sprintf("%s from its replication group: %s is the source now; this instance is out of the group, "+
+				"and %s; delete it (rejoining the group is not built yet)", what, r.ID, how)}
 		}
 		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err
@@ -400,7 +433,11 @@ func (m *Manager) rollback(p promotePayload, err error) (tasks.Result, error) {
 		return tasks.Result{}, err
 	}
 	if p.Eject {
-		// Nothing was changed yet: the old source is gone anyway.
+		// Nothing was changed yet but the old source's fence: it is gone
+		// anyway.
+		if p.Fenced {
+			return tasks.Result{}, tasks.Fail("", "failover from %s: %s; nothing was changed but the old source's server, which is fenced (off); eject again once a replica can be promoted", p.Source, f.Reason)
+		}
 		return tasks.Result{}, tasks.Fail("", "failover from %s: %s; nothing was changed", p.Source, f.Reason)
 	}
 	p.Reason = f.Reason

@@ -178,17 +178,25 @@ func (m *Manager) reconcile(ctx context.Context, in instances.Instance) error {
 }
 
 // RunRecovery calls Recover every interval, and soon after RecoverSoon,
-// until ctx ends.
+// and CheckAutoFailover every second, until ctx ends.
 func (m *Manager) RunRecovery(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	// Failures of accepted guest calls are looked for more often.
 	report := time.NewTicker(min(interval, 5*time.Second))
 	defer report.Stop()
+	// Sources with automatic failover are looked at every second.
+	auto := time.NewTicker(time.Second)
+	defer auto.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-auto.C:
+			if err := m.CheckAutoFailover(ctx); err != nil && ctx.Err() == nil {
+				m.log().Error("checking automatic failovers", "err", err)
+			}
+			continue
 		case <-report.C:
 			if err := m.ReportWatched(ctx); err != nil && ctx.Err() == nil {
 				m.log().Error("recording failed guest operations", "err", err)

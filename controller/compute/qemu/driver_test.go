@@ -421,3 +421,49 @@ func TestAFenceWithoutItsRelayIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A fenced server is killed at once and stays off: its state says so,
+// and neither StartServer nor a driver started again on the same
+// directory (a controller restart) brings it back; it can be deleted.
+func TestAFencedServerIsKilledAndStaysOff(t *testing.T) {
+	ctx := context.Background()
+	d, dir := newDriver(t)
+	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := d.CreateServer(ctx, compute.ServerSpec{InstanceID: id, Name: "db", Image: blankImage(t), RAMMB: 256, VCPUs: 1, Volume: vol,
+		ConfigDrive: map[string][]byte{"strata/bootstrap.json": []byte(`{}`)}, Ports: []int{3306}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !qemuRunning(t, id) {
+		t.Fatal("the VM does not run")
+	}
+	if err := d.FenceServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if qemuRunning(t, id) {
+		t.Fatal("the fenced VM still runs")
+	}
+	for _, drv := range []*qemu.Driver{d, driverOn(t, dir, qemu.Config{})} {
+		if st, err := drv.ServerState(ctx, srv); err != nil || st != compute.StateFenced {
+			t.Fatalf("state of the fenced server: %s, %v", st, err)
+		}
+		if err := drv.StartServer(ctx, srv); !errors.Is(err, compute.ErrFenced) {
+			t.Fatalf("starting the fenced server: %v", err)
+		}
+	}
+	if qemuRunning(t, id) {
+		t.Fatal("the fenced VM was started again")
+	}
+	if err := d.FenceServer(ctx, srv); err != nil {
+		t.Fatalf("fencing again: %v", err)
+	}
+	if err := d.DeleteServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.ServerState(ctx, srv); st != compute.StateGone {
+		t.Fatalf("state after delete: %s", st)
+	}
+}

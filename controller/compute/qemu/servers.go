@@ -54,6 +54,9 @@ type serverState struct {
 	// Public is the instance's publication while it is public
 	// (publish.go).
 	Public *publication `json:"public,omitempty"`
+	// Fenced: FenceServer killed the VM and it is never started again
+	// (fence.go's network fence is another thing: the guest's way out).
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 func (d *Driver) loadState(p paths) (serverState, error) {
@@ -270,6 +273,9 @@ func launchDigest(cfg bq.Config) (string, error) {
 func (d *Driver) start(id string, p paths, st serverState) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if st.Fenced {
+		return fmt.Errorf("server %s: %w: it stays off until it is deleted", id, compute.ErrFenced)
+	}
 	if pid, ok := d.pidOf(id); ok {
 		d.watchLocked(id, pid)
 		return d.keepPublished(id, p, st) // running: started by this process or adopted
@@ -391,8 +397,10 @@ func (d *Driver) ServerState(ctx context.Context, srv compute.Server) (compute.S
 		}
 		return compute.StateRunning, nil
 	}
-	_, err := d.loadState(d.paths(srv.ID))
+	st, err := d.loadState(d.paths(srv.ID))
 	switch {
+	case err == nil && st.Fenced:
+		return compute.StateFenced, nil
 	case err == nil:
 		return compute.StateStopped, nil
 	case errors.Is(err, os.ErrNotExist):
@@ -618,4 +626,34 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+var _ compute.Fencer = (*Driver)(nil)
+
+// FenceServer marks the server fenced in server.json first (from then on
+// nothing starts it: not StartServer, not a controller's recovery after a
+// host restart) and then kills its qemu at once.
+func (d *Driver) FenceServer(ctx context.Context, srv compute.Server) error {
+	id := srv.ID
+	if err := checkID(id); err != nil {
+		return err
+	}
+	p := d.paths(id)
+	d.mu.Lock()
+	st, err := d.loadState(p)
+	if err == nil && !st.Fenced {
+		st.Fenced = true
+		err = d.saveState(p, st)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("fence server %s: %w", id, err)
+	}
+	// No grace: stop kills, and says so in its error.
+	stopErr := d.stop(id, 0)
+	if _, ok := d.pidOf(id); ok {
+		return fmt.Errorf("fence server %s: its VM still runs after being killed: %v", id, stopErr)
+	}
+	d.log.Warn("server fenced: its VM was killed and is kept off", "instance", id)
+	return nil
 }
