@@ -26,7 +26,8 @@ import (
 // detached and becomes writable and independent; the primary cannot be
 // deleted while a replica remains; everything is deleted, the seed backup
 // first. With make e2e-all, a replica's VM is also killed and comes back
-// to catch up, and the new primary's VM is killed and ejected (failover).
+// to catch up, and the new primary's VM is killed with automatic failover
+// on: the controller fences it and promotes its replica.
 func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -262,18 +263,32 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 
 	order := []string{src, newP, replicas[1]}
 	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
-		// Failover (make e2e-all): the new primary's VM dies; once its
-		// heartbeat is stale, eject elects its replica, which takes writes.
+		// Automatic failover (make e2e-all): the group's source gets the
+		// shortest grace period; its VM dies and nobody ejects it. Once
+		// its heartbeat is older than the grace period, the controller
+		// fences it (recovery was restarting it) and promotes its replica,
+		// which takes writes; the dead source's VM stays off.
+		grace := 25
+		api.must(t, 202, "PATCH", "/instances/"+newP, map[string]any{"instance": map[string]any{"auto_failover": map[string]any{"grace_seconds": grace}}})
 		killed := time.Now()
 		killVM(t, state, newP)
-		waitTrue(t, "eject to be accepted once the dead primary's heartbeat is stale", 5*time.Minute, func() bool {
-			code, _ := api.do(t, "POST", "/instances/"+newP+"/action", map[string]any{"eject_replica_source": map[string]any{}})
-			return code == 202
-		})
-		ejected := time.Now()
-		waitTrue(t, "the elected replica to take writes", 5*time.Minute, func() bool { return write(primary, 200) == nil })
-		t.Logf("FIGURE failover (manual eject) after the primary's VM was killed: eject accepted after %.0fs (heartbeat stale), writes accepted on the elected replica %.0fs after the eject, %.0fs after the kill",
-			ejected.Sub(killed).Seconds(), time.Since(ejected).Seconds(), time.Since(killed).Seconds())
+		waitTrue(t, "the automatic failover: the replica takes writes", 5*time.Minute, func() bool { return write(primary, 200) == nil })
+		took := time.Since(killed)
+		t.Logf("FIGURE automatic failover (grace %ds): writes accepted on the elected replica %.0fs after the primary's VM was killed, %.0fs after the grace period",
+			grace, took.Seconds(), took.Seconds()-float64(grace))
+		in := api.instance(t, newP)
+		if f, _ := in["fault"].(map[string]any); f == nil || !strings.Contains(fmt.Sprint(f["message"]), "failed over automatically") {
+			t.Fatalf("the old source's fault after the automatic failover: %v", in["fault"])
+		}
+		data, err := os.ReadFile(filepath.Join(state, "compute", "qemu", newP, "server.json"))
+		if err != nil || !strings.Contains(string(data), `"fenced": true`) && !strings.Contains(string(data), `"fenced":true`) {
+			t.Fatalf("the old source's server is not fenced: %v %s", err, data)
+		}
+		if p := vmPID(t, state, newP); syscall.Kill(p, 0) == nil {
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), newP) {
+				t.Fatalf("the fenced old source's VM runs (pid %d)", p)
+			}
+		}
 		order = []string{newP, src, replicas[1]}
 	}
 	for i, id := range order {
