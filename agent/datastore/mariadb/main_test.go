@@ -31,7 +31,7 @@ func sharedServer(t *testing.T) *mariadbtest.Instance {
 }
 
 // serverVersion is the major.minor version of the MariaDB the tests run:
-// the host's, or the root's that servertest.RootEnv names. The recipe and
+// the host's, or the Debian root's the tests run in (ci/test-in-root.sh). The recipe and
 // validation rules the tests check are that version's.
 func serverVersion(t *testing.T) string {
 	t.Helper()

@@ -34,7 +34,7 @@ func serverType(varType string) string {
 
 // TestRulesAgreeWithTheServer checks every rule of
 // validation-rules/mariadb-<version>.json against a real MariaDB of that
-// version (the host's 10.11; trixie's with servertest.RootEnv): the variable
+// version (the host's 10.11; trixie's under make verify-rules-trixie): the variable
 // exists, its type and dynamic/read-only nature match the rule, the rule's
 // bounds lie within the server's, min and max pass our validation and
 // min-1 / max+1 do not, and on a dynamic variable SET GLOBAL takes min,

@@ -22,7 +22,7 @@ var freeStrings = map[string]string{
 
 // TestRulesAgreeWithTheServer checks every rule of
 // validation-rules/redis-<major>.json against a real Redis of that version
-// (the host's 7; trixie's 8 with servertest.RootEnv): CONFIG GET knows
+// (the host's 7; trixie's 8 under make verify-rules-trixie): CONFIG GET knows
 // the parameter, its current value has the rule's type, restart_required
 // is exactly "CONFIG SET answers can't set immutable config", min and max
 // pass our validation and min-1 / max+1 do not, and a live parameter takes

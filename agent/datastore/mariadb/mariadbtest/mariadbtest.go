@@ -47,28 +47,6 @@ func Binaries() (mariadbd, installDB string, err error) {
 	return mariadbd, installDB, nil
 }
 
-// binariesFor returns mariadbd, mariadb-install-db, mariadb-backup and
-// mbstream: the host's (the last two by name, as the guest's agent runs
-// them), or, with servertest.RootEnv set, wrappers in dir/bin that run
-// that root's (another release's MariaDB).
-func binariesFor(dir string) ([4]string, error) {
-	root, err := servertest.ServerRoot()
-	if err != nil {
-		return [4]string{}, err
-	}
-	if root == "" {
-		mariadbd, installDB, err := Binaries()
-		return [4]string{mariadbd, installDB, "mariadb-backup", "mbstream"}, err
-	}
-	var tools [4]string
-	for i, b := range []string{"/usr/sbin/mariadbd", "/usr/bin/mariadb-install-db", "/usr/bin/mariadb-backup", "/usr/bin/mbstream"} {
-		if tools[i], err = servertest.InRoot(root, filepath.Join(dir, "bin"), b); err != nil {
-			return tools, err
-		}
-	}
-	return tools, nil
-}
-
 // Instance is one private server and its manager.
 type Instance struct {
 	Dir     string
@@ -103,11 +81,10 @@ func NewTCPT(t testing.TB) *Instance {
 }
 
 func newInstance(dir string, log *slog.Logger, port int) (*Instance, error) {
-	tools, err := binariesFor(dir)
+	mariadbd, installDB, err := Binaries()
 	if err != nil {
 		return nil, err
 	}
-	mariadbd, installDB := tools[0], tools[1]
 	if log == nil {
 		log = slog.Default()
 	}
@@ -138,8 +115,6 @@ func newInstance(dir string, log *slog.Logger, port int) (*Instance, error) {
 		Port:           port,
 		BindAddress:    "127.0.0.1",
 		InstallDB:      installDB,
-		BackupTool:     tools[2],
-		StreamTool:     tools[3],
 		DefaultsFile:   defaults,
 		StartTimeout:   60 * time.Second,
 		Logger:         log,

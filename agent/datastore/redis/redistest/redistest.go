@@ -40,20 +40,6 @@ func Binary() (string, error) {
 		"install Debian's redis-server with `ci/deps.sh test` (as root) or `make test`")
 }
 
-// binaryFor returns the host's redis-server or, with servertest.RootEnv
-// set, a wrapper in dir/bin that runs that root's (another release's
-// Redis).
-func binaryFor(dir string) (string, error) {
-	root, err := servertest.ServerRoot()
-	if err != nil || root == "" {
-		if err != nil {
-			return "", err
-		}
-		return Binary()
-	}
-	return servertest.InRoot(root, filepath.Join(dir, "bin"), "/usr/bin/redis-server")
-}
-
 // Instance is one private server and its manager.
 type Instance struct {
 	Dir     string
@@ -67,7 +53,7 @@ type Instance struct {
 // directory of its own if dir's path is too long for a unix socket) and
 // returns an unprepared manager for it.
 func New(dir string, log *slog.Logger) (*Instance, error) {
-	bin, err := binaryFor(dir)
+	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
