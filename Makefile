@@ -115,7 +115,7 @@ test-openstack: go-check build ## publishing against Debian's keystone, glance-a
 # postgresql-17.yaml, redis-8.yaml), in a trixie root ci/debian-root.sh
 # makes once under CACHE_DIR; ci/test-in-root.sh runs a datastore
 # package's tests inside it against them.
-TRIXIE_SERVER_PACKAGES ?= mariadb-server mariadb-client mariadb-backup postgresql-17 postgresql-client-17 redis-server redis-tools
+TRIXIE_SERVER_PACKAGES ?= mount mariadb-server mariadb-client mariadb-backup postgresql-17 postgresql-client-17 redis-server redis-tools
 TRIXIE_DATASTORES = mariadb postgresql redis
 
 .PHONY: verify-rules-trixie
@@ -123,7 +123,8 @@ verify-rules-trixie: go-check ## the trixie versions' validation rules and defau
 	ci/deps.sh build
 	root=$$(CACHE_DIR='$(CACHE_DIR)' ci/debian-root.sh trixie $(TRIXIE_SERVER_PACKAGES)) && \
 	for ds in $(TRIXIE_DATASTORES); do \
-		GO='$(GO)' ci/test-in-root.sh "$$root" ./agent/datastore/$$ds/ -test.count=1 -test.run 'TestRules|TestRecipe' || exit 1; \
+		echo "$$ds: rules and template against trixie's server"; \
+		GO='$(GO)' ci/test-in-root.sh "$$root" ./agent/datastore/$$ds/ -test.timeout=10m -test.run 'TestRules|TestRecipe' || exit 1; \
 	done
 
 .PHONY: test-trixie-agent
@@ -131,7 +132,8 @@ test-trixie-agent: go-check ## every test of the agent's MariaDB, PostgreSQL and
 	ci/deps.sh build
 	root=$$(CACHE_DIR='$(CACHE_DIR)' ci/debian-root.sh trixie $(TRIXIE_SERVER_PACKAGES)) && \
 	for ds in $(TRIXIE_DATASTORES); do \
-		GO='$(GO)' ci/test-in-root.sh "$$root" ./agent/datastore/$$ds/ -test.count=1 -test.timeout=30m || exit 1; \
+		echo "$$ds: every manager test against trixie's server"; \
+		GO='$(GO)' ci/test-in-root.sh "$$root" ./agent/datastore/$$ds/ -test.timeout=30m || exit 1; \
 	done
 
 # The datastore `make e2e` runs through the API besides MariaDB (which the

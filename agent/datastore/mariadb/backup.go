@@ -216,6 +216,9 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	if err := m.makeLogDirs(); err != nil {
+		return res, err
+	}
 	cert, err := m.ensureCertificate()
 	if err != nil {
 		return res, err
