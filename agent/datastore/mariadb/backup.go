@@ -54,22 +54,37 @@ func (m *Manager) Backup(ctx context.Context, args wire.BackupArgs, w io.Writer)
 	if err := datastore.StreamFrom(cmd, w); err != nil {
 		return info, fmt.Errorf("mariadb backup: %w", err)
 	}
-	cp, err := readCheckpoints(filepath.Join(scratch, "lsn", "xtrabackup_checkpoints"))
+	checkpoints := backupMetaFile(filepath.Join(scratch, "lsn"), "checkpoints")
+	cp, err := readCheckpoints(checkpoints)
 	if err != nil {
 		return info, fmt.Errorf("mariadb backup: %w", err)
 	}
 	info.Position = wire.BackupPosition{StartLSN: cp["from_lsn"], EndLSN: cp["to_lsn"]}
 	if !lsnPattern.MatchString(info.Position.EndLSN) {
-		return info, fmt.Errorf("mariadb backup: xtrabackup_checkpoints has no to_lsn")
+		return info, fmt.Errorf("mariadb backup: %s has no to_lsn", filepath.Base(checkpoints))
 	}
 	// The binary log position the backup is consistent with: where a
 	// replica seeded from it starts (docs/replication.md).
-	if b, err := os.ReadFile(filepath.Join(scratch, "lsn", "xtrabackup_info")); err == nil {
+	if b, err := os.ReadFile(backupMetaFile(filepath.Join(scratch, "lsn"), "info")); err == nil {
 		info.Position.GTID = gtidOfLastChange(string(b))
 	}
 	m.log.Info("backup streamed", "backup", args.BackupID, "incremental", args.Parent != nil,
 		"from_lsn", info.Position.StartLSN, "to_lsn", info.Position.EndLSN)
 	return info, nil
+}
+
+// backupMetaFile is the path of mariadb-backup's metadata file kind
+// ("checkpoints", "info") in dir: mariadb_backup_<kind> from MariaDB 11.x
+// (trixie's 11.8), xtrabackup_<kind> before (bookworm's 10.11). When
+// neither exists it names the newer one, for the error.
+func backupMetaFile(dir, kind string) string {
+	for _, prefix := range []string{"mariadb_backup_", "xtrabackup_"} {
+		p := filepath.Join(dir, prefix+kind)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join(dir, "mariadb_backup_"+kind)
 }
 
 // backupToolArgs puts --defaults-file first when the tests set one.
@@ -82,7 +97,8 @@ func (m *Manager) backupToolArgs(args ...string) []string {
 
 var lastChangePattern = regexp.MustCompile(`GTID of the last change '([0-9,-]*)'`)
 
-// gtidOfLastChange takes the GTID list out of xtrabackup_info's binlog_pos
+// gtidOfLastChange takes the GTID list out of mariadb_backup_info's
+// (xtrabackup_info's before 11.x) binlog_pos
 // line; "" when the server wrote no binary log or the list is malformed.
 func gtidOfLastChange(info string) string {
 	m := lastChangePattern.FindStringSubmatch(info)
@@ -198,6 +214,9 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	// The server refuses to start without its secure_file_priv directory,
 	// which prepare makes and a restore must make too.
 	if err := m.makeSecureFileDir(); err != nil {
+		return res, err
+	}
+	if err := m.makeLogDirs(); err != nil {
 		return res, err
 	}
 	cert, err := m.ensureCertificate()

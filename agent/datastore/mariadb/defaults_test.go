@@ -17,7 +17,7 @@ import (
 // group, restored when the group lets go of a value, and re-rendered by
 // apply_flavor for the new memory.
 func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
-	tmpl, render := servertest.RecipeTemplate(t, "../../../images/mariadb-10.11.yaml")
+	tmpl, render := servertest.RecipeTemplate(t, recipeFile(t))
 	inst := mariadbtest.NewT(t)
 	if err := inst.UseConfigTemplate(tmpl); err != nil {
 		t.Fatal(err)

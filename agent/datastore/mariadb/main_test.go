@@ -30,6 +30,33 @@ func sharedServer(t *testing.T) *mariadbtest.Instance {
 	})
 }
 
+// serverVersion is the major.minor version of the MariaDB the tests run:
+// the host's, or the Debian root's the tests run in (ci/test-in-root.sh). The recipe and
+// validation rules the tests check are that version's.
+func serverVersion(t *testing.T) string {
+	t.Helper()
+	var v string
+	if err := admin(t, sharedServer(t)).QueryRow("SELECT VERSION()").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 3 {
+		t.Fatalf("VERSION() = %q: no major.minor", v)
+	}
+	t.Logf("MariaDB %s", v)
+	return parts[0] + "." + parts[1]
+}
+
+// recipeFile and rulesFile are the image recipe and validation rules of
+// the MariaDB version under test.
+func recipeFile(t *testing.T) string {
+	return "../../../images/mariadb-" + serverVersion(t) + ".yaml"
+}
+
+func rulesFile(t *testing.T) string {
+	return "../../../validation-rules/mariadb-" + serverVersion(t) + ".json"
+}
+
 func ctxT(t *testing.T) context.Context { return servertest.Context(t, 2*time.Minute) }
 
 // Shorthands used throughout the tests.

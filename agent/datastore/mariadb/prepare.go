@@ -74,6 +74,9 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 	if err := m.makeSecureFileDir(); err != nil {
 		return res, err
 	}
+	if err := m.makeLogDirs(); err != nil {
+		return res, err
+	}
 	cert, err := m.ensureCertificate()
 	if err != nil {
 		return res, err
@@ -143,6 +146,32 @@ func (m *Manager) makeSecureFileDir() error {
 		return err
 	}
 	return osUser.Chown(dir)
+}
+
+// makeLogDirs makes the directories of the error and slow query logs when
+// they are missing, for the server's OS user: bookworm's mariadb-server
+// ships /var/log/mysql, trixie's (11.8, logging to the journal by default)
+// does not, and mariadbd then writes no error log at all (the log
+// operations and prepare's failure messages read it). An existing
+// directory is left as the package made it.
+func (m *Manager) makeLogDirs() error {
+	osUser, err := datastore.LookupOSUser(m.cfg.OSUser)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{m.cfg.ErrorLog, m.cfg.SlowQueryLog} {
+		dir := filepath.Dir(f)
+		if _, err := os.Stat(dir); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("log directory: %w", err)
+		}
+		if err := osUser.Chown(dir); err != nil {
+			return fmt.Errorf("log directory: %w", err)
+		}
+	}
+	return nil
 }
 
 // initDataDir runs mariadb-install-db unless the data directory holds a

@@ -299,3 +299,31 @@ func TestAPrepareCutShortResumes(t *testing.T) {
 		t.Fatal("a finished prepare ran again")
 	}
 }
+
+// Trixie's mariadb-server ships no /var/log/mysql (bookworm's does):
+// prepare makes a missing log directory for the server's account, so the
+// error log exists and the log operations read it.
+func TestPrepareMakesAMissingLogDirectory(t *testing.T) {
+	inst := mariadbtest.NewT(t)
+	inst.Manager.Close()
+	logs := filepath.Join(inst.Dir, "var-log-mysql")
+	inst.Config.ErrorLog = filepath.Join(logs, "error.log")
+	inst.Config.SlowQueryLog = filepath.Join(logs, "slow.log")
+	m, err := mariadb.New(inst.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.Manager = m
+	servertest.MustPrepare(t, m, wire.PrepareArgs{}, 2*time.Minute)
+	st, err := os.Stat(logs)
+	if err != nil || !st.IsDir() || st.Mode().Perm() != 0o750 {
+		t.Fatalf("log directory: %v %v", st, err)
+	}
+	tail, err := m.TailLog(ctxT(t), mariadb.LogError, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(tail.Lines, "\n"), "ready for connections") {
+		t.Fatalf("the error log in the new directory lacks the start-up:\n%s", strings.Join(tail.Lines, "\n"))
+	}
+}

@@ -12,8 +12,6 @@ import (
 	"strata/agent/wire"
 )
 
-const rulesFile = "../../../validation-rules/mariadb-10.11.json"
-
 // allocating parameters size memory or files the moment they are set
 // (the buffer pool, the redo log, the key cache): their bounds are checked
 // against the server's own declared limits only, never set to a
@@ -35,14 +33,15 @@ func serverType(varType string) string {
 }
 
 // TestRulesAgreeWithTheServer checks every rule of
-// validation-rules/mariadb-10.11.json against a real MariaDB: the variable
+// validation-rules/mariadb-<version>.json against a real MariaDB of that
+// version (the host's 10.11; trixie's under make verify-rules-trixie): the variable
 // exists, its type and dynamic/read-only nature match the rule, the rule's
 // bounds lie within the server's, min and max pass our validation and
 // min-1 / max+1 do not, and on a dynamic variable SET GLOBAL takes min,
 // max and every allowed value exactly (the server neither clamps nor
 // refuses them).
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := servertest.LoadRules(t, rulesFile)
+	rules := servertest.LoadRules(t, rulesFile(t))
 	if len(rules) < 35 {
 		t.Fatalf("%d rules; the MariaDB file covers at least Trove's list", len(rules))
 	}
@@ -143,13 +142,13 @@ func sameValue(typ, set, got string) bool {
 	return strings.EqualFold(set, got)
 }
 
-// TestRecipeTemplateAppliesCleanly reads what images/mariadb-10.11.yaml
+// TestRecipeTemplateAppliesCleanly reads what images/mariadb-<version>.yaml
 // registers (its rules and default configuration template), renders the
 // template for flavors from none to 256 GiB, checks every value against
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/mariadb-10.11.yaml", "mariadb")
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, recipeFile(t), "mariadb")
 	inst, _ := mariadbtest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

@@ -17,7 +17,7 @@ import (
 // overridden by a group, back when the group lets go of a value, and
 // re-rendered by apply_flavor for the new memory.
 func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
-	tmpl, render := servertest.RecipeTemplate(t, "../../../images/postgresql-15.yaml")
+	tmpl, render := servertest.RecipeTemplate(t, recipeFile(t))
 	inst := postgresqltest.NewT(t)
 	if err := inst.UseConfigTemplate(tmpl); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,33 @@ func sharedServer(t *testing.T) *postgresqltest.Instance {
 	})
 }
 
+// serverVersion is the major version of the PostgreSQL the tests run
+// (server_version_num / 10000): the host's, or the one in the Debian root
+// the tests run in (make verify-rules-trixie). The recipe and validation
+// rules the tests check are that version's.
+func serverVersion(t *testing.T) string {
+	t.Helper()
+	var v, num string
+	if err := admin(t, sharedServer(t), "postgres").QueryRow("SELECT version(), current_setting('server_version_num')").Scan(&v, &num); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", v)
+	if len(num) < 5 {
+		t.Fatalf("server_version_num = %q", num)
+	}
+	return strings.TrimLeft(num[:len(num)-4], "0")
+}
+
+// recipeFile and rulesFile are the image recipe and validation rules of
+// the PostgreSQL version under test.
+func recipeFile(t *testing.T) string {
+	return "../../../images/postgresql-" + serverVersion(t) + ".yaml"
+}
+
+func rulesFile(t *testing.T) string {
+	return "../../../validation-rules/postgresql-" + serverVersion(t) + ".json"
+}
+
 func ctxT(t *testing.T) context.Context { return servertest.Context(t, 2*time.Minute) }
 
 // Shorthands used throughout the tests.

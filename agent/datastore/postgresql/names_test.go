@@ -2,6 +2,7 @@ package postgresql
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,17 +94,23 @@ func TestRenderConfigRefusesOddPaths(t *testing.T) {
 // No rule may name a parameter the agent manages: the configuration group
 // would be refused whatever its value.
 func TestRulesLeaveManagedParametersAlone(t *testing.T) {
-	data, err := os.ReadFile("../../../validation-rules/postgresql-15.json")
-	if err != nil {
-		t.Fatal(err)
+	files, err := filepath.Glob("../../../validation-rules/postgresql-*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no validation-rules/postgresql-*.json: %v", err)
 	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rules {
-		if !parameters.NameOK(r.Name) {
-			t.Errorf("rule %s names a parameter the agent manages (or an invalid name)", r.Name)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := wire.ParseRules(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, r := range rules {
+			if !parameters.NameOK(r.Name) {
+				t.Errorf("%s: rule %s names a parameter the agent manages (or an invalid name)", f, r.Name)
+			}
 		}
 	}
 }

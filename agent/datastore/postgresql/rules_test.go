@@ -12,8 +12,6 @@ import (
 	"strata/agent/wire"
 )
 
-const rulesFile = "../../../validation-rules/postgresql-15.json"
-
 // freeStrings are values the server must accept for the string rules that
 // list no allowed values.
 var freeStrings = map[string]string{
@@ -24,7 +22,8 @@ var freeStrings = map[string]string{
 }
 
 // TestRulesAgreeWithTheServer checks every rule of
-// validation-rules/postgresql-15.json against a real PostgreSQL: the
+// validation-rules/postgresql-<major>.json against a real PostgreSQL of
+// that version (the host's 15; trixie's 17 under make verify-rules-trixie): the
 // parameter exists in pg_settings and is settable, its vartype matches
 // the rule (enums are strings with allowed values within enumvals),
 // restart_required is exactly "context is postmaster" and the apply method
@@ -33,7 +32,7 @@ var freeStrings = map[string]string{
 // the server's own checks (ALTER SYSTEM, which validates any context
 // without applying) accept min, max and every allowed value.
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := servertest.LoadRules(t, rulesFile)
+	rules := servertest.LoadRules(t, rulesFile(t))
 	inst := sharedServer(t)
 	db := admin(t, inst, "postgres")
 	defer func() {
@@ -122,13 +121,13 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 	}
 }
 
-// TestRecipeTemplateAppliesCleanly reads what images/postgresql-15.yaml
+// TestRecipeTemplateAppliesCleanly reads what images/postgresql-<major>.yaml
 // registers (its rules and default configuration template), renders the
 // template for flavors from none to 256 GiB, checks every value against
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/postgresql-15.yaml", "postgresql")
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, recipeFile(t), "postgresql")
 	inst, _ := postgresqltest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

@@ -18,7 +18,7 @@ import (
 // of a value, and re-rendered by apply_flavor for the new memory. A
 // group's save replaces the layer's (save lines in files add up).
 func TestRecipeTemplateIsTheDefaultsLayer(t *testing.T) {
-	tmpl, render := servertest.RecipeTemplate(t, "../../../images/redis-7.yaml")
+	tmpl, render := servertest.RecipeTemplate(t, recipeFile(t))
 	inst := redistest.NewT(t)
 	if err := inst.UseConfigTemplate(tmpl); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,33 @@ func sharedServer(t *testing.T) *redistest.Instance {
 	})
 }
 
+// serverVersion is the major version of the Redis the tests run: the
+// host's, or the Debian root's the tests run in (ci/test-in-root.sh). The recipe and
+// validation rules the tests check are that version's.
+func serverVersion(t *testing.T) string {
+	t.Helper()
+	info := do(t, admin(t, sharedServer(t)), "INFO", "server").Str
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			t.Logf("Redis %s", v)
+			major, _, _ := strings.Cut(v, ".")
+			return major
+		}
+	}
+	t.Fatalf("INFO server has no redis_version: %q", info)
+	return ""
+}
+
+// recipeFile and rulesFile are the image recipe and validation rules of
+// the Redis version under test.
+func recipeFile(t *testing.T) string {
+	return "../../../images/redis-" + serverVersion(t) + ".yaml"
+}
+
+func rulesFile(t *testing.T) string {
+	return "../../../validation-rules/redis-" + serverVersion(t) + ".json"
+}
+
 func ctxT(t *testing.T) context.Context { return servertest.Context(t, time.Minute) }
 
 // Shorthands used throughout the tests.

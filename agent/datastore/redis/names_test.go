@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,17 +109,28 @@ func TestRESPReplies(t *testing.T) {
 // No rule may name a parameter the agent manages: the configuration group
 // would be refused whatever its value.
 func TestRulesLeaveManagedParametersAlone(t *testing.T) {
-	data, err := os.ReadFile("../../../validation-rules/redis-7.json")
-	if err != nil {
-		t.Fatal(err)
+	files, err := filepath.Glob("../../../validation-rules/redis-*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no validation-rules/redis-*.json: %v", err)
 	}
-	rules, err := wire.ParseRules(data)
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := wire.ParseRules(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		checkRulesLeaveManagedParametersAlone(t, f, rules)
 	}
+}
+
+func checkRulesLeaveManagedParametersAlone(t *testing.T, file string, rules []wire.ParameterRule) {
+	t.Helper()
 	for _, r := range rules {
 		if !parameters.NameOK(r.Name) {
-			t.Errorf("rule %s names a parameter the agent manages (or an invalid name)", r.Name)
+			t.Errorf("%s: rule %s names a parameter the agent manages (or an invalid name)", file, r.Name)
 		}
 	}
 }

@@ -12,8 +12,6 @@ import (
 	"strata/agent/wire"
 )
 
-const rulesFile = "../../../validation-rules/redis-7.json"
-
 // freeStrings are values the server must accept for the string rules that
 // list no allowed values.
 var freeStrings = map[string]string{
@@ -23,14 +21,15 @@ var freeStrings = map[string]string{
 }
 
 // TestRulesAgreeWithTheServer checks every rule of
-// validation-rules/redis-7.json against a real Redis: CONFIG GET knows
+// validation-rules/redis-<major>.json against a real Redis of that version
+// (the host's 7; trixie's 8 under make verify-rules-trixie): CONFIG GET knows
 // the parameter, its current value has the rule's type, restart_required
 // is exactly "CONFIG SET answers can't set immutable config", min and max
 // pass our validation and min-1 / max+1 do not, and a live parameter takes
 // min, max and every allowed value through CONFIG SET and reads them back
 // unchanged.
 func TestRulesAgreeWithTheServer(t *testing.T) {
-	rules := servertest.LoadRules(t, rulesFile)
+	rules := servertest.LoadRules(t, rulesFile(t))
 	inst := sharedServer(t)
 	c := admin(t, inst)
 	ctx := context.Background()
@@ -126,13 +125,13 @@ func TestRulesAgreeWithTheServer(t *testing.T) {
 	}
 }
 
-// TestRecipeTemplateAppliesCleanly reads what images/redis-7.yaml
+// TestRecipeTemplateAppliesCleanly reads what images/redis-<major>.yaml
 // registers (its rules and default configuration template), renders the
 // template for flavors from none to 256 GiB, checks every value against
 // the rules, and has a real server prepared with it: the default group
 // applies without a restart.
 func TestRecipeTemplateAppliesCleanly(t *testing.T) {
-	rules, flavor512 := servertest.CheckRecipeTemplate(t, "../../../images/redis-7.yaml", "redis")
+	rules, flavor512 := servertest.CheckRecipeTemplate(t, recipeFile(t), "redis")
 	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{MemoryMB: 512, Configuration: &wire.ConfigurationArgs{Values: flavor512, Rules: rules}})
 	if st := inst.Manager.Status(ctxT(t)); st.Status != wire.StatusRunning {
 		t.Fatalf("status = %+v", st)

@@ -43,7 +43,9 @@ func TestLogsListAndTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(tail.Lines, "\n"), "ready to accept connections") {
+	// "...ready to accept connections" (7) or "Ready to accept
+	// connections" (8).
+	if !strings.Contains(strings.ToLower(strings.Join(tail.Lines, "\n")), "ready to accept connections") {
 		t.Fatalf("log tail lacks the start-up:\n%s", strings.Join(tail.Lines, "\n"))
 	}
 	servertest.CheckTailRefusals(t, ctx, m, redis.LogServer)
