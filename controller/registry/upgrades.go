@@ -12,8 +12,9 @@ import (
 // be upgraded to its version to (each by id or name). Both must be
 // versions of the one datastore, run by the same manager, and different.
 // A PostgreSQL major upgrade is refused: it needs pg_upgrade with both
-// majors' binaries, which no strata image carries; the way across a
-// major is a backup restored onto an instance of the new version.
+// majors' binaries, which no strata image carries, and a backup (a
+// physical copy) restores onto its own major only; the way across is a
+// logical dump loaded into an instance of the new version.
 // Declaring a path again is not an error.
 func (r *Registry) AddUpgradePath(ctx context.Context, datastore, from, to string) (Version, Version, error) {
 	f, err := r.FindVersion(ctx, datastore, from)
@@ -40,7 +41,7 @@ func upgradable(f, t Version) error {
 	case f.Manager != t.Manager:
 		return invalid("%s %s runs the %s manager and %s the %s manager: an upgrade keeps the manager", f.DatastoreName, f.Name, f.Manager, t.Name, t.Manager)
 	case f.Manager == "postgresql" && majorOf(f.Name) != majorOf(t.Name):
-		return invalid("PostgreSQL %s to %s is a major upgrade, which needs pg_upgrade with both versions' binaries and is not supported: back the instance up and restore the backup onto a new instance of %s %s", f.Name, t.Name, t.DatastoreName, t.Name)
+		return invalid("PostgreSQL %s to %s is a major upgrade, which needs pg_upgrade with both versions' binaries and is not supported (nor can a backup move it: a strata backup is a physical copy that restores onto the same major only): dump the databases with pg_dump and load them with pg_restore into a new instance of %s %s", f.Name, t.Name, t.DatastoreName, t.Name)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 
 // Upgrade paths: declared between two versions of one datastore run by
 // one manager; a PostgreSQL major upgrade is refused naming the way
-// across (a backup restored onto the new version); the target of an
+// across (a logical dump loaded into the new version); the target of an
 // upgrade must be a declared one, and a refusal names the allowed ones.
 func TestUpgradePathsAreDeclaredPerVersionAndChecked(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
@@ -52,7 +52,7 @@ func TestUpgradePathsAreDeclaredPerVersionAndChecked(t *testing.T) {
 				t.Errorf("AddUpgradePath(%s %s → %s) = %v, want %q", tc.ds, tc.from, tc.to, err, tc.want)
 			}
 		}
-		if _, _, err := r.AddUpgradePath(ctx, "postgresql", "15", "17"); err == nil || !strings.Contains(err.Error(), "restore the backup onto a new instance of postgresql 17") {
+		if _, _, err := r.AddUpgradePath(ctx, "postgresql", "15", "17"); err == nil || !strings.Contains(err.Error(), "pg_dump and load them with pg_restore into a new instance of postgresql 17") {
 			t.Errorf("a PostgreSQL major upgrade's refusal does not say how across: %v", err)
 		}
 		if _, _, err := r.AddUpgradePath(ctx, "postgresql", "15", "15.4"); err != nil {
