@@ -62,6 +62,12 @@ func (f *stateFlags) withDB(ctx context.Context, fn func(*store.DB) error) error
 	return fn(db)
 }
 
+// withRegistry runs fn on the version registry of the controller's
+// database, closed after.
+func (f *stateFlags) withRegistry(ctx context.Context, fn func(*registry.Registry) error) error {
+	return f.withDB(ctx, func(db *store.DB) error { return fn(f.registry(db)) })
+}
+
 func (f *stateFlags) images(db *store.DB) *local.Store {
 	return &local.Store{DB: db, Dir: filepath.Join(f.dir, "images")}
 }

@@ -199,20 +199,16 @@ func newVersionFlavorCommand(sf *stateFlags) *cobra.Command {
 		Short: "Allow flavors (ids or names) for a version; its instances then take only listed flavors (trove-manage datastore_version_flavor_add)",
 		Args:  cobra.MinimumNArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			if err := r.EnsureDefaultFlavors(cmd.Context()); err != nil {
-				return err
-			}
-			v, err := r.AddVersionFlavors(cmd.Context(), args[0], args[1], args[2:])
-			if err != nil {
-				return err
-			}
-			return printVersionFlavors(cmd, r, v)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				if err := r.EnsureDefaultFlavors(cmd.Context()); err != nil {
+					return err
+				}
+				v, err := r.AddVersionFlavors(cmd.Context(), args[0], args[1], args[2:])
+				if err != nil {
+					return err
+				}
+				return printVersionFlavors(cmd, r, v)
+			})
 		},
 	}
 	del := &cobra.Command{
@@ -220,20 +216,16 @@ func newVersionFlavorCommand(sf *stateFlags) *cobra.Command {
 		Short: "Remove a flavor from a version's list; an empty list allows every flavor (trove-manage datastore_version_flavor_delete)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			if err := r.DeleteVersionFlavor(cmd.Context(), args[0], args[1], args[2]); err != nil {
-				return err
-			}
-			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
-			if err != nil {
-				return err
-			}
-			return printVersionFlavors(cmd, r, v)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				if err := r.DeleteVersionFlavor(cmd.Context(), args[0], args[1], args[2]); err != nil {
+					return err
+				}
+				v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return printVersionFlavors(cmd, r, v)
+			})
 		},
 	}
 	list := &cobra.Command{
@@ -241,17 +233,13 @@ func newVersionFlavorCommand(sf *stateFlags) *cobra.Command {
 		Short: "List a version's flavor list",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
-			if err != nil {
-				return err
-			}
-			return printVersionFlavors(cmd, r, v)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return printVersionFlavors(cmd, r, v)
+			})
 		},
 	}
 	cmd.AddCommand(add, del, list)
@@ -268,17 +256,13 @@ func newVersionUpgradeCommand(sf *stateFlags) *cobra.Command {
 		Short: "Let instances of FROM_VERSION be upgraded to TO_VERSION (a rebuild onto TO_VERSION's image plus the datastore's upgrade step)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			f, _, err := r.AddUpgradePath(cmd.Context(), args[0], args[1], args[2])
-			if err != nil {
-				return err
-			}
-			return printUpgradeTargets(cmd, r, f)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				f, _, err := r.AddUpgradePath(cmd.Context(), args[0], args[1], args[2])
+				if err != nil {
+					return err
+				}
+				return printUpgradeTargets(cmd, r, f)
+			})
 		},
 	}
 	del := &cobra.Command{
@@ -286,20 +270,16 @@ func newVersionUpgradeCommand(sf *stateFlags) *cobra.Command {
 		Short: "Remove an upgrade path",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			if err := r.DeleteUpgradePath(cmd.Context(), args[0], args[1], args[2]); err != nil {
-				return err
-			}
-			f, err := r.FindVersion(cmd.Context(), args[0], args[1])
-			if err != nil {
-				return err
-			}
-			return printUpgradeTargets(cmd, r, f)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				if err := r.DeleteUpgradePath(cmd.Context(), args[0], args[1], args[2]); err != nil {
+					return err
+				}
+				f, err := r.FindVersion(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return printUpgradeTargets(cmd, r, f)
+			})
 		},
 	}
 	list := &cobra.Command{
@@ -307,17 +287,13 @@ func newVersionUpgradeCommand(sf *stateFlags) *cobra.Command {
 		Short: "List the versions VERSION's instances may be upgraded to",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := sf.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			r := sf.registry(db)
-			v, err := r.FindVersion(cmd.Context(), args[0], args[1])
-			if err != nil {
-				return err
-			}
-			return printUpgradeTargets(cmd, r, v)
+			return sf.withRegistry(cmd.Context(), func(r *registry.Registry) error {
+				v, err := r.FindVersion(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return printUpgradeTargets(cmd, r, v)
+			})
 		},
 	}
 	cmd.AddCommand(add, del, list)
