@@ -141,13 +141,13 @@ test-trixie-agent: go-check ## every test of the agent's MariaDB, PostgreSQL and
 DATASTORE ?= redis
 
 .PHONY: e2e
-e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE); backups, replicas (switchover, detach), rebuild and flavor resize of MariaDB instances; DIB's elements through disk-image-create (minutes)
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE); backups, replicas (switchover, detach), rebuild, flavor resize and upgrade to 11.8 of MariaDB instances; DIB's elements through disk-image-create (minutes)
 	ci/deps.sh test dib
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip 'Chaos' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, then Trove's own test suite (test-tempest)
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, the replicas' automatic failover, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 	$(MAKE) test-tempest
