@@ -140,3 +140,54 @@ func lastRebuildCall(fc *fakeCompute, id string) string {
 	}
 	return ""
 }
+
+// TestAnUpgradeCutByAControllerRestartResumesAndRollsBack: the controller
+// stops while the upgrade's new guest boots (the instance switched to the
+// target version, the old disk and data copy aside); the next controller
+// resumes the task, the new guest's upgrade step fails, and the rollback
+// puts the instance back on its old version, guest and data.
+func TestAnUpgradeCutByAControllerRestartResumesAndRollsBack(t *testing.T) {
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
+	c := r1.admin()
+	ctx := context.Background()
+	id := activeInstance(t, r1, c, "resumed")
+	reg := &registry.Registry{DB: r1.ctl.DB}
+	img := registerImage(t, r1, "mariadb-11.8", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "11.8"})
+	if _, err := reg.UpdateVersion(ctx, registry.VersionSpec{Datastore: "mariadb", Name: "11.8", Manager: "mariadb", ImageID: img.ID, Active: true, Port: 3306, BootTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.AddUpgradePath(ctx, "mariadb", "10.11", "11.8"); err != nil {
+		t.Fatal(err)
+	}
+	version := func() string { return c.instance(id)["datastore"].(map[string]any)["version"].(string) }
+	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.silent, rb.failUpgrade = true, "mariadb-upgrade: Phase 4/8: Table 'mysql.proc' is marked as crashed" })
+	c.must(202, "PATCH", "/instances/"+id, map[string]any{"instance": map[string]any{"datastore_version": "11.8"}})
+	waitFor(t, "the new server", 10*time.Second, func() bool { return rebuildCalls(fc, id) == 1 && fc.setAside(id) })
+	c.waitStatus(id, "UPGRADE", 5*time.Second)
+	if v := version(); v != "11.8" {
+		t.Fatalf("version while the new guest boots = %s, want the target 11.8", v)
+	}
+	r1.ctl.Stop()
+
+	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.silent = false })
+	fc.powerOffOne(id)
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
+	c = r2.admin()
+	var in map[string]any
+	waitFor(t, "the resumed upgrade's rollback", 30*time.Second, func() bool {
+		in = c.instance(id)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil
+	})
+	if msg := in["fault"].(map[string]any)["message"].(string); !strings.Contains(msg, "rolled back to the old version") || !strings.Contains(msg, "marked as crashed") {
+		t.Fatalf("fault after the resumed upgrade's rollback: %q", msg)
+	}
+	if v := version(); v != "10.11" || fc.setAside(id) || in["agent_version"] == "fake-"+img.ID {
+		t.Fatalf("after the rollback: version %s, disks aside %v, agent %v", v, fc.setAside(id), in["agent_version"])
+	}
+	if dbs := c.must(200, "GET", "/instances/"+id+"/databases", nil)["databases"].([]any); len(dbs) != 1 {
+		t.Fatalf("databases after the rollback: %v", dbs)
+	}
+}
