@@ -162,7 +162,9 @@ func TestAnUpgradeCutByAControllerRestartResumesAndRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	version := func() string { return c.instance(id)["datastore"].(map[string]any)["version"].(string) }
-	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.silent, rb.failUpgrade = true, "mariadb-upgrade: Phase 4/8: Table 'mysql.proc' is marked as crashed" })
+	fc.rebuildKnobs(id, func(rb *fakeRebuild) {
+		rb.silent, rb.failUpgrade = true, "mariadb-upgrade: Phase 4/8: Table 'mysql.proc' is marked as crashed"
+	})
 	c.must(202, "PATCH", "/instances/"+id, map[string]any{"instance": map[string]any{"datastore_version": "11.8"}})
 	waitFor(t, "the new server", 10*time.Second, func() bool { return rebuildCalls(fc, id) == 1 && fc.setAside(id) })
 	c.waitStatus(id, "UPGRADE", 5*time.Second)
