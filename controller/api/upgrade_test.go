@@ -70,6 +70,13 @@ func TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack(t *testing.T) {
 	if n := rebuildCalls(fc, id); n != 0 || version() != "10.11" {
 		t.Fatalf("a refused upgrade touched the instance: %d rebuilds, version %s", n, version())
 	}
+	// Its own version keeps its group: a move onto the version's image.
+	admin.must(202, "PATCH", "/instances/"+id, upgrade("10.11"))
+	waitFor(t, "the move onto 10.11's image", 30*time.Second, func() bool {
+		in := admin.instance(id)
+		return in["status"] == "ACTIVE" && rebuildCalls(fc, id) == 1 && fc.guest(id).applied("max_connections") == "120"
+	})
+	keysBefore = agentKeys(t, r, id)
 	admin.must(202, "PUT", "/instances/"+id, attach(id, nil))
 	waitFor(t, "the group detached", 20*time.Second, func() bool { return admin.instance(id)["configuration"] == nil })
 

@@ -117,9 +117,10 @@ func (m *Manager) Rebuild(ctx context.Context, id, imageID string) error {
 // mariadb-upgrade). A failure at any step rolls the instance back to its
 // old version, root disk and data. Only along an upgrade path the version
 // registry declares, or to the instance's own version (onto its current
-// image); refused, before anything is touched, for an instance
-// with a configuration group (its values were checked against the old
-// version's rules), in a replication group, not ACTIVE, or busy.
+// image); refused, before anything is touched, for an instance moving to
+// another version with a configuration group (its values were checked
+// against the old version's rules), in a replication group, not ACTIVE,
+// or busy.
 func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error {
 	if _, ok := m.Compute.(compute.Rebuilder); !ok && m.Compute != nil {
 		return wrap(ErrUnprocessable, "the compute driver cannot rebuild servers, which an upgrade needs")
@@ -167,7 +168,7 @@ func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error
 			if err := requireStatus(in, status, "upgrade", instances.StatusActive, instances.StatusRestartRequired); err != nil {
 				return err
 			}
-			if in.ConfigurationID != "" {
+			if in.ConfigurationID != "" && to.ID != from.ID {
 				return wrap(ErrUnprocessable, "cannot upgrade instance %s: configuration group %s (of %s %s) is attached; detach it, upgrade, then attach a group of %s %s",
 					in.ID, in.ConfigurationID, from.DatastoreName, from.Name, to.DatastoreName, to.Name)
 			}
