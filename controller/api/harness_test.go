@@ -549,6 +549,8 @@ type fakeCompute struct {
 	// ends); publishing counts the calls waiting there.
 	pubGate    chan struct{}
 	publishing int
+	// onNewGuest, if set, tunes each guest as it is made (under mu).
+	onNewGuest func(id string, g *fakeGuest)
 
 	// protocol is the protocol the agents of guests made later speak
 	// (0: wire's own; skew_test.go).
@@ -819,6 +821,9 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
 		g.streams, g.protocol = fc.streams, fc.protocol
+		if fc.onNewGuest != nil {
+			fc.onNewGuest(s.ID, g)
+		}
 		fc.guests[s.ID] = g
 	}
 	silent, boot := fc.silent || fc.silentIDs[s.ID], srv.boot

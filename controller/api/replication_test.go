@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"strata/agent/wire"
 	"strata/controller/backups"
 	"strata/controller/compute"
 	"strata/controller/store/storetest"
@@ -238,4 +239,47 @@ func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
 	if n := len(c.must(200, "GET", "/instances", nil)["instances"].([]any)); n != 1 {
 		t.Fatalf("a refused replica left %d instances", n)
 	}
+}
+
+// A replica whose link cannot be started (its start_replication is cut
+// short every time) fails to ERROR — not ACTIVE, though its database
+// runs — and the account its create made on the source is dropped there
+// at once, not when the replica is deleted. Deleting it afterwards still
+// works (its own drop finds nothing to drop), and so does the source's.
+func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	fc.mu.Lock()
+	fc.onNewGuest = func(id string, g *fakeGuest) {
+		if id != src {
+			g.interrupt[wire.KindStartReplication] = true
+		}
+	}
+	fc.mu.Unlock()
+
+	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	f, _ := in["fault"].(map[string]any)
+	if f == nil || !strings.Contains(f["message"].(string), "starting replication") {
+		t.Fatalf("the failed replica's fault: %v", in["fault"])
+	}
+	// The account was made on the source (else its absence below would
+	// prove nothing), then dropped by the create's failure.
+	db := r.ctl.DB
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account' AND done_at IS NOT NULL AND result NOT LIKE '%\"error\"%'", src); n != 1 {
+		t.Fatalf("%d replication accounts made on the source, want 1", n)
+	}
+	waitFor(t, "the failed replica's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := fc.guest(src).replication()
+		return len(accounts) == 0
+	})
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND op_id = ? AND done_at IS NOT NULL AND result NOT LIKE '%\"error\"%'", src, "repl-drop-failed-"+replica); n != 1 {
+		t.Fatalf("the failure's drop on the source: %d done, want 1", n)
+	}
+	c.must(202, "DELETE", "/instances/"+replica, nil)
+	c.waitGone(replica, 20*time.Second)
+	c.must(202, "DELETE", "/instances/"+src, nil)
+	c.waitGone(src, 20*time.Second)
 }
