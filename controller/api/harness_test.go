@@ -172,7 +172,9 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 	}
 	total := uint64(g.volumeGB) << 30
 	hb := wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
-	if g.repl.link != nil {
+	if g.repl.link != nil || g.prepared && !g.stopped {
+		// As the real agent: a replica's link, any other server's
+		// binary log position.
 		r := g.replicationStatus()
 		hb.Replication = &r
 	}

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +283,41 @@ func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
 	c.waitGone(replica, 20*time.Second)
 	c.must(202, "DELETE", "/instances/"+src, nil)
 	c.waitGone(src, 20*time.Second)
+}
+
+// A replica's view shows how many transactions it is behind its source:
+// the source's binary log position from its heartbeat against what the
+// replica applied, following both as they move, and left out once the
+// source's agent is silent (its position is history).
+func TestReplicaShowsHowManyTransactionsItIsBehind(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary")
+	replica := replicaIDs(t, c, src, 1)[0]
+	behind := func(want float64, pos string) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("transactions_behind %v", want), 20*time.Second, func() bool {
+			rep, _ := c.instance(replica)["replication"].(map[string]any)
+			return rep["state"] == "RUNNING" && rep["transactions_behind"] == want && rep["source_gtid_binlog_pos"] == pos
+		})
+	}
+	// Seeded at 0-1-42; the fake source is at 0-1-100.
+	behind(58, "0-1-100")
+	gs, gr := fc.guest(src), fc.guest(replica)
+	gs.mu.Lock()
+	gs.repl.binlog += 5 // five more transactions on the source
+	gs.mu.Unlock()
+	behind(63, "0-1-105")
+	gr.mu.Lock()
+	gr.repl.link.GTIDSlavePos = "0-1-105" // the replica applied them all
+	gr.mu.Unlock()
+	behind(0, "0-1-105")
+	// The source's agent goes silent: no distance is claimed.
+	gs.halt()
+	silence(t, r, src)
+	rep, _ := c.instance(replica)["replication"].(map[string]any)
+	if _, shown := rep["transactions_behind"]; shown || rep["state"] != "RUNNING" {
+		t.Fatalf("with the source silent, the replica shows %v", rep)
+	}
 }
