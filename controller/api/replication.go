@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"strata/controller/instances"
 )
@@ -90,9 +89,11 @@ func (s *Server) replicationState(c *call, in instances.Instance, sourceID strin
 	if _, operating := s.Lifecycle.Status(srcIn); operating == "UNKNOWN" {
 		return out // the source's agent is silent: its position is history
 	}
-	src, srcAt, ok, err := instances.ReplicationReport(c.ctx(), s.DB, sourceID)
-	if err != nil || !ok || time.Since(srcAt) > s.Lifecycle.Stale() {
-		return out // the source's position is unknown, or history
+	// The position is stored when it moves (agentendpoint): with the
+	// source's agent reporting, the stored one is current.
+	src, _, ok, err := instances.ReplicationReport(c.ctx(), s.DB, sourceID)
+	if err != nil || !ok {
+		return out // the source reports no position
 	}
 	if n, ok := instances.TransactionsBehind(src.GTIDBinlogPos, st.GTIDSlavePos); ok {
 		out["transactions_behind"] = n
