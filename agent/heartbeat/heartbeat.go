@@ -25,9 +25,11 @@ type Builder struct {
 	VolumePath string
 	// LastCompleted returns the id of the last finished operation.
 	LastCompleted func() string
-	// Replication, if set, reports the server's replication link; a
-	// replica's goes into the heartbeat (its lag, for the controller's
-	// view).
+	// Replication, if set, reports the server's replication state: a
+	// replica's link goes into the heartbeat (its lag, for the
+	// controller's view), and so does any other server's binary log
+	// position (gtid_binlog_pos: how far a source's replicas are behind
+	// in transactions).
 	Replication func(ctx context.Context) (wire.ReplicationStatus, error)
 }
 
@@ -50,7 +52,7 @@ func (b Builder) Heartbeat(ctx context.Context) wire.Heartbeat {
 		hb.LastCompletedOp = b.LastCompleted()
 	}
 	if b.Replication != nil && (st.Status == wire.StatusRunning || st.Status == wire.StatusRestartRequired) {
-		if r, err := b.Replication(ctx); err == nil && r.Role == wire.RoleReplica {
+		if r, err := b.Replication(ctx); err == nil && (r.Role == wire.RoleReplica || r.GTIDBinlogPos != "") {
 			hb.Replication = &r
 		}
 	}

@@ -263,7 +263,9 @@ type Heartbeat struct {
 	StatusDetail    string           `json:"status_detail,omitempty"`
 	Volume          *FilesystemStats `json:"volume,omitempty"`
 	LastCompletedOp string           `json:"last_completed_op,omitempty"`
-	// Replication is a replica's link (absent on other servers).
+	// Replication is a replica's link, or another server's binary log
+	// position (GTIDBinlogPos: its replicas' distance); absent when the
+	// datastore has no replication or the server neither.
 	Replication *ReplicationStatus `json:"replication,omitempty"`
 }
 

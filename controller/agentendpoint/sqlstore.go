@@ -148,6 +148,14 @@ func (s *SQLStore) recordReplication(ctx context.Context, instanceID string, hb 
 		_, err := s.DB.Exec(ctx, `DELETE FROM replication_reports WHERE instance_id = ?`, instanceID)
 		return err
 	}
+	if hb.Replication.Role != wire.RoleReplica {
+		// A source's binary log position: written only when it moved, so
+		// an idle server's heartbeats add no write (its freshness is its
+		// report's, above).
+		if st, _, ok, err := instances.ReplicationReport(ctx, s.DB, instanceID); err == nil && ok && st == *hb.Replication {
+			return nil
+		}
+	}
 	return instances.SetReplicationReport(ctx, s.DB, instanceID, *hb.Replication, received)
 }
 

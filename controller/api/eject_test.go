@@ -142,6 +142,13 @@ func TestEjectAcrossAControllerRestart(t *testing.T) {
 		defer ga.mu.Unlock()
 		return ga.applying == 1
 	})
+	// Past the election (the old source fenced, a promoting) no member's
+	// task may be reset.
+	for _, id := range []string{src, a, b} {
+		if code, doc := c.do("POST", "/instances/"+id+"/action", map[string]any{"reset_status": map[string]any{}}); code != 422 || !strings.Contains(errorMessage(doc), "failover of its replication group") {
+			t.Fatalf("reset_status of member %s during the failover: HTTP %d %v", id, code, doc)
+		}
+	}
 	// What each replica received changes while the controller is down:
 	// a new election would pick b.
 	fc.guest(b).setIOPos("0-1-90")

@@ -172,7 +172,9 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 	}
 	total := uint64(g.volumeGB) << 30
 	hb := wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
-	if g.repl.link != nil {
+	if g.repl.link != nil || g.prepared && !g.stopped {
+		// As the real agent: a replica's link, any other server's
+		// binary log position.
 		r := g.replicationStatus()
 		hb.Replication = &r
 	}
@@ -549,6 +551,8 @@ type fakeCompute struct {
 	// ends); publishing counts the calls waiting there.
 	pubGate    chan struct{}
 	publishing int
+	// onNewGuest, if set, tunes each guest as it is made (under mu).
+	onNewGuest func(id string, g *fakeGuest)
 
 	// protocol is the protocol the agents of guests made later speak
 	// (0: wire's own; skew_test.go).
@@ -819,6 +823,9 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
 		g.streams, g.protocol = fc.streams, fc.protocol
+		if fc.onNewGuest != nil {
+			fc.onNewGuest(s.ID, g)
+		}
 		fc.guests[s.ID] = g
 	}
 	silent, boot := fc.silent || fc.silentIDs[s.ID], srv.boot

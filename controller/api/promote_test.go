@@ -259,3 +259,55 @@ func TestPromoteRequestsAreChecked(t *testing.T) {
 		t.Fatalf("refused promotes queued %d tasks", n)
 	}
 }
+
+// While a switchover's promotion is in flight (the source fenced, the
+// replica's promote_replica running), neither reset_status nor the
+// management reset-task-status may cancel it on any member of the group:
+// 422 saying it ends by itself. It then finishes as if nothing happened.
+func TestResetIsRefusedDuringASwitchover(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	ga := fc.guest(a)
+	gate := make(chan struct{})
+	ga.mu.Lock()
+	ga.repl.promoteGate = gate
+	ga.mu.Unlock()
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the source fenced and the promotion in flight", 30*time.Second, func() bool {
+		ga.mu.Lock()
+		defer ga.mu.Unlock()
+		return ga.applying == 1 && fc.guest(src).fence()
+	})
+	for _, id := range []string{src, a, b} {
+		code, doc := c.do("POST", "/instances/"+id+"/action", map[string]any{"reset_status": map[string]any{}})
+		if code != 422 || !strings.Contains(errorMessage(doc), "switchover of its replication group") || !strings.Contains(errorMessage(doc), "ends by itself") {
+			t.Errorf("reset_status of member %s during the switchover: HTTP %d %v", id, code, doc)
+		}
+		code, doc = c.do("POST", "/mgmt/instances/"+id+"/action", map[string]any{"reset-task-status": map[string]any{}})
+		if code != 422 || !strings.Contains(errorMessage(doc), "ends by itself") {
+			t.Errorf("reset-task-status of member %s during the switchover: HTTP %d %v", id, code, doc)
+		}
+		if st := c.instance(id)["status"]; st != "PROMOTE" {
+			t.Errorf("member %s is %v after the refused resets, want PROMOTE", id, st)
+		}
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE kind = 'promote' AND state = 'cancelled'"); n != 0 {
+		t.Fatalf("%d switchover tasks cancelled", n)
+	}
+	close(gate)
+	waitFor(t, "the switchover to finish", 30*time.Second, func() bool {
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == a && c.instance(src)["status"] == "ACTIVE" && c.instance(a)["status"] == "ACTIVE" && c.instance(b)["status"] == "ACTIVE"
+	})
+	if _, link, _ := ga.replication(); link != nil || ga.fence() {
+		t.Fatalf("the promoted replica still follows %+v (fenced %v)", link, ga.fence())
+	}
+	// Once it ended, reset_status works again.
+	c.must(202, "POST", "/instances/"+b+"/action", map[string]any{"reset_status": map[string]any{}})
+}

@@ -36,7 +36,7 @@ func refuseOnReplica(c *call, s *Server, in instances.Instance, what string) err
 func (s *Server) replicationView(c *call, in instances.Instance, out map[string]any) {
 	if l, ok, err := instances.LinkOf(c.ctx(), s.DB, in.ID); err == nil && ok {
 		out["replica_of"] = map[string]any{"id": l.SourceID, "links": c.links("/instances/" + l.SourceID)}
-		out["replication"] = s.replicationState(c, in)
+		out["replication"] = s.replicationState(c, in, l.SourceID)
 	}
 	if list, err := instances.ReplicasOf(c.ctx(), s.DB, in.ID); err == nil && len(list) > 0 {
 		replicas := make([]map[string]any, 0, len(list))
@@ -55,8 +55,11 @@ func (s *Server) replicationView(c *call, in instances.Instance, out map[string]
 // Trove: from its latest heartbeat, RUNNING with the lag and positions,
 // ERROR with the reason when a thread stopped or reports an error, and
 // UNKNOWN without a fresh report (the agent is silent: its lag cannot be
-// told).
-func (s *Server) replicationState(c *call, in instances.Instance) map[string]any {
+// told). transactions_behind is the distance from the source's binary
+// log position in its latest heartbeat to what the replica applied, shown
+// while both agents report (an agent baked before sources reported their
+// position sends none: it is left out).
+func (s *Server) replicationState(c *call, in instances.Instance, sourceID string) map[string]any {
 	st, at, ok, err := instances.ReplicationReport(c.ctx(), s.DB, in.ID)
 	if err != nil || !ok {
 		return map[string]any{"state": "UNKNOWN"}
@@ -75,6 +78,26 @@ func (s *Server) replicationState(c *call, in instances.Instance) map[string]any
 			// The agent went silent: the last lag is history.
 			out["state"] = "UNKNOWN"
 		}
+	}
+	if out["state"] == "UNKNOWN" {
+		return out
+	}
+	srcIn, err := instances.Get(c.ctx(), s.DB, "", sourceID)
+	if err != nil {
+		return out
+	}
+	if _, operating := s.Lifecycle.Status(srcIn); operating == "UNKNOWN" {
+		return out // the source's agent is silent: its position is history
+	}
+	// The position is stored when it moves (agentendpoint): with the
+	// source's agent reporting, the stored one is current.
+	src, _, ok, err := instances.ReplicationReport(c.ctx(), s.DB, sourceID)
+	if err != nil || !ok {
+		return out // the source reports no position
+	}
+	if n, ok := instances.TransactionsBehind(src.GTIDBinlogPos, st.GTIDSlavePos); ok {
+		out["transactions_behind"] = n
+		out["source_gtid_binlog_pos"] = src.GTIDBinlogPos
 	}
 	return out
 }

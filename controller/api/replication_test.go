@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"strata/agent/wire"
 	"strata/controller/backups"
 	"strata/controller/compute"
 	"strata/controller/store/storetest"
@@ -237,5 +239,84 @@ func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
 	}
 	if n := len(c.must(200, "GET", "/instances", nil)["instances"].([]any)); n != 1 {
 		t.Fatalf("a refused replica left %d instances", n)
+	}
+}
+
+// A replica whose link cannot be started (its start_replication is cut
+// short every time) fails to ERROR — not ACTIVE, though its database
+// runs — and the account its create made on the source is dropped there
+// at once, not when the replica is deleted. Deleting it afterwards still
+// works (its own drop finds nothing to drop), and so does the source's.
+func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	fc.mu.Lock()
+	fc.onNewGuest = func(id string, g *fakeGuest) {
+		if id != src {
+			g.interrupt[wire.KindStartReplication] = true
+		}
+	}
+	fc.mu.Unlock()
+
+	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	f, _ := in["fault"].(map[string]any)
+	if f == nil || !strings.Contains(f["message"].(string), "starting replication") {
+		t.Fatalf("the failed replica's fault: %v", in["fault"])
+	}
+	// The account was made on the source (else its absence below would
+	// prove nothing), then dropped by the create's failure.
+	db := r.ctl.DB
+	if n := storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'create_replication_account' AND done_at IS NOT NULL AND result NOT LIKE '%\"error\"%'", src); n != 1 {
+		t.Fatalf("%d replication accounts made on the source, want 1", n)
+	}
+	// Dropped by the failure's own operation (its result may land a
+	// moment after the guest ran it).
+	waitFor(t, "the failed replica's account to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := fc.guest(src).replication()
+		return len(accounts) == 0 && storetest.Count(t, db, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND op_id = ? AND done_at IS NOT NULL AND result NOT LIKE '%\"error\"%'", src, "repl-drop-failed-"+replica) == 1
+	})
+	c.must(202, "DELETE", "/instances/"+replica, nil)
+	c.waitGone(replica, 20*time.Second)
+	c.must(202, "DELETE", "/instances/"+src, nil)
+	c.waitGone(src, 20*time.Second)
+}
+
+// A replica's view shows how many transactions it is behind its source:
+// the source's binary log position from its heartbeat against what the
+// replica applied, following both as they move, and left out once the
+// source's agent is silent (its position is history).
+func TestReplicaShowsHowManyTransactionsItIsBehind(t *testing.T) {
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary")
+	replica := replicaIDs(t, c, src, 1)[0]
+	behind := func(want float64, pos string) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("transactions_behind %v", want), 20*time.Second, func() bool {
+			rep, _ := c.instance(replica)["replication"].(map[string]any)
+			return rep["state"] == "RUNNING" && rep["transactions_behind"] == want && rep["source_gtid_binlog_pos"] == pos
+		})
+	}
+	// Seeded at 0-1-42; the fake source is at 0-1-100.
+	behind(58, "0-1-100")
+	gs, gr := fc.guest(src), fc.guest(replica)
+	gs.mu.Lock()
+	gs.repl.binlog += 5 // five more transactions on the source
+	gs.mu.Unlock()
+	behind(63, "0-1-105")
+	gr.mu.Lock()
+	gr.repl.link.GTIDSlavePos = "0-1-105" // the replica applied them all
+	gr.mu.Unlock()
+	behind(0, "0-1-105")
+	// The source's agent goes silent: no distance is claimed.
+	gs.halt()
+	silence(t, r, src)
+	rep, _ := c.instance(replica)["replication"].(map[string]any)
+	if _, shown := rep["transactions_behind"]; shown || rep["state"] != "RUNNING" {
+		t.Fatalf("with the source silent, the replica shows %v", rep)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"strata/agent/wire"
@@ -58,6 +60,52 @@ func ReplicasOf(ctx context.Context, q store.Querier, sourceID string) ([]Link, 
 	}, `SELECT l.instance_id, l.source_id, l.account, l.created_at FROM replication_links l
 		JOIN instances i ON i.id = l.instance_id AND i.deleted_at IS NULL
 		WHERE l.source_id = ? ORDER BY l.created_at, l.instance_id`, sourceID)
+}
+
+// TransactionsBehind is how many transactions a replica that applied
+// replicaPos (its gtid_slave_pos) is behind a source that wrote sourcePos
+// (its gtid_binlog_pos): per replication domain of the source, the
+// source's sequence number less the replica's (none below zero: the two
+// reports are read at different moments), summed. A MariaDB domain's
+// sequence numbers count its transactions whichever server wrote them, so
+// the distance holds across a switchover. ok is false when either list
+// is malformed or the source's is empty.
+func TransactionsBehind(sourcePos, replicaPos string) (n uint64, ok bool) {
+	src, ok1 := gtidSeqs(sourcePos)
+	rep, ok2 := gtidSeqs(replicaPos)
+	if !ok1 || !ok2 || len(src) == 0 {
+		return 0, false
+	}
+	for d, seq := range src {
+		if seq > rep[d] {
+			n += seq - rep[d]
+		}
+	}
+	return n, true
+}
+
+// gtidSeqs maps a GTID list's domains to their sequence numbers.
+func gtidSeqs(list string) (map[uint64]uint64, bool) {
+	out := map[uint64]uint64{}
+	if list == "" {
+		return out, true
+	}
+	if wire.CheckGTIDList(list) != nil {
+		return nil, false
+	}
+	for _, g := range strings.Split(list, ",") {
+		parts := strings.Split(strings.TrimSpace(g), "-")
+		if len(parts) != 3 {
+			return nil, false
+		}
+		d, err1 := strconv.ParseUint(parts[0], 10, 32)
+		seq, err2 := strconv.ParseUint(parts[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, false
+		}
+		out[d] = max(out[d], seq)
+	}
+	return out, true
 }
 
 // SetReplicationReport records a replica's link as its agent reported it

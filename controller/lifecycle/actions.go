@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"strata/agent/wire"
@@ -105,6 +106,9 @@ func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
 			return err
 		}
 		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := refuseResetOfSwitchover(ctx, tx, id); err != nil {
 			return err
 		}
 		now := m.now()
@@ -277,6 +281,9 @@ func (m *Manager) ResetTask(ctx context.Context, id string) error {
 		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
 			return err
 		}
+		if err := refuseResetOfSwitchover(ctx, tx, id); err != nil {
+			return err
+		}
 		now := m.now()
 		n, err := tasks.CancelInstance(ctx, tx, id, now)
 		if err != nil {
@@ -305,6 +312,45 @@ func refuseResetOfRollback(ctx context.Context, q store.Querier, id string) erro
 		if err := t.Decode(&p); err != nil || p.KeysSaved {
 			return wrap(ErrUnprocessable, "cannot reset the task of instance %s: its rebuild (step %s) has set the old root disk and agent key aside and puts them back itself if it fails; it ends, on the new image or rolled back, within the version's boot timeout", id, t.Step)
 		}
+	}
+	return nil
+}
+
+// refuseResetOfSwitchover refuses to cancel or clear the task of any
+// member of a replication group whose switchover or failover (a promote
+// task, promote.go) is past its election: from then on the source is
+// fenced, or being fenced, or a replica is being promoted, and cancelling
+// would leave a fenced source no one lifts, or two writable ones, or a
+// group half repointed. Such a task ends by itself, done or rolled back,
+// its guest operations giving up at its deadline. A failover still
+// electing has changed nothing and may be cancelled.
+func refuseResetOfSwitchover(ctx context.Context, q store.Querier, id string) error {
+	ids, err := store.All(ctx, q, store.ScanString, `SELECT id FROM tasks WHERE kind = ? AND state = ? ORDER BY seq`, KindPromote, tasks.StateQueued)
+	if err != nil {
+		return err
+	}
+	for _, tid := range ids {
+		t, err := tasks.Get(ctx, q, tid)
+		if err != nil {
+			return err
+		}
+		var p promotePayload
+		if err := t.Decode(&p); err != nil {
+			return fmt.Errorf("the replication group task %s: %w", t.ID, err)
+		}
+		if !slices.Contains(append([]string{t.InstanceID, p.Source, p.Replica}, p.Others...), id) {
+			continue
+		}
+		if p.Eject && t.Step == "elect" {
+			continue
+		}
+		what := "switchover"
+		if p.Eject {
+			what = "failover"
+		}
+		return wrap(ErrUnprocessable, "cannot reset the task of instance %s: the %s of its replication group (task %s on instance %s, step %s) has fenced the source or is promoting a replica, "+
+			"and cancelling it would leave a fenced source or two writable ones; it ends by itself (done, or rolled back or failed with the reason in a fault), its guest operations giving up at %s",
+			id, what, t.ID, t.InstanceID, t.Step, t.Deadline.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

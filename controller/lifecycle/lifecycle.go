@@ -197,7 +197,7 @@ const (
 func (m *Manager) Kinds() map[string]tasks.Kind {
 	return map[string]tasks.Kind{
 		// A restore streams the whole chain in its "restore" step.
-		KindCreate:    {Run: m.runCreate, OnFail: m.failErrored, StepTimeout: 12 * time.Hour},
+		KindCreate:    {Run: m.runCreate, OnFail: m.failCreate, StepTimeout: 12 * time.Hour},
 		KindDelete:    {Run: m.runDelete, OnFail: m.failErrored},
 		KindRestart:   {Run: m.runRestart, OnFail: m.failErrored},
 		KindResize:    {Run: m.runResize, OnFail: m.failErrored},

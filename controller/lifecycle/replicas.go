@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -437,4 +438,54 @@ func (m *Manager) releaseSeed(ctx context.Context, t *tasks.Task, backupID strin
 		return
 	}
 	m.log().Info("seed backup deleted: every replica restored it", "backup", backupID)
+}
+
+func dropFailedOpID(replicaID string) string { return "repl-drop-failed-" + replicaID }
+
+// failCreate is the create task's failure handler: failErrored, except
+// that a replica always ends in ERROR (without a running link it is not
+// a replica, whatever its database reports), and a replica whose account
+// was queued on its source has it dropped there at once rather than when
+// the replica is deleted.
+func (m *Manager) failCreate(ctx context.Context, t *tasks.Task, f *tasks.Failure) error {
+	var p replicaTaskPayload
+	if t.Decode(&p) != nil || p.ReplicaOf == "" {
+		return m.failErrored(ctx, t, f)
+	}
+	switch t.Step {
+	case "account-queue", "attach", "linked":
+		m.dropFailedReplicaAccount(ctx, t.InstanceID, p.ReplicaOf)
+	}
+	return m.recordFailure(ctx, t, f, true, true)
+}
+
+// dropFailedReplicaAccount queues the drop of a failed replica's account
+// on its source. Best effort: the failure is recorded whatever happens
+// here, and the replica's delete queues its own drop (another op id, so
+// one that expired here does not stop it).
+func (m *Manager) dropFailedReplicaAccount(ctx context.Context, replicaID, sourceID string) {
+	account := replicationAccount(replicaID)
+	src, err := m.load(ctx, sourceID)
+	if errors.Is(err, instances.ErrNotFound) {
+		return // the source is gone, and its accounts with it
+	}
+	if err != nil {
+		m.log().Warn("the failed replica's account on its source was not dropped: the source could not be read; deleting the replica drops it",
+			"instance", replicaID, "source", sourceID, "account", account, "err", err)
+		return
+	}
+	args, _ := json.Marshal(wire.ReplicationAccountRef{Name: account})
+	expires := m.now().Add(m.opTimeout())
+	op := wire.Operation{ID: dropFailedOpID(replicaID), Kind: wire.KindDropReplicationAccount, Args: args}
+	if err := m.Agents.Queue(ctx, src.ID, op, agentendpoint.QueueOptions{Expires: expires}); err != nil {
+		m.log().Warn("the failed replica's account on its source was not dropped: queueing the drop failed; deleting the replica drops it",
+			"instance", replicaID, "source", src.ID, "account", account, "err", err)
+		return
+	}
+	if !m.healthy(src) {
+		m.log().Warn("the failed replica's account waits for its source's agent, which is not reporting: it is dropped if the agent comes back before the drop expires; deleting the replica drops it too",
+			"instance", replicaID, "source", src.ID, "account", account, "expires", expires)
+		return
+	}
+	m.log().Info("the failed replica's account on its source is being dropped", "instance", replicaID, "source", src.ID, "account", account)
 }

@@ -145,13 +145,15 @@ func TestReplicaSeededFromABackupFollowsThePrimaryAndDetaches(t *testing.T) {
 	if !st.IORunning || !st.SQLRunning || st.SecondsBehind == nil || *st.SecondsBehind != 0 || st.GTIDIOPos == "" {
 		t.Fatalf("caught-up status: %+v", st)
 	}
-	// The heartbeat carries a replica's link, and none for the primary.
+	// The heartbeat carries a replica's link, and the primary's binary
+	// log position (no link): the caught-up replica applied exactly it.
 	if hb := (heartbeat.Builder{Status: replica.Manager, Replication: replica.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication == nil ||
 		hb.Replication.SecondsBehind == nil || hb.Replication.GTIDSlavePos != st.GTIDSlavePos {
 		t.Fatalf("replica heartbeat: %+v", hb.Replication)
 	}
-	if hb := (heartbeat.Builder{Status: primary.Manager, Replication: primary.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication != nil {
-		t.Fatalf("primary heartbeat reports a link: %+v", hb.Replication)
+	if hb := (heartbeat.Builder{Status: primary.Manager, Replication: primary.Manager.ReplicationStatus}).Heartbeat(ctx); hb.Replication == nil ||
+		hb.Replication.Role != wire.RoleStandalone || hb.Replication.SourceHost != "" || hb.Replication.GTIDBinlogPos != st.GTIDSlavePos {
+		t.Fatalf("primary heartbeat: %+v, want its gtid_binlog_pos %s and no link", hb.Replication, st.GTIDSlavePos)
 	}
 	if got := checksums(t, rdb); got != checksums(t, pdb) {
 		t.Fatalf("replica differs from primary:\n%s\n%s", got, checksums(t, pdb))
