@@ -580,7 +580,13 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 			return
 		}
 		sess.lastBeat = now
-		sctx, cancel := s.storeCtx(ctx)
+		// The agent's keepalives wait behind this reply (global requests
+		// are answered in order, and the agent sends one at a time, so a
+		// keepalive may wait out two heartbeats): a store slower than the
+		// keepalive timeout would end the session and cut its streams.
+		// The write is bounded by a quarter of it; a heartbeat lost to a
+		// slow store costs nothing, the next one comes.
+		sctx, cancel := context.WithTimeout(ctx, min(s.cfg.StoreTimeout, s.cfg.KeepaliveTimeout/4))
 		ok, err := s.cfg.Store.RecordHeartbeat(sctx, sess.instanceID, hb, now.UTC())
 		cancel()
 		if err != nil {

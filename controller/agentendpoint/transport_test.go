@@ -558,3 +558,54 @@ func TestHeartbeatFloodIsRefusedWithoutReachingTheStore(t *testing.T) {
 		t.Fatalf("store holds %d heartbeats, want 1", n)
 	}
 }
+
+// slowHeartbeatStore takes longer than the agent's keepalive timeout to
+// record every heartbeat after the first, unless its context ends.
+type slowHeartbeatStore struct {
+	*agentendpoint.MemStore
+	calls, logins atomic.Int32
+}
+
+func (s *slowHeartbeatStore) InstanceForKey(ctx context.Context, fingerprint string) (string, error) {
+	s.logins.Add(1)
+	return s.MemStore.InstanceForKey(ctx, fingerprint)
+}
+
+func (s *slowHeartbeatStore) RecordHeartbeat(ctx context.Context, id string, hb wire.Heartbeat, at time.Time) (bool, error) {
+	if s.calls.Add(1) > 1 {
+		select {
+		case <-time.After(3 * time.Second):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return s.MemStore.RecordHeartbeat(ctx, id, hb, at)
+}
+
+// A store slower than the agent's keepalive timeout costs heartbeats,
+// not the session: the agent's keepalives wait behind a heartbeat's
+// reply, so the write is bounded below that timeout, and the session,
+// with what runs on it, stays.
+func TestASlowStoreDropsHeartbeatsNotTheSession(t *testing.T) {
+	var ss *slowHeartbeatStore
+	rig := endpointtest.NewRigWithStore(t, func(m *agentendpoint.MemStore) agentendpoint.Store {
+		ss = &slowHeartbeatStore{MemStore: m}
+		return ss
+	})
+	token := wire.NewEnrollmentToken()
+	rig.Store.AddInstance("inst-1", token)
+	cfg := clientConfig(rig, "inst-1", wiretest.NewSigner(t), okHandler())
+	cfg.EnrollmentToken = token
+	c, _ := transport.NewClient(cfg)
+	runClient(t, c)
+	rig.WaitConnected("inst-1", true, 5*time.Second)
+	logins := ss.logins.Load()
+	time.Sleep(4 * time.Second)
+	if n := ss.logins.Load(); n != logins || !rig.Server.Connected("inst-1") {
+		t.Fatalf("the agent logged in %d more times (connected now: %v) during %d slow heartbeat writes: the session ended",
+			n-logins, rig.Server.Connected("inst-1"), ss.calls.Load())
+	}
+	if n := ss.calls.Load(); n < 3 {
+		t.Fatalf("only %d heartbeats reached the store in 4 s", n)
+	}
+}
