@@ -315,7 +315,8 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		}
 		if p.TargetVersionID != "" {
 			m.log().Info("instance upgraded", "instance", in.ID, "datastore", v.DatastoreName, "version", v.Name, "image", p.ImageID,
-				"server_version", p.Upgraded.ServerVersion, "data_version_before", p.Upgraded.DataVersion, "seconds", m.now().Sub(t.CreatedAt).Seconds())
+				"server_version", p.Upgraded.ServerVersion, "data_version_before", p.Upgraded.DataVersion, "data_upgraded", p.Upgraded.Upgraded,
+				"seconds", m.now().Sub(t.CreatedAt).Seconds())
 			return tasks.Result{Done: true}, nil
 		}
 		m.log().Info("instance rebuilt", "instance", in.ID, "image", p.ImageID, "seconds", m.now().Sub(t.CreatedAt).Seconds())
