@@ -152,9 +152,7 @@ func (s *SQLStore) recordReplication(ctx context.Context, instanceID string, hb 
 		// A source's binary log position: written only when it moved, so
 		// an idle server's heartbeats add no write (its freshness is its
 		// report's, above).
-		if st, _, ok, err := instances.ReplicationReport(ctx, s.DB, instanceID); err == nil && ok && st == *hb.Replication {
-			return nil
-		}
+		return instances.SetReplicationReportIfMoved(ctx, s.DB, instanceID, *hb.Replication, received)
 	}
 	return instances.SetReplicationReport(ctx, s.DB, instanceID, *hb.Replication, received)
 }

@@ -112,12 +112,24 @@ func gtidSeqs(list string) (map[uint64]uint64, bool) {
 // at received (a heartbeat, or the status the replica's create read when
 // it attached it).
 func SetReplicationReport(ctx context.Context, q store.Querier, instanceID string, st wire.ReplicationStatus, received time.Time) error {
+	return setReplicationReport(ctx, q, instanceID, st, received, "")
+}
+
+// SetReplicationReportIfMoved is SetReplicationReport that leaves a
+// stored report with the same status alone (a source's binary log
+// position: an idle server's heartbeats then write nothing), in one
+// statement.
+func SetReplicationReportIfMoved(ctx context.Context, q store.Querier, instanceID string, st wire.ReplicationStatus, received time.Time) error {
+	return setReplicationReport(ctx, q, instanceID, st, received, ` WHERE replication_reports.status <> excluded.status`)
+}
+
+func setReplicationReport(ctx context.Context, q store.Querier, instanceID string, st wire.ReplicationStatus, received time.Time, where string) error {
 	data, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
 	_, err = q.Exec(ctx, `INSERT INTO replication_reports (instance_id, status, received_at) VALUES (?, ?, ?)
-		ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at`,
+		ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at`+where,
 		instanceID, string(data), store.Millis(received))
 	return err
 }
