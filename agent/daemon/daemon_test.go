@@ -184,10 +184,21 @@ func TestAgentRefusesAStateDirectoryOfAnotherInstance(t *testing.T) {
 	stateDir := t.TempDir()
 	a := startAgent(t, daemon.Config{Bootstrap: boot, StateDir: stateDir, Logger: wiretest.QuietLogger(), Manager: inst.Manager, Notify: func(string) {}, Tune: tune})
 	rig.WaitConnected("inst-a", true, 10*time.Second)
+	// The controller counts the session from hello; the agent records
+	// its enrolment just after. Stopping it in between would leave a
+	// state directory that names no instance (CI once hung here).
+	eventually(t, "enrollment recorded", func() bool {
+		_, err := os.Stat(filepath.Join(stateDir, "enrolled.json"))
+		return err == nil
+	})
 	a.stop(t)
 
 	boot.InstanceID = "inst-b"
-	err := daemon.Run(context.Background(), daemon.Config{Bootstrap: boot, StateDir: stateDir, Logger: wiretest.QuietLogger(), Manager: inst.Manager})
+	// Refused before it dials: a regression fails within the minute
+	// instead of retrying enrolment until the package's timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := daemon.Run(ctx, daemon.Config{Bootstrap: boot, StateDir: stateDir, Logger: wiretest.QuietLogger(), Manager: inst.Manager})
 	if err == nil || !strings.Contains(err.Error(), "belongs to instance inst-a") {
 		t.Fatalf("err = %v", err)
 	}
