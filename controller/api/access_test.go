@@ -26,6 +26,7 @@ func addressesOf(in map[string]any) map[string]map[string]any {
 // update-access test does, and more. Each PUT answers once the change is
 // in force: the next GET shows it, and the server is (un)published.
 func TestAccessUpdatesPublishAndUnpublishAnInstance(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("pub", map[string]any{"access": map[string]any{"is_public": true}}))["instance"].(map[string]any)["id"].(string)
@@ -93,6 +94,7 @@ func TestAccessUpdatesPublishAndUnpublishAnInstance(t *testing.T) {
 // addresses, public at create and at update is a 400 naming what to
 // configure, and nothing is made or changed.
 func TestPublicIsRefusedWhereTheDriverCannotPublish(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.noPublic = true
 	r := newRig(t, rigOptions{compute: fc})
@@ -126,6 +128,7 @@ func TestPublicIsRefusedWhereTheDriverCannotPublish(t *testing.T) {
 // task; the controller stops while the driver publishes; the next one on
 // the same state finishes it, and access shows the change only then.
 func TestAControllerStoppedMidAccessChangeFinishesIt(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir := t.TempDir()
 	agentAddr := freeAddr(t)

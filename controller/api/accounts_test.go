@@ -15,6 +15,7 @@ import (
 // prepare with the password the create response carried, and nothing in
 // the controller's database keeps that password afterwards.
 func TestRootOnCreateThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	vpath := "/mgmt/datastore-versions/" + r.version.ID
@@ -74,6 +75,7 @@ func TestRootOnCreateThroughTheAPI(t *testing.T) {
 // and changes its host and password; PUT on the users changes several
 // passwords; conflicts and unknown users change nothing.
 func TestUserUpdateAndChangePasswordsThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("accounts", map[string]any{
@@ -203,6 +205,7 @@ func TestOpenstackClientUserUpdateAndRootOnCreate(t *testing.T) {
 // non-MariaDB version, and a new instance's prepare carries the version's
 // plugin to the agent.
 func TestAuthPluginPerVersionThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	vpath := "/mgmt/datastore-versions/" + r.version.ID

@@ -19,6 +19,7 @@ import (
 // group over to the most current replica, fences the old source's server,
 // and the setting moves to the new source.
 func TestAutomaticFailoverEjectsASilentSourceAfterItsGrace(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second, heartbeatSeconds: 1})
 	c := r.admin()

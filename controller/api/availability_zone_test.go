@@ -47,6 +47,7 @@ func (z *zonedCompute) CreateServer(ctx context.Context, spec compute.ServerSpec
 // anything is made; a driver without zones refuses it (badinput_test);
 // a replica naming one is refused.
 func TestAvailabilityZoneIsHonouredByADriverWithZones(t *testing.T) {
+	t.Parallel()
 	var zc *zonedCompute
 	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver {
 		zc = &zonedCompute{fakeCompute: fc}

@@ -78,6 +78,7 @@ func (r *rig) objectsOf(id string) []string {
 }
 
 func TestABackupThatCannotFinishFailsWithItsReasonAndLeavesNothing(t *testing.T) {
+	t.Parallel()
 	local, err := objlocal.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +143,7 @@ func TestABackupThatCannotFinishFailsWithItsReasonAndLeavesNothing(t *testing.T)
 }
 
 func TestDeletingARunningBackupCancelsIt(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.streams.ChunkDelay = 20 * time.Millisecond // ~1 s per 3 MiB
 	fc.streams.Pad = 8 << 20
@@ -166,6 +168,7 @@ func TestDeletingARunningBackupCancelsIt(t *testing.T) {
 }
 
 func TestAControllerRestartMidBackupFailsItWithAReason(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.streams.ChunkDelay = 20 * time.Millisecond
 	fc.streams.Pad = 8 << 20
@@ -231,6 +234,7 @@ func TestAControllerRestartMidBackupFailsItWithAReason(t *testing.T) {
 }
 
 func TestARestoreIsRefusedWhenTheBackupCannotBeTrusted(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()
@@ -300,6 +304,7 @@ func TestARestoreIsRefusedWhenTheBackupCannotBeTrusted(t *testing.T) {
 }
 
 func TestTheCollectorRemovesTheObjectsOfDeadBackups(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{backups: func(m *backups.Manager) { m.GCMinAge = time.Millisecond }})
 	c := r.admin()
 	src := newActive(c, "src", "shop")
@@ -333,6 +338,7 @@ func TestTheCollectorRemovesTheObjectsOfDeadBackups(t *testing.T) {
 }
 
 func TestAResetStatusMidBackupNeverLeavesItBuilding(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.streams.ChunkDelay = 20 * time.Millisecond
 	fc.streams.Pad = 8 << 20
@@ -372,6 +378,7 @@ func TestAResetStatusMidBackupNeverLeavesItBuilding(t *testing.T) {
 }
 
 func TestARestoreWithAnotherKeyIsRefusedNamingTheKey(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir := t.TempDir()
 	agentAddr := freeAddr(t)

@@ -16,6 +16,7 @@ import (
 // objects larger than the driver's small-object size, restores it into a
 // new instance and deletes it, leaving the container empty.
 func TestBackupsGoToARealSwiftAndRestoreFromIt(t *testing.T) {
+	t.Parallel()
 	srv, err := swifttest.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -97,6 +97,7 @@ func (c *client) guestDBs(r *rig, instanceID string) []string {
 }
 
 func TestBackupsThroughTheTroveAPI(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	src := newActive(c, "src", "shop")
@@ -171,6 +172,7 @@ func TestBackupsThroughTheTroveAPI(t *testing.T) {
 }
 
 func TestBackupRequestsAreCheckedAndScoped(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	admin := r.admin()
 	src := newActive(admin, "src", "shop")

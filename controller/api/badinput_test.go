@@ -25,6 +25,7 @@ type badCase struct {
 // in Trove's error shape with a message saying what was wrong — never a
 // 5xx — and nothing may change.
 func TestEveryRouteRejectsBadInputWithA4xxAndAMessage(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("target", map[string]any{
@@ -330,6 +331,7 @@ func snapshot(t *testing.T, r *rig, id string) string {
 // TestAuthenticationIsRequired: no token, a bad token, or a token of
 // another project in the URL.
 func TestAuthenticationIsRequired(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	for _, tc := range []struct {

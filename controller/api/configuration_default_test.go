@@ -13,6 +13,7 @@ import (
 // through; an agent that cannot answer is an error with its message, never
 // an empty configuration.
 func TestInstanceConfigurationIsWhatTheAgentReports(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("conf", nil))["instance"].(map[string]any)["id"].(string)

@@ -31,6 +31,7 @@ func attach(id string, cfg any) map[string]any {
 // PATCH, PUT and detach each answer after the guest runs with the result;
 // a restart-only value leaves the instance RESTART_REQUIRED at once.
 func TestConfigurationChangesAnswerOnceApplied(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	created := c.must(200, "POST", "/configurations", groupBody("at-create", map[string]any{"max_connections": 300}))["configuration"].(map[string]any)["id"].(string)
@@ -80,6 +81,7 @@ func TestConfigurationChangesAnswerOnceApplied(t *testing.T) {
 // afterwards. A guest that refuses is named with its reason, gets a fault
 // and stays ACTIVE.
 func TestAnInstanceThatDoesNotApplyInTimeIsNamed(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{configureWait: time.Second})
 	c := r.admin()
 	cfg := c.must(200, "POST", "/configurations", groupBody("slow", map[string]any{"max_connections": 100}))["configuration"].(map[string]any)["id"].(string)
@@ -129,6 +131,7 @@ func TestAnInstanceThatDoesNotApplyInTimeIsNamed(t *testing.T) {
 // durable task; the request's controller stops while the guest applies;
 // the next controller on the same state finishes it.
 func TestAControllerStoppedMidApplyFinishesItWhenItRunsAgain(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir := t.TempDir()
 	agentAddr := freeAddr(t)

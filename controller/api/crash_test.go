@@ -27,6 +27,7 @@ func activeInstance(t *testing.T, r *rig, c *client, name string) string {
 // and that failure is recorded on the instance, which stays ACTIVE;
 // reset_status clears the fault.
 func TestAnAcceptedOperationHappensOnceOrFailsVisiblyAcrossACrash(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
@@ -85,6 +86,7 @@ func TestAnAcceptedOperationHappensOnceOrFailsVisiblyAcrossACrash(t *testing.T) 
 //   - a configuration the guest did not apply (a configure task lost to a
 //     reset): recovery applies the attached one again.
 func TestRecoveryConvergesAfterWhatACrashLeaves(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc, bootTimeout: 10 * time.Minute})
 	c := r.admin()

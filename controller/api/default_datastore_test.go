@@ -23,6 +23,7 @@ func createWithoutDatastore(name string) map[string]any {
 // with several datastores it is refused with 400 as before; a default
 // that does not exist is a 404 naming the flag.
 func TestACreateWithoutDatastoreTakesTheConfiguredDefault(t *testing.T) {
+	t.Parallel()
 	t.Run("none configured", func(t *testing.T) {
 		r := newRig(t, rigOptions{})
 		c := r.admin()

@@ -37,6 +37,7 @@ func eject(c *client, id string) (int, map[string]any) {
 // account, the old source leaves the group with a fault saying so, and
 // its fence waits queued until it comes back — then it is read-only.
 func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
 	c := r.admin()
@@ -112,6 +113,7 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 // flight: the election stored before the restart stands (the other
 // replica is never promoted), and the failover finishes.
 func TestEjectAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})

@@ -12,6 +12,7 @@ import (
 // (RESIZE, then ACTIVE once the new boot reports), and the instance shows
 // the new flavor. Bad requests are refused naming what is wrong.
 func TestAFlavorResizeMovesTheServerAndTheGuestsSettings(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
 	c := r.admin()
 	id := newActive(c, "db", "shop")
@@ -83,6 +84,7 @@ func TestAFlavorResizeMovesTheServerAndTheGuestsSettings(t *testing.T) {
 // configuration is the old flavor's (the database restarted with it), and
 // the instance is ACTIVE with the failure in its fault.
 func TestAFlavorResizeThatDoesNotComeBackIsRolledBack(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{bootTimeout: 5 * time.Second})
 	c := r.admin()
 	id := newActive(c, "db", "shop")
@@ -122,6 +124,7 @@ func TestAFlavorResizeThatDoesNotComeBackIsRolledBack(t *testing.T) {
 // finds the resize task where it was, the server is started again with
 // the new flavor (not the old), and the resize ends ACTIVE on it.
 func TestAFlavorResizeResumesAfterAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})

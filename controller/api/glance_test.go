@@ -31,6 +31,7 @@ import (
 // as publishing does: the catalog lists it, create + upload + show with
 // Glance's checksums, list by property and tag, the rules on deleting.
 func TestGlanceSubsetInEmbeddedMode(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 
@@ -145,6 +146,7 @@ func (c *client) upload(id string, data []byte) int {
 // could name any file of the controller's host — before it is stored: the
 // upload answers 400 saying why, and the image stays queued.
 func TestGlanceSubsetRefusesHostileImages(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	dir := t.TempDir()
@@ -223,6 +225,7 @@ func (s refusingStore) Verify(ctx context.Context, id string) error {
 // An image the store refuses before boot ends the create at once in
 // ERROR saying why, instead of being retried until the boot timeout.
 func TestCreateEndsInErrorAtOnceWhenTheImageIsRefusedBeforeBoot(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc, bootTimeout: time.Minute, images: func(db *store.DB, dir string) imagestore.Store {
 		return refusingStore{&local.Store{DB: db, Dir: dir}}
@@ -271,6 +274,7 @@ func TestCreateEndsInErrorAtOnceWhenTheImageIsRefusedBeforeBoot(t *testing.T) {
 // The images created and not uploaded yet are kept in memory: their number
 // and their properties are bounded, and so is an upload's size.
 func TestGlanceSubsetBoundsPendingImagesPropertiesAndUploads(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{http: server.HTTPLimits{MaxPendingImages: 3, MaxImageBytes: 1 << 20}})
 	c := r.admin()
 	var ids []string
@@ -339,6 +343,7 @@ func TestGlanceSubsetBoundsPendingImagesPropertiesAndUploads(t *testing.T) {
 // An upload may take longer than the server's read timeout as long as its
 // data keeps coming; one that stops sending is cut at UploadIdle.
 func TestGlanceUploadRunsWhileDataComesAndIsCutWhenItStops(t *testing.T) {
+	t.Parallel()
 	// The read timeout is what an upload outlasts; the write timeout stays
 	// generous, as a login (a bcrypt) on a loaded machine under -race took
 	// longer than a second and was cut (EOF).

@@ -29,6 +29,7 @@ func names(list []any, key string) []string {
 // that need a restart, and delete — checking statuses, shapes and that
 // nothing is left behind.
 func TestInstanceLifecycleThroughTheTroveAPI(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 
@@ -264,6 +265,7 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 // instance before that is refused, reset-status + delete (force delete)
 // works and cleans up.
 func TestAGuestThatNeverReportsEndsInErrorWithTheReason(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.silent = true
 	r := newRig(t, rigOptions{compute: fc, bootTimeout: 5 * time.Second})
@@ -310,6 +312,7 @@ func TestAGuestThatNeverReportsEndsInErrorWithTheReason(t *testing.T) {
 // instance becomes ACTIVE; an idle instance whose server is found stopped
 // is recovered through REBOOT.
 func TestTasksContinueAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.silent = true // the first boot never reports
 	dir := t.TempDir()
@@ -354,6 +357,7 @@ func TestTasksContinueAcrossAControllerRestart(t *testing.T) {
 // plugin sends (nics naming the network, access public) creates an
 // instance on that network; access is stored and shown as given.
 func TestNICsAndAccessAreAcceptedAsTroveTakesThem(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	in := c.must(200, "POST", "/instances", createBody("net-db", map[string]any{
@@ -389,6 +393,7 @@ func TestNICsAndAccessAreAcceptedAsTroveTakesThem(t *testing.T) {
 // The enrolment token written on a config drive is good for the version's
 // boot timeout only.
 func TestEnrolmentTokenExpiresAtTheBootTimeout(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{bootTimeout: 7 * time.Minute})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("expiring", nil))["instance"].(map[string]any)["id"].(string)

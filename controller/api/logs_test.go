@@ -122,6 +122,7 @@ func TestGuestLogsThroughTheOpenstackClient(t *testing.T) {
 // TestGuestLogBadInput: every wrong request is a 4xx with a message, and
 // changes nothing.
 func TestGuestLogBadInput(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("logs-bad", nil))["instance"].(map[string]any)["id"].(string)
@@ -196,6 +197,7 @@ func TestGuestLogBadInput(t *testing.T) {
 // does not match the agent's digest is refused with a message, its part
 // removed, and the earlier publish stays readable.
 func TestAPublishThatArrivesDamagedFailsAndKeepsTheLastGoodOne(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("logs-damaged", nil))["instance"].(map[string]any)["id"].(string)

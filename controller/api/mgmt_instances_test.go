@@ -147,6 +147,7 @@ func strataCLI(t *testing.T, r *rig, args ...string) (string, error) {
 // show, stop, reboot, reset-task-status` read the controller's database
 // and queue into it; the running controller carries the actions out.
 func TestStrataInstanceCommandsOnTheControllerHost(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("cli-db", nil))["instance"].(map[string]any)["id"].(string)
@@ -196,6 +197,7 @@ type plainDriver struct{ compute.Driver }
 // reboot at once (422); the CLI's queued reboot ends without touching
 // the instance, which keeps its status and shows why as its fault.
 func TestRebootNeedsADriverThatCanRestartServers(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("plain", nil))["instance"].(map[string]any)["id"].(string)

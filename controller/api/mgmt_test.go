@@ -18,6 +18,7 @@ import (
 // including strata's extensions, and checks that bad requests change
 // nothing and that the API is for admins only.
 func TestMgmtDatastoreVersionsAsTrove(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 

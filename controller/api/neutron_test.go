@@ -7,6 +7,7 @@ import (
 // TestTheComputeDriversNetworksAreListedAsNeutronDoes: what the tempest
 // plugin calls to turn its shared_network name into an id.
 func TestTheComputeDriversNetworksAreListedAsNeutronDoes(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	code, doc := c.raw("GET", "/network/v2.0/networks", "")

@@ -42,6 +42,7 @@ func promote(c *client, id string) (int, map[string]any) {
 // account on a, whose passwords nobody keeps. The views show the new
 // topology; a second promote while one runs is refused.
 func TestPromoteSwitchesTheGroupAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
@@ -162,6 +163,7 @@ func asList(v any) []any { l, _ := v.([]any); return l }
 // still follows it, the links are as before, and the replica's fault says
 // why.
 func TestPromoteRollsBackWhenTheReplicaCannotCatchUp(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()
@@ -217,6 +219,7 @@ func TestPromoteRollsBackWhenTheReplicaCannotCatchUp(t *testing.T) {
 
 // Guard rails and bad input: 4xx with a message, nothing changed.
 func TestPromoteRequestsAreChecked(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()
@@ -265,6 +268,7 @@ func TestPromoteRequestsAreChecked(t *testing.T) {
 // management reset-task-status may cancel it on any member of the group:
 // 422 saying it ends by itself. It then finishes as if nothing happened.
 func TestResetIsRefusedDuringASwitchover(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()

@@ -58,6 +58,7 @@ func oneWins(t *testing.T, what string, ok int, resource string, codes []int, ms
 // backups against quotas with one slot left: exactly one request of each
 // race takes it, the others get Trove's 413, and nothing is half-made.
 func TestQuotasHoldUnderConcurrentRequests(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{quotas: quotas.Limits{quotas.Instances: 1, quotas.Volumes: 3, quotas.Backups: 1}})
 	c := r.admin()
 	const n = 8
@@ -123,6 +124,7 @@ func TestQuotasHoldUnderConcurrentRequests(t *testing.T) {
 // in Trove's shapes; a member reads its own project's quotas only and
 // changes none.
 func TestQuotaAndLimitsAPIAsTrove(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}
@@ -198,6 +200,7 @@ func TestQuotaAndLimitsAPIAsTrove(t *testing.T) {
 // requests of that verb get 429 with Retry-After and Trove's overLimit
 // body; other verbs and other users are not affected.
 func TestAPIRateLimitAnswers429WithRetryAfter(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{apiRate: 5})
 	c := r.admin()
 	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}

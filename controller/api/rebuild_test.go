@@ -194,6 +194,7 @@ func rebuildCalls(fc *fakeCompute, id string) int {
 // and its key come back, ACTIVE on the old image with the reason in the
 // fault; so is one that never reports within the boot timeout.
 func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
 	admin := r.admin()
 	fc := r.compute
@@ -334,6 +335,7 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 // controller finds the rebuild task where it was and finishes it when
 // the new guest reports.
 func TestARebuildResumesAfterAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})
@@ -381,6 +383,7 @@ func slicesEqual(a, b []string) bool {
 // the instance — same key, no driver call — which keeps its status and
 // shows why as its fault.
 func TestRebuildNeedsADriverThatCanRebuildServers(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
 	c := r.admin()
 	id := c.must(200, "POST", "/instances", createBody("plain", nil))["instance"].(map[string]any)["id"].(string)

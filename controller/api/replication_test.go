@@ -18,6 +18,7 @@ import (
 // down with the account operation queued and undelivered. The password is
 // the same at both ends, and neither the task nor the operations keep it.
 func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 300 * time.Millisecond})
@@ -100,6 +101,7 @@ func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
 // Guard rails: Trove's limits on count and on replicas of replicas, and
 // another project's source does not exist for the caller.
 func TestReplicaRequestsAreChecked(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	src := newActive(c, "primary")
@@ -154,6 +156,7 @@ func keys(m map[string]string) []string {
 // client sends it with slave_of) makes the replica writable and drops its
 // account on the source; deleting a replica drops its account too.
 func TestReplicaGuardsDetachAndDelete(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	src := newActive(c, "primary", "shop")
@@ -227,6 +230,7 @@ func TestReplicaGuardsDetachAndDelete(t *testing.T) {
 // A compute driver that cannot route a replica to its source refuses a
 // replica before any backup is taken or instance recorded.
 func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{driver: func(fc *fakeCompute) compute.Driver { return plainDriver{fc} }})
 	c := r.admin()
 	src := newActive(c, "primary")
@@ -248,6 +252,7 @@ func TestReplicaRefusedWhenTheDriverCannotRouteIt(t *testing.T) {
 // at once, not when the replica is deleted. Deleting it afterwards still
 // works (its own drop finds nothing to drop), and so does the source's.
 func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()
@@ -289,6 +294,7 @@ func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
 // replica applied, following both as they move, and left out once the
 // source's agent is silent (its position is history).
 func TestReplicaShowsHowManyTransactionsItIsBehind(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	r := newRig(t, rigOptions{compute: fc})
 	c := r.admin()

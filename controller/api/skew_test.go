@@ -15,6 +15,7 @@ import (
 // its status, and an agent of the right protocol (what a rebuild onto a
 // right image boots) brings it up.
 func TestAgentOfAnUnservedProtocolShowsAsTheInstancesFault(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	fc.protocol = wire.ProtocolVersion + 1
 	r := newRig(t, rigOptions{compute: fc})

@@ -16,6 +16,7 @@ import (
 // none of them in lists, cannot attach A's configuration, and a token of
 // B in a URL of A is refused; A's resources are unchanged afterwards.
 func TestOneProjectNeverSeesOrTouchesAnothersResources(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	ctx := context.Background()
 	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}
@@ -117,6 +118,7 @@ func TestOneProjectNeverSeesOrTouchesAnothersResources(t *testing.T) {
 // built by whichever engine claims the task, its agent holds a session to
 // replica A, and database calls made through B reach it.
 func TestTwoControllersShareOnePostgres(t *testing.T) {
+	t.Parallel()
 	dsn := storetest.PostgresDSN(t)
 	fc := newFakeCompute(t)
 	hostKey := filepath.Join(t.TempDir(), "agent_host_key")
@@ -151,6 +153,7 @@ func TestTwoControllersShareOnePostgres(t *testing.T) {
 // configuration group stays out of reach. A member of a third project
 // still gets 404 for the same calls.
 func TestAnAdminActsOnAnyProjectsInstanceByID(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	ctx := context.Background()
 	ids := &identity.Store{DB: r.ctl.DB, BcryptCost: 4}

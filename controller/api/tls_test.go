@@ -10,6 +10,7 @@ import (
 // /instances/{id}) and the management view, not in the list's short
 // view, and each instance has its own.
 func TestInstanceShowCarriesTheTLSFingerprint(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	var prints []string

@@ -20,6 +20,7 @@ import (
 // ACTIVE on the new version with its databases. An upgrade to the
 // instance's own version moves it onto that version's current image.
 func TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
 	admin := r.admin()
 	fc := r.compute
@@ -154,6 +155,7 @@ func lastRebuildCall(fc *fakeCompute, id string) string {
 // resumes the task, the new guest's upgrade step fails, and the rollback
 // puts the instance back on its old version, guest and data.
 func TestAnUpgradeCutByAControllerRestartResumesAndRollsBack(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
 	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr})

@@ -13,6 +13,7 @@ import (
 // naming the flavor and the version; bad requests are 4xx with a message
 // and change nothing; members of a project get 403.
 func TestAVersionsFlavorListLimitsItsFlavors(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, rigOptions{})
 	c := r.admin()
 	versionFlavors := func() []string {
