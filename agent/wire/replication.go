@@ -42,12 +42,15 @@ type ReplicationAccountRef struct {
 // an account: its current position, for people and for checks.
 type ReplicationSourceResult struct {
 	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
+	// LSN is a PostgreSQL primary's current WAL position (X/Y).
+	LSN string `json:"lsn,omitempty"`
 }
 
 // StartReplicationArgs make a restored server a replica of the primary at
 // Host:Port (the replica's own way to the primary; in a guest a fixed
 // address the host relays) with Account, starting after GTIDSlavePos (the
-// seed backup's position; empty: the primary's first event). Applied only
+// seed backup's position; empty: the primary's first event; MariaDB
+// only: a PostgreSQL replica starts where its restored data ends). Applied only
 // while the server has no replication link; a re-run with a link in place
 // only makes sure it runs.
 type StartReplicationArgs struct {
@@ -72,22 +75,42 @@ type SetReadOnlyArgs struct {
 const MaxPromoteWait = 3600
 
 // PromoteReplicaArgs make a replica a writable primary once it applied
-// GTIDPos (the fenced primary's gtid_binlog_pos), waiting at most
-// TimeoutSeconds; on timeout nothing changes.
+// GTIDPos (MariaDB: the fenced primary's gtid_binlog_pos) or LSN
+// (PostgreSQL: the fenced primary's WAL position), waiting at most
+// TimeoutSeconds; on timeout nothing changes. Exactly one of the two
+// positions is given; each manager requires its own.
 type PromoteReplicaArgs struct {
-	GTIDPos        string `json:"gtid_pos"`
+	GTIDPos        string `json:"gtid_pos,omitempty"`
+	LSN            string `json:"lsn,omitempty"`
 	TimeoutSeconds int    `json:"timeout_seconds"`
 }
 
 // Validate checks the arguments' shape.
 func (a PromoteReplicaArgs) Validate() error {
-	if a.GTIDPos == "" {
+	switch {
+	case a.GTIDPos == "" && a.LSN == "":
 		return fmt.Errorf("gtid_pos: required")
+	case a.GTIDPos != "" && a.LSN != "":
+		return fmt.Errorf("gtid_pos and lsn: give one position, not both")
 	}
 	if a.TimeoutSeconds < 1 || a.TimeoutSeconds > MaxPromoteWait {
 		return fmt.Errorf("timeout_seconds %d: want 1 to %d", a.TimeoutSeconds, MaxPromoteWait)
 	}
+	if err := CheckLSN(a.LSN); err != nil {
+		return fmt.Errorf("lsn: %w", err)
+	}
 	return CheckGTIDList(a.GTIDPos)
+}
+
+var lsnPattern = regexp.MustCompile(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
+
+// CheckLSN checks a PostgreSQL WAL position's form ("16/B374D848": two
+// hexadecimal 32-bit halves); empty is allowed.
+func CheckLSN(s string) error {
+	if s != "" && !lsnPattern.MatchString(s) {
+		return fmt.Errorf("WAL position %q: want two hexadecimal numbers of at most 8 digits separated by a slash (16/B374D848)", truncate(s, 40))
+	}
+	return nil
 }
 
 var (
@@ -142,7 +165,17 @@ type ReplicationStatus struct {
 	GTIDSlavePos  string `json:"gtid_slave_pos,omitempty"`
 	GTIDIOPos     string `json:"gtid_io_pos,omitempty"`
 	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
-	ReadOnly      bool   `json:"read_only"`
+	// PostgreSQL: ReceivedLSN is the WAL a replica received and flushed,
+	// ReplayedLSN what it replayed; LSN is this server's own WAL position
+	// (a primary's pg_current_wal_lsn, read after the fence on a fenced
+	// one; a replica's replayed position). BytesBehind is the WAL distance
+	// from the primary's position, as its WAL sender last reported it, to
+	// what the replica replayed; nil when the link is down.
+	ReceivedLSN string `json:"received_lsn,omitempty"`
+	ReplayedLSN string `json:"replayed_lsn,omitempty"`
+	LSN         string `json:"lsn,omitempty"`
+	BytesBehind *int64 `json:"bytes_behind,omitempty"`
+	ReadOnly    bool   `json:"read_only"`
 	// LastError is the link's last I/O or SQL error, empty when none.
 	LastError string `json:"last_error,omitempty"`
 }
