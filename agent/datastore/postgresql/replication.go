@@ -541,9 +541,19 @@ const fenceConfig = "# Written by strata-agent: this primary is fenced for a swi
 // off, BEGIN READ WRITE), and a superuser (root enabled) may undo it; a
 // write that does so after the fence's position is not in the promoted
 // replica. Clients that only use the default are refused with "cannot
-// execute ... in a read-only transaction". A standby is read-only
-// already: fencing it changes nothing. Lifting the fence on a standby is
-// refused.
+// execute ... in a read-only transaction". And the server itself still
+// writes WAL after the fence (the background writer's snapshots,
+// autovacuum, checkpoints), which its replicas keep receiving: promoted
+// while another replica received such a record, the new primary's
+// timeline forks before that replica's position and it cannot follow
+// (PostgreSQL logs "forked off current database system timeline ...
+// before current recovery point"). With more than one replica, stop the
+// fenced primary cleanly (the stop kind) before the promotion: its WAL
+// senders wait until every replica flushed the shutdown checkpoint, so
+// all hold the same WAL, and the promotion replays all of it first
+// (TestSwitchoverRepointsTheOtherReplicaToThePromotedOne). A standby is
+// read-only already: fencing it changes nothing. Lifting the fence on a
+// standby is refused.
 func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.ReplicationStatus, error) {
 	if err := m.ready(ctx); err != nil {
 		return wire.ReplicationStatus{}, err

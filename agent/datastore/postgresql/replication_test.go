@@ -420,3 +420,106 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 	wantCode(t, err, wire.CodeFailedPrecondition, "not a standby")
 	assertUnchanged(t, inst, before)
 }
+
+// A switchover on three real servers: the primary fenced and stopped
+// cleanly, one replica promoted at the fence's position, the other
+// repointed to it (a new slot on the new primary, conninfo reloaded)
+// follows its new timeline.
+func TestSwitchoverRepointsTheOtherReplicaToThePromotedOne(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	src := postgresqltest.NewT(t)
+	p0 := freePort(t)
+	if err := src.ListenTCP(p0); err != nil {
+		t.Fatal(err)
+	}
+	servertest.MustPrepare(t, src.Manager, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}}, 2*time.Minute)
+	db := admin(t, src, "shop")
+	if _, err := db.Exec(`CREATE TABLE items (id serial PRIMARY KEY, v text, b bytea)`); err != nil {
+		t.Fatal(err)
+	}
+	fillPG(t, db, 1000)
+	mem := streamstest.NewMemory()
+	seed, err := streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: src.Manager, Streams: mem, Datastore: "postgresql"}, "seed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pw = "a-long-random-password"
+	replicas := map[string]*postgresqltest.Instance{}
+	p1 := freePort(t)
+	for _, id := range []string{"r1", "r2"} {
+		acct := "strata_repl_" + id
+		if _, err := src.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: pw}); err != nil {
+			t.Fatal(err)
+		}
+		r := postgresqltest.NewT(t)
+		if id == "r1" { // the future primary: its replica reaches it over TCP
+			if err := r.ListenTCP(p1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dd := &dispatch.Dispatcher{Manager: r.Manager, Streams: mem, Datastore: "postgresql"}
+		if _, err := streamstest.Restore(ctx, dd, mem, "restore-"+id, wire.RestoreArgs{Standby: true}, mem.Stored("seed", seed)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p0, Account: acct, Password: pw}); err != nil {
+			t.Fatal(err)
+		}
+		replicas[id] = r
+	}
+	r1, r2 := replicas["r1"], replicas["r2"]
+	fillPG(t, db, 500)
+	r2db := admin(t, r2, "shop")
+	waitUntil(t, time.Minute, "both replicas caught up", func() bool {
+		return queryInt(t, admin(t, r1, "shop"), `SELECT count(*) FROM items`) == 1500 && queryInt(t, r2db, `SELECT count(*) FROM items`) == 1500
+	})
+
+	start := time.Now()
+	fenced, err := src.Manager.SetReadOnly(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fenced primary still writes WAL of its own (the background
+	// writer's snapshots, autovacuum); one replica may receive a record
+	// the other, promoted, never had, and could not follow its timeline.
+	// A clean stop (the stop kind) ends that: the WAL senders wait until
+	// every replica flushed the shutdown checkpoint, so all of them hold
+	// the same WAL and the promoted one replays all of it.
+	if err := src.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Since(start)
+	if _, err := r1.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fenced.LSN, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	r1db := admin(t, r1, "shop")
+	if _, err := r1db.Exec(`INSERT INTO items (v) VALUES ('first on the new primary')`); err != nil {
+		t.Fatal(err)
+	}
+	unavailable := time.Since(start)
+	// The roles came with the data; the slot is the new primary's own.
+	if _, err := r1.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r2", Password: pw}); err != nil {
+		t.Fatal(err)
+	}
+	repointStart := time.Now()
+	st, err := r2.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p1, Account: "strata_repl_r2", Password: pw, Repoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleReplica || st.SourcePort != p1 {
+		t.Fatalf("repointed status %+v", st)
+	}
+	waitUntil(t, time.Minute, "the new primary's write on the repointed replica", func() bool {
+		return queryInt(t, r2db, `SELECT count(*) FROM items WHERE v = 'first on the new primary'`) == 1
+	})
+	t.Logf("fence and stop of the old primary %s; fence to the first write on the new primary %s; the repointed replica had that write %s after the repoint",
+		stopped, unavailable, time.Since(repointStart))
+	if a, b := pgChecksums(t, r1db), pgChecksums(t, r2db); a != b {
+		t.Fatalf("the repointed replica differs from the new primary:\n%s\n%s", a, b)
+	}
+	if st := replStatus(t, ctx, r2); !st.IORunning || st.SourcePort != p1 {
+		t.Fatalf("repointed replica's status %+v", st)
+	}
+	if got := servertest.QueryStrings(t, admin(t, r1, "postgres"), `SELECT application_name || ' ' || state FROM pg_stat_replication`); strings.Join(got, "|") != "strata_repl_r2 streaming" {
+		t.Fatalf("the new primary's replicas: %q", got)
+	}
+}
