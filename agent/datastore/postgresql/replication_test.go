@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -443,6 +444,24 @@ func TestSwitchoverRepointsTheOtherReplicaToThePromotedOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An instance prepared before the replication rules: its pg_hba.conf
+	// lacks them, and the first account brings the file up to date.
+	hba, err := os.ReadFile(src.Config.HBAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	for _, l := range strings.Split(string(hba), "\n") {
+		if !strings.Contains(l, "strata_replication") {
+			old = append(old, l)
+		}
+	}
+	if err := os.WriteFile(src.Config.HBAFile, []byte(strings.Join(old, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin(t, src, "postgres").Exec(`SELECT pg_reload_conf()`); err != nil {
+		t.Fatal(err)
+	}
 	const pw = "a-long-random-password"
 	replicas := map[string]*postgresqltest.Instance{}
 	p1 := freePort(t)
@@ -496,6 +515,12 @@ func TestSwitchoverRepointsTheOtherReplicaToThePromotedOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	unavailable := time.Since(start)
+	// The link is down: no lag figures, and the reason.
+	waitUntil(t, 30*time.Second, "the other replica sees its primary gone", func() bool {
+		st := replStatus(t, ctx, r2)
+		return !st.IORunning && st.BytesBehind == nil && st.SecondsBehind == nil && strings.Contains(st.LastError, "not streaming")
+	})
+	t.Logf("a replica whose primary is gone: %q", replStatus(t, ctx, r2).LastError)
 	// The roles came with the data; the slot is the new primary's own.
 	if _, err := r1.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r2", Password: pw}); err != nil {
 		t.Fatal(err)
