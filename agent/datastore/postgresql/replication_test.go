@@ -172,7 +172,7 @@ func TestReplicaRestoredAsAStandbyFollowsThePrimaryPromotesAndDetaches(t *testin
 	caughtUp := waitUntil(t, time.Minute, "the rows written after the seed on the replica", func() bool {
 		return queryInt(t, r1db, `SELECT count(*) FROM items`) == 2500
 	})
-	t.Logf("start_replication took %s; the rows written after the seed were on the replica %s after it was called",
+	t.Logf("start_replication took %s; the rows written after the seed were on the replica %s after it returned",
 		startTook, caughtUp)
 	if a, b := pgChecksums(t, db), pgChecksums(t, r1db); a != b {
 		t.Fatalf("replica differs:\n%s\n%s", a, b)
