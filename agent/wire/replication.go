@@ -44,6 +44,10 @@ type ReplicationSourceResult struct {
 	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
 	// LSN is a PostgreSQL primary's current WAL position (X/Y).
 	LSN string `json:"lsn,omitempty"`
+	// ReplID and ReplOffset are a Redis primary's replication ID and
+	// offset (INFO replication: master_replid, master_repl_offset).
+	ReplID     string `json:"repl_id,omitempty"`
+	ReplOffset *int64 `json:"repl_offset,omitempty"`
 }
 
 // StartReplicationArgs make a restored server a replica of the primary at
@@ -77,21 +81,38 @@ const MaxPromoteWait = 3600
 // PromoteReplicaArgs make a replica a writable primary once it applied
 // GTIDPos (MariaDB: the fenced primary's gtid_binlog_pos) or LSN
 // (PostgreSQL: the fenced primary's WAL position), waiting at most
-// TimeoutSeconds; on timeout nothing changes. Exactly one of the two
-// positions is given; each manager requires its own.
+// TimeoutSeconds; on timeout nothing changes. Exactly one of the
+// positions is given (ReplOffset, with an optional ReplID, for Redis);
+// each manager requires its own.
 type PromoteReplicaArgs struct {
-	GTIDPos        string `json:"gtid_pos,omitempty"`
-	LSN            string `json:"lsn,omitempty"`
+	GTIDPos string `json:"gtid_pos,omitempty"`
+	LSN     string `json:"lsn,omitempty"`
+	// ReplOffset is a fenced Redis primary's master_repl_offset; ReplID,
+	// if given, its master_replid, which the replica's must equal.
+	ReplOffset     *int64 `json:"repl_offset,omitempty"`
+	ReplID         string `json:"repl_id,omitempty"`
 	TimeoutSeconds int    `json:"timeout_seconds"`
 }
 
 // Validate checks the arguments' shape.
 func (a PromoteReplicaArgs) Validate() error {
+	given := 0
+	for _, ok := range []bool{a.GTIDPos != "", a.LSN != "", a.ReplOffset != nil} {
+		if ok {
+			given++
+		}
+	}
 	switch {
-	case a.GTIDPos == "" && a.LSN == "":
+	case given == 0:
 		return fmt.Errorf("gtid_pos: required")
-	case a.GTIDPos != "" && a.LSN != "":
-		return fmt.Errorf("gtid_pos and lsn: give one position, not both")
+	case given > 1:
+		return fmt.Errorf("gtid_pos, lsn and repl_offset: give one position, not several")
+	case a.ReplOffset != nil && *a.ReplOffset < 0:
+		return fmt.Errorf("repl_offset %d: want 0 or more", *a.ReplOffset)
+	case a.ReplID != "" && a.ReplOffset == nil:
+		return fmt.Errorf("repl_id: only with repl_offset")
+	case a.ReplID != "" && !replIDPattern.MatchString(a.ReplID):
+		return fmt.Errorf("repl_id %q: want 40 hexadecimal digits", truncate(a.ReplID, 50))
 	}
 	if a.TimeoutSeconds < 1 || a.TimeoutSeconds > MaxPromoteWait {
 		return fmt.Errorf("timeout_seconds %d: want 1 to %d", a.TimeoutSeconds, MaxPromoteWait)
@@ -101,6 +122,8 @@ func (a PromoteReplicaArgs) Validate() error {
 	}
 	return CheckGTIDList(a.GTIDPos)
 }
+
+var replIDPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 var lsnPattern = regexp.MustCompile(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
 
@@ -175,7 +198,18 @@ type ReplicationStatus struct {
 	ReplayedLSN string `json:"replayed_lsn,omitempty"`
 	LSN         string `json:"lsn,omitempty"`
 	BytesBehind *int64 `json:"bytes_behind,omitempty"`
-	ReadOnly    bool   `json:"read_only"`
+	// Redis: ReplID and ReplOffset are this server's replication ID and
+	// offset (a replica's: what it processed of its primary's stream; a
+	// fenced primary's: read after the fence). Bytes behind is the
+	// primary's ReplOffset less the replica's, both read at once; a
+	// replica alone cannot know it. LastIOSecondsAgo is the time since
+	// the replica last heard from its primary (master_last_io_seconds_ago:
+	// the primary pings every repl-ping-replica-period, 10 s), nil when
+	// the link is down.
+	ReplID           string `json:"repl_id,omitempty"`
+	ReplOffset       *int64 `json:"repl_offset,omitempty"`
+	LastIOSecondsAgo *int64 `json:"last_io_seconds_ago,omitempty"`
+	ReadOnly         bool   `json:"read_only"`
 	// LastError is the link's last I/O or SQL error, empty when none.
 	LastError string `json:"last_error,omitempty"`
 }

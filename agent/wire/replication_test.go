@@ -27,7 +27,13 @@ func TestPromoteReplicaArgsTakeOnePosition(t *testing.T) {
 		{PromoteReplicaArgs{GTIDPos: "0-1-42", TimeoutSeconds: 5}, ""},
 		{PromoteReplicaArgs{LSN: "0/3000060", TimeoutSeconds: 5}, ""},
 		{PromoteReplicaArgs{TimeoutSeconds: 5}, "gtid_pos: required"},
-		{PromoteReplicaArgs{GTIDPos: "0-1-42", LSN: "0/1", TimeoutSeconds: 5}, "not both"},
+		{PromoteReplicaArgs{GTIDPos: "0-1-42", LSN: "0/1", TimeoutSeconds: 5}, "give one position"},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(0)), TimeoutSeconds: 5}, ""},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(42)), ReplID: "0123456789abcdef0123456789abcdef01234567", TimeoutSeconds: 5}, ""},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(42)), LSN: "0/1", TimeoutSeconds: 5}, "give one position"},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(-1)), TimeoutSeconds: 5}, "repl_offset -1"},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(1)), ReplID: "abc\r\nFLUSHALL", TimeoutSeconds: 5}, "repl_id"},
+		{PromoteReplicaArgs{GTIDPos: "0-1-42", ReplID: "0123456789abcdef0123456789abcdef01234567", TimeoutSeconds: 5}, "only with repl_offset"},
 		{PromoteReplicaArgs{LSN: "0/x", TimeoutSeconds: 5}, "lsn: WAL position"},
 		{PromoteReplicaArgs{GTIDPos: "0-1", TimeoutSeconds: 5}, "GTID position"},
 		{PromoteReplicaArgs{LSN: "0/1", TimeoutSeconds: 0}, "timeout_seconds"},
@@ -39,6 +45,8 @@ func TestPromoteReplicaArgsTakeOnePosition(t *testing.T) {
 	}
 }
 
+func ptr[T any](v T) *T { return &v }
+
 // The new PostgreSQL fields are optional: MariaDB's JSON is what it was.
 func TestReplicationJSONKeepsTheGTIDShape(t *testing.T) {
 	for _, c := range []struct {
@@ -49,6 +57,8 @@ func TestReplicationJSONKeepsTheGTIDShape(t *testing.T) {
 		{PromoteReplicaArgs{GTIDPos: "0-1-2", TimeoutSeconds: 3}, `{"gtid_pos":"0-1-2","timeout_seconds":3}`},
 		{ReplicationStatus{Role: RoleReplica, GTIDSlavePos: "0-1-2"}, `{"role":"replica","io_running":false,"sql_running":false,"gtid_slave_pos":"0-1-2","read_only":false}`},
 		{RestoreArgs{Chain: []RestoreBackup{}}, `{"chain":[]}`},
+		{PromoteReplicaArgs{ReplOffset: ptr(int64(0)), TimeoutSeconds: 3}, `{"repl_offset":0,"timeout_seconds":3}`},
+		{ReplicationSourceResult{ReplID: "ab", ReplOffset: ptr(int64(7))}, `{"repl_id":"ab","repl_offset":7}`},
 	} {
 		b, err := json.Marshal(c.v)
 		if err != nil || string(b) != c.want {

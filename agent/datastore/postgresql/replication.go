@@ -620,7 +620,7 @@ func (m *Manager) flushPastCommits(ctx context.Context) error {
 // timeout nothing changes. A re-run after the promotion finds a primary
 // whose WAL reaches the position and changes nothing more.
 func (m *Manager) PromoteReplica(ctx context.Context, args wire.PromoteReplicaArgs) (wire.ReplicationStatus, error) {
-	if args.GTIDPos != "" && args.LSN == "" {
+	if (args.GTIDPos != "" || args.ReplOffset != nil) && args.LSN == "" {
 		return wire.ReplicationStatus{}, invalid("promote: gtid_pos: a PostgreSQL replica is promoted at a WAL position; give lsn")
 	}
 	if err := args.Validate(); err != nil {
