@@ -414,7 +414,8 @@ func TestSwitchoverAcrossThreeServers(t *testing.T) {
 	link(p, r1, "strata_repl_p", false)
 	t.Logf("figure: writes unavailable for %s (fence, promote, first write on the new primary)", unavailable.Round(time.Millisecond))
 	for _, r := range []*redistest.Instance{r2, p} {
-		waitUntil(t, 30*time.Second, "the new primary's write on "+r.Dir, func() bool { return get(t, r, "on-new-primary") == "1" })
+		took := waitUntil(t, 30*time.Second, "the new primary's write on "+r.Dir, func() bool { return get(t, r, "on-new-primary") == "1" })
+		t.Logf("figure: %s had the new primary's write %s after the links were made", r.Dir, took.Round(time.Millisecond))
 		if get(t, r, "w:499") != "x" || get(t, r, "after-fence") != "" {
 			t.Fatalf("%s: the last write before the fence is missing, or one after it is there", r.Dir)
 		}
@@ -437,6 +438,8 @@ func TestSwitchoverAcrossThreeServers(t *testing.T) {
 	if l := readFileT(t, r2.Config.LogFile); !strings.Contains(l, "Master accepted a Partial Resynchronization") {
 		t.Errorf("the repointed replica made a full synchronisation; its log:\n%s", l)
 	}
+	t.Logf("figure: the old primary's link to the promoted one was a partial resynchronisation: %v",
+		strings.Contains(readFileT(t, p.Config.LogFile), "Master accepted a Partial Resynchronization"))
 	st := replStatus(t, ctx, r2)
 	t.Logf("figure: the repointed replica: link up %v, offset %d, last I/O %d s ago", st.IORunning, off(st.ReplOffset), off(st.LastIOSecondsAgo))
 }
