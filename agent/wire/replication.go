@@ -162,9 +162,12 @@ func (a StartReplicationArgs) Validate() error {
 		return fmt.Errorf("password: required")
 	}
 	if err := CheckReplicationAccount(a.Account); err != nil {
-		return err
+		return fmt.Errorf("account: %w", err)
 	}
-	return CheckGTIDList(a.GTIDSlavePos)
+	if err := CheckGTIDList(a.GTIDSlavePos); err != nil {
+		return fmt.Errorf("gtid_slave_pos: %w", err)
+	}
+	return nil
 }
 
 // Replication roles a server reports.

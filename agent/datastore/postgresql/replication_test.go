@@ -404,6 +404,7 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 		{wire.PromoteReplicaArgs{LSN: "0/1", TimeoutSeconds: 0}, "timeout_seconds"},
 		{wire.PromoteReplicaArgs{GTIDPos: "0-1-2", TimeoutSeconds: 1}, "gtid_pos"},
 		{wire.PromoteReplicaArgs{TimeoutSeconds: 1}, "gtid_pos"},
+		{wire.PromoteReplicaArgs{ReplOffset: new(int64), TimeoutSeconds: 1}, "give lsn"},
 	} {
 		_, err := m.PromoteReplica(ctx, c.args)
 		wantCode(t, err, wire.CodeInvalidArgument, c.want)
