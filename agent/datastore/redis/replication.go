@@ -44,6 +44,34 @@ var replicationAccountRules = []string{"on", "resetkeys", "resetchannels", "-@al
 // replicas than any primary has, so every write is refused (NOREPLICAS).
 const fenceReplicas = 1000000
 
+// unfenced returns CONFIG SET's arguments that put min-replicas-to-write
+// and min-replicas-max-lag back to what the server reads without a fence:
+// the configuration group's, else the base and defaults layers', else
+// Redis's defaults (0 and 10).
+func (m *Manager) unfenced() []string {
+	vals := m.baseValues()
+	if data, err := os.ReadFile(m.cfg.OverridesFile); err == nil {
+		for k, v := range parseOverrides(data) {
+			vals[k] = v
+		}
+	}
+	out := []string{}
+	for _, p := range [][2]string{{"min-replicas-to-write", "0"}, {"min-replicas-max-lag", "10"}} {
+		v, ok := vals[p[0]]
+		if !ok {
+			v = p[1]
+		}
+		out = append(out, p[0], v)
+	}
+	return out
+}
+
+// fenced tells a fence from a group's own min-replicas-to-write.
+func fenced(minReplicas string) bool {
+	n, err := strconv.Atoi(minReplicas)
+	return err == nil && n >= fenceReplicas
+}
+
 // writeReplicationFile writes the replication settings the server reads
 // at its next start; the live settings are the caller's.
 func (m *Manager) writeReplicationFile(data []byte) error {
@@ -187,8 +215,7 @@ func replicaConfig(args wire.StartReplicationArgs) []byte {
 		fmt.Sprintf("replicaof %s %d\n", args.Host, args.Port) +
 		"masteruser " + confQuote(args.Account) + "\n" +
 		"masterauth " + confQuote(args.Password) + "\n" +
-		"replica-read-only yes\n" +
-		"min-replicas-to-write 0\n")
+		"replica-read-only yes\n")
 }
 
 // StartReplication makes this server a read-only replica of
@@ -232,8 +259,8 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	if err := m.writeReplicationFile(replicaConfig(args)); err != nil {
 		return st, err
 	}
-	if _, err := m.do(ctx, "CONFIG", "SET", "masteruser", args.Account, "masterauth", args.Password,
-		"replica-read-only", "yes", "min-replicas-to-write", "0"); err != nil {
+	set := append([]string{"CONFIG", "SET", "masteruser", args.Account, "masterauth", args.Password, "replica-read-only", "yes"}, m.unfenced()...)
+	if _, err := m.do(ctx, set...); err != nil {
 		return st, fmt.Errorf("%s: %w", verb, err)
 	}
 	if _, err := m.do(ctx, "REPLICAOF", args.Host, strconv.Itoa(args.Port)); err != nil {
@@ -266,7 +293,7 @@ func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus
 		if err != nil {
 			return st, err
 		}
-		st.ReadOnly = fence != "0"
+		st.ReadOnly = fenced(fence)
 		return st, nil
 	}
 	st.Role = wire.RoleReplica
@@ -327,7 +354,8 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 	if _, err := m.do(ctx, "REPLICAOF", "NO", "ONE"); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
 	}
-	if _, err := m.do(ctx, "CONFIG", "SET", "masteruser", "", "masterauth", "", "replica-read-only", "no", "min-replicas-to-write", "0"); err != nil {
+	set := append([]string{"CONFIG", "SET", "masteruser", "", "masterauth", "", "replica-read-only", "no"}, m.unfenced()...)
+	if _, err := m.do(ctx, set...); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
 	}
 	m.log.Info("replica detached: writable")
@@ -351,7 +379,10 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 // next start). CLIENT PAUSE WRITE, the other way, holds writes instead of
 // refusing them and ends with a timeout or a restart. A replica is
 // read-only already: fencing it changes nothing; lifting the fence on one
-// is refused.
+// is refused. Lifting the fence (as detach, start and repoint do) puts
+// min-replicas-to-write and min-replicas-max-lag back to the group's (or
+// the base configuration's) values; a group's stay at most 1000, below
+// the fence's, so the status tells a fence from them.
 func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.ReplicationStatus, error) {
 	if err := m.ready(ctx); err != nil {
 		return wire.ReplicationStatus{}, err
@@ -369,18 +400,14 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 	if err := m.checkReplicationInclude("fence"); err != nil {
 		return st, err
 	}
-	conf, fence := standaloneConfig, "0"
+	conf, set := standaloneConfig, append([]string{"CONFIG", "SET"}, m.unfenced()...)
 	if readOnly {
-		fence = strconv.Itoa(fenceReplicas)
 		conf = replicationHeader + "# A fenced primary (switchover): every write refused. Removed when the fence is lifted.\n" +
-			"min-replicas-to-write " + fence + "\nmin-replicas-max-lag 10\n"
+			fmt.Sprintf("min-replicas-to-write %d\nmin-replicas-max-lag 10\n", fenceReplicas)
+		set = []string{"CONFIG", "SET", "min-replicas-to-write", strconv.Itoa(fenceReplicas), "min-replicas-max-lag", "10"}
 	}
 	if err := m.writeReplicationFile([]byte(conf)); err != nil {
 		return st, err
-	}
-	set := []string{"CONFIG", "SET", "min-replicas-to-write", fence}
-	if readOnly {
-		set = append(set, "min-replicas-max-lag", "10")
 	}
 	if _, err := m.do(ctx, set...); err != nil {
 		return st, fmt.Errorf("fence: %w", err)

@@ -451,6 +451,12 @@ func TestFenceHoldsAcrossARestart(t *testing.T) {
 	ctx := servertest.Context(t, 2*time.Minute)
 	inst, _ := redistest.PreparedT(t, wire.PrepareArgs{Users: []wire.User{{Name: "app", Password: "app-pw"}}})
 	m := inst.Manager
+	// The group's own min-replicas settings come back when the fence is
+	// lifted.
+	rules := []wire.ParameterRule{{Name: "min-replicas-max-lag", Type: "integer", Min: num("0"), Max: num("3600")}}
+	if _, err := m.ApplyConfiguration(ctx, wire.ConfigurationArgs{Rules: rules, Values: values("min-replicas-max-lag", "7")}); err != nil {
+		t.Fatal(err)
+	}
 	do(t, admin(t, inst), "SET", "k", "1")
 	st, err := m.SetReadOnly(ctx, true)
 	if err != nil || !st.ReadOnly {
@@ -477,6 +483,9 @@ func TestFenceHoldsAcrossARestart(t *testing.T) {
 	wantCode(t, err, wire.CodeFailedPrecondition, "no replica")
 	if st, err := m.SetReadOnly(ctx, false); err != nil || st.ReadOnly {
 		t.Fatalf("lift: %+v %v", st, err)
+	}
+	if v := configValue(t, inst, "min-replicas-max-lag"); v != "7" || configValue(t, inst, "min-replicas-to-write") != "0" {
+		t.Fatalf("after the fence was lifted: min-replicas-max-lag %s, want the group's 7", v)
 	}
 	if err := m.Restart(ctx); err != nil {
 		t.Fatal(err)
