@@ -163,6 +163,12 @@ type RestoreArgs struct {
 	// AuthPlugin is PrepareArgs.AuthPlugin: the plugin accounts created
 	// later get.
 	AuthPlugin string `json:"auth_plugin,omitempty"`
+	// Standby (PostgreSQL) restores a replica's seed: the server starts
+	// as a read-only standby of no source yet, so its WAL stays the
+	// primary's and start_replication can attach it. Without it the
+	// restored server ends recovery and writes WAL of its own, and no
+	// primary can be followed from there. Other datastores ignore it.
+	Standby bool `json:"standby,omitempty"`
 }
 
 // Validate checks the chain's shape: a full backup first, incrementals

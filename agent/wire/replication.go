@@ -42,12 +42,19 @@ type ReplicationAccountRef struct {
 // an account: its current position, for people and for checks.
 type ReplicationSourceResult struct {
 	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
+	// LSN is a PostgreSQL primary's current WAL position (X/Y).
+	LSN string `json:"lsn,omitempty"`
+	// ReplID and ReplOffset are a Redis primary's replication ID and
+	// offset (INFO replication: master_replid, master_repl_offset).
+	ReplID     string `json:"repl_id,omitempty"`
+	ReplOffset *int64 `json:"repl_offset,omitempty"`
 }
 
 // StartReplicationArgs make a restored server a replica of the primary at
 // Host:Port (the replica's own way to the primary; in a guest a fixed
 // address the host relays) with Account, starting after GTIDSlavePos (the
-// seed backup's position; empty: the primary's first event). Applied only
+// seed backup's position; empty: the primary's first event; MariaDB
+// only: a PostgreSQL replica starts where its restored data ends). Applied only
 // while the server has no replication link; a re-run with a link in place
 // only makes sure it runs.
 type StartReplicationArgs struct {
@@ -72,22 +79,61 @@ type SetReadOnlyArgs struct {
 const MaxPromoteWait = 3600
 
 // PromoteReplicaArgs make a replica a writable primary once it applied
-// GTIDPos (the fenced primary's gtid_binlog_pos), waiting at most
-// TimeoutSeconds; on timeout nothing changes.
+// GTIDPos (MariaDB: the fenced primary's gtid_binlog_pos) or LSN
+// (PostgreSQL: the fenced primary's WAL position), waiting at most
+// TimeoutSeconds; on timeout nothing changes. Exactly one of the
+// positions is given (ReplOffset, with an optional ReplID, for Redis);
+// each manager requires its own.
 type PromoteReplicaArgs struct {
-	GTIDPos        string `json:"gtid_pos"`
+	GTIDPos string `json:"gtid_pos,omitempty"`
+	LSN     string `json:"lsn,omitempty"`
+	// ReplOffset is a fenced Redis primary's master_repl_offset; ReplID,
+	// if given, its master_replid, which the replica's must equal.
+	ReplOffset     *int64 `json:"repl_offset,omitempty"`
+	ReplID         string `json:"repl_id,omitempty"`
 	TimeoutSeconds int    `json:"timeout_seconds"`
 }
 
 // Validate checks the arguments' shape.
 func (a PromoteReplicaArgs) Validate() error {
-	if a.GTIDPos == "" {
+	given := 0
+	for _, ok := range []bool{a.GTIDPos != "", a.LSN != "", a.ReplOffset != nil} {
+		if ok {
+			given++
+		}
+	}
+	switch {
+	case given == 0:
 		return fmt.Errorf("gtid_pos: required")
+	case given > 1:
+		return fmt.Errorf("gtid_pos, lsn and repl_offset: give one position, not several")
+	case a.ReplOffset != nil && *a.ReplOffset < 0:
+		return fmt.Errorf("repl_offset %d: want 0 or more", *a.ReplOffset)
+	case a.ReplID != "" && a.ReplOffset == nil:
+		return fmt.Errorf("repl_id: only with repl_offset")
+	case a.ReplID != "" && !replIDPattern.MatchString(a.ReplID):
+		return fmt.Errorf("repl_id %q: want 40 hexadecimal digits", truncate(a.ReplID, 50))
 	}
 	if a.TimeoutSeconds < 1 || a.TimeoutSeconds > MaxPromoteWait {
 		return fmt.Errorf("timeout_seconds %d: want 1 to %d", a.TimeoutSeconds, MaxPromoteWait)
 	}
+	if err := CheckLSN(a.LSN); err != nil {
+		return fmt.Errorf("lsn: %w", err)
+	}
 	return CheckGTIDList(a.GTIDPos)
+}
+
+var replIDPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+var lsnPattern = regexp.MustCompile(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
+
+// CheckLSN checks a PostgreSQL WAL position's form ("16/B374D848": two
+// hexadecimal 32-bit halves); empty is allowed.
+func CheckLSN(s string) error {
+	if s != "" && !lsnPattern.MatchString(s) {
+		return fmt.Errorf("WAL position %q: want two hexadecimal numbers of at most 8 digits separated by a slash (16/B374D848)", truncate(s, 40))
+	}
+	return nil
 }
 
 var (
@@ -116,9 +162,12 @@ func (a StartReplicationArgs) Validate() error {
 		return fmt.Errorf("password: required")
 	}
 	if err := CheckReplicationAccount(a.Account); err != nil {
-		return err
+		return fmt.Errorf("account: %w", err)
 	}
-	return CheckGTIDList(a.GTIDSlavePos)
+	if err := CheckGTIDList(a.GTIDSlavePos); err != nil {
+		return fmt.Errorf("gtid_slave_pos: %w", err)
+	}
+	return nil
 }
 
 // Replication roles a server reports.
@@ -142,7 +191,28 @@ type ReplicationStatus struct {
 	GTIDSlavePos  string `json:"gtid_slave_pos,omitempty"`
 	GTIDIOPos     string `json:"gtid_io_pos,omitempty"`
 	GTIDBinlogPos string `json:"gtid_binlog_pos,omitempty"`
-	ReadOnly      bool   `json:"read_only"`
+	// PostgreSQL: ReceivedLSN is the WAL a replica received and flushed,
+	// ReplayedLSN what it replayed; LSN is this server's own WAL position
+	// (a primary's pg_current_wal_lsn, read after the fence on a fenced
+	// one; a replica's replayed position). BytesBehind is the WAL distance
+	// from the primary's position, as its WAL sender last reported it, to
+	// what the replica replayed; nil when the link is down.
+	ReceivedLSN string `json:"received_lsn,omitempty"`
+	ReplayedLSN string `json:"replayed_lsn,omitempty"`
+	LSN         string `json:"lsn,omitempty"`
+	BytesBehind *int64 `json:"bytes_behind,omitempty"`
+	// Redis: ReplID and ReplOffset are this server's replication ID and
+	// offset (a replica's: what it processed of its primary's stream; a
+	// fenced primary's: read after the fence). Bytes behind is the
+	// primary's ReplOffset less the replica's, both read at once; a
+	// replica alone cannot know it. LastIOSecondsAgo is the time since
+	// the replica last heard from its primary (master_last_io_seconds_ago:
+	// the primary pings every repl-ping-replica-period, 10 s), nil when
+	// the link is down.
+	ReplID           string `json:"repl_id,omitempty"`
+	ReplOffset       *int64 `json:"repl_offset,omitempty"`
+	LastIOSecondsAgo *int64 `json:"last_io_seconds_ago,omitempty"`
+	ReadOnly         bool   `json:"read_only"`
 	// LastError is the link's last I/O or SQL error, empty when none.
 	LastError string `json:"last_error,omitempty"`
 }

@@ -362,6 +362,9 @@ func (m *Manager) PromoteReplica(ctx context.Context, args wire.PromoteReplicaAr
 	if err := args.Validate(); err != nil {
 		return wire.ReplicationStatus{}, invalid("promote: %v", err)
 	}
+	if args.GTIDPos == "" { // a PostgreSQL position alone
+		return wire.ReplicationStatus{}, invalid("promote: gtid_pos: required (MariaDB waits for a GTID position, not a WAL lsn)")
+	}
 	if err := m.ready(ctx); err != nil {
 		return wire.ReplicationStatus{}, err
 	}

@@ -253,6 +253,7 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 		{GTIDPos: "0-1-2'; SELECT", TimeoutSeconds: 5},
 		{GTIDPos: "0-1-2", TimeoutSeconds: 0},
 		{GTIDPos: "0-1-2", TimeoutSeconds: wire.MaxPromoteWait + 1},
+		{ReplOffset: new(int64), TimeoutSeconds: 5},
 	} {
 		_, err := inst.Manager.PromoteReplica(ctx, a)
 		wantCode(t, err, wire.CodeInvalidArgument, "promote")

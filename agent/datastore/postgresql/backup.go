@@ -371,8 +371,19 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	}
 	// The base backup carries the source's configuration files only if
 	// it had them in its data directory; this guest's are rendered.
-	for _, f := range []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postmaster.pid", "postmaster.opts"} {
+	// A backup taken on a standby may hold its signal files: whether
+	// this server is a standby is the restore's to say.
+	for _, f := range []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postmaster.pid", "postmaster.opts", standbySignal, "recovery.signal"} {
 		os.Remove(filepath.Join(m.cfg.DataDir, f))
+	}
+	if args.Standby {
+		// A replica's seed: the server starts as a standby of no source
+		// yet (read-only, consistent at the backup's end), so it never
+		// writes WAL of its own and start_replication can attach it to
+		// the primary (replication.go).
+		if err := writeStandbySignal(m.cfg.DataDir); err != nil {
+			return res, err
+		}
 	}
 	if err := osUser.ChownTree(m.cfg.DataDir); err != nil {
 		return res, err
@@ -394,7 +405,7 @@ func (m *Manager) restore(ctx context.Context, args wire.RestoreArgs, settings [
 	if err := m.lc.ApplyInitialConfiguration(ctx, settings, m.applyConfiguration, m.cfg.Service, m.waitReady); err != nil {
 		return res, err
 	}
-	m.log.Info("restored", "backups", res.Backups, "to_lsn", args.Chain[len(args.Chain)-1].Position.EndLSN)
+	m.log.Info("restored", "backups", res.Backups, "to_lsn", args.Chain[len(args.Chain)-1].Position.EndLSN, "standby", args.Standby)
 	return res, nil
 }
 

@@ -42,6 +42,15 @@ const RootRole = "root"
 var reservedUsers = map[string]bool{
 	AdminRole: true, RootRole: true, "os_admin": true, "public": true, "none": true,
 	"current_user": true, "session_user": true, "current_role": true,
+	ReplicationGroup: true,
+}
+
+// reservedUser reports the names users may not create, drop or see: the
+// reserved ones, PostgreSQL's pg_ roles and the replication accounts
+// (wire.ReplicationAccountPrefix).
+func reservedUser(name string) bool {
+	n := strings.ToLower(name)
+	return reservedUsers[n] || strings.HasPrefix(n, "pg_") || strings.HasPrefix(n, wire.ReplicationAccountPrefix)
 }
 
 // clientOnlyEncodings are encodings PostgreSQL accepts from clients but
@@ -91,7 +100,7 @@ func checkUserRef(u *wire.UserRef) error {
 		return invalid("user name %s is %d bytes long; PostgreSQL allows %d", show(u.Name), len(u.Name), maxIdentifier)
 	case !userNamePattern.MatchString(u.Name):
 		return invalid("user name %s: use only A-Z a-z 0-9 _ . $ - (starting with a letter or _)", show(u.Name))
-	case reservedUsers[strings.ToLower(u.Name)] || strings.HasPrefix(strings.ToLower(u.Name), "pg_"):
+	case reservedUser(u.Name):
 		return invalid("user %s is reserved for the system", show(u.Name))
 	case u.Host != "" && u.Host != "%":
 		return invalid("host %s: PostgreSQL users have no host part (leave it empty or %%)", show(u.Host))

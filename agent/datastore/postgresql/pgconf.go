@@ -27,12 +27,12 @@ var (
 
 type confValues struct {
 	DataDir, HBAFile, IdentFile, PidFile, OverridesFile, SocketDir string
-	LogSettingsFile, DefaultsFile                                  string
+	LogSettingsFile, DefaultsFile, ReplicationFile                 string
 	SSLCertFile, SSLKeyFile                                        string
 	ClusterName, ListenAddresses                                   string
 	Port, MaxConnections                                           int
 	SharedBuffersMB, EffectiveCacheMB, MaintenanceWorkMemMB        int
-	AdminRole                                                      string
+	AdminRole, ReplicationGroup                                    string
 	AdminOSUsers                                                   []string
 }
 
@@ -60,6 +60,8 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 		EffectiveCacheMB:     max(memoryMB*3/4, 128),
 		MaintenanceWorkMemMB: min(max(memoryMB/16, 16), 2048),
 		AdminRole:            AdminRole,
+		ReplicationGroup:     ReplicationGroup,
+		ReplicationFile:      replicationFile(cfg),
 		SSLCertFile:          cert.CertFile, SSLKeyFile: cert.KeyFile,
 		AdminOSUsers: []string{cfg.AgentOSUser},
 	}
@@ -67,7 +69,7 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 		v.AdminOSUsers = append(v.AdminOSUsers, cfg.OSUser)
 	}
 	for name, p := range map[string]string{"data directory": v.DataDir, "hba file": v.HBAFile, "ident file": v.IdentFile,
-		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "defaults file": v.DefaultsFile, "socket directory": v.SocketDir,
+		"pid file": v.PidFile, "overrides file": v.OverridesFile, "log settings file": v.LogSettingsFile, "defaults file": v.DefaultsFile, "replication file": v.ReplicationFile, "socket directory": v.SocketDir,
 		"ssl_cert_file": v.SSLCertFile, "ssl_key_file": v.SSLKeyFile} {
 		if !confPathPattern.MatchString(p) {
 			return nil, nil, nil, fmt.Errorf("postgresql config: %s %q is not a plain absolute path", name, p)
@@ -91,6 +93,17 @@ func renderConfig(cfg Config, memoryMB int, cert datastore.Certificate) (conf, h
 		}
 	}
 	return out[0].Bytes(), out[1].Bytes(), out[2].Bytes(), nil
+}
+
+// renderHBA renders pg_hba.conf alone, as renderConfig does: the
+// replication kinds bring an instance prepared before its replication
+// rules up to date.
+func renderHBA() ([]byte, error) {
+	var out bytes.Buffer
+	if err := hbaConf.Execute(&out, confValues{AdminRole: AdminRole, ReplicationGroup: ReplicationGroup}); err != nil {
+		return nil, fmt.Errorf("postgresql config: %w", err)
+	}
+	return out.Bytes(), nil
 }
 
 // defaultsFile holds the defaults layer (the image's default

@@ -85,6 +85,11 @@ func (m *Manager) Flush(ctx context.Context) error {
 	if m.ping(ctx) != nil {
 		return nil
 	}
+	// A standby writes no WAL of its own: what it received its WAL
+	// receiver flushed, and no transaction may get an id.
+	if rec, err := m.inRecovery(ctx); err != nil || rec {
+		return nil
+	}
 	tx, err := m.conn().BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("flush: %w", err)

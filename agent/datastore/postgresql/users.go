@@ -27,7 +27,7 @@ func (m *Manager) ListUsers(ctx context.Context) ([]wire.User, error) {
 			rows.Close()
 			return nil, fmt.Errorf("list users: %w", err)
 		}
-		if !reservedUsers[strings.ToLower(n)] && !strings.HasPrefix(strings.ToLower(n), "pg_") {
+		if !reservedUser(n) {
 			names = append(names, n)
 		}
 	}

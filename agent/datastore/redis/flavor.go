@@ -48,6 +48,15 @@ func (m *Manager) writeServerConfig(memoryMB int, osUser datastore.OSUser) (chan
 			return false, err
 		}
 	}
+	// Redis refuses to start on a missing include: a server prepared
+	// before redis.conf included the replication file gets an empty one
+	// with its new redis.conf; an existing one (a replica's link, a
+	// fence) is kept.
+	if !exists(replicationFile(m.cfg)) {
+		if err := writeServerFile(replicationFile(m.cfg), []byte(standaloneConfig), osUser); err != nil {
+			return false, err
+		}
+	}
 	return changed, nil
 }
 

@@ -66,7 +66,7 @@ func checkUserRef(u *wire.UserRef) error {
 		return invalid("user name %s is %d bytes long; at most %d allowed", show(u.Name), len(u.Name), maxUserName)
 	case !userNamePattern.MatchString(u.Name):
 		return invalid("user name %s: use only A-Z a-z 0-9 _ . - (not starting with . or -)", show(u.Name))
-	case reservedUsers[strings.ToLower(u.Name)]:
+	case reservedUsers[strings.ToLower(u.Name)] || isReplicationAccount(u.Name):
 		return invalid("user %s is reserved for the system", show(u.Name))
 	case u.Host != "" && u.Host != "%":
 		return invalid("host %s: Redis users have no host part (leave it empty or %%)", show(u.Host))
@@ -81,4 +81,11 @@ func checkUserRef(u *wire.UserRef) error {
 func passwordHash(pw string) string {
 	h := sha256.Sum256([]byte(pw))
 	return "#" + hex.EncodeToString(h[:])
+}
+
+// isReplicationAccount tells a replica's account on its primary
+// (wire.ReplicationAccountPrefix): hidden from user listings and refused
+// as a user name.
+func isReplicationAccount(name string) bool {
+	return strings.HasPrefix(strings.ToLower(name), wire.ReplicationAccountPrefix)
 }

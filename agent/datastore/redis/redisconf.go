@@ -19,7 +19,7 @@ var redisConf = template.Must(template.New("redis.conf").Option("missingkey=erro
 
 type confValues struct {
 	DataDir, Socket, PidFile, LogFile, ACLFile, OverridesFile, BindAddress string
-	DefaultsFile                                                           string
+	DefaultsFile, ReplicationFile                                          string
 	Port                                                                   int
 	MaxMemoryBytes                                                         int64
 }
@@ -37,13 +37,13 @@ func renderConfig(cfg Config, memoryMB int) ([]byte, error) {
 	v := confValues{
 		DataDir: cfg.DataDir, Socket: cfg.Socket, PidFile: cfg.PidFile, LogFile: cfg.LogFile,
 		ACLFile: cfg.ACLFile, OverridesFile: cfg.OverridesFile, BindAddress: cfg.BindAddress, Port: cfg.Port,
-		DefaultsFile: defaultsFile(cfg),
+		DefaultsFile: defaultsFile(cfg), ReplicationFile: replicationFile(cfg),
 	}
 	if memoryMB > 0 {
 		v.MaxMemoryBytes = int64(memoryMB) << 20 / 2
 	}
 	for name, p := range map[string]string{"dir": v.DataDir, "unixsocket": v.Socket, "pidfile": v.PidFile,
-		"logfile": v.LogFile, "aclfile": v.ACLFile, "include": v.OverridesFile, "include (defaults)": v.DefaultsFile} {
+		"logfile": v.LogFile, "aclfile": v.ACLFile, "include": v.OverridesFile, "include (defaults)": v.DefaultsFile, "include (replication)": v.ReplicationFile} {
 		if !confPathPattern.MatchString(p) {
 			return nil, fmt.Errorf("redis config: %s %q is not a plain absolute path", name, p)
 		}

@@ -35,7 +35,7 @@ func (m *Manager) ListUsers(ctx context.Context) ([]wire.User, error) {
 	names := r.Strings()
 	slices.Sort(names)
 	for _, n := range names {
-		if !reservedUsers[strings.ToLower(n)] {
+		if !reservedUsers[strings.ToLower(n)] && !isReplicationAccount(n) {
 			out = append(out, wire.User{Name: n, Host: "%"})
 		}
 	}

@@ -212,3 +212,18 @@ func (i *Instance) UseConfigTemplate(path string) error {
 	i.Manager = m
 	return nil
 }
+
+// ListenTCP makes the (unprepared) instance's server listen on
+// 127.0.0.1:port too, as a guest's listens on its address: a replica's
+// WAL receiver reaches its primary over TCP.
+func (i *Instance) ListenTCP(port int) error {
+	i.Manager.Close()
+	i.Config.ListenAddresses = "127.0.0.1"
+	i.Config.Port = port
+	m, err := postgresql.New(i.Config)
+	if err != nil {
+		return err
+	}
+	i.Manager = m
+	return nil
+}

@@ -207,3 +207,18 @@ func (i *Instance) UseConfigTemplate(path string) error {
 	i.Manager = m
 	return nil
 }
+
+// UseTCP makes the (unprepared) instance's server listen on 127.0.0.1 at
+// port too, as a guest's does on its address: a replica reaches its
+// primary over TCP.
+func (i *Instance) UseTCP(port int) error {
+	i.Manager.Close()
+	i.Config.BindAddress = "127.0.0.1"
+	i.Config.Port = port
+	m, err := redis.New(i.Config)
+	if err != nil {
+		return err
+	}
+	i.Manager = m
+	return nil
+}
