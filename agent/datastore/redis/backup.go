@@ -117,11 +117,7 @@ func (m *Manager) persistence(ctx context.Context) (map[string]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis: info %s: %w", section, err)
 		}
-		for _, line := range strings.Split(r.Str, "\n") {
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-				out[k] = v
-			}
-		}
+		addInfo(out, r.Str)
 	}
 	if _, err := strconv.Atoi(out["rdb_saves"]); err != nil {
 		return nil, fmt.Errorf("redis: INFO persistence has no rdb_saves (Redis 7 or newer is needed)")

@@ -123,14 +123,9 @@ func (m *Manager) waitPersistence(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("info persistence: %w", err)
 		}
-		busy := false
-		for _, line := range strings.Split(r.Str, "\n") {
-			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
-			if (k == "aof_rewrite_in_progress" || k == "aof_rewrite_scheduled") && v != "0" {
-				busy = true
-			}
-		}
-		if !busy {
+		f := parseInfo(r.Str)
+		busy := func(k string) bool { v, ok := f[k]; return ok && v != "0" }
+		if !busy("aof_rewrite_in_progress") && !busy("aof_rewrite_scheduled") {
 			return nil
 		}
 		select {

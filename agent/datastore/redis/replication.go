@@ -122,13 +122,23 @@ func (m *Manager) info(ctx context.Context, section string) (map[string]string, 
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeUnavailable, "redis: info %s: %v", section, err)
 	}
+	return parseInfo(r.Str), nil
+}
+
+// parseInfo reads INFO's "field:value" lines (section headers and blank
+// lines have no colon).
+func parseInfo(text string) map[string]string {
 	out := map[string]string{}
-	for _, line := range strings.Split(r.Str, "\n") {
+	addInfo(out, text)
+	return out
+}
+
+func addInfo(out map[string]string, text string) {
+	for _, line := range strings.Split(text, "\n") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
 			out[k] = v
 		}
 	}
-	return out, nil
 }
 
 // setting reads one parameter the server must have.
