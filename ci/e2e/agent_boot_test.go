@@ -32,6 +32,9 @@ import (
 // formatted and mounted (inside the unit's sandbox), MariaDB came up on it
 // with the requested database.
 func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *testing.T) {
+	// Light (one VM at most): runs beside the other light tests, after
+	// the heavy ones (the package comment says why).
+	t.Parallel()
 	out := t.TempDir()
 	img := filepath.Join(out, "mariadb")
 	run(t, nil, "build", "-f", "images/mariadb-10.11.yaml", "-o", img, "--image-cache", cache)

@@ -48,6 +48,9 @@ import (
 // small load, the controller's RSS read. Delete leaves no qemu process,
 // disk or enrolment behind.
 func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
+	// Light (one VM at most): runs beside the other light tests, after
+	// the heavy ones (the package comment says why).
+	t.Parallel()
 	for _, tool := range []string{"mariadb", "openstack", "qemu-system-x86_64", "qemu-img"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", tool)

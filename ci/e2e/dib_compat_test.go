@@ -445,6 +445,9 @@ func dibCreate(t *testing.T, env []string, args ...string) (string, error) {
 }
 
 func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
+	// Light (one VM at most): runs beside the other light tests, after
+	// the heavy ones (the package comment says why).
+	t.Parallel()
 	in, ok := dib.Find()
 	if !ok {
 		t.Fatal("diskimage-builder is not installed: ci/deps.sh dib installs Debian's python3-diskimage-builder (make test does)")

@@ -6,6 +6,17 @@
 // takes 40-100 s) and run with `make e2e` and as part of `make test`:
 //
 //	go test -tags e2e -timeout 60m ./ci/e2e/
+//
+// Under TCG a guest with one vCPU keeps one host core busy while it boots
+// and works, and the CI machine has two. The light tests, which run one
+// VM at most (the UEFI agent boot, the minimal image's BIOS boot, the
+// controller's MariaDB instance, the DIB compatibility builds), call
+// t.Parallel: Go runs them after the sequential ones, two at a time
+// (-parallel defaults to the core count), so two guests share the two
+// cores. The heavy tests (backups, replicas, rebuild: two or three VMs, or
+// a chain of boots whose downtime they measure) run alone. The mariadb
+// image they all build is one cache entry: the first sequential test
+// builds it, the parallel ones find it.
 package e2e
 
 import (

@@ -33,6 +33,9 @@ import (
 // must have grown / beyond the whole image's size by then. (The UEFI path is booted by the MariaDB agent
 // test; STRATA_E2E_BOTH_FIRMWARES=1 boots this image under both.)
 func TestMinimalImageBuildsAndBootsUnderBIOSReadingItsConfigDrive(t *testing.T) {
+	// Light (one VM at most): runs beside the other light tests, after
+	// the heavy ones (the package comment says why).
+	t.Parallel()
 	out := t.TempDir()
 	img := filepath.Join(out, "minimal")
 	run(t, []string{"ELEMENTS_PATH=" + filepath.Join(repo, "ci/e2e/elements")},
