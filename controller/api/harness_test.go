@@ -476,6 +476,7 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		g.restartRequired = false
 		g.stopped = false
 		g.restarts++
+		g.note("restart %s", g.lastBoot.InstanceID)
 		return okResult(nil)
 	case wire.KindStop:
 		g.stopped = true

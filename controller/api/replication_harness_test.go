@@ -210,6 +210,9 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		if !a.ReadOnly && r.link != nil {
 			return opErr(wire.CodeFailedPrecondition, "lift the fence: this server follows a source")
 		}
+		if g.stopped {
+			return opErr(wire.CodeFailedPrecondition, "set_read_only: the database is stopped")
+		}
 		if a.ReadOnly && !r.fenced {
 			r.binlog++
 			r.fencedAt = time.Now()
@@ -232,7 +235,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		}
 		g.note("promote %s %s", g.lastBoot.InstanceID, r.promotedAt)
 		if r.lagging {
-			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", a.GTIDPos, a.TimeoutSeconds)
+			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", r.promotedAt, a.TimeoutSeconds)
 		}
 		r.link, r.fenced, r.standby = nil, false, false
 		r.writableAt = time.Now()

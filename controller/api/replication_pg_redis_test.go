@@ -205,6 +205,43 @@ func TestPostgreSQLSwitchoverStopsTheOldPrimaryAcrossAControllerRestart(t *testi
 	}
 }
 
+// A PostgreSQL switchover whose replica cannot reach the fence's LSN
+// rolls back: the old primary, stopped for the switchover, is started
+// again before its fence is lifted, and is the writable source again.
+func TestPostgreSQLSwitchoverRollbackStartsTheStoppedPrimaryAgain(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	a := replicaIDs(t, c, src, 1)[0]
+	fc.guest(a).setLagging(true)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	var in map[string]any
+	waitFor(t, "the rollback", 30*time.Second, func() bool {
+		in = c.instance(a)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil
+	})
+	if msg := in["fault"].(map[string]any)["message"].(string); !strings.Contains(msg, "rolled back") {
+		t.Fatalf("fault after the rollback: %q", msg)
+	}
+	events := fc.journal.events("fence ", "stop ", "promote ", "restart ")
+	want := []string{"fence " + src, "stop " + src, "promote " + a + " 0/3000100", "restart " + src}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	waitFor(t, "the old primary running and writable", 20*time.Second, func() bool {
+		return c.instance(src)["status"] == "ACTIVE" && !fc.guest(src).fence()
+	})
+	if of, _ := c.instance(a)["replica_of"].(map[string]any); of == nil || of["id"] != src {
+		t.Fatalf("replica_of after the rollback: %v", c.instance(a)["replica_of"])
+	}
+}
+
 // A Redis switchover: fence, promote at the fence's offset (and
 // replication ID), then the old primary follows the new one (a plain
 // start, its own offset) and the other replica is repointed.

@@ -493,16 +493,17 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if p.Stopped {
 			// A PostgreSQL P stopped for the switchover starts again
 			// first (still fenced: the fence survives a restart).
+			// Queued again on every run: found by its id, run once.
+			if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "restart"), Kind: wire.KindRestart},
+				agentendpoint.QueueOptions{Expires: m.now().Add(m.opTimeout())}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the restart of the source: %w", err)
+			}
 			_, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "restart"), "starting the stopped source again")
 			if err != nil {
 				return tasks.Result{}, tasks.Fail("", "switchover to %s failed (%s), and %v: the source %s stays stopped and read-only; restart it, then promote again",
 					r.ID, p.Reason, err, src.ID)
 			}
 			if !done {
-				if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "restart"), Kind: wire.KindRestart},
-					agentendpoint.QueueOptions{Expires: m.now().Add(m.opTimeout())}); err != nil {
-					return tasks.Result{}, fmt.Errorf("queue the restart of the source: %w", err)
-				}
 				return tasks.Result{After: 200 * time.Millisecond}, nil
 			}
 		}
