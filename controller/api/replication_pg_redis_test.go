@@ -301,8 +301,7 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 		{"postgresql", "15", 5432, []string{"9/FF000000", "10/0"}, 1},
 		{"redis", "7.0", 6379, []string{"999", "20000"}, 1},
 	} {
-		t.Run(tc.manager, func(t *testing.T) {
-			t.Parallel()
+		t.Run(tc.manager, func(t *testing.T) { // one after the other: fewer seed restores at once
 			fc := newFakeCompute(t)
 			r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
 			registerVersion(t, r, tc.manager, tc.version, tc.port)
