@@ -101,6 +101,8 @@ type fakeGuest struct {
 	// protocol is the protocol its agent speaks (0: wire's own;
 	// skew_test.go).
 	protocol int
+	// journal is its compute's record of replication events.
+	journal *opJournal
 }
 
 func newFakeGuest(t *testing.T, volumeGB int) *fakeGuest {
@@ -174,9 +176,10 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 	hb := wire.Heartbeat{Status: st, Volume: &wire.FilesystemStats{Path: "/var/lib/mysql", TotalBytes: total, UsedBytes: 64 << 20, FreeBytes: total - 64<<20}}
 	if g.repl.link != nil || g.prepared && !g.stopped {
 		// As the real agent: a replica's link, any other server's
-		// binary log position.
-		r := g.replicationStatus()
-		hb.Replication = &r
+		// binary log position (PostgreSQL and Redis sources send none).
+		if r := g.replicationStatus(); r.Role == wire.RoleReplica || r.GTIDBinlogPos != "" {
+			hb.Replication = &r
+		}
 	}
 	return hb
 }
@@ -473,9 +476,11 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		g.restartRequired = false
 		g.stopped = false
 		g.restarts++
+		g.note("restart %s", g.lastBoot.InstanceID)
 		return okResult(nil)
 	case wire.KindStop:
 		g.stopped = true
+		g.note("stop %s", g.lastBoot.InstanceID)
 		return okResult(nil)
 	case wire.KindApplyFlavor:
 		var a wire.FlavorArgs
@@ -531,6 +536,8 @@ type fakeCompute struct {
 	volumes map[string]compute.Volume
 	guests  map[string]*fakeGuest // by instance id, kept across reboots
 	calls   []string
+	// journal records the guests' replication events in order.
+	journal opJournal
 	// outdated: servers that run with older launch settings (reason).
 	outdated map[string]string
 	// silentIDs: servers of these instances boot no guest.
@@ -729,11 +736,11 @@ func (fc *fakeCompute) CreateServer(ctx context.Context, spec compute.ServerSpec
 var fakeNetwork = compute.Network{ID: "0f1e2d3c-4b5a-4678-9abc-def012345678", Name: "private", CIDRs: []string{"127.10.0.0/16"}, Default: true}
 
 // server is where the fake's instance is: an address of its own (from its
-// id), the guest's ports as they are.
+// id), the guest's ports as they are (MariaDB's, PostgreSQL's, Redis's).
 func (fc *fakeCompute) server(id string) compute.Server {
 	addr := fmt.Sprintf("127.10.%d.%d", id[0], id[1])
 	srv := compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
-		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}}}
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}, {GuestPort: 5432, Host: addr, Port: 5432}, {GuestPort: 6379, Host: addr, Port: 6379}}}
 	if _, ok := fc.publication(id); ok {
 		srv.Addresses = append(srv.Addresses, compute.Address{Type: "public", Address: fmt.Sprintf("127.200.%d.%d", id[0], id[1])})
 	}
@@ -822,7 +829,7 @@ func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error 
 	g := fc.guests[s.ID]
 	if g == nil {
 		g = newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
-		g.streams, g.protocol = fc.streams, fc.protocol
+		g.streams, g.protocol, g.journal = fc.streams, fc.protocol, &fc.journal
 		if fc.onNewGuest != nil {
 			fc.onNewGuest(s.ID, g)
 		}

@@ -59,6 +59,12 @@ func (s *Server) replicationView(c *call, in instances.Instance, out map[string]
 // log position in its latest heartbeat to what the replica applied, shown
 // while both agents report (an agent baked before sources reported their
 // position sends none: it is left out).
+//
+// PostgreSQL and Redis replicas show their own positions: PostgreSQL's
+// received_lsn and replayed_lsn, with bytes_behind as the replica
+// measures it (from the primary's position its WAL sender last sent);
+// Redis's repl_offset and last_io_seconds_ago (a Redis source's offset
+// is not in its heartbeats: a bytes distance is not shown).
 func (s *Server) replicationState(c *call, in instances.Instance, sourceID string) map[string]any {
 	st, at, ok, err := instances.ReplicationReport(c.ctx(), s.DB, in.ID)
 	if err != nil || !ok {
@@ -68,6 +74,20 @@ func (s *Server) replicationState(c *call, in instances.Instance, sourceID strin
 		"gtid_slave_pos": st.GTIDSlavePos, "gtid_io_pos": st.GTIDIOPos, "updated": troveTime(at)}
 	if st.SecondsBehind != nil {
 		out["seconds_behind"] = *st.SecondsBehind
+	}
+	for k, v := range map[string]string{"received_lsn": st.ReceivedLSN, "replayed_lsn": st.ReplayedLSN, "repl_id": st.ReplID} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	if st.BytesBehind != nil {
+		out["bytes_behind"] = *st.BytesBehind
+	}
+	if st.ReplOffset != nil {
+		out["repl_offset"] = *st.ReplOffset
+	}
+	if st.LastIOSecondsAgo != nil {
+		out["last_io_seconds_ago"] = *st.LastIOSecondsAgo
 	}
 	switch {
 	case st.LastError != "" || !st.IORunning || !st.SQLRunning:

@@ -3,10 +3,15 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
 	"time"
 
 	"strata/agent/wire"
 	"strata/controller/compute"
+	"strata/controller/registry"
 )
 
 // ReplicationRoute: the fake's guests reach each other's databases where
@@ -39,8 +44,102 @@ type fakeReplication struct {
 	fencedAt, writableAt time.Time
 	// promoteGate, if set, holds promote_replica until it is closed.
 	promoteGate chan struct{}
-	// ioPos is what this replica received (gtid_io_pos), for elections.
+	// ioPos is what this replica received (gtid_io_pos; a PostgreSQL
+	// replica's received_lsn; a Redis replica's repl_offset), for
+	// elections.
 	ioPos string
+	// standby: restored as a PostgreSQL standby (RestoreArgs.Standby);
+	// only such a server takes start_replication.
+	standby bool
+	// failRestore, if set, makes restore fail with it.
+	failRestore string
+}
+
+// registerVersion registers datastore manager (named as it) version
+// name on the rig's image, serving port: the fake guests answer as that
+// manager's agent does.
+func registerVersion(t *testing.T, r *rig, manager, name string, port int) {
+	t.Helper()
+	ctx := context.Background()
+	reg := &registry.Registry{DB: r.ctl.DB}
+	if _, err := reg.UpdateDatastore(ctx, manager, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.UpdateVersion(ctx, registry.VersionSpec{Datastore: manager, Name: name, Manager: manager, ImageID: r.imageID,
+		Packages: []string{manager}, Active: true, Port: port, BootTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newActiveOf creates an instance of datastore ds version v and waits
+// until it is ACTIVE.
+func newActiveOf(c *client, ds, v, name string) string {
+	c.t.Helper()
+	body := createBody(name, nil)
+	body["instance"].(map[string]any)["datastore"] = map[string]any{"type": ds, "version": v}
+	id := c.must(200, "POST", "/instances", body)["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 30*time.Second)
+	return id
+}
+
+// fakeReplID is every fake Redis group's replication ID.
+const fakeReplID = "5f0c8a2b9d7e4c1a3b6f8e0d2c4a6b8d0e2f4a6c"
+
+// manager is the datastore manager the guest's image carries.
+func (g *fakeGuest) manager() string {
+	if m := g.lastBoot.Datastore.Manager; m != "" {
+		return m
+	}
+	return "mariadb"
+}
+
+// note adds a replication event to the compute's journal (ordering
+// across guests); callers hold the guest's mutex.
+func (g *fakeGuest) note(format string, args ...any) {
+	if g.journal != nil {
+		g.journal.add(fmt.Sprintf(format, args...))
+	}
+}
+
+// opJournal is the fake compute's record of replication events, in the
+// order the guests ran them.
+type opJournal struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (j *opJournal) add(s string) {
+	j.mu.Lock()
+	j.lines = append(j.lines, s)
+	j.mu.Unlock()
+}
+
+// events returns the journal's lines that start with one of prefixes.
+func (j *opJournal) events(prefixes ...string) []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []string
+	for _, l := range j.lines {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// position is this server's own position in its datastore's terms,
+// moved on by each fence: a GTID list, an LSN or a Redis offset.
+func (g *fakeGuest) position() string {
+	switch g.manager() {
+	case "postgresql":
+		return fmt.Sprintf("0/%X", 0x3000000+0x100*g.repl.binlog)
+	case "redis":
+		return strconv.Itoa(1000 + g.repl.binlog)
+	}
+	return fmt.Sprintf("0-1-%d", 100+g.repl.binlog)
 }
 
 func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
@@ -56,16 +155,25 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			r.accounts = map[string]string{}
 		}
 		r.accounts[a.Name] = a.Password
+		g.note("account %s %s", g.lastBoot.InstanceID, a.Name)
+		switch g.manager() {
+		case "postgresql":
+			return okResult(wire.ReplicationSourceResult{LSN: g.position()})
+		case "redis":
+			off := int64(1000 + r.binlog)
+			return okResult(wire.ReplicationSourceResult{ReplID: fakeReplID, ReplOffset: &off})
+		}
 		return okResult(wire.ReplicationSourceResult{GTIDBinlogPos: "0-1-99"})
 	case wire.KindDropReplicationAccount:
 		var a wire.ReplicationAccountRef
 		if !decode(&a) {
 			return opErr(wire.CodeInvalidArgument, "bad args")
 		}
-		if _, ok := r.accounts[a.Name]; !ok {
+		g.note("drop %s %s", g.lastBoot.InstanceID, a.Name)
+		if _, ok := r.accounts[a.Name]; !ok && g.manager() == "mariadb" {
 			return opErr(wire.CodeNotFound, "replication account %s does not exist", a.Name)
 		}
-		delete(r.accounts, a.Name)
+		delete(r.accounts, a.Name) // PostgreSQL and Redis: absent is done
 		return okResult(nil)
 	case wire.KindStartReplication:
 		var a wire.StartReplicationArgs
@@ -73,6 +181,12 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "bad start args")
 		}
 		switch {
+		case a.GTIDSlavePos != "" && g.manager() != "mariadb":
+			return opErr(wire.CodeInvalidArgument, "gtid_slave_pos: %s takes none", g.manager())
+		case g.manager() == "postgresql" && r.link == nil && !r.standby:
+			return opErr(wire.CodeFailedPrecondition, "start replication: this server is not a standby; it can follow a primary only after pg_rewind")
+		case g.manager() == "redis" && r.link != nil && !a.Repoint && (r.link.Host != a.Host || r.link.Port != a.Port):
+			return opErr(wire.CodeFailedPrecondition, "start replication: this server follows %s:%d already", r.link.Host, r.link.Port)
 		case a.Repoint && r.link == nil:
 			return opErr(wire.CodeFailedPrecondition, "repoint replication: this server follows no source")
 		case a.Repoint:
@@ -82,8 +196,12 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		}
 		r.link = &a
 		r.starts++
+		if g.manager() == "redis" {
+			r.fenced = false // as the agent: the link's replica-read-only replaces the fence
+		}
+		g.note("start %s %s repoint=%v", g.lastBoot.InstanceID, a.Account, a.Repoint)
 	case wire.KindDetachReplica:
-		r.link = nil
+		r.link, r.standby = nil, false
 	case wire.KindSetReadOnly:
 		var a wire.SetReadOnlyArgs
 		if !decode(&a) {
@@ -92,9 +210,13 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		if !a.ReadOnly && r.link != nil {
 			return opErr(wire.CodeFailedPrecondition, "lift the fence: this server follows a source")
 		}
+		if g.stopped {
+			return opErr(wire.CodeFailedPrecondition, "set_read_only: the database is stopped")
+		}
 		if a.ReadOnly && !r.fenced {
 			r.binlog++
 			r.fencedAt = time.Now()
+			g.note("fence %s", g.lastBoot.InstanceID)
 		}
 		r.fenced = a.ReadOnly
 	case wire.KindPromoteReplica:
@@ -102,12 +224,20 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		if !decode(&a) || a.Validate() != nil {
 			return opErr(wire.CodeInvalidArgument, "bad promote args")
 		}
-		r.promotes++
-		r.promotedAt = a.GTIDPos
-		if r.lagging {
-			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", a.GTIDPos, a.TimeoutSeconds)
+		want := map[string]bool{"mariadb": a.GTIDPos != "", "postgresql": a.LSN != "", "redis": a.ReplOffset != nil}[g.manager()]
+		if !want || g.manager() == "redis" && a.ReplID != "" && a.ReplID != fakeReplID {
+			return opErr(wire.CodeInvalidArgument, "promote: not a %s position: %+v", g.manager(), a)
 		}
-		r.link, r.fenced = nil, false
+		r.promotes++
+		r.promotedAt = a.GTIDPos + a.LSN
+		if a.ReplOffset != nil {
+			r.promotedAt = strconv.FormatInt(*a.ReplOffset, 10)
+		}
+		g.note("promote %s %s", g.lastBoot.InstanceID, r.promotedAt)
+		if r.lagging {
+			return opErr(wire.CodeFailedPrecondition, "promote: the replica did not apply the primary's position %s within %d s; nothing was changed", r.promotedAt, a.TimeoutSeconds)
+		}
+		r.link, r.fenced, r.standby = nil, false, false
 		r.writableAt = time.Now()
 	}
 	return okResult(g.replicationStatus())
@@ -115,16 +245,52 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 
 func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 	l := g.repl.link
-	if l == nil {
-		return wire.ReplicationStatus{Role: wire.RoleStandalone, ReadOnly: g.repl.fenced, GTIDBinlogPos: fmt.Sprintf("0-1-%d", 100+g.repl.binlog)}
-	}
 	zero := int64(0)
-	if g.repl.broken != "" {
-		return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, SQLRunning: true,
-			GTIDSlavePos: l.GTIDSlavePos, ReadOnly: true, LastError: "I/O: " + g.repl.broken}
+	if l == nil {
+		st := wire.ReplicationStatus{Role: wire.RoleStandalone, ReadOnly: g.repl.fenced}
+		switch g.manager() {
+		case "postgresql":
+			st.LSN = g.position()
+		case "redis":
+			off, _ := strconv.ParseInt(g.position(), 10, 64)
+			st.ReplID, st.ReplOffset = fakeReplID, &off
+		default:
+			st.GTIDBinlogPos = g.position()
+		}
+		return st
 	}
-	return wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true,
-		SecondsBehind: &zero, GTIDSlavePos: l.GTIDSlavePos, GTIDIOPos: g.repl.ioPos, ReadOnly: true}
+	st := wire.ReplicationStatus{Role: wire.RoleReplica, SourceHost: l.Host, SourcePort: l.Port, IORunning: true, SQLRunning: true, ReadOnly: true}
+	if g.repl.broken != "" {
+		st.IORunning, st.LastError = false, "I/O: "+g.repl.broken
+		st.SQLRunning = g.manager() != "redis"
+	}
+	switch g.manager() {
+	case "postgresql":
+		st.ReceivedLSN = g.repl.ioPos
+		if st.ReceivedLSN == "" {
+			st.ReceivedLSN = "0/3000000"
+		}
+		st.ReplayedLSN, st.LSN = st.ReceivedLSN, st.ReceivedLSN
+		if g.repl.broken == "" {
+			st.SecondsBehind, st.BytesBehind = &zero, &zero
+		}
+	case "redis":
+		off := int64(1000)
+		if g.repl.ioPos != "" {
+			off, _ = strconv.ParseInt(g.repl.ioPos, 10, 64)
+		}
+		st.ReplID, st.ReplOffset = fakeReplID, &off
+		if g.repl.broken == "" {
+			ago := int64(1)
+			st.LastIOSecondsAgo = &ago
+		}
+	default:
+		st.GTIDSlavePos = l.GTIDSlavePos
+		if g.repl.broken == "" {
+			st.GTIDIOPos, st.SecondsBehind = g.repl.ioPos, &zero
+		}
+	}
+	return st
 }
 
 // replication returns a copy of the guest's replication state.

@@ -87,6 +87,9 @@ func (g *fakeGuest) backup(op wire.Operation) wire.Result {
 	for d := range g.dbs {
 		dbs = append(dbs, d)
 	}
+	if prepared {
+		g.note("backup %s", g.lastBoot.InstanceID)
+	}
 	g.mu.Unlock()
 	sort.Strings(dbs)
 	if !prepared {
@@ -180,10 +183,13 @@ func (g *fakeGuest) restore(op wire.Operation) wire.Result {
 		return opErr(wire.CodeInvalidArgument, "restore: %v", err)
 	}
 	g.mu.Lock()
-	prepared, c := g.prepared, g.client
+	prepared, c, fail := g.prepared, g.client, g.repl.failRestore
 	g.mu.Unlock()
 	if prepared {
 		return opErr(wire.CodeFailedPrecondition, "prepared already")
+	}
+	if fail != "" {
+		return opErr(wire.CodeInternal, "restore: %s", fail)
 	}
 	var last fakeHeader
 	for i, link := range a.Chain {
@@ -215,6 +221,8 @@ func (g *fakeGuest) restore(op wire.Operation) wire.Result {
 		g.dbs[d] = true
 	}
 	g.prepared = true
+	g.repl.standby = a.Standby
+	g.note("restore %s standby=%v", g.lastBoot.InstanceID, a.Standby)
 	g.mu.Unlock()
 	return okResult(wire.RestoreResult{Backups: len(a.Chain)})
 }

@@ -518,6 +518,12 @@ func (m *Manager) restore(ctx context.Context, t *tasks.Task, in instances.Insta
 		return tasks.Result{}, err
 	}
 	base := wire.RestoreArgs{MemoryMB: f.RAMMB, AuthPlugin: v.AuthPlugin}
+	var rp replicaTaskPayload
+	if t.Decode(&rp) == nil && rp.ReplicaOf != "" && v.Manager == managerPostgreSQL {
+		// A PostgreSQL replica's seed stays a standby: ending recovery
+		// would fork a timeline of its own (docs/replication.md).
+		base.Standby = true
+	}
 	if in.ConfigurationID != "" {
 		cfg, err := m.configurationArgs(ctx, in)
 		if err != nil {

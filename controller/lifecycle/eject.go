@@ -16,7 +16,8 @@ import (
 
 // Failover (Trove's eject-replica-source, docs/replication.md): the
 // source P is gone (its heartbeats stale); a task on P elects the replica
-// that received the most (gtid_io_pos), promotes it once it applied all
+// that received the most (MariaDB gtid_io_pos, PostgreSQL received_lsn,
+// Redis repl_offset within the group's replication ID), promotes it once it applied all
 // it received, and repoints the others — the switchover's steps from
 // "promoted" on (promote.go), without P: P leaves the group, and a fence
 // (set_read_only) waits queued for its agent.
@@ -112,8 +113,7 @@ func (m *Manager) eject(ctx context.Context, project, id string, autoGrace time.
 // current; the choice is stored before anything is queued, so a restart
 // never promotes two.
 func (m *Manager) electStep(ctx context.Context, t *tasks.Task, p promotePayload) (tasks.Result, error) {
-	var best string
-	var bestPos string
+	var cands []candidate
 	var asked []string
 	for _, id := range p.Others {
 		in, err := m.load(ctx, id)
@@ -132,32 +132,124 @@ func (m *Manager) electStep(ctx context.Context, t *tasks.Task, p promotePayload
 			asked = append(asked, id+": "+err.Error())
 			continue
 		}
-		pos := st.GTIDIOPos
-		if pos == "" {
-			pos = st.GTIDSlavePos
-		}
-		if wire.CheckGTIDList(pos) != nil || pos == "" {
-			asked = append(asked, fmt.Sprintf("%s: no usable position (%q)", id, pos))
+		c, ok := receivedPosition(p.Manager, st)
+		if !ok {
+			asked = append(asked, fmt.Sprintf("%s: no usable position (%q)", id, c.pos))
 			continue
 		}
-		asked = append(asked, id+": "+pos)
-		if best == "" || gtidAhead(pos, bestPos) {
-			best, bestPos = id, pos
-		}
+		c.id = id
+		asked = append(asked, id+": "+c.String())
+		cands = append(cands, c)
 	}
-	if best == "" {
+	best, ok := elect(p.Manager, cands)
+	if !ok {
 		return tasks.Result{}, tasks.Fail("", "failover from %s: no replica could be elected (%s); nothing was changed", p.Source, strings.Join(asked, "; "))
 	}
-	p.Replica, p.FencePos = best, bestPos
+	p.Replica, p.FencePos, p.FenceReplID = best.id, best.pos, best.replID
 	var others []string
 	for _, id := range p.Others {
-		if id != best {
+		if id != best.id {
 			others = append(others, id)
 		}
 	}
 	p.Others = others
-	m.log().Info("failover: replica elected", "source", p.Source, "elected", best, "gtid_io_pos", bestPos, "asked", asked)
+	m.log().Info("failover: replica elected", "source", p.Source, "elected", best.id, "position", best.String(), "asked", asked)
 	return tasks.Result{Next: "elected", Payload: p}, nil
+}
+
+// candidate is a replica's received position in an election.
+type candidate struct {
+	id, pos, replID string
+}
+
+func (c candidate) String() string {
+	if c.replID != "" {
+		return c.replID + ":" + c.pos
+	}
+	return c.pos
+}
+
+// receivedPosition is what a replica received, by datastore: MariaDB's
+// gtid_io_pos (gtid_slave_pos without one), PostgreSQL's received_lsn,
+// Redis's repl_offset (it applies what it receives) with its repl_id.
+func receivedPosition(manager string, st wire.ReplicationStatus) (candidate, bool) {
+	switch manager {
+	case managerPostgreSQL:
+		_, ok := parseLSN(st.ReceivedLSN)
+		return candidate{pos: st.ReceivedLSN}, ok
+	case managerRedis:
+		if st.ReplOffset == nil || *st.ReplOffset < 0 || st.ReplID == "" {
+			return candidate{}, false
+		}
+		return candidate{pos: strconv.FormatInt(*st.ReplOffset, 10), replID: st.ReplID}, true
+	}
+	pos := st.GTIDIOPos
+	if pos == "" {
+		pos = st.GTIDSlavePos
+	}
+	return candidate{pos: pos}, pos != "" && wire.CheckGTIDList(pos) == nil
+}
+
+// elect picks the most current candidate. Redis offsets compare only
+// within one replication ID: the one most replicas share (on a tie, the
+// one with the furthest offset) is the group's.
+func elect(manager string, cands []candidate) (candidate, bool) {
+	if manager == managerRedis {
+		count := map[string]int{}
+		for _, c := range cands {
+			count[c.replID]++
+		}
+		group, far := "", int64(-1)
+		for _, c := range cands {
+			off, _ := strconv.ParseInt(c.pos, 10, 64)
+			if count[c.replID] > count[group] || count[c.replID] == count[group] && off > far {
+				group, far = c.replID, off
+			}
+		}
+		var in []candidate
+		for _, c := range cands {
+			if c.replID == group {
+				in = append(in, c)
+			}
+		}
+		cands = in
+	}
+	var best candidate
+	found := false
+	for _, c := range cands {
+		if !found || positionAhead(manager, c.pos, best.pos) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// positionAhead reports whether position a is further than b.
+func positionAhead(manager, a, b string) bool {
+	switch manager {
+	case managerPostgreSQL:
+		x, _ := parseLSN(a)
+		y, _ := parseLSN(b)
+		return x > y
+	case managerRedis:
+		x, _ := strconv.ParseInt(a, 10, 64)
+		y, _ := strconv.ParseInt(b, 10, 64)
+		return x > y
+	}
+	return gtidAhead(a, b)
+}
+
+// parseLSN reads a PostgreSQL WAL position ("16/B374D848": the high and
+// low 32 bits in hexadecimal) as the number it is: compared as strings,
+// "9/0" would be ahead of "10/0".
+func parseLSN(s string) (uint64, bool) {
+	if s == "" || wire.CheckLSN(s) != nil {
+		return 0, false
+	}
+	hi, lo, _ := strings.Cut(s, "/")
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	return h<<32 | l, err1 == nil && err2 == nil
 }
 
 // gtidAhead reports whether GTID list a is ahead of b: at least as far

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"strata/agent/wire"
@@ -31,6 +32,18 @@ import (
 //	repoint  queue start_replication on P (from its fenced position)
 //	         and a repoint on every other replica; passwords dropped
 //	linked   wait until every link runs
+//
+// PostgreSQL runs "stopped" between "fenced" and "promoted": P is
+// stopped cleanly (a fenced primary still writes WAL of its own, which R
+// would lack and the others have: they could not follow R), its WAL
+// senders wait until every replica flushed the shutdown checkpoint, and
+// R is promoted at the fence's LSN. Replication slots do not travel with
+// the data, so "accounts" makes one on R for every other replica before
+// they are repointed. P does not follow R: a PostgreSQL primary becomes
+// a standby of another only through pg_rewind, which strata does not
+// run; P stays stopped and fenced, out of the group, with a fault that
+// says so. Redis promotes R at the fence's offset (and replication ID)
+// and makes P a replica of R, as MariaDB does.
 //
 // Until R is writable a failure rolls back: "unfence" lifts P's fence
 // (only after R reports it is still a replica: never two writable
@@ -61,15 +74,61 @@ type promotePayload struct {
 	// Fenced: the old source's server was fenced (compute.Fencer).
 	Auto   bool `json:"auto,omitempty"`
 	Fenced bool `json:"fenced,omitempty"`
+	// FenceReplID is a Redis position's replication ID (FencePos is its
+	// offset); Stopped: the "stop" of a PostgreSQL P was queued (a
+	// rollback starts it again before lifting the fence).
+	FenceReplID string `json:"fence_repl_id,omitempty"`
+	Stopped     bool   `json:"stopped,omitempty"`
+	// Manager is the group's datastore manager, read by runPromote.
+	Manager string `json:"-"`
 }
 
 // followers are the members that follow the new source once it is
 // promoted: the old source too, unless it was ejected.
 func (p promotePayload) followers() []string {
-	if p.Eject {
+	if !p.oldSourceFollows() {
 		return p.Others
 	}
 	return append([]string{p.Source}, p.Others...)
+}
+
+// oldSourceFollows says whether the old source becomes a replica of the
+// new one: not when ejected, and not a PostgreSQL primary (pg_rewind).
+func (p promotePayload) oldSourceFollows() bool {
+	return !p.Eject && p.Manager != managerPostgreSQL
+}
+
+// promoteArgs asks the replica to apply the position p holds (the
+// fenced source's, or the elected replica's own) in its datastore's
+// terms, then to leave its source.
+func (p promotePayload) promoteArgs() wire.PromoteReplicaArgs {
+	a := wire.PromoteReplicaArgs{TimeoutSeconds: int(PromoteWait / time.Second)}
+	switch p.Manager {
+	case managerPostgreSQL:
+		a.LSN = p.FencePos
+	case managerRedis:
+		off, _ := strconv.ParseInt(p.FencePos, 10, 64)
+		a.ReplOffset, a.ReplID = &off, p.FenceReplID
+	default:
+		a.GTIDPos = p.FencePos
+	}
+	return a
+}
+
+// fencePosition is a fenced source's position in its status, by
+// datastore: MariaDB's gtid_binlog_pos, PostgreSQL's lsn, Redis's
+// repl_offset with its repl_id.
+func fencePosition(manager string, st wire.ReplicationStatus) (pos, replID string, ok bool) {
+	switch manager {
+	case managerPostgreSQL:
+		return st.LSN, "", st.LSN != "" && wire.CheckLSN(st.LSN) == nil
+	case managerRedis:
+		if st.ReplOffset == nil || *st.ReplOffset < 0 {
+			return "", "", false
+		}
+		return strconv.FormatInt(*st.ReplOffset, 10), st.ReplID, true
+	}
+	return st.GTIDBinlogPos, "", st.GTIDBinlogPos != "" && wire.CheckGTIDList(st.GTIDBinlogPos) == nil
 }
 
 func promoteOpID(t *tasks.Task, what string) string { return "promote-" + what + "-" + t.ID }
@@ -146,6 +205,11 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	if err := t.Decode(&p); err != nil {
 		return tasks.Result{}, tasks.Fail("", "%v", err)
 	}
+	if old, err := m.load(ctx, p.Source); err != nil {
+		return tasks.Result{}, tasks.Fail("", "the replication source %s: %v", p.Source, err)
+	} else if p.Manager, err = m.managerOf(ctx, old); err != nil {
+		return tasks.Result{}, err
+	}
 	var r instances.Instance
 	var err error
 	switch {
@@ -180,7 +244,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 				return tasks.Result{Next: "elected", Payload: p}, nil
 			}
 		}
-		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
+		args, _ := json.Marshal(p.promoteArgs())
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
 		}
@@ -200,16 +264,41 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			return tasks.Result{After: 200 * time.Millisecond}, nil
 		}
 		var st wire.ReplicationStatus
-		if err := res.Decode(&st); err != nil || !st.ReadOnly || wire.CheckGTIDList(st.GTIDBinlogPos) != nil || st.GTIDBinlogPos == "" {
+		err = res.Decode(&st)
+		pos, replID, ok := fencePosition(p.Manager, st)
+		if err != nil || !st.ReadOnly || !ok {
 			return m.rollback(p, tasks.Fail("", "the fenced primary %s reported %+v (%v)", src.ID, st, err))
 		}
-		p.FencePos = st.GTIDBinlogPos
-		args, _ := json.Marshal(wire.PromoteReplicaArgs{GTIDPos: p.FencePos, TimeoutSeconds: int(PromoteWait / time.Second)})
+		p.FencePos, p.FenceReplID = pos, replID
+		m.log().Info("primary fenced", "source", src.ID, "replica", r.ID, "position", p.FencePos)
+		if p.Manager == managerPostgreSQL {
+			// Stopped cleanly, P's last WAL (its shutdown checkpoint)
+			// reaches every replica before R is promoted.
+			p.Stopped = true
+			if err := m.queue(ctx, t, src.ID, wire.Operation{ID: promoteOpID(t, "stop"), Kind: wire.KindStop}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the stop of %s: %w", src.ID, err)
+			}
+			return tasks.Result{Next: "stopped", Payload: p, After: 200 * time.Millisecond}, nil
+		}
+		args, _ := json.Marshal(p.promoteArgs())
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
 		}
-		m.log().Info("primary fenced", "source", src.ID, "replica", r.ID, "gtid_binlog_pos", p.FencePos)
 		return tasks.Result{Next: "promoted", Payload: p, After: 200 * time.Millisecond}, nil
+	case "stopped":
+		_, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "stop"), "stopping the fenced primary")
+		if err != nil {
+			return m.rollback(p, err)
+		}
+		if !done {
+			return tasks.Result{After: 200 * time.Millisecond}, nil
+		}
+		args, _ := json.Marshal(p.promoteArgs())
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
+		}
+		m.log().Info("fenced primary stopped", "source", src.ID, "replica", r.ID)
+		return tasks.Result{Next: "promoted", After: 200 * time.Millisecond}, nil
 	case "promoted":
 		res, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "replica"), "promoting the replica")
 		if err != nil {
@@ -232,7 +321,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if err := instances.DeleteLink(ctx, tx, src.ID); err != nil {
 				return err
 			}
-			if !p.Eject {
+			if p.oldSourceFollows() {
 				if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: src.ID, SourceID: r.ID, Account: replicationAccount(src.ID), CreatedAt: now}); err != nil {
 					return err
 				}
@@ -314,7 +403,9 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			}
 			a := wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(id), Password: pw}
 			if id == src.ID {
-				a.GTIDSlavePos = p.FencePos // the old source starts where it stopped
+				if p.Manager != managerRedis {
+					a.GTIDSlavePos = p.FencePos // the old source starts where it stopped
+				} // (a Redis one continues from its own offset: PSYNC)
 			} else {
 				a.Repoint = true // the others keep their own positions
 			}
@@ -376,6 +467,15 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err
 		}
+		if !p.Eject && !p.oldSourceFollows() {
+			// PostgreSQL: P is stopped and fenced, out of the group.
+			f := instances.Fault{Message: fmt.Sprintf("switched over: %s is the source now. This instance was its PostgreSQL primary; "+
+				"it is out of the replication group, stopped and fenced (read-only), because a former primary follows a new one only after pg_rewind, "+
+				"which strata does not run. Its data stops at the switchover; delete it, and create a replica of %s in its place", r.ID, r.ID)}
+			if err := instances.SetFault(ctx, m.DB, src.ID, f, false, m.now()); err != nil && !errors.Is(err, instances.ErrNotFound) {
+				return tasks.Result{}, err
+			}
+		}
 		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject)
 		return tasks.Result{Done: true}, nil
 	case "unfence":
@@ -389,6 +489,23 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if cr.Error != nil || cr.Decode(&st) != nil || st.Role != wire.RoleReplica || !st.ReadOnly {
 			return tasks.Result{}, tasks.Fail("", "switchover to %s failed (%s), and the replica does not report itself a read-only replica (%+v, %v): the source %s stays read-only; detach or promote again",
 				r.ID, p.Reason, st, cr.Error, src.ID)
+		}
+		if p.Stopped {
+			// A PostgreSQL P stopped for the switchover starts again
+			// first (still fenced: the fence survives a restart).
+			// Queued again on every run: found by its id, run once.
+			if err := m.Agents.Queue(ctx, src.ID, wire.Operation{ID: promoteOpID(t, "restart"), Kind: wire.KindRestart},
+				agentendpoint.QueueOptions{Expires: m.now().Add(m.opTimeout())}); err != nil {
+				return tasks.Result{}, fmt.Errorf("queue the restart of the source: %w", err)
+			}
+			_, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "restart"), "starting the stopped source again")
+			if err != nil {
+				return tasks.Result{}, tasks.Fail("", "switchover to %s failed (%s), and %v: the source %s stays stopped and read-only; restart it, then promote again",
+					r.ID, p.Reason, err, src.ID)
+			}
+			if !done {
+				return tasks.Result{After: 200 * time.Millisecond}, nil
+			}
 		}
 		args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: false})
 		// A fresh expiry: the task's deadline may be what failed it.

@@ -24,13 +24,43 @@ import (
 // replication account on the source, "attach" starts replication on the
 // replica, and "linked" waits until the link runs. Only then is the
 // replica ACTIVE.
+//
+// PostgreSQL (accountFirst) makes each replica's account, and so its
+// replication slot, on the source before the seed backup is queued: the
+// slot keeps the source's WAL from before the backup's start until the
+// replica streams it, so nothing between the backup's end and the link
+// can be recycled. Its tasks are queued held (RunAfter) until the
+// accounts and the backup are queued, then released with the backup; a
+// controller stopped in between lets the hold end and the tasks fail,
+// and a failed replica's account (and slot) is dropped (failCreate).
 
 // MaxReplicaCount is Trove's limit on replicas made by one request.
 const MaxReplicaCount = 3
 
 // replicatingManagers are the datastore managers whose agent implements
 // datastore.Replicator.
-var replicatingManagers = map[string]bool{"mariadb": true}
+var replicatingManagers = map[string]bool{"mariadb": true, "postgresql": true, "redis": true}
+
+// Managers with replication, by name.
+const (
+	managerMariaDB    = "mariadb"
+	managerPostgreSQL = "postgresql"
+	managerRedis      = "redis"
+)
+
+// accountFirst says whether a manager's replica accounts are made on the
+// source before its seed backup (PostgreSQL: the account's slot keeps
+// the WAL the replica needs after the backup's end).
+func accountFirst(manager string) bool { return manager == managerPostgreSQL }
+
+// managerOf is the datastore manager of an instance's version.
+func (m *Manager) managerOf(ctx context.Context, in instances.Instance) (string, error) {
+	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
+	if err != nil {
+		return "", err
+	}
+	return v.Manager, nil
+}
 
 // linkTimeout bounds waiting for a started link to run.
 const linkTimeout = 2 * time.Minute
@@ -68,6 +98,11 @@ type replicaPayload struct {
 	ReplicationPassword string `json:"replication_password,omitempty"`
 	// LinkDeadline bounds "linked".
 	LinkDeadline time.Time `json:"link_deadline,omitzero"`
+	// AccountFirst: the account was made on the source before the seed
+	// backup (PostgreSQL); the task was held until then. Reason, if set,
+	// is why that failed.
+	AccountFirst bool   `json:"account_first,omitempty"`
+	Reason       string `json:"reason,omitempty"`
 }
 
 func accountOpID(replicaID string) string { return "repl-account-" + replicaID }
@@ -114,7 +149,7 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 		return nil, err
 	}
 	if !replicatingManagers[v.Manager] {
-		return nil, wrap(ErrBadRequest, "datastore %s (manager %s) does not support replication; replicas exist for mariadb", v.DatastoreName, v.Manager)
+		return nil, wrap(ErrBadRequest, "datastore %s (manager %s) does not support replication; replicas exist for mariadb, postgresql and redis", v.DatastoreName, v.Manager)
 	}
 	if _, ok := m.Compute.(compute.ReplicationRouter); !ok {
 		return nil, wrap(ErrBadRequest, "this controller's compute driver cannot connect a replica to its source yet (docs/replication.md); no replica was made")
@@ -131,12 +166,16 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 			return nil, err
 		}
 	}
-	seed, err := m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID)
-	if err != nil {
-		return nil, err
+	first := accountFirst(v.Manager)
+	var seed string
+	if !first {
+		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID); err != nil {
+			return nil, err
+		}
 	}
 	now := m.now()
 	var ids []string
+	var held []heldReplica
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if m.Quotas != nil {
 			if err := m.Quotas.Check(ctx, tx, src.ProjectID, quotas.Limits{quotas.Instances: int64(r.Count), quotas.Volumes: int64(r.Count * src.VolumeSizeGB)}); err != nil {
@@ -157,20 +196,26 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 			if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: d.ID, SourceID: src.ID, Account: replicationAccount(d.ID), CreatedAt: now}); err != nil {
 				return err
 			}
-			p := struct {
-				createPayload
-				replicaPayload
-			}{replicaPayload: replicaPayload{SeedBackup: seed, ReplicaOf: src.ID}}
-			if _, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: d.ID, Kind: KindCreate, Step: "seed", Payload: p,
-				Deadline: now.Add(v.BootTimeout + time.Hour)}, now); err != nil {
+			p := replicaTaskPayload{replicaPayload: replicaPayload{SeedBackup: seed, ReplicaOf: src.ID}}
+			n := tasks.New{InstanceID: d.ID, Kind: KindCreate, Step: "seed", Payload: p, Deadline: now.Add(v.BootTimeout + time.Hour)}
+			if first {
+				p.AccountFirst, p.ReplicationPassword = true, rand.Text()+rand.Text()
+				n.Payload, n.RunAfter = p, now.Add(m.accountFirstHold(r.Count))
+			}
+			taskID, err := tasks.Enqueue(ctx, tx, n, now)
+			if err != nil {
 				return err
 			}
 			ids = append(ids, d.ID)
+			held = append(held, heldReplica{id: d.ID, taskID: taskID, deadline: n.Deadline, p: p})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if first {
+		seed = m.accountsThenSeed(ctx, src, held)
 	}
 	m.kick()
 	m.log().Info("replicas queued", "source", src.ID, "replicas", ids, "seed_backup", seed)
@@ -183,6 +228,73 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// heldReplica is a PostgreSQL replica whose create task waits for its
+// account and the seed backup.
+type heldReplica struct {
+	id, taskID string
+	deadline   time.Time
+	p          replicaTaskPayload
+}
+
+// accountFirstHold is how long held tasks wait for accountsThenSeed
+// before they run (and fail) anyway: longer than its guest calls.
+func (m *Manager) accountFirstHold(count int) time.Duration {
+	timeout := m.GuestCallTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	return time.Duration(count)*timeout + time.Minute
+}
+
+// accountsThenSeed makes each held replica's account (and its slot) on
+// the source, then queues the seed backup, then releases the tasks with
+// it, or with the reason it failed (their seed step fails with it, and
+// failCreate drops the accounts). It returns the seed backup's id.
+func (m *Manager) accountsThenSeed(ctx context.Context, src instances.Instance, held []heldReplica) string {
+	// The request's client may go: the accounts and the release may not.
+	ctx = context.WithoutCancel(ctx)
+	timeout := m.GuestCallTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	var seed, reason string
+	for _, h := range held {
+		args, err := json.Marshal(wire.ReplicationAccountArgs{Name: replicationAccount(h.id), Password: h.p.ReplicationPassword})
+		if err != nil {
+			reason = err.Error()
+			break
+		}
+		// The op id is the one the "account" step queues: there it is
+		// found done, not run again.
+		op := wire.Operation{ID: accountOpID(h.id), Kind: wire.KindCreateReplicationAccount, Args: args}
+		res, err := m.Agents.Call(ctx, src.ID, op, agentendpoint.QueueOptions{Expires: h.deadline}, timeout)
+		if err == nil && res.Error != nil {
+			err = fmt.Errorf("%s: %s", res.Error.Code, res.Error.Message)
+		}
+		if err != nil {
+			reason = fmt.Sprintf("creating the replication account (and its slot) on the source %s before the seed backup failed: %v", src.ID, err)
+			break
+		}
+	}
+	if reason == "" {
+		var err error
+		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID); err != nil {
+			reason = fmt.Sprintf("queueing the seed backup of the source %s failed: %v", src.ID, err)
+		}
+	}
+	for _, h := range held {
+		p := h.p
+		p.SeedBackup, p.Reason = seed, reason
+		if ok, err := tasks.Release(ctx, m.DB, h.taskID, "seed", p, m.now()); err != nil || !ok {
+			m.log().Warn("a held replica task was not released: it fails when its hold ends, and its account is dropped", "instance", h.id, "err", err)
+		}
+	}
+	if reason != "" {
+		m.log().Warn("replicas fail before their seed backup", "source", src.ID, "reason", reason)
+	}
+	return seed
 }
 
 // replicaTaskPayload is the whole create payload of a replica.
@@ -207,6 +319,12 @@ func (m *Manager) seedStep(ctx context.Context, t *tasks.Task) (tasks.Result, er
 	}
 	if m.Seeds == nil {
 		return tasks.Result{}, tasks.Fail("", "this controller has no backup store; the replica cannot be seeded")
+	}
+	if p.SeedBackup == "" && p.AccountFirst {
+		if p.Reason != "" {
+			return tasks.Result{}, tasks.Fail("", "%s", p.Reason)
+		}
+		return tasks.Result{}, tasks.Fail("", "the request that made this replica did not finish queuing its seed backup (the controller stopped meanwhile); delete the replica and ask again")
 	}
 	done, gtid, err := m.Seeds.SeedState(ctx, p.SeedBackup)
 	if err != nil {
@@ -292,8 +410,15 @@ func (m *Manager) attachStep(ctx context.Context, t *tasks.Task, in instances.In
 	if err != nil {
 		return tasks.Result{}, fmt.Errorf("route from replica %s to its source: %w", in.ID, err)
 	}
-	args, err := json.Marshal(wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(in.ID),
-		Password: p.ReplicationPassword, GTIDSlavePos: p.SeedGTID})
+	a := wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(in.ID), Password: p.ReplicationPassword}
+	if manager, err := m.managerOf(ctx, src); err != nil {
+		return tasks.Result{}, err
+	} else if manager == managerMariaDB {
+		// PostgreSQL and Redis start where the restored data ends (a
+		// standby's WAL; Redis's own synchronisation).
+		a.GTIDSlavePos = p.SeedGTID
+	}
+	args, err := json.Marshal(a)
 	if err != nil {
 		return tasks.Result{}, err
 	}
@@ -452,8 +577,10 @@ func (m *Manager) failCreate(ctx context.Context, t *tasks.Task, f *tasks.Failur
 	if t.Decode(&p) != nil || p.ReplicaOf == "" {
 		return m.failErrored(ctx, t, f)
 	}
-	switch t.Step {
-	case "account-queue", "attach", "linked":
+	switch {
+	case p.AccountFirst, t.Step == "account-queue", t.Step == "attach", t.Step == "linked":
+		// An account made before the seed backup exists from the start
+		// (with a PostgreSQL slot holding the source's WAL).
 		m.dropFailedReplicaAccount(ctx, t.InstanceID, p.ReplicaOf)
 	}
 	return m.recordFailure(ctx, t, f, true, true)

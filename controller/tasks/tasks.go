@@ -144,6 +144,25 @@ func Enqueue(ctx context.Context, q store.Querier, n New, now time.Time) (string
 	return id, nil
 }
 
+// Release wakes a task queued with a RunAfter in the future, with a new
+// payload, provided it has not run yet (still queued at step, unleased):
+// its caller finished what the task was held for. ok is false when the
+// task was not waiting there any more (its hold ended first).
+func Release(ctx context.Context, q store.Querier, id, step string, payload any, now time.Time) (ok bool, err error) {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return false, err
+	}
+	res, err := q.Exec(ctx, `UPDATE tasks SET payload = ?, run_after = ?, updated_at = ?
+		WHERE id = ? AND state = ? AND step = ? AND lease_owner IS NULL`,
+		string(data), store.Millis(now), store.Millis(now), id, StateQueued, step)
+	if err != nil {
+		return false, fmt.Errorf("release task %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // CancelInstance cancels the queued tasks of an instance (reset-status,
 // force delete). A step already running finishes, but its result is
 // dropped; tasks queued later for the instance wait for it.

@@ -231,10 +231,11 @@ func replicaConfig(args wire.StartReplicationArgs) []byte {
 // StartReplication makes this server a read-only replica of
 // args.Host:args.Port: the replication file first (the link survives a
 // restart), then masteruser, masterauth and replica-read-only live, then
-// REPLICAOF. A server that follows a source already is refused (Redis
-// would keep its link, but a second start is a caller's mistake); with
-// args.Repoint the existing link moves to another source instead, and a
-// server without a link is refused. Both refusals change nothing.
+// REPLICAOF. A server that follows the same source already is left as
+// it is (a controller's retry after a lost answer), one that follows
+// another source is refused; with args.Repoint the existing link moves
+// to another source instead, and a server without a link is refused.
+// Both refusals change nothing.
 func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
 	verb := "start replication"
 	if args.Repoint {
@@ -262,6 +263,11 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	switch {
 	case args.Repoint && st.Role != wire.RoleReplica:
 		return st, wire.Errorf(wire.CodeFailedPrecondition, "repoint replication: this server follows no source")
+	case !args.Repoint && st.Role == wire.RoleReplica && st.SourceHost == args.Host && st.SourcePort == args.Port:
+		// The same source again (a controller's retry after a lost
+		// answer): the link is in place; nothing is changed, as MariaDB
+		// and PostgreSQL do.
+		return st, nil
 	case !args.Repoint && st.Role == wire.RoleReplica:
 		return st, wire.Errorf(wire.CodeFailedPrecondition,
 			"start replication: this server follows %s:%d already; detach it first, or repoint it", st.SourceHost, st.SourcePort)

@@ -235,13 +235,21 @@ func TestReplicaFollowsItsPrimary(t *testing.T) {
 	pc = admin(t, p)
 	waitUntil(t, 30*time.Second, "the link up again", func() bool { return replStatus(t, ctx, r).IORunning })
 
-	// A second start, on a linked replica, is refused and changes nothing.
+	// A second start from the same source (a controller's retry) is a
+	// no-op; from another source it is refused. Neither changes anything.
 	before := snapshot(t, r)
-	_, err = r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port, Account: "strata_repl_r1", Password: replPassword})
+	again, err := r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port, Account: "strata_repl_r1", Password: replPassword})
+	if err != nil || again.Role != wire.RoleReplica || again.SourcePort != p.Config.Port {
+		t.Fatalf("a second start from the same source: %+v, %v", again, err)
+	}
+	_, err = r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port + 1, Account: "strata_repl_r1", Password: replPassword})
 	wantCode(t, err, wire.CodeFailedPrecondition, "follows 127.0.0.1:", "already")
 	assertUnchanged(t, r, before)
 	if readFileT(t, etcFile(r, "strata-replication.conf")) != conf {
-		t.Fatal("a refused start changed the replication file")
+		t.Fatal("a second start changed the replication file")
+	}
+	if st := replStatus(t, ctx, r); !st.IORunning {
+		t.Fatalf("the link after a second start: %+v", st)
 	}
 	// A repoint on a standalone server is refused too.
 	_, err = p.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: r.Config.Port, Account: "strata_repl_r1", Password: "x", Repoint: true})

@@ -1,0 +1,349 @@
+package api_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/controller/store/storetest"
+)
+
+// before reports whether event a comes before event b in events (both
+// present).
+func before(events []string, a, b string) bool {
+	i, j := slices.Index(events, a), slices.Index(events, b)
+	return i >= 0 && j >= 0 && i < j
+}
+
+// PostgreSQL replicas: each replica's account (and so its slot) is made
+// on the source before the seed backup is taken, the seed is restored as
+// a standby, start_replication carries no GTID, and the view shows the
+// replica's LSNs and lag from its heartbeat.
+func TestPostgreSQLReplicasGetTheirSlotBeforeTheSeedAndRestoreAsStandbys(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	ids := replicaIDs(t, c, src, 2)
+
+	events := fc.journal.events("account ", "backup ", "restore ", "start ")
+	for _, id := range ids {
+		if !before(events, "account "+src+" "+acctOf(id), "backup "+src) {
+			t.Fatalf("replica %s's account was not made before the seed backup: %v", id, events)
+		}
+		if !before(events, "restore "+id+" standby=true", "start "+id+" "+acctOf(id)+" repoint=false") {
+			t.Fatalf("replica %s was not restored as a standby, then started: %v", id, events)
+		}
+	}
+	if n := len(fc.journal.events("backup " + src)); n != 1 {
+		t.Fatalf("%d seed backups of the source, want one for the request", n)
+	}
+	accounts, _, _ := fc.guest(src).replication()
+	for _, id := range ids {
+		_, link, starts := fc.guest(id).replication()
+		if link == nil || link.GTIDSlavePos != "" || starts != 1 || accounts[link.Account] != link.Password || len(link.Password) < 32 {
+			t.Fatalf("replica %s follows %+v (starts %d); the source holds %v", id, link, starts, keys(accounts))
+		}
+	}
+	// The account's password is in neither the task nor the operations
+	// once the replica is ACTIVE.
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE payload LIKE '%replication_password%' AND state = 'queued'"); n != 0 {
+		t.Fatalf("%d queued tasks still hold a replication password", n)
+	}
+	waitFor(t, "the replica's LSNs and lag from its heartbeat", 20*time.Second, func() bool {
+		rep, _ := c.instance(ids[0])["replication"].(map[string]any)
+		return rep["state"] == "RUNNING" && rep["received_lsn"] == "0/3000000" && rep["replayed_lsn"] == "0/3000000" &&
+			rep["bytes_behind"] == float64(0) && rep["seconds_behind"] == float64(0)
+	})
+}
+
+// A PostgreSQL replica that fails after its account was made, before
+// its link exists (its restore fails), has the account and its slot
+// dropped on the source at once: a slot nobody reads keeps the source's
+// WAL until its disk is full.
+func TestPostgreSQLReplicaThatFailsDropsItsSlotOnTheSource(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	fc.mu.Lock()
+	fc.onNewGuest = func(id string, g *fakeGuest) {
+		if id != src {
+			g.repl.failRestore = "the disk is on fire"
+		}
+	}
+	fc.mu.Unlock()
+	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	if f, _ := in["fault"].(map[string]any); f == nil || !strings.Contains(f["message"].(string), "the disk is on fire") {
+		t.Fatalf("the failed replica's fault: %v", in["fault"])
+	}
+	waitFor(t, "the failed replica's account and slot to be dropped on the source", 20*time.Second, func() bool {
+		accounts, _, _ := fc.guest(src).replication()
+		return len(accounts) == 0 && storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND op_id = ? AND done_at IS NOT NULL", src, "repl-drop-failed-"+replica) == 1
+	})
+	events := fc.journal.events("account ", "backup ", "drop ")
+	want := []string{"account " + src + " " + acctOf(replica), "backup " + src, "drop " + src + " " + acctOf(replica)}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events on the source %v, want %v", events, want)
+	}
+}
+
+// A PostgreSQL source that cannot make the replica's account: the
+// replica fails with the reason, no seed backup is taken, and the drop
+// of an account that may exist is queued all the same.
+func TestPostgreSQLReplicaWhoseAccountFailsTakesNoSeed(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	g := fc.guest(src)
+	g.mu.Lock()
+	g.interrupt["create_replication_account"] = true
+	g.mu.Unlock()
+	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	if f, _ := in["fault"].(map[string]any); f == nil || !strings.Contains(f["message"].(string), "before the seed backup failed") {
+		t.Fatalf("the failed replica's fault: %v", in["fault"])
+	}
+	if n := len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)); n != 0 || len(fc.journal.events("backup ")) != 0 {
+		t.Fatalf("%d backups of the source after its account failed, want none", n)
+	}
+	waitFor(t, "the drop queued and done on the source", 20*time.Second, func() bool {
+		return len(fc.journal.events("drop "+src+" "+acctOf(replica))) == 1
+	})
+}
+
+// Redis replicas keep the seed backup (it carries the source's ACL
+// users, which Redis does not replicate); start_replication carries no
+// GTID; the view shows the replica's offset and when it last heard from
+// its source.
+func TestRedisReplicaIsSeededAndShowsItsOffset(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "redis", "7.0", 6379)
+	c := r.admin()
+	src := newActiveOf(c, "redis", "7.0", "cache")
+	replica := replicaIDs(t, c, src, 1)[0]
+	events := fc.journal.events("account ", "backup ", "restore ", "start ")
+	want := []string{"backup " + src, "restore " + replica + " standby=false", "account " + src + " " + acctOf(replica), "start " + replica + " " + acctOf(replica) + " repoint=false"}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	waitFor(t, "the replica's offset from its heartbeat", 20*time.Second, func() bool {
+		rep, _ := c.instance(replica)["replication"].(map[string]any)
+		return rep["state"] == "RUNNING" && rep["repl_offset"] == float64(1000) && rep["last_io_seconds_ago"] == float64(1) && rep["repl_id"] != nil
+	})
+}
+
+// A PostgreSQL switchover runs fence → clean stop of the old primary →
+// promote at the fence's LSN → accounts (and slots) on the new primary →
+// repoint, and resumes across a controller restart while the promotion
+// waits. The old primary is left out of the group with a fault saying
+// why (pg_rewind) and what to do; nothing tries to start it as a
+// replica.
+func TestPostgreSQLSwitchoverStopsTheOldPrimaryAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	// The replicas' accounts are guest calls made by the create request:
+	// the guest call timeout bounds them (under -race and load, 300 ms
+	// is too short).
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 10 * time.Second})
+	registerVersion(t, r1, "postgresql", "15", 5432)
+	c := r1.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+
+	fc.guest(a).halt()
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the old primary fenced and stopped, promote_replica queued", 30*time.Second, func() bool {
+		return len(fc.journal.events("stop "+src)) == 1 &&
+			storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'promote_replica' AND done_at IS NULL", a) == 1
+	})
+	r1.ctl.Stop()
+	fc.powerOff()
+
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 10 * time.Second})
+	c = r2.admin()
+	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
+		av, bv := c.instance(a), c.instance(b)
+		of, _ := bv["replica_of"].(map[string]any)
+		return av["status"] == "ACTIVE" && bv["status"] == "ACTIVE" && of != nil && of["id"] == a && c.instance(src)["fault"] != nil
+	})
+	events := fc.journal.events("fence ", "stop ", "promote ", "account "+a, "start ")
+	events = events[slices.Index(events, "fence "+src):] // the creates' starts before it
+	want := []string{"fence " + src, "stop " + src, "promote " + a + " 0/3000100", "account " + a + " " + acctOf(b), "start " + b + " " + acctOf(b) + " repoint=true"}
+	if !slices.Equal(events, want) {
+		t.Fatalf("switchover events %v, want %v", events, want)
+	}
+	av := c.instance(a)
+	if l := asList(av["replicas"]); av["replica_of"] != nil || len(l) != 1 || l[0].(map[string]any)["id"] != b {
+		t.Fatalf("the new primary: replica_of %v, replicas %v", av["replica_of"], av["replicas"])
+	}
+	sv := c.instance(src)
+	f, _ := sv["fault"].(map[string]any)
+	if sv["replica_of"] != nil || sv["replicas"] != nil || f == nil || !strings.Contains(f["message"].(string), "pg_rewind") ||
+		!strings.Contains(f["message"].(string), "create a replica of "+a) {
+		t.Fatalf("the old primary: replica_of %v, replicas %v, fault %v", sv["replica_of"], sv["replicas"], sv["fault"])
+	}
+	if _, link, starts := fc.guest(src).replication(); link != nil || starts != 0 || !fc.guest(src).fence() {
+		t.Fatalf("the old primary follows %+v after %d starts (fenced %v)", link, starts, fc.guest(src).fence())
+	}
+	accounts, _, _ := fc.guest(a).replication()
+	_, lb, _ := fc.guest(b).replication()
+	if lb == nil || lb.Host != av["ip"].([]any)[0] || accounts[lb.Account] != lb.Password || len(lb.Password) < 32 {
+		t.Fatalf("b follows %+v; the new primary holds %v", lb, keys(accounts))
+	}
+}
+
+// A PostgreSQL switchover whose replica cannot reach the fence's LSN
+// rolls back: the old primary, stopped for the switchover, is started
+// again before its fence is lifted, and is the writable source again.
+func TestPostgreSQLSwitchoverRollbackStartsTheStoppedPrimaryAgain(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	a := replicaIDs(t, c, src, 1)[0]
+	fc.guest(a).setLagging(true)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	var in map[string]any
+	waitFor(t, "the rollback", 30*time.Second, func() bool {
+		in = c.instance(a)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] == "ACTIVE" && f != nil
+	})
+	if msg := in["fault"].(map[string]any)["message"].(string); !strings.Contains(msg, "rolled back") {
+		t.Fatalf("fault after the rollback: %q", msg)
+	}
+	events := fc.journal.events("fence ", "stop ", "promote ", "restart ")
+	want := []string{"fence " + src, "stop " + src, "promote " + a + " 0/3000100", "restart " + src}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	waitFor(t, "the old primary running and writable", 20*time.Second, func() bool {
+		return c.instance(src)["status"] == "ACTIVE" && !fc.guest(src).fence()
+	})
+	if of, _ := c.instance(a)["replica_of"].(map[string]any); of == nil || of["id"] != src {
+		t.Fatalf("replica_of after the rollback: %v", c.instance(a)["replica_of"])
+	}
+}
+
+// A Redis switchover: fence, promote at the fence's offset (and
+// replication ID), then the old primary follows the new one (a plain
+// start, its own offset) and the other replica is repointed.
+func TestRedisSwitchoverMakesTheOldPrimaryAReplica(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
+	registerVersion(t, r, "redis", "7.0", 6379)
+	c := r.admin()
+	src := newActiveOf(c, "redis", "7.0", "cache")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover to finish", 30*time.Second, func() bool {
+		for _, id := range []string{src, a, b} {
+			if c.instance(id)["status"] != "ACTIVE" {
+				return false
+			}
+		}
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == a
+	})
+	events := fc.journal.events("fence ", "stop ", "promote ", "start "+src)
+	want := []string{"fence " + src, "promote " + a + " 1001", "start " + src + " " + acctOf(src) + " repoint=false"}
+	if !slices.Equal(events, want) {
+		t.Fatalf("switchover events %v, want %v", events, want)
+	}
+	if !before(fc.journal.events("account "+a, "start "+b), "account "+a+" "+acctOf(b), "start "+b+" "+acctOf(b)+" repoint=true") {
+		t.Fatalf("b was not repointed after its account on the new primary: %v", fc.journal.events("account ", "start "))
+	}
+	if l := asList(c.instance(a)["replicas"]); len(l) != 2 {
+		t.Fatalf("the new primary lists %v", l)
+	}
+	if _, link, _ := fc.guest(src).replication(); link == nil || link.GTIDSlavePos != "" || fc.guest(src).fence() {
+		t.Fatalf("the old primary follows %+v (fenced %v)", link, fc.guest(src).fence())
+	}
+}
+
+// Failover elects by the datastore's own position, compared as numbers:
+// PostgreSQL's received_lsn (as strings "9/FF000000" > "10/0", as WAL
+// positions the other way round) and Redis's repl_offset ("999" >
+// "20000" as strings). The elected replica is promoted at what it
+// received, and the others follow it with accounts made there first.
+func TestEjectElectsByLSNAndByOffset(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		manager, version string
+		port             int
+		pos              []string
+		want             int
+	}{
+		{"postgresql", "15", 5432, []string{"9/FF000000", "10/0"}, 1},
+		{"redis", "7.0", 6379, []string{"999", "20000"}, 1},
+	} {
+		t.Run(tc.manager, func(t *testing.T) { // one after the other: fewer seed restores at once
+			fc := newFakeCompute(t)
+			r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
+			registerVersion(t, r, tc.manager, tc.version, tc.port)
+			c := r.admin()
+			src := newActiveOf(c, tc.manager, tc.version, "p")
+			ids := replicaIDs(t, c, src, len(tc.pos))
+			for i, id := range ids {
+				fc.guest(id).setIOPos(tc.pos[i])
+			}
+			elected := ids[tc.want]
+			fc.guest(src).halt()
+			silence(t, r, src)
+			if code, doc := eject(c, src); code != 202 {
+				t.Fatalf("eject: HTTP %d %v", code, doc)
+			}
+			waitFor(t, "the failover", 30*time.Second, func() bool {
+				if c.instance(elected)["status"] != "ACTIVE" {
+					return false
+				}
+				for _, id := range ids {
+					if id == elected {
+						continue
+					}
+					in := c.instance(id)
+					if of, _ := in["replica_of"].(map[string]any); of == nil || of["id"] != elected || in["status"] != "ACTIVE" {
+						return false
+					}
+				}
+				return true
+			})
+			events := fc.journal.events("promote ")
+			if !slices.Equal(events, []string{"promote " + elected + " " + tc.pos[tc.want]}) {
+				t.Fatalf("promotions %v, want %s at %s", events, elected, tc.pos[tc.want])
+			}
+			for _, id := range ids {
+				if id == elected {
+					continue
+				}
+				if !before(fc.journal.events("account "+elected, "start "+id), "account "+elected+" "+acctOf(id), "start "+id+" "+acctOf(id)+" repoint=true") {
+					t.Fatalf("%s was not repointed after its account on %s: %v", id, elected, fc.journal.events("account ", "start "))
+				}
+			}
+		})
+	}
+}
