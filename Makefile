@@ -140,7 +140,7 @@ test-trixie-agent: go-check ## every test of the agent's MariaDB, PostgreSQL and
 # controller's own end-to-end test covers): redis, postgresql, mariadb, all,
 # or none (make test: the datastore matrix is make e2e-all's).
 DATASTORE ?= redis
-E2E_SKIP = Chaos$(if $(filter none,$(DATASTORE)),|TestEachDatastoreImage)
+E2E_SKIP = Chaos$(if $(filter none,$(DATASTORE)),|TestEachDatastoreImage)$(if $(filter none mariadb,$(DATASTORE)),|TestReplicasOfPostgreSQLAndRedis)
 
 .PHONY: e2e
 e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (make test: none); backups, replicas (switchover, detach), rebuild, flavor resize and upgrade to 11.8 of MariaDB instances; DIB's elements through disk-image-create (minutes)

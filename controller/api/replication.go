@@ -70,12 +70,14 @@ func (s *Server) replicationState(c *call, in instances.Instance, sourceID strin
 	if err != nil || !ok {
 		return map[string]any{"state": "UNKNOWN"}
 	}
-	out := map[string]any{"state": "RUNNING", "io_running": st.IORunning, "sql_running": st.SQLRunning,
-		"gtid_slave_pos": st.GTIDSlavePos, "gtid_io_pos": st.GTIDIOPos, "updated": troveTime(at)}
+	out := map[string]any{"state": "RUNNING", "io_running": st.IORunning, "sql_running": st.SQLRunning, "updated": troveTime(at)}
 	if st.SecondsBehind != nil {
 		out["seconds_behind"] = *st.SecondsBehind
 	}
-	for k, v := range map[string]string{"received_lsn": st.ReceivedLSN, "replayed_lsn": st.ReplayedLSN, "repl_id": st.ReplID} {
+	// Each datastore's own positions: no empty GTIDs on a PostgreSQL or
+	// Redis replica.
+	for k, v := range map[string]string{"gtid_slave_pos": st.GTIDSlavePos, "gtid_io_pos": st.GTIDIOPos,
+		"received_lsn": st.ReceivedLSN, "replayed_lsn": st.ReplayedLSN, "repl_id": st.ReplID} {
 		if v != "" {
 			out[k] = v
 		}

@@ -1,0 +1,244 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// replicaCase is what the PostgreSQL and Redis replica run needs to know
+// of a datastore beyond its datastoreCase.
+type replicaCase struct {
+	// write adds n to the data; digest is what a replica must equal.
+	write  func(t *testing.T, ep endpoint, u, p string, n int)
+	digest func(t *testing.T, ep endpoint, u, p string) string
+	// refused tries a write on a replica and returns its error text.
+	refused func(ep endpoint, u, p string) string
+	// readOnly is what the server says when it refuses it.
+	readOnly string
+	// lag are the view's fields a linked replica shows.
+	lag []string
+}
+
+var replicaCases = map[string]replicaCase{
+	"postgresql": {
+		write: func(t *testing.T, ep endpoint, u, p string, n int) {
+			psql(t, ep, u, p, fmt.Sprintf("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, v text); "+
+				"INSERT INTO items (v) SELECT 'part-%d-' || g FROM generate_series(1, 2000) g", n))
+		},
+		digest: func(t *testing.T, ep endpoint, u, p string) string {
+			return psql(t, ep, u, p, "SELECT count(*) || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM items")
+		},
+		refused: func(ep endpoint, u, p string) string {
+			out, err := exec.Command("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+				fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=shop sslmode=disable", ep.host, ep.port, u, p),
+				"-c", "INSERT INTO items (v) VALUES ('on a replica')").CombinedOutput()
+			if err == nil {
+				return ""
+			}
+			return string(out)
+		},
+		readOnly: "read-only transaction",
+		lag:      []string{"received_lsn", "replayed_lsn", "bytes_behind"},
+	},
+	"redis": {
+		write: func(t *testing.T, ep endpoint, u, p string, n int) {
+			args := []string{"MSET"}
+			for i := 0; i < 200; i++ {
+				args = append(args, fmt.Sprintf("k-%d-%d", n, i), fmt.Sprintf("v-%d-%d", n, i))
+			}
+			redisCLI(t, ep, u, p, args...)
+		},
+		digest: func(t *testing.T, ep endpoint, u, p string) string {
+			// DBSIZE and one key of every batch: the keys are unique per
+			// batch, so equal counts with the last batch present is equal
+			// data here.
+			return redisCLI(t, ep, u, p, "DBSIZE") + " " + redisCLI(t, ep, u, p, "GET", "k-last-0")
+		},
+		refused: func(ep endpoint, u, p string) string {
+			cmd := exec.Command("redis-cli", "-h", ep.host, "-p", fmt.Sprint(ep.port), "--user", u, "--no-auth-warning", "SET", "on-a-replica", "1")
+			cmd.Env = append(cmd.Environ(), "REDISCLI_AUTH="+p)
+			out, _ := cmd.CombinedOutput()
+			if s := strings.TrimSpace(string(out)); s != "OK" {
+				return s
+			}
+			return ""
+		},
+		readOnly: "READONLY",
+		lag:      []string{"repl_offset", "last_io_seconds_ago"},
+	},
+}
+
+// TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver is issue 17's end to
+// end for the other two datastores (make e2e-all; make e2e DATASTORE=
+// postgresql or redis runs one): a primary with data, a replica made
+// through Trove's client, seeded from a backup and reaching its source
+// through the fence's second opening; it holds the primary's data,
+// refuses writes with the server's own error, follows new writes and
+// shows its datastore's positions; a switchover (promote) makes it the
+// source and takes writes. Redis's old primary follows the new one;
+// PostgreSQL's leaves the group stopped and fenced, with a fault naming
+// pg_rewind (docs/replication.md). Everything is deleted.
+func TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver(t *testing.T) {
+	for _, tool := range []string{"psql", "redis-cli", "qemu-system-x86_64", "qemu-img", "openstack"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", tool)
+		}
+	}
+	ran := 0
+	for _, ds := range e2eDatastores() {
+		if ds == "mariadb" {
+			continue // TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach
+		}
+		rc, ok := replicaCases[ds]
+		if !ok {
+			t.Fatalf("STRATA_E2E_DATASTORES names %q; known: mariadb, postgresql, redis", ds)
+		}
+		ran++
+		t.Run(ds, func(t *testing.T) { runReplicaCase(t, datastoreCases[ds], rc) })
+	}
+	if ran == 0 {
+		t.Fatalf("STRATA_E2E_DATASTORES=%q names neither postgresql nor redis (make test leaves this test out)", strings.Join(e2eDatastores(), ","))
+	}
+}
+
+func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
+	start := time.Now()
+	out := t.TempDir()
+	recipe := "images/" + c.name + "-" + c.version + ".yaml"
+	img := filepath.Join(out, c.name)
+	run(t, nil, "build", "-f", recipe, "-o", img, "--image-cache", cache)
+	state := filepath.Join(out, "state")
+	imageID := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, img+".qcow2"))
+	stdout(t, "datastore", "update", "--state-dir", state, c.name)
+	stdout(t, "datastore", "version", "update", "--state-dir", state, c.name, c.version, "--image", imageID, "--from-recipe", recipe,
+		"--boot-timeout", "30m")
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, c.name, c.version, "validation-rules/"+c.name+"-"+c.version+".json")
+	stdout(t, "datastore", "update", "--state-dir", state, c.name, c.version)
+
+	ctl := startController(t, state)
+	api := ctl.login(t)
+	osc := ctl.openstack(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log (tail):\n%s", tail(ctl.log(), 80))
+		}
+	})
+	inst := map[string]any{"name": "primary", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+		"datastore": map[string]any{"type": c.name, "version": c.version}}
+	c.create(inst)
+	src := api.must(t, 200, "POST", "/instances", map[string]any{"instance": inst})["instance"].(map[string]any)["id"].(string)
+	consoleOnFailure(t, state, src)
+	pEP := endpointOf(t, api.waitStatus(t, src, "ACTIVE", 20*time.Minute), c.port)
+	// Redis: root's password (the default user's) travels with the seed
+	// backup's ACL file, so the replica answers the same credentials.
+	u, pw := c.prepareClient(t, api, src)
+	for n := 0; n < 3; n++ {
+		rc.write(t, pEP, u, pw, n)
+	}
+	if c.name == "redis" {
+		redisCLI(t, pEP, u, pw, "SET", "k-last-0", "seeded")
+	}
+
+	requested := time.Now()
+	var created map[string]any
+	osc.json(t, &created, "database", "instance", "create", "replica", "--replica-of", src)
+	rid, _ := created["id"].(string)
+	if rid == "" {
+		t.Fatalf("the replica create answered %v", created)
+	}
+	consoleOnFailure(t, state, rid)
+	rin := api.waitStatus(t, rid, "ACTIVE", 30*time.Minute)
+	t.Logf("FIGURE %s replica create request→ACTIVE: %.0fs (%s)", c.name, time.Since(requested).Seconds(), accelOf(ctl.log()))
+	if ro, _ := rin["replica_of"].(map[string]any); ro == nil || ro["id"] != src {
+		t.Fatalf("replica %s: replica_of %v, want %s", rid, rin["replica_of"], src)
+	}
+	rEP := endpointOf(t, rin, c.port)
+	if got, want := rc.digest(t, rEP, u, pw), rc.digest(t, pEP, u, pw); got != want {
+		t.Fatalf("the replica after its create: %s, the primary %s", got, want)
+	}
+	if msg := rc.refused(rEP, u, pw); !strings.Contains(msg, rc.readOnly) {
+		t.Fatalf("a write on the replica: %q, want it refused with %q", msg, rc.readOnly)
+	}
+
+	// New writes arrive; the view shows the datastore's own positions.
+	rc.write(t, pEP, u, pw, 10)
+	if c.name == "redis" {
+		redisCLI(t, pEP, u, pw, "SET", "k-last-0", "followed")
+	}
+	wrote := time.Now()
+	want := rc.digest(t, pEP, u, pw)
+	waitTrue(t, "the replica to follow", 3*time.Minute, func() bool { return rc.digest(t, rEP, u, pw) == want })
+	caught := time.Since(wrote)
+	var rep map[string]any
+	waitTrue(t, "the replica's view to show its positions", 2*time.Minute, func() bool {
+		rep, _ = api.instance(t, rid)["replication"].(map[string]any)
+		if rep == nil || rep["state"] != "RUNNING" {
+			return false
+		}
+		for _, k := range rc.lag {
+			if _, ok := rep[k]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("FIGURE %s replica equal %.1fs after a write; view %v", c.name, caught.Seconds(), rep)
+	for _, k := range []string{"gtid_slave_pos", "gtid_io_pos", "transactions_behind"} {
+		if v, ok := rep[k]; ok {
+			t.Errorf("the %s replica's view shows MariaDB's %s = %v", c.name, k, v)
+		}
+	}
+
+	// Switchover.
+	requested = time.Now()
+	osc.run(t, "database", "instance", "promote", rid)
+	waitTrue(t, "the replica to be the source", 5*time.Minute, func() bool {
+		in := api.instance(t, rid)
+		return in["status"] == "ACTIVE" && in["replica_of"] == nil && api.instance(t, src)["status"] != "PROMOTE"
+	})
+	rc.write(t, rEP, u, pw, 20)
+	if c.name == "redis" {
+		redisCLI(t, rEP, u, pw, "SET", "k-last-0", "switched")
+	}
+	t.Logf("FIGURE %s switchover request→the new source takes writes: %.0fs", c.name, time.Since(requested).Seconds())
+	want = rc.digest(t, rEP, u, pw)
+	old := api.instance(t, src)
+	order := []string{src, rid}
+	switch c.name {
+	case "redis":
+		// The old primary follows the new one.
+		waitTrue(t, "the old primary to follow the new one", 3*time.Minute, func() bool {
+			ro, _ := api.instance(t, src)["replica_of"].(map[string]any)
+			return ro != nil && ro["id"] == rid && rc.digest(t, pEP, u, pw) == want
+		})
+		if msg := rc.refused(pEP, u, pw); !strings.Contains(msg, rc.readOnly) {
+			t.Fatalf("a write on the old primary: %q, want %q", msg, rc.readOnly)
+		}
+	case "postgresql":
+		// The old primary is out of the group, with the reason.
+		waitTrue(t, "the old primary's fault", 3*time.Minute, func() bool {
+			old = api.instance(t, src)
+			f, _ := old["fault"].(map[string]any)
+			return f != nil && strings.Contains(fmt.Sprint(f["message"]), "pg_rewind")
+		})
+		if old["replica_of"] != nil {
+			t.Fatalf("the old PostgreSQL primary is shown in the group: %v", old["replica_of"])
+		}
+		if rs, _ := api.instance(t, rid)["replicas"].([]any); len(rs) != 0 {
+			t.Fatalf("the new PostgreSQL primary lists replicas %v", rs)
+		}
+		order = []string{rid, src}
+	}
+	for _, id := range order {
+		api.must(t, 202, "DELETE", "/instances/"+id, nil)
+		api.waitGone(t, id, 5*time.Minute)
+	}
+	ctl.stop(t)
+	t.Logf("FIGURE %s replication e2e wall time: %.0fs", c.name, time.Since(start).Seconds())
+}
