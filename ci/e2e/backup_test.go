@@ -135,21 +135,8 @@ func runBackupCase(t *testing.T, c backupCase) {
 	start := time.Now()
 	volumeGB := 1 + bulkMB()*3/1024
 	out := t.TempDir()
-	recipe := "images/" + c.name + "-" + c.version + ".yaml"
-	img := filepath.Join(out, c.name)
-	run(t, nil, "build", "-f", recipe, "-o", img, "--image-cache", cache)
-	state := filepath.Join(out, "state")
-	imageID := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, img+".qcow2"))
-	stdout(t, "datastore", "update", "--state-dir", state, c.name)
-	// Three guests boot at once here (the source and two restores), each
-	// under TCG on a shared host: the controller's boot timeout matches
-	// the test's own wait rather than the recipe's 15 minutes (one run
-	// here had a restore end in ERROR, still booting, at 15 minutes with
-	// five TCG guests on two cores).
-	stdout(t, "datastore", "version", "update", "--state-dir", state, c.name, c.version, "--image", imageID, "--from-recipe", recipe,
-		"--boot-timeout", "30m")
-	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, c.name, c.version, "validation-rules/"+c.name+"-"+c.version+".json")
-	stdout(t, "datastore", "update", "--state-dir", state, c.name, c.version)
+	// Three guests boot at once here (the source and two restores).
+	state := buildAndRegister(t, out, c.name, c.version, "30m")
 
 	ctl := startController(t, state)
 	api := ctl.login(t)

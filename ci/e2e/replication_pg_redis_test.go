@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,16 +109,7 @@ func TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver(t *testing.T) {
 func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	start := time.Now()
 	out := t.TempDir()
-	recipe := "images/" + c.name + "-" + c.version + ".yaml"
-	img := filepath.Join(out, c.name)
-	run(t, nil, "build", "-f", recipe, "-o", img, "--image-cache", cache)
-	state := filepath.Join(out, "state")
-	imageID := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, img+".qcow2"))
-	stdout(t, "datastore", "update", "--state-dir", state, c.name)
-	stdout(t, "datastore", "version", "update", "--state-dir", state, c.name, c.version, "--image", imageID, "--from-recipe", recipe,
-		"--boot-timeout", "30m")
-	stdout(t, "datastore", "version", "load-rules", "--state-dir", state, c.name, c.version, "validation-rules/"+c.name+"-"+c.version+".json")
-	stdout(t, "datastore", "update", "--state-dir", state, c.name, c.version)
+	state := buildAndRegister(t, out, c.name, c.version, "30m")
 
 	ctl := startController(t, state)
 	api := ctl.login(t)
