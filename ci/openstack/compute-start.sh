@@ -205,6 +205,9 @@ in_ns /bin/sh -eu -c '
 	state=$1 ns_if=$2 share_hash=$3
 	ip link set lo up
 	ip link set "$ns_if" up
+	# A sysfs of this namespace: the host'"'"'s lists the host'"'"'s links, and the
+	# agent finds taps in /sys/class/net.
+	mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 	mount --bind "$state/libvirt/etc" /etc/libvirt
 	mount --bind "$state/libvirt/lib" /var/lib/libvirt
 	mount --bind "$state/libvirt/run" /run/libvirt

@@ -127,15 +127,27 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The port is bound (the linuxbridge agent in the compute namespace
-	// wired it), and carries the instance's security group.
-	pp, err := ports.List(nc, ports.ListOpts{DeviceID: srv.ID}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The port carries the instance's security group and goes ACTIVE once
+	// the linuxbridge agent in the compute namespace has wired its tap
+	// (bridge, filtering rules).
+	var pl []ports.Port
+	t4 := time.Now()
+	for {
+		pp, err := ports.List(nc, ports.ListOpts{DeviceID: srv.ID}).AllPages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, _ = ports.ExtractPorts(pp)
+		if len(pl) == 1 && pl[0].Status == "ACTIVE" || time.Since(t4) > time.Minute {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	pl, _ := ports.ExtractPorts(pp)
-	if len(pl) != 1 || pl[0].Status != "ACTIVE" && pl[0].Status != "DOWN" || len(pl[0].SecurityGroups) != 1 || pl[0].SecurityGroups[0] != srv.Refs["security_group"] {
+	if len(pl) != 1 || pl[0].Status != "ACTIVE" || len(pl[0].SecurityGroups) != 1 || pl[0].SecurityGroups[0] != srv.Refs["security_group"] {
+		logs()
 		t.Errorf("the server's ports: %+v", pl)
+	} else {
+		t.Logf("port %s ACTIVE %.1f s after the server", pl[0].ID, time.Since(t4).Seconds())
 	}
 
 	t2 := time.Now()
