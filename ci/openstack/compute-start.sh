@@ -37,6 +37,7 @@
 #   epmd.pid     Erlang's port mapper, which compute-stop.sh kills last
 #   logs/        each service's log
 #
+# Every daemon's output goes to logs/: none keeps the caller's stdout open.
 # Needs root (namespaces, veth, libvirt) and `ci/deps.sh nova`. Stop with
 # ci/openstack/compute-stop.sh STATE_DIR (ci/openstack/stop.sh calls it).
 set -euo pipefail
@@ -156,7 +157,7 @@ wait_http() {
 # ---- The compute namespace ------------------------------------------------------
 # unshare execs sleep: its PID is the namespaces' holder. Mount propagation
 # is private, so nothing mounted inside shows outside.
-unshare --net --mount --propagation private -- sleep infinity &
+unshare --net --mount --propagation private -- sleep infinity </dev/null >/dev/null 2>&1 &
 ns_pid=$!
 pid "$ns_pid"
 for _ in $(seq 1 40); do
@@ -257,9 +258,9 @@ pid "$rabbit_pid"
 # The same 127.0.0.1:PORT on both sides: socat listens in the namespace and
 # hands each connection over a unix socket to a socat on the host.
 for p in "$ks_port" "$glance_port" "$placement_port" "$neutron_port" "$cinder_port" "$amqp_port"; do
-	socat "UNIX-LISTEN:$state/fwd/$p.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$p" 2>>"$logs/forward.log" &
+	socat "UNIX-LISTEN:$state/fwd/$p.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$p" </dev/null >>"$logs/forward.log" 2>&1 &
 	pid $!
-	in_ns socat "TCP-LISTEN:$p,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$state/fwd/$p.sock" 2>>"$logs/forward.log" &
+	in_ns socat "TCP-LISTEN:$p,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$state/fwd/$p.sock" </dev/null >>"$logs/forward.log" 2>&1 &
 	pid $!
 done
 
@@ -456,7 +457,7 @@ mariadb-install-db --no-defaults --user=root --datadir="$state/mysql/data" --aut
 	--skip-test-db >>"$logs/mariadb-install.log" 2>&1
 mariadbd --no-defaults --user=root --datadir="$state/mysql/data" --socket="$mysock" --skip-networking \
 	--pid-file="$state/mysql/mariadb.pid" --log-error="$logs/mariadb.log" --innodb-buffer-pool-size=32M \
-	--performance-schema=off &
+	--performance-schema=off </dev/null >>"$logs/mariadb.log" 2>&1 &
 mariadb_pid=$!
 pid "$mariadb_pid"
 
@@ -558,7 +559,7 @@ t_db=$(date +%s)
 OS_PLACEMENT_CONFIG_DIR=$state/placement \
 	uwsgi --plugin python3 --http-socket "127.0.0.1:$placement_port" --wsgi-file /usr/bin/placement-api \
 	--master --processes 1 --threads 1 --die-on-term --no-orphans --lazy-apps --buffer-size 65535 \
-	--add-header "Connection: close" --logto "$logs/placement.log" &
+	--add-header "Connection: close" --logto "$logs/placement.log" </dev/null >>"$logs/placement-stdout.log" 2>&1 &
 placement_pid=$!
 pid "$placement_pid"
 ncf=(--config-file "$state/nova/nova.conf")

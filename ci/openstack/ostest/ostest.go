@@ -260,6 +260,8 @@ func (s *Stack) startCompute() (*Compute, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "ci/openstack/compute-start.sh"), s.Dir)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// A daemon that kept the script's output open would block Wait.
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
 		exec.Command(filepath.Join(root, "ci/openstack/compute-stop.sh"), s.Dir).Run()
 		return nil, fmt.Errorf("ci/openstack/compute-start.sh: %v\n%s", err, out.String())
