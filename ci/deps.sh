@@ -182,15 +182,25 @@ if [ "$list" = 1 ]; then
 	exit 0
 fi
 
-# The openstack and swift groups' services are started by the tests,
+# The openstack, swift and nova groups' services are started by the tests,
 # privately, on free ports: never at boot (their default ports clash with
 # strata's, and Debian's keystone.service orders itself after itself, which
-# `systemd-analyze verify` of any other unit then reports).
+# `systemd-analyze verify` of any other unit then reports). Only the units
+# of the groups asked for: a host's own libvirtd or dnsmasq is left alone
+# unless the opt-in nova group is named.
+declare -A units
+units[openstack]="keystone glance-api trove-api memcached"
+units[swift]="swift-*"
+units[nova]="rabbitmq-server epmd placement-api nova-* cinder-* neutron-* libvirt* virt* nfs-client rpc-* dnsmasq"
 disable_service_units() {
-	local u
-	for u in keystone glance-api trove-api memcached 'swift-*' rabbitmq-server epmd placement-api \
-		'nova-*' 'cinder-*' 'neutron-*' 'libvirt*' 'virt*' nfs-client 'rpc-*' dnsmasq; do
-		find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
+	local g u
+	for g in "$@"; do
+		# One glob a word, matched by find below, not by the shell.
+		set -f
+		for u in ${units[$g]:-}; do
+			find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
+		done
+		set +f
 	done
 }
 
@@ -212,7 +222,7 @@ for g in "$@"; do
 	case $g in openstack | swift | nova) services_wanted=1 ;; esac
 done
 if [ ${#missing[@]} -eq 0 ]; then
-	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units; fi
+	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units "$@"; fi
 	exit 0
 fi
 
@@ -289,5 +299,5 @@ if ! apt-get install -y -q --no-install-recommends \
 	echo "ci/deps.sh: could not install: ${missing[*]}" >&2
 	exit 1
 fi
-if [ "$services_wanted" = 1 ]; then disable_service_units; fi
+if [ "$services_wanted" = 1 ]; then disable_service_units "$@"; fi
 exit 0
