@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a strata make target needs, and nothing else.
 #
-#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift tempest dib
+#   ci/deps.sh GROUP...          GROUP: build boot test openstack swift tempest dib nova
 #   ci/deps.sh --list GROUP...   print the groups' packages, one a line
 #
 # Packages already installed are not touched, so a second run costs one
@@ -100,6 +100,61 @@ group[swift]="
 	python3-swiftclient
 	curl
 "
+# The compute tier of ci/openstack/compute-start.sh (opt-in, never part of
+# make test): RabbitMQ, Placement, Nova with the qemu/libvirt driver, Cinder
+# (NFS driver, hence nfs-common for mount.nfs), Neutron with the linuxbridge
+# agent and its database in a private MariaDB (SQLite's locking breaks
+# Neutron's two processes); genisoimage writes Nova's config drives.
+group[nova]="
+	rabbitmq-server
+	placement-api
+	nova-api
+	nova-conductor
+	nova-scheduler
+	nova-compute-qemu
+	cinder-api
+	cinder-scheduler
+	cinder-volume
+	neutron-server
+	neutron-linuxbridge-agent
+	genisoimage
+	nfs-common
+	iproute2
+	iptables
+	ebtables
+	mariadb-server
+	python3-pymysql
+	uwsgi-core
+	uwsgi-plugin-python3
+	python3-openstackclient
+	sqlite3
+	curl
+"
+# Debconf answers given before a group's install: the packages' own set-up
+# of databases, message bus, keystone_authtoken and catalog endpoints stays
+# off (ci/openstack/compute-start.sh writes its own configuration).
+# "PACKAGE QUESTION TYPE VALUE" a line, as debconf-set-selections reads them.
+declare -A preseed
+preseed[nova]="
+nova-common nova/configure_db boolean false
+nova-common nova/configure_rabbit boolean false
+nova-common nova/configure_ksat boolean false
+nova-common nova/configure_neutron boolean false
+nova-common nova/configure_placement boolean false
+nova-api novaapi/configure_db boolean false
+nova-api nova/configure_api-endpoint boolean false
+placement-common placement/configure_db boolean false
+placement-common placement/configure_ksat boolean false
+placement-api placement/configure_api-endpoint boolean false
+cinder-common cinder/configure_db boolean false
+cinder-common cinder/configure_rabbit boolean false
+cinder-common cinder/configure_ksat boolean false
+cinder-api cinder/configure_api-endpoint boolean false
+neutron-common neutron/configure_db boolean false
+neutron-common neutron/configure_rabbit boolean false
+neutron-common neutron/configure_ksat boolean false
+neutron-common neutron/configure_nova boolean false
+"
 
 list=0
 if [ "${1:-}" = --list ]; then
@@ -127,14 +182,25 @@ if [ "$list" = 1 ]; then
 	exit 0
 fi
 
-# The openstack and swift groups' services are started by the tests,
+# The openstack, swift and nova groups' services are started by the tests,
 # privately, on free ports: never at boot (their default ports clash with
 # strata's, and Debian's keystone.service orders itself after itself, which
-# `systemd-analyze verify` of any other unit then reports).
+# `systemd-analyze verify` of any other unit then reports). Only the units
+# of the groups asked for: a host's own libvirtd or dnsmasq is left alone
+# unless the opt-in nova group is named.
+declare -A units
+units[openstack]="keystone glance-api trove-api memcached"
+units[swift]="swift-*"
+units[nova]="rabbitmq-server epmd placement-api nova-* cinder-* neutron-* libvirt* virt* nfs-client rpc-* dnsmasq"
 disable_service_units() {
-	local u
-	for u in keystone glance-api trove-api memcached 'swift-*'; do
-		find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
+	local g u
+	for g in "$@"; do
+		# One glob a word, matched by find below, not by the shell.
+		set -f
+		for u in ${units[$g]:-}; do
+			find /etc/systemd/system -path "*.wants/$u.service" -type l -delete 2>/dev/null || true
+		done
+		set +f
 	done
 }
 
@@ -153,10 +219,10 @@ for p in "${want[@]}"; do
 done
 services_wanted=0
 for g in "$@"; do
-	if [ "$g" = openstack ] || [ "$g" = swift ]; then services_wanted=1; fi
+	case $g in openstack | swift | nova) services_wanted=1 ;; esac
 done
 if [ ${#missing[@]} -eq 0 ]; then
-	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units; fi
+	if [ "$services_wanted" = 1 ] && [ "$(id -u)" -eq 0 ]; then disable_service_units "$@"; fi
 	exit 0
 fi
 
@@ -194,6 +260,17 @@ if [ ! -e "$policy" ]; then
 fi
 update_log=$(mktemp /tmp/strata-apt-update.XXXXXX)
 
+answers=
+for g in "$@"; do
+	answers+=${preseed[$g]:-}
+done
+if [ -n "$answers" ]; then
+	if ! printf '%s\n' "$answers" | grep -v '^$' | debconf-set-selections; then
+		echo "ci/deps.sh: debconf-set-selections refused the preseeded answers for: $*" >&2
+		exit 1
+	fi
+fi
+
 if ! apt-get update -q >"$update_log" 2>&1; then
 	cat "$update_log" >&2
 	echo "ci/deps.sh: apt-get update failed (see above); check the host's apt sources and network" >&2
@@ -222,5 +299,5 @@ if ! apt-get install -y -q --no-install-recommends \
 	echo "ci/deps.sh: could not install: ${missing[*]}" >&2
 	exit 1
 fi
-if [ "$services_wanted" = 1 ]; then disable_service_units; fi
+if [ "$services_wanted" = 1 ]; then disable_service_units "$@"; fi
 exit 0

@@ -2,7 +2,8 @@
 # Stops the private OpenStack that ci/openstack/start.sh started in
 # STATE_DIR: each PID in STATE_DIR/pids (and its children: uwsgi workers,
 # API workers) gets SIGTERM, then SIGKILL after 10 s; then STATE_DIR is
-# removed (kept with --keep, for reading the logs).
+# removed (kept with --keep, for reading the logs). A compute tier started
+# on top by compute-start.sh is stopped first (compute-stop.sh).
 #
 #   ci/openstack/stop.sh [--keep] STATE_DIR
 set -uo pipefail
@@ -14,6 +15,8 @@ if [ "${1:-}" = --keep ]; then
 fi
 state=${1:?usage: $0 [--keep] STATE_DIR}
 [ -d "$state" ] || exit 0
+# The compute tier of compute-start.sh, if one runs on top, goes first.
+"$(dirname "$0")/compute-stop.sh" "$state"
 
 # descendants PID: PID's children, grandchildren, ...
 descendants() {

@@ -34,7 +34,14 @@ type Stack struct {
 	CloudsYAML string
 	// Seconds it took to start.
 	Seconds float64
+	// attached: started by someone else (StateEnv); not stopped here.
+	attached bool
 }
+
+// StateEnv names a variable that points the tests at a stack already
+// running in that state directory (ci/openstack/start.sh, and
+// compute-start.sh for the compute tier), which they then leave running.
+const StateEnv = "STRATA_OPENSTACK_STATE"
 
 // Cloud is the clouds.yaml entry of the stack.
 const Cloud = "strata-test"
@@ -80,7 +87,11 @@ func Shared(t testing.TB) *Stack {
 	once.Lock()
 	defer once.Unlock()
 	if shared == nil && failure == nil {
-		shared, failure = start()
+		if dir := os.Getenv(StateEnv); dir != "" {
+			shared, failure = attach(dir)
+		} else {
+			shared, failure = start()
+		}
 	}
 	if failure != nil {
 		t.Fatalf("private OpenStack: %v", failure)
@@ -93,7 +104,7 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	once.Lock()
 	defer once.Unlock()
-	if shared != nil {
+	if shared != nil && !shared.attached {
 		if err := shared.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "ostest:", err)
 			if code == 0 {
@@ -127,10 +138,27 @@ func start() (*Stack, error) {
 		return nil, fmt.Errorf("ci/openstack/start.sh: %v\n%s", err, out.String())
 	}
 	s := &Stack{Dir: dir, CloudsYAML: filepath.Join(dir, "clouds.yaml"), Seconds: time.Since(t0).Seconds()}
-	f, err := os.Open(filepath.Join(dir, "stack.env"))
-	if err != nil {
+	if err := s.readEnv(); err != nil {
 		s.Stop()
 		return nil, err
+	}
+	return s, nil
+}
+
+// attach uses the stack running in dir.
+func attach(dir string) (*Stack, error) {
+	s := &Stack{Dir: dir, CloudsYAML: filepath.Join(dir, "clouds.yaml"), attached: true}
+	if err := s.readEnv(); err != nil {
+		return nil, fmt.Errorf("%s=%s: %w", StateEnv, dir, err)
+	}
+	return s, nil
+}
+
+// readEnv reads the URLs and credentials of stack.env.
+func (s *Stack) readEnv() error {
+	f, err := os.Open(filepath.Join(s.Dir, "stack.env"))
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -149,7 +177,7 @@ func start() (*Stack, error) {
 			s.ProjectID = v
 		}
 	}
-	return s, nil
+	return sc.Err()
 }
 
 // Stop kills the stack's processes by PID and removes its state.
@@ -169,6 +197,112 @@ func (s *Stack) Stop() error {
 // failure messages.
 func (s *Stack) Log(service string) string {
 	data, _ := os.ReadFile(filepath.Join(s.Dir, "logs", service+".log"))
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return string(data)
+}
+
+// Compute is the compute tier of ci/openstack/compute-start.sh, running
+// on top of a Stack: Nova, Cinder, Neutron (one flat network) and
+// Placement. Stack.Stop stops it too.
+type Compute struct {
+	NovaURL, CinderURL, NeutronURL, PlacementURL string
+	// NetworkID is the flat network guests get a port on; GuestCIDR its
+	// subnet, HostAddress the host's address on it.
+	NetworkID, SubnetID, GuestCIDR, HostAddress string
+	// Seconds it took to start.
+	Seconds float64
+}
+
+var (
+	computeOnce    sync.Mutex
+	computeShared  *Compute
+	computeFailure error
+)
+
+// ComputeEnv names the variable that opts in to the compute tier: it
+// needs root and `ci/deps.sh nova`, which make test-openstack does not
+// install.
+const ComputeEnv = "STRATA_OPENSTACK_COMPUTE"
+
+// SharedCompute starts the compute tier on the shared stack on first use.
+// Without STRATA_OPENSTACK_COMPUTE=1 the test is skipped.
+func SharedCompute(t testing.TB) (*Stack, *Compute) {
+	t.Helper()
+	if os.Getenv(ComputeEnv) != "1" {
+		t.Skipf("the compute tier is opt-in: %s=1 (needs root and ci/deps.sh nova)", ComputeEnv)
+	}
+	s := Shared(t)
+	computeOnce.Lock()
+	defer computeOnce.Unlock()
+	if computeShared == nil && computeFailure == nil {
+		if s.attached {
+			computeShared, computeFailure = s.readComputeEnv(&Compute{})
+		} else {
+			computeShared, computeFailure = s.startCompute()
+		}
+	}
+	if computeFailure != nil {
+		t.Fatalf("compute tier: %v", computeFailure)
+	}
+	return s, computeShared
+}
+
+func (s *Stack) startCompute() (*Compute, error) {
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "ci/openstack/compute-start.sh"), s.Dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// A daemon that kept the script's output open would block Wait.
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		exec.Command(filepath.Join(root, "ci/openstack/compute-stop.sh"), s.Dir).Run()
+		return nil, fmt.Errorf("ci/openstack/compute-start.sh: %v\n%s", err, out.String())
+	}
+	return s.readComputeEnv(&Compute{Seconds: time.Since(t0).Seconds()})
+}
+
+// readComputeEnv reads compute/compute.env into c.
+func (s *Stack) readComputeEnv(c *Compute) (*Compute, error) {
+	data, err := os.ReadFile(filepath.Join(s.Dir, "compute", "compute.env"))
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "NOVA_URL":
+			c.NovaURL = v
+		case "CINDER_URL":
+			c.CinderURL = v
+		case "NEUTRON_URL":
+			c.NeutronURL = v
+		case "PLACEMENT_URL":
+			c.PlacementURL = v
+		case "NETWORK_ID":
+			c.NetworkID = v
+		case "SUBNET_ID":
+			c.SubnetID = v
+		case "GUEST_CIDR":
+			c.GuestCIDR = v
+		case "HOST_ADDRESS":
+			c.HostAddress = v
+		}
+	}
+	return c, nil
+}
+
+// ComputeLog returns the end of a compute tier service's log (nova-api,
+// nova-compute, cinder-volume, neutron-server, ...), for failure messages.
+func (s *Stack) ComputeLog(service string) string {
+	data, _ := os.ReadFile(filepath.Join(s.Dir, "compute", "logs", service+".log"))
 	if len(data) > 4000 {
 		data = data[len(data)-4000:]
 	}
