@@ -326,3 +326,49 @@ func TestReplicaShowsHowManyTransactionsItIsBehind(t *testing.T) {
 		t.Fatalf("with the source silent, the replica shows %v", rep)
 	}
 }
+
+// A source's volume resize grows its replicas' volumes with it (Trove's
+// rule: a replica smaller than its source's data stops on a full disk),
+// all or none: a replica that cannot be resized now refuses the request
+// and nothing is resized.
+func TestAVolumeResizeOfASourceGrowsItsReplicas(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	r1 := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(r1, "ACTIVE", 30*time.Second)
+	volumeOf := func(id string) any { return c.instance(id)["volume"].(map[string]any)["size"] }
+
+	c.must(202, "POST", "/instances/"+src+"/action", map[string]any{"resize": map[string]any{"volume": map[string]any{"size": 2}}})
+	waitFor(t, "the source and its replica at 2 GB, ACTIVE", 20*time.Second, func() bool {
+		a, b := c.instance(src), c.instance(r1)
+		return a["status"] == "ACTIVE" && b["status"] == "ACTIVE" && volumeOf(src) == 2.0 && volumeOf(r1) == 2.0
+	})
+	r.compute.mu.Lock()
+	r1Disk := r.compute.volumes[r1].SizeGB
+	r.compute.mu.Unlock()
+	if r1Disk != 2 {
+		t.Fatalf("the replica's disk is %d GB after its source's resize to 2", r1Disk)
+	}
+
+	// A replica that is still being built: the source's resize is
+	// refused, naming it, and neither volume changes.
+	r.compute.mu.Lock()
+	r.compute.silent = true
+	r.compute.mu.Unlock()
+	r2 := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r2", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(src, "ACTIVE", 30*time.Second) // its seed backup done
+	if st := c.instance(r2)["status"]; st != "BUILD" {
+		t.Fatalf("the replica whose guest never reports is %v, want BUILD", st)
+	}
+	code, doc := c.do("POST", "/instances/"+src+"/action", map[string]any{"resize": map[string]any{"volume": map[string]any{"size": 3}}})
+	if msg := errorMessage(doc); code != 422 || !strings.Contains(msg, r2) || !strings.Contains(msg, "nothing was resized") {
+		t.Fatalf("resize of a source with a replica in BUILD: HTTP %d %q", code, msg)
+	}
+	// A resize queued by mistake would show at once: the request's
+	// transaction sets the task (RESIZE) of everything it queues.
+	if a, b, st, st1 := volumeOf(src), volumeOf(r1), c.instance(src)["status"], c.instance(r1)["status"]; a != 2.0 || b != 2.0 || st != "ACTIVE" || st1 != "ACTIVE" {
+		t.Fatalf("after the refused resize: source %v GB (%v), replica %v GB (%v)", a, st, b, st1)
+	}
+}

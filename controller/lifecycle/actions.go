@@ -160,13 +160,56 @@ func (m *Manager) ResizeVolume(ctx context.Context, project, id string, sizeGB i
 			return nil
 		},
 		func(tx *store.Tx, in instances.Instance) error {
+			// A source's replicas grow with it, as in Trove: a replica
+			// whose disk is smaller than its source's data stops with a
+			// full disk. All or none: a replica that cannot be resized
+			// now refuses the request.
+			grow, err := m.replicasToGrow(ctx, tx, in, sizeGB, timeout)
+			if err != nil {
+				return err
+			}
 			// The growth counts against the project's volume quota from
 			// now: the queued task holds the new size until it is done.
 			if m.Quotas == nil {
 				return nil
 			}
-			return m.Quotas.Check(ctx, tx, in.ProjectID, quotas.Limits{quotas.Volumes: int64(sizeGB - in.VolumeSizeGB)})
+			return m.Quotas.Check(ctx, tx, in.ProjectID, quotas.Limits{quotas.Volumes: int64(sizeGB-in.VolumeSizeGB) + grow})
 		})
+}
+
+// replicasToGrow queues the volume resize of each of source's replicas
+// smaller than sizeGB, in the source's transaction, and returns the GB
+// they grow by. A replica that is not ACTIVE (or RESTART_REQUIRED) fails
+// the whole request, naming it.
+func (m *Manager) replicasToGrow(ctx context.Context, tx *store.Tx, source instances.Instance, sizeGB int, timeout time.Duration) (int64, error) {
+	links, err := instances.ReplicasOf(ctx, tx, source.ID)
+	if err != nil {
+		return 0, err
+	}
+	var grow int64
+	now := m.now()
+	for _, l := range links {
+		r, err := m.get(ctx, tx, source.ProjectID, l.InstanceID)
+		if err != nil {
+			return 0, err
+		}
+		if r.VolumeSizeGB >= sizeGB {
+			continue
+		}
+		status, _ := m.Status(r)
+		if err := requireStatus(r, status, "resize the volume of the replica", instances.StatusActive, instances.StatusRestartRequired); err != nil {
+			return 0, wrap(ErrUnprocessable, "the volume of %s grows with its replicas; %v; nothing was resized", source.ID, err)
+		}
+		if err := instances.SetTask(ctx, tx, r.ID, instances.TaskResizing, now); err != nil {
+			return 0, err
+		}
+		if _, err := tasks.Enqueue(ctx, tx, tasks.New{InstanceID: r.ID, Kind: KindResize, Step: "extend",
+			Payload: resizePayload{SizeGB: sizeGB}, Deadline: now.Add(timeout)}, now); err != nil {
+			return 0, err
+		}
+		grow += int64(sizeGB - r.VolumeSizeGB)
+	}
+	return grow, nil
 }
 
 func requireStatus(in instances.Instance, status, action string, allowed ...string) error {
