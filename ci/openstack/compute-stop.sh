@@ -13,13 +13,8 @@ set -uo pipefail
 state=${1:?usage: $0 STATE_DIR}/compute
 [ -d "$state" ] || exit 0
 
-descendants() {
-	local c
-	for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		echo "$c"
-		descendants "$c"
-	done
-}
+# shellcheck source=ci/openstack/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 all=()
 ns=

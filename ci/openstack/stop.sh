@@ -18,14 +18,8 @@ state=${1:?usage: $0 [--keep] STATE_DIR}
 # The compute tier of compute-start.sh, if one runs on top, goes first.
 "$(dirname "$0")/compute-stop.sh" "$state"
 
-# descendants PID: PID's children, grandchildren, ...
-descendants() {
-	local c
-	for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		echo "$c"
-		descendants "$c"
-	done
-}
+# shellcheck source=ci/openstack/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 all=()
 if [ -f "$state/pids" ]; then
