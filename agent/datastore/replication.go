@@ -33,3 +33,17 @@ type Replicator interface {
 	// changes nothing.
 	PromoteReplica(ctx context.Context, args wire.PromoteReplicaArgs) (wire.ReplicationStatus, error)
 }
+
+// Rejoiner is a Replicator whose former primary needs more than
+// StartReplication to follow the new primary after a switchover
+// (PostgreSQL: a primary is a standby only from its start). The
+// controller stops the old primary cleanly before it promotes a replica,
+// so the old primary's WAL ends where the new primary's timeline
+// begins; RejoinReplication then makes the stopped server a standby of
+// args' source and starts it. A server that was not shut down cleanly,
+// or that runs as a primary, is refused: its WAL may hold writes the new
+// primary lacks (that takes pg_rewind). A re-run that finds the server
+// already following the same source only makes sure the link is loaded.
+type Rejoiner interface {
+	RejoinReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error)
+}

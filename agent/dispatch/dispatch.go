@@ -313,7 +313,7 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		return u.UpgradeDatastore(ctx)
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
-		wire.KindSetReadOnly, wire.KindPromoteReplica:
+		wire.KindSetReadOnly, wire.KindPromoteReplica, wire.KindRejoinReplication:
 		return d.replication(ctx, op)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)

@@ -49,6 +49,16 @@ func (d *Dispatcher) replication(ctx context.Context, op wire.Operation) (any, e
 			return nil, err
 		}
 		return r.PromoteReplica(ctx, a)
+	case wire.KindRejoinReplication:
+		a, err := decode[wire.StartReplicationArgs](op)
+		if err != nil {
+			return nil, err
+		}
+		j, ok := r.(datastore.Rejoiner)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeNotSupported, "%s has no rejoin for a former primary: it follows a new source with start_replication", d.datastoreName())
+		}
+		return j.RejoinReplication(ctx, a)
 	default: // wire.KindDetachReplica
 		if err := noArgs(op); err != nil {
 			return nil, err

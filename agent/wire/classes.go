@@ -135,6 +135,10 @@ var Classes = map[Kind]Class{
 	// A re-run waits for a position reached already (gtid_slave_pos
 	// outlives the link) and detaches a detached server: it converges.
 	KindPromoteReplica: {Idempotent: true, NeedsDatastore: true, Mutates: true},
+	// Its server is stopped when it arrives (so not NeedsDatastore); a
+	// re-run finds the server a standby of the same source and only makes
+	// sure the link is loaded, as start_replication does.
+	KindRejoinReplication: {Idempotent: true, Mutates: true, SecretArgs: true, Since: 2},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

@@ -57,5 +57,6 @@
 //     controller must not send a protocol 1 agent the field).
 //   - Protocol 2: Hello carries protocol_version, Welcome the one chosen.
 //     Every kind of protocol 1 is unchanged; upgrade_datastore (the
-//     datastore version upgrade's step) is new in protocol 2.
+//     datastore version upgrade's step) and rejoin_replication (a former
+//     PostgreSQL primary following the new one) are new in protocol 2.
 package wire

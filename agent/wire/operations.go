@@ -68,6 +68,11 @@ const (
 	// old primary's last position, then becomes a writable primary.
 	KindSetReadOnly    Kind = "set_read_only"   // SetReadOnlyArgs → ReplicationStatus
 	KindPromoteReplica Kind = "promote_replica" // PromoteReplicaArgs → ReplicationStatus
+	// KindRejoinReplication makes a former primary, stopped cleanly
+	// after its fence, a replica of the new one (a datastore.Rejoiner
+	// capability: PostgreSQL, whose former primary cannot simply be told
+	// to follow). It is delivered while the server is stopped.
+	KindRejoinReplication Kind = "rejoin_replication" // StartReplicationArgs → ReplicationStatus
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -84,7 +89,7 @@ var Kinds = []Kind{
 	KindStartReplication, KindReplicationStatus, KindDetachReplica,
 	KindApplyFlavor, KindGetConfiguration,
 	KindSetReadOnly, KindPromoteReplica,
-	KindUpgradeDatastore,
+	KindUpgradeDatastore, KindRejoinReplication,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

@@ -147,6 +147,14 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "postgresql"), lc: lc}, nil
 }
 
+// tool is one of the server's programs beside initdb (pg_controldata).
+func (m *Manager) tool(name string) string {
+	if dir := filepath.Dir(m.cfg.InitDB); dir != "." {
+		return filepath.Join(dir, name)
+	}
+	return name
+}
+
 // Close releases the database connections.
 func (m *Manager) Close() error {
 	if m.db != nil {

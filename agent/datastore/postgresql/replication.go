@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,9 +40,16 @@ import (
 // A server that ended recovery (restored without Standby, detached or
 // promoted) has written WAL of its own on the primary's timeline or a new
 // one; following a primary again would need pg_rewind, which is not
-// built: StartReplication refuses it.
+// built: StartReplication refuses it. The one exception is a switchover's
+// old primary, stopped cleanly after its fence before the replica was
+// promoted: its WAL ends with the shutdown checkpoint every replica
+// received, so the new primary's timeline begins after it, and
+// RejoinReplication starts it as a standby that follows that timeline.
 
-var _ datastore.Replicator = (*Manager)(nil)
+var (
+	_ datastore.Replicator = (*Manager)(nil)
+	_ datastore.Rejoiner   = (*Manager)(nil)
+)
 
 // ReplicationGroup is the role every replication account is a member of
 // (NOLOGIN); pg_hba.conf names it. Users can neither create nor see it.
@@ -667,4 +675,98 @@ func (m *Manager) PromoteReplica(ctx context.Context, args wire.PromoteReplicaAr
 	}
 	m.log.Info("replica promoted: writable", "lsn", args.LSN, "wal_lsn", st.LSN)
 	return st, nil
+}
+
+// Cluster states pg_controldata reports (LC_ALL=C) for a server that was
+// shut down cleanly, as a primary or as a standby.
+var cleanShutdownStates = map[string]bool{"shut down": true, "shut down in recovery": true}
+
+// RejoinReplication makes this former primary, stopped by the
+// switchover after its fence, a standby of the new primary (see
+// datastore.Rejoiner). Its cluster state must say it was shut down
+// cleanly: its last WAL record is then the shutdown checkpoint, which
+// the promoted replica replayed before its timeline began, so the new
+// timeline's history holds all of this server's WAL and no pg_rewind is
+// needed. standby.signal and the link (replicationFile, which replaces
+// the fence: a standby is read-only by nature) are written, then the
+// server starts, fetches the new timeline's history from the source
+// (recovery_target_timeline is 'latest') and streams. If this server's
+// WAL went past the fork after all (the promoted replica lacked its
+// shutdown checkpoint), PostgreSQL itself refuses to follow and the
+// status's last_error carries its log line; the standby stays read-only.
+//
+// A server that answers is not stopped: a standby goes through
+// StartReplication (a re-run after the rejoin), a primary is refused
+// (it ran, and wrote WAL, after the switchover).
+func (m *Manager) RejoinReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
+	if err := args.Validate(); err != nil {
+		return wire.ReplicationStatus{}, invalid("rejoin: %v", err)
+	}
+	if args.GTIDSlavePos != "" || args.Repoint {
+		return wire.ReplicationStatus{}, invalid("rejoin: gtid_slave_pos and repoint: a former primary follows from where its own WAL ends; leave them out")
+	}
+	if err := checkPassword(args.Password); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if err := m.lc.RequirePrepared(); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if m.ping(ctx) == nil {
+		rec, err := m.inRecovery(ctx)
+		if err != nil {
+			return wire.ReplicationStatus{}, err
+		}
+		if rec {
+			return m.StartReplication(ctx, args)
+		}
+		st, _ := m.ReplicationStatus(ctx)
+		return st, wire.Errorf(wire.CodeFailedPrecondition,
+			"rejoin: this server runs as a primary (WAL at %s): it was started again after the switchover stopped it, so its WAL may go past the new primary's fork and only pg_rewind could make it a standby; delete it and create a replica of the new primary", st.LSN)
+	}
+	// A crashed server (a pid file without its process) goes on to the
+	// control file, which says it was not shut down cleanly.
+	if st := datastore.ProcessStatus("postgres", m.cfg.PidFile, true); st.Status == wire.StatusBlocked {
+		return wire.ReplicationStatus{}, wire.Errorf(wire.CodeUnavailable, "rejoin: the server is not stopped: %s", st.Detail)
+	}
+	state, err := m.clusterState(ctx)
+	if err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if !cleanShutdownStates[state] {
+		return wire.ReplicationStatus{}, wire.Errorf(wire.CodeFailedPrecondition,
+			"rejoin: the data directory's cluster state is %q, not \"shut down\": the server stopped without a shutdown checkpoint, so its WAL may hold records the new primary never received, and only pg_rewind could make it a standby; delete it and create a replica of the new primary", state)
+	}
+	if err := writeStandbySignal(m.cfg.DataDir); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	if err := m.writeReplicationFile(replicaConfig(args)); err != nil {
+		return wire.ReplicationStatus{}, err
+	}
+	// From here the server can only start as a standby: a failed start
+	// leaves a stopped standby-to-be, which a re-run starts again.
+	if err := m.lc.Restart(ctx, m.cfg.Service, m.waitReady); err != nil {
+		return wire.ReplicationStatus{}, fmt.Errorf("rejoin: start as a standby: %w", err)
+	}
+	if err := m.waitSetting(ctx, "primary_slot_name", args.Account); err != nil {
+		return wire.ReplicationStatus{}, fmt.Errorf("rejoin: %w", err)
+	}
+	m.log.Info("former primary rejoined as a standby", "source", fmt.Sprintf("%s:%d", args.Host, args.Port), "account", args.Account, "cluster_state", state)
+	return m.ReplicationStatus(ctx)
+}
+
+// clusterState is the "Database cluster state" pg_controldata reads from
+// the stopped server's control file.
+func (m *Manager) clusterState(ctx context.Context) (string, error) {
+	cmd := exec.CommandContext(ctx, m.tool("pg_controldata"), "-D", m.cfg.DataDir)
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("rejoin: pg_controldata -D %s: %v: %s", m.cfg.DataDir, err, strings.TrimSpace(string(out)))
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Database cluster state:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("rejoin: pg_controldata -D %s printed no cluster state", m.cfg.DataDir)
 }

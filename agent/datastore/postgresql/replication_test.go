@@ -5,10 +5,13 @@ import (
 	"database/sql"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"strata/agent/datastore"
 	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
 	"strata/agent/datastore/servertest"
@@ -346,6 +349,12 @@ func TestReplicaRestoredAsAStandbyFollowsThePrimaryPromotesAndDetaches(t *testin
 	}
 	_, err = r2.Manager.StartReplication(ctx, link2)
 	wantCode(t, err, wire.CodeFailedPrecondition, "not a standby", "pg_rewind")
+	// A primary that runs cannot rejoin either: only one stopped cleanly.
+	_, err = r2.Manager.RejoinReplication(ctx, link2)
+	wantCode(t, err, wire.CodeFailedPrecondition, "runs as a primary", "pg_rewind")
+	if _, err := admin(t, r2, "shop").Exec(`INSERT INTO items (v) VALUES ('after the refused rejoin')`); err != nil {
+		t.Fatalf("the refused rejoin changed the server: %v", err)
+	}
 
 	// Drop: slot and role gone, sessions ended; a re-run is fine.
 	for _, acct := range []string{"strata_repl_r1", "strata_repl_r2"} {
@@ -548,4 +557,83 @@ func TestSwitchoverRepointsTheOtherReplicaToThePromotedOne(t *testing.T) {
 	if got := servertest.QueryStrings(t, admin(t, r1, "postgres"), `SELECT application_name || ' ' || state FROM pg_stat_replication`); strings.Join(got, "|") != "strata_repl_r2 streaming" {
 		t.Fatalf("the new primary's replicas: %q", got)
 	}
+
+	// The old primary, stopped cleanly and still fenced, rejoins as a
+	// standby of the new one: no pg_rewind, its WAL ends where the new
+	// timeline begins.
+	if _, err := r1.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p0", Password: pw}); err != nil {
+		t.Fatal(err)
+	}
+	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: p1, Account: "strata_repl_p0", Password: pw}
+	if st := src.Manager.Status(ctx); st.Status != wire.StatusShutdown {
+		t.Fatalf("the old primary before its rejoin: %+v", st)
+	}
+	rejoinStart := time.Now()
+	st, err = src.Manager.RejoinReplication(ctx, back)
+	if err != nil {
+		src.LogTail(t)
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleReplica || st.SourcePort != p1 || !st.ReadOnly {
+		t.Fatalf("the rejoined old primary's status %+v", st)
+	}
+	if st := src.Manager.Status(ctx); st.Status != wire.StatusRunning {
+		t.Fatalf("the rejoined old primary is %+v", st)
+	}
+	srcdb := admin(t, src, "shop")
+	waitUntil(t, time.Minute, "the new primary's write on the old primary", func() bool {
+		return queryInt(t, srcdb, `SELECT count(*) FROM items WHERE v = 'first on the new primary'`) == 1
+	})
+	rejoined := time.Since(rejoinStart)
+	if _, err := r1db.Exec(`INSERT INTO items (v) VALUES ('after the rejoin')`); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "a later write on the old primary", func() bool {
+		return queryInt(t, srcdb, `SELECT count(*) FROM items WHERE v = 'after the rejoin'`) == 1
+	})
+	_, err = srcdb.Exec(`INSERT INTO items (v) VALUES ('on the rejoined old primary')`)
+	wantReadOnlyRefusal(t, err, "a write on the rejoined old primary")
+	if a, b := pgChecksums(t, r1db), pgChecksums(t, srcdb); a != b {
+		t.Fatalf("the rejoined old primary differs from the new primary:\n%s\n%s", a, b)
+	}
+	if st := replStatus(t, ctx, src); !st.IORunning || st.SourcePort != p1 {
+		t.Fatalf("the rejoined old primary's status %+v", st)
+	}
+	// A re-run (a lost answer) finds it following the same source.
+	if st, err := src.Manager.RejoinReplication(ctx, back); err != nil || !st.IORunning {
+		t.Fatalf("rejoin re-run: %+v, %v", st, err)
+	}
+	if got := servertest.QueryStrings(t, admin(t, r1, "postgres"), `SELECT application_name || ' ' || state FROM pg_stat_replication ORDER BY 1`); strings.Join(got, "|") != "strata_repl_p0 streaming|strata_repl_r2 streaming" {
+		t.Fatalf("the new primary's replicas after the rejoin: %q", got)
+	}
+	t.Logf("the old primary rejoined and had the new primary's first write %s after the rejoin began", rejoined)
+}
+
+// A primary that stopped without a shutdown checkpoint (killed) may have
+// written WAL its replicas never received: its rejoin is refused naming
+// the cluster state, and nothing is written.
+func TestRejoinRefusesAServerThatCrashed(t *testing.T) {
+	ctx := servertest.Context(t, 5*time.Minute)
+	inst := postgresqltest.NewT(t)
+	servertest.MustPrepare(t, inst.Manager, wire.PrepareArgs{}, 2*time.Minute)
+	if _, err := admin(t, inst, "postgres").Exec(`CREATE TABLE t AS SELECT generate_series(1, 1000) AS n`); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := datastore.ReadPidFile(inst.Config.PidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the killed server gone", func() bool { return !datastore.ProcessAlive(pid) })
+	_, err = inst.Manager.RejoinReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: 5999, Account: "strata_repl_x1", Password: "a-long-random-password"})
+	wantCode(t, err, wire.CodeFailedPrecondition, `"in production"`, "pg_rewind")
+	for _, f := range []string{filepath.Join(inst.Config.DataDir, "standby.signal"), filepath.Join(filepath.Dir(inst.Config.OverridesFile), "strata-replication.conf")} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Fatalf("%s after a refused rejoin: %v", f, err)
+		}
+	}
+	_, err = inst.Manager.RejoinReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: 5999, Account: "strata_repl_x1", Password: "a-long-random-password", Repoint: true})
+	wantCode(t, err, wire.CodeInvalidArgument, "repoint")
 }
