@@ -513,7 +513,7 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		return okResult(wire.EffectiveConfiguration{Values: values})
 	case wire.KindCreateReplicationAccount, wire.KindDropReplicationAccount,
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
-		wire.KindSetReadOnly, wire.KindPromoteReplica:
+		wire.KindSetReadOnly, wire.KindPromoteReplica, wire.KindRejoinReplication:
 		return g.replicationOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)

@@ -53,6 +53,9 @@ type fakeReplication struct {
 	standby bool
 	// failRestore, if set, makes restore fail with it.
 	failRestore string
+	// failRejoin, if set, makes rejoin_replication fail with it (as a
+	// server whose control file says it crashed).
+	failRejoin string
 }
 
 // registerVersion registers datastore manager (named as it) version
@@ -200,6 +203,26 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			r.fenced = false // as the agent: the link's replica-read-only replaces the fence
 		}
 		g.note("start %s %s repoint=%v", g.lastBoot.InstanceID, a.Account, a.Repoint)
+	case wire.KindRejoinReplication:
+		// As the PostgreSQL agent: only a server stopped cleanly after
+		// its fence rejoins; a re-run finds it following the same source.
+		var a wire.StartReplicationArgs
+		if !decode(&a) || a.Validate() != nil || a.GTIDSlavePos != "" || a.Repoint {
+			return opErr(wire.CodeInvalidArgument, "bad rejoin args")
+		}
+		switch {
+		case g.manager() != "postgresql":
+			return opErr(wire.CodeNotSupported, "%s has no rejoin for a former primary", g.manager())
+		case !g.stopped && r.link != nil && r.link.Host == a.Host && r.link.Port == a.Port:
+		case !g.stopped:
+			return opErr(wire.CodeFailedPrecondition, "rejoin: this server runs as a primary; only pg_rewind could make it a standby")
+		case r.failRejoin != "":
+			return opErr(wire.CodeFailedPrecondition, "rejoin: %s", r.failRejoin)
+		}
+		g.stopped, r.fenced, r.standby = false, false, true
+		r.link = &a
+		r.starts++
+		g.note("rejoin %s %s", g.lastBoot.InstanceID, a.Account)
 	case wire.KindDetachReplica:
 		r.link, r.standby = nil, false
 	case wire.KindSetReadOnly:
@@ -323,6 +346,20 @@ func (g *fakeGuest) setIOPos(pos string) {
 }
 
 // setLagging makes promote_replica time out on this guest.
+// setFailRejoin makes rejoin_replication fail with reason.
+func (g *fakeGuest) setFailRejoin(reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.failRejoin = reason
+}
+
+// isStopped says whether the guest's database is stopped.
+func (g *fakeGuest) isStopped() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stopped
+}
+
 func (g *fakeGuest) setLagging(v bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -146,11 +146,10 @@ func TestRedisReplicaIsSeededAndShowsItsOffset(t *testing.T) {
 
 // A PostgreSQL switchover runs fence → clean stop of the old primary →
 // promote at the fence's LSN → accounts (and slots) on the new primary →
-// repoint, and resumes across a controller restart while the promotion
-// waits. The old primary is left out of the group with a fault saying
-// why (pg_rewind) and what to do; nothing tries to start it as a
-// replica.
-func TestPostgreSQLSwitchoverStopsTheOldPrimaryAcrossAControllerRestart(t *testing.T) {
+// repoint the other replica and rejoin the old primary (stopped cleanly,
+// it becomes a standby of the new one), and resumes across a controller
+// restart while the promotion waits.
+func TestPostgreSQLSwitchoverRejoinsTheOldPrimaryAcrossAControllerRestart(t *testing.T) {
 	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
@@ -172,39 +171,97 @@ func TestPostgreSQLSwitchoverStopsTheOldPrimaryAcrossAControllerRestart(t *testi
 		return len(fc.journal.events("stop "+src)) == 1 &&
 			storetest.Count(t, r1.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'promote_replica' AND done_at IS NULL", a) == 1
 	})
+	// The controller restarts; the other guests run on (a host that
+	// stopped would start the old primary's server again at boot, as a
+	// primary: it could not rejoin, the next test's case).
 	r1.ctl.Stop()
-	fc.powerOff()
+	fc.powerOffOne(a)
 
 	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 10 * time.Second})
 	c = r2.admin()
 	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
-		av, bv := c.instance(a), c.instance(b)
-		of, _ := bv["replica_of"].(map[string]any)
-		return av["status"] == "ACTIVE" && bv["status"] == "ACTIVE" && of != nil && of["id"] == a && c.instance(src)["fault"] != nil
+		sv, bv := c.instance(src), c.instance(b)
+		sof, _ := sv["replica_of"].(map[string]any)
+		bof, _ := bv["replica_of"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && bv["status"] == "ACTIVE" && sv["status"] == "ACTIVE" &&
+			bof != nil && bof["id"] == a && sof != nil && sof["id"] == a
 	})
-	events := fc.journal.events("fence ", "stop ", "promote ", "account "+a, "start ")
+	events := fc.journal.events("fence ", "stop ", "promote ", "account "+a, "start ", "rejoin ")
 	events = events[slices.Index(events, "fence "+src):] // the creates' starts before it
-	want := []string{"fence " + src, "stop " + src, "promote " + a + " 0/3000100", "account " + a + " " + acctOf(b), "start " + b + " " + acctOf(b) + " repoint=true"}
-	if !slices.Equal(events, want) {
-		t.Fatalf("switchover events %v, want %v", events, want)
+	want := []string{"fence " + src, "stop " + src, "promote " + a + " 0/3000100"}
+	if !slices.Equal(events[:3], want) {
+		t.Fatalf("switchover events %v, want them to begin %v", events, want)
+	}
+	// The accounts (in either order) come before the links that use them.
+	rest := events[3:]
+	wantRest := []string{"account " + a + " " + acctOf(b), "account " + a + " " + acctOf(src),
+		"start " + b + " " + acctOf(b) + " repoint=true", "rejoin " + src + " " + acctOf(src)}
+	if len(rest) != 4 || !slices.Equal(sorted(rest[:2]), sorted(wantRest[:2])) || !slices.Equal(sorted(rest[2:]), sorted(wantRest[2:])) {
+		t.Fatalf("switchover events after the promotion %v, want the accounts %v then the links %v", rest, wantRest[:2], wantRest[2:])
 	}
 	av := c.instance(a)
-	if l := asList(av["replicas"]); av["replica_of"] != nil || len(l) != 1 || l[0].(map[string]any)["id"] != b {
+	got := []string{}
+	for _, x := range asList(av["replicas"]) {
+		got = append(got, x.(map[string]any)["id"].(string))
+	}
+	if av["replica_of"] != nil || !slices.Equal(sorted(got), sorted([]string{src, b})) {
 		t.Fatalf("the new primary: replica_of %v, replicas %v", av["replica_of"], av["replicas"])
 	}
-	sv := c.instance(src)
-	f, _ := sv["fault"].(map[string]any)
-	if sv["replica_of"] != nil || sv["replicas"] != nil || f == nil || !strings.Contains(f["message"].(string), "pg_rewind") ||
-		!strings.Contains(f["message"].(string), "create a replica of "+a) {
-		t.Fatalf("the old primary: replica_of %v, replicas %v, fault %v", sv["replica_of"], sv["replicas"], sv["fault"])
-	}
-	if _, link, starts := fc.guest(src).replication(); link != nil || starts != 0 || !fc.guest(src).fence() {
-		t.Fatalf("the old primary follows %+v after %d starts (fenced %v)", link, starts, fc.guest(src).fence())
+	if sv := c.instance(src); sv["fault"] != nil || sv["replicas"] != nil {
+		t.Fatalf("the old primary: fault %v, replicas %v", sv["fault"], sv["replicas"])
 	}
 	accounts, _, _ := fc.guest(a).replication()
-	_, lb, _ := fc.guest(b).replication()
-	if lb == nil || lb.Host != av["ip"].([]any)[0] || accounts[lb.Account] != lb.Password || len(lb.Password) < 32 {
-		t.Fatalf("b follows %+v; the new primary holds %v", lb, keys(accounts))
+	for _, id := range []string{src, b} {
+		_, l, _ := fc.guest(id).replication()
+		if l == nil || l.Host != av["ip"].([]any)[0] || accounts[l.Account] != l.Password || len(l.Password) < 32 || l.Account != acctOf(id) {
+			t.Fatalf("%s follows %+v; the new primary holds %v", id, l, keys(accounts))
+		}
+	}
+	if fc.guest(src).fence() || fc.guest(src).isStopped() {
+		t.Fatalf("the rejoined old primary: fenced %v, stopped %v", fc.guest(src).fence(), fc.guest(src).isStopped())
+	}
+}
+
+// A former PostgreSQL primary that cannot rejoin (its server crashed
+// after the switchover stopped it, or its VM rebooted and started it as a
+// primary) does not fail the switchover: the
+// other replica follows the new primary, and the old primary leaves the
+// group with a fault that says why and what to do; its account on the
+// new primary is dropped.
+func TestPostgreSQLSwitchoverLeavesAnOldPrimaryThatCannotRejoinOutOfTheGroup(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 10 * time.Second})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	src := newActiveOf(c, "postgresql", "15", "pg")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	const why = `the data directory's cluster state is "in production", not "shut down"`
+	fc.guest(src).setFailRejoin(why)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	var sv map[string]any
+	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
+		bof, _ := c.instance(b)["replica_of"].(map[string]any)
+		sv = c.instance(src)
+		return c.instance(a)["status"] == "ACTIVE" && bof != nil && bof["id"] == a && sv["fault"] != nil &&
+			len(fc.journal.events("drop "+a+" "+acctOf(src))) == 1
+	})
+	msg := sv["fault"].(map[string]any)["message"].(string)
+	if sv["replica_of"] != nil || !strings.Contains(msg, why) || !strings.Contains(msg, "create a replica of "+a) {
+		t.Fatalf("the old primary: replica_of %v, fault %q", sv["replica_of"], msg)
+	}
+	av := c.instance(a)
+	if l := asList(av["replicas"]); av["fault"] != nil || len(l) != 1 || l[0].(map[string]any)["id"] != b {
+		t.Fatalf("the new primary: fault %v, replicas %v", av["fault"], av["replicas"])
+	}
+	if accounts, _, _ := fc.guest(a).replication(); accounts[acctOf(src)] != "" {
+		t.Fatalf("the old primary's account is left on the new primary: %v", keys(accounts))
+	}
+	if _, l, _ := fc.guest(src).replication(); l != nil || !fc.guest(src).fence() || !fc.guest(src).isStopped() {
+		t.Fatalf("the old primary: link %+v, fenced %v, stopped %v", l, fc.guest(src).fence(), fc.guest(src).isStopped())
 	}
 }
 
@@ -346,4 +403,11 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sorted returns a sorted copy of s.
+func sorted(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
 }

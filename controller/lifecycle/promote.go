@@ -38,12 +38,17 @@ import (
 // would lack and the others have: they could not follow R), its WAL
 // senders wait until every replica flushed the shutdown checkpoint, and
 // R is promoted at the fence's LSN. Replication slots do not travel with
-// the data, so "accounts" makes one on R for every other replica before
-// they are repointed. P does not follow R: a PostgreSQL primary becomes
-// a standby of another only through pg_rewind, which strata does not
-// run; P stays stopped and fenced, out of the group, with a fault that
-// says so. Redis promotes R at the fence's offset (and replication ID)
-// and makes P a replica of R, as MariaDB does.
+// the data, so "accounts" makes one on R for every other replica and for
+// P before they are repointed. P's WAL ends with its shutdown checkpoint,
+// which R replayed before its new timeline began, so P follows R without
+// pg_rewind: "repoint" sends P rejoin_replication (the stopped server
+// becomes a standby of R and starts) instead of start_replication. A
+// rejoin that fails (P's agent too old, its server started or crashed
+// meanwhile, its WAL past R's fork) does not fail the switchover: P
+// leaves the group, stopped or read-only, with a fault that says why and
+// what to do, and its account on R is dropped. Redis promotes R at the
+// fence's offset (and replication ID) and makes P a replica of R, as
+// MariaDB does.
 //
 // Until R is writable a failure rolls back: "unfence" lifts P's fence
 // (only after R reports it is still a replica: never two writable
@@ -79,6 +84,9 @@ type promotePayload struct {
 	// rollback starts it again before lifting the fence).
 	FenceReplID string `json:"fence_repl_id,omitempty"`
 	Stopped     bool   `json:"stopped,omitempty"`
+	// RejoinFailed: the old PostgreSQL source could not rejoin as a
+	// replica; it left the group with a fault (rejoinFailed).
+	RejoinFailed bool `json:"rejoin_failed,omitempty"`
 	// Manager is the group's datastore manager, read by runPromote.
 	Manager string `json:"-"`
 }
@@ -93,9 +101,16 @@ func (p promotePayload) followers() []string {
 }
 
 // oldSourceFollows says whether the old source becomes a replica of the
-// new one: not when ejected, and not a PostgreSQL primary (pg_rewind).
+// new one: not when ejected, and not when its rejoin failed.
 func (p promotePayload) oldSourceFollows() bool {
-	return !p.Eject && p.Manager != managerPostgreSQL
+	return !p.Eject && !p.RejoinFailed
+}
+
+// rejoins says whether the old source follows through a rejoin (a
+// PostgreSQL primary, stopped for the switchover) rather than
+// start_replication.
+func (p promotePayload) rejoins() bool {
+	return p.oldSourceFollows() && p.Manager == managerPostgreSQL
 }
 
 // promoteArgs asks the replica to apply the position p holds (the
@@ -402,18 +417,21 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 				return tasks.Result{}, fmt.Errorf("route from %s to the new source %s: %w", id, r.ID, err)
 			}
 			a := wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(id), Password: pw}
-			if id == src.ID {
-				if p.Manager != managerRedis {
-					a.GTIDSlavePos = p.FencePos // the old source starts where it stopped
-				} // (a Redis one continues from its own offset: PSYNC)
-			} else {
+			kind := wire.KindStartReplication
+			switch {
+			case id == src.ID && p.rejoins():
+				kind = wire.KindRejoinReplication // from where its WAL ends
+			case id == src.ID && p.Manager != managerRedis:
+				a.GTIDSlavePos = p.FencePos // the old source starts where it stopped
+			case id == src.ID: // a Redis one continues from its own offset: PSYNC
+			default:
 				a.Repoint = true // the others keep their own positions
 			}
 			args, err := json.Marshal(a)
 			if err != nil {
 				return tasks.Result{}, err
 			}
-			if err := m.queue(ctx, t, id, wire.Operation{ID: promoteOpID(t, "start-"+id), Kind: wire.KindStartReplication, Args: args}); err != nil {
+			if err := m.queue(ctx, t, id, wire.Operation{ID: promoteOpID(t, "start-"+id), Kind: kind, Args: args}); err != nil {
 				return tasks.Result{}, fmt.Errorf("queue start_replication on %s: %w", id, err)
 			}
 		}
@@ -423,6 +441,10 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	case "linked":
 		for _, id := range p.followers() {
 			res, done, err := m.opDone(ctx, id, promoteOpID(t, "start-"+id), "following the new source "+r.ID+" from "+id)
+			var f *tasks.Failure
+			if id == src.ID && p.rejoins() && errors.As(err, &f) {
+				return m.rejoinFailed(ctx, t, p, r, f.Reason)
+			}
 			if err != nil || !done {
 				return tasks.Result{After: 200 * time.Millisecond}, err
 			}
@@ -439,6 +461,9 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			}
 			if !st.IORunning || !st.SQLRunning {
 				if m.now().After(p.LinkDeadline) {
+					if id == src.ID && p.rejoins() {
+						return m.rejoinFailed(ctx, t, p, r, fmt.Sprintf("it does not follow after %s: %s", linkTimeout, linkReason(st)))
+					}
 					return tasks.Result{}, tasks.Fail("", "%s does not follow the new source %s after %s: %s", id, r.ID, linkTimeout, linkReason(st))
 				}
 				return tasks.Result{After: time.Second}, nil
@@ -467,16 +492,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err
 		}
-		if !p.Eject && !p.oldSourceFollows() {
-			// PostgreSQL: P is stopped and fenced, out of the group.
-			f := instances.Fault{Message: fmt.Sprintf("switched over: %s is the source now. This instance was its PostgreSQL primary; "+
-				"it is out of the replication group, stopped and fenced (read-only), because a former primary follows a new one only after pg_rewind, "+
-				"which strata does not run. Its data stops at the switchover; delete it, and create a replica of %s in its place", r.ID, r.ID)}
-			if err := instances.SetFault(ctx, m.DB, src.ID, f, false, m.now()); err != nil && !errors.Is(err, instances.ErrNotFound) {
-				return tasks.Result{}, err
-			}
-		}
-		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject)
+		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject, "rejoin_failed", p.RejoinFailed)
 		return tasks.Result{Done: true}, nil
 	case "unfence":
 		// Never two writable primaries: lift P's fence only while R
@@ -525,6 +541,35 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		return tasks.Result{}, tasks.Fail("", "switchover to %s rolled back: %s; %s is the writable source again", r.ID, p.Reason, src.ID)
 	}
 	return tasks.Result{}, tasks.Fail("", "unknown promote step %q", t.Step)
+}
+
+// rejoinFailed takes the old PostgreSQL source out of the group when its
+// rejoin failed (the switchover itself succeeded): its link goes, its
+// fault says why and what to do, and its account on the new source is
+// dropped (best effort: an account whose password nobody holds). The
+// task goes on with the other members.
+func (m *Manager) rejoinFailed(ctx context.Context, t *tasks.Task, p promotePayload, r instances.Instance, reason string) (tasks.Result, error) {
+	f := instances.Fault{Message: fmt.Sprintf("switched over: %s is the source now. This instance was its PostgreSQL primary and could not rejoin as its replica: %s. "+
+		"It is out of the replication group, stopped or read-only, and its data stops at the switchover; delete it, and create a replica of %s in its place", r.ID, reason, r.ID)}
+	if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+		if err := instances.DeleteLink(ctx, tx, p.Source); err != nil && !errors.Is(err, instances.ErrNotFound) {
+			return err
+		}
+		err := instances.SetFault(ctx, tx, p.Source, f, false, m.now())
+		if errors.Is(err, instances.ErrNotFound) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return tasks.Result{}, err
+	}
+	args, _ := json.Marshal(wire.ReplicationAccountRef{Name: replicationAccount(p.Source)})
+	if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "drop-"+p.Source), Kind: wire.KindDropReplicationAccount, Args: args}); err != nil {
+		m.log().Warn("the old source's replication account on the new source was not dropped", "source", p.Source, "err", err)
+	}
+	m.log().Warn("switchover: the old PostgreSQL source could not rejoin; it left the group", "source", p.Source, "new_source", r.ID, "reason", reason)
+	p.RejoinFailed = true
+	return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
 }
 
 // opTimeout is how long a queued operation waits for its agent.
