@@ -15,6 +15,7 @@ import (
 	"strata/controller/compute"
 	"strata/controller/imagestore"
 	"strata/controller/imagestore/local"
+	"strata/controller/store/storetest"
 )
 
 // fakeRebuild is what a rebuild of the fake's server set aside, and the
@@ -74,6 +75,7 @@ func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec
 	}
 	ng := newFakeGuest(fc.t, fc.volumes[s.ID].SizeGB)
 	ng.streams, ng.agentVersion, ng.failPrepare, ng.failUpgrade = fc.streams, "fake-"+spec.Image.ID, rb.fail, rb.failUpgrade
+	ng.journal, ng.protocol = &fc.journal, fc.protocol
 	data := rb.old
 	data.mu.Lock()
 	for k, v := range data.dbs {
@@ -87,6 +89,25 @@ func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec
 		ng.passwords[k] = v
 	}
 	ng.root, ng.rootPassword, ng.dataVersion = data.root, data.rootPassword, data.dataVersion
+	// Replication state that lives in the data: a source's accounts; a
+	// MariaDB replica's link (master.info, its GTID position), not its
+	// settings file; a PostgreSQL standby's standby.signal, not its link
+	// (primary_conninfo is on the root disk); nothing of a Redis link.
+	for k, v := range data.repl.accounts {
+		if ng.repl.accounts == nil {
+			ng.repl.accounts = map[string]string{}
+		}
+		ng.repl.accounts[k] = v
+	}
+	switch data.manager() {
+	case "mariadb":
+		if l := data.repl.link; l != nil {
+			c := *l
+			ng.repl.link = &c
+		}
+	case "postgresql":
+		ng.repl.standby = data.repl.standby || data.repl.link != nil
+	}
 	data.mu.Unlock()
 	fc.guests[s.ID] = ng
 	srv.boot, srv.spec.Image, srv.running = boot, spec.Image, false
@@ -402,5 +423,71 @@ func TestRebuildNeedsADriverThatCanRebuildServers(t *testing.T) {
 	})
 	if n := rebuildCalls(r.compute, id); n != 0 || !slicesEqual(agentKeys(t, r, id), keys) {
 		t.Fatalf("a refused rebuild touched the instance: %d driver calls, keys %v (were %v)", n, agentKeys(t, r, id), keys)
+	}
+}
+
+// A rebuilt replica follows its source again: the link's settings were
+// on the old root disk and its password was never kept, so the rebuild
+// resets its account on the source with a new password and starts the
+// link again — a repoint to the same source for MariaDB (its link and
+// GTID position are in its data), a plain start for a PostgreSQL standby
+// (standby.signal is in its data). When the source refuses, the rebuild
+// still finishes on the new image, with a fault saying the link was not
+// restored.
+func TestARebuiltReplicaFollowsItsSourceAgain(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 10 * time.Second})
+	registerVersion(t, r, "postgresql", "15", 5432)
+	c := r.admin()
+	for _, tc := range []struct {
+		manager, version string
+		repoint          bool
+	}{{"mariadb", "10.11", true}, {"postgresql", "15", false}} {
+		var src string
+		if tc.manager == "mariadb" {
+			src = c.must(200, "POST", "/instances", createBody("m", nil))["instance"].(map[string]any)["id"].(string)
+			c.waitStatus(src, "ACTIVE", 30*time.Second)
+		} else {
+			src = newActiveOf(c, tc.manager, tc.version, "p")
+		}
+		rep := replicaIDs(t, c, src, 1)[0]
+		img := registerImage(t, r, tc.manager+"-agent-2", map[string]string{"strata_manager": tc.manager, "strata_datastore_version": tc.version})
+		rebuild := func() {
+			t.Helper()
+			c.must(202, "POST", "/mgmt/instances/"+rep+"/action", map[string]any{"rebuild": map[string]any{"image_id": img.ID}})
+			waitFor(t, tc.manager+": the rebuilt replica", 40*time.Second, func() bool {
+				in := c.instance(rep)
+				return in["status"] == "ACTIVE" && in["agent_version"] == "fake-"+img.ID && storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'rebuild' AND state = 'queued'", rep) == 0
+			})
+		}
+		before := len(fc.journal.events(""))
+		rebuild()
+		events := fc.journal.events("account "+src, "start "+rep)
+		events = events[len(events)-2:]
+		want := []string{"account " + src + " " + acctOf(rep), fmt.Sprintf("start %s %s repoint=%v", rep, acctOf(rep), tc.repoint)}
+		if !slicesEqual(events, want) || len(fc.journal.events("")) <= before {
+			t.Fatalf("%s: the relink's events %v, want %v", tc.manager, events, want)
+		}
+		accounts, _, _ := fc.guest(src).replication()
+		_, link, _ := fc.guest(rep).replication()
+		if link == nil || accounts[link.Account] != link.Password || len(link.Password) < 32 {
+			t.Fatalf("%s: the rebuilt replica follows %+v; the source holds %v", tc.manager, link, keys(accounts))
+		}
+		in := c.instance(rep)
+		rs, _ := in["replication"].(map[string]any)
+		if in["fault"] != nil || rs == nil || rs["state"] != "RUNNING" {
+			t.Fatalf("%s: the rebuilt replica: fault %v, replication %v", tc.manager, in["fault"], in["replication"])
+		}
+
+		// The source refuses the account: the rebuild finishes, the
+		// fault says the link was not restored.
+		fc.guest(src).setFailAccount("the server is read-only")
+		rebuild()
+		f, _ := c.instance(rep)["fault"].(map[string]any)
+		if f == nil || !strings.Contains(fmt.Sprint(f["message"]), "replication link was not restored") || !strings.Contains(fmt.Sprint(f["message"]), "the server is read-only") {
+			t.Fatalf("%s: the fault after a relink the source refused: %v", tc.manager, f)
+		}
+		fc.guest(src).setFailAccount("")
 	}
 }

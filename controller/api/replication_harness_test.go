@@ -53,6 +53,8 @@ type fakeReplication struct {
 	standby bool
 	// failRestore, if set, makes restore fail with it.
 	failRestore string
+	// failAccount, if set, makes create_replication_account fail with it.
+	failAccount string
 	// failRejoin, if set, makes rejoin_replication fail with it (as a
 	// server whose control file says it crashed).
 	failRejoin string
@@ -153,6 +155,9 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		var a wire.ReplicationAccountArgs
 		if !decode(&a) || wire.CheckReplicationAccount(a.Name) != nil || a.Password == "" {
 			return opErr(wire.CodeInvalidArgument, "bad replication account args")
+		}
+		if r.failAccount != "" {
+			return opErr(wire.CodeFailedPrecondition, "create replication account %s: %s", a.Name, r.failAccount)
 		}
 		if r.accounts == nil {
 			r.accounts = map[string]string{}
@@ -346,6 +351,13 @@ func (g *fakeGuest) setIOPos(pos string) {
 }
 
 // setLagging makes promote_replica time out on this guest.
+// setFailAccount makes create_replication_account fail with reason.
+func (g *fakeGuest) setFailAccount(reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.failAccount = reason
+}
+
 // setFailRejoin makes rejoin_replication fail with reason.
 func (g *fakeGuest) setFailRejoin(reason string) {
 	g.mu.Lock()

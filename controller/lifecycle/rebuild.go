@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,9 +51,15 @@ type rebuildPayload struct {
 	TargetVersionID string              `json:"target_version_id,omitempty"`
 	OldVersionID    string              `json:"old_version_id,omitempty"`
 	Upgraded        *wire.UpgradeResult `json:"upgraded,omitempty"`
+	// RelinkPassword is a rebuilt replica's new replication password,
+	// from "relink" until "relinked" queued the start that carries it;
+	// RelinkDeadline bounds waiting for the restored link to run.
+	RelinkPassword string    `json:"relink_password,omitempty"`
+	RelinkDeadline time.Time `json:"relink_deadline,omitzero"`
 }
 
 func rebuildPrepareOpID(taskID string) string { return "rebuild-prepare-" + taskID }
+func relinkOpID(taskID, what string) string   { return "rebuild-relink-" + what + "-" + taskID }
 func upgradeOpID(taskID string) string        { return "upgrade-datastore-" + taskID }
 
 // Rebuild moves the instance onto imageID, keeping its data volume
@@ -305,6 +312,8 @@ func (m *Manager) runRebuild(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		return tasks.Result{Next: "upgrade-wait", Payload: p, After: time.Second}, nil
 	case "upgrade-wait":
 		return m.upgradeWait(ctx, t, in, v, p)
+	case "relink", "relinked", "relink-wait":
+		return m.rebuildRelink(ctx, t, in, v, p)
 	case "finish":
 		if err := rb.DropOldServer(ctx, srv); err != nil {
 			return tasks.Result{}, err
@@ -456,7 +465,7 @@ func (m *Manager) rebuildWait(ctx context.Context, t *tasks.Task, in instances.I
 		if p.TargetVersionID != "" {
 			return tasks.Result{Next: "upgrade", Payload: p}, nil
 		}
-		return tasks.Result{Next: "finish", Payload: p}, nil
+		return tasks.Result{Next: "relink", Payload: p}, nil
 	}
 	if r := in.Reported; r != nil && r.ReceivedAt.After(p.Since) && r.Status == wire.StatusFailed {
 		return rollback(p, "the rebuilt guest reports that its database failed: "+r.StatusDetail, m.consoleTail(ctx, in))
@@ -586,4 +595,116 @@ func (m *Manager) versionName(ctx context.Context, id string) string {
 		return id
 	}
 	return v.DatastoreName + " " + v.Name
+}
+
+// rebuildRelink gives a rebuilt replica its link back. What a replica's
+// link needs beyond its data lives on the root disk the rebuild replaced
+// (the agents' replication settings files: MariaDB's server_id and
+// read_only, PostgreSQL's primary_conninfo, Redis's replicaof), and the
+// replication password was never kept. So, as for a new replica: a new
+// password for its account on the source (a re-run of
+// create_replication_account resets it; PostgreSQL keeps the slot), then
+// start_replication on the replica — a repoint to the same source for
+// MariaDB, whose link itself (master.info, GTID position) is in its data
+// and continues from its own position; a plain start for PostgreSQL (its
+// standby.signal is in the data: it is a standby without a source) and
+// Redis (a partial or full resynchronisation from the source). An
+// instance that is no replica goes straight on. A failure does not roll
+// the rebuild back (the old root disk's link holds a password the source
+// no longer takes): the instance finishes on its new image with a fault
+// saying its link was not restored and what to do.
+func (m *Manager) rebuildRelink(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, p rebuildPayload) (tasks.Result, error) {
+	link, ok, err := instances.LinkOf(ctx, m.DB, in.ID)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if !ok {
+		p.RelinkPassword = ""
+		return tasks.Result{Next: "finish", Payload: p}, nil
+	}
+	src, err := m.load(ctx, link.SourceID)
+	if err != nil {
+		return m.relinkFailed(ctx, in, p, fmt.Sprintf("its source %s: %v", link.SourceID, err))
+	}
+	switch t.Step {
+	case "relink":
+		p.RelinkPassword = rand.Text() + rand.Text()
+		args, err := json.Marshal(wire.ReplicationAccountArgs{Name: link.Account, Password: p.RelinkPassword})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if err := m.queue(ctx, t, src.ID, wire.Operation{ID: relinkOpID(t.ID, "account"), Kind: wire.KindCreateReplicationAccount, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the replication account on the source %s: %w", src.ID, err)
+		}
+		return tasks.Result{Next: "relinked", Payload: p, After: 200 * time.Millisecond}, nil
+	case "relinked":
+		_, done, err := m.opDone(ctx, src.ID, relinkOpID(t.ID, "account"), "resetting the replication account on the source "+src.ID)
+		var f *tasks.Failure
+		if errors.As(err, &f) {
+			return m.relinkFailed(ctx, in, p, f.Reason)
+		}
+		if err != nil || !done {
+			return tasks.Result{After: 200 * time.Millisecond}, err
+		}
+		router, ok := m.Compute.(compute.ReplicationRouter)
+		rSrv, ok1 := serverOf(in)
+		sSrv, ok2 := serverOf(src)
+		if !ok || !ok1 || !ok2 || src.Host == "" || src.Port == 0 {
+			return m.relinkFailed(ctx, in, p, "the compute driver cannot connect it to its source")
+		}
+		host, port, err := router.ReplicationRoute(ctx, rSrv, sSrv, src.Host, src.Port)
+		if err != nil {
+			return tasks.Result{}, fmt.Errorf("route from %s to its source %s: %w", in.ID, src.ID, err)
+		}
+		a := wire.StartReplicationArgs{Host: host, Port: port, Account: link.Account, Password: p.RelinkPassword, Repoint: v.Manager == managerMariaDB}
+		args, err := json.Marshal(a)
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: relinkOpID(t.ID, "start"), Kind: wire.KindStartReplication, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue start_replication: %w", err)
+		}
+		p.RelinkPassword = ""
+		p.RelinkDeadline = m.now().Add(linkTimeout)
+		return tasks.Result{Next: "relink-wait", Payload: p, After: 200 * time.Millisecond}, nil
+	}
+	// relink-wait
+	res, done, err := m.opDone(ctx, in.ID, relinkOpID(t.ID, "start"), "following the source "+src.ID+" again")
+	var f *tasks.Failure
+	if errors.As(err, &f) {
+		return m.relinkFailed(ctx, in, p, f.Reason)
+	}
+	if err != nil || !done {
+		return tasks.Result{After: 200 * time.Millisecond}, err
+	}
+	var st wire.ReplicationStatus
+	if err := res.Decode(&st); err != nil {
+		return m.relinkFailed(ctx, in, p, fmt.Sprintf("start_replication's result: %v", err))
+	}
+	if !st.IORunning || !st.SQLRunning {
+		if cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil); err == nil && cr.Error == nil {
+			cr.Decode(&st)
+		}
+	}
+	if !st.IORunning || !st.SQLRunning {
+		if m.now().After(p.RelinkDeadline) {
+			return m.relinkFailed(ctx, in, p, fmt.Sprintf("it does not follow its source after %s: %s", linkTimeout, linkReason(st)))
+		}
+		return tasks.Result{After: time.Second}, nil
+	}
+	m.log().Info("rebuilt replica follows its source again", "instance", in.ID, "source", src.ID)
+	return tasks.Result{Next: "finish", Payload: p}, nil
+}
+
+// relinkFailed records that a rebuilt replica's link was not restored;
+// the rebuild finishes.
+func (m *Manager) relinkFailed(ctx context.Context, in instances.Instance, p rebuildPayload, reason string) (tasks.Result, error) {
+	f := instances.Fault{Message: fmt.Sprintf("rebuilt onto image %s, but its replication link was not restored: %s; "+
+		"it may not follow its source: detach it and create a new replica, or rebuild it again", p.ImageID, reason)}
+	if err := instances.SetFault(ctx, m.DB, in.ID, f, false, m.now()); err != nil {
+		return tasks.Result{}, err
+	}
+	m.log().Warn("a rebuilt replica's link was not restored", "instance", in.ID, "reason", reason)
+	p.RelinkPassword = ""
+	return tasks.Result{Next: "finish", Payload: p}, nil
 }
