@@ -3,11 +3,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"strata/controller/store"
 )
 
 // replicaCase is what the PostgreSQL and Redis replica run needs to know
@@ -81,8 +85,8 @@ var replicaCases = map[string]replicaCase{
 // refuses writes with the server's own error, follows new writes and
 // shows its datastore's positions; a switchover (promote) makes it the
 // source and takes writes, and the old primary follows the new one
-// (PostgreSQL's rejoins as a standby: docs/replication.md). Everything is
-// deleted.
+// (PostgreSQL's rejoins as a standby: docs/replication.md); rebuilt onto
+// its image, it follows the new source again. Everything is deleted.
 func TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver(t *testing.T) {
 	for _, tool := range []string{"psql", "redis-cli", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -212,6 +216,26 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	if msg := rc.refused(pEP, u, pw); !strings.Contains(msg, rc.readOnly) {
 		t.Fatalf("a write on the old primary: %q, want %q", msg, rc.readOnly)
 	}
+
+	// The old primary, a replica now, is rebuilt onto its image: its
+	// link's settings were on the root disk the rebuild replaces, and
+	// the rebuild gives it its link back.
+	requested = time.Now()
+	api.must(t, 202, "POST", "/mgmt/instances/"+src+"/action", map[string]any{"rebuild": map[string]any{"image_id": versionImage(t, state, c.name, c.version)}})
+	waitTrue(t, "the rebuilt replica ACTIVE", 15*time.Minute, func() bool {
+		in := api.instance(t, src)
+		return in["status"] == "ACTIVE" && countRows(t, state, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'rebuild' AND state = 'queued'", src) == 0
+	})
+	if f := api.instance(t, src)["fault"]; f != nil {
+		t.Fatalf("the rebuilt replica has a fault: %v", f)
+	}
+	rc.write(t, rEP, u, pw, 30)
+	want = rc.digest(t, rEP, u, pw)
+	waitTrue(t, "the rebuilt replica to follow its source", 3*time.Minute, func() bool { return rc.digest(t, pEP, u, pw) == want })
+	t.Logf("FIGURE %s rebuild of a replica request→following its source again with a new write: %.0fs", c.name, time.Since(requested).Seconds())
+	if msg := rc.refused(pEP, u, pw); !strings.Contains(msg, rc.readOnly) {
+		t.Fatalf("a write on the rebuilt replica: %q, want %q", msg, rc.readOnly)
+	}
 	order := []string{src, rid}
 	for _, id := range order {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
@@ -219,4 +243,21 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	}
 	ctl.stop(t)
 	t.Logf("FIGURE %s replication e2e wall time: %.0fs", c.name, time.Since(start).Seconds())
+}
+
+// versionImage is the image id the controller's registry holds for a
+// datastore version.
+func versionImage(t *testing.T, state, datastore, version string) string {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(state, "controller.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var id string
+	if err := db.QueryRow(context.Background(), `SELECT v.image_id FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
+		WHERE d.name = ? AND v.name = ?`, datastore, version).Scan(&id); err != nil {
+		t.Fatalf("the image of %s %s: %v", datastore, version, err)
+	}
+	return id
 }

@@ -223,15 +223,19 @@ fi
 phase "running $(wc -l <"$work/listed.txt") tests of trove-tempest-plugin ($(dpkg-query -W -f='${Version}' trove-tempest-plugin), tempest $(dpkg-query -W -f='${Version}' tempest)), $concurrency classes at once"
 run_start=$(date +%s)
 # tempest.conf has one rebuild_image_id for every datastore, and a rebuild
-# refuses another datastore's image: the PostgreSQL rebuild test runs on its
-# own, after the others, with a copy of tempest.conf naming the PostgreSQL
-# image. Both runs' results are judged together.
-pg_rebuild='TestInstanceActionsPostgreSQL\.test_rebuild'
+# refuses another datastore's image: the PostgreSQL tests that rebuild (the
+# rebuild test, and the replication test, which rebuilds its new primary and
+# a replica at its end) run on their own, after the others, with a copy of
+# tempest.conf naming the PostgreSQL image. Both runs' results are judged
+# together.
+pg_rebuild='TestInstanceActionsPostgreSQL\.test_rebuild|TestReplicationPostgreSQL\.test_replication'
 tempest run --regex "$regex" --exclude-regex "$pg_rebuild" --concurrency "$concurrency" >"$work/logs/tempest-run.log" 2>&1 || true
 stestr last --subunit >"$work/results.subunit" 2>/dev/null || true
-if grep -qE "$pg_rebuild" "$work/listed.txt"; then
+# Only those of them the caller's regex listed.
+grep -E "$pg_rebuild" "$work/listed.txt" >"$work/listed-postgresql-rebuild.txt" || true
+if [ -s "$work/listed-postgresql-rebuild.txt" ]; then
 	sed "s/^rebuild_image_id = .*/rebuild_image_id = $rebuild_image_pg/" "$work/tempest/etc/tempest.conf" >"$work/tempest/etc/tempest-postgresql.conf"
-	tempest run --config-file "$work/tempest/etc/tempest-postgresql.conf" --regex "$pg_rebuild" >"$work/logs/tempest-run-postgresql-rebuild.log" 2>&1 || true
+	tempest run --config-file "$work/tempest/etc/tempest-postgresql.conf" --load-list "$work/listed-postgresql-rebuild.txt" --concurrency "$concurrency" >"$work/logs/tempest-run-postgresql-rebuild.log" 2>&1 || true
 	stestr last --subunit >>"$work/results.subunit" 2>/dev/null || true
 fi
 run_seconds=$(($(date +%s) - run_start))
