@@ -271,3 +271,91 @@ func mustPrepare(t *testing.T, inst *mariadbtest.Instance, args wire.PrepareArgs
 		t.Fatal(err)
 	}
 }
+
+// A replica whose root disk was replaced (a rebuild: its replication
+// settings file is gone, so it comes back writable with the default
+// server_id, while its link and GTID position are in its data) follows
+// its source again after what the controller's relink sends: the
+// account's password reset on the primary, then a repoint to the same
+// source with it. Nothing is lost or applied twice.
+func TestAReplicaThatLostItsSettingsFollowsAgainAfterARepointToItsSource(t *testing.T) {
+	ctx := backupCtx(t)
+	primary := mariadbtest.NewTCPT(t)
+	mustPrepare(t, primary, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
+	pdb := admin(t, primary)
+	if _, err := pdb.Exec(`CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b BLOB) ENGINE=InnoDB`); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 100)
+	mem := streamstest.NewMemory()
+	full, err := streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: primary.Manager, Streams: mem, Datastore: "mariadb"}, "seed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := mariadbtest.NewTCPT(t)
+	rd := &dispatch.Dispatcher{Manager: replica.Manager, Streams: mem, Datastore: "mariadb"}
+	if _, err := streamstest.Restore(ctx, rd, mem, "restore", wire.RestoreArgs{}, mem.Stored("seed", full)); err != nil {
+		t.Fatal(err)
+	}
+	const acct = "strata_repl_r1"
+	if _, err := primary.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: "repl-Secret-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replica.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: primary.Config.Port, Account: acct,
+		Password: "repl-Secret-0123456789", GTIDSlavePos: full.Position.GTID}); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 50)
+	waitApplied(t, ctx, primary, replica)
+
+	// The rebuild: the settings file on the root disk is gone, and the
+	// server starts again without it.
+	settings := filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")
+	if err := os.Remove(settings); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, replica)
+	var readOnly, serverID int
+	if err := rdb.QueryRow("SELECT @@global.read_only, @@global.server_id").Scan(&readOnly, &serverID); err != nil {
+		t.Fatal(err)
+	}
+	if readOnly != 0 || serverID != 1 {
+		t.Fatalf("without its settings file the replica has read_only %d, server_id %d; want the defaults 0 and 1 (the test's premise)", readOnly, serverID)
+	}
+	fill(t, pdb, 25) // written while the replica cannot follow
+
+	// The relink: a new password, then a repoint to the same source.
+	const pw2 = "repl-Secret-new-9876543210"
+	if _, err := primary.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: pw2}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := replica.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: primary.Config.Port, Account: acct, Password: pw2, Repoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Role != wire.RoleReplica || !st.ReadOnly {
+		t.Fatalf("status after the repoint: %+v", st)
+	}
+	fill(t, pdb, 25)
+	st = waitApplied(t, ctx, primary, replica)
+	if n, want := count(t, rdb, "shop.items"), count(t, pdb, "shop.items"); n != want || !st.IORunning || !st.SQLRunning {
+		t.Fatalf("the relinked replica has %d rows (the primary %d), status %+v", n, want, st)
+	}
+	if err := rdb.QueryRow("SELECT @@global.read_only, @@global.server_id").Scan(&readOnly, &serverID); err != nil {
+		t.Fatal(err)
+	}
+	if readOnly != 1 || serverID == 1 {
+		t.Fatalf("the relinked replica has read_only %d, server_id %d", readOnly, serverID)
+	}
+	// It survives a restart: the settings file is back.
+	if err := replica.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, pdb, 10)
+	if st := waitApplied(t, ctx, primary, replica); !st.ReadOnly {
+		t.Fatalf("after a restart: %+v", st)
+	}
+}
