@@ -130,7 +130,10 @@ func (g *fakeGuest) boot(t *testing.T, boot wire.Bootstrap) {
 		Controllers: boot.Controllers, HostKey: hostKey, Key: g.key, EnrollmentToken: boot.EnrollmentToken,
 		Enrolled: enrolled, OnEnrolled: func() error { g.mu.Lock(); g.enrolled = true; g.mu.Unlock(); return nil },
 		InstanceID: boot.InstanceID, AgentVersion: version, ProtocolVersion: g.protocol, Handler: wiretest.FuncHandler(g.handle), Heartbeats: g,
-		HeartbeatInterval: 100 * time.Millisecond, KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+		// The keepalive timeout is short (the product's is 10 s) but not
+		// so short that a busy machine (-race, many tests at once) ends a
+		// session, and with it a backup stream, for a slow answer: 2 s did.
+		HeartbeatInterval: 100 * time.Millisecond, KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 6 * time.Second,
 		DialTimeout: 2 * time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Logger: wiretest.QuietLogger(),
 	})
@@ -1037,7 +1040,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			ConfigureWait: o.configureWait,
 			Quotas:        o.quotas, APIRate: o.apiRate,
 			DefaultDatastore: o.defaultDatastore, DefaultDatastoreVersion: o.defaultVersion,
-			AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 2 * time.Second,
+			AgentTimings: agentendpoint.ServerConfig{KeepaliveInterval: 200 * time.Millisecond, KeepaliveTimeout: 6 * time.Second,
 				AckTimeout: 5 * time.Second, PollInterval: 100 * time.Millisecond, MinHeartbeatInterval: 50 * time.Millisecond},
 			EngineTuning: func(e *tasks.Engine) { e.Poll = 50 * time.Millisecond; e.Backoff = 50 * time.Millisecond },
 			BackupStore:  o.backupStore, BackupStoreName: map[bool]string{true: "test"}[o.backupStore != nil],

@@ -230,12 +230,7 @@ func TestPostgreSQLSwitchoverRejoinsTheOldPrimaryAcrossAControllerRestart(t *tes
 // new primary is dropped.
 func TestPostgreSQLSwitchoverLeavesAnOldPrimaryThatCannotRejoinOutOfTheGroup(t *testing.T) {
 	t.Parallel()
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 10 * time.Second})
-	registerVersion(t, r, "postgresql", "15", 5432)
-	c := r.admin()
-	src := newActiveOf(c, "postgresql", "15", "pg")
-	ids := replicaIDs(t, c, src, 2)
+	fc, _, c, src, ids := replicaGroup(t, "postgresql", "15", 5432, 10*time.Second, 2)
 	a, b := ids[0], ids[1]
 	const why = `the data directory's cluster state is "in production", not "shut down"`
 	fc.guest(src).setFailRejoin(why)
@@ -307,12 +302,7 @@ func TestPostgreSQLSwitchoverRollbackStartsTheStoppedPrimaryAgain(t *testing.T) 
 // start, its own offset) and the other replica is repointed.
 func TestRedisSwitchoverMakesTheOldPrimaryAReplica(t *testing.T) {
 	t.Parallel()
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
-	registerVersion(t, r, "redis", "7.0", 6379)
-	c := r.admin()
-	src := newActiveOf(c, "redis", "7.0", "cache")
-	ids := replicaIDs(t, c, src, 2)
+	fc, _, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
 	a, b := ids[0], ids[1]
 	if code, doc := promote(c, a); code != 202 {
 		t.Fatalf("promote: HTTP %d %v", code, doc)
@@ -359,12 +349,7 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 		{"redis", "7.0", 6379, []string{"999", "20000"}, 1},
 	} {
 		t.Run(tc.manager, func(t *testing.T) { // one after the other: fewer seed restores at once
-			fc := newFakeCompute(t)
-			r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
-			registerVersion(t, r, tc.manager, tc.version, tc.port)
-			c := r.admin()
-			src := newActiveOf(c, tc.manager, tc.version, "p")
-			ids := replicaIDs(t, c, src, len(tc.pos))
+			fc, r, c, src, ids := replicaGroup(t, tc.manager, tc.version, tc.port, 2*time.Second, len(tc.pos))
 			for i, id := range ids {
 				fc.guest(id).setIOPos(tc.pos[i])
 			}
@@ -403,6 +388,19 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replicaGroup is a rig (fake compute and guests; guest calls bounded
+// by callTimeout) with manager's version registered, one ACTIVE instance
+// of it and n ACTIVE replicas of that instance.
+func replicaGroup(t *testing.T, manager, version string, port int, callTimeout time.Duration, n int) (fc *fakeCompute, r *rig, c *client, src string, replicas []string) {
+	t.Helper()
+	fc = newFakeCompute(t)
+	r = newRig(t, rigOptions{compute: fc, guestCallTimeout: callTimeout})
+	registerVersion(t, r, manager, version, port)
+	c = r.admin()
+	src = newActiveOf(c, manager, version, "src")
+	return fc, r, c, src, replicaIDs(t, c, src, n)
 }
 
 // sorted returns a sorted copy of s.
