@@ -10,8 +10,9 @@ import (
 	"strata/controller/api/keystone"
 )
 
-// withUser is o as another user of a project (a client process of its
-// own: the environment is read as the process starts).
+// withUser is o as another user of a project, with a driver process of
+// its own (the client reads the credentials from its process's
+// environment).
 func (o *osc) withUser(name, password, project string) *osc {
 	var env []string
 	for _, kv := range o.env {
