@@ -5,9 +5,14 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"strata/controller/api/keystone"
 )
 
-// withUser is o as another user of a project.
+// withUser is o as another user of a project, with a driver process of
+// its own (the client reads the credentials from its process's
+// environment).
 func (o *osc) withUser(name, password, project string) *osc {
 	var env []string
 	for _, kv := range o.env {
@@ -17,7 +22,7 @@ func (o *osc) withUser(name, password, project string) *osc {
 		env = append(env, kv)
 	}
 	env = append(env, "OS_USERNAME="+name, "OS_PASSWORD="+password, "OS_PROJECT_NAME="+project)
-	return &osc{t: o.t, env: env}
+	return &osc{t: o.t, env: env, pace: o.pace}
 }
 
 // A user's lifecycle through the real `openstack` client: disabling it and
@@ -30,6 +35,14 @@ func TestIdentityLifecycleThroughTheOpenstackClient(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{})
 	admin := newOSC(t, r)
+	// This test fails logins on purpose, and after a failure the
+	// controller checks the passwords of logins from that address (all
+	// of these, each command logs in) at most SuspectRate a second,
+	// answering 429 to the rest. Commands in processes of their own
+	// were that far apart (each spends ~2 s starting); through the
+	// driver they are spaced to be.
+	admin.pace = &pacer{gap: time.Second/keystone.SuspectRate + 100*time.Millisecond}
+	c := r.admin() // logged in before the failures below
 	admin.run(false, "project", "create", "shop")
 	admin.run(false, "user", "create", "--project", "shop", "--password", "alice-pw-1", "alice")
 	admin.run(false, "role", "add", "--user", "alice", "--project", "shop", "member")
@@ -80,7 +93,6 @@ func TestIdentityLifecycleThroughTheOpenstackClient(t *testing.T) {
 	}
 
 	// A project that owns an instance is kept, with what it owns named.
-	c := r.admin()
 	c.must(200, "POST", "/instances", createBody("kept", nil))
 	if out := admin.run(true, "project", "delete", "admin"); !strings.Contains(out, "instance") {
 		t.Fatalf("deleting a project with an instance: %s", out)
