@@ -643,16 +643,23 @@ func volumeTotal(in map[string]any) float64 {
 
 func countRows(t *testing.T, state, query string, args ...any) int {
 	t.Helper()
+	var n int
+	queryRow(t, state, &n, query, args...)
+	return n
+}
+
+// queryRow scans the one row query returns from the controller's
+// database in state into dest.
+func queryRow(t *testing.T, state string, dest any, query string, args ...any) {
+	t.Helper()
 	db, err := store.Open(context.Background(), filepath.Join(state, "controller.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var n int
-	if err := db.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+	if err := db.QueryRow(context.Background(), query, args...).Scan(dest); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
-	return n
 }
 
 func rssMiB(t *testing.T, pid int) float64 {

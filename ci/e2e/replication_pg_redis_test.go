@@ -3,15 +3,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"strata/controller/store"
 )
 
 // replicaCase is what the PostgreSQL and Redis replica run needs to know
@@ -249,15 +245,8 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 // datastore version.
 func versionImage(t *testing.T, state, datastore, version string) string {
 	t.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(state, "controller.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	var id string
-	if err := db.QueryRow(context.Background(), `SELECT v.image_id FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
-		WHERE d.name = ? AND v.name = ?`, datastore, version).Scan(&id); err != nil {
-		t.Fatalf("the image of %s %s: %v", datastore, version, err)
-	}
+	queryRow(t, state, &id, `SELECT v.image_id FROM datastore_versions v JOIN datastores d ON d.id = v.datastore_id
+		WHERE d.name = ? AND v.name = ?`, datastore, version)
 	return id
 }

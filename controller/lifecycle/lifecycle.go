@@ -312,6 +312,18 @@ func (m *Manager) load(ctx context.Context, id string) (instances.Instance, erro
 	return instances.Get(ctx, m.DB, "", id)
 }
 
+// loadFor loads an instance a task step needs besides its own (what
+// names it): one that is gone fails the task for good; any other error
+// (the store busy, the controller stopping) is returned, and the step
+// runs again.
+func (m *Manager) loadFor(ctx context.Context, id, what string) (instances.Instance, error) {
+	in, err := m.load(ctx, id)
+	if errors.Is(err, instances.ErrNotFound) {
+		return in, tasks.Fail("", "%s %s: %v", what, id, err)
+	}
+	return in, err
+}
+
 // taskInstance loads the instance a task works on; one that is gone
 // fails the task for good.
 func (m *Manager) taskInstance(ctx context.Context, t *tasks.Task) (instances.Instance, error) {

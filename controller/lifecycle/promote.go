@@ -220,30 +220,24 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 	if err := t.Decode(&p); err != nil {
 		return tasks.Result{}, tasks.Fail("", "%v", err)
 	}
-	if old, err := m.load(ctx, p.Source); err != nil {
-		return tasks.Result{}, tasks.Fail("", "the replication source %s: %v", p.Source, err)
-	} else if p.Manager, err = m.managerOf(ctx, old); err != nil {
+	src, err := m.loadFor(ctx, p.Source, "the replication source")
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if p.Manager, err = m.managerOf(ctx, src); err != nil {
 		return tasks.Result{}, err
 	}
 	var r instances.Instance
-	var err error
 	switch {
 	case p.Eject && t.Step == "elect":
 		return m.electStep(ctx, t, p)
 	case p.Eject:
-		r, err = m.load(ctx, p.Replica)
-		if err != nil {
-			return tasks.Result{}, tasks.Fail("", "the elected replica %s: %v", p.Replica, err)
-		}
+		r, err = m.loadFor(ctx, p.Replica, "the elected replica")
 	default:
 		r, err = m.taskInstance(ctx, t)
 	}
 	if err != nil {
 		return tasks.Result{}, err
-	}
-	src, err := m.load(ctx, p.Source)
-	if err != nil {
-		return tasks.Result{}, tasks.Fail("", "the replication source %s: %v", p.Source, err)
 	}
 	switch t.Step {
 	case "elected":
@@ -404,9 +398,9 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			return tasks.Result{}, tasks.Fail("", "the compute driver cannot connect the group to the new source %s", r.ID)
 		}
 		for id, pw := range p.Passwords {
-			in, err := m.load(ctx, id)
+			in, err := m.loadFor(ctx, id, "the replication group's member")
 			if err != nil {
-				return tasks.Result{}, tasks.Fail("", "member %s of the replication group: %v", id, err)
+				return tasks.Result{}, err
 			}
 			srv, ok := serverOf(in)
 			if !ok {
@@ -448,18 +442,11 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if err != nil || !done {
 				return tasks.Result{After: 200 * time.Millisecond}, err
 			}
-			var st wire.ReplicationStatus
-			if err := res.Decode(&st); err != nil {
+			st, running, err := m.linkStatus(ctx, id, res)
+			if err != nil {
 				return tasks.Result{}, tasks.Fail("", "start_replication result of %s: %v", id, err)
 			}
-			if !st.IORunning || !st.SQLRunning {
-				if in, err := m.load(ctx, id); err == nil {
-					if cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil); err == nil && cr.Error == nil {
-						cr.Decode(&st)
-					}
-				}
-			}
-			if !st.IORunning || !st.SQLRunning {
+			if !running {
 				if m.now().After(p.LinkDeadline) {
 					if id == src.ID && p.rejoins() {
 						return m.rejoinFailed(ctx, t, p, r, fmt.Sprintf("it does not follow after %s: %s", linkTimeout, linkReason(st)))
@@ -552,7 +539,7 @@ func (m *Manager) rejoinFailed(ctx context.Context, t *tasks.Task, p promotePayl
 	f := instances.Fault{Message: fmt.Sprintf("switched over: %s is the source now. This instance was its PostgreSQL primary and could not rejoin as its replica: %s. "+
 		"It is out of the replication group, stopped or read-only, and its data stops at the switchover; delete it, and create a replica of %s in its place", r.ID, reason, r.ID)}
 	if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
-		if err := instances.DeleteLink(ctx, tx, p.Source); err != nil && !errors.Is(err, instances.ErrNotFound) {
+		if err := instances.DeleteLink(ctx, tx, p.Source); err != nil {
 			return err
 		}
 		err := instances.SetFault(ctx, tx, p.Source, f, false, m.now())

@@ -622,9 +622,12 @@ func (m *Manager) rebuildRelink(ctx context.Context, t *tasks.Task, in instances
 		p.RelinkPassword = ""
 		return tasks.Result{Next: "finish", Payload: p}, nil
 	}
-	src, err := m.load(ctx, link.SourceID)
-	if err != nil {
-		return m.relinkFailed(ctx, in, p, fmt.Sprintf("its source %s: %v", link.SourceID, err))
+	src, err := m.loadFor(ctx, link.SourceID, "its source")
+	var gone *tasks.Failure
+	if errors.As(err, &gone) {
+		return m.relinkFailed(ctx, in, p, gone.Reason)
+	} else if err != nil {
+		return tasks.Result{}, err
 	}
 	switch t.Step {
 	case "relink":
@@ -677,16 +680,11 @@ func (m *Manager) rebuildRelink(ctx context.Context, t *tasks.Task, in instances
 	if err != nil || !done {
 		return tasks.Result{After: 200 * time.Millisecond}, err
 	}
-	var st wire.ReplicationStatus
-	if err := res.Decode(&st); err != nil {
+	st, running, err := m.linkStatus(ctx, in.ID, res)
+	if err != nil {
 		return m.relinkFailed(ctx, in, p, fmt.Sprintf("start_replication's result: %v", err))
 	}
-	if !st.IORunning || !st.SQLRunning {
-		if cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil); err == nil && cr.Error == nil {
-			cr.Decode(&st)
-		}
-	}
-	if !st.IORunning || !st.SQLRunning {
+	if !running {
 		if m.now().After(p.RelinkDeadline) {
 			return m.relinkFailed(ctx, in, p, fmt.Sprintf("it does not follow its source after %s: %s", linkTimeout, linkReason(st)))
 		}

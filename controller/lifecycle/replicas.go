@@ -350,11 +350,8 @@ func (m *Manager) source(ctx context.Context, t *tasks.Task) (replicaTaskPayload
 	if err != nil {
 		return p, instances.Instance{}, err
 	}
-	src, err := m.load(ctx, p.ReplicaOf)
-	if err != nil {
-		return p, src, tasks.Fail("", "the replication source %s: %v", p.ReplicaOf, err)
-	}
-	return p, src, nil
+	src, err := m.loadFor(ctx, p.ReplicaOf, "the replication source")
+	return p, src, err
 }
 
 // accountStep queues the replica's account on the source, with a
@@ -441,17 +438,11 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 	if err != nil || !done {
 		return tasks.Result{After: time.Second}, err
 	}
-	var st wire.ReplicationStatus
-	if err := res.Decode(&st); err != nil {
+	st, running, err := m.linkStatus(ctx, in.ID, res)
+	if err != nil {
 		return tasks.Result{}, tasks.Fail("", "start_replication result: %v", err)
 	}
-	if !st.IORunning || !st.SQLRunning {
-		cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil)
-		if err == nil && cr.Error == nil {
-			cr.Decode(&st)
-		}
-	}
-	if st.IORunning && st.SQLRunning {
+	if running {
 		// The link as read now is its first report: the view shows it
 		// RUNNING from ACTIVE on, not UNKNOWN until the next heartbeat.
 		if err := instances.SetReplicationReport(ctx, m.DB, in.ID, st, m.now()); err != nil {
@@ -465,13 +456,29 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 		return tasks.Result{Done: true}, nil
 	}
 	if m.now().After(p.LinkDeadline) {
-		reason := st.LastError
-		if reason == "" {
-			reason = fmt.Sprintf("I/O thread running %v, SQL thread running %v", st.IORunning, st.SQLRunning)
-		}
-		return tasks.Result{}, tasks.Fail("", "replication from %s did not start within %s: %s", p.ReplicaOf, linkTimeout, reason)
+		return tasks.Result{}, tasks.Fail("", "replication from %s did not start within %s: %s", p.ReplicaOf, linkTimeout, linkReason(st))
 	}
 	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+// linkStatus reads a start_replication (or rejoin) result of replica id
+// and, when the link it reports does not run yet, the replica's status
+// now (the link comes up a moment after the operation's answer); running
+// says whether both its halves run. Every step that waits for a link
+// (a replica's create, a switchover, a rebuilt replica's relink) reads
+// it so, and keeps its own deadline.
+func (m *Manager) linkStatus(ctx context.Context, id string, res wire.Result) (st wire.ReplicationStatus, running bool, err error) {
+	if err := res.Decode(&st); err != nil {
+		return st, false, err
+	}
+	if !st.IORunning || !st.SQLRunning {
+		if in, err := m.load(ctx, id); err == nil {
+			if cr, err := m.Call(ctx, in, wire.KindReplicationStatus, nil); err == nil && cr.Error == nil {
+				cr.Decode(&st)
+			}
+		}
+	}
+	return st, st.IORunning && st.SQLRunning, nil
 }
 
 func dropOpID(replicaID string) string { return "repl-drop-" + replicaID }
