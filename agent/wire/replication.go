@@ -67,6 +67,15 @@ type StartReplicationArgs struct {
 	// switchover): the link keeps its own GTID position, GTIDSlavePos is
 	// ignored, and a server without a link is refused.
 	Repoint bool `json:"repoint,omitempty"`
+	// ForkLSN (rejoin_replication, PostgreSQL) is the WAL position the
+	// group forked from this server at: what the replica promoted in its
+	// place had received from it (a failover). A server that ran past it
+	// (it crashed, or was started again) is rewound to the source's
+	// history with pg_rewind before it follows — unless its WAL past the
+	// fork holds a committed transaction: refused, since following would
+	// drop it. Empty: the server must have stopped cleanly at the fork (a
+	// switchover's old primary).
+	ForkLSN string `json:"fork_lsn,omitempty"`
 }
 
 // SetReadOnlyArgs fence a primary (ReadOnly: its users' writes are
@@ -166,6 +175,11 @@ func (a StartReplicationArgs) Validate() error {
 	}
 	if err := CheckGTIDList(a.GTIDSlavePos); err != nil {
 		return fmt.Errorf("gtid_slave_pos: %w", err)
+	}
+	if a.ForkLSN != "" {
+		if err := CheckLSN(a.ForkLSN); err != nil {
+			return fmt.Errorf("fork_lsn: %w", err)
+		}
 	}
 	return nil
 }
