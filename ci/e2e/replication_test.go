@@ -310,6 +310,28 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 				t.Fatalf("the fenced old source's VM runs (pid %d)", p)
 			}
 		}
+		// The ejected source rejoins (strata's own rejoin_as_replica): its
+		// fence is lifted, it boots, is made read-only, and — every write
+		// it took having reached the elected replica — follows it from
+		// its own GTID position.
+		rejoinAt := time.Now()
+		api.must(t, 202, "POST", "/instances/"+newP+"/action", map[string]any{"rejoin_as_replica": map[string]any{}})
+		waitTrue(t, "the ejected source to rejoin as a replica", 10*time.Minute, func() bool {
+			in := api.instance(t, newP)
+			of, _ := in["replica_of"].(map[string]any)
+			rep, _ := in["replication"].(map[string]any)
+			return in["status"] == "ACTIVE" && of != nil && of["id"] == src && in["fault"] == nil && rep != nil && rep["state"] == "RUNNING"
+		})
+		rejoined := time.Since(rejoinAt)
+		if err := write(primary, 300); err != nil {
+			t.Fatal(err)
+		}
+		want = digest(primary)
+		waitTrue(t, "the rejoined source to follow", 3*time.Minute, func() bool { return digest(newDB) == want })
+		if _, err := newDB.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on the rejoined source')"); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("a write on the rejoined source: %v, want it refused as read-only", err)
+		}
+		t.Logf("FIGURE rejoin of the ejected source (fence lifted, boot under TCG, read-only, follows): request→RUNNING link %.0fs", rejoined.Seconds())
 		order = []string{newP, src, replicas[1]}
 	}
 	for i, id := range order {

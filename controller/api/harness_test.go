@@ -813,6 +813,17 @@ func (fc *fakeCompute) FenceServer(ctx context.Context, s compute.Server) error 
 	return nil
 }
 
+// UnfenceServer lifts a fence: the server is off and may start again.
+func (fc *fakeCompute) UnfenceServer(ctx context.Context, s compute.Server) error {
+	fc.record("UnfenceServer " + s.ID)
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if srv := fc.servers[s.ID]; srv != nil {
+		srv.fenced = false
+	}
+	return nil
+}
+
 func (fc *fakeCompute) StartServer(ctx context.Context, s compute.Server) error {
 	fc.mu.Lock()
 	srv := fc.servers[s.ID]

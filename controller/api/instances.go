@@ -558,14 +558,15 @@ func (s *Server) updateInstance(w http.ResponseWriter, c *call) error {
 
 // instanceAction answers POST /instances/{id}/action: exactly one of
 // restart, resize (volume), reset_status, promote_to_replica_source,
-// eject_replica_source.
+// eject_replica_source, rejoin_as_replica (strata's own: an ejected
+// source comes back as a replica).
 func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 	var req map[string]json.RawMessage
 	if err := decode(c, &req); err != nil {
 		return err
 	}
 	if len(req) != 1 {
-		return errorf(http.StatusBadRequest, "give exactly one action (restart, resize, reset_status, promote_to_replica_source, eject_replica_source), not %d", len(req))
+		return errorf(http.StatusBadRequest, "give exactly one action (restart, resize, reset_status, promote_to_replica_source, eject_replica_source, rejoin_as_replica), not %d", len(req))
 	}
 	id := c.r.PathValue("id")
 	for action, raw := range req {
@@ -596,6 +597,13 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 				return err
 			}
 			if err := s.Lifecycle.Eject(c.ctx(), c.instanceScope(), id); err != nil {
+				return err
+			}
+		case "rejoin_as_replica":
+			if err := emptyObject(raw, "rejoin_as_replica"); err != nil {
+				return err
+			}
+			if err := s.Lifecycle.Rejoin(c.ctx(), c.instanceScope(), id); err != nil {
 				return err
 			}
 		case "resize":
@@ -630,7 +638,7 @@ func (s *Server) instanceAction(w http.ResponseWriter, c *call) error {
 				return err
 			}
 		default:
-			return errorf(http.StatusBadRequest, "action %q is not supported (restart, resize, reset_status, promote_to_replica_source, eject_replica_source)", trunc(action))
+			return errorf(http.StatusBadRequest, "action %q is not supported (restart, resize, reset_status, promote_to_replica_source, eject_replica_source, rejoin_as_replica)", trunc(action))
 		}
 	}
 	return accepted(w)

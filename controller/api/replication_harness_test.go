@@ -219,10 +219,14 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		case g.manager() != "postgresql":
 			return opErr(wire.CodeNotSupported, "%s has no rejoin for a former primary", g.manager())
 		case !g.stopped && r.link != nil && r.link.Host == a.Host && r.link.Port == a.Port:
-		case !g.stopped:
-			return opErr(wire.CodeFailedPrecondition, "rejoin: this server runs as a primary; only pg_rewind could make it a standby")
 		case r.failRejoin != "":
 			return opErr(wire.CodeFailedPrecondition, "rejoin: %s", r.failRejoin)
+		case a.ForkLSN != "":
+			// A failover's former primary: rewound to the fork (the
+			// agent's pg_rewind), running or not.
+			g.note("rewind %s %s", g.lastBoot.InstanceID, a.ForkLSN)
+		case !g.stopped:
+			return opErr(wire.CodeFailedPrecondition, "rejoin: this server runs as a primary; only pg_rewind could make it a standby")
 		}
 		g.stopped, r.fenced, r.standby = false, false, true
 		r.link = &a

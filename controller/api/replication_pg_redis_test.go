@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"strata/controller/compute"
 	"strata/controller/store/storetest"
 )
 
@@ -385,6 +387,43 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 				if !before(fc.journal.events("account "+elected, "start "+id), "account "+elected+" "+acctOf(id), "start "+id+" "+acctOf(id)+" repoint=true") {
 					t.Fatalf("%s was not repointed after its account on %s: %v", id, elected, fc.journal.events("account ", "start "))
 				}
+			}
+			// The old source's rejoin. PostgreSQL: its agent refuses a
+			// server that committed past the fork (the server is fenced
+			// again, and the request can be made again), else rewinds it to
+			// the fork the elected replica's received LSN marks. Redis: an
+			// offset inside the fork, in the group's replication ID,
+			// follows the elected replica.
+			if tc.manager == "postgresql" {
+				fc.guest(src).setFailRejoin("2 transactions committed past the fork")
+				if code, doc := rejoin(c, src); code != 202 {
+					t.Fatalf("rejoin: HTTP %d %v", code, doc)
+				}
+				waitFor(t, "the refusal", 30*time.Second, func() bool {
+					in := c.instance(src)
+					f, _ := in["fault"].(map[string]any)
+					return in["status"] != "REJOIN" && f != nil && strings.Contains(f["message"].(string), "committed past the fork")
+				})
+				if st, err := fc.ServerState(context.Background(), fc.server(src)); err != nil || st != compute.StateFenced {
+					t.Fatalf("the refused source's server: %s, %v; want fenced", st, err)
+				}
+				fc.guest(src).setFailRejoin("")
+			}
+			if code, doc := rejoin(c, src); code != 202 {
+				t.Fatalf("rejoin: HTTP %d %v", code, doc)
+			}
+			waitFor(t, "the rejoin", 30*time.Second, func() bool {
+				in := c.instance(src)
+				of, _ := in["replica_of"].(map[string]any)
+				return in["status"] == "ACTIVE" && of != nil && of["id"] == elected && in["fault"] == nil
+			})
+			_, link, _ := fc.guest(src).replication()
+			if link == nil || link.Account != acctOf(src) || link.GTIDSlavePos != "" {
+				t.Fatalf("the rejoined %s source follows %+v", tc.manager, link)
+			}
+			if rewinds := fc.journal.events("rewind " + src); tc.manager == "postgresql" && !slices.Equal(rewinds, []string{"rewind " + src + " " + tc.pos[tc.want]}) ||
+				tc.manager == "redis" && len(rewinds) > 0 {
+				t.Fatalf("rewinds of the old source: %v (want one to the elected replica's received %s for PostgreSQL, none for Redis)", rewinds, tc.pos[tc.want])
 			}
 		})
 	}

@@ -126,11 +126,14 @@ type ReplicationRouter interface {
 // Fencer is a driver that can fence a machine: power it off at once
 // (no grace: a fenced guest must not take another write) and keep it off
 // — its ServerState is StateFenced and StartServer, CreateServer and a
-// rebuild refuse it (ErrFenced) — until it is deleted. A replication
-// source ejected from its group (failover) is fenced, so that it can
-// never be a second writable primary, whatever its agent does.
+// rebuild refuse it (ErrFenced) — until it is deleted or its fence is
+// lifted. A replication source ejected from its group (failover) is
+// fenced, so that it can never be a second writable primary, whatever its
+// agent does; UnfenceServer lifts the fence (the machine stays off, and
+// StartServer may start it again) when it rejoins the group as a replica.
 type Fencer interface {
 	FenceServer(ctx context.Context, srv Server) error
+	UnfenceServer(ctx context.Context, srv Server) error
 }
 
 // Flavor is the size of a machine: what a flavor resize changes.

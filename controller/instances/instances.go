@@ -47,6 +47,9 @@ const (
 	// TaskEjecting: a failover runs in the instance's replication group
 	// (Trove's EJECT).
 	TaskEjecting Task = "EJECTING"
+	// TaskRejoining: a source ejected from its replication group comes
+	// back as a replica of the group's source (strata's own).
+	TaskRejoining Task = "REJOINING"
 	// TaskUpgrading: the instance moves to another datastore version, a
 	// rebuild onto its image plus the datastore's upgrade step (Trove's
 	// UPGRADE).
@@ -157,6 +160,7 @@ const (
 	StatusRebuild         = "REBUILD"
 	StatusPromote         = "PROMOTE"
 	StatusEject           = "EJECT"
+	StatusRejoin          = "REJOIN"
 	StatusUpgrade         = "UPGRADE"
 )
 
@@ -193,6 +197,8 @@ func Status(d Desired, r *Reported, now time.Time, stale time.Duration) (status,
 		return StatusPromote, operating
 	case TaskEjecting:
 		return StatusEject, operating
+	case TaskRejoining:
+		return StatusRejoin, operating
 	case TaskUpgrading:
 		return StatusUpgrade, operating
 	}

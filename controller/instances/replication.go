@@ -49,6 +49,48 @@ func LinkOf(ctx context.Context, q store.Querier, instanceID string) (l Link, ok
 	return l, err == nil, err
 }
 
+// Ejection is what the controller keeps of a source ejected from its
+// replication group (failover): the replica elected in its place, and
+// the position the group forked at (the elected replica's received
+// position when it was promoted; ForkReplID is a Redis position's
+// replication ID). A rejoin checks the instance holds nothing past it.
+type Ejection struct {
+	InstanceID string
+	ElectedID  string
+	ForkPos    string
+	ForkReplID string
+	EjectedAt  time.Time
+}
+
+// InsertEjection records that an instance was ejected (replacing an
+// older record of it).
+func InsertEjection(ctx context.Context, q store.Querier, e Ejection) error {
+	_, err := q.Exec(ctx, `INSERT INTO ejections (instance_id, elected_id, fork_pos, fork_repl_id, ejected_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (instance_id) DO UPDATE SET elected_id = excluded.elected_id, fork_pos = excluded.fork_pos,
+			fork_repl_id = excluded.fork_repl_id, ejected_at = excluded.ejected_at`,
+		e.InstanceID, e.ElectedID, e.ForkPos, e.ForkReplID, store.Millis(e.EjectedAt))
+	return err
+}
+
+// EjectionOf returns an instance's ejection; ok is false when it was
+// not ejected (or rejoined since).
+func EjectionOf(ctx context.Context, q store.Querier, instanceID string) (e Ejection, ok bool, err error) {
+	var at int64
+	err = q.QueryRow(ctx, `SELECT instance_id, elected_id, fork_pos, fork_repl_id, ejected_at FROM ejections WHERE instance_id = ?`, instanceID).
+		Scan(&e.InstanceID, &e.ElectedID, &e.ForkPos, &e.ForkReplID, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, false, nil
+	}
+	e.EjectedAt = store.FromMillis(at)
+	return e, err == nil, err
+}
+
+// DeleteEjection forgets an instance's ejection (rejoined, deleted).
+func DeleteEjection(ctx context.Context, q store.Querier, instanceID string) error {
+	_, err := q.Exec(ctx, `DELETE FROM ejections WHERE instance_id = ?`, instanceID)
+	return err
+}
+
 // ReplicasOf lists the live replicas following source, oldest first.
 func ReplicasOf(ctx context.Context, q store.Querier, sourceID string) ([]Link, error) {
 	return store.All(ctx, q, func(s store.Scanner) (Link, error) {

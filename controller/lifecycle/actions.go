@@ -234,6 +234,9 @@ func (m *Manager) runDelete(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		if err := m.unlinkDeleted(ctx, in); err != nil {
 			return tasks.Result{}, err
 		}
+		if err := instances.DeleteEjection(ctx, m.DB, in.ID); err != nil {
+			return tasks.Result{}, err
+		}
 		chaos.Reach("delete.start", in.ID)
 		if srv, ok := serverOf(in); ok {
 			if err := m.Compute.DeleteServer(ctx, srv); err != nil {
@@ -368,6 +371,21 @@ func refuseResetOfRollback(ctx context.Context, q store.Querier, id string) erro
 // its guest operations giving up at its deadline. A failover still
 // electing has changed nothing and may be cancelled.
 func refuseResetOfSwitchover(ctx context.Context, q store.Querier, id string) error {
+	rejoins, err := store.All(ctx, q, store.ScanString, `SELECT id FROM tasks WHERE kind = ? AND state = ? AND instance_id = ?`, KindRejoin, tasks.StateQueued, id)
+	if err != nil {
+		return err
+	}
+	for _, tid := range rejoins {
+		t, err := tasks.Get(ctx, q, tid)
+		if err != nil {
+			return err
+		}
+		// A rejoin may have lifted the server's compute fence: cancelled,
+		// it would leave an ejected source running outside its group.
+		return wrap(ErrUnprocessable, "cannot reset the task of instance %s: its rejoin (task %s, step %s) may have lifted its server's fence; "+
+			"it ends by itself (a replica again, or fenced again with the reason in its fault), its guest operations giving up at %s",
+			id, t.ID, t.Step, t.Deadline.UTC().Format(time.RFC3339))
+	}
 	ids, err := store.All(ctx, q, store.ScanString, `SELECT id FROM tasks WHERE kind = ? AND state = ? ORDER BY seq`, KindPromote, tasks.StateQueued)
 	if err != nil {
 		return err

@@ -208,6 +208,7 @@ func (m *Manager) Kinds() map[string]tasks.Kind {
 		// A resize that cannot roll back leaves the instance in ERROR.
 		KindResizeFlavor: {Run: m.runResizeFlavor, OnFail: m.failErrored},
 		KindPromote:      {Run: m.runPromote, OnFail: m.failPromote},
+		KindRejoin:       {Run: m.runRejoin, OnFail: m.failRejoin},
 	}
 }
 

@@ -335,6 +335,13 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 					return err
 				}
 			}
+			if p.Eject {
+				// What a rejoin of the old source checks it against.
+				if err := instances.InsertEjection(ctx, tx, instances.Ejection{InstanceID: src.ID, ElectedID: r.ID,
+					ForkPos: p.FencePos, ForkReplID: p.FenceReplID, EjectedAt: now}); err != nil {
+					return err
+				}
+			}
 			for _, id := range p.Others {
 				if _, err := tx.Exec(ctx, `UPDATE replication_links SET source_id = ? WHERE instance_id = ?`, r.ID, id); err != nil {
 					return err
@@ -473,8 +480,9 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if p.Auto {
 				what = "failed over automatically: ejected"
 			}
+			next := fmt.Sprintf("bring it back as a replica with the action rejoin_as_replica (refused if it holds writes %s never received), or delete it", r.ID)
 			note = &tasks.Failure{Reason: fmt.Sprintf("%s from its replication group: %s is the source now; this instance is out of the group, "+
-				"and %s; delete it (rejoining the group is not built yet)", what, r.ID, how)}
+				"and %s; %s", what, r.ID, how, next)}
 		}
 		if err := m.clearGroup(ctx, t, p, note); err != nil {
 			return tasks.Result{}, err

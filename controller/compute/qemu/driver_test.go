@@ -424,8 +424,9 @@ func TestAFenceWithoutItsRelayIsRefused(t *testing.T) {
 
 // A fenced server is killed at once and stays off: its state says so,
 // and neither StartServer nor a driver started again on the same
-// directory (a controller restart) brings it back; it can be deleted.
-func TestAFencedServerIsKilledAndStaysOff(t *testing.T) {
+// directory (a controller restart) brings it back. Once its fence is
+// lifted (a rejoin), it is off and starts again; it can be deleted.
+func TestAFencedServerIsKilledAndStaysOffUntilItsFenceIsLifted(t *testing.T) {
 	ctx := context.Background()
 	d, dir := newDriver(t)
 	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "db", SizeGB: 1})
@@ -459,6 +460,24 @@ func TestAFencedServerIsKilledAndStaysOff(t *testing.T) {
 	}
 	if err := d.FenceServer(ctx, srv); err != nil {
 		t.Fatalf("fencing again: %v", err)
+	}
+	if err := d.UnfenceServer(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := driverOn(t, dir, qemu.Config{}).ServerState(ctx, srv); err != nil || st != compute.StateStopped {
+		t.Fatalf("state once the fence is lifted: %s, %v (want stopped)", st, err)
+	}
+	if err := d.StartServer(ctx, srv); err != nil {
+		t.Fatalf("starting the server once its fence is lifted: %v", err)
+	}
+	if !qemuRunning(t, id) {
+		t.Fatal("the VM does not run once its fence is lifted and it is started")
+	}
+	if err := d.UnfenceServer(ctx, srv); err != nil {
+		t.Fatalf("lifting a fence that is not there: %v", err)
+	}
+	if !qemuRunning(t, id) {
+		t.Fatal("lifting a fence that is not there stopped the VM")
 	}
 	if err := d.DeleteServer(ctx, srv); err != nil {
 		t.Fatal(err)

@@ -274,7 +274,7 @@ func (d *Driver) start(id string, p paths, st serverState) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st.Fenced {
-		return fmt.Errorf("server %s: %w: it stays off until it is deleted", id, compute.ErrFenced)
+		return fmt.Errorf("server %s: %w: it stays off until it is deleted or rejoins its replication group", id, compute.ErrFenced)
 	}
 	if pid, ok := d.pidOf(id); ok {
 		d.watchLocked(id, pid)
@@ -655,5 +655,28 @@ func (d *Driver) FenceServer(ctx context.Context, srv compute.Server) error {
 		return fmt.Errorf("fence server %s: its VM still runs after being killed: %v", id, stopErr)
 	}
 	d.log.Warn("server fenced: its VM was killed and is kept off", "instance", id)
+	return nil
+}
+
+// UnfenceServer lifts a fence: server.json no longer says fenced, and the
+// VM (off) may be started again. A server that is not fenced is left as
+// it is.
+func (d *Driver) UnfenceServer(ctx context.Context, srv compute.Server) error {
+	id := srv.ID
+	if err := checkID(id); err != nil {
+		return err
+	}
+	p := d.paths(id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.loadState(p)
+	if err == nil && st.Fenced {
+		st.Fenced = false
+		err = d.saveState(p, st)
+	}
+	if err != nil {
+		return fmt.Errorf("lift the fence of server %s: %w", id, err)
+	}
+	d.log.Info("server's fence lifted: it may be started again", "instance", id)
 	return nil
 }
