@@ -157,3 +157,64 @@ func TestAnEjectedSourceWithWritesTheGroupNeverReceivedIsRefusedAndFencedAgain(t
 		t.Fatalf("the ejection was not kept after the refusal (%d)", n)
 	}
 }
+
+// A controller restart while the ejected source boots (its fence lifted,
+// its server started, its agent not back yet): the rejoin task goes on
+// from where it stood once the guest reports to the new controller, and
+// the source follows the elected replica.
+func TestARejoinFinishesAcrossAControllerRestart(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	dir, agentAddr := t.TempDir(), freeAddr(t)
+	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})
+	c := r1.admin()
+	src := newActive(c, "primary")
+	ids := replicaIDs(t, c, src, 2)
+	a := ids[0]
+	fc.guest(a).setIOPos("0-1-101")
+	fc.guest(ids[1]).setIOPos("0-1-90")
+	fc.guest(src).halt()
+	silence(t, r1, src)
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 30*time.Second, func() bool {
+		f, _ := c.instance(src)["fault"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && f != nil && c.instance(src)["status"] != "EJECT"
+	})
+	// The source's server starts, but its guest stays silent: the
+	// controller stops while the rejoin waits for it.
+	fc.mu.Lock()
+	fc.silentIDs[src] = true
+	fc.mu.Unlock()
+	if code, doc := rejoin(c, src); code != 202 {
+		t.Fatalf("rejoin: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the fence lifted and the server started", 30*time.Second, func() bool {
+		calls := fc.callsSnapshot()
+		i := slices.Index(calls, "UnfenceServer "+src)
+		return i >= 0 && slices.Contains(calls[i:], "StartServer "+src)
+	})
+	r1.ctl.Stop()
+	// The guest finishes booting while no controller runs, and reports
+	// to the new one.
+	fc.powerOffOne(src)
+	fc.mu.Lock()
+	fc.silentIDs[src] = false
+	fc.mu.Unlock()
+	if err := fc.StartServer(context.Background(), fc.server(src)); err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})
+	c = r2.admin()
+	waitFor(t, "the rejoin to finish", 60*time.Second, func() bool {
+		in := c.instance(src)
+		of, _ := in["replica_of"].(map[string]any)
+		return in["status"] == "ACTIVE" && of != nil && of["id"] == a && in["fault"] == nil
+	})
+	accounts, _, _ := fc.guest(a).replication()
+	_, link, _ := fc.guest(src).replication()
+	if link == nil || link.GTIDSlavePos != "0-1-101" || accounts[link.Account] != link.Password {
+		t.Fatalf("the rejoined source follows %+v; the new source holds %v", link, keys(accounts))
+	}
+}
