@@ -3,6 +3,7 @@ package mariadb_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -357,5 +358,39 @@ func TestAReplicaThatLostItsSettingsFollowsAgainAfterARepointToItsSource(t *test
 	fill(t, pdb, 10)
 	if st := waitApplied(t, ctx, primary, replica); !st.ReadOnly {
 		t.Fatalf("after a restart: %+v", st)
+	}
+}
+
+// The agent's own housekeeping writes no transaction to the binary log:
+// an operation's durability flush after a fence (set_read_only) leaves
+// the server's gtid_binlog_pos where the fence reported it. A flush that
+// went to the binary log would give a replica or a fenced primary a
+// transaction of its own that its group never had (a failover's ejected
+// source could then not follow the new one).
+func TestAnOperationsFlushWritesNothingToTheBinaryLog(t *testing.T) {
+	ctx := backupCtx(t)
+	inst := mariadbtest.NewTCPT(t)
+	mustPrepare(t, inst, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}})
+	db := admin(t, inst)
+	if _, err := db.Exec(`CREATE TABLE shop.items (id INT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	var before string
+	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil || before == "" {
+		t.Fatalf("gtid_binlog_pos %q, %v", before, err)
+	}
+	d := &dispatch.Dispatcher{Manager: inst.Manager, Datastore: "mariadb"}
+	args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+	res := d.Run(ctx, wire.Operation{ID: "fence", Kind: wire.KindSetReadOnly, Args: args})
+	var st wire.ReplicationStatus
+	if err := res.Decode(&st); err != nil || !st.ReadOnly {
+		t.Fatalf("fence: %+v %v", st, err)
+	}
+	var after string
+	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before || st.GTIDBinlogPos != before {
+		t.Fatalf("gtid_binlog_pos %s before the fence, %s after its flush (the fence reported %s)", before, after, st.GTIDBinlogPos)
 	}
 }

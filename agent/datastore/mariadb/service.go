@@ -60,11 +60,14 @@ func (m *Manager) Stop(ctx context.Context) error { return m.lc.Stop(ctx, m.cfg.
 // filesystems, which covers what MariaDB leaves to the page cache
 // (database directories). A server that does not answer has nothing to
 // flush: it wrote everything when it stopped, or lost it when it crashed.
+// The flush is LOCAL: written to the binary log, it would be a
+// transaction of this server's own after every operation — on a replica
+// or a fenced primary, one its replication group never had.
 func (m *Manager) Flush(ctx context.Context) error {
 	if m.ping(ctx) != nil {
 		return nil
 	}
-	return m.exec(ctx, "FLUSH ENGINE LOGS",
+	return m.exec(ctx, "FLUSH LOCAL ENGINE LOGS",
 		"FLUSH LOCAL TABLES mysql.global_priv, mysql.db, mysql.tables_priv, mysql.columns_priv, mysql.procs_priv, mysql.proxies_priv, mysql.roles_mapping")
 }
 
