@@ -82,7 +82,10 @@ var replicaCases = map[string]replicaCase{
 // shows its datastore's positions; a switchover (promote) makes it the
 // source and takes writes, and the old primary follows the new one
 // (PostgreSQL's rejoins as a standby: docs/replication.md); rebuilt onto
-// its image, it follows the new source again. Everything is deleted.
+// its image, it follows the new source again. Then the source's VM dies
+// and the automatic failover promotes the replica, which takes writes;
+// PostgreSQL's ejected source rejoins (rewound) and follows. Everything
+// is deleted.
 func TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver(t *testing.T) {
 	for _, tool := range []string{"psql", "redis-cli", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -232,7 +235,45 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	if msg := rc.refused(pEP, u, pw); !strings.Contains(msg, rc.readOnly) {
 		t.Fatalf("a write on the rebuilt replica: %q, want %q", msg, rc.readOnly)
 	}
-	order := []string{src, rid}
+	// Failover: the group's source gets the shortest grace period; its
+	// VM dies (the recovery that restarts it is cancelled), and once its
+	// heartbeat is older than the grace period the controller fences it
+	// and promotes the replica, which takes writes.
+	grace := 25
+	api.must(t, 202, "PATCH", "/instances/"+rid, map[string]any{"instance": map[string]any{"auto_failover": map[string]any{"grace_seconds": grace}}})
+	killed := time.Now()
+	killVM(t, state, rid)
+	waitTrue(t, "the automatic failover: the replica takes writes", 5*time.Minute, func() bool { return rc.refused(pEP, u, pw) == "" })
+	t.Logf("FIGURE %s automatic failover (grace %ds from the last heartbeat): writes accepted on the elected replica %.1fs after the source's VM was killed",
+		c.name, grace, time.Since(killed).Seconds())
+	waitTrue(t, "the failover to end with the old source's fault", 3*time.Minute, func() bool {
+		in := api.instance(t, rid)
+		f, _ := in["fault"].(map[string]any)
+		return f != nil && strings.Contains(fmt.Sprint(f["message"]), "ejected") && api.instance(t, src)["replica_of"] == nil
+	})
+	if c.name == "postgresql" {
+		// The ejected PostgreSQL source rejoins: fence lifted, booted
+		// read-only, rewound to the new primary's history (pg_rewind:
+		// it crashed, so its WAL ran past the fork), and a standby.
+		rc.write(t, pEP, u, pw, 40)
+		requested = time.Now()
+		api.must(t, 202, "POST", "/instances/"+rid+"/action", map[string]any{"rejoin_as_replica": map[string]any{}})
+		waitTrue(t, "the ejected source to rejoin as a standby", 10*time.Minute, func() bool {
+			in := api.instance(t, rid)
+			ro, _ := in["replica_of"].(map[string]any)
+			if f, _ := in["fault"].(map[string]any); f != nil && strings.Contains(fmt.Sprint(f["message"]), "rejoin refused") {
+				t.Fatalf("the rejoin failed: %v", f["message"])
+			}
+			return in["status"] == "ACTIVE" && ro != nil && ro["id"] == src && in["fault"] == nil
+		})
+		want = rc.digest(t, pEP, u, pw)
+		waitTrue(t, "the rejoined source to follow", 3*time.Minute, func() bool { return rc.digest(t, rEP, u, pw) == want })
+		t.Logf("FIGURE %s rejoin of the ejected source (boot, rewind, standby) request→following with the new writes: %.0fs", c.name, time.Since(requested).Seconds())
+		if msg := rc.refused(rEP, u, pw); !strings.Contains(msg, rc.readOnly) {
+			t.Fatalf("a write on the rejoined source: %q, want %q", msg, rc.readOnly)
+		}
+	}
+	order := []string{rid, src}
 	for _, id := range order {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
 		api.waitGone(t, id, 5*time.Minute)

@@ -66,7 +66,7 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 	if code, doc := eject(c, src); code != 202 {
 		t.Fatalf("eject: HTTP %d %v", code, doc)
 	}
-	waitFor(t, "the failover", 30*time.Second, func() bool {
+	waitFor(t, "the failover", 60*time.Second, func() bool {
 		in := c.instance(b)
 		of, _ := c.instance(a)["replica_of"].(map[string]any)
 		return in["status"] == "ACTIVE" && in["replica_of"] == nil && of != nil && of["id"] == b && c.instance(a)["status"] == "ACTIVE"

@@ -258,7 +258,7 @@ func TestOpenstackPromoteToReplicaSource(t *testing.T) {
 	r.compute.guest(replica).halt()
 	silence(t, r, replica)
 	o.run(false, "database", "instance", "eject", replica)
-	waitFor(t, "the failover", 30*time.Second, func() bool {
+	waitFor(t, "the failover", 60*time.Second, func() bool {
 		show := o.json("database", "instance", "show", src)
 		return show["status"] == "ACTIVE" && show["replica_of"] == nil
 	})

@@ -36,7 +36,7 @@ func ejectedGroup(t *testing.T, aPos, bPos string) (fc *fakeCompute, r *rig, c *
 	if code, doc := eject(c, src); code != 202 {
 		t.Fatalf("eject: HTTP %d %v", code, doc)
 	}
-	waitFor(t, "the failover", 30*time.Second, func() bool {
+	waitFor(t, "the failover", 60*time.Second, func() bool {
 		f, _ := c.instance(src)["fault"].(map[string]any)
 		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && f != nil && c.instance(src)["status"] != "EJECT"
 	})
@@ -178,7 +178,7 @@ func TestARejoinFinishesAcrossAControllerRestart(t *testing.T) {
 	if code, doc := eject(c, src); code != 202 {
 		t.Fatalf("eject: HTTP %d %v", code, doc)
 	}
-	waitFor(t, "the failover", 30*time.Second, func() bool {
+	waitFor(t, "the failover", 60*time.Second, func() bool {
 		f, _ := c.instance(src)["fault"].(map[string]any)
 		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && f != nil && c.instance(src)["status"] != "EJECT"
 	})

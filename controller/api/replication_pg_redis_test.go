@@ -361,7 +361,7 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 			if code, doc := eject(c, src); code != 202 {
 				t.Fatalf("eject: HTTP %d %v", code, doc)
 			}
-			waitFor(t, "the failover", 30*time.Second, func() bool {
+			waitFor(t, "the failover", 60*time.Second, func() bool {
 				if c.instance(elected)["status"] != "ACTIVE" {
 					return false
 				}
@@ -409,6 +409,9 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 				}
 				fc.guest(src).setFailRejoin("")
 			}
+			// Once linked, the old source applies the group's history up
+			// to the fork (its fake reports that much).
+			fc.guest(src).setIOPos(tc.pos[tc.want])
 			if code, doc := rejoin(c, src); code != 202 {
 				t.Fatalf("rejoin: HTTP %d %v", code, doc)
 			}

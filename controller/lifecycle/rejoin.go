@@ -37,8 +37,10 @@ import (
 //	         server whose WAL holds a commit past it, else stops it,
 //	         rewinds it to S's history (pg_rewind) and starts it as S's
 //	         standby
-//	linked   wait until the link runs; then, in one transaction: the
-//	         link E → S, the ejection forgotten, the fault cleared
+//	linked   wait until the link runs and E applied the group's history
+//	         up to the fork (a link runs for a moment before the source
+//	         answers it lacks E's position); then, in one transaction:
+//	         the link E → S, the ejection forgotten, the fault cleared
 //
 // Any failure puts E back as it was — its server fenced again when the
 // rejoin lifted the fence, its account on S dropped, the ejection kept
@@ -206,14 +208,14 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		}
 		var st wire.ReplicationStatus
 		err = res.Decode(&st)
-		pos, replID, ok := fencePosition(manager, st)
+		pos, _, ok := fencePosition(manager, st)
 		if err != nil || !st.ReadOnly || !ok {
 			return tasks.Result{}, tasks.Fail("", "its fence reported %+v (%v)", st, err)
 		}
 		// PostgreSQL's agent makes the check itself, in the server's WAL
 		// (its position is past the fork whatever it committed: crash
 		// recovery writes a checkpoint).
-		if why := pastFork(manager, pos, replID, p.ForkPos, p.ForkReplID); manager != managerPostgreSQL && why != "" {
+		if why := pastFork(manager, st, p.ForkPos, p.ForkReplID); manager != managerPostgreSQL && why != "" {
 			return tasks.Result{}, tasks.Fail("", "it holds writes its group never received (%s): following %s would drop them", why, src.ID)
 		}
 		p.Position = pos
@@ -270,9 +272,18 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		if err != nil {
 			return tasks.Result{}, tasks.Fail("", "start_replication's result: %v", err)
 		}
-		if !running {
+		// Running is not enough: a link runs for a moment before the
+		// source answers that it lacks the instance's position, or before
+		// the instance fails to apply what it receives. It has rejoined
+		// once it applied the group's history up to the fork.
+		applied, reached := appliedFork(manager, st, p.ForkPos)
+		if !running || !reached {
 			if m.now().After(p.LinkDeadline) {
-				return tasks.Result{}, tasks.Fail("", "it does not follow %s after %s: %s", src.ID, linkTimeout, linkReason(st))
+				why := linkReason(st)
+				if running {
+					why = fmt.Sprintf("it applied %s, not yet the fork at %s", applied, p.ForkPos)
+				}
+				return tasks.Result{}, tasks.Fail("", "it does not follow %s after %s: %s", src.ID, linkTimeout, why)
 			}
 			return tasks.Result{After: time.Second}, nil
 		}
@@ -329,27 +340,38 @@ func (m *Manager) failRejoin(ctx context.Context, t *tasks.Task, f *tasks.Failur
 	return m.recordFailure(ctx, t, &tasks.Failure{Reason: reason, Details: f.Details}, false, true)
 }
 
-// pastFork says what an ejected source holds past the position its
-// group forked at ("" when nothing): MariaDB, a domain of its
-// gtid_binlog_pos further than the fork's (or one the fork lacks; a
-// domain's sequence numbers count its transactions whichever server
-// wrote them, and the ejected source was the group's only writer);
-// Redis, another replication ID or a further offset.
-func pastFork(manager, pos, replID, forkPos, forkReplID string) string {
+// pastFork says what an ejected source whose fence reported st holds
+// past the position its group forked at ("" when nothing). MariaDB: a
+// domain of its gtid_binlog_pos further than the fork's, or one the fork
+// lacks (a domain's sequence numbers count its transactions whichever
+// server wrote them, and the ejected source was the group's only
+// writer). Redis: its stream must be the group's up to an offset at or
+// before the fork's — under its replication ID, or (a server started
+// again from its snapshot: a new ID) under its previous ID, with no byte
+// written under the new one.
+func pastFork(manager string, st wire.ReplicationStatus, forkPos, forkReplID string) string {
 	switch manager {
 	case managerRedis:
-		off, err1 := strconv.ParseInt(pos, 10, 64)
-		fork, err2 := strconv.ParseInt(forkPos, 10, 64)
+		fork, err := strconv.ParseInt(forkPos, 10, 64)
+		if err != nil || st.ReplOffset == nil {
+			return fmt.Sprintf("its position %s:%v cannot be compared with the fork's %s:%s", st.ReplID, st.ReplOffset, forkReplID, forkPos)
+		}
+		off := *st.ReplOffset
 		switch {
-		case err1 != nil || err2 != nil:
-			return fmt.Sprintf("its offset %q cannot be compared with the fork's %q", pos, forkPos)
-		case replID != forkReplID:
-			return fmt.Sprintf("its replication history %s:%d is not the group's, which forked at %s:%d", replID, off, forkReplID, fork)
-		case off > fork:
-			return fmt.Sprintf("%d bytes of writes past the fork at offset %d", off-fork, fork)
+		case st.ReplID == forkReplID && off > fork:
+			return fmt.Sprintf("%d bytes of writes past the fork at offset %d of stream %s", off-fork, fork, forkReplID)
+		case st.ReplID == forkReplID:
+			return ""
+		case st.ReplID2 != forkReplID || st.ReplID2End == nil:
+			return fmt.Sprintf("its stream %s (before it %q) is not the group's, which forked at %s:%d", st.ReplID, st.ReplID2, forkReplID, fork)
+		case off > *st.ReplID2End:
+			return fmt.Sprintf("%d bytes of writes since it started again (stream %s)", off-*st.ReplID2End, st.ReplID)
+		case *st.ReplID2End > fork:
+			return fmt.Sprintf("%d bytes of writes past the fork at offset %d of stream %s", *st.ReplID2End-fork, fork, forkReplID)
 		}
 		return ""
 	case managerMariaDB:
+		pos := st.GTIDBinlogPos
 		own, fork := gtidSeqs(pos), gtidSeqs(forkPos)
 		for d, n := range own {
 			if f, ok := fork[d]; !ok || n > f {
@@ -359,4 +381,29 @@ func pastFork(manager, pos, replID, forkPos, forkReplID string) string {
 		return ""
 	}
 	return fmt.Sprintf("%s has no rejoin", manager)
+}
+
+// appliedFork says what a rejoining instance applied (its status st) and
+// whether that reaches the fork: MariaDB's gtid_slave_pos at or past the
+// fork in every domain, PostgreSQL's replayed LSN, Redis's offset.
+func appliedFork(manager string, st wire.ReplicationStatus, forkPos string) (string, bool) {
+	switch manager {
+	case managerPostgreSQL:
+		x, ok1 := parseLSN(st.ReplayedLSN)
+		y, ok2 := parseLSN(forkPos)
+		return st.ReplayedLSN, ok1 && ok2 && x >= y
+	case managerRedis:
+		fork, err := strconv.ParseInt(forkPos, 10, 64)
+		if st.ReplOffset == nil || err != nil {
+			return "no offset", false
+		}
+		return strconv.FormatInt(*st.ReplOffset, 10), *st.ReplOffset >= fork
+	}
+	applied := gtidSeqs(st.GTIDSlavePos)
+	for d, n := range gtidSeqs(forkPos) {
+		if applied[d] < n {
+			return st.GTIDSlavePos, false
+		}
+	}
+	return st.GTIDSlavePos, true
 }

@@ -541,3 +541,51 @@ func TestAnOlderServerGetsTheReplicationFileWithItsFlavor(t *testing.T) {
 		t.Fatalf("fence after apply_flavor: %+v %v", st, err)
 	}
 }
+
+// A primary killed and started again (a crash; a failover's ejected
+// source coming back) continues the stream its snapshot held under a new
+// replication ID: its status reports the old ID and where its history
+// under it ends, and any write it takes after the restart moves its
+// offset past that end — what tells the controller whether an ejected
+// source holds writes its group never received.
+func TestAPrimaryStartedAgainAfterACrashReportsTheStreamItsSnapshotHeld(t *testing.T) {
+	ctx := servertest.Context(t, 2*time.Minute)
+	p := tcpInstance(t)
+	servertest.MustPrepare(t, p.Manager, wire.PrepareArgs{}, time.Minute)
+	pc := admin(t, p)
+	do(t, pc, "SET", "k0", "0")
+	r := seededReplica(t, ctx, p, "r1")
+	if _, err := p.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r1", Password: "pw-r1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port, Account: "strata_repl_r1", Password: "pw-r1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		do(t, pc, "SET", fmt.Sprintf("w:%d", i), "x")
+	}
+	before := replStatus(t, ctx, p)
+	if before.ReplID2 != "" || before.ReplID2End != nil {
+		t.Fatalf("a primary that never restarted reports a previous stream: %+v", before)
+	}
+	do(t, pc, "SAVE")
+	saved := replStatus(t, ctx, p)
+	if err := p.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := replStatus(t, ctx, p)
+	if st.ReplID == before.ReplID || st.ReplID2 != before.ReplID || st.ReplID2End == nil ||
+		*st.ReplID2End < off(before.ReplOffset) || *st.ReplID2End > off(saved.ReplOffset) || off(st.ReplOffset) != *st.ReplID2End {
+		t.Fatalf("after a crash and a restart: %+v; before it %s at %d (saved at %d)", st, before.ReplID, off(before.ReplOffset), off(saved.ReplOffset))
+	}
+	if got := get(t, p, "w:99"); got != "x" {
+		t.Fatalf("the snapshot's data: w:99 = %q", got)
+	}
+	do(t, admin(t, p), "SET", "after-restart", "1")
+	if after := replStatus(t, ctx, p); off(after.ReplOffset) <= *st.ReplID2End || after.ReplID2 != before.ReplID {
+		t.Fatalf("a write after the restart: %+v, want the offset past %d", after, *st.ReplID2End)
+	}
+}

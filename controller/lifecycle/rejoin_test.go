@@ -1,0 +1,63 @@
+package lifecycle
+
+import (
+	"strings"
+	"testing"
+
+	"strata/agent/wire"
+)
+
+// An ejected source may rejoin only when it holds nothing past its
+// group's fork; pastFork says what it holds, in its datastore's terms.
+func TestPastForkNamesWhatTheGroupNeverReceived(t *testing.T) {
+	n := func(v int64) *int64 { return &v }
+	const group, old, fresh = "aaaa", "bbbb", "cccc"
+	for _, tc := range []struct {
+		name, manager string
+		st            wire.ReplicationStatus
+		fork, forkID  string
+		want          string // "" or a piece of the reason
+	}{
+		{"mariadb at the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, "0-1-100", "", ""},
+		{"mariadb behind the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-90,1-1-5"}, "0-2-120,1-1-5", "", ""},
+		{"mariadb past the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-101"}, "0-1-100", "", "past the fork at 0-1-100 in domain 0"},
+		{"mariadb a domain the fork lacks", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-10,7-1-1"}, "0-1-100", "", "in domain 7"},
+		{"redis in the group's stream", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(900)}, "1000", group, ""},
+		{"redis past the fork", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(1010)}, "1000", group, "10 bytes of writes past the fork"},
+		{"redis started again, nothing written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(800), ReplID2: group, ReplID2End: n(800)}, "1000", group, ""},
+		{"redis started again, then written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(850), ReplID2: group, ReplID2End: n(800)}, "1000", group, "50 bytes of writes since it started again"},
+		{"redis started again from past the fork", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(1200), ReplID2: group, ReplID2End: n(1200)}, "1000", group, "200 bytes of writes past the fork"},
+		{"redis another stream", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(10), ReplID2: old, ReplID2End: n(10)}, "1000", group, "is not the group's"},
+		{"redis no offset", managerRedis, wire.ReplicationStatus{ReplID: group}, "1000", group, "cannot be compared"},
+	} {
+		got := pastFork(tc.manager, tc.st, tc.fork, tc.forkID)
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A rejoin ends once the instance applied its group's history up to the
+// fork, in its datastore's terms.
+func TestAppliedForkComparesPositionsAsNumbers(t *testing.T) {
+	n := func(v int64) *int64 { return &v }
+	for _, tc := range []struct {
+		manager string
+		st      wire.ReplicationStatus
+		fork    string
+		want    bool
+	}{
+		{managerMariaDB, wire.ReplicationStatus{GTIDSlavePos: "0-2-100"}, "0-1-100", true},
+		{managerMariaDB, wire.ReplicationStatus{GTIDSlavePos: "0-1-99"}, "0-1-100", false},
+		{managerMariaDB, wire.ReplicationStatus{GTIDSlavePos: "0-1-120"}, "0-1-100,1-1-3", false},
+		{managerPostgreSQL, wire.ReplicationStatus{ReplayedLSN: "10/0"}, "9/FF000000", true},
+		{managerPostgreSQL, wire.ReplicationStatus{ReplayedLSN: "9/FF000000"}, "10/0", false},
+		{managerRedis, wire.ReplicationStatus{ReplOffset: n(1000)}, "1000", true},
+		{managerRedis, wire.ReplicationStatus{ReplOffset: n(999)}, "1000", false},
+		{managerRedis, wire.ReplicationStatus{}, "1000", false},
+	} {
+		if _, got := appliedFork(tc.manager, tc.st, tc.fork); got != tc.want {
+			t.Errorf("%s %+v against the fork %s: %v, want %v", tc.manager, tc.st, tc.fork, got, tc.want)
+		}
+	}
+}
