@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"strata/agent/wire"
@@ -378,6 +379,16 @@ func pastFork(manager string, st wire.ReplicationStatus, forkPos, forkReplID str
 				return fmt.Sprintf("its gtid_binlog_pos %s is past the fork at %s in domain %s", pos, forkPos, d)
 			}
 		}
+		// The same transaction number written by another server: its own,
+		// not the group's. (Below the fork's number, the source's binary
+		// log is the judge: MariaDB refuses a replica whose position it
+		// lacks, and the rejoin ends only once the fork is applied.)
+		ownIDs, forkIDs := gtidServers(pos), gtidServers(forkPos)
+		for d, n := range own {
+			if n == fork[d] && ownIDs[d] != forkIDs[d] {
+				return fmt.Sprintf("its gtid_binlog_pos %s has transaction %d of domain %s from server %s; the group's is from server %s", pos, n, d, ownIDs[d], forkIDs[d])
+			}
+		}
 		return ""
 	}
 	return fmt.Sprintf("%s has no rejoin", manager)
@@ -406,4 +417,16 @@ func appliedFork(manager string, st wire.ReplicationStatus, forkPos string) (str
 		}
 	}
 	return st.GTIDSlavePos, true
+}
+
+// gtidServers maps a GTID list's domains to the server ids of their last
+// transactions.
+func gtidServers(list string) map[string]string {
+	out := map[string]string{}
+	for _, g := range strings.Split(list, ",") {
+		if parts := strings.Split(g, "-"); len(parts) == 3 {
+			out[parts[0]] = parts[1]
+		}
+	}
+	return out
 }

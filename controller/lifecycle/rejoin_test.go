@@ -21,6 +21,7 @@ func TestPastForkNamesWhatTheGroupNeverReceived(t *testing.T) {
 		{"mariadb at the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, "0-1-100", "", ""},
 		{"mariadb behind the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-90,1-1-5"}, "0-2-120,1-1-5", "", ""},
 		{"mariadb past the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-101"}, "0-1-100", "", "past the fork at 0-1-100 in domain 0"},
+		{"mariadb the fork's number from another server", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, "0-7-100", "", "from server 1; the group's is from server 7"},
 		{"mariadb a domain the fork lacks", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-10,7-1-1"}, "0-1-100", "", "in domain 7"},
 		{"redis in the group's stream", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(900)}, "1000", group, ""},
 		{"redis past the fork", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(1010)}, "1000", group, "10 bytes of writes past the fork"},
