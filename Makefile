@@ -143,13 +143,13 @@ DATASTORE ?= redis
 E2E_SKIP = Chaos$(if $(filter none,$(DATASTORE)),|TestEachDatastoreImage)$(if $(filter none mariadb,$(DATASTORE)),|TestReplicasOfPostgreSQLAndRedis)
 
 .PHONY: e2e
-e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (make test: none); backups, replicas (switchover, detach), rebuild, flavor resize and upgrade to 11.8 of MariaDB instances; DIB's elements through disk-image-create (minutes)
+e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (make test: none); backups, replicas (switchover, detach), flavor resize and upgrade to 11.8 (a rebuild onto a new agent) of MariaDB instances; DIB's elements through disk-image-create (minutes)
 	ci/deps.sh test dib
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip '$(E2E_SKIP)' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' automatic failover, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, then Trove's own test suite (test-tempest)
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' automatic failover, the plain rebuild of a MariaDB instance (a new image of its version) before its upgrade, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 	$(MAKE) test-tempest
