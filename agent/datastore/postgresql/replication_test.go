@@ -425,6 +425,14 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 		err = m.DeleteUser(ctx, wire.UserRef{Name: name})
 		wantCode(t, err, wire.CodeInvalidArgument, "reserved")
 	}
+	// A fork position of the wrong shape is refused before the rejoin
+	// looks at the server.
+	for _, fork := range []string{"0/1'; SELECT 1; --", "1234", "G/0", "123456789/0"} {
+		a := good
+		a.ForkLSN = fork
+		_, err := m.RejoinReplication(ctx, a)
+		wantCode(t, err, wire.CodeInvalidArgument, "fork_lsn")
+	}
 	// On a server that is no replica, the replica kinds are refused
 	// before anything is written.
 	_, err = m.StartReplication(ctx, good)
