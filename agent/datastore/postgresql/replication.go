@@ -167,8 +167,9 @@ func (m *Manager) ensureHBA(ctx context.Context) error {
 	return nil
 }
 
-// DropReplicationAccount ends the replica's WAL sender, drops its slot
-// and its role (its membership, so its pg_hba.conf rule, goes with it).
+// DropReplicationAccount ends the replica's WAL sender, drops its slot,
+// revokes its grants and drops its role (its membership, so its
+// pg_hba.conf rule, goes with it).
 // What is already gone is fine.
 func (m *Manager) DropReplicationAccount(ctx context.Context, name string) error {
 	if err := wire.CheckReplicationAccount(name); err != nil {
@@ -211,7 +212,9 @@ func (m *Manager) DropReplicationAccount(ctx context.Context, name string) error
 		return fmt.Errorf("drop replication slot %s: %w", name, err)
 	}
 	if exists {
-		if err := m.exec(ctx, "DROP ROLE IF EXISTS "+quoteIdent(name)); err != nil {
+		// The role's grants (rewindFunctions) go first: DROP ROLE refuses
+		// a role that still holds privileges.
+		if err := m.exec(ctx, "REVOKE EXECUTE ON FUNCTION "+rewindFunctions+" FROM "+quoteIdent(name), "DROP ROLE IF EXISTS "+quoteIdent(name)); err != nil {
 			return fmt.Errorf("drop replication account %s: %w", name, err)
 		}
 	}
