@@ -323,3 +323,50 @@ func dirListing(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// The same failover with the old primary left as the crash left it (its
+// server not started again): the rejoin finishes its crash recovery in
+// single-user mode (an end-of-recovery checkpoint past the fork), rewinds
+// it and starts it as R's standby.
+func TestRejoinWithAForkRewindsACrashedFormerPrimaryWhileItIsStopped(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	fillPG(t, f.pdb, 2000)
+	f.caughtUp(t, ctx)
+	f.kill(t)
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, f.r, "shop")
+	if _, err := rdb.Exec(`INSERT INTO items (v) VALUES ('on R after the failover')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.p.Manager.Status(ctx); st.Status != wire.StatusCrashed {
+		t.Fatalf("the killed old primary is %+v", st)
+	}
+	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword, ForkLSN: fork}
+	start := time.Now()
+	st, err := f.p.Manager.RejoinReplication(ctx, back)
+	if err != nil {
+		f.p.LogTail(t)
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort {
+		t.Fatalf("the rewound crashed old primary's status %+v", st)
+	}
+	pdb := admin(t, f.p, "shop")
+	waitUntil(t, time.Minute, "R's row on the rewound old primary", func() bool {
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'on R after the failover'`) == 1
+	})
+	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
+		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
+	}
+	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
+	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
+	t.Logf("FIGURE pg_rewind rejoin of a crashed, stopped old primary (crash recovery, dry run, pg_rewind, start as a standby): %s", took.Round(time.Millisecond))
+}
