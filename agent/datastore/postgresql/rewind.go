@@ -213,7 +213,7 @@ func (m *Manager) rewindAndRejoin(ctx context.Context, args wire.StartReplicatio
 		}
 		if past, err = m.commitsSince(ctx, osUser, cd, args.ForkLSN); err != nil || past.Count > 0 {
 			restarted := "it was started again"
-			if rerr := m.lc.Restart(ctx, m.cfg.Service, m.waitReady); rerr != nil {
+			if rerr := m.lc.Restart(context.WithoutCancel(ctx), m.cfg.Service, m.waitReady); rerr != nil {
 				restarted = "starting it again failed: " + rerr.Error()
 			}
 			if err != nil {
@@ -226,7 +226,8 @@ func (m *Manager) rewindAndRejoin(ctx context.Context, args wire.StartReplicatio
 	// go on before it changed the data directory.
 	undo := func(err error) (wire.ReplicationStatus, error) {
 		if running {
-			if rerr := m.lc.Restart(ctx, m.cfg.Service, m.waitReady); rerr != nil {
+			// Even when the operation's time ran out: the server ran.
+			if rerr := m.lc.Restart(context.WithoutCancel(ctx), m.cfg.Service, m.waitReady); rerr != nil {
 				return wire.ReplicationStatus{}, fmt.Errorf("%w; starting the server again failed: %v", err, rerr)
 			}
 		}

@@ -195,6 +195,18 @@ func TestRejoinWithAForkRewindsAFormerPrimaryThatRanPastIt(t *testing.T) {
 	wantCode(t, err, wire.CodeFailedPrecondition, "runs as a primary", "pg_rewind")
 
 	back.ForkLSN = fork
+	// A source pg_rewind cannot use (a wrong password) is found by the
+	// dry run: nothing is rewound, and the server runs again as it did.
+	wrong := back
+	wrong.Password = "not-the-password"
+	_, err = f.p.Manager.RejoinReplication(ctx, wrong)
+	wantCode(t, err, wire.CodeFailedPrecondition, "pg_rewind --dry-run", "not rewound", "password authentication failed")
+	if st := replStatus(t, ctx, f.p); st.Role != wire.RoleStandalone || !st.ReadOnly || st.LSN == "" {
+		t.Fatalf("the old primary after a failed dry run: %+v", st)
+	}
+	if n := queryInt(t, admin(t, f.p, "shop"), `SELECT count(*) FROM items WHERE v LIKE 'on R after the failover %'`); n != 0 {
+		t.Fatalf("the failed dry run brought %d of R's rows", n)
+	}
 	start := time.Now()
 	st, err := f.p.Manager.RejoinReplication(ctx, back)
 	if err != nil {
