@@ -71,6 +71,7 @@ var managedParameters = map[string]bool{
 	"logging_collector": true, "log_directory": true, "log_filename": true, "password_encryption": true,
 	"ssl": true, "ssl_cert_file": true, "ssl_key_file": true, "ssl_ca_file": true, "ssl_crl_file": true,
 	"krb_server_keyfile": true, "include": true, "include_dir": true, "include_if_exists": true,
+	"wal_log_hints": true,
 }
 
 // parameters is what a configuration group may name.

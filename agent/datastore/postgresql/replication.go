@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,11 +73,23 @@ func writeStandbySignal(dataDir string) error {
 	return nil
 }
 
+// rewindFunctions are what pg_rewind calls on its source (PostgreSQL 15's
+// pg_rewind documentation lists them) to list and read the source's data
+// directory over an ordinary SQL session. Granting them to a replication
+// account widens nothing: a REPLICATION role may already take a base
+// backup, every file of the cluster; these read the same files through
+// another door, and write nothing.
+const rewindFunctions = "pg_catalog.pg_ls_dir(text, boolean, boolean), pg_catalog.pg_stat_file(text, boolean), " +
+	"pg_catalog.pg_read_binary_file(text), pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"
+
 // CreateReplicationAccount makes (or resets) one replica's role, LOGIN
 // REPLICATION and nothing else, with the password as a SCRAM verifier,
 // a member of ReplicationGroup, and its physical slot (reserving WAL from
 // now on); a re-run resets the password and attributes and keeps the
-// slot. It returns the primary's WAL position.
+// slot. The role may also execute rewindFunctions, so that a former
+// primary can rewind itself from this server (pg_hba.conf.tmpl lets it
+// reach the postgres database, no other). It returns the primary's WAL
+// position.
 func (m *Manager) CreateReplicationAccount(ctx context.Context, args wire.ReplicationAccountArgs) (wire.ReplicationSourceResult, error) {
 	var res wire.ReplicationSourceResult
 	if err := wire.CheckReplicationAccount(args.Name); err != nil {
@@ -115,6 +128,7 @@ func (m *Manager) CreateReplicationAccount(ctx context.Context, args wire.Replic
 	if err := m.exec(ctx,
 		verb+role+" WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOBYPASSRLS PASSWORD '"+scramVerifier(args.Password)+"'",
 		"GRANT "+quoteIdent(ReplicationGroup)+" TO "+role,
+		"GRANT EXECUTE ON FUNCTION "+rewindFunctions+" TO "+role,
 	); err != nil {
 		return res, fmt.Errorf("create replication account %s: %w", args.Name, err)
 	}
@@ -153,8 +167,9 @@ func (m *Manager) ensureHBA(ctx context.Context) error {
 	return nil
 }
 
-// DropReplicationAccount ends the replica's WAL sender, drops its slot
-// and its role (its membership, so its pg_hba.conf rule, goes with it).
+// DropReplicationAccount ends the replica's WAL sender, drops its slot,
+// revokes its grants and drops its role (its membership, so its
+// pg_hba.conf rule, goes with it).
 // What is already gone is fine.
 func (m *Manager) DropReplicationAccount(ctx context.Context, name string) error {
 	if err := wire.CheckReplicationAccount(name); err != nil {
@@ -197,7 +212,9 @@ func (m *Manager) DropReplicationAccount(ctx context.Context, name string) error
 		return fmt.Errorf("drop replication slot %s: %w", name, err)
 	}
 	if exists {
-		if err := m.exec(ctx, "DROP ROLE IF EXISTS "+quoteIdent(name)); err != nil {
+		// The role's grants (rewindFunctions) go first: DROP ROLE refuses
+		// a role that still holds privileges.
+		if err := m.exec(ctx, "REVOKE EXECUTE ON FUNCTION "+rewindFunctions+" FROM "+quoteIdent(name), "DROP ROLE IF EXISTS "+quoteIdent(name)); err != nil {
 			return fmt.Errorf("drop replication account %s: %w", name, err)
 		}
 	}
@@ -584,7 +601,7 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 	if rec {
 		return m.ReplicationStatus(ctx)
 	}
-	if err := m.writeReplicationFile([]byte(fenceConfig)); err != nil {
+	if err := m.writeReplicationFile(fenceFile(m.fenceXIDs())); err != nil {
 		return wire.ReplicationStatus{}, err
 	}
 	if err := m.exec(ctx, "SELECT pg_reload_conf()"); err != nil {
@@ -598,7 +615,7 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND usename IS DISTINCT FROM $1`, AdminRole).Scan(&ended); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("fence: end sessions: %w", err)
 	}
-	if err := m.flushPastCommits(ctx); err != nil {
+	if err := m.flushPastCommits(ctx, m.noteFenceXID); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("fence: %w", err)
 	}
 	st, err := m.ReplicationStatus(ctx)
@@ -608,19 +625,81 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 
 // flushPastCommits commits one transaction synchronously (read-write
 // although the server's default is read-only): its commit record's flush
-// covers every commit before it.
-func (m *Manager) flushPastCommits(ctx context.Context) error {
+// covers every commit before it. The transaction writes nothing but its
+// commit; noted (with its id, before the commit) tells the fence file,
+// so that a rejoin's count of commits past a fork leaves it out.
+func (m *Manager) flushPastCommits(ctx context.Context, noted func(xid uint32) error) error {
 	tx, err := m.conn().BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	for _, q := range []string{"SET TRANSACTION READ WRITE", "SET LOCAL synchronous_commit = on", "SELECT pg_current_xact_id()"} {
+	for _, q := range []string{"SET TRANSACTION READ WRITE", "SET LOCAL synchronous_commit = on"} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
+	var xid int64
+	if err := tx.QueryRowContext(ctx, "SELECT pg_current_xact_id()::text::bigint % 4294967296").Scan(&xid); err != nil {
+		return fmt.Errorf("pg_current_xact_id: %w", err)
+	}
+	if err := noted(uint32(xid)); err != nil {
+		return err
+	}
 	return tx.Commit()
+}
+
+// fenceXIDLine starts a fence file's line naming one of the fence's own
+// transactions (flushPastCommits), which wrote nothing but a commit.
+const fenceXIDLine = "# fence transaction: "
+
+// maxFenceXIDs bounds the fence transactions a fence file remembers (one
+// per set_read_only while fenced).
+const maxFenceXIDs = 32
+
+// noteFenceXID adds xid to the fence file's fence transactions.
+func (m *Manager) noteFenceXID(xid uint32) error {
+	xids := m.fenceXIDs()
+	xids[xid] = true
+	return m.writeReplicationFile(fenceFile(xids))
+}
+
+// fenceFile is the fence file naming xids, the newest maxFenceXIDs of
+// them (by number: the fence's transactions are minutes apart, never
+// billions).
+func fenceFile(xids map[uint32]bool) []byte {
+	list := make([]uint32, 0, len(xids))
+	for x := range xids {
+		list = append(list, x)
+	}
+	slices.Sort(list)
+	if len(list) > maxFenceXIDs {
+		list = list[len(list)-maxFenceXIDs:]
+	}
+	var b strings.Builder
+	b.WriteString(fenceConfig)
+	for _, x := range list {
+		fmt.Fprintf(&b, "%s%d\n", fenceXIDLine, x)
+	}
+	return []byte(b.String())
+}
+
+// fenceXIDs are the fence transactions the fence file names (none
+// without a fence file).
+func (m *Manager) fenceXIDs() map[uint32]bool {
+	out := map[uint32]bool{}
+	data, err := os.ReadFile(replicationFile(m.cfg))
+	if err != nil || !strings.HasPrefix(string(data), fenceConfig) {
+		return out
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, fenceXIDLine); ok {
+			if x, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+				out[uint32(x)] = true
+			}
+		}
+	}
+	return out
 }
 
 // PromoteReplica waits until this standby replayed args.LSN (the fenced
@@ -698,6 +777,12 @@ var cleanShutdownStates = map[string]bool{"shut down": true, "shut down in recov
 // A server that answers is not stopped: a standby goes through
 // StartReplication (a re-run after the rejoin), a primary is refused
 // (it ran, and wrote WAL, after the switchover).
+//
+// With args.ForkLSN (a failover: the server crashed, or ran on, past the
+// position the promoted replica had received from it) the server, running
+// as a primary or stopped in any state, is rewound instead
+// (rewindAndRejoin, rewind.go) — unless it committed a transaction past
+// the fork, which is refused before anything changes.
 func (m *Manager) RejoinReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error) {
 	if err := args.Validate(); err != nil {
 		return wire.ReplicationStatus{}, invalid("rejoin: %v", err)
@@ -719,6 +804,9 @@ func (m *Manager) RejoinReplication(ctx context.Context, args wire.StartReplicat
 		if rec {
 			return m.StartReplication(ctx, args)
 		}
+		if args.ForkLSN != "" {
+			return m.rewindAndRejoin(ctx, args, true)
+		}
 		st, _ := m.ReplicationStatus(ctx)
 		return st, wire.Errorf(wire.CodeFailedPrecondition,
 			"rejoin: this server runs as a primary (WAL at %s): it was started again after the switchover stopped it, so its WAL may go past the new primary's fork and only pg_rewind could make it a standby; delete it and create a replica of the new primary", st.LSN)
@@ -727,6 +815,9 @@ func (m *Manager) RejoinReplication(ctx context.Context, args wire.StartReplicat
 	// control file, which says it was not shut down cleanly.
 	if st := datastore.ProcessStatus("postgres", m.cfg.PidFile, true); st.Status == wire.StatusBlocked {
 		return wire.ReplicationStatus{}, wire.Errorf(wire.CodeUnavailable, "rejoin: the server is not stopped: %s", st.Detail)
+	}
+	if args.ForkLSN != "" {
+		return m.rewindAndRejoin(ctx, args, false)
 	}
 	state, err := m.clusterState(ctx)
 	if err != nil {
@@ -757,16 +848,31 @@ func (m *Manager) RejoinReplication(ctx context.Context, args wire.StartReplicat
 // clusterState is the "Database cluster state" pg_controldata reads from
 // the stopped server's control file.
 func (m *Manager) clusterState(ctx context.Context) (string, error) {
+	cd, err := m.controlData(ctx)
+	if err != nil {
+		return "", err
+	}
+	state, ok := cd["Database cluster state"]
+	if !ok {
+		return "", fmt.Errorf("rejoin: pg_controldata -D %s printed no cluster state", m.cfg.DataDir)
+	}
+	return state, nil
+}
+
+// controlData is what pg_controldata prints of the control file, field
+// name → value.
+func (m *Manager) controlData(ctx context.Context) (map[string]string, error) {
 	cmd := exec.CommandContext(ctx, m.tool("pg_controldata"), "-D", m.cfg.DataDir)
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("rejoin: pg_controldata -D %s: %v: %s", m.cfg.DataDir, err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("rejoin: pg_controldata -D %s: %v: %s", m.cfg.DataDir, err, strings.TrimSpace(string(out)))
 	}
+	fields := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "Database cluster state:"); ok {
-			return strings.TrimSpace(v), nil
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	return "", fmt.Errorf("rejoin: pg_controldata -D %s printed no cluster state", m.cfg.DataDir)
+	return fields, nil
 }

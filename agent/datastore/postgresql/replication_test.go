@@ -133,8 +133,15 @@ func TestReplicaRestoredAsAStandbyFollowsThePrimaryPromotesAndDetaches(t *testin
 		"strata_repl_r1 true true false false false true true|strata_repl_r2 true true false false false true true" {
 		t.Fatalf("accounts and slots: %q", got)
 	}
-	// The account streams WAL and nothing else: no SQL session, not
-	// even over the socket; users never see it.
+	// A re-run keeps the grants pg_rewind needs on a source.
+	if got := servertest.QueryStrings(t, pdb, `SELECT f || ' ' || has_function_privilege('strata_repl_r1', f, 'EXECUTE') FROM unnest(ARRAY[
+		'pg_ls_dir(text, boolean, boolean)', 'pg_stat_file(text, boolean)', 'pg_read_binary_file(text)', 'pg_read_binary_file(text, bigint, bigint, boolean)']) f`); strings.Join(got, "|") !=
+		"pg_ls_dir(text, boolean, boolean) true|pg_stat_file(text, boolean) true|pg_read_binary_file(text) true|pg_read_binary_file(text, bigint, bigint, boolean) true" {
+		t.Fatalf("the account's rewind grants after a re-run: %q", got)
+	}
+	// The account streams WAL and reaches the postgres database over
+	// TCP only (rewind_test.go): no SQL session over the socket; users
+	// never see it.
 	if _, err := connect(t, src, "strata_repl_r1", pw, "postgres"); err == nil || !strings.Contains(err.Error(), "pg_hba.conf rejects") {
 		t.Fatalf("an SQL session as the replication account: %v", err)
 	}
@@ -424,6 +431,14 @@ func TestReplicationRefusesBadArguments(t *testing.T) {
 		wantCode(t, err, wire.CodeInvalidArgument, "reserved")
 		err = m.DeleteUser(ctx, wire.UserRef{Name: name})
 		wantCode(t, err, wire.CodeInvalidArgument, "reserved")
+	}
+	// A fork position of the wrong shape is refused before the rejoin
+	// looks at the server.
+	for _, fork := range []string{"0/1'; SELECT 1; --", "1234", "G/0", "123456789/0"} {
+		a := good
+		a.ForkLSN = fork
+		_, err := m.RejoinReplication(ctx, a)
+		wantCode(t, err, wire.CodeInvalidArgument, "fork_lsn")
 	}
 	// On a server that is no replica, the replica kinds are refused
 	// before anything is written.

@@ -1,0 +1,384 @@
+package postgresql_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/agent/datastore/postgresql/postgresqltest"
+	"strata/agent/datastore/servertest"
+	"strata/agent/dispatch"
+	"strata/agent/streams/streamstest"
+	"strata/agent/wire"
+)
+
+// failoverPair is a primary P and its standby R (restored from a seed of
+// P, streaming through the account strata_repl_r), both on TCP.
+type failoverPair struct {
+	p, r         *postgresqltest.Instance
+	pPort, rPort int
+	pdb          *sql.DB
+}
+
+const failoverPassword = "a-long-random-password"
+
+func newFailoverPair(t *testing.T, ctx context.Context) *failoverPair {
+	t.Helper()
+	f := &failoverPair{p: postgresqltest.NewT(t), r: postgresqltest.NewT(t), pPort: freePort(t), rPort: freePort(t)}
+	if err := f.p.ListenTCP(f.pPort); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.ListenTCP(f.rPort); err != nil {
+		t.Fatal(err)
+	}
+	servertest.MustPrepare(t, f.p.Manager, wire.PrepareArgs{Databases: []wire.Database{{Name: "shop"}}}, 2*time.Minute)
+	f.pdb = admin(t, f.p, "shop")
+	if _, err := f.pdb.Exec(`CREATE TABLE items (id serial PRIMARY KEY, v text, b bytea)`); err != nil {
+		t.Fatal(err)
+	}
+	fillPG(t, f.pdb, 1000)
+	mem := streamstest.NewMemory()
+	seed, err := streamstest.Backup(ctx, &dispatch.Dispatcher{Manager: f.p.Manager, Streams: mem, Datastore: "postgresql"}, "seed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.p.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	dd := &dispatch.Dispatcher{Manager: f.r.Manager, Streams: mem, Datastore: "postgresql"}
+	if _, err := streamstest.Restore(ctx, dd, mem, "restore-r", wire.RestoreArgs{Standby: true}, mem.Stored("seed", seed)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.pPort, Account: "strata_repl_r", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// caughtUp waits until R received P's current WAL position.
+func (f *failoverPair) caughtUp(t *testing.T, ctx context.Context) {
+	t.Helper()
+	var want string
+	if err := admin(t, f.p, "postgres").QueryRow(`SELECT pg_current_wal_lsn()::text`).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, f.r, "postgres")
+	waitUntil(t, time.Minute, "the standby received the primary's WAL", func() bool {
+		var ok bool
+		rdb.QueryRow(`SELECT coalesce(pg_last_wal_receive_lsn() >= $1::pg_lsn, false)`, want).Scan(&ok)
+		return ok
+	})
+}
+
+// kill ends P's postmaster with SIGKILL (a crash: no shutdown
+// checkpoint) and waits for its backends to go.
+func (f *failoverPair) kill(t *testing.T) {
+	t.Helper()
+	if err := f.p.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the killed primary's processes gone", func() bool {
+		out, _ := exec.Command("pgrep", "-f", "config_file="+f.p.Config.ConfigFile).Output()
+		return strings.TrimSpace(string(out)) == ""
+	})
+}
+
+// forkLSN is what R received from P, as the controller reads it at a
+// failover (its heartbeat's received_lsn while it streamed; a standby
+// that restarted without its primary: what it replayed, all it has).
+func forkLSN(t *testing.T, ctx context.Context, r *postgresqltest.Instance) string {
+	t.Helper()
+	st := replStatus(t, ctx, r)
+	// A WAL receiver that never connected since the start reports the
+	// start of the segment it asks for, not what it has.
+	if st.IORunning && st.ReceivedLSN != "" {
+		return st.ReceivedLSN
+	}
+	if st.ReplayedLSN == "" {
+		t.Fatalf("the standby's status has no position: %+v", st)
+	}
+	return st.ReplayedLSN
+}
+
+// tcpSession is an SQL session over TCP (TLS) as user, through pg_hba's
+// host rules.
+func tcpSession(port int, user, password, dbName string) (*sql.DB, error) {
+	db, err := sql.Open("pgx", fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=require connect_timeout=10", port, user, password, dbName))
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// A failover on two real servers: P crashes after R received all of its
+// WAL, R is promoted and written to, P is started again as a primary and
+// fenced (the fence's own transaction and an aborted insert write WAL
+// past the fork, none of it committed data). rejoin_replication with the
+// fork position rewinds P with pg_rewind and starts it as R's standby: it
+// has R's rows, refuses writes, and R streams to it through its slot.
+func TestRejoinWithAForkRewindsAFormerPrimaryThatRanPastIt(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	fillPG(t, f.pdb, 2000)
+	f.caughtUp(t, ctx)
+	f.kill(t)
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, f.r, "shop")
+	if _, err := rdb.Exec(`INSERT INTO items (v) SELECT 'on R after the failover ' || g FROM generate_series(1, 100) g`); err != nil {
+		t.Fatal(err)
+	}
+	// P's account on R: the role came with the data, the slot did not.
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	// The account reaches R's postgres database over TCP and may list and
+	// read its files, as pg_rewind does; every other database stays
+	// closed to it.
+	if acct, err := tcpSession(f.rPort, "strata_repl_p", failoverPassword, "postgres"); err != nil {
+		t.Fatalf("the replication account in the postgres database: %v", err)
+	} else {
+		if n := queryInt(t, acct, `SELECT count(*) FROM pg_ls_dir('.', false, false) WHERE pg_ls_dir = 'global'`); n != 1 {
+			t.Fatalf("pg_ls_dir as the replication account found %d global directories", n)
+		}
+		if n := queryInt(t, acct, `SELECT length(pg_read_binary_file('global/pg_control', 0, 16, false))`); n != 16 {
+			t.Fatalf("pg_read_binary_file as the replication account read %d bytes", n)
+		}
+		acct.Close()
+	}
+	if _, err := tcpSession(f.rPort, "strata_repl_p", failoverPassword, "shop"); err == nil || !strings.Contains(err.Error(), "pg_hba.conf rejects") {
+		t.Fatalf("the replication account in a user database: %v", err)
+	}
+
+	// P comes back as a primary (its VM rebooted), fenced as the
+	// controller does, and writes WAL past the fork.
+	waitUntil(t, time.Minute, "the old primary started again", func() bool { return f.p.Manager.Restart(ctx) == nil })
+	if _, err := f.p.Manager.SetReadOnly(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	pdb := admin(t, f.p, "shop")
+	tx, err := pdb.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`SET TRANSACTION READ WRITE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO items (v, b) SELECT 'rolled back on P', decode(md5(g::text), 'hex') FROM generate_series(1, 3000) g`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pdb.Exec(`CHECKPOINT`); err != nil {
+		t.Fatal(err)
+	}
+	var pEnd string
+	if err := pdb.QueryRow(`SELECT pg_current_wal_lsn()::text`).Scan(&pEnd); err != nil {
+		t.Fatal(err)
+	}
+	// Without the fork position the old refusal stands.
+	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword}
+	_, err = f.p.Manager.RejoinReplication(ctx, back)
+	wantCode(t, err, wire.CodeFailedPrecondition, "runs as a primary", "pg_rewind")
+
+	back.ForkLSN = fork
+	// A source pg_rewind cannot use (a wrong password) is found by the
+	// dry run: nothing is rewound, and the server runs again as it did.
+	wrong := back
+	wrong.Password = "not-the-password"
+	_, err = f.p.Manager.RejoinReplication(ctx, wrong)
+	wantCode(t, err, wire.CodeFailedPrecondition, "pg_rewind --dry-run", "not rewound", "password authentication failed")
+	if st := replStatus(t, ctx, f.p); st.Role != wire.RoleStandalone || !st.ReadOnly || st.LSN == "" {
+		t.Fatalf("the old primary after a failed dry run: %+v", st)
+	}
+	if n := queryInt(t, admin(t, f.p, "shop"), `SELECT count(*) FROM items WHERE v LIKE 'on R after the failover %'`); n != 0 {
+		t.Fatalf("the failed dry run brought %d of R's rows", n)
+	}
+	start := time.Now()
+	st, err := f.p.Manager.RejoinReplication(ctx, back)
+	if err != nil {
+		f.p.LogTail(t)
+		t.Fatal(err)
+	}
+	rejoinTook := time.Since(start)
+	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort || !st.ReadOnly {
+		t.Fatalf("the rewound old primary's status %+v", st)
+	}
+	pdb = admin(t, f.p, "shop")
+	seen := waitUntil(t, time.Minute, "R's rows on the rewound old primary", func() bool {
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v LIKE 'on R after the failover %'`) == 100
+	})
+	if _, err := rdb.Exec(`INSERT INTO items (v) VALUES ('after the rejoin')`); err != nil {
+		t.Fatal(err)
+	}
+	streamed := waitUntil(t, time.Minute, "a later write on the rewound old primary", func() bool {
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'after the rejoin'`) == 1
+	})
+	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
+		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
+	}
+	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
+	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
+	if got := servertest.QueryStrings(t, admin(t, f.r, "postgres"), `SELECT r.application_name || ' ' || r.state || ' ' || s.active
+		FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid`); strings.Join(got, "|") != "strata_repl_p streaming true" {
+		t.Fatalf("the new primary's replicas: %q", got)
+	}
+	// The agent's files: the link replaced the fence, standby.signal is
+	// in place, no rewind marker, no slot of P's old life.
+	link, err := os.ReadFile(filepath.Join(filepath.Dir(f.p.Config.OverridesFile), "strata-replication.conf"))
+	if err != nil || !strings.Contains(string(link), fmt.Sprintf("# source: 127.0.0.1 %d strata_repl_p", f.rPort)) || strings.Contains(string(link), "fence") {
+		t.Fatalf("the link file after the rewind: %q, %v", link, err)
+	}
+	for _, c := range []struct {
+		path string
+		want bool
+	}{
+		{filepath.Join(f.p.Config.DataDir, "standby.signal"), true},
+		{filepath.Join(filepath.Dir(f.p.Config.OverridesFile), "strata-rewind-in-progress"), false},
+	} {
+		if _, err := os.Stat(c.path); (err == nil) != c.want {
+			t.Fatalf("%s: %v, want present %v", c.path, err, c.want)
+		}
+	}
+	if slots, _ := os.ReadDir(filepath.Join(f.p.Config.DataDir, "pg_replslot")); len(slots) != 0 {
+		t.Fatalf("slots left on the rewound old primary: %v", slots)
+	}
+	// A re-run (a lost answer) finds a standby of the same source.
+	if st, err := f.p.Manager.RejoinReplication(ctx, back); err != nil || !st.IORunning || st.SourcePort != f.rPort {
+		t.Fatalf("rejoin re-run: %+v, %v", st, err)
+	}
+	t.Logf("FIGURE pg_rewind rejoin: the old primary ran from the fork %s to %s; rejoin_replication (count, fast stop, dry run, pg_rewind, start as a standby) took %s",
+		fork, pEnd, rejoinTook.Round(time.Millisecond))
+	t.Logf("FIGURE pg_rewind rejoin: the new primary's rows were on the old primary %s after the rejoin returned; a later write streamed in %s",
+		seen.Round(time.Millisecond), streamed.Round(time.Millisecond))
+}
+
+// A former primary that committed a transaction its standby never
+// received: R stopped while P committed a row, P crashed, R promoted.
+// The rejoin with R's fork position counts the commit in P's WAL and
+// refuses, changing nothing: P's data directory is as the crash left it,
+// and P started alone still has the row.
+func TestRejoinWithAForkRefusesAFormerPrimaryThatCommittedPastIt(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	f.caughtUp(t, ctx)
+	if err := f.r.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pdb.Exec(`INSERT INTO items (v) VALUES ('only on P')`); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(t)
+	if err := f.r.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, admin(t, f.r, "shop"), `SELECT count(*) FROM items WHERE v = 'only on P'`); n != 0 {
+		t.Fatalf("the promoted standby has the row it never received (%d)", n)
+	}
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	before := dirListing(t, f.p.Config.DataDir)
+	etc := dirListing(t, filepath.Dir(f.p.Config.OverridesFile))
+	start := time.Now()
+	_, err := f.p.Manager.RejoinReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword, ForkLSN: fork})
+	wantCode(t, err, wire.CodeFailedPrecondition, "committed 1 transaction(s)", "fork "+fork, "drop them", "nothing was changed")
+	t.Logf("FIGURE pg_rewind rejoin refused in %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if after := dirListing(t, f.p.Config.DataDir); after != before {
+		t.Fatalf("the refused rejoin changed the data directory:\n%s\n---\n%s", before, after)
+	}
+	if after := dirListing(t, filepath.Dir(f.p.Config.OverridesFile)); after != etc {
+		t.Fatalf("the refused rejoin changed the configuration:\n%s\n---\n%s", etc, after)
+	}
+	if st := f.p.Manager.Status(ctx); st.Status != wire.StatusShutdown && st.Status != wire.StatusCrashed {
+		t.Fatalf("the refused old primary is %+v, want it stopped as it was", st)
+	}
+	if err := f.p.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, admin(t, f.p, "shop"), `SELECT count(*) FROM items WHERE v = 'only on P'`); n != 1 {
+		t.Fatalf("the old primary lost its row after a refused rejoin (%d)", n)
+	}
+}
+
+// dirListing is every file under dir with its size and modification
+// time: what a refusal must leave alone.
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %d %s\n", p, fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// The same failover with the old primary left as the crash left it (its
+// server not started again): the rejoin finishes its crash recovery in
+// single-user mode (an end-of-recovery checkpoint past the fork), rewinds
+// it and starts it as R's standby.
+func TestRejoinWithAForkRewindsACrashedFormerPrimaryWhileItIsStopped(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	fillPG(t, f.pdb, 2000)
+	f.caughtUp(t, ctx)
+	f.kill(t)
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := admin(t, f.r, "shop")
+	if _, err := rdb.Exec(`INSERT INTO items (v) VALUES ('on R after the failover')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.p.Manager.Status(ctx); st.Status != wire.StatusCrashed {
+		t.Fatalf("the killed old primary is %+v", st)
+	}
+	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword, ForkLSN: fork}
+	start := time.Now()
+	st, err := f.p.Manager.RejoinReplication(ctx, back)
+	if err != nil {
+		f.p.LogTail(t)
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort {
+		t.Fatalf("the rewound crashed old primary's status %+v", st)
+	}
+	pdb := admin(t, f.p, "shop")
+	waitUntil(t, time.Minute, "R's row on the rewound old primary", func() bool {
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'on R after the failover'`) == 1
+	})
+	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
+		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
+	}
+	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
+	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
+	t.Logf("FIGURE pg_rewind rejoin of a crashed, stopped old primary (crash recovery, dry run, pg_rewind, start as a standby): %s", took.Round(time.Millisecond))
+}
