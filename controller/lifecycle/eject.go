@@ -170,12 +170,19 @@ func (c candidate) String() string {
 }
 
 // receivedPosition is what a replica received, by datastore: MariaDB's
-// gtid_io_pos (gtid_slave_pos without one), PostgreSQL's received_lsn,
+// gtid_io_pos (gtid_slave_pos without one), PostgreSQL's received_lsn
+// (its replayed_lsn when further),
 // Redis's repl_offset (it applies what it receives) with its repl_id.
 func receivedPosition(manager string, st wire.ReplicationStatus) (candidate, bool) {
 	switch manager {
 	case managerPostgreSQL:
-		_, ok := parseLSN(st.ReceivedLSN)
+		// pg_last_wal_receive_lsn goes back to the start of its WAL
+		// segment when the WAL receiver restarts (as it does while the
+		// source is gone); what was replayed never goes back.
+		recv, ok := parseLSN(st.ReceivedLSN)
+		if replayed, ok2 := parseLSN(st.ReplayedLSN); ok2 && (!ok || replayed > recv) {
+			return candidate{pos: st.ReplayedLSN}, true
+		}
 		return candidate{pos: st.ReceivedLSN}, ok
 	case managerRedis:
 		if st.ReplOffset == nil || *st.ReplOffset < 0 || st.ReplID == "" {

@@ -62,3 +62,17 @@ func TestAppliedForkComparesPositionsAsNumbers(t *testing.T) {
 		}
 	}
 }
+
+// A PostgreSQL replica whose WAL receiver restarted reports a received
+// LSN back at the start of its segment: the election (and the fork it
+// records) takes what it replayed when that is further.
+func TestAReplicasReceivedLSNThatWentBackCountsAsWhatItReplayed(t *testing.T) {
+	c, ok := receivedPosition(managerPostgreSQL, wire.ReplicationStatus{ReceivedLSN: "0/3000000", ReplayedLSN: "0/30001A8"})
+	if !ok || c.pos != "0/30001A8" {
+		t.Fatalf("position %q, %v; want the replayed 0/30001A8", c.pos, ok)
+	}
+	c, ok = receivedPosition(managerPostgreSQL, wire.ReplicationStatus{ReceivedLSN: "0/3000200", ReplayedLSN: "0/30001A8"})
+	if !ok || c.pos != "0/3000200" {
+		t.Fatalf("position %q, %v; want the received 0/3000200", c.pos, ok)
+	}
+}
