@@ -21,7 +21,13 @@ func rejoin(c *client, id string) (int, map[string]any) {
 func ejectedGroup(t *testing.T, aPos, bPos string) (fc *fakeCompute, r *rig, c *client, src, a, b string) {
 	t.Helper()
 	fc = newFakeCompute(t)
-	r = newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
+	return ejectedGroupOn(t, fc, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second}, aPos, bPos)
+}
+
+// ejectedGroupOn is ejectedGroup on a rig made with opts.
+func ejectedGroupOn(t *testing.T, fc *fakeCompute, opts rigOptions, aPos, bPos string) (_ *fakeCompute, r *rig, c *client, src, a, b string) {
+	t.Helper()
+	r = newRig(t, opts)
 	c = r.admin()
 	src = newActive(c, "primary")
 	ids := replicaIDs(t, c, src, 2)
@@ -166,22 +172,7 @@ func TestARejoinFinishesAcrossAControllerRestart(t *testing.T) {
 	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
-	r1 := newRig(t, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second})
-	c := r1.admin()
-	src := newActive(c, "primary")
-	ids := replicaIDs(t, c, src, 2)
-	a := ids[0]
-	fc.guest(a).setIOPos("0-1-101")
-	fc.guest(ids[1]).setIOPos("0-1-90")
-	fc.guest(src).halt()
-	silence(t, r1, src)
-	if code, doc := eject(c, src); code != 202 {
-		t.Fatalf("eject: HTTP %d %v", code, doc)
-	}
-	waitFor(t, "the failover", 60*time.Second, func() bool {
-		f, _ := c.instance(src)["fault"].(map[string]any)
-		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && f != nil && c.instance(src)["status"] != "EJECT"
-	})
+	_, r1, c, src, a, _ := ejectedGroupOn(t, fc, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second}, "0-1-101", "0-1-90")
 	// The source's server starts, but its guest stays silent: the
 	// controller stops while the rejoin waits for it.
 	fc.mu.Lock()

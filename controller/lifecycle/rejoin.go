@@ -27,7 +27,8 @@ import (
 //	fenced   E's position against the position the group forked from
 //	         it at (what the elected replica had received from it): E
 //	         may hold nothing past it (MariaDB: no domain further;
-//	         Redis: the same replication ID, no further offset) — else
+//	         Redis: the group's stream, under its ID or — started again
+//	         from its snapshot — its previous one, no further offset) — else
 //	         it is refused, since following the group would silently
 //	         drop writes E took. Then queue E's replication account on
 //	         the group's source S
