@@ -7,3 +7,9 @@ func SetFault(f func(step string) error) (restore func()) {
 	fault = f
 	return func() { fault = old }
 }
+
+// ClassifyPastCommits is classifyPastCommits, for its table test.
+func ClassifyPastCommits(out string, fence map[uint32]bool) (count, statistics int, first, firstRels string) {
+	c := classifyPastCommits(out, fence)
+	return c.Count, c.Statistics, c.First, c.FirstRels
+}

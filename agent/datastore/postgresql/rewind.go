@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -62,8 +63,14 @@ func parseLSN(s string) (uint64, error) {
 // on, as its own WAL records them.
 type pastCommits struct {
 	Count int
-	// First is the first one's commit record position.
-	First string
+	// First is the first one's commit record position; FirstRels the
+	// relations (relfilenodes) its records wrote to.
+	First     string
+	FirstRels string
+	// Statistics counts the commits left out because they wrote only
+	// the planner's statistics (an ANALYZE: autovacuum's, for one),
+	// which the next ANALYZE computes again.
+	Statistics int
 	// End is the last position pg_waldump read: where the WAL ends.
 	End string
 }
@@ -104,7 +111,7 @@ func (m *Manager) commitsSince(ctx context.Context, osUser datastore.OSUser, cd 
 			"rejoin: this server's WAL at the fork %s (segment %s on its timeline %d) is not in %s (%v): whether it committed transactions past the fork cannot be told, so it is not rewound; nothing was changed; delete it and create a replica of the new primary",
 			fork, name, tli, walDir, errors.Unwrap(err))
 	}
-	cmd := exec.CommandContext(ctx, m.tool("pg_waldump"), "--path="+walDir, "--timeline="+strconv.FormatUint(tli, 10), "--start="+fork, "--rmgr=Transaction")
+	cmd := exec.CommandContext(ctx, m.tool("pg_waldump"), "--path="+walDir, "--timeline="+strconv.FormatUint(tli, 10), "--start="+fork)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Dir = "/"
@@ -122,25 +129,85 @@ func (m *Manager) commitsSince(ctx context.Context, osUser datastore.OSUser, cd 
 		}
 		res.End = msg
 	}
-	fence := m.fenceXIDs()
-	for _, line := range strings.Split(stdout.String(), "\n") {
+	past := classifyPastCommits(stdout.String(), m.fenceXIDs())
+	past.End = res.End
+	return past, nil
+}
+
+// statisticsRels are the relfilenodes of pg_statistic, its TOAST table
+// and their indexes (their OIDs: PostgreSQL gives a catalog its OID as
+// its first relfilenode; one rewritten since, by VACUUM FULL, no longer
+// matches, and its commits count).
+var statisticsRels = map[string]bool{"2619": true, "2840": true, "2841": true, "2696": true}
+
+// classifyPastCommits reads pg_waldump's output from the fork on and
+// counts the commits in it: not the fence's own (fence: their xids,
+// which wrote nothing), and not those whose every record wrote only the
+// planner's statistics (in-place updates, pg_class's counts, are no
+// transaction's data). The relations a transaction wrote to are the
+// blkref lines of its records.
+func classifyPastCommits(out string, fence map[uint32]bool) pastCommits {
+	var res pastCommits
+	rels := map[string]map[string]bool{} // xid → relfilenodes written
+	other := map[string]bool{}           // xid → wrote a record with no relation
+	for _, line := range strings.Split(out, "\n") {
+		xid := waldumpField(line, "tx:")
 		_, desc, ok := strings.Cut(line, "desc: ")
-		if !ok || !(strings.HasPrefix(desc, "COMMIT ") || strings.HasPrefix(desc, "COMMIT_PREPARED ")) {
+		if !ok || xid == "" || xid == "0" {
 			continue
 		}
-		xid, lsn := waldumpField(line, "tx:"), waldumpField(line, "lsn:")
+		rmgr := waldumpField(line, "rmgr:")
+		if rmgr == "Heap" && strings.HasPrefix(desc, "INPLACE ") {
+			// An in-place update (pg_class's page and row counts, which
+			// ANALYZE and VACUUM keep): not undone by an abort, not data.
+			continue
+		}
+		if rmgr != "Transaction" {
+			refs := 0
+			for _, ref := range strings.Split(desc, "blkref #")[1:] {
+				if r := waldumpField(ref, "rel "); r != "" {
+					if rels[xid] == nil {
+						rels[xid] = map[string]bool{}
+					}
+					rels[xid][r[strings.LastIndex(r, "/")+1:]] = true
+					refs++
+				}
+			}
+			if refs == 0 {
+				other[xid] = true
+			}
+			continue
+		}
+		if !(strings.HasPrefix(desc, "COMMIT ") || strings.HasPrefix(desc, "COMMIT_PREPARED ")) {
+			continue
+		}
 		if x, err := strconv.ParseUint(xid, 10, 32); err == nil && fence[uint32(x)] && strings.HasPrefix(desc, "COMMIT ") {
 			continue
 		}
+		stats := len(rels[xid]) > 0 && !other[xid] && strings.HasPrefix(desc, "COMMIT ")
+		for r := range rels[xid] {
+			stats = stats && statisticsRels[r]
+		}
+		if stats {
+			res.Statistics++
+			continue
+		}
 		if res.Count == 0 {
+			lsn := waldumpField(line, "lsn:")
 			res.First = lsn
 			if v, err := parseLSN(lsn); err == nil {
 				res.First = fmt.Sprintf("%X/%X", v>>32, uint32(v))
 			}
+			var names []string
+			for r := range rels[xid] {
+				names = append(names, r)
+			}
+			sort.Strings(names)
+			res.FirstRels = strings.Join(names, ",")
 		}
 		res.Count++
 	}
-	return res, nil
+	return res
 }
 
 // waldumpField is the value after name in a pg_waldump line ("tx: 735,"
@@ -159,8 +226,8 @@ func waldumpField(line, name string) string {
 
 func refusePastCommits(c pastCommits, fork string, what string) error {
 	return wire.Errorf(wire.CodeFailedPrecondition,
-		"rejoin: this server committed %d transaction(s) at or after the fork %s (the first at %s) that the new primary never received: following it would drop them, so it is not rewound; %s; "+
-			"recover those transactions from it by hand, or delete it and create a replica of the new primary", c.Count, fork, c.First, what)
+		"rejoin: this server committed %d transaction(s) at or after the fork %s (the first at %s, writing to relfilenodes %q) that the new primary never received: following it would drop them, so it is not rewound; %s; "+
+			"recover those transactions from it by hand, or delete it and create a replica of the new primary", c.Count, fork, c.First, c.FirstRels, what)
 }
 
 // rewindAndRejoin is RejoinReplication with a fork position: the commits

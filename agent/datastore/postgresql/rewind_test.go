@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"strata/agent/datastore/postgresql"
 	"strata/agent/datastore/postgresql/postgresqltest"
 	"strata/agent/datastore/servertest"
 	"strata/agent/dispatch"
@@ -381,4 +382,59 @@ func TestRejoinWithAForkRewindsACrashedFormerPrimaryWhileItIsStopped(t *testing.
 	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
 	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
 	t.Logf("FIGURE pg_rewind rejoin of a crashed, stopped old primary (crash recovery, dry run, pg_rewind, start as a standby): %s", took.Round(time.Millisecond))
+}
+
+// A former primary whose only commits past the fork are an ANALYZE's
+// (autovacuum's, for one: the planner's statistics, computed again by the
+// next ANALYZE) is rewound, not refused.
+func TestRejoinWithAForkRewindsAFormerPrimaryWhoseOnlyCommitsPastItAreStatistics(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	fillPG(t, f.pdb, 500)
+	f.caughtUp(t, ctx)
+	if err := f.r.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pdb.Exec(`ANALYZE items`); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(t)
+	if err := f.r.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.p.Manager.RejoinReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword, ForkLSN: fork}); err != nil {
+		t.Fatalf("rejoin of a former primary that only analyzed past the fork: %v", err)
+	}
+	if st, err := f.p.Manager.ReplicationStatus(ctx); err != nil || st.Role != wire.RoleReplica {
+		t.Fatalf("after the rejoin: %+v %v", st, err)
+	}
+}
+
+// pg_waldump's records past a fork: the fence's own commit and a
+// statistics-only transaction are left out; a transaction that wrote a
+// table counts, named by the relations it wrote.
+func TestClassifyPastCommitsLeavesOutTheFenceAndStatistics(t *testing.T) {
+	out := strings.Join([]string{
+		"rmgr: Heap        len (rec/tot):     54/   218, tx:        740, lsn: 0/03000100, prev 0/030000C8, desc: INSERT off 3 flags 0x00, blkref #0: rel 1663/5/2619 blk 12 FPW",
+		"rmgr: Btree       len (rec/tot):     64/    64, tx:        740, lsn: 0/03000200, prev 0/03000100, desc: INSERT_LEAF off 40, blkref #0: rel 1663/5/2696 blk 4",
+		"rmgr: Heap        len (rec/tot):     76/    76, tx:        740, lsn: 0/03000220, prev 0/03000200, desc: INPLACE off 9, blkref #0: rel 1663/5/1259 blk 1",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        740, lsn: 0/03000240, prev 0/03000200, desc: COMMIT 2026-12-05 21:45:00.000000 UTC",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        741, lsn: 0/03000280, prev 0/03000240, desc: COMMIT 2026-12-05 21:45:01.000000 UTC",
+		"rmgr: Heap        len (rec/tot):     59/    59, tx:        742, lsn: 0/030002C0, prev 0/03000280, desc: INSERT off 4 flags 0x00, blkref #0: rel 1663/16384/16390 blk 0",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        742, lsn: 0/03000300, prev 0/030002C0, desc: COMMIT 2026-12-05 21:45:02.000000 UTC",
+		"rmgr: Heap        len (rec/tot):     59/    59, tx:        743, lsn: 0/03000340, prev 0/03000300, desc: UPDATE off 4 xmax 743, blkref #0: rel 1663/16384/2619 blk 0, blkref #1: rel 1663/16384/16390 blk 1",
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        743, lsn: 0/03000380, prev 0/03000340, desc: COMMIT 2026-12-05 21:45:03.000000 UTC",
+	}, "\n")
+	count, stats, first, rels := postgresql.ClassifyPastCommits(out, map[uint32]bool{741: true})
+	if count != 2 || stats != 1 || first != "0/3000300" || rels != "16390" {
+		t.Fatalf("classified %d commits (the first at %s, writing %q) and %d of statistics; want 2 (the first at 0/3000300, writing 16390) and 1",
+			count, first, rels, stats)
+	}
 }
