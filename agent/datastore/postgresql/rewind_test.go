@@ -3,6 +3,7 @@ package postgresql_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -164,10 +165,16 @@ func TestRejoinWithAForkRewindsAFormerPrimaryThatRanPastIt(t *testing.T) {
 	}
 
 	// P comes back as a primary (its VM rebooted), fenced as the
-	// controller does, and writes WAL past the fork.
+	// controller does — twice, through the agent's dispatcher, whose
+	// durability flush after each is a transaction of its own — and
+	// writes WAL past the fork.
 	waitUntil(t, time.Minute, "the old primary started again", func() bool { return f.p.Manager.Restart(ctx) == nil })
-	if _, err := f.p.Manager.SetReadOnly(ctx, true); err != nil {
-		t.Fatal(err)
+	pd := &dispatch.Dispatcher{Manager: f.p.Manager, Datastore: "postgresql"}
+	fenceArgs, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+	for i := range 2 {
+		if res := pd.Run(ctx, wire.Operation{ID: fmt.Sprintf("fence-%d", i), Kind: wire.KindSetReadOnly, Args: fenceArgs}); res.Error != nil {
+			t.Fatalf("fence %d: %v", i, res.Error)
+		}
 	}
 	pdb := admin(t, f.p, "shop")
 	tx, err := pdb.Begin()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 
 	"strata/agent/datastore"
@@ -88,6 +90,15 @@ func (m *Manager) Flush(ctx context.Context) error {
 	// A standby writes no WAL of its own: what it received its WAL
 	// receiver flushed, and no transaction may get an id.
 	if rec, err := m.inRecovery(ctx); err != nil || rec {
+		return nil
+	}
+	// A fenced primary's flush is one of the fence's own transactions:
+	// noted in the fence file, so that a rejoin after a failover does not
+	// count it as a commit past the fork (it wrote nothing).
+	if data, err := os.ReadFile(replicationFile(m.cfg)); err == nil && strings.HasPrefix(string(data), fenceConfig) {
+		if err := m.flushPastCommits(ctx, m.noteFenceXID); err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
 		return nil
 	}
 	tx, err := m.conn().BeginTx(ctx, nil)
