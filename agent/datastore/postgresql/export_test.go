@@ -13,3 +13,6 @@ func ClassifyPastCommits(out string, fence map[uint32]bool) (count, statistics i
 	c := classifyPastCommits(out, fence)
 	return c.Count, c.Statistics, c.First, c.FirstRels
 }
+
+// ParseLSN is parseLSN, for the tests' positions.
+var ParseLSN = parseLSN

@@ -97,15 +97,18 @@ func (f *failoverPair) kill(t *testing.T) {
 func forkLSN(t *testing.T, ctx context.Context, r *postgresqltest.Instance) string {
 	t.Helper()
 	st := replStatus(t, ctx, r)
-	// A WAL receiver that never connected since the start reports the
-	// start of the segment it asks for, not what it has.
-	if st.IORunning && st.ReceivedLSN != "" {
-		return st.ReceivedLSN
-	}
-	if st.ReplayedLSN == "" {
+	// A WAL receiver that restarted reports the start of the segment it
+	// asks for, not what it has: the further of what it received and
+	// what it replayed, as the controller's election takes.
+	recv, err1 := postgresql.ParseLSN(st.ReceivedLSN)
+	replayed, err2 := postgresql.ParseLSN(st.ReplayedLSN)
+	switch {
+	case err2 != nil && err1 != nil:
 		t.Fatalf("the standby's status has no position: %+v", st)
+	case err1 != nil || err2 == nil && replayed > recv:
+		return st.ReplayedLSN
 	}
-	return st.ReplayedLSN
+	return st.ReceivedLSN
 }
 
 // tcpSession is an SQL session over TCP (TLS) as user, through pg_hba's
