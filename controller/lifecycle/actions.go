@@ -108,7 +108,7 @@ func (m *Manager) ResetStatus(ctx context.Context, project, id string) error {
 		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
 			return err
 		}
-		if err := refuseResetOfSwitchover(ctx, tx, id); err != nil {
+		if err := refuseResetOfReplicationTask(ctx, tx, id); err != nil {
 			return err
 		}
 		now := m.now()
@@ -327,7 +327,7 @@ func (m *Manager) ResetTask(ctx context.Context, id string) error {
 		if err := refuseResetOfRollback(ctx, tx, id); err != nil {
 			return err
 		}
-		if err := refuseResetOfSwitchover(ctx, tx, id); err != nil {
+		if err := refuseResetOfReplicationTask(ctx, tx, id); err != nil {
 			return err
 		}
 		now := m.now()
@@ -362,15 +362,17 @@ func refuseResetOfRollback(ctx context.Context, q store.Querier, id string) erro
 	return nil
 }
 
-// refuseResetOfSwitchover refuses to cancel or clear the task of any
+// refuseResetOfReplicationTask refuses to cancel or clear the task of any
 // member of a replication group whose switchover or failover (a promote
 // task, promote.go) is past its election: from then on the source is
 // fenced, or being fenced, or a replica is being promoted, and cancelling
 // would leave a fenced source no one lifts, or two writable ones, or a
 // group half repointed. Such a task ends by itself, done or rolled back,
 // its guest operations giving up at its deadline. A failover still
-// electing has changed nothing and may be cancelled.
-func refuseResetOfSwitchover(ctx context.Context, q store.Querier, id string) error {
+// electing has changed nothing and may be cancelled. Nor is the task of an
+// instance whose rejoin (rejoin.go) runs: it may have lifted the server's
+// fence, and puts it back itself if it fails.
+func refuseResetOfReplicationTask(ctx context.Context, q store.Querier, id string) error {
 	rejoins, err := store.All(ctx, q, store.ScanString, `SELECT id FROM tasks WHERE kind = ? AND state = ? AND instance_id = ?`, KindRejoin, tasks.StateQueued, id)
 	if err != nil {
 		return err

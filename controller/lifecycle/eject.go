@@ -281,16 +281,32 @@ func gtidAhead(a, b string) bool {
 	return further
 }
 
-// gtidSeqs maps a GTID list's domains to their sequence numbers.
-func gtidSeqs(list string) map[string]uint64 {
-	out := map[string]uint64{}
+// gtid is a GTID list's entry for one domain: the server that wrote its
+// last transaction, and that transaction's sequence number.
+type gtid struct {
+	server string
+	seq    uint64
+}
+
+// gtidDomains maps a GTID list's domains to their last GTIDs.
+func gtidDomains(list string) map[string]gtid {
+	out := map[string]gtid{}
 	for _, g := range strings.Split(list, ",") {
 		parts := strings.Split(g, "-")
 		if len(parts) != 3 {
 			continue
 		}
 		n, _ := strconv.ParseUint(parts[2], 10, 64)
-		out[parts[0]] = n
+		out[parts[0]] = gtid{server: parts[1], seq: n}
+	}
+	return out
+}
+
+// gtidSeqs maps a GTID list's domains to their sequence numbers.
+func gtidSeqs(list string) map[string]uint64 {
+	out := map[string]uint64{}
+	for d, g := range gtidDomains(list) {
+		out[d] = g.seq
 	}
 	return out
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"strata/agent/wire"
@@ -374,20 +373,19 @@ func pastFork(manager string, st wire.ReplicationStatus, forkPos, forkReplID str
 		return ""
 	case managerMariaDB:
 		pos := st.GTIDBinlogPos
-		own, fork := gtidSeqs(pos), gtidSeqs(forkPos)
-		for d, n := range own {
-			if f, ok := fork[d]; !ok || n > f {
+		fork := gtidDomains(forkPos)
+		for d, g := range gtidDomains(pos) {
+			f, ok := fork[d]
+			switch {
+			case !ok || g.seq > f.seq:
 				return fmt.Sprintf("its gtid_binlog_pos %s is past the fork at %s in domain %s", pos, forkPos, d)
-			}
-		}
-		// The same transaction number written by another server: its own,
-		// not the group's. (Below the fork's number, the source's binary
-		// log is the judge: MariaDB refuses a replica whose position it
-		// lacks, and the rejoin ends only once the fork is applied.)
-		ownIDs, forkIDs := gtidServers(pos), gtidServers(forkPos)
-		for d, n := range own {
-			if n == fork[d] && ownIDs[d] != forkIDs[d] {
-				return fmt.Sprintf("its gtid_binlog_pos %s has transaction %d of domain %s from server %s; the group's is from server %s", pos, n, d, ownIDs[d], forkIDs[d])
+			case g.seq == f.seq && g.server != f.server:
+				// The fork's number written by another server: its own
+				// transaction, not the group's. (Below the fork's number
+				// the source's binary log is the judge: MariaDB refuses a
+				// replica whose position it lacks, and the rejoin ends
+				// only once the fork is applied.)
+				return fmt.Sprintf("its gtid_binlog_pos %s has transaction %d of domain %s from server %s; the group's is from server %s", pos, g.seq, d, g.server, f.server)
 			}
 		}
 		return ""
@@ -418,16 +416,4 @@ func appliedFork(manager string, st wire.ReplicationStatus, forkPos string) (str
 		}
 	}
 	return st.GTIDSlavePos, true
-}
-
-// gtidServers maps a GTID list's domains to the server ids of their last
-// transactions.
-func gtidServers(list string) map[string]string {
-	out := map[string]string{}
-	for _, g := range strings.Split(list, ",") {
-		if parts := strings.Split(g, "-"); len(parts) == 3 {
-			out[parts[0]] = parts[1]
-		}
-	}
-	return out
 }

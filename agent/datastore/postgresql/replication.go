@@ -688,11 +688,11 @@ func fenceFile(xids map[uint32]bool) []byte {
 // without a fence file).
 func (m *Manager) fenceXIDs() map[uint32]bool {
 	out := map[uint32]bool{}
-	data, err := os.ReadFile(replicationFile(m.cfg))
-	if err != nil || !strings.HasPrefix(string(data), fenceConfig) {
+	data, fenced := m.fenceFile()
+	if !fenced {
 		return out
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		if v, ok := strings.CutPrefix(line, fenceXIDLine); ok {
 			if x, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
 				out[uint32(x)] = true
@@ -700,6 +700,16 @@ func (m *Manager) fenceXIDs() map[uint32]bool {
 		}
 	}
 	return out
+}
+
+// fenceFile returns the replication file's text when it is a fence's
+// (fenced: this primary is fenced).
+func (m *Manager) fenceFile() (data string, fenced bool) {
+	b, err := os.ReadFile(replicationFile(m.cfg))
+	if err != nil || !strings.HasPrefix(string(b), fenceConfig) {
+		return "", false
+	}
+	return string(b), true
 }
 
 // PromoteReplica waits until this standby replayed args.LSN (the fenced

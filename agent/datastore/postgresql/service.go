@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"syscall"
 
 	"strata/agent/datastore"
@@ -95,24 +93,12 @@ func (m *Manager) Flush(ctx context.Context) error {
 	// A fenced primary's flush is one of the fence's own transactions:
 	// noted in the fence file, so that a rejoin after a failover does not
 	// count it as a commit past the fork (it wrote nothing).
-	if data, err := os.ReadFile(replicationFile(m.cfg)); err == nil && strings.HasPrefix(string(data), fenceConfig) {
-		if err := m.flushPastCommits(ctx, m.noteFenceXID); err != nil {
-			return fmt.Errorf("flush: %w", err)
-		}
-		return nil
+	note := func(uint32) error { return nil }
+	if _, fenced := m.fenceFile(); fenced {
+		note = m.noteFenceXID
 	}
-	tx, err := m.conn().BeginTx(ctx, nil)
-	if err != nil {
+	if err := m.flushPastCommits(ctx, note); err != nil {
 		return fmt.Errorf("flush: %w", err)
-	}
-	defer tx.Rollback()
-	for _, q := range []string{"SET LOCAL synchronous_commit = on", "SELECT pg_current_xact_id()"} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("flush: %s: %w", q, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("flush: commit: %w", err)
 	}
 	return nil
 }
