@@ -11,7 +11,7 @@ fi
 dir=$(cd "$dir" && pwd) || exit 1
 left=0
 for p in /proc/[0-9]*; do
-	cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+	cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue # 2> first: a process that ends mid-scan makes the < fail
 	case $cmd in
 	*qemu-system*"$dir/"*)
 		pid=${p#/proc/}
