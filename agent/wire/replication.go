@@ -237,4 +237,11 @@ type ReplicationStatus struct {
 	ReadOnly   bool   `json:"read_only"`
 	// LastError is the link's last I/O or SQL error, empty when none.
 	LastError string `json:"last_error,omitempty"`
+	// LinkStopped says the link stopped on an error it does not retry by
+	// itself (MariaDB: a replication thread that is off with an error
+	// number, e.g. the source's 1236 for a position it lacks, or an
+	// event the replica failed to apply); one that is reconnecting is
+	// not stopped. A controller waiting for the link gives up at once.
+	// Older agents never send it.
+	LinkStopped bool `json:"link_stopped,omitempty"`
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -177,6 +178,66 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 			return err == nil && got+" "+dbs[0].must(t, u, pw, "shop", "CHECKSUM TABLE items") == want
 		})
 		t.Logf("FIGURE replica VM killed → back, RUNNING and caught up: %.0fs", time.Since(killed).Seconds())
+
+		// The network between the second replica and the primary is cut
+		// for a minute while the primary takes writes: the link's open
+		// connection goes silent (its relay is stopped: no reset, no
+		// data) and new connections find no route (the replica's route
+		// file is moved aside). The lag shows throughout — the replica's
+		// agent still reports — and the replica catches up by itself once
+		// the network is back; the first replica never stops following.
+		cut, cutDB := replicas[1], dbs[1]
+		route := filepath.Join(state, "compute", "qemu", cut, "replication-source")
+		relays := peerRelays(t, route)
+		if len(relays) == 0 {
+			t.Fatalf("no relay carries %s's link to the primary (%s)", cut, route)
+		}
+		if err := os.Rename(route, route+".cut"); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range relays {
+			syscall.Kill(pid, syscall.SIGSTOP)
+		}
+		cutAt := time.Now()
+		shownCut := map[string]int{}
+		maxCutBehind := 0.0
+		var reason string
+		for n := 400; time.Since(cutAt) < time.Minute; n++ {
+			if err := write(primary, n); err != nil {
+				t.Fatal(err)
+			}
+			rep, _ := api.instance(t, cut)["replication"].(map[string]any)
+			st := fmt.Sprint(rep["state"])
+			shownCut[st]++
+			if b, ok := rep["transactions_behind"].(float64); ok {
+				maxCutBehind = max(maxCutBehind, b)
+			}
+			if st == "ERROR" && reason == "" {
+				reason = fmt.Sprint(rep["reason"])
+			}
+			time.Sleep(2 * time.Second)
+		}
+		want = digest(primary)
+		waitTrue(t, "the first replica to follow while the second is cut off", 3*time.Minute, func() bool { return digest(dbs[0]) == want })
+		if got := digest(cutDB); got == want {
+			t.Fatalf("the cut-off replica %s has the writes made during the cut: the cut did not cut", cut)
+		}
+		if shownCut["UNKNOWN"] > 0 || maxCutBehind < 1 {
+			t.Fatalf("the cut-off replica's replication during the cut: states %v, max transactions_behind %.0f; want its lag shown (no UNKNOWN, transactions_behind > 0)", shownCut, maxCutBehind)
+		}
+		if err := os.Rename(route+".cut", route); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range relays {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+		restored := time.Now()
+		waitTrue(t, "the cut-off replica to catch up once the network is back", 5*time.Minute, func() bool {
+			rep, _ := api.instance(t, cut)["replication"].(map[string]any)
+			return rep != nil && rep["state"] == "RUNNING" && digest(cutDB) == want
+		})
+		t.Logf("FIGURE network between a replica and its primary cut for %.0fs under writes: states shown %v (first ERROR reason %q), max transactions_behind %.0f; RUNNING and caught up %.1fs after the network came back",
+			restored.Sub(cutAt).Seconds(), shownCut, reason, maxCutBehind, time.Since(restored).Seconds())
 	}
 
 	var shown map[string]any
@@ -354,4 +415,25 @@ func killVM(t *testing.T, state, id string) {
 	if pid := vmPID(t, state, id); syscall.Kill(pid, syscall.SIGKILL) != nil {
 		t.Fatalf("killing the VM of %s (pid %d)", id, pid)
 	}
+}
+
+// peerRelays are the processes that carry a replica's connections to its
+// replication source: the qemu driver's relays started with the replica's
+// route file (controller/compute/qemu/peers.go).
+func peerRelays(t *testing.T, route string) []int {
+	t.Helper()
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(p)
+		argv0, _, _ := strings.Cut(string(cmd), "\x00")
+		if err != nil || strings.Contains(filepath.Base(argv0), "qemu") || // its command line names the relay too
+			!strings.Contains(string(cmd), "--peer") || !strings.Contains(string(cmd), route) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -454,11 +454,11 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 				return tasks.Result{}, tasks.Fail("", "start_replication result of %s: %v", id, err)
 			}
 			if !running {
-				if m.now().After(p.LinkDeadline) {
+				if over, how := m.linkWaitOver(st, p.LinkDeadline); over {
 					if id == src.ID && p.rejoins() {
-						return m.rejoinFailed(ctx, t, p, r, fmt.Sprintf("it does not follow after %s: %s", linkTimeout, linkReason(st)))
+						return m.rejoinFailed(ctx, t, p, r, fmt.Sprintf("it does not follow %s: %s", how, linkReason(st)))
 					}
-					return tasks.Result{}, tasks.Fail("", "%s does not follow the new source %s after %s: %s", id, r.ID, linkTimeout, linkReason(st))
+					return tasks.Result{}, tasks.Fail("", "%s does not follow the new source %s %s: %s", id, r.ID, how, linkReason(st))
 				}
 				return tasks.Result{After: time.Second}, nil
 			}

@@ -685,8 +685,8 @@ func (m *Manager) rebuildRelink(ctx context.Context, t *tasks.Task, in instances
 		return m.relinkFailed(ctx, in, p, fmt.Sprintf("start_replication's result: %v", err))
 	}
 	if !running {
-		if m.now().After(p.RelinkDeadline) {
-			return m.relinkFailed(ctx, in, p, fmt.Sprintf("it does not follow its source after %s: %s", linkTimeout, linkReason(st)))
+		if over, how := m.linkWaitOver(st, p.RelinkDeadline); over {
+			return m.relinkFailed(ctx, in, p, fmt.Sprintf("it does not follow its source %s: %s", how, linkReason(st)))
 		}
 		return tasks.Result{After: time.Second}, nil
 	}

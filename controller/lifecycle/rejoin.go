@@ -279,12 +279,12 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		// once it applied the group's history up to the fork.
 		applied, reached := appliedFork(manager, st, p.ForkPos)
 		if !running || !reached {
-			if m.now().After(p.LinkDeadline) {
+			if over, how := m.linkWaitOver(st, p.LinkDeadline); over {
 				why := linkReason(st)
 				if running {
 					why = fmt.Sprintf("it applied %s, not yet the fork at %s", applied, p.ForkPos)
 				}
-				return tasks.Result{}, tasks.Fail("", "it does not follow %s after %s: %s", src.ID, linkTimeout, why)
+				return tasks.Result{}, tasks.Fail("", "it does not follow %s %s: %s", src.ID, how, why)
 			}
 			return tasks.Result{After: time.Second}, nil
 		}

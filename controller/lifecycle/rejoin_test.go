@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"strata/agent/wire"
 )
@@ -74,5 +75,26 @@ func TestAReplicasReceivedLSNThatWentBackCountsAsWhatItReplayed(t *testing.T) {
 	c, ok = receivedPosition(managerPostgreSQL, wire.ReplicationStatus{ReceivedLSN: "0/3000200", ReplayedLSN: "0/30001A8"})
 	if !ok || c.pos != "0/3000200" {
 		t.Fatalf("position %q, %v; want the received 0/3000200", c.pos, ok)
+	}
+}
+
+// A wait for a link ends at its deadline, or at once when the agent says
+// the link stopped on an error it does not retry (MariaDB's 1236: the
+// source lacks the position); a link that is reconnecting is waited for.
+func TestALinkWaitEndsAtOnceWhenTheLinkStoppedForGood(t *testing.T) {
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	m := &Manager{Now: func() time.Time { return now }}
+	deadline := now.Add(linkTimeout)
+	reconnecting := wire.ReplicationStatus{LastError: "I/O: error reconnecting to master"}
+	if over, _ := m.linkWaitOver(reconnecting, deadline); over {
+		t.Fatal("a reconnecting link's wait ended before its deadline")
+	}
+	stopped := wire.ReplicationStatus{LastError: "I/O: Got fatal error 1236 from master", LinkStopped: true}
+	if over, how := m.linkWaitOver(stopped, deadline); !over || !strings.Contains(how, "stopped") {
+		t.Fatalf("a stopped link's wait: over %v (%q), want over at once, saying it stopped", over, how)
+	}
+	now = deadline.Add(time.Second)
+	if over, how := m.linkWaitOver(reconnecting, deadline); !over || !strings.Contains(how, linkTimeout.String()) {
+		t.Fatalf("a reconnecting link past its deadline: over %v (%q), want over after %s", over, how, linkTimeout)
 	}
 }

@@ -455,10 +455,21 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 		m.log().Info("replica attached", "instance", in.ID, "source", p.ReplicaOf, "gtid_slave_pos", st.GTIDSlavePos)
 		return tasks.Result{Done: true}, nil
 	}
-	if m.now().After(p.LinkDeadline) {
-		return tasks.Result{}, tasks.Fail("", "replication from %s did not start within %s: %s", p.ReplicaOf, linkTimeout, linkReason(st))
+	if over, how := m.linkWaitOver(st, p.LinkDeadline); over {
+		return tasks.Result{}, tasks.Fail("", "replication from %s does not run %s: %s", p.ReplicaOf, how, linkReason(st))
 	}
 	return tasks.Result{After: 2 * time.Second}, nil
+}
+
+// linkWaitOver says whether a wait for a link that does not run (yet) is
+// over, and how it ended, for the fault: at the wait's deadline, or at
+// once when the agent reports the link stopped on an error it does not
+// retry (link_stopped: waiting out linkTimeout would change nothing).
+func (m *Manager) linkWaitOver(st wire.ReplicationStatus, deadline time.Time) (over bool, how string) {
+	if st.LinkStopped {
+		return true, "(its link stopped on an error it does not retry)"
+	}
+	return m.now().After(deadline), "after " + linkTimeout.String()
 }
 
 // linkStatus reads a start_replication (or rejoin) result of replica id

@@ -240,6 +240,10 @@ func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus
 	st.SourcePort, _ = strconv.Atoi(row["Master_Port"])
 	st.IORunning = row["Slave_IO_Running"] == "Yes"
 	st.SQLRunning = row["Slave_SQL_Running"] == "Yes"
+	// "Connecting" retries by itself; "No" with an error waits for a
+	// START SLAVE that only an operator or the controller gives.
+	st.LinkStopped = row["Slave_IO_Running"] == "No" && nonzero(row["Last_IO_Errno"]) ||
+		row["Slave_SQL_Running"] == "No" && nonzero(row["Last_SQL_Errno"])
 	if s, ok := row["Seconds_Behind_Master"]; ok && s != "" {
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 			st.SecondsBehind = &n
@@ -257,6 +261,9 @@ func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus
 	}
 	return st, nil
 }
+
+// nonzero says whether an error number column holds an error.
+func nonzero(errno string) bool { return errno != "" && errno != "0" }
 
 // slaveStatus is SHOW SLAVE STATUS' one row by column name, nil when no
 // link is configured. NULL columns read as "".

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,5 +394,65 @@ func TestAnOperationsFlushWritesNothingToTheBinaryLog(t *testing.T) {
 	}
 	if after != before || st.GTIDBinlogPos != before {
 		t.Fatalf("gtid_binlog_pos %s before the fence, %s after its flush (the fence reported %s)", before, after, st.GTIDBinlogPos)
+	}
+}
+
+// Real servers: a link the source refuses for good (it lacks the
+// replica's GTID position: error 1236) is reported stopped, so the
+// controller gives up at once; a link that cannot reach its source is
+// reconnecting (MASTER_CONNECT_RETRY), with its error shown, and is not
+// stopped.
+func TestALinkTheSourceRefusesIsStoppedAndAnUnreachableOneIsNot(t *testing.T) {
+	ctx := ctxT(t)
+	p := mariadbtest.NewTCPT(t)
+	mustPrepare(t, p, wire.PrepareArgs{})
+	const acct, pw = "strata_repl_s", "repl-Secret-S-0123456789"
+	if _, err := p.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: pw}); err != nil {
+		t.Fatal(err)
+	}
+	ahead := mariadbtest.NewTCPT(t)
+	mustPrepare(t, ahead, wire.PrepareArgs{})
+	if _, err := ahead.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port,
+		Account: acct, Password: pw, GTIDSlavePos: "0-1-999999"}); err != nil {
+		t.Fatal(err)
+	}
+	var st wire.ReplicationStatus
+	deadline := time.Now().Add(30 * time.Second)
+	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var err error
+		if st, err = ahead.Manager.ReplicationStatus(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st.LinkStopped {
+			break
+		}
+	}
+	if !st.LinkStopped || st.IORunning || !strings.Contains(st.LastError, "1236") {
+		t.Fatalf("a replica asking for a position its source lacks: %+v; want its link stopped with the source's 1236", st)
+	}
+
+	unreachable := mariadbtest.NewTCPT(t)
+	mustPrepare(t, unreachable, wire.PrepareArgs{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	if _, err := unreachable.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: port,
+		Account: acct, Password: pw}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for ; time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if st, err = unreachable.Manager.ReplicationStatus(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st.LastError != "" {
+			break
+		}
+	}
+	if st.LastError == "" || st.IORunning || st.LinkStopped {
+		t.Fatalf("a replica whose source does not answer: %+v; want it reconnecting (an error shown, I/O not running, not stopped)", st)
 	}
 }
