@@ -87,6 +87,11 @@ func (m *Manager) prepare(ctx context.Context, args wire.PrepareArgs, settings [
 		return res, err
 	}
 	res.Initialized = fresh
+	if !fresh {
+		if err := m.keepReplicaReadOnly(); err != nil {
+			return res, err
+		}
+	}
 
 	if err := m.cfg.Service.Enable(ctx); err != nil {
 		return res, fmt.Errorf("enable mariadb: %w", err)

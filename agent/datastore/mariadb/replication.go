@@ -154,13 +154,8 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 			return st, wire.Errorf(wire.CodeFailedPrecondition, "repoint replication: this server follows no source")
 		}
 	}
-	serverID, err := m.replicaServerID()
+	serverID, err := m.writeReplicaSettings()
 	if err != nil {
-		return wire.ReplicationStatus{}, err
-	}
-	cnf := fmt.Sprintf("# Written by strata-agent: this server is a replica (docs/replication.md). Removed on detach.\n"+
-		"[mysqld]\nserver_id = %d\nread_only = ON\n", serverID)
-	if err := datastore.WriteConfigFile(m.replicationFile(), []byte(cnf), 0o644); err != nil {
 		return wire.ReplicationStatus{}, err
 	}
 	if err := m.exec(ctx, "SET GLOBAL read_only = ON", "SET GLOBAL server_id = "+strconv.FormatUint(uint64(serverID), 10)); err != nil {
@@ -198,6 +193,39 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	m.log.Info("replication started", "source", fmt.Sprintf("%s:%d", args.Host, args.Port), "account", args.Account,
 		"gtid_slave_pos", args.GTIDSlavePos, "server_id", serverID)
 	return m.ReplicationStatus(ctx)
+}
+
+// writeReplicaSettings writes a replica's settings file (read_only, and
+// the server_id it keeps) and returns the server_id.
+func (m *Manager) writeReplicaSettings() (uint32, error) {
+	serverID, err := m.replicaServerID()
+	if err != nil {
+		return 0, err
+	}
+	cnf := fmt.Sprintf("# Written by strata-agent: this server is a replica (docs/replication.md). Removed on detach.\n"+
+		"[mysqld]\nserver_id = %d\nread_only = ON\n", serverID)
+	return serverID, datastore.WriteConfigFile(m.replicationFile(), []byte(cnf), 0o644)
+}
+
+// keepReplicaReadOnly, before a kept data directory's server starts (a
+// rebuild's prepare), makes a server whose data holds a replication link
+// (master.info: its source, account and GTID position) start as a
+// replica. Its settings file was on the root disk the rebuild replaced:
+// without it the server would start writable, with the default
+// server_id, until the controller's relink — and a user's write in
+// between would be a transaction its source never had.
+func (m *Manager) keepReplicaReadOnly() error {
+	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, "master.info")); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("replication link in the data directory: %w", err)
+	}
+	serverID, err := m.writeReplicaSettings()
+	if err != nil {
+		return err
+	}
+	m.log.Info("kept data directory holds a replication link: the server starts read-only, as a replica", "server_id", serverID)
+	return nil
 }
 
 // replicaServerID keeps the server_id a replica was given (a re-run must

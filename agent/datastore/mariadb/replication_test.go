@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"strata/agent/datastore/mariadb"
 	"strata/agent/datastore/mariadb/mariadbtest"
 	"strata/agent/dispatch"
 	"strata/agent/heartbeat"
@@ -276,9 +277,11 @@ func mustPrepare(t *testing.T, inst *mariadbtest.Instance, args wire.PrepareArgs
 }
 
 // A replica whose root disk was replaced (a rebuild: its replication
-// settings file is gone, so it comes back writable with the default
-// server_id, while its link and GTID position are in its data) follows
-// its source again after what the controller's relink sends: the
+// settings file is gone with the agent's state and configuration, while
+// its link and GTID position are in its data) starts read-only, with a
+// server_id of its own, from the new agent's prepare on — a user's write
+// before the relink would be a transaction its source never had — and
+// follows its source again after what the controller's relink sends: the
 // account's password reset on the primary, then a repoint to the same
 // source with it. Nothing is lost or applied twice.
 func TestAReplicaThatLostItsSettingsFollowsAgainAfterARepointToItsSource(t *testing.T) {
@@ -311,24 +314,36 @@ func TestAReplicaThatLostItsSettingsFollowsAgainAfterARepointToItsSource(t *test
 	fill(t, pdb, 50)
 	waitApplied(t, ctx, primary, replica)
 
-	// The rebuild: the settings file on the root disk is gone, and the
-	// server starts again without it.
-	settings := filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")
-	if err := os.Remove(settings); err != nil {
+	// The rebuild: a new root disk (no agent state, no configuration,
+	// no settings file), the data directory kept; the new agent's
+	// prepare adopts it.
+	if err := replica.Manager.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := replica.Manager.Restart(ctx); err != nil {
+	replica.Manager.Close()
+	settings := filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")
+	for _, f := range []string{replica.Config.StateFile, replica.Config.ConfigFile, replica.Config.OverridesFile, settings} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2, err := mariadb.New(replica.Config)
+	if err != nil {
 		t.Fatal(err)
+	}
+	replica.Manager = m2
+	if res, err := m2.Prepare(ctx, wire.PrepareArgs{}); err != nil || res.Initialized {
+		t.Fatalf("the rebuilt replica's prepare: %+v, %v", res, err)
 	}
 	rdb := admin(t, replica)
 	var readOnly, serverID int
 	if err := rdb.QueryRow("SELECT @@global.read_only, @@global.server_id").Scan(&readOnly, &serverID); err != nil {
 		t.Fatal(err)
 	}
-	if readOnly != 0 || serverID != 1 {
-		t.Fatalf("without its settings file the replica has read_only %d, server_id %d; want the defaults 0 and 1 (the test's premise)", readOnly, serverID)
+	if readOnly != 1 || serverID == 1 {
+		t.Fatalf("the rebuilt replica before its relink has read_only %d, server_id %d; want read-only with a server_id of its own", readOnly, serverID)
 	}
-	fill(t, pdb, 25) // written while the replica cannot follow
+	fill(t, pdb, 25) // written before the relink
 
 	// The relink: a new password, then a repoint to the same source.
 	const pw2 = "repl-Secret-new-9876543210"

@@ -49,11 +49,12 @@ func (m *Manager) writeServerConfig(memoryMB int, osUser datastore.OSUser) (chan
 		}
 	}
 	// Redis refuses to start on a missing include: a server prepared
-	// before redis.conf included the replication file gets an empty one
-	// with its new redis.conf; an existing one (a replica's link, a
-	// fence) is kept.
+	// before redis.conf included the replication file, or rebuilt onto a
+	// new root disk, gets one with its new redis.conf (fenced on a
+	// replica's data); an existing one (a replica's link, a fence) is
+	// kept.
 	if !exists(replicationFile(m.cfg)) {
-		if err := writeServerFile(replicationFile(m.cfg), []byte(standaloneConfig), osUser); err != nil {
+		if err := writeServerFile(replicationFile(m.cfg), initialReplicationFile(m.cfg), osUser); err != nil {
 			return false, err
 		}
 	}

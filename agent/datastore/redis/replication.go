@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,6 +35,27 @@ const replicationHeader = "# Written by strata-agent: replication settings (docs
 
 // standaloneConfig is the replication file of a writable primary.
 const standaloneConfig = replicationHeader + "# A standalone, writable server.\n"
+
+// fenceConfig is the replication file of a fenced primary (SetReadOnly).
+var fenceConfig = replicationHeader + "# A fenced primary (switchover): every write refused. Removed when the fence is lifted.\n" +
+	fmt.Sprintf("min-replicas-to-write %d\nmin-replicas-max-lag 10\n", fenceReplicas)
+
+// replicaMarker, on the data volume, says the data is a replica's: the
+// link itself (replicationFile) is on the root disk, which a rebuild
+// replaces. A server prepared on such data without its link starts
+// fenced (initialReplicationFile) until the controller links it again.
+func replicaMarker(cfg Config) string { return filepath.Join(cfg.DataDir, "strata-replica") }
+
+// initialReplicationFile is the replication file a server gets when it
+// has none (a new server, or a rebuilt one): standalone, or fenced when
+// its data is a replica's — writable, a rebuilt replica would take
+// users' writes its source never had until its relink.
+func initialReplicationFile(cfg Config) []byte {
+	if exists(replicaMarker(cfg)) {
+		return []byte(fenceConfig)
+	}
+	return []byte(standaloneConfig)
+}
 
 // replicationAccountRules are all a replica's link needs of its primary:
 // AUTH (always allowed), PING, REPLCONF and PSYNC (SYNC, the old form,
@@ -275,6 +297,9 @@ func (m *Manager) StartReplication(ctx context.Context, args wire.StartReplicati
 	if err := m.writeReplicationFile(replicaConfig(args)); err != nil {
 		return st, err
 	}
+	if err := datastore.WriteFileAtomic(replicaMarker(m.cfg), []byte("# Written by strata-agent: this data is a replica's (docs/replication.md). Removed on detach.\n"), 0o600); err != nil {
+		return st, fmt.Errorf("%s: %w", verb, err)
+	}
 	set := append([]string{"CONFIG", "SET", "masteruser", args.Account, "masterauth", args.Password, "replica-read-only", "yes"}, m.unfenced()...)
 	if _, err := m.do(ctx, set...); err != nil {
 		return st, fmt.Errorf("%s: %w", verb, err)
@@ -372,6 +397,9 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 	if err := m.writeReplicationFile([]byte(standaloneConfig)); err != nil {
 		return wire.ReplicationStatus{}, err
 	}
+	if err := os.Remove(replicaMarker(m.cfg)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
+	}
 	if _, err := m.do(ctx, "REPLICAOF", "NO", "ONE"); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
 	}
@@ -423,8 +451,7 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 	}
 	conf, set := standaloneConfig, append([]string{"CONFIG", "SET"}, m.unfenced()...)
 	if readOnly {
-		conf = replicationHeader + "# A fenced primary (switchover): every write refused. Removed when the fence is lifted.\n" +
-			fmt.Sprintf("min-replicas-to-write %d\nmin-replicas-max-lag 10\n", fenceReplicas)
+		conf = fenceConfig
 		set = []string{"CONFIG", "SET", "min-replicas-to-write", strconv.Itoa(fenceReplicas), "min-replicas-max-lag", "10"}
 	}
 	if err := m.writeReplicationFile([]byte(conf)); err != nil {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"strata/agent/datastore/redis"
 	"strata/agent/datastore/redis/redistest"
 	"strata/agent/datastore/servertest"
 	"strata/agent/dispatch"
@@ -587,5 +589,86 @@ func TestAPrimaryStartedAgainAfterACrashReportsTheStreamItsSnapshotHeld(t *testi
 	do(t, admin(t, p), "SET", "after-restart", "1")
 	if after := replStatus(t, ctx, p); off(after.ReplOffset) <= *st.ReplID2End || after.ReplID2 != before.ReplID {
 		t.Fatalf("a write after the restart: %+v, want the offset past %d", after, *st.ReplID2End)
+	}
+}
+
+// A replica rebuilt onto a new root disk (its link's file gone with the
+// agent's state and configuration, its data kept) starts fenced from the
+// new agent's prepare on — writable, it would take users' writes its
+// primary never had until the controller's relink — and follows its
+// primary again after the relink (a plain start with a new password).
+// Once detached, its data is a standalone server's: rebuilt again, it is
+// writable.
+func TestARebuiltReplicaStartsFencedUntilItIsLinkedAgain(t *testing.T) {
+	ctx := servertest.Context(t, 5*time.Minute)
+	p := tcpInstance(t)
+	servertest.MustPrepare(t, p.Manager, wire.PrepareArgs{Users: []wire.User{{Name: "app", Password: "app-pw"}}}, time.Minute)
+	do(t, admin(t, p), "SET", "seed", "1")
+	r := seededReplica(t, ctx, p, "r1")
+	if _, err := p.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r1", Password: replPassword}); err != nil {
+		t.Fatal(err)
+	}
+	link := wire.StartReplicationArgs{Host: "127.0.0.1", Port: p.Config.Port, Account: "strata_repl_r1", Password: replPassword}
+	if _, err := r.Manager.StartReplication(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	do(t, admin(t, p), "SET", "linked", "2")
+	waitUntil(t, 30*time.Second, "the replica following", func() bool { return get(t, r, "linked") == "2" })
+
+	rebuild := func() {
+		t.Helper()
+		if err := r.Manager.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.Manager.Close()
+		os.RemoveAll(filepath.Dir(r.Config.StateFile))
+		os.RemoveAll(filepath.Dir(r.Config.ConfigFile))
+		m2, err := redis.New(r.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Manager = m2
+		if res, err := m2.Prepare(ctx, wire.PrepareArgs{}); err != nil || res.Initialized {
+			t.Fatalf("the rebuilt server's prepare: %+v, %v", res, err)
+		}
+	}
+	rebuild()
+	app, err := dial(t, r, "app", "app-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Do(ctx, "SET", "before-relink", "x"); err == nil || !strings.Contains(err.Error(), "NOREPLICAS") {
+		t.Fatalf("a user's write on the rebuilt replica before its relink: %v, want it refused (NOREPLICAS)", err)
+	}
+	if st := replStatus(t, ctx, r); st.Role != wire.RoleStandalone || !st.ReadOnly {
+		t.Fatalf("the rebuilt replica before its relink: %+v, want a fenced standalone server", st)
+	}
+
+	// The relink: the account's password reset on the primary, then a
+	// plain start.
+	const pw2 = "a-new-replication-password"
+	if _, err := p.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_r1", Password: pw2}); err != nil {
+		t.Fatal(err)
+	}
+	link.Password = pw2
+	if st, err := r.Manager.StartReplication(ctx, link); err != nil || st.Role != wire.RoleReplica {
+		t.Fatalf("the relink: %+v, %v", st, err)
+	}
+	do(t, admin(t, p), "SET", "relinked", "3")
+	waitUntil(t, 30*time.Second, "the relinked replica following", func() bool { return get(t, r, "relinked") == "3" })
+	if _, err := admin(t, r).Do(ctx, "SET", "on-replica", "x"); err == nil || !strings.Contains(err.Error(), "READONLY") {
+		t.Fatalf("a write on the relinked replica: %v, want READONLY", err)
+	}
+
+	// Detached, then rebuilt again: a standalone server's data, writable.
+	if _, err := r.Manager.DetachReplica(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rebuild()
+	if app, err = dial(t, r, "app", "app-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Do(ctx, "SET", "after-detach", "y"); err != nil {
+		t.Fatalf("a write on the rebuilt detached server: %v", err)
 	}
 }
