@@ -27,8 +27,10 @@ import (
 // detached and becomes writable and independent; the primary cannot be
 // deleted while a replica remains; everything is deleted, the seed backup
 // first. With make e2e-all, a replica's VM is also killed and comes back
-// to catch up, and the new primary's VM is killed with automatic failover
-// on: the controller fences it and promotes its replica.
+// to catch up, the other replica's network to the primary is cut for a
+// minute (its lag and the link's error shown, then caught up by itself),
+// and the new primary's VM is killed with automatic failover on: the
+// controller fences it and promotes its replica.
 func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
