@@ -306,6 +306,34 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on the old primary')"); err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Fatalf("a write on the old primary after the switchover: %v, want it refused as read-only", err)
 	}
+	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
+		// The old primary, a replica now, is rebuilt onto its image: its
+		// read_only and server_id were on the root disk the rebuild
+		// replaces (the new agent writes them again, seeing the link in
+		// its data), and the rebuild's relink gives its account a new
+		// password and repoints it to the same source.
+		requested = time.Now()
+		api.must(t, 202, "POST", "/mgmt/instances/"+src+"/action", map[string]any{"rebuild": map[string]any{"image_id": imageID}})
+		waitTrue(t, "the rebuilt replica ACTIVE", 15*time.Minute, func() bool {
+			in := api.instance(t, src)
+			return in["status"] == "ACTIVE" && countRows(t, state, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'rebuild' AND state = 'queued'", src) == 0
+		})
+		if f := api.instance(t, src)["fault"]; f != nil {
+			t.Fatalf("the rebuilt replica has a fault: %v", f)
+		}
+		if err := write(newDB, 70); err != nil {
+			t.Fatal(err)
+		}
+		want = digest(newDB)
+		waitTrue(t, "the rebuilt replica to follow its source", 3*time.Minute, func() bool { return digest(primary) == want })
+		t.Logf("FIGURE MariaDB rebuild of a replica request→following its source again with a new write: %.0fs", time.Since(requested).Seconds())
+		if _, err := primary.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on the rebuilt replica')"); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Fatalf("a write on the rebuilt replica: %v, want it refused as read-only", err)
+		}
+		if id := primary.must(t, u, pw, "shop", "SELECT @@server_id"); id == "1" || id == newDB.must(t, u, pw, "shop", "SELECT @@server_id") {
+			t.Fatalf("the rebuilt replica's server_id is %s: want one of its own", id)
+		}
+	}
 
 	// Detach the second replica: writable, and no longer following.
 	osc.run(t, "database", "instance", "update", replicas[1], "--detach-replica-source")
