@@ -174,7 +174,7 @@ test-chaos-long: deps image ## chaos, long form: CHAOS_LIFECYCLES (20) lifecycle
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' STRATA_CHAOS_LIFECYCLES='$(CHAOS_LIFECYCLES)' $(GO) test -tags e2e -count=1 -v -timeout 600m -run 'TestChaosLong' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-long.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
 
 .PHONY: test-chaos-replication
-test-chaos-replication: deps image ## chaos, replication: a MariaDB primary and two replicas; the controller killed inside a switchover (promote.fenced) and a failover of a frozen source (promote.promoted); exactly one member takes writes after each, nothing lost (about 30 minutes)
+test-chaos-replication: deps image ## chaos, replication: a MariaDB primary and two replicas; the controller killed inside two switchovers and two failovers of a frozen source (at promote.fenced and promote.promoted); exactly one member takes writes after each, nothing lost (10-20 minutes)
 	ci/deps.sh test
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' $(GO) test -tags e2e -count=1 -v -timeout 60m -run 'TestChaosReplicationMariaDB' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-replication.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}

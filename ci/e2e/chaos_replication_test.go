@@ -26,10 +26,17 @@ import (
 //   - a switchover (promote_to_replica_source) with the controller killed
 //     at promote.fenced — the primary read-only, the replica's promotion
 //     queued and the step not saved — while a client writes all along;
+//     another at promote.promoted — the replica writable and the links
+//     saying so, the others not yet repointed, the step not saved;
 //   - a failover (eject_replica_source) of the source, frozen (SIGSTOP of
 //     its qemu: a hung host) until its heartbeat is stale, with the
-//     controller killed at promote.promoted — the elected replica
-//     writable, the other not yet repointed, the step not saved.
+//     controller killed at promote.promoted; then one of the source it
+//     elected, killed at promote.fenced (the old source fenced off, the
+//     promotion queued).
+//
+// (A VM killed instead of frozen is started again by the recovery, and
+// its instance's task REBOOT refuses the eject: a frozen one stays
+// silent until the failover's compute fence kills it.)
 //
 // After each, the task ends (done, or rolled back) within a bound, and a
 // write to every member as a user is accepted by exactly one — the one
@@ -46,7 +53,7 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	// own wait.
 	stdout(t, "datastore", "version", "update", "--state-dir", r.state, "mariadb", "10.11", "--image", r.imageID,
 		"--from-recipe", "images/mariadb-10.11.yaml", "--boot-timeout", "30m")
-	r.serve(wire.FormatChaos([]wire.ChaosEntry{{Target: wire.ChaosController, Point: "promote.fenced", Nth: 1}}))
+	r.serve("") // each phase serves its own plan
 	t.Cleanup(func() {
 		if t.Failed() {
 			// A frozen VM must not outlive the test.
@@ -72,6 +79,7 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	g := &replGroup{r: r, dbs: dbs}
 	dbs[src].must(t, replUser, replPassword, "shop", "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b VARBINARY(128))")
 	dbs[src].must(t, replUser, replPassword, "shop", "INSERT INTO items (v, b) SELECT CONCAT('before-', seq), RANDOM_BYTES(100) FROM seq_1_to_500")
+	g.written = 500
 
 	code, doc, ok = r.api.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "replica", "replica_of": src, "replica_count": 2}})
 	if !ok || code != 200 && code != 202 {
@@ -95,53 +103,129 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	g.expectSource(src)
 	g.converge("the replicas to hold the primary's rows")
 
-	// a. Switchover, the controller killed at promote.fenced.
-	newP := replicas[0]
-	w := g.startWriter(src, "switch")
-	before := g.lastPromote(newP)
-	requested := time.Now()
-	if code, doc, ok := r.api.do("POST", "/instances/"+newP+"/action", map[string]any{"promote_to_replica_source": map[string]any{}}); !ok || code != 202 {
-		t.Fatalf("promote %s: HTTP %d (answered %v): %v", newP, code, ok, doc)
-	}
-	state := g.waitTaskEnd(newP, before, 10*time.Minute)
-	ended := time.Since(requested)
-	time.Sleep(3 * time.Second) // the writer reaches whichever is writable now
-	accepted, gap := w.stop()
-	r.checkFired([]wire.ChaosEntry{{Target: wire.ChaosController, Point: "promote.fenced", Nth: 1}})
+	// A switchover with the controller killed at each point of the
+	// task, then a failover with it killed at each (the second from the
+	// group the first left: the elected replica and the other).
+	g.kills = 0
+	g.switchover(replicas[0], "promote.fenced")
+	g.switchover(replicas[1], "promote.promoted")
+	g.failover("promote.promoted")
+	g.failover("promote.fenced")
+
+	// Everything goes: the members but the source, the ejected sources,
+	// then the source.
+	source := g.apiSourceOrSolo()
 	for _, id := range members {
+		if id == source {
+			continue
+		}
+		if code, doc, ok := r.api.do("DELETE", "/instances/"+id, nil); !ok || code != 202 {
+			t.Fatalf("delete %s: HTTP %d: %v", id, code, doc)
+		}
+	}
+	r.waitUntil("the replicas and the ejected sources deleted", 5*time.Minute, func() bool {
+		for _, id := range members {
+			if id != source && r.api.instance(id) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if code, doc, ok := r.api.do("DELETE", "/instances/"+source, nil); !ok || code != 202 {
+		t.Fatalf("delete %s: HTTP %d: %v", source, code, doc)
+	}
+	r.waitUntil("the source deleted", 5*time.Minute, func() bool { return r.api.instance(source) == nil })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.Logf("CHAOS replication in %.0fs: controller kills %d, starts %d; stuck past timeout %d, ERROR %d, lost %d, 5xx %d (unreachable while down: %d)",
+		time.Since(r.started).Seconds(), r.controllerKills, r.starts, len(r.stuck), len(r.errored), len(r.lost), r.fivexx, r.unreachable)
+	if r.controllerKills != 4 {
+		t.Errorf("the controller was killed %d times, want 4 (once in each task)", r.controllerKills)
+	}
+}
+
+// plan serves the controller again with one kill at point, once every
+// member's agent reported to it.
+func (g *replGroup) plan(point string) []wire.ChaosEntry {
+	plan := []wire.ChaosEntry{{Target: wire.ChaosController, Point: point, Nth: 1}}
+	g.r.stop()
+	g.r.serve(wire.FormatChaos(plan))
+	for _, id := range g.members {
+		g.r.waitAgent(id)
+	}
+	return plan
+}
+
+// killed checks that the controller was killed once more since the last
+// check.
+func (g *replGroup) killed(what string) {
+	g.r.mu.Lock()
+	kills := g.r.controllerKills
+	g.r.mu.Unlock()
+	g.kills++
+	if kills != g.kills {
+		g.r.t.Errorf("the controller was killed %d times by the end of %s, want %d", kills, what, g.kills)
+	}
+}
+
+// before writes 200 rows on the source and waits until every member
+// holds them.
+func (g *replGroup) before(source, phase string) {
+	g.write(source, "before-"+phase, 200)
+	g.written += 200
+	g.converge("the members to hold the rows written before the " + phase)
+}
+
+// switchover promotes the replica to (its group's source: the one the
+// API shows) with the controller killed at point, while a client writes
+// back to back to whichever member accepts.
+func (g *replGroup) switchover(to, point string) {
+	r, t := g.r, g.r.t
+	t.Helper()
+	plan := g.plan(point)
+	old := g.apiSource()
+	g.before(old, "switchover at "+point)
+	w := g.startWriter(old, "switch-"+point)
+	last := g.lastPromote(to)
+	requested := time.Now()
+	if code, doc, ok := r.api.do("POST", "/instances/"+to+"/action", map[string]any{"promote_to_replica_source": map[string]any{}}); !ok || code != 202 {
+		t.Fatalf("promote %s: HTTP %d (answered %v): %v", to, code, ok, doc)
+	}
+	state := g.waitTaskEnd(to, last, 10*time.Minute)
+	ended := time.Since(requested)
+	time.Sleep(3 * time.Second) // the client reaches whichever is writable now
+	accepted, gap := w.stop()
+	r.checkFired(plan)
+	g.killed("the switchover at " + point)
+	for _, id := range g.members {
 		r.waitStatus(id, "ACTIVE", 5*time.Minute)
 	}
 	source := g.apiSource()
-	t.Logf("CHAOS switchover with the controller killed at promote.fenced: task %s; the API shows %s as the source (the replica promoted: %s)", state, source, newP)
-	if state == "done" && source != newP || state == "failed" && source != src {
-		t.Errorf("the promote task ended %s, and the API shows %s as the source (primary %s, promoted replica %s)", state, source, src, newP)
-	}
-	r.mu.Lock()
-	kills := r.controllerKills
-	r.mu.Unlock()
-	if kills != 1 {
-		t.Errorf("the controller was killed %d times by the switchover's end, want 1", kills)
+	t.Logf("CHAOS switchover with the controller killed at %s: task %s; the API shows %s as the source (promoted: %s, old source %s)", point, state, source, to, old)
+	if state == "done" && source != to || state == "failed" && source != old {
+		t.Errorf("the promote task ended %s, and the API shows %s as the source (old source %s, promoted replica %s)", state, source, old, to)
 	}
 	g.expectSource(source)
-	if n := g.rows(source, "before-"); n != 500 {
-		t.Errorf("the source %s holds %d of the 500 rows written before the switchover", source, n)
+	if n := g.rows(source, "before-"); n != g.written {
+		t.Errorf("the source %s holds %d of the %d rows written before", source, n, g.written)
 	}
-	if n := g.rows(source, "switch"); n != accepted {
+	if n := g.rows(source, "switch-"+point); n != accepted {
 		t.Errorf("the client saw %d writes accepted during the switchover; the source %s holds %d of them", accepted, source, n)
 	}
 	g.converge("the other members to follow " + source)
-	t.Logf("FIGURE switchover with the controller killed at promote.fenced (restarted after 0-2 s): request→task %s %.1fs; writes unavailable %.2fs (longest gap between accepted writes of a client writing back to back), %d accepted, all on the source",
-		state, ended.Seconds(), gap.Seconds(), accepted)
+	t.Logf("FIGURE switchover with the controller killed at %s (restarted after 0-2 s): request→task %s %.1fs; writes unavailable %.2fs (longest gap between accepted writes of a client writing back to back), %d accepted, all on the source",
+		point, state, ended.Seconds(), gap.Seconds(), accepted)
+}
 
-	// b. Failover, the controller killed at promote.promoted.
-	r.stop()
-	r.serve(wire.FormatChaos([]wire.ChaosEntry{{Target: wire.ChaosController, Point: "promote.promoted", Nth: 1}}))
-	for _, id := range members {
-		r.waitAgent(id)
-	}
-	old := source
-	g.write(old, "before-eject", 200)
-	g.converge("the replicas to hold the rows written before the failover")
+// failover freezes the source's VM (SIGSTOP of its qemu: a hung host),
+// ejects it once its heartbeat is stale, with the controller killed at
+// point; the source leaves the group's members.
+func (g *replGroup) failover(point string) {
+	r, t := g.r, g.r.t
+	t.Helper()
+	plan := g.plan(point)
+	old := g.apiSource()
+	g.before(old, "failover at "+point)
 	frozen := time.Now()
 	pid := r.pidOf(old)
 	if pid <= 0 || syscall.Kill(pid, syscall.SIGSTOP) != nil {
@@ -149,7 +233,7 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	}
 	t.Logf("CHAOS the source %s's VM frozen (SIGSTOP of qemu %d): a hung host", old, pid)
 	var ejected time.Time
-	before = g.lastPromote(old)
+	last := g.lastPromote(old)
 	r.waitUntil("eject_replica_source to be accepted once the source's heartbeat is stale", 5*time.Minute, func() bool {
 		code, doc, ok := r.api.do("POST", "/instances/"+old+"/action", map[string]any{"eject_replica_source": map[string]any{}})
 		switch {
@@ -163,30 +247,32 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 		t.Fatalf("eject %s: HTTP %d (answered %v): %v", old, code, ok, doc)
 		return false
 	})
-	followers := slices.DeleteFunc(slices.Clone(members), func(id string) bool { return id == old })
+	followers := slices.DeleteFunc(slices.Clone(g.members), func(id string) bool { return id == old })
 	// The first write a follower accepts: the elected replica writable.
 	var writable time.Time
 	var elected string
 	r.waitUntil("a follower to take writes after the eject", 10*time.Minute, func() bool {
 		for _, id := range followers {
-			if _, err := dbs[id].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('first-after-eject')"); err == nil {
+			if _, err := g.dbs[id].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('first-after-eject')"); err == nil {
 				writable, elected = time.Now(), id
 				return true
 			}
 		}
 		return false
 	})
-	state = g.waitTaskEnd(old, before, 10*time.Minute)
-	ended = time.Since(ejected)
-	r.checkFired([]wire.ChaosEntry{{Target: wire.ChaosController, Point: "promote.promoted", Nth: 1}})
+	state := g.waitTaskEnd(old, last, 10*time.Minute)
+	ended := time.Since(ejected)
+	r.checkFired(plan)
+	g.killed("the failover at " + point)
 	if state != "done" {
 		t.Errorf("the failover task ended %s, not done, though %s took writes", state, elected)
 	}
 	for _, id := range followers {
 		r.waitStatus(id, "ACTIVE", 5*time.Minute)
 	}
-	source = g.apiSource()
-	t.Logf("CHAOS failover with the controller killed at promote.promoted: task %s; %s took the first write; the API shows %s as the source", state, elected, source)
+	g.members = followers
+	source := g.apiSourceOrSolo()
+	t.Logf("CHAOS failover with the controller killed at %s: task %s; %s took the first write; the API shows %s as the source", point, state, elected, source)
 	if source != elected {
 		t.Errorf("the API shows %s as the source; the write after the eject was accepted by %s", source, elected)
 	}
@@ -203,55 +289,21 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	if p := r.pidOf(old); p > 0 && p != pid && syscall.Kill(p, 0) == nil {
 		t.Errorf("the ejected source's VM was started again (pid %d)", p)
 	}
-	if f, _ := r.api.instance(old)["fault"].(map[string]any); f == nil || !strings.Contains(fmt.Sprint(f["message"]), "ejected") {
+	in := r.api.instance(old)
+	if f, _ := in["fault"].(map[string]any); f == nil || !strings.Contains(fmt.Sprint(f["message"]), "ejected") {
 		t.Errorf("the ejected source's fault: %v", f)
 	}
-	if of, _ := r.api.instance(old)["replica_of"].(map[string]any); of != nil {
+	if of, _ := in["replica_of"].(map[string]any); of != nil {
 		t.Errorf("the ejected source shows replica_of %v", of)
 	}
-	g.members = followers
+	g.ejected = append(g.ejected, old)
 	g.expectSource(source)
-	if _, err := dbs[old].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('on the ejected source')"); err == nil {
-		t.Errorf("the ejected source accepted a write")
+	if n := g.rows(source, "before-"); n != g.written {
+		t.Errorf("the new source %s holds %d of the %d rows written before", source, n, g.written)
 	}
-	if n := g.rows(source, "before-eject"); n != 200 {
-		t.Errorf("the new source %s holds %d of the 200 rows written before the failover", source, n)
-	}
-	if n := g.rows(source, "before-"); n != 700 {
-		t.Errorf("the new source %s holds %d of the 700 rows written before both faults", source, n)
-	}
-	g.converge("the other replica to follow " + source)
-	t.Logf("FIGURE failover with the controller killed at promote.promoted (restarted after 0-2 s): eject accepted %.0fs after the source's VM froze (heartbeat stale); eject→task done %.1fs; writes unavailable %.1fs (freeze→first write on the elected replica), eject→writable %.1fs",
-		ejected.Sub(frozen).Seconds(), ended.Seconds(), writable.Sub(frozen).Seconds(), writable.Sub(ejected).Seconds())
-
-	// Everything goes: the replica, the ejected source, the new source.
-	for _, id := range []string{followers[0], followers[1], old} {
-		if id == source {
-			continue
-		}
-		if code, doc, ok := r.api.do("DELETE", "/instances/"+id, nil); !ok || code != 202 {
-			t.Fatalf("delete %s: HTTP %d: %v", id, code, doc)
-		}
-	}
-	r.waitUntil("the replica and the ejected source deleted", 5*time.Minute, func() bool {
-		for _, id := range members {
-			if id != source && r.api.instance(id) != nil {
-				return false
-			}
-		}
-		return true
-	})
-	if code, doc, ok := r.api.do("DELETE", "/instances/"+source, nil); !ok || code != 202 {
-		t.Fatalf("delete %s: HTTP %d: %v", source, code, doc)
-	}
-	r.waitUntil("the source deleted", 5*time.Minute, func() bool { return r.api.instance(source) == nil })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t.Logf("CHAOS replication in %.0fs: controller kills %d, starts %d; stuck past timeout %d, ERROR %d, lost %d, 5xx %d (unreachable while down: %d)",
-		time.Since(r.started).Seconds(), r.controllerKills, r.starts, len(r.stuck), len(r.errored), len(r.lost), r.fivexx, r.unreachable)
-	if r.controllerKills != 2 {
-		t.Errorf("the controller was killed %d times, want 2 (once in each task)", r.controllerKills)
-	}
+	g.converge("the other members to follow " + source)
+	t.Logf("FIGURE failover with the controller killed at %s (restarted after 0-2 s): eject accepted %.0fs after the source's VM froze (heartbeat stale); eject→task %s %.1fs; writes unavailable %.1fs (freeze→first write on the elected replica), eject→writable %.1fs",
+		point, ejected.Sub(frozen).Seconds(), state, ended.Seconds(), writable.Sub(frozen).Seconds(), writable.Sub(ejected).Seconds())
 }
 
 const replUser, replPassword = "shopper", "shopper-pw-1"
@@ -262,6 +314,11 @@ type replGroup struct {
 	r       *chaosRun
 	dbs     map[string]mariadbClient
 	members []string
+	// ejected: the sources failed over from, out of the group.
+	ejected []string
+	// written: rows written before the faults ("before-..."); kills:
+	// the controller's kills so far.
+	written, kills int
 }
 
 // vmDirs lists the instances with a VM directory.
@@ -323,9 +380,22 @@ func (g *replGroup) apiSource() string {
 	return found[0]
 }
 
+// apiSourceOrSolo is apiSource, or the only member left (a source
+// without replicas).
+func (g *replGroup) apiSourceOrSolo() string {
+	if len(g.members) == 1 {
+		in := g.r.api.instance(g.members[0])
+		if in["replica_of"] != nil {
+			g.r.t.Fatalf("the only member left %s shows replica_of %v", g.members[0], in["replica_of"])
+		}
+		return g.members[0]
+	}
+	return g.apiSource()
+}
+
 // expectSource writes to every member as a user: exactly one, source,
-// accepts; every other refuses the write as read-only. (Never two
-// writable primaries.)
+// accepts; every other refuses the write as read-only, and no ejected
+// source takes it (its VM is off). Never two writable primaries.
 func (g *replGroup) expectSource(source string) {
 	t := g.r.t
 	t.Helper()
@@ -339,9 +409,14 @@ func (g *replGroup) expectSource(source string) {
 			t.Errorf("a write on %s: %v, want it accepted or refused as read-only", id, err)
 		}
 	}
-	t.Logf("CHAOS a write to each of %d members: accepted by %v", len(g.members), accepted)
+	for _, id := range g.ejected {
+		if _, err := g.dbs[id].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('on an ejected source')"); err == nil {
+			accepted = append(accepted, id)
+		}
+	}
+	t.Logf("CHAOS a write to each of %d members and %d ejected sources: accepted by %v", len(g.members), len(g.ejected), accepted)
 	if len(accepted) != 1 || accepted[0] != source {
-		t.Fatalf("a write to each member was accepted by %v; want exactly the source %s", accepted, source)
+		t.Fatalf("a write to each member and ejected source was accepted by %v; want exactly the source %s", accepted, source)
 	}
 }
 
