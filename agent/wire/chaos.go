@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,24 @@ func (e ChaosEntry) String() string {
 // Guest reports whether the agent reaches the entry's point.
 func (e ChaosEntry) Guest() bool { return strings.HasPrefix(e.Point, GuestPointPrefix) }
 
+// ControllerPoints are the points the controller reaches (chaos.Reach
+// in controller/; a test there keeps this list and the calls equal). A
+// plan naming another point for the controller or qemu is refused: a
+// misspelt point would never fire, and the kill it names would test
+// nothing.
+var ControllerPoints = []string{
+	"api.accepted",         // a guest call answered 202, not yet delivered
+	"create.booted",        // the VM booted, its agent not yet enrolled
+	"delete.start",         // a delete begun
+	"delete.server-gone",   // the server deleted, the volume still there
+	"restart.queued",       // a restart operation queued
+	"resize.extended",      // the disk grew, the filesystem not yet
+	"rebuild.keys-revoked", // a rebuild: the old agent's keys revoked
+	"rebuild.booted",       // a rebuild: the old disk aside, the new agent not yet enrolled
+	"promote.fenced",       // a switchover or failover: the source fenced, the replica's promotion queued
+	"promote.promoted",     // a switchover or failover: the replica writable, the followers not yet repointed
+}
+
 var chaosPoint = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,80}$`)
 
 // ParseChaos reads a plan. A guest point cannot target the controller
@@ -101,6 +120,8 @@ func ParseChaos(plan string) ([]ChaosEntry, error) {
 			return nil, fmt.Errorf("chaos plan: %q: the agent cannot kill the controller", f)
 		case !e.Guest() && target == ChaosAgent:
 			return nil, fmt.Errorf("chaos plan: %q: the controller cannot kill the agent (use a %s point)", f, GuestPointPrefix)
+		case !e.Guest() && !slices.Contains(ControllerPoints, e.Point):
+			return nil, fmt.Errorf("chaos plan: %q: the controller reaches no point %q (its points: %s)", f, e.Point, strings.Join(ControllerPoints, ", "))
 		}
 		out = append(out, e)
 	}

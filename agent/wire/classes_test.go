@@ -67,7 +67,13 @@ func TestChaosPlansParse(t *testing.T) {
 	if got := FormatChaos(e); got != "controller@create.booted,qemu@guest.prepare.users#2,agent@guest.op.restart" {
 		t.Fatalf("formatted %q", got)
 	}
-	for _, bad := range []string{"controller", "nobody@create.booted", "controller@guest.op.x", "agent@create.booted", "qemu@x#0", "qemu@X Y"} {
+	// The switchover's and failover's points (promote.go) are known.
+	e, err = ParseChaos("controller@promote.fenced,controller@promote.promoted#2,qemu@promote.promoted")
+	if err != nil || len(e) != 3 || e[0].Point != "promote.fenced" || e[1].Point != "promote.promoted" || e[1].Nth != 2 || e[2].Target != ChaosQemu {
+		t.Fatalf("the promote points: %+v %v", e, err)
+	}
+	for _, bad := range []string{"controller", "nobody@create.booted", "controller@guest.op.x", "agent@create.booted", "qemu@x#0", "qemu@X Y",
+		"controller@promote.fence", "qemu@promote.no-such-step"} {
 		if _, err := ParseChaos(bad); err == nil {
 			t.Errorf("plan %q accepted", bad)
 		}

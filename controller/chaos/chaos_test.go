@@ -1,11 +1,15 @@
 package chaos
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"strata/agent/wire"
 	"strata/agent/wire/wiretest"
 )
 
@@ -48,5 +52,41 @@ func TestAnEntryFiresOnceAtItsNthReachEvenAcrossRestarts(t *testing.T) {
 	Init(dir, kill, wiretest.QuietLogger())
 	if GuestPlan() != "" {
 		t.Fatal("a plan without the variable")
+	}
+}
+
+// TestTheKnownPointsAreTheOnesTheControllerReaches: every chaos.Reach in
+// controller/ names a point of wire.ControllerPoints (else a plan naming
+// it is refused), and every listed point is reached somewhere (else a
+// plan naming it never fires).
+func TestTheKnownPointsAreTheOnesTheControllerReaches(t *testing.T) {
+	reach := regexp.MustCompile(`chaos\.Reach\("([^"]+)"`)
+	reached := map[string]bool{}
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range reach.FindAllStringSubmatch(string(data), -1) {
+			reached[m[1]] = true
+			if !slices.Contains(wire.ControllerPoints, m[1]) {
+				t.Errorf("%s reaches %q, which wire.ControllerPoints does not list", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range wire.ControllerPoints {
+		if !reached[p] {
+			t.Errorf("wire.ControllerPoints lists %q, which no chaos.Reach in controller/ reaches", p)
+		}
+	}
+	if !reached["promote.fenced"] || !reached["promote.promoted"] {
+		t.Errorf("the switchover's points are not reached: %v", reached)
 	}
 }

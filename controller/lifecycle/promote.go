@@ -11,6 +11,7 @@ import (
 
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
+	"strata/controller/chaos"
 	"strata/controller/compute"
 	"strata/controller/instances"
 	"strata/controller/store"
@@ -49,6 +50,12 @@ import (
 // what to do, and its account on R is dropped. Redis promotes R at the
 // fence's offset (and replication ID) and makes P a replica of R, as
 // MariaDB does.
+//
+// Chaos kill points (controller/chaos): "promote.fenced" once R's
+// promotion is queued (P fenced; the eject's old source fenced off),
+// "promote.promoted" once R is writable and the links say so, before the
+// followers are repointed; in both the step is not yet saved, so the
+// restarted controller runs it again (ci/e2e chaos_replication_test.go).
 //
 // Until R is writable a failure rolls back: "unfence" lifts P's fence
 // (only after R reports it is still a replica: never two writable
@@ -257,6 +264,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
 		}
+		chaos.Reach("promote.fenced", t.InstanceID) // the old source off, the promotion queued, the step not yet saved
 		return tasks.Result{Next: "promoted", After: 200 * time.Millisecond}, nil
 	case "fence":
 		args, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
@@ -293,6 +301,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
 		}
+		chaos.Reach("promote.fenced", t.InstanceID) // P read-only, R's promotion queued, the step not yet saved
 		return tasks.Result{Next: "promoted", Payload: p, After: 200 * time.Millisecond}, nil
 	case "stopped":
 		_, done, err := m.opDone(ctx, src.ID, promoteOpID(t, "stop"), "stopping the fenced primary")
@@ -307,6 +316,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)
 		}
 		m.log().Info("fenced primary stopped", "source", src.ID, "replica", r.ID)
+		chaos.Reach("promote.fenced", t.InstanceID)
 		return tasks.Result{Next: "promoted", After: 200 * time.Millisecond}, nil
 	case "promoted":
 		res, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "replica"), "promoting the replica")
@@ -374,6 +384,9 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			}
 		}
 		m.log().Info("replica promoted: it is the source now", "replica", r.ID, "old_source", src.ID, "others", p.Others)
+		// R writable and the links saying so, P not yet repointed, the
+		// step not yet saved: a restart runs "promoted" again.
+		chaos.Reach("promote.promoted", t.InstanceID)
 		return tasks.Result{Next: "accounts", Payload: p}, nil
 	case "accounts":
 		for id, pw := range p.Passwords {
