@@ -263,13 +263,13 @@ func parseLSN(s string) (uint64, bool) {
 // in every domain of b, and further in one (a list that is behind in any
 // domain is not ahead).
 func gtidAhead(a, b string) bool {
-	pa, pb := gtidSeqs(a), gtidSeqs(b)
+	pa, pb := gtidDomains(a), gtidDomains(b)
 	further := false
-	for d, n := range pb {
-		if pa[d] < n {
+	for d, g := range pb {
+		if pa[d].seq < g.seq {
 			return false
 		}
-		if pa[d] > n {
+		if pa[d].seq > g.seq {
 			further = true
 		}
 	}
@@ -298,15 +298,6 @@ func gtidDomains(list string) map[string]gtid {
 		}
 		n, _ := strconv.ParseUint(parts[2], 10, 64)
 		out[parts[0]] = gtid{server: parts[1], seq: n}
-	}
-	return out
-}
-
-// gtidSeqs maps a GTID list's domains to their sequence numbers.
-func gtidSeqs(list string) map[string]uint64 {
-	out := map[string]uint64{}
-	for d, g := range gtidDomains(list) {
-		out[d] = g.seq
 	}
 	return out
 }

@@ -409,9 +409,9 @@ func appliedFork(manager string, st wire.ReplicationStatus, forkPos string) (str
 		}
 		return strconv.FormatInt(*st.ReplOffset, 10), *st.ReplOffset >= fork
 	}
-	applied := gtidSeqs(st.GTIDSlavePos)
-	for d, n := range gtidSeqs(forkPos) {
-		if applied[d] < n {
+	applied := gtidDomains(st.GTIDSlavePos)
+	for d, g := range gtidDomains(forkPos) {
+		if applied[d].seq < g.seq {
 			return st.GTIDSlavePos, false
 		}
 	}

@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,12 +199,7 @@ func classifyPastCommits(out string, fence map[uint32]bool) pastCommits {
 			if v, err := parseLSN(lsn); err == nil {
 				res.First = fmt.Sprintf("%X/%X", v>>32, uint32(v))
 			}
-			var names []string
-			for r := range rels[xid] {
-				names = append(names, r)
-			}
-			sort.Strings(names)
-			res.FirstRels = strings.Join(names, ",")
+			res.FirstRels = strings.Join(slices.Sorted(maps.Keys(rels[xid])), ",")
 		}
 		res.Count++
 	}

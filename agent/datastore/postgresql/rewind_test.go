@@ -91,6 +91,28 @@ func (f *failoverPair) kill(t *testing.T) {
 	})
 }
 
+// failOverAfter is a failover in which P ran one statement R never
+// received: R is stopped, P runs stmt and crashes, R comes back alone and
+// is promoted at its fork, which it returns.
+func (f *failoverPair) failOverAfter(t *testing.T, ctx context.Context, stmt string) string {
+	t.Helper()
+	if err := f.r.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pdb.Exec(stmt); err != nil {
+		t.Fatal(err)
+	}
+	f.kill(t)
+	if err := f.r.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fork := forkLSN(t, ctx, f.r)
+	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
+		t.Fatal(err)
+	}
+	return fork
+}
+
 // forkLSN is what R received from P, as the controller reads it at a
 // failover (its heartbeat's received_lsn while it streamed; a standby
 // that restarted without its primary: what it replayed, all it has).
@@ -286,20 +308,7 @@ func TestRejoinWithAForkRefusesAFormerPrimaryThatCommittedPastIt(t *testing.T) {
 	ctx := servertest.Context(t, 10*time.Minute)
 	f := newFailoverPair(t, ctx)
 	f.caughtUp(t, ctx)
-	if err := f.r.Manager.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.pdb.Exec(`INSERT INTO items (v) VALUES ('only on P')`); err != nil {
-		t.Fatal(err)
-	}
-	f.kill(t)
-	if err := f.r.Manager.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fork := forkLSN(t, ctx, f.r)
-	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
-		t.Fatal(err)
-	}
+	fork := f.failOverAfter(t, ctx, `INSERT INTO items (v) VALUES ('only on P')`)
 	if n := queryInt(t, admin(t, f.r, "shop"), `SELECT count(*) FROM items WHERE v = 'only on P'`); n != 0 {
 		t.Fatalf("the promoted standby has the row it never received (%d)", n)
 	}
@@ -402,20 +411,7 @@ func TestRejoinWithAForkRewindsAFormerPrimaryWhoseOnlyCommitsPastItAreStatistics
 	f := newFailoverPair(t, ctx)
 	fillPG(t, f.pdb, 500)
 	f.caughtUp(t, ctx)
-	if err := f.r.Manager.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.pdb.Exec(`ANALYZE items`); err != nil {
-		t.Fatal(err)
-	}
-	f.kill(t)
-	if err := f.r.Manager.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	fork := forkLSN(t, ctx, f.r)
-	if _, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fork, TimeoutSeconds: 30}); err != nil {
-		t.Fatal(err)
-	}
+	fork := f.failOverAfter(t, ctx, `ANALYZE items`)
 	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
 		t.Fatal(err)
 	}
