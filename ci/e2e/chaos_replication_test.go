@@ -35,8 +35,8 @@ import (
 //     promotion queued).
 //
 // (A VM killed instead of frozen is started again by the recovery, and
-// its instance's task REBOOT refuses the eject: a frozen one stays
-// silent until the failover's compute fence kills it.)
+// its agent may report again before its heartbeat is stale: a frozen one
+// stays silent until the failover's compute fence kills it.)
 //
 // After each, the task ends (done, or rolled back) within a bound, and a
 // write to every member as a user is accepted by exactly one — the one

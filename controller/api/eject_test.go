@@ -10,6 +10,7 @@ import (
 
 	"strata/controller/compute"
 	"strata/controller/store/storetest"
+	"strata/controller/tasks"
 )
 
 // silence ages a halted guest's last heartbeat by ten minutes, again if
@@ -110,6 +111,53 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 	}
 	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'set_read_only' AND done_at IS NULL", src); n != 1 {
 		t.Fatalf("%d fences queued for the ejected source, want 1", n)
+	}
+}
+
+// A source whose VM died is being started again by the recovery (status
+// REBOOT) and its agent never comes back: an operator's eject is
+// accepted, as the automatic failover's is — the recovery is cancelled
+// and the failover fences the server it was restarting, which stays off.
+func TestEjectCancelsARecoveryRestartingTheSource(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
+	c := r.admin()
+	src := newActive(c, "primary")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	fc.guest(a).setIOPos("0-1-70")
+	fc.guest(b).setIOPos("0-1-60")
+
+	fc.mu.Lock()
+	fc.silentIDs[src] = true // started again, it boots no agent
+	fc.mu.Unlock()
+	fc.powerOffOne(src)
+	c.waitStatus(src, "REBOOT", 10*time.Second)
+	silence(t, r, src)
+	if c.instance(src)["status"] != "REBOOT" {
+		t.Fatalf("the source is %v before the eject, want REBOOT (its recovery running)", c.instance(src)["status"])
+	}
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject of a source its recovery is restarting: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 60*time.Second, func() bool {
+		in := c.instance(a)
+		of, _ := c.instance(b)["replica_of"].(map[string]any)
+		return in["status"] == "ACTIVE" && in["replica_of"] == nil && of != nil && of["id"] == a && c.instance(b)["status"] == "ACTIVE"
+	})
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM tasks WHERE instance_id = ? AND kind = 'recover' AND state = ?", src, tasks.StateCancelled); n != 1 {
+		t.Fatalf("%d cancelled recover tasks on the ejected source, want 1", n)
+	}
+	sv := c.instance(src)
+	if f, _ := sv["fault"].(map[string]any); f == nil || !strings.Contains(f["message"].(string), "ejected from its replication group: "+a) {
+		t.Fatalf("the ejected source: status %v, fault %v", sv["status"], sv["fault"])
+	}
+	if !slices.Contains(fc.callsSnapshot(), "FenceServer "+src) {
+		t.Fatal("the ejected source's server was not fenced")
+	}
+	if err := fc.StartServer(context.Background(), fc.server(src)); !errors.Is(err, compute.ErrFenced) {
+		t.Fatalf("starting the fenced source: %v", err)
 	}
 }
 

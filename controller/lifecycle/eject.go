@@ -28,15 +28,15 @@ const EjectedFenceWait = 7 * 24 * time.Hour
 
 // Eject starts a failover away from the source id (Trove's rules: it has
 // replicas, and its heartbeat is stale; every replica is ACTIVE with no
-// task in progress).
+// task in progress). A recovery restarting the source's server is
+// cancelled: the failover fences that server instead.
 func (m *Manager) Eject(ctx context.Context, project, id string) error {
 	return m.eject(ctx, project, id, 0)
 }
 
 // eject is Eject; an automatic failover (autoGrace > 0) counts the
 // source's heartbeat as stale after its group's grace period instead of
-// the controller's limit, and cancels a recover task the source may have
-// (its server is fenced, not restarted).
+// the controller's limit.
 func (m *Manager) eject(ctx context.Context, project, id string, autoGrace time.Duration) error {
 	err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 		src, err := m.get(ctx, tx, project, id)
@@ -60,8 +60,10 @@ func (m *Manager) eject(ctx context.Context, project, id string, autoGrace time.
 		if src.Reported != nil && m.now().Sub(src.Reported.ReceivedAt) <= stale || autoGrace == 0 && m.healthy(src) {
 			return wrap(ErrBadRequest, "Replica Source %s cannot be ejected as it has a current heartbeat (stale after %s).", src.ID, stale)
 		}
-		if autoGrace > 0 && src.Task == instances.TaskRebooting {
-			// Recovery is restarting the source: the failover wins.
+		if src.Task == instances.TaskRebooting {
+			// Recovery is restarting the source: the failover wins (its
+			// server is fenced, not restarted). A restart a user asked
+			// for is another task kind and still refuses the eject.
 			if _, err := tasks.CancelKinds(ctx, tx, src.ID, []string{KindRecover}, "the instance is failed over from", m.now()); err != nil {
 				return err
 			}
