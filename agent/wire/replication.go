@@ -215,6 +215,12 @@ type ReplicationStatus struct {
 	ReplayedLSN string `json:"replayed_lsn,omitempty"`
 	LSN         string `json:"lsn,omitempty"`
 	BytesBehind *int64 `json:"bytes_behind,omitempty"`
+	// ForkLSN (PostgreSQL, promote_replica's result) is where the
+	// promoted server's new timeline branched from the one it followed
+	// (its timeline history's switch point): the exact end of the WAL it
+	// shares with its former primary. A former primary whose WAL goes
+	// past it rejoins only through pg_rewind. Older agents never send it.
+	ForkLSN string `json:"fork_lsn,omitempty"`
 	// Redis: ReplID and ReplOffset are this server's replication ID and
 	// offset (a replica's: what it processed of its primary's stream; a
 	// fenced primary's: read after the fence). Bytes behind is the

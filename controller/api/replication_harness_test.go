@@ -55,9 +55,11 @@ type fakeReplication struct {
 	failRestore string
 	// failAccount, if set, makes create_replication_account fail with it.
 	failAccount string
-	// failRejoin, if set, makes rejoin_replication fail with it (as a
-	// server whose control file says it crashed).
-	failRejoin string
+	// failRejoin, if set, makes rejoin_replication without a fork fail
+	// with it (as a server whose control file says it crashed);
+	// failRewind makes one with a fork fail (a server that committed
+	// past it).
+	failRejoin, failRewind string
 }
 
 // registerVersion registers datastore manager (named as it) version
@@ -219,8 +221,10 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		case g.manager() != "postgresql":
 			return opErr(wire.CodeNotSupported, "%s has no rejoin for a former primary", g.manager())
 		case !g.stopped && r.link != nil && r.link.Host == a.Host && r.link.Port == a.Port:
-		case r.failRejoin != "":
+		case r.failRejoin != "" && a.ForkLSN == "":
 			return opErr(wire.CodeFailedPrecondition, "rejoin: %s", r.failRejoin)
+		case r.failRewind != "" && a.ForkLSN != "":
+			return opErr(wire.CodeFailedPrecondition, "rejoin: %s", r.failRewind)
 		case a.ForkLSN != "":
 			// A failover's former primary: rewound to the fork (the
 			// agent's pg_rewind), running or not.
@@ -271,8 +275,24 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		}
 		r.link, r.fenced, r.standby = nil, false, false
 		r.writableAt = time.Now()
+		st := g.replicationStatus()
+		if g.manager() == "postgresql" {
+			st.ForkLSN = fakeForkAfter(a.LSN)
+		}
+		return okResult(st)
 	}
 	return okResult(g.replicationStatus())
+}
+
+// fakeForkAfter is the fork a fake PostgreSQL replica promoted at lsn
+// reports: 0x28 bytes on (the shutdown checkpoint it replayed after the
+// fence's position), so a test tells it from the position.
+func fakeForkAfter(lsn string) string {
+	hi, lo, _ := strings.Cut(lsn, "/")
+	h, _ := strconv.ParseUint(hi, 16, 32)
+	l, _ := strconv.ParseUint(lo, 16, 32)
+	v := h<<32 | l + 0x28
+	return fmt.Sprintf("%X/%X", v>>32, uint32(v))
 }
 
 func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
@@ -362,11 +382,18 @@ func (g *fakeGuest) setFailAccount(reason string) {
 	g.repl.failAccount = reason
 }
 
-// setFailRejoin makes rejoin_replication fail with reason.
+// setFailRejoin makes rejoin_replication without a fork fail with
+// reason; setFailRewind one with a fork.
 func (g *fakeGuest) setFailRejoin(reason string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.repl.failRejoin = reason
+}
+
+func (g *fakeGuest) setFailRewind(reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.failRewind = reason
 }
 
 // isStopped says whether the guest's database is stopped.

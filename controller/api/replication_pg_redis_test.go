@@ -224,18 +224,59 @@ func TestPostgreSQLSwitchoverRejoinsTheOldPrimaryAcrossAControllerRestart(t *tes
 	}
 }
 
-// A former PostgreSQL primary that cannot rejoin (its server crashed
-// after the switchover stopped it, or its VM rebooted and started it as a
-// primary) does not fail the switchover: the
-// other replica follows the new primary, and the old primary leaves the
-// group with a fault that says why and what to do; its account on the
-// new primary is dropped.
+// A former PostgreSQL primary whose server crashed after the switchover
+// stopped it (or whose VM rebooted and started it as a primary) is
+// refused by the plain rejoin; it rejoins through pg_rewind at the fork
+// the promotion reported — its account on the new primary reset first,
+// since the first password is gone — and the group is whole.
+func TestPostgreSQLSwitchoverRewindsAnOldPrimaryThatCrashedAfterItsStop(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "postgresql", "15", 5432, 10*time.Second, 2)
+	a, b := ids[0], ids[1]
+	fc.guest(src).setFailRejoin(`the data directory's cluster state is "in production", not "shut down"`)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
+		sv, bv := c.instance(src), c.instance(b)
+		sof, _ := sv["replica_of"].(map[string]any)
+		bof, _ := bv["replica_of"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && bv["status"] == "ACTIVE" && sv["status"] == "ACTIVE" &&
+			bof != nil && bof["id"] == a && sof != nil && sof["id"] == a
+	})
+	if sv := c.instance(src); sv["fault"] != nil {
+		t.Fatalf("the rewound old primary has a fault: %v", sv["fault"])
+	}
+	fork := fakeForkAfter("0/3000100") // the fence's position, and the shutdown checkpoint after it
+	if got := fc.journal.events("rewind " + src); !slices.Equal(got, []string{"rewind " + src + " " + fork}) {
+		t.Fatalf("rewinds of the old primary %v, want one at the promotion's fork %s", got, fork)
+	}
+	if got := fc.journal.events("account " + a + " " + acctOf(src)); len(got) != 2 {
+		t.Fatalf("the old primary's account on the new primary was set %d times, want 2 (its password reset for the rewind)", len(got))
+	}
+	accounts, _, _ := fc.guest(a).replication()
+	_, l, _ := fc.guest(src).replication()
+	if l == nil || l.ForkLSN != fork || accounts[l.Account] != l.Password || len(l.Password) < 32 {
+		t.Fatalf("the old primary follows %+v; the new primary holds %v", l, keys(accounts))
+	}
+	if n := storetest.Count(t, r.ctl.DB, `SELECT COUNT(*) FROM tasks WHERE kind = 'promote' AND payload LIKE '%"passwords"%'`); n != 0 {
+		t.Fatalf("%d promote tasks keep a password in their payload", n)
+	}
+}
+
+// A former PostgreSQL primary that cannot rejoin at all (it crashed after
+// the switchover stopped it, and its WAL holds a transaction committed
+// past the fork, which pg_rewind would drop) does not fail the
+// switchover: the other replica follows the new primary, and the old
+// primary leaves the group with a fault that says why and what to do;
+// its account on the new primary is dropped.
 func TestPostgreSQLSwitchoverLeavesAnOldPrimaryThatCannotRejoinOutOfTheGroup(t *testing.T) {
 	t.Parallel()
 	fc, _, c, src, ids := replicaGroup(t, "postgresql", "15", 5432, 10*time.Second, 2)
 	a, b := ids[0], ids[1]
-	const why = `the data directory's cluster state is "in production", not "shut down"`
-	fc.guest(src).setFailRejoin(why)
+	fc.guest(src).setFailRejoin(`the data directory's cluster state is "in production", not "shut down"`)
+	const why = "this server committed 1 transaction(s) at or after the fork"
+	fc.guest(src).setFailRewind(why)
 	if code, doc := promote(c, a); code != 202 {
 		t.Fatalf("promote: HTTP %d %v", code, doc)
 	}
@@ -395,7 +436,7 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 			// offset inside the fork, in the group's replication ID,
 			// follows the elected replica.
 			if tc.manager == "postgresql" {
-				fc.guest(src).setFailRejoin("2 transactions committed past the fork")
+				fc.guest(src).setFailRewind("2 transactions committed past the fork")
 				if code, doc := rejoin(c, src); code != 202 {
 					t.Fatalf("rejoin: HTTP %d %v", code, doc)
 				}
@@ -407,11 +448,17 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 				if st, err := fc.ServerState(context.Background(), fc.server(src)); err != nil || st != compute.StateFenced {
 					t.Fatalf("the refused source's server: %s, %v; want fenced", st, err)
 				}
-				fc.guest(src).setFailRejoin("")
+				fc.guest(src).setFailRewind("")
 			}
 			// Once linked, the old source applies the group's history up
-			// to the fork (its fake reports that much).
-			fc.guest(src).setIOPos(tc.pos[tc.want])
+			// to the fork (its fake reports that much). A PostgreSQL fork
+			// is the one the elected replica's promotion reported (its
+			// timeline's switch point), past what it had received.
+			fork := tc.pos[tc.want]
+			if tc.manager == "postgresql" {
+				fork = fakeForkAfter(fork)
+			}
+			fc.guest(src).setIOPos(fork)
 			if code, doc := rejoin(c, src); code != 202 {
 				t.Fatalf("rejoin: HTTP %d %v", code, doc)
 			}
@@ -424,9 +471,9 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 			if link == nil || link.Account != acctOf(src) || link.GTIDSlavePos != "" {
 				t.Fatalf("the rejoined %s source follows %+v", tc.manager, link)
 			}
-			if rewinds := fc.journal.events("rewind " + src); tc.manager == "postgresql" && !slices.Equal(rewinds, []string{"rewind " + src + " " + tc.pos[tc.want]}) ||
+			if rewinds := fc.journal.events("rewind " + src); tc.manager == "postgresql" && !slices.Equal(rewinds, []string{"rewind " + src + " " + fork}) ||
 				tc.manager == "redis" && len(rewinds) > 0 {
-				t.Fatalf("rewinds of the old source: %v (want one to the elected replica's received %s for PostgreSQL, none for Redis)", rewinds, tc.pos[tc.want])
+				t.Fatalf("rewinds of the old source: %v (want one to the fork %s the elected replica's promotion reported for PostgreSQL, none for Redis)", rewinds, fork)
 			}
 		})
 	}

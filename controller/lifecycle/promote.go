@@ -43,11 +43,14 @@ import (
 // P before they are repointed. P's WAL ends with its shutdown checkpoint,
 // which R replayed before its new timeline began, so P follows R without
 // pg_rewind: "repoint" sends P rejoin_replication (the stopped server
-// becomes a standby of R and starts) instead of start_replication. A
-// rejoin that fails (P's agent too old, its server started or crashed
-// meanwhile, its WAL past R's fork) does not fail the switchover: P
-// leaves the group, stopped or read-only, with a fault that says why and
-// what to do, and its account on R is dropped. Redis promotes R at the
+// becomes a standby of R and starts) instead of start_replication. When
+// its agent refuses that (P's server started or crashed meanwhile: its
+// WAL may run past R's fork), P rejoins through pg_rewind at the fork R's
+// promotion reported ("rewind-account", "rewind": rejoinByRewind). A
+// rejoin that still fails (P's agent too old, a commit past the fork)
+// does not fail the switchover: P leaves the group, stopped or
+// read-only, with a fault that says why and what to do, and its account
+// on R is dropped. Redis promotes R at the
 // fence's offset (and replication ID) and makes P a replica of R, as
 // MariaDB does.
 //
@@ -94,6 +97,12 @@ type promotePayload struct {
 	// RejoinFailed: the old PostgreSQL source could not rejoin as a
 	// replica; it left the group with a fault (rejoinFailed).
 	RejoinFailed bool `json:"rejoin_failed,omitempty"`
+	// ForkLSN: PostgreSQL, where the promoted replica's new timeline
+	// branched (its promote result): the exact fork, at or past
+	// FencePos. Rewind: the old source's plain rejoin was refused, and
+	// it rejoins through pg_rewind at ForkLSN (rejoinByRewind).
+	ForkLSN string `json:"fork_lsn,omitempty"`
+	Rewind  bool   `json:"rewind,omitempty"`
 	// Manager is the group's datastore manager, read by runPromote.
 	Manager string `json:"-"`
 }
@@ -330,6 +339,11 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if err := res.Decode(&st); err != nil || st.Role != wire.RoleStandalone || st.ReadOnly {
 			return m.rollback(p, tasks.Fail("", "the promoted replica %s reported %+v (%v)", r.ID, st, err))
 		}
+		p.ForkLSN = promotedFork(p.Manager, st, p.FencePos)
+		fork := p.FencePos
+		if p.ForkLSN != "" {
+			fork = p.ForkLSN
+		}
 		// R is the source from now on: the links say so first, so a
 		// restart anywhere after this goes forward.
 		if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
@@ -348,7 +362,7 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if p.Eject {
 				// What a rejoin of the old source checks it against.
 				if err := instances.InsertEjection(ctx, tx, instances.Ejection{InstanceID: src.ID, ElectedID: r.ID,
-					ForkPos: p.FencePos, ForkReplID: p.FenceReplID, EjectedAt: now}); err != nil {
+					ForkPos: fork, ForkReplID: p.FenceReplID, EjectedAt: now}); err != nil {
 					return err
 				}
 			}
@@ -412,23 +426,10 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 				return tasks.Result{After: 200 * time.Millisecond}, err
 			}
 		}
-		router, ok := m.Compute.(compute.ReplicationRouter)
-		rSrv, ok1 := serverOf(r)
-		if !ok || !ok1 || r.Host == "" || r.Port == 0 {
-			return tasks.Result{}, tasks.Fail("", "the compute driver cannot connect the group to the new source %s", r.ID)
-		}
 		for id, pw := range p.Passwords {
-			in, err := m.loadFor(ctx, id, "the replication group's member")
+			host, port, err := m.routeToNewSource(ctx, r, id)
 			if err != nil {
 				return tasks.Result{}, err
-			}
-			srv, ok := serverOf(in)
-			if !ok {
-				return tasks.Result{}, tasks.Fail("", "member %s of the replication group has no server", id)
-			}
-			host, port, err := router.ReplicationRoute(ctx, srv, rSrv, r.Host, r.Port)
-			if err != nil {
-				return tasks.Result{}, fmt.Errorf("route from %s to the new source %s: %w", id, r.ID, err)
 			}
 			a := wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(id), Password: pw}
 			kind := wire.KindStartReplication
@@ -454,9 +455,16 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
 	case "linked":
 		for _, id := range p.followers() {
-			res, done, err := m.opDone(ctx, id, promoteOpID(t, "start-"+id), "following the new source "+r.ID+" from "+id)
+			op := "start-" + id
+			if id == src.ID && p.Rewind {
+				op = "rewind-" + id
+			}
+			res, done, err := m.opDone(ctx, id, promoteOpID(t, op), "following the new source "+r.ID+" from "+id)
 			var f *tasks.Failure
 			if id == src.ID && p.rejoins() && errors.As(err, &f) {
+				if !p.Rewind && p.ForkLSN != "" {
+					return m.rejoinByRewind(p, r, f.Reason)
+				}
 				return m.rejoinFailed(ctx, t, p, r, f.Reason)
 			}
 			if err != nil || !done {
@@ -502,6 +510,42 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		}
 		m.log().Info("switchover done", "source", r.ID, "replicas", p.followers(), "eject", p.Eject, "rejoin_failed", p.RejoinFailed)
 		return tasks.Result{Done: true}, nil
+	case "rewind-account":
+		// The old source's account on R gets the password rejoinByRewind
+		// drew (queued again on every run: found by its id, run once).
+		args, err := json.Marshal(wire.ReplicationAccountArgs{Name: replicationAccount(src.ID), Password: p.Passwords[src.ID]})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "account-"+src.ID+"-rewind"), Kind: wire.KindCreateReplicationAccount, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the replication account of %s: %w", src.ID, err)
+		}
+		return tasks.Result{Next: "rewind", After: 200 * time.Millisecond}, nil
+	case "rewind":
+		_, done, err := m.opDone(ctx, r.ID, promoteOpID(t, "account-"+src.ID+"-rewind"), "resetting the old source's replication account on the new source")
+		var f *tasks.Failure
+		if errors.As(err, &f) {
+			p.Passwords = nil
+			return m.rejoinFailed(ctx, t, p, r, f.Reason)
+		}
+		if err != nil || !done {
+			return tasks.Result{After: 200 * time.Millisecond}, err
+		}
+		host, port, err := m.routeToNewSource(ctx, r, src.ID)
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		args, err := json.Marshal(wire.StartReplicationArgs{Host: host, Port: port, Account: replicationAccount(src.ID),
+			Password: p.Passwords[src.ID], ForkLSN: p.ForkLSN})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		if err := m.queue(ctx, t, src.ID, wire.Operation{ID: promoteOpID(t, "rewind-"+src.ID), Kind: wire.KindRejoinReplication, Args: args}); err != nil {
+			return tasks.Result{}, fmt.Errorf("queue the rewound rejoin of %s: %w", src.ID, err)
+		}
+		p.Passwords = nil
+		p.LinkDeadline = m.now().Add(linkTimeout)
+		return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
 	case "unfence":
 		// Never two writable primaries: lift P's fence only while R
 		// reports it still follows a source.
@@ -578,6 +622,62 @@ func (m *Manager) rejoinFailed(ctx context.Context, t *tasks.Task, p promotePayl
 	m.log().Warn("switchover: the old PostgreSQL source could not rejoin; it left the group", "source", p.Source, "new_source", r.ID, "reason", reason)
 	p.RejoinFailed = true
 	return tasks.Result{Next: "linked", Payload: p, After: 200 * time.Millisecond}, nil
+}
+
+// rejoinByRewind: the old PostgreSQL source's rejoin was refused — it
+// crashed, or ran again as a primary, after the switchover stopped it,
+// so its WAL may go past the fork and only pg_rewind can make it a
+// standby. With the fork the promotion reported it rejoins through
+// pg_rewind, which its agent refuses for a server that committed past
+// the fork. The account's first password was dropped once queued: a
+// new one is drawn and saved before anything is queued ("rewind-account"
+// sets it on R, "rewind" queues rejoin_replication with the fork).
+func (m *Manager) rejoinByRewind(p promotePayload, r instances.Instance, reason string) (tasks.Result, error) {
+	m.log().Warn("switchover: the old PostgreSQL source's rejoin was refused; rewinding it to the fork", "source", p.Source, "new_source", r.ID,
+		"fork_lsn", p.ForkLSN, "reason", reason)
+	p.Rewind = true
+	p.Passwords = map[string]string{p.Source: rand.Text() + rand.Text()}
+	return tasks.Result{Next: "rewind-account", Payload: p}, nil
+}
+
+// routeToNewSource is where member id reaches the new source r's
+// database (compute.ReplicationRouter).
+func (m *Manager) routeToNewSource(ctx context.Context, r instances.Instance, id string) (string, int, error) {
+	router, ok := m.Compute.(compute.ReplicationRouter)
+	rSrv, ok1 := serverOf(r)
+	if !ok || !ok1 || r.Host == "" || r.Port == 0 {
+		return "", 0, tasks.Fail("", "the compute driver cannot connect the group to the new source %s", r.ID)
+	}
+	in, err := m.loadFor(ctx, id, "the replication group's member")
+	if err != nil {
+		return "", 0, err
+	}
+	srv, ok := serverOf(in)
+	if !ok {
+		return "", 0, tasks.Fail("", "member %s of the replication group has no server", id)
+	}
+	host, port, err := router.ReplicationRoute(ctx, srv, rSrv, r.Host, r.Port)
+	if err != nil {
+		return "", 0, fmt.Errorf("route from %s to the new source %s: %w", id, r.ID, err)
+	}
+	return host, port, nil
+}
+
+// promotedFork is the exact fork a promoted PostgreSQL replica reported
+// (its timeline's switch point), "" when there is none to trust: another
+// datastore, an older agent, or a position before the one it was
+// promoted at (it applied that much, so its timeline cannot branch
+// earlier).
+func promotedFork(manager string, st wire.ReplicationStatus, promotedAt string) string {
+	if manager != managerPostgreSQL || st.ForkLSN == "" {
+		return ""
+	}
+	fork, ok1 := parseLSN(st.ForkLSN)
+	at, ok2 := parseLSN(promotedAt)
+	if !ok1 || !ok2 || fork < at {
+		return ""
+	}
+	return st.ForkLSN
 }
 
 // opTimeout is how long a queued operation waits for its agent.

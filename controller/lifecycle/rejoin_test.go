@@ -98,3 +98,22 @@ func TestALinkWaitEndsAtOnceWhenTheLinkStoppedForGood(t *testing.T) {
 		t.Fatalf("a reconnecting link past its deadline: over %v (%q), want over after %s", over, how, linkTimeout)
 	}
 }
+
+// The fork a promoted PostgreSQL replica reports is trusted only when it
+// is at or past the position it was promoted at.
+func TestPromotedForkIsTrustedOnlyAtOrPastThePromotion(t *testing.T) {
+	for _, c := range []struct {
+		manager, fork, at, want string
+	}{
+		{managerPostgreSQL, "0/3000128", "0/3000100", "0/3000128"},
+		{managerPostgreSQL, "0/3000100", "0/3000100", "0/3000100"},
+		{managerPostgreSQL, "0/30000F8", "0/3000100", ""},
+		{managerPostgreSQL, "", "0/3000100", ""},
+		{managerPostgreSQL, "not-an-lsn", "0/3000100", ""},
+		{"mariadb", "0/3000128", "0-1-5", ""},
+	} {
+		if got := promotedFork(c.manager, wire.ReplicationStatus{ForkLSN: c.fork}, c.at); got != c.want {
+			t.Errorf("promotedFork(%s, %q, %q) = %q, want %q", c.manager, c.fork, c.at, got, c.want)
+		}
+	}
+}

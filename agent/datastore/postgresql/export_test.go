@@ -16,3 +16,6 @@ func ClassifyPastCommits(out string, fence map[uint32]bool) (count, statistics i
 
 // ParseLSN is parseLSN, for the tests' positions.
 var ParseLSN = parseLSN
+
+// HistorySwitchPoint is historySwitchPoint, for its table test.
+var HistorySwitchPoint = historySwitchPoint

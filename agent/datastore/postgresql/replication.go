@@ -762,8 +762,60 @@ func (m *Manager) PromoteReplica(ctx context.Context, args wire.PromoteReplicaAr
 	if err != nil {
 		return st, err
 	}
-	m.log.Info("replica promoted: writable", "lsn", args.LSN, "wal_lsn", st.LSN)
+	if st.ForkLSN, err = m.timelineFork(ctx); err != nil {
+		return st, err
+	}
+	m.log.Info("replica promoted: writable", "lsn", args.LSN, "wal_lsn", st.LSN, "fork_lsn", st.ForkLSN)
 	return st, nil
+}
+
+// timelineFork is where this server's current timeline branched from
+// the one before it: the switch point on the last line of its timeline
+// history file (pg_wal/TTTTTTTT.history: parent timeline, switch point,
+// reason), "" on timeline 1. On a promoted standby it is the exact end
+// of the WAL it replayed from the primary it followed — what that
+// primary's WAL must not go past to follow it without pg_rewind. A
+// re-run reads the same line until the server is promoted again.
+func (m *Manager) timelineFork(ctx context.Context) (string, error) {
+	var tli string
+	if err := m.conn().QueryRowContext(ctx, `SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)`).Scan(&tli); err != nil {
+		return "", wire.Errorf(wire.CodeUnavailable, "the promoted server's timeline: %v", err)
+	}
+	if tli == "00000001" {
+		return "", nil
+	}
+	var history string
+	if err := m.conn().QueryRowContext(ctx, `SELECT pg_read_file('pg_wal/' || $1 || '.history')`, tli).Scan(&history); err != nil {
+		return "", wire.Errorf(wire.CodeUnavailable, "the promoted server's timeline %s history: %v", tli, err)
+	}
+	fork, err := historySwitchPoint(history)
+	if err != nil {
+		return "", fmt.Errorf("the promoted server's timeline %s history: %w", tli, err)
+	}
+	return fork, nil
+}
+
+// historySwitchPoint is the switch point on a timeline history file's
+// last entry (lines "parentTLI<tab>switchpoint<tab>reason"; "#" starts a
+// comment).
+func historySwitchPoint(history string) (string, error) {
+	var last string
+	for _, line := range strings.Split(history, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
+			if _, err := strconv.ParseUint(f[0], 10, 32); err != nil {
+				return "", fmt.Errorf("line %q: parent timeline: %v", line, err)
+			}
+			v, err := parseLSN(f[1])
+			if err != nil {
+				return "", fmt.Errorf("line %q: %w", line, err)
+			}
+			last = fmt.Sprintf("%X/%X", v>>32, uint32(v))
+		}
+	}
+	if last == "" {
+		return "", fmt.Errorf("no entry in %q", history)
+	}
+	return last, nil
 }
 
 // Cluster states pg_controldata reports (LC_ALL=C) for a server that was

@@ -423,6 +423,121 @@ func TestRejoinWithAForkRewindsAFormerPrimaryWhoseOnlyCommitsPastItAreStatistics
 	}
 }
 
+// A switchover's old primary that crashed after the switchover stopped
+// it (its VM rebooted, so its server started again — fenced, as a
+// primary — and was then killed): its WAL runs past the fork, and the
+// plain rejoin is refused. The promotion reported the fork (its new
+// timeline's switch point: the end of P's WAL that R replayed, checked
+// here against R's own replay position), and the rejoin with it rewinds
+// P, which follows R.
+func TestASwitchedOverPrimaryThatCrashedAfterItsStopRejoinsAtThePromotionsFork(t *testing.T) {
+	ctx := servertest.Context(t, 10*time.Minute)
+	f := newFailoverPair(t, ctx)
+	fillPG(t, f.pdb, 500)
+	f.caughtUp(t, ctx)
+	// The switchover: P fenced (through the dispatcher, as the
+	// controller does) and stopped cleanly, R promoted at the fence.
+	pd := &dispatch.Dispatcher{Manager: f.p.Manager, Datastore: "postgresql"}
+	fenceArgs, _ := json.Marshal(wire.SetReadOnlyArgs{ReadOnly: true})
+	res := pd.Run(ctx, wire.Operation{ID: "fence", Kind: wire.KindSetReadOnly, Args: fenceArgs})
+	var fenced wire.ReplicationStatus
+	if res.Error != nil || res.Decode(&fenced) != nil || fenced.LSN == "" {
+		t.Fatalf("fence: %+v", res)
+	}
+	if err := f.p.Manager.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(filepath.Dir(f.p.Config.InitDB), "pg_controldata"), "-D", f.p.Config.DataDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_controldata: %v: %s", err, out)
+	}
+	var checkpoint uint64
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "Latest checkpoint location" {
+			checkpoint, err = postgresql.ParseLSN(strings.TrimSpace(v))
+		}
+	}
+	if checkpoint == 0 || err != nil {
+		t.Fatalf("P's shutdown checkpoint: %v\n%s", err, out)
+	}
+	rpg := admin(t, f.r, "postgres")
+	var replayed string
+	waitUntil(t, time.Minute, "R replayed P's shutdown checkpoint", func() bool {
+		rpg.QueryRow(`SELECT pg_last_wal_replay_lsn()::text`).Scan(&replayed)
+		v, err := postgresql.ParseLSN(replayed)
+		return err == nil && v > checkpoint
+	})
+	prom, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fenced.LSN, TimeoutSeconds: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prom.ForkLSN != replayed {
+		t.Fatalf("the promotion reported the fork %q; R had replayed P's WAL to %s", prom.ForkLSN, replayed)
+	}
+	// A re-run (a lost answer) reports the same fork.
+	if again, err := f.r.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{LSN: fenced.LSN, TimeoutSeconds: 30}); err != nil || again.ForkLSN != prom.ForkLSN {
+		t.Fatalf("promote re-run: fork %q, %v; want %s", again.ForkLSN, err, prom.ForkLSN)
+	}
+	rdb := admin(t, f.r, "shop")
+	if _, err := rdb.Exec(`INSERT INTO items (v) VALUES ('on R after the switchover')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: "strata_repl_p", Password: failoverPassword}); err != nil {
+		t.Fatal(err)
+	}
+
+	// P's VM reboots: its server starts again, still fenced, then dies.
+	if err := f.p.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin(t, f.p, "shop").Exec(`INSERT INTO items (v) VALUES ('on P after the switchover')`)
+	wantReadOnlyRefusal(t, err, "a write on the restarted old primary")
+	f.kill(t)
+	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword}
+	_, err = f.p.Manager.RejoinReplication(ctx, back)
+	wantCode(t, err, wire.CodeFailedPrecondition, `"in production"`, "pg_rewind")
+	back.ForkLSN = prom.ForkLSN
+	start := time.Now()
+	st, err := f.p.Manager.RejoinReplication(ctx, back)
+	if err != nil {
+		f.p.LogTail(t)
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort {
+		t.Fatalf("the rewound old primary's status %+v", st)
+	}
+	pdb := admin(t, f.p, "shop")
+	waitUntil(t, time.Minute, "R's row on the rewound old primary", func() bool {
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'on R after the switchover'`) == 1
+	})
+	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
+		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
+	}
+	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
+	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
+	t.Logf("FIGURE a switchover's crashed old primary rejoined at the promotion's fork %s (crash recovery, dry run, pg_rewind, start as a standby): %s", prom.ForkLSN, took.Round(time.Millisecond))
+}
+
+// A timeline history file's last entry is the fork; comments and blank
+// lines are skipped, a file without an entry or with a bad one is an
+// error.
+func TestHistorySwitchPointReadsTheLastEntry(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{"1\t0/3000148\tno recovery target specified\n", "0/3000148", ""},
+		{"1\t0/3000148\tno recovery target specified\n\n2\t1/A0000D8\tno recovery target specified\n", "1/A0000D8", ""},
+		{"# a comment\n1\t0/0301A2B0\tat restore point\n", "0/301A2B0", ""},
+		{"", "", "no entry"},
+		{"x\t0/3000148\treason\n", "", "parent timeline"},
+		{"1\t03000148\treason\n", "", "no slash"},
+	} {
+		got, err := postgresql.HistorySwitchPoint(c.in)
+		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("HistorySwitchPoint(%q) = %q, %v; want %q, error with %q", c.in, got, err, c.want, c.err)
+		}
+	}
+}
+
 // pg_waldump's records past a fork: the fence's own commit and a
 // statistics-only transaction are left out; a transaction that wrote a
 // table counts, named by the relations it wrote.
