@@ -570,6 +570,12 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 		log.Info("task step done", "next", next, "step_seconds", time.Since(started).Seconds())
 	}
 	e.update(bg, t, next, payload, attempts, e.now().Add(res.After), "", log)
+	if res.After > 0 && res.After < e.Poll {
+		// A step that waits less than the engine's poll (an operation's
+		// result, every 200 ms) runs again when its time comes, not at
+		// the next poll: a switchover's steps each lost up to a second.
+		time.AfterFunc(res.After, e.Kick)
+	}
 }
 
 // runStep runs a step, turning a panic into a transient error.

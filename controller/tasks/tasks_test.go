@@ -94,6 +94,27 @@ func TestStepsAdvanceCarryTheirPayloadAndFinish(t *testing.T) {
 	})
 }
 
+// A step that asks to run again sooner than the engine polls runs again
+// when it asked, not at the next poll (here an hour away).
+func TestAStepThatWaitsLessThanThePollRunsAgainOnTime(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		kinds := map[string]tasks.Kind{"wait": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			var c counter
+			task.Decode(&c)
+			if c.N++; c.N < 4 {
+				return tasks.Result{Payload: c, After: 50 * time.Millisecond}, nil
+			}
+			return tasks.Result{Done: true}, nil
+		}}}
+		e := engine(db, kinds)
+		e.Poll = time.Hour
+		start(t, e)
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "wait", Step: "a", Payload: counter{}})
+		e.Kick()
+		waitState(t, db, id, tasks.StateDone, 20*time.Second)
+	})
+}
+
 func TestTaskContinuesAfterTheControllerStopsMidStep(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		var runsOfB atomic.Int32
