@@ -58,8 +58,11 @@ type Config struct {
 // Driver runs instances on Nova.
 type Driver struct {
 	compute, volume, network *gophercloud.ServiceClient
-	cfg                      Config
-	log                      *slog.Logger
+	// image (Glance) tells how much root disk an image needs, to pick a
+	// flavor that holds it; nil: the flavor is picked by RAM and vCPUs.
+	image *gophercloud.ServiceClient
+	cfg   Config
+	log   *slog.Logger
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -105,7 +108,16 @@ func Connect(pc *gophercloud.ProviderClient, region string, cfg Config) (*Driver
 	if err != nil {
 		return nil, fmt.Errorf("nova driver: no network (Neutron) endpoint in the catalog: %w", err)
 	}
-	return New(c, v, n, cfg)
+	d, err := New(c, v, n, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if ic, err := openstack.NewImageV2(pc, eo); err == nil {
+		d.image = ic
+	} else {
+		d.log.Warn("no image (Glance) endpoint in the catalog: flavors are picked by RAM and vCPUs only", "err", err)
+	}
+	return d, nil
 }
 
 // name is what every resource of an instance is called.

@@ -632,3 +632,18 @@ func TestServerDeleteAsksAgainAfter500(t *testing.T) {
 		t.Fatalf("server gone %v, failures left %d", c.serverGone, c.deleteFailures)
 	}
 }
+
+// TestFlavorHoldsTheImage: among the flavors with the RAM and vCPUs, the
+// smallest whose disk holds the image; none holds it: the smallest.
+func TestFlavorHoldsTheImage(t *testing.T) {
+	_, d := newCloud(t)
+	for _, tc := range []struct {
+		need int64
+		want string
+	}{{0, "c1"}, {10 << 30, "c1"}, {10<<30 + 1, "2"}, {30 << 30, "3"}, {50 << 30, "c1"}} {
+		f, err := d.flavor(context.Background(), 768, 1, tc.need)
+		if err != nil || f.ID != tc.want {
+			t.Errorf("image of %d bytes: flavor %s, %v; want %s", tc.need, f.ID, err, tc.want)
+		}
+	}
+}

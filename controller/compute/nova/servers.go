@@ -11,6 +11,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
 
@@ -82,8 +83,11 @@ func (d *Driver) securityGroup(ctx context.Context, instanceID string, ports []i
 	return sg.ID, created, nil
 }
 
-// flavor picks the smallest Nova flavor with at least the RAM and vCPUs.
-func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, error) {
+// flavor picks the smallest Nova flavor with at least the RAM and vCPUs
+// whose root disk holds the image (needBytes: 0 unknown; a flavor disk of
+// 0 is sized to the image). When none holds it, the smallest by RAM and
+// vCPUs: Nova's refusal then says why.
+func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int, needBytes int64) (flavors.Flavor, error) {
 	pages, err := flavors.ListDetail(d.compute, flavors.ListOpts{}).AllPages(ctx)
 	if err != nil {
 		return flavors.Flavor{}, serviceErr("nova", "listing flavors", err)
@@ -101,8 +105,12 @@ func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, 
 	if len(fit) == 0 {
 		return flavors.Flavor{}, fmt.Errorf("%w: nova has no flavor with %d MB RAM and %d vCPUs or more", compute.ErrInvalid, ramMB, vcpus)
 	}
+	holds := func(f flavors.Flavor) bool { return f.Disk == 0 || int64(f.Disk)<<30 >= needBytes }
 	sort.Slice(fit, func(i, j int) bool {
 		a, b := fit[i], fit[j]
+		if ha, hb := holds(a), holds(b); ha != hb {
+			return ha
+		}
 		if a.RAM != b.RAM {
 			return a.RAM < b.RAM
 		}
@@ -112,6 +120,21 @@ func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, 
 		return a.Disk < b.Disk
 	})
 	return fit[0], nil
+}
+
+// imageNeeds is the root disk the image needs in bytes: the largest of
+// Glance's min_disk, virtual size and size. 0 when there is no Glance
+// client or Glance cannot say (a deleted image: Nova's refusal names it).
+func (d *Driver) imageNeeds(ctx context.Context, imageID string) int64 {
+	if d.image == nil {
+		return 0
+	}
+	img, err := images.Get(ctx, d.image, imageID).Extract()
+	if err != nil {
+		d.log.Warn("glance: reading the image to pick a flavor", "image", imageID, "err", err)
+		return 0
+	}
+	return max(int64(img.MinDiskGigabytes)<<30, img.VirtualSize, img.SizeBytes)
 }
 
 // personality turns config drive files into Nova's injected files:
@@ -153,7 +176,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		}
 		return d.awaitActive(ctx, srv.ID, spec.Ports, sgID)
 	}
-	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs)
+	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs, d.imageNeeds(ctx, spec.Image.Location))
 	if err != nil {
 		return compute.Server{}, err
 	}
