@@ -2,7 +2,7 @@
 # Starts a private compute tier on top of the keystone and glance that
 # ci/openstack/start.sh runs in STATE_DIR: RabbitMQ, Placement, Nova (api,
 # conductor, scheduler, compute with the libvirt driver, virt_type qemu),
-# Cinder (api, scheduler, volume with the NFS driver over a tmpfs) and
+# Cinder (api, scheduler, volume with a test-only NFS driver over a tmpfs) and
 # Neutron (server, linuxbridge agent, ML2 flat), each with its own SQLite
 # database, all state below STATE_DIR/compute. Registers them in that
 # keystone's catalog and makes one shared flat network.
