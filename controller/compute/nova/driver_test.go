@@ -55,10 +55,13 @@ type cloud struct {
 	zone string
 	// actionStates are the server's instance action lists, in turn;
 	// createRefusal a fixture Nova's server create answers 400 with;
-	// deleteFailures how many server DELETEs Nova answers 500.
+	// deleteFailures how many server DELETEs Nova answers 500;
+	// deletesLost how many it accepts (204) and then fails, leaving the
+	// server as it was.
 	actionStates   []string
 	createRefusal  string
 	deleteFailures int
+	deletesLost    int
 }
 
 func fixture(t *testing.T, name string) []byte {
@@ -225,6 +228,11 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(500)
 			w.Write([]byte(`{"computeFault": {"code": 500, "message": "Unexpected API Error."}}`))
+			return
+		}
+		if c.deletesLost > 0 {
+			c.deletesLost--
+			w.WriteHeader(204)
 			return
 		}
 		c.serverGone = true
@@ -645,5 +653,28 @@ func TestFlavorHoldsTheImage(t *testing.T) {
 		if err != nil || f.ID != tc.want {
 			t.Errorf("image of %d bytes: flavor %s, %v; want %s", tc.need, f.ID, err, tc.want)
 		}
+	}
+}
+
+// TestServerDeleteAsksAgainWhenNovaFailsIt: the real Nova took a DELETE
+// (204) and failed it ("database is locked" in its conductor): the server
+// went back to ERROR with no task. The driver deletes it again.
+func TestServerDeleteAsksAgainWhenNovaFailsIt(t *testing.T) {
+	c, d := newCloud(t)
+	c.deletesLost = 1
+	c.serverStates = []string{"server_error.json"}
+	if err := d.DeleteServer(context.Background(), compute.Server{ID: serverID}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, call := range c.calls {
+		if call == "DELETE /compute/servers/"+serverID {
+			n++
+		}
+	}
+	if !c.serverGone || n != 2 {
+		t.Fatalf("server gone %v after %d DELETEs; want gone after 2", c.serverGone, n)
 	}
 }

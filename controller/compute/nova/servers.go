@@ -474,6 +474,13 @@ func (d *Driver) deleteServer(ctx context.Context, id string) error {
 		if err != nil {
 			return false, serviceErr("nova", "reading server "+id, err)
 		}
+		if cur.Status == "ERROR" && cur.TaskState == "" {
+			// Nova took the delete (task_state "deleting") and failed
+			// it: the server is back in ERROR with the failure as its
+			// fault. Deleting again is how Nova wants it retried.
+			d.log.Warn("nova: the delete failed, asking again", "server", id, "fault", faultText(cur.Fault))
+			accepted = false
+		}
 		return cur.Status == "DELETED", nil
 	})
 }
