@@ -2,7 +2,7 @@
 # Starts a private compute tier on top of the keystone and glance that
 # ci/openstack/start.sh runs in STATE_DIR: RabbitMQ, Placement, Nova (api,
 # conductor, scheduler, compute with the libvirt driver, virt_type qemu),
-# Cinder (api, scheduler, volume with the NFS driver over a tmpfs) and
+# Cinder (api, scheduler, volume with a test-only NFS driver over a tmpfs) and
 # Neutron (server, linuxbridge agent, ML2 flat), each with its own SQLite
 # database, all state below STATE_DIR/compute. Registers them in that
 # keystone's catalog and makes one shared flat network.
@@ -19,7 +19,7 @@
 #     mount points exist only there and vanish with it.
 #   The namespace reaches the host's services at the same 127.0.0.1:PORT
 #   through socat pairs over unix sockets in compute/fwd (keystone, glance,
-#   placement, neutron, cinder, rabbitmq).
+#   placement, nova, neutron, cinder, rabbitmq).
 #
 # Guests and the host: a veth pair joins the two. Its host end
 # (STRATA_COMPUTE_HOST_IF, address HOST_ADDRESS in GUEST_CIDR) is on the
@@ -256,8 +256,10 @@ pid "$rabbit_pid"
 
 # ---- The namespace's way to the host's services ---------------------------------------
 # The same 127.0.0.1:PORT on both sides: socat listens in the namespace and
-# hands each connection over a unix socket to a socat on the host.
-for p in "$ks_port" "$glance_port" "$placement_port" "$neutron_port" "$cinder_port" "$amqp_port"; do
+# hands each connection over a unix socket to a socat on the host. Nova's
+# API too: cinder-volume sends it the volume-extended event of an online
+# extend.
+for p in "$ks_port" "$glance_port" "$placement_port" "$nova_port" "$neutron_port" "$cinder_port" "$amqp_port"; do
 	socat "UNIX-LISTEN:$state/fwd/$p.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$p" </dev/null >>"$logs/forward.log" 2>&1 &
 	pid $!
 	in_ns socat "TCP-LISTEN:$p,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$state/fwd/$p.sock" </dev/null >>"$logs/forward.log" 2>&1 &
@@ -387,7 +389,7 @@ connection = sqlite:///$state/cinder/cinder.db?timeout=30
 [oslo_concurrency]
 lock_path = $state/cinder/lock
 [nfs]
-volume_driver = cinder.volume.drivers.nfs.NfsDriver
+volume_driver = strata_test_nfs.OnlineExtendNfsDriver
 volume_backend_name = nfs
 nfs_shares_config = $state/cinder/nfs_shares
 nfs_mount_point_base = $state/cinder/mnt
@@ -576,7 +578,9 @@ cinder_api_pid=$!
 pid "$cinder_api_pid"
 cinder-scheduler "${ccf[@]}" --log-file "$logs/cinder-scheduler.log" >>"$logs/cinder-stdout.log" 2>&1 &
 pid $!
-in_ns cinder-volume "${ccf[@]}" --log-file "$logs/cinder-volume.log" >>"$logs/cinder-stdout.log" 2>&1 &
+# TEST ONLY: the NFS driver with online extend of attached raw volumes
+# (ci/openstack/cinder/strata_test_nfs.py; the stock driver refuses it).
+in_ns env PYTHONPATH="$(cd "$(dirname "$0")" && pwd)/cinder" cinder-volume "${ccf[@]}" --log-file "$logs/cinder-volume.log" >>"$logs/cinder-stdout.log" 2>&1 &
 pid $!
 neutron-server "${qcf[@]}" --log-file "$logs/neutron-server.log" >>"$logs/neutron-stdout.log" 2>&1 &
 neutron_pid=$!

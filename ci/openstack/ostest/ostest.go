@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -211,6 +212,9 @@ type Compute struct {
 	// NetworkID is the flat network guests get a port on; GuestCIDR its
 	// subnet, HostAddress the host's address on it.
 	NetworkID, SubnetID, GuestCIDR, HostAddress string
+	// NetnsPID holds the compute namespace (libvirtd, nova-compute,
+	// cinder-volume run there).
+	NetnsPID string
 	// Seconds it took to start.
 	Seconds float64
 }
@@ -294,6 +298,8 @@ func (s *Stack) readComputeEnv(c *Compute) (*Compute, error) {
 			c.GuestCIDR = v
 		case "HOST_ADDRESS":
 			c.HostAddress = v
+		case "NETNS_PID":
+			c.NetnsPID = v
 		}
 	}
 	return c, nil
@@ -307,4 +313,18 @@ func (s *Stack) ComputeLog(service string) string {
 		data = data[len(data)-4000:]
 	}
 	return string(data)
+}
+
+// Virsh runs virsh against the compute namespace's libvirtd (what Nova's
+// guests look like to libvirt) and returns its output.
+func (c *Compute) Virsh(ctx context.Context, args ...string) (string, error) {
+	if c.NetnsPID == "" {
+		return "", errors.New("compute.env names no NETNS_PID")
+	}
+	argv := append([]string{"-t", c.NetnsPID, "--net", "--mount", "--", "virsh", "-c", "qemu:///system"}, args...)
+	out, err := exec.CommandContext(ctx, "nsenter", argv...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("virsh %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }

@@ -27,9 +27,11 @@ package nova
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -56,8 +58,11 @@ type Config struct {
 // Driver runs instances on Nova.
 type Driver struct {
 	compute, volume, network *gophercloud.ServiceClient
-	cfg                      Config
-	log                      *slog.Logger
+	// image (Glance) tells how much root disk an image needs, to pick a
+	// flavor that holds it; nil: the flavor is picked by RAM and vCPUs.
+	image *gophercloud.ServiceClient
+	cfg   Config
+	log   *slog.Logger
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -103,7 +108,16 @@ func Connect(pc *gophercloud.ProviderClient, region string, cfg Config) (*Driver
 	if err != nil {
 		return nil, fmt.Errorf("nova driver: no network (Neutron) endpoint in the catalog: %w", err)
 	}
-	return New(c, v, n, cfg)
+	d, err := New(c, v, n, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if ic, err := openstack.NewImageV2(pc, eo); err == nil {
+		d.image = ic
+	} else {
+		d.log.Warn("no image (Glance) endpoint in the catalog: flavors are picked by RAM and vCPUs only", "err", err)
+	}
+	return d, nil
 }
 
 // name is what every resource of an instance is called.
@@ -146,15 +160,33 @@ func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 }
 
-// serviceErr names the service and what it said.
+// serviceErr names the service and what it said: the message of an
+// OpenStack error body (Nova's and Cinder's {"badRequest": {"message":
+// ...}}, Neutron's {"NeutronError": {"message": ...}}), else the body.
 func serviceErr(service, action string, err error) error {
 	var code gophercloud.ErrUnexpectedResponseCode
 	if errors.As(err, &code) {
-		body := string(code.Body)
-		if len(body) > 300 {
-			body = body[:300] + "..."
-		}
-		return fmt.Errorf("%s: %s: HTTP %d: %s", service, action, code.Actual, body)
+		return fmt.Errorf("%s: %s: HTTP %d: %s", service, action, code.Actual, errorMessage(code.Body))
 	}
 	return fmt.Errorf("%s: %s: %w", service, action, err)
+}
+
+// errorMessage is the message of an OpenStack error body, or the body cut
+// to 300 bytes.
+func errorMessage(body []byte) string {
+	var doc map[string]struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &doc) == nil && len(doc) == 1 {
+		for _, v := range doc {
+			if v.Message != "" {
+				return v.Message
+			}
+		}
+	}
+	s := strings.TrimSpace(string(body))
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
 }

@@ -53,6 +53,15 @@ type cloud struct {
 	// zone is the availability zone Cinder's volume create must carry
 	// (empty: none).
 	zone string
+	// actionStates are the server's instance action lists, in turn;
+	// createRefusal a fixture Nova's server create answers 400 with;
+	// deleteFailures how many server DELETEs Nova answers 500;
+	// deletesLost how many it accepts (204) and then fails, leaving the
+	// server as it was.
+	actionStates   []string
+	createRefusal  string
+	deleteFailures int
+	deletesLost    int
 }
 
 func fixture(t *testing.T, name string) []byte {
@@ -126,6 +135,10 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		c.mu.Unlock()
 		w.WriteHeader(202)
 	}))
+	mux.HandleFunc("GET /volume/messages", record(func(w http.ResponseWriter, r *http.Request) {
+		th.TestFormValues(t, r, map[string]string{"resource_uuid": volumeID, "sort": "created_at:asc"})
+		send(w, 200, "volume_messages_error.json")
+	}))
 	mux.HandleFunc("POST /volume/volumes/"+volumeID+"/action", record(func(w http.ResponseWriter, r *http.Request) {
 		th.TestJSONRequest(t, r, `{"os-extend": {"new_size": 5}}`)
 		w.WriteHeader(202)
@@ -189,7 +202,12 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		json.NewDecoder(r.Body).Decode(&body)
 		c.mu.Lock()
 		c.serverCreate = body["server"]
+		refusal := c.createRefusal
 		c.mu.Unlock()
+		if refusal != "" {
+			send(w, 400, refusal)
+			return
+		}
 		send(w, 202, "server_created.json")
 	}))
 	mux.HandleFunc("GET /compute/servers/"+serverID, record(func(w http.ResponseWriter, r *http.Request) {
@@ -204,9 +222,30 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 	}))
 	mux.HandleFunc("DELETE /compute/servers/"+serverID, record(func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.deleteFailures > 0 {
+			c.deleteFailures--
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(500)
+			w.Write([]byte(`{"computeFault": {"code": 500, "message": "Unexpected API Error."}}`))
+			return
+		}
+		if c.deletesLost > 0 {
+			c.deletesLost--
+			w.WriteHeader(204)
+			return
+		}
 		c.serverGone = true
-		c.mu.Unlock()
 		w.WriteHeader(204)
+	}))
+	mux.HandleFunc("GET /compute/servers/"+serverID+"/os-instance-actions", record(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		state := next(&c.actionStates)
+		c.mu.Unlock()
+		send(w, 200, state)
+	}))
+	mux.HandleFunc("GET /compute/servers/"+serverID+"/os-instance-actions/req-cd738adc-e886-4896-b229-9d873dad76c7", record(func(w http.ResponseWriter, r *http.Request) {
+		send(w, 200, "server_action_extend_volume.json")
 	}))
 	mux.HandleFunc("POST /compute/servers/"+serverID+"/action", record(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
@@ -508,5 +547,134 @@ func TestAvailabilityZoneReachesNovaAndCinder(t *testing.T) {
 	}
 	if got := c.serverCreate["availability_zone"]; got != "az-db" {
 		t.Fatalf("server create availability_zone = %v", got)
+	}
+}
+
+// TestExtendAttachedVolumeWaitsForNova: Cinder says the new size of an
+// attached volume before Nova has resized the guest's disk; ExtendVolume
+// returns once the extend_volume action that Cinder's volume-extended
+// event starts has finished (answers recorded on the compute tier of
+// ci/openstack/compute-start.sh).
+func TestExtendAttachedVolumeWaitsForNova(t *testing.T) {
+	c, d := newCloud(t)
+	vol := compute.Volume{ID: volumeID, SizeGB: 2}
+	c.volumeStates = []string{"volume_in_use.json", "volume_extended.json"}
+	c.actionStates = []string{"server_actions_attached.json", "server_actions_attached.json", "server_actions_attached.json", "server_actions_extended.json"}
+	got, err := d.ExtendVolume(context.Background(), compute.Server{ID: serverID}, vol, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SizeGB != 5 || !c.saw("GET /compute/servers/"+serverID+"/os-instance-actions/req-cd738adc-e886-4896-b229-9d873dad76c7") {
+		t.Fatalf("extended: %+v without reading Nova's extend_volume action; calls %v", got, c.calls)
+	}
+	c.mu.Lock()
+	left := len(c.actionStates)
+	c.mu.Unlock()
+	if left != 1 {
+		t.Errorf("ExtendVolume returned before Nova had an extend_volume action (%d action lists unread)", left)
+	}
+}
+
+// TestVolumeErrorCarriesCindersMessage: a volume in error has no fault of
+// its own; the error says what Cinder told the user about it.
+func TestVolumeErrorCarriesCindersMessage(t *testing.T) {
+	c, d := newCloud(t)
+	c.volumeStates = []string{"volume_creating.json", "volume_error.json"}
+	_, err := d.CreateVolume(context.Background(), compute.VolumeSpec{InstanceID: instanceID, Name: "db1", SizeGB: 2})
+	want := `cinder: volume ` + volumeID + ` went to status "error": schedule allocate volume:Could not find any available weighted backend. (the volume was deleted)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error %v\nwant %s", err, want)
+	}
+}
+
+// TestNovaRefusalIsInvalid: Nova's 400 on create (a deleted image) and a
+// build it aborted (the flavor's disk too small for the image) are
+// compute.ErrInvalid — the lifecycle fails the instance instead of
+// booting the same request again — and name what was refused.
+func TestNovaRefusalIsInvalid(t *testing.T) {
+	vol := compute.Volume{ID: volumeID, SizeGB: 2}
+	c, d := newCloud(t)
+	c.createRefusal = "server_create_image_missing.json"
+	_, err := d.CreateServer(context.Background(), serverSpec(vol))
+	if !errors.Is(err, compute.ErrInvalid) {
+		t.Errorf("a 400 on create is not ErrInvalid: %v", err)
+	}
+	for _, w := range []string{"from image " + imageID, "HTTP 400: Can not find requested image", "(its security group was deleted)"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v does not say %q", err, w)
+		}
+	}
+
+	c, d = newCloud(t)
+	c.serverStates = []string{"server_build.json", "server_error_aborted.json"}
+	_, err = d.CreateServer(context.Background(), serverSpec(vol))
+	if !errors.Is(err, compute.ErrInvalid) {
+		t.Errorf("an aborted build is not ErrInvalid: %v", err)
+	}
+	for _, w := range []string{"aborted: Flavor's disk is too small for requested image", "(the server and its security group were deleted; the volume stays for the instance)"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v does not say %q", err, w)
+		}
+	}
+
+	// "No valid host" may pass on a retry: not ErrInvalid.
+	c, d = newCloud(t)
+	c.serverStates = []string{"server_build.json", "server_error.json"}
+	if _, err = d.CreateServer(context.Background(), serverSpec(vol)); err == nil || errors.Is(err, compute.ErrInvalid) {
+		t.Errorf("no valid host: %v", err)
+	}
+}
+
+// TestServerDeleteAsksAgainAfter500: the real Nova answered a DELETE of an
+// ERROR server with 500 ("database is locked"); the driver asks again.
+func TestServerDeleteAsksAgainAfter500(t *testing.T) {
+	c, d := newCloud(t)
+	c.deleteFailures = 2
+	c.serverStates = []string{"server_active.json"}
+	if err := d.DeleteServer(context.Background(), compute.Server{ID: serverID, Refs: map[string]string{"security_group": sgID}}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.serverGone || c.deleteFailures != 0 {
+		t.Fatalf("server gone %v, failures left %d", c.serverGone, c.deleteFailures)
+	}
+}
+
+// TestFlavorHoldsTheImage: among the flavors with the RAM and vCPUs, the
+// smallest whose disk holds the image; none holds it: the smallest.
+func TestFlavorHoldsTheImage(t *testing.T) {
+	_, d := newCloud(t)
+	for _, tc := range []struct {
+		need int64
+		want string
+	}{{0, "c1"}, {10 << 30, "c1"}, {10<<30 + 1, "2"}, {30 << 30, "3"}, {50 << 30, "c1"}} {
+		f, err := d.flavor(context.Background(), 768, 1, tc.need)
+		if err != nil || f.ID != tc.want {
+			t.Errorf("image of %d bytes: flavor %s, %v; want %s", tc.need, f.ID, err, tc.want)
+		}
+	}
+}
+
+// TestServerDeleteAsksAgainWhenNovaFailsIt: the real Nova took a DELETE
+// (204) and failed it ("database is locked" in its conductor): the server
+// went back to ERROR with no task. The driver deletes it again.
+func TestServerDeleteAsksAgainWhenNovaFailsIt(t *testing.T) {
+	c, d := newCloud(t)
+	c.deletesLost = 1
+	c.serverStates = []string{"server_error.json"}
+	if err := d.DeleteServer(context.Background(), compute.Server{ID: serverID}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, call := range c.calls {
+		if call == "DELETE /compute/servers/"+serverID {
+			n++
+		}
+	}
+	if !c.serverGone || n != 2 {
+		t.Fatalf("server gone %v after %d DELETEs; want gone after 2", c.serverGone, n)
 	}
 }

@@ -49,6 +49,24 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cc, err := openstack.NewComputeV2(pc, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := openstack.NewNetworkV2(pc, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc, err := openstack.NewBlockStorageV3(pc, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered first: it runs after every other cleanup, on a failure too.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		inventory(ctx, t, cc, nc, vc)
+	})
 	logs := func() {
 		for _, svc := range []string{"nova-api", "nova-conductor", "nova-compute", "cinder-volume", "neutron-server", "neutron-linuxbridge-agent"} {
 			t.Logf("--- %s:\n%s", svc, s.ComputeLog(svc))
@@ -74,10 +92,6 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cc, err := openstack.NewComputeV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
 	disk := 1
 	fl, err := flavors.Create(ctx, cc, flavors.CreateOpts{Name: "strata-smoke", RAM: 128, VCPUs: 1, Disk: &disk}).Extract()
 	if err != nil {
@@ -119,14 +133,6 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 		t.Errorf("state: %v, %v", st, err)
 	}
 
-	nc, err := openstack.NewNetworkV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, err := openstack.NewBlockStorageV3(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The port carries the instance's security group and goes ACTIVE once
 	// the linuxbridge agent in the compute namespace has wired its tap
 	// (bridge, filtering rules).
@@ -161,8 +167,6 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 		t.Fatalf("DeleteVolume: %v", err)
 	}
 	t.Logf("volume deleted in %.1f s", time.Since(t3).Seconds())
-
-	inventory(ctx, t, cc, nc, vc)
 }
 
 // inventory fails the test if Nova, Cinder or Neutron still hold a

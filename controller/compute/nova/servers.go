@@ -2,6 +2,7 @@ package nova
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
 
@@ -81,8 +83,11 @@ func (d *Driver) securityGroup(ctx context.Context, instanceID string, ports []i
 	return sg.ID, created, nil
 }
 
-// flavor picks the smallest Nova flavor with at least the RAM and vCPUs.
-func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, error) {
+// flavor picks the smallest Nova flavor with at least the RAM and vCPUs
+// whose root disk holds the image (needBytes: 0 unknown; a flavor disk of
+// 0 is sized to the image). When none holds it, the smallest by RAM and
+// vCPUs: Nova's refusal then says why.
+func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int, needBytes int64) (flavors.Flavor, error) {
 	pages, err := flavors.ListDetail(d.compute, flavors.ListOpts{}).AllPages(ctx)
 	if err != nil {
 		return flavors.Flavor{}, serviceErr("nova", "listing flavors", err)
@@ -100,8 +105,12 @@ func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, 
 	if len(fit) == 0 {
 		return flavors.Flavor{}, fmt.Errorf("%w: nova has no flavor with %d MB RAM and %d vCPUs or more", compute.ErrInvalid, ramMB, vcpus)
 	}
+	holds := func(f flavors.Flavor) bool { return f.Disk == 0 || int64(f.Disk)<<30 >= needBytes }
 	sort.Slice(fit, func(i, j int) bool {
 		a, b := fit[i], fit[j]
+		if ha, hb := holds(a), holds(b); ha != hb {
+			return ha
+		}
 		if a.RAM != b.RAM {
 			return a.RAM < b.RAM
 		}
@@ -111,6 +120,21 @@ func (d *Driver) flavor(ctx context.Context, ramMB, vcpus int) (flavors.Flavor, 
 		return a.Disk < b.Disk
 	})
 	return fit[0], nil
+}
+
+// imageNeeds is the root disk the image needs in bytes: the largest of
+// Glance's min_disk, virtual size and size. 0 when there is no Glance
+// client or Glance cannot say (a deleted image: Nova's refusal names it).
+func (d *Driver) imageNeeds(ctx context.Context, imageID string) int64 {
+	if d.image == nil {
+		return 0
+	}
+	img, err := images.Get(ctx, d.image, imageID).Extract()
+	if err != nil {
+		d.log.Warn("glance: reading the image to pick a flavor", "image", imageID, "err", err)
+		return 0
+	}
+	return max(int64(img.MinDiskGigabytes)<<30, img.VirtualSize, img.SizeBytes)
 }
 
 // personality turns config drive files into Nova's injected files:
@@ -152,14 +176,14 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		}
 		return d.awaitActive(ctx, srv.ID, spec.Ports, sgID)
 	}
-	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs)
+	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs, d.imageNeeds(ctx, spec.Image.Location))
 	if err != nil {
 		return compute.Server{}, err
 	}
 	sgID, sgCreated, err := d.securityGroup(ctx, spec.InstanceID, spec.Ports)
 	if err != nil {
 		if sgCreated {
-			d.rollback(ctx, spec.InstanceID, "", sgID)
+			return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID))
 		}
 		return compute.Server{}, err
 	}
@@ -176,14 +200,23 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	}
 	created, err := servers.Create(ctx, d.compute, opts, nil).Extract()
 	if err != nil {
-		d.rollback(ctx, spec.InstanceID, "", sgID)
-		return compute.Server{}, serviceErr("nova", "creating server "+opts.Name, err)
+		refused := gophercloud.ResponseCodeIs(err, 400)
+		// Nova's answer may not name what it refused ("Can not find
+		// requested image"): the action names the image and flavor.
+		err = serviceErr("nova", fmt.Sprintf("creating server %s from image %s with flavor %s (%s)", opts.Name, spec.Image.Location, flavor.Name, flavor.ID), err)
+		if refused {
+			// Nova checked the request and refused it (a deleted image,
+			// one too big for the flavor, ...): the same request gets the
+			// same answer.
+			err = fmt.Errorf("%w: %w", compute.ErrInvalid, err)
+		}
+		return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID))
 	}
 	d.log.Info("server created", "instance", spec.InstanceID, "server", created.ID, "flavor", flavor.Name, "image", spec.Image.Location)
 	srv, err := d.awaitActive(ctx, created.ID, spec.Ports, sgID)
 	if err != nil {
-		d.rollback(ctx, spec.InstanceID, created.ID, sgID)
-		return compute.Server{}, fmt.Errorf("%w (the server and its security group were deleted; the volume stays for the instance)", err)
+		done := d.rollback(ctx, spec.InstanceID, created.ID, sgID)
+		return compute.Server{}, fmt.Errorf("%w %s; the volume stays for the instance)", err, strings.TrimSuffix(done, ")"))
 	}
 	return srv, nil
 }
@@ -206,20 +239,55 @@ func (d *Driver) serverNetworks(nics []compute.NIC) []servers.Network {
 	return out
 }
 
-// rollback removes what a failed CreateServer made.
-func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID string) {
+// rollback removes what a failed CreateServer made and says what it did,
+// for the error: "(the server and its security group were deleted)", or
+// what it could not delete.
+func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID string) string {
 	cctx, cancel := cleanupCtx(ctx)
 	defer cancel()
+	var gone, left []string
 	if serverID != "" {
 		if err := d.deleteServer(cctx, serverID); err != nil {
 			d.log.Error("rollback: server not deleted", "instance", instanceID, "server", serverID, "err", err)
+			left = append(left, fmt.Sprintf("server %s is left: %v", serverID, err))
+		} else {
+			gone = append(gone, "the server")
 		}
 	}
 	if sgID != "" {
-		if err := groups.Delete(cctx, d.network, sgID).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, 404) {
+		err := d.deleteGroup(cctx, sgID)
+		if err != nil {
 			d.log.Error("rollback: security group not deleted", "instance", instanceID, "security_group", sgID, "err", err)
+			left = append(left, fmt.Sprintf("security group %s is left: %v", sgID, err))
+		} else {
+			gone = append(gone, "its security group")
 		}
 	}
+	var out []string
+	switch len(gone) {
+	case 1:
+		out = append(out, gone[0]+" was deleted")
+	case 2:
+		out = append(out, gone[0]+" and "+gone[1]+" were deleted")
+	}
+	out = append(out, left...)
+	return "(" + strings.Join(out, "; ") + ")"
+}
+
+// deleteGroup deletes a security group; Neutron refuses (409) while a
+// port still uses it, which lasts until Nova has let go of the server's
+// port: ask again until the timeout.
+func (d *Driver) deleteGroup(ctx context.Context, id string) error {
+	return d.wait(ctx, "deleting neutron security group "+id, func() (bool, error) {
+		err := groups.Delete(ctx, d.network, id).ExtractErr()
+		switch {
+		case err == nil, gophercloud.ResponseCodeIs(err, 404):
+			return true, nil
+		case retryable(err):
+			return false, nil
+		}
+		return false, serviceErr("neutron", "deleting security group "+id, err)
+	})
 }
 
 // awaitActive waits for ACTIVE; ERROR ends the wait with Nova's fault.
@@ -235,7 +303,11 @@ func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID s
 		case "ACTIVE":
 			return true, nil
 		case "ERROR":
-			return false, fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(cur.Fault))
+			err := fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(cur.Fault))
+			if buildAborted(cur.Fault) {
+				err = fmt.Errorf("%w: %w", compute.ErrInvalid, err)
+			}
+			return false, err
 		}
 		return false, nil
 	})
@@ -245,6 +317,14 @@ func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID s
 	out := toServer(*srv, ports)
 	out.Refs = map[string]string{refSecurityGroup: sgID}
 	return out, nil
+}
+
+// buildAborted tells a build Nova gave up without rescheduling (its
+// BuildAbortException: the flavor's disk too small for the image, an image
+// it cannot use, ...) from one that may succeed when tried again (no valid
+// host, a compute node's hiccup).
+func buildAborted(f servers.Fault) bool {
+	return strings.HasPrefix(f.Message, "Build of instance ") && strings.Contains(f.Message, " aborted: ")
 }
 
 func faultText(f servers.Fault) string {
@@ -355,23 +435,38 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 		}
 	}
 	if sg := srv.Refs[refSecurityGroup]; sg != "" {
-		err := groups.Delete(ctx, d.network, sg).ExtractErr()
-		if err != nil && !gophercloud.ResponseCodeIs(err, 404) {
-			return serviceErr("neutron", "deleting security group "+sg, err)
+		if err := d.deleteGroup(ctx, sg); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 func (d *Driver) deleteServer(ctx context.Context, id string) error {
-	err := servers.Delete(ctx, d.compute, id).ExtractErr()
-	if gophercloud.ResponseCodeIs(err, 404) {
-		return nil
-	}
-	if err != nil {
-		return serviceErr("nova", "deleting server "+id, err)
-	}
+	accepted := false
+	var last error
 	return d.wait(ctx, "deleting nova server "+id, func() (bool, error) {
+		if !accepted {
+			err := servers.Delete(ctx, d.compute, id).ExtractErr()
+			switch {
+			case err == nil:
+				accepted = true
+			case gophercloud.ResponseCodeIs(err, 404):
+				return true, nil
+			case retryable(err):
+				// Nova answers 500 when its database is busy ("database
+				// is locked", a deadlock) and 409 while a task on the
+				// server runs: ask again on the next poll.
+				err = serviceErr("nova", "deleting server "+id, err)
+				if last == nil || last.Error() != err.Error() {
+					d.log.Warn("nova: delete not accepted yet, asking again", "server", id, "err", err)
+				}
+				last = err
+				return false, nil
+			default:
+				return false, serviceErr("nova", "deleting server "+id, err)
+			}
+		}
 		cur, err := servers.Get(ctx, d.compute, id).Extract()
 		if gophercloud.ResponseCodeIs(err, 404) {
 			return true, nil
@@ -379,8 +474,22 @@ func (d *Driver) deleteServer(ctx context.Context, id string) error {
 		if err != nil {
 			return false, serviceErr("nova", "reading server "+id, err)
 		}
+		if cur.Status == "ERROR" && cur.TaskState == "" {
+			// Nova took the delete (task_state "deleting") and failed
+			// it: the server is back in ERROR with the failure as its
+			// fault. Deleting again is how Nova wants it retried.
+			d.log.Warn("nova: the delete failed, asking again", "server", id, "fault", faultText(cur.Fault))
+			accepted = false
+		}
 		return cur.Status == "DELETED", nil
 	})
+}
+
+// retryable tells an answer worth asking again: a conflict with a task
+// in progress, or a server-side failure.
+func retryable(err error) bool {
+	var code gophercloud.ErrUnexpectedResponseCode
+	return errors.As(err, &code) && (code.Actual == 409 || code.Actual >= 500)
 }
 
 // Console returns the end of the server's console log.

@@ -3,9 +3,13 @@ package nova
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"slices"
+	"strings"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 
 	"strata/controller/compute"
 )
@@ -76,7 +80,7 @@ func (d *Driver) CreateVolume(ctx context.Context, spec compute.VolumeSpec) (com
 		case "available", "in-use":
 			return true, nil
 		case "error", "error_extending":
-			return false, fmt.Errorf("cinder: volume %s went to status %q", id, cur.Status)
+			return false, fmt.Errorf("cinder: volume %s went to status %q%s", id, cur.Status, d.volumeReason(ctx, id))
 		}
 		return false, nil
 	})
@@ -101,6 +105,17 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 	if sizeGB < cur.Size {
 		return compute.Volume{}, fmt.Errorf("%w: volume %s is %d GB; it cannot shrink to %d GB", compute.ErrInvalid, vol.ID, cur.Size, sizeGB)
 	}
+	// Cinder's extend of an attached volume ends with its volume-extended
+	// event to Nova, which resizes the guest's disk after Cinder already
+	// says the new size: the guest sees it only once Nova's extend_volume
+	// action has finished. The actions before the request are not ours.
+	attached := cur.Status == "in-use" && srv.ID != ""
+	var before map[string]bool
+	if attached && sizeGB > cur.Size {
+		if before, err = d.extendActions(ctx, srv.ID); err != nil {
+			return compute.Volume{}, err
+		}
+	}
 	if sizeGB > cur.Size {
 		c := *d.volume
 		c.Microversion = "3.42"
@@ -117,14 +132,113 @@ func (d *Driver) ExtendVolume(ctx context.Context, srv compute.Server, vol compu
 			return false, serviceErr("cinder", "reading volume "+vol.ID, err)
 		}
 		if cur.Status == "error_extending" {
-			return false, fmt.Errorf("cinder: extending volume %s failed (status error_extending)", vol.ID)
+			return false, fmt.Errorf("cinder: extending volume %s failed (status error_extending)%s", vol.ID, d.volumeReason(ctx, vol.ID))
 		}
 		return cur.Size >= sizeGB && (cur.Status == "in-use" || cur.Status == "available"), nil
 	})
 	if err != nil {
 		return compute.Volume{}, err
 	}
+	if attached {
+		if err := d.awaitNovaExtend(ctx, srv.ID, vol.ID, sizeGB, before); err != nil {
+			return compute.Volume{}, err
+		}
+	}
 	return toVolume(*cur), nil
+}
+
+// extendActions are the request ids of the server's extend_volume
+// instance actions.
+func (d *Driver) extendActions(ctx context.Context, serverID string) (map[string]bool, error) {
+	pages, err := instanceactions.List(d.compute, serverID, nil).AllPages(ctx)
+	if err != nil {
+		return nil, serviceErr("nova", "listing the actions of server "+serverID, err)
+	}
+	all, err := instanceactions.ExtractInstanceActions(pages)
+	if err != nil {
+		return nil, serviceErr("nova", "listing the actions of server "+serverID, err)
+	}
+	out := map[string]bool{}
+	for _, a := range all {
+		if a.Action == "extend_volume" {
+			out[a.RequestID] = true
+		}
+	}
+	return out, nil
+}
+
+// awaitNovaExtend waits until Nova has resized the server's disk: an
+// extend_volume action not in before (nil: any, the request was made by
+// an earlier call) whose compute_extend_volume event has finished.
+func (d *Driver) awaitNovaExtend(ctx context.Context, serverID, volumeID string, sizeGB int, before map[string]bool) error {
+	what := fmt.Sprintf("nova resizing the disk of server %s to volume %s's %d GB (Cinder's volume-extended event starts it)", serverID, volumeID, sizeGB)
+	return d.wait(ctx, what, func() (bool, error) {
+		now, err := d.extendActions(ctx, serverID)
+		if err != nil {
+			return false, err
+		}
+		pending := false
+		for id := range now {
+			if before != nil && before[id] {
+				continue
+			}
+			a, err := instanceactions.Get(ctx, d.compute, serverID, id).Extract()
+			if err != nil {
+				return false, serviceErr("nova", "reading action "+id+" of server "+serverID, err)
+			}
+			if a.Events == nil || len(*a.Events) == 0 {
+				pending = true
+				continue
+			}
+			for _, e := range *a.Events {
+				switch {
+				case e.FinishTime.IsZero():
+					pending = true
+				case e.Result == "Error":
+					return false, fmt.Errorf("nova: resizing the disk of server %s after the extend of volume %s failed (action %s, event %s); see nova-compute's log", serverID, volumeID, id, e.Event)
+				}
+			}
+		}
+		if before == nil {
+			return !pending, nil // nothing ours to wait for but what runs
+		}
+		return len(now) > len(before) && !pending, nil
+	})
+}
+
+// volumeReason is what Cinder told the user about the volume (its user
+// messages, API 3.5: a volume in error carries no fault of its own), as
+// ": ..." to append to an error, or "" when it said nothing or the lookup
+// failed (that failure is logged, not returned: the error is the volume's).
+func (d *Driver) volumeReason(ctx context.Context, id string) string {
+	c := *d.volume
+	c.Microversion = "3.5"
+	if c.Type == "" {
+		c.Type = "block-storage"
+	}
+	var body struct {
+		Messages []struct {
+			ResourceUUID string `json:"resource_uuid"`
+			Level        string `json:"message_level"`
+			Text         string `json:"user_message"`
+			Created      string `json:"created_at"`
+		} `json:"messages"`
+	}
+	u := c.ServiceURL("messages") + "?resource_uuid=" + url.QueryEscape(id) + "&sort=created_at:asc"
+	if _, err := c.Get(ctx, u, &body, nil); err != nil {
+		d.log.Warn("cinder: reading the messages of a failed volume", "volume", id, "err", err)
+		return ""
+	}
+	var texts []string
+	for _, m := range body.Messages {
+		if m.ResourceUUID == id && m.Text != "" && !slices.Contains(texts, m.Text) {
+			texts = append(texts, m.Text)
+		}
+	}
+	if len(texts) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(texts, "; ")
 }
 
 // DeleteVolume deletes the volume once Nova has let go of it.
