@@ -1,14 +1,9 @@
 package api_test
 
 import (
-	"context"
-	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"strata/controller/compute"
 )
 
 // TestAutomaticFailoverEjectsASilentSourceAfterItsGrace: strata's own
@@ -20,14 +15,7 @@ import (
 // and the setting moves to the new source.
 func TestAutomaticFailoverEjectsASilentSourceAfterItsGrace(t *testing.T) {
 	t.Parallel()
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second, heartbeatSeconds: 1})
-	c := r.admin()
-	src := newActive(c, "primary")
-	ids := replicaIDs(t, c, src, 2)
-	a, b := ids[0], ids[1]
-	fc.guest(a).setIOPos("0-1-60")
-	fc.guest(b).setIOPos("0-1-70")
+	fc, r, c, src, a, b := failoverGroup(t, rigOptions{heartbeatSeconds: 1}, "0-1-60", "0-1-70")
 	set := func(c *client, id string, v any) (int, map[string]any) {
 		return c.do("PATCH", "/instances/"+id, map[string]any{"instance": map[string]any{"auto_failover": v}})
 	}
@@ -78,12 +66,7 @@ func TestAutomaticFailoverEjectsASilentSourceAfterItsGrace(t *testing.T) {
 	if f == nil || !strings.Contains(f["message"].(string), "failed over automatically: ejected from its replication group: "+b) || sv["replicas"] != nil {
 		t.Fatalf("the old source: fault %v, replicas %v", sv["fault"], sv["replicas"])
 	}
-	if !slices.Contains(fc.callsSnapshot(), "FenceServer "+src) {
-		t.Fatal("the old source's server was not fenced")
-	}
-	if err := fc.StartServer(context.Background(), fc.server(src)); !errors.Is(err, compute.ErrFenced) {
-		t.Fatalf("starting the fenced old source: %v", err)
-	}
+	wantFenced(t, fc, src)
 	if af, _ := c.instance(b)["auto_failover"].(map[string]any); af == nil || af["grace_seconds"] != float64(grace) || sv["auto_failover"] != nil {
 		t.Fatalf("auto_failover after the failover: new source %v, old %v; want it moved to the new source", c.instance(b)["auto_failover"], sv["auto_failover"])
 	}

@@ -31,6 +31,38 @@ func silence(t *testing.T, r *rig, id string) {
 	})
 }
 
+// failoverGroup is a MariaDB source with two replicas (fake compute and
+// guests, guest calls bounded at 2 s unless o says otherwise) that
+// received aPos and bPos, for failovers.
+func failoverGroup(t *testing.T, o rigOptions, aPos, bPos string) (fc *fakeCompute, r *rig, c *client, src, a, b string) {
+	t.Helper()
+	fc = newFakeCompute(t)
+	o.compute = fc
+	if o.guestCallTimeout == 0 {
+		o.guestCallTimeout = 2 * time.Second
+	}
+	r = newRig(t, o)
+	c = r.admin()
+	src = newActive(c, "primary")
+	ids := replicaIDs(t, c, src, 2)
+	a, b = ids[0], ids[1]
+	fc.guest(a).setIOPos(aPos)
+	fc.guest(b).setIOPos(bPos)
+	return fc, r, c, src, a, b
+}
+
+// wantFenced checks that an ejected source's server was fenced by the
+// compute driver and cannot be started.
+func wantFenced(t *testing.T, fc *fakeCompute, src string) {
+	t.Helper()
+	if !slices.Contains(fc.callsSnapshot(), "FenceServer "+src) {
+		t.Fatalf("the ejected source's server was not fenced: %v", fc.callsSnapshot())
+	}
+	if err := fc.StartServer(context.Background(), fc.server(src)); !errors.Is(err, compute.ErrFenced) {
+		t.Fatalf("starting the fenced source: %v", err)
+	}
+}
+
 func eject(c *client, id string) (int, map[string]any) {
 	return c.do("POST", "/instances/"+id+"/action", map[string]any{"eject_replica_source": map[string]any{}})
 }
@@ -43,14 +75,7 @@ func eject(c *client, id string) (int, map[string]any) {
 // its fence waits queued until it comes back — then it is read-only.
 func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 	t.Parallel()
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
-	c := r.admin()
-	src := newActive(c, "primary")
-	ids := replicaIDs(t, c, src, 2)
-	a, b := ids[0], ids[1]
-	fc.guest(a).setIOPos("0-1-60")
-	fc.guest(b).setIOPos("0-1-70")
+	fc, r, c, src, a, b := failoverGroup(t, rigOptions{}, "0-1-60", "0-1-70")
 
 	if code, doc := eject(c, src); code != 400 || !strings.Contains(errorMessage(doc), "current heartbeat") {
 		t.Fatalf("eject of a live source: HTTP %d %v", code, doc)
@@ -120,14 +145,7 @@ func TestEjectElectsTheMostCurrentReplica(t *testing.T) {
 // and the failover fences the server it was restarting, which stays off.
 func TestEjectCancelsARecoveryRestartingTheSource(t *testing.T) {
 	t.Parallel()
-	fc := newFakeCompute(t)
-	r := newRig(t, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second})
-	c := r.admin()
-	src := newActive(c, "primary")
-	ids := replicaIDs(t, c, src, 2)
-	a, b := ids[0], ids[1]
-	fc.guest(a).setIOPos("0-1-70")
-	fc.guest(b).setIOPos("0-1-60")
+	fc, r, c, src, a, b := failoverGroup(t, rigOptions{}, "0-1-70", "0-1-60")
 
 	fc.mu.Lock()
 	fc.silentIDs[src] = true // started again, it boots no agent
@@ -153,12 +171,7 @@ func TestEjectCancelsARecoveryRestartingTheSource(t *testing.T) {
 	if f, _ := sv["fault"].(map[string]any); f == nil || !strings.Contains(f["message"].(string), "ejected from its replication group: "+a) {
 		t.Fatalf("the ejected source: status %v, fault %v", sv["status"], sv["fault"])
 	}
-	if !slices.Contains(fc.callsSnapshot(), "FenceServer "+src) {
-		t.Fatal("the ejected source's server was not fenced")
-	}
-	if err := fc.StartServer(context.Background(), fc.server(src)); !errors.Is(err, compute.ErrFenced) {
-		t.Fatalf("starting the fenced source: %v", err)
-	}
+	wantFenced(t, fc, src)
 }
 
 // A controller restart while the elected replica's promotion is in

@@ -381,6 +381,15 @@ func TestRejoinWithAForkRewindsACrashedFormerPrimaryWhileItIsStopped(t *testing.
 		t.Fatalf("the killed old primary is %+v", st)
 	}
 	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword, ForkLSN: fork}
+	took := f.rewoundFollows(t, ctx, back, rdb, "on R after the failover")
+	t.Logf("FIGURE pg_rewind rejoin of a crashed, stopped old primary (crash recovery, dry run, pg_rewind, start as a standby): %s", took.Round(time.Millisecond))
+}
+
+// rewoundFollows rejoins P with back (a fork: rewound), and checks that
+// it is R's standby, has R's row rRow and R's exact data, and refuses
+// writes. It returns how long the rejoin took.
+func (f *failoverPair) rewoundFollows(t *testing.T, ctx context.Context, back wire.StartReplicationArgs, rdb *sql.DB, rRow string) time.Duration {
+	t.Helper()
 	start := time.Now()
 	st, err := f.p.Manager.RejoinReplication(ctx, back)
 	if err != nil {
@@ -389,18 +398,18 @@ func TestRejoinWithAForkRewindsACrashedFormerPrimaryWhileItIsStopped(t *testing.
 	}
 	took := time.Since(start)
 	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort {
-		t.Fatalf("the rewound crashed old primary's status %+v", st)
+		t.Fatalf("the rewound old primary's status %+v", st)
 	}
 	pdb := admin(t, f.p, "shop")
 	waitUntil(t, time.Minute, "R's row on the rewound old primary", func() bool {
-		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'on R after the failover'`) == 1
+		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = $1`, rRow) == 1
 	})
 	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
 		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
 	}
 	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
 	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
-	t.Logf("FIGURE pg_rewind rejoin of a crashed, stopped old primary (crash recovery, dry run, pg_rewind, start as a standby): %s", took.Round(time.Millisecond))
+	return took
 }
 
 // A former primary whose only commits past the fork are an ANALYZE's
@@ -497,25 +506,7 @@ func TestASwitchedOverPrimaryThatCrashedAfterItsStopRejoinsAtThePromotionsFork(t
 	_, err = f.p.Manager.RejoinReplication(ctx, back)
 	wantCode(t, err, wire.CodeFailedPrecondition, `"in production"`, "pg_rewind")
 	back.ForkLSN = prom.ForkLSN
-	start := time.Now()
-	st, err := f.p.Manager.RejoinReplication(ctx, back)
-	if err != nil {
-		f.p.LogTail(t)
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	if st.Role != wire.RoleReplica || st.SourcePort != f.rPort {
-		t.Fatalf("the rewound old primary's status %+v", st)
-	}
-	pdb := admin(t, f.p, "shop")
-	waitUntil(t, time.Minute, "R's row on the rewound old primary", func() bool {
-		return queryInt(t, pdb, `SELECT count(*) FROM items WHERE v = 'on R after the switchover'`) == 1
-	})
-	if a, b := pgChecksums(t, rdb), pgChecksums(t, pdb); a != b {
-		t.Fatalf("the rewound old primary differs from the new primary:\n%s\n%s", a, b)
-	}
-	_, err = pdb.Exec(`INSERT INTO items (v) VALUES ('on the rewound old primary')`)
-	wantReadOnlyRefusal(t, err, "a write on the rewound old primary")
+	took := f.rewoundFollows(t, ctx, back, rdb, "on R after the switchover")
 	t.Logf("FIGURE a switchover's crashed old primary rejoined at the promotion's fork %s (crash recovery, dry run, pg_rewind, start as a standby): %s", prom.ForkLSN, took.Round(time.Millisecond))
 }
 
