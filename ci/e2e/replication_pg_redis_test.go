@@ -84,8 +84,10 @@ var replicaCases = map[string]replicaCase{
 // (PostgreSQL's rejoins as a standby: docs/replication.md); rebuilt onto
 // its image, it follows the new source again. Then the source's VM dies
 // and the automatic failover promotes the replica, which takes writes;
-// PostgreSQL's ejected source rejoins (rewound) and follows. Everything
-// is deleted.
+// PostgreSQL's ejected source rejoins (rewound) and follows, and a
+// switchover back whose old primary's VM is killed after its stop ends
+// with that primary following once its VM is back.
+// Everything is deleted.
 func TestReplicasOfPostgreSQLAndRedisFollowAndSwitchOver(t *testing.T) {
 	for _, tool := range []string{"psql", "redis-cli", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -188,9 +190,19 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 		}
 	}
 
-	// Switchover.
+	// Switchover. Writes are tried on the replica from the moment the
+	// command returns: the first accepted one is when it took writes.
 	requested = time.Now()
 	osc.run(t, "database", "instance", "promote", rid)
+	cliReturned := time.Now()
+	for msg := rc.refused(rEP, u, pw); msg != ""; msg = rc.refused(rEP, u, pw) {
+		if time.Since(cliReturned) > 5*time.Minute {
+			t.Fatalf("the replica still refuses writes 5 minutes after the promote: %s", msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("FIGURE %s switchover: the new source took a write %.1fs after the promote command returned (%.1fs after it was run)",
+		c.name, time.Since(cliReturned).Seconds(), time.Since(requested).Seconds())
 	waitTrue(t, "the replica to be the source", 5*time.Minute, func() bool {
 		in := api.instance(t, rid)
 		return in["status"] == "ACTIVE" && in["replica_of"] == nil && api.instance(t, src)["status"] != "PROMOTE"
@@ -199,7 +211,7 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	if c.name == "redis" {
 		redisCLI(t, rEP, u, pw, "SET", "k-last-0", "switched")
 	}
-	t.Logf("FIGURE %s switchover request→the new source takes writes: %.0fs", c.name, time.Since(requested).Seconds())
+	t.Logf("FIGURE %s switchover request→the task done, the new source shown ACTIVE: %.0fs", c.name, time.Since(requested).Seconds())
 	want = rc.digest(t, rEP, u, pw)
 	// The old primary follows the new one (PostgreSQL: it was stopped
 	// cleanly, and rejoins as a standby of the new timeline).
@@ -272,8 +284,48 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 		if msg := rc.refused(rEP, u, pw); !strings.Contains(msg, rc.readOnly) {
 			t.Fatalf("a write on the rejoined source: %q, want %q", msg, rc.readOnly)
 		}
+
+		// A switchover back whose old primary's VM dies once the
+		// switchover stopped its server: the VM is started again, its
+		// agent keeps the server stopped (stopped on request, shut down
+		// cleanly), and the rejoin makes it a standby of the new source
+		// once it is back. (A server that ran or crashed after the stop
+		// rejoins through pg_rewind at the promotion's fork: tested on
+		// real servers in agent/datastore/postgresql and with fake
+		// guests; a VM gives no way to start it in between.)
+		api.must(t, 202, "PATCH", "/instances/"+src, map[string]any{"instance": map[string]any{"auto_failover": map[string]any{"grace_seconds": 0}}})
+		stops := countRows(t, state, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'stop' AND done_at IS NOT NULL", src)
+		requested = time.Now()
+		osc.run(t, "database", "instance", "promote", rid)
+		waitTrue(t, "the old primary's server stopped by the switchover", 5*time.Minute, func() bool {
+			return countRows(t, state, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'stop' AND done_at IS NOT NULL", src) > stops
+		})
+		killVM(t, state, src)
+		killed := time.Now()
+		waitTrue(t, "the old primary, its VM killed after its stop, to follow the new one", 15*time.Minute, func() bool {
+			old, nw := api.instance(t, src), api.instance(t, rid)
+			ro, _ := old["replica_of"].(map[string]any)
+			if f, _ := old["fault"].(map[string]any); f != nil && strings.Contains(fmt.Sprint(f["message"]), "could not rejoin") {
+				t.Fatalf("the old primary left the group: %v", f["message"])
+			}
+			return nw["status"] == "ACTIVE" && nw["replica_of"] == nil && old["status"] == "ACTIVE" && ro != nil && ro["id"] == rid
+		})
+		t.Logf("FIGURE %s switchover whose old primary's VM was killed after its stop: the old primary followed %.0fs after the kill", c.name, time.Since(killed).Seconds())
+		rc.write(t, rEP, u, pw, 50)
+		want = rc.digest(t, rEP, u, pw)
+		waitTrue(t, "the rewound old primary to follow with the new writes", 3*time.Minute, func() bool { return rc.digest(t, pEP, u, pw) == want })
+		t.Logf("FIGURE %s switchover whose old primary's VM was killed after its stop: request→old primary following with a new write (VM restart, rejoin): %.0fs", c.name, time.Since(requested).Seconds())
+		if msg := rc.refused(pEP, u, pw); !strings.Contains(msg, rc.readOnly) {
+			t.Fatalf("a write on the rewound old primary: %q, want %q", msg, rc.readOnly)
+		}
+		if f := api.instance(t, src)["fault"]; f != nil {
+			t.Fatalf("the rewound old primary has a fault: %v", f)
+		}
 	}
-	order := []string{rid, src}
+	order := []string{rid, src} // the replica first: a source with replicas is not deleted
+	if api.instance(t, rid)["replica_of"] == nil {
+		order = []string{src, rid}
+	}
 	for _, id := range order {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
 		api.waitGone(t, id, 5*time.Minute)
