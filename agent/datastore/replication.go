@@ -47,3 +47,16 @@ type Replicator interface {
 type Rejoiner interface {
 	RejoinReplication(ctx context.Context, args wire.StartReplicationArgs) (wire.ReplicationStatus, error)
 }
+
+// UserSyncer is a manager whose replication does not carry its users
+// (Redis: ACL users live in the ACL file, outside the replicated
+// dataset), so the controller carries them: ExportUsers on the source
+// describes its API-managed users (root included; never the agent's own
+// user nor replication accounts) as the server does, password hashes and
+// no passwords; ImportUsers on a replica makes its API-managed users
+// exactly that set, validating every line before it changes anything,
+// and changes nothing when they are so already.
+type UserSyncer interface {
+	ExportUsers(ctx context.Context) (wire.ExportUsersResult, error)
+	ImportUsers(ctx context.Context, lines []string) (wire.ImportUsersResult, error)
+}

@@ -315,6 +315,8 @@ func (d *Dispatcher) run(ctx context.Context, op wire.Operation) (any, error) {
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
 		wire.KindSetReadOnly, wire.KindPromoteReplica, wire.KindRejoinReplication:
 		return d.replication(ctx, op)
+	case wire.KindExportUsers, wire.KindImportUsers:
+		return d.syncUsers(ctx, op)
 	case wire.KindTailLog:
 		a, err := decode[wire.TailLogArgs](op)
 		if err != nil {

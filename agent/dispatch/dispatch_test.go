@@ -305,6 +305,18 @@ func TestReplicationNeedsTheCapability(t *testing.T) {
 	}
 }
 
+// A manager without datastore.UserSyncer (MariaDB, PostgreSQL: their
+// replication carries users) answers the user sync kinds with
+// not_supported naming its datastore, after checking the arguments.
+func TestUserSyncNeedsTheCapability(t *testing.T) {
+	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
+	wantError(t, run(t, d, wire.KindExportUsers, ``), wire.CodeNotSupported, "exotic does not support carrying users")
+	wantError(t, run(t, d, wire.KindImportUsers, `{"users":["user a on ~* &* +@all -@admin"]}`), wire.CodeNotSupported, "exotic does not support carrying users")
+	wantError(t, run(t, d, wire.KindExportUsers, `{"all":true}`), wire.CodeInvalidArgument, "takes no arguments")
+	wantError(t, run(t, d, wire.KindImportUsers, ``), wire.CodeInvalidArgument, "arguments are required")
+	wantError(t, run(t, d, wire.KindImportUsers, `{"users":[],"force":true}`), wire.CodeInvalidArgument, `unknown parameter "force"`)
+}
+
 func TestApplyFlavorNeedsTheCapabilityAndAMemorySize(t *testing.T) {
 	d := &dispatch.Dispatcher{Manager: datastore.Unsupported{Datastore: "exotic"}, Datastore: "exotic"}
 	wantError(t, run(t, d, wire.KindApplyFlavor, `{"memory_mb":1024}`), wire.CodeNotSupported, "exotic cannot re-derive")

@@ -66,3 +66,26 @@ func (d *Dispatcher) replication(ctx context.Context, op wire.Operation) (any, e
 		return r.DetachReplica(ctx)
 	}
 }
+
+// syncUsers runs the datastore.UserSyncer kinds; the arguments are
+// checked first, as for the other capabilities.
+func (d *Dispatcher) syncUsers(ctx context.Context, op wire.Operation) (any, error) {
+	var a wire.ImportUsersArgs
+	var err error
+	if op.Kind == wire.KindExportUsers {
+		err = noArgs(op)
+	} else {
+		a, err = decode[wire.ImportUsersArgs](op)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, ok := d.Manager.(datastore.UserSyncer)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeNotSupported, "%s does not support carrying users to replicas (its replication carries them)", d.datastoreName())
+	}
+	if op.Kind == wire.KindExportUsers {
+		return s.ExportUsers(ctx)
+	}
+	return s.ImportUsers(ctx, a.Users)
+}

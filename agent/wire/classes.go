@@ -139,6 +139,11 @@ var Classes = map[Kind]Class{
 	// re-run finds the server a standby of the same source and only makes
 	// sure the link is loaded, as start_replication does.
 	KindRejoinReplication: {Idempotent: true, Mutates: true, SecretArgs: true, Since: 2},
+	// A read; its result holds password hashes, secrets too.
+	KindExportUsers: {Idempotent: true, NeedsDatastore: true, SecretResult: true, Since: 2},
+	// The whole set each time: a re-run finds the users as listed and
+	// changes nothing. Its arguments hold password hashes.
+	KindImportUsers: {Idempotent: true, NeedsDatastore: true, Mutates: true, SecretArgs: true, Since: 2},
 }
 
 // ClassOf returns kind's class. An unknown kind (a newer controller's, or

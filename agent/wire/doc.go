@@ -59,4 +59,9 @@
 //     Every kind of protocol 1 is unchanged; upgrade_datastore (the
 //     datastore version upgrade's step) and rejoin_replication (a former
 //     PostgreSQL primary following the new one) are new in protocol 2.
+//     export_users and import_users (a Redis source's users carried to
+//     its replicas) were added to protocol 2 later: an agent of protocol
+//     2 built before them answers not_supported ("does not know the
+//     operation"), which the controller logs and records, never failing
+//     the user's request for it.
 package wire

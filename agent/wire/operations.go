@@ -73,6 +73,13 @@ const (
 	// capability: PostgreSQL, whose former primary cannot simply be told
 	// to follow). It is delivered while the server is stopped.
 	KindRejoinReplication Kind = "rejoin_replication" // StartReplicationArgs → ReplicationStatus
+	// User sync (a datastore.UserSyncer capability: Redis, whose
+	// replication carries no ACL users). On a source: its API-managed
+	// users as the server describes them (rules and password hashes,
+	// never passwords). On a replica: make its API-managed users exactly
+	// that set.
+	KindExportUsers Kind = "export_users" // — → ExportUsersResult
+	KindImportUsers Kind = "import_users" // ImportUsersArgs → ImportUsersResult
 )
 
 // Kinds lists every kind this protocol version defines.
@@ -90,6 +97,7 @@ var Kinds = []Kind{
 	KindApplyFlavor, KindGetConfiguration,
 	KindSetReadOnly, KindPromoteReplica,
 	KindUpgradeDatastore, KindRejoinReplication,
+	KindExportUsers, KindImportUsers,
 }
 
 // MaxItemsPerOp bounds the databases or users one operation may carry.

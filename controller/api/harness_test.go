@@ -444,8 +444,14 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		u.Databases = keep
 		return okResult(nil)
 	case wire.KindEnableRoot:
-		g.root = true
-		return okResult(wire.RootCredentials{Name: "root", Password: "generated-" + randHex()})
+		var a wire.EnableRootArgs
+		decode(&a)
+		pw := a.Password
+		if pw == "" {
+			pw = "generated-" + randHex()
+		}
+		g.root, g.repl.rootHash = true, sha256Hex(pw)
+		return okResult(wire.RootCredentials{Name: "root", Password: pw})
 	case wire.KindDisableRoot:
 		g.root = false
 		return okResult(nil)
@@ -518,6 +524,8 @@ func (g *fakeGuest) run(op wire.Operation) wire.Result {
 		wire.KindStartReplication, wire.KindReplicationStatus, wire.KindDetachReplica,
 		wire.KindSetReadOnly, wire.KindPromoteReplica, wire.KindRejoinReplication:
 		return g.replicationOp(op)
+	case wire.KindExportUsers, wire.KindImportUsers:
+		return g.userSyncOp(op)
 	}
 	return opErr(wire.CodeNotSupported, "fake guest does not do %s", op.Kind)
 }

@@ -717,24 +717,53 @@ func (s *Server) guestQuery(c *call, kind wire.Kind, args, out any) (instances.I
 // guestCast runs an operation Trove answers with 202: if the agent is slow
 // the request is accepted anyway (the op stays queued).
 func (s *Server) guestCast(w http.ResponseWriter, c *call, kind wire.Kind, args any) error {
+	_, _, err := s.guestCastIn(w, c, kind, args)
+	return err
+}
+
+// guestCastIn is guestCast that also returns the instance and whether
+// the guest carried the operation out before the answer (false: 202 with
+// the operation still queued).
+func (s *Server) guestCastIn(w http.ResponseWriter, c *call, kind wire.Kind, args any) (instances.Instance, bool, error) {
 	in, err := s.guest(c)
 	if err != nil {
-		return err
+		return in, false, err
 	}
 	res, err := s.Lifecycle.Call(c.ctx(), in, kind, args)
 	if err != nil && !isTimeout(err) {
-		return err
+		return in, false, err
 	}
 	if err == nil && res.Error != nil {
-		return opError(res.Error)
+		return in, false, opError(res.Error)
 	}
 	accepted(w)
 	if err != nil {
 		// Answered 202 while the guest has not carried it out yet.
 		http.NewResponseController(w).Flush()
 		chaos.Reach("api.accepted", in.ID)
+		return in, false, nil
 	}
-	return nil
+	return in, true, nil
+}
+
+// userCast is guestCast for a change of users or root on a source: once
+// the guest carried it out, the answer goes out and the source's users
+// are carried to its replicas (lifecycle.SyncUsers: Redis, whose
+// replication does not carry them). A change still queued at the answer
+// (202 after the guest call timeout) is carried by the next one.
+func (s *Server) userCast(w http.ResponseWriter, c *call, kind wire.Kind, args any) error {
+	in, done, err := s.guestCastIn(w, c, kind, args)
+	if err == nil && done {
+		s.syncUsers(w, c, in, kind)
+	}
+	return err
+}
+
+// syncUsers flushes the answer already written, then syncs in's users to
+// its replicas.
+func (s *Server) syncUsers(w http.ResponseWriter, c *call, in instances.Instance, kind wire.Kind) {
+	http.NewResponseController(w).Flush()
+	s.Lifecycle.SyncUsers(c.ctx(), in.ID, kind)
 }
 
 func isTimeout(err error) bool { return errors.Is(err, lifecycle.ErrGuestTimeout) }

@@ -2,7 +2,10 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +63,12 @@ type fakeReplication struct {
 	// failRewind makes one with a fork fail (a server that committed
 	// past it).
 	failRejoin, failRewind string
+	// rootHash is root's password hash (hex SHA-256) since enable_root;
+	// noUserSync makes export_users and import_users answer as an agent
+	// from before them (not_supported); imports counts import_users runs.
+	rootHash   string
+	noUserSync bool
+	imports    int
 }
 
 // registerVersion registers datastore manager (named as it) version
@@ -407,4 +416,81 @@ func (g *fakeGuest) setLagging(v bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.repl.lagging = v
+}
+
+// sha256Hex is a password's hash as Redis keeps it.
+func sha256Hex(pw string) string {
+	h := sha256.Sum256([]byte(pw))
+	return hex.EncodeToString(h[:])
+}
+
+// userSyncOp is the Redis agent's export_users and import_users over the
+// fake's users: each user a line "user <name> on sanitize-payload
+// #<hash> ~* &* +@all -@admin", root "user default on #<hash> ~* &*
+// +@all" or "user default off ~* &* +@all". An imported user keeps only
+// its hash (passwords holds "#<hash>"). Callers hold the guest's mutex.
+func (g *fakeGuest) userSyncOp(op wire.Operation) wire.Result {
+	if g.manager() != "redis" {
+		return opErr(wire.CodeNotSupported, "%s does not support carrying users to replicas (its replication carries them)", g.manager())
+	}
+	if g.repl.noUserSync {
+		return opErr(wire.CodeNotSupported, "this agent does not know the operation %q", op.Kind)
+	}
+	if op.Kind == wire.KindExportUsers {
+		return okResult(wire.ExportUsersResult{Users: g.userLines()})
+	}
+	var a wire.ImportUsersArgs
+	if len(op.Args) == 0 || wire.DecodeStrict(op.Args, &a) != nil || a.Users == nil {
+		return opErr(wire.CodeInvalidArgument, "bad import_users args")
+	}
+	users, passwords := map[string]*wire.User{}, map[string]string{}
+	root, rootHash := false, ""
+	for i, l := range a.Users {
+		f := strings.Split(l, " ")
+		switch {
+		case len(f) == 6 && f[0] == "user" && f[1] == "default" && f[2] == "off" && strings.Join(f[2:], " ") == "off ~* &* +@all":
+		case len(f) == 7 && f[0] == "user" && f[1] == "default" && f[2] == "on" && strings.HasPrefix(f[3], "#") && strings.Join(f[4:], " ") == "~* &* +@all":
+			root, rootHash = true, f[3][1:]
+		case len(f) == 9 && f[0] == "user" && f[1] != "default" && strings.Join(f[2:4], " ") == "on sanitize-payload" && strings.HasPrefix(f[4], "#") && strings.Join(f[5:], " ") == "~* &* +@all -@admin":
+			k := userKey(f[1], "%")
+			users[k], passwords[k] = &wire.User{Name: f[1], Host: "%"}, f[4]
+		default:
+			return opErr(wire.CodeInvalidArgument, "users: line %d refused, nothing changed", i+1)
+		}
+	}
+	g.users, g.passwords, g.root, g.repl.rootHash = users, passwords, root, rootHash
+	g.repl.imports++
+	g.note("import %s %d", g.lastBoot.InstanceID, len(a.Users))
+	return okResult(wire.ImportUsersResult{})
+}
+
+// userLines are the fake's users as its export gives them, sorted.
+func (g *fakeGuest) userLines() []string {
+	lines := []string{"user default off ~* &* +@all"}
+	if g.root {
+		lines[0] = "user default on #" + g.repl.rootHash + " ~* &* +@all"
+	}
+	for k, u := range g.users {
+		h := g.passwords[k]
+		if !strings.HasPrefix(h, "#") {
+			h = "#" + sha256Hex(h)
+		}
+		lines = append(lines, "user "+u.Name+" on sanitize-payload "+h+" ~* &* +@all -@admin")
+	}
+	slices.Sort(lines)
+	return lines
+}
+
+// syncedUsers returns the guest's users as its export would give them.
+func (g *fakeGuest) syncedUsers() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.userLines()
+}
+
+// setNoUserSync makes the guest's agent one from before user sync.
+func (g *fakeGuest) setNoUserSync(v bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.noUserSync = v
 }

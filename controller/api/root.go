@@ -42,17 +42,21 @@ func (s *Server) enableRoot(w http.ResponseWriter, c *call) error {
 		}
 	}
 	var creds wire.RootCredentials
-	if _, err := s.guestQuery(c, wire.KindEnableRoot, args, &creds); err != nil {
+	in, err := s.guestQuery(c, wire.KindEnableRoot, args, &creds)
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": map[string]string{"name": creds.Name, "password": creds.Password}})
+	s.syncUsers(w, c, in, wire.KindEnableRoot)
 	return nil
 }
 
 func (s *Server) disableRoot(w http.ResponseWriter, c *call) error {
-	if _, err := s.guestQuery(c, wire.KindDisableRoot, nil, nil); err != nil {
+	in, err := s.guestQuery(c, wire.KindDisableRoot, nil, nil)
+	if err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	s.syncUsers(w, c, in, wire.KindDisableRoot)
 	return nil
 }

@@ -75,7 +75,7 @@ func (s *Server) createUsers(w http.ResponseWriter, c *call) error {
 		}
 		users = append(users, u.wire())
 	}
-	return s.guestCast(w, c, wire.KindCreateUsers, wire.CreateUsersArgs{Users: users})
+	return s.userCast(w, c, wire.KindCreateUsers, wire.CreateUsersArgs{Users: users})
 }
 
 func (s *Server) showUser(w http.ResponseWriter, c *call) error {
@@ -143,7 +143,7 @@ func (s *Server) updateUser(w http.ResponseWriter, c *call) error {
 		}
 		args.NewPassword = *u.Password
 	}
-	return s.guestCast(w, c, wire.KindUpdateUser, args)
+	return s.userCast(w, c, wire.KindUpdateUser, args)
 }
 
 // changePasswords answers PUT /instances/{id}/users with {"users":
@@ -185,7 +185,7 @@ func (s *Server) changePasswords(w http.ResponseWriter, c *call) error {
 		seen[u.Name+"@"+host] = true
 		users = append(users, wire.User{Name: u.Name, Host: u.Host, Password: u.Password})
 	}
-	return s.guestCast(w, c, wire.KindChangePasswords, wire.ChangePasswordsArgs{Users: users})
+	return s.userCast(w, c, wire.KindChangePasswords, wire.ChangePasswordsArgs{Users: users})
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, c *call) error {
@@ -193,7 +193,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, c *call) error {
 	if err != nil {
 		return err
 	}
-	return s.guestCast(w, c, wire.KindDeleteUser, ref)
+	return s.userCast(w, c, wire.KindDeleteUser, ref)
 }
 
 func (s *Server) listAccess(w http.ResponseWriter, c *call) error {

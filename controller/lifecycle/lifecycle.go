@@ -132,6 +132,9 @@ type Manager struct {
 	// last logged, per source.
 	autoMu     sync.Mutex
 	autoWarned map[string]time.Time
+	// userSyncMu: one *sync.Mutex per source, held from a user export to
+	// the queueing of its imports (usersync.go).
+	userSyncMu sync.Map
 }
 
 func (m *Manager) now() time.Time {

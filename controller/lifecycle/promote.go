@@ -306,6 +306,12 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			}
 			return tasks.Result{Next: "stopped", Payload: p, After: 200 * time.Millisecond}, nil
 		}
+		if p.Manager == managerRedis {
+			// P's users (no user changes while the group is PROMOTING)
+			// reach R before its promotion: the agent runs R's
+			// operations in order, the import first.
+			m.syncUsersFrom(ctx, src.ID, r.ID, "switchover")
+		}
 		args, _ := json.Marshal(p.promoteArgs())
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {
 			return tasks.Result{}, fmt.Errorf("queue promote_replica: %w", err)

@@ -288,6 +288,9 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 			}
 			return tasks.Result{After: time.Second}, nil
 		}
+		// Redis: the users changed on the group's source while this one
+		// was away follow it (its replication carries none).
+		m.syncUsersFrom(ctx, src.ID, in.ID, "rejoined")
 		if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 			now := m.now()
 			if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: in.ID, SourceID: src.ID, Account: replicationAccount(in.ID), CreatedAt: now}); err != nil {

@@ -1,0 +1,238 @@
+package api_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/agent/wire"
+	"strata/controller/store/storetest"
+)
+
+// usersReach waits until every one of ids holds the same users as src
+// (as their exports would give them), and that set satisfies want.
+func usersReach(t *testing.T, fc *fakeCompute, what, src string, ids []string, want func([]string) bool) {
+	t.Helper()
+	waitFor(t, what, 20*time.Second, func() bool {
+		lines := fc.guest(src).syncedUsers()
+		if !want(lines) {
+			return false
+		}
+		for _, id := range ids {
+			if !slices.Equal(fc.guest(id).syncedUsers(), lines) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func hasLine(prefix string) func([]string) bool {
+	return func(lines []string) bool {
+		return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, prefix) })
+	}
+}
+
+func lacksUser(name string) func([]string) bool {
+	return func(lines []string) bool { return !hasLine("user " + name + " ")(lines) }
+}
+
+// Redis replicates no ACL users: every user change on a source with
+// replicas (create, password, rename, delete, root on and off) is
+// carried to both replicas by export_users on the source and a queued
+// import_users on each, and the user's request answers as before.
+func TestRedisUserChangesOnTheSourceReachBothReplicas(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
+	// Each replica's create ended with one sync (users changed since the
+	// seed's backup would follow).
+	for _, id := range ids {
+		if n := len(fc.journal.events("import " + id)); n != 1 {
+			t.Fatalf("replica %s had %d imports at its create, want 1", id, n)
+		}
+	}
+	base := "/instances/" + src
+	c.must(202, "POST", base+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	usersReach(t, fc, "app on both replicas", src, ids, hasLine("user app on sanitize-payload #"+sha256Hex("app-pw")+" "))
+
+	c.must(202, "PUT", base+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw-2"}}})
+	usersReach(t, fc, "app's new password on both replicas", src, ids, hasLine("user app on sanitize-payload #"+sha256Hex("app-pw-2")+" "))
+
+	c.must(202, "PUT", base+"/users/app", map[string]any{"user": map[string]any{"name": "app2"}})
+	usersReach(t, fc, "the rename on both replicas", src, ids, func(l []string) bool { return lacksUser("app")(l) && hasLine("user app2 ")(l) })
+
+	root := c.must(200, "POST", base+"/root", map[string]any{"password": "root-pw"})["user"].(map[string]any)
+	if root["password"] != "root-pw" {
+		t.Fatalf("enable root answered %v", root)
+	}
+	usersReach(t, fc, "root on both replicas", src, ids, hasLine("user default on #"+sha256Hex("root-pw")+" "))
+
+	c.must(204, "DELETE", base+"/root", nil)
+	usersReach(t, fc, "root off on both replicas", src, ids, hasLine("user default off "))
+
+	c.must(202, "DELETE", base+"/users/app2", nil)
+	usersReach(t, fc, "the delete on both replicas", src, ids, lacksUser("app2"))
+
+	// Six changes, six snapshots per replica, each its own operation;
+	// the source's exports left no hashes stored.
+	for _, id := range ids {
+		if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'import_users'", id); n != 7 {
+			t.Fatalf("replica %s got %d import_users, want 7 (its create's and six changes')", id, n)
+		}
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND result LIKE '%#%'", src); n != 0 {
+		t.Fatalf("%d stored export results still hold password hashes", n)
+	}
+	// Replicas still refuse user changes of their own.
+	if code, _ := c.do("POST", "/instances/"+ids[0]+"/users", map[string]any{"users": []any{map[string]any{"name": "x", "password": "x-pw"}}}); code != 400 {
+		t.Fatalf("a user created on a replica: HTTP %d", code)
+	}
+}
+
+// A replica that is away when users change gets the queued snapshots
+// when its agent is back, the last one (the whole set) winning; the
+// other replica has them at once, and the user's request is not held up.
+func TestRedisReplicaAwayGetsTheUsersWhenItComesBack(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
+	away, here := ids[0], ids[1]
+	// Its server off, and started again (by the controller's recovery)
+	// without an agent until the test brings it back.
+	fc.mu.Lock()
+	fc.silentIDs[away] = true
+	fc.mu.Unlock()
+	fc.powerOffOne(away)
+	base := "/instances/" + src
+	start := time.Now()
+	c.must(202, "POST", base+"/users", map[string]any{"users": []any{map[string]any{"name": "early", "password": "early-pw"}}})
+	c.must(202, "POST", base+"/users", map[string]any{"users": []any{map[string]any{"name": "late", "password": "late-pw"}}})
+	c.must(202, "DELETE", base+"/users/early", nil)
+	// Nothing waits for the replica that is away (the imports are only
+	// queued): each request takes the source's change and export.
+	t.Logf("FIGURE three user changes on a source with a replica away answered in %s", time.Since(start).Round(time.Millisecond))
+	usersReach(t, fc, "the changes on the replica that is here", src, []string{here}, func(l []string) bool { return hasLine("user late ")(l) && lacksUser("early")(l) })
+	if hasLine("user late ")(fc.guest(away).syncedUsers()) {
+		t.Fatal("the replica that is away has the users")
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'import_users' AND done_at IS NULL", away); n != 3 {
+		t.Fatalf("%d imports wait for the replica that is away, want 3", n)
+	}
+	fc.powerOffOne(away)
+	fc.mu.Lock()
+	fc.silentIDs[away] = false
+	fc.mu.Unlock()
+	if err := fc.StartServer(context.Background(), fc.server(away)); err != nil {
+		t.Fatal(err)
+	}
+	usersReach(t, fc, "the changes on the replica that came back", src, []string{away, here}, hasLine("user late "))
+	if !lacksUser("early")(fc.guest(away).syncedUsers()) {
+		t.Fatal("an earlier snapshot won over the last one")
+	}
+}
+
+// A switchover carries the fenced source's users to the replica before
+// it is promoted (here a user the replica never got: its sync was lost),
+// and afterwards user changes on the new source reach the old one, now
+// its replica, and the other replica.
+func TestRedisSwitchoverGivesTheNewSourceTheUsers(t *testing.T) {
+	t.Parallel()
+	fc, _, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
+	a, b := ids[0], ids[1]
+	g := fc.guest(src)
+	g.mu.Lock()
+	g.users[userKey("lost", "%")], g.passwords[userKey("lost", "%")] = &wire.User{Name: "lost", Host: "%"}, "lost-pw"
+	g.mu.Unlock()
+	if hasLine("user lost ")(fc.guest(a).syncedUsers()) {
+		t.Fatal("the replica has the user already: the switchover would test nothing")
+	}
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover to finish", 30*time.Second, func() bool {
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == a && c.instance(a)["status"] == "ACTIVE"
+	})
+	if !hasLine("user lost on sanitize-payload #" + sha256Hex("lost-pw") + " ")(fc.guest(a).syncedUsers()) {
+		t.Fatalf("the new source lacks the old source's user: %v", fc.guest(a).syncedUsers())
+	}
+	if !before(fc.journal.events("import "+a, "promote "+a), "import "+a+" 2", "promote "+a+" 1001") {
+		t.Fatalf("the users were not imported before the promotion: %v", fc.journal.events("import ", "promote "))
+	}
+	c.must(202, "POST", "/instances/"+a+"/users", map[string]any{"users": []any{map[string]any{"name": "after", "password": "after-pw"}}})
+	usersReach(t, fc, "a user of the new source on the old one and the other replica", a, []string{src, b}, hasLine("user after "))
+}
+
+// An agent from before user sync answers not_supported: the user's
+// change still succeeds; a replica's refused import is recorded on it,
+// a source that cannot export is recorded on the source.
+func TestRedisUserSyncWithAnOlderAgentNeverFailsTheChange(t *testing.T) {
+	t.Parallel()
+	fc, _, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 1)
+	fc.guest(ids[0]).setNoUserSync(true)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	waitFor(t, "the replica's refused import recorded on it", 20*time.Second, func() bool {
+		f, _ := c.instance(ids[0])["fault"].(map[string]any)
+		return f != nil && strings.Contains(f["message"].(string), "import_users") && strings.Contains(f["message"].(string), "not_supported")
+	})
+	if st := c.instance(ids[0])["status"]; st != "ACTIVE" {
+		t.Fatalf("the replica is %v", st)
+	}
+	fc.guest(src).setNoUserSync(true)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app2", "password": "app2-pw"}}})
+	f, _ := c.instance(src)["fault"].(map[string]any)
+	if f == nil || !strings.Contains(f["message"].(string), "cannot export users") || c.instance(src)["status"] != "ACTIVE" {
+		t.Fatalf("the source after a change its agent cannot export: %v", c.instance(src))
+	}
+}
+
+// MariaDB replicates its users: no export, no import.
+func TestMariaDBUserChangesQueueNoUserSync(t *testing.T) {
+	t.Parallel()
+	_, r, c, src, _ := replicaGroup(t, "mariadb", "10.11", 3306, 2*time.Second, 1)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE kind IN ('export_users', 'import_users')"); n != 0 {
+		t.Fatalf("%d user sync operations for MariaDB", n)
+	}
+}
+
+// After a failover the elected replica serves the users the syncs gave
+// it; users made on it reach the other replica, and the ejected source
+// gets them when it rejoins.
+func TestRedisFailoverKeepsTheUsersAndARejoinedSourceGetsThem(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
+	other, elected := ids[0], ids[1]
+	fc.guest(other).setIOPos("999")
+	fc.guest(elected).setIOPos("20000")
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "before", "password": "before-pw"}}})
+	usersReach(t, fc, "the user on both replicas", src, ids, hasLine("user before "))
+	fc.guest(src).halt()
+	silence(t, r, src)
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 60*time.Second, func() bool {
+		of, _ := c.instance(other)["replica_of"].(map[string]any)
+		return c.instance(elected)["status"] == "ACTIVE" && of != nil && of["id"] == elected && c.instance(other)["status"] == "ACTIVE"
+	})
+	if !hasLine("user before ")(fc.guest(elected).syncedUsers()) {
+		t.Fatal("the elected replica lacks the user")
+	}
+	c.must(202, "POST", "/instances/"+elected+"/users", map[string]any{"users": []any{map[string]any{"name": "during", "password": "during-pw"}}})
+	usersReach(t, fc, "the new source's user on the other replica", elected, []string{other}, hasLine("user during "))
+	if hasLine("user during ")(fc.guest(src).syncedUsers()) {
+		t.Fatal("the ejected source got the user while it was out of the group")
+	}
+	fc.guest(src).setIOPos("20000")
+	if code, doc := rejoin(c, src); code != 202 {
+		t.Fatalf("rejoin: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the rejoin", 30*time.Second, func() bool {
+		in := c.instance(src)
+		of, _ := in["replica_of"].(map[string]any)
+		return in["status"] == "ACTIVE" && of != nil && of["id"] == elected
+	})
+	usersReach(t, fc, "the new source's users on the rejoined one", elected, []string{src, other}, hasLine("user during "))
+}
