@@ -117,7 +117,7 @@ func TestReplicaRequestsAreChecked(t *testing.T) {
 		t.Fatalf("replica_count 4: HTTP %d %v", code, doc)
 	}
 	replica := c.must(200, "POST", "/instances", body(nil))["instance"].(map[string]any)["id"].(string)
-	c.waitStatus(replica, "ACTIVE", 30*time.Second)
+	c.waitStatus(replica, "ACTIVE", 90*time.Second) // a seed backup and a restore: under -race at load 7 it took over 30 s
 	code, doc = c.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "rr", "replica_of": replica}})
 	if code != 400 || !strings.Contains(errorMessage(doc), "replica of a replica") {
 		t.Fatalf("replica of a replica: HTTP %d %v", code, doc)
@@ -132,13 +132,13 @@ func TestReplicaRequestsAreChecked(t *testing.T) {
 	if first["name"] != "many-1" {
 		t.Fatalf("first of two replicas is named %v", first["name"])
 	}
-	waitFor(t, "three replicas on the source", 40*time.Second, func() bool {
+	waitFor(t, "three replicas on the source", 90*time.Second, func() bool {
 		list, _ := c.instance(src)["replicas"].([]any)
 		return len(list) == 3
 	})
-	c.waitStatus(first["id"].(string), "ACTIVE", 30*time.Second)
+	c.waitStatus(first["id"].(string), "ACTIVE", 90*time.Second)
 	// Each request's seed backup goes once all its replicas restored it.
-	waitFor(t, "the seed backups to be deleted", 30*time.Second, func() bool {
+	waitFor(t, "the seed backups to be deleted", 60*time.Second, func() bool {
 		return len(c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any)) == 0
 	})
 }
