@@ -190,6 +190,22 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 		}
 	}
 
+	if c.name == "redis" {
+		// Redis replicates keys, not users: a user made on the source
+		// after the replica reaches it through the controller's user
+		// sync, and logs in there (and writes on it once it is the
+		// source, below).
+		api.must(t, 202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "late", "password": "late-user-pw-1"}}})
+		made := time.Now()
+		waitTrue(t, "the user made on the source after the replica to log in on the replica", 3*time.Minute, func() bool {
+			cmd := exec.Command("redis-cli", "-h", rEP.host, "-p", fmt.Sprint(rEP.port), "--user", "late", "--no-auth-warning", "GET", "k-last-0")
+			cmd.Env = append(cmd.Environ(), "REDISCLI_AUTH=late-user-pw-1")
+			out, _ := cmd.CombinedOutput()
+			return strings.TrimSpace(string(out)) == "followed"
+		})
+		t.Logf("FIGURE redis a user made on the source logs in on the replica %.1fs after its create request", time.Since(made).Seconds())
+	}
+
 	// Switchover. Writes are tried on the replica from the moment the
 	// command returns: the first accepted one is when it took writes.
 	requested = time.Now()
@@ -210,6 +226,7 @@ func runReplicaCase(t *testing.T, c datastoreCase, rc replicaCase) {
 	rc.write(t, rEP, u, pw, 20)
 	if c.name == "redis" {
 		redisCLI(t, rEP, u, pw, "SET", "k-last-0", "switched")
+		redisCLI(t, rEP, "late", "late-user-pw-1", "SET", "written-by-late", "1")
 	}
 	t.Logf("FIGURE %s switchover request→the task done, the new source shown ACTIVE: %.0fs", c.name, time.Since(requested).Seconds())
 	want = rc.digest(t, rEP, u, pw)
