@@ -36,7 +36,12 @@ func silence(t *testing.T, r *rig, id string) {
 // received aPos and bPos, for failovers.
 func failoverGroup(t *testing.T, o rigOptions, aPos, bPos string) (fc *fakeCompute, r *rig, c *client, src, a, b string) {
 	t.Helper()
-	fc = newFakeCompute(t)
+	return failoverGroupOn(t, newFakeCompute(t), o, aPos, bPos)
+}
+
+// failoverGroupOn is failoverGroup on the fake compute fc.
+func failoverGroupOn(t *testing.T, fc *fakeCompute, o rigOptions, aPos, bPos string) (_ *fakeCompute, r *rig, c *client, src, a, b string) {
+	t.Helper()
 	o.compute = fc
 	if o.guestCallTimeout == 0 {
 		o.guestCallTimeout = 2 * time.Second

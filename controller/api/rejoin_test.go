@@ -20,20 +20,14 @@ func rejoin(c *client, id string) (int, map[string]any) {
 // it returns the rig, the old source and the replica elected (a).
 func ejectedGroup(t *testing.T, aPos, bPos string) (fc *fakeCompute, r *rig, c *client, src, a, b string) {
 	t.Helper()
-	fc = newFakeCompute(t)
-	return ejectedGroupOn(t, fc, rigOptions{compute: fc, guestCallTimeout: 2 * time.Second}, aPos, bPos)
+	return ejectedGroupOn(t, newFakeCompute(t), rigOptions{}, aPos, bPos)
 }
 
-// ejectedGroupOn is ejectedGroup on a rig made with opts.
+// ejectedGroupOn is ejectedGroup on the fake compute fc and a rig made
+// with opts (failoverGroupOn).
 func ejectedGroupOn(t *testing.T, fc *fakeCompute, opts rigOptions, aPos, bPos string) (_ *fakeCompute, r *rig, c *client, src, a, b string) {
 	t.Helper()
-	r = newRig(t, opts)
-	c = r.admin()
-	src = newActive(c, "primary")
-	ids := replicaIDs(t, c, src, 2)
-	a, b = ids[0], ids[1]
-	fc.guest(a).setIOPos(aPos)
-	fc.guest(b).setIOPos(bPos)
+	_, r, c, src, a, b = failoverGroupOn(t, fc, opts, aPos, bPos)
 	if code, doc := rejoin(c, src); code != 400 || !strings.Contains(errorMessage(doc), "was not ejected") {
 		t.Fatalf("rejoin of a source that was not ejected: HTTP %d %v", code, doc)
 	}
@@ -172,7 +166,7 @@ func TestARejoinFinishesAcrossAControllerRestart(t *testing.T) {
 	t.Parallel()
 	fc := newFakeCompute(t)
 	dir, agentAddr := t.TempDir(), freeAddr(t)
-	_, r1, c, src, a, _ := ejectedGroupOn(t, fc, rigOptions{compute: fc, stateDir: dir, agentListen: agentAddr, guestCallTimeout: 2 * time.Second}, "0-1-101", "0-1-90")
+	_, r1, c, src, a, _ := ejectedGroupOn(t, fc, rigOptions{stateDir: dir, agentListen: agentAddr}, "0-1-101", "0-1-90")
 	// The source's server starts, but its guest stays silent: the
 	// controller stops while the rejoin waits for it.
 	fc.mu.Lock()

@@ -43,13 +43,8 @@ var userSyncs = map[string]bool{managerRedis: true}
 // recorded, never returned: the user's change is done.
 func (m *Manager) SyncUsers(ctx context.Context, sourceID string, why wire.Kind) {
 	ctx = context.WithoutCancel(ctx)
-	src, err := instances.Get(ctx, m.DB, "", sourceID)
-	if err != nil {
-		m.log().Error("user sync: the source", "source", sourceID, "err", err)
-		return
-	}
-	manager, err := m.managerOf(ctx, src)
-	if err != nil || !userSyncs[manager] {
+	src, ok := m.userSyncSource(ctx, sourceID)
+	if !ok {
 		return
 	}
 	links, err := instances.ReplicasOf(ctx, m.DB, src.ID)
@@ -145,15 +140,24 @@ func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]st
 // the datastores that need it; a failure is logged, and the step that
 // asked goes on.
 func (m *Manager) syncUsersFrom(ctx context.Context, sourceID, replicaID, why string) {
-	src, err := instances.Get(ctx, m.DB, "", sourceID)
-	if err != nil {
-		m.log().Error("user sync: the source", "source", sourceID, "err", err)
-		return
-	}
-	if manager, err := m.managerOf(ctx, src); err != nil || !userSyncs[manager] {
+	src, ok := m.userSyncSource(ctx, sourceID)
+	if !ok {
 		return
 	}
 	if err := m.syncUsersTo(ctx, src, []string{replicaID}, why); err != nil {
 		m.log().Warn("user sync failed; the replica keeps the users it has", "source", src.ID, "replica", replicaID, "why", why, "err", err)
 	}
+}
+
+// userSyncSource is the source sourceID when its datastore's users need
+// the sync (userSyncs); false otherwise, or when it cannot be read
+// (logged).
+func (m *Manager) userSyncSource(ctx context.Context, sourceID string) (instances.Instance, bool) {
+	src, err := instances.Get(ctx, m.DB, "", sourceID)
+	if err != nil {
+		m.log().Error("user sync: the source", "source", sourceID, "err", err)
+		return src, false
+	}
+	manager, err := m.managerOf(ctx, src)
+	return src, err == nil && userSyncs[manager]
 }
