@@ -158,7 +158,16 @@ type AgentOptions struct {
 	// Check, if set, runs once the agent is up (and prepared), with the VM
 	// still running: further operations through ep.
 	Check func(ctx context.Context, ep Endpoint, instanceID string) error
+	// NetworkData, if set, goes on the config drive as Nova's
+	// openstack/latest/network_data.json. The guest's one NIC has qemu's
+	// default MAC address, GuestMAC; the controller is at 10.0.2.2 on the
+	// 10.0.2.0/24 of qemu's user network.
+	NetworkData []byte
 }
+
+// GuestMAC is the MAC address of the guest's NIC (qemu's default for the
+// first one).
+const GuestMAC = "52:54:00:12:34:56"
 
 // AgentResult is what the agent boot showed, with seconds since qemu
 // started.
@@ -235,7 +244,11 @@ func Agent(ctx context.Context, o Options, a AgentOptions) (AgentResult, error) 
 		return res, err
 	}
 	cd := filepath.Join(o.WorkDir, "config-drive.img")
-	if err := disk.WriteConfigDrive(ctx, cd, disk.LabelConfigDrive, map[string][]byte{"strata/bootstrap.json": bj}); err != nil {
+	files := map[string][]byte{"strata/bootstrap.json": bj}
+	if a.NetworkData != nil {
+		files["openstack/latest/network_data.json"] = a.NetworkData
+	}
+	if err := disk.WriteConfigDrive(ctx, cd, disk.LabelConfigDrive, files); err != nil {
 		return res, err
 	}
 	data := filepath.Join(o.WorkDir, "data.raw")

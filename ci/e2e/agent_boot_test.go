@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,13 @@ func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *tes
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}, boottest.AgentOptions{
 		Manager: "mariadb", Version: "10.11", Prepare: prep,
+		// A fixed address, as Nova gives on a network without DHCP: the
+		// agent reaches its controller only if strata-network.service
+		// configured it (the unit it writes turns DHCP off).
+		NetworkData: []byte(`{"links": [{"id": "tap0", "type": "bridge", "mtu": 1500, "ethernet_mac_address": "` + boottest.GuestMAC + `"}],
+		  "networks": [{"id": "network0", "type": "ipv4", "link": "tap0", "ip_address": "10.0.2.77", "netmask": "255.255.255.0",
+		    "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2"}]}],
+		  "services": [{"type": "dns", "address": "10.0.2.3"}]}`),
 		NewEndpoint: func(hostKey ssh.Signer, log *slog.Logger) (boottest.Endpoint, error) {
 			ep, err := agentendpoint.NewMemEndpoint(hostKey, log)
 			if err != nil {
@@ -89,6 +97,10 @@ func TestMariaDBImageAgentEnrollsOverSSHAndPreparesTheDataVolumeUnderUEFI(t *tes
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(out, "uefi.serial.log"))
 		t.Fatalf("%v\nserial console:\n%s", err, tail(string(b), 80))
+	}
+	serial, _ := os.ReadFile(filepath.Join(out, "uefi.serial.log"))
+	if want := "10-strata-netdata-525400123456.network: link tap0 (" + boottest.GuestMAC + "): 10.0.2.77/24"; !strings.Contains(string(serial), want) {
+		t.Errorf("the serial console does not show strata-network.service writing %q", want)
 	}
 	t.Logf("config drive read %.1fs, enrolled %.1fs, prepared %.1fs, running %.1fs (%s)", r.ConfigDrive, r.Enrolled, r.Prepared, r.Running, r.Accel)
 	if r.Redemptions != 1 || r.EnrolledKeys != 1 {

@@ -20,7 +20,12 @@ const elementDir = "../../../elements/strata-agent"
 
 func unitDirectives(t *testing.T) map[string][]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(elementDir, "static/usr/lib/systemd/system/strata-agent.service"))
+	return unitDirectivesOf(t, "strata-agent.service")
+}
+
+func unitDirectivesOf(t *testing.T, name string) map[string][]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(elementDir, "static/usr/lib/systemd/system", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,33 +81,65 @@ func TestUnitIsNotifyWatchdogRestartingAndSandboxed(t *testing.T) {
 	}
 }
 
-func TestUnitPassesSystemdAnalyzeVerify(t *testing.T) {
+func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Fatal("systemd-analyze not found: install Debian's systemd package (ci/deps.sh test)")
 	}
-	data, err := os.ReadFile(filepath.Join(elementDir, "static/usr/lib/systemd/system/strata-agent.service"))
+	for _, name := range []string{"strata-agent.service", "strata-network.service"} {
+		data, err := os.ReadFile(filepath.Join(elementDir, "static/usr/lib/systemd/system", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The binary is not installed on the test host: point ExecStart at
+		// one that is, to verify everything else.
+		unit := filepath.Join(t.TempDir(), name)
+		execStart := regexp.MustCompile(`(?m)^ExecStart=/usr/sbin/strata-agent.*$`)
+		if !execStart.Match(data) {
+			t.Fatalf("%s does not run /usr/sbin/strata-agent", name)
+		}
+		os.WriteFile(unit, execStart.ReplaceAll(data, []byte("ExecStart=/bin/true")), 0o644)
+		out, err := exec.Command("systemd-analyze", "verify", "--recursive-errors=one", unit).CombinedOutput()
+		var ours []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			// Complaints about the host's own units (whatever packages the
+			// test machine has) say nothing about ours.
+			if m := otherUnitLine.FindStringSubmatch(line); m != nil && m[1] != name {
+				t.Logf("ignored, not about %s: %s", name, line)
+				continue
+			}
+			if strings.TrimSpace(line) != "" {
+				ours = append(ours, line)
+			}
+		}
+		if err != nil || len(ours) > 0 {
+			t.Fatalf("systemd-analyze verify %s: %v\n%s", name, err, strings.Join(ours, "\n"))
+		}
+	}
+}
+
+// strata-network.service runs the agent's -network-config after the config
+// drive is copied and before systemd-networkd reads its units, with no
+// network and no capabilities; the install hook enables it.
+func TestNetworkUnitRunsBetweenTheConfigDriveAndNetworkd(t *testing.T) {
+	d := unitDirectivesOf(t, "strata-network.service")
+	if got := strings.Join(d["ExecStart"], " "); got != "/usr/sbin/strata-agent -network-config /run/systemd/network" {
+		t.Errorf("ExecStart = %q", got)
+	}
+	after, before := strings.Fields(strings.Join(d["After"], " ")), strings.Fields(strings.Join(d["Before"], " "))
+	if !slices.Contains(after, "strata-config-drive.service") || !slices.Contains(before, "systemd-networkd.service") || !slices.Contains(before, "network-pre.target") {
+		t.Errorf("After=%v Before=%v: must run after strata-config-drive.service and before systemd-networkd.service and network-pre.target", after, before)
+	}
+	for k, v := range map[string]string{"Type": "oneshot", "DefaultDependencies": "no", "PrivateNetwork": "yes", "ProtectSystem": "strict", "ReadWritePaths": "/run/systemd", "CapabilityBoundingSet": "", "WantedBy": "multi-user.target"} {
+		if len(d[k]) != 1 || d[k][0] != v {
+			t.Errorf("%s = %v, want %q", k, d[k], v)
+		}
+	}
+	hook, err := os.ReadFile(filepath.Join(elementDir, "post-install.d/80-strata-agent"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The binary is not installed on the test host: point ExecStart at one
-	// that is, to verify everything else.
-	unit := filepath.Join(t.TempDir(), "strata-agent.service")
-	os.WriteFile(unit, []byte(strings.Replace(string(data), "ExecStart=/usr/sbin/strata-agent", "ExecStart=/bin/true", 1)), 0o644)
-	out, err := exec.Command("systemd-analyze", "verify", "--recursive-errors=one", unit).CombinedOutput()
-	var ours []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		// Complaints about the host's own units (whatever packages the
-		// test machine has) say nothing about ours.
-		if m := otherUnitLine.FindStringSubmatch(line); m != nil && m[1] != "strata-agent.service" {
-			t.Logf("ignored, not about strata-agent.service: %s", line)
-			continue
-		}
-		if strings.TrimSpace(line) != "" {
-			ours = append(ours, line)
-		}
-	}
-	if err != nil || len(ours) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, strings.Join(ours, "\n"))
+	if !strings.Contains(string(hook), "systemctl enable strata-agent.service strata-network.service") {
+		t.Error("80-strata-agent does not enable strata-network.service")
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"strata/agent/chaos"
 	"strata/agent/daemon"
 	"strata/agent/logging"
+	"strata/agent/netconfig"
 	"strata/agent/wire"
 )
 
@@ -47,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	check := fs.Bool("check", false, "validate the bootstrap and exit")
 	debug := fs.Bool("debug", false, "log at debug level")
+	netDir := fs.String("network-config", "", "write systemd-networkd units for the config drive's "+netconfig.DataPath+" into `directory` and exit (strata-network.service)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -63,6 +65,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := logging.New(level)
+	if *netDir != "" {
+		return networkConfig(*drive, *netDir, stdout, stderr)
+	}
 
 	boot, where, err := bootstrap.Load(bootstrap.Source{File: *bootFile, ConfigDrive: *drive})
 	if err != nil {
@@ -96,6 +101,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error("strata-agent failed", "err", err)
 		return 1
+	}
+	return 0
+}
+
+// networkConfig writes the network units and says what it did; a bad
+// network_data.json writes nothing and fails (the image's DHCP stays).
+func networkConfig(drive, dir string, stdout, stderr io.Writer) int {
+	res, err := netconfig.Write(drive, dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "strata-agent: network configuration: %v; no unit written, interfaces keep DHCP\n", err)
+		return 1
+	}
+	if !res.Found {
+		fmt.Fprintf(stdout, "no %s on the config drive (%s): interfaces keep DHCP\n", netconfig.DataPath, drive)
+		return 0
+	}
+	for i, ifc := range res.Interfaces {
+		var addrs []string
+		for _, a := range ifc.Addresses {
+			addrs = append(addrs, a.String())
+		}
+		how := strings.Join(addrs, " ")
+		if ifc.DHCPv4 || ifc.DHCPv6 {
+			how = strings.TrimSpace(how + " DHCP")
+		}
+		if how == "" {
+			how = "router advertisements"
+		}
+		fmt.Fprintf(stdout, "%s: link %s (%s): %s\n", res.Written[i], ifc.Link, ifc.MAC, how)
+	}
+	for _, s := range res.Skipped {
+		fmt.Fprintf(stdout, "left to DHCP: %s: %s\n", s.What, s.Why)
 	}
 	return 0
 }

@@ -122,3 +122,33 @@ func TestBinaryIsStaticAndStamped(t *testing.T) {
 		t.Fatalf("binary is %d bytes, over the 15 MiB budget", st.Size())
 	}
 }
+
+// -network-config writes the units for the drive's network_data.json and
+// exits without a bootstrap; no file writes nothing; a bad one fails,
+// saying what and that DHCP stays.
+func TestNetworkConfigFromTheConfigDrive(t *testing.T) {
+	drive, dir := t.TempDir(), filepath.Join(t.TempDir(), "network")
+	code, out := runMain(t, "-config-drive", drive, "-network-config", dir)
+	if code != 0 || !strings.Contains(out, "no openstack/latest/network_data.json on the config drive") {
+		t.Fatalf("no data: exit %d, %q", code, out)
+	}
+	data := filepath.Join(drive, "openstack/latest/network_data.json")
+	os.MkdirAll(filepath.Dir(data), 0o700)
+	os.WriteFile(data, []byte(`{"links": [{"id": "tapa", "type": "bridge", "mtu": 1450, "ethernet_mac_address": "fa:16:3e:01:02:03"},
+	  {"id": "vl", "type": "vlan", "vlan_link": "tapa"}],
+	 "networks": [{"id": "network0", "type": "ipv4", "link": "tapa", "ip_address": "10.213.7.9", "netmask": "255.255.255.0",
+	   "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.213.7.1"}]}]}`), 0o600)
+	code, out = runMain(t, "-config-drive", drive, "-network-config", dir)
+	unit := filepath.Join(dir, "10-strata-netdata-fa163e010203.network")
+	if code != 0 || !strings.Contains(out, unit+": link tapa (fa:16:3e:01:02:03): 10.213.7.9/24") || !strings.Contains(out, `left to DHCP: links[1] ("vl")`) {
+		t.Fatalf("exit %d, %q", code, out)
+	}
+	if b, err := os.ReadFile(unit); err != nil || !strings.Contains(string(b), "Address=10.213.7.9/24\n") || !strings.Contains(string(b), "Gateway=10.213.7.1\n") {
+		t.Fatalf("unit %q, %v", b, err)
+	}
+	os.WriteFile(data, []byte(`{"links": [{"id": "tapa", "ethernet_mac_address": "fa:16:3e:01:02:03\nDNS=1.1.1.1"}]}`), 0o600)
+	code, out = runMain(t, "-config-drive", drive, "-network-config", dir)
+	if code != 1 || !strings.Contains(out, "ethernet_mac_address") || !strings.Contains(out, "interfaces keep DHCP") {
+		t.Fatalf("bad data: exit %d, %q", code, out)
+	}
+}
