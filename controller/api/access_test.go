@@ -3,6 +3,7 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +88,30 @@ func TestAccessUpdatesPublishAndUnpublishAnInstance(t *testing.T) {
 	waitFor(t, "the instance to go", 20*time.Second, func() bool { code, _ := c.do("GET", "/instances/"+id, nil); return code == 404 })
 	if _, ok := r.compute.publication(id); ok {
 		t.Fatal("a deleted instance is still published")
+	}
+}
+
+// TestAllowedCIDRsAtCreateReachTheDriver: a private instance created with
+// allowed_cidrs has them applied by the driver (the Nova driver's
+// security group rules) before it is ACTIVE, not only stored and shown.
+func TestAllowedCIDRsAtCreateReachTheDriver(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	c := r.admin()
+	id := c.must(200, "POST", "/instances", createBody("cidrs", map[string]any{"access": map[string]any{"allowed_cidrs": []any{"10.0.0.0/8"}}}))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id, "ACTIVE", 20*time.Second)
+	calls := r.compute.callsSnapshot()
+	pub, created := slices.Index(calls, "Publish "+id+" false [10.0.0.0/8]"), slices.Index(calls, "CreateServer "+id)
+	if pub < 0 || pub < created {
+		t.Fatalf("calls %v: want the CIDRs published after the server was created", calls)
+	}
+	// Without access nothing is published.
+	plain := c.must(200, "POST", "/instances", createBody("plain", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(plain, "ACTIVE", 20*time.Second)
+	for _, call := range r.compute.callsSnapshot() {
+		if strings.HasPrefix(call, "Publish "+plain) {
+			t.Fatalf("an instance created without access was published: %s", call)
+		}
 	}
 }
 

@@ -407,7 +407,9 @@ func (m *Manager) createServer(ctx context.Context, t *tasks.Task, in instances.
 	if err != nil {
 		return tasks.Result{}, fmt.Errorf("create server: %w", err)
 	}
-	if in.Access != nil && in.Access.IsPublic {
+	// Published, or limited to some clients (a Nova driver's security
+	// group rules): the driver applies it before the instance is ACTIVE.
+	if in.Access != nil && (in.Access.IsPublic || len(in.Access.AllowedCIDRs) > 0) {
 		if srv, err = m.publish(ctx, srv, v.Port, in.Access); err != nil {
 			return tasks.Result{}, err
 		}
