@@ -59,6 +59,9 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		"access":  accessView(in.Access),
 		"created": troveTime(in.CreatedAt), "updated": troveTime(in.UpdatedAt),
 	}
+	if in.Locality != "" {
+		out["locality"] = in.Locality // as Trove shows it, replicas included
+	}
 	if in.Host != "" {
 		addr := map[string]any{"address": in.Host, "type": "private", "port": in.Port}
 		if srv, ok := serverOf(in); ok {
@@ -274,11 +277,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	case in.Volume.Type != nil && *in.Volume.Type != "":
 		return errorf(http.StatusBadRequest, "instance.volume.type: volume types are not supported by this controller")
 	// Fields it cannot honour are refused, never dropped: a caller that
-	// asked for a server group or a region must not get an instance that
-	// silently has none of them (a zone: refused by lifecycle unless the
-	// compute driver places in zones).
-	case in.Locality != nil && *in.Locality != "":
-		return errorf(http.StatusBadRequest, "instance.locality: server groups (affinity, anti-affinity) are not supported by this controller")
+	// asked for a region must not get an instance that silently has none
+	// (a zone or a locality: refused by lifecycle unless the compute
+	// driver places in zones or server groups).
 	case in.RegionName != nil && *in.RegionName != "" && *in.RegionName != s.region():
 		return errorf(http.StatusBadRequest, "instance.region_name %q: this controller serves region %q only", *in.RegionName, s.region())
 	}
@@ -319,6 +320,9 @@ func (s *Server) createInstance(w http.ResponseWriter, c *call) error {
 	}
 	if in.Access != nil {
 		r.Access = &instances.Access{IsPublic: in.Access.IsPublic, AllowedCIDRs: in.Access.AllowedCIDRs}
+	}
+	if in.Locality != nil {
+		r.Locality = *in.Locality
 	}
 	if in.AvailabilityZone != nil {
 		r.AvailabilityZone = *in.AvailabilityZone

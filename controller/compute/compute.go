@@ -230,6 +230,30 @@ type ZonePlacer interface {
 	CheckAvailabilityZone(ctx context.Context, zone string) error
 }
 
+// Trove's locality: the policies of a server group.
+const (
+	LocalityAffinity     = "affinity"
+	LocalityAntiAffinity = "anti-affinity"
+)
+
+// ServerGroup is Trove's locality: the servers of one group run on one
+// host (affinity) or each on another (anti-affinity).
+type ServerGroup struct {
+	// Key names the group: the id of the instance that founded it (a
+	// replication source); its replicas join it with the same key.
+	Key    string
+	Policy string
+}
+
+// GroupPlacer is a driver that places servers by server group (Trove's
+// locality: Nova's server groups). A driver without it refuses a create
+// that asks for locality.
+type GroupPlacer interface {
+	// CheckLocality fails with ErrInvalid, saying why, unless the driver
+	// can place servers by policy.
+	CheckLocality(ctx context.Context, policy string) error
+}
+
 // Volume is a created data volume.
 type Volume struct {
 	// ID is the driver's id (a Cinder volume id; the instance id locally).
@@ -271,6 +295,8 @@ type ServerSpec struct {
 	NICs []NIC
 	// AvailabilityZone, if set, is where a ZonePlacer boots the server.
 	AvailabilityZone string
+	// ServerGroup, if set, is the group a GroupPlacer puts the server in.
+	ServerGroup *ServerGroup
 	// KeepVolume (RebuildServer only) also sets the data volume's content
 	// aside, copied while the machine is off, for RevertServer to put back
 	// and DropOldServer to remove: a rebuild whose new guest changes the

@@ -108,6 +108,12 @@ type Desired struct {
 	// AvailabilityZone is the zone the create asked for (empty: the
 	// compute driver's default).
 	AvailabilityZone string
+	// Locality is Trove's locality (compute.LocalityAffinity or
+	// LocalityAntiAffinity; empty: none), and ServerGroup the key of the
+	// server group the instance is in: its own id, or its replication
+	// source's group for a replica.
+	Locality    string
+	ServerGroup string
 	// AutoFailoverGrace, on a replication source, is how long after its
 	// last heartbeat the controller fails over to a replica by itself;
 	// 0: never.
@@ -257,9 +263,9 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 		access = string(data)
 	}
 	_, err := q.Exec(ctx, `INSERT INTO instances (id, project_id, name, datastore_version_id, flavor_id, volume_size_gb,
-		configuration_id, task, task_started_at, access, nics, availability_zone, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		configuration_id, task, task_started_at, access, nics, availability_zone, locality, server_group, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, d.ProjectID, d.Name, d.DatastoreVersionID, d.FlavorID, d.VolumeSizeGB, nullString(d.ConfigurationID),
-		string(d.Task), nullTime(d.TaskStartedAt), access, nullString(string(d.NICs)), d.AvailabilityZone, store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
+		string(d.Task), nullTime(d.TaskStartedAt), access, nullString(string(d.NICs)), d.AvailabilityZone, d.Locality, d.ServerGroup, store.Millis(d.CreatedAt), store.Millis(d.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("insert instance %s: %w", d.ID, err)
 	}
@@ -268,7 +274,7 @@ func Insert(ctx context.Context, q store.Querier, d Desired) error {
 
 const selectInstance = `SELECT i.id, i.project_id, i.name, i.datastore_version_id, i.flavor_id, i.volume_size_gb,
 	i.configuration_id, i.task, i.task_started_at, i.errored, i.fault_message, i.fault_details, i.fault_at,
-	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.availability_zone, i.auto_failover_grace_s, i.created_at, i.updated_at, i.deleted_at,
+	i.restart_required, i.server_restart_reason, i.configuration_applied, i.tls_fingerprint, i.volume, i.server, i.host, i.port, i.access, i.nics, i.availability_zone, i.locality, i.server_group, i.auto_failover_grace_s, i.created_at, i.updated_at, i.deleted_at,
 	r.agent_version, r.boot_id, r.seq, r.status, r.status_detail, r.volume, r.last_completed_op, r.sent_at, r.received_at, r.heartbeats
 	FROM instances i LEFT JOIN instance_reports r ON r.instance_id = i.id`
 
@@ -285,7 +291,7 @@ func scan(s store.Scanner) (Instance, error) {
 	var rSeq, rSent, rRecv, rBeats sql.NullInt64
 	err := s.Scan(&d.ID, &d.ProjectID, &d.Name, &d.DatastoreVersionID, &d.FlavorID, &d.VolumeSizeGB,
 		&cfg, &task, &taskStarted, &errored, &faultMsg, &faultDet, &faultAt,
-		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &d.AvailabilityZone, &graceS, &created, &updated, &deleted,
+		&restart, &srvRestart, &cfgApplied, &d.TLSFingerprint, &vol, &srv, &host, &port, &access, &nics, &d.AvailabilityZone, &d.Locality, &d.ServerGroup, &graceS, &created, &updated, &deleted,
 		&rAgent, &rBoot, &rSeq, &rStatus, &rDetail, &rVol, &rLast, &rSent, &rRecv, &rBeats)
 	if err != nil {
 		return in, err

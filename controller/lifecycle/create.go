@@ -52,6 +52,10 @@ type CreateRequest struct {
 	// AvailabilityZone is Trove's availability_zone: honoured by a
 	// compute.ZonePlacer, refused by other drivers.
 	AvailabilityZone string
+	// Locality is Trove's locality (affinity, anti-affinity): the
+	// instance founds a server group its replicas join; honoured by a
+	// compute.GroupPlacer, refused by other drivers.
+	Locality string
 }
 
 // createPayload is the create task's payload. Users carry passwords until
@@ -222,6 +226,11 @@ func (m *Manager) checkCreateInstance(ctx context.Context, r *CreateRequest) (re
 			return v, f, fmt.Errorf("checking the availability zone: %w", err)
 		}
 	}
+	if r.Locality != "" {
+		if err := m.checkLocality(ctx, r.Locality); err != nil {
+			return v, f, err
+		}
+	}
 	if r.ConfigurationID != "" {
 		g, err := configurations.Get(ctx, m.DB, r.ProjectID, r.ConfigurationID)
 		if errors.Is(err, configurations.ErrNotFound) {
@@ -259,6 +268,9 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (instances.Instan
 	d := instances.Desired{ID: store.NewID(), ProjectID: r.ProjectID, Name: r.Name, DatastoreVersionID: v.ID, FlavorID: f.ID,
 		VolumeSizeGB: r.VolumeSizeGB, ConfigurationID: r.ConfigurationID, Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now,
 		Access: r.Access, NICs: nics, AvailabilityZone: r.AvailabilityZone}
+	if r.Locality != "" {
+		d.Locality, d.ServerGroup = r.Locality, d.ID
+	}
 	err = m.DB.InTx(ctx, func(tx *store.Tx) error {
 		if m.Quotas != nil {
 			if err := m.Quotas.Check(ctx, tx, r.ProjectID, quotas.Limits{quotas.Instances: 1, quotas.Volumes: int64(d.VolumeSizeGB)}); err != nil {
@@ -471,8 +483,34 @@ func serverSpec(in instances.Instance, v registry.Version, f registry.Flavor, im
 	return compute.ServerSpec{
 		InstanceID: in.ID, Name: in.Name, Image: compute.ImageRef{ID: img.ID, Location: img.Location, Format: img.DiskFormat},
 		RAMMB: f.RAMMB, VCPUs: f.VCPUs, RootDiskGB: f.DiskGB, Volume: vol, ConfigDrive: drive,
-		Ports: []int{v.Port}, NICs: nicsOf(in), AvailabilityZone: in.AvailabilityZone,
+		Ports: []int{v.Port}, NICs: nicsOf(in), AvailabilityZone: in.AvailabilityZone, ServerGroup: serverGroupOf(in),
 	}
+}
+
+// serverGroupOf is the server group an instance is placed in (nil: none).
+func serverGroupOf(in instances.Instance) *compute.ServerGroup {
+	if in.Locality == "" {
+		return nil
+	}
+	return &compute.ServerGroup{Key: in.ServerGroup, Policy: in.Locality}
+}
+
+// checkLocality refuses a policy Trove does not have, or any where the
+// compute driver has no server groups.
+func (m *Manager) checkLocality(ctx context.Context, policy string) error {
+	if policy != compute.LocalityAffinity && policy != compute.LocalityAntiAffinity {
+		return wrap(ErrBadRequest, "instance.locality %q: must be %s or %s", show(policy), compute.LocalityAffinity, compute.LocalityAntiAffinity)
+	}
+	gp, ok := m.Compute.(compute.GroupPlacer)
+	if !ok {
+		return wrap(ErrBadRequest, "instance.locality: this controller's compute driver has no server groups (affinity, anti-affinity); it places every instance itself")
+	}
+	if err := gp.CheckLocality(ctx, policy); errors.Is(err, compute.ErrInvalid) {
+		return wrap(ErrBadRequest, "instance.locality: %s", strings.TrimPrefix(err.Error(), compute.ErrInvalid.Error()+": "))
+	} else if err != nil {
+		return fmt.Errorf("checking the instance's locality: %w", err)
+	}
+	return nil
 }
 
 // prepareArgs completes a prepare's arguments with what the instance's

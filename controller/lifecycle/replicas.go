@@ -189,7 +189,9 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 			}
 			d := instances.Desired{ID: store.NewID(), ProjectID: src.ProjectID, Name: name, DatastoreVersionID: src.DatastoreVersionID,
 				FlavorID: src.FlavorID, VolumeSizeGB: src.VolumeSizeGB, ConfigurationID: src.ConfigurationID,
-				Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now, NICs: src.NICs}
+				Task: instances.TaskBuilding, TaskStartedAt: now, CreatedAt: now, NICs: src.NICs,
+				// Trove's locality: a replica joins its source's server group.
+				Locality: src.Locality, ServerGroup: src.ServerGroup}
 			if err := instances.Insert(ctx, tx, d); err != nil {
 				return err
 			}

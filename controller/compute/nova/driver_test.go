@@ -48,7 +48,7 @@ type cloud struct {
 	// turn (the last one repeats); after a DELETE the thing is gone (404).
 	volumeStates, serverStates []string
 	volumeGone, serverGone     bool
-	serverCreate               map[string]any
+	serverCreate, serverHints  map[string]any
 	headers                    map[string]string
 	// zone is the availability zone Cinder's volume create must carry
 	// (empty: none).
@@ -201,7 +201,7 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		var body map[string]map[string]any
 		json.NewDecoder(r.Body).Decode(&body)
 		c.mu.Lock()
-		c.serverCreate = body["server"]
+		c.serverCreate, c.serverHints = body["server"], body["os:scheduler_hints"]
 		refusal := c.createRefusal
 		c.mu.Unlock()
 		if refusal != "" {

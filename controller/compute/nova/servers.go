@@ -174,7 +174,14 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 		if err != nil {
 			return compute.Server{}, err
 		}
-		return d.awaitActive(ctx, srv.ID, spec.Ports, sgID)
+		groupID := ""
+		if spec.ServerGroup != nil {
+			if groupID, err = d.serverGroup(ctx, *spec.ServerGroup); err != nil {
+				return compute.Server{}, err
+			}
+		}
+		out, err := d.awaitActive(ctx, srv.ID, spec.Ports, sgID)
+		return withGroup(out, groupID), err
 	}
 	flavor, err := d.flavor(ctx, spec.RAMMB, spec.VCPUs, d.imageNeeds(ctx, spec.Image.Location))
 	if err != nil {
@@ -183,9 +190,17 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 	sgID, sgCreated, err := d.securityGroup(ctx, spec.InstanceID, spec.Ports)
 	if err != nil {
 		if sgCreated {
-			return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID))
+			return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID, ""))
 		}
 		return compute.Server{}, err
+	}
+	var hints servers.SchedulerHintOptsBuilder
+	groupID := ""
+	if spec.ServerGroup != nil {
+		if groupID, err = d.serverGroup(ctx, *spec.ServerGroup); err != nil {
+			return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID, ""))
+		}
+		hints = servers.SchedulerHintOpts{Group: groupID}
 	}
 	configDrive := true
 	opts := servers.CreateOpts{
@@ -198,7 +213,7 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 			{SourceType: servers.SourceVolume, DestinationType: servers.DestinationVolume, UUID: spec.Volume.ID, BootIndex: -1, DeleteOnTermination: false},
 		},
 	}
-	created, err := servers.Create(ctx, d.compute, opts, nil).Extract()
+	created, err := servers.Create(ctx, d.compute, opts, hints).Extract()
 	if err != nil {
 		refused := gophercloud.ResponseCodeIs(err, 400)
 		// Nova's answer may not name what it refused ("Can not find
@@ -210,15 +225,26 @@ func (d *Driver) CreateServer(ctx context.Context, spec compute.ServerSpec) (com
 			// same answer.
 			err = fmt.Errorf("%w: %w", compute.ErrInvalid, err)
 		}
-		return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID))
+		return compute.Server{}, fmt.Errorf("%w %s", err, d.rollback(ctx, spec.InstanceID, "", sgID, groupID))
 	}
-	d.log.Info("server created", "instance", spec.InstanceID, "server", created.ID, "flavor", flavor.Name, "image", spec.Image.Location)
+	d.log.Info("server created", "instance", spec.InstanceID, "server", created.ID, "flavor", flavor.Name, "image", spec.Image.Location, "server_group", groupID)
 	srv, err := d.awaitActive(ctx, created.ID, spec.Ports, sgID)
 	if err != nil {
-		done := d.rollback(ctx, spec.InstanceID, created.ID, sgID)
+		done := d.rollback(ctx, spec.InstanceID, created.ID, sgID, groupID)
 		return compute.Server{}, fmt.Errorf("%w %s; the volume stays for the instance)", err, strings.TrimSuffix(done, ")"))
 	}
-	return srv, nil
+	return withGroup(srv, groupID), nil
+}
+
+// withGroup records the server group in the server's Refs.
+func withGroup(srv compute.Server, groupID string) compute.Server {
+	if groupID != "" && srv.ID != "" {
+		if srv.Refs == nil {
+			srv.Refs = map[string]string{}
+		}
+		srv.Refs[refServerGroup] = groupID
+	}
+	return srv
 }
 
 // serverNetworks are Nova's networks entries for the resolved NICs: a
@@ -241,8 +267,9 @@ func (d *Driver) serverNetworks(nics []compute.NIC) []servers.Network {
 
 // rollback removes what a failed CreateServer made and says what it did,
 // for the error: "(the server and its security group were deleted)", or
-// what it could not delete.
-func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID string) string {
+// what it could not delete. A server group goes only if no server is left
+// in it (a replica's failure leaves its source's group).
+func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID, groupID string) string {
 	cctx, cancel := cleanupCtx(ctx)
 	defer cancel()
 	var gone, left []string
@@ -263,12 +290,21 @@ func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID string
 			gone = append(gone, "its security group")
 		}
 	}
+	if groupID != "" {
+		if dropped, err := d.dropEmptyGroup(cctx, groupID); err != nil {
+			d.log.Error("rollback: server group not deleted", "instance", instanceID, "server_group", groupID, "err", err)
+			left = append(left, fmt.Sprintf("server group %s is left: %v", groupID, err))
+		} else if dropped {
+			gone = append(gone, "its server group")
+		}
+	}
 	var out []string
 	switch len(gone) {
+	case 0:
 	case 1:
 		out = append(out, gone[0]+" was deleted")
-	case 2:
-		out = append(out, gone[0]+" and "+gone[1]+" were deleted")
+	default:
+		out = append(out, strings.Join(gone[:len(gone)-1], ", ")+" and "+gone[len(gone)-1]+" were deleted")
 	}
 	out = append(out, left...)
 	return "(" + strings.Join(out, "; ") + ")"
@@ -436,6 +472,11 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	}
 	if sg := srv.Refs[refSecurityGroup]; sg != "" {
 		if err := d.deleteGroup(ctx, sg); err != nil {
+			return err
+		}
+	}
+	if g := srv.Refs[refServerGroup]; g != "" {
+		if _, err := d.dropEmptyGroup(ctx, g); err != nil {
 			return err
 		}
 	}
