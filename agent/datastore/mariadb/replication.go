@@ -25,8 +25,11 @@ import (
 
 var _ datastore.Replicator = (*Manager)(nil)
 
-// replicationFile holds a replica's settings, or a fenced primary's
-// read_only (SetReadOnly); absent on a standalone writable server.
+// replicationFile holds a replica's settings (server_id, read_only), a
+// fenced primary's read_only (SetReadOnly), or — on a server that was a
+// replica, detached or promoted — the server_id it keeps, so a restart
+// does not turn it back to the default 1 and the GTIDs it writes keep
+// their server part; absent on a server that never was a replica.
 func (m *Manager) replicationFile() string {
 	return filepath.Join(filepath.Dir(m.cfg.OverridesFile), "97-strata-replication.cnf")
 }
@@ -202,9 +205,44 @@ func (m *Manager) writeReplicaSettings() (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	cnf := fmt.Sprintf("# Written by strata-agent: this server is a replica (docs/replication.md). Removed on detach.\n"+
-		"[mysqld]\nserver_id = %d\nread_only = ON\n", serverID)
-	return serverID, datastore.WriteConfigFile(m.replicationFile(), []byte(cnf), 0o644)
+	return serverID, m.writeSettings(serverID, true, "this server is a replica")
+}
+
+// writeSettings writes the replication settings file: the server_id (0:
+// none) and read_only ON or not; with neither it removes the file.
+func (m *Manager) writeSettings(serverID uint32, readOnly bool, why string) error {
+	if serverID == 0 && !readOnly {
+		if err := os.Remove(m.replicationFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("replication settings: %w", err)
+		}
+		return nil
+	}
+	cnf := "# Written by strata-agent: " + why + " (docs/replication.md).\n[mysqld]\n"
+	if serverID != 0 {
+		cnf += fmt.Sprintf("server_id = %d\n", serverID)
+	}
+	if readOnly {
+		cnf += "read_only = ON\n"
+	}
+	return datastore.WriteConfigFile(m.replicationFile(), []byte(cnf), 0o644)
+}
+
+// settings reads the settings file: the server_id it keeps (0: none) and
+// whether it makes the server read-only.
+func (m *Manager) settings() (uint32, bool, error) {
+	data, err := os.ReadFile(m.replicationFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("replication settings: %w", err)
+	}
+	kv := parseOverrides(data)
+	var id uint32
+	if n, err := strconv.ParseUint(kv["server_id"], 10, 32); err == nil && n > 1 {
+		id = uint32(n)
+	}
+	return id, strings.EqualFold(kv["read_only"], "ON"), nil
 }
 
 // keepReplicaReadOnly, before a kept data directory's server starts (a
@@ -232,14 +270,8 @@ func (m *Manager) keepReplicaReadOnly() error {
 // not change it) or draws a new one: random, never 1 (a primary's
 // default), so replicas of one group differ with near certainty.
 func (m *Manager) replicaServerID() (uint32, error) {
-	if data, err := os.ReadFile(m.replicationFile()); err == nil {
-		if id, ok := parseOverrides(data)["server_id"]; ok {
-			if n, err := strconv.ParseUint(id, 10, 32); err == nil && n > 1 {
-				return uint32(n), nil
-			}
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("replication settings: %w", err)
+	if id, _, err := m.settings(); err != nil || id != 0 {
+		return id, err
 	}
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -324,9 +356,9 @@ func (m *Manager) slaveStatus(ctx context.Context) (map[string]string, error) {
 }
 
 // DetachReplica stops and forgets the link (RESET SLAVE ALL: the relay
-// logs and the stored credentials go too), removes the replica settings
-// file and turns read_only off: a standalone writable server that keeps
-// its data and its server_id until restart.
+// logs and the stored credentials go too), leaves only the server_id in
+// the settings file and turns read_only off: a standalone writable server
+// that keeps its data and its server_id, across restarts too.
 func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, error) {
 	if err := m.ready(ctx); err != nil {
 		return wire.ReplicationStatus{}, err
@@ -334,7 +366,7 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 	if err := m.exec(ctx, "STOP SLAVE", "RESET SLAVE ALL"); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
 	}
-	if err := os.Remove(m.replicationFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := m.keepServerIDOnly(); err != nil {
 		return wire.ReplicationStatus{}, fmt.Errorf("detach replica: %w", err)
 	}
 	if err := m.exec(ctx, "SET GLOBAL read_only = OFF"); err != nil {
@@ -344,10 +376,17 @@ func (m *Manager) DetachReplica(ctx context.Context) (wire.ReplicationStatus, er
 	return m.ReplicationStatus(ctx)
 }
 
-// fenceConfig keeps a fenced primary read-only across a restart; a
-// replica's settings (StartReplication) replace it, and DetachReplica
-// and SetReadOnly(false) remove it.
-const fenceConfig = "# Written by strata-agent: this primary is fenced for a switchover (docs/replication.md).\n[mysqld]\nread_only = ON\n"
+// keepServerIDOnly makes the settings file hold the server's server_id
+// alone (read_only goes), or removes it if it holds none. A fence
+// (SetReadOnly) keeps a primary read-only across a restart with read_only
+// in the same file; a replica's settings (StartReplication) replace it.
+func (m *Manager) keepServerIDOnly() error {
+	id, _, err := m.settings()
+	if err != nil {
+		return err
+	}
+	return m.writeSettings(id, false, "this server keeps the server_id it had as a replica")
+}
 
 // SetReadOnly fences (or unfences) a primary. Fencing writes the
 // settings file first (a restart stays fenced), then sets read_only,
@@ -363,8 +402,12 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 		return st, err
 	}
 	if readOnly {
-		if _, err := os.Stat(m.replicationFile()); errors.Is(err, os.ErrNotExist) {
-			if err := datastore.WriteConfigFile(m.replicationFile(), []byte(fenceConfig), 0o644); err != nil {
+		id, ro, err := m.settings()
+		if err != nil {
+			return st, err
+		}
+		if !ro {
+			if err := m.writeSettings(id, true, "this primary is fenced for a switchover"); err != nil {
 				return st, err
 			}
 		}
@@ -377,7 +420,7 @@ func (m *Manager) SetReadOnly(ctx context.Context, readOnly bool) (wire.Replicat
 	if st.Role != wire.RoleStandalone {
 		return st, wire.Errorf(wire.CodeFailedPrecondition, "lift the fence: this server follows %s:%d; detach it first", st.SourceHost, st.SourcePort)
 	}
-	if err := os.Remove(m.replicationFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := m.keepServerIDOnly(); err != nil {
 		return st, fmt.Errorf("lift the fence: %w", err)
 	}
 	if err := m.exec(ctx, "SET GLOBAL read_only = OFF"); err != nil {

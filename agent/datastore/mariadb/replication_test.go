@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -198,7 +199,12 @@ func TestReplicaSeededFromABackupFollowsThePrimaryAndDetaches(t *testing.T) {
 		t.Fatalf("after restart: %+v", st)
 	}
 
-	// Detach: standalone, writable, link and settings file gone.
+	// Detach: standalone, writable, link gone; the settings file keeps
+	// the server_id alone, so a restart keeps it too (not the default 1).
+	var replicaID int
+	if err := rdb.QueryRow("SELECT @@global.server_id").Scan(&replicaID); err != nil || replicaID <= 1 {
+		t.Fatalf("the replica's server_id: %d, %v", replicaID, err)
+	}
 	st, err = replica.Manager.DetachReplica(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -206,9 +212,38 @@ func TestReplicaSeededFromABackupFollowsThePrimaryAndDetaches(t *testing.T) {
 	if st.Role != wire.RoleStandalone || st.ReadOnly {
 		t.Fatalf("status after detach: %+v", st)
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")); !os.IsNotExist(err) {
-		t.Fatalf("replication settings file after detach: %v", err)
+	settings, err := os.ReadFile(filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf"))
+	if err != nil || !strings.Contains(string(settings), fmt.Sprintf("server_id = %d\n", replicaID)) || strings.Contains(string(settings), "read_only") {
+		t.Fatalf("replication settings file after detach: %q, %v", settings, err)
 	}
+	if err := replica.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rdb = admin(t, replica)
+	var readOnly, idAfter int
+	if err := rdb.QueryRow("SELECT @@global.read_only, @@global.server_id").Scan(&readOnly, &idAfter); err != nil || readOnly != 0 || idAfter != replicaID {
+		t.Fatalf("the detached replica after a restart: read_only %d, server_id %d (%v); want writable with server_id %d", readOnly, idAfter, err, replicaID)
+	}
+	// Fenced (it is a source now): read-only across a restart, with its
+	// server_id; the fence lifted, the server_id alone again.
+	settingsFile := filepath.Join(filepath.Dir(replica.Config.OverridesFile), "97-strata-replication.cnf")
+	if _, err := replica.Manager.SetReadOnly(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rdb = admin(t, replica)
+	if err := rdb.QueryRow("SELECT @@global.read_only, @@global.server_id").Scan(&readOnly, &idAfter); err != nil || readOnly != 1 || idAfter != replicaID {
+		t.Fatalf("the fenced server after a restart: read_only %d, server_id %d (%v); want read-only with server_id %d", readOnly, idAfter, err, replicaID)
+	}
+	if _, err := replica.Manager.SetReadOnly(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(settingsFile); err != nil || string(b) != string(settings) {
+		t.Fatalf("settings after the fence was lifted: %q, %v; want %q", b, err, settings)
+	}
+	app = tcpLogin(t, replica, "app", "app-secret-1")
 	if _, err := app.Exec("INSERT INTO shop.items (v) VALUES ('mine now')"); err != nil {
 		t.Fatalf("write on the detached replica: %v", err)
 	}
