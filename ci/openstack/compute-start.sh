@@ -223,7 +223,9 @@ in_ns /bin/sh -eu -c '
 	done
 ' sh "$state" "$ns_if" "$share_hash"
 
-in_ns libvirtd -f "$state/libvirt/etc/libvirtd.conf" >>"$logs/libvirtd-stdout.log" 2>&1 &
+# Its pid file in the state too: the default, /run/libvirtd.pid, is the
+# host's, and a second tier (or the host's own libvirtd) holds it.
+in_ns libvirtd -f "$state/libvirt/etc/libvirtd.conf" -p "$state/libvirt/run/libvirtd.pid" >>"$logs/libvirtd-stdout.log" 2>&1 &
 libvirtd_pid=$!
 pid "$libvirtd_pid"
 
