@@ -9,6 +9,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
@@ -18,7 +19,8 @@ import (
 
 // Inventory lists what Nova, Cinder and Neutron still hold of what strata
 // makes: every server and volume (of any project), every port a server
-// owns, and every security group named strata-*. The tier starts with
+// owns, every security group named strata-* and every server group
+// named strata-group-* (Trove's locality). The tier starts with
 // none of them, so after a test the list must be empty.
 func Inventory(ctx context.Context, cc, nc, vc *gophercloud.ServiceClient) ([]string, error) {
 	sp, err := servers.List(cc, servers.ListOpts{AllTenants: true}).AllPages(ctx)
@@ -53,7 +55,20 @@ func Inventory(ctx context.Context, cc, nc, vc *gophercloud.ServiceClient) ([]st
 	if err != nil {
 		return nil, err
 	}
+	sgp, err := servergroups.List(cc, servergroups.ListOpts{AllProjects: true}).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sgl, err := servergroups.ExtractServerGroups(sgp)
+	if err != nil {
+		return nil, err
+	}
 	var left []string
+	for _, g := range sgl {
+		if strings.HasPrefix(g.Name, "strata-group-") {
+			left = append(left, "server group "+g.ID+" "+g.Name)
+		}
+	}
 	for _, s := range sl {
 		left = append(left, "server "+s.ID+" "+s.Name+" "+s.Status)
 	}
