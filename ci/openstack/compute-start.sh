@@ -387,6 +387,10 @@ auth_strategy = keystone
 osapi_volume_listen = 127.0.0.1
 osapi_volume_listen_port = $cinder_port
 osapi_volume_workers = 1
+# cinder-volume reports its pool to cinder-scheduler at start (lost if the
+# scheduler is not listening yet) and then every periodic_interval: 10 s,
+# not 60, so a pool the scheduler missed is known before the tier is ready.
+periodic_interval = 10
 api_paste_config = /etc/cinder/api-paste.ini
 rootwrap_config = /etc/cinder/rootwrap.conf
 enabled_backends = nfs
@@ -604,7 +608,7 @@ network_id=$(api -d '{"network":{"name":"strata-flat","shared":true,"provider:ne
 subnet_id=$(api -d "{\"subnet\":{\"name\":\"strata-flat\",\"network_id\":\"$network_id\",\"ip_version\":4,\"cidr\":\"$guest_cidr\",\"gateway_ip\":\"$host_addr\",\"enable_dhcp\":false,\"allocation_pools\":[{\"start\":\"10.213.$subnet_n.10\",\"end\":\"10.213.$subnet_n.250\"}]}}" \
 	"$neutron/v2.0/subnets" | json_id subnet)
 
-# ---- Ready: the compute host mapped, the agent and cinder-volume up ------------------------
+# ---- Ready: the compute host mapped, the agent and cinder-volume up, its pool known ------
 # waitfor WHAT SECONDS COMMAND...: until COMMAND succeeds.
 waitfor() {
 	local what=$1 limit=$2 i
@@ -633,6 +637,10 @@ waitfor "the linuxbridge agent alive" 60 up "$neutron/v2.0/agents?binary=neutron
 	'any(a["alive"] for a in d["agents"])'
 waitfor "cinder-volume up" 60 up "$cinder/v3/$PROJECT_ID/os-services?binary=cinder-volume" \
 	'any(s["state"]=="up" for s in d["services"])'
+# Up is not enough: until cinder-scheduler has the backend's pool, every
+# volume create fails with "No weighed backend" (seen under load).
+waitfor "cinder-scheduler knows the NFS pool" 60 up "$cinder/v3/$PROJECT_ID/scheduler-stats/get_pools" \
+	'len(d["pools"])>0'
 
 cat >"$state/compute.env" <<EOF
 NOVA_URL=$nova
