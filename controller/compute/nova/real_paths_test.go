@@ -142,7 +142,7 @@ func (r *realCloud) volume(ctx context.Context, d *nova.Driver, id string, gb in
 	r.t.Helper()
 	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: id, Name: "paths", SizeGB: gb})
 	if err != nil {
-		r.logs("cinder-volume", "cinder-scheduler")
+		r.logs("cinder-api", "cinder-volume", "cinder-scheduler")
 		r.t.Fatalf("CreateVolume: %v", err)
 	}
 	r.t.Cleanup(func() {
