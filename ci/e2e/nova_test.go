@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
@@ -32,7 +33,9 @@ import (
 // advertised there. An instance created through the Trove API (the real
 // `openstack database instance create`, troveclient) with a database and
 // a user boots under Nova (TCG), its agent reads the
-// bootstrap and its static address from the config drive and enrols, the
+// bootstrap and its static address from the config drive and enrols —
+// the controller killed (SIGKILL) while Nova builds the server and started
+// again resumes the create with no second server or volume — the
 // instance goes ACTIVE, the host's mariadb client writes and reads at the
 // address the API shows, and delete leaves no server, volume, port or
 // security group.
@@ -101,22 +104,29 @@ func TestMariaDBInstanceOnRealNova(t *testing.T) {
 	listen := freePort(t)
 	agent := freePortOn(t, c.HostAddress)
 	logPath := filepath.Join(state, "controller.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
+	var cmd *exec.Cmd
+	var done chan struct{}
+	startCtl := func() {
+		t.Helper()
+		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd = exec.Command(strata, "controller", "serve", "--state-dir", state, "--listen", listen,
+			"--agent-listen", agent, "--agent-advertise", agent,
+			"--keystone-url", s.KeystoneURL, "--keystone-user", "admin", "--keystone-project", "admin",
+			"--image-store", "glance", "--compute", "nova", "--nova-network", c.NetworkID)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "STRATA_KEYSTONE_PASSWORD="+s.Password)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		d, c := make(chan struct{}), cmd
+		done = d
+		go func() { c.Wait(); logf.Close(); close(d) }()
 	}
-	cmd := exec.Command(strata, "controller", "serve", "--state-dir", state, "--listen", listen,
-		"--agent-listen", agent, "--agent-advertise", agent,
-		"--keystone-url", s.KeystoneURL, "--keystone-user", "admin", "--keystone-project", "admin",
-		"--image-store", "glance", "--compute", "nova", "--nova-network", c.NetworkID)
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "STRATA_KEYSTONE_PASSWORD="+s.Password)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	startCtl()
 	ctlLog := func() string { data, _ := os.ReadFile(logPath); return string(data) }
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -129,13 +139,17 @@ func TestMariaDBInstanceOnRealNova(t *testing.T) {
 		}
 	})
 	url := "http://" + listen
-	waitTrue(t, "the controller's API", 60*time.Second, func() bool {
-		resp, err := http.Get(url + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	apiUp := func() {
+		t.Helper()
+		waitTrue(t, "the controller's API", 60*time.Second, func() bool {
+			resp, err := http.Get(url + "/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		})
+	}
+	apiUp()
 
 	// Publish the image to this Glance and register it with the controller.
 	pub := exec.Command(strata, "image", "publish", "images/mariadb-10.11.yaml", "--image", image,
@@ -203,9 +217,51 @@ func TestMariaDBInstanceOnRealNova(t *testing.T) {
 		}
 	})
 
+	// The controller is killed (SIGKILL: no clean-up of its own) while
+	// Nova builds the instance's server. The guest goes on booting; the
+	// controller started again resumes the create task, finds the server
+	// and volume the first one made, and makes no second one.
+	named := func() (srvs, vols int) {
+		t.Helper()
+		sp, err := servers.List(cl.Compute, servers.ListOpts{AllTenants: true}).AllPages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl, _ := servers.ExtractServers(sp)
+		for _, x := range sl {
+			if x.Name == "strata-"+id {
+				srvs++
+			}
+		}
+		vp, err := volumes.List(cl.Volume, volumes.ListOpts{AllTenants: true}).AllPages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vl, _ := volumes.ExtractVolumes(vp)
+		for _, x := range vl {
+			if x.Name == "strata-"+id {
+				vols++
+			}
+		}
+		return srvs, vols
+	}
+	waitTrue(t, "Nova to have the instance's server", 10*time.Minute, func() bool { n, _ := named(); return n > 0 })
+	killedAt := time.Since(created)
+	if st := api.instance(t, id)["status"]; st != "BUILD" {
+		t.Fatalf("the instance is %v when its server appears in Nova; the kill below would test no resume", st)
+	}
+	cmd.Process.Kill()
+	<-done
+	startCtl()
+	apiUp()
+	t.Logf("FIGURE controller killed %.1f s after the create request (its server building in Nova), started again", killedAt.Seconds())
+
 	in = api.waitStatus(t, id, "ACTIVE", 15*time.Minute)
 	toActive := time.Since(created)
-	t.Logf("FIGURE create→ACTIVE on Nova: %.1f s (steps: %s)", toActive.Seconds(), createSteps(ctlLog(), id))
+	t.Logf("FIGURE create→ACTIVE on Nova, across the controller's kill and restart: %.1f s (steps: %s)", toActive.Seconds(), createSteps(ctlLog(), id))
+	if srvs, vols := named(); srvs != 1 || vols != 1 {
+		t.Fatalf("after the resumed create Nova has %d servers and Cinder %d volumes named strata-%s, want one of each", srvs, vols, id)
+	}
 	if n := countRows(t, state, "SELECT COUNT(*) FROM agent_keys WHERE instance_id = ?", id); n != 1 {
 		t.Fatalf("%d enrolled agent keys, want 1", n)
 	}
