@@ -145,8 +145,9 @@ test-trixie-agent: go-check ## every test of the agent's MariaDB, PostgreSQL and
 # The datastore `make e2e` runs through the API besides MariaDB (which the
 # controller's own end-to-end test covers): redis, postgresql, mariadb, all,
 # or none (make test: the datastore matrix is make e2e-all's).
+# The Nova test runs in make e2e-nova only (it needs the compute tier).
 DATASTORE ?= redis
-E2E_SKIP = Chaos$(if $(filter none,$(DATASTORE)),|TestEachDatastoreImage)$(if $(filter none mariadb,$(DATASTORE)),|TestReplicasOfPostgreSQLAndRedis)
+E2E_SKIP = Chaos|TestMariaDBInstanceOnRealNova$(if $(filter none,$(DATASTORE)),|TestEachDatastoreImage)$(if $(filter none mariadb,$(DATASTORE)),|TestReplicasOfPostgreSQLAndRedis)
 
 .PHONY: e2e
 e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under qemu; the controller with MariaDB and DATASTORE=$(DATASTORE) (make test: none); backups, replicas (switchover, detach), flavor resize and upgrade to 11.8 (a rebuild onto a new agent) of MariaDB instances; DIB's elements through disk-image-create (minutes)
@@ -155,11 +156,24 @@ e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip '$(E2E_SKIP)' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' network cut for a minute, rebuild and automatic failover, the plain rebuild of a MariaDB instance (a new image of its version) before its upgrade, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, the replication chaos test, then Trove's own test suite (test-tempest)
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' network cut for a minute, rebuild and automatic failover, the plain rebuild of a MariaDB instance (a new image of its version) before its upgrade, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, the replication chaos test, the MariaDB instance on a real Nova (e2e-nova), then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 	$(MAKE) test-chaos-replication
+	$(MAKE) e2e-nova
 	$(MAKE) test-tempest
+
+# The MariaDB image on the compute tier of ci/openstack (Nova, Cinder,
+# Neutron; root): published to its Glance, an instance through the Trove
+# API of a controller in OpenStack mode (--compute nova), booted by Nova
+# under TCG, written and read by the host's mariadb client, deleted with
+# nothing left. Installs the stack (ci/deps.sh openstack nova).
+.PHONY: e2e-nova
+e2e-nova: go-check deps build ## end-to-end on a real Nova: the MariaDB image published to the private OpenStack's Glance, an instance created through the Trove API with --compute nova, ACTIVE, written and read at its Neutron address, deleted with nothing left in Nova, Cinder, Neutron (root; 10-25 minutes)
+	ci/deps.sh test openstack nova
+	$(MAKE) image
+	@mkdir -p '$(OUT_DIR)'
+	STRATA_OPENSTACK_COMPUTE=1 STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' $(GO) test -tags e2e -count=1 -v -timeout 45m -run '^TestMariaDBInstanceOnRealNova$$' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e-nova.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|FIGURE' ; exit $${PIPESTATUS[0]}
 
 # The chaos tests kill the controller, an instance's qemu and its agent at
 # named points (STRATA_CHAOS) through MariaDB instance lifecycles, on the

@@ -269,8 +269,10 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 	t.Logf("FIGURE controller RSS: %.1f MiB", rssMiB(t, ctl.cmd.Process.Pid))
 
 	// Delete: nothing is left.
+	deleting := time.Now()
 	api.must(t, 202, "DELETE", "/instances/"+id, nil)
 	api.waitGone(t, id, 5*time.Minute)
+	t.Logf("FIGURE delete (accepted → instance gone): %.1fs", time.Since(deleting).Seconds())
 	if out, _ := exec.Command("pgrep", "-f", "strata-"+id).Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("qemu still running after delete: pid %s", out)
 	}

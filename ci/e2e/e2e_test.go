@@ -32,6 +32,7 @@ import (
 	"strings"
 	"testing"
 
+	"strata/ci/openstack/ostest"
 	"strata/controller/store/storetest"
 )
 
@@ -58,8 +59,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// storetest.Main stops the private PostgreSQL server the chaos test's
-	// long form may start.
-	os.Exit(storetest.Main(m))
+	// long form may start; ostest.After the private OpenStack the Nova
+	// test starts (unless STRATA_OPENSTACK_STATE named a running one).
+	os.Exit(ostest.After(storetest.Main(m)))
 }
 
 // run runs strata with args and extra environment, streaming its output

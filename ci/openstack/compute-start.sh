@@ -168,6 +168,10 @@ done
 in_ns() { nsenter -t "$ns_pid" --net --mount -- "$@"; }
 
 ip link add "$host_if" type veth peer name "$ns_if" netns "$ns_pid"
+# Named at once for compute-stop.sh: a start that fails after this line
+# has no compute.env, and the host's end then waited for the kernel's
+# slow clean-up of the namespace (a quarter of an hour once).
+echo "$host_if" >"$state/host_if"
 ip addr add "$host_addr/24" dev "$host_if"
 ip link set "$host_if" up
 

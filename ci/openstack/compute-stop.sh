@@ -55,12 +55,19 @@ if [ -s "$state/epmd.pid" ]; then
 	if kill -0 "$epmd_pid" 2>/dev/null; then stop "$epmd_pid"; fi
 	rm -f "$state/epmd.pid"
 fi
+# The host's end of the veth: compute.env names it after a start, the
+# host_if file as soon as it exists (a start that failed half-way).
+host_if=
 if [ -f "$state/compute.env" ]; then
 	host_if=$(sed -n 's/^HOST_IF=//p' "$state/compute.env")
-	if [ -n "$host_if" ] && ip link show "$host_if" >/dev/null 2>&1; then
-		ip link del "$host_if"
-	fi
 fi
+if [ -z "$host_if" ] && [ -s "$state/host_if" ]; then
+	host_if=$(cat "$state/host_if")
+fi
+if [ -n "$host_if" ] && ip link show "$host_if" >/dev/null 2>&1; then
+	ip link del "$host_if"
+fi
+rm -f "$state/host_if"
 : >"$state/pids"
 rm -f "$state"/fwd/*.sock
 exit 0

@@ -102,7 +102,13 @@ func Shared(t testing.TB) *Stack {
 
 // Main runs the tests and stops the shared stack, if one was started.
 func Main(m *testing.M) int {
-	code := m.Run()
+	return After(m.Run())
+}
+
+// After stops the shared stack, if this binary started one, and returns
+// code, or 1 when stopping failed: for a TestMain that runs the tests
+// through another wrapper (os.Exit(ostest.After(storetest.Main(m)))).
+func After(code int) int {
 	once.Lock()
 	defer once.Unlock()
 	if shared != nil && !shared.attached {

@@ -11,11 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
 	th "github.com/gophercloud/gophercloud/v2/testhelper"
-	fake "github.com/gophercloud/gophercloud/v2/testhelper/client"
 
 	"strata/controller/compute"
 )
@@ -91,17 +88,7 @@ func newRuleStore(t *testing.T) (*ruleStore, *Driver) {
 		s.calls = append(s.calls, fmt.Sprintf("DELETE %s %v %v", rule["ethertype"], rule["port_range_min"], rule["remote_ip_prefix"]))
 		w.WriteHeader(204)
 	})
-	provider := &gophercloud.ProviderClient{TokenID: fake.TokenID}
-	client := func(path, typ string) *gophercloud.ServiceClient {
-		return &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: fs.Endpoint() + path, Type: typ}
-	}
-	network := client("network/", "network")
-	network.ResourceBase = network.Endpoint + "v2.0/"
-	d, err := New(client("compute/", "compute"), client("volume/", "block-storage"), network, Config{Network: networkID, Poll: time.Millisecond, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, d
+	return s, fakeDriver(t, fs)
 }
 
 // add puts a rule in the group as CreateServer or an operator made it.

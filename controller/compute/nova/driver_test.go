@@ -284,11 +284,17 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		}
 	}))
 
+	return c, fakeDriver(t, c.fs)
+}
+
+// fakeDriver is a driver talking to fs's /compute/, /volume/ and
+// /network/.
+func fakeDriver(t *testing.T, fs th.FakeServer) *Driver {
 	provider := &gophercloud.ProviderClient{TokenID: fake.TokenID}
 	// Types as openstack.NewComputeV2 and friends set them: they choose
 	// the microversion headers.
 	client := func(path, typ string) *gophercloud.ServiceClient {
-		return &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: c.fs.Endpoint() + path, Type: typ}
+		return &gophercloud.ServiceClient{ProviderClient: provider, Endpoint: fs.Endpoint() + path, Type: typ}
 	}
 	network := client("network/", "network")
 	network.ResourceBase = network.Endpoint + "v2.0/"
@@ -296,7 +302,7 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, d
+	return d
 }
 
 func (c *cloud) saw(call string) bool {
@@ -443,7 +449,9 @@ func TestVolumeErrorIsRolledBack(t *testing.T) {
 // instance's, deleted with it), and passes Nova's fault on.
 func TestServerErrorIsRolledBack(t *testing.T) {
 	c, d := newCloud(t)
-	c.serverStates = []string{"server_build.json", "server_error.json"}
+	// Nova's conductor sets ERROR before it records the fault: the
+	// driver reads again until the fault is there.
+	c.serverStates = []string{"server_build.json", "server_error_no_fault.json", "server_error_no_fault.json", "server_error.json"}
 	vol := compute.Volume{ID: volumeID, SizeGB: 2, GuestDevice: guestDevice(volumeID)}
 	_, err := d.CreateServer(context.Background(), serverSpec(vol))
 	if err == nil {
@@ -459,6 +467,21 @@ func TestServerErrorIsRolledBack(t *testing.T) {
 	}
 	if c.saw("DELETE /volume/volumes/" + volumeID) {
 		t.Errorf("the instance's volume was deleted by a server rollback: %v", c.calls)
+	}
+}
+
+// A server in ERROR whose fault never comes is given up on after
+// faultWait, saying there was none.
+func TestServerErrorWithoutAFaultEnds(t *testing.T) {
+	c, d := newCloud(t)
+	saved := faultWait
+	faultWait = 50 * time.Millisecond
+	t.Cleanup(func() { faultWait = saved })
+	c.serverStates = []string{"server_build.json", "server_error_no_fault.json"}
+	vol := compute.Volume{ID: volumeID, SizeGB: 2, GuestDevice: guestDevice(volumeID)}
+	_, err := d.CreateServer(context.Background(), serverSpec(vol))
+	if err == nil || !strings.Contains(err.Error(), "went to ERROR: (no fault recorded)") {
+		t.Fatalf("err = %v", err)
 	}
 }
 

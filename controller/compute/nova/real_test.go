@@ -14,14 +14,11 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
-	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
 	"strata/ci/openstack/ostest"
@@ -170,45 +167,13 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 }
 
 // inventory fails the test if Nova, Cinder or Neutron still hold a
-// server, volume, port on a server or security group strata made.
+// server, volume, port on a server or security group strata made
+// (ostest.Inventory).
 func inventory(ctx context.Context, t *testing.T, cc, nc, vc *gophercloud.ServiceClient) {
 	t.Helper()
-	sp, err := servers.List(cc, servers.ListOpts{AllTenants: true}).AllPages(ctx)
+	left, err := ostest.Inventory(ctx, cc, nc, vc)
 	if err != nil {
 		t.Fatal(err)
-	}
-	sl, _ := servers.ExtractServers(sp)
-	vp, err := volumes.List(vc, volumes.ListOpts{AllTenants: true}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vl, _ := volumes.ExtractVolumes(vp)
-	pp, err := ports.List(nc, ports.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, _ := ports.ExtractPorts(pp)
-	gp, err := groups.List(nc, groups.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl, _ := groups.ExtractGroups(gp)
-	var left []string
-	for _, s := range sl {
-		left = append(left, "server "+s.ID+" "+s.Name)
-	}
-	for _, v := range vl {
-		left = append(left, "volume "+v.ID+" "+v.Name+" "+v.Status)
-	}
-	for _, p := range pl {
-		if strings.HasPrefix(p.DeviceOwner, "compute:") {
-			left = append(left, "port "+p.ID+" of "+p.DeviceID)
-		}
-	}
-	for _, g := range gl {
-		if strings.HasPrefix(g.Name, "strata-") {
-			left = append(left, "security group "+g.ID+" "+g.Name)
-		}
 	}
 	if len(left) > 0 {
 		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))

@@ -7,6 +7,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
@@ -273,12 +274,14 @@ func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID, group
 	cctx, cancel := cleanupCtx(ctx)
 	defer cancel()
 	var gone, left []string
+	deleted := ""
 	if serverID != "" {
 		if err := d.deleteServer(cctx, serverID); err != nil {
 			d.log.Error("rollback: server not deleted", "instance", instanceID, "server", serverID, "err", err)
 			left = append(left, fmt.Sprintf("server %s is left: %v", serverID, err))
 		} else {
 			gone = append(gone, "the server")
+			deleted = serverID
 		}
 	}
 	if sgID != "" {
@@ -291,7 +294,7 @@ func (d *Driver) rollback(ctx context.Context, instanceID, serverID, sgID, group
 		}
 	}
 	if groupID != "" {
-		if dropped, err := d.dropEmptyGroup(cctx, groupID); err != nil {
+		if dropped, err := d.dropEmptyGroup(cctx, groupID, deleted); err != nil {
 			d.log.Error("rollback: server group not deleted", "instance", instanceID, "server_group", groupID, "err", err)
 			left = append(left, fmt.Sprintf("server group %s is left: %v", groupID, err))
 		} else if dropped {
@@ -329,6 +332,7 @@ func (d *Driver) deleteGroup(ctx context.Context, id string) error {
 // awaitActive waits for ACTIVE; ERROR ends the wait with Nova's fault.
 func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID string) (compute.Server, error) {
 	var srv *servers.Server
+	var errorSince time.Time
 	err := d.wait(ctx, "nova server "+id, func() (bool, error) {
 		cur, err := servers.Get(ctx, d.compute, id).Extract()
 		if err != nil {
@@ -339,6 +343,16 @@ func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID s
 		case "ACTIVE":
 			return true, nil
 		case "ERROR":
+			// Nova's conductor sets ERROR, then records the fault: a read
+			// in between (seen on the test cloud for "No valid host was
+			// found") has none. Read again for a while before giving up
+			// on it, so the instance's fault says why.
+			if errorSince.IsZero() {
+				errorSince = time.Now()
+			}
+			if cur.Fault.Message == "" && time.Since(errorSince) < faultWait {
+				return false, nil
+			}
 			err := fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(cur.Fault))
 			if buildAborted(cur.Fault) {
 				err = fmt.Errorf("%w: %w", compute.ErrInvalid, err)
@@ -362,6 +376,9 @@ func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID s
 func buildAborted(f servers.Fault) bool {
 	return strings.HasPrefix(f.Message, "Build of instance ") && strings.Contains(f.Message, " aborted: ")
 }
+
+// faultWait is how long a server in ERROR without a fault is read again.
+var faultWait = 10 * time.Second
 
 func faultText(f servers.Fault) string {
 	if f.Message == "" {
@@ -476,7 +493,7 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 		}
 	}
 	if g := srv.Refs[refServerGroup]; g != "" {
-		if _, err := d.dropEmptyGroup(ctx, g); err != nil {
+		if _, err := d.dropEmptyGroup(ctx, g, srv.ID); err != nil {
 			return err
 		}
 	}
