@@ -24,6 +24,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/aggregates"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
@@ -350,7 +351,7 @@ func TestRecordFixtures(t *testing.T) {
 			norm.ports[u.Host] = "127.0.0.1:" + ep.fixed
 		}
 	}
-	for _, id := range []string{instanceID, volumeID, serverID, sgID, imageID, networkID, dbNetID, portID, busyPortID} {
+	for _, id := range []string{instanceID, volumeID, serverID, sgID, imageID, networkID, dbNetID, portID, busyPortID, groupID} {
 		norm.id(id, id) // a fixed id in a request (a name, metadata) stays
 	}
 	// Registered first: it runs after every other cleanup, on a failure
@@ -545,6 +546,20 @@ func TestRecordFixtures(t *testing.T) {
 		norm.id(id, serverID)
 	}
 
+	// ---- A server group (Trove's locality): made, then found empty and
+	// deleted, then gone.
+	rec.in("groups")
+	gid, err := d.serverGroup(ctx, compute.ServerGroup{Key: instanceID, Policy: compute.LocalityAntiAffinity})
+	must("server group", err)
+	norm.id(gid, groupID)
+	cleanup("server group", func() error { return servergroups.Delete(bg, cc, gid).ExtractErr() })
+	if gone, err := d.dropEmptyGroup(ctx, gid); err != nil || !gone {
+		t.Fatalf("dropping the empty server group: %v, %v", gone, err)
+	}
+	if gone, err := d.dropEmptyGroup(ctx, gid); err != nil || !gone {
+		t.Fatalf("dropping the server group again: %v, %v", gone, err)
+	}
+
 	// ---- Availability zones: the compute host in aggregate az-db, its
 	// nova-compute service up; then disabled (the zone is not available,
 	// and the scheduler finds no valid host).
@@ -667,6 +682,8 @@ func TestRecordFixtures(t *testing.T) {
 		{"server_shutoff.json", "stop", "GET", `/servers/` + uuid, status("server", "SHUTOFF")},
 		{"server_create_image_missing.json", "image-missing", "POST", `/servers`, func(c int, _ map[string]any) bool { return c == 400 }},
 		{"server_error_aborted.json", "aborted", "GET", `/servers/` + uuid, status("server", "ERROR")},
+		{"server_group_created.json", "groups", "POST", `/os-server-groups`, nil},
+		{"server_group_not_found.json", "groups", "GET", `/os-server-groups/` + uuid, func(c int, _ map[string]any) bool { return c == 404 }},
 		{"availability_zones.json", "zones", "GET", `/os-availability-zone`, nil},
 		{"availability_zones_down.json", "zones-down", "GET", `/os-availability-zone`, nil},
 		{"server_error.json", "no-host", "GET", `/servers/` + uuid, status("server", "ERROR")},
