@@ -111,6 +111,12 @@ test-openstack: go-check build ## publishing against Debian's keystone, glance-a
 		./builder/publish/ ./controller/imagestore/glance/ ./controller/compute/nova/ 2>&1 | tee '$(OUT_DIR)/test-openstack.log' \
 		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
+.PHONY: record-nova-fixtures
+record-nova-fixtures: go-check ## re-record the Nova driver's recorded answers (controller/compute/nova/testdata/) from a real Nova, Cinder and Neutron (starts keystone, glance and the compute tier, or uses the running ones STRATA_OPENSTACK_STATE names; root); git diff then shows what the services answer differently
+	ci/deps.sh openstack nova
+	STRATA_RECORD_FIXTURES=1 $(GO) test -tags openstack -count=1 -p 1 -v -timeout 20m -run '^TestRecordFixtures$$' ./controller/compute/nova/ 2>&1 \
+		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
 # The servers of the trixie versions (images/mariadb-11.8.yaml,
 # postgresql-17.yaml, redis-8.yaml), in a trixie root ci/debian-root.sh
 # makes once under CACHE_DIR; ci/test-in-root.sh runs a datastore

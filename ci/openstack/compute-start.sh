@@ -449,7 +449,9 @@ tenant_network_types =
 mechanism_drivers = linuxbridge
 extension_drivers = port_security
 [ml2_type_flat]
-flat_networks = physnet1
+# physnet2 is wired to no interface: a second network Neutron holds, with
+# ports that can be made but not bound (the Nova driver's fixture recorder).
+flat_networks = physnet1,physnet2
 [securitygroup]
 enable_security_group = true
 firewall_driver = iptables

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	th "github.com/gophercloud/gophercloud/v2/testhelper"
 	fake "github.com/gophercloud/gophercloud/v2/testhelper/client"
 
@@ -51,8 +53,8 @@ type cloud struct {
 	serverCreate, serverHints  map[string]any
 	headers                    map[string]string
 	// zone is the availability zone Cinder's volume create must carry
-	// (empty: none).
-	zone string
+	// (empty: none); zones the fixture Nova lists its zones with.
+	zone, zones string
 	// actionStates are the server's instance action lists, in turn;
 	// createRefusal a fixture Nova's server create answers 400 with;
 	// deleteFailures how many server DELETEs Nova answers 500;
@@ -72,8 +74,19 @@ func fixture(t *testing.T, name string) []byte {
 	return data
 }
 
+// fixtureJSON decodes a fixture, for the values a test compares with what
+// the driver made of them (the recorder's stand-ins for the tier's).
+func fixtureJSON(t *testing.T, name string) map[string]any {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal(fixture(t, name), &v); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return v
+}
+
 func newCloud(t *testing.T) (*cloud, *Driver) {
-	c := &cloud{t: t, fs: th.SetupHTTP(), headers: map[string]string{}}
+	c := &cloud{t: t, fs: th.SetupHTTP(), headers: map[string]string{}, zones: "availability_zones.json"}
 	t.Cleanup(c.fs.Teardown)
 	mux := c.fs.Mux
 	send := func(w http.ResponseWriter, code int, name string) {
@@ -184,12 +197,15 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		case busyPortID:
 			send(w, 200, "port_in_use.json")
 		default:
-			send(w, 404, "not_found.json")
+			send(w, 404, "port_not_found.json")
 		}
 	}))
 	// Nova.
 	mux.HandleFunc("GET /compute/os-availability-zone", record(func(w http.ResponseWriter, r *http.Request) {
-		send(w, 200, "availability_zones.json")
+		c.mu.Lock()
+		zones := c.zones
+		c.mu.Unlock()
+		send(w, 200, zones)
 	}))
 	mux.HandleFunc("GET /compute/flavors/detail", record(func(w http.ResponseWriter, r *http.Request) {
 		send(w, 200, "flavors.json")
@@ -328,9 +344,22 @@ func TestCreateThenDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The fixed address Nova gave the server is private, and clients
+	// reach the datastore's port there.
+	var fixed []string
+	for _, list := range fixtureJSON(t, "server_active.json")["server"].(map[string]any)["addresses"].(map[string]any) {
+		for _, a := range list.([]any) {
+			if m := a.(map[string]any); m["OS-EXT-IPS:type"] == "fixed" {
+				fixed = append(fixed, m["addr"].(string))
+			}
+		}
+	}
+	if len(fixed) != 1 {
+		t.Fatalf("server_active.json: fixed addresses %v, want one", fixed)
+	}
 	want := compute.Server{ID: serverID,
-		Addresses: []compute.Address{{Type: "private", Address: "10.0.0.12"}, {Type: "public", Address: "172.24.4.30"}},
-		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "10.0.0.12", Port: 3306}},
+		Addresses: []compute.Address{{Type: "private", Address: fixed[0]}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: fixed[0], Port: 3306}},
 		Refs:      map[string]string{"security_group": sgID}}
 	th.AssertDeepEquals(t, want, srv)
 
@@ -429,7 +458,10 @@ func TestServerErrorIsRolledBack(t *testing.T) {
 	if err == nil {
 		t.Fatal("a server in ERROR was returned")
 	}
-	for _, want := range []string{"nova: server " + serverID + " went to ERROR", "No valid host was found", "the server and its security group were deleted"} {
+	// Nova's fault as it recorded it, without the space its message ends in.
+	fault := fixtureJSON(t, "server_error.json")["server"].(map[string]any)["fault"].(map[string]any)
+	said := fmt.Sprintf("went to ERROR: %s (code %v)", strings.TrimSpace(fault["message"].(string)), fault["code"])
+	for _, want := range []string{"nova: server " + serverID + " went to ERROR", "No valid host was found", said, "the server and its security group were deleted"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -462,7 +494,8 @@ func TestServerErrorWithoutAFaultEnds(t *testing.T) {
 func TestExtendVolume(t *testing.T) {
 	c, d := newCloud(t)
 	vol := compute.Volume{ID: volumeID, SizeGB: 2}
-	c.volumeStates = []string{"volume_available.json", "volume_extended.json"}
+	c.volumeStates = []string{"volume_in_use.json", "volume_extended.json"}
+	c.actionStates = []string{"server_actions_attached.json", "server_actions_extended.json"}
 	got, err := d.ExtendVolume(context.Background(), compute.Server{ID: serverID}, vol, 5)
 	if err != nil {
 		t.Fatal(err)
@@ -515,17 +548,23 @@ func TestNICsArePassedToNova(t *testing.T) {
 func TestUnknownNetworksArePlainRefusals(t *testing.T) {
 	c, d := newCloud(t)
 	ctx := context.Background()
+	names := map[string]string{}
+	for _, n := range fixtureJSON(t, "networks.json")["networks"].([]any) {
+		m := n.(map[string]any)
+		names[m["id"].(string)] = m["name"].(string)
+	}
+	busy := fixtureJSON(t, "port_in_use.json")["port"].(map[string]any)["device_id"].(string)
 	nets, err := d.Networks(ctx)
-	if err != nil || len(nets) != 2 || nets[0].ID != networkID || !nets[0].Default || nets[1].Name != "db-net" {
+	if err != nil || len(nets) != 2 || nets[0].ID != networkID || !nets[0].Default || nets[1].ID != dbNetID || nets[1].Name != names[dbNetID] {
 		t.Fatalf("networks = %+v, %v (the configured one first, as the default)", nets, err)
 	}
 	for name, tc := range map[string]struct {
 		nic  compute.NIC
 		want string
 	}{
-		"unknown network": {compute.NIC{NetworkID: "0b0b0b0b-0000-4000-8000-000000000000"}, "not found in Neutron; the networks are: " + networkID + " (private, the default); " + dbNetID + " (db-net)"},
+		"unknown network": {compute.NIC{NetworkID: "0b0b0b0b-0000-4000-8000-000000000000"}, "not found in Neutron; the networks are: " + networkID + " (" + names[networkID] + ", the default); " + dbNetID + " (" + names[dbNetID] + ")"},
 		"unknown port":    {compute.NIC{PortID: "0c0c0c0c-0000-4000-8000-000000000000"}, "not found in Neutron; the networks are:"},
-		"port in use":     {compute.NIC{PortID: busyPortID}, "in use by 0a1b2c3d"},
+		"port in use":     {compute.NIC{PortID: busyPortID}, "port " + busyPortID + " is in use by " + busy},
 		"port elsewhere":  {compute.NIC{PortID: portID, NetworkID: networkID}, "is on network " + dbNetID},
 		"port and ip":     {compute.NIC{PortID: portID, FixedIP: "10.20.0.9"}, "either port-id or v4-fixed-ip"},
 		"subnet":          {compute.NIC{SubnetID: "c9d8e7f6-a5b4-4c3d-9e2f-1a0b9c8d7e6f"}, "make a port on the subnet"},
@@ -550,12 +589,18 @@ func TestAvailabilityZoneReachesNovaAndCinder(t *testing.T) {
 	if err := d.CheckAvailabilityZone(ctx, "az-db"); err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"az-down", "nowhere"} {
-		err := d.CheckAvailabilityZone(ctx, bad)
-		if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), `"`+bad+`"`) || !strings.Contains(err.Error(), "available: az-db, nova") {
-			t.Fatalf("zone %s: %v", bad, err)
-		}
+	err := d.CheckAvailabilityZone(ctx, "nowhere")
+	if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), `"nowhere"`) || !strings.Contains(err.Error(), "(available: az-db)") {
+		t.Fatalf("zone nowhere: %v", err)
 	}
+	// The zone's only compute service disabled: Nova lists it as not
+	// available.
+	c.zones = "availability_zones_down.json"
+	err = d.CheckAvailabilityZone(ctx, "az-db")
+	if !errors.Is(err, compute.ErrInvalid) || !strings.Contains(err.Error(), `"az-db" is not an available zone`) || !strings.Contains(err.Error(), "(available: )") {
+		t.Fatalf("zone az-db with its host disabled: %v", err)
+	}
+	c.zones = "availability_zones.json"
 	c.zone = "az-db"
 	c.volumeStates = []string{"volume_available.json"}
 	vol, err := d.CreateVolume(ctx, compute.VolumeSpec{InstanceID: instanceID, Name: "db1", SizeGB: 2, AvailabilityZone: "az-db"})
@@ -700,4 +745,19 @@ func TestServerDeleteAsksAgainWhenNovaFailsIt(t *testing.T) {
 	if !c.serverGone || n != 2 {
 		t.Fatalf("server gone %v after %d DELETEs; want gone after 2", c.serverGone, n)
 	}
+}
+
+// TestFloatingAddressIsPublic: Nova lists a floating address beside the
+// fixed one on the same network; it is public, and clients reach the
+// datastore at the fixed one. (The compute tier has no router, so no
+// recorded answer carries a floating address: this one is written here.)
+func TestFloatingAddressIsPublic(t *testing.T) {
+	srv := servers.Server{ID: serverID, Addresses: map[string]any{"private": []any{
+		map[string]any{"OS-EXT-IPS:type": "fixed", "addr": "10.0.0.12", "version": 4},
+		map[string]any{"OS-EXT-IPS:type": "floating", "addr": "172.24.4.30", "version": 4},
+	}}}
+	want := compute.Server{ID: serverID,
+		Addresses: []compute.Address{{Type: "private", Address: "10.0.0.12"}, {Type: "public", Address: "172.24.4.30"}},
+		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: "10.0.0.12", Port: 3306}}}
+	th.AssertDeepEquals(t, want, toServer(srv, []int{3306}))
 }

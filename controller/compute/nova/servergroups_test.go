@@ -48,8 +48,10 @@ func addServerGroups(t *testing.T, c *cloud) *serverGroups {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.created = append(g.created, body["server_group"])
-		x := map[string]any{"id": groupID, "name": body["server_group"]["name"], "policies": body["server_group"]["policies"],
-			"members": []any{}, "metadata": map[string]any{}, "project_id": "p", "user_id": "u"}
+		// Nova's answer as recorded (testdata/server_group_created.json),
+		// with the name and policies asked for.
+		x := fixtureJSON(t, "server_group_created.json")["server_group"].(map[string]any)
+		x["id"], x["name"], x["policies"], x["members"] = groupID, body["server_group"]["name"], body["server_group"]["policies"], []any{}
 		g.groups[groupID] = x
 		reply(w, 200, map[string]any{"server_group": x})
 	})
@@ -58,7 +60,9 @@ func addServerGroups(t *testing.T, c *cloud) *serverGroups {
 		defer g.mu.Unlock()
 		x, ok := g.groups[r.PathValue("id")]
 		if !ok {
-			reply(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Instance group " + r.PathValue("id") + " could not be found."}})
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(404)
+			w.Write(fixture(t, "server_group_not_found.json"))
 			return
 		}
 		reply(w, 200, map[string]any{"server_group": x})

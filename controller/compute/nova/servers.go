@@ -380,11 +380,14 @@ func buildAborted(f servers.Fault) bool {
 // faultWait is how long a server in ERROR without a fault is read again.
 var faultWait = 10 * time.Second
 
+// faultText is Nova's fault message, trimmed (Nova 26's No valid host
+// message ends in a space), and its code.
 func faultText(f servers.Fault) string {
-	if f.Message == "" {
+	msg := strings.TrimSpace(f.Message)
+	if msg == "" {
 		return "(no fault recorded)"
 	}
-	return fmt.Sprintf("%s (code %d)", f.Message, f.Code)
+	return fmt.Sprintf("%s (code %d)", msg, f.Code)
 }
 
 // toServer lists the addresses: fixed ones are private, floating public.
