@@ -122,9 +122,9 @@ func TestMariaDBInstanceOnRealNova(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		d, c := make(chan struct{}), cmd
+		d, proc := make(chan struct{}), cmd
 		done = d
-		go func() { c.Wait(); logf.Close(); close(d) }()
+		go func() { proc.Wait(); logf.Close(); close(d) }()
 	}
 	startCtl()
 	ctlLog := func() string { data, _ := os.ReadFile(logPath); return string(data) }
