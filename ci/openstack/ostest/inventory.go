@@ -2,6 +2,7 @@ package ostest
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,11 +98,22 @@ type Clients struct {
 // Clients logs in as the stack's admin (clouds.yaml) and makes a client
 // for Nova, Neutron, Cinder and Glance.
 func (s *Stack) Clients(ctx context.Context) (*Clients, error) {
+	return s.ClientsVia(ctx, nil)
+}
+
+// ClientsVia is Clients whose requests, the login's too, go through rt
+// (nil: Go's default transport): the fixture recorder keeps the answers.
+func (s *Stack) ClientsVia(ctx context.Context, rt http.RoundTripper) (*Clients, error) {
 	ao, eo, _, err := clouds.Parse(clouds.WithLocations(s.CloudsYAML), clouds.WithCloudName(Cloud))
 	if err != nil {
 		return nil, err
 	}
-	pc, err := config.NewProviderClient(ctx, ao)
+	var pc *gophercloud.ProviderClient
+	if rt != nil {
+		pc, err = config.NewProviderClient(ctx, ao, config.WithHTTPClient(http.Client{Transport: rt}))
+	} else {
+		pc, err = config.NewProviderClient(ctx, ao)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -16,13 +16,10 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/config"
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
@@ -42,7 +39,6 @@ type realCloud struct {
 	s              *ostest.Stack
 	c              *ostest.Compute
 	pc             *gophercloud.ProviderClient
-	eo             gophercloud.EndpointOpts
 	cc, nc, vc, ic *gophercloud.ServiceClient
 }
 
@@ -51,23 +47,11 @@ func newRealCloud(t *testing.T) *realCloud {
 	s, c := ostest.SharedCompute(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ao, eo, _, err := clouds.Parse(clouds.WithLocations(s.CloudsYAML), clouds.WithCloudName(ostest.Cloud))
+	cl, err := s.Clients(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := config.NewProviderClient(ctx, ao)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &realCloud{t: t, s: s, c: c, pc: pc, eo: eo}
-	for _, mk := range []struct {
-		to  **gophercloud.ServiceClient
-		new func(*gophercloud.ProviderClient, gophercloud.EndpointOpts) (*gophercloud.ServiceClient, error)
-	}{{&r.cc, openstack.NewComputeV2}, {&r.nc, openstack.NewNetworkV2}, {&r.vc, openstack.NewBlockStorageV3}, {&r.ic, openstack.NewImageV2}} {
-		if *mk.to, err = mk.new(pc, eo); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := &realCloud{t: t, s: s, c: c, pc: cl.Provider, cc: cl.Compute, nc: cl.Network, vc: cl.Volume, ic: cl.Image}
 	// Registered first, so it runs after every cleanup the test adds.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

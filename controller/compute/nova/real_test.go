@@ -13,10 +13,7 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
-	"github.com/gophercloud/gophercloud/v2/openstack/config"
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -38,26 +35,11 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 	t.Logf("compute tier ready in %.1f s (network %s, %s)", c.Seconds, c.NetworkID, c.GuestCIDR)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	ao, eo, _, err := clouds.Parse(clouds.WithLocations(s.CloudsYAML), clouds.WithCloudName(ostest.Cloud))
+	cl, err := s.Clients(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := config.NewProviderClient(ctx, ao)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := openstack.NewComputeV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := openstack.NewNetworkV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, err := openstack.NewBlockStorageV3(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, cc, nc, vc := cl.Provider, cl.Compute, cl.Network, cl.Volume
 	// Registered first: it runs after every other cleanup, on a failure too.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -71,10 +53,7 @@ func TestDriverBootsOnRealNova(t *testing.T) {
 	}
 
 	// A guest with no OS: an empty qcow2 that SeaBIOS finds nothing on.
-	ic, err := openstack.NewImageV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic := cl.Image
 	p := filepath.Join(t.TempDir(), "empty.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, "64M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v: %s", err, out)

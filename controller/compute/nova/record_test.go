@@ -21,14 +21,11 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/aggregates"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servergroups"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
-	"github.com/gophercloud/gophercloud/v2/openstack/config"
-	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -312,31 +309,12 @@ func TestRecordFixtures(t *testing.T) {
 	s, tier := ostest.SharedCompute(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	ao, eo, _, err := clouds.Parse(clouds.WithLocations(s.CloudsYAML), clouds.WithCloudName(ostest.Cloud))
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{next: http.DefaultTransport}
-	pc, err := config.NewProviderClient(ctx, ao, config.WithHTTPClient(http.Client{Transport: rec}))
+	cl, err := s.ClientsVia(ctx, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := openstack.NewComputeV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := openstack.NewNetworkV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := openstack.NewImageV2(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, err := openstack.NewBlockStorageV3(pc, eo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, cc, nc, ic, vc := cl.Provider, cl.Compute, cl.Network, cl.Image, cl.Volume
 	d, err := Connect(pc, "RegionOne", Config{Network: tier.NetworkID, Poll: 100 * time.Millisecond, Timeout: 4 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
