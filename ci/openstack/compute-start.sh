@@ -336,6 +336,8 @@ shutdown_timeout = 0
 vif_plugging_timeout = 0
 vif_plugging_is_fatal = false
 heal_instance_info_cache_interval = -1
+# One host: a flavor resize stays on it.
+allow_resize_to_same_host = true
 rootwrap_config = /etc/nova/rootwrap.conf
 [api]
 auth_strategy = keystone

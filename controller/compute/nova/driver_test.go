@@ -67,11 +67,60 @@ type cloud struct {
 }
 
 func fixture(t *testing.T, name string) []byte {
-	data, err := os.ReadFile(filepath.Join("testdata", name))
+	base, variant, ok := strings.Cut(name, "#")
+	data, err := os.ReadFile(filepath.Join("testdata", base))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ok {
+		return serverVariant(t, data, variant)
+	}
 	return data
+}
+
+// serverVariant is a recorded server answer in another state:
+// "STATUS:FLAVOR" sets its status (a task state for RESIZE, none
+// otherwise) and its embedded flavor to that one of flavors.json. The
+// recorder does not resize yet; the shape stays the recorded one.
+func serverVariant(t *testing.T, data []byte, variant string) []byte {
+	t.Helper()
+	status, flavorName, _ := strings.Cut(variant, ":")
+	var doc map[string]map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	srv := doc["server"]
+	srv["status"] = status
+	srv["OS-EXT-STS:task_state"] = nil
+	srv["OS-EXT-STS:vm_state"] = strings.ToLower(status)
+	switch status {
+	case "RESIZE":
+		srv["OS-EXT-STS:task_state"], srv["OS-EXT-STS:vm_state"] = "resize_migrating", "active"
+	case "VERIFY_RESIZE":
+		srv["OS-EXT-STS:vm_state"] = "resized"
+	}
+	var fl struct {
+		Flavors []map[string]any `json:"flavors"`
+	}
+	if err := json.Unmarshal(fixture(t, "flavors.json"), &fl); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range fl.Flavors {
+		if f["name"] == flavorName {
+			emb := srv["flavor"].(map[string]any)
+			emb["original_name"], emb["ram"], emb["vcpus"], emb["disk"] = f["name"], f["ram"], f["vcpus"], f["disk"]
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no flavor %q in flavors.json", flavorName)
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // fixtureJSON decodes a fixture, for the values a test compares with what
@@ -269,7 +318,21 @@ func newCloud(t *testing.T) (*cloud, *Driver) {
 		_, console := body["os-getConsoleOutput"]
 		_, start := body["os-start"]
 		reboot, _ := body["reboot"].(map[string]any)
+		resize, _ := body["resize"].(map[string]any)
+		_, confirm := body["confirmResize"]
+		_, revert := body["revertResize"]
 		switch {
+		case resize != nil:
+			c.mu.Lock()
+			c.calls = append(c.calls, fmt.Sprintf("resize to %v", resize["flavorRef"]))
+			c.mu.Unlock()
+			w.WriteHeader(202)
+		case confirm, revert:
+			// Nova answers a confirm 204, a revert 202.
+			c.mu.Lock()
+			c.calls = append(c.calls, map[bool]string{true: "confirmResize", false: "revertResize"}[confirm])
+			c.mu.Unlock()
+			w.WriteHeader(map[bool]int{true: 204, false: 202}[confirm])
 		case console:
 			send(w, 200, "console.json")
 		case start:
