@@ -169,7 +169,7 @@ e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through
 # under TCG, written and read by the host's mariadb client, deleted with
 # nothing left. Installs the stack (ci/deps.sh openstack nova).
 .PHONY: e2e-nova
-e2e-nova: go-check deps build ## end-to-end on a real Nova: the MariaDB image published to the private OpenStack's Glance, an instance created through the Trove API with --compute nova, the controller killed (SIGKILL) while Nova builds it and started again, ACTIVE with one server, written and read at its Neutron address, deleted with nothing left in Nova, Cinder, Neutron (root; 10-25 minutes)
+e2e-nova: go-check deps build ## end-to-end on a real Nova: the MariaDB image published to the private OpenStack's Glance, an instance created through the Trove API with --compute nova, the controller killed (SIGKILL) while Nova builds it and started again, ACTIVE with one server, resized to strata.medium (Nova resize), written and read at its Neutron address, deleted with nothing left in Nova, Cinder, Neutron (root; 10-25 minutes)
 	ci/deps.sh test openstack nova
 	$(MAKE) image
 	@mkdir -p '$(OUT_DIR)'

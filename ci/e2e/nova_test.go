@@ -289,6 +289,37 @@ func TestMariaDBInstanceOnRealNova(t *testing.T) {
 		t.Logf("FIGURE controller RSS with one Nova instance: %.1f MiB", rssMiB(t, pid))
 	}
 
+	// A flavor resize through the API (troveclient's `instance resize
+	// flavor`): Nova resizes the server to its flavor for strata.medium
+	// (2048 MB, 2 vCPUs), the guest boots on it and the database runs with
+	// that flavor's settings; the data is kept.
+	disk2 := 3
+	fl2, err := flavors.Create(ctx, cl.Compute, flavors.CreateOpts{Name: "strata-e2e-medium", RAM: 2048, VCPUs: 2, Disk: &disk2}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flavors.Delete(context.Background(), cl.Compute, fl2.ID) })
+	before, _ := in["flavor"].(map[string]any)["id"].(string)
+	t2 := time.Now()
+	osc.run(t, "database", "instance", "resize", "flavor", id, "strata.medium")
+	api.waitStatus(t, id, "RESIZE", time.Minute)
+	in = api.waitStatus(t, id, "ACTIVE", 15*time.Minute)
+	if after, _ := in["flavor"].(map[string]any)["id"].(string); after == before {
+		t.Fatalf("after the resize the instance is still on flavor %s: %v (fault %v)", before, in["flavor"], in["fault"])
+	}
+	t.Logf("FIGURE flavor resize on Nova (request → ACTIVE on strata.medium): %.1f s", time.Since(t2).Seconds())
+	sp, err := servers.List(cl.Compute, servers.ListOpts{Name: "^strata-" + id + "$"}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, _ := servers.ExtractServers(sp)
+	if len(sl) != 1 || sl[0].Flavor["id"] != fl2.ID || sl[0].Status != "ACTIVE" {
+		t.Fatalf("Nova's server after the resize: %+v; want one, ACTIVE, on flavor %s", sl, fl2.ID)
+	}
+	if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders"); got != "tea,cake" {
+		t.Fatalf("after the resize read back %q, want tea,cake", got)
+	}
+
 	t1 := time.Now()
 	osc.run(t, "database", "instance", "delete", id)
 	api.waitGone(t, id, 10*time.Minute)
