@@ -244,6 +244,14 @@ func addr(s string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
+// family names the IP version for messages ("4" or "6").
+func family(v6 bool) string {
+	if v6 {
+		return "6"
+	}
+	return "4"
+}
+
 // bits reads a netmask: dotted (IPv4), an IPv6 mask as an address, or a
 // prefix length.
 func bits(mask string, v6 bool) (int, error) {
@@ -253,13 +261,13 @@ func bits(mask string, v6 bool) (int, error) {
 	}
 	if n, err := strconv.Atoi(mask); err == nil {
 		if n < 0 || n > max {
-			return 0, fmt.Errorf("netmask /%d is out of range for IPv%s", n, map[bool]string{false: "4", true: "6"}[v6])
+			return 0, fmt.Errorf("netmask /%d is out of range for IPv%s", n, family(v6))
 		}
 		return n, nil
 	}
 	m, err := netip.ParseAddr(mask)
 	if err != nil || m.Is6() != v6 || m.Zone() != "" {
-		return 0, fmt.Errorf("netmask %q is not an IPv%s mask", mask, map[bool]string{false: "4", true: "6"}[v6])
+		return 0, fmt.Errorf("netmask %q is not an IPv%s mask", mask, family(v6))
 	}
 	ones, size := net.IPMask(m.AsSlice()).Size()
 	if size == 0 {
@@ -274,7 +282,7 @@ func prefix(address, mask string, v6 bool) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("ip_address %q: %w", address, err)
 	}
 	if a.Is6() != v6 {
-		return netip.Prefix{}, fmt.Errorf("ip_address %q is not an IPv%s address", address, map[bool]string{false: "4", true: "6"}[v6])
+		return netip.Prefix{}, fmt.Errorf("ip_address %q is not an IPv%s address", address, family(v6))
 	}
 	n, err := bits(mask, v6)
 	if err != nil {
@@ -286,11 +294,11 @@ func prefix(address, mask string, v6 bool) (netip.Prefix, error) {
 func routeOf(r route, v6 bool) (Route, error) {
 	gw, err := addr(r.Gateway)
 	if err != nil || gw.Is6() != v6 {
-		return Route{}, fmt.Errorf("gateway %q is not an IPv%s address", r.Gateway, map[bool]string{false: "4", true: "6"}[v6])
+		return Route{}, fmt.Errorf("gateway %q is not an IPv%s address", r.Gateway, family(v6))
 	}
 	dst, err := addr(r.Network)
 	if err != nil || dst.Is6() != v6 {
-		return Route{}, fmt.Errorf("network %q is not an IPv%s address", r.Network, map[bool]string{false: "4", true: "6"}[v6])
+		return Route{}, fmt.Errorf("network %q is not an IPv%s address", r.Network, family(v6))
 	}
 	n, err := bits(r.Netmask, v6)
 	if err != nil {

@@ -32,17 +32,7 @@ func TestRealSecurityGroupFollowsAllowedCIDRs(t *testing.T) {
 	d := r.driver(nova.Config{})
 	img := r.image(ctx, "strata-paths-access", "64M", 0)
 	const id = "0a1b2c3d-0000-4000-8000-0000access01"
-	vol := r.volume(ctx, d, id, 1)
-	srv, err := d.CreateServer(ctx, serverSpec(id, img.ID, vol))
-	if err != nil {
-		r.logs()
-		t.Fatalf("CreateServer: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.DeleteServer(context.Background(), srv); err != nil {
-			t.Errorf("DeleteServer: %v", err)
-		}
-	})
+	srv, _ := r.server(ctx, d, id, img.ID)
 	sg := srv.Refs["security_group"]
 	groupRules := func() []string {
 		t.Helper()

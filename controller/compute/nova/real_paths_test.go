@@ -137,6 +137,27 @@ func (r *realCloud) volume(ctx context.Context, d *nova.Driver, id string, gb in
 	return vol
 }
 
+// server boots instance id's server from img with a 1 GB data volume
+// through the driver; both are deleted through the driver when the test
+// ends (the server first).
+func (r *realCloud) server(ctx context.Context, d *nova.Driver, id, img string) (compute.Server, compute.Volume) {
+	r.t.Helper()
+	vol := r.volume(ctx, d, id, 1)
+	t0 := time.Now()
+	srv, err := d.CreateServer(ctx, serverSpec(id, img, vol))
+	if err != nil {
+		r.logs()
+		r.t.Fatalf("CreateServer: %v", err)
+	}
+	r.t.Logf("server %s ACTIVE in %.1f s", srv.ID, time.Since(t0).Seconds())
+	r.t.Cleanup(func() {
+		if err := d.DeleteServer(context.Background(), srv); err != nil {
+			r.t.Errorf("DeleteServer: %v", err)
+		}
+	})
+	return srv, vol
+}
+
 func serverSpec(id string, img string, vol compute.Volume) compute.ServerSpec {
 	return compute.ServerSpec{
 		InstanceID: id, Name: "paths", RAMMB: 128, VCPUs: 1,
@@ -216,19 +237,7 @@ func TestRealDriverPicksAFlavorThatHoldsTheImage(t *testing.T) {
 	d := r.driver(nova.Config{})
 	img := r.image(ctx, "strata-paths-min2", "64M", 2)
 	const id = "0a1b2c3d-0000-4000-8000-00000flavor1"
-	vol := r.volume(ctx, d, id, 1)
-	t0 := time.Now()
-	srv, err := d.CreateServer(ctx, serverSpec(id, img.ID, vol))
-	if err != nil {
-		r.logs("nova-api", "nova-compute")
-		t.Fatalf("CreateServer: %v", err)
-	}
-	t.Logf("server %s ACTIVE in %.1f s", srv.ID, time.Since(t0).Seconds())
-	t.Cleanup(func() {
-		if err := d.DeleteServer(context.Background(), srv); err != nil {
-			t.Errorf("DeleteServer: %v", err)
-		}
-	})
+	srv, _ := r.server(ctx, d, id, img.ID)
 	cur, err := servers.Get(ctx, r.cc, srv.ID).Extract()
 	if err != nil {
 		t.Fatal(err)
@@ -324,19 +333,7 @@ func TestRealExtendVolumeOnline(t *testing.T) {
 	d := r.driver(nova.Config{})
 	img := r.image(ctx, "strata-paths-extend", "64M", 0)
 	const id = "0a1b2c3d-0000-4000-8000-0000extend01"
-	vol := r.volume(ctx, d, id, 1)
-	t0 := time.Now()
-	srv, err := d.CreateServer(ctx, serverSpec(id, img.ID, vol))
-	if err != nil {
-		r.logs()
-		t.Fatalf("CreateServer: %v", err)
-	}
-	t.Logf("server %s ACTIVE in %.1f s", srv.ID, time.Since(t0).Seconds())
-	t.Cleanup(func() {
-		if err := d.DeleteServer(context.Background(), srv); err != nil {
-			t.Errorf("DeleteServer: %v", err)
-		}
-	})
+	srv, vol := r.server(ctx, d, id, img.ID)
 	cur, err := servers.Get(ctx, r.cc, srv.ID).Extract()
 	if err != nil {
 		t.Fatal(err)

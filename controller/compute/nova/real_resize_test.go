@@ -34,17 +34,7 @@ func TestRealResizeServerMovesToALargerFlavor(t *testing.T) {
 	d := r.driver(nova.Config{})
 	img := r.image(ctx, "strata-paths-resize", "64M", 0)
 	const id = "0a1b2c3d-0000-4000-8000-0000resize01"
-	vol := r.volume(ctx, d, id, 1)
-	srv, err := d.CreateServer(ctx, serverSpec(id, img.ID, vol))
-	if err != nil {
-		r.logs()
-		t.Fatalf("CreateServer: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.DeleteServer(context.Background(), srv); err != nil {
-			t.Errorf("DeleteServer: %v", err)
-		}
-	})
+	srv, vol := r.server(ctx, d, id, img.ID)
 	t0 := time.Now()
 	if err := d.ResizeServer(ctx, srv, compute.Flavor{RAMMB: 256, VCPUs: 1}); err != nil {
 		r.logs("nova-api", "nova-conductor", "nova-compute")

@@ -42,14 +42,13 @@ func (d *Driver) ResizeServer(ctx context.Context, srv compute.Server, f compute
 		return err
 	}
 	if cur.Status == "VERIFY_RESIZE" {
-		if flavorName(*cur) != target.Name {
-			// A resize to another flavor, left by a call cut short:
-			// back to where it was, then to the target.
-			if err := d.finishResize(ctx, srv.ID, false); err != nil {
-				return err
-			}
-		} else {
+		if flavorName(*cur) == target.Name {
 			return d.finishResize(ctx, srv.ID, true)
+		}
+		// A resize to another flavor, left by a call cut short: back to
+		// where it was, then to the target.
+		if err := d.finishResize(ctx, srv.ID, false); err != nil {
+			return err
 		}
 		if cur, err = servers.Get(ctx, d.compute, srv.ID).Extract(); err != nil {
 			return serviceErr("nova", "reading server "+srv.ID, err)
@@ -84,7 +83,7 @@ func (d *Driver) ResizeServer(ctx context.Context, srv compute.Server, f compute
 		case cur.Status == "VERIFY_RESIZE":
 			return true, nil
 		case cur.Status == "ERROR":
-			return false, fmt.Errorf("nova: server %s went to ERROR resizing to %s: %s", srv.ID, target.Name, faultText(cur.Fault))
+			return false, fmt.Errorf("nova: server %s went to ERROR resizing to %s: %s", srv.ID, target.Name, faultText(d.faultOf(ctx, cur)))
 		case cur.Status == "ACTIVE" && cur.TaskState == "" && flavorName(*cur) == before:
 			// Nova gave up (no host for the new flavor, a disk it cannot
 			// shrink) and left the server as it was: the reason is in the

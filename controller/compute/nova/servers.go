@@ -332,7 +332,6 @@ func (d *Driver) deleteGroup(ctx context.Context, id string) error {
 // awaitActive waits for ACTIVE; ERROR ends the wait with Nova's fault.
 func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID string) (compute.Server, error) {
 	var srv *servers.Server
-	var errorSince time.Time
 	err := d.wait(ctx, "nova server "+id, func() (bool, error) {
 		cur, err := servers.Get(ctx, d.compute, id).Extract()
 		if err != nil {
@@ -343,18 +342,9 @@ func (d *Driver) awaitActive(ctx context.Context, id string, ports []int, sgID s
 		case "ACTIVE":
 			return true, nil
 		case "ERROR":
-			// Nova's conductor sets ERROR, then records the fault: a read
-			// in between (seen on the test cloud for "No valid host was
-			// found") has none. Read again for a while before giving up
-			// on it, so the instance's fault says why.
-			if errorSince.IsZero() {
-				errorSince = time.Now()
-			}
-			if cur.Fault.Message == "" && time.Since(errorSince) < faultWait {
-				return false, nil
-			}
-			err := fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(cur.Fault))
-			if buildAborted(cur.Fault) {
+			fault := d.faultOf(ctx, cur)
+			err := fmt.Errorf("nova: server %s went to ERROR: %s", id, faultText(fault))
+			if buildAborted(fault) {
 				err = fmt.Errorf("%w: %w", compute.ErrInvalid, err)
 			}
 			return false, err
@@ -379,6 +369,27 @@ func buildAborted(f servers.Fault) bool {
 
 // faultWait is how long a server in ERROR without a fault is read again.
 var faultWait = 10 * time.Second
+
+// faultOf is the fault of a server Nova put in ERROR. Nova's conductor
+// sets ERROR, then records the fault: a read in between (seen on the test
+// cloud for "No valid host was found") has none, so the server is read
+// again for up to faultWait and the instance's fault says why.
+func (d *Driver) faultOf(ctx context.Context, s *servers.Server) servers.Fault {
+	deadline := time.Now().Add(faultWait)
+	for s.Fault.Message == "" && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return s.Fault
+		case <-time.After(d.cfg.Poll):
+		}
+		cur, err := servers.Get(ctx, d.compute, s.ID).Extract()
+		if err != nil {
+			break
+		}
+		s = cur
+	}
+	return s.Fault
+}
 
 // faultText is Nova's fault message, trimmed (Nova 26's No valid host
 // message ends in a space), and its code.
