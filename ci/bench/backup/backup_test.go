@@ -42,6 +42,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,7 @@ func TestMain(m *testing.M) {
 // the BENCH_AGENT_DATASTORE manager of the server laid out in
 // BENCH_AGENT_DIR (prepared or, for a restore, not).
 func runAgent() int {
+	defer profile("agent-" + os.Getenv("BENCH_AGENT_INSTANCE"))()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	key, err := ssh.ParsePrivateKey([]byte(os.Getenv("BENCH_AGENT_KEY")))
 	if err != nil {
@@ -117,6 +119,34 @@ func runAgent() int {
 		srv.stopServer()
 	}
 	return 0
+}
+
+// profile writes a CPU profile NAME.cpu and an allocation profile
+// NAME.alloc into BENCH_BACKUP_PROFILE (when set) until the returned
+// function is called: `go tool pprof` reads them.
+func profile(name string) func() {
+	dir := os.Getenv("BENCH_BACKUP_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name+".cpu"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if a, err := os.Create(filepath.Join(dir, name+".alloc")); err == nil {
+			pprof.Lookup("allocs").WriteTo(a, 0)
+			a.Close()
+		}
+	}
 }
 
 type streamsFunc func(ctx context.Context, opID string, i int) (dispatch.Stream, error)
@@ -347,9 +377,11 @@ func BenchmarkBackupMariaDBStrataVersusTrovePipeline(b *testing.B) {
 		var s figures
 		agent := startAgent(b, srv, mem, ln.Addr().String(), hostLine, "src", "mariadb", src.Dir, false)
 		ctlBase := selfHWM()
+		stopProfile := profile("controller-backup")
 		began = time.Now()
 		man, res := strataBackup(b, ctx, srv, st, kek, "bench")
 		s.backupSecs = time.Since(began).Seconds()
+		stopProfile()
 		s.raw, s.stored = res.RawBytes, man.StoredBytes
 		guestBackup := agent.stop()
 
@@ -360,9 +392,11 @@ func BenchmarkBackupMariaDBStrataVersusTrovePipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 		agent = startAgent(b, srv, mem, ln.Addr().String(), hostLine, "dst", "mariadb", dstDir, true)
+		stopProfile = profile("controller-restore")
 		began = time.Now()
 		strataRestore(b, ctx, srv, st, kek, "bench", man, res)
 		s.restoreSecs = time.Since(began).Seconds()
+		stopProfile()
 		if got := checksum(b, dst.Config.Socket, dst.Config.AdminUser); got != want {
 			b.Fatalf("strata's restore: %s, want %s", got, want)
 		}
@@ -373,6 +407,11 @@ func BenchmarkBackupMariaDBStrataVersusTrovePipeline(b *testing.B) {
 		// Trove's pipeline, by hand, on the same server and store.
 		t := trovePipeline(b, src, storeDir, work, want)
 		b.Logf("FIGURE Trove's pipeline (gzip + AES-256-CBC, unauthenticated): %s", t)
+
+		// The ceiling: mariadb-backup alone, its stream thrown away.
+		alone, piped := ceiling(b, src, work)
+		b.Logf("FIGURE ceiling: mariadb-backup alone to /dev/null %.1f MB/s (%.1fs), through cat %.1f MB/s (%.1fs): %.1fx and %.1fx Trove's; strata is %.0f%% of the first",
+			float64(s.raw)/1e6/alone, alone, float64(s.raw)/1e6/piped, piped, t.backupSecs/alone, t.backupSecs/piped, 100*alone/s.backupSecs)
 		load, _ := os.ReadFile("/proc/loadavg")
 		b.Logf("FIGURE strata / Trove: backup %.1fx, restore %.1fx, stored %.2fx (load average %s)",
 			t.backupSecs/s.backupSecs, t.restoreSecs/s.restoreSecs, float64(s.stored)/float64(t.stored), strings.Join(strings.Fields(string(load))[:3], " "))
@@ -483,9 +522,15 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 	}
 	defer dst.Close()
 	os.MkdirAll(dst.Config.DataDir, 0o750)
-	// The server's configuration is the source's, with the new paths
-	// (the agent renders it at prepare; here nothing did).
-	for _, pair := range [][2]string{{src.Config.ConfigFile, dst.Config.ConfigFile}, {src.Config.OverridesFile, dst.Config.OverridesFile}} {
+	// The server's configuration is the source's, every file of its
+	// conf.d (base, defaults layer, log switches, group), with the new
+	// paths (the agent renders it at prepare; here nothing did).
+	confs, err := filepath.Glob(filepath.Join(filepath.Dir(src.Config.ConfigFile), "*.cnf"))
+	if err != nil || len(confs) == 0 {
+		b.Fatalf("the source's configuration files: %v", err)
+	}
+	for _, conf := range confs {
+		pair := [2]string{conf, filepath.Join(filepath.Dir(dst.Config.ConfigFile), filepath.Base(conf))}
 		data, err := os.ReadFile(pair[0])
 		if err != nil {
 			b.Fatal(err)
@@ -496,6 +541,15 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 		if err := os.WriteFile(pair[1], []byte(text), 0o644); err != nil {
 			b.Fatal(err)
 		}
+	}
+	// The server refuses to start without its secure_file_priv directory
+	// ("files" beside the data directory) and its TLS certificate, which
+	// a guest has (the source's certificate serves here).
+	if err := os.MkdirAll(filepath.Join(dst.Dir, "files"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dst.Dir, "tls"), os.DirFS(filepath.Join(src.Dir, "tls"))); err != nil {
+		b.Fatalf("the source's TLS certificate: %v", err)
 	}
 	restore := fmt.Sprintf(`set -o pipefail; openssl enc -d -aes-256-cbc -pbkdf2 -pass %s -in %s | gunzip | mbstream -x -C %s && mariadb-backup --defaults-file=%s --prepare --target-dir=%s`,
 		pass, out, dst.Config.DataDir, dst.Config.DefaultsFile, dst.Config.DataDir)
@@ -515,7 +569,9 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("Trove's restore: the server did not start: %v", err)
+			log, _ := os.ReadFile(dst.Config.ErrorLog)
+			out, _ := os.ReadFile(filepath.Join(dst.Dir, "log", "mariadbd.out"))
+			b.Fatalf("Trove's restore: the server did not start: %v\n%s%s", err, log, out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -525,6 +581,24 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 	}
 	f.ctlHWM = 0
 	return f
+}
+
+// ceiling times mariadb-backup's stream of the same server thrown away,
+// alone and through one pipe (cat): no backup of it can be faster. The
+// native size is strata's (the same server, nothing written between).
+func ceiling(b *testing.B, src *mariadbtest.Instance, work string) (alone, piped float64) {
+	tool := fmt.Sprintf(`mariadb-backup --defaults-file=%s --backup --stream=xbstream --datadir=%s --socket=%s --user=%s --target-dir=%s --tmpdir=%s 2>/dev/null`,
+		src.Config.DefaultsFile, src.Config.DataDir, src.Config.Socket, src.Config.AdminUser, work, work)
+	for i, script := range []string{tool + " >/dev/null", "set -o pipefail; " + tool + " | cat >/dev/null"} {
+		began := time.Now()
+		runWatched(b, script)
+		if i == 0 {
+			alone = time.Since(began).Seconds()
+		} else {
+			piped = time.Since(began).Seconds()
+		}
+	}
+	return alone, piped
 }
 
 // runWatched runs a bash pipeline and returns its processes' peak RSS.
