@@ -43,9 +43,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,8 +123,8 @@ func runAgent() int {
 	return 0
 }
 
-// profile writes a CPU profile NAME.cpu and an allocation profile
-// NAME.alloc into BENCH_BACKUP_PROFILE (when set) until the returned
+// profile writes a CPU profile NAME.cpu, an execution trace NAME.trace
+// and an allocation profile NAME.alloc into BENCH_BACKUP_PROFILE (when set) until the returned
 // function is called: `go tool pprof` reads them.
 func profile(name string) func() {
 	dir := os.Getenv("BENCH_BACKUP_PROFILE")
@@ -139,7 +141,18 @@ func profile(name string) func() {
 		f.Close()
 		return func() {}
 	}
+	// The trace (`go tool trace`) shows which stage waits on which.
+	tf, err := os.Create(filepath.Join(dir, name+".trace"))
+	if err == nil {
+		if err := trace.Start(tf); err != nil {
+			fmt.Fprintln(os.Stderr, "trace:", err)
+		}
+	}
 	return func() {
+		if tf != nil {
+			trace.Stop()
+			tf.Close()
+		}
 		pprof.StopCPUProfile()
 		f.Close()
 		if a, err := os.Create(filepath.Join(dir, name+".alloc")); err == nil {
@@ -160,6 +173,7 @@ type agentProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	hwm   *peak
+	cpu   time.Duration // after stop: its CPU time and its tools'
 }
 
 func startAgent(b *testing.B, srv *agentendpoint.Server, store *agentendpoint.MemStore, addr, hostKey, instanceID, datastore, dir string, stopServer bool) *agentProc {
@@ -195,7 +209,24 @@ func startAgent(b *testing.B, srv *agentendpoint.Server, store *agentendpoint.Me
 func (p *agentProc) stop() int64 {
 	p.stdin.Close()
 	p.cmd.Wait()
+	p.cpu = cpuOf(p.cmd)
 	return p.hwm.stop()
+}
+
+// cpuOf is a finished command's user and system CPU time, with that of
+// the children it waited for (wait4's rusage).
+func cpuOf(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// selfCPU is this process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peak polls a process tree's summed VmHWM until stopped.
@@ -315,11 +346,12 @@ type figures struct {
 	backupSecs, restoreSecs float64
 	raw, stored             int64
 	guestHWM, ctlHWM        int64
+	guestCPU, ctlCPU        time.Duration // the backup's CPU time on each side
 }
 
 func (f figures) String() string {
-	return fmt.Sprintf("backup %.1f MB/s (%.1fs), restore %.1f MB/s (%.1fs), %.0f MB native, %.0f MB stored (%.0f%%), guest peak RSS %.0f MiB, controller peak RSS %.0f MiB",
-		float64(f.raw)/1e6/f.backupSecs, f.backupSecs, float64(f.raw)/1e6/f.restoreSecs, f.restoreSecs, float64(f.raw)/1e6,
+	return fmt.Sprintf("backup %.1f MB/s (%.1fs; CPU %.1fs guest, %.1fs controller), restore %.1f MB/s (%.1fs), %.0f MB native, %.0f MB stored (%.0f%%), guest peak RSS %.0f MiB, controller peak RSS %.0f MiB",
+		float64(f.raw)/1e6/f.backupSecs, f.backupSecs, f.guestCPU.Seconds(), f.ctlCPU.Seconds(), float64(f.raw)/1e6/f.restoreSecs, f.restoreSecs, float64(f.raw)/1e6,
 		float64(f.stored)/1e6, 100*float64(f.stored)/float64(f.raw), float64(f.guestHWM)/(1<<20), float64(f.ctlHWM)/(1<<20))
 }
 
@@ -378,12 +410,15 @@ func BenchmarkBackupMariaDBStrataVersusTrovePipeline(b *testing.B) {
 		agent := startAgent(b, srv, mem, ln.Addr().String(), hostLine, "src", "mariadb", src.Dir, false)
 		ctlBase := selfHWM()
 		stopProfile := profile("controller-backup")
+		cpu0 := selfCPU()
 		began = time.Now()
 		man, res := strataBackup(b, ctx, srv, st, kek, "bench")
 		s.backupSecs = time.Since(began).Seconds()
+		s.ctlCPU = selfCPU() - cpu0
 		stopProfile()
 		s.raw, s.stored = res.RawBytes, man.StoredBytes
 		guestBackup := agent.stop()
+		s.guestCPU = agent.cpu
 
 		// strata: restore into a fresh server.
 		dstDir := filepath.Join(work, "dst")
@@ -409,9 +444,9 @@ func BenchmarkBackupMariaDBStrataVersusTrovePipeline(b *testing.B) {
 		b.Logf("FIGURE Trove's pipeline (gzip + AES-256-CBC, unauthenticated): %s", t)
 
 		// The ceiling: mariadb-backup alone, its stream thrown away.
-		alone, piped := ceiling(b, src, work)
-		b.Logf("FIGURE ceiling: mariadb-backup alone to /dev/null %.1f MB/s (%.1fs), through cat %.1f MB/s (%.1fs): %.1fx and %.1fx Trove's; strata is %.0f%% of the first",
-			float64(s.raw)/1e6/alone, alone, float64(s.raw)/1e6/piped, piped, t.backupSecs/alone, t.backupSecs/piped, 100*alone/s.backupSecs)
+		alone, piped, toolCPU := ceiling(b, src, work)
+		b.Logf("FIGURE ceiling: mariadb-backup alone to /dev/null %.1f MB/s (%.1fs, CPU %.1fs), through cat %.1f MB/s (%.1fs): %.1fx and %.1fx Trove's; strata is %.0f%% of the first",
+			float64(s.raw)/1e6/alone, alone, toolCPU.Seconds(), float64(s.raw)/1e6/piped, piped, t.backupSecs/alone, t.backupSecs/piped, 100*alone/s.backupSecs)
 		load, _ := os.ReadFile("/proc/loadavg")
 		b.Logf("FIGURE strata / Trove: backup %.1fx, restore %.1fx, stored %.2fx (load average %s)",
 			t.backupSecs/s.backupSecs, t.restoreSecs/s.restoreSecs, float64(s.stored)/float64(t.stored), strings.Join(strings.Fields(string(load))[:3], " "))
@@ -505,7 +540,7 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 	backup := fmt.Sprintf(`set -o pipefail; mariadb-backup --defaults-file=%s --backup --stream=xbstream --datadir=%s --socket=%s --user=%s --target-dir=%s --tmpdir=%s | tee >(wc -c >%s) | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -pass %s -out %s`,
 		src.Config.DefaultsFile, src.Config.DataDir, src.Config.Socket, src.Config.AdminUser, work, work, filepath.Join(work, "trove-raw"), pass, out)
 	began := time.Now()
-	f.guestHWM = runWatched(b, backup)
+	f.guestHWM, f.guestCPU = runWatched(b, backup)
 	f.backupSecs = time.Since(began).Seconds()
 	time.Sleep(100 * time.Millisecond) // tee's wc finishes
 	rawText, _ := os.ReadFile(filepath.Join(work, "trove-raw"))
@@ -554,7 +589,8 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 	restore := fmt.Sprintf(`set -o pipefail; openssl enc -d -aes-256-cbc -pbkdf2 -pass %s -in %s | gunzip | mbstream -x -C %s && mariadb-backup --defaults-file=%s --prepare --target-dir=%s`,
 		pass, out, dst.Config.DataDir, dst.Config.DefaultsFile, dst.Config.DataDir)
 	began = time.Now()
-	f.guestHWM = max(f.guestHWM, runWatched(b, restore))
+	hwm, _ := runWatched(b, restore)
+	f.guestHWM = max(f.guestHWM, hwm)
 	if err := dst.Process.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -586,23 +622,24 @@ func trovePipeline(b *testing.B, src *mariadbtest.Instance, storeDir, work, want
 // ceiling times mariadb-backup's stream of the same server thrown away,
 // alone and through one pipe (cat): no backup of it can be faster. The
 // native size is strata's (the same server, nothing written between).
-func ceiling(b *testing.B, src *mariadbtest.Instance, work string) (alone, piped float64) {
+func ceiling(b *testing.B, src *mariadbtest.Instance, work string) (alone, piped float64, cpu time.Duration) {
 	tool := fmt.Sprintf(`mariadb-backup --defaults-file=%s --backup --stream=xbstream --datadir=%s --socket=%s --user=%s --target-dir=%s --tmpdir=%s 2>/dev/null`,
 		src.Config.DefaultsFile, src.Config.DataDir, src.Config.Socket, src.Config.AdminUser, work, work)
 	for i, script := range []string{tool + " >/dev/null", "set -o pipefail; " + tool + " | cat >/dev/null"} {
 		began := time.Now()
-		runWatched(b, script)
+		_, c := runWatched(b, script)
 		if i == 0 {
-			alone = time.Since(began).Seconds()
+			alone, cpu = time.Since(began).Seconds(), c
 		} else {
 			piped = time.Since(began).Seconds()
 		}
 	}
-	return alone, piped
+	return alone, piped, cpu
 }
 
-// runWatched runs a bash pipeline and returns its processes' peak RSS.
-func runWatched(b *testing.B, script string) int64 {
+// runWatched runs a bash pipeline and returns its processes' peak RSS
+// and CPU time.
+func runWatched(b *testing.B, script string) (int64, time.Duration) {
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -614,5 +651,5 @@ func runWatched(b *testing.B, script string) int64 {
 	if err != nil {
 		b.Fatalf("%s: %v", script, err)
 	}
-	return hwm
+	return hwm, cpuOf(cmd)
 }
