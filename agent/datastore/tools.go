@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"strata/agent/streams"
 )
 
 // tailBuffer keeps the last max bytes written to it (a tool's stderr).
@@ -77,12 +79,21 @@ func StreamFromLogging(cmd *exec.Cmd, w io.Writer, log io.Writer) error {
 		return fmt.Errorf("start %s: %w", filepath.Base(cmd.Path), err)
 	}
 	ww := &writeError{w: w}
-	_, copyErr := io.Copy(ww, out)
+	// The tool's output is read ahead (4 MiB at most) in 1 MiB pieces:
+	// the tool runs on while w compresses and sends, and w gets large
+	// writes instead of the pipe's 64 KiB.
+	ra := streams.NewReadAhead(out, 4, 1<<20)
+	_, copyErr := io.Copy(ww, ra)
 	if copyErr != nil {
 		// Stop the tool before waiting for it: it may block on a pipe
 		// nobody reads.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// And end a read waiting on it (a process outside the tool's
+		// group may still hold the pipe's other end).
+		out.Close()
 	}
+	// No read of the pipe may run when Wait closes it.
+	ra.Stop()
 	waitErr := cmd.Wait()
 	switch {
 	case ww.err != nil:

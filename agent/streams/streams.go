@@ -140,7 +140,7 @@ type Receiver struct {
 func NewReceiver(src io.ReadCloser, want wire.StreamDigest) (*Receiver, error) {
 	// The network is read ahead (8 MiB at most) while the decoder and
 	// the restore tool work.
-	ra := newReadahead(src, 8, 1<<20)
+	ra := newReadahead(src, 8, 1<<20, false)
 	v := &verifier{r: ra, h: sha256.New(), want: want}
 	// One goroutine: a concurrent decoder reads ahead of what it hands
 	// out, and whether the stream ended at its digest must be known when
