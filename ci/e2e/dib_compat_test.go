@@ -97,7 +97,7 @@ func compatTable() map[string]compatRow {
 		"dib-init-system":             built("A", file("usr/local/bin/dib-init-system", "systemd")),
 		"dib-python":                  built("A", file("etc/dib-contracts/dib-python", "Python 3")), // its link exists while the build runs
 		"disable-nouveau":             built("A", file("etc/modprobe.d/disable-nouveau.conf", "blacklist nouveau")),
-		"dkms":                        built("A2", pkg("dkms")),
+		"dkms":                        built("A2", all(pkg("dkms"), hookRan("post-install.d", "97-dkms", "dkms"))), // no kernel in A2: nothing for it to build
 		"dracut-network":              built("A", nothing),
 		"dynamic-login":               built("A", exists("usr/local/bin/dynamic-login", "etc/systemd/system/multi-user.target.wants/dynamic-login.service")),
 		"element-manifest":            built("A", file("etc/dib-manifests/dib-element-manifest", "dib-contracts", "devuser")),
@@ -110,7 +110,7 @@ func compatTable() map[string]compatRow {
 		"journal-to-console":          built("A", file("etc/systemd/journald.conf.d/log-to-console.conf", "ForwardToConsole=true")),
 		"local-config":                built("A", file("root/.ssh/authorized_keys", "dib-compat-local-key")),
 		"manifests":                   built("A", all(file("etc/dib-manifests/dib_environment", "DIB_CONTRACTS_USER"), file("etc/dib-manifests/dib_arguments", "dib-contracts"), beside("A.d/dib-manifests/dib_arguments"))),
-		"mellanox":                    built("A2", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), pkg("ibverbs-utils"))),
+		"mellanox":                    built("A2", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), file("etc/modules", "mlx4_en\nmlx4_ib\nib_ipoib\nmlx5_ib\nib_umad\nib_uverbs\n"), pkg("ibverbs-utils"), pkg("opensm"))),
 		"modprobe":                    built("A", file("etc/modprobe.d/blacklist.conf", "blacklist floppy")),
 		"no-final-image":              built("A", notBeside("A.qcow2")),
 		"openssh-server":              built("A", all(pkg("openssh-server"), exists("etc/systemd/system/multi-user.target.wants/ssh.service"))),
@@ -355,6 +355,22 @@ func hostCacheRun(rel string) func(*imageTree) error {
 			return fmt.Errorf("the build host's %s says %q, not this run's %q: the mount was not there", rel, got, it.run)
 		}
 		return nil
+	}
+}
+
+// hookRan: the element's hook ran in the build (or in the build whose
+// cached tree this one started after), and did not fail.
+func hookRan(phase, name, element string) func(*imageTree) error {
+	return func(it *imageTree) error {
+		for _, h := range it.manifest.Hooks {
+			if h.Phase == phase && h.Name == name && h.Element == element {
+				if h.Status != "ok" && h.Status != "cached" {
+					return fmt.Errorf("%s/%s (%s): %s", phase, name, element, h.Status)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s/%s (%s) is not among the build's hooks", phase, name, element)
 	}
 }
 
