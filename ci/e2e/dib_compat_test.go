@@ -35,7 +35,7 @@ import (
 // with DIB's own flags, and each element's promised effect checked in the
 // image. Nothing is fetched from anywhere but the Debian mirror the other
 // builds use: source-repositories reads a git repository and a file this
-// test makes. Three builds cover every element that supports Debian:
+// test makes. These builds cover every element that supports Debian:
 //
 //	A  Debian 12, tar: everything that needs no kernel (and no-final-image)
 //	A2 Debian 12, tar: the elements that only install many packages (a
@@ -44,6 +44,8 @@ import (
 //	B  Debian 13, qcow2+tar, booted under UEFI: DIB's block-device-efi
 //	   layout, the kernel elements, and a datastore (Redis + the agent)
 //	C  Debian 13, images/debian-minimal.yaml: strata's vm debian-minimal
+//	D  Debian 12, qcow2, booted under BIOS: ELEMENTS_PATH set to DIB's own
+//	   element tree, vm block-device-mbr debian-minimal
 //
 // The table below is the compatibility table: every element of DIB's
 // tree has a row, and docs/dib-compat.md must say the same.
@@ -142,8 +144,8 @@ func compatTable() map[string]compatRow {
 		"package-installs": own("A", pkg("tree")),
 		"pkg-map":          own("A", file("usr/share/pkg-map/dib-contracts", "contracts-tool")),
 		"dib-run-parts":    own("A", all(exists("usr/local/bin/dib-run-parts"), file("etc/dib-contracts/run-parts", "first strict\nsecond\n"))),
-		"block-device-gpt": own("", nil), // mapped like block-device-efi (unit-tested in builder/blockdevice)
-		"block-device-mbr": own("", nil),
+		"block-device-gpt": own("", nil),      // mapped like block-device-efi (unit-tested in builder/blockdevice)
+		"block-device-mbr": own("D", nothing), // checked by D's partition table and BIOS boot
 
 		// Refused before anything runs.
 		"bootloader":           refuse("finalise.d/50-bootloader uses IMAGE_BLOCK_DEVICE"),
@@ -593,7 +595,7 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 	}
 
 	if !all {
-		t.Logf("B (disk-image-create with DIB's flags, vm block-device-efi on Debian 13, booted under UEFI) and C (vm debian-minimal on Debian 13 from B's cached base) are built by make e2e-all")
+		t.Logf("B (disk-image-create with DIB's flags, vm block-device-efi on Debian 13, booted under UEFI), C (vm debian-minimal on Debian 13 from B's cached base) and D (ELEMENTS_PATH set to DIB's tree, vm block-device-mbr debian-minimal, booted under BIOS) are built by make e2e-all")
 		return
 	}
 	bPassed := t.Run("B", func(t *testing.T) {
@@ -666,6 +668,47 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 			}
 		}
 		t.Logf("vm debian-minimal on Debian 13: %.0f s", time.Since(start).Seconds())
+	})
+
+	// D: ELEMENTS_PATH names DIB's whole element tree, as a DIB user's
+	// script does, with DIB's MBR block-device layout. strata's vm and
+	// debian-minimal stand in for DIB's (its tree is searched last), the
+	// layout is mapped onto strata's loopless disk, and the image boots
+	// under BIOS, as an MBR disk does.
+	t.Run("D", func(t *testing.T) {
+		start := time.Now()
+		img := filepath.Join(out, "D")
+		env := []string{"ELEMENTS_PATH=" + in.Elements}
+		args := []string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "qcow2", "vm", "block-device-mbr", "debian-minimal"}
+		log, err := dibCreate(t, env, args...)
+		t.Logf("ELEMENTS_PATH=%s disk-image-create %s: %.0f s\n%s", in.Elements, strings.Join(args, " "), time.Since(start).Seconds(), tail(log, 30))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log, "block-device configuration: the mbr partition table is written as GPT with a protective MBR") {
+			t.Error("the log does not say how DIB's MBR layout was mapped")
+		}
+		m, err := manifest.Read(img + ".manifest.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := map[string]string{}
+		for _, e := range m.Elements {
+			paths[e.Name] = e.Path
+		}
+		for name, under := range map[string]string{"vm": filepath.Join(repo, "elements"), "debian-minimal": filepath.Join(repo, "elements"), "block-device-mbr": in.Elements} {
+			if !strings.HasPrefix(paths[name], under+"/") {
+				t.Errorf("element %s came from %q, want %s", name, paths[name], under)
+			}
+		}
+		checkDisk(t, img+".qcow2", "cloudimg-rootfs")
+		res, err := boottest.Serial(context.Background(), boottest.Options{
+			Image: img + ".qcow2", Firmware: qemu.BIOS, Timeout: 12 * time.Minute, WorkDir: out,
+		}, regexp.MustCompile(`login: `))
+		if err != nil {
+			t.Fatalf("booting D under BIOS: %v", err)
+		}
+		t.Logf("D: built and booted in %.0f s, at a login prompt %.0f s after the boot started under BIOS (%s)", time.Since(start).Seconds(), res.Seconds, res.Accel)
 	})
 }
 
