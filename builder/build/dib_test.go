@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -398,6 +400,103 @@ func TestARestartNeedingAMountWhoseSourceIsGoneIsRefusedLeavingNothing(t *testin
 	}
 	if _, err := os.Stat(filepath.Join(f.out, "cache")); err == nil {
 		t.Error("the refused build made the source again")
+	}
+	checkNothingLeft(t, f)
+}
+
+// A build killed outright (SIGKILL) while a replayed mount is in use
+// leaves it nowhere: the mount lived only in the build's namespace, which
+// dies with its holder; the next build removes the dead build's directory.
+func TestABuildKilledWithAReplayedMountLeavesNoMount(t *testing.T) {
+	hooks := elems(toolsOS, mountHooks, map[string]string{
+		"later/post-install.d/10-later*": `#!/bin/bash
+set -eu
+echo "$LATER_VERSION" >/tmp/cache/started
+if [ "$LATER_VERSION" = hang ]; then sleep 300; fi
+echo "$LATER_VERSION" >/later
+`,
+	})
+	if dir := os.Getenv("STRATA_TEST_KILL_DIR"); dir != "" {
+		// The child: the build that restarts with the mount and hangs.
+		f := &fixture{elements: filepath.Join(dir, "elements"), cache: filepath.Join(dir, "cache"), out: filepath.Join(dir, "out")}
+		cfg := f.config("tiny-os", "cachey", "later")
+		cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=hang")
+		cfg.Output = filepath.Join(f.out, "killed")
+		_, err := Run(context.Background(), cfg)
+		fmt.Fprintln(os.Stderr, "child build returned:", err)
+		os.Exit(3)
+	}
+	requireRoot(t)
+	dir := t.TempDir()
+	f := &fixture{elements: filepath.Join(dir, "elements"), cache: filepath.Join(dir, "cache"), out: filepath.Join(dir, "out")}
+	writeElements(t, f.elements, hooks)
+	cfg := f.config("tiny-os", "cachey", "later")
+	cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=v1")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	os.Remove(filepath.Join(f.out, "cache", "started"))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestABuildKilledWithAReplayedMountLeavesNoMount$")
+	cmd.Env = append(os.Environ(), "STRATA_TEST_KILL_DIR="+dir)
+	var childOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &childOut, &childOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The hanging hook writes through the replayed mount onto the host.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, _ := os.ReadFile(filepath.Join(f.out, "cache", "started")); string(b) == "hang\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the restarted build's hook never wrote through the replayed mount\n%s", childOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	// No process on the machine may still see a mount below the cache:
+	// the holder and the hook's sandbox die with the build (Pdeathsig).
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var seen []string
+		procs, _ := os.ReadDir("/proc")
+		for _, p := range procs {
+			mi, err := os.ReadFile(filepath.Join("/proc", p.Name(), "mountinfo"))
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(mi), "\n") {
+				if fl := strings.Fields(l); len(fl) > 4 && strings.HasPrefix(fl[4], f.cache+"/") {
+					seen = append(seen, p.Name()+": "+fl[4])
+				}
+			}
+		}
+		if len(seen) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mounts below the cache outlived the killed build: %v", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The next build removes the dead build's directory and restarts with
+	// the mount again.
+	cfg.HostEnv[len(cfg.HostEnv)-1] = "LATER_VERSION=v3"
+	f.log.Reset()
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if !strings.Contains(f.log.String(), "removed the stale build directory") || !strings.Contains(f.log.String(), "mounted again what root.d/50-mount-cache") {
+		t.Errorf("the next build did not clean up after the killed one, or did not mount again\n%s", f.log.String())
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.out, "cache", "started")); string(b) != "v3\n" {
+		t.Errorf("host cache/started = %q after the next build", b)
 	}
 	checkNothingLeft(t, f)
 }
