@@ -257,23 +257,7 @@ echo written-in-chroot >/tmp/cache/back
 	if _, ok := tarFile(t, cfg.OutputPath("tar"), "tmp/cache/file"); ok {
 		t.Error("the mounted cache's content went into the image")
 	}
-	for _, d := range []string{f.cache, f.out} {
-		if m := mountsBelow(d); len(m) > 0 {
-			t.Errorf("mounts left below %s: %v", d, m)
-		}
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.HasPrefix(string(c), "strata-mount-namespace") {
-			continue
-		}
-		// Only this process's: other builds may run on the machine.
-		st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		if strings.Contains(string(st), fmt.Sprintf("\nPPid:\t%d\n", os.Getpid())) {
-			t.Errorf("the build's mount namespace holder (pid %s) still runs", e.Name())
-		}
-	}
+	checkNothingLeft(t, f)
 }
 
 // mountHooks are root.d hooks leaving mounts in the build's namespace:
@@ -318,6 +302,7 @@ func checkNothingLeft(t *testing.T, f *fixture) {
 		if err != nil || !strings.HasPrefix(string(c), "strata-mount-namespace") {
 			continue
 		}
+		// Only this process's: other builds may run on the machine.
 		st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
 		if strings.Contains(string(st), fmt.Sprintf("\nPPid:\t%d\n", os.Getpid())) {
 			t.Errorf("the build's mount namespace holder (pid %s) still runs", e.Name())
