@@ -156,7 +156,7 @@ e2e: go-check deps build ## end-to-end: images built by bin/strata, booted under
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_E2E_DATASTORES='$(DATASTORE)' $(GO) test -tags e2e -count=1 -v -timeout 80m -skip '$(E2E_SKIP)' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/e2e.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
 .PHONY: e2e-all
-e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' network cut for a minute, rebuild and automatic failover, the plain rebuild of a MariaDB instance (a new image of its version) before its upgrade, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, the replication chaos test, the MariaDB instance on a real Nova (e2e-nova), then Trove's own test suite (test-tempest)
+e2e-all: ## end-to-end with every datastore (mariadb, postgresql, redis) through the API, backups and restores of each included, PostgreSQL and Redis replicas (create, follow, switchover), the MariaDB replicas' network cut for a minute, rebuild and automatic failover, the plain rebuild of a MariaDB instance (a new image of its version) and a failed one rolled back before its upgrade, the whole DIB compatibility suite (Debian 13, UEFI boot), the long chaos test, the replication chaos test, the MariaDB instance on a real Nova (e2e-nova), then Trove's own test suite (test-tempest)
 	STRATA_E2E_BACKUP_DATASTORES=all $(MAKE) e2e DATASTORE=all
 	$(MAKE) test-chaos-long
 	$(MAKE) test-chaos-replication

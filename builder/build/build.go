@@ -354,7 +354,8 @@ func (b *builder) restore(ctx context.Context) error {
 	}
 	all := b.plan.hooks()
 	if !b.cfg.NoCache {
-		limit, told := b.firstMountingHook(), false
+		limit, why := b.firstUnreplayableMount()
+		told := false
 		for i := len(all) - 1; i >= 0; i-- {
 			hk := all[i]
 			if !hk.checkpoint {
@@ -366,10 +367,14 @@ func (b *builder) restore(ctx context.Context) error {
 			}
 			if limit >= 0 && i >= limit {
 				if !told {
-					b.rep.printf("strata: not restarting after %s or later: %s left a mount a cached tree cannot bring back\n", all[limit].Path(), all[limit].Path())
+					b.rep.printf("strata: not restarting after %s or later: it left a mount a cached tree cannot bring back: %s\n", all[limit].Path(), why)
 					told = true
 				}
 				continue
+			}
+			mounts, err := b.recordedMounts(i)
+			if err != nil {
+				return err
 			}
 			t0 := time.Now()
 			b.rep.printf("strata: reusing the cached tree after %s (%s); restarting after it\n", hk.Path(), hk.key[:12])
@@ -377,6 +382,9 @@ func (b *builder) restore(ctx context.Context) error {
 				return err
 			}
 			if err := b.replayHooksDeltas(i); err != nil {
+				return err
+			}
+			if err := b.replayMounts(ctx, i, mounts); err != nil {
 				return err
 			}
 			b.rep.printf("strata: restored in %.1fs\n", time.Since(t0).Seconds())

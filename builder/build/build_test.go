@@ -406,3 +406,37 @@ func TestAnIdenticalBuildUnderAnotherNameGetsItsOwnFileNames(t *testing.T) {
 		}
 	}
 }
+
+// DIB's manifests element derives DIB_MANIFEST_SAVE_DIR from IMAGE_NAME
+// (the -o path): a value made from this build's paths is keyed with the
+// path's variable in its place, so another output path changes no key.
+func TestAVariableDerivedFromTheOutputPathChangesNoKey(t *testing.T) {
+	f := newFixture(t, elems(tinyOS, map[string]string{
+		"saver/environment.d/14-saver.bash": "export SAVER_DIR=${SAVER_DIR:-${IMAGE_NAME}.d/}\nexport SAVER_TREE=$TMP_MOUNT_PATH/saver\n",
+		"saver/root.d/20-saver*":            "#!/bin/bash\nset -eu\necho \"$SAVER_DIR $SAVER_TREE\" >/dev/null\n",
+		"saver/install.d/10-saver*":         "#!/bin/bash\necho saved >/saved\n",
+	}))
+	first := f.config("tiny-os", "saver")
+	if _, err := Run(context.Background(), first); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	second := f.config("tiny-os", "saver")
+	second.Output = filepath.Join(t.TempDir(), "elsewhere")
+	res, err := Run(context.Background(), second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if !res.Manifest.Reused {
+		t.Errorf("the build under another path was not served from the cache\n%s", f.log.String())
+	}
+	// A value the caller sets is keyed as it is.
+	third := f.config("tiny-os", "saver")
+	third.HostEnv = append(third.HostEnv, "SAVER_DIR=/srv/saved")
+	res, err = Run(context.Background(), third)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if res.Manifest.Reused || res.Manifest.CachedFrom != "root.d/10-tiny-os" {
+		t.Errorf("with SAVER_DIR set: reused %v, cached_from %q, want a restart before saver's root.d hook\n%s", res.Manifest.Reused, res.Manifest.CachedFrom, f.log.String())
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -233,8 +235,8 @@ echo written-in-chroot >/tmp/cache/back
 	if _, err := Run(context.Background(), cfg); err != nil {
 		t.Fatalf("%v\n%s", err, f.log.String())
 	}
-	// A change after the mounting hook: the build restarts before that
-	// hook (a restored tree would lack its mount), so the mount is there.
+	// A change after the mounting hook: the build restarts from the
+	// latest cached tree, and the hook's bind mount is made again.
 	writeElements(t, f.elements, map[string]string{"later/post-install.d/10-later*": "#!/bin/bash\nset -eu\n{ echo v2; cat /tmp/cache/file; } >/later\n"})
 	res, err := Run(context.Background(), f.config("tiny-os", "cachey", "later"))
 	if err != nil {
@@ -243,8 +245,8 @@ echo written-in-chroot >/tmp/cache/back
 	if b, _ := tarFile(t, cfg.OutputPath("tar"), "later"); b != "v2\ncached-content\n" {
 		t.Errorf("after a restart /later = %q: the mount was missing\n%s", b, f.log.String())
 	}
-	if res.Manifest.CachedFrom != "root.d/20-tools" || !strings.Contains(f.log.String(), "left a mount a cached tree cannot bring back") {
-		t.Errorf("cached_from = %q, want root.d/20-tools, the checkpoint before the mounting hook\n%s", res.Manifest.CachedFrom, f.log.String())
+	if res.Manifest.CachedFrom != "install.d/10-use-cache" || !strings.Contains(f.log.String(), "mounted again what root.d/50-mount-cache (cachey) mounted: "+f.out+"/cache on $TMP_BUILD_DIR/mnt/tmp/cache") {
+		t.Errorf("cached_from = %q, want install.d/10-use-cache, the latest cached tree, with the mount made again\n%s", res.Manifest.CachedFrom, f.log.String())
 	}
 	if b, _ := tarFile(t, cfg.OutputPath("tar"), "seen"); b != "cached-content\n" {
 		t.Errorf("the chroot did not see the host hook's mount: /seen = %q", b)
@@ -255,10 +257,44 @@ echo written-in-chroot >/tmp/cache/back
 	if _, ok := tarFile(t, cfg.OutputPath("tar"), "tmp/cache/file"); ok {
 		t.Error("the mounted cache's content went into the image")
 	}
+	checkNothingLeft(t, f)
+}
+
+// mountHooks are root.d hooks leaving mounts in the build's namespace:
+// a bind of a host directory (as DIB's pip-cache), a read-only bind of a
+// host file, and a bind of a directory of the tree onto another.
+var mountHooks = map[string]string{
+	"cachey/root.d/50-mount-cache*": `#!/bin/bash
+set -eu
+mkdir -p "$DIB_TEST_OUT/cache" "$TMP_MOUNT_PATH/tmp/cache" "$TMP_MOUNT_PATH/srv/a" "$TMP_MOUNT_PATH/srv/b"
+echo cached-content >"$DIB_TEST_OUT/cache/file"
+echo host-file >"$DIB_TEST_OUT/ro-file"
+echo in-tree >"$TMP_MOUNT_PATH/srv/a/file"
+touch "$TMP_MOUNT_PATH/etc/ro-file"
+mount --bind "$DIB_TEST_OUT/cache" "$TMP_MOUNT_PATH/tmp/cache"
+mount --bind "$DIB_TEST_OUT/ro-file" "$TMP_MOUNT_PATH/etc/ro-file"
+mount -o remount,bind,ro,nosuid "$TMP_MOUNT_PATH/etc/ro-file"
+mount --bind "$TMP_MOUNT_PATH/srv/a" "$TMP_MOUNT_PATH/srv/b"
+`,
+	"later/post-install.d/10-later*": `#!/bin/bash
+set -eu
+{ echo "$LATER_VERSION"; cat /tmp/cache/file /etc/ro-file /srv/b/file; } >/later
+if (echo x >/etc/ro-file) 2>/dev/null; then echo writable; else echo read-only; fi >>/later
+echo "$LATER_VERSION" >/tmp/cache/back
+`,
+}
+
+// checkNothingLeft: no mount below the fixture's directories, no build
+// directory in the cache, no mount namespace holder of this process.
+func checkNothingLeft(t *testing.T, f *fixture) {
+	t.Helper()
 	for _, d := range []string{f.cache, f.out} {
 		if m := mountsBelow(d); len(m) > 0 {
 			t.Errorf("mounts left below %s: %v", d, m)
 		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.cache, "tmp", buildDirPrefix+"*")); len(left) > 0 {
+		t.Errorf("build directories left: %v", left)
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -272,6 +308,217 @@ echo written-in-chroot >/tmp/cache/back
 			t.Errorf("the build's mount namespace holder (pid %s) still runs", e.Name())
 		}
 	}
+}
+
+func TestABuildRestartedAfterAMountingHookHasItsMountsMadeAgain(t *testing.T) {
+	f := newFixture(t, elems(toolsOS, mountHooks))
+	cfg := f.config("tiny-os", "cachey", "later")
+	cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=v1")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	first, _ := tarFile(t, cfg.OutputPath("tar"), "later")
+	want := "v1\ncached-content\nhost-file\nin-tree\nread-only\n"
+	if first != want {
+		t.Fatalf("first build: /later = %q, want %q", first, want)
+	}
+	// later's variable changed: its hook runs again, from the cached tree
+	// before it, with the three mounts the root.d hook made, as it made
+	// them (the file read-only).
+	cfg.HostEnv[len(cfg.HostEnv)-1] = "LATER_VERSION=v2"
+	cfg.Output = filepath.Join(f.out, "img2")
+	f.log.Reset()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if res.Manifest.CachedFrom != "root.d/50-mount-cache" {
+		t.Errorf("cached_from = %q, want root.d/50-mount-cache, the latest cached tree\n%s", res.Manifest.CachedFrom, f.log.String())
+	}
+	for _, h := range res.Manifest.Hooks {
+		if h.Phase == "root.d" && h.Status != "cached" {
+			t.Errorf("root.d/%s ran again (%s): the build restarted before the mounting hook\n%s", h.Name, h.Status, f.log.String())
+		}
+	}
+	if got, _ := tarFile(t, cfg.OutputPath("tar"), "later"); got != strings.Replace(want, "v1", "v2", 1) {
+		t.Errorf("after the restart /later = %q: a mount was missing or not as the hook made it\n%s", got, f.log.String())
+	}
+	if b := readOut(t, f, "cache/back"); b != "v2\n" {
+		t.Errorf("what the chroot wrote through the replayed mount: host cache/back = %q", b)
+	}
+	if !strings.Contains(f.log.String(), "mounted again what root.d/50-mount-cache (cachey) mounted") {
+		t.Errorf("the log does not say the mounts were made again\n%s", f.log.String())
+	}
+	if _, ok := tarFile(t, cfg.OutputPath("tar"), "tmp/cache/file"); ok {
+		t.Error("the mounted cache's content went into the image")
+	}
+	checkNothingLeft(t, f)
+}
+
+func TestARestartNeedingAMountWhoseSourceIsGoneIsRefusedLeavingNothing(t *testing.T) {
+	f := newFixture(t, elems(toolsOS, mountHooks))
+	cfg := f.config("tiny-os", "cachey", "later")
+	cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=v1")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if err := os.RemoveAll(filepath.Join(f.out, "cache")); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HostEnv[len(cfg.HostEnv)-1] = "LATER_VERSION=v2"
+	cfg.Output = filepath.Join(f.out, "img2")
+	f.log.Reset()
+	_, err := Run(context.Background(), cfg)
+	if err == nil {
+		t.Fatalf("the build restarted without the mount's source\n%s", f.log.String())
+	}
+	for _, want := range []string{"root.d/50-mount-cache (element cachey)", f.out + "/cache on $TMP_BUILD_DIR/mnt/tmp/cache", "is gone", "--no-cache"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	if strings.Contains(f.log.String(), "-->") {
+		t.Errorf("hooks ran before the refusal\n%s", f.log.String())
+	}
+	if m, _ := filepath.Glob(cfg.Output + "*"); len(m) > 0 {
+		t.Errorf("outputs written: %v", m)
+	}
+	if _, err := os.Stat(filepath.Join(f.out, "cache")); err == nil {
+		t.Error("the refused build made the source again")
+	}
+	checkNothingLeft(t, f)
+}
+
+// A build killed outright (SIGKILL) while a replayed mount is in use
+// leaves it nowhere: the mount lived only in the build's namespace, which
+// dies with its holder; the next build removes the dead build's directory.
+func TestABuildKilledWithAReplayedMountLeavesNoMount(t *testing.T) {
+	hooks := elems(toolsOS, mountHooks, map[string]string{
+		"later/post-install.d/10-later*": `#!/bin/bash
+set -eu
+echo "$LATER_VERSION" >/tmp/cache/started
+if [ "$LATER_VERSION" = hang ]; then sleep 300; fi
+echo "$LATER_VERSION" >/later
+`,
+	})
+	if dir := os.Getenv("STRATA_TEST_KILL_DIR"); dir != "" {
+		// The child: the build that restarts with the mount and hangs.
+		f := &fixture{elements: filepath.Join(dir, "elements"), cache: filepath.Join(dir, "cache"), out: filepath.Join(dir, "out")}
+		cfg := f.config("tiny-os", "cachey", "later")
+		cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=hang")
+		cfg.Output = filepath.Join(f.out, "killed")
+		_, err := Run(context.Background(), cfg)
+		fmt.Fprintln(os.Stderr, "child build returned:", err)
+		os.Exit(3)
+	}
+	requireRoot(t)
+	dir := t.TempDir()
+	f := &fixture{elements: filepath.Join(dir, "elements"), cache: filepath.Join(dir, "cache"), out: filepath.Join(dir, "out")}
+	writeElements(t, f.elements, hooks)
+	cfg := f.config("tiny-os", "cachey", "later")
+	cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=v1")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	os.Remove(filepath.Join(f.out, "cache", "started"))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestABuildKilledWithAReplayedMountLeavesNoMount$")
+	cmd.Env = append(os.Environ(), "STRATA_TEST_KILL_DIR="+dir)
+	var childOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &childOut, &childOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The hanging hook writes through the replayed mount onto the host.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, _ := os.ReadFile(filepath.Join(f.out, "cache", "started")); string(b) == "hang\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the restarted build's hook never wrote through the replayed mount\n%s", childOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	// No process on the machine may still see a mount below the cache:
+	// the holder and the hook's sandbox die with the build (Pdeathsig).
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var seen []string
+		procs, _ := os.ReadDir("/proc")
+		for _, p := range procs {
+			mi, err := os.ReadFile(filepath.Join("/proc", p.Name(), "mountinfo"))
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(mi), "\n") {
+				if fl := strings.Fields(l); len(fl) > 4 && strings.HasPrefix(fl[4], f.cache+"/") {
+					seen = append(seen, p.Name()+": "+fl[4])
+				}
+			}
+		}
+		if len(seen) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mounts below the cache outlived the killed build: %v", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The next build removes the dead build's directory and restarts with
+	// the mount again.
+	cfg.HostEnv[len(cfg.HostEnv)-1] = "LATER_VERSION=v3"
+	f.log.Reset()
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if !strings.Contains(f.log.String(), "removed the stale build directory") || !strings.Contains(f.log.String(), "mounted again what root.d/50-mount-cache") {
+		t.Errorf("the next build did not clean up after the killed one, or did not mount again\n%s", f.log.String())
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.out, "cache", "started")); string(b) != "v3\n" {
+		t.Errorf("host cache/started = %q after the next build", b)
+	}
+	checkNothingLeft(t, f)
+}
+
+// A mount that cannot be made again (a tmpfs: its content is gone with
+// the build) keeps the build from restarting at or after its hook.
+func TestABuildRestartsBeforeAHookWhoseMountCannotBeMadeAgain(t *testing.T) {
+	f := newFixture(t, elems(toolsOS, map[string]string{
+		"scratchy/root.d/50-mount-tmpfs*": `#!/bin/bash
+set -eu
+mkdir -p "$TMP_MOUNT_PATH/tmp/scratch"
+mount -t tmpfs scratch "$TMP_MOUNT_PATH/tmp/scratch"
+echo in-tmpfs >"$TMP_MOUNT_PATH/tmp/scratch/file"
+`,
+		"later/post-install.d/10-later*": "#!/bin/bash\nset -eu\n{ echo \"$LATER_VERSION\"; cat /tmp/scratch/file; } >/later\n",
+	}))
+	cfg := f.config("tiny-os", "scratchy", "later")
+	cfg.HostEnv = append(cfg.HostEnv, "LATER_VERSION=v1")
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	cfg.HostEnv[len(cfg.HostEnv)-1] = "LATER_VERSION=v2"
+	f.log.Reset()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, f.log.String())
+	}
+	if got, _ := tarFile(t, cfg.OutputPath("tar"), "later"); got != "v2\nin-tmpfs\n" {
+		t.Errorf("/later = %q: the tmpfs was missing\n%s", got, f.log.String())
+	}
+	if res.Manifest.CachedFrom != "root.d/20-tools" || !strings.Contains(f.log.String(), "left a mount a cached tree cannot bring back") {
+		t.Errorf("cached_from = %q, want root.d/20-tools, the checkpoint before the tmpfs\n%s", res.Manifest.CachedFrom, f.log.String())
+	}
+	if !strings.Contains(f.log.String(), "is not a bind mount of a path strata can mount again") {
+		t.Errorf("the log does not say why the mount cannot be made again\n%s", f.log.String())
+	}
+	checkNothingLeft(t, f)
 }
 
 // strata's base empties /tmp at finalise.d, but never through a mount a

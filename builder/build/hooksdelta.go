@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"strata/builder/element"
+	"strata/builder/executor"
 )
 
 // Hooks on the build host may change the hooks directory: DIB's
@@ -42,9 +43,67 @@ type hooksDelta struct {
 	Added   []string `json:"added,omitempty"`
 	// Mounts are mount points the hook left in the build's mount
 	// namespace (DIB's pip-cache bind-mounts its cache in root.d). A tree
-	// restored after such a hook would lack them, so the build restarts
-	// before it instead (see usableCheckpoint).
+	// restored after such a hook lacks them: the build makes them again
+	// (Replay) or, when it cannot, restarts before the hook.
 	Mounts []string `json:"mounts,omitempty"`
+	// Replay is how to leave the namespace of a later build as the hook
+	// left this one's, when that can be done: every mount it left is a
+	// bind of a path that outlives the build (or that a restored tree
+	// brings back). Nil when it cannot (a tmpfs the hook made: its
+	// content is gone with the build), or in a record from an older
+	// strata; NoReplay then says why.
+	Replay   *mountReplay `json:"replay,omitempty"`
+	NoReplay string       `json:"no_replay,omitempty"`
+}
+
+// mountReplay is what a hook did to the build's mount namespace, in
+// terms a later build can redo: the mounts it removed, then the bind
+// mounts it made, in the order it made them.
+type mountReplay struct {
+	Unmount []buildPath  `json:"unmount,omitempty"`
+	Binds   []replayBind `json:"binds,omitempty"`
+}
+
+// buildPath is a path as the build that recorded it saw it: relative to
+// its build directory (TMP_BUILD_DIR) when below it, since every build
+// has its own, else absolute.
+type buildPath struct {
+	Path    string `json:"path"`
+	InBuild bool   `json:"in_build,omitempty"`
+}
+
+func (p buildPath) in(buildDir string) string {
+	if p.InBuild {
+		return filepath.Join(buildDir, p.Path)
+	}
+	return p.Path
+}
+
+// String names the path for messages: $TMP_BUILD_DIR/... when below the
+// build directory.
+func (p buildPath) String() string {
+	if p.InBuild {
+		return "$TMP_BUILD_DIR/" + p.Path
+	}
+	return p.Path
+}
+
+func toBuildPath(buildDir, p string) buildPath {
+	if rel, err := filepath.Rel(buildDir, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+		return buildPath{Path: rel, InBuild: true}
+	}
+	return buildPath{Path: p}
+}
+
+// replayBind is one bind mount a hook made, with its flags.
+type replayBind struct {
+	Source   buildPath `json:"source"`
+	Target   buildPath `json:"target"`
+	File     bool      `json:"file,omitempty"`
+	ReadOnly bool      `json:"ro,omitempty"`
+	NoSuid   bool      `json:"nosuid,omitempty"`
+	NoDev    bool      `json:"nodev,omitempty"`
+	NoExec   bool      `json:"noexec,omitempty"`
 }
 
 // fileState is what a snapshot of the hooks directory compares.
@@ -88,14 +147,14 @@ func snapshotHooks(dir string) (map[string]fileState, error) {
 }
 
 // writeHooksDelta writes what changed between before and the directory
-// now as a tar at dst, with the mount points the hook left; it returns the
-// paths added or changed.
-func writeHooksDelta(dir string, before map[string]fileState, mounts []string, dst string) ([]string, error) {
+// now as a tar at dst, with what the hook did to the build's mounts; it
+// returns the paths added or changed.
+func writeHooksDelta(dir string, before map[string]fileState, mounts hooksDelta, dst string) ([]string, error) {
 	after, err := snapshotHooks(dir)
 	if err != nil {
 		return nil, err
 	}
-	d := hooksDelta{Mounts: mounts}
+	d := hooksDelta{Mounts: mounts.Mounts, Replay: mounts.Replay, NoReplay: mounts.NoReplay}
 	for p := range before {
 		if _, ok := after[p]; !ok {
 			d.Removed = append(d.Removed, p)
@@ -346,11 +405,12 @@ func (b *builder) replayHooksDeltas(last int) error {
 	return nil
 }
 
-// firstMountingHook is the index of the first root.d or extra-data.d hook
-// that left a mount in the build's namespace when it last ran (its
-// recorded delta says so), or -1: a tree restored at or after it would
-// lack that mount, so the build restarts before it.
-func (b *builder) firstMountingHook() int {
+// firstUnreplayableMount is the index of the first root.d or
+// extra-data.d hook that left a mount in the build's namespace when it
+// last ran (its recorded delta says so) which a later build cannot make
+// again, and why; or -1: a tree restored at or after it would lack that
+// mount, so the build restarts before it.
+func (b *builder) firstUnreplayableMount() (int, string) {
 	for _, hk := range b.plan.hooks() {
 		if !deltaPhase(hk.Phase) {
 			continue
@@ -359,35 +419,184 @@ func (b *builder) firstMountingHook() int {
 		if !ok {
 			continue
 		}
-		if d, err := readHooksDeltaIndex(path); err == nil && len(d.Mounts) > 0 {
-			return hk.index
+		d, err := readHooksDeltaIndex(path)
+		if err != nil || len(d.Mounts) == 0 || d.Replay != nil {
+			continue
+		}
+		why := d.NoReplay
+		if why == "" {
+			why = "recorded without what would make it again"
+		}
+		return hk.index, why
+	}
+	return -1, ""
+}
+
+// mountStep is what one hook before a restored tree did to the build's
+// mounts.
+type mountStep struct {
+	hook   *hookPlan
+	replay *mountReplay
+}
+
+// recordedMounts lists what the root.d and extra-data.d hooks up to index
+// last did to the build's mounts, in order, and refuses, naming the hook
+// and its element, when a mount's source outside the build has gone since.
+func (b *builder) recordedMounts(last int) ([]mountStep, error) {
+	var out []mountStep
+	for _, hk := range b.plan.hooks() {
+		if hk.index > last || !deltaPhase(hk.Phase) {
+			continue
+		}
+		path, ok := b.cache.HooksDelta(hk.key)
+		if !ok {
+			continue // replayHooksDeltas says so
+		}
+		d, err := readHooksDeltaIndex(path)
+		if err != nil {
+			return nil, err
+		}
+		if d.Replay == nil {
+			continue
+		}
+		for _, m := range d.Replay.Binds {
+			if m.Source.InBuild {
+				continue // checked once the tree is back
+			}
+			if _, err := os.Lstat(m.Source.Path); err != nil {
+				return nil, b.goneSource(last, hk, m, err)
+			}
+		}
+		out = append(out, mountStep{hook: hk, replay: d.Replay})
+	}
+	return out, nil
+}
+
+func (b *builder) goneSource(last int, hk *hookPlan, m replayBind, err error) error {
+	return fmt.Errorf("the cached tree after %s needs the bind mount %s (element %s) made, %s on %s, and %s is gone (%v): make it again, or build with --no-cache",
+		b.plan.hooks()[last].Path(), hk.Path(), hk.Element, m.Source, m.Target, m.Source, err)
+}
+
+// replayMounts leaves the build's namespace as the hooks of steps left
+// the namespace of the build that cached the tree: their bind mounts are
+// made again, with their flags, and what they unmounted is unmounted.
+func (b *builder) replayMounts(ctx context.Context, last int, steps []mountStep) error {
+	for _, st := range steps {
+		var unmounts []string
+		for _, u := range st.replay.Unmount {
+			unmounts = append(unmounts, u.in(b.dirs.build))
+		}
+		var mounts []executor.Mount
+		var names []string
+		for _, m := range st.replay.Binds {
+			src := m.Source.in(b.dirs.build)
+			if _, err := os.Lstat(src); err != nil {
+				return b.goneSource(last, st.hook, m, err)
+			}
+			mt := executor.Bind(src, m.Target.in(b.dirs.build), m.ReadOnly)
+			if m.File {
+				mt = executor.BindFile(src, mt.Target, m.ReadOnly)
+			}
+			mt.NoSuid, mt.NoDev, mt.NoExec = m.NoSuid, m.NoDev, m.NoExec
+			mounts = append(mounts, mt)
+			names = append(names, m.Source.String()+" on "+m.Target.String())
+		}
+		if err := b.ns.Apply(ctx, unmounts, mounts); err != nil {
+			return fmt.Errorf("making the mounts of %s (element %s) again: %w", st.hook.Path(), st.hook.Element, err)
+		}
+		if len(names) > 0 {
+			b.rep.printf("strata: mounted again what %s (%s) mounted: %s\n", st.hook.Path(), st.hook.Element, strings.Join(names, ", "))
+		}
+		for _, u := range st.replay.Unmount {
+			b.rep.printf("strata: unmounted again what %s (%s) unmounted: %s\n", st.hook.Path(), st.hook.Element, u)
 		}
 	}
-	return -1
+	return nil
+}
+
+// mountChanges compares the build's mounts before and after a hook: the
+// mount points it left and removed, and how a later build makes the same
+// change (or why it cannot).
+func (b *builder) mountChanges(before, after []executor.MountEntry) hooksDelta {
+	var d hooksDelta
+	had := map[int]bool{}
+	for _, e := range before {
+		had[e.ID] = true
+	}
+	has := map[int]bool{}
+	for _, e := range after {
+		has[e.ID] = true
+	}
+	r := &mountReplay{}
+	for _, e := range before {
+		if !has[e.ID] {
+			r.Unmount = append(r.Unmount, toBuildPath(b.dirs.build, e.Point))
+		}
+	}
+	var known []executor.MountEntry // what a bind's source can be found in
+	for _, e := range after {
+		if had[e.ID] {
+			known = append(known, e)
+		}
+	}
+	for _, e := range after {
+		if had[e.ID] {
+			continue
+		}
+		d.Mounts = append(d.Mounts, e.Point)
+		if d.NoReplay != "" {
+			continue
+		}
+		src, ok := b.ns.BindSource(e, known)
+		if !ok {
+			d.NoReplay = fmt.Sprintf("%s (%s %s) is not a bind mount of a path strata can mount again", e.Point, e.FSType, e.Source)
+			continue
+		}
+		sp := toBuildPath(b.dirs.build, src)
+		if sp.InBuild && !inRestoredTree(sp.Path) {
+			d.NoReplay = fmt.Sprintf("%s shows %s, which a cached tree does not keep", e.Point, src)
+			continue
+		}
+		fi, err := os.Stat(b.ns.Path(src))
+		if err != nil {
+			d.NoReplay = fmt.Sprintf("%s: %v", e.Point, err)
+			continue
+		}
+		r.Binds = append(r.Binds, replayBind{
+			Source: sp, Target: toBuildPath(b.dirs.build, e.Point), File: !fi.IsDir(),
+			ReadOnly: e.Has("ro"), NoSuid: e.Has("nosuid"), NoDev: e.Has("nodev"), NoExec: e.Has("noexec"),
+		})
+		known = append(known, e)
+	}
+	if d.NoReplay == "" && (len(r.Binds) > 0 || len(r.Unmount) > 0) {
+		d.Replay = r
+	}
+	return d
+}
+
+// inRestoredTree reports whether a path relative to the build directory
+// is one a restart brings back: the image tree or the hooks directory.
+func inRestoredTree(rel string) bool {
+	for _, d := range []string{"mnt", "hooks"} {
+		if rel == d || strings.HasPrefix(rel, d+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // recordHooksDelta saves what hook hk changed in the hooks directory, and
-// the mounts it left (the mount points not in mountsBefore).
-func (b *builder) recordHooksDelta(hk *hookPlan, before map[string]fileState, mountsBefore []string) error {
+// in the build's mounts (mountsBefore is the namespace before it ran).
+func (b *builder) recordHooksDelta(hk *hookPlan, before map[string]fileState, mountsBefore []executor.MountEntry) error {
 	tmp := filepath.Join(b.dirs.build, "hooks-delta.tar")
 	defer os.Remove(tmp)
-	var mounts []string
+	var mounts hooksDelta
 	if b.ns != nil {
-		now, err := b.ns.MountPoints()
+		now, err := b.ns.Mounts()
 		if err != nil {
 			return err
 		}
-		old := map[string]int{}
-		for _, m := range mountsBefore {
-			old[m]++
-		}
-		for _, m := range now {
-			if old[m] > 0 {
-				old[m]--
-				continue
-			}
-			mounts = append(mounts, m)
-		}
+		mounts = b.mountChanges(mountsBefore, now)
 	}
 	added, err := writeHooksDelta(b.dirs.hooks, before, mounts, tmp)
 	if err != nil {

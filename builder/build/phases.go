@@ -92,7 +92,7 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 	r.env = envList(env)
 	for _, h := range todo {
 		var before map[string]fileState
-		var mountsBefore []string
+		var mountsBefore []executor.MountEntry
 		record := deltaPhase(pp.phase) && !b.cfg.NoCache
 		if record {
 			var err error
@@ -100,7 +100,7 @@ func (b *builder) runPhase(ctx context.Context, i int) error {
 				return err
 			}
 			if b.ns != nil {
-				if mountsBefore, err = b.ns.MountPoints(); err != nil {
+				if mountsBefore, err = b.ns.Mounts(); err != nil {
 					return err
 				}
 			}

@@ -630,7 +630,7 @@ func (p *plan) keyEnv(w io.Writer, el *element.Element, env map[string]string) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "env %s=%q\n", k, env[k])
+		fmt.Fprintf(w, "env %s=%q\n", k, stableValue(env, env[k]))
 	}
 	if el.Mentions("IMAGE_ELEMENT") || el.Mentions("IMAGE_ELEMENT_YAML") || el.Mentions("get_image_element_array") {
 		fmt.Fprintf(w, "elements %s\n", strings.Join(p.set.Names(), " "))
@@ -799,6 +799,25 @@ var volatileEnv = map[string]bool{
 	"IMAGE_ELEMENT_YAML": true, "IMAGE_ELEMENT": true, // keyed by element names instead (keyEnv)
 	"BASH_FUNC_get_image_element_array%%": true, "BASH_FUNC_die%%": true,
 	"http_proxy": true, "https_proxy": true, "no_proxy": true, "HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true,
+}
+
+// buildPathVars are the volatile variables whose values are this build's
+// own paths, innermost first. A value derived from one of them (DIB's
+// manifests element sets DIB_MANIFEST_SAVE_DIR to ${IMAGE_NAME}.d/) enters
+// a key with the variable's name in its place, so that it is the same in
+// every build, as the variable itself is left out.
+var buildPathVars = []string{"TMP_MOUNT_PATH", "TARGET_ROOT", "TMP_HOOKS_PATH", "TMP_IMAGE_DIR", "TMP_BUILD_DIR", "IMAGE_NAME", "DIB_IMAGE_CACHE"}
+
+// stableValue is v with this build's paths replaced by their variables'
+// names (absolute paths only: a relative -o name such as "x" is no path
+// to look for inside other values).
+func stableValue(env map[string]string, v string) string {
+	for _, name := range buildPathVars {
+		if p := env[name]; len(p) > 1 && filepath.IsAbs(p) {
+			v = strings.ReplaceAll(v, p, "${"+name+"}")
+		}
+	}
+	return v
 }
 
 // envScript sources the environment.d files given as arguments and prints

@@ -262,3 +262,94 @@ func TestResolveInStaysInsideRoot(t *testing.T) {
 		t.Error("symlink loop not detected")
 	}
 }
+
+func TestMountInfoIsReadWithItsEscapesAndOptionalFields(t *testing.T) {
+	got := parseMountInfo("" +
+		"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
+		"36 22 254:0 /srv/my\\040cache /tmp/dib\\040build/mnt/tmp/pip ro,nosuid,nodev master:1 shared:5 - ext4 /dev/vda rw\n" +
+		"40 22 0:51 / /run/x rw - tmpfs tmpfs rw,mode=755\n")
+	if len(got) != 3 {
+		t.Fatalf("%d entries, want 3: %+v", len(got), got)
+	}
+	b := got[1]
+	if b.ID != 36 || b.Dev != "254:0" || b.Root != "/srv/my cache" || b.Point != "/tmp/dib build/mnt/tmp/pip" ||
+		b.FSType != "ext4" || b.Source != "/dev/vda" || !b.Has("ro") || !b.Has("nosuid") || !b.Has("nodev") || b.Has("noexec") {
+		t.Errorf("bind entry = %+v", b)
+	}
+	if got[2].FSType != "tmpfs" || got[2].Source != "tmpfs" || got[2].Has("ro") {
+		t.Errorf("tmpfs entry = %+v", got[2])
+	}
+}
+
+func TestMountsAppliedToANamespaceStayInItUntilItEnds(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	src, target := filepath.Join(dir, "src"), filepath.Join(dir, "target")
+	os.Mkdir(src, 0o755)
+	os.Mkdir(target, 0o755)
+	os.WriteFile(filepath.Join(src, "file"), []byte("from src"), 0o644)
+	ns, err := NewMountNamespace(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	before, err := ns.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Bind(src, target, true)
+	m.NoExec = true
+	if err := ns.Apply(context.Background(), nil, []Mount{m}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mountsUnder(t, dir); len(got) > 0 {
+		t.Errorf("the namespace's mount shows on the host: %v", got)
+	}
+	after, err := ns.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made *MountEntry
+	for i, e := range after {
+		if e.Point == target {
+			made = &after[i]
+		}
+	}
+	if made == nil {
+		t.Fatalf("no mount on %s in the namespace: %+v", target, after)
+	}
+	if !made.Has("ro") || !made.Has("noexec") || made.Has("nosuid") {
+		t.Errorf("flags %v, want ro and noexec, not nosuid", made.Opts)
+	}
+	if b, err := os.ReadFile(ns.Path(filepath.Join(target, "file"))); err != nil || string(b) != "from src" {
+		t.Errorf("through the mount: %q, %v", b, err)
+	}
+	if got, ok := ns.BindSource(*made, before); !ok || got != src {
+		t.Errorf("BindSource = %q, %v; want %s", got, ok, src)
+	}
+	// A fresh tmpfs is no bind of anything.
+	if err := (&Host{Namespace: ns}).Run(context.Background(), Command{Path: probe, Args: []string{"mount-tmpfs", target}, Stderr: os.Stderr}); err != nil {
+		t.Fatal(err)
+	}
+	now, _ := ns.Mounts()
+	if top := now[len(now)-1]; top.Point != target || top.FSType != "tmpfs" {
+		t.Fatalf("last mount %+v, want the tmpfs on %s", top, target)
+	} else if got, ok := ns.BindSource(top, after); ok {
+		t.Errorf("BindSource of a tmpfs = %q", got)
+	}
+	if err := ns.Apply(context.Background(), []string{target, target}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := ns.Mounts(); len(now) != len(before) {
+		t.Errorf("after unmounting both: %d mounts, want %d", len(now), len(before))
+	}
+	if err := ns.Apply(context.Background(), nil, []Mount{Bind(src, target, false)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := mountsUnder(t, dir); len(got) > 0 {
+		t.Errorf("mounts left after the namespace ended: %v", got)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,10 @@ type Mount struct {
 	File bool `json:"file,omitempty"`
 	// Optional mounts are skipped when the target does not exist.
 	Optional bool `json:"optional,omitempty"`
+	// NoSuid, NoDev and NoExec are set on a bind mount, as ReadOnly is.
+	NoSuid bool `json:"nosuid,omitempty"`
+	NoDev  bool `json:"nodev,omitempty"`
+	NoExec bool `json:"noexec,omitempty"`
 }
 
 // Bind returns a bind mount of a host directory at target inside the root.
@@ -74,13 +79,18 @@ type sandboxSpec struct {
 	Hold bool `json:"hold,omitempty"`
 	// JoinNS: fd 4 is a mount namespace to run in. A host command runs in
 	// it (its mounts stay there); a chroot gets a private copy of it.
-	JoinNS bool     `json:"join_ns,omitempty"`
-	Root   string   `json:"root,omitempty"`
-	Mounts []Mount  `json:"mounts,omitempty"`
-	Path   string   `json:"path"`
-	Args   []string `json:"args,omitempty"`
-	Env    []string `json:"env"`
-	Dir    string   `json:"dir,omitempty"`
+	JoinNS bool `json:"join_ns,omitempty"`
+	// MountOnly: unmount Unmounts, make Mounts, and exit without running
+	// a command (MountNamespace.Apply: with JoinNS and no Root, they stay
+	// in the build's namespace).
+	MountOnly bool     `json:"mount_only,omitempty"`
+	Unmounts  []string `json:"unmounts,omitempty"`
+	Root      string   `json:"root,omitempty"`
+	Mounts    []Mount  `json:"mounts,omitempty"`
+	Path      string   `json:"path"`
+	Args      []string `json:"args,omitempty"`
+	Env       []string `json:"env"`
+	Dir       string   `json:"dir,omitempty"`
 }
 
 // stopGrace is how long a cancelled command gets after SIGTERM before the
@@ -196,10 +206,19 @@ func runHelper(raw string) int {
 			return fail("making mounts private: %v", err)
 		}
 	}
+	for _, p := range sp.Unmounts {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			return fail("unmount %s: %v", p, err)
+		}
+	}
 	for _, m := range sp.Mounts {
 		if err := doMount(sp.Root, m); err != nil {
 			return fail("mount %s on %s: %v", m.Kind, m.Target, err)
 		}
+	}
+	if sp.MountOnly {
+		status.Close()
+		return 0
 	}
 	if sp.Root != "" {
 		if err := unix.Chroot(sp.Root); err != nil {
@@ -324,19 +343,140 @@ func NewMountNamespace(ctx context.Context) (*MountNamespace, error) {
 	return m, nil
 }
 
-// MountPoints lists the namespace's mount points.
-func (m *MountNamespace) MountPoints() ([]string, error) {
+// MountEntry is one mount of a namespace, as its mountinfo lists it.
+type MountEntry struct {
+	ID  int
+	Dev string // major:minor of the mounted filesystem
+	// Root is the directory of that filesystem mounted here ("/" for a
+	// whole filesystem, the source directory's path in it for a bind).
+	Root  string
+	Point string   // the mount point
+	Opts  []string // per-mount options: ro or rw, nosuid, nodev, noexec...
+	// FSType and Source are the filesystem's type and source ("tmpfs",
+	// "/dev/vda").
+	FSType string
+	Source string
+}
+
+// Has reports whether the per-mount options include opt.
+func (e MountEntry) Has(opt string) bool {
+	for _, o := range e.Opts {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+// Mounts lists the namespace's mounts, in the order it made them.
+func (m *MountNamespace) Mounts() ([]MountEntry, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", m.cmd.Process.Pid))
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 {
-			out = append(out, f[4])
+	return parseMountInfo(string(data)), nil
+}
+
+// parseMountInfo reads proc(5)'s mountinfo format: ID, parent ID,
+// major:minor, root, mount point, options, optional fields, "-", type,
+// source, superblock options.
+func parseMountInfo(data string) []MountEntry {
+	var out []MountEntry
+	for _, line := range strings.Split(data, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			continue
 		}
+		e := MountEntry{Dev: f[2], Root: unescapeMountInfo(f[3]), Point: unescapeMountInfo(f[4]), Opts: strings.Split(f[5], ",")}
+		e.ID, _ = strconv.Atoi(f[0])
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" {
+				if i+1 < len(f) {
+					e.FSType = f[i+1]
+				}
+				if i+2 < len(f) {
+					e.Source = unescapeMountInfo(f[i+2])
+				}
+				break
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// unescapeMountInfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountInfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// MountPoints lists the namespace's mount points.
+func (m *MountNamespace) MountPoints() ([]string, error) {
+	ms, err := m.Mounts()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ms))
+	for i, e := range ms {
+		out[i] = e.Point
 	}
 	return out, nil
+}
+
+// Path is p as seen from inside the namespace (through its holder's
+// /proc/PID/root), for reading what is mounted there.
+func (m *MountNamespace) Path(p string) string {
+	return fmt.Sprintf("/proc/%d/root%s", m.cmd.Process.Pid, filepath.Clean("/"+p))
+}
+
+// BindSource finds the path a bind mount e shows, among the namespace's
+// other mounts (those it had before e was made): a mount of the same
+// filesystem whose root holds e's root. The path is checked to be the
+// very directory (or file) mounted at e. It reports false for a mount
+// that is not a bind of a path the namespace can reach (a fresh tmpfs, a
+// procfs), or when the path no longer shows what e shows.
+func (m *MountNamespace) BindSource(e MountEntry, among []MountEntry) (string, bool) {
+	var want unix.Stat_t
+	if err := unix.Stat(m.Path(e.Point), &want); err != nil {
+		return "", false
+	}
+	for i := len(among) - 1; i >= 0; i-- { // the latest mount of a path is the one seen
+		c := among[i]
+		if c.ID == e.ID || c.Dev != e.Dev {
+			continue
+		}
+		rel, ok := strings.CutPrefix(e.Root, c.Root)
+		if !ok || (c.Root != "/" && rel != "" && !strings.HasPrefix(rel, "/")) {
+			continue
+		}
+		p := filepath.Join(c.Point, rel)
+		var got unix.Stat_t
+		if err := unix.Stat(m.Path(p), &got); err == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// Apply unmounts unmounts and then makes mounts in the namespace (host
+// paths: no Root), where they stay until it ends, as if a host command
+// run in it had made them.
+func (m *MountNamespace) Apply(ctx context.Context, unmounts []string, mounts []Mount) error {
+	return runSandboxed(ctx, sandboxSpec{MountOnly: true, Unmounts: unmounts, Mounts: mounts}, Command{}, m)
 }
 
 // Close ends the namespace and every mount in it.
@@ -415,8 +555,18 @@ func doMount(root string, m Mount) error {
 		if err := unix.Mount(m.Source, target, "", flags, ""); err != nil {
 			return err
 		}
-		if m.ReadOnly {
-			return unix.Mount("", target, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		// A bind mount takes its flags only when remounted.
+		var extra uintptr
+		for _, f := range []struct {
+			set  bool
+			flag uintptr
+		}{{m.ReadOnly, unix.MS_RDONLY}, {m.NoSuid, unix.MS_NOSUID}, {m.NoDev, unix.MS_NODEV}, {m.NoExec, unix.MS_NOEXEC}} {
+			if f.set {
+				extra |= f.flag
+			}
+		}
+		if extra != 0 {
+			return unix.Mount("", target, "", flags|unix.MS_REMOUNT|extra, "")
 		}
 		return nil
 	}

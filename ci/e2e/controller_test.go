@@ -182,6 +182,37 @@ func TestControllerRunsAMariaDBInstanceFromABuiltImageUnderQemu(t *testing.T) {
 		t.Fatal("the old user name still logs in after the rename")
 	}
 
+	// Guest logs on the real server through the real client: the slow
+	// query log switched on catches a slow query, which reaches the store
+	// by publish and comes back by save; switched off, it catches no more.
+	logStart := time.Now()
+	saveLog := func(name string) string {
+		t.Helper()
+		osc.run(t, "database", "log", "set", id, name, "--publish")
+		file := filepath.Join(out, name+".log")
+		os.Remove(file)
+		osc.run(t, "database", "log", "save", id, name, "--file", file)
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("openstack database log save %s: %v", name, err)
+		}
+		return string(data)
+	}
+	osc.run(t, "database", "log", "set", id, "slow_query", "--enable")
+	db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT SLEEP(1.5) AS slow_marker_on")
+	if slow := saveLog("slow_query"); !strings.Contains(slow, "slow_marker_on") {
+		t.Fatalf("the slow query log, switched on, published and saved, lacks the slow query:\n%s", tail(slow, 20))
+	}
+	osc.run(t, "database", "log", "set", id, "slow_query", "--disable")
+	db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT SLEEP(1.5) AS slow_marker_off")
+	if slow := saveLog("slow_query"); strings.Contains(slow, "slow_marker_off") || !strings.Contains(slow, "slow_marker_on") {
+		t.Fatalf("the slow query log switched off: want the first slow query and not the second:\n%s", tail(slow, 20))
+	}
+	if errLog := saveLog("error"); !strings.Contains(errLog, "ready for connections") {
+		t.Fatalf("the server's error log, saved, does not say it started:\n%s", tail(errLog, 20))
+	}
+	t.Logf("FIGURE guest logs (enable, two slow queries, disable, three publish and save): %.1fs", time.Since(logStart).Seconds())
+
 	// Resize the volume: the agent grows the filesystem online.
 	before := volumeTotal(in)
 	if before > 1.01 {
@@ -577,7 +608,7 @@ type endpoint struct {
 func endpointOf(t *testing.T, in map[string]any, standard int) endpoint {
 	t.Helper()
 	ep := endpoint{port: int(in["port"].(float64))}
-	if ips, _ := in["ip"].([]any); len(ips) == 1 {
+	if ips, _ := in["ip"].([]any); len(ips) > 0 { // the first is the one clients use
 		ep.host, _ = ips[0].(string)
 	}
 	a, err := netip.ParseAddr(ep.host)

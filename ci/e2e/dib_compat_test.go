@@ -5,16 +5,20 @@ package e2e
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +35,7 @@ import (
 // with DIB's own flags, and each element's promised effect checked in the
 // image. Nothing is fetched from anywhere but the Debian mirror the other
 // builds use: source-repositories reads a git repository and a file this
-// test makes. Three builds cover every element that supports Debian:
+// test makes. These builds cover every element that supports Debian:
 //
 //	A  Debian 12, tar: everything that needs no kernel (and no-final-image)
 //	A2 Debian 12, tar: the elements that only install many packages (a
@@ -40,6 +44,8 @@ import (
 //	B  Debian 13, qcow2+tar, booted under UEFI: DIB's block-device-efi
 //	   layout, the kernel elements, and a datastore (Redis + the agent)
 //	C  Debian 13, images/debian-minimal.yaml: strata's vm debian-minimal
+//	D  Debian 12, qcow2, booted under BIOS: ELEMENTS_PATH set to DIB's own
+//	   element tree, vm block-device-mbr debian-minimal
 //
 // The table below is the compatibility table: every element of DIB's
 // tree has a row, and docs/dib-compat.md must say the same.
@@ -93,7 +99,7 @@ func compatTable() map[string]compatRow {
 		"dib-init-system":             built("A", file("usr/local/bin/dib-init-system", "systemd")),
 		"dib-python":                  built("A", file("etc/dib-contracts/dib-python", "Python 3")), // its link exists while the build runs
 		"disable-nouveau":             built("A", file("etc/modprobe.d/disable-nouveau.conf", "blacklist nouveau")),
-		"dkms":                        built("A2", pkg("dkms")),
+		"dkms":                        built("A2", all(pkg("dkms"), hookRan("post-install.d", "97-dkms", "dkms"))), // no kernel in A2: nothing for it to build
 		"dracut-network":              built("A", nothing),
 		"dynamic-login":               built("A", exists("usr/local/bin/dynamic-login", "etc/systemd/system/multi-user.target.wants/dynamic-login.service")),
 		"element-manifest":            built("A", file("etc/dib-manifests/dib-element-manifest", "dib-contracts", "devuser")),
@@ -106,12 +112,12 @@ func compatTable() map[string]compatRow {
 		"journal-to-console":          built("A", file("etc/systemd/journald.conf.d/log-to-console.conf", "ForwardToConsole=true")),
 		"local-config":                built("A", file("root/.ssh/authorized_keys", "dib-compat-local-key")),
 		"manifests":                   built("A", all(file("etc/dib-manifests/dib_environment", "DIB_CONTRACTS_USER"), file("etc/dib-manifests/dib_arguments", "dib-contracts"), beside("A.d/dib-manifests/dib_arguments"))),
-		"mellanox":                    built("A2", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), pkg("ibverbs-utils"))),
+		"mellanox":                    built("A2", all(file("etc/udev/rules.d/81-mellanox.rules", "mlx4_en"), file("etc/modules", "mlx4_en\nmlx4_ib\nib_ipoib\nmlx5_ib\nib_umad\nib_uverbs\n"), pkg("ibverbs-utils"), pkg("opensm"))),
 		"modprobe":                    built("A", file("etc/modprobe.d/blacklist.conf", "blacklist floppy")),
 		"no-final-image":              built("A", notBeside("A.qcow2")),
 		"openssh-server":              built("A", all(pkg("openssh-server"), exists("etc/systemd/system/multi-user.target.wants/ssh.service"))),
 		"pip-and-virtualenv":          built("A", all(pkg("python3-pip"), pkg("python3-virtualenv"))),
-		"pip-cache":                   built("A", hostCache("pip/dib-compat-pip-cache")),
+		"pip-cache":                   built("A", hostCacheRun("pip/dib-compat-run")),
 		"posix":                       built("A2", all(pkg("bc"), pkg("ed"), pkg("pax"), pkg("m4"))),
 		"runtime-ssh-host-keys":       built("A", exists("etc/systemd/system/multi-user.target.wants/ssh-keygen.service")),
 		"source-repositories":         built("A", all(file("opt/dib-contracts-repo/README", "dib-compat repository"), file("opt/dib-contracts-file", "dib-compat file"), file("etc/dib-manifests/dib-manifest-git-A", "dib-contracts-repo git /opt/dib-contracts-repo"))),
@@ -138,8 +144,8 @@ func compatTable() map[string]compatRow {
 		"package-installs": own("A", pkg("tree")),
 		"pkg-map":          own("A", file("usr/share/pkg-map/dib-contracts", "contracts-tool")),
 		"dib-run-parts":    own("A", all(exists("usr/local/bin/dib-run-parts"), file("etc/dib-contracts/run-parts", "first strict\nsecond\n"))),
-		"block-device-gpt": own("", nil), // mapped like block-device-efi (unit-tested in builder/blockdevice)
-		"block-device-mbr": own("", nil),
+		"block-device-gpt": own("", nil),      // mapped like block-device-efi (unit-tested in builder/blockdevice)
+		"block-device-mbr": own("D", nothing), // checked by D's partition table and BIOS boot
 
 		// Refused before anything runs.
 		"bootloader":           refuse("finalise.d/50-bootloader uses IMAGE_BLOCK_DEVICE"),
@@ -201,6 +207,8 @@ type imageTree struct {
 	packages map[string]string // from the manifest
 	outDir   string            // where the image and its siblings are
 	cache    string
+	run      string // this run's COMPAT_RUN, if the build had one
+	manifest *manifest.Manifest
 }
 
 func readImageTree(t *testing.T, tarPath string) *imageTree {
@@ -234,6 +242,7 @@ func readImageTree(t *testing.T, tarPath string) *imageTree {
 	for _, p := range m.Packages {
 		it.packages[p.Name] = p.Version
 	}
+	it.manifest = m
 	return it
 }
 
@@ -336,12 +345,34 @@ func notBeside(name string) func(*imageTree) error {
 	}
 }
 
-func hostCache(rel string) func(*imageTree) error {
+// hostCacheRun: the build host's cache holds this run's nonce at rel
+// (dib-compat-run wrote it through pip-cache's mount).
+func hostCacheRun(rel string) func(*imageTree) error {
 	return func(it *imageTree) error {
-		if _, err := os.Stat(filepath.Join(it.cache, rel)); err != nil {
+		b, err := os.ReadFile(filepath.Join(it.cache, rel))
+		if err != nil {
 			return fmt.Errorf("the build host's cache has no %s: %v", rel, err)
 		}
+		if got := strings.TrimSpace(string(b)); got != it.run {
+			return fmt.Errorf("the build host's %s says %q, not this run's %q: the mount was not there", rel, got, it.run)
+		}
 		return nil
+	}
+}
+
+// hookRan: the element's hook ran in the build (or in the build whose
+// cached tree this one started after), and did not fail.
+func hookRan(phase, name, element string) func(*imageTree) error {
+	return func(it *imageTree) error {
+		for _, h := range it.manifest.Hooks {
+			if h.Phase == phase && h.Name == name && h.Element == element {
+				if h.Status != "ok" && h.Status != "cached" {
+					return fmt.Errorf("%s/%s (%s): %s", phase, name, element, h.Status)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s/%s (%s) is not among the build's hooks", phase, name, element)
 	}
 }
 
@@ -361,40 +392,23 @@ func all(checks ...func(*imageTree) error) func(*imageTree) error {
 
 // compatFixture is what the builds read from the host: a git repository
 // and a file for source-repositories, keys for devuser and local-config,
-// apt files, DIB's own install-types ahead of strata's.
+// apt files, DIB's own install-types ahead of strata's. Its paths are
+// values of variables the elements name, so they are in the builds' cache
+// keys: it lives in the image cache under a name that is the digest of
+// its content, the same from run to run (an unchanged build restarts late
+// or not at all) and another as soon as anything in it changes.
 type compatFixture struct {
 	dir, home, first string
 	env              []string
 }
 
 func newCompatFixture(t *testing.T, in *dib.Install) *compatFixture {
-	dir := t.TempDir()
-	f := &compatFixture{dir: dir, home: filepath.Join(dir, "home"), first: filepath.Join(dir, "dib-first")}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	write := func(p, content string) {
-		must(os.MkdirAll(filepath.Dir(p), 0o755))
-		must(os.WriteFile(p, []byte(content), 0o644))
-	}
-	gitRepo := filepath.Join(dir, "repo")
-	write(filepath.Join(gitRepo, "README"), "dib-compat repository\n")
-	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "README"},
-		{"-c", "user.email=t@example.invalid", "-c", "user.name=test", "commit", "-qm", "init"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = gitRepo
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	write(filepath.Join(dir, "file.txt"), "dib-compat file\n")
-	write(filepath.Join(f.home, ".ssh/authorized_keys"), "ssh-ed25519 AAAAC3 dib-compat-local-key\n")
-	write(filepath.Join(dir, "devuser-keys"), "ssh-ed25519 AAAAC3 dib-compat-devuser-key\n")
-	write(filepath.Join(dir, "apt.conf"), "APT::Get::Assume-Yes \"true\";\n")
-	write(filepath.Join(dir, "dpkg-manifest.json"), `{"packages": [{"package": "dib-compat-pinned", "arch": "amd64", "version": "1.0", "status": "ii "}]}`)
 	// apt-sources replaces the image's sources.list: the same mirror the
 	// build uses (the host's), in the classic format.
 	m, err := aptsource.Find("/")
@@ -403,16 +417,62 @@ func newCompatFixture(t *testing.T, in *dib.Install) *compatFixture {
 	if m.Security != "" {
 		sources += "deb " + m.Security + " bookworm-security main\n"
 	}
-	write(filepath.Join(dir, "sources.list"), sources)
-	// DIB's own install-types, searched before strata's: the element that
-	// links hooks into install.d while the build runs.
-	must(os.MkdirAll(f.first, 0o755))
-	must(os.Symlink(filepath.Join(in.Elements, "install-types"), filepath.Join(f.first, "install-types")))
+	files := map[string]string{
+		"repo/README":               "dib-compat repository\n",
+		"file.txt":                  "dib-compat file\n",
+		"home/.ssh/authorized_keys": "ssh-ed25519 AAAAC3 dib-compat-local-key\n",
+		"devuser-keys":              "ssh-ed25519 AAAAC3 dib-compat-devuser-key\n",
+		"apt.conf":                  "APT::Get::Assume-Yes \"true\";\n",
+		"dpkg-manifest.json":        `{"packages": [{"package": "dib-compat-pinned", "arch": "amd64", "version": "1.0", "status": "ii "}]}`,
+		"sources.list":              sources,
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	fmt.Fprintf(h, "dib-compat-fixture-v1\ninstall-types=%s\n", filepath.Join(in.Elements, "install-types"))
+	for _, n := range names {
+		fmt.Fprintf(h, "%s %d\n%s", n, len(files[n]), files[n])
+	}
+	dir := filepath.Join(cache, "e2e", "dib-compat-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
+		// Made beside its final name and renamed: a run that dies half-way
+		// leaves no fixture a later run would take for whole.
+		must(os.MkdirAll(filepath.Dir(dir), 0o755))
+		tmp, err := os.MkdirTemp(filepath.Dir(dir), ".dib-compat-")
+		must(err)
+		defer os.RemoveAll(tmp)
+		for _, n := range names {
+			p := filepath.Join(tmp, n)
+			must(os.MkdirAll(filepath.Dir(p), 0o755))
+			must(os.WriteFile(p, []byte(files[n]), 0o644))
+		}
+		for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "README"},
+			{"-c", "user.email=t@example.invalid", "-c", "user.name=test", "commit", "-qm", "init"}} {
+			cmd := exec.Command("git", args...)
+			cmd.Dir = filepath.Join(tmp, "repo")
+			cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE=2025-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2025-01-01T00:00:00Z")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("git %v: %v\n%s", args, err, out)
+			}
+		}
+		// DIB's own install-types, searched before strata's: the element
+		// that links hooks into install.d while the build runs.
+		must(os.MkdirAll(filepath.Join(tmp, "dib-first"), 0o755))
+		must(os.Symlink(filepath.Join(in.Elements, "install-types"), filepath.Join(tmp, "dib-first", "install-types")))
+		must(os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644))
+		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+			t.Fatal(err)
+		}
+	}
+	f := &compatFixture{dir: dir, home: filepath.Join(dir, "home"), first: filepath.Join(dir, "dib-first")}
 	f.env = []string{
 		"HOME=" + f.home,
 		"ELEMENTS_PATH=" + f.first + ":" + filepath.Join(repo, "ci/e2e/elements"),
 		"DIB_CONTRACTS_USER=trove",
-		"DIB_REPOLOCATION_dib_contracts_repo=" + gitRepo,
+		"DIB_REPOLOCATION_dib_contracts_repo=" + filepath.Join(dir, "repo"),
 		"DIB_REPOLOCATION_dib_contracts_file=file://" + filepath.Join(dir, "file.txt"),
 		"DIB_DEV_USER_PWDLESS_SUDO=yes",
 		"DIB_DEV_USER_AUTHORIZED_KEYS=" + filepath.Join(dir, "devuser-keys"),
@@ -488,15 +548,26 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 	})
 
 	t.Run("A", func(t *testing.T) {
+		// dib-compat-run's nonce: A restarts from the cached tree before
+		// its hook (after pip-cache's root.d mount, which the restart makes
+		// again), unless nothing is cached yet.
+		run := nonce(t)
+		if err := os.Remove(filepath.Join(cache, "pip", "dib-compat-run")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		img := filepath.Join(out, "A")
-		args := append([]string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "tar,qcow2", "--checksum", "debian-minimal", "dib-contracts"}, elementsOf("A")...)
-		log, err := dibCreate(t, fx.env, args...)
+		args := append([]string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "tar,qcow2", "--checksum", "debian-minimal", "dib-contracts", "dib-compat-run"}, elementsOf("A")...)
+		log, err := dibCreate(t, append(append([]string{}, fx.env...), "COMPAT_RUN="+run), args...)
 		t.Logf("disk-image-create %s: %.0f s\n%s", strings.Join(args, " "), time.Since(start).Seconds(), tail(log, 40))
 		if err != nil {
 			t.Fatal(err)
 		}
 		it := readImageTree(t, img+".tar")
+		it.run = run
+		if it.manifest.CachedFrom != "" {
+			t.Logf("A restarted after the cached tree of %s", it.manifest.CachedFrom)
+		}
 		checkRows(t, table, "A", it)
 		checkContracts(t, it)
 	})
@@ -524,7 +595,7 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 	}
 
 	if !all {
-		t.Logf("B (disk-image-create with DIB's flags, vm block-device-efi on Debian 13, booted under UEFI) and C (vm debian-minimal on Debian 13 from B's cached base) are built by make e2e-all")
+		t.Logf("B (disk-image-create with DIB's flags, vm block-device-efi on Debian 13, booted under UEFI), C (vm debian-minimal on Debian 13 from B's cached base) and D (ELEMENTS_PATH set to DIB's tree, vm block-device-mbr debian-minimal, booted under BIOS) are built by make e2e-all")
 		return
 	}
 	bPassed := t.Run("B", func(t *testing.T) {
@@ -597,6 +668,47 @@ func TestDIBElementsAndDiskImageCreateCommandLinesRunUnchanged(t *testing.T) {
 			}
 		}
 		t.Logf("vm debian-minimal on Debian 13: %.0f s", time.Since(start).Seconds())
+	})
+
+	// D: ELEMENTS_PATH names DIB's whole element tree, as a DIB user's
+	// script does, with DIB's MBR block-device layout. strata's vm and
+	// debian-minimal stand in for DIB's (its tree is searched last), the
+	// layout is mapped onto strata's loopless disk, and the image boots
+	// under BIOS, as an MBR disk does.
+	t.Run("D", func(t *testing.T) {
+		start := time.Now()
+		img := filepath.Join(out, "D")
+		env := []string{"ELEMENTS_PATH=" + in.Elements}
+		args := []string{"-a", "amd64", "--image-cache", cache, "-o", img, "-t", "qcow2", "vm", "block-device-mbr", "debian-minimal"}
+		log, err := dibCreate(t, env, args...)
+		t.Logf("ELEMENTS_PATH=%s disk-image-create %s: %.0f s\n%s", in.Elements, strings.Join(args, " "), time.Since(start).Seconds(), tail(log, 30))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log, "block-device configuration: the mbr partition table is written as GPT with a protective MBR") {
+			t.Error("the log does not say how DIB's MBR layout was mapped")
+		}
+		m, err := manifest.Read(img + ".manifest.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := map[string]string{}
+		for _, e := range m.Elements {
+			paths[e.Name] = e.Path
+		}
+		for name, under := range map[string]string{"vm": filepath.Join(repo, "elements"), "debian-minimal": filepath.Join(repo, "elements"), "block-device-mbr": in.Elements} {
+			if !strings.HasPrefix(paths[name], under+"/") {
+				t.Errorf("element %s came from %q, want %s", name, paths[name], under)
+			}
+		}
+		checkDisk(t, img+".qcow2", "cloudimg-rootfs")
+		res, err := boottest.Serial(context.Background(), boottest.Options{
+			Image: img + ".qcow2", Firmware: qemu.BIOS, Timeout: 12 * time.Minute, WorkDir: out,
+		}, regexp.MustCompile(`login: `))
+		if err != nil {
+			t.Fatalf("booting D under BIOS: %v", err)
+		}
+		t.Logf("D: built and booted in %.0f s, at a login prompt %.0f s after the boot started under BIOS (%s)", time.Since(start).Seconds(), res.Seconds, res.Accel)
 	})
 }
 

@@ -66,6 +66,35 @@ func recipeWithAgent(t *testing.T, dir, name, agent string) string {
 	return p
 }
 
+// recipeWithBrokenTemplate writes a copy of recipe whose default
+// configuration template sets a collation of another character set than
+// the template's: MariaDB refuses to start with it.
+func recipeWithBrokenTemplate(t *testing.T, recipe string) string {
+	t.Helper()
+	data, err := os.ReadFile(recipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmplPath := filepath.Join(repo, "images", "config-templates", "mariadb-10.11.json.tmpl")
+	tmpl, err := os.ReadFile(tmplPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const good = `"collation_server": "utf8mb4_general_ci"`
+	if !strings.Contains(string(tmpl), good) || !strings.Contains(string(data), tmplPath) {
+		t.Fatalf("%s or %s changed: update this test", tmplPath, recipe)
+	}
+	broken := filepath.Join(filepath.Dir(recipe), "mariadb-10.11-broken.json.tmpl")
+	if err := os.WriteFile(broken, []byte(strings.Replace(string(tmpl), good, `"collation_server": "latin1_swedish_ci"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := strings.TrimSuffix(recipe, ".yaml") + "-broken.yaml"
+	if err := os.WriteFile(p, []byte(strings.Replace(string(data), tmplPath, broken, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData is issue 18's
 // rebuild end to end, one VM at a time: an instance on an image built
 // from the MariaDB 10.11 recipe with an agent stamped e2e-rebuild-1 gets
@@ -74,7 +103,9 @@ func recipeWithAgent(t *testing.T, dir, name, agent string) string {
 // second 10.11 image, its agent stamped e2e-rebuild-2, and rebuilds the
 // instance onto it (the management API): the instance comes back ACTIVE
 // with the new agent reporting, its old root disk gone, one enrolled key
-// (a new one), and its rows, user and group's value intact. Then, in
+// (a new one), and its rows, user and group's value intact; a rebuild
+// onto a third image, whose MariaDB cannot start, rolls back to the root
+// disk and key it ran with, the reason in its fault. Then, in
 // every run, a flavor resize, and an upgrade to trixie's MariaDB 11.8
 // through Trove's client (`openstack database instance upgrade`) onto
 // 11.8's image, its agent stamped e2e-rebuild-2. The upgrade is a rebuild
@@ -96,11 +127,18 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 	plainRebuild := os.Getenv("STRATA_E2E_DATASTORES") == "all"
 	start := time.Now()
 	out := t.TempDir()
-	builds := []struct{ recipe, version string }{{"mariadb-10.11", "e2e-rebuild-1"}}
-	if plainRebuild {
-		builds = append(builds, struct{ recipe, version string }{"mariadb-10.11", "e2e-rebuild-2"})
+	type imageBuild struct {
+		recipe, version string
+		// broken: the recipe's default configuration names a collation of
+		// another character set, so the image's MariaDB cannot start.
+		broken bool
 	}
-	builds = append(builds, struct{ recipe, version string }{"mariadb-11.8", "e2e-rebuild-2"})
+	builds := []imageBuild{{recipe: "mariadb-10.11", version: "e2e-rebuild-1"}}
+	if plainRebuild {
+		builds = append(builds, imageBuild{recipe: "mariadb-10.11", version: "e2e-rebuild-2"},
+			imageBuild{recipe: "mariadb-10.11", version: "e2e-rebuild-2", broken: true})
+	}
+	builds = append(builds, imageBuild{recipe: "mariadb-11.8", version: "e2e-rebuild-2"})
 	images := make([]string, len(builds))
 	for i, b := range builds {
 		agent := filepath.Join(out, "strata-agent-"+b.version)
@@ -112,7 +150,12 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 			}
 		}
 		img := filepath.Join(out, b.recipe+"-"+b.version)
-		run(t, nil, "build", "-f", recipeWithAgent(t, out, b.recipe, agent), "-o", img, "--image-cache", cache)
+		rec := recipeWithAgent(t, out, b.recipe, agent)
+		if b.broken {
+			img += "-broken"
+			rec = recipeWithBrokenTemplate(t, rec)
+		}
+		run(t, nil, "build", "-f", rec, "-o", img, "--image-cache", cache)
 		images[i] = img + ".qcow2"
 		t.Logf("FIGURE image %s %s built after %.0fs", b.recipe, b.version, time.Since(start).Seconds())
 	}
@@ -201,6 +244,49 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 		if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections"); got != "123" {
 			t.Fatalf("max_connections after the rebuild = %q, want the group's 123", got)
 		}
+
+		// A rebuild onto an image whose server cannot start rolls back by
+		// itself: the instance ends ACTIVE on the root disk it ran, with
+		// its agent key, rows and group, the reason in its fault.
+		// The operator's rollout, of a bad image this time.
+		brokenImage := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", state, images[2]))
+		stdout(t, "datastore", "version", "update", "--state-dir", state, "mariadb", "10.11", "--image", brokenImage,
+			"--from-recipe", "images/mariadb-10.11.yaml")
+		requested = time.Now()
+		api.must(t, 202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": brokenImage}})
+		down, up = writeOutage(t, "the failed rebuild to roll back and take writes", db, func() bool {
+			in = api.instance(t, id)
+			return in["status"] == "ACTIVE" && in["fault"] != nil
+		})
+		t.Logf("FIGURE rebuild onto an image whose MariaDB cannot start, request→ACTIVE rolled back: %.1fs; writes unavailable for %.1fs (%s)",
+			time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
+		msg, _ := in["fault"].(map[string]any)["message"].(string)
+		if !strings.Contains(msg, "rebuild onto image "+brokenImage+" failed and was rolled back to the old root disk") {
+			t.Fatalf("fault after the failed rebuild: %q", msg)
+		}
+		if v, _ := in["agent_version"].(string); !strings.Contains(v, "e2e-rebuild-2") {
+			t.Fatalf("agent version after the rollback: %q, want the image it ran (e2e-rebuild-2)", v)
+		}
+		if k := agentKey(t, state, id, "after the rollback"); k != key {
+			t.Fatalf("the enrolled agent key after the rollback is %s, want the one the instance ran with (%s)", k, key)
+		}
+		for _, f := range []string{"root.qcow2.old", "config-drive.img.old"} {
+			if _, err := os.Stat(filepath.Join(state, "compute", "qemu", id, f)); !os.IsNotExist(err) {
+				t.Fatalf("%s is still there after the rollback: %v", f, err)
+			}
+		}
+		if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT GROUP_CONCAT(item ORDER BY id) FROM orders WHERE item <> 'probe'"); got != "tea,cake" {
+			t.Fatalf("rows after the rollback: %q", got)
+		}
+		if got := db.must(t, "shopper", "shopper-pw-1", "shop", "SELECT @@max_connections, @@collation_server"); got != "123\tutf8mb4_general_ci" {
+			t.Fatalf("max_connections and collation after the rollback = %q, want the group's 123 and the old image's default collation", got)
+		}
+		// The fault stays, as history, until Trove's reset_status clears it.
+		api.must(t, 202, "POST", "/instances/"+id+"/action", map[string]any{"reset_status": map[string]any{}})
+		waitTrue(t, "the instance ACTIVE without the fault after reset_status", time.Minute, func() bool {
+			in = api.instance(t, id)
+			return in["fault"] == nil && in["status"] == "ACTIVE"
+		})
 	}
 
 	// Then a flavor resize, through Trove's client: the VM restarts with

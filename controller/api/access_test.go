@@ -37,6 +37,10 @@ func TestAccessUpdatesPublishAndUnpublishAnInstance(t *testing.T) {
 	if !ok || pub["port"] != float64(3306) || pub["address"] == addressesOf(in)["private"]["address"] {
 		t.Fatalf("a public instance's addresses: %v; want a public one of its own at the standard port", in["addresses"])
 	}
+	// ip, as Trove's: every address, the private one clients use first.
+	if ip := fmt.Sprint(in["ip"]); ip != fmt.Sprintf("[%v %v]", addressesOf(in)["private"]["address"], pub["address"]) {
+		t.Fatalf("a public instance's ip = %s; want its private address, then its public one", ip)
+	}
 
 	put := func(access any) {
 		t.Helper()
@@ -51,6 +55,9 @@ func TestAccessUpdatesPublishAndUnpublishAnInstance(t *testing.T) {
 	}
 	if _, ok := addressesOf(in)["public"]; ok {
 		t.Fatalf("a private instance lists a public address: %v", in["addresses"])
+	}
+	if ip := fmt.Sprint(in["ip"]); ip != fmt.Sprintf("[%v]", addressesOf(in)["private"]["address"]) {
+		t.Fatalf("a private instance's ip = %s; want its private address alone", ip)
 	}
 	if _, ok := r.compute.publication(id); ok {
 		t.Fatal("the server is still published")

@@ -752,6 +752,11 @@ func (fc *fakeCompute) server(id string) compute.Server {
 	addr := fmt.Sprintf("127.10.%d.%d", id[0], id[1])
 	srv := compute.Server{ID: id, Addresses: []compute.Address{{Type: "private", Address: addr, Network: fakeNetwork.ID}},
 		Endpoints: []compute.Endpoint{{GuestPort: 3306, Host: addr, Port: 3306}, {GuestPort: 5432, Host: addr, Port: 5432}, {GuestPort: 6379, Host: addr, Port: 6379}}}
+	if strings.HasSuffix(fc.spec(id).Name, "-dualstack") {
+		// A network with an IPv4 and an IPv6 subnet: Nova gives the
+		// server a fixed address of each.
+		srv.Addresses = append(srv.Addresses, compute.Address{Type: "private", Address: fmt.Sprintf("fd00::%x:%x", id[0], id[1]), Network: fakeNetwork.ID})
+	}
 	if _, ok := fc.publication(id); ok {
 		srv.Addresses = append(srv.Addresses, compute.Address{Type: "public", Address: fmt.Sprintf("127.200.%d.%d", id[0], id[1])})
 	}

@@ -63,24 +63,34 @@ func (s *Server) instanceView(c *call, l *lookups, in instances.Instance, detail
 		out["locality"] = in.Locality // as Trove shows it, replicas included
 	}
 	if in.Host != "" {
+		// As Trove lists them: every address of the server, the one
+		// clients use first; ip is the same addresses, bare.
 		addr := map[string]any{"address": in.Host, "type": "private", "port": in.Port}
-		if srv, ok := serverOf(in); ok {
-			for _, a := range srv.Addresses {
-				if a.Address == in.Host && a.Network != "" {
+		addrs := []map[string]any{addr}
+		srv, _ := serverOf(in)
+		for _, a := range srv.Addresses {
+			switch {
+			case a.Address == in.Host:
+				if a.Network != "" {
 					addr["network"] = a.Network
 				}
-			}
-		}
-		out["ip"] = []string{in.Host}
-		addrs := []map[string]any{addr}
-		if srv, ok := serverOf(in); ok {
-			for _, a := range srv.Addresses {
-				if a.Type == "public" {
-					// Published at the datastore's standard port.
-					addrs = append(addrs, map[string]any{"address": a.Address, "type": "public", "port": v.Port})
+			case a.Type == "public":
+				// Published at the datastore's standard port.
+				addrs = append(addrs, map[string]any{"address": a.Address, "type": "public", "port": v.Port})
+			default:
+				// Another network's fixed address (Nova nics).
+				other := map[string]any{"address": a.Address, "type": a.Type, "port": v.Port}
+				if a.Network != "" {
+					other["network"] = a.Network
 				}
+				addrs = append(addrs, other)
 			}
 		}
+		ips := make([]string, len(addrs))
+		for i, a := range addrs {
+			ips[i] = a["address"].(string)
+		}
+		out["ip"] = ips
 		out["addresses"] = addrs
 		out["port"] = in.Port
 	}

@@ -381,6 +381,19 @@ func TestNICsAndAccessAreAcceptedAsTroveTakesThem(t *testing.T) {
 	// Empty entries ask for the default network, as before.
 	id2 := c.must(200, "POST", "/instances", createBody("default-net", map[string]any{"nics": []any{map[string]any{}}}))["instance"].(map[string]any)["id"].(string)
 	c.waitStatus(id2, "ACTIVE", 20*time.Second)
+	// A network with an IPv4 and an IPv6 subnet gives the server two fixed
+	// addresses: both are listed, the one clients use first, as Trove does.
+	id3 := c.must(200, "POST", "/instances", createBody("net-dualstack", nil))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(id3, "ACTIVE", 20*time.Second)
+	ds := c.instance(id3)
+	srv := r.compute.server(id3)
+	if len(srv.Addresses) != 2 || fmt.Sprint(ds["ip"]) != fmt.Sprintf("[%s %s]", srv.Addresses[0].Address, srv.Addresses[1].Address) {
+		t.Fatalf("a dual-stack server %v: ip = %v", srv.Addresses, ds["ip"])
+	}
+	if v6 := ds["addresses"].([]any)[1].(map[string]any); v6["address"] != srv.Addresses[1].Address || v6["type"] != "private" ||
+		v6["network"] != fakeNetwork.ID || v6["port"] != 3306.0 {
+		t.Fatalf("a dual-stack server's second address: %v", v6)
+	}
 	if nics := r.compute.spec(id2).NICs; len(nics) != 1 || nics[0].NetworkID != fakeNetwork.ID {
 		t.Fatalf("an empty nic: %+v, want the default network", nics)
 	}
