@@ -51,8 +51,10 @@ type Sender struct {
 	raw int64
 }
 
-// NewSender compresses what is written to it into w. The encoder uses
-// every CPU: under emulation the guest's cores are the bottleneck.
+// NewSender compresses what is written to it into w. In a stream
+// klauspost's encoder overlaps one block's match finding with the
+// previous block's entropy coding and write (two goroutines); it does not
+// compress blocks in parallel.
 func NewSender(w io.Writer) (*Sender, error) {
 	out := NewDigester(w)
 	enc, err := zstd.NewWriter(out, zstd.WithEncoderLevel(zstd.SpeedFastest),
