@@ -130,3 +130,70 @@ func TestEveryStepOfCreateAndTheMovesCanRunTwice(t *testing.T) {
 	}
 	t.Logf("steps run twice: %s", replayed)
 }
+
+// TestEveryStepOfReplicationCanRunTwice: the same for a replication
+// group — two replicas seeded from one backup, a switchover to one of
+// them, a detach — every step run twice ends as once: each replica
+// follows the source with its own account there, the old source follows
+// the new one fenced, and the detached replica follows nobody.
+func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{guestCallTimeout: 2 * time.Second})
+	r.ctl.Engine.ReplaySteps.Store(true)
+	c := r.admin()
+	fc := r.compute
+	src := newActive(c, "primary", "shop")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	follows := func(id, source string) {
+		t.Helper()
+		accounts, _, _ := fc.guest(source).replication()
+		_, link, _ := fc.guest(id).replication()
+		if link == nil || link.Account != acctOf(id) || accounts[link.Account] != link.Password || len(link.Password) < 32 {
+			t.Fatalf("%s follows %+v; want its own account on %s (which holds %v)", id, link, source, keys(accounts))
+		}
+	}
+	follows(a, src)
+	follows(b, src)
+	if accounts, _, _ := fc.guest(src).replication(); len(accounts) != 2 {
+		t.Fatalf("the source holds accounts %v, want one for each replica", keys(accounts))
+	}
+
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover", 60*time.Second, func() bool {
+		in := c.instance(a)
+		list, _ := in["replicas"].([]any)
+		return in["status"] == "ACTIVE" && len(list) == 2 && c.instance(src)["status"] == "ACTIVE" && c.instance(b)["status"] == "ACTIVE"
+	})
+	follows(src, a)
+	follows(b, a)
+	if !fc.guest(src).fence() || fc.guest(a).fence() {
+		t.Fatalf("after the switchover: old source fenced %v, new source fenced %v", fc.guest(src).fence(), fc.guest(a).fence())
+	}
+	if _, link, _ := fc.guest(a).replication(); link != nil {
+		t.Fatalf("the new source still follows %+v", link)
+	}
+
+	c.must(202, "PUT", "/instances/"+b, map[string]any{"instance": map[string]any{"replica_of": nil}})
+	waitFor(t, "the detach", 30*time.Second, func() bool {
+		in := c.instance(b)
+		return in["status"] == "ACTIVE" && in["replica_of"] == nil
+	})
+	if _, link, _ := fc.guest(b).replication(); link != nil {
+		t.Fatalf("the detached replica still follows %+v", link)
+	}
+	for _, id := range []string{src, a, b} {
+		if f := c.instance(id)["fault"]; f != nil {
+			t.Fatalf("fault on %s: %v", id, f)
+		}
+	}
+	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
+	for _, step := range []string{"create:", "backup:stream", "promote:"} {
+		if !strings.Contains(" "+replayed, " "+step) {
+			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
+		}
+	}
+	t.Logf("steps run twice: %s", replayed)
+}
