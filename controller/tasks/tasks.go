@@ -24,8 +24,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"strata/controller/store"
@@ -253,11 +255,21 @@ type Engine struct {
 	// doubles with each attempt up to a minute (default 1s).
 	Backoff time.Duration
 	Now     func() time.Time
+	// ReplaySteps (tests): each step that succeeds is run once more, from
+	// the task as it was, before its result is saved — once per task and
+	// step. That is what a controller killed after a step's work and
+	// before its record leaves behind, so a step that cannot be run twice
+	// shows it.
+	ReplaySteps atomic.Bool
 
 	once sync.Once
 	kick chan struct{}
 
 	mu sync.Mutex
+	// replayed holds the task/step pairs ReplaySteps has run again;
+	// replayedSteps the same as kind:step, in order.
+	replayed      map[string]bool
+	replayedSteps []string
 	// running counts, per task id, the steps of it this engine has
 	// claimed and not yet ended. A count, not a flag: a step's result
 	// frees the lease before its goroutine ends, so the next step of the
@@ -515,7 +527,13 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 		}
 	}()
 	started := time.Now()
+	before := t
 	res, err := runStep(sctx, kind, &t)
+	if err == nil && e.ReplaySteps.Load() && e.firstRun(t.ID, t.Kind, before.Step) {
+		log.Info("task step run again, its result dropped (ReplaySteps)")
+		t = before
+		res, err = runStep(sctx, kind, &t)
+	}
 	cancel()
 	<-renewDone
 	bg := context.WithoutCancel(ctx)
@@ -641,4 +659,28 @@ func nullText(s string) any {
 		s = s[:4000]
 	}
 	return s
+}
+
+// firstRun reports whether step of task id has not been run again by
+// ReplaySteps yet, and records that it now is.
+func (e *Engine) firstRun(id, kind, step string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k := id + "/" + step
+	if e.replayed[k] {
+		return false
+	}
+	if e.replayed == nil {
+		e.replayed = map[string]bool{}
+	}
+	e.replayed[k] = true
+	e.replayedSteps = append(e.replayedSteps, kind+":"+step)
+	return true
+}
+
+// ReplayedSteps lists, as kind:step, the steps ReplaySteps has run again.
+func (e *Engine) ReplayedSteps() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.replayedSteps)
 }

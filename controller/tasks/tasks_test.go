@@ -94,6 +94,46 @@ func TestStepsAdvanceCarryTheirPayloadAndFinish(t *testing.T) {
 	})
 }
 
+// With ReplaySteps each step that succeeds runs a second time from the
+// task as it was (the first run's payload dropped), once per step; a
+// step that fails is not run again by it.
+func TestReplayStepsRunsEachStepTwiceFromWhereItWas(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var seen []string
+		var mu sync.Mutex
+		kinds := map[string]tasks.Kind{"three": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			var c counter
+			task.Decode(&c)
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%s:%d", task.Step, c.N))
+			mu.Unlock()
+			c.N++
+			switch task.Step {
+			case "a":
+				return tasks.Result{Next: "b", Payload: c}, nil
+			case "b":
+				if c.N < 3 {
+					return tasks.Result{Payload: c, After: 5 * time.Millisecond}, nil
+				}
+				return tasks.Result{Next: "c", Payload: c}, nil
+			default:
+				return tasks.Result{}, tasks.Fail("", "c fails")
+			}
+		}}}
+		e := engine(db, kinds)
+		e.ReplaySteps.Store(true)
+		start(t, e)
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "three", Step: "a", Payload: counter{}})
+		waitState(t, db, id, tasks.StateFailed, 10*time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"a:0", "a:0", "b:1", "b:1", "b:2", "c:3"}
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Fatalf("steps %v; want %v", seen, want)
+		}
+	})
+}
+
 // A step that asks to run again sooner than the engine polls runs again
 // when it asked, not at the next poll (here an hour away).
 func TestAStepThatWaitsLessThanThePollRunsAgainOnTime(t *testing.T) {

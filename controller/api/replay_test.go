@@ -1,0 +1,199 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/controller/backups"
+	"strata/controller/registry"
+)
+
+// TestEveryStepOfCreateAndTheMovesCanRunTwice: the task engine runs every
+// step of every task a second time, from where it was, before it saves
+// the step's result — what a controller killed between a step's work and
+// its record leaves behind, at each step. An instance is created, rebuilt
+// onto a new image, resized to another flavor, backed up (full and
+// incremental) and restored from the chain, upgraded to another version
+// and deleted: each ends as it would have once (no fault, one enrolled
+// key, its database kept, the restore's data the chain's, the store empty
+// after the chain is deleted, nothing left at the end).
+func TestEveryStepOfCreateAndTheMovesCanRunTwice(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{bootTimeout: 20 * time.Second})
+	r.ctl.Engine.ReplaySteps.Store(true)
+	c := r.admin()
+	fc := r.compute
+	ctx := context.Background()
+	id := activeInstance(t, r, c, "twice")
+	settled := func(move string) map[string]any {
+		t.Helper()
+		in := c.instance(id)
+		if in["fault"] != nil {
+			t.Fatalf("fault after the %s: %v", move, in["fault"])
+		}
+		if keys := agentKeys(t, r, id); len(keys) != 1 {
+			t.Fatalf("enrolled agent keys after the %s: %v", move, keys)
+		}
+		if dbs := c.must(200, "GET", "/instances/"+id+"/databases", nil)["databases"].([]any); len(dbs) != 1 || dbs[0].(map[string]any)["name"] != "shop" {
+			t.Fatalf("databases after the %s: %v", move, dbs)
+		}
+		return in
+	}
+	settled("create")
+
+	img := registerImage(t, r, "mariadb-10.11-agent-2", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
+	c.must(202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": img.ID}})
+	waitFor(t, "the rebuild", 60*time.Second, func() bool {
+		in := c.instance(id)
+		return in["status"] == "ACTIVE" && in["agent_version"] == "fake-"+img.ID && !fc.setAside(id)
+	})
+	settled("rebuild")
+
+	var medium string
+	for _, f := range c.must(200, "GET", "/flavors", nil)["flavors"].([]any) {
+		if f := f.(map[string]any); f["name"] == "strata.medium" {
+			medium = f["str_id"].(string)
+		}
+	}
+	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"resize": map[string]any{"flavorRef": medium}})
+	waitFor(t, "the flavor resize", 60*time.Second, func() bool {
+		in := c.instance(id)
+		return in["status"] == "ACTIVE" && fmt.Sprint(in["flavor"].(map[string]any)["id"]) == medium
+	})
+	settled("resize")
+	g := fc.guest(id)
+	g.mu.Lock()
+	mem := g.memoryMB
+	g.mu.Unlock()
+	if mem != 2048 {
+		t.Fatalf("after the resize the guest's configuration is for %d MB, want strata.medium's 2048", mem)
+	}
+
+	// Backups: a full one, an incremental after more data, a restore of
+	// the chain into a new instance, then the chain deleted.
+	full := c.waitBackup(c.createBackup(map[string]any{"name": "full", "instance": id})["id"].(string), backups.StatusCompleted, 30*time.Second)
+	c.waitStatus(id, "ACTIVE", 10*time.Second)
+	c.must(202, "POST", "/instances/"+id+"/databases", map[string]any{"databases": []any{map[string]any{"name": "later"}}})
+	inc := c.waitBackup(c.createBackup(map[string]any{"name": "inc", "instance": id, "incremental": 1})["id"].(string), backups.StatusCompleted, 30*time.Second)
+	if inc["parent_id"] != full["id"] {
+		t.Fatalf("the incremental's parent is %v, want %v", inc["parent_id"], full["id"])
+	}
+	c.waitStatus(id, "ACTIVE", 10*time.Second)
+	restored := c.must(200, "POST", "/instances", createBody("restored", map[string]any{"restorePoint": map[string]any{"backupRef": inc["id"]}}))["instance"].(map[string]any)["id"].(string)
+	c.waitStatus(restored, "ACTIVE", 30*time.Second)
+	if got := c.guestDBs(r, restored); !slices.Equal(got, []string{"later", "shop"}) {
+		t.Fatalf("restored from the incremental: %v", got)
+	}
+	c.must(202, "DELETE", "/backups/"+full["id"].(string), nil)
+	c.waitBackupGone(inc["id"].(string), 10*time.Second)
+	waitFor(t, "the backup store to empty", 10*time.Second, func() bool { return len(r.storeObjects()) == 0 })
+	c.must(202, "DELETE", "/instances/"+restored, nil)
+	c.waitGone(restored, 60*time.Second)
+	c.must(202, "DELETE", "/instances/"+id+"/databases/later", nil)
+	waitFor(t, "the database dropped", 10*time.Second, func() bool { return slices.Equal(c.guestDBs(r, id), []string{"shop"}) })
+
+	reg := &registry.Registry{DB: r.ctl.DB}
+	up := registerImage(t, r, "mariadb-11.8", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "11.8"})
+	if _, err := reg.UpdateVersion(ctx, registry.VersionSpec{Datastore: "mariadb", Name: "11.8", Manager: "mariadb", ImageID: up.ID, Active: true, Port: 3306, BootTimeout: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.AddUpgradePath(ctx, "mariadb", "10.11", "11.8"); err != nil {
+		t.Fatal(err)
+	}
+	c.must(202, "PATCH", "/instances/"+id, map[string]any{"instance": map[string]any{"datastore_version": "11.8"}})
+	waitFor(t, "the upgrade", 60*time.Second, func() bool {
+		in := c.instance(id)
+		return in["status"] == "ACTIVE" && in["datastore"].(map[string]any)["version"] == "11.8" && !fc.setAside(id)
+	})
+	settled("upgrade")
+
+	c.must(202, "DELETE", "/instances/"+id, nil)
+	c.waitGone(id, 60*time.Second)
+	fc.mu.Lock()
+	_, server := fc.servers[id]
+	_, volume := fc.volumes[id]
+	fc.mu.Unlock()
+	if server || volume {
+		t.Fatalf("after the delete: server left %v, volume left %v", server, volume)
+	}
+	// Each move's steps were run twice (the upgrade is the rebuild with
+	// its upgrade steps).
+	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
+	for _, step := range []string{"create:", "rebuild:", "resize_flavor:", "rebuild:upgrade", "delete:", "backup:stream", "create:restore", "backup_delete:"} {
+		if !strings.Contains(" "+replayed, " "+step) {
+			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
+		}
+	}
+	t.Logf("steps run twice: %s", replayed)
+}
+
+// TestEveryStepOfReplicationCanRunTwice: the same for a replication
+// group — two replicas seeded from one backup, a switchover to one of
+// them, a detach — every step run twice ends as once: each replica
+// follows the source with its own account there, the old source follows
+// the new one fenced, and the detached replica follows nobody.
+func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{guestCallTimeout: 2 * time.Second})
+	r.ctl.Engine.ReplaySteps.Store(true)
+	c := r.admin()
+	fc := r.compute
+	src := newActive(c, "primary", "shop")
+	ids := replicaIDs(t, c, src, 2)
+	a, b := ids[0], ids[1]
+	follows := func(id, source string) {
+		t.Helper()
+		accounts, _, _ := fc.guest(source).replication()
+		_, link, _ := fc.guest(id).replication()
+		if link == nil || link.Account != acctOf(id) || accounts[link.Account] != link.Password || len(link.Password) < 32 {
+			t.Fatalf("%s follows %+v; want its own account on %s (which holds %v)", id, link, source, keys(accounts))
+		}
+	}
+	follows(a, src)
+	follows(b, src)
+	if accounts, _, _ := fc.guest(src).replication(); len(accounts) != 2 {
+		t.Fatalf("the source holds accounts %v, want one for each replica", keys(accounts))
+	}
+
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover", 60*time.Second, func() bool {
+		in := c.instance(a)
+		list, _ := in["replicas"].([]any)
+		return in["status"] == "ACTIVE" && len(list) == 2 && c.instance(src)["status"] == "ACTIVE" && c.instance(b)["status"] == "ACTIVE"
+	})
+	follows(src, a)
+	follows(b, a)
+	if !fc.guest(src).fence() || fc.guest(a).fence() {
+		t.Fatalf("after the switchover: old source fenced %v, new source fenced %v", fc.guest(src).fence(), fc.guest(a).fence())
+	}
+	if _, link, _ := fc.guest(a).replication(); link != nil {
+		t.Fatalf("the new source still follows %+v", link)
+	}
+
+	c.must(202, "PUT", "/instances/"+b, map[string]any{"instance": map[string]any{"replica_of": nil}})
+	waitFor(t, "the detach", 30*time.Second, func() bool {
+		in := c.instance(b)
+		return in["status"] == "ACTIVE" && in["replica_of"] == nil
+	})
+	if _, link, _ := fc.guest(b).replication(); link != nil {
+		t.Fatalf("the detached replica still follows %+v", link)
+	}
+	for _, id := range []string{src, a, b} {
+		if f := c.instance(id)["fault"]; f != nil {
+			t.Fatalf("fault on %s: %v", id, f)
+		}
+	}
+	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
+	for _, step := range []string{"create:", "backup:stream", "promote:"} {
+		if !strings.Contains(" "+replayed, " "+step) {
+			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
+		}
+	}
+	t.Logf("steps run twice: %s", replayed)
+}
