@@ -134,7 +134,9 @@ func TestOpenstackDatabaseCommandsDriveTheController(t *testing.T) {
 	c := r.admin()
 	c.waitStatus(id, "ACTIVE", 20*time.Second)
 	show := o.json("database", "instance", "show", "cli-db")
-	if show["status"] != "ACTIVE" || show["ip"] != r.compute.server(id).Addresses[0].Address || show["operating_status"] != "HEALTHY" ||
+	// ip: the private address, then the public one (troveclient joins them).
+	srv := r.compute.server(id)
+	if show["status"] != "ACTIVE" || len(srv.Addresses) != 2 || show["ip"] != srv.Addresses[0].Address+", "+srv.Addresses[1].Address || show["operating_status"] != "HEALTHY" ||
 		show["public"] != true || fmt.Sprint(show["allowed_cidrs"]) != "[10.1.0.0/16]" {
 		t.Fatalf("instance show = %v", show)
 	}
