@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -400,4 +401,81 @@ func TestARestoreWithAnotherKeyIsRefusedNamingTheKey(t *testing.T) {
 		t.Fatalf("restore with another KEK: HTTP %d %q", code, errorMessage(doc))
 	}
 	t.Logf("refused: %s", errorMessage(doc))
+}
+
+// cutStore cuts every read of one object after its first: the object
+// store's connection drops half-way through it.
+type cutStore struct {
+	objectstore.Store
+	mu   sync.Mutex
+	cut  string
+	gets int
+}
+
+var errCut = errors.New("read tcp 127.0.0.1:8080: connection reset by peer (object store cut)")
+
+func (s *cutStore) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	rc, err := s.Store.Get(ctx, name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil || name != s.cut {
+		return rc, err
+	}
+	if s.gets++; s.gets == 1 {
+		return rc, nil // the restore's check reads it whole
+	}
+	return &cutReader{ReadCloser: rc, left: 128 << 10}, nil
+}
+
+type cutReader struct {
+	io.ReadCloser
+	left int
+}
+
+func (r *cutReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, errCut
+	}
+	n, err := r.ReadCloser.Read(p[:min(len(p), r.left)])
+	r.left -= n
+	return n, err
+}
+
+// TestARestoreCutByTheObjectStoreFailsWithThatReason: the store's
+// connection drops while a segment streams to the restoring guest. The
+// guest sees its stream end short and refuses it (its digest); the
+// instance ends in ERROR with this side's reason — the store's error and
+// the segment — not only the guest's "does not match".
+func TestARestoreCutByTheObjectStoreFailsWithThatReason(t *testing.T) {
+	t.Parallel()
+	local, err := objlocal.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &cutStore{Store: local}
+	r := newRig(t, rigOptions{backupStore: cs})
+	c := r.admin()
+	src := newActive(c, "src", "shop")
+	id := c.createBackup(map[string]any{"name": "full", "instance": src})["id"].(string)
+	c.waitBackup(id, backups.StatusCompleted, 30*time.Second)
+	objs := r.objectsOf(id)
+	cs.mu.Lock()
+	cs.cut = objs[0]
+	cs.mu.Unlock()
+	restored := c.must(200, "POST", "/instances", createBody("restored", map[string]any{"restorePoint": map[string]any{"backupRef": id}}))["instance"].(map[string]any)["id"].(string)
+	in := c.waitStatus(restored, "ERROR", 60*time.Second)
+	msg, _ := in["fault"].(map[string]any)["message"].(string)
+	for _, want := range []string{"restore failed: backup " + id, "object store cut", "the guest:"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("fault %q, want it to say %q", msg, want)
+		}
+	}
+	if g := r.compute.guest(restored); g != nil {
+		g.mu.Lock()
+		prepared := g.prepared
+		g.mu.Unlock()
+		if prepared {
+			t.Fatal("the guest took the short stream as its data")
+		}
+	}
 }

@@ -229,7 +229,10 @@ func (m *Manager) Restore(ctx context.Context, instanceID, opID string, chainIDs
 			mu.Lock()
 			started = true
 			mu.Unlock()
-			if err := m.serve(ctx, st, l); err != nil {
+			// An error after ctx ended is this side closing the stream
+			// (the guest has answered, or the task is stopping), not a
+			// reason.
+			if err := m.serve(ctx, st, l); err != nil && ctx.Err() == nil {
 				m.log().Warn("restore stream failed", "instance", instanceID, "backup", l.ID, "err", err)
 				mu.Lock()
 				if serveErr == nil {
@@ -251,6 +254,12 @@ func (m *Manager) Restore(ctx context.Context, instanceID, opID string, chainIDs
 			if res.Error == nil {
 				return nil
 			}
+			// The guest may answer before this side's stream has
+			// ended (a stream cut here reaches it as a short stream):
+			// wait for the streams to end, so the reason is this
+			// side's failure when there is one.
+			cancel()
+			wg.Wait()
 			mu.Lock()
 			why := serveErr
 			mu.Unlock()
