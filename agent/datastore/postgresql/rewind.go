@@ -422,19 +422,41 @@ func (m *Manager) pgRewind(ctx context.Context, osUser datastore.OSUser, args wi
 	return out.String(), err
 }
 
+// shmWait bounds how long recoverAlone waits for a dead server's
+// backends to let go of its shared memory.
+const shmWait = 30 * time.Second
+
 // recoverAlone finishes the crash recovery of a server that stopped
 // without a shutdown checkpoint: the server in single-user mode, with its
 // own configuration, replays its WAL and shuts down cleanly, accepting no
 // connection meanwhile.
+//
+// The backends of a server that died (its postmaster killed) end a
+// moment after it, and until the last one has, the data directory's
+// shared memory is still in use and postgres refuses to start on it: that
+// refusal is waited out (up to shmWait), any other failure is returned.
 func (m *Manager) recoverAlone(ctx context.Context, osUser datastore.OSUser) error {
-	cmd := exec.CommandContext(ctx, m.tool("postgres"), "--single", "-c", "config_file="+m.cfg.ConfigFile, "template1")
+	deadline := time.Now().Add(shmWait)
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8"}
-	cmd.SysProcAttr = sysProcAttr(osUser)
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("postgres --single: %v: %s", err, datastore.LastLines(out.String(), 6))
+	for {
+		out.Reset()
+		cmd := exec.CommandContext(ctx, m.tool("postgres"), "--single", "-c", "config_file="+m.cfg.ConfigFile, "template1")
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8"}
+		cmd.SysProcAttr = sysProcAttr(osUser)
+		err := cmd.Run()
+		if err == nil {
+			break
+		}
+		if !strings.Contains(out.String(), "pre-existing shared memory block") || time.Now().After(deadline) {
+			return fmt.Errorf("postgres --single: %v: %s", err, datastore.LastLines(out.String(), 6))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres --single: the dead server's processes still hold its shared memory: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	state, err := m.clusterState(ctx)
 	if err != nil {

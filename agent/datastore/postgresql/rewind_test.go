@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,28 @@ func (f *failoverPair) kill(t *testing.T) {
 		out, _ := exec.Command("pgrep", "-f", "config_file="+f.p.Config.ConfigFile).Output()
 		return strings.TrimSpace(string(out)) == ""
 	})
+}
+
+// killLeavingABackend is kill with one of P's backends stopped first
+// (SIGSTOP) and let go 2 s after the postmaster died: until it ends, the
+// data directory's shared memory is still in use, as it is for a moment
+// after any crash.
+func (f *failoverPair) killLeavingABackend(t *testing.T, ctx context.Context) {
+	t.Helper()
+	conn, err := admin(t, f.p, "shop").Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Kill(pid, syscall.SIGCONT); conn.Close() })
+	f.kill(t)
+	time.AfterFunc(2*time.Second, func() { syscall.Kill(pid, syscall.SIGCONT) })
 }
 
 // failOverAfter is a failover in which P ran one statement R never
@@ -501,7 +524,9 @@ func TestASwitchedOverPrimaryThatCrashedAfterItsStopRejoinsAtThePromotionsFork(t
 	}
 	_, err = admin(t, f.p, "shop").Exec(`INSERT INTO items (v) VALUES ('on P after the switchover')`)
 	wantReadOnlyRefusal(t, err, "a write on the restarted old primary")
-	f.kill(t)
+	// A backend outlives the postmaster for a moment: the crash
+	// recovery waits for it to let go of the shared memory.
+	f.killLeavingABackend(t, ctx)
 	back := wire.StartReplicationArgs{Host: "127.0.0.1", Port: f.rPort, Account: "strata_repl_p", Password: failoverPassword}
 	_, err = f.p.Manager.RejoinReplication(ctx, back)
 	wantCode(t, err, wire.CodeFailedPrecondition, `"in production"`, "pg_rewind")
