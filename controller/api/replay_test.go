@@ -23,10 +23,7 @@ import (
 // after the chain is deleted, nothing left at the end).
 func TestEveryStepOfCreateAndTheMovesCanRunTwice(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, rigOptions{bootTimeout: 20 * time.Second})
-	r.ctl.Engine.ReplaySteps.Store(true)
-	c := r.admin()
-	fc := r.compute
+	r, c, fc := replayRig(t, rigOptions{bootTimeout: 20 * time.Second})
 	ctx := context.Background()
 	id := activeInstance(t, r, c, "twice")
 	settled := func(move string) map[string]any {
@@ -122,13 +119,7 @@ func TestEveryStepOfCreateAndTheMovesCanRunTwice(t *testing.T) {
 	}
 	// Each move's steps were run twice (the upgrade is the rebuild with
 	// its upgrade steps).
-	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
-	for _, step := range []string{"create:", "rebuild:", "resize_flavor:", "rebuild:upgrade", "delete:", "backup:stream", "create:restore", "backup_delete:"} {
-		if !strings.Contains(" "+replayed, " "+step) {
-			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
-		}
-	}
-	t.Logf("steps run twice: %s", replayed)
+	ranTwice(t, r, "create:", "rebuild:", "resize_flavor:", "rebuild:upgrade", "delete:", "backup:stream", "create:restore", "backup_delete:")
 }
 
 // TestEveryStepOfReplicationCanRunTwice: the same for a replication
@@ -138,10 +129,7 @@ func TestEveryStepOfCreateAndTheMovesCanRunTwice(t *testing.T) {
 // the new one fenced, and the detached replica follows nobody.
 func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, rigOptions{guestCallTimeout: 2 * time.Second})
-	r.ctl.Engine.ReplaySteps.Store(true)
-	c := r.admin()
-	fc := r.compute
+	r, c, fc := replayRig(t, rigOptions{guestCallTimeout: 2 * time.Second})
 	src := newActive(c, "primary", "shop")
 	ids := replicaIDs(t, c, src, 2)
 	a, b := ids[0], ids[1]
@@ -189,8 +177,23 @@ func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
 			t.Fatalf("fault on %s: %v", id, f)
 		}
 	}
+	ranTwice(t, r, "create:", "backup:stream", "promote:")
+}
+
+// replayRig is a rig whose task engine runs every step twice
+// (ReplaySteps), with its admin client and fake compute.
+func replayRig(t *testing.T, o rigOptions) (*rig, *client, *fakeCompute) {
+	t.Helper()
+	r := newRig(t, o)
+	r.ctl.Engine.ReplaySteps.Store(true)
+	return r, r.admin(), r.compute
+}
+
+// ranTwice checks that a step of each kind:step prefix was run twice.
+func ranTwice(t *testing.T, r *rig, prefixes ...string) {
+	t.Helper()
 	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
-	for _, step := range []string{"create:", "backup:stream", "promote:"} {
+	for _, step := range prefixes {
 		if !strings.Contains(" "+replayed, " "+step) {
 			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
 		}

@@ -59,29 +59,38 @@ func waitState(t *testing.T, db *store.DB, id, state string, within time.Duratio
 
 type counter struct{ N int }
 
+// threeSteps is a kind of steps a, b (which waits until its counter
+// reaches 3) and c, whose result is last; each run is recorded in seen
+// as step:counter.
+func threeSteps(seen *[]string, mu *sync.Mutex, last func(counter) (tasks.Result, error)) tasks.Kind {
+	return tasks.Kind{Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+		var c counter
+		task.Decode(&c)
+		mu.Lock()
+		*seen = append(*seen, fmt.Sprintf("%s:%d", task.Step, c.N))
+		mu.Unlock()
+		c.N++
+		switch task.Step {
+		case "a":
+			return tasks.Result{Next: "b", Payload: c}, nil
+		case "b":
+			if c.N < 3 { // wait in b until the counter reaches 3
+				return tasks.Result{Payload: c, After: 5 * time.Millisecond}, nil
+			}
+			return tasks.Result{Next: "c", Payload: c}, nil
+		default:
+			return last(c)
+		}
+	}}
+}
+
 func TestStepsAdvanceCarryTheirPayloadAndFinish(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		var seen []string
 		var mu sync.Mutex
-		kinds := map[string]tasks.Kind{"three": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
-			var c counter
-			task.Decode(&c)
-			mu.Lock()
-			seen = append(seen, fmt.Sprintf("%s:%d", task.Step, c.N))
-			mu.Unlock()
-			c.N++
-			switch task.Step {
-			case "a":
-				return tasks.Result{Next: "b", Payload: c}, nil
-			case "b":
-				if c.N < 3 { // wait in b until the counter reaches 3
-					return tasks.Result{Payload: c, After: 5 * time.Millisecond}, nil
-				}
-				return tasks.Result{Next: "c", Payload: c}, nil
-			default:
-				return tasks.Result{Done: true, Payload: c}, nil
-			}
-		}}}
+		kinds := map[string]tasks.Kind{"three": threeSteps(&seen, &mu, func(c counter) (tasks.Result, error) {
+			return tasks.Result{Done: true, Payload: c}, nil
+		})}
 		start(t, engine(db, kinds))
 		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "three", Step: "a", Payload: counter{}})
 		in := waitState(t, db, id, tasks.StateDone, 10*time.Second)
@@ -101,25 +110,9 @@ func TestReplayStepsRunsEachStepTwiceFromWhereItWas(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		var seen []string
 		var mu sync.Mutex
-		kinds := map[string]tasks.Kind{"three": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
-			var c counter
-			task.Decode(&c)
-			mu.Lock()
-			seen = append(seen, fmt.Sprintf("%s:%d", task.Step, c.N))
-			mu.Unlock()
-			c.N++
-			switch task.Step {
-			case "a":
-				return tasks.Result{Next: "b", Payload: c}, nil
-			case "b":
-				if c.N < 3 {
-					return tasks.Result{Payload: c, After: 5 * time.Millisecond}, nil
-				}
-				return tasks.Result{Next: "c", Payload: c}, nil
-			default:
-				return tasks.Result{}, tasks.Fail("", "c fails")
-			}
-		}}}
+		kinds := map[string]tasks.Kind{"three": threeSteps(&seen, &mu, func(counter) (tasks.Result, error) {
+			return tasks.Result{}, tasks.Fail("", "c fails")
+		})}
 		e := engine(db, kinds)
 		e.ReplaySteps.Store(true)
 		start(t, e)
