@@ -166,6 +166,14 @@ func (m *MemStore) InstanceForKey(_ context.Context, fingerprint string) (string
 func (m *MemStore) RecordHeartbeat(_ context.Context, instanceID string, hb wire.Heartbeat, _ time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	enrolled := false
+	for _, k := range m.keys {
+		enrolled = enrolled || k.instanceID == instanceID
+	}
+	if !enrolled {
+		// As SQLStore: the keys revoked, the report is not taken.
+		return false, nil
+	}
 	list := m.heartbeats[instanceID]
 	if n := len(list); n > 0 {
 		last := list[n-1]

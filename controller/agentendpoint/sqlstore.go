@@ -116,45 +116,70 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 	if hb.Volume != nil {
 		vol, _ = json.Marshal(hb.Volume)
 	}
-	// The conflict clause keeps the stored row unless hb is newer: a
-	// different boot, or a higher sequence number within the same boot
-	// sent no earlier than what is stored (an op's result may have set the
-	// status after the last heartbeat: RecordOpStatus).
-	res, err := s.DB.Exec(ctx, `INSERT INTO instance_reports
-		(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-		ON CONFLICT (instance_id) DO UPDATE SET
-			agent_version = excluded.agent_version, boot_id = excluded.boot_id, seq = excluded.seq,
-			status = excluded.status, status_detail = excluded.status_detail, volume = excluded.volume,
-			last_completed_op = excluded.last_completed_op, sent_at = excluded.sent_at,
-			received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1
-		WHERE NOT (instance_reports.boot_id = excluded.boot_id AND (excluded.seq <= instance_reports.seq OR excluded.sent_at < instance_reports.sent_at))`,
-		instanceID, hb.AgentVersion, hb.BootID, int64(hb.Seq), string(hb.Status), hb.StatusDetail, nullBytes(vol),
-		hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received))
+	accepted := false
+	err := s.DB.InTx(ctx, func(tx *store.Tx) error {
+		accepted = false
+		// Only an instance with an enrolled key reports: a heartbeat in
+		// flight while the instance is forgotten (deleted) or its keys
+		// revoked (rebuilt) must not bring its report back. PostgreSQL:
+		// the key row is held until this commits, so a Forget that has
+		// not yet deleted it waits, and one that has is seen.
+		lock := ""
+		if tx.Dialect() == store.Postgres {
+			lock = " FOR SHARE"
+		}
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM agent_keys WHERE instance_id = ? LIMIT 1`+lock, instanceID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// The conflict clause keeps the stored row unless hb is newer: a
+		// different boot, or a higher sequence number within the same
+		// boot sent no earlier than what is stored (an op's result may
+		// have set the status after the last heartbeat: RecordOpStatus).
+		res, err := tx.Exec(ctx, `INSERT INTO instance_reports
+			(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+			ON CONFLICT (instance_id) DO UPDATE SET
+				agent_version = excluded.agent_version, boot_id = excluded.boot_id, seq = excluded.seq,
+				status = excluded.status, status_detail = excluded.status_detail, volume = excluded.volume,
+				last_completed_op = excluded.last_completed_op, sent_at = excluded.sent_at,
+				received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1
+			WHERE NOT (instance_reports.boot_id = excluded.boot_id AND (excluded.seq <= instance_reports.seq OR excluded.sent_at < instance_reports.sent_at))`,
+			instanceID, hb.AgentVersion, hb.BootID, int64(hb.Seq), string(hb.Status), hb.StatusDetail, nullBytes(vol),
+			hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return err
+		}
+		accepted = true
+		return recordReplication(ctx, tx, instanceID, hb, received)
+	})
 	if err != nil {
 		return false, fmt.Errorf("record heartbeat of %s: %w", instanceID, err)
 	}
-	n, err := res.RowsAffected()
-	if err == nil && n == 1 {
-		err = s.recordReplication(ctx, instanceID, hb, received)
-	}
-	return n == 1, err
+	return accepted, nil
 }
 
 // recordReplication keeps a replica's reported link beside its report
 // (docs/replication.md); a heartbeat without one clears it.
-func (s *SQLStore) recordReplication(ctx context.Context, instanceID string, hb wire.Heartbeat, received time.Time) error {
+func recordReplication(ctx context.Context, q store.Querier, instanceID string, hb wire.Heartbeat, received time.Time) error {
 	if hb.Replication == nil {
-		_, err := s.DB.Exec(ctx, `DELETE FROM replication_reports WHERE instance_id = ?`, instanceID)
+		_, err := q.Exec(ctx, `DELETE FROM replication_reports WHERE instance_id = ?`, instanceID)
 		return err
 	}
 	if hb.Replication.Role != wire.RoleReplica {
 		// A source's binary log position: written only when it moved, so
 		// an idle server's heartbeats add no write (its freshness is its
 		// report's, above).
-		return instances.SetReplicationReportIfMoved(ctx, s.DB, instanceID, *hb.Replication, received)
+		return instances.SetReplicationReportIfMoved(ctx, q, instanceID, *hb.Replication, received)
 	}
-	return instances.SetReplicationReport(ctx, s.DB, instanceID, *hb.Replication, received)
+	return instances.SetReplicationReport(ctx, q, instanceID, *hb.Replication, received)
 }
 
 func (s *SQLStore) EnqueueOp(ctx context.Context, instanceID string, op wire.Operation, opts QueueOptions) error {

@@ -24,6 +24,10 @@ type subject struct {
 	store         agentendpoint.Store
 	addToken      func(instanceID, token string)
 	addTokenUntil func(instanceID, token string, expires time.Time)
+	// forget removes the instance's keys (SQL: Forget, as a delete does);
+	// stored says whether its heartbeat of that seq is kept.
+	forget func(instanceID string)
+	stored func(instanceID string, seq uint64) bool
 }
 
 // eachStore runs fn against the reference MemStore and against SQLStore on
@@ -32,7 +36,15 @@ type subject struct {
 func eachStore(t *testing.T, fn func(t *testing.T, s subject)) {
 	t.Run("memstore", func(t *testing.T) {
 		m := agentendpoint.NewMemStore()
-		fn(t, subject{store: m, addToken: m.AddInstance, addTokenUntil: m.AddInstanceUntil})
+		stored := func(id string, seq uint64) bool {
+			for _, hb := range m.Heartbeats(id) {
+				if hb.Seq == seq {
+					return true
+				}
+			}
+			return false
+		}
+		fn(t, subject{store: m, addToken: m.AddInstance, addTokenUntil: m.AddInstanceUntil, forget: m.RevokeKeys, stored: stored})
 	})
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		s := &agentendpoint.SQLStore{DB: db}
@@ -41,7 +53,15 @@ func eachStore(t *testing.T, fn func(t *testing.T, s subject)) {
 				t.Fatal(err)
 			}
 		}
-		fn(t, subject{store: s, addToken: func(id, tok string) { until(id, tok, time.Time{}) }, addTokenUntil: until})
+		forget := func(id string) {
+			if err := agentendpoint.Forget(context.Background(), db, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stored := func(id string, seq uint64) bool {
+			return storetest.Count(t, db, "SELECT COUNT(*) FROM instance_reports WHERE instance_id = ? AND seq = ?", id, int64(seq)) == 1
+		}
+		fn(t, subject{store: s, addToken: func(id, tok string) { until(id, tok, time.Time{}) }, addTokenUntil: until, forget: forget, stored: stored})
 	})
 }
 
@@ -135,9 +155,23 @@ func TestStoreConcurrentRedemptionsOfOneTokenHaveOneWinner(t *testing.T) {
 	})
 }
 
+// enrol binds a new key to instance id through a token, as an agent's
+// first connection does.
+func enrol(t *testing.T, s subject, id string) wire.AgentKey {
+	t.Helper()
+	tok := wire.NewEnrollmentToken()
+	s.addToken(id, tok)
+	k := key(t)
+	if _, err := s.store.RedeemEnrollment(context.Background(), wire.HashToken(tok), k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func TestStoreHeartbeatsDropStaleAndReordered(t *testing.T) {
 	eachStore(t, func(t *testing.T, s subject) {
 		ctx := context.Background()
+		enrol(t, s, "i")
 		hb := func(boot string, seq uint64) wire.Heartbeat {
 			return wire.Heartbeat{AgentVersion: "v", BootID: boot, Seq: seq, SentAt: time.Now(), Status: wire.StatusRunning}
 		}
@@ -158,6 +192,38 @@ func TestStoreHeartbeatsDropStaleAndReordered(t *testing.T) {
 			if err != nil || got != st.want {
 				t.Fatalf("step %d (%s/%d): accepted=%v err=%v, want %v", i, st.hb.BootID, st.hb.Seq, got, err, st.want)
 			}
+		}
+	})
+}
+
+// TestStoreDropsTheHeartbeatOfAnInstanceWithoutAKey: a heartbeat that was
+// in flight when its instance was forgotten (deleted) does not bring the
+// instance's report back — a CI run once found the row of a deleted
+// instance so — and neither does one from before the instance's keys were
+// revoked (a rebuild) until a key is enrolled again.
+func TestStoreDropsTheHeartbeatOfAnInstanceWithoutAKey(t *testing.T) {
+	eachStore(t, func(t *testing.T, s subject) {
+		ctx := context.Background()
+		hb := func(seq uint64) wire.Heartbeat {
+			return wire.Heartbeat{AgentVersion: "v", BootID: "b", Seq: seq, SentAt: time.Now(), Status: wire.StatusRunning}
+		}
+		if ok, err := s.store.RecordHeartbeat(ctx, "never", hb(1), time.Now()); ok || err != nil {
+			t.Fatalf("heartbeat of an instance never enrolled: accepted=%v err=%v", ok, err)
+		}
+		enrol(t, s, "gone")
+		if ok, err := s.store.RecordHeartbeat(ctx, "gone", hb(1), time.Now()); !ok || err != nil {
+			t.Fatalf("heartbeat of an enrolled instance: accepted=%v err=%v", ok, err)
+		}
+		s.forget("gone")
+		if ok, err := s.store.RecordHeartbeat(ctx, "gone", hb(2), time.Now()); ok || err != nil {
+			t.Fatalf("heartbeat after the keys were revoked: accepted=%v err=%v", ok, err)
+		}
+		if s.stored("gone", 2) {
+			t.Fatal("the heartbeat sent after the instance was forgotten is stored")
+		}
+		enrol(t, s, "gone")
+		if ok, err := s.store.RecordHeartbeat(ctx, "gone", hb(3), time.Now()); !ok || err != nil || !s.stored("gone", 3) {
+			t.Fatalf("heartbeat after a new enrolment: accepted=%v err=%v", ok, err)
 		}
 	})
 }
@@ -400,6 +466,11 @@ func TestTheStatusAnOperationLeftBeatsAnOlderHeartbeat(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		s := &agentendpoint.SQLStore{DB: db}
+		tok := wire.NewEnrollmentToken()
+		agentendpoint.AddEnrollment(ctx, db, "i", tok, time.Now(), time.Time{})
+		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(tok), key(t)); err != nil {
+			t.Fatal(err)
+		}
 		t0 := time.Now().Truncate(time.Millisecond)
 		s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: 1, SentAt: t0, Status: wire.StatusShutdown}, t0)
 		if err := s.RecordOpStatus(ctx, "i", "b", wire.StatusResult{Status: wire.StatusRunning}, t0.Add(2*time.Second), t0.Add(2*time.Second)); err != nil {

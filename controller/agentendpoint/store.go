@@ -25,9 +25,10 @@ type Store interface {
 	// InstanceForKey maps an enrolled key's fingerprint to its instance.
 	// Unknown or revoked key: ErrUnknownKey.
 	InstanceForKey(ctx context.Context, fingerprint string) (instanceID string, err error)
-	// RecordHeartbeat stores hb unless it is stale: same BootID as the last
-	// accepted heartbeat and a Seq not greater than its Seq. It reports
-	// whether hb was stored.
+	// RecordHeartbeat stores hb unless it is stale (same BootID as the
+	// last accepted heartbeat and a Seq not greater than its Seq) or the
+	// instance has no enrolled key (forgotten, or its keys revoked while
+	// hb was in flight). It reports whether hb was stored.
 	RecordHeartbeat(ctx context.Context, instanceID string, hb wire.Heartbeat, received time.Time) (accepted bool, err error)
 
 	// EnqueueOp queues op for instanceID. Queuing an id again with the same

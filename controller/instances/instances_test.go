@@ -77,7 +77,11 @@ func TestDesiredAndReportedStayApartAndProjectsAreSeparate(t *testing.T) {
 		if l, _ := instances.List(ctx, db, instances.ListOptions{Project: "A"}); len(l) != 1 || l[0].ID != "a1" {
 			t.Fatalf("project A's list = %+v", l)
 		}
-		// The agent's heartbeat lands in the reported table only.
+		// The agent's heartbeat (from an enrolled agent) lands in the
+		// reported table only.
+		if err := agentendpoint.ReplaceKeys(ctx, db, "a1", []agentendpoint.EnrolledKey{{Fingerprint: "SHA256:a1", AuthorizedKey: "ssh-ed25519 AAAA", EnrolledAt: now}}); err != nil {
+			t.Fatal(err)
+		}
 		st := &agentendpoint.SQLStore{DB: db}
 		st.RecordHeartbeat(ctx, "a1", wire.Heartbeat{AgentVersion: "1", BootID: "b", Seq: 1, Status: wire.StatusRunning,
 			Volume: &wire.FilesystemStats{TotalBytes: 100, UsedBytes: 10}}, now)
