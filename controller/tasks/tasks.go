@@ -255,19 +255,22 @@ type Engine struct {
 	// doubles with each attempt up to a minute (default 1s).
 	Backoff time.Duration
 	Now     func() time.Time
-	// ReplaySteps (tests): each step that succeeds is run once more, from
-	// the task as it was, before its result is saved — once per task and
-	// step. That is what a controller killed after a step's work and
-	// before its record leaves behind, so a step that cannot be run twice
-	// shows it.
+	// ReplaySteps (tests): each run of a step that succeeds and records
+	// something (a next step, a payload, the end) is run once more, from
+	// the task as it was, before its result is saved — once per task,
+	// step and payload it started from. That is what a controller killed
+	// after a step's work and before its record leaves behind, so a step
+	// that cannot be run twice shows it. A run that only waits (no next
+	// step, no payload, not done) records nothing and is not run again:
+	// the run that moves the task on is.
 	ReplaySteps atomic.Bool
 
 	once sync.Once
 	kick chan struct{}
 
 	mu sync.Mutex
-	// replayed holds the task/step pairs ReplaySteps has run again;
-	// replayedSteps the same as kind:step, in order.
+	// replayed holds the task/step/payload runs ReplaySteps has run
+	// again; replayedSteps the same as kind:step, in order.
 	replayed      map[string]bool
 	replayedSteps []string
 	// running counts, per task id, the steps of it this engine has
@@ -529,7 +532,7 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 	started := time.Now()
 	before := t
 	res, err := runStep(sctx, kind, &t)
-	if err == nil && e.ReplaySteps.Load() && e.firstRun(t.ID, t.Kind, before.Step) {
+	if err == nil && e.ReplaySteps.Load() && records(res) && e.firstRun(t.ID, t.Kind, before.Step, before.Payload) {
 		log.Info("task step run again, its result dropped (ReplaySteps)")
 		t = before
 		res, err = runStep(sctx, kind, &t)
@@ -661,12 +664,18 @@ func nullText(s string) any {
 	return s
 }
 
-// firstRun reports whether step of task id has not been run again by
-// ReplaySteps yet, and records that it now is.
-func (e *Engine) firstRun(id, kind, step string) bool {
+// records says whether a step's result records anything beyond when to
+// run it again.
+func records(res Result) bool {
+	return res.Done || res.Payload != nil || res.Next != ""
+}
+
+// firstRun reports whether step of task id, from payload, has not been
+// run again by ReplaySteps yet, and records that it now is.
+func (e *Engine) firstRun(id, kind, step string, payload json.RawMessage) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	k := id + "/" + step
+	k := id + "/" + step + "/" + string(payload)
 	if e.replayed[k] {
 		return false
 	}

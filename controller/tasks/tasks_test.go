@@ -103,9 +103,11 @@ func TestStepsAdvanceCarryTheirPayloadAndFinish(t *testing.T) {
 	})
 }
 
-// With ReplaySteps each step that succeeds runs a second time from the
-// task as it was (the first run's payload dropped), once per step; a
-// step that fails is not run again by it.
+// With ReplaySteps each run of a step that succeeds and records
+// something runs a second time from the task as it was (the first run's
+// payload dropped), once per step and payload — b waits with a new
+// payload each time, so both its runs are run twice; a step that fails
+// is not run again by it.
 func TestReplayStepsRunsEachStepTwiceFromWhereItWas(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		var seen []string
@@ -120,9 +122,49 @@ func TestReplayStepsRunsEachStepTwiceFromWhereItWas(t *testing.T) {
 		waitState(t, db, id, tasks.StateFailed, 10*time.Second)
 		mu.Lock()
 		defer mu.Unlock()
-		want := []string{"a:0", "a:0", "b:1", "b:1", "b:2", "c:3"}
+		want := []string{"a:0", "a:0", "b:1", "b:1", "b:2", "b:2", "c:3"}
 		if fmt.Sprint(seen) != fmt.Sprint(want) {
 			t.Fatalf("steps %v; want %v", seen, want)
+		}
+	})
+}
+
+// A run that only waits (no next step, no payload) records nothing, so
+// ReplaySteps does not run it again: the run that moves the task on is
+// the one run twice, as a step that polls for a result and then acts on
+// it must be.
+func TestReplayStepsRunsTheRunThatMovesOnTwiceNotTheWaits(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		var seen []string
+		var mu sync.Mutex
+		n := 0
+		kinds := map[string]tasks.Kind{"poll": {Run: func(ctx context.Context, task *tasks.Task) (tasks.Result, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if task.Step == "x" {
+				seen = append(seen, "x")
+				return tasks.Result{Done: true}, nil
+			}
+			n++
+			seen = append(seen, fmt.Sprintf("w:%d", n))
+			if n < 3 {
+				return tasks.Result{After: 5 * time.Millisecond}, nil
+			}
+			return tasks.Result{Next: "x"}, nil
+		}}}
+		e := engine(db, kinds)
+		e.ReplaySteps.Store(true)
+		start(t, e)
+		id := enqueue(t, db, tasks.New{InstanceID: "i", Kind: "poll", Step: "w"})
+		waitState(t, db, id, tasks.StateDone, 10*time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"w:1", "w:2", "w:3", "w:4", "x", "x"}
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Fatalf("runs %v; want %v", seen, want)
+		}
+		if got := fmt.Sprint(e.ReplayedSteps()); got != "[poll:w poll:x]" {
+			t.Fatalf("replayed %s; want [poll:w poll:x]", got)
 		}
 	})
 }
