@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"strata/agent/wire"
 	"strata/controller/backups"
+	"strata/controller/compute"
 	"strata/controller/registry"
+	"strata/controller/store/storetest"
 )
 
 // TestEveryStepOfCreateAndTheMovesCanRunTwice: the task engine runs every
@@ -133,14 +136,7 @@ func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
 	src := newActive(c, "primary", "shop")
 	ids := replicaIDs(t, c, src, 2)
 	a, b := ids[0], ids[1]
-	follows := func(id, source string) {
-		t.Helper()
-		accounts, _, _ := fc.guest(source).replication()
-		_, link, _ := fc.guest(id).replication()
-		if link == nil || link.Account != acctOf(id) || accounts[link.Account] != link.Password || len(link.Password) < 32 {
-			t.Fatalf("%s follows %+v; want its own account on %s (which holds %v)", id, link, source, keys(accounts))
-		}
-	}
+	follows := func(id, source string) { t.Helper(); followsWithItsAccount(t, fc, id, source) }
 	follows(a, src)
 	follows(b, src)
 	if accounts, _, _ := fc.guest(src).replication(); len(accounts) != 2 {
@@ -180,6 +176,118 @@ func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
 	ranTwice(t, r, "create:", "backup:stream", "promote:")
 }
 
+// TestEveryStepOfAFailoverAndARejoinCanRunTwice: the same for a
+// failover (eject_replica_source) and the old source's rejoin. The
+// source of a group of three goes silent and is ejected: the replica
+// that received the most is promoted (once), the other follows it with
+// its own account, the old source's server is fenced and its agent's
+// fence waits queued. Then the old source rejoins: unfenced, started,
+// read-only, following the new source with its own account from its own
+// position — one writable primary, no fault, one key each.
+func TestEveryStepOfAFailoverAndARejoinCanRunTwice(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, a, b := failoverGroup(t, rigOptions{}, "0-1-101", "0-1-90")
+	r.ctl.Engine.ReplaySteps.Store(true)
+	fc.guest(src).halt()
+	silence(t, r, src)
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 60*time.Second, func() bool {
+		of, _ := c.instance(b)["replica_of"].(map[string]any)
+		f, _ := c.instance(src)["fault"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && of != nil && of["id"] == a &&
+			c.instance(b)["status"] == "ACTIVE" && f != nil && c.instance(src)["status"] != "EJECT"
+	})
+	onePrimary(t, fc, a, b)
+	followsWithItsAccount(t, fc, b, a)
+	if f := c.instance(src)["fault"].(map[string]any); !strings.Contains(f["message"].(string), "ejected from its replication group: "+a) {
+		t.Fatalf("the ejected source's fault: %v", f["message"])
+	}
+	wantFenced(t, fc, src)
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'set_read_only' AND done_at IS NULL", src); n != 1 {
+		t.Fatalf("%d fences queued for the ejected source, want 1", n)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM ejections WHERE instance_id = ? AND elected_id = ?", src, a); n != 1 {
+		t.Fatalf("%d ejections of the old source by %s recorded, want 1", n, a)
+	}
+
+	if code, doc := rejoin(c, src); code != 202 {
+		t.Fatalf("rejoin: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the rejoin", 60*time.Second, func() bool {
+		in := c.instance(src)
+		of, _ := in["replica_of"].(map[string]any)
+		return in["status"] != "REJOIN" && (in["fault"] != nil || in["status"] == "ACTIVE" && of != nil && of["id"] == a)
+	})
+	for _, id := range []string{src, a, b} {
+		if f := c.instance(id)["fault"]; f != nil {
+			t.Fatalf("fault on %s after the rejoin: %v", id, f)
+		}
+		if keys := agentKeys(t, r, id); len(keys) != 1 {
+			t.Fatalf("enrolled agent keys of %s: %v", id, keys)
+		}
+	}
+	onePrimary(t, fc, a, src, b)
+	followsWithItsAccount(t, fc, src, a)
+	followsWithItsAccount(t, fc, b, a)
+	if _, link, _ := fc.guest(src).replication(); link.GTIDSlavePos != "0-1-101" {
+		t.Fatalf("the rejoined source follows from %q, want its own position 0-1-101", link.GTIDSlavePos)
+	}
+	if accounts, _, _ := fc.guest(a).replication(); len(accounts) != 2 {
+		t.Fatalf("the new source holds accounts %v, want one for each replica", keys(accounts))
+	}
+	if st, err := fc.ServerState(context.Background(), fc.server(src)); err != nil || st != compute.StateRunning {
+		t.Fatalf("the rejoined source's server: %s, %v; want running", st, err)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM ejections WHERE instance_id = ?", src); n != 0 {
+		t.Fatalf("the ejection is still recorded after the rejoin (%d)", n)
+	}
+	var listed []string
+	for _, x := range asList(c.instance(a)["replicas"]) {
+		listed = append(listed, x.(map[string]any)["id"].(string))
+	}
+	if len(listed) != 2 || !slices.Contains(listed, src) || !slices.Contains(listed, b) {
+		t.Fatalf("the group's source lists %v, want %s and %s", listed, src, b)
+	}
+
+	ranTwice(t, r, "promote:elect ", "promote:elected ", "promote:promoted ", "promote:accounts ", "promote:repoint ", "promote:linked ",
+		"rejoin:boot ", "rejoin:fenced ", "rejoin:account ", "rejoin:linked ")
+}
+
+// followsWithItsAccount checks that replica id follows source with its
+// own account there, whose password the source holds.
+func followsWithItsAccount(t *testing.T, fc *fakeCompute, id, source string) {
+	t.Helper()
+	accounts, _, _ := fc.guest(source).replication()
+	_, link, _ := fc.guest(id).replication()
+	if link == nil || link.Account != acctOf(id) || accounts[link.Account] != link.Password || len(link.Password) < 32 {
+		t.Fatalf("%s follows %+v; want its own account on %s (which holds %v)", id, link, source, keys(accounts))
+	}
+}
+
+// onePrimary checks that primary is writable, follows nobody and was
+// promoted once, and that the others follow a source, read-only.
+func onePrimary(t *testing.T, fc *fakeCompute, primary string, others ...string) {
+	t.Helper()
+	g := fc.guest(primary)
+	g.mu.Lock()
+	promotes, link, fenced := g.repl.promotes, g.repl.link, g.repl.fenced
+	g.mu.Unlock()
+	if promotes != 1 || link != nil || fenced {
+		t.Fatalf("the new source %s: promoted %d times, follows %+v, read-only %v; want promoted once, writable, following nobody", primary, promotes, link, fenced)
+	}
+	for _, id := range others {
+		o := fc.guest(id)
+		o.mu.Lock()
+		st := o.replicationStatus()
+		o.mu.Unlock()
+		if st.Role != wire.RoleReplica || !st.ReadOnly {
+			t.Fatalf("%s is %s, read-only %v; want a read-only replica", id, st.Role, st.ReadOnly)
+		}
+	}
+}
+
 // replayRig is a rig whose task engine runs every step twice
 // (ReplaySteps), with its admin client and fake compute.
 func replayRig(t *testing.T, o rigOptions) (*rig, *client, *fakeCompute) {
@@ -189,12 +297,13 @@ func replayRig(t *testing.T, o rigOptions) (*rig, *client, *fakeCompute) {
 	return r, r.admin(), r.compute
 }
 
-// ranTwice checks that a step of each kind:step prefix was run twice.
+// ranTwice checks that a step of each kind:step prefix was run twice
+// (a prefix ending in a space names one step exactly).
 func ranTwice(t *testing.T, r *rig, prefixes ...string) {
 	t.Helper()
 	replayed := strings.Join(r.ctl.Engine.ReplayedSteps(), " ")
 	for _, step := range prefixes {
-		if !strings.Contains(" "+replayed, " "+step) {
+		if !strings.Contains(" "+replayed+" ", " "+step) {
 			t.Errorf("no step %s… was run twice; run twice: %s", step, replayed)
 		}
 	}

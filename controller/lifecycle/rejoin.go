@@ -29,8 +29,9 @@ import (
 //	         Redis: the group's stream, under its ID or — started again
 //	         from its snapshot — its previous one, no further offset) — else
 //	         it is refused, since following the group would silently
-//	         drop writes E took. Then queue E's replication account on
-//	         the group's source S
+//	         drop writes E took. Then draw E's replication password and
+//	         store it; the next run queues E's account on the group's
+//	         source S with it
 //	account  queue start_replication on E: MariaDB from its own
 //	         gtid_binlog_pos (contained in S's history), Redis from its
 //	         offset (a partial or full resynchronisation); PostgreSQL's
@@ -219,9 +220,17 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		if why := pastFork(manager, st, p.ForkPos, p.ForkReplID); manager != managerPostgreSQL && why != "" {
 			return tasks.Result{}, tasks.Fail("", "it holds writes its group never received (%s): following %s would drop them", why, src.ID)
 		}
-		p.Position = pos
-		p.Password = rand.Text() + rand.Text()
-		p.Account = true
+		if p.Password == "" {
+			// The password is stored before the account is queued: a
+			// run again after the queue (a controller killed before its
+			// record) queues the same operation, found by its id, not one
+			// with another password (refused, as a different operation
+			// under that id).
+			p.Position = pos
+			p.Password = rand.Text() + rand.Text()
+			p.Account = true
+			return tasks.Result{Next: "fenced", Payload: p}, nil
+		}
 		args, err := json.Marshal(wire.ReplicationAccountArgs{Name: replicationAccount(in.ID), Password: p.Password})
 		if err != nil {
 			return tasks.Result{}, err
