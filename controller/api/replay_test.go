@@ -183,7 +183,8 @@ func TestEveryStepOfReplicationCanRunTwice(t *testing.T) {
 // its own account, the old source's server is fenced and its agent's
 // fence waits queued. Then the old source rejoins: unfenced, started,
 // read-only, following the new source with its own account from its own
-// position — one writable primary, no fault, one key each.
+// position — one writable primary, no fault, one key each. Then a
+// replica is rebuilt onto a new image and follows its source again.
 func TestEveryStepOfAFailoverAndARejoinCanRunTwice(t *testing.T) {
 	t.Parallel()
 	fc, r, c, src, a, b := failoverGroup(t, rigOptions{}, "0-1-101", "0-1-90")
@@ -251,8 +252,24 @@ func TestEveryStepOfAFailoverAndARejoinCanRunTwice(t *testing.T) {
 		t.Fatalf("the group's source lists %v, want %s and %s", listed, src, b)
 	}
 
+	// A replica rebuilt onto a new image follows its source again, with
+	// its account's new password.
+	img := registerImage(t, r, "mariadb-10.11-agent-2", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
+	c.must(202, "POST", "/mgmt/instances/"+b+"/action", map[string]any{"rebuild": map[string]any{"image_id": img.ID}})
+	waitFor(t, "the rebuilt replica", 60*time.Second, func() bool {
+		in := c.instance(b)
+		return in["status"] == "ACTIVE" && in["agent_version"] == "fake-"+img.ID && !fc.setAside(b)
+	})
+	if f := c.instance(b)["fault"]; f != nil {
+		t.Fatalf("fault on the rebuilt replica: %v", f)
+	}
+	if keys := agentKeys(t, r, b); len(keys) != 1 {
+		t.Fatalf("enrolled agent keys of the rebuilt replica: %v", keys)
+	}
+	followsWithItsAccount(t, fc, b, a)
+	onePrimary(t, fc, a, src, b)
 	ranTwice(t, r, "promote:elect ", "promote:elected ", "promote:promoted ", "promote:accounts ", "promote:repoint ", "promote:linked ",
-		"rejoin:boot ", "rejoin:fenced ", "rejoin:account ", "rejoin:linked ")
+		"rejoin:boot ", "rejoin:fenced ", "rejoin:account ", "rejoin:linked ", "rebuild:relink ", "rebuild:relinked ", "rebuild:relink-wait ")
 }
 
 // followsWithItsAccount checks that replica id follows source with its

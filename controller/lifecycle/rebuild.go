@@ -631,7 +631,14 @@ func (m *Manager) rebuildRelink(ctx context.Context, t *tasks.Task, in instances
 	}
 	switch t.Step {
 	case "relink":
-		p.RelinkPassword = rand.Text() + rand.Text()
+		if p.RelinkPassword == "" {
+			// Stored before the account is queued: a run again after the
+			// queue (a controller killed before its record) queues the
+			// same operation, found by its id, not one with another
+			// password (refused, as a different operation under that id).
+			p.RelinkPassword = rand.Text() + rand.Text()
+			return tasks.Result{Next: "relink", Payload: p}, nil
+		}
 		args, err := json.Marshal(wire.ReplicationAccountArgs{Name: link.Account, Password: p.RelinkPassword})
 		if err != nil {
 			return tasks.Result{}, err
