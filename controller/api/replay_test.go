@@ -272,6 +272,157 @@ func TestEveryStepOfAFailoverAndARejoinCanRunTwice(t *testing.T) {
 		"rejoin:boot ", "rejoin:fenced ", "rejoin:account ", "rejoin:linked ", "rebuild:relink ", "rebuild:relinked ", "rebuild:relink-wait ")
 }
 
+// TestEveryStepOfAnAutomaticFailoverCanRunTwice: the same for the
+// controller's own failover, once the silent source's grace period is
+// over: the most current replica promoted once, the other following it,
+// the old source fenced, and the setting moved to the new source (only).
+func TestEveryStepOfAnAutomaticFailoverCanRunTwice(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, a, b := failoverGroup(t, rigOptions{heartbeatSeconds: 1}, "0-1-60", "0-1-70")
+	r.ctl.Engine.ReplaySteps.Store(true)
+	const grace = 8
+	c.must(202, "PATCH", "/instances/"+src, map[string]any{"instance": map[string]any{"auto_failover": map[string]any{"grace_seconds": grace}}})
+	fc.guest(src).halt()
+	waitFor(t, "the automatic failover", 60*time.Second, func() bool {
+		of, _ := c.instance(a)["replica_of"].(map[string]any)
+		f, _ := c.instance(src)["fault"].(map[string]any)
+		return c.instance(b)["status"] == "ACTIVE" && c.instance(b)["replica_of"] == nil && of != nil && of["id"] == b &&
+			c.instance(a)["status"] == "ACTIVE" && f != nil && c.instance(src)["status"] != "EJECT"
+	})
+	onePrimary(t, fc, b, a)
+	followsWithItsAccount(t, fc, a, b)
+	for _, id := range []string{a, b} {
+		if f := c.instance(id)["fault"]; f != nil {
+			t.Fatalf("fault on %s after the failover: %v", id, f)
+		}
+	}
+	sv := c.instance(src)
+	if f := sv["fault"].(map[string]any); !strings.Contains(f["message"].(string), "failed over automatically: ejected from its replication group: "+b) {
+		t.Fatalf("the old source's fault: %v", f["message"])
+	}
+	wantFenced(t, fc, src)
+	if af, _ := c.instance(b)["auto_failover"].(map[string]any); af == nil || af["grace_seconds"] != float64(grace) || sv["auto_failover"] != nil {
+		t.Fatalf("auto_failover after the failover: new source %v, old %v; want it moved to the new source", c.instance(b)["auto_failover"], sv["auto_failover"])
+	}
+	ranTwice(t, r, "promote:elect ", "promote:elected ", "promote:promoted ", "promote:accounts ", "promote:repoint ", "promote:linked ")
+}
+
+// TestEveryStepOfTheInstanceChangesCanRunTwice: the same for an
+// instance's smaller changes — access (private, then public with CIDRs),
+// a configuration group attached, changed (a live value, then a
+// restart-only one) and detached, a restart, a reboot of its server and
+// a volume resize: each ends with the values in force, no fault and one
+// enrolled key, the guest restarted once for the restart and its volume
+// grown once.
+func TestEveryStepOfTheInstanceChangesCanRunTwice(t *testing.T) {
+	t.Parallel()
+	r, c, fc := replayRig(t, rigOptions{})
+	id := activeInstance(t, r, c, "changes")
+	g := fc.guest(id)
+	settled := func(change string) map[string]any {
+		t.Helper()
+		in := c.instance(id)
+		if in["fault"] != nil {
+			t.Fatalf("fault after the %s: %v", change, in["fault"])
+		}
+		if keys := agentKeys(t, r, id); len(keys) != 1 {
+			t.Fatalf("enrolled agent keys after the %s: %v", change, keys)
+		}
+		return in
+	}
+
+	c.must(202, "PUT", "/instances/"+id, map[string]any{"instance": map[string]any{"access": map[string]any{"is_public": false}}})
+	if a := settled("access change")["access"].(map[string]any); a["is_public"] != false {
+		t.Fatalf("after going private: access %v", a)
+	}
+	if _, ok := fc.publication(id); ok {
+		t.Fatal("a private instance is still published")
+	}
+	c.must(202, "PUT", "/instances/"+id, map[string]any{"instance": map[string]any{"access": map[string]any{"is_public": true, "allowed_cidrs": []any{"10.0.0.0/8"}}}})
+	in := settled("second access change")
+	if a := in["access"].(map[string]any); a["is_public"] != true || fmt.Sprint(a["allowed_cidrs"]) != "[10.0.0.0/8]" {
+		t.Fatalf("after going public: access %v", a)
+	}
+	if _, ok := addressesOf(in)["public"]; !ok {
+		t.Fatalf("a public instance lists no public address: %v", in["addresses"])
+	}
+	if p, ok := fc.publication(id); !ok || fmt.Sprint(p.AllowedCIDRs) != "[10.0.0.0/8]" {
+		t.Fatalf("published as %+v, %v", p, ok)
+	}
+
+	cfg := c.must(200, "POST", "/configurations", groupBody("tuned", map[string]any{"max_connections": 555}))["configuration"].(map[string]any)["id"].(string)
+	if doc := c.must(202, "PUT", "/instances/"+id, attach(id, cfg)); doc != nil {
+		t.Fatalf("attach: %v", doc)
+	}
+	if got := g.applied("max_connections"); got != "555" {
+		t.Fatalf("after attach: max_connections=%q, want 555", got)
+	}
+	settled("attach")
+	if doc := c.must(200, "PATCH", "/configurations/"+cfg, patchValues(map[string]any{"max_connections": 666})); doc != nil {
+		t.Fatalf("PATCH: %v", doc)
+	}
+	if got := g.applied("max_connections"); got != "666" {
+		t.Fatalf("after PATCH: max_connections=%q, want 666", got)
+	}
+	c.must(200, "PATCH", "/configurations/"+cfg, patchValues(map[string]any{"performance_schema": true}))
+	if st := settled("restart-only value")["status"]; st != "RESTART_REQUIRED" {
+		t.Fatalf("after a restart-only value: status %v, want RESTART_REQUIRED", st)
+	}
+
+	g.mu.Lock()
+	restarts := g.restarts
+	g.mu.Unlock()
+	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"restart": map[string]any{}})
+	c.waitStatus(id, "ACTIVE", 30*time.Second)
+	settled("restart")
+	g.mu.Lock()
+	restarted := g.restarts - restarts
+	g.mu.Unlock()
+	if restarted != 1 {
+		t.Fatalf("the guest's database was restarted %d times for one restart", restarted)
+	}
+
+	c.must(202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"reboot": map[string]any{}})
+	waitFor(t, "the reboot", 60*time.Second, func() bool {
+		n := 0
+		for _, call := range fc.callsSnapshot() {
+			if call == "RestartServer "+id {
+				n++
+			}
+		}
+		return n > 0 && c.instance(id)["status"] == "ACTIVE"
+	})
+	settled("reboot")
+
+	c.must(202, "PUT", "/instances/"+id, attach(id, nil))
+	if got := g.applied("max_connections"); got != "" {
+		t.Fatalf("after detach: max_connections=%q, want no override", got)
+	}
+	settled("detach")
+
+	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"resize": map[string]any{"volume": map[string]any{"size": 2}}})
+	waitFor(t, "the volume resize", 30*time.Second, func() bool {
+		in := c.instance(id)
+		return in["status"] == "ACTIVE" && in["volume"].(map[string]any)["size"] == 2.0
+	})
+	settled("volume resize")
+	fc.mu.Lock()
+	vol := fc.volumes[id]
+	fc.mu.Unlock()
+	g = fc.guest(id)
+	g.mu.Lock()
+	guestGB := g.volumeGB
+	g.mu.Unlock()
+	if vol.SizeGB != 2 || guestGB != 2 {
+		t.Fatalf("after the resize: volume %d GB, the guest sees %d GB; want 2", vol.SizeGB, guestGB)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'resize_filesystem'", id); n != 1 {
+		t.Fatalf("%d filesystem grows queued for one resize, want 1", n)
+	}
+	ranTwice(t, r, "access:publish ", "configure:submit ", "configure:wait ", "restart:submit ", "restart:wait ",
+		"resize_volume:extend ", "resize_volume:grow ", "resize_volume:wait ")
+}
+
 // followsWithItsAccount checks that replica id follows source with its
 // own account there, whose password the source holds.
 func followsWithItsAccount(t *testing.T, fc *fakeCompute, id, source string) {
