@@ -310,10 +310,11 @@ func TestEveryStepOfAnAutomaticFailoverCanRunTwice(t *testing.T) {
 // TestEveryStepOfTheInstanceChangesCanRunTwice: the same for an
 // instance's smaller changes — access (private, then public with CIDRs),
 // a configuration group attached, changed (a live value, then a
-// restart-only one) and detached, a restart, a reboot of its server and
-// a volume resize: each ends with the values in force, no fault and one
-// enrolled key, the guest restarted once for the restart and its volume
-// grown once.
+// restart-only one) and detached, a restart, a reboot of its server, a
+// volume resize and the recovery of its server after it died: each ends
+// with the values in force, no fault and one enrolled key, the guest
+// restarted once for the restart, its volume grown once, its server
+// running again with its data.
 func TestEveryStepOfTheInstanceChangesCanRunTwice(t *testing.T) {
 	t.Parallel()
 	r, c, fc := replayRig(t, rigOptions{})
@@ -419,8 +420,20 @@ func TestEveryStepOfTheInstanceChangesCanRunTwice(t *testing.T) {
 	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'resize_filesystem'", id); n != 1 {
 		t.Fatalf("%d filesystem grows queued for one resize, want 1", n)
 	}
+
+	// Its server dies: the recovery starts it again.
+	fc.powerOffOne(id)
+	c.waitStatus(id, "REBOOT", 20*time.Second)
+	c.waitStatus(id, "ACTIVE", 60*time.Second)
+	settled("recovery")
+	if st, err := fc.ServerState(context.Background(), fc.server(id)); err != nil || st != compute.StateRunning {
+		t.Fatalf("the recovered server: %s, %v; want running", st, err)
+	}
+	if dbs := c.guestDBs(r, id); !slices.Equal(dbs, []string{"shop"}) {
+		t.Fatalf("databases after the recovery: %v", dbs)
+	}
 	ranTwice(t, r, "access:publish ", "configure:submit ", "configure:wait ", "restart:submit ", "restart:wait ",
-		"resize_volume:extend ", "resize_volume:grow ", "resize_volume:wait ")
+		"resize_volume:extend ", "resize_volume:grow ", "resize_volume:wait ", "recover:start ", "recover:wait ")
 }
 
 // followsWithItsAccount checks that replica id follows source with its
