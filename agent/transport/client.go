@@ -67,6 +67,13 @@ type ClientConfig struct {
 	Heartbeats      HeartbeatSource
 
 	HeartbeatInterval time.Duration // 10s
+	// Until the datastore reports running (or restart_required), for
+	// HeartbeatFastFor after a session begins (2 min), heartbeats go every
+	// HeartbeatFastInterval (1s): a guest that has just booted — a
+	// rebuild rolled back, a resize, a restart — is seen running within a
+	// second of its server answering, not up to a whole interval later.
+	HeartbeatFastInterval time.Duration
+	HeartbeatFastFor      time.Duration
 	KeepaliveInterval time.Duration // 5s
 	KeepaliveTimeout  time.Duration // 10s: no answer → reconnect
 	DialTimeout       time.Duration // 10s, also bounds the SSH handshake
@@ -150,6 +157,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 	}
 	def(&cfg.HeartbeatInterval, wire.DefaultHeartbeatSeconds*time.Second)
+	def(&cfg.HeartbeatFastInterval, time.Second)
+	def(&cfg.HeartbeatFastFor, 2*time.Minute)
 	def(&cfg.KeepaliveInterval, 5*time.Second)
 	def(&cfg.KeepaliveTimeout, 10*time.Second)
 	def(&cfg.DialTimeout, 10*time.Second)
@@ -438,7 +447,8 @@ func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {
 }
 
 func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger) {
-	t := time.NewTicker(c.cfg.HeartbeatInterval)
+	began := time.Now()
+	t := time.NewTimer(time.Hour) // reset after each heartbeat
 	defer t.Stop()
 	for {
 		hctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
@@ -460,6 +470,12 @@ func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger
 		if err != nil && ctx.Err() == nil {
 			log.Warn("sending heartbeat failed", "err", err)
 		}
+		next := c.cfg.HeartbeatInterval
+		settled := hb.Status == wire.StatusRunning || hb.Status == wire.StatusRestartRequired
+		if !settled && time.Since(began) < c.cfg.HeartbeatFastFor && c.cfg.HeartbeatFastInterval < next {
+			next = c.cfg.HeartbeatFastInterval
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return

@@ -258,8 +258,8 @@ func TestRebuildMovesAMariaDBInstanceToANewAgentKeepingItsData(t *testing.T) {
 			in = api.instance(t, id)
 			return in["status"] == "ACTIVE" && in["fault"] != nil
 		})
-		t.Logf("FIGURE rebuild onto an image whose MariaDB cannot start, request→ACTIVE rolled back: %.1fs; writes unavailable for %.1fs (%s)",
-			time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()))
+		t.Logf("FIGURE rebuild onto an image whose MariaDB cannot start, request→ACTIVE rolled back: %.1fs; writes unavailable for %.1fs (%s; steps, both rebuilds: %s)",
+			time.Since(requested).Seconds(), up.Sub(down).Seconds(), accelOf(ctl.log()), taskSteps(ctl.log(), id, "rebuild"))
 		msg, _ := in["fault"].(map[string]any)["message"].(string)
 		if !strings.Contains(msg, "rebuild onto image "+brokenImage+" failed and was rolled back to the old root disk") {
 			t.Fatalf("fault after the failed rebuild: %q", msg)

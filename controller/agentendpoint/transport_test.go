@@ -609,3 +609,86 @@ func TestASlowStoreDropsHeartbeatsNotTheSession(t *testing.T) {
 		t.Fatalf("only %d heartbeats reached the store in 4 s", n)
 	}
 }
+
+// flippingHeartbeat reports building until running is set.
+type flippingHeartbeat struct{ running atomic.Bool }
+
+func (f *flippingHeartbeat) Heartbeat(context.Context) wire.Heartbeat {
+	if f.running.Load() {
+		return wire.Heartbeat{Status: wire.StatusRunning}
+	}
+	return wire.Heartbeat{Status: wire.StatusBuilding}
+}
+
+// TestHeartbeatsComeFastUntilTheDatastoreRuns: an agent whose datastore is
+// not running yet (a guest that has just booted) reports every
+// HeartbeatFastInterval, so the controller sees it running as soon as it
+// runs; then only every HeartbeatInterval. The fast pace ends after
+// HeartbeatFastFor even if the datastore never runs.
+func TestHeartbeatsComeFastUntilTheDatastoreRuns(t *testing.T) {
+	rig := endpointtest.NewRig(t)
+	client := func(id string, src transport.HeartbeatSource, fastFor time.Duration) {
+		token := wire.NewEnrollmentToken()
+		rig.Store.AddInstance(id, token)
+		cfg := clientConfig(rig, id, wiretest.NewSigner(t), okHandler())
+		cfg.EnrollmentToken = token
+		cfg.Heartbeats, cfg.HeartbeatInterval = src, time.Hour
+		cfg.HeartbeatFastInterval, cfg.HeartbeatFastFor = 50*time.Millisecond, fastFor
+		c, err := transport.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runClient(t, c)
+		rig.WaitConnected(id, true, 5*time.Second)
+	}
+	count := func(id string, status wire.DatastoreStatus) int {
+		n := 0
+		for _, hb := range rig.Store.Heartbeats(id) {
+			if hb.Status == status {
+				n++
+			}
+		}
+		return n
+	}
+	waitCount := func(what, id string, status wire.DatastoreStatus, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for count(id, status) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %s heartbeats of %s in 10 s, want %d (an hour's interval sends one)", what, count(id, status), status, id, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// steady is the number of heartbeats once no more come for 300 ms.
+	steady := func(id string) int {
+		last := len(rig.Store.Heartbeats(id))
+		for {
+			time.Sleep(300 * time.Millisecond)
+			n := len(rig.Store.Heartbeats(id))
+			if n == last {
+				return n
+			}
+			last = n
+		}
+	}
+
+	src := &flippingHeartbeat{}
+	client("booting", src, time.Minute)
+	waitCount("while building", "booting", wire.StatusBuilding, 4)
+	src.running.Store(true)
+	waitCount("once running", "booting", wire.StatusRunning, 1)
+	n := steady("booting")
+	time.Sleep(time.Second)
+	if m := len(rig.Store.Heartbeats("booting")); m != n || count("booting", wire.StatusRunning) != 1 {
+		t.Fatalf("after the datastore runs: %d heartbeats, then %d a second later (%d running); want no more within the hour's interval", n, m, count("booting", wire.StatusRunning))
+	}
+
+	client("broken", &flippingHeartbeat{}, 300*time.Millisecond)
+	waitCount("within the fast window", "broken", wire.StatusBuilding, 2)
+	n = steady("broken")
+	time.Sleep(time.Second)
+	if m := len(rig.Store.Heartbeats("broken")); m != n {
+		t.Fatalf("after the fast window a datastore that never runs sent %d heartbeats, then %d a second later; want the hour's interval", n, m)
+	}
+}

@@ -85,7 +85,10 @@ func TestAFlavorResizeMovesTheServerAndTheGuestsSettings(t *testing.T) {
 // the instance is ACTIVE with the failure in its fault.
 func TestAFlavorResizeThatDoesNotComeBackIsRolledBack(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, rigOptions{bootTimeout: 5 * time.Second})
+	// The boot timeout bounds both the silent resize and the way back
+	// (the old flavor's guest reconnecting and writing its configuration):
+	// 5 s was too short for the way back once, in a CI run under -race.
+	r := newRig(t, rigOptions{bootTimeout: 15 * time.Second})
 	c := r.admin()
 	id := newActive(c, "db", "shop")
 	r.compute.mu.Lock()
@@ -97,7 +100,7 @@ func TestAFlavorResizeThatDoesNotComeBackIsRolledBack(t *testing.T) {
 	g.mu.Unlock()
 	c.must(202, "POST", "/instances/"+id+"/action", map[string]any{"resize": map[string]any{"flavorRef": "strata.large"}})
 	var in map[string]any
-	waitFor(t, "the rollback", 40*time.Second, func() bool {
+	waitFor(t, "the rollback", 60*time.Second, func() bool {
 		in = c.instance(id)
 		f, _ := in["fault"].(map[string]any)
 		return in["status"] == "ACTIVE" && f != nil && strings.Contains(f["message"].(string), "rolled back")

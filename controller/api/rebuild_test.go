@@ -32,7 +32,10 @@ type fakeRebuild struct {
 	failUpgrade string
 }
 
-var _ compute.Rebuilder = (*fakeCompute)(nil)
+var _ compute.VolumeKeeper = (*fakeCompute)(nil)
+
+// KeepsVolume: the fake keeps the data's copy (rb.oldData) on KeepVolume.
+func (fc *fakeCompute) KeepsVolume() bool { return true }
 
 // rebuildKnobs returns the instance's rebuild record, made if need be.
 func (fc *fakeCompute) rebuildKnobs(id string, set func(*fakeRebuild)) {
@@ -124,7 +127,7 @@ func (fc *fakeCompute) RebuildServer(ctx context.Context, s compute.Server, spec
 }
 
 // RevertServer halts the new guest and boots the old one again.
-func (fc *fakeCompute) RevertServer(ctx context.Context, s compute.Server) error {
+func (fc *fakeCompute) RevertServer(ctx context.Context, s compute.Server, _ map[string][]byte) error {
 	fc.record("RevertServer " + s.ID)
 	fc.mu.Lock()
 	srv, rb := fc.servers[s.ID], fc.rebuilds[s.ID]

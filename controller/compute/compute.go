@@ -177,12 +177,26 @@ type Rebuilder interface {
 	// drive from spec.ConfigDrive, and boots with spec.Volume attached.
 	RebuildServer(ctx context.Context, srv Server, spec ServerSpec) (Server, error)
 	// RevertServer stops the rebuilt machine, puts the disks (and the
-	// data volume's copy, with KeepVolume) set aside back and boots them. With nothing set aside (reverted already) it
-	// only makes sure the machine runs.
-	RevertServer(ctx context.Context, srv Server) error
+	// data volume's copy, with KeepVolume) set aside back and boots them.
+	// With nothing set aside (reverted already) it only makes sure the
+	// machine runs. configDrive is the old guest's config drive, for a
+	// driver that writes the drive anew with every rebuild (Nova); a
+	// driver that set the old drive aside puts that back and ignores it.
+	RevertServer(ctx context.Context, srv Server, configDrive map[string][]byte) error
 	// DropOldServer removes what RebuildServer set aside; nothing there is
 	// not an error.
 	DropOldServer(ctx context.Context, srv Server) error
+}
+
+// VolumeKeeper is a Rebuilder that honours ServerSpec.KeepVolume: it keeps
+// the data volume's content through a rebuild and puts it back on
+// revert. A datastore version upgrade, whose new guest changes the data,
+// needs it to roll back; a driver without it can rebuild but not upgrade.
+type VolumeKeeper interface {
+	Rebuilder
+	// KeepsVolume says the driver honours KeepVolume (always true: the
+	// method marks the capability).
+	KeepsVolume() bool
 }
 
 // Publisher publishes a server's ports for clients beyond the addresses

@@ -132,6 +132,9 @@ func (m *Manager) Upgrade(ctx context.Context, project, id, target string) error
 	if _, ok := m.Compute.(compute.Rebuilder); !ok && m.Compute != nil {
 		return wrap(ErrUnprocessable, "the compute driver cannot rebuild servers, which an upgrade needs")
 	}
+	if _, ok := m.Compute.(compute.VolumeKeeper); !ok && m.Compute != nil {
+		return wrap(ErrUnprocessable, "the compute driver cannot keep a copy of the data volume through a rebuild, which an upgrade needs to roll back: create an instance of the target version from a backup of this one instead")
+	}
 	if target == "" {
 		return wrap(ErrBadRequest, "instance.datastore_version: name the version to upgrade to")
 	}
@@ -517,7 +520,11 @@ func (m *Manager) rebuildRollback(ctx context.Context, t *tasks.Task, in instanc
 		return tasks.Result{}, err
 	}
 	m.Agents.Disconnect(in.ID)
-	if err := rb.RevertServer(ctx, srv); err != nil {
+	drive, err := m.oldConfigDrive(ctx, in, p)
+	if err != nil {
+		return tasks.Result{}, err
+	}
+	if err := rb.RevertServer(ctx, srv, drive); err != nil {
 		return tasks.Result{}, fmt.Errorf("revert server: %w", err)
 	}
 	// The new guest is off: reports after this are the old guest's.
@@ -546,7 +553,11 @@ func (m *Manager) failRebuild(ctx context.Context, t *tasks.Task, f *tasks.Failu
 					}); err != nil {
 						return err
 					}
-					if err := rb.RevertServer(ctx, srv); err != nil {
+					drive, err := m.oldConfigDrive(ctx, in, p)
+					if err == nil {
+						err = rb.RevertServer(ctx, srv, drive)
+					}
+					if err != nil {
 						f.Reason += fmt.Sprintf("; putting the old root disk back failed too: %v", err)
 					}
 				}
@@ -585,6 +596,25 @@ func restoreOldVersion(ctx context.Context, tx *store.Tx, id string, p rebuildPa
 		return nil
 	}
 	return instances.Update(ctx, tx, id, now, `datastore_version_id = ?`, p.OldVersionID)
+}
+
+// oldConfigDrive is the config drive the old guest boots with again on a
+// rollback, for a driver that writes it anew (Nova): the bootstrap of the
+// instance's old version. Its enrolment token is never stored, so it
+// enrols nothing: the old guest's agent comes back with the key on its
+// root disk, which the rollback enrols again.
+func (m *Manager) oldConfigDrive(ctx context.Context, in instances.Instance, p rebuildPayload) (map[string][]byte, error) {
+	vid := in.DatastoreVersionID
+	if p.OldVersionID != "" {
+		vid = p.OldVersionID
+	}
+	v, err := m.Registry.Version(ctx, vid)
+	if err != nil {
+		return nil, err
+	}
+	vol, _ := volumeOf(in)
+	drive, _, err := m.configDrive(in, v, vol)
+	return drive, err
 }
 
 // versionName is "datastore version" for a version id, the id when it is

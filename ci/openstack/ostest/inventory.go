@@ -14,6 +14,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 )
@@ -129,9 +130,28 @@ func (s *Stack) ClientsVia(ctx context.Context, rt http.RoundTripper) (*Clients,
 	return c, nil
 }
 
-// Leftovers is Inventory with the clients' services.
+// Leftovers is Inventory with the clients' services, and every Glance
+// image named as a rebuild's snapshot of an old root disk
+// (strata-<instance id>-rollback).
 func (c *Clients) Leftovers(ctx context.Context) ([]string, error) {
-	return Inventory(ctx, c.Compute, c.Network, c.Volume)
+	left, err := Inventory(ctx, c.Compute, c.Network, c.Volume)
+	if err != nil || c.Image == nil {
+		return left, err
+	}
+	pages, err := images.List(c.Image, images.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := images.ExtractImages(pages)
+	if err != nil {
+		return nil, err
+	}
+	for _, img := range all {
+		if strings.HasPrefix(img.Name, "strata-") && strings.HasSuffix(img.Name, "-rollback") {
+			left = append(left, "image "+img.ID+" "+img.Name+" "+string(img.Status))
+		}
+	}
+	return left, nil
 }
 
 // Console returns the end of a Nova server's serial console, as libvirt

@@ -492,11 +492,26 @@ func (d *Driver) start(ctx context.Context, id string) error {
 // refSecurityGroup is the Refs key of the instance's security group.
 const refSecurityGroup = "security_group"
 
-// DeleteServer deletes the server, waits until Nova has, then deletes the
-// instance's security group (Neutron refuses while a port uses it). A
+// DeleteServer deletes the server (and a rebuild's snapshot of its old
+// root disk), waits until Nova has, then deletes the instance's security
+// group (Neutron refuses while a port uses it). A
 // missing server or group is not an error.
 func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 	if srv.ID != "" {
+		// A rebuild's snapshot of the old root disk (a rebuild that
+		// ended in ERROR leaves it) goes with the server.
+		if d.image != nil {
+			cur, err := servers.Get(ctx, d.compute, srv.ID).Extract()
+			switch {
+			case gophercloud.ResponseCodeIs(err, 404):
+			case err != nil:
+				return serviceErr("nova", "reading server "+srv.ID, err)
+			case checkID(cur.Metadata["strata_instance"]) == nil:
+				if err := d.dropRollbackImage(ctx, cur.Metadata["strata_instance"]); err != nil {
+					return err
+				}
+			}
+		}
 		if err := d.deleteServer(ctx, srv.ID); err != nil {
 			return err
 		}

@@ -10,7 +10,10 @@ import (
 	"strata/controller/compute"
 )
 
-var _ compute.Rebuilder = (*Driver)(nil)
+var _ compute.VolumeKeeper = (*Driver)(nil)
+
+// KeepsVolume: RebuildServer copies data.raw aside with KeepVolume.
+func (d *Driver) KeepsVolume() bool { return true }
 
 // swap marks id's disks as being swapped until the returned func is
 // called; a second swap of the same instance at once is refused.
@@ -113,8 +116,9 @@ func (d *Driver) RebuildServer(ctx context.Context, srv compute.Server, spec com
 }
 
 // RevertServer stops the rebuilt VM, puts data.raw.old (if kept),
-// config-drive.img.old and root.qcow2.old back and boots them.
-func (d *Driver) RevertServer(ctx context.Context, srv compute.Server) error {
+// config-drive.img.old and root.qcow2.old back and boots them. The old
+// config drive was kept: configDrive is not needed.
+func (d *Driver) RevertServer(ctx context.Context, srv compute.Server, _ map[string][]byte) error {
 	id := srv.ID
 	if err := checkID(id); err != nil {
 		return err

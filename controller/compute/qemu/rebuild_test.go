@@ -114,7 +114,7 @@ func TestRebuildReplacesTheRootDiskKeepsTheDataAndRevertsOrDropsTheOld(t *testin
 	}
 
 	// Rollback: the old disk and drive are back and booted.
-	if err := d.RevertServer(ctx, srv); err != nil {
+	if err := d.RevertServer(ctx, srv, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := backingOf(t, root); got != oldImg.Location {
@@ -132,7 +132,7 @@ func TestRebuildReplacesTheRootDiskKeepsTheDataAndRevertsOrDropsTheOld(t *testin
 		t.Fatal("the VM does not run after the revert")
 	}
 	// Reverting again (a repeated step) only makes sure it runs.
-	if err := d.RevertServer(ctx, srv); err != nil || backingOf(t, root) != oldImg.Location {
+	if err := d.RevertServer(ctx, srv, nil); err != nil || backingOf(t, root) != oldImg.Location {
 		t.Fatalf("a second revert: %v", err)
 	}
 
@@ -157,7 +157,7 @@ func TestRebuildReplacesTheRootDiskKeepsTheDataAndRevertsOrDropsTheOld(t *testin
 		t.Fatalf("after dropping: root on %s, running %v", got, qemuRunning(t, id))
 	}
 	// Nothing to roll back to any more: a revert keeps the new disk.
-	if err := d2.RevertServer(ctx, srv); err != nil || backingOf(t, root) != newImg.Location {
+	if err := d2.RevertServer(ctx, srv, nil); err != nil || backingOf(t, root) != newImg.Location {
 		t.Fatalf("revert with nothing set aside: %v, root on %s", err, backingOf(t, root))
 	}
 
@@ -221,7 +221,7 @@ func TestRebuildAndRevertResumeWhereAControllerDied(t *testing.T) {
 	if err := os.Rename(oldDrive, drive); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RevertServer(ctx, srv); err != nil {
+	if err := d.RevertServer(ctx, srv, nil); err != nil {
 		t.Fatal(err)
 	}
 	if backingOf(t, root) != oldImg.Location || bootstrapOf(t, drive) != `{"token":"old"}` || !qemuRunning(t, id) {
@@ -291,7 +291,7 @@ func TestRebuildKeepingTheVolumeRevertsTheNewGuestsWrites(t *testing.T) {
 	if _, err := d.RebuildServer(ctx, srv, upgrade); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RevertServer(ctx, srv); err != nil {
+	if err := d.RevertServer(ctx, srv, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := read(); got != "10.11-ok" {
