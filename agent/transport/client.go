@@ -74,12 +74,12 @@ type ClientConfig struct {
 	// second of its server answering, not up to a whole interval later.
 	HeartbeatFastInterval time.Duration
 	HeartbeatFastFor      time.Duration
-	KeepaliveInterval time.Duration // 5s
-	KeepaliveTimeout  time.Duration // 10s: no answer → reconnect
-	DialTimeout       time.Duration // 10s, also bounds the SSH handshake
-	MinBackoff        time.Duration // 1s
-	MaxBackoff        time.Duration // 60s
-	MaxMessage        int           // wire.MaxMessageSize
+	KeepaliveInterval     time.Duration // 5s
+	KeepaliveTimeout      time.Duration // 10s: no answer → reconnect
+	DialTimeout           time.Duration // 10s, also bounds the SSH handshake
+	MinBackoff            time.Duration // 1s
+	MaxBackoff            time.Duration // 60s
+	MaxMessage            int           // wire.MaxMessageSize
 	// MaxConcurrentOps bounds open operation channels (64).
 	MaxConcurrentOps int
 	Logger           *slog.Logger
