@@ -155,6 +155,20 @@ func (m *Manager) reconcile(ctx context.Context, in instances.Instance) error {
 		if err != nil || len(active) > 0 {
 			return err
 		}
+		// What was read above may be behind: a task that finished since
+		// (a configure recording the digest it applied, a resize its
+		// size) has done what this would queue again. Seen again, the
+		// next pass decides.
+		cur, err := instances.Get(ctx, tx, "", in.ID)
+		if errors.Is(err, instances.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.ConfigurationApplied != in.ConfigurationApplied || cur.VolumeSizeGB != in.VolumeSizeGB || cur.Task != in.Task {
+			return nil
+		}
 		now := m.now()
 		if resize {
 			m.log().Warn("volume larger than recorded after a crash; rolling the resize forward", "instance", in.ID,
