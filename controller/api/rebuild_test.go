@@ -219,7 +219,9 @@ func rebuildCalls(fc *fakeCompute, id string) int {
 // fault; so is one that never reports within the boot timeout.
 func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
+	// The boot timeout bounds the way back too (the old guest
+	// reconnecting after a rollback): 8 s was too short once under -race.
+	r := newRig(t, rigOptions{bootTimeout: 15 * time.Second})
 	admin := r.admin()
 	fc := r.compute
 	id := admin.must(200, "POST", "/instances", createBody("rebuilt", map[string]any{
@@ -315,7 +317,7 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.fail = "mariadbd: unknown variable" })
 	admin.must(202, "POST", path, map[string]any{"rebuild": map[string]any{"image_id": r.imageID}})
 	var in map[string]any
-	waitFor(t, "the rollback", 30*time.Second, func() bool {
+	waitFor(t, "the rollback", 45*time.Second, func() bool {
 		in = admin.instance(id)
 		f, _ := in["fault"].(map[string]any)
 		return in["status"] == "ACTIVE" && f != nil
@@ -343,7 +345,7 @@ func TestMgmtRebuildMovesAnInstanceToANewImageKeepingItsData(t *testing.T) {
 	if st, doc := admin.do("POST", path, map[string]any{"reset-task-status": map[string]any{}}); st != 422 || !strings.Contains(errorMessage(doc), "puts them back itself") {
 		t.Fatalf("reset-task-status during a rebuild = %d %v, want 422", st, doc)
 	}
-	waitFor(t, "the rollback of a silent guest", 40*time.Second, func() bool {
+	waitFor(t, "the rollback of a silent guest", 60*time.Second, func() bool {
 		in = admin.instance(id)
 		f, _ := in["fault"].(map[string]any)
 		return in["status"] == "ACTIVE" && f != nil && strings.Contains(f["message"].(string), "never reported")

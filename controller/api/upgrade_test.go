@@ -21,7 +21,9 @@ import (
 // instance's own version moves it onto that version's current image.
 func TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, rigOptions{bootTimeout: 8 * time.Second})
+	// The boot timeout bounds the way back too (the old guest
+	// reconnecting after a rollback): room for a busy -race run.
+	r := newRig(t, rigOptions{bootTimeout: 15 * time.Second})
 	admin := r.admin()
 	fc := r.compute
 	ctx := context.Background()
@@ -85,7 +87,7 @@ func TestAnUpgradeMovesAnInstanceAlongADeclaredPathOrRollsBack(t *testing.T) {
 	fc.rebuildKnobs(id, func(rb *fakeRebuild) { rb.failUpgrade = "mariadb-upgrade: Phase 2/8: disk full" })
 	admin.must(202, "PATCH", "/instances/"+id, upgrade("11.8"))
 	var in map[string]any
-	waitFor(t, "the rollback of the upgrade", 30*time.Second, func() bool {
+	waitFor(t, "the rollback of the upgrade", 45*time.Second, func() bool {
 		in = admin.instance(id)
 		f, _ := in["fault"].(map[string]any)
 		return in["status"] == "ACTIVE" && f != nil
