@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
@@ -116,6 +117,47 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 		t.Fatalf("DropOldServer with nothing kept: %v", err)
 	}
 
+	// A revert cut short after Nova rebuilt the server onto the snapshot
+	// (a controller killed before the snapshot was deleted): the next
+	// revert asks Nova for no second rebuild, only deletes the snapshot.
+	if _, err := d.RebuildServer(ctx, srv, spec); err != nil {
+		t.Fatalf("RebuildServer for the cut revert: %v", err)
+	}
+	snaps = r.rollbackImages(ctx, id)
+	if len(snaps) != 1 {
+		t.Fatalf("snapshots after the rebuild: %+v", snaps)
+	}
+	if err := servers.Rebuild(ctx, r.cc, srv.ID, servers.RebuildOpts{ImageRef: snaps[0].ID}).Err; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		cur, err := servers.Get(ctx, r.cc, srv.ID).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Image["id"] == snaps[0].ID && cur.TaskState == "" && (cur.Status == "ACTIVE" || cur.Status == "SHUTOFF") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not settle on the snapshot: %s %v", cur.Status, cur.Image["id"])
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rebuilds := r.actions(ctx, srv.ID, "rebuild")
+	if err := d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"old"}`)}); err != nil {
+		t.Fatalf("RevertServer after a cut revert: %v", err)
+	}
+	if n := r.actions(ctx, srv.ID, "rebuild"); n != rebuilds {
+		t.Fatalf("the revert of a server on the snapshot already asked Nova for %d more rebuilds; want none", n-rebuilds)
+	}
+	if snaps := r.rollbackImages(ctx, id); len(snaps) != 0 {
+		t.Fatalf("after the cut revert's end the snapshot is still there: %+v", snaps)
+	}
+	if cur, err := servers.Get(ctx, r.cc, srv.ID).Extract(); err != nil || cur.Status != "ACTIVE" {
+		t.Fatalf("after the cut revert's end: %+v, %v", cur, err)
+	}
+
 	// A rebuild Nova refuses (an image whose min_disk the flavor's disk
 	// cannot hold) is ErrInvalid with Nova's reason; the revert after it
 	// puts the server back as it was.
@@ -136,6 +178,26 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	if err != nil || cur.Status != "ACTIVE" {
 		t.Fatalf("after reverting a refused rebuild: %+v, %v", cur, err)
 	}
+}
+
+// actions counts the server's Nova instance actions of a kind.
+func (r *realCloud) actions(ctx context.Context, serverID, kind string) int {
+	r.t.Helper()
+	pages, err := instanceactions.List(r.cc, serverID, nil).AllPages(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	all, err := instanceactions.ExtractInstanceActions(pages)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	n := 0
+	for _, a := range all {
+		if a.Action == kind {
+			n++
+		}
+	}
+	return n
 }
 
 // rollbackImages are the Glance images named as a rebuild's snapshot of

@@ -251,8 +251,14 @@ func (d *Driver) RevertServer(ctx context.Context, srv compute.Server, configDri
 			if err != nil {
 				return serviceErr("nova", "reading server "+srv.ID, err)
 			}
-			if cur.Image["id"] == snap.ID && cur.Status == "ACTIVE" && cur.TaskState == "" {
-				d.log.Info("the server runs on the snapshot of its old root disk already", "instance", instanceID, "snapshot", snap.ID)
+			if cur.Image["id"] == snap.ID && cur.TaskState == "" && (cur.Status == "ACTIVE" || cur.Status == "SHUTOFF") {
+				d.log.Info("the server is on the snapshot of its old root disk already", "instance", instanceID, "snapshot", snap.ID)
+				if err := d.StartServer(ctx, srv); err != nil {
+					return err
+				}
+				if _, err := d.awaitActive(ctx, srv.ID, nil, ""); err != nil {
+					return err
+				}
 				return d.deleteImage(ctx, snap.ID)
 			}
 			if _, err := d.rebuildOnto(ctx, srv, snap.ID, configDrive, nil); err != nil {
