@@ -2,17 +2,22 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"strata/agent/wire"
 	"strata/controller/backups"
 	"strata/controller/compute"
+	"strata/controller/configurations"
+	"strata/controller/lifecycle"
 	"strata/controller/registry"
 	"strata/controller/store/storetest"
+	"strata/controller/tasks"
 )
 
 // TestEveryStepOfCreateAndTheMovesCanRunTwice: the task engine runs every
@@ -489,4 +494,52 @@ func ranTwice(t *testing.T, r *rig, prefixes ...string) {
 		}
 	}
 	t.Logf("steps run twice: %s", replayed)
+}
+
+// TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup: a configure
+// step run again after its group was changed in between — what a
+// controller killed right after its step's work leaves behind when a
+// request changes the group before it comes back — queues no operation
+// under the same id with other content (refused, the task failing after
+// its retries). Each run of a configure's submit step is run again with
+// the group changed just before: the instance ends with no fault and the
+// group's last values applied (a later configure, or the reconcile, takes
+// what changed after the operation was queued).
+func TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup(t *testing.T) {
+	t.Parallel()
+	r, c, fc := replayRig(t, rigOptions{bootTimeout: 20 * time.Second})
+	id := activeInstance(t, r, c, "changed")
+	cfg := c.must(200, "POST", "/configurations", groupBody("moving", map[string]any{"max_connections": 555}))["configuration"].(map[string]any)["id"].(string)
+	var changes atomic.Int32
+	var last atomic.Value
+	last.Store("555")
+	hook := func(tk tasks.Task) {
+		if tk.Kind != lifecycle.KindConfigure || tk.Step != "submit" || changes.Load() >= 2 {
+			return
+		}
+		ctx := context.Background()
+		g, err := configurations.Get(ctx, r.ctl.DB, "", cfg)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		v := fmt.Sprint(700 + changes.Add(1))
+		g.Values["max_connections"] = json.RawMessage(v)
+		if err := configurations.Save(ctx, r.ctl.DB, g, time.Now()); err != nil {
+			t.Error(err)
+		}
+		last.Store(v)
+	}
+	r.ctl.Engine.BeforeReplay.Store(&hook)
+	c.do("PUT", "/instances/"+id, attach(id, cfg))
+	g := fc.guest(id)
+	waitFor(t, "the group's last values applied, the instance ACTIVE", 90*time.Second, func() bool {
+		in := c.instance(id)
+		return changes.Load() >= 1 && g.applied("max_connections") == last.Load().(string) && in["status"] == "ACTIVE"
+	})
+	if in := c.instance(id); in["fault"] != nil {
+		t.Fatalf("fault after the configure: %v", in["fault"])
+	}
+	t.Logf("the group changed %d times before a submit step ran again; %s applied", changes.Load(), last.Load())
+	ranTwice(t, r, "configure:submit")
 }

@@ -52,6 +52,13 @@ func configDigest(args wire.ConfigurationArgs) string {
 
 type configurePayload struct {
 	Digest string `json:"digest,omitempty"`
+	// Args are the apply operation's arguments, stored before it is
+	// queued: a run again after the queue (a controller killed before
+	// its record) queues the same operation, found by its id, even if
+	// the group changed in between — not one with other content under
+	// that id, which is refused. A later change is the next configure's
+	// (or reconcile's) to apply.
+	Args json.RawMessage `json:"args,omitempty"`
 }
 
 // Apply is a configuration change queued for one instance: what a request
@@ -229,21 +236,29 @@ func (m *Manager) runConfigure(ctx context.Context, t *tasks.Task) (tasks.Result
 	opID := "configure-" + t.ID
 	switch t.Step {
 	case "submit":
-		args, err := m.configurationArgs(ctx, in)
-		if errors.Is(err, configurations.ErrNotFound) {
-			// The group is gone: the instance runs without one.
-			in.ConfigurationID = ""
-			args, err = m.configurationArgs(ctx, in)
+		var p configurePayload
+		if err := t.Decode(&p); err != nil {
+			return tasks.Result{}, tasks.Fail("", "%v", err)
 		}
-		if err != nil {
-			return tasks.Result{}, err
+		if len(p.Args) == 0 {
+			args, err := m.configurationArgs(ctx, in)
+			if errors.Is(err, configurations.ErrNotFound) {
+				// The group is gone: the instance runs without one.
+				in.ConfigurationID = ""
+				args, err = m.configurationArgs(ctx, in)
+			}
+			if err != nil {
+				return tasks.Result{}, err
+			}
+			p.Args, _ = json.Marshal(args)
+			p.Digest = configDigest(args)
+			return tasks.Result{Next: "submit", Payload: p}, nil
 		}
-		data, _ := json.Marshal(args)
-		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindApplyConfiguration, Args: data}); err != nil {
+		if err := m.queue(ctx, t, in.ID, wire.Operation{ID: opID, Kind: wire.KindApplyConfiguration, Args: p.Args}); err != nil {
 			return tasks.Result{}, err
 		}
 		// A request waits for this (read-after-write): look soon.
-		return tasks.Result{Next: "wait", Payload: configurePayload{Digest: configDigest(args)}, After: 200 * time.Millisecond}, nil
+		return tasks.Result{Next: "wait", Payload: configurePayload{Digest: p.Digest}, After: 200 * time.Millisecond}, nil
 	case "wait":
 		res, done, err := m.opDone(ctx, in.ID, opID, "applying the configuration")
 		if err != nil {

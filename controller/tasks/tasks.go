@@ -264,6 +264,11 @@ type Engine struct {
 	// step, no payload, not done) records nothing and is not run again:
 	// the run that moves the task on is.
 	ReplaySteps atomic.Bool
+	// BeforeReplay (tests), if set, is called with the task as it is
+	// about to be run again by ReplaySteps: what changes the world in
+	// between (a request that came while the controller was down) is
+	// made there.
+	BeforeReplay atomic.Pointer[func(Task)]
 
 	once sync.Once
 	kick chan struct{}
@@ -535,6 +540,9 @@ func (e *Engine) execute(ctx context.Context, t Task) {
 	if err == nil && e.ReplaySteps.Load() && records(res) && e.firstRun(t.ID, t.Kind, before.Step, before.Payload) {
 		log.Info("task step run again, its result dropped (ReplaySteps)")
 		t = before
+		if hook := e.BeforeReplay.Load(); hook != nil {
+			(*hook)(t)
+		}
 		res, err = runStep(sctx, kind, &t)
 	}
 	cancel()
