@@ -505,6 +505,7 @@ func ranTwice(t *testing.T, r *rig, prefixes ...string) {
 // the group changed just before: the instance ends with no fault and the
 // group's last values applied (a later configure, or the reconcile, takes
 // what changed after the operation was queued).
+// Then a rebuild's prepare step, the same way.
 func TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup(t *testing.T) {
 	t.Parallel()
 	r, c, fc := replayRig(t, rigOptions{bootTimeout: 20 * time.Second})
@@ -541,5 +542,37 @@ func TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup(t *testing.T) {
 		t.Fatalf("fault after the configure: %v", in["fault"])
 	}
 	t.Logf("the group changed %d times before a submit step ran again; %s applied", changes.Load(), last.Load())
-	ranTwice(t, r, "configure:submit")
+
+	// The same for a rebuild's prepare, whose arguments carry the group's
+	// values to the new guest.
+	var rebuildChanges atomic.Int32
+	hook2 := func(tk tasks.Task) {
+		if tk.Kind != lifecycle.KindRebuild || tk.Step != "prepare" || rebuildChanges.Load() >= 2 {
+			return
+		}
+		ctx := context.Background()
+		g, err := configurations.Get(ctx, r.ctl.DB, "", cfg)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		v := fmt.Sprint(800 + rebuildChanges.Add(1))
+		g.Values["max_connections"] = json.RawMessage(v)
+		if err := configurations.Save(ctx, r.ctl.DB, g, time.Now()); err != nil {
+			t.Error(err)
+		}
+		last.Store(v)
+	}
+	r.ctl.Engine.BeforeReplay.Store(&hook2)
+	img := registerImage(t, r, "mariadb-10.11-agent-3", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
+	c.must(202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": img.ID}})
+	waitFor(t, "the rebuilt guest with the group's last values, ACTIVE", 90*time.Second, func() bool {
+		in := c.instance(id)
+		return rebuildChanges.Load() >= 1 && in["agent_version"] == "fake-"+img.ID && fc.guest(id).applied("max_connections") == last.Load().(string) && in["status"] == "ACTIVE"
+	})
+	if in := c.instance(id); in["fault"] != nil {
+		t.Fatalf("fault after the rebuild: %v", in["fault"])
+	}
+	t.Logf("the group changed %d times before the rebuild's prepare ran again; %s applied", rebuildChanges.Load(), last.Load())
+	ranTwice(t, r, "configure:submit", "rebuild:prepare")
 }

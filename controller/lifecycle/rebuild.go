@@ -41,6 +41,10 @@ type rebuildPayload struct {
 	// the boot timeout count from then.
 	Since        time.Time `json:"since,omitzero"`
 	ConfigDigest string    `json:"config_digest,omitempty"`
+	// PrepareArgs are the new guest's prepare arguments (no secrets: the
+	// flavor's memory, the auth plugin, the group's values), stored
+	// before they are queued.
+	PrepareArgs json.RawMessage `json:"prepare_args,omitempty"`
 	// Reason and Details say why the rebuild rolls back; RollbackSince is
 	// when the old disk was booted again.
 	Reason        string    `json:"reason,omitempty"`
@@ -426,13 +430,19 @@ func (m *Manager) rebuildServer(ctx context.Context, t *tasks.Task, in instances
 func (m *Manager) rebuildPrepare(ctx context.Context, t *tasks.Task, in instances.Instance, v registry.Version, p rebuildPayload) (tasks.Result, error) {
 	// No databases, users or root: the new agent adopts what the data
 	// volume holds. The configuration group's file lived on the old root
-	// disk: it is applied again.
-	data, digest, err := m.prepareArgs(ctx, in, wire.PrepareArgs{})
-	if err != nil {
-		return tasks.Result{}, err
+	// disk: it is applied again. The arguments are stored before they are
+	// queued: a run again after the queue (a controller killed before its
+	// record) queues the same operation even if the group changed in
+	// between (the reconcile applies the change after).
+	if len(p.PrepareArgs) == 0 {
+		data, digest, err := m.prepareArgs(ctx, in, wire.PrepareArgs{})
+		if err != nil {
+			return tasks.Result{}, err
+		}
+		p.PrepareArgs, p.ConfigDigest = data, digest
+		return tasks.Result{Next: "prepare", Payload: p}, nil
 	}
-	p.ConfigDigest = digest
-	op := wire.Operation{ID: rebuildPrepareOpID(t.ID), Kind: wire.KindPrepare, Args: data}
+	op := wire.Operation{ID: rebuildPrepareOpID(t.ID), Kind: wire.KindPrepare, Args: p.PrepareArgs}
 	if err := m.Agents.Queue(ctx, in.ID, op, agentendpoint.QueueOptions{Expires: p.Since.Add(v.BootTimeout)}); err != nil {
 		return tasks.Result{}, fmt.Errorf("queue prepare: %w", err)
 	}
