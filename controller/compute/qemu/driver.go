@@ -284,12 +284,7 @@ func KillUnder(dir string) []int {
 		killed = append(killed, pid)
 	}
 	for _, pid := range killed {
-		for range 100 {
-			if procGone(pid) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitGone(pid)
 	}
 	return killed
 }

@@ -484,6 +484,7 @@ func (d *Driver) stop(id string, timeout time.Duration) error {
 			time.Sleep(100 * time.Millisecond)
 		}
 		if !isOurs(pid, root) {
+			waitGone(pid)
 			return nil
 		}
 	}
@@ -568,27 +569,46 @@ func isOurs(pid int, root string) bool {
 }
 
 // killIfOurs kills pid's process group if pid is still the VM of root, and
-// waits (up to a second) for it to go.
+// waits (up to 5 s) for it to have let go of its disks.
 func killIfOurs(pid int, root string) {
 	if !isOurs(pid, root) {
 		return
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
-	for range 50 {
-		if !isOurs(pid, root) {
+	waitGone(pid)
+}
+
+// waitGone waits (up to 5 s) until pid has closed its files (procGone),
+// not only until its command line is gone.
+func waitGone(pid int) {
+	for range 250 {
+		if procGone(pid) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
+// A process whose command line is empty has only begun to exit: the
+// kernel drops its memory (and so its command line) before it closes its
+// files, and with them qemu's locks on its disks. Only a zombie (or no
+// process at all) has let go of them: a VM started on the same disks
+// before that fails ("Failed to get "write" lock").
 func procGone(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return true
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err != nil || len(b) == 0 // a zombie has no command line
+	// The state is the field after the ")" that ends the command name.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	switch b[i+2] {
+	case 'Z', 'X', 'x':
+		return true
+	}
+	return false
 }
 
 // Console returns the end of the current boot's serial console.
