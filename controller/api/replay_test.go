@@ -511,26 +511,32 @@ func TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup(t *testing.T) {
 	r, c, fc := replayRig(t, rigOptions{bootTimeout: 20 * time.Second})
 	id := activeInstance(t, r, c, "changed")
 	cfg := c.must(200, "POST", "/configurations", groupBody("moving", map[string]any{"max_connections": 555}))["configuration"].(map[string]any)["id"].(string)
-	var changes atomic.Int32
 	var last atomic.Value
 	last.Store("555")
-	hook := func(tk tasks.Task) {
-		if tk.Kind != lifecycle.KindConfigure || tk.Step != "submit" || changes.Load() >= 2 {
-			return
+	// changer is a BeforeReplay hook that, before the first two runs
+	// again of kind's step, sets the group's max_connections to base+1,
+	// base+2; it counts them.
+	changer := func(kind, step string, base int) (*atomic.Int32, func(tasks.Task)) {
+		var n atomic.Int32
+		return &n, func(tk tasks.Task) {
+			if tk.Kind != kind || tk.Step != step || n.Load() >= 2 {
+				return
+			}
+			ctx := context.Background()
+			g, err := configurations.Get(ctx, r.ctl.DB, "", cfg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			v := fmt.Sprint(base + int(n.Add(1)))
+			g.Values["max_connections"] = json.RawMessage(v)
+			if err := configurations.Save(ctx, r.ctl.DB, g, time.Now()); err != nil {
+				t.Error(err)
+			}
+			last.Store(v)
 		}
-		ctx := context.Background()
-		g, err := configurations.Get(ctx, r.ctl.DB, "", cfg)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		v := fmt.Sprint(700 + changes.Add(1))
-		g.Values["max_connections"] = json.RawMessage(v)
-		if err := configurations.Save(ctx, r.ctl.DB, g, time.Now()); err != nil {
-			t.Error(err)
-		}
-		last.Store(v)
 	}
+	changes, hook := changer(lifecycle.KindConfigure, "submit", 700)
 	r.ctl.Engine.BeforeReplay.Store(&hook)
 	c.do("PUT", "/instances/"+id, attach(id, cfg))
 	g := fc.guest(id)
@@ -545,24 +551,7 @@ func TestAConfigureRunAgainAfterItsGroupChangedAppliesTheGroup(t *testing.T) {
 
 	// The same for a rebuild's prepare, whose arguments carry the group's
 	// values to the new guest.
-	var rebuildChanges atomic.Int32
-	hook2 := func(tk tasks.Task) {
-		if tk.Kind != lifecycle.KindRebuild || tk.Step != "prepare" || rebuildChanges.Load() >= 2 {
-			return
-		}
-		ctx := context.Background()
-		g, err := configurations.Get(ctx, r.ctl.DB, "", cfg)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		v := fmt.Sprint(800 + rebuildChanges.Add(1))
-		g.Values["max_connections"] = json.RawMessage(v)
-		if err := configurations.Save(ctx, r.ctl.DB, g, time.Now()); err != nil {
-			t.Error(err)
-		}
-		last.Store(v)
-	}
+	rebuildChanges, hook2 := changer(lifecycle.KindRebuild, "prepare", 800)
 	r.ctl.Engine.BeforeReplay.Store(&hook2)
 	img := registerImage(t, r, "mariadb-10.11-agent-3", map[string]string{"strata_manager": "mariadb", "strata_datastore_version": "10.11"})
 	c.must(202, "POST", "/mgmt/instances/"+id+"/action", map[string]any{"rebuild": map[string]any{"image_id": img.ID}})
