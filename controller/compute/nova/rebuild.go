@@ -33,6 +33,11 @@ var _ compute.Rebuilder = (*Driver)(nil)
 // rollbackName is the Glance name of the instance's old root disk.
 func rollbackName(instanceID string) string { return name(instanceID) + "-rollback" }
 
+// given up is a snapshot Glance will never make active.
+func givenUp(st images.ImageStatus) bool {
+	return st == images.ImageStatusKilled || st == images.ImageStatusDeleted || st == images.ImageStatusPendingDelete
+}
+
 // rollbackImage finds the snapshot a rebuild of the instance keeps, nil if
 // there is none. One that Glance gave up (killed, deleted) is deleted and
 // not returned.
@@ -51,8 +56,7 @@ func (d *Driver) rollbackImage(ctx context.Context, instanceID string) (*images.
 		if img.Name != rollbackName(instanceID) {
 			continue
 		}
-		switch img.Status {
-		case images.ImageStatusKilled, images.ImageStatusDeleted, images.ImageStatusPendingDelete:
+		if givenUp(img.Status) {
 			d.log.Warn("glance: a rebuild's snapshot of the old root disk failed; deleting it", "instance", instanceID, "image", img.ID, "status", img.Status)
 			if err := d.deleteImage(ctx, img.ID); err != nil {
 				return nil, err
@@ -75,16 +79,13 @@ func (d *Driver) awaitImage(ctx context.Context, id string) error {
 		if err != nil {
 			return false, serviceErr("glance", "reading image "+id, err)
 		}
-		switch img.Status {
-		case images.ImageStatusActive:
-			return true, nil
-		case images.ImageStatusKilled, images.ImageStatusDeleted, images.ImageStatusPendingDelete:
+		if givenUp(img.Status) {
 			if err := d.deleteImage(ctx, id); err != nil {
 				return false, err
 			}
 			return false, fmt.Errorf("glance: the snapshot %s of the old root disk ended %s (it was deleted; the root disk was not touched)", id, img.Status)
 		}
-		return false, nil
+		return img.Status == images.ImageStatusActive, nil
 	})
 }
 
@@ -253,10 +254,7 @@ func (d *Driver) RevertServer(ctx context.Context, srv compute.Server, configDri
 			}
 			if cur.Image["id"] == snap.ID && cur.TaskState == "" && (cur.Status == "ACTIVE" || cur.Status == "SHUTOFF") {
 				d.log.Info("the server is on the snapshot of its old root disk already", "instance", instanceID, "snapshot", snap.ID)
-				if err := d.StartServer(ctx, srv); err != nil {
-					return err
-				}
-				if _, err := d.awaitActive(ctx, srv.ID, nil, ""); err != nil {
+				if err := d.ensureRunning(ctx, srv); err != nil {
 					return err
 				}
 				return d.deleteImage(ctx, snap.ID)
@@ -269,10 +267,15 @@ func (d *Driver) RevertServer(ctx context.Context, srv compute.Server, configDri
 		}
 		d.log.Warn("nothing to revert to: the snapshot failed before the root disk was replaced", "instance", instanceID, "err", err)
 	}
+	return d.ensureRunning(ctx, srv)
+}
+
+// ensureRunning starts a stopped server and waits until it is ACTIVE.
+func (d *Driver) ensureRunning(ctx context.Context, srv compute.Server) error {
 	if err := d.StartServer(ctx, srv); err != nil {
 		return err
 	}
-	_, err = d.awaitActive(ctx, srv.ID, nil, "")
+	_, err := d.awaitActive(ctx, srv.ID, nil, "")
 	return err
 }
 
@@ -304,9 +307,15 @@ func (d *Driver) instanceOf(ctx context.Context, serverID string) (string, error
 	if err != nil {
 		return "", serviceErr("nova", "reading server "+serverID, err)
 	}
+	return instanceOfServer(cur)
+}
+
+// instanceOfServer is the instance a server's strata_instance metadata
+// names.
+func instanceOfServer(cur *servers.Server) (string, error) {
 	id := cur.Metadata["strata_instance"]
 	if checkID(id) != nil {
-		return "", fmt.Errorf("nova: server %s has no strata_instance metadata naming its instance (it has %q)", serverID, id)
+		return "", fmt.Errorf("nova: server %s has no strata_instance metadata naming its instance (it has %q)", cur.ID, id)
 	}
 	return id, nil
 }

@@ -502,13 +502,14 @@ func (d *Driver) DeleteServer(ctx context.Context, srv compute.Server) error {
 		// ended in ERROR leaves it) goes with the server.
 		if d.image != nil {
 			cur, err := servers.Get(ctx, d.compute, srv.ID).Extract()
-			switch {
-			case gophercloud.ResponseCodeIs(err, 404):
-			case err != nil:
+			if err != nil && !gophercloud.ResponseCodeIs(err, 404) {
 				return serviceErr("nova", "reading server "+srv.ID, err)
-			case checkID(cur.Metadata["strata_instance"]) == nil:
-				if err := d.dropRollbackImage(ctx, cur.Metadata["strata_instance"]); err != nil {
-					return err
+			}
+			if err == nil {
+				if id, err := instanceOfServer(cur); err == nil {
+					if err := d.dropRollbackImage(ctx, id); err != nil {
+						return err
+					}
 				}
 			}
 		}
