@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
@@ -35,14 +36,28 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	oldImg := r.image(ctx, "strata-paths-rebuild-old", "64M", 0)
 	newImg := r.image(ctx, "strata-paths-rebuild-new", "64M", 0)
 	const id = "0a1b2c3d-0000-4000-8000-000rebuild01"
-	srv, vol := r.server(ctx, d, id, oldImg.ID)
+	// Registered before the server, so it runs after the server's
+	// cleanup: DeleteServer takes a snapshot left by a failure with it.
 	t.Cleanup(func() {
-		// DeleteServer (the server's cleanup, which runs first) takes
-		// a snapshot left by a failure with it.
 		if snaps := r.rollbackImages(context.Background(), id); len(snaps) > 0 {
 			t.Errorf("snapshots of the old root disk left after the server was deleted: %v", snaps)
 		}
 	})
+	srv, vol := r.server(ctx, d, id, oldImg.ID)
+	// Each call is tried up to three times, as the task engine retries a
+	// step that failed: the tier's Nova, on SQLite, now and then puts a
+	// server in ERROR on "database is locked"; a call again must finish
+	// the job (Nova rebuilds a server in ERROR).
+	retried := func(what string, call func() error) error {
+		var err error
+		for i := range 3 {
+			if err = call(); err == nil || errors.Is(err, compute.ErrInvalid) {
+				return err
+			}
+			t.Logf("%s, attempt %d: %v", what, i+1, err)
+		}
+		return err
+	}
 	spec := serverSpec(id, newImg.ID, vol)
 	spec.ConfigDrive = map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"new"}`)}
 
@@ -67,7 +82,7 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	if _, err := d.RebuildServer(ctx, srv, spec); err != nil {
+	if err := retried("RebuildServer", func() error { _, err := d.RebuildServer(ctx, srv, spec); return err }); err != nil {
 		r.logs("nova-api", "nova-compute", "glance-api")
 		t.Fatalf("RebuildServer: %v", err)
 	}
@@ -80,7 +95,7 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	first := snaps[0].ID
 
 	t1 := time.Now()
-	if _, err := d.RebuildServer(ctx, srv, spec); err != nil {
+	if err := retried("RebuildServer", func() error { _, err := d.RebuildServer(ctx, srv, spec); return err }); err != nil {
 		t.Fatalf("RebuildServer again: %v", err)
 	}
 	t.Logf("RebuildServer again (the new disk made again, no snapshot): %.1f s", time.Since(t1).Seconds())
@@ -90,7 +105,9 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	}
 
 	t2 := time.Now()
-	if err := d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"old"}`)}); err != nil {
+	if err := retried("RevertServer", func() error {
+		return d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"old"}`)})
+	}); err != nil {
 		r.logs("nova-api", "nova-compute")
 		t.Fatalf("RevertServer: %v", err)
 	}
@@ -99,11 +116,11 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	if snaps := r.rollbackImages(ctx, id); len(snaps) != 0 {
 		t.Fatalf("after the revert the snapshot is still there: %+v", snaps)
 	}
-	if err := d.RevertServer(ctx, srv, nil); err != nil {
+	if err := retried("RevertServer", func() error { return d.RevertServer(ctx, srv, nil) }); err != nil {
 		t.Fatalf("RevertServer again (nothing kept): %v", err)
 	}
 
-	if _, err := d.RebuildServer(ctx, srv, spec); err != nil {
+	if err := retried("RebuildServer", func() error { _, err := d.RebuildServer(ctx, srv, spec); return err }); err != nil {
 		t.Fatalf("RebuildServer after the revert: %v", err)
 	}
 	if err := d.DropOldServer(ctx, srv); err != nil {
@@ -120,17 +137,24 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 	// A revert cut short after Nova rebuilt the server onto the snapshot
 	// (a controller killed before the snapshot was deleted): the next
 	// revert asks Nova for no second rebuild, only deletes the snapshot.
-	if _, err := d.RebuildServer(ctx, srv, spec); err != nil {
+	if err := retried("RebuildServer", func() error { _, err := d.RebuildServer(ctx, srv, spec); return err }); err != nil {
 		t.Fatalf("RebuildServer for the cut revert: %v", err)
 	}
 	snaps = r.rollbackImages(ctx, id)
 	if len(snaps) != 1 {
 		t.Fatalf("snapshots after the rebuild: %+v", snaps)
 	}
-	if err := servers.Rebuild(ctx, r.cc, srv.ID, servers.RebuildOpts{ImageRef: snaps[0].ID}).Err; err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		err := servers.Rebuild(ctx, r.cc, srv.ID, servers.RebuildOpts{ImageRef: snaps[0].ID}).Err
+		if err == nil {
+			break
+		}
+		if !gophercloud.ResponseCodeIs(err, 409) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond) // a task of Nova's own still runs
+	}
 	for {
 		cur, err := servers.Get(ctx, r.cc, srv.ID).Extract()
 		if err != nil {
@@ -145,7 +169,9 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	rebuilds := r.actions(ctx, srv.ID, "rebuild")
-	if err := d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"old"}`)}); err != nil {
+	if err := retried("RevertServer", func() error {
+		return d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"old"}`)})
+	}); err != nil {
 		t.Fatalf("RevertServer after a cut revert: %v", err)
 	}
 	if n := r.actions(ctx, srv.ID, "rebuild"); n != rebuilds {
@@ -171,7 +197,9 @@ func TestRealRebuildServerKeepsTheOldRootDiskUntilDropped(t *testing.T) {
 			t.Errorf("the refusal does not wrap compute.ErrInvalid: %v", err)
 		}
 	}
-	if err := d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"new"}`)}); err != nil {
+	if err := retried("RevertServer", func() error {
+		return d.RevertServer(ctx, srv, map[string][]byte{"strata/bootstrap.json": []byte(`{"guest":"new"}`)})
+	}); err != nil {
 		t.Fatalf("RevertServer after a refused rebuild: %v", err)
 	}
 	cur, err := servers.Get(ctx, r.cc, srv.ID).Extract()
