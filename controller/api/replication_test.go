@@ -98,6 +98,50 @@ func TestReplicaCreatedFromASeedBackupAcrossAControllerRestart(t *testing.T) {
 	c.waitBackupGone(seed, 20*time.Second)
 }
 
+// A replica of a MariaDB source that has a backup is seeded from an
+// incremental on the newest one (issue 17: "incremental from its last
+// backup where one exists"), not from a second full copy: the seed's
+// parent is the user's backup, the replica restores the chain (that
+// backup, then the seed) and follows from the seed's position; the seed
+// is deleted once restored, the user's backup kept.
+func TestAReplicaOfASourceWithABackupIsSeededFromAnIncrementalOnIt(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCompute(t)
+	r := newRig(t, rigOptions{compute: fc})
+	c := r.admin()
+	src := newActive(c, "primary", "shop")
+	nightly := c.createBackup(map[string]any{"name": "nightly", "instance": src})["id"].(string)
+	c.waitBackup(nightly, backups.StatusCompleted, 30*time.Second)
+	c.waitStatus(src, "ACTIVE", 30*time.Second)
+
+	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
+	var seed map[string]any
+	waitFor(t, "the seed backup", 30*time.Second, func() bool {
+		for _, b := range c.must(200, "GET", "/instances/"+src+"/backups", nil)["backups"].([]any) {
+			if b := b.(map[string]any); strings.HasPrefix(b["name"].(string), "replica seed for ") {
+				seed = b
+				return true
+			}
+		}
+		return false
+	})
+	if seed["parent_id"] != nightly {
+		t.Fatalf("the seed backup's parent is %v, want the source's newest backup %s", seed["parent_id"], nightly)
+	}
+	c.waitStatus(replica, "ACTIVE", 90*time.Second)
+	if chains := fc.journal.events("chain " + replica); len(chains) != 1 || chains[0] != "chain "+replica+" "+nightly+","+seed["id"].(string) {
+		t.Fatalf("the replica restored %v, want once the chain %s then the seed %s", chains, nightly, seed["id"])
+	}
+	waitFor(t, "the replica's link", 20*time.Second, func() bool {
+		rep, _ := c.instance(replica)["replication"].(map[string]any)
+		return rep["state"] == "RUNNING"
+	})
+	c.waitBackupGone(seed["id"].(string), 20*time.Second)
+	if b := c.backup(nightly); b["status"] != backups.StatusCompleted {
+		t.Fatalf("the user's backup after the seed's deletion: %v", b)
+	}
+}
+
 // Guard rails: Trove's limits on count and on replicas of replicas, and
 // another project's source does not exist for the caller.
 func TestReplicaRequestsAreChecked(t *testing.T) {

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"strings"
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -223,6 +224,11 @@ func (g *fakeGuest) restore(op wire.Operation) wire.Result {
 	g.prepared = true
 	g.repl.standby = a.Standby
 	g.note("restore %s standby=%v", g.lastBoot.InstanceID, a.Standby)
+	ids := make([]string, len(a.Chain))
+	for i, l := range a.Chain {
+		ids[i] = l.BackupID
+	}
+	g.note("chain %s %s", g.lastBoot.InstanceID, strings.Join(ids, ","))
 	g.mu.Unlock()
 	return okResult(wire.RestoreResult{Backups: len(a.Chain)})
 }

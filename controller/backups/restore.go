@@ -13,6 +13,7 @@ import (
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
 	"strata/controller/backups/format"
+	"strata/controller/instances"
 	"strata/controller/lifecycle"
 	"strata/controller/registry"
 	"strata/controller/tasks"
@@ -316,35 +317,84 @@ func SendStream(st agentendpoint.Stream, r io.Reader) error {
 	return st.CloseWrite()
 }
 
-// SeedBackup takes a full backup of an instance to seed replicas from
-// (lifecycle.Seeds): an ordinary backup of the source's project.
-func (m *Manager) SeedBackup(ctx context.Context, project, instanceID, name string) (string, error) {
-	b, err := m.Create(ctx, CreateRequest{ProjectID: project, InstanceID: instanceID, Name: name,
-		Description: "taken to seed replicas (docs/replication.md)"})
+// SeedBackup takes a backup of an instance to seed replicas from
+// (lifecycle.Seeds): an ordinary backup of the source's project. With
+// incremental, it is an incremental on the instance's newest completed
+// backup when that one is of the instance's datastore version (an
+// upgraded instance's older backups are not parents for a restore onto
+// the new version) and its chain has room; else it is a full backup.
+func (m *Manager) SeedBackup(ctx context.Context, project, instanceID, name string, incremental bool) (string, error) {
+	r := CreateRequest{ProjectID: project, InstanceID: instanceID, Name: name,
+		Description: "taken to seed replicas (docs/replication.md)"}
+	if incremental {
+		parent, err := m.seedParent(ctx, project, instanceID)
+		if err != nil {
+			return "", err
+		}
+		r.ParentID = parent
+	}
+	b, err := m.Create(ctx, r)
 	return b.ID, err
 }
 
-// SeedState reports whether a seed backup completed, and its GTID
-// position; a failed or deleted one fails the replica with the reason.
-func (m *Manager) SeedState(ctx context.Context, backupID string) (bool, string, error) {
+// seedParent is the backup a seed's incremental applies on ("" for
+// none: a full seed).
+func (m *Manager) seedParent(ctx context.Context, project, instanceID string) (string, error) {
+	in, err := instances.Get(ctx, m.DB, project, instanceID)
+	if err != nil {
+		return "", err
+	}
+	all, err := List(ctx, m.DB, ListOptions{Project: project, InstanceID: instanceID})
+	if err != nil {
+		return "", err
+	}
+	for _, b := range all { // newest first
+		if b.Status != StatusCompleted {
+			continue
+		}
+		if b.DatastoreVersionID != in.DatastoreVersionID || b.ChainPosition+1 >= wire.MaxChainLength {
+			return "", nil
+		}
+		return b.ID, nil
+	}
+	return "", nil
+}
+
+// SeedState reports whether a seed backup completed, its GTID position,
+// and the chain to restore (its ancestors, full first, then the seed); a
+// failed or deleted one, or one whose parent is gone, fails the replica
+// with the reason.
+func (m *Manager) SeedState(ctx context.Context, backupID string) (bool, string, []string, error) {
 	b, err := getAny(ctx, m.DB, backupID)
 	if errors.Is(err, ErrNotFound) {
-		return false, "", tasks.Fail("", "the seed backup %s is gone", backupID)
+		return false, "", nil, tasks.Fail("", "the seed backup %s is gone", backupID)
 	}
 	if err != nil {
-		return false, "", err
+		return false, "", nil, err
 	}
 	switch b.Status {
 	case StatusCompleted:
+		links, err := m.chain(ctx, b)
+		if errors.Is(err, lifecycle.ErrUnprocessable) {
+			// A link deleted or no longer COMPLETED.
+			return false, "", nil, tasks.Fail("", "the seed backup %s cannot be restored: %v", backupID, err)
+		}
+		if err != nil {
+			return false, "", nil, err
+		}
+		ids := make([]string, len(links))
+		for i, l := range links {
+			ids[i] = l.ID
+		}
 		var gtid string
 		if b.Result != nil {
 			gtid = b.Result.Position.GTID
 		}
-		return true, gtid, nil
+		return true, gtid, ids, nil
 	case StatusNew, StatusBuilding:
-		return false, "", nil
+		return false, "", nil, nil
 	}
-	return false, "", tasks.Fail("", "the seed backup %s of the source is %s: %s", backupID, b.Status, b.FailReason)
+	return false, "", nil, tasks.Fail("", "the seed backup %s of the source is %s: %s", backupID, b.Status, b.FailReason)
 }
 
 // DeleteSeed deletes a seed backup the replicas restored; a gone one is

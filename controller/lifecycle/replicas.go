@@ -53,6 +53,18 @@ const (
 // the WAL the replica needs after the backup's end).
 func accountFirst(manager string) bool { return manager == managerPostgreSQL }
 
+// seedIncremental says whether a replica of the datastore is seeded from
+// an incremental on its source's newest backup, where one exists, rather
+// than from a full backup, as the issue asks: MariaDB only. A MariaDB
+// incremental needs nothing but its parent's LSN, and its restore (the
+// parent's, then the pages changed since) ends at the GTID position the
+// incremental recorded. Redis has no incrementals. A PostgreSQL
+// incremental is the WAL its backup slot kept since the newest backup,
+// which the slot may have dropped (the incremental then fails, and with
+// it the replica), and a standby restored from a base and WAL chain is
+// not tested: its replicas keep a full seed.
+func seedIncremental(manager string) bool { return manager == managerMariaDB }
+
 // managerOf is the datastore manager of an instance's version.
 func (m *Manager) managerOf(ctx context.Context, in instances.Instance) (string, error) {
 	v, err := m.Registry.Version(ctx, in.DatastoreVersionID)
@@ -67,12 +79,17 @@ const linkTimeout = 2 * time.Minute
 
 // Seeds is what replica create needs from the backups.
 type Seeds interface {
-	// SeedBackup queues a full backup of the instance to seed replicas
-	// from and returns its id (the source must be ACTIVE and idle).
-	SeedBackup(ctx context.Context, project, instanceID, name string) (string, error)
-	// SeedState reports whether the backup completed and its GTID
-	// position; a failed backup is a *tasks.Failure with its reason.
-	SeedState(ctx context.Context, backupID string) (done bool, gtid string, err error)
+	// SeedBackup queues a backup of the instance to seed replicas from
+	// and returns its id (the source must be ACTIVE and idle): with
+	// incremental, one on the instance's newest completed backup that
+	// can take one (same datastore version, room in its chain), else a
+	// full one.
+	SeedBackup(ctx context.Context, project, instanceID, name string, incremental bool) (string, error)
+	// SeedState reports whether the backup completed, its GTID position
+	// and the chain to restore (full first, the seed last); a failed
+	// backup, or one whose chain is broken, is a *tasks.Failure with its
+	// reason.
+	SeedState(ctx context.Context, backupID string) (done bool, gtid string, chain []string, err error)
 	// DeleteSeed deletes a seed backup every replica restored (a gone
 	// one is not an error).
 	DeleteSeed(ctx context.Context, backupID string) error
@@ -169,7 +186,7 @@ func (m *Manager) CreateReplicas(ctx context.Context, r ReplicaRequest) ([]insta
 	first := accountFirst(v.Manager)
 	var seed string
 	if !first {
-		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID); err != nil {
+		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID, seedIncremental(v.Manager)); err != nil {
 			return nil, err
 		}
 	}
@@ -282,7 +299,7 @@ func (m *Manager) accountsThenSeed(ctx context.Context, src instances.Instance, 
 	}
 	if reason == "" {
 		var err error
-		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID); err != nil {
+		if seed, err = m.Seeds.SeedBackup(ctx, src.ProjectID, src.ID, "replica seed for "+src.ID, seedIncremental(managerPostgreSQL)); err != nil {
 			reason = fmt.Sprintf("queueing the seed backup of the source %s failed: %v", src.ID, err)
 		}
 	}
@@ -328,7 +345,7 @@ func (m *Manager) seedStep(ctx context.Context, t *tasks.Task) (tasks.Result, er
 		}
 		return tasks.Result{}, tasks.Fail("", "the request that made this replica did not finish queuing its seed backup (the controller stopped meanwhile); delete the replica and ask again")
 	}
-	done, gtid, err := m.Seeds.SeedState(ctx, p.SeedBackup)
+	done, gtid, chain, err := m.Seeds.SeedState(ctx, p.SeedBackup)
 	if err != nil {
 		return tasks.Result{}, err
 	}
@@ -341,7 +358,7 @@ func (m *Manager) seedStep(ctx context.Context, t *tasks.Task) (tasks.Result, er
 	if err := wire.CheckGTIDList(gtid); err != nil {
 		return tasks.Result{}, tasks.Fail("", "seed backup %s: %v", p.SeedBackup, err)
 	}
-	p.RestoreChain, p.SeedGTID = []string{p.SeedBackup}, gtid
+	p.RestoreChain, p.SeedGTID = chain, gtid
 	return tasks.Result{Next: "volume", Payload: p}, nil
 }
 
