@@ -237,6 +237,16 @@ bench-backup-vm: deps build ## the MariaDB backup end to end under qemu with a B
 	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_BACKUP_MB=$(BENCH_BACKUP_MB) $(GO) test -tags e2e -count=1 -v -timeout 120m \
 		-run TestBackupsRestoreIntoNewInstancesWithExactlyTheirData ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/bench-backup-vm.log | grep -E 'FIGURE|--- |ok|FAIL'; exit $${PIPESTATUS[0]}
 
+# The source's extra dataset of make bench-replica-vm, in MiB.
+BENCH_REPLICA_MB ?= 1024
+
+.PHONY: bench-replica-vm
+bench-replica-vm: deps build ## two MariaDB replicas of a source holding BENCH_REPLICA_MB more under qemu: request→ACTIVE of each (one seed backup, two restores), then the replication end to end
+	ci/deps.sh test
+	@mkdir -p $(OUT_DIR)
+	STRATA_CACHE_DIR=$(CACHE_DIR) STRATA_E2E_REPLICA_MB=$(BENCH_REPLICA_MB) $(GO) test -tags e2e -count=1 -v -timeout 180m \
+		-run TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach ./ci/e2e/ 2>&1 | tee $(OUT_DIR)/bench-replica-vm.log | grep -E 'FIGURE|--- |ok|FAIL'; exit $${PIPESTATUS[0]}
+
 .PHONY: bench-agent
 bench-agent: build ## measure the agent: binary size, idle RSS and CPU after 60 s connected
 	$(GO) run ./ci/bench/footprint -agent bin/strata-agent -duration 60s

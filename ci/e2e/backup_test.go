@@ -131,6 +131,20 @@ func bulkMB() int {
 	return n
 }
 
+// fillBulk writes a table bulk of mb MiB (half random, half
+// compressible) in 20000-row inserts through the client, and logs how
+// long it took.
+func fillBulk(t *testing.T, name string, db mariadbClient, user, password string, mb int) {
+	t.Helper()
+	began := time.Now()
+	db.must(t, user, password, "shop", "CREATE TABLE bulk (id INT AUTO_INCREMENT PRIMARY KEY, r VARBINARY(1024), c VARCHAR(1024))")
+	for done := 0; done < mb*512; done += 20000 {
+		db.must(t, user, password, "shop", fmt.Sprintf("INSERT INTO bulk (r, c) SELECT RANDOM_BYTES(1024), "+
+			"REPEAT(CONCAT('order ', seq, ' shipped to warehouse ', seq %% 17, '; '), 20) FROM seq_1_to_%d", min(20000, mb*512-done)))
+	}
+	t.Logf("FIGURE %s bulk dataset: %d MiB written through the client in %.0fs", name, mb, time.Since(began).Seconds())
+}
+
 func runBackupCase(t *testing.T, c backupCase) {
 	start := time.Now()
 	volumeGB := 1 + bulkMB()*3/1024
@@ -153,14 +167,7 @@ func runBackupCase(t *testing.T, c backupCase) {
 
 	c.write(t, ep, user, password, 0)
 	if mb := bulkMB(); mb > 0 && c.name == "mariadb" {
-		began := time.Now()
-		db := mariadbClient{ep}
-		db.must(t, user, password, "shop", "CREATE TABLE bulk (id INT AUTO_INCREMENT PRIMARY KEY, r VARBINARY(1024), c VARCHAR(1024))")
-		for done := 0; done < mb*512; done += 20000 {
-			db.must(t, user, password, "shop", fmt.Sprintf("INSERT INTO bulk (r, c) SELECT RANDOM_BYTES(1024), "+
-				"REPEAT(CONCAT('order ', seq, ' shipped to warehouse ', seq %% 17, '; '), 20) FROM seq_1_to_%d", min(20000, mb*512-done)))
-		}
-		t.Logf("FIGURE %s bulk dataset: %d MiB written through the client in %.0fs", c.name, mb, time.Since(began).Seconds())
+		fillBulk(t, c.name, mariadbClient{ep}, user, password, mb)
 	}
 	full := backupThroughCLI(t, osc, api, "full", src)
 	wantFull := c.digest(t, ep, user, password)

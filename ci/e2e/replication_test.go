@@ -25,12 +25,15 @@ import (
 // promoted (switchover) while a client writes, losing no committed write,
 // and the old primary and the other replica follow it; the other is
 // detached and becomes writable and independent; the primary cannot be
-// deleted while a replica remains; everything is deleted, the seed backup
+// deleted while a replica remains; the new primary's VM is killed with
+// automatic failover on: the controller fences it and promotes its
+// replica, which takes writes; everything is deleted, the seed backup
 // first. With make e2e-all, a replica's VM is also killed and comes back
 // to catch up, the other replica's network to the primary is cut for a
 // minute (its lag and the link's error shown, then caught up by itself),
-// and the new primary's VM is killed with automatic failover on: the
-// controller fences it and promotes its replica.
+// the old primary is rebuilt, and the failed-over source rejoins as a
+// replica. STRATA_E2E_REPLICA_MB (make bench-replica-vm) adds that many
+// MiB to the source before its replicas are made.
 func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	for _, tool := range []string{"mariadb", "qemu-system-x86_64", "qemu-img", "openstack"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -55,7 +58,10 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	ctl := startController(t, state)
 	api := ctl.login(t)
 	osc := ctl.openstack(t)
-	inst := map[string]any{"name": "primary", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
+	// make bench-replica-vm: a source of STRATA_E2E_REPLICA_MB MiB more
+	// (its volume three times that: the data, its binary log, room).
+	seedMB, _ := strconv.Atoi(os.Getenv("STRATA_E2E_REPLICA_MB"))
+	inst := map[string]any{"name": "primary", "flavorRef": "strata.small", "volume": map[string]any{"size": 1 + seedMB*3/1024},
 		"datastore": map[string]any{"type": "mariadb", "version": "10.11"}}
 	datastoreCases["mariadb"].create(inst)
 	src := api.must(t, 200, "POST", "/instances", map[string]any{"instance": inst})["instance"].(map[string]any)["id"].(string)
@@ -79,6 +85,16 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	if err := write(primary, 0); err != nil {
 		t.Fatal(err)
 	}
+	if seedMB > 0 {
+		fillBulk(t, "mariadb", primary, u, pw, seedMB)
+	}
+	// The source's nightly backup, then more writes: the replicas' seed
+	// is an incremental on it, and they restore the two.
+	nightly := backupThroughCLI(t, osc, api, "nightly", src)
+	t.Logf("FIGURE the source's full backup: %s", nightly.figure)
+	if err := write(primary, 1); err != nil {
+		t.Fatal(err)
+	}
 
 	// Two replicas, one request, through Trove's client.
 	requested := time.Now()
@@ -99,7 +115,8 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	dbs := make([]mariadbClient, 2)
 	for i, id := range replicas {
 		consoleOnFailure(t, state, id)
-		in := api.waitStatus(t, id, "ACTIVE", 30*time.Minute)
+		// Under TCG a large source's seed restores at a few MB/s.
+		in := api.waitStatus(t, id, "ACTIVE", 30*time.Minute+time.Duration(seedMB)*3*time.Second)
 		if i == 0 {
 			t.Logf("FIGURE replica create (2 replicas, one seed backup) request→first ACTIVE: %.0fs (%s)", time.Since(requested).Seconds(), accelOf(ctl.log()))
 		}
@@ -108,17 +125,30 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 			t.Fatalf("replica %s: replica_of %v, want %s", id, in["replica_of"], src)
 		}
 	}
-	t.Logf("FIGURE replica create request→both ACTIVE: %.0fs", time.Since(requested).Seconds())
-	// The seed backup is deleted once both restored it.
+	t.Logf("FIGURE replica create request→both ACTIVE: %.0fs (source dataset: a few MB + %d MiB bulk)", time.Since(requested).Seconds(), seedMB)
+	var seedParent, seedFigure string
+	queryRow(t, state, &seedParent, "SELECT COALESCE(parent_id, '') FROM backups WHERE name = ?", "replica seed for "+src)
+	if seedParent != nightly.id {
+		t.Fatalf("the seed backup's parent is %q, want the source's nightly backup %s", seedParent, nightly.id)
+	}
+	queryRow(t, state, &seedFigure, "SELECT raw_bytes || ' B raw, ' || stored_bytes || ' B stored' FROM backups WHERE name = ?", "replica seed for "+src)
+	t.Logf("FIGURE the replicas' seed: an incremental on the nightly backup, %s", seedFigure)
+	// The seed backup is deleted once both restored it; the nightly
+	// backup it applied on is kept.
 	waitTrue(t, "the seed backup to be deleted", 2*time.Minute, func() bool {
 		bs, _ := api.must(t, 200, "GET", "/backups", nil)["backups"].([]any)
-		return len(bs) == 0
+		return len(bs) == 1 && bs[0].(map[string]any)["id"] == nightly.id
 	})
 
 	want := digest(primary)
 	for i, db := range dbs {
 		if got := digest(db); got != want {
 			t.Fatalf("replica %s after its create: %s, primary %s", replicas[i], got, want)
+		}
+		if seedMB > 0 {
+			if got, want := db.must(t, u, pw, "shop", "CHECKSUM TABLE bulk"), primary.must(t, u, pw, "shop", "CHECKSUM TABLE bulk"); got != want {
+				t.Fatalf("replica %s's bulk table after its create: %s, primary %s", replicas[i], got, want)
+			}
 		}
 		if _, err := db.query(u, pw, "shop", "INSERT INTO items (v) VALUES ('on a replica')"); err == nil || !strings.Contains(err.Error(), "read-only") {
 			t.Fatalf("a write on replica %s: %v, want it refused as read-only", replicas[i], err)
@@ -356,13 +386,12 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 		t.Fatalf("the detached replica changed with the primary: %s, was %s", got, detached)
 	}
 
-	order := []string{src, newP, replicas[1]}
-	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
-		// Automatic failover (make e2e-all): the group's source gets the
-		// shortest grace period; its VM dies and nobody ejects it. Once
-		// its heartbeat is older than the grace period, the controller
-		// fences it (recovery was restarting it) and promotes its replica,
-		// which takes writes; the dead source's VM stays off.
+	// Automatic failover: the group's source gets the shortest grace
+	// period; its VM dies and nobody ejects it. Once its heartbeat is
+	// older than the grace period, the controller fences it (recovery was
+	// restarting it) and promotes its replica, which takes writes; the
+	// dead source's VM stays off.
+	{
 		grace := 25
 		api.must(t, 202, "PATCH", "/instances/"+newP, map[string]any{"instance": map[string]any{"auto_failover": map[string]any{"grace_seconds": grace}}})
 		killed := time.Now()
@@ -401,6 +430,8 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 				t.Fatalf("the fenced old source's VM runs (pid %d)", p)
 			}
 		}
+	}
+	if os.Getenv("STRATA_E2E_DATASTORES") == "all" {
 		// The ejected source rejoins (strata's own rejoin_as_replica): its
 		// fence is lifted, it boots, is made read-only, and — every write
 		// it took having reached the elected replica — follows it from
@@ -423,8 +454,8 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 			t.Fatalf("a write on the rejoined source: %v, want it refused as read-only", err)
 		}
 		t.Logf("FIGURE rejoin of the ejected source (fence lifted, boot under TCG, read-only, follows): request→RUNNING link %.0fs", rejoined.Seconds())
-		order = []string{newP, src, replicas[1]}
 	}
+	order := []string{newP, src, replicas[1]}
 	for i, id := range order {
 		api.must(t, 202, "DELETE", "/instances/"+id, nil)
 		if i == 0 {
@@ -434,6 +465,11 @@ func TestReplicasOfAMariaDBInstanceFollowItShowTheirLagAndDetach(t *testing.T) {
 	for _, id := range order[1:] {
 		api.waitGone(t, id, 5*time.Minute)
 	}
+	osc.run(t, "database", "backup", "delete", nightly.id)
+	waitTrue(t, "the nightly backup to be deleted", 2*time.Minute, func() bool {
+		bs, _ := api.must(t, 200, "GET", "/backups", nil)["backups"].([]any)
+		return len(bs) == 0
+	})
 	ctl.stop(t)
 	t.Logf("FIGURE replication e2e wall time: %.0fs", time.Since(start).Seconds())
 }
