@@ -232,12 +232,15 @@ type ReplicationStatus struct {
 	ReplID           string `json:"repl_id,omitempty"`
 	ReplOffset       *int64 `json:"repl_offset,omitempty"`
 	LastIOSecondsAgo *int64 `json:"last_io_seconds_ago,omitempty"`
-	// ReplID2 and ReplID2End: a Redis primary's previous replication ID
+	// ReplID2 and ReplID2End: a Redis server's previous replication ID
 	// (master_replid2) and the last offset of the history that was that
 	// ID's (second_repl_offset less one). A primary started again from
 	// its snapshot continues its old stream (the snapshot's) under a new
 	// ID; a failover's ejected source is checked against the group's
-	// fork with them. Absent when the server has no previous ID.
+	// fork with them. A replica that continued its stream with a promoted
+	// server (a partial resynchronisation) keeps the one it followed
+	// before: a failover records it with the fork. Absent when the server
+	// has no previous ID; older agents send it for primaries only.
 	ReplID2    string `json:"repl_id2,omitempty"`
 	ReplID2End *int64 `json:"repl_id2_end,omitempty"`
 	ReadOnly   bool   `json:"read_only"`

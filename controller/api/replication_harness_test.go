@@ -69,6 +69,45 @@ type fakeReplication struct {
 	rootHash   string
 	noUserSync bool
 	imports    int
+	// streams, if set, is what a Redis guest reports of its replication
+	// streams instead of the fake group's one ID (fakeReplID).
+	streams *fakeStreams
+}
+
+// fakeStreams is what a test makes a fake Redis guest report as a real
+// server would: its replication ID, its previous one up to id2End (a
+// promoted source's, a replica's that followed it, a server's started
+// again from an older snapshot), and, as a primary, its offset when off
+// is set. A start_replication drops it: the replica takes its source's
+// stream.
+type fakeStreams struct {
+	id, id2 string
+	id2End  int64
+	off     *int64
+}
+
+// setStreams sets (nil: drops) what the guest reports of its streams.
+func (g *fakeGuest) setStreams(s *fakeStreams) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.streams = s
+}
+
+// redisStreams puts a guest's streams, if a test set them, in st.
+func (g *fakeGuest) redisStreams(st *wire.ReplicationStatus) {
+	s := g.repl.streams
+	if s == nil {
+		return
+	}
+	st.ReplID = s.id
+	if s.id2 != "" {
+		end := s.id2End
+		st.ReplID2, st.ReplID2End = s.id2, &end
+	}
+	if s.off != nil && st.Role == wire.RoleStandalone {
+		off := *s.off
+		st.ReplOffset = &off
+	}
 }
 
 // registerVersion registers datastore manager (named as it) version
@@ -217,6 +256,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 		r.starts++
 		if g.manager() == "redis" {
 			r.fenced = false // as the agent: the link's replica-read-only replaces the fence
+			r.streams = nil
 		}
 		g.note("start %s %s repoint=%v", g.lastBoot.InstanceID, a.Account, a.Repoint)
 	case wire.KindRejoinReplication:
@@ -270,7 +310,7 @@ func (g *fakeGuest) replicationOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "bad promote args")
 		}
 		want := map[string]bool{"mariadb": a.GTIDPos != "", "postgresql": a.LSN != "", "redis": a.ReplOffset != nil}[g.manager()]
-		if !want || g.manager() == "redis" && a.ReplID != "" && a.ReplID != fakeReplID {
+		if !want || g.manager() == "redis" && a.ReplID != "" && a.ReplID != fakeReplID && (r.streams == nil || a.ReplID != r.streams.id) {
 			return opErr(wire.CodeInvalidArgument, "promote: not a %s position: %+v", g.manager(), a)
 		}
 		r.promotes++
@@ -315,6 +355,7 @@ func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 		case "redis":
 			off, _ := strconv.ParseInt(g.position(), 10, 64)
 			st.ReplID, st.ReplOffset = fakeReplID, &off
+			g.redisStreams(&st)
 		default:
 			st.GTIDBinlogPos = g.position()
 		}
@@ -341,6 +382,7 @@ func (g *fakeGuest) replicationStatus() wire.ReplicationStatus {
 			off, _ = strconv.ParseInt(g.repl.ioPos, 10, 64)
 		}
 		st.ReplID, st.ReplOffset = fakeReplID, &off
+		g.redisStreams(&st)
 		if g.repl.broken == "" {
 			ago := int64(1)
 			st.LastIOSecondsAgo = &ago

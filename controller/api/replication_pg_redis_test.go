@@ -479,6 +479,99 @@ func TestEjectElectsByLSNAndByOffset(t *testing.T) {
 	}
 }
 
+// A Redis source that became the source by a switchover, whose last
+// snapshot is from before its promotion, is ejected by a failover and
+// started again from that snapshot: it holds a prefix of the group's
+// history under the old primary's replication ID, which the failover
+// recorded with the fork (the elected replica's previous stream), and it
+// rejoins as a replica of the elected one. The same server having taken
+// a write after its start is refused first, and fenced again. The
+// figures are a real server's (agent/datastore/redis
+// TestASourceStartedAgainFromASnapshotFromBeforeItsPromotionReportsTheGroupsOlderStream).
+func TestARedisSourceStartedAgainFromASnapshotFromBeforeItsPromotionRejoins(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 2)
+	e, b := ids[0], ids[1]
+	if code, doc := promote(c, e); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover", 30*time.Second, func() bool {
+		for _, id := range []string{src, e, b} {
+			if c.instance(id)["status"] != "ACTIVE" {
+				return false
+			}
+		}
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == e
+	})
+	// E continued the group's stream (fakeReplID) under a new ID x at
+	// its promotion; its replicas followed with partial
+	// resynchronisations and keep the old stream as their previous one,
+	// up to the promotion point.
+	const x, z = "8430424b821fe1136c6349a471df2cf559fa6da7", "85bc7f341717a45a2231d80db4929327eb491d03"
+	const promotion, snapshot = 7026, 3013
+	fc.guest(b).setStreams(&fakeStreams{id: x, id2: fakeReplID, id2End: promotion})
+	fc.guest(src).setStreams(&fakeStreams{id: x, id2: fakeReplID, id2End: promotion})
+	fc.guest(b).setIOPos("8689")
+	fc.guest(src).setIOPos("8600")
+
+	fc.guest(e).halt()
+	silence(t, r, e)
+	if code, doc := eject(c, e); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 60*time.Second, func() bool {
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return c.instance(b)["status"] == "ACTIVE" && c.instance(src)["status"] == "ACTIVE" && of != nil && of["id"] == b
+	})
+	if events := fc.journal.events("promote " + b); !slices.Equal(events, []string{"promote " + b + " 8689"}) {
+		t.Fatalf("promotions of the elected replica: %v", events)
+	}
+	if n := storetest.Count(t, r.ctl.DB, `SELECT COUNT(*) FROM ejections WHERE instance_id = ? AND elected_id = ? AND fork_pos = '8689'
+		AND fork_repl_id = ? AND fork_prev_repl_id = ? AND fork_prev_end = '7026'`, e, b, x, fakeReplID); n != 1 {
+		t.Fatal("the ejection does not record the group's stream before the fork")
+	}
+
+	// Started again from its snapshot (the old stream up to 3013), it
+	// took 50 bytes of writes before its fence: refused, fenced again.
+	written := int64(snapshot + 50)
+	fc.guest(e).setStreams(&fakeStreams{id: z, id2: fakeReplID, id2End: snapshot, off: &written})
+	if code, doc := rejoin(c, e); code != 202 {
+		t.Fatalf("rejoin: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the refusal", 30*time.Second, func() bool {
+		in := c.instance(e)
+		f, _ := in["fault"].(map[string]any)
+		return in["status"] != "REJOIN" && f != nil && strings.Contains(f["message"].(string), "50 bytes of writes since it started again")
+	})
+	if st, err := fc.ServerState(context.Background(), fc.server(e)); err != nil || st != compute.StateFenced {
+		t.Fatalf("the refused source's server: %s, %v; want fenced", st, err)
+	}
+
+	// Nothing written since its start: it rejoins, and once linked it
+	// reports the group's offset (a full resynchronisation).
+	clean := int64(snapshot)
+	fc.guest(e).setStreams(&fakeStreams{id: z, id2: fakeReplID, id2End: snapshot, off: &clean})
+	fc.guest(e).setIOPos("8689")
+	if code, doc := rejoin(c, e); code != 202 {
+		t.Fatalf("rejoin: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the rejoin", 30*time.Second, func() bool {
+		in := c.instance(e)
+		of, _ := in["replica_of"].(map[string]any)
+		return in["status"] == "ACTIVE" && of != nil && of["id"] == b && in["fault"] == nil
+	})
+	if _, link, _ := fc.guest(e).replication(); link == nil || link.Account != acctOf(e) || link.GTIDSlavePos != "" {
+		t.Fatalf("the rejoined source follows %+v", link)
+	}
+	if accounts, _, _ := fc.guest(b).replication(); accounts[acctOf(e)] == "" {
+		t.Fatalf("the elected replica holds no account for the rejoined source: %v", accounts)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM ejections WHERE instance_id = ?", e); n != 0 {
+		t.Fatal("the rejoined source's ejection is kept")
+	}
+}
+
 // replicaGroup is a rig (fake compute and guests; guest calls bounded
 // by callTimeout) with manager's version registered, one ACTIVE instance
 // of it and n ACTIVE replicas of that instance.

@@ -54,21 +54,28 @@ func LinkOf(ctx context.Context, q store.Querier, instanceID string) (l Link, ok
 // the position the group forked at (the elected replica's received
 // position when it was promoted; ForkReplID is a Redis position's
 // replication ID). A rejoin checks the instance holds nothing past it.
+// Redis: ForkPrevReplID is the replication ID the elected replica
+// followed before ForkReplID, and ForkPrevEnd the last offset of the
+// group's history under it (empty when it had none).
 type Ejection struct {
-	InstanceID string
-	ElectedID  string
-	ForkPos    string
-	ForkReplID string
-	EjectedAt  time.Time
+	InstanceID     string
+	ElectedID      string
+	ForkPos        string
+	ForkReplID     string
+	ForkPrevReplID string
+	ForkPrevEnd    string
+	EjectedAt      time.Time
 }
 
 // InsertEjection records that an instance was ejected (replacing an
 // older record of it).
 func InsertEjection(ctx context.Context, q store.Querier, e Ejection) error {
-	_, err := q.Exec(ctx, `INSERT INTO ejections (instance_id, elected_id, fork_pos, fork_repl_id, ejected_at) VALUES (?, ?, ?, ?, ?)
+	_, err := q.Exec(ctx, `INSERT INTO ejections (instance_id, elected_id, fork_pos, fork_repl_id, fork_prev_repl_id, fork_prev_end, ejected_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (instance_id) DO UPDATE SET elected_id = excluded.elected_id, fork_pos = excluded.fork_pos,
-			fork_repl_id = excluded.fork_repl_id, ejected_at = excluded.ejected_at`,
-		e.InstanceID, e.ElectedID, e.ForkPos, e.ForkReplID, store.Millis(e.EjectedAt))
+			fork_repl_id = excluded.fork_repl_id, fork_prev_repl_id = excluded.fork_prev_repl_id,
+			fork_prev_end = excluded.fork_prev_end, ejected_at = excluded.ejected_at`,
+		e.InstanceID, e.ElectedID, e.ForkPos, e.ForkReplID, e.ForkPrevReplID, e.ForkPrevEnd, store.Millis(e.EjectedAt))
 	return err
 }
 
@@ -76,8 +83,9 @@ func InsertEjection(ctx context.Context, q store.Querier, e Ejection) error {
 // not ejected (or rejoined since).
 func EjectionOf(ctx context.Context, q store.Querier, instanceID string) (e Ejection, ok bool, err error) {
 	var at int64
-	err = q.QueryRow(ctx, `SELECT instance_id, elected_id, fork_pos, fork_repl_id, ejected_at FROM ejections WHERE instance_id = ?`, instanceID).
-		Scan(&e.InstanceID, &e.ElectedID, &e.ForkPos, &e.ForkReplID, &at)
+	err = q.QueryRow(ctx, `SELECT instance_id, elected_id, fork_pos, fork_repl_id, fork_prev_repl_id, fork_prev_end, ejected_at
+		FROM ejections WHERE instance_id = ?`, instanceID).
+		Scan(&e.InstanceID, &e.ElectedID, &e.ForkPos, &e.ForkReplID, &e.ForkPrevReplID, &e.ForkPrevEnd, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, false, nil
 	}

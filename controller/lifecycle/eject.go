@@ -148,6 +148,7 @@ func (m *Manager) electStep(ctx context.Context, t *tasks.Task, p promotePayload
 		return tasks.Result{}, tasks.Fail("", "failover from %s: no replica could be elected (%s); nothing was changed", p.Source, strings.Join(asked, "; "))
 	}
 	p.Replica, p.FencePos, p.FenceReplID = best.id, best.pos, best.replID
+	p.FencePrevReplID, p.FencePrevEnd = best.prevReplID, best.prevEnd
 	var others []string
 	for _, id := range p.Others {
 		if id != best.id {
@@ -159,9 +160,13 @@ func (m *Manager) electStep(ctx context.Context, t *tasks.Task, p promotePayload
 	return tasks.Result{Next: "elected", Payload: p}, nil
 }
 
-// candidate is a replica's received position in an election.
+// candidate is a replica's received position in an election. Redis:
+// prevReplID and prevEnd are the stream it followed before replID and
+// the last offset of its history under it (a replica that continued
+// that stream with a promoted source), empty when it has none.
 type candidate struct {
-	id, pos, replID string
+	id, pos, replID     string
+	prevReplID, prevEnd string
 }
 
 func (c candidate) String() string {
@@ -174,7 +179,10 @@ func (c candidate) String() string {
 // receivedPosition is what a replica received, by datastore: MariaDB's
 // gtid_io_pos (gtid_slave_pos without one), PostgreSQL's received_lsn
 // (its replayed_lsn when further),
-// Redis's repl_offset (it applies what it receives) with its repl_id.
+// Redis's repl_offset (it applies what it receives) with its repl_id,
+// and its previous repl_id2 up to repl_id2_end (the group's stream
+// before the fork's ID, which a source started again from an older
+// snapshot may hold).
 func receivedPosition(manager string, st wire.ReplicationStatus) (candidate, bool) {
 	switch manager {
 	case managerPostgreSQL:
@@ -190,7 +198,11 @@ func receivedPosition(manager string, st wire.ReplicationStatus) (candidate, boo
 		if st.ReplOffset == nil || *st.ReplOffset < 0 || st.ReplID == "" {
 			return candidate{}, false
 		}
-		return candidate{pos: strconv.FormatInt(*st.ReplOffset, 10), replID: st.ReplID}, true
+		c := candidate{pos: strconv.FormatInt(*st.ReplOffset, 10), replID: st.ReplID}
+		if st.ReplID2 != "" && st.ReplID2 != st.ReplID && st.ReplID2End != nil && *st.ReplID2End >= 0 {
+			c.prevReplID, c.prevEnd = st.ReplID2, strconv.FormatInt(*st.ReplID2End, 10)
+		}
+		return c, true
 	}
 	pos := st.GTIDIOPos
 	if pos == "" {

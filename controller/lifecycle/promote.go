@@ -94,6 +94,12 @@ type promotePayload struct {
 	// rollback starts it again before lifting the fence).
 	FenceReplID string `json:"fence_repl_id,omitempty"`
 	Stopped     bool   `json:"stopped,omitempty"`
+	// FencePrevReplID and FencePrevEnd (a Redis failover): the stream
+	// the elected replica followed before FenceReplID and the last
+	// offset of the group's history under it, as its status reported
+	// them at the election; the ejection keeps them.
+	FencePrevReplID string `json:"fence_prev_repl_id,omitempty"`
+	FencePrevEnd    string `json:"fence_prev_end,omitempty"`
 	// RejoinFailed: the old PostgreSQL source could not rejoin as a
 	// replica; it left the group with a fault (rejoinFailed).
 	RejoinFailed bool `json:"rejoin_failed,omitempty"`
@@ -368,7 +374,8 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 			if p.Eject {
 				// What a rejoin of the old source checks it against.
 				if err := instances.InsertEjection(ctx, tx, instances.Ejection{InstanceID: src.ID, ElectedID: r.ID,
-					ForkPos: fork, ForkReplID: p.FenceReplID, EjectedAt: now}); err != nil {
+					ForkPos: fork, ForkReplID: p.FenceReplID, ForkPrevReplID: p.FencePrevReplID, ForkPrevEnd: p.FencePrevEnd,
+					EjectedAt: now}); err != nil {
 					return err
 				}
 			}

@@ -27,7 +27,10 @@ import (
 //	         it at (what the elected replica had received from it): E
 //	         may hold nothing past it (MariaDB: no domain further;
 //	         Redis: the group's stream, under its ID or — started again
-//	         from its snapshot — its previous one, no further offset) — else
+//	         from its snapshot — its previous one, no further offset; or
+//	         the group's stream before the fork's ID, up to where the
+//	         group continued it: a switchover's source whose snapshot is
+//	         from before its promotion) — else
 //	         it is refused, since following the group would silently
 //	         drop writes E took. Then draw E's replication password and
 //	         store it; the next run queues E's account on the group's
@@ -65,6 +68,10 @@ type rejoinPayload struct {
 	Source     string `json:"source"`
 	ForkPos    string `json:"fork_pos"`
 	ForkReplID string `json:"fork_repl_id,omitempty"`
+	// ForkPrevReplID and ForkPrevEnd (Redis): the group's stream before
+	// ForkReplID, up to where the group continued it (the ejection's).
+	ForkPrevReplID string `json:"fork_prev_repl_id,omitempty"`
+	ForkPrevEnd    string `json:"fork_prev_end,omitempty"`
 	// Unfenced: the task lifted the server's compute fence (a failure
 	// fences it again).
 	Unfenced bool `json:"unfenced,omitempty"`
@@ -76,6 +83,10 @@ type rejoinPayload struct {
 	Password     string    `json:"password,omitempty"`
 	Account      bool      `json:"account,omitempty"`
 	LinkDeadline time.Time `json:"link_deadline,omitzero"`
+}
+
+func (p rejoinPayload) fork() forkPoint {
+	return forkPoint{pos: p.ForkPos, replID: p.ForkReplID, prevReplID: p.ForkPrevReplID, prevEnd: p.ForkPrevEnd}
 }
 
 func rejoinOpID(t *tasks.Task, what string) string { return "rejoin-" + what + "-" + t.ID }
@@ -140,7 +151,8 @@ func (m *Manager) Rejoin(ctx context.Context, project, id string) error {
 			return err
 		}
 		_, err = tasks.Enqueue(ctx, tx, tasks.New{InstanceID: in.ID, Kind: KindRejoin, Step: "boot",
-			Payload:  rejoinPayload{Source: src.ID, ForkPos: ej.ForkPos, ForkReplID: ej.ForkReplID},
+			Payload: rejoinPayload{Source: src.ID, ForkPos: ej.ForkPos, ForkReplID: ej.ForkReplID,
+				ForkPrevReplID: ej.ForkPrevReplID, ForkPrevEnd: ej.ForkPrevEnd},
 			Deadline: now.Add(RejoinBootWait + m.opTimeout())}, now)
 		return err
 	})
@@ -217,7 +229,7 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		// PostgreSQL's agent makes the check itself, in the server's WAL
 		// (its position is past the fork whatever it committed: crash
 		// recovery writes a checkpoint).
-		if why := pastFork(manager, st, p.ForkPos, p.ForkReplID); manager != managerPostgreSQL && why != "" {
+		if why := pastFork(manager, st, p.fork()); manager != managerPostgreSQL && why != "" {
 			return tasks.Result{}, tasks.Fail("", "it holds writes its group never received (%s): following %s would drop them", why, src.ID)
 		}
 		if p.Password == "" {
@@ -353,37 +365,49 @@ func (m *Manager) failRejoin(ctx context.Context, t *tasks.Task, f *tasks.Failur
 	return m.recordFailure(ctx, t, &tasks.Failure{Reason: reason, Details: f.Details}, false, true)
 }
 
+// forkPoint is where a failover's group forked from the ejected source
+// (its ejection): the position, with a Redis position's replication ID;
+// Redis also keeps the stream the group followed before that ID
+// (prevReplID) and the last offset of the group's history under it
+// (prevEnd: where the group continued it under replID), empty when the
+// elected replica reported none.
+type forkPoint struct {
+	pos, replID         string
+	prevReplID, prevEnd string
+}
+
 // pastFork says what an ejected source whose fence reported st holds
 // past the position its group forked at ("" when nothing). MariaDB: a
 // domain of its gtid_binlog_pos further than the fork's, or one the fork
 // lacks (a domain's sequence numbers count its transactions whichever
 // server wrote them, and the ejected source was the group's only
 // writer). Redis: its stream must be the group's up to an offset at or
-// before the fork's — under its replication ID, or (a server started
-// again from its snapshot: a new ID) under its previous ID, with no byte
-// written under the new one.
-func pastFork(manager string, st wire.ReplicationStatus, forkPos, forkReplID string) string {
+// before the fork's; or the group's stream before the fork's ID up to
+// where the group continued it (a source promoted by a switchover, whose
+// snapshot is from before its promotion) — either under its own
+// replication ID, or (a server started again from its snapshot: a new
+// ID) under its previous ID, with no byte written under the new one.
+func pastFork(manager string, st wire.ReplicationStatus, fp forkPoint) string {
 	switch manager {
 	case managerRedis:
-		fork, err := strconv.ParseInt(forkPos, 10, 64)
+		fork, err := strconv.ParseInt(fp.pos, 10, 64)
 		if err != nil || st.ReplOffset == nil {
-			return fmt.Sprintf("its position %s:%v cannot be compared with the fork's %s:%s", st.ReplID, st.ReplOffset, forkReplID, forkPos)
+			return fmt.Sprintf("its position %s:%v cannot be compared with the fork's %s:%s", st.ReplID, st.ReplOffset, fp.replID, fp.pos)
 		}
-		off := *st.ReplOffset
-		switch {
-		case st.ReplID == forkReplID && off > fork:
-			return fmt.Sprintf("%d bytes of writes past the fork at offset %d of stream %s", off-fork, fork, forkReplID)
-		case st.ReplID == forkReplID:
-			return ""
-		case st.ReplID2 != forkReplID || st.ReplID2End == nil:
-			return fmt.Sprintf("its stream %s (before it %q) is not the group's, which forked at %s:%d", st.ReplID, st.ReplID2, forkReplID, fork)
-		case off > *st.ReplID2End:
-			return fmt.Sprintf("%d bytes of writes since it started again (stream %s)", off-*st.ReplID2End, st.ReplID)
-		case *st.ReplID2End > fork:
-			return fmt.Sprintf("%d bytes of writes past the fork at offset %d of stream %s", *st.ReplID2End-fork, fork, forkReplID)
+		if why, ours := redisPast(st, fp.replID, fork, "the fork"); ours {
+			return why
 		}
-		return ""
+		prevEnd, err := strconv.ParseInt(fp.prevEnd, 10, 64)
+		if fp.prevReplID == "" || err != nil {
+			return fmt.Sprintf("its stream %s (before it %q) is not the group's, which forked at %s:%d", st.ReplID, st.ReplID2, fp.replID, fork)
+		}
+		if why, ours := redisPast(st, fp.prevReplID, prevEnd, "the point the group continued as "+fp.replID); ours {
+			return why
+		}
+		return fmt.Sprintf("its stream %s (before it %q) is not the group's, which forked at %s:%d and before that was %s up to offset %d",
+			st.ReplID, st.ReplID2, fp.replID, fork, fp.prevReplID, prevEnd)
 	case managerMariaDB:
+		forkPos := fp.pos
 		pos := st.GTIDBinlogPos
 		fork := gtidDomains(forkPos)
 		for d, g := range gtidDomains(pos) {
@@ -403,6 +427,28 @@ func pastFork(manager string, st wire.ReplicationStatus, forkPos, forkReplID str
 		return ""
 	}
 	return fmt.Sprintf("%s has no rejoin", manager)
+}
+
+// redisPast says what a Redis server whose status is st holds of stream
+// id past its offset end (what names that point), and whether st is that
+// stream at all: under its own replication ID, or — a server started
+// again from its snapshot continues the snapshot's stream under a new
+// ID — under its previous one, with no byte written under the new one.
+func redisPast(st wire.ReplicationStatus, id string, end int64, what string) (why string, ours bool) {
+	off := *st.ReplOffset
+	switch {
+	case st.ReplID == id && off > end:
+		return fmt.Sprintf("%d bytes of writes past %s (offset %d of stream %s)", off-end, what, end, id), true
+	case st.ReplID == id:
+		return "", true
+	case st.ReplID2 != id || st.ReplID2End == nil:
+		return "", false
+	case off > *st.ReplID2End:
+		return fmt.Sprintf("%d bytes of writes since it started again (stream %s)", off-*st.ReplID2End, st.ReplID), true
+	case *st.ReplID2End > end:
+		return fmt.Sprintf("%d bytes of writes past %s (offset %d of stream %s)", *st.ReplID2End-end, what, end, id), true
+	}
+	return "", true
 }
 
 // appliedFork says what a rejoining instance applied (its status st) and

@@ -12,27 +12,40 @@ import (
 // group's fork; pastFork says what it holds, in its datastore's terms.
 func TestPastForkNamesWhatTheGroupNeverReceived(t *testing.T) {
 	n := func(v int64) *int64 { return &v }
-	const group, old, fresh = "aaaa", "bbbb", "cccc"
+	// group is the stream the group forked in; prior the one it followed
+	// before, continued as group at offset 700 (a switchover's promotion).
+	const group, old, fresh, prior = "aaaa", "bbbb", "cccc", "dddd"
+	fork := forkPoint{pos: "1000", replID: group}
+	promoted := forkPoint{pos: "1000", replID: group, prevReplID: prior, prevEnd: "700"}
 	for _, tc := range []struct {
 		name, manager string
 		st            wire.ReplicationStatus
-		fork, forkID  string
+		fork          forkPoint
 		want          string // "" or a piece of the reason
 	}{
-		{"mariadb at the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, "0-1-100", "", ""},
-		{"mariadb behind the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-90,1-1-5"}, "0-2-120,1-1-5", "", ""},
-		{"mariadb past the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-101"}, "0-1-100", "", "past the fork at 0-1-100 in domain 0"},
-		{"mariadb the fork's number from another server", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, "0-7-100", "", "from server 1; the group's is from server 7"},
-		{"mariadb a domain the fork lacks", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-10,7-1-1"}, "0-1-100", "", "in domain 7"},
-		{"redis in the group's stream", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(900)}, "1000", group, ""},
-		{"redis past the fork", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(1010)}, "1000", group, "10 bytes of writes past the fork"},
-		{"redis started again, nothing written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(800), ReplID2: group, ReplID2End: n(800)}, "1000", group, ""},
-		{"redis started again, then written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(850), ReplID2: group, ReplID2End: n(800)}, "1000", group, "50 bytes of writes since it started again"},
-		{"redis started again from past the fork", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(1200), ReplID2: group, ReplID2End: n(1200)}, "1000", group, "200 bytes of writes past the fork"},
-		{"redis another stream", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(10), ReplID2: old, ReplID2End: n(10)}, "1000", group, "is not the group's"},
-		{"redis no offset", managerRedis, wire.ReplicationStatus{ReplID: group}, "1000", group, "cannot be compared"},
+		{"mariadb at the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, forkPoint{pos: "0-1-100"}, ""},
+		{"mariadb behind the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-90,1-1-5"}, forkPoint{pos: "0-2-120,1-1-5"}, ""},
+		{"mariadb past the fork", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-101"}, forkPoint{pos: "0-1-100"}, "past the fork at 0-1-100 in domain 0"},
+		{"mariadb the fork's number from another server", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-100"}, forkPoint{pos: "0-7-100"}, "from server 1; the group's is from server 7"},
+		{"mariadb a domain the fork lacks", managerMariaDB, wire.ReplicationStatus{GTIDBinlogPos: "0-1-10,7-1-1"}, forkPoint{pos: "0-1-100"}, "in domain 7"},
+		{"redis in the group's stream", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(900)}, fork, ""},
+		{"redis past the fork", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(1010)}, fork, "10 bytes of writes past the fork"},
+		{"redis started again, nothing written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(800), ReplID2: group, ReplID2End: n(800)}, fork, ""},
+		{"redis started again, then written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(850), ReplID2: group, ReplID2End: n(800)}, fork, "50 bytes of writes since it started again"},
+		{"redis started again from past the fork", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(1200), ReplID2: group, ReplID2End: n(1200)}, fork, "200 bytes of writes past the fork"},
+		{"redis another stream", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(10), ReplID2: old, ReplID2End: n(10)}, fork, "is not the group's"},
+		{"redis started again from a snapshot from before its promotion", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(600), ReplID2: prior, ReplID2End: n(600)}, promoted, ""},
+		{"redis started again from a snapshot at its promotion", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(700), ReplID2: prior, ReplID2End: n(700)}, promoted, ""},
+		{"redis started again from a snapshot from before its promotion, then written", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(650), ReplID2: prior, ReplID2End: n(600)}, promoted, "50 bytes of writes since it started again (stream cccc)"},
+		{"redis started again in the older stream past the promotion", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(750), ReplID2: prior, ReplID2End: n(750)}, promoted, "50 bytes of writes past the point the group continued as aaaa (offset 700 of stream dddd)"},
+		{"redis in the group's older stream", managerRedis, wire.ReplicationStatus{ReplID: prior, ReplOffset: n(700)}, promoted, ""},
+		{"redis in the group's older stream past the promotion", managerRedis, wire.ReplicationStatus{ReplID: prior, ReplOffset: n(720)}, promoted, "20 bytes of writes past the point the group continued as aaaa (offset 700 of stream dddd)"},
+		{"redis the older stream, the fork's record without it", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(600), ReplID2: prior, ReplID2End: n(600)}, fork, "is not the group's, which forked at aaaa:1000"},
+		{"redis another stream, the older one recorded", managerRedis, wire.ReplicationStatus{ReplID: fresh, ReplOffset: n(600), ReplID2: old, ReplID2End: n(600)}, promoted, "before that was dddd up to offset 700"},
+		{"redis in the fork's stream, the older one recorded", managerRedis, wire.ReplicationStatus{ReplID: group, ReplOffset: n(990)}, promoted, ""},
+		{"redis no offset", managerRedis, wire.ReplicationStatus{ReplID: group}, fork, "cannot be compared"},
 	} {
-		got := pastFork(tc.manager, tc.st, tc.fork, tc.forkID)
+		got := pastFork(tc.manager, tc.st, tc.fork)
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}

@@ -327,14 +327,18 @@ func (m *Manager) ReplicationStatus(ctx context.Context) (wire.ReplicationStatus
 		return st, err
 	}
 	st.ReplID = f["master_replid"]
+	// The previous ID, a primary's or a replica's: a replica that
+	// followed a promoted server with a partial resynchronisation keeps
+	// the stream it followed before as its second (what a failover
+	// records of the group's history). Redis reports no previous ID as
+	// forty zeros and offset -1.
+	if id2, second := f["master_replid2"], intField(f, "second_repl_offset"); strings.Trim(id2, "0") != "" && second != nil && *second > 0 {
+		end := *second - 1
+		st.ReplID2, st.ReplID2End = id2, &end
+	}
 	if f["role"] != "slave" {
 		st.Role = wire.RoleStandalone
 		st.ReplOffset = intField(f, "master_repl_offset")
-		// Redis reports no previous ID as forty zeros and offset -1.
-		if id2, second := f["master_replid2"], intField(f, "second_repl_offset"); strings.Trim(id2, "0") != "" && second != nil && *second > 0 {
-			end := *second - 1
-			st.ReplID2, st.ReplID2End = id2, &end
-		}
 		fence, err := m.setting(ctx, "min-replicas-to-write")
 		if err != nil {
 			return st, err

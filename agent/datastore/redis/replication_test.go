@@ -592,6 +592,127 @@ func TestAPrimaryStartedAgainAfterACrashReportsTheStreamItsSnapshotHeld(t *testi
 	}
 }
 
+// A source that became the source by a switchover, whose last snapshot
+// is from before its promotion, killed and started again (a failover's
+// ejected source coming back): it reports the stream it followed as a
+// replica — the group's, under the old primary's ID — up to the
+// snapshot's offset, at or before the point where the group continued
+// that stream under the promoted source's ID; the replica elected in
+// its place reports that point as its previous ID's end (what the
+// failover records); and the old source follows the elected one.
+func TestASourceStartedAgainFromASnapshotFromBeforeItsPromotionReportsTheGroupsOlderStream(t *testing.T) {
+	ctx := servertest.Context(t, 5*time.Minute)
+	a := tcpInstance(t)
+	servertest.MustPrepare(t, a.Manager, wire.PrepareArgs{}, time.Minute)
+	ac := admin(t, a)
+	do(t, ac, "SET", "k0", "0")
+	b := seededReplica(t, ctx, a, "b")
+	c := seededReplica(t, ctx, a, "c")
+	link := func(replica, primary *redistest.Instance, acct string, repoint bool) {
+		t.Helper()
+		if _, err := primary.Manager.CreateReplicationAccount(ctx, wire.ReplicationAccountArgs{Name: acct, Password: "pw-" + acct}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := replica.Manager.StartReplication(ctx, wire.StartReplicationArgs{Host: "127.0.0.1", Port: primary.Config.Port,
+			Account: acct, Password: "pw-" + acct, Repoint: repoint}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link(b, a, "strata_repl_b", false)
+	link(c, a, "strata_repl_c", false)
+	for i := range 100 {
+		do(t, ac, "SET", fmt.Sprintf("w:%d", i), "x")
+	}
+	aSt := replStatus(t, ctx, a)
+	for _, r := range []*redistest.Instance{b, c} {
+		waitUntil(t, 30*time.Second, "the replicas at the primary's offset", func() bool {
+			st := replStatus(t, ctx, r)
+			return st.IORunning && off(st.ReplOffset) == off(aSt.ReplOffset)
+		})
+	}
+	// B's snapshot, taken while it is a replica; then more of A's
+	// stream, so that the snapshot ends before the promotion point.
+	do(t, admin(t, b), "SAVE")
+	saved := replStatus(t, ctx, b)
+	for i := range 100 {
+		do(t, ac, "SET", fmt.Sprintf("after-save:%d", i), "x")
+	}
+
+	// The switchover: A fenced, B promoted, C and A follow B.
+	fenced, err := a.Manager.SetReadOnly(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := fenced.ReplID
+	promoted, err := b.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{ReplOffset: fenced.ReplOffset, ReplID: w, TimeoutSeconds: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := promoted.ReplID
+	if x == w || promoted.ReplID2 != w || promoted.ReplID2End == nil || *promoted.ReplID2End != off(fenced.ReplOffset) {
+		t.Fatalf("the promoted source: %+v; the fenced one was %s at %d", promoted, w, off(fenced.ReplOffset))
+	}
+	promotion := *promoted.ReplID2End
+	link(c, b, "strata_repl_c", true)
+	link(a, b, "strata_repl_a", false)
+	bc := admin(t, b)
+	for i := range 50 {
+		do(t, bc, "SET", fmt.Sprintf("on-b:%d", i), "x")
+	}
+	bSt := replStatus(t, ctx, b)
+	waitUntil(t, 30*time.Second, "C at B's offset", func() bool { return off(replStatus(t, ctx, c).ReplOffset) == off(bSt.ReplOffset) })
+
+	// B dies; C is what an election reads: B's stream and, before it,
+	// A's up to where B continued it.
+	if err := b.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	elected := replStatus(t, ctx, c)
+	t.Logf("figure: the elected replica before its promotion: repl_id %s (B's), offset %d, repl_id2 %s (A's: %v), repl_id2_end %d (B's promotion at %d)",
+		elected.ReplID, off(elected.ReplOffset), elected.ReplID2, elected.ReplID2 == w, off(elected.ReplID2End), promotion)
+	if elected.ReplID != x || off(elected.ReplOffset) != off(bSt.ReplOffset) || elected.ReplID2 != w ||
+		elected.ReplID2End == nil || *elected.ReplID2End > promotion || *elected.ReplID2End < off(saved.ReplOffset) {
+		t.Fatalf("the replica elected in B's place: %+v; want %s at %d, previously %s up to at most %d", elected, x, off(bSt.ReplOffset), w, promotion)
+	}
+	rPromoted, err := c.Manager.PromoteReplica(ctx, wire.PromoteReplicaArgs{ReplOffset: elected.ReplOffset, ReplID: x, TimeoutSeconds: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("figure: the elected replica promoted: repl_id %s, offset %d, repl_id2 %s (B's: %v), repl_id2_end %d",
+		rPromoted.ReplID, off(rPromoted.ReplOffset), rPromoted.ReplID2, rPromoted.ReplID2 == x, off(rPromoted.ReplID2End))
+
+	// B started again from its snapshot, and fenced as a rejoin does.
+	if err := b.Manager.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Manager.SetReadOnly(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("figure: B started again from its snapshot: repl_id %s, repl_offset %d, repl_id2 %s (A's: %v), repl_id2_end %d; snapshot at %d, promotion at %d",
+		st.ReplID, off(st.ReplOffset), st.ReplID2, st.ReplID2 == w, off(st.ReplID2End), off(saved.ReplOffset), promotion)
+	if st.ReplID == x || st.ReplID2 != w || st.ReplID2End == nil || *st.ReplID2End != off(saved.ReplOffset) ||
+		off(st.ReplOffset) != *st.ReplID2End || *st.ReplID2End > *elected.ReplID2End {
+		t.Fatalf("B after a crash and a restart: %+v; want A's stream %s up to its snapshot's offset %d, at or before %d, nothing written since", st, w, off(saved.ReplOffset), *elected.ReplID2End)
+	}
+	if get(t, b, "w:99") != "x" || get(t, b, "after-save:0") != "" || get(t, b, "on-b:0") != "" {
+		t.Fatal("B's data is not its snapshot's")
+	}
+
+	// B follows the elected replica and gets what it had taken.
+	link(b, c, "strata_repl_b", false)
+	took := waitUntil(t, 30*time.Second, "B following C", func() bool {
+		s := replStatus(t, ctx, b)
+		return s.IORunning && off(s.ReplOffset) >= off(elected.ReplOffset)
+	})
+	if get(t, b, "on-b:49") != "x" || get(t, b, "after-save:99") != "x" {
+		t.Fatal("B following C lacks writes C had")
+	}
+	log := readFileT(t, b.Config.LogFile)
+	t.Logf("figure: B followed C %s after its link was made (partial resynchronisation: %v, full: %v)", took.Round(time.Millisecond),
+		strings.Contains(log, "Master accepted a Partial Resynchronization"), strings.Contains(log, "MASTER <-> REPLICA sync: Finished with success"))
+}
+
 // A replica rebuilt onto a new root disk (its link's file gone with the
 // agent's state and configuration, its data kept) starts fenced from the
 // new agent's prepare on — writable, it would take users' writes its
