@@ -320,6 +320,12 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 	if err != nil {
 		return err
 	}
+	bare := r
+	bare.Payload = nil
+	blank, err := json.Marshal(bare)
+	if err != nil {
+		return err
+	}
 	return s.DB.InTx(ctx, func(tx *store.Tx) error {
 		var kind string
 		var done sql.NullInt64
@@ -331,11 +337,15 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 		if err != nil || done.Valid || r.Attempt < attempt {
 			return err // the first result wins; an earlier run's is stale
 		}
-		q := `UPDATE agent_ops SET result = ?, done_at = ? WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+		// The payload's caller may have given up on it already
+		// (ForgetPayload): decided in the write itself, so a
+		// ForgetPayload committed meanwhile is never missed.
+		q := `UPDATE agent_ops SET result = CASE WHEN forget_payload = 1 THEN ? ELSE ? END, done_at = ?`
 		if secretArgs(kind) {
-			q = `UPDATE agent_ops SET result = ?, done_at = ?, args = NULL WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+			q += `, args = NULL`
 		}
-		_, err = tx.Exec(ctx, q, string(data), store.Millis(s.now()), instanceID, r.OpID)
+		q += ` WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+		_, err = tx.Exec(ctx, q, string(blank), string(data), store.Millis(s.now()), instanceID, r.OpID)
 		return err
 	})
 }
@@ -357,10 +367,14 @@ func (s *SQLStore) OpResult(ctx context.Context, instanceID, opID string) (wire.
 }
 
 // ForgetPayload blanks a stored result's payload once the caller has read
-// it: root passwords are handed out once and not kept.
+// it (root passwords are handed out once and not kept), or once it gave
+// up waiting: a result that comes later is stored without its payload.
 func (s *SQLStore) ForgetPayload(ctx context.Context, instanceID, opID string) error {
+	if _, err := s.DB.Exec(ctx, `UPDATE agent_ops SET forget_payload = 1 WHERE instance_id = ? AND op_id = ?`, instanceID, opID); err != nil {
+		return fmt.Errorf("forget the result of op %s: %w", opID, err)
+	}
 	r, done, err := s.OpResult(ctx, instanceID, opID)
-	if err != nil || !done {
+	if err != nil || !done || len(r.Payload) == 0 {
 		return err
 	}
 	r.Payload = nil

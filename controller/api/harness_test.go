@@ -214,8 +214,11 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	if op.Kind == wire.KindPromoteReplica {
 		gate = g.repl.promoteGate
 	}
+	if op.Kind == wire.KindExportUsers {
+		gate = g.repl.exportGate
+	}
 	g.mu.Unlock()
-	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica) {
+	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica || op.Kind == wire.KindExportUsers) {
 		g.mu.Lock()
 		g.applying++
 		g.mu.Unlock()

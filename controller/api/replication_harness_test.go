@@ -45,8 +45,9 @@ type fakeReplication struct {
 	// fencedAt and writableAt: when the fake took its fence and became a
 	// writable source, to measure a switchover's write unavailability.
 	fencedAt, writableAt time.Time
-	// promoteGate, if set, holds promote_replica until it is closed.
-	promoteGate chan struct{}
+	// promoteGate, if set, holds promote_replica until it is closed;
+	// exportGate export_users.
+	promoteGate, exportGate chan struct{}
 	// ioPos is what this replica received (gtid_io_pos; a PostgreSQL
 	// replica's received_lsn; a Redis replica's repl_offset), for
 	// elections.
@@ -493,4 +494,22 @@ func (g *fakeGuest) setNoUserSync(v bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.repl.noUserSync = v
+}
+
+// holdExports makes the guest's agent answer export_users only once the
+// returned function is called (an agent that answers late, or not at all).
+func (g *fakeGuest) holdExports() (release func()) {
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.repl.exportGate = gate
+	g.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.repl.exportGate = nil
+			g.mu.Unlock()
+			close(gate)
+		})
+	}
 }

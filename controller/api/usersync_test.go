@@ -237,3 +237,38 @@ func TestRedisFailoverKeepsTheUsersAndARejoinedSourceGetsThem(t *testing.T) {
 	})
 	usersReach(t, fc, "the new source's users on the rejoined one", elected, []string{src, other}, hasLine("user during "))
 }
+
+// An export whose guest call timed out and that the agent answers
+// afterwards leaves no password hashes in the operation queue: its
+// result is stored without its payload.
+func TestALateRedisExportLeavesNoPasswordHashes(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, _ := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 1)
+	release := fc.guest(src).holdExports()
+	t.Cleanup(release)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	// The call waits from its queueing to the op's expiry: a second past
+	// it, it has given up.
+	waitFor(t, "the export's guest call to give up", 30*time.Second, func() bool {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL AND expires_at < ?",
+			src, time.Now().Add(-time.Second).UnixMilli()) == 1
+	})
+	var opID string
+	if err := r.ctl.DB.QueryRow(context.Background(), "SELECT op_id FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL", src).Scan(&opID); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	waitFor(t, "the late export's result", 20*time.Second, func() bool {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND op_id = ? AND done_at IS NOT NULL", src, opID) == 1
+	})
+	res, done, err := r.ctl.Endpoint.Result(context.Background(), src, opID)
+	if err != nil || !done {
+		t.Fatalf("the export's result: done %v, %v", done, err)
+	}
+	if res.Error != nil {
+		t.Fatalf("the late export failed (it should have answered the users): %v", res.Error)
+	}
+	if len(res.Payload) != 0 || storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND result LIKE '%#%'", src) != 0 {
+		t.Fatalf("the late export's stored result keeps its payload: %s", res.Payload)
+	}
+}

@@ -62,7 +62,7 @@ type Agents interface {
 	// Disconnect closes the instance's session.
 	Disconnect(instanceID string)
 	// ForgetPayload blanks a stored result's payload (secrets handed out
-	// once).
+	// once), or the result's when it comes, if it has not yet.
 	ForgetPayload(ctx context.Context, instanceID, opID string) error
 }
 

@@ -105,7 +105,7 @@ func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targe
 }
 
 // exportUsers runs export_users on src and returns its lines; the
-// stored result (password hashes) is blanked once read.
+// stored result (password hashes) is blanked once read or given up on.
 func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]string, error) {
 	timeout := m.GuestCallTimeout
 	if timeout <= 0 {
@@ -113,11 +113,13 @@ func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]st
 	}
 	op := wire.Operation{ID: "export_users-" + randomID(), Kind: wire.KindExportUsers}
 	res, err := m.Agents.Call(ctx, src.ID, op, agentendpoint.QueueOptions{Expires: m.now().Add(timeout)}, timeout)
+	// Read, or given up on (an agent that answers late must not leave
+	// the hashes in the queue): not kept either way.
+	if ferr := m.Agents.ForgetPayload(context.WithoutCancel(ctx), src.ID, op.ID); ferr != nil {
+		m.log().Error("user sync: could not drop the stored export", "source", src.ID, "err", ferr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("export the users of %s: %w", src.ID, err)
-	}
-	if ferr := m.Agents.ForgetPayload(ctx, src.ID, op.ID); ferr != nil {
-		m.log().Error("user sync: could not drop the stored export", "source", src.ID, "err", ferr)
 	}
 	if res.Error != nil {
 		if res.Error.Code == wire.CodeNotSupported {
