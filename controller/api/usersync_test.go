@@ -272,3 +272,28 @@ func TestALateRedisExportLeavesNoPasswordHashes(t *testing.T) {
 		t.Fatalf("the late export's stored result keeps its payload: %s", res.Payload)
 	}
 }
+
+// A switchover whose fenced source does not answer export_users goes on
+// without the users rather than holding the group's writes for the
+// guest call timeout (here ten minutes): the switchover finishes while
+// the export is still unanswered.
+func TestRedisSwitchoverWithASilentExportGoesOnWithoutIt(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 10*time.Minute, 2)
+	a := ids[0]
+	release := fc.guest(src).holdExports()
+	t.Cleanup(release)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == a && c.instance(a)["status"] == "ACTIVE"
+	})
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL", src); n != 1 {
+		t.Fatalf("%d unanswered exports on the old source, want the switchover's one", n)
+	}
+	if len(fc.journal.events("promote "+a)) == 0 {
+		t.Fatal("the replica was not promoted")
+	}
+}

@@ -33,6 +33,13 @@ import (
 // agent, as the ejected source's fence does.
 const UserSyncWait = EjectedFenceWait
 
+// SwitchoverExportWait bounds a switchover's export on the fenced source:
+// the group takes no writes meanwhile, so a source whose agent stops
+// answering right after its fence must not hold it for a whole guest
+// call timeout. The switchover goes on without the users (logged): the
+// new source keeps the users it had until the next user change.
+const SwitchoverExportWait = 5 * time.Second
+
 // userSyncs says which datastores carry users this way: those whose
 // replication does not (MariaDB and PostgreSQL users are replicated
 // data).
@@ -59,7 +66,7 @@ func (m *Manager) SyncUsers(ctx context.Context, sourceID string, why wire.Kind)
 	for i, l := range links {
 		ids[i] = l.InstanceID
 	}
-	if err := m.syncUsersTo(ctx, src, ids, string(why)); err != nil {
+	if err := m.syncUsersTo(ctx, src, ids, string(why), 0); err != nil {
 		m.log().Warn("user sync after a user change failed; the replicas keep their users until the next change", "source", src.ID, "change", why, "err", err)
 	}
 }
@@ -68,14 +75,15 @@ func (m *Manager) SyncUsers(ctx context.Context, sourceID string, why wire.Kind)
 // (an image from before it).
 var errUserSyncUnsupported = errors.New("the agent cannot export users (its image predates user sync)")
 
-// syncUsersTo exports src's users and queues their import on each of
-// targets. Export and queueing run under the source's lock, so this
-// controller queues a source's snapshots in the order it read them.
-func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targets []string, why string) error {
+// syncUsersTo exports src's users (waiting up to wait for them; 0: the
+// guest call timeout) and queues their import on each of targets. Export
+// and queueing run under the source's lock, so this controller queues a
+// source's snapshots in the order it read them.
+func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targets []string, why string, wait time.Duration) error {
 	mu, _ := m.userSyncMu.LoadOrStore(src.ID, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	users, err := m.exportUsers(ctx, src)
+	users, err := m.exportUsers(ctx, src, wait)
 	if errors.Is(err, errUserSyncUnsupported) {
 		m.log().Warn("user sync: the source's agent is too old for it; its replicas keep the users of their seed", "source", src.ID, "replicas", targets)
 		if ferr := instances.SetFault(ctx, m.DB, src.ID, instances.Fault{Message: fmt.Sprintf(
@@ -104,12 +112,16 @@ func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targe
 	return nil
 }
 
-// exportUsers runs export_users on src and returns its lines; the
-// stored result (password hashes) is blanked once read or given up on.
-func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]string, error) {
+// exportUsers runs export_users on src, waiting up to wait (0: the guest
+// call timeout), and returns its lines; the stored result (password
+// hashes) is blanked once read or given up on.
+func (m *Manager) exportUsers(ctx context.Context, src instances.Instance, wait time.Duration) ([]string, error) {
 	timeout := m.GuestCallTimeout
 	if timeout <= 0 {
 		timeout = time.Minute
+	}
+	if wait > 0 {
+		timeout = min(timeout, wait)
 	}
 	op := wire.Operation{ID: "export_users-" + randomID(), Kind: wire.KindExportUsers}
 	res, err := m.Agents.Call(ctx, src.ID, op, agentendpoint.QueueOptions{Expires: m.now().Add(timeout)}, timeout)
@@ -139,14 +151,15 @@ func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]st
 
 // syncUsersFrom carries sourceID's users to one replica (a replica's
 // create finishing, a switchover's replica before its promotion), for
-// the datastores that need it; a failure is logged, and the step that
-// asked goes on.
-func (m *Manager) syncUsersFrom(ctx context.Context, sourceID, replicaID, why string) {
+// the datastores that need it, waiting up to wait for the export (0: the
+// guest call timeout); a failure is logged, and the step that asked goes
+// on.
+func (m *Manager) syncUsersFrom(ctx context.Context, sourceID, replicaID, why string, wait time.Duration) {
 	src, ok := m.userSyncSource(ctx, sourceID)
 	if !ok {
 		return
 	}
-	if err := m.syncUsersTo(ctx, src, []string{replicaID}, why); err != nil {
+	if err := m.syncUsersTo(ctx, src, []string{replicaID}, why, wait); err != nil {
 		m.log().Warn("user sync failed; the replica keeps the users it has", "source", src.ID, "replica", replicaID, "why", why, "err", err)
 	}
 }
