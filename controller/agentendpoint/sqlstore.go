@@ -140,17 +140,27 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 		// different boot, or a higher sequence number within the same
 		// boot sent no earlier than what is stored (an op's result may
 		// have set the status after the last heartbeat: RecordOpStatus).
+		// users_digest_beats counts the heartbeats in a row that carried
+		// this users_digest (0: none carried): in the same write.
+		beats := 0
+		if hb.UsersDigest != "" {
+			beats = 1
+		}
 		res, err := tx.Exec(ctx, `INSERT INTO instance_reports
-			(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+			(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats,
+			 users_digest, users_digest_beats)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 			ON CONFLICT (instance_id) DO UPDATE SET
 				agent_version = excluded.agent_version, boot_id = excluded.boot_id, seq = excluded.seq,
 				status = excluded.status, status_detail = excluded.status_detail, volume = excluded.volume,
 				last_completed_op = excluded.last_completed_op, sent_at = excluded.sent_at,
-				received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1
+				received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1,
+				users_digest = excluded.users_digest,
+				users_digest_beats = CASE WHEN excluded.users_digest = '' THEN 0
+					WHEN excluded.users_digest = instance_reports.users_digest THEN instance_reports.users_digest_beats + 1 ELSE 1 END
 			WHERE NOT (instance_reports.boot_id = excluded.boot_id AND (excluded.seq <= instance_reports.seq OR excluded.sent_at < instance_reports.sent_at))`,
 			instanceID, hb.AgentVersion, hb.BootID, int64(hb.Seq), string(hb.Status), hb.StatusDetail, nullBytes(vol),
-			hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received))
+			hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received), hb.UsersDigest, beats)
 		if err != nil {
 			return err
 		}

@@ -184,6 +184,10 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 			hb.Replication = &r
 		}
 	}
+	if g.prepared && !g.stopped && g.manager() == "redis" && !g.repl.noUserSync {
+		// As the Redis agent (an agent from before user sync sends none).
+		hb.UsersDigest = wire.UsersDigest(g.userLines())
+	}
 	return hb
 }
 

@@ -69,7 +69,10 @@ type fakeReplication struct {
 	// from before them (not_supported); imports counts import_users runs.
 	rootHash   string
 	noUserSync bool
-	imports    int
+	// dropImports makes import_users answer success and change nothing
+	// (an import lost on the way).
+	dropImports bool
+	imports     int
 }
 
 // registerVersion registers datastore manager (named as it) version
@@ -459,7 +462,9 @@ func (g *fakeGuest) userSyncOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "users: line %d refused, nothing changed", i+1)
 		}
 	}
-	g.users, g.passwords, g.root, g.repl.rootHash = users, passwords, root, rootHash
+	if !g.repl.dropImports {
+		g.users, g.passwords, g.root, g.repl.rootHash = users, passwords, root, rootHash
+	}
 	g.repl.imports++
 	g.note("import %s %d", g.lastBoot.InstanceID, len(a.Users))
 	return okResult(wire.ImportUsersResult{})
@@ -512,4 +517,11 @@ func (g *fakeGuest) holdExports() (release func()) {
 			close(gate)
 		})
 	}
+}
+
+// setDropImports makes the guest lose every import_users it is given.
+func (g *fakeGuest) setDropImports(v bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.dropImports = v
 }

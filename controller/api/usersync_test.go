@@ -297,3 +297,38 @@ func TestRedisSwitchoverWithASilentExportGoesOnWithoutIt(t *testing.T) {
 		t.Fatal("the replica was not promoted")
 	}
 }
+
+// A replica that lost a user change (its import answered and changed
+// nothing) is given the source's users again by the periodic check of
+// the heartbeats' user digests, with no other change on the source;
+// once it holds them, nothing more is sent.
+func TestARedisReplicaThatMissedAUserChangeIsRepairedWithoutAnotherChange(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 1)
+	rep := ids[0]
+	imports := func() int {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'import_users' AND done_at IS NOT NULL", rep)
+	}
+	waitFor(t, "the replica's one import at its create", 30*time.Second, func() bool { return imports() == 1 })
+	fc.guest(rep).setDropImports(true)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	waitFor(t, "the change's import on the replica", 30*time.Second, func() bool { return imports() == 2 })
+	if hasLine("user app ")(fc.guest(rep).syncedUsers()) {
+		t.Fatal("the replica has the user: its import was not lost, the test proves nothing")
+	}
+	fc.guest(rep).setDropImports(false)
+	// The check waits two heartbeat intervals (20 s here) after the
+	// source's last user change.
+	waitFor(t, "the replica repaired", 90*time.Second, func() bool {
+		return slices.Equal(fc.guest(rep).syncedUsers(), fc.guest(src).syncedUsers())
+	})
+	if !hasLine("user app on sanitize-payload #" + sha256Hex("app-pw") + " ")(fc.guest(rep).syncedUsers()) {
+		t.Fatalf("the repaired replica's users: %v", fc.guest(rep).syncedUsers())
+	}
+	if n := imports(); n != 3 {
+		t.Fatalf("%d imports on the replica, want 3 (create, the lost change, the repair)", n)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind IN ('create_users', 'delete_user', 'update_user', 'change_passwords', 'enable_root', 'disable_root')", src); n != 1 {
+		t.Fatalf("%d user changes on the source, want the one", n)
+	}
+}

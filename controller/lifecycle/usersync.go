@@ -11,6 +11,7 @@ import (
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
 	"strata/controller/instances"
+	"strata/controller/store"
 )
 
 // User sync (Redis; docs/replication.md "Redis users reach every
@@ -36,8 +37,8 @@ const UserSyncWait = EjectedFenceWait
 // SwitchoverExportWait bounds a switchover's export on the fenced source:
 // the group takes no writes meanwhile, so a source whose agent stops
 // answering right after its fence must not hold it for a whole guest
-// call timeout. The switchover goes on without the users (logged): the
-// new source keeps the users it had until the next user change.
+// call timeout. The switchover goes on without the users (logged);
+// CheckUserDrift repairs the new source's replicas afterwards.
 const SwitchoverExportWait = 5 * time.Second
 
 // userSyncs says which datastores carry users this way: those whose
@@ -175,4 +176,144 @@ func (m *Manager) userSyncSource(ctx context.Context, sourceID string) (instance
 	}
 	manager, err := m.managerOf(ctx, src)
 	return src, err == nil && userSyncs[manager]
+}
+
+// userChanges are the operations that change a source's users (the
+// API's; each is followed by SyncUsers).
+var userChanges = []wire.Kind{wire.KindCreateUsers, wire.KindDeleteUser, wire.KindUpdateUser,
+	wire.KindChangePasswords, wire.KindEnableRoot, wire.KindDisableRoot}
+
+// driftSeen is a replica's users seen differing from its source's: the
+// two digests, each server's heartbeat count then, and when.
+type driftSeen struct {
+	source, sourceDigest, replicaDigest string
+	sourceBeats, replicaBeats           int64
+	at                                  time.Time
+}
+
+// CheckUserDrift carries a source's users again to each replica whose
+// heartbeats describe other users than the source's (Redis: a sync lost
+// to a controller stopped before it queued it, a change answered 202
+// before the guest carried it out, a switchover that went on without
+// the export, users changed by hand). A replica is synced when its
+// digest and its source's differed in two heartbeats in a row of each,
+// and again in a later check after at least one more heartbeat of each,
+// with no import for it waiting or finished since it was first seen, no
+// user change on the source in the last two heartbeat intervals (its
+// own sync is on its way) and neither server in a task. One sync at a
+// time per group, in the background, logged.
+func (m *Manager) CheckUserDrift(ctx context.Context) error {
+	type row struct {
+		replica, source  string
+		sDigest, rDigest string
+		sStreak, rStreak int64
+		sBeats, rBeats   int64
+	}
+	rows, err := store.All(ctx, m.DB, func(sc store.Scanner) (row, error) {
+		var r row
+		return r, sc.Scan(&r.replica, &r.source, &r.sDigest, &r.rDigest, &r.sStreak, &r.rStreak, &r.sBeats, &r.rBeats)
+	}, `SELECT l.instance_id, l.source_id, s.users_digest, r.users_digest, s.users_digest_beats, r.users_digest_beats, s.heartbeats, r.heartbeats
+		FROM replication_links l
+		JOIN instance_reports s ON s.instance_id = l.source_id
+		JOIN instance_reports r ON r.instance_id = l.instance_id
+		WHERE s.users_digest <> '' AND r.users_digest <> '' AND s.users_digest <> r.users_digest`)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+	settle := 2 * time.Duration(m.heartbeatSeconds()) * time.Second
+	due := map[string][]string{} // source → its drifted replicas
+	m.driftMu.Lock()
+	if m.drift == nil {
+		m.drift = map[string]driftSeen{}
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.replica] = true
+		if r.sStreak < 2 || r.rStreak < 2 {
+			continue
+		}
+		cur := driftSeen{source: r.source, sourceDigest: r.sDigest, replicaDigest: r.rDigest, sourceBeats: r.sBeats, replicaBeats: r.rBeats, at: now}
+		was, ok := m.drift[r.replica]
+		if !ok || was.source != cur.source || was.sourceDigest != cur.sourceDigest || was.replicaDigest != cur.replicaDigest {
+			m.drift[r.replica] = cur
+			continue
+		}
+		if r.sBeats <= was.sourceBeats || r.rBeats <= was.replicaBeats {
+			continue
+		}
+		quiet, err := m.userSyncQuiet(ctx, r.source, r.replica, was.at, now.Add(-settle))
+		if err != nil {
+			m.driftMu.Unlock()
+			return err
+		}
+		if !quiet {
+			m.drift[r.replica] = cur // seen again from now
+			continue
+		}
+		due[r.source] = append(due[r.source], r.replica)
+	}
+	for id := range m.drift {
+		if !seen[id] {
+			delete(m.drift, id)
+		}
+	}
+	m.driftMu.Unlock()
+	for source, replicas := range due {
+		if m.inTask(ctx, append([]string{source}, replicas...)) {
+			continue
+		}
+		if _, busy := m.driftBusy.LoadOrStore(source, true); busy {
+			continue
+		}
+		m.driftMu.Lock()
+		for _, id := range replicas {
+			delete(m.drift, id)
+		}
+		m.driftMu.Unlock()
+		m.driftWG.Add(1)
+		go func() {
+			defer m.driftWG.Done()
+			defer m.driftBusy.Delete(source)
+			src, ok := m.userSyncSource(ctx, source)
+			if !ok {
+				return
+			}
+			m.log().Warn("replicas' users differ from their source's; carrying the source's users again", "source", source, "replicas", replicas)
+			if err := m.syncUsersTo(ctx, src, replicas, "drift", 0); err != nil && ctx.Err() == nil {
+				m.log().Warn("user sync after a drift failed; the next check tries again", "source", source, "replicas", replicas, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// userSyncQuiet says whether nothing is on its way that would change
+// what replica holds of source's users: no import_users for it waiting,
+// none finished since since, no user change on source waiting or
+// finished after changedBefore.
+func (m *Manager) userSyncQuiet(ctx context.Context, source, replica string, since, changedBefore time.Time) (bool, error) {
+	var n int
+	if err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = ? AND (done_at IS NULL OR done_at >= ?)`,
+		replica, string(wire.KindImportUsers), store.Millis(since)).Scan(&n); err != nil || n > 0 {
+		return false, err
+	}
+	for _, k := range userChanges {
+		if err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = ? AND (done_at IS NULL OR done_at >= ?)`,
+			source, string(k), store.Millis(changedBefore)).Scan(&n); err != nil || n > 0 {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// inTask says whether any of ids is in a task (or cannot be read).
+func (m *Manager) inTask(ctx context.Context, ids []string) bool {
+	for _, id := range ids {
+		in, err := m.load(ctx, id)
+		if err != nil || in.Task != instances.TaskNone {
+			return true
+		}
+	}
+	return false
 }
