@@ -199,11 +199,15 @@ func watchdog(ctx context.Context, notify func(string), log *slog.Logger) {
 }
 
 // heartbeatBuilder reports a replica's link too when the datastore can
-// replicate (datastore.Replicator).
+// replicate (datastore.Replicator), and its users' digest when it can
+// (datastore.UsersDigester).
 func heartbeatBuilder(mgr datastore.Manager, lastCompleted func() string) heartbeat.Builder {
 	b := heartbeat.Builder{Status: mgr, VolumePath: mgr.DataPath(), LastCompleted: lastCompleted}
 	if r, ok := mgr.(datastore.Replicator); ok {
 		b.Replication = r.ReplicationStatus
+	}
+	if d, ok := mgr.(datastore.UsersDigester); ok {
+		b.UsersDigest = d.UsersDigest
 	}
 	return b
 }

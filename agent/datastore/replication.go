@@ -60,3 +60,11 @@ type UserSyncer interface {
 	ExportUsers(ctx context.Context) (wire.ExportUsersResult, error)
 	ImportUsers(ctx context.Context, lines []string) (wire.ImportUsersResult, error)
 }
+
+// UsersDigester is a UserSyncer whose heartbeats carry a digest of its
+// exported users (wire.UsersDigest), so the controller sees a replica
+// whose users drifted from its source's. It must be cheap when nothing
+// changed: it is called every heartbeat.
+type UsersDigester interface {
+	UsersDigest(ctx context.Context) (string, error)
+}

@@ -31,6 +31,10 @@ type Builder struct {
 	// position (gtid_binlog_pos: how far a source's replicas are behind
 	// in transactions).
 	Replication func(ctx context.Context) (wire.ReplicationStatus, error)
+	// UsersDigest, if set, is the digest of the users a replica of this
+	// server must hold (Redis: wire.UsersDigest of its export); it goes
+	// into the heartbeat while the datastore runs.
+	UsersDigest func(ctx context.Context) (string, error)
 }
 
 // Heartbeat gathers the current facts. A filesystem that cannot be read is
@@ -54,6 +58,11 @@ func (b Builder) Heartbeat(ctx context.Context) wire.Heartbeat {
 	if b.Replication != nil && (st.Status == wire.StatusRunning || st.Status == wire.StatusRestartRequired) {
 		if r, err := b.Replication(ctx); err == nil && (r.Role == wire.RoleReplica || r.GTIDBinlogPos != "") {
 			hb.Replication = &r
+		}
+	}
+	if b.UsersDigest != nil && (st.Status == wire.StatusRunning || st.Status == wire.StatusRestartRequired) {
+		if d, err := b.UsersDigest(ctx); err == nil {
+			hb.UsersDigest = d
 		}
 	}
 	return hb

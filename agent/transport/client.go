@@ -448,6 +448,9 @@ func (c *Client) keepalive(ctx context.Context, conn ssh.Conn) error {
 
 func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger) {
 	began := time.Now()
+	// What this session's controller takes of the optional fields
+	// (wire.HeartbeatReply): nothing until it says so.
+	var takes wire.HeartbeatReply
 	t := time.NewTimer(time.Hour) // reset after each heartbeat
 	defer t.Stop()
 	for {
@@ -458,13 +461,16 @@ func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger
 		hb.BootID = c.bootID
 		hb.Seq = c.seq.Add(1)
 		hb.SentAt = time.Now().UTC()
-		payload, err := json.Marshal(hb)
+		payload, err := json.Marshal(takenOf(hb, takes))
 		if err == nil {
 			var ok bool
 			var reply []byte
 			ok, reply, err = wire.Request(ctx, conn, wire.RequestHeartbeat, payload, c.cfg.KeepaliveTimeout)
 			if err == nil && !ok {
 				log.Warn("controller did not take the heartbeat", "seq", hb.Seq, "reason", truncate(string(reply), 200))
+			}
+			if err == nil && ok {
+				takes = takesOf(reply, takes)
 			}
 		}
 		if err != nil && ctx.Err() == nil {
@@ -482,6 +488,30 @@ func (c *Client) heartbeats(ctx context.Context, conn ssh.Conn, log *slog.Logger
 		case <-t.C:
 		}
 	}
+}
+
+// takenOf is hb without the optional fields the controller has not said
+// it takes (a controller from before a field refuses the heartbeat).
+func takenOf(hb wire.Heartbeat, takes wire.HeartbeatReply) wire.Heartbeat {
+	if !takes.UsersDigest {
+		hb.UsersDigest = ""
+	}
+	return hb
+}
+
+// takesOf reads what an accepted heartbeat's reply says the controller
+// takes; an empty reply (a controller from before HeartbeatReply) takes
+// nothing new, one this agent cannot read changes nothing. Lenient: a
+// newer controller may name fields this agent does not know.
+func takesOf(reply []byte, was wire.HeartbeatReply) wire.HeartbeatReply {
+	if len(reply) == 0 {
+		return wire.HeartbeatReply{}
+	}
+	var r wire.HeartbeatReply
+	if json.Unmarshal(reply, &r) != nil {
+		return was
+	}
+	return r
 }
 
 // serveOp reads one operation from its channel, hands it to the handler and

@@ -27,7 +27,11 @@
 //     Welcome naming the instance the key belongs to and the protocol
 //     chosen, or refused (see Versions below).
 //   - Global request "heartbeat@strata-v1" (agent → controller, JSON
-//     Heartbeat): answered true if stored, false if dropped as stale.
+//     Heartbeat): answered true if stored, false if dropped as stale. A
+//     controller that takes optional heartbeat fields says so in the
+//     payload of its true answer (HeartbeatReply; older controllers send
+//     none, older agents ignore it), and only then does the agent send
+//     them in that session: users_digest (Redis user drift) is one.
 //   - Global request "keepalive@openssh.com", both directions.
 //   - Channel "op@strata-v1" (controller → agent), one per operation:
 //     the controller writes one framed Operation; the agent answers with a

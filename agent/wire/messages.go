@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
 	"time"
 )
 
@@ -103,6 +104,7 @@ var (
 	opIDPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 	kindPattern   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	bootIDPattern = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	digestPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // ValidOpID reports whether id is a well-formed operation id.
@@ -267,6 +269,38 @@ type Heartbeat struct {
 	// position (GTIDBinlogPos: its replicas' distance); absent when the
 	// datastore has no replication or the server neither.
 	Replication *ReplicationStatus `json:"replication,omitempty"`
+	// UsersDigest (Redis) is UsersDigest of the users export_users would
+	// give now: a replica whose digest differs from its source's is
+	// given the source's users again. Sent only in a session whose
+	// controller said it takes it (HeartbeatReply): a controller from
+	// before the field refuses a heartbeat that carries it.
+	UsersDigest string `json:"users_digest,omitempty"`
+}
+
+// HeartbeatReply is the payload a controller answers an accepted
+// heartbeat with: the optional heartbeat fields it takes. Agents from
+// before it ignore the payload; an agent decodes it leniently (a newer
+// controller may name more), and sends an optional field only after a
+// reply in the same session said the controller takes it.
+type HeartbeatReply struct {
+	UsersDigest bool `json:"users_digest,omitempty"`
+}
+
+// UsersDigest is the digest a heartbeat carries of a server's exported
+// users (ExportUsersResult.Users, password hashes included): SHA-256 of
+// the lines, sorted, one per line after a version line. It is one-way
+// and covers the whole set at once, so it gives nothing to log in with;
+// it only tells two servers' sets apart.
+func UsersDigest(lines []string) string {
+	sorted := append([]string(nil), lines...)
+	sort.Strings(sorted)
+	h := sha256.New()
+	io.WriteString(h, "strata users digest 1\n")
+	for _, l := range sorted {
+		io.WriteString(h, l)
+		io.WriteString(h, "\n")
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Validate checks the fields a store relies on.
@@ -282,6 +316,9 @@ func (h Heartbeat) Validate() error {
 	}
 	if len(h.AgentVersion) > 128 || len(h.StatusDetail) > 1024 || len(h.Status) > 64 {
 		return errors.New("heartbeat: agent_version, status or status_detail too long")
+	}
+	if h.UsersDigest != "" && !digestPattern.MatchString(h.UsersDigest) {
+		return errors.New("heartbeat: users_digest is not 64 lowercase hex digits")
 	}
 	return nil
 }

@@ -596,14 +596,21 @@ func (s *Server) handleRequest(ctx context.Context, sess *session, req *ssh.Requ
 		}
 		if !ok {
 			log.Debug("stale heartbeat dropped", "boot_id", hb.BootID, "seq", hb.Seq)
-		} else if sess.setDatastoreUp(running(hb.Status)) && running(hb.Status) {
+			req.Reply(false, nil)
+			return
+		}
+		if sess.setDatastoreUp(running(hb.Status)) && running(hb.Status) {
 			s.kick(sess.instanceID) // held ops may go now
 		}
-		req.Reply(ok, nil)
+		req.Reply(true, heartbeatReply)
 	default:
 		req.Reply(false, nil)
 	}
 }
+
+// heartbeatReply tells the agent which optional heartbeat fields this
+// controller takes (wire.HeartbeatReply).
+var heartbeatReply, _ = json.Marshal(wire.HeartbeatReply{UsersDigest: true})
 
 func (s *Server) keepalive(ctx context.Context, sess *session, log *slog.Logger) {
 	t := time.NewTicker(s.cfg.KeepaliveInterval)

@@ -140,17 +140,27 @@ func (s *SQLStore) RecordHeartbeat(ctx context.Context, instanceID string, hb wi
 		// different boot, or a higher sequence number within the same
 		// boot sent no earlier than what is stored (an op's result may
 		// have set the status after the last heartbeat: RecordOpStatus).
+		// users_digest_beats counts the heartbeats in a row that carried
+		// this users_digest (0: none carried): in the same write.
+		beats := 0
+		if hb.UsersDigest != "" {
+			beats = 1
+		}
 		res, err := tx.Exec(ctx, `INSERT INTO instance_reports
-			(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+			(instance_id, agent_version, boot_id, seq, status, status_detail, volume, last_completed_op, sent_at, received_at, heartbeats,
+			 users_digest, users_digest_beats)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 			ON CONFLICT (instance_id) DO UPDATE SET
 				agent_version = excluded.agent_version, boot_id = excluded.boot_id, seq = excluded.seq,
 				status = excluded.status, status_detail = excluded.status_detail, volume = excluded.volume,
 				last_completed_op = excluded.last_completed_op, sent_at = excluded.sent_at,
-				received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1
+				received_at = excluded.received_at, heartbeats = instance_reports.heartbeats + 1,
+				users_digest = excluded.users_digest,
+				users_digest_beats = CASE WHEN excluded.users_digest = '' THEN 0
+					WHEN excluded.users_digest = instance_reports.users_digest THEN instance_reports.users_digest_beats + 1 ELSE 1 END
 			WHERE NOT (instance_reports.boot_id = excluded.boot_id AND (excluded.seq <= instance_reports.seq OR excluded.sent_at < instance_reports.sent_at))`,
 			instanceID, hb.AgentVersion, hb.BootID, int64(hb.Seq), string(hb.Status), hb.StatusDetail, nullBytes(vol),
-			hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received))
+			hb.LastCompletedOp, store.Millis(hb.SentAt), store.Millis(received), hb.UsersDigest, beats)
 		if err != nil {
 			return err
 		}
@@ -320,6 +330,12 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 	if err != nil {
 		return err
 	}
+	bare := r
+	bare.Payload = nil
+	blank, err := json.Marshal(bare)
+	if err != nil {
+		return err
+	}
 	return s.DB.InTx(ctx, func(tx *store.Tx) error {
 		var kind string
 		var done sql.NullInt64
@@ -331,11 +347,15 @@ func (s *SQLStore) StoreResult(ctx context.Context, instanceID string, r wire.Re
 		if err != nil || done.Valid || r.Attempt < attempt {
 			return err // the first result wins; an earlier run's is stale
 		}
-		q := `UPDATE agent_ops SET result = ?, done_at = ? WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+		// The payload's caller may have given up on it already
+		// (ForgetPayload): decided in the write itself, so a
+		// ForgetPayload committed meanwhile is never missed.
+		q := `UPDATE agent_ops SET result = CASE WHEN forget_payload = 1 THEN ? ELSE ? END, done_at = ?`
 		if secretArgs(kind) {
-			q = `UPDATE agent_ops SET result = ?, done_at = ?, args = NULL WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+			q += `, args = NULL`
 		}
-		_, err = tx.Exec(ctx, q, string(data), store.Millis(s.now()), instanceID, r.OpID)
+		q += ` WHERE instance_id = ? AND op_id = ? AND done_at IS NULL`
+		_, err = tx.Exec(ctx, q, string(blank), string(data), store.Millis(s.now()), instanceID, r.OpID)
 		return err
 	})
 }
@@ -357,10 +377,14 @@ func (s *SQLStore) OpResult(ctx context.Context, instanceID, opID string) (wire.
 }
 
 // ForgetPayload blanks a stored result's payload once the caller has read
-// it: root passwords are handed out once and not kept.
+// it (root passwords are handed out once and not kept), or once it gave
+// up waiting: a result that comes later is stored without its payload.
 func (s *SQLStore) ForgetPayload(ctx context.Context, instanceID, opID string) error {
+	if _, err := s.DB.Exec(ctx, `UPDATE agent_ops SET forget_payload = 1 WHERE instance_id = ? AND op_id = ?`, instanceID, opID); err != nil {
+		return fmt.Errorf("forget the result of op %s: %w", opID, err)
+	}
 	r, done, err := s.OpResult(ctx, instanceID, opID)
-	if err != nil || !done {
+	if err != nil || !done || len(r.Payload) == 0 {
 		return err
 	}
 	r.Payload = nil

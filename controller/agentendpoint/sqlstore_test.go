@@ -556,3 +556,55 @@ func TestStoreTokensWithoutExpiryLastAnHour(t *testing.T) {
 		}
 	})
 }
+
+// A heartbeat's users digest is kept in the report's own write, with the
+// number of heartbeats in a row that carried it; one without a digest
+// (an older agent, a session's first heartbeat) clears both; a stale
+// heartbeat changes neither.
+func TestTheUsersDigestIsKeptWithItsStreakInTheReportsWrite(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s := &agentendpoint.SQLStore{DB: db}
+		tok := wire.NewEnrollmentToken()
+		agentendpoint.AddEnrollment(ctx, db, "i", tok, time.Now(), time.Time{})
+		if _, err := s.RedeemEnrollment(ctx, wire.HashToken(tok), key(t)); err != nil {
+			t.Fatal(err)
+		}
+		a, b := wire.UsersDigest([]string{"user default off ~* &* +@all"}), wire.UsersDigest(nil)
+		t0 := time.Now().Truncate(time.Millisecond)
+		seq := uint64(0)
+		beat := func(digest string) {
+			t.Helper()
+			seq++
+			if ok, err := s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: seq, SentAt: t0.Add(time.Duration(seq) * time.Second), Status: wire.StatusRunning, UsersDigest: digest}, t0); !ok || err != nil {
+				t.Fatalf("heartbeat %d: %v %v", seq, ok, err)
+			}
+		}
+		want := func(digest string, beats int) {
+			t.Helper()
+			var d string
+			var n int
+			if err := db.QueryRow(ctx, `SELECT users_digest, users_digest_beats FROM instance_reports WHERE instance_id = ?`, "i").Scan(&d, &n); err != nil {
+				t.Fatal(err)
+			}
+			if d != digest || n != beats {
+				t.Fatalf("after heartbeat %d: digest %.8s × %d, want %.8s × %d", seq, d, n, digest, beats)
+			}
+		}
+		beat(a)
+		want(a, 1)
+		beat(a)
+		beat(a)
+		want(a, 3)
+		beat(b)
+		want(b, 1)
+		beat("")
+		want("", 0)
+		beat(b)
+		want(b, 1)
+		if ok, _ := s.RecordHeartbeat(ctx, "i", wire.Heartbeat{BootID: "b", Seq: 1, SentAt: t0, Status: wire.StatusRunning, UsersDigest: a}, t0); ok {
+			t.Fatal("a stale heartbeat was taken")
+		}
+		want(b, 1)
+	})
+}

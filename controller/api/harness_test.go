@@ -184,6 +184,10 @@ func (g *fakeGuest) Heartbeat(context.Context) wire.Heartbeat {
 			hb.Replication = &r
 		}
 	}
+	if g.prepared && !g.stopped && g.manager() == "redis" && !g.repl.noUserSync {
+		// As the Redis agent (an agent from before user sync sends none).
+		hb.UsersDigest = wire.UsersDigest(g.userLines())
+	}
 	return hb
 }
 
@@ -214,8 +218,11 @@ func (g *fakeGuest) handle(ctx context.Context, op wire.Operation) wire.Result {
 	if op.Kind == wire.KindPromoteReplica {
 		gate = g.repl.promoteGate
 	}
+	if op.Kind == wire.KindExportUsers {
+		gate = g.repl.exportGate
+	}
 	g.mu.Unlock()
-	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica) {
+	if gate != nil && (op.Kind == wire.KindApplyConfiguration || op.Kind == wire.KindPromoteReplica || op.Kind == wire.KindExportUsers) {
 		g.mu.Lock()
 		g.applying++
 		g.mu.Unlock()

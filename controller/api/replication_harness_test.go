@@ -45,8 +45,9 @@ type fakeReplication struct {
 	// fencedAt and writableAt: when the fake took its fence and became a
 	// writable source, to measure a switchover's write unavailability.
 	fencedAt, writableAt time.Time
-	// promoteGate, if set, holds promote_replica until it is closed.
-	promoteGate chan struct{}
+	// promoteGate, if set, holds promote_replica until it is closed;
+	// exportGate export_users.
+	promoteGate, exportGate chan struct{}
 	// ioPos is what this replica received (gtid_io_pos; a PostgreSQL
 	// replica's received_lsn; a Redis replica's repl_offset), for
 	// elections.
@@ -68,7 +69,10 @@ type fakeReplication struct {
 	// from before them (not_supported); imports counts import_users runs.
 	rootHash   string
 	noUserSync bool
-	imports    int
+	// dropImports makes import_users answer success and change nothing
+	// (an import lost on the way).
+	dropImports bool
+	imports     int
 	// streams, if set, is what a Redis guest reports of its replication
 	// streams instead of the fake group's one ID (fakeReplID).
 	streams *fakeStreams
@@ -500,7 +504,9 @@ func (g *fakeGuest) userSyncOp(op wire.Operation) wire.Result {
 			return opErr(wire.CodeInvalidArgument, "users: line %d refused, nothing changed", i+1)
 		}
 	}
-	g.users, g.passwords, g.root, g.repl.rootHash = users, passwords, root, rootHash
+	if !g.repl.dropImports {
+		g.users, g.passwords, g.root, g.repl.rootHash = users, passwords, root, rootHash
+	}
 	g.repl.imports++
 	g.note("import %s %d", g.lastBoot.InstanceID, len(a.Users))
 	return okResult(wire.ImportUsersResult{})
@@ -535,4 +541,29 @@ func (g *fakeGuest) setNoUserSync(v bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.repl.noUserSync = v
+}
+
+// holdExports makes the guest's agent answer export_users only once the
+// returned function is called (an agent that answers late, or not at all).
+func (g *fakeGuest) holdExports() (release func()) {
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.repl.exportGate = gate
+	g.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.repl.exportGate = nil
+			g.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// setDropImports makes the guest lose every import_users it is given.
+func (g *fakeGuest) setDropImports(v bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.repl.dropImports = v
 }

@@ -237,3 +237,98 @@ func TestRedisFailoverKeepsTheUsersAndARejoinedSourceGetsThem(t *testing.T) {
 	})
 	usersReach(t, fc, "the new source's users on the rejoined one", elected, []string{src, other}, hasLine("user during "))
 }
+
+// An export whose guest call timed out and that the agent answers
+// afterwards leaves no password hashes in the operation queue: its
+// result is stored without its payload.
+func TestALateRedisExportLeavesNoPasswordHashes(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, _ := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 1)
+	release := fc.guest(src).holdExports()
+	t.Cleanup(release)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	// The call waits from its queueing to the op's expiry: a second past
+	// it, it has given up.
+	waitFor(t, "the export's guest call to give up", 30*time.Second, func() bool {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL AND expires_at < ?",
+			src, time.Now().Add(-time.Second).UnixMilli()) == 1
+	})
+	var opID string
+	if err := r.ctl.DB.QueryRow(context.Background(), "SELECT op_id FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL", src).Scan(&opID); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	waitFor(t, "the late export's result", 20*time.Second, func() bool {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND op_id = ? AND done_at IS NOT NULL", src, opID) == 1
+	})
+	res, done, err := r.ctl.Endpoint.Result(context.Background(), src, opID)
+	if err != nil || !done {
+		t.Fatalf("the export's result: done %v, %v", done, err)
+	}
+	if res.Error != nil {
+		t.Fatalf("the late export failed (it should have answered the users): %v", res.Error)
+	}
+	if len(res.Payload) != 0 || storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND result LIKE '%#%'", src) != 0 {
+		t.Fatalf("the late export's stored result keeps its payload: %s", res.Payload)
+	}
+}
+
+// A switchover whose fenced source does not answer export_users goes on
+// without the users rather than holding the group's writes for the
+// guest call timeout (here ten minutes): the switchover finishes while
+// the export is still unanswered.
+func TestRedisSwitchoverWithASilentExportGoesOnWithoutIt(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 10*time.Minute, 2)
+	a := ids[0]
+	release := fc.guest(src).holdExports()
+	t.Cleanup(release)
+	if code, doc := promote(c, a); code != 202 {
+		t.Fatalf("promote: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the switchover to finish", 60*time.Second, func() bool {
+		of, _ := c.instance(src)["replica_of"].(map[string]any)
+		return of != nil && of["id"] == a && c.instance(a)["status"] == "ACTIVE"
+	})
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'export_users' AND done_at IS NULL", src); n != 1 {
+		t.Fatalf("%d unanswered exports on the old source, want the switchover's one", n)
+	}
+	if len(fc.journal.events("promote "+a)) == 0 {
+		t.Fatal("the replica was not promoted")
+	}
+}
+
+// A replica that lost a user change (its import answered and changed
+// nothing) is given the source's users again by the periodic check of
+// the heartbeats' user digests, with no other change on the source;
+// once it holds them, nothing more is sent.
+func TestARedisReplicaThatMissedAUserChangeIsRepairedWithoutAnotherChange(t *testing.T) {
+	t.Parallel()
+	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 2*time.Second, 1)
+	rep := ids[0]
+	imports := func() int {
+		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'import_users' AND done_at IS NOT NULL", rep)
+	}
+	waitFor(t, "the replica's one import at its create", 30*time.Second, func() bool { return imports() == 1 })
+	fc.guest(rep).setDropImports(true)
+	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
+	waitFor(t, "the change's import on the replica", 30*time.Second, func() bool { return imports() == 2 })
+	if hasLine("user app ")(fc.guest(rep).syncedUsers()) {
+		t.Fatal("the replica has the user: its import was not lost, the test proves nothing")
+	}
+	fc.guest(rep).setDropImports(false)
+	// The check waits two heartbeat intervals (20 s here) after the
+	// source's last user change.
+	waitFor(t, "the replica repaired", 90*time.Second, func() bool {
+		return slices.Equal(fc.guest(rep).syncedUsers(), fc.guest(src).syncedUsers())
+	})
+	if !hasLine("user app on sanitize-payload #" + sha256Hex("app-pw") + " ")(fc.guest(rep).syncedUsers()) {
+		t.Fatalf("the repaired replica's users: %v", fc.guest(rep).syncedUsers())
+	}
+	if n := imports(); n != 3 {
+		t.Fatalf("%d imports on the replica, want 3 (create, the lost change, the repair)", n)
+	}
+	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind IN ('create_users', 'delete_user', 'update_user', 'change_passwords', 'enable_root', 'disable_root')", src); n != 1 {
+		t.Fatalf("%d user changes on the source, want the one", n)
+	}
+}

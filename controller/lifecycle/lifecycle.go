@@ -62,7 +62,7 @@ type Agents interface {
 	// Disconnect closes the instance's session.
 	Disconnect(instanceID string)
 	// ForgetPayload blanks a stored result's payload (secrets handed out
-	// once).
+	// once), or the result's when it comes, if it has not yet.
 	ForgetPayload(ctx context.Context, instanceID, opID string) error
 }
 
@@ -135,6 +135,13 @@ type Manager struct {
 	// userSyncMu: one *sync.Mutex per source, held from a user export to
 	// the queueing of its imports (usersync.go).
 	userSyncMu sync.Map
+	// drift: CheckUserDrift's observations, per replica; driftBusy the
+	// sources whose drift sync runs (one at a time per group), driftWG
+	// those syncs, waited for when RunRecovery ends.
+	driftMu   sync.Mutex
+	drift     map[string]driftSeen
+	driftBusy sync.Map
+	driftWG   sync.WaitGroup
 }
 
 func (m *Manager) now() time.Time {

@@ -315,8 +315,10 @@ func (m *Manager) runPromote(ctx context.Context, t *tasks.Task) (tasks.Result, 
 		if p.Manager == managerRedis {
 			// P's users (no user changes while the group is PROMOTING)
 			// reach R before its promotion: the agent runs R's
-			// operations in order, the import first.
-			m.syncUsersFrom(ctx, src.ID, r.ID, "switchover")
+			// operations in order, the import first. A fenced source
+			// that does not answer within SwitchoverExportWait does not
+			// hold the group's writes longer: R keeps its users.
+			m.syncUsersFrom(ctx, src.ID, r.ID, "switchover", SwitchoverExportWait)
 		}
 		args, _ := json.Marshal(p.promoteArgs())
 		if err := m.queue(ctx, t, r.ID, wire.Operation{ID: promoteOpID(t, "replica"), Kind: wire.KindPromoteReplica, Args: args}); err != nil {

@@ -192,8 +192,10 @@ func (m *Manager) reconcile(ctx context.Context, in instances.Instance) error {
 }
 
 // RunRecovery calls Recover every interval, and soon after RecoverSoon,
-// and CheckAutoFailover every second, until ctx ends.
+// CheckAutoFailover every second, and ReportWatched and CheckUserDrift
+// every interval or 5 s, whichever is shorter, until ctx ends.
 func (m *Manager) RunRecovery(ctx context.Context, interval time.Duration) {
+	defer m.driftWG.Wait()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	// Failures of accepted guest calls are looked for more often.
@@ -214,6 +216,9 @@ func (m *Manager) RunRecovery(ctx context.Context, interval time.Duration) {
 		case <-report.C:
 			if err := m.ReportWatched(ctx); err != nil && ctx.Err() == nil {
 				m.log().Error("recording failed guest operations", "err", err)
+			}
+			if err := m.CheckUserDrift(ctx); err != nil && ctx.Err() == nil {
+				m.log().Error("checking the replicas' users", "err", err)
 			}
 			continue
 		case <-t.C:

@@ -311,7 +311,7 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		}
 		// Redis: the users changed on the group's source while this one
 		// was away follow it (its replication carries none).
-		m.syncUsersFrom(ctx, src.ID, in.ID, "rejoined")
+		m.syncUsersFrom(ctx, src.ID, in.ID, "rejoined", 0)
 		if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
 			now := m.now()
 			if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: in.ID, SourceID: src.ID, Account: replicationAccount(in.ID), CreatedAt: now}); err != nil {

@@ -469,7 +469,7 @@ func (m *Manager) linkedStep(ctx context.Context, t *tasks.Task, in instances.In
 		}
 		// Redis: users changed on the source since the seed's backup
 		// (its replication carries none) follow, queued before ACTIVE.
-		m.syncUsersFrom(ctx, p.ReplicaOf, in.ID, "replica created")
+		m.syncUsersFrom(ctx, p.ReplicaOf, in.ID, "replica created", 0)
 		if err := instances.Update(ctx, m.DB, in.ID, m.now(), `task = ?, task_started_at = NULL, configuration_applied = ?`,
 			string(instances.TaskNone), nullIfEmpty(p.ConfigDigest)); err != nil {
 			return tasks.Result{}, err

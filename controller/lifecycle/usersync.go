@@ -11,6 +11,7 @@ import (
 	"strata/agent/wire"
 	"strata/controller/agentendpoint"
 	"strata/controller/instances"
+	"strata/controller/store"
 )
 
 // User sync (Redis; docs/replication.md "Redis users reach every
@@ -32,6 +33,13 @@ import (
 // UserSyncWait is how long a replica's queued import_users waits for its
 // agent, as the ejected source's fence does.
 const UserSyncWait = EjectedFenceWait
+
+// SwitchoverExportWait bounds a switchover's export on the fenced source:
+// the group takes no writes meanwhile, so a source whose agent stops
+// answering right after its fence must not hold it for a whole guest
+// call timeout. The switchover goes on without the users (logged);
+// CheckUserDrift repairs the new source's replicas afterwards.
+const SwitchoverExportWait = 5 * time.Second
 
 // userSyncs says which datastores carry users this way: those whose
 // replication does not (MariaDB and PostgreSQL users are replicated
@@ -59,7 +67,7 @@ func (m *Manager) SyncUsers(ctx context.Context, sourceID string, why wire.Kind)
 	for i, l := range links {
 		ids[i] = l.InstanceID
 	}
-	if err := m.syncUsersTo(ctx, src, ids, string(why)); err != nil {
+	if err := m.syncUsersTo(ctx, src, ids, string(why), 0); err != nil {
 		m.log().Warn("user sync after a user change failed; the replicas keep their users until the next change", "source", src.ID, "change", why, "err", err)
 	}
 }
@@ -68,14 +76,15 @@ func (m *Manager) SyncUsers(ctx context.Context, sourceID string, why wire.Kind)
 // (an image from before it).
 var errUserSyncUnsupported = errors.New("the agent cannot export users (its image predates user sync)")
 
-// syncUsersTo exports src's users and queues their import on each of
-// targets. Export and queueing run under the source's lock, so this
-// controller queues a source's snapshots in the order it read them.
-func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targets []string, why string) error {
+// syncUsersTo exports src's users (waiting up to wait for them; 0: the
+// guest call timeout) and queues their import on each of targets. Export
+// and queueing run under the source's lock, so this controller queues a
+// source's snapshots in the order it read them.
+func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targets []string, why string, wait time.Duration) error {
 	mu, _ := m.userSyncMu.LoadOrStore(src.ID, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	users, err := m.exportUsers(ctx, src)
+	users, err := m.exportUsers(ctx, src, wait)
 	if errors.Is(err, errUserSyncUnsupported) {
 		m.log().Warn("user sync: the source's agent is too old for it; its replicas keep the users of their seed", "source", src.ID, "replicas", targets)
 		if ferr := instances.SetFault(ctx, m.DB, src.ID, instances.Fault{Message: fmt.Sprintf(
@@ -104,20 +113,26 @@ func (m *Manager) syncUsersTo(ctx context.Context, src instances.Instance, targe
 	return nil
 }
 
-// exportUsers runs export_users on src and returns its lines; the
-// stored result (password hashes) is blanked once read.
-func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]string, error) {
+// exportUsers runs export_users on src, waiting up to wait (0: the guest
+// call timeout), and returns its lines; the stored result (password
+// hashes) is blanked once read or given up on.
+func (m *Manager) exportUsers(ctx context.Context, src instances.Instance, wait time.Duration) ([]string, error) {
 	timeout := m.GuestCallTimeout
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
+	if wait > 0 {
+		timeout = min(timeout, wait)
+	}
 	op := wire.Operation{ID: "export_users-" + randomID(), Kind: wire.KindExportUsers}
 	res, err := m.Agents.Call(ctx, src.ID, op, agentendpoint.QueueOptions{Expires: m.now().Add(timeout)}, timeout)
+	// Read, or given up on (an agent that answers late must not leave
+	// the hashes in the queue): not kept either way.
+	if ferr := m.Agents.ForgetPayload(context.WithoutCancel(ctx), src.ID, op.ID); ferr != nil {
+		m.log().Error("user sync: could not drop the stored export", "source", src.ID, "err", ferr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("export the users of %s: %w", src.ID, err)
-	}
-	if ferr := m.Agents.ForgetPayload(ctx, src.ID, op.ID); ferr != nil {
-		m.log().Error("user sync: could not drop the stored export", "source", src.ID, "err", ferr)
 	}
 	if res.Error != nil {
 		if res.Error.Code == wire.CodeNotSupported {
@@ -137,14 +152,15 @@ func (m *Manager) exportUsers(ctx context.Context, src instances.Instance) ([]st
 
 // syncUsersFrom carries sourceID's users to one replica (a replica's
 // create finishing, a switchover's replica before its promotion), for
-// the datastores that need it; a failure is logged, and the step that
-// asked goes on.
-func (m *Manager) syncUsersFrom(ctx context.Context, sourceID, replicaID, why string) {
+// the datastores that need it, waiting up to wait for the export (0: the
+// guest call timeout); a failure is logged, and the step that asked goes
+// on.
+func (m *Manager) syncUsersFrom(ctx context.Context, sourceID, replicaID, why string, wait time.Duration) {
 	src, ok := m.userSyncSource(ctx, sourceID)
 	if !ok {
 		return
 	}
-	if err := m.syncUsersTo(ctx, src, []string{replicaID}, why); err != nil {
+	if err := m.syncUsersTo(ctx, src, []string{replicaID}, why, wait); err != nil {
 		m.log().Warn("user sync failed; the replica keeps the users it has", "source", src.ID, "replica", replicaID, "why", why, "err", err)
 	}
 }
@@ -160,4 +176,144 @@ func (m *Manager) userSyncSource(ctx context.Context, sourceID string) (instance
 	}
 	manager, err := m.managerOf(ctx, src)
 	return src, err == nil && userSyncs[manager]
+}
+
+// userChanges are the operations that change a source's users (the
+// API's; each is followed by SyncUsers).
+var userChanges = []wire.Kind{wire.KindCreateUsers, wire.KindDeleteUser, wire.KindUpdateUser,
+	wire.KindChangePasswords, wire.KindEnableRoot, wire.KindDisableRoot}
+
+// driftSeen is a replica's users seen differing from its source's: the
+// two digests, each server's heartbeat count then, and when.
+type driftSeen struct {
+	source, sourceDigest, replicaDigest string
+	sourceBeats, replicaBeats           int64
+	at                                  time.Time
+}
+
+// CheckUserDrift carries a source's users again to each replica whose
+// heartbeats describe other users than the source's (Redis: a sync lost
+// to a controller stopped before it queued it, a change answered 202
+// before the guest carried it out, a switchover that went on without
+// the export, users changed by hand). A replica is synced when its
+// digest and its source's differed in two heartbeats in a row of each,
+// and again in a later check after at least one more heartbeat of each,
+// with no import for it waiting or finished since it was first seen, no
+// user change on the source in the last two heartbeat intervals (its
+// own sync is on its way) and neither server in a task. One sync at a
+// time per group, in the background, logged.
+func (m *Manager) CheckUserDrift(ctx context.Context) error {
+	type row struct {
+		replica, source  string
+		sDigest, rDigest string
+		sStreak, rStreak int64
+		sBeats, rBeats   int64
+	}
+	rows, err := store.All(ctx, m.DB, func(sc store.Scanner) (row, error) {
+		var r row
+		return r, sc.Scan(&r.replica, &r.source, &r.sDigest, &r.rDigest, &r.sStreak, &r.rStreak, &r.sBeats, &r.rBeats)
+	}, `SELECT l.instance_id, l.source_id, s.users_digest, r.users_digest, s.users_digest_beats, r.users_digest_beats, s.heartbeats, r.heartbeats
+		FROM replication_links l
+		JOIN instance_reports s ON s.instance_id = l.source_id
+		JOIN instance_reports r ON r.instance_id = l.instance_id
+		WHERE s.users_digest <> '' AND r.users_digest <> '' AND s.users_digest <> r.users_digest`)
+	if err != nil {
+		return err
+	}
+	now := m.now()
+	settle := 2 * time.Duration(m.heartbeatSeconds()) * time.Second
+	due := map[string][]string{} // source → its drifted replicas
+	m.driftMu.Lock()
+	if m.drift == nil {
+		m.drift = map[string]driftSeen{}
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.replica] = true
+		if r.sStreak < 2 || r.rStreak < 2 {
+			continue
+		}
+		cur := driftSeen{source: r.source, sourceDigest: r.sDigest, replicaDigest: r.rDigest, sourceBeats: r.sBeats, replicaBeats: r.rBeats, at: now}
+		was, ok := m.drift[r.replica]
+		if !ok || was.source != cur.source || was.sourceDigest != cur.sourceDigest || was.replicaDigest != cur.replicaDigest {
+			m.drift[r.replica] = cur
+			continue
+		}
+		if r.sBeats <= was.sourceBeats || r.rBeats <= was.replicaBeats {
+			continue
+		}
+		quiet, err := m.userSyncQuiet(ctx, r.source, r.replica, was.at, now.Add(-settle))
+		if err != nil {
+			m.driftMu.Unlock()
+			return err
+		}
+		if !quiet {
+			m.drift[r.replica] = cur // seen again from now
+			continue
+		}
+		due[r.source] = append(due[r.source], r.replica)
+	}
+	for id := range m.drift {
+		if !seen[id] {
+			delete(m.drift, id)
+		}
+	}
+	m.driftMu.Unlock()
+	for source, replicas := range due {
+		if m.inTask(ctx, append([]string{source}, replicas...)) {
+			continue
+		}
+		if _, busy := m.driftBusy.LoadOrStore(source, true); busy {
+			continue
+		}
+		m.driftMu.Lock()
+		for _, id := range replicas {
+			delete(m.drift, id)
+		}
+		m.driftMu.Unlock()
+		m.driftWG.Add(1)
+		go func() {
+			defer m.driftWG.Done()
+			defer m.driftBusy.Delete(source)
+			src, ok := m.userSyncSource(ctx, source)
+			if !ok {
+				return
+			}
+			m.log().Warn("replicas' users differ from their source's; carrying the source's users again", "source", source, "replicas", replicas)
+			if err := m.syncUsersTo(ctx, src, replicas, "drift", 0); err != nil && ctx.Err() == nil {
+				m.log().Warn("user sync after a drift failed; the next check tries again", "source", source, "replicas", replicas, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// userSyncQuiet says whether nothing is on its way that would change
+// what replica holds of source's users: no import_users for it waiting,
+// none finished since since, no user change on source waiting or
+// finished after changedBefore.
+func (m *Manager) userSyncQuiet(ctx context.Context, source, replica string, since, changedBefore time.Time) (bool, error) {
+	var n int
+	if err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = ? AND (done_at IS NULL OR done_at >= ?)`,
+		replica, string(wire.KindImportUsers), store.Millis(since)).Scan(&n); err != nil || n > 0 {
+		return false, err
+	}
+	for _, k := range userChanges {
+		if err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = ? AND (done_at IS NULL OR done_at >= ?)`,
+			source, string(k), store.Millis(changedBefore)).Scan(&n); err != nil || n > 0 {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// inTask says whether any of ids is in a task (or cannot be read).
+func (m *Manager) inTask(ctx context.Context, ids []string) bool {
+	for _, id := range ids {
+		in, err := m.load(ctx, id)
+		if err != nil || in.Task != instances.TaskNone {
+			return true
+		}
+	}
+	return false
 }

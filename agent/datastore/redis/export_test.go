@@ -7,3 +7,11 @@ func SetFault(f func(step string) error) (restore func()) {
 	fault = f
 	return func() { fault = old }
 }
+
+// ForgetUsersDigest drops the cached users digest: the next UsersDigest
+// reads the server.
+func (m *Manager) ForgetUsersDigest() {
+	m.digest.mu.Lock()
+	defer m.digest.mu.Unlock()
+	m.digest.digest = ""
+}

@@ -90,6 +90,9 @@ type Manager struct {
 	// mu serialises commands on the one admin connection.
 	mu   sync.Mutex
 	conn *Conn
+
+	// digest caches UsersDigest (usersync.go).
+	digest usersDigestCache
 }
 
 var _ datastore.Manager = (*Manager)(nil)

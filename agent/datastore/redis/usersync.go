@@ -3,8 +3,11 @@ package redis
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"strata/agent/wire"
 )
@@ -37,6 +40,11 @@ type syncedUser struct {
 // left out and named in Skipped, so no replica's import refuses the set
 // for it.
 func (m *Manager) ExportUsers(ctx context.Context) (wire.ExportUsersResult, error) {
+	return m.exportUsers(ctx, true)
+}
+
+// exportUsers is ExportUsers; warn logs each user left out.
+func (m *Manager) exportUsers(ctx context.Context, warn bool) (wire.ExportUsersResult, error) {
 	res := wire.ExportUsersResult{Users: []string{}}
 	if err := m.ready(ctx); err != nil {
 		return res, err
@@ -52,13 +60,58 @@ func (m *Manager) ExportUsers(ctx context.Context) (wire.ExportUsersResult, erro
 		}
 		u, err := parseSyncedUser(line)
 		if err != nil {
-			m.log.Warn("user left out of the replicas' sync: not in a form the API makes", "user", name, "err", err)
+			if warn {
+				m.log.Warn("user left out of the replicas' sync: not in a form the API makes", "user", name, "err", err)
+			}
 			res.Skipped = append(res.Skipped, name)
 			continue
 		}
 		res.Users = append(res.Users, u.line)
 	}
 	return res, nil
+}
+
+// UsersDigestEvery is how many heartbeats may reuse a digest while the
+// ACL file looks unchanged: users changed without an ACL SAVE (root's
+// own ACL SETUSER) show within that many.
+const UsersDigestEvery = 30
+
+// usersDigestCache is the last UsersDigest and what it was read at.
+type usersDigestCache struct {
+	mu      sync.Mutex
+	digest  string
+	modTime time.Time
+	size    int64
+	uses    int
+}
+
+// UsersDigest is wire.UsersDigest of what ExportUsers would answer now,
+// for heartbeats: read from the server again only when the ACL file's
+// modification time or size changed (every API user change and every
+// import ends with ACL SAVE) or after UsersDigestEvery heartbeats,
+// otherwise the last one.
+func (m *Manager) UsersDigest(ctx context.Context) (string, error) {
+	c := &m.digest
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fi, statErr := os.Stat(m.cfg.ACLFile)
+	if statErr == nil && c.digest != "" && c.uses < UsersDigestEvery && fi.ModTime().Equal(c.modTime) && fi.Size() == c.size {
+		c.uses++
+		return c.digest, nil
+	}
+	res, err := m.exportUsers(ctx, false)
+	if err != nil {
+		c.digest = ""
+		return "", err
+	}
+	c.digest, c.uses = wire.UsersDigest(res.Users), 1
+	if statErr == nil {
+		// Read before the export: a save racing it shows next time.
+		c.modTime, c.size = fi.ModTime(), fi.Size()
+	} else {
+		c.modTime, c.size = time.Time{}, -1
+	}
+	return c.digest, nil
 }
 
 // ImportUsers makes the API-managed users exactly lines (as ExportUsers
