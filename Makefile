@@ -193,11 +193,15 @@ test-chaos-long: deps image ## chaos, long form: CHAOS_LIFECYCLES (20) lifecycle
 	@mkdir -p '$(OUT_DIR)'
 	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' STRATA_CHAOS_LIFECYCLES='$(CHAOS_LIFECYCLES)' $(GO) test -tags e2e -count=1 -v -timeout 600m -run 'TestChaosLong' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-long.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
 
+# The datastores make test-chaos-replication runs: all, or a comma list
+# of mariadb, postgresql, redis.
+CHAOS_REPLICATION ?= all
+
 .PHONY: test-chaos-replication
-test-chaos-replication: deps image ## chaos, replication: a MariaDB primary and two replicas; the controller killed inside two switchovers and two failovers of a frozen source (at promote.fenced and promote.promoted); exactly one member takes writes after each, nothing lost (10-20 minutes)
+test-chaos-replication: deps image ## chaos, replication, for each of CHAOS_REPLICATION (all: mariadb, postgresql, redis): a primary and two replicas; the controller killed inside two switchovers and two failovers of a frozen source (at promote.fenced and promote.promoted); exactly one member takes writes after each, nothing lost (10-20 minutes each)
 	ci/deps.sh test
 	@mkdir -p '$(OUT_DIR)'
-	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' $(GO) test -tags e2e -count=1 -v -timeout 60m -run 'TestChaosReplicationMariaDB' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-replication.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
+	STRATA_CACHE_DIR='$(CACHE_DIR)' STRATA_MARIADB_IMAGE='$(OUT_DIR)/mariadb-10.11.qcow2' STRATA_E2E_DATASTORES='$(CHAOS_REPLICATION)' $(GO) test -tags e2e -count=1 -v -timeout 150m -run '^TestChaosReplication$$' ./ci/e2e/ 2>&1 | tee '$(OUT_DIR)/test-chaos-replication.log' | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)|CHAOS|FIGURE' ; exit $${PIPESTATUS[0]}
 
 # Test classes trove-tempest-plugin runs at once (each boots VMs), and which
 # of its tests run (e.g. TestInstanceBasicMariaDB: one class, one VM).

@@ -3,11 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,11 +19,12 @@ import (
 	"strata/agent/wire"
 )
 
-// TestChaosReplicationMariaDB is `make test-chaos-replication` (in `make
-// e2e-all`): issue 17's replication faults with the controller killed
-// (SIGKILL, started again by the chaos supervisor after 0-2 s) in the
-// middle of the durable promote task, on real MariaDB VMs under TCG. A
-// primary with rows and two replicas; then
+// TestChaosReplication is `make test-chaos-replication` (in `make
+// e2e-all`; DATASTORE=mariadb|postgresql|redis runs one): issue 17's
+// replication faults with the controller killed (SIGKILL, started again
+// by the chaos supervisor after 0-2 s) in the middle of the durable
+// promote task, on real VMs under TCG, for each datastore. A primary with
+// data and two replicas; then
 //
 //   - a switchover (promote_to_replica_source) with the controller killed
 //     at promote.fenced — the primary read-only, the replica's promotion
@@ -40,35 +43,55 @@ import (
 //
 // After each, the task ends (done, or rolled back) within a bound, and a
 // write to every member as a user is accepted by exactly one — the one
-// the API shows as the group's source; every row written before, and
+// the API shows as the group's source; every write made before, and
 // every write the client saw accepted, is on it, and the other members
 // follow it. The ejected source stays fenced: its VM off, server.json
-// fenced, its fault saying so.
-func TestChaosReplicationMariaDB(t *testing.T) {
-	if _, err := exec.LookPath("mariadb"); err != nil {
-		t.Fatalf("mariadb not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)")
+// fenced, its fault saying so. A write is a row (MariaDB, PostgreSQL) or
+// a list element (Redis) under a tag; each datastore's own client makes
+// it (replStores).
+func TestChaosReplication(t *testing.T) {
+	for _, ds := range e2eDatastores() {
+		if _, ok := replStores[ds]; !ok {
+			t.Fatalf("STRATA_E2E_DATASTORES names %q; known: mariadb, postgresql, redis", ds)
+		}
+		t.Run(ds, func(t *testing.T) { runChaosReplication(t, ds) })
+	}
+}
+
+func runChaosReplication(t *testing.T, ds string) {
+	c, rs := datastoreCases[ds], replStores[ds]
+	if _, err := exec.LookPath(rs.tool); err != nil {
+		t.Fatalf("%s not found: install the test dependencies with `ci/deps.sh build boot test` (or `make test`)", rs.tool)
 	}
 	r := newChaosRun(t, time.Now().UnixNano(), "")
+	imageID := r.imageID
+	if ds != "mariadb" {
+		imageID = r.register(c.name, c.version)
+	}
 	// Three guests boot at once under TCG: the boot timeout is the test's
 	// own wait.
-	stdout(t, "datastore", "version", "update", "--state-dir", r.state, "mariadb", "10.11", "--image", r.imageID,
-		"--from-recipe", "images/mariadb-10.11.yaml", "--boot-timeout", "30m")
+	stdout(t, "datastore", "version", "update", "--state-dir", r.state, c.name, c.version, "--image", imageID,
+		"--from-recipe", "images/"+c.name+"-"+c.version+".yaml", "--boot-timeout", "30m")
 	r.serve("") // each phase serves its own plan (a frozen VM left by a failure dies with the rest: chaosRun's cleanup kills every qemu under its state with SIGKILL)
 
 	inst := map[string]any{"name": "primary", "flavorRef": "strata.small", "volume": map[string]any{"size": 1},
-		"datastore": map[string]any{"type": "mariadb", "version": "10.11"}}
-	datastoreCases["mariadb"].create(inst)
+		"datastore": map[string]any{"type": c.name, "version": c.version}}
+	c.create(inst)
 	code, doc, ok := r.api.do("POST", "/instances", map[string]any{"instance": inst})
 	if !ok || code != 200 {
 		t.Fatalf("create the primary: HTTP %d: %v", code, doc)
 	}
 	src := doc["instance"].(map[string]any)["id"].(string)
 	consoleOnFailure(t, r.state, src)
-	dbs := map[string]mariadbClient{}
-	dbs[src] = mariadbClient{endpointOf(t, r.waitStatus(src, "ACTIVE", 20*time.Minute), 3306)}
-	g := &replGroup{r: r, dbs: dbs}
-	dbs[src].must(t, replUser, replPassword, "shop", "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b VARBINARY(128))")
-	dbs[src].must(t, replUser, replPassword, "shop", "INSERT INTO items (v, b) SELECT CONCAT('before-', seq), RANDOM_BYTES(100) FROM seq_1_to_500")
+	ep := endpointOf(t, r.waitStatus(src, "ACTIVE", 20*time.Minute), c.port)
+	// Redis: root's password (the default user's) travels with the seed
+	// backup's ACL file, so every member answers the same credentials.
+	user, password := c.prepareClient(t, r.api.client, src)
+	g := &replGroup{r: r, store: rs, user: user, password: password, eps: map[string]endpoint{src: ep}}
+	if err := rs.setup(ep, user, password); err != nil {
+		t.Fatalf("the primary's table: %v", err)
+	}
+	g.add(src, "before", 500)
 	g.written = 500
 
 	code, doc, ok = r.api.do("POST", "/instances", map[string]any{"instance": map[string]any{"name": "replica", "replica_of": src, "replica_count": 2}})
@@ -86,12 +109,12 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	})
 	for _, id := range replicas {
 		consoleOnFailure(t, r.state, id)
-		dbs[id] = mariadbClient{endpointOf(t, r.waitStatus(id, "ACTIVE", 30*time.Minute), 3306)}
+		g.eps[id] = endpointOf(t, r.waitStatus(id, "ACTIVE", 30*time.Minute), c.port)
 	}
 	members := append([]string{src}, replicas...)
 	g.members = members
 	g.expectSource(src)
-	g.converge("the replicas to hold the primary's rows")
+	g.converge("the replicas to hold the primary's data")
 
 	// A switchover with the controller killed at each point of the
 	// task, then a failover with it killed at each (the second from the
@@ -127,11 +150,27 @@ func TestChaosReplicationMariaDB(t *testing.T) {
 	r.waitUntil("the source deleted", 5*time.Minute, func() bool { return r.api.instance(source) == nil })
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t.Logf("CHAOS replication in %.0fs: controller kills %d, starts %d; stuck past timeout %d, ERROR %d, lost %d, 5xx %d (unreachable while down: %d)",
-		time.Since(r.started).Seconds(), r.controllerKills, r.starts, len(r.stuck), len(r.errored), len(r.lost), r.fivexx, r.unreachable)
+	t.Logf("CHAOS %s replication in %.0fs: controller kills %d, starts %d; stuck past timeout %d, ERROR %d, lost %d, 5xx %d (unreachable while down: %d)",
+		ds, time.Since(r.started).Seconds(), r.controllerKills, r.starts, len(r.stuck), len(r.errored), len(r.lost), r.fivexx, r.unreachable)
 	if r.controllerKills != 4 {
 		t.Errorf("the controller was killed %d times, want 4 (once in each task)", r.controllerKills)
 	}
+}
+
+// register builds the image of a datastore version from its recipe and
+// registers it with the run's state (the run's MariaDB image is
+// registered by newChaosRun); it returns the image's id.
+func (r *chaosRun) register(name, version string) string {
+	t := r.t
+	t.Helper()
+	recipe := "images/" + name + "-" + version + ".yaml"
+	out := filepath.Join(t.TempDir(), name+"-"+version)
+	run(t, nil, "build", "-f", recipe, "-o", out, "--image-cache", cache)
+	id := strings.TrimSpace(stdout(t, "image", "register", "--state-dir", r.state, out+".qcow2"))
+	stdout(t, "datastore", "update", "--state-dir", r.state, name)
+	stdout(t, "datastore", "version", "update", "--state-dir", r.state, name, version, "--image", id, "--from-recipe", recipe)
+	stdout(t, "datastore", "version", "load-rules", "--state-dir", r.state, name, version, "validation-rules/"+name+"-"+version+".json")
+	return id
 }
 
 // plan serves the controller again with one kill at point, once every
@@ -158,12 +197,12 @@ func (g *replGroup) killed(what string) {
 	}
 }
 
-// before writes 200 rows on the source and waits until every member
-// holds them.
+// before writes 200 on the source and waits until every member holds
+// them.
 func (g *replGroup) before(source, phase string) {
-	g.write(source, "before-"+phase, 200)
+	g.add(source, "before", 200)
 	g.written += 200
-	g.converge("the members to hold the rows written before the " + phase)
+	g.converge("the members to hold what was written before the " + phase)
 }
 
 // switchover promotes the replica to (its group's source: the one the
@@ -196,10 +235,10 @@ func (g *replGroup) switchover(to, point string) {
 		t.Errorf("the promote task ended %s, and the API shows %s as the source (old source %s, promoted replica %s)", state, source, old, to)
 	}
 	g.expectSource(source)
-	if n := g.rows(source, "before-"); n != g.written {
-		t.Errorf("the source %s holds %d of the %d rows written before", source, n, g.written)
+	if n := g.count(source, "before"); n != g.written {
+		t.Errorf("the source %s holds %d of the %d writes made before", source, n, g.written)
 	}
-	if n := g.rows(source, "switch-"+point); n != accepted {
+	if n := g.count(source, "switch-"+point); n != accepted {
 		t.Errorf("the client saw %d writes accepted during the switchover; the source %s holds %d of them", accepted, source, n)
 	}
 	g.converge("the other members to follow " + source)
@@ -238,12 +277,13 @@ func (g *replGroup) failover(point string) {
 		return false
 	})
 	followers := slices.DeleteFunc(slices.Clone(g.members), func(id string) bool { return id == old })
+	g.tag("first-after-eject")
 	// The first write a follower accepts: the elected replica writable.
 	var writable time.Time
 	var elected string
 	r.waitUntil("a follower to take writes after the eject", 10*time.Minute, func() bool {
 		for _, id := range followers {
-			if _, err := g.dbs[id].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('first-after-eject')"); err == nil {
+			if err := g.store.add(g.eps[id], g.user, g.password, "first-after-eject", 1); err == nil {
 				writable, elected = time.Now(), id
 				return true
 			}
@@ -288,27 +328,30 @@ func (g *replGroup) failover(point string) {
 	}
 	g.ejected = append(g.ejected, old)
 	g.expectSource(source)
-	if n := g.rows(source, "before-"); n != g.written {
-		t.Errorf("the new source %s holds %d of the %d rows written before", source, n, g.written)
+	if n := g.count(source, "before"); n != g.written {
+		t.Errorf("the new source %s holds %d of the %d writes made before", source, n, g.written)
 	}
 	g.converge("the other members to follow " + source)
 	t.Logf("FIGURE failover with the controller killed at %s (restarted after 0-2 s): eject accepted %.0fs after the source's VM froze (heartbeat stale); eject→task %s %.1fs; writes unavailable %.1fs (freeze→first write on the elected replica), eject→writable %.1fs",
 		point, ejected.Sub(frozen).Seconds(), state, ended.Seconds(), writable.Sub(frozen).Seconds(), writable.Sub(ejected).Seconds())
 }
 
-const replUser, replPassword = "shopper", "shopper-pw-1"
-
-// replGroup is a replication group seen through its members' MariaDB
-// (as a user, through their forwarded ports) and the API.
+// replGroup is a replication group seen through its members'
+// datastore (as a user, through their forwarded ports) and the API.
 type replGroup struct {
-	r       *chaosRun
-	dbs     map[string]mariadbClient
-	members []string
+	r     *chaosRun
+	store replStore
+	// user, password: the client's credentials on every member.
+	user, password string
+	eps            map[string]endpoint
+	members        []string
 	// ejected: the sources failed over from, out of the group.
 	ejected []string
-	// written: rows written before the faults ("before-..."); kills:
-	// the controller's kills so far.
+	// written: writes made before the faults ("before"); kills: the
+	// controller's kills so far.
 	written, kills int
+	// tags: every tag written, for the digest.
+	tags []string
 }
 
 // lastPromote is the sequence number of id's last promote task (0:
@@ -378,17 +421,18 @@ func (g *replGroup) expectSource(source string) {
 	t := g.r.t
 	t.Helper()
 	var accepted []string
+	g.tag("probe")
 	for _, id := range g.members {
-		_, err := g.dbs[id].query(replUser, replPassword, "shop", fmt.Sprintf("INSERT INTO items (v) VALUES ('probe-%s')", id[:8]))
+		err := g.store.add(g.eps[id], g.user, g.password, "probe", 1)
 		switch {
 		case err == nil:
 			accepted = append(accepted, id)
-		case !strings.Contains(err.Error(), "read-only"):
+		case !g.store.readOnly(err):
 			t.Errorf("a write on %s: %v, want it accepted or refused as read-only", id, err)
 		}
 	}
 	for _, id := range g.ejected {
-		if _, err := g.dbs[id].query(replUser, replPassword, "shop", "INSERT INTO items (v) VALUES ('on an ejected source')"); err == nil {
+		if err := g.store.add(g.eps[id], g.user, g.password, "on-an-ejected-source", 1); err == nil {
 			accepted = append(accepted, id)
 		}
 	}
@@ -398,16 +442,31 @@ func (g *replGroup) expectSource(source string) {
 	}
 }
 
-// write inserts n rows tagged tag on id.
-func (g *replGroup) write(id, tag string, n int) {
-	g.dbs[id].must(g.r.t, replUser, replPassword, "shop", fmt.Sprintf("INSERT INTO items (v, b) SELECT '%s', RANDOM_BYTES(100) FROM seq_1_to_%d", tag, n))
+// add writes n under tag on id, or fails the test.
+func (g *replGroup) add(id, tag string, n int) {
+	t := g.r.t
+	t.Helper()
+	g.tag(tag)
+	if err := g.store.add(g.eps[id], g.user, g.password, tag, n); err != nil {
+		t.Fatalf("%d writes under %s on %s: %v", n, tag, id, err)
+	}
 }
 
-// rows counts id's rows whose v starts with prefix.
-func (g *replGroup) rows(id, prefix string) int {
-	out := g.dbs[id].must(g.r.t, replUser, replPassword, "shop", fmt.Sprintf("SELECT COUNT(*) FROM items WHERE v LIKE '%s%%'", prefix))
-	var n int
-	fmt.Sscan(out, &n)
+// tag remembers a tag for the digest.
+func (g *replGroup) tag(tag string) {
+	if !slices.Contains(g.tags, tag) {
+		g.tags = append(g.tags, tag)
+	}
+}
+
+// count is how many writes under tag id holds.
+func (g *replGroup) count(id, tag string) int {
+	t := g.r.t
+	t.Helper()
+	n, err := g.store.count(g.eps[id], g.user, g.password, tag)
+	if err != nil {
+		t.Fatalf("counting %s on %s: %v", tag, id, err)
+	}
 	return n
 }
 
@@ -417,12 +476,11 @@ func (g *replGroup) converge(what string) {
 	t := g.r.t
 	t.Helper()
 	digest := func(id string) string {
-		n, err1 := g.dbs[id].query(replUser, replPassword, "shop", "SELECT COUNT(*) FROM items")
-		c, err2 := g.dbs[id].query(replUser, replPassword, "shop", "CHECKSUM TABLE items")
-		if err1 != nil || err2 != nil {
-			return fmt.Sprintf("error %v %v", err1, err2)
+		d, err := g.store.digest(g.eps[id], g.user, g.password, g.tags)
+		if err != nil {
+			return fmt.Sprintf("error %v", err)
 		}
-		return n + " " + c
+		return d
 	}
 	var last []string
 	g.r.waitUntil(what, 3*time.Minute, func() bool {
@@ -451,6 +509,7 @@ type replWriter struct {
 }
 
 func (g *replGroup) startWriter(first, tag string) *replWriter {
+	g.tag(tag)
 	w := &replWriter{g: g, tag: tag, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -464,7 +523,7 @@ func (g *replGroup) startWriter(first, tag string) *replWriter {
 			order := append([]string{cur}, slices.DeleteFunc(slices.Clone(g.members), func(id string) bool { return id == cur })...)
 			wrote := false
 			for _, id := range order {
-				if _, err := g.dbs[id].query(replUser, replPassword, "shop", fmt.Sprintf("INSERT INTO items (v) VALUES ('%s')", tag)); err == nil {
+				if err := g.store.add(g.eps[id], g.user, g.password, tag, 1); err == nil {
 					w.mu.Lock()
 					w.accepted = append(w.accepted, time.Now())
 					w.mu.Unlock()
@@ -500,4 +559,152 @@ func (w *replWriter) stop() (int, time.Duration) {
 		gap = max(gap, w.accepted[i].Sub(w.accepted[i-1]))
 	}
 	return len(w.accepted), gap
+}
+
+// replStore is one datastore's writes for the replication chaos test:
+// writes under a tag (MariaDB and PostgreSQL: rows of a table items whose
+// v is the tag; Redis: elements of a list named after the tag), made and
+// read through the datastore's own client as a user.
+type replStore struct {
+	// tool is the client the test runs.
+	tool string
+	// setup makes what the writes need, on the source.
+	setup func(ep endpoint, user, password string) error
+	// add makes n writes under tag in one statement; the error says what
+	// the server answered.
+	add func(ep endpoint, user, password, tag string, n int) error
+	// count is how many writes under tag the server holds.
+	count func(ep endpoint, user, password, tag string) (int, error)
+	// digest is what every member following the source must equal
+	// (tags: every tag written).
+	digest func(ep endpoint, user, password string, tags []string) (string, error)
+	// readOnly says whether a refused write was refused as read-only (a
+	// replica, or a fenced source).
+	readOnly func(err error) bool
+}
+
+// replTimeout bounds one client call: a member whose VM is frozen takes
+// the connection and never answers.
+const replTimeout = 30 * time.Second
+
+var replStores = map[string]replStore{
+	"mariadb": {
+		tool: "mariadb",
+		setup: func(ep endpoint, u, p string) error {
+			_, err := mariadbClient{ep}.query(u, p, "shop", "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), b VARBINARY(128))")
+			return err
+		},
+		add: func(ep endpoint, u, p, tag string, n int) error {
+			_, err := mariadbClient{ep}.query(u, p, "shop", fmt.Sprintf("INSERT INTO items (v, b) SELECT '%s', RANDOM_BYTES(100) FROM seq_1_to_%d", tag, n))
+			return err
+		},
+		count: func(ep endpoint, u, p, tag string) (int, error) {
+			out, err := mariadbClient{ep}.query(u, p, "shop", fmt.Sprintf("SELECT COUNT(*) FROM items WHERE v = '%s'", tag))
+			if err != nil {
+				return 0, err
+			}
+			return strconv.Atoi(out)
+		},
+		digest: func(ep endpoint, u, p string, _ []string) (string, error) {
+			db := mariadbClient{ep}
+			n, err := db.query(u, p, "shop", "SELECT COUNT(*) FROM items")
+			if err != nil {
+				return "", err
+			}
+			c, err := db.query(u, p, "shop", "CHECKSUM TABLE items")
+			return n + " " + c, err
+		},
+		readOnly: func(err error) bool { return strings.Contains(err.Error(), "read-only") },
+	},
+	"postgresql": {
+		tool: "psql",
+		setup: func(ep endpoint, u, p string) error {
+			_, err := psqlQuery(ep, u, p, "CREATE TABLE items (id bigserial PRIMARY KEY, v text NOT NULL, b bytea)")
+			return err
+		},
+		add: func(ep endpoint, u, p, tag string, n int) error {
+			_, err := psqlQuery(ep, u, p, fmt.Sprintf("INSERT INTO items (v, b) SELECT '%s', decode(md5(random()::text), 'hex') FROM generate_series(1, %d)", tag, n))
+			return err
+		},
+		count: func(ep endpoint, u, p, tag string) (int, error) {
+			out, err := psqlQuery(ep, u, p, fmt.Sprintf("SELECT count(*) FROM items WHERE v = '%s'", tag))
+			if err != nil {
+				return 0, err
+			}
+			return strconv.Atoi(out)
+		},
+		digest: func(ep endpoint, u, p string, _ []string) (string, error) {
+			return psqlQuery(ep, u, p, "SELECT count(*) || ' ' || md5(string_agg(id || v || encode(b, 'hex'), ',' ORDER BY id)) FROM items")
+		},
+		// A standby: "cannot execute INSERT in a read-only transaction";
+		// a fenced source the same (default_transaction_read_only).
+		readOnly: func(err error) bool { return strings.Contains(err.Error(), "read-only transaction") },
+	},
+	"redis": {
+		tool:  "redis-cli",
+		setup: func(endpoint, string, string) error { return nil },
+		add: func(ep endpoint, u, p, tag string, n int) error {
+			args := []string{"RPUSH", tag}
+			for i := 0; i < n; i++ {
+				args = append(args, fmt.Sprintf("%s-%d-%d", tag, time.Now().UnixNano(), i))
+			}
+			_, err := redisInt(ep, u, p, args...)
+			return err
+		},
+		count: func(ep endpoint, u, p, tag string) (int, error) { return redisInt(ep, u, p, "LLEN", tag) },
+		// DBSIZE and each tag's length: every write is an element of
+		// its tag's list, so equal lengths of every list are equal data
+		// here.
+		digest: func(ep endpoint, u, p string, tags []string) (string, error) {
+			n, err := redisInt(ep, u, p, "DBSIZE")
+			if err != nil {
+				return "", err
+			}
+			d := fmt.Sprint(n)
+			for _, tag := range tags {
+				l, err := redisInt(ep, u, p, "LLEN", tag)
+				if err != nil {
+					return "", err
+				}
+				d += fmt.Sprintf(" %s=%d", tag, l)
+			}
+			return d, nil
+		},
+		// A replica: READONLY; a fenced source: NOREPLICAS (its fence,
+		// min-replicas-to-write beyond any count).
+		readOnly: func(err error) bool {
+			return strings.Contains(err.Error(), "READONLY") || strings.Contains(err.Error(), "NOREPLICAS")
+		},
+	},
+}
+
+// psqlQuery runs sql as user on ep's database shop and returns its
+// output, or an error with what psql said.
+func psqlQuery(ep endpoint, user, password, sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), replTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+		"host="+ep.host+" port="+strconv.Itoa(ep.port)+" user="+user+" dbname=shop sslmode=disable connect_timeout=10", "-c", sql)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("psql: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// redisInt runs one command whose answer is an integer; any other answer
+// (an error reply, a connection that failed) is the error.
+func redisInt(ep endpoint, user, password string, args ...string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), replTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", ep.host, "-p", strconv.Itoa(ep.port), "--user", user, "--no-auth-warning"}, args...)...)
+	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+password)
+	out, err := cmd.CombinedOutput()
+	s := strings.TrimSpace(string(out))
+	n, perr := strconv.Atoi(s)
+	if err != nil || perr != nil {
+		return 0, fmt.Errorf("redis-cli %s: %v: %s", args[0], err, s)
+	}
+	return n, nil
 }
