@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"strings"
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -11,6 +10,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"strata/agent/wire"
