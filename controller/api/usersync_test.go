@@ -309,10 +309,12 @@ func TestARedisReplicaThatMissedAUserChangeIsRepairedWithoutAnotherChange(t *tes
 	imports := func() int {
 		return storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = 'import_users' AND done_at IS NOT NULL", rep)
 	}
-	waitFor(t, "the replica's one import at its create", 30*time.Second, func() bool { return imports() == 1 })
+	// The create's import comes after ACTIVE (under -race at load 14 it
+	// was not seen within 30 s once).
+	waitFor(t, "the replica's one import at its create", 90*time.Second, func() bool { return imports() == 1 })
 	fc.guest(rep).setDropImports(true)
 	c.must(202, "POST", "/instances/"+src+"/users", map[string]any{"users": []any{map[string]any{"name": "app", "password": "app-pw"}}})
-	waitFor(t, "the change's import on the replica", 30*time.Second, func() bool { return imports() == 2 })
+	waitFor(t, "the change's import on the replica", 60*time.Second, func() bool { return imports() == 2 })
 	if hasLine("user app ")(fc.guest(rep).syncedUsers()) {
 		t.Fatal("the replica has the user: its import was not lost, the test proves nothing")
 	}
