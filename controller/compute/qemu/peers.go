@@ -30,6 +30,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	bq "strata/builder/qemu"
 	"strata/controller/compute"
 )
@@ -152,6 +154,21 @@ func peerTarget(file string, port int) (netip.AddrPort, error) {
 	return netip.AddrPort{}, fmt.Errorf("%s names no source for port %d", file, port)
 }
 
+// peerLog is where a replica's relays write their own messages, in its
+// instance directory.
+const peerLog = "peer-relay.log"
+
+// stderrTo points this process's standard error (file descriptor 2, and
+// os.Stderr with it) at the file, appended to.
+func stderrTo(file string) error {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Dup3(int(f.Fd()), 2, 0)
+}
+
 // runPeer is the relay of one guest connection (stdin and stdout, as qemu
 // hands it) to the replication source the file names now.
 func runPeer(file string, port int, stdin io.Reader, stdout io.Writer) error {
@@ -170,6 +187,8 @@ func runPeer(file string, port int, stdin io.Reader, stdout io.Writer) error {
 			tc.CloseWrite()
 		}
 	}()
-	_, err = io.Copy(stdout, c)
-	return err
+	if _, err := io.Copy(stdout, c); err != nil {
+		return fmt.Errorf("peer relay: %s: %w", target, err)
+	}
+	return nil
 }

@@ -465,6 +465,15 @@ func RunRelay(ctx context.Context, args []string, log *slog.Logger) error {
 		if err != nil || port < 1 || port > 65535 {
 			return fmt.Errorf("peer relay: --port %q", args[3])
 		}
+		// qemu hands the guest's connection to this process as its
+		// stdin, stdout and stderr alike: any word of its own there
+		// would reach the replica's server as if its source had sent it
+		// (a Redis replica takes such a line in its stream for
+		// corruption and forgets its position). Its own messages go to
+		// a log beside the route file instead.
+		if stderrTo(filepath.Join(filepath.Dir(args[1]), peerLog)) != nil && stderrTo(os.DevNull) != nil {
+			return nil // nowhere to say a word: close the connection without one
+		}
 		return runPeer(args[1], port, os.Stdin, os.Stdout)
 	}
 	var allow string
