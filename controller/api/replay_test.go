@@ -226,6 +226,11 @@ func TestEveryStepOfAFailoverAndARejoinCanRunTwice(t *testing.T) {
 		of, _ := in["replica_of"].(map[string]any)
 		return in["status"] != "REJOIN" && (in["fault"] != nil || in["status"] == "ACTIVE" && of != nil && of["id"] == a)
 	})
+	// The instance is ACTIVE once the step's transaction committed; the
+	// step's run again comes after.
+	if st := taskEnded(t, r, src, lifecycle.KindRejoin); st != tasks.StateDone {
+		t.Fatalf("the rejoin task ended %s, want done", st)
+	}
 	for _, id := range []string{src, a, b} {
 		if f := c.instance(id)["fault"]; f != nil {
 			t.Fatalf("fault on %s after the rejoin: %v", id, f)
@@ -439,6 +444,21 @@ func TestEveryStepOfTheInstanceChangesCanRunTwice(t *testing.T) {
 	}
 	ranTwice(t, r, "access:publish ", "configure:submit ", "configure:wait ", "restart:submit ", "restart:wait ",
 		"resize_volume:extend ", "resize_volume:grow ", "resize_volume:wait ", "recover:start ", "recover:wait ")
+}
+
+// taskEnded waits until instance id's last task of kind is no longer
+// queued and returns its state.
+func taskEnded(t *testing.T, r *rig, id, kind string) string {
+	t.Helper()
+	var state string
+	waitFor(t, "the "+kind+" task of "+id+" to end", 60*time.Second, func() bool {
+		err := r.ctl.DB.QueryRow(context.Background(), "SELECT state FROM tasks WHERE instance_id = ? AND kind = ? ORDER BY seq DESC LIMIT 1", id, kind).Scan(&state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state != tasks.StateQueued
+	})
+	return state
 }
 
 // followsWithItsAccount checks that replica id follows source with its

@@ -46,6 +46,7 @@ import (
 //	         up to the fork (a link runs for a moment before the source
 //	         answers it lacks E's position); then, in one transaction:
 //	         the link E → S, the ejection forgotten, the fault cleared
+//	         (run again after that commit, it finds the link: done)
 //
 // Any failure puts E back as it was — its server fenced again when the
 // rejoin lifted the fence, its account on S dropped, the ejection kept
@@ -313,6 +314,13 @@ func (m *Manager) runRejoin(ctx context.Context, t *tasks.Task) (tasks.Result, e
 		// was away follow it (its replication carries none).
 		m.syncUsersFrom(ctx, src.ID, in.ID, "rejoined", 0)
 		if err := m.DB.InTx(ctx, func(tx *store.Tx) error {
+			// A run again after this transaction committed (a controller
+			// killed before the step's record) finds the link it made:
+			// the rejoin is done. (Nothing else links an instance while it
+			// rejoins: the request refuses a replica.)
+			if _, ok, err := instances.LinkOf(ctx, tx, in.ID); err != nil || ok {
+				return err
+			}
 			now := m.now()
 			if err := instances.InsertLink(ctx, tx, instances.Link{InstanceID: in.ID, SourceID: src.ID, Account: replicationAccount(in.ID), CreatedAt: now}); err != nil {
 				return err
