@@ -81,7 +81,7 @@ func TestPostgreSQLReplicaThatFailsDropsItsSlotOnTheSource(t *testing.T) {
 	}
 	fc.mu.Unlock()
 	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
-	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	in := c.waitStatus(replica, "ERROR", 90*time.Second)
 	if f, _ := in["fault"].(map[string]any); f == nil || !strings.Contains(f["message"].(string), "the disk is on fire") {
 		t.Fatalf("the failed replica's fault: %v", in["fault"])
 	}

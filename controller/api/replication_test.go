@@ -206,7 +206,7 @@ func TestReplicaGuardsDetachAndDelete(t *testing.T) {
 	src := newActive(c, "primary", "shop")
 	mk := func(name string) string {
 		id := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": name, "replica_of": src}})["instance"].(map[string]any)["id"].(string)
-		c.waitStatus(id, "ACTIVE", 30*time.Second)
+		c.waitStatus(id, "ACTIVE", 90*time.Second) // a seed backup and a restore: over 30 s twice under -race at load 13+
 		return id
 	}
 	r1, r2 := mk("r1"), mk("r2")
@@ -310,7 +310,7 @@ func TestReplicaWhoseLinkFailsDropsItsAccountOnTheSource(t *testing.T) {
 	fc.mu.Unlock()
 
 	replica := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
-	in := c.waitStatus(replica, "ERROR", 40*time.Second)
+	in := c.waitStatus(replica, "ERROR", 90*time.Second) // a seed backup and a restore first
 	f, _ := in["fault"].(map[string]any)
 	if f == nil || !strings.Contains(f["message"].(string), "starting replication") {
 		t.Fatalf("the failed replica's fault: %v", in["fault"])
@@ -381,7 +381,7 @@ func TestAVolumeResizeOfASourceGrowsItsReplicas(t *testing.T) {
 	c := r.admin()
 	src := newActive(c, "primary", "shop")
 	r1 := c.must(200, "POST", "/instances", map[string]any{"instance": map[string]any{"name": "r1", "replica_of": src}})["instance"].(map[string]any)["id"].(string)
-	c.waitStatus(r1, "ACTIVE", 30*time.Second)
+	c.waitStatus(r1, "ACTIVE", 90*time.Second)
 	volumeOf := func(id string) any { return c.instance(id)["volume"].(map[string]any)["size"] }
 
 	c.must(202, "POST", "/instances/"+src+"/action", map[string]any{"resize": map[string]any{"volume": map[string]any{"size": 2}}})
