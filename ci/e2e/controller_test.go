@@ -622,7 +622,22 @@ func endpointOf(t *testing.T, in map[string]any, standard int) endpoint {
 type mariadbClient struct{ ep endpoint }
 
 func (m mariadbClient) query(user, password, database, sql string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	return m.queryWithin(time.Minute, user, password, database, sql)
+}
+
+// mustWithin is must with its own bound (a full scan of a large table
+// under TCG takes minutes).
+func (m mariadbClient) mustWithin(t *testing.T, within time.Duration, user, password, database, sql string) string {
+	t.Helper()
+	out, err := m.queryWithin(within, user, password, database, sql)
+	if err != nil {
+		t.Fatalf("mariadb as %s: %s: %v", user, sql, err)
+	}
+	return out
+}
+
+func (m mariadbClient) queryWithin(within time.Duration, user, password, database, sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "mariadb", "--protocol=TCP", "-h", m.ep.host, "-P", strconv.Itoa(m.ep.port),
 		"-u", user, "--connect-timeout=20", "--batch", "--skip-column-names", "--ssl=0", database, "-e", sql)
