@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -298,13 +299,14 @@ func (m *Manager) userSyncQuiet(ctx context.Context, source, replica string, sin
 		replica, string(wire.KindImportUsers), store.Millis(since)).Scan(&n); err != nil || n > 0 {
 		return false, err
 	}
+	args := []any{source}
 	for _, k := range userChanges {
-		if err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind = ? AND (done_at IS NULL OR done_at >= ?)`,
-			source, string(k), store.Millis(changedBefore)).Scan(&n); err != nil || n > 0 {
-			return false, err
-		}
+		args = append(args, string(k))
 	}
-	return true, nil
+	args = append(args, store.Millis(changedBefore))
+	err := m.DB.QueryRow(ctx, `SELECT COUNT(*) FROM agent_ops WHERE instance_id = ? AND kind IN (`+
+		strings.TrimSuffix(strings.Repeat("?, ", len(userChanges)), ", ")+`) AND (done_at IS NULL OR done_at >= ?)`, args...).Scan(&n)
+	return err == nil && n == 0, err
 }
 
 // inTask says whether any of ids is in a task (or cannot be read).
