@@ -123,6 +123,20 @@ func checkText(what, s string, max int) error {
 	return nil
 }
 
+// newestCompleted is an instance's newest COMPLETED backup (nil: none).
+func newestCompleted(ctx context.Context, db *store.DB, project, instanceID string) (*Backup, error) {
+	all, err := List(ctx, db, ListOptions{Project: project, InstanceID: instanceID})
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range all { // newest first
+		if b.Status == StatusCompleted {
+			return &b, nil
+		}
+	}
+	return nil, nil
+}
+
 // Create records a new backup (NEW), marks the instance as backing up and
 // queues the backup task, all in one transaction.
 func (m *Manager) Create(ctx context.Context, r CreateRequest) (Backup, error) {
@@ -157,15 +171,8 @@ func (m *Manager) Create(ctx context.Context, r CreateRequest) (Backup, error) {
 		}
 		parent = &p
 	case r.Incremental:
-		all, err := List(ctx, m.DB, ListOptions{Project: r.ProjectID, InstanceID: in.ID})
-		if err != nil {
+		if parent, err = newestCompleted(ctx, m.DB, r.ProjectID, in.ID); err != nil {
 			return Backup{}, err
-		}
-		for _, b := range all { // newest first
-			if b.Status == StatusCompleted {
-				parent = &b
-				break
-			}
 		}
 	}
 	b := Backup{ID: store.NewID(), ProjectID: r.ProjectID, InstanceID: in.ID, Name: r.Name, Description: r.Description,

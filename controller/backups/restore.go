@@ -344,20 +344,11 @@ func (m *Manager) seedParent(ctx context.Context, project, instanceID string) (s
 	if err != nil {
 		return "", err
 	}
-	all, err := List(ctx, m.DB, ListOptions{Project: project, InstanceID: instanceID})
-	if err != nil {
+	b, err := newestCompleted(ctx, m.DB, project, instanceID)
+	if err != nil || b == nil || b.DatastoreVersionID != in.DatastoreVersionID || b.ChainPosition+1 >= wire.MaxChainLength {
 		return "", err
 	}
-	for _, b := range all { // newest first
-		if b.Status != StatusCompleted {
-			continue
-		}
-		if b.DatastoreVersionID != in.DatastoreVersionID || b.ChainPosition+1 >= wire.MaxChainLength {
-			return "", nil
-		}
-		return b.ID, nil
-	}
-	return "", nil
+	return b.ID, nil
 }
 
 // SeedState reports whether a seed backup completed, its GTID position,
