@@ -26,32 +26,7 @@ import (
 // fault, no password left in a task.
 func TestEveryStepOfAPostgreSQLFailoverRejoinAndRewindCanRunTwice(t *testing.T) {
 	t.Parallel()
-	fc, r, c, src, ids := replicaGroup(t, "postgresql", "15", 5432, 10*time.Second, 2)
-	a, b := ids[0], ids[1]
-	fc.guest(a).setIOPos("0/3000200")
-	fc.guest(b).setIOPos("0/3000100")
-	r.ctl.Engine.ReplaySteps.Store(true)
-
-	fc.guest(src).halt()
-	silence(t, r, src)
-	if code, doc := eject(c, src); code != 202 {
-		t.Fatalf("eject: HTTP %d %v", code, doc)
-	}
-	waitFor(t, "the failover", 60*time.Second, func() bool {
-		of, _ := c.instance(b)["replica_of"].(map[string]any)
-		f, _ := c.instance(src)["fault"].(map[string]any)
-		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && of != nil && of["id"] == a &&
-			c.instance(b)["status"] == "ACTIVE" && f != nil && c.instance(src)["status"] != "EJECT"
-	})
-	if st := taskEnded(t, r, src, lifecycle.KindPromote); st != tasks.StateDone {
-		t.Fatalf("the failover task ended %s, want done", st)
-	}
-	onePrimary(t, fc, a, b)
-	followsWithItsAccount(t, fc, b, a)
-	wantFenced(t, fc, src)
-	if got := fc.journal.events("promote "); !slices.Equal(got, []string{"promote " + a + " 0/3000200"}) {
-		t.Fatalf("promotions %v, want %s once at what it received", got, a)
-	}
+	fc, r, c, src, a, b := replayEjectOfAGroupOfThree(t, "postgresql", "15", 5432, "0/3000200", "0/3000100", "at what it received")
 	fork := fakeForkAfter("0/3000200")
 	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM ejections WHERE instance_id = ? AND elected_id = ? AND fork_pos = ?", src, a, fork); n != 1 {
 		t.Fatalf("%d ejections of the old source by %s at the fork %s recorded, want 1", n, a, fork)
@@ -161,32 +136,7 @@ func TestEveryStepOfAPostgreSQLFailoverRejoinAndRewindCanRunTwice(t *testing.T) 
 // same users, no fault.
 func TestEveryStepOfARedisFailoverRejoinAndSwitchoverCanRunTwice(t *testing.T) {
 	t.Parallel()
-	fc, r, c, src, ids := replicaGroup(t, "redis", "7.0", 6379, 10*time.Second, 2)
-	a, b := ids[0], ids[1]
-	fc.guest(a).setIOPos("1500")
-	fc.guest(b).setIOPos("1200")
-	r.ctl.Engine.ReplaySteps.Store(true)
-
-	fc.guest(src).halt()
-	silence(t, r, src)
-	if code, doc := eject(c, src); code != 202 {
-		t.Fatalf("eject: HTTP %d %v", code, doc)
-	}
-	waitFor(t, "the failover", 60*time.Second, func() bool {
-		of, _ := c.instance(b)["replica_of"].(map[string]any)
-		f, _ := c.instance(src)["fault"].(map[string]any)
-		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && of != nil && of["id"] == a &&
-			c.instance(b)["status"] == "ACTIVE" && f != nil && c.instance(src)["status"] != "EJECT"
-	})
-	if st := taskEnded(t, r, src, lifecycle.KindPromote); st != tasks.StateDone {
-		t.Fatalf("the failover task ended %s, want done", st)
-	}
-	onePrimary(t, fc, a, b)
-	followsWithItsAccount(t, fc, b, a)
-	wantFenced(t, fc, src)
-	if got := fc.journal.events("promote "); !slices.Equal(got, []string{"promote " + a + " 1500"}) {
-		t.Fatalf("promotions %v, want %s once at its offset", got, a)
-	}
+	fc, r, c, src, a, b := replayEjectOfAGroupOfThree(t, "redis", "7.0", 6379, "1500", "1200", "at its offset")
 	if n := storetest.Count(t, r.ctl.DB, "SELECT COUNT(*) FROM ejections WHERE instance_id = ? AND elected_id = ? AND fork_pos = '1500'", src, a); n != 1 {
 		t.Fatalf("%d ejections of the old source by %s at offset 1500 recorded, want 1", n, a)
 	}
@@ -393,4 +343,40 @@ func noFaultOneKey(t *testing.T, r *rig, c *client, what string, ids ...string) 
 			t.Fatalf("enrolled agent keys of %s after %s: %v", id, what, keys)
 		}
 	}
+}
+
+// replayEjectOfAGroupOfThree makes a group of a source and two replicas
+// a and b (a received posA, b posB), turns ReplaySteps on, and ejects the
+// silent source: the failover task ends done, a is promoted once at posA
+// (promoted: how the message names that position), b follows it with
+// its own account, and the old source is fenced.
+func replayEjectOfAGroupOfThree(t *testing.T, ds, version string, port int, posA, posB, promoted string) (*fakeCompute, *rig, *client, string, string, string) {
+	t.Helper()
+	fc, r, c, src, ids := replicaGroup(t, ds, version, port, 10*time.Second, 2)
+	a, b := ids[0], ids[1]
+	fc.guest(a).setIOPos(posA)
+	fc.guest(b).setIOPos(posB)
+	r.ctl.Engine.ReplaySteps.Store(true)
+
+	fc.guest(src).halt()
+	silence(t, r, src)
+	if code, doc := eject(c, src); code != 202 {
+		t.Fatalf("eject: HTTP %d %v", code, doc)
+	}
+	waitFor(t, "the failover", 60*time.Second, func() bool {
+		of, _ := c.instance(b)["replica_of"].(map[string]any)
+		f, _ := c.instance(src)["fault"].(map[string]any)
+		return c.instance(a)["status"] == "ACTIVE" && c.instance(a)["replica_of"] == nil && of != nil && of["id"] == a &&
+			c.instance(b)["status"] == "ACTIVE" && f != nil && c.instance(src)["status"] != "EJECT"
+	})
+	if st := taskEnded(t, r, src, lifecycle.KindPromote); st != tasks.StateDone {
+		t.Fatalf("the failover task ended %s, want done", st)
+	}
+	onePrimary(t, fc, a, b)
+	followsWithItsAccount(t, fc, b, a)
+	wantFenced(t, fc, src)
+	if got := fc.journal.events("promote "); !slices.Equal(got, []string{"promote " + a + " " + posA}) {
+		t.Fatalf("promotions %v, want %s once %s", got, a, promoted)
+	}
+	return fc, r, c, src, a, b
 }
